@@ -1,0 +1,17 @@
+//! Types every Kronos part shares.
+//!
+//! - [`catalogue`]: the chain catalogue in `config/chains.toml`, parsed and validated with errors that name the field.
+//! - [`decimal`]: exact fixed-point decimals for prices and quantities (never `f64` for money).
+//! - [`secret`]: secrets that never print, and a log writer that redacts every registered secret.
+//! - [`signals`]: the typed events every part publishes, and the in-process bus that carries them.
+
+pub mod catalogue;
+pub mod decimal;
+pub mod secret;
+pub mod signals;
+pub mod time;
+
+pub use catalogue::{Catalogue, CatalogueError, Chain, ChainKind, FeeModel, Feed};
+pub use decimal::{Decimal, DecimalError, Rounding};
+pub use secret::{Redactor, Secret};
+pub use signals::{Bus, Signal, SignalKind};

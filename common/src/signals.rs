@@ -1,0 +1,330 @@
+//! Typed signals and the in-process bus.
+//!
+//! Every part publishes what happens as a [`Signal`]: the keeper (rounds, prices, transactions, health), the
+//! forecaster (forecasts, commitments, track record), the copy-trader (orders, fills, positions, risk). Subscribers
+//! (the WebSocket API, Telegram alerts, the copy-trader's AI mode) each get their own receiver. A slow subscriber
+//! loses the oldest signals, never blocks a publisher; the loss is counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::decimal::Decimal;
+
+/// The price outcome of a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Up,
+    Down,
+    Tie,
+    /// No usable outcome (unusable price, expired).
+    None,
+}
+
+/// Side of an exchange order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+/// What a lead account did to a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeadAction {
+    Open,
+    Increase,
+    Reduce,
+    Close,
+    Flip,
+}
+
+/// One signal: when, from which part, and what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The publishing part, e.g. `keeper`, `forecaster`, `copytrader`.
+    pub source: String,
+    #[serde(flatten)]
+    pub kind: SignalKind,
+}
+
+/// What happened. Amounts on chain are decimal strings of base units (wei); prices are exact decimals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SignalKind {
+    RoundStarted {
+        chain: String,
+        market: u64,
+        epoch: u64,
+        start_at: u64,
+        lock_at: u64,
+        close_at: u64,
+    },
+    RoundLocked {
+        chain: String,
+        market: u64,
+        epoch: u64,
+        lock_price: Decimal,
+        round_id: String,
+    },
+    RoundSettled {
+        chain: String,
+        market: u64,
+        epoch: u64,
+        outcome: Outcome,
+        lock_price: Decimal,
+        close_price: Decimal,
+        total_wei: String,
+        reward_wei: String,
+        treasury_fee_wei: String,
+        delay_blocks: u64,
+    },
+    RoundCancelled {
+        chain: String,
+        market: u64,
+        epoch: u64,
+        reason: String,
+        outcome: Outcome,
+    },
+    PriceRead {
+        chain: String,
+        pair: String,
+        price: Decimal,
+        round_id: String,
+        updated_at: u64,
+    },
+    TxSent {
+        chain: String,
+        action: String,
+        tx_hash: String,
+        nonce: u64,
+    },
+    TxConfirmed {
+        chain: String,
+        action: String,
+        tx_hash: String,
+        block: u64,
+        gas_used: u64,
+    },
+    TxFailed {
+        chain: String,
+        action: String,
+        error: String,
+    },
+    KeeperHealth {
+        chain: String,
+        healthy: bool,
+        head_block: u64,
+        lag_s: u64,
+        detail: String,
+    },
+    Forecast {
+        chain: String,
+        market: u64,
+        epoch: u64,
+        p_up: f64,
+        horizon_s: u64,
+        model: String,
+    },
+    PredictionCommitted {
+        chain: String,
+        market: u64,
+        epoch: u64,
+        p_up_bps: u16,
+    },
+    PredictionRevealed {
+        chain: String,
+        market: u64,
+        epoch: u64,
+        p_up_bps: u16,
+        outcome: Outcome,
+        hit: Option<bool>,
+        /// Running on-chain record of the publisher after this reveal.
+        scored: u64,
+        hits: u64,
+        mean_brier: f64,
+    },
+    LeadChanged {
+        symbol: String,
+        action: LeadAction,
+        from_qty: Decimal,
+        to_qty: Decimal,
+    },
+    OrderSubmitted {
+        symbol: String,
+        side: Side,
+        qty: Decimal,
+        order_type: String,
+        reduce_only: bool,
+        client_order_id: String,
+        paper: bool,
+    },
+    OrderFilled {
+        symbol: String,
+        side: Side,
+        qty: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        realized_pnl: Decimal,
+        client_order_id: String,
+        paper: bool,
+    },
+    StopPlaced {
+        symbol: String,
+        stop_price: Decimal,
+        client_order_id: String,
+    },
+    StopTriggered {
+        symbol: String,
+        stop_price: Decimal,
+        qty: Decimal,
+    },
+    PositionChanged {
+        symbol: String,
+        qty: Decimal,
+        entry_price: Decimal,
+    },
+    RiskEvent {
+        kind: String,
+        detail: String,
+    },
+}
+
+impl SignalKind {
+    /// The alert category, used for per-category notification settings.
+    pub fn category(&self) -> &'static str {
+        match self {
+            SignalKind::RoundStarted { .. } | SignalKind::RoundLocked { .. } => "round",
+            SignalKind::RoundSettled { .. } => "settlement",
+            SignalKind::RoundCancelled { .. } => "refund",
+            SignalKind::PriceRead { .. } => "price",
+            SignalKind::TxSent { .. } | SignalKind::TxConfirmed { .. } => "transaction",
+            SignalKind::TxFailed { .. } => "keeper_failure",
+            SignalKind::KeeperHealth { healthy: false, .. } => "keeper_failure",
+            SignalKind::KeeperHealth { healthy: true, .. } => "keeper_recovery",
+            SignalKind::Forecast { .. }
+            | SignalKind::PredictionCommitted { .. }
+            | SignalKind::PredictionRevealed { .. } => "prediction",
+            SignalKind::LeadChanged { .. } => "lead",
+            SignalKind::OrderSubmitted { .. } => "order",
+            SignalKind::OrderFilled { .. } | SignalKind::PositionChanged { .. } => "fill",
+            SignalKind::StopPlaced { .. } | SignalKind::StopTriggered { .. } => "stop",
+            SignalKind::RiskEvent { .. } => "risk",
+        }
+    }
+
+    /// The snake_case name of the variant, as in the JSON `type` field.
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+/// The in-process signal bus: cheap to clone, many publishers, many subscribers.
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<Arc<Signal>>,
+    published: Arc<AtomicU64>,
+}
+
+impl Bus {
+    /// A bus that keeps up to `capacity` signals for each slow subscriber.
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(16));
+        Bus { tx, published: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Publishes a signal stamped now.
+    pub fn publish(&self, source: &str, kind: SignalKind) {
+        self.publish_signal(Signal { at_ms: crate::time::now_ms(), source: source.to_string(), kind });
+    }
+
+    /// Publishes a complete signal.
+    pub fn publish_signal(&self, signal: Signal) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        // No subscriber is not an error: signals are fire-and-forget.
+        let _ = self.tx.send(Arc::new(signal));
+    }
+
+    /// A new receiver that sees every signal published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Signal>> {
+        self.tx.subscribe()
+    }
+
+    /// Signals published since the bus was made.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Current number of subscribers.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus::new(4096)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_is_flat_and_tagged() {
+        let s = Signal {
+            at_ms: 1,
+            source: "keeper".into(),
+            kind: SignalKind::RoundLocked {
+                chain: "base".into(),
+                market: 1,
+                epoch: 7,
+                lock_price: "65000.12".parse().unwrap(),
+                round_id: "42".into(),
+            },
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["type"], "round_locked");
+        assert_eq!(v["lock_price"], "65000.12");
+        assert_eq!(v["source"], "keeper");
+        let back: Signal = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(s.kind.name(), "round_locked");
+        assert_eq!(s.kind.category(), "round");
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_every_signal_and_slow_ones_lag_not_block() {
+        let bus = Bus::new(16);
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        for i in 0..40u64 {
+            bus.publish("test", SignalKind::RiskEvent { kind: "n".into(), detail: i.to_string() });
+        }
+        // `a` drains: it lagged (capacity 16) and sees the newest 16.
+        let mut lagged = 0;
+        let mut seen = Vec::new();
+        loop {
+            match a.try_recv() {
+                Ok(s) => seen.push(s),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => lagged += n,
+                Err(_) => break,
+            }
+        }
+        assert_eq!(lagged, 24);
+        assert_eq!(seen.len(), 16);
+        assert!(matches!(&seen.last().unwrap().kind, SignalKind::RiskEvent { detail, .. } if detail == "39"));
+        assert!(b.try_recv().is_err() || bus.published() == 40);
+        assert_eq!(bus.published(), 40);
+    }
+}

@@ -1,0 +1,78 @@
+//! Command-line interface: `kronos <command>`. Each command's `--help` says what it does and what it needs.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// Kronos: self-running prediction markets on Chainlink prices, an AI forecaster with an on-chain track record,
+/// and a copy-trader.
+#[derive(Debug, Parser)]
+#[command(name = "kronos", version, propagate_version = true, arg_required_else_help = true)]
+pub struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate and print the chain catalogue (config/chains.toml).
+    Catalogue(CatalogueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogueArgs {
+    /// The catalogue file.
+    #[arg(long, default_value = kronos_common::catalogue::DEFAULT_PATH)]
+    pub file: PathBuf,
+    /// Print the validated catalogue as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Catalogue(a) => catalogue(a),
+    }
+}
+
+fn catalogue(a: CatalogueArgs) -> Result<()> {
+    let cat = kronos_common::Catalogue::load(&a.file)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&cat).context("serialising the catalogue")?);
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<18} {:>8} {:>8} {:>6} {:<9} {:<8} {:<44} {:<44}",
+        "key", "name", "chain id", "block ms", "conf", "fees", "seq feed", "BTC/USD", "ETH/USD"
+    );
+    for c in cat.chains.values() {
+        let feed = |p: &str| {
+            c.feeds
+                .get(p)
+                .and_then(|f| f.address.as_ref())
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "(unconfirmed)".into())
+        };
+        println!(
+            "{:<10} {:<18} {:>8} {:>8} {:>6} {:<9} {:<8} {:<44} {:<44}",
+            c.key,
+            c.name,
+            c.chain_id.map(|i| i.to_string()).unwrap_or_else(|| c.cluster.clone().unwrap_or_default()),
+            c.block_time_ms,
+            c.confirmations,
+            c.fee_model.map(|f| format!("{f:?}").to_lowercase()).unwrap_or_else(|| "-".into()),
+            if c.sequencer.is_some() { "yes" } else { "-" },
+            feed("BTC/USD"),
+            feed("ETH/USD"),
+        );
+    }
+    Ok(())
+}

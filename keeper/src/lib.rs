@@ -1,0 +1,4 @@
+//! The Kronos keeper daemon and the `kronos` command-line program.
+
+pub mod cli;
+pub mod logging;

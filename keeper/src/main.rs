@@ -1,0 +1,20 @@
+//! `kronos`: the one command-line program of the Kronos suite.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = kronos_keeper::cli::Cli::parse();
+    kronos_keeper::logging::init(cli.log_json, cli.verbose);
+    match kronos_keeper::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole cause chain on one line; secrets were never put into errors, and the
+            // redactor masks any that slipped through.
+            let msg = kronos_common::Redactor::global().redact(&format!("{e:#}"));
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
