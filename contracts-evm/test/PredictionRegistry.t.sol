@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {IKronosMarket} from "../src/interfaces/IKronosMarket.sol";
+import {IPredictionRegistry} from "../src/interfaces/IPredictionRegistry.sol";
+import {PredictionRegistry} from "../src/PredictionRegistry.sol";
+import {MarketBase} from "./utils/MarketBase.sol";
+
+contract PredictionRegistryTest is MarketBase {
+    PredictionRegistry internal registry;
+    address internal ai = makeAddr("ai");
+    address internal copycat = makeAddr("copycat");
+    uint256 internal constant REVEAL_WINDOW = 1 days;
+    bytes32 internal constant SALT = keccak256("salt");
+
+    function setUp() public override {
+        super.setUp();
+        registry = new PredictionRegistry(market, REVEAL_WINDOW);
+    }
+
+    function _commit(address who, uint256 epoch, bool up, uint16 p) internal returns (bytes32 h) {
+        h = registry.commitmentHash(who, nativeId, epoch, up, p, SALT);
+        vm.prank(who);
+        registry.commit(nativeId, epoch, h);
+    }
+
+    /// @dev Settles round 0 as Up (61000 -> 62000), Down, or a tie.
+    function _settleRound0(int256 closePrice) internal {
+        _execute(nativeId, 0);
+        _price(61_000e8, _t(1) - 10);
+        _execute(nativeId, 1);
+        _price(closePrice, _t(2) - 10);
+        _execute(nativeId, 2);
+    }
+
+    function test_commitRevealHitScoresBrier() public {
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, true, 7000);
+        assertEq(registry.trackRecord(ai).committed, 1);
+        _settleRound0(62_000e8);
+        vm.prank(ai);
+        vm.expectEmit(true, true, true, true, address(registry));
+        emit IPredictionRegistry.Revealed(ai, nativeId, 0, true, 7000, uint8(IKronosMarket.Outcome.Up), true, 9e6);
+        registry.reveal(nativeId, 0, true, 7000, SALT);
+        IPredictionRegistry.TrackRecord memory r = registry.trackRecord(ai);
+        assertEq(r.hits, 1);
+        assertEq(r.misses, 0);
+        assertEq(r.brierSum, 9e6); // (0.7 - 1)^2 = 0.09 -> 0.09 * 1e8
+        assertEq(
+            uint8(registry.getCommitment(ai, nativeId, 0).status), uint8(IPredictionRegistry.CommitStatus.Revealed)
+        );
+    }
+
+    function test_missScoresBrier() public {
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, true, 6000);
+        _settleRound0(60_000e8);
+        vm.prank(ai);
+        registry.reveal(nativeId, 0, true, 6000, SALT);
+        IPredictionRegistry.TrackRecord memory r = registry.trackRecord(ai);
+        assertEq(r.misses, 1);
+        assertEq(r.brierSum, 36e6); // (0.6 - 0)^2
+    }
+
+    function test_tieVoidsTheForecast() public {
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, false, 4000);
+        _settleRound0(61_000e8);
+        vm.prank(ai);
+        registry.reveal(nativeId, 0, false, 4000, SALT);
+        IPredictionRegistry.TrackRecord memory r = registry.trackRecord(ai);
+        assertEq(r.voided, 1);
+        assertEq(r.hits + r.misses, 0);
+        assertEq(r.brierSum, 0);
+    }
+
+    function test_commitAfterLockIsRejectedAndReplacementBeforeLockIsAllowed() public {
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, true, 9000);
+        _commit(ai, 0, false, 3000); // changed its mind before lock
+        assertEq(registry.trackRecord(ai).committed, 1);
+        vm.warp(_t(1));
+        bytes32 h = registry.commitmentHash(ai, nativeId, 0, true, 9000, SALT);
+        vm.prank(ai);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.CommitTooLate.selector, nativeId, 0, _t(1)));
+        registry.commit(nativeId, 0, h);
+        _settleRound0(60_000e8);
+        // Only the last commitment reveals.
+        vm.prank(ai);
+        vm.expectRevert();
+        registry.reveal(nativeId, 0, true, 9000, SALT);
+        vm.prank(ai);
+        registry.reveal(nativeId, 0, false, 3000, SALT);
+        assertEq(registry.trackRecord(ai).hits, 1);
+    }
+
+    function test_revealNeedsAFinalOutcome() public {
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, true, 7000);
+        _execute(nativeId, 0);
+        _price(61_000e8, _t(1) - 10);
+        _execute(nativeId, 1);
+        vm.prank(ai);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.OutcomeNotFinal.selector, nativeId, 0));
+        registry.reveal(nativeId, 0, true, 7000, SALT);
+    }
+
+    function test_revealChecksTheCommitment() public {
+        vm.warp(GENESIS + 5);
+        bytes32 h = _commit(ai, 0, true, 7000);
+        _settleRound0(62_000e8);
+        bytes32 wrong = registry.commitmentHash(ai, nativeId, 0, true, 7100, SALT);
+        vm.prank(ai);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.CommitmentMismatch.selector, h, wrong));
+        registry.reveal(nativeId, 0, true, 7100, SALT);
+        vm.prank(bob);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.NoCommitment.selector, bob, nativeId, 0));
+        registry.reveal(nativeId, 0, true, 7000, SALT);
+        vm.prank(ai);
+        registry.reveal(nativeId, 0, true, 7000, SALT);
+        vm.prank(ai);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IPredictionRegistry.AlreadyFinal.selector, ai, nativeId, 0, IPredictionRegistry.CommitStatus.Revealed
+            )
+        );
+        registry.reveal(nativeId, 0, true, 7000, SALT);
+    }
+
+    function test_copiedCommitmentCannotBeRevealedByTheCopier() public {
+        vm.warp(GENESIS + 5);
+        bytes32 h = _commit(ai, 0, true, 8000);
+        vm.prank(copycat);
+        registry.commit(nativeId, 0, h);
+        _settleRound0(62_000e8);
+        vm.prank(ai);
+        registry.reveal(nativeId, 0, true, 8000, SALT); // now public
+        vm.prank(copycat);
+        vm.expectRevert();
+        registry.reveal(nativeId, 0, true, 8000, SALT);
+    }
+
+    function test_inconsistentForecastCannotBeRevealed() public {
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, true, 3000); // says Up with 30% for Up
+        _settleRound0(62_000e8);
+        vm.prank(ai);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.InconsistentForecast.selector, true, 3000));
+        registry.reveal(nativeId, 0, true, 3000, SALT);
+        vm.warp(registry.revealDeadline(nativeId, 0) + 1);
+        registry.expire(ai, nativeId, 0);
+        assertEq(registry.trackRecord(ai).misses, 1);
+    }
+
+    function test_unrevealedCommitmentExpiresAsAMissWithWorstBrier() public {
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, true, 9000);
+        _settleRound0(62_000e8);
+        uint256 deadline = registry.revealDeadline(nativeId, 0);
+        assertEq(deadline, _t(2) + WINDOW + REVEAL_WINDOW);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.RevealWindowOpen.selector, nativeId, 0, deadline));
+        registry.expire(ai, nativeId, 0);
+        vm.warp(deadline + 1);
+        vm.prank(ai);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.RevealWindowClosed.selector, nativeId, 0, deadline));
+        registry.reveal(nativeId, 0, true, 9000, SALT);
+        vm.prank(carol); // anyone
+        registry.expire(ai, nativeId, 0);
+        IPredictionRegistry.TrackRecord memory r = registry.trackRecord(ai);
+        assertEq(r.misses, 1);
+        assertEq(r.expired, 1);
+        assertEq(r.brierSum, 1e8);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IPredictionRegistry.AlreadyFinal.selector, ai, nativeId, 0, IPredictionRegistry.CommitStatus.Expired
+            )
+        );
+        registry.expire(ai, nativeId, 0);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.NoCommitment.selector, bob, nativeId, 0));
+        registry.expire(bob, nativeId, 0);
+    }
+
+    function test_anyoneMayPublishAndRecordsAreSeparate() public {
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, true, 7000);
+        _commit(bob, 0, false, 2000);
+        _settleRound0(62_000e8);
+        vm.prank(ai);
+        registry.reveal(nativeId, 0, true, 7000, SALT);
+        vm.prank(bob);
+        registry.reveal(nativeId, 0, false, 2000, SALT);
+        assertEq(registry.trackRecord(ai).hits, 1);
+        assertEq(registry.trackRecord(bob).misses, 1);
+        assertEq(registry.trackRecord(bob).brierSum, 64e6);
+    }
+
+    function testFuzz_brierMatchesDefinition(uint16 p, bool wentUp) public {
+        p = uint16(bound(p, 0, 10_000));
+        bool up = p >= 5000;
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, up, p);
+        _settleRound0(wentUp ? int256(62_000e8) : int256(60_000e8));
+        vm.prank(ai);
+        registry.reveal(nativeId, 0, up, p, SALT);
+        int256 o = wentUp ? int256(10_000) : int256(0);
+        int256 d = int256(uint256(p)) - o;
+        assertEq(uint256(registry.trackRecord(ai).brierSum), uint256(d * d));
+        assertEq(registry.trackRecord(ai).hits, up == wentUp ? 1 : 0);
+    }
+}
