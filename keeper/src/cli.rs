@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Validate and print the chain catalogue (config/chains.toml).
     Catalogue(CatalogueArgs),
+    /// The forecaster: train, forecast, evaluate.
+    #[command(subcommand)]
+    Forecast(crate::cmd::forecast::ForecastCommand),
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +43,7 @@ pub struct CatalogueArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Catalogue(a) => catalogue(a),
+        Command::Forecast(c) => crate::cmd::forecast::run(c),
     }
 }
 

@@ -1,4 +1,5 @@
 //! The Kronos keeper daemon and the `kronos` command-line program.
 
 pub mod cli;
+pub mod cmd;
 pub mod logging;

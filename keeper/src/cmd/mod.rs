@@ -1,0 +1,3 @@
+//! One module per `kronos` command group.
+
+pub mod forecast;

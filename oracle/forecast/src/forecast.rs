@@ -1,0 +1,279 @@
+//! Forecasting with a tokenizer + predictor pair: per-window normalisation, tokenisation, autoregressive sampling of
+//! several paths (kept, not averaged away), decoding back to prices.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::calibration::Calibration;
+use crate::config::{PredictorConfig, TokenizerConfig};
+use crate::data::{time_features, Candle};
+use crate::predictor::KronosPredictor;
+use crate::sampling::SamplingParams;
+use crate::tokenizer::KronosTokenizer;
+use crate::weights;
+
+/// Normalised inputs are clipped to `[-CLIP, CLIP]` (as in the reference).
+pub const CLIP: f64 = 5.0;
+/// Added to the standard deviation before dividing (as in the reference).
+pub const STD_EPS: f64 = 1e-5;
+
+/// Metadata stored beside the two model folders (`kronos.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub name: String,
+    /// Longest context the model was trained for.
+    pub max_context: usize,
+    /// Calibration of P(up) one step ahead, fitted on the validation split.
+    pub calibration: Calibration,
+    /// Free-form training record (data range, steps, losses, time).
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+/// Per-feature mean and standard deviation of a context window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowStats {
+    pub mean: [f64; 6],
+    pub std: [f64; 6],
+}
+
+impl WindowStats {
+    /// Population statistics of the window's six features.
+    pub fn of(candles: &[Candle]) -> WindowStats {
+        let n = candles.len().max(1) as f64;
+        let mut mean = [0.0; 6];
+        for c in candles {
+            for (m, v) in mean.iter_mut().zip(c.features()) {
+                *m += v / n;
+            }
+        }
+        let mut var = [0.0; 6];
+        for c in candles {
+            for ((s, v), m) in var.iter_mut().zip(c.features()).zip(mean) {
+                *s += (v - m) * (v - m) / n;
+            }
+        }
+        WindowStats { mean, std: var.map(f64::sqrt) }
+    }
+
+    /// One candle's features, z-scored and clipped.
+    pub fn normalize(&self, c: &Candle) -> [f32; 6] {
+        let f = c.features();
+        std::array::from_fn(|i| ((f[i] - self.mean[i]) / (self.std[i] + STD_EPS)).clamp(-CLIP, CLIP) as f32)
+    }
+
+    /// Feature `i` back in price units.
+    pub fn denormalize(&self, i: usize, v: f64) -> f64 {
+        v * (self.std[i] + STD_EPS) + self.mean[i]
+    }
+}
+
+/// What to forecast and how to sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ForecastOptions {
+    /// Steps (candles) ahead.
+    pub horizon: usize,
+    /// Sample paths.
+    pub samples: usize,
+    pub sampling: SamplingParams,
+    pub seed: u64,
+}
+
+impl Default for ForecastOptions {
+    fn default() -> Self {
+        ForecastOptions { horizon: 1, samples: 32, sampling: SamplingParams::default(), seed: 42 }
+    }
+}
+
+/// A probabilistic forecast of the close.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// The last close of the context.
+    pub last_close: f64,
+    pub horizon: usize,
+    /// Share of sample paths whose close at the horizon is above `last_close`, continuity-corrected:
+    /// `(ups + 1/2) / (paths + 1)`, so that it is never exactly 0 or 1 (uncalibrated).
+    pub p_up_raw: f64,
+    /// `p_up_raw` after the model's calibration.
+    pub p_up: f64,
+    /// `(quantile, close)` at the horizon for 5%, 25%, 50%, 75%, 95%.
+    pub quantiles: Vec<(f64, f64)>,
+    /// Mean close at each step over the paths.
+    pub mean_path: Vec<f64>,
+    /// Every sampled path: close at each step.
+    pub paths: Vec<Vec<f64>>,
+}
+
+/// A loaded model pair.
+pub struct Forecaster {
+    pub tokenizer: KronosTokenizer,
+    pub predictor: KronosPredictor,
+    pub meta: ModelMeta,
+}
+
+impl Forecaster {
+    /// Loads a model folder: `tokenizer/` and `predictor/` (each `config.json` + `model.safetensors`, the layout of the
+    /// published checkpoints) and `kronos.json`.
+    pub fn load(dir: &Path) -> anyhow::Result<Forecaster> {
+        let meta_path = dir.join("kronos.json");
+        let meta: ModelMeta = serde_json::from_str(
+            &std::fs::read_to_string(&meta_path).with_context(|| format!("{}: cannot read", meta_path.display()))?,
+        )
+        .with_context(|| format!("{}: not a Kronos model description", meta_path.display()))?;
+        Self::load_parts(&dir.join("tokenizer"), &dir.join("predictor"), meta)
+    }
+
+    /// Loads a tokenizer folder and a predictor folder (e.g. Kronos-Tokenizer-base and Kronos-mini as downloaded).
+    pub fn load_parts(tokenizer_dir: &Path, predictor_dir: &Path, meta: ModelMeta) -> anyhow::Result<Forecaster> {
+        let (tc, tw) = weights::folder_files(tokenizer_dir)?;
+        let (pc, pw) = weights::folder_files(predictor_dir)?;
+        let tcfg = TokenizerConfig::load(&tc)?;
+        let pcfg = PredictorConfig::load(&pc)?;
+        pcfg.check_tokenizer(&tcfg).map_err(|e| anyhow::anyhow!("{}: {e}", predictor_dir.display()))?;
+        let dev = Device::Cpu;
+        let tokenizer = KronosTokenizer::new(&tcfg, weights::var_builder(&tw, &dev)?)
+            .with_context(|| format!("{}: weights do not fit the config", tw.display()))?;
+        let predictor = KronosPredictor::new(&pcfg, weights::var_builder(&pw, &dev)?)
+            .with_context(|| format!("{}: weights do not fit the config", pw.display()))?;
+        Ok(Forecaster { tokenizer, predictor, meta })
+    }
+
+    /// Forecasts the close `opts.horizon` steps after the last candle.
+    pub fn forecast(&self, candles: &[Candle], opts: &ForecastOptions) -> anyhow::Result<Forecast> {
+        opts.sampling.validate().map_err(anyhow::Error::msg)?;
+        if opts.horizon == 0 || opts.samples == 0 {
+            bail!("horizon and samples must be at least 1");
+        }
+        if candles.len() < 2 {
+            bail!("need at least 2 candles of context, got {}", candles.len());
+        }
+        let keep = self.meta.max_context.saturating_sub(opts.horizon - 1).max(2);
+        let ctx = &candles[candles.len().saturating_sub(keep)..];
+        let stats = WindowStats::of(ctx);
+        let t = ctx.len();
+        let n = opts.samples;
+        let dev = Device::Cpu;
+
+        let x: Vec<f32> = ctx.iter().flat_map(|c| stats.normalize(c)).collect();
+        let x = Tensor::from_vec(x, (1, t, 6), &dev)?;
+        let (s1, s2) = self.tokenizer.encode(&x)?;
+        let stamps: Vec<u32> = ctx.iter().flat_map(|c| time_features(c.timestamp)).collect();
+        let stamp = Tensor::from_vec(stamps, (1, t, 5), &dev)?;
+        let step = (ctx[t - 1].timestamp - ctx[t - 2].timestamp).max(1);
+
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        let mut cache = self.predictor.new_cache();
+        let h = self.predictor.hidden(&s1, &s2, &stamp, Some(&mut cache), None)?;
+        let mut cache: Vec<_> = cache.iter().map(|c| c.fan_out(n)).collect::<candle_core::Result<_>>()?;
+        let mut hidden = h.repeat((n, 1, 1))?;
+        let mut last_hidden = h.narrow(1, t - 1, 1)?.repeat((n, 1, 1))?;
+        let mut gen1 = vec![vec![0u32; opts.horizon]; n];
+        let mut gen2 = vec![vec![0u32; opts.horizon]; n];
+        for step_i in 0..opts.horizon {
+            if step_i > 0 {
+                let prev1: Vec<u32> = gen1.iter().map(|g| g[step_i - 1]).collect();
+                let prev2: Vec<u32> = gen2.iter().map(|g| g[step_i - 1]).collect();
+                let ts = ctx[t - 1].timestamp + step * step_i as i64;
+                let st: Vec<u32> = (0..n).flat_map(|_| time_features(ts)).collect();
+                let hn = self.predictor.hidden(
+                    &Tensor::from_vec(prev1, (n, 1), &dev)?,
+                    &Tensor::from_vec(prev2, (n, 1), &dev)?,
+                    &Tensor::from_vec(st, (n, 1, 5), &dev)?,
+                    Some(&mut cache),
+                    None,
+                )?;
+                hidden = Tensor::cat(&[&hidden, &hn], 1)?;
+                last_hidden = hn;
+            }
+            let l1 = self.predictor.s1_logits(&last_hidden)?.flatten_from(1)?.to_vec2::<f32>()?;
+            let s1_new: Vec<u32> = l1.iter().map(|row| opts.sampling.sample(row, &mut rng)).collect();
+            let l2 = self
+                .predictor
+                .s2_logits_last(&hidden, &Tensor::from_vec(s1_new.clone(), (n, 1), &dev)?)?
+                .flatten_from(1)?
+                .to_vec2::<f32>()?;
+            for (i, row) in l2.iter().enumerate() {
+                gen1[i][step_i] = s1_new[i];
+                gen2[i][step_i] = opts.sampling.sample(row, &mut rng);
+            }
+        }
+
+        let mut dcache = self.tokenizer.new_decoder_cache();
+        self.tokenizer.decode(&s1, &s2, Some(&mut dcache))?;
+        let mut dcache: Vec<_> = dcache.iter().map(|c| c.fan_out(n)).collect::<candle_core::Result<_>>()?;
+        let g1 = Tensor::from_vec(gen1.concat(), (n, opts.horizon), &dev)?;
+        let g2 = Tensor::from_vec(gen2.concat(), (n, opts.horizon), &dev)?;
+        let rec = self.tokenizer.decode(&g1, &g2, Some(&mut dcache))?.to_vec3::<f32>()?;
+        let paths: Vec<Vec<f64>> =
+            rec.iter().map(|p| p.iter().map(|f| stats.denormalize(3, f[3] as f64)).collect()).collect();
+        Ok(summarize(paths, ctx[t - 1].close, &self.meta.calibration))
+    }
+}
+
+/// Turns sample paths into a forecast.
+pub fn summarize(paths: Vec<Vec<f64>>, last_close: f64, calibration: &Calibration) -> Forecast {
+    let horizon = paths.first().map(Vec::len).unwrap_or(0);
+    let n = paths.len().max(1) as f64;
+    let mut ends: Vec<f64> = paths.iter().map(|p| *p.last().unwrap_or(&last_close)).collect();
+    ends.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let up = paths.iter().filter(|p| p.last().copied().unwrap_or(last_close) > last_close).count() as f64;
+    let p_up_raw = (up + 0.5) / (n + 1.0);
+    let quantiles = [0.05, 0.25, 0.5, 0.75, 0.95].iter().map(|&q| (q, quantile(&ends, q))).collect();
+    let mean_path = (0..horizon).map(|i| paths.iter().map(|p| p[i]).sum::<f64>() / n).collect();
+    Forecast { last_close, horizon, p_up_raw, p_up: calibration.apply(p_up_raw), quantiles, mean_path, paths }
+}
+
+/// Linear-interpolated quantile of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_round_trips_and_clips() {
+        let c = |close: f64| Candle {
+            timestamp: 0,
+            open: close,
+            high: close,
+            low: close,
+            close,
+            volume: 1.0,
+            amount: close,
+        };
+        let w = vec![c(100.0), c(102.0), c(98.0), c(100.0)];
+        let s = WindowStats::of(&w);
+        assert!((s.mean[3] - 100.0).abs() < 1e-12);
+        let z = s.normalize(&c(102.0));
+        assert!((s.denormalize(3, z[3] as f64) - 102.0).abs() < 1e-3);
+        assert_eq!(s.normalize(&c(10_000.0))[3], CLIP as f32);
+    }
+
+    #[test]
+    fn summary_keeps_paths_and_counts_ups() {
+        let paths = vec![vec![101.0, 103.0], vec![99.0, 97.0], vec![100.5, 100.2], vec![100.0, 99.0]];
+        let f = summarize(paths.clone(), 100.0, &Calibration::Identity);
+        assert_eq!(f.paths, paths);
+        assert_eq!(f.p_up_raw, 2.5 / 5.0);
+        let all_up = summarize(vec![vec![101.0]; 3], 100.0, &Calibration::Identity);
+        assert_eq!(all_up.p_up_raw, 3.5 / 4.0);
+        assert_eq!(f.mean_path.len(), 2);
+        assert!((f.mean_path[0] - 100.125).abs() < 1e-12);
+        assert_eq!(f.quantiles[2].0, 0.5);
+        assert!((f.quantiles[2].1 - 99.6).abs() < 1e-9);
+        assert_eq!(quantile(&[1.0, 2.0, 3.0], 0.25), 1.5);
+    }
+}
