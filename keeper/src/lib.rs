@@ -2,4 +2,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod logging;
+pub mod rpc;
+pub mod store;

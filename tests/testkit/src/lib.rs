@@ -1,5 +1,7 @@
 //! Test helpers: real anvil nodes (the npm Foundry binary), wallets, and contract deployments over alloy.
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 
 use alloy::network::EthereumWallet;

@@ -1,0 +1,488 @@
+//! The keeper's configuration: a TOML file with environment overrides.
+//!
+//! Every missing or bad value is an error that names the field (`chain[1].rpc[0]: ...`). Secrets never live in the
+//! file: the signer key comes from an environment variable or an encrypted keystore whose password comes from one.
+//!
+//! Environment overrides: `KRONOS_STORE` (store URL), `KRONOS_LISTEN` (API address), `KRONOS_RPC_<CHAIN>`
+//! (comma-separated RPC URLs for catalogue key `<chain>`, upper case, `-` as `_`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use alloy::primitives::{Address, U256};
+use alloy::signers::local::PrivateKeySigner;
+use kronos_common::{Catalogue, Chain, ChainKind, Decimal, Rounding, Secret};
+use serde::Deserialize;
+
+/// A configuration problem, naming the file and the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {field}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    keeper: RawKeeper,
+    #[serde(default)]
+    forecaster: Option<RawForecaster>,
+    #[serde(default, rename = "chain")]
+    chains: Vec<RawChain>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeeper {
+    #[serde(default = "default_catalogue")]
+    catalogue: PathBuf,
+    store: Option<String>,
+    listen: Option<String>,
+    signer: RawSigner,
+    #[serde(default = "default_poll")]
+    poll_ms: u64,
+    keeper_id: Option<String>,
+}
+
+fn default_catalogue() -> PathBuf {
+    PathBuf::from(kronos_common::catalogue::DEFAULT_PATH)
+}
+
+fn default_poll() -> u64 {
+    1000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigner {
+    env: Option<String>,
+    keystore: Option<PathBuf>,
+    password_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForecaster {
+    #[serde(default = "yes")]
+    enabled: bool,
+    model: Option<PathBuf>,
+    #[serde(default = "default_samples")]
+    samples: usize,
+    /// A candle CSV to forecast from instead of the feed's own history (e.g. the demo's replayed candles).
+    candles: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_samples() -> usize {
+    32
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    name: String,
+    #[serde(default)]
+    rpc: Vec<String>,
+    market: String,
+    registry: Option<String>,
+    markets: Option<Vec<u64>>,
+    confirmations: Option<u64>,
+    max_fee_gwei: Option<String>,
+    max_priority_fee_gwei: Option<String>,
+    #[serde(default = "default_bump")]
+    bump_after_s: u64,
+    #[serde(default = "default_bump_percent")]
+    bump_percent: u64,
+    #[serde(default)]
+    local: bool,
+    /// Market id → catalogue pair, for the start-up feed check (`{ "1" = "BTC/USD" }`); default: match by address.
+    #[serde(default)]
+    pairs: std::collections::BTreeMap<String, String>,
+}
+
+fn default_bump() -> u64 {
+    30
+}
+
+fn default_bump_percent() -> u64 {
+    12
+}
+
+/// Where the signing key comes from.
+#[derive(Debug, Clone)]
+pub enum SignerSource {
+    Env(String),
+    Keystore { path: PathBuf, password_env: String },
+}
+
+/// The forecaster publishing settings.
+#[derive(Debug, Clone)]
+pub struct ForecasterConfig {
+    pub enabled: bool,
+    pub model: PathBuf,
+    pub samples: usize,
+    pub candles: Option<PathBuf>,
+}
+
+/// One chain the keeper drives.
+#[derive(Debug, Clone)]
+pub struct ChainConfig {
+    pub chain: Chain,
+    pub rpc: Vec<url::Url>,
+    pub market: Address,
+    pub registry: Option<Address>,
+    /// Market ids to drive; `None` for every market of the contract.
+    pub markets: Option<Vec<u64>>,
+    pub confirmations: u64,
+    /// Fee caps in wei.
+    pub max_fee_wei: U256,
+    pub max_priority_fee_wei: U256,
+    pub bump_after_s: u64,
+    pub bump_percent: u64,
+    /// A local development chain: feeds are mocks, so their addresses are not compared with the catalogue.
+    pub local: bool,
+    pub pairs: std::collections::BTreeMap<u64, String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: String,
+    pub catalogue: Catalogue,
+    pub store: String,
+    pub listen: String,
+    pub signer: SignerSource,
+    pub poll_ms: u64,
+    pub keeper_id: String,
+    pub forecaster: Option<ForecasterConfig>,
+    pub chains: Vec<ChainConfig>,
+}
+
+fn gwei(field: &str, v: &Option<String>, default: &str) -> Result<U256, (String, String)> {
+    let s = v.as_deref().unwrap_or(default);
+    let d: Decimal = s.parse().map_err(|e| (field.to_string(), format!("{e}")))?;
+    if d.is_negative() || d.is_zero() {
+        return Err((field.to_string(), format!("must be above 0, got {s}")));
+    }
+    let wei = d.to_fixed(9, Rounding::Down).map_err(|e| (field.to_string(), e.to_string()))?;
+    Ok(U256::from(wei as u128))
+}
+
+fn address(field: &str, s: &str) -> Result<Address, (String, String)> {
+    kronos_common::catalogue::parse_evm_address(s).map_err(|m| (field.to_string(), m))
+}
+
+impl Config {
+    /// Reads, applies environment overrides, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            field: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &path.display().to_string(), &|k| std::env::var(k).ok())
+    }
+
+    /// Parses configuration text; `env` looks up environment variables.
+    pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let err = |field: String, message: String| ConfigError { file: file.to_string(), field, message };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let span = e.span().map(|s| {
+                let line = text[..s.start.min(text.len())].lines().count().max(1);
+                format!("line {line}")
+            });
+            err(span.unwrap_or_else(|| "(syntax)".into()), msg)
+        })?;
+        let k = raw.keeper;
+        let catalogue = Catalogue::load(&k.catalogue).map_err(|e| err("keeper.catalogue".into(), e.to_string()))?;
+        let store = env("KRONOS_STORE").or(k.store).unwrap_or_else(|| "sqlite://data/kronos.db".into());
+        if !(store.starts_with("sqlite:") || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+            return Err(err("keeper.store".into(), format!("'{store}' is neither sqlite:… nor postgres://…")));
+        }
+        let listen = env("KRONOS_LISTEN").or(k.listen).unwrap_or_else(|| "127.0.0.1:9464".into());
+        listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| err("keeper.listen".into(), format!("'{listen}' is not host:port ({e})")))?;
+        let signer = match (k.signer.env, k.signer.keystore, k.signer.password_env) {
+            (Some(v), None, None) if !v.trim().is_empty() => SignerSource::Env(v),
+            (None, Some(path), Some(pw)) => SignerSource::Keystore { path, password_env: pw },
+            (None, Some(_), None) => {
+                return Err(err("keeper.signer.password_env".into(), "a keystore needs password_env".into()))
+            }
+            _ => {
+                return Err(err(
+                    "keeper.signer".into(),
+                    "give either env = \"VAR\" or keystore = \"file\" with password_env = \"VAR\"".into(),
+                ))
+            }
+        };
+        if k.poll_ms == 0 || k.poll_ms > 60_000 {
+            return Err(err("keeper.poll_ms".into(), format!("{} is outside 1..=60000", k.poll_ms)));
+        }
+        let keeper_id = k.keeper_id.unwrap_or_else(|| format!("keeper-{}", std::process::id()));
+        let forecaster = raw.forecaster.map(|f| ForecasterConfig {
+            enabled: f.enabled,
+            model: f.model.unwrap_or_else(|| PathBuf::from(crate::cmd::forecast::SHIPPED_MODEL)),
+            samples: f.samples,
+            candles: f.candles,
+        });
+        if let Some(f) = &forecaster {
+            if f.samples == 0 {
+                return Err(err("forecaster.samples".into(), "must be at least 1".into()));
+            }
+        }
+        if raw.chains.is_empty() {
+            return Err(err("chain".into(), "no [[chain]] is configured".into()));
+        }
+        let mut chains = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, c) in raw.chains.into_iter().enumerate() {
+            let at = |f: &str| format!("chain[{i}].{f}");
+            let chain = catalogue.chain(&c.name).cloned().ok_or_else(|| {
+                err(
+                    at("name"),
+                    format!(
+                        "'{}' is not in the catalogue ({})",
+                        c.name,
+                        catalogue.chains.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+            if chain.kind != ChainKind::Evm {
+                return Err(err(at("name"), format!("'{}' is not an EVM chain", c.name)));
+            }
+            if !seen.insert(c.name.clone()) {
+                return Err(err(at("name"), format!("'{}' is configured twice", c.name)));
+            }
+            let env_key = format!("KRONOS_RPC_{}", c.name.to_uppercase().replace('-', "_"));
+            let rpc_raw: Vec<String> = match env(&env_key) {
+                Some(v) => v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+                None => c.rpc,
+            };
+            if rpc_raw.is_empty() {
+                return Err(err(at("rpc"), format!("at least one RPC URL is needed (or set {env_key})")));
+            }
+            let mut rpc = Vec::new();
+            for (j, u) in rpc_raw.iter().enumerate() {
+                let url = url::Url::parse(u)
+                    .map_err(|e| err(at(&format!("rpc[{j}]")), format!("'{u}' is not a URL: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(err(at(&format!("rpc[{j}]")), format!("'{u}' must be http or https")));
+                }
+                rpc.push(url);
+            }
+            let market = address(&at("market"), &c.market).map_err(|(f, m)| err(f, m))?;
+            let registry = match &c.registry {
+                Some(r) => Some(address(&at("registry"), r).map_err(|(f, m)| err(f, m))?),
+                None => None,
+            };
+            if let Some(m) = &c.markets {
+                if m.is_empty() || m.contains(&0) {
+                    return Err(err(at("markets"), "market ids start at 1; omit the key to drive every market".into()));
+                }
+            }
+            let max_fee_wei = gwei(&at("max_fee_gwei"), &c.max_fee_gwei, "500").map_err(|(f, m)| err(f, m))?;
+            let max_priority_fee_wei =
+                gwei(&at("max_priority_fee_gwei"), &c.max_priority_fee_gwei, "5").map_err(|(f, m)| err(f, m))?;
+            if max_priority_fee_wei > max_fee_wei {
+                return Err(err(at("max_priority_fee_gwei"), "is above max_fee_gwei".into()));
+            }
+            if c.bump_percent < 10 {
+                return Err(err(
+                    at("bump_percent"),
+                    format!("{} is below 10 (nodes reject smaller replacements)", c.bump_percent),
+                ));
+            }
+            if c.bump_after_s == 0 {
+                return Err(err(at("bump_after_s"), "must be above 0".into()));
+            }
+            let mut pairs = std::collections::BTreeMap::new();
+            for (id, pair) in c.pairs {
+                let n: u64 = id.parse().map_err(|_| err(at("pairs"), format!("key '{id}' is not a market id")))?;
+                if !chain.feeds.contains_key(&pair) {
+                    return Err(err(
+                        at(&format!("pairs.{id}")),
+                        format!("'{pair}' is not a feed of {} in the catalogue", c.name),
+                    ));
+                }
+                pairs.insert(n, pair);
+            }
+            let confirmations = c.confirmations.unwrap_or(chain.confirmations);
+            if confirmations == 0 {
+                return Err(err(at("confirmations"), "must be at least 1".into()));
+            }
+            chains.push(ChainConfig {
+                confirmations,
+                chain,
+                rpc,
+                market,
+                registry,
+                markets: c.markets,
+                max_fee_wei,
+                max_priority_fee_wei,
+                bump_after_s: c.bump_after_s,
+                bump_percent: c.bump_percent,
+                local: c.local,
+                pairs,
+            });
+        }
+        Ok(Config {
+            file: file.to_string(),
+            catalogue,
+            store,
+            listen,
+            signer,
+            poll_ms: k.poll_ms,
+            keeper_id,
+            forecaster,
+            chains,
+        })
+    }
+
+    /// Loads the signing key; the error names the variable or file, never the key.
+    pub fn load_signer(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<PrivateKeySigner, ConfigError> {
+        let err = |field: &str, message: String| ConfigError { file: self.file.clone(), field: field.into(), message };
+        match &self.signer {
+            SignerSource::Env(var) => {
+                let v = env(var)
+                    .ok_or_else(|| err("keeper.signer.env", format!("environment variable {var} is not set")))?;
+                let secret = Secret::new(v.trim());
+                secret
+                    .expose()
+                    .parse::<PrivateKeySigner>()
+                    .map_err(|_| err("keeper.signer.env", format!("{var} does not hold a 32-byte hex private key")))
+            }
+            SignerSource::Keystore { path, password_env } => {
+                let pw = env(password_env).ok_or_else(|| {
+                    err("keeper.signer.password_env", format!("environment variable {password_env} is not set"))
+                })?;
+                let pw = Secret::new(pw);
+                PrivateKeySigner::decrypt_keystore(path, pw.expose())
+                    .map_err(|e| err("keeper.signer.keystore", format!("{}: cannot decrypt: {e}", path.display())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+    fn base(extra: &str) -> String {
+        let cat = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/chains.toml");
+        format!(
+            "[keeper]\ncatalogue = \"{cat}\"\nsigner = {{ env = \"K\" }}\n\n[[chain]]\nname = \"base\"\nrpc = [\"http://127.0.0.1:8545\", \"https://backup.example\"]\nmarket = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n{extra}"
+        )
+    }
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        Config::parse(text, "k.toml", &move |k| env.iter().find(|(a, _)| a == k).map(|(_, b)| b.clone()))
+    }
+
+    #[test]
+    fn a_minimal_config_gets_defaults_from_the_catalogue() {
+        let c = parse(&base(""), &[]).unwrap();
+        assert_eq!(c.chains[0].chain.chain_id, Some(8453));
+        assert_eq!(c.chains[0].confirmations, 10);
+        assert_eq!(c.chains[0].rpc.len(), 2);
+        assert_eq!(c.store, "sqlite://data/kronos.db");
+        assert_eq!(c.chains[0].max_fee_wei, U256::from(500_000_000_000u64));
+    }
+
+    #[test]
+    fn environment_overrides_win() {
+        let c = parse(
+            &base(""),
+            &[("KRONOS_RPC_BASE", "http://10.0.0.1:1, http://10.0.0.2:2"), ("KRONOS_STORE", "postgres://u@h/db")],
+        )
+        .unwrap();
+        assert_eq!(c.chains[0].rpc[1].as_str(), "http://10.0.0.2:2/");
+        assert_eq!(c.store, "postgres://u@h/db");
+    }
+
+    fn field_err(text: &str) -> String {
+        parse(text, &[]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        assert!(field_err(&base("").replace("name = \"base\"", "name = \"basee\""))
+            .contains("chain[0].name: 'basee' is not in the catalogue"));
+        assert!(field_err(&base("").replace("name = \"base\"", "name = \"solana\"")).contains("not an EVM chain"));
+        assert!(field_err(&base("").replace("\"http://127.0.0.1:8545\"", "\"ftp://x\""))
+            .contains("chain[0].rpc[0]: 'ftp://x' must be http"));
+        assert!(field_err(&base("").replace("\"http://127.0.0.1:8545\"", "\"not a url\"")).contains("chain[0].rpc[0]"));
+        assert!(field_err(
+            &base("").replace("rpc = [\"http://127.0.0.1:8545\", \"https://backup.example\"]", "rpc = []")
+        )
+        .contains("KRONOS_RPC_BASE"));
+        assert!(field_err(
+            &base("")
+                .replace("0x5FbDB2315678afecb367f032d93F642f64180aa3", "0x5fbDB2315678afecb367f032d93F642f64180aa3")
+        )
+        .contains("chain[0].market"));
+        assert!(field_err(&base("markets = [0]\n")).contains("chain[0].markets"));
+        assert!(field_err(&base("max_fee_gwei = \"abc\"\n")).contains("chain[0].max_fee_gwei"));
+        assert!(field_err(&base("max_fee_gwei = \"1\"\nmax_priority_fee_gwei = \"2\"\n"))
+            .contains("max_priority_fee_gwei: is above"));
+        assert!(field_err(&base("bump_percent = 5\n")).contains("bump_percent: 5 is below 10"));
+        assert!(field_err(&base("pairs = { \"1\" = \"DOGE/USD\" }\n")).contains("chain[0].pairs.1"));
+        assert!(field_err(&base("colour = 1\n")).contains("colour"));
+        assert!(field_err(&base("").replace("signer = { env = \"K\" }", "signer = { keystore = \"k.json\" }"))
+            .contains("password_env"));
+        assert!(field_err(&base("").replace("signer = { env = \"K\" }", "signer = {}")).contains("keeper.signer"));
+        assert!(field_err(&format!("{}\n{}", base(""), "[[chain]]\nname = \"base\"\nrpc = [\"http://x\"]\nmarket = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n")).contains("configured twice"));
+        assert!(field_err(&base("").replace("[keeper]", "[keeper]\nlisten = \"nowhere\"")).contains("keeper.listen"));
+        assert!(field_err(&base("").replace("[keeper]", "[keeper]\nstore = \"mysql://x\"")).contains("keeper.store"));
+        let e = field_err("[keeper\n");
+        assert!(e.starts_with("k.toml: line"), "{e}");
+        let no_chain = base("").split("[[chain]]").next().unwrap().to_string();
+        assert!(field_err(&no_chain).contains("no [[chain]]"));
+        assert!(
+            field_err("[keeper]\ncatalogue = \"/nope.toml\"\nsigner = { env = \"K\" }\n").contains("keeper.catalogue")
+        );
+    }
+
+    #[test]
+    fn the_signer_comes_from_env_and_errors_never_show_the_key() {
+        let c = parse(&base(""), &[]).unwrap();
+        let s = c.load_signer(&|k| (k == "K").then(|| KEY.to_string())).unwrap();
+        assert_eq!(s.address().to_string().len(), 42);
+        let e = c.load_signer(&|_| None).unwrap_err().to_string();
+        assert!(e.contains("environment variable K is not set"), "{e}");
+        let e = c.load_signer(&|_| Some("0xnothex".into())).unwrap_err().to_string();
+        assert!(e.contains("does not hold a 32-byte hex private key") && !e.contains("nothex"), "{e}");
+    }
+
+    #[test]
+    fn keystores_decrypt_with_the_password_from_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::thread_rng();
+        let (_, name) = PrivateKeySigner::encrypt_keystore(
+            dir.path(),
+            &mut rng,
+            alloy::hex::decode(&KEY[2..]).unwrap(),
+            "pw",
+            None,
+        )
+        .unwrap();
+        let text = base("").replace(
+            "signer = { env = \"K\" }",
+            &format!("signer = {{ keystore = \"{}\", password_env = \"P\" }}", dir.path().join(&name).display()),
+        );
+        let c = parse(&text, &[]).unwrap();
+        let s = c.load_signer(&|k| (k == "P").then(|| "pw".to_string())).unwrap();
+        assert_eq!(s.to_bytes().to_vec(), alloy::hex::decode(&KEY[2..]).unwrap());
+        let e = c.load_signer(&|k| (k == "P").then(|| "wrong".to_string())).unwrap_err().to_string();
+        assert!(e.contains("cannot decrypt"), "{e}");
+    }
+}

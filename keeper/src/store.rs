@@ -1,0 +1,902 @@
+//! The keeper's store (sqlx): SQLite by default (a file under `data/`), PostgreSQL by URL.
+//!
+//! One set of SQL statements serves both backends (`$N` placeholders, `ON CONFLICT` upserts, portable types);
+//! each backend has its own migrations folder for the few DDL differences. Money and prices are stored as decimal
+//! text, never as floating point. The chain stays the source of truth: after a crash the keeper resumes from chain
+//! state plus this record (pending transactions, salts of unrevealed predictions).
+
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Which database the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// A market as the keeper knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MarketRow {
+    pub chain: String,
+    pub market_id: i64,
+    pub contract: String,
+    pub feed: String,
+    pub sequencer: Option<String>,
+    pub token: String,
+    pub pair: Option<String>,
+    pub genesis: i64,
+    pub interval_s: i64,
+    pub settle_window_s: i64,
+    pub max_price_age_s: i64,
+    pub feed_decimals: i64,
+}
+
+/// A recorded checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointRow {
+    pub chain: String,
+    pub market_id: i64,
+    pub idx: i64,
+    pub ts: i64,
+    pub round_id: String,
+    pub price: String,
+    pub status: String,
+    pub tx_hash: Option<String>,
+    pub block: Option<i64>,
+    pub delay_blocks: Option<i64>,
+}
+
+/// A round's latest known state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoundRow {
+    pub chain: String,
+    pub market_id: i64,
+    pub epoch: i64,
+    pub state: String,
+    pub lock_price: Option<String>,
+    pub close_price: Option<String>,
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    pub up_wei: String,
+    pub down_wei: String,
+    pub reward_wei: Option<String>,
+    pub treasury_fee_wei: Option<String>,
+    pub delay_blocks: Option<i64>,
+}
+
+/// A transaction the keeper signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TxRow {
+    pub id: i64,
+    pub chain: String,
+    pub signer: String,
+    pub action: String,
+    pub nonce: i64,
+    pub tx_hash: String,
+    pub status: String,
+    pub max_fee_wei: String,
+    pub priority_fee_wei: String,
+    pub gas_limit: i64,
+    pub sent_at: i64,
+    pub mined_block: Option<i64>,
+    pub gas_used: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A forecast the keeper committed (the salt stays here until the reveal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredictionRow {
+    pub chain: String,
+    pub market_id: i64,
+    pub epoch: i64,
+    pub publisher: String,
+    pub p_up_bps: i64,
+    pub up: bool,
+    pub salt: String,
+    pub commitment: String,
+    pub commit_tx: Option<String>,
+    pub reveal_tx: Option<String>,
+    pub outcome: Option<String>,
+    pub hit: Option<bool>,
+    pub brier: Option<i64>,
+}
+
+/// A publisher's on-chain track record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackRecordRow {
+    pub chain: String,
+    pub publisher: String,
+    pub committed: i64,
+    pub hits: i64,
+    pub misses: i64,
+    pub voided: i64,
+    pub expired: i64,
+    pub brier_sum: String,
+}
+
+fn now_s() -> i64 {
+    kronos_common::time::now_s() as i64
+}
+
+impl Store {
+    /// Connects (creating a SQLite file and its folder when needed) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            let (file, query) = path.split_once('?').unwrap_or((path, ""));
+            if file != ":memory:" && !file.is_empty() {
+                if let Some(dir) = std::path::Path::new(file).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                    }
+                }
+            }
+            let q = if query.is_empty() { "mode=rwc".to_string() } else { format!("{query}&mode=rwc") };
+            (Backend::Sqlite, format!("sqlite://{file}?{q}"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            anyhow::bail!("store URL must start with sqlite: or postgres://");
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout=5000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to the store ({})", redact_url(&url)))?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        }
+        .context("applying store migrations")?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Upserts a market.
+    pub async fn upsert_market(&self, m: &MarketRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO markets (chain, market_id, contract, feed, sequencer, token, pair, genesis, interval_s, \
+             settle_window_s, max_price_age_s, feed_decimals, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (chain, market_id) DO UPDATE SET contract = excluded.contract, feed = excluded.feed, \
+             sequencer = excluded.sequencer, token = excluded.token, pair = excluded.pair, genesis = excluded.genesis, \
+             interval_s = excluded.interval_s, settle_window_s = excluded.settle_window_s, \
+             max_price_age_s = excluded.max_price_age_s, feed_decimals = excluded.feed_decimals, updated_at = excluded.updated_at",
+        )
+        .bind(&m.chain)
+        .bind(m.market_id)
+        .bind(&m.contract)
+        .bind(&m.feed)
+        .bind(&m.sequencer)
+        .bind(&m.token)
+        .bind(&m.pair)
+        .bind(m.genesis)
+        .bind(m.interval_s)
+        .bind(m.settle_window_s)
+        .bind(m.max_price_age_s)
+        .bind(m.feed_decimals)
+        .bind(now_s())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every market, ordered by chain and id.
+    pub async fn markets(&self) -> Result<Vec<MarketRow>> {
+        let rows = sqlx::query("SELECT chain, market_id, contract, feed, sequencer, token, pair, genesis, interval_s, settle_window_s, max_price_age_s, feed_decimals FROM markets ORDER BY chain, market_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MarketRow {
+                    chain: r.try_get(0)?,
+                    market_id: r.try_get(1)?,
+                    contract: r.try_get(2)?,
+                    feed: r.try_get(3)?,
+                    sequencer: r.try_get(4)?,
+                    token: r.try_get(5)?,
+                    pair: r.try_get(6)?,
+                    genesis: r.try_get(7)?,
+                    interval_s: r.try_get(8)?,
+                    settle_window_s: r.try_get(9)?,
+                    max_price_age_s: r.try_get(10)?,
+                    feed_decimals: r.try_get(11)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records (or updates) a checkpoint.
+    pub async fn record_checkpoint(&self, c: &CheckpointRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO checkpoints (chain, market_id, idx, ts, round_id, price, status, tx_hash, block, delay_blocks, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (chain, market_id, idx) DO UPDATE SET round_id = excluded.round_id, price = excluded.price, \
+             status = excluded.status, tx_hash = COALESCE(excluded.tx_hash, checkpoints.tx_hash), \
+             block = COALESCE(excluded.block, checkpoints.block), delay_blocks = COALESCE(excluded.delay_blocks, checkpoints.delay_blocks)",
+        )
+        .bind(&c.chain)
+        .bind(c.market_id)
+        .bind(c.idx)
+        .bind(c.ts)
+        .bind(&c.round_id)
+        .bind(&c.price)
+        .bind(&c.status)
+        .bind(&c.tx_hash)
+        .bind(c.block)
+        .bind(c.delay_blocks)
+        .bind(now_s())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Checkpoints of a market from index `from`, ascending.
+    pub async fn checkpoints(&self, chain: &str, market_id: i64, from: i64, limit: i64) -> Result<Vec<CheckpointRow>> {
+        let rows = sqlx::query(
+            "SELECT chain, market_id, idx, ts, round_id, price, status, tx_hash, block, delay_blocks FROM checkpoints \
+             WHERE chain = $1 AND market_id = $2 AND idx >= $3 ORDER BY idx LIMIT $4",
+        )
+        .bind(chain)
+        .bind(market_id)
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_row).collect()
+    }
+
+    /// Upserts a round's state.
+    pub async fn upsert_round(&self, r: &RoundRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO rounds (chain, market_id, epoch, state, lock_price, close_price, outcome, reason, up_wei, down_wei, \
+             reward_wei, treasury_fee_wei, delay_blocks, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (chain, market_id, epoch) DO UPDATE SET state = excluded.state, \
+             lock_price = COALESCE(excluded.lock_price, rounds.lock_price), \
+             close_price = COALESCE(excluded.close_price, rounds.close_price), \
+             outcome = COALESCE(excluded.outcome, rounds.outcome), reason = COALESCE(excluded.reason, rounds.reason), \
+             up_wei = excluded.up_wei, down_wei = excluded.down_wei, \
+             reward_wei = COALESCE(excluded.reward_wei, rounds.reward_wei), \
+             treasury_fee_wei = COALESCE(excluded.treasury_fee_wei, rounds.treasury_fee_wei), \
+             delay_blocks = COALESCE(excluded.delay_blocks, rounds.delay_blocks), updated_at = excluded.updated_at",
+        )
+        .bind(&r.chain)
+        .bind(r.market_id)
+        .bind(r.epoch)
+        .bind(&r.state)
+        .bind(&r.lock_price)
+        .bind(&r.close_price)
+        .bind(&r.outcome)
+        .bind(&r.reason)
+        .bind(&r.up_wei)
+        .bind(&r.down_wei)
+        .bind(&r.reward_wei)
+        .bind(&r.treasury_fee_wei)
+        .bind(r.delay_blocks)
+        .bind(now_s())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest rounds, optionally of one chain and market.
+    pub async fn rounds(&self, chain: Option<&str>, market_id: Option<i64>, limit: i64) -> Result<Vec<RoundRow>> {
+        let rows = sqlx::query(
+            "SELECT chain, market_id, epoch, state, lock_price, close_price, outcome, reason, up_wei, down_wei, reward_wei, \
+             treasury_fee_wei, delay_blocks FROM rounds WHERE ($1 = '' OR chain = $1) AND ($2 < 0 OR market_id = $2) \
+             ORDER BY epoch DESC, chain, market_id LIMIT $3",
+        )
+        .bind(chain.unwrap_or(""))
+        .bind(market_id.unwrap_or(-1))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RoundRow {
+                    chain: r.try_get(0)?,
+                    market_id: r.try_get(1)?,
+                    epoch: r.try_get(2)?,
+                    state: r.try_get(3)?,
+                    lock_price: r.try_get(4)?,
+                    close_price: r.try_get(5)?,
+                    outcome: r.try_get(6)?,
+                    reason: r.try_get(7)?,
+                    up_wei: r.try_get(8)?,
+                    down_wei: r.try_get(9)?,
+                    reward_wei: r.try_get(10)?,
+                    treasury_fee_wei: r.try_get(11)?,
+                    delay_blocks: r.try_get(12)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a signed transaction before it is sent; returns its row id.
+    pub async fn insert_tx(&self, t: &TxRow) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO transactions (chain, signer, action, nonce, tx_hash, status, max_fee_wei, priority_fee_wei, \
+             gas_limit, sent_at, mined_block, gas_used, error, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+        )
+        .bind(&t.chain)
+        .bind(&t.signer)
+        .bind(&t.action)
+        .bind(t.nonce)
+        .bind(&t.tx_hash)
+        .bind(&t.status)
+        .bind(&t.max_fee_wei)
+        .bind(&t.priority_fee_wei)
+        .bind(t.gas_limit)
+        .bind(t.sent_at)
+        .bind(t.mined_block)
+        .bind(t.gas_used)
+        .bind(&t.error)
+        .bind(now_s())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Updates a transaction's status.
+    pub async fn update_tx(
+        &self,
+        id: i64,
+        status: &str,
+        mined_block: Option<i64>,
+        gas_used: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE transactions SET status = $1, mined_block = COALESCE($2, mined_block), gas_used = COALESCE($3, gas_used), \
+             error = COALESCE($4, error), updated_at = $5 WHERE id = $6",
+        )
+        .bind(status)
+        .bind(mined_block)
+        .bind(gas_used)
+        .bind(error)
+        .bind(now_s())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Transactions of a signer on a chain that are not final.
+    pub async fn open_txs(&self, chain: &str, signer: &str) -> Result<Vec<TxRow>> {
+        self.txs(
+            "WHERE chain = $1 AND signer = $2 AND status IN ('signed', 'pending') ORDER BY nonce, id",
+            chain,
+            signer,
+        )
+        .await
+    }
+
+    /// Every transaction sent for an action.
+    pub async fn txs_for_action(&self, chain: &str, action: &str) -> Result<Vec<TxRow>> {
+        self.txs("WHERE chain = $1 AND action = $2 ORDER BY id", chain, action).await
+    }
+
+    async fn txs(&self, filter: &str, a: &str, b: &str) -> Result<Vec<TxRow>> {
+        let sql = format!(
+            "SELECT id, chain, signer, action, nonce, tx_hash, status, max_fee_wei, priority_fee_wei, gas_limit, sent_at, \
+             mined_block, gas_used, error FROM transactions {filter}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(a).bind(b).fetch_all(&self.pool).await?;
+        rows.iter().map(tx_row).collect()
+    }
+
+    /// Every transaction of a chain (for reports).
+    pub async fn all_txs(&self, chain: &str) -> Result<Vec<TxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, chain, signer, action, nonce, tx_hash, status, max_fee_wei, priority_fee_wei, gas_limit, sent_at, \
+             mined_block, gas_used, error FROM transactions WHERE chain = $1 ORDER BY id",
+        )
+        .bind(chain)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tx_row).collect()
+    }
+
+    /// Appends a keeper event.
+    pub async fn insert_event(&self, at_ms: i64, chain: Option<&str>, kind: &str, payload: &str) -> Result<()> {
+        sqlx::query("INSERT INTO events (at_ms, chain, kind, payload) VALUES ($1, $2, $3, $4)")
+            .bind(at_ms)
+            .bind(chain)
+            .bind(kind)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Number of events of a kind.
+    pub async fn count_events(&self, kind: &str) -> Result<i64> {
+        let r = sqlx::query("SELECT COUNT(*) FROM events WHERE kind = $1").bind(kind).fetch_one(&self.pool).await?;
+        Ok(r.try_get(0)?)
+    }
+
+    /// Inserts a committed prediction (ignored if one exists for the round).
+    pub async fn insert_prediction(&self, p: &PredictionRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO predictions (chain, market_id, epoch, publisher, p_up_bps, up, salt, commitment, commit_tx, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (chain, market_id, epoch, publisher) DO NOTHING",
+        )
+        .bind(&p.chain)
+        .bind(p.market_id)
+        .bind(p.epoch)
+        .bind(&p.publisher)
+        .bind(p.p_up_bps)
+        .bind(p.up as i64)
+        .bind(&p.salt)
+        .bind(&p.commitment)
+        .bind(&p.commit_tx)
+        .bind(now_s())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Sets the commit transaction of a prediction.
+    pub async fn set_commit_tx(
+        &self,
+        chain: &str,
+        market_id: i64,
+        epoch: i64,
+        publisher: &str,
+        tx: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE predictions SET commit_tx = $1 WHERE chain = $2 AND market_id = $3 AND epoch = $4 AND publisher = $5")
+            .bind(tx)
+            .bind(chain)
+            .bind(market_id)
+            .bind(epoch)
+            .bind(publisher)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A prediction by round.
+    pub async fn prediction(
+        &self,
+        chain: &str,
+        market_id: i64,
+        epoch: i64,
+        publisher: &str,
+    ) -> Result<Option<PredictionRow>> {
+        let rows = self
+            .predictions_where(
+                "WHERE chain = $1 AND market_id = $2 AND epoch = $3 AND publisher = $4",
+                chain,
+                market_id,
+                epoch,
+                publisher,
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Committed predictions not revealed yet, oldest first.
+    pub async fn unrevealed(&self, chain: &str, publisher: &str) -> Result<Vec<PredictionRow>> {
+        self.predictions_where("WHERE chain = $1 AND publisher = $4 AND reveal_tx IS NULL AND commit_tx IS NOT NULL AND market_id >= $2 AND epoch >= $3 ORDER BY epoch", chain, 0, 0, publisher).await
+    }
+
+    /// The newest predictions of a chain.
+    pub async fn recent_predictions(&self, chain: &str, limit: i64) -> Result<Vec<PredictionRow>> {
+        let sql = "SELECT chain, market_id, epoch, publisher, p_up_bps, up, salt, commitment, commit_tx, reveal_tx, outcome, hit, brier \
+                   FROM predictions WHERE chain = $1 ORDER BY epoch DESC LIMIT $2";
+        let rows = sqlx::query(sql).bind(chain).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(prediction_row).collect()
+    }
+
+    async fn predictions_where(
+        &self,
+        filter: &str,
+        chain: &str,
+        market_id: i64,
+        epoch: i64,
+        publisher: &str,
+    ) -> Result<Vec<PredictionRow>> {
+        let sql = format!(
+            "SELECT chain, market_id, epoch, publisher, p_up_bps, up, salt, commitment, commit_tx, reveal_tx, outcome, hit, brier \
+             FROM predictions {filter}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(chain)
+            .bind(market_id)
+            .bind(epoch)
+            .bind(publisher)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(prediction_row).collect()
+    }
+
+    /// Records a reveal and its score.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_revealed(
+        &self,
+        chain: &str,
+        market_id: i64,
+        epoch: i64,
+        publisher: &str,
+        tx: &str,
+        outcome: &str,
+        hit: Option<bool>,
+        brier: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE predictions SET reveal_tx = $1, outcome = $2, hit = $3, brier = $4, revealed_at = $5 \
+             WHERE chain = $6 AND market_id = $7 AND epoch = $8 AND publisher = $9",
+        )
+        .bind(tx)
+        .bind(outcome)
+        .bind(hit.map(|h| h as i64))
+        .bind(brier)
+        .bind(now_s())
+        .bind(chain)
+        .bind(market_id)
+        .bind(epoch)
+        .bind(publisher)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a publisher's on-chain record.
+    pub async fn upsert_track_record(&self, t: &TrackRecordRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO track_records (chain, publisher, committed, hits, misses, voided, expired, brier_sum, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (chain, publisher) DO UPDATE SET \
+             committed = excluded.committed, hits = excluded.hits, misses = excluded.misses, voided = excluded.voided, \
+             expired = excluded.expired, brier_sum = excluded.brier_sum, updated_at = excluded.updated_at",
+        )
+        .bind(&t.chain)
+        .bind(&t.publisher)
+        .bind(t.committed)
+        .bind(t.hits)
+        .bind(t.misses)
+        .bind(t.voided)
+        .bind(t.expired)
+        .bind(&t.brier_sum)
+        .bind(now_s())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every stored track record.
+    pub async fn track_records(&self) -> Result<Vec<TrackRecordRow>> {
+        let rows = sqlx::query("SELECT chain, publisher, committed, hits, misses, voided, expired, brier_sum FROM track_records ORDER BY chain")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TrackRecordRow {
+                    chain: r.try_get(0)?,
+                    publisher: r.try_get(1)?,
+                    committed: r.try_get(2)?,
+                    hits: r.try_get(3)?,
+                    misses: r.try_get(4)?,
+                    voided: r.try_get(5)?,
+                    expired: r.try_get(6)?,
+                    brier_sum: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes or renews the lease on a market for `holder` (several keepers on one PostgreSQL store share the work:
+    /// each market is driven by the holder of its unexpired lease). Returns whether `holder` holds it now.
+    pub async fn try_lease(&self, chain: &str, market_id: i64, holder: &str, ttl_s: i64, now: i64) -> Result<bool> {
+        sqlx::query(
+            "INSERT INTO leases (chain, market_id, holder, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (chain, market_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at < $5",
+        )
+        .bind(chain)
+        .bind(market_id)
+        .bind(holder)
+        .bind(now + ttl_s)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let r = sqlx::query("SELECT holder FROM leases WHERE chain = $1 AND market_id = $2")
+            .bind(chain)
+            .bind(market_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let h: String = r.try_get(0)?;
+        Ok(h == holder)
+    }
+
+    /// Gives a lease up (on shutdown).
+    pub async fn release_lease(&self, chain: &str, market_id: i64, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE chain = $1 AND market_id = $2 AND holder = $3")
+            .bind(chain)
+            .bind(market_id)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A cheap query to check the store answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn checkpoint_row(r: &AnyRow) -> Result<CheckpointRow> {
+    Ok(CheckpointRow {
+        chain: r.try_get(0)?,
+        market_id: r.try_get(1)?,
+        idx: r.try_get(2)?,
+        ts: r.try_get(3)?,
+        round_id: r.try_get(4)?,
+        price: r.try_get(5)?,
+        status: r.try_get(6)?,
+        tx_hash: r.try_get(7)?,
+        block: r.try_get(8)?,
+        delay_blocks: r.try_get(9)?,
+    })
+}
+
+fn tx_row(r: &AnyRow) -> Result<TxRow> {
+    Ok(TxRow {
+        id: r.try_get(0)?,
+        chain: r.try_get(1)?,
+        signer: r.try_get(2)?,
+        action: r.try_get(3)?,
+        nonce: r.try_get(4)?,
+        tx_hash: r.try_get(5)?,
+        status: r.try_get(6)?,
+        max_fee_wei: r.try_get(7)?,
+        priority_fee_wei: r.try_get(8)?,
+        gas_limit: r.try_get(9)?,
+        sent_at: r.try_get(10)?,
+        mined_block: r.try_get(11)?,
+        gas_used: r.try_get(12)?,
+        error: r.try_get(13)?,
+    })
+}
+
+fn prediction_row(r: &AnyRow) -> Result<PredictionRow> {
+    let up: i64 = r.try_get(5)?;
+    let hit: Option<i64> = r.try_get(11)?;
+    Ok(PredictionRow {
+        chain: r.try_get(0)?,
+        market_id: r.try_get(1)?,
+        epoch: r.try_get(2)?,
+        publisher: r.try_get(3)?,
+        p_up_bps: r.try_get(4)?,
+        up: up != 0,
+        salt: r.try_get(6)?,
+        commitment: r.try_get(7)?,
+        commit_tx: r.try_get(8)?,
+        reveal_tx: r.try_get(9)?,
+        outcome: r.try_get(10)?,
+        hit: hit.map(|h| h != 0),
+        brier: r.try_get(12)?,
+    })
+}
+
+/// A store URL with any password masked.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::from_str(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub async fn exercise(store: &Store) {
+        let m = MarketRow {
+            chain: "base".into(),
+            market_id: 1,
+            contract: "0xabc".into(),
+            feed: "0xfeed".into(),
+            sequencer: None,
+            token: "0x0".into(),
+            pair: Some("BTC/USD".into()),
+            genesis: 1000,
+            interval_s: 300,
+            settle_window_s: 3600,
+            max_price_age_s: 120,
+            feed_decimals: 8,
+        };
+        store.upsert_market(&m).await.unwrap();
+        store.upsert_market(&MarketRow { interval_s: 600, ..m.clone() }).await.unwrap();
+        let ms = store.markets().await.unwrap();
+        assert_eq!(ms.len(), 1);
+        assert_eq!(ms[0].interval_s, 600);
+
+        let cp = CheckpointRow {
+            chain: "base".into(),
+            market_id: 1,
+            idx: 5,
+            ts: 2500,
+            round_id: "18446744073709551617".into(),
+            price: "65000.12345678".into(),
+            status: "valid".into(),
+            tx_hash: Some("0xaa".into()),
+            block: Some(10),
+            delay_blocks: Some(1),
+        };
+        store.record_checkpoint(&cp).await.unwrap();
+        store.record_checkpoint(&CheckpointRow { tx_hash: None, ..cp.clone() }).await.unwrap();
+        let cps = store.checkpoints("base", 1, 0, 10).await.unwrap();
+        assert_eq!(cps, vec![cp]);
+
+        let r = RoundRow {
+            chain: "base".into(),
+            market_id: 1,
+            epoch: 3,
+            state: "locked".into(),
+            lock_price: Some("1.5".into()),
+            close_price: None,
+            outcome: None,
+            reason: None,
+            up_wei: "100".into(),
+            down_wei: "0".into(),
+            reward_wei: None,
+            treasury_fee_wei: None,
+            delay_blocks: None,
+        };
+        store.upsert_round(&r).await.unwrap();
+        store
+            .upsert_round(&RoundRow {
+                state: "settled".into(),
+                lock_price: None,
+                close_price: Some("2".into()),
+                outcome: Some("up".into()),
+                ..r.clone()
+            })
+            .await
+            .unwrap();
+        let rs = store.rounds(Some("base"), Some(1), 10).await.unwrap();
+        assert_eq!(rs.len(), 1);
+        assert_eq!(
+            (rs[0].state.as_str(), rs[0].lock_price.as_deref(), rs[0].close_price.as_deref()),
+            ("settled", Some("1.5"), Some("2"))
+        );
+        assert_eq!(store.rounds(None, None, 10).await.unwrap().len(), 1);
+        assert!(store.rounds(Some("ethereum"), None, 10).await.unwrap().is_empty());
+
+        let t = TxRow {
+            id: 0,
+            chain: "base".into(),
+            signer: "0xkeeper".into(),
+            action: "execute:1:5".into(),
+            nonce: 7,
+            tx_hash: "0xbb".into(),
+            status: "pending".into(),
+            max_fee_wei: "1000000000".into(),
+            priority_fee_wei: "1".into(),
+            gas_limit: 200_000,
+            sent_at: 1,
+            mined_block: None,
+            gas_used: None,
+            error: None,
+        };
+        let id = store.insert_tx(&t).await.unwrap();
+        assert_eq!(store.open_txs("base", "0xkeeper").await.unwrap().len(), 1);
+        store.update_tx(id, "confirmed", Some(11), Some(90_000), None).await.unwrap();
+        assert!(store.open_txs("base", "0xkeeper").await.unwrap().is_empty());
+        let done = store.txs_for_action("base", "execute:1:5").await.unwrap();
+        assert_eq!(
+            (done[0].status.as_str(), done[0].mined_block, done[0].gas_used),
+            ("confirmed", Some(11), Some(90_000))
+        );
+
+        store.insert_event(1, Some("base"), "round_settled", "{}").await.unwrap();
+        assert_eq!(store.count_events("round_settled").await.unwrap(), 1);
+
+        let p = PredictionRow {
+            chain: "base".into(),
+            market_id: 1,
+            epoch: 4,
+            publisher: "0xai".into(),
+            p_up_bps: 6100,
+            up: true,
+            salt: "0x01".into(),
+            commitment: "0x02".into(),
+            commit_tx: None,
+            reveal_tx: None,
+            outcome: None,
+            hit: None,
+            brier: None,
+        };
+        store.insert_prediction(&p).await.unwrap();
+        assert!(store.unrevealed("base", "0xai").await.unwrap().is_empty(), "not committed on chain yet");
+        store.set_commit_tx("base", 1, 4, "0xai", "0xcc").await.unwrap();
+        assert_eq!(store.unrevealed("base", "0xai").await.unwrap().len(), 1);
+        store.set_revealed("base", 1, 4, "0xai", "0xdd", "up", Some(true), Some(1521)).await.unwrap();
+        assert!(store.unrevealed("base", "0xai").await.unwrap().is_empty());
+        let got = store.prediction("base", 1, 4, "0xai").await.unwrap().unwrap();
+        assert_eq!((got.hit, got.brier, got.up), (Some(true), Some(1521), true));
+
+        let tr = TrackRecordRow {
+            chain: "base".into(),
+            publisher: "0xai".into(),
+            committed: 3,
+            hits: 2,
+            misses: 1,
+            voided: 0,
+            expired: 0,
+            brier_sum: "123".into(),
+        };
+        store.upsert_track_record(&tr).await.unwrap();
+        store.upsert_track_record(&TrackRecordRow { hits: 3, ..tr.clone() }).await.unwrap();
+        assert_eq!(store.track_records().await.unwrap()[0].hits, 3);
+
+        assert!(store.try_lease("base", 1, "k1", 30, 100).await.unwrap());
+        assert!(!store.try_lease("base", 1, "k2", 30, 110).await.unwrap(), "k1's lease has not expired");
+        assert!(store.try_lease("base", 1, "k1", 30, 120).await.unwrap(), "renewal");
+        assert!(store.try_lease("base", 1, "k2", 30, 200).await.unwrap(), "expired lease is taken over");
+        store.release_lease("base", 1, "k2").await.unwrap();
+        assert!(store.try_lease("base", 1, "k1", 30, 201).await.unwrap());
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_round_trips_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/kronos.db", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(store.backend, Backend::Sqlite);
+        exercise(&store).await;
+        // Reconnecting re-runs migrations idempotently and keeps the data.
+        let again = Store::connect(&url).await.unwrap();
+        assert_eq!(again.markets().await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("postgres://kronos:s3cret@db:5432/k"), "postgres://kronos:***@db:5432/k");
+        assert_eq!(redact_url("sqlite://data/kronos.db"), "sqlite://data/kronos.db");
+    }
+}
+
+#[cfg(test)]
+mod pg_tests {
+    #[tokio::test]
+    async fn postgres_store_round_trips_everything() {
+        let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+        let store = super::Store::connect(&pg.url()).await.unwrap();
+        assert_eq!(store.backend, super::Backend::Postgres);
+        super::tests::exercise(&store).await;
+        let again = super::Store::connect(&pg.url()).await.unwrap();
+        assert_eq!(again.markets().await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,89 @@
+//! A throwaway PostgreSQL server on loopback (Debian's server binaries, installed by `scripts/setup`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A running server; stopped on drop.
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+    as_postgres: bool,
+}
+
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| {
+            anyhow::anyhow!("PostgreSQL server binaries not found under /usr/lib/postgresql: run scripts/setup")
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop().ok_or_else(|| anyhow::anyhow!("no initdb under /usr/lib/postgresql/*/bin: run scripts/setup"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+impl PgServer {
+    /// Initialises a cluster in a temporary folder and starts it.
+    pub fn start() -> anyhow::Result<PgServer> {
+        let bin = bin_dir()?;
+        let dir = tempfile::Builder::new().prefix("kronos-pg").tempdir()?;
+        // initdb refuses to run as root: use the `postgres` account Debian's package creates.
+        let as_postgres = unsafe_is_root();
+        if as_postgres {
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status()?.success();
+            anyhow::ensure!(ok, "chown of {} to postgres failed", dir.path().display());
+        }
+        let port = free_port();
+        let s = PgServer { dir, bin, port, as_postgres };
+        let data = s.dir.path().join("data");
+        s.run("initdb", &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "kronos", "--no-sync", "-E", "UTF8"])?;
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            s.dir.path().display()
+        );
+        let log = s.dir.path().join("log");
+        s.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "-t", "30", "start"],
+        )?;
+        Ok(s)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+        let exe = self.bin.join(tool);
+        let out = if self.as_postgres {
+            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()?
+        } else {
+            Command::new(&exe).args(args).output()?
+        };
+        anyhow::ensure!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// Connection URL for database `postgres` as user `kronos`.
+    pub fn url(&self) -> String {
+        format!("postgres://kronos@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = self.run("pg_ctl", &["-D", data.to_str().unwrap_or_default(), "-m", "immediate", "stop"]);
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    // `id -u` avoids an unsafe libc call.
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
