@@ -6,3 +6,4 @@ pub mod config;
 pub mod logging;
 pub mod rpc;
 pub mod store;
+pub mod txmgr;

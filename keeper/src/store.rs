@@ -144,8 +144,15 @@ impl Store {
                     }
                 }
             }
-            let q = if query.is_empty() { "mode=rwc".to_string() } else { format!("{query}&mode=rwc") };
-            (Backend::Sqlite, format!("sqlite://{file}?{q}"))
+            if file == ":memory:" {
+                // One shared in-memory database per store (each plain `:memory:` connection would get its own).
+                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (Backend::Sqlite, format!("sqlite:file:kronos-mem-{}-{n}?mode=memory&cache=shared", std::process::id()))
+            } else {
+                let q = if query.is_empty() { "mode=rwc".to_string() } else { format!("{query}&mode=rwc") };
+                (Backend::Sqlite, format!("sqlite://{file}?{q}"))
+            }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_string())
         } else {
@@ -156,7 +163,8 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
+                        // (WAL is refused for in-memory databases; that is harmless.)
+                        let _ = sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await;
                         sqlx::query("PRAGMA busy_timeout=5000").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
                     }

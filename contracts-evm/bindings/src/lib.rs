@@ -10,7 +10,7 @@
 pub mod market {
     alloy::sol!(
         #[sol(rpc)]
-        #[derive(Debug, PartialEq, Eq)]
+        #[derive(Debug, Default, PartialEq, Eq)]
         KronosMarket,
         "artifacts/KronosMarket.json"
     );

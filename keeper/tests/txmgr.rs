@@ -1,0 +1,181 @@
+//! The transaction manager against a real anvil node, with faults injected through anvil's RPC.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use alloy::primitives::{Bytes, U256};
+use alloy::providers::Provider;
+use alloy::sol_types::SolCall;
+use kronos_common::{Bus, FeeModel};
+use kronos_contracts::mocks::MockV3Aggregator;
+use kronos_keeper::rpc::FailoverTransport;
+use kronos_keeper::store::Store;
+use kronos_keeper::txmgr::{TxError, TxManager, TxPolicy};
+use kronos_testkit::{spawn, Node, NodeOptions};
+
+async fn manager(node: &Node, key: usize, confirmations: u64) -> (TxManager, Store) {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    let t = FailoverTransport::new("dev", &[node.url.parse().unwrap()]);
+    let policy = TxPolicy {
+        fee_model: FeeModel::Eip1559,
+        max_fee_wei: U256::from(5_000_000_000_000u64),
+        max_priority_fee_wei: U256::from(10_000_000_000u64),
+        bump_after: Duration::from_millis(800),
+        bump_percent: 12,
+        confirmations,
+        poll: Duration::from_millis(100),
+    };
+    let m =
+        TxManager::new("dev", t.provider(), node.keys[key].clone(), policy, store.clone(), Bus::new(64)).await.unwrap();
+    (m, store)
+}
+
+fn update_call(v: i64) -> Bytes {
+    MockV3Aggregator::updateAnswerCall { _answer: alloy::primitives::I256::try_from(v).unwrap() }.abi_encode().into()
+}
+
+async fn rpc(node: &Node, method: &'static str, params: serde_json::Value) -> serde_json::Value {
+    node.provider.raw_request::<_, serde_json::Value>(method.into(), params).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_confirms_and_records() {
+    let node = spawn(NodeOptions::default());
+    let feed = kronos_testkit::deploy_mock_feed(&node.provider, 8, 1).await.unwrap();
+    let (m, store) = manager(&node, 1, 1).await;
+    let mined = m.send("update:1", feed, update_call(42), U256::ZERO).await.unwrap();
+    assert!(mined.block > 0 && mined.gas_used > 0);
+    let c = MockV3Aggregator::new(feed, node.provider.clone());
+    assert_eq!(c.latestAnswer().call().await.unwrap(), alloy::primitives::I256::try_from(42).unwrap());
+    let rows = store.txs_for_action("dev", "update:1").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, "confirmed");
+    // Nonces follow each other without a round trip.
+    let b = m.send("update:2", feed, update_call(43), U256::ZERO).await.unwrap();
+    let rows = store.txs_for_action("dev", "update:2").await.unwrap();
+    assert_eq!(rows[0].nonce, 1);
+    assert!(b.block > mined.block);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverting_call_is_never_sent() {
+    let node = spawn(NodeOptions::default());
+    let market = kronos_testkit::deploy_market(&node.provider, node.address(0)).await.unwrap();
+    let (m, store) = manager(&node, 1, 1).await;
+    let data: Bytes = kronos_contracts::market::KronosMarket::executeCall {
+        marketId: U256::from(9),
+        index: U256::ZERO,
+        price: Default::default(),
+        sequencer: Default::default(),
+    }
+    .abi_encode()
+    .into();
+    let nonce_before = node.provider.get_transaction_count(node.address(1)).await.unwrap();
+    let e = m.send("execute:9:0", market, data, U256::ZERO).await.unwrap_err();
+    match e {
+        TxError::Revert { reason, .. } => assert!(reason.contains("UnknownMarket"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.txs_for_action("dev", "execute:9:0").await.unwrap().is_empty());
+    assert_eq!(node.provider.get_transaction_count(node.address(1)).await.unwrap(), nonce_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_fee_spike_is_answered_with_a_replacement() {
+    let node = spawn(NodeOptions::default());
+    let feed = kronos_testkit::deploy_mock_feed(&node.provider, 8, 1).await.unwrap();
+    rpc(&node, "evm_setAutomine", serde_json::json!([false])).await;
+    let (m, store) = manager(&node, 1, 1).await;
+    let base_before = node
+        .provider
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .unwrap()
+        .unwrap()
+        .header
+        .base_fee_per_gas
+        .unwrap();
+    let task = tokio::spawn(async move { (m.send("update:spike", feed, update_call(7), U256::ZERO).await, m) });
+    // Let it broadcast at today's fees, then make blocks far more expensive and keep mining.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spike = base_before as u128 * 40;
+    for _ in 0..60 {
+        rpc(&node, "anvil_setNextBlockBaseFeePerGas", serde_json::json!([format!("0x{spike:x}")])).await;
+        rpc(&node, "evm_mine", serde_json::json!([])).await;
+        if task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (res, m) = task.await.unwrap();
+    let mined = res.unwrap();
+    assert!(mined.effective_gas_price >= spike, "mined at {} below the spike {}", mined.effective_gas_price, spike);
+    assert!(m.counters.bumped.load(Ordering::Relaxed) >= 1);
+    let rows = store.txs_for_action("dev", "update:spike").await.unwrap();
+    assert!(rows.len() >= 2, "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r.status == "confirmed").count(), 1);
+    assert!(rows.iter().any(|r| r.status == "replaced"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_transaction_is_broadcast_again() {
+    let node = spawn(NodeOptions::default());
+    let feed = kronos_testkit::deploy_mock_feed(&node.provider, 8, 1).await.unwrap();
+    rpc(&node, "evm_setAutomine", serde_json::json!([false])).await;
+    let (m, store) = manager(&node, 1, 1).await;
+    let task = tokio::spawn(async move { (m.send("update:drop", feed, update_call(9), U256::ZERO).await, m) });
+    // Wait for it to reach the pool, drop it, then mine.
+    let mut dropped = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(row) = store.txs_for_action("dev", "update:drop").await.unwrap().first() {
+            if row.status == "pending" {
+                rpc(&node, "anvil_dropTransaction", serde_json::json!([row.tx_hash])).await;
+                dropped = true;
+                break;
+            }
+        }
+    }
+    assert!(dropped);
+    for _ in 0..60 {
+        rpc(&node, "evm_mine", serde_json::json!([])).await;
+        if task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (res, m) = task.await.unwrap();
+    res.unwrap();
+    assert!(m.counters.rebroadcast.load(Ordering::Relaxed) >= 1);
+    let c = MockV3Aggregator::new(feed, node.provider.clone());
+    assert_eq!(c.latestAnswer().call().await.unwrap(), alloy::primitives::I256::try_from(9).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_before_confirmation_is_followed_to_a_canonical_block() {
+    let node = spawn(NodeOptions::default());
+    let feed = kronos_testkit::deploy_mock_feed(&node.provider, 8, 1).await.unwrap();
+    rpc(&node, "evm_setAutomine", serde_json::json!([false])).await;
+    let snap = rpc(&node, "evm_snapshot", serde_json::json!([])).await;
+    let (m, _store) = manager(&node, 1, 3).await;
+    let task = tokio::spawn(async move { (m.send("update:reorg", feed, update_call(11), U256::ZERO).await, m) });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Mine it into one block, then take that block away before it has 3 confirmations.
+    rpc(&node, "evm_mine", serde_json::json!([])).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rpc(&node, "evm_revert", serde_json::json!([snap])).await;
+    for _ in 0..80 {
+        rpc(&node, "evm_mine", serde_json::json!([])).await;
+        if task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (res, m) = task.await.unwrap();
+    let mined = res.unwrap();
+    assert!(m.counters.reorged.load(Ordering::Relaxed) + m.counters.rebroadcast.load(Ordering::Relaxed) >= 1);
+    let r = node.provider.get_transaction_receipt(mined.hash).await.unwrap().unwrap();
+    assert_eq!(r.block_number, Some(mined.block));
+    let c = MockV3Aggregator::new(feed, node.provider.clone());
+    assert_eq!(c.latestAnswer().call().await.unwrap(), alloy::primitives::I256::try_from(11).unwrap());
+}
