@@ -12,6 +12,7 @@ import {KronosMarket} from "../src/KronosMarket.sol";
 import {PredictionRegistry} from "../src/PredictionRegistry.sol";
 import {IKronosMarket} from "../src/interfaces/IKronosMarket.sol";
 import {MockERC20} from "../test/utils/TestTokens.sol";
+import {PhasedAggregatorProxy} from "../test/utils/PhasedAggregatorProxy.sol";
 
 /// @title Deploy
 /// @notice Deploys KronosMarket and PredictionRegistry through the CREATE2 deployer, so that the same owner and
@@ -115,12 +116,15 @@ contract Deploy is Script {
         a.settlerRewardBps = vm.parseJsonUint(plan, string.concat(p, ".settlerRewardBps")).toUint16();
     }
 
-    /// @dev Local chains only: Chainlink's mock aggregator for the price, a sequencer-uptime mock (up, long past any
-    /// grace period) where the market wants one, and a mintable token where the market stakes an ERC-20.
+    /// @dev Local chains only: Chainlink's mock aggregator behind a phase-aware proxy that describes itself like the
+    /// catalogue's pair (so the keeper's start-up check applies as on a real chain), a sequencer-uptime mock (up) where
+    /// the market wants one, and a mintable token where the market stakes an ERC-20.
     function _deployLocalFeeds(string memory plan, string memory p, IKronosMarket.CreateMarketArgs memory a) internal {
         uint8 decimals = vm.parseJsonUint(plan, string.concat(p, ".decimals")).toUint8();
         int256 initial = vm.parseJsonInt(plan, string.concat(p, ".initialAnswer"));
-        a.feed = address(new MockV3Aggregator(decimals, initial));
+        string memory description = vm.parseJsonString(plan, string.concat(p, ".description"));
+        MockV3Aggregator aggregator = new MockV3Aggregator(decimals, initial);
+        a.feed = address(new PhasedAggregatorProxy(address(aggregator), description));
         if (vm.parseJsonBool(plan, string.concat(p, ".localSequencer"))) {
             MockBaseSequencerUptimeFeed seq = new MockBaseSequencerUptimeFeed(address(0), false, true);
             seq.disableAccessCheck();

@@ -1,9 +1,16 @@
 //! The Kronos keeper daemon and the `kronos` command-line program.
 
+pub mod api;
+pub mod chain;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod deploy;
+pub mod engine;
 pub mod logging;
+pub mod metrics;
+pub mod publisher;
 pub mod rpc;
+pub mod scheduler;
 pub mod store;
 pub mod txmgr;

@@ -60,6 +60,8 @@ pub struct Mined {
     pub effective_gas_price: u128,
     /// Broadcasts made (1 + replacements + re-broadcasts).
     pub attempts: u32,
+    /// The receipt's logs.
+    pub logs: Vec<alloy::primitives::Log>,
 }
 
 /// Counters for metrics.
@@ -464,12 +466,14 @@ impl TxManager {
                             data: None,
                         });
                     }
+                    let logs = r.inner.logs().iter().map(|l| l.inner.clone()).collect();
                     return Ok(Some(Mined {
                         hash: *h,
                         block,
                         gas_used: r.gas_used,
                         effective_gas_price: r.effective_gas_price,
                         attempts: 0,
+                        logs,
                     }));
                 }
                 Ok(None) => {}

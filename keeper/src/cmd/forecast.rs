@@ -22,6 +22,24 @@ pub enum ForecastCommand {
     Eval(EvalArgs),
     /// Forecast P(up), quantiles and the mean path from the candles up to a time.
     Predict(PredictArgs),
+    /// Fit the model's calibrations (one step ahead, and a round's lock→close move) on the validation split of a
+    /// candle CSV and store them in the model folder's kronos.json.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Candle CSV; its chronological 70-85% slice is the validation split.
+    #[arg(long, default_value = SHIPPED_DATA)]
+    pub data: PathBuf,
+    /// Model folder to update.
+    #[arg(long, default_value = SHIPPED_MODEL)]
+    pub model: PathBuf,
+    /// Sample paths per forecast.
+    #[arg(long, default_value_t = 32)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 /// Where the model comes from.
@@ -51,6 +69,7 @@ impl ModelArgs {
                     name: p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "kronos".into()),
                     max_context: self.max_context,
                     calibration: kronos_forecast::calibration::Calibration::Identity,
+                    calibration_next_move: None,
                     training: serde_json::Value::Null,
                 },
             ),
@@ -183,6 +202,7 @@ pub fn run(cmd: ForecastCommand) -> Result<()> {
         ForecastCommand::Train(a) => train_cmd(a),
         ForecastCommand::Eval(a) => eval_cmd(a),
         ForecastCommand::Predict(a) => predict_cmd(a),
+        ForecastCommand::Calibrate(a) => calibrate_cmd(a),
     }
 }
 
@@ -357,5 +377,30 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
         f.quantiles.iter().map(|(q, v)| format!("q{:.0}={:.2}", q * 100.0, v)).collect::<Vec<_>>().join("  ")
     );
     println!("mean path: {}", f.mean_path.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" "));
+    Ok(())
+}
+
+fn calibrate_cmd(a: CalibrateArgs) -> Result<()> {
+    anyhow::ensure!(a.samples >= 1, "--samples must be at least 1");
+    let candles = kronos_forecast::load_csv(&a.data)?;
+    let mut model = kronos_forecast::Forecaster::load(&a.model)?;
+    let split = kronos_forecast::data::Split::chronological(candles.len());
+    let mut progress = progress_reporter();
+    let t0 = std::time::Instant::now();
+    let (one, next) = train::fit_calibrations(&model, &candles, split.validation, a.samples, a.seed, &mut progress)?;
+    model.meta.calibration = one;
+    model.meta.calibration_next_move = Some(next);
+    if let Some(obj) = model.meta.training.as_object_mut() {
+        obj.insert("calibration".into(), serde_json::to_value(&model.meta.calibration)?);
+        obj.insert("calibration_next_move".into(), serde_json::to_value(&model.meta.calibration_next_move)?);
+        obj.insert("seconds_calibration".into(), serde_json::json!(t0.elapsed().as_secs_f64()));
+    }
+    let path = a.model.join("kronos.json");
+    let tmp = a.model.join("kronos.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&model.meta)? + "\n")?;
+    std::fs::rename(&tmp, &path)?;
+    println!("one step:  {:?}", model.meta.calibration);
+    println!("next move: {:?}", model.meta.calibration_next_move.as_ref().expect("set"));
+    println!("written to {}", path.display());
     Ok(())
 }

@@ -267,6 +267,7 @@ mod tests {
             name: "tiny".into(),
             max_context: 24,
             calibration: Calibration::Identity,
+            calibration_next_move: None,
             training: serde_json::Value::Null,
         };
         Forecaster { tokenizer, predictor, meta }

@@ -30,9 +30,20 @@ pub struct ModelMeta {
     pub max_context: usize,
     /// Calibration of P(up) one step ahead, fitted on the validation split.
     pub calibration: Calibration,
+    /// Calibration of P(up) of the move between steps 1 and 2 (what a prediction round asks: its lock→close move,
+    /// seen from the last completed candle), fitted on the validation split.
+    #[serde(default)]
+    pub calibration_next_move: Option<Calibration>,
     /// Free-form training record (data range, steps, losses, time).
     #[serde(default)]
     pub training: serde_json::Value,
+}
+
+impl ModelMeta {
+    /// The calibration of the lock→close move, falling back to the one-step calibration.
+    pub fn calibration_for_next_move(&self) -> &Calibration {
+        self.calibration_next_move.as_ref().unwrap_or(&self.calibration)
+    }
 }
 
 /// Per-feature mean and standard deviation of a context window.
@@ -226,6 +237,14 @@ pub fn summarize(paths: Vec<Vec<f64>>, last_close: f64, calibration: &Calibratio
     let quantiles = [0.05, 0.25, 0.5, 0.75, 0.95].iter().map(|&q| (q, quantile(&ends, q))).collect();
     let mean_path = (0..horizon).map(|i| paths.iter().map(|p| p[i]).sum::<f64>() / n).collect();
     Forecast { last_close, horizon, p_up_raw, p_up: calibration.apply(p_up_raw), quantiles, mean_path, paths }
+}
+
+/// P(up) of the move from step 1 to step 2 of sample paths — a prediction round's lock→close move seen from the last
+/// completed candle — continuity-corrected like `p_up_raw`.
+pub fn p_next_move(paths: &[Vec<f64>]) -> f64 {
+    let n = paths.len() as f64;
+    let up = paths.iter().filter(|p| p.len() >= 2 && p[1] > p[0]).count() as f64;
+    (up + 0.5) / (n + 1.0)
 }
 
 /// Linear-interpolated quantile of sorted values.

@@ -303,11 +303,12 @@ pub fn train(candles: &[Candle], cfg: &TrainConfig, out: &Path, progress: Progre
         name: "kronos".into(),
         max_context: cfg.context,
         calibration: Calibration::Identity,
+        calibration_next_move: None,
         training: serde_json::Value::Null,
     };
     let model = Forecaster { tokenizer: tok, predictor: pred, meta: meta.clone() };
-    let (ps, ys) = validation_forecasts(&model, candles, split.validation, cfg, progress)?;
-    let calibration = Calibration::fit_platt(&ps, &ys);
+    let (calibration, next_move) =
+        fit_calibrations(&model, candles, split.validation, cfg.calibration_samples, cfg.seed, progress)?;
     let seconds_calibration = t2.elapsed().as_secs_f64();
 
     let report = TrainReport {
@@ -328,40 +329,45 @@ pub fn train(candles: &[Candle], cfg: &TrainConfig, out: &Path, progress: Progre
         config: cfg.clone(),
     };
     meta.calibration = calibration;
+    meta.calibration_next_move = Some(next_move);
     meta.training = serde_json::to_value(&report)?;
     std::fs::write(out.join("kronos.json"), serde_json::to_string_pretty(&meta)? + "\n")?;
     let _ = std::fs::remove_dir_all(&ckpt);
     Ok(report)
 }
 
-/// One-step-ahead raw P(up) at each validation position (walk-forward: each sees only earlier candles), and
-/// whether the close went up.
-pub fn validation_forecasts(
+/// Calibrations fitted on a range (walk-forward: each forecast sees only earlier candles): the one-step P(up) and
+/// the P(up) of the move between steps 1 and 2 (a prediction round's lock→close move). Returns
+/// `(one_step, next_move)`.
+pub fn fit_calibrations(
     model: &Forecaster,
     candles: &[Candle],
     range: (usize, usize),
-    cfg: &TrainConfig,
+    samples: usize,
+    seed: u64,
     progress: Progress,
-) -> anyhow::Result<(Vec<f64>, Vec<bool>)> {
-    let mut ps = Vec::new();
-    let mut ys = Vec::new();
-    let start = range.0.max(cfg.context);
-    let total = range.1 - 1 - start;
-    for (k, i) in (start..range.1 - 1).enumerate() {
-        let opts = ForecastOptions {
-            horizon: 1,
-            samples: cfg.calibration_samples,
-            seed: cfg.seed + i as u64,
-            ..Default::default()
-        };
-        let f = model.forecast(&candles[i + 1 - cfg.context..=i], &opts)?;
-        ps.push(f.p_up_raw);
-        ys.push(candles[i + 1].close > candles[i].close);
+) -> anyhow::Result<(Calibration, Calibration)> {
+    let ctx = model.meta.max_context;
+    let (mut p1, mut y1, mut p2, mut y2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let start = range.0.max(ctx.min(range.1));
+    let end = range.1.saturating_sub(2).min(candles.len().saturating_sub(2));
+    anyhow::ensure!(end > start, "the calibration range {}..{} is too short", range.0, range.1);
+    let total = end - start;
+    for (k, i) in (start..end).enumerate() {
+        let opts = ForecastOptions { horizon: 2, samples, seed: seed.wrapping_add(i as u64), ..Default::default() };
+        let lo = (i + 1).saturating_sub(ctx);
+        let f = model.forecast(&candles[lo..=i], &opts)?;
+        let last = candles[i].close;
+        let ups = f.paths.iter().filter(|p| p[0] > last).count() as f64;
+        p1.push((ups + 0.5) / (f.paths.len() as f64 + 1.0));
+        y1.push(candles[i + 1].close > candles[i].close);
+        p2.push(crate::forecast::p_next_move(&f.paths));
+        y2.push(candles[i + 2].close > candles[i + 1].close);
         if (k + 1) % 200 == 0 || k + 1 == total {
-            progress("calibration", k + 1, total, "one-step forecasts on the validation split");
+            progress("calibration", k + 1, total, "walk-forward forecasts on the validation split");
         }
     }
-    Ok((ps, ys))
+    Ok((Calibration::fit_platt(&p1, &y1), Calibration::fit_platt(&p2, &y2)))
 }
 
 /// The model folder paths written by [`train`].

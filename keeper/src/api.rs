@@ -1,0 +1,148 @@
+//! The HTTP/WebSocket service: `/health`, `/metrics` (Prometheus), `/api/markets`, `/api/rounds`,
+//! `/api/predictions`, and `/ws` streaming every signal as JSON.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use kronos_common::Bus;
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+use crate::chain::ChainRuntime;
+use crate::metrics::Metrics;
+use crate::scheduler::MarketStats;
+use crate::store::Store;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub bus: Bus,
+    pub metrics: Arc<Metrics>,
+    pub chains: Vec<Arc<ChainRuntime>>,
+    pub stats: Vec<Arc<Mutex<MarketStats>>>,
+}
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/markets", get(markets))
+        .route("/api/rounds", get(rounds))
+        .route("/api/predictions", get(predictions))
+        .route("/ws", get(ws))
+        .with_state(state)
+}
+
+async fn health(State(s): State<ApiState>) -> Response {
+    let store_ok = s.store.ping().await.is_ok();
+    let chains: serde_json::Map<String, serde_json::Value> = s
+        .chains
+        .iter()
+        .map(|c| (c.name.clone(), serde_json::to_value(c.health.lock().clone()).unwrap_or_default()))
+        .collect();
+    let healthy = store_ok && s.chains.iter().all(|c| c.health.lock().healthy);
+    let body =
+        serde_json::json!({ "status": if healthy { "ok" } else { "degraded" }, "store": store_ok, "chains": chains });
+    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    s.metrics.refresh(&s.chains, &s.bus);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.encode()).into_response()
+}
+
+async fn markets(State(s): State<ApiState>) -> Response {
+    let stats: Vec<MarketStats> = s.stats.iter().map(|m| m.lock().clone()).collect();
+    let known = s.store.markets().await.unwrap_or_default();
+    Json(serde_json::json!({ "markets": known, "live": stats })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct RoundsQuery {
+    chain: Option<String>,
+    market: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn rounds(State(s): State<ApiState>, Query(q): Query<RoundsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    match s.store.rounds(q.chain.as_deref(), q.market, limit).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PredictionsQuery {
+    chain: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn predictions(State(s): State<ApiState>, Query(q): Query<PredictionsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let chains: Vec<String> = match q.chain {
+        Some(c) => vec![c],
+        None => s.chains.iter().map(|c| c.name.clone()).collect(),
+    };
+    let mut out = Vec::new();
+    for c in chains {
+        for p in s.store.recent_predictions(&c, limit).await.unwrap_or_default() {
+            // A salt is only shown once its prediction is revealed; before that it would leak the forecast.
+            let revealed = p.reveal_tx.is_some();
+            out.push(serde_json::json!({
+                "chain": p.chain, "market": p.market_id, "epoch": p.epoch,
+                "p_up_bps": if revealed { Some(p.p_up_bps) } else { None },
+                "committed": p.commit_tx.is_some(), "commitment": p.commitment,
+                "revealed": revealed, "outcome": p.outcome, "hit": p.hit, "brier": p.brier,
+            }));
+        }
+    }
+    let records = s.store.track_records().await.unwrap_or_default();
+    Json(serde_json::json!({ "predictions": out, "track_records": records })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    /// Comma-separated signal types to receive (default: all).
+    types: Option<String>,
+}
+
+async fn ws(State(s): State<ApiState>, Query(q): Query<WsQuery>, up: WebSocketUpgrade) -> Response {
+    let filter: Option<Vec<String>> =
+        q.types.map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect());
+    up.on_upgrade(move |socket| stream(socket, s.bus, filter))
+}
+
+async fn stream(mut socket: WebSocket, bus: Bus, filter: Option<Vec<String>>) {
+    let mut rx = bus.subscribe();
+    loop {
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            },
+            sig = rx.recv() => match sig {
+                Ok(sig) => {
+                    if let Some(f) = &filter {
+                        if !f.contains(&sig.kind.name()) { continue; }
+                    }
+                    let text = serde_json::to_string(&*sig).unwrap_or_default();
+                    if socket.send(Message::Text(text.into())).await.is_err() { return; }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let note = serde_json::json!({ "type": "lagged", "lost": n }).to_string();
+                    if socket.send(Message::Text(note.into())).await.is_err() { return; }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}

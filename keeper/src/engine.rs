@@ -1,0 +1,182 @@
+//! The keeper assembled: store, bus, metrics, chains, one driver per market, the forecast publisher, the event
+//! recorder and the API server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context, Result};
+use kronos_common::signals::SignalKind;
+use kronos_common::Bus;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::ChainRuntime;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::publisher::{CandleSource, CheckpointCandles, CsvCandles, Publisher};
+use crate::scheduler::{MarketDriver, MarketStats};
+use crate::store::Store;
+
+/// A built keeper, ready to run.
+pub struct Keeper {
+    pub store: Store,
+    pub bus: Bus,
+    pub metrics: Arc<Metrics>,
+    pub chains: Vec<Arc<ChainRuntime>>,
+    pub stats: Vec<Arc<Mutex<MarketStats>>>,
+    pub publisher: Option<Arc<Publisher>>,
+    pub listen: Option<String>,
+    drivers: Vec<MarketDriver>,
+}
+
+/// Overrides used by the demo and the tests.
+#[derive(Default, Clone)]
+pub struct Overrides {
+    /// Where the forecaster takes its candles from (default: the config's file, else the market's checkpoints).
+    pub candles: Option<Arc<dyn CandleSource>>,
+    /// Serve the API (default true).
+    pub no_api: bool,
+}
+
+impl Keeper {
+    /// Connects everything and checks every market before anything is sent.
+    pub async fn build(cfg: &Config, signer: PrivateKeySigner, bus: Bus, ov: Overrides) -> Result<Keeper> {
+        let store = Store::connect(&cfg.store).await?;
+        let metrics = Arc::new(Metrics::default());
+        let poll = Duration::from_millis(cfg.poll_ms);
+        let checkpoint_candles = Arc::new(CheckpointCandles::default());
+        let publisher = match &cfg.forecaster {
+            Some(f) if f.enabled => {
+                let model = kronos_forecast::Forecaster::load(&f.model)
+                    .with_context(|| format!("forecaster.model: loading {}", f.model.display()))?;
+                let candles: Arc<dyn CandleSource> = match (&ov.candles, &f.candles) {
+                    (Some(c), _) => c.clone(),
+                    (None, Some(path)) => Arc::new(
+                        CsvCandles::load(path).with_context(|| format!("forecaster.candles: {}", path.display()))?,
+                    ),
+                    (None, None) => checkpoint_candles.clone(),
+                };
+                Some(Arc::new(Publisher::new(
+                    Arc::new(model),
+                    f.samples,
+                    candles,
+                    store.clone(),
+                    bus.clone(),
+                    metrics.clone(),
+                )))
+            }
+            _ => None,
+        };
+        let mut chains = Vec::new();
+        let mut drivers = Vec::new();
+        for c in &cfg.chains {
+            let rt = ChainRuntime::connect(c, signer.clone(), store.clone(), bus.clone(), poll).await?;
+            let ids: Vec<u64> = match &c.markets {
+                Some(ids) => ids.clone(),
+                None => {
+                    let n =
+                        rt.market.marketCount().call().await.with_context(|| format!("{}: marketCount()", rt.name))?;
+                    (1..=n.to::<u64>()).collect()
+                }
+            };
+            anyhow::ensure!(!ids.is_empty(), "{}: the market contract has no market yet", rt.name);
+            for id in ids {
+                let d = MarketDriver::new(
+                    rt.clone(),
+                    id,
+                    store.clone(),
+                    bus.clone(),
+                    metrics.clone(),
+                    cfg.keeper_id.clone(),
+                    publisher.clone(),
+                    poll,
+                )
+                .await?
+                .with_candle_sink(checkpoint_candles.clone());
+                // Back-fill the checkpoint candles from the store.
+                for cp in store.checkpoints(&rt.name, id as i64, 0, 100_000).await? {
+                    if cp.status == "valid" {
+                        if let Ok(p) = cp.price.parse::<kronos_common::Decimal>() {
+                            checkpoint_candles.record(&rt.name, id, cp.ts as u64, p.to_f64_lossy());
+                        }
+                    }
+                }
+                drivers.push(d);
+            }
+            let balance = rt.tx.balance().await.map_err(|e| anyhow::anyhow!("{}: {e}", rt.name))?;
+            if balance == U256::ZERO {
+                tracing::warn!(chain = %rt.name, signer = %rt.tx.signer, "the keeper's signer has no funds on this chain");
+            }
+            chains.push(rt);
+        }
+        let stats = drivers.iter().map(|d| d.stats.clone()).collect();
+        let listen = (!ov.no_api).then(|| cfg.listen.clone());
+        Ok(Keeper { store, bus, metrics, chains, stats, publisher, listen, drivers })
+    }
+
+    /// Runs until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) -> Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        // Every signal is also a keeper event in the store.
+        {
+            let store = self.store.clone();
+            let mut rx = self.bus.subscribe();
+            let c = cancel.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = c.cancelled() => break,
+                        r = rx.recv() => match r {
+                            Ok(s) => {
+                                let chain = signal_chain(&s.kind);
+                                let payload = serde_json::to_string(&*s).unwrap_or_default();
+                                if let Err(e) = store.insert_event(s.at_ms as i64, chain.as_deref(), &s.kind.name(), &payload).await {
+                                    tracing::warn!(error = %e, "could not store an event");
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => tracing::warn!(lost = n, "event recorder lagged"),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            });
+        }
+        if let Some(addr) = &self.listen {
+            let state = crate::api::ApiState {
+                store: self.store.clone(),
+                bus: self.bus.clone(),
+                metrics: self.metrics.clone(),
+                chains: self.chains.clone(),
+                stats: self.stats.clone(),
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("keeper.listen: cannot bind {addr}"))?;
+            tracing::info!(%addr, "API listening: /health /metrics /api/markets /api/rounds /api/predictions /ws");
+            let c = cancel.clone();
+            tasks.spawn(async move {
+                let app = crate::api::router(state);
+                if let Err(e) =
+                    axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await }).await
+                {
+                    tracing::error!(error = %e, "API server stopped");
+                }
+            });
+        }
+        for d in self.drivers {
+            let c = cancel.clone();
+            tasks.spawn(async move { d.run(c).await });
+        }
+        cancel.cancelled().await;
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// The chain a signal concerns, if any.
+pub fn signal_chain(k: &SignalKind) -> Option<String> {
+    let v = serde_json::to_value(k).ok()?;
+    v.get("chain").and_then(|c| c.as_str()).map(str::to_string)
+}

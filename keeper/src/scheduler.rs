@@ -1,0 +1,638 @@
+//! Driving one market: at each checkpoint time, prove the Chainlink round in effect and `execute` it; catch up
+//! after downtime; never double-send (chain state is re-read before every action and "already recorded" counts as
+//! done); publish every event as a signal and keep the store's record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address, I256, U256};
+use alloy::providers::DynProvider;
+use alloy::sol_types::{SolCall, SolEventInterface};
+use anyhow::{Context, Result};
+use kronos_chainlink::{round_at, AlloyFeed, TimeField};
+use kronos_common::signals::{Outcome, SignalKind};
+use kronos_common::{Bus, Decimal};
+use kronos_contracts::market::ChainlinkRounds::RoundProof;
+use kronos_contracts::market::KronosMarket::{self, KronosMarketEvents};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::ChainRuntime;
+use crate::metrics::{MarketLabel, Metrics, ResultLabel};
+use crate::publisher::Publisher;
+use crate::store::{CheckpointRow, MarketRow, RoundRow, Store};
+use crate::txmgr::TxError;
+
+/// A market's fixed configuration, read from the contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarketInfo {
+    pub id: u64,
+    pub feed: Address,
+    pub sequencer: Option<Address>,
+    pub token: Address,
+    pub genesis: u64,
+    pub interval: u64,
+    pub settle_window: u64,
+    pub max_price_age: u64,
+    pub decimals: u8,
+    pub pair: String,
+}
+
+impl MarketInfo {
+    /// Timestamp of checkpoint `k`.
+    pub fn t(&self, k: u64) -> u64 {
+        self.genesis + k * self.interval
+    }
+}
+
+/// Live figures of a market (the demo's table, the bench, `/api/markets`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MarketStats {
+    pub chain: String,
+    pub market: u64,
+    pub pair: String,
+    /// The round taking bets.
+    pub betting_epoch: u64,
+    pub next_checkpoint: u64,
+    pub last_lock_price: Option<Decimal>,
+    pub last_close_price: Option<Decimal>,
+    pub last_result: String,
+    pub settled: u64,
+    pub cancelled: u64,
+    pub missed: u64,
+    pub delays: Vec<u64>,
+    pub execute_gas: Vec<u64>,
+    pub pool_up_wei: String,
+    pub pool_down_wei: String,
+    pub last_p_up: Option<f64>,
+}
+
+/// Decodes an int256 price with the feed's decimals.
+pub fn price(v: I256, decimals: u8) -> Decimal {
+    let i: i128 = v.try_into().unwrap_or(i128::MAX);
+    Decimal::from_fixed(i, decimals).unwrap_or(Decimal::ZERO)
+}
+
+fn outcome(o: u8) -> Outcome {
+    match o {
+        1 => Outcome::Up,
+        2 => Outcome::Down,
+        3 => Outcome::Tie,
+        _ => Outcome::None,
+    }
+}
+
+fn cancel_reason(r: u8) -> &'static str {
+    match r {
+        1 => "lock_price_unusable",
+        2 => "close_price_unusable",
+        3 => "tie",
+        4 => "one_sided_pool",
+        5 => "expired",
+        _ => "unknown",
+    }
+}
+
+fn checkpoint_status(s: u8) -> &'static str {
+    match s {
+        1 => "valid",
+        2 => "stale",
+        3 => "bad_answer",
+        4 => "sequencer_down",
+        5 => "sequencer_grace_period",
+        _ => "none",
+    }
+}
+
+/// Drives one market of one chain.
+pub struct MarketDriver {
+    pub chain: Arc<ChainRuntime>,
+    pub info: MarketInfo,
+    feed: AlloyFeed<DynProvider>,
+    seq: Option<AlloyFeed<DynProvider>>,
+    store: Store,
+    bus: Bus,
+    metrics: Arc<Metrics>,
+    keeper_id: String,
+    publisher: Option<Arc<Publisher>>,
+    pub stats: Arc<Mutex<MarketStats>>,
+    poll: Duration,
+    candle_sink: Option<Arc<crate::publisher::CheckpointCandles>>,
+}
+
+impl MarketDriver {
+    /// Reads the market from the contract and checks its feed against the catalogue.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new(
+        chain: Arc<ChainRuntime>,
+        id: u64,
+        store: Store,
+        bus: Bus,
+        metrics: Arc<Metrics>,
+        keeper_id: String,
+        publisher: Option<Arc<Publisher>>,
+        poll: Duration,
+    ) -> Result<Self> {
+        let name = chain.name.clone();
+        let m = chain
+            .market
+            .getMarket(U256::from(id))
+            .call()
+            .await
+            .with_context(|| format!("{name}: market {id} not found"))?;
+        let feed = AlloyFeed::new(m.feed, chain.provider.clone());
+        let live = feed.info().await.map_err(|e| anyhow::anyhow!("{name}: market {id}: {e}"))?;
+        let cat = &chain.cfg.chain;
+        let pair = match chain.cfg.pairs.get(&id) {
+            Some(p) => p.clone(),
+            None => cat
+                .feeds
+                .values()
+                .find(|f| f.evm_address() == Some(m.feed))
+                .map(|f| f.pair.clone())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{name}: market {id}'s feed {} is not a feed of the catalogue; set pairs.{id} in the chain's config for a local feed",
+                        m.feed
+                    )
+                })?,
+        };
+        let entry = cat.feeds.get(&pair).ok_or_else(|| anyhow::anyhow!("{name}: no catalogue entry for {pair}"))?;
+        if !chain.cfg.local {
+            let want = entry
+                .evm_address()
+                .ok_or_else(|| anyhow::anyhow!("{name}: the catalogue has no confirmed address for {pair}"))?;
+            anyhow::ensure!(
+                want == m.feed,
+                "{name}: market {id} reads {}, but the catalogue's {pair} proxy is {want}",
+                m.feed
+            );
+        }
+        entry.check_live(&live.description, live.decimals).map_err(|e| anyhow::anyhow!("{name}: market {id}: {e}"))?;
+        let seq = (m.sequencerFeed != Address::ZERO).then(|| AlloyFeed::new(m.sequencerFeed, chain.provider.clone()));
+        if !chain.cfg.local {
+            if let (Some(want), true) = (cat.sequencer.as_ref(), m.sequencerFeed != Address::ZERO) {
+                anyhow::ensure!(
+                    want.address == m.sequencerFeed,
+                    "{name}: market {id} reads sequencer feed {}, the catalogue's is {}",
+                    m.sequencerFeed,
+                    want.address
+                );
+            }
+        }
+        let info = MarketInfo {
+            id,
+            feed: m.feed,
+            sequencer: seq.as_ref().map(|s| s.address),
+            token: m.token,
+            genesis: m.genesis.to::<u64>(),
+            interval: m.interval as u64,
+            settle_window: m.settleWindow as u64,
+            max_price_age: m.maxPriceAge as u64,
+            decimals: m.feedDecimals,
+            pair: pair.clone(),
+        };
+        store
+            .upsert_market(&MarketRow {
+                chain: name.clone(),
+                market_id: id as i64,
+                contract: chain.cfg.market.to_string(),
+                feed: m.feed.to_string(),
+                sequencer: info.sequencer.map(|a| a.to_string()),
+                token: m.token.to_string(),
+                pair: Some(pair.clone()),
+                genesis: info.genesis as i64,
+                interval_s: info.interval as i64,
+                settle_window_s: info.settle_window as i64,
+                max_price_age_s: info.max_price_age as i64,
+                feed_decimals: info.decimals as i64,
+            })
+            .await?;
+        let stats = Arc::new(Mutex::new(MarketStats { chain: name.clone(), market: id, pair, ..Default::default() }));
+        tracing::info!(chain = %name, market = id, feed = %m.feed, description = %live.description, "market checked against the catalogue");
+        Ok(MarketDriver {
+            chain,
+            info,
+            feed,
+            seq,
+            store,
+            bus,
+            metrics,
+            keeper_id,
+            publisher,
+            stats,
+            poll,
+            candle_sink: None,
+        })
+    }
+
+    /// Feeds recorded checkpoint prices to the forecaster's candle builder.
+    pub fn with_candle_sink(mut self, sink: Arc<crate::publisher::CheckpointCandles>) -> Self {
+        self.candle_sink = Some(sink);
+        self
+    }
+
+    fn label(&self) -> MarketLabel {
+        MarketLabel { chain: self.chain.name.clone(), market: self.info.id.to_string() }
+    }
+
+    async fn recorded(&self, k: u64) -> Result<Option<kronos_contracts::market::IKronosMarket::Checkpoint>> {
+        let cp = self.chain.market.getCheckpoint(U256::from(self.info.id), U256::from(k)).call().await?;
+        Ok((cp.recordedAt.to::<u64>() != 0).then_some(cp))
+    }
+
+    /// The first checkpoint that still matters at `now`: later ones may settle or lock a round that has not expired.
+    fn first_useful(&self, now: u64) -> u64 {
+        let i = &self.info;
+        // checkpoint k is useful while round k-1 (which it locks) can still settle: T(k+1) + window >= now.
+        if now <= i.genesis + i.settle_window {
+            return 0;
+        }
+        (now - i.settle_window - i.genesis).div_ceil(i.interval).saturating_sub(1)
+    }
+
+    /// Runs until cancelled.
+    pub async fn run(self, cancel: CancellationToken) {
+        let name = self.chain.name.clone();
+        let id = self.info.id;
+        let mut next: Option<u64> = None;
+        let mut backoff = self.poll;
+        let lease_ttl = (self.poll.as_secs() as i64).max(1) * 10;
+        loop {
+            if cancel.is_cancelled() {
+                let _ = self.store.release_lease(&name, id as i64, &self.keeper_id).await;
+                return;
+            }
+            let wall = kronos_common::time::now_s() as i64;
+            match self.store.try_lease(&name, id as i64, &self.keeper_id, lease_ttl, wall).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(self.poll * 5) => continue }
+                }
+                Err(e) => tracing::warn!(chain = %name, market = id, error = %e, "lease check failed; continuing"),
+            }
+            match self.step(&mut next).await {
+                Ok(()) => backoff = self.poll,
+                Err(e) => {
+                    tracing::warn!(chain = %name, market = id, error = %format!("{e:#}"), "keeper step failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+            tokio::select! { _ = cancel.cancelled() => {}, _ = tokio::time::sleep(backoff) => {} }
+        }
+    }
+
+    /// One pass: record every due checkpoint in order, then publish and reveal forecasts.
+    pub async fn step(&self, next: &mut Option<u64>) -> Result<()> {
+        let (head, now) = self.chain.head().await?;
+        let i = &self.info;
+        if now <= i.genesis {
+            return Ok(());
+        }
+        let floor = self.first_useful(now);
+        let mut k = next.unwrap_or(floor).max(floor);
+        // Catch-up is bounded per pass so that publishing and health keep their pace.
+        let mut budget = 64;
+        while i.t(k) < now && budget > 0 {
+            budget -= 1;
+            if i.t(k + 1) + i.settle_window < now {
+                self.missed(k, "every round that needs it has expired");
+                k += 1;
+                continue;
+            }
+            if let Some(cp) = self.recorded(k).await? {
+                self.note_recorded_elsewhere(k, &cp).await?;
+                k += 1;
+                continue;
+            }
+            match self.execute(k, head).await {
+                Ok(true) => k += 1,
+                Ok(false) => break,
+                Err(e) => {
+                    *next = Some(k);
+                    return Err(e);
+                }
+            }
+        }
+        *next = Some(k);
+        {
+            let mut s = self.stats.lock();
+            s.next_checkpoint = k;
+            s.betting_epoch = (now - i.genesis) / i.interval;
+        }
+        if let Some(p) = &self.publisher {
+            let epoch = (now - i.genesis) / i.interval;
+            if let Err(e) = p.tick(self, epoch, now).await {
+                tracing::warn!(chain = %self.chain.name, market = i.id, error = %format!("{e:#}"), "forecast publishing failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn missed(&self, k: u64, why: &str) {
+        tracing::warn!(chain = %self.chain.name, market = self.info.id, checkpoint = k, why, "checkpoint missed");
+        self.metrics.missed_checkpoints.get_or_create(&self.label()).inc();
+        self.stats.lock().missed += 1;
+    }
+
+    async fn note_recorded_elsewhere(
+        &self,
+        k: u64,
+        cp: &kronos_contracts::market::IKronosMarket::Checkpoint,
+    ) -> Result<()> {
+        self.store
+            .record_checkpoint(&CheckpointRow {
+                chain: self.chain.name.clone(),
+                market_id: self.info.id as i64,
+                idx: k as i64,
+                ts: self.info.t(k) as i64,
+                round_id: cp.roundId.to_string(),
+                price: price(I256::try_from(cp.price).unwrap_or_default(), self.info.decimals).to_string(),
+                status: checkpoint_status(cp.status).to_string(),
+                tx_hash: None,
+                block: None,
+                delay_blocks: None,
+            })
+            .await
+    }
+
+    /// Proves and records checkpoint `k`. `Ok(false)`: not possible yet (retry later).
+    async fn execute(&self, k: u64, head: u64) -> Result<bool> {
+        let i = &self.info;
+        let t = i.t(k);
+        let Some(pp) = round_at(&self.feed, t, TimeField::UpdatedAt).await? else {
+            self.missed(k, "the feed has no round before the checkpoint time");
+            return Ok(true);
+        };
+        let sp = match &self.seq {
+            Some(s) => match round_at(s, t, TimeField::StartedAt).await? {
+                Some(p) => RoundProof {
+                    roundId: alloy::primitives::aliases::U80::from(p.round.round_id),
+                    nextRoundId: alloy::primitives::aliases::U80::from(p.next_round_id),
+                },
+                None => {
+                    self.missed(k, "the sequencer feed has no round before the checkpoint time");
+                    return Ok(true);
+                }
+            },
+            None => RoundProof::default(),
+        };
+        let price_proof = RoundProof {
+            roundId: alloy::primitives::aliases::U80::from(pp.round.round_id),
+            nextRoundId: alloy::primitives::aliases::U80::from(pp.next_round_id),
+        };
+        let data = KronosMarket::executeCall {
+            marketId: U256::from(i.id),
+            index: U256::from(k),
+            price: price_proof,
+            sequencer: sp,
+        }
+        .abi_encode();
+        let action = format!("execute:{}:{}", i.id, k);
+        let due_block = self.chain.first_block_after(t, head).await.unwrap_or(head);
+        match self.chain.tx.send(&action, self.chain.cfg.market, data.into(), U256::ZERO).await {
+            Ok(mined) => {
+                let delay = mined.block.saturating_sub(due_block);
+                self.metrics.checkpoints.get_or_create(&self.label()).inc();
+                self.metrics
+                    .settlement_delay_blocks
+                    .get_or_create(&crate::metrics::ChainLabel { chain: self.chain.name.clone() })
+                    .observe(delay as f64);
+                {
+                    let mut s = self.stats.lock();
+                    s.delays.push(delay);
+                    s.execute_gas.push(mined.gas_used);
+                }
+                self.handle_logs(k, &mined.logs, Some((mined.hash.to_string(), mined.block, delay))).await?;
+                Ok(true)
+            }
+            Err(TxError::Revert { reason, .. }) if reason.contains("CheckpointAlreadyRecorded") => {
+                // Someone else recorded it in the meantime: that is success.
+                if let Some(cp) = self.recorded(k).await? {
+                    self.note_recorded_elsewhere(k, &cp).await?;
+                }
+                Ok(true)
+            }
+            Err(TxError::Revert { reason, .. })
+                if reason.contains("CheckpointNotDue") || reason.contains("ProofTimestampNotPast") =>
+            {
+                Ok(false)
+            }
+            Err(TxError::Revert { reason, .. }) if reason.contains("Proof") => {
+                // The feed moved between proof and inclusion: prove again next pass.
+                tracing::info!(chain = %self.chain.name, market = i.id, checkpoint = k, %reason, "proof outdated; proving again");
+                Ok(false)
+            }
+            Err(e) => Err(anyhow::anyhow!("execute({}, {k}): {e}", i.id)),
+        }
+    }
+
+    /// Turns the market's events in a receipt into store rows and signals.
+    pub async fn handle_logs(
+        &self,
+        k: u64,
+        logs: &[alloy::primitives::Log],
+        tx: Option<(String, u64, u64)>,
+    ) -> Result<()> {
+        let chain = self.chain.name.clone();
+        let i = &self.info;
+        for log in logs {
+            if log.address != self.chain.cfg.market {
+                continue;
+            }
+            let Ok(ev) = KronosMarketEvents::decode_log(log) else { continue };
+            match ev.data {
+                KronosMarketEvents::CheckpointRecorded(e) if e.marketId == U256::from(i.id) => {
+                    let p = price(e.price, i.decimals);
+                    if e.status == 1 {
+                        if let Some(sink) = &self.candle_sink {
+                            sink.record(&chain, i.id, i.t(k), p.to_f64_lossy());
+                        }
+                    }
+                    self.store
+                        .record_checkpoint(&CheckpointRow {
+                            chain: chain.clone(),
+                            market_id: i.id as i64,
+                            idx: k as i64,
+                            ts: i.t(k) as i64,
+                            round_id: e.roundId.to_string(),
+                            price: p.to_string(),
+                            status: checkpoint_status(e.status).to_string(),
+                            tx_hash: tx.as_ref().map(|t| t.0.clone()),
+                            block: tx.as_ref().map(|t| t.1 as i64),
+                            delay_blocks: tx.as_ref().map(|t| t.2 as i64),
+                        })
+                        .await?;
+                    self.bus.publish(
+                        "keeper",
+                        SignalKind::PriceRead {
+                            chain: chain.clone(),
+                            pair: i.pair.clone(),
+                            price: p,
+                            round_id: e.roundId.to_string(),
+                            updated_at: e.timestamp.to::<u64>(),
+                        },
+                    );
+                }
+                KronosMarketEvents::RoundStarted(e) if e.marketId == U256::from(i.id) => {
+                    self.bus.publish(
+                        "keeper",
+                        SignalKind::RoundStarted {
+                            chain: chain.clone(),
+                            market: i.id,
+                            epoch: e.epoch.to::<u64>(),
+                            start_at: e.startAt.to::<u64>(),
+                            lock_at: e.lockAt.to::<u64>(),
+                            close_at: e.closeAt.to::<u64>(),
+                        },
+                    );
+                }
+                KronosMarketEvents::RoundLocked(e) if e.marketId == U256::from(i.id) => {
+                    let epoch = e.epoch.to::<u64>();
+                    let p = price(e.lockPrice, i.decimals);
+                    let r = self.chain.market.getRound(U256::from(i.id), e.epoch).call().await?;
+                    self.store
+                        .upsert_round(&RoundRow {
+                            chain: chain.clone(),
+                            market_id: i.id as i64,
+                            epoch: epoch as i64,
+                            state: "locked".into(),
+                            lock_price: Some(p.to_string()),
+                            close_price: None,
+                            outcome: None,
+                            reason: None,
+                            up_wei: r.upAmount.to_string(),
+                            down_wei: r.downAmount.to_string(),
+                            reward_wei: None,
+                            treasury_fee_wei: None,
+                            delay_blocks: None,
+                        })
+                        .await?;
+                    {
+                        let mut s = self.stats.lock();
+                        s.last_lock_price = Some(p);
+                        s.pool_up_wei = r.upAmount.to_string();
+                        s.pool_down_wei = r.downAmount.to_string();
+                    }
+                    self.bus.publish(
+                        "keeper",
+                        SignalKind::RoundLocked {
+                            chain: chain.clone(),
+                            market: i.id,
+                            epoch,
+                            lock_price: p,
+                            round_id: e.roundId.to_string(),
+                        },
+                    );
+                }
+                KronosMarketEvents::RoundSettled(e) if e.marketId == U256::from(i.id) => {
+                    let epoch = e.epoch.to::<u64>();
+                    let (lp, cp) = (price(e.lockPrice, i.decimals), price(e.closePrice, i.decimals));
+                    let r = self.chain.market.getRound(U256::from(i.id), e.epoch).call().await?;
+                    let delay = tx.as_ref().map(|t| t.2);
+                    self.store
+                        .upsert_round(&RoundRow {
+                            chain: chain.clone(),
+                            market_id: i.id as i64,
+                            epoch: epoch as i64,
+                            state: "settled".into(),
+                            lock_price: Some(lp.to_string()),
+                            close_price: Some(cp.to_string()),
+                            outcome: Some(format!("{:?}", outcome(e.outcome)).to_lowercase()),
+                            reason: None,
+                            up_wei: r.upAmount.to_string(),
+                            down_wei: r.downAmount.to_string(),
+                            reward_wei: Some(e.rewardAmount.to_string()),
+                            treasury_fee_wei: Some(e.treasuryFee.to_string()),
+                            delay_blocks: delay.map(|d| d as i64),
+                        })
+                        .await?;
+                    self.metrics
+                        .rounds
+                        .get_or_create(&ResultLabel {
+                            chain: chain.clone(),
+                            market: i.id.to_string(),
+                            result: "settled".into(),
+                        })
+                        .inc();
+                    {
+                        let mut s = self.stats.lock();
+                        s.settled += 1;
+                        s.last_close_price = Some(cp);
+                        s.last_result = format!("#{epoch} {:?}", outcome(e.outcome)).to_lowercase();
+                    }
+                    self.bus.publish(
+                        "keeper",
+                        SignalKind::RoundSettled {
+                            chain: chain.clone(),
+                            market: i.id,
+                            epoch,
+                            outcome: outcome(e.outcome),
+                            lock_price: lp,
+                            close_price: cp,
+                            total_wei: e.totalAmount.to_string(),
+                            reward_wei: e.rewardAmount.to_string(),
+                            treasury_fee_wei: e.treasuryFee.to_string(),
+                            delay_blocks: delay.unwrap_or(0),
+                        },
+                    );
+                }
+                KronosMarketEvents::RoundCancelled(e) if e.marketId == U256::from(i.id) => {
+                    let epoch = e.epoch.to::<u64>();
+                    let reason = cancel_reason(e.reason);
+                    let r = self.chain.market.getRound(U256::from(i.id), e.epoch).call().await?;
+                    let closing =
+                        self.chain.market.getCheckpoint(U256::from(i.id), U256::from(epoch + 2)).call().await?;
+                    let close = (closing.recordedAt.to::<u64>() != 0)
+                        .then(|| price(I256::try_from(closing.price).unwrap_or_default(), i.decimals));
+                    self.store
+                        .upsert_round(&RoundRow {
+                            chain: chain.clone(),
+                            market_id: i.id as i64,
+                            epoch: epoch as i64,
+                            state: "cancelled".into(),
+                            lock_price: None,
+                            close_price: close.map(|c| c.to_string()),
+                            outcome: Some(format!("{:?}", outcome(e.outcome)).to_lowercase()),
+                            reason: Some(reason.into()),
+                            up_wei: r.upAmount.to_string(),
+                            down_wei: r.downAmount.to_string(),
+                            reward_wei: None,
+                            treasury_fee_wei: None,
+                            delay_blocks: tx.as_ref().map(|t| t.2 as i64),
+                        })
+                        .await?;
+                    self.metrics
+                        .rounds
+                        .get_or_create(&ResultLabel {
+                            chain: chain.clone(),
+                            market: i.id.to_string(),
+                            result: "cancelled".into(),
+                        })
+                        .inc();
+                    {
+                        let mut s = self.stats.lock();
+                        s.cancelled += 1;
+                        if let Some(c) = close {
+                            s.last_close_price = Some(c);
+                        }
+                        s.last_result = format!("#{epoch} refund ({reason})");
+                    }
+                    self.bus.publish(
+                        "keeper",
+                        SignalKind::RoundCancelled {
+                            chain: chain.clone(),
+                            market: i.id,
+                            epoch,
+                            reason: reason.into(),
+                            outcome: outcome(e.outcome),
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
