@@ -44,6 +44,8 @@ contract Deploy is Script {
         uint256 revealWindow = vm.parseJsonUint(plan, ".revealWindow");
         bool localFeeds = vm.parseJsonBool(plan, ".localFeeds");
         uint256 count = vm.parseJsonUint(plan, ".marketCount");
+        // The first round starts at the first interval boundary at least this long after the deployment.
+        uint256 genesisDelay = vm.parseJsonUint(plan, ".genesisDelay");
 
         vm.startBroadcast(key);
         res.market = _deployMarket(salt, owner);
@@ -65,7 +67,7 @@ contract Deploy is Script {
                 console2.log("market %s already exists", id);
             } else {
                 if (localFeeds) _deployLocalFeeds(plan, p, a);
-                a.genesis = ((block.timestamp / a.interval + 1) * a.interval).toUint40();
+                a.genesis = (((block.timestamp + genesisDelay) / a.interval + 1) * a.interval).toUint40();
                 require(market.owner() == vm.addr(key), "the broadcaster does not own the market contract");
                 uint256 created = market.createMarket(a);
                 require(created == id, "market ids out of step with the plan");

@@ -27,6 +27,16 @@ pub enum Command {
     /// The forecaster: train, forecast, evaluate.
     #[command(subcommand)]
     Forecast(crate::cmd::forecast::ForecastCommand),
+    /// The local demo: every EVM chain of the catalogue on anvil, real candles, bettors, the keeper and the forecaster.
+    Demo(crate::demo::DemoArgs),
+    /// Run the keeper daemon on the configured chains (until SIGINT/SIGTERM).
+    Run(crate::cmd::keeper::RunArgs),
+    /// Show what the keeper recorded: rounds, transactions, the forecaster's track record.
+    Status(crate::cmd::keeper::StatusArgs),
+    /// List the markets of every configured chain, read from the contracts.
+    Markets(crate::cmd::keeper::RunArgs),
+    /// Deploy the contracts on one chain (same addresses everywhere; key from KRONOS_DEPLOYER_KEY).
+    Deploy(crate::cmd::keeper::DeployArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,7 +54,16 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Catalogue(a) => catalogue(a),
         Command::Forecast(c) => crate::cmd::forecast::run(c),
+        Command::Demo(a) => runtime()?.block_on(crate::demo::run(a)),
+        Command::Run(a) => crate::cmd::keeper::run(a),
+        Command::Status(a) => crate::cmd::keeper::status(a),
+        Command::Markets(a) => crate::cmd::keeper::markets(a),
+        Command::Deploy(a) => crate::cmd::keeper::deploy(a),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn catalogue(a: CatalogueArgs) -> Result<()> {

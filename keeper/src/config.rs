@@ -194,8 +194,17 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
             let span = e.span().map(|s| {
-                let line = text[..s.start.min(text.len())].lines().count().max(1);
-                format!("line {line}")
+                let start = s.start.min(text.len());
+                let line = text[..start].lines().count().max(1);
+                // Name the table the problem is in (its header is the nearest one at or above the line).
+                let table = text[..start.max(text[start..].find('\n').map(|n| start + n).unwrap_or(text.len()))]
+                    .lines()
+                    .rev()
+                    .map(str::trim)
+                    .find(|l| l.starts_with('['))
+                    .map(|h| format!(" in {h}"))
+                    .unwrap_or_default();
+                format!("line {line}{table}")
             });
             err(span.unwrap_or_else(|| "(syntax)".into()), msg)
         })?;

@@ -27,7 +27,7 @@ pub struct Keeper {
     pub chains: Vec<Arc<ChainRuntime>>,
     pub stats: Vec<Arc<Mutex<MarketStats>>>,
     pub publisher: Option<Arc<Publisher>>,
-    pub listen: Option<String>,
+    listener: Option<tokio::net::TcpListener>,
     drivers: Vec<MarketDriver>,
 }
 
@@ -112,8 +112,21 @@ impl Keeper {
             chains.push(rt);
         }
         let stats = drivers.iter().map(|d| d.stats.clone()).collect();
-        let listen = (!ov.no_api).then(|| cfg.listen.clone());
-        Ok(Keeper { store, bus, metrics, chains, stats, publisher, listen, drivers })
+        let listener = if ov.no_api {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(&cfg.listen)
+                    .await
+                    .with_context(|| format!("keeper.listen: cannot bind {}", cfg.listen))?,
+            )
+        };
+        Ok(Keeper { store, bus, metrics, chains, stats, publisher, listener, drivers })
+    }
+
+    /// Where the API listens.
+    pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Runs until `cancel` fires.
@@ -143,7 +156,8 @@ impl Keeper {
                 }
             });
         }
-        if let Some(addr) = &self.listen {
+        if let Some(listener) = self.listener {
+            let addr = listener.local_addr()?;
             let state = crate::api::ApiState {
                 store: self.store.clone(),
                 bus: self.bus.clone(),
@@ -151,9 +165,6 @@ impl Keeper {
                 chains: self.chains.clone(),
                 stats: self.stats.clone(),
             };
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("keeper.listen: cannot bind {addr}"))?;
             tracing::info!(%addr, "API listening: /health /metrics /api/markets /api/rounds /api/predictions /ws");
             let c = cancel.clone();
             tasks.spawn(async move {

@@ -5,6 +5,7 @@ pub mod chain;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod demo;
 pub mod deploy;
 pub mod engine;
 pub mod logging;

@@ -330,6 +330,12 @@ impl MarketDriver {
         Ok(())
     }
 
+    async fn checkpoint_price(&self, k: u64) -> Result<Option<Decimal>> {
+        let cp = self.chain.market.getCheckpoint(U256::from(self.info.id), U256::from(k)).call().await?;
+        Ok((cp.recordedAt.to::<u64>() != 0)
+            .then(|| price(I256::try_from(cp.price).unwrap_or_default(), self.info.decimals)))
+    }
+
     fn missed(&self, k: u64, why: &str) {
         tracing::warn!(chain = %self.chain.name, market = self.info.id, checkpoint = k, why, "checkpoint missed");
         self.metrics.missed_checkpoints.get_or_create(&self.label()).inc();
@@ -511,7 +517,6 @@ impl MarketDriver {
                         .await?;
                     {
                         let mut s = self.stats.lock();
-                        s.last_lock_price = Some(p);
                         s.pool_up_wei = r.upAmount.to_string();
                         s.pool_down_wei = r.downAmount.to_string();
                     }
@@ -559,6 +564,7 @@ impl MarketDriver {
                     {
                         let mut s = self.stats.lock();
                         s.settled += 1;
+                        s.last_lock_price = Some(lp);
                         s.last_close_price = Some(cp);
                         s.last_result = format!("#{epoch} {:?}", outcome(e.outcome)).to_lowercase();
                     }
@@ -582,17 +588,15 @@ impl MarketDriver {
                     let epoch = e.epoch.to::<u64>();
                     let reason = cancel_reason(e.reason);
                     let r = self.chain.market.getRound(U256::from(i.id), e.epoch).call().await?;
-                    let closing =
-                        self.chain.market.getCheckpoint(U256::from(i.id), U256::from(epoch + 2)).call().await?;
-                    let close = (closing.recordedAt.to::<u64>() != 0)
-                        .then(|| price(I256::try_from(closing.price).unwrap_or_default(), i.decimals));
+                    let lock = self.checkpoint_price(epoch + 1).await?;
+                    let close = self.checkpoint_price(epoch + 2).await?;
                     self.store
                         .upsert_round(&RoundRow {
                             chain: chain.clone(),
                             market_id: i.id as i64,
                             epoch: epoch as i64,
                             state: "cancelled".into(),
-                            lock_price: None,
+                            lock_price: lock.map(|c| c.to_string()),
                             close_price: close.map(|c| c.to_string()),
                             outcome: Some(format!("{:?}", outcome(e.outcome)).to_lowercase()),
                             reason: Some(reason.into()),
@@ -614,9 +618,8 @@ impl MarketDriver {
                     {
                         let mut s = self.stats.lock();
                         s.cancelled += 1;
-                        if let Some(c) = close {
-                            s.last_close_price = Some(c);
-                        }
+                        s.last_lock_price = lock;
+                        s.last_close_price = close;
                         s.last_result = format!("#{epoch} refund ({reason})");
                     }
                     self.bus.publish(

@@ -186,8 +186,8 @@ pub struct TrainArgs {
     /// Tokenizer training steps.
     #[arg(long, default_value_t = 1200)]
     pub tokenizer_steps: usize,
-    /// Predictor training steps.
-    #[arg(long, default_value_t = 2000)]
+    /// Predictor training steps (at most; see --patience).
+    #[arg(long, default_value_t = 3000)]
     pub predictor_steps: usize,
     /// Batch size.
     #[arg(long, default_value_t = 32)]
@@ -195,6 +195,12 @@ pub struct TrainArgs {
     /// Validate and checkpoint every this many steps.
     #[arg(long, default_value_t = 100)]
     pub eval_every: usize,
+    /// Stop a stage after this many validations without improvement (0: never).
+    #[arg(long, default_value_t = 6)]
+    pub patience: usize,
+    /// Skip tokenizer training: use this tokenizer folder (its config must match) and train the predictor only.
+    #[arg(long)]
+    pub tokenizer_from: Option<PathBuf>,
 }
 
 pub fn run(cmd: ForecastCommand) -> Result<()> {
@@ -245,6 +251,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     cfg.predictor_steps = a.predictor_steps;
     cfg.batch = a.batch;
     cfg.eval_every = a.eval_every.max(1);
+    cfg.patience = a.patience;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     tracing::info!(
         candles = candles.len(),
@@ -254,7 +261,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         "training the forecaster"
     );
     let mut progress = progress_reporter();
-    let report = train::train(&candles, &cfg, &a.out, &mut progress)?;
+    let report = train::train(&candles, &cfg, &a.out, a.tokenizer_from.as_deref(), &mut progress)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

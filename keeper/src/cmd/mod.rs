@@ -1,3 +1,4 @@
 //! One module per `kronos` command group.
 
 pub mod forecast;
+pub mod keeper;

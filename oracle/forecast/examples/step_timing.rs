@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(0);
         }
     };
-    let r = kronos_forecast::train::train(&candles, &cfg, dir.path(), &mut cb)?;
+    let r = kronos_forecast::train::train(&candles, &cfg, dir.path(), None, &mut cb)?;
     println!("{:#?}", (r.seconds_tokenizer, r.seconds_predictor, r.tokenizer_params, r.predictor_params));
     Ok(())
 }

@@ -204,9 +204,9 @@ pub mod presets {
             d_model: 128,
             n_heads: 4,
             ff_dim: 256,
-            ffn_dropout_p: 0.1,
+            ffn_dropout_p: 0.2,
             attn_dropout_p: 0.0,
-            resid_dropout_p: 0.1,
+            resid_dropout_p: 0.2,
             token_dropout_p: 0.0,
             learn_te: true,
         }

@@ -40,12 +40,15 @@ pub struct TrainConfig {
     pub predictor_steps: usize,
     pub tokenizer_lr: f64,
     pub predictor_lr: f64,
-    pub weight_decay: f64,
+    pub tokenizer_weight_decay: f64,
+    pub predictor_weight_decay: f64,
     pub warmup_steps: usize,
     pub grad_clip: f64,
     /// Validate (and keep the best weights) every this many steps.
     pub eval_every: usize,
     pub val_windows: usize,
+    /// Stop a stage after this many validations without improvement (0: never stop early).
+    pub patience: usize,
     /// Samples per forecast when calibrating.
     pub calibration_samples: usize,
 }
@@ -60,15 +63,17 @@ impl TrainConfig {
             tokenizer_window: 64,
             context: 128,
             batch: 32,
-            tokenizer_steps: 1500,
+            tokenizer_steps: 1200,
             predictor_steps: 3000,
             tokenizer_lr: 2e-3,
-            predictor_lr: 1e-3,
-            weight_decay: 0.05,
+            predictor_lr: 5e-4,
+            tokenizer_weight_decay: 0.05,
+            predictor_weight_decay: 0.1,
             warmup_steps: 100,
             grad_clip: 1.0,
             eval_every: 100,
             val_windows: 64,
+            patience: 6,
             calibration_samples: 32,
         }
     }
@@ -80,6 +85,8 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize, &str);
 /// What training produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainReport {
+    /// Where the tokenizer came from: trained here, or loaded from a folder.
+    pub tokenizer_source: String,
     pub data_from: i64,
     pub data_to: i64,
     pub train_candles: usize,
@@ -206,7 +213,16 @@ fn restore(map: &VarMap, snap: &[(String, Tensor)]) -> candle_core::Result<()> {
 
 /// Trains both models on `candles` (its train split; the validation split selects weights and fits calibration) and
 /// writes the model folder to `out`.
-pub fn train(candles: &[Candle], cfg: &TrainConfig, out: &Path, progress: Progress) -> anyhow::Result<TrainReport> {
+///
+/// With `tokenizer_from`, stage 1 is skipped: the tokenizer folder's weights are loaded (its config must equal
+/// `cfg.tokenizer`) and only the predictor is trained.
+pub fn train(
+    candles: &[Candle],
+    cfg: &TrainConfig,
+    out: &Path,
+    tokenizer_from: Option<&Path>,
+    progress: Progress,
+) -> anyhow::Result<TrainReport> {
     cfg.tokenizer.validate("training config").map_err(|e| anyhow::anyhow!("{e}"))?;
     cfg.predictor.validate("training config").map_err(|e| anyhow::anyhow!("{e}"))?;
     cfg.predictor.check_tokenizer(&cfg.tokenizer).map_err(anyhow::Error::msg)?;
@@ -230,51 +246,82 @@ pub fn train(candles: &[Candle], cfg: &TrainConfig, out: &Path, progress: Progre
     let tok = KronosTokenizer::new(&cfg.tokenizer, VarBuilder::from_varmap(&tok_map, DType::F32, &dev))?;
     init::initialize(&tok_map, cfg.seed ^ 0x70c)?;
     let tok_vars = tok_map.all_vars();
-    let mut opt = AdamW::new(
-        tok_vars.clone(),
-        ParamsAdamW { lr: cfg.tokenizer_lr, weight_decay: cfg.weight_decay, ..Default::default() },
-    )?;
     let tw = cfg.tokenizer_window;
     let val_starts = spread(split.validation, tw, cfg.val_windows);
     let (vx, _) = batch(candles, &val_starts, tw, tw)?;
-    let (mut best, mut best_step, mut best_snap) = (f64::INFINITY, 0, snapshot(&tok_map)?);
-    for step in 0..cfg.tokenizer_steps {
-        opt.set_learning_rate(lr_at(step, cfg.tokenizer_steps, cfg.warmup_steps, cfg.tokenizer_lr));
-        let starts: Vec<usize> = (0..cfg.batch).map(|_| rng.gen_range(split.train.0..split.train.1 - tw)).collect();
-        let (x, _) = batch(candles, &starts, tw, tw)?;
-        let loss = tokenizer_loss(&tok, &x, Some(&train_ctx))?;
-        let mut grads = loss.backward()?;
-        clip_grads(&tok_vars, &mut grads, cfg.grad_clip)?;
-        opt.step(&grads)?;
-        if (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.tokenizer_steps {
-            let v = scalar(&tokenizer_loss(&tok, &vx, None)?)? as f64;
-            if v < best {
-                (best, best_step, best_snap) = (v, step + 1, snapshot(&tok_map)?);
+    let (tok_best, tokenizer_source) = if let Some(dir) = tokenizer_from {
+        let (c, w) = crate::weights::folder_files(dir)?;
+        let loaded = TokenizerConfig::load(&c)?;
+        anyhow::ensure!(
+            loaded == cfg.tokenizer,
+            "{}: its config differs from the training config's tokenizer",
+            c.display()
+        );
+        let mut m = tok_map;
+        m.load(&w).with_context(|| format!("loading {}", w.display()))?;
+        let v = scalar(&tokenizer_loss(&tok, &vx, None)?)? as f64;
+        save_folder(&out.join("tokenizer"), &m, &cfg.tokenizer)?;
+        ((v, 0), format!("loaded from {}", dir.display()))
+    } else {
+        let mut opt = AdamW::new(
+            tok_vars.clone(),
+            ParamsAdamW { lr: cfg.tokenizer_lr, weight_decay: cfg.tokenizer_weight_decay, ..Default::default() },
+        )?;
+        let (mut best, mut best_step, mut best_snap) = (f64::INFINITY, 0, snapshot(&tok_map)?);
+        let mut stale = 0;
+        for step in 0..cfg.tokenizer_steps {
+            opt.set_learning_rate(lr_at(step, cfg.tokenizer_steps, cfg.warmup_steps, cfg.tokenizer_lr));
+            let starts: Vec<usize> = (0..cfg.batch).map(|_| rng.gen_range(split.train.0..split.train.1 - tw)).collect();
+            let (x, _) = batch(candles, &starts, tw, tw)?;
+            let loss = tokenizer_loss(&tok, &x, Some(&train_ctx))?;
+            let mut grads = loss.backward()?;
+            clip_grads(&tok_vars, &mut grads, cfg.grad_clip)?;
+            opt.step(&grads)?;
+            if (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.tokenizer_steps {
+                let v = scalar(&tokenizer_loss(&tok, &vx, None)?)? as f64;
+                if v < best {
+                    (best, best_step, best_snap) = (v, step + 1, snapshot(&tok_map)?);
+                    stale = 0;
+                } else {
+                    stale += 1;
+                }
+                let msg = format!("loss {:.4} val {:.4} best {:.4}@{}", scalar(&loss)?, v, best, best_step);
+                progress("tokenizer", step + 1, cfg.tokenizer_steps, &msg);
+                save_folder(&ckpt.join("tokenizer"), &tok_map, &cfg.tokenizer)?;
+                if cfg.patience > 0 && stale >= cfg.patience {
+                    progress(
+                        "tokenizer",
+                        cfg.tokenizer_steps,
+                        cfg.tokenizer_steps,
+                        &format!("stopped early at step {}: no improvement for {} validations", step + 1, stale),
+                    );
+                    break;
+                }
             }
-            let msg = format!("loss {:.4} val {:.4} best {:.4}@{}", scalar(&loss)?, v, best, best_step);
-            progress("tokenizer", step + 1, cfg.tokenizer_steps, &msg);
-            save_folder(&ckpt.join("tokenizer"), &tok_map, &cfg.tokenizer)?;
         }
-    }
-    restore(&tok_map, &best_snap)?;
-    save_folder(&out.join("tokenizer"), &tok_map, &cfg.tokenizer)?;
+        restore(&tok_map, &best_snap)?;
+        save_folder(&out.join("tokenizer"), &tok_map, &cfg.tokenizer)?;
+        ((best, best_step), "trained".to_string())
+    };
     let seconds_tokenizer = t0.elapsed().as_secs_f64();
-    let tok_best = (best, best_step);
 
     // ----- stage 2: predictor --------------------------------------------------------------------------------
     let t1 = Instant::now();
+    // Its own random stream, so that training the predictor on a loaded tokenizer equals a full run.
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x9ed7);
     let pred_map = VarMap::new();
     let pred = KronosPredictor::new(&cfg.predictor, VarBuilder::from_varmap(&pred_map, DType::F32, &dev))?;
     init::initialize(&pred_map, cfg.seed ^ 0x9ed)?;
     let pred_vars = pred_map.all_vars();
     let mut opt = AdamW::new(
         pred_vars.clone(),
-        ParamsAdamW { lr: cfg.predictor_lr, weight_decay: cfg.weight_decay, ..Default::default() },
+        ParamsAdamW { lr: cfg.predictor_lr, weight_decay: cfg.predictor_weight_decay, ..Default::default() },
     )?;
     let len = cfg.context + 1;
     let val_starts = spread(split.validation, len, cfg.val_windows);
     let (vx, vst) = batch(candles, &val_starts, len, cfg.context)?;
     let (mut best, mut best_step, mut best_snap) = (f64::INFINITY, 0, snapshot(&pred_map)?);
+    let mut stale = 0;
     for step in 0..cfg.predictor_steps {
         opt.set_learning_rate(lr_at(step, cfg.predictor_steps, cfg.warmup_steps, cfg.predictor_lr));
         let starts: Vec<usize> = (0..cfg.batch).map(|_| rng.gen_range(split.train.0..split.train.1 - len)).collect();
@@ -287,10 +334,22 @@ pub fn train(candles: &[Candle], cfg: &TrainConfig, out: &Path, progress: Progre
             let v = scalar(&predictor_loss(&tok, &pred, &vx, &vst, None)?)? as f64;
             if v < best {
                 (best, best_step, best_snap) = (v, step + 1, snapshot(&pred_map)?);
+                stale = 0;
+            } else {
+                stale += 1;
             }
             let msg = format!("loss {:.4} val {:.4} best {:.4}@{}", scalar(&loss)?, v, best, best_step);
             progress("predictor", step + 1, cfg.predictor_steps, &msg);
             save_folder(&ckpt.join("predictor"), &pred_map, &cfg.predictor)?;
+            if cfg.patience > 0 && stale >= cfg.patience {
+                progress(
+                    "predictor",
+                    cfg.predictor_steps,
+                    cfg.predictor_steps,
+                    &format!("stopped early at step {}: no improvement for {} validations", step + 1, stale),
+                );
+                break;
+            }
         }
     }
     restore(&pred_map, &best_snap)?;
@@ -312,6 +371,7 @@ pub fn train(candles: &[Candle], cfg: &TrainConfig, out: &Path, progress: Progre
     let seconds_calibration = t2.elapsed().as_secs_f64();
 
     let report = TrainReport {
+        tokenizer_source,
         data_from: candles[split.train.0].timestamp,
         data_to: candles[split.validation.1 - 1].timestamp,
         train_candles: split.train.1 - split.train.0,

@@ -1,0 +1,194 @@
+//! `kronos run`, `kronos status`, `kronos markets`, `kronos deploy`.
+
+use std::path::PathBuf;
+
+use alloy::primitives::U256;
+use alloy::providers::Provider;
+use anyhow::{Context, Result};
+use clap::Args;
+use kronos_common::{Bus, Secret};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::{Keeper, Overrides};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Keeper configuration (TOML); see config/keeper.example.toml.
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Keeper configuration (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Rounds to show per market.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: i64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Catalogue key of the chain to deploy on.
+    #[arg(long)]
+    pub chain: String,
+    /// RPC URL of the chain.
+    #[arg(long)]
+    pub rpc: String,
+    /// Owner of the contracts (default: the deployer). Use the same on every chain for the same addresses.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Deployment policy.
+    #[arg(long, default_value = "config/deploy.toml")]
+    pub policy: PathBuf,
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// `kronos run`: the keeper daemon until SIGINT/SIGTERM.
+pub fn run(a: RunArgs) -> Result<()> {
+    let cfg = Config::load(&a.config)?;
+    let signer = cfg.load_signer(&|k| std::env::var(k).ok())?;
+    runtime()?.block_on(async move {
+        tracing::info!(config = %a.config.display(), chains = cfg.chains.len(), signer = %signer.address(), "starting the keeper");
+        let keeper = Keeper::build(&cfg, signer, Bus::default(), Overrides::default()).await?;
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stopping: finishing in-flight work");
+            c.cancel();
+        });
+        keeper.run(cancel).await
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// `kronos status`: what the store recorded, and each chain's head.
+pub fn status(a: StatusArgs) -> Result<()> {
+    let cfg = Config::load(&a.config)?;
+    runtime()?.block_on(async move {
+        let store = crate::store::Store::connect(&cfg.store).await?;
+        let mut out = serde_json::Map::new();
+        for c in &cfg.chains {
+            let name = &c.chain.key;
+            let t = crate::rpc::FailoverTransport::new(name, &c.rpc);
+            let head = t.provider().get_block_number().await.map_err(|e| e.to_string());
+            let rounds = store.rounds(Some(name), None, a.rounds).await?;
+            let txs = store.all_txs(name).await?;
+            let confirmed = txs.iter().filter(|t| t.status == "confirmed").count();
+            let open = txs.iter().filter(|t| t.status == "pending" || t.status == "signed").count();
+            if a.json {
+                out.insert(name.clone(), serde_json::json!({ "head": head.as_ref().ok(), "error": head.as_ref().err(), "rounds": rounds, "transactions": { "confirmed": confirmed, "open": open, "total": txs.len() } }));
+                continue;
+            }
+            println!("{name}: head {}", match &head { Ok(h) => h.to_string(), Err(e) => format!("unreachable ({e})") });
+            println!("  transactions: {confirmed} confirmed, {open} open, {} in total", txs.len());
+            for r in rounds {
+                println!(
+                    "  market {} round {:>5} {:<9} lock {:>14} close {:>14} {}",
+                    r.market_id,
+                    r.epoch,
+                    r.state,
+                    r.lock_price.unwrap_or_else(|| "-".into()),
+                    r.close_price.unwrap_or_else(|| "-".into()),
+                    r.outcome.map(|o| format!("{o}{}", r.reason.map(|x| format!(" ({x})")).unwrap_or_default())).unwrap_or_default()
+                );
+            }
+        }
+        let recs = store.track_records().await?;
+        if a.json {
+            out.insert("track_records".into(), serde_json::to_value(recs)?);
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            for r in recs {
+                println!("forecaster on {}: committed {}, hits {}, misses {}, voided {}, expired {}", r.chain, r.committed, r.hits, r.misses, r.voided, r.expired);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `kronos markets`: the markets of every configured chain, read from the contracts.
+pub fn markets(a: RunArgs) -> Result<()> {
+    let cfg = Config::load(&a.config)?;
+    runtime()?.block_on(async move {
+        for c in &cfg.chains {
+            let name = &c.chain.key;
+            let t = crate::rpc::FailoverTransport::new(name, &c.rpc);
+            let m = kronos_contracts::KronosMarket::new(c.market, t.provider());
+            let n = m.marketCount().call().await.with_context(|| format!("{name}: marketCount() at {}", c.market))?;
+            println!("{name} ({}), KronosMarket {}: {} market(s)", c.chain.name, c.market, n);
+            for id in 1..=n.to::<u64>() {
+                let x = m.getMarket(U256::from(id)).call().await?;
+                println!(
+                    "  #{id} feed {} seq {} stake {} interval {}s genesis {} max price age {}s settle window {}s{}",
+                    x.feed,
+                    x.sequencerFeed,
+                    if x.token.is_zero() { "native".to_string() } else { x.token.to_string() },
+                    x.interval,
+                    x.genesis,
+                    x.maxPriceAge,
+                    x.settleWindow,
+                    if x.paused { " (paused)" } else { "" }
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `kronos deploy`: deploys the suite on one chain with the CREATE2 deployer.
+pub fn deploy(a: DeployArgs) -> Result<()> {
+    let root = crate::deploy::repo_root()?;
+    let cat = kronos_common::Catalogue::load(root.join("config/chains.toml"))?;
+    let policy = crate::deploy::DeployPolicy::load(&root.join(&a.policy))?;
+    let key = Secret::new(
+        std::env::var("KRONOS_DEPLOYER_KEY")
+            .map_err(|_| anyhow::anyhow!("set KRONOS_DEPLOYER_KEY to the deployer's private key"))?,
+    );
+    let signer: alloy::signers::local::PrivateKeySigner = key
+        .expose()
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("KRONOS_DEPLOYER_KEY does not hold a 32-byte hex private key"))?;
+    let owner = match &a.owner {
+        Some(o) => kronos_common::catalogue::parse_evm_address(o).map_err(|m| anyhow::anyhow!("--owner: {m}"))?,
+        None => signer.address(),
+    };
+    let out = format!("contracts-evm/deployments/{}.json", a.chain);
+    let plan = crate::deploy::plan_for_chain(&cat, &policy, &a.chain, owner, &out)?;
+    if a.dry_run {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(());
+    }
+    runtime()?.block_on(async move {
+        let d = crate::deploy::run_forge(&root, &plan, &a.rpc, &key).await?;
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        println!("written to {out}");
+        Ok(())
+    })
+}

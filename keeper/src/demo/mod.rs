@@ -1,0 +1,367 @@
+//! `kronos demo`: the whole system on local chains. One anvil per EVM chain of the catalogue (real chain ids,
+//! accelerated clocks), the suite deployed with the deploy script, real BTC/USD candles replayed into Chainlink mock
+//! feeds, local bettors, and the keeper driving every market on every chain — with the forecaster committing and
+//! revealing its predictions. Live table while it runs, summary at the end; Ctrl-C stops everything cleanly.
+
+pub mod bettors;
+pub mod net;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::U256;
+use anyhow::{Context, Result};
+use clap::Args;
+use kronos_common::{Bus, Catalogue};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ChainConfig, Config, ForecasterConfig, SignerSource};
+use crate::deploy::DeployPolicy;
+use crate::engine::{Keeper, Overrides};
+use crate::scheduler::MarketStats;
+use bettors::BetStats;
+use net::{accounts, NetOptions, ReplayCandles};
+
+/// `kronos demo` options.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Rounds to finish (settled or refunded) on every chain before stopping.
+    #[arg(long, default_value_t = 12)]
+    pub rounds: u64,
+    /// Keep running until Ctrl-C.
+    #[arg(long)]
+    pub forever: bool,
+    /// Chains to run (catalogue keys, comma-separated); default every EVM chain of the catalogue.
+    #[arg(long, value_delimiter = ',')]
+    pub chains: Option<Vec<String>>,
+    /// Round interval in chain seconds.
+    #[arg(long, default_value_t = 300)]
+    pub interval: u32,
+    /// Chain seconds per block (chain time runs this many times faster than the wall clock at 1 block/s).
+    #[arg(long, default_value_t = 30)]
+    pub speed: u64,
+    /// Wall seconds between blocks.
+    #[arg(long, default_value_t = 1.0)]
+    pub block_time: f64,
+    /// Run without the forecaster.
+    #[arg(long)]
+    pub no_forecast: bool,
+    /// Address of the keeper's API during the demo.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: String,
+    /// Seed of the bettors' choices.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// Percentile (nearest rank) of unsorted values.
+pub fn percentile(v: &[u64], p: f64) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+    Some(s[rank.min(s.len()) - 1])
+}
+
+fn mean(v: &[u64]) -> Option<u64> {
+    (!v.is_empty()).then(|| v.iter().sum::<u64>() / v.len() as u64)
+}
+
+fn eth(wei: &str) -> String {
+    let w: U256 = wei.parse().unwrap_or_default();
+    let milli = w / U256::from(1_000_000_000_000_000u64);
+    format!("{:.3}", milli.to::<u64>() as f64 / 1000.0)
+}
+
+/// Everything the demo runs.
+pub struct Demo {
+    pub chains: Vec<Arc<net::LocalChain>>,
+    pub keeper_stats: Vec<Arc<Mutex<MarketStats>>>,
+    pub bets: BTreeMap<String, Arc<Mutex<BetStats>>>,
+    pub store: crate::store::Store,
+    pub publisher: Option<Arc<crate::publisher::Publisher>>,
+    pub db: String,
+}
+
+/// Starts the network, deploys, builds the keeper and starts every task. Returns the running demo and the task set.
+pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut tokio::task::JoinSet<()>) -> Result<Demo> {
+    let root = crate::deploy::repo_root()?;
+    let cat = Catalogue::load(root.join("config/chains.toml"))?;
+    let policy = DeployPolicy::load(&root.join("config/deploy.toml"))?;
+    let candles = Arc::new(kronos_forecast::load_csv(root.join("data/btcusd-1h.csv"))?);
+    let chain_keys: Vec<String> = match &args.chains {
+        Some(c) => c.clone(),
+        None => cat.evm_chains().map(|c| c.key.clone()).collect(),
+    };
+    anyhow::ensure!(!chain_keys.is_empty(), "--chains: no chain given");
+    anyhow::ensure!(args.interval >= 60, "--interval must be at least 60 chain seconds (the contract's minimum)");
+    anyhow::ensure!(args.speed >= 1 && args.block_time > 0.0, "--speed and --block-time must be positive");
+    let opts = NetOptions {
+        chains: chain_keys.clone(),
+        block_time: args.block_time,
+        seconds_per_block: args.speed,
+        interval: args.interval,
+    };
+    let t0 = Instant::now();
+    println!(
+        "starting {} local chains ({}), each block {} chain seconds every {} s…",
+        chain_keys.len(),
+        chain_keys.join(", "),
+        args.speed,
+        args.block_time
+    );
+    let chains: Vec<Arc<net::LocalChain>> =
+        net::start(&root, &cat, &policy, &opts, &candles).await?.into_iter().map(Arc::new).collect();
+    println!(
+        "deployed with contracts-evm/script/Deploy.s.sol in {:.1}s — same addresses on every chain:\n  KronosMarket       {}\n  PredictionRegistry {}",
+        t0.elapsed().as_secs_f64(),
+        chains[0].deployment.market,
+        chains[0].deployment.registry
+    );
+    for c in &chains {
+        anyhow::ensure!(
+            c.deployment.market == chains[0].deployment.market,
+            "CREATE2 addresses differ on {}",
+            c.chain.key
+        );
+    }
+
+    let replay = Arc::new(ReplayCandles::new(candles.clone()));
+    for c in &chains {
+        replay.register(&c.chain.key, c.genesis(), args.interval as u64, c.candle_base);
+    }
+    let model = root.join(crate::cmd::forecast::SHIPPED_MODEL);
+    let forecast = !args.no_forecast && model.join("kronos.json").is_file();
+    if !args.no_forecast && !forecast {
+        println!("(no trained model at {}: running without the forecaster)", model.display());
+    }
+    std::fs::create_dir_all(root.join("data/runs"))?;
+    let db = format!("data/runs/demo-{}.db", kronos_common::time::now_s());
+    let cfg = Config {
+        file: "(demo)".into(),
+        catalogue: cat.clone(),
+        store: format!("sqlite://{}", root.join(&db).display()),
+        listen: args.listen.clone(),
+        signer: SignerSource::Env("(demo)".into()),
+        poll_ms: 250,
+        keeper_id: "demo".into(),
+        forecaster: forecast.then(|| ForecasterConfig {
+            enabled: true,
+            model: model.clone(),
+            samples: 32,
+            candles: None,
+        }),
+        chains: chains
+            .iter()
+            .map(|c| ChainConfig {
+                chain: c.chain.clone(),
+                rpc: vec![c.url.parse().expect("url")],
+                market: c.deployment.market,
+                registry: Some(c.deployment.registry),
+                markets: Some(vec![1]),
+                confirmations: 1,
+                max_fee_wei: U256::from(1_000_000_000_000u64),
+                max_priority_fee_wei: U256::from(10_000_000_000u64),
+                bump_after_s: 5,
+                bump_percent: 12,
+                local: true,
+                pairs: [(1u64, "BTC/USD".to_string())].into_iter().collect(),
+            })
+            .collect(),
+    };
+    let bus = Bus::new(8192);
+    let signer = chains[0].keys[accounts::KEEPER].clone();
+    let keeper = Keeper::build(&cfg, signer, bus, Overrides { candles: Some(replay.clone()), no_api: false }).await?;
+    let keeper_stats = keeper.stats.clone();
+    let store = keeper.store.clone();
+    let publisher = keeper.publisher.clone();
+    {
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            if let Err(e) = keeper.run(c).await {
+                tracing::error!(error = %format!("{e:#}"), "keeper stopped");
+            }
+        });
+    }
+    let poll = Duration::from_millis(250);
+    let mut bets = BTreeMap::new();
+    for (i, c) in chains.iter().enumerate() {
+        tasks.spawn(net::replay(c.clone(), replay.clone(), args.interval as u64, poll, cancel.clone()));
+        let s = Arc::new(Mutex::new(BetStats::default()));
+        bets.insert(c.chain.key.clone(), s.clone());
+        tasks.spawn(bettors::run(c.clone(), args.interval as u64, poll * 2, args.seed + i as u64, s, cancel.clone()));
+    }
+    Ok(Demo { chains, keeper_stats, bets, store, publisher, db })
+}
+
+fn table(d: &Demo) -> String {
+    let mut s = format!(
+        "{:<10} {:>5} {:>12} {:>12} {:>17} {:<26} {:>6} {:>6} {:>4}/{:<4}\n",
+        "chain", "round", "last lock", "last close", "pool up/down", "last result", "delay", "P(up)", "done", "miss"
+    );
+    for st in &d.keeper_stats {
+        let m = st.lock().clone();
+        let pool = format!(
+            "{}/{}",
+            eth(if m.pool_up_wei.is_empty() { "0" } else { &m.pool_up_wei }),
+            eth(if m.pool_down_wei.is_empty() { "0" } else { &m.pool_down_wei })
+        );
+        s += &format!(
+            "{:<10} {:>5} {:>12} {:>12} {:>17} {:<26} {:>6} {:>6} {:>4}/{:<4}\n",
+            m.chain,
+            m.betting_epoch,
+            m.last_lock_price.map(|p| format!("{:.2}", p.to_f64_lossy())).unwrap_or_else(|| "-".into()),
+            m.last_close_price.map(|p| format!("{:.2}", p.to_f64_lossy())).unwrap_or_else(|| "-".into()),
+            pool,
+            m.last_result,
+            m.delays.last().map(|d| format!("{d} blk")).unwrap_or_else(|| "-".into()),
+            m.last_p_up.map(|p| format!("{p:.3}")).unwrap_or_else(|| "-".into()),
+            m.settled + m.cancelled,
+            m.missed
+        );
+    }
+    s
+}
+
+async fn summary(d: &Demo, elapsed: Duration) -> String {
+    let mut s = format!("\nsummary after {:.0}s\n", elapsed.as_secs_f64());
+    s += &format!(
+        "{:<10} {:>8} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        "chain",
+        "settled",
+        "refunded",
+        "missed",
+        "delay p50",
+        "delay p99",
+        "execute",
+        "commit",
+        "reveal",
+        "bet",
+        "claim"
+    );
+    let (mut all_delays, mut tot) = (Vec::new(), (0u64, 0u64, 0u64));
+    for st in &d.keeper_stats {
+        let m = st.lock().clone();
+        let txs = d.store.all_txs(&m.chain).await.unwrap_or_default();
+        let gas = |prefix: &str| -> Vec<u64> {
+            txs.iter()
+                .filter(|t| t.action.starts_with(prefix) && t.status == "confirmed")
+                .filter_map(|t| t.gas_used.map(|g| g as u64))
+                .collect()
+        };
+        let b = d.bets.get(&m.chain).map(|b| b.lock().clone()).unwrap_or_default();
+        let f = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+        s += &format!(
+            "{:<10} {:>8} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+            m.chain,
+            m.settled,
+            m.cancelled,
+            m.missed,
+            f(percentile(&m.delays, 50.0)),
+            f(percentile(&m.delays, 99.0)),
+            f(mean(&m.execute_gas)),
+            f(mean(&gas("commit:"))),
+            f(mean(&gas("reveal:"))),
+            f(mean(&b.bet_gas)),
+            f(mean(&b.claim_gas)),
+        );
+        all_delays.extend(m.delays.iter().copied());
+        tot = (tot.0 + m.settled, tot.1 + m.cancelled, tot.2 + m.missed);
+    }
+    s += &format!(
+        "{:<10} {:>8} {:>9} {:>7} {:>10} {:>10}   (delay: blocks from the first block after a lock/close time to the block recording it; gas: mean per call)\n",
+        "all",
+        tot.0,
+        tot.1,
+        tot.2,
+        percentile(&all_delays, 50.0).map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+        percentile(&all_delays, 99.0).map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+    );
+    let recs = d.store.track_records().await.unwrap_or_default();
+    if !recs.is_empty() {
+        let (mut hits, mut scored, mut brier) = (0i64, 0i64, 0f64);
+        s += "\nforecaster track record (on-chain, PredictionRegistry):\n";
+        for r in &recs {
+            let sc = r.hits + r.misses;
+            let b: f64 = r.brier_sum.parse::<f64>().unwrap_or(0.0) / 1e8;
+            s += &format!(
+                "  {:<10} committed {:>3}  scored {:>3}  hits {:>3}  voided {:>2}  hit rate {:>6}  mean Brier {}\n",
+                r.chain,
+                r.committed,
+                sc,
+                r.hits,
+                r.voided,
+                if sc > 0 { format!("{:.1}%", 100.0 * r.hits as f64 / sc as f64) } else { "-".into() },
+                if sc > 0 { format!("{:.4}", b / sc as f64) } else { "-".into() }
+            );
+            hits += r.hits;
+            scored += sc;
+            brier += b;
+        }
+        if scored > 0 {
+            let [lo, hi] = kronos_forecast::metrics::wilson95(hits as usize, scored as usize);
+            s += &format!(
+                "  all        hits {hits}/{scored} = {:.1}% (95% interval {:.1}%-{:.1}%), mean Brier {:.4} (0.25 = a coin's)\n",
+                100.0 * hits as f64 / scored as f64,
+                lo * 100.0,
+                hi * 100.0,
+                brier / scored as f64
+            );
+        }
+    }
+    s += &format!("\nstore: {} (rounds, transactions, events, predictions)\n", d.db);
+    s
+}
+
+/// Runs the demo to the end.
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    let demo = tokio::select! {
+        d = start(&args, &cancel, &mut tasks) => d.context("starting the demo")?,
+        _ = tokio::signal::ctrl_c() => { cancel.cancel(); return Ok(()); }
+    };
+    println!("keeper API: http://{0}/health  http://{0}/metrics  ws://{0}/ws", args.listen);
+    let tty = std::io::stdout().is_terminal();
+    let run_started = Instant::now();
+    let mut last_print = Instant::now() - Duration::from_secs(60);
+    loop {
+        let done = demo.keeper_stats.iter().all(|s| {
+            let s = s.lock();
+            s.settled + s.cancelled >= args.rounds
+        });
+        if done && !args.forever {
+            break;
+        }
+        let every = if tty { Duration::from_secs(1) } else { Duration::from_secs(10) };
+        if last_print.elapsed() >= every {
+            if tty {
+                print!("\x1b[2J\x1b[H");
+            }
+            println!(
+                "Kronos demo — {:.0}s — target {} rounds per chain{}",
+                run_started.elapsed().as_secs_f64(),
+                args.rounds,
+                if args.forever { " (--forever)" } else { "" }
+            );
+            print!("{}", table(&demo));
+            last_print = Instant::now();
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { println!("\ninterrupted: stopping the keeper and the chains…"); break; }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    print!("{}", table(&demo));
+    print!("{}", summary(&demo, started.elapsed()).await);
+    drop(demo);
+    Ok(())
+}
