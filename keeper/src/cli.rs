@@ -37,6 +37,8 @@ pub enum Command {
     Markets(crate::cmd::keeper::RunArgs),
     /// Deploy the contracts on one chain (same addresses everywhere; key from KRONOS_DEPLOYER_KEY).
     Deploy(crate::cmd::keeper::DeployArgs),
+    /// Benchmark the keeper: many rounds across every local chain; settlement delay, misses, CPU per round.
+    Bench(crate::cmd::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => crate::cmd::keeper::status(a),
         Command::Markets(a) => crate::cmd::keeper::markets(a),
         Command::Deploy(a) => crate::cmd::keeper::deploy(a),
+        Command::Bench(a) => crate::cmd::bench::run(a),
     }
 }
 

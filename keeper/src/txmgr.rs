@@ -366,7 +366,31 @@ impl TxManager {
                 }
 
                 tokio::time::sleep(self.policy.poll).await;
-                if let Some(mined) = self.find_mined(&hashes).await? {
+                let found = match self.find_mined(&hashes).await {
+                    Err(TxError::Revert { reason, .. }) => {
+                        // Reverted on chain although the simulation passed: the state changed in between. Simulate
+                        // again to learn why (e.g. someone else did it, or the inputs went out of date).
+                        self.counters.reverted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let now = match self.simulate(to, &data, value).await {
+                            Err(TxError::Revert { reason, .. }) => reason,
+                            Ok(_) => "it would succeed now".into(),
+                            Err(e) => e.to_string(),
+                        };
+                        let reason = format!("{reason}; simulated again: {now}");
+                        self.mark(&hashes, "failed", Some(&reason)).await;
+                        self.bus.publish(
+                            "keeper",
+                            SignalKind::TxFailed {
+                                chain: self.chain.clone(),
+                                action: action.into(),
+                                error: reason.clone(),
+                            },
+                        );
+                        return Err(TxError::Revert { reason, data: None });
+                    }
+                    other => other?,
+                };
+                if let Some(mined) = found {
                     match self.confirm(&mined).await? {
                         Some(true) => return self.finish(action, &hashes, mined, attempts).await,
                         Some(false) => {

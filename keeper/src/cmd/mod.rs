@@ -1,4 +1,5 @@
 //! One module per `kronos` command group.
 
+pub mod bench;
 pub mod forecast;
 pub mod keeper;

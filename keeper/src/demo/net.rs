@@ -194,7 +194,8 @@ impl CandleSource for ReplayCandles {
 }
 
 /// Feeds one chain's mock aggregator with the replayed candles: open, the extremes, and close during each
-/// round interval, leaving the first and last fifth of the interval quiet so updates never race a checkpoint.
+/// round interval, leaving its first 40% and last 30% quiet so updates do not race the keeper's checkpoint
+/// transactions (a real feed rarely updates within seconds of a boundary; when one does, the keeper proves again).
 pub async fn replay(
     chain: Arc<LocalChain>,
     source: Arc<ReplayCandles>,
@@ -205,7 +206,7 @@ pub async fn replay(
     let p = chain.wallet(accounts::ORACLE);
     let agg = kronos_contracts::mocks::MockV3Aggregator::new(chain.aggregator, p.clone());
     let genesis = chain.genesis();
-    let fractions = [0.2, 0.35, 0.5, 0.65];
+    let fractions = [0.4, 0.5, 0.6, 0.7];
     let mut pushed: Option<(u64, usize)> = None;
     while !cancel.is_cancelled() {
         let now = match p.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await {
