@@ -1,11 +1,13 @@
 //! Types every Kronos part shares.
 //!
 //! - [`catalogue`]: the chain catalogue in `config/chains.toml`, parsed and validated with errors that name the field.
+//! - [`db`]: opening the SQL store (SQLite or PostgreSQL) that a part applies its migrations to.
 //! - [`decimal`]: exact fixed-point decimals for prices and quantities (never `f64` for money).
 //! - [`secret`]: secrets that never print, and a log writer that redacts every registered secret.
 //! - [`signals`]: the typed events every part publishes, and the in-process bus that carries them.
 
 pub mod catalogue;
+pub mod db;
 pub mod decimal;
 pub mod secret;
 pub mod signals;

@@ -37,6 +37,9 @@ pub enum Command {
     Markets(crate::cmd::keeper::RunArgs),
     /// Deploy the contracts on one chain (same addresses everywhere; key from KRONOS_DEPLOYER_KEY).
     Deploy(crate::cmd::keeper::DeployArgs),
+    /// The Binance USDⓈ-M Futures copy-trader: run, status, stats, emergency stop.
+    #[command(subcommand)]
+    Copytrade(crate::cmd::copytrade::CopytradeCommand),
     /// Benchmark the keeper: many rounds across every local chain; settlement delay, misses, CPU per round.
     Bench(crate::cmd::bench::BenchArgs),
 }
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Markets(a) => crate::cmd::keeper::markets(a),
         Command::Deploy(a) => crate::cmd::keeper::deploy(a),
         Command::Bench(a) => crate::cmd::bench::run(a),
+        Command::Copytrade(c) => crate::cmd::copytrade::run(c),
     }
 }
 

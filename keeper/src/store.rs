@@ -5,19 +5,12 @@
 //! text, never as floating point. The chain stays the source of truth: after a crash the keeper resumes from chain
 //! state plus this record (pending transactions, salts of unrevealed predictions).
 
-use std::str::FromStr;
-
 use anyhow::{Context, Result};
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
-/// Which database the store talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use kronos_common::db::Backend;
 
 /// The store.
 #[derive(Clone)]
@@ -133,47 +126,7 @@ fn now_s() -> i64 {
 impl Store {
     /// Connects (creating a SQLite file and its folder when needed) and applies migrations.
     pub async fn connect(url: &str) -> Result<Store> {
-        sqlx::any::install_default_drivers();
-        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
-            let path = rest.trim_start_matches("//");
-            let (file, query) = path.split_once('?').unwrap_or((path, ""));
-            if file != ":memory:" && !file.is_empty() {
-                if let Some(dir) = std::path::Path::new(file).parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                    }
-                }
-            }
-            if file == ":memory:" {
-                // One shared in-memory database per store (each plain `:memory:` connection would get its own).
-                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                (Backend::Sqlite, format!("sqlite:file:kronos-mem-{}-{n}?mode=memory&cache=shared", std::process::id()))
-            } else {
-                let q = if query.is_empty() { "mode=rwc".to_string() } else { format!("{query}&mode=rwc") };
-                (Backend::Sqlite, format!("sqlite://{file}?{q}"))
-            }
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Backend::Postgres, url.to_string())
-        } else {
-            anyhow::bail!("store URL must start with sqlite: or postgres://");
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // (WAL is refused for in-memory databases; that is harmless.)
-                        let _ = sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await;
-                        sqlx::query("PRAGMA busy_timeout=5000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .with_context(|| format!("connecting to the store ({})", redact_url(&url)))?;
+        let (backend, pool) = kronos_common::db::open(url).await?;
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
@@ -713,16 +666,7 @@ fn prediction_row(r: &AnyRow) -> Result<PredictionRow> {
     })
 }
 
-/// A store URL with any password masked.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::from_str(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
+pub use kronos_common::db::redact_url;
 
 #[cfg(test)]
 pub(crate) mod tests {

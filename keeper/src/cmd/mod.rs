@@ -1,5 +1,6 @@
 //! One module per `kronos` command group.
 
 pub mod bench;
+pub mod copytrade;
 pub mod forecast;
 pub mod keeper;

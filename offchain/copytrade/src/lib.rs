@@ -1,1 +1,29 @@
-//! placeholder
+//! The copy-trader: follows a lead Binance USDⓈ-M Futures account, or the forecaster's signals, with risk limits.
+//! Paper by default.
+//!
+//! - [`config`]: `[copytrade]` TOML, validated with errors that name the field.
+//! - [`engine`]: the follower (targets, caps, idempotent orders, stops, protections, reconciliation).
+//! - [`lead`]: lead position changes (open, increase, reduce, close, flip) and when a symbol is followed.
+//! - [`sizing`]: ratio mirroring, fractional Kelly for AI signals, caps.
+//! - [`risk`]: the persisted emergency stop, daily loss limit and drawdown cool-down.
+//! - [`venue`]: the follower's account, live or paper (same code path).
+//! - [`ai`]: forecast signals from the bus or the keeper's WebSocket.
+//! - [`store`], [`report`]: the sqlx record and the status/stats views.
+//! - [`service`], [`metrics`]: `/health`, `/metrics`, `/api/*`.
+
+pub mod ai;
+pub mod config;
+pub mod engine;
+pub mod lead;
+pub mod metrics;
+pub mod report;
+pub mod risk;
+pub mod run;
+pub mod service;
+pub mod sizing;
+pub mod store;
+pub mod venue;
+
+pub use config::{Config, Mode};
+pub use engine::{Command, Engine, Handles, Status, Tuning};
+pub use store::Store;

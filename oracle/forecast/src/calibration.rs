@@ -79,11 +79,25 @@ impl Calibration {
     }
 }
 
-/// Fits `P(y) = sigmoid(a x + b)` by Newton-Raphson with a small L2 penalty on `a`.
+/// Fits `P(y) = sigmoid(a x + b)` by damped Newton-Raphson with a small L2 penalty on `a`.
+///
+/// Every step is halved until the penalised log-loss does not rise, so the fit cannot run away on nearly separable
+/// or badly scaled data (plain Newton can overshoot there into absurd coefficients).
 pub fn fit_logistic_1d(x: &[f64], y: &[bool]) -> (f64, f64) {
-    let (mut a, mut b) = (1.0, 0.0);
     let ridge = 1e-2;
-    for _ in 0..100 {
+    let loss = |a: f64, b: f64| -> f64 {
+        let mut l = 0.5 * ridge * a * a;
+        for (&xi, &yi) in x.iter().zip(y) {
+            let z = a * xi + b;
+            // log(1 + e^z) - y z, computed stably.
+            let softplus = if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() };
+            l += softplus - if yi { z } else { 0.0 };
+        }
+        l
+    };
+    let (mut a, mut b) = (1.0, 0.0);
+    let mut current = loss(a, b);
+    for _ in 0..200 {
         let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (ridge * a, 0.0, ridge, 0.0, 0.0);
         for (&xi, &yi) in x.iter().zip(y) {
             let p = sigmoid(a * xi + b);
@@ -96,14 +110,25 @@ pub fn fit_logistic_1d(x: &[f64], y: &[bool]) -> (f64, f64) {
             hbb += w;
         }
         let det = haa * hbb - hab * hab;
-        if det.abs() < 1e-18 {
+        if !det.is_finite() || det.abs() < 1e-18 {
             break;
         }
         let da = (hbb * ga - hab * gb) / det;
         let db = (haa * gb - hab * ga) / det;
-        a -= da;
-        b -= db;
-        if da.abs() + db.abs() < 1e-10 {
+        let mut t = 1.0;
+        let mut next = loss(a - da, b - db);
+        while !(next.is_finite() && next <= current + 1e-12) && t > 1e-10 {
+            t *= 0.5;
+            next = loss(a - t * da, b - t * db);
+        }
+        if t <= 1e-10 {
+            break;
+        }
+        a -= t * da;
+        b -= t * db;
+        let improvement = current - next;
+        current = next;
+        if (t * da).abs() + (t * db).abs() < 1e-10 || improvement.abs() < 1e-14 {
             break;
         }
     }
@@ -134,6 +159,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn platt_stays_sane_on_nearly_separable_data() {
+        // Discrete raw probabilities (as from 32 sampled paths) with a lopsided outcome: undamped Newton runs
+        // away here; the damped fit must give a bounded, monotone map that predicts the base rate in the middle.
+        let mut p = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..2000 {
+            let k = (i * 7919) % 33;
+            p.push((k as f64 + 0.5) / 33.0);
+            y.push(k >= 31 || i % 17 == 0);
+        }
+        let c = Calibration::fit_platt(&p, &y);
+        let Calibration::Platt { a, b } = c.clone() else { panic!() };
+        assert!(a.is_finite() && b.is_finite() && a.abs() < 100.0 && b.abs() < 100.0, "a {a} b {b}");
+        let lo = c.apply(0.2);
+        let hi = c.apply(0.95);
+        assert!(lo < hi && (0.0..1.0).contains(&lo) && (0.0..=1.0).contains(&hi), "{lo} {hi}");
     }
 
     #[test]

@@ -1,0 +1,119 @@
+//! `kronos copytrade run|status|stats|emergency-stop|resume`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use kronos_common::Bus;
+use kronos_copytrade::{Config, Store, Tuning};
+
+#[derive(Debug, Subcommand)]
+pub enum CopytradeCommand {
+    /// Follow the lead account and/or the forecaster (paper unless the config says live and --live is given).
+    Run(CopyRunArgs),
+    /// Risk state, positions, lead, recent orders and events, from the store.
+    Status(CopyArgs),
+    /// Performance: fills, PnL, fees, win rate, return, drawdown.
+    Stats(CopyArgs),
+    /// Cancel every order and close every position now; nothing new until `resume`. Survives restarts.
+    EmergencyStop(CopyArgs),
+    /// Lift the emergency stop (open lead positions are picked up at their next close or flip).
+    Resume(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyRunArgs {
+    #[command(flatten)]
+    pub common: CopyArgs,
+    /// Trade real money (also needs mode = "live" in the config and the API keys in the environment).
+    #[arg(long)]
+    pub live: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Copy-trader configuration (TOML); see config/copytrade.example.toml.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+pub fn run(c: CopytradeCommand) -> Result<()> {
+    match c {
+        CopytradeCommand::Run(a) => run_daemon(a),
+        CopytradeCommand::Status(a) => status(a),
+        CopytradeCommand::Stats(a) => stats(a),
+        CopytradeCommand::EmergencyStop(a) => set_emergency(a, true),
+        CopytradeCommand::Resume(a) => set_emergency(a, false),
+    }
+}
+
+fn run_daemon(a: CopyRunArgs) -> Result<()> {
+    let cfg = Config::load(&a.common.config)?;
+    runtime()?.block_on(async move {
+        let (engine, handles) = kronos_copytrade::run::build(&cfg, a.live, Bus::default(), Tuning::default()).await?;
+        let (addr, _api) = kronos_copytrade::run::serve(handles.clone(), &cfg.listen).await?;
+        tracing::info!(
+            mode = if a.live { "LIVE" } else { "paper" },
+            network = cfg.network.name(),
+            api = %addr,
+            "copy-trader starting (/health, /metrics, /api/status, /api/stats)"
+        );
+        engine.run(crate::cmd::keeper::shutdown_signal()).await
+    })
+}
+
+fn status(a: CopyArgs) -> Result<()> {
+    let cfg = Config::load(&a.config)?;
+    runtime()?.block_on(async move {
+        let store = Store::connect(&cfg.store).await?;
+        let s = kronos_copytrade::report::stored_status(&store).await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            println!(
+                "copy-trader ({} mode in {}, {})",
+                if cfg.mode == kronos_copytrade::Mode::Live { "live" } else { "paper" },
+                cfg.file,
+                cfg.network.name()
+            );
+            print!("{}", kronos_copytrade::report::render_status(&s, kronos_common::time::now_ms() as i64));
+        }
+        Ok(())
+    })
+}
+
+fn stats(a: CopyArgs) -> Result<()> {
+    let cfg = Config::load(&a.config)?;
+    runtime()?.block_on(async move {
+        let store = Store::connect(&cfg.store).await?;
+        let s = kronos_copytrade::report::stats(&store, 0).await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            print!("{}", kronos_copytrade::report::render_stats(&s));
+        }
+        Ok(())
+    })
+}
+
+fn set_emergency(a: CopyArgs, on: bool) -> Result<()> {
+    let cfg = Config::load(&a.config)?;
+    runtime()?.block_on(async move {
+        let store = Store::connect(&cfg.store).await?;
+        store.set_state("emergency", if on { "1" } else { "0" }).await?;
+        store.event(if on { "emergency_requested" } else { "resume_requested" }, "", "from the command line").await?;
+        if on {
+            println!("emergency stop recorded: a running copy-trader cancels and closes everything within a second; one that starts later does it at start-up");
+        } else {
+            println!("emergency stop lifted");
+        }
+        Ok(())
+    })
+}

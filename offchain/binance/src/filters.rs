@@ -1,0 +1,190 @@
+//! Symbol trading rules from `GET /fapi/v1/exchangeInfo`, applied before an order is sent.
+
+use std::collections::HashMap;
+
+use kronos_common::{Decimal, Rounding};
+use serde::Deserialize;
+
+/// The rules of one symbol.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SymbolFilters {
+    pub symbol: String,
+    pub status: String,
+    pub tick_size: Decimal,
+    pub min_price: Decimal,
+    pub max_price: Decimal,
+    pub step_size: Decimal,
+    pub min_qty: Decimal,
+    pub max_qty: Decimal,
+    /// MARKET_LOT_SIZE (market orders), when the venue gives it.
+    pub market_step_size: Decimal,
+    pub market_min_qty: Decimal,
+    pub market_max_qty: Decimal,
+    pub min_notional: Decimal,
+}
+
+/// Why an order cannot be made to fit the rules.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FilterError {
+    #[error("{symbol}: quantity {qty} rounds to {rounded}, below the minimum {min}")]
+    BelowMinQty { symbol: String, qty: Decimal, rounded: Decimal, min: Decimal },
+    #[error("{symbol}: notional {notional} is below the minimum {min}")]
+    BelowMinNotional { symbol: String, notional: Decimal, min: Decimal },
+    #[error("{symbol}: the symbol is {status}, not TRADING")]
+    NotTrading { symbol: String, status: String },
+    #[error("{symbol}: {what}")]
+    Invalid { symbol: String, what: String },
+}
+
+#[derive(Deserialize)]
+struct RawInfo {
+    symbols: Vec<RawSymbol>,
+}
+
+#[derive(Deserialize)]
+struct RawSymbol {
+    symbol: String,
+    status: String,
+    filters: Vec<serde_json::Value>,
+}
+
+fn dec(v: &serde_json::Value, key: &str) -> Option<Decimal> {
+    v.get(key)?.as_str()?.parse().ok()
+}
+
+/// Parses the symbols of an `exchangeInfo` reply.
+pub fn parse_exchange_info(body: &serde_json::Value) -> Result<HashMap<String, SymbolFilters>, String> {
+    let raw: RawInfo = serde_json::from_value(body.clone()).map_err(|e| format!("exchangeInfo: {e}"))?;
+    let mut out = HashMap::new();
+    for s in raw.symbols {
+        let mut f = SymbolFilters {
+            symbol: s.symbol.clone(),
+            status: s.status,
+            tick_size: Decimal::ZERO,
+            min_price: Decimal::ZERO,
+            max_price: Decimal::ZERO,
+            step_size: Decimal::ZERO,
+            min_qty: Decimal::ZERO,
+            max_qty: Decimal::ZERO,
+            market_step_size: Decimal::ZERO,
+            market_min_qty: Decimal::ZERO,
+            market_max_qty: Decimal::ZERO,
+            min_notional: Decimal::ZERO,
+        };
+        for flt in &s.filters {
+            match flt.get("filterType").and_then(|t| t.as_str()) {
+                Some("PRICE_FILTER") => {
+                    f.tick_size = dec(flt, "tickSize").unwrap_or_default();
+                    f.min_price = dec(flt, "minPrice").unwrap_or_default();
+                    f.max_price = dec(flt, "maxPrice").unwrap_or_default();
+                }
+                Some("LOT_SIZE") => {
+                    f.step_size = dec(flt, "stepSize").unwrap_or_default();
+                    f.min_qty = dec(flt, "minQty").unwrap_or_default();
+                    f.max_qty = dec(flt, "maxQty").unwrap_or_default();
+                }
+                Some("MARKET_LOT_SIZE") => {
+                    f.market_step_size = dec(flt, "stepSize").unwrap_or_default();
+                    f.market_min_qty = dec(flt, "minQty").unwrap_or_default();
+                    f.market_max_qty = dec(flt, "maxQty").unwrap_or_default();
+                }
+                Some("MIN_NOTIONAL") => f.min_notional = dec(flt, "notional").unwrap_or_default(),
+                _ => {}
+            }
+        }
+        if f.step_size.is_zero() || f.tick_size.is_zero() {
+            return Err(format!("exchangeInfo: {} lacks a LOT_SIZE or PRICE_FILTER filter", s.symbol));
+        }
+        if f.market_step_size.is_zero() {
+            (f.market_step_size, f.market_min_qty, f.market_max_qty) = (f.step_size, f.min_qty, f.max_qty);
+        }
+        out.insert(s.symbol, f);
+    }
+    Ok(out)
+}
+
+impl SymbolFilters {
+    /// A market-order quantity rounded down to the step and capped; errors when it falls below the minimums at
+    /// `price` (the mark price, for the notional check). Reduce-only orders skip the notional minimum, as the venue
+    /// allows closing positions smaller than it.
+    pub fn market_qty(&self, qty: Decimal, price: Decimal, reduce_only: bool) -> Result<Decimal, FilterError> {
+        if self.status != "TRADING" {
+            return Err(FilterError::NotTrading { symbol: self.symbol.clone(), status: self.status.clone() });
+        }
+        let q = qty
+            .abs()
+            .round_to_step(&self.market_step_size, Rounding::Down)
+            .map_err(|e| FilterError::Invalid { symbol: self.symbol.clone(), what: e.to_string() })?;
+        let q = if !self.market_max_qty.is_zero() { q.min(self.market_max_qty) } else { q };
+        if q < self.market_min_qty || q.is_zero() {
+            return Err(FilterError::BelowMinQty {
+                symbol: self.symbol.clone(),
+                qty,
+                rounded: q,
+                min: self.market_min_qty,
+            });
+        }
+        let notional = q
+            .checked_mul(&price, 8, Rounding::Down)
+            .map_err(|e| FilterError::Invalid { symbol: self.symbol.clone(), what: e.to_string() })?;
+        if !reduce_only && notional < self.min_notional {
+            return Err(FilterError::BelowMinNotional {
+                symbol: self.symbol.clone(),
+                notional,
+                min: self.min_notional,
+            });
+        }
+        Ok(q.normalized())
+    }
+
+    /// A price rounded to the tick (down for sells' stops above, up for… the caller names the rounding).
+    pub fn price(&self, p: Decimal, rounding: Rounding) -> Result<Decimal, FilterError> {
+        let r = p
+            .round_to_step(&self.tick_size, rounding)
+            .map_err(|e| FilterError::Invalid { symbol: self.symbol.clone(), what: e.to_string() })?;
+        let r = if !self.min_price.is_zero() { r.max(self.min_price) } else { r };
+        let r = if !self.max_price.is_zero() { r.min(self.max_price) } else { r };
+        Ok(r.normalized())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> serde_json::Value {
+        serde_json::json!({"symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
+            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120", "stepSize": "0.001"},
+            {"filterType": "MIN_NOTIONAL", "notional": "100"}
+        ]}]})
+    }
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn quantities_and_prices_fit_the_rules() {
+        let f = parse_exchange_info(&info()).unwrap().remove("BTCUSDT").unwrap();
+        assert_eq!(f.market_qty(d("0.12345"), d("65000"), false).unwrap(), d("0.123"));
+        assert_eq!(f.market_qty(d("-0.5"), d("65000"), false).unwrap(), d("0.5"));
+        assert_eq!(f.market_qty(d("500"), d("65000"), false).unwrap(), d("120"));
+        assert!(matches!(f.market_qty(d("0.0009"), d("65000"), false), Err(FilterError::BelowMinQty { .. })));
+        assert!(matches!(f.market_qty(d("0.001"), d("65000"), false), Err(FilterError::BelowMinNotional { .. })));
+        assert_eq!(f.market_qty(d("0.001"), d("65000"), true).unwrap(), d("0.001"));
+        assert_eq!(f.price(d("65000.17"), Rounding::Down).unwrap(), d("65000.1"));
+        assert_eq!(f.price(d("65000.11"), Rounding::Up).unwrap(), d("65000.2"));
+        assert_eq!(f.price(d("1"), Rounding::Down).unwrap(), d("556.8"));
+    }
+
+    #[test]
+    fn malformed_info_is_a_clear_error() {
+        let e =
+            parse_exchange_info(&serde_json::json!({"symbols": [{"symbol": "X", "status": "TRADING", "filters": []}]}))
+                .unwrap_err();
+        assert!(e.contains("X lacks a LOT_SIZE"), "{e}");
+        assert!(parse_exchange_info(&serde_json::json!({"nope": 1})).unwrap_err().contains("exchangeInfo"));
+    }
+}

@@ -1,0 +1,581 @@
+//! The copy-trader's configuration (`[copytrade]` in a TOML file), validated with errors that name the field.
+//!
+//! Paper mode is the default. Live trading needs `mode = "live"` in the file **and** the `--live` flag on the
+//! command line **and** API keys in the environment. Secrets never live in the file: it names the environment
+//! variables that hold them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use kronos_binance::Network;
+use kronos_common::Decimal;
+use serde::Deserialize;
+
+/// A configuration problem, naming the file and the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}: {field}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub message: String,
+}
+
+/// Paper (simulated account, the default) or live (real orders).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Paper,
+    Live,
+}
+
+/// Where AI signals come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalSource {
+    /// The in-process bus (when the copy-trader runs inside the keeper's process).
+    Bus,
+    /// The keeper's WebSocket API (`ws://host:port/ws`).
+    WebSocket(String),
+}
+
+/// The lead account to follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeadConfig {
+    pub api_key_env: String,
+    pub api_secret_env: String,
+    pub poll_interval: Duration,
+    /// Also follow the lead's user-data stream (needs a key allowed to open one), with polling as the fallback.
+    pub use_stream: bool,
+    /// Mirror positions the lead already holds when the copy-trader starts (default: no — only what it does next).
+    pub join_existing: bool,
+}
+
+/// Follower sizing and caps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizingConfig {
+    /// Follower position = lead position × ratio (then capped).
+    pub ratio: Decimal,
+    pub max_notional_per_symbol: Decimal,
+    pub max_notional_total: Decimal,
+    /// Leverage set on every followed symbol.
+    pub leverage: u32,
+    /// Total notional may not exceed equity × this.
+    pub max_leverage: u32,
+    /// `CROSSED` or `ISOLATED`.
+    pub margin_type: String,
+    /// Only these symbols are followed.
+    pub allow: BTreeSet<String>,
+}
+
+/// Protections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProtectionConfig {
+    /// Stop-loss distance from the entry price, percent.
+    pub stop_loss_pct: Decimal,
+    /// No new entries for the rest of the UTC day once equity is this much below the day's start (quote asset).
+    pub daily_loss_limit: Decimal,
+    /// A drawdown from the equity peak of this many percent…
+    pub drawdown_pct: Decimal,
+    /// …pauses new entries for this long.
+    pub cooldown: Duration,
+}
+
+/// The simulated account of paper mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaperConfig {
+    pub balance: Decimal,
+    pub taker_fee_rate: Decimal,
+}
+
+/// AI-signal mode: follow the forecaster with fractional Kelly sizing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AiConfig {
+    pub source: SignalSource,
+    /// `"<chain>:<market>"` → symbol.
+    pub markets: BTreeMap<String, String>,
+    /// Fraction of the full Kelly stake (0 < f ≤ 1).
+    pub kelly_fraction: Decimal,
+    /// Win/loss payoff ratio `b` of a trade held to the forecast horizon with the stop in place.
+    pub payoff: Decimal,
+    /// Below this Kelly edge no position is taken.
+    pub min_edge: Decimal,
+    /// Cap of one AI position's notional.
+    pub max_notional: Decimal,
+}
+
+/// The whole `[copytrade]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub file: String,
+    pub mode: Mode,
+    pub network: Network,
+    pub api_key_env: String,
+    pub api_secret_env: String,
+    pub store: String,
+    pub listen: String,
+    pub quote_asset: String,
+    pub recv_window_ms: u64,
+    /// Timeout of one exchange request; a timed-out order is resolved by query.
+    pub request_timeout: Duration,
+    pub reconcile_interval: Duration,
+    pub lead: Option<LeadConfig>,
+    pub sizing: SizingConfig,
+    pub protection: ProtectionConfig,
+    pub paper: PaperConfig,
+    pub ai: Option<AiConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    copytrade: RawCopytrade,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCopytrade {
+    mode: Option<Mode>,
+    network: Option<String>,
+    rest_url: Option<String>,
+    ws_url: Option<String>,
+    api_key_env: Option<String>,
+    api_secret_env: Option<String>,
+    store: Option<String>,
+    listen: Option<String>,
+    quote_asset: Option<String>,
+    recv_window_ms: Option<u64>,
+    request_timeout: Option<String>,
+    reconcile_interval: Option<String>,
+    lead: Option<RawLead>,
+    sizing: RawSizing,
+    protection: RawProtection,
+    paper: Option<RawPaper>,
+    ai: Option<RawAi>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLead {
+    enabled: Option<bool>,
+    api_key_env: Option<String>,
+    api_secret_env: Option<String>,
+    poll_interval: Option<String>,
+    use_stream: Option<bool>,
+    join_existing: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSizing {
+    ratio: String,
+    max_notional_per_symbol: String,
+    max_notional_total: String,
+    leverage: Option<u32>,
+    max_leverage: Option<u32>,
+    margin_type: Option<String>,
+    allow: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProtection {
+    stop_loss_pct: String,
+    daily_loss_limit: String,
+    drawdown_pct: String,
+    cooldown: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPaper {
+    balance: Option<String>,
+    taker_fee_rate: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAi {
+    enabled: Option<bool>,
+    source: Option<String>,
+    markets: BTreeMap<String, String>,
+    kelly_fraction: Option<String>,
+    payoff: Option<String>,
+    min_edge: Option<String>,
+    max_notional: String,
+}
+
+struct V<'a> {
+    file: &'a str,
+}
+
+impl V<'_> {
+    fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.file.to_string(), field: field.to_string(), message: message.into() }
+    }
+
+    fn dec(
+        &self,
+        field: &str,
+        s: &str,
+        min_exclusive: Option<&str>,
+        max_inclusive: Option<&str>,
+    ) -> Result<Decimal, ConfigError> {
+        let v: Decimal = s.trim().parse().map_err(|e| self.err(field, format!("{e}")))?;
+        if let Some(m) = min_exclusive {
+            if v <= m.parse::<Decimal>().expect("literal") {
+                return Err(self.err(field, format!("must be greater than {m} (got {s})")));
+            }
+        }
+        if let Some(m) = max_inclusive {
+            if v > m.parse::<Decimal>().expect("literal") {
+                return Err(self.err(field, format!("must be at most {m} (got {s})")));
+            }
+        }
+        Ok(v)
+    }
+
+    fn dur(&self, field: &str, s: &str) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(s.trim())
+            .map_err(|e| self.err(field, format!("'{s}' is not a duration like \"5s\" or \"6h\" ({e})")))
+    }
+
+    fn env_name(&self, field: &str, s: Option<String>, default: &str) -> Result<String, ConfigError> {
+        let s = s.unwrap_or_else(|| default.to_string());
+        if s.is_empty() || !s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+            return Err(self.err(field, format!("'{s}' is not an environment variable name (A-Z, 0-9, _); put the key itself in the environment, never in this file")));
+        }
+        Ok(s)
+    }
+}
+
+fn valid_symbol(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 20 && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+impl Config {
+    /// Reads and validates a file. `KRONOS_COPYTRADE_STORE` overrides the store URL.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            field: "-".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut cfg = Config::parse(&file, &text)?;
+        if let Ok(s) = std::env::var("KRONOS_COPYTRADE_STORE") {
+            if !s.trim().is_empty() {
+                cfg.store = s.trim().to_string();
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text (`file` names it in errors).
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let v = V { file };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let field = e
+                .span()
+                .map(|s| format!("line {}", text[..s.start].lines().count().max(1)))
+                .unwrap_or_else(|| "-".into());
+            v.err(&field, msg)
+        })?;
+        let c = raw.copytrade;
+        let network = match c.network.as_deref().unwrap_or("testnet") {
+            "testnet" => Network::Testnet,
+            "mainnet" => Network::Mainnet,
+            "custom" => {
+                let rest = c
+                    .rest_url
+                    .clone()
+                    .ok_or_else(|| v.err("copytrade.rest_url", "required when network = \"custom\""))?;
+                let ws =
+                    c.ws_url.clone().ok_or_else(|| v.err("copytrade.ws_url", "required when network = \"custom\""))?;
+                for (f, u) in [("copytrade.rest_url", &rest), ("copytrade.ws_url", &ws)] {
+                    url::Url::parse(u).map_err(|e| v.err(f, format!("'{u}' is not a URL ({e})")))?;
+                }
+                Network::Custom { rest, ws }
+            }
+            other => {
+                return Err(v.err("copytrade.network", format!("'{other}' is not one of testnet, mainnet, custom")))
+            }
+        };
+        if !matches!(network, Network::Custom { .. }) && (c.rest_url.is_some() || c.ws_url.is_some()) {
+            return Err(v.err("copytrade.rest_url", "only allowed with network = \"custom\""));
+        }
+        let s = c.sizing;
+        let mut allow = BTreeSet::new();
+        for (i, sym) in s.allow.iter().enumerate() {
+            if !valid_symbol(sym) {
+                return Err(
+                    v.err(&format!("copytrade.sizing.allow[{i}]"), format!("'{sym}' is not a symbol like BTCUSDT"))
+                );
+            }
+            allow.insert(sym.clone());
+        }
+        if allow.is_empty() {
+            return Err(v.err("copytrade.sizing.allow", "list at least one symbol to follow"));
+        }
+        let leverage = s.leverage.unwrap_or(1);
+        let max_leverage = s.max_leverage.unwrap_or(leverage.max(3));
+        if !(1..=125).contains(&leverage) {
+            return Err(v.err("copytrade.sizing.leverage", format!("must be 1..=125 (got {leverage})")));
+        }
+        if leverage > max_leverage {
+            return Err(v.err("copytrade.sizing.leverage", format!("{leverage} exceeds max_leverage {max_leverage}")));
+        }
+        let margin_type = s.margin_type.unwrap_or_else(|| "CROSSED".into());
+        if margin_type != "CROSSED" && margin_type != "ISOLATED" {
+            return Err(v.err("copytrade.sizing.margin_type", format!("'{margin_type}' is not CROSSED or ISOLATED")));
+        }
+        let sizing = SizingConfig {
+            ratio: v.dec("copytrade.sizing.ratio", &s.ratio, Some("0"), Some("100"))?,
+            max_notional_per_symbol: v.dec(
+                "copytrade.sizing.max_notional_per_symbol",
+                &s.max_notional_per_symbol,
+                Some("0"),
+                None,
+            )?,
+            max_notional_total: v.dec("copytrade.sizing.max_notional_total", &s.max_notional_total, Some("0"), None)?,
+            leverage,
+            max_leverage,
+            margin_type,
+            allow,
+        };
+        let p = c.protection;
+        let protection = ProtectionConfig {
+            stop_loss_pct: v.dec("copytrade.protection.stop_loss_pct", &p.stop_loss_pct, Some("0"), Some("50"))?,
+            daily_loss_limit: v.dec("copytrade.protection.daily_loss_limit", &p.daily_loss_limit, Some("0"), None)?,
+            drawdown_pct: v.dec("copytrade.protection.drawdown_pct", &p.drawdown_pct, Some("0"), Some("100"))?,
+            cooldown: v.dur("copytrade.protection.cooldown", &p.cooldown)?,
+        };
+        let rp = c.paper.unwrap_or(RawPaper { balance: None, taker_fee_rate: None });
+        let paper = PaperConfig {
+            balance: v.dec("copytrade.paper.balance", rp.balance.as_deref().unwrap_or("10000"), Some("0"), None)?,
+            taker_fee_rate: v.dec(
+                "copytrade.paper.taker_fee_rate",
+                rp.taker_fee_rate.as_deref().unwrap_or("0.0005"),
+                None,
+                Some("0.01"),
+            )?,
+        };
+        if paper.taker_fee_rate.is_negative() {
+            return Err(v.err("copytrade.paper.taker_fee_rate", "must not be negative"));
+        }
+        let lead = match c.lead {
+            Some(l) if l.enabled.unwrap_or(true) => {
+                let poll = v.dur("copytrade.lead.poll_interval", l.poll_interval.as_deref().unwrap_or("5s"))?;
+                if poll < Duration::from_millis(500) {
+                    return Err(v.err(
+                        "copytrade.lead.poll_interval",
+                        "must be at least 500ms (the exchange limits request weight)",
+                    ));
+                }
+                Some(LeadConfig {
+                    api_key_env: v.env_name("copytrade.lead.api_key_env", l.api_key_env, "KRONOS_LEAD_API_KEY")?,
+                    api_secret_env: v.env_name(
+                        "copytrade.lead.api_secret_env",
+                        l.api_secret_env,
+                        "KRONOS_LEAD_API_SECRET",
+                    )?,
+                    poll_interval: poll,
+                    use_stream: l.use_stream.unwrap_or(true),
+                    join_existing: l.join_existing.unwrap_or(false),
+                })
+            }
+            _ => None,
+        };
+        let ai = match c.ai {
+            Some(a) if a.enabled.unwrap_or(true) => {
+                let source = match a.source.as_deref().unwrap_or("bus") {
+                    "bus" => SignalSource::Bus,
+                    u if u.starts_with("ws://") || u.starts_with("wss://") => {
+                        url::Url::parse(u)
+                            .map_err(|e| v.err("copytrade.ai.source", format!("'{u}' is not a URL ({e})")))?;
+                        SignalSource::WebSocket(u.to_string())
+                    }
+                    other => {
+                        return Err(
+                            v.err("copytrade.ai.source", format!("'{other}' is neither \"bus\" nor a ws:// URL"))
+                        )
+                    }
+                };
+                if a.markets.is_empty() {
+                    return Err(v.err("copytrade.ai.markets", "map at least one \"<chain>:<market>\" to a symbol"));
+                }
+                for (k, sym) in &a.markets {
+                    let ok = k.split_once(':').is_some_and(|(c, m)| !c.is_empty() && m.parse::<u64>().is_ok());
+                    if !ok {
+                        return Err(v.err(
+                            &format!("copytrade.ai.markets.{k}"),
+                            "keys look like \"base:1\" (chain, colon, market id)",
+                        ));
+                    }
+                    if !sizing.allow.contains(sym) {
+                        return Err(
+                            v.err(&format!("copytrade.ai.markets.{k}"), format!("{sym} is not in sizing.allow"))
+                        );
+                    }
+                }
+                Some(AiConfig {
+                    source,
+                    markets: a.markets,
+                    kelly_fraction: v.dec(
+                        "copytrade.ai.kelly_fraction",
+                        a.kelly_fraction.as_deref().unwrap_or("0.25"),
+                        Some("0"),
+                        Some("1"),
+                    )?,
+                    payoff: v.dec("copytrade.ai.payoff", a.payoff.as_deref().unwrap_or("1"), Some("0"), None)?,
+                    min_edge: v.dec(
+                        "copytrade.ai.min_edge",
+                        a.min_edge.as_deref().unwrap_or("0.02"),
+                        None,
+                        Some("1"),
+                    )?,
+                    max_notional: v.dec("copytrade.ai.max_notional", &a.max_notional, Some("0"), None)?,
+                })
+            }
+            _ => None,
+        };
+        if lead.is_none() && ai.is_none() {
+            return Err(v.err("copytrade.lead", "nothing to follow: enable [copytrade.lead] or [copytrade.ai]"));
+        }
+        let recv_window_ms = c.recv_window_ms.unwrap_or(5000);
+        if !(100..=60_000).contains(&recv_window_ms) {
+            return Err(v.err("copytrade.recv_window_ms", format!("must be 100..=60000 (got {recv_window_ms})")));
+        }
+        let quote_asset = c.quote_asset.unwrap_or_else(|| "USDT".into());
+        if !valid_symbol(&quote_asset) {
+            return Err(v.err("copytrade.quote_asset", format!("'{quote_asset}' is not an asset name")));
+        }
+        let listen = c.listen.unwrap_or_else(|| "127.0.0.1:9110".into());
+        listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| v.err("copytrade.listen", format!("'{listen}' is not host:port ({e})")))?;
+        Ok(Config {
+            file: file.to_string(),
+            mode: c.mode.unwrap_or(Mode::Paper),
+            network,
+            api_key_env: v.env_name("copytrade.api_key_env", c.api_key_env, "KRONOS_BINANCE_API_KEY")?,
+            api_secret_env: v.env_name("copytrade.api_secret_env", c.api_secret_env, "KRONOS_BINANCE_API_SECRET")?,
+            store: c.store.unwrap_or_else(|| "sqlite:data/copytrade.sqlite".into()),
+            listen,
+            quote_asset,
+            recv_window_ms,
+            request_timeout: v.dur("copytrade.request_timeout", c.request_timeout.as_deref().unwrap_or("10s"))?,
+            reconcile_interval: v
+                .dur("copytrade.reconcile_interval", c.reconcile_interval.as_deref().unwrap_or("30s"))?,
+            lead,
+            sizing,
+            protection,
+            paper,
+            ai,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const GOOD: &str = r#"
+[copytrade]
+network = "testnet"
+[copytrade.lead]
+poll_interval = "5s"
+[copytrade.sizing]
+ratio = "0.5"
+max_notional_per_symbol = "1000"
+max_notional_total = "2000"
+leverage = 3
+max_leverage = 5
+allow = ["BTCUSDT", "ETHUSDT"]
+[copytrade.protection]
+stop_loss_pct = "2"
+daily_loss_limit = "100"
+drawdown_pct = "10"
+cooldown = "6h"
+"#;
+
+    #[test]
+    fn a_good_file_parses_with_paper_as_default() {
+        let c = Config::parse("ct.toml", GOOD).unwrap();
+        assert_eq!(c.mode, Mode::Paper);
+        assert_eq!(c.network, Network::Testnet);
+        assert_eq!(c.lead.as_ref().unwrap().poll_interval, Duration::from_secs(5));
+        assert!(!c.lead.as_ref().unwrap().join_existing);
+        assert_eq!(c.sizing.ratio, "0.5".parse().unwrap());
+        assert_eq!(c.protection.cooldown, Duration::from_secs(6 * 3600));
+        assert_eq!(c.paper.balance, "10000".parse().unwrap());
+        assert_eq!(c.api_key_env, "KRONOS_BINANCE_API_KEY");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            (GOOD.replace("ratio = \"0.5\"", "ratio = \"-1\""), "copytrade.sizing.ratio", "greater than 0"),
+            (GOOD.replace("ratio = \"0.5\"", "ratio = \"half\""), "copytrade.sizing.ratio", "not a decimal"),
+            (GOOD.replace("\"ETHUSDT\"", "\"eth-usdt\""), "copytrade.sizing.allow[1]", "not a symbol"),
+            (GOOD.replace("leverage = 3", "leverage = 9"), "copytrade.sizing.leverage", "exceeds max_leverage"),
+            (
+                GOOD.replace("cooldown = \"6h\"", "cooldown = \"soon\""),
+                "copytrade.protection.cooldown",
+                "not a duration",
+            ),
+            (GOOD.replace("network = \"testnet\"", "network = \"moon\""), "copytrade.network", "not one of"),
+            (GOOD.replace("network = \"testnet\"", "network = \"custom\""), "copytrade.rest_url", "required"),
+            (
+                GOOD.replace("poll_interval = \"5s\"", "poll_interval = \"5s\"\napi_key_env = \"sk-live-abc\""),
+                "copytrade.lead.api_key_env",
+                "not an environment variable name",
+            ),
+            (GOOD.replace("poll_interval = \"5s\"", "poll_intervall = \"5s\""), "line", "unknown field"),
+            (
+                GOOD.replace("stop_loss_pct = \"2\"", "stop_loss_pct = \"75\""),
+                "copytrade.protection.stop_loss_pct",
+                "at most 50",
+            ),
+            (
+                GOOD.replace("[copytrade.lead]\npoll_interval = \"5s\"", "[copytrade.lead]\nenabled = false"),
+                "copytrade.lead",
+                "nothing to follow",
+            ),
+        ];
+        for (text, field, msg) in cases {
+            let e = Config::parse("ct.toml", &text).unwrap_err();
+            assert!(e.field.starts_with(field) && e.message.contains(msg), "{field}/{msg}: got {e}");
+            assert!(e.to_string().starts_with("ct.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../../../config/copytrade.example.toml");
+        let c = Config::parse("config/copytrade.example.toml", text).unwrap();
+        assert_eq!(c.mode, Mode::Paper);
+        // With the AI section uncommented too.
+        let at = text.find("# [copytrade.ai]").expect("the example documents the AI section");
+        let tail: Vec<&str> = text[at..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect();
+        let with_ai = format!("{}{}", &text[..at], tail.join("\n"));
+        let c = Config::parse("example+ai", &with_ai).unwrap();
+        assert!(c.ai.is_some());
+    }
+
+    #[test]
+    fn ai_mode_is_validated() {
+        let text = format!(
+            "{GOOD}[copytrade.ai]\nsource = \"ws://127.0.0.1:9100/ws\"\nmax_notional = \"500\"\nmarkets = {{ \"base:1\" = \"BTCUSDT\" }}\n"
+        );
+        let c = Config::parse("ct.toml", &text).unwrap();
+        let ai = c.ai.unwrap();
+        assert_eq!(ai.source, SignalSource::WebSocket("ws://127.0.0.1:9100/ws".into()));
+        assert_eq!(ai.kelly_fraction, "0.25".parse().unwrap());
+        let bad = text.replace("\"base:1\" = \"BTCUSDT\"", "\"base:1\" = \"SOLUSDT\"");
+        let e = Config::parse("ct.toml", &bad).unwrap_err();
+        assert!(e.message.contains("not in sizing.allow"), "{e}");
+        let bad = text.replace("\"base:1\"", "\"base\"");
+        assert!(Config::parse("ct.toml", &bad).unwrap_err().message.contains("chain, colon, market id"));
+    }
+}

@@ -1,0 +1,1513 @@
+//! The follower: one task that owns every decision, so no two orders for a symbol ever race.
+//!
+//! Inputs: the lead's user-data stream (low delay) and its positions polled over REST (the fallback, and the
+//! reconciliation after every reconnect), forecast signals (AI mode), a reconcile timer, commands (emergency
+//! stop, resume) from the API and — for other processes — from the store.
+//!
+//! For each symbol the follower computes a target (lead × ratio while following, plus the AI position), passes it
+//! through the caps, and trades the difference: first a reduce-only order for what must shrink or close, then an
+//! entry for what must grow, if entries are allowed. Every order is written to the store before it is sent and
+//! carries its own client id, so an unknown outcome — or a crash — is resolved by asking the exchange, never by
+//! sending again. Every position gets a close-position stop right after the fill that changed it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kronos_binance::sim::{apply_fill, SimPosition, Triggered};
+use kronos_binance::stream::{run_user_stream, StreamConfig, StreamEvent};
+use kronos_binance::types::{OrderRequest, OrderType, Side, StopRequest, Trade};
+use kronos_binance::{BinanceError, FuturesClient, SymbolFilters};
+use kronos_common::signals::LeadAction;
+use kronos_common::{Bus, Decimal, Rounding, SignalKind};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::ai::Forecast;
+use crate::config::{Config, SignalSource};
+use crate::lead::LeadBook;
+use crate::metrics::{KindLabel, Metrics, OrderLabel};
+use crate::risk::{RiskDecision, RiskState};
+use crate::sizing::{cap_target, kelly, mirror, Caps, Kelly};
+use crate::store::{FillRow, OrderRow, Store};
+use crate::venue::{Equity, Position, Venue};
+
+const SOURCE: &str = "copytrader";
+
+/// Commands from outside the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    EmergencyStop { reason: String },
+    Resume,
+}
+
+/// A follower position as the status view shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PositionView {
+    pub symbol: String,
+    pub qty: String,
+    pub entry_price: String,
+    pub stop_price: Option<String>,
+}
+
+/// The AI target of a symbol.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AiView {
+    pub symbol: String,
+    pub market: String,
+    pub epoch: u64,
+    pub p_up_bps: u16,
+    pub edge: String,
+    pub qty: String,
+    pub expires_ms: i64,
+}
+
+/// What `/api/status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Status {
+    pub mode: String,
+    pub network: String,
+    pub started_ms: i64,
+    pub ready: bool,
+    pub healthy: bool,
+    pub detail: String,
+    pub risk: RiskState,
+    pub entries_blocked: Option<String>,
+    pub equity: Option<String>,
+    pub wallet: Option<String>,
+    pub unrealized: Option<String>,
+    pub positions: Vec<PositionView>,
+    pub lead: Vec<(String, String, Option<String>)>,
+    pub ai: Vec<AiView>,
+    pub lead_stream_connected: bool,
+    pub last_lead_poll_ms: i64,
+    pub last_reconcile_ms: i64,
+    pub banned_until_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+struct StopInfo {
+    client_id: String,
+    trigger: Decimal,
+}
+
+#[derive(Debug, Clone)]
+struct AiTarget {
+    qty: Decimal,
+    expires_ms: i64,
+    view: AiView,
+}
+
+/// Handles shared with the API and the caller.
+#[derive(Clone)]
+pub struct Handles {
+    pub status: Arc<Mutex<Status>>,
+    pub metrics: Arc<Metrics>,
+    pub commands: mpsc::Sender<Command>,
+    pub store: Store,
+}
+
+/// Test and benchmark hooks.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub stream: StreamConfig,
+    /// How often the paper account checks its stops against the mark, and the store for emergency requests.
+    pub fast_tick: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { stream: StreamConfig::default(), fast_tick: Duration::from_secs(1) }
+    }
+}
+
+/// The copy-trader engine.
+pub struct Engine {
+    cfg: Config,
+    venue: Venue,
+    lead_client: Option<FuturesClient>,
+    store: Store,
+    bus: Bus,
+    metrics: Arc<Metrics>,
+    status: Arc<Mutex<Status>>,
+    tuning: Tuning,
+    commands_rx: mpsc::Receiver<Command>,
+    commands_tx: mpsc::Sender<Command>,
+    filters: HashMap<String, SymbolFilters>,
+    hedge: bool,
+    lead: LeadBook,
+    lead_sides: HashMap<(String, String), Decimal>,
+    follower: BTreeMap<String, Position>,
+    stops: BTreeMap<String, StopInfo>,
+    ai: BTreeMap<String, AiTarget>,
+    risk: RiskState,
+    marks: HashMap<String, Decimal>,
+    equity: Option<Equity>,
+    run_id: String,
+    seq: u64,
+    blocked_noted: HashMap<String, Instant>,
+    started_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    kronos_common::time::now_ms() as i64
+}
+
+fn side_str(s: Side) -> &'static str {
+    match s {
+        Side::Buy => "BUY",
+        Side::Sell => "SELL",
+    }
+}
+
+fn opposite(qty: Decimal) -> Side {
+    if qty.is_negative() {
+        Side::Buy
+    } else {
+        Side::Sell
+    }
+}
+
+fn base36(mut n: u64) -> String {
+    const D: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    while n > 0 {
+        out.push(D[(n % 36) as usize]);
+        n /= 36;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+impl Engine {
+    /// Builds an engine. `venue` is the follower's account (live or paper), `lead_client` the lead's (read-only use).
+    pub fn new(
+        cfg: Config,
+        venue: Venue,
+        lead_client: Option<FuturesClient>,
+        store: Store,
+        bus: Bus,
+        tuning: Tuning,
+    ) -> (Engine, Handles) {
+        let metrics = Arc::new(Metrics::new());
+        let status = Arc::new(Mutex::new(Status {
+            mode: if venue.is_paper() { "paper".into() } else { "live".into() },
+            network: cfg.network.name().to_string(),
+            started_ms: now_ms(),
+            detail: "starting".into(),
+            ..Default::default()
+        }));
+        let (tx, rx) = mpsc::channel(16);
+        let handles =
+            Handles { status: status.clone(), metrics: metrics.clone(), commands: tx.clone(), store: store.clone() };
+        let engine = Engine {
+            cfg,
+            venue,
+            lead_client,
+            store,
+            bus,
+            metrics,
+            status,
+            tuning,
+            commands_rx: rx,
+            commands_tx: tx,
+            filters: HashMap::new(),
+            hedge: false,
+            lead: LeadBook::default(),
+            lead_sides: HashMap::new(),
+            follower: BTreeMap::new(),
+            stops: BTreeMap::new(),
+            ai: BTreeMap::new(),
+            risk: RiskState::default(),
+            marks: HashMap::new(),
+            equity: None,
+            run_id: base36(kronos_common::time::now_ms()),
+            seq: 0,
+            blocked_noted: HashMap::new(),
+            started_ms: now_ms(),
+        };
+        (engine, handles)
+    }
+
+    fn next_id(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        format!("{prefix}{}{}", self.run_id, base36(self.seq))
+    }
+
+    fn paper(&self) -> bool {
+        self.venue.is_paper()
+    }
+
+    async fn event(&self, kind: &str, symbol: &str, detail: &str) {
+        if let Err(e) = self.store.event(kind, symbol, detail).await {
+            tracing::error!(error = %e, "copy-trader: could not record an event");
+        }
+    }
+
+    async fn risk_event(&self, kind: &str, symbol: &str, detail: String) {
+        tracing::warn!(kind, symbol, %detail, "copy-trader risk event");
+        self.metrics.risk_events.get_or_create(&KindLabel { kind: kind.into() }).inc();
+        self.event(kind, symbol, &detail).await;
+        let d = if symbol.is_empty() { detail } else { format!("{symbol}: {detail}") };
+        self.bus.publish(SOURCE, SignalKind::RiskEvent { kind: kind.into(), detail: d });
+    }
+
+    // ---- start-up -------------------------------------------------------------------------------------------------
+
+    async fn start(&mut self) -> anyhow::Result<()> {
+        let info = self.venue.market_client().exchange_info().await?;
+        for s in &self.cfg.sizing.allow {
+            let f = info.get(s).ok_or_else(|| {
+                anyhow::anyhow!("{}: copytrade.sizing.allow: {s} is not listed by the exchange", self.cfg.file)
+            })?;
+            self.filters.insert(s.clone(), f.clone());
+        }
+        self.hedge = self.venue.hedge_mode().await?;
+        tracing::info!(hedge = self.hedge, paper = self.paper(), "copy-trader: follower account position mode");
+        for s in self.cfg.sizing.allow.clone() {
+            if let Err(e) = self.venue.setup_symbol(&s, self.cfg.sizing.leverage, &self.cfg.sizing.margin_type).await {
+                self.risk_event("setup_failed", &s, format!("setting leverage/margin type: {e}")).await;
+            }
+        }
+        self.risk = RiskState::load(&self.store).await?;
+        if self.paper() {
+            self.restore_paper().await?;
+        }
+        self.resolve_pending().await?;
+        // Stops as recorded; verified against the exchange below.
+        for r in self.store.orders_with_status("open").await? {
+            if r.kind == "stop" {
+                let trigger = r.trigger_price.as_deref().and_then(|t| t.parse().ok()).unwrap_or_default();
+                self.stops.insert(r.symbol.clone(), StopInfo { client_id: r.client_id.clone(), trigger });
+            }
+        }
+        for (s, q, following) in self.store.lead().await? {
+            self.lead.positions.insert(s, crate::lead::LeadPosition { qty: q, limit: following });
+        }
+        let first_start = self.store.get_state("started").await?.is_none();
+        self.reconcile_positions().await?;
+        if self.lead_client.is_some() {
+            self.poll_lead(first_start).await?;
+        }
+        self.store.set_state("started", &now_ms().to_string()).await?;
+        if self.risk.emergency {
+            self.execute_emergency("emergency stop was active at start-up").await;
+        }
+        self.refresh_equity().await;
+        let symbols: Vec<String> = self.cfg.sizing.allow.iter().cloned().collect();
+        for s in symbols {
+            self.apply(&s, None).await;
+        }
+        self.cleanup_stops().await;
+        let mut st = self.status.lock();
+        st.ready = true;
+        st.healthy = true;
+        st.detail = "running".into();
+        Ok(())
+    }
+
+    async fn restore_paper(&mut self) -> anyhow::Result<()> {
+        let Venue::Paper(p) = &self.venue else { return Ok(()) };
+        let wallet = match self.store.get_state("paper_wallet").await? {
+            Some(w) => w.parse().map_err(|e| anyhow::anyhow!("store: paper_wallet '{w}': {e}"))?,
+            None => self.cfg.paper.balance,
+        };
+        let positions = self.store.positions().await?;
+        let stops = self.store.orders_with_status("open").await?;
+        let mut sim = p.sim.lock();
+        sim.wallet = wallet;
+        sim.taker_fee_rate = self.cfg.paper.taker_fee_rate;
+        for (s, q, e) in positions {
+            let ps = if sim.hedge_mode {
+                if q.is_negative() {
+                    "SHORT"
+                } else {
+                    "LONG"
+                }
+            } else {
+                "BOTH"
+            };
+            sim.set_position(&s, ps, SimPosition { amount: q, entry_price: e });
+        }
+        for r in stops.into_iter().filter(|r| r.kind == "stop") {
+            sim.restore_stop(kronos_binance::types::AlgoOrder {
+                algo_id: r.exchange_id.unwrap_or(0),
+                client_algo_id: r.client_id.clone(),
+                algo_type: "CONDITIONAL".into(),
+                order_type: "STOP_MARKET".into(),
+                symbol: r.symbol.clone(),
+                side: if r.side == "BUY" { Side::Buy } else { Side::Sell },
+                position_side: "BOTH".into(),
+                quantity: Decimal::ZERO,
+                trigger_price: r.trigger_price.as_deref().and_then(|t| t.parse().ok()).unwrap_or_default(),
+                algo_status: "NEW".into(),
+                close_position: true,
+                reduce_only: true,
+                working_type: "MARK_PRICE".into(),
+                update_time: r.updated_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Orders recorded as `sending` by an earlier run: ask the exchange what became of each.
+    async fn resolve_pending(&mut self) -> anyhow::Result<()> {
+        let pending = self.store.orders_with_status("sending").await?;
+        for r in pending {
+            // Until its recvWindow has passed, an order can still arrive; wait that out first.
+            let wait_until = r.created_ms + self.cfg.recv_window_ms as i64 + 1000;
+            let server_now = self.venue.market_client().server_now_ms() as i64;
+            if server_now < wait_until {
+                tokio::time::sleep(Duration::from_millis((wait_until - server_now) as u64)).await;
+            }
+            if r.kind == "stop" {
+                match self.venue.query_stop(&r.client_id).await? {
+                    Some(a) if a.is_open() => {
+                        self.store
+                            .update_order(&r.client_id, "open", Some(a.algo_id), None, None, None, None, None)
+                            .await?;
+                    }
+                    Some(a) => {
+                        let st = a.algo_status.to_lowercase();
+                        self.store
+                            .update_order(&r.client_id, &st, Some(a.algo_id), None, None, None, None, None)
+                            .await?;
+                    }
+                    None => {
+                        self.store
+                            .update_order(
+                                &r.client_id,
+                                "not_placed",
+                                None,
+                                None,
+                                None,
+                                None,
+                                None,
+                                Some("not found after restart"),
+                            )
+                            .await?
+                    }
+                }
+            } else {
+                match self.venue.query_order(&r.symbol, &r.client_id).await? {
+                    Some(o) => {
+                        let trades = match &self.venue {
+                            Venue::Live(c) if !o.executed_qty.is_zero() => {
+                                c.order_trades(&r.symbol, o.order_id).await.unwrap_or_default()
+                            }
+                            _ => Vec::new(),
+                        };
+                        let (fee, pnl) = sum_fees(&trades);
+                        self.store
+                            .update_order(
+                                &r.client_id,
+                                "filled",
+                                Some(o.order_id),
+                                Some(&o.avg_price.to_string()),
+                                Some(&o.executed_qty.to_string()),
+                                Some(&fee.to_string()),
+                                Some(&pnl.to_string()),
+                                None,
+                            )
+                            .await?;
+                        for t in &trades {
+                            self.store_fill(&r.client_id, t).await;
+                        }
+                        self.event(
+                            "resolved",
+                            &r.symbol,
+                            &format!("order {} from an earlier run had been filled", r.client_id),
+                        )
+                        .await;
+                    }
+                    None => {
+                        self.store
+                            .update_order(
+                                &r.client_id,
+                                "not_placed",
+                                None,
+                                None,
+                                None,
+                                None,
+                                None,
+                                Some("not found after restart"),
+                            )
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- reconciliation ---------------------------------------------------------------------------------------
+
+    /// Adopts the exchange's view of the follower's positions; a position that vanished with its stop gone was
+    /// stopped out, anything else is drift (manual trades, liquidation) and is reported.
+    async fn reconcile_positions(&mut self) -> anyhow::Result<()> {
+        let actual: BTreeMap<String, Position> =
+            self.venue.positions().await?.into_iter().map(|p| (p.symbol.clone(), p)).collect();
+        let symbols: Vec<String> = actual
+            .keys()
+            .chain(self.follower.keys())
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for s in symbols {
+            let ours = self.follower.get(&s).map(|p| p.qty).unwrap_or_default();
+            let theirs = actual.get(&s).map(|p| p.qty).unwrap_or_default();
+            if let Some(p) = actual.get(&s) {
+                self.marks.insert(s.clone(), p.mark_price);
+            }
+            if ours == theirs {
+                if let Some(p) = actual.get(&s) {
+                    self.follower.insert(s.clone(), p.clone());
+                }
+                continue;
+            }
+            let stopped = if theirs.is_zero() && !ours.is_zero() {
+                match self.stops.get(&s).cloned() {
+                    Some(st) => matches!(self.venue.query_stop(&st.client_id).await, Ok(Some(a)) if !a.is_open()),
+                    None => false,
+                }
+            } else {
+                false
+            };
+            if stopped {
+                let st = self.stops.remove(&s).expect("checked");
+                let _ = self
+                    .store
+                    .update_order(
+                        &st.client_id,
+                        "finished",
+                        None,
+                        None,
+                        Some(&ours.abs().to_string()),
+                        None,
+                        None,
+                        None,
+                    )
+                    .await;
+                self.bus.publish(
+                    SOURCE,
+                    SignalKind::StopTriggered { symbol: s.clone(), stop_price: st.trigger, qty: ours.abs() },
+                );
+                self.lead.wait(&s);
+                let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+                self.risk_event(
+                    "stopped_out",
+                    &s,
+                    format!("stop at {} closed {}; following resumes when the lead closes or flips", st.trigger, ours),
+                )
+                .await;
+            } else if self.store.get_state("started").await?.is_some() {
+                self.risk_event(
+                    "position_drift",
+                    &s,
+                    format!("recorded {ours}, exchange holds {theirs}; adopting the exchange's"),
+                )
+                .await;
+            }
+            match actual.get(&s) {
+                Some(p) => {
+                    self.follower.insert(s.clone(), p.clone());
+                    self.store.set_position(&s, p.qty, p.entry_price).await?;
+                }
+                None => {
+                    self.follower.remove(&s);
+                    self.store.set_position(&s, Decimal::ZERO, Decimal::ZERO).await?;
+                }
+            }
+            self.bus.publish(
+                SOURCE,
+                SignalKind::PositionChanged {
+                    symbol: s.clone(),
+                    qty: theirs,
+                    entry_price: actual.get(&s).map(|p| p.entry_price).unwrap_or_default(),
+                },
+            );
+        }
+        self.metrics.open_positions.set(self.follower.len() as i64);
+        Ok(())
+    }
+
+    /// Polls the lead's positions and applies what changed.
+    async fn poll_lead(&mut self, first_start: bool) -> anyhow::Result<()> {
+        let Some(c) = self.lead_client.clone() else { return Ok(()) };
+        let raw = c.positions().await?;
+        self.lead_sides.clear();
+        for p in &raw {
+            if !p.position_amt.is_zero() {
+                self.lead_sides.insert((p.symbol.clone(), p.position_side.clone()), p.position_amt);
+            }
+            if self.cfg.sizing.allow.contains(&p.symbol) && !p.mark_price.is_zero() {
+                self.marks.insert(p.symbol.clone(), p.mark_price);
+            }
+        }
+        self.status.lock().last_lead_poll_ms = now_ms();
+        let join = self.cfg.lead.as_ref().is_some_and(|l| l.join_existing);
+        let symbols: Vec<String> = self.cfg.sizing.allow.iter().cloned().collect();
+        for s in symbols {
+            let net = self.lead_net(&s);
+            if first_start && !join && !net.is_zero() {
+                // Positions the lead held before we started are not chased.
+                self.lead.observe(&s, net);
+                self.lead.wait(&s);
+                self.store.set_lead(&s, net, Some(Decimal::ZERO)).await?;
+                self.event(
+                    "lead_existing",
+                    &s,
+                    &format!("lead already holds {net}; not followed until it closes or flips"),
+                )
+                .await;
+                continue;
+            }
+            self.on_lead_qty(&s, net, "poll", None).await;
+        }
+        Ok(())
+    }
+
+    fn lead_net(&self, symbol: &str) -> Decimal {
+        self.lead_sides
+            .iter()
+            .filter(|((s, _), _)| s == symbol)
+            .fold(Decimal::ZERO, |acc, (_, q)| acc.checked_add(q).unwrap_or(acc))
+    }
+
+    async fn on_lead_qty(&mut self, symbol: &str, qty: Decimal, source: &str, trigger: Option<Instant>) {
+        let Some(change) = self.lead.observe(symbol, qty) else { return };
+        self.metrics
+            .lead_events
+            .get_or_create(&KindLabel { kind: format!("{:?}", change.action).to_lowercase() })
+            .inc();
+        self.bus.publish(
+            SOURCE,
+            SignalKind::LeadChanged {
+                symbol: symbol.into(),
+                action: change.action,
+                from_qty: change.from,
+                to_qty: change.to,
+            },
+        );
+        let action = match change.action {
+            LeadAction::Open => "open",
+            LeadAction::Increase => "increase",
+            LeadAction::Reduce => "reduce",
+            LeadAction::Close => "close",
+            LeadAction::Flip => "flip",
+        };
+        // Trade first (the delay that matters), then record.
+        self.apply(symbol, trigger).await;
+        let note = match change.limit {
+            None => String::new(),
+            Some(l) if l.is_zero() => ", not followed until the lead closes or flips".into(),
+            Some(l) => format!(", follower held at most {l} until the lead closes or flips"),
+        };
+        self.event(&format!("lead_{action}"), symbol, &format!("{} -> {} ({source}){note}", change.from, change.to))
+            .await;
+        if let Err(e) = self.store.set_lead(symbol, qty, self.lead.limit(symbol)).await {
+            tracing::error!(error = %e, "copy-trader: could not record the lead position");
+        }
+    }
+
+    // ---- targets and orders -------------------------------------------------------------------------------------
+
+    async fn mark_of(&mut self, symbol: &str) -> Option<Decimal> {
+        if let Some(m) = self.marks.get(symbol) {
+            return Some(*m);
+        }
+        match self.venue.mark(symbol).await {
+            Ok(m) => {
+                self.marks.insert(symbol.to_string(), m);
+                Some(m)
+            }
+            Err(e) => {
+                tracing::warn!(symbol, error = %e, "copy-trader: no mark price");
+                None
+            }
+        }
+    }
+
+    fn others_notional(&self, symbol: &str) -> Decimal {
+        self.follower.values().filter(|p| p.symbol != symbol).fold(Decimal::ZERO, |acc, p| {
+            let m = self.marks.get(&p.symbol).copied().unwrap_or(p.mark_price);
+            acc.checked_add(&p.qty.abs().checked_mul(&m, 8, Rounding::HalfUp).unwrap_or_default()).unwrap_or(acc)
+        })
+    }
+
+    fn raw_target(&self, symbol: &str) -> Decimal {
+        let lead = if self.lead_client.is_some() {
+            self.lead.bounded(symbol, mirror(self.lead.qty(symbol), self.cfg.sizing.ratio))
+        } else {
+            Decimal::ZERO
+        };
+        let ai = self.ai.get(symbol).filter(|t| t.expires_ms > now_ms()).map(|t| t.qty).unwrap_or_default();
+        lead.checked_add(&ai).unwrap_or(lead)
+    }
+
+    /// Trades `symbol` toward its target. `trigger` is when the lead event that caused this arrived (delay metric).
+    async fn apply(&mut self, symbol: &str, trigger: Option<Instant>) {
+        if self.risk.emergency || !self.filters.contains_key(symbol) {
+            return;
+        }
+        let Some(mark) = self.mark_of(symbol).await else { return };
+        let f = self.filters[symbol].clone();
+        let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
+        let caps = Caps {
+            max_notional_per_symbol: self.cfg.sizing.max_notional_per_symbol,
+            max_notional_total: self.cfg.sizing.max_notional_total,
+            max_leverage: self.cfg.sizing.max_leverage,
+        };
+        let equity = self.equity.map(|e| e.total()).unwrap_or(self.cfg.paper.balance);
+        let target = cap_target(self.raw_target(symbol), current, mark, self.others_notional(symbol), equity, &caps);
+        // 1. Shrink or close what must go (always allowed).
+        let flips = !current.is_zero() && !target.is_zero() && current.is_negative() != target.is_negative();
+        let shrink = if current.is_zero() {
+            Decimal::ZERO
+        } else if target.is_zero() || flips {
+            current.abs()
+        } else if target.abs() < current.abs() {
+            current.abs().checked_sub(&target.abs()).unwrap_or_default()
+        } else {
+            Decimal::ZERO
+        };
+        if !shrink.is_zero() {
+            match f.market_qty(shrink, mark, true) {
+                Ok(q) => {
+                    let ps = self.position_side_for(current);
+                    if !self.send_order(symbol, opposite(current), q, true, &ps, "mirror", trigger).await {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!(symbol, error = %e, "reduction below the exchange minimum; not sent"),
+            }
+        }
+        // 2. Grow toward the target, when entries are allowed.
+        let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
+        let grows = !target.is_zero()
+            && (current.is_zero() || current.is_negative() == target.is_negative())
+            && target.abs() > current.abs();
+        if grows {
+            let add = target.abs().checked_sub(&current.abs()).unwrap_or_default();
+            if let Err(why) = self.risk.entries_allowed(now_ms()) {
+                // Refused entries are not chased later: the follower keeps what it holds until the lead's next
+                // close or flip (an AI-only symbol simply waits for its next forecast).
+                if self.lead_client.is_some() && !self.lead.qty(symbol).is_zero() {
+                    self.lead.limit_to(symbol, current.abs());
+                    let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
+                }
+                if let Some(t) = self.ai.get_mut(symbol) {
+                    t.qty = current;
+                }
+                let recently = self.blocked_noted.get(symbol).is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+                if !recently {
+                    self.blocked_noted.insert(symbol.to_string(), Instant::now());
+                    self.risk_event(
+                        "entry_blocked",
+                        symbol,
+                        format!("not adding {add}: {why}; holding {current} until the lead closes or flips"),
+                    )
+                    .await;
+                }
+            } else {
+                match f.market_qty(add, mark, false) {
+                    Ok(q) => {
+                        let side = if target.is_negative() { Side::Sell } else { Side::Buy };
+                        let ps = self.position_side_for(target);
+                        self.send_order(symbol, side, q, false, &ps, "mirror", trigger).await;
+                    }
+                    Err(e) => tracing::debug!(symbol, error = %e, "increase below the exchange minimum; not sent"),
+                }
+            }
+        }
+        self.protect(symbol).await;
+    }
+
+    fn position_side_for(&self, qty: Decimal) -> String {
+        if !self.hedge {
+            "BOTH".into()
+        } else if qty.is_negative() {
+            "SHORT".into()
+        } else {
+            "LONG".into()
+        }
+    }
+
+    /// Records, sends and books one market order. False when it did not go through.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_order(
+        &mut self,
+        symbol: &str,
+        side: Side,
+        qty: Decimal,
+        reduce_only: bool,
+        ps: &str,
+        reason: &str,
+        trigger: Option<Instant>,
+    ) -> bool {
+        let client_id = self.next_id("kc");
+        let row = OrderRow {
+            client_id: client_id.clone(),
+            kind: "order".into(),
+            symbol: symbol.into(),
+            side: side_str(side).into(),
+            qty: qty.to_string(),
+            trigger_price: None,
+            reduce_only,
+            reason: reason.into(),
+            status: "sending".into(),
+            exchange_id: None,
+            avg_price: None,
+            executed_qty: None,
+            fee: None,
+            realized_pnl: None,
+            error: None,
+            paper: self.paper(),
+            created_ms: now_ms(),
+            updated_ms: now_ms(),
+        };
+        if let Err(e) = self.store.insert_order(&row).await {
+            // Nothing is sent that is not recorded first.
+            self.risk_event("store_failed", symbol, format!("order not sent: {e:#}")).await;
+            return false;
+        }
+        let req = OrderRequest {
+            symbol: symbol.into(),
+            side,
+            order_type: OrderType::Market,
+            quantity: qty,
+            price: None,
+            reduce_only,
+            position_side: ps.into(),
+            client_order_id: client_id.clone(),
+        };
+        if let Some(t) = trigger {
+            self.metrics.mirror_delay.observe(t.elapsed().as_secs_f64());
+        }
+        self.bus.publish(
+            SOURCE,
+            SignalKind::OrderSubmitted {
+                symbol: symbol.into(),
+                side,
+                qty,
+                order_type: "MARKET".into(),
+                reduce_only,
+                client_order_id: client_id.clone(),
+                paper: self.paper(),
+            },
+        );
+        match self.venue.place_order(&req).await {
+            Ok((order, trades)) => {
+                self.metrics.orders.get_or_create(&OrderLabel { kind: "order".into(), result: "filled".into() }).inc();
+                let trades = if trades.is_empty() && !order.executed_qty.is_zero() {
+                    // The fills could not be read: book the order's own average.
+                    vec![Trade {
+                        id: 0,
+                        order_id: order.order_id,
+                        symbol: symbol.into(),
+                        side,
+                        price: order.avg_price,
+                        qty: order.executed_qty,
+                        realized_pnl: Decimal::ZERO,
+                        commission: Decimal::ZERO,
+                        commission_asset: self.cfg.quote_asset.clone(),
+                        time: order.update_time,
+                    }]
+                } else {
+                    trades
+                };
+                let (fee, pnl) = sum_fees(&trades);
+                if let Err(e) = self
+                    .store
+                    .update_order(
+                        &client_id,
+                        "filled",
+                        Some(order.order_id),
+                        Some(&order.avg_price.to_string()),
+                        Some(&order.executed_qty.to_string()),
+                        Some(&fee.to_string()),
+                        Some(&pnl.to_string()),
+                        None,
+                    )
+                    .await
+                {
+                    tracing::error!(error = %e, "copy-trader: filled order could not be recorded");
+                }
+                for t in &trades {
+                    self.book_fill(&client_id, t).await;
+                }
+                true
+            }
+            Err(e) => {
+                let (status, kind) = match &e {
+                    BinanceError::Banned { .. } | BinanceError::Transport { .. } => {
+                        ("not_placed", "exchange_unavailable")
+                    }
+                    BinanceError::Unresolved { .. } => ("unresolved", "order_unresolved"),
+                    _ => ("rejected", "order_rejected"),
+                };
+                self.metrics.orders.get_or_create(&OrderLabel { kind: "order".into(), result: status.into() }).inc();
+                let _ = self
+                    .store
+                    .update_order(&client_id, status, None, None, None, None, None, Some(&e.to_string()))
+                    .await;
+                if let BinanceError::Banned { until_ms } = e {
+                    self.status.lock().banned_until_ms = until_ms;
+                }
+                self.risk_event(
+                    kind,
+                    symbol,
+                    format!("{} {} {}: {e}", side_str(side), qty, if reduce_only { "(reduce-only)" } else { "" }),
+                )
+                .await;
+                false
+            }
+        }
+    }
+
+    async fn store_fill(&self, client_id: &str, t: &Trade) {
+        let row = FillRow {
+            client_id: client_id.into(),
+            symbol: t.symbol.clone(),
+            side: side_str(t.side).into(),
+            qty: t.qty.normalized().to_string(),
+            price: t.price.normalized().to_string(),
+            fee: t.commission.normalized().to_string(),
+            realized_pnl: t.realized_pnl.normalized().to_string(),
+            paper: self.paper(),
+            at_ms: if t.time > 0 { t.time } else { now_ms() },
+        };
+        if let Err(e) = self.store.insert_fill(&row).await {
+            tracing::error!(error = %e, "copy-trader: fill could not be recorded");
+        }
+    }
+
+    /// Records a fill and moves the follower's position by it.
+    async fn book_fill(&mut self, client_id: &str, t: &Trade) {
+        self.metrics.fills.inc();
+        self.store_fill(client_id, t).await;
+        let pos = self.follower.get(&t.symbol).cloned();
+        let sim = SimPosition {
+            amount: pos.as_ref().map(|p| p.qty).unwrap_or_default(),
+            entry_price: pos.as_ref().map(|p| p.entry_price).unwrap_or_default(),
+        };
+        let (next, _) = apply_fill(&sim, t.side, t.qty, t.price).unwrap_or((sim.clone(), Decimal::ZERO));
+        self.marks.insert(t.symbol.clone(), t.price);
+        if next.amount.is_zero() {
+            self.follower.remove(&t.symbol);
+        } else {
+            self.follower.insert(
+                t.symbol.clone(),
+                Position {
+                    symbol: t.symbol.clone(),
+                    qty: next.amount,
+                    entry_price: next.entry_price,
+                    mark_price: t.price,
+                },
+            );
+        }
+        if let Err(e) = self.store.set_position(&t.symbol, next.amount, next.entry_price).await {
+            tracing::error!(error = %e, "copy-trader: position could not be recorded");
+        }
+        if let Some(e) = self.equity.as_mut() {
+            e.wallet =
+                e.wallet.checked_add(&t.realized_pnl).and_then(|w| w.checked_sub(&t.commission)).unwrap_or(e.wallet);
+        }
+        self.save_paper_wallet().await;
+        self.metrics.open_positions.set(self.follower.len() as i64);
+        self.bus.publish(
+            SOURCE,
+            SignalKind::OrderFilled {
+                symbol: t.symbol.clone(),
+                side: t.side,
+                qty: t.qty,
+                price: t.price,
+                fee: t.commission,
+                realized_pnl: t.realized_pnl,
+                client_order_id: client_id.into(),
+                paper: self.paper(),
+            },
+        );
+        self.bus.publish(
+            SOURCE,
+            SignalKind::PositionChanged { symbol: t.symbol.clone(), qty: next.amount, entry_price: next.entry_price },
+        );
+    }
+
+    async fn save_paper_wallet(&self) {
+        if let Some(wallet) = self.venue.paper_wallet() {
+            if let Err(e) = self.store.set_state("paper_wallet", &wallet.to_string()).await {
+                tracing::error!(error = %e, "copy-trader: paper wallet could not be recorded");
+            }
+        }
+    }
+
+    /// The stop price for a position: `stop_loss_pct` from the entry, on the losing side, on the tick.
+    fn stop_price(&self, symbol: &str, pos: &Position) -> Option<Decimal> {
+        let f = self.filters.get(symbol)?;
+        let pct = self.cfg.protection.stop_loss_pct;
+        let hundred = Decimal::from_int(100);
+        let factor =
+            if pos.qty.is_negative() { hundred.checked_add(&pct).ok()? } else { hundred.checked_sub(&pct).ok()? };
+        let raw = pos
+            .entry_price
+            .checked_mul(&factor, 12, Rounding::HalfUp)
+            .ok()?
+            .checked_div(&hundred, 12, Rounding::HalfUp)
+            .ok()?;
+        // Round away from the entry: a long's stop down, a short's up.
+        f.price(raw, if pos.qty.is_negative() { Rounding::Ceil } else { Rounding::Floor }).ok()
+    }
+
+    /// Makes sure the position in `symbol` has exactly one stop at the right price (and none when flat). A new stop
+    /// is placed before the old one is cancelled, so the position is never unprotected.
+    async fn protect(&mut self, symbol: &str) {
+        let pos = self.follower.get(symbol).cloned();
+        let old = self.stops.get(symbol).cloned();
+        let Some(pos) = pos else {
+            if let Some(o) = old {
+                self.cancel_stop(symbol, &o.client_id).await;
+                self.stops.remove(symbol);
+            }
+            return;
+        };
+        let Some(trigger) = self.stop_price(symbol, &pos) else { return };
+        if old.as_ref().is_some_and(|o| o.trigger == trigger) {
+            return;
+        }
+        let client_id = self.next_id("ks");
+        let side = opposite(pos.qty);
+        let row = OrderRow {
+            client_id: client_id.clone(),
+            kind: "stop".into(),
+            symbol: symbol.into(),
+            side: side_str(side).into(),
+            qty: "0".into(),
+            trigger_price: Some(trigger.to_string()),
+            reduce_only: true,
+            reason: "stop".into(),
+            status: "sending".into(),
+            exchange_id: None,
+            avg_price: None,
+            executed_qty: None,
+            fee: None,
+            realized_pnl: None,
+            error: None,
+            paper: self.paper(),
+            created_ms: now_ms(),
+            updated_ms: now_ms(),
+        };
+        if let Err(e) = self.store.insert_order(&row).await {
+            self.risk_event("store_failed", symbol, format!("stop not sent: {e:#}")).await;
+            return;
+        }
+        let req = StopRequest {
+            symbol: symbol.into(),
+            side,
+            trigger_price: trigger,
+            position_side: self.position_side_for(pos.qty),
+            client_algo_id: client_id.clone(),
+        };
+        match self.venue.place_stop(&req).await {
+            Ok(a) => {
+                self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "placed".into() }).inc();
+                let _ =
+                    self.store.update_order(&client_id, "open", Some(a.algo_id), None, None, None, None, None).await;
+                self.stops.insert(symbol.into(), StopInfo { client_id: client_id.clone(), trigger });
+                self.bus.publish(
+                    SOURCE,
+                    SignalKind::StopPlaced { symbol: symbol.into(), stop_price: trigger, client_order_id: client_id },
+                );
+                if let Some(o) = old {
+                    self.cancel_stop(symbol, &o.client_id).await;
+                }
+            }
+            Err(e) => {
+                self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "failed".into() }).inc();
+                let _ = self
+                    .store
+                    .update_order(&client_id, "rejected", None, None, None, None, None, Some(&e.to_string()))
+                    .await;
+                if e.code() == Some(-2021) {
+                    // The mark is already past the stop: do what the stop would have done.
+                    self.risk_event(
+                        "stop_breached",
+                        symbol,
+                        format!("mark already beyond the stop at {trigger}; closing {}", pos.qty),
+                    )
+                    .await;
+                    let ps = self.position_side_for(pos.qty);
+                    if let Some(f) = self.filters.get(symbol).cloned() {
+                        if let Ok(q) = f.market_qty(pos.qty.abs(), pos.mark_price, true) {
+                            if self.send_order(symbol, side, q, true, &ps, "breach", None).await {
+                                self.lead.wait(symbol);
+                                let _ =
+                                    self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
+                            }
+                        }
+                    }
+                    if let Some(o) = old {
+                        self.cancel_stop(symbol, &o.client_id).await;
+                        self.stops.remove(symbol);
+                    }
+                } else {
+                    self.risk_event(
+                        "stop_failed",
+                        symbol,
+                        format!("stop at {trigger} not placed ({e}); retried at the next reconcile"),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn cancel_stop(&mut self, symbol: &str, client_id: &str) {
+        match self.venue.cancel_stop(client_id).await {
+            Ok(()) => {
+                let _ = self.store.update_order(client_id, "canceled", None, None, None, None, None, None).await;
+            }
+            Err(e) => self.risk_event("stop_cancel_failed", symbol, format!("{client_id}: {e}")).await,
+        }
+    }
+
+    /// Cancels open stops that belong to no current position (left by a crash or a manual change).
+    async fn cleanup_stops(&mut self) {
+        let open = match self.venue.open_stops().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "copy-trader: open stops could not be listed");
+                return;
+            }
+        };
+        for a in open {
+            let ours = self.stops.get(&a.symbol).is_some_and(|s| s.client_id == a.client_algo_id);
+            let mine = a.client_algo_id.starts_with("ks");
+            if !ours && mine {
+                self.cancel_stop(&a.symbol.clone(), &a.client_algo_id).await;
+            }
+        }
+    }
+
+    // ---- paper stops --------------------------------------------------------------------------------------------
+
+    async fn on_triggered(&mut self, t: Triggered) {
+        let symbol = t.algo.symbol.clone();
+        let status = t.algo.algo_status.to_lowercase();
+        let _ = self
+            .store
+            .update_order(&t.algo.client_algo_id, &status, Some(t.algo.algo_id), None, None, None, None, None)
+            .await;
+        if self.stops.get(&symbol).is_some_and(|s| s.client_id == t.algo.client_algo_id) {
+            self.stops.remove(&symbol);
+        }
+        if let Some(fill) = t.fill {
+            self.bus.publish(
+                SOURCE,
+                SignalKind::StopTriggered {
+                    symbol: symbol.clone(),
+                    stop_price: t.algo.trigger_price,
+                    qty: fill.trade.qty,
+                },
+            );
+            self.book_fill(&t.algo.client_algo_id, &fill.trade).await;
+            self.lead.wait(&symbol);
+            let _ = self.store.set_lead(&symbol, self.lead.qty(&symbol), self.lead.limit(&symbol)).await;
+            self.risk_event(
+                "stopped_out",
+                &symbol,
+                format!(
+                    "stop at {} closed {} at {} (PnL {})",
+                    t.algo.trigger_price, fill.trade.qty, fill.trade.price, fill.trade.realized_pnl
+                ),
+            )
+            .await;
+        }
+    }
+
+    // ---- risk --------------------------------------------------------------------------------------------------
+
+    async fn refresh_equity(&mut self) {
+        match self.venue.equity(&self.cfg.quote_asset).await {
+            Ok(e) => self.equity = Some(e),
+            Err(e) => tracing::warn!(error = %e, "copy-trader: equity could not be read"),
+        }
+    }
+
+    async fn check_risk(&mut self) {
+        self.refresh_equity().await;
+        let Some(eq) = self.equity else { return };
+        let total = eq.total();
+        let decisions = self.risk.observe(
+            total,
+            now_ms(),
+            self.cfg.protection.daily_loss_limit,
+            self.cfg.protection.drawdown_pct,
+            self.cfg.protection.cooldown.as_millis() as i64,
+        );
+        for d in &decisions {
+            match d {
+                RiskDecision::DailyLimitHit { loss, limit } => {
+                    self.risk_event(
+                        "daily_loss_limit",
+                        "",
+                        format!(
+                            "equity is {loss} below the day's start (limit {limit}); no new entries until 00:00 UTC"
+                        ),
+                    )
+                    .await
+                }
+                RiskDecision::CooldownStarted { drawdown_pct, until_ms } => {
+                    self.risk_event(
+                        "drawdown_cooldown",
+                        "",
+                        format!(
+                            "drawdown {drawdown_pct}% from the peak; no new entries for {} s",
+                            (until_ms - now_ms()) / 1000
+                        ),
+                    )
+                    .await
+                }
+                RiskDecision::CooldownOver => {
+                    self.risk_event("cooldown_over", "", "new entries allowed again".into()).await
+                }
+                RiskDecision::NewDay { start_equity } => {
+                    self.event("new_day", "", &format!("day starts at equity {start_equity}")).await
+                }
+            }
+        }
+        if !decisions.is_empty() {
+            if let Err(e) = self.risk.save(&self.store).await {
+                tracing::error!(error = %e, "copy-trader: risk state could not be saved");
+            }
+        }
+        let _ = self.store.record_equity(now_ms(), total).await;
+        self.metrics.equity.set(total.to_f64_lossy());
+    }
+
+    async fn execute_emergency(&mut self, reason: &str) {
+        self.risk.emergency = true;
+        if let Err(e) = self.store.set_state("emergency", "1").await {
+            tracing::error!(error = %e, "copy-trader: emergency flag could not be saved");
+        }
+        self.metrics.emergency.set(1);
+        self.risk_event("emergency_stop", "", format!("{reason}: cancelling every order and closing every position"))
+            .await;
+        // Stops first (so none fires mid-way), then open orders, then positions.
+        if let Ok(open) = self.venue.open_stops().await {
+            for a in open {
+                self.cancel_stop(&a.symbol.clone(), &a.client_algo_id).await;
+            }
+        }
+        self.stops.clear();
+        for s in self.cfg.sizing.allow.clone() {
+            if let Err(e) = self.venue.cancel_open_orders(&s).await {
+                self.risk_event("emergency_cancel_failed", &s, e.to_string()).await;
+            }
+        }
+        if let Ok(actual) = self.venue.positions().await {
+            for p in actual {
+                self.follower.insert(p.symbol.clone(), p.clone());
+                let ps = self.position_side_for(p.qty);
+                let q = match self.filters.get(&p.symbol) {
+                    Some(f) => f.market_qty(p.qty.abs(), p.mark_price, true).unwrap_or(p.qty.abs()),
+                    None => p.qty.abs(),
+                };
+                self.send_order(&p.symbol, opposite(p.qty), q, true, &ps, "emergency", None).await;
+            }
+        }
+        let _ = self.reconcile_positions().await;
+        for s in self.cfg.sizing.allow.clone() {
+            self.lead.wait(&s);
+            let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+        }
+        self.ai.clear();
+        self.event("emergency_done", "", &format!("{} positions left open", self.follower.len())).await;
+    }
+
+    async fn resume(&mut self) {
+        self.risk.emergency = false;
+        let _ = self.store.set_state("emergency", "0").await;
+        self.metrics.emergency.set(0);
+        self.risk_event(
+            "resumed",
+            "",
+            "emergency stop lifted; lead positions open now are followed after their next close or flip".into(),
+        )
+        .await;
+    }
+
+    async fn check_emergency_flag(&mut self) {
+        match self.store.get_state("emergency").await {
+            Ok(Some(v)) if v == "1" && !self.risk.emergency => self.execute_emergency("emergency stop requested").await,
+            Ok(Some(v)) if v == "0" && self.risk.emergency => self.resume().await,
+            _ => {}
+        }
+    }
+
+    // ---- AI -----------------------------------------------------------------------------------------------------
+
+    async fn on_forecast(&mut self, f: Forecast) {
+        let Some(ai) = self.cfg.ai.clone() else { return };
+        let Some(symbol) = ai.markets.get(&f.market).cloned() else { return };
+        self.metrics.ai_signals.inc();
+        if self.risk.emergency {
+            return;
+        }
+        let Some(mark) = self.mark_of(&symbol).await else { return };
+        let equity = self.equity.map(|e| e.total()).unwrap_or(self.cfg.paper.balance);
+        let k = Kelly {
+            fraction: ai.kelly_fraction,
+            payoff: ai.payoff,
+            min_edge: ai.min_edge,
+            max_notional: ai.max_notional,
+            stop_loss_pct: self.cfg.protection.stop_loss_pct,
+        };
+        let t = kelly(f.p_up_bps, equity, mark, &k);
+        let expires_ms = f.at_ms as i64 + (f.horizon_s as i64) * 1000;
+        let view = AiView {
+            symbol: symbol.clone(),
+            market: f.market.clone(),
+            epoch: f.epoch,
+            p_up_bps: f.p_up_bps,
+            edge: t.edge.to_string(),
+            qty: t.qty.to_string(),
+            expires_ms,
+        };
+        self.event(
+            "ai_signal",
+            &symbol,
+            &format!("{} epoch {} p_up {} bps: edge {}, target {}", f.market, f.epoch, f.p_up_bps, t.edge, t.qty),
+        )
+        .await;
+        self.ai.insert(symbol.clone(), AiTarget { qty: t.qty, expires_ms, view });
+        self.apply(&symbol, None).await;
+    }
+
+    async fn expire_ai(&mut self) {
+        let now = now_ms();
+        let expired: Vec<String> =
+            self.ai.iter().filter(|(_, t)| t.expires_ms <= now).map(|(s, _)| s.clone()).collect();
+        for s in expired {
+            self.ai.remove(&s);
+            self.event("ai_expired", &s, "forecast horizon reached; AI target back to zero").await;
+            self.apply(&s, None).await;
+        }
+    }
+
+    // ---- status ------------------------------------------------------------------------------------------------
+
+    fn update_status(&self, stream_connected: bool) {
+        let mut st = self.status.lock();
+        st.risk = self.risk.clone();
+        st.entries_blocked = self.risk.entries_allowed(now_ms()).err();
+        st.equity = self.equity.map(|e| e.total().to_string());
+        st.wallet = self.equity.map(|e| e.wallet.to_string());
+        st.unrealized = self.equity.map(|e| e.unrealized.to_string());
+        st.positions = self
+            .follower
+            .values()
+            .map(|p| PositionView {
+                symbol: p.symbol.clone(),
+                qty: p.qty.to_string(),
+                entry_price: p.entry_price.to_string(),
+                stop_price: self.stops.get(&p.symbol).map(|s| s.trigger.to_string()),
+            })
+            .collect();
+        st.lead = self
+            .lead
+            .positions
+            .iter()
+            .map(|(s, p)| (s.clone(), p.qty.to_string(), p.limit.map(|l| l.to_string())))
+            .collect();
+        st.ai = self.ai.values().map(|t| t.view.clone()).collect();
+        st.lead_stream_connected = stream_connected;
+        st.last_reconcile_ms = now_ms();
+        st.started_ms = self.started_ms;
+        self.metrics.entries_blocked.set(st.entries_blocked.is_some() as i64);
+        self.metrics.stream_connected.set(stream_connected as i64);
+    }
+
+    // ---- the loop ----------------------------------------------------------------------------------------------
+
+    /// Runs until `shutdown` resolves. Start-up errors (exchange unreachable, store broken) are returned.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        // Start-up retries transient exchange failures; configuration errors end it.
+        loop {
+            match self.start().await {
+                Ok(()) => break,
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    let retryable = e.downcast_ref::<BinanceError>().is_some_and(|b| {
+                        matches!(
+                            b,
+                            BinanceError::Transport { .. }
+                                | BinanceError::Unknown { .. }
+                                | BinanceError::RateLimited { .. }
+                                | BinanceError::Banned { .. }
+                        )
+                    });
+                    self.status.lock().detail = format!("start-up failed: {msg}");
+                    if !retryable {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %msg, "copy-trader: start-up failed; retrying in 5 s");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(mode = if self.paper() { "paper" } else { "live" }, "copy-trader running");
+
+        let (stream_tx, mut stream_rx) = mpsc::channel::<StreamEvent>(1024);
+        let mut stream_task = None;
+        if let (Some(c), Some(l)) = (&self.lead_client, &self.cfg.lead) {
+            if l.use_stream {
+                stream_task = Some(tokio::spawn(run_user_stream(c.clone(), self.tuning.stream.clone(), stream_tx)));
+            }
+        }
+        let (ai_tx, mut ai_rx) = mpsc::channel::<Forecast>(256);
+        let mut ai_task = None;
+        if let Some(ai) = &self.cfg.ai {
+            ai_task = Some(match &ai.source {
+                SignalSource::Bus => tokio::spawn(crate::ai::from_bus(self.bus.clone(), ai_tx)),
+                SignalSource::WebSocket(u) => tokio::spawn(crate::ai::from_websocket(u.clone(), ai_tx)),
+            });
+        } else {
+            drop(ai_tx);
+        }
+        let poll_every = self.cfg.lead.as_ref().map(|l| l.poll_interval).unwrap_or(Duration::from_secs(3600));
+        let mut poll = tokio::time::interval(poll_every);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile = tokio::time::interval(self.cfg.reconcile_interval);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fast = tokio::time::interval(self.tuning.fast_tick);
+        fast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stream_up = false;
+        self.check_risk().await;
+        self.update_status(stream_up);
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break Ok(()),
+                Some(cmd) = self.commands_rx.recv() => {
+                    match cmd {
+                        Command::EmergencyStop { reason } => {
+                            if !self.risk.emergency {
+                                self.execute_emergency(&reason).await;
+                            }
+                        }
+                        Command::Resume => {
+                            if self.risk.emergency {
+                                self.resume().await;
+                            }
+                        }
+                    }
+                    self.update_status(stream_up);
+                }
+                Some(ev) = stream_rx.recv() => {
+                    match ev {
+                        StreamEvent::Connected => {
+                            stream_up = true;
+                            // Whatever happened while the stream was down is read back now.
+                            if let Err(e) = self.poll_lead(false).await {
+                                tracing::warn!(error = %e, "copy-trader: lead reconciliation after reconnect failed");
+                            }
+                        }
+                        StreamEvent::Disconnected { reason } => {
+                            stream_up = false;
+                            self.event("lead_stream_down", "", &reason).await;
+                        }
+                        StreamEvent::Account { update, received, .. } => {
+                            let mut touched = Vec::new();
+                            for p in update.positions {
+                                let ps = if p.position_side.is_empty() { "BOTH".to_string() } else { p.position_side.clone() };
+                                if p.amount.is_zero() {
+                                    self.lead_sides.remove(&(p.symbol.clone(), ps));
+                                } else {
+                                    self.lead_sides.insert((p.symbol.clone(), ps), p.amount);
+                                }
+                                if self.cfg.sizing.allow.contains(&p.symbol) && !touched.contains(&p.symbol) {
+                                    touched.push(p.symbol.clone());
+                                }
+                            }
+                            for s in touched {
+                                let net = self.lead_net(&s);
+                                self.on_lead_qty(&s, net, "stream", Some(received)).await;
+                            }
+                        }
+                        StreamEvent::Order { update, .. } => {
+                            if update.execution_type == "TRADE" && !update.last_price.is_zero() && self.cfg.sizing.allow.contains(&update.symbol) {
+                                self.marks.insert(update.symbol.clone(), update.last_price);
+                            }
+                        }
+                        StreamEvent::Algo { .. } | StreamEvent::Other { .. } => {}
+                    }
+                    self.update_status(stream_up);
+                }
+                Some(f) = ai_rx.recv() => {
+                    self.on_forecast(f).await;
+                    self.update_status(stream_up);
+                }
+                _ = poll.tick(), if self.lead_client.is_some() => {
+                    if let Err(e) = self.poll_lead(false).await {
+                        tracing::warn!(error = %e, "copy-trader: lead poll failed");
+                        self.status.lock().detail = format!("lead poll failed: {e:#}");
+                    } else {
+                        self.status.lock().detail = "running".into();
+                    }
+                }
+                _ = fast.tick() => {
+                    self.check_emergency_flag().await;
+                    match self.venue.tick().await {
+                        Ok(fired) => {
+                            for t in fired {
+                                self.on_triggered(t).await;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "copy-trader: paper stop check failed"),
+                    }
+                    self.expire_ai().await;
+                }
+                _ = reconcile.tick() => {
+                    self.marks.clear();
+                    if let Err(e) = self.reconcile_positions().await {
+                        tracing::warn!(error = %e, "copy-trader: position reconcile failed");
+                    }
+                    self.check_risk().await;
+                    let symbols: Vec<String> = self.cfg.sizing.allow.iter().cloned().collect();
+                    for s in symbols {
+                        self.apply(&s, None).await;
+                    }
+                    self.cleanup_stops().await;
+                    self.update_status(stream_up);
+                }
+            }
+        };
+        if let Some(t) = stream_task {
+            t.abort();
+        }
+        if let Some(t) = ai_task {
+            t.abort();
+        }
+        if let Some(c) = &self.lead_client {
+            if self.cfg.lead.as_ref().is_some_and(|l| l.use_stream) {
+                let _ = c.close_listen_key().await;
+            }
+        }
+        self.save_paper_wallet().await;
+        let _ = self.commands_tx.clone();
+        result
+    }
+}
+
+fn sum_fees(trades: &[Trade]) -> (Decimal, Decimal) {
+    trades.iter().fold((Decimal::ZERO, Decimal::ZERO), |(f, p), t| {
+        (f.checked_add(&t.commission).unwrap_or(f), p.checked_add(&t.realized_pnl).unwrap_or(p))
+    })
+}

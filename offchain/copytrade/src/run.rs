@@ -1,0 +1,70 @@
+//! Wiring: clients from the configuration and the environment, the live/paper decision, the HTTP service.
+
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context, Result};
+use kronos_binance::sim::SimAccount;
+use kronos_binance::{ClientConfig, Credentials, FuturesClient};
+use kronos_common::Bus;
+
+use crate::config::{Config, Mode};
+use crate::engine::{Engine, Handles, Tuning};
+use crate::store::Store;
+use crate::venue::Venue;
+
+fn client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new(cfg.network.clone());
+    c.recv_window_ms = cfg.recv_window_ms;
+    c.timeout = cfg.request_timeout;
+    c
+}
+
+/// Builds the engine. Live trading needs `mode = "live"` in the file, `live_flag` (the `--live` switch) and the
+/// follower's keys in the environment; anything less is an error that says which is missing.
+pub async fn build(cfg: &Config, live_flag: bool, bus: Bus, tuning: Tuning) -> Result<(Engine, Handles)> {
+    let live = match (cfg.mode, live_flag) {
+        (Mode::Paper, false) => false,
+        (Mode::Live, true) => true,
+        (Mode::Live, false) => {
+            bail!("{}: copytrade.mode is \"live\"; pass --live as well to trade with real money", cfg.file)
+        }
+        (Mode::Paper, true) => bail!(
+            "--live was given but {} has copytrade.mode = \"paper\" (the default); set mode = \"live\" there too",
+            cfg.file
+        ),
+    };
+    let store = Store::connect(&cfg.store).await.with_context(|| format!("{}: copytrade.store", cfg.file))?;
+    let venue = if live {
+        let creds = Credentials::from_env(&cfg.api_key_env, &cfg.api_secret_env)
+            .map_err(|e| anyhow::anyhow!("live follower account: {e}"))?;
+        Venue::Live(FuturesClient::new(client_config(cfg), Some(creds))?)
+    } else {
+        // Paper needs only public market data.
+        let prices = FuturesClient::new(client_config(cfg), None)?;
+        Venue::paper(prices, SimAccount::new(&cfg.quote_asset, cfg.paper.balance, cfg.paper.taker_fee_rate))
+    };
+    let lead = match &cfg.lead {
+        Some(l) => {
+            let creds = Credentials::from_env(&l.api_key_env, &l.api_secret_env)
+                .map_err(|e| anyhow::anyhow!("lead account: {e}"))?;
+            Some(FuturesClient::new(client_config(cfg), Some(creds))?)
+        }
+        None => None,
+    };
+    Ok(Engine::new(cfg.clone(), venue, lead, store, bus, tuning))
+}
+
+/// Serves `/health`, `/metrics` and `/api/*` on `listen`; returns the bound address.
+pub async fn serve(handles: Handles, listen: &str) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the copy-trader API to {listen}"))?;
+    let addr = listener.local_addr()?;
+    let app = crate::service::router(handles);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "copy-trader API stopped");
+        }
+    });
+    Ok((addr, task))
+}

@@ -1,0 +1,65 @@
+//! The copy-trader's HTTP service: `/health`, `/metrics` (Prometheus), `/api/status`, `/api/stats`, and
+//! `POST /api/emergency-stop` / `POST /api/resume`. Bind it to loopback (the default): it has no authentication.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::engine::{Command, Handles};
+
+/// The router.
+pub fn router(h: Handles) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/status", get(status))
+        .route("/api/stats", get(stats))
+        .route("/api/emergency-stop", post(emergency))
+        .route("/api/resume", post(resume))
+        .with_state(h)
+}
+
+async fn health(State(h): State<Handles>) -> Response {
+    let store_ok = h.store.ping().await.is_ok();
+    let st = h.status.lock().clone();
+    let ok = store_ok && st.ready && st.healthy;
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "degraded" }, "store": store_ok, "ready": st.ready, "detail": st.detail,
+        "mode": st.mode, "emergency": st.risk.emergency, "lead_stream_connected": st.lead_stream_connected,
+    });
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body)).into_response()
+}
+
+async fn metrics(State(h): State<Handles>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], h.metrics.encode()).into_response()
+}
+
+async fn status(State(h): State<Handles>) -> Response {
+    Json(h.status.lock().clone()).into_response()
+}
+
+async fn stats(State(h): State<Handles>) -> Response {
+    match crate::report::stats(&h.store, 0).await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response(),
+    }
+}
+
+async fn emergency(State(h): State<Handles>) -> Response {
+    // The flag is saved first, so the stop holds even if the engine is busy or restarting.
+    if let Err(e) = h.store.set_state("emergency", "1").await {
+        return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
+    }
+    let _ = h.commands.send(Command::EmergencyStop { reason: "emergency stop requested over the API".into() }).await;
+    (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": true}))).into_response()
+}
+
+async fn resume(State(h): State<Handles>) -> Response {
+    if let Err(e) = h.store.set_state("emergency", "0").await {
+        return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
+    }
+    let _ = h.commands.send(Command::Resume).await;
+    (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": false}))).into_response()
+}

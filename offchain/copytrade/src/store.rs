@@ -1,0 +1,499 @@
+//! The copy-trader's record (sqlx; SQLite by default, PostgreSQL by URL): every order before it is sent and after
+//! its outcome is known, fills, follower positions (the paper account's state), the lead's last known positions,
+//! risk state (emergency stop, cool-down, daily start equity, equity peak), lead and risk events, equity samples.
+//!
+//! The tables are prefixed `ct_` and the migrations keep their own bookkeeping table, so the copy-trader can share
+//! a database with the keeper.
+
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use kronos_common::db::Backend;
+use kronos_common::Decimal;
+use serde::Serialize;
+use sqlx::{AnyPool, Row};
+
+/// A stored order (regular or stop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderRow {
+    pub client_id: String,
+    pub kind: String,
+    pub symbol: String,
+    pub side: String,
+    pub qty: String,
+    pub trigger_price: Option<String>,
+    pub reduce_only: bool,
+    pub reason: String,
+    pub status: String,
+    pub exchange_id: Option<i64>,
+    pub avg_price: Option<String>,
+    pub executed_qty: Option<String>,
+    pub fee: Option<String>,
+    pub realized_pnl: Option<String>,
+    pub error: Option<String>,
+    pub paper: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// A stored fill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FillRow {
+    pub client_id: String,
+    pub symbol: String,
+    pub side: String,
+    pub qty: String,
+    pub price: String,
+    pub fee: String,
+    pub realized_pnl: String,
+    pub paper: bool,
+    pub at_ms: i64,
+}
+
+/// A stored event (lead change or risk event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRow {
+    pub at_ms: i64,
+    pub kind: String,
+    pub symbol: String,
+    pub detail: String,
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+fn now_ms() -> i64 {
+    kronos_common::time::now_ms() as i64
+}
+
+fn dec(s: &str, what: &str) -> Result<Decimal> {
+    Decimal::from_str(s).with_context(|| format!("store: {what} '{s}' is not a decimal"))
+}
+
+const ORDER_COLS: &str =
+    "client_id, kind, symbol, side, qty, trigger_price, reduce_only, reason, status, exchange_id, \
+    avg_price, executed_qty, fee, realized_pnl, error, paper, created_ms, updated_ms";
+
+fn order_row(r: &sqlx::any::AnyRow) -> Result<OrderRow> {
+    Ok(OrderRow {
+        client_id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        symbol: r.try_get(2)?,
+        side: r.try_get(3)?,
+        qty: r.try_get(4)?,
+        trigger_price: r.try_get(5)?,
+        reduce_only: r.try_get::<i64, _>(6)? != 0,
+        reason: r.try_get(7)?,
+        status: r.try_get(8)?,
+        exchange_id: r.try_get(9)?,
+        avg_price: r.try_get(10)?,
+        executed_qty: r.try_get(11)?,
+        fee: r.try_get(12)?,
+        realized_pnl: r.try_get(13)?,
+        error: r.try_get(14)?,
+        paper: r.try_get::<i64, _>(15)? != 0,
+        created_ms: r.try_get(16)?,
+        updated_ms: r.try_get(17)?,
+    })
+}
+
+impl Store {
+    /// Connects and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let (backend, pool) = kronos_common::db::open(url).await?;
+        let mut m = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        m.dangerous_set_table_name("_kronos_copytrade_migrations");
+        m.run(&pool).await.context("applying copy-trader store migrations")?;
+        Ok(Store { pool, backend })
+    }
+
+    /// A trivial query, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- orders ----------------------------------------------------------------------------------------------------
+
+    /// Records an order before it is sent (status `sending`).
+    pub async fn insert_order(&self, o: &OrderRow) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO ct_orders ({ORDER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        )))
+        .bind(&o.client_id)
+        .bind(&o.kind)
+        .bind(&o.symbol)
+        .bind(&o.side)
+        .bind(&o.qty)
+        .bind(&o.trigger_price)
+        .bind(o.reduce_only as i64)
+        .bind(&o.reason)
+        .bind(&o.status)
+        .bind(o.exchange_id)
+        .bind(&o.avg_price)
+        .bind(&o.executed_qty)
+        .bind(&o.fee)
+        .bind(&o.realized_pnl)
+        .bind(&o.error)
+        .bind(o.paper as i64)
+        .bind(o.created_ms)
+        .bind(o.updated_ms)
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("recording order {}", o.client_id))?;
+        Ok(())
+    }
+
+    /// Records an order's outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update_order(
+        &self,
+        client_id: &str,
+        status: &str,
+        exchange_id: Option<i64>,
+        avg_price: Option<&str>,
+        executed_qty: Option<&str>,
+        fee: Option<&str>,
+        realized_pnl: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE ct_orders SET status = $2, exchange_id = COALESCE($3, exchange_id), avg_price = COALESCE($4, avg_price), \
+             executed_qty = COALESCE($5, executed_qty), fee = COALESCE($6, fee), realized_pnl = COALESCE($7, realized_pnl), \
+             error = COALESCE($8, error), updated_ms = $9 WHERE client_id = $1",
+        )
+        .bind(client_id)
+        .bind(status)
+        .bind(exchange_id)
+        .bind(avg_price)
+        .bind(executed_qty)
+        .bind(fee)
+        .bind(realized_pnl)
+        .bind(error)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("updating order {client_id}"))?;
+        Ok(())
+    }
+
+    /// Orders with the given status, oldest first.
+    pub async fn orders_with_status(&self, status: &str) -> Result<Vec<OrderRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ORDER_COLS} FROM ct_orders WHERE status = $1 ORDER BY created_ms, client_id"
+        )))
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(order_row).collect()
+    }
+
+    /// The newest orders, newest first.
+    pub async fn recent_orders(&self, limit: i64) -> Result<Vec<OrderRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ORDER_COLS} FROM ct_orders ORDER BY created_ms DESC, client_id DESC LIMIT $1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(order_row).collect()
+    }
+
+    /// One order.
+    pub async fn order(&self, client_id: &str) -> Result<Option<OrderRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLS} FROM ct_orders WHERE client_id = $1")))
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(order_row).transpose()
+    }
+
+    /// Counts of orders by status.
+    pub async fn order_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows =
+            sqlx::query("SELECT kind, status, COUNT(*) FROM ct_orders GROUP BY kind, status ORDER BY kind, status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    // ---- fills -----------------------------------------------------------------------------------------------------
+
+    pub async fn insert_fill(&self, f: &FillRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ct_fills (client_id, symbol, side, qty, price, fee, realized_pnl, paper, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&f.client_id)
+        .bind(&f.symbol)
+        .bind(&f.side)
+        .bind(&f.qty)
+        .bind(&f.price)
+        .bind(&f.fee)
+        .bind(&f.realized_pnl)
+        .bind(f.paper as i64)
+        .bind(f.at_ms)
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("recording a fill of {}", f.client_id))?;
+        Ok(())
+    }
+
+    /// Every fill since `since_ms`, oldest first.
+    pub async fn fills_since(&self, since_ms: i64) -> Result<Vec<FillRow>> {
+        let rows = sqlx::query(
+            "SELECT client_id, symbol, side, qty, price, fee, realized_pnl, paper, at_ms FROM ct_fills WHERE at_ms >= $1 ORDER BY id",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FillRow {
+                    client_id: r.try_get(0)?,
+                    symbol: r.try_get(1)?,
+                    side: r.try_get(2)?,
+                    qty: r.try_get(3)?,
+                    price: r.try_get(4)?,
+                    fee: r.try_get(5)?,
+                    realized_pnl: r.try_get(6)?,
+                    paper: r.try_get::<i64, _>(7)? != 0,
+                    at_ms: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- follower positions ------------------------------------------------------------------------------------
+
+    /// Records a follower position (a flat one is removed).
+    pub async fn set_position(&self, symbol: &str, qty: Decimal, entry: Decimal) -> Result<()> {
+        if qty.is_zero() {
+            sqlx::query("DELETE FROM ct_positions WHERE symbol = $1").bind(symbol).execute(&self.pool).await?;
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO ct_positions (symbol, qty, entry_price, updated_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (symbol) DO UPDATE SET qty = excluded.qty, entry_price = excluded.entry_price, updated_ms = excluded.updated_ms",
+        )
+        .bind(symbol)
+        .bind(qty.to_string())
+        .bind(entry.to_string())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every recorded follower position: (symbol, signed qty, entry price).
+    pub async fn positions(&self) -> Result<Vec<(String, Decimal, Decimal)>> {
+        let rows = sqlx::query("SELECT symbol, qty, entry_price FROM ct_positions ORDER BY symbol")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let s: String = r.try_get(0)?;
+                Ok((
+                    s.clone(),
+                    dec(&r.try_get::<String, _>(1)?, "position qty")?,
+                    dec(&r.try_get::<String, _>(2)?, "entry price")?,
+                ))
+            })
+            .collect()
+    }
+
+    // ---- lead ----------------------------------------------------------------------------------------------------
+
+    /// Records the lead's position in a symbol and the follower's limit in it (`None`: followed fully).
+    pub async fn set_lead(&self, symbol: &str, qty: Decimal, limit: Option<Decimal>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ct_lead (symbol, qty, lead_limit, updated_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (symbol) DO UPDATE SET qty = excluded.qty, lead_limit = excluded.lead_limit, updated_ms = excluded.updated_ms",
+        )
+        .bind(symbol)
+        .bind(qty.to_string())
+        .bind(limit.map(|l| l.to_string()))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The lead's recorded positions: (symbol, signed qty, the follower's limit).
+    pub async fn lead(&self) -> Result<Vec<(String, Decimal, Option<Decimal>)>> {
+        let rows =
+            sqlx::query("SELECT symbol, qty, lead_limit FROM ct_lead ORDER BY symbol").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let limit: Option<String> = r.try_get(2)?;
+                Ok((
+                    r.try_get(0)?,
+                    dec(&r.try_get::<String, _>(1)?, "lead qty")?,
+                    limit.map(|l| dec(&l, "lead limit")).transpose()?,
+                ))
+            })
+            .collect()
+    }
+
+    // ---- state ---------------------------------------------------------------------------------------------------
+
+    pub async fn get_state(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM ct_state WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    pub async fn set_state(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ct_state (key, value, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("saving state {key}"))?;
+        Ok(())
+    }
+
+    pub async fn delete_state(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM ct_state WHERE key = $1").bind(key).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- events and equity -------------------------------------------------------------------------------------
+
+    pub async fn event(&self, kind: &str, symbol: &str, detail: &str) -> Result<()> {
+        sqlx::query("INSERT INTO ct_events (at_ms, kind, symbol, detail) VALUES ($1, $2, $3, $4)")
+            .bind(now_ms())
+            .bind(kind)
+            .bind(symbol)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest events, newest first.
+    pub async fn events(&self, limit: i64) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query("SELECT at_ms, kind, symbol, detail FROM ct_events ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRow { at_ms: r.try_get(0)?, kind: r.try_get(1)?, symbol: r.try_get(2)?, detail: r.try_get(3)? })
+            })
+            .collect()
+    }
+
+    pub async fn record_equity(&self, at_ms: i64, equity: Decimal) -> Result<()> {
+        sqlx::query("INSERT INTO ct_equity (at_ms, equity) VALUES ($1, $2) ON CONFLICT (at_ms) DO UPDATE SET equity = excluded.equity")
+            .bind(at_ms)
+            .bind(equity.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Equity samples since `since_ms`, oldest first.
+    pub async fn equity_since(&self, since_ms: i64) -> Result<Vec<(i64, Decimal)>> {
+        let rows = sqlx::query("SELECT at_ms, equity FROM ct_equity WHERE at_ms >= $1 ORDER BY at_ms")
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, dec(&r.try_get::<String, _>(1)?, "equity")?))).collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub async fn exercise(s: &Store) {
+        let o = OrderRow {
+            client_id: "kc1".into(),
+            kind: "order".into(),
+            symbol: "BTCUSDT".into(),
+            side: "BUY".into(),
+            qty: "0.01".into(),
+            trigger_price: None,
+            reduce_only: false,
+            reason: "mirror".into(),
+            status: "sending".into(),
+            exchange_id: None,
+            avg_price: None,
+            executed_qty: None,
+            fee: None,
+            realized_pnl: None,
+            error: None,
+            paper: true,
+            created_ms: 1,
+            updated_ms: 1,
+        };
+        s.insert_order(&o).await.unwrap();
+        assert!(s.insert_order(&o).await.is_err(), "a client id is recorded once");
+        assert_eq!(s.orders_with_status("sending").await.unwrap(), vec![o.clone()]);
+        s.update_order("kc1", "filled", Some(7), Some("65000"), Some("0.01"), Some("0.325"), Some("0"), None)
+            .await
+            .unwrap();
+        let got = s.order("kc1").await.unwrap().unwrap();
+        assert_eq!((got.status.as_str(), got.exchange_id, got.fee.as_deref()), ("filled", Some(7), Some("0.325")));
+        assert_eq!(s.order_counts().await.unwrap(), vec![("order".into(), "filled".into(), 1)]);
+        s.set_position("BTCUSDT", "0.01".parse().unwrap(), "65000".parse().unwrap()).await.unwrap();
+        s.set_position("ETHUSDT", "-1".parse().unwrap(), "3500".parse().unwrap()).await.unwrap();
+        s.set_position("ETHUSDT", Decimal::ZERO, Decimal::ZERO).await.unwrap();
+        assert_eq!(
+            s.positions().await.unwrap(),
+            vec![("BTCUSDT".into(), "0.01".parse().unwrap(), "65000".parse().unwrap())]
+        );
+        s.set_lead("BTCUSDT", "0.02".parse().unwrap(), None).await.unwrap();
+        s.set_lead("BTCUSDT", "0.03".parse().unwrap(), Some(Decimal::ZERO)).await.unwrap();
+        assert_eq!(s.lead().await.unwrap(), vec![("BTCUSDT".into(), "0.03".parse().unwrap(), Some(Decimal::ZERO))]);
+        s.set_state("emergency", "1").await.unwrap();
+        s.set_state("emergency", "0").await.unwrap();
+        assert_eq!(s.get_state("emergency").await.unwrap().as_deref(), Some("0"));
+        s.delete_state("emergency").await.unwrap();
+        assert_eq!(s.get_state("emergency").await.unwrap(), None);
+        s.event("risk", "", "daily loss").await.unwrap();
+        assert_eq!(s.events(10).await.unwrap()[0].detail, "daily loss");
+        s.record_equity(5, "100.5".parse().unwrap()).await.unwrap();
+        assert_eq!(s.equity_since(0).await.unwrap(), vec![(5, "100.5".parse().unwrap())]);
+        let f = FillRow {
+            client_id: "kc1".into(),
+            symbol: "BTCUSDT".into(),
+            side: "BUY".into(),
+            qty: "0.01".into(),
+            price: "65000".into(),
+            fee: "0.325".into(),
+            realized_pnl: "0".into(),
+            paper: true,
+            at_ms: 9,
+        };
+        s.insert_fill(&f).await.unwrap();
+        assert_eq!(s.fills_since(0).await.unwrap(), vec![f]);
+    }
+
+    #[tokio::test]
+    async fn postgres_store_round_trips() {
+        let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+        let s = Store::connect(&pg.url()).await.unwrap();
+        exercise(&s).await;
+        // Migrations are idempotent on a second connect.
+        Store::connect(&pg.url()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::connect(&format!("sqlite:{}/ct.sqlite", dir.path().display())).await.unwrap();
+        exercise(&s).await;
+    }
+}

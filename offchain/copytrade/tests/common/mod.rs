@@ -1,0 +1,213 @@
+//! Harness: a local exchange with a lead and a follower account, and a copy-trader engine run against it.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kronos_binance::stream::StreamConfig;
+use kronos_binance::types::{OrderRequest, OrderType, Side};
+use kronos_binance::{ClientConfig, Credentials, FuturesClient, Network};
+use kronos_binance_mock::MockExchange;
+use kronos_common::{Bus, Decimal, Secret};
+use kronos_copytrade::{Config, Handles, Tuning};
+
+pub const LEAD: &str = "lead-key";
+pub const FOLLOWER: &str = "follower-key";
+
+pub fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+static N: AtomicU64 = AtomicU64::new(0);
+
+/// One scenario's world.
+pub struct World {
+    pub ex: MockExchange,
+    pub lead: FuturesClient,
+    pub dir: tempfile::TempDir,
+    pub env: String,
+    pub bus: Bus,
+}
+
+impl World {
+    pub async fn new() -> World {
+        let ex = MockExchange::start().await;
+        ex.add_account(LEAD, "lead-secret", "100000", false);
+        ex.add_account(FOLLOWER, "follower-secret", "10000", false);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let env = format!("KT{}_{n}", std::process::id());
+        // Each scenario reads its keys from its own variables (tests share the process environment).
+        std::env::set_var(format!("{env}_LEAD_KEY"), LEAD);
+        std::env::set_var(format!("{env}_LEAD_SECRET"), "lead-secret");
+        std::env::set_var(format!("{env}_F_KEY"), FOLLOWER);
+        std::env::set_var(format!("{env}_F_SECRET"), "follower-secret");
+        let mut cfg = ClientConfig::new(Network::Custom { rest: ex.rest_url(), ws: ex.ws_url() });
+        cfg.recv_window_ms = 1000;
+        let lead = FuturesClient::new(
+            cfg,
+            Some(Credentials { api_key: Secret::new(LEAD), api_secret: Secret::new("lead-secret") }),
+        )
+        .unwrap();
+        World { ex, lead, dir: tempfile::tempdir().unwrap(), env, bus: Bus::new(4096) }
+    }
+
+    /// The configuration text; `mode` is "live" or "paper"; `extra` replaces whole sections when given.
+    pub fn config_text(&self, mode: &str, sizing: &str, protection: &str, lead: &str, extra: &str) -> String {
+        format!(
+            r#"[copytrade]
+mode = "{mode}"
+network = "custom"
+rest_url = "{rest}"
+ws_url = "{ws}"
+api_key_env = "{env}_F_KEY"
+api_secret_env = "{env}_F_SECRET"
+store = "sqlite:{dir}/ct.sqlite"
+listen = "127.0.0.1:0"
+recv_window_ms = 1000
+request_timeout = "800ms"
+reconcile_interval = "1s"
+[copytrade.lead]
+api_key_env = "{env}_LEAD_KEY"
+api_secret_env = "{env}_LEAD_SECRET"
+{lead}
+[copytrade.sizing]
+{sizing}
+[copytrade.protection]
+{protection}
+[copytrade.paper]
+balance = "10000"
+{extra}
+"#,
+            rest = self.ex.rest_url(),
+            ws = self.ex.ws_url(),
+            env = self.env,
+            dir = self.dir.path().display(),
+        )
+    }
+
+    pub fn default_config(&self, mode: &str) -> Config {
+        let text = self.config_text(mode, SIZING, PROTECTION, LEAD_STREAM, "");
+        Config::parse("test.toml", &text).unwrap()
+    }
+
+    /// Starts an engine; returns its handles, a shutdown trigger and the task.
+    pub async fn start(&self, cfg: &Config) -> Running {
+        let tuning = Tuning {
+            stream: StreamConfig {
+                reconnect_min: Duration::from_millis(50),
+                reconnect_max: Duration::from_millis(500),
+                ..Default::default()
+            },
+            fast_tick: Duration::from_millis(200),
+        };
+        let live = cfg.mode == kronos_copytrade::Mode::Live;
+        let (engine, handles) = kronos_copytrade::run::build(cfg, live, self.bus.clone(), tuning).await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            engine
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        let r = Running { handles, stop: Some(tx), task };
+        r.wait_ready().await;
+        r
+    }
+
+    /// The lead trades at market.
+    pub async fn lead_trade(&self, side: Side, qty: &str, symbol: &str) {
+        let id = format!("lead{}", N.fetch_add(1, Ordering::Relaxed));
+        let req = OrderRequest {
+            symbol: symbol.into(),
+            side,
+            order_type: OrderType::Market,
+            quantity: d(qty),
+            price: None,
+            reduce_only: false,
+            position_side: "BOTH".into(),
+            client_order_id: id,
+        };
+        self.lead.place_order(&req).await.unwrap();
+    }
+
+    pub fn follower_qty(&self, symbol: &str) -> Decimal {
+        self.ex.account(FOLLOWER).position(symbol, "BOTH").amount
+    }
+
+    pub fn follower_stops(&self) -> Vec<kronos_binance::types::AlgoOrder> {
+        self.ex.account(FOLLOWER).open_stops(None)
+    }
+
+    /// Waits until the follower holds `qty` of `symbol`.
+    pub async fn expect_follower(&self, symbol: &str, qty: &str) {
+        let want = d(qty);
+        wait_for(&format!("follower {symbol} = {qty}"), || self.follower_qty(symbol) == want).await;
+    }
+
+    /// Follower orders the exchange executed, per client id: each must be executed at most once.
+    pub fn assert_no_duplicates(&self) {
+        let mut seen = std::collections::HashMap::new();
+        for o in self.ex.account(FOLLOWER).orders() {
+            *seen.entry(o.client_order_id.clone()).or_insert(0) += 1;
+        }
+        for (id, n) in seen {
+            assert_eq!(n, 1, "client order id {id} executed {n} times");
+        }
+    }
+}
+
+pub const SIZING: &str = r#"ratio = "0.5"
+max_notional_per_symbol = "10000"
+max_notional_total = "20000"
+leverage = 2
+max_leverage = 5
+allow = ["BTCUSDT"]"#;
+
+pub const PROTECTION: &str = r#"stop_loss_pct = "2"
+daily_loss_limit = "1000"
+drawdown_pct = "50"
+cooldown = "1h""#;
+
+pub const LEAD_STREAM: &str = r#"poll_interval = "1s"
+use_stream = true"#;
+
+pub struct Running {
+    pub handles: Handles,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn wait_ready(&self) {
+        let st = self.handles.status.clone();
+        wait_for("engine ready", || st.lock().ready).await;
+    }
+
+    /// A clean stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+
+    /// A crash: the task is dropped wherever it is.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Polls `cond` for up to 15 s.
+pub async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

@@ -1,0 +1,512 @@
+//! Copy-trading scenarios against the local exchange: mirroring with ratio and caps, stops, faults, protections,
+//! restarts, paper mode, AI signals, bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kronos_binance::types::Side;
+use kronos_binance_mock::Fault;
+use kronos_common::signals::LeadAction;
+use kronos_common::SignalKind;
+use kronos_copytrade::Config;
+
+#[tokio::test]
+async fn mirrors_open_add_reduce_close_and_flip_with_ratio_stops_and_allow_list() {
+    let w = World::new().await;
+    let mut signals = w.bus.subscribe();
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await; // open
+    w.expect_follower("BTCUSDT", "0.05").await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await; // increase
+    w.expect_follower("BTCUSDT", "0.1").await;
+    w.lead_trade(Side::Sell, "0.05", "BTCUSDT").await; // reduce
+    w.expect_follower("BTCUSDT", "0.075").await;
+    // Every position has exactly one stop, 2% under the entry (65000 → 63700), closing the whole position.
+    wait_for("one stop", || w.follower_stops().len() == 1).await;
+    let s = &w.follower_stops()[0];
+    assert_eq!((s.side, s.trigger_price, s.close_position), (Side::Sell, d("63700"), true));
+    w.lead_trade(Side::Sell, "0.35", "BTCUSDT").await; // flip to -0.2
+    w.expect_follower("BTCUSDT", "-0.1").await;
+    wait_for("the short's stop", || {
+        w.follower_stops().iter().any(|s| s.side == Side::Buy && s.trigger_price == d("66300"))
+    })
+    .await;
+    wait_for("old stop gone", || w.follower_stops().len() == 1).await;
+    w.lead_trade(Side::Buy, "0.2", "BTCUSDT").await; // close
+    w.expect_follower("BTCUSDT", "0").await;
+    wait_for("no stop left", || w.follower_stops().is_empty()).await;
+    // Not on the allow-list: ignored.
+    w.lead_trade(Side::Buy, "1", "ETHUSDT").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(w.follower_qty("ETHUSDT").is_zero());
+    w.assert_no_duplicates();
+
+    // The lead's actions were published in order.
+    let mut actions = Vec::new();
+    while let Ok(sig) = signals.try_recv() {
+        if let SignalKind::LeadChanged { action, symbol, .. } = &sig.kind {
+            if symbol == "BTCUSDT" {
+                actions.push(*action);
+            }
+        }
+    }
+    assert_eq!(
+        actions,
+        vec![LeadAction::Open, LeadAction::Increase, LeadAction::Reduce, LeadAction::Flip, LeadAction::Close]
+    );
+    // Orders, fills and positions are in the store.
+    let stats = kronos_copytrade::report::stats(&r.handles.store, 0).await.unwrap();
+    assert_eq!(stats.fills, 6, "{stats:?}"); // open, add, reduce, close+open (flip), close
+    assert!(stats.fees > kronos_common::Decimal::ZERO);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn caps_bound_the_follower() {
+    let w = World::new().await;
+    let sizing = SIZING.replace("max_notional_per_symbol = \"10000\"", "max_notional_per_symbol = \"3250\"");
+    let cfg = Config::parse("t.toml", &w.config_text("live", &sizing, PROTECTION, LEAD_STREAM, "")).unwrap();
+    let r = w.start(&cfg).await;
+    // 0.5 × 0.2 = 0.1 BTC = 6500 USDT > 3250 → capped at 0.05.
+    w.lead_trade(Side::Buy, "0.2", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    // Reducing the lead below the cap is mirrored exactly: 0.5 × 0.08 = 0.04.
+    w.lead_trade(Side::Sell, "0.12", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.04").await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn polling_alone_follows_and_a_dropped_stream_is_reconciled() {
+    let w = World::new().await;
+    let poll_only = Config::parse(
+        "t.toml",
+        &w.config_text("live", SIZING, PROTECTION, "poll_interval = \"500ms\"\nuse_stream = false", ""),
+    )
+    .unwrap();
+    let r = w.start(&poll_only).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.stop().await;
+
+    let w = World::new().await;
+    // Stream on, polling slow: the stream drives, and after a drop the reconnect reconciles what was missed.
+    let cfg = Config::parse(
+        "t.toml",
+        &w.config_text("live", SIZING, PROTECTION, "poll_interval = \"60s\"\nuse_stream = true", ""),
+    )
+    .unwrap();
+    let r = w.start(&cfg).await;
+    wait_for("stream up", || r.handles.status.lock().lead_stream_connected).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    // Drop the stream and trade before it comes back (the events of this trade are lost on the wire).
+    w.ex.drop_streams();
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    w.ex.expire_listen_keys();
+    w.lead_trade(Side::Sell, "0.2", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0").await;
+    w.assert_no_duplicates();
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn no_duplicate_order_under_any_fault() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    let faults = [
+        Fault::Unknown503 { executed: true },
+        Fault::Unknown503 { executed: false },
+        Fault::Timeout { executed: true, delay: Duration::from_millis(1500) },
+        Fault::Timeout { executed: false, delay: Duration::from_millis(1500) },
+        Fault::Timestamp,
+        Fault::RateLimit { retry_after_s: 1 },
+    ];
+    let mut lead = d("0");
+    for (i, f) in faults.into_iter().enumerate() {
+        w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", f.clone(), 1);
+        let (side, q) = if i % 2 == 0 { (Side::Buy, "0.1") } else { (Side::Sell, "0.04") };
+        w.lead_trade(side, q, "BTCUSDT").await;
+        lead = if side == Side::Buy { lead.checked_add(&d(q)).unwrap() } else { lead.checked_sub(&d(q)).unwrap() };
+        let want = lead.checked_mul(&d("0.5"), 8, kronos_common::Rounding::Down).unwrap();
+        w.expect_follower("BTCUSDT", &want.to_string()).await;
+        w.assert_no_duplicates();
+        assert_eq!(w.ex.faults_left(), 0, "{f:?} hit the follower's order");
+    }
+    // Two of the follower's order requests never executed (503 and timeout without execution); both were resolved
+    // by query and sent again under the same id.
+    let dropped: Vec<_> = w.ex.order_log().into_iter().filter(|l| l.api_key == FOLLOWER && !l.executed).collect();
+    assert_eq!(dropped.len(), 2, "{dropped:?}");
+    for l in &dropped {
+        assert!(
+            w.ex.account(FOLLOWER).order(&l.client_id).is_some(),
+            "{} was re-sent after it proved absent",
+            l.client_id
+        );
+    }
+    // Stops under faults too.
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/algoOrder", Fault::Unknown503 { executed: true }, 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    wait_for("one stop after a faulty stop placement", || {
+        let s = w.follower_stops();
+        s.len() == 1
+            && s[0].trigger_price
+                == w.ex
+                    .account(FOLLOWER)
+                    .position("BTCUSDT", "BOTH")
+                    .entry_price
+                    .checked_mul(&d("0.98"), 1, kronos_common::Rounding::Floor)
+                    .unwrap()
+    })
+    .await;
+    w.assert_no_duplicates();
+    // Every follower order the exchange saw was recorded in the store with its outcome.
+    for o in w.ex.account(FOLLOWER).orders() {
+        let row = r
+            .handles
+            .store
+            .order(&o.client_order_id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} not in the store", o.client_order_id));
+        assert_eq!(row.status, "filled", "{row:?}");
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_stop_out_waits_for_the_leads_next_close() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("stop", || w.follower_stops().len() == 1).await;
+    // The mark falls through the follower's stop (63700).
+    w.ex.set_mark("BTCUSDT", "63000");
+    w.expect_follower("BTCUSDT", "0").await;
+    wait_for("stopped_out recorded", || {
+        r.handles.status.lock().lead.iter().any(|(s, _, limit)| s == "BTCUSDT" && limit.as_deref() == Some("0"))
+    })
+    .await;
+    // The lead adds: not chased.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    // The lead closes and opens again: followed.
+    w.lead_trade(Side::Sell, "0.2", "BTCUSDT").await;
+    w.lead_trade(Side::Sell, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "-0.05").await;
+    let events = r.handles.store.events(50).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "stopped_out"), "{events:?}");
+    w.assert_no_duplicates();
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn the_daily_loss_limit_blocks_entries_not_exits_and_survives_a_restart() {
+    let w = World::new().await;
+    let protection = PROTECTION
+        .replace("daily_loss_limit = \"1000\"", "daily_loss_limit = \"20\"")
+        .replace("stop_loss_pct = \"2\"", "stop_loss_pct = \"10\"");
+    let cfg = Config::parse("t.toml", &w.config_text("live", SIZING, &protection, LEAD_STREAM, "")).unwrap();
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    // 0.05 BTC × -500 = -25 USDT unrealised: past the 20 USDT limit (the 10% stop is far away).
+    w.ex.set_mark("BTCUSDT", "64500");
+    wait_for("daily halt", || r.handles.status.lock().risk.daily_halt).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await; // an increase: refused
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    assert!(r.handles.status.lock().entries_blocked.as_deref().unwrap_or("").contains("daily loss"));
+    w.lead_trade(Side::Sell, "0.16", "BTCUSDT").await; // lead 0.04 → follower reduces to 0.02
+    w.expect_follower("BTCUSDT", "0.02").await;
+    r.kill().await;
+    // After a crash the limit still holds.
+    let r = w.start(&cfg).await;
+    assert!(r.handles.status.lock().risk.daily_halt);
+    w.lead_trade(Side::Sell, "0.04", "BTCUSDT").await; // lead closes
+    w.expect_follower("BTCUSDT", "0").await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await; // a new entry: still refused today
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_drawdown_pauses_entries_for_the_cooldown_then_follows_again() {
+    let w = World::new().await;
+    let protection = PROTECTION
+        .replace("drawdown_pct = \"50\"", "drawdown_pct = \"0.2\"")
+        .replace("cooldown = \"1h\"", "cooldown = \"3s\"")
+        .replace("stop_loss_pct = \"2\"", "stop_loss_pct = \"10\"");
+    let cfg = Config::parse("t.toml", &w.config_text("live", SIZING, &protection, LEAD_STREAM, "")).unwrap();
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.2", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    // -300 × 0.1 = -30 on 10000: a 0.3% drawdown.
+    w.ex.set_mark("BTCUSDT", "64700");
+    wait_for("cool-down", || r.handles.status.lock().risk.cooldown_until_ms > 0).await;
+    w.lead_trade(Side::Sell, "0.4", "BTCUSDT").await; // flip: the close is done, the new short is not
+    w.expect_follower("BTCUSDT", "0").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    // After the cool-down the next lead action is followed (the short the lead holds now is not chased).
+    wait_for("cool-down over", || r.handles.status.lock().risk.cooldown_until_ms == 0).await;
+    w.lead_trade(Side::Buy, "0.2", "BTCUSDT").await; // lead closes its short
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await; // and opens long
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn emergency_stop_closes_everything_and_persists_until_resume() {
+    let w = World::new().await;
+    let sizing = SIZING.replace("allow = [\"BTCUSDT\"]", "allow = [\"BTCUSDT\", \"ETHUSDT\"]");
+    let cfg = Config::parse("t.toml", &w.config_text("live", &sizing, PROTECTION, LEAD_STREAM, "")).unwrap();
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.lead_trade(Side::Sell, "1", "ETHUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    w.expect_follower("ETHUSDT", "-0.5").await;
+    wait_for("two stops", || w.follower_stops().len() == 2).await;
+    // Over the HTTP API.
+    let (addr, _srv) = kronos_copytrade::run::serve(r.handles.clone(), "127.0.0.1:0").await.unwrap();
+    let resp = reqwest::Client::new().post(format!("http://{addr}/api/emergency-stop")).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    w.expect_follower("BTCUSDT", "0").await;
+    w.expect_follower("ETHUSDT", "0").await;
+    wait_for("stops cancelled", || w.follower_stops().is_empty()).await;
+    let health: serde_json::Value = reqwest::get(format!("http://{addr}/health")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["emergency"], true);
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("kronos_copytrade_emergency_stop 1"), "{metrics}");
+    // The lead keeps trading: nothing happens, also after a restart.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    r.kill().await;
+    let r = w.start(&cfg).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    // Resume through the store (as the CLI and the Telegram bot do): open lead positions are not chased…
+    r.handles.store.set_state("emergency", "0").await.unwrap();
+    wait_for("resumed", || !r.handles.status.lock().risk.emergency).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    // …the next close/open is.
+    w.lead_trade(Side::Sell, "0.2", "BTCUSDT").await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    w.assert_no_duplicates();
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_mid_order_resumes_without_a_duplicate() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    // The follower's order executes but its reply is held back; the copy-trader dies while waiting.
+    w.ex.inject_for(
+        FOLLOWER,
+        "POST",
+        "/fapi/v1/order",
+        Fault::Timeout { executed: true, delay: Duration::from_secs(5) },
+        1,
+    );
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.kill().await;
+    let pending =
+        kronos_copytrade::Store::connect(&cfg.store).await.unwrap().orders_with_status("sending").await.unwrap();
+    assert_eq!(pending.len(), 1, "the order was recorded before it was sent");
+    // The lead moves while the copy-trader is down.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let r = w.start(&cfg).await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    let row = r.handles.store.order(&pending[0].client_id).await.unwrap().unwrap();
+    assert_eq!(row.status, "filled", "resolved by query after the restart");
+    wait_for("a stop for the position", || w.follower_stops().len() == 1).await;
+    w.assert_no_duplicates();
+    // Exactly two follower orders: 0.05 then 0.05.
+    assert_eq!(w.ex.account(FOLLOWER).orders().iter().filter(|o| !o.client_order_id.starts_with("stop")).count(), 2);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn positions_held_by_the_lead_at_first_start_are_not_chased() {
+    let w = World::new().await;
+    w.lead_trade(Side::Buy, "0.3", "BTCUSDT").await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    w.lead_trade(Side::Sell, "0.6", "BTCUSDT").await; // flip to -0.2: followed
+    w.expect_follower("BTCUSDT", "-0.1").await;
+    r.stop().await;
+
+    let w = World::new().await;
+    w.lead_trade(Side::Buy, "0.3", "BTCUSDT").await;
+    let cfg = Config::parse(
+        "t.toml",
+        &w.config_text("live", SIZING, PROTECTION, "poll_interval = \"1s\"\njoin_existing = true", ""),
+    )
+    .unwrap();
+    let r = w.start(&cfg).await;
+    w.expect_follower("BTCUSDT", "0.15").await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn exchange_bans_and_malformed_replies_are_reported_not_fatal() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    // A malformed lead poll: reported in the status, following continues on the next poll.
+    w.ex.inject_for(
+        LEAD,
+        "GET",
+        "/fapi/v2/positionRisk",
+        Fault::Malformed { status: 200, body: "{\"oops\":1}".into() },
+        1,
+    );
+    wait_for("malformed reported", || r.handles.status.lock().detail.contains("malformed")).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    // A ban on the follower's order endpoint: the order is not placed, recorded and reported; nothing is retried
+    // blindly while the ban lasts.
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::Ban { retry_after_s: 2 }, 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    wait_for("ban reported", || r.handles.status.lock().banned_until_ms > 0).await;
+    let events = r.handles.store.events(20).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "exchange_unavailable"), "{events:?}");
+    // After the ban the target is reached at the next reconcile.
+    w.expect_follower("BTCUSDT", "0.1").await;
+    w.assert_no_duplicates();
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn bad_configuration_and_exchange_info_are_clear_errors() {
+    let w = World::new().await;
+    // Live in the file without --live.
+    let cfg = w.default_config("live");
+    let e = kronos_copytrade::run::build(&cfg, false, w.bus.clone(), Default::default()).await.err().unwrap();
+    assert!(e.to_string().contains("pass --live"), "{e}");
+    let paper = w.default_config("paper");
+    let e = kronos_copytrade::run::build(&paper, true, w.bus.clone(), Default::default()).await.err().unwrap();
+    assert!(e.to_string().contains("mode = \"paper\""), "{e}");
+    // Missing keys name the variable.
+    let mut missing = cfg.clone();
+    missing.api_key_env = "KT_SURELY_UNSET_VARIABLE".into();
+    let e = kronos_copytrade::run::build(&missing, true, w.bus.clone(), Default::default()).await.err().unwrap();
+    assert!(e.to_string().contains("KT_SURELY_UNSET_VARIABLE is not set"), "{e}");
+    // A symbol the exchange does not list.
+    let sizing = SIZING.replace("allow = [\"BTCUSDT\"]", "allow = [\"DOGEUSDT\"]");
+    let bad = Config::parse("t.toml", &w.config_text("live", &sizing, PROTECTION, LEAD_STREAM, "")).unwrap();
+    let (engine, _) = kronos_copytrade::run::build(&bad, true, w.bus.clone(), Default::default()).await.unwrap();
+    let e = engine.run(std::future::pending()).await.unwrap_err();
+    assert!(e.to_string().contains("DOGEUSDT is not listed by the exchange"), "{e}");
+}
+
+#[tokio::test]
+async fn paper_mode_fills_at_the_mark_with_fees_runs_stops_and_keeps_its_account_across_restarts() {
+    let w = World::new().await;
+    let cfg = w.default_config("paper");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let store = r.handles.store.clone();
+    let status = r.handles.status.clone();
+    wait_for("paper position", || status.lock().positions.iter().any(|p| p.symbol == "BTCUSDT" && p.qty == "0.05"))
+        .await;
+    // Nothing reached the real (here: local) exchange's follower account.
+    assert!(w.ex.account(FOLLOWER).orders().is_empty());
+    // Fill at the mark with the taker fee: 0.05 × 65000 × 0.0005 = 1.625.
+    let fills = store.fills_since(0).await.unwrap();
+    assert_eq!((d(&fills[0].price), d(&fills[0].fee), fills[0].paper), (d("65000"), d("1.625"), true));
+    wait_for("paper stop", || status.lock().positions.iter().any(|p| p.stop_price.as_deref() == Some("63700"))).await;
+    r.kill().await;
+    // The paper account survives a restart…
+    let r = w.start(&cfg).await;
+    let status = r.handles.status.clone();
+    assert!(status.lock().positions.iter().any(|p| p.symbol == "BTCUSDT" && p.qty == "0.05"));
+    // …and its stop fires on the mark.
+    w.ex.set_mark("BTCUSDT", "63600");
+    wait_for("paper stop-out", || status.lock().positions.is_empty()).await;
+    let fills = r.handles.store.fills_since(0).await.unwrap();
+    let last = fills.last().unwrap();
+    assert_eq!((last.side.as_str(), d(&last.price), d(&last.realized_pnl)), ("SELL", d("63600"), d("-70")));
+    let wallet: kronos_common::Decimal =
+        r.handles.store.get_state("paper_wallet").await.unwrap().unwrap().parse().unwrap();
+    // 10000 - 1.625 - 70 - 1.59 (0.05 × 63600 × 0.0005)
+    assert_eq!(wallet, d("9926.785"));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn ai_signal_mode_sizes_by_fractional_kelly_and_closes_at_the_horizon() {
+    let w = World::new().await;
+    let text = w.config_text("paper", SIZING, PROTECTION, "enabled = false", "[copytrade.ai]\nsource = \"bus\"\nmarkets = { \"base:1\" = \"BTCUSDT\" }\nkelly_fraction = \"0.5\"\npayoff = \"1\"\nmin_edge = \"0.02\"\nmax_notional = \"3250\"");
+    let cfg = Config::parse("t.toml", &text).unwrap();
+    let r = w.start(&cfg).await;
+    let status = r.handles.status.clone();
+    // p_up 0.55: f* = 0.1; stake = 0.5 × 0.1 × 10000 = 500 at a 2% stop → 25000 notional → capped at 3250 = 0.05 BTC.
+    w.bus.publish(
+        "forecaster",
+        SignalKind::Forecast { chain: "base".into(), market: 1, epoch: 7, p_up: 0.55, horizon_s: 2, model: "t".into() },
+    );
+    wait_for("AI long", || status.lock().positions.iter().any(|p| p.qty == "0.05")).await;
+    // An unmapped market is ignored; a weak edge targets flat.
+    w.bus.publish(
+        "forecaster",
+        SignalKind::Forecast { chain: "base".into(), market: 2, epoch: 7, p_up: 0.9, horizon_s: 60, model: "t".into() },
+    );
+    // At the horizon the position is closed.
+    wait_for("closed at horizon", || status.lock().positions.is_empty()).await;
+    // A bearish forecast: short.
+    w.bus.publish(
+        "forecaster",
+        SignalKind::Forecast {
+            chain: "base".into(),
+            market: 1,
+            epoch: 8,
+            p_up: 0.40,
+            horizon_s: 60,
+            model: "t".into(),
+        },
+    );
+    wait_for("AI short", || status.lock().positions.iter().any(|p| p.qty == "-0.05")).await;
+    w.bus.publish(
+        "forecaster",
+        SignalKind::Forecast {
+            chain: "base".into(),
+            market: 1,
+            epoch: 9,
+            p_up: 0.505,
+            horizon_s: 60,
+            model: "t".into(),
+        },
+    );
+    wait_for("flat on a weak edge", || status.lock().positions.is_empty()).await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    // The keys are registered as secrets when read; any log line that carries one is scrubbed.
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let (_engine, _h) = kronos_copytrade::run::build(&cfg, true, w.bus.clone(), Default::default()).await.unwrap();
+    let line = "request failed: X-MBX-APIKEY=follower-key secret=follower-secret lead=lead-secret";
+    let red = kronos_common::Redactor::global().redact(line);
+    assert!(!red.contains("follower-key") && !red.contains("follower-secret") && !red.contains("lead-secret"), "{red}");
+}
