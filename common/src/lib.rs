@@ -4,12 +4,14 @@
 //! - [`db`]: opening the SQL store (SQLite or PostgreSQL) that a part applies its migrations to.
 //! - [`decimal`]: exact fixed-point decimals for prices and quantities (never `f64` for money).
 //! - [`secret`]: secrets that never print, and a log writer that redacts every registered secret.
+//! - [`signal_ws`]: the bus served over a WebSocket.
 //! - [`signals`]: the typed events every part publishes, and the in-process bus that carries them.
 
 pub mod catalogue;
 pub mod db;
 pub mod decimal;
 pub mod secret;
+pub mod signal_ws;
 pub mod signals;
 pub mod time;
 

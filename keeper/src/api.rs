@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -116,33 +116,6 @@ struct WsQuery {
 }
 
 async fn ws(State(s): State<ApiState>, Query(q): Query<WsQuery>, up: WebSocketUpgrade) -> Response {
-    let filter: Option<Vec<String>> =
-        q.types.map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect());
-    up.on_upgrade(move |socket| stream(socket, s.bus, filter))
-}
-
-async fn stream(mut socket: WebSocket, bus: Bus, filter: Option<Vec<String>>) {
-    let mut rx = bus.subscribe();
-    loop {
-        tokio::select! {
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                _ => {}
-            },
-            sig = rx.recv() => match sig {
-                Ok(sig) => {
-                    if let Some(f) = &filter {
-                        if !f.contains(&sig.kind.name()) { continue; }
-                    }
-                    let text = serde_json::to_string(&*sig).unwrap_or_default();
-                    if socket.send(Message::Text(text.into())).await.is_err() { return; }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    let note = serde_json::json!({ "type": "lagged", "lost": n }).to_string();
-                    if socket.send(Message::Text(note.into())).await.is_err() { return; }
-                }
-                Err(_) => return,
-            }
-        }
-    }
+    let filter = kronos_common::signal_ws::parse_types(q.types.as_deref());
+    up.on_upgrade(move |socket| kronos_common::signal_ws::stream(socket, s.bus, filter))
 }

@@ -53,9 +53,12 @@ impl CandleSource for CsvCandles {
 /// Candles built from the market's own checkpoints: candle `j` spans `[T(j), T(j+1))` with the recorded prices at
 /// both ends as open and close (volume unknown: 0). Drivers append as checkpoints are recorded; this is the default
 /// source when no candle file is configured.
+/// (chain, market) → (checkpoint index, price), in order.
+type Series = HashMap<(String, u64), Vec<(u64, f64)>>;
+
 #[derive(Default)]
 pub struct CheckpointCandles {
-    series: Mutex<HashMap<(String, u64), Vec<(u64, f64)>>>,
+    series: Mutex<Series>,
 }
 
 impl CheckpointCandles {
@@ -101,7 +104,9 @@ pub struct Published {
     pub bps: u16,
 }
 
-/// The commitment hash, exactly as `PredictionRegistry.commitmentHash` computes it.
+/// The commitment hash, exactly as `PredictionRegistry.commitmentHash` computes it (the arguments are the hashed
+/// fields, in the contract's order).
+#[allow(clippy::too_many_arguments)]
 pub fn commitment_hash(
     chain_id: u64,
     registry: Address,
@@ -163,8 +168,8 @@ impl Publisher {
         let candles = self.candles.candles_until(chain, market, now, ctx);
         if candles.len() < 32 {
             let mut w = self.warned.lock();
-            if !w.contains_key(&(chain.to_string(), market)) {
-                w.insert((chain.to_string(), market), true);
+            if let std::collections::hash_map::Entry::Vacant(e) = w.entry((chain.to_string(), market)) {
+                e.insert(true);
                 tracing::info!(chain, market, have = candles.len(), "not enough candles to forecast yet (need 32)");
             }
             return Ok(None);

@@ -19,7 +19,7 @@ async fn same_addresses_on_two_chains_and_idempotent() {
     let owner = base.address(0);
     let markets = [LocalMarket {
         pair: "BTC/USD".into(),
-        initial_answer: 65_000_00000000,
+        initial_answer: 6_500_000_000_000, // 65,000 with 8 decimals
         token: false,
         interval_s: 300,
         max_price_age_s: 600,

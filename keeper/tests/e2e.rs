@@ -43,6 +43,18 @@ async fn drives_two_chains_publishes_forecasts_and_serves_its_api() {
     let store = keeper.store.clone();
     let cancel = CancellationToken::new();
     let run = tokio::spawn(keeper.run(cancel.clone()));
+    // Bettors on both sides, so that rounds settle (a round with one side only is refunded).
+    for (i, c) in net.chains.iter().enumerate() {
+        let stats = std::sync::Arc::new(parking_lot::Mutex::new(kronos_keeper::demo::bettors::BetStats::default()));
+        tokio::spawn(kronos_keeper::demo::bettors::run(
+            c.clone(),
+            common::INTERVAL,
+            Duration::from_millis(200),
+            7 + i as u64,
+            stats,
+            cancel.clone(),
+        ));
+    }
 
     // Let a WebSocket client watch the signals.
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?types=round_locked")).await.unwrap();

@@ -1,9 +1,6 @@
 //! Forecast signals for AI-signal mode: from the in-process bus, or from the keeper's WebSocket API (`/ws`, every
 //! signal as JSON) with reconnection. Only `forecast` signals of mapped markets pass.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use kronos_common::{Bus, Signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -62,52 +59,18 @@ pub async fn from_bus(bus: Bus, tx: mpsc::Sender<Forecast>) {
 }
 
 /// Forwards forecasts from the keeper's WebSocket (`ws://…/ws`) until `tx` closes, reconnecting with back-off.
-/// Malformed messages are logged and skipped.
 pub async fn from_websocket(url: String, tx: mpsc::Sender<Forecast>) {
     let url = if url.contains('?') { url } else { format!("{url}?types=forecast") };
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        if tx.is_closed() {
-            return;
-        }
-        match tokio_tungstenite::connect_async(url.as_str()).await {
-            Ok((mut ws, _)) => {
-                backoff = Duration::from_millis(250);
-                tracing::info!(%url, "copy-trader: connected to the keeper's signal stream");
-                while let Some(msg) = ws.next().await {
-                    let text = match msg {
-                        Ok(tokio_tungstenite::tungstenite::Message::Text(t)) => t.to_string(),
-                        Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => break,
-                        Ok(_) => continue,
-                    };
-                    let v: serde_json::Value = match serde_json::from_str(&text) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "keeper signal stream: not JSON, skipped");
-                            continue;
-                        }
-                    };
-                    if v.get("type").and_then(|t| t.as_str()) != Some("forecast") {
-                        continue;
-                    }
-                    match serde_json::from_value::<Signal>(v) {
-                        Ok(sig) => {
-                            if let Some(f) = forecast_of(&sig) {
-                                if tx.send(f).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "keeper signal stream: malformed forecast skipped"),
-                    }
-                }
-                tracing::warn!(%url, "copy-trader: keeper signal stream closed; reconnecting");
+    let (sig_tx, mut sig_rx) = mpsc::channel::<Signal>(256);
+    let follower = tokio::spawn(kronos_common::signal_ws::follow(url, sig_tx));
+    while let Some(sig) = sig_rx.recv().await {
+        if let Some(f) = forecast_of(&sig) {
+            if tx.send(f).await.is_err() {
+                break;
             }
-            Err(e) => tracing::warn!(%url, error = %e, "copy-trader: cannot reach the keeper's signal stream"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+    follower.abort();
 }
 
 #[cfg(test)]

@@ -84,6 +84,8 @@ pub struct Status {
     pub last_lead_poll_ms: i64,
     pub last_reconcile_ms: i64,
     pub banned_until_ms: u64,
+    pub trading: bool,
+    pub ratio: String,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +108,7 @@ pub struct Handles {
     pub metrics: Arc<Metrics>,
     pub commands: mpsc::Sender<Command>,
     pub store: Store,
+    pub bus: Bus,
 }
 
 /// Test and benchmark hooks.
@@ -148,6 +151,10 @@ pub struct Engine {
     seq: u64,
     blocked_noted: HashMap<String, Instant>,
     started_ms: i64,
+    /// Copy-trading switched off (`trading` = 0 in the store): no orders at all; positions and stops stay.
+    paused: bool,
+    /// The ratio in force: the configuration's, or the override saved in the store (`ratio`).
+    ratio: Decimal,
 }
 
 fn now_ms() -> i64 {
@@ -199,8 +206,14 @@ impl Engine {
             ..Default::default()
         }));
         let (tx, rx) = mpsc::channel(16);
-        let handles =
-            Handles { status: status.clone(), metrics: metrics.clone(), commands: tx.clone(), store: store.clone() };
+        let ratio = cfg.sizing.ratio;
+        let handles = Handles {
+            status: status.clone(),
+            metrics: metrics.clone(),
+            commands: tx.clone(),
+            store: store.clone(),
+            bus: bus.clone(),
+        };
         let engine = Engine {
             cfg,
             venue,
@@ -226,6 +239,8 @@ impl Engine {
             seq: 0,
             blocked_noted: HashMap::new(),
             started_ms: now_ms(),
+            paused: false,
+            ratio,
         };
         (engine, handles)
     }
@@ -271,6 +286,7 @@ impl Engine {
             }
         }
         self.risk = RiskState::load(&self.store).await?;
+        self.check_switches().await;
         if self.paper() {
             self.restore_paper().await?;
         }
@@ -639,7 +655,7 @@ impl Engine {
 
     fn raw_target(&self, symbol: &str) -> Decimal {
         let lead = if self.lead_client.is_some() {
-            self.lead.bounded(symbol, mirror(self.lead.qty(symbol), self.cfg.sizing.ratio))
+            self.lead.bounded(symbol, mirror(self.lead.qty(symbol), self.ratio))
         } else {
             Decimal::ZERO
         };
@@ -649,7 +665,7 @@ impl Engine {
 
     /// Trades `symbol` toward its target. `trigger` is when the lead event that caused this arrived (delay metric).
     async fn apply(&mut self, symbol: &str, trigger: Option<Instant>) {
-        if self.risk.emergency || !self.filters.contains_key(symbol) {
+        if self.risk.emergency || self.paused || !self.filters.contains_key(symbol) {
             return;
         }
         let Some(mark) = self.mark_of(symbol).await else { return };
@@ -1239,6 +1255,70 @@ impl Engine {
         .await;
     }
 
+    /// The switches other processes set in the store: `trading` (copy-trading on/off) and `ratio`.
+    async fn check_switches(&mut self) {
+        let trading = match self.store.get_state("trading").await {
+            Ok(v) => v.as_deref() != Some("0"),
+            Err(e) => {
+                tracing::warn!(error = %e, "copy-trader: switches could not be read");
+                return;
+            }
+        };
+        if !trading && !self.paused {
+            self.paused = true;
+            self.risk_event(
+                "trading_off",
+                "",
+                "copy-trading switched off: no new orders; positions and their stops stay".into(),
+            )
+            .await;
+        } else if trading && self.paused {
+            self.paused = false;
+            // What the lead did meanwhile is not chased: each symbol keeps what it holds until the lead's next
+            // close or flip.
+            for s in self.cfg.sizing.allow.clone() {
+                let held = self.follower.get(&s).map(|p| p.qty.abs()).unwrap_or_default();
+                self.lead.limit_to(&s, held);
+                let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+            }
+            self.risk_event(
+                "trading_on",
+                "",
+                "copy-trading switched on; open lead positions are followed from their next close or flip".into(),
+            )
+            .await;
+        }
+        let wanted = match self.store.get_state("ratio").await {
+            Ok(Some(v)) => match v.parse::<Decimal>() {
+                Ok(r) if r > Decimal::ZERO && r <= Decimal::from_int(100) => r,
+                _ => {
+                    tracing::warn!(value = %v, "copy-trader: ratio override in the store is not a ratio in (0, 100]; ignored");
+                    self.cfg.sizing.ratio
+                }
+            },
+            _ => self.cfg.sizing.ratio,
+        };
+        let first = !self.status.lock().ready;
+        if wanted != self.ratio || first {
+            let old = self.ratio;
+            self.ratio = wanted;
+            if old != wanted {
+                self.event(
+                    "ratio_changed",
+                    "",
+                    &format!("{old} -> {wanted}; positions are resized to lead x {wanted}"),
+                )
+                .await;
+            }
+            let _ = self.store.set_state("ratio_effective", &wanted.to_string()).await;
+            if !first {
+                for s in self.cfg.sizing.allow.clone() {
+                    self.apply(&s, None).await;
+                }
+            }
+        }
+    }
+
     async fn check_emergency_flag(&mut self) {
         match self.store.get_state("emergency").await {
             Ok(Some(v)) if v == "1" && !self.risk.emergency => self.execute_emergency("emergency stop requested").await,
@@ -1326,6 +1406,8 @@ impl Engine {
         st.lead_stream_connected = stream_connected;
         st.last_reconcile_ms = now_ms();
         st.started_ms = self.started_ms;
+        st.trading = !self.paused;
+        st.ratio = self.ratio.to_string();
         self.metrics.entries_blocked.set(st.entries_blocked.is_some() as i64);
         self.metrics.stream_connected.set(stream_connected as i64);
     }
@@ -1464,6 +1546,7 @@ impl Engine {
                 }
                 _ = fast.tick() => {
                     self.check_emergency_flag().await;
+                    self.check_switches().await;
                     match self.venue.tick().await {
                         Ok(fired) => {
                             for t in fired {

@@ -1,7 +1,8 @@
 //! The copy-trader's HTTP service: `/health`, `/metrics` (Prometheus), `/api/status`, `/api/stats`, and
-//! `POST /api/emergency-stop` / `POST /api/resume`. Bind it to loopback (the default): it has no authentication.
+//! `POST /api/emergency-stop` / `POST /api/resume`, and `/ws` (its signals as JSON). Bind it to loopback (the default): it has no authentication.
 
-use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +19,7 @@ pub fn router(h: Handles) -> Router {
         .route("/api/stats", get(stats))
         .route("/api/emergency-stop", post(emergency))
         .route("/api/resume", post(resume))
+        .route("/ws", get(ws))
         .with_state(h)
 }
 
@@ -62,4 +64,15 @@ async fn resume(State(h): State<Handles>) -> Response {
     }
     let _ = h.commands.send(Command::Resume).await;
     (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": false}))).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct WsQuery {
+    types: Option<String>,
+}
+
+/// Every signal the copy-trader publishes (orders, fills, stops, positions, lead changes, risk events) as JSON.
+async fn ws(State(h): State<Handles>, Query(q): Query<WsQuery>, up: WebSocketUpgrade) -> Response {
+    let filter = kronos_common::signal_ws::parse_types(q.types.as_deref());
+    up.on_upgrade(move |socket| kronos_common::signal_ws::stream(socket, h.bus, filter))
 }

@@ -510,3 +510,34 @@ async fn secrets_never_reach_the_logs() {
     let red = kronos_common::Redactor::global().redact(line);
     assert!(!red.contains("follower-key") && !red.contains("follower-secret") && !red.contains("lead-secret"), "{red}");
 }
+
+#[tokio::test]
+async fn the_trading_switch_and_the_ratio_override_work_through_the_store() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    // A new ratio resizes at once.
+    r.handles.store.set_state("ratio", "0.8").await.unwrap();
+    w.expect_follower("BTCUSDT", "0.08").await;
+    assert_eq!(r.handles.store.get_state("ratio_effective").await.unwrap().as_deref(), Some("0.8"));
+    // Switched off: nothing is mirrored, positions and stops stay.
+    r.handles.store.set_state("trading", "0").await.unwrap();
+    wait_for("paused", || !r.handles.status.lock().trading).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.08"));
+    assert_eq!(w.follower_stops().len(), 1);
+    // Switched on: the increase made meanwhile is not chased; the next change is mirrored.
+    r.handles.store.set_state("trading", "1").await.unwrap();
+    wait_for("resumed", || r.handles.status.lock().trading).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.08"));
+    w.lead_trade(Side::Sell, "0.15", "BTCUSDT").await; // lead 0.05 → follower 0.04
+    w.expect_follower("BTCUSDT", "0.04").await;
+    // A bad override is ignored (the configured ratio applies).
+    r.handles.store.set_state("ratio", "-3").await.unwrap();
+    w.expect_follower("BTCUSDT", "0.025").await;
+    r.stop().await;
+}

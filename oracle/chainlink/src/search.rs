@@ -268,7 +268,7 @@ pub(crate) mod tests {
             let found = run(round_at(&f, t, TimeField::UpdatedAt)).unwrap();
             let accepted: Vec<(u128, u128)> = f.rounds.keys().flat_map(|&id| {
                 let nexts: Vec<u128> = std::iter::once(0).chain(f.rounds.keys().copied()).collect();
-                nexts.into_iter().filter_map(move |n| Some((id, n)))
+                nexts.into_iter().map(move |n| (id, n))
             }).filter(|&(id, n)| contract_accepts(&f, t, &RoundProof { round: f.rounds[&id], next_round_id: n }, now)).collect();
             match found {
                 Some(p) => {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::calibration::Calibration;
 use crate::config::{PredictorConfig, TokenizerConfig};
 use crate::data::{time_features, Candle};
+use crate::nn::KvCache;
 use crate::predictor::KronosPredictor;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::KronosTokenizer;
@@ -180,13 +181,18 @@ impl Forecaster {
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
         let mut cache = self.predictor.new_cache();
         let h = self.predictor.hidden(&s1, &s2, &stamp, Some(&mut cache), None)?;
-        let mut cache: Vec<_> = cache.iter().map(|c| c.fan_out(n)).collect::<candle_core::Result<_>>()?;
-        let mut hidden = h.repeat((n, 1, 1))?;
-        let mut last_hidden = h.narrow(1, t - 1, 1)?.repeat((n, 1, 1))?;
+        // Step 0 works on the shared history (batch 1); the per-path copies are made only if there is a step 1.
+        let mut fanned: Option<(Vec<KvCache>, Tensor)> = None;
+        let mut last_hidden = h.narrow(1, t - 1, 1)?;
         let mut gen1 = vec![vec![0u32; opts.horizon]; n];
         let mut gen2 = vec![vec![0u32; opts.horizon]; n];
         for step_i in 0..opts.horizon {
             if step_i > 0 {
+                if fanned.is_none() {
+                    let c: Vec<KvCache> = cache.iter().map(|c| c.fan_out(n)).collect::<candle_core::Result<_>>()?;
+                    fanned = Some((c, h.repeat((n, 1, 1))?));
+                }
+                let (cache, hidden) = fanned.as_mut().expect("set above");
                 let prev1: Vec<u32> = gen1.iter().map(|g| g[step_i - 1]).collect();
                 let prev2: Vec<u32> = gen2.iter().map(|g| g[step_i - 1]).collect();
                 let ts = ctx[t - 1].timestamp + step * step_i as i64;
@@ -195,19 +201,23 @@ impl Forecaster {
                     &Tensor::from_vec(prev1, (n, 1), &dev)?,
                     &Tensor::from_vec(prev2, (n, 1), &dev)?,
                     &Tensor::from_vec(st, (n, 1, 5), &dev)?,
-                    Some(&mut cache),
+                    Some(cache),
                     None,
                 )?;
-                hidden = Tensor::cat(&[&hidden, &hn], 1)?;
+                *hidden = Tensor::cat(&[&*hidden, &hn], 1)?;
                 last_hidden = hn;
             }
+            // The coarse logits of step 0 are the same for every path: computed once, sampled n times.
             let l1 = self.predictor.s1_logits(&last_hidden)?.flatten_from(1)?.to_vec2::<f32>()?;
-            let s1_new: Vec<u32> = l1.iter().map(|row| opts.sampling.sample(row, &mut rng)).collect();
-            let l2 = self
-                .predictor
-                .s2_logits_last(&hidden, &Tensor::from_vec(s1_new.clone(), (n, 1), &dev)?)?
-                .flatten_from(1)?
-                .to_vec2::<f32>()?;
+            let s1_new: Vec<u32> =
+                (0..n).map(|i| opts.sampling.sample(&l1[if l1.len() == 1 { 0 } else { i }], &mut rng)).collect();
+            let s1_t = Tensor::from_vec(s1_new.clone(), (n, 1), &dev)?;
+            let l2 = match &fanned {
+                None => self.predictor.s2_logits_last_shared(&h, &s1_t)?,
+                Some((_, hidden)) => self.predictor.s2_logits_last(hidden, &s1_t)?,
+            }
+            .flatten_from(1)?
+            .to_vec2::<f32>()?;
             for (i, row) in l2.iter().enumerate() {
                 gen1[i][step_i] = s1_new[i];
                 gen2[i][step_i] = opts.sampling.sample(row, &mut rng);

@@ -236,6 +236,21 @@ impl SelfAttention {
         let out = merge_heads(&attn.matmul(&v)?)?;
         dropout(&self.out_proj.forward(&out)?, self.resid_dropout_p, train)
     }
+
+    /// Inference only: `n` single-position queries (`[n, 1, d]`) over one context shared by all of them
+    /// (`[1, t, d]`). Equal to [`CrossAttention::forward`] with the context repeated `n` times, without the copy:
+    /// the queries are laid side by side as one batch of `n` unmasked positions.
+    pub fn forward_shared(&self, query: &Tensor, kv: &Tensor) -> Result<Tensor> {
+        let (n, one, d) = query.dims3()?;
+        debug_assert_eq!(one, 1);
+        let q = split_heads(&self.q_proj.forward(&query.reshape((1, n, d))?)?, self.n_heads)?;
+        let k = split_heads(&self.k_proj.forward(kv)?, self.n_heads)?;
+        let v = split_heads(&self.v_proj.forward(kv)?, self.n_heads)?;
+        let hd = q.dim(D::Minus1)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        let out = merge_heads(&softmax(&scores, None)?.matmul(&v)?)?;
+        self.out_proj.forward(&out)?.reshape((n, 1, d))
+    }
 }
 
 /// Pre-norm Transformer block: `x + attn(norm1 x)`, then `x + ffn(norm2 x)`.
@@ -319,6 +334,21 @@ impl CrossAttention {
         let out = merge_heads(&attn.matmul(&v)?)?;
         dropout(&self.out_proj.forward(&out)?, self.resid_dropout_p, train)
     }
+
+    /// Inference only: `n` single-position queries (`[n, 1, d]`) over one context shared by all of them
+    /// (`[1, t, d]`). Equal to [`CrossAttention::forward`] with the context repeated `n` times, without the copy:
+    /// the queries are laid side by side as one batch of `n` unmasked positions.
+    pub fn forward_shared(&self, query: &Tensor, kv: &Tensor) -> Result<Tensor> {
+        let (n, one, d) = query.dims3()?;
+        debug_assert_eq!(one, 1);
+        let q = split_heads(&self.q_proj.forward(&query.reshape((1, n, d))?)?, self.n_heads)?;
+        let k = split_heads(&self.k_proj.forward(kv)?, self.n_heads)?;
+        let v = split_heads(&self.v_proj.forward(kv)?, self.n_heads)?;
+        let hd = q.dim(D::Minus1)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        let out = merge_heads(&softmax(&scores, None)?.matmul(&v)?)?;
+        self.out_proj.forward(&out)?.reshape((n, 1, d))
+    }
 }
 
 /// Mean of a 0-d tensor as `f32`.
@@ -333,6 +363,25 @@ mod tests {
 
     fn vb(map: &VarMap) -> VarBuilder<'_> {
         VarBuilder::from_varmap(map, DType::F32, &Device::Cpu)
+    }
+
+    #[test]
+    fn shared_context_attention_equals_the_repeated_one() {
+        let map = VarMap::new();
+        let ca = CrossAttention::new(16, 4, 0.0, 0.0, vb(&map)).unwrap();
+        let dev = Device::Cpu;
+        let kv = Tensor::randn(0f32, 1.0, (1, 9, 16), &dev).unwrap();
+        let q = Tensor::randn(0f32, 1.0, (5, 1, 16), &dev).unwrap();
+        let shared = ca.forward_shared(&q, &kv).unwrap();
+        let repeated = ca.forward(&q, &kv.repeat((5, 1, 1)).unwrap(), None).unwrap();
+        let diff = (shared - repeated).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{diff}");
+        // Nine paths over nine positions: the shared form must not mistake them for a causal square.
+        let q9 = Tensor::randn(0f32, 1.0, (9, 1, 16), &dev).unwrap();
+        let a = ca.forward_shared(&q9, &kv).unwrap();
+        let b = ca.forward(&q9, &kv.repeat((9, 1, 1)).unwrap(), None).unwrap();
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{diff}");
     }
 
     #[test]

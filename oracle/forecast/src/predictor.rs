@@ -162,6 +162,17 @@ impl KronosPredictor {
         self.proj_s2.forward(&self.dep_norm.forward(&(last + attn)?, None)?)
     }
 
+    /// [`KronosPredictor::s2_logits_last`] for `n` paths that share one history (`hidden` is `[1, t, d]`,
+    /// `s1_last` is `[n, 1]`): the same logits without repeating the history for every path.
+    pub fn s2_logits_last_shared(&self, hidden: &Tensor, s1_last: &Tensor) -> Result<Tensor> {
+        let n = s1_last.dim(0)?;
+        let q = self.emb_s1.forward(s1_last)?;
+        let attn = self.dep_attn.forward_shared(&q, hidden)?;
+        let t = hidden.dim(1)?;
+        let last = hidden.narrow(1, t - 1, 1)?.broadcast_as((n, 1, hidden.dim(2)?))?;
+        self.proj_s2.forward(&self.dep_norm.forward(&(last + attn)?, None)?)
+    }
+
     /// Training forward with teacher forcing: logits for the next coarse and fine tokens at every position.
     pub fn forward_train(
         &self,

@@ -1,0 +1,452 @@
+//! The commands: what each needs (read-only or control), what it answers.
+//!
+//! Adding a command is one line in [`COMMANDS`] and one arm in [`Commands::run`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kronos_common::Decimal;
+use parking_lot::Mutex;
+use rand::Rng;
+use serde_json::Value;
+
+use crate::backend::Backend;
+use crate::config::{AlertMode, CATEGORIES};
+use crate::format::{esc, short, table};
+
+/// One command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    pub name: &'static str,
+    pub args: &'static str,
+    pub help: &'static str,
+    /// Needs the control allow-list (otherwise read-only is enough).
+    pub control: bool,
+}
+
+/// Every command, in `/help` order.
+pub const COMMANDS: &[Spec] = &[
+    Spec { name: "status", args: "", help: "copy-trader and keeper at a glance", control: false },
+    Spec { name: "positions", args: "", help: "copy-trader positions and their stops", control: false },
+    Spec { name: "balance", args: "", help: "equity, wallet and unrealised PnL", control: false },
+    Spec { name: "stats", args: "", help: "PnL, fees, win rate, by day", control: false },
+    Spec { name: "markets", args: "", help: "prediction rounds per chain", control: false },
+    Spec { name: "predict", args: "", help: "latest forecast and the on-chain track record", control: false },
+    Spec { name: "alerts", args: "[category on|silent|off]", help: "show or change alert settings", control: false },
+    Spec { name: "start", args: "", help: "copy-trading on", control: true },
+    Spec { name: "stop", args: "", help: "copy-trading off (positions and stops stay)", control: true },
+    Spec { name: "ratio", args: "<x>", help: "follower size = lead x ratio (0 < x <= 100)", control: true },
+    Spec { name: "emergency", args: "", help: "close everything (asks for confirmation)", control: true },
+    Spec { name: "confirm", args: "<code>", help: "confirm an emergency stop", control: true },
+    Spec { name: "help", args: "", help: "this list", control: false },
+];
+
+/// Finds a command by name.
+pub fn spec(name: &str) -> Option<&'static Spec> {
+    COMMANDS.iter().find(|s| s.name == name)
+}
+
+/// Splits `/name@bot args` into `(name, args)`; `None` for text that is not a command.
+pub fn parse(text: &str) -> Option<(String, String)> {
+    let t = text.trim();
+    let rest = t.strip_prefix('/')?;
+    let (head, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let name = head.split('@').next().unwrap_or("").to_ascii_lowercase();
+    if name.is_empty() {
+        return None;
+    }
+    Some((name, args.trim().to_string()))
+}
+
+/// The command handlers and their shared state.
+pub struct Commands {
+    pub backend: Backend,
+    /// Alert modes by category (changed by `/alerts`, saved by the bot).
+    pub alerts: Arc<Mutex<BTreeMap<String, AlertMode>>>,
+    pending: Mutex<HashMap<i64, (String, Instant)>>,
+    pub confirm_ttl: Duration,
+}
+
+fn line_or_error<T>(r: anyhow::Result<T>, f: impl FnOnce(T) -> String) -> String {
+    match r {
+        Ok(v) => f(v),
+        Err(e) => format!("⚠️ {}", esc(&format!("{e:#}"))),
+    }
+}
+
+fn val(v: &Value, p: &str) -> String {
+    match v.pointer(p) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+impl Commands {
+    pub fn new(backend: Backend, alerts: Arc<Mutex<BTreeMap<String, AlertMode>>>) -> Commands {
+        Commands { backend, alerts, pending: Mutex::new(HashMap::new()), confirm_ttl: Duration::from_secs(60) }
+    }
+
+    /// Runs a command for `chat`. `control` says whether the sender may use control commands (checked here as
+    /// well as by the caller, so no path reaches a switch without it).
+    pub async fn run(&self, chat: i64, name: &str, args: &str, control: bool) -> String {
+        let Some(s) = spec(name) else {
+            return format!("Unknown command /{} — /help lists them.", esc(name));
+        };
+        if s.control && !control {
+            return format!("/{} needs control rights; you have read-only access.", s.name);
+        }
+        match s.name {
+            "help" => self.help(control),
+            "status" => self.status().await,
+            "positions" => self.positions().await,
+            "balance" => self.balance().await,
+            "stats" => self.stats().await,
+            "markets" => self.markets().await,
+            "predict" => self.predict().await,
+            "alerts" => self.alerts_cmd(args, control),
+            "start" => line_or_error(self.backend.set_trading(true).await, |_| {
+                "▶️ Copy-trading ON. Lead positions already open are picked up at their next close or flip.".into()
+            }),
+            "stop" => line_or_error(self.backend.set_trading(false).await, |_| {
+                "⏸ Copy-trading OFF: no new orders. Open positions and their stops stay; /start resumes.".into()
+            }),
+            "ratio" => self.ratio(args).await,
+            "emergency" => self.emergency(chat),
+            "confirm" => self.confirm(chat, args).await,
+            _ => unreachable!("every listed command has an arm"),
+        }
+    }
+
+    fn help(&self, control: bool) -> String {
+        let mut out = String::from("<b>Kronos</b>\n");
+        for s in COMMANDS.iter().filter(|s| control || !s.control) {
+            let args = if s.args.is_empty() { String::new() } else { format!(" {}", esc(s.args)) };
+            out.push_str(&format!("/{}{args} — {}\n", s.name, esc(s.help)));
+        }
+        if !control {
+            out.push_str("(read-only access)\n");
+        }
+        out
+    }
+
+    async fn status(&self) -> String {
+        let mut out = String::from("<b>Copy-trader</b>\n");
+        match self.backend.copytrader().await {
+            Ok(v) => {
+                out.push_str(&format!(
+                    "{}trading {} · ratio {} · emergency {}\n",
+                    v.mode.as_ref().map(|m| format!("{m} · ")).unwrap_or_default(),
+                    if v.trading { "ON" } else { "OFF" },
+                    esc(v.ratio.as_deref().unwrap_or("-")),
+                    if v.emergency { "ACTIVE" } else { "off" },
+                ));
+                out.push_str(&format!(
+                    "entries: {}\n",
+                    esc(v.entries_blocked.as_deref().map(|b| format!("blocked ({b})")).as_deref().unwrap_or("allowed"))
+                ));
+                out.push_str(&format!(
+                    "equity {} · {} position{}{}\n",
+                    esc(&v.equity.as_deref().map(|e| short(e, 2)).unwrap_or_else(|| "-".into())),
+                    v.positions.len(),
+                    if v.positions.len() == 1 { "" } else { "s" },
+                    match v.lead_stream {
+                        Some(true) => " · lead stream up",
+                        Some(false) => " · lead stream DOWN (polling)",
+                        None => "",
+                    }
+                ));
+                if !v.live_api {
+                    out.push_str("(from the store; the copy-trader's API is not reachable)\n");
+                }
+            }
+            Err(e) => out.push_str(&format!("⚠️ {}\n", esc(&format!("{e:#}")))),
+        }
+        out.push_str("<b>Keeper</b>\n");
+        match self.backend.keeper_health().await {
+            Ok(h) => {
+                let chains: Vec<String> = h
+                    .get("chains")
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter()
+                            .map(|(name, c)| {
+                                let ok = c.get("healthy").and_then(Value::as_bool).unwrap_or(false);
+                                format!(
+                                    "{name} {}{}",
+                                    if ok { "✓" } else { "✗" },
+                                    c.get("head_block").map(|b| format!(" #{b}")).unwrap_or_default()
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push_str(&format!("{} — {}\n", esc(&val(&h, "/status")), esc(&chains.join(", "))));
+            }
+            Err(e) => out.push_str(&format!("⚠️ {}\n", esc(&format!("{e:#}")))),
+        }
+        out
+    }
+
+    async fn positions(&self) -> String {
+        line_or_error(self.backend.copytrader().await, |v| {
+            if v.positions.is_empty() {
+                return "No open positions.".into();
+            }
+            let rows: Vec<Vec<String>> = v
+                .positions
+                .iter()
+                .map(|(s, q, e, st)| {
+                    vec![
+                        s.clone(),
+                        q.clone(),
+                        short(e, 2),
+                        st.as_deref().map(|x| short(x, 2)).unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            table(&["symbol", "qty", "entry", "stop"], &rows)
+        })
+    }
+
+    async fn balance(&self) -> String {
+        line_or_error(self.backend.copytrader().await, |v| {
+            let f = |x: &Option<String>| x.as_deref().map(|s| short(s, 2)).unwrap_or_else(|| "-".into());
+            table(
+                &["", "USDT"],
+                &[
+                    vec!["equity".into(), f(&v.equity)],
+                    vec!["wallet".into(), f(&v.wallet)],
+                    vec!["unrealised".into(), f(&v.unrealized)],
+                ],
+            )
+        })
+    }
+
+    async fn stats(&self) -> String {
+        line_or_error(self.backend.stats(7).await, |(s, days)| {
+            let win = if s.closing_fills > 0 {
+                format!("{:.0}%", 100.0 * s.wins as f64 / s.closing_fills as f64)
+            } else {
+                "-".into()
+            };
+            let mut out = table(
+                &["", ""],
+                &[
+                    vec!["fills".into(), s.fills.to_string()],
+                    vec!["win rate".into(), format!("{win} ({}/{})", s.wins, s.closing_fills)],
+                    vec!["realised".into(), short(&s.realized_pnl.to_string(), 2)],
+                    vec!["fees".into(), short(&s.fees.to_string(), 2)],
+                    vec!["net".into(), short(&s.net_pnl.to_string(), 2)],
+                    vec![
+                        "return".into(),
+                        s.return_pct.map(|r| format!("{}%", short(&r.to_string(), 2))).unwrap_or_else(|| "-".into()),
+                    ],
+                    vec![
+                        "max drawdown".into(),
+                        s.max_drawdown_pct
+                            .map(|r| format!("{}%", short(&r.to_string(), 2)))
+                            .unwrap_or_else(|| "-".into()),
+                    ],
+                ],
+            );
+            if !days.is_empty() {
+                let rows: Vec<Vec<String>> =
+                    days.iter().map(|(d, p, n)| vec![d.clone(), short(&p.to_string(), 2), n.to_string()]).collect();
+                out.push_str(&table(&["day (UTC)", "net PnL", "fills"], &rows));
+            }
+            out
+        })
+    }
+
+    async fn markets(&self) -> String {
+        line_or_error(self.backend.markets().await, |v| {
+            let live = v.get("live").and_then(Value::as_array).cloned().unwrap_or_default();
+            if live.is_empty() {
+                return "The keeper drives no market yet.".into();
+            }
+            let rows: Vec<Vec<String>> = live
+                .iter()
+                .map(|m| {
+                    vec![
+                        val(m, "/chain"),
+                        val(m, "/market"),
+                        val(m, "/pair"),
+                        val(m, "/betting_epoch"),
+                        val(m, "/last_result"),
+                        format!("{}/{}/{}", val(m, "/settled"), val(m, "/cancelled"), val(m, "/missed")),
+                    ]
+                })
+                .collect();
+            format!("{}settled/refunded/missed", table(&["chain", "id", "pair", "round", "last", "s/r/m"], &rows))
+        })
+    }
+
+    async fn predict(&self) -> String {
+        let mut out = String::new();
+        match self.backend.markets().await {
+            Ok(v) => {
+                let rows: Vec<Vec<String>> = v
+                    .get("live")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter(|m| m.get("last_p_up").is_some_and(|p| !p.is_null()))
+                            .map(|m| {
+                                let p = m.get("last_p_up").and_then(Value::as_f64).unwrap_or(0.5);
+                                vec![
+                                    val(m, "/chain"),
+                                    val(m, "/market"),
+                                    val(m, "/betting_epoch"),
+                                    format!("{:.1}%", p * 100.0),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if rows.is_empty() {
+                    out.push_str("No forecast yet.\n");
+                } else {
+                    out.push_str(&table(&["chain", "id", "round", "P(up)"], &rows));
+                }
+            }
+            Err(e) => return format!("⚠️ {}", esc(&format!("{e:#}"))),
+        }
+        match self.backend.predictions().await {
+            Ok(v) => {
+                let rows: Vec<Vec<String>> = v
+                    .get("track_records")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .map(|r| {
+                                let hits = r.get("hits").and_then(Value::as_i64).unwrap_or(0);
+                                let misses = r.get("misses").and_then(Value::as_i64).unwrap_or(0);
+                                let scored = hits + misses;
+                                let rate = if scored > 0 {
+                                    format!("{:.0}%", 100.0 * hits as f64 / scored as f64)
+                                } else {
+                                    "-".into()
+                                };
+                                vec![
+                                    val(r, "/chain"),
+                                    format!("{hits}/{scored}"),
+                                    rate,
+                                    val(r, "/voided"),
+                                    val(r, "/expired"),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if rows.is_empty() {
+                    out.push_str("No track record yet.");
+                } else {
+                    out.push_str("On-chain track record:\n");
+                    out.push_str(&table(&["chain", "hits", "rate", "void", "expired"], &rows));
+                }
+            }
+            Err(e) => out.push_str(&format!("⚠️ {}", esc(&format!("{e:#}")))),
+        }
+        out
+    }
+
+    fn alerts_cmd(&self, args: &str, control: bool) -> String {
+        let parts: Vec<&str> = args.split_whitespace().collect();
+        match parts.as_slice() {
+            [] => {
+                let modes = self.alerts.lock();
+                let rows: Vec<Vec<String>> = modes.iter().map(|(c, m)| vec![c.clone(), m.as_str().into()]).collect();
+                format!("{}Change with /alerts &lt;category&gt; on|silent|off", table(&["category", "mode"], &rows))
+            }
+            [cat, mode] => {
+                if !control {
+                    return "Changing alerts needs control rights; you have read-only access.".into();
+                }
+                if !CATEGORIES.iter().any(|(c, _)| c == cat) {
+                    let known: Vec<&str> = CATEGORIES.iter().map(|c| c.0).collect();
+                    return format!("Unknown category '{}'. Known: {}.", esc(cat), known.join(", "));
+                }
+                let Some(m) = AlertMode::parse(mode) else {
+                    return format!("'{}' is not on, silent or off.", esc(mode));
+                };
+                self.alerts.lock().insert(cat.to_string(), m);
+                format!("Alerts for {} are now {}.", esc(cat), m.as_str())
+            }
+            _ => "Usage: /alerts, or /alerts &lt;category&gt; on|silent|off".into(),
+        }
+    }
+
+    async fn ratio(&self, args: &str) -> String {
+        let a = args.trim();
+        if a.is_empty() || a.contains(char::is_whitespace) {
+            return "Usage: /ratio &lt;x&gt;, e.g. /ratio 0.5 (follower size = lead size × x).".into();
+        }
+        let r: Decimal = match a.parse() {
+            Ok(r) => r,
+            Err(_) => return format!("'{}' is not a number. Usage: /ratio 0.5", esc(a)),
+        };
+        if r <= Decimal::ZERO || r > Decimal::from_int(100) {
+            return format!("{}: the ratio must be above 0 and at most 100.", esc(a));
+        }
+        line_or_error(self.backend.set_ratio(r.normalized()).await, |old| {
+            format!(
+                "Ratio set to {} (was {}). Positions are resized to lead × {} within a second; entries still obey the risk limits.",
+                r.normalized(),
+                esc(old.as_deref().unwrap_or("the configured one")),
+                r.normalized()
+            )
+        })
+    }
+
+    fn emergency(&self, chat: i64) -> String {
+        let code = format!("{:04}", rand::thread_rng().gen_range(0..10_000));
+        self.pending.lock().insert(chat, (code.clone(), Instant::now()));
+        format!(
+            "⚠️ This cancels every copy-trader order, closes every position and blocks new trades until resumed.\nTo go ahead, send <code>/confirm {code}</code> within {} s.",
+            self.confirm_ttl.as_secs()
+        )
+    }
+
+    async fn confirm(&self, chat: i64, args: &str) -> String {
+        let pending = self.pending.lock().remove(&chat);
+        let Some((code, at)) = pending else {
+            return "Nothing to confirm. Send /emergency first.".into();
+        };
+        if at.elapsed() > self.confirm_ttl {
+            return "That confirmation expired. Send /emergency again.".into();
+        }
+        if args.trim() != code {
+            return "That code does not match; nothing was done. Send /emergency again.".into();
+        }
+        line_or_error(self.backend.emergency().await, |_| {
+            "🛑 Emergency stop sent: every order is cancelled and every position closed. Nothing new until it is lifted with: kronos copytrade resume".into()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_with_and_without_the_bot_name() {
+        assert_eq!(parse("/ratio 0.5"), Some(("ratio".into(), "0.5".into())));
+        assert_eq!(parse("/Status@KronosBot"), Some(("status".into(), "".into())));
+        assert_eq!(parse("  /alerts fill   silent "), Some(("alerts".into(), "fill   silent".into())));
+        assert_eq!(parse("hello"), None);
+        assert_eq!(parse("/"), None);
+    }
+
+    #[test]
+    fn every_command_is_documented_once() {
+        let mut names: Vec<&str> = COMMANDS.iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), COMMANDS.len());
+        for s in COMMANDS {
+            assert!(!s.help.is_empty() && s.name.chars().all(|c| c.is_ascii_lowercase()));
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The bot's configuration (`[telegram]` in a TOML file), validated with errors that name the field.
+//!
+//! The bot token never lives in the file: the file names the environment variable that holds it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, naming the file and the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}: {field}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub message: String,
+}
+
+/// How an alert category is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertMode {
+    /// A normal message.
+    On,
+    /// A message without a notification sound.
+    Silent,
+    /// Not sent.
+    Off,
+}
+
+impl AlertMode {
+    pub fn parse(s: &str) -> Option<AlertMode> {
+        match s {
+            "on" => Some(AlertMode::On),
+            "silent" => Some(AlertMode::Silent),
+            "off" => Some(AlertMode::Off),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AlertMode::On => "on",
+            AlertMode::Silent => "silent",
+            AlertMode::Off => "off",
+        }
+    }
+}
+
+/// Every alert category (`SignalKind::category`), with its default.
+pub const CATEGORIES: &[(&str, AlertMode)] = &[
+    ("settlement", AlertMode::On),
+    ("refund", AlertMode::On),
+    ("keeper_failure", AlertMode::On),
+    ("keeper_recovery", AlertMode::On),
+    ("fill", AlertMode::On),
+    ("stop", AlertMode::On),
+    ("risk", AlertMode::On),
+    ("order", AlertMode::Off),
+    ("lead", AlertMode::Off),
+    ("prediction", AlertMode::Silent),
+    ("round", AlertMode::Off),
+    ("transaction", AlertMode::Off),
+    ("price", AlertMode::Off),
+];
+
+/// Long polling (default) or a webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Polling { timeout_s: u32 },
+    Webhook { public_url: String, path: String, secret_env: String },
+}
+
+/// The whole `[telegram]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub file: String,
+    pub token_env: String,
+    /// The Bot API server (`https://api.telegram.org/` or a self-hosted one).
+    pub api_url: String,
+    pub delivery: Delivery,
+    /// `/health`, `/metrics` and (for webhooks) the webhook path.
+    pub listen: String,
+    /// May use every command.
+    pub control: BTreeSet<i64>,
+    /// May use read-only commands.
+    pub read_only: BTreeSet<i64>,
+    /// Chats that receive alerts.
+    pub alert_chats: Vec<i64>,
+    pub alerts: BTreeMap<String, AlertMode>,
+    /// At most this many alert messages per chat per window; the rest become one summary.
+    pub alert_burst: u32,
+    pub alert_window: Duration,
+    /// The keeper's HTTP API (`/api/markets`, `/api/rounds`, `/api/predictions`).
+    pub keeper_api: Option<String>,
+    /// The copy-trader's HTTP API (live status and balance).
+    pub copytrade_api: Option<String>,
+    /// The copy-trader's store (status, stats, and the switches: trading, ratio, emergency stop).
+    pub copytrade_store: Option<String>,
+    /// Signal streams to alert from (`ws://…/ws` of the keeper and of the copy-trader).
+    pub signals: Vec<String>,
+    /// Where the bot keeps its update offset and runtime alert settings.
+    pub state_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    telegram: Raw,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    token_env: Option<String>,
+    api_url: Option<String>,
+    mode: Option<String>,
+    poll_timeout_s: Option<u32>,
+    webhook_url: Option<String>,
+    webhook_secret_env: Option<String>,
+    listen: Option<String>,
+    allow: RawAllow,
+    alerts: Option<RawAlerts>,
+    keeper_api: Option<String>,
+    copytrade_api: Option<String>,
+    copytrade_store: Option<String>,
+    signals: Option<Vec<String>>,
+    state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllow {
+    #[serde(default)]
+    control: Vec<i64>,
+    #[serde(default)]
+    read_only: Vec<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    #[serde(default)]
+    chats: Vec<i64>,
+    burst: Option<u32>,
+    window: Option<String>,
+    #[serde(default)]
+    categories: BTreeMap<String, String>,
+}
+
+fn err(file: &str, field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { file: file.into(), field: field.into(), message: message.into() }
+}
+
+fn check_url(file: &str, field: &str, u: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(u).map_err(|e| err(file, field, format!("'{u}' is not a URL ({e})")))?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(err(file, field, format!("'{u}' must use {}", schemes.join(" or "))));
+    }
+    Ok(())
+}
+
+fn env_name(file: &str, field: &str, s: &str) -> Result<String, ConfigError> {
+    if s.is_empty() || !s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+        return Err(err(
+            file,
+            field,
+            format!("'{s}' is not an environment variable name; put the token in the environment, never in this file"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| err(&file, "-", format!("cannot read: {e}")))?;
+        Config::parse(&file, &text)
+    }
+
+    /// Parses and validates TOML text (`file` names it in errors).
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| format!("line {}", text[..s.start].lines().count().max(1)))
+                .unwrap_or_else(|| "-".into());
+            err(file, &line, e.message())
+        })?;
+        let r = raw.telegram;
+        let token_env =
+            env_name(file, "telegram.token_env", r.token_env.as_deref().unwrap_or("KRONOS_TELEGRAM_TOKEN"))?;
+        let api_url = r.api_url.unwrap_or_else(|| "https://api.telegram.org/".into());
+        check_url(file, "telegram.api_url", &api_url, &["http", "https"])?;
+        let delivery = match r.mode.as_deref().unwrap_or("polling") {
+            "polling" => {
+                let t = r.poll_timeout_s.unwrap_or(30);
+                if t > 50 {
+                    return Err(err(file, "telegram.poll_timeout_s", format!("{t} is above 50 (Telegram's limit)")));
+                }
+                Delivery::Polling { timeout_s: t }
+            }
+            "webhook" => {
+                let u = r
+                    .webhook_url
+                    .ok_or_else(|| err(file, "telegram.webhook_url", "required with mode = \"webhook\""))?;
+                check_url(file, "telegram.webhook_url", &u, &["https"])?;
+                let path = url::Url::parse(&u).map(|p| p.path().to_string()).unwrap_or_default();
+                if path.len() < 2 {
+                    return Err(err(
+                        file,
+                        "telegram.webhook_url",
+                        "needs a path (e.g. https://bot.example.com/telegram/webhook)",
+                    ));
+                }
+                Delivery::Webhook {
+                    public_url: u,
+                    path,
+                    secret_env: env_name(
+                        file,
+                        "telegram.webhook_secret_env",
+                        r.webhook_secret_env.as_deref().unwrap_or("KRONOS_TELEGRAM_WEBHOOK_SECRET"),
+                    )?,
+                }
+            }
+            other => return Err(err(file, "telegram.mode", format!("'{other}' is not polling or webhook"))),
+        };
+        let listen = r.listen.unwrap_or_else(|| "127.0.0.1:9120".into());
+        listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| err(file, "telegram.listen", format!("'{listen}' is not host:port ({e})")))?;
+        let control: BTreeSet<i64> = r.allow.control.into_iter().collect();
+        let read_only: BTreeSet<i64> = r.allow.read_only.into_iter().collect();
+        if control.is_empty() && read_only.is_empty() {
+            return Err(err(
+                file,
+                "telegram.allow",
+                "nobody may use the bot: list chat or user ids under control or read_only",
+            ));
+        }
+        let ra =
+            r.alerts.unwrap_or(RawAlerts { chats: vec![], burst: None, window: None, categories: BTreeMap::new() });
+        let mut alerts: BTreeMap<String, AlertMode> = CATEGORIES.iter().map(|(c, m)| (c.to_string(), *m)).collect();
+        for (k, v) in &ra.categories {
+            if !alerts.contains_key(k) {
+                let known: Vec<&str> = CATEGORIES.iter().map(|c| c.0).collect();
+                return Err(err(
+                    file,
+                    &format!("telegram.alerts.categories.{k}"),
+                    format!("unknown category (known: {})", known.join(", ")),
+                ));
+            }
+            let m = AlertMode::parse(v).ok_or_else(|| {
+                err(file, &format!("telegram.alerts.categories.{k}"), format!("'{v}' is not on, silent or off"))
+            })?;
+            alerts.insert(k.clone(), m);
+        }
+        let alert_burst = ra.burst.unwrap_or(5);
+        if alert_burst == 0 {
+            return Err(err(file, "telegram.alerts.burst", "must be at least 1"));
+        }
+        let window = ra.window.as_deref().unwrap_or("60s");
+        let alert_window = humantime::parse_duration(window)
+            .map_err(|e| err(file, "telegram.alerts.window", format!("'{window}' is not a duration ({e})")))?;
+        for (f, u) in [("telegram.keeper_api", &r.keeper_api), ("telegram.copytrade_api", &r.copytrade_api)] {
+            if let Some(u) = u {
+                check_url(file, f, u, &["http", "https"])?;
+            }
+        }
+        let signals = r.signals.unwrap_or_default();
+        for (i, u) in signals.iter().enumerate() {
+            check_url(file, &format!("telegram.signals[{i}]"), u, &["ws", "wss"])?;
+        }
+        if let Some(s) = &r.copytrade_store {
+            if !(s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+                return Err(err(file, "telegram.copytrade_store", "must start with sqlite: or postgres://"));
+            }
+        }
+        Ok(Config {
+            file: file.into(),
+            token_env,
+            api_url,
+            delivery,
+            listen,
+            control,
+            read_only,
+            alert_chats: ra.chats,
+            alerts,
+            alert_burst,
+            alert_window,
+            keeper_api: r.keeper_api,
+            copytrade_api: r.copytrade_api,
+            copytrade_store: r.copytrade_store,
+            signals,
+            state_file: r.state_file.unwrap_or_else(|| PathBuf::from("data/telegram-state.json")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[telegram]
+token_env = "KRONOS_TELEGRAM_TOKEN"
+[telegram.allow]
+control = [111]
+read_only = [-100222]
+[telegram.alerts]
+chats = [111]
+categories = { fill = "silent", price = "on" }
+"#;
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let c = Config::parse("t.toml", GOOD).unwrap();
+        assert_eq!(c.delivery, Delivery::Polling { timeout_s: 30 });
+        assert_eq!(c.api_url, "https://api.telegram.org/");
+        assert_eq!(c.alerts["fill"], AlertMode::Silent);
+        assert_eq!(c.alerts["price"], AlertMode::On);
+        assert_eq!(c.alerts["settlement"], AlertMode::On);
+        assert_eq!(c.alerts["round"], AlertMode::Off);
+        assert_eq!(c.alert_burst, 5);
+        assert!(c.control.contains(&111) && c.read_only.contains(&-100222));
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            (GOOD.replace("control = [111]\nread_only = [-100222]", ""), "telegram.allow", "nobody may use"),
+            (
+                GOOD.replace("fill = \"silent\"", "fill = \"loud\""),
+                "telegram.alerts.categories.fill",
+                "not on, silent or off",
+            ),
+            (
+                GOOD.replace("fill = \"silent\"", "fills = \"on\""),
+                "telegram.alerts.categories.fills",
+                "unknown category",
+            ),
+            (
+                GOOD.replace("token_env = \"KRONOS_TELEGRAM_TOKEN\"", "token_env = \"123456:ABC-DEF\""),
+                "telegram.token_env",
+                "not an environment variable",
+            ),
+            (
+                GOOD.replace("[telegram.allow]", "mode = \"webhook\"\n[telegram.allow]"),
+                "telegram.webhook_url",
+                "required",
+            ),
+            (
+                GOOD.replace("[telegram.allow]", "mode = \"webhook\"\nwebhook_url = \"http://x/y\"\n[telegram.allow]"),
+                "telegram.webhook_url",
+                "must use https",
+            ),
+            (
+                GOOD.replace("[telegram.allow]", "signals = [\"http://x\"]\n[telegram.allow]"),
+                "telegram.signals[0]",
+                "must use ws",
+            ),
+            (GOOD.replace("[telegram.allow]", "tokenenv = \"X\"\n[telegram.allow]"), "line", "unknown field"),
+        ];
+        for (text, field, msg) in cases {
+            let e = Config::parse("t.toml", &text).unwrap_err();
+            assert!(e.field.starts_with(field) && e.message.contains(msg), "{field}/{msg}: got {e}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        Config::parse("config/telegram.example.toml", include_str!("../../../config/telegram.example.toml")).unwrap();
+    }
+}

@@ -1,0 +1,60 @@
+//! One forecast on CPU: the shipped model (its context, 32 paths, one step), and a Kronos-mini-sized model
+//! (random weights, published tokenizer size) at context 512. `cargo bench -p kronos-forecast --bench forecast`.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use criterion::{criterion_group, criterion_main, Criterion};
+use kronos_forecast::calibration::Calibration;
+use kronos_forecast::config::presets;
+use kronos_forecast::forecast::{ForecastOptions, Forecaster, ModelMeta};
+use kronos_forecast::predictor::KronosPredictor;
+use kronos_forecast::tokenizer::KronosTokenizer;
+
+fn candles() -> Vec<kronos_forecast::data::Candle> {
+    kronos_forecast::load_csv(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/btcusd-1h.csv")))
+        .expect("shipped candles")
+}
+
+fn bench(c: &mut Criterion) {
+    let data = candles();
+    let shipped = Forecaster::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/model"))).expect("shipped model");
+    let ctx = &data[data.len() - shipped.meta.max_context..];
+    let opts = ForecastOptions::default();
+    let mut g = c.benchmark_group("forecast");
+    g.sample_size(30);
+    g.bench_function(format!("shipped, context {}, {} paths, horizon 1", ctx.len(), opts.samples), |b| {
+        b.iter(|| shipped.forecast(ctx, &opts).expect("forecast"))
+    });
+
+    let (tm, pm) = (VarMap::new(), VarMap::new());
+    let tokenizer =
+        KronosTokenizer::new(&presets::published_tokenizer(), VarBuilder::from_varmap(&tm, DType::F32, &Device::Cpu))
+            .expect("tokenizer");
+    let predictor =
+        KronosPredictor::new(&presets::mini_predictor(), VarBuilder::from_varmap(&pm, DType::F32, &Device::Cpu))
+            .expect("predictor");
+    let mini = Forecaster {
+        tokenizer,
+        predictor,
+        meta: ModelMeta {
+            name: "mini-random".into(),
+            max_context: 512,
+            calibration: Calibration::Identity,
+            calibration_next_move: None,
+            training: serde_json::Value::Null,
+        },
+    };
+    let ctx512 = &data[data.len() - 512..];
+    for samples in [1usize, 32] {
+        let o = ForecastOptions { samples, ..ForecastOptions::default() };
+        g.bench_function(format!("mini-sized, context 512, {samples} paths, horizon 1"), |b| {
+            b.iter(|| mini.forecast(ctx512, &o).expect("forecast"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
