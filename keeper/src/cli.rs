@@ -40,6 +40,9 @@ pub enum Command {
     /// The Binance USDⓈ-M Futures copy-trader: run, status, stats, emergency stop.
     #[command(subcommand)]
     Copytrade(crate::cmd::copytrade::CopytradeCommand),
+    /// The Telegram control panel and alerts.
+    #[command(subcommand)]
+    Telegram(crate::cmd::telegram::TelegramCommand),
     /// Benchmark the keeper: many rounds across every local chain; settlement delay, misses, CPU per round.
     Bench(crate::cmd::bench::BenchArgs),
 }
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Deploy(a) => crate::cmd::keeper::deploy(a),
         Command::Bench(a) => crate::cmd::bench::run(a),
         Command::Copytrade(c) => crate::cmd::copytrade::run(c),
+        Command::Telegram(c) => crate::cmd::telegram::run(c),
     }
 }
 

@@ -140,6 +140,65 @@ async fn drives_two_chains_publishes_forecasts_and_serves_its_api() {
         "an unrevealed forecast leaked: {preds}"
     );
 
+    // The Telegram bot reads the keeper through this API, and alerts from its signal stream.
+    let tg = kronos_testkit::telegram::MockTelegram::start().await;
+    std::env::set_var("KT_E2E_TELEGRAM_TOKEN", kronos_testkit::telegram::TOKEN);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tg_cfg = kronos_telegram::Config::parse(
+        "t.toml",
+        &format!(
+            "[telegram]\ntoken_env = \"KT_E2E_TELEGRAM_TOKEN\"\napi_url = \"{}\"\npoll_timeout_s = 1\nlisten = \"127.0.0.1:{port}\"\n\
+             keeper_api = \"http://{addr}\"\nsignals = [\"ws://{addr}/ws\"]\nstate_file = \"{}/tg.json\"\n\
+             [telegram.allow]\ncontrol = [7]\n[telegram.alerts]\nchats = [7]\nburst = 50\n\
+             categories = {{ prediction = \"off\", keeper_failure = \"off\", keeper_recovery = \"off\", risk = \"off\" }}\n",
+            tg.url(),
+            net.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let bot = kronos_telegram::TelegramBot::new(
+        tg_cfg,
+        kronos_telegram::Backend::new(Some(format!("http://{addr}")), None, None),
+    )
+    .unwrap();
+    let (bot_stop, bot_rx) = tokio::sync::oneshot::channel::<()>();
+    let bot_task = tokio::spawn(bot.run(kronos_telegram::Signals::None, async {
+        let _ = bot_rx.await;
+    }));
+    let ask = |text: &'static str| {
+        let tg = tg.clone();
+        async move {
+            let before = tg.sent_to(7).iter().filter(|m| !m.text.starts_with('✅') && !m.text.starts_with('↩')).count();
+            tg.say(7, 7, text);
+            let t = std::time::Instant::now();
+            loop {
+                let replies: Vec<_> = tg
+                    .sent_to(7)
+                    .into_iter()
+                    .filter(|m| !m.text.starts_with('✅') && !m.text.starts_with('↩'))
+                    .collect();
+                if replies.len() > before {
+                    return replies[before].text.clone();
+                }
+                assert!(t.elapsed() < Duration::from_secs(20), "no reply to {text}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let mk = ask("/markets").await;
+    assert!(mk.contains("base") && mk.contains("optimism") && mk.contains("BTC/USD"), "{mk}");
+    let pr = ask("/predict").await;
+    assert!(pr.contains("P(up)") && pr.contains("track record"), "{pr}");
+    let st = ask("/status").await;
+    assert!(st.contains("ok — ") && st.contains("base ✓"), "{st}");
+    // Settlement alerts arrive from the keeper's signal stream.
+    wait_for("a settlement or refund alert", 60, || {
+        tg.sent_to(7).iter().any(|m| m.text.starts_with('✅') || m.text.starts_with('↩'))
+    })
+    .await;
+    let _ = bot_stop.send(());
+    bot_task.await.unwrap().unwrap();
+
     cancel.cancel();
     run.await.unwrap().unwrap();
     // Every checkpoint action has exactly one confirmed transaction.

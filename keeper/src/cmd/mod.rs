@@ -4,3 +4,4 @@ pub mod bench;
 pub mod copytrade;
 pub mod forecast;
 pub mod keeper;
+pub mod telegram;

@@ -1,5 +1,5 @@
-//! Local bettors: each round, three dev accounts bet a random side and amount; every few rounds they claim what
-//! they won or are owed back.
+//! Local bettors: each round, three dev accounts bet random amounts (the first two on opposite sides, the third on
+//! a random one); every few rounds they claim what they won or are owed back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,9 +70,17 @@ pub async fn run(
                 && now + interval / 4 < lock
                 && now >= genesis + epoch * interval + interval / 10
             {
-                for (_, w) in &wallets {
+                // Sides: the second bettor takes the side opposite the first, so every pool is two-sided; the
+                // bets go out together (a round's betting window can be short on an accelerated local clock).
+                let first_up: bool = rng.gen();
+                let mut pending = Vec::new();
+                for (k, (_, w)) in wallets.iter().enumerate() {
                     let m = kronos_contracts::KronosMarket::new(market_addr, w.clone());
-                    let up: bool = rng.gen();
+                    let up = match k {
+                        0 => first_up,
+                        1 => !first_up,
+                        _ => rng.gen(),
+                    };
                     let position = if up { 1u8 } else { 2u8 };
                     let (amount, value) = if native {
                         let a = ether_milli(rng.gen_range(10..200));
@@ -80,8 +88,12 @@ pub async fn run(
                     } else {
                         (U256::from(rng.gen_range(10u64..200) * 1_000_000), U256::ZERO)
                     };
-                    let call = m.bet(U256::from(1), U256::from(epoch), position, amount).value(value);
-                    let res = async { anyhow::Ok(call.send().await?.get_receipt().await?) }.await;
+                    pending.push(async move {
+                        let call = m.bet(U256::from(1), U256::from(epoch), position, amount).value(value);
+                        anyhow::Ok(call.send().await?.get_receipt().await?)
+                    });
+                }
+                for res in futures::future::join_all(pending).await {
                     let mut s = stats.lock();
                     match res {
                         Ok(r) if r.status() => {

@@ -15,13 +15,21 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let numeric = |c: &str| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit() || "+-.%".contains(ch));
+    // A column whose cells are all numbers is right-aligned, header included.
+    let right: Vec<bool> = (0..n)
+        .map(|i| {
+            let cells: Vec<&String> =
+                rows.iter().filter_map(|r| r.get(i)).filter(|c| !c.is_empty() && c.as_str() != "-").collect();
+            !cells.is_empty() && cells.iter().all(|c| numeric(c))
+        })
+        .collect();
     let line = |cells: Vec<&str>| {
         cells
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let pad = width[i] - c.chars().count();
-                if numeric(c) {
+                if right[i] {
                     format!("{}{c}", " ".repeat(pad))
                 } else {
                     format!("{c}{}", " ".repeat(pad))
@@ -62,7 +70,7 @@ mod tests {
     #[test]
     fn tables_align_and_escape() {
         let t = table(&["sym", "qty"], &[vec!["BTC<x>".into(), "0.05".into()], vec!["E".into(), "-12.5".into()]]);
-        assert_eq!(t, "<pre>sym        qty\nBTC&lt;x&gt;   0.05\nE       -12.5</pre>");
+        assert_eq!(t, "<pre>sym       qty\nBTC&lt;x&gt;   0.05\nE       -12.5</pre>");
         assert_eq!(short("65000.12345678", 2), "65000.12");
         assert_eq!(short("1.50000", 4), "1.5");
         assert_eq!(short("7.000", 2), "7");

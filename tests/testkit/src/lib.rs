@@ -1,6 +1,8 @@
-//! Test helpers: real anvil nodes (the npm Foundry binary), wallets, and contract deployments over alloy.
+//! Test helpers: real anvil nodes (the npm Foundry binary), wallets, and contract deployments over alloy; a
+//! throwaway PostgreSQL server ([`pg`]); a local Telegram Bot API server ([`telegram`]).
 
 pub mod pg;
+pub mod telegram;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,51 @@
+//! `kronos telegram run`: the Telegram control panel and alerts.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use kronos_telegram::{Backend, Config, Signals, TelegramBot};
+
+#[derive(Debug, Subcommand)]
+pub enum TelegramCommand {
+    /// Run the bot (long polling or webhook, as configured) until SIGINT/SIGTERM.
+    Run(TelegramArgs),
+    /// Check the configuration and the token against the Bot API, then exit.
+    Check(TelegramArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TelegramArgs {
+    /// Bot configuration (TOML); see config/telegram.example.toml.
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+async fn build(a: &TelegramArgs) -> Result<TelegramBot> {
+    let cfg = Config::load(&a.config)?;
+    let store = match &cfg.copytrade_store {
+        Some(url) => Some(kronos_copytrade::Store::connect(url).await?),
+        None => None,
+    };
+    let backend = Backend::new(cfg.keeper_api.clone(), cfg.copytrade_api.clone(), store);
+    TelegramBot::new(cfg, backend)
+}
+
+pub fn run(c: TelegramCommand) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match c {
+            TelegramCommand::Run(a) => {
+                let bot = build(&a).await?;
+                bot.run(Signals::None, crate::cmd::keeper::shutdown_signal()).await?;
+                Ok(())
+            }
+            TelegramCommand::Check(a) => {
+                let bot = build(&a).await?;
+                let name = bot.check().await?;
+                println!("configuration valid; the Bot API accepts the token (bot @{name})");
+                Ok(())
+            }
+        }
+    })
+}
