@@ -168,21 +168,8 @@ async fn drives_two_chains_publishes_forecasts_and_serves_its_api() {
     let ask = |text: &'static str| {
         let tg = tg.clone();
         async move {
-            let before = tg.sent_to(7).iter().filter(|m| !m.text.starts_with('✅') && !m.text.starts_with('↩')).count();
-            tg.say(7, 7, text);
-            let t = std::time::Instant::now();
-            loop {
-                let replies: Vec<_> = tg
-                    .sent_to(7)
-                    .into_iter()
-                    .filter(|m| !m.text.starts_with('✅') && !m.text.starts_with('↩'))
-                    .collect();
-                if replies.len() > before {
-                    return replies[before].text.clone();
-                }
-                assert!(t.elapsed() < Duration::from_secs(20), "no reply to {text}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let mid = tg.say(7, 7, text);
+            tg.wait_reply(7, mid).await.text
         }
     };
     let mk = ask("/markets").await;

@@ -72,10 +72,16 @@ fn mean(v: &[u64]) -> Option<u64> {
     (!v.is_empty()).then(|| v.iter().sum::<u64>() / v.len() as u64)
 }
 
-fn eth(wei: &str) -> String {
-    let w: U256 = wei.parse().unwrap_or_default();
-    let milli = w / U256::from(1_000_000_000_000_000u64);
-    format!("{:.3}", milli.to::<u64>() as f64 / 1000.0)
+/// A stake amount in base units shown with three decimals of its unit (rounded down).
+fn units(amount: &str, decimals: u8) -> String {
+    let w: U256 = amount.parse().unwrap_or_default();
+    let milli = if decimals >= 3 {
+        w / U256::from(10u64).pow(U256::from(decimals - 3))
+    } else {
+        w * U256::from(10u64).pow(U256::from(3 - decimals))
+    };
+    let k = U256::from(1000u64);
+    format!("{}.{:03}", milli / k, (milli % k).to::<u64>())
 }
 
 /// Everything the demo runs.
@@ -86,6 +92,8 @@ pub struct Demo {
     pub store: crate::store::Store,
     pub publisher: Option<Arc<crate::publisher::Publisher>>,
     pub db: String,
+    /// Decimals of each chain's stake: 18 for the native coin, the token's own otherwise.
+    pub stake_decimals: BTreeMap<String, u8>,
 }
 
 /// Starts the network, deploys, builds the keeper and starts every task. Returns the running demo and the task set.
@@ -196,7 +204,17 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         bets.insert(c.chain.key.clone(), s.clone());
         tasks.spawn(bettors::run(c.clone(), args.interval as u64, poll * 2, args.seed + i as u64, s, cancel.clone()));
     }
-    Ok(Demo { chains, keeper_stats, bets, store, publisher, db })
+    let mut stake_decimals = BTreeMap::new();
+    for c in &chains {
+        let d = if c.token.is_zero() {
+            18
+        } else {
+            let t = kronos_contracts::mocks::MockERC20::new(c.token, c.wallet(net::accounts::KEEPER));
+            t.decimals().call().await.unwrap_or(18)
+        };
+        stake_decimals.insert(c.chain.key.clone(), d);
+    }
+    Ok(Demo { chains, keeper_stats, bets, store, publisher, db, stake_decimals })
 }
 
 fn table(d: &Demo) -> String {
@@ -206,10 +224,11 @@ fn table(d: &Demo) -> String {
     );
     for st in &d.keeper_stats {
         let m = st.lock().clone();
+        let dec = d.stake_decimals.get(&m.chain).copied().unwrap_or(18);
         let pool = format!(
             "{}/{}",
-            eth(if m.pool_up_wei.is_empty() { "0" } else { &m.pool_up_wei }),
-            eth(if m.pool_down_wei.is_empty() { "0" } else { &m.pool_down_wei })
+            units(if m.pool_up_wei.is_empty() { "0" } else { &m.pool_up_wei }, dec),
+            units(if m.pool_down_wei.is_empty() { "0" } else { &m.pool_down_wei }, dec)
         );
         s += &format!(
             "{:<10} {:>5} {:>12} {:>12} {:>17} {:<26} {:>6} {:>6} {:>4}/{:<4}\n",
@@ -364,4 +383,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     print!("{}", summary(&demo, started.elapsed()).await);
     drop(demo);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::units;
+
+    #[test]
+    fn stakes_show_in_their_own_decimals() {
+        assert_eq!(units("1500000000000000000", 18), "1.500");
+        assert_eq!(units("2345678", 6), "2.345");
+        assert_eq!(units("0", 6), "0.000");
+        assert_eq!(units("7", 0), "7.000");
+        assert_eq!(units("123456789012345678901234567890", 18), "123456789012.345");
+    }
 }

@@ -24,7 +24,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use teloxide::prelude::*;
-use teloxide::types::{AllowedUpdate, BotCommand, ParseMode, UpdateKind};
+use teloxide::types::{AllowedUpdate, BotCommand, MessageId, ParseMode, ReplyParameters, UpdateKind};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::mpsc;
 
@@ -164,14 +164,19 @@ impl TelegramBot {
 
     /// Sends a message, waiting out Telegram's flood control (429 `retry_after`) up to three times.
     pub async fn send(&self, chat: i64, html: &str, silent: bool) -> bool {
+        self.send_reply(chat, html, silent, None).await
+    }
+
+    /// Sends a message as the answer to the message `reply_to` (so that, in a busy group or an alert chat, the
+    /// answer stays attached to the command that asked for it).
+    async fn send_reply(&self, chat: i64, html: &str, silent: bool, reply_to: Option<MessageId>) -> bool {
         for _ in 0..3 {
-            match self
-                .bot
-                .send_message(ChatId(chat), html)
-                .parse_mode(ParseMode::Html)
-                .disable_notification(silent)
-                .await
-            {
+            let mut req =
+                self.bot.send_message(ChatId(chat), html).parse_mode(ParseMode::Html).disable_notification(silent);
+            if let Some(id) = reply_to {
+                req = req.reply_parameters(ReplyParameters::new(id).allow_sending_without_reply());
+            }
+            match req.await {
                 Ok(_) => return true,
                 Err(RequestError::RetryAfter(s)) => {
                     tracing::warn!(chat, seconds = s.seconds(), "telegram: flood control; waiting");
@@ -203,12 +208,12 @@ impl TelegramBot {
             tracing::warn!(chat, user = ?user, text = %text.chars().take(40).collect::<String>(), "telegram: message from outside the allow-list refused");
             // One polite refusal per chat, then silence.
             if self.refused.lock().insert(chat) {
-                self.send(chat, "Sorry, this is a private bot.", false).await;
+                self.send_reply(chat, "Sorry, this is a private bot.", false, Some(msg.id)).await;
             }
             return;
         }
         let Some((name, args)) = parse(text) else {
-            self.send(chat, "Commands start with /. /help lists them.", false).await;
+            self.send_reply(chat, "Commands start with /. /help lists them.", false, Some(msg.id)).await;
             return;
         };
         if let Some(s) = spec(&name) {
@@ -219,7 +224,7 @@ impl TelegramBot {
         self.metrics.commands.get_or_create(&NameLabel { name: name.clone() }).inc();
         tracing::info!(chat, user = ?user, command = %name, "telegram command");
         let reply = self.commands.run(chat, &name, &args, control).await;
-        self.send(chat, &reply, false).await;
+        self.send_reply(chat, &reply, false, Some(msg.id)).await;
         if name == "alerts" && !args.is_empty() {
             self.persist();
         }

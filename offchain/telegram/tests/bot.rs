@@ -86,10 +86,8 @@ categories = {{ fill = "silent" }}
 
     /// Says `text` and returns the reply.
     async fn ask(&self, chat: i64, user: i64, text: &str) -> String {
-        let before = self.tg.sent_to(chat).len();
-        self.tg.say(chat, user, text);
-        let s = self.tg.wait_sent(chat, before + 1).await;
-        s[before].text.clone()
+        let mid = self.tg.say(chat, user, text);
+        self.tg.wait_reply(chat, mid).await.text
     }
 }
 

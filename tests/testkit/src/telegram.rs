@@ -24,6 +24,8 @@ pub struct Sent {
     pub text: String,
     pub silent: bool,
     pub parse_mode: Option<String>,
+    /// The message this one answers (`reply_parameters.message_id`).
+    pub reply_to: Option<i64>,
 }
 
 #[derive(Default)]
@@ -81,7 +83,8 @@ impl MockTelegram {
     }
 
     /// A user writes `text` in `chat`.
-    pub fn say(&self, chat: i64, user: i64, text: &str) {
+    /// Pushes a user's message; returns its message id.
+    pub fn say(&self, chat: i64, user: i64, text: &str) -> i64 {
         let mut g = self.inner.lock();
         g.next_update += 1;
         let id = g.next_update;
@@ -91,6 +94,23 @@ impl MockTelegram {
             "chat": chat_json(chat), "from": {"id": user, "is_bot": false, "first_name": "Ada"}, "text": text}}));
         drop(g);
         self.notify.notify_waiters();
+        mid
+    }
+
+    /// Waits for the bot's answer to message `mid` in `chat`.
+    pub async fn wait_reply(&self, chat: i64, mid: i64) -> Sent {
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.sent_to(chat).into_iter().find(|s| s.reply_to == Some(mid)) {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "chat {chat}: no answer to message {mid}: {:#?}",
+                self.sent_to(chat)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// An update in Telegram's JSON, for webhook posts.
@@ -248,6 +268,7 @@ async fn handle(
                 text: text.clone(),
                 silent: p["disable_notification"].as_bool().unwrap_or(false),
                 parse_mode: p["parse_mode"].as_str().map(String::from),
+                reply_to: reply_to(&p),
             });
             g.next_message += 1;
             ok(json!({"message_id": g.next_message, "date": kronos_common::time::now_s(), "chat": chat_json(chat),
@@ -260,5 +281,14 @@ async fn handle(
             ),
         )
             .into_response(),
+    }
+}
+
+/// `reply_parameters.message_id` of a sendMessage call (an object in JSON bodies, a JSON string in form bodies).
+fn reply_to(p: &Value) -> Option<i64> {
+    let rp = &p["reply_parameters"];
+    match rp {
+        Value::String(s) => serde_json::from_str::<Value>(s).ok()?["message_id"].as_i64(),
+        v => v["message_id"].as_i64(),
     }
 }
