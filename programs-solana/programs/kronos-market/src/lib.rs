@@ -1,1 +1,132 @@
-//! placeholder
+//! Kronos up/down prediction market on Solana: parimutuel rounds settled by Chainlink prices.
+//!
+//! The same market as `contracts-evm/src/KronosMarket.sol`: epoch `e` of a market takes bets from
+//! `genesis + e * interval` until the next boundary (its lock), and closes one interval later. Anyone may start,
+//! lock and settle rounds once their time has come (the crank); the lock and close prices are the Chainlink answers
+//! in effect at those exact timestamps, read from the feed's history, so the caller cannot pick a price by picking a
+//! moment. A tie, a one-sided pool, a stale or missing price, or a round nobody settled within its window is refunded.
+//! See `programs-solana/README.md` for the account model and the instruction table.
+
+use anchor_lang::prelude::*;
+
+/// `emit!` on chain; off chain (native tests, where Anchor's `sol_log_data` is a no-op) the same bytes are logged as a
+/// `Program data: <base64>` line, so clients and tests read events the same way on both.
+macro_rules! emit_event {
+    ($e:expr) => {{
+        let ev = $e;
+        #[cfg(target_os = "solana")]
+        anchor_lang::prelude::emit!(ev);
+        #[cfg(not(target_os = "solana"))]
+        {
+            use anchor_lang::__private::base64::{engine::general_purpose::STANDARD, Engine};
+            anchor_lang::compat::solana_sysvar::program_stubs::sol_log(&format!(
+                "Program data: {}",
+                STANDARD.encode(anchor_lang::Event::data(&ev))
+            ));
+        }
+    }};
+}
+
+pub mod chainlink;
+pub mod error;
+pub mod events;
+pub mod instructions;
+pub mod money;
+pub mod state;
+
+use instructions::*;
+use state::{Params, Side};
+
+declare_id!("8p8BNBjueeyCJ2QZgeWGh67FujB5sziemG2NpV2SYxA9");
+
+#[program]
+pub mod kronos_market {
+    use super::*;
+
+    /// Creates a market staked in native SOL.
+    pub fn initialize_market(
+        ctx: Context<InitializeMarket>,
+        id: u64,
+        genesis: i64,
+        interval: u32,
+        params: Params,
+    ) -> Result<()> {
+        instructions::init::initialize_market(ctx, id, genesis, interval, params)
+    }
+
+    /// Creates a market staked in an SPL token (the vault is a token account owned by the market).
+    pub fn initialize_token_market(
+        ctx: Context<InitializeTokenMarket>,
+        id: u64,
+        genesis: i64,
+        interval: u32,
+        params: Params,
+    ) -> Result<()> {
+        instructions::init::initialize_token_market(ctx, id, genesis, interval, params)
+    }
+
+    /// Crank: opens epoch `epoch` for bets (from its start until its lock). Anyone; the payer gets the rent back.
+    pub fn start_round(ctx: Context<StartRound>, epoch: u64) -> Result<()> {
+        instructions::crank::start_round(ctx, epoch)
+    }
+
+    /// Bets `amount` on `side` of epoch `epoch`. Top-ups allowed; one side per wallet and round.
+    pub fn bet(ctx: Context<PlaceBet>, epoch: u64, side: Side, amount: u64) -> Result<()> {
+        instructions::bet::bet(ctx, epoch, side, amount)
+    }
+
+    /// Crank: records the price in effect at the lock timestamp, or cancels the round if there is none usable.
+    pub fn lock_round(ctx: Context<LockRound>, epoch: u64) -> Result<()> {
+        instructions::crank::lock_round(ctx, epoch)
+    }
+
+    /// Crank: records the close price and settles (or cancels on a tie, a one-sided pool or an unusable price).
+    pub fn settle_round(ctx: Context<SettleRound>, epoch: u64) -> Result<()> {
+        instructions::crank::settle_round(ctx, epoch)
+    }
+
+    /// Pays winnings and refunds of several rounds at once: remaining accounts are (round, position) pairs.
+    pub fn claim<'info>(ctx: Context<'info, Claim<'info>>) -> Result<()> {
+        instructions::claim::collect(ctx, false)
+    }
+
+    /// Like `claim`, but only refunds (cancelled or expired rounds); a settled round is refused.
+    pub fn refund<'info>(ctx: Context<'info, Claim<'info>>) -> Result<()> {
+        instructions::claim::collect(ctx, true)
+    }
+
+    /// Closes the caller's position once nothing more is owed, returning its rent.
+    pub fn close_position(ctx: Context<ClosePosition>, epoch: u64) -> Result<()> {
+        instructions::close::close_position(ctx, epoch)
+    }
+
+    /// Closes a final round with no positions left, returning its rent to whoever started it.
+    pub fn close_round(ctx: Context<CloseRound>, epoch: u64) -> Result<()> {
+        instructions::close::close_round(ctx, epoch)
+    }
+
+    /// Authority: stops or resumes bets.
+    pub fn set_paused(ctx: Context<Admin>, paused: bool) -> Result<()> {
+        instructions::admin::set_paused(ctx, paused)
+    }
+
+    /// Authority: parameters for rounds started from now on.
+    pub fn update_params(ctx: Context<Admin>, params: Params) -> Result<()> {
+        instructions::admin::update_params(ctx, params)
+    }
+
+    /// Authority: proposes a new authority (it must accept).
+    pub fn propose_authority(ctx: Context<Admin>, proposed: Pubkey) -> Result<()> {
+        instructions::admin::propose_authority(ctx, proposed)
+    }
+
+    /// The proposed authority accepts.
+    pub fn accept_authority(ctx: Context<AcceptAuthority>) -> Result<()> {
+        instructions::admin::accept_authority(ctx)
+    }
+
+    /// Authority: withdraws fees owed to the treasury.
+    pub fn withdraw_treasury(ctx: Context<WithdrawTreasury>, amount: u64) -> Result<()> {
+        instructions::admin::withdraw_treasury(ctx, amount)
+    }
+}

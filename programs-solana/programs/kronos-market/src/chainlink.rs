@@ -1,0 +1,291 @@
+//! Reader for Chainlink's Solana data-feed accounts (the OCR2 "store" program's `Transmissions` account).
+//!
+//! The `chainlink_solana` crate's reader depends on solana-program 2.x, which cannot share a build with our
+//! Solana 3.x crates, so this module parses the same documented layout itself (chainlink-solana
+//! `contracts/programs/store/src/state.rs`, feed version 2), all little-endian:
+//!
+//! | offset (after the 8-byte discriminator) | field |
+//! |---|---|
+//! | 0 | `version: u8` (2) |
+//! | 1 | `state: u8` |
+//! | 2..34 | `owner: Pubkey` |
+//! | 34..66 | `proposed_owner: Pubkey` |
+//! | 66..98 | `writer: Pubkey` |
+//! | 98..130 | `description: [u8; 32]` |
+//! | 130 | `decimals: u8` |
+//! | 131..135 | `flagging_threshold: u32` |
+//! | 135..139 | `latest_round_id: u32` |
+//! | 139 | `granularity: u8` |
+//! | 140..144 | `live_length: u32` |
+//! | 144..148 | `live_cursor: u32` (the next slot to write) |
+//! | 148..152 | `historical_cursor: u32` |
+//! | 152..192 | reserved |
+//!
+//! After the 192-byte header come `live_length` transmissions (a ring buffer of the latest rounds), then the
+//! historical ring (one transmission every `granularity` rounds). A transmission is 48 bytes: `slot: u64`,
+//! `timestamp: u32`, 4 bytes padding, `answer: i128`, 16 bytes reserved.
+//!
+//! Only the live ring is used for settlement: it holds consecutive rounds, so "the answer in effect at `t`" (the
+//! newest transmission with `timestamp <= t`) can be found there exactly. The historical ring samples every
+//! `granularity`-th round and cannot prove what was in effect between its samples.
+
+/// Anchor discriminator of the store program's `Transmissions` account.
+pub const DISCRIMINATOR: [u8; 8] = [96, 179, 69, 66, 128, 129, 73, 117];
+/// The header's size after the discriminator.
+pub const HEADER_SIZE: usize = 192;
+/// One transmission's size.
+pub const TRANSMISSION_SIZE: usize = 48;
+/// The feed layout version this reader understands.
+pub const FEED_VERSION: u8 = 2;
+
+/// Why a feed account cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedError {
+    /// Shorter than its header or than its live ring says.
+    TooShort,
+    /// Not a `Transmissions` account.
+    BadDiscriminator,
+    /// A layout version other than 2.
+    UnsupportedVersion(u8),
+    /// A live ring of length zero or a cursor outside it.
+    BadRing,
+}
+
+/// The feed's header fields that settlement needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub version: u8,
+    pub decimals: u8,
+    pub latest_round_id: u32,
+    pub granularity: u8,
+    pub live_length: u32,
+    pub live_cursor: u32,
+    pub description: [u8; 32],
+}
+
+/// One transmission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmission {
+    pub slot: u64,
+    pub timestamp: u32,
+    pub answer: i128,
+}
+
+/// Why no price is in effect at a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupError {
+    /// The feed could not be read.
+    Feed(FeedError),
+    /// Every transmission in the live ring is newer than the timestamp (or the ring is empty): the history no
+    /// longer reaches back that far.
+    NotCovered,
+}
+
+fn u32_at(d: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(d[off..off + 4].try_into().expect("4 bytes"))
+}
+
+/// Parses and checks the header.
+pub fn header(data: &[u8]) -> Result<Header, FeedError> {
+    if data.len() < 8 + HEADER_SIZE {
+        return Err(FeedError::TooShort);
+    }
+    if data[..8] != DISCRIMINATOR {
+        return Err(FeedError::BadDiscriminator);
+    }
+    let h = &data[8..8 + HEADER_SIZE];
+    if h[0] != FEED_VERSION {
+        return Err(FeedError::UnsupportedVersion(h[0]));
+    }
+    let live_length = u32_at(h, 140);
+    let live_cursor = u32_at(h, 144);
+    if live_length == 0 || live_cursor >= live_length {
+        return Err(FeedError::BadRing);
+    }
+    let need = (live_length as usize).checked_mul(TRANSMISSION_SIZE).and_then(|n| n.checked_add(8 + HEADER_SIZE));
+    if need.is_none_or(|n| data.len() < n) {
+        return Err(FeedError::TooShort);
+    }
+    Ok(Header {
+        version: h[0],
+        decimals: h[130],
+        latest_round_id: u32_at(h, 135),
+        granularity: h[139],
+        live_length,
+        live_cursor,
+        description: h[98..130].try_into().expect("32 bytes"),
+    })
+}
+
+/// The `k`-th newest transmission of the live ring (`k = 0` is the latest).
+fn nth_newest(data: &[u8], h: &Header, k: u32) -> Transmission {
+    let len = h.live_length as u64;
+    let idx = ((h.live_cursor as u64 + len - 1 - (k as u64 % len)) % len) as usize;
+    let off = 8 + HEADER_SIZE + idx * TRANSMISSION_SIZE;
+    let t = &data[off..off + TRANSMISSION_SIZE];
+    Transmission {
+        slot: u64::from_le_bytes(t[0..8].try_into().expect("8 bytes")),
+        timestamp: u32_at(t, 8),
+        answer: i128::from_le_bytes(t[16..32].try_into().expect("16 bytes")),
+    }
+}
+
+/// The latest transmission, if any was written.
+pub fn latest(data: &[u8]) -> Result<Option<Transmission>, FeedError> {
+    let h = header(data)?;
+    let t = nth_newest(data, &h, 0);
+    Ok((t.timestamp != 0).then_some(t))
+}
+
+/// The answer in effect at `ts`: the newest transmission of the live ring whose timestamp is `<= ts`, found by
+/// binary search (timestamps never decrease from the oldest entry to the newest; slots never written hold 0 and sit
+/// at the old end of a ring that has not wrapped yet).
+pub fn in_effect_at(data: &[u8], ts: i64) -> Result<Transmission, LookupError> {
+    let h = header(data).map_err(LookupError::Feed)?;
+    if ts < 0 {
+        return Err(LookupError::NotCovered);
+    }
+    // Smallest k (newest first) with timestamp(k) <= ts.
+    let (mut lo, mut hi) = (0u32, h.live_length);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if (nth_newest(data, &h, mid).timestamp as i64) <= ts {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if lo == h.live_length {
+        return Err(LookupError::NotCovered);
+    }
+    let t = nth_newest(data, &h, lo);
+    if t.timestamp == 0 {
+        return Err(LookupError::NotCovered);
+    }
+    Ok(t)
+}
+
+/// Builds a feed account's data (for tests and local tooling): `live` transmissions oldest first written into a ring
+/// of `live_length`, exactly as the store program's `insert` would have left them.
+pub fn encode(decimals: u8, description: &str, live_length: u32, live: &[Transmission]) -> Vec<u8> {
+    let mut d = vec![0u8; 8 + HEADER_SIZE + live_length as usize * TRANSMISSION_SIZE];
+    d[..8].copy_from_slice(&DISCRIMINATOR);
+    let h = 8;
+    d[h] = FEED_VERSION;
+    d[h + 1] = 0;
+    let desc = description.as_bytes();
+    let n = desc.len().min(32);
+    d[h + 98..h + 98 + n].copy_from_slice(&desc[..n]);
+    d[h + 130] = decimals;
+    d[h + 135..h + 139].copy_from_slice(&(live.len() as u32).to_le_bytes());
+    d[h + 139] = 30;
+    d[h + 140..h + 144].copy_from_slice(&live_length.to_le_bytes());
+    let mut cursor = 0u32;
+    for t in live {
+        let off = 8 + HEADER_SIZE + cursor as usize * TRANSMISSION_SIZE;
+        d[off..off + 8].copy_from_slice(&t.slot.to_le_bytes());
+        d[off + 8..off + 12].copy_from_slice(&t.timestamp.to_le_bytes());
+        d[off + 16..off + 32].copy_from_slice(&t.answer.to_le_bytes());
+        cursor = (cursor + 1) % live_length;
+    }
+    d[h + 144..h + 148].copy_from_slice(&cursor.to_le_bytes());
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tx(ts: u32, answer: i128) -> Transmission {
+        Transmission { slot: ts as u64 * 2, timestamp: ts, answer }
+    }
+
+    /// Offsets written by hand from the layout table, independently of [`encode`].
+    #[test]
+    fn the_header_is_read_at_the_documented_offsets() {
+        let mut d = vec![0u8; 8 + 192 + 3 * 48];
+        d[..8].copy_from_slice(&[96, 179, 69, 66, 128, 129, 73, 117]);
+        d[8] = 2; // version
+        d[8 + 98..8 + 98 + 7].copy_from_slice(b"BTC/USD");
+        d[8 + 130] = 8; // decimals
+        d[8 + 135..8 + 139].copy_from_slice(&77u32.to_le_bytes()); // latest_round_id
+        d[8 + 139] = 30; // granularity
+        d[8 + 140..8 + 144].copy_from_slice(&3u32.to_le_bytes()); // live_length
+        d[8 + 144..8 + 148].copy_from_slice(&1u32.to_le_bytes()); // live_cursor: slot 0 is the newest
+                                                                  // Transmission in slot 0: slot 900, timestamp 1_700_000_000, answer 6_512_345_678_901.
+        let t0 = 8 + 192;
+        d[t0..t0 + 8].copy_from_slice(&900u64.to_le_bytes());
+        d[t0 + 8..t0 + 12].copy_from_slice(&1_700_000_000u32.to_le_bytes());
+        d[t0 + 16..t0 + 32].copy_from_slice(&6_512_345_678_901i128.to_le_bytes());
+        let h = header(&d).unwrap();
+        assert_eq!(
+            (h.version, h.decimals, h.latest_round_id, h.granularity, h.live_length, h.live_cursor),
+            (2, 8, 77, 30, 3, 1)
+        );
+        assert_eq!(&h.description[..7], b"BTC/USD");
+        assert_eq!(
+            latest(&d).unwrap(),
+            Some(Transmission { slot: 900, timestamp: 1_700_000_000, answer: 6_512_345_678_901 })
+        );
+        assert_eq!(in_effect_at(&d, 1_700_000_000).unwrap().answer, 6_512_345_678_901);
+        assert_eq!(in_effect_at(&d, 1_699_999_999), Err(LookupError::NotCovered));
+        // The same bytes through the encoder.
+        let e =
+            encode(8, "BTC/USD", 3, &[Transmission { slot: 900, timestamp: 1_700_000_000, answer: 6_512_345_678_901 }]);
+        assert_eq!(header(&e).unwrap().live_cursor, 1);
+        assert_eq!(e[8 + 192..8 + 192 + 48], d[8 + 192..8 + 192 + 48]);
+    }
+
+    #[test]
+    fn bad_accounts_are_named() {
+        assert_eq!(header(&[0u8; 20]), Err(FeedError::TooShort));
+        let mut d = encode(8, "X", 4, &[tx(10, 1)]);
+        d[0] ^= 1;
+        assert_eq!(header(&d), Err(FeedError::BadDiscriminator));
+        let mut d = encode(8, "X", 4, &[tx(10, 1)]);
+        d[8] = 1;
+        assert_eq!(header(&d), Err(FeedError::UnsupportedVersion(1)));
+        let d = encode(8, "X", 4, &[tx(10, 1)]);
+        assert_eq!(header(&d[..d.len() - 1]), Err(FeedError::TooShort));
+        let mut d = encode(8, "X", 4, &[tx(10, 1)]);
+        d[8 + 144..8 + 148].copy_from_slice(&4u32.to_le_bytes());
+        assert_eq!(header(&d), Err(FeedError::BadRing));
+        assert_eq!(latest(&encode(8, "X", 4, &[])).unwrap(), None);
+        assert_eq!(in_effect_at(&encode(8, "X", 4, &[]), 99), Err(LookupError::NotCovered));
+    }
+
+    #[test]
+    fn a_wrapped_ring_answers_from_its_newest_entries() {
+        // 7 rounds into a ring of 4: rounds 4..7 remain (timestamps 40..70).
+        let live: Vec<_> = (1..=7).map(|i| tx(i * 10, i as i128)).collect();
+        let d = encode(8, "X", 4, &live);
+        assert_eq!(latest(&d).unwrap().unwrap().answer, 7);
+        assert_eq!(in_effect_at(&d, 1000).unwrap().answer, 7);
+        assert_eq!(in_effect_at(&d, 70).unwrap().answer, 7);
+        assert_eq!(in_effect_at(&d, 69).unwrap().answer, 6);
+        assert_eq!(in_effect_at(&d, 40).unwrap().answer, 4);
+        assert_eq!(in_effect_at(&d, 39), Err(LookupError::NotCovered), "round 3 was overwritten");
+    }
+
+    proptest! {
+        /// Binary search agrees with a linear scan of the rounds that are still in the ring.
+        #[test]
+        fn lookup_matches_a_linear_scan(
+            len in 1u32..12,
+            gaps in proptest::collection::vec(0u32..5, 0..30),
+            probe in 0i64..200,
+        ) {
+            let mut ts = 10u32;
+            let live: Vec<_> = gaps.iter().enumerate().map(|(i, g)| { ts += g; tx(ts, i as i128 + 1) }).collect();
+            let d = encode(8, "X", len, &live);
+            let kept = &live[live.len().saturating_sub(len as usize)..];
+            let want = kept.iter().rev().find(|t| t.timestamp as i64 <= probe).copied();
+            match (in_effect_at(&d, probe), want) {
+                (Ok(got), Some(w)) => prop_assert_eq!((got.timestamp, got.answer), (w.timestamp, w.answer)),
+                (Err(LookupError::NotCovered), None) => {}
+                (got, w) => prop_assert!(false, "got {:?} want {:?}", got, w),
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Error codes (6000 + position).
+
+use anchor_lang::prelude::*;
+
+#[error_code]
+pub enum MarketError {
+    #[msg("fee_bps is above the 10% cap (1000)")]
+    FeeTooHigh,
+    #[msg("min_bet must be at least 1 base unit")]
+    ZeroMinBet,
+    #[msg("max_price_age must be between 1 second and 1 day")]
+    BadPriceAge,
+    #[msg("settle_window must be between one interval and 30 days")]
+    BadSettleWindow,
+    #[msg("report_delay must not exceed one interval")]
+    BadReportDelay,
+    #[msg("interval must be between 60 seconds and 7 days")]
+    BadInterval,
+    #[msg("genesis must be a positive unix timestamp")]
+    BadGenesis,
+    #[msg("the feed account is not owned by the Chainlink store program")]
+    WrongFeedOwner,
+    #[msg("the feed account is not a Chainlink v2 transmissions account")]
+    BadFeedAccount,
+    #[msg("arithmetic overflow")]
+    MathOverflow,
+    #[msg("this round has not started yet: its start timestamp is in the future")]
+    RoundNotStarted,
+    #[msg("too late to start this round: its lock timestamp has passed")]
+    TooLateToStart,
+    #[msg("bets are only taken between a round's start and lock timestamps")]
+    BettingClosed,
+    #[msg("the market is paused: bets are refused (claims and refunds still work)")]
+    MarketPaused,
+    #[msg("the bet is below the round's minimum")]
+    BetTooSmall,
+    #[msg("this wallet already bet the other side of this round")]
+    OppositeSideTaken,
+    #[msg("the round is not open")]
+    RoundNotOpen,
+    #[msg("the round is not locked: lock it before settling")]
+    RoundNotLocked,
+    #[msg("too early: the lock or close timestamp (plus the report delay) has not passed")]
+    TooEarly,
+    #[msg("the round is already settled or cancelled")]
+    RoundFinal,
+    #[msg("the round is not final yet")]
+    RoundNotFinal,
+    #[msg("this position was already paid")]
+    AlreadyClaimed,
+    #[msg("this position is on the losing side: nothing to claim")]
+    NotAWinner,
+    #[msg("this round is not refundable: it was settled")]
+    NotRefundable,
+    #[msg("nothing to claim")]
+    NothingToClaim,
+    #[msg("claim the winnings or refund of this position before closing it")]
+    ClaimFirst,
+    #[msg("positions of this round are still open")]
+    PositionsOpen,
+    #[msg("remaining accounts must be (round, position) pairs of this market and this wallet, writable")]
+    BadClaimAccounts,
+    #[msg("a token market needs the user's token account and the token program")]
+    TokenAccountsMissing,
+    #[msg("the token account's mint or owner is wrong")]
+    WrongTokenAccount,
+    #[msg("the vault holds less than it owes")]
+    VaultShort,
+    #[msg("the treasury is owed less than requested")]
+    TreasuryShort,
+    #[msg("only the proposed authority may accept")]
+    NotPendingAuthority,
+    #[msg("the rent receiver must be the round's payer")]
+    WrongRentReceiver,
+}

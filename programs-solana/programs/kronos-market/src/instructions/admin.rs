@@ -1,0 +1,96 @@
+//! The market authority's instructions.
+
+use anchor_lang::prelude::*;
+use anchor_spl::token::{Token, TokenAccount};
+
+use crate::error::MarketError;
+use crate::events::{AuthorityAccepted, AuthorityProposed, ParamsUpdated, PausedSet, TreasuryWithdrawn};
+use crate::money;
+use crate::state::*;
+
+#[derive(Accounts)]
+pub struct Admin<'info> {
+    pub authority: Signer<'info>,
+    #[account(mut, has_one = authority)]
+    pub market: Account<'info, Market>,
+}
+
+#[derive(Accounts)]
+pub struct AcceptAuthority<'info> {
+    pub new_authority: Signer<'info>,
+    #[account(mut)]
+    pub market: Account<'info, Market>,
+}
+
+#[derive(Accounts)]
+pub struct WithdrawTreasury<'info> {
+    pub authority: Signer<'info>,
+    #[account(mut, has_one = authority)]
+    pub market: Account<'info, Market>,
+    /// CHECK: the market's vault, by address.
+    #[account(mut, address = market.vault)]
+    pub vault: UncheckedAccount<'info>,
+    /// CHECK: receives lamports (SOL markets); any writable account.
+    #[account(mut)]
+    pub to: UncheckedAccount<'info>,
+    /// Receives tokens (token markets): a token account for the market's mint.
+    #[account(mut)]
+    pub to_token: Option<Account<'info, TokenAccount>>,
+    pub token_program: Option<Program<'info, Token>>,
+}
+
+/// Stops (or resumes) bets. The crank, claims and refunds are never paused.
+pub fn set_paused(ctx: Context<Admin>, paused: bool) -> Result<()> {
+    ctx.accounts.market.paused = paused;
+    emit_event!(PausedSet { market: ctx.accounts.market.key(), paused });
+    Ok(())
+}
+
+/// Sets the parameters that rounds started from now on will use.
+pub fn update_params(ctx: Context<Admin>, params: Params) -> Result<()> {
+    let m = &mut ctx.accounts.market;
+    params.validate(m.interval)?;
+    m.params = params;
+    emit_event!(ParamsUpdated { market: m.key(), params });
+    Ok(())
+}
+
+/// First step of an authority handover.
+pub fn propose_authority(ctx: Context<Admin>, proposed: Pubkey) -> Result<()> {
+    let m = &mut ctx.accounts.market;
+    m.pending_authority = Some(proposed);
+    emit_event!(AuthorityProposed { market: m.key(), proposed });
+    Ok(())
+}
+
+/// Second step: the proposed authority signs.
+pub fn accept_authority(ctx: Context<AcceptAuthority>) -> Result<()> {
+    let m = &mut ctx.accounts.market;
+    let who = ctx.accounts.new_authority.key();
+    require!(m.pending_authority == Some(who), MarketError::NotPendingAuthority);
+    m.authority = who;
+    m.pending_authority = None;
+    emit_event!(AuthorityAccepted { market: m.key(), authority: who });
+    Ok(())
+}
+
+/// Pays `amount` of the fees owed to the treasury.
+pub fn withdraw_treasury(ctx: Context<WithdrawTreasury>, amount: u64) -> Result<()> {
+    let a = ctx.accounts;
+    require!(amount > 0 && amount <= a.market.treasury_owed, MarketError::TreasuryShort);
+    a.market.treasury_owed -= amount;
+    let to = match &a.to_token {
+        Some(t) => t.key(),
+        None => a.to.key(),
+    };
+    money::pay(
+        &a.market,
+        &a.vault.to_account_info(),
+        &a.to.to_account_info(),
+        a.to_token.as_ref(),
+        a.token_program.as_ref(),
+        amount,
+    )?;
+    emit_event!(TreasuryWithdrawn { market: a.market.key(), to, amount });
+    Ok(())
+}

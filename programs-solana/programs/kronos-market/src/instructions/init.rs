@@ -1,0 +1,153 @@
+//! Creating markets.
+
+use anchor_lang::prelude::*;
+use anchor_spl::token::{Mint, Token, TokenAccount};
+
+use crate::chainlink;
+use crate::error::MarketError;
+use crate::events::MarketInitialized;
+use crate::state::*;
+
+#[derive(Accounts)]
+#[instruction(id: u64)]
+pub struct InitializeMarket<'info> {
+    #[account(mut)]
+    pub authority: Signer<'info>,
+    #[account(init, payer = authority, space = 8 + Market::INIT_SPACE,
+        seeds = [MARKET_SEED, authority.key().as_ref(), &id.to_le_bytes()], bump)]
+    pub market: Account<'info, Market>,
+    #[account(init, payer = authority, space = 8 + SolVault::INIT_SPACE,
+        seeds = [VAULT_SEED, market.key().as_ref()], bump)]
+    pub vault: Account<'info, SolVault>,
+    /// CHECK: owner (the Chainlink store program) and layout are checked by the handler.
+    pub feed: UncheckedAccount<'info>,
+    pub system_program: Program<'info, System>,
+}
+
+#[derive(Accounts)]
+#[instruction(id: u64)]
+pub struct InitializeTokenMarket<'info> {
+    #[account(mut)]
+    pub authority: Signer<'info>,
+    #[account(init, payer = authority, space = 8 + Market::INIT_SPACE,
+        seeds = [MARKET_SEED, authority.key().as_ref(), &id.to_le_bytes()], bump)]
+    pub market: Account<'info, Market>,
+    pub mint: Account<'info, Mint>,
+    #[account(init, payer = authority, seeds = [VAULT_SEED, market.key().as_ref()], bump,
+        token::mint = mint, token::authority = market, token::token_program = token_program)]
+    pub vault: Account<'info, TokenAccount>,
+    /// CHECK: owner (the Chainlink store program) and layout are checked by the handler.
+    pub feed: UncheckedAccount<'info>,
+    pub token_program: Program<'info, Token>,
+    pub system_program: Program<'info, System>,
+}
+
+/// Reads a feed account's header after checking its owner.
+pub fn feed_header(feed: &AccountInfo) -> Result<chainlink::Header> {
+    require_keys_eq!(*feed.owner, CHAINLINK_STORE, MarketError::WrongFeedOwner);
+    let data = feed.try_borrow_data()?;
+    chainlink::header(&data).map_err(|e| {
+        msg!("feed {}: {:?}", feed.key, e);
+        error!(MarketError::BadFeedAccount)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn setup(
+    market: &mut Market,
+    key: Pubkey,
+    creator: Pubkey,
+    id: u64,
+    feed: &AccountInfo,
+    mint: Pubkey,
+    vault: Pubkey,
+    bumps: (u8, u8),
+    genesis: i64,
+    interval: u32,
+    params: Params,
+) -> Result<()> {
+    require!((MIN_INTERVAL..=MAX_INTERVAL).contains(&interval), MarketError::BadInterval);
+    require!(genesis > 0, MarketError::BadGenesis);
+    params.validate(interval)?;
+    let h = feed_header(feed)?;
+    *market = Market {
+        creator,
+        id,
+        authority: creator,
+        pending_authority: None,
+        feed: *feed.key,
+        decimals: h.decimals,
+        mint,
+        vault,
+        genesis,
+        interval,
+        params,
+        paused: false,
+        treasury_owed: 0,
+        bump: bumps.0,
+        vault_bump: bumps.1,
+    };
+    emit_event!(MarketInitialized {
+        market: key,
+        authority: creator,
+        feed: *feed.key,
+        mint,
+        genesis,
+        interval,
+        params
+    });
+    Ok(())
+}
+
+pub fn initialize_market(
+    ctx: Context<InitializeMarket>,
+    id: u64,
+    genesis: i64,
+    interval: u32,
+    params: Params,
+) -> Result<()> {
+    let a = ctx.accounts;
+    a.vault.market = a.market.key();
+    a.vault.bump = ctx.bumps.vault;
+    let key = a.market.key();
+    let vault = a.vault.key();
+    setup(
+        &mut a.market,
+        key,
+        a.authority.key(),
+        id,
+        &a.feed,
+        Pubkey::default(),
+        vault,
+        (ctx.bumps.market, ctx.bumps.vault),
+        genesis,
+        interval,
+        params,
+    )
+}
+
+pub fn initialize_token_market(
+    ctx: Context<InitializeTokenMarket>,
+    id: u64,
+    genesis: i64,
+    interval: u32,
+    params: Params,
+) -> Result<()> {
+    let a = ctx.accounts;
+    let key = a.market.key();
+    let vault = a.vault.key();
+    let mint = a.mint.key();
+    setup(
+        &mut a.market,
+        key,
+        a.authority.key(),
+        id,
+        &a.feed,
+        mint,
+        vault,
+        (ctx.bumps.market, ctx.bumps.vault),
+        genesis,
+        interval,
+        params,
+    )
+}

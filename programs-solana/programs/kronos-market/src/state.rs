@@ -1,0 +1,269 @@
+//! Accounts.
+
+use anchor_lang::prelude::*;
+
+use crate::error::MarketError;
+
+/// Basis-point denominator.
+pub const BPS: u64 = 10_000;
+/// Treasury fee cap: 10% of a round's pool.
+pub const MAX_FEE_BPS: u16 = 1_000;
+/// Shortest round interval (seconds).
+pub const MIN_INTERVAL: u32 = 60;
+/// Longest round interval (seconds).
+pub const MAX_INTERVAL: u32 = 7 * 86_400;
+/// Longest settle window (seconds).
+pub const MAX_SETTLE_WINDOW: u32 = 30 * 86_400;
+/// Longest accepted price age (seconds).
+pub const MAX_PRICE_AGE: u32 = 86_400;
+
+/// The Chainlink OCR2 store program that owns every Chainlink data-feed account on Solana (mainnet and devnet).
+pub const CHAINLINK_STORE: Pubkey = pubkey!("HEvSKofvBgfaexv23kMabbYqxasxU3mQ4ibBMEmJWHny");
+
+pub const MARKET_SEED: &[u8] = b"market";
+pub const VAULT_SEED: &[u8] = b"vault";
+pub const ROUND_SEED: &[u8] = b"round";
+pub const POSITION_SEED: &[u8] = b"position";
+
+/// Parameters a round takes from its market when it starts; changing them affects rounds not started yet.
+#[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]
+pub struct Params {
+    /// Treasury fee in basis points of a settled round's pool (at most [`MAX_FEE_BPS`]).
+    pub fee_bps: u16,
+    /// Smallest bet, in stake base units (lamports or token units).
+    pub min_bet: u64,
+    /// Oldest a Chainlink answer may be at the lock or close timestamp (seconds).
+    pub max_price_age: u32,
+    /// How long after its close a round may still be settled; after that it is refunded (seconds).
+    pub settle_window: u32,
+    /// How long after a lock or close timestamp the crank waits before reading the price, so that a report
+    /// observed before the timestamp but written after it is included (seconds, at most one interval).
+    pub report_delay: u32,
+}
+
+impl Params {
+    /// Checks the parameters against the program's limits for a market of `interval` seconds.
+    pub fn validate(&self, interval: u32) -> Result<()> {
+        require!(self.fee_bps <= MAX_FEE_BPS, MarketError::FeeTooHigh);
+        require!(self.min_bet > 0, MarketError::ZeroMinBet);
+        require!(self.max_price_age > 0 && self.max_price_age <= MAX_PRICE_AGE, MarketError::BadPriceAge);
+        require!(
+            self.settle_window >= interval && self.settle_window <= MAX_SETTLE_WINDOW,
+            MarketError::BadSettleWindow
+        );
+        require!(self.report_delay <= interval, MarketError::BadReportDelay);
+        Ok(())
+    }
+}
+
+/// A market: one Chainlink feed, one clock, one stake (native SOL or one SPL token).
+#[account]
+#[derive(InitSpace, Debug)]
+pub struct Market {
+    /// Who created the market (part of its address; never changes).
+    pub creator: Pubkey,
+    /// The creator's number for this market (part of its address).
+    pub id: u64,
+    /// Who may pause, change parameters and withdraw the treasury.
+    pub authority: Pubkey,
+    /// The authority proposed by [`crate::kronos_market::propose_authority`], until it accepts.
+    pub pending_authority: Option<Pubkey>,
+    /// The Chainlink feed account (owned by [`CHAINLINK_STORE`]).
+    pub feed: Pubkey,
+    /// The feed's decimals when the market was created; a feed that changes them stops settling.
+    pub decimals: u8,
+    /// The stake mint; `Pubkey::default()` for native SOL.
+    pub mint: Pubkey,
+    /// The vault (PDA `["vault", market]`): a program-owned account for SOL, a token account for SPL stakes.
+    pub vault: Pubkey,
+    /// Start of epoch 0 (unix seconds).
+    pub genesis: i64,
+    /// Round length (seconds): epoch `e` takes bets from `genesis + e * interval` until the next boundary, locks
+    /// there and closes one interval later.
+    pub interval: u32,
+    /// Parameters for rounds that start from now on.
+    pub params: Params,
+    /// Bets are refused while paused; the crank, claims and refunds keep working.
+    pub paused: bool,
+    /// Fees owed to the treasury (stake base units).
+    pub treasury_owed: u64,
+    pub bump: u8,
+    pub vault_bump: u8,
+}
+
+impl Market {
+    pub fn is_native(&self) -> bool {
+        self.mint == Pubkey::default()
+    }
+
+    /// Start, lock and close timestamps of `epoch`.
+    pub fn times(&self, epoch: u64) -> Result<(i64, i64, i64)> {
+        let iv = self.interval as i64;
+        let start = i64::try_from(epoch)
+            .ok()
+            .and_then(|e| e.checked_mul(iv))
+            .and_then(|o| o.checked_add(self.genesis))
+            .ok_or(MarketError::MathOverflow)?;
+        let lock = start.checked_add(iv).ok_or(MarketError::MathOverflow)?;
+        let close = lock.checked_add(iv).ok_or(MarketError::MathOverflow)?;
+        Ok((start, lock, close))
+    }
+}
+
+/// The SOL vault: holds the stakes of a native-SOL market as lamports above its rent-exempt minimum.
+#[account]
+#[derive(InitSpace, Debug)]
+pub struct SolVault {
+    pub market: Pubkey,
+    pub bump: u8,
+}
+
+#[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]
+pub enum Side {
+    Up,
+    Down,
+}
+
+#[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]
+pub enum RoundStatus {
+    /// Taking bets until its lock timestamp.
+    Open,
+    /// Lock price recorded; waiting for the close.
+    Locked,
+    /// Winners share the pool after the fee.
+    Settled,
+    /// Every stake is refunded.
+    Cancelled,
+}
+
+#[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]
+pub enum Outcome {
+    None,
+    Up,
+    Down,
+    Tie,
+}
+
+#[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]
+pub enum CancelReason {
+    None,
+    /// The feed's live history no longer (or not yet) covers the lock timestamp.
+    LockPriceUnavailable,
+    /// The answer in effect at the lock was older than `max_price_age`.
+    LockPriceStale,
+    /// The answer in effect at the close could not be read.
+    ClosePriceUnavailable,
+    /// The answer in effect at the close was older than `max_price_age`.
+    ClosePriceStale,
+    /// A non-positive answer, or a feed whose decimals changed.
+    BadAnswer,
+    /// Close price equals lock price.
+    Tie,
+    /// One side of the pool was empty.
+    OneSidedPool,
+    /// Nobody settled the round within its settle window.
+    Expired,
+}
+
+/// One round of a market (PDA `["round", market, epoch_le]`).
+#[account]
+#[derive(InitSpace, Debug)]
+pub struct Round {
+    pub market: Pubkey,
+    pub epoch: u64,
+    pub start_ts: i64,
+    pub lock_ts: i64,
+    pub close_ts: i64,
+    /// The market's parameters when the round started.
+    pub params: Params,
+    pub status: RoundStatus,
+    pub outcome: Outcome,
+    pub cancel_reason: CancelReason,
+    pub up_amount: u64,
+    pub down_amount: u64,
+    /// The fee booked to the treasury at settlement.
+    pub fee: u64,
+    /// What the winners share (pool minus fee).
+    pub reward_amount: u64,
+    pub lock_price: i128,
+    pub close_price: i128,
+    /// Timestamps of the Chainlink transmissions used.
+    pub lock_price_ts: i64,
+    pub close_price_ts: i64,
+    /// Paid out so far (winnings and refunds).
+    pub paid: u64,
+    /// Position accounts still open for this round; the round closes when none are left.
+    pub positions: u32,
+    /// Who paid the round's rent (gets it back when the round is closed).
+    pub payer: Pubkey,
+    pub bump: u8,
+}
+
+impl Round {
+    /// Past the settle window without having been settled or cancelled.
+    pub fn expired(&self, now: i64) -> bool {
+        matches!(self.status, RoundStatus::Open | RoundStatus::Locked)
+            && now > self.close_ts.saturating_add(self.params.settle_window as i64)
+    }
+
+    pub fn total(&self) -> Result<u64> {
+        self.up_amount.checked_add(self.down_amount).ok_or_else(|| MarketError::MathOverflow.into())
+    }
+}
+
+/// A user's stake in one round (PDA `["position", round, user]`). One side per round; top-ups allowed.
+#[account]
+#[derive(InitSpace, Debug)]
+pub struct Position {
+    pub round: Pubkey,
+    pub user: Pubkey,
+    pub side: Side,
+    pub amount: u64,
+    pub claimed: bool,
+    pub bump: u8,
+}
+
+/// What a position is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// The round is not final yet.
+    Pending,
+    /// Winnings.
+    Win(u64),
+    /// The stake back.
+    Refund(u64),
+    /// Nothing (lost, already paid, or empty).
+    Nothing,
+}
+
+/// What `pos` is owed from `round` at `now`.
+pub fn due(round: &Round, pos: &Position, now: i64) -> Result<Due> {
+    if pos.claimed || pos.amount == 0 {
+        return Ok(Due::Nothing);
+    }
+    if round.expired(now) {
+        return Ok(Due::Refund(pos.amount));
+    }
+    Ok(match round.status {
+        RoundStatus::Open | RoundStatus::Locked => Due::Pending,
+        RoundStatus::Cancelled => Due::Refund(pos.amount),
+        RoundStatus::Settled => {
+            let winner = if round.outcome == Outcome::Up { Side::Up } else { Side::Down };
+            if pos.side != winner {
+                Due::Nothing
+            } else {
+                let pool = if winner == Side::Up { round.up_amount } else { round.down_amount };
+                let amt = (pos.amount as u128)
+                    .checked_mul(round.reward_amount as u128)
+                    .and_then(|x| x.checked_div(pool as u128))
+                    .ok_or(MarketError::MathOverflow)?;
+                let amt = u64::try_from(amt).map_err(|_| MarketError::MathOverflow)?;
+                if amt == 0 {
+                    Due::Nothing
+                } else {
+                    Due::Win(amt)
+                }
+            }
+        }
+    })
+}

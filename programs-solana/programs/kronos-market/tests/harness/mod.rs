@@ -1,0 +1,454 @@
+//! Test harness: the real Anchor entry point run natively by solana-program-test (no SBF toolchain), with the
+//! Clock and the Chainlink feed account under the test's control, and the SPL Token program from program-test's
+//! genesis.
+#![allow(deprecated, dead_code)] // solana-program-test 3.x marks its API "unstable"; it is the supported native path.
+
+use anchor_lang::prelude::Pubkey;
+use anchor_lang::solana_program::instruction::Instruction;
+use anchor_lang::{AccountDeserialize, AnchorDeserialize, Discriminator, InstructionData, ToAccountMetas};
+use anchor_spl::token::spl_token;
+use kronos_market::chainlink::{self, Transmission};
+use kronos_market::state::*;
+use kronos_market::{accounts as acc, instruction as ix, ID};
+use solana_account::{Account, AccountSharedData};
+use solana_keypair::Keypair;
+use solana_program_test::{processor, ProgramTest, ProgramTestContext};
+use solana_signer::Signer;
+use solana_transaction::Transaction;
+
+pub use kronos_market::error::MarketError;
+
+pub const SOL: u64 = 1_000_000_000;
+pub const GENESIS: i64 = 1_800_000_000;
+pub const INTERVAL: u32 = 300;
+
+fn entry(
+    program_id: &Pubkey,
+    accounts: &[anchor_lang::prelude::AccountInfo],
+    data: &[u8],
+) -> anchor_lang::solana_program::entrypoint::ProgramResult {
+    // program-test hands accounts with distinct lifetimes; Anchor's entry wants one. Same data, same lifetime in
+    // practice (the slice outlives the call).
+    let accounts: &[anchor_lang::prelude::AccountInfo] = unsafe { std::mem::transmute(accounts) };
+    kronos_market::entry(program_id, accounts, data)
+}
+
+pub fn params() -> Params {
+    Params { fee_bps: 300, min_bet: 1_000, max_price_age: 3_600, settle_window: 3_600, report_delay: 0 }
+}
+
+/// A transaction that failed, as the code a test compares.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fail {
+    /// A custom program error (Anchor: 100..=5999 framework, 6000+ ours).
+    Code(u32),
+    Other(String),
+}
+
+pub fn code(e: MarketError) -> Fail {
+    Fail::Code(u32::from(e))
+}
+
+/// Anchor's framework error codes used in the tests.
+pub mod anchor_code {
+    pub const CONSTRAINT_HAS_ONE: u32 = 2001;
+    pub const CONSTRAINT_SEEDS: u32 = 2006;
+    pub const CONSTRAINT_ADDRESS: u32 = 2012;
+    pub const ACCOUNT_NOT_INITIALIZED: u32 = 3012;
+}
+
+pub struct Env {
+    pub ctx: ProgramTestContext,
+    pub now: i64,
+    slot: u64,
+    pub authority: Keypair,
+    pub feed: Pubkey,
+    pub feed_data: Vec<Transmission>,
+    pub feed_owner: Pubkey,
+    pub live_length: u32,
+    pub logs: Vec<String>,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let mut pt = ProgramTest::new("kronos_market", ID, processor!(entry));
+        pt.prefer_bpf(false);
+        let ctx = pt.start_with_context().await;
+        let mut env = Env {
+            ctx,
+            now: GENESIS - 10,
+            slot: 1,
+            authority: Keypair::new(),
+            feed: Pubkey::new_unique(),
+            feed_data: vec![],
+            feed_owner: CHAINLINK_STORE,
+            live_length: 64,
+            logs: vec![],
+        };
+        let a = env.authority.pubkey();
+        env.fund(&a, 100 * SOL).await;
+        env.push_price(GENESIS - 60, 6_500_000_000_000);
+        env.write_feed();
+        env
+    }
+
+    /// Sets the clock.
+    pub async fn at(&mut self, ts: i64) {
+        self.now = ts;
+        let mut c: anchor_lang::prelude::Clock = self.ctx.banks_client.get_sysvar().await.unwrap();
+        c.unix_timestamp = ts;
+        self.ctx.set_sysvar(&c);
+    }
+
+    /// Appends a Chainlink transmission (not yet written: call [`Env::write_feed`]).
+    pub fn push_price(&mut self, ts: i64, answer: i128) {
+        let slot = self.feed_data.len() as u64 + 1;
+        self.feed_data.push(Transmission { slot, timestamp: ts as u32, answer });
+    }
+
+    /// Writes the feed account as the store program would have left it.
+    pub fn write_feed(&mut self) {
+        self.write_feed_with(8);
+    }
+
+    pub fn write_feed_with(&mut self, decimals: u8) {
+        let data = chainlink::encode(decimals, "BTC / USD", self.live_length, &self.feed_data);
+        let acct = Account { lamports: 10 * SOL, data, owner: self.feed_owner, executable: false, rent_epoch: 0 };
+        self.ctx.set_account(&self.feed, &AccountSharedData::from(acct));
+    }
+
+    pub async fn fund(&mut self, to: &Pubkey, lamports: u64) {
+        let acct = Account {
+            lamports,
+            data: vec![],
+            owner: anchor_lang::system_program::ID,
+            executable: false,
+            rent_epoch: 0,
+        };
+        self.ctx.set_account(to, &AccountSharedData::from(acct));
+    }
+
+    pub async fn user(&mut self, lamports: u64) -> Keypair {
+        let k = Keypair::new();
+        self.fund(&k.pubkey(), lamports).await;
+        k
+    }
+
+    /// Sends `ixs` signed by `signers` (the first pays), in a fresh slot so that identical retries are new
+    /// transactions, at the current clock.
+    pub async fn send(&mut self, ixs: &[Instruction], signers: &[&Keypair]) -> Result<(), Fail> {
+        self.slot += 1;
+        self.ctx.warp_to_slot(self.slot).unwrap();
+        let now = self.now;
+        self.at(now).await;
+        let hash = self.ctx.banks_client.get_latest_blockhash().await.unwrap();
+        let tx = Transaction::new_signed_with_payer(ixs, Some(&signers[0].pubkey()), signers, hash);
+        let res = self.ctx.banks_client.process_transaction_with_metadata(tx).await;
+        let res = match res {
+            Ok(r) => r,
+            Err(e) => return Err(Fail::Other(format!("{e:?}"))),
+        };
+        if let Some(m) = &res.metadata {
+            self.logs = m.log_messages.clone();
+        }
+        match res.result {
+            Ok(()) => Ok(()),
+            Err(solana_transaction_error::TransactionError::InstructionError(
+                _,
+                solana_instruction::error::InstructionError::Custom(c),
+            )) => Err(Fail::Code(c)),
+            Err(e) => Err(Fail::Other(format!("{e:?} {:#?}", self.logs))),
+        }
+    }
+
+    /// Events of type `T` in the last successful transaction's logs.
+    pub fn events<T: AnchorDeserialize + Discriminator>(&self) -> Vec<T> {
+        use anchor_lang::__private::base64::{engine::general_purpose::STANDARD, Engine};
+        self.logs
+            .iter()
+            .filter_map(|l| l.strip_prefix("Program data: ").or_else(|| l.strip_prefix("Program log: Program data: ")))
+            .filter_map(|b| STANDARD.decode(b).ok())
+            .filter(|d| d.starts_with(T::DISCRIMINATOR))
+            .filter_map(|d| T::deserialize(&mut &d[T::DISCRIMINATOR.len()..]).ok())
+            .collect()
+    }
+
+    pub async fn account<T: AccountDeserialize>(&mut self, key: Pubkey) -> Option<T> {
+        let a = self.ctx.banks_client.get_account(key).await.unwrap()?;
+        Some(T::try_deserialize(&mut a.data.as_slice()).unwrap())
+    }
+
+    pub async fn lamports(&mut self, key: Pubkey) -> u64 {
+        self.ctx.banks_client.get_balance(key).await.unwrap()
+    }
+
+    pub async fn rent(&mut self, len: usize) -> u64 {
+        self.ctx.banks_client.get_rent().await.unwrap().minimum_balance(len)
+    }
+
+    pub async fn exists(&mut self, key: Pubkey) -> bool {
+        self.ctx.banks_client.get_account(key).await.unwrap().is_some_and(|a| a.lamports > 0)
+    }
+
+    // ---- SPL token ----
+
+    pub async fn create_mint(&mut self, decimals: u8) -> Pubkey {
+        let mint = Keypair::new();
+        let rent = self.rent(spl_token::state::Mint::LEN).await;
+        let payer = self.authority.insecure_clone();
+        let ixs = [
+            solana_system_interface::instruction::create_account(
+                &payer.pubkey(),
+                &mint.pubkey(),
+                rent,
+                spl_token::state::Mint::LEN as u64,
+                &spl_token::ID,
+            ),
+            spl_token::instruction::initialize_mint2(&spl_token::ID, &mint.pubkey(), &payer.pubkey(), None, decimals)
+                .unwrap(),
+        ];
+        self.send(&ixs, &[&payer, &mint]).await.unwrap();
+        mint.pubkey()
+    }
+
+    /// A token account for `owner` holding `amount` freshly minted.
+    pub async fn token_account(&mut self, mint: Pubkey, owner: &Pubkey, amount: u64) -> Pubkey {
+        let acct = Keypair::new();
+        let rent = self.rent(spl_token::state::Account::LEN).await;
+        let payer = self.authority.insecure_clone();
+        let mut ixs = vec![
+            solana_system_interface::instruction::create_account(
+                &payer.pubkey(),
+                &acct.pubkey(),
+                rent,
+                spl_token::state::Account::LEN as u64,
+                &spl_token::ID,
+            ),
+            spl_token::instruction::initialize_account3(&spl_token::ID, &acct.pubkey(), &mint, owner).unwrap(),
+        ];
+        if amount > 0 {
+            ixs.push(
+                spl_token::instruction::mint_to(&spl_token::ID, &mint, &acct.pubkey(), &payer.pubkey(), &[], amount)
+                    .unwrap(),
+            );
+        }
+        self.send(&ixs, &[&payer, &acct]).await.unwrap();
+        acct.pubkey()
+    }
+
+    pub async fn token_balance(&mut self, acct: Pubkey) -> u64 {
+        use anchor_lang::solana_program::program_pack::Pack;
+        let a = self.ctx.banks_client.get_account(acct).await.unwrap().unwrap();
+        spl_token::state::Account::unpack(&a.data).unwrap().amount
+    }
+}
+
+use anchor_lang::solana_program::program_pack::Pack as _;
+
+// ---- addresses and instructions ----
+
+pub fn market_pda(creator: &Pubkey, id: u64) -> Pubkey {
+    Pubkey::find_program_address(&[MARKET_SEED, creator.as_ref(), &id.to_le_bytes()], &ID).0
+}
+pub fn vault_pda(market: &Pubkey) -> Pubkey {
+    Pubkey::find_program_address(&[VAULT_SEED, market.as_ref()], &ID).0
+}
+pub fn round_pda(market: &Pubkey, epoch: u64) -> Pubkey {
+    Pubkey::find_program_address(&[ROUND_SEED, market.as_ref(), &epoch.to_le_bytes()], &ID).0
+}
+pub fn position_pda(round: &Pubkey, user: &Pubkey) -> Pubkey {
+    Pubkey::find_program_address(&[POSITION_SEED, round.as_ref(), user.as_ref()], &ID).0
+}
+
+fn ixn(accounts: impl ToAccountMetas, data: impl InstructionData) -> Instruction {
+    Instruction { program_id: ID, accounts: accounts.to_account_metas(None), data: data.data() }
+}
+
+/// A market as the tests drive it.
+#[derive(Clone, Copy)]
+pub struct M {
+    pub key: Pubkey,
+    pub vault: Pubkey,
+    pub feed: Pubkey,
+    pub authority: Pubkey,
+    pub mint: Option<Pubkey>,
+}
+
+pub fn init_sol(authority: &Pubkey, id: u64, feed: Pubkey, p: Params) -> (M, Instruction) {
+    let key = market_pda(authority, id);
+    let vault = vault_pda(&key);
+    let i = ixn(
+        acc::InitializeMarket {
+            authority: *authority,
+            market: key,
+            vault,
+            feed,
+            system_program: anchor_lang::system_program::ID,
+        },
+        ix::InitializeMarket { id, genesis: GENESIS, interval: INTERVAL, params: p },
+    );
+    (M { key, vault, feed, authority: *authority, mint: None }, i)
+}
+
+pub fn init_token(authority: &Pubkey, id: u64, feed: Pubkey, mint: Pubkey, p: Params) -> (M, Instruction) {
+    let key = market_pda(authority, id);
+    let vault = vault_pda(&key);
+    let i = ixn(
+        acc::InitializeTokenMarket {
+            authority: *authority,
+            market: key,
+            mint,
+            vault,
+            feed,
+            token_program: spl_token::ID,
+            system_program: anchor_lang::system_program::ID,
+        },
+        ix::InitializeTokenMarket { id, genesis: GENESIS, interval: INTERVAL, params: p },
+    );
+    (M { key, vault, feed, authority: *authority, mint: Some(mint) }, i)
+}
+
+impl M {
+    pub fn times(&self, epoch: u64) -> (i64, i64, i64) {
+        let s = GENESIS + epoch as i64 * INTERVAL as i64;
+        (s, s + INTERVAL as i64, s + 2 * INTERVAL as i64)
+    }
+    pub fn round(&self, epoch: u64) -> Pubkey {
+        round_pda(&self.key, epoch)
+    }
+    pub fn position(&self, epoch: u64, user: &Pubkey) -> Pubkey {
+        position_pda(&self.round(epoch), user)
+    }
+    pub fn start(&self, payer: &Pubkey, epoch: u64) -> Instruction {
+        ixn(
+            acc::StartRound {
+                payer: *payer,
+                market: self.key,
+                round: self.round(epoch),
+                system_program: anchor_lang::system_program::ID,
+            },
+            ix::StartRound { epoch },
+        )
+    }
+    pub fn bet(&self, user: &Pubkey, epoch: u64, side: Side, amount: u64, user_token: Option<Pubkey>) -> Instruction {
+        self.bet_with(user, epoch, self.round(epoch), side, amount, user_token)
+    }
+    /// A bet naming `round` as its round account (tests pass wrong ones).
+    pub fn bet_with(
+        &self,
+        user: &Pubkey,
+        epoch: u64,
+        round: Pubkey,
+        side: Side,
+        amount: u64,
+        user_token: Option<Pubkey>,
+    ) -> Instruction {
+        ixn(
+            acc::PlaceBet {
+                user: *user,
+                market: self.key,
+                round,
+                position: position_pda(&round, user),
+                vault: self.vault,
+                user_token,
+                token_program: self.mint.map(|_| spl_token::ID),
+                system_program: anchor_lang::system_program::ID,
+            },
+            ix::Bet { epoch, side, amount },
+        )
+    }
+    pub fn lock(&self, epoch: u64) -> Instruction {
+        ixn(acc::LockRound { market: self.key, round: self.round(epoch), feed: self.feed }, ix::LockRound { epoch })
+    }
+    pub fn settle(&self, epoch: u64) -> Instruction {
+        ixn(acc::SettleRound { market: self.key, round: self.round(epoch), feed: self.feed }, ix::SettleRound { epoch })
+    }
+    fn claim_ix(&self, user: &Pubkey, epochs: &[u64], user_token: Option<Pubkey>, refund: bool) -> Instruction {
+        let mut metas = acc::Claim {
+            user: *user,
+            market: self.key,
+            vault: self.vault,
+            user_token,
+            token_program: self.mint.map(|_| spl_token::ID),
+        }
+        .to_account_metas(None);
+        for e in epochs {
+            metas.push(anchor_lang::solana_program::instruction::AccountMeta::new(self.round(*e), false));
+            metas.push(anchor_lang::solana_program::instruction::AccountMeta::new(self.position(*e, user), false));
+        }
+        let data = if refund { ix::Refund {}.data() } else { ix::Claim {}.data() };
+        Instruction { program_id: ID, accounts: metas, data }
+    }
+    pub fn claim(&self, user: &Pubkey, epochs: &[u64], user_token: Option<Pubkey>) -> Instruction {
+        self.claim_ix(user, epochs, user_token, false)
+    }
+    pub fn refund(&self, user: &Pubkey, epochs: &[u64], user_token: Option<Pubkey>) -> Instruction {
+        self.claim_ix(user, epochs, user_token, true)
+    }
+    pub fn close_position(&self, user: &Pubkey, epoch: u64) -> Instruction {
+        ixn(
+            acc::ClosePosition {
+                user: *user,
+                market: self.key,
+                round: self.round(epoch),
+                position: self.position(epoch, user),
+            },
+            ix::ClosePosition { epoch },
+        )
+    }
+    pub fn close_round(&self, payer: &Pubkey, epoch: u64) -> Instruction {
+        ixn(acc::CloseRound { market: self.key, round: self.round(epoch), payer: *payer }, ix::CloseRound { epoch })
+    }
+    pub fn set_paused(&self, authority: &Pubkey, paused: bool) -> Instruction {
+        ixn(acc::Admin { authority: *authority, market: self.key }, ix::SetPaused { paused })
+    }
+    pub fn update_params(&self, authority: &Pubkey, params: Params) -> Instruction {
+        ixn(acc::Admin { authority: *authority, market: self.key }, ix::UpdateParams { params })
+    }
+    pub fn propose_authority(&self, authority: &Pubkey, proposed: Pubkey) -> Instruction {
+        ixn(acc::Admin { authority: *authority, market: self.key }, ix::ProposeAuthority { proposed })
+    }
+    pub fn accept_authority(&self, new_authority: &Pubkey) -> Instruction {
+        ixn(acc::AcceptAuthority { new_authority: *new_authority, market: self.key }, ix::AcceptAuthority {})
+    }
+    pub fn withdraw(&self, authority: &Pubkey, to: Pubkey, to_token: Option<Pubkey>, amount: u64) -> Instruction {
+        ixn(
+            acc::WithdrawTreasury {
+                authority: *authority,
+                market: self.key,
+                vault: self.vault,
+                to,
+                to_token,
+                token_program: self.mint.map(|_| spl_token::ID),
+            },
+            ix::WithdrawTreasury { amount },
+        )
+    }
+}
+
+/// What the vault holds above its rent-exempt floor (SOL) or its token balance, and what the program owes from it:
+/// every round's unpaid stakes (open, locked or cancelled) or unpaid winnings (settled), plus the treasury.
+pub async fn audit(env: &mut Env, m: &M, epochs: impl IntoIterator<Item = u64>) -> (u64, u64) {
+    let market: Market = env.account(m.key).await.unwrap();
+    let mut owed = market.treasury_owed as u128;
+    for e in epochs {
+        let Some(r) = env.account::<Round>(m.round(e)).await else { continue };
+        let base = match r.status {
+            RoundStatus::Settled => r.reward_amount,
+            _ => r.up_amount + r.down_amount,
+        };
+        assert!(r.paid <= base, "epoch {e}: paid {} of {base}", r.paid);
+        owed += (base - r.paid) as u128;
+    }
+    let held = match m.mint {
+        None => {
+            let len = 8 + SolVault::INIT_SPACE;
+            let floor = env.rent(len).await;
+            env.lamports(m.vault).await - floor
+        }
+        Some(_) => env.token_balance(m.vault).await,
+    };
+    (held, owed as u64)
+}
+
+use anchor_lang::Space as _;
