@@ -146,6 +146,25 @@ contract ChainlinkRoundsTest is Test {
         assertEq(id, _id(2, 1));
     }
 
+    function test_laterPhaseAcrossAnEmptyPhaseWins() public {
+        // Phase 1 keeps reporting (1000, 1100, 1200); phase 2 is empty; phase 3 starts at 1050. At t=1075 the old
+        // round 1 (followed by round 2 at 1100) must not be provable: phase 3 was already in effect.
+        PhasedAggregatorProxy proxy = new PhasedAggregatorProxy(address(agg), "BTC / USD");
+        proxy.setAggregator(address(new EmptyAggregator()));
+        vm.warp(1050);
+        MockV3Aggregator c = new MockV3Aggregator(8, 500e8); // phase 3 round 1 at 1050
+        proxy.setAggregator(address(c));
+        vm.warp(2000);
+        vm.expectRevert(abi.encodeWithSelector(ChainlinkRounds.ProofLaterPhaseInEffect.selector, _id(1, 1), _id(3, 1)));
+        h.verify(proxy, 1075, _id(1, 1), _id(1, 2), false);
+        (uint80 id, int256 answer) = h.verify(proxy, 1075, _id(3, 1), 0, false);
+        assertEq(id, _id(3, 1));
+        assertEq(answer, 500e8);
+        // Before phase 3 started, phase 1's round is the answer.
+        (id,) = h.verify(proxy, 1049, _id(1, 1), _id(1, 2), false);
+        assertEq(id, _id(1, 1));
+    }
+
     function test_emptyPhaseIsSkippedButMustBeEmpty() public {
         PhasedAggregatorProxy proxy = new PhasedAggregatorProxy(address(agg), "BTC / USD");
         MockV3Aggregator empty = MockV3Aggregator(address(new EmptyAggregator()));

@@ -8,9 +8,9 @@ import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interf
 /// @dev A proxy round id is `(phaseId << 64) | aggregatorRoundId`. The round in effect at `t` is the round `r` whose
 /// time is `<= t` while the round that follows it in proxy order has a time `> t`, or `r` is the feed's latest round
 /// and `t` is already in the past. The follower of `r` is `r + 1` when that round exists; otherwise (the last round
-/// of a phase) it is the first round of the next phase that has data, passed as a hint and verified here. When the
-/// next phase's first round is already in effect at `t`, that later phase wins, so exactly one proof exists for any
-/// timestamp on a feed whose rounds are time-ordered within each phase.
+/// of a phase) it is the first round of the next phase that has data, passed as a hint and verified here. When any
+/// later phase's first round is already in effect at `t` (empty phases in between included), that later phase wins,
+/// so exactly one proof exists for any timestamp on a feed whose rounds are time-ordered within each phase.
 /// Price feeds are timed by `updatedAt`; L2 sequencer-uptime feeds by `startedAt` (the time the status changed;
 /// their `updatedAt` moves when an unchanged status is re-reported).
 library ChainlinkRounds {
@@ -118,10 +118,26 @@ library ChainlinkRounds {
         uint256 nt = _time(n, byStartedAt);
         if (nt <= t) revert ProofSuccessorNotAfterTimestamp(next, nt, t);
 
-        if (samePhase) {
-            uint80 laterFirst = firstRoundOfPhase(phase + 1);
+        // The latest phase whose first round is already in effect at `t` holds the answer, so no phase after the
+        // proven one may have started by `t`. Phases can be empty, so every later phase up to the feed's current one
+        // is checked (for a cross-phase successor, the phases up to it were just shown empty and it starts after `t`).
+        _requireNoLaterPhaseBy(feed, samePhase ? phase + 1 : phaseOf(next) + 1, t, byStartedAt, proof.roundId);
+    }
+
+    /// @dev Reverts when the first round of any phase from `fromPhase` to the feed's current phase is in effect at `t`.
+    function _requireNoLaterPhaseBy(
+        AggregatorV3Interface feed,
+        uint256 fromPhase,
+        uint256 t,
+        bool byStartedAt,
+        uint80 roundId
+    ) private view {
+        (uint80 latestId,,,,) = feed.latestRoundData();
+        uint256 top = phaseOf(latestId);
+        for (uint256 q = fromPhase; q <= top; ++q) {
+            uint80 laterFirst = firstRoundOfPhase(q);
             (bool laterOk, RoundData memory l) = tryGetRound(feed, laterFirst);
-            if (laterOk && _time(l, byStartedAt) <= t) revert ProofLaterPhaseInEffect(proof.roundId, laterFirst);
+            if (laterOk && _time(l, byStartedAt) <= t) revert ProofLaterPhaseInEffect(roundId, laterFirst);
         }
     }
 }

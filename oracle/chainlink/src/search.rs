@@ -184,11 +184,11 @@ pub(crate) mod tests {
         if n.updated_at <= t {
             return false;
         }
-        if same {
-            if let Some(l) = f.rounds.get(&proxy_id(phase + 1, 1)) {
-                if l.updated_at <= t {
-                    return false;
-                }
+        // No phase after the proven one (up to the feed's current phase, empty ones included) may have started by t.
+        let from = if same { phase + 1 } else { phase_of(next) + 1 };
+        for q in from..=phase_of(f.latest) {
+            if f.rounds.get(&proxy_id(q, 1)).is_some_and(|l| l.updated_at <= t) {
+                return false;
             }
         }
         true
@@ -219,6 +219,17 @@ pub(crate) mod tests {
         assert!(contract_accepts(&f, 400, &p, 10_000));
         let p = run(round_at(&f, 550, TimeField::UpdatedAt)).unwrap().unwrap();
         assert_eq!((p.round.round_id, p.next_round_id), (proxy_id(3, 1), proxy_id(3, 2)));
+    }
+
+    #[test]
+    fn a_later_phase_wins_across_an_empty_phase() {
+        // Found by the property test below: phase 2 is empty and phase 3's first round (3) is in effect at t = 3, so
+        // round 1 of phase 1 (followed by round 2 of phase 1 at 32) must not be provable at t = 3.
+        let f = MemFeed::new(1, &[vec![1, 32, 78, 127], vec![], vec![3]]);
+        let p = run(round_at(&f, 3, TimeField::UpdatedAt)).unwrap().unwrap();
+        assert_eq!((p.round.round_id, p.next_round_id), (proxy_id(3, 1), 0));
+        let stale = RoundProof { round: f.rounds[&proxy_id(1, 1)], next_round_id: proxy_id(1, 2) };
+        assert!(!contract_accepts(&f, 3, &stale, 10_000));
     }
 
     #[test]

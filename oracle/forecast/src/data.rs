@@ -214,7 +214,8 @@ mod tests {
 
     #[test]
     fn the_shipped_data_loads() {
-        let c = load_csv(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/btcusd-1h.csv")).unwrap();
+        let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        let c = load_csv(format!("{dir}/../../data/btcusd-1h.csv")).unwrap();
         assert_eq!(c.len(), 16_045);
         assert!(c.windows(2).all(|w| w[1].timestamp - w[0].timestamp == 3600), "hourly with no gaps");
         let s = Split::chronological(c.len());

@@ -12,14 +12,16 @@ use alloy::primitives::{Address, I256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 
-/// The repository root (where `Cargo.lock` and `foundry.toml` are).
+/// The repository root (where `Cargo.lock` and `foundry.toml` are), found from the running test's package
+/// directory (set by cargo at run time, so a target dir shared between checkouts still finds this checkout).
 pub fn repo_root() -> PathBuf {
-    let mut d = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let start = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let mut d = PathBuf::from(&start);
     loop {
         if d.join("foundry.toml").is_file() && d.join("Cargo.lock").is_file() {
             return d;
         }
-        assert!(d.pop(), "repository root not found above {}", env!("CARGO_MANIFEST_DIR"));
+        assert!(d.pop(), "repository root not found above {start}");
     }
 }
 
