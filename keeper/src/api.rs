@@ -1,11 +1,13 @@
 //! The HTTP/WebSocket service: `/health`, `/metrics` (Prometheus), `/api/markets`, `/api/rounds`,
-//! `/api/predictions`, and `/ws` streaming every signal as JSON.
+//! `/api/predictions`, and `/ws` streaming every signal as JSON. Forecasts are sealed until their on-chain reveal:
+//! `/ws` leaves out the forecast and commitment signals and `/api/markets` the latest P(up) unless the request
+//! carries the API token (`Authorization: Bearer …`, `keeper.api_token_env`).
 
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -26,6 +28,20 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub chains: Vec<Arc<ChainRuntime>>,
     pub stats: Vec<Arc<Mutex<MarketStats>>>,
+    /// Holders of this bearer token see forecasts before their reveal (`/ws`, `/api/markets`); others do not.
+    pub token: Option<kronos_common::Secret>,
+}
+
+impl ApiState {
+    /// Whether the request carries the API token (`Authorization: Bearer …`).
+    fn unsealed(&self, headers: &HeaderMap) -> bool {
+        let Some(t) = &self.token else { return false };
+        let Some(got) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+        let Some(got) = got.strip_prefix("Bearer ") else { return false };
+        // Constant-time comparison.
+        let (a, b) = (got.trim().as_bytes(), t.expose().as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }
 
 /// The router.
@@ -59,8 +75,20 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.encode()).into_response()
 }
 
-async fn markets(State(s): State<ApiState>) -> Response {
-    let stats: Vec<MarketStats> = s.stats.iter().map(|m| m.lock().clone()).collect();
+async fn markets(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let unsealed = s.unsealed(&headers);
+    let stats: Vec<MarketStats> = s
+        .stats
+        .iter()
+        .map(|m| {
+            let mut st = m.lock().clone();
+            // The latest forecast is for a round whose prediction is not revealed yet.
+            if !unsealed {
+                st.last_p_up = None;
+            }
+            st
+        })
+        .collect();
     let known = s.store.markets().await.unwrap_or_default();
     Json(serde_json::json!({ "markets": known, "live": stats })).into_response()
 }
@@ -115,7 +143,8 @@ struct WsQuery {
     types: Option<String>,
 }
 
-async fn ws(State(s): State<ApiState>, Query(q): Query<WsQuery>, up: WebSocketUpgrade) -> Response {
+async fn ws(State(s): State<ApiState>, Query(q): Query<WsQuery>, headers: HeaderMap, up: WebSocketUpgrade) -> Response {
     let filter = kronos_common::signal_ws::parse_types(q.types.as_deref());
-    up.on_upgrade(move |socket| kronos_common::signal_ws::stream(socket, s.bus, filter))
+    let sealed = !s.unsealed(&headers);
+    up.on_upgrade(move |socket| kronos_common::signal_ws::stream(socket, s.bus, filter, sealed))
 }

@@ -44,6 +44,7 @@ struct RawKeeper {
     #[serde(default = "default_poll")]
     poll_ms: u64,
     keeper_id: Option<String>,
+    api_token_env: Option<String>,
 }
 
 fn default_catalogue() -> PathBuf {
@@ -159,6 +160,8 @@ pub struct Config {
     pub signer: SignerSource,
     pub poll_ms: u64,
     pub keeper_id: String,
+    /// Bearer token that unseals forecasts before their reveal on `/ws` and `/api/markets` (from `keeper.api_token_env`).
+    pub api_token: Option<kronos_common::Secret>,
     pub forecaster: Option<ForecasterConfig>,
     pub chains: Vec<ChainConfig>,
 }
@@ -218,6 +221,21 @@ impl Config {
         listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| err("keeper.listen".into(), format!("'{listen}' is not host:port ({e})")))?;
+        let api_token = match &k.api_token_env {
+            None => None,
+            Some(var) => {
+                let t = env(var).map(|t| t.trim().to_string()).unwrap_or_default();
+                if t.len() < 16 || t.chars().any(|c| c.is_whitespace()) {
+                    return Err(err(
+                        "keeper.api_token_env".into(),
+                        format!(
+                            "environment variable {var} must hold a token of at least 16 characters without spaces"
+                        ),
+                    ));
+                }
+                Some(kronos_common::Secret::new(t))
+            }
+        };
         let signer = match (k.signer.env, k.signer.keystore, k.signer.password_env) {
             (Some(v), None, None) if !v.trim().is_empty() => SignerSource::Env(v),
             (None, Some(path), Some(pw)) => SignerSource::Keystore { path, password_env: pw },
@@ -349,6 +367,7 @@ impl Config {
             signer,
             poll_ms: k.poll_ms,
             keeper_id,
+            api_token,
             forecaster,
             chains,
         })
@@ -420,6 +439,18 @@ mod tests {
 
     fn field_err(text: &str) -> String {
         parse(text, &[]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_api_token_comes_from_the_environment_and_is_never_printed() {
+        let text = base("").replace("[keeper]", "[keeper]\napi_token_env = \"KT\"");
+        assert!(field_err(&text).contains("keeper.api_token_env: environment variable KT must hold a token"));
+        let short = parse(&text, &[("KT", "short")]).unwrap_err().to_string();
+        assert!(short.contains("at least 16 characters") && !short.contains("short\""), "{short}");
+        let c = parse(&text, &[("KT", "a-long-enough-api-token")]).unwrap();
+        assert_eq!(c.api_token.as_ref().unwrap().expose(), "a-long-enough-api-token");
+        assert!(!format!("{c:?}").contains("a-long-enough-api-token"));
+        assert!(parse(&base(""), &[]).unwrap().api_token.is_none());
     }
 
     #[test]

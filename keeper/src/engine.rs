@@ -29,6 +29,7 @@ pub struct Keeper {
     pub publisher: Option<Arc<Publisher>>,
     listener: Option<tokio::net::TcpListener>,
     drivers: Vec<MarketDriver>,
+    api_token: Option<kronos_common::Secret>,
 }
 
 /// Overrides used by the demo and the tests.
@@ -121,7 +122,17 @@ impl Keeper {
                     .with_context(|| format!("keeper.listen: cannot bind {}", cfg.listen))?,
             )
         };
-        Ok(Keeper { store, bus, metrics, chains, stats, publisher, listener, drivers })
+        Ok(Keeper {
+            store,
+            bus,
+            metrics,
+            chains,
+            stats,
+            publisher,
+            listener,
+            drivers,
+            api_token: cfg.api_token.clone(),
+        })
     }
 
     /// Where the API listens.
@@ -164,6 +175,7 @@ impl Keeper {
                 metrics: self.metrics.clone(),
                 chains: self.chains.clone(),
                 stats: self.stats.clone(),
+                token: self.api_token.clone(),
             };
             tracing::info!(%addr, "API listening: /health /metrics /api/markets /api/rounds /api/predictions /ws");
             let c = cancel.clone();

@@ -98,7 +98,7 @@ impl Default for Metrics {
             gas_used: reg!("gas_used", "Gas used by confirmed transactions", Family::default()),
             rpc_failovers: reg!("rpc_failovers", "Switches to another RPC endpoint", Family::default()),
             rpc_transport_errors: reg!("rpc_transport_errors", "Failed RPC attempts", Family::default()),
-            forecast_p_up_bps: reg!("forecast_p_up_bps", "Latest published P(up) in basis points", Family::default()),
+            forecast_p_up_bps: reg!("forecast_p_up_bps", "Latest revealed P(up) in basis points", Family::default()),
             predictions_committed: reg!("predictions_committed", "Forecasts committed", Family::default()),
             predictions_revealed: reg!("predictions_revealed", "Forecasts revealed", Family::default()),
             signals_published: reg!("signals_published", "Signals published on the bus", Gauge::default()),

@@ -224,10 +224,6 @@ impl Publisher {
                     brier: None,
                 };
                 self.store.insert_prediction(&row).await?;
-                self.metrics
-                    .forecast_p_up_bps
-                    .get_or_create(&MarketLabel { chain: chain.clone(), market: i.id.to_string() })
-                    .set(p.bps as i64);
                 d.stats.lock().last_p_up = Some(p.p_up);
                 self.last.lock().insert((chain.clone(), i.id), p.clone());
                 self.bus.publish(
@@ -353,6 +349,11 @@ impl Publisher {
                 .predictions_revealed
                 .get_or_create(&MarketLabel { chain: chain.clone(), market: i.id.to_string() })
                 .inc();
+            // Only revealed values reach /metrics: an earlier one would leak the forecast before the lock.
+            self.metrics
+                .forecast_p_up_bps
+                .get_or_create(&MarketLabel { chain: chain.clone(), market: i.id.to_string() })
+                .set(p.p_up_bps);
             let rec = d.chain.registry.as_ref().expect("registry").trackRecord(publisher).call().await?;
             let scored = rec.hits + rec.misses;
             let mean_brier = if scored > 0 { rec.brierSum.to::<u128>() as f64 / 1e8 / scored as f64 } else { 0.0 };

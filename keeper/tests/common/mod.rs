@@ -70,6 +70,7 @@ impl Net {
             signer: SignerSource::Env("KRONOS_TEST_KEY".into()),
             poll_ms: 100,
             keeper_id: "test".into(),
+            api_token: None,
             forecaster: forecaster.then(|| ForecasterConfig {
                 enabled: true,
                 model: self.root.join("oracle/forecast/model"),

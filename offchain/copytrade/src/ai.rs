@@ -58,11 +58,12 @@ pub async fn from_bus(bus: Bus, tx: mpsc::Sender<Forecast>) {
     }
 }
 
-/// Forwards forecasts from the keeper's WebSocket (`ws://…/ws`) until `tx` closes, reconnecting with back-off.
-pub async fn from_websocket(url: String, tx: mpsc::Sender<Forecast>) {
+/// Forwards forecasts from the keeper's WebSocket (`ws://…/ws`) until `tx` closes, reconnecting with back-off;
+/// `token` is the keeper's API token (without it the keeper leaves forecasts out until they are revealed).
+pub async fn from_websocket(url: String, token: Option<kronos_common::Secret>, tx: mpsc::Sender<Forecast>) {
     let url = if url.contains('?') { url } else { format!("{url}?types=forecast") };
     let (sig_tx, mut sig_rx) = mpsc::channel::<Signal>(256);
-    let follower = tokio::spawn(kronos_common::signal_ws::follow(url, sig_tx));
+    let follower = tokio::spawn(kronos_common::signal_ws::follow(url, token, sig_tx));
     while let Some(sig) = sig_rx.recv().await {
         if let Some(f) = forecast_of(&sig) {
             if tx.send(f).await.is_err() {

@@ -34,8 +34,9 @@ pub enum Mode {
 pub enum SignalSource {
     /// The in-process bus (when the copy-trader runs inside the keeper's process).
     Bus,
-    /// The keeper's WebSocket API (`ws://host:port/ws`).
-    WebSocket(String),
+    /// The keeper's WebSocket API (`ws://host:port/ws`), with the environment variable holding the keeper's API token
+    /// (the keeper streams forecasts before their reveal only to holders of it).
+    WebSocket { url: String, token_env: String },
 }
 
 /// The lead account to follow.
@@ -197,6 +198,7 @@ struct RawPaper {
 struct RawAi {
     enabled: Option<bool>,
     source: Option<String>,
+    token_env: Option<String>,
     markets: BTreeMap<String, String>,
     kelly_fraction: Option<String>,
     payoff: Option<String>,
@@ -393,7 +395,14 @@ impl Config {
                     u if u.starts_with("ws://") || u.starts_with("wss://") => {
                         url::Url::parse(u)
                             .map_err(|e| v.err("copytrade.ai.source", format!("'{u}' is not a URL ({e})")))?;
-                        SignalSource::WebSocket(u.to_string())
+                        let token_env = a.token_env.clone().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+                            v.err(
+                                "copytrade.ai.token_env",
+                                "required with a ws:// source: the keeper streams forecasts before their reveal \
+                                 only to holders of its API token (keeper.api_token_env); name the variable holding it",
+                            )
+                        })?;
+                        SignalSource::WebSocket { url: u.to_string(), token_env }
                     }
                     other => {
                         return Err(
@@ -566,16 +575,23 @@ cooldown = "6h"
     #[test]
     fn ai_mode_is_validated() {
         let text = format!(
-            "{GOOD}[copytrade.ai]\nsource = \"ws://127.0.0.1:9100/ws\"\nmax_notional = \"500\"\nmarkets = {{ \"base:1\" = \"BTCUSDT\" }}\n"
+            "{GOOD}[copytrade.ai]\nsource = \"ws://127.0.0.1:9100/ws\"\ntoken_env = \"KRONOS_API_TOKEN\"\nmax_notional = \"500\"\nmarkets = {{ \"base:1\" = \"BTCUSDT\" }}\n"
         );
         let c = Config::parse("ct.toml", &text).unwrap();
         let ai = c.ai.unwrap();
-        assert_eq!(ai.source, SignalSource::WebSocket("ws://127.0.0.1:9100/ws".into()));
+        assert_eq!(
+            ai.source,
+            SignalSource::WebSocket { url: "ws://127.0.0.1:9100/ws".into(), token_env: "KRONOS_API_TOKEN".into() }
+        );
         assert_eq!(ai.kelly_fraction, "0.25".parse().unwrap());
         let bad = text.replace("\"base:1\" = \"BTCUSDT\"", "\"base:1\" = \"SOLUSDT\"");
         let e = Config::parse("ct.toml", &bad).unwrap_err();
         assert!(e.message.contains("not in sizing.allow"), "{e}");
         let bad = text.replace("\"base:1\"", "\"base\"");
         assert!(Config::parse("ct.toml", &bad).unwrap_err().message.contains("chain, colon, market id"));
+        let bad = text.replace("token_env = \"KRONOS_API_TOKEN\"\n", "");
+        let e = Config::parse("ct.toml", &bad).unwrap_err();
+        assert_eq!(e.field, "copytrade.ai.token_env", "{e}");
+        assert!(e.message.contains("keeper.api_token_env"), "{e}");
     }
 }

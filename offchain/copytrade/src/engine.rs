@@ -19,7 +19,7 @@ use kronos_binance::stream::{run_user_stream, StreamConfig, StreamEvent};
 use kronos_binance::types::{OrderRequest, OrderType, Side, StopRequest, Trade};
 use kronos_binance::{BinanceError, FuturesClient, SymbolFilters};
 use kronos_common::signals::LeadAction;
-use kronos_common::{Bus, Decimal, Rounding, SignalKind};
+use kronos_common::{Bus, Decimal, Rounding, Secret, SignalKind};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -1458,7 +1458,10 @@ impl Engine {
         if let Some(ai) = &self.cfg.ai {
             ai_task = Some(match &ai.source {
                 SignalSource::Bus => tokio::spawn(crate::ai::from_bus(self.bus.clone(), ai_tx)),
-                SignalSource::WebSocket(u) => tokio::spawn(crate::ai::from_websocket(u.clone(), ai_tx)),
+                SignalSource::WebSocket { url, token_env } => {
+                    let token = std::env::var(token_env).ok().filter(|t| !t.trim().is_empty()).map(Secret::new);
+                    tokio::spawn(crate::ai::from_websocket(url.clone(), token, ai_tx))
+                }
             });
         } else {
             drop(ai_tx);

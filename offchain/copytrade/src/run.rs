@@ -51,6 +51,17 @@ pub async fn build(cfg: &Config, live_flag: bool, bus: Bus, tuning: Tuning) -> R
         }
         None => None,
     };
+    if let Some(crate::config::AiConfig { source: crate::config::SignalSource::WebSocket { token_env, .. }, .. }) =
+        &cfg.ai
+    {
+        if std::env::var(token_env).ok().is_none_or(|t| t.trim().is_empty()) {
+            bail!(
+                "{}: copytrade.ai.token_env: environment variable {token_env} is not set (the keeper's API token, \
+                 keeper.api_token_env)",
+                cfg.file
+            );
+        }
+    }
     Ok(Engine::new(cfg.clone(), venue, lead, store, bus, tuning))
 }
 

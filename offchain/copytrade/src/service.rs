@@ -74,5 +74,5 @@ struct WsQuery {
 /// Every signal the copy-trader publishes (orders, fills, stops, positions, lead changes, risk events) as JSON.
 async fn ws(State(h): State<Handles>, Query(q): Query<WsQuery>, up: WebSocketUpgrade) -> Response {
     let filter = kronos_common::signal_ws::parse_types(q.types.as_deref());
-    up.on_upgrade(move |socket| kronos_common::signal_ws::stream(socket, h.bus, filter))
+    up.on_upgrade(move |socket| kronos_common::signal_ws::stream(socket, h.bus, filter, false))
 }

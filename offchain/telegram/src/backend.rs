@@ -20,6 +20,8 @@ use serde_json::Value;
 pub struct Backend {
     http: reqwest::Client,
     pub keeper_api: Option<String>,
+    /// The keeper's API token (`Authorization: Bearer`): shows the live forecast before its reveal.
+    pub keeper_token: Option<kronos_common::Secret>,
     pub copytrade_api: Option<String>,
     pub store: Option<Store>,
 }
@@ -48,7 +50,13 @@ fn trim(u: &str) -> &str {
 impl Backend {
     pub fn new(keeper_api: Option<String>, copytrade_api: Option<String>, store: Option<Store>) -> Backend {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client");
-        Backend { http, keeper_api, copytrade_api, store }
+        Backend { http, keeper_api, keeper_token: None, copytrade_api, store }
+    }
+
+    /// Sends `token` with every request to the keeper's API.
+    pub fn with_keeper_token(mut self, token: Option<kronos_common::Secret>) -> Backend {
+        self.keeper_token = token;
+        self
     }
 
     fn store(&self) -> Result<&Store> {
@@ -59,7 +67,13 @@ impl Backend {
 
     async fn get_json(&self, base: &str, path: &str) -> Result<Value> {
         let url = format!("{}{path}", trim(base));
-        let r = self.http.get(&url).send().await.with_context(|| format!("{} is unreachable", trim(base)))?;
+        let mut req = self.http.get(&url);
+        if let (Some(t), Some(k)) = (&self.keeper_token, &self.keeper_api) {
+            if trim(k) == trim(base) {
+                req = req.bearer_auth(t.expose());
+            }
+        }
+        let r = req.send().await.with_context(|| format!("{} is unreachable", trim(base)))?;
         let status = r.status();
         let body = r.text().await.with_context(|| format!("{url}: reply lost"))?;
         serde_json::from_str(&body)

@@ -140,6 +140,15 @@ impl TelegramBot {
             )),
             Delivery::Polling { .. } => None,
         };
+        let keeper_token = match &cfg.keeper_token_env {
+            None => None,
+            Some(var) => Some(Secret::new(
+                std::env::var(var).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).with_context(|| {
+                    format!("{}: telegram.keeper_token_env: environment variable {var} is not set", cfg.file)
+                })?,
+            )),
+        };
+        let backend = backend.with_keeper_token(keeper_token);
         let saved = load_saved(&cfg.state_file);
         let mut modes = cfg.alerts.clone();
         modes.extend(saved.alerts.clone());
@@ -394,7 +403,15 @@ impl TelegramBot {
             }));
         }
         for url in self.cfg.signals.clone() {
-            feeders.push(tokio::spawn(kronos_common::signal_ws::follow(url, tx.clone())));
+            // The keeper's token goes to the keeper's own stream only.
+            let token = self
+                .commands
+                .backend
+                .keeper_api
+                .as_deref()
+                .filter(|k| same_origin(k, &url))
+                .and(self.commands.backend.keeper_token.clone());
+            feeders.push(tokio::spawn(kronos_common::signal_ws::follow(url, token, tx.clone())));
         }
         drop(tx);
         let alerts = {
@@ -466,5 +483,13 @@ async fn webhook(State(b): State<TelegramBot>, headers: HeaderMap, body: String)
             tracing::warn!(error = %e, "telegram webhook: body is not an Update");
             StatusCode::BAD_REQUEST.into_response()
         }
+    }
+}
+
+/// Whether two URLs name the same host and port (`http://h:p` and `ws://h:p/ws`).
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default(),
+        _ => false,
     }
 }

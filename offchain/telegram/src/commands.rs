@@ -305,7 +305,12 @@ impl Commands {
                             .collect()
                     })
                     .unwrap_or_default();
-                if rows.is_empty() {
+                if rows.is_empty() && self.backend.keeper_token.is_none() {
+                    out.push_str(
+                        "Live forecasts stay sealed until their on-chain reveal; set telegram.keeper_token_env to the \
+                         keeper's API token to see them here.\n",
+                    );
+                } else if rows.is_empty() {
                     out.push_str("No forecast yet.\n");
                 } else {
                     out.push_str(&table(&["chain", "id", "round", "P(up)"], &rows));

@@ -94,6 +94,8 @@ pub struct Config {
     pub alert_window: Duration,
     /// The keeper's HTTP API (`/api/markets`, `/api/rounds`, `/api/predictions`).
     pub keeper_api: Option<String>,
+    /// The environment variable holding the keeper's API token (unseals forecasts before their reveal).
+    pub keeper_token_env: Option<String>,
     /// The copy-trader's HTTP API (live status and balance).
     pub copytrade_api: Option<String>,
     /// The copy-trader's store (status, stats, and the switches: trading, ratio, emergency stop).
@@ -123,6 +125,7 @@ struct Raw {
     allow: RawAllow,
     alerts: Option<RawAlerts>,
     keeper_api: Option<String>,
+    keeper_token_env: Option<String>,
     copytrade_api: Option<String>,
     copytrade_store: Option<String>,
     signals: Option<Vec<String>>,
@@ -291,6 +294,7 @@ impl Config {
             alert_burst,
             alert_window,
             keeper_api: r.keeper_api,
+            keeper_token_env: r.keeper_token_env,
             copytrade_api: r.copytrade_api,
             copytrade_store: r.copytrade_store,
             signals,
