@@ -12,21 +12,21 @@ use crate::state::*;
 pub struct Admin<'info> {
     pub authority: Signer<'info>,
     #[account(mut, has_one = authority)]
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
 }
 
 #[derive(Accounts)]
 pub struct AcceptAuthority<'info> {
     pub new_authority: Signer<'info>,
     #[account(mut)]
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
 }
 
 #[derive(Accounts)]
 pub struct WithdrawTreasury<'info> {
     pub authority: Signer<'info>,
     #[account(mut, has_one = authority)]
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
     /// CHECK: the market's vault, by address.
     #[account(mut, address = market.vault)]
     pub vault: UncheckedAccount<'info>,

@@ -13,9 +13,9 @@ use crate::state::*;
 pub struct PlaceBet<'info> {
     #[account(mut)]
     pub user: Signer<'info>,
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
     #[account(mut, seeds = [ROUND_SEED, market.key().as_ref(), &epoch.to_le_bytes()], bump = round.bump)]
-    pub round: Account<'info, Round>,
+    pub round: Box<Account<'info, Round>>,
     #[account(init_if_needed, payer = user, space = 8 + Position::INIT_SPACE,
         seeds = [POSITION_SEED, round.key().as_ref(), user.key().as_ref()], bump)]
     pub position: Account<'info, Position>,

@@ -14,7 +14,7 @@ use crate::state::*;
 pub struct Claim<'info> {
     #[account(mut)]
     pub user: Signer<'info>,
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
     /// CHECK: the market's vault, by address.
     #[account(mut, address = market.vault)]
     pub vault: UncheckedAccount<'info>,

@@ -12,9 +12,9 @@ use crate::state::*;
 pub struct ClosePosition<'info> {
     #[account(mut)]
     pub user: Signer<'info>,
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
     #[account(mut, seeds = [ROUND_SEED, market.key().as_ref(), &epoch.to_le_bytes()], bump = round.bump)]
-    pub round: Account<'info, Round>,
+    pub round: Box<Account<'info, Round>>,
     #[account(mut, close = user, seeds = [POSITION_SEED, round.key().as_ref(), user.key().as_ref()],
         bump = position.bump)]
     pub position: Account<'info, Position>,
@@ -24,10 +24,10 @@ pub struct ClosePosition<'info> {
 #[instruction(epoch: u64)]
 pub struct CloseRound<'info> {
     #[account(mut)]
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
     #[account(mut, close = payer, has_one = payer @ MarketError::WrongRentReceiver,
         seeds = [ROUND_SEED, market.key().as_ref(), &epoch.to_le_bytes()], bump = round.bump)]
-    pub round: Account<'info, Round>,
+    pub round: Box<Account<'info, Round>>,
     /// CHECK: receives the round's rent; must be the account that paid it (checked by `has_one`).
     #[account(mut)]
     pub payer: UncheckedAccount<'info>,

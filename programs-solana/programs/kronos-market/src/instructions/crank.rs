@@ -14,19 +14,19 @@ pub struct StartRound<'info> {
     /// Anyone; pays the round's rent and gets it back when the round is closed.
     #[account(mut)]
     pub payer: Signer<'info>,
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
     #[account(init, payer = payer, space = 8 + Round::INIT_SPACE,
         seeds = [ROUND_SEED, market.key().as_ref(), &epoch.to_le_bytes()], bump)]
-    pub round: Account<'info, Round>,
+    pub round: Box<Account<'info, Round>>,
     pub system_program: Program<'info, System>,
 }
 
 #[derive(Accounts)]
 #[instruction(epoch: u64)]
 pub struct LockRound<'info> {
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
     #[account(mut, seeds = [ROUND_SEED, market.key().as_ref(), &epoch.to_le_bytes()], bump = round.bump)]
-    pub round: Account<'info, Round>,
+    pub round: Box<Account<'info, Round>>,
     /// CHECK: the market's feed (by address); owner and layout are checked when it is read.
     #[account(address = market.feed)]
     pub feed: UncheckedAccount<'info>,
@@ -36,9 +36,9 @@ pub struct LockRound<'info> {
 #[instruction(epoch: u64)]
 pub struct SettleRound<'info> {
     #[account(mut)]
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
     #[account(mut, seeds = [ROUND_SEED, market.key().as_ref(), &epoch.to_le_bytes()], bump = round.bump)]
-    pub round: Account<'info, Round>,
+    pub round: Box<Account<'info, Round>>,
     /// CHECK: the market's feed (by address); owner and layout are checked when it is read.
     #[account(address = market.feed)]
     pub feed: UncheckedAccount<'info>,

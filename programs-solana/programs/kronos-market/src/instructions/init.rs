@@ -15,7 +15,7 @@ pub struct InitializeMarket<'info> {
     pub authority: Signer<'info>,
     #[account(init, payer = authority, space = 8 + Market::INIT_SPACE,
         seeds = [MARKET_SEED, authority.key().as_ref(), &id.to_le_bytes()], bump)]
-    pub market: Account<'info, Market>,
+    pub market: Box<Account<'info, Market>>,
     #[account(init, payer = authority, space = 8 + SolVault::INIT_SPACE,
         seeds = [VAULT_SEED, market.key().as_ref()], bump)]
     pub vault: Account<'info, SolVault>,
@@ -31,11 +31,11 @@ pub struct InitializeTokenMarket<'info> {
     pub authority: Signer<'info>,
     #[account(init, payer = authority, space = 8 + Market::INIT_SPACE,
         seeds = [MARKET_SEED, authority.key().as_ref(), &id.to_le_bytes()], bump)]
-    pub market: Account<'info, Market>,
-    pub mint: Account<'info, Mint>,
+    pub market: Box<Account<'info, Market>>,
+    pub mint: Box<Account<'info, Mint>>,
     #[account(init, payer = authority, seeds = [VAULT_SEED, market.key().as_ref()], bump,
         token::mint = mint, token::authority = market, token::token_program = token_program)]
-    pub vault: Account<'info, TokenAccount>,
+    pub vault: Box<Account<'info, TokenAccount>>,
     /// CHECK: owner (the Chainlink store program) and layout are checked by the handler.
     pub feed: UncheckedAccount<'info>,
     pub token_program: Program<'info, Token>,
