@@ -35,6 +35,13 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether `given` equals the secret, compared in time independent of where they differ (for tokens that
+    /// callers present: API bearer tokens, webhook secrets). An empty secret matches nothing.
+    pub fn matches(&self, given: &str) -> bool {
+        let (a, b) = (given.as_bytes(), self.0.as_bytes());
+        !b.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -183,6 +190,16 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
         assert_eq!(s.expose(), "sk-live-abcdef123456");
+    }
+
+    #[test]
+    fn matches_only_the_exact_value() {
+        let s = Secret::new("token-0123456789abcdef");
+        assert!(s.matches("token-0123456789abcdef"));
+        for wrong in ["", "token-0123456789abcdeF", "token-0123456789abcde", "token-0123456789abcdef0"] {
+            assert!(!s.matches(wrong), "{wrong}");
+        }
+        assert!(!Secret::new("").matches(""), "an empty secret matches nothing");
     }
 
     #[test]

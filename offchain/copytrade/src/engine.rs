@@ -155,6 +155,8 @@ pub struct Engine {
     paused: bool,
     /// The ratio in force: the configuration's, or the override saved in the store (`ratio`).
     ratio: Decimal,
+    /// The keeper's API token for a `ws://` forecast source (resolved from `copytrade.ai.token_env` by the builder).
+    pub(crate) ai_token: Option<Secret>,
 }
 
 fn now_ms() -> i64 {
@@ -241,6 +243,7 @@ impl Engine {
             started_ms: now_ms(),
             paused: false,
             ratio,
+            ai_token: None,
         };
         (engine, handles)
     }
@@ -1458,9 +1461,8 @@ impl Engine {
         if let Some(ai) = &self.cfg.ai {
             ai_task = Some(match &ai.source {
                 SignalSource::Bus => tokio::spawn(crate::ai::from_bus(self.bus.clone(), ai_tx)),
-                SignalSource::WebSocket { url, token_env } => {
-                    let token = std::env::var(token_env).ok().filter(|t| !t.trim().is_empty()).map(Secret::new);
-                    tokio::spawn(crate::ai::from_websocket(url.clone(), token, ai_tx))
+                SignalSource::WebSocket { url, .. } => {
+                    tokio::spawn(crate::ai::from_websocket(url.clone(), self.ai_token.clone(), ai_tx))
                 }
             });
         } else {

@@ -51,18 +51,23 @@ pub async fn build(cfg: &Config, live_flag: bool, bus: Bus, tuning: Tuning) -> R
         }
         None => None,
     };
-    if let Some(crate::config::AiConfig { source: crate::config::SignalSource::WebSocket { token_env, .. }, .. }) =
-        &cfg.ai
-    {
-        if std::env::var(token_env).ok().is_none_or(|t| t.trim().is_empty()) {
-            bail!(
-                "{}: copytrade.ai.token_env: environment variable {token_env} is not set (the keeper's API token, \
-                 keeper.api_token_env)",
-                cfg.file
-            );
+    let ai_token = match &cfg.ai {
+        Some(crate::config::AiConfig { source: crate::config::SignalSource::WebSocket { token_env, .. }, .. }) => {
+            let t = std::env::var(token_env).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+            let Some(t) = t else {
+                bail!(
+                    "{}: copytrade.ai.token_env: environment variable {token_env} is not set (the keeper's API token, \
+                     keeper.api_token_env)",
+                    cfg.file
+                );
+            };
+            Some(kronos_common::Secret::new(t))
         }
-    }
-    Ok(Engine::new(cfg.clone(), venue, lead, store, bus, tuning))
+        _ => None,
+    };
+    let (mut engine, handles) = Engine::new(cfg.clone(), venue, lead, store, bus, tuning);
+    engine.ai_token = ai_token;
+    Ok((engine, handles))
 }
 
 /// Serves `/health`, `/metrics` and `/api/*` on `listen`; returns the bound address.

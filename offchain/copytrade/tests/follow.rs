@@ -410,6 +410,15 @@ async fn bad_configuration_and_exchange_info_are_clear_errors() {
     missing.api_key_env = "KT_SURELY_UNSET_VARIABLE".into();
     let e = kronos_copytrade::run::build(&missing, true, w.bus.clone(), Default::default()).await.err().unwrap();
     assert!(e.to_string().contains("KT_SURELY_UNSET_VARIABLE is not set"), "{e}");
+    // A keeper forecast stream without its API token in the environment.
+    let ai = "[copytrade.ai]\nsource = \"ws://127.0.0.1:9/ws\"\ntoken_env = \"KT_SURELY_UNSET_TOKEN\"\n\
+              markets = { \"base:1\" = \"BTCUSDT\" }\nmax_notional = \"100\"";
+    let ws_ai = Config::parse("t.toml", &w.config_text("paper", SIZING, PROTECTION, "enabled = false", ai)).unwrap();
+    let e = kronos_copytrade::run::build(&ws_ai, false, w.bus.clone(), Default::default()).await.err().unwrap();
+    assert!(
+        e.to_string().contains("copytrade.ai.token_env: environment variable KT_SURELY_UNSET_TOKEN is not set"),
+        "{e}"
+    );
     // A symbol the exchange does not list.
     let sizing = SIZING.replace("allow = [\"BTCUSDT\"]", "allow = [\"DOGEUSDT\"]");
     let bad = Config::parse("t.toml", &w.config_text("live", &sizing, PROTECTION, LEAD_STREAM, "")).unwrap();

@@ -468,8 +468,7 @@ async fn metrics(State(b): State<TelegramBot>) -> Response {
 
 async fn webhook(State(b): State<TelegramBot>, headers: HeaderMap, body: String) -> Response {
     let given = headers.get("x-telegram-bot-api-secret-token").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let expected = b.webhook_secret.as_ref().map(|s| s.expose()).unwrap_or("");
-    if expected.is_empty() || given != expected {
+    if !b.webhook_secret.as_ref().is_some_and(|s| s.matches(given)) {
         tracing::warn!("telegram webhook: request without the right secret token refused");
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -491,5 +490,19 @@ fn same_origin(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
         (Ok(a), Ok(b)) => a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    #[test]
+    fn the_keeper_token_goes_to_the_keepers_own_address_only() {
+        assert!(same_origin("http://127.0.0.1:9100", "ws://127.0.0.1:9100/ws"));
+        assert!(same_origin("https://keeper.example", "wss://keeper.example/ws?types=forecast"));
+        assert!(!same_origin("http://127.0.0.1:9100", "ws://127.0.0.1:9200/ws"), "the copy-trader's stream");
+        assert!(!same_origin("http://keeper.example", "ws://other.example/ws"));
+        assert!(!same_origin("not a url", "ws://127.0.0.1:9100/ws"));
     }
 }

@@ -375,6 +375,14 @@ async fn a_token_the_bot_api_refuses_is_a_clear_error() {
     std::env::remove_var(&w.env);
     let e = TelegramBot::new(w.config(""), Backend::new(None, None, None)).err().unwrap().to_string();
     assert!(e.contains("is not set"), "{e}");
+    // The keeper's API token, when configured, must be in the environment too.
+    std::env::set_var(&w.env, kronos_testkit::telegram::TOKEN);
+    let cfg = w.config("keeper_api = \"http://127.0.0.1:9\"\nkeeper_token_env = \"KT_SURELY_UNSET_KEEPER_TOKEN\"");
+    let e = TelegramBot::new(cfg, Backend::new(None, None, None)).err().unwrap().to_string();
+    assert!(
+        e.contains("telegram.keeper_token_env: environment variable KT_SURELY_UNSET_KEEPER_TOKEN is not set"),
+        "{e}"
+    );
 }
 
 /// The copy-trader (paper, following a lead on the local exchange) driven from the chat: positions, ratio,
