@@ -87,8 +87,8 @@ pub struct Market {
     pub paused: bool,
     /// Fees owed to the treasury (stake base units).
     pub treasury_owed: u64,
+    /// The market PDA's bump (it signs token payouts).
     pub bump: u8,
-    pub vault_bump: u8,
 }
 
 impl Market {
@@ -115,7 +115,6 @@ impl Market {
 #[derive(InitSpace, Debug)]
 pub struct SolVault {
     pub market: Pubkey,
-    pub bump: u8,
 }
 
 #[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]

@@ -52,46 +52,45 @@ pub fn feed_header(feed: &AccountInfo) -> Result<chainlink::Header> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn setup(
-    market: &mut Market,
-    key: Pubkey,
-    creator: Pubkey,
-    id: u64,
-    feed: &AccountInfo,
+/// The market's stake: its mint (`Pubkey::default()` for SOL) and vault.
+struct Stake {
     mint: Pubkey,
     vault: Pubkey,
-    bumps: (u8, u8),
-    genesis: i64,
-    interval: u32,
-    params: Params,
+}
+
+fn setup(
+    market: &mut Account<Market>,
+    bump: u8,
+    creator: Pubkey,
+    feed: &AccountInfo,
+    stake: Stake,
+    (id, genesis, interval, params): (u64, i64, u32, Params),
 ) -> Result<()> {
     require!((MIN_INTERVAL..=MAX_INTERVAL).contains(&interval), MarketError::BadInterval);
     require!(genesis > 0, MarketError::BadGenesis);
     params.validate(interval)?;
     let h = feed_header(feed)?;
-    *market = Market {
+    market.set_inner(Market {
         creator,
         id,
         authority: creator,
         pending_authority: None,
         feed: *feed.key,
         decimals: h.decimals,
-        mint,
-        vault,
+        mint: stake.mint,
+        vault: stake.vault,
         genesis,
         interval,
         params,
         paused: false,
         treasury_owed: 0,
-        bump: bumps.0,
-        vault_bump: bumps.1,
-    };
+        bump,
+    });
     emit_event!(MarketInitialized {
-        market: key,
+        market: market.key(),
         authority: creator,
         feed: *feed.key,
-        mint,
+        mint: stake.mint,
         genesis,
         interval,
         params
@@ -108,22 +107,8 @@ pub fn initialize_market(
 ) -> Result<()> {
     let a = ctx.accounts;
     a.vault.market = a.market.key();
-    a.vault.bump = ctx.bumps.vault;
-    let key = a.market.key();
-    let vault = a.vault.key();
-    setup(
-        &mut a.market,
-        key,
-        a.authority.key(),
-        id,
-        &a.feed,
-        Pubkey::default(),
-        vault,
-        (ctx.bumps.market, ctx.bumps.vault),
-        genesis,
-        interval,
-        params,
-    )
+    let stake = Stake { mint: Pubkey::default(), vault: a.vault.key() };
+    setup(&mut a.market, ctx.bumps.market, a.authority.key(), &a.feed, stake, (id, genesis, interval, params))
 }
 
 pub fn initialize_token_market(
@@ -134,20 +119,6 @@ pub fn initialize_token_market(
     params: Params,
 ) -> Result<()> {
     let a = ctx.accounts;
-    let key = a.market.key();
-    let vault = a.vault.key();
-    let mint = a.mint.key();
-    setup(
-        &mut a.market,
-        key,
-        a.authority.key(),
-        id,
-        &a.feed,
-        mint,
-        vault,
-        (ctx.bumps.market, ctx.bumps.vault),
-        genesis,
-        interval,
-        params,
-    )
+    let stake = Stake { mint: a.mint.key(), vault: a.vault.key() };
+    setup(&mut a.market, ctx.bumps.market, a.authority.key(), &a.feed, stake, (id, genesis, interval, params))
 }

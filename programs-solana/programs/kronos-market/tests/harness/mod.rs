@@ -5,7 +5,8 @@
 
 use anchor_lang::prelude::Pubkey;
 use anchor_lang::solana_program::instruction::Instruction;
-use anchor_lang::{AccountDeserialize, AnchorDeserialize, Discriminator, InstructionData, ToAccountMetas};
+use anchor_lang::solana_program::program_pack::Pack;
+use anchor_lang::{AccountDeserialize, AnchorDeserialize, Discriminator, InstructionData, Space, ToAccountMetas};
 use anchor_spl::token::spl_token;
 use kronos_market::chainlink::{self, Transmission};
 use kronos_market::state::*;
@@ -86,7 +87,7 @@ impl Env {
             logs: vec![],
         };
         let a = env.authority.pubkey();
-        env.fund(&a, 100 * SOL).await;
+        env.fund(&a, 100 * SOL);
         env.push_price(GENESIS - 60, 6_500_000_000_000);
         env.write_feed();
         env
@@ -117,7 +118,7 @@ impl Env {
         self.ctx.set_account(&self.feed, &AccountSharedData::from(acct));
     }
 
-    pub async fn fund(&mut self, to: &Pubkey, lamports: u64) {
+    pub fn fund(&mut self, to: &Pubkey, lamports: u64) {
         let acct = Account {
             lamports,
             data: vec![],
@@ -130,7 +131,7 @@ impl Env {
 
     pub async fn user(&mut self, lamports: u64) -> Keypair {
         let k = Keypair::new();
-        self.fund(&k.pubkey(), lamports).await;
+        self.fund(&k.pubkey(), lamports);
         k
     }
 
@@ -237,13 +238,10 @@ impl Env {
     }
 
     pub async fn token_balance(&mut self, acct: Pubkey) -> u64 {
-        use anchor_lang::solana_program::program_pack::Pack;
         let a = self.ctx.banks_client.get_account(acct).await.unwrap().unwrap();
         spl_token::state::Account::unpack(&a.data).unwrap().amount
     }
 }
-
-use anchor_lang::solana_program::program_pack::Pack as _;
 
 // ---- addresses and instructions ----
 
@@ -450,5 +448,3 @@ pub async fn audit(env: &mut Env, m: &M, epochs: impl IntoIterator<Item = u64>) 
     };
     (held, owed as u64)
 }
-
-use anchor_lang::Space as _;
