@@ -226,7 +226,11 @@ async fn the_crank_runs_only_when_its_time_has_come() {
     assert_eq!(env.send(&[m.start(&k.pubkey(), 1)], &[&k]).await, Err(code(MarketError::TooLateToStart)));
     env.at(start).await;
     env.send(&[m.start(&k.pubkey(), 1)], &[&k]).await.unwrap();
-    assert!(env.send(&[m.start(&k.pubkey(), 1)], &[&k]).await.is_err(), "a round starts once");
+    // A round starts once: starting it again fails and leaves its pool as it was.
+    env.send(&[m.bet(&k.pubkey(), 1, Side::Up, 1_000_000, None)], &[&k]).await.unwrap();
+    assert!(env.send(&[m.start(&k.pubkey(), 1)], &[&k]).await.is_err());
+    let r: Round = env.account(m.round(1)).await.unwrap();
+    assert_eq!((r.status, r.up_amount, r.positions), (RoundStatus::Open, 1_000_000, 1));
     env.at(lock - 1).await;
     assert_eq!(env.send(&[m.lock(1)], &[&k]).await, Err(code(MarketError::TooEarly)));
     assert_eq!(env.send(&[m.settle(1)], &[&k]).await, Err(code(MarketError::RoundNotLocked)));
@@ -237,7 +241,7 @@ async fn the_crank_runs_only_when_its_time_has_come() {
     assert_eq!(env.send(&[m.settle(1)], &[&k]).await, Err(code(MarketError::TooEarly)));
     env.at(close).await;
     env.send(&[m.settle(1)], &[&k]).await.unwrap();
-    // Nobody bet: one-sided (empty) pool, cancelled.
+    // Only one side was bet: one-sided pool, cancelled.
     let r: Round = env.account(m.round(1)).await.unwrap();
     assert_eq!((r.status, r.cancel_reason), (RoundStatus::Cancelled, CancelReason::OneSidedPool));
     assert_eq!(env.send(&[m.settle(1)], &[&k]).await, Err(code(MarketError::RoundFinal)));
