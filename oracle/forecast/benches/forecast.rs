@@ -1,5 +1,6 @@
 //! One forecast on CPU: the shipped model (its context, 32 paths, one step), and a Kronos-mini-sized model
-//! (random weights, published tokenizer size) at context 512. `cargo bench -p kronos-forecast --bench forecast`.
+//! (random weights, published tokenizer size) at context 512 in f32 and in bf16 (on Intel AMX where the CPU has it).
+//! `cargo bench -p kronos-forecast --bench forecast`.
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
 use kronos_forecast::calibration::Calibration;
 use kronos_forecast::config::presets;
+use kronos_forecast::fast::{Kernel, Precision};
 use kronos_forecast::forecast::{ForecastOptions, Forecaster, ModelMeta};
 use kronos_forecast::predictor::KronosPredictor;
 use kronos_forecast::tokenizer::KronosTokenizer;
@@ -35,23 +37,30 @@ fn bench(c: &mut Criterion) {
     let predictor =
         KronosPredictor::new(&presets::mini_predictor(), VarBuilder::from_varmap(&pm, DType::F32, &Device::Cpu))
             .expect("predictor");
-    let mini = Forecaster {
-        tokenizer,
-        predictor,
-        meta: ModelMeta {
-            name: "mini-random".into(),
-            max_context: 512,
-            calibration: Calibration::Identity,
-            calibration_next_move: None,
-            training: serde_json::Value::Null,
-        },
+    let meta = ModelMeta {
+        name: "mini-random".into(),
+        max_context: 512,
+        calibration: Calibration::Identity,
+        calibration_next_move: None,
+        training: serde_json::Value::Null,
     };
+    let mini = Forecaster::new(tokenizer, predictor, meta);
     let ctx512 = &data[data.len() - 512..];
-    for samples in [1usize, 32] {
-        let o = ForecastOptions { samples, ..ForecastOptions::default() };
-        g.bench_function(format!("mini-sized, context 512, {samples} paths, horizon 1"), |b| {
-            b.iter(|| mini.forecast(ctx512, &o).expect("forecast"))
-        });
+    let mut mini = Some(mini);
+    for precision in [Precision::F32, Precision::Bf16] {
+        let model = mini.take().expect("model").with_precision(precision);
+        let kernel = match model.kernel() {
+            Kernel::F32 => "f32",
+            Kernel::Amx => "bf16 on AMX",
+            Kernel::Bf16Emulated => "bf16 emulated (no AMX on this CPU)",
+        };
+        for (samples, horizon) in [(1usize, 1usize), (32, 1), (32, 2)] {
+            let o = ForecastOptions { samples, horizon, ..ForecastOptions::default() };
+            g.bench_function(format!("mini-sized, context 512, {kernel}, {samples} paths, horizon {horizon}"), |b| {
+                b.iter(|| model.forecast(ctx512, &o).expect("forecast"))
+            });
+        }
+        mini = Some(model);
     }
     g.finish();
 }

@@ -270,7 +270,7 @@ mod tests {
             calibration_next_move: None,
             training: serde_json::Value::Null,
         };
-        Forecaster { tokenizer, predictor, meta }
+        Forecaster::new(tokenizer, predictor, meta)
     }
 
     /// A zig-zag: every up candle is followed by a down candle.

@@ -2,6 +2,7 @@
 //! several paths (kept, not averaged away), decoding back to prices.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::calibration::Calibration;
 use crate::config::{PredictorConfig, TokenizerConfig};
 use crate::data::{time_features, Candle};
-use crate::nn::KvCache;
+use crate::fast::{Kernel, Precision, PredictorEngine, Stack};
 use crate::predictor::KronosPredictor;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::KronosTokenizer;
@@ -126,6 +127,15 @@ pub struct Forecaster {
     pub tokenizer: KronosTokenizer,
     pub predictor: KronosPredictor,
     pub meta: ModelMeta,
+    precision: Precision,
+    /// The Transformer stacks prepared for the inference engine, built on first use.
+    engine: OnceLock<Engine>,
+}
+
+struct Engine {
+    encoder: Stack,
+    predictor: PredictorEngine,
+    decoder: Stack,
 }
 
 impl Forecaster {
@@ -152,7 +162,39 @@ impl Forecaster {
             .with_context(|| format!("{}: weights do not fit the config", tw.display()))?;
         let predictor = KronosPredictor::new(&pcfg, weights::var_builder(&pw, &dev)?)
             .with_context(|| format!("{}: weights do not fit the config", pw.display()))?;
-        Ok(Forecaster { tokenizer, predictor, meta })
+        Ok(Forecaster::new(tokenizer, predictor, meta))
+    }
+
+    /// A model pair that forecasts in f32.
+    pub fn new(tokenizer: KronosTokenizer, predictor: KronosPredictor, meta: ModelMeta) -> Forecaster {
+        Forecaster { tokenizer, predictor, meta, precision: Precision::F32, engine: OnceLock::new() }
+    }
+
+    /// The same model forecasting at `precision` (bf16 runs on Intel AMX where the CPU has it, emulated elsewhere).
+    pub fn with_precision(mut self, precision: Precision) -> Forecaster {
+        self.precision = precision;
+        self.engine = OnceLock::new();
+        self
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// How this machine runs the model's matrix products at its precision.
+    pub fn kernel(&self) -> Kernel {
+        Kernel::for_precision(self.precision)
+    }
+
+    fn engine(&self) -> anyhow::Result<&Engine> {
+        if let Some(e) = self.engine.get() {
+            return Ok(e);
+        }
+        let k = self.kernel();
+        let (enc, dec) = self.tokenizer.blocks();
+        let e =
+            Engine { encoder: Stack::new(enc, k)?, predictor: self.predictor.engine(k)?, decoder: Stack::new(dec, k)? };
+        Ok(self.engine.get_or_init(|| e))
     }
 
     /// Forecasts the close `opts.horizon` steps after the last candle.
@@ -173,38 +215,43 @@ impl Forecaster {
 
         let x: Vec<f32> = ctx.iter().flat_map(|c| stats.normalize(c)).collect();
         let x = Tensor::from_vec(x, (1, t, 6), &dev)?;
-        let (s1, s2) = self.tokenizer.encode(&x)?;
+        let eng = self.engine()?;
+        let (s1, s2) = self.tokenizer.encode_with(&x, &eng.encoder)?;
         let stamps: Vec<u32> = ctx.iter().flat_map(|c| time_features(c.timestamp)).collect();
         let stamp = Tensor::from_vec(stamps, (1, t, 5), &dev)?;
         let step = (ctx[t - 1].timestamp - ctx[t - 2].timestamp).max(1);
 
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-        let mut cache = self.predictor.new_cache();
-        let h = self.predictor.hidden(&s1, &s2, &stamp, Some(&mut cache), None)?;
-        // Step 0 works on the shared history (batch 1); the per-path copies are made only if there is a step 1.
-        let mut fanned: Option<(Vec<KvCache>, Tensor)> = None;
+        let mut cache = eng.predictor.stack.new_cache();
+        let h = self.predictor.hidden_with(&s1, &s2, &stamp, &eng.predictor, &mut cache)?;
+        // Step 0 works on the shared history alone; later steps continue it as n paths (the history is not copied),
+        // and `own` keeps each path's hidden states after it.
+        let mut own: Option<Tensor> = None;
         let mut last_hidden = h.narrow(1, t - 1, 1)?;
         let mut gen1 = vec![vec![0u32; opts.horizon]; n];
         let mut gen2 = vec![vec![0u32; opts.horizon]; n];
         for step_i in 0..opts.horizon {
             if step_i > 0 {
-                if fanned.is_none() {
-                    let c: Vec<KvCache> = cache.iter().map(|c| c.fan_out(n)).collect::<candle_core::Result<_>>()?;
-                    fanned = Some((c, h.repeat((n, 1, 1))?));
+                if own.is_none() {
+                    for c in cache.iter_mut() {
+                        c.fan_out(n).map_err(anyhow::Error::msg)?;
+                    }
                 }
-                let (cache, hidden) = fanned.as_mut().expect("set above");
                 let prev1: Vec<u32> = gen1.iter().map(|g| g[step_i - 1]).collect();
                 let prev2: Vec<u32> = gen2.iter().map(|g| g[step_i - 1]).collect();
                 let ts = ctx[t - 1].timestamp + step * step_i as i64;
                 let st: Vec<u32> = (0..n).flat_map(|_| time_features(ts)).collect();
-                let hn = self.predictor.hidden(
+                let hn = self.predictor.hidden_with(
                     &Tensor::from_vec(prev1, (n, 1), &dev)?,
                     &Tensor::from_vec(prev2, (n, 1), &dev)?,
                     &Tensor::from_vec(st, (n, 1, 5), &dev)?,
-                    Some(cache),
-                    None,
+                    &eng.predictor,
+                    &mut cache,
                 )?;
-                *hidden = Tensor::cat(&[&*hidden, &hn], 1)?;
+                own = Some(match own {
+                    None => hn.clone(),
+                    Some(o) => Tensor::cat(&[&o, &hn], 1)?,
+                });
                 last_hidden = hn;
             }
             // The coarse logits of step 0 are the same for every path: computed once, sampled n times.
@@ -212,24 +259,21 @@ impl Forecaster {
             let s1_new: Vec<u32> =
                 (0..n).map(|i| opts.sampling.sample(&l1[if l1.len() == 1 { 0 } else { i }], &mut rng)).collect();
             let s1_t = Tensor::from_vec(s1_new.clone(), (n, 1), &dev)?;
-            let l2 = match &fanned {
-                None => self.predictor.s2_logits_last_shared(&h, &s1_t)?,
-                Some((_, hidden)) => self.predictor.s2_logits_last(hidden, &s1_t)?,
-            }
-            .flatten_from(1)?
-            .to_vec2::<f32>()?;
+            let l2 = self.predictor.s2_logits_paths(&h, own.as_ref(), &s1_t)?.flatten_from(1)?.to_vec2::<f32>()?;
             for (i, row) in l2.iter().enumerate() {
                 gen1[i][step_i] = s1_new[i];
                 gen2[i][step_i] = opts.sampling.sample(row, &mut rng);
             }
         }
 
-        let mut dcache = self.tokenizer.new_decoder_cache();
-        self.tokenizer.decode(&s1, &s2, Some(&mut dcache))?;
-        let mut dcache: Vec<_> = dcache.iter().map(|c| c.fan_out(n)).collect::<candle_core::Result<_>>()?;
+        let mut dcache = eng.decoder.new_cache();
+        self.tokenizer.decode_with(&s1, &s2, &eng.decoder, &mut dcache)?;
+        for c in dcache.iter_mut() {
+            c.fan_out(n).map_err(anyhow::Error::msg)?;
+        }
         let g1 = Tensor::from_vec(gen1.concat(), (n, opts.horizon), &dev)?;
         let g2 = Tensor::from_vec(gen2.concat(), (n, opts.horizon), &dev)?;
-        let rec = self.tokenizer.decode(&g1, &g2, Some(&mut dcache))?.to_vec3::<f32>()?;
+        let rec = self.tokenizer.decode_with(&g1, &g2, &eng.decoder, &mut dcache)?.to_vec3::<f32>()?;
         let paths: Vec<Vec<f64>> =
             rec.iter().map(|p| p.iter().map(|f| stats.denormalize(3, f[3] as f64)).collect()).collect();
         Ok(summarize(paths, ctx[t - 1].close, &self.meta.calibration))

@@ -2,6 +2,7 @@
 //!
 //! - [`data`]: candle CSV loading with line-numbered errors, calendar features, chronological splits.
 //! - [`tokenizer`], [`predictor`], [`nn`]: the model, with the published checkpoints' parameter names.
+//! - [`fast`]: the inference engine (f32, or bf16 on Intel AMX) the forecaster runs the Transformer stacks with.
 //! - [`forecast`]: sampling several paths and summarising them (P(up), quantiles, mean path).
 //! - [`train`]: deterministic training on CPU with checkpoints and validation-based selection.
 //! - [`indicators`], [`baselines`], [`calibration`], [`metrics`], [`eval`], [`plot`]: walk-forward evaluation against
@@ -12,6 +13,7 @@ pub mod calibration;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod fast;
 pub mod forecast;
 pub mod indicators;
 pub mod init;

@@ -124,36 +124,6 @@ impl Rope {
     }
 }
 
-/// Keys and values of earlier positions, for incremental decoding.
-#[derive(Default, Clone)]
-pub struct KvCache {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
-}
-
-impl KvCache {
-    /// Number of cached positions.
-    pub fn len(&self) -> usize {
-        self.k.as_ref().map(|k| k.dim(2).unwrap_or(0)).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The same cache repeated for `n` sequences (a shared prefix fanned out to sample paths).
-    pub fn fan_out(&self, n: usize) -> Result<KvCache> {
-        let rep = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
-            Ok(match t {
-                Some(t) if t.dim(0)? == 1 => Some(t.repeat((n, 1, 1, 1))?),
-                Some(t) => Some(t.clone()),
-                None => None,
-            })
-        };
-        Ok(KvCache { k: rep(&self.k)?, v: rep(&self.v)? })
-    }
-}
-
 fn causal_mask(tq: usize, offset: usize, dev: &Device) -> Result<Tensor> {
     let tk = offset + tq;
     let m: Vec<f32> =
@@ -205,51 +175,18 @@ impl SelfAttention {
         })
     }
 
-    /// `x`: `[b, t, d]`. With a cache, the new positions follow the cached ones and are appended to it.
-    pub fn forward(&self, x: &Tensor, cache: Option<&mut KvCache>, train: Option<&Train>) -> Result<Tensor> {
+    /// `x`: `[b, t, d]`, whole sequences (inference with a cache runs in [`crate::fast`]).
+    pub fn forward(&self, x: &Tensor, train: Option<&Train>) -> Result<Tensor> {
         let (_, t, _) = x.dims3()?;
-        let offset = cache.as_ref().map(|c| c.len()).unwrap_or(0);
-        let q = self.rope.apply(&split_heads(&self.q_proj.forward(x)?, self.n_heads)?, offset, train)?;
-        let k = self.rope.apply(&split_heads(&self.k_proj.forward(x)?, self.n_heads)?, offset, train)?;
+        let q = self.rope.apply(&split_heads(&self.q_proj.forward(x)?, self.n_heads)?, 0, train)?;
+        let k = self.rope.apply(&split_heads(&self.k_proj.forward(x)?, self.n_heads)?, 0, train)?;
         let v = split_heads(&self.v_proj.forward(x)?, self.n_heads)?;
-        let (k, v) = match cache {
-            Some(c) => {
-                let k = match &c.k {
-                    Some(pk) => Tensor::cat(&[pk, &k], 2)?,
-                    None => k,
-                };
-                let v = match &c.v {
-                    Some(pv) => Tensor::cat(&[pv, &v], 2)?,
-                    None => v,
-                };
-                c.k = Some(k.clone());
-                c.v = Some(v.clone());
-                (k, v)
-            }
-            None => (k, v),
-        };
         let hd = q.dim(D::Minus1)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let scores =
-            if t > 1 || offset > 0 { scores.broadcast_add(&causal_mask(t, offset, x.device())?)? } else { scores };
+        let scores = if t > 1 { scores.broadcast_add(&causal_mask(t, 0, x.device())?)? } else { scores };
         let attn = dropout(&softmax(&scores, train)?, self.attn_dropout_p, train)?;
         let out = merge_heads(&attn.matmul(&v)?)?;
         dropout(&self.out_proj.forward(&out)?, self.resid_dropout_p, train)
-    }
-
-    /// Inference only: `n` single-position queries (`[n, 1, d]`) over one context shared by all of them
-    /// (`[1, t, d]`). Equal to [`CrossAttention::forward`] with the context repeated `n` times, without the copy:
-    /// the queries are laid side by side as one batch of `n` unmasked positions.
-    pub fn forward_shared(&self, query: &Tensor, kv: &Tensor) -> Result<Tensor> {
-        let (n, one, d) = query.dims3()?;
-        debug_assert_eq!(one, 1);
-        let q = split_heads(&self.q_proj.forward(&query.reshape((1, n, d))?)?, self.n_heads)?;
-        let k = split_heads(&self.k_proj.forward(kv)?, self.n_heads)?;
-        let v = split_heads(&self.v_proj.forward(kv)?, self.n_heads)?;
-        let hd = q.dim(D::Minus1)?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let out = merge_heads(&softmax(&scores, None)?.matmul(&v)?)?;
-        self.out_proj.forward(&out)?.reshape((n, 1, d))
     }
 }
 
@@ -279,8 +216,37 @@ impl TransformerBlock {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, cache: Option<&mut KvCache>, train: Option<&Train>) -> Result<Tensor> {
-        let h = (x + self.self_attn.forward(&self.norm1.forward(x, train)?, cache, train)?)?;
+    /// The weights, for the inference engine ([`crate::fast`]).
+    pub fn params(&self) -> Result<crate::fast::BlockParams> {
+        let v = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let lin = |l: &Linear| -> Result<(Vec<f32>, Vec<f32>)> {
+            let b = match l.bias() {
+                Some(b) => v(b)?,
+                None => vec![0.0; l.weight().dim(0)?],
+            };
+            Ok((v(l.weight())?, b))
+        };
+        let a = &self.self_attn;
+        let (d, ff) = (a.q_proj.weight().dim(1)?, self.ffn.w1.weight().dim(0)?);
+        Ok(crate::fast::BlockParams {
+            d,
+            n_heads: a.n_heads,
+            ff,
+            eps: self.norm1.eps as f32,
+            norm1: v(&self.norm1.weight)?,
+            norm2: v(&self.norm2.weight)?,
+            q: lin(&a.q_proj)?,
+            k: lin(&a.k_proj)?,
+            v: lin(&a.v_proj)?,
+            out: lin(&a.out_proj)?,
+            w1: v(self.ffn.w1.weight())?,
+            w3: v(self.ffn.w3.weight())?,
+            w2: v(self.ffn.w2.weight())?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: Option<&Train>) -> Result<Tensor> {
+        let h = (x + self.self_attn.forward(&self.norm1.forward(x, train)?, train)?)?;
         &h + self.ffn.forward(&self.norm2.forward(&h, train)?, train)?
     }
 }
@@ -335,19 +301,37 @@ impl CrossAttention {
         dropout(&self.out_proj.forward(&out)?, self.resid_dropout_p, train)
     }
 
-    /// Inference only: `n` single-position queries (`[n, 1, d]`) over one context shared by all of them
-    /// (`[1, t, d]`). Equal to [`CrossAttention::forward`] with the context repeated `n` times, without the copy:
-    /// the queries are laid side by side as one batch of `n` unmasked positions.
-    pub fn forward_shared(&self, query: &Tensor, kv: &Tensor) -> Result<Tensor> {
+    /// Inference only: `n` single-position queries (`[n, 1, d]`), one per sample path, over a history shared by all
+    /// paths (`[1, t, d]`) followed by each path's own positions (`own`: `[n, s, d]`). Equal to
+    /// [`CrossAttention::forward`] over each path's whole sequence, without repeating the history `n` times.
+    pub fn forward_paths(&self, query: &Tensor, hist: &Tensor, own: Option<&Tensor>) -> Result<Tensor> {
         let (n, one, d) = query.dims3()?;
         debug_assert_eq!(one, 1);
-        let q = split_heads(&self.q_proj.forward(&query.reshape((1, n, d))?)?, self.n_heads)?;
-        let k = split_heads(&self.k_proj.forward(kv)?, self.n_heads)?;
-        let v = split_heads(&self.v_proj.forward(kv)?, self.n_heads)?;
+        let t = hist.dim(1)?;
+        let heads = self.n_heads;
+        // The history part: the n queries side by side as one batch of n unmasked positions.
+        let q = split_heads(&self.q_proj.forward(&query.reshape((1, n, d))?)?, heads)?;
+        let k = split_heads(&self.k_proj.forward(hist)?, heads)?;
+        let v = split_heads(&self.v_proj.forward(hist)?, heads)?;
         let hd = q.dim(D::Minus1)?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let out = merge_heads(&softmax(&scores, None)?.matmul(&v)?)?;
-        self.out_proj.forward(&out)?.reshape((n, 1, d))
+        let scale = (hd as f64).sqrt();
+        // [1, h, n, t] -> [n, h, 1, t]
+        let s_hist = (q.matmul(&k.t()?)? / scale)?.permute((2, 1, 0, 3))?;
+        let Some(own) = own else {
+            let out = softmax(&s_hist, None)?.permute((2, 1, 0, 3))?.matmul(&v)?;
+            return self.out_proj.forward(&merge_heads(&out)?)?.reshape((n, 1, d));
+        };
+        let s = own.dim(1)?;
+        let qn = split_heads(&self.q_proj.forward(query)?, heads)?;
+        let ko = split_heads(&self.k_proj.forward(own)?, heads)?;
+        let vo = split_heads(&self.v_proj.forward(own)?, heads)?;
+        let s_own = (qn.matmul(&ko.t()?)? / scale)?;
+        let p = softmax(&Tensor::cat(&[&s_hist, &s_own], D::Minus1)?, None)?;
+        let p_hist = p.narrow(D::Minus1, 0, t)?.permute((2, 1, 0, 3))?.contiguous()?;
+        let out_hist = p_hist.matmul(&v)?.permute((2, 1, 0, 3))?;
+        let out_own = p.narrow(D::Minus1, t, s)?.contiguous()?.matmul(&vo)?;
+        let out = (out_hist + out_own)?;
+        self.out_proj.forward(&merge_heads(&out)?)?.reshape((n, 1, d))
     }
 }
 
@@ -372,14 +356,21 @@ mod tests {
         let dev = Device::Cpu;
         let kv = Tensor::randn(0f32, 1.0, (1, 9, 16), &dev).unwrap();
         let q = Tensor::randn(0f32, 1.0, (5, 1, 16), &dev).unwrap();
-        let shared = ca.forward_shared(&q, &kv).unwrap();
+        let shared = ca.forward_paths(&q, &kv, None).unwrap();
         let repeated = ca.forward(&q, &kv.repeat((5, 1, 1)).unwrap(), None).unwrap();
         let diff = (shared - repeated).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-5, "{diff}");
         // Nine paths over nine positions: the shared form must not mistake them for a causal square.
         let q9 = Tensor::randn(0f32, 1.0, (9, 1, 16), &dev).unwrap();
-        let a = ca.forward_shared(&q9, &kv).unwrap();
+        let a = ca.forward_paths(&q9, &kv, None).unwrap();
         let b = ca.forward(&q9, &kv.repeat((9, 1, 1)).unwrap(), None).unwrap();
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{diff}");
+        // Five paths that each went on for two positions after the shared history.
+        let own = Tensor::randn(0f32, 1.0, (5, 2, 16), &dev).unwrap();
+        let a = ca.forward_paths(&q, &kv, Some(&own)).unwrap();
+        let whole = Tensor::cat(&[&kv.repeat((5, 1, 1)).unwrap(), &own], 1).unwrap();
+        let b = ca.forward(&q, &whole, None).unwrap();
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-5, "{diff}");
     }
@@ -390,32 +381,26 @@ mod tests {
         let map = VarMap::new();
         let block = TransformerBlock::new(16, 4, 32, 0.0, 0.0, 0.0, vb(&map)).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 5, 16), &Device::Cpu).unwrap();
-        let a = block.forward(&x, None, None).unwrap();
+        let a = block.forward(&x, None).unwrap();
         let train = Train::new(ChaCha8Rng::seed_from_u64(1));
-        let b = block.forward(&x, None, Some(&train)).unwrap();
+        let b = block.forward(&x, Some(&train)).unwrap();
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4, "inference and training paths differ by {diff}");
     }
 
     #[test]
-    fn kv_cache_matches_full_recompute_and_masking_is_causal() {
+    fn masking_is_causal() {
         let map = VarMap::new();
         let block = TransformerBlock::new(16, 2, 32, 0.0, 0.0, 0.0, vb(&map)).unwrap();
         let x = Tensor::randn(0f32, 1.0, (1, 7, 16), &Device::Cpu).unwrap();
-        let full = block.forward(&x, None, None).unwrap();
-        let mut cache = KvCache::default();
-        let first = block.forward(&x.narrow(1, 0, 4).unwrap(), Some(&mut cache), None).unwrap();
-        let rest = block.forward(&x.narrow(1, 4, 3).unwrap(), Some(&mut cache), None).unwrap();
-        let inc = Tensor::cat(&[&first, &rest], 1).unwrap();
-        let diff = (full.clone() - inc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-4, "cached decoding differs by {diff}");
+        let full = block.forward(&x, None).unwrap();
         // Changing a later input must not change earlier outputs.
         let mut v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for e in v.iter_mut().skip(6 * 16) {
             *e += 3.0;
         }
         let x2 = Tensor::from_vec(v, (1, 7, 16), &Device::Cpu).unwrap();
-        let out2 = block.forward(&x2, None, None).unwrap();
+        let out2 = block.forward(&x2, None).unwrap();
         let early = (full.narrow(1, 0, 6).unwrap() - out2.narrow(1, 0, 6).unwrap())
             .unwrap()
             .abs()
@@ -425,9 +410,6 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(early < 1e-5, "a future position leaked into the past: {early}");
-        // Fanning a batch-1 cache out to 3 paths.
-        let fan = cache.fan_out(3).unwrap();
-        assert_eq!(fan.len(), 7);
     }
 
     #[test]

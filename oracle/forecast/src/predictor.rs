@@ -6,7 +6,8 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
 use crate::config::PredictorConfig;
-use crate::nn::{dropout, CrossAttention, KvCache, RmsNorm, Train, TransformerBlock};
+use crate::fast::{self, Cache, EmbeddingParams, Kernel, PredictorEngine, Stack};
+use crate::nn::{dropout, CrossAttention, RmsNorm, Train, TransformerBlock};
 
 /// Calendar embedding: minute, hour, weekday, day of month, month (learned or fixed sinusoidal).
 pub struct TemporalEmbedding {
@@ -131,20 +132,53 @@ impl KronosPredictor {
     }
 
     /// Runs the Transformer stack; returns the normalised hidden states `[b, t, d]`.
-    pub fn hidden(
+    pub fn hidden(&self, s1: &Tensor, s2: &Tensor, stamp: &Tensor, train: Option<&Train>) -> Result<Tensor> {
+        let mut x = self.embed(s1, s2, stamp, train)?;
+        for l in &self.transformer {
+            x = l.forward(&x, train)?;
+        }
+        self.norm.forward(&x, train)
+    }
+
+    /// [`KronosPredictor::hidden`] at inference, run by `engine` (see [`KronosPredictor::engine`]); the positions
+    /// continue the sequences in `caches`.
+    pub fn hidden_with(
         &self,
         s1: &Tensor,
         s2: &Tensor,
         stamp: &Tensor,
-        mut caches: Option<&mut Vec<KvCache>>,
-        train: Option<&Train>,
+        engine: &PredictorEngine,
+        caches: &mut [Cache],
     ) -> Result<Tensor> {
-        let mut x = self.embed(s1, s2, stamp, train)?;
-        for (i, l) in self.transformer.iter().enumerate() {
-            let c = caches.as_deref_mut().map(|v| &mut v[i]);
-            x = l.forward(&x, c, train)?;
-        }
-        self.norm.forward(&x, train)
+        let x = engine.embedding.forward(s1, s2, stamp)?;
+        self.norm.forward(&engine.stack.forward(&x, caches)?, None)
+    }
+
+    /// The embedding and the Transformer blocks prepared for the inference engine.
+    pub fn engine(&self, kernel: Kernel) -> Result<PredictorEngine> {
+        let v = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let d = self.cfg.d_model;
+        let fusion_b = match self.fusion_proj.bias() {
+            Some(b) => v(b)?,
+            None => vec![0.0; d],
+        };
+        let time = self
+            .time_emb
+            .tables
+            .iter()
+            .map(|t| Ok((v(t.embeddings())?, t.embeddings().dim(0)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let params = EmbeddingParams {
+            d,
+            s1: v(self.emb_s1.embeddings())?,
+            s2: v(self.emb_s2.embeddings())?,
+            fusion: (v(self.fusion_proj.weight())?, fusion_b),
+            time,
+        };
+        Ok(PredictorEngine {
+            embedding: fast::Embedding::new(params, kernel),
+            stack: Stack::new(&self.transformer, kernel)?,
+        })
     }
 
     /// Coarse-token logits from hidden states.
@@ -162,14 +196,17 @@ impl KronosPredictor {
         self.proj_s2.forward(&self.dep_norm.forward(&(last + attn)?, None)?)
     }
 
-    /// [`KronosPredictor::s2_logits_last`] for `n` paths that share one history (`hidden` is `[1, t, d]`,
-    /// `s1_last` is `[n, 1]`): the same logits without repeating the history for every path.
-    pub fn s2_logits_last_shared(&self, hidden: &Tensor, s1_last: &Tensor) -> Result<Tensor> {
+    /// [`KronosPredictor::s2_logits_last`] for `n` paths (`s1_last` is `[n, 1]`) that share one history (`hist`,
+    /// `[1, t, d]`) and then went on for `s` positions each (`own`, `[n, s, d]`, or none yet): the same logits
+    /// without repeating the history for every path.
+    pub fn s2_logits_paths(&self, hist: &Tensor, own: Option<&Tensor>, s1_last: &Tensor) -> Result<Tensor> {
         let n = s1_last.dim(0)?;
         let q = self.emb_s1.forward(s1_last)?;
-        let attn = self.dep_attn.forward_shared(&q, hidden)?;
-        let t = hidden.dim(1)?;
-        let last = hidden.narrow(1, t - 1, 1)?.broadcast_as((n, 1, hidden.dim(2)?))?;
+        let attn = self.dep_attn.forward_paths(&q, hist, own)?;
+        let last = match own {
+            Some(o) => o.narrow(1, o.dim(1)? - 1, 1)?,
+            None => hist.narrow(1, hist.dim(1)? - 1, 1)?.broadcast_as((n, 1, hist.dim(2)?))?.contiguous()?,
+        };
         self.proj_s2.forward(&self.dep_norm.forward(&(last + attn)?, None)?)
     }
 
@@ -182,17 +219,12 @@ impl KronosPredictor {
         s1_target: &Tensor,
         train: Option<&Train>,
     ) -> Result<(Tensor, Tensor)> {
-        let h = self.hidden(s1, s2, stamp, None, train)?;
+        let h = self.hidden(s1, s2, stamp, train)?;
         let s1_logits = self.s1_logits(&h)?;
         let sib = self.emb_s1.forward(s1_target)?;
         let attn = self.dep_attn.forward(&sib, &h, train)?;
         let x2 = self.dep_norm.forward(&(h + attn)?, train)?;
         Ok((s1_logits, self.proj_s2.forward(&x2)?))
-    }
-
-    /// Fresh per-layer caches.
-    pub fn new_cache(&self) -> Vec<KvCache> {
-        vec![KvCache::default(); self.transformer.len()]
     }
 
     /// Parameter count of a model built from `cfg` (for reports).
@@ -259,32 +291,29 @@ mod tests {
         let s2 = Tensor::new(&[[3u32, 0, 7, 4]], &dev).unwrap();
         let stamp =
             Tensor::new(&[[[0u32, 1, 2, 3, 4], [0, 2, 2, 3, 4], [0, 3, 2, 3, 4], [0, 4, 2, 3, 4]]], &dev).unwrap();
-        let h = m.hidden(&s1, &s2, &stamp, None, None).unwrap();
+        let h = m.hidden(&s1, &s2, &stamp, None).unwrap();
         let last = Tensor::new(&[[6u32]], &dev).unwrap();
         let a = m.s2_logits_last(&h, &last).unwrap();
         assert_eq!(a.dims(), &[1, 1, 1 << cfg.s2_bits]);
-        // Cached prefix + one step equals the full pass.
-        let mut cache = m.new_cache();
-        let h1 = m
-            .hidden(
-                &s1.narrow(1, 0, 3).unwrap(),
-                &s2.narrow(1, 0, 3).unwrap(),
-                &stamp.narrow(1, 0, 3).unwrap(),
-                Some(&mut cache),
-                None,
-            )
-            .unwrap();
-        let h2 = m
-            .hidden(
-                &s1.narrow(1, 3, 1).unwrap(),
-                &s2.narrow(1, 3, 1).unwrap(),
-                &stamp.narrow(1, 3, 1).unwrap(),
-                Some(&mut cache),
-                None,
-            )
-            .unwrap();
+        // The engine: a cached prefix + one step equals the full pass.
+        let stack = m.engine(Kernel::F32).unwrap();
+        let mut cache = stack.stack.new_cache();
+        let part = |t: &Tensor, a: usize, n: usize| t.narrow(1, a, n).unwrap();
+        let h1 = m.hidden_with(&part(&s1, 0, 3), &part(&s2, 0, 3), &part(&stamp, 0, 3), &stack, &mut cache).unwrap();
+        let h2 = m.hidden_with(&part(&s1, 3, 1), &part(&s2, 3, 1), &part(&stamp, 3, 1), &stack, &mut cache).unwrap();
         let hc = Tensor::cat(&[&h1, &h2], 1).unwrap();
-        let d = (h - hc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (&h - &hc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4, "{d}");
+        // Paths over a shared history equal the whole sequences: two paths, history of 3, one own position each.
+        let s1p = Tensor::new(&[[6u32], [2]], &dev).unwrap();
+        let own = h2.repeat((2, 1, 1)).unwrap();
+        let shared = m.s2_logits_paths(&h1, Some(&own), &s1p).unwrap();
+        let whole = m.s2_logits_last(&h.repeat((2, 1, 1)).unwrap(), &s1p).unwrap();
+        let d = (shared - whole).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4, "{d}");
+        let none = m.s2_logits_paths(&h, None, &s1p).unwrap();
+        let d =
+            (none.narrow(0, 0, 1).unwrap() - a).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(d < 1e-4, "{d}");
     }
 }

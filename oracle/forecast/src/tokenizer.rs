@@ -8,7 +8,8 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::config::TokenizerConfig;
-use crate::nn::{KvCache, Train, TransformerBlock};
+use crate::fast::{Cache, Stack};
+use crate::nn::{Train, TransformerBlock};
 
 /// The tokenizer model (`embed`, `encoder.*`, `quant_embed`, `post_quant_embed_pre`, `post_quant_embed`,
 /// `decoder.*`, `head`).
@@ -62,25 +63,29 @@ impl KronosTokenizer {
     fn latent(&self, x: &Tensor, train: Option<&Train>) -> Result<Tensor> {
         let mut z = self.embed.forward(x)?;
         for l in &self.encoder {
-            z = l.forward(&z, None, train)?;
+            z = l.forward(&z, train)?;
         }
-        let z = self.quant_embed.forward(&z)?;
+        self.to_code_space(&z)
+    }
+
+    /// Encoder output → code space, L2-normalised.
+    fn to_code_space(&self, z: &Tensor) -> Result<Tensor> {
+        let z = self.quant_embed.forward(z)?;
         let norm = z.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
         z.broadcast_div(&norm)
     }
 
-    fn run_decoder(&self, z: &Tensor, mut caches: Option<&mut Vec<KvCache>>, train: Option<&Train>) -> Result<Tensor> {
+    fn run_decoder(&self, z: &Tensor, train: Option<&Train>) -> Result<Tensor> {
         let mut h = z.clone();
-        for (i, l) in self.decoder.iter().enumerate() {
-            let c = caches.as_deref_mut().map(|v| &mut v[i]);
-            h = l.forward(&h, c, train)?;
+        for l in &self.decoder {
+            h = l.forward(&h, train)?;
         }
         self.head.forward(&h)
     }
 
-    /// Fresh decoder caches, one per block.
-    pub fn new_decoder_cache(&self) -> Vec<KvCache> {
-        vec![KvCache::default(); self.decoder.len()]
+    /// The encoder's and the decoder's Transformer blocks (for [`crate::fast::Stack`]).
+    pub fn blocks(&self) -> (&[TransformerBlock], &[TransformerBlock]) {
+        (&self.encoder, &self.decoder)
     }
 
     /// The training forward pass on normalised candles `x`: `[b, t, 6]`.
@@ -88,14 +93,24 @@ impl KronosTokenizer {
         let z = self.latent(x, train)?;
         let (zq, bsq_loss) = bsq(&z, &self.cfg)?;
         let pre = zq.narrow(D::Minus1, 0, self.cfg.s1_bits)?;
-        let recon_pre = self.run_decoder(&self.post_quant_embed_pre.forward(&pre)?, None, train)?;
-        let recon = self.run_decoder(&self.post_quant_embed.forward(&zq)?, None, train)?;
+        let recon_pre = self.run_decoder(&self.post_quant_embed_pre.forward(&pre)?, train)?;
+        let recon = self.run_decoder(&self.post_quant_embed.forward(&zq)?, train)?;
         Ok(TokenizerOutput { recon_pre, recon, bsq_loss })
     }
 
     /// Coarse and fine token ids (`u32`, `[b, t]` each) of normalised candles.
     pub fn encode(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let z = self.latent(x, None)?;
+        self.token_ids(&self.latent(x, None)?)
+    }
+
+    /// [`KronosTokenizer::encode`] with the encoder blocks run by `encoder` (built from [`KronosTokenizer::blocks`]).
+    pub fn encode_with(&self, x: &Tensor, encoder: &Stack) -> Result<(Tensor, Tensor)> {
+        let z = encoder.forward_once(&self.embed.forward(x)?)?;
+        self.token_ids(&self.to_code_space(&z)?)
+    }
+
+    /// Sign bits of code-space vectors as token ids.
+    fn token_ids(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, t, dim) = z.dims3()?;
         let v = z.flatten_all()?.to_vec1::<f32>()?;
         let (s1b, s2b) = (self.cfg.s1_bits, self.cfg.s2_bits);
@@ -130,11 +145,17 @@ impl KronosTokenizer {
         Tensor::from_vec(out, (b, t, dim), s1.device())
     }
 
-    /// Normalised candles reconstructed from token ids: `[b, t, 6]`. With caches, the tokens continue the cached
-    /// sequence (the decoder is causal).
-    pub fn decode(&self, s1: &Tensor, s2: &Tensor, caches: Option<&mut Vec<KvCache>>) -> Result<Tensor> {
+    /// Normalised candles reconstructed from token ids: `[b, t, 6]`.
+    pub fn decode(&self, s1: &Tensor, s2: &Tensor) -> Result<Tensor> {
         let z = self.post_quant_embed.forward(&self.codes(s1, s2)?)?;
-        self.run_decoder(&z, caches, None)
+        self.run_decoder(&z, None)
+    }
+
+    /// [`KronosTokenizer::decode`] with the decoder blocks run by `decoder`; the tokens continue the sequence in
+    /// `caches` (the decoder is causal).
+    pub fn decode_with(&self, s1: &Tensor, s2: &Tensor, decoder: &Stack, caches: &mut [Cache]) -> Result<Tensor> {
+        let z = self.post_quant_embed.forward(&self.codes(s1, s2)?)?;
+        self.head.forward(&decoder.forward(&z, caches)?)
     }
 }
 
@@ -192,6 +213,7 @@ pub fn load(cfg: &TokenizerConfig, weights: &std::path::Path) -> anyhow::Result<
 mod tests {
     use super::*;
     use crate::config::presets;
+    use crate::fast::Kernel;
     use candle_nn::VarMap;
 
     #[test]
@@ -210,12 +232,18 @@ mod tests {
         let codes = tok.codes(&s1, &s2).unwrap();
         let d = (zq - codes).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(d < 1e-6, "{d}");
-        let y = tok.decode(&s1, &s2, None).unwrap();
+        let y = tok.decode(&s1, &s2).unwrap();
         assert_eq!(y.dims(), &[2, 9, 6]);
-        // Cached decoding equals full decoding.
-        let mut cache = tok.new_decoder_cache();
-        let a = tok.decode(&s1.narrow(1, 0, 5).unwrap(), &s2.narrow(1, 0, 5).unwrap(), Some(&mut cache)).unwrap();
-        let b = tok.decode(&s1.narrow(1, 5, 4).unwrap(), &s2.narrow(1, 5, 4).unwrap(), Some(&mut cache)).unwrap();
+        // The engine's encoder gives the same ids; its cached decoding equals full decoding.
+        let (enc, dec) = tok.blocks();
+        let (enc, dec) = (Stack::new(enc, Kernel::F32).unwrap(), Stack::new(dec, Kernel::F32).unwrap());
+        let (f1, f2) = tok.encode_with(&x, &enc).unwrap();
+        assert_eq!(f1.to_vec2::<u32>().unwrap(), s1.to_vec2::<u32>().unwrap());
+        assert_eq!(f2.to_vec2::<u32>().unwrap(), s2.to_vec2::<u32>().unwrap());
+        let (s1, s2, y) = (s1.narrow(0, 0, 1).unwrap(), s2.narrow(0, 0, 1).unwrap(), y.narrow(0, 0, 1).unwrap());
+        let mut cache = dec.new_cache();
+        let a = tok.decode_with(&s1.narrow(1, 0, 5).unwrap(), &s2.narrow(1, 0, 5).unwrap(), &dec, &mut cache).unwrap();
+        let b = tok.decode_with(&s1.narrow(1, 5, 4).unwrap(), &s2.narrow(1, 5, 4).unwrap(), &dec, &mut cache).unwrap();
         let inc = Tensor::cat(&[&a, &b], 1).unwrap();
         let d = (y - inc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(d < 1e-4, "{d}");

@@ -365,7 +365,7 @@ pub fn train(
         calibration_next_move: None,
         training: serde_json::Value::Null,
     };
-    let model = Forecaster { tokenizer: tok, predictor: pred, meta: meta.clone() };
+    let model = Forecaster::new(tok, pred, meta.clone());
     let (calibration, next_move) =
         fit_calibrations(&model, candles, split.validation, cfg.calibration_samples, cfg.seed, progress)?;
     let seconds_calibration = t2.elapsed().as_secs_f64();

@@ -1,0 +1,409 @@
+//! One pre-norm Transformer block at inference, on plain f32 buffers: fused QKV projection, rotary embedding,
+//! causal attention that only computes the visible part of each row, SwiGLU, and a key/value cache that lets many
+//! sample paths share one history without copying it.
+
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+
+use super::amx::{self, Packed, Rows};
+use super::matmul::{gemm_f32, linear, Kernel, Weight};
+use super::simd;
+
+/// The weights of one block, as the candle model holds them (`[out × in]` matrices).
+pub struct BlockParams {
+    pub d: usize,
+    pub n_heads: usize,
+    pub ff: usize,
+    pub eps: f32,
+    pub norm1: Vec<f32>,
+    pub norm2: Vec<f32>,
+    pub q: (Vec<f32>, Vec<f32>),
+    pub k: (Vec<f32>, Vec<f32>),
+    pub v: (Vec<f32>, Vec<f32>),
+    pub out: (Vec<f32>, Vec<f32>),
+    pub w1: Vec<f32>,
+    pub w3: Vec<f32>,
+    pub w2: Vec<f32>,
+}
+
+/// Keys and values of earlier positions. Before [`Cache::fan_out`] it holds one sequence (the history); after it,
+/// `n` sample paths continue that history, each with its own later positions, and the history is stored once.
+#[derive(Debug, Default, Clone)]
+pub struct Cache {
+    /// History keys and values, `[len × d]`.
+    k: Vec<f32>,
+    v: Vec<f32>,
+    len: usize,
+    /// Per path: own keys and values `[own × d]`.
+    paths: Vec<(Vec<f32>, Vec<f32>)>,
+    own: usize,
+}
+
+impl Cache {
+    /// Positions seen by each sequence.
+    pub fn len(&self) -> usize {
+        self.len + self.own
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of sequences the next call must carry (1 before fanning out).
+    pub fn batch(&self) -> usize {
+        self.paths.len().max(1)
+    }
+
+    /// Continues the history as `n` paths (no copy of the history).
+    pub fn fan_out(&mut self, n: usize) -> Result<(), String> {
+        if !self.paths.is_empty() {
+            return Err(format!("cache already fanned out to {} paths", self.paths.len()));
+        }
+        self.paths = vec![(Vec::new(), Vec::new()); n];
+        Ok(())
+    }
+}
+
+/// Rotary tables for positions `0..len`, grown on demand and shared by the calls that need no more.
+struct RopeTable {
+    inv_freq: Vec<f32>,
+    table: Mutex<Arc<(Vec<f32>, Vec<f32>)>>,
+}
+
+impl RopeTable {
+    fn new(hd: usize) -> Self {
+        // As in `nn::Rope`: `1 / 10000^(i / hd)` for even `i`, angles `p · f` in f32.
+        let inv_freq = (0..hd).step_by(2).map(|i| 1.0 / 10000f32.powf(i as f32 / hd as f32)).collect();
+        RopeTable { inv_freq, table: Mutex::new(Arc::new((Vec::new(), Vec::new()))) }
+    }
+
+    /// `(cos, sin)`, each `[positions × hd/2]`, covering at least `len` positions.
+    fn upto(&self, len: usize) -> Arc<(Vec<f32>, Vec<f32>)> {
+        let half = self.inv_freq.len();
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if t.0.len() < len * half {
+            let n = len.max(t.0.len() / half.max(1) * 2).max(64);
+            let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
+            for p in 0..n {
+                for f in &self.inv_freq {
+                    let a = p as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+            *t = Arc::new((cos, sin));
+        }
+        t.clone()
+    }
+}
+
+/// A Transformer block prepared for one kernel.
+pub struct Block {
+    d: usize,
+    n_heads: usize,
+    hd: usize,
+    ff: usize,
+    eps: f32,
+    kernel: Kernel,
+    norm1: Vec<f32>,
+    norm2: Vec<f32>,
+    qkv: Weight,
+    qkv_b: Vec<f32>,
+    out: Weight,
+    out_b: Vec<f32>,
+    w13: Weight,
+    w2: Weight,
+    rope: RopeTable,
+}
+
+/// Query rows per attention block: the causal mask lets a block skip the keys after its last row.
+const QB: usize = 64;
+
+impl Block {
+    pub fn new(p: BlockParams, kernel: Kernel) -> Block {
+        let (d, ff) = (p.d, p.ff);
+        let hd = d / p.n_heads;
+        let cat = |parts: &[&Vec<f32>]| parts.iter().flat_map(|v| v.iter().copied()).collect::<Vec<f32>>();
+        Block {
+            d,
+            n_heads: p.n_heads,
+            hd,
+            ff,
+            eps: p.eps,
+            kernel,
+            qkv: Weight::new(&cat(&[&p.q.0, &p.k.0, &p.v.0]), 3 * d, d, kernel),
+            qkv_b: cat(&[&p.q.1, &p.k.1, &p.v.1]),
+            out: Weight::new(&p.out.0, d, d, kernel),
+            out_b: p.out.1,
+            w13: Weight::new(&cat(&[&p.w1, &p.w3]), 2 * ff, d, kernel),
+            w2: Weight::new(&p.w2, d, ff, kernel),
+            norm1: p.norm1,
+            norm2: p.norm2,
+            rope: RopeTable::new(hd),
+        }
+    }
+
+    /// Model width.
+    pub fn width(&self) -> usize {
+        self.d
+    }
+
+    /// Runs `b` sequences of `t` new positions (`x`: `[b × t × d]`, row-major) that continue `cache`, appends their
+    /// keys and values to it and returns the block's output `[b × t × d]`.
+    ///
+    /// Three parallel phases: projections by chunks of rows, attention by (head, block of rows), the rest of the
+    /// block by chunks of rows again.
+    pub fn forward(&self, x: &[f32], b: usize, t: usize, cache: &mut Cache) -> Vec<f32> {
+        let (d, m) = (self.d, b * t);
+        assert_eq!(x.len(), m * d, "block input size");
+        assert_eq!(b, cache.batch(), "batch must match the cache");
+        let offset = cache.len();
+        let table = self.rope.upto(offset + t);
+        let scale = 1.0 / (self.hd as f32).sqrt();
+
+        let mut qkv = vec![0.0; m * 3 * d];
+        qkv.par_chunks_mut(ROWS * 3 * d).zip(x.par_chunks(ROWS * d)).enumerate().for_each(|(ci, (qc, xc))| {
+            let rows = xc.len() / d;
+            WORK.with_borrow_mut(|w| {
+                let h = grow(&mut w.0, rows * d);
+                simd::rms_norm(xc, &self.norm1, self.eps, h);
+                linear(h, rows, &self.qkv, Some(&self.qkv_b), qc, false);
+            });
+            simd::dispatch!(rotate(qc, ci * ROWS, t, d, self.hd, offset, &table, scale));
+        });
+
+        if cache.paths.is_empty() {
+            for r in 0..m {
+                cache.k.extend_from_slice(&qkv[r * 3 * d + d..r * 3 * d + 2 * d]);
+                cache.v.extend_from_slice(&qkv[r * 3 * d + 2 * d..r * 3 * d + 3 * d]);
+            }
+            cache.len += t;
+        } else {
+            for (bi, (pk, pv)) in cache.paths.iter_mut().enumerate() {
+                for r in bi * t..(bi + 1) * t {
+                    pk.extend_from_slice(&qkv[r * 3 * d + d..r * 3 * d + 2 * d]);
+                    pv.extend_from_slice(&qkv[r * 3 * d + 2 * d..r * 3 * d + 3 * d]);
+                }
+            }
+            cache.own += t;
+        }
+
+        let cache = &*cache;
+        let kv: Vec<HeadKv> =
+            (0..self.n_heads).into_par_iter().map(|hh| HeadKv::new(self.kernel, cache, hh, self.hd, d)).collect();
+        let tasks: Vec<(usize, usize)> =
+            (0..m.div_ceil(QB)).flat_map(|blk| (0..self.n_heads).map(move |hh| (hh, blk * QB))).collect();
+        let parts: Vec<Vec<f32>> =
+            tasks.par_iter().map(|&(hh, r0)| self.attend(hh, &kv[hh], &qkv, r0, (r0 + QB).min(m), t, cache)).collect();
+        let mut o = vec![0.0; m * d];
+        for (&(hh, r0), part) in tasks.iter().zip(&parts) {
+            for (i, row) in part.chunks_exact(self.hd).enumerate() {
+                o[(r0 + i) * d + hh * self.hd..][..self.hd].copy_from_slice(row);
+            }
+        }
+
+        let mut y = x.to_vec();
+        y.par_chunks_mut(ROWS * d).zip(o.par_chunks(ROWS * d)).for_each(|(yc, oc)| {
+            let rows = yc.len() / d;
+            WORK.with_borrow_mut(|w| {
+                let (h, rest) = (&mut w.0, &mut w.1);
+                let h = grow(h, rows * d);
+                linear(oc, rows, &self.out, Some(&self.out_b), h, false);
+                simd::add_assign(yc, h);
+                simd::rms_norm(yc, &self.norm2, self.eps, h);
+                let g = grow(rest, rows * 3 * self.ff);
+                let (g, a) = g.split_at_mut(rows * 2 * self.ff);
+                linear(h, rows, &self.w13, None, g, false);
+                simd::swiglu(g, self.ff, a);
+                linear(a, rows, &self.w2, None, h, false);
+                simd::add_assign(yc, h);
+            });
+        });
+        y
+    }
+
+    /// Attention of head `hh` for new rows `r0..r1` (already in `cache`): `[(r1 - r0) × hd]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(&self, hh: usize, kv: &HeadKv, qkv: &[f32], r0: usize, r1: usize, t: usize, cache: &Cache) -> Vec<f32> {
+        let (d, hd) = (self.d, self.hd);
+        let history = cache.paths.is_empty();
+        let (l, own) = (cache.len, cache.own);
+        // Visible history keys and own keys of row `r`.
+        let first_new = if history { l - t } else { own - t };
+        let vis_hist = |r: usize| if history { first_new + r % t + 1 } else { l };
+        let vis_own = |r: usize| if history { 0 } else { first_new + r % t + 1 };
+        let width = l + if history { 0 } else { own };
+        let ld_s = width.div_ceil(amx::DEPTH) * amx::DEPTH;
+        let q_at = |r: usize| &qkv[r * 3 * d + hh * hd..][..hd];
+        let rows = r1 - r0;
+        let mut out = vec![0.0f32; rows * hd];
+        WORK.with_borrow_mut(|w| {
+            let s = grow(&mut w.0, QB * ld_s);
+            let kc = (r0..r1).map(vis_hist).max().unwrap_or(0);
+            kv.scores(qkv, r0, rows, kc, 3 * d, hh * hd, s, ld_s);
+            for r in r0..r1 {
+                let row = &mut s[(r - r0) * ld_s..(r - r0 + 1) * ld_s];
+                let (hist_part, own_part) = row.split_at_mut(l);
+                let (vh, vo) = (vis_hist(r), vis_own(r));
+                if vo > 0 {
+                    let (pk, _) = &cache.paths[r / t];
+                    for (j, sj) in own_part[..vo].iter_mut().enumerate() {
+                        *sj = simd::dot(q_at(r), &pk[j * d + hh * hd..][..hd]);
+                    }
+                }
+                simd::softmax2(&mut hist_part[..vh], &mut own_part[..vo]);
+                hist_part[vh..kc].fill(0.0);
+            }
+            kv.values(s, rows, kc, ld_s, &mut out);
+            for r in r0..r1 {
+                let vo = vis_own(r);
+                if vo > 0 {
+                    let (_, pv) = &cache.paths[r / t];
+                    let o = &mut out[(r - r0) * hd..(r - r0 + 1) * hd];
+                    for j in 0..vo {
+                        let p = s[(r - r0) * ld_s + l + j];
+                        for (oc, &vc) in o.iter_mut().zip(&pv[j * d + hh * hd..][..hd]) {
+                            *oc += p * vc;
+                        }
+                    }
+                }
+            }
+        });
+        out
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch of the block phases, reused between calls.
+    static WORK: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
+}
+
+/// The first `n` values of `v`, growing it if needed (contents are left over from earlier use).
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// Rows per chunk in the row-parallel phases.
+const ROWS: usize = 64;
+
+/// Rotary embedding of the query and key parts of rows `row0..` of `qkv` (`[rows × 3d]`); queries are also scaled.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rotate(
+    qkv: &mut [f32],
+    row0: usize,
+    t: usize,
+    d: usize,
+    hd: usize,
+    offset: usize,
+    table: &(Vec<f32>, Vec<f32>),
+    scale: f32,
+) {
+    let half = hd / 2;
+    for (r, row) in qkv.chunks_exact_mut(3 * d).enumerate() {
+        let pos = offset + (row0 + r) % t;
+        let (cos, sin) = (&table.0[pos * half..(pos + 1) * half], &table.1[pos * half..(pos + 1) * half]);
+        for head in row[..2 * d].chunks_exact_mut(hd).enumerate() {
+            let (i, v) = head;
+            simd::rope_head(v, cos, sin, if i < d / hd { scale } else { 1.0 });
+        }
+    }
+}
+
+/// One head's history keys and values laid out for the kernel.
+enum HeadKv {
+    /// Contiguous `[len × hd]` copies (bf16-rounded for the emulated kernel).
+    Plain {
+        k: Vec<f32>,
+        v: Vec<f32>,
+        hd: usize,
+        round: bool,
+    },
+    Amx {
+        k: Packed,
+        v: Packed,
+        hd: usize,
+    },
+}
+
+impl HeadKv {
+    fn new(kernel: Kernel, cache: &Cache, hh: usize, hd: usize, d: usize) -> HeadKv {
+        let l = cache.len;
+        let off = hh * hd;
+        let col = |src: &[f32], j: usize| -> Vec<f32> { src[j * d + off..][..hd].to_vec() };
+        match kernel {
+            Kernel::Amx => HeadKv::Amx {
+                // Scores = Q · Kᵀ: the right-hand matrix is Kᵀ (hd × len); values: V (len × hd).
+                k: Packed::transposed(&cache.k[off..], l, hd, d),
+                v: Packed::rows(&cache.v[off..], l, hd, d),
+                hd,
+            },
+            _ => {
+                let round = kernel.rounds();
+                let r = |x: f32| if round { amx::round_bf16(x) } else { x };
+                let k = (0..l).flat_map(|j| col(&cache.k, j)).map(r).collect();
+                let v = (0..l).flat_map(|j| col(&cache.v, j)).map(r).collect();
+                HeadKv::Plain { k, v, hd, round }
+            }
+        }
+    }
+
+    /// `s[i][j] = q[r0 + i] · k[j]` for `i < rows`, `j < kc`; queries at `qkv[r * ldq + qcol..]`.
+    #[allow(clippy::too_many_arguments)]
+    fn scores(
+        &self,
+        qkv: &[f32],
+        r0: usize,
+        rows: usize,
+        kc: usize,
+        ldq: usize,
+        qcol: usize,
+        s: &mut [f32],
+        ld_s: usize,
+    ) {
+        match self {
+            HeadKv::Plain { k, hd, round, .. } => {
+                let hd = *hd;
+                let q: Vec<f32> = (r0..r0 + rows)
+                    .flat_map(|r| {
+                        qkv[r * ldq + qcol..][..hd].iter().map(|&x| if *round { amx::round_bf16(x) } else { x })
+                    })
+                    .collect();
+                gemm_f32(rows, kc, hd, &q, hd as isize, 1, k, 1, hd as isize, s, ld_s, false);
+            }
+            HeadKv::Amx { k, hd, .. } => {
+                let mut a = Rows::default();
+                a.fill(&qkv[r0 * ldq + qcol..], rows, *hd, ldq);
+                amx::matmul(&a, k, k.kt, kc.div_ceil(amx::TILE), s, ld_s, false);
+            }
+        }
+    }
+
+    /// `out[i] = Σ_j p[i][j] · v[j]` for `i < rows`, `j < kc` (`p` in `s`, rounded in place where needed).
+    fn values(&self, s: &mut [f32], rows: usize, kc: usize, ld_s: usize, out: &mut [f32]) {
+        match self {
+            HeadKv::Plain { v, hd, round, .. } => {
+                if *round {
+                    for row in s.chunks_mut(ld_s).take(rows) {
+                        row[..kc].iter_mut().for_each(|x| *x = amx::round_bf16(*x));
+                    }
+                }
+                gemm_f32(rows, *hd, kc, s, ld_s as isize, 1, v, *hd as isize, 1, out, *hd, false);
+            }
+            HeadKv::Amx { v, hd, .. } => {
+                let mut a = Rows::default();
+                a.fill(s, rows, kc, ld_s);
+                let ldc = v.nt * amx::TILE;
+                let mut c = vec![0.0f32; a.mp * ldc];
+                amx::matmul(&a, v, kc.div_ceil(amx::DEPTH), v.nt, &mut c, ldc, false);
+                for i in 0..rows {
+                    out[i * hd..(i + 1) * hd].copy_from_slice(&c[i * ldc..i * ldc + hd]);
+                }
+            }
+        }
+    }
+}
