@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use kronos_forecast::calibration::Calibration;
 use kronos_forecast::config::presets;
-use kronos_forecast::fast::{Kernel, Precision, Stack};
+use kronos_forecast::fast::{Kernel, Model, Precision};
 use kronos_forecast::forecast::{ForecastOptions, Forecaster, ModelMeta};
 use kronos_forecast::predictor::KronosPredictor;
 use kronos_forecast::tokenizer::KronosTokenizer;
@@ -41,24 +41,33 @@ fn main() -> anyhow::Result<()> {
     let kernel = Kernel::for_precision(precision);
 
     if stages {
-        let (enc, dec) = tokenizer.blocks();
-        let (enc, dec, pe) = (Stack::new(enc, kernel)?, Stack::new(dec, kernel)?, predictor.engine(kernel)?);
-        let x = Tensor::randn(0f32, 1.0, (1, 512, 6), &dev)?;
-        let wide = Tensor::randn(0f32, 1.0, (1, 512, 256), &dev)?;
-        let stamp = Tensor::zeros((1, 512, 5), DType::U32, &dev)?;
-        let (s1, s2) = tokenizer.encode_with(&x, &enc)?;
-        let h = predictor.hidden_with(&s1, &s2, &stamp, &pe, &mut pe.stack.new_cache())?;
-        let s1p = Tensor::zeros((32, 1), DType::U32, &dev)?;
-        let report = |name: &str, ms: f64| println!("{name:<28} {ms:7.2} ms");
-        report("encoder stack", median_ms(n, || enc.forward_once(&wide))?);
-        report("encode (stack + rest)", median_ms(n, || tokenizer.encode_with(&x, &enc))?);
-        report("predictor stack", median_ms(n, || pe.stack.forward(&wide, &mut pe.stack.new_cache()))?);
-        report(
-            "predictor hidden",
-            median_ms(n, || predictor.hidden_with(&s1, &s2, &stamp, &pe, &mut pe.stack.new_cache()))?,
-        );
-        report("s2 logits, 32 paths", median_ms(n, || predictor.s2_logits_paths(&h, None, &s1p))?);
-        report("decode the context", median_ms(n, || tokenizer.decode_with(&s1, &s2, &dec, &mut dec.new_cache()))?);
+        let m = Model::new(&tokenizer, &predictor, kernel)?;
+        let t = 512;
+        let x: Vec<f32> = (0..t * 6).map(|i| (i * 7919 % 1000) as f32 / 250.0 - 2.0).collect();
+        let stamp: Vec<u32> = (0..t).flat_map(|i| [0, (i % 24) as u32, (i % 7) as u32, 1, 1]).collect();
+        let (s1, s2) = m.encode(&x, t);
+        let report = |name: &str, ms: f64| println!("{name:<36} {ms:7.2} ms");
+        report("encode (tokenizer encoder)", median_ms(n, || anyhow::Ok(m.encode(&x, t)))?);
+        let hidden = || {
+            let mut c = m.predictor_cache();
+            let h = m.hidden(&s1, &s2, &stamp, 1, t, &mut c);
+            m.recycle(c);
+            h
+        };
+        report("predictor over the context", median_ms(n, hidden)?);
+        let h = hidden()?;
+        let d = h.len() / t;
+        report("dependency keys and values", median_ms(n, || anyhow::Ok(m.dep_history(&h)))?);
+        let dep = m.dep_history(&h);
+        let s1p: Vec<u32> = (0..32).collect();
+        report("s2 logits, 32 paths", median_ms(n, || m.s2_logits(&dep, &s1p, &h[(t - 1) * d..]))?);
+        let prefill = || {
+            let mut c = m.decoder_cache();
+            m.decode_prefill(&s1, &s2, t, &mut c);
+            m.recycle(c);
+            anyhow::Ok(())
+        };
+        report("decoder prefill", median_ms(n, prefill)?);
     }
 
     let meta = ModelMeta {

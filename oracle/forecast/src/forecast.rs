@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::calibration::Calibration;
 use crate::config::{PredictorConfig, TokenizerConfig};
 use crate::data::{time_features, Candle};
-use crate::fast::{Kernel, Precision, PredictorEngine, Stack};
+use crate::fast::{Kernel, Model, Precision};
 use crate::predictor::KronosPredictor;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::KronosTokenizer;
@@ -128,14 +128,8 @@ pub struct Forecaster {
     pub predictor: KronosPredictor,
     pub meta: ModelMeta,
     precision: Precision,
-    /// The Transformer stacks prepared for the inference engine, built on first use.
-    engine: OnceLock<Engine>,
-}
-
-struct Engine {
-    encoder: Stack,
-    predictor: PredictorEngine,
-    decoder: Stack,
+    /// The model prepared for the inference engine, built on first use.
+    engine: OnceLock<Model>,
 }
 
 impl Forecaster {
@@ -186,14 +180,11 @@ impl Forecaster {
         Kernel::for_precision(self.precision)
     }
 
-    fn engine(&self) -> anyhow::Result<&Engine> {
+    fn engine(&self) -> anyhow::Result<&Model> {
         if let Some(e) = self.engine.get() {
             return Ok(e);
         }
-        let k = self.kernel();
-        let (enc, dec) = self.tokenizer.blocks();
-        let e =
-            Engine { encoder: Stack::new(enc, k)?, predictor: self.predictor.engine(k)?, decoder: Stack::new(dec, k)? };
+        let e = Model::new(&self.tokenizer, &self.predictor, self.kernel())?;
         Ok(self.engine.get_or_init(|| e))
     }
 
@@ -211,69 +202,66 @@ impl Forecaster {
         let stats = WindowStats::of(ctx);
         let t = ctx.len();
         let n = opts.samples;
-        let dev = Device::Cpu;
 
         let x: Vec<f32> = ctx.iter().flat_map(|c| stats.normalize(c)).collect();
-        let x = Tensor::from_vec(x, (1, t, 6), &dev)?;
-        let eng = self.engine()?;
-        let (s1, s2) = self.tokenizer.encode_with(&x, &eng.encoder)?;
+        let m = self.engine()?;
+        let (s1, s2) = m.encode(&x, t);
         let stamps: Vec<u32> = ctx.iter().flat_map(|c| time_features(c.timestamp)).collect();
-        let stamp = Tensor::from_vec(stamps, (1, t, 5), &dev)?;
         let step = (ctx[t - 1].timestamp - ctx[t - 2].timestamp).max(1);
 
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-        let mut cache = eng.predictor.stack.new_cache();
-        let h = self.predictor.hidden_with(&s1, &s2, &stamp, &eng.predictor, &mut cache)?;
-        // Step 0 works on the shared history alone; later steps continue it as n paths (the history is not copied),
-        // and `own` keeps each path's hidden states after it.
-        let mut own: Option<Tensor> = None;
-        let mut last_hidden = h.narrow(1, t - 1, 1)?;
+        let mut cache = m.predictor_cache();
+        let h = m.hidden(&s1, &s2, &stamps, 1, t, &mut cache)?;
+        let d = h.len() / t;
+        let mut dep = m.dep_history(&h);
+        // Step 0 works on the shared history alone (one row of hidden state for every path); later steps continue it
+        // as n paths without copying it.
+        let mut last = h[(t - 1) * d..].to_vec();
         let mut gen1 = vec![vec![0u32; opts.horizon]; n];
         let mut gen2 = vec![vec![0u32; opts.horizon]; n];
         for step_i in 0..opts.horizon {
-            if step_i > 0 {
-                if own.is_none() {
-                    for c in cache.iter_mut() {
-                        c.fan_out(n).map_err(anyhow::Error::msg)?;
-                    }
+            if step_i == 1 {
+                for c in cache.iter_mut() {
+                    c.fan_out(n).map_err(anyhow::Error::msg)?;
                 }
+            }
+            if step_i > 0 {
                 let prev1: Vec<u32> = gen1.iter().map(|g| g[step_i - 1]).collect();
                 let prev2: Vec<u32> = gen2.iter().map(|g| g[step_i - 1]).collect();
                 let ts = ctx[t - 1].timestamp + step * step_i as i64;
                 let st: Vec<u32> = (0..n).flat_map(|_| time_features(ts)).collect();
-                let hn = self.predictor.hidden_with(
-                    &Tensor::from_vec(prev1, (n, 1), &dev)?,
-                    &Tensor::from_vec(prev2, (n, 1), &dev)?,
-                    &Tensor::from_vec(st, (n, 1, 5), &dev)?,
-                    &eng.predictor,
-                    &mut cache,
-                )?;
-                own = Some(match own {
-                    None => hn.clone(),
-                    Some(o) => Tensor::cat(&[&o, &hn], 1)?,
-                });
-                last_hidden = hn;
+                last = m.hidden(&prev1, &prev2, &st, n, 1, &mut cache)?;
+                m.dep_extend(&mut dep, &last);
             }
             // The coarse logits of step 0 are the same for every path: computed once, sampled n times.
-            let l1 = self.predictor.s1_logits(&last_hidden)?.flatten_from(1)?.to_vec2::<f32>()?;
-            let s1_new: Vec<u32> =
-                (0..n).map(|i| opts.sampling.sample(&l1[if l1.len() == 1 { 0 } else { i }], &mut rng)).collect();
-            let s1_t = Tensor::from_vec(s1_new.clone(), (n, 1), &dev)?;
-            let l2 = self.predictor.s2_logits_paths(&h, own.as_ref(), &s1_t)?.flatten_from(1)?.to_vec2::<f32>()?;
-            for (i, row) in l2.iter().enumerate() {
+            let l1 = m.s1_logits(&last);
+            let width = l1.len() / (last.len() / d);
+            let s1_new: Vec<u32> = (0..n)
+                .map(|i| {
+                    let r = if l1.len() == width { 0 } else { i };
+                    opts.sampling.sample(&l1[r * width..(r + 1) * width], &mut rng)
+                })
+                .collect();
+            let l2 = m.s2_logits(&dep, &s1_new, &last)?;
+            let width2 = l2.len() / n;
+            for (i, row) in l2.chunks_exact(width2).enumerate() {
                 gen1[i][step_i] = s1_new[i];
                 gen2[i][step_i] = opts.sampling.sample(row, &mut rng);
             }
         }
 
-        let mut dcache = eng.decoder.new_cache();
-        self.tokenizer.decode_with(&s1, &s2, &eng.decoder, &mut dcache)?;
+        let mut dcache = m.decoder_cache();
+        m.decode_prefill(&s1, &s2, t, &mut dcache);
         for c in dcache.iter_mut() {
             c.fan_out(n).map_err(anyhow::Error::msg)?;
         }
-        let g1 = Tensor::from_vec(gen1.concat(), (n, opts.horizon), &dev)?;
-        let g2 = Tensor::from_vec(gen2.concat(), (n, opts.horizon), &dev)?;
-        let rec = self.tokenizer.decode_with(&g1, &g2, &eng.decoder, &mut dcache)?.to_vec3::<f32>()?;
+        let rec = m.decode(&gen1.concat(), &gen2.concat(), n, opts.horizon, &mut dcache);
+        m.recycle(cache);
+        m.recycle(dcache);
+        let rec: Vec<Vec<[f32; 6]>> = rec
+            .chunks_exact(opts.horizon * 6)
+            .map(|p| p.chunks_exact(6).map(|f| std::array::from_fn(|j| f[j])).collect())
+            .collect();
         let paths: Vec<Vec<f64>> =
             rec.iter().map(|p| p.iter().map(|f| stats.denormalize(3, f[3] as f64)).collect()).collect();
         Ok(summarize(paths, ctx[t - 1].close, &self.meta.calibration))

@@ -38,8 +38,8 @@ pub fn dropout(x: &Tensor, p: f64, train: Option<&Train>) -> Result<Tensor> {
 
 /// Root-mean-square layer norm (`weight`), eps 1e-5 as in the reference.
 pub struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
+    pub(crate) weight: Tensor,
+    pub(crate) eps: f64,
 }
 
 impl RmsNorm {
@@ -257,11 +257,11 @@ impl TransformerBlock {
 /// is causal with rotary positions. At inference the reference queries with the last position only; its rotary table
 /// then has one row (position 0) for both queries and keys, i.e. no rotation, and no mask. Both are reproduced.
 pub struct CrossAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    n_heads: usize,
+    pub(crate) q_proj: Linear,
+    pub(crate) k_proj: Linear,
+    pub(crate) v_proj: Linear,
+    pub(crate) out_proj: Linear,
+    pub(crate) n_heads: usize,
     rope: Rope,
     attn_dropout_p: f64,
     resid_dropout_p: f64,
@@ -300,39 +300,6 @@ impl CrossAttention {
         let out = merge_heads(&attn.matmul(&v)?)?;
         dropout(&self.out_proj.forward(&out)?, self.resid_dropout_p, train)
     }
-
-    /// Inference only: `n` single-position queries (`[n, 1, d]`), one per sample path, over a history shared by all
-    /// paths (`[1, t, d]`) followed by each path's own positions (`own`: `[n, s, d]`). Equal to
-    /// [`CrossAttention::forward`] over each path's whole sequence, without repeating the history `n` times.
-    pub fn forward_paths(&self, query: &Tensor, hist: &Tensor, own: Option<&Tensor>) -> Result<Tensor> {
-        let (n, one, d) = query.dims3()?;
-        debug_assert_eq!(one, 1);
-        let t = hist.dim(1)?;
-        let heads = self.n_heads;
-        // The history part: the n queries side by side as one batch of n unmasked positions.
-        let q = split_heads(&self.q_proj.forward(&query.reshape((1, n, d))?)?, heads)?;
-        let k = split_heads(&self.k_proj.forward(hist)?, heads)?;
-        let v = split_heads(&self.v_proj.forward(hist)?, heads)?;
-        let hd = q.dim(D::Minus1)?;
-        let scale = (hd as f64).sqrt();
-        // [1, h, n, t] -> [n, h, 1, t]
-        let s_hist = (q.matmul(&k.t()?)? / scale)?.permute((2, 1, 0, 3))?;
-        let Some(own) = own else {
-            let out = softmax(&s_hist, None)?.permute((2, 1, 0, 3))?.matmul(&v)?;
-            return self.out_proj.forward(&merge_heads(&out)?)?.reshape((n, 1, d));
-        };
-        let s = own.dim(1)?;
-        let qn = split_heads(&self.q_proj.forward(query)?, heads)?;
-        let ko = split_heads(&self.k_proj.forward(own)?, heads)?;
-        let vo = split_heads(&self.v_proj.forward(own)?, heads)?;
-        let s_own = (qn.matmul(&ko.t()?)? / scale)?;
-        let p = softmax(&Tensor::cat(&[&s_hist, &s_own], D::Minus1)?, None)?;
-        let p_hist = p.narrow(D::Minus1, 0, t)?.permute((2, 1, 0, 3))?.contiguous()?;
-        let out_hist = p_hist.matmul(&v)?.permute((2, 1, 0, 3))?;
-        let out_own = p.narrow(D::Minus1, t, s)?.contiguous()?.matmul(&vo)?;
-        let out = (out_hist + out_own)?;
-        self.out_proj.forward(&merge_heads(&out)?)?.reshape((n, 1, d))
-    }
 }
 
 /// Mean of a 0-d tensor as `f32`.
@@ -347,32 +314,6 @@ mod tests {
 
     fn vb(map: &VarMap) -> VarBuilder<'_> {
         VarBuilder::from_varmap(map, DType::F32, &Device::Cpu)
-    }
-
-    #[test]
-    fn shared_context_attention_equals_the_repeated_one() {
-        let map = VarMap::new();
-        let ca = CrossAttention::new(16, 4, 0.0, 0.0, vb(&map)).unwrap();
-        let dev = Device::Cpu;
-        let kv = Tensor::randn(0f32, 1.0, (1, 9, 16), &dev).unwrap();
-        let q = Tensor::randn(0f32, 1.0, (5, 1, 16), &dev).unwrap();
-        let shared = ca.forward_paths(&q, &kv, None).unwrap();
-        let repeated = ca.forward(&q, &kv.repeat((5, 1, 1)).unwrap(), None).unwrap();
-        let diff = (shared - repeated).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-5, "{diff}");
-        // Nine paths over nine positions: the shared form must not mistake them for a causal square.
-        let q9 = Tensor::randn(0f32, 1.0, (9, 1, 16), &dev).unwrap();
-        let a = ca.forward_paths(&q9, &kv, None).unwrap();
-        let b = ca.forward(&q9, &kv.repeat((9, 1, 1)).unwrap(), None).unwrap();
-        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-5, "{diff}");
-        // Five paths that each went on for two positions after the shared history.
-        let own = Tensor::randn(0f32, 1.0, (5, 2, 16), &dev).unwrap();
-        let a = ca.forward_paths(&q, &kv, Some(&own)).unwrap();
-        let whole = Tensor::cat(&[&kv.repeat((5, 1, 1)).unwrap(), &own], 1).unwrap();
-        let b = ca.forward(&q, &whole, None).unwrap();
-        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-5, "{diff}");
     }
 
     #[test]

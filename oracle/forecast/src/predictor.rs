@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
 use crate::config::PredictorConfig;
-use crate::fast::{self, Cache, EmbeddingParams, Kernel, PredictorEngine, Stack};
+use crate::fast::{self, EmbeddingParams, Kernel, PredictorEngine, Stack};
 use crate::nn::{dropout, CrossAttention, RmsNorm, Train, TransformerBlock};
 
 /// Calendar embedding: minute, hour, weekday, day of month, month (learned or fixed sinusoidal).
@@ -69,16 +69,16 @@ impl TemporalEmbedding {
 /// The predictor model.
 pub struct KronosPredictor {
     pub cfg: PredictorConfig,
-    emb_s1: Embedding,
+    pub(crate) emb_s1: Embedding,
     emb_s2: Embedding,
     fusion_proj: Linear,
     time_emb: TemporalEmbedding,
     transformer: Vec<TransformerBlock>,
-    norm: RmsNorm,
-    dep_attn: CrossAttention,
-    dep_norm: RmsNorm,
-    proj_s1: Linear,
-    proj_s2: Linear,
+    pub(crate) norm: RmsNorm,
+    pub(crate) dep_attn: CrossAttention,
+    pub(crate) dep_norm: RmsNorm,
+    pub(crate) proj_s1: Linear,
+    pub(crate) proj_s2: Linear,
 }
 
 impl KronosPredictor {
@@ -140,22 +140,8 @@ impl KronosPredictor {
         self.norm.forward(&x, train)
     }
 
-    /// [`KronosPredictor::hidden`] at inference, run by `engine` (see [`KronosPredictor::engine`]); the positions
-    /// continue the sequences in `caches`.
-    pub fn hidden_with(
-        &self,
-        s1: &Tensor,
-        s2: &Tensor,
-        stamp: &Tensor,
-        engine: &PredictorEngine,
-        caches: &mut [Cache],
-    ) -> Result<Tensor> {
-        let x = engine.embedding.forward(s1, s2, stamp)?;
-        self.norm.forward(&engine.stack.forward(&x, caches)?, None)
-    }
-
     /// The embedding and the Transformer blocks prepared for the inference engine.
-    pub fn engine(&self, kernel: Kernel) -> Result<PredictorEngine> {
+    pub(crate) fn engine(&self, kernel: Kernel) -> Result<PredictorEngine> {
         let v = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         let d = self.cfg.d_model;
         let fusion_b = match self.fusion_proj.bias() {
@@ -193,20 +179,6 @@ impl KronosPredictor {
         let attn = self.dep_attn.forward(&q, hidden, None)?;
         let t = hidden.dim(1)?;
         let last = hidden.narrow(1, t - 1, 1)?;
-        self.proj_s2.forward(&self.dep_norm.forward(&(last + attn)?, None)?)
-    }
-
-    /// [`KronosPredictor::s2_logits_last`] for `n` paths (`s1_last` is `[n, 1]`) that share one history (`hist`,
-    /// `[1, t, d]`) and then went on for `s` positions each (`own`, `[n, s, d]`, or none yet): the same logits
-    /// without repeating the history for every path.
-    pub fn s2_logits_paths(&self, hist: &Tensor, own: Option<&Tensor>, s1_last: &Tensor) -> Result<Tensor> {
-        let n = s1_last.dim(0)?;
-        let q = self.emb_s1.forward(s1_last)?;
-        let attn = self.dep_attn.forward_paths(&q, hist, own)?;
-        let last = match own {
-            Some(o) => o.narrow(1, o.dim(1)? - 1, 1)?,
-            None => hist.narrow(1, hist.dim(1)? - 1, 1)?.broadcast_as((n, 1, hist.dim(2)?))?.contiguous()?,
-        };
         self.proj_s2.forward(&self.dep_norm.forward(&(last + attn)?, None)?)
     }
 
@@ -282,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn teacher_forced_s2_at_the_last_position_equals_inference() {
+    fn s2_logits_of_the_last_position_span_the_fine_vocabulary() {
         let cfg = presets::shipped_predictor();
         let map = VarMap::new();
         let m = KronosPredictor::new(&cfg, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)).unwrap();
@@ -295,25 +267,5 @@ mod tests {
         let last = Tensor::new(&[[6u32]], &dev).unwrap();
         let a = m.s2_logits_last(&h, &last).unwrap();
         assert_eq!(a.dims(), &[1, 1, 1 << cfg.s2_bits]);
-        // The engine: a cached prefix + one step equals the full pass.
-        let stack = m.engine(Kernel::F32).unwrap();
-        let mut cache = stack.stack.new_cache();
-        let part = |t: &Tensor, a: usize, n: usize| t.narrow(1, a, n).unwrap();
-        let h1 = m.hidden_with(&part(&s1, 0, 3), &part(&s2, 0, 3), &part(&stamp, 0, 3), &stack, &mut cache).unwrap();
-        let h2 = m.hidden_with(&part(&s1, 3, 1), &part(&s2, 3, 1), &part(&stamp, 3, 1), &stack, &mut cache).unwrap();
-        let hc = Tensor::cat(&[&h1, &h2], 1).unwrap();
-        let d = (&h - &hc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(d < 1e-4, "{d}");
-        // Paths over a shared history equal the whole sequences: two paths, history of 3, one own position each.
-        let s1p = Tensor::new(&[[6u32], [2]], &dev).unwrap();
-        let own = h2.repeat((2, 1, 1)).unwrap();
-        let shared = m.s2_logits_paths(&h1, Some(&own), &s1p).unwrap();
-        let whole = m.s2_logits_last(&h.repeat((2, 1, 1)).unwrap(), &s1p).unwrap();
-        let d = (shared - whole).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(d < 1e-4, "{d}");
-        let none = m.s2_logits_paths(&h, None, &s1p).unwrap();
-        let d =
-            (none.narrow(0, 0, 1).unwrap() - a).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(d < 1e-4, "{d}");
     }
 }

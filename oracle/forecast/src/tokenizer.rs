@@ -8,20 +8,19 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::config::TokenizerConfig;
-use crate::fast::{Cache, Stack};
 use crate::nn::{Train, TransformerBlock};
 
 /// The tokenizer model (`embed`, `encoder.*`, `quant_embed`, `post_quant_embed_pre`, `post_quant_embed`,
 /// `decoder.*`, `head`).
 pub struct KronosTokenizer {
     pub cfg: TokenizerConfig,
-    embed: Linear,
-    head: Linear,
+    pub(crate) embed: Linear,
+    pub(crate) head: Linear,
     encoder: Vec<TransformerBlock>,
     decoder: Vec<TransformerBlock>,
-    quant_embed: Linear,
+    pub(crate) quant_embed: Linear,
     post_quant_embed_pre: Linear,
-    post_quant_embed: Linear,
+    pub(crate) post_quant_embed: Linear,
 }
 
 /// Training outputs: coarse and full reconstructions, and the quantiser loss.
@@ -83,7 +82,7 @@ impl KronosTokenizer {
         self.head.forward(&h)
     }
 
-    /// The encoder's and the decoder's Transformer blocks (for [`crate::fast::Stack`]).
+    /// The encoder's and the decoder's Transformer blocks (for the inference engine, [`crate::fast`]).
     pub fn blocks(&self) -> (&[TransformerBlock], &[TransformerBlock]) {
         (&self.encoder, &self.decoder)
     }
@@ -101,12 +100,6 @@ impl KronosTokenizer {
     /// Coarse and fine token ids (`u32`, `[b, t]` each) of normalised candles.
     pub fn encode(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         self.token_ids(&self.latent(x, None)?)
-    }
-
-    /// [`KronosTokenizer::encode`] with the encoder blocks run by `encoder` (built from [`KronosTokenizer::blocks`]).
-    pub fn encode_with(&self, x: &Tensor, encoder: &Stack) -> Result<(Tensor, Tensor)> {
-        let z = encoder.forward_once(&self.embed.forward(x)?)?;
-        self.token_ids(&self.to_code_space(&z)?)
     }
 
     /// Sign bits of code-space vectors as token ids.
@@ -149,13 +142,6 @@ impl KronosTokenizer {
     pub fn decode(&self, s1: &Tensor, s2: &Tensor) -> Result<Tensor> {
         let z = self.post_quant_embed.forward(&self.codes(s1, s2)?)?;
         self.run_decoder(&z, None)
-    }
-
-    /// [`KronosTokenizer::decode`] with the decoder blocks run by `decoder`; the tokens continue the sequence in
-    /// `caches` (the decoder is causal).
-    pub fn decode_with(&self, s1: &Tensor, s2: &Tensor, decoder: &Stack, caches: &mut [Cache]) -> Result<Tensor> {
-        let z = self.post_quant_embed.forward(&self.codes(s1, s2)?)?;
-        self.head.forward(&decoder.forward(&z, caches)?)
     }
 }
 
@@ -213,7 +199,6 @@ pub fn load(cfg: &TokenizerConfig, weights: &std::path::Path) -> anyhow::Result<
 mod tests {
     use super::*;
     use crate::config::presets;
-    use crate::fast::Kernel;
     use candle_nn::VarMap;
 
     #[test]
@@ -234,19 +219,6 @@ mod tests {
         assert!(d < 1e-6, "{d}");
         let y = tok.decode(&s1, &s2).unwrap();
         assert_eq!(y.dims(), &[2, 9, 6]);
-        // The engine's encoder gives the same ids; its cached decoding equals full decoding.
-        let (enc, dec) = tok.blocks();
-        let (enc, dec) = (Stack::new(enc, Kernel::F32).unwrap(), Stack::new(dec, Kernel::F32).unwrap());
-        let (f1, f2) = tok.encode_with(&x, &enc).unwrap();
-        assert_eq!(f1.to_vec2::<u32>().unwrap(), s1.to_vec2::<u32>().unwrap());
-        assert_eq!(f2.to_vec2::<u32>().unwrap(), s2.to_vec2::<u32>().unwrap());
-        let (s1, s2, y) = (s1.narrow(0, 0, 1).unwrap(), s2.narrow(0, 0, 1).unwrap(), y.narrow(0, 0, 1).unwrap());
-        let mut cache = dec.new_cache();
-        let a = tok.decode_with(&s1.narrow(1, 0, 5).unwrap(), &s2.narrow(1, 0, 5).unwrap(), &dec, &mut cache).unwrap();
-        let b = tok.decode_with(&s1.narrow(1, 5, 4).unwrap(), &s2.narrow(1, 5, 4).unwrap(), &dec, &mut cache).unwrap();
-        let inc = Tensor::cat(&[&a, &b], 1).unwrap();
-        let d = (y - inc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(d < 1e-4, "{d}");
     }
 
     #[test]

@@ -119,6 +119,40 @@ impl Packed {
         Packed { data, k, n, kt, nt }
     }
 
+    /// [`Packed::transposed`] from values already in bf16.
+    pub fn transposed_bf16(src: &[u16], n: usize, k: usize, ld: usize) -> Packed {
+        let (kt, nt) = (k.div_ceil(DEPTH), n.div_ceil(TILE));
+        let mut data = vec![0u16; kt * nt * TILE_ELEMS];
+        for nn in 0..n {
+            let (nb, c) = (nn / TILE, nn % TILE);
+            let row = &src[nn * ld..nn * ld + k];
+            for kb in 0..kt {
+                let tile = &mut data[(nb * kt + kb) * TILE_ELEMS..][..TILE_ELEMS];
+                for (i, &v) in row[kb * DEPTH..k.min((kb + 1) * DEPTH)].iter().enumerate() {
+                    tile[(i / 2) * DEPTH + 2 * c + i % 2] = v;
+                }
+            }
+        }
+        Packed { data, k, n, kt, nt }
+    }
+
+    /// [`Packed::rows`] from values already in bf16.
+    pub fn rows_bf16(src: &[u16], k: usize, n: usize, ld: usize) -> Packed {
+        let (kt, nt) = (k.div_ceil(DEPTH), n.div_ceil(TILE));
+        let mut data = vec![0u16; kt * nt * TILE_ELEMS];
+        for kk in 0..k {
+            let (kb, r, p) = (kk / DEPTH, (kk % DEPTH) / 2, kk % 2);
+            let row = &src[kk * ld..kk * ld + n];
+            for nb in 0..nt {
+                let dst = &mut data[(nb * kt + kb) * TILE_ELEMS + r * DEPTH..][..DEPTH];
+                for (c, &v) in row[nb * TILE..n.min((nb + 1) * TILE)].iter().enumerate() {
+                    dst[2 * c + p] = v;
+                }
+            }
+        }
+        Packed { data, k, n, kt, nt }
+    }
+
     /// Re-packs in place (keeps the allocation).
     pub fn fill(&mut self, k: usize, n: usize, get: impl Fn(usize, usize) -> f32) {
         let kt = k.div_ceil(DEPTH);
@@ -172,6 +206,32 @@ impl Rows {
             row[k..].fill(0);
         }
         self.data[m * ld..self.mp * ld].fill(0);
+    }
+}
+
+impl Rows {
+    /// [`Rows::fill`] with row `i` multiplied by `scale[i]` on the way.
+    pub fn fill_scaled(&mut self, a: &[f32], m: usize, k: usize, lda: usize, scale: &[f32]) {
+        self.mp = m.div_ceil(TILE) * TILE;
+        self.ld = k.div_ceil(DEPTH) * DEPTH;
+        if self.data.len() < self.mp * self.ld {
+            self.data.resize(self.mp * self.ld, 0);
+        }
+        let ld = self.ld;
+        for i in 0..m {
+            let row = &mut self.data[i * ld..(i + 1) * ld];
+            super::simd::dispatch!(convert_scaled(&a[i * lda..i * lda + k], &mut row[..k], scale[i]));
+            row[k..].fill(0);
+        }
+        self.data[m * ld..self.mp * ld].fill(0);
+    }
+}
+
+#[inline(always)]
+fn convert_scaled(src: &[f32], dst: &mut [u16], k: f32) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        let b = (s * k).to_bits();
+        *d = ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16;
     }
 }
 
@@ -269,7 +329,13 @@ mod imp {
         c: *mut f32,
         ldc: usize,
     ) {
-        asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+        // The configuration never changes, so each thread loads it once and keeps it (the kernel saves and restores
+        // it with the rest of the tile state on a context switch).
+        thread_local!(static CONFIGURED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        if !CONFIGURED.get() {
+            asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+            CONFIGURED.set(true);
+        }
         let mut nb = 0;
         while nb < nt {
             let two = nb + 1 < nt;
@@ -283,7 +349,6 @@ mod imp {
             }
             nb += if two { 2 } else { 1 };
         }
-        asm!("tilerelease", options(nostack, nomem));
     }
 
     /// One output block of (16 or 32) × (16 or 32) values: tmm0..3 accumulate, tmm4/5 hold `A`, tmm6/7 hold `B`.
@@ -392,6 +457,11 @@ mod tests {
         assert_eq!(Packed::rows(&src, 40, 20, 20).data, want.data);
         let want = Packed::from_fn(20, 40, |k, n| src[n * 20 + k]);
         assert_eq!(Packed::transposed(&src, 40, 20, 20).data, want.data);
+        let bf: Vec<u16> = src.iter().map(|&v| to_bf16(v)).collect();
+        assert_eq!(Packed::rows_bf16(&bf, 40, 20, 20).data, Packed::rows(&src, 40, 20, 20).data);
+        assert_eq!(Packed::transposed_bf16(&bf, 40, 20, 20).data, Packed::transposed(&src, 40, 20, 20).data);
+        assert_eq!(Packed::rows_bf16(&bf[3..], 7, 5, 20).data, Packed::rows(&src[3..], 7, 5, 20).data);
+        assert_eq!(Packed::transposed_bf16(&bf[3..], 7, 5, 20).data, Packed::transposed(&src[3..], 7, 5, 20).data);
         // Strided sources (a head's columns inside wider rows).
         let want = Packed::from_fn(7, 5, |k, n| src[k * 20 + 3 + n]);
         assert_eq!(Packed::rows(&src[3..], 7, 5, 20).data, want.data);

@@ -34,6 +34,9 @@ pub struct Cache {
     /// History keys and values, `[len × d]`.
     k: Vec<f32>,
     v: Vec<f32>,
+    /// The same in bf16, kept for the AMX kernel.
+    kb: Vec<u16>,
+    vb: Vec<u16>,
     len: usize,
     /// Per path: own keys and values `[own × d]`.
     paths: Vec<(Vec<f32>, Vec<f32>)>,
@@ -53,6 +56,16 @@ impl Cache {
     /// Number of sequences the next call must carry (1 before fanning out).
     pub fn batch(&self) -> usize {
         self.paths.len().max(1)
+    }
+
+    /// Empties the cache, keeping its memory for the next sequence.
+    pub fn clear(&mut self) {
+        self.k.clear();
+        self.v.clear();
+        self.kb.clear();
+        self.vb.clear();
+        self.paths.clear();
+        (self.len, self.own) = (0, 0);
     }
 
     /// Continues the history as `n` paths (no copy of the history).
@@ -162,7 +175,7 @@ impl Block {
         let table = self.rope.upto(offset + t);
         let scale = 1.0 / (self.hd as f32).sqrt();
 
-        let mut qkv = vec![0.0; m * 3 * d];
+        let mut qkv = take(m * 3 * d);
         qkv.par_chunks_mut(ROWS * 3 * d).zip(x.par_chunks(ROWS * d)).enumerate().for_each(|(ci, (qc, xc))| {
             let rows = xc.len() / d;
             WORK.with_borrow_mut(|w| {
@@ -173,37 +186,31 @@ impl Block {
             simd::dispatch!(rotate(qc, ci * ROWS, t, d, self.hd, offset, &table, scale));
         });
 
-        if cache.paths.is_empty() {
-            for r in 0..m {
-                cache.k.extend_from_slice(&qkv[r * 3 * d + d..r * 3 * d + 2 * d]);
-                cache.v.extend_from_slice(&qkv[r * 3 * d + 2 * d..r * 3 * d + 3 * d]);
-            }
-            cache.len += t;
-        } else {
-            for (bi, (pk, pv)) in cache.paths.iter_mut().enumerate() {
-                for r in bi * t..(bi + 1) * t {
-                    pk.extend_from_slice(&qkv[r * 3 * d + d..r * 3 * d + 2 * d]);
-                    pv.extend_from_slice(&qkv[r * 3 * d + 2 * d..r * 3 * d + 3 * d]);
-                }
-            }
-            cache.own += t;
-        }
+        self.append(&qkv, t, cache);
 
         let cache = &*cache;
-        let kv: Vec<HeadKv> =
-            (0..self.n_heads).into_par_iter().map(|hh| HeadKv::new(self.kernel, cache, hh, self.hd, d)).collect();
-        let tasks: Vec<(usize, usize)> =
-            (0..m.div_ceil(QB)).flat_map(|blk| (0..self.n_heads).map(move |hh| (hh, blk * QB))).collect();
-        let parts: Vec<Vec<f32>> =
-            tasks.par_iter().map(|&(hh, r0)| self.attend(hh, &kv[hh], &qkv, r0, (r0 + QB).min(m), t, cache)).collect();
-        let mut o = vec![0.0; m * d];
-        for (&(hh, r0), part) in tasks.iter().zip(&parts) {
-            for (i, row) in part.chunks_exact(self.hd).enumerate() {
-                o[(r0 + i) * d + hh * self.hd..][..self.hd].copy_from_slice(row);
+        // One task per head (every head costs the same): lay out its keys and values, then its blocks of rows.
+        let parts: Vec<Vec<f32>> = (0..self.n_heads)
+            .into_par_iter()
+            .map(|hh| {
+                let kv = HeadKv::new(self.kernel, cache, hh, self.hd, d);
+                let mut out = Vec::with_capacity(m * self.hd);
+                for r0 in (0..m).step_by(QB) {
+                    out.extend(self.attend(hh, &kv, &qkv, r0, (r0 + QB).min(m), t, cache));
+                }
+                out
+            })
+            .collect();
+        let mut o = take(m * d);
+        for (hh, part) in parts.iter().enumerate() {
+            for (r, row) in part.chunks_exact(self.hd).enumerate() {
+                o[r * d + hh * self.hd..][..self.hd].copy_from_slice(row);
             }
         }
 
-        let mut y = x.to_vec();
+        give(qkv);
+        let mut y = take(m * d);
+        y.copy_from_slice(x);
         y.par_chunks_mut(ROWS * d).zip(o.par_chunks(ROWS * d)).for_each(|(yc, oc)| {
             let rows = yc.len() / d;
             WORK.with_borrow_mut(|w| {
@@ -220,7 +227,60 @@ impl Block {
                 simd::add_assign(yc, h);
             });
         });
+        give(o);
         y
+    }
+
+    /// Appends the keys and values of `t` new positions of one sequence to `cache` without computing the block's
+    /// output (what the last block of a stack needs for positions whose output nobody reads).
+    pub fn prefill(&self, x: &[f32], t: usize, cache: &mut Cache) {
+        let d = self.d;
+        assert!(x.len() == t * d && cache.paths.is_empty(), "prefill takes one sequence before any fan-out");
+        let offset = cache.len();
+        let table = self.rope.upto(offset + t);
+        let mut qkv = take(t * 3 * d);
+        qkv.par_chunks_mut(ROWS * 3 * d).zip(x.par_chunks(ROWS * d)).enumerate().for_each(|(ci, (qc, xc))| {
+            let rows = xc.len() / d;
+            WORK.with_borrow_mut(|w| {
+                let h = grow(&mut w.0, rows * d);
+                simd::rms_norm(xc, &self.norm1, self.eps, h);
+                linear(h, rows, &self.qkv, Some(&self.qkv_b), qc, false);
+            });
+            simd::dispatch!(rotate(qc, ci * ROWS, t, d, self.hd, offset, &table, 1.0));
+        });
+        self.append(&qkv, t, cache);
+        give(qkv);
+    }
+
+    /// Appends the keys and values in `qkv` (`[b × t × 3d]`) to the history (before a fan-out) or to each path.
+    fn append(&self, qkv: &[f32], t: usize, cache: &mut Cache) {
+        let d = self.d;
+        let k_of = |r: usize| &qkv[r * 3 * d + d..r * 3 * d + 2 * d];
+        let v_of = |r: usize| &qkv[r * 3 * d + 2 * d..r * 3 * d + 3 * d];
+        if cache.paths.is_empty() {
+            cache.k.reserve(t * d);
+            cache.v.reserve(t * d);
+            for r in 0..t {
+                cache.k.extend_from_slice(k_of(r));
+                cache.v.extend_from_slice(v_of(r));
+            }
+            if self.kernel == Kernel::Amx {
+                let start = cache.len * d;
+                for (f, bf) in [(&cache.k, &mut cache.kb), (&cache.v, &mut cache.vb)] {
+                    bf.resize(start + t * d, 0);
+                    amx::convert_row(&f[start..], &mut bf[start..]);
+                }
+            }
+            cache.len += t;
+        } else {
+            for (bi, (pk, pv)) in cache.paths.iter_mut().enumerate() {
+                for r in bi * t..(bi + 1) * t {
+                    pk.extend_from_slice(k_of(r));
+                    pv.extend_from_slice(v_of(r));
+                }
+            }
+            cache.own += t;
+        }
     }
 
     /// Attention of head `hh` for new rows `r0..r1` (already in `cache`): `[(r1 - r0) × hd]`.
@@ -238,6 +298,7 @@ impl Block {
         let q_at = |r: usize| &qkv[r * 3 * d + hh * hd..][..hd];
         let rows = r1 - r0;
         let mut out = vec![0.0f32; rows * hd];
+        let mut inv = [1.0f32; QB];
         WORK.with_borrow_mut(|w| {
             let s = grow(&mut w.0, QB * ld_s);
             let kc = (r0..r1).map(vis_hist).max().unwrap_or(0);
@@ -252,10 +313,15 @@ impl Block {
                         *sj = simd::dot(q_at(r), &pk[j * d + hh * hd..][..hd]);
                     }
                 }
-                simd::softmax2(&mut hist_part[..vh], &mut own_part[..vo]);
+                if vo > 0 {
+                    simd::softmax2(&mut hist_part[..vh], &mut own_part[..vo]);
+                } else {
+                    // Normalised on the way into the product.
+                    inv[r - r0] = simd::softmax_unscaled(&mut hist_part[..vh]);
+                }
                 hist_part[vh..kc].fill(0.0);
             }
-            kv.values(s, rows, kc, ld_s, &mut out);
+            kv.values(s, rows, kc, ld_s, &inv[..rows], &mut out);
             for r in r0..r1 {
                 let vo = vis_own(r);
                 if vo > 0 {
@@ -277,6 +343,27 @@ impl Block {
 thread_local! {
     /// Per-thread scratch of the block phases, reused between calls.
     static WORK: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
+    /// Large buffers given back by earlier calls (fresh large allocations cost page faults).
+    static POOL: std::cell::RefCell<Vec<Vec<f32>>> = Default::default();
+}
+
+/// A buffer of `n` values (contents unspecified) from this thread's pool.
+pub(crate) fn take(n: usize) -> Vec<f32> {
+    let mut v = POOL.with_borrow_mut(|p| p.pop()).unwrap_or_default();
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    v.truncate(n);
+    v
+}
+
+/// Returns a buffer to this thread's pool.
+pub(crate) fn give(v: Vec<f32>) {
+    POOL.with_borrow_mut(|p| {
+        if p.len() < 8 {
+            p.push(v)
+        }
+    })
 }
 
 /// The first `n` values of `v`, growing it if needed (contents are left over from earlier use).
@@ -338,8 +425,8 @@ impl HeadKv {
         match kernel {
             Kernel::Amx => HeadKv::Amx {
                 // Scores = Q · Kᵀ: the right-hand matrix is Kᵀ (hd × len); values: V (len × hd).
-                k: Packed::transposed(&cache.k[off..], l, hd, d),
-                v: Packed::rows(&cache.v[off..], l, hd, d),
+                k: Packed::transposed_bf16(&cache.kb[off..], l, hd, d),
+                v: Packed::rows_bf16(&cache.vb[off..], l, hd, d),
                 hd,
             },
             _ => {
@@ -383,20 +470,20 @@ impl HeadKv {
         }
     }
 
-    /// `out[i] = Σ_j p[i][j] · v[j]` for `i < rows`, `j < kc` (`p` in `s`, rounded in place where needed).
-    fn values(&self, s: &mut [f32], rows: usize, kc: usize, ld_s: usize, out: &mut [f32]) {
+    /// `out[i] = Σ_j p[i][j] · scale[i] · v[j]` for `i < rows`, `j < kc` (`p` in `s`, scaled and rounded in place
+    /// where needed).
+    fn values(&self, s: &mut [f32], rows: usize, kc: usize, ld_s: usize, scale: &[f32], out: &mut [f32]) {
         match self {
             HeadKv::Plain { v, hd, round, .. } => {
-                if *round {
-                    for row in s.chunks_mut(ld_s).take(rows) {
-                        row[..kc].iter_mut().for_each(|x| *x = amx::round_bf16(*x));
-                    }
+                for (row, &k) in s.chunks_mut(ld_s).zip(scale) {
+                    let r = *round;
+                    row[..kc].iter_mut().for_each(|x| *x = if r { amx::round_bf16(*x * k) } else { *x * k });
                 }
                 gemm_f32(rows, *hd, kc, s, ld_s as isize, 1, v, *hd as isize, 1, out, *hd, false);
             }
             HeadKv::Amx { v, hd, .. } => {
                 let mut a = Rows::default();
-                a.fill(s, rows, kc, ld_s);
+                a.fill_scaled(s, rows, kc, ld_s, scale);
                 let ldc = v.nt * amx::TILE;
                 let mut c = vec![0.0f32; a.mp * ldc];
                 amx::matmul(&a, v, kc.div_ceil(amx::DEPTH), v.nt, &mut c, ldc, false);

@@ -7,12 +7,14 @@
 pub mod amx;
 pub mod block;
 pub mod matmul;
-pub(crate) mod simd;
+pub mod model;
+pub mod simd;
 
 use candle_core::{Result, Tensor};
 
 pub use block::{Block, BlockParams, Cache};
 pub use matmul::{Kernel, Precision};
+pub use model::Model;
 
 use crate::nn::TransformerBlock;
 
@@ -53,11 +55,22 @@ impl Stack {
         if self.blocks.is_empty() {
             return Ok(x.clone());
         }
-        let mut h = x.flatten_all()?.to_vec1::<f32>()?;
-        for (blk, c) in self.blocks.iter().zip(caches.iter_mut()) {
-            h = blk.forward(&h, b, t, c);
-        }
-        Tensor::from_vec(h, (b, t, d), x.device())
+        Tensor::from_vec(self.run(x.flatten_all()?.to_vec1::<f32>()?, b, t, caches), (b, t, d), x.device())
+    }
+
+    /// [`Stack::forward`] on a host buffer `[b × t × d]`.
+    pub fn run(&self, x: Vec<f32>, b: usize, t: usize, caches: &mut [Cache]) -> Vec<f32> {
+        run(&self.blocks, x, b, t, caches)
+    }
+
+    /// Fills `caches` with one sequence of `t` positions (`x`: `[t × d]`) whose outputs are not needed: the last
+    /// block only computes its keys and values.
+    pub fn prefill(&self, x: Vec<f32>, t: usize, caches: &mut [Cache]) {
+        let Some((last, rest)) = self.blocks.split_last() else { return };
+        let n = rest.len();
+        let h = run(rest, x, 1, t, &mut caches[..n]);
+        last.prefill(&h, t, &mut caches[n]);
+        block::give(h);
     }
 
     /// `x` without a cache (each of the `b` sequences on its own).
@@ -67,6 +80,15 @@ impl Stack {
             (0..b).map(|i| self.forward(&x.narrow(0, i, 1)?, &mut self.new_cache())).collect::<Result<Vec<_>>>()?;
         Tensor::cat(&outs, 0)
     }
+}
+
+fn run(blocks: &[Block], x: Vec<f32>, b: usize, t: usize, caches: &mut [Cache]) -> Vec<f32> {
+    let mut h = x;
+    for (blk, c) in blocks.iter().zip(caches.iter_mut()) {
+        let next = blk.forward(&h, b, t, c);
+        block::give(std::mem::replace(&mut h, next));
+    }
+    h
 }
 
 /// The predictor's input embedding at inference: `fusion_proj([√d · emb_s1[s1], √d · emb_s2[s2]]) + Σ calendar
@@ -107,9 +129,14 @@ impl Embedding {
     /// Embeds `s1`, `s2` (`u32 [b, t]`) and `stamp` (`u32 [b, t, 5]`): `[b, t, d]`.
     pub fn forward(&self, s1: &Tensor, s2: &Tensor, stamp: &Tensor) -> Result<Tensor> {
         let (b, t) = s1.dims2()?;
-        let d = self.d;
         let (a, c) = (s1.flatten_all()?.to_vec1::<u32>()?, s2.flatten_all()?.to_vec1::<u32>()?);
-        let st = stamp.flatten_all()?.to_vec1::<u32>()?;
+        let x = self.embed(&a, &c, &stamp.flatten_all()?.to_vec1::<u32>()?)?;
+        Tensor::from_vec(x, (b, t, self.d), s1.device())
+    }
+
+    /// [`Embedding::forward`] on host buffers: ids `a`, `c` (one per row) and five calendar values per row.
+    pub fn embed(&self, a: &[u32], c: &[u32], st: &[u32]) -> Result<Vec<f32>> {
+        let d = self.d;
         if c.len() != a.len() || st.len() != 5 * a.len() {
             candle_core::bail!("embedding: {} coarse ids, {} fine ids, {} calendar values", a.len(), c.len(), st.len());
         }
@@ -133,7 +160,7 @@ impl Embedding {
                 simd::add_assign(row, &tab[v * d..(v + 1) * d]);
             }
         }
-        Tensor::from_vec(x, (b, t, d), s1.device())
+        Ok(x)
     }
 }
 

@@ -9,12 +9,28 @@ pub fn avx2() -> bool {
     *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// Calls `f(args..)` (an `#[inline(always)]` function) through a copy compiled for AVX2+FMA when the CPU has it.
+/// Whether the CPU runs AVX-512 F/BW/VL (checked once).
+#[cfg(target_arch = "x86_64")]
+pub fn avx512() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// Calls `f(args..)` (an `#[inline(always)]` function) through a copy compiled for AVX-512 or AVX2+FMA when the CPU
+/// has them.
 macro_rules! dispatch {
     ($f:ident($($arg:expr),* $(,)?)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            if $crate::fast::simd::avx2() {
+            if $crate::fast::simd::avx512() {
+                // SAFETY: the CPU was just checked for the features this copy is compiled for.
+                unsafe { $crate::fast::simd::with_avx512(|| $f($($arg),*)) }
+            } else if $crate::fast::simd::avx2() {
                 // SAFETY: the CPU was just checked for the features this copy is compiled for.
                 unsafe { $crate::fast::simd::with_avx2(|| $f($($arg),*)) }
             } else {
@@ -40,24 +56,41 @@ pub unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` (inlined into this function) with AVX-512 enabled.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VL, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[inline]
+pub unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
 /// 1.5 · 2²³: adding it rounds a float in ±2²² to an integer held in the low mantissa bits.
 const MAGIC: f32 = 12_582_912.0;
 
-/// `e^x` to about 2 ulp for `x` in [-87, 88] (clamped outside), branch-free so that loops over it vectorise.
+/// `e^x` to about 1e-7 relative for `x` in [-87, 88] (clamped outside), branch-free so that loops over it
+/// vectorise: `e^x = 2^n · e^r` with `|r| ≤ ln2/2` and Cephes' polynomial for `e^r`.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
+    let x = if x < -87.0 { -87.0 } else { x };
+    let x = if x > 88.0 { 88.0 } else { x };
     let t = x * LOG2E + MAGIC;
     let n = t - MAGIC;
     let ni = t.to_bits().wrapping_sub(MAGIC.to_bits());
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    p * f32::from_bits(ni.wrapping_add(127) << 23)
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let e = p * (r * r) + r + 1.0;
+    e * f32::from_bits(ni.wrapping_add(127) << 23)
 }
 
 /// Lanes of the partial results that reductions keep, so that they vectorise (float sums are not reassociated
@@ -130,6 +163,17 @@ pub fn softmax_impl(row: &mut [f32]) {
     let max = max_of(row);
     let sum = exp_shift_sum(row, max);
     scale(row, 1.0 / sum);
+}
+
+/// The exponentials of a softmax row, in place and not yet divided by their sum; returns `1 / sum`.
+pub fn softmax_unscaled(row: &mut [f32]) -> f32 {
+    dispatch!(softmax_unscaled_impl(row))
+}
+
+#[inline(always)]
+fn softmax_unscaled_impl(row: &mut [f32]) -> f32 {
+    let max = max_of(row);
+    1.0 / exp_shift_sum(row, max)
 }
 
 /// Softmax over two parts of one row (`a` then `b`) as if they were joined.
