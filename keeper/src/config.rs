@@ -73,6 +73,8 @@ struct RawForecaster {
     samples: usize,
     /// A candle CSV to forecast from instead of the feed's own history (e.g. the demo's replayed candles).
     candles: Option<PathBuf>,
+    /// `f32` (default) or `bf16` (fast on CPUs with Intel AMX).
+    precision: Option<String>,
 }
 
 fn yes() -> bool {
@@ -128,6 +130,7 @@ pub struct ForecasterConfig {
     pub model: PathBuf,
     pub samples: usize,
     pub candles: Option<PathBuf>,
+    pub precision: kronos_forecast::fast::Precision,
 }
 
 /// One chain the keeper drives.
@@ -253,12 +256,19 @@ impl Config {
             return Err(err("keeper.poll_ms".into(), format!("{} is outside 1..=60000", k.poll_ms)));
         }
         let keeper_id = k.keeper_id.unwrap_or_else(|| format!("keeper-{}", std::process::id()));
-        let forecaster = raw.forecaster.map(|f| ForecasterConfig {
-            enabled: f.enabled,
-            model: f.model.unwrap_or_else(|| PathBuf::from(crate::cmd::forecast::SHIPPED_MODEL)),
-            samples: f.samples,
-            candles: f.candles,
-        });
+        let forecaster = match raw.forecaster {
+            None => None,
+            Some(f) => Some(ForecasterConfig {
+                enabled: f.enabled,
+                model: f.model.unwrap_or_else(|| PathBuf::from(crate::cmd::forecast::SHIPPED_MODEL)),
+                samples: f.samples,
+                candles: f.candles,
+                precision: match f.precision {
+                    None => Default::default(),
+                    Some(p) => p.parse().map_err(|e: String| err("forecaster.precision".into(), e))?,
+                },
+            }),
+        };
         if let Some(f) = &forecaster {
             if f.samples == 0 {
                 return Err(err("forecaster.samples".into(), "must be at least 1".into()));
@@ -451,6 +461,17 @@ mod tests {
         assert_eq!(c.api_token.as_ref().unwrap().expose(), "a-long-enough-api-token");
         assert!(!format!("{c:?}").contains("a-long-enough-api-token"));
         assert!(parse(&base(""), &[]).unwrap().api_token.is_none());
+    }
+
+    #[test]
+    fn the_forecaster_precision_is_f32_unless_set() {
+        let with = |extra: &str| base("").replace("[keeper]", &format!("[forecaster]\n{extra}\n\n[keeper]"));
+        let c = parse(&with(""), &[]).unwrap();
+        assert_eq!(c.forecaster.unwrap().precision, kronos_forecast::fast::Precision::F32);
+        let c = parse(&with("precision = \"bf16\""), &[]).unwrap();
+        assert_eq!(c.forecaster.unwrap().precision, kronos_forecast::fast::Precision::Bf16);
+        let e = field_err(&with("precision = \"f16\""));
+        assert!(e.contains("forecaster.precision: precision must be f32 or bf16, got \"f16\""), "{e}");
     }
 
     #[test]

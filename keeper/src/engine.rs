@@ -51,7 +51,8 @@ impl Keeper {
         let publisher = match &cfg.forecaster {
             Some(f) if f.enabled => {
                 let model = kronos_forecast::Forecaster::load(&f.model)
-                    .with_context(|| format!("forecaster.model: loading {}", f.model.display()))?;
+                    .with_context(|| format!("forecaster.model: loading {}", f.model.display()))?
+                    .with_precision(f.precision);
                 let candles: Arc<dyn CandleSource> = match (&ov.candles, &f.candles) {
                     (Some(c), _) => c.clone(),
                     (None, Some(path)) => Arc::new(

@@ -57,10 +57,17 @@ pub struct ModelArgs {
     /// Context length for --tokenizer/--predictor models.
     #[arg(long, default_value_t = 512)]
     pub max_context: usize,
+    /// Arithmetic of the matrix products: f32, or bf16 (fast on CPUs with Intel AMX, emulated elsewhere).
+    #[arg(long, default_value = "f32")]
+    pub precision: kronos_forecast::fast::Precision,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> Result<kronos_forecast::Forecaster> {
+        Ok(self.load_at_f32()?.with_precision(self.precision))
+    }
+
+    fn load_at_f32(&self) -> Result<kronos_forecast::Forecaster> {
         match (&self.tokenizer, &self.predictor) {
             (Some(t), Some(p)) => kronos_forecast::Forecaster::load_parts(
                 t,

@@ -164,6 +164,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
             model: model.clone(),
             samples: 32,
             candles: None,
+            precision: Default::default(),
         }),
         chains: chains
             .iter()
