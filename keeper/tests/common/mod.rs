@@ -76,6 +76,7 @@ impl Net {
                 model: self.root.join("oracle/forecast/model"),
                 samples: 8,
                 candles: None,
+                precision: Default::default(),
             }),
             chains: self
                 .chains
