@@ -1,6 +1,6 @@
 //! Times the Kronos-mini-sized forecast (random weights, context 512, one path) and, with `--stages`, each of its
 //! parts; handy under a profiler:
-//! `cargo run --release -p kronos-forecast --example forecast_profile -- [f32|bf16] [iterations] [--stages]`.
+//! `cargo run --release -p kronos-forecast --example forecast_profile -- [f32|bf16] [iterations] [--paths=N] [--stages]`.
 use std::path::Path;
 use std::time::Instant;
 
@@ -29,6 +29,7 @@ fn median_ms<T, E: Into<anyhow::Error>>(n: usize, mut f: impl FnMut() -> Result<
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let stages = args.iter().any(|a| a == "--stages");
+    let paths: usize = args.iter().find_map(|a| a.strip_prefix("--paths=")).map(str::parse).transpose()?.unwrap_or(1);
     let mut pos = args.iter().filter(|a| !a.starts_with("--"));
     let precision: Precision = pos.next().map_or("f32", |s| s.as_str()).parse().map_err(anyhow::Error::msg)?;
     let n: usize = pos.next().map(|s| s.parse()).transpose()?.unwrap_or(50).max(1);
@@ -79,7 +80,10 @@ fn main() -> anyhow::Result<()> {
     };
     let model = Forecaster::new(tokenizer, predictor, meta).with_precision(precision);
     let ctx = &data[data.len() - 512..];
-    let opts = ForecastOptions { samples: 1, ..ForecastOptions::default() };
-    println!("forecast ({kernel:?}): p50 {:.2} ms over {n}", median_ms(n, || model.forecast(ctx, &opts))?);
+    let opts = ForecastOptions { samples: paths.max(1), ..ForecastOptions::default() };
+    println!(
+        "forecast ({kernel:?}, {paths} paths): p50 {:.2} ms over {n}",
+        median_ms(n, || model.forecast(ctx, &opts))?
+    );
     Ok(())
 }

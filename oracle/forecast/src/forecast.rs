@@ -233,20 +233,29 @@ impl Forecaster {
                 last = m.hidden(&prev1, &prev2, &st, n, 1, &mut cache)?;
                 m.dep_extend(&mut dep, &last);
             }
-            // The coarse logits of step 0 are the same for every path: computed once, sampled n times.
+            // At step 0 every path has the same history: the coarse distribution is computed once and drawn n
+            // times, and paths that drew the same coarse token share their fine distribution.
+            let shared = step_i == 0;
             let l1 = m.s1_logits(&last);
             let width = l1.len() / (last.len() / d);
+            let p1 = shared.then(|| opts.sampling.distribution(&l1[..width]));
             let s1_new: Vec<u32> = (0..n)
-                .map(|i| {
-                    let r = if l1.len() == width { 0 } else { i };
-                    opts.sampling.sample(&l1[r * width..(r + 1) * width], &mut rng)
+                .map(|i| match &p1 {
+                    Some(p) => SamplingParams::draw(p, &mut rng),
+                    None => opts.sampling.sample(&l1[i * width..(i + 1) * width], &mut rng),
                 })
                 .collect();
             let l2 = m.s2_logits(&dep, &s1_new, &last)?;
             let width2 = l2.len() / n;
+            let mut p2: std::collections::HashMap<u32, Vec<f64>> = Default::default();
             for (i, row) in l2.chunks_exact(width2).enumerate() {
                 gen1[i][step_i] = s1_new[i];
-                gen2[i][step_i] = opts.sampling.sample(row, &mut rng);
+                gen2[i][step_i] = if shared {
+                    let p = p2.entry(s1_new[i]).or_insert_with(|| opts.sampling.distribution(row));
+                    SamplingParams::draw(p, &mut rng)
+                } else {
+                    opts.sampling.sample(row, &mut rng)
+                };
             }
         }
 

@@ -37,8 +37,10 @@ impl SamplingParams {
     /// The filtered probability distribution over one row of logits.
     pub fn distribution(&self, logits: &[f32]) -> Vec<f64> {
         let t = self.temperature;
-        let mut idx: Vec<usize> = (0..logits.len()).collect();
-        idx.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap_or(std::cmp::Ordering::Equal));
+        // Tokens by falling logit, ties by index (a total order: a NaN logit cannot make the sort panic).
+        let mut order: Vec<(f32, usize)> = logits.iter().copied().zip(0..).collect();
+        order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let idx: Vec<usize> = order.into_iter().map(|(_, i)| i).collect();
         let max = logits[idx[0]] as f64 / t;
         let mut probs = vec![0f64; logits.len()];
         let mut total = 0.0;
@@ -72,7 +74,12 @@ impl SamplingParams {
 
     /// Draws one token index.
     pub fn sample(&self, logits: &[f32], rng: &mut ChaCha8Rng) -> u32 {
-        let probs = self.distribution(logits);
+        Self::draw(&self.distribution(logits), rng)
+    }
+
+    /// Draws one token index from a [`SamplingParams::distribution`] (one random number, like
+    /// [`SamplingParams::sample`]).
+    pub fn draw(probs: &[f64], rng: &mut ChaCha8Rng) -> u32 {
         let u: f64 = rng.gen();
         let mut cum = 0.0;
         let mut last = 0;

@@ -165,28 +165,14 @@ impl Block {
     /// Runs `b` sequences of `t` new positions (`x`: `[b × t × d]`, row-major) that continue `cache`, appends their
     /// keys and values to it and returns the block's output `[b × t × d]`.
     ///
-    /// Three parallel phases: projections by chunks of rows, attention by (head, block of rows), the rest of the
-    /// block by chunks of rows again.
+    /// Three parallel phases: projections by chunks of rows, attention by head, the rest of the block by chunks of
+    /// rows again.
     pub fn forward(&self, x: &[f32], b: usize, t: usize, cache: &mut Cache) -> Vec<f32> {
         let (d, m) = (self.d, b * t);
         assert_eq!(x.len(), m * d, "block input size");
         assert_eq!(b, cache.batch(), "batch must match the cache");
-        let offset = cache.len();
-        let table = self.rope.upto(offset + t);
         let scale = 1.0 / (self.hd as f32).sqrt();
-
-        let mut qkv = take(m * 3 * d);
-        qkv.par_chunks_mut(ROWS * 3 * d).zip(x.par_chunks(ROWS * d)).enumerate().for_each(|(ci, (qc, xc))| {
-            let rows = xc.len() / d;
-            WORK.with_borrow_mut(|w| {
-                let h = grow(&mut w.0, rows * d);
-                simd::rms_norm(xc, &self.norm1, self.eps, h);
-                linear(h, rows, &self.qkv, Some(&self.qkv_b), qc, false);
-            });
-            simd::dispatch!(rotate(qc, ci * ROWS, t, d, self.hd, offset, &table, scale));
-        });
-
-        self.append(&qkv, t, cache);
+        let qkv = self.project(x, b, t, scale, cache);
 
         let cache = &*cache;
         // One task per head (every head costs the same): lay out its keys and values, then its blocks of rows.
@@ -236,51 +222,70 @@ impl Block {
     pub fn prefill(&self, x: &[f32], t: usize, cache: &mut Cache) {
         let d = self.d;
         assert!(x.len() == t * d && cache.paths.is_empty(), "prefill takes one sequence before any fan-out");
-        let offset = cache.len();
-        let table = self.rope.upto(offset + t);
-        let mut qkv = take(t * 3 * d);
-        qkv.par_chunks_mut(ROWS * 3 * d).zip(x.par_chunks(ROWS * d)).enumerate().for_each(|(ci, (qc, xc))| {
-            let rows = xc.len() / d;
-            WORK.with_borrow_mut(|w| {
-                let h = grow(&mut w.0, rows * d);
-                simd::rms_norm(xc, &self.norm1, self.eps, h);
-                linear(h, rows, &self.qkv, Some(&self.qkv_b), qc, false);
-            });
-            simd::dispatch!(rotate(qc, ci * ROWS, t, d, self.hd, offset, &table, 1.0));
-        });
-        self.append(&qkv, t, cache);
+        let qkv = self.project(x, 1, t, 1.0, cache);
         give(qkv);
     }
 
-    /// Appends the keys and values in `qkv` (`[b × t × 3d]`) to the history (before a fan-out) or to each path.
-    fn append(&self, qkv: &[f32], t: usize, cache: &mut Cache) {
-        let d = self.d;
-        let k_of = |r: usize| &qkv[r * 3 * d + d..r * 3 * d + 2 * d];
-        let v_of = |r: usize| &qkv[r * 3 * d + 2 * d..r * 3 * d + 3 * d];
-        if cache.paths.is_empty() {
-            cache.k.reserve(t * d);
-            cache.v.reserve(t * d);
-            for r in 0..t {
-                cache.k.extend_from_slice(k_of(r));
-                cache.v.extend_from_slice(v_of(r));
+    /// Projections of `b × t` new rows (`[rows × 3d]`: rotated queries scaled by `q_scale`, rotated keys, values),
+    /// with the keys and values appended to `cache`: into the history (before a fan-out, by the same parallel
+    /// chunks of rows, with their bf16 copies for AMX) or to each path.
+    fn project(&self, x: &[f32], b: usize, t: usize, q_scale: f32, cache: &mut Cache) -> Vec<f32> {
+        let (d, m) = (self.d, b * t);
+        let offset = cache.len();
+        let table = self.rope.upto(offset + t);
+        let mut qkv = take(m * 3 * d);
+        let history = cache.paths.is_empty();
+        let amx = self.kernel == Kernel::Amx;
+        let old = cache.len * d;
+        if history {
+            cache.k.resize(old + m * d, 0.0);
+            cache.v.resize(old + m * d, 0.0);
+            if amx {
+                cache.kb.resize(old + m * d, 0);
+                cache.vb.resize(old + m * d, 0);
             }
-            if self.kernel == Kernel::Amx {
-                let start = cache.len * d;
-                for (f, bf) in [(&cache.k, &mut cache.kb), (&cache.v, &mut cache.vb)] {
-                    bf.resize(start + t * d, 0);
-                    amx::convert_row(&f[start..], &mut bf[start..]);
+        }
+        let chunks = m.div_ceil(ROWS);
+        let (kb_at, vb_at) = (old.min(cache.kb.len()), old.min(cache.vb.len()));
+        let mut kc = split(&mut cache.k[old..], history, chunks, ROWS * d);
+        let mut vc = split(&mut cache.v[old..], history, chunks, ROWS * d);
+        let mut kbc = split(&mut cache.kb[kb_at..], history && amx, chunks, ROWS * d);
+        let mut vbc = split(&mut cache.vb[vb_at..], history && amx, chunks, ROWS * d);
+        qkv.par_chunks_mut(ROWS * 3 * d)
+            .zip(x.par_chunks(ROWS * d))
+            .zip(kc.par_iter_mut().zip(vc.par_iter_mut()))
+            .zip(kbc.par_iter_mut().zip(vbc.par_iter_mut()))
+            .enumerate()
+            .for_each(|(ci, (((qc, xc), (k, v)), (kb, vb)))| {
+                let rows = xc.len() / d;
+                WORK.with_borrow_mut(|w| {
+                    let h = grow(&mut w.0, rows * d);
+                    simd::rms_norm(xc, &self.norm1, self.eps, h);
+                    linear(h, rows, &self.qkv, Some(&self.qkv_b), qc, false);
+                });
+                simd::dispatch!(rotate(qc, ci * ROWS, t, d, self.hd, offset, &table, q_scale));
+                for (dst, dst16, part) in [(k, kb, 1), (v, vb, 2)] {
+                    let Some(dst) = dst else { continue };
+                    for (r, row) in dst.chunks_exact_mut(d).enumerate() {
+                        row.copy_from_slice(&qc[r * 3 * d + part * d..][..d]);
+                    }
+                    if let Some(dst16) = dst16 {
+                        amx::convert_row(dst, dst16);
+                    }
                 }
-            }
+            });
+        if history {
             cache.len += t;
         } else {
             for (bi, (pk, pv)) in cache.paths.iter_mut().enumerate() {
                 for r in bi * t..(bi + 1) * t {
-                    pk.extend_from_slice(k_of(r));
-                    pv.extend_from_slice(v_of(r));
+                    pk.extend_from_slice(&qkv[r * 3 * d + d..r * 3 * d + 2 * d]);
+                    pv.extend_from_slice(&qkv[r * 3 * d + 2 * d..r * 3 * d + 3 * d]);
                 }
             }
             cache.own += t;
         }
+        qkv
     }
 
     /// Attention of head `hh` for new rows `r0..r1` (already in `cache`): `[(r1 - r0) × hd]`.
@@ -372,6 +377,15 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
         v.resize(n, 0.0);
     }
     &mut v[..n]
+}
+
+/// `v` in chunks of `size` (when `on`), or `chunks` empty slots.
+fn split<T>(v: &mut [T], on: bool, chunks: usize, size: usize) -> Vec<Option<&mut [T]>> {
+    if on {
+        v.chunks_mut(size).map(Some).collect()
+    } else {
+        (0..chunks).map(|_| None).collect()
+    }
 }
 
 /// Rows per chunk in the row-parallel phases.
