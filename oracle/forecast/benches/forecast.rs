@@ -4,15 +4,10 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
-use kronos_forecast::calibration::Calibration;
 use kronos_forecast::config::presets;
 use kronos_forecast::fast::{Kernel, Precision};
-use kronos_forecast::forecast::{ForecastOptions, Forecaster, ModelMeta};
-use kronos_forecast::predictor::KronosPredictor;
-use kronos_forecast::tokenizer::KronosTokenizer;
+use kronos_forecast::forecast::{ForecastOptions, Forecaster};
 
 fn candles() -> Vec<kronos_forecast::data::Candle> {
     kronos_forecast::load_csv(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/btcusd-1h.csv")))
@@ -30,21 +25,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| shipped.forecast(ctx, &opts).expect("forecast"))
     });
 
-    let (tm, pm) = (VarMap::new(), VarMap::new());
-    let tokenizer =
-        KronosTokenizer::new(&presets::published_tokenizer(), VarBuilder::from_varmap(&tm, DType::F32, &Device::Cpu))
-            .expect("tokenizer");
-    let predictor =
-        KronosPredictor::new(&presets::mini_predictor(), VarBuilder::from_varmap(&pm, DType::F32, &Device::Cpu))
-            .expect("predictor");
-    let meta = ModelMeta {
-        name: "mini-random".into(),
-        max_context: 512,
-        calibration: Calibration::Identity,
-        calibration_next_move: None,
-        training: serde_json::Value::Null,
-    };
-    let mini = Forecaster::new(tokenizer, predictor, meta);
+    let mini = Forecaster::random(&presets::published_tokenizer(), &presets::mini_predictor(), 512).expect("mini");
     let ctx512 = &data[data.len() - 512..];
     let mut mini = Some(mini);
     for precision in [Precision::F32, Precision::Bf16] {

@@ -4,14 +4,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
-use kronos_forecast::calibration::Calibration;
 use kronos_forecast::config::presets;
 use kronos_forecast::fast::{Kernel, Model, Precision};
-use kronos_forecast::forecast::{ForecastOptions, Forecaster, ModelMeta};
-use kronos_forecast::predictor::KronosPredictor;
-use kronos_forecast::tokenizer::KronosTokenizer;
+use kronos_forecast::forecast::{ForecastOptions, Forecaster};
 
 /// Median milliseconds of `n` runs of `f`, after one warm-up run.
 fn median_ms<T, E: Into<anyhow::Error>>(n: usize, mut f: impl FnMut() -> Result<T, E>) -> anyhow::Result<f64> {
@@ -34,15 +29,12 @@ fn main() -> anyhow::Result<()> {
     let precision: Precision = pos.next().map_or("f32", |s| s.as_str()).parse().map_err(anyhow::Error::msg)?;
     let n: usize = pos.next().map(|s| s.parse()).transpose()?.unwrap_or(50).max(1);
     let data = kronos_forecast::load_csv(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/btcusd-1h.csv")))?;
-    let dev = Device::Cpu;
-    let (tm, pm) = (VarMap::new(), VarMap::new());
-    let tokenizer =
-        KronosTokenizer::new(&presets::published_tokenizer(), VarBuilder::from_varmap(&tm, DType::F32, &dev))?;
-    let predictor = KronosPredictor::new(&presets::mini_predictor(), VarBuilder::from_varmap(&pm, DType::F32, &dev))?;
+    let model =
+        Forecaster::random(&presets::published_tokenizer(), &presets::mini_predictor(), 512)?.with_precision(precision);
     let kernel = Kernel::for_precision(precision);
 
     if stages {
-        let m = Model::new(&tokenizer, &predictor, kernel)?;
+        let m = Model::new(&model.tokenizer, &model.predictor, kernel)?;
         let t = 512;
         let x: Vec<f32> = (0..t * 6).map(|i| (i * 7919 % 1000) as f32 / 250.0 - 2.0).collect();
         let stamp: Vec<u32> = (0..t).flat_map(|i| [0, (i % 24) as u32, (i % 7) as u32, 1, 1]).collect();
@@ -71,14 +63,6 @@ fn main() -> anyhow::Result<()> {
         report("decoder prefill", median_ms(n, prefill)?);
     }
 
-    let meta = ModelMeta {
-        name: "mini-random".into(),
-        max_context: 512,
-        calibration: Calibration::Identity,
-        calibration_next_move: None,
-        training: serde_json::Value::Null,
-    };
-    let model = Forecaster::new(tokenizer, predictor, meta).with_precision(precision);
     let ctx = &data[data.len() - 512..];
     let opts = ForecastOptions { samples: paths.max(1), ..ForecastOptions::default() };
     println!(

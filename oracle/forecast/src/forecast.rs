@@ -164,6 +164,24 @@ impl Forecaster {
         Forecaster { tokenizer, predictor, meta, precision: Precision::F32, engine: OnceLock::new() }
     }
 
+    /// A model of the given sizes with random weights (for speed measurements: its forecasts mean nothing).
+    pub fn random(
+        tokenizer: &TokenizerConfig,
+        predictor: &PredictorConfig,
+        max_context: usize,
+    ) -> anyhow::Result<Forecaster> {
+        let (tm, pm) = (candle_nn::VarMap::new(), candle_nn::VarMap::new());
+        let vb = |m| candle_nn::VarBuilder::from_varmap(m, candle_core::DType::F32, &Device::Cpu);
+        let meta = ModelMeta {
+            name: "random".into(),
+            max_context,
+            calibration: Calibration::Identity,
+            calibration_next_move: None,
+            training: serde_json::Value::Null,
+        };
+        Ok(Forecaster::new(KronosTokenizer::new(tokenizer, vb(&tm))?, KronosPredictor::new(predictor, vb(&pm))?, meta))
+    }
+
     /// The same model forecasting at `precision` (bf16 runs on Intel AMX where the CPU has it, emulated elsewhere).
     pub fn with_precision(mut self, precision: Precision) -> Forecaster {
         self.precision = precision;

@@ -194,24 +194,15 @@ pub struct Rows {
 impl Rows {
     /// Fills from `m` rows of `k` values at `a[i * lda + j]`.
     pub fn fill(&mut self, a: &[f32], m: usize, k: usize, lda: usize) {
-        self.mp = m.div_ceil(TILE) * TILE;
-        self.ld = k.div_ceil(DEPTH) * DEPTH;
-        if self.data.len() < self.mp * self.ld {
-            self.data.resize(self.mp * self.ld, 0);
-        }
-        let ld = self.ld;
-        for i in 0..m {
-            let row = &mut self.data[i * ld..(i + 1) * ld];
-            convert_row(&a[i * lda..i * lda + k], &mut row[..k]);
-            row[k..].fill(0);
-        }
-        self.data[m * ld..self.mp * ld].fill(0);
+        self.fill_with(a, m, k, lda, None)
     }
-}
 
-impl Rows {
     /// [`Rows::fill`] with row `i` multiplied by `scale[i]` on the way.
     pub fn fill_scaled(&mut self, a: &[f32], m: usize, k: usize, lda: usize, scale: &[f32]) {
+        self.fill_with(a, m, k, lda, Some(scale))
+    }
+
+    fn fill_with(&mut self, a: &[f32], m: usize, k: usize, lda: usize, scale: Option<&[f32]>) {
         self.mp = m.div_ceil(TILE) * TILE;
         self.ld = k.div_ceil(DEPTH) * DEPTH;
         if self.data.len() < self.mp * self.ld {
@@ -219,8 +210,11 @@ impl Rows {
         }
         let ld = self.ld;
         for i in 0..m {
-            let row = &mut self.data[i * ld..(i + 1) * ld];
-            super::simd::dispatch!(convert_scaled(&a[i * lda..i * lda + k], &mut row[..k], scale[i]));
+            let (src, row) = (&a[i * lda..i * lda + k], &mut self.data[i * ld..(i + 1) * ld]);
+            match scale {
+                Some(s) => super::simd::dispatch!(convert_scaled(src, &mut row[..k], s[i])),
+                None => convert_row(src, &mut row[..k]),
+            }
             row[k..].fill(0);
         }
         self.data[m * ld..self.mp * ld].fill(0);
