@@ -104,21 +104,25 @@ pub fn linear(x: &[f32], m: usize, w: &Weight, bias: Option<&[f32]>, out: &mut [
             let xr: Vec<f32> = x[..m * k].iter().map(|&v| amx::round_bf16(v)).collect();
             gemm_f32(m, n, k, &xr, k as isize, 1, &w.rows, 1, k as isize, out, n, parallel)
         }
-        Kernel::Amx => SCRATCH.with_borrow_mut(|(rows, c)| {
+        Kernel::Amx => {
+            // Taken out of the thread-local, not borrowed: a parallel product may run other work on this thread
+            // while it waits, and that work may need the scratch too.
+            let (mut rows, mut c) = SCRATCH.with_borrow_mut(std::mem::take);
             rows.fill(x, m, k, k);
             let (kt, nt) = (w.packed.kt, w.packed.nt);
             if n.is_multiple_of(amx::TILE) && m.is_multiple_of(amx::TILE) {
                 // The tiles land in `out` directly.
-                amx::matmul(rows, &w.packed, kt, nt, &mut out[..m * n], n, parallel);
+                amx::matmul(&rows, &w.packed, kt, nt, &mut out[..m * n], n, parallel);
             } else {
                 let ldc = nt * amx::TILE;
                 c.resize(rows.mp * ldc, 0.0);
-                amx::matmul(rows, &w.packed, kt, nt, c, ldc, parallel);
+                amx::matmul(&rows, &w.packed, kt, nt, &mut c, ldc, parallel);
                 for i in 0..m {
                     out[i * n..(i + 1) * n].copy_from_slice(&c[i * ldc..i * ldc + n]);
                 }
             }
-        }),
+            SCRATCH.with_borrow_mut(|s| *s = (rows, c));
+        }
     }
     if let Some(b) = bias {
         for row in out[..m * n].chunks_exact_mut(n) {

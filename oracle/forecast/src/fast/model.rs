@@ -410,4 +410,43 @@ mod tests {
             assert!(m.decoder_cache().iter().all(|c| c.is_empty()), "recycled caches come back empty");
         }
     }
+
+    /// Forecasts started from inside rayon's pool, several at once, give the answers they give one by one (the
+    /// engine's per-thread scratch is never borrowed across a parallel wait), at every kernel.
+    #[test]
+    fn concurrent_forecasts_inside_the_thread_pool_agree_with_sequential_ones() {
+        use rayon::prelude::*;
+
+        use crate::data::Candle;
+        use crate::fast::Precision;
+        use crate::forecast::{ForecastOptions, Forecaster};
+
+        let candles: Vec<Candle> = (0..90)
+            .map(|i| {
+                let close = 100.0 + ((i * 37 % 23) as f64 - 11.0) * 0.3;
+                Candle {
+                    timestamp: 1_600_000_000 + i * 3600,
+                    open: close - 0.1,
+                    high: close + 0.5,
+                    low: close - 0.5,
+                    close,
+                    volume: 10.0 + (i % 5) as f64,
+                    amount: close * 10.0,
+                }
+            })
+            .collect();
+        for precision in [Precision::F32, Precision::Bf16] {
+            let f = Forecaster::random(&presets::shipped_tokenizer(), &presets::shipped_predictor(), 64)
+                .unwrap()
+                .with_precision(precision);
+            let opts = |seed| ForecastOptions { horizon: 2, samples: 8, seed, ..ForecastOptions::default() };
+            let one_by_one: Vec<Vec<Vec<f64>>> =
+                (0..6).map(|s| f.forecast(&candles[..40 + 8 * s as usize], &opts(s)).unwrap().paths).collect();
+            let together: Vec<Vec<Vec<f64>>> = (0..6u64)
+                .into_par_iter()
+                .map(|s| f.forecast(&candles[..40 + 8 * s as usize], &opts(s)).unwrap().paths)
+                .collect();
+            assert_eq!(one_by_one, together, "{precision}");
+        }
+    }
 }
