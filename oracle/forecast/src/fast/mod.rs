@@ -211,8 +211,9 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (1, 150, d), &dev).unwrap();
         let want = candle(&bl, &x);
         for kernel in kernels() {
-            // bf16 keeps 8 significant bits (relative rounding 2⁻⁹) on every product's inputs.
-            let tol = if kernel == Kernel::F32 { 1e-5 } else { 2e-2 };
+            // bf16 keeps 8 significant bits (relative rounding 2⁻⁹) on every product's inputs, and the rounding
+            // compounds through the blocks.
+            let tol = if kernel == Kernel::F32 { 1e-5 } else { 8e-2 };
             let stack = Stack::new(&bl, kernel).unwrap();
             let got = stack.forward_once(&x).unwrap();
             assert!(max_diff(&got, &want) < tol, "{kernel:?} whole: {}", max_diff(&got, &want));
