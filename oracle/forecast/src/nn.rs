@@ -96,6 +96,13 @@ impl Rope {
     /// `cos`, `sin` of shape `[len, head_dim / 2]` for positions `start..start + len`.
     pub fn tables(&self, start: usize, len: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
+        let (cos, sin) = self.host_tables(start, len);
+        Ok((Tensor::from_vec(cos, (len, half), dev)?, Tensor::from_vec(sin, (len, half), dev)?))
+    }
+
+    /// [`Rope::tables`] as row-major host buffers.
+    pub fn host_tables(&self, start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
+        let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
         for p in start..start + len {
@@ -105,7 +112,12 @@ impl Rope {
                 sin.push(a.sin());
             }
         }
-        Ok((Tensor::from_vec(cos, (len, half), dev)?, Tensor::from_vec(sin, (len, half), dev)?))
+        (cos, sin)
+    }
+
+    /// Rotated pairs per position (`head_dim / 2`).
+    pub fn half(&self) -> usize {
+        self.inv_freq.len()
     }
 
     /// Rotates `x` of shape `[b, h, t, d]` (the reference's `rotate_half` convention).

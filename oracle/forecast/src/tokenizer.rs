@@ -106,36 +106,17 @@ impl KronosTokenizer {
     fn token_ids(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, t, dim) = z.dims3()?;
         let v = z.flatten_all()?.to_vec1::<f32>()?;
-        let (s1b, s2b) = (self.cfg.s1_bits, self.cfg.s2_bits);
-        let mut s1 = Vec::with_capacity(b * t);
-        let mut s2 = Vec::with_capacity(b * t);
-        for row in v.chunks(dim) {
-            // bit i of a token is dimension i being positive (least significant bit first).
-            let bits = |r: &[f32]| r.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (((x > 0.0) as u32) << i));
-            s1.push(bits(&row[..s1b]));
-            s2.push(bits(&row[s1b..s1b + s2b]));
-        }
+        let (s1, s2): (Vec<u32>, Vec<u32>) = v.chunks(dim).map(|row| ids_of(row, self.cfg.s1_bits)).unzip();
         Ok((Tensor::from_vec(s1, (b, t), z.device())?, Tensor::from_vec(s2, (b, t), z.device())?))
     }
 
     /// The quantised code vectors (±1/√D) of token ids.
     pub fn codes(&self, s1: &Tensor, s2: &Tensor) -> Result<Tensor> {
         let (b, t) = s1.dims2()?;
-        let (s1b, s2b) = (self.cfg.s1_bits, self.cfg.s2_bits);
-        let dim = s1b + s2b;
-        let scale = 1.0 / (dim as f32).sqrt();
         let a = s1.flatten_all()?.to_vec1::<u32>()?;
         let c = s2.flatten_all()?.to_vec1::<u32>()?;
-        let mut out = Vec::with_capacity(b * t * dim);
-        for (x1, x2) in a.iter().zip(&c) {
-            for i in 0..s1b {
-                out.push(if (x1 >> i) & 1 == 1 { scale } else { -scale });
-            }
-            for i in 0..s2b {
-                out.push(if (x2 >> i) & 1 == 1 { scale } else { -scale });
-            }
-        }
-        Tensor::from_vec(out, (b, t, dim), s1.device())
+        let out = code_vectors(&a, &c, self.cfg.s1_bits, self.cfg.s2_bits);
+        Tensor::from_vec(out, (b, t, self.cfg.codebook_dim()), s1.device())
     }
 
     /// Normalised candles reconstructed from token ids: `[b, t, 6]`.
@@ -143,6 +124,25 @@ impl KronosTokenizer {
         let z = self.post_quant_embed.forward(&self.codes(s1, s2)?)?;
         self.run_decoder(&z, None)
     }
+}
+
+/// The token ids of one code-space row: bit `i` of a token is dimension `i` being positive (least significant bit
+/// first); the first `s1_bits` dimensions make the coarse token, the rest the fine one.
+pub fn ids_of(row: &[f32], s1_bits: usize) -> (u32, u32) {
+    let bits = |r: &[f32]| r.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (((x > 0.0) as u32) << i));
+    (bits(&row[..s1_bits]), bits(&row[s1_bits..]))
+}
+
+/// The quantised code vectors (±1/√D, `D = s1_bits + s2_bits` values per pair) of token id pairs.
+pub fn code_vectors(s1: &[u32], s2: &[u32], s1_bits: usize, s2_bits: usize) -> Vec<f32> {
+    let scale = 1.0 / ((s1_bits + s2_bits) as f32).sqrt();
+    let sign = |id: u32, i: usize| if (id >> i) & 1 == 1 { scale } else { -scale };
+    let mut out = Vec::with_capacity(s1.len() * (s1_bits + s2_bits));
+    for (&a, &c) in s1.iter().zip(s2) {
+        out.extend((0..s1_bits).map(|i| sign(a, i)));
+        out.extend((0..s2_bits).map(|i| sign(c, i)));
+    }
+    out
 }
 
 /// Binary spherical quantisation of unit vectors `z`: sign bits scaled to the sphere, with a straight-through

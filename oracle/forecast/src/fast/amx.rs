@@ -60,67 +60,8 @@ pub struct Packed {
 }
 
 impl Packed {
-    /// Packs `B[kk][nn] = get(kk, nn)` for `kk < k`, `nn < n`.
-    pub fn from_fn(k: usize, n: usize, get: impl Fn(usize, usize) -> f32) -> Packed {
-        let mut p = Packed::default();
-        p.fill(k, n, get);
-        p
-    }
-
     /// Packs `B = srcᵀ`: `B[kk][nn] = src[nn * ld + kk]` (a weight `[n × k]`, or keys `[len × hd]` for `Q · Kᵀ`).
-    pub fn transposed(src: &[f32], n: usize, k: usize, ld: usize) -> Packed {
-        let (kt, nt) = (k.div_ceil(DEPTH), n.div_ceil(TILE));
-        let mut data = vec![0u16; kt * nt * TILE_ELEMS];
-        let mut row = [0u16; DEPTH];
-        for nn in 0..n {
-            let (nb, c) = (nn / TILE, nn % TILE);
-            for kb in 0..kt {
-                let len = DEPTH.min(k - kb * DEPTH);
-                row[len..].fill(0);
-                convert_row(&src[nn * ld + kb * DEPTH..][..len], &mut row[..len]);
-                let tile = &mut data[(nb * kt + kb) * TILE_ELEMS..][..TILE_ELEMS];
-                // Pair r of this source row lands in tile row r, column c.
-                for r in 0..TILE {
-                    tile[r * DEPTH + 2 * c] = row[2 * r];
-                    tile[r * DEPTH + 2 * c + 1] = row[2 * r + 1];
-                }
-            }
-        }
-        Packed { data, k, n, kt, nt }
-    }
-
-    /// Packs `B[kk][nn] = src[kk * ld + nn]` (values `[len × hd]` for `P · V`).
-    pub fn rows(src: &[f32], k: usize, n: usize, ld: usize) -> Packed {
-        let (kt, nt) = (k.div_ceil(DEPTH), n.div_ceil(TILE));
-        let mut data = vec![0u16; kt * nt * TILE_ELEMS];
-        let mut a = vec![0u16; nt * TILE];
-        let mut b = vec![0u16; nt * TILE];
-        for kb in 0..kt {
-            for r in 0..TILE {
-                let k0 = kb * DEPTH + 2 * r;
-                if k0 >= k {
-                    break;
-                }
-                convert_row(&src[k0 * ld..][..n], &mut a[..n]);
-                if k0 + 1 < k {
-                    convert_row(&src[(k0 + 1) * ld..][..n], &mut b[..n]);
-                } else {
-                    b.fill(0);
-                }
-                for nb in 0..nt {
-                    let dst = &mut data[(nb * kt + kb) * TILE_ELEMS + r * DEPTH..][..DEPTH];
-                    for c in 0..TILE {
-                        dst[2 * c] = a[nb * TILE + c];
-                        dst[2 * c + 1] = b[nb * TILE + c];
-                    }
-                }
-            }
-        }
-        Packed { data, k, n, kt, nt }
-    }
-
-    /// [`Packed::transposed`] from values already in bf16.
-    pub fn transposed_bf16(src: &[u16], n: usize, k: usize, ld: usize) -> Packed {
+    pub fn transposed(src: &[u16], n: usize, k: usize, ld: usize) -> Packed {
         let (kt, nt) = (k.div_ceil(DEPTH), n.div_ceil(TILE));
         let mut data = vec![0u16; kt * nt * TILE_ELEMS];
         for nn in 0..n {
@@ -128,6 +69,7 @@ impl Packed {
             let row = &src[nn * ld..nn * ld + k];
             for kb in 0..kt {
                 let tile = &mut data[(nb * kt + kb) * TILE_ELEMS..][..TILE_ELEMS];
+                // Pair r of this source row lands in tile row r, column c.
                 for (i, &v) in row[kb * DEPTH..k.min((kb + 1) * DEPTH)].iter().enumerate() {
                     tile[(i / 2) * DEPTH + 2 * c + i % 2] = v;
                 }
@@ -136,8 +78,8 @@ impl Packed {
         Packed { data, k, n, kt, nt }
     }
 
-    /// [`Packed::rows`] from values already in bf16.
-    pub fn rows_bf16(src: &[u16], k: usize, n: usize, ld: usize) -> Packed {
+    /// Packs `B[kk][nn] = src[kk * ld + nn]` (values `[len × hd]` for `P · V`).
+    pub fn rows(src: &[u16], k: usize, n: usize, ld: usize) -> Packed {
         let (kt, nt) = (k.div_ceil(DEPTH), n.div_ceil(TILE));
         let mut data = vec![0u16; kt * nt * TILE_ELEMS];
         for kk in 0..k {
@@ -153,33 +95,27 @@ impl Packed {
         Packed { data, k, n, kt, nt }
     }
 
-    /// Re-packs in place (keeps the allocation).
-    pub fn fill(&mut self, k: usize, n: usize, get: impl Fn(usize, usize) -> f32) {
-        let kt = k.div_ceil(DEPTH);
-        let nt = n.div_ceil(TILE);
-        self.data.clear();
-        self.data.resize(kt * nt * TILE_ELEMS, 0);
-        for nb in 0..nt {
-            for kb in 0..kt {
-                let tile = &mut self.data[(nb * kt + kb) * TILE_ELEMS..][..TILE_ELEMS];
-                for r in 0..TILE {
-                    for p in 0..2 {
-                        let kk = kb * DEPTH + 2 * r + p;
-                        if kk >= k {
-                            continue;
-                        }
-                        for c in 0..TILE {
-                            let nn = nb * TILE + c;
-                            if nn < n {
-                                tile[r * DEPTH + 2 * c + p] = to_bf16(get(kk, nn));
-                            }
-                        }
-                    }
-                }
+    /// Packs `B[kk][nn] = get(kk, nn)` element by element, straight from the layout's definition (the tests'
+    /// reference for the packers above).
+    #[cfg(test)]
+    pub fn from_fn(k: usize, n: usize, get: impl Fn(usize, usize) -> f32) -> Packed {
+        let (kt, nt) = (k.div_ceil(DEPTH), n.div_ceil(TILE));
+        let mut data = vec![0u16; kt * nt * TILE_ELEMS];
+        for kk in 0..k {
+            for nn in 0..n {
+                let (kb, r, p, nb, c) = (kk / DEPTH, (kk % DEPTH) / 2, kk % 2, nn / TILE, nn % TILE);
+                data[(nb * kt + kb) * TILE_ELEMS + r * DEPTH + 2 * c + p] = to_bf16(get(kk, nn));
             }
         }
-        (self.k, self.n, self.kt, self.nt) = (k, n, kt, nt);
+        Packed { data, k, n, kt, nt }
     }
+}
+
+/// f32 → bf16 for a whole buffer.
+pub fn to_bf16_vec(src: &[f32]) -> Vec<u16> {
+    let mut out = vec![0u16; src.len()];
+    convert_row(src, &mut out);
+    out
 }
 
 /// Left-hand rows in bf16, padded with zeros to a multiple of 16 rows and 32 columns.
@@ -445,20 +381,14 @@ mod tests {
         assert_eq!(from_bf16(p.data[tile + DEPTH + 2 * 2 + 1]), round_bf16(3518.0));
         // Padding is zero.
         assert_eq!(p.data[tile + 15 * DEPTH], 0);
-        // The fast packers lay out the same tiles.
+        // The packers lay out the same tiles as the definition, also from strided sources (a head's columns inside
+        // wider rows).
         let src: Vec<f32> = (0..40 * 20).map(|i| i as f32 * 0.37 - 50.0).collect();
-        let want = Packed::from_fn(40, 20, |k, n| src[k * 20 + n]);
-        assert_eq!(Packed::rows(&src, 40, 20, 20).data, want.data);
-        let want = Packed::from_fn(20, 40, |k, n| src[n * 20 + k]);
-        assert_eq!(Packed::transposed(&src, 40, 20, 20).data, want.data);
-        let bf: Vec<u16> = src.iter().map(|&v| to_bf16(v)).collect();
-        assert_eq!(Packed::rows_bf16(&bf, 40, 20, 20).data, Packed::rows(&src, 40, 20, 20).data);
-        assert_eq!(Packed::transposed_bf16(&bf, 40, 20, 20).data, Packed::transposed(&src, 40, 20, 20).data);
-        assert_eq!(Packed::rows_bf16(&bf[3..], 7, 5, 20).data, Packed::rows(&src[3..], 7, 5, 20).data);
-        assert_eq!(Packed::transposed_bf16(&bf[3..], 7, 5, 20).data, Packed::transposed(&src[3..], 7, 5, 20).data);
-        // Strided sources (a head's columns inside wider rows).
-        let want = Packed::from_fn(7, 5, |k, n| src[k * 20 + 3 + n]);
-        assert_eq!(Packed::rows(&src[3..], 7, 5, 20).data, want.data);
+        let bf = to_bf16_vec(&src);
+        assert_eq!(Packed::rows(&bf, 40, 20, 20).data, Packed::from_fn(40, 20, |k, n| src[k * 20 + n]).data);
+        assert_eq!(Packed::transposed(&bf, 40, 20, 20).data, Packed::from_fn(20, 40, |k, n| src[n * 20 + k]).data);
+        assert_eq!(Packed::rows(&bf[3..], 7, 5, 20).data, Packed::from_fn(7, 5, |k, n| src[k * 20 + 3 + n]).data);
+        assert_eq!(Packed::transposed(&bf[3..], 7, 5, 20).data, Packed::from_fn(5, 7, |k, n| src[n * 20 + 3 + k]).data);
     }
 
     /// The kernel against a plain f64 product of the bf16-rounded inputs, over shapes that exercise single and

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use super::amx::{self, Packed, Rows};
 use super::matmul::{gemm_f32, linear, Kernel, Weight};
 use super::simd;
+use crate::nn::Rope;
 
 /// The weights of one block, as the candle model holds them (`[out × in]` matrices).
 pub struct BlockParams {
@@ -80,32 +81,22 @@ impl Cache {
 
 /// Rotary tables for positions `0..len`, grown on demand and shared by the calls that need no more.
 struct RopeTable {
-    inv_freq: Vec<f32>,
+    rope: Rope,
     table: Mutex<Arc<(Vec<f32>, Vec<f32>)>>,
 }
 
 impl RopeTable {
     fn new(hd: usize) -> Self {
-        // As in `nn::Rope`: `1 / 10000^(i / hd)` for even `i`, angles `p · f` in f32.
-        let inv_freq = (0..hd).step_by(2).map(|i| 1.0 / 10000f32.powf(i as f32 / hd as f32)).collect();
-        RopeTable { inv_freq, table: Mutex::new(Arc::new((Vec::new(), Vec::new()))) }
+        RopeTable { rope: Rope::new(hd), table: Mutex::new(Arc::new((Vec::new(), Vec::new()))) }
     }
 
     /// `(cos, sin)`, each `[positions × hd/2]`, covering at least `len` positions.
     fn upto(&self, len: usize) -> Arc<(Vec<f32>, Vec<f32>)> {
-        let half = self.inv_freq.len();
+        let half = self.rope.half();
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if t.0.len() < len * half {
             let n = len.max(t.0.len() / half.max(1) * 2).max(64);
-            let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
-            for p in 0..n {
-                for f in &self.inv_freq {
-                    let a = p as f32 * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
-                }
-            }
-            *t = Arc::new((cos, sin));
+            *t = Arc::new(self.rope.host_tables(0, n));
         }
         t.clone()
     }
@@ -439,8 +430,8 @@ impl HeadKv {
         match kernel {
             Kernel::Amx => HeadKv::Amx {
                 // Scores = Q · Kᵀ: the right-hand matrix is Kᵀ (hd × len); values: V (len × hd).
-                k: Packed::transposed_bf16(&cache.kb[off..], l, hd, d),
-                v: Packed::rows_bf16(&cache.vb[off..], l, hd, d),
+                k: Packed::transposed(&cache.kb[off..], l, hd, d),
+                v: Packed::rows(&cache.vb[off..], l, hd, d),
                 hd,
             },
             _ => {

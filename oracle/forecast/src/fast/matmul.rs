@@ -85,7 +85,9 @@ impl Weight {
                 rows: w.iter().map(|&v| amx::round_bf16(v)).collect(),
                 packed: Packed::default(),
             },
-            Kernel::Amx => Weight { n, k, kernel, rows: Vec::new(), packed: Packed::transposed(w, n, k, k) },
+            Kernel::Amx => {
+                Weight { n, k, kernel, rows: Vec::new(), packed: Packed::transposed(&amx::to_bf16_vec(w), n, k, k) }
+            }
         }
     }
 }

@@ -126,15 +126,8 @@ impl Embedding {
         }
     }
 
-    /// Embeds `s1`, `s2` (`u32 [b, t]`) and `stamp` (`u32 [b, t, 5]`): `[b, t, d]`.
-    pub fn forward(&self, s1: &Tensor, s2: &Tensor, stamp: &Tensor) -> Result<Tensor> {
-        let (b, t) = s1.dims2()?;
-        let (a, c) = (s1.flatten_all()?.to_vec1::<u32>()?, s2.flatten_all()?.to_vec1::<u32>()?);
-        let x = self.embed(&a, &c, &stamp.flatten_all()?.to_vec1::<u32>()?)?;
-        Tensor::from_vec(x, (b, t, self.d), s1.device())
-    }
-
-    /// [`Embedding::forward`] on host buffers: ids `a`, `c` (one per row) and five calendar values per row.
+    /// Embeds token ids `a`, `c` (one pair per row) with five calendar values per row (minute, hour, weekday, day,
+    /// month): `[rows × d]`.
     pub fn embed(&self, a: &[u32], c: &[u32], st: &[u32]) -> Result<Vec<f32>> {
         let d = self.d;
         if c.len() != a.len() || st.len() != 5 * a.len() {

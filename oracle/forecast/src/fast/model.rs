@@ -7,7 +7,7 @@ use super::matmul::{gemm_f32, linear, Kernel, Weight};
 use super::{simd, Cache, PredictorEngine, Stack};
 use crate::nn::RmsNorm;
 use crate::predictor::KronosPredictor;
-use crate::tokenizer::KronosTokenizer;
+use crate::tokenizer::{self, KronosTokenizer};
 
 fn host(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
@@ -142,8 +142,7 @@ impl Model {
         let z = self.encoder.run(z, 1, t, &mut self.encoder.new_cache());
         let z = self.quant.apply(&z, t);
         let dim = self.s1_bits + self.s2_bits;
-        let bits = |r: &[f32]| r.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (((x > 0.0) as u32) << i));
-        z.chunks_exact(dim).map(|r| (bits(&r[..self.s1_bits]), bits(&r[self.s1_bits..]))).unzip()
+        z.chunks_exact(dim).map(|r| tokenizer::ids_of(r, self.s1_bits)).unzip()
     }
 
     /// Empty predictor caches.
@@ -257,26 +256,14 @@ impl Model {
 
     /// Normalised candles `[b × t × 6]` decoded from `b` sequences of `t` token pairs continuing `caches`.
     pub fn decode(&self, s1: &[u32], s2: &[u32], b: usize, t: usize, caches: &mut [Cache]) -> Vec<f32> {
-        let z = self.post_quant.apply(&self.codes(s1, s2), s1.len());
+        let z = self.post_quant.apply(&tokenizer::code_vectors(s1, s2, self.s1_bits, self.s2_bits), s1.len());
         let h = self.decoder.run(z, b, t, caches);
         self.head.apply(&h, b * t)
     }
 
-    /// The quantised code vectors (±1/√D) of token pairs.
-    fn codes(&self, s1: &[u32], s2: &[u32]) -> Vec<f32> {
-        let (s1b, s2b) = (self.s1_bits, self.s2_bits);
-        let scale = 1.0 / ((s1b + s2b) as f32).sqrt();
-        let mut codes = Vec::with_capacity(s1.len() * (s1b + s2b));
-        for (&a, &c) in s1.iter().zip(s2) {
-            codes.extend((0..s1b).map(|i| if (a >> i) & 1 == 1 { scale } else { -scale }));
-            codes.extend((0..s2b).map(|i| if (c >> i) & 1 == 1 { scale } else { -scale }));
-        }
-        codes
-    }
-
     /// Fills the decoder caches with the context's `t` token pairs (their own reconstructions are not computed).
     pub fn decode_prefill(&self, s1: &[u32], s2: &[u32], t: usize, caches: &mut [Cache]) {
-        let z = self.post_quant.apply(&self.codes(s1, s2), t);
+        let z = self.post_quant.apply(&tokenizer::code_vectors(s1, s2, self.s1_bits, self.s2_bits), t);
         self.decoder.prefill(z, t, caches);
     }
 }
