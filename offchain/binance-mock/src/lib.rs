@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use kronos_binance::sim::{Fill, Reject, SimAccount, Triggered};
-use kronos_binance::types::{AlgoOrder, OrderRequest, OrderType, Side, StopRequest};
+use kronos_binance::types::{AlgoOrder, OrderRequest, Side, StopRequest};
 use kronos_binance::{filters::parse_exchange_info, SymbolFilters};
 use kronos_common::{Decimal, Rounding};
 use parking_lot::Mutex;
@@ -933,14 +933,9 @@ impl MockExchange {
             return api_err(weight, -4015, "Client order id is not valid.");
         }
         let req = OrderRequest {
-            symbol: symbol.clone(),
-            side,
-            order_type: OrderType::Market,
-            quantity: qty,
-            price: None,
             reduce_only,
             position_side: params.get("positionSide").cloned().unwrap_or_else(|| "BOTH".into()),
-            client_order_id: coid,
+            ..OrderRequest::market(&symbol, side, qty, coid)
         };
         let res = g.accounts.get_mut(key).expect("account").sim.place_market(&req, mark, now_ms());
         match res {

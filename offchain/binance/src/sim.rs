@@ -425,16 +425,7 @@ mod tests {
     }
 
     fn mkt(side: Side, qty: &str, id: &str, reduce_only: bool) -> OrderRequest {
-        OrderRequest {
-            symbol: "BTCUSDT".into(),
-            side,
-            order_type: OrderType::Market,
-            quantity: d(qty),
-            price: None,
-            reduce_only,
-            position_side: "BOTH".into(),
-            client_order_id: id.into(),
-        }
+        OrderRequest { reduce_only, ..OrderRequest::market("BTCUSDT", side, d(qty), id) }
     }
 
     #[test]

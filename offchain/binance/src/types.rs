@@ -69,6 +69,20 @@ pub struct OrderRequest {
 }
 
 impl OrderRequest {
+    /// A market order in one-way mode that is not reduce-only.
+    pub fn market(symbol: &str, side: Side, quantity: Decimal, client_order_id: impl Into<String>) -> OrderRequest {
+        OrderRequest {
+            symbol: symbol.into(),
+            side,
+            order_type: OrderType::Market,
+            quantity,
+            price: None,
+            reduce_only: false,
+            position_side: "BOTH".into(),
+            client_order_id: client_order_id.into(),
+        }
+    }
+
     /// The request parameters in a fixed order.
     pub fn params(&self) -> Vec<(String, String)> {
         let mut p = vec![

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use kronos_binance::stream::{run_user_stream, StreamConfig, StreamEvent};
-use kronos_binance::types::{OrderRequest, OrderType, Side, StopRequest};
+use kronos_binance::types::{OrderRequest, Side, StopRequest};
 use kronos_binance::{BinanceError, ClientConfig, Credentials, FuturesClient, Network};
 use kronos_binance_mock::{Fault, MockExchange};
 use kronos_common::{Decimal, Secret};
@@ -21,16 +21,7 @@ fn client(ex: &MockExchange, key: &str, secret: &str) -> FuturesClient {
 }
 
 fn buy(qty: &str, id: &str) -> OrderRequest {
-    OrderRequest {
-        symbol: "BTCUSDT".into(),
-        side: Side::Buy,
-        order_type: OrderType::Market,
-        quantity: d(qty),
-        price: None,
-        reduce_only: false,
-        position_side: "BOTH".into(),
-        client_order_id: id.into(),
-    }
+    OrderRequest::market("BTCUSDT", Side::Buy, d(qty), id)
 }
 
 async fn setup() -> (MockExchange, FuturesClient) {

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use kronos_binance::stream::StreamConfig;
-use kronos_binance::types::{OrderRequest, OrderType, Side};
+use kronos_binance::types::{OrderRequest, Side};
 use kronos_binance::{ClientConfig, Credentials, FuturesClient, Network};
 use kronos_binance_mock::MockExchange;
 use kronos_common::{Bus, Secret};
@@ -86,16 +86,7 @@ cooldown = "1h"
         let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
         let before_orders =
             ex.order_log().iter().filter(|o| o.api_key == "follower" && o.path == "/fapi/v1/order").count();
-        let req = OrderRequest {
-            symbol: "BTCUSDT".into(),
-            side,
-            order_type: OrderType::Market,
-            quantity: "0.02".parse().unwrap(),
-            price: None,
-            reduce_only: false,
-            position_side: "BOTH".into(),
-            client_order_id: format!("bench{i}"),
-        };
+        let req = OrderRequest::market("BTCUSDT", side, "0.02".parse().unwrap(), format!("bench{i}"));
         lead.place_order(&req).await.unwrap();
         let pushed = ex
             .push_log()

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use kronos_binance::sim::{apply_fill, SimPosition, Triggered};
 use kronos_binance::stream::{run_user_stream, StreamConfig, StreamEvent};
-use kronos_binance::types::{OrderRequest, OrderType, Side, StopRequest, Trade};
+use kronos_binance::types::{OrderRequest, Side, StopRequest, Trade};
 use kronos_binance::{BinanceError, FuturesClient, SymbolFilters};
 use kronos_common::signals::LeadAction;
 use kronos_common::{Bus, Decimal, Rounding, Secret, SignalKind};
@@ -793,14 +793,9 @@ impl Engine {
             return false;
         }
         let req = OrderRequest {
-            symbol: symbol.into(),
-            side,
-            order_type: OrderType::Market,
-            quantity: qty,
-            price: None,
             reduce_only,
             position_side: ps.into(),
-            client_order_id: client_id.clone(),
+            ..OrderRequest::market(symbol, side, qty, &client_id)
         };
         if let Some(t) = trigger {
             self.metrics.mirror_delay.observe(t.elapsed().as_secs_f64());

@@ -389,7 +389,7 @@ async fn a_token_the_bot_api_refuses_is_a_clear_error() {
 /// stop/start, the emergency stop, and its fills as alerts.
 #[tokio::test]
 async fn the_copy_trader_is_driven_from_the_chat() {
-    use kronos_binance::types::{OrderRequest, OrderType, Side};
+    use kronos_binance::types::{OrderRequest, Side};
     use kronos_binance::{ClientConfig, Credentials, FuturesClient, Network};
     let w = World::new().await;
     let ex = kronos_binance_mock::MockExchange::start().await;
@@ -452,16 +452,7 @@ cooldown = "1h"
         }),
     )
     .unwrap();
-    let trade = |side: Side, qty: &str, id: &str| OrderRequest {
-        symbol: "BTCUSDT".into(),
-        side,
-        order_type: OrderType::Market,
-        quantity: d(qty),
-        price: None,
-        reduce_only: false,
-        position_side: "BOTH".into(),
-        client_order_id: id.into(),
-    };
+    let trade = |side: Side, qty: &str, id: &str| OrderRequest::market("BTCUSDT", side, d(qty), id);
     let qty = |st: &std::sync::Arc<parking_lot::Mutex<kronos_copytrade::Status>>| {
         st.lock().positions.first().map(|p| p.qty.clone()).unwrap_or_default()
     };

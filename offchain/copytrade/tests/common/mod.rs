@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kronos_binance::stream::StreamConfig;
-use kronos_binance::types::{OrderRequest, OrderType, Side};
+use kronos_binance::types::{OrderRequest, Side};
 use kronos_binance::{ClientConfig, Credentials, FuturesClient, Network};
 use kronos_binance_mock::MockExchange;
 use kronos_common::{Bus, Decimal, Secret};
@@ -119,16 +119,7 @@ balance = "10000"
     /// The lead trades at market.
     pub async fn lead_trade(&self, side: Side, qty: &str, symbol: &str) {
         let id = format!("lead{}", N.fetch_add(1, Ordering::Relaxed));
-        let req = OrderRequest {
-            symbol: symbol.into(),
-            side,
-            order_type: OrderType::Market,
-            quantity: d(qty),
-            price: None,
-            reduce_only: false,
-            position_side: "BOTH".into(),
-            client_order_id: id,
-        };
+        let req = OrderRequest::market(symbol, side, d(qty), id);
         self.lead.place_order(&req).await.unwrap();
     }
 
