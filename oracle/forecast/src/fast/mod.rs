@@ -8,7 +8,7 @@ pub mod amx;
 pub mod block;
 pub mod matmul;
 pub mod model;
-pub mod simd;
+pub(crate) mod simd;
 
 use candle_core::{Result, Tensor};
 
