@@ -179,6 +179,23 @@ contract ChainlinkRoundsTest is Test {
         h.verify(proxy, 1250, _id(1, 3), _id(2, 1), false);
     }
 
+    function test_seamCannotSkipAPhaseWithData() public {
+        // Phase 1: 100, 101, 102 at 1000, 1100, 1200; phase 2: 150 at 1300; phase 3: 160 at 1600. At t=1400 the
+        // answer is phase 2's 150. A seam from phase 1's last round straight to phase 3 (which starts after t) would
+        // prove phase 1's 102 instead: the phase in between has data, so the seam is not the successor.
+        PhasedAggregatorProxy proxy = new PhasedAggregatorProxy(address(agg), "BTC / USD");
+        vm.warp(1300);
+        proxy.setAggregator(address(new MockV3Aggregator(8, 150e8)));
+        vm.warp(1600);
+        proxy.setAggregator(address(new MockV3Aggregator(8, 160e8)));
+        vm.warp(2000);
+        vm.expectRevert(abi.encodeWithSelector(ChainlinkRounds.ProofBadSuccessor.selector, _id(1, 3), _id(3, 1)));
+        h.verify(proxy, 1400, _id(1, 3), _id(3, 1), false);
+        (uint80 id, int256 answer) = h.verify(proxy, 1400, _id(2, 1), _id(3, 1), false);
+        assertEq(id, _id(2, 1));
+        assertEq(answer, 150e8);
+    }
+
     // ----- sequencer-uptime feeds are timed by startedAt ------------------------------------------------------
 
     function test_sequencerFeedUsesStartedAt() public {
