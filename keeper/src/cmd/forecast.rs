@@ -54,7 +54,8 @@ pub struct ModelArgs {
     /// A predictor folder (e.g. a published Kronos-mini/small/base); needs --tokenizer.
     #[arg(long, requires = "tokenizer")]
     pub predictor: Option<PathBuf>,
-    /// Context length for --tokenizer/--predictor models.
+    /// Context length for --tokenizer/--predictor models. A forecast reads the last max-context - horizon + 1
+    /// candles, normalised over those (the official predictor normalises over all it is given and slides its window).
     #[arg(long, default_value_t = 512)]
     pub max_context: usize,
     /// Arithmetic of the matrix products: f32, or bf16 (fast on CPUs with Intel AMX, emulated elsewhere).
@@ -98,10 +99,12 @@ pub struct SamplingArgs {
     /// Sampling temperature.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
-    /// Keep only the k most likely tokens (0: no limit).
+    /// Keep only the k most likely tokens and those tied with the k-th (0: no limit). When set, --top-p is not
+    /// applied, as in the official Kronos filter.
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
-    /// Nucleus sampling mass.
+    /// Nucleus sampling mass; applies only with --top-k 0 (the official Kronos order). The default 0.99 is the
+    /// official auto_regressive_inference's (its KronosPredictor.predict uses 0.9).
     #[arg(long, default_value_t = 0.99)]
     pub top_p: f64,
     /// Random seed (forecasts are deterministic for a seed).

@@ -28,7 +28,8 @@ pub const STD_EPS: f64 = 1e-5;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
     pub name: String,
-    /// Longest context the model was trained for.
+    /// Longest context the model was trained for: a forecast reads at most `max_context − horizon + 1` candles (see
+    /// [`Forecaster::forecast`]).
     pub max_context: usize,
     /// Calibration of P(up) one step ahead, fitted on the validation split.
     pub calibration: Calibration,
@@ -207,6 +208,13 @@ impl Forecaster {
     }
 
     /// Forecasts the close `opts.horizon` steps after the last candle.
+    ///
+    /// It reads the last `max_context − horizon + 1` candles (or all, if fewer) and normalises over those, so that
+    /// the predictor never sees more than `max_context` tokens; the decoder reads the last `max_context` tokens of
+    /// context and forecast. On such a context this is what the official code does (`context_start = max(0, total −
+    /// max_context)`: at the boundary its decoder leaves out the first context token). Given more candles, the
+    /// official predictor normalises over all of them and slides its window at each step (recomputing it); this one
+    /// leaves out the earlier candles instead, keeping every step a cached continuation.
     pub fn forecast(&self, candles: &[Candle], opts: &ForecastOptions) -> anyhow::Result<Forecast> {
         opts.sampling.validate().map_err(anyhow::Error::msg)?;
         if opts.horizon == 0 || opts.samples == 0 {
@@ -215,7 +223,14 @@ impl Forecaster {
         if candles.len() < 2 {
             bail!("need at least 2 candles of context, got {}", candles.len());
         }
-        let keep = self.meta.max_context.saturating_sub(opts.horizon - 1).max(2);
+        if opts.horizon >= self.meta.max_context {
+            bail!(
+                "horizon {} leaves no room for 2 candles of context in the model's {} tokens",
+                opts.horizon,
+                self.meta.max_context
+            );
+        }
+        let keep = self.meta.max_context - (opts.horizon - 1);
         let ctx = &candles[candles.len().saturating_sub(keep)..];
         let stats = WindowStats::of(ctx);
         let t = ctx.len();
@@ -277,8 +292,10 @@ impl Forecaster {
             }
         }
 
+        // The decoder reads the last max_context tokens: at the boundary the first context token is left out.
+        let skip = (t + opts.horizon).saturating_sub(self.meta.max_context);
         let mut dcache = m.decoder_cache();
-        m.decode_prefill(&s1, &s2, t, &mut dcache);
+        m.decode_prefill(&s1[skip..], &s2[skip..], t - skip, &mut dcache);
         for c in dcache.iter_mut() {
             c.fan_out(n).map_err(anyhow::Error::msg)?;
         }
@@ -330,6 +347,196 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::presets;
+    use crate::weights::{CONFIG, WEIGHTS};
+    use candle_core::{DType, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+
+    /// A tokenizer and predictor small enough for a test (4+4 code bits, two blocks each).
+    fn small_configs(learn_te: bool) -> (TokenizerConfig, PredictorConfig) {
+        let mut t = presets::shipped_tokenizer();
+        (t.d_model, t.n_heads, t.ff_dim, t.n_enc_layers, t.n_dec_layers) = (32, 2, 64, 3, 3);
+        (t.s1_bits, t.s2_bits, t.group_size) = (4, 4, 4);
+        let mut p = presets::shipped_predictor();
+        (p.s1_bits, p.s2_bits, p.n_layers, p.d_model, p.n_heads, p.ff_dim) = (4, 4, 2, 32, 2, 64);
+        p.learn_te = learn_te;
+        (t, p)
+    }
+
+    fn meta(max_context: usize) -> ModelMeta {
+        ModelMeta {
+            name: "test".into(),
+            max_context,
+            calibration: Calibration::Identity,
+            calibration_next_move: None,
+            training: serde_json::Value::Null,
+        }
+    }
+
+    fn save_folder(dir: &Path, map: &VarMap, config: String) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(CONFIG), config).unwrap();
+        map.save(dir.join(WEIGHTS)).unwrap();
+    }
+
+    /// Writes a seeded model folder in the layout the official code's `save_pretrained` gives. A predictor with
+    /// fixed calendar tables (`learn_te: false`) gets them as the official `Kronos` saves them,
+    /// `time_emb.<name>.emb.weight`, drawn like every other embedding table: its `_init_weights` overwrites the
+    /// sinusoids.
+    fn write_official(dir: &Path, tc: &TokenizerConfig, pc: &PredictorConfig, seed: u64, max_context: usize) {
+        let vb = |m| VarBuilder::from_varmap(m, DType::F32, &Device::Cpu);
+        let tm = VarMap::new();
+        KronosTokenizer::new(tc, vb(&tm)).unwrap();
+        crate::init::initialize(&tm, seed).unwrap();
+        save_folder(&dir.join("tokenizer"), &tm, serde_json::to_string(tc).unwrap());
+        let pm = VarMap::new();
+        KronosPredictor::new(pc, vb(&pm)).unwrap();
+        if !pc.learn_te {
+            for (name, n) in
+                [("minute_embed", 60), ("hour_embed", 24), ("weekday_embed", 7), ("day_embed", 32), ("month_embed", 13)]
+            {
+                let path = format!("time_emb.{name}.emb.weight");
+                pm.get((n, pc.d_model), &path, candle_nn::Init::Const(0.0), DType::F32, &Device::Cpu).unwrap();
+            }
+        }
+        crate::init::initialize(&pm, seed + 1).unwrap();
+        save_folder(&dir.join("predictor"), &pm, serde_json::to_string(pc).unwrap());
+        std::fs::write(dir.join("kronos.json"), serde_json::to_string(&meta(max_context)).unwrap()).unwrap();
+    }
+
+    /// Hourly candles, minutes past the hour varying, closes wandering around 100.
+    fn candles(n: usize) -> Vec<Candle> {
+        (0..n as i64)
+            .map(|i| {
+                let close = 100.0 + ((i * 37 % 23) as f64 - 11.0) * 0.4 + (i as f64 * 0.3).sin();
+                Candle {
+                    timestamp: 1_600_000_000 + i * 3660,
+                    open: close - 0.2,
+                    high: close + 0.6 + (i % 3) as f64 * 0.1,
+                    low: close - 0.5,
+                    close,
+                    volume: 10.0 + (i * 7 % 5) as f64,
+                    amount: close * (10.0 + (i * 7 % 5) as f64),
+                }
+            })
+            .collect()
+    }
+
+    /// The most likely token at every step (top-k 1): the same whatever the random draws.
+    fn greedy(horizon: usize) -> ForecastOptions {
+        ForecastOptions {
+            horizon,
+            samples: 2,
+            sampling: SamplingParams { temperature: 1.0, top_k: 1, top_p: 1.0 },
+            seed: 3,
+        }
+    }
+
+    fn ids(t: &Tensor) -> Vec<u32> {
+        t.flatten_all().unwrap().to_vec1::<u32>().unwrap()
+    }
+
+    fn argmax(t: &Tensor) -> u32 {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best }) as u32
+    }
+
+    /// Greedy forecasting as the official `KronosPredictor.predict` and `auto_regressive_inference` do it, on the
+    /// candle model and without a cache: statistics and tokens of every given candle, at each step the predictor on
+    /// the last `max_context` tokens (`context_start = max(0, total - max_context)`), then the decoder on the last
+    /// `max_context` tokens of context and forecast. Returns the closes and the scale of the close (std + eps).
+    fn official_greedy(f: &Forecaster, candles: &[Candle], horizon: usize) -> (Vec<f64>, f64) {
+        let dev = Device::Cpu;
+        let (n, max) = (candles.len(), f.meta.max_context);
+        let stats = WindowStats::of(candles);
+        let x: Vec<f32> = candles.iter().flat_map(|c| stats.normalize(c)).collect();
+        let (a, b) = f.tokenizer.encode(&Tensor::from_vec(x, (1, n, 6), &dev).unwrap()).unwrap();
+        let (mut s1, mut s2) = (ids(&a), ids(&b));
+        let last = candles[n - 1].timestamp;
+        let step = last - candles[n - 2].timestamp;
+        let stamps: Vec<[u32; 5]> = candles
+            .iter()
+            .map(|c| c.timestamp)
+            .chain((1..=horizon as i64).map(|i| last + i * step))
+            .map(time_features)
+            .collect();
+        let row = |v: &[u32]| Tensor::from_vec(v.to_vec(), (1, v.len()), &dev).unwrap();
+        for i in 0..horizon {
+            let end = n + i;
+            let start = end.saturating_sub(max);
+            let st = Tensor::from_vec(stamps[start..end].concat(), (1, end - start, 5), &dev).unwrap();
+            let h = f.predictor.hidden(&row(&s1[start..end]), &row(&s2[start..end]), &st, None).unwrap();
+            let c1 = argmax(&f.predictor.s1_logits(&h.narrow(1, end - start - 1, 1).unwrap()).unwrap());
+            let c2 = argmax(&f.predictor.s2_logits_last(&h, &Tensor::new(&[[c1]], &dev).unwrap()).unwrap());
+            s1.push(c1);
+            s2.push(c2);
+        }
+        let start = (n + horizon).saturating_sub(max);
+        let z = f.tokenizer.decode(&row(&s1[start..]), &row(&s2[start..])).unwrap();
+        let z = z.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let rows = z.len() / 6;
+        let closes = (rows - horizon..rows).map(|r| stats.denormalize(3, z[r * 6 + 3] as f64)).collect();
+        (closes, stats.std[3] + STD_EPS)
+    }
+
+    /// The official `Kronos` saves fixed calendar tables (`learn_te: false`) as `time_emb.<name>.emb.weight`, and
+    /// what it saves are not sinusoids (its `_init_weights` draws them again): a forecaster must use the stored
+    /// tables, in the candle model and in the engine. The same weights loaded as learned tables are the reference.
+    #[test]
+    fn fixed_calendar_tables_come_from_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tc, pc) = small_configs(false);
+        write_official(dir.path(), &tc, &pc, 11, 32);
+        let fixed = Forecaster::load(dir.path()).unwrap();
+
+        let learned_dir = dir.path().join("learned");
+        std::fs::create_dir_all(&learned_dir).unwrap();
+        let learned_cfg = PredictorConfig { learn_te: true, ..pc.clone() };
+        std::fs::write(learned_dir.join(CONFIG), serde_json::to_string(&learned_cfg).unwrap()).unwrap();
+        let stored = candle_core::safetensors::load(dir.path().join("predictor").join(WEIGHTS), &Device::Cpu).unwrap();
+        assert!(stored.contains_key("time_emb.month_embed.emb.weight"));
+        let renamed: std::collections::HashMap<String, Tensor> =
+            stored.into_iter().map(|(k, v)| (k.replace(".emb.weight", ".weight"), v)).collect();
+        candle_core::safetensors::save(&renamed, learned_dir.join(WEIGHTS)).unwrap();
+        let learned = Forecaster::load_parts(&dir.path().join("tokenizer"), &learned_dir, meta(32)).unwrap();
+
+        // The candle model.
+        let dev = Device::Cpu;
+        let c = candles(20);
+        let st: Vec<u32> = c.iter().flat_map(|c| time_features(c.timestamp)).collect();
+        let st = Tensor::from_vec(st, (1, 20, 5), &dev).unwrap();
+        let s1 = Tensor::from_vec((0..20u32).map(|i| i * 7 % 16).collect::<Vec<_>>(), (1, 20), &dev).unwrap();
+        let s2 = Tensor::from_vec((0..20u32).map(|i| i * 5 % 16).collect::<Vec<_>>(), (1, 20), &dev).unwrap();
+        let h = |f: &Forecaster| f.predictor.hidden(&s1, &s2, &st, None).unwrap().flatten_all().unwrap();
+        let diff = (h(&fixed) - h(&learned)).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-6, "hidden states differ by {diff}");
+
+        // The engine (forecasts run on it).
+        let (a, b) = (fixed.forecast(&c, &greedy(3)).unwrap(), learned.forecast(&c, &greedy(3)).unwrap());
+        assert_eq!(a.paths, b.paths);
+    }
+
+    /// At the context boundary (max_context − horizon + 1 candles, the most a forecast uses) the decoder reads the
+    /// last max_context tokens, as the official code's does: its first context token is dropped. Given more
+    /// candles, a forecast uses the last max_context − horizon + 1 of them (documented difference: the official
+    /// predictor normalises over all it is given and slides its window).
+    #[test]
+    fn context_boundary_follows_the_official_decoder_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tc, pc) = small_configs(true);
+        let (max, h) = (16, 3);
+        write_official(dir.path(), &tc, &pc, 5, max);
+        let f = Forecaster::load(dir.path()).unwrap();
+        let c = candles(40);
+        let ctx = &c[c.len() - (max - h + 1)..];
+        let got = f.forecast(ctx, &greedy(h)).unwrap();
+        let (want, scale) = official_greedy(&f, ctx, h);
+        for path in &got.paths {
+            let worst = path.iter().zip(&want).fold(0f64, |m, (g, w)| m.max((g - w).abs() / scale));
+            assert!(worst < 1e-4, "closes {path:?}, official {want:?}: {worst} standard deviations apart");
+        }
+        assert_eq!(f.forecast(&c, &greedy(h)).unwrap().paths, got.paths);
+    }
 
     #[test]
     fn normalisation_round_trips_and_clips() {

@@ -9,7 +9,11 @@ use crate::config::PredictorConfig;
 use crate::fast::{self, EmbeddingParams, Kernel, PredictorEngine, Stack};
 use crate::nn::{dropout, CrossAttention, RmsNorm, Train, TransformerBlock};
 
-/// Calendar embedding: minute, hour, weekday, day of month, month (learned or fixed sinusoidal).
+/// Calendar embedding: minute, hour, weekday, day of month, month. Learned tables (`learn_te: true`) are stored as
+/// `<name>.weight`. Fixed ones (`learn_te: false`) are stored by the official code as `<name>.emb.weight` and are not
+/// sinusoids there: its `Kronos.__init__` draws every embedding table again after building the sinusoidal ones, and
+/// inference uses what the checkpoint holds. They are read from the checkpoint when it has them, and are sinusoids
+/// otherwise (a model built here for training: fixed tables are not variables, so they are not trained).
 pub struct TemporalEmbedding {
     tables: [Embedding; 5],
 }
@@ -34,8 +38,11 @@ fn sinusoid(n: usize, d: usize, dev: &Device) -> Result<Tensor> {
 impl TemporalEmbedding {
     pub fn new(d: usize, learn: bool, vb: VarBuilder) -> Result<Self> {
         let make = |(name, n): (&str, usize)| -> Result<Embedding> {
+            let vb = vb.pp(name);
             if learn {
-                candle_nn::embedding(n, d, vb.pp(name))
+                candle_nn::embedding(n, d, vb)
+            } else if vb.contains_tensor("emb.weight") {
+                Ok(Embedding::new(vb.pp("emb").get((n, d), "weight")?, d))
             } else {
                 Ok(Embedding::new(sinusoid(n, d, vb.device())?, d))
             }

@@ -9,14 +9,17 @@ use serde::{Deserialize, Serialize};
 pub struct SamplingParams {
     /// Logits are divided by this (> 0); 1.0 leaves them as they are.
     pub temperature: f64,
-    /// Keep only the `top_k` most likely tokens (0 = no limit).
+    /// Keep only the `top_k` most likely tokens, and every token tied with the `top_k`-th (0 = no limit). When set,
+    /// `top_p` is not applied: the official filter (`top_k_top_p_filtering`) applies top-k and returns.
     pub top_k: usize,
-    /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1.0 = no limit).
+    /// Keep the most likely tokens up to and including the first whose cumulative probability exceeds `top_p`
+    /// (1.0 = no limit); only when `top_k` is 0.
     pub top_p: f64,
 }
 
 impl Default for SamplingParams {
-    /// The reference predictor's defaults: T = 1.0, no top-k, top-p 0.99.
+    /// T = 1.0, no top-k, top-p 0.99: the defaults of the official `auto_regressive_inference` (its
+    /// `KronosPredictor.predict` passes top-p 0.9 by default).
     fn default() -> Self {
         SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.99 }
     }
@@ -49,17 +52,20 @@ impl SamplingParams {
             probs[i] = p;
             total += p;
         }
+        // The official filter's order: top-k alone when it is set, top-p otherwise.
         let mut keep = idx.len();
         if self.top_k > 0 {
-            keep = keep.min(self.top_k);
-        }
-        if self.top_p < 1.0 {
-            // Smallest prefix of the sorted tokens whose mass reaches top_p (always at least one token).
+            // Tokens whose logit reaches the k-th largest: the first k and any tied with the k-th.
+            let k = self.top_k.min(idx.len());
+            let kth = logits[idx[k - 1]];
+            keep = idx.iter().take_while(|&&i| logits[i] >= kth).count().max(k);
+        } else if self.top_p < 1.0 {
+            // The sorted tokens up to and including the first whose cumulative mass exceeds top_p.
             let mut cum = 0.0;
             for (n, &i) in idx.iter().enumerate() {
                 cum += probs[i] / total;
-                if cum >= self.top_p {
-                    keep = keep.min(n + 1);
+                if cum > self.top_p {
+                    keep = n + 1;
                     break;
                 }
             }
@@ -119,6 +125,19 @@ mod tests {
         assert!(cold[0] > 0.99);
         assert!(SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 }.validate().is_err());
         assert!(SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.0 }.validate().is_err());
+    }
+
+    /// The official filter applies top-k alone when it is set (top-p only without it), and keeps every token tied
+    /// with the k-th (it removes the logits below the k-th largest).
+    #[test]
+    fn top_k_applies_alone_and_keeps_ties_as_in_the_official_filter() {
+        let logits = [4.0f32, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0];
+        let k5 = SamplingParams { temperature: 1.0, top_k: 5, top_p: 1.0 }.distribution(&logits);
+        let both = SamplingParams { temperature: 1.0, top_k: 5, top_p: 0.001 }.distribution(&logits);
+        assert_eq!(both, k5);
+        assert_eq!(both.iter().filter(|&&p| p > 0.0).count(), 5);
+        let tied = SamplingParams { temperature: 1.0, top_k: 2, top_p: 1.0 }.distribution(&[3.0, 2.0, 1.0, 2.0, 2.0]);
+        assert_eq!(tied.iter().map(|&p| p > 0.0).collect::<Vec<_>>(), [true, true, false, true, true]);
     }
 
     #[test]
