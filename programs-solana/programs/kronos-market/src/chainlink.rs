@@ -26,8 +26,13 @@
 //! `timestamp: u32`, 4 bytes padding, `answer: i128`, 16 bytes reserved.
 //!
 //! Only the live ring is used for settlement: it holds consecutive rounds, so "the answer in effect at `t`" (the
-//! newest transmission with `timestamp <= t`) can be found there exactly. The historical ring samples every
-//! `granularity`-th round and cannot prove what was in effect between its samples.
+//! newest transmission, in the order they were written, with `timestamp <= t`) can be found there exactly. The
+//! historical ring samples every `granularity`-th round and cannot prove what was in effect between its samples.
+//!
+//! A transmission's timestamp is the OCR report's observation time, not the time it landed, and OCR2 does not
+//! promise that they never decrease from one report to the next: the lookup scans the ring from the newest entry
+//! back instead of assuming sorted timestamps. The answer in effect at `t` is final only once a transmission stamped
+//! after `t` is on chain ([`is_final_at`]); the program also records it once per timestamp.
 
 /// Anchor discriminator of the store program's `Transmissions` account.
 pub const DISCRIMINATOR: [u8; 8] = [96, 179, 69, 66, 128, 129, 73, 117];
@@ -37,6 +42,10 @@ pub const HEADER_SIZE: usize = 192;
 pub const TRANSMISSION_SIZE: usize = 48;
 /// The feed layout version this reader understands.
 pub const FEED_VERSION: u8 = 2;
+/// `state` of a feed in normal operation (the store's `Transmissions::NORMAL`).
+pub const STATE_NORMAL: u8 = 0;
+/// `state` of a feed flagged by its validator (the store's `Transmissions::FLAGGED`).
+pub const STATE_FLAGGED: u8 = 1;
 
 /// Why a feed account cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +64,11 @@ pub enum FeedError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub version: u8,
+    /// 0 normal, [`STATE_FLAGGED`] flagged.
+    pub state: u8,
+    /// The feed's owner (may set the writer) and its writer (the OCR2 program's authority that submits reports).
+    pub owner: [u8; 32],
+    pub writer: [u8; 32],
     pub decimals: u8,
     pub latest_round_id: u32,
     pub granularity: u8,
@@ -108,6 +122,9 @@ pub fn header(data: &[u8]) -> Result<Header, FeedError> {
     }
     Ok(Header {
         version: h[0],
+        state: h[1],
+        owner: h[2..34].try_into().expect("32 bytes"),
+        writer: h[66..98].try_into().expect("32 bytes"),
         decimals: h[130],
         latest_round_id: u32_at(h, 135),
         granularity: h[139],
@@ -137,42 +154,58 @@ pub fn latest(data: &[u8]) -> Result<Option<Transmission>, FeedError> {
     Ok((t.timestamp != 0).then_some(t))
 }
 
-/// The answer in effect at `ts`: the newest transmission of the live ring whose timestamp is `<= ts`, found by
-/// binary search (timestamps never decrease from the oldest entry to the newest; slots never written hold 0 and sit
-/// at the old end of a ring that has not wrapped yet).
+/// The answer in effect at `ts`: the newest transmission of the live ring (in write order) whose timestamp is
+/// `<= ts`, found by scanning back from the newest entry (timestamps are observation times and may decrease from one
+/// report to the next, so no binary search). Slots never written hold 0 and sit at the old end of a ring that has
+/// not wrapped yet. The scan reads only the entries written after `ts` plus one when `ts` is recent.
 pub fn in_effect_at(data: &[u8], ts: i64) -> Result<Transmission, LookupError> {
     let h = header(data).map_err(LookupError::Feed)?;
     if ts < 0 {
         return Err(LookupError::NotCovered);
     }
-    // Smallest k (newest first) with timestamp(k) <= ts.
-    let (mut lo, mut hi) = (0u32, h.live_length);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if (nth_newest(data, &h, mid).timestamp as i64) <= ts {
-            hi = mid;
-        } else {
-            lo = mid + 1;
+    for k in 0..h.live_length {
+        let t = nth_newest(data, &h, k);
+        if t.timestamp == 0 {
+            break;
+        }
+        if (t.timestamp as i64) <= ts {
+            return Ok(t);
         }
     }
-    if lo == h.live_length {
-        return Err(LookupError::NotCovered);
-    }
-    let t = nth_newest(data, &h, lo);
-    if t.timestamp == 0 {
-        return Err(LookupError::NotCovered);
-    }
-    Ok(t)
+    Err(LookupError::NotCovered)
+}
+
+/// Whether the answer in effect at `ts` can no longer change: the newest transmission is stamped after `ts` (OCR2
+/// refuses a report older than the latest one, so nothing observed at or before `ts` can land afterwards).
+pub fn is_final_at(data: &[u8], ts: i64) -> Result<bool, FeedError> {
+    Ok(latest(data)?.is_some_and(|t| t.timestamp as i64 > ts))
 }
 
 /// Builds a feed account's data (for tests and local tooling): `live` transmissions oldest first written into a ring
 /// of `live_length`, exactly as the store program's `insert` would have left them.
 pub fn encode(decimals: u8, description: &str, live_length: u32, live: &[Transmission]) -> Vec<u8> {
+    encode_with(&Meta { decimals, ..Meta::default() }, description, live_length, live)
+}
+
+/// Header fields [`encode_with`] writes besides the ring.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Meta {
+    pub decimals: u8,
+    pub state: u8,
+    pub owner: [u8; 32],
+    pub writer: [u8; 32],
+}
+
+/// [`encode`] with the header's state, owner and writer.
+pub fn encode_with(meta: &Meta, description: &str, live_length: u32, live: &[Transmission]) -> Vec<u8> {
+    let decimals = meta.decimals;
     let mut d = vec![0u8; 8 + HEADER_SIZE + live_length as usize * TRANSMISSION_SIZE];
     d[..8].copy_from_slice(&DISCRIMINATOR);
     let h = 8;
     d[h] = FEED_VERSION;
-    d[h + 1] = 0;
+    d[h + 1] = meta.state;
+    d[h + 2..h + 34].copy_from_slice(&meta.owner);
+    d[h + 66..h + 98].copy_from_slice(&meta.writer);
     let desc = description.as_bytes();
     let n = desc.len().min(32);
     d[h + 98..h + 98 + n].copy_from_slice(&desc[..n]);
@@ -207,6 +240,9 @@ mod tests {
         let mut d = vec![0u8; 8 + 192 + 3 * 48];
         d[..8].copy_from_slice(&[96, 179, 69, 66, 128, 129, 73, 117]);
         d[8] = 2; // version
+        d[8 + 1] = 1; // state: flagged
+        d[8 + 2..8 + 34].copy_from_slice(&[0xAA; 32]); // owner
+        d[8 + 66..8 + 98].copy_from_slice(&[0xBB; 32]); // writer
         d[8 + 98..8 + 98 + 7].copy_from_slice(b"BTC/USD");
         d[8 + 130] = 8; // decimals
         d[8 + 135..8 + 139].copy_from_slice(&77u32.to_le_bytes()); // latest_round_id
@@ -224,6 +260,7 @@ mod tests {
             (2, 8, 77, 30, 3, 1)
         );
         assert_eq!(&h.description[..7], b"BTC/USD");
+        assert_eq!((h.state, h.owner, h.writer), (STATE_FLAGGED, [0xAA; 32], [0xBB; 32]));
         assert_eq!(
             latest(&d).unwrap(),
             Some(Transmission { slot: 900, timestamp: 1_700_000_000, answer: 6_512_345_678_901 })
@@ -234,6 +271,14 @@ mod tests {
         let e =
             encode(8, "BTC/USD", 3, &[Transmission { slot: 900, timestamp: 1_700_000_000, answer: 6_512_345_678_901 }]);
         assert_eq!(header(&e).unwrap().live_cursor, 1);
+        let meta = Meta { decimals: 8, state: 1, owner: [0xAA; 32], writer: [0xBB; 32] };
+        let e = encode_with(
+            &meta,
+            "BTC/USD",
+            3,
+            &[Transmission { slot: 900, timestamp: 1_700_000_000, answer: 6_512_345_678_901 }],
+        );
+        assert_eq!(e[..8 + 98], d[..8 + 98], "version, state, owner and writer at their offsets");
         assert_eq!(e[8 + 192..8 + 192 + 48], d[8 + 192..8 + 192 + 48]);
     }
 
@@ -268,16 +313,31 @@ mod tests {
         assert_eq!(in_effect_at(&d, 39), Err(LookupError::NotCovered), "round 3 was overwritten");
     }
 
+    #[test]
+    fn out_of_order_timestamps_answer_by_write_order_and_finality_needs_a_later_stamp() {
+        // A report observed at 95 lands after the one observed at 100 (OCR2 does not promise ordered timestamps).
+        let live = [tx(80, 1), tx(90, 2), tx(100, 3), tx(95, 4), tx(120, 5)];
+        let d = encode(8, "X", 8, &live);
+        assert_eq!(in_effect_at(&d, 99).unwrap().answer, 4, "the newest written with a timestamp <= 99");
+        assert_eq!(in_effect_at(&d, 100).unwrap().answer, 4);
+        assert_eq!(in_effect_at(&d, 92).unwrap().answer, 2);
+        assert_eq!(in_effect_at(&d, 119).unwrap().answer, 4);
+        assert_eq!(in_effect_at(&d, 120).unwrap().answer, 5);
+        assert!(is_final_at(&d, 119).unwrap());
+        assert!(!is_final_at(&d, 120).unwrap(), "nothing is stamped after 120 yet");
+        assert!(!is_final_at(&encode(8, "X", 4, &[]), 0).unwrap());
+    }
+
     proptest! {
-        /// Binary search agrees with a linear scan of the rounds that are still in the ring.
+        /// The lookup agrees with a linear scan (newest written first) of the rounds still in the ring, whatever
+        /// order their timestamps come in.
         #[test]
         fn lookup_matches_a_linear_scan(
             len in 1u32..12,
-            gaps in proptest::collection::vec(0u32..5, 0..30),
-            probe in 0i64..200,
+            stamps in proptest::collection::vec(1u32..60, 0..30),
+            probe in 0i64..70,
         ) {
-            let mut ts = 10u32;
-            let live: Vec<_> = gaps.iter().enumerate().map(|(i, g)| { ts += g; tx(ts, i as i128 + 1) }).collect();
+            let live: Vec<_> = stamps.iter().enumerate().map(|(i, ts)| tx(*ts, i as i128 + 1)).collect();
             let d = encode(8, "X", len, &live);
             let kept = &live[live.len().saturating_sub(len as usize)..];
             let want = kept.iter().rev().find(|t| t.timestamp as i64 <= probe).copied();

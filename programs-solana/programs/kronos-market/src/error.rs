@@ -72,4 +72,22 @@ pub enum MarketError {
     NotPendingAuthority,
     #[msg("the rent receiver must be the round's payer")]
     WrongRentReceiver,
+    #[msg("bet_cutoff must be at least 10 seconds and less than one interval")]
+    BadBetCutoff,
+    #[msg("settler_reward_bps is above half of the fee (5000)")]
+    SettlerRewardTooHigh,
+    #[msg("the price is not final yet: no transmission stamped after the timestamp is on chain")]
+    PriceNotFinal,
+    #[msg("the feed is flagged by its validator: its answer is not used until the flag is lowered")]
+    FeedFlagged,
+    #[msg("the feed's owner or writer is not the one the admin approved")]
+    FeedChanged,
+    #[msg("the round's fee is above the bettor's maximum")]
+    FeeAboveLimit,
+    #[msg("only the program's upgrade authority may create the configuration")]
+    NotUpgradeAuthority,
+    #[msg("only the proposed admin may accept")]
+    NotPendingAdmin,
+    #[msg("the destination is the market's vault")]
+    VaultAsDestination,
 }

@@ -19,6 +19,8 @@ pub struct MarketInitialized {
 pub struct ParamsUpdated {
     pub market: Pubkey,
     pub params: Params,
+    /// The first epoch whose round takes them.
+    pub from_epoch: u64,
 }
 
 #[event]
@@ -80,8 +82,11 @@ pub struct RoundSettled {
     pub lock_price: i128,
     pub close_price: i128,
     pub total: u64,
+    /// The whole fee (the settler's reward included).
     pub fee: u64,
     pub reward_amount: u64,
+    pub settler: Pubkey,
+    pub settler_reward: u64,
 }
 
 #[event]
@@ -120,4 +125,27 @@ pub struct RoundClosed {
     pub market: Pubkey,
     pub epoch: u64,
     pub dust_to_treasury: u64,
+}
+
+#[event]
+pub struct AdminProposed {
+    pub proposed: Pubkey,
+}
+
+#[event]
+pub struct AdminAccepted {
+    pub admin: Pubkey,
+}
+
+#[event]
+pub struct FeedApproved {
+    pub feed: Pubkey,
+    pub owner: Pubkey,
+    pub writer: Pubkey,
+    pub decimals: u8,
+}
+
+#[event]
+pub struct FeedRevoked {
+    pub feed: Pubkey,
 }

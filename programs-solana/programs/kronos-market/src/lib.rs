@@ -43,7 +43,32 @@ declare_id!("8p8BNBjueeyCJ2QZgeWGh67FujB5sziemG2NpV2SYxA9");
 pub mod kronos_market {
     use super::*;
 
-    /// Creates a market staked in native SOL.
+    /// The program's upgrade authority creates the configuration once, naming the admin who approves feeds.
+    pub fn initialize_config(ctx: Context<InitializeConfig>, admin: Pubkey) -> Result<()> {
+        instructions::config::initialize_config(ctx, admin)
+    }
+
+    /// Admin: proposes a new admin (it must accept).
+    pub fn propose_admin(ctx: Context<ConfigAdmin>, proposed: Pubkey) -> Result<()> {
+        instructions::config::propose_admin(ctx, proposed)
+    }
+
+    /// The proposed admin accepts.
+    pub fn accept_admin(ctx: Context<AcceptAdmin>) -> Result<()> {
+        instructions::config::accept_admin(ctx)
+    }
+
+    /// Admin: approves a Chainlink feed for markets, pinning its current owner and writer.
+    pub fn approve_feed(ctx: Context<ApproveFeed>) -> Result<()> {
+        instructions::config::approve_feed(ctx)
+    }
+
+    /// Admin: withdraws a feed's approval (no new markets on it).
+    pub fn revoke_feed(ctx: Context<RevokeFeed>) -> Result<()> {
+        instructions::config::revoke_feed(ctx)
+    }
+
+    /// Creates a market staked in native SOL, on a feed the admin approved.
     pub fn initialize_market(
         ctx: Context<InitializeMarket>,
         id: u64,
@@ -70,9 +95,10 @@ pub mod kronos_market {
         instructions::crank::start_round(ctx, epoch)
     }
 
-    /// Bets `amount` on `side` of epoch `epoch`. Top-ups allowed; one side per wallet and round.
-    pub fn bet(ctx: Context<PlaceBet>, epoch: u64, side: Side, amount: u64) -> Result<()> {
-        instructions::bet::bet(ctx, epoch, side, amount)
+    /// Bets `amount` on `side` of epoch `epoch`, refused if the round's fee is above `max_fee_bps`. Top-ups allowed;
+    /// one side per wallet and round.
+    pub fn bet(ctx: Context<PlaceBet>, epoch: u64, side: Side, amount: u64, max_fee_bps: u16) -> Result<()> {
+        instructions::bet::bet(ctx, epoch, side, amount, max_fee_bps)
     }
 
     /// Crank: records the price in effect at the lock timestamp, or cancels the round if there is none usable.
@@ -80,7 +106,8 @@ pub mod kronos_market {
         instructions::crank::lock_round(ctx, epoch)
     }
 
-    /// Crank: records the close price and settles (or cancels on a tie, a one-sided pool or an unusable price).
+    /// Crank: records the close price and settles (or cancels on a tie, a one-sided pool or an unusable price),
+    /// locking the round first if nobody did; the settler is paid its share of the fee.
     pub fn settle_round(ctx: Context<SettleRound>, epoch: u64) -> Result<()> {
         instructions::crank::settle_round(ctx, epoch)
     }
@@ -110,7 +137,7 @@ pub mod kronos_market {
         instructions::admin::set_paused(ctx, paused)
     }
 
-    /// Authority: parameters for rounds started from now on.
+    /// Authority: parameters for the rounds of the next epoch on.
     pub fn update_params(ctx: Context<Admin>, params: Params) -> Result<()> {
         instructions::admin::update_params(ctx, params)
     }

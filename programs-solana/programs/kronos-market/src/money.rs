@@ -44,13 +44,20 @@ pub fn pull<'info>(
     }
 }
 
-/// Pays `amount` from the vault: lamports to `to` (SOL market) or tokens to `to_token` (token market), signed by the
-/// market PDA. A SOL vault never goes below its rent-exempt minimum.
+/// Where a payment from the vault goes: lamports to `to` (SOL market) or tokens to `token` (token market), whose
+/// owner must be `owner` when given.
+pub struct Payee<'a, 'info> {
+    pub to: &'a AccountInfo<'info>,
+    pub token: Option<&'a Account<'info, TokenAccount>>,
+    pub owner: Option<&'a Pubkey>,
+}
+
+/// Pays `amount` from the vault, signed by the market PDA. A SOL vault never goes below its rent-exempt minimum; the
+/// vault itself is never a destination (paying it would move nothing while marking the debt paid).
 pub fn pay<'info>(
     market: &Account<'info, Market>,
     vault: &AccountInfo<'info>,
-    to: &AccountInfo<'info>,
-    to_token: Option<&Account<'info, TokenAccount>>,
+    payee: Payee<'_, 'info>,
     token_program: Option<&Program<'info, Token>>,
     amount: u64,
 ) -> Result<()> {
@@ -58,14 +65,16 @@ pub fn pay<'info>(
         return Ok(());
     }
     if market.is_native() {
+        require_keys_neq!(*payee.to.key, market.vault, MarketError::VaultAsDestination);
         let floor = Rent::get()?.minimum_balance(vault.data_len());
         let free = vault.lamports().saturating_sub(floor);
         require!(free >= amount, MarketError::VaultShort);
         vault.sub_lamports(amount)?;
-        to.add_lamports(amount)?;
+        payee.to.add_lamports(amount)?;
         Ok(())
     } else {
-        let (dest, program) = token_accounts(market, None, to_token, token_program)?;
+        let (dest, program) = token_accounts(market, payee.owner, payee.token, token_program)?;
+        require_keys_neq!(dest.key(), market.vault, MarketError::VaultAsDestination);
         let id = market.id.to_le_bytes();
         let seeds: &[&[u8]] = &[MARKET_SEED, market.creator.as_ref(), &id, &[market.bump]];
         let signer = &[seeds];

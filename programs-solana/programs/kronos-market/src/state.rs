@@ -16,6 +16,13 @@ pub const MAX_INTERVAL: u32 = 7 * 86_400;
 pub const MAX_SETTLE_WINDOW: u32 = 30 * 86_400;
 /// Longest accepted price age (seconds).
 pub const MAX_PRICE_AGE: u32 = 86_400;
+/// Shortest report delay (seconds): the crank never reads a timestamp's price sooner than this after it.
+pub const MIN_REPORT_DELAY: u32 = 10;
+/// Shortest betting cutoff (seconds before the lock): the cluster clock bets are timed by may lag the oracles'
+/// observation time that prices are stamped with.
+pub const MIN_BET_CUTOFF: u32 = 10;
+/// Settler reward cap: half of the treasury fee (as `KronosMarket.MAX_SETTLER_REWARD_BPS` on EVM).
+pub const MAX_SETTLER_REWARD_BPS: u16 = 5_000;
 
 /// The Chainlink OCR2 store program that owns every Chainlink data-feed account on Solana (mainnet and devnet).
 pub const CHAINLINK_STORE: Pubkey = pubkey!("HEvSKofvBgfaexv23kMabbYqxasxU3mQ4ibBMEmJWHny");
@@ -24,6 +31,8 @@ pub const MARKET_SEED: &[u8] = b"market";
 pub const VAULT_SEED: &[u8] = b"vault";
 pub const ROUND_SEED: &[u8] = b"round";
 pub const POSITION_SEED: &[u8] = b"position";
+pub const CONFIG_SEED: &[u8] = b"config";
+pub const FEED_SEED: &[u8] = b"feed";
 
 /// Parameters a round takes from its market when it starts; changing them affects rounds not started yet.
 #[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]
@@ -36,9 +45,15 @@ pub struct Params {
     pub max_price_age: u32,
     /// How long after its close a round may still be settled; after that it is refunded (seconds).
     pub settle_window: u32,
-    /// How long after a lock or close timestamp the crank waits before reading the price, so that a report
-    /// observed before the timestamp but written after it is included (seconds, at most one interval).
+    /// How long after a lock or close timestamp the crank waits before reading the price (seconds, from
+    /// [`MIN_REPORT_DELAY`] to one interval). The price is read only once a transmission stamped after the
+    /// timestamp is on chain as well.
     pub report_delay: u32,
+    /// Bets close this many seconds before the lock (from [`MIN_BET_CUTOFF`] to less than one interval).
+    pub bet_cutoff: u32,
+    /// Share of the treasury fee paid to whoever settles a round, in basis points of the fee (at most
+    /// [`MAX_SETTLER_REWARD_BPS`]).
+    pub settler_reward_bps: u16,
 }
 
 impl Params {
@@ -51,7 +66,9 @@ impl Params {
             self.settle_window >= interval && self.settle_window <= MAX_SETTLE_WINDOW,
             MarketError::BadSettleWindow
         );
-        require!(self.report_delay <= interval, MarketError::BadReportDelay);
+        require!(self.report_delay >= MIN_REPORT_DELAY && self.report_delay <= interval, MarketError::BadReportDelay);
+        require!(self.bet_cutoff >= MIN_BET_CUTOFF && self.bet_cutoff < interval, MarketError::BadBetCutoff);
+        require!(self.settler_reward_bps <= MAX_SETTLER_REWARD_BPS, MarketError::SettlerRewardTooHigh);
         Ok(())
     }
 }
@@ -68,8 +85,12 @@ pub struct Market {
     pub authority: Pubkey,
     /// The authority proposed by [`crate::kronos_market::propose_authority`], until it accepts.
     pub pending_authority: Option<Pubkey>,
-    /// The Chainlink feed account (owned by [`CHAINLINK_STORE`]).
+    /// The Chainlink feed account (owned by [`CHAINLINK_STORE`], approved by the program's [`Config`] admin).
     pub feed: Pubkey,
+    /// The feed header's owner and writer when the feed was approved; a feed whose owner or writer changes since
+    /// stops settling (its rounds are refunded).
+    pub feed_owner: Pubkey,
+    pub feed_writer: Pubkey,
     /// The feed's decimals when the market was created; a feed that changes them stops settling.
     pub decimals: u8,
     /// The stake mint; `Pubkey::default()` for native SOL.
@@ -81,8 +102,12 @@ pub struct Market {
     /// Round length (seconds): epoch `e` takes bets from `genesis + e * interval` until the next boundary, locks
     /// there and closes one interval later.
     pub interval: u32,
-    /// Parameters for rounds that start from now on.
+    /// Parameters of the rounds of epochs before `pending_from` (or of every epoch when nothing is pending).
     pub params: Params,
+    /// Parameters set by `update_params`, for rounds of epoch `pending_from` and later.
+    pub pending_params: Option<Params>,
+    /// The first epoch that takes `pending_params`: the first whose start was still in the future when they were set.
+    pub pending_from: u64,
     /// Bets are refused while paused; the crank, claims and refunds keep working.
     pub paused: bool,
     /// Fees owed to the treasury (stake base units).
@@ -108,6 +133,56 @@ impl Market {
         let close = lock.checked_add(iv).ok_or(MarketError::MathOverflow)?;
         Ok((start, lock, close))
     }
+
+    /// The first epoch whose start is after `now`.
+    pub fn next_epoch(&self, now: i64) -> u64 {
+        if now < self.genesis {
+            return 0;
+        }
+        ((now - self.genesis) / self.interval as i64) as u64 + 1
+    }
+
+    /// The parameters of epoch `epoch`'s round.
+    pub fn params_for(&self, epoch: u64) -> Params {
+        match self.pending_params {
+            Some(p) if epoch >= self.pending_from => p,
+            _ => self.params,
+        }
+    }
+
+    /// Makes pending parameters current once epoch `epoch` (which takes them) has begun.
+    pub fn promote(&mut self, epoch: u64) {
+        if let Some(p) = self.pending_params {
+            if epoch >= self.pending_from {
+                self.params = p;
+                self.pending_params = None;
+            }
+        }
+    }
+}
+
+/// The program's configuration (PDA `["config"]`): who approves feeds. Created once by the program's upgrade
+/// authority.
+#[account]
+#[derive(InitSpace, Debug)]
+pub struct Config {
+    /// Approves and revokes feeds; may hand the role over in two steps.
+    pub admin: Pubkey,
+    pub pending_admin: Option<Pubkey>,
+    pub bump: u8,
+}
+
+/// A feed the admin approved for markets (PDA `["feed", feed]`): only markets on approved feeds can be created.
+#[account]
+#[derive(InitSpace, Debug)]
+pub struct FeedApproval {
+    pub feed: Pubkey,
+    /// The feed header's owner and writer when approved (markets pin them).
+    pub owner: Pubkey,
+    pub writer: Pubkey,
+    pub decimals: u8,
+    pub description: [u8; 32],
+    pub bump: u8,
 }
 
 /// The SOL vault: holds the stakes of a native-SOL market as lamports above its rent-exempt minimum.
@@ -162,6 +237,8 @@ pub enum CancelReason {
     OneSidedPool,
     /// Nobody settled the round within its settle window.
     Expired,
+    /// The feed's owner or writer is no longer the one approved when the market was created.
+    FeedChanged,
 }
 
 /// One round of a market (PDA `["round", market, epoch_le]`).
@@ -186,9 +263,13 @@ pub struct Round {
     pub reward_amount: u64,
     pub lock_price: i128,
     pub close_price: i128,
-    /// Timestamps of the Chainlink transmissions used.
+    /// Timestamps of the Chainlink transmissions in effect at the lock and the close, once read (0 before). Set
+    /// even when the round is then cancelled (stale or bad answer), so the round that shares the timestamp uses
+    /// the same transmission.
     pub lock_price_ts: i64,
     pub close_price_ts: i64,
+    /// Paid from the fee to whoever settled the round.
+    pub settler_reward: u64,
     /// Paid out so far (winnings and refunds).
     pub paid: u64,
     /// Position accounts still open for this round; the round closes when none are left.

@@ -48,13 +48,14 @@ async fn a_sol_round_settles_and_pays_winners_pro_rata() {
     let (held, owed) = audit(&mut env, &m, 0..1).await;
     assert_eq!((held, owed), (5 * SOL, 5 * SOL));
 
-    env.at(lock).await;
+    let delay = params().report_delay as i64;
+    env.at(lock + delay).await;
     env.send(&[m.lock(0)], &[&cranker]).await.unwrap();
     let r: Round = env.account(m.round(0)).await.unwrap();
     assert_eq!(r.status, RoundStatus::Locked);
     assert_eq!((r.lock_price, r.lock_price_ts), (6_500_001_000_000, lock - 5), "the answer in effect at the lock");
-    env.at(close + 7).await;
-    env.send(&[m.settle(0)], &[&cranker]).await.unwrap();
+    env.at(close + delay + 7).await;
+    env.send(&[m.settle(&cranker.pubkey(), 0)], &[&cranker]).await.unwrap();
     let s = &env.events::<RoundSettled>()[0];
     assert_eq!((s.outcome, s.lock_price, s.close_price), (Outcome::Up, 6_500_001_000_000, 6_500_002_000_000));
     // 3% of 5 SOL to the treasury; winners (4 SOL of Up) share 4.85 SOL.
@@ -167,8 +168,8 @@ async fn a_token_market_claims_several_rounds_at_once() {
     assert_eq!(env.token_balance(m.vault).await, 120_000_000);
     for e in 0..3u64 {
         let (_, _, close) = m.times(e);
-        env.at(close).await;
-        env.send(&[m.lock(e), m.settle(e)], &[&alice]).await.unwrap();
+        env.at(close + params().report_delay as i64).await;
+        env.send(&[m.lock(e), m.settle(&alice.pubkey(), e)], &[&alice]).await.unwrap();
     }
     let r2: Round = env.account(m.round(2)).await.unwrap();
     assert_eq!((r2.status, r2.cancel_reason, r2.outcome), (RoundStatus::Cancelled, CancelReason::Tie, Outcome::Tie));
@@ -231,20 +232,22 @@ async fn the_crank_runs_only_when_its_time_has_come() {
     assert!(env.send(&[m.start(&k.pubkey(), 1)], &[&k]).await.is_err());
     let r: Round = env.account(m.round(1)).await.unwrap();
     assert_eq!((r.status, r.up_amount, r.positions), (RoundStatus::Open, 1_000_000, 1));
-    env.at(lock - 1).await;
+    // The crank reads a timestamp's price only `report_delay` after it.
+    let delay = params().report_delay as i64;
+    env.at(lock + delay - 1).await;
     assert_eq!(env.send(&[m.lock(1)], &[&k]).await, Err(code(MarketError::TooEarly)));
-    assert_eq!(env.send(&[m.settle(1)], &[&k]).await, Err(code(MarketError::RoundNotLocked)));
-    env.at(lock).await;
+    assert_eq!(env.send(&[m.settle(&k.pubkey(), 1)], &[&k]).await, Err(code(MarketError::TooEarly)));
+    env.at(lock + delay).await;
     env.send(&[m.lock(1)], &[&k]).await.unwrap();
     assert_eq!(env.send(&[m.lock(1)], &[&k]).await, Err(code(MarketError::RoundNotOpen)));
-    env.at(close - 1).await;
-    assert_eq!(env.send(&[m.settle(1)], &[&k]).await, Err(code(MarketError::TooEarly)));
-    env.at(close).await;
-    env.send(&[m.settle(1)], &[&k]).await.unwrap();
+    env.at(close + delay - 1).await;
+    assert_eq!(env.send(&[m.settle(&k.pubkey(), 1)], &[&k]).await, Err(code(MarketError::TooEarly)));
+    env.at(close + delay).await;
+    env.send(&[m.settle(&k.pubkey(), 1)], &[&k]).await.unwrap();
     // Only one side was bet: one-sided pool, cancelled.
     let r: Round = env.account(m.round(1)).await.unwrap();
     assert_eq!((r.status, r.cancel_reason), (RoundStatus::Cancelled, CancelReason::OneSidedPool));
-    assert_eq!(env.send(&[m.settle(1)], &[&k]).await, Err(code(MarketError::RoundFinal)));
+    assert_eq!(env.send(&[m.settle(&k.pubkey(), 1)], &[&k]).await, Err(code(MarketError::RoundFinal)));
     // A round that was never started cannot be locked.
     assert_eq!(env.send(&[m.lock(2)], &[&k]).await, Err(Fail::Code(anchor_code::ACCOUNT_NOT_INITIALIZED)));
 }
@@ -272,12 +275,16 @@ async fn bets_follow_the_rules() {
         env.send(&[m.bet_with(&alice.pubkey(), 1, m.round(0), Side::Up, SOL, None)], &[&alice]).await,
         Err(Fail::Code(anchor_code::CONSTRAINT_SEEDS))
     );
-    // Bet after the lock.
-    env.at(lock).await;
-    assert_eq!(
-        env.send(&[m.bet(&alice.pubkey(), 0, Side::Up, SOL, None)], &[&alice]).await,
-        Err(code(MarketError::BettingClosed))
-    );
+    // Bet inside the cutoff before the lock, or after the lock.
+    for t in [lock - params().bet_cutoff as i64, lock] {
+        env.at(t).await;
+        assert_eq!(
+            env.send(&[m.bet(&alice.pubkey(), 0, Side::Up, SOL, None)], &[&alice]).await,
+            Err(code(MarketError::BettingClosed)),
+            "at lock - {}",
+            lock - t
+        );
+    }
     // Pause stops bets only.
     let auth = env.authority.insecure_clone();
     assert_eq!(
@@ -291,9 +298,11 @@ async fn bets_follow_the_rules() {
         env.send(&[m.bet(&alice.pubkey(), 1, Side::Up, SOL, None)], &[&alice]).await,
         Err(code(MarketError::MarketPaused))
     );
+    let delay = params().report_delay as i64;
+    env.at(lock + delay).await;
     env.send(&[m.lock(0)], &[&k]).await.unwrap();
-    env.at(m.times(0).2).await;
-    env.send(&[m.settle(0)], &[&k]).await.unwrap(); // one-sided: refunded
+    env.at(m.times(0).2 + delay).await;
+    env.send(&[m.settle(&k.pubkey(), 0)], &[&k]).await.unwrap(); // one-sided: refunded
     env.send(&[m.refund(&alice.pubkey(), &[0], None)], &[&alice]).await.unwrap();
     assert_eq!(env.events::<Refunded>()[0].amount, SOL);
     env.send(&[m.set_paused(&auth.pubkey(), false)], &[&auth]).await.unwrap();
@@ -404,7 +413,12 @@ async fn unusable_prices_refund_the_round() {
         env.send(&[m.close_position(&alice.pubkey(), 0)], &[&alice]).await,
         Err(code(MarketError::RoundNotFinal))
     );
-    env.at(lock).await;
+    let delay = params().report_delay as i64;
+    env.at(lock + delay).await;
+    // Nothing stamped after the lock yet: the price in effect there is not final.
+    assert_eq!(env.send(&[m.lock(0)], &[&bob]).await, Err(code(MarketError::PriceNotFinal)));
+    env.push_price(lock + 5, 6_500_000_000_000);
+    env.write_feed();
     env.send(&[m.lock(0)], &[&bob]).await.unwrap();
     let r: Round = env.account(m.round(0)).await.unwrap();
     assert_eq!((r.status, r.cancel_reason), (RoundStatus::Cancelled, CancelReason::LockPriceStale));
@@ -441,15 +455,17 @@ async fn unusable_prices_refund_the_round() {
         let k = env.user(SOL).await;
         let (start, lock, close) = m.times(0);
         env.push_price(lock - 1, 6_500_000_000_000);
+        env.push_price(lock + 1, 6_500_000_000_000);
         env.write_feed();
         env.at(start).await;
         env.send(&[m.start(&k.pubkey(), 0)], &[&k]).await.unwrap();
-        env.at(lock).await;
+        env.at(lock + delay).await;
         env.send(&[m.lock(0)], &[&k]).await.unwrap();
         env.push_price(close - 1, answer);
+        env.push_price(close + 1, answer);
         env.write_feed_with(decimals);
-        env.at(close).await;
-        env.send(&[m.settle(0)], &[&k]).await.unwrap();
+        env.at(close + delay).await;
+        env.send(&[m.settle(&k.pubkey(), 0)], &[&k]).await.unwrap();
         let r: Round = env.account(m.round(0)).await.unwrap();
         assert_eq!(
             (r.status, r.cancel_reason),
@@ -465,12 +481,12 @@ async fn unusable_prices_refund_the_round() {
     env.send(&[m.start(&k.pubkey(), 0)], &[&k]).await.unwrap();
     env.feed_owner = anchor_lang::prelude::Pubkey::new_unique();
     env.write_feed();
-    env.at(m.times(0).1).await;
+    env.at(m.times(0).1 + delay).await;
     assert_eq!(env.send(&[m.lock(0)], &[&k]).await, Err(code(MarketError::WrongFeedOwner)));
     // Passing another account as the feed is refused by address.
     let other = env.feed;
     let mut lock_ix = m.lock(0);
-    lock_ix.accounts[2].pubkey = anchor_lang::prelude::Pubkey::new_unique();
+    lock_ix.accounts[3].pubkey = anchor_lang::prelude::Pubkey::new_unique();
     assert_eq!(env.send(&[lock_ix], &[&k]).await, Err(Fail::Code(anchor_code::CONSTRAINT_ADDRESS)));
     let _ = other;
 }
@@ -484,7 +500,8 @@ async fn a_round_nobody_settles_is_refunded_after_its_window() {
     env.send(&[m.start(&k.pubkey(), 0)], &[&k]).await.unwrap();
     env.send(&[m.bet(&alice.pubkey(), 0, Side::Up, SOL, None)], &[&alice]).await.unwrap();
     env.send(&[m.bet(&bob.pubkey(), 0, Side::Down, SOL, None)], &[&bob]).await.unwrap();
-    env.at(lock).await;
+    let delay = params().report_delay as i64;
+    env.at(lock + delay).await;
     env.send(&[m.lock(0)], &[&k]).await.unwrap();
     let window = params().settle_window as i64;
     env.at(close + window).await;
@@ -497,7 +514,7 @@ async fn a_round_nobody_settles_is_refunded_after_its_window() {
     env.send(&[m.refund(&alice.pubkey(), &[0], None)], &[&alice]).await.unwrap();
     let r: Round = env.account(m.round(0)).await.unwrap();
     assert_eq!((r.status, r.cancel_reason), (RoundStatus::Cancelled, CancelReason::Expired));
-    assert_eq!(env.send(&[m.settle(0)], &[&k]).await, Err(code(MarketError::RoundFinal)));
+    assert_eq!(env.send(&[m.settle(&k.pubkey(), 0)], &[&k]).await, Err(code(MarketError::RoundFinal)));
     env.send(&[m.claim(&bob.pubkey(), &[0], None)], &[&bob]).await.unwrap();
     assert_eq!(env.send(&[m.claim(&bob.pubkey(), &[0], None)], &[&bob]).await, Err(code(MarketError::AlreadyClaimed)));
     for u in [&alice, &bob] {
@@ -510,9 +527,11 @@ async fn a_round_nobody_settles_is_refunded_after_its_window() {
     // A settle that arrives after the window cancels instead of settling.
     env.at(m.times(5).0).await;
     env.send(&[m.start(&k.pubkey(), 5)], &[&k]).await.unwrap();
-    env.at(m.times(5).1).await;
+    env.push_price(m.times(5).1 + 1, 6_500_000_000_000);
+    env.write_feed();
+    env.at(m.times(5).1 + delay).await;
     env.send(&[m.lock(5)], &[&k]).await.unwrap();
     env.at(m.times(5).2 + window + 1).await;
-    env.send(&[m.settle(5)], &[&k]).await.unwrap();
+    env.send(&[m.settle(&k.pubkey(), 5)], &[&k]).await.unwrap();
     assert_eq!(env.events::<RoundCancelled>()[0].reason, CancelReason::Expired);
 }

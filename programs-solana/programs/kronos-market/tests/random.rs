@@ -95,6 +95,8 @@ async fn run(seed: u64, token: bool) {
     let mut p = params();
     p.max_price_age = 3_600;
     p.fee_bps = rng.gen_range(0..=1_000);
+    p.settler_reward_bps = rng.gen_range(0..=MAX_SETTLER_REWARD_BPS);
+    p.bet_cutoff = rng.gen_range(MIN_BET_CUTOFF..=60);
     let (m, init) = if token {
         let mint = env.create_mint(6).await;
         init_token(&auth.pubkey(), seed, env.feed, mint, p)
@@ -177,7 +179,7 @@ async fn run(seed: u64, token: bool) {
                 let r = w.env.send(&[m.bet(&user.pubkey(), e, side, amount, w.tokens[u])], &[&user]).await;
                 let expect = if !started.contains(&e) || w.closed_rounds.contains(&e) {
                     Some(Fail::Code(anchor_code::ACCOUNT_NOT_INITIALIZED))
-                } else if now < start || now >= lock {
+                } else if now < start || now >= lock - p.bet_cutoff as i64 {
                     Some(code(MarketError::BettingClosed))
                 } else if amount < p.min_bet {
                     Some(code(MarketError::BetTooSmall))
@@ -205,8 +207,8 @@ async fn run(seed: u64, token: bool) {
                 }
                 let k = w.cranker.insecure_clone();
                 let r: Round = w.env.account(m.round(e)).await.unwrap();
-                let ix = if r.status == RoundStatus::Open { m.lock(e) } else { m.settle(e) };
-                let due = if r.status == RoundStatus::Open { lock } else { close };
+                let ix = if r.status == RoundStatus::Open { m.lock(e) } else { m.settle(&k.pubkey(), e) };
+                let due = p.report_delay as i64 + if r.status == RoundStatus::Open { lock } else { close };
                 let res = w.env.send(&[ix], &[&k]).await;
                 match r.status {
                     RoundStatus::Open | RoundStatus::Locked if now >= due => res.unwrap(),
@@ -256,6 +258,7 @@ async fn run(seed: u64, token: bool) {
 
     // Everything is final now: check each round against the feed, then pay everyone and close everything.
     let mut treasury_from_rounds = 0u64;
+    let mut settler_rewards = 0u64;
     for e in started.iter().copied() {
         if w.closed_rounds.contains(&e) {
             continue;
@@ -271,7 +274,11 @@ async fn run(seed: u64, token: bool) {
             assert_eq!(r.outcome, if cp > lp { Outcome::Up } else { Outcome::Down }, "epoch {e}");
             assert!(up > 0 && down > 0, "epoch {e}: settled with one side empty");
             assert_eq!(r.fee, (up + down) * p.fee_bps as u64 / 10_000);
-            treasury_from_rounds += r.fee;
+            // The settler's share is paid on a SOL market; a token settler without a token account leaves it.
+            let reward = if token { 0 } else { r.fee * p.settler_reward_bps as u64 / 10_000 };
+            assert_eq!(r.settler_reward, reward, "epoch {e}");
+            treasury_from_rounds += r.fee - r.settler_reward;
+            settler_rewards += r.settler_reward;
         } else if r.status == RoundStatus::Cancelled {
             let lp = model_price(&w.env, r.lock_ts, p.max_price_age);
             let cp = model_price(&w.env, r.close_ts, p.max_price_age);
@@ -318,7 +325,11 @@ async fn run(seed: u64, token: bool) {
     let market: Market = w.env.account(m.key).await.unwrap();
     let staked: u64 = w.bets.values().map(|(_, a)| a).sum();
     let paid: u64 = w.paid.values().sum();
-    assert_eq!(paid + market.treasury_owed, staked, "every stake is paid out or owed to the treasury");
+    assert_eq!(
+        paid + market.treasury_owed + settler_rewards,
+        staked,
+        "every stake is paid out, paid to a settler or owed to the treasury"
+    );
     assert!(market.treasury_owed >= treasury_from_rounds, "fees plus rounding dust");
     let (held, _) = audit(&mut w.env, &m, 0..EPOCHS).await;
     assert_eq!(held, market.treasury_owed);

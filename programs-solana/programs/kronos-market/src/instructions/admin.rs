@@ -30,10 +30,10 @@ pub struct WithdrawTreasury<'info> {
     /// CHECK: the market's vault, by address.
     #[account(mut, address = market.vault)]
     pub vault: UncheckedAccount<'info>,
-    /// CHECK: receives lamports (SOL markets); any writable account.
+    /// CHECK: receives lamports (SOL markets); any writable account but the vault.
     #[account(mut)]
     pub to: UncheckedAccount<'info>,
-    /// Receives tokens (token markets): a token account for the market's mint.
+    /// Receives tokens (token markets): a token account for the market's mint, not the vault.
     #[account(mut)]
     pub to_token: Option<Account<'info, TokenAccount>>,
     pub token_program: Option<Program<'info, Token>>,
@@ -46,12 +46,20 @@ pub fn set_paused(ctx: Context<Admin>, paused: bool) -> Result<()> {
     Ok(())
 }
 
-/// Sets the parameters that rounds started from now on will use.
+/// Schedules parameters for the rounds of the next epoch on (the first whose start is still in the future): a round
+/// already taking bets, or one of the current epoch started later, keeps the parameters it was announced with.
 pub fn update_params(ctx: Context<Admin>, params: Params) -> Result<()> {
+    let now = Clock::get()?.unix_timestamp;
     let m = &mut ctx.accounts.market;
     params.validate(m.interval)?;
-    m.params = params;
-    emit_event!(ParamsUpdated { market: m.key(), params });
+    let from_epoch = m.next_epoch(now);
+    if from_epoch > 0 {
+        // Parameters scheduled earlier and already in force now become the current ones before being replaced.
+        m.promote(from_epoch - 1);
+    }
+    m.pending_params = Some(params);
+    m.pending_from = from_epoch;
+    emit_event!(ParamsUpdated { market: m.key(), params, from_epoch });
     Ok(())
 }
 
@@ -79,15 +87,15 @@ pub fn withdraw_treasury(ctx: Context<WithdrawTreasury>, amount: u64) -> Result<
     let a = ctx.accounts;
     require!(amount > 0 && amount <= a.market.treasury_owed, MarketError::TreasuryShort);
     a.market.treasury_owed -= amount;
-    let to = match &a.to_token {
-        Some(t) => t.key(),
-        None => a.to.key(),
+    // The account actually paid: lamports go to `to`, tokens to `to_token`.
+    let to = match (a.market.is_native(), &a.to_token) {
+        (false, Some(t)) => t.key(),
+        _ => a.to.key(),
     };
     money::pay(
         &a.market,
         &a.vault.to_account_info(),
-        &a.to.to_account_info(),
-        a.to_token.as_ref(),
+        money::Payee { to: &a.to.to_account_info(), token: a.to_token.as_ref(), owner: None },
         a.token_program.as_ref(),
         amount,
     )?;

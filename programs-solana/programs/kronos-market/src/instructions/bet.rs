@@ -30,12 +30,15 @@ pub struct PlaceBet<'info> {
     pub system_program: Program<'info, System>,
 }
 
-pub fn bet(ctx: Context<PlaceBet>, epoch: u64, side: Side, amount: u64) -> Result<()> {
+/// Bets close `bet_cutoff` seconds before the lock (the cluster clock may lag the oracles' observation time);
+/// `max_fee_bps` is the highest treasury fee the bettor accepts for this round.
+pub fn bet(ctx: Context<PlaceBet>, epoch: u64, side: Side, amount: u64, max_fee_bps: u16) -> Result<()> {
     let now = Clock::get()?.unix_timestamp;
     let a = ctx.accounts;
     require!(!a.market.paused, MarketError::MarketPaused);
     let r = &mut a.round;
-    require!(now >= r.start_ts && now < r.lock_ts, MarketError::BettingClosed);
+    let closes = r.lock_ts.saturating_sub(r.params.bet_cutoff as i64);
+    require!(now >= r.start_ts && now < closes, MarketError::BettingClosed);
     require!(r.status == RoundStatus::Open, MarketError::RoundNotOpen);
     require!(amount >= r.params.min_bet, MarketError::BetTooSmall);
 
@@ -51,6 +54,7 @@ pub fn bet(ctx: Context<PlaceBet>, epoch: u64, side: Side, amount: u64) -> Resul
     } else {
         require!(p.side == side, MarketError::OppositeSideTaken);
     }
+    require!(r.params.fee_bps <= max_fee_bps, MarketError::FeeAboveLimit);
     p.amount = p.amount.checked_add(amount).ok_or(MarketError::MathOverflow)?;
     match side {
         Side::Up => r.up_amount = r.up_amount.checked_add(amount).ok_or(MarketError::MathOverflow)?,

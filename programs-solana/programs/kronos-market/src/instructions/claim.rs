@@ -18,7 +18,7 @@ pub struct Claim<'info> {
     /// CHECK: the market's vault, by address.
     #[account(mut, address = market.vault)]
     pub vault: UncheckedAccount<'info>,
-    /// Where a token market pays (the user's token account for the market's mint).
+    /// Where a token market pays: the user's own token account for the market's mint.
     #[account(mut)]
     pub user_token: Option<Account<'info, TokenAccount>>,
     pub token_program: Option<Program<'info, Token>>,
@@ -78,11 +78,11 @@ pub fn collect<'info>(ctx: Context<'info, Claim<'info>>, refunds_only: bool) -> 
         pos.exit(ctx.program_id)?;
     }
     require!(total > 0, MarketError::NothingToClaim);
+    // Winnings go to the bettor's own wallet or token account (never the vault, never someone else's).
     money::pay(
         &a.market,
         &a.vault.to_account_info(),
-        &a.user.to_account_info(),
-        a.user_token.as_ref(),
+        money::Payee { to: &a.user.to_account_info(), token: a.user_token.as_ref(), owner: Some(&user) },
         a.token_program.as_ref(),
         total,
     )

@@ -21,6 +21,9 @@ pub struct InitializeMarket<'info> {
     pub vault: Account<'info, SolVault>,
     /// CHECK: owner (the Chainlink store program) and layout are checked by the handler.
     pub feed: UncheckedAccount<'info>,
+    /// The admin's approval of `feed` (a market on a feed nobody approved cannot be created).
+    #[account(seeds = [FEED_SEED, feed.key().as_ref()], bump = feed_approval.bump)]
+    pub feed_approval: Box<Account<'info, FeedApproval>>,
     pub system_program: Program<'info, System>,
 }
 
@@ -38,11 +41,14 @@ pub struct InitializeTokenMarket<'info> {
     pub vault: Box<Account<'info, TokenAccount>>,
     /// CHECK: owner (the Chainlink store program) and layout are checked by the handler.
     pub feed: UncheckedAccount<'info>,
+    /// The admin's approval of `feed`.
+    #[account(seeds = [FEED_SEED, feed.key().as_ref()], bump = feed_approval.bump)]
+    pub feed_approval: Box<Account<'info, FeedApproval>>,
     pub token_program: Program<'info, Token>,
     pub system_program: Program<'info, System>,
 }
 
-/// Reads a feed account's header after checking its owner.
+/// Reads a feed account's header after checking its owner (the account's, not the header's: see [`pinned`]).
 pub fn feed_header(feed: &AccountInfo) -> Result<chainlink::Header> {
     require_keys_eq!(*feed.owner, CHAINLINK_STORE, MarketError::WrongFeedOwner);
     let data = feed.try_borrow_data()?;
@@ -50,6 +56,11 @@ pub fn feed_header(feed: &AccountInfo) -> Result<chainlink::Header> {
         msg!("feed {}: {:?}", feed.key, e);
         error!(MarketError::BadFeedAccount)
     })
+}
+
+/// Whether the feed header's owner and writer are still `owner` and `writer`.
+pub fn pinned(h: &chainlink::Header, owner: &Pubkey, writer: &Pubkey) -> bool {
+    h.owner == owner.to_bytes() && h.writer == writer.to_bytes()
 }
 
 /// The market's stake: its mint (`Pubkey::default()` for SOL) and vault.
@@ -63,6 +74,7 @@ fn setup(
     bump: u8,
     creator: Pubkey,
     feed: &AccountInfo,
+    approval: &FeedApproval,
     stake: Stake,
     (id, genesis, interval, params): (u64, i64, u32, Params),
 ) -> Result<()> {
@@ -70,18 +82,23 @@ fn setup(
     require!(genesis > 0, MarketError::BadGenesis);
     params.validate(interval)?;
     let h = feed_header(feed)?;
+    require!(pinned(&h, &approval.owner, &approval.writer), MarketError::FeedChanged);
     market.set_inner(Market {
         creator,
         id,
         authority: creator,
         pending_authority: None,
         feed: *feed.key,
+        feed_owner: approval.owner,
+        feed_writer: approval.writer,
         decimals: h.decimals,
         mint: stake.mint,
         vault: stake.vault,
         genesis,
         interval,
         params,
+        pending_params: None,
+        pending_from: 0,
         paused: false,
         treasury_owed: 0,
         bump,
@@ -108,7 +125,15 @@ pub fn initialize_market(
     let a = ctx.accounts;
     a.vault.market = a.market.key();
     let stake = Stake { mint: Pubkey::default(), vault: a.vault.key() };
-    setup(&mut a.market, ctx.bumps.market, a.authority.key(), &a.feed, stake, (id, genesis, interval, params))
+    setup(
+        &mut a.market,
+        ctx.bumps.market,
+        a.authority.key(),
+        &a.feed,
+        &a.feed_approval,
+        stake,
+        (id, genesis, interval, params),
+    )
 }
 
 pub fn initialize_token_market(
@@ -120,5 +145,13 @@ pub fn initialize_token_market(
 ) -> Result<()> {
     let a = ctx.accounts;
     let stake = Stake { mint: a.mint.key(), vault: a.vault.key() };
-    setup(&mut a.market, ctx.bumps.market, a.authority.key(), &a.feed, stake, (id, genesis, interval, params))
+    setup(
+        &mut a.market,
+        ctx.bumps.market,
+        a.authority.key(),
+        &a.feed,
+        &a.feed_approval,
+        stake,
+        (id, genesis, interval, params),
+    )
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bet;
 pub mod claim;
 pub mod close;
+pub mod config;
 pub mod crank;
 pub mod init;
 
@@ -11,5 +12,6 @@ pub use admin::*;
 pub use bet::*;
 pub use claim::*;
 pub use close::*;
+pub use config::*;
 pub use crank::*;
 pub use init::*;

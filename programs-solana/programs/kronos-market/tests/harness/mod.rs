@@ -34,8 +34,37 @@ fn entry(
     kronos_market::entry(program_id, accounts, data)
 }
 
+/// The tests' default parameters: the shortest report delay and betting cutoff the program allows, no settler reward
+/// (tests that check it set one).
 pub fn params() -> Params {
-    Params { fee_bps: 300, min_bet: 1_000, max_price_age: 3_600, settle_window: 3_600, report_delay: 0 }
+    Params {
+        fee_bps: 300,
+        min_bet: 1_000,
+        max_price_age: 3_600,
+        settle_window: 3_600,
+        report_delay: MIN_REPORT_DELAY,
+        bet_cutoff: MIN_BET_CUTOFF,
+        settler_reward_bps: 0,
+    }
+}
+
+/// The address of the program's ProgramData account (upgradeable loader).
+pub fn program_data_pda() -> Pubkey {
+    Pubkey::find_program_address(&[ID.as_ref()], &anchor_lang::solana_program::bpf_loader_upgradeable::ID).0
+}
+pub fn config_pda() -> Pubkey {
+    Pubkey::find_program_address(&[CONFIG_SEED], &ID).0
+}
+pub fn approval_pda(feed: &Pubkey) -> Pubkey {
+    Pubkey::find_program_address(&[FEED_SEED, feed.as_ref()], &ID).0
+}
+
+/// Chainlink's keys in the tests' feeds (header owner and writer).
+pub fn chainlink_owner() -> Pubkey {
+    Pubkey::new_from_array([0x11; 32])
+}
+pub fn chainlink_writer() -> Pubkey {
+    Pubkey::new_from_array([0x22; 32])
 }
 
 /// A transaction that failed, as the code a test compares.
@@ -65,13 +94,32 @@ pub struct Env {
     pub authority: Keypair,
     pub feed: Pubkey,
     pub feed_data: Vec<Transmission>,
+    /// The account owner of the feed (the store program for a real feed).
     pub feed_owner: Pubkey,
+    /// The header's owner, writer and state.
+    pub header_owner: Pubkey,
+    pub writer: Pubkey,
+    pub state: u8,
     pub live_length: u32,
     pub logs: Vec<String>,
 }
 
 impl Env {
+    /// A program with its configuration created by the upgrade authority (the tests' authority, also the admin)
+    /// and the tests' feed approved.
     pub async fn new() -> Env {
+        let mut env = Env::unconfigured().await;
+        let a = env.authority.pubkey();
+        env.set_upgrade_authority(Some(a));
+        let auth = env.authority.insecure_clone();
+        env.send(&[initialize_config(&a, a)], &[&auth]).await.unwrap();
+        let feed = env.feed;
+        env.send(&[approve_feed(&a, feed)], &[&auth]).await.unwrap();
+        env
+    }
+
+    /// A freshly deployed program: no configuration yet, no ProgramData account written.
+    pub async fn unconfigured() -> Env {
         let mut pt = ProgramTest::new("kronos_market", ID, processor!(entry));
         pt.prefer_bpf(false);
         let ctx = pt.start_with_context().await;
@@ -83,6 +131,9 @@ impl Env {
             feed: Pubkey::new_unique(),
             feed_data: vec![],
             feed_owner: CHAINLINK_STORE,
+            header_owner: chainlink_owner(),
+            writer: chainlink_writer(),
+            state: 0,
             live_length: 64,
             logs: vec![],
         };
@@ -91,6 +142,28 @@ impl Env {
         env.push_price(GENESIS - 60, 6_500_000_000_000);
         env.write_feed();
         env
+    }
+
+    /// Writes the ProgramData account of the upgradeable loader for this program (variant 3, slot, authority), as a
+    /// deployed program has it.
+    pub fn set_upgrade_authority(&mut self, authority: Option<Pubkey>) {
+        let mut data = vec![3, 0, 0, 0];
+        data.extend_from_slice(&0u64.to_le_bytes());
+        match authority {
+            Some(a) => {
+                data.push(1);
+                data.extend_from_slice(a.as_ref());
+            }
+            None => data.extend_from_slice(&[0; 33]),
+        }
+        let acct = Account {
+            lamports: SOL,
+            data,
+            owner: anchor_lang::solana_program::bpf_loader_upgradeable::ID,
+            executable: false,
+            rent_epoch: 0,
+        };
+        self.ctx.set_account(&program_data_pda(), &AccountSharedData::from(acct));
     }
 
     /// Sets the clock.
@@ -113,9 +186,21 @@ impl Env {
     }
 
     pub fn write_feed_with(&mut self, decimals: u8) {
-        let data = chainlink::encode(decimals, "BTC / USD", self.live_length, &self.feed_data);
+        let feed = self.feed;
+        self.write_feed_at(feed, decimals);
+    }
+
+    /// Writes a feed account at `key` with this env's history and header fields.
+    pub fn write_feed_at(&mut self, key: Pubkey, decimals: u8) {
+        let meta = chainlink::Meta {
+            decimals,
+            state: self.state,
+            owner: self.header_owner.to_bytes(),
+            writer: self.writer.to_bytes(),
+        };
+        let data = chainlink::encode_with(&meta, "BTC / USD", self.live_length, &self.feed_data);
         let acct = Account { lamports: 10 * SOL, data, owner: self.feed_owner, executable: false, rent_epoch: 0 };
-        self.ctx.set_account(&self.feed, &AccountSharedData::from(acct));
+        self.ctx.set_account(&key, &AccountSharedData::from(acct));
     }
 
     pub fn fund(&mut self, to: &Pubkey, lamports: u64) {
@@ -262,6 +347,39 @@ fn ixn(accounts: impl ToAccountMetas, data: impl InstructionData) -> Instruction
     Instruction { program_id: ID, accounts: accounts.to_account_metas(None), data: data.data() }
 }
 
+pub fn initialize_config(upgrade_authority: &Pubkey, admin: Pubkey) -> Instruction {
+    ixn(
+        acc::InitializeConfig {
+            upgrade_authority: *upgrade_authority,
+            config: config_pda(),
+            program_data: program_data_pda(),
+            system_program: anchor_lang::system_program::ID,
+        },
+        ix::InitializeConfig { admin },
+    )
+}
+pub fn approve_feed(admin: &Pubkey, feed: Pubkey) -> Instruction {
+    ixn(
+        acc::ApproveFeed {
+            admin: *admin,
+            config: config_pda(),
+            feed,
+            approval: approval_pda(&feed),
+            system_program: anchor_lang::system_program::ID,
+        },
+        ix::ApproveFeed {},
+    )
+}
+pub fn revoke_feed(admin: &Pubkey, feed: Pubkey) -> Instruction {
+    ixn(acc::RevokeFeed { admin: *admin, config: config_pda(), approval: approval_pda(&feed) }, ix::RevokeFeed {})
+}
+pub fn propose_admin(admin: &Pubkey, proposed: Pubkey) -> Instruction {
+    ixn(acc::ConfigAdmin { admin: *admin, config: config_pda() }, ix::ProposeAdmin { proposed })
+}
+pub fn accept_admin(new_admin: &Pubkey) -> Instruction {
+    ixn(acc::AcceptAdmin { new_admin: *new_admin, config: config_pda() }, ix::AcceptAdmin {})
+}
+
 /// A market as the tests drive it.
 #[derive(Clone, Copy)]
 pub struct M {
@@ -281,6 +399,7 @@ pub fn init_sol(authority: &Pubkey, id: u64, feed: Pubkey, p: Params) -> (M, Ins
             market: key,
             vault,
             feed,
+            feed_approval: approval_pda(&feed),
             system_program: anchor_lang::system_program::ID,
         },
         ix::InitializeMarket { id, genesis: GENESIS, interval: INTERVAL, params: p },
@@ -298,6 +417,7 @@ pub fn init_token(authority: &Pubkey, id: u64, feed: Pubkey, mint: Pubkey, p: Pa
             mint,
             vault,
             feed,
+            feed_approval: approval_pda(&feed),
             token_program: spl_token::ID,
             system_program: anchor_lang::system_program::ID,
         },
@@ -328,8 +448,15 @@ impl M {
             ix::StartRound { epoch },
         )
     }
+    /// A bet accepting any fee up to the program's cap.
     pub fn bet(&self, user: &Pubkey, epoch: u64, side: Side, amount: u64, user_token: Option<Pubkey>) -> Instruction {
         self.bet_with(user, epoch, self.round(epoch), side, amount, user_token)
+    }
+    /// A bet refused if the round's fee is above `max_fee_bps`.
+    pub fn bet_max_fee(&self, user: &Pubkey, epoch: u64, side: Side, amount: u64, max_fee_bps: u16) -> Instruction {
+        let mut i = self.bet(user, epoch, side, amount, None);
+        i.data = ix::Bet { epoch, side, amount, max_fee_bps }.data();
+        i
     }
     /// A bet naming `round` as its round account (tests pass wrong ones).
     pub fn bet_with(
@@ -352,14 +479,39 @@ impl M {
                 token_program: self.mint.map(|_| spl_token::ID),
                 system_program: anchor_lang::system_program::ID,
             },
-            ix::Bet { epoch, side, amount },
+            ix::Bet { epoch, side, amount, max_fee_bps: MAX_FEE_BPS },
         )
     }
     pub fn lock(&self, epoch: u64) -> Instruction {
-        ixn(acc::LockRound { market: self.key, round: self.round(epoch), feed: self.feed }, ix::LockRound { epoch })
+        ixn(
+            acc::LockRound {
+                market: self.key,
+                round: self.round(epoch),
+                prev_round: self.round(epoch.wrapping_sub(1)),
+                feed: self.feed,
+            },
+            ix::LockRound { epoch },
+        )
     }
-    pub fn settle(&self, epoch: u64) -> Instruction {
-        ixn(acc::SettleRound { market: self.key, round: self.round(epoch), feed: self.feed }, ix::SettleRound { epoch })
+    /// Settled by `settler` (paid in lamports on a SOL market; on a token market see [`M::settle_token`]).
+    pub fn settle(&self, settler: &Pubkey, epoch: u64) -> Instruction {
+        self.settle_token(settler, epoch, None)
+    }
+    pub fn settle_token(&self, settler: &Pubkey, epoch: u64, settler_token: Option<Pubkey>) -> Instruction {
+        ixn(
+            acc::SettleRound {
+                settler: *settler,
+                market: self.key,
+                round: self.round(epoch),
+                prev_round: self.round(epoch.wrapping_sub(1)),
+                next_round: self.round(epoch.wrapping_add(1)),
+                feed: self.feed,
+                vault: self.vault,
+                settler_token,
+                token_program: self.mint.map(|_| spl_token::ID),
+            },
+            ix::SettleRound { epoch },
+        )
     }
     fn claim_ix(&self, user: &Pubkey, epochs: &[u64], user_token: Option<Pubkey>, refund: bool) -> Instruction {
         let mut metas = acc::Claim {
