@@ -113,6 +113,8 @@ contract Deploy is Script {
         a.maxPriceAge = vm.parseJsonUint(plan, string.concat(p, ".maxPriceAge")).toUint32();
         a.sequencerGrace = vm.parseJsonUint(plan, string.concat(p, ".sequencerGrace")).toUint32();
         a.settleWindow = vm.parseJsonUint(plan, string.concat(p, ".settleWindow")).toUint32();
+        a.betCutoff = vm.parseJsonUint(plan, string.concat(p, ".betCutoff")).toUint32();
+        a.executeDelay = vm.parseJsonUint(plan, string.concat(p, ".executeDelay")).toUint32();
         a.minBet = vm.parseJsonUint(plan, string.concat(p, ".minBet")).toUint128();
         a.feeBps = vm.parseJsonUint(plan, string.concat(p, ".feeBps")).toUint16();
         a.settlerRewardBps = vm.parseJsonUint(plan, string.concat(p, ".settlerRewardBps")).toUint16();

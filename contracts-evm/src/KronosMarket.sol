@@ -26,19 +26,19 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
     using SafeCast for uint256;
 
     /// @notice Basis-point denominator.
-    uint256 public constant BPS = 10_000;
+    uint256 internal constant BPS = 10_000;
     /// @notice Treasury fee cap: 10% of a round's pool.
-    uint256 public constant MAX_FEE_BPS = 1000;
+    uint256 internal constant MAX_FEE_BPS = 1000;
     /// @notice Settler reward cap: half of the treasury fee.
-    uint256 public constant MAX_SETTLER_REWARD_BPS = 5000;
+    uint256 internal constant MAX_SETTLER_REWARD_BPS = 5000;
     /// @notice Shortest round interval.
-    uint32 public constant MIN_INTERVAL = 60;
+    uint32 internal constant MIN_INTERVAL = 60;
     /// @notice Longest round interval.
-    uint32 public constant MAX_INTERVAL = 7 days;
+    uint32 internal constant MAX_INTERVAL = 7 days;
     /// @notice Longest settle window.
-    uint32 public constant MAX_SETTLE_WINDOW = 30 days;
+    uint32 internal constant MAX_SETTLE_WINDOW = 30 days;
     /// @notice Longest sequencer grace period.
-    uint32 public constant MAX_SEQUENCER_GRACE = 1 days;
+    uint32 internal constant MAX_SEQUENCER_GRACE = 1 days;
 
     uint256 private _marketCount;
     mapping(uint256 marketId => MarketConfig) private _markets;
@@ -52,6 +52,14 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
     mapping(address token => uint256) public treasuryBalance;
     /// @notice Settlement rewards owed to each settler, per stake token.
     mapping(address settler => mapping(address token => uint256)) public settlerRewards;
+
+    /// @dev What the winners of a settled round have been paid so far, for the dust sweep.
+    struct Paid {
+        uint128 stake;
+        uint128 amount;
+    }
+
+    mapping(uint256 marketId => mapping(uint256 epoch => Paid)) private _paid;
 
     /// @param initialOwner the owner (market creation, parameters, pause, treasury). Pass the same address on every
     /// chain to get the same CREATE2 address everywhere.
@@ -73,25 +81,29 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
             revert InvalidMarketArgs("settleWindow");
         }
         if (a.sequencerGrace > MAX_SEQUENCER_GRACE) revert InvalidMarketArgs("sequencerGrace");
+        if (a.betCutoff >= a.interval) revert InvalidMarketArgs("betCutoff");
+        if (a.executeDelay >= a.settleWindow) revert InvalidMarketArgs("executeDelay");
         if (a.token != address(0) && a.token.code.length == 0) revert InvalidMarketArgs("token");
         _checkParams(a.feeBps, a.settlerRewardBps);
         uint8 decimals = AggregatorV3Interface(a.feed).decimals();
 
         marketId = ++_marketCount;
-        _markets[marketId] = MarketConfig({
-            feed: a.feed,
-            feedDecimals: decimals,
-            interval: a.interval,
-            genesis: a.genesis,
-            sequencerFeed: a.sequencerFeed,
-            sequencerGrace: a.sequencerGrace,
-            maxPriceAge: a.maxPriceAge,
-            token: a.token,
-            settleWindow: a.settleWindow,
-            paused: false
-        });
-        _currentParams[marketId] =
-            MarketParams({minBet: a.minBet, feeBps: a.feeBps, settlerRewardBps: a.settlerRewardBps, fromEpoch: 0});
+        // The three slots of MarketConfig, written whole (Solidity's packing of the struct; `paused` starts false).
+        uint256 w0 = uint256(uint160(a.feed)) | (uint256(decimals) << 160) | (uint256(a.interval) << 168)
+            | (uint256(a.genesis) << 200);
+        uint256 w1 = uint256(uint160(a.sequencerFeed)) | (uint256(a.sequencerGrace) << 160)
+            | (uint256(a.maxPriceAge) << 192) | (uint256(a.executeDelay) << 224);
+        uint256 w2 = uint256(uint160(a.token)) | (uint256(a.settleWindow) << 160) | (uint256(a.betCutoff) << 192);
+        MarketConfig storage m = _markets[marketId];
+        assembly ("memory-safe") {
+            sstore(m.slot, w0)
+            sstore(add(m.slot, 1), w1)
+            sstore(add(m.slot, 2), w2)
+        }
+        _setParams(
+            _currentParams[marketId],
+            MarketParams({minBet: a.minBet, feeBps: a.feeBps, settlerRewardBps: a.settlerRewardBps, fromEpoch: 0})
+        );
         emit MarketCreated(
             marketId, a.feed, a.sequencerFeed, a.token, a.genesis, a.interval, a.maxPriceAge, a.settleWindow
         );
@@ -106,19 +118,27 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
     {
         MarketConfig storage m = _marketOf(marketId);
         _checkParams(feeBps, settlerRewardBps);
-        MarketParams memory p =
-            MarketParams({minBet: minBet, feeBps: feeBps, settlerRewardBps: settlerRewardBps, fromEpoch: 0});
-        if (block.timestamp < m.genesis) {
-            _currentParams[marketId] = p;
-            delete _pendingParams[marketId];
-        } else {
+        MarketParams storage pending = _pendingParams[marketId];
+        MarketParams storage target = _currentParams[marketId];
+        uint64 fromEpoch;
+        if (block.timestamp >= m.genesis) {
             uint256 nowEpoch = (block.timestamp - m.genesis) / m.interval;
-            MarketParams storage pending = _pendingParams[marketId];
-            if (pending.fromEpoch != 0 && pending.fromEpoch <= nowEpoch) _currentParams[marketId] = pending;
-            p.fromEpoch = (nowEpoch + 1).toUint64();
-            _pendingParams[marketId] = p;
+            uint64 pendingFrom = pending.fromEpoch;
+            // A pending change that already applies becomes the current one (one storage slot, copied whole).
+            if (pendingFrom != 0 && pendingFrom <= nowEpoch) {
+                assembly ("memory-safe") {
+                    sstore(target.slot, sload(pending.slot))
+                }
+            }
+            fromEpoch = (nowEpoch + 1).toUint64();
+            target = pending;
+        } else {
+            delete _pendingParams[marketId];
         }
-        emit MarketParamsScheduled(marketId, p.fromEpoch, minBet, feeBps, settlerRewardBps);
+        MarketParams memory p =
+            MarketParams({minBet: minBet, feeBps: feeBps, settlerRewardBps: settlerRewardBps, fromEpoch: fromEpoch});
+        _setParams(target, p);
+        emit MarketParamsScheduled(marketId, fromEpoch, minBet, feeBps, settlerRewardBps);
     }
 
     /// @notice Stops (or resumes) new bets in one market. Execution, claims and refunds are unaffected.
@@ -135,6 +155,11 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
     /// @notice Resumes betting after `pause`.
     function unpause() external onlyOwner {
         _unpause();
+    }
+
+    /// @notice Disabled: without an owner the treasury's fees could never be withdrawn.
+    function renounceOwnership() public pure override {
+        revert RenounceDisabled();
     }
 
     /// @notice Sends collected fees of one stake token to `to`.
@@ -160,15 +185,21 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
     ) external nonReentrant {
         MarketConfig storage m = _marketOf(marketId);
         uint256 t = _time(m, index);
-        if (block.timestamp < t) revert CheckpointNotDue(marketId, index, t);
+        // The answer in effect at `t` may still change for a while: reports timed at their observation, sequencer
+        // outages relayed late from L1, a new proxy phase. Execution waits the market's delay for them to land.
+        if (block.timestamp < t + m.executeDelay) revert CheckpointNotDue(marketId, index, t + m.executeDelay);
         Checkpoint storage cp = _checkpoints[marketId][index];
         if (cp.recordedAt != 0) revert CheckpointAlreadyRecorded(marketId, index);
 
         (CheckpointStatus status, int128 answer, uint80 roundId) = _readPrice(m, t, price, sequencer);
-        cp.price = answer;
-        cp.roundId = roundId;
-        cp.recordedAt = uint40(block.timestamp);
-        cp.status = status;
+        // The Checkpoint slot written whole: price | roundId << 128 | recordedAt << 208 | status << 248. The price
+        // is never negative (unusable answers are recorded as 0), so its 128 bits are its value.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint256 word = uint256(uint128(answer)) | (uint256(roundId) << 128) | (uint256(uint40(block.timestamp)) << 208)
+            | (uint256(status) << 248);
+        assembly ("memory-safe") {
+            sstore(cp.slot, word)
+        }
         emit CheckpointRecorded(marketId, index, t, roundId, answer, status);
         emit RoundStarted(marketId, index, t, t + m.interval, t + 2 * uint256(m.interval));
 
@@ -226,20 +257,19 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
         }
         Outcome o =
             closeCp.price > lockCp.price ? Outcome.Up : closeCp.price < lockCp.price ? Outcome.Down : Outcome.Tie;
-        if (o == Outcome.Tie) {
-            _cancel(marketId, m, e, CancelReason.Tie, o);
-            return;
-        }
         Round storage r = _rounds[marketId][e];
-        if (r.upAmount == 0 || r.downAmount == 0) {
-            _cancel(marketId, m, e, CancelReason.OneSidedPool, o);
+        // A tie is settled like a win of both sides: everyone gets their stake back less the fee, so that betting
+        // on a feed that may not move is never free. A one-sided pool with a winner is refunded in full.
+        if (o == Outcome.Tie ? r.state != RoundState.Open : (r.upAmount == 0 || r.downAmount == 0)) {
+            _cancel(marketId, m, e, o == Outcome.Tie ? CancelReason.Tie : CancelReason.OneSidedPool, o);
             return;
         }
         (uint256 total, uint256 rewardAmount, uint256 toTreasury, uint256 reward) = _settlePools(r, m.token, o);
         emit RoundSettled(marketId, e, o, lockCp.price, closeCp.price, total, rewardAmount, toTreasury, reward);
     }
 
-    /// @dev Takes the fee out of a two-sided pool and books the treasury's and the settler's shares.
+    /// @dev Takes the fee out of a pool (two-sided, or any pool on a tie) and books the treasury's and the settler's
+    /// shares.
     function _settlePools(Round storage r, address token, Outcome o)
         private
         returns (uint256 total, uint256 rewardAmount, uint256 toTreasury, uint256 reward)
@@ -288,9 +318,9 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
         if (m.paused) revert MarketIsPaused(marketId);
         if (position != Position.Up && position != Position.Down) revert InvalidPosition();
         uint256 startAt = _time(m, epoch);
-        uint256 lockAt = startAt + m.interval;
-        if (block.timestamp < startAt || block.timestamp >= lockAt) {
-            revert BettingClosed(marketId, epoch, startAt, lockAt, block.timestamp);
+        uint256 closesAt = startAt + m.interval - m.betCutoff;
+        if (block.timestamp < startAt || block.timestamp >= closesAt) {
+            revert BettingClosed(marketId, epoch, startAt, closesAt, block.timestamp);
         }
 
         uint256 received;
@@ -326,6 +356,8 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
     /// @inheritdoc IKronosMarket
     function claim(uint256 marketId, uint256[] calldata epochs) external nonReentrant returns (uint256 total) {
         MarketConfig storage m = _marketOf(marketId);
+        address token = m.token;
+        uint256 dust;
         for (uint256 i; i < epochs.length; ++i) {
             uint256 e = epochs[i];
             Bet storage b = _bets[marketId][e][msg.sender];
@@ -333,11 +365,16 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
             if (amount == 0) continue;
             b.claimed = true;
             total += amount;
-            if (isRefund) emit Refunded(marketId, e, msg.sender, amount);
-            else emit Claimed(marketId, e, msg.sender, amount);
+            if (isRefund) {
+                emit Refunded(marketId, e, msg.sender, amount);
+            } else {
+                emit Claimed(marketId, e, msg.sender, amount);
+                dust += _sweep(marketId, e, token, b.amount, amount);
+            }
         }
         if (total == 0) revert NothingToClaim(marketId, epochs.length == 0 ? 0 : epochs[0]);
-        _pay(m.token, msg.sender, total);
+        if (dust != 0) treasuryBalance[token] += dust;
+        _pay(token, msg.sender, total);
     }
 
     /// @notice Pays the caller the settlement rewards it earned in `token`.
@@ -347,6 +384,35 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
         settlerRewards[msg.sender][token] = 0;
         emit SettlerRewardClaimed(token, msg.sender, amount);
         _pay(token, msg.sender, amount);
+    }
+
+    /// @dev Counts a paid winning bet; once every winner of the round is paid, the rounding dust (the round's
+    /// reward less what its winners got, less than one unit per winner) is returned for the treasury.
+    function _sweep(uint256 marketId, uint256 e, address token, uint256 staked, uint256 amount)
+        private
+        returns (uint256 dust)
+    {
+        Round storage r = _rounds[marketId][e];
+        Paid storage p = _paid[marketId][e];
+        // casting to 'uint128' is safe because both sums are bounded by the round's uint128 pools and reward.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint128 stake = p.stake + uint128(staked);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint128 paid = p.amount + uint128(amount);
+        if (stake < _winnerPool(r)) {
+            (p.stake, p.amount) = (stake, paid);
+            return 0;
+        }
+        delete _paid[marketId][e];
+        dust = r.rewardAmount - paid;
+        if (dust != 0) emit DustSwept(marketId, e, token, dust);
+    }
+
+    function _winnerPool(Round storage r) private view returns (uint256) {
+        Outcome o = r.outcome;
+        if (o == Outcome.Up) return r.upAmount;
+        if (o == Outcome.Down) return r.downAmount;
+        return uint256(r.upAmount) + r.downAmount;
     }
 
     function _due(uint256 marketId, MarketConfig storage m, uint256 e, Bet storage b)
@@ -359,10 +425,10 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
         Round storage r = _rounds[marketId][e];
         RoundState state = r.state;
         if (state == RoundState.Settled) {
-            Position winner = r.outcome == Outcome.Up ? Position.Up : Position.Down;
-            if (b.position != winner) return (0, false);
-            uint256 winnerPool = winner == Position.Up ? r.upAmount : r.downAmount;
-            return ((staked * r.rewardAmount) / winnerPool, false);
+            Outcome o = r.outcome;
+            if (o == Outcome.Up && b.position != Position.Up) return (0, false);
+            if (o == Outcome.Down && b.position != Position.Down) return (0, false);
+            return ((staked * r.rewardAmount) / _winnerPool(r), false);
         }
         if (state == RoundState.Cancelled) return (staked, true);
         if (block.timestamp > _time(m, e + 2) + m.settleWindow) return (staked, true);
@@ -408,25 +474,6 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
         }
         if (block.timestamp > deadline) return (true, Outcome.None);
         return (false, Outcome.None);
-    }
-
-    /// @inheritdoc IKronosMarket
-    function roundTimes(uint256 marketId, uint256 epoch)
-        external
-        view
-        returns (uint256 startAt, uint256 lockAt, uint256 closeAt)
-    {
-        MarketConfig storage m = _marketOf(marketId);
-        startAt = _time(m, epoch);
-        lockAt = startAt + m.interval;
-        closeAt = lockAt + m.interval;
-    }
-
-    /// @inheritdoc IKronosMarket
-    function currentEpoch(uint256 marketId) external view returns (uint256) {
-        MarketConfig storage m = _marketOf(marketId);
-        if (block.timestamp < m.genesis) revert BettingClosed(marketId, 0, m.genesis, m.genesis, block.timestamp);
-        return (block.timestamp - m.genesis) / m.interval;
     }
 
     /// @inheritdoc IKronosMarket
@@ -477,6 +524,16 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
         MarketParams storage pending = _pendingParams[marketId];
         if (pending.fromEpoch != 0 && epoch >= pending.fromEpoch) return pending;
         return _currentParams[marketId];
+    }
+
+    /// @dev Writes a whole `MarketParams` slot at once (minBet | feeBps << 128 | settlerRewardBps << 144 |
+    /// fromEpoch << 160, Solidity's packing of the struct).
+    function _setParams(MarketParams storage dst, MarketParams memory p) private {
+        uint256 word = uint256(p.minBet) | (uint256(p.feeBps) << 128) | (uint256(p.settlerRewardBps) << 144)
+            | (uint256(p.fromEpoch) << 160);
+        assembly ("memory-safe") {
+            sstore(dst.slot, word)
+        }
     }
 
     function _checkParams(uint16 feeBps, uint16 settlerRewardBps) private pure {

@@ -3,15 +3,20 @@ pragma solidity 0.8.30;
 
 import {IKronosMarket} from "./interfaces/IKronosMarket.sol";
 import {IPredictionRegistry} from "./interfaces/IPredictionRegistry.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 /// @title PredictionRegistry
 /// @notice Anyone may publish up/down forecasts on KronosMarket rounds by commit-reveal and be scored on-chain.
 /// @dev Holds no funds and has no owner. The market supplies round times and final outcomes.
 contract PredictionRegistry is IPredictionRegistry {
+    using SafeCast for uint256;
+
     /// @notice Probability scale: basis points.
     uint256 public constant PROB_SCALE = 10_000;
     /// @notice The worst Brier term, `PROB_SCALE ** 2`, charged to an expired commitment.
     uint256 public constant MAX_BRIER = PROB_SCALE * PROB_SCALE;
+    /// @notice The most commitments a publisher may have neither revealed nor expired (bounds `trackRecord`).
+    uint256 public constant MAX_OPEN = 1024;
 
     /// @notice The market whose rounds are forecast.
     IKronosMarket public immutable market;
@@ -20,6 +25,16 @@ contract PredictionRegistry is IPredictionRegistry {
 
     mapping(address publisher => mapping(uint256 marketId => mapping(uint256 epoch => Commitment))) private _commits;
     mapping(address publisher => TrackRecord) private _records;
+
+    /// @dev A commitment neither revealed nor expired, with its reveal deadline.
+    struct Open {
+        uint64 marketId;
+        uint152 epoch;
+        uint40 deadline;
+    }
+
+    /// @dev Each publisher's open commitments; `trackRecord` counts those past their deadline as expired.
+    mapping(address publisher => Open[]) private _open;
 
     /// @param market_ the KronosMarket contract.
     /// @param revealWindow_ seconds after a round's settle deadline during which reveals stay open.
@@ -44,11 +59,26 @@ contract PredictionRegistry is IPredictionRegistry {
 
     /// @inheritdoc IPredictionRegistry
     function commit(uint256 marketId, uint256 epoch, bytes32 commitment) external {
-        (, uint256 lockAt,) = market.roundTimes(marketId, epoch);
-        if (block.timestamp >= lockAt) revert CommitTooLate(marketId, epoch, lockAt);
+        IKronosMarket.MarketConfig memory m = market.getMarket(marketId);
+        // Commitments close with the round's betting (the market's cutoff before the lock).
+        uint256 lockAt = m.genesis + (epoch + 1) * m.interval;
+        uint256 closesAt = lockAt - m.betCutoff;
+        if (block.timestamp >= closesAt) revert CommitTooLate(marketId, epoch, closesAt);
         Commitment storage c = _commits[msg.sender][marketId][epoch];
         if (c.status == CommitStatus.None) {
+            Open[] storage open = _open[msg.sender];
+            if (open.length >= MAX_OPEN) revert TooManyOpen(msg.sender, MAX_OPEN);
             c.status = CommitStatus.Committed;
+            // casting is safe: the position is below MAX_OPEN.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            c.openIndex = uint32(open.length);
+            open.push(
+                Open({
+                    marketId: marketId.toUint64(),
+                    epoch: epoch.toUint152(),
+                    deadline: (lockAt + m.interval + m.settleWindow + revealWindow).toUint40()
+                })
+            );
             ++_records[msg.sender].committed;
         }
         c.hash = commitment;
@@ -74,6 +104,7 @@ contract PredictionRegistry is IPredictionRegistry {
         if (!isFinal) revert OutcomeNotFinal(marketId, epoch);
 
         c.status = CommitStatus.Revealed;
+        _close(msg.sender, c);
         TrackRecord storage rec = _records[msg.sender];
         bool hit;
         uint256 brier;
@@ -102,24 +133,59 @@ contract PredictionRegistry is IPredictionRegistry {
         uint256 deadline = revealDeadline(marketId, epoch);
         if (block.timestamp <= deadline) revert RevealWindowOpen(marketId, epoch, deadline);
         c.status = CommitStatus.Expired;
-        TrackRecord storage rec = _records[publisher];
-        ++rec.misses;
-        ++rec.expired;
-        // casting to 'uint192' is safe because MAX_BRIER = 1e8.
-        // forge-lint: disable-next-line(unsafe-typecast)
-        rec.brierSum += uint192(MAX_BRIER);
+        _close(publisher, c);
+        _records[publisher] = _withExpired(_records[publisher], 1);
         emit Expired(publisher, marketId, epoch);
+    }
+
+    /// @dev Removes a commitment from its publisher's open list (the last entry takes its place).
+    function _close(address publisher, Commitment storage c) private {
+        Open[] storage open = _open[publisher];
+        uint256 i = c.openIndex;
+        uint256 last = open.length - 1;
+        if (i != last) {
+            Open memory moved = open[last];
+            open[i] = moved;
+            // casting is safe: i < MAX_OPEN.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            _commits[publisher][moved.marketId][moved.epoch].openIndex = uint32(i);
+        }
+        open.pop();
+        c.openIndex = 0;
+    }
+
+    /// @dev `rec` with `n` more expired commitments: each a miss with the worst Brier term.
+    function _withExpired(TrackRecord memory rec, uint256 n) private pure returns (TrackRecord memory) {
+        // casting is safe: n <= MAX_OPEN and MAX_BRIER = 1e8.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        rec.misses += uint64(n);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        rec.expired += uint64(n);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        rec.brierSum += uint192(n * MAX_BRIER);
+        return rec;
     }
 
     /// @inheritdoc IPredictionRegistry
     function revealDeadline(uint256 marketId, uint256 epoch) public view returns (uint256) {
-        (,, uint256 closeAt) = market.roundTimes(marketId, epoch);
-        return closeAt + market.getMarket(marketId).settleWindow + revealWindow;
+        IKronosMarket.MarketConfig memory m = market.getMarket(marketId);
+        return m.genesis + (epoch + 2) * m.interval + m.settleWindow + revealWindow;
     }
 
     /// @inheritdoc IPredictionRegistry
     function trackRecord(address publisher) external view returns (TrackRecord memory) {
-        return _records[publisher];
+        // Commitments past their reveal deadline count as expired at once, whether or not `expire` was called.
+        Open[] storage open = _open[publisher];
+        uint256 n;
+        for (uint256 i; i < open.length; ++i) {
+            if (block.timestamp > open[i].deadline) ++n;
+        }
+        return _withExpired(_records[publisher], n);
+    }
+
+    /// @inheritdoc IPredictionRegistry
+    function openCommitments(address publisher) external view returns (uint256) {
+        return _open[publisher].length;
     }
 
     /// @inheritdoc IPredictionRegistry

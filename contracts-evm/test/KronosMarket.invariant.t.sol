@@ -19,6 +19,8 @@ contract MarketHandler is Test {
     address public immutable owner;
     uint256 public immutable genesis;
     uint32 public immutable interval;
+    uint32 public immutable cutoff;
+    uint32 public immutable delay;
     uint256[2] public ids;
     address[3] public actors;
     address public immutable settler = address(0x5E771E);
@@ -43,6 +45,8 @@ contract MarketHandler is Test {
         IKronosMarket.MarketConfig memory c = m.getMarket(ids_[0]);
         genesis = c.genesis;
         interval = c.interval;
+        cutoff = c.betCutoff;
+        delay = c.executeDelay;
         actors = [address(0xA11CE), address(0xB0B), address(0xCA201)];
         for (uint256 i; i < 3; ++i) {
             vm.deal(actors[i], 1e30);
@@ -66,6 +70,7 @@ contract MarketHandler is Test {
         uint256 id = ids[marketSeed % 2];
         address who = actors[actorSeed % 3];
         uint256 epoch = (block.timestamp - genesis) / interval;
+        if (block.timestamp + cutoff >= genesis + (epoch + 1) * interval) return; // betting closed
         IKronosMarket.Bet memory b = market.getBet(id, epoch, who);
         IKronosMarket.Position pos = up ? IKronosMarket.Position.Up : IKronosMarket.Position.Down;
         if (b.amount != 0) pos = b.position;
@@ -94,9 +99,9 @@ contract MarketHandler is Test {
 
     function execute(uint256 marketSeed, uint256 skip) external {
         ++calls;
-        if (block.timestamp <= genesis) return;
+        if (block.timestamp < genesis + delay) return;
         uint256 id = ids[marketSeed % 2];
-        uint256 last = (block.timestamp - 1 - genesis) / interval; // latest checkpoint strictly in the past
+        uint256 last = (block.timestamp - delay - genesis) / interval; // latest checkpoint past its delay
         // Pick the oldest unrecorded checkpoint, or (sometimes) one a little later, to exercise catch-up.
         uint256 k = last > 20 ? last - 20 : 0;
         while (k <= last && _recorded[id][k]) ++k;
@@ -180,9 +185,14 @@ contract MarketHandler is Test {
                 IKronosMarket.Bet memory b = market.getBet(id, list[i], actors[a]);
                 if (b.amount == 0 || b.claimed) continue;
                 if (r.state == IKronosMarket.RoundState.Settled) {
-                    bool won = (r.outcome == IKronosMarket.Outcome.Up) == (b.position == IKronosMarket.Position.Up);
+                    // A tie pays both sides from the whole pool.
+                    bool tie = r.outcome == IKronosMarket.Outcome.Tie;
+                    bool won =
+                        tie || (r.outcome == IKronosMarket.Outcome.Up) == (b.position == IKronosMarket.Position.Up);
                     if (won) {
-                        uint256 pool = r.outcome == IKronosMarket.Outcome.Up ? r.upAmount : r.downAmount;
+                        uint256 pool = tie
+                            ? uint256(r.upAmount) + r.downAmount
+                            : r.outcome == IKronosMarket.Outcome.Up ? r.upAmount : r.downAmount;
                         total += (uint256(b.amount) * r.rewardAmount) / pool;
                     }
                 } else {
@@ -215,6 +225,8 @@ contract KronosMarketInvariantTest is Test {
             maxPriceAge: 400,
             sequencerGrace: 0,
             settleWindow: 1800,
+            betCutoff: 30,
+            executeDelay: 60,
             minBet: 1e6,
             feeBps: 250,
             settlerRewardBps: 2000

@@ -42,21 +42,30 @@ contract KronosMarketTest is MarketBase {
         assertEq(m.interval, INTERVAL);
         assertEq(m.genesis, GENESIS);
         assertEq(market.marketCount(), 2);
-        (uint256 s, uint256 l, uint256 c) = market.roundTimes(nativeId, 5);
-        assertEq(s, GENESIS + 5 * 300);
-        assertEq(l, s + 300);
-        assertEq(c, l + 300);
+        assertEq(m.betCutoff, CUTOFF);
+        assertEq(m.executeDelay, DELAY);
+        // Every field lands in its place (the three slots are written whole).
+        assertEq(m.sequencerFeed, address(0));
+        assertEq(m.sequencerGrace, 3600);
+        assertEq(m.maxPriceAge, MAX_AGE);
+        assertEq(m.token, address(0));
+        assertEq(m.settleWindow, WINDOW);
+        assertFalse(m.paused);
+        m = market.getMarket(tokenId);
+        assertEq(m.token, address(usdc));
+        assertEq(m.genesis, GENESIS);
+        assertEq(m.betCutoff, CUTOFF);
     }
 
     function test_createMarketValidates() public {
         IKronosMarket.CreateMarketArgs memory a = _args(address(feed), address(0), address(0));
         vm.startPrank(owner);
         a.interval = 59;
-        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, "interval"));
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("interval")));
         market.createMarket(a);
         a = _args(address(feed), address(0), address(0));
         a.genesis = uint40(block.timestamp - 1);
-        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, "genesis"));
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("genesis")));
         market.createMarket(a);
         a = _args(address(feed), address(0), address(0));
         a.feeBps = 1001;
@@ -68,21 +77,29 @@ contract KronosMarketTest is MarketBase {
         market.createMarket(a);
         a = _args(address(feed), address(0), address(0));
         a.settleWindow = INTERVAL - 1;
-        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, "settleWindow"));
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("settleWindow")));
         market.createMarket(a);
         a = _args(address(feed), address(0), address(0));
         a.maxPriceAge = 0;
-        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, "maxPriceAge"));
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("maxPriceAge")));
         market.createMarket(a);
         a = _args(address(feed), address(0), makeAddr("eoa"));
-        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, "token"));
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("token")));
         market.createMarket(a);
         a = _args(address(0), address(0), address(0));
         vm.expectRevert(IKronosMarket.ZeroAddress.selector);
         market.createMarket(a);
         a = _args(address(feed), address(0), address(0));
         a.sequencerGrace = 1 days + 1;
-        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, "sequencerGrace"));
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("sequencerGrace")));
+        market.createMarket(a);
+        a = _args(address(feed), address(0), address(0));
+        a.betCutoff = INTERVAL; // no betting window left
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("betCutoff")));
+        market.createMarket(a);
+        a = _args(address(feed), address(0), address(0));
+        a.executeDelay = WINDOW; // every round would expire before its close could be executed
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("executeDelay")));
         market.createMarket(a);
         vm.stopPrank();
         vm.expectRevert(abi.encodeWithSelector(Ownable.OwnableUnauthorizedAccount.selector, alice));
@@ -100,29 +117,33 @@ contract KronosMarketTest is MarketBase {
 
     // ----- betting window and rules --------------------------------------------------------------------------
 
-    function test_betOnlyBetweenStartAndLock() public {
+    function test_betOnlyBetweenStartAndCutoff() public {
+        uint256 closesAt = GENESIS + INTERVAL - CUTOFF;
         vm.warp(GENESIS - 1);
         vm.expectRevert(
-            abi.encodeWithSelector(
-                IKronosMarket.BettingClosed.selector, nativeId, 0, GENESIS, GENESIS + INTERVAL, GENESIS - 1
-            )
+            abi.encodeWithSelector(IKronosMarket.BettingClosed.selector, nativeId, 0, GENESIS, closesAt, GENESIS - 1)
         );
         _betNative(alice, 0, UP, 1 ether);
         vm.warp(GENESIS);
         _betNative(alice, 0, UP, 1 ether);
-        vm.warp(GENESIS + INTERVAL - 1);
+        vm.warp(closesAt - 1);
         _betNative(alice, 0, UP, 1 ether);
-        vm.warp(GENESIS + INTERVAL);
+        vm.warp(closesAt);
+        vm.expectRevert(
+            abi.encodeWithSelector(IKronosMarket.BettingClosed.selector, nativeId, 0, GENESIS, closesAt, closesAt)
+        );
+        _betNative(alice, 0, UP, 1 ether);
+        // Still closed up to the lock; the next round opens at the lock.
+        vm.warp(GENESIS + INTERVAL - 1);
         vm.expectRevert(
             abi.encodeWithSelector(
-                IKronosMarket.BettingClosed.selector, nativeId, 0, GENESIS, GENESIS + INTERVAL, GENESIS + INTERVAL
+                IKronosMarket.BettingClosed.selector, nativeId, 0, GENESIS, closesAt, GENESIS + INTERVAL - 1
             )
         );
         _betNative(alice, 0, UP, 1 ether);
-        // ...and the next round is open at exactly that moment.
+        vm.warp(GENESIS + INTERVAL);
         _betNative(alice, 1, DOWN, 1 ether);
         assertEq(market.getBet(nativeId, 0, alice).amount, 2 ether);
-        assertEq(market.currentEpoch(nativeId), 1);
     }
 
     function test_betRulesAreEnforced() public {
@@ -236,7 +257,8 @@ contract KronosMarketTest is MarketBase {
         assertEq(market.claimable(nativeId, 0, alice), 0);
     }
 
-    function test_tieRefundsEveryone() public {
+    /// Issue 13, item 1: a tie used to refund every stake without a fee (RoundCancelled, reason Tie).
+    function test_tieKeepsTheFeeAndReturnsTheRest() public {
         vm.warp(GENESIS + 10);
         _betNative(alice, 0, UP, 1 ether);
         _betNative(bob, 0, UP, 3 ether);
@@ -245,17 +267,21 @@ contract KronosMarketTest is MarketBase {
         _price(61_000e8, _t(1) - 10);
         _execute(nativeId, 1);
         _price(61_000e8, _t(2) - 10);
+        // pool 8, fee 3% = 0.24 (settler 0.024, treasury 0.216), 7.76 shared by everyone pro rata
         vm.expectEmit(true, true, false, true, address(market));
-        emit IKronosMarket.RoundCancelled(nativeId, 0, IKronosMarket.CancelReason.Tie, IKronosMarket.Outcome.Tie);
+        emit IKronosMarket.RoundSettled(
+            nativeId, 0, IKronosMarket.Outcome.Tie, 61_000e8, 61_000e8, 8 ether, 7.76 ether, 0.216 ether, 0.024 ether
+        );
         _execute(nativeId, 2);
         IKronosMarket.Round memory r = market.getRound(nativeId, 0);
-        assertEq(uint8(r.state), uint8(IKronosMarket.RoundState.Cancelled));
-        assertEq(uint8(r.reason), uint8(IKronosMarket.CancelReason.Tie));
-        assertTrue(market.refundable(nativeId, 0, carol));
-        assertEq(market.claimable(nativeId, 0, carol), 4 ether);
-        assertEq(market.treasuryBalance(address(0)), 0);
+        assertEq(uint8(r.state), uint8(IKronosMarket.RoundState.Settled));
+        assertEq(uint8(r.outcome), uint8(IKronosMarket.Outcome.Tie));
+        assertFalse(market.refundable(nativeId, 0, carol));
+        assertEq(market.claimable(nativeId, 0, carol), 3.88 ether);
+        assertEq(market.claimable(nativeId, 0, alice), 0.97 ether);
+        assertEq(market.treasuryBalance(address(0)), 0.216 ether);
         vm.prank(carol);
-        assertEq(market.claim(nativeId, _one(0)), 4 ether);
+        assertEq(market.claim(nativeId, _one(0)), 3.88 ether);
     }
 
     function test_oneSidedPoolRefundsButKeepsOutcome() public {
@@ -315,8 +341,8 @@ contract KronosMarketTest is MarketBase {
 
     function test_checkpointIsRecordedOnceAndNotBeforeItsTime() public {
         ChainlinkRounds.RoundProof memory p = ChainlinkRounds.RoundProof({roundId: 1, nextRoundId: 0});
-        vm.warp(_t(1) - 1);
-        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.CheckpointNotDue.selector, nativeId, 1, _t(1)));
+        vm.warp(_t(1) + DELAY - 1);
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.CheckpointNotDue.selector, nativeId, 1, _t(1) + DELAY));
         market.execute(nativeId, 1, p, p);
         _execute(nativeId, 0);
         vm.expectRevert(abi.encodeWithSelector(IKronosMarket.CheckpointAlreadyRecorded.selector, nativeId, 0));
@@ -330,7 +356,7 @@ contract KronosMarketTest is MarketBase {
     function test_keeperCannotPickAnotherPrice() public {
         _price(61_000e8, _t(1) - 10); // round 2
         _price(63_000e8, _t(1) + 20); // round 3, after lock time
-        vm.warp(_t(1) + 30);
+        vm.warp(_t(1) + DELAY);
         // Claiming round 3 (the later, higher price) for T(1) fails; so does claiming round 1.
         vm.expectRevert(abi.encodeWithSelector(ChainlinkRounds.ProofRoundAfterTimestamp.selector, 3, _t(1) + 20, _t(1)));
         market.execute(nativeId, 1, ChainlinkRounds.RoundProof(3, 0), ChainlinkRounds.RoundProof(0, 0));
@@ -525,7 +551,7 @@ contract KronosMarketTest is MarketBase {
         proxy.setAggregator(address(next));
         vm.warp(_t(2) - 10);
         next.updateAnswer(59_500e8); // phase 2 round 2
-        vm.warp(_t(2) + 5);
+        vm.warp(_t(2) + DELAY);
         uint80 p1r2 = uint80((1 << 64) | 2);
         uint80 p2r1 = uint80((2 << 64) | 1);
         uint80 p2r2 = uint80((2 << 64) | 2);
@@ -539,7 +565,7 @@ contract KronosMarketTest is MarketBase {
     // ----- claims ------------------------------------------------------------------------------------------------
 
     function test_batchClaimPaysWinsAndRefundsOnceInOneTransfer() public {
-        // round 0: alice wins; round 1: tie (refund); round 2: alice loses; round 3: never settled (expires)
+        // round 0: alice wins; round 1: tie (stake less the fee); round 2: alice loses; round 3: never settled (expires)
         vm.warp(GENESIS + 10);
         _betNative(alice, 0, UP, 1 ether);
         _betNative(carol, 0, DOWN, 1 ether);
@@ -564,7 +590,7 @@ contract KronosMarketTest is MarketBase {
         uint256 before = alice.balance;
         vm.prank(alice);
         uint256 paid = market.claim(nativeId, epochs);
-        assertEq(paid, 1.94 ether + 2 ether + 0.5 ether);
+        assertEq(paid, 1.94 ether + 1.94 ether + 0.5 ether);
         assertEq(alice.balance - before, paid);
         assertTrue(market.getBet(nativeId, 0, alice).claimed);
         assertFalse(market.getBet(nativeId, 2, alice).claimed); // a loss stays unclaimed
@@ -653,8 +679,7 @@ contract KronosMarketTest is MarketBase {
         vm.prank(owner);
         market.scheduleParams(nativeId, 1 ether, 500, 0);
         assertEq(market.paramsFor(nativeId, 0).feeBps, 500);
-        vm.expectRevert();
-        market.currentEpoch(nativeId);
+        assertEq(market.paramsFor(nativeId, 7).minBet, 1 ether);
     }
 
     function test_twoStepOwnership() public {
@@ -699,6 +724,157 @@ contract KronosMarketTest is MarketBase {
 
     // ----- fuzz --------------------------------------------------------------------------------------------------
 
+    // ----- review cases (issue 13) ---------------------------------------------------------------------------
+
+    /// Item 1: a bettor watching the exchange used to bet at T(1) - 1 with the lock price already known, win if the
+    /// feed moved their way and get everything back on the tie if it did not. Betting now closes CUTOFF seconds
+    /// before the lock (so the lock price can still move after the last bet) and a tie keeps the fee.
+    function test_lateBettorHoldsNoFreeOption() public {
+        vm.warp(GENESIS + 10);
+        _betNative(alice, 0, UP, 1 ether);
+        _betNative(carol, 0, DOWN, 1 ether);
+        _price(60_000e8, _t(1) - 100); // the feed's last update before the lock
+        // The last second before the lock is closed...
+        vm.warp(_t(1) - 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(IKronosMarket.BettingClosed.selector, nativeId, 0, _t(0), _t(1) - CUTOFF, _t(1) - 1)
+        );
+        _betNative(bob, 0, UP, 2 ether);
+        // ...so the late bettor goes in at the cutoff, and the feed does not move before the close: a tie.
+        vm.warp(_t(1) - CUTOFF - 1);
+        _betNative(bob, 0, UP, 2 ether);
+        _execute(nativeId, 0);
+        _execute(nativeId, 1);
+        _price(60_000e8, _t(2) - 10); // a heartbeat with the same answer
+        _execute(nativeId, 2);
+        IKronosMarket.Round memory r = market.getRound(nativeId, 0);
+        assertEq(uint8(r.outcome), uint8(IKronosMarket.Outcome.Tie));
+        // The option was not free: the tie cost him the fee (3%).
+        uint256 back = market.claimable(nativeId, 0, bob);
+        assertEq(back, 1.94 ether);
+        assertLt(back, 2 ether);
+        vm.prank(bob);
+        market.claim(nativeId, _one(0));
+    }
+
+    /// Item 1: with the cutoff, a feed update between the last bet and the lock sets the lock price.
+    function test_lockPriceCanMoveAfterTheLastBet() public {
+        vm.warp(_t(1) - CUTOFF - 1);
+        _betNative(alice, 0, UP, 1 ether);
+        _betNative(carol, 0, DOWN, 1 ether);
+        _price(61_000e8, _t(1) - 5); // after betting closed
+        _execute(nativeId, 1);
+        assertEq(market.getCheckpoint(nativeId, 1).price, 61_000e8);
+    }
+
+    /// Item 1: a tie with bets on one side only keeps the fee too; a tie on an empty round writes nothing.
+    function test_tieOnAOneSidedOrEmptyPool() public {
+        vm.warp(GENESIS + 10);
+        _betNative(alice, 0, UP, 1 ether);
+        _execute(nativeId, 0);
+        _price(61_000e8, _t(1) - 10);
+        _execute(nativeId, 1);
+        _price(61_000e8, _t(2) - 10);
+        _execute(nativeId, 2);
+        assertEq(uint8(market.getRound(nativeId, 0).state), uint8(IKronosMarket.RoundState.Settled));
+        assertEq(market.claimable(nativeId, 0, alice), 0.97 ether);
+        _price(61_000e8, _t(3) - 10);
+        vm.expectEmit(true, true, false, true, address(market));
+        emit IKronosMarket.RoundCancelled(nativeId, 1, IKronosMarket.CancelReason.Tie, IKronosMarket.Outcome.Tie);
+        _execute(nativeId, 3);
+        assertEq(uint8(market.getRound(nativeId, 1).state), uint8(IKronosMarket.RoundState.None));
+    }
+
+    /// Item 3a: a sequencer outage that started before T(1) (L1 time) but lands on L2 after T(1). Executing at
+    /// T(1) + 1 used to record a valid price; the market now waits DELAY seconds, by which time the outage is seen.
+    function test_executeWaitsForAnOutageRelayedLate() public {
+        MockBaseSequencerUptimeFeed seq = _newSequencer(false, uint64(GENESIS - 7200));
+        uint256 id = _l2Market(seq);
+        _price(61_000e8, _t(1) - 10);
+        vm.warp(_t(1) + 1);
+        ChainlinkRounds.RoundProof memory pp = _proof(feed, _t(1), false);
+        ChainlinkRounds.RoundProof memory sp = _proof(seq, _t(1), true);
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.CheckpointNotDue.selector, id, 1, _t(1) + DELAY));
+        market.execute(id, 1, pp, sp);
+        vm.warp(_t(1) + 20);
+        seq.updateStatus(true, uint64(_t(1) - 5)); // down since T(1) - 5 on L1, relayed 20 s late
+        _execute(id, 1);
+        assertEq(uint8(market.getCheckpoint(id, 1).status), uint8(IKronosMarket.CheckpointStatus.SequencerDown));
+        assertEq(uint8(market.getRound(id, 0).state), uint8(IKronosMarket.RoundState.Cancelled));
+    }
+
+    /// Item 3b: a feed whose updatedAt is the observation time (Chainlink's DataFeedsCache): a report observed at
+    /// T(1) - 5 lands at T(1) + 20. Before it lands, round 2 is provably "latest" at T(1); after, round 3 is. The
+    /// delay leaves only the second proof.
+    function test_executeWaitsForAReportTimedAtItsObservation() public {
+        _price(61_000e8, _t(1) - 60); // round 2
+        vm.warp(_t(1) + 1);
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.CheckpointNotDue.selector, nativeId, 1, _t(1) + DELAY));
+        market.execute(nativeId, 1, ChainlinkRounds.RoundProof(2, 0), ChainlinkRounds.RoundProof(0, 0));
+        vm.warp(_t(1) + 20);
+        feed.updateRoundData(3, 65_000e8, _t(1) - 5, _t(1) - 5); // round 3, observed at T(1) - 5
+        vm.warp(_t(1) + DELAY);
+        vm.expectRevert(abi.encodeWithSelector(ChainlinkRounds.ProofNotLatest.selector, 2, 3));
+        market.execute(nativeId, 1, ChainlinkRounds.RoundProof(2, 0), ChainlinkRounds.RoundProof(0, 0));
+        _execute(nativeId, 1);
+        assertEq(market.getCheckpoint(nativeId, 1).price, 65_000e8);
+    }
+
+    /// Item 3c: a proxy upgrade right after T(1) to an aggregator that already reported before T(1) changes the
+    /// answer for T(1); executing before the upgrade is no longer possible.
+    function test_executeWaitsAcrossAProxyUpgrade() public {
+        PhasedAggregatorProxy proxy = new PhasedAggregatorProxy(address(feed), "BTC / USD");
+        uint256 id = _createMarket(address(proxy), address(0), address(0));
+        _price(61_000e8, _t(1) - 60); // phase 1 round 2
+        vm.warp(_t(1) - 5);
+        MockV3Aggregator next = new MockV3Aggregator(8, 59_000e8); // reports at T(1) - 5
+        vm.warp(_t(1) + 1);
+        uint80 p1r2 = uint80((1 << 64) | 2);
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.CheckpointNotDue.selector, id, 1, _t(1) + DELAY));
+        market.execute(id, 1, ChainlinkRounds.RoundProof(p1r2, 0), ChainlinkRounds.RoundProof(0, 0));
+        vm.warp(_t(1) + 30);
+        proxy.setAggregator(address(next));
+        vm.warp(_t(1) + DELAY);
+        uint80 p2r1 = uint80((2 << 64) | 1);
+        market.execute(id, 1, ChainlinkRounds.RoundProof(p2r1, 0), ChainlinkRounds.RoundProof(0, 0));
+        assertEq(market.getCheckpoint(id, 1).price, 59_000e8);
+    }
+
+    /// Item 6: integer division leaves up to one unit per winner in the contract; it used to stay there for ever.
+    /// Once every winner of a round is paid, the remainder goes to the treasury.
+    function test_roundingDustGoesToTheTreasury() public {
+        vm.warp(GENESIS + 10);
+        _betNative(alice, 0, UP, 1 ether);
+        _betNative(bob, 0, UP, 2 ether);
+        _betNative(carol, 0, DOWN, 1 ether);
+        _execute(nativeId, 0);
+        _price(61_000e8, _t(1) - 10);
+        _execute(nativeId, 1);
+        _price(62_000e8, _t(2) - 10);
+        _execute(nativeId, 2); // reward 3.88 ether shared 1:2 -> 1.29333... and 2.58666..., one wei left over
+        uint256 treasuryBefore = market.treasuryBalance(address(0));
+        vm.prank(alice);
+        assertEq(market.claim(nativeId, _one(0)), 1_293_333_333_333_333_333);
+        assertEq(market.treasuryBalance(address(0)), treasuryBefore); // not every winner is paid yet
+        vm.expectEmit(true, true, false, true, address(market));
+        emit IKronosMarket.DustSwept(nativeId, 0, address(0), 1);
+        vm.prank(bob);
+        assertEq(market.claim(nativeId, _one(0)), 2_586_666_666_666_666_666);
+        assertEq(market.treasuryBalance(address(0)), treasuryBefore + 1);
+        // Nothing is stranded: the contract holds exactly the fees it owes.
+        assertEq(
+            address(market).balance, market.treasuryBalance(address(0)) + market.settlerRewards(keeper, address(0))
+        );
+    }
+
+    /// Item 6: renouncing ownership would strand the treasury's fees; it is disabled.
+    function test_renounceOwnershipIsDisabled() public {
+        vm.prank(owner);
+        vm.expectRevert(IKronosMarket.RenounceDisabled.selector);
+        market.renounceOwnership();
+        assertEq(market.owner(), owner);
+    }
+
     function testFuzz_payoutsNeverExceedThePoolAndFeeIsCapped(uint96 a, uint96 b, uint96 c, bool up) public {
         uint256 aa = bound(uint256(a), 0.001 ether, 100 ether);
         uint256 bb = bound(uint256(b), 0.001 ether, 100 ether);
@@ -719,13 +895,23 @@ contract KronosMarketTest is MarketBase {
         assertLe(paid + fee, total);
         assertLe(fee, total / 10);
         assertLe(total - paid - fee, 3); // rounding dust only
+        // Once everyone has claimed, the dust has gone to the treasury: only fees are left.
+        address[3] memory who = [alice, bob, carol];
+        for (uint256 i; i < 3; ++i) {
+            if (market.claimable(nativeId, 0, who[i]) == 0) continue;
+            vm.prank(who[i]);
+            market.claim(nativeId, _one(0));
+        }
+        assertEq(
+            address(market).balance, market.treasuryBalance(address(0)) + market.settlerRewards(keeper, address(0))
+        );
     }
 
     function testFuzz_bettingWindow(uint32 offset, uint8 epoch) public {
         uint256 at = GENESIS + (uint256(offset) % (INTERVAL * 300));
         vm.warp(at);
         uint256 start = _t(epoch);
-        bool open = at >= start && at < start + INTERVAL;
+        bool open = at >= start && at < start + INTERVAL - CUTOFF;
         if (!open) vm.expectRevert();
         _betNative(alice, epoch, UP, 0.01 ether);
     }

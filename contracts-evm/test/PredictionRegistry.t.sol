@@ -74,15 +74,18 @@ contract PredictionRegistryTest is MarketBase {
         assertEq(r.brierSum, 0);
     }
 
-    function test_commitAfterLockIsRejectedAndReplacementBeforeLockIsAllowed() public {
+    function test_commitAfterCutoffIsRejectedAndReplacementBeforeItIsAllowed() public {
         vm.warp(GENESIS + 5);
         _commit(ai, 0, true, 9000);
-        _commit(ai, 0, false, 3000); // changed its mind before lock
+        vm.warp(_t(1) - CUTOFF - 1);
+        _commit(ai, 0, false, 3000); // changed its mind before betting closed
         assertEq(registry.trackRecord(ai).committed, 1);
-        vm.warp(_t(1));
+        assertEq(registry.openCommitments(ai), 1);
+        // Commitments close with betting, the market's cutoff before the lock.
+        vm.warp(_t(1) - CUTOFF);
         bytes32 h = registry.commitmentHash(ai, nativeId, 0, true, 9000, SALT);
         vm.prank(ai);
-        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.CommitTooLate.selector, nativeId, 0, _t(1)));
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.CommitTooLate.selector, nativeId, 0, _t(1) - CUTOFF));
         registry.commit(nativeId, 0, h);
         _settleRound0(60_000e8);
         // Only the last commitment reveals.
@@ -178,6 +181,61 @@ contract PredictionRegistryTest is MarketBase {
         registry.expire(ai, nativeId, 0);
         vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.NoCommitment.selector, bob, nativeId, 0));
         registry.expire(bob, nativeId, 0);
+    }
+
+    /// Issue 13, item 2: an unrevealed commitment past its deadline used to stay out of the record until someone
+    /// called `expire`; now `trackRecord` counts it at once.
+    function test_unrevealedCommitmentCountsAsExpiredWithoutAnyCall() public {
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, true, 9000); // a losing forecast, never revealed
+        _commit(ai, 1, true, 8000); // revealed below
+        _settleRound0(60_000e8);
+        uint256 deadline = registry.revealDeadline(nativeId, 0);
+        vm.warp(deadline);
+        IPredictionRegistry.TrackRecord memory r = registry.trackRecord(ai);
+        assertEq(r.expired, 0); // still inside the reveal window
+        assertEq(r.misses, 0);
+        vm.warp(deadline + 1);
+        r = registry.trackRecord(ai);
+        assertEq(r.committed, 2);
+        assertEq(r.expired, 1);
+        assertEq(r.misses, 1);
+        assertEq(r.brierSum, 1e8);
+        // Round 1 expired unsettled (its own deadline is one interval later): a void reveal removes it from the
+        // open list; expiring round 0 explicitly then changes nothing in the record.
+        assertEq(registry.openCommitments(ai), 2);
+        vm.prank(ai);
+        registry.reveal(nativeId, 1, true, 8000, SALT);
+        assertEq(registry.openCommitments(ai), 1);
+        assertEq(registry.getCommitment(ai, nativeId, 0).openIndex, 0);
+        registry.expire(ai, nativeId, 0);
+        assertEq(registry.openCommitments(ai), 0);
+        IPredictionRegistry.TrackRecord memory after_ = registry.trackRecord(ai);
+        assertEq(after_.expired, 1);
+        assertEq(after_.misses, 1);
+        assertEq(after_.voided, 1);
+        assertEq(after_.brierSum, 1e8);
+    }
+
+    function test_openCommitmentsAreCapped() public {
+        vm.warp(GENESIS + 5);
+        uint256 max = registry.MAX_OPEN();
+        for (uint256 e; e < max; ++e) {
+            vm.prank(ai);
+            registry.commit(nativeId, e, bytes32(e + 1));
+        }
+        vm.prank(ai);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.TooManyOpen.selector, ai, max));
+        registry.commit(nativeId, max, bytes32(0));
+        // Replacing an open commitment is still allowed, and expiring one frees a place.
+        vm.prank(ai);
+        registry.commit(nativeId, 5, bytes32(uint256(7)));
+        vm.warp(registry.revealDeadline(nativeId, 0) + 1);
+        assertEq(registry.trackRecord(ai).expired, 1);
+        registry.expire(ai, nativeId, 0);
+        assertEq(registry.openCommitments(ai), max - 1);
+        vm.prank(ai);
+        registry.commit(nativeId, max + 400, bytes32(0));
     }
 
     function test_anyoneMayPublishAndRecordsAreSeparate() public {

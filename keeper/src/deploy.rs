@@ -91,6 +91,10 @@ pub struct MarketPlan {
     pub max_price_age: u32,
     pub sequencer_grace: u32,
     pub settle_window: u32,
+    /// Seconds before the lock at which betting (and forecast commits) close.
+    pub bet_cutoff: u32,
+    /// Seconds after a checkpoint's time before it may be executed.
+    pub execute_delay: u32,
     pub min_bet: String,
     pub fee_bps: u16,
     pub settler_reward_bps: u16,
@@ -174,6 +178,8 @@ pub fn plan_for_chain(cat: &Catalogue, policy: &DeployPolicy, key: &str, owner: 
             max_price_age: max_age,
             sequencer_grace: p.sequencer_grace_s,
             settle_window: p.settle_window_s,
+            bet_cutoff: bet_cutoff(p.interval_s),
+            execute_delay: execute_delay(p.interval_s),
             min_bet: p.min_bet_wei.clone(),
             fee_bps: p.fee_bps,
             settler_reward_bps: p.settler_reward_bps,
@@ -193,6 +199,19 @@ pub fn plan_for_chain(cat: &Catalogue, policy: &DeployPolicy, key: &str, owner: 
         markets,
         output: output.to_string(),
     })
+}
+
+/// The contract's betting cutoff for a round length: a tenth of the round (30 s for 5-minute rounds), so that the
+/// lock price can still move after the last bet (contracts-evm/README.md, "Late bets").
+pub fn bet_cutoff(interval_s: u32) -> u32 {
+    interval_s / 10
+}
+
+/// The contract's execution delay for a round length: a fifth of the round (60 s for 5-minute rounds), time for
+/// reports timed at their observation, late-relayed sequencer outages and proxy upgrades to land
+/// (contracts-evm/README.md, "Execution delay").
+pub fn execute_delay(interval_s: u32) -> u32 {
+    interval_s / 5
 }
 
 /// Settings of one market on a local development chain.
@@ -232,6 +251,8 @@ pub fn local_plan(
             max_price_age: m.max_price_age_s,
             sequencer_grace: if chain.sequencer.is_some() { 60 } else { 0 },
             settle_window: m.settle_window_s,
+            bet_cutoff: bet_cutoff(m.interval_s),
+            execute_delay: execute_delay(m.interval_s),
             // The demo token has 6 decimals: one whole token.
             min_bet: if m.token { "1000000".into() } else { p.min_bet_wei.clone() },
             fee_bps: p.fee_bps,

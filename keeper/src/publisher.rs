@@ -191,9 +191,10 @@ impl Publisher {
     async fn commit(&self, d: &MarketDriver, registry: Address, epoch: u64, now: u64) -> Result<()> {
         let chain = d.chain.name.clone();
         let i = &d.info;
-        let lock_at = i.t(epoch + 1);
-        // Leave a fifth of the round for the commit to be mined.
-        if now + i.interval / 5 >= lock_at || now < i.t(epoch) {
+        // Commits close with betting, the market's cutoff before the lock; leave a fifth of the round for the
+        // commit to be mined.
+        let closes_at = i.t(epoch + 1) - i.bet_cutoff;
+        if now + i.interval / 5 >= closes_at || now < i.t(epoch) {
             return Ok(());
         }
         let publisher = d.chain.tx.signer;

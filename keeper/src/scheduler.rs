@@ -35,6 +35,10 @@ pub struct MarketInfo {
     pub interval: u64,
     pub settle_window: u64,
     pub max_price_age: u64,
+    /// Seconds after `T(k)` before checkpoint `k` may be executed.
+    pub execute_delay: u64,
+    /// Seconds before the lock at which betting and forecast commits close.
+    pub bet_cutoff: u64,
     pub decimals: u8,
     pub pair: String,
 }
@@ -190,6 +194,8 @@ impl MarketDriver {
             interval: m.interval as u64,
             settle_window: m.settleWindow as u64,
             max_price_age: m.maxPriceAge as u64,
+            execute_delay: m.executeDelay as u64,
+            bet_cutoff: m.betCutoff as u64,
             decimals: m.feedDecimals,
             pair: pair.clone(),
         };
@@ -294,7 +300,8 @@ impl MarketDriver {
         let mut k = next.unwrap_or(floor).max(floor);
         // Catch-up is bounded per pass so that publishing and health keep their pace.
         let mut budget = 64;
-        while i.t(k) < now && budget > 0 {
+        // Checkpoint k may be executed from T(k) + the market's execute delay.
+        while i.t(k) + i.execute_delay < now && budget > 0 {
             budget -= 1;
             if i.t(k + 1) + i.settle_window < now {
                 self.missed(k, "every round that needs it has expired");
@@ -396,7 +403,7 @@ impl MarketDriver {
         }
         .abi_encode();
         let action = format!("execute:{}:{}", i.id, k);
-        let due_block = self.chain.first_block_after(t, head).await.unwrap_or(head);
+        let due_block = self.chain.first_block_after(t + i.execute_delay, head).await.unwrap_or(head);
         match self.chain.tx.send(&action, self.chain.cfg.market, data.into(), U256::ZERO).await {
             Ok(mined) => {
                 let delay = mined.block.saturating_sub(due_block);

@@ -296,10 +296,11 @@ async fn survives_a_dying_rpc_a_fee_spike_and_a_dropped_transaction() {
     let q = net.chains[1].wallet(0);
     q.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (0,)).await.unwrap();
     q.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (false,)).await.unwrap();
-    // Advance time past the next checkpoint with one mined block so the keeper sends.
+    // Advance time past the next checkpoint and its execute delay with one mined block so the keeper sends.
     let t = q.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap().header.timestamp;
     let k_next = (t - net.chains[1].genesis()) / INTERVAL + 1;
-    let next_t = net.chains[1].genesis() + k_next * INTERVAL + 1;
+    let delay = kronos_keeper::deploy::execute_delay(INTERVAL as u32) as u64;
+    let next_t = net.chains[1].genesis() + k_next * INTERVAL + delay + 1;
     q.raw_request::<_, serde_json::Value>("evm_setNextBlockTimestamp".into(), (next_t,)).await.unwrap();
     q.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
     let store = kronos_keeper::store::Store::connect(&net.store_url()).await.unwrap();

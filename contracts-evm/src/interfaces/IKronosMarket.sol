@@ -6,7 +6,7 @@ import {ChainlinkRounds} from "../libraries/ChainlinkRounds.sol";
 /// @title IKronosMarket
 /// @notice Parimutuel up/down rounds on Chainlink prices, on a fixed clock, settled by anyone with a price proof.
 /// @dev Checkpoint `k` of a market is the timestamp `T(k) = genesis + k * interval`. Round `e` takes bets in
-/// `[T(e), T(e+1))`, locks at `T(e+1)` and closes at `T(e+2)`: its lock price is the Chainlink answer in effect at
+/// `[T(e), T(e+1) - betCutoff)`, locks at `T(e+1)` and closes at `T(e+2)`: its lock price is the Chainlink answer in effect at
 /// `T(e+1)`, its close price the answer in effect at `T(e+2)`. `execute(k)` records the answer in effect at `T(k)`
 /// (verified from the feed's round ids), which locks round `k-1`, closes round `k-2` and opens round `k`.
 interface IKronosMarket {
@@ -53,7 +53,8 @@ interface IKronosMarket {
         Expired
     }
 
-    /// @notice What a market is, fixed at creation.
+    /// @notice What a market is, fixed at creation. `executeDelay`: seconds after `T(k)` before checkpoint `k` may be
+    /// executed. `betCutoff`: seconds before the lock at which betting (and forecast commits) close.
     struct MarketConfig {
         address feed;
         uint8 feedDecimals;
@@ -62,8 +63,10 @@ interface IKronosMarket {
         address sequencerFeed;
         uint32 sequencerGrace;
         uint32 maxPriceAge;
+        uint32 executeDelay;
         address token;
         uint32 settleWindow;
+        uint32 betCutoff;
         bool paused;
     }
 
@@ -85,6 +88,8 @@ interface IKronosMarket {
         uint32 maxPriceAge;
         uint32 sequencerGrace;
         uint32 settleWindow;
+        uint32 betCutoff;
+        uint32 executeDelay;
         uint128 minBet;
         uint16 feeBps;
         uint16 settlerRewardBps;
@@ -162,13 +167,14 @@ interface IKronosMarket {
     event Refunded(uint256 indexed marketId, uint256 indexed epoch, address indexed account, uint256 amount);
     event TreasuryWithdrawn(address indexed token, address indexed to, uint256 amount);
     event SettlerRewardClaimed(address indexed token, address indexed settler, uint256 amount);
+    event DustSwept(uint256 indexed marketId, uint256 indexed epoch, address token, uint256 amount);
 
     error UnknownMarket(uint256 marketId);
-    error InvalidMarketArgs(string what);
+    error InvalidMarketArgs(bytes32 what);
     error FeeTooHigh(uint256 feeBps, uint256 maxFeeBps);
     error SettlerRewardTooHigh(uint256 rewardBps, uint256 maxRewardBps);
     error MarketIsPaused(uint256 marketId);
-    error BettingClosed(uint256 marketId, uint256 epoch, uint256 startAt, uint256 lockAt, uint256 nowTs);
+    error BettingClosed(uint256 marketId, uint256 epoch, uint256 startAt, uint256 closesAt, uint256 nowTs);
     error BetTooSmall(uint256 amount, uint256 minBet);
     error WrongNativeAmount(uint256 sent, uint256 declared);
     error NativeNotAccepted();
@@ -180,9 +186,10 @@ interface IKronosMarket {
     error AmountTooLarge(uint256 amount);
     error InsufficientTreasury(address token, uint256 requested, uint256 available);
     error ZeroAddress();
+    error RenounceDisabled();
 
     /// @notice Records the Chainlink answer in effect at checkpoint `index` of a market; opens, locks and settles
-    /// the rounds that depend on it. Anyone may call once `T(index)` has passed; each checkpoint is recorded once.
+    /// the rounds that depend on it. Anyone may call from `T(index) + executeDelay`; each checkpoint is recorded once.
     /// @param marketId the market.
     /// @param index the checkpoint index `k` (timestamp `genesis + k * interval`).
     /// @param price proof of the price-feed round in effect at `T(k)`.
@@ -194,7 +201,7 @@ interface IKronosMarket {
         ChainlinkRounds.RoundProof calldata sequencer
     ) external;
 
-    /// @notice Bets `amount` on `position` in round `epoch`; open in `[T(epoch), T(epoch+1))`.
+    /// @notice Bets `amount` on `position` in round `epoch`; open in `[T(epoch), T(epoch+1) - betCutoff)`.
     /// @dev Native-coin markets take `msg.value == amount`; token markets pull `amount` (the received amount counts).
     /// Adding to an existing bet is allowed on the same side only.
     function bet(uint256 marketId, uint256 epoch, Position position, uint256 amount) external payable;
@@ -206,21 +213,13 @@ interface IKronosMarket {
     /// @notice The amount `account` can claim for `epoch` now: winnings or a refund; 0 when nothing is due.
     function claimable(uint256 marketId, uint256 epoch, address account) external view returns (uint256);
 
-    /// @notice Whether `account`'s bet in `epoch` is due back as a refund (cancelled, tie, one-sided, expired).
+    /// @notice Whether `account`'s bet in `epoch` is due back as a refund (cancelled, one-sided, expired). A tie is
+    /// settled, not refunded: every bet gets its share of the pool less the fee.
     function refundable(uint256 marketId, uint256 epoch, address account) external view returns (bool);
 
     /// @notice The final price outcome of a round, for scorers: `isFinal` once it can no longer change.
     /// @dev `Outcome.None` for rounds whose prices were unusable or that expired unsettled.
     function roundResult(uint256 marketId, uint256 epoch) external view returns (bool isFinal, Outcome outcome);
-
-    /// @notice Start, lock and close timestamps of a round.
-    function roundTimes(uint256 marketId, uint256 epoch)
-        external
-        view
-        returns (uint256 startAt, uint256 lockAt, uint256 closeAt);
-
-    /// @notice The round currently taking bets (reverts before genesis).
-    function currentEpoch(uint256 marketId) external view returns (uint256);
 
     /// @notice A market's fixed configuration.
     function getMarket(uint256 marketId) external view returns (MarketConfig memory);

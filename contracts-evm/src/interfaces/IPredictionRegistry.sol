@@ -3,7 +3,7 @@ pragma solidity 0.8.30;
 
 /// @title IPredictionRegistry
 /// @notice Commit-reveal registry of up/down forecasts on KronosMarket rounds, scored on-chain against the outcome.
-/// @dev A publisher commits `commitmentHash(...)` before the round locks and reveals after the round's outcome is
+/// @dev A publisher commits `commitmentHash(...)` while the round takes bets and reveals after the round's outcome is
 /// final. Each reveal is scored: a hit when the predicted direction matches, and a Brier term `(p - o)^2` with `p`
 /// the stated probability of Up in basis points and `o` 1 for Up, 0 for Down. Rounds without a usable outcome (tie,
 /// unusable price, expired) void the forecast. A commitment left unrevealed past the reveal window counts as a miss
@@ -34,9 +34,11 @@ interface IPredictionRegistry {
     }
 
     /// @notice A stored commitment.
+    /// @param openIndex the commitment's position in its publisher's open list while it is `Committed`.
     struct Commitment {
         bytes32 hash;
         CommitStatus status;
+        uint32 openIndex;
     }
 
     event Committed(address indexed publisher, uint256 indexed marketId, uint256 indexed epoch, bytes32 commitment);
@@ -52,7 +54,7 @@ interface IPredictionRegistry {
     );
     event Expired(address indexed publisher, uint256 indexed marketId, uint256 indexed epoch);
 
-    error CommitTooLate(uint256 marketId, uint256 epoch, uint256 lockAt);
+    error CommitTooLate(uint256 marketId, uint256 epoch, uint256 closesAt);
     error AlreadyFinal(address publisher, uint256 marketId, uint256 epoch, CommitStatus status);
     error NoCommitment(address publisher, uint256 marketId, uint256 epoch);
     error CommitmentMismatch(bytes32 expected, bytes32 computed);
@@ -60,6 +62,7 @@ interface IPredictionRegistry {
     error OutcomeNotFinal(uint256 marketId, uint256 epoch);
     error RevealWindowOpen(uint256 marketId, uint256 epoch, uint256 expiresAt);
     error RevealWindowClosed(uint256 marketId, uint256 epoch, uint256 expiredAt);
+    error TooManyOpen(address publisher, uint256 maxOpen);
 
     /// @notice The commitment a publisher must submit for a forecast.
     /// @param publisher the committing address (binds the forecast to it, so nobody can copy a commitment).
@@ -77,7 +80,8 @@ interface IPredictionRegistry {
         bytes32 salt
     ) external view returns (bytes32);
 
-    /// @notice Commits a forecast for a round that has not locked; may be replaced until the lock.
+    /// @notice Commits a forecast for a round whose betting is open; may be replaced until betting closes (the
+    /// market's `betCutoff` before the lock).
     function commit(uint256 marketId, uint256 epoch, bytes32 commitment) external;
 
     /// @notice Reveals the caller's forecast once the round's outcome is final and scores it.
@@ -89,8 +93,13 @@ interface IPredictionRegistry {
     /// @notice The time after which an unrevealed commitment for the round can be expired.
     function revealDeadline(uint256 marketId, uint256 epoch) external view returns (uint256);
 
-    /// @notice A publisher's track record.
+    /// @notice A publisher's track record. Commitments past their reveal deadline count as expired (a miss with
+    /// the worst Brier term) whether or not anyone called `expire`.
     function trackRecord(address publisher) external view returns (TrackRecord memory);
+
+    /// @notice How many of a publisher's commitments are neither revealed nor expired by `expire` (at most
+    /// `MAX_OPEN`; commits beyond that revert until some are revealed or expired).
+    function openCommitments(address publisher) external view returns (uint256);
 
     /// @notice A publisher's commitment for a round.
     function getCommitment(address publisher, uint256 marketId, uint256 epoch) external view returns (Commitment memory);

@@ -19,6 +19,8 @@ abstract contract MarketBase is Test {
     uint32 internal constant INTERVAL = 300;
     uint32 internal constant MAX_AGE = 120;
     uint32 internal constant WINDOW = 3600;
+    uint32 internal constant CUTOFF = 30; // betting closes 30 s before the lock
+    uint32 internal constant DELAY = 60; // checkpoint k executes from T(k) + 60 s
     uint16 internal constant FEE_BPS = 300; // 3%
     uint16 internal constant SETTLER_BPS = 1000; // 10% of the fee
     uint256 internal constant GENESIS = 1_700_000_100;
@@ -65,6 +67,8 @@ abstract contract MarketBase is Test {
             maxPriceAge: MAX_AGE,
             sequencerGrace: 3600,
             settleWindow: WINDOW,
+            betCutoff: CUTOFF,
+            executeDelay: DELAY,
             minBet: token == address(0) ? 0.001 ether : 1e6,
             feeBps: FEE_BPS,
             settlerRewardBps: SETTLER_BPS
@@ -105,9 +109,9 @@ abstract contract MarketBase is Test {
         revert("no round in effect");
     }
 
-    /// @dev Executes checkpoint `k` of `id` as `keeper`, warping to just after `T(k)` if needed.
+    /// @dev Executes checkpoint `k` of `id` as `keeper`, warping to `T(k) + DELAY` (its first allowed time) if needed.
     function _execute(uint256 id, uint256 k) internal {
-        if (block.timestamp <= _t(k)) vm.warp(_t(k) + 1);
+        if (block.timestamp < _t(k) + DELAY) vm.warp(_t(k) + DELAY);
         IKronosMarket.MarketConfig memory m = market.getMarket(id);
         ChainlinkRounds.RoundProof memory pp = _proof(AggregatorV3Interface(m.feed), _t(k), false);
         ChainlinkRounds.RoundProof memory sp;

@@ -65,7 +65,8 @@ pub async fn run(
         };
         if now >= genesis {
             let epoch = (now - genesis) / interval;
-            let lock = genesis + (epoch + 1) * interval;
+            // Betting closes the market's cutoff before the lock.
+            let lock = genesis + (epoch + 1) * interval - crate::deploy::bet_cutoff(interval as u32) as u64;
             if last_bet_epoch != Some(epoch)
                 && now + interval / 4 < lock
                 && now >= genesis + epoch * interval + interval / 10
