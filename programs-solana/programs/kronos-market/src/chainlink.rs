@@ -25,14 +25,14 @@
 //! historical ring (one transmission every `granularity` rounds). A transmission is 48 bytes: `slot: u64`,
 //! `timestamp: u32`, 4 bytes padding, `answer: i128`, 16 bytes reserved.
 //!
-//! Only the live ring is used for settlement: it holds consecutive rounds, so "the answer in effect at `t`" (the
-//! newest transmission, in the order they were written, with `timestamp <= t`) can be found there exactly. The
+//! Only the live ring is used for settlement: it holds consecutive rounds, so "the answer in effect at `t`" can be
+//! found there exactly (see [`in_effect_at`] for the precise rule). The
 //! historical ring samples every `granularity`-th round and cannot prove what was in effect between its samples.
 //!
 //! A transmission's timestamp is the OCR report's observation time, not the time it landed, and OCR2 does not
-//! promise that they never decrease from one report to the next: the lookup scans the ring from the newest entry
-//! back instead of assuming sorted timestamps. The answer in effect at `t` is final only once a transmission stamped
-//! after `t` is on chain ([`is_final_at`]); the program also records it once per timestamp.
+//! promise that they never decrease from one report to the next (it orders reports by epoch and round, and the store
+//! checks no timestamps): [`in_effect_at`] therefore anchors the answer on the first transmission written with a
+//! later timestamp, which no later write can change, instead of assuming sorted timestamps.
 
 /// Anchor discriminator of the store program's `Transmissions` account.
 pub const DISCRIMINATOR: [u8; 8] = [96, 179, 69, 66, 128, 129, 73, 117];
@@ -90,9 +90,11 @@ pub struct Transmission {
 pub enum LookupError {
     /// The feed could not be read.
     Feed(FeedError),
-    /// Every transmission in the live ring is newer than the timestamp (or the ring is empty): the history no
+    /// No transmission before the first one stamped after the timestamp is left in the live ring: the history no
     /// longer reaches back that far.
     NotCovered,
+    /// Nothing stamped after the timestamp has been written yet: the answer could still change.
+    NotFinal,
 }
 
 fn u32_at(d: &[u8], off: usize) -> u32 {
@@ -154,31 +156,44 @@ pub fn latest(data: &[u8]) -> Result<Option<Transmission>, FeedError> {
     Ok((t.timestamp != 0).then_some(t))
 }
 
-/// The answer in effect at `ts`: the newest transmission of the live ring (in write order) whose timestamp is
-/// `<= ts`, found by scanning back from the newest entry (timestamps are observation times and may decrease from one
-/// report to the next, so no binary search). Slots never written hold 0 and sit at the old end of a ring that has
-/// not wrapped yet. The scan reads only the entries written after `ts` plus one when `ts` is recent.
+/// The most entries of the live ring the lookup reads (the newest ones): bounds its compute cost. A longer ring
+/// is read as if it held only its newest `MAX_LIVE_SCAN` transmissions.
+pub const MAX_LIVE_SCAN: u32 = 2_048;
+
+/// The answer in effect at `ts`, fixed once and for all by the feed's own write order: let `F` be the **first**
+/// transmission written with a timestamp after `ts`; the answer is the newest transmission written before `F` whose
+/// timestamp is `<= ts`.
+///
+/// Timestamps are OCR observation times and OCR2 does not promise they never decrease (a report observed at or
+/// before `ts` may land after one observed later), so "the newest with a timestamp `<= ts`" could still change after
+/// it was read. Anchoring on `F` cannot: everything written later comes after `F` and is ignored. Until some
+/// transmission stamped after `ts` exists the answer is not final ([`LookupError::NotFinal`]). The scan reads the
+/// newest `min(live_length, MAX_LIVE_SCAN)` entries (slots never written hold 0 and sit at the old end of a ring that
+/// has not wrapped); when `F` or everything before it has left that window the history no longer reaches back to
+/// `ts` ([`LookupError::NotCovered`]).
 pub fn in_effect_at(data: &[u8], ts: i64) -> Result<Transmission, LookupError> {
     let h = header(data).map_err(LookupError::Feed)?;
-    if ts < 0 {
-        return Err(LookupError::NotCovered);
-    }
-    for k in 0..h.live_length {
+    let window = h.live_length.min(MAX_LIVE_SCAN);
+    // Newest first: k = 0 is the latest write. `first_after` ends as the oldest (first written) entry stamped after
+    // `ts`; `answer` as the newest entry older than it stamped at or before `ts`.
+    let mut first_after: Option<u32> = None;
+    let mut answer: Option<Transmission> = None;
+    for k in 0..window {
         let t = nth_newest(data, &h, k);
         if t.timestamp == 0 {
             break;
         }
-        if (t.timestamp as i64) <= ts {
-            return Ok(t);
+        if t.timestamp as i64 > ts {
+            first_after = Some(k);
+            answer = None;
+        } else if first_after.is_some() && answer.is_none() {
+            answer = Some(t);
         }
     }
-    Err(LookupError::NotCovered)
-}
-
-/// Whether the answer in effect at `ts` can no longer change: the newest transmission is stamped after `ts` (OCR2
-/// refuses a report older than the latest one, so nothing observed at or before `ts` can land afterwards).
-pub fn is_final_at(data: &[u8], ts: i64) -> Result<bool, FeedError> {
-    Ok(latest(data)?.is_some_and(|t| t.timestamp as i64 > ts))
+    if first_after.is_none() {
+        return Err(LookupError::NotFinal);
+    }
+    answer.ok_or(LookupError::NotCovered)
 }
 
 /// Builds a feed account's data (for tests and local tooling): `live` transmissions oldest first written into a ring
@@ -265,7 +280,7 @@ mod tests {
             latest(&d).unwrap(),
             Some(Transmission { slot: 900, timestamp: 1_700_000_000, answer: 6_512_345_678_901 })
         );
-        assert_eq!(in_effect_at(&d, 1_700_000_000).unwrap().answer, 6_512_345_678_901);
+        assert_eq!(in_effect_at(&d, 1_700_000_000), Err(LookupError::NotFinal));
         assert_eq!(in_effect_at(&d, 1_699_999_999), Err(LookupError::NotCovered));
         // The same bytes through the encoder.
         let e =
@@ -297,7 +312,7 @@ mod tests {
         d[8 + 144..8 + 148].copy_from_slice(&4u32.to_le_bytes());
         assert_eq!(header(&d), Err(FeedError::BadRing));
         assert_eq!(latest(&encode(8, "X", 4, &[])).unwrap(), None);
-        assert_eq!(in_effect_at(&encode(8, "X", 4, &[]), 99), Err(LookupError::NotCovered));
+        assert_eq!(in_effect_at(&encode(8, "X", 4, &[]), 99), Err(LookupError::NotFinal));
     }
 
     #[test]
@@ -306,45 +321,74 @@ mod tests {
         let live: Vec<_> = (1..=7).map(|i| tx(i * 10, i as i128)).collect();
         let d = encode(8, "X", 4, &live);
         assert_eq!(latest(&d).unwrap().unwrap().answer, 7);
-        assert_eq!(in_effect_at(&d, 1000).unwrap().answer, 7);
-        assert_eq!(in_effect_at(&d, 70).unwrap().answer, 7);
+        assert_eq!(in_effect_at(&d, 1000), Err(LookupError::NotFinal));
         assert_eq!(in_effect_at(&d, 69).unwrap().answer, 6);
         assert_eq!(in_effect_at(&d, 40).unwrap().answer, 4);
         assert_eq!(in_effect_at(&d, 39), Err(LookupError::NotCovered), "round 3 was overwritten");
     }
 
     #[test]
-    fn out_of_order_timestamps_answer_by_write_order_and_finality_needs_a_later_stamp() {
+    fn out_of_order_timestamps_cannot_change_an_answer_once_final() {
         // A report observed at 95 lands after the one observed at 100 (OCR2 does not promise ordered timestamps).
         let live = [tx(80, 1), tx(90, 2), tx(100, 3), tx(95, 4), tx(120, 5)];
         let d = encode(8, "X", 8, &live);
-        assert_eq!(in_effect_at(&d, 99).unwrap().answer, 4, "the newest written with a timestamp <= 99");
-        assert_eq!(in_effect_at(&d, 100).unwrap().answer, 4);
+        assert_eq!(in_effect_at(&d, 99).unwrap().answer, 2, "fixed by the first write stamped after 99 (100)");
         assert_eq!(in_effect_at(&d, 92).unwrap().answer, 2);
+        assert_eq!(in_effect_at(&d, 100).unwrap().answer, 4, "fixed by 120; 95 landed before it");
         assert_eq!(in_effect_at(&d, 119).unwrap().answer, 4);
-        assert_eq!(in_effect_at(&d, 120).unwrap().answer, 5);
-        assert!(is_final_at(&d, 119).unwrap());
-        assert!(!is_final_at(&d, 120).unwrap(), "nothing is stamped after 120 yet");
-        assert!(!is_final_at(&encode(8, "X", 4, &[]), 0).unwrap());
+        assert_eq!(in_effect_at(&d, 120), Err(LookupError::NotFinal), "nothing is stamped after 120 yet");
+        assert_eq!(in_effect_at(&d, 79), Err(LookupError::NotCovered));
+        assert_eq!(in_effect_at(&encode(8, "X", 4, &[]), 0), Err(LookupError::NotFinal));
+        // Whatever lands later, the answers read above stay.
+        let later = [tx(80, 1), tx(90, 2), tx(100, 3), tx(95, 4), tx(120, 5), tx(98, 6), tx(99, 7), tx(130, 8)];
+        let d2 = encode(8, "X", 16, &later);
+        for t in [92, 99, 100, 119] {
+            assert_eq!(in_effect_at(&d2, t), in_effect_at(&d, t), "at {t}");
+        }
+    }
+
+    /// The rule of [`in_effect_at`] written over the whole history (oldest first), then restricted to what is left
+    /// in a ring of `len`: the reference the lookup must match.
+    fn reference(live: &[Transmission], len: usize, probe: i64) -> Result<(u32, i128), LookupError> {
+        let kept = &live[live.len().saturating_sub(len)..];
+        let Some(f) = kept.iter().position(|t| t.timestamp as i64 > probe) else { return Err(LookupError::NotFinal) };
+        kept[..f]
+            .iter()
+            .rev()
+            .find(|t| t.timestamp as i64 <= probe)
+            .map(|t| (t.timestamp, t.answer))
+            .ok_or(LookupError::NotCovered)
     }
 
     proptest! {
-        /// The lookup agrees with a linear scan (newest written first) of the rounds still in the ring, whatever
-        /// order their timestamps come in.
+        /// The lookup agrees with the reference rule whatever order the timestamps come in.
         #[test]
-        fn lookup_matches_a_linear_scan(
+        fn lookup_matches_the_reference_rule(
             len in 1u32..12,
             stamps in proptest::collection::vec(1u32..60, 0..30),
             probe in 0i64..70,
         ) {
             let live: Vec<_> = stamps.iter().enumerate().map(|(i, ts)| tx(*ts, i as i128 + 1)).collect();
             let d = encode(8, "X", len, &live);
-            let kept = &live[live.len().saturating_sub(len as usize)..];
-            let want = kept.iter().rev().find(|t| t.timestamp as i64 <= probe).copied();
-            match (in_effect_at(&d, probe), want) {
-                (Ok(got), Some(w)) => prop_assert_eq!((got.timestamp, got.answer), (w.timestamp, w.answer)),
-                (Err(LookupError::NotCovered), None) => {}
-                (got, w) => prop_assert!(false, "got {:?} want {:?}", got, w),
+            let got = in_effect_at(&d, probe).map(|t| (t.timestamp, t.answer));
+            prop_assert_eq!(got, reference(&live, len as usize, probe));
+        }
+
+        /// Once final, an answer never changes as more transmissions are written (until the history no longer
+        /// reaches back to it).
+        #[test]
+        fn a_final_answer_never_changes(
+            stamps in proptest::collection::vec(1u32..60, 1..30),
+            more in proptest::collection::vec(1u32..60, 0..10),
+            probe in 0i64..70,
+        ) {
+            let live: Vec<_> = stamps.iter().enumerate().map(|(i, ts)| tx(*ts, i as i128 + 1)).collect();
+            let mut longer = live.clone();
+            longer.extend(more.iter().enumerate().map(|(i, ts)| tx(*ts, 1_000 + i as i128)));
+            let before = in_effect_at(&encode(8, "X", 64, &live), probe);
+            let after = in_effect_at(&encode(8, "X", 64, &longer), probe);
+            if let Ok(b) = before {
+                prop_assert_eq!(after, Ok(b));
             }
         }
     }

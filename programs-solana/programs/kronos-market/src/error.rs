@@ -90,4 +90,6 @@ pub enum MarketError {
     NotPendingAdmin,
     #[msg("the destination is the market's vault")]
     VaultAsDestination,
+    #[msg("a neighbouring round still needs this round's price record: close it once that round is locked or final")]
+    NeighbourPending,
 }

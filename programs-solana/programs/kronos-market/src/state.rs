@@ -263,9 +263,9 @@ pub struct Round {
     pub reward_amount: u64,
     pub lock_price: i128,
     pub close_price: i128,
-    /// Timestamps of the Chainlink transmissions in effect at the lock and the close, once read (0 before). Set
-    /// even when the round is then cancelled (stale or bad answer), so the round that shares the timestamp uses
-    /// the same transmission.
+    /// Timestamps of the Chainlink transmissions in effect at the lock and the close, once read (0 before, -1 when
+    /// the feed's history no longer covered the timestamp). Set even when the round is then cancelled (stale or bad
+    /// answer), so the round that shares the timestamp uses the same record.
     pub lock_price_ts: i64,
     pub close_price_ts: i64,
     /// Paid from the fee to whoever settled the round.
@@ -284,6 +284,11 @@ impl Round {
     pub fn expired(&self, now: i64) -> bool {
         matches!(self.status, RoundStatus::Open | RoundStatus::Locked)
             && now > self.close_ts.saturating_add(self.params.settle_window as i64)
+    }
+
+    /// Whether the round is final: settled, cancelled, or past its settle window.
+    pub fn is_final(&self, now: i64) -> bool {
+        matches!(self.status, RoundStatus::Settled | RoundStatus::Cancelled) || self.expired(now)
     }
 
     pub fn total(&self) -> Result<u64> {

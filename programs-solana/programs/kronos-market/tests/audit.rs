@@ -91,6 +91,8 @@ async fn a_feed_whose_writer_changed_settles_nothing() {
     env.write_feed();
     let (_, init) = init_sol(&alice.pubkey(), 9, env.feed, params());
     assert_eq!(env.send(&[init], &[&alice]).await, Err(code(MarketError::FeedChanged)));
+    env.at(GENESIS + INTERVAL as i64).await;
+    assert_eq!(env.send(&[m.start(&k.pubkey(), 1)], &[&k]).await, Err(code(MarketError::FeedChanged)), "no new rounds");
     env.at(GENESIS + INTERVAL as i64 + 30).await;
     env.send(&[m.lock(0)], &[&k]).await.unwrap();
     let r: Round = env.account(m.round(0)).await.unwrap();
@@ -116,7 +118,11 @@ async fn the_crank_cannot_read_a_price_before_it_is_final() {
     // close - 4 may still land and change the price in effect at the close.
     env.at(close + 15).await;
     let early = env.send(&[m.settle(&k.pubkey(), 0)], &[&k]).await;
-    assert!(early.is_err(), "settling before a transmission stamped after the close must wait: {early:?}");
+    assert_eq!(
+        early,
+        Err(code(MarketError::PriceNotFinal)),
+        "settling waits for a transmission stamped after the close"
+    );
     // It lands (Down), then a later one: now the close is final and the round settles Down.
     env.push_price(close - 4, 6_490_000_000_000);
     env.push_price(close + 5, 6_495_000_000_000);
@@ -140,7 +146,7 @@ async fn a_loser_cannot_force_a_stale_refund_by_settling_early() {
     env.send(&[m.lock(0)], &[&k]).await.unwrap();
     // The newest answer (lock + 5) is 295 s old at the close: settling now would refund as stale.
     env.at(close + 20).await;
-    assert!(env.send(&[m.settle(&k.pubkey(), 0)], &[&k]).await.is_err());
+    assert_eq!(env.send(&[m.settle(&k.pubkey(), 0)], &[&k]).await, Err(code(MarketError::PriceNotFinal)));
     env.push_price(close - 3, 6_520_000_000_000);
     env.push_price(close + 2, 6_520_000_000_000);
     env.write_feed();
@@ -149,38 +155,100 @@ async fn a_loser_cannot_force_a_stale_refund_by_settling_early() {
     assert_eq!((r.status, r.outcome), (RoundStatus::Settled, Outcome::Up));
 }
 
-/// 2: one timestamp, one price: round e's close and round e+1's lock are the same price even if a transmission
-/// stamped before that timestamp lands after one stamped later (OCR2 does not promise ordered timestamps).
+/// 2: one timestamp, one price: round e's close and round e+1's lock are the same price. A report stamped before
+/// that timestamp that lands after one stamped later changes nothing (the answer is anchored on the first later
+/// write), and once the ring has overwritten that anchor the round read second takes the first one's record instead
+/// of a history that now reads differently.
 #[tokio::test]
 async fn one_timestamp_has_one_price_for_both_rounds_that_use_it() {
+    for settle_first in [false, true] {
+        let mut env = Env::new().await;
+        env.live_length = 8;
+        let t1 = GENESIS + INTERVAL as i64; // round 0's lock
+        let t2 = t1 + INTERVAL as i64; // round 0's close = round 1's lock
+        env.push_price(t1 - 5, 6_500_000_000_000);
+        env.push_price(t1 + 5, 6_500_000_000_000);
+        env.push_price(t2 - 50, 6_510_000_000_000);
+        env.push_price(t2 + 5, 6_505_000_000_000);
+        env.write_feed();
+        let (m, alice, bob, k) = started_round(&mut env, GENESIS).await;
+        env.at(t1 + 1).await;
+        env.send(&[m.start(&k.pubkey(), 1)], &[&k]).await.unwrap();
+        let (carol, dave) = (env.user(10 * SOL).await, env.user(10 * SOL).await);
+        env.send(&[m.bet(&carol.pubkey(), 1, Side::Up, SOL, None)], &[&carol]).await.unwrap();
+        env.send(&[m.bet(&dave.pubkey(), 1, Side::Down, SOL, None)], &[&dave]).await.unwrap();
+        env.at(t1 + 30).await;
+        env.send(&[m.lock(0)], &[&k]).await.unwrap();
+        env.at(t2 + 30).await;
+        let first = if settle_first { m.settle(&k.pubkey(), 0) } else { m.lock(1) };
+        env.send(&[first], &[&k]).await.unwrap();
+        // Reports observed at t2 - 10 and t2 - 9 land late, then enough later ones to push t2 + 5 out of the ring.
+        env.push_price(t2 - 10, 6_490_000_000_000);
+        env.push_price(t2 - 9, 6_490_000_000_000);
+        for i in 0..6 {
+            env.push_price(t2 + 8 + i, 6_490_000_000_000);
+        }
+        env.write_feed();
+        if settle_first {
+            // Round 0 cannot be closed while round 1 still needs its close as its lock.
+            for u in [&alice, &bob] {
+                let _ = env.send(&[m.claim(&u.pubkey(), &[0], None)], &[u]).await;
+                env.send(&[m.close_position(&u.pubkey(), 0)], &[u]).await.unwrap();
+            }
+            assert_eq!(
+                env.send(&[m.close_round(&k.pubkey(), 0)], &[&k]).await,
+                Err(code(MarketError::NeighbourPending))
+            );
+            env.send(&[m.lock(1)], &[&k]).await.unwrap();
+            env.send(&[m.close_round(&k.pubkey(), 0)], &[&k]).await.unwrap();
+            let r1: Round = env.account(m.round(1)).await.unwrap();
+            assert_eq!((r1.lock_price, r1.lock_price_ts), (6_510_000_000_000, t2 - 50), "settle first");
+        } else {
+            env.send(&[m.settle(&k.pubkey(), 0)], &[&k]).await.unwrap();
+            let r0: Round = env.account(m.round(0)).await.unwrap();
+            assert_eq!((r0.close_price, r0.close_price_ts), (6_510_000_000_000, t2 - 50), "lock first");
+            assert_eq!(r0.outcome, Outcome::Up);
+        }
+    }
+}
+
+/// 2: a round whose neighbour found the history no longer covering their shared timestamp is refunded too, even
+/// if the ring later reads as covering it again.
+#[tokio::test]
+async fn an_uncovered_timestamp_stays_uncovered_for_both_rounds() {
     let mut env = Env::new().await;
-    let t1 = GENESIS + INTERVAL as i64; // round 0's lock
-    let t2 = t1 + INTERVAL as i64; // round 0's close = round 1's lock
+    env.live_length = 4;
+    let t1 = GENESIS + INTERVAL as i64;
+    let t2 = t1 + INTERVAL as i64;
     env.push_price(t1 - 5, 6_500_000_000_000);
     env.push_price(t1 + 5, 6_500_000_000_000);
-    env.push_price(t2 - 50, 6_510_000_000_000);
-    env.push_price(t2 + 5, 6_505_000_000_000);
     env.write_feed();
     let (m, _alice, _bob, k) = started_round(&mut env, GENESIS).await;
-    env.at(t1 + 1).await;
-    env.send(&[m.start(&k.pubkey(), 1)], &[&k]).await.unwrap();
-    let (carol, dave) = (env.user(10 * SOL).await, env.user(10 * SOL).await);
-    env.send(&[m.bet(&carol.pubkey(), 1, Side::Up, SOL, None)], &[&carol]).await.unwrap();
-    env.send(&[m.bet(&dave.pubkey(), 1, Side::Down, SOL, None)], &[&dave]).await.unwrap();
     env.at(t1 + 30).await;
     env.send(&[m.lock(0)], &[&k]).await.unwrap();
+    env.at(t1 + 31).await;
+    env.send(&[m.start(&k.pubkey(), 1)], &[&k]).await.unwrap();
+    // Four transmissions after t2 fill the ring: nothing at or before t2 is left.
+    for i in 0..4 {
+        env.push_price(t2 + 1 + i, 6_600_000_000_000);
+    }
+    env.write_feed();
     env.at(t2 + 30).await;
     env.send(&[m.lock(1)], &[&k]).await.unwrap();
-    // A report observed at t2 - 10 lands after the one stamped t2 + 5.
-    env.push_price(t2 - 10, 6_490_000_000_000);
-    env.push_price(t2 - 9, 6_490_000_000_000);
-    env.push_price(t2 + 8, 6_490_000_000_000);
+    let r1: Round = env.account(m.round(1)).await.unwrap();
+    assert_eq!(r1.cancel_reason, CancelReason::LockPriceUnavailable);
+    // A late report stamped t2 - 1, then later ones that push the first write after t2 out of the ring: read alone,
+    // the ring would now say 6700 was in effect at t2.
+    env.push_price(t2 - 1, 6_700_000_000_000);
+    for i in 0..3 {
+        env.push_price(t2 + 9 + i, 6_700_000_000_000);
+    }
     env.write_feed();
+    let acct = env.ctx.banks_client.get_account(env.feed).await.unwrap().unwrap();
+    assert_eq!(kronos_market::chainlink::in_effect_at(&acct.data, t2).unwrap().answer, 6_700_000_000_000);
     env.send(&[m.settle(&k.pubkey(), 0)], &[&k]).await.unwrap();
     let r0: Round = env.account(m.round(0)).await.unwrap();
-    let r1: Round = env.account(m.round(1)).await.unwrap();
-    assert_eq!((r0.close_price, r0.close_price_ts), (r1.lock_price, r1.lock_price_ts), "one price for t2");
-    assert_eq!(r0.close_price, 6_510_000_000_000);
+    assert_eq!((r0.status, r0.cancel_reason), (RoundStatus::Cancelled, CancelReason::ClosePriceUnavailable));
 }
 
 /// 3 (low): parameters changed during an epoch reach only later epochs, even if the round starts afterwards.
@@ -356,11 +424,43 @@ async fn the_settler_is_paid_from_the_fee() {
     assert_eq!(market.treasury_owed, 45_000_000);
     let (held, owed) = audit(&mut env, &m, 0..1).await;
     assert_eq!(held, owed);
+    // On a token market the reward goes to the settler's own token account.
+    let mut env = Env::new().await;
+    for k in 0..6 {
+        env.push_price(GENESIS + k * INTERVAL as i64 - 5, 6_500_000_000_000 + k as i128);
+    }
+    env.write_feed();
+    let auth = env.authority.insecure_clone();
+    let mint = env.create_mint(6).await;
+    let mut p = params();
+    p.settler_reward_bps = MAX_SETTLER_REWARD_BPS;
+    let (tm, init) = init_token(&auth.pubkey(), 3, env.feed, mint, p);
+    env.send(&[init], &[&auth]).await.unwrap();
+    let (alice, bob, settler) = (env.user(SOL).await, env.user(SOL).await, env.user(SOL).await);
+    let a_tok = env.token_account(mint, &alice.pubkey(), 1_000_000).await;
+    let b_tok = env.token_account(mint, &bob.pubkey(), 1_000_000).await;
+    let s_tok = env.token_account(mint, &settler.pubkey(), 0).await;
+    env.at(GENESIS).await;
+    env.send(&[tm.start(&alice.pubkey(), 0)], &[&alice]).await.unwrap();
+    env.send(&[tm.bet(&alice.pubkey(), 0, Side::Up, 500_000, Some(a_tok))], &[&alice]).await.unwrap();
+    env.send(&[tm.bet(&bob.pubkey(), 0, Side::Down, 500_000, Some(b_tok))], &[&bob]).await.unwrap();
+    env.at(GENESIS + 3 * INTERVAL as i64).await;
+    assert_eq!(
+        env.send(&[tm.settle_token(&settler.pubkey(), 0, Some(b_tok))], &[&settler]).await,
+        Err(code(MarketError::WrongTokenAccount)),
+        "someone else's token account"
+    );
+    env.send(&[tm.settle_token(&settler.pubkey(), 0, Some(s_tok))], &[&settler]).await.unwrap();
+    // 3% of 1,000,000 = 30,000 fee, half of it to the settler.
+    assert_eq!(env.token_balance(s_tok).await, 15_000);
+    let market: Market = env.account(tm.key).await.unwrap();
+    assert_eq!(market.treasury_owed, 15_000);
+    let (held, owed) = audit(&mut env, &tm, 0..1).await;
+    assert_eq!(held, owed);
     let mut p = params();
     p.settler_reward_bps = MAX_SETTLER_REWARD_BPS + 1;
-    let auth = env.authority.insecure_clone();
     assert_eq!(
-        env.send(&[m.update_params(&auth.pubkey(), p)], &[&auth]).await,
+        env.send(&[tm.update_params(&auth.pubkey(), p)], &[&auth]).await,
         Err(code(MarketError::SettlerRewardTooHigh))
     );
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anchor_lang::prelude::Pubkey;
 use harness::*;
+use kronos_market::chainlink::Transmission;
 use kronos_market::events::{Claimed, Refunded};
 use kronos_market::state::*;
 use rand::rngs::StdRng;
@@ -34,6 +35,11 @@ struct World {
     closed_positions: BTreeSet<(u64, usize)>,
     closed_rounds: BTreeSet<u64>,
     cranker: Keypair,
+    /// The feed's whole history in the order it lands: (landing time, transmission). A transmission's timestamp is
+    /// its observation time; reports land a few seconds later, sometimes after a later-observed one.
+    history: Vec<(i64, Transmission)>,
+    /// How many of them are written into the feed account so far.
+    landed: usize,
 }
 
 impl World {
@@ -50,6 +56,21 @@ impl World {
             5_000
         }
     }
+    /// Writes into the feed what has landed by `now`.
+    fn land(&mut self, now: i64) {
+        let n = self.history.iter().take_while(|(at, _)| *at <= now).count();
+        if n != self.landed {
+            self.landed = n;
+            self.env.feed_data = self.history[..n].iter().map(|(_, t)| *t).collect();
+            self.env.write_feed();
+        }
+    }
+
+    /// Whether a transmission observed after `t` has landed by `now` (the price at `t` is final then).
+    fn is_final(&self, t: i64, now: i64) -> bool {
+        self.history.iter().any(|(at, x)| *at <= now && x.timestamp as i64 > t)
+    }
+
     async fn check_vault(&mut self, step: usize) {
         let m = self.m;
         let (held, owed) = audit(&mut self.env, &m, 0..EPOCHS).await;
@@ -59,12 +80,13 @@ impl World {
 }
 
 /// Feed history: an answer every 30..200 s (sometimes a long gap, so some rounds see a stale price), a random walk
-/// with frequent repeats (ties).
-fn feed(env: &mut Env, rng: &mut StdRng) {
-    env.live_length = 4096;
+/// with frequent repeats (ties); each lands 0..5 s after its observation time, sometimes (5%) up to 40 s late, so
+/// some land after a later-observed one.
+fn feed(rng: &mut StdRng) -> Vec<(i64, Transmission)> {
     let mut t = GENESIS - 100;
     let mut p: i128 = 6_500_000_000_000;
     let end = GENESIS + (EPOCHS as i64 + 4) * INTERVAL as i64 + 4 * 3_600;
+    let mut out = vec![];
     while t < end {
         t += if rng.gen_bool(0.03) { rng.gen_range(3_700..5_000) } else { rng.gen_range(30..200) };
         if rng.gen_bool(0.6) {
@@ -75,22 +97,31 @@ fn feed(env: &mut Env, rng: &mut StdRng) {
         } else if p <= 0 {
             p = 6_500_000_000_000;
         }
-        env.push_price(t, p);
+        // Observation times may repeat out of order: sometimes a report is observed a little before the last one.
+        let observed = if rng.gen_bool(0.05) { t - rng.gen_range(1..20) } else { t };
+        let lag = if rng.gen_bool(0.05) { rng.gen_range(5..40) } else { rng.gen_range(0..5) };
+        out.push((observed + lag, Transmission { slot: out.len() as u64 + 1, timestamp: observed as u32, answer: p }));
     }
-    env.write_feed();
+    out.sort_by_key(|(at, _)| *at); // the order they land in (stable for equal times)
+    out
 }
 
-/// The answer in effect at `t` in `env`'s feed history, if usable under `max_age`: the model the program must match.
-fn model_price(env: &Env, t: i64, max_age: u32) -> Option<i128> {
-    let tx = env.feed_data.iter().rev().find(|x| x.timestamp as i64 <= t)?;
+/// The answer in effect at `t` under the program's rule, over the whole history as it landed, if usable under
+/// `max_age`: the first transmission landed with a timestamp after `t` fixes it as the newest one landed before it
+/// with a timestamp at or before `t`. The model the program must match.
+fn model_price(history: &[(i64, Transmission)], t: i64, max_age: u32) -> Option<i128> {
+    let f = history.iter().position(|(_, x)| x.timestamp as i64 > t)?;
+    let (_, tx) = history[..f].iter().rev().find(|(_, x)| x.timestamp as i64 <= t)?;
     (tx.answer > 0 && t - tx.timestamp as i64 <= max_age as i64).then_some(tx.answer)
 }
 
 async fn run(seed: u64, token: bool) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut env = Env::new().await;
-    env.feed_data.clear();
-    feed(&mut env, &mut rng);
+    env.live_length = 4096;
+    let history = feed(&mut rng);
+    env.feed_data = history.iter().take_while(|(at, _)| *at <= GENESIS - 200).map(|(_, t)| *t).collect();
+    env.write_feed();
     let auth = env.authority.insecure_clone();
     let mut p = params();
     p.max_price_age = 3_600;
@@ -126,6 +157,8 @@ async fn run(seed: u64, token: bool) {
         closed_positions: BTreeSet::new(),
         closed_rounds: BTreeSet::new(),
         cranker,
+        history,
+        landed: usize::MAX,
     };
     let mut started = BTreeSet::new();
     let mut now = GENESIS - 5;
@@ -135,6 +168,7 @@ async fn run(seed: u64, token: bool) {
         step += 1;
         now += rng.gen_range(4..30);
         w.env.at(now).await;
+        w.land(now);
         // The round taking bets now, if any: most actions aim at it, the rest at any epoch.
         let current = (now - GENESIS).div_euclid(INTERVAL as i64);
         let e = if (0..EPOCHS as i64).contains(&current) && rng.gen_bool(0.7) {
@@ -208,10 +242,19 @@ async fn run(seed: u64, token: bool) {
                 let k = w.cranker.insecure_clone();
                 let r: Round = w.env.account(m.round(e)).await.unwrap();
                 let ix = if r.status == RoundStatus::Open { m.lock(e) } else { m.settle(&k.pubkey(), e) };
-                let due = p.report_delay as i64 + if r.status == RoundStatus::Open { lock } else { close };
+                let t = if r.status == RoundStatus::Open { lock } else { close };
+                let due = p.report_delay as i64 + t;
                 let res = w.env.send(&[ix], &[&k]).await;
                 match r.status {
-                    RoundStatus::Open | RoundStatus::Locked if now >= due => res.unwrap(),
+                    // Final (or expired, which needs no price): it goes through.
+                    RoundStatus::Open | RoundStatus::Locked if now >= due && (w.is_final(t, now) || r.expired(now)) => {
+                        res.unwrap_or_else(|err| panic!("step {step}: crank {e} at {now}: {err:?}"))
+                    }
+                    // Not final yet: refused, unless the neighbouring round already recorded that timestamp.
+                    RoundStatus::Open | RoundStatus::Locked if now >= due => assert!(
+                        res.is_ok() || res == Err(code(MarketError::PriceNotFinal)),
+                        "step {step}: crank {e} at {now}: {res:?}"
+                    ),
                     RoundStatus::Open | RoundStatus::Locked => assert_eq!(res, Err(code(MarketError::TooEarly))),
                     _ => assert_eq!(res, Err(code(MarketError::RoundFinal))),
                 }
@@ -268,8 +311,8 @@ async fn run(seed: u64, token: bool) {
         let down: u64 = w.bets.iter().filter(|((x, _), (s, _))| *x == e && *s == Side::Down).map(|(_, (_, a))| a).sum();
         assert_eq!((r.up_amount, r.down_amount), (up, down), "epoch {e}: pools match the accepted bets");
         if r.status == RoundStatus::Settled {
-            let lp = model_price(&w.env, r.lock_ts, p.max_price_age).expect("settled with a usable lock price");
-            let cp = model_price(&w.env, r.close_ts, p.max_price_age).expect("settled with a usable close price");
+            let lp = model_price(&w.history, r.lock_ts, p.max_price_age).expect("settled with a usable lock price");
+            let cp = model_price(&w.history, r.close_ts, p.max_price_age).expect("settled with a usable close price");
             assert_eq!((r.lock_price, r.close_price), (lp, cp), "epoch {e}");
             assert_eq!(r.outcome, if cp > lp { Outcome::Up } else { Outcome::Down }, "epoch {e}");
             assert!(up > 0 && down > 0, "epoch {e}: settled with one side empty");
@@ -280,8 +323,8 @@ async fn run(seed: u64, token: bool) {
             treasury_from_rounds += r.fee - r.settler_reward;
             settler_rewards += r.settler_reward;
         } else if r.status == RoundStatus::Cancelled {
-            let lp = model_price(&w.env, r.lock_ts, p.max_price_age);
-            let cp = model_price(&w.env, r.close_ts, p.max_price_age);
+            let lp = model_price(&w.history, r.lock_ts, p.max_price_age);
+            let cp = model_price(&w.history, r.close_ts, p.max_price_age);
             match r.cancel_reason {
                 CancelReason::Tie => assert_eq!(lp, cp),
                 CancelReason::OneSidedPool => assert!(up == 0 || down == 0),

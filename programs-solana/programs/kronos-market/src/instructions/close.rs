@@ -4,7 +4,7 @@ use anchor_lang::prelude::*;
 
 use crate::error::MarketError;
 use crate::events::{PositionClosed, RoundClosed};
-use crate::instructions::crank::cancel;
+use crate::instructions::crank::{cancel, neighbour};
 use crate::state::*;
 
 #[derive(Accounts)]
@@ -31,6 +31,12 @@ pub struct CloseRound<'info> {
     /// CHECK: receives the round's rent; must be the account that paid it (checked by `has_one`).
     #[account(mut)]
     pub payer: UncheckedAccount<'info>,
+    /// CHECK: the previous epoch's round, by address (it may not exist): it reads this round's lock as its close.
+    #[account(seeds = [ROUND_SEED, market.key().as_ref(), &epoch.wrapping_sub(1).to_le_bytes()], bump)]
+    pub prev_round: UncheckedAccount<'info>,
+    /// CHECK: the next epoch's round, by address (it may not exist): it reads this round's close as its lock.
+    #[account(seeds = [ROUND_SEED, market.key().as_ref(), &epoch.wrapping_add(1).to_le_bytes()], bump)]
+    pub next_round: UncheckedAccount<'info>,
 }
 
 /// Closes a position that is owed nothing more (paid, or on the losing side of a settled round).
@@ -47,8 +53,9 @@ pub fn close_position(ctx: Context<ClosePosition>, epoch: u64) -> Result<()> {
     Ok(())
 }
 
-/// Closes a final round once all its positions are closed; rounding dust left from the winners' shares goes to the
-/// treasury, the rent to whoever started the round. Anyone may call it.
+/// Closes a final round once all its positions are closed and its neighbours no longer need its price records;
+/// rounding dust left from the winners' shares goes to the treasury, the rent to whoever started the round. Anyone
+/// may call it.
 pub fn close_round(ctx: Context<CloseRound>, epoch: u64) -> Result<()> {
     let now = Clock::get()?.unix_timestamp;
     let key = ctx.accounts.market.key();
@@ -58,6 +65,14 @@ pub fn close_round(ctx: Context<CloseRound>, epoch: u64) -> Result<()> {
     }
     require!(matches!(r.status, RoundStatus::Settled | RoundStatus::Cancelled), MarketError::RoundNotFinal);
     require!(r.positions == 0, MarketError::PositionsOpen);
+    // The round's price records must outlive the neighbours that may still read them: the previous round until it
+    // has read its close (this round's lock), the next until it has read its lock (this round's close). A missing
+    // neighbour can no longer start: the previous one's window ended before this round began, and this round can
+    // only have read its close after the next one's lock.
+    let prev = neighbour(&ctx.accounts.prev_round)?;
+    require!(prev.is_none_or(|p| p.is_final(now)), MarketError::NeighbourPending);
+    let next = neighbour(&ctx.accounts.next_round)?;
+    require!(next.is_none_or(|n| n.status != RoundStatus::Open || n.is_final(now)), MarketError::NeighbourPending);
     let owed = if r.status == RoundStatus::Settled { r.reward_amount } else { r.total()? };
     let dust = owed.checked_sub(r.paid).ok_or(MarketError::MathOverflow)?;
     let m = &mut ctx.accounts.market;

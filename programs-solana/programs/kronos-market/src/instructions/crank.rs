@@ -1,11 +1,12 @@
 //! The permissionless crank: start, lock and settle rounds once their time has come.
 //!
 //! The timing rule: the price in effect at a lock or close timestamp `t` is read only once `t + report_delay` has
-//! passed **and** a transmission stamped after `t` is on chain (OCR2 refuses a report older than the latest, so
-//! nothing observed at or before `t` can land afterwards); before that the crank fails with `PriceNotFinal` and is
-//! simply tried again. A timestamp is one round's close and the next round's lock: whichever of the two reads it
-//! first records the transmission in its round, and the other takes it from there (the neighbouring round's
-//! account is passed by address), so one timestamp has one price whatever the crank's order.
+//! passed **and** a transmission stamped after `t` has been written: the answer is anchored on the first such
+//! transmission (see `chainlink::in_effect_at`), so nothing written later can change it; before that the crank
+//! fails with `PriceNotFinal` and is simply tried again. A timestamp is one round's close and the next round's lock:
+//! whichever of the two reads it first records what it found in its round (a transmission, or that the history no
+//! longer covers `t`), and the other takes it from there (the neighbouring round's account is passed by address,
+//! and `close_round` keeps a round whose record a neighbour may still need), so one timestamp has one price.
 
 use anchor_lang::prelude::*;
 use anchor_spl::token::{Token, TokenAccount};
@@ -29,6 +30,9 @@ pub struct StartRound<'info> {
     #[account(init, payer = payer, space = 8 + Round::INIT_SPACE,
         seeds = [ROUND_SEED, market.key().as_ref(), &epoch.to_le_bytes()], bump)]
     pub round: Box<Account<'info, Round>>,
+    /// CHECK: the market's feed (by address): no round starts on a feed whose owner or writer changed.
+    #[account(address = market.feed)]
+    pub feed: UncheckedAccount<'info>,
     pub system_program: Program<'info, System>,
 }
 
@@ -81,6 +85,9 @@ pub fn start_round(ctx: Context<StartRound>, epoch: u64) -> Result<()> {
     let (start, lock, close) = m.times(epoch)?;
     require!(now >= start, MarketError::RoundNotStarted);
     require!(now < lock, MarketError::TooLateToStart);
+    // A feed whose owner or writer changed can price nothing: take no bets on it.
+    let h = feed_header(&ctx.accounts.feed)?;
+    require!(pinned(&h, &m.feed_owner, &m.feed_writer), MarketError::FeedChanged);
     // Parameters changed during an epoch apply from the next one, whenever this start runs.
     let params = m.params_for(epoch);
     m.promote(epoch);
@@ -127,13 +134,22 @@ enum Read {
     Found(i128, i64),
     /// No transmission can be used at all: the round is refunded.
     Cancel(CancelReason),
+    /// The history no longer covers the timestamp: refunded, and recorded so the neighbouring round agrees.
+    NotCovered(CancelReason),
 }
+
+/// A round's record of a timestamp whose history was no longer covered when it was read (the timestamp fields
+/// hold 0 before a read and the transmission's timestamp after a successful one).
+pub const NOT_COVERED: i64 = -1;
 
 /// The transmission in effect at `t`: the one the neighbouring round already recorded for `t`, or the feed's.
 /// Fails (the crank retries later) while the feed is flagged or the price at `t` is not final yet.
 fn read_at(feed: &AccountInfo, market: &Market, t: i64, recorded: Option<(i128, i64)>, at_lock: bool) -> Result<Read> {
-    if let Some((price, ts)) = recorded {
-        return Ok(Read::Found(price, ts));
+    let unavailable = if at_lock { CancelReason::LockPriceUnavailable } else { CancelReason::ClosePriceUnavailable };
+    match recorded {
+        Some((_, NOT_COVERED)) => return Ok(Read::Cancel(unavailable)),
+        Some((price, ts)) => return Ok(Read::Found(price, ts)),
+        None => {}
     }
     let h = feed_header(feed)?;
     // Flagged (or any state but normal): not read until the flag is lowered.
@@ -151,14 +167,10 @@ fn read_at(feed: &AccountInfo, market: &Market, t: i64, recorded: Option<(i128, 
         msg!("feed {}: {:?}", feed.key, e);
         error!(MarketError::BadFeedAccount)
     };
-    require!(chainlink::is_final_at(&data, t).map_err(bad)?, MarketError::PriceNotFinal);
     match chainlink::in_effect_at(&data, t) {
         Ok(tx) => Ok(Read::Found(tx.answer, tx.timestamp as i64)),
-        Err(LookupError::NotCovered) => Ok(Read::Cancel(if at_lock {
-            CancelReason::LockPriceUnavailable
-        } else {
-            CancelReason::ClosePriceUnavailable
-        })),
+        Err(LookupError::NotFinal) => err!(MarketError::PriceNotFinal),
+        Err(LookupError::NotCovered) => Ok(Read::NotCovered(unavailable)),
         Err(LookupError::Feed(e)) => Err(bad(e)),
     }
 }
@@ -175,7 +187,7 @@ pub fn usable(price: i128, ts: i64, t: i64, max_age: u32, at_lock: bool) -> std:
 }
 
 /// The round at `acc` if it exists (an address that was never initialised, or was closed, reads as `None`).
-fn neighbour(acc: &AccountInfo) -> Result<Option<Round>> {
+pub(crate) fn neighbour(acc: &AccountInfo) -> Result<Option<Round>> {
     if acc.owner != &crate::ID || acc.data_is_empty() {
         return Ok(None);
     }
@@ -208,6 +220,10 @@ fn lock(market_key: Pubkey, market: &Market, r: &mut Round, prev: &AccountInfo, 
                 }
                 Err(reason) => cancel(market_key, r, reason, Outcome::None),
             }
+        }
+        Read::NotCovered(reason) => {
+            r.lock_price_ts = NOT_COVERED;
+            cancel(market_key, r, reason, Outcome::None)
         }
         Read::Cancel(reason) => cancel(market_key, r, reason, Outcome::None),
     }
@@ -253,6 +269,11 @@ pub fn settle_round(ctx: Context<SettleRound>, _epoch: u64) -> Result<()> {
         .map(|n| (n.lock_price, n.lock_price_ts));
     let (price, ts) = match read_at(&a.feed, &a.market, r.close_ts, recorded, false)? {
         Read::Found(price, ts) => (price, ts),
+        Read::NotCovered(reason) => {
+            r.close_price_ts = NOT_COVERED;
+            cancel(key, r, reason, Outcome::None);
+            return Ok(());
+        }
         Read::Cancel(reason) => {
             cancel(key, r, reason, Outcome::None);
             return Ok(());

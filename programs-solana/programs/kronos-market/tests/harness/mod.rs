@@ -443,6 +443,7 @@ impl M {
                 payer: *payer,
                 market: self.key,
                 round: self.round(epoch),
+                feed: self.feed,
                 system_program: anchor_lang::system_program::ID,
             },
             ix::StartRound { epoch },
@@ -547,7 +548,16 @@ impl M {
         )
     }
     pub fn close_round(&self, payer: &Pubkey, epoch: u64) -> Instruction {
-        ixn(acc::CloseRound { market: self.key, round: self.round(epoch), payer: *payer }, ix::CloseRound { epoch })
+        ixn(
+            acc::CloseRound {
+                market: self.key,
+                round: self.round(epoch),
+                payer: *payer,
+                prev_round: self.round(epoch.wrapping_sub(1)),
+                next_round: self.round(epoch.wrapping_add(1)),
+            },
+            ix::CloseRound { epoch },
+        )
     }
     pub fn set_paused(&self, authority: &Pubkey, paused: bool) -> Instruction {
         ixn(acc::Admin { authority: *authority, market: self.key }, ix::SetPaused { paused })
