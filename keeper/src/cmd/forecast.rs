@@ -381,7 +381,7 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
     println!(
         "model {} | context {} candles ending {} | horizon {} | {} paths | {:.1} ms",
         model.meta.name,
-        end + 1 - lo,
+        model.context_used(end + 1 - lo, f.horizon),
         candles[end].timestamp,
         f.horizon,
         f.paths.len(),

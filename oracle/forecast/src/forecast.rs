@@ -207,6 +207,12 @@ impl Forecaster {
         Ok(self.engine.get_or_init(|| e))
     }
 
+    /// How many of `candles` candles a forecast `horizon` steps ahead reads: the last `max_context − horizon + 1`
+    /// (or all, if fewer).
+    pub fn context_used(&self, candles: usize, horizon: usize) -> usize {
+        candles.min((self.meta.max_context + 1).saturating_sub(horizon.max(1)))
+    }
+
     /// Forecasts the close `opts.horizon` steps after the last candle.
     ///
     /// It reads the last `max_context − horizon + 1` candles (or all, if fewer) and normalises over those, so that
@@ -230,8 +236,7 @@ impl Forecaster {
                 self.meta.max_context
             );
         }
-        let keep = self.meta.max_context - (opts.horizon - 1);
-        let ctx = &candles[candles.len().saturating_sub(keep)..];
+        let ctx = &candles[candles.len() - self.context_used(candles.len(), opts.horizon)..];
         let stats = WindowStats::of(ctx);
         let t = ctx.len();
         let n = opts.samples;
@@ -536,6 +541,10 @@ mod tests {
             assert!(worst < 1e-4, "closes {path:?}, official {want:?}: {worst} standard deviations apart");
         }
         assert_eq!(f.forecast(&c, &greedy(h)).unwrap().paths, got.paths);
+        // What `kronos forecast predict` reports as the context it read.
+        assert_eq!(f.context_used(c.len(), h), max - h + 1);
+        assert_eq!(f.context_used(5, h), 5);
+        assert_eq!(f.context_used(c.len(), 1), max);
     }
 
     #[test]
