@@ -6,6 +6,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = kronos_keeper::cli::Cli::parse();
+    // Process-wide allocator tuning for the forecaster (the library leaves it to the program).
+    kronos_forecast::keep_freed_memory();
     kronos_keeper::logging::init(cli.log_json, cli.verbose);
     match kronos_keeper::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ fn candles() -> Vec<kronos_forecast::data::Candle> {
 }
 
 fn bench(c: &mut Criterion) {
+    kronos_forecast::keep_freed_memory();
     let data = candles();
     let shipped = Forecaster::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/model"))).expect("shipped model");
     let ctx = &data[data.len() - shipped.meta.max_context..];

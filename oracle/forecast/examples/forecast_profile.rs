@@ -22,6 +22,7 @@ fn median_ms<T, E: Into<anyhow::Error>>(n: usize, mut f: impl FnMut() -> Result<
 }
 
 fn main() -> anyhow::Result<()> {
+    kronos_forecast::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let stages = args.iter().any(|a| a == "--stages");
     let paths: usize = args.iter().find_map(|a| a.strip_prefix("--paths=")).map(str::parse).transpose()?.unwrap_or(1);

@@ -4,6 +4,7 @@ use std::time::Instant;
 use kronos_forecast::train::TrainConfig;
 
 fn main() -> anyhow::Result<()> {
+    kronos_forecast::keep_freed_memory();
     let candles = kronos_forecast::load_csv(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/btcusd-1h.csv"))?;
     let mut cfg = TrainConfig::shipped(1);
     cfg.tokenizer_steps = 20;

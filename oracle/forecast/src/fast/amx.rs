@@ -46,20 +46,36 @@ pub fn round_bf16(x: f32) -> f32 {
 }
 
 /// A right-hand matrix (`k` × `n`) in tile-pair layout: tile `(nb, kb)` (16 columns, 32 rows) starts at element
-/// `(nb * kt + kb) * 512`.
+/// `(nb * kt + kb) * 512`. The fields are private so that `data` always holds exactly `kt * nt` tiles: [`matmul`]
+/// reads tiles through raw pointers on that promise.
 #[derive(Debug, Clone, Default)]
 pub struct Packed {
-    pub data: Vec<u16>,
+    data: Vec<u16>,
     /// Logical size.
-    pub k: usize,
-    pub n: usize,
+    k: usize,
+    n: usize,
     /// Number of 32-row depth blocks (`ceil(k / 32)`).
-    pub kt: usize,
+    kt: usize,
     /// Number of 16-column blocks (`ceil(n / 16)`).
-    pub nt: usize,
+    nt: usize,
 }
 
 impl Packed {
+    /// Number of 32-row depth blocks (`ceil(k / 32)`).
+    pub fn kt(&self) -> usize {
+        self.kt
+    }
+
+    /// Number of 16-column blocks (`ceil(n / 16)`).
+    pub fn nt(&self) -> usize {
+        self.nt
+    }
+
+    /// The logical size `(k, n)`.
+    pub fn size(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
     /// Packs `B = srcᵀ`: `B[kk][nn] = src[nn * ld + kk]` (a weight `[n × k]`, or keys `[len × hd]` for `Q · Kᵀ`).
     pub fn transposed(src: &[u16], n: usize, k: usize, ld: usize) -> Packed {
         let (kt, nt) = (k.div_ceil(DEPTH), n.div_ceil(TILE));
@@ -118,16 +134,22 @@ pub fn to_bf16_vec(src: &[f32]) -> Vec<u16> {
     out
 }
 
-/// Left-hand rows in bf16, padded with zeros to a multiple of 16 rows and 32 columns.
+/// Left-hand rows in bf16, padded with zeros to a multiple of 16 rows and 32 columns. The fields are private so
+/// that `data` always holds `mp` rows of stride `ld`: [`matmul`] reads them through raw pointers on that promise.
 #[derive(Debug, Clone, Default)]
 pub struct Rows {
-    pub data: Vec<u16>,
+    data: Vec<u16>,
     /// Padded row count (multiple of 16) and row stride (multiple of 32).
-    pub mp: usize,
-    pub ld: usize,
+    mp: usize,
+    ld: usize,
 }
 
 impl Rows {
+    /// Padded row count (a multiple of 16).
+    pub fn mp(&self) -> usize {
+        self.mp
+    }
+
     /// Fills from `m` rows of `k` values at `a[i * lda + j]`.
     pub fn fill(&mut self, a: &[f32], m: usize, k: usize, lda: usize) {
         self.fill_with(a, m, k, lda, None)
@@ -187,6 +209,8 @@ fn convert_row_impl(src: &[f32], dst: &mut [u16]) {
 pub fn matmul(a: &Rows, b: &Packed, kt: usize, nt: usize, c: &mut [f32], ldc: usize, parallel: bool) {
     assert!(available(), "AMX kernel called on a CPU without AMX");
     assert!(kt <= b.kt && nt <= b.nt && a.ld >= kt * DEPTH && ldc >= nt * TILE && c.len() >= a.mp * ldc);
+    // What the private fields promise, checked again where raw pointers are made from them.
+    assert!(b.data.len() >= b.kt * b.nt * TILE_ELEMS && a.data.len() >= a.mp * a.ld && a.mp.is_multiple_of(TILE));
     if a.mp == 0 || nt == 0 || kt == 0 {
         return;
     }
@@ -282,6 +306,14 @@ mod imp {
     }
 
     /// One output block of (16 or 32) × (16 or 32) values: tmm0..3 accumulate, tmm4/5 hold `A`, tmm6/7 hold `B`.
+    ///
+    /// Each variant is **one** `asm!` block from `tilezero` to `tilestored`: the compiler promises nothing about tile
+    /// registers between separate `asm!` statements, so the accumulators never live across one. (The tile
+    /// configuration, loaded once per thread by [`rows_block`], is not a tile register: it is per-thread state the
+    /// OS saves and restores, and compiled Rust never executes an AMX instruction that could change it.)
+    ///
+    /// # Safety
+    /// As [`rows_block`], with `kt ≥ 1` and the configuration loaded on this thread.
     #[inline(always)]
     unsafe fn block<const R2: bool, const C2: bool>(
         a: *const u16,
@@ -292,46 +324,124 @@ mod imp {
         c: *mut f32,
         ldc: usize,
     ) {
+        debug_assert!(kt >= 1);
         let a_stride = lda * 2;
         let a1 = a.add(TILE * lda);
         let b1 = b.add(bkt * TILE_ELEMS);
         let c_stride = ldc * 4;
-        asm!("tilezero tmm0", options(nostack, nomem));
-        if C2 {
-            asm!("tilezero tmm1", options(nostack, nomem));
-        }
-        if R2 {
-            asm!("tilezero tmm2", options(nostack, nomem));
-            if C2 {
-                asm!("tilezero tmm3", options(nostack, nomem));
-            }
-        }
-        for kb in 0..kt {
-            asm!("tileloadd tmm4, [{0} + {1}*1]", in(reg) a.add(kb * DEPTH), in(reg) a_stride, options(nostack, readonly));
-            asm!("tileloadd tmm6, [{0} + {1}*1]", in(reg) b.add(kb * TILE_ELEMS), in(reg) 64usize, options(nostack, readonly));
-            asm!("tdpbf16ps tmm0, tmm4, tmm6", options(nostack, nomem));
-            if C2 {
-                asm!("tileloadd tmm7, [{0} + {1}*1]", in(reg) b1.add(kb * TILE_ELEMS), in(reg) 64usize, options(nostack, readonly));
-                asm!("tdpbf16ps tmm1, tmm4, tmm7", options(nostack, nomem));
-            }
-            if R2 {
-                asm!("tileloadd tmm5, [{0} + {1}*1]", in(reg) a1.add(kb * DEPTH), in(reg) a_stride, options(nostack, readonly));
-                asm!("tdpbf16ps tmm2, tmm5, tmm6", options(nostack, nomem));
-                if C2 {
-                    asm!("tdpbf16ps tmm3, tmm5, tmm7", options(nostack, nomem));
-                }
-            }
-        }
-        asm!("tilestored [{0} + {1}*1], tmm0", in(reg) c, in(reg) c_stride, options(nostack));
-        if C2 {
-            asm!("tilestored [{0} + {1}*1], tmm1", in(reg) c.add(TILE), in(reg) c_stride, options(nostack));
-        }
-        if R2 {
-            let c1 = c.add(TILE * ldc);
-            asm!("tilestored [{0} + {1}*1], tmm2", in(reg) c1, in(reg) c_stride, options(nostack));
-            if C2 {
-                asm!("tilestored [{0} + {1}*1], tmm3", in(reg) c1.add(TILE), in(reg) c_stride, options(nostack));
-            }
+        let c1 = c.add(TILE * ldc);
+        // Per depth block: A advances DEPTH u16 (64 bytes), B one tile (TILE_ELEMS u16 = 1024 bytes).
+        const _: () = assert!(DEPTH * 2 == 64 && TILE_ELEMS * 2 == 1024 && TILE * 4 == 64);
+        match (R2, C2) {
+            (true, true) => asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [{a} + {as_}*1]",
+                "tileloadd tmm6, [{b} + {s64}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {s64}*1]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {as_}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a}, 64",
+                "add {a1}, 64",
+                "add {b}, 1024",
+                "add {b1}, 1024",
+                "dec {kt}",
+                "jnz 2b",
+                "tilestored [{c} + {cs}*1], tmm0",
+                "tilestored [{c} + {cs}*1 + 64], tmm1",
+                "tilestored [{c1} + {cs}*1], tmm2",
+                "tilestored [{c1} + {cs}*1 + 64], tmm3",
+                a = inout(reg) a => _,
+                a1 = inout(reg) a1 => _,
+                b = inout(reg) b => _,
+                b1 = inout(reg) b1 => _,
+                kt = inout(reg) kt => _,
+                as_ = in(reg) a_stride,
+                s64 = in(reg) 64usize,
+                c = in(reg) c,
+                c1 = in(reg) c1,
+                cs = in(reg) c_stride,
+                options(nostack),
+            ),
+            (true, false) => asm!(
+                "tilezero tmm0",
+                "tilezero tmm2",
+                "2:",
+                "tileloadd tmm4, [{a} + {as_}*1]",
+                "tileloadd tmm6, [{b} + {s64}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm5, [{a1} + {as_}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "add {a}, 64",
+                "add {a1}, 64",
+                "add {b}, 1024",
+                "dec {kt}",
+                "jnz 2b",
+                "tilestored [{c} + {cs}*1], tmm0",
+                "tilestored [{c1} + {cs}*1], tmm2",
+                a = inout(reg) a => _,
+                a1 = inout(reg) a1 => _,
+                b = inout(reg) b => _,
+                kt = inout(reg) kt => _,
+                as_ = in(reg) a_stride,
+                s64 = in(reg) 64usize,
+                c = in(reg) c,
+                c1 = in(reg) c1,
+                cs = in(reg) c_stride,
+                options(nostack),
+            ),
+            (false, true) => asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "2:",
+                "tileloadd tmm4, [{a} + {as_}*1]",
+                "tileloadd tmm6, [{b} + {s64}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {s64}*1]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "add {a}, 64",
+                "add {b}, 1024",
+                "add {b1}, 1024",
+                "dec {kt}",
+                "jnz 2b",
+                "tilestored [{c} + {cs}*1], tmm0",
+                "tilestored [{c} + {cs}*1 + 64], tmm1",
+                a = inout(reg) a => _,
+                b = inout(reg) b => _,
+                b1 = inout(reg) b1 => _,
+                kt = inout(reg) kt => _,
+                as_ = in(reg) a_stride,
+                s64 = in(reg) 64usize,
+                c = in(reg) c,
+                cs = in(reg) c_stride,
+                options(nostack),
+            ),
+            (false, false) => asm!(
+                "tilezero tmm0",
+                "2:",
+                "tileloadd tmm4, [{a} + {as_}*1]",
+                "tileloadd tmm6, [{b} + {s64}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "add {a}, 64",
+                "add {b}, 1024",
+                "dec {kt}",
+                "jnz 2b",
+                "tilestored [{c} + {cs}*1], tmm0",
+                a = inout(reg) a => _,
+                b = inout(reg) b => _,
+                kt = inout(reg) kt => _,
+                as_ = in(reg) a_stride,
+                s64 = in(reg) 64usize,
+                c = in(reg) c,
+                cs = in(reg) c_stride,
+                options(nostack),
+            ),
         }
     }
 }

@@ -465,12 +465,12 @@ impl HeadKv {
                         qkv[r * ldq + qcol..][..hd].iter().map(|&x| if *round { amx::round_bf16(x) } else { x })
                     })
                     .collect();
-                gemm_f32(rows, kc, hd, &q, hd as isize, 1, k, 1, hd as isize, s, ld_s, false);
+                gemm_f32(rows, kc, hd, &q, hd, 1, k, 1, hd, s, ld_s, false);
             }
             HeadKv::Amx { k, hd, .. } => {
                 let mut a = Rows::default();
                 a.fill(&qkv[r0 * ldq + qcol..], rows, *hd, ldq);
-                amx::matmul(&a, k, k.kt, kc.div_ceil(amx::TILE), s, ld_s, false);
+                amx::matmul(&a, k, k.kt(), kc.div_ceil(amx::TILE), s, ld_s, false);
             }
         }
     }
@@ -484,14 +484,14 @@ impl HeadKv {
                     let r = *round;
                     row[..kc].iter_mut().for_each(|x| *x = if r { amx::round_bf16(*x * k) } else { *x * k });
                 }
-                gemm_f32(rows, *hd, kc, s, ld_s as isize, 1, v, *hd as isize, 1, out, *hd, false);
+                gemm_f32(rows, *hd, kc, s, ld_s, 1, v, *hd, 1, out, *hd, false);
             }
             HeadKv::Amx { v, hd, .. } => {
                 let mut a = Rows::default();
                 a.fill_scaled(s, rows, kc, ld_s, scale);
-                let ldc = v.nt * amx::TILE;
-                let mut c = vec![0.0f32; a.mp * ldc];
-                amx::matmul(&a, v, kc.div_ceil(amx::DEPTH), v.nt, &mut c, ldc, false);
+                let ldc = v.nt() * amx::TILE;
+                let mut c = vec![0.0f32; a.mp() * ldc];
+                amx::matmul(&a, v, kc.div_ceil(amx::DEPTH), v.nt(), &mut c, ldc, false);
                 for i in 0..rows {
                     out[i * hd..(i + 1) * hd].copy_from_slice(&c[i * ldc..i * ldc + hd]);
                 }

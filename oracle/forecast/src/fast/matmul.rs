@@ -101,23 +101,23 @@ pub fn linear(x: &[f32], m: usize, w: &Weight, bias: Option<&[f32]>, out: &mut [
     let (n, k) = (w.n, w.k);
     assert!(x.len() >= m * k && out.len() >= m * n);
     match w.kernel {
-        Kernel::F32 => gemm_f32(m, n, k, x, k as isize, 1, &w.rows, 1, k as isize, out, n, parallel),
+        Kernel::F32 => gemm_f32(m, n, k, x, k, 1, &w.rows, 1, k, out, n, parallel),
         Kernel::Bf16Emulated => {
             let xr: Vec<f32> = x[..m * k].iter().map(|&v| amx::round_bf16(v)).collect();
-            gemm_f32(m, n, k, &xr, k as isize, 1, &w.rows, 1, k as isize, out, n, parallel)
+            gemm_f32(m, n, k, &xr, k, 1, &w.rows, 1, k, out, n, parallel)
         }
         Kernel::Amx => {
             // Taken out of the thread-local, not borrowed: a parallel product may run other work on this thread
             // while it waits, and that work may need the scratch too.
             let (mut rows, mut c) = SCRATCH.with_borrow_mut(std::mem::take);
             rows.fill(x, m, k, k);
-            let (kt, nt) = (w.packed.kt, w.packed.nt);
+            let (kt, nt) = (w.packed.kt(), w.packed.nt());
             if n.is_multiple_of(amx::TILE) && m.is_multiple_of(amx::TILE) {
                 // The tiles land in `out` directly.
                 amx::matmul(&rows, &w.packed, kt, nt, &mut out[..m * n], n, parallel);
             } else {
                 let ldc = nt * amx::TILE;
-                c.resize(rows.mp * ldc, 0.0);
+                c.resize(rows.mp() * ldc, 0.0);
                 amx::matmul(&rows, &w.packed, kt, nt, &mut c, ldc, parallel);
                 for i in 0..m {
                     out[i * n..(i + 1) * n].copy_from_slice(&c[i * ldc..i * ldc + n]);
@@ -135,17 +135,22 @@ pub fn linear(x: &[f32], m: usize, w: &Weight, bias: Option<&[f32]>, out: &mut [
 
 /// `out[i * ldo + j] = Σ_p a[i, p] · b[p, j]` for `i < m`, `j < n`, `p < k`, where `a[i, p] = a[i * a_rs + p * a_cs]`
 /// and `b[p, j] = b[p * b_rs + j * b_cs]`; overwrites `out`.
+///
+/// # Panics
+/// If an index the strides produce falls outside `a` or `b`, or the output rows (`ldo ≥ n` apart) do not fit in
+/// `out`: the strides are unsigned and the last index is the largest, so these checks bound every access the
+/// unsafe kernel makes, and rows never overlap (the kernel may write them from several threads).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_f32(
     m: usize,
     n: usize,
     k: usize,
     a: &[f32],
-    a_rs: isize,
-    a_cs: isize,
+    a_rs: usize,
+    a_cs: usize,
     b: &[f32],
-    b_rs: isize,
-    b_cs: isize,
+    b_rs: usize,
+    b_cs: usize,
     out: &mut [f32],
     ldo: usize,
     parallel: bool,
@@ -153,9 +158,15 @@ pub fn gemm_f32(
     if m == 0 || n == 0 {
         return;
     }
-    let last = |rs: isize, cs: isize, r: usize, c: usize| (r as isize - 1) * rs + (c as isize - 1) * cs;
-    assert!(k == 0 || (last(a_rs, a_cs, m, k) as usize) < a.len() && (last(b_rs, b_cs, k, n) as usize) < b.len());
-    assert!((m - 1) * ldo + n <= out.len());
+    assert!(ldo >= n, "gemm_f32: output stride {ldo} < {n} columns");
+    assert!((m - 1) * ldo + n <= out.len(), "gemm_f32: output too short");
+    let last = |rs: usize, cs: usize, r: usize, c: usize| (r - 1) * rs + (c - 1) * cs;
+    assert!(
+        k == 0 || (last(a_rs, a_cs, m, k) < a.len() && last(b_rs, b_cs, k, n) < b.len()),
+        "gemm_f32: an input is too short for its strides"
+    );
+    let s = |x: usize| isize::try_from(x).expect("gemm_f32: stride fits isize");
+    let (a_rs, a_cs, b_rs, b_cs, ldo_i) = (s(a_rs), s(a_cs), s(b_rs), s(b_cs), s(ldo));
     let par = if parallel && m * n * k >= 1 << 18 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above keep every index the strides produce inside the slices.
     unsafe {
@@ -165,7 +176,7 @@ pub fn gemm_f32(
             k,
             out.as_mut_ptr(),
             1,
-            ldo as isize,
+            ldo_i,
             false,
             a.as_ptr(),
             a_cs,
@@ -186,6 +197,22 @@ pub fn gemm_f32(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "output stride")]
+    fn gemm_refuses_an_output_stride_below_its_width() {
+        let (a, b) = (vec![1.0; 4], vec![1.0; 4]);
+        let mut out = vec![0.0; 8];
+        gemm_f32(2, 2, 2, &a, 2, 1, &b, 2, 1, &mut out, 1, false);
+    }
+
+    #[test]
+    #[should_panic(expected = "too short for its strides")]
+    fn gemm_refuses_strides_that_leave_an_input() {
+        let (a, b) = (vec![1.0; 4], vec![1.0; 4]);
+        let mut out = vec![0.0; 4];
+        gemm_f32(2, 2, 2, &a, 3, 1, &b, 2, 1, &mut out, 2, false);
+    }
 
     #[test]
     fn linear_at_every_kernel_matches_a_plain_product() {

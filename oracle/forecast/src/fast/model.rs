@@ -16,7 +16,11 @@ fn host(t: &Tensor) -> Result<Vec<f32>> {
 /// A forecast allocates and frees buffers of a few MB; glibc's defaults give such blocks back to the kernel at once
 /// and every forecast pays for faulting them in again (about a fifth of its time). Raising the thresholds (once per
 /// process) keeps up to 64 MiB of freed memory for reuse.
-fn keep_freed_memory() {
+///
+/// This is a process-wide allocator setting, so the library never makes it on its own: a program that runs
+/// forecasts calls it once from `main` (the `kronos` binary, the forecast bench and examples do). glibc only; a
+/// no-op elsewhere.
+pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
@@ -107,7 +111,6 @@ pub struct Model {
 
 impl Model {
     pub fn new(tok: &KronosTokenizer, pred: &KronosPredictor, kernel: Kernel) -> Result<Model> {
-        keep_freed_memory();
         let (enc, dec) = tok.blocks();
         let dep = &pred.dep_attn;
         Ok(Model {
@@ -226,7 +229,7 @@ impl Model {
         let mut o = vec![0.0f32; n * hd];
         for h in 0..heads {
             // History part for all paths at once, then each path's own positions.
-            gemm_f32(n, t, hd, &q[h * hd..], d as isize, 1, &kv.k[h * hd..], 1, d as isize, &mut s, t, false);
+            gemm_f32(n, t, hd, &q[h * hd..], d, 1, &kv.k[h * hd..], 1, d, &mut s, t, false);
             for i in 0..n {
                 let row = &mut s[i * t..(i + 1) * t];
                 row.iter_mut().for_each(|x| *x *= scale);
@@ -241,7 +244,7 @@ impl Model {
                     }
                 }
             }
-            gemm_f32(n, hd, t, &s, t as isize, 1, &kv.v[h * hd..], d as isize, 1, &mut o, hd, false);
+            gemm_f32(n, hd, t, &s, t, 1, &kv.v[h * hd..], d, 1, &mut o, hd, false);
             for i in 0..n {
                 simd::add_assign(&mut att[i * d + h * hd..][..hd], &o[i * hd..(i + 1) * hd]);
             }
