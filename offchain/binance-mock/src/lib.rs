@@ -10,7 +10,10 @@
 //! Every reply carries `X-MBX-USED-WEIGHT-1M`; passing the weight limit answers 429 with `Retry-After`.
 //!
 //! Faults are injected per endpoint: -1021, 429 with `Retry-After`, 418, 503 "Unknown error…" after executing or
-//! without executing, a reply delayed past the client's timeout (executed or not), malformed bodies, stream drops.
+//! without executing, a reply delayed past the client's timeout (executed or not), any documented `{code, msg}`
+//! answer (408/-1007 and -1006 "execution status unknown", executed or not; rejections such as -2019), an order
+//! that executes after its recvWindow (a late fill), malformed bodies, stream drops. Client order ids are unique
+//! only among open orders, and one close-position stop per direction is allowed (-4130), as on the venue.
 //!
 //! Scope: MARKET orders and STOP_MARKET close-position conditional orders — what Kronos sends. Other order types
 //! are refused with the venue's code for an invalid order type.
@@ -53,7 +56,21 @@ pub enum Fault {
     Timeout { executed: bool, delay: Duration },
     /// Reply this status and raw body without executing.
     Malformed { status: u16, body: String },
+    /// Reply `{"code":code,"msg":msg}` with this HTTP status, after executing the request when `executed`: a
+    /// rejection (-2019 margin is insufficient, `executed: false`) or a documented "execution status unknown" (HTTP
+    /// 408 with -1007, -1006), which may come either way.
+    Answer { status: u16, code: i64, msg: String, executed: bool },
+    /// Reply 503 "Unknown error…" at once without executing; the order reaches the matching engine `delay` later
+    /// and executes then (after its recvWindow, when `delay` is longer), as a request stuck in the venue's backend.
+    LateFill { delay: Duration },
 }
+
+/// -1007 as documented (HTTP 408).
+pub const BACKEND_TIMEOUT_MSG: &str =
+    "Timeout waiting for response from backend server. Send status unknown; execution status unknown.";
+/// -1006 as documented.
+pub const UNEXPECTED_RESP_MSG: &str =
+    "An unexpected response was received from the message bus. Execution status unknown.";
 
 #[derive(Debug, Clone)]
 struct FaultRule {
@@ -107,6 +124,8 @@ struct Inner {
     listen_keys: HashMap<String, String>,
     streams: HashMap<String, Vec<mpsc::UnboundedSender<Option<String>>>>,
     order_log: Vec<OrderLog>,
+    /// Requests held back by [`Fault::LateFill`] that have not executed yet.
+    late_pending: u32,
     push_log: VecDeque<PushLog>,
     key_seq: u64,
 }
@@ -209,6 +228,7 @@ impl MockExchange {
             listen_keys: HashMap::new(),
             streams: HashMap::new(),
             order_log: Vec::new(),
+            late_pending: 0,
             push_log: VecDeque::new(),
             key_seq: 0,
         };
@@ -545,6 +565,26 @@ async fn rest_handler(
             tokio::time::sleep(*delay).await;
             return reply(StatusCode::SERVICE_UNAVAILABLE, weight, err_body(-1000, UNKNOWN_503));
         }
+        Some(Fault::Answer { status, code, msg, executed: false }) => {
+            ex.log_dropped(&method, &path, &headers, &params);
+            return reply(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                weight,
+                err_body(*code, msg),
+            );
+        }
+        Some(Fault::LateFill { delay }) => {
+            // Taken in by the gateway now, executed later (the order's own checks run then).
+            ex.inner.lock().late_pending += 1;
+            let (ex2, method2, path2, headers2, params2) =
+                (ex.clone(), method.clone(), path.clone(), headers.clone(), params.clone());
+            let delay = *delay;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                ex2.execute_late(&method2, &path2, &headers2, &params2, weight);
+            });
+            return reply(StatusCode::SERVICE_UNAVAILABLE, weight, err_body(-1000, UNKNOWN_503));
+        }
         _ => {}
     }
 
@@ -557,11 +597,49 @@ async fn rest_handler(
             tokio::time::sleep(delay).await;
             response
         }
+        Some(Fault::Answer { status, code, msg, executed: true }) => {
+            reply(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), weight, err_body(code, &msg))
+        }
         _ => response,
     }
 }
 
 impl MockExchange {
+    /// Requests held back by [`Fault::LateFill`] that have not executed yet.
+    pub fn late_pending(&self) -> u32 {
+        self.inner.lock().late_pending
+    }
+
+    /// Executes a request a [`Fault::LateFill`] held back: it passed the gateway's checks on arrival.
+    fn execute_late(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        params: &HashMap<String, String>,
+        weight: u32,
+    ) {
+        let mut g = self.inner.lock();
+        g.late_pending = g.late_pending.saturating_sub(1);
+        let Some(key) = headers.get("x-mbx-apikey").and_then(|v| v.to_str().ok()).map(str::to_string) else { return };
+        if !g.accounts.contains_key(&key) || *method != Method::POST || path != "/fapi/v1/order" {
+            return;
+        }
+        let r = self.new_order(&mut g, &key, params, weight);
+        let executed = r.status().is_success();
+        g.order_log.push(OrderLog {
+            at: Instant::now(),
+            api_key: key,
+            path: path.into(),
+            client_id: params.get("newClientOrderId").cloned().unwrap_or_default(),
+            symbol: params.get("symbol").cloned().unwrap_or_default(),
+            side: params.get("side").cloned().unwrap_or_default(),
+            quantity: params.get("quantity").cloned().unwrap_or_default(),
+            executed,
+            error_code: if executed { None } else { Some(0) },
+        });
+    }
+
     fn log_dropped(&self, method: &Method, path: &str, headers: &HeaderMap, params: &HashMap<String, String>) {
         if *method == Method::POST && (path == "/fapi/v1/order" || path == "/fapi/v1/algoOrder") {
             let api = headers.get("x-mbx-apikey").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();

@@ -128,7 +128,8 @@ pub enum BinanceError {
     /// A signed endpoint was called without credentials.
     #[error("{endpoint}: needs API credentials, none configured")]
     NoCredentials { endpoint: String },
-    /// An order could not be resolved in time after an unknown outcome. Nothing was re-sent.
+    /// An order's outcome is still unknown after queries (not found yet, or queries failing). Nothing was re-sent;
+    /// it may still execute, so the caller keeps asking by its client id.
     #[error("order {client_order_id}: outcome still unknown after {waited_s} s of queries; nothing was re-sent")]
     Unresolved { client_order_id: String, waited_s: u64 },
 }
@@ -188,6 +189,11 @@ pub struct FuturesClient {
 fn now_ms() -> u64 {
     kronos_common::time::now_ms()
 }
+
+/// -1006 UNEXPECTED_RESP: "An unexpected response was received from the message bus. Execution status unknown."
+pub const UNEXPECTED_RESP: i64 = -1006;
+/// -1007 TIMEOUT: "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
+pub const BACKEND_TIMEOUT: i64 = -1007;
 
 fn encode(params: &[(String, String)]) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
@@ -410,7 +416,8 @@ impl FuturesClient {
                 }
                 return Err(BinanceError::RateLimited { endpoint, retry_after_s: ra });
             }
-            if status.is_server_error() {
+            // 408 (a timeout waiting for the backend) and every 5xx leave a write's outcome unknown.
+            if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
                 let msg = serde_json::from_str::<Value>(&body)
                     .ok()
                     .and_then(|v| v.get("msg").and_then(Value::as_str).map(str::to_string))
@@ -447,6 +454,19 @@ impl FuturesClient {
                         body: body.chars().take(300).collect(),
                     });
                 };
+                if code == UNEXPECTED_RESP || code == BACKEND_TIMEOUT {
+                    // "Execution status unknown" (-1006 / -1007): not a rejection. Reads are retried; a write is
+                    // resolved by query, never taken as refused.
+                    if idempotent && attempts < 3 {
+                        tokio::time::sleep(Duration::from_millis(200 * attempts as u64)).await;
+                        continue;
+                    }
+                    return Err(BinanceError::Unknown {
+                        endpoint,
+                        detail: format!("HTTP {}, code {code}: {msg}", status.as_u16()),
+                        sent_timestamp_ms: timestamp,
+                    });
+                }
                 if code == -1021 && security == Security::Signed && !resynced {
                     resynced = true;
                     let off = self.sync_time().await?;
@@ -550,37 +570,35 @@ impl FuturesClient {
 
     // ---- orders ----------------------------------------------------------------------------------------------------
 
-    /// Places an order exactly once. A timeout or 5xx is resolved by querying our `newClientOrderId`; "does not
-    /// exist" counts as "not placed" only after the request's `recvWindow` has passed on the server's clock (after
-    /// that the exchange can no longer accept it), and only then is the same order sent again.
+    /// Places an order at most once. An unknown outcome (a timeout, 408, 5xx, -1006, -1007) is resolved by querying
+    /// our `newClientOrderId` until the order shows up or the request's `recvWindow` has passed on the server's
+    /// clock. An order that is still not found then is *not* sent again: client ids are unique only among open
+    /// orders, so a market order that fills late and a resend under the same id would both execute. It is
+    /// returned as [`BinanceError::Unresolved`], for the caller to keep querying.
     pub async fn place_order(&self, req: &OrderRequest) -> Result<Order, BinanceError> {
         let started = std::time::Instant::now();
-        loop {
-            let r: Result<Order, _> =
-                self.request(Method::POST, "/fapi/v1/order", req.params(), Security::Signed, 1).await;
-            match r {
-                Ok(o) => return Ok(o),
-                // -4116: the id is taken, i.e. an earlier attempt went through.
-                Err(e) if e.code() == Some(-4116) => {
-                    return self.query_order(&req.symbol, &req.client_order_id).await;
-                }
-                Err(BinanceError::Unknown { detail, sent_timestamp_ms, .. }) => {
-                    tracing::warn!(client_order_id = %req.client_order_id, %detail, "binance: order outcome unknown; resolving by query");
-                    match self
-                        .resolve(sent_timestamp_ms, started, &req.client_order_id, || {
-                            self.query_order(&req.symbol, &req.client_order_id)
+        let r: Result<Order, _> = self.request(Method::POST, "/fapi/v1/order", req.params(), Security::Signed, 1).await;
+        match r {
+            Ok(o) => Ok(o),
+            Err(BinanceError::Unknown { detail, sent_timestamp_ms, .. }) => {
+                tracing::warn!(client_order_id = %req.client_order_id, %detail, "binance: order outcome unknown; resolving by query");
+                match self
+                    .resolve(sent_timestamp_ms, started, &req.client_order_id, || {
+                        self.query_order(&req.symbol, &req.client_order_id)
+                    })
+                    .await?
+                {
+                    Some(o) => Ok(o),
+                    None => {
+                        tracing::warn!(client_order_id = %req.client_order_id, "binance: order not found after its recvWindow; not re-sent (it may still fill)");
+                        Err(BinanceError::Unresolved {
+                            client_order_id: req.client_order_id.clone(),
+                            waited_s: started.elapsed().as_secs(),
                         })
-                        .await?
-                    {
-                        Some(o) => return Ok(o),
-                        None => {
-                            tracing::warn!(client_order_id = %req.client_order_id, "binance: order was not placed; sending it again with the same id");
-                            continue;
-                        }
                     }
                 }
-                Err(e) => return Err(e),
             }
+            Err(e) => Err(e),
         }
     }
 

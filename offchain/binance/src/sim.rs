@@ -162,8 +162,11 @@ impl SimAccount {
         self.positions.iter().map(|((s, ps), p)| (s.clone(), ps.clone(), p.clone())).collect()
     }
 
+    /// Client ids are unique only among *open* orders (Binance: `newClientOrderId` "a unique id among open
+    /// orders"): a filled market order's id can be used again, and the second order executes too.
     fn coid_taken(&self, id: &str) -> bool {
-        self.orders.iter().any(|o| o.client_order_id == id) || self.algos.iter().any(|a| a.client_algo_id == id)
+        self.orders.iter().any(|o| o.client_order_id == id && (o.status == "NEW" || o.status == "PARTIALLY_FILLED"))
+            || self.algos.iter().any(|a| a.client_algo_id == id && a.is_open())
     }
 
     /// A market order filled at `mark` in full. Reduce-only orders are capped at the position and refused when they
@@ -279,6 +282,19 @@ impl SimAccount {
         };
         if immediate {
             return Err(reject(-2021, "Order would immediately trigger."));
+        }
+        // One close-position stop per symbol, direction and position side.
+        if self.algos.iter().any(|a| {
+            a.is_open()
+                && a.close_position
+                && a.symbol == req.symbol
+                && a.side == req.side
+                && a.position_side == req.position_side
+        }) {
+            return Err(reject(
+                -4130,
+                "An open stop or take profit order with GTE and closePosition in the direction is existing.",
+            ));
         }
         let algo = AlgoOrder {
             algo_id: self.id(),
@@ -442,8 +458,7 @@ mod tests {
         assert_eq!(f.position, SimPosition { amount: d("-0.1"), entry_price: d("63000") });
         // 10000 - 3 - 3.1 + 400 - 9.45
         assert_eq!(a.wallet, d("10384.45"));
-        // Duplicate id and reduce-only that would grow are refused.
-        assert_eq!(a.place_market(&mkt(Side::Sell, "0.1", "c", false), d("63000"), 4).unwrap_err().code, -4116);
+        // Reduce-only that would grow is refused.
         assert_eq!(a.place_market(&mkt(Side::Sell, "0.1", "d", true), d("63000"), 4).unwrap_err().code, -2022);
         // Reduce-only larger than the position is capped at it.
         let f = a.place_market(&mkt(Side::Buy, "5", "e", true), d("62000"), 5).unwrap();
@@ -467,6 +482,15 @@ mod tests {
             -2021
         );
         a.place_stop(&stop, d("100"), 1).unwrap();
+        // A second close-position stop in the same direction is refused (-4130), so is an open stop's id (-4116).
+        let again = StopRequest { trigger_price: d("96"), client_algo_id: "s2".into(), ..stop.clone() };
+        assert_eq!(a.place_stop(&again, d("100"), 1).unwrap_err().code, -4130);
+        assert_eq!(
+            a.place_stop(&StopRequest { side: Side::Buy, trigger_price: d("105"), ..stop.clone() }, d("100"), 1)
+                .unwrap_err()
+                .code,
+            -4116
+        );
         assert!(a.on_mark("BTCUSDT", d("96"), 2).is_empty());
         let fired = a.on_mark("BTCUSDT", d("94.5"), 3);
         assert_eq!(fired.len(), 1);
@@ -474,5 +498,14 @@ mod tests {
         assert!(a.position("BTCUSDT", "BOTH").amount.is_zero());
         assert_eq!(a.stop("s1").unwrap().algo_status, "FINISHED");
         assert!(a.open_stops(None).is_empty());
+    }
+
+    #[test]
+    fn client_ids_are_unique_only_among_open_orders() {
+        let mut a = SimAccount::new("USDT", d("10000"), d("0"));
+        a.place_market(&mkt(Side::Buy, "1", "same", false), d("100"), 1).unwrap();
+        // The first is filled (no longer open): the venue takes the id again and both execute.
+        a.place_market(&mkt(Side::Buy, "1", "same", false), d("100"), 2).unwrap();
+        assert_eq!(a.position("BTCUSDT", "BOTH").amount, d("2"));
     }
 }

@@ -110,26 +110,66 @@ async fn the_weight_limit_turns_into_a_pause_not_a_ban() {
     assert!(matches!(e, BinanceError::RateLimited { .. }), "{e}");
 }
 
+fn unknown(status: u16, code: i64, msg: &str, executed: bool) -> Fault {
+    Fault::Answer { status, code, msg: msg.into(), executed }
+}
+
 #[tokio::test]
 async fn unknown_outcomes_are_resolved_by_query_never_by_blind_resend() {
     let (ex, c) = setup().await;
+    let (t, u) = (kronos_binance_mock::BACKEND_TIMEOUT_MSG, kronos_binance_mock::UNEXPECTED_RESP_MSG);
     for (i, fault) in [
         Fault::Unknown503 { executed: true },
         Fault::Unknown503 { executed: false },
         Fault::Timeout { executed: true, delay: Duration::from_millis(1500) },
         Fault::Timeout { executed: false, delay: Duration::from_millis(1500) },
+        // "Execution status unknown" answers are not rejections.
+        unknown(408, -1007, t, true),
+        unknown(408, -1007, t, false),
+        unknown(400, -1006, u, true),
+        unknown(400, -1006, u, false),
     ]
     .into_iter()
     .enumerate()
     {
         let id = format!("kr-u{i}");
         ex.inject("POST", "/fapi/v1/order", fault.clone(), 1);
-        let o = c.place_order(&buy("0.01", &id)).await.unwrap_or_else(|e| panic!("{fault:?}: {e}"));
-        assert_eq!(o.client_order_id, id);
-        assert_eq!(executions(&ex, &id), 1, "{fault:?}: executed exactly once");
+        let executed = !matches!(
+            fault,
+            Fault::Unknown503 { executed: false }
+                | Fault::Timeout { executed: false, .. }
+                | Fault::Answer { executed: false, .. }
+        );
+        match c.place_order(&buy("0.01", &id)).await {
+            Ok(o) => {
+                assert!(executed, "{fault:?}: reported placed");
+                assert_eq!(o.client_order_id, id);
+                assert_eq!(executions(&ex, &id), 1, "{fault:?}: executed exactly once");
+            }
+            // Not found after its recvWindow: reported as unknown, never sent again (ids are unique only among open
+            // orders, so a resend could execute next to a late fill).
+            Err(BinanceError::Unresolved { client_order_id, .. }) => {
+                assert!(!executed, "{fault:?}: an executed order was not found");
+                assert_eq!(client_order_id, id);
+                assert_eq!(executions(&ex, &id), 0, "{fault:?}: not re-sent");
+            }
+            Err(e) => panic!("{fault:?}: {e}"),
+        }
     }
     let pos = ex.account("key-a").position("BTCUSDT", "BOTH");
     assert_eq!(pos.amount, d("0.04"));
+    // An order that reaches the matching engine after its recvWindow: reported unresolved, not re-sent, and it
+    // executes once when it arrives.
+    ex.inject("POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(2500) }, 1);
+    let e = c.place_order(&buy("0.01", "kr-late")).await.unwrap_err();
+    assert!(matches!(e, BinanceError::Unresolved { .. }), "{e}");
+    let t0 = Instant::now();
+    while ex.late_pending() > 0 && t0.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ex.late_pending(), 0);
+    assert_eq!(executions(&ex, "kr-late"), 1, "the late order executed once; nothing was sent again");
+    assert_eq!(c.query_order("BTCUSDT", "kr-late").await.unwrap().executed_qty, d("0.01"));
     // The same for stops.
     ex.inject("POST", "/fapi/v1/algoOrder", Fault::Unknown503 { executed: true }, 1);
     let s = StopRequest {

@@ -114,6 +114,9 @@ pub struct Config {
     pub api_secret_env: String,
     pub store: String,
     pub listen: String,
+    /// The environment variable holding the control API's token (`POST /api/emergency-stop`, `/api/resume` need
+    /// `Authorization: Bearer <token>`). Without one those endpoints are refused, and `listen` must be loopback.
+    pub api_token_env: Option<String>,
     pub quote_asset: String,
     pub recv_window_ms: u64,
     /// Timeout of one exchange request; a timed-out order is resolved by query.
@@ -143,6 +146,7 @@ struct RawCopytrade {
     api_secret_env: Option<String>,
     store: Option<String>,
     listen: Option<String>,
+    api_token_env: Option<String>,
     quote_asset: Option<String>,
     recv_window_ms: Option<u64>,
     request_timeout: Option<String>,
@@ -460,9 +464,21 @@ impl Config {
             return Err(v.err("copytrade.quote_asset", format!("'{quote_asset}' is not an asset name")));
         }
         let listen = c.listen.unwrap_or_else(|| "127.0.0.1:9110".into());
-        listen
+        let addr = listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| v.err("copytrade.listen", format!("'{listen}' is not host:port ({e})")))?;
+        let api_token_env = match c.api_token_env {
+            Some(t) => Some(v.env_name("copytrade.api_token_env", Some(t), "")?),
+            None => None,
+        };
+        if !addr.ip().is_loopback() && api_token_env.is_none() {
+            return Err(v.err(
+                "copytrade.listen",
+                format!(
+                    "'{listen}' is not a loopback address: set copytrade.api_token_env (the control API's token) too"
+                ),
+            ));
+        }
         Ok(Config {
             file: file.to_string(),
             mode: c.mode.unwrap_or(Mode::Paper),
@@ -471,6 +487,7 @@ impl Config {
             api_secret_env: v.env_name("copytrade.api_secret_env", c.api_secret_env, "KRONOS_BINANCE_API_SECRET")?,
             store: c.store.unwrap_or_else(|| "sqlite:data/copytrade.sqlite".into()),
             listen,
+            api_token_env,
             quote_asset,
             recv_window_ms,
             request_timeout: v.dur("copytrade.request_timeout", c.request_timeout.as_deref().unwrap_or("10s"))?,

@@ -86,13 +86,52 @@ pub struct Status {
     pub banned_until_ms: u64,
     pub trading: bool,
     pub ratio: String,
+    /// Failed polls of the lead's positions since start, and the last failure (kept until the next one).
+    pub lead_poll_errors: u64,
+    pub last_lead_poll_error: Option<String>,
+    /// Positions (`SYMBOL SIDE qty`) an emergency stop has not closed yet; empty when none is pending.
+    pub emergency_open: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 struct StopInfo {
     client_id: String,
     trigger: Decimal,
+    side: Side,
 }
+
+/// An order whose fate the exchange left unknown (not found after its recvWindow): it may still execute, so it is
+/// asked for by its client id at every reconcile, and no other order is sent for its symbol meanwhile (for
+/// [`unknown_hold`]).
+#[derive(Debug, Clone)]
+struct UnknownOrder {
+    client_id: String,
+    symbol: String,
+    side: Side,
+    since: Instant,
+}
+
+/// What became of an order the engine sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Filled,
+    /// The exchange refused it (an error code): it did not execute.
+    Rejected,
+    /// It never reached the exchange (ban, connection refused), or was not recorded first.
+    NotSent,
+    /// Its fate is unknown: watched until found or for [`unknown_hold`].
+    Unknown,
+}
+
+/// How long an order of unknown fate blocks new orders in its symbol: two recvWindows and two seconds after it was
+/// found missing. The exchange's own positions are what counts after that (reconcile adopts them).
+fn unknown_hold(recv_window_ms: u64) -> Duration {
+    Duration::from_millis(2 * recv_window_ms + 2000)
+}
+
+/// Emergency-stop retries: first after this, doubling up to [`EMERGENCY_RETRY_MAX`].
+const EMERGENCY_RETRY_MIN: Duration = Duration::from_millis(500);
+const EMERGENCY_RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 struct AiTarget {
@@ -109,6 +148,8 @@ pub struct Handles {
     pub commands: mpsc::Sender<Command>,
     pub store: Store,
     pub bus: Bus,
+    /// The control API's token (`copytrade.api_token_env`); `None`: the control endpoints are refused.
+    pub control_token: Option<Secret>,
 }
 
 /// Test and benchmark hooks.
@@ -143,6 +184,9 @@ pub struct Engine {
     lead_sides: HashMap<(String, String), Decimal>,
     follower: BTreeMap<String, Position>,
     stops: BTreeMap<String, StopInfo>,
+    unknown: Vec<UnknownOrder>,
+    /// While an emergency stop has not closed everything: when to try again, and the current back-off.
+    emergency_retry: Option<(Instant, Duration)>,
     ai: BTreeMap<String, AiTarget>,
     risk: RiskState,
     marks: HashMap<String, Decimal>,
@@ -215,6 +259,7 @@ impl Engine {
             commands: tx.clone(),
             store: store.clone(),
             bus: bus.clone(),
+            control_token: None,
         };
         let engine = Engine {
             cfg,
@@ -233,6 +278,8 @@ impl Engine {
             lead_sides: HashMap::new(),
             follower: BTreeMap::new(),
             stops: BTreeMap::new(),
+            unknown: Vec::new(),
+            emergency_retry: None,
             ai: BTreeMap::new(),
             risk: RiskState::default(),
             marks: HashMap::new(),
@@ -298,7 +345,8 @@ impl Engine {
         for r in self.store.orders_with_status("open").await? {
             if r.kind == "stop" {
                 let trigger = r.trigger_price.as_deref().and_then(|t| t.parse().ok()).unwrap_or_default();
-                self.stops.insert(r.symbol.clone(), StopInfo { client_id: r.client_id.clone(), trigger });
+                let side = if r.side == "BUY" { Side::Buy } else { Side::Sell };
+                self.stops.insert(r.symbol.clone(), StopInfo { client_id: r.client_id.clone(), trigger, side });
             }
         }
         for (s, q, following) in self.store.lead().await? {
@@ -319,6 +367,8 @@ impl Engine {
             self.apply(&s, None).await;
         }
         self.cleanup_stops().await;
+        // What the status shows from the first moment it is ready is the state this run loaded.
+        self.update_status(false);
         let mut st = self.status.lock();
         st.ready = true;
         st.healthy = true;
@@ -617,6 +667,13 @@ impl Engine {
             LeadAction::Close => "close",
             LeadAction::Flip => "flip",
         };
+        if change.action == LeadAction::Reduce {
+            // A follower held below lead × ratio (by a cap or a limit) reduces in proportion to the lead.
+            let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
+            if let Some(p) = proportional_reduction(current, mirror(change.from, self.ratio), change.from, change.to) {
+                self.lead.limit_to(symbol, p);
+            }
+        }
         // Trade first (the delay that matters), then record.
         self.apply(symbol, trigger).await;
         let note = match change.limit {
@@ -671,6 +728,11 @@ impl Engine {
         if self.risk.emergency || self.paused || !self.filters.contains_key(symbol) {
             return;
         }
+        if self.unknown_blocks(symbol) {
+            // An earlier order may still execute: nothing more is sent until it is found or its hold has passed.
+            self.protect(symbol).await;
+            return;
+        }
         let Some(mark) = self.mark_of(symbol).await else { return };
         let f = self.filters[symbol].clone();
         let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
@@ -696,7 +758,9 @@ impl Engine {
             match f.market_qty(shrink, mark, true) {
                 Ok(q) => {
                     let ps = self.position_side_for(current);
-                    if !self.send_order(symbol, opposite(current), q, true, &ps, "mirror", trigger).await {
+                    if self.send_order(symbol, opposite(current), q, true, &ps, "mirror", trigger).await != Outcome::Filled
+                    {
+                        self.protect(symbol).await;
                         return;
                     }
                 }
@@ -735,13 +799,36 @@ impl Engine {
                     Ok(q) => {
                         let side = if target.is_negative() { Side::Sell } else { Side::Buy };
                         let ps = self.position_side_for(target);
-                        self.send_order(symbol, side, q, false, &ps, "mirror", trigger).await;
+                        if self.send_order(symbol, side, q, false, &ps, "mirror", trigger).await == Outcome::Rejected {
+                            // Refused (e.g. -2019, margin is insufficient): not chased later at whatever the price
+                            // is then. The symbol keeps what it holds until the lead's next close or flip.
+                            self.hold_after_refusal(symbol).await;
+                        }
                     }
                     Err(e) => tracing::debug!(symbol, error = %e, "increase below the exchange minimum; not sent"),
                 }
             }
         }
         self.protect(symbol).await;
+    }
+
+    /// Holds `symbol` at what the follower has now until the lead closes or flips (an AI target waits for its next
+    /// forecast).
+    async fn hold_after_refusal(&mut self, symbol: &str) {
+        let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
+        if self.lead_client.is_some() && !self.lead.qty(symbol).is_zero() {
+            self.lead.limit_to(symbol, current.abs());
+            let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
+        }
+        if let Some(t) = self.ai.get_mut(symbol) {
+            t.qty = current;
+        }
+        self.event(
+            "entry_refused",
+            symbol,
+            &format!("the exchange refused the entry; holding {current} until the lead closes or flips"),
+        )
+        .await;
     }
 
     fn position_side_for(&self, qty: Decimal) -> String {
@@ -754,7 +841,7 @@ impl Engine {
         }
     }
 
-    /// Records, sends and books one market order. False when it did not go through.
+    /// Records, sends and books one market order.
     #[allow(clippy::too_many_arguments)]
     async fn send_order(
         &mut self,
@@ -765,7 +852,7 @@ impl Engine {
         ps: &str,
         reason: &str,
         trigger: Option<Instant>,
-    ) -> bool {
+    ) -> Outcome {
         let client_id = self.next_id("kc");
         let row = OrderRow {
             client_id: client_id.clone(),
@@ -790,7 +877,7 @@ impl Engine {
         if let Err(e) = self.store.insert_order(&row).await {
             // Nothing is sent that is not recorded first.
             self.risk_event("store_failed", symbol, format!("order not sent: {e:#}")).await;
-            return false;
+            return Outcome::NotSent;
         }
         let req = OrderRequest {
             reduce_only,
@@ -852,16 +939,31 @@ impl Engine {
                 for t in &trades {
                     self.book_fill(&client_id, t).await;
                 }
-                true
+                Outcome::Filled
             }
             Err(e) => {
-                let (status, kind) = match &e {
-                    BinanceError::Banned { .. } | BinanceError::Transport { .. } => {
-                        ("not_placed", "exchange_unavailable")
+                let (status, kind, sent) = match &e {
+                    BinanceError::Banned { .. }
+                    | BinanceError::Transport { .. }
+                    | BinanceError::NoCredentials { .. } => ("not_placed", "exchange_unavailable", Outcome::NotSent),
+                    // Not found after its recvWindow, or queries failing: it may still execute. Watched, never
+                    // re-sent.
+                    BinanceError::Unresolved { .. } | BinanceError::Unknown { .. } => {
+                        ("unresolved", "order_unresolved", Outcome::Unknown)
                     }
-                    BinanceError::Unresolved { .. } => ("unresolved", "order_unresolved"),
-                    _ => ("rejected", "order_rejected"),
+                    // A 429 was not executed; a malformed reply to an order may hide one, so it is watched.
+                    BinanceError::RateLimited { .. } => ("not_placed", "exchange_unavailable", Outcome::NotSent),
+                    BinanceError::Malformed { .. } => ("unresolved", "order_unresolved", Outcome::Unknown),
+                    BinanceError::Api { .. } => ("rejected", "order_rejected", Outcome::Rejected),
                 };
+                if sent == Outcome::Unknown {
+                    self.unknown.push(UnknownOrder {
+                        client_id: client_id.clone(),
+                        symbol: symbol.into(),
+                        side,
+                        since: Instant::now(),
+                    });
+                }
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "order".into(), result: status.into() }).inc();
                 let _ = self
                     .store
@@ -876,7 +978,96 @@ impl Engine {
                     format!("{} {} {}: {e}", side_str(side), qty, if reduce_only { "(reduce-only)" } else { "" }),
                 )
                 .await;
-                false
+                sent
+            }
+        }
+    }
+
+    /// Whether an order of unknown fate still blocks new orders in `symbol`.
+    fn unknown_blocks(&self, symbol: &str) -> bool {
+        let hold = unknown_hold(self.cfg.recv_window_ms);
+        self.unknown.iter().any(|u| u.symbol == symbol && u.since.elapsed() < hold)
+    }
+
+    /// Asks the exchange for every order of unknown fate: one that turned up is booked (it executed after all);
+    /// one still missing after [`unknown_hold`] is recorded as not placed and no longer blocks its symbol.
+    async fn resolve_unknown(&mut self) {
+        let hold = unknown_hold(self.cfg.recv_window_ms);
+        for u in std::mem::take(&mut self.unknown) {
+            match self.venue.query_order(&u.symbol, &u.client_id).await {
+                Ok(Some(o)) => {
+                    let trades = match &self.venue {
+                        Venue::Live(c) if !o.executed_qty.is_zero() => {
+                            c.order_trades(&u.symbol, o.order_id).await.unwrap_or_default()
+                        }
+                        _ => Vec::new(),
+                    };
+                    let trades = if trades.is_empty() && !o.executed_qty.is_zero() {
+                        vec![Trade {
+                            id: 0,
+                            order_id: o.order_id,
+                            symbol: u.symbol.clone(),
+                            side: u.side,
+                            price: o.avg_price,
+                            qty: o.executed_qty,
+                            realized_pnl: Decimal::ZERO,
+                            commission: Decimal::ZERO,
+                            commission_asset: self.cfg.quote_asset.clone(),
+                            time: o.update_time,
+                        }]
+                    } else {
+                        trades
+                    };
+                    let (fee, pnl) = sum_fees(&trades);
+                    let _ = self
+                        .store
+                        .update_order(
+                            &u.client_id,
+                            "filled",
+                            Some(o.order_id),
+                            Some(&o.avg_price.to_string()),
+                            Some(&o.executed_qty.to_string()),
+                            Some(&fee.to_string()),
+                            Some(&pnl.to_string()),
+                            None,
+                        )
+                        .await;
+                    for t in &trades {
+                        self.book_fill(&u.client_id, t).await;
+                    }
+                    self.event(
+                        "resolved",
+                        &u.symbol,
+                        &format!("order {} of unknown outcome had executed: {}", u.client_id, o.executed_qty),
+                    )
+                    .await;
+                }
+                Ok(None) if u.since.elapsed() >= hold => {
+                    let _ = self
+                        .store
+                        .update_order(
+                            &u.client_id,
+                            "not_placed",
+                            None,
+                            None,
+                            None,
+                            None,
+                            None,
+                            Some(&format!("not found {} s after it was sent", u.since.elapsed().as_secs())),
+                        )
+                        .await;
+                    self.event(
+                        "resolved",
+                        &u.symbol,
+                        &format!("order {} not found after {} s: not placed", u.client_id, u.since.elapsed().as_secs()),
+                    )
+                    .await;
+                }
+                Ok(None) => self.unknown.push(u),
+                Err(e) => {
+                    tracing::warn!(error = %e, client_id = %u.client_id, "copy-trader: query of an order of unknown outcome failed");
+                    self.unknown.push(u);
+                }
             }
         }
     }
@@ -975,24 +1166,107 @@ impl Engine {
         f.price(raw, if pos.qty.is_negative() { Rounding::Ceil } else { Rounding::Floor }).ok()
     }
 
-    /// Makes sure the position in `symbol` has exactly one stop at the right price (and none when flat). A new stop
-    /// is placed before the old one is cancelled, so the position is never unprotected.
+    /// Makes sure the position in `symbol` has exactly one stop at the right price (and none when flat).
+    ///
+    /// Binance keeps one close-position stop per direction (a second is refused with -4130), so a stop that moves
+    /// in the same direction is cancelled first and replaced at once: the position is unprotected for one round
+    /// trip at most, and if the new price is refused the old one is put back. A stop for the other direction
+    /// (after a flip) is placed before the old one is cancelled.
     async fn protect(&mut self, symbol: &str) {
         let pos = self.follower.get(symbol).cloned();
         let old = self.stops.get(symbol).cloned();
         let Some(pos) = pos else {
             if let Some(o) = old {
-                self.cancel_stop(symbol, &o.client_id).await;
-                self.stops.remove(symbol);
+                if self.cancel_stop(symbol, &o.client_id).await {
+                    self.stops.remove(symbol);
+                }
             }
             return;
         };
         let Some(trigger) = self.stop_price(symbol, &pos) else { return };
-        if old.as_ref().is_some_and(|o| o.trigger == trigger) {
+        let side = opposite(pos.qty);
+        if old.as_ref().is_some_and(|o| o.trigger == trigger && o.side == side) {
             return;
         }
+        let ps = self.position_side_for(pos.qty);
+        let replaces = old.as_ref().is_some_and(|o| o.side == side);
+        if let Some(o) = old.as_ref().filter(|_| replaces) {
+            if !self.cancel_stop(symbol, &o.client_id).await {
+                // The old stop stays (and protects); the move is retried at the next reconcile.
+                return;
+            }
+            self.stops.remove(symbol);
+        }
+        let mut placed = self.place_stop(symbol, side, trigger, &ps).await;
+        if matches!(&placed, Err(e) if e.code() == Some(-4130)) {
+            // A close-position stop in this direction that this run does not hold (left by a crash): ours go.
+            if let Ok(open) = self.venue.open_stops().await {
+                for a in open {
+                    let mine = a.client_algo_id.starts_with("ks");
+                    if mine && a.symbol == symbol && a.side == side && a.position_side == ps {
+                        self.cancel_stop(symbol, &a.client_algo_id).await;
+                    }
+                }
+            }
+            placed = self.place_stop(symbol, side, trigger, &ps).await;
+        }
+        match placed {
+            Ok(client_id) => {
+                self.stops.insert(symbol.into(), StopInfo { client_id, trigger, side });
+                if let Some(o) = old.filter(|_| !replaces) {
+                    self.cancel_stop(symbol, &o.client_id).await;
+                }
+            }
+            Err(e) if e.code() == Some(-2021) => {
+                // The mark is already past the stop: do what the stop would have done.
+                self.risk_event(
+                    "stop_breached",
+                    symbol,
+                    format!("mark already beyond the stop at {trigger}; closing {}", pos.qty),
+                )
+                .await;
+                if let Some(f) = self.filters.get(symbol).cloned() {
+                    if let Ok(q) = f.market_qty(pos.qty.abs(), pos.mark_price, true) {
+                        if self.send_order(symbol, side, q, true, &ps, "breach", None).await == Outcome::Filled {
+                            self.lead.wait(symbol);
+                            let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
+                        }
+                    }
+                }
+                if let Some(o) = old.filter(|_| !replaces) {
+                    if self.cancel_stop(symbol, &o.client_id).await {
+                        self.stops.remove(symbol);
+                    }
+                }
+            }
+            Err(e) => {
+                let mut detail = format!("stop at {trigger} not placed ({e}); retried at the next reconcile");
+                if let Some(o) = old.filter(|_| replaces) {
+                    // The old one was cancelled for this: put it back.
+                    match self.place_stop(symbol, side, o.trigger, &ps).await {
+                        Ok(client_id) => {
+                            self.stops.insert(symbol.into(), StopInfo { client_id, trigger: o.trigger, side });
+                            detail.push_str(&format!("; the stop at {} was put back", o.trigger));
+                        }
+                        Err(e2) => {
+                            detail.push_str(&format!("; putting back the stop at {} failed too ({e2})", o.trigger))
+                        }
+                    }
+                }
+                self.risk_event("stop_failed", symbol, detail).await;
+            }
+        }
+    }
+
+    /// Records and places one close-position stop; returns its client id.
+    async fn place_stop(
+        &mut self,
+        symbol: &str,
+        side: Side,
+        trigger: Decimal,
+        ps: &str,
+    ) -> Result<String, BinanceError> {
         let client_id = self.next_id("ks");
-        let side = opposite(pos.qty);
         let row = OrderRow {
             client_id: client_id.clone(),
             kind: "stop".into(),
@@ -1014,14 +1288,16 @@ impl Engine {
             updated_ms: now_ms(),
         };
         if let Err(e) = self.store.insert_order(&row).await {
-            self.risk_event("store_failed", symbol, format!("stop not sent: {e:#}")).await;
-            return;
+            return Err(BinanceError::Transport {
+                endpoint: "store".into(),
+                detail: format!("stop not recorded, so not sent: {e:#}"),
+            });
         }
         let req = StopRequest {
             symbol: symbol.into(),
             side,
             trigger_price: trigger,
-            position_side: self.position_side_for(pos.qty),
+            position_side: ps.into(),
             client_algo_id: client_id.clone(),
         };
         match self.venue.place_stop(&req).await {
@@ -1029,14 +1305,15 @@ impl Engine {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "placed".into() }).inc();
                 let _ =
                     self.store.update_order(&client_id, "open", Some(a.algo_id), None, None, None, None, None).await;
-                self.stops.insert(symbol.into(), StopInfo { client_id: client_id.clone(), trigger });
                 self.bus.publish(
                     SOURCE,
-                    SignalKind::StopPlaced { symbol: symbol.into(), stop_price: trigger, client_order_id: client_id },
+                    SignalKind::StopPlaced {
+                        symbol: symbol.into(),
+                        stop_price: trigger,
+                        client_order_id: client_id.clone(),
+                    },
                 );
-                if let Some(o) = old {
-                    self.cancel_stop(symbol, &o.client_id).await;
-                }
+                Ok(client_id)
             }
             Err(e) => {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "failed".into() }).inc();
@@ -1044,46 +1321,22 @@ impl Engine {
                     .store
                     .update_order(&client_id, "rejected", None, None, None, None, None, Some(&e.to_string()))
                     .await;
-                if e.code() == Some(-2021) {
-                    // The mark is already past the stop: do what the stop would have done.
-                    self.risk_event(
-                        "stop_breached",
-                        symbol,
-                        format!("mark already beyond the stop at {trigger}; closing {}", pos.qty),
-                    )
-                    .await;
-                    let ps = self.position_side_for(pos.qty);
-                    if let Some(f) = self.filters.get(symbol).cloned() {
-                        if let Ok(q) = f.market_qty(pos.qty.abs(), pos.mark_price, true) {
-                            if self.send_order(symbol, side, q, true, &ps, "breach", None).await {
-                                self.lead.wait(symbol);
-                                let _ =
-                                    self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
-                            }
-                        }
-                    }
-                    if let Some(o) = old {
-                        self.cancel_stop(symbol, &o.client_id).await;
-                        self.stops.remove(symbol);
-                    }
-                } else {
-                    self.risk_event(
-                        "stop_failed",
-                        symbol,
-                        format!("stop at {trigger} not placed ({e}); retried at the next reconcile"),
-                    )
-                    .await;
-                }
+                Err(e)
             }
         }
     }
 
-    async fn cancel_stop(&mut self, symbol: &str, client_id: &str) {
+    /// Cancels a stop; false (and reported) when the exchange did not confirm it.
+    async fn cancel_stop(&mut self, symbol: &str, client_id: &str) -> bool {
         match self.venue.cancel_stop(client_id).await {
             Ok(()) => {
                 let _ = self.store.update_order(client_id, "canceled", None, None, None, None, None, None).await;
+                true
             }
-            Err(e) => self.risk_event("stop_cancel_failed", symbol, format!("{client_id}: {e}")).await,
+            Err(e) => {
+                self.risk_event("stop_cancel_failed", symbol, format!("{client_id}: {e}")).await;
+                false
+            }
         }
     }
 
@@ -1154,6 +1407,7 @@ impl Engine {
         self.refresh_equity().await;
         let Some(eq) = self.equity else { return };
         let total = eq.total();
+        let before = self.risk.clone();
         let decisions = self.risk.observe(
             total,
             now_ms(),
@@ -1192,7 +1446,8 @@ impl Engine {
                 }
             }
         }
-        if !decisions.is_empty() {
+        // Any change is saved (a new equity peak too, so a restart measures drawdowns from it).
+        if self.risk != before {
             if let Err(e) = self.risk.save(&self.store).await {
                 tracing::error!(error = %e, "copy-trader: risk state could not be saved");
             }
@@ -1201,48 +1456,128 @@ impl Engine {
         self.metrics.equity.set(total.to_f64_lossy());
     }
 
+    /// The emergency stop: no new orders; every position closed (each side apart in hedge mode), each one's stop
+    /// kept until the exchange shows it closed; retried with back-off until the exchange shows none, and every
+    /// attempt that leaves something open is alerted with what is still open.
     async fn execute_emergency(&mut self, reason: &str) {
         self.risk.emergency = true;
         if let Err(e) = self.store.set_state("emergency", "1").await {
             tracing::error!(error = %e, "copy-trader: emergency flag could not be saved");
         }
         self.metrics.emergency.set(1);
-        self.risk_event("emergency_stop", "", format!("{reason}: cancelling every order and closing every position"))
+        self.risk_event("emergency_stop", "", format!("{reason}: closing every position, then cancelling every order"))
             .await;
-        // Stops first (so none fires mid-way), then open orders, then positions.
-        if let Ok(open) = self.venue.open_stops().await {
-            for a in open {
-                self.cancel_stop(&a.symbol.clone(), &a.client_algo_id).await;
-            }
-        }
-        self.stops.clear();
-        for s in self.cfg.sizing.allow.clone() {
-            if let Err(e) = self.venue.cancel_open_orders(&s).await {
-                self.risk_event("emergency_cancel_failed", &s, e.to_string()).await;
-            }
-        }
-        if let Ok(actual) = self.venue.positions().await {
-            for p in actual {
-                self.follower.insert(p.symbol.clone(), p.clone());
-                let ps = self.position_side_for(p.qty);
-                let q = match self.filters.get(&p.symbol) {
-                    Some(f) => f.market_qty(p.qty.abs(), p.mark_price, true).unwrap_or(p.qty.abs()),
-                    None => p.qty.abs(),
-                };
-                self.send_order(&p.symbol, opposite(p.qty), q, true, &ps, "emergency", None).await;
-            }
-        }
-        let _ = self.reconcile_positions().await;
         for s in self.cfg.sizing.allow.clone() {
             self.lead.wait(&s);
             let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
         }
         self.ai.clear();
-        self.event("emergency_done", "", &format!("{} positions left open", self.follower.len())).await;
+        self.emergency_retry = None;
+        self.emergency_pass().await;
+    }
+
+    /// One attempt at closing everything; schedules the next while anything is open.
+    async fn emergency_pass(&mut self) {
+        let open = match self.venue.position_sides().await {
+            Ok(v) => v,
+            Err(e) => {
+                if let BinanceError::Banned { until_ms } = e {
+                    self.status.lock().banned_until_ms = until_ms;
+                }
+                let wait = self.schedule_emergency_retry(false);
+                self.risk_event(
+                    "emergency_incomplete",
+                    "",
+                    format!(
+                        "positions could not be read ({e}); nothing is known closed; retrying in {} ms",
+                        wait.as_millis()
+                    ),
+                )
+                .await;
+                return;
+            }
+        };
+        // Book from what the exchange holds, so the closes below move the right positions.
+        for p in crate::venue::net_positions(open.clone()) {
+            self.follower.insert(p.symbol.clone(), p);
+        }
+        let mut closed_any = false;
+        for p in &open {
+            let side = opposite(p.position_amt);
+            let reduce_only = p.position_side == "BOTH";
+            let q = match self.filters.get(&p.symbol) {
+                Some(f) => f.market_qty(p.position_amt.abs(), p.mark_price, true).unwrap_or(p.position_amt.abs()),
+                None => p.position_amt.abs(),
+            };
+            // An order of unknown fate is no reason to wait here: a close is reduce-only and cannot overshoot.
+            let req_ps = if self.hedge { p.position_side.clone() } else { "BOTH".to_string() };
+            if self.send_order(&p.symbol, side, q, reduce_only, &req_ps, "emergency", None).await == Outcome::Filled {
+                closed_any = true;
+            }
+        }
+        // What the exchange holds now decides which stops may go: only those of closed positions.
+        let still = match self.venue.position_sides().await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "copy-trader: positions could not be re-read during the emergency stop");
+                None
+            }
+        };
+        let _ = self.reconcile_positions().await;
+        if let Some(still) = &still {
+            if let Ok(stops) = self.venue.open_stops().await {
+                for a in stops {
+                    let held = still
+                        .iter()
+                        .any(|p| p.symbol == a.symbol && (!self.hedge || a.position_side == p.position_side));
+                    if !held {
+                        self.cancel_stop(&a.symbol.clone(), &a.client_algo_id).await;
+                        if self.stops.get(&a.symbol).is_some_and(|s| s.client_id == a.client_algo_id) {
+                            self.stops.remove(&a.symbol);
+                        }
+                    }
+                }
+            }
+            if still.is_empty() {
+                for s in self.cfg.sizing.allow.clone() {
+                    if let Err(e) = self.venue.cancel_open_orders(&s).await {
+                        self.risk_event("emergency_cancel_failed", &s, e.to_string()).await;
+                    }
+                }
+                self.emergency_retry = None;
+                self.status.lock().emergency_open.clear();
+                self.event("emergency_done", "", "no position left open").await;
+                return;
+            }
+        }
+        let left: Vec<String> = match &still {
+            Some(v) => v.iter().map(|p| format!("{} {} {}", p.symbol, p.position_side, p.position_amt)).collect(),
+            None => open.iter().map(|p| format!("{} {} {}", p.symbol, p.position_side, p.position_amt)).collect(),
+        };
+        let wait = self.schedule_emergency_retry(closed_any);
+        self.status.lock().emergency_open = left.clone();
+        self.risk_event(
+            "emergency_incomplete",
+            "",
+            format!("still open: {}; their stops stay; retrying in {} ms", left.join(", "), wait.as_millis()),
+        )
+        .await;
+    }
+
+    /// Sets the next emergency attempt; the back-off doubles unless the last attempt made progress.
+    fn schedule_emergency_retry(&mut self, progress: bool) -> Duration {
+        let wait = match self.emergency_retry {
+            Some((_, last)) if !progress => (last * 2).min(EMERGENCY_RETRY_MAX),
+            _ => EMERGENCY_RETRY_MIN,
+        };
+        self.emergency_retry = Some((Instant::now() + wait, wait));
+        wait
     }
 
     async fn resume(&mut self) {
         self.risk.emergency = false;
+        self.emergency_retry = None;
+        self.status.lock().emergency_open.clear();
         let _ = self.store.set_state("emergency", "0").await;
         self.metrics.emergency.set(0);
         self.risk_event(
@@ -1410,6 +1745,13 @@ impl Engine {
         self.metrics.stream_connected.set(stream_connected as i64);
     }
 
+    fn note_poll_error(&self, e: &anyhow::Error) {
+        let mut st = self.status.lock();
+        st.lead_poll_errors += 1;
+        st.last_lead_poll_error = Some(format!("{e:#}"));
+        st.detail = format!("lead poll failed: {e:#}");
+    }
+
     // ---- the loop ----------------------------------------------------------------------------------------------
 
     /// Runs until `shutdown` resolves. Start-up errors (exchange unreachable, store broken) are returned.
@@ -1499,6 +1841,7 @@ impl Engine {
                             // Whatever happened while the stream was down is read back now.
                             if let Err(e) = self.poll_lead(false).await {
                                 tracing::warn!(error = %e, "copy-trader: lead reconciliation after reconnect failed");
+                                self.note_poll_error(&e);
                             }
                         }
                         StreamEvent::Disconnected { reason } => {
@@ -1539,13 +1882,17 @@ impl Engine {
                 _ = poll.tick(), if self.lead_client.is_some() => {
                     if let Err(e) = self.poll_lead(false).await {
                         tracing::warn!(error = %e, "copy-trader: lead poll failed");
-                        self.status.lock().detail = format!("lead poll failed: {e:#}");
+                        self.note_poll_error(&e);
                     } else {
                         self.status.lock().detail = "running".into();
                     }
                 }
                 _ = fast.tick() => {
                     self.check_emergency_flag().await;
+                    if self.risk.emergency && self.emergency_retry.is_some_and(|(at, _)| Instant::now() >= at) {
+                        self.emergency_pass().await;
+                        self.update_status(stream_up);
+                    }
                     self.check_switches().await;
                     match self.venue.tick().await {
                         Ok(fired) => {
@@ -1559,6 +1906,7 @@ impl Engine {
                 }
                 _ = reconcile.tick() => {
                     self.marks.clear();
+                    self.resolve_unknown().await;
                     if let Err(e) = self.reconcile_positions().await {
                         tracing::warn!(error = %e, "copy-trader: position reconcile failed");
                     }
@@ -1589,8 +1937,52 @@ impl Engine {
     }
 }
 
+/// The proportional-reduction rule. When the lead reduces a position from `lead_from` to `lead_to` (same sign) and
+/// the follower holds `current`, less than `full` (= `lead_from` × ratio) in the same direction because a cap or a
+/// limit held it back, the follower keeps `|current| × |lead_to| / |lead_from|`, and at most that until the lead
+/// closes or flips. `None` when the follower is not held below its target (it then mirrors `lead_to` × ratio).
+pub fn proportional_reduction(
+    current: Decimal,
+    full: Decimal,
+    lead_from: Decimal,
+    lead_to: Decimal,
+) -> Option<Decimal> {
+    let same_dir = !current.is_zero() && current.is_negative() == lead_from.is_negative();
+    if !same_dir || lead_from.is_zero() || current.abs() >= full.abs() || lead_to.abs() >= lead_from.abs() {
+        return None;
+    }
+    current
+        .abs()
+        .checked_mul(&lead_to.abs(), 12, Rounding::Down)
+        .and_then(|x| x.checked_div(&lead_from.abs(), 12, Rounding::Down))
+        .ok()
+}
+
 fn sum_fees(trades: &[Trade]) -> (Decimal, Decimal) {
     trades.iter().fold((Decimal::ZERO, Decimal::ZERO), |(f, p), t| {
         (f.checked_add(&t.commission).unwrap_or(f), p.checked_add(&t.realized_pnl).unwrap_or(p))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_held_back_follower_reduces_in_proportion_to_the_lead() {
+        // Capped at 0.05 while lead × ratio is 0.1: the lead sells 40% (0.2 → 0.12), so does the follower.
+        assert_eq!(proportional_reduction(d("0.05"), d("0.1"), d("0.2"), d("0.12")), Some(d("0.03")));
+        // Shorts the same way.
+        assert_eq!(proportional_reduction(d("-0.05"), d("-0.1"), d("-0.2"), d("-0.05")), Some(d("0.0125")));
+        // Following fully: plain mirroring applies.
+        assert_eq!(proportional_reduction(d("0.1"), d("0.1"), d("0.2"), d("0.12")), None);
+        // Not a reduction, or nothing held in that direction.
+        assert_eq!(proportional_reduction(d("0.05"), d("0.1"), d("0.2"), d("0.3")), None);
+        assert_eq!(proportional_reduction(d("0"), d("0.1"), d("0.2"), d("0.1")), None);
+        assert_eq!(proportional_reduction(d("-0.05"), d("0.1"), d("0.2"), d("0.1")), None);
+    }
 }

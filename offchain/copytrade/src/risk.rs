@@ -52,9 +52,10 @@ impl RiskState {
         })
     }
 
-    /// Saves every field.
+    /// Saves the figures the engine computes. Not `emergency`: that flag is set and cleared only by the emergency
+    /// stop and resume themselves (the engine, the API, the CLI, the Telegram bot write it directly), so a save
+    /// never overwrites a stop requested meanwhile.
     pub async fn save(&self, store: &Store) -> Result<()> {
-        store.set_state("emergency", if self.emergency { "1" } else { "0" }).await?;
         store.set_state("cooldown_until_ms", &self.cooldown_until_ms.to_string()).await?;
         store.set_state("day", &self.day.to_string()).await?;
         match &self.day_start_equity {
@@ -158,6 +159,23 @@ mod tests {
         // The next UTC day does.
         r.observe(d("1100"), t0 + DAY_MS, d("50"), d("90"), 1000);
         assert!(r.entries_allowed(t0 + DAY_MS).is_ok());
+    }
+
+    #[tokio::test]
+    async fn saving_never_overwrites_an_emergency_stop_set_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite:{}/r.sqlite", dir.path().display())).await.unwrap();
+        let mut r = RiskState::load(&store).await.unwrap();
+        assert!(!r.emergency);
+        // The CLI (or Telegram) stops everything while the engine holds the state it loaded…
+        store.set_state("emergency", "1").await.unwrap();
+        // …and the engine saves a new peak.
+        r.observe(d("1000"), 20_000 * DAY_MS, d("50"), d("90"), 1000);
+        r.save(&store).await.unwrap();
+        assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+        let loaded = RiskState::load(&store).await.unwrap();
+        assert!(loaded.emergency);
+        assert_eq!(loaded.peak_equity, Some(d("1000")));
     }
 
     #[test]

@@ -65,17 +65,38 @@ pub async fn build(cfg: &Config, live_flag: bool, bus: Bus, tuning: Tuning) -> R
         }
         _ => None,
     };
-    let (mut engine, handles) = Engine::new(cfg.clone(), venue, lead, store, bus, tuning);
+    let control_token = match &cfg.api_token_env {
+        Some(var) => {
+            let t = std::env::var(var).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+            let Some(t) = t else {
+                bail!(
+                    "{}: copytrade.api_token_env: environment variable {var} is not set (the control API's token)",
+                    cfg.file
+                );
+            };
+            Some(kronos_common::Secret::new(t))
+        }
+        None => None,
+    };
+    let (mut engine, mut handles) = Engine::new(cfg.clone(), venue, lead, store, bus, tuning);
     engine.ai_token = ai_token;
+    handles.control_token = control_token;
     Ok((engine, handles))
 }
 
-/// Serves `/health`, `/metrics` and `/api/*` on `listen`; returns the bound address.
+/// Serves `/health`, `/metrics` and `/api/*` on `listen`; returns the bound address. A non-loopback address is
+/// refused unless the handles carry a control token.
 pub async fn serve(handles: Handles, listen: &str) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the copy-trader API to {listen}"))?;
     let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() && handles.control_token.is_none() {
+        bail!(
+            "the copy-trader API would listen on {addr}, which is not loopback, without a control token: set \
+             copytrade.api_token_env, or listen on 127.0.0.1"
+        );
+    }
     let app = crate::service::router(handles);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -1,9 +1,15 @@
 //! The copy-trader's HTTP service: `/health`, `/metrics` (Prometheus), `/api/status`, `/api/stats`, and
-//! `POST /api/emergency-stop` / `POST /api/resume`, and `/ws` (its signals as JSON). Bind it to loopback (the default): it has no authentication.
+//! `POST /api/emergency-stop` / `POST /api/resume`, and `/ws` (its signals as JSON).
+//!
+//! The two control endpoints need `Authorization: Bearer <token>` (the token named by `copytrade.api_token_env`,
+//! compared in constant time); without a configured token they are refused. A page a browser opens cannot send
+//! that header to another origin without the server's consent (none is given), so it cannot stop or resume the
+//! copy-trader. The read-only views have no authentication: the service refuses to listen beyond loopback
+//! without a token.
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -49,7 +55,36 @@ async fn stats(State(h): State<Handles>) -> Response {
     }
 }
 
-async fn emergency(State(h): State<Handles>) -> Response {
+/// `None` when the request carries the control token; the refusal otherwise.
+fn refuse_unless_authorized(h: &Handles, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &h.control_token else {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "control API disabled: no token configured (copytrade.api_token_env); use `kronos copytrade \
+                 emergency-stop` / `resume`",
+            )
+                .into_response(),
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if token.matches(g) => None,
+        _ => Some(
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a valid bearer token is required")
+                .into_response(),
+        ),
+    }
+}
+
+async fn emergency(State(h): State<Handles>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse_unless_authorized(&h, &headers) {
+        return r;
+    }
     // The flag is saved first, so the stop holds even if the engine is busy or restarting.
     if let Err(e) = h.store.set_state("emergency", "1").await {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
@@ -58,7 +93,10 @@ async fn emergency(State(h): State<Handles>) -> Response {
     (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": true}))).into_response()
 }
 
-async fn resume(State(h): State<Handles>) -> Response {
+async fn resume(State(h): State<Handles>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse_unless_authorized(&h, &headers) {
+        return r;
+    }
     if let Err(e) = h.store.set_state("emergency", "0").await {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
     }

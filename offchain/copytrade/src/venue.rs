@@ -207,6 +207,11 @@ impl Venue {
 
     /// Every non-flat position (hedge-mode sides netted per symbol).
     pub async fn positions(&self) -> Result<Vec<Position>, BinanceError> {
+        Ok(net_positions(self.position_sides().await?))
+    }
+
+    /// Every non-flat position side as the exchange holds it (hedge mode: LONG and SHORT apart).
+    pub async fn position_sides(&self) -> Result<Vec<PositionRisk>, BinanceError> {
         let raw: Vec<PositionRisk> = match self {
             Venue::Live(c) => c.positions().await?,
             Venue::Paper(p) => {
@@ -220,7 +225,7 @@ impl Venue {
                 p.sim.lock().position_risk(&marks)
             }
         };
-        Ok(net_positions(raw))
+        Ok(raw.into_iter().filter(|p| !p.position_amt.is_zero()).collect())
     }
 
     /// Wallet and unrealised PnL.

@@ -74,9 +74,19 @@ async fn caps_bound_the_follower() {
     // 0.5 × 0.2 = 0.1 BTC = 6500 USDT > 3250 → capped at 0.05.
     w.lead_trade(Side::Buy, "0.2", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
-    // Reducing the lead below the cap is mirrored exactly: 0.5 × 0.08 = 0.04.
+    // The lead reduces by 60% (0.2 → 0.08): the capped follower reduces by 60% too (0.05 → 0.02), not to
+    // 0.5 × 0.08 = 0.04, which would keep most of a position the lead mostly left.
     w.lead_trade(Side::Sell, "0.12", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.04").await;
+    w.expect_follower("BTCUSDT", "0.02").await;
+    // And holds at most that until the lead closes or flips: the lead adding back is not followed past it.
+    w.lead_trade(Side::Buy, "0.02", "BTCUSDT").await; // lead 0.1
+    wait_for("the lead's increase seen", || {
+        r.handles.status.lock().lead.iter().any(|(s, q, _)| s == "BTCUSDT" && d(q) == d("0.1"))
+    })
+    .await;
+    let seen = r.handles.status.lock().last_reconcile_ms;
+    wait_for("a reconcile after it", || r.handles.status.lock().last_reconcile_ms > seen).await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.02"));
     r.stop().await;
 }
 
@@ -115,6 +125,12 @@ async fn polling_alone_follows_and_a_dropped_stream_is_reconciled() {
     r.stop().await;
 }
 
+fn unknown(status: u16, code: i64, executed: bool) -> Fault {
+    let msg =
+        if code == -1007 { kronos_binance_mock::BACKEND_TIMEOUT_MSG } else { kronos_binance_mock::UNEXPECTED_RESP_MSG };
+    Fault::Answer { status, code, msg: msg.into(), executed }
+}
+
 #[tokio::test]
 async fn no_duplicate_order_under_any_fault() {
     let w = World::new().await;
@@ -127,28 +143,50 @@ async fn no_duplicate_order_under_any_fault() {
         Fault::Timeout { executed: false, delay: Duration::from_millis(1500) },
         Fault::Timestamp,
         Fault::RateLimit { retry_after_s: 1 },
+        // "Execution status unknown" answers (HTTP 408 / -1007, -1006): resolved by query, not taken as refusals.
+        unknown(408, -1007, true),
+        unknown(408, -1007, false),
+        unknown(400, -1006, true),
+        unknown(400, -1006, false),
     ];
     let mut lead = d("0");
     for (i, f) in faults.into_iter().enumerate() {
         w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", f.clone(), 1);
-        let (side, q) = if i % 2 == 0 { (Side::Buy, "0.1") } else { (Side::Sell, "0.04") };
+        // Up 0.1, down 0.08: the lead climbs by 0.02 a pair and the follower stays under its caps.
+        let (side, q) = if i % 2 == 0 { (Side::Buy, "0.1") } else { (Side::Sell, "0.08") };
         w.lead_trade(side, q, "BTCUSDT").await;
         lead = if side == Side::Buy { lead.checked_add(&d(q)).unwrap() } else { lead.checked_sub(&d(q)).unwrap() };
         let want = lead.checked_mul(&d("0.5"), 8, kronos_common::Rounding::Down).unwrap();
+        let t = std::time::Instant::now();
+        while w.follower_qty("BTCUSDT") != want && t.elapsed() < Duration::from_secs(15) {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        if w.follower_qty("BTCUSDT") != want {
+            for e in r.handles.store.events(40).await.unwrap().iter().rev() {
+                eprintln!("EVENT {} {} {}", e.kind, e.symbol, e.detail);
+            }
+            for l in w.ex.order_log() {
+                eprintln!("LOG {} {} {} {} {}", l.api_key, l.client_id, l.side, l.quantity, l.executed);
+            }
+        }
         w.expect_follower("BTCUSDT", &want.to_string()).await;
         w.assert_no_duplicates();
         assert_eq!(w.ex.faults_left(), 0, "{f:?} hit the follower's order");
     }
-    // Two of the follower's order requests never executed (503 and timeout without execution); both were resolved
-    // by query and sent again under the same id.
+    // Four of the follower's order requests never executed (503, timeout, 408/-1007 and -1006 without
+    // execution). None was sent again under its id (a late fill and the resend would both execute); each was
+    // recorded as not placed once its hold passed, and the target was reached with a new order.
     let dropped: Vec<_> = w.ex.order_log().into_iter().filter(|l| l.api_key == FOLLOWER && !l.executed).collect();
-    assert_eq!(dropped.len(), 2, "{dropped:?}");
+    assert_eq!(dropped.len(), 4, "{dropped:?}");
     for l in &dropped {
-        assert!(
-            w.ex.account(FOLLOWER).order(&l.client_id).is_some(),
-            "{} was re-sent after it proved absent",
-            l.client_id
-        );
+        assert!(w.ex.account(FOLLOWER).order(&l.client_id).is_none(), "{} was re-sent", l.client_id);
+        let store = r.handles.store.clone();
+        let id = l.client_id.clone();
+        wait_until(&format!("{id} recorded as not placed"), || {
+            let (store, id) = (store.clone(), id.clone());
+            async move { store.order(&id).await.unwrap().is_some_and(|o| o.status == "not_placed") }
+        })
+        .await;
     }
     // Stops under faults too.
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/algoOrder", Fault::Unknown503 { executed: true }, 1);
@@ -226,8 +264,9 @@ async fn the_daily_loss_limit_blocks_entries_not_exits_and_survives_a_restart() 
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
     assert!(r.handles.status.lock().entries_blocked.as_deref().unwrap_or("").contains("daily loss"));
-    w.lead_trade(Side::Sell, "0.16", "BTCUSDT").await; // lead 0.04 → follower reduces to 0.02
-    w.expect_follower("BTCUSDT", "0.02").await;
+    // The lead reduces by 80% (0.2 → 0.04); the follower, held at 0.05, reduces by 80% too: 0.01.
+    w.lead_trade(Side::Sell, "0.16", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.01").await;
     r.kill().await;
     // After a crash the limit still holds.
     let r = w.start(&cfg).await;
@@ -279,7 +318,14 @@ async fn emergency_stop_closes_everything_and_persists_until_resume() {
     wait_for("two stops", || w.follower_stops().len() == 2).await;
     // Over the HTTP API.
     let (addr, _srv) = kronos_copytrade::run::serve(r.handles.clone(), "127.0.0.1:0").await.unwrap();
-    let resp = reqwest::Client::new().post(format!("http://{addr}/api/emergency-stop")).send().await.unwrap();
+    // Without the control token (what a page in a browser could send) or with a wrong one: refused.
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/api/emergency-stop");
+    assert_eq!(http.post(&url).send().await.unwrap().status(), 401);
+    assert_eq!(http.post(&url).bearer_auth("ct-control-token-0123456789x").send().await.unwrap().status(), 401);
+    assert_eq!(http.post(format!("http://{addr}/api/resume")).send().await.unwrap().status(), 401);
+    assert_eq!(r.handles.store.get_state("emergency").await.unwrap(), None, "a refused request changed nothing");
+    let resp = http.post(&url).bearer_auth(CONTROL_TOKEN).send().await.unwrap();
     assert_eq!(resp.status(), 202);
     w.expect_follower("BTCUSDT", "0").await;
     w.expect_follower("ETHUSDT", "0").await;
@@ -379,7 +425,12 @@ async fn exchange_bans_and_malformed_replies_are_reported_not_fatal() {
         Fault::Malformed { status: 200, body: "{\"oops\":1}".into() },
         1,
     );
-    wait_for("malformed reported", || r.handles.status.lock().detail.contains("malformed")).await;
+    // Whichever poll meets it (the timer's, or the one after the stream connects), the failure stays in the status.
+    wait_for("malformed reported", || {
+        let st = r.handles.status.lock();
+        st.lead_poll_errors > 0 && st.last_lead_poll_error.as_deref().unwrap_or("").contains("malformed")
+    })
+    .await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     // A ban on the follower's order endpoint: the order is not placed, recorded and reported; nothing is retried
@@ -543,10 +594,281 @@ async fn the_trading_switch_and_the_ratio_override_work_through_the_store() {
     wait_for("resumed", || r.handles.status.lock().trading).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.08"));
-    w.lead_trade(Side::Sell, "0.15", "BTCUSDT").await; // lead 0.05 → follower 0.04
-    w.expect_follower("BTCUSDT", "0.04").await;
+    // The lead reduces by 75% (0.2 → 0.05); the follower, held at 0.08, reduces by 75% too: 0.02.
+    w.lead_trade(Side::Sell, "0.15", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.02").await;
     // A bad override is ignored (the configured ratio applies).
     r.handles.store.set_state("ratio", "-3").await.unwrap();
-    w.expect_follower("BTCUSDT", "0.025").await;
+    let store = r.handles.store.clone();
+    wait_until("the configured ratio in force", || {
+        let store = store.clone();
+        async move { store.get_state("ratio_effective").await.unwrap().as_deref() == Some("0.5") }
+    })
+    .await;
+    wait_for("the status shows it", || r.handles.status.lock().ratio == "0.5").await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.02"), "held at 0.02 until the lead closes or flips");
     r.stop().await;
+}
+
+/// The follower account as a person at the exchange's website would use it (manual trades).
+fn follower_client(w: &World) -> kronos_binance::FuturesClient {
+    let mut cfg =
+        kronos_binance::ClientConfig::new(kronos_binance::Network::Custom { rest: w.ex.rest_url(), ws: w.ex.ws_url() });
+    cfg.recv_window_ms = 1000;
+    kronos_binance::FuturesClient::new(
+        cfg,
+        Some(kronos_binance::Credentials {
+            api_key: kronos_common::Secret::new(FOLLOWER),
+            api_secret: kronos_common::Secret::new("follower-secret"),
+        }),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn status_unknown_answers_are_resolved_by_query_not_taken_as_rejections() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    // The entry executes, but the answer is HTTP 408 / -1007 ("execution status unknown").
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", unknown(408, -1007, true), 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    let first = follower_orders(&w)[0].client_order_id.clone();
+    let store = r.handles.store.clone();
+    wait_until("the entry recorded as filled", || {
+        let (store, id) = (store.clone(), first.clone());
+        async move { store.order(&id).await.unwrap().is_some_and(|o| o.status == "filled") }
+    })
+    .await;
+    // The engine knows it holds 0.05: the lead's next increase adds 0.05, not 0.1.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    let orders = follower_orders(&w);
+    assert_eq!(orders.len(), 2, "{orders:?}");
+    assert_eq!(orders[1].executed_qty, d("0.05"));
+    let events = r.handles.store.events(100).await.unwrap();
+    assert!(!events.iter().any(|e| e.kind == "order_rejected"), "{events:?}");
+    w.assert_no_duplicates();
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_that_executes_after_its_recv_window_is_booked_never_doubled() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    // The entry reaches the matching engine 2.5 s late: after its recvWindow (1 s), so queries find nothing until
+    // then. A resend under the same id would execute as well (ids are unique only among open orders).
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(2500) }, 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    wait_for("the late order executed", || w.ex.late_pending() == 0 && !follower_orders(&w).is_empty()).await;
+    let id = follower_orders(&w)[0].client_order_id.clone();
+    let store = r.handles.store.clone();
+    wait_until("the late fill booked", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { store.order(&id).await.unwrap().is_some_and(|o| o.status == "filled") }
+    })
+    .await;
+    w.assert_no_duplicates();
+    assert_eq!(follower_orders(&w).len(), 1, "{:?}", follower_orders(&w));
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    // The engine holds what the exchange holds: a reconcile later, still one order.
+    let seen = r.handles.status.lock().last_reconcile_ms;
+    wait_for("a reconcile", || r.handles.status.lock().last_reconcile_ms > seen).await;
+    assert_eq!(follower_orders(&w).len(), 1);
+    assert!(r.handles.status.lock().positions.iter().any(|p| p.symbol == "BTCUSDT" && d(&p.qty) == d("0.05")));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn the_stop_moves_when_the_lead_adds_at_a_new_price() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the first stop", || w.follower_stops().iter().any(|s| s.trigger_price == d("63700"))).await;
+    // The lead adds at 67000: the follower's entry is now 66000, its stop 2% under: 64680.
+    w.ex.set_mark("BTCUSDT", "67000");
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    wait_for("the stop moved to 64680", || {
+        let s = w.follower_stops();
+        s.len() == 1 && s[0].trigger_price == d("64680") && s[0].side == Side::Sell
+    })
+    .await;
+    let seen = r.handles.status.lock().last_reconcile_ms;
+    wait_for("a reconcile", || r.handles.status.lock().last_reconcile_ms > seen).await;
+    let events = r.handles.store.events(100).await.unwrap();
+    assert!(!events.iter().any(|e| e.kind == "stop_failed"), "{events:?}");
+    assert_eq!(w.follower_stops().len(), 1);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn an_emergency_stop_keeps_trying_until_every_position_is_closed_and_keeps_their_stops_meanwhile() {
+    let w = World::new().await;
+    let sizing = SIZING.replace("allow = [\"BTCUSDT\"]", "allow = [\"BTCUSDT\", \"ETHUSDT\"]");
+    let cfg = Config::parse("t.toml", &w.config_text("live", &sizing, PROTECTION, LEAD_STREAM, "")).unwrap();
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.lead_trade(Side::Sell, "1", "ETHUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    w.expect_follower("ETHUSDT", "-0.5").await;
+    wait_for("two stops", || w.follower_stops().len() == 2).await;
+    // In a panic the exchange bans (418) the positions query, and then refuses the first close (-1001).
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v2/positionRisk", Fault::Ban { retry_after_s: 2 }, 1);
+    w.ex.inject_for(
+        FOLLOWER,
+        "POST",
+        "/fapi/v1/order",
+        Fault::Answer {
+            status: 400,
+            code: -1001,
+            msg: "Internal error; unable to process your request. Please try again.".into(),
+            executed: false,
+        },
+        1,
+    );
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+    let store = r.handles.store.clone();
+    wait_until("the failure alerted", || {
+        let store = store.clone();
+        async move { has_event(&store, "emergency_incomplete", "could not be read").await }
+    })
+    .await;
+    // Nothing is closed yet, and nothing is unprotected.
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    assert_eq!(w.follower_stops().len(), 2, "stops kept while their positions are open");
+    // Retried until the exchange shows nothing open; a stop goes only with its position.
+    w.expect_follower("BTCUSDT", "0").await;
+    w.expect_follower("ETHUSDT", "0").await;
+    wait_for("stops cancelled", || w.follower_stops().is_empty()).await;
+    wait_until("done", || {
+        let store = store.clone();
+        async move { has_event(&store, "emergency_done", "").await }
+    })
+    .await;
+    assert!(r.handles.status.lock().emergency_open.is_empty());
+    w.assert_no_duplicates();
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn in_hedge_mode_an_emergency_stop_closes_each_side() {
+    let w = World::new().await;
+    w.ex.add_account(FOLLOWER, "follower-secret", "10000", true);
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    // Copy-trading off; someone holds both sides by hand.
+    r.handles.store.set_state("trading", "0").await.unwrap();
+    wait_for("paused", || !r.handles.status.lock().trading).await;
+    let f = follower_client(&w);
+    let long = kronos_binance::types::OrderRequest {
+        position_side: "LONG".into(),
+        ..kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Buy, d("0.05"), "manual-long")
+    };
+    let short = kronos_binance::types::OrderRequest {
+        position_side: "SHORT".into(),
+        ..kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Sell, d("0.03"), "manual-short")
+    };
+    f.place_order(&long).await.unwrap();
+    f.place_order(&short).await.unwrap();
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+    wait_for("both sides closed", || {
+        let a = w.ex.account(FOLLOWER);
+        a.position("BTCUSDT", "LONG").amount.is_zero() && a.position("BTCUSDT", "SHORT").amount.is_zero()
+    })
+    .await;
+    let store = r.handles.store.clone();
+    wait_until("done", || {
+        let store = store.clone();
+        async move { has_event(&store, "emergency_done", "").await }
+    })
+    .await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_equity_peak_is_saved_and_survives_a_restart() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    let start_peak = r.handles.status.lock().risk.peak_equity.unwrap();
+    // +5000 × 0.05 = +250 unrealised: a new peak, no rule fires.
+    w.ex.set_mark("BTCUSDT", "70000");
+    wait_for("the new peak", || r.handles.status.lock().risk.peak_equity.is_some_and(|p| p > d("10200"))).await;
+    let peak = r.handles.status.lock().risk.peak_equity.unwrap();
+    assert!(peak > start_peak);
+    // Back down (a 2.5% drawdown, under the 50% rule), then a crash.
+    w.ex.set_mark("BTCUSDT", "65000");
+    wait_for("equity back down", || r.handles.status.lock().equity.as_deref().is_some_and(|e| d(e) < d("10100"))).await;
+    r.kill().await;
+    let r = w.start(&cfg).await;
+    assert_eq!(r.handles.status.lock().risk.peak_equity, Some(peak), "drawdowns are measured from the saved peak");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn an_entry_refused_for_margin_is_not_chased_later() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.ex.inject_for(
+        FOLLOWER,
+        "POST",
+        "/fapi/v1/order",
+        Fault::Answer { status: 400, code: -2019, msg: "Margin is insufficient.".into(), executed: false },
+        1,
+    );
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let store = r.handles.store.clone();
+    wait_until("the refusal recorded", || {
+        let store = store.clone();
+        async move { has_event(&store, "order_rejected", "-2019").await }
+    })
+    .await;
+    // Two reconciles later the entry has not been sent again at the price of then.
+    w.ex.set_mark("BTCUSDT", "66000");
+    for _ in 0..2 {
+        let seen = r.handles.status.lock().last_reconcile_ms;
+        wait_for("a reconcile", || r.handles.status.lock().last_reconcile_ms > seen).await;
+    }
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    assert!(follower_orders(&w).is_empty());
+    // The lead's next close and open are followed.
+    w.lead_trade(Side::Sell, "0.1", "BTCUSDT").await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn the_control_api_is_not_served_beyond_loopback_without_a_token() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let (_engine, mut h) = kronos_copytrade::run::build(&cfg, true, w.bus.clone(), Default::default()).await.unwrap();
+    assert!(h.control_token.is_some());
+    h.control_token = None;
+    let e = kronos_copytrade::run::serve(h.clone(), "0.0.0.0:0").await.err().unwrap();
+    assert!(e.to_string().contains("not loopback"), "{e}");
+    // On loopback without a token the control endpoints are refused outright.
+    let (addr, _srv) = kronos_copytrade::run::serve(h, "127.0.0.1:0").await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/api/emergency-stop"))
+        .bearer_auth(CONTROL_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // The file says the same: a non-loopback listen address needs a token variable.
+    let text = w.config_text("live", SIZING, PROTECTION, LEAD_STREAM, "").replace(
+        &format!("listen = \"127.0.0.1:0\"\napi_token_env = \"{}_CT_TOKEN\"", w.env),
+        "listen = \"0.0.0.0:9110\"",
+    );
+    let e = Config::parse("t.toml", &text).unwrap_err();
+    assert!(e.to_string().contains("copytrade.listen"), "{e}");
 }

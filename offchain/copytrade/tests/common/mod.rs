@@ -13,6 +13,8 @@ use kronos_common::{Bus, Decimal, Secret};
 use kronos_copytrade::{Config, Handles, Tuning};
 
 pub const LEAD: &str = "lead-key";
+/// The control API's token in every scenario.
+pub const CONTROL_TOKEN: &str = "ct-control-token-0123456789";
 pub const FOLLOWER: &str = "follower-key";
 
 pub fn d(s: &str) -> Decimal {
@@ -42,6 +44,7 @@ impl World {
         std::env::set_var(format!("{env}_LEAD_SECRET"), "lead-secret");
         std::env::set_var(format!("{env}_F_KEY"), FOLLOWER);
         std::env::set_var(format!("{env}_F_SECRET"), "follower-secret");
+        std::env::set_var(format!("{env}_CT_TOKEN"), CONTROL_TOKEN);
         let mut cfg = ClientConfig::new(Network::Custom { rest: ex.rest_url(), ws: ex.ws_url() });
         cfg.recv_window_ms = 1000;
         let lead = FuturesClient::new(
@@ -64,6 +67,7 @@ api_key_env = "{env}_F_KEY"
 api_secret_env = "{env}_F_SECRET"
 store = "sqlite:{dir}/ct.sqlite"
 listen = "127.0.0.1:0"
+api_token_env = "{env}_CT_TOKEN"
 recv_window_ms = 1000
 request_timeout = "800ms"
 reconcile_interval = "1s"
@@ -189,6 +193,32 @@ impl Running {
         self.task.abort();
         let _ = self.task.await;
     }
+}
+
+/// Polls an async `cond` for up to 15 s.
+pub async fn wait_until<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Whether the store holds an event of `kind` (whose detail contains `needle`).
+pub async fn has_event(store: &kronos_copytrade::Store, kind: &str, needle: &str) -> bool {
+    store.events(500).await.unwrap().iter().any(|e| e.kind == kind && e.detail.contains(needle))
+}
+
+/// Follower market orders the exchange executed (stops excluded).
+pub fn follower_orders(w: &World) -> Vec<kronos_binance::types::Order> {
+    w.ex.account(FOLLOWER).orders().to_vec()
 }
 
 /// Polls `cond` for up to 15 s.
