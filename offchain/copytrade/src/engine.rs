@@ -491,20 +491,38 @@ impl Engine {
                         .await;
                     }
                     None => {
+                        // Not found yet is not proof it never will be: watched like any order of unknown fate.
                         self.store
                             .update_order(
                                 &r.client_id,
-                                "not_placed",
+                                "unresolved",
                                 None,
                                 None,
                                 None,
                                 None,
                                 None,
-                                Some("not found after restart"),
+                                Some("not found after restart; watched"),
                             )
                             .await?;
+                        self.unknown.push(UnknownOrder {
+                            client_id: r.client_id.clone(),
+                            symbol: r.symbol.clone(),
+                            side: if r.side == "BUY" { Side::Buy } else { Side::Sell },
+                            since: Instant::now(),
+                        });
                     }
                 }
+            }
+        }
+        // Orders an earlier run left of unknown fate are watched again.
+        for r in self.store.orders_with_status("unresolved").await? {
+            if r.kind == "order" && !self.unknown.iter().any(|u| u.client_id == r.client_id) {
+                self.unknown.push(UnknownOrder {
+                    client_id: r.client_id.clone(),
+                    symbol: r.symbol.clone(),
+                    side: if r.side == "BUY" { Side::Buy } else { Side::Sell },
+                    since: Instant::now(),
+                });
             }
         }
         Ok(())
@@ -758,7 +776,8 @@ impl Engine {
             match f.market_qty(shrink, mark, true) {
                 Ok(q) => {
                     let ps = self.position_side_for(current);
-                    if self.send_order(symbol, opposite(current), q, true, &ps, "mirror", trigger).await != Outcome::Filled
+                    if self.send_order(symbol, opposite(current), q, true, &ps, "mirror", trigger).await
+                        != Outcome::Filled
                     {
                         self.protect(symbol).await;
                         return;
@@ -1461,6 +1480,8 @@ impl Engine {
     /// attempt that leaves something open is alerted with what is still open.
     async fn execute_emergency(&mut self, reason: &str) {
         self.risk.emergency = true;
+        // Shown at once, before the first order goes out.
+        self.status.lock().risk.emergency = true;
         if let Err(e) = self.store.set_state("emergency", "1").await {
             tracing::error!(error = %e, "copy-trader: emergency flag could not be saved");
         }
@@ -1576,6 +1597,7 @@ impl Engine {
 
     async fn resume(&mut self) {
         self.risk.emergency = false;
+        self.status.lock().risk.emergency = false;
         self.emergency_retry = None;
         self.status.lock().emergency_open.clear();
         let _ = self.store.set_state("emergency", "0").await;
