@@ -77,12 +77,17 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
         if (a.interval < MIN_INTERVAL || a.interval > MAX_INTERVAL) revert InvalidMarketArgs("interval");
         if (a.genesis < block.timestamp) revert InvalidMarketArgs("genesis");
         if (a.maxPriceAge == 0) revert InvalidMarketArgs("maxPriceAge");
-        if (a.settleWindow < a.interval || a.settleWindow > MAX_SETTLE_WINDOW) {
-            revert InvalidMarketArgs("settleWindow");
-        }
+        if (a.settleWindow > MAX_SETTLE_WINDOW) revert InvalidMarketArgs("settleWindow");
         if (a.sequencerGrace > MAX_SEQUENCER_GRACE) revert InvalidMarketArgs("sequencerGrace");
-        if (a.betCutoff >= a.interval) revert InvalidMarketArgs("betCutoff");
-        if (a.executeDelay >= a.settleWindow) revert InvalidMarketArgs("executeDelay");
+        // Betting closes before the lock, and stays open for at least half of each round: 0 < betCutoff <=
+        // interval / 2 (betCutoff - 1 wraps around for 0).
+        unchecked {
+            if (a.betCutoff - 1 >= a.interval / 2) revert InvalidMarketArgs("betCutoff");
+        }
+        // Execution waits, and still leaves a whole interval to execute a round's close before it expires.
+        if (a.executeDelay == 0 || uint256(a.executeDelay) + a.interval > a.settleWindow) {
+            revert InvalidMarketArgs("executeDelay");
+        }
         if (a.token != address(0) && a.token.code.length == 0) revert InvalidMarketArgs("token");
         _checkParams(a.feeBps, a.settlerRewardBps);
         uint8 decimals = AggregatorV3Interface(a.feed).decimals();
@@ -104,10 +109,23 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
             _currentParams[marketId],
             MarketParams({minBet: a.minBet, feeBps: a.feeBps, settlerRewardBps: a.settlerRewardBps, fromEpoch: 0})
         );
-        emit MarketCreated(
-            marketId, a.feed, a.sequencerFeed, a.token, a.genesis, a.interval, a.maxPriceAge, a.settleWindow
-        );
+        _emitCreated(marketId, a);
         emit MarketParamsScheduled(marketId, 0, a.minBet, a.feeBps, a.settlerRewardBps);
+    }
+
+    function _emitCreated(uint256 marketId, CreateMarketArgs calldata a) private {
+        emit MarketCreated(
+            marketId,
+            a.feed,
+            a.sequencerFeed,
+            a.token,
+            a.genesis,
+            a.interval,
+            a.maxPriceAge,
+            a.settleWindow,
+            a.betCutoff,
+            a.executeDelay
+        );
     }
 
     /// @notice Changes the minimum bet, fee and settler reward for rounds that have not started yet.
@@ -258,17 +276,18 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
         Outcome o =
             closeCp.price > lockCp.price ? Outcome.Up : closeCp.price < lockCp.price ? Outcome.Down : Outcome.Tie;
         Round storage r = _rounds[marketId][e];
-        // A tie is settled like a win of both sides: everyone gets their stake back less the fee, so that betting
-        // on a feed that may not move is never free. A one-sided pool with a winner is refunded in full.
-        if (o == Outcome.Tie ? r.state != RoundState.Open : (r.upAmount == 0 || r.downAmount == 0)) {
-            _cancel(marketId, m, e, o == Outcome.Tie ? CancelReason.Tie : CancelReason.OneSidedPool, o);
+        // A one-sided (or empty) pool is refunded in full, whatever the outcome. A two-sided tie is settled like a
+        // win of both sides: everyone gets their stake back less the fee, so that betting on a feed that may not
+        // move is never free.
+        if (r.upAmount == 0 || r.downAmount == 0) {
+            _cancel(marketId, m, e, CancelReason.OneSidedPool, o);
             return;
         }
         (uint256 total, uint256 rewardAmount, uint256 toTreasury, uint256 reward) = _settlePools(r, m.token, o);
         emit RoundSettled(marketId, e, o, lockCp.price, closeCp.price, total, rewardAmount, toTreasury, reward);
     }
 
-    /// @dev Takes the fee out of a pool (two-sided, or any pool on a tie) and books the treasury's and the settler's
+    /// @dev Takes the fee out of a two-sided pool (an up/down outcome or a tie) and books the treasury's and the settler's
     /// shares.
     function _settlePools(Round storage r, address token, Outcome o)
         private

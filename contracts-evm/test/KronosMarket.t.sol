@@ -76,8 +76,12 @@ contract KronosMarketTest is MarketBase {
         vm.expectRevert(abi.encodeWithSelector(IKronosMarket.SettlerRewardTooHigh.selector, 5001, 5000));
         market.createMarket(a);
         a = _args(address(feed), address(0), address(0));
-        a.settleWindow = INTERVAL - 1;
+        a.settleWindow = 30 days + 1;
         vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("settleWindow")));
+        market.createMarket(a);
+        a = _args(address(feed), address(0), address(0));
+        a.settleWindow = INTERVAL - 1; // shorter than a round: caught by the execute-delay bound (delay + interval)
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("executeDelay")));
         market.createMarket(a);
         a = _args(address(feed), address(0), address(0));
         a.maxPriceAge = 0;
@@ -105,6 +109,60 @@ contract KronosMarketTest is MarketBase {
         vm.expectRevert(abi.encodeWithSelector(Ownable.OwnableUnauthorizedAccount.selector, alice));
         vm.prank(alice);
         market.createMarket(_args(address(feed), address(0), address(0)));
+    }
+
+    /// Review of 9726aac, item 3: betCutoff = 0 and executeDelay = 0 were accepted (bringing back the free option and
+    /// the early execute), and so were a 1 s betting window and 1 s to execute a round's close before it expires.
+    function test_createMarketBoundsBetCutoff() public {
+        IKronosMarket.CreateMarketArgs memory a = _args(address(feed), address(0), address(0));
+        vm.startPrank(owner);
+        a.betCutoff = 0;
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("betCutoff")));
+        market.createMarket(a);
+        a.betCutoff = INTERVAL / 2 + 1; // less than half the round left for betting
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("betCutoff")));
+        market.createMarket(a);
+        a.betCutoff = INTERVAL - 1;
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("betCutoff")));
+        market.createMarket(a);
+        a.betCutoff = INTERVAL / 2;
+        assertEq(market.getMarket(market.createMarket(a)).betCutoff, INTERVAL / 2);
+        a.betCutoff = 1;
+        assertEq(market.getMarket(market.createMarket(a)).betCutoff, 1);
+        vm.stopPrank();
+    }
+
+    function test_createMarketBoundsExecuteDelay() public {
+        IKronosMarket.CreateMarketArgs memory a = _args(address(feed), address(0), address(0));
+        vm.startPrank(owner);
+        a.executeDelay = 0;
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("executeDelay")));
+        market.createMarket(a);
+        a.executeDelay = WINDOW - INTERVAL + 1; // less than one interval left to execute a close before expiry
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("executeDelay")));
+        market.createMarket(a);
+        a.executeDelay = WINDOW - 1;
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("executeDelay")));
+        market.createMarket(a);
+        a.executeDelay = type(uint32).max; // the sum is not computed in 32 bits
+        vm.expectRevert(abi.encodeWithSelector(IKronosMarket.InvalidMarketArgs.selector, bytes32("executeDelay")));
+        market.createMarket(a);
+        a.executeDelay = WINDOW - INTERVAL;
+        assertEq(market.getMarket(market.createMarket(a)).executeDelay, WINDOW - INTERVAL);
+        a.executeDelay = 1;
+        assertEq(market.getMarket(market.createMarket(a)).executeDelay, 1);
+        vm.stopPrank();
+    }
+
+    /// Review of 9726aac, item 4: MarketCreated did not carry betCutoff and executeDelay.
+    function test_marketCreatedEmitsCutoffAndDelay() public {
+        IKronosMarket.CreateMarketArgs memory a = _args(address(feed), address(0), address(usdc));
+        vm.expectEmit(true, true, false, true, address(market));
+        emit IKronosMarket.MarketCreated(
+            3, address(feed), address(0), address(usdc), uint40(GENESIS), INTERVAL, MAX_AGE, WINDOW, CUTOFF, DELAY
+        );
+        vm.prank(owner);
+        market.createMarket(a);
     }
 
     function test_unknownMarketReverts() public {
@@ -767,22 +825,41 @@ contract KronosMarketTest is MarketBase {
         assertEq(market.getCheckpoint(nativeId, 1).price, 61_000e8);
     }
 
-    /// Item 1: a tie with bets on one side only keeps the fee too; a tie on an empty round writes nothing.
-    function test_tieOnAOneSidedOrEmptyPool() public {
+    /// Review of 9726aac, item 2: a one-sided round that tied used to be settled with the fee while a one-sided round
+    /// with a winner was refunded. A tie on a one-sided or empty pool is now refunded like any one-sided pool.
+    function test_tieOnAOneSidedOrEmptyPoolIsRefunded() public {
         vm.warp(GENESIS + 10);
         _betNative(alice, 0, UP, 1 ether);
         _execute(nativeId, 0);
         _price(61_000e8, _t(1) - 10);
         _execute(nativeId, 1);
         _price(61_000e8, _t(2) - 10);
+        vm.expectEmit(true, true, false, true, address(market));
+        emit IKronosMarket.RoundCancelled(
+            nativeId, 0, IKronosMarket.CancelReason.OneSidedPool, IKronosMarket.Outcome.Tie
+        );
         _execute(nativeId, 2);
-        assertEq(uint8(market.getRound(nativeId, 0).state), uint8(IKronosMarket.RoundState.Settled));
-        assertEq(market.claimable(nativeId, 0, alice), 0.97 ether);
+        IKronosMarket.Round memory r = market.getRound(nativeId, 0);
+        assertEq(uint8(r.state), uint8(IKronosMarket.RoundState.Cancelled));
+        assertEq(uint8(r.reason), uint8(IKronosMarket.CancelReason.OneSidedPool));
+        assertEq(uint8(r.outcome), uint8(IKronosMarket.Outcome.Tie));
+        assertTrue(market.refundable(nativeId, 0, alice));
+        assertEq(market.claimable(nativeId, 0, alice), 1 ether);
+        assertEq(market.treasuryBalance(address(0)), 0);
+        // The outcome is still a tie for forecast scoring.
+        (bool fin, IKronosMarket.Outcome o) = market.roundResult(nativeId, 0);
+        assertTrue(fin);
+        assertEq(uint8(o), uint8(IKronosMarket.Outcome.Tie));
+        // An empty round that ties writes nothing, like an empty round with a winner.
         _price(61_000e8, _t(3) - 10);
         vm.expectEmit(true, true, false, true, address(market));
-        emit IKronosMarket.RoundCancelled(nativeId, 1, IKronosMarket.CancelReason.Tie, IKronosMarket.Outcome.Tie);
+        emit IKronosMarket.RoundCancelled(
+            nativeId, 1, IKronosMarket.CancelReason.OneSidedPool, IKronosMarket.Outcome.Tie
+        );
         _execute(nativeId, 3);
         assertEq(uint8(market.getRound(nativeId, 1).state), uint8(IKronosMarket.RoundState.None));
+        vm.prank(alice);
+        assertEq(market.claim(nativeId, _one(0)), 1 ether);
     }
 
     /// Item 3a: a sequencer outage that started before T(1) (L1 time) but lands on L2 after T(1). Executing at

@@ -43,7 +43,8 @@ interface IKronosMarket {
         SequencerGracePeriod
     }
 
-    /// @notice Why a round was refunded.
+    /// @notice Why a round was refunded. `Tie` is no longer used (a two-sided tie is settled with the fee, a
+    /// one-sided one is refunded as `OneSidedPool`); it keeps its place so that the values do not change.
     enum CancelReason {
         None,
         LockPriceUnusable,
@@ -54,7 +55,8 @@ interface IKronosMarket {
     }
 
     /// @notice What a market is, fixed at creation. `executeDelay`: seconds after `T(k)` before checkpoint `k` may be
-    /// executed. `betCutoff`: seconds before the lock at which betting (and forecast commits) close.
+    /// executed (`0 < executeDelay <= settleWindow - interval`). `betCutoff`: seconds before the lock at which betting
+    /// (and forecast commits) close (`0 < betCutoff <= interval / 2`).
     struct MarketConfig {
         address feed;
         uint8 feedDecimals;
@@ -130,7 +132,9 @@ interface IKronosMarket {
         uint40 genesis,
         uint32 interval,
         uint32 maxPriceAge,
-        uint32 settleWindow
+        uint32 settleWindow,
+        uint32 betCutoff,
+        uint32 executeDelay
     );
     event MarketParamsScheduled(
         uint256 indexed marketId, uint64 fromEpoch, uint128 minBet, uint16 feeBps, uint16 settlerRewardBps
