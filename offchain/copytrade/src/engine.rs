@@ -688,7 +688,13 @@ impl Engine {
         if change.action == LeadAction::Reduce {
             // A follower held below lead × ratio (by a cap or a limit) reduces in proportion to the lead.
             let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
-            if let Some(p) = proportional_reduction(current, mirror(change.from, self.ratio), change.from, change.to) {
+            // The full target as it can be held: on the symbol's quantity step (a follower one step short of
+            // lead × ratio by rounding alone follows fully).
+            let mut full = mirror(change.from, self.ratio);
+            if let Some(f) = self.filters.get(symbol) {
+                full = full.round_to_step(&f.market_step_size, Rounding::Down).unwrap_or(full);
+            }
+            if let Some(p) = proportional_reduction(current, full, change.from, change.to) {
                 self.lead.limit_to(symbol, p);
             }
         }

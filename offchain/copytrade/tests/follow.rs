@@ -872,3 +872,19 @@ async fn the_control_api_is_not_served_beyond_loopback_without_a_token() {
     let e = Config::parse("t.toml", &text).unwrap_err();
     assert!(e.to_string().contains("copytrade.listen"), "{e}");
 }
+
+#[tokio::test]
+async fn a_follower_short_of_its_target_only_by_rounding_keeps_following_fully() {
+    let w = World::new().await;
+    let sizing = SIZING.replace("ratio = \"0.5\"", "ratio = \"0.333\"");
+    let cfg = Config::parse("t.toml", &w.config_text("live", &sizing, PROTECTION, LEAD_STREAM, "")).unwrap();
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await; // 0.0333 → 0.033 on the 0.001 step
+    w.expect_follower("BTCUSDT", "0.033").await;
+    w.lead_trade(Side::Sell, "0.05", "BTCUSDT").await; // 0.01665: sells 0.016 (the step under 0.01635)
+    w.expect_follower("BTCUSDT", "0.017").await;
+    // Not held back by a cap or a limit, so no proportional limit: the next increase is mirrored in full.
+    w.lead_trade(Side::Buy, "0.15", "BTCUSDT").await; // 0.0666
+    w.expect_follower("BTCUSDT", "0.066").await;
+    r.stop().await;
+}
