@@ -17,6 +17,8 @@ contract PredictionRegistry is IPredictionRegistry {
     uint256 public constant MAX_BRIER = PROB_SCALE * PROB_SCALE;
     /// @notice The most commitments a publisher may have neither revealed nor expired (bounds `trackRecord`).
     uint256 public constant MAX_OPEN = 1024;
+    /// @notice The most past-deadline commitments one commit expires when it finds its publisher's list full.
+    uint256 public constant MAX_FOLD = 64;
 
     /// @notice The market whose rounds are forecast.
     IKronosMarket public immutable market;
@@ -60,14 +62,20 @@ contract PredictionRegistry is IPredictionRegistry {
     /// @inheritdoc IPredictionRegistry
     function commit(uint256 marketId, uint256 epoch, bytes32 commitment) external {
         IKronosMarket.MarketConfig memory m = market.getMarket(marketId);
-        // Commitments close with the round's betting (the market's cutoff before the lock).
-        uint256 lockAt = m.genesis + (epoch + 1) * m.interval;
+        // Commitments are open with the round's betting: from its start to the market's cutoff before the lock.
+        uint256 startAt = m.genesis + epoch * m.interval;
+        if (block.timestamp < startAt) revert CommitTooEarly(marketId, epoch, startAt);
+        uint256 lockAt = startAt + m.interval;
         uint256 closesAt = lockAt - m.betCutoff;
         if (block.timestamp >= closesAt) revert CommitTooLate(marketId, epoch, closesAt);
         Commitment storage c = _commits[msg.sender][marketId][epoch];
         if (c.status == CommitStatus.None) {
             Open[] storage open = _open[msg.sender];
-            if (open.length >= MAX_OPEN) revert TooManyOpen(msg.sender, MAX_OPEN);
+            if (open.length >= MAX_OPEN) {
+                // A full list expires its past-deadline entries (they can no longer be revealed) to make room.
+                _foldExpired(msg.sender, open);
+                if (open.length >= MAX_OPEN) revert TooManyOpen(msg.sender, MAX_OPEN);
+            }
             c.status = CommitStatus.Committed;
             // casting is safe: the position is below MAX_OPEN.
             // forge-lint: disable-next-line(unsafe-typecast)
@@ -132,9 +140,26 @@ contract PredictionRegistry is IPredictionRegistry {
         if (c.status != CommitStatus.Committed) revert AlreadyFinal(publisher, marketId, epoch, c.status);
         uint256 deadline = revealDeadline(marketId, epoch);
         if (block.timestamp <= deadline) revert RevealWindowOpen(marketId, epoch, deadline);
+        _expire(publisher, c, marketId, epoch);
+        _records[publisher] = _withExpired(_records[publisher], 1);
+    }
+
+    /// @dev Expires up to `MAX_FOLD` of `publisher`'s open commitments past their reveal deadline, from the end of
+    /// the list (an entry moved into a freed place has already been looked at), and folds them into the record.
+    function _foldExpired(address publisher, Open[] storage open) private {
+        uint256 n;
+        for (uint256 i = open.length; i != 0 && n < MAX_FOLD; --i) {
+            Open memory o = open[i - 1];
+            if (block.timestamp <= o.deadline) continue;
+            _expire(publisher, _commits[publisher][o.marketId][o.epoch], o.marketId, o.epoch);
+            ++n;
+        }
+        _records[publisher] = _withExpired(_records[publisher], n);
+    }
+
+    function _expire(address publisher, Commitment storage c, uint256 marketId, uint256 epoch) private {
         c.status = CommitStatus.Expired;
         _close(publisher, c);
-        _records[publisher] = _withExpired(_records[publisher], 1);
         emit Expired(publisher, marketId, epoch);
     }
 

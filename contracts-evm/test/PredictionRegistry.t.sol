@@ -188,7 +188,9 @@ contract PredictionRegistryTest is MarketBase {
     function test_unrevealedCommitmentCountsAsExpiredWithoutAnyCall() public {
         vm.warp(GENESIS + 5);
         _commit(ai, 0, true, 9000); // a losing forecast, never revealed
+        vm.warp(_t(1) + 5);
         _commit(ai, 1, true, 8000); // revealed below
+        vm.warp(GENESIS + 5);
         _settleRound0(60_000e8);
         uint256 deadline = registry.revealDeadline(nativeId, 0);
         vm.warp(deadline);
@@ -217,25 +219,159 @@ contract PredictionRegistryTest is MarketBase {
         assertEq(after_.brierSum, 1e8);
     }
 
-    function test_openCommitmentsAreCapped() public {
-        vm.warp(GENESIS + 5);
-        uint256 max = registry.MAX_OPEN();
-        for (uint256 e; e < max; ++e) {
+    /// @dev Commits `ai` to epochs `from` .. `to - 1` of the native market in `reg`, each at its round's start.
+    function _commitEach(PredictionRegistry reg, uint256 from, uint256 to) internal {
+        for (uint256 e = from; e < to; ++e) {
+            vm.warp(_t(e) + 1);
             vm.prank(ai);
-            registry.commit(nativeId, e, bytes32(e + 1));
+            reg.commit(nativeId, e, bytes32(e + 1));
         }
+    }
+
+    function test_openCommitmentsAreCapped() public {
+        // A reveal window long enough that none of the 1,024 commitments reaches its deadline.
+        PredictionRegistry reg = new PredictionRegistry(market, 30 days);
+        uint256 max = reg.MAX_OPEN();
+        _commitEach(reg, 0, max);
+        vm.warp(_t(max) + 1);
         vm.prank(ai);
         vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.TooManyOpen.selector, ai, max));
-        registry.commit(nativeId, max, bytes32(0));
+        reg.commit(nativeId, max, bytes32(0));
         // Replacing an open commitment is still allowed, and expiring one frees a place.
+        vm.warp(_t(max - 1) + 1);
         vm.prank(ai);
-        registry.commit(nativeId, 5, bytes32(uint256(7)));
-        vm.warp(registry.revealDeadline(nativeId, 0) + 1);
-        assertEq(registry.trackRecord(ai).expired, 1);
+        reg.commit(nativeId, max - 1, bytes32(uint256(7)));
+        vm.warp(reg.revealDeadline(nativeId, 0) + 1);
+        assertEq(reg.trackRecord(ai).expired, 1);
+        reg.expire(ai, nativeId, 0);
+        assertEq(reg.openCommitments(ai), max - 1);
+        uint256 e = (block.timestamp - GENESIS) / INTERVAL;
+        vm.prank(ai);
+        reg.commit(nativeId, e, bytes32(0));
+        assertEq(reg.openCommitments(ai), max);
+    }
+
+    /// Review of 9726aac, item 1: commitments that could no longer be revealed stayed in the open list for good, and
+    /// once 1,024 had piled up every commit reverted TooManyOpen. A commit that finds the list full now expires up
+    /// to MAX_FOLD past-deadline entries into the record, as `expire` would.
+    function test_fullListFoldsPastDeadlineCommitments() public {
+        uint256 max = registry.MAX_OPEN();
+        uint256 fold = registry.MAX_FOLD();
+        _commitEach(registry, 0, max);
+        // At T(max) + 1 the commitments of rounds 0 .. 722 are past their deadline (T(e + 2) + WINDOW + 1 day).
+        uint256 pastDeadline = 723;
+        assertLt(registry.revealDeadline(nativeId, pastDeadline - 1), _t(max) + 1);
+        assertGe(registry.revealDeadline(nativeId, pastDeadline), _t(max) + 1);
+        vm.warp(_t(max) + 1);
+        IPredictionRegistry.TrackRecord memory before = registry.trackRecord(ai);
+        assertEq(before.expired, pastDeadline);
+        assertEq(registry.openCommitments(ai), max);
+        vm.recordLogs();
+        uint256 gasBefore = gasleft();
+        vm.prank(ai);
+        registry.commit(nativeId, max, bytes32(0));
+        uint256 used = gasBefore - gasleft();
+        assertEq(vm.getRecordedLogs().length, fold + 1); // MAX_FOLD Expired events, then Committed
+        assertLt(used, 5_000_000);
+        assertEq(registry.openCommitments(ai), max - fold + 1);
+        // The entries folded are the last past-deadline ones in the list (scanned from its end); the list's last
+        // entries took their places.
+        assertEq(
+            uint8(registry.getCommitment(ai, nativeId, pastDeadline - 1).status),
+            uint8(IPredictionRegistry.CommitStatus.Expired)
+        );
+        assertEq(registry.getCommitment(ai, nativeId, pastDeadline - 1).openIndex, 0);
+        assertEq(
+            uint8(registry.getCommitment(ai, nativeId, pastDeadline - fold - 1).status),
+            uint8(IPredictionRegistry.CommitStatus.Committed)
+        );
+        assertEq(registry.getCommitment(ai, nativeId, max - 1).openIndex, pastDeadline - 1);
+        assertEq(registry.getCommitment(ai, nativeId, max).openIndex, max - fold);
+        // The record is unchanged by the fold: the view counted those entries as expired already.
+        IPredictionRegistry.TrackRecord memory after_ = registry.trackRecord(ai);
+        assertEq(after_.committed, before.committed + 1);
+        assertEq(after_.expired, before.expired);
+        assertEq(after_.misses, before.misses);
+        assertEq(after_.brierSum, before.brierSum);
+        // A folded commitment is final; one left in the list is still expired by hand.
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IPredictionRegistry.AlreadyFinal.selector,
+                ai,
+                nativeId,
+                pastDeadline - 1,
+                IPredictionRegistry.CommitStatus.Expired
+            )
+        );
+        registry.expire(ai, nativeId, pastDeadline - 1);
         registry.expire(ai, nativeId, 0);
-        assertEq(registry.openCommitments(ai), max - 1);
+        assertEq(registry.trackRecord(ai).expired, before.expired);
+        assertEq(registry.openCommitments(ai), max - fold);
+    }
+
+    /// Review of 9726aac, item 1: commit accepted rounds that had not started, so a publisher could fill its list
+    /// ahead. Commits now open with the round's betting, at T(epoch).
+    function test_commitBeforeTheRoundStartsIsRejected() public {
+        vm.warp(GENESIS - 1);
+        bytes32 h = registry.commitmentHash(ai, nativeId, 0, true, 7000, SALT);
         vm.prank(ai);
-        registry.commit(nativeId, max + 400, bytes32(0));
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.CommitTooEarly.selector, nativeId, 0, GENESIS));
+        registry.commit(nativeId, 0, h);
+        vm.warp(GENESIS + 5);
+        h = registry.commitmentHash(ai, nativeId, 1, true, 7000, SALT);
+        vm.prank(ai);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.CommitTooEarly.selector, nativeId, 1, _t(1)));
+        registry.commit(nativeId, 1, h);
+        vm.warp(_t(1) - 1);
+        vm.prank(ai);
+        vm.expectRevert(abi.encodeWithSelector(IPredictionRegistry.CommitTooEarly.selector, nativeId, 1, _t(1)));
+        registry.commit(nativeId, 1, h);
+        vm.warp(_t(1));
+        vm.prank(ai);
+        registry.commit(nativeId, 1, h);
+        assertEq(registry.openCommitments(ai), 1);
+    }
+
+    /// Review of 9726aac, item 5: closing a commitment moves the list's last entry into its place and must record
+    /// the new position, or closing the moved one later reads past the list's end.
+    function test_closingMovesTheLastCommitmentAndItsIndex() public {
+        vm.warp(GENESIS + 5);
+        _commit(ai, 0, true, 7000); // A
+        _execute(nativeId, 0);
+        _price(61_000e8, _t(1) - 10);
+        vm.warp(_t(1) + 5);
+        _commit(ai, 1, true, 7000); // B
+        _execute(nativeId, 1);
+        _price(62_000e8, _t(2) - 10);
+        vm.warp(_t(2) + 5);
+        _commit(ai, 2, false, 3000); // C
+        _execute(nativeId, 2); // round 0 settles Up
+        assertEq(registry.getCommitment(ai, nativeId, 2).openIndex, 2);
+        // Revealing A moves C into A's place.
+        vm.prank(ai);
+        registry.reveal(nativeId, 0, true, 7000, SALT);
+        assertEq(registry.openCommitments(ai), 2);
+        assertEq(registry.getCommitment(ai, nativeId, 0).openIndex, 0);
+        assertEq(registry.getCommitment(ai, nativeId, 2).openIndex, 0);
+        assertEq(registry.getCommitment(ai, nativeId, 1).openIndex, 1);
+        // Round 2 never settles; its void reveal closes C from its new place and moves B there.
+        vm.warp(_t(4) + WINDOW + 1);
+        vm.prank(ai);
+        registry.reveal(nativeId, 2, false, 3000, SALT);
+        assertEq(registry.openCommitments(ai), 1);
+        assertEq(registry.getCommitment(ai, nativeId, 1).openIndex, 0);
+        assertEq(
+            uint8(registry.getCommitment(ai, nativeId, 1).status), uint8(IPredictionRegistry.CommitStatus.Committed)
+        );
+        // B, the last one, is expired from index 0.
+        vm.warp(registry.revealDeadline(nativeId, 1) + 1);
+        registry.expire(ai, nativeId, 1);
+        assertEq(registry.openCommitments(ai), 0);
+        IPredictionRegistry.TrackRecord memory r = registry.trackRecord(ai);
+        assertEq(r.committed, 3);
+        assertEq(r.hits, 1);
+        assertEq(r.voided, 1);
+        assertEq(r.expired, 1);
     }
 
     function test_anyoneMayPublishAndRecordsAreSeparate() public {

@@ -54,6 +54,7 @@ interface IPredictionRegistry {
     );
     event Expired(address indexed publisher, uint256 indexed marketId, uint256 indexed epoch);
 
+    error CommitTooEarly(uint256 marketId, uint256 epoch, uint256 opensAt);
     error CommitTooLate(uint256 marketId, uint256 epoch, uint256 closesAt);
     error AlreadyFinal(address publisher, uint256 marketId, uint256 epoch, CommitStatus status);
     error NoCommitment(address publisher, uint256 marketId, uint256 epoch);
@@ -80,8 +81,10 @@ interface IPredictionRegistry {
         bytes32 salt
     ) external view returns (bytes32);
 
-    /// @notice Commits a forecast for a round whose betting is open; may be replaced until betting closes (the
-    /// market's `betCutoff` before the lock).
+    /// @notice Commits a forecast for a round whose betting is open: from the round's start `T(epoch)`
+    /// (`CommitTooEarly` before) until betting closes, the market's `betCutoff` before the lock (`CommitTooLate`
+    /// from then); it may be replaced until then. When the caller already has `MAX_OPEN` open commitments, up to
+    /// `MAX_FOLD` of those past their reveal deadline are expired first (as `expire` does) to make room.
     function commit(uint256 marketId, uint256 epoch, bytes32 commitment) external;
 
     /// @notice Reveals the caller's forecast once the round's outcome is final and scores it.
@@ -97,8 +100,9 @@ interface IPredictionRegistry {
     /// the worst Brier term) whether or not anyone called `expire`.
     function trackRecord(address publisher) external view returns (TrackRecord memory);
 
-    /// @notice How many of a publisher's commitments are neither revealed nor expired by `expire` (at most
-    /// `MAX_OPEN`; commits beyond that revert until some are revealed or expired).
+    /// @notice How many of a publisher's commitments are neither revealed nor expired (by `expire`, or by a commit
+    /// that found the list full). At most `MAX_OPEN`: a new commit beyond that reverts `TooManyOpen` unless some of
+    /// them are past their reveal deadline.
     function openCommitments(address publisher) external view returns (uint256);
 
     /// @notice A publisher's commitment for a round.
