@@ -1565,6 +1565,23 @@ impl Engine {
                     }
                 }
             }
+            let hold = unknown_hold(self.cfg.recv_window_ms);
+            let pending = self.unknown.iter().filter(|u| u.since.elapsed() < hold).count();
+            if still.is_empty() && pending > 0 {
+                // Nothing open now, but an order of unknown fate may still open something: look again.
+                let wait = self.schedule_emergency_retry(closed_any);
+                self.status.lock().emergency_open = vec![format!("{pending} order(s) of unknown outcome")];
+                self.risk_event(
+                    "emergency_incomplete",
+                    "",
+                    format!(
+                        "no position open, {pending} order(s) of unknown outcome pending; checking again in {} ms",
+                        wait.as_millis()
+                    ),
+                )
+                .await;
+                return;
+            }
             if still.is_empty() {
                 for s in self.cfg.sizing.allow.clone() {
                     if let Err(e) = self.venue.cancel_open_orders(&s).await {

@@ -888,3 +888,31 @@ async fn a_follower_short_of_its_target_only_by_rounding_keeps_following_fully()
     w.expect_follower("BTCUSDT", "0.066").await;
     r.stop().await;
 }
+
+#[tokio::test]
+async fn an_emergency_stop_also_closes_what_an_order_of_unknown_fate_opens_late() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    // The entry is answered 503 and reaches the matching engine only after its recvWindow.
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(2500) }, 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let store = r.handles.store.clone();
+    wait_until("the entry's outcome unknown", || {
+        let store = store.clone();
+        async move { has_event(&store, "order_unresolved", "").await }
+    })
+    .await;
+    // Panic: stop everything while the follower holds nothing yet.
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+    wait_for("the late entry executed", || w.ex.late_pending() == 0 && !follower_orders(&w).is_empty()).await;
+    // What it opened is closed too, and only then is the stop done.
+    w.expect_follower("BTCUSDT", "0").await;
+    wait_until("done", || {
+        let store = store.clone();
+        async move { has_event(&store, "emergency_done", "").await }
+    })
+    .await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    r.stop().await;
+}
