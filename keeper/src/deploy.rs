@@ -33,6 +33,10 @@ pub struct ChainPolicy {
     pub min_bet_wei: String,
     pub stake: String,
     pub max_price_age_s: Option<u32>,
+    /// Seconds after a checkpoint's time before it may be executed; by default a fifth of the round on L1s and
+    /// [`L2_EXECUTE_DELAY_S`] on chains with a sequencer-uptime feed.
+    #[serde(default)]
+    pub execute_delay_s: Option<u32>,
 }
 
 /// Per-chain overrides of [`ChainPolicy`].
@@ -48,6 +52,7 @@ pub struct ChainPolicyOverride {
     pub min_bet_wei: Option<String>,
     pub stake: Option<String>,
     pub max_price_age_s: Option<u32>,
+    pub execute_delay_s: Option<u32>,
 }
 
 impl DeployPolicy {
@@ -74,6 +79,7 @@ impl DeployPolicy {
             min_bet_wei: o.min_bet_wei.unwrap_or_else(|| d.min_bet_wei.clone()),
             stake: o.stake.unwrap_or_else(|| d.stake.clone()),
             max_price_age_s: o.max_price_age_s.or(d.max_price_age_s),
+            execute_delay_s: o.execute_delay_s.or(d.execute_delay_s),
         }
     }
 }
@@ -153,6 +159,9 @@ pub fn plan_for_chain(cat: &Catalogue, policy: &DeployPolicy, key: &str, owner: 
             .map_err(|m| anyhow::anyhow!("deploy policy: chains.{key}.stake: {m}"))?,
     };
     p.min_bet_wei.parse::<U256>().map_err(|e| anyhow::anyhow!("deploy policy: chains.{key}.min_bet_wei: {e}"))?;
+    let l2 = chain.sequencer.is_some();
+    let delay = p.execute_delay_s.unwrap_or_else(|| if l2 { L2_EXECUTE_DELAY_S } else { execute_delay(p.interval_s) });
+    check_clock(&format!("deploy policy: chains.{key}"), p.interval_s, p.settle_window_s, delay)?;
     let mut markets = Vec::new();
     for pair in &p.pairs {
         let f = chain.feeds.get(pair).ok_or_else(|| {
@@ -179,7 +188,7 @@ pub fn plan_for_chain(cat: &Catalogue, policy: &DeployPolicy, key: &str, owner: 
             sequencer_grace: p.sequencer_grace_s,
             settle_window: p.settle_window_s,
             bet_cutoff: bet_cutoff(p.interval_s),
-            execute_delay: execute_delay(p.interval_s),
+            execute_delay: delay,
             min_bet: p.min_bet_wei.clone(),
             fee_bps: p.fee_bps,
             settler_reward_bps: p.settler_reward_bps,
@@ -207,11 +216,33 @@ pub fn bet_cutoff(interval_s: u32) -> u32 {
     interval_s / 10
 }
 
-/// The contract's execution delay for a round length: a fifth of the round (60 s for 5-minute rounds), time for
-/// reports timed at their observation, late-relayed sequencer outages and proxy upgrades to land
+/// The contract's execution delay on L1 chains (and local ones) for a round length: a fifth of the round (60 s for
+/// 5-minute rounds), time for reports timed at their observation and proxy upgrades to land
 /// (contracts-evm/README.md, "Execution delay").
 pub fn execute_delay(interval_s: u32) -> u32 {
     interval_s / 5
+}
+
+/// The execution delay on L2 chains (those with a sequencer-uptime feed in the catalogue) unless
+/// `execute_delay_s` says otherwise: 15 minutes, above the L1→L2 message latency of the target L2s (Arbitrum
+/// releases delayed-inbox messages after 40 L1 blocks, about 8 minutes; OP-stack deposits take minutes), so that a
+/// sequencer outage relayed from L1 lands before the checkpoint it covers can be executed.
+pub const L2_EXECUTE_DELAY_S: u32 = 900;
+
+/// The contract's bounds on a market's clock (`KronosMarket.createMarket`), checked before anything is sent:
+/// `0 < betCutoff <= interval / 2` and `0 < executeDelay <= settleWindow - interval`. `what` names the policy entry.
+fn check_clock(what: &str, interval_s: u32, settle_window_s: u32, delay: u32) -> Result<()> {
+    let cutoff = bet_cutoff(interval_s);
+    check(cutoff > 0 && cutoff <= interval_s / 2, || {
+        format!("{what}.interval_s = {interval_s}: too short for a betting cutoff of a tenth of the round")
+    })?;
+    let most = settle_window_s.saturating_sub(interval_s);
+    check(delay > 0 && delay <= most, || {
+        format!(
+            "{what}.execute_delay_s = {delay}: must be at least 1 and at most settle_window_s - interval_s = {most} \
+             (the contract leaves at least one interval to execute a round's close before it expires)"
+        )
+    })
 }
 
 /// Settings of one market on a local development chain.
@@ -237,6 +268,8 @@ pub fn local_plan(
     let p = policy.for_chain(&chain.key);
     let mut out = Vec::new();
     for m in markets {
+        // Local chains relay nothing from L1: the short default keeps the demo's rounds short.
+        check_clock(&format!("local market {}", m.pair), m.interval_s, m.settle_window_s, execute_delay(m.interval_s))?;
         let f = chain
             .feeds
             .get(&m.pair)
@@ -371,5 +404,69 @@ mod tests {
         pol.chains.insert("base".into(), ChainPolicyOverride { max_price_age_s: Some(1320), ..Default::default() });
         let p = plan_for_chain(&cat(), &pol, "base", Address::ZERO, "x").unwrap();
         assert_eq!(p.markets[0].sequencer_feed, cat().chain("base").unwrap().sequencer.as_ref().unwrap().address);
+    }
+
+    fn base_with(execute_delay_s: Option<u32>) -> DeployPolicy {
+        let mut pol = policy();
+        pol.chains.insert(
+            "base".into(),
+            ChainPolicyOverride { max_price_age_s: Some(1320), execute_delay_s, ..Default::default() },
+        );
+        pol
+    }
+
+    #[test]
+    fn execute_delay_is_longer_on_l2s_and_can_be_set_per_chain() {
+        let l1 = plan_for_chain(&cat(), &policy(), "ethereum", Address::ZERO, "x").unwrap();
+        assert_eq!((l1.markets[0].bet_cutoff, l1.markets[0].execute_delay), (30, 60));
+        let l2 = plan_for_chain(&cat(), &base_with(None), "base", Address::ZERO, "x").unwrap();
+        assert_eq!(l2.markets[0].execute_delay, L2_EXECUTE_DELAY_S);
+        let set = plan_for_chain(&cat(), &base_with(Some(240)), "base", Address::ZERO, "x").unwrap();
+        assert_eq!(set.markets[0].execute_delay, 240);
+    }
+
+    #[test]
+    fn execute_delay_outside_the_contract_bounds_names_the_field() {
+        // settle_window_s = 86400, interval_s = 300: at most 86100.
+        for bad in [0, 86_101, u32::MAX] {
+            let e = plan_for_chain(&cat(), &base_with(Some(bad)), "base", Address::ZERO, "x").unwrap_err().to_string();
+            assert!(e.contains(&format!("chains.base.execute_delay_s = {bad}")) && e.contains("86100"), "{e}");
+        }
+        assert!(plan_for_chain(&cat(), &base_with(Some(86_100)), "base", Address::ZERO, "x").is_ok());
+        // The L2 default must fit the window too.
+        let mut pol = base_with(None);
+        pol.chains.get_mut("base").unwrap().settle_window_s = Some(1000);
+        let e = plan_for_chain(&cat(), &pol, "base", Address::ZERO, "x").unwrap_err().to_string();
+        assert!(e.contains("chains.base.execute_delay_s = 900"), "{e}");
+    }
+
+    #[test]
+    fn local_demo_rounds_satisfy_the_contract_bounds() {
+        let chain = cat().chain("base").unwrap().clone();
+        // The demo's markets: any interval from the contract's minimum, a settle window of 12 intervals.
+        for interval_s in [60, 61, 120, 300, 3600] {
+            let m = LocalMarket {
+                pair: "BTC/USD".into(),
+                initial_answer: 1,
+                token: false,
+                interval_s,
+                max_price_age_s: interval_s,
+                settle_window_s: interval_s * 12,
+            };
+            let p = local_plan(&chain, &policy(), Address::ZERO, &[m], "x").unwrap();
+            let (cutoff, delay) = (p.markets[0].bet_cutoff, p.markets[0].execute_delay);
+            assert!(cutoff > 0 && cutoff <= interval_s / 2, "{interval_s}: cutoff {cutoff}");
+            assert!(delay > 0 && delay + interval_s <= interval_s * 12, "{interval_s}: delay {delay}");
+        }
+        let short = LocalMarket {
+            pair: "BTC/USD".into(),
+            initial_answer: 1,
+            token: false,
+            interval_s: 300,
+            max_price_age_s: 300,
+            settle_window_s: 300,
+        };
+        let e = local_plan(&chain, &policy(), Address::ZERO, &[short], "x").unwrap_err().to_string();
+        assert!(e.contains("execute_delay_s = 60"), "{e}");
     }
 }
