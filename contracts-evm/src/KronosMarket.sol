@@ -287,8 +287,8 @@ contract KronosMarket is IKronosMarket, Ownable2Step, Pausable, ReentrancyGuardT
         emit RoundSettled(marketId, e, o, lockCp.price, closeCp.price, total, rewardAmount, toTreasury, reward);
     }
 
-    /// @dev Takes the fee out of a two-sided pool (an up/down outcome or a tie) and books the treasury's and the settler's
-    /// shares.
+    /// @dev Takes the fee out of a two-sided pool (an up/down outcome or a tie) and books the treasury's and the
+    /// settler's shares.
     function _settlePools(Round storage r, address token, Outcome o)
         private
         returns (uint256 total, uint256 rewardAmount, uint256 toTreasury, uint256 reward)

@@ -217,8 +217,8 @@ interface IKronosMarket {
     /// @notice The amount `account` can claim for `epoch` now: winnings or a refund; 0 when nothing is due.
     function claimable(uint256 marketId, uint256 epoch, address account) external view returns (uint256);
 
-    /// @notice Whether `account`'s bet in `epoch` is due back as a refund (cancelled, one-sided, expired). A tie is
-    /// settled, not refunded: every bet gets its share of the pool less the fee.
+    /// @notice Whether `account`'s bet in `epoch` is due back as a refund (cancelled, one-sided — a tie included —,
+    /// expired). A tie on a two-sided pool is settled, not refunded: every bet gets its share of the pool less the fee.
     function refundable(uint256 marketId, uint256 epoch, address account) external view returns (bool);
 
     /// @notice The final price outcome of a round, for scorers: `isFinal` once it can no longer change.
