@@ -13,7 +13,7 @@ use alloy::sol_types::{SolCall, SolEventInterface, SolValue};
 use anyhow::{Context, Result};
 use kronos_common::signals::{Outcome, SignalKind};
 use kronos_common::Bus;
-use kronos_contracts::registry::PredictionRegistry::{self, PredictionRegistryEvents};
+use kronos_contracts::registry::PredictionRegistry::{self, PredictionRegistryErrors, PredictionRegistryEvents};
 use kronos_forecast::{Candle, ForecastOptions, Forecaster};
 use parking_lot::Mutex;
 use rand::RngCore;
@@ -21,7 +21,6 @@ use rand::RngCore;
 use crate::metrics::{MarketLabel, Metrics};
 use crate::scheduler::MarketDriver;
 use crate::store::{PredictionRow, Store, TrackRecordRow};
-use crate::txmgr::TxError;
 
 /// Candles the forecaster may see at a time (completed candles only).
 pub trait CandleSource: Send + Sync {
@@ -122,6 +121,14 @@ pub fn commitment_hash(
     )
 }
 
+/// Whether a commitment for `epoch` sent at chain time `now` still has `margin` seconds before the registry's commit
+/// window closes: commits are open from the round's start `T(epoch)` until the market's betting cutoff before the
+/// lock `T(epoch + 1)`.
+pub fn commit_open(i: &crate::scheduler::MarketInfo, epoch: u64, now: u64, margin: u64) -> bool {
+    let closes_at = i.t(epoch + 1).saturating_sub(i.bet_cutoff);
+    now >= i.t(epoch) && now + margin < closes_at
+}
+
 /// The publisher.
 pub struct Publisher {
     forecaster: Arc<Forecaster>,
@@ -191,10 +198,8 @@ impl Publisher {
     async fn commit(&self, d: &MarketDriver, registry: Address, epoch: u64, now: u64) -> Result<()> {
         let chain = d.chain.name.clone();
         let i = &d.info;
-        // Commits close with betting, the market's cutoff before the lock; leave a fifth of the round for the
-        // commit to be mined.
-        let closes_at = i.t(epoch + 1) - i.bet_cutoff;
-        if now + i.interval / 5 >= closes_at || now < i.t(epoch) {
+        // Leave a fifth of the round for the forecast and for the commit to be mined.
+        if !commit_open(i, epoch, now, i.interval / 5) {
             return Ok(());
         }
         let publisher = d.chain.tx.signer;
@@ -241,6 +246,12 @@ impl Publisher {
                 row
             }
         };
+        // The forecast takes wall time: a commit that can no longer land before the window closes is not sent.
+        let (_, now) = d.chain.head().await?;
+        if !commit_open(i, epoch, now, 0) {
+            tracing::info!(chain = %chain, market = i.id, epoch, "the commit window closed while forecasting; skipped");
+            return Ok(());
+        }
         // A commitment may already be on chain from a run that crashed before recording it.
         let reg = d.chain.registry.as_ref().expect("registry checked");
         let on_chain = reg.getCommitment(publisher, U256::from(i.id), U256::from(epoch)).call().await?;
@@ -266,8 +277,8 @@ impl Publisher {
                 );
                 Ok(())
             }
-            Err(TxError::Revert { reason, .. }) if reason.contains("CommitTooLate") => {
-                tracing::info!(chain = %chain, market = i.id, epoch, "round locked before the commitment could be sent; skipped");
+            Err(e) if matches!(e.registry_error(), Some(PredictionRegistryErrors::CommitTooLate(_))) => {
+                tracing::info!(chain = %chain, market = i.id, epoch, now, reason = %e, "round locked before the commitment could be sent; skipped");
                 Ok(())
             }
             Err(e) => Err(anyhow::anyhow!("commit: {e}")),
@@ -301,12 +312,17 @@ impl Publisher {
                 .await
             {
                 Ok(m) => m,
-                Err(TxError::Revert { reason, .. })
-                    if reason.contains("AlreadyFinal")
-                        || reason.contains("RevealWindowClosed")
-                        || reason.contains("NoCommitment") =>
+                Err(e)
+                    if matches!(
+                        e.registry_error(),
+                        Some(
+                            PredictionRegistryErrors::AlreadyFinal(_)
+                                | PredictionRegistryErrors::RevealWindowClosed(_)
+                                | PredictionRegistryErrors::NoCommitment(_)
+                        )
+                    ) =>
                 {
-                    tracing::warn!(chain = %chain, market = i.id, epoch, %reason, "prediction can no longer be revealed");
+                    tracing::warn!(chain = %chain, market = i.id, epoch, reason = %e, "prediction can no longer be revealed");
                     self.store
                         .set_revealed(&chain, i.id as i64, epoch as i64, &p.publisher, "-", "unrevealable", None, None)
                         .await?;
@@ -386,5 +402,36 @@ impl Publisher {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_window_runs_from_the_round_start_to_the_cutoff() {
+        let i = crate::scheduler::MarketInfo {
+            id: 1,
+            feed: Address::ZERO,
+            sequencer: None,
+            token: Address::ZERO,
+            genesis: 1000,
+            interval: 60,
+            settle_window: 720,
+            max_price_age: 60,
+            execute_delay: 12,
+            bet_cutoff: 6,
+            decimals: 8,
+            pair: "BTC/USD".into(),
+        };
+        // Round 2 runs from 1120; commits close at 1180 - 6 = 1174.
+        assert!(!commit_open(&i, 2, 1119, 0));
+        assert!(commit_open(&i, 2, 1120, 0));
+        assert!(commit_open(&i, 2, 1173, 0));
+        assert!(!commit_open(&i, 2, 1174, 0));
+        // With a margin for mining.
+        assert!(commit_open(&i, 2, 1161, 12));
+        assert!(!commit_open(&i, 2, 1162, 12));
     }
 }

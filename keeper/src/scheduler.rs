@@ -109,6 +109,35 @@ fn checkpoint_status(s: u8) -> &'static str {
     }
 }
 
+/// What a revert of `execute(k)` means to the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecuteRevert {
+    /// The checkpoint is recorded already (by someone else): done.
+    Done,
+    /// Not executable yet: try again next pass.
+    NotYet,
+    /// The proof went out of date: prove again next pass.
+    Reprove,
+    /// A real failure.
+    Fail,
+}
+
+/// Classifies a decoded `execute` revert.
+pub fn classify_execute_revert(e: &KronosMarket::KronosMarketErrors) -> ExecuteRevert {
+    use KronosMarket::KronosMarketErrors as E;
+    match e {
+        E::CheckpointAlreadyRecorded(_) => ExecuteRevert::Done,
+        E::CheckpointNotDue(_) | E::ProofTimestampNotPast(_) => ExecuteRevert::NotYet,
+        E::ProofRoundMissing(_)
+        | E::ProofRoundAfterTimestamp(_)
+        | E::ProofSuccessorNotAfterTimestamp(_)
+        | E::ProofNotLatest(_)
+        | E::ProofBadSuccessor(_)
+        | E::ProofLaterPhaseInEffect(_) => ExecuteRevert::Reprove,
+        _ => ExecuteRevert::Fail,
+    }
+}
+
 /// Drives one market of one chain.
 pub struct MarketDriver {
     pub chain: Arc<ChainRuntime>,
@@ -349,25 +378,74 @@ impl MarketDriver {
         self.stats.lock().missed += 1;
     }
 
+    /// Checkpoint `k` is on chain but this keeper has not handled its events (someone else executed it, or this
+    /// keeper was stopped while its own transaction confirmed): the chain is the truth, so the events of the
+    /// transaction that recorded it update the store (the checkpoint, the round it locks and the round it settles or
+    /// refunds) and go out as signals, exactly as for the keeper's own transactions. Once handled, a checkpoint keeps
+    /// its transaction hash in the store and is not handled again.
     async fn note_recorded_elsewhere(
         &self,
         k: u64,
         cp: &kronos_contracts::market::IKronosMarket::Checkpoint,
     ) -> Result<()> {
+        let (name, i) = (&self.chain.name, &self.info);
+        let stored = self.store.checkpoints(name, i.id as i64, k as i64, 1).await?;
+        if stored.first().is_some_and(|c| c.idx == k as i64 && c.tx_hash.is_some()) {
+            return Ok(());
+        }
+        let recorded_at = cp.recordedAt.to::<u64>();
+        match self.recording_tx(k, recorded_at).await {
+            Ok(Some((hash, block, logs))) => {
+                let due = self.chain.first_block_after(i.t(k) + i.execute_delay, block).await.unwrap_or(block);
+                tracing::info!(chain = %name, market = i.id, checkpoint = k, tx = %hash, block, "checkpoint recorded by another transaction; taking its events");
+                return self.handle_logs(k, &logs, Some((hash.to_string(), block, block.saturating_sub(due)))).await;
+            }
+            Ok(None) => {
+                tracing::warn!(chain = %name, market = i.id, checkpoint = k, recorded_at, "no CheckpointRecorded event found for a recorded checkpoint; storing the checkpoint only")
+            }
+            Err(e) => return Err(e.context(format!("reading the events that recorded checkpoint {k}"))),
+        }
         self.store
             .record_checkpoint(&CheckpointRow {
-                chain: self.chain.name.clone(),
-                market_id: self.info.id as i64,
+                chain: name.clone(),
+                market_id: i.id as i64,
                 idx: k as i64,
-                ts: self.info.t(k) as i64,
+                ts: i.t(k) as i64,
                 round_id: cp.roundId.to_string(),
-                price: price(I256::try_from(cp.price).unwrap_or_default(), self.info.decimals).to_string(),
+                price: price(I256::try_from(cp.price).unwrap_or_default(), i.decimals).to_string(),
                 status: checkpoint_status(cp.status).to_string(),
                 tx_hash: None,
                 block: None,
                 delay_blocks: None,
             })
             .await
+    }
+
+    /// The transaction that recorded checkpoint `k` at chain time `recorded_at`: its hash, block and logs.
+    async fn recording_tx(
+        &self,
+        k: u64,
+        recorded_at: u64,
+    ) -> Result<Option<(alloy::primitives::TxHash, u64, Vec<alloy::primitives::Log>)>> {
+        use alloy::providers::Provider;
+        use alloy::sol_types::SolEvent;
+        let (head, _) = self.chain.head().await?;
+        // The blocks stamped `recorded_at`.
+        let from = self.chain.first_block_after(recorded_at.saturating_sub(1), head).await?;
+        let to = self.chain.first_block_after(recorded_at, head).await?.saturating_sub(1).clamp(from, from + 1000);
+        let filter = alloy::rpc::types::Filter::new()
+            .address(self.chain.cfg.market)
+            .event_signature(KronosMarket::CheckpointRecorded::SIGNATURE_HASH)
+            .topic1(U256::from(self.info.id))
+            .topic2(U256::from(k))
+            .from_block(from)
+            .to_block(to);
+        let logs = self.chain.provider.get_logs(&filter).await?;
+        let Some((Some(hash), Some(block))) = logs.first().map(|l| (l.transaction_hash, l.block_number)) else {
+            return Ok(None);
+        };
+        let Some(r) = self.chain.provider.get_transaction_receipt(hash).await? else { return Ok(None) };
+        Ok(Some((hash, block, r.inner.logs().iter().map(|l| l.inner.clone()).collect())))
     }
 
     /// Proves and records checkpoint `k`. `Ok(false)`: not possible yet (retry later).
@@ -420,23 +498,23 @@ impl MarketDriver {
                 self.handle_logs(k, &mined.logs, Some((mined.hash.to_string(), mined.block, delay))).await?;
                 Ok(true)
             }
-            Err(TxError::Revert { reason, .. }) if reason.contains("CheckpointAlreadyRecorded") => {
-                // Someone else recorded it in the meantime: that is success.
-                if let Some(cp) = self.recorded(k).await? {
-                    self.note_recorded_elsewhere(k, &cp).await?;
+            Err(e @ TxError::Revert { .. }) => match e.market_error().map(|m| classify_execute_revert(&m)) {
+                Some(ExecuteRevert::Done) => {
+                    // Someone else recorded it in the meantime: that is success.
+                    tracing::info!(chain = %self.chain.name, market = i.id, checkpoint = k, "checkpoint recorded by someone else first");
+                    if let Some(cp) = self.recorded(k).await? {
+                        self.note_recorded_elsewhere(k, &cp).await?;
+                    }
+                    Ok(true)
                 }
-                Ok(true)
-            }
-            Err(TxError::Revert { reason, .. })
-                if reason.contains("CheckpointNotDue") || reason.contains("ProofTimestampNotPast") =>
-            {
-                Ok(false)
-            }
-            Err(TxError::Revert { reason, .. }) if reason.contains("Proof") => {
-                // The feed moved between proof and inclusion: prove again next pass.
-                tracing::info!(chain = %self.chain.name, market = i.id, checkpoint = k, %reason, "proof outdated; proving again");
-                Ok(false)
-            }
+                Some(ExecuteRevert::NotYet) => Ok(false),
+                Some(ExecuteRevert::Reprove) => {
+                    // The feed moved between proof and inclusion: prove again next pass.
+                    tracing::info!(chain = %self.chain.name, market = i.id, checkpoint = k, reason = %e, "proof outdated; proving again");
+                    Ok(false)
+                }
+                _ => Err(anyhow::anyhow!("execute({}, {k}): {e}", i.id)),
+            },
             Err(e) => Err(anyhow::anyhow!("execute({}, {k}): {e}", i.id)),
         }
     }
@@ -644,5 +722,42 @@ impl MarketDriver {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use KronosMarket::KronosMarketErrors as E;
+
+    #[test]
+    fn execute_reverts_are_classified_by_variant() {
+        let (m, k) = (U256::from(1), U256::from(3));
+        assert_eq!(
+            classify_execute_revert(&E::CheckpointAlreadyRecorded(KronosMarket::CheckpointAlreadyRecorded {
+                marketId: m,
+                index: k
+            })),
+            ExecuteRevert::Done
+        );
+        assert_eq!(
+            classify_execute_revert(&E::CheckpointNotDue(KronosMarket::CheckpointNotDue {
+                marketId: m,
+                index: k,
+                timestamp: U256::ZERO
+            })),
+            ExecuteRevert::NotYet
+        );
+        assert_eq!(
+            classify_execute_revert(&E::ProofNotLatest(KronosMarket::ProofNotLatest {
+                roundId: Default::default(),
+                latestRoundId: Default::default()
+            })),
+            ExecuteRevert::Reprove
+        );
+        assert_eq!(
+            classify_execute_revert(&E::UnknownMarket(KronosMarket::UnknownMarket { marketId: m })),
+            ExecuteRevert::Fail
+        );
     }
 }

@@ -131,10 +131,130 @@ fn bump(v: U256, percent: u64) -> U256 {
     v * U256::from(100 + percent) / U256::from(100) + U256::from(1)
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Fees {
-    max_fee: U256,
-    priority: U256,
+/// A transaction's fee fields (for legacy transactions both hold the gas price).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fees {
+    pub max_fee: U256,
+    pub priority: U256,
+}
+
+/// The fees of a replacement of a transaction sent at `old` when the market asks `market`: raised by at least
+/// `bump_percent` and at least to the market, within the caps; `None` when the caps leave no room for the node's
+/// minimum replacement raise (10% on both fields).
+pub fn next_fees(p: &TxPolicy, old: Fees, market: Fees) -> Option<Fees> {
+    let priority =
+        bump(old.priority, p.bump_percent).max(market.priority).min(p.max_priority_fee_wei.max(old.priority));
+    let max_fee = bump(old.max_fee, p.bump_percent).max(market.max_fee).min(p.max_fee_wei);
+    let priority = if p.fee_model == FeeModel::Legacy { max_fee } else { priority.min(max_fee) };
+    if max_fee < bump(old.max_fee, 10) - U256::from(1)
+        || (p.fee_model == FeeModel::Eip1559 && priority < bump(old.priority, 10) - U256::from(1))
+    {
+        return None;
+    }
+    Some(Fees { max_fee, priority })
+}
+
+/// What a node's refusal of a broadcast means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node has the transaction already: keep following it.
+    Known,
+    /// The nonce is used: by one of our versions (look for its receipt) or by another transaction.
+    NonceUsed,
+    /// The nonce is ahead of the account's: resynchronise and start over.
+    NonceGap,
+    /// The fees are below what the node or the block accepts: replace with higher fees.
+    Underpriced,
+    /// The signer cannot pay.
+    NoFunds,
+    /// The call reverts (the node answered with revert data or said so).
+    Revert,
+    /// Refused for good for another reason.
+    Refused,
+}
+
+/// Classifies a node's JSON-RPC error answer to `eth_sendRawTransaction` (nodes answer these with messages only,
+/// so the message is what there is to read; `reverts` when the answer carries revert data).
+pub fn classify_refusal(message: &str, reverts: bool) -> Refusal {
+    let m = message.to_lowercase();
+    let any = |xs: &[&str]| xs.iter().any(|x| m.contains(x));
+    if any(&["already known", "known transaction", "already imported"]) {
+        Refusal::Known
+    } else if any(&["nonce too low", "nonce is too low", "invalid nonce"]) {
+        Refusal::NonceUsed
+    } else if m.contains("nonce too high") {
+        Refusal::NonceGap
+    } else if any(&["underpriced", "fee too low", "less than block base fee", "max fee per gas less than"]) {
+        Refusal::Underpriced
+    } else if m.contains("insufficient funds") {
+        Refusal::NoFunds
+    } else if reverts {
+        Refusal::Revert
+    } else {
+        Refusal::Refused
+    }
+}
+
+/// The nonce counter after giving back `nonce`: the counter steps back when `nonce` was the last one taken, and is
+/// otherwise cleared, to be read again from the node (later nonces are in flight).
+pub fn released(next: Option<u64>, nonce: u64) -> Option<u64> {
+    (next == Some(nonce + 1)).then_some(nonce)
+}
+
+/// Whether revert data says that what the transaction was for is already done by someone else
+/// (`CheckpointAlreadyRecorded`: anyone may execute a checkpoint, and a copy of ours with a higher tip can land
+/// first). Such a revert is the outcome we wanted, not a failure to alert about.
+pub fn is_benign_revert(data: &[u8]) -> bool {
+    use alloy::sol_types::SolInterface;
+    use kronos_contracts::market::KronosMarket::KronosMarketErrors;
+    matches!(KronosMarketErrors::abi_decode(data), Ok(KronosMarketErrors::CheckpointAlreadyRecorded(_)))
+}
+
+impl TxError {
+    /// The revert decoded as a KronosMarket error.
+    pub fn market_error(&self) -> Option<kronos_contracts::market::KronosMarket::KronosMarketErrors> {
+        use alloy::sol_types::SolInterface;
+        match self {
+            TxError::Revert { data: Some(d), .. } => {
+                kronos_contracts::market::KronosMarket::KronosMarketErrors::abi_decode(d).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// The revert decoded as a PredictionRegistry error.
+    pub fn registry_error(&self) -> Option<kronos_contracts::registry::PredictionRegistry::PredictionRegistryErrors> {
+        use alloy::sol_types::SolInterface;
+        match self {
+            TxError::Revert { data: Some(d), .. } => {
+                kronos_contracts::registry::PredictionRegistry::PredictionRegistryErrors::abi_decode(d).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A signed transaction being followed, with every version (fee replacement) sent so far.
+struct Pending {
+    to: Address,
+    data: Bytes,
+    value: U256,
+    nonce: u64,
+    gas: u64,
+    fees: Fees,
+    hash: TxHash,
+    raw: Vec<u8>,
+    row: i64,
+    hashes: Vec<(i64, TxHash)>,
+}
+
+/// How following a transaction ended, short of an error.
+enum Followed {
+    Mined(Mined),
+    /// Another transaction used the nonce.
+    NonceUsed,
+    /// The nonce was ahead of the account's; start over.
+    Restart,
 }
 
 impl TxManager {
@@ -227,6 +347,12 @@ impl TxManager {
         *self.next_nonce.lock().await = None;
     }
 
+    /// Gives back a nonce taken for a transaction that was never broadcast.
+    async fn release_nonce(&self, nonce: u64) {
+        let mut g = self.next_nonce.lock().await;
+        *g = released(*g, nonce);
+    }
+
     async fn sign(
         &self,
         to: Address,
@@ -256,85 +382,96 @@ impl TxManager {
 
     /// Simulates, signs, sends and follows one transaction to its confirmations. `action` names it in the store
     /// (e.g. `execute:<market>:<checkpoint>`).
+    ///
+    /// Once a nonce is taken the transaction is either broadcast and followed to the end (transport failures are
+    /// retried, never a reason to leave a transaction in the pool unfollowed), or the nonce is given back.
     pub async fn send(&self, action: &str, to: Address, data: Bytes, value: U256) -> Result<Mined, TxError> {
-        'fresh: loop {
+        loop {
             let est = self.simulate(to, &data, value).await?;
             let gas = est + est / 4 + 10_000;
+            // Fees before the nonce: a failure here leaves no nonce taken.
+            let fees = self.current_fees().await?;
             let nonce = self.take_nonce().await?;
-            let mut fees = self.current_fees().await?;
-            let mut hashes: Vec<(i64, TxHash)> = Vec::new();
-            let mut attempts = 0u32;
-            let (mut hash, mut raw) = self.sign(to, &data, value, nonce, gas, fees).await?;
-            let mut row = self.record(action, nonce, hash, gas, fees).await;
-            hashes.push((row, hash));
-            let mut deadline = Instant::now() + self.policy.bump_after;
-            let mut need_broadcast = true;
-            loop {
-                if need_broadcast {
-                    attempts += 1;
-                    match self.provider.send_raw_transaction(&raw).await {
-                        Ok(_) => {
-                            self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let _ = self.store.update_tx(row, "pending", None, None, None).await;
-                            self.bus.publish(
-                                "keeper",
-                                SignalKind::TxSent {
-                                    chain: self.chain.clone(),
-                                    action: action.into(),
-                                    tx_hash: hash.to_string(),
-                                    nonce,
-                                },
-                            );
-                        }
-                        Err(e) if is_transport(&e) => {
-                            tracing::warn!(chain = %self.chain, action, error = %message(&e), "broadcast failed (transport); retrying");
-                            tokio::time::sleep(self.policy.poll).await;
-                            continue;
-                        }
-                        Err(e) => {
-                            let m = message(&e).to_lowercase();
-                            if m.contains("already known")
-                                || m.contains("known transaction")
-                                || m.contains("already imported")
-                            {
-                                // The node has it: keep following it.
-                            } else if m.contains("nonce too low")
-                                || m.contains("nonce is too low")
-                                || m.contains("invalid nonce")
-                            {
-                                if let Some(mined) = self.find_mined(&hashes).await? {
-                                    return self.finish(action, &hashes, mined, attempts).await;
+            let (hash, raw) = match self.sign(to, &data, value, nonce, gas, fees).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.release_nonce(nonce).await;
+                    return Err(e);
+                }
+            };
+            let row = self.record(action, nonce, hash, gas, fees).await;
+            let tx =
+                Pending { to, data: data.clone(), value, nonce, gas, fees, hash, raw, row, hashes: vec![(row, hash)] };
+            match self.follow(action, tx, true).await? {
+                Followed::Mined(m) => return Ok(m),
+                Followed::NonceUsed | Followed::Restart => continue,
+            }
+        }
+    }
+
+    /// Broadcasts (when `broadcast`) and follows a signed transaction until one of its versions is mined and
+    /// confirmed, replacing it with higher fees when it is not mined in time and broadcasting it again when it leaves
+    /// the pool.
+    async fn follow(&self, action: &str, mut tx: Pending, broadcast: bool) -> Result<Followed, TxError> {
+        let mut attempts = 0u32;
+        let mut deadline = Instant::now() + self.policy.bump_after;
+        let mut need_broadcast = broadcast;
+        let mut transport_wait = self.policy.poll;
+        loop {
+            if need_broadcast {
+                attempts += 1;
+                match self.provider.send_raw_transaction(&tx.raw).await {
+                    Ok(_) => {
+                        self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let _ = self.store.update_tx(tx.row, "pending", None, None, None).await;
+                        self.bus.publish(
+                            "keeper",
+                            SignalKind::TxSent {
+                                chain: self.chain.clone(),
+                                action: action.into(),
+                                tx_hash: tx.hash.to_string(),
+                                nonce: tx.nonce,
+                            },
+                        );
+                    }
+                    Err(e) if is_transport(&e) => {
+                        // The node may have it anyway: broadcasting again is harmless ("already known").
+                        tracing::warn!(chain = %self.chain, action, error = %message(&e), "broadcast failed (transport); retrying");
+                        self.pause(&mut transport_wait).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        let m = message(&e);
+                        match classify_refusal(&m, revert_from(&e).is_some()) {
+                            Refusal::Known => {}
+                            Refusal::NonceUsed => {
+                                if let Some(mined) = self.find_mined(&tx.hashes).await? {
+                                    return self.finish(action, &tx.hashes, mined, attempts).await.map(Followed::Mined);
                                 }
                                 // Someone else used the nonce: start over (the action may be done already).
-                                self.mark(&hashes, "dropped", Some("nonce consumed by another transaction")).await;
+                                self.mark(&tx.hashes, "dropped", Some("nonce consumed by another transaction")).await;
                                 self.resync_nonce().await;
-                                continue 'fresh;
-                            } else if m.contains("nonce too high") {
-                                self.mark(&hashes, "dropped", Some("nonce too high")).await;
+                                return Ok(Followed::NonceUsed);
+                            }
+                            Refusal::NonceGap => {
+                                self.mark(&tx.hashes, "dropped", Some("nonce too high")).await;
                                 self.resync_nonce().await;
-                                continue 'fresh;
-                            } else if m.contains("underpriced")
-                                || m.contains("fee too low")
-                                || m.contains("less than block base fee")
-                                || m.contains("max fee per gas less than")
-                            {
-                                match self.raise(fees).await? {
-                                    Some(f) => {
-                                        fees = f;
-                                        (hash, raw) = self.sign(to, &data, value, nonce, gas, fees).await?;
-                                        row = self.record(action, nonce, hash, gas, fees).await;
-                                        hashes.push((row, hash));
-                                        self.counters.bumped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                        continue;
-                                    }
-                                    None => {
-                                        tracing::warn!(chain = %self.chain, action, "fees at the configured cap and the node wants more; waiting");
-                                        tokio::time::sleep(self.policy.poll * 2).await;
-                                        continue;
-                                    }
+                                return Ok(Followed::Restart);
+                            }
+                            Refusal::Underpriced => match self.raise(tx.fees).await {
+                                Ok(Some(f)) => {
+                                    self.replace(action, &mut tx, f).await?;
+                                    continue;
                                 }
-                            } else if m.contains("insufficient funds") {
-                                self.mark(&hashes, "failed", Some("insufficient funds")).await;
+                                Ok(None) | Err(TxError::Transport(_)) => {
+                                    tracing::warn!(chain = %self.chain, action, "fees at the configured cap and the node wants more; waiting");
+                                    tokio::time::sleep(self.policy.poll * 2).await;
+                                    continue;
+                                }
+                                Err(e) => return Err(e),
+                            },
+                            Refusal::NoFunds => {
+                                self.mark(&tx.hashes, "failed", Some("insufficient funds")).await;
                                 self.resync_nonce().await;
                                 self.bus.publish(
                                     "keeper",
@@ -348,12 +485,15 @@ impl TxManager {
                                     "{}: signer {} has insufficient funds",
                                     self.chain, self.signer
                                 )));
-                            } else if let Some(r) = revert_from(&e) {
-                                self.mark(&hashes, "failed", Some(&r.to_string())).await;
+                            }
+                            Refusal::Revert => {
+                                let r = revert_from(&e).expect("classified as a revert");
+                                self.mark(&tx.hashes, "failed", Some(&r.to_string())).await;
                                 self.resync_nonce().await;
                                 return Err(r);
-                            } else {
-                                self.mark(&hashes, "failed", Some(&m)).await;
+                            }
+                            Refusal::Refused => {
+                                self.mark(&tx.hashes, "failed", Some(&m)).await;
                                 self.resync_nonce().await;
                                 return Err(TxError::Fatal(format!(
                                     "{}: node refused the transaction: {m}",
@@ -362,22 +502,28 @@ impl TxManager {
                             }
                         }
                     }
-                    need_broadcast = false;
                 }
+                need_broadcast = false;
+            }
 
-                tokio::time::sleep(self.policy.poll).await;
-                let found = match self.find_mined(&hashes).await {
-                    Err(TxError::Revert { reason, .. }) => {
-                        // Reverted on chain although the simulation passed: the state changed in between. Simulate
-                        // again to learn why (e.g. someone else did it, or the inputs went out of date).
-                        self.counters.reverted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let now = match self.simulate(to, &data, value).await {
-                            Err(TxError::Revert { reason, .. }) => reason,
-                            Ok(_) => "it would succeed now".into(),
-                            Err(e) => e.to_string(),
-                        };
-                        let reason = format!("{reason}; simulated again: {now}");
-                        self.mark(&hashes, "failed", Some(&reason)).await;
+            tokio::time::sleep(self.policy.poll).await;
+            let found = match self.find_mined(&tx.hashes).await {
+                Err(TxError::Revert { reason, .. }) => {
+                    // Reverted on chain although the simulation passed: the state changed in between. Simulate
+                    // again to learn why (e.g. someone else did it, or the inputs went out of date).
+                    self.counters.reverted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let (now, data) = match self.simulate(tx.to, &tx.data, tx.value).await {
+                        Err(TxError::Revert { reason, data }) => (reason, data),
+                        Ok(_) => ("it would succeed now".into(), None),
+                        Err(e) => (e.to_string(), None),
+                    };
+                    let reason = format!("{reason}; simulated again: {now}");
+                    self.mark(&tx.hashes, "failed", Some(&reason)).await;
+                    if data.as_ref().is_some_and(|d| is_benign_revert(d)) {
+                        // Someone else did it first (e.g. copied our execute with a higher tip): the outcome we wanted
+                        // is on chain, so this is no failure to alert about.
+                        tracing::info!(chain = %self.chain, action, %reason, "someone else did it first");
+                    } else {
                         self.bus.publish(
                             "keeper",
                             SignalKind::TxFailed {
@@ -386,65 +532,91 @@ impl TxManager {
                                 error: reason.clone(),
                             },
                         );
-                        return Err(TxError::Revert { reason, data: None });
                     }
-                    other => other?,
-                };
-                if let Some(mined) = found {
-                    match self.confirm(&mined).await? {
-                        Some(true) => return self.finish(action, &hashes, mined, attempts).await,
-                        Some(false) => {
-                            // Reorged out: the transaction is back in the pool or gone; follow it again.
-                            self.counters.reorged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::warn!(chain = %self.chain, action, hash = %mined.hash, "block reorganised away; following the transaction again");
-                            need_broadcast = true;
-                            deadline = Instant::now() + self.policy.bump_after;
-                            continue;
-                        }
-                        None => continue,
-                    }
+                    return Err(TxError::Revert { reason, data });
                 }
-                if Instant::now() < deadline {
+                other => other?,
+            };
+            if let Some(mined) = found {
+                match self.confirm(&mined).await {
+                    Ok(Some(true)) => {
+                        return self.finish(action, &tx.hashes, mined, attempts).await.map(Followed::Mined)
+                    }
+                    Ok(Some(false)) => {
+                        // Reorged out: the transaction is back in the pool or gone; follow it again.
+                        self.counters.reorged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(chain = %self.chain, action, hash = %mined.hash, "block reorganised away; following the transaction again");
+                        need_broadcast = true;
+                        deadline = Instant::now() + self.policy.bump_after;
+                        continue;
+                    }
+                    Ok(None) => continue,
+                    Err(TxError::Transport(m)) => {
+                        tracing::warn!(chain = %self.chain, action, error = %m, "confirmation check failed (transport); still following");
+                        self.pause(&mut transport_wait).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if Instant::now() < deadline {
+                continue;
+            }
+            // Not mined in time: dropped from the pool, or stuck behind the fee market.
+            let known = match self.provider.get_transaction_by_hash(tx.hash).await {
+                Ok(k) => k,
+                Err(e) if is_transport(&e) => {
+                    tracing::warn!(chain = %self.chain, action, error = %message(&e), "pool check failed (transport); still following");
+                    self.pause(&mut transport_wait).await;
                     continue;
                 }
-                // Not mined in time: dropped from the pool, or stuck behind the fee market.
-                let known =
-                    self.provider.get_transaction_by_hash(hash).await.map_err(|e| TxError::Transport(message(&e)))?;
-                if known.is_none() {
-                    tracing::warn!(chain = %self.chain, action, %hash, "transaction left the pool; broadcasting it again");
-                    self.counters.rebroadcast.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    need_broadcast = true;
-                } else if let Some(f) = self.raise(fees).await? {
-                    tracing::info!(chain = %self.chain, action, nonce, max_fee = %f.max_fee, priority = %f.priority, "not mined in time; replacing with higher fees");
-                    fees = f;
-                    (hash, raw) = self.sign(to, &data, value, nonce, gas, fees).await?;
-                    row = self.record(action, nonce, hash, gas, fees).await;
-                    hashes.push((row, hash));
-                    self.counters.bumped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    need_broadcast = true;
-                } else {
-                    tracing::warn!(chain = %self.chain, action, "not mined and fees are at the configured cap; waiting");
+                Err(e) => return Err(TxError::Fatal(message(&e))),
+            };
+            transport_wait = self.policy.poll;
+            if known.is_none() {
+                tracing::warn!(chain = %self.chain, action, hash = %tx.hash, "transaction left the pool; broadcasting it again");
+                self.counters.rebroadcast.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                need_broadcast = true;
+            } else {
+                match self.raise(tx.fees).await {
+                    Ok(Some(f)) => {
+                        tracing::info!(chain = %self.chain, action, nonce = tx.nonce, max_fee = %f.max_fee, priority = %f.priority, "not mined in time; replacing with higher fees");
+                        self.replace(action, &mut tx, f).await?;
+                        need_broadcast = true;
+                    }
+                    Ok(None) => {
+                        tracing::warn!(chain = %self.chain, action, "not mined and fees are at the configured cap; waiting")
+                    }
+                    Err(TxError::Transport(m)) => {
+                        tracing::warn!(chain = %self.chain, action, error = %m, "fee check failed (transport); still following")
+                    }
+                    Err(e) => return Err(e),
                 }
-                deadline = Instant::now() + self.policy.bump_after;
             }
+            deadline = Instant::now() + self.policy.bump_after;
         }
+    }
+
+    /// Signs a replacement of `tx` (same nonce) with fees `f` and records it.
+    async fn replace(&self, action: &str, tx: &mut Pending, f: Fees) -> Result<(), TxError> {
+        tx.fees = f;
+        (tx.hash, tx.raw) = self.sign(tx.to, &tx.data, tx.value, tx.nonce, tx.gas, f).await?;
+        tx.row = self.record(action, tx.nonce, tx.hash, tx.gas, f).await;
+        tx.hashes.push((tx.row, tx.hash));
+        self.counters.bumped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits after a transport failure while a transaction is followed (doubling up to 5 s).
+    async fn pause(&self, wait: &mut Duration) {
+        tokio::time::sleep(*wait).await;
+        *wait = (*wait * 2).min(Duration::from_secs(5)).max(self.policy.poll);
     }
 
     /// Fees raised by at least `bump_percent`, and at least to the current market, within the caps; `None` at the cap.
     async fn raise(&self, old: Fees) -> Result<Option<Fees>, TxError> {
-        let p = &self.policy;
         let market = self.current_fees().await?;
-        let priority =
-            bump(old.priority, p.bump_percent).max(market.priority).min(p.max_priority_fee_wei.max(old.priority));
-        let max_fee = bump(old.max_fee, p.bump_percent).max(market.max_fee).min(p.max_fee_wei);
-        let priority = if p.fee_model == FeeModel::Legacy { max_fee } else { priority.min(max_fee) };
-        // A replacement must raise both fields by the node's minimum; otherwise it is not worth sending.
-        if max_fee < bump(old.max_fee, 10) - U256::from(1)
-            || (p.fee_model == FeeModel::Eip1559 && priority < bump(old.priority, 10) - U256::from(1))
-        {
-            return Ok(None);
-        }
-        Ok(Some(Fees { max_fee, priority }))
+        Ok(next_fees(&self.policy, old, market))
     }
 
     async fn record(&self, action: &str, nonce: u64, hash: TxHash, gas: u64, fees: Fees) -> i64 {
@@ -554,13 +726,17 @@ impl TxManager {
         Ok(mined)
     }
 
-    /// After a restart: settles the store's record of transactions left open by a previous run (mined ones become
-    /// confirmed, the rest dropped once their nonce is used). The scheduler re-reads chain state before acting, so a
-    /// dropped action is simply redone.
+    /// After a restart: settles the store's record of transactions left open by a previous run. Mined ones become
+    /// confirmed (or failed), those whose nonce another transaction used are dropped, and those still open (in a
+    /// pool, or lost) are cancelled: replaced by a zero-value transfer to the signer itself at higher fees and followed
+    /// until one version is mined. So no old transaction can be mined later and run its action a second time, and none
+    /// stays in a pool with everything behind it stuck; if the original wins the race its action ran once, and the
+    /// scheduler sees that from chain state.
     pub async fn recover(&self) -> anyhow::Result<usize> {
         let open = self.store.open_txs(&self.chain, &self.signer.to_string()).await?;
         let latest = self.provider.get_transaction_count(self.signer).latest().await?;
         let mut n = 0;
+        let mut in_flight: std::collections::BTreeMap<u64, Vec<TxRow>> = Default::default();
         for t in open {
             let hash: TxHash = t.tx_hash.parse()?;
             match self.provider.get_transaction_receipt(hash).await? {
@@ -575,14 +751,55 @@ impl TxManager {
                         .update_tx(t.id, "dropped", None, None, Some("nonce used by another transaction"))
                         .await?;
                 }
-                _ => {
-                    // Still in a pool somewhere or lost: it will be superseded by the next send with this nonce.
-                    self.store.update_tx(t.id, "dropped", None, None, Some("left open by a previous run")).await?;
-                }
+                _ => in_flight.entry(t.nonce as u64).or_default().push(t),
             }
             n += 1;
         }
+        for (nonce, rows) in in_flight {
+            self.cancel(nonce, rows).await?;
+        }
         Ok(n)
+    }
+
+    /// Replaces the versions `rows` of the transaction with `nonce` by a zero-value transfer to the signer and follows
+    /// until one of them is mined.
+    async fn cancel(&self, nonce: u64, rows: Vec<TxRow>) -> anyhow::Result<()> {
+        let parse = |s: &str| s.parse::<U256>().unwrap_or_default();
+        let old = rows.iter().fold(Fees { max_fee: U256::ZERO, priority: U256::ZERO }, |f, r| Fees {
+            max_fee: f.max_fee.max(parse(&r.max_fee_wei)),
+            priority: f.priority.max(parse(&r.priority_fee_wei)),
+        });
+        let market = self.current_fees().await?;
+        let Some(fees) = next_fees(&self.policy, old, market) else {
+            tracing::warn!(chain = %self.chain, nonce, "a transaction left open by a previous run cannot be cancelled within the fee cap; it stays in the pool");
+            for r in &rows {
+                self.store.update_tx(r.id, "dropped", None, None, Some("left open by a previous run")).await?;
+            }
+            return Ok(());
+        };
+        let action = format!("cancel:{nonce}");
+        let (to, data, gas) = (self.signer, Bytes::new(), 21_000);
+        let (hash, raw) = self.sign(to, &data, U256::ZERO, nonce, gas, fees).await?;
+        let row = self.record(&action, nonce, hash, gas, fees).await;
+        let mut hashes: Vec<(i64, TxHash)> =
+            rows.iter().filter_map(|r| r.tx_hash.parse().ok().map(|h| (r.id, h))).collect();
+        hashes.push((row, hash));
+        tracing::info!(chain = %self.chain, nonce, actions = ?rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), "cancelling a transaction left open by a previous run");
+        let tx = Pending { to, data, value: U256::ZERO, nonce, gas, fees, hash, raw, row, hashes };
+        match self.follow(&action, tx, true).await {
+            Ok(Followed::Mined(m)) if m.hash == hash => {
+                tracing::info!(chain = %self.chain, nonce, "cancelled; the scheduler redoes what is still needed");
+            }
+            Ok(Followed::Mined(m)) => {
+                tracing::info!(chain = %self.chain, nonce, hash = %m.hash, "the open transaction was mined before its cancellation");
+            }
+            Ok(_) => {}
+            Err(TxError::Revert { reason, .. }) => {
+                tracing::warn!(chain = %self.chain, nonce, %reason, "the open transaction was mined and reverted");
+            }
+            Err(e) => return Err(anyhow::anyhow!("{}: cancelling nonce {nonce}: {e}", self.chain)),
+        }
+        Ok(())
     }
 
     /// The signer's balance.
@@ -593,5 +810,88 @@ impl TxManager {
     /// A transaction's fee cap, to check replacements in tests.
     pub async fn fee_of(&self, hash: TxHash) -> Option<u128> {
         self.provider.get_transaction_by_hash(hash).await.ok().flatten().map(|t| t.inner.max_fee_per_gas())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::sol_types::SolError;
+    use kronos_contracts::market::KronosMarket;
+
+    fn policy(model: FeeModel) -> TxPolicy {
+        TxPolicy {
+            fee_model: model,
+            max_fee_wei: U256::from(1000),
+            max_priority_fee_wei: U256::from(100),
+            bump_after: Duration::from_secs(1),
+            bump_percent: 12,
+            confirmations: 1,
+            poll: Duration::from_millis(100),
+        }
+    }
+
+    fn fees(max_fee: u64, priority: u64) -> Fees {
+        Fees { max_fee: U256::from(max_fee), priority: U256::from(priority) }
+    }
+
+    #[test]
+    fn next_fees_raise_by_the_bump_or_to_the_market_within_the_caps() {
+        let p = policy(FeeModel::Eip1559);
+        // +12% (+1) on both fields.
+        assert_eq!(next_fees(&p, fees(100, 10), fees(50, 5)), Some(fees(113, 12)));
+        // The market is higher: follow it.
+        assert_eq!(next_fees(&p, fees(100, 10), fees(300, 40)), Some(fees(300, 40)));
+        // Capped, but still a valid replacement (+10%).
+        assert_eq!(next_fees(&p, fees(900, 10), fees(0, 0)), Some(fees(1000, 12)));
+        // At the cap: no replacement.
+        assert_eq!(next_fees(&p, fees(1000, 10), fees(0, 0)), None);
+        // Legacy: one price in both fields.
+        let l = policy(FeeModel::Legacy);
+        assert_eq!(next_fees(&l, fees(100, 100), fees(0, 0)), Some(fees(113, 113)));
+    }
+
+    #[test]
+    fn node_refusals_are_classified() {
+        use Refusal::*;
+        for (m, want) in [
+            ("already known", Known),
+            ("Known transaction: 0xab", Known),
+            ("nonce too low: next nonce 5, tx nonce 4", NonceUsed),
+            ("nonce too high", NonceGap),
+            ("replacement transaction underpriced", Underpriced),
+            ("max fee per gas less than block base fee", Underpriced),
+            ("insufficient funds for gas * price + value", NoFunds),
+            ("execution reverted", Refused),
+            ("transaction type not supported", Refused),
+        ] {
+            assert_eq!(classify_refusal(m, false), want, "{m}");
+        }
+        assert_eq!(classify_refusal("execution reverted", true), Revert);
+        assert_eq!(classify_refusal("nonce too low", true), NonceUsed);
+    }
+
+    #[test]
+    fn a_released_nonce_is_reused_or_read_again() {
+        // The last one taken steps back.
+        assert_eq!(released(Some(6), 5), Some(5));
+        // Later nonces are in flight: read the count again from the node.
+        assert_eq!(released(Some(8), 5), None);
+        assert_eq!(released(None, 5), None);
+    }
+
+    #[test]
+    fn only_an_already_recorded_checkpoint_is_a_benign_revert() {
+        let done =
+            KronosMarket::CheckpointAlreadyRecorded { marketId: U256::from(1), index: U256::from(4) }.abi_encode();
+        assert!(is_benign_revert(&done));
+        let not_due =
+            KronosMarket::CheckpointNotDue { marketId: U256::from(1), index: U256::from(4), timestamp: U256::from(9) }
+                .abi_encode();
+        assert!(!is_benign_revert(&not_due));
+        assert!(!is_benign_revert(&[]));
+        let e = TxError::Revert { reason: "x".into(), data: Some(done.into()) };
+        assert!(matches!(e.market_error(), Some(KronosMarket::KronosMarketErrors::CheckpointAlreadyRecorded(_))));
+        assert!(e.registry_error().is_none());
     }
 }

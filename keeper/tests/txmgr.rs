@@ -179,3 +179,116 @@ async fn a_reorg_before_confirmation_is_followed_to_a_canonical_block() {
     let c = MockV3Aggregator::new(feed, node.provider.clone());
     assert_eq!(c.latestAnswer().call().await.unwrap(), alloy::primitives::I256::try_from(11).unwrap());
 }
+
+async fn manager_via(url: &str, node: &Node, key: usize, store: Store, bus: Bus) -> TxManager {
+    let t = FailoverTransport::new("dev", &[url.parse().unwrap()]);
+    let policy = TxPolicy {
+        fee_model: FeeModel::Eip1559,
+        max_fee_wei: U256::from(5_000_000_000_000u64),
+        max_priority_fee_wei: U256::from(10_000_000_000u64),
+        bump_after: Duration::from_millis(800),
+        bump_percent: 12,
+        confirmations: 1,
+        poll: Duration::from_millis(100),
+    };
+    TxManager::new("dev", t.provider(), node.keys[key].clone(), policy, store, bus).await.unwrap()
+}
+
+/// Issue 13, item 7: the connection drops while a send is under way, once before anything was broadcast (reading
+/// fees) and once while the mined transaction is being confirmed. Neither may leave a nonce gap (every later
+/// transaction stuck behind it) or a transaction unfollowed in the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_mid_send_leaves_no_nonce_gap() {
+    let node = spawn(NodeOptions::default());
+    let feed = kronos_testkit::deploy_mock_feed(&node.provider, 8, 1).await.unwrap();
+    let proxy = kronos_testkit::rpcproxy::RpcProxy::start(&node.url).await;
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    let m = manager_via(&proxy.url, &node, 1, store.clone(), Bus::new(64)).await;
+    m.send("update:1", feed, update_call(1), U256::ZERO).await.unwrap();
+    // The fee read fails: the send fails, and must give its nonce back.
+    proxy.fail_next("eth_feeHistory", 1);
+    assert!(matches!(m.send("update:2", feed, update_call(2), U256::ZERO).await, Err(TxError::Transport(_))));
+    // The confirmation read fails after the transaction was mined: keep following it, do not give up on it.
+    proxy.fail_next("eth_blockNumber", 2);
+    let mined = tokio::time::timeout(Duration::from_secs(20), m.send("update:3", feed, update_call(3), U256::ZERO))
+        .await
+        .expect("send 3 hangs")
+        .expect("send 3 gave up on a transaction it had broadcast");
+    assert_eq!(proxy.pending_failures("eth_blockNumber"), 0, "the fault was not hit");
+    let rows = store.txs_for_action("dev", "update:3").await.unwrap();
+    assert_eq!(rows[0].nonce, 1, "a nonce was skipped");
+    assert_eq!(rows[0].tx_hash, mined.hash.to_string());
+    // And the next one goes straight through.
+    tokio::time::timeout(Duration::from_secs(20), m.send("update:4", feed, update_call(4), U256::ZERO))
+        .await
+        .expect("a later transaction is stuck behind a nonce gap")
+        .unwrap();
+    assert_eq!(store.txs_for_action("dev", "update:4").await.unwrap()[0].nonce, 2);
+    let c = MockV3Aggregator::new(feed, node.provider.clone());
+    assert_eq!(c.latestAnswer().call().await.unwrap(), alloy::primitives::I256::try_from(4).unwrap());
+}
+
+/// Issue 13, item 7: a keeper killed while its transaction waits in the pool. The next run must not leave that
+/// transaction in the pool (to be mined later and run its action again, or to hold up every later nonce): it is
+/// cancelled, and the store says what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_left_in_the_pool_by_a_killed_run_is_cancelled_on_restart() {
+    let node = spawn(NodeOptions::default());
+    let feed = kronos_testkit::deploy_mock_feed(&node.provider, 8, 1).await.unwrap();
+    rpc(&node, "evm_setAutomine", serde_json::json!([false])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/k.db", dir.path().display());
+    let store = Store::connect(&url).await.unwrap();
+    let first = manager_via(&node.url, &node, 1, store.clone(), Bus::new(64)).await;
+    let task = tokio::spawn(async move { first.send("update:killed", feed, update_call(7), U256::ZERO).await });
+    let mut pending = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if store.txs_for_action("dev", "update:killed").await.unwrap().first().is_some_and(|r| r.status == "pending") {
+            pending = true;
+            break;
+        }
+    }
+    assert!(pending, "the first run never broadcast");
+    // Killed: nothing follows the transaction any more.
+    task.abort();
+    let _ = task.await;
+    let second = manager_via(&node.url, &node, 1, store.clone(), Bus::new(64)).await;
+    let nonce = store.txs_for_action("dev", "update:killed").await.unwrap()[0].nonce;
+    let recover = tokio::spawn(async move { (second.recover().await, second) });
+    // Nothing is mined until the new run has looked at the pool (and sent whatever it sends).
+    for _ in 0..100 {
+        let cancel = store.txs_for_action("dev", &format!("cancel:{nonce}")).await.unwrap();
+        if recover.is_finished() || cancel.iter().any(|r| r.status == "pending") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..100 {
+        rpc(&node, "evm_mine", serde_json::json!([])).await;
+        if recover.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (res, second) = recover.await.unwrap();
+    res.unwrap();
+    rpc(&node, "evm_mine", serde_json::json!([])).await;
+    let addr = node.address(1);
+    let latest = node.provider.get_transaction_count(addr).latest().await.unwrap();
+    let pending = node.provider.get_transaction_count(addr).pending().await.unwrap();
+    assert_eq!(latest, pending, "a transaction of the killed run is still in the pool");
+    // The store agrees with the chain: the old action ran exactly when its row says confirmed.
+    let c = MockV3Aggregator::new(feed, node.provider.clone());
+    let ran = c.latestAnswer().call().await.unwrap() == alloy::primitives::I256::try_from(7).unwrap();
+    let rows = store.txs_for_action("dev", "update:killed").await.unwrap();
+    assert_eq!(rows.iter().any(|r| r.status == "confirmed"), ran, "{rows:?}");
+    let cancels = store.txs_for_action("dev", &format!("cancel:{}", rows[0].nonce)).await.unwrap();
+    assert_eq!(cancels.iter().any(|r| r.status == "confirmed"), !ran, "{cancels:?}");
+    // Later transactions are not stuck.
+    rpc(&node, "evm_setAutomine", serde_json::json!([true])).await;
+    tokio::time::timeout(Duration::from_secs(20), second.send("update:next", feed, update_call(8), U256::ZERO))
+        .await
+        .expect("stuck behind the old transaction")
+        .unwrap();
+}

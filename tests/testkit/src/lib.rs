@@ -2,6 +2,7 @@
 //! throwaway PostgreSQL server ([`pg`]); a local Telegram Bot API server ([`telegram`]).
 
 pub mod pg;
+pub mod rpcproxy;
 pub mod telegram;
 
 use std::path::{Path, PathBuf};

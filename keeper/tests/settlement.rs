@@ -1,0 +1,219 @@
+//! Settlements the keeper did not send itself (issue 13, items 4 and 10): checkpoints executed by someone else, and
+//! the keeper's own execute front-run by a copy with a higher tip. The chain is the truth: the store and the signals
+//! follow its events, and being beaten to a checkpoint is no failure.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::network::TransactionBuilder;
+use alloy::providers::Provider;
+use common::{start, INTERVAL};
+use kronos_common::signals::{Signal, SignalKind};
+use kronos_common::Bus;
+use kronos_keeper::engine::{Keeper, Overrides};
+use tokio::sync::broadcast::Receiver;
+use tokio_util::sync::CancellationToken;
+
+/// Dev account that plays "someone else".
+const OTHER: usize = 5;
+
+fn bettors(net: &common::Net, cancel: &CancellationToken) {
+    for (i, c) in net.chains.iter().enumerate() {
+        let stats = Arc::new(parking_lot::Mutex::new(kronos_keeper::demo::bettors::BetStats::default()));
+        tokio::spawn(kronos_keeper::demo::bettors::run(
+            c.clone(),
+            INTERVAL,
+            Duration::from_millis(200),
+            11 + i as u64,
+            stats,
+            cancel.clone(),
+        ));
+    }
+}
+
+/// Waits for the first signal that `f` picks, failing after `secs`.
+async fn wait_signal<T>(
+    rx: &mut Receiver<Arc<Signal>>,
+    secs: u64,
+    what: &str,
+    f: impl Fn(&SignalKind) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(s)) => {
+                if let Some(v) = f(&s.kind) {
+                    return v;
+                }
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("bus closed while waiting for {what}: {e}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+fn final_epoch(k: &SignalKind) -> Option<u64> {
+    match k {
+        SignalKind::RoundSettled { epoch, .. } | SignalKind::RoundCancelled { epoch, .. } => Some(*epoch),
+        _ => None,
+    }
+}
+
+/// Item 10: another keeper executes the checkpoints while ours is down. When ours starts, the rounds those
+/// checkpoints locked and settled must reach its store and its signal stream (as for its own transactions), not stay
+/// "locked" for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rounds_settled_by_someone_elses_checkpoints_are_recorded_and_signalled() {
+    let net = start(&["base"]).await;
+    let cancel = CancellationToken::new();
+    bettors(&net, &cancel);
+    // Someone else's keeper, with its own key and store.
+    let mut other_cfg = net.config(&[], false);
+    other_cfg.store = format!("sqlite://{}/other.db", net.dir.path().display());
+    other_cfg.keeper_id = "other".into();
+    let other_signer: alloy::signers::local::PrivateKeySigner = net.chains[0].keys[OTHER].clone();
+    let other =
+        Keeper::build(&other_cfg, other_signer, Bus::new(4096), Overrides { no_api: true, ..Default::default() })
+            .await
+            .unwrap();
+    let other_stop = CancellationToken::new();
+    let other_run = tokio::spawn(other.run(other_stop.clone()));
+    net.wait_checkpoint(0, 5, 0).await;
+    // Wait for checkpoint 5 on chain (the event this test is about), then stop the other keeper.
+    let mut k_last = 0;
+    for _ in 0..600 {
+        if net.checkpoint(0, 5).await.0 > 0 {
+            k_last = 5;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(k_last, 5, "the other keeper never recorded checkpoint 5");
+    other_stop.cancel();
+    other_run.await.unwrap().unwrap();
+    // The highest checkpoint recorded by the other keeper.
+    while net.checkpoint(0, k_last + 1).await.0 > 0 {
+        k_last += 1;
+    }
+
+    // Our keeper starts: every round settled by those checkpoints is news to it.
+    let bus = Bus::new(8192);
+    let mut rx = bus.subscribe();
+    let cfg = net.config(&[], false);
+    let keeper = Keeper::build(
+        &cfg,
+        net.keeper_key().parse().unwrap(),
+        bus.clone(),
+        Overrides { no_api: true, ..Default::default() },
+    )
+    .await
+    .unwrap();
+    let store = keeper.store.clone();
+    let run = tokio::spawn(keeper.run(cancel.clone()));
+    let target = k_last - 2;
+    wait_signal(&mut rx, 60, &format!("round {target} settled or refunded"), |k| {
+        final_epoch(k).filter(|e| *e == target)
+    })
+    .await;
+    let rounds = store.rounds(Some("base"), Some(1), 100).await.unwrap();
+    let r = rounds.iter().find(|r| r.epoch == target as i64).expect("the round is in the store");
+    assert!(r.state == "settled" || r.state == "cancelled", "round {target}: {r:?}");
+    // The round that checkpoint k_last locked is locked, with its lock price.
+    let locked = rounds.iter().find(|r| r.epoch == (k_last - 1) as i64);
+    if let Some(l) = locked {
+        assert!(l.lock_price.is_some(), "{l:?}");
+    }
+    let cp = store.checkpoints("base", 1, k_last as i64, 1).await.unwrap();
+    assert!(cp.first().is_some_and(|c| c.tx_hash.is_some()), "the recording transaction is not stored: {cp:?}");
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+}
+
+/// Item 4: a copy of the keeper's execute with a higher tip lands first and the keeper's own reverts on chain with
+/// CheckpointAlreadyRecorded. The checkpoint is done: no failure alert, the round it settles is recorded and
+/// signalled, and the keeper carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_front_run_execute_is_success_without_an_alert() {
+    let net = start(&["base"]).await;
+    let cancel = CancellationToken::new();
+    bettors(&net, &cancel);
+    let bus = Bus::new(8192);
+    let mut rx = bus.subscribe();
+    let mut failures = bus.subscribe();
+    let mut rounds = bus.subscribe();
+    let cfg = net.config(&[], false);
+    let keeper = Keeper::build(
+        &cfg,
+        net.keeper_key().parse().unwrap(),
+        bus.clone(),
+        Overrides { no_api: true, ..Default::default() },
+    )
+    .await
+    .unwrap();
+    let store = keeper.store.clone();
+    let run = tokio::spawn(keeper.run(cancel.clone()));
+    net.wait_checkpoint(0, 4, 0).await;
+
+    // Stop mining, then move time past the next checkpoint (and its execute delay) with one block.
+    let q = net.chains[0].wallet(0);
+    q.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (0,)).await.unwrap();
+    q.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (false,)).await.unwrap();
+    let t = kronos_testkit::head_time(&q).await.unwrap();
+    let g = net.chains[0].genesis();
+    let k_next = (t - g) / INTERVAL + 1;
+    let delay = kronos_keeper::deploy::execute_delay(INTERVAL as u32) as u64;
+    kronos_testkit::mine_at(&q, g + k_next * INTERVAL + delay + 1).await.unwrap();
+    // The keeper broadcasts an execute still waiting in the pool (checkpoint k, or k - 1 if that one was not due yet
+    // when mining stopped); copy it with a higher tip from another account.
+    let (k, theirs) = loop {
+        let (j, hash) = wait_signal(&mut rx, 60, "the keeper sending an execute", |s| match s {
+            SignalKind::TxSent { action, tx_hash, .. } => {
+                action.strip_prefix("execute:1:").map(|j| (j.parse::<u64>().unwrap(), tx_hash.clone()))
+            }
+            _ => None,
+        })
+        .await;
+        let tx = q.get_transaction_by_hash(hash.parse().unwrap()).await.unwrap();
+        match tx {
+            Some(tx) if tx.block_number.is_none() && net.checkpoint(0, j).await.0 == 0 => break (j, tx),
+            _ => continue,
+        }
+    };
+    let action = format!("execute:1:{k}");
+    let copier = net.chains[0].wallet(OTHER);
+    let copy = alloy::rpc::types::TransactionRequest::default()
+        .with_to(net.chains[0].deployment.market)
+        .with_input(alloy::consensus::Transaction::input(theirs.inner.inner()).clone())
+        .with_gas_limit(2_000_000)
+        .with_max_fee_per_gas(1_000_000_000_000)
+        .with_max_priority_fee_per_gas(500_000_000_000);
+    let pending = copier.send_transaction(copy).await.unwrap();
+    let copy_hash = *pending.tx_hash();
+    q.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
+    let r = q.get_transaction_receipt(copy_hash).await.unwrap().expect("the copy is mined");
+    assert!(r.status(), "the copy reverted");
+    q.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (1,)).await.unwrap();
+
+    // The keeper carries on and records checkpoint k + 1 itself, with no failure alert on the way.
+    let next = format!("execute:1:{}", k + 1);
+    wait_signal(&mut rx, 120, &format!("{next} confirmed"), |s| match s {
+        SignalKind::TxConfirmed { action, .. } if *action == next => Some(()),
+        _ => None,
+    })
+    .await;
+    while let Ok(s) = failures.try_recv() {
+        assert!(!matches!(&s.kind, SignalKind::TxFailed { .. }), "a failure alert: {:?}", s.kind);
+    }
+    // The round checkpoint k settled (by the copy's transaction) reached the signals.
+    wait_signal(&mut rounds, 30, &format!("round {} settled or refunded", k - 2), |s| {
+        final_epoch(s).filter(|e| *e == k - 2)
+    })
+    .await;
+    let rows = store.txs_for_action("base", &action).await.unwrap();
+    assert!(rows.iter().all(|r| r.status != "confirmed"), "{rows:?}");
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+}
