@@ -91,6 +91,8 @@ pub struct Status {
     pub last_lead_poll_error: Option<String>,
     /// Positions (`SYMBOL SIDE qty`) an emergency stop has not closed yet; empty when none is pending.
     pub emergency_open: Vec<String>,
+    /// Reconciliations completed since start (each: positions re-read, targets re-applied, stops checked).
+    pub reconciles: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -370,6 +372,7 @@ impl Engine {
         // What the status shows from the first moment it is ready is the state this run loaded.
         self.update_status(false);
         let mut st = self.status.lock();
+        st.last_reconcile_ms = now_ms();
         st.ready = true;
         st.healthy = true;
         st.detail = "running".into();
@@ -1782,7 +1785,6 @@ impl Engine {
             .collect();
         st.ai = self.ai.values().map(|t| t.view.clone()).collect();
         st.lead_stream_connected = stream_connected;
-        st.last_reconcile_ms = now_ms();
         st.started_ms = self.started_ms;
         st.trading = !self.paused;
         st.ratio = self.ratio.to_string();
@@ -1962,6 +1964,9 @@ impl Engine {
                     }
                     self.cleanup_stops().await;
                     self.update_status(stream_up);
+                    let mut st = self.status.lock();
+                    st.last_reconcile_ms = now_ms();
+                    st.reconciles += 1;
                 }
             }
         };

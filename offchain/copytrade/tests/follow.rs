@@ -41,7 +41,7 @@ async fn mirrors_open_add_reduce_close_and_flip_with_ratio_stops_and_allow_list(
     wait_for("no stop left", || w.follower_stops().is_empty()).await;
     // Not on the allow-list: ignored.
     w.lead_trade(Side::Buy, "1", "ETHUSDT").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    r.settle().await;
     assert!(w.follower_qty("ETHUSDT").is_zero());
     w.assert_no_duplicates();
 
@@ -84,8 +84,7 @@ async fn caps_bound_the_follower() {
         r.handles.status.lock().lead.iter().any(|(s, q, _)| s == "BTCUSDT" && d(q) == d("0.1"))
     })
     .await;
-    let seen = r.handles.status.lock().last_reconcile_ms;
-    wait_for("a reconcile after it", || r.handles.status.lock().last_reconcile_ms > seen).await;
+    r.settle().await;
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.02"));
     r.stop().await;
 }
@@ -235,7 +234,7 @@ async fn a_stop_out_waits_for_the_leads_next_close() {
     .await;
     // The lead adds: not chased.
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     // The lead closes and opens again: followed.
     w.lead_trade(Side::Sell, "0.2", "BTCUSDT").await;
@@ -261,7 +260,7 @@ async fn the_daily_loss_limit_blocks_entries_not_exits_and_survives_a_restart() 
     w.ex.set_mark("BTCUSDT", "64500");
     wait_for("daily halt", || r.handles.status.lock().risk.daily_halt).await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await; // an increase: refused
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    r.settle().await;
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
     assert!(r.handles.status.lock().entries_blocked.as_deref().unwrap_or("").contains("daily loss"));
     // The lead reduces by 80% (0.2 → 0.04); the follower, held at 0.05, reduces by 80% too: 0.01.
@@ -274,7 +273,7 @@ async fn the_daily_loss_limit_blocks_entries_not_exits_and_survives_a_restart() 
     w.lead_trade(Side::Sell, "0.04", "BTCUSDT").await; // lead closes
     w.expect_follower("BTCUSDT", "0").await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await; // a new entry: still refused today
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     r.stop().await;
 }
@@ -295,7 +294,7 @@ async fn a_drawdown_pauses_entries_for_the_cooldown_then_follows_again() {
     wait_for("cool-down", || r.handles.status.lock().risk.cooldown_until_ms > 0).await;
     w.lead_trade(Side::Sell, "0.4", "BTCUSDT").await; // flip: the close is done, the new short is not
     w.expect_follower("BTCUSDT", "0").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     // After the cool-down the next lead action is followed (the short the lead holds now is not chased).
     wait_for("cool-down over", || r.handles.status.lock().risk.cooldown_until_ms == 0).await;
@@ -338,12 +337,12 @@ async fn emergency_stop_closes_everything_and_persists_until_resume() {
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     r.kill().await;
     let r = w.start(&cfg).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     // Resume through the store (as the CLI and the Telegram bot do): open lead positions are not chased…
     r.handles.store.set_state("emergency", "0").await.unwrap();
     wait_for("resumed", || !r.handles.status.lock().risk.emergency).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     // …the next close/open is.
     w.lead_trade(Side::Sell, "0.2", "BTCUSDT").await;
@@ -391,10 +390,10 @@ async fn positions_held_by_the_lead_at_first_start_are_not_chased() {
     w.lead_trade(Side::Buy, "0.3", "BTCUSDT").await;
     let cfg = w.default_config("live");
     let r = w.start(&cfg).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     w.lead_trade(Side::Sell, "0.6", "BTCUSDT").await; // flip to -0.2: followed
     w.expect_follower("BTCUSDT", "-0.1").await;
@@ -586,13 +585,13 @@ async fn the_trading_switch_and_the_ratio_override_work_through_the_store() {
     r.handles.store.set_state("trading", "0").await.unwrap();
     wait_for("paused", || !r.handles.status.lock().trading).await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    r.settle().await;
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.08"));
     assert_eq!(w.follower_stops().len(), 1);
     // Switched on: the increase made meanwhile is not chased; the next change is mirrored.
     r.handles.store.set_state("trading", "1").await.unwrap();
     wait_for("resumed", || r.handles.status.lock().trading).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    r.settle().await;
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.08"));
     // The lead reduces by 75% (0.2 → 0.05); the follower, held at 0.08, reduces by 75% too: 0.02.
     w.lead_trade(Side::Sell, "0.15", "BTCUSDT").await;
@@ -674,8 +673,7 @@ async fn an_order_that_executes_after_its_recv_window_is_booked_never_doubled() 
     assert_eq!(follower_orders(&w).len(), 1, "{:?}", follower_orders(&w));
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
     // The engine holds what the exchange holds: a reconcile later, still one order.
-    let seen = r.handles.status.lock().last_reconcile_ms;
-    wait_for("a reconcile", || r.handles.status.lock().last_reconcile_ms > seen).await;
+    r.settle().await;
     assert_eq!(follower_orders(&w).len(), 1);
     assert!(r.handles.status.lock().positions.iter().any(|p| p.symbol == "BTCUSDT" && d(&p.qty) == d("0.05")));
     r.stop().await;
@@ -698,8 +696,7 @@ async fn the_stop_moves_when_the_lead_adds_at_a_new_price() {
         s.len() == 1 && s[0].trigger_price == d("64680") && s[0].side == Side::Sell
     })
     .await;
-    let seen = r.handles.status.lock().last_reconcile_ms;
-    wait_for("a reconcile", || r.handles.status.lock().last_reconcile_ms > seen).await;
+    r.settle().await;
     let events = r.handles.store.events(100).await.unwrap();
     assert!(!events.iter().any(|e| e.kind == "stop_failed"), "{events:?}");
     assert_eq!(w.follower_stops().len(), 1);
@@ -833,10 +830,8 @@ async fn an_entry_refused_for_margin_is_not_chased_later() {
     .await;
     // Two reconciles later the entry has not been sent again at the price of then.
     w.ex.set_mark("BTCUSDT", "66000");
-    for _ in 0..2 {
-        let seen = r.handles.status.lock().last_reconcile_ms;
-        wait_for("a reconcile", || r.handles.status.lock().last_reconcile_ms > seen).await;
-    }
+    r.settle().await;
+    r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     assert!(follower_orders(&w).is_empty());
     // The lead's next close and open are followed.

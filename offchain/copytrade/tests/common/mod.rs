@@ -180,6 +180,16 @@ impl Running {
         wait_for("engine ready", || st.lock().ready).await;
     }
 
+    /// Waits until the engine has read the lead after this moment and then completed a reconciliation: whatever it
+    /// would do about the lead's positions of now, it has done. (For checks that something does *not* happen.)
+    pub async fn settle(&self) {
+        let st = self.handles.status.clone();
+        let t = kronos_common::time::now_ms() as i64;
+        wait_for("a lead poll", || st.lock().last_lead_poll_ms > t).await;
+        let n = st.lock().reconciles;
+        wait_for("a reconciliation after it", || st.lock().reconciles > n).await;
+    }
+
     /// A clean stop.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
