@@ -755,11 +755,6 @@ impl Engine {
         if self.risk.emergency || self.paused || !self.filters.contains_key(symbol) {
             return;
         }
-        if self.unknown_blocks(symbol) {
-            // An earlier order may still execute: nothing more is sent until it is found or its hold has passed.
-            self.protect(symbol).await;
-            return;
-        }
         let Some(mark) = self.mark_of(symbol).await else { return };
         let f = self.filters[symbol].clone();
         let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
@@ -770,6 +765,12 @@ impl Engine {
         };
         let equity = self.equity.map(|e| e.total()).unwrap_or(self.cfg.paper.balance);
         let target = cap_target(self.raw_target(symbol), current, mark, self.others_notional(symbol), equity, &caps);
+        if self.unknown_blocks(symbol) && !target.is_zero() {
+            // An earlier order may still execute: nothing more is sent until it is found or its hold has passed —
+            // except a close, which is reduce-only and cannot overshoot whatever that order does.
+            self.protect(symbol).await;
+            return;
+        }
         // 1. Shrink or close what must go (always allowed).
         let flips = !current.is_zero() && !target.is_zero() && current.is_negative() != target.is_negative();
         let shrink = if current.is_zero() {

@@ -911,3 +911,29 @@ async fn an_emergency_stop_also_closes_what_an_order_of_unknown_fate_opens_late(
     assert!(w.follower_qty("BTCUSDT").is_zero());
     r.stop().await;
 }
+
+#[tokio::test]
+async fn a_close_is_not_held_back_by_an_earlier_order_of_unknown_fate() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    // The follower's reduction gets -1006 without executing: its fate is unknown for the hold (4 s here).
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", unknown(400, -1006, false), 1);
+    w.lead_trade(Side::Sell, "0.04", "BTCUSDT").await;
+    let store = r.handles.store.clone();
+    wait_until("the reduction's outcome unknown", || {
+        let store = store.clone();
+        async move { has_event(&store, "order_unresolved", "").await }
+    })
+    .await;
+    // The lead closes: the follower closes at once, not after the hold.
+    w.lead_trade(Side::Sell, "0.06", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0").await;
+    assert!(
+        !has_event(&r.handles.store, "resolved", "not placed").await,
+        "the close waited for the unknown order's hold to pass"
+    );
+    r.stop().await;
+}
