@@ -326,7 +326,30 @@ impl MarketDriver {
             return Ok(());
         }
         let floor = self.first_useful(now);
-        let mut k = next.unwrap_or(floor).max(floor);
+        let start = next.unwrap_or(floor).max(floor);
+        // Checkpoints and forecasts go side by side: the commit window of the round that just opened closes at the
+        // betting cutoff, and waiting for an execute (a block or more) first can miss it on chains with long blocks.
+        let epoch = (now - i.genesis) / i.interval;
+        let publish = async {
+            if let Some(p) = &self.publisher {
+                if let Err(e) = p.tick(self, epoch, now).await {
+                    tracing::warn!(chain = %self.chain.name, market = i.id, error = %format!("{e:#}"), "forecast publishing failed");
+                }
+            }
+        };
+        let ((k, res), ()) = tokio::join!(self.execute_due(start, head, now), publish);
+        *next = Some(k);
+        {
+            let mut s = self.stats.lock();
+            s.next_checkpoint = k;
+            s.betting_epoch = epoch;
+        }
+        res
+    }
+
+    /// Records every due checkpoint from `k` in order; returns the next one to look at.
+    async fn execute_due(&self, mut k: u64, head: u64, now: u64) -> (u64, Result<()>) {
+        let i = &self.info;
         // Catch-up is bounded per pass so that publishing and health keep their pace.
         let mut budget = 64;
         // Checkpoint k may be executed from T(k) + the market's execute delay.
@@ -337,33 +360,24 @@ impl MarketDriver {
                 k += 1;
                 continue;
             }
-            if let Some(cp) = self.recorded(k).await? {
-                self.note_recorded_elsewhere(k, &cp).await?;
-                k += 1;
-                continue;
+            match self.recorded(k).await {
+                Ok(Some(cp)) => {
+                    if let Err(e) = self.note_recorded_elsewhere(k, &cp).await {
+                        return (k, Err(e));
+                    }
+                    k += 1;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return (k, Err(e)),
             }
             match self.execute(k, head).await {
                 Ok(true) => k += 1,
                 Ok(false) => break,
-                Err(e) => {
-                    *next = Some(k);
-                    return Err(e);
-                }
+                Err(e) => return (k, Err(e)),
             }
         }
-        *next = Some(k);
-        {
-            let mut s = self.stats.lock();
-            s.next_checkpoint = k;
-            s.betting_epoch = (now - i.genesis) / i.interval;
-        }
-        if let Some(p) = &self.publisher {
-            let epoch = (now - i.genesis) / i.interval;
-            if let Err(e) = p.tick(self, epoch, now).await {
-                tracing::warn!(chain = %self.chain.name, market = i.id, error = %format!("{e:#}"), "forecast publishing failed");
-            }
-        }
-        Ok(())
+        (k, Ok(()))
     }
 
     async fn checkpoint_price(&self, k: u64) -> Result<Option<Decimal>> {
