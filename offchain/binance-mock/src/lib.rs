@@ -15,7 +15,9 @@
 //! that executes after its recvWindow (a late fill), malformed bodies, stream drops. Client order ids are unique
 //! only among open orders, and one close-position stop per direction is allowed (-4130), as on the venue.
 //!
-//! Scope: MARKET orders and STOP_MARKET close-position conditional orders — what Kronos sends. Other order types
+//! Scope: MARKET orders and STOP_MARKET conditional orders, close-position or reduce-only with a quantity (`quantity`
+//! with `closePosition`, or `reduceOnly` with either `closePosition` or hedge mode, answers -1106 as documented) —
+//! what Kronos sends. Other order types
 //! are refused with the venue's code for an invalid order type.
 
 use std::collections::{HashMap, VecDeque};
@@ -63,6 +65,9 @@ pub enum Fault {
     /// Reply 503 "Unknown error…" at once without executing; the order reaches the matching engine `delay` later
     /// and executes then (after its recvWindow, when `delay` is longer), as a request stuck in the venue's backend.
     LateFill { delay: Duration },
+    /// The market moves: the mark of `symbol` becomes `price` (stops it crosses fire) just before the request is
+    /// handled as usual — a race between the venue and the request.
+    MarkFirst { symbol: String, price: String },
 }
 
 /// -1007 as documented (HTTP 408).
@@ -80,6 +85,8 @@ struct FaultRule {
     api_key: Option<String>,
     fault: Fault,
     remaining: u32,
+    /// Matching requests to let through untouched before the fault applies.
+    skip: u32,
 }
 
 /// One order request the exchange received (for assertions: no duplicates, and for delay measurements).
@@ -303,13 +310,23 @@ impl MockExchange {
         self.inject_rule(Some(api_key.to_string()), method, path, fault, times);
     }
 
+    /// Injects `fault` into one request to `method path` carrying `api_key`, after `skip` such requests went through.
+    pub fn inject_after(&self, api_key: &str, method: &str, path: &str, skip: u32, fault: Fault) {
+        self.push_rule(Some(api_key.to_string()), method, path, fault, 1, skip);
+    }
+
     fn inject_rule(&self, api_key: Option<String>, method: &str, path: &str, fault: Fault, times: u32) {
+        self.push_rule(api_key, method, path, fault, times, 0);
+    }
+
+    fn push_rule(&self, api_key: Option<String>, method: &str, path: &str, fault: Fault, times: u32, skip: u32) {
         self.inner.lock().faults.push(FaultRule {
             method: Method::from_bytes(method.as_bytes()).expect("method"),
             path: path.to_string(),
             api_key,
             fault,
             remaining: times,
+            skip,
         });
     }
 
@@ -514,12 +531,21 @@ async fn rest_handler(
         }
         let mut fault = None;
         let key = headers.get("x-mbx-apikey").and_then(|v| v.to_str().ok());
-        if let Some(rule) = g.faults.iter_mut().find(|r| {
-            r.method == method
+        let mut chosen = None;
+        for (i, r) in g.faults.iter_mut().enumerate() {
+            if r.method == method
                 && r.path == path
                 && r.remaining > 0
                 && (r.api_key.is_none() || r.api_key.as_deref() == key)
-        }) {
+            {
+                if r.skip > 0 {
+                    r.skip -= 1;
+                } else if chosen.is_none() {
+                    chosen = Some(i);
+                }
+            }
+        }
+        if let Some(rule) = chosen.map(|i| &mut g.faults[i]) {
             rule.remaining -= 1;
             fault = Some(rule.fault.clone());
         }
@@ -585,6 +611,7 @@ async fn rest_handler(
             });
             return reply(StatusCode::SERVICE_UNAVAILABLE, weight, err_body(-1000, UNKNOWN_503));
         }
+        Some(Fault::MarkFirst { symbol, price }) => ex.set_mark(symbol, price),
         _ => {}
     }
 
@@ -1052,12 +1079,46 @@ impl MockExchange {
         if get("algoType") != "CONDITIONAL" {
             return api_err(weight, -1116, "Invalid algoType.");
         }
-        if get("type") != "STOP_MARKET" || get("closePosition") != "true" {
+        if get("type") != "STOP_MARKET" {
             return api_err(weight, -1116, "Invalid orderType.");
         }
         let symbol = get("symbol");
         let Some(f) = g.filters.get(&symbol).cloned() else {
             return api_err(weight, -1121, "Invalid symbol.");
+        };
+        let hedge = g.accounts.get(key).is_some_and(|a| a.sim.hedge_mode);
+        let close_position = get("closePosition") == "true";
+        let reduce_only = get("reduceOnly") == "true";
+        let not_required = |n: &str| api_err(weight, -1106, &format!("Parameter '{n}' sent when not required."));
+        // As documented: closePosition cannot be sent with quantity (nor with reduceOnly), and reduceOnly cannot be
+        // sent in hedge mode.
+        if close_position && params.contains_key("quantity") {
+            return not_required("quantity");
+        }
+        if params.contains_key("reduceOnly") && (close_position || hedge) {
+            return not_required("reduceOnly");
+        }
+        let quantity = if close_position {
+            None
+        } else {
+            let Ok(q) = get("quantity").parse::<Decimal>() else {
+                return api_err(
+                    weight,
+                    -1102,
+                    "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.",
+                );
+            };
+            if q.round_to_step(&f.market_step_size, Rounding::Down).ok() != Some(q) {
+                return api_err(weight, -1111, "Precision is over the maximum defined for this asset.");
+            }
+            if q <= Decimal::ZERO {
+                return api_err(weight, -4003, "Quantity less than or equal to zero.");
+            }
+            // Scope: Kronos's stops only close (reduce-only in one-way mode, a closing position side in hedge mode).
+            if !hedge && !reduce_only {
+                return api_err(weight, -1116, "Invalid orderType.");
+            }
+            Some(q)
         };
         let Ok(trigger) = get("triggerPrice").parse::<Decimal>() else {
             return api_err(
@@ -1081,6 +1142,7 @@ impl MockExchange {
             trigger_price: trigger,
             position_side: params.get("positionSide").cloned().unwrap_or_else(|| "BOTH".into()),
             client_algo_id: caid,
+            quantity,
         };
         let mark = g.marks.get(&symbol).copied().unwrap_or_default();
         let res = g.accounts.get_mut(key).expect("account").sim.place_stop(&req, mark, now_ms());

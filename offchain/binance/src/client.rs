@@ -741,7 +741,17 @@ impl FuturesClient {
 
     /// Cancels one conditional order; one that is already gone (-2011 / -2013) counts as cancelled.
     pub async fn cancel_stop(&self, client_algo_id: &str) -> Result<(), BinanceError> {
-        let r: Result<Value, _> = self
+        match self.cancel_stop_strict(client_algo_id).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.code(), Some(-2011) | Some(-2013)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Cancels one conditional order; one that is not open any more answers its error (-2011 / -2013), for the
+    /// caller to find out whether it fired.
+    pub async fn cancel_stop_strict(&self, client_algo_id: &str) -> Result<(), BinanceError> {
+        let _: Value = self
             .request(
                 Method::DELETE,
                 "/fapi/v1/algoOrder",
@@ -749,12 +759,8 @@ impl FuturesClient {
                 Security::Signed,
                 1,
             )
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.code(), Some(-2011) | Some(-2013)) => Ok(()),
-            Err(e) => Err(e),
-        }
+            .await?;
+        Ok(())
     }
 
     // ---- user-data stream ---------------------------------------------------------------------------------------

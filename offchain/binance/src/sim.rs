@@ -283,14 +283,16 @@ impl SimAccount {
         if immediate {
             return Err(reject(-2021, "Order would immediately trigger."));
         }
-        // One close-position stop per symbol, direction and position side.
-        if self.algos.iter().any(|a| {
-            a.is_open()
-                && a.close_position
-                && a.symbol == req.symbol
-                && a.side == req.side
-                && a.position_side == req.position_side
-        }) {
+        // One close-position stop per symbol, direction and position side (stops with a quantity are not limited).
+        if req.quantity.is_none()
+            && self.algos.iter().any(|a| {
+                a.is_open()
+                    && a.close_position
+                    && a.symbol == req.symbol
+                    && a.side == req.side
+                    && a.position_side == req.position_side
+            })
+        {
             return Err(reject(
                 -4130,
                 "An open stop or take profit order with GTE and closePosition in the direction is existing.",
@@ -304,10 +306,10 @@ impl SimAccount {
             symbol: req.symbol.clone(),
             side: req.side,
             position_side: req.position_side.clone(),
-            quantity: Decimal::ZERO,
+            quantity: req.quantity.unwrap_or(Decimal::ZERO),
             trigger_price: req.trigger_price,
             algo_status: "NEW".into(),
-            close_position: true,
+            close_position: req.quantity.is_none(),
             reduce_only: true,
             working_type: "MARK_PRICE".into(),
             update_time: now_ms,
@@ -353,7 +355,9 @@ impl SimAccount {
             let closes = !pos.amount.is_zero() && ((a.side == Side::Sell) != pos.amount.is_negative());
             let fill = if closes {
                 let coid = format!("stop-{}", a.algo_id);
-                self.fill(symbol, &ps, a.side, pos.amount.abs(), mark, now_ms, &coid, true).ok()
+                // A close-position stop closes it all; one with a quantity at most that (reduce-only).
+                let qty = if a.close_position { pos.amount.abs() } else { a.quantity.min(pos.amount.abs()) };
+                self.fill(symbol, &ps, a.side, qty, mark, now_ms, &coid, true).ok()
             } else {
                 None
             };
@@ -476,6 +480,7 @@ mod tests {
             trigger_price: d("95"),
             position_side: "BOTH".into(),
             client_algo_id: "s1".into(),
+            quantity: None,
         };
         assert_eq!(
             a.place_stop(&StopRequest { trigger_price: d("101"), ..stop.clone() }, d("100"), 1).unwrap_err().code,
@@ -485,6 +490,11 @@ mod tests {
         // A second close-position stop in the same direction is refused (-4130), so is an open stop's id (-4116).
         let again = StopRequest { trigger_price: d("96"), client_algo_id: "s2".into(), ..stop.clone() };
         assert_eq!(a.place_stop(&again, d("100"), 1).unwrap_err().code, -4130);
+        // A stop with a quantity is not limited that way; it closes at most its quantity.
+        let part = StopRequest { quantity: Some(d("0.4")), ..again.clone() };
+        a.place_stop(&part, d("100"), 1).unwrap();
+        assert!(a.on_mark("BTCUSDT", d("95.5"), 2).iter().all(|t| t.fill.as_ref().unwrap().trade.qty == d("0.4")));
+        assert_eq!(a.position("BTCUSDT", "BOTH").amount, d("0.6"));
         assert_eq!(
             a.place_stop(&StopRequest { side: Side::Buy, trigger_price: d("105"), ..stop.clone() }, d("100"), 1)
                 .unwrap_err()
@@ -494,7 +504,7 @@ mod tests {
         assert!(a.on_mark("BTCUSDT", d("96"), 2).is_empty());
         let fired = a.on_mark("BTCUSDT", d("94.5"), 3);
         assert_eq!(fired.len(), 1);
-        assert_eq!(fired[0].fill.as_ref().unwrap().trade.realized_pnl, d("-5.5"));
+        assert_eq!(fired[0].fill.as_ref().unwrap().trade.realized_pnl, d("-3.3"));
         assert!(a.position("BTCUSDT", "BOTH").amount.is_zero());
         assert_eq!(a.stop("s1").unwrap().algo_status, "FINISHED");
         assert!(a.open_stops(None).is_empty());

@@ -107,8 +107,10 @@ impl OrderRequest {
     }
 }
 
-/// A stop-loss: a conditional `STOP_MARKET` order on the mark price that closes the whole position
-/// (`closePosition=true`), sent to `POST /fapi/v1/algoOrder`.
+/// A stop-loss: a conditional `STOP_MARKET` order on the mark price, sent to `POST /fapi/v1/algoOrder`. With a
+/// `quantity` it closes that much (`reduceOnly=true` in one-way mode; in hedge mode the position side says it, and
+/// Binance refuses `reduceOnly` there); without one it closes the whole position (`closePosition=true`, which
+/// Binance allows once per direction (-4130) and which cannot be sent with `quantity` or `reduceOnly`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StopRequest {
     pub symbol: String,
@@ -117,6 +119,9 @@ pub struct StopRequest {
     pub trigger_price: Decimal,
     pub position_side: String,
     pub client_algo_id: String,
+    /// `None`: close-position stop.
+    #[serde(default)]
+    pub quantity: Option<Decimal>,
 }
 
 impl StopRequest {
@@ -133,7 +138,15 @@ impl StopRequest {
         }
         p.push(("triggerPrice".into(), self.trigger_price.normalized().to_string()));
         p.push(("workingType".into(), "MARK_PRICE".into()));
-        p.push(("closePosition".into(), "true".into()));
+        match &self.quantity {
+            Some(q) => {
+                p.push(("quantity".into(), q.normalized().to_string()));
+                if self.position_side == "BOTH" {
+                    p.push(("reduceOnly".into(), "true".into()));
+                }
+            }
+            None => p.push(("closePosition".into(), "true".into())),
+        }
         p.push(("clientAlgoId".into(), self.client_algo_id.clone()));
         p
     }

@@ -178,6 +178,7 @@ async fn unknown_outcomes_are_resolved_by_query_never_by_blind_resend() {
         trigger_price: d("60000"),
         position_side: "BOTH".into(),
         client_algo_id: "kr-s1".into(),
+        quantity: None,
     };
     let a = c.place_stop(&s).await.unwrap();
     assert_eq!(a.client_algo_id, "kr-s1");

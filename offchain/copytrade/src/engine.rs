@@ -100,6 +100,8 @@ struct StopInfo {
     client_id: String,
     trigger: Decimal,
     side: Side,
+    /// What it closes: `None` the whole position (close-position), else this much (reduce-only).
+    qty: Option<Decimal>,
 }
 
 /// An order whose fate the exchange left unknown (not found after its recvWindow): it may still execute, so it is
@@ -348,7 +350,8 @@ impl Engine {
             if r.kind == "stop" {
                 let trigger = r.trigger_price.as_deref().and_then(|t| t.parse().ok()).unwrap_or_default();
                 let side = if r.side == "BUY" { Side::Buy } else { Side::Sell };
-                self.stops.insert(r.symbol.clone(), StopInfo { client_id: r.client_id.clone(), trigger, side });
+                let qty = r.qty.parse::<Decimal>().ok().filter(|q| !q.is_zero());
+                self.stops.insert(r.symbol.clone(), StopInfo { client_id: r.client_id.clone(), trigger, side, qty });
             }
         }
         for (s, q, following) in self.store.lead().await? {
@@ -403,6 +406,7 @@ impl Engine {
             sim.set_position(&s, ps, SimPosition { amount: q, entry_price: e });
         }
         for r in stops.into_iter().filter(|r| r.kind == "stop") {
+            let qty = r.qty.parse::<Decimal>().unwrap_or_default();
             sim.restore_stop(kronos_binance::types::AlgoOrder {
                 algo_id: r.exchange_id.unwrap_or(0),
                 client_algo_id: r.client_id.clone(),
@@ -411,10 +415,10 @@ impl Engine {
                 symbol: r.symbol.clone(),
                 side: if r.side == "BUY" { Side::Buy } else { Side::Sell },
                 position_side: "BOTH".into(),
-                quantity: Decimal::ZERO,
+                quantity: qty,
                 trigger_price: r.trigger_price.as_deref().and_then(|t| t.parse().ok()).unwrap_or_default(),
                 algo_status: "NEW".into(),
-                close_position: true,
+                close_position: qty.is_zero(),
                 reduce_only: true,
                 working_type: "MARK_PRICE".into(),
                 update_time: r.updated_ms,
@@ -1197,10 +1201,12 @@ impl Engine {
 
     /// Makes sure the position in `symbol` has exactly one stop at the right price (and none when flat).
     ///
-    /// Binance keeps one close-position stop per direction (a second is refused with -4130), so a stop that moves
-    /// in the same direction is cancelled first and replaced at once: the position is unprotected for one round
-    /// trip at most, and if the new price is refused the old one is put back. A stop for the other direction
-    /// (after a flip) is placed before the old one is cancelled.
+    /// The new stop is placed *before* the old one is cancelled, and the old one is cancelled only once the new one
+    /// is confirmed, so a refusal, a ban or a lost reply leaves the old stop protecting the position. Binance keeps
+    /// one close-position stop per direction (a second is refused with -4130), so when the old stop closes the
+    /// whole position in the same direction the new one carries the position's quantity instead (reduce-only; the
+    /// position side in hedge mode); otherwise it is a close-position stop. An old stop that is no longer open when
+    /// it is cancelled is asked for: one that fired is a stop-out.
     async fn protect(&mut self, symbol: &str) {
         let pos = self.follower.get(symbol).cloned();
         let old = self.stops.get(symbol).cloned();
@@ -1214,55 +1220,46 @@ impl Engine {
         };
         let Some(trigger) = self.stop_price(symbol, &pos) else { return };
         let side = opposite(pos.qty);
-        if old.as_ref().is_some_and(|o| o.trigger == trigger && o.side == side) {
+        let qty = pos.qty.abs();
+        if old.as_ref().is_some_and(|o| o.trigger == trigger && o.side == side && o.qty.is_none_or(|q| q >= qty)) {
             return;
         }
         let ps = self.position_side_for(pos.qty);
-        let replaces = old.as_ref().is_some_and(|o| o.side == side);
-        if let Some(o) = old.as_ref().filter(|_| replaces) {
-            if !self.cancel_stop(symbol, &o.client_id).await {
-                // The old stop stays (and protects); the move is retried at the next reconcile.
-                return;
-            }
-            self.stops.remove(symbol);
-        }
-        let mut placed = self.place_stop(symbol, side, trigger, &ps).await;
-        if matches!(&placed, Err(e) if e.code() == Some(-4130)) {
-            // A close-position stop in this direction that this run does not hold (left by a crash): ours go.
-            if let Ok(open) = self.venue.open_stops().await {
-                for a in open {
-                    let mine = a.client_algo_id.starts_with("ks");
-                    if mine && a.symbol == symbol && a.side == side && a.position_side == ps {
-                        self.cancel_stop(symbol, &a.client_algo_id).await;
-                    }
-                }
-            }
-            placed = self.place_stop(symbol, side, trigger, &ps).await;
+        let close_all = !old.as_ref().is_some_and(|o| o.side == side && o.qty.is_none());
+        let mut placed = self.place_stop(symbol, side, trigger, if close_all { None } else { Some(qty) }, &ps).await;
+        if close_all && matches!(&placed, Err(e) if e.code() == Some(-4130)) {
+            // A close-position stop in this direction that this run does not hold (left by a crash): this one
+            // carries the quantity; the stray one is cancelled by the clean-up.
+            placed = self.place_stop(symbol, side, trigger, Some(qty), &ps).await;
         }
         match placed {
             Ok(client_id) => {
-                self.stops.insert(symbol.into(), StopInfo { client_id, trigger, side });
-                if let Some(o) = old.filter(|_| !replaces) {
-                    self.cancel_stop(symbol, &o.client_id).await;
+                let new = StopInfo { client_id, trigger, side, qty: (!close_all).then_some(qty) };
+                self.stops.insert(symbol.into(), new.clone());
+                if let Some(o) = old {
+                    self.retire_stop(symbol, &o, &new).await;
                 }
             }
             Err(e) if e.code() == Some(-2021) => {
-                // The mark is already past the stop: do what the stop would have done.
+                // The mark is already past the stop: do what the stop would have done. The old stop (never
+                // cancelled) keeps protecting the position unless the close fills.
                 self.risk_event(
                     "stop_breached",
                     symbol,
                     format!("mark already beyond the stop at {trigger}; closing {}", pos.qty),
                 )
                 .await;
+                let mut closed = false;
                 if let Some(f) = self.filters.get(symbol).cloned() {
                     if let Ok(q) = f.market_qty(pos.qty.abs(), pos.mark_price, true) {
                         if self.send_order(symbol, side, q, true, &ps, "breach", None).await == Outcome::Filled {
+                            closed = true;
                             self.lead.wait(symbol);
                             let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
                         }
                     }
                 }
-                if let Some(o) = old.filter(|_| !replaces) {
+                if let Some(o) = old.filter(|_| closed) {
                     if self.cancel_stop(symbol, &o.client_id).await {
                         self.stops.remove(symbol);
                     }
@@ -1270,29 +1267,59 @@ impl Engine {
             }
             Err(e) => {
                 let mut detail = format!("stop at {trigger} not placed ({e}); retried at the next reconcile");
-                if let Some(o) = old.filter(|_| replaces) {
-                    // The old one was cancelled for this: put it back.
-                    match self.place_stop(symbol, side, o.trigger, &ps).await {
-                        Ok(client_id) => {
-                            self.stops.insert(symbol.into(), StopInfo { client_id, trigger: o.trigger, side });
-                            detail.push_str(&format!("; the stop at {} was put back", o.trigger));
-                        }
-                        Err(e2) => {
-                            detail.push_str(&format!("; putting back the stop at {} failed too ({e2})", o.trigger))
-                        }
-                    }
+                if let Some(o) = &old {
+                    detail.push_str(&format!("; the stop at {} stays meanwhile", o.trigger));
                 }
                 self.risk_event("stop_failed", symbol, detail).await;
             }
         }
     }
 
-    /// Records and places one close-position stop; returns its client id.
+    /// Cancels the stop `old` that `new` replaces. An old stop that is no longer open may have fired: asked for,
+    /// and when it triggered, the new stop goes and the position is reconciled as stopped out (the follower then
+    /// waits for the lead's next close or flip).
+    async fn retire_stop(&mut self, symbol: &str, old: &StopInfo, new: &StopInfo) {
+        match self.venue.cancel_stop_strict(&old.client_id).await {
+            Ok(()) => {
+                let _ = self.store.update_order(&old.client_id, "canceled", None, None, None, None, None, None).await;
+            }
+            Err(e) if matches!(e.code(), Some(-2011) | Some(-2013)) => {
+                let fired = match self.venue.query_stop(&old.client_id).await {
+                    Ok(Some(a)) => matches!(a.algo_status.as_str(), "TRIGGERING" | "TRIGGERED" | "FINISHED"),
+                    Ok(None) => false,
+                    Err(e) => {
+                        // Unknown: kept as if open; the clean-up and the next reconcile look again.
+                        tracing::warn!(symbol, error = %e, "copy-trader: a replaced stop could not be asked for");
+                        false
+                    }
+                };
+                if !fired {
+                    let _ =
+                        self.store.update_order(&old.client_id, "canceled", None, None, None, None, None, None).await;
+                    return;
+                }
+                // It fired before it could be cancelled: the position it protected is gone (or going).
+                if self.cancel_stop(symbol, &new.client_id).await {
+                    self.stops.insert(symbol.into(), old.clone());
+                }
+                if let Err(e) = self.reconcile_positions().await {
+                    tracing::warn!(symbol, error = %e, "copy-trader: reconcile after a stop-out failed");
+                }
+            }
+            Err(e) => {
+                // The old stop stays open beside the new one; the clean-up cancels it later.
+                self.risk_event("stop_cancel_failed", symbol, format!("{}: {e}", old.client_id)).await;
+            }
+        }
+    }
+
+    /// Records and places one stop (close-position when `qty` is `None`); returns its client id.
     async fn place_stop(
         &mut self,
         symbol: &str,
         side: Side,
         trigger: Decimal,
+        qty: Option<Decimal>,
         ps: &str,
     ) -> Result<String, BinanceError> {
         let client_id = self.next_id("ks");
@@ -1301,7 +1328,7 @@ impl Engine {
             kind: "stop".into(),
             symbol: symbol.into(),
             side: side_str(side).into(),
-            qty: "0".into(),
+            qty: qty.map(|q| q.to_string()).unwrap_or_else(|| "0".into()),
             trigger_price: Some(trigger.to_string()),
             reduce_only: true,
             reason: "stop".into(),
@@ -1328,6 +1355,7 @@ impl Engine {
             trigger_price: trigger,
             position_side: ps.into(),
             client_algo_id: client_id.clone(),
+            quantity: qty,
         };
         match self.venue.place_stop(&req).await {
             Ok(a) => {

@@ -189,6 +189,24 @@ impl Venue {
         }
     }
 
+    /// Cancels a stop; one that is not open any more answers -2011 (or -2013), for the caller to ask what became
+    /// of it.
+    pub async fn cancel_stop_strict(&self, client_id: &str) -> Result<(), BinanceError> {
+        match self {
+            Venue::Live(c) => c.cancel_stop_strict(client_id).await,
+            Venue::Paper(p) => {
+                p.sim.lock().cancel_stop(client_id, kronos_common::time::now_ms() as i64).map(|_| ()).map_err(|r| {
+                    BinanceError::Api {
+                        endpoint: "paper DELETE /fapi/v1/algoOrder".into(),
+                        http_status: 400,
+                        code: r.code,
+                        msg: r.msg,
+                    }
+                })
+            }
+        }
+    }
+
     /// Every open stop.
     pub async fn open_stops(&self) -> Result<Vec<AlgoOrder>, BinanceError> {
         match self {

@@ -937,3 +937,123 @@ async fn a_close_is_not_held_back_by_an_earlier_order_of_unknown_fate() {
     );
     r.stop().await;
 }
+
+/// Watches the follower's account from now on: whether it ever held a BTCUSDT position with no stop open.
+fn watch_unprotected(w: &World) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ex, flag) = (w.ex.clone(), seen.clone());
+    tokio::spawn(async move {
+        loop {
+            let a = ex.account(FOLLOWER);
+            if !a.position("BTCUSDT", "BOTH").amount.is_zero() && a.open_stops(None).is_empty() {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    seen
+}
+
+#[tokio::test]
+async fn a_moving_stop_whose_new_placement_is_banned_or_rate_limited_leaves_the_old_one_protecting() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the first stop", || w.follower_stops().len() == 1).await;
+    let unprotected = watch_unprotected(&w);
+    // Each move's new stop meets a ban (418), then a 429; the client then refuses requests itself for a while.
+    for (fault, mark, qty, stop) in [
+        (Fault::Ban { retry_after_s: 2 }, "66000", "0.1", "64190"),
+        (Fault::RateLimit { retry_after_s: 2 }, "67000", "0.15", "64680"),
+    ] {
+        w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/algoOrder", fault.clone(), 1);
+        w.ex.set_mark("BTCUSDT", mark);
+        w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+        w.expect_follower("BTCUSDT", qty).await;
+        wait_for(&format!("{fault:?} hit the new stop"), || w.ex.faults_left() == 0).await;
+        wait_for(&format!("the stop moved to {stop}"), || {
+            let s = w.follower_stops();
+            s.len() == 1 && s[0].trigger_price == d(stop)
+        })
+        .await;
+    }
+    assert!(
+        !unprotected.load(std::sync::atomic::Ordering::SeqCst),
+        "the position was without a stop while the new one could not be placed"
+    );
+    assert!(has_event(&r.handles.store, "stop_failed", "stays meanwhile").await);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn an_old_stop_that_fires_while_it_is_replaced_is_a_stop_out() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    // The lead adds lower: the follower's entry falls to 64500, its stop to 63210. Just before the old stop's
+    // cancel arrives, the mark falls to 63500: the old stop (63700) fires and closes the position.
+    w.ex.set_mark("BTCUSDT", "64000");
+    w.ex.inject_for(
+        FOLLOWER,
+        "DELETE",
+        "/fapi/v1/algoOrder",
+        Fault::MarkFirst { symbol: "BTCUSDT".into(), price: "63500".into() },
+        1,
+    );
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let store = r.handles.store.clone();
+    wait_until("stopped_out", || {
+        let store = store.clone();
+        async move { has_event(&store, "stopped_out", "").await }
+    })
+    .await;
+    // The follower waits for the lead's next close or flip: no re-entry, no stop left behind, no drift.
+    r.settle().await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    assert!(w.follower_stops().is_empty(), "{:?}", w.follower_stops());
+    assert!(!has_event(&r.handles.store, "position_drift", "").await);
+    assert!(r.handles.status.lock().lead.iter().any(|(s, _, l)| s == "BTCUSDT" && l.as_deref() == Some("0")));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_stop_that_would_trigger_at_once_keeps_the_old_one_until_the_close_fills() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    let unprotected = watch_unprotected(&w);
+    // The lead adds higher: the new stop would be 64190, but the mark falls to 63900 as it arrives (-2021); the
+    // close that follows is answered 429 (not executed).
+    w.ex.set_mark("BTCUSDT", "66000");
+    w.ex.inject_for(
+        FOLLOWER,
+        "POST",
+        "/fapi/v1/algoOrder",
+        Fault::MarkFirst { symbol: "BTCUSDT".into(), price: "63900".into() },
+        1,
+    );
+    w.ex.inject_after(FOLLOWER, "POST", "/fapi/v1/order", 1, Fault::RateLimit { retry_after_s: 1 });
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let store = r.handles.store.clone();
+    wait_until("stop_breached", || {
+        let store = store.clone();
+        async move { has_event(&store, "stop_breached", "").await }
+    })
+    .await;
+    wait_for("the close refused", || w.ex.faults_left() == 0).await;
+    // Closed at the next attempt; the old stop protected the position until then.
+    w.expect_follower("BTCUSDT", "0").await;
+    assert!(
+        !unprotected.load(std::sync::atomic::Ordering::SeqCst),
+        "the position was without a stop after the close failed"
+    );
+    r.stop().await;
+}
