@@ -582,14 +582,23 @@ impl FuturesClient {
             Ok(o) => Ok(o),
             Err(BinanceError::Unknown { detail, sent_timestamp_ms, .. }) => {
                 tracing::warn!(client_order_id = %req.client_order_id, %detail, "binance: order outcome unknown; resolving by query");
-                match self
+                let resolved = self
                     .resolve(sent_timestamp_ms, started, &req.client_order_id, || {
                         self.query_order(&req.symbol, &req.client_order_id)
                     })
-                    .await?
-                {
-                    Some(o) => Ok(o),
-                    None => {
+                    .await;
+                match resolved {
+                    Ok(Some(o)) => Ok(o),
+                    // The order went out: whatever stops the resolution (a ban, a 429, the resolve timeout) leaves
+                    // its fate unknown, never "not placed".
+                    Err(e) => {
+                        tracing::warn!(client_order_id = %req.client_order_id, error = %e, "binance: order outcome unknown and its query failed; not re-sent");
+                        Err(BinanceError::Unresolved {
+                            client_order_id: req.client_order_id.clone(),
+                            waited_s: started.elapsed().as_secs(),
+                        })
+                    }
+                    Ok(None) => {
                         tracing::warn!(client_order_id = %req.client_order_id, "binance: order not found after its recvWindow; not re-sent (it may still fill)");
                         Err(BinanceError::Unresolved {
                             client_order_id: req.client_order_id.clone(),
@@ -710,10 +719,17 @@ impl FuturesClient {
                         .resolve(sent_timestamp_ms, started, &req.client_algo_id, || {
                             self.query_stop(&req.client_algo_id)
                         })
-                        .await?
+                        .await
                     {
-                        Some(o) => return Ok(o),
-                        None => continue,
+                        Ok(Some(o)) => return Ok(o),
+                        Ok(None) => continue,
+                        // It went out: its fate is unknown, not "not placed".
+                        Err(_) => {
+                            return Err(BinanceError::Unresolved {
+                                client_order_id: req.client_algo_id.clone(),
+                                waited_s: started.elapsed().as_secs(),
+                            })
+                        }
                     }
                 }
                 Err(e) => return Err(e),

@@ -1057,3 +1057,36 @@ async fn a_new_stop_that_would_trigger_at_once_keeps_the_old_one_until_the_close
     );
     r.stop().await;
 }
+
+#[tokio::test]
+async fn an_order_whose_resolution_meets_a_ban_is_watched_not_taken_as_not_placed() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    // The entry executes but its reply is lost (timeout); the query that would resolve it is answered 418.
+    w.ex.inject_for(
+        FOLLOWER,
+        "POST",
+        "/fapi/v1/order",
+        Fault::Timeout { executed: true, delay: Duration::from_millis(1500) },
+        1,
+    );
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v1/order", Fault::Ban { retry_after_s: 2 }, 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    let id = follower_orders(&w)[0].client_order_id.clone();
+    let store = r.handles.store.clone();
+    // Watched through the ban and booked once found; never recorded as not placed, never sent twice.
+    wait_until("the entry booked as filled", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { store.order(&id).await.unwrap().is_some_and(|o| o.status == "filled") }
+    })
+    .await;
+    assert!(!has_event(&store, "exchange_unavailable", "").await, "the executed entry was taken as not placed");
+    r.settle().await;
+    assert!(!has_event(&store, "position_drift", "").await);
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    assert_eq!(follower_orders(&w).len(), 1);
+    w.assert_no_duplicates();
+    r.stop().await;
+}
