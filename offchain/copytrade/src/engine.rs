@@ -756,6 +756,12 @@ impl Engine {
 
     /// Trades `symbol` toward its target. `trigger` is when the lead event that caused this arrived (delay metric).
     async fn apply(&mut self, symbol: &str, trigger: Option<Instant>) {
+        if self.risk.emergency && !self.paused && self.filters.contains_key(symbol) {
+            // No trading while the emergency stop holds, but a position open meanwhile (a late fill, a manual
+            // trade) gets its stop until the emergency pass has closed it.
+            self.protect(symbol).await;
+            return;
+        }
         if self.risk.emergency || self.paused || !self.filters.contains_key(symbol) {
             return;
         }
@@ -1597,6 +1603,19 @@ impl Engine {
                     }
                 }
             }
+            // Stops this run holds for positions now closed (the venue expires those itself) are let go too, so a
+            // position opened later gets its own.
+            let gone: Vec<(String, String)> = self
+                .stops
+                .iter()
+                .filter(|(s, _)| !still.iter().any(|p| &p.symbol == *s))
+                .map(|(s, st)| (s.clone(), st.client_id.clone()))
+                .collect();
+            for (s, id) in gone {
+                if self.cancel_stop(&s, &id).await {
+                    self.stops.remove(&s);
+                }
+            }
             let hold = unknown_hold(self.cfg.recv_window_ms);
             let pending = self.unknown.iter().filter(|u| u.since.elapsed() < hold).count();
             if still.is_empty() && pending > 0 {
@@ -1900,6 +1919,11 @@ impl Engine {
                         Command::EmergencyStop { reason } => {
                             if !self.risk.emergency {
                                 self.execute_emergency(&reason).await;
+                            } else {
+                                // Asked again while it holds: a new pass now (whatever is open is closed).
+                                self.risk_event("emergency_stop", "", format!("{reason}: emergency stop already active; closing whatever is open again")).await;
+                                self.emergency_retry = None;
+                                self.emergency_pass().await;
                             }
                         }
                         Command::Resume => {
@@ -1985,6 +2009,11 @@ impl Engine {
                     self.resolve_unknown().await;
                     if let Err(e) = self.reconcile_positions().await {
                         tracing::warn!(error = %e, "copy-trader: position reconcile failed");
+                    }
+                    if self.risk.emergency && self.emergency_retry.is_none() && !self.follower.is_empty() {
+                        // The emergency stop holds and a position is open again (a late fill, a manual trade): it
+                        // is closed like the others.
+                        self.emergency_pass().await;
                     }
                     self.check_risk().await;
                     let symbols: Vec<String> = self.cfg.sizing.allow.iter().cloned().collect();

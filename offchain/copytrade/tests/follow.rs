@@ -1090,3 +1090,47 @@ async fn an_order_whose_resolution_meets_a_ban_is_watched_not_taken_as_not_place
     w.assert_no_duplicates();
     r.stop().await;
 }
+
+#[tokio::test]
+async fn a_position_reopened_after_an_emergency_stop_finished_is_closed_too() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    let store = r.handles.store.clone();
+    let done = |n: usize| {
+        let store = store.clone();
+        async move { store.events(500).await.unwrap().iter().filter(|e| e.kind == "emergency_done").count() >= n }
+    };
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+    w.expect_follower("BTCUSDT", "0").await;
+    wait_until("the emergency stop done", || done(1)).await;
+    // A person opens a position by hand while the emergency stop holds: the copy-trader closes it as well, and
+    // protects it with a stop while its first close is refused (-1008, overloaded).
+    w.ex.inject_after(
+        FOLLOWER,
+        "POST",
+        "/fapi/v1/order",
+        1,
+        Fault::Answer {
+            status: 503,
+            code: -1008,
+            msg: "Server is currently overloaded with other requests.".into(),
+            executed: false,
+        },
+    );
+    let manual = kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Buy, d("0.03"), "manual1");
+    follower_client(&w).place_order(&manual).await.unwrap();
+    let stops_before = w.ex.order_log().iter().filter(|l| l.path == "/fapi/v1/algoOrder" && l.executed).count();
+    w.expect_follower("BTCUSDT", "0").await;
+    assert_eq!(w.ex.faults_left(), 0, "the first close was refused");
+    let stops_after = w.ex.order_log().iter().filter(|l| l.path == "/fapi/v1/algoOrder" && l.executed).count();
+    assert!(stops_after > stops_before, "the reopened position got no stop while its close was refused");
+    wait_until("a second emergency pass done", || done(2)).await;
+    // Asked again while it holds, the emergency stop runs a new pass.
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "again".into() }).await.unwrap();
+    wait_until("a third emergency pass done", || done(3)).await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    r.stop().await;
+}
