@@ -32,6 +32,8 @@ pub struct Health {
     pub last_success_ms: u64,
     pub last_error: Option<String>,
     pub rpc_endpoint: usize,
+    /// Every RPC endpoint by host, with whether it is down and its last error.
+    pub endpoints: Vec<crate::rpc::EndpointStatus>,
 }
 
 /// Runtime state of one chain.
@@ -115,6 +117,7 @@ impl ChainRuntime {
                         last_success_ms: now_ms,
                         last_error: None,
                         rpc_endpoint: self.transport.current(),
+                        endpoints: self.transport.endpoints(),
                     };
                     was
                 };
@@ -134,9 +137,10 @@ impl ChainRuntime {
             }
             Ok(None) => anyhow::bail!("{}: the node has no latest block", self.name),
             Err(e) => {
-                let msg = e.to_string();
+                let msg = kronos_common::Redactor::global().redact(&e.to_string());
                 let first = {
                     let mut h = self.health.lock();
+                    h.endpoints = self.transport.endpoints();
                     let first = h.healthy || h.last_error.is_none();
                     h.healthy = false;
                     h.last_error = Some(msg.clone());

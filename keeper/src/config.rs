@@ -95,7 +95,9 @@ struct RawChain {
     registry: Option<String>,
     markets: Option<Vec<u64>>,
     confirmations: Option<u64>,
+    #[serde(default, deserialize_with = "number_or_string")]
     max_fee_gwei: Option<String>,
+    #[serde(default, deserialize_with = "number_or_string")]
     max_priority_fee_gwei: Option<String>,
     #[serde(default = "default_bump")]
     bump_after_s: u64,
@@ -167,6 +169,19 @@ pub struct Config {
     pub api_token: Option<kronos_common::Secret>,
     pub forecaster: Option<ForecasterConfig>,
     pub chains: Vec<ChainConfig>,
+}
+
+/// A fee cap in gwei, written as a number (`5`, `1.5`) or as a string (`"5"`, for exact decimals).
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<toml::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
+        Some(toml::Value::Float(f)) => Ok(Some(f.to_string())),
+        Some(toml::Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "a fee cap in gwei is a number (5, 1.5) or a decimal string (\"5\"), got {other}"
+        ))),
+    }
 }
 
 fn gwei(field: &str, v: &Option<String>, default: &str) -> Result<U256, (String, String)> {
@@ -445,6 +460,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.chains[0].rpc[1].as_str(), "http://10.0.0.2:2/");
         assert_eq!(c.store, "postgres://u@h/db");
+    }
+
+    /// Issue 13, item 12: `max_fee_gwei = 5` was "invalid type: integer 5, expected a string".
+    #[test]
+    fn fee_caps_may_be_written_as_plain_numbers() {
+        let c = parse(&base("max_fee_gwei = 5\nmax_priority_fee_gwei = 1.5\n"), &[]).unwrap();
+        assert_eq!(c.chains[0].max_fee_wei, U256::from(5_000_000_000u64));
+        assert_eq!(c.chains[0].max_priority_fee_wei, U256::from(1_500_000_000u64));
+        let c = parse(&base("max_fee_gwei = \"7.25\"\n"), &[]).unwrap();
+        assert_eq!(c.chains[0].max_fee_wei, U256::from(7_250_000_000u64));
+        let e = field_err(&base("max_fee_gwei = true\n"));
+        assert!(e.contains("a fee cap in gwei") && e.contains("got true") && e.contains("line 9 in [[chain]]"), "{e}");
     }
 
     fn field_err(text: &str) -> String {

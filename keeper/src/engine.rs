@@ -78,8 +78,13 @@ impl Keeper {
             let ids: Vec<u64> = match &c.markets {
                 Some(ids) => ids.clone(),
                 None => {
-                    let n =
-                        rt.market.marketCount().call().await.with_context(|| format!("{}: marketCount()", rt.name))?;
+                    let n = rt.market.marketCount().call().await.map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}: chain.market: {}",
+                            rt.name,
+                            crate::scheduler::explain_market_call("marketCount", rt.cfg.market, &e)
+                        )
+                    })?;
                     (1..=n.to::<u64>()).collect()
                 }
             };

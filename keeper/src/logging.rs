@@ -14,6 +14,9 @@ pub fn init(json: bool, verbose: u8) {
         EnvFilter::new(format!("{default},hyper=warn,reqwest=warn,alloy_transport_http=warn,sqlx=warn,h2=warn"))
     });
     let writer = Redactor::make_writer(std::io::stderr);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
+    // Colour only on a terminal: a log file or a pipe gets plain text, never ANSI escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false).with_ansi(ansi);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, I256, U256};
 use alloy::providers::DynProvider;
 use alloy::sol_types::{SolCall, SolEventInterface};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use kronos_chainlink::{round_at, AlloyFeed, TimeField};
 use kronos_common::signals::{Outcome, SignalKind};
 use kronos_common::{Bus, Decimal};
@@ -109,6 +109,27 @@ fn checkpoint_status(s: u8) -> &'static str {
     }
 }
 
+/// A failed call to the market contract in words: its custom error decoded (`UnknownMarket { marketId: 2 }`, never
+/// `custom error 0x69616b87`), or, for a revert without data, that the address is no KronosMarket.
+pub fn explain_market_call(call: &str, contract: Address, e: &alloy::contract::Error) -> String {
+    match e.as_revert_data() {
+        Some(d) if d.is_empty() => format!(
+            "{call}() reverted without data: {contract} is not a KronosMarket (is it the registry's or another contract's address?)"
+        ),
+        Some(d) => format!("{call}() reverted: {}", crate::txmgr::decode_revert(&d)),
+        None => kronos_common::Redactor::global().redact(&format!("{call}(): {e}")),
+    }
+}
+
+/// The wait before the next pass after a failed one: doubling from the poll interval, at most 5 s (or the poll
+/// interval if longer), so that a chain whose RPC recovers is seen healthy, and its checkpoints sent, within seconds.
+pub fn retry_backoff(prev: Duration, poll: Duration) -> Duration {
+    (prev * 2).min(MAX_RETRY_BACKOFF.max(poll))
+}
+
+/// The longest wait between failed passes.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+
 /// What a revert of `execute(k)` means to the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecuteRevert {
@@ -168,12 +189,9 @@ impl MarketDriver {
         poll: Duration,
     ) -> Result<Self> {
         let name = chain.name.clone();
-        let m = chain
-            .market
-            .getMarket(U256::from(id))
-            .call()
-            .await
-            .with_context(|| format!("{name}: market {id} not found"))?;
+        let m = chain.market.getMarket(U256::from(id)).call().await.map_err(|e| {
+            anyhow::anyhow!("{name}: market {id}: {}", explain_market_call("getMarket", chain.cfg.market, &e))
+        })?;
         let feed = AlloyFeed::new(m.feed, chain.provider.clone());
         let live = feed.info().await.map_err(|e| anyhow::anyhow!("{name}: market {id}: {e}"))?;
         let cat = &chain.cfg.chain;
@@ -311,7 +329,7 @@ impl MarketDriver {
                 Ok(()) => backoff = self.poll,
                 Err(e) => {
                     tracing::warn!(chain = %name, market = id, error = %format!("{e:#}"), "keeper step failed; retrying");
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = retry_backoff(backoff, self.poll);
                 }
             }
             tokio::select! { _ = cancel.cancelled() => {}, _ = tokio::time::sleep(backoff) => {} }
@@ -550,6 +568,9 @@ impl MarketDriver {
             match ev.data {
                 KronosMarketEvents::CheckpointRecorded(e) if e.marketId == U256::from(i.id) => {
                     let p = price(e.price, i.decimals);
+                    if e.status != 1 {
+                        tracing::warn!(chain = %chain, market = i.id, checkpoint = k, status = checkpoint_status(e.status), pair = %i.pair, "feed unusable at the checkpoint: the rounds it locks or settles are refunded");
+                    }
                     if e.status == 1 {
                         if let Some(sink) = &self.candle_sink {
                             sink.record(&chain, i.id, i.t(k), p.to_f64_lossy());
@@ -581,6 +602,7 @@ impl MarketDriver {
                     );
                 }
                 KronosMarketEvents::RoundStarted(e) if e.marketId == U256::from(i.id) => {
+                    tracing::info!(chain = %chain, market = i.id, epoch = %e.epoch, lock_at = %e.lockAt, "round started");
                     self.bus.publish(
                         "keeper",
                         SignalKind::RoundStarted {
@@ -596,6 +618,7 @@ impl MarketDriver {
                 KronosMarketEvents::RoundLocked(e) if e.marketId == U256::from(i.id) => {
                     let epoch = e.epoch.to::<u64>();
                     let p = price(e.lockPrice, i.decimals);
+                    tracing::info!(chain = %chain, market = i.id, epoch, lock_price = %p, "round locked");
                     let r = self.chain.market.getRound(U256::from(i.id), e.epoch).call().await?;
                     self.store
                         .upsert_round(&RoundRow {
@@ -633,6 +656,7 @@ impl MarketDriver {
                 KronosMarketEvents::RoundSettled(e) if e.marketId == U256::from(i.id) => {
                     let epoch = e.epoch.to::<u64>();
                     let (lp, cp) = (price(e.lockPrice, i.decimals), price(e.closePrice, i.decimals));
+                    tracing::info!(chain = %chain, market = i.id, epoch, outcome = ?outcome(e.outcome), lock_price = %lp, close_price = %cp, "round settled");
                     let r = self.chain.market.getRound(U256::from(i.id), e.epoch).call().await?;
                     let delay = tx.as_ref().map(|t| t.2);
                     self.store
@@ -686,6 +710,7 @@ impl MarketDriver {
                 KronosMarketEvents::RoundCancelled(e) if e.marketId == U256::from(i.id) => {
                     let epoch = e.epoch.to::<u64>();
                     let reason = cancel_reason(e.reason);
+                    tracing::info!(chain = %chain, market = i.id, epoch, reason, "round refunded");
                     let r = self.chain.market.getRound(U256::from(i.id), e.epoch).call().await?;
                     let lock = self.checkpoint_price(epoch + 1).await?;
                     let close = self.checkpoint_price(epoch + 2).await?;
@@ -743,6 +768,43 @@ impl MarketDriver {
 mod tests {
     use super::*;
     use KronosMarket::KronosMarketErrors as E;
+
+    fn reverted(data: &str) -> alloy::contract::Error {
+        alloy::contract::Error::TransportError(alloy::transports::RpcError::ErrorResp(
+            alloy::rpc::json_rpc::ErrorPayload {
+                code: 3,
+                message: "execution reverted".into(),
+                data: Some(serde_json::value::to_raw_value(data).unwrap()),
+            },
+        ))
+    }
+
+    /// Issue 13, item 12: `markets = [2]` gave "custom error 0x69616b87:" and NUL bytes; the registry's address as
+    /// the market gave "execution reverted, data: \"0x\"".
+    #[test]
+    fn market_call_failures_are_explained() {
+        use alloy::sol_types::SolError;
+        let unknown = KronosMarket::UnknownMarket { marketId: U256::from(2) }.abi_encode();
+        let m =
+            explain_market_call("getMarket", Address::ZERO, &reverted(&format!("0x{}", alloy::hex::encode(unknown))));
+        assert!(m.contains("UnknownMarket") && m.contains("marketId: 2"), "{m}");
+        assert!(!m.contains('\0') && !m.contains("custom error"), "{m}");
+        let m = explain_market_call("marketCount", Address::ZERO, &reverted("0x"));
+        assert!(m.contains("is not a KronosMarket") && m.contains("marketCount()"), "{m}");
+        // An unknown custom error is shown in hex, never as raw bytes.
+        let other = crate::txmgr::decode_revert(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1]);
+        assert!(!other.chars().any(char::is_control), "{other:?}");
+    }
+
+    #[test]
+    fn failed_passes_back_off_to_five_seconds_at_most() {
+        let ms = Duration::from_millis;
+        assert_eq!(retry_backoff(ms(100), ms(100)), ms(200));
+        assert_eq!(retry_backoff(ms(4000), ms(100)), ms(5000));
+        assert_eq!(retry_backoff(ms(5000), ms(100)), ms(5000));
+        // A poll interval above the cap is kept.
+        assert_eq!(retry_backoff(ms(8000), ms(8000)), ms(8000));
+    }
 
     #[test]
     fn execute_reverts_are_classified_by_variant() {

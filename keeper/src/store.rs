@@ -126,7 +126,9 @@ fn now_s() -> i64 {
 impl Store {
     /// Connects (creating a SQLite file and its folder when needed) and applies migrations.
     pub async fn connect(url: &str) -> Result<Store> {
-        let (backend, pool) = kronos_common::db::open(url).await?;
+        let (backend, pool) = kronos_common::db::open(url)
+            .await
+            .with_context(|| format!("keeper.store: cannot open {}", kronos_common::db::redact_url(url)))?;
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
@@ -831,6 +833,14 @@ pub(crate) mod tests {
         // Reconnecting re-runs migrations idempotently and keeps the data.
         let again = Store::connect(&url).await.unwrap();
         assert_eq!(again.markets().await.unwrap().len(), 1);
+    }
+
+    /// Issue 13, item 12: a bad SQLite path said only "creating /dev/null: File exists".
+    #[tokio::test]
+    async fn a_store_that_cannot_be_opened_names_the_setting() {
+        let Err(e) = Store::connect("sqlite:///dev/null/k.db").await else { panic!("opened") };
+        let e = format!("{e:#}");
+        assert!(e.starts_with("keeper.store: cannot open sqlite:///dev/null/k.db"), "{e}");
     }
 
     #[test]

@@ -110,7 +110,8 @@ pub fn decode_revert(data: &[u8]) -> String {
     if let Ok(e) = kronos_contracts::registry::PredictionRegistry::PredictionRegistryErrors::abi_decode(data) {
         return format!("{e:?}");
     }
-    if let Some(r) = alloy::sol_types::decode_revert_reason(data) {
+    // An unknown custom error decodes as "custom error 0x…: " plus its raw bytes; show those as hex instead.
+    if let Some(r) = alloy::sol_types::decode_revert_reason(data).filter(|r| !r.chars().any(char::is_control)) {
         return r;
     }
     format!("0x{}", alloy::hex::encode(data))

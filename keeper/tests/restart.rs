@@ -93,11 +93,20 @@ async fn sigkill_and_restart_miss_nothing_and_send_nothing_twice() {
         assert!(txs.iter().all(|t| t.status != "failed"), "{c}: failed transactions: {txs:?}");
         assert!(per.len() as u64 >= target, "{c}: only {} checkpoints sent by the keeper", per.len());
     }
+    // Issue 13, item 12: rounds are logged (INFO), not only published on /ws.
+    let text = std::fs::read_to_string(&log2).unwrap();
+    for what in ["round started", "round locked"] {
+        assert!(text.contains(what), "no '{what}' in the log");
+    }
+    // No bettors here: rounds end refunded (one-sided or empty pools).
+    assert!(text.contains("round settled") || text.contains("round refunded"), "no settled or refunded round logged");
     let key = net.keeper_key();
     for log in [&log1, &log2] {
         let text = std::fs::read_to_string(log).unwrap();
         assert!(text.contains("starting the keeper"), "{text}");
         assert!(!text.contains(&key) && !text.contains(&key[2..]), "the private key reached the log");
+        // Issue 13, item 12: a log file gets no colour codes.
+        assert!(!text.contains('\u{1b}'), "ANSI escape codes in a log file");
     }
 }
 
