@@ -462,6 +462,17 @@ mod tests {
         assert_eq!(c.store, "postgres://u@h/db");
     }
 
+    #[test]
+    fn the_example_configuration_parses() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let text = std::fs::read_to_string(format!("{root}/config/keeper.example.toml"))
+            .unwrap()
+            .replace("\"config/chains.toml\"", &format!("\"{root}/config/chains.toml\""));
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(c.chains[0].max_fee_wei, U256::from(5_000_000_000u64));
+        assert_eq!(c.chains[0].max_priority_fee_wei, U256::from(100_000_000u64));
+    }
+
     /// Issue 13, item 12: `max_fee_gwei = 5` was "invalid type: integer 5, expected a string".
     #[test]
     fn fee_caps_may_be_written_as_plain_numbers() {
