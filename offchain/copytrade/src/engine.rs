@@ -113,6 +113,8 @@ struct UnknownOrder {
     symbol: String,
     side: Side,
     since: Instant,
+    /// Recorded `not_placed` once its hold passed (it is still watched for [`UNKNOWN_WATCH`]).
+    past_hold: bool,
 }
 
 /// What became of an order the engine sent.
@@ -132,6 +134,10 @@ enum Outcome {
 fn unknown_hold(recv_window_ms: u64) -> Duration {
     Duration::from_millis(2 * recv_window_ms + 2000)
 }
+
+/// How long an order of unknown fate is still asked for after its hold (without blocking its symbol): one that
+/// reaches the matching engine very late is booked then, and the exchange's position is adopted without drift.
+const UNKNOWN_WATCH: Duration = Duration::from_secs(600);
 
 /// Emergency-stop retries: first after this, doubling up to [`EMERGENCY_RETRY_MAX`].
 const EMERGENCY_RETRY_MIN: Duration = Duration::from_millis(500);
@@ -192,6 +198,9 @@ pub struct Engine {
     /// While an emergency stop has not closed everything: when to try again, and the current back-off.
     emergency_retry: Option<(Instant, Duration)>,
     ai: BTreeMap<String, AiTarget>,
+    /// Signed quantities of late-found orders (booked, not yet adopted): the next reconcile adopts the exchange's
+    /// position for them without calling it drift.
+    explained: HashMap<String, Decimal>,
     risk: RiskState,
     marks: HashMap<String, Decimal>,
     equity: Option<Equity>,
@@ -285,6 +294,7 @@ impl Engine {
             unknown: Vec::new(),
             emergency_retry: None,
             ai: BTreeMap::new(),
+            explained: HashMap::new(),
             risk: RiskState::default(),
             marks: HashMap::new(),
             equity: None,
@@ -358,6 +368,9 @@ impl Engine {
             self.lead.positions.insert(s, crate::lead::LeadPosition { qty: q, limit: following });
         }
         let first_start = self.store.get_state("started").await?.is_none();
+        // Orders an earlier run left of unknown fate that executed meanwhile are booked first, so the position they
+        // opened is adopted as theirs, not as drift.
+        self.resolve_unknown(None).await;
         self.reconcile_positions().await?;
         if self.lead_client.is_some() {
             self.poll_lead(first_start).await?;
@@ -516,6 +529,7 @@ impl Engine {
                             symbol: r.symbol.clone(),
                             side: if r.side == "BUY" { Side::Buy } else { Side::Sell },
                             since: Instant::now(),
+                            past_hold: false,
                         });
                     }
                 }
@@ -529,6 +543,7 @@ impl Engine {
                     symbol: r.symbol.clone(),
                     side: if r.side == "BUY" { Side::Buy } else { Side::Sell },
                     since: Instant::now(),
+                    past_hold: false,
                 });
             }
         }
@@ -549,9 +564,11 @@ impl Engine {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
+        let explained = std::mem::take(&mut self.explained);
         for s in symbols {
             let ours = self.follower.get(&s).map(|p| p.qty).unwrap_or_default();
             let theirs = actual.get(&s).map(|p| p.qty).unwrap_or_default();
+            let late = explained.get(&s).copied().unwrap_or_default();
             if let Some(p) = actual.get(&s) {
                 self.marks.insert(s.clone(), p.mark_price);
             }
@@ -594,6 +611,13 @@ impl Engine {
                     "stopped_out",
                     &s,
                     format!("stop at {} closed {}; following resumes when the lead closes or flips", st.trigger, ours),
+                )
+                .await;
+            } else if !late.is_zero() && ours.checked_add(&late).ok() == Some(theirs) {
+                self.event(
+                    "position_adopted",
+                    &s,
+                    &format!("recorded {ours}, exchange holds {theirs}: orders found late executed {late}"),
                 )
                 .await;
             } else if self.store.get_state("started").await?.is_some() {
@@ -764,6 +788,16 @@ impl Engine {
         }
         if self.risk.emergency || self.paused || !self.filters.contains_key(symbol) {
             return;
+        }
+        let hold = unknown_hold(self.cfg.recv_window_ms);
+        if self.unknown.iter().any(|u| u.symbol == symbol && u.since.elapsed() >= hold)
+            && self.resolve_unknown(Some(symbol)).await
+        {
+            // An order past its hold turned up after all: what it did is read back before anything else is sent.
+            if let Err(e) = self.reconcile_positions().await {
+                tracing::warn!(symbol, error = %e, "copy-trader: reconcile after a late fill failed");
+                return;
+            }
         }
         let Some(mark) = self.mark_of(symbol).await else { return };
         let f = self.filters[symbol].clone();
@@ -1001,6 +1035,7 @@ impl Engine {
                         symbol: symbol.into(),
                         side,
                         since: Instant::now(),
+                        past_hold: false,
                     });
                 }
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "order".into(), result: status.into() }).inc();
@@ -1028,11 +1063,19 @@ impl Engine {
         self.unknown.iter().any(|u| u.symbol == symbol && u.since.elapsed() < hold)
     }
 
-    /// Asks the exchange for every order of unknown fate: one that turned up is booked (it executed after all);
-    /// one still missing after [`unknown_hold`] is recorded as not placed and no longer blocks its symbol.
-    async fn resolve_unknown(&mut self) {
+    /// Asks the exchange for every order of unknown fate (of `only` that symbol). One that turned up is recorded with
+    /// its fills; the position it moved is *not* moved here: the next reconcile adopts the exchange's (see
+    /// `explained`), so nothing is counted twice. One still missing after [`unknown_hold`] is recorded as not placed
+    /// and no longer blocks its symbol, but is still asked for until [`UNKNOWN_WATCH`] has passed. True when one
+    /// turned up.
+    async fn resolve_unknown(&mut self, only: Option<&str>) -> bool {
         let hold = unknown_hold(self.cfg.recv_window_ms);
-        for u in std::mem::take(&mut self.unknown) {
+        let mut found = false;
+        for mut u in std::mem::take(&mut self.unknown) {
+            if only.is_some_and(|s| s != u.symbol) {
+                self.unknown.push(u);
+                continue;
+            }
             match self.venue.query_order(&u.symbol, &u.client_id).await {
                 Ok(Some(o)) => {
                     let trades = match &self.venue {
@@ -1072,8 +1115,26 @@ impl Engine {
                         )
                         .await;
                     for t in &trades {
-                        self.book_fill(&u.client_id, t).await;
+                        self.metrics.fills.inc();
+                        self.store_fill(&u.client_id, t).await;
+                        self.bus.publish(
+                            SOURCE,
+                            SignalKind::OrderFilled {
+                                symbol: t.symbol.clone(),
+                                side: t.side,
+                                qty: t.qty,
+                                price: t.price,
+                                fee: t.commission,
+                                realized_pnl: t.realized_pnl,
+                                client_order_id: u.client_id.clone(),
+                                paper: self.paper(),
+                            },
+                        );
                     }
+                    let signed = if u.side == Side::Buy { o.executed_qty } else { o.executed_qty.neg() };
+                    let e = self.explained.entry(u.symbol.clone()).or_insert(Decimal::ZERO);
+                    *e = e.checked_add(&signed).unwrap_or(*e);
+                    found = true;
                     self.event(
                         "resolved",
                         &u.symbol,
@@ -1081,7 +1142,19 @@ impl Engine {
                     )
                     .await;
                 }
-                Ok(None) if u.since.elapsed() >= hold => {
+                Ok(None) if u.since.elapsed() >= hold + UNKNOWN_WATCH => {
+                    self.event(
+                        "resolved",
+                        &u.symbol,
+                        &format!(
+                            "order {} still not found after {} s: no longer asked for",
+                            u.client_id,
+                            u.since.elapsed().as_secs()
+                        ),
+                    )
+                    .await;
+                }
+                Ok(None) if u.since.elapsed() >= hold && !u.past_hold => {
                     let _ = self
                         .store
                         .update_order(
@@ -1092,15 +1165,24 @@ impl Engine {
                             None,
                             None,
                             None,
-                            Some(&format!("not found {} s after it was sent", u.since.elapsed().as_secs())),
+                            Some(&format!(
+                                "not found {} s after it was sent; still asked for",
+                                u.since.elapsed().as_secs()
+                            )),
                         )
                         .await;
                     self.event(
                         "resolved",
                         &u.symbol,
-                        &format!("order {} not found after {} s: not placed", u.client_id, u.since.elapsed().as_secs()),
+                        &format!(
+                            "order {} not found after {} s: not placed (still asked for, without holding the symbol)",
+                            u.client_id,
+                            u.since.elapsed().as_secs()
+                        ),
                     )
                     .await;
+                    u.past_hold = true;
+                    self.unknown.push(u);
                 }
                 Ok(None) => self.unknown.push(u),
                 Err(e) => {
@@ -1109,6 +1191,7 @@ impl Engine {
                 }
             }
         }
+        found
     }
 
     async fn store_fill(&self, client_id: &str, t: &Trade) {
@@ -2006,7 +2089,7 @@ impl Engine {
                 }
                 _ = reconcile.tick() => {
                     self.marks.clear();
-                    self.resolve_unknown().await;
+                    self.resolve_unknown(None).await;
                     if let Err(e) = self.reconcile_positions().await {
                         tracing::warn!(error = %e, "copy-trader: position reconcile failed");
                     }

@@ -1134,3 +1134,64 @@ async fn a_position_reopened_after_an_emergency_stop_finished_is_closed_too() {
     assert!(w.follower_qty("BTCUSDT").is_zero());
     r.stop().await;
 }
+
+#[tokio::test]
+async fn an_order_that_fills_after_its_hold_is_still_booked_once() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    // The entry reaches the matching engine 8 s late: after its hold (2 × 1 s + 2 s from its resolution). The follower sends a
+    // replacement once the hold has passed; the late one fills after that.
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(8000) }, 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let store = r.handles.store.clone();
+    wait_until("the entry recorded as not placed after its hold", || {
+        let store = store.clone();
+        async move { has_event(&store, "resolved", "not placed").await }
+    })
+    .await;
+    wait_for("the late order executed", || w.ex.late_pending() == 0).await;
+    let late = w.ex.order_log().into_iter().find(|l| l.api_key == FOLLOWER && l.executed).unwrap().client_id;
+    // Still watched after its hold: found, booked with its fill, and the exchange's position adopted without drift.
+    wait_until("the late fill booked", || {
+        let (store, id) = (store.clone(), late.clone());
+        async move { store.order(&id).await.unwrap().is_some_and(|o| o.status == "filled") }
+    })
+    .await;
+    let fills = store.fills_since(0).await.unwrap();
+    assert_eq!(fills.iter().filter(|f| f.client_id == late).count(), 1, "{fills:?}");
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.settle().await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    assert!(!has_event(&store, "position_drift", "").await);
+    w.assert_no_duplicates();
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_left_unresolved_by_an_earlier_run_is_counted_once() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(3000) }, 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let store = r.handles.store.clone();
+    wait_until("the entry's outcome unknown", || {
+        let store = store.clone();
+        async move { has_event(&store, "order_unresolved", "").await }
+    })
+    .await;
+    // A crash before it fills; it fills while the copy-trader is down.
+    r.kill().await;
+    wait_for("the late order executed", || w.ex.late_pending() == 0).await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    let r = w.start(&cfg).await;
+    r.settle().await;
+    r.settle().await;
+    // Adopted once: no drift, no reduce-only order closing half of what is held, no second entry.
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    assert_eq!(follower_orders(&w).len(), 1, "{:?}", follower_orders(&w));
+    assert!(!has_event(&r.handles.store, "position_drift", "").await);
+    assert!(r.handles.status.lock().positions.iter().any(|p| p.symbol == "BTCUSDT" && d(&p.qty) == d("0.05")));
+    r.stop().await;
+}
