@@ -514,7 +514,11 @@ impl MarketDriver {
         .abi_encode();
         let action = format!("execute:{}:{}", i.id, k);
         let due_block = self.chain.first_block_after(t + i.execute_delay, head).await.unwrap_or(head);
-        match self.chain.tx.send(&action, self.chain.cfg.market, data.into(), U256::ZERO).await {
+        // Anyone may execute a checkpoint: if ours reverts because it is recorded already, that is no failure.
+        let done = || -> futures::future::BoxFuture<'_, bool> {
+            Box::pin(async move { matches!(self.recorded(k).await, Ok(Some(_))) })
+        };
+        match self.chain.tx.send_unless_done(&action, self.chain.cfg.market, data.into(), U256::ZERO, &done).await {
             Ok(mined) => {
                 let delay = mined.block.saturating_sub(due_block);
                 self.metrics.checkpoints.get_or_create(&self.label()).inc();
@@ -528,6 +532,15 @@ impl MarketDriver {
                     s.execute_gas.push(mined.gas_used);
                 }
                 self.handle_logs(k, &mined.logs, Some((mined.hash.to_string(), mined.block, delay))).await?;
+                Ok(true)
+            }
+            Err(TxError::Revert { .. }) if matches!(self.recorded(k).await, Ok(Some(_))) => {
+                // Recorded by someone else in the meantime (the revert reason may be another check that failed
+                // first, e.g. a proof outdated by then): that is success.
+                tracing::info!(chain = %self.chain.name, market = i.id, checkpoint = k, "checkpoint recorded by someone else first");
+                if let Some(cp) = self.recorded(k).await? {
+                    self.note_recorded_elsewhere(k, &cp).await?;
+                }
                 Ok(true)
             }
             Err(e @ TxError::Revert { .. }) => match e.market_error().map(|m| classify_execute_revert(&m)) {

@@ -235,6 +235,9 @@ impl TxError {
     }
 }
 
+/// Whether an action's outcome is on chain (see [`TxManager::send_unless_done`]).
+pub type DoneCheck<'a> = dyn Fn() -> futures::future::BoxFuture<'a, bool> + Send + Sync + 'a;
+
 /// A signed transaction being followed, with every version (fee replacement) sent so far.
 struct Pending {
     to: Address,
@@ -387,6 +390,20 @@ impl TxManager {
     /// Once a nonce is taken the transaction is either broadcast and followed to the end (transport failures are
     /// retried, never a reason to leave a transaction in the pool unfollowed), or the nonce is given back.
     pub async fn send(&self, action: &str, to: Address, data: Bytes, value: U256) -> Result<Mined, TxError> {
+        self.send_unless_done(action, to, data, value, &|| Box::pin(async { false })).await
+    }
+
+    /// [`send`](Self::send) for an action that anyone may do: when the transaction reverts on chain and `done` says
+    /// the action's outcome is on chain anyway (someone else did it first, e.g. with a copy of this transaction and
+    /// a higher tip), the revert is returned without a `TxFailed` alert, whatever the revert reason.
+    pub async fn send_unless_done(
+        &self,
+        action: &str,
+        to: Address,
+        data: Bytes,
+        value: U256,
+        done: &DoneCheck<'_>,
+    ) -> Result<Mined, TxError> {
         loop {
             let est = self.simulate(to, &data, value).await?;
             let gas = est + est / 4 + 10_000;
@@ -403,7 +420,7 @@ impl TxManager {
             let row = self.record(action, nonce, hash, gas, fees).await;
             let tx =
                 Pending { to, data: data.clone(), value, nonce, gas, fees, hash, raw, row, hashes: vec![(row, hash)] };
-            match self.follow(action, tx, true).await? {
+            match self.follow(action, tx, true, done).await? {
                 Followed::Mined(m) => return Ok(m),
                 Followed::NonceUsed | Followed::Restart => continue,
             }
@@ -413,7 +430,13 @@ impl TxManager {
     /// Broadcasts (when `broadcast`) and follows a signed transaction until one of its versions is mined and
     /// confirmed, replacing it with higher fees when it is not mined in time and broadcasting it again when it leaves
     /// the pool.
-    async fn follow(&self, action: &str, mut tx: Pending, broadcast: bool) -> Result<Followed, TxError> {
+    async fn follow(
+        &self,
+        action: &str,
+        mut tx: Pending,
+        broadcast: bool,
+        done: &DoneCheck<'_>,
+    ) -> Result<Followed, TxError> {
         let mut attempts = 0u32;
         let mut deadline = Instant::now() + self.policy.bump_after;
         let mut need_broadcast = broadcast;
@@ -520,7 +543,7 @@ impl TxManager {
                     };
                     let reason = format!("{reason}; simulated again: {now}");
                     self.mark(&tx.hashes, "failed", Some(&reason)).await;
-                    if data.as_ref().is_some_and(|d| is_benign_revert(d)) {
+                    if data.as_ref().is_some_and(|d| is_benign_revert(d)) || done().await {
                         // Someone else did it first (e.g. copied our execute with a higher tip): the outcome we wanted
                         // is on chain, so this is no failure to alert about.
                         tracing::info!(chain = %self.chain, action, %reason, "someone else did it first");
@@ -787,7 +810,7 @@ impl TxManager {
         hashes.push((row, hash));
         tracing::info!(chain = %self.chain, nonce, actions = ?rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), "cancelling a transaction left open by a previous run");
         let tx = Pending { to, data, value: U256::ZERO, nonce, gas, fees, hash, raw, row, hashes };
-        match self.follow(&action, tx, true).await {
+        match self.follow(&action, tx, true, &|| Box::pin(async { false })).await {
             Ok(Followed::Mined(m)) if m.hash == hash => {
                 tracing::info!(chain = %self.chain, nonce, "cancelled; the scheduler redoes what is still needed");
             }
