@@ -809,12 +809,10 @@ impl Engine {
         };
         let equity = self.equity.map(|e| e.total()).unwrap_or(self.cfg.paper.balance);
         let target = cap_target(self.raw_target(symbol), current, mark, self.others_notional(symbol), equity, &caps);
-        if self.unknown_blocks(symbol) && !target.is_zero() {
-            // An earlier order may still execute: nothing more is sent until it is found or its hold has passed —
-            // except a close, which is reduce-only and cannot overshoot whatever that order does.
-            self.protect(symbol).await;
-            return;
-        }
+        // An earlier order may still execute: nothing that grows a position is sent until it is found or its hold
+        // has passed. What shrinks or closes goes out at once: it is reduce-only, so whatever that order does, the
+        // position cannot end up larger or flipped by it.
+        let blocked = self.unknown_blocks(symbol);
         // 1. Shrink or close what must go (always allowed).
         let flips = !current.is_zero() && !target.is_zero() && current.is_negative() != target.is_negative();
         let shrink = if current.is_zero() {
@@ -842,7 +840,8 @@ impl Engine {
         }
         // 2. Grow toward the target, when entries are allowed.
         let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
-        let grows = !target.is_zero()
+        let grows = !blocked
+            && !target.is_zero()
             && (current.is_zero() || current.is_negative() == target.is_negative())
             && target.abs() > current.abs();
         if grows {

@@ -1195,3 +1195,30 @@ async fn an_order_left_unresolved_by_an_earlier_run_is_counted_once() {
     assert!(r.handles.status.lock().positions.iter().any(|p| p.symbol == "BTCUSDT" && d(&p.qty) == d("0.05")));
     r.stop().await;
 }
+
+#[tokio::test]
+async fn a_reduction_is_not_held_back_by_an_earlier_order_of_unknown_fate() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    // The follower's increase gets -1006 without executing: its fate is unknown for the hold (4 s here).
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", unknown(400, -1006, false), 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let store = r.handles.store.clone();
+    wait_until("the increase's outcome unknown", || {
+        let store = store.clone();
+        async move { has_event(&store, "order_unresolved", "").await }
+    })
+    .await;
+    // The lead halves (0.2 -> 0.1); the follower, held at 0.05 meanwhile, halves at once (reduce-only), not after
+    // the hold.
+    w.lead_trade(Side::Sell, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.025").await;
+    assert!(
+        !has_event(&r.handles.store, "resolved", "not placed").await,
+        "the reduction waited for the unknown order's hold to pass"
+    );
+    r.stop().await;
+}
