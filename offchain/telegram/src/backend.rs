@@ -23,7 +23,22 @@ pub struct Backend {
     /// The keeper's API token (`Authorization: Bearer`): shows the live forecast before its reveal.
     pub keeper_token: Option<kronos_common::Secret>,
     pub copytrade_api: Option<String>,
+    /// The copy-trader's control token (`Authorization: Bearer`), for its immediate emergency stop.
+    pub copytrade_token: Option<kronos_common::Secret>,
     pub store: Option<Store>,
+}
+
+/// What an emergency stop from the bot did, beyond saving the flag in the store (which always happens first).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmergencySent {
+    /// No copy-trader API configured: the store's flag alone (a running copy-trader reads it within a second).
+    StoreOnly,
+    /// The running copy-trader accepted it over its API.
+    Accepted,
+    /// The copy-trader's API refused it (HTTP status: 401 wrong or missing token, 403 control API disabled).
+    Refused(u16),
+    /// The copy-trader's API could not be reached.
+    Unreachable(String),
 }
 
 /// The copy-trader's state as the bot shows it.
@@ -50,7 +65,13 @@ fn trim(u: &str) -> &str {
 impl Backend {
     pub fn new(keeper_api: Option<String>, copytrade_api: Option<String>, store: Option<Store>) -> Backend {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client");
-        Backend { http, keeper_api, keeper_token: None, copytrade_api, store }
+        Backend { http, keeper_api, keeper_token: None, copytrade_api, copytrade_token: None, store }
+    }
+
+    /// Sends `token` with the emergency stop to the copy-trader's API.
+    pub fn with_copytrade_token(mut self, token: Option<kronos_common::Secret>) -> Backend {
+        self.copytrade_token = token;
+        self
     }
 
     /// Sends `token` with every request to the keeper's API.
@@ -188,14 +209,20 @@ impl Backend {
 
     /// The emergency stop: saved in the store (it holds across restarts) and, when the API is configured, sent
     /// to the running copy-trader at once.
-    pub async fn emergency(&self) -> Result<()> {
+    pub async fn emergency(&self) -> Result<EmergencySent> {
         let store = self.store()?;
         store.set_state("emergency", "1").await?;
         store.event("emergency_requested", "", "from Telegram").await?;
-        if let Some(api) = &self.copytrade_api {
-            let _ = self.http.post(format!("{}/api/emergency-stop", trim(api))).send().await;
+        let Some(api) = &self.copytrade_api else { return Ok(EmergencySent::StoreOnly) };
+        let mut req = self.http.post(format!("{}/api/emergency-stop", trim(api)));
+        if let Some(t) = &self.copytrade_token {
+            req = req.bearer_auth(t.expose());
         }
-        Ok(())
+        Ok(match req.send().await {
+            Ok(r) if r.status().is_success() => EmergencySent::Accepted,
+            Ok(r) => EmergencySent::Refused(r.status().as_u16()),
+            Err(e) => EmergencySent::Unreachable(e.without_url().to_string()),
+        })
     }
 }
 

@@ -148,7 +148,14 @@ impl TelegramBot {
                 })?,
             )),
         };
-        let backend = backend.with_keeper_token(keeper_token);
+        let mut backend = backend.with_keeper_token(keeper_token);
+        if let Some(var) = &cfg.copytrade_token_env {
+            let t =
+                std::env::var(var).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).with_context(|| {
+                    format!("{}: telegram.copytrade_token_env: environment variable {var} is not set", cfg.file)
+                })?;
+            backend = backend.with_copytrade_token(Some(Secret::new(t)));
+        }
         let saved = load_saved(&cfg.state_file);
         let mut modes = cfg.alerts.clone();
         modes.extend(saved.alerts.clone());

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 use serde_json::Value;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, EmergencySent};
 use crate::config::{AlertMode, CATEGORIES};
 use crate::format::{esc, short, table};
 
@@ -425,8 +425,27 @@ impl Commands {
         if args.trim() != code {
             return "That code does not match; nothing was done. Send /emergency again.".into();
         }
-        line_or_error(self.backend.emergency().await, |_| {
-            "🛑 Emergency stop sent: every order is cancelled and every position closed. Nothing new until it is lifted with: kronos copytrade resume".into()
+        const THEN: &str =
+            "every position is closed and nothing new is traded until it is lifted with: kronos copytrade resume";
+        line_or_error(self.backend.emergency().await, |sent| {
+            match sent {
+            EmergencySent::Accepted => format!("🛑 Emergency stop sent: the running copy-trader took it at once; {THEN}."),
+            EmergencySent::StoreOnly => format!(
+                "🛑 Emergency stop saved in the copy-trader's store: a running copy-trader acts on it within about a second (one started later holds it too); {THEN}."
+            ),
+            EmergencySent::Refused(status) => format!(
+                "🛑 Emergency stop saved in the copy-trader's store: a running copy-trader acts on it within about a second; {THEN}.\n⚠️ Its API refused the immediate request (HTTP {status}{}).",
+                match status {
+                    401 => ": set telegram.copytrade_token_env to the variable holding the copy-trader's control token",
+                    403 => ": the copy-trader has no control token (copytrade.api_token_env)",
+                    _ => "",
+                }
+            ),
+            EmergencySent::Unreachable(e) => format!(
+                "🛑 Emergency stop saved in the copy-trader's store: a running copy-trader acts on it within about a second; {THEN}.\n⚠️ Its API could not be reached ({}).",
+                esc(&e)
+            ),
+        }
         })
     }
 }

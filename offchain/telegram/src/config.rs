@@ -98,6 +98,9 @@ pub struct Config {
     pub keeper_token_env: Option<String>,
     /// The copy-trader's HTTP API (live status and balance).
     pub copytrade_api: Option<String>,
+    /// The environment variable holding the copy-trader's control token (its `copytrade.api_token_env`): sent as
+    /// `Authorization: Bearer` with the immediate emergency stop, which the copy-trader refuses without it.
+    pub copytrade_token_env: Option<String>,
     /// The copy-trader's store (status, stats, and the switches: trading, ratio, emergency stop).
     pub copytrade_store: Option<String>,
     /// Signal streams to alert from (`ws://…/ws` of the keeper and of the copy-trader).
@@ -127,6 +130,7 @@ struct Raw {
     keeper_api: Option<String>,
     keeper_token_env: Option<String>,
     copytrade_api: Option<String>,
+    copytrade_token_env: Option<String>,
     copytrade_store: Option<String>,
     signals: Option<Vec<String>>,
     state_file: Option<PathBuf>,
@@ -296,6 +300,10 @@ impl Config {
             keeper_api: r.keeper_api,
             keeper_token_env: r.keeper_token_env,
             copytrade_api: r.copytrade_api,
+            copytrade_token_env: match &r.copytrade_token_env {
+                Some(v) => Some(env_name(file, "telegram.copytrade_token_env", v)?),
+                None => None,
+            },
             copytrade_store: r.copytrade_store,
             signals,
             state_file: r.state_file.unwrap_or_else(|| PathBuf::from("data/telegram-state.json")),

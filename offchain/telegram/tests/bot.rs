@@ -239,7 +239,57 @@ async fn the_emergency_stop_needs_its_confirmation() {
     assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await.contains("Nothing to confirm"));
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
-    assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await.contains("Emergency stop sent"));
+    assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await.contains("Emergency stop saved"));
+    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+    r.stop().await;
+}
+
+/// The copy-trader's control API (its real router) on a free port, with `token` as its control token; returns
+/// its URL and the commands it passes on.
+async fn copytrader_api(
+    store: &Store,
+    token: Option<&str>,
+) -> (String, tokio::sync::mpsc::Receiver<kronos_copytrade::Command>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let handles = kronos_copytrade::Handles {
+        status: Default::default(),
+        metrics: std::sync::Arc::new(kronos_copytrade::metrics::Metrics::new()),
+        commands: tx,
+        store: store.clone(),
+        bus: Bus::new(16),
+        control_token: token.map(kronos_common::Secret::new),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, kronos_copytrade::service::router(handles)).await });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn the_emergency_stop_reaches_the_copy_trader_with_its_control_token_and_says_what_happened() {
+    let w = World::new().await;
+    let store = seeded_store(&w).await;
+    let var = format!("{}_CT", w.env);
+    std::env::set_var(&var, "ct-control-token-0123456789");
+    let (url, mut rx) = copytrader_api(&store, Some("ct-control-token-0123456789")).await;
+    // With the token: the running copy-trader takes the command at once.
+    let cfg = w.config(&format!("copytrade_token_env = \"{var}\""));
+    let r = w.start(cfg, Backend::new(None, Some(url.clone()), Some(store.clone())), Signals::None).await;
+    let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
+    let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
+    let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
+    assert!(reply.contains("took it at once"), "{reply}");
+    assert!(matches!(rx.try_recv(), Ok(kronos_copytrade::Command::EmergencyStop { .. })));
+    r.stop().await;
+    // Without it: refused (401), and the reply says so; the store's flag still holds the stop.
+    store.set_state("emergency", "0").await.unwrap();
+    let r = w.start(w.config(""), Backend::new(None, Some(url), Some(store.clone())), Signals::None).await;
+    let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
+    let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
+    let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
+    assert!(reply.contains("saved in the copy-trader's store") && reply.contains("HTTP 401"), "{reply}");
+    assert!(reply.contains("telegram.copytrade_token_env"), "{reply}");
+    assert!(rx.try_recv().is_err());
     assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
     r.stop().await;
 }
@@ -485,7 +535,9 @@ cooldown = "1h"
 
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
-    assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await.contains("Emergency stop sent"));
+    // This copy-trader has no control token: its API refuses (403), the reply says so, and the store's flag stops it.
+    let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
+    assert!(reply.contains("Emergency stop saved") && reply.contains("HTTP 403"), "{reply}");
     let st = status.clone();
     wait("flat after the emergency stop", Box::new(move || st.lock().positions.is_empty() && st.lock().risk.emergency))
         .await;
