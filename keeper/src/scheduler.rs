@@ -344,6 +344,11 @@ impl MarketDriver {
             return Ok(());
         }
         let floor = self.first_useful(now);
+        if next.is_none() {
+            if let Err(e) = self.reconcile_before(floor).await {
+                tracing::warn!(chain = %self.chain.name, market = i.id, error = %format!("{e:#}"), "could not bring the store's open rounds up to date");
+            }
+        }
         let start = next.unwrap_or(floor).max(floor);
         // Checkpoints and forecasts go side by side: the commit window of the round that just opened closes at the
         // betting cutoff, and waiting for an execute (a block or more) first can miss it on chains with long blocks.
@@ -363,6 +368,22 @@ impl MarketDriver {
             s.betting_epoch = epoch;
         }
         res
+    }
+
+    /// On the first pass after a start: rounds the store still has locked whose settling checkpoint lies before
+    /// `floor` (the first one the catch-up looks at; the keeper was down longer than the settle window) take their
+    /// state from the chain's events too.
+    async fn reconcile_before(&self, floor: u64) -> Result<()> {
+        let rounds = self.store.rounds(Some(&self.chain.name), Some(self.info.id as i64), 1000).await?;
+        let Some(oldest) = rounds.iter().filter(|r| r.state == "locked").map(|r| r.epoch as u64).min() else {
+            return Ok(());
+        };
+        for k in (oldest + 1)..floor.min(oldest + 1 + 64) {
+            if let Some(cp) = self.recorded(k).await? {
+                self.note_recorded_elsewhere(k, &cp).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Records every due checkpoint from `k` in order; returns the next one to look at.

@@ -217,3 +217,76 @@ async fn a_front_run_execute_is_success_without_an_alert() {
     cancel.cancel();
     run.await.unwrap().unwrap();
 }
+
+/// Item 10, after a long downtime: the keeper locked a round, was stopped, and someone else executed the checkpoints
+/// for longer than the settle window, so the checkpoint that settled the round is before anything the catch-up
+/// looks at. On restart the round must still take its final state from the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_left_locked_by_a_long_downtime_takes_its_state_from_the_chain() {
+    let net = start(&["base"]).await;
+    let cancel = CancellationToken::new();
+    bettors(&net, &cancel);
+    let cfg = net.config(&[], false);
+    let keeper_signer = || -> alloy::signers::local::PrivateKeySigner { net.keeper_key().parse().unwrap() };
+    let bus = Bus::new(8192);
+    let mut rx = bus.subscribe();
+    let keeper = Keeper::build(&cfg, keeper_signer(), bus.clone(), Overrides { no_api: true, ..Default::default() })
+        .await
+        .unwrap();
+    let store = keeper.store.clone();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(keeper.run(stop.clone()));
+    // Run until a round is locked, then stop.
+    wait_signal(&mut rx, 60, "a round locked", |k| {
+        matches!(k, SignalKind::RoundLocked { epoch, .. } if *epoch >= 1).then_some(())
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let rounds = store.rounds(Some("base"), Some(1), 100).await.unwrap();
+    let locked = rounds.iter().filter(|r| r.state == "locked").map(|r| r.epoch as u64).max().expect("a locked round");
+
+    // Someone else keeps the market going for longer than the settle window (12 rounds here).
+    let mut other_cfg = net.config(&[], false);
+    other_cfg.store = format!("sqlite://{}/other.db", net.dir.path().display());
+    other_cfg.keeper_id = "other".into();
+    let other = Keeper::build(
+        &other_cfg,
+        net.chains[0].keys[OTHER].clone(),
+        Bus::new(4096),
+        Overrides { no_api: true, ..Default::default() },
+    )
+    .await
+    .unwrap();
+    let other_stop = CancellationToken::new();
+    let other_run = tokio::spawn(other.run(other_stop.clone()));
+    let far = locked + 16;
+    net.wait_checkpoint(0, far, 0).await;
+    for _ in 0..600 {
+        if net.checkpoint(0, far).await.0 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(net.checkpoint(0, far).await.0 > 0, "the other keeper never recorded checkpoint {far}");
+    other_stop.cancel();
+    other_run.await.unwrap().unwrap();
+    assert!(net.checkpoint(0, locked + 2).await.0 > 0);
+
+    // Back: the round it left locked is settled or refunded on chain, and must be so in its store and signals.
+    let bus = Bus::new(8192);
+    let mut rx = bus.subscribe();
+    let keeper = Keeper::build(&cfg, keeper_signer(), bus.clone(), Overrides { no_api: true, ..Default::default() })
+        .await
+        .unwrap();
+    let run = tokio::spawn(keeper.run(cancel.clone()));
+    wait_signal(&mut rx, 60, &format!("round {locked} settled or refunded"), |k| {
+        final_epoch(k).filter(|e| *e == locked)
+    })
+    .await;
+    let rounds = store.rounds(Some("base"), Some(1), 100).await.unwrap();
+    let r = rounds.iter().find(|r| r.epoch == locked as i64).unwrap();
+    assert!(r.state == "settled" || r.state == "cancelled", "{r:?}");
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+}
