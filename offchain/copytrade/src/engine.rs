@@ -142,6 +142,8 @@ const UNKNOWN_WATCH: Duration = Duration::from_secs(600);
 /// Emergency-stop retries: first after this, doubling up to [`EMERGENCY_RETRY_MAX`].
 const EMERGENCY_RETRY_MIN: Duration = Duration::from_millis(500);
 const EMERGENCY_RETRY_MAX: Duration = Duration::from_secs(30);
+/// The same emergency alert (the same positions left open, the same refusal) is raised again at most this often.
+const EMERGENCY_ALERT_REPEAT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 struct AiTarget {
@@ -197,6 +199,10 @@ pub struct Engine {
     unknown: Vec<UnknownOrder>,
     /// While an emergency stop has not closed everything: when to try again, and the current back-off.
     emergency_retry: Option<(Instant, Duration)>,
+    /// Emergency alerts raised, by what they said, and when (repeats are rate-limited).
+    emergency_alerted: HashMap<String, Instant>,
+    /// The last error an order met (for the emergency stop's report of a close the exchange refuses).
+    last_order_error: Option<String>,
     ai: BTreeMap<String, AiTarget>,
     /// Signed quantities of late-found orders (booked, not yet adopted): the next reconcile adopts the exchange's
     /// position for them without calling it drift.
@@ -293,6 +299,8 @@ impl Engine {
             stops: BTreeMap::new(),
             unknown: Vec::new(),
             emergency_retry: None,
+            emergency_alerted: HashMap::new(),
+            last_order_error: None,
             ai: BTreeMap::new(),
             explained: HashMap::new(),
             risk: RiskState::default(),
@@ -1042,15 +1050,18 @@ impl Engine {
                     .store
                     .update_order(&client_id, status, None, None, None, None, None, Some(&e.to_string()))
                     .await;
+                self.last_order_error = Some(e.to_string());
                 if let BinanceError::Banned { until_ms } = e {
                     self.status.lock().banned_until_ms = until_ms;
                 }
-                self.risk_event(
-                    kind,
-                    symbol,
-                    format!("{} {} {}: {e}", side_str(side), qty, if reduce_only { "(reduce-only)" } else { "" }),
-                )
-                .await;
+                let detail =
+                    format!("{} {} {}: {e}", side_str(side), qty, if reduce_only { "(reduce-only)" } else { "" });
+                let key = format!("{kind} {symbol} {:?}", e.code());
+                if reason != "emergency" || self.emergency_alert_due(&key) {
+                    self.risk_event(kind, symbol, detail).await;
+                } else {
+                    tracing::warn!(symbol, %detail, "copy-trader: emergency close failed again (alerted before)");
+                }
                 sent
             }
         }
@@ -1632,9 +1643,8 @@ impl Engine {
                     self.status.lock().banned_until_ms = until_ms;
                 }
                 let wait = self.schedule_emergency_retry(false);
-                self.risk_event(
-                    "emergency_incomplete",
-                    "",
+                self.emergency_incomplete(
+                    "unreadable",
                     format!(
                         "positions could not be read ({e}); nothing is known closed; retrying in {} ms",
                         wait.as_millis()
@@ -1658,8 +1668,25 @@ impl Engine {
             };
             // An order of unknown fate is no reason to wait here: a close is reduce-only and cannot overshoot.
             let req_ps = if self.hedge { p.position_side.clone() } else { "BOTH".to_string() };
-            if self.send_order(&p.symbol, side, q, reduce_only, &req_ps, "emergency", None).await == Outcome::Filled {
-                closed_any = true;
+            match self.send_order(&p.symbol, side, q, reduce_only, &req_ps, "emergency", None).await {
+                Outcome::Filled => closed_any = true,
+                Outcome::Rejected => {
+                    // The exchange refuses this close (e.g. -4061, -4005): retrying may never help; a person is
+                    // told once.
+                    let what = format!("{} {} {}", p.symbol, p.position_side, p.position_amt);
+                    let why = self.last_order_error.clone().unwrap_or_default();
+                    if self.emergency_alert_due(&format!("refused {} {}", p.symbol, p.position_side)) {
+                        self.risk_event(
+                            "emergency_needs_person",
+                            &p.symbol,
+                            format!(
+                                "the exchange refuses to close {what} ({why}); close it by hand; retrying meanwhile"
+                            ),
+                        )
+                        .await;
+                    }
+                }
+                _ => {}
             }
         }
         // What the exchange holds now decides which stops may go: only those of closed positions.
@@ -1673,7 +1700,8 @@ impl Engine {
         let _ = self.reconcile_positions().await;
         if let Some(still) = &still {
             if let Ok(stops) = self.venue.open_stops().await {
-                for a in stops {
+                // Only our own stops (`ks…`): the user's conditional orders are theirs to keep.
+                for a in stops.into_iter().filter(|a| a.client_algo_id.starts_with("ks")) {
                     let held = still
                         .iter()
                         .any(|p| p.symbol == a.symbol && (!self.hedge || a.position_side == p.position_side));
@@ -1704,9 +1732,8 @@ impl Engine {
                 // Nothing open now, but an order of unknown fate may still open something: look again.
                 let wait = self.schedule_emergency_retry(closed_any);
                 self.status.lock().emergency_open = vec![format!("{pending} order(s) of unknown outcome")];
-                self.risk_event(
-                    "emergency_incomplete",
-                    "",
+                self.emergency_incomplete(
+                    &format!("pending {pending}"),
                     format!(
                         "no position open, {pending} order(s) of unknown outcome pending; checking again in {} ms",
                         wait.as_millis()
@@ -1722,6 +1749,7 @@ impl Engine {
                     }
                 }
                 self.emergency_retry = None;
+                self.emergency_alerted.clear();
                 self.status.lock().emergency_open.clear();
                 self.event("emergency_done", "", "no position left open").await;
                 return;
@@ -1733,12 +1761,31 @@ impl Engine {
         };
         let wait = self.schedule_emergency_retry(closed_any);
         self.status.lock().emergency_open = left.clone();
-        self.risk_event(
-            "emergency_incomplete",
-            "",
+        self.emergency_incomplete(
+            &format!("open {}", left.join(", ")),
             format!("still open: {}; their stops stay; retrying in {} ms", left.join(", "), wait.as_millis()),
         )
         .await;
+    }
+
+    /// Whether an emergency alert keyed `key` may be raised now (not raised in the last [`EMERGENCY_ALERT_REPEAT`]);
+    /// notes it when it may.
+    fn emergency_alert_due(&mut self, key: &str) -> bool {
+        if self.emergency_alerted.get(key).is_some_and(|t| t.elapsed() < EMERGENCY_ALERT_REPEAT) {
+            return false;
+        }
+        self.emergency_alerted.insert(key.to_string(), Instant::now());
+        true
+    }
+
+    /// An `emergency_incomplete` alert, raised again for the same state (`key`) only after
+    /// [`EMERGENCY_ALERT_REPEAT`]; the status always shows what is open.
+    async fn emergency_incomplete(&mut self, key: &str, detail: String) {
+        if self.emergency_alert_due(&format!("incomplete {key}")) {
+            self.risk_event("emergency_incomplete", "", detail).await;
+        } else {
+            tracing::warn!(%detail, "copy-trader: emergency stop still incomplete (alerted before)");
+        }
     }
 
     /// Sets the next emergency attempt; the back-off doubles unless the last attempt made progress.
@@ -1755,6 +1802,7 @@ impl Engine {
         self.risk.emergency = false;
         self.status.lock().risk.emergency = false;
         self.emergency_retry = None;
+        self.emergency_alerted.clear();
         self.status.lock().emergency_open.clear();
         let _ = self.store.set_state("emergency", "0").await;
         self.metrics.emergency.set(0);

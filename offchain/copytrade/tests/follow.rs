@@ -1222,3 +1222,45 @@ async fn a_reduction_is_not_held_back_by_an_earlier_order_of_unknown_fate() {
     );
     r.stop().await;
 }
+
+#[tokio::test]
+async fn an_emergency_close_the_exchange_keeps_refusing_is_reported_once_and_the_users_own_stops_stay() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    // The user's own conditional order (not the copy-trader's): it stays.
+    let user_stop = kronos_binance::types::StopRequest {
+        symbol: "ETHUSDT".into(),
+        side: Side::Sell,
+        trigger_price: d("1000"),
+        position_side: "BOTH".into(),
+        client_algo_id: "user-eth-stop".into(),
+        quantity: None,
+    };
+    follower_client(&w).place_stop(&user_stop).await.unwrap();
+    // Every close is refused (-4005) until a person steps in.
+    let refusal =
+        Fault::Answer { status: 400, code: -4005, msg: "Quantity greater than max quantity.".into(), executed: false };
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", refusal, 100);
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+    wait_for("four refused attempts", || w.ex.faults_left() <= 96).await;
+    let events = r.handles.store.events(500).await.unwrap();
+    let count = |k: &str| events.iter().filter(|e| e.kind == k).count();
+    assert_eq!(count("emergency_needs_person"), 1, "{events:?}");
+    assert_eq!(count("emergency_incomplete"), 1, "{events:?}");
+    assert_eq!(count("order_rejected"), 1, "{events:?}");
+    assert!(events.iter().any(|e| e.kind == "emergency_needs_person" && e.detail.contains("-4005")));
+    // The person fixes it: closed, and the user's stop is still there.
+    w.ex.clear_faults();
+    w.expect_follower("BTCUSDT", "0").await;
+    let store = r.handles.store.clone();
+    wait_until("done", || {
+        let store = store.clone();
+        async move { has_event(&store, "emergency_done", "").await }
+    })
+    .await;
+    assert!(w.follower_stops().iter().any(|s| s.client_algo_id == "user-eth-stop"), "{:?}", w.follower_stops());
+    r.stop().await;
+}
