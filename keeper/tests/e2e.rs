@@ -339,7 +339,14 @@ async fn survives_a_dying_rpc_a_fee_spike_and_a_dropped_transaction() {
         }
     }
     assert!(dropped, "the keeper did not send {action}");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Mining stays off until the keeper has noticed the drop and broadcast again (or a minute has passed: the
+    // assertions below then say what is missing).
+    for _ in 0..600 {
+        if chains[1].tx.counters.rebroadcast.load(Ordering::Relaxed) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     q.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (1,)).await.unwrap();
     for _ in 0..300 {
         if net.checkpoint(1, k_next).await.0 > 0 {
