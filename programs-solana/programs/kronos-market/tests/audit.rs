@@ -80,11 +80,7 @@ async fn only_the_upgrade_authority_creates_the_configuration() {
 /// 1: a feed whose writer changes after its approval creates no market and settles no round (they are refunded).
 #[tokio::test]
 async fn a_feed_whose_writer_changed_settles_nothing() {
-    let mut env = Env::new().await;
-    for k in 0..6 {
-        env.push_price(GENESIS + k * INTERVAL as i64 - 5, 6_500_000_000_000 + k as i128);
-    }
-    env.write_feed();
+    let mut env = rising_env().await;
     let (m, alice, _bob, k) = started_round(&mut env, GENESIS).await;
     let thief = env.user(SOL).await;
     env.writer = thief.pubkey();
@@ -295,11 +291,7 @@ async fn parameters_changed_before_a_start_wait_for_the_next_epoch() {
 /// 4 (low): winnings cannot be paid into the vault itself (a self-transfer that moves nothing).
 #[tokio::test]
 async fn winnings_cannot_be_paid_into_the_vault() {
-    let mut env = Env::new().await;
-    for k in 0..6 {
-        env.push_price(GENESIS + k * INTERVAL as i64 - 5, 6_500_000_000_000 + k as i128);
-    }
-    env.write_feed();
+    let mut env = rising_env().await;
     let auth = env.authority.insecure_clone();
     let mint = env.create_mint(6).await;
     let (m, init) = init_token(&auth.pubkey(), 1, env.feed, mint, params());
@@ -324,11 +316,7 @@ async fn winnings_cannot_be_paid_into_the_vault() {
         env.send(&[m.withdraw(&auth.pubkey(), auth.pubkey(), Some(m.vault), market.treasury_owed)], &[&auth]).await;
     assert_eq!(res, Err(code(MarketError::VaultAsDestination)), "the treasury is not paid into the vault either");
     // Nor on a SOL market.
-    let mut env = Env::new().await;
-    for k in 0..6 {
-        env.push_price(GENESIS + k * INTERVAL as i64 - 5, 6_500_000_000_000 + k as i128);
-    }
-    env.write_feed();
+    let mut env = rising_env().await;
     let (m, _alice, _bob, k) = started_round(&mut env, GENESIS).await;
     env.at(GENESIS + 3 * INTERVAL as i64).await;
     env.send(&[m.lock(0), m.settle(&k.pubkey(), 0)], &[&k]).await.unwrap();
@@ -340,11 +328,7 @@ async fn winnings_cannot_be_paid_into_the_vault() {
 /// 5: the treasury event names the account that was paid.
 #[tokio::test]
 async fn the_treasury_event_names_the_account_paid() {
-    let mut env = Env::new().await;
-    for k in 0..6 {
-        env.push_price(GENESIS + k * INTERVAL as i64 - 5, 6_500_000_000_000 + k as i128);
-    }
-    env.write_feed();
+    let mut env = rising_env().await;
     let (m, alice, bob, k) = started_round(&mut env, GENESIS).await;
     env.at(GENESIS + 3 * INTERVAL as i64).await;
     env.send(&[m.lock(0), m.settle(&k.pubkey(), 0)], &[&k]).await.unwrap();
@@ -361,11 +345,7 @@ async fn the_treasury_event_names_the_account_paid() {
 /// 5: a flagged feed is not read.
 #[tokio::test]
 async fn a_flagged_feed_is_not_read() {
-    let mut env = Env::new().await;
-    for k in 0..6 {
-        env.push_price(GENESIS + k * INTERVAL as i64 - 5, 6_500_000_000_000 + k as i128);
-    }
-    env.write_feed();
+    let mut env = rising_env().await;
     let (m, _alice, _bob, k) = started_round(&mut env, GENESIS).await;
     env.at(GENESIS + INTERVAL as i64 + 30).await;
     let mut acct = env.ctx.banks_client.get_account(env.feed).await.unwrap().unwrap();
@@ -404,11 +384,7 @@ async fn betting_closes_a_margin_before_the_lock() {
 /// 5: whoever settles is paid from the fee, as on EVM.
 #[tokio::test]
 async fn the_settler_is_paid_from_the_fee() {
-    let mut env = Env::new().await;
-    for k in 0..6 {
-        env.push_price(GENESIS + k * INTERVAL as i64 - 5, 6_500_000_000_000 + k as i128);
-    }
-    env.write_feed();
+    let mut env = rising_env().await;
     let (m, _alice, _bob, _k) = started_round_with(&mut env, GENESIS, |p| p.settler_reward_bps = 2_500).await;
     let settler = env.user(SOL).await;
     env.at(GENESIS + 3 * INTERVAL as i64).await;
@@ -425,11 +401,7 @@ async fn the_settler_is_paid_from_the_fee() {
     let (held, owed) = audit(&mut env, &m, 0..1).await;
     assert_eq!(held, owed);
     // On a token market the reward goes to the settler's own token account.
-    let mut env = Env::new().await;
-    for k in 0..6 {
-        env.push_price(GENESIS + k * INTERVAL as i64 - 5, 6_500_000_000_000 + k as i128);
-    }
-    env.write_feed();
+    let mut env = rising_env().await;
     let auth = env.authority.insecure_clone();
     let mint = env.create_mint(6).await;
     let mut p = params();
@@ -463,6 +435,16 @@ async fn the_settler_is_paid_from_the_fee() {
         env.send(&[tm.update_params(&auth.pubkey(), p)], &[&auth]).await,
         Err(code(MarketError::SettlerRewardTooHigh))
     );
+}
+
+/// A program whose feed rises by one unit 5 s before every boundary of epochs 0..=5 (every lock and close final).
+async fn rising_env() -> Env {
+    let mut env = Env::new().await;
+    for k in 0..6 {
+        env.push_price(GENESIS + k * INTERVAL as i64 - 5, 6_500_000_000_000 + k as i128);
+    }
+    env.write_feed();
+    env
 }
 
 /// A SOL market (default parameters) with epoch `0` started at `start` and a 1 SOL bet on each side.
