@@ -495,19 +495,7 @@ impl Engine {
                             }
                             _ => Vec::new(),
                         };
-                        let (fee, pnl) = sum_fees(&trades);
-                        self.store
-                            .update_order(
-                                &r.client_id,
-                                "filled",
-                                Some(o.order_id),
-                                Some(&o.avg_price.to_string()),
-                                Some(&o.executed_qty.to_string()),
-                                Some(&fee.to_string()),
-                                Some(&pnl.to_string()),
-                                None,
-                            )
-                            .await?;
+                        self.record_filled(&r.client_id, &o, &trades).await?;
                         for t in &trades {
                             self.store_fill(&r.client_id, t).await;
                         }
@@ -999,21 +987,7 @@ impl Engine {
                 } else {
                     trades
                 };
-                let (fee, pnl) = sum_fees(&trades);
-                if let Err(e) = self
-                    .store
-                    .update_order(
-                        &client_id,
-                        "filled",
-                        Some(order.order_id),
-                        Some(&order.avg_price.to_string()),
-                        Some(&order.executed_qty.to_string()),
-                        Some(&fee.to_string()),
-                        Some(&pnl.to_string()),
-                        None,
-                    )
-                    .await
-                {
+                if let Err(e) = self.record_filled(&client_id, &order, &trades).await {
                     tracing::error!(error = %e, "copy-trader: filled order could not be recorded");
                 }
                 for t in &trades {
@@ -1110,20 +1084,7 @@ impl Engine {
                     } else {
                         trades
                     };
-                    let (fee, pnl) = sum_fees(&trades);
-                    let _ = self
-                        .store
-                        .update_order(
-                            &u.client_id,
-                            "filled",
-                            Some(o.order_id),
-                            Some(&o.avg_price.to_string()),
-                            Some(&o.executed_qty.to_string()),
-                            Some(&fee.to_string()),
-                            Some(&pnl.to_string()),
-                            None,
-                        )
-                        .await;
+                    let _ = self.record_filled(&u.client_id, &o, &trades).await;
                     for t in &trades {
                         self.metrics.fills.inc();
                         self.store_fill(&u.client_id, t).await;
@@ -1202,6 +1163,29 @@ impl Engine {
             }
         }
         found
+    }
+
+    /// Records order `client_id` as filled: the exchange's id, average price and quantity, and the fees and realized
+    /// PnL of its trades.
+    async fn record_filled(
+        &self,
+        client_id: &str,
+        o: &kronos_binance::types::Order,
+        trades: &[Trade],
+    ) -> anyhow::Result<()> {
+        let (fee, pnl) = sum_fees(trades);
+        self.store
+            .update_order(
+                client_id,
+                "filled",
+                Some(o.order_id),
+                Some(&o.avg_price.to_string()),
+                Some(&o.executed_qty.to_string()),
+                Some(&fee.to_string()),
+                Some(&pnl.to_string()),
+                None,
+            )
+            .await
     }
 
     async fn store_fill(&self, client_id: &str, t: &Trade) {

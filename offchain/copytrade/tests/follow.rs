@@ -730,11 +730,7 @@ async fn an_emergency_stop_keeps_trying_until_every_position_is_closed_and_keeps
     );
     r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
     let store = r.handles.store.clone();
-    wait_until("the failure alerted", || {
-        let store = store.clone();
-        async move { has_event(&store, "emergency_incomplete", "could not be read").await }
-    })
-    .await;
+    wait_event("the failure alerted", &store, "emergency_incomplete", "could not be read").await;
     // Nothing is closed yet, and nothing is unprotected.
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
     assert_eq!(w.follower_stops().len(), 2, "stops kept while their positions are open");
@@ -742,11 +738,7 @@ async fn an_emergency_stop_keeps_trying_until_every_position_is_closed_and_keeps
     w.expect_follower("BTCUSDT", "0").await;
     w.expect_follower("ETHUSDT", "0").await;
     wait_for("stops cancelled", || w.follower_stops().is_empty()).await;
-    wait_until("done", || {
-        let store = store.clone();
-        async move { has_event(&store, "emergency_done", "").await }
-    })
-    .await;
+    wait_event("done", &store, "emergency_done", "").await;
     assert!(r.handles.status.lock().emergency_open.is_empty());
     w.assert_no_duplicates();
     r.stop().await;
@@ -779,11 +771,7 @@ async fn in_hedge_mode_an_emergency_stop_closes_each_side() {
     })
     .await;
     let store = r.handles.store.clone();
-    wait_until("done", || {
-        let store = store.clone();
-        async move { has_event(&store, "emergency_done", "").await }
-    })
-    .await;
+    wait_event("done", &store, "emergency_done", "").await;
     r.stop().await;
 }
 
@@ -823,11 +811,7 @@ async fn an_entry_refused_for_margin_is_not_chased_later() {
     );
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     let store = r.handles.store.clone();
-    wait_until("the refusal recorded", || {
-        let store = store.clone();
-        async move { has_event(&store, "order_rejected", "-2019").await }
-    })
-    .await;
+    wait_event("the refusal recorded", &store, "order_rejected", "-2019").await;
     // Two reconciles later the entry has not been sent again at the price of then.
     w.ex.set_mark("BTCUSDT", "66000");
     r.settle().await;
@@ -893,21 +877,13 @@ async fn an_emergency_stop_also_closes_what_an_order_of_unknown_fate_opens_late(
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(2500) }, 1);
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     let store = r.handles.store.clone();
-    wait_until("the entry's outcome unknown", || {
-        let store = store.clone();
-        async move { has_event(&store, "order_unresolved", "").await }
-    })
-    .await;
+    wait_event("the entry's outcome unknown", &store, "order_unresolved", "").await;
     // Panic: stop everything while the follower holds nothing yet.
     r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
     wait_for("the late entry executed", || w.ex.late_pending() == 0 && !follower_orders(&w).is_empty()).await;
     // What it opened is closed too, and only then is the stop done.
     w.expect_follower("BTCUSDT", "0").await;
-    wait_until("done", || {
-        let store = store.clone();
-        async move { has_event(&store, "emergency_done", "").await }
-    })
-    .await;
+    wait_event("done", &store, "emergency_done", "").await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     r.stop().await;
 }
@@ -923,11 +899,7 @@ async fn a_close_is_not_held_back_by_an_earlier_order_of_unknown_fate() {
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", unknown(400, -1006, false), 1);
     w.lead_trade(Side::Sell, "0.04", "BTCUSDT").await;
     let store = r.handles.store.clone();
-    wait_until("the reduction's outcome unknown", || {
-        let store = store.clone();
-        async move { has_event(&store, "order_unresolved", "").await }
-    })
-    .await;
+    wait_event("the reduction's outcome unknown", &store, "order_unresolved", "").await;
     // The lead closes: the follower closes at once, not after the hold.
     w.lead_trade(Side::Sell, "0.06", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0").await;
@@ -1007,11 +979,7 @@ async fn an_old_stop_that_fires_while_it_is_replaced_is_a_stop_out() {
     );
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     let store = r.handles.store.clone();
-    wait_until("stopped_out", || {
-        let store = store.clone();
-        async move { has_event(&store, "stopped_out", "").await }
-    })
-    .await;
+    wait_event("stopped_out", &store, "stopped_out", "").await;
     // The follower waits for the lead's next close or flip: no re-entry, no stop left behind, no drift.
     r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
@@ -1043,11 +1011,7 @@ async fn a_new_stop_that_would_trigger_at_once_keeps_the_old_one_until_the_close
     w.ex.inject_after(FOLLOWER, "POST", "/fapi/v1/order", 1, Fault::RateLimit { retry_after_s: 1 });
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     let store = r.handles.store.clone();
-    wait_until("stop_breached", || {
-        let store = store.clone();
-        async move { has_event(&store, "stop_breached", "").await }
-    })
-    .await;
+    wait_event("stop_breached", &store, "stop_breached", "").await;
     wait_for("the close refused", || w.ex.faults_left() == 0).await;
     // Closed at the next attempt; the old stop protected the position until then.
     w.expect_follower("BTCUSDT", "0").await;
@@ -1145,11 +1109,7 @@ async fn an_order_that_fills_after_its_hold_is_still_booked_once() {
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(8000) }, 1);
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     let store = r.handles.store.clone();
-    wait_until("the entry recorded as not placed after its hold", || {
-        let store = store.clone();
-        async move { has_event(&store, "resolved", "not placed").await }
-    })
-    .await;
+    wait_event("the entry recorded as not placed after its hold", &store, "resolved", "not placed").await;
     wait_for("the late order executed", || w.ex.late_pending() == 0).await;
     let late = w.ex.order_log().into_iter().find(|l| l.api_key == FOLLOWER && l.executed).unwrap().client_id;
     // Still watched after its hold: found, booked with its fill, and the exchange's position adopted without drift.
@@ -1176,11 +1136,7 @@ async fn an_order_left_unresolved_by_an_earlier_run_is_counted_once() {
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(3000) }, 1);
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     let store = r.handles.store.clone();
-    wait_until("the entry's outcome unknown", || {
-        let store = store.clone();
-        async move { has_event(&store, "order_unresolved", "").await }
-    })
-    .await;
+    wait_event("the entry's outcome unknown", &store, "order_unresolved", "").await;
     // A crash before it fills; it fills while the copy-trader is down.
     r.kill().await;
     wait_for("the late order executed", || w.ex.late_pending() == 0).await;
@@ -1207,11 +1163,7 @@ async fn a_reduction_is_not_held_back_by_an_earlier_order_of_unknown_fate() {
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", unknown(400, -1006, false), 1);
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     let store = r.handles.store.clone();
-    wait_until("the increase's outcome unknown", || {
-        let store = store.clone();
-        async move { has_event(&store, "order_unresolved", "").await }
-    })
-    .await;
+    wait_event("the increase's outcome unknown", &store, "order_unresolved", "").await;
     // The lead halves (0.2 -> 0.1); the follower, held at 0.05 meanwhile, halves at once (reduce-only), not after
     // the hold.
     w.lead_trade(Side::Sell, "0.1", "BTCUSDT").await;
@@ -1256,11 +1208,7 @@ async fn an_emergency_close_the_exchange_keeps_refusing_is_reported_once_and_the
     w.ex.clear_faults();
     w.expect_follower("BTCUSDT", "0").await;
     let store = r.handles.store.clone();
-    wait_until("done", || {
-        let store = store.clone();
-        async move { has_event(&store, "emergency_done", "").await }
-    })
-    .await;
+    wait_event("done", &store, "emergency_done", "").await;
     assert!(w.follower_stops().iter().any(|s| s.client_algo_id == "user-eth-stop"), "{:?}", w.follower_stops());
     r.stop().await;
 }

@@ -226,6 +226,11 @@ pub async fn has_event(store: &kronos_copytrade::Store, kind: &str, needle: &str
     store.events(500).await.unwrap().iter().any(|e| e.kind == kind && e.detail.contains(needle))
 }
 
+/// Waits (up to 15 s) for an event of `kind` whose detail contains `needle`.
+pub async fn wait_event(what: &str, store: &kronos_copytrade::Store, kind: &str, needle: &str) {
+    wait_until(what, || has_event(store, kind, needle)).await
+}
+
 /// Follower market orders the exchange executed (stops excluded).
 pub fn follower_orders(w: &World) -> Vec<kronos_binance::types::Order> {
     w.ex.account(FOLLOWER).orders().to_vec()
