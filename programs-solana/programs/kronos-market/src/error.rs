@@ -38,7 +38,7 @@ pub enum MarketError {
     OppositeSideTaken,
     #[msg("the round is not open")]
     RoundNotOpen,
-    #[msg("the round is not locked: lock it before settling")]
+    #[msg("the round is not locked (no longer raised: settle_round locks an open round itself; the code is kept)")]
     RoundNotLocked,
     #[msg("too early: the lock or close timestamp (plus the report delay) has not passed")]
     TooEarly,

@@ -195,12 +195,12 @@ pub(crate) fn neighbour(acc: &AccountInfo) -> Result<Option<Round>> {
     Ok(Some(Round::try_deserialize(&mut &data[..])?))
 }
 
-fn require_open_for_crank(r: &Round, want: RoundStatus) -> Result<()> {
+/// Only an open round is locked (settling locks one itself when nobody did).
+fn require_open(r: &Round) -> Result<()> {
     match r.status {
+        RoundStatus::Open => Ok(()),
+        RoundStatus::Locked => err!(MarketError::RoundNotOpen),
         RoundStatus::Settled | RoundStatus::Cancelled => err!(MarketError::RoundFinal),
-        s if s == want => Ok(()),
-        RoundStatus::Open => err!(MarketError::RoundNotLocked),
-        _ => err!(MarketError::RoundNotOpen),
     }
 }
 
@@ -234,7 +234,7 @@ pub fn lock_round(ctx: Context<LockRound>, _epoch: u64) -> Result<()> {
     let now = Clock::get()?.unix_timestamp;
     let key = ctx.accounts.market.key();
     let r = &mut ctx.accounts.round;
-    require_open_for_crank(r, RoundStatus::Open)?;
+    require_open(r)?;
     require!(now >= r.lock_ts.saturating_add(r.params.report_delay as i64), MarketError::TooEarly);
     if r.expired(now) {
         cancel(key, r, CancelReason::Expired, Outcome::None);
