@@ -14,10 +14,6 @@ use kronos_common::Bus;
 use kronos_keeper::engine::{Keeper, Overrides};
 use tokio_util::sync::CancellationToken;
 
-fn signer(net: &common::Net) -> alloy::signers::local::PrivateKeySigner {
-    net.keeper_key().parse().unwrap()
-}
-
 async fn wait_for<F: Fn() -> bool>(what: &str, secs: u64, f: F) {
     for _ in 0..secs * 10 {
         if f() {
@@ -37,7 +33,7 @@ async fn drives_two_chains_publishes_forecasts_and_serves_its_api() {
     let bus = Bus::new(8192);
     let mut rx = bus.subscribe();
     let keeper =
-        Keeper::build(&cfg, signer(&net), bus.clone(), Overrides { candles: Some(net.replay.clone()), no_api: false })
+        Keeper::build(&cfg, net.signer(), bus.clone(), Overrides { candles: Some(net.replay.clone()), no_api: false })
             .await
             .unwrap();
     let addr = keeper.api_addr().unwrap();
@@ -274,7 +270,7 @@ async fn survives_a_dying_rpc_a_fee_spike_and_a_dropped_transaction() {
     let (p0, h0) = proxy(net.chains[0].url.clone()).await;
     // Chain 0: a proxy that will die, then the node. Chain 1: a dead endpoint first.
     let cfg = net.config(&[vec![p0], vec!["http://127.0.0.1:9".into()]], false);
-    let keeper = Keeper::build(&cfg, signer(&net), Bus::new(4096), Overrides { no_api: true, ..Default::default() })
+    let keeper = Keeper::build(&cfg, net.signer(), Bus::new(4096), Overrides { no_api: true, ..Default::default() })
         .await
         .unwrap();
     let chains = keeper.chains.clone();
@@ -374,7 +370,7 @@ async fn a_stale_feed_cancels_rounds_and_is_reported() {
     let bus = Bus::new(8192);
     let mut rx = bus.subscribe();
     let keeper =
-        Keeper::build(&cfg, signer(&net), bus, Overrides { no_api: true, ..Default::default() }).await.unwrap();
+        Keeper::build(&cfg, net.signer(), bus, Overrides { no_api: true, ..Default::default() }).await.unwrap();
     let store = keeper.store.clone();
     let cancel = CancellationToken::new();
     let run = tokio::spawn(keeper.run(cancel.clone()));

@@ -103,14 +103,8 @@ async fn rounds_settled_by_someone_elses_checkpoints_are_recorded_and_signalled(
     let bus = Bus::new(8192);
     let mut rx = bus.subscribe();
     let cfg = net.config(&[], false);
-    let keeper = Keeper::build(
-        &cfg,
-        net.keeper_key().parse().unwrap(),
-        bus.clone(),
-        Overrides { no_api: true, ..Default::default() },
-    )
-    .await
-    .unwrap();
+    let keeper =
+        Keeper::build(&cfg, net.signer(), bus.clone(), Overrides { no_api: true, ..Default::default() }).await.unwrap();
     let store = keeper.store.clone();
     let run = tokio::spawn(keeper.run(cancel.clone()));
     let target = k_last - 2;
@@ -145,14 +139,8 @@ async fn a_front_run_execute_is_success_without_an_alert() {
     let mut failures = bus.subscribe();
     let mut rounds = bus.subscribe();
     let cfg = net.config(&[], false);
-    let keeper = Keeper::build(
-        &cfg,
-        net.keeper_key().parse().unwrap(),
-        bus.clone(),
-        Overrides { no_api: true, ..Default::default() },
-    )
-    .await
-    .unwrap();
+    let keeper =
+        Keeper::build(&cfg, net.signer(), bus.clone(), Overrides { no_api: true, ..Default::default() }).await.unwrap();
     let store = keeper.store.clone();
     let run = tokio::spawn(keeper.run(cancel.clone()));
     net.wait_checkpoint(0, 4, 0).await;
@@ -227,12 +215,10 @@ async fn a_round_left_locked_by_a_long_downtime_takes_its_state_from_the_chain()
     let cancel = CancellationToken::new();
     bettors(&net, &cancel);
     let cfg = net.config(&[], false);
-    let keeper_signer = || -> alloy::signers::local::PrivateKeySigner { net.keeper_key().parse().unwrap() };
     let bus = Bus::new(8192);
     let mut rx = bus.subscribe();
-    let keeper = Keeper::build(&cfg, keeper_signer(), bus.clone(), Overrides { no_api: true, ..Default::default() })
-        .await
-        .unwrap();
+    let keeper =
+        Keeper::build(&cfg, net.signer(), bus.clone(), Overrides { no_api: true, ..Default::default() }).await.unwrap();
     let store = keeper.store.clone();
     let stop = CancellationToken::new();
     let run = tokio::spawn(keeper.run(stop.clone()));
@@ -276,9 +262,8 @@ async fn a_round_left_locked_by_a_long_downtime_takes_its_state_from_the_chain()
     // Back: the round it left locked is settled or refunded on chain, and must be so in its store and signals.
     let bus = Bus::new(8192);
     let mut rx = bus.subscribe();
-    let keeper = Keeper::build(&cfg, keeper_signer(), bus.clone(), Overrides { no_api: true, ..Default::default() })
-        .await
-        .unwrap();
+    let keeper =
+        Keeper::build(&cfg, net.signer(), bus.clone(), Overrides { no_api: true, ..Default::default() }).await.unwrap();
     let run = tokio::spawn(keeper.run(cancel.clone()));
     wait_signal(&mut rx, 60, &format!("round {locked} settled or refunded"), |k| {
         final_epoch(k).filter(|e| *e == locked)

@@ -56,6 +56,11 @@ impl Net {
         format!("0x{}", alloy::hex::encode(self.chains[0].keys[accounts::KEEPER].to_bytes()))
     }
 
+    /// The keeper's signer (dev account 1).
+    pub fn signer(&self) -> alloy::signers::local::PrivateKeySigner {
+        self.keeper_key().parse().unwrap()
+    }
+
     pub fn store_url(&self) -> String {
         format!("sqlite://{}/keeper.db", self.dir.path().display())
     }
