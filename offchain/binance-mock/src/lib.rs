@@ -19,6 +19,11 @@
 //! with `closePosition`, or `reduceOnly` with either `closePosition` or hedge mode, answers -1106 as documented) —
 //! what Kronos sends. Other order types
 //! are refused with the venue's code for an invalid order type.
+//!
+//! [`lead::SimLead`] is a simulated lead trader on one account (a deterministic rule on candle closes), and
+//! `kronos exchange serve` runs the exchange as a program, replaying real BTC candles into the mark price.
+
+pub mod lead;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -33,7 +38,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use kronos_binance::sim::{Fill, Reject, SimAccount, Triggered};
-use kronos_binance::types::{AlgoOrder, OrderRequest, Side, StopRequest};
+use kronos_binance::types::{AlgoOrder, Order, OrderRequest, Side, StopRequest};
 use kronos_binance::{filters::parse_exchange_info, SymbolFilters};
 use kronos_common::{Decimal, Rounding};
 use parking_lot::Mutex;
@@ -220,6 +225,12 @@ fn split_signature(raw: &str) -> (String, Option<String>) {
 impl MockExchange {
     /// Starts on an ephemeral loopback port with the default symbols and marks BTCUSDT 65000, ETHUSDT 3500.
     pub async fn start() -> MockExchange {
+        MockExchange::start_on("127.0.0.1:0").await.expect("bind loopback")
+    }
+
+    /// Starts on `listen` (`host:port`; port 0 picks a free one) with the default symbols and marks BTCUSDT 65000,
+    /// ETHUSDT 3500. The error names the address that could not be bound.
+    pub async fn start_on(listen: &str) -> std::io::Result<MockExchange> {
         let info = default_exchange_info();
         let filters = parse_exchange_info(&info).expect("default exchange info parses");
         let inner = Inner {
@@ -239,14 +250,21 @@ impl MockExchange {
             push_log: VecDeque::new(),
             key_seq: 0,
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("binding the local exchange to {listen}: {e}")))?;
+        let addr = listener.local_addr()?;
         let ex = MockExchange { inner: Arc::new(Mutex::new(inner)), addr };
         let app = Router::new().route("/ws/{key}", get(ws_handler)).fallback(rest_handler).with_state(ex.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        ex
+        Ok(ex)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `http://127.0.0.1:<port>`
@@ -287,6 +305,48 @@ impl MockExchange {
             for t in fired {
                 push_trigger(&mut g, &key, &t);
             }
+        }
+    }
+
+    /// Places a MARKET order for an account as if it had arrived over REST (same checks, same fill at the mark, same
+    /// stream pushes, recorded in the order log): how a simulated trader acts on the exchange. Returns the filled
+    /// order, or the venue's `{code, msg}` rejection as text.
+    pub fn trade(
+        &self,
+        api_key: &str,
+        symbol: &str,
+        side: Side,
+        qty: Decimal,
+        client_id: &str,
+    ) -> Result<Order, String> {
+        let mut g = self.inner.lock();
+        if !g.accounts.contains_key(api_key) {
+            return Err(format!("no account for API key {api_key}"));
+        }
+        let params = HashMap::from([
+            ("symbol".to_string(), symbol.to_string()),
+            ("side".to_string(), side_str(side).to_string()),
+            ("type".to_string(), "MARKET".to_string()),
+            ("quantity".to_string(), qty.to_string()),
+            ("newClientOrderId".to_string(), client_id.to_string()),
+        ]);
+        let r = self.new_order(&mut g, api_key, &params, 0);
+        let ok = r.status().is_success();
+        g.order_log.push(OrderLog {
+            at: Instant::now(),
+            api_key: api_key.to_string(),
+            path: "/fapi/v1/order".into(),
+            client_id: client_id.to_string(),
+            symbol: symbol.to_string(),
+            side: side_str(side).to_string(),
+            quantity: qty.to_string(),
+            executed: ok,
+            error_code: (!ok).then_some(0),
+        });
+        let order = g.accounts[api_key].sim.order(client_id).cloned();
+        match order {
+            Some(o) if ok => Ok(o),
+            _ => Err(format!("{symbol} {} {qty} refused (HTTP {})", side_str(side), r.status().as_u16())),
         }
     }
 
