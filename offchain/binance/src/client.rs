@@ -24,6 +24,38 @@ pub enum Network {
     },
 }
 
+/// What a failed send was, naming the host it could not reach (never the path or query, which carry signatures) and
+/// the causes below reqwest's "error sending request" (DNS, connection refused, TLS…).
+pub(crate) fn send_failure(base_url: &str, e: reqwest::Error) -> String {
+    let host = url::Url::parse(base_url)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+        })
+        .unwrap_or_else(|| base_url.to_string());
+    let what = if e.is_timeout() {
+        "no answer from"
+    } else if e.is_connect() {
+        "could not connect to"
+    } else {
+        "could not reach"
+    };
+    let e = e.without_url();
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !detail.contains(&text) {
+            detail = format!("{detail}: {text}");
+        }
+        source = s.source();
+    }
+    format!("{what} {host} ({detail})")
+}
+
 impl Network {
     /// The REST base URL.
     pub fn rest_url(&self) -> &str {
@@ -253,11 +285,10 @@ impl FuturesClient {
         let url = format!("{}/fapi/v1/time", self.cfg.network.rest_url().trim_end_matches('/'));
         let t0 = now_ms();
         self.state.lock().requests += 1;
-        let resp =
-            self.http.get(url).send().await.map_err(|e| BinanceError::Transport {
-                endpoint: endpoint.clone(),
-                detail: e.without_url().to_string(),
-            })?;
+        let resp = self.http.get(url).send().await.map_err(|e| BinanceError::Transport {
+            endpoint: endpoint.clone(),
+            detail: send_failure(self.cfg.network.rest_url(), e),
+        })?;
         let t1 = now_ms();
         self.note_weight(resp.headers());
         let status = resp.status();
@@ -371,7 +402,8 @@ impl FuturesClient {
                 Ok(r) => r,
                 Err(e) => {
                     let connect = e.is_connect();
-                    let detail = kronos_common::Redactor::global().redact(&e.without_url().to_string());
+                    let detail =
+                        kronos_common::Redactor::global().redact(&send_failure(self.cfg.network.rest_url(), e));
                     if connect {
                         return Err(BinanceError::Transport { endpoint, detail });
                     }

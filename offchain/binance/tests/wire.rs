@@ -276,3 +276,20 @@ async fn the_user_stream_delivers_fills_and_reconnects_after_drops_and_expiry() 
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(ex.stream_count("key-a"), 1);
 }
+
+/// Issue 14, item 12: a network failure named no host ("error sending request"), so a user could not tell what was
+/// unreachable. The error names the host and port and the cause below reqwest's words.
+#[tokio::test]
+async fn an_unreachable_exchange_is_named_in_the_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let rest = format!("http://127.0.0.1:{port}");
+    let c = FuturesClient::new(ClientConfig::new(Network::Custom { rest, ws: format!("ws://127.0.0.1:{port}") }), None)
+        .unwrap();
+    let e = c.exchange_info().await.unwrap_err();
+    assert!(matches!(e, BinanceError::Transport { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "the error names the host: {text}");
+    assert!(text.contains("could not connect to"), "and says what failed: {text}");
+}
