@@ -12,6 +12,18 @@ use kronos_binance::Network;
 use kronos_common::Decimal;
 use serde::Deserialize;
 
+/// Where `network = "local"` finds the local exchange (`kronos exchange serve`) unless `rest_url`/`ws_url` say
+/// otherwise.
+pub const LOCAL_EXCHANGE: &str = "127.0.0.1:9120";
+/// The local exchange's simulated lead account. These keys are published (like a local chain's well-known
+/// accounts): they open only the local exchange's simulated accounts and are used, with `network = "local"`, when the
+/// lead's key variables are not set.
+pub const LOCAL_LEAD_API_KEY: &str = "kronos-local-lead";
+pub const LOCAL_LEAD_API_SECRET: &str = "kronos-local-lead-secret";
+/// The local exchange's follower account (for `mode = "live"` against it; its keys still come from the environment).
+pub const LOCAL_FOLLOWER_API_KEY: &str = "kronos-local-follower";
+pub const LOCAL_FOLLOWER_API_SECRET: &str = "kronos-local-follower-secret";
+
 /// A configuration problem, naming the file and the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{file}: {field}: {message}")]
@@ -110,6 +122,9 @@ pub struct Config {
     pub file: String,
     pub mode: Mode,
     pub network: Network,
+    /// `network = "local"`: the local exchange of `kronos exchange serve` (then the lead's keys default to its
+    /// simulated lead account's published ones).
+    pub local: bool,
     pub api_key_env: String,
     pub api_secret_env: String,
     pub store: String,
@@ -288,9 +303,18 @@ impl Config {
             v.err(&field, msg)
         })?;
         let c = raw.copytrade;
-        let network = match c.network.as_deref().unwrap_or("testnet") {
+        let network_name = c.network.as_deref().unwrap_or("testnet");
+        let network = match network_name {
             "testnet" => Network::Testnet,
             "mainnet" => Network::Mainnet,
+            "local" => {
+                let rest = c.rest_url.clone().unwrap_or_else(|| format!("http://{LOCAL_EXCHANGE}"));
+                let ws = c.ws_url.clone().unwrap_or_else(|| format!("ws://{LOCAL_EXCHANGE}"));
+                for (f, u) in [("copytrade.rest_url", &rest), ("copytrade.ws_url", &ws)] {
+                    url::Url::parse(u).map_err(|e| v.err(f, format!("'{u}' is not a URL ({e})")))?;
+                }
+                Network::Custom { rest, ws }
+            }
             "custom" => {
                 let rest = c
                     .rest_url
@@ -304,11 +328,13 @@ impl Config {
                 Network::Custom { rest, ws }
             }
             other => {
-                return Err(v.err("copytrade.network", format!("'{other}' is not one of testnet, mainnet, custom")))
+                return Err(
+                    v.err("copytrade.network", format!("'{other}' is not one of testnet, mainnet, local, custom"))
+                )
             }
         };
         if !matches!(network, Network::Custom { .. }) && (c.rest_url.is_some() || c.ws_url.is_some()) {
-            return Err(v.err("copytrade.rest_url", "only allowed with network = \"custom\""));
+            return Err(v.err("copytrade.rest_url", "only allowed with network = \"custom\" or \"local\""));
         }
         let s = c.sizing;
         let mut allow = BTreeSet::new();
@@ -482,6 +508,7 @@ impl Config {
         Ok(Config {
             file: file.to_string(),
             mode: c.mode.unwrap_or(Mode::Paper),
+            local: network_name == "local",
             network,
             api_key_env: v.env_name("copytrade.api_key_env", c.api_key_env, "KRONOS_BINANCE_API_KEY")?,
             api_secret_env: v.env_name("copytrade.api_secret_env", c.api_secret_env, "KRONOS_BINANCE_API_SECRET")?,
@@ -536,6 +563,18 @@ cooldown = "6h"
         assert_eq!(c.protection.cooldown, Duration::from_secs(6 * 3600));
         assert_eq!(c.paper.balance, "10000".parse().unwrap());
         assert_eq!(c.api_key_env, "KRONOS_BINANCE_API_KEY");
+    }
+
+    #[test]
+    fn the_local_network_is_the_local_exchange() {
+        let c = Config::parse("ct.toml", &GOOD.replace("\"testnet\"", "\"local\"")).unwrap();
+        assert!(c.local);
+        assert_eq!(c.network.rest_url(), "http://127.0.0.1:9120");
+        assert_eq!(c.network.ws_url(), "ws://127.0.0.1:9120");
+        let moved = GOOD.replace("\"testnet\"", "\"local\"\nrest_url = \"http://127.0.0.1:7000\"");
+        let c = Config::parse("ct.toml", &moved).unwrap();
+        assert_eq!(c.network.rest_url(), "http://127.0.0.1:7000");
+        assert!(!Config::parse("ct.toml", GOOD).unwrap().local);
     }
 
     #[test]

@@ -19,6 +19,31 @@ fn client_config(cfg: &Config) -> ClientConfig {
     c
 }
 
+/// The lead account's keys: from the environment; with `network = "local"` and those variables unset, the local
+/// exchange's simulated lead (its keys are published, see [`crate::config::LOCAL_LEAD_API_KEY`]). Anything else
+/// without keys is an error that names the variable and says how to try the copy-trader without an account.
+fn lead_credentials(cfg: &Config, l: &crate::config::LeadConfig) -> Result<Credentials> {
+    let unset = |v: &str| std::env::var(v).map(|s| s.trim().is_empty()).unwrap_or(true);
+    if cfg.local && unset(&l.api_key_env) && unset(&l.api_secret_env) {
+        tracing::info!(
+            "lead account: the local exchange's simulated lead ({} and {} are not set)",
+            l.api_key_env,
+            l.api_secret_env
+        );
+        return Ok(Credentials {
+            api_key: kronos_common::Secret::new(crate::config::LOCAL_LEAD_API_KEY.to_string()),
+            api_secret: kronos_common::Secret::new(crate::config::LOCAL_LEAD_API_SECRET.to_string()),
+        });
+    }
+    Credentials::from_env(&l.api_key_env, &l.api_secret_env).map_err(|e| {
+        anyhow::anyhow!(
+            "lead account: {e} (the lead's API key; a read-only key is enough). To try the copy-trader without an \
+             exchange account, run `kronos exchange serve` and set network = \"local\" in {}",
+            cfg.file
+        )
+    })
+}
+
 /// Builds the engine. Live trading needs `mode = "live"` in the file, `live_flag` (the `--live` switch) and the
 /// follower's keys in the environment; anything less is an error that says which is missing.
 pub async fn build(cfg: &Config, live_flag: bool, bus: Bus, tuning: Tuning) -> Result<(Engine, Handles)> {
@@ -44,11 +69,7 @@ pub async fn build(cfg: &Config, live_flag: bool, bus: Bus, tuning: Tuning) -> R
         Venue::paper(prices, SimAccount::new(&cfg.quote_asset, cfg.paper.balance, cfg.paper.taker_fee_rate))
     };
     let lead = match &cfg.lead {
-        Some(l) => {
-            let creds = Credentials::from_env(&l.api_key_env, &l.api_secret_env)
-                .map_err(|e| anyhow::anyhow!("lead account: {e}"))?;
-            Some(FuturesClient::new(client_config(cfg), Some(creds))?)
-        }
+        Some(l) => Some(FuturesClient::new(client_config(cfg), Some(lead_credentials(cfg, l)?))?),
         None => None,
     };
     let ai_token = match &cfg.ai {
