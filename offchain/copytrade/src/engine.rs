@@ -372,6 +372,12 @@ impl Engine {
                 self.stops.insert(r.symbol.clone(), StopInfo { client_id: r.client_id.clone(), trigger, side, qty });
             }
         }
+        // Positions as recorded, so the reconcile below reports only what changed while this process was down.
+        for (s, q, e) in self.store.positions().await? {
+            if !q.is_zero() {
+                self.follower.insert(s.clone(), Position { symbol: s, qty: q, entry_price: e, mark_price: e });
+            }
+        }
         for (s, q, following) in self.store.lead().await? {
             self.lead.positions.insert(s, crate::lead::LeadPosition { qty: q, limit: following });
         }
@@ -2141,6 +2147,9 @@ impl Engine {
                     st.reconciles += 1;
                 }
             }
+            // Whatever this turn changed (a fill from a lead poll, a switch or an emergency stop read from the store,
+            // a paper stop that fired) is shown at once, not at the next reconcile.
+            self.update_status(stream_up);
         };
         if let Some(t) = stream_task {
             t.abort();

@@ -1212,3 +1212,80 @@ async fn an_emergency_close_the_exchange_keeps_refusing_is_reported_once_and_the
     assert!(w.follower_stops().iter().any(|s| s.client_algo_id == "user-eth-stop"), "{:?}", w.follower_stops());
     r.stop().await;
 }
+
+/// Issue 14, item 8: the status (`/api/status`, `/health`) shows a change when it happens — a fill from a lead poll,
+/// trading switched off, an emergency stop and its resume through the store — not at the next reconcile (an hour
+/// away here).
+#[tokio::test]
+async fn the_status_shows_each_change_at_once_not_at_the_next_reconcile() {
+    let w = World::new().await;
+    let text = w
+        .config_text("live", SIZING, PROTECTION, "poll_interval = \"500ms\"\nuse_stream = false", "")
+        .replace("reconcile_interval = \"1s\"", "reconcile_interval = \"1h\"");
+    let cfg = Config::parse("t.toml", &text).unwrap();
+    let r = w.start(&cfg).await;
+    let (addr, _srv) = kronos_copytrade::run::serve(r.handles.clone(), "127.0.0.1:0").await.unwrap();
+    let get = |path: &'static str| async move {
+        reqwest::get(format!("http://{addr}{path}")).await.unwrap().json::<serde_json::Value>().await.unwrap()
+    };
+    // A fill from a lead poll.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_until("/api/status shows the position", || async {
+        get("/api/status").await["positions"].as_array().is_some_and(|p| p.len() == 1 && p[0]["qty"] == "0.05")
+    })
+    .await;
+    // Trading switched off (as /stop in the bot does).
+    r.handles.store.set_state("trading", "0").await.unwrap();
+    wait_until("/api/status shows trading off", || async { get("/api/status").await["trading"] == false }).await;
+    r.handles.store.set_state("trading", "1").await.unwrap();
+    wait_until("/api/status shows trading on", || async { get("/api/status").await["trading"] == true }).await;
+    // An emergency stop through the store (as the CLI and the bot do): shown with its effect.
+    r.handles.store.set_state("emergency", "1").await.unwrap();
+    w.expect_follower("BTCUSDT", "0").await;
+    wait_until("/api/status shows the emergency stop and no position", || async {
+        let s = get("/api/status").await;
+        s["risk"]["emergency"] == true
+            && s["positions"].as_array().is_some_and(|p| p.is_empty())
+            && s["entries_blocked"].as_str().is_some_and(|b| b.contains("emergency"))
+    })
+    .await;
+    wait_until("/health shows the emergency stop", || async { get("/health").await["emergency"] == true }).await;
+    // Resumed: entries are allowed again at once.
+    r.handles.store.set_state("emergency", "0").await.unwrap();
+    wait_until("/api/status shows entries allowed after the resume", || async {
+        let s = get("/api/status").await;
+        s["risk"]["emergency"] == false && s["entries_blocked"].is_null()
+    })
+    .await;
+    r.stop().await;
+}
+
+/// Issue 14, item 10: a restart with an open position is not "position drift" (the store recorded it); a real
+/// change made while the copy-trader was down still is, with what was recorded.
+#[tokio::test]
+async fn a_restart_with_an_open_position_is_not_drift_but_a_change_made_meanwhile_is() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the stop", || w.follower_stops().len() == 1).await;
+    r.stop().await;
+    let r = w.start(&cfg).await;
+    r.settle().await;
+    let drift: Vec<_> =
+        r.handles.store.events(500).await.unwrap().into_iter().filter(|e| e.kind == "position_drift").collect();
+    assert!(drift.is_empty(), "false drift after a restart: {drift:?}");
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    r.stop().await;
+    // A manual trade while it is down is drift, reported against what was recorded.
+    follower_client(&w)
+        .place_order(&kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Buy, d("0.02"), "manual1"))
+        .await
+        .unwrap();
+    let r = w.start(&cfg).await;
+    wait_event("the manual trade reported", &r.handles.store, "position_drift", "recorded 0.05, exchange holds 0.07")
+        .await;
+    r.stop().await;
+}
