@@ -45,6 +45,11 @@ struct RawKeeper {
     poll_ms: u64,
     keeper_id: Option<String>,
     api_token_env: Option<String>,
+    /// Several keepers on one PostgreSQL store (see keeper/README.md).
+    lease_ttl_ms: Option<u64>,
+    lease_refresh_ms: Option<u64>,
+    #[serde(default)]
+    shared_signer: bool,
 }
 
 fn default_catalogue() -> PathBuf {
@@ -165,6 +170,8 @@ pub struct Config {
     pub signer: SignerSource,
     pub poll_ms: u64,
     pub keeper_id: String,
+    /// Lease timing and the signer rule when several keepers share a PostgreSQL store.
+    pub lease: crate::lease::LeaseSettings,
     /// Bearer token that unseals forecasts before their reveal on `/ws` and `/api/markets` (from `keeper.api_token_env`).
     pub api_token: Option<kronos_common::Secret>,
     pub forecaster: Option<ForecasterConfig>,
@@ -271,6 +278,8 @@ impl Config {
             return Err(err("keeper.poll_ms".into(), format!("{} is outside 1..=60000", k.poll_ms)));
         }
         let keeper_id = k.keeper_id.unwrap_or_else(|| format!("keeper-{}", std::process::id()));
+        let lease = crate::lease::LeaseSettings::parse(k.lease_ttl_ms, k.lease_refresh_ms, k.shared_signer, &store)
+            .map_err(|(f, m)| err(f, m))?;
         let forecaster = match raw.forecaster {
             None => None,
             Some(f) => Some(ForecasterConfig {
@@ -392,6 +401,7 @@ impl Config {
             signer,
             poll_ms: k.poll_ms,
             keeper_id,
+            lease,
             api_token,
             forecaster,
             chains,

@@ -75,6 +75,9 @@ impl Keeper {
         let mut drivers = Vec::new();
         for c in &cfg.chains {
             let rt = ChainRuntime::connect(c, signer.clone(), store.clone(), bus.clone(), poll).await?;
+            if cfg.lease.shared_signer {
+                rt.tx.share_nonces();
+            }
             let ids: Vec<u64> = match &c.markets {
                 Some(ids) => ids.clone(),
                 None => {
@@ -99,6 +102,7 @@ impl Keeper {
                     cfg.keeper_id.clone(),
                     publisher.clone(),
                     poll,
+                    cfg.lease.timing,
                 )
                 .await?
                 .with_candle_sink(checkpoint_candles.clone());

@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod deploy;
 pub mod engine;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod publisher;

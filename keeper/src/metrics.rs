@@ -58,6 +58,10 @@ pub struct Metrics {
     pub predictions_committed: Family<MarketLabel, Counter>,
     pub predictions_revealed: Family<MarketLabel, Counter>,
     pub signals_published: Gauge,
+    pub lease_leader: Family<MarketLabel, Gauge>,
+    pub lease_epoch: Family<MarketLabel, Gauge>,
+    pub lease_takeovers: Family<MarketLabel, Counter>,
+    pub lease_losses: Family<MarketLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -102,6 +106,14 @@ impl Default for Metrics {
             predictions_committed: reg!("predictions_committed", "Forecasts committed", Family::default()),
             predictions_revealed: reg!("predictions_revealed", "Forecasts revealed", Family::default()),
             signals_published: reg!("signals_published", "Signals published on the bus", Gauge::default()),
+            lease_leader: reg!("lease_leader", "1 while this keeper holds the market's lease", Family::default()),
+            lease_epoch: reg!("lease_epoch", "The market's lease epoch as last seen", Family::default()),
+            lease_takeovers: reg!(
+                "lease_takeovers",
+                "Leases this keeper took over from another keeper",
+                Family::default()
+            ),
+            lease_losses: reg!("lease_losses", "Leases this keeper lost (it stopped sending)", Family::default()),
             registry: r,
         }
     }

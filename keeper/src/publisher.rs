@@ -262,7 +262,14 @@ impl Publisher {
         let commitment: FixedBytes<32> = row.commitment.parse().context("stored commitment")?;
         let data = PredictionRegistry::commitCall { marketId: U256::from(i.id), epoch: U256::from(epoch), commitment }
             .abi_encode();
-        match d.chain.tx.send(&format!("commit:{}:{}", i.id, epoch), registry, data.into(), U256::ZERO).await {
+        let fence = d.fence();
+        let never: &crate::txmgr::DoneCheck<'_> = &|| Box::pin(async { false });
+        match d
+            .chain
+            .tx
+            .send_fenced(Some(&fence), &format!("commit:{}:{}", i.id, epoch), registry, data.into(), U256::ZERO, never)
+            .await
+        {
             Ok(m) => {
                 self.store
                     .set_commit_tx(&chain, i.id as i64, epoch as i64, &row.publisher, &m.hash.to_string())
@@ -308,7 +315,14 @@ impl Publisher {
             let mined = match d
                 .chain
                 .tx
-                .send(&format!("reveal:{}:{}", i.id, epoch), registry, data.into(), U256::ZERO)
+                .send_fenced(
+                    Some(&d.fence()),
+                    &format!("reveal:{}:{}", i.id, epoch),
+                    registry,
+                    data.into(),
+                    U256::ZERO,
+                    &|| Box::pin(async { false }),
+                )
                 .await
             {
                 Ok(m) => m,

@@ -70,6 +70,8 @@ pub struct MarketStats {
     pub pool_up_wei: String,
     pub pool_down_wei: String,
     pub last_p_up: Option<f64>,
+    /// This keeper's role on the market (several keepers on one PostgreSQL store).
+    pub lease: crate::lease::LeaseStatus,
 }
 
 /// Decodes an int256 price with the feed's decimals.
@@ -165,10 +167,14 @@ pub struct MarketDriver {
     pub info: MarketInfo,
     feed: AlloyFeed<DynProvider>,
     seq: Option<AlloyFeed<DynProvider>>,
+    /// Fenced on PostgreSQL: the market's rows are written only under the term in `fence_slot`.
     store: Store,
+    fence_slot: crate::store::FenceSlot,
+    /// The market's lease and the term this driver works under (0 before the first).
+    pub lease: Arc<crate::lease::Lease>,
+    term: std::sync::atomic::AtomicI64,
     bus: Bus,
     metrics: Arc<Metrics>,
-    keeper_id: String,
     publisher: Option<Arc<Publisher>>,
     pub stats: Arc<Mutex<MarketStats>>,
     poll: Duration,
@@ -187,6 +193,7 @@ impl MarketDriver {
         keeper_id: String,
         publisher: Option<Arc<Publisher>>,
         poll: Duration,
+        lease: crate::lease::LeaseTiming,
     ) -> Result<Self> {
         let name = chain.name.clone();
         let m = chain.market.getMarket(U256::from(id)).call().await.map_err(|e| {
@@ -204,7 +211,7 @@ impl MarketDriver {
                 .map(|f| f.pair.clone())
                 .ok_or_else(|| {
                     anyhow::anyhow!(
-                        "{name}: market {id}'s feed {} is not a feed of the catalogue; set pairs.{id} in the chain's config for a local feed",
+                        "{name}: market {id}'s feed {} is not the catalogue's address of any pair; if it is a mock feed on a local chain, set `local = true` and `pairs = {{ \"{id}\" = \"<pair>\" }}` in the chain's [[chain]] (`kronos deploy` writes both for a local chain)",
                         m.feed
                     )
                 })?,
@@ -216,7 +223,7 @@ impl MarketDriver {
                 .ok_or_else(|| anyhow::anyhow!("{name}: the catalogue has no confirmed address for {pair}"))?;
             anyhow::ensure!(
                 want == m.feed,
-                "{name}: market {id} reads {}, but the catalogue's {pair} proxy is {want}",
+                "{name}: market {id} reads {}, but the catalogue's {pair} proxy is {want}; if it is a mock feed on a local chain, set `local = true` (with `pairs`) in the chain's [[chain]]",
                 m.feed
             );
         }
@@ -264,15 +271,20 @@ impl MarketDriver {
             .await?;
         let stats = Arc::new(Mutex::new(MarketStats { chain: name.clone(), market: id, pair, ..Default::default() }));
         tracing::info!(chain = %name, market = id, feed = %m.feed, description = %live.description, "market checked against the catalogue");
+        let lease = crate::lease::Lease::new(&name, id, &keeper_id, &store, lease, bus.clone(), metrics.clone());
+        let (store, fence_slot) =
+            if store.backend == crate::store::Backend::Postgres { store.fenced() } else { (store, Default::default()) };
         Ok(MarketDriver {
             chain,
             info,
             feed,
             seq,
             store,
+            fence_slot,
+            lease,
+            term: Default::default(),
             bus,
             metrics,
-            keeper_id,
             publisher,
             stats,
             poll,
@@ -305,35 +317,67 @@ impl MarketDriver {
         (now - i.settle_window - i.genesis).div_ceil(i.interval).saturating_sub(1)
     }
 
-    /// Runs until cancelled.
+    /// The term this driver works under, for the transaction manager's checks.
+    pub fn fence(&self) -> crate::lease::Fence {
+        crate::lease::Fence { lease: self.lease.clone(), epoch: self.term.load(std::sync::atomic::Ordering::SeqCst) }
+    }
+
+    /// Runs until cancelled: leads the market while this keeper holds its lease (renewed in the background), stands
+    /// by otherwise. A new term starts from chain state (the previous leader may have done anything up to its end).
     pub async fn run(self, cancel: CancellationToken) {
         let name = self.chain.name.clone();
         let id = self.info.id;
+        let renewals = cancel.child_token();
+        let refresher = tokio::spawn(self.lease.clone().run(renewals.clone()));
         let mut next: Option<u64> = None;
         let mut backoff = self.poll;
-        let lease_ttl = (self.poll.as_secs() as i64).max(1) * 10;
+        let mut term: Option<i64> = None;
         loop {
             if cancel.is_cancelled() {
-                let _ = self.store.release_lease(&name, id as i64, &self.keeper_id).await;
-                return;
+                break;
             }
-            let wall = kronos_common::time::now_s() as i64;
-            match self.store.try_lease(&name, id as i64, &self.keeper_id, lease_ttl, wall).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(self.poll * 5) => continue }
+            let view = self.lease.view();
+            let epoch = match &view {
+                crate::lease::LeaseView::Single => Some(0),
+                crate::lease::LeaseView::Leading { epoch, .. } if self.lease.may_send(*epoch) => Some(*epoch),
+                _ => None,
+            };
+            self.stats.lock().lease = self.lease.status();
+            match (epoch, term) {
+                (Some(e), Some(t)) if e == t => {}
+                (Some(e), _) => {
+                    tracing::info!(chain = %name, market = id, epoch = e, "leading the market: starting from chain state");
+                    term = Some(e);
+                    next = None;
+                    self.term.store(e, std::sync::atomic::Ordering::SeqCst);
+                    *self.fence_slot.lock() = self.lease.token(e);
                 }
-                Err(e) => tracing::warn!(chain = %name, market = id, error = %e, "lease check failed; continuing"),
+                (None, prev) => {
+                    if let Some(t) = prev {
+                        tracing::warn!(chain = %name, market = id, epoch = t, "standing by: this keeper does not hold the market's lease");
+                        *self.fence_slot.lock() = None;
+                        term = None;
+                    }
+                    tokio::select! { _ = cancel.cancelled() => break, _ = self.lease.changed(self.poll * 5) => {} }
+                    continue;
+                }
             }
             match self.step(&mut next).await {
                 Ok(()) => backoff = self.poll,
                 Err(e) => {
+                    if !self.lease.may_send(term.unwrap_or_default()) {
+                        tracing::warn!(chain = %name, market = id, error = %format!("{e:#}"), "pass stopped: the lease term is over");
+                        continue;
+                    }
                     tracing::warn!(chain = %name, market = id, error = %format!("{e:#}"), "keeper step failed; retrying");
                     backoff = retry_backoff(backoff, self.poll);
                 }
             }
             tokio::select! { _ = cancel.cancelled() => {}, _ = tokio::time::sleep(backoff) => {} }
         }
+        // The refresher gives a held term up so that a standby takes over at once.
+        renewals.cancel();
+        let _ = refresher.await;
     }
 
     /// One pass: record every due checkpoint in order, then publish and reveal forecasts.
@@ -539,7 +583,13 @@ impl MarketDriver {
         let done = || -> futures::future::BoxFuture<'_, bool> {
             Box::pin(async move { matches!(self.recorded(k).await, Ok(Some(_))) })
         };
-        match self.chain.tx.send_unless_done(&action, self.chain.cfg.market, data.into(), U256::ZERO, &done).await {
+        let fence = self.fence();
+        match self
+            .chain
+            .tx
+            .send_fenced(Some(&fence), &action, self.chain.cfg.market, data.into(), U256::ZERO, &done)
+            .await
+        {
             Ok(mined) => {
                 let delay = mined.block.saturating_sub(due_block);
                 self.metrics.checkpoints.get_or_create(&self.label()).inc();

@@ -17,6 +17,53 @@ pub use kronos_common::db::Backend;
 pub struct Store {
     pool: AnyPool,
     pub backend: Backend,
+    /// When set (a market driver's store on PostgreSQL), the rows this store writes for the market are written only
+    /// while the term in the slot still holds the market's lease (checked by the database in the same statement).
+    fence: Option<FenceSlot>,
+}
+
+/// The lease term a fenced store writes under: `None` until the driver leads (writes are then refused).
+pub type FenceSlot = std::sync::Arc<parking_lot::Mutex<Option<FenceToken>>>;
+
+/// A lease term: who holds which market under which epoch (Kleppmann's fencing token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceToken {
+    pub chain: String,
+    pub market_id: i64,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+/// A write refused because the writer no longer holds the lease term it started with.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{chain} market {market_id}: the lease term {epoch} of {holder} is over; write refused")]
+pub struct Fenced {
+    pub chain: String,
+    pub market_id: i64,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+impl Fenced {
+    fn of(t: &FenceToken) -> Fenced {
+        Fenced { chain: t.chain.clone(), market_id: t.market_id, holder: t.holder.clone(), epoch: t.epoch }
+    }
+}
+
+/// A market's lease row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseRow {
+    pub chain: String,
+    pub market_id: i64,
+    pub holder: String,
+    pub epoch: i64,
+    /// When this term began (database clock, ms).
+    pub since_ms: i64,
+    /// When it was last renewed (database clock, ms).
+    pub renewed_ms: i64,
+    pub expires_ms: i64,
+    /// The database's clock when the row was read (ms).
+    pub db_now_ms: i64,
 }
 
 /// A market as the keeper knows it.
@@ -134,7 +181,50 @@ impl Store {
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
         }
         .context("applying store migrations")?;
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, fence: None })
+    }
+
+    /// A copy of this store whose market writes are fenced by the term in the returned slot.
+    pub fn fenced(&self) -> (Store, FenceSlot) {
+        let slot: FenceSlot = Default::default();
+        (Store { fence: Some(slot.clone()), ..self.clone() }, slot)
+    }
+
+    /// The database's clock in milliseconds, as SQL (one expression per backend; the hosts' clocks are never used).
+    fn db_now(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "(CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT))",
+            Backend::Sqlite => "(CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER))",
+        }
+    }
+
+    /// The term this store writes under: `Ok(None)` for an unfenced store, `Err` for a fenced one without a term.
+    fn term(&self) -> Result<Option<FenceToken>> {
+        match &self.fence {
+            None => Ok(None),
+            Some(slot) => match slot.lock().clone() {
+                Some(t) => Ok(Some(t)),
+                None => Err(anyhow::anyhow!("this market's lease is not held; write refused")),
+            },
+        }
+    }
+
+    /// The row source of a fenced or plain insert of `n` values: `VALUES ($1, …, $n)`, or a `SELECT` of them that
+    /// yields a row only while `term` holds the lease unexpired (its four fields bound as `$n+1 … $n+4`).
+    fn source(&self, n: usize, term: Option<&FenceToken>) -> String {
+        let vals = (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        match term {
+            None => format!("VALUES ({vals})"),
+            Some(_) => format!(
+                "SELECT {vals} WHERE EXISTS (SELECT 1 FROM leases WHERE chain = ${} AND market_id = ${} AND holder = ${} \
+                 AND epoch = ${} AND expires_ms > {})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                self.db_now()
+            ),
+        }
     }
 
     /// Upserts a market.
@@ -191,29 +281,31 @@ impl Store {
             .collect()
     }
 
-    /// Records (or updates) a checkpoint.
+    /// Records (or updates) a checkpoint (fenced: refused with [`Fenced`] once the term is over).
     pub async fn record_checkpoint(&self, c: &CheckpointRow) -> Result<()> {
-        sqlx::query(
+        let term = self.term()?;
+        let sql = format!(
             "INSERT INTO checkpoints (chain, market_id, idx, ts, round_id, price, status, tx_hash, block, delay_blocks, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             {} \
              ON CONFLICT (chain, market_id, idx) DO UPDATE SET round_id = excluded.round_id, price = excluded.price, \
              status = excluded.status, tx_hash = COALESCE(excluded.tx_hash, checkpoints.tx_hash), \
              block = COALESCE(excluded.block, checkpoints.block), delay_blocks = COALESCE(excluded.delay_blocks, checkpoints.delay_blocks)",
-        )
-        .bind(&c.chain)
-        .bind(c.market_id)
-        .bind(c.idx)
-        .bind(c.ts)
-        .bind(&c.round_id)
-        .bind(&c.price)
-        .bind(&c.status)
-        .bind(&c.tx_hash)
-        .bind(c.block)
-        .bind(c.delay_blocks)
-        .bind(now_s())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+            self.source(11, term.as_ref())
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&c.chain)
+            .bind(c.market_id)
+            .bind(c.idx)
+            .bind(c.ts)
+            .bind(&c.round_id)
+            .bind(&c.price)
+            .bind(&c.status)
+            .bind(&c.tx_hash)
+            .bind(c.block)
+            .bind(c.delay_blocks)
+            .bind(now_s());
+        let n = bind_term(q, term.as_ref()).execute(&self.pool).await?.rows_affected();
+        check_fenced(n, term.as_ref())
     }
 
     /// Checkpoints of a market from index `from`, ascending.
@@ -231,12 +323,13 @@ impl Store {
         rows.iter().map(checkpoint_row).collect()
     }
 
-    /// Upserts a round's state.
+    /// Upserts a round's state (fenced: refused with [`Fenced`] once the term is over).
     pub async fn upsert_round(&self, r: &RoundRow) -> Result<()> {
-        sqlx::query(
+        let term = self.term()?;
+        let sql = format!(
             "INSERT INTO rounds (chain, market_id, epoch, state, lock_price, close_price, outcome, reason, up_wei, down_wei, \
              reward_wei, treasury_fee_wei, delay_blocks, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             {} \
              ON CONFLICT (chain, market_id, epoch) DO UPDATE SET state = excluded.state, \
              lock_price = COALESCE(excluded.lock_price, rounds.lock_price), \
              close_price = COALESCE(excluded.close_price, rounds.close_price), \
@@ -245,24 +338,25 @@ impl Store {
              reward_wei = COALESCE(excluded.reward_wei, rounds.reward_wei), \
              treasury_fee_wei = COALESCE(excluded.treasury_fee_wei, rounds.treasury_fee_wei), \
              delay_blocks = COALESCE(excluded.delay_blocks, rounds.delay_blocks), updated_at = excluded.updated_at",
-        )
-        .bind(&r.chain)
-        .bind(r.market_id)
-        .bind(r.epoch)
-        .bind(&r.state)
-        .bind(&r.lock_price)
-        .bind(&r.close_price)
-        .bind(&r.outcome)
-        .bind(&r.reason)
-        .bind(&r.up_wei)
-        .bind(&r.down_wei)
-        .bind(&r.reward_wei)
-        .bind(&r.treasury_fee_wei)
-        .bind(r.delay_blocks)
-        .bind(now_s())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+            self.source(14, term.as_ref())
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&r.chain)
+            .bind(r.market_id)
+            .bind(r.epoch)
+            .bind(&r.state)
+            .bind(&r.lock_price)
+            .bind(&r.close_price)
+            .bind(&r.outcome)
+            .bind(&r.reason)
+            .bind(&r.up_wei)
+            .bind(&r.down_wei)
+            .bind(&r.reward_wei)
+            .bind(&r.treasury_fee_wei)
+            .bind(r.delay_blocks)
+            .bind(now_s());
+        let n = bind_term(q, term.as_ref()).execute(&self.pool).await?.rows_affected();
+        check_fenced(n, term.as_ref())
     }
 
     /// The newest rounds, optionally of one chain and market.
@@ -298,30 +392,34 @@ impl Store {
             .collect()
     }
 
-    /// Records a signed transaction before it is sent; returns its row id.
-    pub async fn insert_tx(&self, t: &TxRow) -> Result<i64> {
-        let row = sqlx::query(
+    /// Records a signed transaction before it is sent; returns its row id. With `term` (a market's lease term) the
+    /// row is written only while that term holds the lease, else [`Fenced`] is returned and the transaction must not
+    /// be sent.
+    pub async fn insert_tx(&self, t: &TxRow, term: Option<&FenceToken>) -> Result<i64> {
+        let sql = format!(
             "INSERT INTO transactions (chain, signer, action, nonce, tx_hash, status, max_fee_wei, priority_fee_wei, \
-             gas_limit, sent_at, mined_block, gas_used, error, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
-        )
-        .bind(&t.chain)
-        .bind(&t.signer)
-        .bind(&t.action)
-        .bind(t.nonce)
-        .bind(&t.tx_hash)
-        .bind(&t.status)
-        .bind(&t.max_fee_wei)
-        .bind(&t.priority_fee_wei)
-        .bind(t.gas_limit)
-        .bind(t.sent_at)
-        .bind(t.mined_block)
-        .bind(t.gas_used)
-        .bind(&t.error)
-        .bind(now_s())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get(0)?)
+             gas_limit, sent_at, mined_block, gas_used, error, updated_at) {} RETURNING id",
+            self.source(14, term)
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&t.chain)
+            .bind(&t.signer)
+            .bind(&t.action)
+            .bind(t.nonce)
+            .bind(&t.tx_hash)
+            .bind(&t.status)
+            .bind(&t.max_fee_wei)
+            .bind(&t.priority_fee_wei)
+            .bind(t.gas_limit)
+            .bind(t.sent_at)
+            .bind(t.mined_block)
+            .bind(t.gas_used)
+            .bind(&t.error)
+            .bind(now_s());
+        match bind_term(q, term).fetch_optional(&self.pool).await? {
+            Some(row) => Ok(row.try_get(0)?),
+            None => Err(Fenced::of(term.expect("an unfenced insert returns its row")).into()),
+        }
     }
 
     /// Updates a transaction's status.
@@ -572,36 +670,121 @@ impl Store {
             .collect()
     }
 
-    /// Takes or renews the lease on a market for `holder` (several keepers on one PostgreSQL store share the work:
-    /// each market is driven by the holder of its unexpired lease). Returns whether `holder` holds it now.
-    pub async fn try_lease(&self, chain: &str, market_id: i64, holder: &str, ttl_s: i64, now: i64) -> Result<bool> {
-        sqlx::query(
-            "INSERT INTO leases (chain, market_id, holder, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (chain, market_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
-             WHERE leases.holder = excluded.holder OR leases.expires_at < $5",
-        )
-        .bind(chain)
-        .bind(market_id)
-        .bind(holder)
-        .bind(now + ttl_s)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        let r = sqlx::query("SELECT holder FROM leases WHERE chain = $1 AND market_id = $2")
-            .bind(chain)
-            .bind(market_id)
-            .fetch_one(&self.pool)
-            .await?;
-        let h: String = r.try_get(0)?;
-        Ok(h == holder)
-    }
-
-    /// Gives a lease up (on shutdown).
-    pub async fn release_lease(&self, chain: &str, market_id: i64, holder: &str) -> Result<()> {
-        sqlx::query("DELETE FROM leases WHERE chain = $1 AND market_id = $2 AND holder = $3")
+    /// Takes or renews the lease on a market for `holder`, on the database's clock, in one statement. `held` is the
+    /// epoch `holder` holds now (`None` when it holds none): a held, unexpired term is renewed under the same epoch;
+    /// an expired lease (or a market without one) is taken under the next epoch. Returns the lease row as it stands
+    /// after the statement: `holder` holds the lease iff the row names it (and the epoch it expected, when renewing).
+    pub async fn acquire_lease(
+        &self,
+        chain: &str,
+        market_id: i64,
+        holder: &str,
+        held: Option<i64>,
+        ttl_ms: i64,
+    ) -> Result<LeaseRow> {
+        let now = self.db_now();
+        let renew = format!("(leases.holder = excluded.holder AND leases.epoch = $5 AND leases.expires_ms > {now})");
+        let sql = format!(
+            "INSERT INTO leases (chain, market_id, holder, epoch, since_ms, renewed_ms, expires_ms) \
+             VALUES ($1, $2, $3, 1, {now}, {now}, {now} + $4) \
+             ON CONFLICT (chain, market_id) DO UPDATE SET \
+             epoch = CASE WHEN {renew} THEN leases.epoch ELSE leases.epoch + 1 END, \
+             since_ms = CASE WHEN {renew} THEN leases.since_ms ELSE excluded.since_ms END, \
+             holder = excluded.holder, renewed_ms = excluded.renewed_ms, expires_ms = excluded.expires_ms \
+             WHERE {renew} OR leases.expires_ms <= {now} \
+             RETURNING holder, epoch, since_ms, renewed_ms, expires_ms, {now}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(chain)
             .bind(market_id)
             .bind(holder)
+            .bind(ttl_ms)
+            .bind(held.unwrap_or(-1))
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => lease_row(chain, market_id, &r),
+            None => self
+                .lease(chain, market_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("{chain} market {market_id}: the lease row vanished")),
+        }
+    }
+
+    /// A market's lease row, if it ever had one.
+    pub async fn lease(&self, chain: &str, market_id: i64) -> Result<Option<LeaseRow>> {
+        let sql = format!(
+            "SELECT holder, epoch, since_ms, renewed_ms, expires_ms, {} FROM leases WHERE chain = $1 AND market_id = $2",
+            self.db_now()
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chain).bind(market_id).fetch_optional(&self.pool).await?;
+        r.map(|r| lease_row(chain, market_id, &r)).transpose()
+    }
+
+    /// Every lease row (for `kronos status`).
+    pub async fn leases(&self) -> Result<Vec<LeaseRow>> {
+        let sql = format!(
+            "SELECT chain, market_id, holder, epoch, since_ms, renewed_ms, expires_ms, {} FROM leases ORDER BY chain, market_id",
+            self.db_now()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LeaseRow {
+                    chain: r.try_get(0)?,
+                    market_id: r.try_get(1)?,
+                    holder: r.try_get(2)?,
+                    epoch: r.try_get(3)?,
+                    since_ms: r.try_get(4)?,
+                    renewed_ms: r.try_get(5)?,
+                    expires_ms: r.try_get(6)?,
+                    db_now_ms: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Gives a lease term up (on shutdown): it expires now, so a standby takes the next epoch at once. The row stays,
+    /// so epochs keep growing.
+    pub async fn release_lease(&self, term: &FenceToken) -> Result<()> {
+        let sql = format!(
+            "UPDATE leases SET expires_ms = {} - 1 WHERE chain = $1 AND market_id = $2 AND holder = $3 AND epoch = $4",
+            self.db_now()
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&term.chain)
+            .bind(term.market_id)
+            .bind(&term.holder)
+            .bind(term.epoch)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The nonce authority of a signer shared by several keepers: takes the next nonce of (`chain`, `signer`), at
+    /// least `pending` (the node's pending count), atomically across keepers; only while `term` holds its lease.
+    pub async fn take_shared_nonce(&self, chain: &str, signer: &str, pending: i64, term: &FenceToken) -> Result<i64> {
+        let sql = format!(
+            "INSERT INTO signer_nonces (chain, signer, next_nonce) {} \
+             ON CONFLICT (chain, signer) DO UPDATE SET next_nonce = \
+             (CASE WHEN signer_nonces.next_nonce > excluded.next_nonce - 1 THEN signer_nonces.next_nonce \
+             ELSE excluded.next_nonce - 1 END) + 1 RETURNING next_nonce - 1",
+            self.source(3, Some(term))
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chain).bind(signer).bind(pending + 1);
+        match bind_term(q, Some(term)).fetch_optional(&self.pool).await? {
+            Some(r) => Ok(r.try_get(0)?),
+            None => Err(Fenced::of(term).into()),
+        }
+    }
+
+    /// Gives back a shared nonce that was never broadcast, when it was the last one taken.
+    pub async fn release_shared_nonce(&self, chain: &str, signer: &str, nonce: i64) -> Result<()> {
+        sqlx::query("UPDATE signer_nonces SET next_nonce = $3 WHERE chain = $1 AND signer = $2 AND next_nonce = $4")
+            .bind(chain)
+            .bind(signer)
+            .bind(nonce)
+            .bind(nonce + 1)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -611,6 +794,37 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
         Ok(())
+    }
+}
+
+fn lease_row(chain: &str, market_id: i64, r: &AnyRow) -> Result<LeaseRow> {
+    Ok(LeaseRow {
+        chain: chain.to_string(),
+        market_id,
+        holder: r.try_get(0)?,
+        epoch: r.try_get(1)?,
+        since_ms: r.try_get(2)?,
+        renewed_ms: r.try_get(3)?,
+        expires_ms: r.try_get(4)?,
+        db_now_ms: r.try_get(5)?,
+    })
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds a term's four fields after a statement's own values (see [`Store::source`]).
+fn bind_term<'q>(q: AnyQuery<'q>, term: Option<&FenceToken>) -> AnyQuery<'q> {
+    match term {
+        None => q,
+        Some(t) => q.bind(t.chain.clone()).bind(t.market_id).bind(t.holder.clone()).bind(t.epoch),
+    }
+}
+
+/// A fenced statement that wrote nothing was refused by the lease check.
+fn check_fenced(rows: u64, term: Option<&FenceToken>) -> Result<()> {
+    match term {
+        Some(t) if rows == 0 => Err(Fenced::of(t).into()),
+        _ => Ok(()),
     }
 }
 
@@ -763,7 +977,7 @@ pub(crate) mod tests {
             gas_used: None,
             error: None,
         };
-        let id = store.insert_tx(&t).await.unwrap();
+        let id = store.insert_tx(&t, None).await.unwrap();
         assert_eq!(store.open_txs("base", "0xkeeper").await.unwrap().len(), 1);
         store.update_tx(id, "confirmed", Some(11), Some(90_000), None).await.unwrap();
         assert!(store.open_txs("base", "0xkeeper").await.unwrap().is_empty());
@@ -814,13 +1028,111 @@ pub(crate) mod tests {
         store.upsert_track_record(&TrackRecordRow { hits: 3, ..tr.clone() }).await.unwrap();
         assert_eq!(store.track_records().await.unwrap()[0].hits, 3);
 
-        assert!(store.try_lease("base", 1, "k1", 30, 100).await.unwrap());
-        assert!(!store.try_lease("base", 1, "k2", 30, 110).await.unwrap(), "k1's lease has not expired");
-        assert!(store.try_lease("base", 1, "k1", 30, 120).await.unwrap(), "renewal");
-        assert!(store.try_lease("base", 1, "k2", 30, 200).await.unwrap(), "expired lease is taken over");
-        store.release_lease("base", 1, "k2").await.unwrap();
-        assert!(store.try_lease("base", 1, "k1", 30, 201).await.unwrap());
+        leases_and_fencing(store).await;
         store.ping().await.unwrap();
+    }
+
+    /// Leases on the database's clock with a growing epoch, and writes fenced by the term they were made under.
+    pub async fn leases_and_fencing(store: &Store) {
+        let ttl = 60_000;
+        let a = store.acquire_lease("base", 1, "k1", None, ttl).await.unwrap();
+        assert_eq!((a.holder.as_str(), a.epoch), ("k1", 1));
+        assert!(a.expires_ms > a.db_now_ms && a.expires_ms <= a.db_now_ms + ttl, "{a:?}");
+        // Another keeper cannot take a live lease, whatever its own clock says (no host clock is passed at all).
+        let b = store.acquire_lease("base", 1, "k2", None, ttl).await.unwrap();
+        assert_eq!((b.holder.as_str(), b.epoch), ("k1", 1), "k2 took a live lease");
+        // A renewal keeps the epoch and the start of the term.
+        let r = store.acquire_lease("base", 1, "k1", Some(1), ttl).await.unwrap();
+        assert_eq!((r.holder.as_str(), r.epoch, r.since_ms), ("k1", 1, a.since_ms));
+        // The same keeper id without the epoch (a restarted process) does not renew someone's live term.
+        let again = store.acquire_lease("base", 1, "k1", None, ttl).await.unwrap();
+        assert_eq!(again.epoch, 1);
+        // Writes under the term go through; the other market is not leased by anyone.
+        let (fenced, slot) = store.fenced();
+        let term = FenceToken { chain: "base".into(), market_id: 1, holder: "k1".into(), epoch: 1 };
+        let cp = |idx| CheckpointRow {
+            chain: "base".into(),
+            market_id: 1,
+            idx,
+            ts: 0,
+            round_id: "1".into(),
+            price: "1".into(),
+            status: "valid".into(),
+            tx_hash: None,
+            block: None,
+            delay_blocks: None,
+        };
+        assert!(fenced.record_checkpoint(&cp(40)).await.is_err(), "a fenced store without a term wrote");
+        *slot.lock() = Some(term.clone());
+        fenced.record_checkpoint(&cp(40)).await.unwrap();
+        // An expired lease is taken under the next epoch (a TTL of 0 expires at once).
+        store.acquire_lease("base", 1, "k1", Some(1), 0).await.unwrap();
+        let t = store.acquire_lease("base", 1, "k2", None, ttl).await.unwrap();
+        assert_eq!((t.holder.as_str(), t.epoch), ("k2", 2), "expired lease is taken over under the next epoch");
+        assert!(t.since_ms >= a.since_ms);
+        // The old term's writes are refused, by the database, as `Fenced`.
+        let e = fenced.record_checkpoint(&cp(41)).await.unwrap_err();
+        assert!(e.downcast_ref::<Fenced>().is_some(), "{e:#}");
+        assert_eq!(store.checkpoints("base", 1, 41, 1).await.unwrap(), vec![]);
+        let round = RoundRow {
+            chain: "base".into(),
+            market_id: 1,
+            epoch: 9,
+            state: "locked".into(),
+            lock_price: None,
+            close_price: None,
+            outcome: None,
+            reason: None,
+            up_wei: "0".into(),
+            down_wei: "0".into(),
+            reward_wei: None,
+            treasury_fee_wei: None,
+            delay_blocks: None,
+        };
+        assert!(fenced.upsert_round(&round).await.unwrap_err().downcast_ref::<Fenced>().is_some());
+        let tx = TxRow {
+            id: 0,
+            chain: "base".into(),
+            signer: "0xs".into(),
+            action: "execute:1:41".into(),
+            nonce: 1,
+            tx_hash: "0x1".into(),
+            status: "signed".into(),
+            max_fee_wei: "1".into(),
+            priority_fee_wei: "1".into(),
+            gas_limit: 1,
+            sent_at: 1,
+            mined_block: None,
+            gas_used: None,
+            error: None,
+        };
+        assert!(store.insert_tx(&tx, Some(&term)).await.unwrap_err().downcast_ref::<Fenced>().is_some());
+        assert!(store.txs_for_action("base", "execute:1:41").await.unwrap().is_empty());
+        // The old holder's renewal fails: the row names k2 under epoch 2.
+        let old = store.acquire_lease("base", 1, "k1", Some(1), ttl).await.unwrap();
+        assert_eq!((old.holder.as_str(), old.epoch), ("k2", 2));
+        // The new term writes; a release expires it at once and the next taker gets epoch 3.
+        let new_term = FenceToken { holder: "k2".into(), epoch: 2, ..term.clone() };
+        assert!(store.insert_tx(&tx, Some(&new_term)).await.unwrap() > 0);
+        store.release_lease(&new_term).await.unwrap();
+        let n = store.acquire_lease("base", 1, "k1", None, ttl).await.unwrap();
+        assert_eq!((n.holder.as_str(), n.epoch), ("k1", 3));
+        assert_eq!(store.leases().await.unwrap().len(), 1);
+        assert_eq!(store.lease("base", 1).await.unwrap().unwrap().epoch, 3);
+        // The shared-signer nonce authority: at least the node's pending count, never handed out twice.
+        let k1 = FenceToken { holder: "k1".into(), epoch: 3, ..term.clone() };
+        assert_eq!(store.take_shared_nonce("base", "0xs", 5, &k1).await.unwrap(), 5);
+        assert_eq!(store.take_shared_nonce("base", "0xs", 5, &k1).await.unwrap(), 6);
+        assert_eq!(store.take_shared_nonce("base", "0xs", 9, &k1).await.unwrap(), 9);
+        store.release_shared_nonce("base", "0xs", 9).await.unwrap();
+        assert_eq!(store.take_shared_nonce("base", "0xs", 0, &k1).await.unwrap(), 9);
+        store.release_shared_nonce("base", "0xs", 3).await.unwrap();
+        assert_eq!(
+            store.take_shared_nonce("base", "0xs", 0, &k1).await.unwrap(),
+            10,
+            "only the last nonce is given back"
+        );
+        assert!(store.take_shared_nonce("base", "0xs", 0, &term).await.unwrap_err().downcast_ref::<Fenced>().is_some());
     }
 
     #[tokio::test]

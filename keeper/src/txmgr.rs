@@ -23,6 +23,7 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use kronos_common::signals::SignalKind;
 use kronos_common::{Bus, FeeModel};
 
+use crate::lease::Fence;
 use crate::store::{Store, TxRow};
 
 /// How a transaction ended badly.
@@ -37,6 +38,9 @@ pub enum TxError {
     /// The signer cannot pay, or the node refused the transaction for good.
     #[error("{0}")]
     Fatal(String),
+    /// This keeper no longer holds the lease term the transaction was for: nothing more is sent.
+    #[error("not sent: {0}")]
+    Fenced(String),
 }
 
 /// Fee limits and timing for one chain.
@@ -87,6 +91,8 @@ pub struct TxManager {
     store: Store,
     bus: Bus,
     next_nonce: tokio::sync::Mutex<Option<u64>>,
+    /// Nonces come from the store's nonce authority (a signer shared by several keepers).
+    shared_nonces: std::sync::atomic::AtomicBool,
     pub counters: Arc<TxCounters>,
 }
 
@@ -235,6 +241,14 @@ impl TxError {
     }
 }
 
+/// A store error as a transaction error: `Fenced` when the store refused a write under an ended lease term.
+fn fenced_or_fatal(e: anyhow::Error) -> TxError {
+    match e.downcast_ref::<crate::store::Fenced>() {
+        Some(f) => TxError::Fenced(f.to_string()),
+        None => TxError::Fatal(format!("store: {e:#}")),
+    }
+}
+
 /// Whether an action's outcome is on chain (see [`TxManager::send_unless_done`]).
 pub type DoneCheck<'a> = dyn Fn() -> futures::future::BoxFuture<'a, bool> + Send + Sync + 'a;
 
@@ -282,8 +296,14 @@ impl TxManager {
             store,
             bus,
             next_nonce: tokio::sync::Mutex::new(None),
+            shared_nonces: Default::default(),
             counters: Arc::new(TxCounters::default()),
         })
+    }
+
+    /// Takes nonces from the store's nonce authority from now on (`keeper.shared_signer`): fenced sends only.
+    pub fn share_nonces(&self) {
+        self.shared_nonces.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The provider this manager sends through.
@@ -332,8 +352,26 @@ impl TxManager {
         Ok(gas)
     }
 
-    async fn take_nonce(&self) -> Result<u64, TxError> {
+    async fn take_nonce(&self, fence: Option<&Fence>) -> Result<u64, TxError> {
         let mut g = self.next_nonce.lock().await;
+        if let Some(token) =
+            fence.and_then(Fence::token).filter(|_| self.shared_nonces.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            let pending = self
+                .provider
+                .get_transaction_count(self.signer)
+                .pending()
+                .await
+                .map_err(|e| TxError::Transport(message(&e)))?;
+            return match self
+                .store
+                .take_shared_nonce(&self.chain, &self.signer.to_string(), pending as i64, &token)
+                .await
+            {
+                Ok(n) => Ok(n as u64),
+                Err(e) => Err(fenced_or_fatal(e)),
+            };
+        }
         let n = match *g {
             Some(n) => n,
             None => self
@@ -354,6 +392,9 @@ impl TxManager {
     /// Gives back a nonce taken for a transaction that was never broadcast.
     async fn release_nonce(&self, nonce: u64) {
         let mut g = self.next_nonce.lock().await;
+        if self.shared_nonces.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = self.store.release_shared_nonce(&self.chain, &self.signer.to_string(), nonce as i64).await;
+        }
         *g = released(*g, nonce);
     }
 
@@ -404,12 +445,29 @@ impl TxManager {
         value: U256,
         done: &DoneCheck<'_>,
     ) -> Result<Mined, TxError> {
+        self.send_fenced(None, action, to, data, value, done).await
+    }
+
+    /// [`send_unless_done`](Self::send_unless_done) under a market's lease term: before the nonce is taken, when the
+    /// transaction is recorded (the store refuses the row once the term is over) and before every broadcast, the term
+    /// must still hold the lease; once it does not, nothing more is sent or followed and `Fenced` is returned.
+    pub async fn send_fenced(
+        &self,
+        fence: Option<&Fence>,
+        action: &str,
+        to: Address,
+        data: Bytes,
+        value: U256,
+        done: &DoneCheck<'_>,
+    ) -> Result<Mined, TxError> {
         loop {
+            self.check_fence(fence, action)?;
             let est = self.simulate(to, &data, value).await?;
             let gas = est + est / 4 + 10_000;
             // Fees before the nonce: a failure here leaves no nonce taken.
             let fees = self.current_fees().await?;
-            let nonce = self.take_nonce().await?;
+            self.check_fence(fence, action)?;
+            let nonce = self.take_nonce(fence).await?;
             let (hash, raw) = match self.sign(to, &data, value, nonce, gas, fees).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -417,10 +475,16 @@ impl TxManager {
                     return Err(e);
                 }
             };
-            let row = self.record(action, nonce, hash, gas, fees).await;
+            let row = match self.record(fence, action, nonce, hash, gas, fees).await {
+                Ok(row) => row,
+                Err(e) => {
+                    self.release_nonce(nonce).await;
+                    return Err(e);
+                }
+            };
             let tx =
                 Pending { to, data: data.clone(), value, nonce, gas, fees, hash, raw, row, hashes: vec![(row, hash)] };
-            match self.follow(action, tx, true, done).await? {
+            match self.follow(fence, action, tx, true, done).await? {
                 Followed::Mined(m) => return Ok(m),
                 Followed::NonceUsed | Followed::Restart => continue,
             }
@@ -432,6 +496,7 @@ impl TxManager {
     /// the pool.
     async fn follow(
         &self,
+        fence: Option<&Fence>,
         action: &str,
         mut tx: Pending,
         broadcast: bool,
@@ -442,6 +507,12 @@ impl TxManager {
         let mut need_broadcast = broadcast;
         let mut transport_wait = self.policy.poll;
         loop {
+            if let Err(e) = self.check_fence(fence, action) {
+                // The new leader redoes what is still needed (a version already out may still be mined: the chain
+                // then records the action once, and the new leader sees it done).
+                self.resync_nonce().await;
+                return Err(e);
+            }
             if need_broadcast {
                 attempts += 1;
                 match self.provider.send_raw_transaction(&tx.raw).await {
@@ -484,7 +555,7 @@ impl TxManager {
                             }
                             Refusal::Underpriced => match self.raise(tx.fees).await {
                                 Ok(Some(f)) => {
-                                    self.replace(action, &mut tx, f).await?;
+                                    self.replace(fence, action, &mut tx, f).await?;
                                     continue;
                                 }
                                 Ok(None) | Err(TxError::Transport(_)) => {
@@ -605,7 +676,7 @@ impl TxManager {
                 match self.raise(tx.fees).await {
                     Ok(Some(f)) => {
                         tracing::info!(chain = %self.chain, action, nonce = tx.nonce, max_fee = %f.max_fee, priority = %f.priority, "not mined in time; replacing with higher fees");
-                        self.replace(action, &mut tx, f).await?;
+                        self.replace(fence, action, &mut tx, f).await?;
                         need_broadcast = true;
                     }
                     Ok(None) => {
@@ -622,10 +693,10 @@ impl TxManager {
     }
 
     /// Signs a replacement of `tx` (same nonce) with fees `f` and records it.
-    async fn replace(&self, action: &str, tx: &mut Pending, f: Fees) -> Result<(), TxError> {
+    async fn replace(&self, fence: Option<&Fence>, action: &str, tx: &mut Pending, f: Fees) -> Result<(), TxError> {
         tx.fees = f;
         (tx.hash, tx.raw) = self.sign(tx.to, &tx.data, tx.value, tx.nonce, tx.gas, f).await?;
-        tx.row = self.record(action, tx.nonce, tx.hash, tx.gas, f).await;
+        tx.row = self.record(fence, action, tx.nonce, tx.hash, tx.gas, f).await?;
         tx.hashes.push((tx.row, tx.hash));
         self.counters.bumped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -643,7 +714,29 @@ impl TxManager {
         Ok(next_fees(&self.policy, old, market))
     }
 
-    async fn record(&self, action: &str, nonce: u64, hash: TxHash, gas: u64, fees: Fees) -> i64 {
+    /// `Err(Fenced)` when the lease term is over (the local check, or the store refusing the row): do not send.
+    fn check_fence(&self, fence: Option<&Fence>, action: &str) -> Result<(), TxError> {
+        match fence {
+            Some(f) if !f.may_send() => Err(TxError::Fenced(format!(
+                "{}: {action}: lease epoch {} of market {} is no longer held",
+                self.chain, f.epoch, f.lease.market
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a signed version before it is broadcast (under the fence's term, when given). A store failure other
+    /// than a refused term is logged and the transaction still goes out (the local term check has passed).
+    async fn record(
+        &self,
+        fence: Option<&Fence>,
+        action: &str,
+        nonce: u64,
+        hash: TxHash,
+        gas: u64,
+        fees: Fees,
+    ) -> Result<i64, TxError> {
+        self.check_fence(fence, action)?;
         let row = TxRow {
             id: 0,
             chain: self.chain.clone(),
@@ -660,12 +753,16 @@ impl TxManager {
             gas_used: None,
             error: None,
         };
-        match self.store.insert_tx(&row).await {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::error!(chain = %self.chain, error = %e, "could not record a transaction in the store");
-                -1
-            }
+        let term = fence.and_then(Fence::token);
+        match self.store.insert_tx(&row, term.as_ref()).await {
+            Ok(id) => Ok(id),
+            Err(e) => match fenced_or_fatal(e) {
+                TxError::Fenced(m) => Err(TxError::Fenced(m)),
+                e => {
+                    tracing::error!(chain = %self.chain, error = %e, "could not record a transaction in the store");
+                    Ok(-1)
+                }
+            },
         }
     }
 
@@ -804,13 +901,13 @@ impl TxManager {
         let action = format!("cancel:{nonce}");
         let (to, data, gas) = (self.signer, Bytes::new(), 21_000);
         let (hash, raw) = self.sign(to, &data, U256::ZERO, nonce, gas, fees).await?;
-        let row = self.record(&action, nonce, hash, gas, fees).await;
+        let row = self.record(None, &action, nonce, hash, gas, fees).await?;
         let mut hashes: Vec<(i64, TxHash)> =
             rows.iter().filter_map(|r| r.tx_hash.parse().ok().map(|h| (r.id, h))).collect();
         hashes.push((row, hash));
         tracing::info!(chain = %self.chain, nonce, actions = ?rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), "cancelling a transaction left open by a previous run");
         let tx = Pending { to, data, value: U256::ZERO, nonce, gas, fees, hash, raw, row, hashes };
-        match self.follow(&action, tx, true, &|| Box::pin(async { false })).await {
+        match self.follow(None, &action, tx, true, &|| Box::pin(async { false })).await {
             Ok(Followed::Mined(m)) if m.hash == hash => {
                 tracing::info!(chain = %self.chain, nonce, "cancelled; the scheduler redoes what is still needed");
             }

@@ -158,6 +158,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         signer: SignerSource::Env("(demo)".into()),
         poll_ms: 250,
         keeper_id: "demo".into(),
+        lease: Default::default(),
         api_token: None,
         forecaster: forecast.then(|| ForecasterConfig {
             enabled: true,

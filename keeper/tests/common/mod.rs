@@ -75,6 +75,7 @@ impl Net {
             signer: SignerSource::Env("KRONOS_TEST_KEY".into()),
             poll_ms: 100,
             keeper_id: "test".into(),
+            lease: Default::default(),
             api_token: None,
             forecaster: forecaster.then(|| ForecasterConfig {
                 enabled: true,

@@ -1,0 +1,514 @@
+//! Several keepers on one PostgreSQL store: each market is driven by the holder of its lease (active/passive).
+//!
+//! A lease is a row renewed in the background on the database's clock (`now()` in SQL, never a host's clock) with
+//! an epoch that grows by one at every change of term: Kleppmann's fencing token. A keeper keeps sending only while
+//! it renewed its term recently enough on its own monotonic clock (`valid_until`, a margin before the database could
+//! let anyone else take over), and the database refuses the rows it writes for the market once the term is over. A
+//! keeper that loses its lease stops sending at once, steps down to standby and says so (log, `/health`, an alert).
+//!
+//! With SQLite the store is one keeper's: the lease is always held and nothing is written for it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kronos_common::signals::SignalKind;
+use kronos_common::Bus;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{MarketLabel, Metrics};
+use crate::store::{FenceToken, LeaseRow, Store};
+
+/// Lease timing (`keeper.lease_ttl_ms`, `keeper.lease_refresh_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// How long a term lasts on the database's clock after its last renewal.
+    pub ttl: Duration,
+    /// How often the holder renews (and a standby tries to take over).
+    pub refresh: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        LeaseTiming { ttl: Duration::from_secs(10), refresh: Duration::from_secs(1) }
+    }
+}
+
+impl LeaseTiming {
+    /// Until when a term renewed by a statement sent at `sent` may be used to send: a quarter of the TTL before the
+    /// database can expire it (the database stamps the renewal at or after `sent`), for the time between the last
+    /// check and a broadcast reaching the node.
+    pub fn valid_until(&self, sent: Instant) -> Instant {
+        sent + self.ttl - self.ttl / 4
+    }
+}
+
+/// `keeper.lease_ttl_ms`, `keeper.lease_refresh_ms`, `keeper.shared_signer`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseSettings {
+    pub timing: LeaseTiming,
+    /// Keepers share one signer key: nonces come from the store's nonce authority (PostgreSQL only).
+    pub shared_signer: bool,
+}
+
+impl LeaseSettings {
+    /// Validates the settings; errors name the field.
+    pub fn parse(
+        ttl_ms: Option<u64>,
+        refresh_ms: Option<u64>,
+        shared_signer: bool,
+        store: &str,
+    ) -> Result<LeaseSettings, (String, String)> {
+        let d = LeaseTiming::default();
+        let ttl = ttl_ms.map(Duration::from_millis).unwrap_or(d.ttl);
+        let refresh = refresh_ms.map(Duration::from_millis).unwrap_or(d.refresh);
+        if refresh < Duration::from_millis(100) {
+            return Err(("keeper.lease_refresh_ms".into(), format!("{} is below 100", refresh.as_millis())));
+        }
+        if ttl < refresh * 3 {
+            return Err((
+                "keeper.lease_ttl_ms".into(),
+                format!(
+                    "{} must be at least 3 × lease_refresh_ms ({}), so that a missed renewal does not end a term",
+                    ttl.as_millis(),
+                    refresh.as_millis()
+                ),
+            ));
+        }
+        if shared_signer && !(store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+            return Err((
+                "keeper.shared_signer".into(),
+                "a signer shared by several keepers needs a PostgreSQL store (its nonce authority)".into(),
+            ));
+        }
+        Ok(LeaseSettings { timing: LeaseTiming { ttl, refresh }, shared_signer })
+    }
+}
+
+/// What a keeper knows of one market's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseView {
+    /// SQLite: the only keeper; always leads, never fenced.
+    Single,
+    /// Another keeper leads (or nobody yet).
+    Standby { leader: Option<String>, epoch: i64, since_ms: i64 },
+    /// This keeper leads under `epoch`; it may send until `valid_until`.
+    Leading { epoch: i64, since_ms: i64, valid_until: Instant },
+}
+
+/// A change of a keeper's role on a market, to be logged, counted and alerted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// This keeper began a term; `from` is the previous holder when it was another keeper (a takeover).
+    Acquired { epoch: i64, from: Option<String> },
+    /// This keeper's term ended: another keeper took it, or it could not renew it in time.
+    Lost { epoch: i64, why: String },
+}
+
+/// Whether a keeper may send (and write) under term `epoch` at `now`.
+pub fn may_send(view: &LeaseView, epoch: i64, now: Instant) -> bool {
+    match view {
+        LeaseView::Single => true,
+        LeaseView::Leading { epoch: e, valid_until, .. } => *e == epoch && now < *valid_until,
+        LeaseView::Standby { .. } => false,
+    }
+}
+
+/// The view after a renewal statement sent at `sent` answered `row` (`None`: it failed), at `now`.
+pub fn after_renewal(
+    view: &LeaseView,
+    row: Option<&LeaseRow>,
+    me: &str,
+    sent: Instant,
+    now: Instant,
+    timing: &LeaseTiming,
+) -> (LeaseView, Option<Transition>) {
+    match (view, row) {
+        (LeaseView::Single, _) => (LeaseView::Single, None),
+        (LeaseView::Leading { epoch, since_ms, valid_until }, Some(r)) if r.holder == me && r.epoch == *epoch => (
+            LeaseView::Leading {
+                epoch: *epoch,
+                since_ms: *since_ms,
+                valid_until: timing.valid_until(sent).max(*valid_until),
+            },
+            None,
+        ),
+        (LeaseView::Leading { epoch, .. }, Some(r)) => (
+            LeaseView::Standby { leader: Some(r.holder.clone()), epoch: r.epoch, since_ms: r.since_ms },
+            Some(Transition::Lost {
+                epoch: *epoch,
+                why: if r.holder == me {
+                    format!("the term expired and a new one ({}) began", r.epoch)
+                } else {
+                    format!("{} holds it now under epoch {}", r.holder, r.epoch)
+                },
+            }),
+        ),
+        (LeaseView::Leading { epoch, valid_until, .. }, None) if now >= *valid_until => (
+            LeaseView::Standby { leader: None, epoch: *epoch, since_ms: 0 },
+            Some(Transition::Lost { epoch: *epoch, why: "the store could not renew it in time".into() }),
+        ),
+        (LeaseView::Leading { .. }, None) => (view.clone(), None),
+        (LeaseView::Standby { leader, .. }, Some(r)) if r.holder == me => (
+            LeaseView::Leading { epoch: r.epoch, since_ms: r.since_ms, valid_until: timing.valid_until(sent) },
+            Some(Transition::Acquired { epoch: r.epoch, from: leader.clone().filter(|l| l != me) }),
+        ),
+        (LeaseView::Standby { .. }, Some(r)) => {
+            (LeaseView::Standby { leader: Some(r.holder.clone()), epoch: r.epoch, since_ms: r.since_ms }, None)
+        }
+        (LeaseView::Standby { .. }, None) => (view.clone(), None),
+    }
+}
+
+/// The view when no renewal answered: a term whose validity has run out is lost.
+pub fn after_silence(view: &LeaseView, now: Instant) -> (LeaseView, Option<Transition>) {
+    match view {
+        LeaseView::Leading { epoch, valid_until, .. } if now >= *valid_until => (
+            LeaseView::Standby { leader: None, epoch: *epoch, since_ms: 0 },
+            Some(Transition::Lost { epoch: *epoch, why: "it was not renewed in time".into() }),
+        ),
+        _ => (view.clone(), None),
+    }
+}
+
+/// A market's role as `/health`, `/api/markets` and `kronos status` show it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// `single` (SQLite), `leader` or `standby`.
+    pub role: String,
+    pub epoch: i64,
+    /// The holder as last seen (this keeper when leading).
+    pub leader: Option<String>,
+    /// Start of the leader's term on the database's clock (ms).
+    pub since_ms: i64,
+    /// The last time this keeper lost the lease, and why.
+    pub last_loss: Option<String>,
+}
+
+/// One market's lease, as held (or not) by this keeper.
+pub struct Lease {
+    pub chain: String,
+    pub market: u64,
+    pub holder: String,
+    store: Option<Store>,
+    timing: LeaseTiming,
+    view: Mutex<LeaseView>,
+    last_loss: Mutex<Option<String>>,
+    changed: tokio::sync::Notify,
+    bus: Bus,
+    metrics: Arc<Metrics>,
+}
+
+impl Lease {
+    /// The lease of `market` on `chain`: kept in `store` when it is PostgreSQL, always held with SQLite.
+    pub fn new(
+        chain: &str,
+        market: u64,
+        holder: &str,
+        store: &Store,
+        timing: LeaseTiming,
+        bus: Bus,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Lease> {
+        let shared = store.backend == crate::store::Backend::Postgres;
+        Arc::new(Lease {
+            chain: chain.to_string(),
+            market,
+            holder: holder.to_string(),
+            store: shared.then(|| store.clone()),
+            timing,
+            view: Mutex::new(if shared {
+                LeaseView::Standby { leader: None, epoch: 0, since_ms: 0 }
+            } else {
+                LeaseView::Single
+            }),
+            last_loss: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
+            bus,
+            metrics,
+        })
+    }
+
+    /// The current view.
+    pub fn view(&self) -> LeaseView {
+        self.view.lock().clone()
+    }
+
+    /// The term `epoch` of this lease as a fencing token (`None` with SQLite: nothing to fence).
+    pub fn token(&self, epoch: i64) -> Option<FenceToken> {
+        self.store.as_ref().map(|_| FenceToken {
+            chain: self.chain.clone(),
+            market_id: self.market as i64,
+            holder: self.holder.clone(),
+            epoch,
+        })
+    }
+
+    /// Whether this keeper may still send under term `epoch` (checked before every broadcast).
+    pub fn may_send(&self, epoch: i64) -> bool {
+        let now = Instant::now();
+        let (v, t) = after_silence(&self.view.lock(), now);
+        if t.is_some() {
+            self.apply(v, t);
+        }
+        may_send(&self.view.lock(), epoch, now)
+    }
+
+    /// Waits until the view may have changed (or `max` passed).
+    pub async fn changed(&self, max: Duration) {
+        let _ = tokio::time::timeout(max, self.changed.notified()).await;
+    }
+
+    /// The market's role for `/health` and `/api/markets`.
+    pub fn status(&self) -> LeaseStatus {
+        let last_loss = self.last_loss.lock().clone();
+        match self.view() {
+            LeaseView::Single => LeaseStatus { role: "single".into(), last_loss, ..Default::default() },
+            LeaseView::Standby { leader, epoch, since_ms } => {
+                LeaseStatus { role: "standby".into(), epoch, leader, since_ms, last_loss }
+            }
+            LeaseView::Leading { epoch, since_ms, .. } => {
+                LeaseStatus { role: "leader".into(), epoch, leader: Some(self.holder.clone()), since_ms, last_loss }
+            }
+        }
+    }
+
+    fn label(&self) -> MarketLabel {
+        MarketLabel { chain: self.chain.clone(), market: self.market.to_string() }
+    }
+
+    /// Sets the view and reports a transition: log, metrics, an alert signal.
+    fn apply(&self, next: LeaseView, t: Option<Transition>) {
+        {
+            let mut v = self.view.lock();
+            // A concurrent caller may have applied the same transition already.
+            if *v == next {
+                return;
+            }
+            *v = next.clone();
+        }
+        let leading = matches!(next, LeaseView::Leading { .. } | LeaseView::Single);
+        self.metrics.lease_leader.get_or_create(&self.label()).set(leading as i64);
+        if let LeaseView::Leading { epoch, .. } | LeaseView::Standby { epoch, .. } = next {
+            self.metrics.lease_epoch.get_or_create(&self.label()).set(epoch);
+        }
+        match t {
+            Some(Transition::Acquired { epoch, from }) => {
+                match &from {
+                    Some(prev) => {
+                        self.metrics.lease_takeovers.get_or_create(&self.label()).inc();
+                        tracing::warn!(chain = %self.chain, market = self.market, epoch, from = %prev, holder = %self.holder, "took over the market's lease: this keeper leads it now");
+                    }
+                    None => {
+                        tracing::info!(chain = %self.chain, market = self.market, epoch, holder = %self.holder, "acquired the market's lease: this keeper leads it")
+                    }
+                }
+                self.bus.publish(
+                    "keeper",
+                    SignalKind::KeeperHealth {
+                        chain: self.chain.clone(),
+                        healthy: true,
+                        head_block: 0,
+                        lag_s: 0,
+                        detail: format!(
+                            "{} leads market {} (lease epoch {epoch}{})",
+                            self.holder,
+                            self.market,
+                            from.map(|f| format!(", taken over from {f}")).unwrap_or_default()
+                        ),
+                    },
+                );
+            }
+            Some(Transition::Lost { epoch, why }) => {
+                self.metrics.lease_losses.get_or_create(&self.label()).inc();
+                let detail = format!(
+                    "{} lost the lease of market {} (epoch {epoch}): {why}; stopped sending, standing by",
+                    self.holder, self.market
+                );
+                tracing::error!(chain = %self.chain, market = self.market, epoch, holder = %self.holder, %why, "lost the market's lease: stopped sending and stepped down");
+                *self.last_loss.lock() = Some(detail.clone());
+                self.bus.publish(
+                    "keeper",
+                    SignalKind::KeeperHealth {
+                        chain: self.chain.clone(),
+                        healthy: false,
+                        head_block: 0,
+                        lag_s: 0,
+                        detail,
+                    },
+                );
+            }
+            None => {}
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// One renewal (or takeover attempt).
+    pub async fn refresh(&self) {
+        let Some(store) = &self.store else { return };
+        let held = match self.view() {
+            LeaseView::Leading { epoch, .. } => Some(epoch),
+            _ => None,
+        };
+        let sent = Instant::now();
+        let ttl_ms = self.timing.ttl.as_millis() as i64;
+        let row = match store.acquire_lease(&self.chain, self.market as i64, &self.holder, held, ttl_ms).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(chain = %self.chain, market = self.market, error = %format!("{e:#}"), "lease renewal failed");
+                None
+            }
+        };
+        let (next, t) = after_renewal(&self.view(), row.as_ref(), &self.holder, sent, Instant::now(), &self.timing);
+        self.apply(next, t);
+    }
+
+    /// Renews in the background until cancelled, then gives a held term up so that a standby takes over at once.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        if self.store.is_none() {
+            self.metrics.lease_leader.get_or_create(&self.label()).set(1);
+            return;
+        }
+        loop {
+            self.refresh().await;
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(self.timing.refresh) => {}
+            }
+        }
+        if let (LeaseView::Leading { epoch, .. }, Some(store)) = (self.view(), &self.store) {
+            let token = self.token(epoch).expect("a PostgreSQL lease has a token");
+            match store.release_lease(&token).await {
+                Ok(()) => tracing::info!(chain = %self.chain, market = self.market, epoch, "lease given up"),
+                Err(e) => {
+                    tracing::warn!(chain = %self.chain, market = self.market, error = %e, "could not give the lease up; it expires by itself")
+                }
+            }
+            self.apply(LeaseView::Standby { leader: None, epoch, since_ms: 0 }, None);
+        }
+    }
+}
+
+/// A market driver's term, carried to the transaction manager: checked before every broadcast.
+#[derive(Clone)]
+pub struct Fence {
+    pub lease: Arc<Lease>,
+    pub epoch: i64,
+}
+
+impl Fence {
+    /// Whether the term still holds the lease.
+    pub fn may_send(&self) -> bool {
+        self.lease.may_send(self.epoch)
+    }
+
+    /// The term as a fencing token for store writes.
+    pub fn token(&self) -> Option<FenceToken> {
+        self.lease.token(self.epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(holder: &str, epoch: i64) -> LeaseRow {
+        LeaseRow {
+            chain: "base".into(),
+            market_id: 1,
+            holder: holder.into(),
+            epoch,
+            since_ms: 1000 * epoch,
+            renewed_ms: 0,
+            expires_ms: 0,
+            db_now_ms: 0,
+        }
+    }
+
+    fn timing() -> LeaseTiming {
+        LeaseTiming { ttl: Duration::from_secs(10), refresh: Duration::from_secs(1) }
+    }
+
+    #[test]
+    fn a_standby_leads_when_the_row_names_it_and_counts_a_takeover() {
+        let t0 = Instant::now();
+        let standby = LeaseView::Standby { leader: Some("a".into()), epoch: 1, since_ms: 1000 };
+        let (v, t) = after_renewal(&standby, Some(&row("b", 2)), "b", t0, t0, &timing());
+        assert_eq!(v, LeaseView::Leading { epoch: 2, since_ms: 2000, valid_until: t0 + Duration::from_millis(7500) });
+        assert_eq!(t, Some(Transition::Acquired { epoch: 2, from: Some("a".into()) }));
+        // The first keeper ever: no takeover.
+        let fresh = LeaseView::Standby { leader: None, epoch: 0, since_ms: 0 };
+        let (_, t) = after_renewal(&fresh, Some(&row("b", 1)), "b", t0, t0, &timing());
+        assert_eq!(t, Some(Transition::Acquired { epoch: 1, from: None }));
+        // Someone else leads: stay standby, remember who.
+        let (v, t) = after_renewal(&fresh, Some(&row("a", 1)), "b", t0, t0, &timing());
+        assert_eq!((v, t), (LeaseView::Standby { leader: Some("a".into()), epoch: 1, since_ms: 1000 }, None));
+    }
+
+    #[test]
+    fn a_leader_renews_under_the_same_epoch_and_steps_down_when_the_row_says_otherwise() {
+        let t0 = Instant::now();
+        let lead = LeaseView::Leading { epoch: 3, since_ms: 3000, valid_until: t0 + Duration::from_secs(1) };
+        let t1 = t0 + Duration::from_secs(1);
+        let (v, t) = after_renewal(&lead, Some(&row("a", 3)), "a", t1, t1, &timing());
+        assert_eq!(v, LeaseView::Leading { epoch: 3, since_ms: 3000, valid_until: t1 + Duration::from_millis(7500) });
+        assert_eq!(t, None);
+        // Another holder (a takeover while this keeper was paused).
+        let (v, t) = after_renewal(&lead, Some(&row("b", 4)), "a", t1, t1, &timing());
+        assert!(matches!(v, LeaseView::Standby { epoch: 4, .. }));
+        assert!(matches!(t, Some(Transition::Lost { epoch: 3, .. })));
+        // Its own id under a newer epoch (another process with the same keeper id): still lost.
+        let (v, t) = after_renewal(&lead, Some(&row("a", 5)), "a", t1, t1, &timing());
+        assert!(matches!(v, LeaseView::Standby { .. }) && matches!(t, Some(Transition::Lost { epoch: 3, .. })));
+    }
+
+    #[test]
+    fn a_leader_that_cannot_renew_stops_sending_before_anyone_can_take_over() {
+        let t0 = Instant::now();
+        let tm = timing();
+        let lead = LeaseView::Leading { epoch: 3, since_ms: 0, valid_until: tm.valid_until(t0) };
+        // The store does not answer: keep leading while the term is valid ...
+        let (v, t) = after_renewal(&lead, None, "a", t0 + Duration::from_secs(5), t0 + Duration::from_secs(5), &tm);
+        assert_eq!((v.clone(), t), (lead.clone(), None));
+        assert!(may_send(&v, 3, t0 + Duration::from_secs(7)));
+        // ... and stop at a quarter of the TTL before the database could expire it.
+        assert!(!may_send(&v, 3, t0 + Duration::from_millis(7500)));
+        assert!(tm.valid_until(t0) < t0 + tm.ttl);
+        let late = t0 + Duration::from_secs(8);
+        let (v, t) = after_renewal(&lead, None, "a", late, late, &tm);
+        assert!(matches!(v, LeaseView::Standby { .. }) && matches!(t, Some(Transition::Lost { .. })));
+        // A paused process (SIGSTOP past the TTL) finds its term over on waking, before any renewal answers.
+        let (v, t) = after_silence(&lead, t0 + Duration::from_secs(60));
+        assert!(!may_send(&v, 3, t0 + Duration::from_secs(60)) && t.is_some());
+        assert_eq!(after_silence(&lead, t0), (lead.clone(), None));
+    }
+
+    #[test]
+    fn lease_settings_are_checked_by_field() {
+        let s = LeaseSettings::parse(None, None, false, "sqlite://x").unwrap();
+        assert_eq!(s.timing, LeaseTiming::default());
+        assert_eq!(s.timing.ttl, Duration::from_secs(10));
+        let e = LeaseSettings::parse(Some(2000), Some(1000), false, "postgres://h/db").unwrap_err();
+        assert_eq!(e.0, "keeper.lease_ttl_ms");
+        assert_eq!(
+            LeaseSettings::parse(None, Some(50), false, "postgres://h/db").unwrap_err().0,
+            "keeper.lease_refresh_ms"
+        );
+        assert_eq!(LeaseSettings::parse(None, None, true, "sqlite://x").unwrap_err().0, "keeper.shared_signer");
+        assert!(LeaseSettings::parse(Some(3000), Some(500), true, "postgres://h/db").unwrap().shared_signer);
+    }
+
+    #[test]
+    fn only_the_term_held_may_send() {
+        let t0 = Instant::now();
+        let lead = LeaseView::Leading { epoch: 3, since_ms: 0, valid_until: t0 + Duration::from_secs(5) };
+        assert!(may_send(&lead, 3, t0));
+        assert!(!may_send(&lead, 2, t0), "an older term of the same keeper");
+        assert!(!may_send(&LeaseView::Standby { leader: None, epoch: 3, since_ms: 0 }, 3, t0));
+        assert!(may_send(&LeaseView::Single, 0, t0 + Duration::from_secs(1_000_000)));
+        // SQLite: a single keeper never changes role.
+        let (v, t) = after_renewal(&LeaseView::Single, Some(&row("x", 9)), "a", t0, t0, &timing());
+        assert_eq!((v, t), (LeaseView::Single, None));
+    }
+}
