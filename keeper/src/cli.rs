@@ -40,6 +40,9 @@ pub enum Command {
     /// The Binance USDⓈ-M Futures copy-trader: run, status, stats, emergency stop.
     #[command(subcommand)]
     Copytrade(crate::cmd::copytrade::CopytradeCommand),
+    /// The local exchange (Binance USDⓈ-M Futures wire format) with a simulated lead, to try the copy-trader offline.
+    #[command(subcommand)]
+    Exchange(crate::cmd::exchange::ExchangeCommand),
     /// The Telegram control panel and alerts.
     #[command(subcommand)]
     Telegram(crate::cmd::telegram::TelegramCommand),
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => crate::cmd::bench::run(a),
         Command::Copytrade(c) => crate::cmd::copytrade::run(c),
         Command::Telegram(c) => crate::cmd::telegram::run(c),
+        Command::Exchange(c) => crate::cmd::exchange::run(c),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod copytrade;
+pub mod exchange;
 pub mod forecast;
 pub mod keeper;
 pub mod telegram;

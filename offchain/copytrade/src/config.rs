@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 /// Where `network = "local"` finds the local exchange (`kronos exchange serve`) unless `rest_url`/`ws_url` say
 /// otherwise.
-pub const LOCAL_EXCHANGE: &str = "127.0.0.1:9120";
+pub const LOCAL_EXCHANGE: &str = "127.0.0.1:9130";
 /// The local exchange's simulated lead account. These keys are published (like a local chain's well-known
 /// accounts): they open only the local exchange's simulated accounts and are used, with `network = "local"`, when the
 /// lead's key variables are not set.
@@ -569,8 +569,8 @@ cooldown = "6h"
     fn the_local_network_is_the_local_exchange() {
         let c = Config::parse("ct.toml", &GOOD.replace("\"testnet\"", "\"local\"")).unwrap();
         assert!(c.local);
-        assert_eq!(c.network.rest_url(), "http://127.0.0.1:9120");
-        assert_eq!(c.network.ws_url(), "ws://127.0.0.1:9120");
+        assert_eq!(c.network.rest_url(), "http://127.0.0.1:9130");
+        assert_eq!(c.network.ws_url(), "ws://127.0.0.1:9130");
         let moved = GOOD.replace("\"testnet\"", "\"local\"\nrest_url = \"http://127.0.0.1:7000\"");
         let c = Config::parse("ct.toml", &moved).unwrap();
         assert_eq!(c.network.rest_url(), "http://127.0.0.1:7000");
