@@ -1972,7 +1972,9 @@ impl Engine {
     /// Runs until `shutdown` resolves. Start-up errors (exchange unreachable, store broken) are returned.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
-        // Start-up retries transient exchange failures; configuration errors end it.
+        // Start-up retries transient exchange failures, backing off from 2 s to a minute and saying where it could
+        // not get through; configuration errors end it.
+        let mut backoff = Duration::from_secs(2);
         loop {
             match self.start().await {
                 Ok(()) => break,
@@ -1991,11 +1993,14 @@ impl Engine {
                     if !retryable {
                         return Err(e);
                     }
-                    tracing::warn!(error = %msg, "copy-trader: start-up failed; retrying in 5 s");
+                    let detail = startup_failure(&self.cfg.network, &msg, backoff);
+                    self.status.lock().detail = detail.clone();
+                    tracing::error!("copy-trader: {detail}");
                     tokio::select! {
                         _ = &mut shutdown => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = tokio::time::sleep(backoff) => {}
                     }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             }
         }
@@ -2195,6 +2200,21 @@ fn sum_fees(trades: &[Trade]) -> (Decimal, Decimal) {
     })
 }
 
+/// What a retried start-up failure says: the exchange it could not use, what went wrong, when it tries again, and —
+/// on Binance's networks — how to try the copy-trader without them.
+fn startup_failure(network: &kronos_binance::Network, error: &str, retry_in: Duration) -> String {
+    let hint = match network {
+        kronos_binance::Network::Custom { .. } => "",
+        _ => "; without internet access or an account, `kronos exchange serve` runs a local exchange (network = \"local\")",
+    };
+    format!(
+        "cannot start: the exchange at {} ({}) could not be used: {error}; retrying in {} s{hint}",
+        network.rest_url(),
+        network.name(),
+        retry_in.as_secs()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2215,5 +2235,15 @@ mod tests {
         assert_eq!(proportional_reduction(d("0.05"), d("0.1"), d("0.2"), d("0.3")), None);
         assert_eq!(proportional_reduction(d("0"), d("0.1"), d("0.2"), d("0.1")), None);
         assert_eq!(proportional_reduction(d("-0.05"), d("0.1"), d("0.2"), d("0.1")), None);
+    }
+
+    #[test]
+    fn a_failed_start_names_the_exchange_and_the_way_offline() {
+        let e = "GET /fapi/v1/exchangeInfo: not sent: could not reach testnet.binancefuture.com (dns error)";
+        let m = super::startup_failure(&kronos_binance::Network::Testnet, e, Duration::from_secs(8));
+        assert!(m.contains("https://testnet.binancefuture.com (testnet)") && m.contains(e), "{m}");
+        assert!(m.contains("retrying in 8 s") && m.contains("kronos exchange serve"), "{m}");
+        let local = kronos_binance::Network::Custom { rest: "http://127.0.0.1:9130".into(), ws: "ws://x".into() };
+        assert!(!super::startup_failure(&local, e, Duration::from_secs(2)).contains("exchange serve"));
     }
 }
