@@ -4,6 +4,7 @@
 //! revealing its predictions. Live table while it runs, summary at the end; Ctrl-C stops everything cleanly.
 
 pub mod bettors;
+pub mod copytrade;
 pub mod net;
 
 use std::collections::BTreeMap;
@@ -55,7 +56,17 @@ pub struct DemoArgs {
     /// Seed of the bettors' choices.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// A Telegram Bot API server (e.g. https://api.telegram.org/ or a local one): the bot joins the demo, with its
+    /// token from KRONOS_TELEGRAM_TOKEN, commands for the --telegram-chat chats and alerts to them.
+    #[arg(long)]
+    pub telegram_url: Option<String>,
+    /// Chat or user ids that may command the demo's bot and receive its alerts (with --telegram-url).
+    #[arg(long, value_delimiter = ',')]
+    pub telegram_chat: Vec<i64>,
 }
+
+/// The variable holding the demo bot's token.
+pub const TELEGRAM_TOKEN_ENV: &str = "KRONOS_TELEGRAM_TOKEN";
 
 /// Percentile (nearest rank) of unsorted values.
 pub fn percentile(v: &[u64], p: f64) -> Option<u64> {
@@ -94,6 +105,10 @@ pub struct Demo {
     pub db: String,
     /// Decimals of each chain's stake: 18 for the native coin, the token's own otherwise.
     pub stake_decimals: BTreeMap<String, u8>,
+    /// The local exchange, its simulated lead and the paper copy-trader following it.
+    pub copytrade: Arc<copytrade::CopyDemo>,
+    /// The Telegram bot's address (`/health`), when it joined.
+    pub telegram: Option<String>,
 }
 
 /// Starts the network, deploys, builds the keeper and starts every task. Returns the running demo and the task set.
@@ -187,7 +202,8 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
     };
     let bus = Bus::new(8192);
     let signer = chains[0].keys[accounts::KEEPER].clone();
-    let keeper = Keeper::build(&cfg, signer, bus, Overrides { candles: Some(replay.clone()), no_api: false }).await?;
+    let keeper =
+        Keeper::build(&cfg, signer, bus.clone(), Overrides { candles: Some(replay.clone()), no_api: false }).await?;
     let keeper_stats = keeper.stats.clone();
     let store = keeper.store.clone();
     let publisher = keeper.publisher.clone();
@@ -200,6 +216,35 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         });
     }
     let poll = Duration::from_millis(250);
+    // The copy-trader: the local exchange's simulated lead trades on the first chain's candles, a paper copy-trader
+    // follows it on the same bus as the keeper.
+    let base = chains[0].candle_base;
+    let seed_close = candles.get(base.saturating_sub(1)).map(|c| c.close).context("no candle before the replay")?;
+    let ct_store = root.join(db.replace(".db", "-copytrade.db"));
+    let copy = Arc::new(
+        copytrade::CopyDemo::start(&bus, &ct_store, seed_close, cancel, tasks)
+            .await
+            .context("starting the copy-trader")?,
+    );
+    println!(
+        "local exchange {} with a simulated lead trading {} on {}'s candles; paper copy-trader API http://{}/api/status",
+        copy.exchange.rest_url(),
+        crate::cmd::exchange::LEAD_SYMBOL,
+        chains[0].chain.key,
+        copy.api
+    );
+    tasks.spawn(copytrade::drive(
+        copy.clone(),
+        chains[0].clone(),
+        replay.clone(),
+        args.interval as u64,
+        poll,
+        cancel.clone(),
+    ));
+    let telegram = match &args.telegram_url {
+        Some(url) => Some(start_telegram(args, url, &root, &db, &copy, &bus, cancel, tasks).await?),
+        None => None,
+    };
     let mut bets = BTreeMap::new();
     for (i, c) in chains.iter().enumerate() {
         tasks.spawn(net::replay(c.clone(), replay.clone(), args.interval as u64, poll, cancel.clone()));
@@ -217,7 +262,65 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         };
         stake_decimals.insert(c.chain.key.clone(), d);
     }
-    Ok(Demo { chains, keeper_stats, bets, store, publisher, db, stake_decimals })
+    Ok(Demo { chains, keeper_stats, bets, store, publisher, db, stake_decimals, copytrade: copy, telegram })
+}
+
+/// Starts the Telegram bot against `url` for the demo's keeper and copy-trader; returns its `/health` address.
+#[allow(clippy::too_many_arguments)]
+async fn start_telegram(
+    args: &DemoArgs,
+    url: &str,
+    root: &std::path::Path,
+    db: &str,
+    copy: &copytrade::CopyDemo,
+    bus: &Bus,
+    cancel: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<String> {
+    anyhow::ensure!(
+        std::env::var(TELEGRAM_TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty()),
+        "--telegram-url: the bot's token goes in the environment variable {TELEGRAM_TOKEN_ENV}, which is not set"
+    );
+    anyhow::ensure!(
+        !args.telegram_chat.is_empty(),
+        "--telegram-url: give --telegram-chat <id> too (the chats or users that may command the bot and get alerts;          nobody else is answered)"
+    );
+    let chats = args.telegram_chat.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
+    let state = root.join(db.replace(".db", "-telegram.json"));
+    let text = format!(
+        r#"[telegram]
+token_env = "{TELEGRAM_TOKEN_ENV}"
+api_url = "{url}"
+mode = "polling"
+listen = "127.0.0.1:0"
+keeper_api = "http://{keeper}"
+copytrade_api = "http://{ct}"
+copytrade_store = "{store}"
+state_file = "{state}"
+[telegram.allow]
+control = [{chats}]
+[telegram.alerts]
+chats = [{chats}]
+"#,
+        keeper = args.listen,
+        ct = copy.api,
+        store = copy.store_url,
+        state = state.display(),
+    );
+    let cfg = kronos_telegram::Config::parse("(demo bot: --telegram-url)", &text)?;
+    let listen = cfg.listen.clone();
+    let store = kronos_copytrade::Store::connect(&copy.store_url).await?;
+    let backend = kronos_telegram::Backend::new(cfg.keeper_api.clone(), cfg.copytrade_api.clone(), Some(store));
+    let bot = kronos_telegram::TelegramBot::new(cfg, backend)?;
+    let name = bot.check().await.context("--telegram-url: the Bot API")?;
+    println!("telegram bot @{name} joined the demo through {url} (commands and alerts for {chats})");
+    let (c, bus) = (cancel.clone(), bus.clone());
+    tasks.spawn(async move {
+        if let Err(e) = bot.run(kronos_telegram::Signals::Bus(bus), c.cancelled_owned()).await {
+            tracing::error!(error = %format!("{e:#}"), "demo telegram bot stopped");
+        }
+    });
+    Ok(format!("@{name} via {url}; health on {listen}"))
 }
 
 fn table(d: &Demo) -> String {
@@ -247,6 +350,7 @@ fn table(d: &Demo) -> String {
             m.missed
         );
     }
+    s += &d.copytrade.line();
     s
 }
 
@@ -335,6 +439,10 @@ async fn summary(d: &Demo, elapsed: Duration) -> String {
                 brier / scored as f64
             );
         }
+    }
+    s += &d.copytrade.section().await;
+    if let Some(t) = &d.telegram {
+        s += &format!("telegram bot: {t}\n");
     }
     s += &format!("\nstore: {} (rounds, transactions, events, predictions)\n", d.db);
     s

@@ -1,0 +1,84 @@
+//! The demo's copy-trader path (issue 14, item 12): the local exchange with its simulated lead trading on the real
+//! replayed BTC candles, and a paper copy-trader following it with no keys in the environment — the lead's fills are
+//! mirrored, every mirrored position gets its stop, and the summary section reports measured figures.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kronos_common::Bus;
+use kronos_keeper::cmd::exchange::candle_points;
+use kronos_keeper::demo::copytrade::{mirror_delays, CopyDemo};
+use tokio_util::sync::CancellationToken;
+
+/// Polls `check` until it holds, failing with `what` after a generous deadline (a busy 2-core machine).
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paper_copy_trader_mirrors_the_simulated_lead_without_keys() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candles = kronos_forecast::load_csv(root.join("data/btcusd-1h.csv")).unwrap();
+    let base = kronos_keeper::demo::net::candle_base(0);
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::new(4096);
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    // No key in the environment: the demo's lead variables are unset, so paper mode on network = "local" uses the
+    // local exchange's published lead keys.
+    assert!(std::env::var("KRONOS_DEMO_LEAD_API_KEY").is_err());
+    let demo = Arc::new(
+        CopyDemo::start(&bus, &dir.path().join("ct.db"), candles[base - 1].close, &cancel, &mut tasks)
+            .await
+            .expect("the exchange and the paper copy-trader start without keys"),
+    );
+    // Replay candles as the demo does until the lead has traded three times, waiting after each lead fill for the
+    // follower's mirror and its stop.
+    let mut i = base;
+    while demo.tally.lock().lead_fills.len() < 3 {
+        assert!(i < base + 200, "the simulated lead did not trade three times in 200 candles");
+        for (s, v) in candle_points(&candles[i]).into_iter().enumerate() {
+            demo.price(v, s == 3);
+        }
+        i += 1;
+        let (fills, stops) = {
+            let t = demo.tally.lock();
+            (t.lead_fills.len(), t.stops_placed)
+        };
+        if fills > 0 {
+            wait_for(&format!("the follower to mirror lead fill {fills} and place its stop"), || {
+                let t = demo.tally.lock();
+                mirror_delays(&t.lead_fills, &t.follower_fills).len() == fills && t.stops_placed > stops
+            })
+            .await;
+        }
+        assert!(demo.tally.lock().problems.is_empty(), "{:?}", demo.tally.lock().problems);
+    }
+    let t = demo.tally.lock().clone();
+    let delays = mirror_delays(&t.lead_fills, &t.follower_fills);
+    assert_eq!(delays.len(), 3, "every lead fill mirrored: {t:?}");
+    assert!(delays.iter().all(|d| *d >= 0 && *d < 60_000), "delays measured from the lead's fill: {delays:?}");
+    // The follower's position is the lead's × 0.1, protected by a stop.
+    let lead = demo.exchange.lead_position();
+    wait_for("the follower's status to show lead x 0.1 with its stop", || {
+        let s = demo.handles.status.lock();
+        s.positions.iter().any(|p| {
+            p.symbol == "BTCUSDT"
+                && p.qty.parse::<kronos_common::Decimal>().ok()
+                    == lead.checked_mul(&"0.1".parse().unwrap(), 3, kronos_common::Rounding::HalfUp).ok()
+                && p.stop_price.is_some()
+        })
+    })
+    .await;
+    let section = demo.section().await;
+    assert!(section.contains("lead fills 3, mirrored 3; mirror delay p50 "), "{section}");
+    assert!(section.contains(&format!("stops placed {}", t.stops_placed)), "{section}");
+    assert!(section.contains(" USDT = realised "), "{section}");
+    assert!(!section.contains("could not be read"), "{section}");
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+}
