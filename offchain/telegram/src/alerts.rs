@@ -8,7 +8,7 @@ use kronos_common::signals::{LeadAction, Outcome};
 use kronos_common::{Signal, SignalKind};
 
 use crate::config::AlertMode;
-use crate::format::{esc, short};
+use crate::format::{esc, num, short};
 
 /// One line for a signal (HTML).
 pub fn describe(sig: &Signal) -> String {
@@ -46,16 +46,18 @@ pub fn describe(sig: &Signal) -> String {
         }
         SignalKind::TxFailed { chain, action, error } => format!("🚨 {chain} {action} failed: {error}"),
         SignalKind::OrderFilled { symbol, side, qty, price, fee, realized_pnl, paper, .. } => format!(
-            "{} {symbol} {:?} {qty} @ {} (fee {}, PnL {}){}",
+            "{} {symbol} {:?} {} @ {} (fee {}, PnL {}){}",
             if realized_pnl.is_negative() { "🔻" } else { "🟢" },
             side,
+            qty.normalized(),
             short(&price.to_string(), 2),
             short(&fee.to_string(), 4),
             short(&realized_pnl.to_string(), 2),
             if *paper { " [paper]" } else { "" }
         ),
+        SignalKind::PositionChanged { symbol, qty, .. } if qty.is_zero() => format!("{symbol} position closed"),
         SignalKind::PositionChanged { symbol, qty, entry_price } => {
-            format!("{symbol} position now {qty} @ {}", short(&entry_price.to_string(), 2))
+            format!("{symbol} position now {} @ {}", qty.normalized(), num(entry_price, 2))
         }
         SignalKind::StopTriggered { symbol, stop_price, qty } => {
             format!("🛑 stop hit: {symbol} {qty} closed at the {} stop", short(&stop_price.to_string(), 2))
@@ -170,6 +172,32 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sig(kind: SignalKind) -> Signal {
+        Signal { at_ms: 0, source: "copytrader".into(), kind }
+    }
+
+    /// Issue 14, item 11: a closed position reads "closed", not "position now 0.000 @ 0"; figures are rounded.
+    #[test]
+    fn a_closed_position_says_closed_and_figures_are_rounded() {
+        let d = |s: &str| s.parse::<kronos_common::Decimal>().unwrap();
+        let closed = SignalKind::PositionChanged { symbol: "BTCUSDT".into(), qty: d("0.000"), entry_price: d("0") };
+        assert_eq!(describe(&sig(closed)), "BTCUSDT position closed");
+        let open =
+            SignalKind::PositionChanged { symbol: "BTCUSDT".into(), qty: d("0.050"), entry_price: d("65000.125") };
+        assert_eq!(describe(&sig(open)), "BTCUSDT position now 0.05 @ 65000.13");
+        let fill = SignalKind::OrderFilled {
+            symbol: "BTCUSDT".into(),
+            side: kronos_common::signals::Side::Sell,
+            qty: d("0.0500"),
+            price: d("3.1490"),
+            fee: d("0.00005"),
+            realized_pnl: d("-0.004"),
+            client_order_id: "kc1".into(),
+            paper: false,
+        };
+        assert_eq!(describe(&sig(fill)), "🔻 BTCUSDT Sell 0.05 @ 3.15 (fee 0.0001, PnL 0)");
+    }
 
     #[test]
     fn a_flood_becomes_one_summary() {

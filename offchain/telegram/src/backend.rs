@@ -41,6 +41,17 @@ pub enum EmergencySent {
     Unreachable(String),
 }
 
+/// What the copy-trader reported after an emergency stop was requested (from the events in its store).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmergencyOutcome {
+    /// No position left open (`emergency_done`).
+    Done,
+    /// An attempt left something open (`emergency_incomplete`, `emergency_needs_person`): its detail.
+    Incomplete(String),
+    /// Nothing reported within the wait: the copy-trader is probably not running.
+    NoAnswer,
+}
+
 /// The copy-trader's state as the bot shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopyView {
@@ -141,6 +152,7 @@ impl Backend {
         let s: StoredStatus = report::stored_status(store).await?;
         let trading = store.get_state("trading").await?.as_deref() != Some("0");
         let ratio = store.get_state("ratio_effective").await?;
+        let now = kronos_common::time::now_ms() as i64;
         let last_equity = store
             .equity_since(kronos_common::time::now_ms() as i64 - 86_400_000)
             .await?
@@ -152,13 +164,7 @@ impl Backend {
             trading,
             ratio,
             emergency: s.risk.emergency,
-            entries_blocked: if s.risk.daily_halt {
-                Some("daily loss limit reached".into())
-            } else if s.risk.cooldown_until_ms > kronos_common::time::now_ms() as i64 {
-                Some("drawdown cool-down".into())
-            } else {
-                None
-            },
+            entries_blocked: s.risk.entries_allowed(now).err(),
             equity: last_equity,
             wallet: s.paper_wallet.clone(),
             unrealized: None,
@@ -198,13 +204,49 @@ impl Backend {
         Ok(())
     }
 
-    /// A new ratio (the copy-trader resizes within a second). Returns the previous one.
+    /// A new ratio (the copy-trader resizes within a second). Returns the previous one. Where it came from is
+    /// recorded with it (`kronos copytrade status` shows it).
     pub async fn set_ratio(&self, ratio: Decimal) -> Result<Option<String>> {
         let store = self.store()?;
         let old = store.get_state("ratio_effective").await?;
+        store.set_state("ratio_set_by", "Telegram /ratio").await?;
+        store.set_state("ratio_set_ms", &kronos_common::time::now_ms().to_string()).await?;
         store.set_state("ratio", &ratio.to_string()).await?;
         store.event("ratio_requested", "", &format!("{ratio} from Telegram")).await?;
         Ok(old)
+    }
+
+    /// Whether the store's emergency flag is set now.
+    pub async fn emergency_active(&self) -> Result<bool> {
+        Ok(self.store()?.get_state("emergency").await?.as_deref() == Some("1"))
+    }
+
+    /// Waits up to `wait` for the copy-trader to record what an emergency stop requested at `since_ms` did.
+    pub async fn emergency_outcome(&self, since_ms: i64, wait: Duration) -> EmergencyOutcome {
+        let Ok(store) = self.store() else { return EmergencyOutcome::NoAnswer };
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            if let Ok(events) = store.events(50).await {
+                // Oldest first: the first report after the request.
+                for e in events.iter().rev().filter(|e| e.at_ms >= since_ms) {
+                    match e.kind.as_str() {
+                        "emergency_done" => return EmergencyOutcome::Done,
+                        "emergency_incomplete" | "emergency_needs_person" => {
+                            return EmergencyOutcome::Incomplete(if e.symbol.is_empty() {
+                                e.detail.clone()
+                            } else {
+                                format!("{}: {}", e.symbol, e.detail)
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return EmergencyOutcome::NoAnswer;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The emergency stop: saved in the store (it holds across restarts) and, when the API is configured, sent

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::alerts::{describe, Decision, Limiter};
 use crate::backend::Backend;
 use crate::commands::{parse, spec, Commands, COMMANDS};
-use crate::config::{AlertMode, Config, Delivery};
+use crate::config::{AlertMode, Config, Delivery, Rights};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NameLabel {
@@ -48,6 +48,7 @@ pub struct BotMetrics {
     alerts_suppressed: Counter,
     send_errors: Counter,
     poll_conflicts: Counter,
+    stale: Counter,
 }
 
 impl BotMetrics {
@@ -64,6 +65,11 @@ impl BotMetrics {
         );
         r.register("send_errors", "Messages Telegram did not accept", self.send_errors.clone());
         r.register("poll_conflicts", "409 conflicts: another process polls this token", self.poll_conflicts.clone());
+        r.register(
+            "stale_commands",
+            "Commands older than telegram.max_command_age, not carried out",
+            self.stale.clone(),
+        );
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         out
@@ -159,7 +165,8 @@ impl TelegramBot {
         let saved = load_saved(&cfg.state_file);
         let mut modes = cfg.alerts.clone();
         modes.extend(saved.alerts.clone());
-        let commands = Commands::new(backend, Arc::new(Mutex::new(modes)));
+        let mut commands = Commands::new(backend, Arc::new(Mutex::new(modes)));
+        commands.emergency_wait = cfg.emergency_wait;
         Ok(TelegramBot {
             bot,
             state_file: cfg.state_file.clone(),
@@ -216,10 +223,9 @@ impl TelegramBot {
         let Some(text) = msg.text() else { return };
         let chat = msg.chat.id.0;
         let user = msg.from.as_ref().map(|u| u.id.0 as i64);
-        let in_list = |set: &BTreeSet<i64>| set.contains(&chat) || user.is_some_and(|u| set.contains(&u));
-        let control = in_list(&self.cfg.control);
-        let read = control || in_list(&self.cfg.read_only);
-        if !read {
+        let rights = self.cfg.rights(chat, user);
+        let control = rights == Rights::Control;
+        if rights == Rights::None {
             self.metrics.refused.inc();
             tracing::warn!(chat, user = ?user, text = %text.chars().take(40).collect::<String>(), "telegram: message from outside the allow-list refused");
             // One polite refusal per chat, then silence.
@@ -232,6 +238,19 @@ impl TelegramBot {
             self.send_reply(chat, "Commands start with /. /help lists them.", false, Some(msg.id)).await;
             return;
         };
+        if let Some(age) = too_old(msg.date.timestamp(), kronos_common::time::now_s() as i64, self.cfg.max_command_age)
+        {
+            self.metrics.stale.inc();
+            tracing::warn!(chat, user = ?user, command = %name, age_s = age, "telegram: command older than telegram.max_command_age not carried out");
+            let reply = format!(
+                "⌛ /{} was sent {} ago, while the bot was not running: not carried out. Send it again if you still \
+                 want it.",
+                crate::format::esc(&name),
+                humantime::format_duration(Duration::from_secs(age))
+            );
+            self.send_reply(chat, &reply, false, Some(msg.id)).await;
+            return;
+        }
         if let Some(s) = spec(&name) {
             if s.control && !control {
                 tracing::warn!(chat, user = ?user, command = %name, "telegram: control command from a read-only member refused");
@@ -256,14 +275,11 @@ impl TelegramBot {
 
     /// Checks the token against the Bot API (`getMe`).
     pub async fn check(&self) -> Result<String> {
-        let me = self.bot.get_me().await.map_err(|e| {
-            anyhow::anyhow!(
-                "the Bot API at {} did not accept the token in {}: {}",
-                self.cfg.api_url,
-                self.cfg.token_env,
-                kronos_common::Redactor::global().redact(&e.to_string())
-            )
-        })?;
+        let me = self
+            .bot
+            .get_me()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", check_error(&e, &self.cfg.api_url, &self.cfg.token_env)))?;
         Ok(me.username().to_string())
     }
 
@@ -274,7 +290,15 @@ impl TelegramBot {
         }
         let mut backoff = Duration::from_millis(500);
         let mut last_conflict_log: Option<Instant> = None;
+        let mut pause = Duration::ZERO;
         loop {
+            if !pause.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            let asked = Instant::now();
             let offset = *self.offset.lock();
             let req = self
                 .bot
@@ -290,6 +314,7 @@ impl TelegramBot {
                 Ok(updates) => {
                     backoff = Duration::from_millis(500);
                     *self.last_poll_ok.lock() = Some(Instant::now());
+                    pause = poll_pause(updates.is_empty(), asked.elapsed(), timeout_s, pause);
                     if updates.is_empty() {
                         continue;
                     }
@@ -492,6 +517,42 @@ async fn webhook(State(b): State<TelegramBot>, headers: HeaderMap, body: String)
     }
 }
 
+/// How old a command sent at `sent_s` (Unix seconds) is at `now_s` when that is more than `max`; `None` when it is
+/// fresh enough to carry out.
+pub(crate) fn too_old(sent_s: i64, now_s: i64, max: Duration) -> Option<u64> {
+    let age = now_s.saturating_sub(sent_s).max(0) as u64;
+    (age > max.as_secs()).then_some(age)
+}
+
+/// The pause before the next `getUpdates`: none after an answer that brought updates or that waited out its long
+/// poll; after an empty answer that came back early (a Bot API that does not hold long polls, or `timeout_s` = 0),
+/// 250 ms doubling up to 5 s, so the bot never spins on it.
+pub(crate) fn poll_pause(empty: bool, took: Duration, timeout_s: u32, last: Duration) -> Duration {
+    let held = Duration::from_millis(u64::from(timeout_s) * 500).max(Duration::from_secs(1));
+    if !empty || took >= held {
+        return Duration::ZERO;
+    }
+    (last * 2).clamp(Duration::from_millis(250), Duration::from_secs(5))
+}
+
+/// What a failed `getMe` means: a refused token, an unreachable server, or something else that answered.
+pub(crate) fn check_error(e: &RequestError, api_url: &str, token_env: &str) -> String {
+    let detail = kronos_common::Redactor::global().redact(&e.to_string());
+    match e {
+        RequestError::Api(ApiError::InvalidToken) => {
+            format!("the Bot API at {api_url} did not accept the token in {token_env} ({detail})")
+        }
+        RequestError::Network(_) | RequestError::Io(_) => format!(
+            "the Bot API at {api_url} could not be reached (the token was not checked): {detail}; check \
+             telegram.api_url and the network"
+        ),
+        RequestError::InvalidJson { .. } => {
+            format!("{api_url} did not answer like a Telegram Bot API (check telegram.api_url): {detail}")
+        }
+        _ => format!("the Bot API at {api_url} answered getMe with an error: {detail}"),
+    }
+}
+
 /// Whether two URLs name the same host and port (`http://h:p` and `ws://h:p/ws`).
 fn same_origin(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
@@ -502,7 +563,30 @@ fn same_origin(a: &str, b: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_origin;
+    use super::*;
+
+    /// Issue 14, item 11: commands queued while the bot was down are dropped past the configured age.
+    #[test]
+    fn commands_older_than_the_limit_are_stale() {
+        let max = Duration::from_secs(120);
+        assert_eq!(too_old(1000, 1000, max), None);
+        assert_eq!(too_old(1000, 1120, max), None);
+        assert_eq!(too_old(1000, 1121, max), Some(121));
+        assert_eq!(too_old(1000, 990, max), None, "a clock a little behind Telegram's");
+    }
+
+    /// Issue 14, item 11: an empty getUpdates answer that came back at once is followed by a growing pause.
+    #[test]
+    fn polling_backs_off_when_the_bot_api_answers_at_once() {
+        let ms = Duration::from_millis;
+        assert_eq!(poll_pause(true, ms(3), 30, Duration::ZERO), ms(250));
+        assert_eq!(poll_pause(true, ms(3), 30, ms(250)), ms(500));
+        assert_eq!(poll_pause(true, ms(3), 30, ms(4000)), ms(5000));
+        assert_eq!(poll_pause(true, ms(3), 0, ms(5000)), ms(5000), "short polling is paced too");
+        assert_eq!(poll_pause(false, ms(3), 30, ms(4000)), Duration::ZERO, "updates: poll again at once");
+        assert_eq!(poll_pause(true, ms(15_100), 30, ms(4000)), Duration::ZERO, "a long poll that waited");
+        assert_eq!(poll_pause(true, ms(1_050), 1, ms(250)), Duration::ZERO);
+    }
 
     #[test]
     fn the_keeper_token_goes_to_the_keepers_own_address_only() {

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 use serde_json::Value;
 
-use crate::backend::{Backend, EmergencySent};
+use crate::backend::{Backend, CopyView, EmergencyOutcome, EmergencySent};
 use crate::config::{AlertMode, CATEGORIES};
 use crate::format::{esc, short, table};
 
@@ -34,11 +34,19 @@ pub const COMMANDS: &[Spec] = &[
     Spec { name: "markets", args: "", help: "prediction rounds per chain", control: false },
     Spec { name: "predict", args: "", help: "latest forecast and the on-chain track record", control: false },
     Spec { name: "alerts", args: "[category on|silent|off]", help: "show or change alert settings", control: false },
-    Spec { name: "start", args: "", help: "copy-trading on", control: true },
+    // `/start` is what a Telegram client sends by itself when a chat with the bot is opened: it greets and changes
+    // nothing (so it never undoes a `/stop`); `/follow` turns copy-trading on.
+    Spec { name: "start", args: "", help: "what this bot does (changes nothing)", control: false },
+    Spec { name: "follow", args: "", help: "copy-trading on (after /stop)", control: true },
     Spec { name: "stop", args: "", help: "copy-trading off (positions and stops stay)", control: true },
-    Spec { name: "ratio", args: "<x>", help: "follower size = lead x ratio (0 < x <= 100)", control: true },
+    Spec {
+        name: "ratio",
+        args: "<x>",
+        help: "follower size = lead x ratio (0 < x <= 100; asks for confirmation)",
+        control: true,
+    },
     Spec { name: "emergency", args: "", help: "close everything (asks for confirmation)", control: true },
-    Spec { name: "confirm", args: "<code>", help: "confirm an emergency stop", control: true },
+    Spec { name: "confirm", args: "<code>", help: "confirm an emergency stop or a new ratio", control: true },
     Spec { name: "help", args: "", help: "this list", control: false },
 ];
 
@@ -59,13 +67,83 @@ pub fn parse(text: &str) -> Option<(String, String)> {
     Some((name, args.trim().to_string()))
 }
 
+/// What a `/confirm` code carries out.
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    Emergency,
+    Ratio(Decimal),
+}
+
+/// A confirmation asked for in a chat.
+#[derive(Debug, Clone)]
+struct Pending {
+    code: String,
+    at: Instant,
+    action: Action,
+}
+
 /// The command handlers and their shared state.
 pub struct Commands {
     pub backend: Backend,
     /// Alert modes by category (changed by `/alerts`, saved by the bot).
     pub alerts: Arc<Mutex<BTreeMap<String, AlertMode>>>,
-    pending: Mutex<HashMap<i64, (String, Instant)>>,
+    pending: Mutex<HashMap<i64, Pending>>,
     pub confirm_ttl: Duration,
+    /// How long `/confirm` of an emergency stop waits for the copy-trader to report what it did.
+    pub emergency_wait: Duration,
+}
+
+/// The `entries:` line of `/status`: never "allowed" while the emergency stop holds or copy-trading is off.
+pub fn entries_line(v: &CopyView) -> String {
+    if v.emergency {
+        "blocked (emergency stop active)".into()
+    } else if !v.trading {
+        "none (copy-trading is off)".into()
+    } else if let Some(b) = &v.entries_blocked {
+        format!("blocked ({b})")
+    } else {
+        "allowed".into()
+    }
+}
+
+/// The answer to a confirmed emergency stop: what the copy-trader was sent (`sent`), whether the stop was active
+/// already, and what the copy-trader reported within `waited`.
+pub fn emergency_reply(sent: &EmergencySent, was_active: bool, outcome: &EmergencyOutcome, waited: Duration) -> String {
+    const LIFT: &str = "nothing new is traded until it is lifted with: kronos copytrade resume";
+    let api_note = match sent {
+        EmergencySent::StoreOnly | EmergencySent::Accepted => String::new(),
+        EmergencySent::Refused(status) => format!(
+            "\n⚠️ Its API refused the immediate request (HTTP {status}{}).",
+            match status {
+                401 => ": set telegram.copytrade_token_env to the variable holding the copy-trader's control token",
+                403 => ": the copy-trader has no control token (copytrade.api_token_env)",
+                _ => "",
+            }
+        ),
+        EmergencySent::Unreachable(e) => format!("\n⚠️ Its API could not be reached ({}).", esc(e)),
+    };
+    match outcome {
+        EmergencyOutcome::Done => {
+            format!("🛑 Emergency stop carried out: the copy-trader reports no position open; {LIFT}.{api_note}")
+        }
+        EmergencyOutcome::Incomplete(detail) => format!(
+            "🛑 Emergency stop under way but NOT complete: {}. The copy-trader keeps trying; /positions shows what is \
+             still open; {LIFT}.{api_note}",
+            esc(detail)
+        ),
+        EmergencyOutcome::NoAnswer if was_active && *sent != EmergencySent::Accepted => format!(
+            "🛑 The emergency stop was already active; nothing new was sent. /positions shows what is open; {LIFT}.\
+             {api_note}"
+        ),
+        EmergencyOutcome::NoAnswer => format!(
+            "⚠️ Emergency stop saved, but the copy-trader {} not reported acting on it within {} s: it may not be \
+             running, and nothing is known to be closed. It is carried out as soon as the copy-trader runs (the flag \
+             holds across restarts); until then positions stay open: close them at the exchange if it cannot be \
+             started.{api_note}",
+            if *sent == EmergencySent::Accepted { "accepted it over its API but has" } else { "has" },
+            waited.as_secs()
+        ),
+    }
 }
 
 fn line_or_error<T>(r: anyhow::Result<T>, f: impl FnOnce(T) -> String) -> String {
@@ -85,7 +163,13 @@ fn val(v: &Value, p: &str) -> String {
 
 impl Commands {
     pub fn new(backend: Backend, alerts: Arc<Mutex<BTreeMap<String, AlertMode>>>) -> Commands {
-        Commands { backend, alerts, pending: Mutex::new(HashMap::new()), confirm_ttl: Duration::from_secs(60) }
+        Commands {
+            backend,
+            alerts,
+            pending: Mutex::new(HashMap::new()),
+            confirm_ttl: Duration::from_secs(60),
+            emergency_wait: Duration::from_secs(10),
+        }
     }
 
     /// Runs a command for `chat`. `control` says whether the sender may use control commands (checked here as
@@ -106,13 +190,15 @@ impl Commands {
             "markets" => self.markets().await,
             "predict" => self.predict().await,
             "alerts" => self.alerts_cmd(args, control),
-            "start" => line_or_error(self.backend.set_trading(true).await, |_| {
+            "start" => self.start(control).await,
+            "follow" => line_or_error(self.backend.set_trading(true).await, |_| {
                 "▶️ Copy-trading ON. Lead positions already open are picked up at their next close or flip.".into()
             }),
             "stop" => line_or_error(self.backend.set_trading(false).await, |_| {
-                "⏸ Copy-trading OFF: no new orders. Open positions and their stops stay; /start resumes.".into()
+                "⏸ Copy-trading OFF: no new orders. Open positions and their stops stay; /follow turns it on again."
+                    .into()
             }),
-            "ratio" => self.ratio(args).await,
+            "ratio" => self.ratio(chat, args).await,
             "emergency" => self.emergency(chat),
             "confirm" => self.confirm(chat, args).await,
             _ => unreachable!("every listed command has an arm"),
@@ -131,6 +217,21 @@ impl Commands {
         out
     }
 
+    /// `/start`: a greeting and the copy-trader's switch as it is; changes nothing.
+    async fn start(&self, control: bool) -> String {
+        let mut out = String::from(
+            "👋 Kronos: the keeper's prediction rounds and the copy-trader, from this chat. /help lists the commands.\n",
+        );
+        if let Ok(v) = self.backend.copytrader().await {
+            out.push_str(&format!(
+                "Copy-trading is {}{}.\n",
+                if v.trading { "ON" } else { "OFF" },
+                if !v.trading && control { " (/follow turns it on)" } else { "" }
+            ));
+        }
+        out
+    }
+
     async fn status(&self) -> String {
         let mut out = String::from("<b>Copy-trader</b>\n");
         match self.backend.copytrader().await {
@@ -142,10 +243,7 @@ impl Commands {
                     esc(v.ratio.as_deref().unwrap_or("-")),
                     if v.emergency { "ACTIVE" } else { "off" },
                 ));
-                out.push_str(&format!(
-                    "entries: {}\n",
-                    esc(v.entries_blocked.as_deref().map(|b| format!("blocked ({b})")).as_deref().unwrap_or("allowed"))
-                ));
+                out.push_str(&format!("entries: {}\n", esc(&entries_line(&v))));
                 out.push_str(&format!(
                     "equity {} · {} position{}{}\n",
                     esc(&v.equity.as_deref().map(|e| short(e, 2)).unwrap_or_else(|| "-".into())),
@@ -383,7 +481,7 @@ impl Commands {
         }
     }
 
-    async fn ratio(&self, args: &str) -> String {
+    async fn ratio(&self, chat: i64, args: &str) -> String {
         let a = args.trim();
         if a.is_empty() || a.contains(char::is_whitespace) {
             return "Usage: /ratio &lt;x&gt;, e.g. /ratio 0.5 (follower size = lead size × x).".into();
@@ -395,19 +493,32 @@ impl Commands {
         if r <= Decimal::ZERO || r > Decimal::from_int(100) {
             return format!("{}: the ratio must be above 0 and at most 100.", esc(a));
         }
-        line_or_error(self.backend.set_ratio(r.normalized()).await, |old| {
-            format!(
-                "Ratio set to {} (was {}). Positions are resized to lead × {} within a second; entries still obey the risk limits.",
-                r.normalized(),
-                esc(old.as_deref().unwrap_or("the configured one")),
-                r.normalized()
-            )
-        })
+        let now = match self.backend.copytrader().await {
+            Ok(v) => v.ratio.unwrap_or_else(|| "the configured one".into()),
+            Err(e) => return format!("⚠️ {}", esc(&format!("{e:#}"))),
+        };
+        let code = self.ask_confirmation(chat, Action::Ratio(r.normalized()));
+        format!(
+            "Ratio {} (now {}): positions are resized to lead × {} at once, and the new ratio stays in force across \
+             restarts (over copytrade.sizing.ratio) until changed again.\nTo go ahead, send <code>/confirm {code}</code> \
+             within {} s.",
+            r.normalized(),
+            esc(&now),
+            r.normalized(),
+            self.confirm_ttl.as_secs()
+        )
+    }
+
+    /// Records `action` as waiting for its code in `chat` (one at a time: a new request replaces the last); returns the
+    /// code.
+    fn ask_confirmation(&self, chat: i64, action: Action) -> String {
+        let code = format!("{:04}", rand::thread_rng().gen_range(0..10_000));
+        self.pending.lock().insert(chat, Pending { code: code.clone(), at: Instant::now(), action });
+        code
     }
 
     fn emergency(&self, chat: i64) -> String {
-        let code = format!("{:04}", rand::thread_rng().gen_range(0..10_000));
-        self.pending.lock().insert(chat, (code.clone(), Instant::now()));
+        let code = self.ask_confirmation(chat, Action::Emergency);
         format!(
             "⚠️ This cancels every copy-trader order, closes every position and blocks new trades until resumed.\nTo go ahead, send <code>/confirm {code}</code> within {} s.",
             self.confirm_ttl.as_secs()
@@ -416,37 +527,41 @@ impl Commands {
 
     async fn confirm(&self, chat: i64, args: &str) -> String {
         let pending = self.pending.lock().remove(&chat);
-        let Some((code, at)) = pending else {
-            return "Nothing to confirm. Send /emergency first.".into();
+        let Some(p) = pending else {
+            return "Nothing to confirm. Send /emergency or /ratio first.".into();
         };
-        if at.elapsed() > self.confirm_ttl {
-            return "That confirmation expired. Send /emergency again.".into();
+        if p.at.elapsed() > self.confirm_ttl {
+            return "That confirmation expired; nothing was done. Send the command again.".into();
         }
-        if args.trim() != code {
-            return "That code does not match; nothing was done. Send /emergency again.".into();
+        if args.trim() != p.code {
+            return "That code does not match; nothing was done. Send the command again.".into();
         }
-        const THEN: &str =
-            "every position is closed and nothing new is traded until it is lifted with: kronos copytrade resume";
-        line_or_error(self.backend.emergency().await, |sent| {
-            match sent {
-            EmergencySent::Accepted => format!("🛑 Emergency stop sent: the running copy-trader took it at once; {THEN}."),
-            EmergencySent::StoreOnly => format!(
-                "🛑 Emergency stop saved in the copy-trader's store: a running copy-trader acts on it within about a second (one started later holds it too); {THEN}."
-            ),
-            EmergencySent::Refused(status) => format!(
-                "🛑 Emergency stop saved in the copy-trader's store: a running copy-trader acts on it within about a second; {THEN}.\n⚠️ Its API refused the immediate request (HTTP {status}{}).",
-                match status {
-                    401 => ": set telegram.copytrade_token_env to the variable holding the copy-trader's control token",
-                    403 => ": the copy-trader has no control token (copytrade.api_token_env)",
-                    _ => "",
-                }
-            ),
-            EmergencySent::Unreachable(e) => format!(
-                "🛑 Emergency stop saved in the copy-trader's store: a running copy-trader acts on it within about a second; {THEN}.\n⚠️ Its API could not be reached ({}).",
-                esc(&e)
-            ),
+        match p.action {
+            Action::Ratio(r) => line_or_error(self.backend.set_ratio(r).await, |old| {
+                format!(
+                    "Ratio set to {r} (was {}). Positions are resized to lead × {r} within a second; entries still obey \
+                     the risk limits.",
+                    esc(old.as_deref().unwrap_or("the configured one")),
+                )
+            }),
+            Action::Emergency => {
+                let was_active = match self.backend.emergency_active().await {
+                    Ok(a) => a,
+                    Err(e) => return format!("⚠️ {}", esc(&format!("{e:#}"))),
+                };
+                let since = kronos_common::time::now_ms() as i64;
+                let sent = match self.backend.emergency().await {
+                    Ok(s) => s,
+                    Err(e) => return format!("⚠️ Emergency stop NOT saved: {}", esc(&format!("{e:#}"))),
+                };
+                let outcome = if was_active && sent != EmergencySent::Accepted {
+                    EmergencyOutcome::NoAnswer
+                } else {
+                    self.backend.emergency_outcome(since, self.emergency_wait).await
+                };
+                emergency_reply(&sent, was_active, &outcome, self.emergency_wait)
+            }
         }
-        })
     }
 }
 
@@ -461,6 +576,66 @@ mod tests {
         assert_eq!(parse("  /alerts fill   silent "), Some(("alerts".into(), "fill   silent".into())));
         assert_eq!(parse("hello"), None);
         assert_eq!(parse("/"), None);
+    }
+
+    fn view() -> CopyView {
+        CopyView {
+            live_api: true,
+            mode: Some("paper".into()),
+            trading: true,
+            ratio: Some("0.5".into()),
+            emergency: false,
+            entries_blocked: None,
+            equity: None,
+            wallet: None,
+            unrealized: None,
+            positions: vec![],
+            lead_stream: None,
+        }
+    }
+
+    /// Issue 14, item 9: "entries: allowed" is never shown next to an active emergency stop (nor with trading off).
+    #[test]
+    fn the_entries_line_agrees_with_the_emergency_stop_and_the_switch() {
+        assert_eq!(entries_line(&view()), "allowed");
+        let emergency = CopyView { emergency: true, entries_blocked: None, ..view() };
+        assert_eq!(entries_line(&emergency), "blocked (emergency stop active)");
+        let off = CopyView { trading: false, ..view() };
+        assert_eq!(entries_line(&off), "none (copy-trading is off)");
+        let halted = CopyView { entries_blocked: Some("daily loss limit reached".into()), ..view() };
+        assert_eq!(entries_line(&halted), "blocked (daily loss limit reached)");
+    }
+
+    /// Issue 14, item 9: the reply says what happened, never "every position is closed" unless it was reported.
+    #[test]
+    fn the_emergency_reply_says_what_happened() {
+        let w = Duration::from_secs(10);
+        let down = emergency_reply(
+            &EmergencySent::Unreachable("connection refused".into()),
+            false,
+            &EmergencyOutcome::NoAnswer,
+            w,
+        );
+        assert!(
+            down.contains("has not reported acting on it within 10 s")
+                && down.contains("nothing is known to be closed")
+                && down.contains("could not be reached (connection refused)")
+                && !down.contains("every position is closed"),
+            "{down}"
+        );
+        let done = emergency_reply(&EmergencySent::Refused(403), false, &EmergencyOutcome::Done, w);
+        assert!(done.contains("carried out") && done.contains("HTTP 403"), "{done}");
+        let part = emergency_reply(
+            &EmergencySent::Accepted,
+            false,
+            &EmergencyOutcome::Incomplete("still open: BTCUSDT BOTH 0.05".into()),
+            w,
+        );
+        assert!(part.contains("NOT complete: still open: BTCUSDT BOTH 0.05"), "{part}");
+        let again = emergency_reply(&EmergencySent::StoreOnly, true, &EmergencyOutcome::NoAnswer, w);
+        assert!(again.contains("already active"), "{again}");
+        let silent = emergency_reply(&EmergencySent::Accepted, false, &EmergencyOutcome::NoAnswer, w);
+        assert!(silent.contains("accepted it over its API but has not reported"), "{silent}");
     }
 
     #[test]

@@ -65,6 +65,14 @@ pub const CATEGORIES: &[(&str, AlertMode)] = &[
     ("price", AlertMode::Off),
 ];
 
+/// What a message's sender may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rights {
+    None,
+    Read,
+    Control,
+}
+
 /// Long polling (default) or a webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
@@ -82,10 +90,16 @@ pub struct Config {
     pub delivery: Delivery,
     /// `/health`, `/metrics` and (for webhooks) the webhook path.
     pub listen: String,
-    /// May use every command.
+    /// User ids that may use every command (in a private chat, or in a group listed under `read_only`). Never a
+    /// group: listing one would give every member control.
     pub control: BTreeSet<i64>,
-    /// May use read-only commands.
+    /// User ids that may use read-only commands, and group ids whose members may (their control members keep
+    /// control there).
     pub read_only: BTreeSet<i64>,
+    /// Commands older than this when they arrive (sent while the bot was down) are not carried out.
+    pub max_command_age: Duration,
+    /// How long `/confirm` of an emergency stop waits for the copy-trader to report what it did.
+    pub emergency_wait: Duration,
     /// Chats that receive alerts.
     pub alert_chats: Vec<i64>,
     pub alerts: BTreeMap<String, AlertMode>,
@@ -134,6 +148,8 @@ struct Raw {
     copytrade_store: Option<String>,
     signals: Option<Vec<String>>,
     state_file: Option<PathBuf>,
+    max_command_age: Option<String>,
+    emergency_wait: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +196,31 @@ fn env_name(file: &str, field: &str, s: &str) -> Result<String, ConfigError> {
 }
 
 impl Config {
+    /// What `user` may do in `chat`. In a private chat (the chat is the user) the user's own listing decides. In a
+    /// group the group must be listed (under `read_only`): its members may read, and a member whose own user id
+    /// is under `control` may also control; a control user in a group that is not listed gets no answer (the
+    /// group would read the replies).
+    pub fn rights(&self, chat: i64, user: Option<i64>) -> Rights {
+        let private = chat > 0 && user.is_none_or(|u| u == chat);
+        if private {
+            return if self.control.contains(&chat) {
+                Rights::Control
+            } else if self.read_only.contains(&chat) {
+                Rights::Read
+            } else {
+                Rights::None
+            };
+        }
+        if !self.read_only.contains(&chat) {
+            return Rights::None;
+        }
+        if user.is_some_and(|u| self.control.contains(&u)) {
+            Rights::Control
+        } else {
+            Rights::Read
+        }
+    }
+
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -240,6 +281,16 @@ impl Config {
             .map_err(|e| err(file, "telegram.listen", format!("'{listen}' is not host:port ({e})")))?;
         let control: BTreeSet<i64> = r.allow.control.into_iter().collect();
         let read_only: BTreeSet<i64> = r.allow.read_only.into_iter().collect();
+        if let Some(g) = control.iter().find(|id| **id < 0) {
+            return Err(err(
+                file,
+                "telegram.allow.control",
+                format!(
+                    "{g} is a group or channel: every member would get control rights; list the members' own user \
+                     ids under control and the group under read_only"
+                ),
+            ));
+        }
         if control.is_empty() && read_only.is_empty() {
             return Err(err(
                 file,
@@ -276,6 +327,15 @@ impl Config {
                 check_url(file, f, u, &["http", "https"])?;
             }
         }
+        let duration = |field: &str, v: &Option<String>, default: &str| -> Result<Duration, ConfigError> {
+            let t = v.as_deref().unwrap_or(default);
+            humantime::parse_duration(t).map_err(|e| err(file, field, format!("'{t}' is not a duration ({e})")))
+        };
+        let max_command_age = duration("telegram.max_command_age", &r.max_command_age, "2m")?;
+        let emergency_wait = duration("telegram.emergency_wait", &r.emergency_wait, "10s")?;
+        if emergency_wait > Duration::from_secs(60) {
+            return Err(err(file, "telegram.emergency_wait", "at most 60s (the bot answers nothing else meanwhile)"));
+        }
         let signals = r.signals.unwrap_or_default();
         for (i, u) in signals.iter().enumerate() {
             check_url(file, &format!("telegram.signals[{i}]"), u, &["ws", "wss"])?;
@@ -293,6 +353,8 @@ impl Config {
             listen,
             control,
             read_only,
+            max_command_age,
+            emergency_wait,
             alert_chats: ra.chats,
             alerts,
             alert_burst,
@@ -379,6 +441,24 @@ categories = { fill = "silent", price = "on" }
             let e = Config::parse("t.toml", &text).unwrap_err();
             assert!(e.field.starts_with(field) && e.message.contains(msg), "{field}/{msg}: got {e}");
         }
+    }
+
+    /// Issue 14, item 11: a listed group does not give its members control; control is per user.
+    #[test]
+    fn a_group_admits_its_members_to_read_and_control_stays_with_listed_users() {
+        let c = Config::parse("t.toml", GOOD).unwrap();
+        assert_eq!(c.rights(111, Some(111)), Rights::Control);
+        assert_eq!(c.rights(222, Some(222)), Rights::None, "an unlisted user");
+        assert_eq!(c.rights(-100222, Some(5555)), Rights::Read, "a member of the read-only group");
+        assert_eq!(c.rights(-100222, Some(111)), Rights::Control, "a control user in the listed group");
+        assert_eq!(c.rights(-100333, Some(111)), Rights::None, "a control user in a group that is not listed");
+        let e = Config::parse("t.toml", &GOOD.replace("control = [111]", "control = [111, -100777]")).unwrap_err();
+        assert!(e.field == "telegram.allow.control" && e.message.contains("every member would get control"), "{e}");
+        assert_eq!(c.max_command_age, Duration::from_secs(120));
+        let e =
+            Config::parse("t.toml", &GOOD.replace("[telegram.allow]", "max_command_age = \"soon\"\n[telegram.allow]"))
+                .unwrap_err();
+        assert_eq!(e.field, "telegram.max_command_age");
     }
 
     #[test]

@@ -14,6 +14,6 @@ pub mod commands;
 pub mod config;
 pub mod format;
 
-pub use backend::{Backend, EmergencySent};
+pub use backend::{Backend, EmergencyOutcome, EmergencySent};
 pub use bot::{Signals, TelegramBot};
 pub use config::Config;

@@ -47,6 +47,7 @@ api_url = "{url}"
 poll_timeout_s = 1
 listen = "127.0.0.1:{port}"
 state_file = "{dir}/state.json"
+emergency_wait = "2s"
 {extra}
 [telegram.allow]
 control = [{CONTROL}]
@@ -151,21 +152,31 @@ async fn commands_answer_with_tables_and_validate_their_arguments() {
         "{stats}"
     );
     let bal = w.ask(CONTROL, CONTROL, "/balance").await;
-    assert!(bal.contains("10003.17"), "{bal}");
+    assert!(bal.contains("10003.18"), "{bal}"); // 10003.175, rounded
 
     assert!(w.ask(CONTROL, CONTROL, "/ratio abc").await.contains("'abc' is not a number"));
     assert!(w.ask(CONTROL, CONTROL, "/ratio -1").await.contains("must be above 0 and at most 100"));
     assert!(w.ask(CONTROL, CONTROL, "/ratio 101").await.contains("must be above 0 and at most 100"));
     assert!(w.ask(CONTROL, CONTROL, "/ratio").await.contains("Usage: /ratio"));
     assert_eq!(store.get_state("ratio").await.unwrap(), None, "nothing was changed by bad input");
-    let ok = w.ask(CONTROL, CONTROL, "/ratio 0.25").await;
+    // A new ratio needs its confirmation (issue 14, item 11).
+    let ask = w.ask(CONTROL, CONTROL, "/ratio 0.25").await;
+    assert!(ask.contains("Ratio 0.25 (now 0.5)") && ask.contains("/confirm "), "{ask}");
+    assert_eq!(store.get_state("ratio").await.unwrap(), None, "nothing changes before the confirmation");
+    let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
+    let ok = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
     assert!(ok.contains("Ratio set to 0.25 (was 0.5)"), "{ok}");
     assert_eq!(store.get_state("ratio").await.unwrap().as_deref(), Some("0.25"));
+    assert_eq!(store.get_state("ratio_set_by").await.unwrap().as_deref(), Some("Telegram /ratio"));
 
     assert!(w.ask(CONTROL, CONTROL, "/stop").await.contains("Copy-trading OFF"));
     assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("0"));
     assert!(w.ask(CONTROL, CONTROL, "/status").await.contains("trading OFF"));
-    assert!(w.ask(CONTROL, CONTROL, "/start").await.contains("Copy-trading ON"));
+    // A client sends /start by itself when a chat is opened: it must not undo the /stop (issue 14, item 11).
+    let hello = w.ask(CONTROL, CONTROL, "/start").await;
+    assert!(hello.contains("/help") && hello.contains("Copy-trading is OFF (/follow turns it on)"), "{hello}");
+    assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("0"), "/start changed the switch");
+    assert!(w.ask(CONTROL, CONTROL, "/follow").await.contains("Copy-trading ON"));
     assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("1"));
 
     let alerts = w.ask(CONTROL, CONTROL, "/alerts").await;
@@ -218,6 +229,8 @@ async fn the_allow_list_denies_by_default_and_separates_read_from_control() {
     assert!(w.ask(GROUP, 5555, "/status").await.contains("Copy-trader"));
     assert!(w.ask(GROUP, 5555, "/stop").await.contains("needs control rights"));
     assert!(w.ask(GROUP, CONTROL, "/stop").await.contains("Copy-trading OFF"));
+    // A control user in a group nobody listed gets no answer there (its members would read it).
+    assert_eq!(w.ask(-100777, CONTROL, "/positions").await, "Sorry, this is a private bot.");
     assert_eq!(store.get_state("ratio").await.unwrap(), None);
     assert_eq!(store.get_state("emergency").await.unwrap(), None);
     r.stop().await;
@@ -239,9 +252,89 @@ async fn the_emergency_stop_needs_its_confirmation() {
     assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await.contains("Nothing to confirm"));
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
-    assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await.contains("Emergency stop saved"));
+    // No copy-trader runs: the reply says the stop is saved and nothing is known to be closed.
+    let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
+    assert!(
+        reply.contains("Emergency stop saved")
+            && reply.contains("nothing is known to be closed")
+            && !reply.contains("every position is closed"),
+        "{reply}"
+    );
     assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+    // The status agrees with itself: no "entries: allowed" beside the emergency stop (issue 14, item 9).
+    let status = w.ask(CONTROL, CONTROL, "/status").await;
+    assert!(status.contains("emergency ACTIVE") && status.contains("entries: blocked (emergency stop"), "{status}");
     r.stop().await;
+}
+
+/// Issue 14, item 9: with the copy-trader down (its API unreachable), /confirm says the stop is only saved and
+/// that nothing is known closed — never that every position is closed.
+#[tokio::test]
+async fn the_emergency_stop_with_the_copy_trader_down_says_nothing_was_closed() {
+    let w = World::new().await;
+    let store = seeded_store(&w).await;
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let r = w.start(w.config(""), Backend::new(None, Some(down), Some(store.clone())), Signals::None).await;
+    let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
+    let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
+    let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
+    assert!(
+        reply.contains("not reported acting on it within 2 s")
+            && reply.contains("nothing is known to be closed")
+            && reply.contains("could not be reached")
+            && !reply.contains("every position is closed"),
+        "{reply}"
+    );
+    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"), "the flag holds the stop");
+    r.stop().await;
+}
+
+/// Issue 14, item 11: commands queued while the bot was down are not carried out when it comes back.
+#[tokio::test]
+async fn commands_sent_while_the_bot_was_down_are_not_carried_out_later() {
+    let w = World::new().await;
+    let store = seeded_store(&w).await;
+    let ten_min_ago = kronos_common::time::now_s() - 600;
+    // Queued before the bot starts.
+    let stale = w.tg.say_at(CONTROL, CONTROL, "/stop", ten_min_ago);
+    let r = w.start(w.config(""), Backend::new(None, None, Some(store.clone())), Signals::None).await;
+    let reply = w.tg.wait_reply(CONTROL, stale).await.text;
+    assert!(reply.contains("/stop was sent 10m") && reply.contains("not carried out"), "{reply}");
+    assert_eq!(store.get_state("trading").await.unwrap(), None, "the stale /stop did nothing");
+    // A fresh one runs.
+    assert!(w.ask(CONTROL, CONTROL, "/stop").await.contains("Copy-trading OFF"));
+    r.stop().await;
+}
+
+/// Issue 14, item 11: a Bot API that answers getUpdates at once (no long poll) is polled with a growing pause,
+/// not hundreds of times a second; commands still get their answers.
+#[tokio::test]
+async fn a_bot_api_that_answers_polls_at_once_is_not_hammered() {
+    let w = World::new().await;
+    w.tg.answer_polls_at_once(true);
+    let r = w.start(w.config(""), Backend::new(None, None, None), Signals::None).await;
+    let polls = || w.tg.calls().iter().filter(|c| *c == "getupdates").count();
+    let (t, n) = (std::time::Instant::now(), polls());
+    while polls() < n + 4 {
+        assert!(t.elapsed() < Duration::from_secs(60), "polling stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Four empty answers at once: at least 250 + 500 + 1000 ms of pauses between them.
+    assert!(t.elapsed() >= Duration::from_millis(1500), "4 polls in {:?}: no back-off", t.elapsed());
+    assert!(w.ask(CONTROL, CONTROL, "/help").await.contains("/status"));
+    r.stop().await;
+}
+
+/// Issue 14, item 11: a Bot API that cannot be reached is not reported as a refused token.
+#[tokio::test]
+async fn an_unreachable_bot_api_is_not_called_a_refused_token() {
+    let w = World::new().await;
+    let mut cfg = w.config("");
+    cfg.api_url = format!("http://127.0.0.1:{}/", free_port());
+    let bot = TelegramBot::new(cfg, Backend::new(None, None, None)).unwrap();
+    let e = bot.check().await.unwrap_err().to_string();
+    assert!(e.contains("could not be reached") && !e.contains("did not accept the token"), "{e}");
+    assert!(!e.contains(kronos_testkit::telegram::TOKEN), "{e}");
 }
 
 /// The copy-trader's control API (its real router) on a free port, with `token` as its control token; returns
@@ -278,7 +371,8 @@ async fn the_emergency_stop_reaches_the_copy_trader_with_its_control_token_and_s
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
     let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
-    assert!(reply.contains("took it at once"), "{reply}");
+    // This stand-in API runs no engine: it accepts, but nothing reports acting on it.
+    assert!(reply.contains("accepted it over its API but has not reported acting on it"), "{reply}");
     assert!(matches!(rx.try_recv(), Ok(kronos_copytrade::Command::EmergencyStop { .. })));
     r.stop().await;
     // Without it: refused (401), and the reply says so; the store's flag still holds the stop.
@@ -287,7 +381,7 @@ async fn the_emergency_stop_reaches_the_copy_trader_with_its_control_token_and_s
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
     let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
-    assert!(reply.contains("saved in the copy-trader's store") && reply.contains("HTTP 401"), "{reply}");
+    assert!(reply.contains("Emergency stop saved") && reply.contains("HTTP 401"), "{reply}");
     assert!(reply.contains("telegram.copytrade_token_env"), "{reply}");
     assert!(rx.try_recv().is_err());
     assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
@@ -516,12 +610,17 @@ cooldown = "1h"
     assert!(pos.contains("BTCUSDT") && pos.contains("0.05") && pos.contains("63700"), "{pos}");
     let stat = w.ask(CONTROL, CONTROL, "/status").await;
     assert!(stat.contains("paper") && stat.contains("trading ON") && stat.contains("lead stream up"), "{stat}");
-    assert!(w.ask(CONTROL, CONTROL, "/balance").await.contains("9998.37"), "paper wallet after one fee of 1.625");
+    assert!(
+        w.ask(CONTROL, CONTROL, "/balance").await.contains("9998.38"),
+        "paper wallet after one fee of 1.625 (9998.375, rounded)"
+    );
     // A silent fill alert reached the alert chat.
     let fills: Vec<_> = w.tg.sent_to(CONTROL).into_iter().filter(|s| s.text.contains("[paper]")).collect();
     assert!(!fills.is_empty() && fills.iter().all(|s| s.silent), "{fills:?}");
 
-    assert!(w.ask(CONTROL, CONTROL, "/ratio 0.8").await.contains("Ratio set to 0.8 (was 0.5)"));
+    let ask = w.ask(CONTROL, CONTROL, "/ratio 0.8").await;
+    let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
+    assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await.contains("Ratio set to 0.8 (was 0.5)"));
     let st = status.clone();
     wait("follower resized to 0.08", Box::new(move || qty(&st) == "0.08")).await;
 
@@ -531,16 +630,22 @@ cooldown = "1h"
     lead.place_order(&trade(Side::Buy, "0.1", "l2")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(qty(&status), "0.08");
-    assert!(w.ask(CONTROL, CONTROL, "/start").await.contains("ON"));
+    // What /stop did shows at once (issue 14, item 8).
+    let stat = w.ask(CONTROL, CONTROL, "/status").await;
+    assert!(stat.contains("trading OFF") && stat.contains("entries: none (copy-trading is off)"), "{stat}");
+    assert!(w.ask(CONTROL, CONTROL, "/follow").await.contains("ON"));
 
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
     // This copy-trader has no control token: its API refuses (403), the reply says so, and the store's flag stops it.
     let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
-    assert!(reply.contains("Emergency stop saved") && reply.contains("HTTP 403"), "{reply}");
+    // It acted on the store's flag and reported what it did; the reply says so (issue 14, item 9).
+    assert!(reply.contains("carried out") && reply.contains("HTTP 403"), "{reply}");
     let st = status.clone();
     wait("flat after the emergency stop", Box::new(move || st.lock().positions.is_empty() && st.lock().risk.emergency))
         .await;
-    assert!(w.ask(CONTROL, CONTROL, "/status").await.contains("emergency ACTIVE"));
+    let stat = w.ask(CONTROL, CONTROL, "/status").await;
+    assert!(stat.contains("emergency ACTIVE") && stat.contains("entries: blocked (emergency stop"), "{stat}");
+    assert!(w.ask(CONTROL, CONTROL, "/positions").await.contains("No open positions"));
     r.stop().await;
 }

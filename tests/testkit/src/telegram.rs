@@ -40,6 +40,8 @@ struct Inner {
     webhook: Option<(String, String)>,
     commands: Vec<String>,
     calls: Vec<String>,
+    /// getUpdates answers at once instead of holding the long poll (as some Bot API stand-ins do).
+    no_long_poll: bool,
 }
 
 #[derive(Clone)]
@@ -82,15 +84,20 @@ impl MockTelegram {
         format!("http://{}/", self.addr)
     }
 
-    /// A user writes `text` in `chat`.
-    /// Pushes a user's message; returns its message id.
+    /// A user writes `text` in `chat` now; returns its message id.
     pub fn say(&self, chat: i64, user: i64, text: &str) -> i64 {
+        self.say_at(chat, user, text, kronos_common::time::now_s())
+    }
+
+    /// A user wrote `text` in `chat` at `date` (Unix seconds; an earlier one is a message queued while the bot was
+    /// away); returns its message id.
+    pub fn say_at(&self, chat: i64, user: i64, text: &str, date: u64) -> i64 {
         let mut g = self.inner.lock();
         g.next_update += 1;
         let id = g.next_update;
         g.next_message += 1;
         let mid = g.next_message;
-        g.updates.push(json!({"update_id": id, "message": {"message_id": mid, "date": kronos_common::time::now_s(),
+        g.updates.push(json!({"update_id": id, "message": {"message_id": mid, "date": date,
             "chat": chat_json(chat), "from": {"id": user, "is_bot": false, "first_name": "Ada"}, "text": text}}));
         drop(g);
         self.notify.notify_waiters();
@@ -151,6 +158,12 @@ impl MockTelegram {
     /// The next `n` sendMessage calls answer 429 with retry_after 1.
     pub fn flood(&self, n: u32) {
         self.inner.lock().floods = n;
+    }
+
+    /// getUpdates answers at once from now on (`true`), or holds the long poll as Telegram does (`false`).
+    pub fn answer_polls_at_once(&self, on: bool) {
+        self.inner.lock().no_long_poll = on;
+        self.notify.notify_waiters();
     }
 
     pub fn offsets(&self) -> Vec<i64> {
@@ -229,9 +242,12 @@ async fn handle(
         }
         "getupdates" => {
             let offset = p["offset"].as_i64().unwrap_or(0);
-            let timeout = p["timeout"].as_u64().unwrap_or(0).min(2);
+            let mut timeout = p["timeout"].as_u64().unwrap_or(0).min(2);
             {
                 let mut g = m.inner.lock();
+                if g.no_long_poll {
+                    timeout = 0;
+                }
                 g.offsets.push(offset);
                 if g.conflicts > 0 {
                     g.conflicts -= 1;
