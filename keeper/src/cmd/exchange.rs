@@ -250,7 +250,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         &format!("\n                   wallet {FOLLOWER_WALLET} USDT, for mode = \"live\" against this exchange"),
     );
     println!(
-        "follow the lead in paper mode (no keys needed): set network = \"local\" in the copy-trader's config{}, then\n  kronos copytrade run --config config/copytrade.example.toml",
+        "follow the lead in paper mode (no keys needed) with network = \"local\" in the copy-trader's config (as in the example){}:\n  kronos copytrade run --config config/copytrade.example.toml",
         if a.listen == LOCAL_EXCHANGE { String::new() } else { format!(" and rest_url/ws_url = {} / {}", x.rest_url(), x.ws_url()) }
     );
     if !x.lead_keys.published {

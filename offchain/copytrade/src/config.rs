@@ -620,6 +620,7 @@ cooldown = "6h"
         let text = include_str!("../../../config/copytrade.example.toml");
         let c = Config::parse("config/copytrade.example.toml", text).unwrap();
         assert_eq!(c.mode, Mode::Paper);
+        assert!(c.local, "the example follows the local exchange out of the box");
         // With the AI section uncommented too.
         let at = text.find("# [copytrade.ai]").expect("the example documents the AI section");
         let tail: Vec<&str> = text[at..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect();
