@@ -331,10 +331,15 @@ impl Config {
             }
             let mut rpc = Vec::new();
             for (j, u) in rpc_raw.iter().enumerate() {
-                let url = url::Url::parse(u)
-                    .map_err(|e| err(at(&format!("rpc[{j}]")), format!("'{u}' is not a URL: {e}")))?;
+                // The URL itself is never echoed: hosted endpoints carry their API key in it.
+                let url = url::Url::parse(u).map_err(|e| {
+                    err(at(&format!("rpc[{j}]")), format!("is not a URL ({e}; the value is not shown)"))
+                })?;
                 if !matches!(url.scheme(), "http" | "https") {
-                    return Err(err(at(&format!("rpc[{j}]")), format!("'{u}' must be http or https")));
+                    return Err(err(
+                        at(&format!("rpc[{j}]")),
+                        format!("must be http or https, not {}: (the rest is not shown)", url.scheme()),
+                    ));
                 }
                 rpc.push(url);
             }
@@ -528,8 +533,17 @@ mod tests {
             .contains("chain[0].name: 'basee' is not in the catalogue"));
         assert!(field_err(&base("").replace("name = \"base\"", "name = \"solana\"")).contains("not an EVM chain"));
         assert!(field_err(&base("").replace("\"http://127.0.0.1:8545\"", "\"ftp://x\""))
-            .contains("chain[0].rpc[0]: 'ftp://x' must be http"));
+            .contains("chain[0].rpc[0]: must be http or https, not ftp:"));
         assert!(field_err(&base("").replace("\"http://127.0.0.1:8545\"", "\"not a url\"")).contains("chain[0].rpc[0]"));
+        // An RPC URL may carry an API key: a bad one is named by its field, never echoed.
+        for bad in [
+            "https://rpc.example:99999/v2/SuperSecretKey42",
+            "rpc.example/v2/SuperSecretKey42",
+            "wss://rpc.example/v2/SuperSecretKey42",
+        ] {
+            let e = field_err(&base("").replace("\"http://127.0.0.1:8545\"", &format!("\"{bad}\"")));
+            assert!(e.contains("chain[0].rpc[0]: ") && !e.contains("SuperSecretKey42"), "{e}");
+        }
         assert!(field_err(
             &base("").replace("rpc = [\"http://127.0.0.1:8545\", \"https://backup.example\"]", "rpc = []")
         )

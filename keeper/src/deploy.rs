@@ -18,6 +18,23 @@ pub struct DeployPolicy {
     pub defaults: ChainPolicy,
     #[serde(default)]
     pub chains: BTreeMap<String, ChainPolicyOverride>,
+    /// Markets on a local development chain (anvil), where `kronos deploy` deploys mock feeds.
+    #[serde(default)]
+    pub local: Option<LocalPolicy>,
+}
+
+/// `[local]` of `config/deploy.toml`: the clock and starting prices of markets on a local chain, whose feeds are
+/// Chainlink's mocks (they move only when someone pushes an answer) and whose sequencer feed, on L2s, is a mock that
+/// comes up at deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalPolicy {
+    pub interval_s: u32,
+    pub settle_window_s: u32,
+    pub max_price_age_s: u32,
+    /// Starting answer of each pair's mock feed, in the pair's quote unit: a number (`65000`, `3000.5`) or a decimal
+    /// string (`"65000"`).
+    pub prices: BTreeMap<String, toml::Value>,
 }
 
 /// Per-chain market parameters.
@@ -115,6 +132,9 @@ pub struct MarketPlan {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
+    /// Things the deployer should know that do not stop the plan (printed by `kronos deploy`, not sent to forge).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
     pub owner: Address,
     pub salt: B256,
     pub reveal_window: u64,
@@ -163,6 +183,7 @@ pub fn plan_for_chain(cat: &Catalogue, policy: &DeployPolicy, key: &str, owner: 
     let delay = p.execute_delay_s.unwrap_or_else(|| if l2 { L2_EXECUTE_DELAY_S } else { execute_delay(p.interval_s) });
     check_clock(&format!("deploy policy: chains.{key}"), p.interval_s, p.settle_window_s, delay)?;
     let mut markets = Vec::new();
+    let mut warnings = Vec::new();
     for pair in &p.pairs {
         let f = chain.feeds.get(pair).ok_or_else(|| {
             anyhow::anyhow!("deploy policy: chains.{key}.pairs: {pair} is not a feed of {key} in the catalogue")
@@ -177,6 +198,9 @@ pub fn plan_for_chain(cat: &Catalogue, policy: &DeployPolicy, key: &str, owner: 
                 "deploy policy: chains.{key}.max_price_age_s is required: the catalogue gives no heartbeat for {pair} on {key}"
             ),
         };
+        if let Some(h) = f.heartbeat_s {
+            check_heartbeat(key, pair, p.interval_s, max_age, h, &mut warnings)?;
+        }
         markets.push(MarketPlan {
             pair: pair.clone(),
             description: f.description.clone(),
@@ -199,6 +223,7 @@ pub fn plan_for_chain(cat: &Catalogue, policy: &DeployPolicy, key: &str, owner: 
         });
     }
     Ok(Plan {
+        warnings,
         owner,
         salt: policy.salt(),
         reveal_window: policy.reveal_window_s,
@@ -245,6 +270,99 @@ fn check_clock(what: &str, interval_s: u32, settle_window_s: u32, delay: u32) ->
     })
 }
 
+/// The feed's heartbeat against the market: a `max_price_age_s` below the heartbeat is refused (in a quiet market the
+/// feed updates only once a heartbeat, so most checkpoints would read a stale answer and their rounds be refunded);
+/// an interval shorter than the heartbeat is a warning, not an error. Such a feed may go a whole round without an
+/// update, and such rounds tie (settled with the fee kept, contracts-evm/README.md, "Late bets", rule 3) — but a
+/// deviation-triggered feed also updates within minutes whenever the price moves, which is when bettors care, so
+/// 5-minute rounds on Ethereum's 3,600-s feeds remain a legitimate choice that the deployer should make knowingly.
+fn check_heartbeat(
+    key: &str,
+    pair: &str,
+    interval_s: u32,
+    max_age: u32,
+    heartbeat_s: u32,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    check(max_age >= heartbeat_s, || {
+        format!(
+            "deploy policy: chains.{key}.max_price_age_s = {max_age} is below the {heartbeat_s}-s heartbeat of {pair} \
+             on {key}: in a quiet market most checkpoints would be stale and their rounds refunded"
+        )
+    })?;
+    if interval_s < heartbeat_s {
+        warnings.push(format!(
+            "chains.{key}.interval_s = {interval_s} is shorter than the {heartbeat_s}-s heartbeat of {pair} on {key}: \
+             in a round where the price moves less than the feed's deviation threshold the feed does not update, and \
+             the round ties (stakes back less the fee); set interval_s >= {heartbeat_s} for a round that always sees \
+             an update"
+        ));
+    }
+    Ok(())
+}
+
+/// Sequencer grace of markets on local L2 chains: the uptime mock comes up (status "up", `startedAt` = deployment)
+/// when the suite is deployed, and the first round starts at least one interval (the contract's minimum is 60 s)
+/// later, so a grace of 60 s never refunds a round of a fresh local chain (the real chains' default of 3,600 s would
+/// refund every round of the first hour).
+pub const LOCAL_SEQUENCER_GRACE_S: u32 = 60;
+
+/// The plan for a local development chain (anvil) from the policy's `[local]` section: the chain's pairs of the
+/// policy, each on a fresh Chainlink mock feed starting at `local.prices`, native stakes, and on L2s a
+/// sequencer-uptime mock with [`LOCAL_SEQUENCER_GRACE_S`].
+pub fn local_plan_for_chain(
+    cat: &Catalogue,
+    policy: &DeployPolicy,
+    key: &str,
+    owner: Address,
+    output: &str,
+) -> Result<Plan> {
+    let chain: &Chain = cat.chain(key).ok_or_else(|| anyhow::anyhow!("'{key}' is not in the catalogue"))?;
+    check(chain.chain_id.is_some(), || format!("'{key}' is not an EVM chain"))?;
+    let l = policy.local.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "deploy policy: a [local] section is needed to deploy on a local chain (see config/deploy.toml)"
+        )
+    })?;
+    let p = policy.for_chain(key);
+    check(!p.pairs.is_empty(), || format!("deploy policy: chains.{key}.pairs is empty"))?;
+    let mut markets = Vec::new();
+    for pair in &p.pairs {
+        let f = chain.feeds.get(pair).ok_or_else(|| {
+            anyhow::anyhow!("deploy policy: chains.{key}.pairs: {pair} is not a feed of {key} in the catalogue")
+        })?;
+        let field = format!("deploy policy: local.prices.\"{pair}\"");
+        let price =
+            l.prices.get(pair).ok_or_else(|| anyhow::anyhow!("{field} is missing (the mock feed's first answer)"))?;
+        let price = match price {
+            toml::Value::String(v) => v.clone(),
+            toml::Value::Integer(v) => v.to_string(),
+            toml::Value::Float(v) => v.to_string(),
+            other => anyhow::bail!("{field} = {other}: a price is a number (65000) or a decimal string (\"65000\")"),
+        };
+        let d: kronos_common::Decimal = price.parse().map_err(|e| anyhow::anyhow!("{field} = {price:?}: {e}"))?;
+        let answer = d
+            .to_fixed(f.decimals.unwrap_or(8), kronos_common::Rounding::Down)
+            .map_err(|e| anyhow::anyhow!("{field}: {e}"))?;
+        let answer = i64::try_from(answer).ok().filter(|a| *a > 0).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{field} = {price:?}: must be above 0 and fit the feed's {} decimals in 63 bits",
+                f.decimals.unwrap_or(8)
+            )
+        })?;
+        markets.push(LocalMarket {
+            pair: pair.clone(),
+            initial_answer: answer,
+            token: false,
+            interval_s: l.interval_s,
+            max_price_age_s: l.max_price_age_s,
+            settle_window_s: l.settle_window_s,
+        });
+    }
+    check(l.max_price_age_s > 0, || "deploy policy: local.max_price_age_s must be above 0".into())?;
+    local_plan(chain, policy, owner, &markets, output).map_err(|e| anyhow::anyhow!("deploy policy: local: {e}"))
+}
+
 /// Settings of one market on a local development chain.
 #[derive(Debug, Clone)]
 pub struct LocalMarket {
@@ -282,7 +400,7 @@ pub fn local_plan(
             token: Address::ZERO,
             interval: m.interval_s,
             max_price_age: m.max_price_age_s,
-            sequencer_grace: if chain.sequencer.is_some() { 60 } else { 0 },
+            sequencer_grace: if chain.sequencer.is_some() { LOCAL_SEQUENCER_GRACE_S } else { 0 },
             settle_window: m.settle_window_s,
             bet_cutoff: bet_cutoff(m.interval_s),
             execute_delay: execute_delay(m.interval_s),
@@ -297,6 +415,7 @@ pub fn local_plan(
         });
     }
     Ok(Plan {
+        warnings: Vec::new(),
         owner,
         salt: policy.salt(),
         reveal_window: policy.reveal_window_s,
@@ -306,6 +425,128 @@ pub fn local_plan(
         markets: out,
         output: output.to_string(),
     })
+}
+
+/// What `kronos deploy` learned from the node at `--rpc` before planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub chain_id: u64,
+    /// `web3_clientVersion` (`anvil/v1.7.1`, `HardhatNetwork/2.22.0/…`).
+    pub client: String,
+    /// The policy's pairs whose catalogue feed address holds code on the node, and those whose address holds none.
+    pub feeds_with_code: Vec<String>,
+    pub feeds_without_code: Vec<String>,
+}
+
+/// Where the markets' feeds come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The catalogue's Chainlink feeds (a real chain, or a fork of one).
+    Catalogue,
+    /// Mock feeds deployed with the suite (a local development chain).
+    Local,
+}
+
+/// Development nodes by their `web3_clientVersion`.
+fn is_dev_node(client: &str) -> bool {
+    let c = client.to_ascii_lowercase();
+    ["anvil", "hardhat", "ganache"].iter().any(|d| c.starts_with(d))
+}
+
+/// Chooses the plan for the node: a node serving another chain id than the catalogue's is refused (the keeper would
+/// refuse it too); `--local` asks for mocks; otherwise the catalogue's feeds are used where they all hold code (a real
+/// chain or a fork), mocks on a development node where none does, and anything else is refused before forge runs
+/// (it used to fail after half a minute with `call to non-contract address`).
+pub fn choose_target(chain: &Chain, facts: &NodeFacts, force_local: bool) -> Result<Target> {
+    let want = chain.chain_id.ok_or_else(|| anyhow::anyhow!("'{}' is not an EVM chain", chain.key))?;
+    check(facts.chain_id == want, || {
+        format!(
+            "--rpc: the node serves chain id {}, but the catalogue's {} is chain {want} (the keeper checks it too); \
+             for a local chain start the node with that id (anvil --chain-id {want})",
+            facts.chain_id, chain.key
+        )
+    })?;
+    if force_local {
+        return Ok(Target::Local);
+    }
+    if facts.feeds_without_code.is_empty() {
+        return Ok(Target::Catalogue);
+    }
+    if facts.feeds_with_code.is_empty() && is_dev_node(&facts.client) {
+        return Ok(Target::Local);
+    }
+    anyhow::bail!(
+        "--rpc: the catalogue's {} feed(s) of {} hold no code on this node ({}): it is not {} (or not synced); for \
+         a local development chain pass --local to deploy mock feeds",
+        facts.feeds_without_code.join(", "),
+        chain.key,
+        facts.client,
+        chain.name
+    )
+}
+
+/// Asks the node at `rpc` what [`choose_target`] needs, for the policy's pairs of `key`.
+pub async fn probe(cat: &Catalogue, policy: &DeployPolicy, key: &str, rpc: &url::Url) -> Result<NodeFacts> {
+    use alloy::providers::{Provider, ProviderBuilder};
+    let chain = cat.chain(key).ok_or_else(|| anyhow::anyhow!("'{key}' is not in the catalogue"))?;
+    let label = crate::rpc::endpoint_label(0, rpc);
+    let p = ProviderBuilder::new().connect_http(rpc.clone());
+    let ask = |e: &dyn std::fmt::Display| anyhow::anyhow!("--rpc ({label}) does not answer: {e}");
+    let chain_id = p.get_chain_id().await.map_err(|e| ask(&e))?;
+    let client = p.get_client_version().await.map_err(|e| ask(&e))?;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for pair in policy.for_chain(key).pairs {
+        let Some(addr) = chain.feeds.get(&pair).and_then(|f| f.evm_address()) else { continue };
+        let code = p.get_code_at(addr).await.map_err(|e| ask(&e))?;
+        if code.is_empty() {
+            without.push(pair);
+        } else {
+            with.push(pair);
+        }
+    }
+    Ok(NodeFacts { chain_id, client, feeds_with_code: with, feeds_without_code: without })
+}
+
+/// The keeper configuration for a local deployment, ready for `kronos run --config`: the chain with its RPC URL,
+/// the deployed addresses, `local = true` (the feeds are mocks, not the catalogue's addresses) and `pairs` (market
+/// id → catalogue pair, which the keeper cannot infer from a mock's address). Paths are absolute under `root`; the
+/// store is named after the first genesis, so a redeployment on a fresh node starts with a fresh store.
+pub fn local_keeper_config(root: &Path, key: &str, rpc: &str, plan: &Plan, d: &Deployment) -> String {
+    let genesis = d.genesis.first().map(|g| g.to_string()).unwrap_or_default();
+    let ids: Vec<String> = d.market_ids.iter().map(|i| i.to_string()).collect();
+    let pairs: Vec<String> =
+        d.market_ids.iter().zip(&plan.markets).map(|(id, m)| format!("\"{id}\" = \"{}\"", m.pair)).collect();
+    format!(
+        "# Keeper configuration for the local {key} chain, written by `kronos deploy` (keeper/README.md, \"Deploy to your\n\
+         # own local chain\"). Run:  KRONOS_KEEPER_KEY=<a funded key of the node> kronos run --config <this file>\n\
+         # KRONOS_STORE and KRONOS_LISTEN override the store and the API address.\n\
+         \n\
+         [keeper]\n\
+         catalogue = \"{catalogue}\"\n\
+         store = \"sqlite://{store}\"\n\
+         listen = \"127.0.0.1:9464\"\n\
+         signer = {{ env = \"KRONOS_KEEPER_KEY\" }}\n\
+         poll_ms = 500\n\
+         keeper_id = \"local-{key}\"\n\
+         \n\
+         [[chain]]\n\
+         name = \"{key}\"\n\
+         rpc = [\"{rpc}\"]\n\
+         market = \"{market}\"\n\
+         registry = \"{registry}\"\n\
+         markets = [{ids}]\n\
+         confirmations = 1\n\
+         # The feeds are mocks deployed with the suite: their addresses are not the catalogue's ...\n\
+         local = true\n\
+         # ... so each market names its catalogue pair (the mocks describe themselves like it).\n\
+         pairs = {{ {pairs} }}\n",
+        catalogue = root.join("config/chains.toml").display(),
+        store = root.join(format!("data/local-{key}-{genesis}.db")).display(),
+        market = d.market,
+        registry = d.registry,
+        ids = ids.join(", "),
+        pairs = pairs.join(", "),
+    )
 }
 
 /// Runs `Deploy.s.sol` with `plan` against `rpc_url`, signing with `key`, from the repository at `root`.
@@ -394,7 +635,9 @@ mod tests {
 
     #[test]
     fn gaps_are_errors_not_guesses() {
-        let e = plan_for_chain(&cat(), &policy(), "base", Address::ZERO, "x").unwrap_err().to_string();
+        let mut no_age = policy();
+        no_age.chains.remove("base");
+        let e = plan_for_chain(&cat(), &no_age, "base", Address::ZERO, "x").unwrap_err().to_string();
         assert!(e.contains("chains.base.max_price_age_s is required"), "{e}");
         let e = plan_for_chain(&cat(), &policy(), "solana", Address::ZERO, "x").unwrap_err().to_string();
         assert!(e.contains("no confirmed address"), "{e}");
@@ -468,5 +711,116 @@ mod tests {
         };
         let e = local_plan(&chain, &policy(), Address::ZERO, &[short], "x").unwrap_err().to_string();
         assert!(e.contains("execute_delay_s = 60"), "{e}");
+    }
+
+    /// Issue 13, item 11: the shipped policy failed on Base ("no heartbeat in the catalogue").
+    #[test]
+    fn the_shipped_policy_plans_every_evm_chain_and_every_local_one() {
+        let cat = cat();
+        for c in cat.evm_chains() {
+            let p = plan_for_chain(&cat, &policy(), &c.key, Address::ZERO, "x").unwrap();
+            assert_eq!(p.markets.len(), 2, "{}", c.key);
+            assert!(!p.local_feeds && p.markets.iter().all(|m| !m.feed.is_zero()), "{}", c.key);
+            let l = local_plan_for_chain(&cat, &policy(), &c.key, Address::ZERO, "x").unwrap();
+            assert!(l.local_feeds && l.markets.len() == 2, "{}", c.key);
+            let btc = &l.markets[0];
+            assert_eq!((btc.pair.as_str(), btc.initial_answer, btc.interval), ("BTC/USD", 6_500_000_000_000, 60));
+            // A fresh sequencer mock: the first round starts after its grace (never the real chains' 3,600 s).
+            assert_eq!(btc.local_sequencer, c.sequencer.is_some());
+            assert!(btc.sequencer_grace as u64 <= l.genesis_delay, "{}", c.key);
+            assert_eq!(btc.sequencer_grace, if c.sequencer.is_some() { LOCAL_SEQUENCER_GRACE_S } else { 0 });
+        }
+    }
+
+    #[test]
+    fn local_plans_need_a_starting_price_per_pair() {
+        let mut pol = policy();
+        pol.local.as_mut().unwrap().prices.remove("ETH/USD");
+        let e = local_plan_for_chain(&cat(), &pol, "base", Address::ZERO, "x").unwrap_err().to_string();
+        assert!(e.contains("local.prices.\"ETH/USD\" is missing"), "{e}");
+        pol.local.as_mut().unwrap().prices.insert("ETH/USD".into(), toml::Value::Integer(-3));
+        let e = local_plan_for_chain(&cat(), &pol, "base", Address::ZERO, "x").unwrap_err().to_string();
+        assert!(e.contains("local.prices.\"ETH/USD\" = \"-3\": must be above 0"), "{e}");
+        pol.local.as_mut().unwrap().prices.insert("ETH/USD".into(), toml::Value::Float(3000.5));
+        let p = local_plan_for_chain(&cat(), &pol, "base", Address::ZERO, "x").unwrap();
+        assert_eq!(p.markets[1].initial_answer, 300_050_000_000);
+        pol.local = None;
+        let e = local_plan_for_chain(&cat(), &pol, "base", Address::ZERO, "x").unwrap_err().to_string();
+        assert!(e.contains("a [local] section is needed"), "{e}");
+    }
+
+    /// The leftover of issue 13, item 1: the interval checked against the feed's heartbeat.
+    #[test]
+    fn intervals_shorter_than_the_heartbeat_warn_and_a_max_age_below_it_is_refused() {
+        let p = plan_for_chain(&cat(), &policy(), "ethereum", Address::ZERO, "x").unwrap();
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        assert!(
+            p.warnings[0].contains("chains.ethereum.interval_s = 300 is shorter than the 3600-s heartbeat of BTC/USD")
+        );
+        let mut pol = policy();
+        pol.chains.insert(
+            "ethereum".into(),
+            ChainPolicyOverride { interval_s: Some(3600), settle_window_s: Some(86_400), ..Default::default() },
+        );
+        assert!(plan_for_chain(&cat(), &pol, "ethereum", Address::ZERO, "x").unwrap().warnings.is_empty());
+        pol.chains.get_mut("ethereum").unwrap().max_price_age_s = Some(3599);
+        let e = plan_for_chain(&cat(), &pol, "ethereum", Address::ZERO, "x").unwrap_err().to_string();
+        assert!(e.contains("chains.ethereum.max_price_age_s = 3599 is below the 3600-s heartbeat"), "{e}");
+        // Without a heartbeat in the catalogue there is nothing to compare with.
+        assert!(plan_for_chain(&cat(), &policy(), "base", Address::ZERO, "x").unwrap().warnings.is_empty());
+    }
+
+    fn facts(chain_id: u64, client: &str, with: &[&str], without: &[&str]) -> NodeFacts {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect();
+        NodeFacts { chain_id, client: client.into(), feeds_with_code: v(with), feeds_without_code: v(without) }
+    }
+
+    #[test]
+    fn the_target_follows_the_node() {
+        let cat = cat();
+        let base = cat.chain("base").unwrap();
+        let all = ["BTC/USD", "ETH/USD"];
+        // A fresh anvil: none of the catalogue's feeds exist there.
+        assert_eq!(choose_target(base, &facts(8453, "anvil/v1.7.1", &[], &all), false).unwrap(), Target::Local);
+        assert_eq!(
+            choose_target(base, &facts(8453, "HardhatNetwork/2.22.0", &[], &all), false).unwrap(),
+            Target::Local
+        );
+        // A real node, or anvil forking Base: the real feeds, unless mocks are asked for.
+        assert_eq!(choose_target(base, &facts(8453, "Geth/v1.14", &all, &[]), false).unwrap(), Target::Catalogue);
+        assert_eq!(choose_target(base, &facts(8453, "anvil/v1.7.1", &all, &[]), false).unwrap(), Target::Catalogue);
+        assert_eq!(choose_target(base, &facts(8453, "anvil/v1.7.1", &all, &[]), true).unwrap(), Target::Local);
+        // A real node without the feeds is the wrong chain: refused before forge runs, --local named.
+        let e = choose_target(base, &facts(8453, "Geth/v1.14", &[], &all), false).unwrap_err().to_string();
+        assert!(e.contains("BTC/USD, ETH/USD feed(s) of base hold no code") && e.contains("--local"), "{e}");
+        let e = choose_target(base, &facts(8453, "anvil/v1.7.1", &["BTC/USD"], &["ETH/USD"]), false).unwrap_err();
+        assert!(e.to_string().contains("ETH/USD feed(s)"), "{e}");
+        // Another chain id is refused even with --local: the keeper would refuse it.
+        let e = choose_target(base, &facts(31337, "anvil/v1.7.1", &[], &all), true).unwrap_err().to_string();
+        assert!(e.contains("chain id 31337") && e.contains("anvil --chain-id 8453"), "{e}");
+    }
+
+    #[test]
+    fn the_written_keeper_configuration_parses_with_local_and_pairs() {
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let plan = local_plan_for_chain(&cat(), &policy(), "base", Address::ZERO, "x").unwrap();
+        let d = Deployment {
+            chain_id: 8453,
+            market: Address::repeat_byte(1),
+            registry: Address::repeat_byte(2),
+            market_ids: vec![U256::from(1), U256::from(2)],
+            feeds: vec![Address::repeat_byte(3), Address::repeat_byte(4)],
+            sequencers: vec![Address::repeat_byte(5); 2],
+            tokens: vec![Address::ZERO; 2],
+            genesis: vec![U256::from(1_800_000_000u64); 2],
+        };
+        let text = local_keeper_config(root, "base", "http://127.0.0.1:8545", &plan, &d);
+        let c = crate::config::Config::parse(&text, "k.toml", &|_| None).unwrap();
+        let ch = &c.chains[0];
+        assert!(ch.local && ch.markets == Some(vec![1, 2]) && ch.market == d.market && ch.registry == Some(d.registry));
+        assert_eq!(ch.pairs.get(&1).map(String::as_str), Some("BTC/USD"));
+        assert_eq!(ch.pairs.get(&2).map(String::as_str), Some("ETH/USD"));
+        assert!(c.store.ends_with("data/local-base-1800000000.db"), "{}", c.store);
+        assert!(matches!(&c.signer, crate::config::SignerSource::Env(v) if v == "KRONOS_KEEPER_KEY"));
     }
 }

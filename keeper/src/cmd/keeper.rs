@@ -37,16 +37,24 @@ pub struct DeployArgs {
     /// Catalogue key of the chain to deploy on.
     #[arg(long)]
     pub chain: String,
-    /// RPC URL of the chain.
-    #[arg(long)]
-    pub rpc: String,
+    /// RPC URL of the chain (optional with --dry-run).
+    #[arg(long, required_unless_present = "dry_run")]
+    pub rpc: Option<String>,
     /// Owner of the contracts (default: the deployer). Use the same on every chain for the same addresses.
     #[arg(long)]
     pub owner: Option<String>,
     /// Deployment policy.
     #[arg(long, default_value = "config/deploy.toml")]
     pub policy: PathBuf,
-    /// Print the plan and stop.
+    /// Deploy mock feeds (a local development chain). Chosen by itself on an anvil, Hardhat or Ganache node where
+    /// the catalogue's feeds hold no code.
+    #[arg(long)]
+    pub local: bool,
+    /// Where the deployment is written, under contracts-evm/deployments (default `<chain>.json`, on a local chain
+    /// `local-<chain>.json`, next to it the keeper configuration `local-<chain>.keeper.toml`).
+    #[arg(long)]
+    pub out: Option<String>,
+    /// Print the plan and stop (no key needed).
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -162,34 +170,103 @@ pub fn markets(a: RunArgs) -> Result<()> {
     })
 }
 
-/// `kronos deploy`: deploys the suite on one chain with the CREATE2 deployer.
+/// `kronos deploy`: deploys the suite on one chain with the CREATE2 deployer. On a local development chain (or with
+/// `--local`) the markets get Chainlink mock feeds and the keeper configuration for `kronos run` is written too.
 pub fn deploy(a: DeployArgs) -> Result<()> {
+    use crate::deploy::{choose_target, local_keeper_config, local_plan_for_chain, plan_for_chain, probe, Target};
     let root = crate::deploy::repo_root()?;
     let cat = kronos_common::Catalogue::load(root.join("config/chains.toml"))?;
     let policy = crate::deploy::DeployPolicy::load(&root.join(&a.policy))?;
-    let key = Secret::new(
-        std::env::var("KRONOS_DEPLOYER_KEY")
-            .map_err(|_| anyhow::anyhow!("set KRONOS_DEPLOYER_KEY to the deployer's private key"))?,
-    );
-    let signer: alloy::signers::local::PrivateKeySigner = key
-        .expose()
-        .trim()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("KRONOS_DEPLOYER_KEY does not hold a 32-byte hex private key"))?;
-    let owner = match &a.owner {
-        Some(o) => kronos_common::catalogue::parse_evm_address(o).map_err(|m| anyhow::anyhow!("--owner: {m}"))?,
-        None => signer.address(),
+    let rpc = match &a.rpc {
+        Some(u) => {
+            // Never echo the URL: hosted endpoints carry their API key in it.
+            let url = url::Url::parse(u).map_err(|e| anyhow::anyhow!("--rpc is not a URL ({e})"))?;
+            anyhow::ensure!(matches!(url.scheme(), "http" | "https"), "--rpc must be an http or https URL");
+            for s in crate::rpc::url_secrets(&url) {
+                kronos_common::Redactor::global().register(&s);
+            }
+            Some(url)
+        }
+        None => None,
     };
-    let out = format!("contracts-evm/deployments/{}.json", a.chain);
-    let plan = crate::deploy::plan_for_chain(&cat, &policy, &a.chain, owner, &out)?;
+    let key = std::env::var("KRONOS_DEPLOYER_KEY").ok().map(Secret::new);
+    let signer: Option<alloy::signers::local::PrivateKeySigner> = match &key {
+        Some(k) => Some(
+            k.expose()
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("KRONOS_DEPLOYER_KEY does not hold a 32-byte hex private key"))?,
+        ),
+        None if a.dry_run => None,
+        None => anyhow::bail!("set KRONOS_DEPLOYER_KEY to the deployer's private key"),
+    };
+    let owner = match (&a.owner, &signer) {
+        (Some(o), _) => kronos_common::catalogue::parse_evm_address(o).map_err(|m| anyhow::anyhow!("--owner: {m}"))?,
+        (None, Some(s)) => s.address(),
+        (None, None) => {
+            eprintln!("note: owner 0x0 in this plan: give --owner, or set KRONOS_DEPLOYER_KEY (the default owner)");
+            alloy::primitives::Address::ZERO
+        }
+    };
+    let rt = runtime()?;
+    let target = match &rpc {
+        Some(url) => {
+            let chain =
+                cat.chain(&a.chain).ok_or_else(|| anyhow::anyhow!("--chain: '{}' is not in the catalogue", a.chain))?;
+            let facts = rt.block_on(probe(&cat, &policy, &a.chain, url))?;
+            choose_target(chain, &facts, a.local)?
+        }
+        None if a.local => Target::Local,
+        None => Target::Catalogue,
+    };
+    let out = match &a.out {
+        Some(o) => {
+            anyhow::ensure!(
+                o.starts_with("contracts-evm/deployments/") && o.ends_with(".json") && !o.contains(".."),
+                "--out: must be a .json file under contracts-evm/deployments/ (the only folder the deploy script may write)"
+            );
+            o.clone()
+        }
+        None if target == Target::Local => format!("contracts-evm/deployments/local-{}.json", a.chain),
+        None => format!("contracts-evm/deployments/{}.json", a.chain),
+    };
+    let plan = match target {
+        Target::Local => local_plan_for_chain(&cat, &policy, &a.chain, owner, &out)?,
+        Target::Catalogue => plan_for_chain(&cat, &policy, &a.chain, owner, &out)?,
+    };
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
     if a.dry_run {
         println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(());
     }
-    runtime()?.block_on(async move {
-        let d = crate::deploy::run_forge(&root, &plan, &a.rpc, &key).await?;
+    let (Some(url), Some(key)) = (rpc, key) else {
+        anyhow::bail!("--rpc and KRONOS_DEPLOYER_KEY are needed to deploy (--dry-run only prints the plan)")
+    };
+    if target == Target::Local {
+        println!(
+            "{}: local development chain: deploying Chainlink mock feeds (starting prices from [local] of {})",
+            a.chain,
+            a.policy.display()
+        );
+    }
+    rt.block_on(async move {
+        let d = crate::deploy::run_forge(&root, &plan, url.as_str(), &key).await?;
         println!("{}", serde_json::to_string_pretty(&d)?);
         println!("written to {out}");
+        if target == Target::Local {
+            let t = crate::rpc::FailoverTransport::new(&a.chain, std::slice::from_ref(&url));
+            for (m, feed) in plan.markets.iter().zip(&d.feeds) {
+                let agg = crate::demo::net::mock_aggregator(&t.provider(), *feed).await?;
+                println!("  {} mock feed {feed}: move its price with  cast send {agg} \"updateAnswer(int256)\" <answer with {} decimals> --rpc-url <rpc> --private-key <key>", m.pair, m.decimals);
+            }
+            let cfg_path = format!("{}.keeper.toml", out.trim_end_matches(".json"));
+            std::fs::write(root.join(&cfg_path), local_keeper_config(&root, &a.chain, url.as_str(), &plan, &d))
+                .with_context(|| format!("writing {cfg_path}"))?;
+            println!("keeper configuration written to {cfg_path}");
+            println!("next:  KRONOS_KEEPER_KEY=<a funded key of the node> kronos run --config {cfg_path}");
+        }
         Ok(())
     })
 }

@@ -146,13 +146,18 @@ pub async fn start(
         // Chain time runs fast only once the suite is deployed (so deployment never overtakes the first round).
         p.raw_request::<_, serde_json::Value>("anvil_setBlockTimestampInterval".into(), (opts.seconds_per_block,))
             .await?;
-        let proxy = kronos_contracts::mocks::PhasedAggregatorProxy::new(deployment.feeds[0], p.clone());
-        let phase = proxy.phaseId().call().await?;
-        let aggregator = proxy.phaseAggregators(phase).call().await?;
+        let aggregator = mock_aggregator(&p, deployment.feeds[0]).await?;
         let token = deployment.tokens[0];
         out.push(LocalChain { chain, anvil, url, keys, aggregator, token, deployment, candle_base: candle_base(i) });
     }
     Ok(out)
+}
+
+/// The mock aggregator behind a local deployment's feed proxy (what `updateAnswer` moves).
+pub async fn mock_aggregator(p: &DynProvider, feed: Address) -> Result<Address> {
+    let proxy = kronos_contracts::mocks::PhasedAggregatorProxy::new(feed, p.clone());
+    let phase = proxy.phaseId().call().await?;
+    Ok(proxy.phaseAggregators(phase).call().await?)
 }
 
 /// Chains replay different stretches of the test split (out of sample for the shipped model).
