@@ -233,6 +233,7 @@ async fn deploy_on_a_local_chain_then_run_settles_a_round() {
             .cloned()
     })
     .await;
+    eprintln!("round {e}: {row} (price moved at {moved_at}, lock {}, close {})", t(e + 1), t(e + 2));
     let price = |k: &str| row[k].as_str().and_then(|p| p.parse::<f64>().ok());
     // The lock price is the mock's starting price from config/deploy.toml ([local.prices]).
     assert_eq!(price("lock_price"), Some(65_000.0), "{row}");
