@@ -2,10 +2,26 @@
 //! `{"type":"lagged","lost":n}` note when the socket fell behind. The keeper and the copy-trader both mount it.
 //! A *sealed* stream (a client without the service's API token) leaves out the signals that carry a forecast before
 //! its on-chain reveal ([`reveals_forecast_early`]).
+//!
+//! A [`Hub`] serialises each signal once for every subscriber (one task reads the bus and turns each signal into
+//! shared JSON bytes); each subscriber's task only filters and sends. The service's [`Guard`] bounds the
+//! subscribers: their number (`503` beyond), the size of what they may send (`1009` and closed beyond), the time one
+//! message may take to go out (a slower reader is dropped, counted `ws_slow_reader`, and never holds up the others,
+//! which each have their own task), and the queue behind a reader (a reader a whole queue behind skips ahead to the
+//! newest signal with a `lagged` note, counted in `ws_skipped_signals`). Clients are pinged every third of the idle
+//! timeout.
 
-use axum::extract::ws::{Message, WebSocket};
+use std::sync::{Arc, OnceLock};
 
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use tokio::sync::broadcast;
+
+use crate::http_guard::{Guard, GuardMetrics, Slot};
 use crate::Bus;
+
+/// Signals a subscriber may fall behind before it skips ahead (each is shared by every subscriber).
+pub const QUEUE: usize = 4096;
 
 /// The `types` query parameter: comma-separated signal type names (`None`: all).
 pub fn parse_types(types: Option<&str>) -> Option<Vec<String>> {
@@ -18,39 +34,194 @@ pub fn reveals_forecast_early(kind: &crate::SignalKind) -> bool {
     matches!(kind, crate::SignalKind::Forecast { .. } | crate::SignalKind::PredictionCommitted { .. })
 }
 
-/// Streams the bus to one socket until either side closes; `sealed` leaves out [`reveals_forecast_early`] signals.
-pub async fn stream(mut socket: WebSocket, bus: Bus, filter: Option<Vec<String>>, sealed: bool) {
-    let mut rx = bus.subscribe();
+/// One signal, serialised once for every subscriber.
+#[derive(Debug)]
+pub struct Frame {
+    /// The signal's type (`round_locked`); `lagged` for the hub's own note.
+    pub name: String,
+    /// Whether a sealed stream leaves it out ([`reveals_forecast_early`]).
+    pub early: bool,
+    /// The JSON text.
+    pub text: Utf8Bytes,
+}
+
+impl Frame {
+    fn of(sig: &crate::Signal) -> Frame {
+        let text = serde_json::to_string(sig).unwrap_or_default();
+        // The type name is the JSON's `type` field; read it from the text rather than serialising again.
+        #[derive(serde::Deserialize)]
+        struct Tag {
+            #[serde(rename = "type")]
+            name: String,
+        }
+        let name = serde_json::from_str::<Tag>(&text).map(|t| t.name).unwrap_or_default();
+        Frame { name, early: reveals_forecast_early(&sig.kind), text: text.into() }
+    }
+
+    fn lagged(n: u64) -> Frame {
+        Frame {
+            name: "lagged".into(),
+            early: false,
+            text: serde_json::json!({ "type": "lagged", "lost": n }).to_string().into(),
+        }
+    }
+}
+
+/// The WebSocket side of a service: the bus, serialised once per signal, and the guard of its subscribers.
+/// Cheap to clone; the task that reads the bus starts with the first subscriber and stops when the last clone of
+/// the hub is dropped.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    bus: Bus,
+    guard: Guard,
+    started: OnceLock<(broadcast::Sender<Arc<Frame>>, tokio::task::AbortHandle)>,
+}
+
+impl Drop for HubInner {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.started.get() {
+            task.abort();
+        }
+    }
+}
+
+impl Hub {
+    pub fn new(bus: Bus, guard: Guard) -> Hub {
+        Hub { inner: Arc::new(HubInner { bus, guard, started: OnceLock::new() }) }
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.inner.guard
+    }
+
+    /// A receiver of frames from now on (starting the hub's task if need be).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
+        let (tx, _) = self.inner.started.get_or_init(|| {
+            let (tx, _) = broadcast::channel(QUEUE);
+            // Subscribed here, not in the task, so nothing published from now on is missed.
+            let rx = self.inner.bus.subscribe();
+            let task = tokio::spawn(pump(rx, tx.clone(), self.inner.guard.metrics().clone()));
+            (tx, task.abort_handle())
+        });
+        tx.subscribe()
+    }
+
+    /// Answers a `/ws` request: `503` when the subscribers are at their cap, else the upgrade to a stream of the
+    /// signals named in `filter` (all when `None`), without [`reveals_forecast_early`] ones when `sealed`.
+    pub fn upgrade(&self, up: WebSocketUpgrade, filter: Option<Vec<String>>, sealed: bool) -> Response {
+        let slot = match self.inner.guard.ws_slot() {
+            Ok(s) => s,
+            Err(refusal) => return refusal,
+        };
+        let rx = self.subscribe();
+        let limits = self.inner.guard.limits();
+        let opts = StreamOptions {
+            filter,
+            sealed,
+            send_timeout: limits.ws_send_timeout,
+            ping_every: limits.ws_ping_interval(),
+            metrics: self.inner.guard.metrics().clone(),
+        };
+        up.max_message_size(limits.ws_max_message_bytes)
+            .max_frame_size(limits.ws_max_message_bytes)
+            // Clients send only control frames: a small read buffer (the default is 128 KiB per connection).
+            .read_buffer_size(4096)
+            // Every message is flushed as it is sent anyway; nothing to gain from buffering.
+            .write_buffer_size(0)
+            .on_upgrade(move |socket| stream(socket, rx, opts, slot))
+    }
+}
+
+/// Reads the bus and serialises each signal once for every subscriber.
+async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, tx: broadcast::Sender<Arc<Frame>>, m: GuardMetrics) {
     loop {
-        tokio::select! {
+        let frame = match rx.recv().await {
+            Ok(sig) => Frame::of(&sig),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                m.ws_skipped.inc_by(n);
+                Frame::lagged(n)
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        // No subscriber is fine: frames are fire-and-forget like the bus.
+        let _ = tx.send(Arc::new(frame));
+    }
+}
+
+/// How one subscriber is served.
+pub struct StreamOptions {
+    pub filter: Option<Vec<String>>,
+    pub sealed: bool,
+    pub send_timeout: std::time::Duration,
+    pub ping_every: std::time::Duration,
+    pub metrics: GuardMetrics,
+}
+
+/// Why a send did not go out.
+enum SendFailed {
+    /// The client is gone.
+    Closed,
+    /// It did not go out in time: the reader is too slow.
+    Slow,
+}
+
+async fn send(socket: &mut WebSocket, msg: Message, timeout: std::time::Duration) -> Result<(), SendFailed> {
+    match tokio::time::timeout(timeout, socket.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendFailed::Closed),
+        Err(_) => Err(SendFailed::Slow),
+    }
+}
+
+/// Streams frames to one socket until either side closes, the client sends too much, or a send takes longer than
+/// `send_timeout` (the slow reader is dropped; the others have their own tasks and never wait for it).
+pub async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<Frame>>, o: StreamOptions, _slot: Slot) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + o.ping_every, o.ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        let msg = tokio::select! {
             msg = socket.recv() => match msg {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                _ => {}
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Err(e)) => {
+                    // The reader refused a message or frame above the limit (tungstenite's capacity error).
+                    if e.to_string().contains("Space limit exceeded") {
+                        o.metrics.drop_for("ws_oversized");
+                        let close = CloseFrame { code: 1009, reason: "message too big".into() };
+                        let _ = send(&mut socket, Message::Close(Some(close)), o.send_timeout).await;
+                    }
+                    return;
+                }
+                Some(Ok(_)) => continue,
             },
-            sig = rx.recv() => match sig {
-                Ok(sig) => {
-                    if sealed && reveals_forecast_early(&sig.kind) {
+            frame = rx.recv() => match frame {
+                Ok(f) => {
+                    if (o.sealed && f.early) || o.filter.as_ref().is_some_and(|w| f.name != "lagged" && !w.contains(&f.name)) {
                         continue;
                     }
-                    if let Some(f) = &filter {
-                        if !f.contains(&sig.kind.name()) {
-                            continue;
-                        }
-                    }
-                    let text = serde_json::to_string(&*sig).unwrap_or_default();
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        return;
-                    }
+                    Message::Text(f.text.clone())
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    let note = serde_json::json!({ "type": "lagged", "lost": n }).to_string();
-                    if socket.send(Message::Text(note.into())).await.is_err() {
-                        return;
-                    }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    o.metrics.ws_skipped.inc_by(n);
+                    Message::Text(Frame::lagged(n).text)
                 }
-                Err(_) => return,
-            }
+                Err(broadcast::error::RecvError::Closed) => {
+                    let _ = send(&mut socket, Message::Close(None), o.send_timeout).await;
+                    return;
+                }
+            },
+            _ = ping.tick() => Message::Ping(Default::default()),
+        };
+        if let Err(e) = send(&mut socket, msg, o.send_timeout).await {
+            break e;
         }
+    };
+    if let SendFailed::Slow = result {
+        o.metrics.drop_for("ws_slow_reader");
+        tracing::debug!("a WebSocket reader too slow for the send timeout was dropped");
     }
 }
 

@@ -2,6 +2,9 @@
 //! `/api/predictions`, and `/ws` streaming every signal as JSON. Forecasts are sealed until their on-chain reveal:
 //! `/ws` leaves out the forecast and commitment signals and `/api/markets` the latest P(up) unless the request
 //! carries the API token (`Authorization: Bearer …`, `keeper.api_token_env`).
+//!
+//! Every endpoint is under the limits of [`kronos_common::http_guard`] (`[api]` in the configuration): connections,
+//! `/ws` subscribers, a per-address rate, body size, timeouts, allowed browser origins.
 
 use std::sync::Arc;
 
@@ -11,6 +14,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use kronos_common::http_guard::{Guard, Limits};
+use kronos_common::signal_ws::Hub;
 use kronos_common::Bus;
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -30,6 +35,34 @@ pub struct ApiState {
     pub stats: Vec<Arc<Mutex<MarketStats>>>,
     /// Holders of this bearer token see forecasts before their reveal (`/ws`, `/api/markets`); others do not.
     pub token: Option<kronos_common::Secret>,
+    /// The limits (`[api]` in the configuration) and the `/ws` subscribers under them.
+    pub hub: Hub,
+}
+
+impl ApiState {
+    /// The state with the API limits `limits`, counted in `metrics.guard`.
+    pub fn new(
+        store: Store,
+        bus: Bus,
+        metrics: Arc<Metrics>,
+        chains: Vec<Arc<ChainRuntime>>,
+        stats: Vec<Arc<Mutex<MarketStats>>>,
+        token: Option<kronos_common::Secret>,
+        limits: Limits,
+    ) -> ApiState {
+        let hub = Hub::new(bus.clone(), Guard::new(limits, metrics.guard.clone()));
+        ApiState { store, bus, metrics, chains, stats, token, hub }
+    }
+}
+
+/// Serves the API on `listener` under its limits until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let guard = state.hub.guard().clone();
+    guard.serve(listener, router(state), shutdown).await
 }
 
 impl ApiState {
@@ -41,16 +74,19 @@ impl ApiState {
     }
 }
 
-/// The router.
+/// The router, under the request limits of `state.hub`'s guard (rate, origin, body, timeout); [`serve`] adds the
+/// connection limits.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let guard = state.hub.guard().clone();
+    let r = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/markets", get(markets))
         .route("/api/rounds", get(rounds))
         .route("/api/predictions", get(predictions))
         .route("/ws", get(ws))
-        .with_state(state)
+        .with_state(state);
+    guard.layer(r)
 }
 
 async fn health(State(s): State<ApiState>) -> Response {
@@ -143,5 +179,5 @@ struct WsQuery {
 async fn ws(State(s): State<ApiState>, Query(q): Query<WsQuery>, headers: HeaderMap, up: WebSocketUpgrade) -> Response {
     let filter = kronos_common::signal_ws::parse_types(q.types.as_deref());
     let sealed = !s.unsealed(&headers);
-    up.on_upgrade(move |socket| kronos_common::signal_ws::stream(socket, s.bus, filter, sealed))
+    s.hub.upgrade(up, filter, sealed)
 }

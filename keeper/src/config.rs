@@ -31,6 +31,9 @@ struct RawConfig {
     forecaster: Option<RawForecaster>,
     #[serde(default, rename = "chain")]
     chains: Vec<RawChain>,
+    /// The API's limits (`[api]`); every field optional.
+    #[serde(default)]
+    api: kronos_common::http_guard::RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +179,8 @@ pub struct Config {
     pub api_token: Option<kronos_common::Secret>,
     pub forecaster: Option<ForecasterConfig>,
     pub chains: Vec<ChainConfig>,
+    /// The API's limits (`[api]`): connections, `/ws` subscribers, rate per address, body, timeouts, origins.
+    pub api: kronos_common::http_guard::Limits,
 }
 
 /// A fee cap in gwei, written as a number (`5`, `1.5`) or as a string (`"5"`, for exact decimals).
@@ -236,6 +241,7 @@ impl Config {
             });
             err(span.unwrap_or_else(|| "(syntax)".into()), msg)
         })?;
+        let api = raw.api.validate("api").map_err(|(f, m)| err(f, m))?;
         let k = raw.keeper;
         let catalogue = Catalogue::load(&k.catalogue).map_err(|e| err("keeper.catalogue".into(), e.to_string()))?;
         let store = env("KRONOS_STORE").or(k.store).unwrap_or_else(|| "sqlite://data/kronos.db".into());
@@ -410,6 +416,7 @@ impl Config {
             api_token,
             forecaster,
             chains,
+            api,
         })
     }
 
@@ -514,6 +521,20 @@ mod tests {
         assert_eq!(c.api_token.as_ref().unwrap().expose(), "a-long-enough-api-token");
         assert!(!format!("{c:?}").contains("a-long-enough-api-token"));
         assert!(parse(&base(""), &[]).unwrap().api_token.is_none());
+    }
+
+    #[test]
+    fn the_api_limits_have_defaults_and_errors_name_the_field() {
+        assert_eq!(parse(&base(""), &[]).unwrap().api, kronos_common::http_guard::Limits::default());
+        let with = |extra: &str| base("").replace("[keeper]", &format!("[api]\n{extra}\n\n[keeper]"));
+        let c = parse(&with("max_ws_subscribers = 5\nallowed_origins = [\"https://dash.example\"]"), &[]).unwrap();
+        assert_eq!(c.api.max_ws_subscribers, 5);
+        assert_eq!(c.api.allowed_origins, vec!["https://dash.example"]);
+        let e = field_err(&with("request_timeout_ms = 0"));
+        assert!(e.contains("k.toml: api.request_timeout_ms: 0 is below 1"), "{e}");
+        let e = field_err(&with("allowed_origins = [\"dash.example\"]"));
+        assert!(e.contains("api.allowed_origins[0]"), "{e}");
+        assert!(field_err(&with("max_conections = 1")).contains("max_conections"));
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub struct Keeper {
     listener: Option<tokio::net::TcpListener>,
     drivers: Vec<MarketDriver>,
     api_token: Option<kronos_common::Secret>,
+    api_limits: kronos_common::http_guard::Limits,
 }
 
 /// Overrides used by the demo and the tests.
@@ -142,6 +143,7 @@ impl Keeper {
             listener,
             drivers,
             api_token: cfg.api_token.clone(),
+            api_limits: cfg.api.clone(),
         })
     }
 
@@ -179,21 +181,19 @@ impl Keeper {
         }
         if let Some(listener) = self.listener {
             let addr = listener.local_addr()?;
-            let state = crate::api::ApiState {
-                store: self.store.clone(),
-                bus: self.bus.clone(),
-                metrics: self.metrics.clone(),
-                chains: self.chains.clone(),
-                stats: self.stats.clone(),
-                token: self.api_token.clone(),
-            };
+            let state = crate::api::ApiState::new(
+                self.store.clone(),
+                self.bus.clone(),
+                self.metrics.clone(),
+                self.chains.clone(),
+                self.stats.clone(),
+                self.api_token.clone(),
+                self.api_limits.clone(),
+            );
             tracing::info!(%addr, "API listening: /health /metrics /api/markets /api/rounds /api/predictions /ws");
             let c = cancel.clone();
             tasks.spawn(async move {
-                let app = crate::api::router(state);
-                if let Err(e) =
-                    axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await }).await
-                {
+                if let Err(e) = crate::api::serve(listener, state, async move { c.cancelled().await }).await {
                     tracing::error!(error = %e, "API server stopped");
                 }
             });

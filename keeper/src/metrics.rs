@@ -62,6 +62,8 @@ pub struct Metrics {
     pub lease_epoch: Family<MarketLabel, Gauge>,
     pub lease_takeovers: Family<MarketLabel, Counter>,
     pub lease_losses: Family<MarketLabel, Counter>,
+    /// The API's limits: refusals, drops, open connections and WebSocket subscribers.
+    pub guard: kronos_common::http_guard::GuardMetrics,
 }
 
 impl Default for Metrics {
@@ -114,6 +116,11 @@ impl Default for Metrics {
                 Family::default()
             ),
             lease_losses: reg!("lease_losses", "Leases this keeper lost (it stopped sending)", Family::default()),
+            guard: {
+                let g = kronos_common::http_guard::GuardMetrics::default();
+                g.register(&mut r);
+                g
+            },
             registry: r,
         }
     }

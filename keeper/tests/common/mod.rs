@@ -76,6 +76,7 @@ impl Net {
             poll_ms: 100,
             keeper_id: "test".into(),
             lease: Default::default(),
+            api: Default::default(),
             api_token: None,
             forecaster: forecaster.then(|| ForecasterConfig {
                 enabled: true,

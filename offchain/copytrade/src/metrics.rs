@@ -34,6 +34,8 @@ pub struct Metrics {
     pub emergency: Gauge,
     pub entries_blocked: Gauge,
     pub stream_connected: Gauge,
+    /// The HTTP service's limits: refusals, drops, open connections and WebSocket subscribers.
+    pub guard: kronos_common::http_guard::GuardMetrics,
 }
 
 impl Default for Metrics {
@@ -57,6 +59,7 @@ impl Metrics {
             emergency: Gauge::default(),
             entries_blocked: Gauge::default(),
             stream_connected: Gauge::default(),
+            guard: Default::default(),
             registry: Registry::default(),
         };
         registry.register("orders", "Orders by kind (order, stop) and result", m.orders.clone());
@@ -82,6 +85,7 @@ impl Metrics {
             "1 while the lead's user-data stream is up",
             m.stream_connected.clone(),
         );
+        m.guard.register(&mut registry);
         Metrics { registry, ..m }
     }
 

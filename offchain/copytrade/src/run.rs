@@ -105,9 +105,19 @@ pub async fn build(cfg: &Config, live_flag: bool, bus: Bus, tuning: Tuning) -> R
     Ok((engine, handles))
 }
 
-/// Serves `/health`, `/metrics` and `/api/*` on `listen`; returns the bound address. A non-loopback address is
-/// refused unless the handles carry a control token.
+/// Serves `/health`, `/metrics`, `/api/*` and `/ws` on `listen` under the default limits
+/// ([`kronos_common::http_guard::Limits::default`]); returns the bound address. A non-loopback address is refused
+/// unless the handles carry a control token.
 pub async fn serve(handles: Handles, listen: &str) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(handles, listen, kronos_common::http_guard::Limits::default()).await
+}
+
+/// [`serve`] under `limits`.
+pub async fn serve_with(
+    handles: Handles,
+    listen: &str,
+    limits: kronos_common::http_guard::Limits,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the copy-trader API to {listen}"))?;
@@ -118,9 +128,10 @@ pub async fn serve(handles: Handles, listen: &str) -> Result<(SocketAddr, tokio:
              copytrade.api_token_env, or listen on 127.0.0.1"
         );
     }
-    let app = crate::service::router(handles);
+    let guard = kronos_common::http_guard::Guard::new(limits, handles.metrics.guard.clone());
+    let app = crate::service::router_with(handles, &guard);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = guard.serve(listener, app, std::future::pending()).await {
             tracing::error!(error = %e, "copy-trader API stopped");
         }
     });

@@ -6,19 +6,32 @@
 //! that header to another origin without the server's consent (none is given), so it cannot stop or resume the
 //! copy-trader. The read-only views have no authentication: the service refuses to listen beyond loopback
 //! without a token.
+//!
+//! Every endpoint is under the default limits of [`kronos_common::http_guard`]: connections, `/ws` subscribers, a
+//! per-address rate, body size, timeouts; a browser page of any origin is refused the WebSocket and the POSTs.
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use kronos_common::http_guard::{Guard, Limits};
+use kronos_common::signal_ws::Hub;
 
 use crate::engine::{Command, Handles};
 
-/// The router.
+/// The router under the default limits ([`kronos_common::http_guard::Limits::default`]).
 pub fn router(h: Handles) -> Router {
-    Router::new()
+    let guard = Guard::new(Limits::default(), h.metrics.guard.clone());
+    router_with(h, &guard)
+}
+
+/// The router under `guard`'s request limits (rate, origin, body, timeout) and its WebSocket limits;
+/// [`crate::run::serve`] adds the connection limits.
+pub fn router_with(h: Handles, guard: &Guard) -> Router {
+    let hub = Hub::new(h.bus.clone(), guard.clone());
+    let r = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/status", get(status))
@@ -26,7 +39,9 @@ pub fn router(h: Handles) -> Router {
         .route("/api/emergency-stop", post(emergency))
         .route("/api/resume", post(resume))
         .route("/ws", get(ws))
-        .with_state(h)
+        .layer(Extension(hub))
+        .with_state(h);
+    guard.layer(r)
 }
 
 async fn health(State(h): State<Handles>) -> Response {
@@ -110,7 +125,7 @@ struct WsQuery {
 }
 
 /// Every signal the copy-trader publishes (orders, fills, stops, positions, lead changes, risk events) as JSON.
-async fn ws(State(h): State<Handles>, Query(q): Query<WsQuery>, up: WebSocketUpgrade) -> Response {
+async fn ws(Extension(hub): Extension<Hub>, Query(q): Query<WsQuery>, up: WebSocketUpgrade) -> Response {
     let filter = kronos_common::signal_ws::parse_types(q.types.as_deref());
-    up.on_upgrade(move |socket| kronos_common::signal_ws::stream(socket, h.bus, filter, false))
+    hub.upgrade(up, filter, false)
 }
