@@ -1,4 +1,4 @@
-//! `kronos copytrade run|status|stats|emergency-stop|resume`.
+//! `kronos copytrade run|status|stats|ratio|emergency-stop|resume`.
 
 use std::path::PathBuf;
 
@@ -11,10 +11,14 @@ use kronos_copytrade::{Config, Store, Tuning};
 pub enum CopytradeCommand {
     /// Follow the lead account and/or the forecaster (paper unless the config says live and --live is given).
     Run(CopyRunArgs),
-    /// Risk state, positions, lead, recent orders and events, from the store.
+    /// Whether trading is on, the ratio in effect and where it comes from, risk state, positions, lead, recent
+    /// orders and events, from the store.
     Status(CopyArgs),
     /// Performance: fills, PnL, fees, win rate, return, drawdown.
     Stats(CopyArgs),
+    /// Set the ratio at runtime (as the bot's /ratio does; it stays in force over the configured one across
+    /// restarts), or go back to copytrade.sizing.ratio with --reset.
+    Ratio(RatioArgs),
     /// Cancel every order and close every position now; nothing new until `resume`. Survives restarts.
     EmergencyStop(CopyArgs),
     /// Lift the emergency stop (open lead positions are picked up at their next close or flip).
@@ -28,6 +32,18 @@ pub struct CopyRunArgs {
     /// Trade real money (also needs mode = "live" in the config and the API keys in the environment).
     #[arg(long)]
     pub live: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RatioArgs {
+    #[command(flatten)]
+    pub common: CopyArgs,
+    /// The new ratio (follower size = lead size × ratio), above 0 and at most 100.
+    #[arg(conflicts_with = "reset", required_unless_present = "reset")]
+    pub value: Option<String>,
+    /// Drop the runtime ratio: copytrade.sizing.ratio applies again.
+    #[arg(long)]
+    pub reset: bool,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +65,7 @@ pub fn run(c: CopytradeCommand) -> Result<()> {
         CopytradeCommand::Run(a) => run_daemon(a),
         CopytradeCommand::Status(a) => status(a),
         CopytradeCommand::Stats(a) => stats(a),
+        CopytradeCommand::Ratio(a) => ratio(a),
         CopytradeCommand::EmergencyStop(a) => set_emergency(a, true),
         CopytradeCommand::Resume(a) => set_emergency(a, false),
     }
@@ -83,7 +100,15 @@ fn status(a: CopyArgs) -> Result<()> {
                 cfg.file,
                 cfg.network.name()
             );
-            print!("{}", kronos_copytrade::report::render_status(&s, kronos_common::time::now_ms() as i64));
+            print!(
+                "{}",
+                kronos_copytrade::report::render_status(
+                    &s,
+                    cfg.sizing.ratio,
+                    &cfg.file,
+                    kronos_common::time::now_ms() as i64
+                )
+            );
         }
         Ok(())
     })
@@ -98,6 +123,42 @@ fn stats(a: CopyArgs) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&s)?);
         } else {
             print!("{}", kronos_copytrade::report::render_stats(&s));
+        }
+        Ok(())
+    })
+}
+
+fn ratio(a: RatioArgs) -> Result<()> {
+    let cfg = Config::load(&a.common.config)?;
+    let value = match &a.value {
+        Some(v) => Some(
+            kronos_copytrade::report::valid_ratio(v)
+                .ok_or_else(|| anyhow::anyhow!("ratio: '{v}' is not a number above 0 and at most 100 (e.g. 0.5)"))?,
+        ),
+        None => None,
+    };
+    runtime()?.block_on(async move {
+        let store = Store::connect(&cfg.store).await?;
+        match value {
+            Some(r) => {
+                store.set_state("ratio_set_by", "kronos copytrade ratio").await?;
+                store.set_state("ratio_set_ms", &kronos_common::time::now_ms().to_string()).await?;
+                store.set_state("ratio", &r.normalized().to_string()).await?;
+                store.event("ratio_requested", "", &format!("{} from the command line", r.normalized())).await?;
+                println!(
+                    "ratio {} recorded: a running copy-trader resizes within a second; it stays in force over \
+                     copytrade.sizing.ratio = {} until `kronos copytrade ratio --reset`",
+                    r.normalized(),
+                    cfg.sizing.ratio
+                );
+            }
+            None => {
+                for k in ["ratio", "ratio_set_by", "ratio_set_ms"] {
+                    store.delete_state(k).await?;
+                }
+                store.event("ratio_requested", "", "reset to the configured ratio from the command line").await?;
+                println!("ratio reset: copytrade.sizing.ratio = {} from {} applies", cfg.sizing.ratio, cfg.file);
+            }
         }
         Ok(())
     })

@@ -187,8 +187,11 @@ struct RawLead {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSizing {
+    #[serde(deserialize_with = "decimal_text")]
     ratio: String,
+    #[serde(deserialize_with = "decimal_text")]
     max_notional_per_symbol: String,
+    #[serde(deserialize_with = "decimal_text")]
     max_notional_total: String,
     leverage: Option<u32>,
     max_leverage: Option<u32>,
@@ -199,8 +202,11 @@ struct RawSizing {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProtection {
+    #[serde(deserialize_with = "decimal_text")]
     stop_loss_pct: String,
+    #[serde(deserialize_with = "decimal_text")]
     daily_loss_limit: String,
+    #[serde(deserialize_with = "decimal_text")]
     drawdown_pct: String,
     cooldown: String,
 }
@@ -208,7 +214,9 @@ struct RawProtection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPaper {
+    #[serde(default, deserialize_with = "some_decimal_text")]
     balance: Option<String>,
+    #[serde(default, deserialize_with = "some_decimal_text")]
     taker_fee_rate: Option<String>,
 }
 
@@ -219,10 +227,69 @@ struct RawAi {
     source: Option<String>,
     token_env: Option<String>,
     markets: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "some_decimal_text")]
     kelly_fraction: Option<String>,
+    #[serde(default, deserialize_with = "some_decimal_text")]
     payoff: Option<String>,
+    #[serde(default, deserialize_with = "some_decimal_text")]
     min_edge: Option<String>,
+    #[serde(deserialize_with = "decimal_text")]
     max_notional: String,
+}
+
+/// A decimal written as a TOML string (`"0.1"`) or an integer (`100`). A TOML float (`0.1`) is refused with a
+/// message that says how to write it: it is a binary number, and a ratio, a price or an amount is read exactly.
+fn decimal_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a decimal number in quotes, e.g. \"0.5\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+            Err(E::custom(format!(
+                "{v} is a TOML float; write decimal numbers in quotes (\"{v}\") so they are read exactly"
+            )))
+        }
+    }
+    d.deserialize_any(Text)
+}
+
+fn some_decimal_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    decimal_text(d).map(Some)
+}
+
+/// The dotted name (`copytrade.sizing.ratio`) of the key on the line at `offset` of `text`: the last `[table]`
+/// header above it and the key before the line's `=`. `None` when the line holds no `key =`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let key = text[start..end].split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .and_then(|l| l.trim_start_matches('[').split(']').next())
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 struct V<'a> {
@@ -298,7 +365,13 @@ impl Config {
             let msg = e.message().to_string();
             let field = e
                 .span()
-                .map(|s| format!("line {}", text[..s.start].lines().count().max(1)))
+                .map(|s| {
+                    let line = text[..s.start].lines().count().max(1);
+                    match key_at(text, s.start) {
+                        Some(k) => format!("{k} (line {line})"),
+                        None => format!("line {line}"),
+                    }
+                })
                 .unwrap_or_else(|| "-".into());
             v.err(&field, msg)
         })?;
@@ -596,7 +669,18 @@ cooldown = "6h"
                 "copytrade.lead.api_key_env",
                 "not an environment variable name",
             ),
-            (GOOD.replace("poll_interval = \"5s\"", "poll_intervall = \"5s\""), "line", "unknown field"),
+            (
+                GOOD.replace("poll_interval = \"5s\"", "poll_intervall = \"5s\""),
+                "copytrade.lead.poll_intervall",
+                "unknown field",
+            ),
+            // Issue 14, item 11: a TOML float where a decimal string belongs names the field and says how to write it.
+            (
+                GOOD.replace("ratio = \"0.5\"", "ratio = 0.1"),
+                "copytrade.sizing.ratio",
+                "0.1 is a TOML float; write decimal numbers in quotes (\"0.1\")",
+            ),
+            (GOOD.replace("ratio = \"0.5\"", "ratio = true"), "copytrade.sizing.ratio", "a decimal number in quotes"),
             (
                 GOOD.replace("stop_loss_pct = \"2\"", "stop_loss_pct = \"75\""),
                 "copytrade.protection.stop_loss_pct",

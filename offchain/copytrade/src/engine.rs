@@ -1838,9 +1838,9 @@ impl Engine {
             .await;
         }
         let wanted = match self.store.get_state("ratio").await {
-            Ok(Some(v)) => match v.parse::<Decimal>() {
-                Ok(r) if r > Decimal::ZERO && r <= Decimal::from_int(100) => r,
-                _ => {
+            Ok(Some(v)) => match crate::report::valid_ratio(&v) {
+                Some(r) => r,
+                None => {
                     tracing::warn!(value = %v, "copy-trader: ratio override in the store is not a ratio in (0, 100]; ignored");
                     self.cfg.sizing.ratio
                 }
@@ -1848,6 +1848,16 @@ impl Engine {
             _ => self.cfg.sizing.ratio,
         };
         let first = !self.status.lock().ready;
+        if first && wanted != self.cfg.sizing.ratio {
+            // Not silent: the configured ratio is not the one in effect.
+            let detail = format!(
+                "ratio {wanted} set at runtime (Telegram /ratio or kronos copytrade ratio) is in effect, not \
+                 copytrade.sizing.ratio = {}; `kronos copytrade ratio --reset` goes back to the configured one",
+                self.cfg.sizing.ratio
+            );
+            tracing::warn!(%detail, "copy-trader: ratio override");
+            self.event("ratio_override", "", &detail).await;
+        }
         if wanted != self.ratio || first {
             let old = self.ratio;
             self.ratio = wanted;

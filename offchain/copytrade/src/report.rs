@@ -92,9 +92,28 @@ pub async fn stats(store: &Store, since_ms: i64) -> Result<Stats> {
     })
 }
 
-/// The stored state: risk flags, positions, lead, recent orders and events.
+/// A ratio set at runtime (Telegram's `/ratio`, `kronos copytrade ratio`): it is kept in the store and applies over
+/// `copytrade.sizing.ratio` on every start until it is reset.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RatioOverride {
+    /// As stored (not necessarily a valid ratio).
+    pub value: String,
+    /// Who set it, e.g. "Telegram /ratio".
+    pub set_by: Option<String>,
+    pub set_ms: Option<i64>,
+}
+
+/// A ratio override as the engine takes it: a number in (0, 100]; anything else is ignored.
+pub fn valid_ratio(s: &str) -> Option<Decimal> {
+    s.trim().parse::<Decimal>().ok().filter(|r| *r > Decimal::ZERO && *r <= Decimal::from_int(100))
+}
+
+/// The stored state: the switches, risk flags, positions, lead, recent orders and events.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredStatus {
+    /// Copy-trading on (`trading` switch; off after `/stop`).
+    pub trading: bool,
+    pub ratio_override: Option<RatioOverride>,
     pub risk: RiskState,
     pub positions: Vec<(String, Decimal, Decimal)>,
     pub lead: Vec<(String, Decimal, Option<Decimal>)>,
@@ -104,7 +123,17 @@ pub struct StoredStatus {
 }
 
 pub async fn stored_status(store: &Store) -> Result<StoredStatus> {
+    let ratio_override = match store.get_state("ratio").await? {
+        Some(value) => Some(RatioOverride {
+            value,
+            set_by: store.get_state("ratio_set_by").await?,
+            set_ms: store.get_state("ratio_set_ms").await?.and_then(|v| v.parse().ok()),
+        }),
+        None => None,
+    };
     Ok(StoredStatus {
+        trading: store.get_state("trading").await?.as_deref() != Some("0"),
+        ratio_override,
         risk: RiskState::load(store).await?,
         positions: store.positions().await?,
         lead: store.lead().await?,
@@ -118,9 +147,58 @@ fn or_dash<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "-".into())
 }
 
-/// A human-readable status.
-pub fn render_status(s: &StoredStatus, now_ms: i64) -> String {
+/// A time as `YYYY-MM-DD HH:MM:SSZ` (UTC) from milliseconds since the epoch.
+pub fn utc(ms: i64) -> String {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000) / 1000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", rest / 3600, rest / 60 % 60, rest % 60)
+}
+
+/// The ratio in effect and where it comes from: the configuration (`configured`, from `file`) or an override
+/// set at runtime.
+pub fn ratio_line(configured: Decimal, file: &str, ov: Option<&RatioOverride>) -> String {
+    let Some(o) = ov else {
+        return format!("ratio: {configured} (copytrade.sizing.ratio in {file})");
+    };
+    let who = format!(
+        "set by {}{}",
+        o.set_by.as_deref().unwrap_or("another process"),
+        o.set_ms.map(|t| format!(" at {}", utc(t))).unwrap_or_default()
+    );
+    match valid_ratio(&o.value) {
+        None => format!(
+            "ratio: {configured} (copytrade.sizing.ratio in {file}); the override '{}' in the store ({who}) is not a \
+             ratio in (0, 100] and is ignored",
+            o.value
+        ),
+        Some(r) if r == configured => {
+            format!("ratio: {r} ({who}; the same as copytrade.sizing.ratio in {file})")
+        }
+        Some(r) => format!(
+            "ratio: {r} ({who}); it overrides copytrade.sizing.ratio = {configured} in {file} on every start until \
+             reset: kronos copytrade ratio --reset"
+        ),
+    }
+}
+
+/// A human-readable status; `configured_ratio` and `file` are the configuration's, to say where the ratio in
+/// effect comes from.
+pub fn render_status(s: &StoredStatus, configured_ratio: Decimal, file: &str, now_ms: i64) -> String {
     let mut out = String::new();
+    out.push_str(&format!(
+        "copy-trading: {}\n{}\n",
+        if s.trading { "ON" } else { "OFF (switched off, e.g. by /stop; /follow in the bot turns it on)" },
+        ratio_line(configured_ratio, file, s.ratio_override.as_ref())
+    ));
     let r = &s.risk;
     out.push_str(&format!(
         "emergency stop: {}\ndaily loss limit hit: {}\ncool-down: {}\n",
@@ -175,7 +253,7 @@ pub fn render_status(s: &StoredStatus, now_ms: i64) -> String {
     }
     out.push_str("\nrecent events:\n");
     for e in &s.recent_events {
-        out.push_str(&format!("  {} {:<18} {:<8} {}\n", e.at_ms, e.kind, e.symbol, e.detail));
+        out.push_str(&format!("  {} {:<18} {:<8} {}\n", utc(e.at_ms), e.kind, e.symbol, e.detail));
     }
     out
 }
@@ -207,4 +285,61 @@ pub fn render_stats(s: &Stats) -> String {
         out.push_str(&format!("  {k:<6} {st:<12} {n}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    /// Issue 14, item 11: event times are read as UTC times, not epoch milliseconds.
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_796_148_583_301), "2026-12-01 18:09:43Z");
+        assert_eq!(utc(951_782_400_000 + 3_661_000), "2000-02-29 01:01:01Z");
+    }
+
+    /// Issue 14, item 11: the status says which ratio is in effect, where it came from, and whether trading is on.
+    #[test]
+    fn the_status_shows_the_ratio_in_effect_and_its_source_and_the_switch() {
+        let s = StoredStatus {
+            trading: false,
+            ratio_override: Some(RatioOverride {
+                value: "0.8".into(),
+                set_by: Some("Telegram /ratio".into()),
+                set_ms: Some(1_796_148_583_301),
+            }),
+            risk: RiskState::default(),
+            positions: vec![],
+            lead: vec![],
+            recent_orders: vec![],
+            recent_events: vec![EventRow {
+                at_ms: 1_796_148_583_301,
+                kind: "trading_off".into(),
+                symbol: "".into(),
+                detail: "x".into(),
+            }],
+            paper_wallet: None,
+        };
+        let out = render_status(&s, d("0.5"), "ct.toml", 0);
+        assert!(out.contains("copy-trading: OFF"), "{out}");
+        assert!(
+            out.contains(
+                "ratio: 0.8 (set by Telegram /ratio at 2026-12-01 18:09:43Z); it overrides copytrade.sizing.ratio = \
+                 0.5 in ct.toml"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("  2026-12-01 18:09:43Z trading_off") && !out.contains("1796148583301"), "{out}");
+        assert_eq!(ratio_line(d("0.5"), "ct.toml", None), "ratio: 0.5 (copytrade.sizing.ratio in ct.toml)");
+        let bad = RatioOverride { value: "-3".into(), set_by: None, set_ms: None };
+        assert!(ratio_line(d("0.5"), "ct.toml", Some(&bad))
+            .contains("'-3' in the store (set by another process) is not a ratio"));
+        let on = StoredStatus { trading: true, ratio_override: None, ..s };
+        assert!(render_status(&on, d("0.5"), "ct.toml", 0).starts_with("copy-trading: ON\nratio: 0.5"));
+    }
 }
