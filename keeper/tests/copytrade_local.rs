@@ -82,3 +82,55 @@ async fn a_paper_copy_trader_mirrors_the_simulated_lead_without_keys() {
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
 }
+
+/// `kronos demo --telegram-url … --telegram-chat …`: the bot joins, alerts the copy-trader's fills from the demo's
+/// bus and answers commands about the copy-trader it runs beside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_telegram_bot_joins_the_demo_copy_trader() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candles = kronos_forecast::load_csv(root.join("data/btcusd-1h.csv")).unwrap();
+    let base = kronos_keeper::demo::net::candle_base(0);
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::new(4096);
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let tg = kronos_testkit::telegram::MockTelegram::start().await;
+    let demo = Arc::new(
+        CopyDemo::start(&bus, &dir.path().join("ct.db"), candles[base - 1].close, &cancel, &mut tasks).await.unwrap(),
+    );
+    let (chat, user) = (4242i64, 4242i64);
+    let state = dir.path().join("tg.json");
+    // Without the token the error names the variable.
+    std::env::remove_var(kronos_keeper::demo::copytrade::TELEGRAM_TOKEN_ENV);
+    let start = kronos_keeper::demo::copytrade::start_telegram;
+    let keeper_api = "http://127.0.0.1:9";
+    let e = start(&tg.url(), &[chat], keeper_api, &state, &demo, &bus, &cancel, &mut tasks).await.unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains("KRONOS_TELEGRAM_TOKEN"), "{e}");
+    std::env::set_var(kronos_keeper::demo::copytrade::TELEGRAM_TOKEN_ENV, kronos_testkit::telegram::TOKEN);
+    let subscribers = bus.subscribers();
+    let joined = start(&tg.url(), &[chat], keeper_api, &state, &demo, &bus, &cancel, &mut tasks)
+        .await
+        .expect("the bot joins with a token and the Bot API URL");
+    assert!(joined.contains(&tg.url()), "{joined}");
+    wait_for("the bot to subscribe to the demo's bus", || bus.subscribers() > subscribers).await;
+    // The lead trades; the follower's fill reaches the chat as an alert.
+    let mut i = base;
+    while demo.tally.lock().follower_fills.is_empty() {
+        assert!(i < base + 200, "the simulated lead did not trade in 200 candles");
+        for (s, v) in candle_points(&candles[i]).into_iter().enumerate() {
+            demo.price(v, s == 3);
+        }
+        i += 1;
+        if !demo.tally.lock().lead_fills.is_empty() {
+            wait_for("the follower's mirrored fill", || !demo.tally.lock().follower_fills.is_empty()).await;
+        }
+    }
+    let alerts = tg.wait_sent(chat, 1).await;
+    assert!(alerts.iter().any(|m| m.text.contains("BTCUSDT")), "a fill alert about BTCUSDT: {alerts:?}");
+    let mid = tg.say(chat, user, "/positions");
+    let reply = tg.wait_reply(chat, mid).await;
+    assert!(reply.text.contains("BTCUSDT"), "/positions shows the mirrored position: {}", reply.text);
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+}

@@ -199,13 +199,15 @@ balance = "{BALANCE}"
             let mark = self.exchange.ex.mark(&sym);
             let u = mark.checked_sub(&entry).and_then(|d| d.checked_mul(&qty, 8, kronos_common::Rounding::HalfUp));
             unrealized = unrealized.checked_add(&u.context("unrealised PnL overflows")?)?;
-            held.push(format!("{qty} {sym} @ {entry}"));
+            held.push(format!("{} {sym} @ {}", qty.normalized(), entry.normalized()));
         }
         let total = st.net_pnl.checked_add(&unrealized)?;
         Ok(format!(
-            "  PnL {total} USDT = realised {} - fees {} + unrealised {unrealized} (mark {}); starting balance {} USDT; holds {}\n",
-            st.realized_pnl,
-            st.fees,
+            "  PnL {} USDT = realised {} - fees {} + unrealised {} (mark {}); starting balance {} USDT; holds {}\n",
+            total.normalized(),
+            st.realized_pnl.normalized(),
+            st.fees.normalized(),
+            unrealized.normalized(),
             self.exchange.ex.mark(LEAD_SYMBOL),
             self.balance,
             if held.is_empty() { "nothing".into() } else { held.join(", ") }
@@ -314,4 +316,64 @@ mod tests {
         assert!(mirror_delays(&lead, &[]).is_empty());
         assert!(mirror_delays(&[], &follower).is_empty());
     }
+}
+
+/// The variable holding the demo bot's token.
+pub const TELEGRAM_TOKEN_ENV: &str = "KRONOS_TELEGRAM_TOKEN";
+
+/// Starts the Telegram bot against the Bot API at `url` for the demo's keeper (`keeper_api`) and copy-trader, on the
+/// demo's bus (its alerts), answering `chats` only; returns how to reach it.
+#[allow(clippy::too_many_arguments)]
+pub async fn start_telegram(
+    url: &str,
+    chats: &[i64],
+    keeper_api: &str,
+    state_file: &Path,
+    copy: &CopyDemo,
+    bus: &Bus,
+    cancel: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<String> {
+    anyhow::ensure!(
+        std::env::var(TELEGRAM_TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty()),
+        "--telegram-url: the bot's token goes in the environment variable {TELEGRAM_TOKEN_ENV}, which is not set"
+    );
+    anyhow::ensure!(
+        !chats.is_empty(),
+        "--telegram-url: give --telegram-chat <id> too (the chats or users that may command the bot and get alerts; \
+         nobody else is answered)"
+    );
+    let list = chats.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
+    let text = format!(
+        r#"[telegram]
+token_env = "{TELEGRAM_TOKEN_ENV}"
+api_url = "{url}"
+mode = "polling"
+listen = "127.0.0.1:0"
+keeper_api = "{keeper_api}"
+copytrade_api = "http://{ct}"
+copytrade_store = "{store}"
+state_file = "{state}"
+[telegram.allow]
+control = [{list}]
+[telegram.alerts]
+chats = [{list}]
+"#,
+        ct = copy.api,
+        store = copy.store_url,
+        state = state_file.display(),
+    );
+    let cfg = kronos_telegram::Config::parse("(demo bot: --telegram-url)", &text)?;
+    let store = Store::connect(&copy.store_url).await?;
+    let backend = kronos_telegram::Backend::new(cfg.keeper_api.clone(), cfg.copytrade_api.clone(), Some(store));
+    let bot = kronos_telegram::TelegramBot::new(cfg, backend)?;
+    let name = bot.check().await.context("--telegram-url: the Bot API")?;
+    println!("telegram bot @{name} joined the demo through {url} (commands and alerts for {list})");
+    let (c, bus) = (cancel.clone(), bus.clone());
+    tasks.spawn(async move {
+        if let Err(e) = bot.run(kronos_telegram::Signals::Bus(bus), c.cancelled_owned()).await {
+            tracing::error!(error = %format!("{e:#}"), "demo telegram bot stopped");
+        }
+    });
+    Ok(format!("@{name} via {url}, for {list}"))
 }

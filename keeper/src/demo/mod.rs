@@ -65,9 +65,6 @@ pub struct DemoArgs {
     pub telegram_chat: Vec<i64>,
 }
 
-/// The variable holding the demo bot's token.
-pub const TELEGRAM_TOKEN_ENV: &str = "KRONOS_TELEGRAM_TOKEN";
-
 /// Percentile (nearest rank) of unsorted values.
 pub fn percentile(v: &[u64], p: f64) -> Option<u64> {
     if v.is_empty() {
@@ -243,7 +240,13 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         cancel.clone(),
     ));
     let telegram = match &args.telegram_url {
-        Some(url) => Some(start_telegram(args, url, &root, &db, &copy, &bus, cancel, tasks).await?),
+        Some(url) => {
+            let state = root.join(db.replace(".db", "-telegram.json"));
+            let keeper_api = format!("http://{}", args.listen);
+            let bot =
+                copytrade::start_telegram(url, &args.telegram_chat, &keeper_api, &state, &copy, &bus, cancel, tasks);
+            Some(bot.await?)
+        }
         None => None,
     };
     let mut bets = BTreeMap::new();
@@ -264,64 +267,6 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         stake_decimals.insert(c.chain.key.clone(), d);
     }
     Ok(Demo { chains, keeper_stats, bets, store, publisher, db, stake_decimals, copytrade: copy, telegram })
-}
-
-/// Starts the Telegram bot against `url` for the demo's keeper and copy-trader; returns its `/health` address.
-#[allow(clippy::too_many_arguments)]
-async fn start_telegram(
-    args: &DemoArgs,
-    url: &str,
-    root: &std::path::Path,
-    db: &str,
-    copy: &copytrade::CopyDemo,
-    bus: &Bus,
-    cancel: &CancellationToken,
-    tasks: &mut tokio::task::JoinSet<()>,
-) -> Result<String> {
-    anyhow::ensure!(
-        std::env::var(TELEGRAM_TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty()),
-        "--telegram-url: the bot's token goes in the environment variable {TELEGRAM_TOKEN_ENV}, which is not set"
-    );
-    anyhow::ensure!(
-        !args.telegram_chat.is_empty(),
-        "--telegram-url: give --telegram-chat <id> too (the chats or users that may command the bot and get alerts;          nobody else is answered)"
-    );
-    let chats = args.telegram_chat.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
-    let state = root.join(db.replace(".db", "-telegram.json"));
-    let text = format!(
-        r#"[telegram]
-token_env = "{TELEGRAM_TOKEN_ENV}"
-api_url = "{url}"
-mode = "polling"
-listen = "127.0.0.1:0"
-keeper_api = "http://{keeper}"
-copytrade_api = "http://{ct}"
-copytrade_store = "{store}"
-state_file = "{state}"
-[telegram.allow]
-control = [{chats}]
-[telegram.alerts]
-chats = [{chats}]
-"#,
-        keeper = args.listen,
-        ct = copy.api,
-        store = copy.store_url,
-        state = state.display(),
-    );
-    let cfg = kronos_telegram::Config::parse("(demo bot: --telegram-url)", &text)?;
-    let listen = cfg.listen.clone();
-    let store = kronos_copytrade::Store::connect(&copy.store_url).await?;
-    let backend = kronos_telegram::Backend::new(cfg.keeper_api.clone(), cfg.copytrade_api.clone(), Some(store));
-    let bot = kronos_telegram::TelegramBot::new(cfg, backend)?;
-    let name = bot.check().await.context("--telegram-url: the Bot API")?;
-    println!("telegram bot @{name} joined the demo through {url} (commands and alerts for {chats})");
-    let (c, bus) = (cancel.clone(), bus.clone());
-    tasks.spawn(async move {
-        if let Err(e) = bot.run(kronos_telegram::Signals::Bus(bus), c.cancelled_owned()).await {
-            tracing::error!(error = %format!("{e:#}"), "demo telegram bot stopped");
-        }
-    });
-    Ok(format!("@{name} via {url}; health on {listen}"))
 }
 
 fn table(d: &Demo) -> String {
