@@ -454,7 +454,7 @@ fn is_dev_node(client: &str) -> bool {
 }
 
 /// Chooses the plan for the node: a node serving another chain id than the catalogue's is refused (the keeper would
-/// refuse it too); `--local` asks for mocks; otherwise the catalogue's feeds are used where they all hold code (a real
+/// refuse it too); `--local` asks for mocks (on a development node only); otherwise the catalogue's feeds are used where they all hold code (a real
 /// chain or a fork), mocks on a development node where none does, and anything else is refused before forge runs
 /// (it used to fail after half a minute with `call to non-contract address`).
 pub fn choose_target(chain: &Chain, facts: &NodeFacts, force_local: bool) -> Result<Target> {
@@ -467,6 +467,14 @@ pub fn choose_target(chain: &Chain, facts: &NodeFacts, force_local: bool) -> Res
         )
     })?;
     if force_local {
+        // Anyone can set a MockV3Aggregator's answer: markets on one must never take real money.
+        check(is_dev_node(&facts.client), || {
+            format!(
+                "--local deploys mock feeds whose price anyone can set, so only on a development node (anvil, Hardhat, \
+                 Ganache); this node is {}",
+                facts.client
+            )
+        })?;
         return Ok(Target::Local);
     }
     if facts.feeds_without_code.is_empty() {
@@ -790,6 +798,9 @@ mod tests {
         assert_eq!(choose_target(base, &facts(8453, "Geth/v1.14", &all, &[]), false).unwrap(), Target::Catalogue);
         assert_eq!(choose_target(base, &facts(8453, "anvil/v1.7.1", &all, &[]), false).unwrap(), Target::Catalogue);
         assert_eq!(choose_target(base, &facts(8453, "anvil/v1.7.1", &all, &[]), true).unwrap(), Target::Local);
+        // Never mocks (whose price anyone sets) on a real node.
+        let e = choose_target(base, &facts(8453, "Geth/v1.14", &all, &[]), true).unwrap_err().to_string();
+        assert!(e.contains("only on a development node") && e.contains("Geth/v1.14"), "{e}");
         // A real node without the feeds is the wrong chain: refused before forge runs, --local named.
         let e = choose_target(base, &facts(8453, "Geth/v1.14", &[], &all), false).unwrap_err().to_string();
         assert!(e.contains("BTC/USD, ETH/USD feed(s) of base hold no code") && e.contains("--local"), "{e}");

@@ -46,8 +46,8 @@ pub struct DeployArgs {
     /// Deployment policy.
     #[arg(long, default_value = "config/deploy.toml")]
     pub policy: PathBuf,
-    /// Deploy mock feeds (a local development chain). Chosen by itself on an anvil, Hardhat or Ganache node where
-    /// the catalogue's feeds hold no code.
+    /// Deploy mock feeds (a local development chain; refused on any other node, since anyone can set a mock's
+    /// price). Chosen by itself on an anvil, Hardhat or Ganache node where the catalogue's feeds hold no code.
     #[arg(long)]
     pub local: bool,
     /// Where the deployment is written, under contracts-evm/deployments (default `<chain>.json`, on a local chain
