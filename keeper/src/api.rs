@@ -97,8 +97,18 @@ async fn health(State(s): State<ApiState>) -> Response {
         .map(|c| (c.name.clone(), serde_json::to_value(c.health.lock().clone()).unwrap_or_default()))
         .collect();
     let healthy = store_ok && s.chains.iter().all(|c| c.health.lock().healthy);
-    let body =
-        serde_json::json!({ "status": if healthy { "ok" } else { "degraded" }, "store": store_ok, "chains": chains });
+    // Each market's lease as this keeper sees it: leader, standby (another keeper leads) or single (SQLite), and the
+    // last time this keeper lost it (it stopped sending then).
+    let leases: Vec<serde_json::Value> = s
+        .stats
+        .iter()
+        .map(|m| {
+            let m = m.lock();
+            serde_json::json!({ "chain": m.chain, "market": m.market, "lease": m.lease })
+        })
+        .collect();
+    let status = if healthy { "ok" } else { "degraded" };
+    let body = serde_json::json!({ "status": status, "store": store_ok, "chains": chains, "markets": leases });
     let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
 }

@@ -186,6 +186,36 @@ pub struct LeaseStatus {
     pub last_loss: Option<String>,
 }
 
+/// A lease row in words for `kronos status`: who leads the market and since when, on the database's clock.
+pub fn describe(l: &LeaseRow) -> String {
+    let at = |ms: i64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
+    };
+    let secs = |ms: i64| format!("{:.1} s", ms as f64 / 1000.0);
+    if l.expires_ms > l.db_now_ms {
+        format!(
+            "{} market {}: led by {} since {} (epoch {}), renewed {} ago, expires in {}",
+            l.chain,
+            l.market_id,
+            l.holder,
+            at(l.since_ms),
+            l.epoch,
+            secs(l.db_now_ms - l.renewed_ms),
+            secs(l.expires_ms - l.db_now_ms)
+        )
+    } else {
+        format!(
+            "{} market {}: no leader: the lease expired {} ago (last held by {} since {}, epoch {})",
+            l.chain,
+            l.market_id,
+            secs(l.db_now_ms - l.expires_ms),
+            l.holder,
+            at(l.since_ms),
+            l.epoch
+        )
+    }
+}
+
 /// One market's lease, as held (or not) by this keeper.
 pub struct Lease {
     pub chain: String,
@@ -482,6 +512,22 @@ mod tests {
         let (v, t) = after_silence(&lead, t0 + Duration::from_secs(60));
         assert!(!may_send(&v, 3, t0 + Duration::from_secs(60)) && t.is_some());
         assert_eq!(after_silence(&lead, t0), (lead.clone(), None));
+    }
+
+    #[test]
+    fn status_says_who_leads_since_when() {
+        let mut r = row("keeper-a", 3);
+        (r.since_ms, r.renewed_ms, r.expires_ms, r.db_now_ms) =
+            (1_796_083_200_000, 1_796_083_259_600, 1_796_083_269_600, 1_796_083_260_000);
+        assert_eq!(
+            describe(&r),
+            "base market 1: led by keeper-a since 2026-12-01T00:00:00Z (epoch 3), renewed 0.4 s ago, expires in 9.6 s"
+        );
+        r.db_now_ms = r.expires_ms + 2500;
+        assert_eq!(
+            describe(&r),
+            "base market 1: no leader: the lease expired 2.5 s ago (last held by keeper-a since 2026-12-01T00:00:00Z, epoch 3)"
+        );
     }
 
     #[test]

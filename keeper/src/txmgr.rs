@@ -515,6 +515,7 @@ impl TxManager {
             }
             if need_broadcast {
                 attempts += 1;
+                tracing::debug!(chain = %self.chain, action, nonce = tx.nonce, hash = %tx.hash, "broadcasting");
                 match self.provider.send_raw_transaction(&tx.raw).await {
                     Ok(_) => {
                         self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

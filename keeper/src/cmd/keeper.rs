@@ -128,6 +128,15 @@ pub fn status(a: StatusArgs) -> Result<()> {
                 );
             }
         }
+        // Who leads each market (several keepers on one PostgreSQL store; SQLite has no lease rows).
+        let leases = store.leases().await?;
+        if a.json {
+            out.insert("leases".into(), serde_json::to_value(&leases)?);
+        } else {
+            for l in &leases {
+                println!("{}", crate::lease::describe(l));
+            }
+        }
         let recs = store.track_records().await?;
         if a.json {
             out.insert("track_records".into(), serde_json::to_value(recs)?);

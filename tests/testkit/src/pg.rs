@@ -70,6 +70,16 @@ impl PgServer {
         Ok(())
     }
 
+    /// Restarts the server (fast shutdown: clients are disconnected), on the same port and options.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("log");
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-m", "fast", "-w", "-t", "30", "restart"],
+        )
+    }
+
     /// Connection URL for database `postgres` as user `kronos`.
     pub fn url(&self) -> String {
         format!("postgres://kronos@127.0.0.1:{}/postgres", self.port)
