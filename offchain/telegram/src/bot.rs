@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use kronos_common::http_guard::{Guard, Limits};
 use kronos_common::{Bus, Secret, Signal};
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -49,6 +50,8 @@ pub struct BotMetrics {
     send_errors: Counter,
     poll_conflicts: Counter,
     stale: Counter,
+    /// The HTTP service's limits: refusals, drops, open connections.
+    guard: kronos_common::http_guard::GuardMetrics,
 }
 
 impl BotMetrics {
@@ -70,10 +73,17 @@ impl BotMetrics {
             "Commands older than telegram.max_command_age, not carried out",
             self.stale.clone(),
         );
+        self.guard.register(&mut r);
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         out
     }
+}
+
+/// The limits of the bot's HTTP service ([`kronos_common::http_guard`]): the defaults, with room for Telegram's
+/// webhook updates (1 MiB bodies). Telegram sends no `Origin`, so the origin check never refuses it.
+pub fn http_limits() -> Limits {
+    Limits { max_body_bytes: 1024 * 1024, ..Limits::default() }
 }
 
 /// What the bot keeps across restarts.
@@ -383,13 +393,21 @@ impl TelegramBot {
         }
     }
 
-    /// The HTTP service: `/health`, `/metrics`, and the webhook path in webhook mode.
+    /// The HTTP service: `/health`, `/metrics`, and the webhook path in webhook mode, under [`http_limits`].
     pub fn router(&self) -> Router {
+        self.router_with(&self.http_guard())
+    }
+
+    fn http_guard(&self) -> Guard {
+        Guard::new(http_limits(), self.metrics.guard.clone())
+    }
+
+    fn router_with(&self, guard: &Guard) -> Router {
         let mut r = Router::new().route("/health", get(health)).route("/metrics", get(metrics));
         if let Delivery::Webhook { path, .. } = &self.cfg.delivery {
             r = r.route(path, post(webhook));
         }
-        r.with_state(self.clone())
+        guard.layer(r.with_state(self.clone()))
     }
 
     /// Runs until `shutdown` resolves: checks the token, publishes the commands, serves HTTP on
@@ -402,15 +420,17 @@ impl TelegramBot {
             .await
             .with_context(|| format!("binding {}", self.cfg.listen))?;
         let addr = listener.local_addr()?;
-        let app = self.router();
+        let guard = self.http_guard();
+        let app = self.router_with(&guard);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut stop_http = stop_rx.clone();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_http.changed().await;
-                })
-                .await;
+            let stopped = async move {
+                let _ = stop_http.changed().await;
+            };
+            if let Err(e) = guard.serve(listener, app, stopped).await {
+                tracing::error!(error = %e, "telegram: the HTTP service stopped");
+            }
         });
         // Alerts.
         let (tx, rx) = mpsc::channel::<Signal>(1024);
