@@ -1289,3 +1289,25 @@ async fn a_restart_with_an_open_position_is_not_drift_but_a_change_made_meanwhil
         .await;
     r.stop().await;
 }
+
+/// Issue 14, item 11: a ratio set at runtime that overrides the configured one at a start is said so (an event and
+/// a warning), not applied silently; the status shows it in effect.
+#[tokio::test]
+async fn a_runtime_ratio_that_overrides_the_configured_one_is_reported_at_start() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    r.handles.store.set_state("ratio", "0.8").await.unwrap();
+    wait_for("the override in force", || r.handles.status.lock().ratio == "0.8").await;
+    r.stop().await;
+    let r = w.start(&cfg).await;
+    assert_eq!(r.handles.status.lock().ratio, "0.8");
+    wait_event(
+        "the override reported at start",
+        &r.handles.store,
+        "ratio_override",
+        "ratio 0.8 set at runtime (Telegram /ratio or kronos copytrade ratio) is in effect, not copytrade.sizing.ratio = 0.5",
+    )
+    .await;
+    r.stop().await;
+}
