@@ -344,7 +344,7 @@ impl Config {
                 if !matches!(url.scheme(), "http" | "https") {
                     return Err(err(
                         at(&format!("rpc[{j}]")),
-                        format!("must be http or https, not {}: (the rest is not shown)", url.scheme()),
+                        format!("must be http or https, not {} (the rest of the URL is not shown)", url.scheme()),
                     ));
                 }
                 rpc.push(url);
@@ -554,7 +554,7 @@ mod tests {
             .contains("chain[0].name: 'basee' is not in the catalogue"));
         assert!(field_err(&base("").replace("name = \"base\"", "name = \"solana\"")).contains("not an EVM chain"));
         assert!(field_err(&base("").replace("\"http://127.0.0.1:8545\"", "\"ftp://x\""))
-            .contains("chain[0].rpc[0]: must be http or https, not ftp:"));
+            .contains("chain[0].rpc[0]: must be http or https, not ftp (the rest"));
         assert!(field_err(&base("").replace("\"http://127.0.0.1:8545\"", "\"not a url\"")).contains("chain[0].rpc[0]"));
         // An RPC URL may carry an API key: a bad one is named by its field, never echoed.
         for bad in [
