@@ -134,3 +134,58 @@ async fn the_telegram_bot_joins_the_demo_copy_trader() {
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
 }
+
+/// `kronos exchange serve` as a user runs it, and the example configuration pointed at it: the program prints its URL
+/// and the published lead keys, its lead trades on the replayed candles, and a paper copy-trader built from
+/// `config/copytrade.example.toml` (network = "local", no key in the environment) mirrors the lead with a stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kronos_exchange_serve_is_followed_by_the_example_configuration() {
+    use tokio::io::AsyncBufReadExt;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kronos"))
+        .args(["exchange", "serve", "--listen", "127.0.0.1:0", "--candle-seconds", "0.4"])
+        .current_dir(root.join("keeper"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let out = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    {
+        let out = out.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                out.lock().push(l);
+            }
+        });
+    }
+    let find = |needle: &str| out.lock().iter().find(|l| l.contains(needle)).cloned();
+    wait_for("the exchange to print its REST URL", || find("REST ").is_some()).await;
+    let rest = find("REST ").unwrap().split_whitespace().nth(1).unwrap().trim_end_matches("/fapi/…").to_string();
+    assert!(rest.starts_with("http://127.0.0.1:"), "{rest}");
+    let keys = find("lead account").unwrap();
+    assert!(keys.contains("kronos-local-lead") && keys.contains("published"), "{keys}");
+    wait_for("the simulated lead's first trade", || find("lead BUY").or_else(|| find("lead SELL")).is_some()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(root.join("config/copytrade.example.toml")).unwrap();
+    let ws = rest.replace("http://", "ws://");
+    let text = example
+        .replace("network = \"local\"", &format!("network = \"local\"\nrest_url = \"{rest}\"\nws_url = \"{ws}\""))
+        .replace("sqlite:data/copytrade.sqlite", &format!("sqlite://{}", dir.path().join("ct.db").display()))
+        .replace("127.0.0.1:9110", "127.0.0.1:0");
+    assert!(std::env::var("KRONOS_LEAD_API_KEY").is_err(), "the test needs the lead's variables unset");
+    let cfg = kronos_copytrade::Config::parse("example", &text).unwrap();
+    assert!(cfg.local);
+    let (engine, handles) =
+        kronos_copytrade::run::build(&cfg, false, Bus::new(1024), kronos_copytrade::Tuning::default()).await.unwrap();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(engine.run(cancel.clone().cancelled_owned()));
+    wait_for("the paper follower to mirror the lead with a stop", || {
+        let s = handles.status.lock();
+        s.positions.iter().any(|p| p.symbol == "BTCUSDT" && p.stop_price.is_some())
+    })
+    .await;
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+}

@@ -56,9 +56,10 @@ pub struct ServeArgs {
     /// The same for the follower account (for `mode = "live"` against this exchange).
     #[arg(long)]
     pub follower_key_file: Option<PathBuf>,
-    /// The candles (CSV: timestamp,open,high,low,close,volume,amount).
-    #[arg(long, default_value = "data/btcusd-1h.csv")]
-    pub candles: PathBuf,
+    /// The candles (CSV: timestamp,open,high,low,close,volume,amount); default: the repository's
+    /// data/btcusd-1h.csv.
+    #[arg(long)]
+    pub candles: Option<PathBuf>,
 }
 
 /// An account's API key and secret, and whether they are the published local ones.
@@ -209,8 +210,11 @@ async fn serve(a: ServeArgs) -> Result<()> {
     );
     let lead_size: Decimal =
         a.lead_size.parse().map_err(|e| anyhow::anyhow!("--lead-size '{}' is not a decimal ({e})", a.lead_size))?;
-    let candles =
-        kronos_forecast::load_csv(&a.candles).with_context(|| format!("--candles {}", a.candles.display()))?;
+    let path = match &a.candles {
+        Some(p) => p.clone(),
+        None => crate::deploy::repo_root()?.join("data/btcusd-1h.csv"),
+    };
+    let candles = kronos_forecast::load_csv(&path).with_context(|| format!("--candles {}", path.display()))?;
     let from = a.from.unwrap_or_else(|| crate::demo::net::candle_base(0));
     anyhow::ensure!(
         from >= 1 && from < candles.len(),
