@@ -70,6 +70,13 @@ pub struct Keys {
     pub published: bool,
 }
 
+impl std::fmt::Debug for Keys {
+    /// The secret is never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("api_key", &self.api_key).field("published", &self.published).finish()
+    }
+}
+
 impl Keys {
     /// The local exchange's published lead keys.
     pub fn local_lead() -> Keys {
@@ -309,7 +316,8 @@ mod tests {
 
     #[test]
     fn replayed_prices_are_on_the_tick_and_in_feed_order() {
-        assert_eq!(price_of(3415.02).unwrap().to_string(), "3415.0");
+        assert_eq!(price_of(3415.02).unwrap(), "3415.0".parse::<Decimal>().unwrap());
+        assert_eq!(price_of(3415.05).unwrap(), "3415.1".parse::<Decimal>().unwrap(), "half up");
         assert_eq!(price_of(3418.29).unwrap(), "3418.3".parse::<Decimal>().unwrap());
         assert!(price_of(f64::NAN).is_err() && price_of(-1.0).is_err());
         let c = Candle { timestamp: 0, open: 10.0, high: 12.0, low: 9.0, close: 11.0, volume: 0.0, amount: 0.0 };

@@ -298,26 +298,6 @@ pub async fn drive(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::mirror_delays;
-
-    fn v(x: &[(&str, i64)]) -> Vec<(String, i64)> {
-        x.iter().map(|(s, t)| (s.to_string(), *t)).collect()
-    }
-
-    #[test]
-    fn each_lead_fill_pairs_with_the_first_follower_fill_before_the_next() {
-        let lead = v(&[("BTC", 100), ("BTC", 200), ("ETH", 150), ("BTC", 300)]);
-        // BTC 100 -> 103 (the close-then-open at 105 is the same mirror); BTC 200 never mirrored before 300;
-        // ETH 150 -> 160; BTC 300 -> 302.
-        let follower = v(&[("BTC", 103), ("BTC", 105), ("ETH", 160), ("BTC", 302), ("BTC", 90)]);
-        assert_eq!(mirror_delays(&lead, &follower), vec![3, 10, 2]);
-        assert!(mirror_delays(&lead, &[]).is_empty());
-        assert!(mirror_delays(&[], &follower).is_empty());
-    }
-}
-
 /// The variable holding the demo bot's token.
 pub const TELEGRAM_TOKEN_ENV: &str = "KRONOS_TELEGRAM_TOKEN";
 
@@ -376,4 +356,24 @@ chats = [{list}]
         }
     });
     Ok(format!("@{name} via {url}, for {list}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mirror_delays;
+
+    fn v(x: &[(&str, i64)]) -> Vec<(String, i64)> {
+        x.iter().map(|(s, t)| (s.to_string(), *t)).collect()
+    }
+
+    #[test]
+    fn each_lead_fill_pairs_with_the_first_follower_fill_before_the_next() {
+        let lead = v(&[("BTC", 100), ("BTC", 200), ("ETH", 150), ("BTC", 300)]);
+        // BTC 100 -> 103 (the close-then-open at 105 is the same mirror); BTC 200 never mirrored before 300;
+        // ETH 150 -> 160; BTC 300 -> 302.
+        let follower = v(&[("BTC", 103), ("BTC", 105), ("ETH", 160), ("BTC", 302), ("BTC", 90)]);
+        assert_eq!(mirror_delays(&lead, &follower), vec![3, 10, 2]);
+        assert!(mirror_delays(&lead, &[]).is_empty());
+        assert!(mirror_delays(&[], &follower).is_empty());
+    }
 }
