@@ -168,12 +168,40 @@ fn set_emergency(a: CopyArgs, on: bool) -> Result<()> {
     let cfg = Config::load(&a.config)?;
     runtime()?.block_on(async move {
         let store = Store::connect(&cfg.store).await?;
+        let was_active = store.get_state("emergency").await?.as_deref() == Some("1");
+        let since = kronos_common::time::now_ms() as i64;
         store.set_state("emergency", if on { "1" } else { "0" }).await?;
         store.event(if on { "emergency_requested" } else { "resume_requested" }, "", "from the command line").await?;
-        if on {
-            println!("emergency stop recorded: a running copy-trader cancels and closes everything within a second; one that starts later does it at start-up");
-        } else {
-            println!("emergency stop lifted");
+        if !on {
+            println!(
+                "emergency stop lifted in the store: a running copy-trader resumes within a second (open lead \
+                 positions are followed from their next close or flip)"
+            );
+            return Ok(());
+        }
+        if was_active {
+            println!(
+                "the emergency stop was already active; `kronos copytrade status` shows what is still open"
+            );
+            return Ok(());
+        }
+        let wait = std::time::Duration::from_secs(10);
+        use kronos_copytrade::report::EmergencyOutcome;
+        match kronos_copytrade::report::emergency_outcome(&store, since, wait).await {
+            EmergencyOutcome::Done => {
+                println!("emergency stop carried out: the copy-trader reports no position open; nothing new is traded until `kronos copytrade resume`")
+            }
+            EmergencyOutcome::Incomplete(d) => println!(
+                "emergency stop under way but NOT complete: {d}; the copy-trader keeps trying (`kronos copytrade \
+                 status` shows what is open)"
+            ),
+            EmergencyOutcome::NoAnswer => println!(
+                "emergency stop recorded, but no copy-trader reported acting on it within {} s: it may not be \
+                 running, and nothing is known to be closed. It is carried out when the copy-trader runs (the flag \
+                 holds across restarts); until then positions stay open: close them at the exchange if it cannot be \
+                 started",
+                wait.as_secs()
+            ),
         }
         Ok(())
     })

@@ -147,6 +147,47 @@ fn or_dash<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "-".into())
 }
 
+/// What the copy-trader reported after an emergency stop was requested (from the events in its store).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmergencyOutcome {
+    /// No position left open (`emergency_done`).
+    Done,
+    /// An attempt left something open (`emergency_incomplete`, `emergency_needs_person`): its detail.
+    Incomplete(String),
+    /// Nothing reported within the wait: the copy-trader is probably not running.
+    NoAnswer,
+}
+
+/// The first report of an emergency stop among `events` (newest first, as [`Store::events`] lists them) recorded at
+/// or after `since_ms`; `None` when there is none yet.
+pub fn emergency_report(events: &[EventRow], since_ms: i64) -> Option<EmergencyOutcome> {
+    events.iter().rev().filter(|e| e.at_ms >= since_ms).find_map(|e| match e.kind.as_str() {
+        "emergency_done" => Some(EmergencyOutcome::Done),
+        "emergency_incomplete" | "emergency_needs_person" => {
+            Some(EmergencyOutcome::Incomplete(if e.symbol.is_empty() {
+                e.detail.clone()
+            } else {
+                format!("{}: {}", e.symbol, e.detail)
+            }))
+        }
+        _ => None,
+    })
+}
+
+/// Waits up to `wait` for the copy-trader to record what an emergency stop requested at `since_ms` did.
+pub async fn emergency_outcome(store: &Store, since_ms: i64, wait: std::time::Duration) -> EmergencyOutcome {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(o) = store.events(50).await.ok().and_then(|ev| emergency_report(&ev, since_ms)) {
+            return o;
+        }
+        if tokio::time::Instant::now() >= until {
+            return EmergencyOutcome::NoAnswer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// A time as `YYYY-MM-DD HH:MM:SSZ` (UTC) from milliseconds since the epoch.
 pub fn utc(ms: i64) -> String {
     let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000) / 1000);
@@ -293,6 +334,33 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()
+    }
+
+    fn ev(at_ms: i64, kind: &str, symbol: &str, detail: &str) -> EventRow {
+        EventRow { at_ms, kind: kind.into(), symbol: symbol.into(), detail: detail.into() }
+    }
+
+    /// Issue 14, item 9: what an emergency stop did is read from the copy-trader's own report after the request.
+    #[test]
+    fn the_first_emergency_report_after_the_request_counts() {
+        // Newest first.
+        let events = vec![
+            ev(30, "emergency_done", "", "no position left open"),
+            ev(20, "emergency_incomplete", "", "still open: BTCUSDT BOTH 0.05"),
+            ev(10, "emergency_stop", "", "requested"),
+            ev(5, "emergency_done", "", "an earlier stop"),
+        ];
+        assert_eq!(
+            emergency_report(&events, 10),
+            Some(EmergencyOutcome::Incomplete("still open: BTCUSDT BOTH 0.05".into()))
+        );
+        assert_eq!(emergency_report(&events, 25), Some(EmergencyOutcome::Done));
+        assert_eq!(emergency_report(&events, 31), None, "an earlier stop's report does not count");
+        let refused = vec![ev(40, "emergency_needs_person", "BTCUSDT", "the exchange refuses to close")];
+        assert_eq!(
+            emergency_report(&refused, 40),
+            Some(EmergencyOutcome::Incomplete("BTCUSDT: the exchange refuses to close".into()))
+        );
     }
 
     /// Issue 14, item 11: event times are read as UTC times, not epoch milliseconds.

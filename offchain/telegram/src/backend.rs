@@ -41,16 +41,7 @@ pub enum EmergencySent {
     Unreachable(String),
 }
 
-/// What the copy-trader reported after an emergency stop was requested (from the events in its store).
-#[derive(Debug, Clone, PartialEq)]
-pub enum EmergencyOutcome {
-    /// No position left open (`emergency_done`).
-    Done,
-    /// An attempt left something open (`emergency_incomplete`, `emergency_needs_person`): its detail.
-    Incomplete(String),
-    /// Nothing reported within the wait: the copy-trader is probably not running.
-    NoAnswer,
-}
+pub use kronos_copytrade::report::EmergencyOutcome;
 
 /// The copy-trader's state as the bot shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,29 +214,9 @@ impl Backend {
 
     /// Waits up to `wait` for the copy-trader to record what an emergency stop requested at `since_ms` did.
     pub async fn emergency_outcome(&self, since_ms: i64, wait: Duration) -> EmergencyOutcome {
-        let Ok(store) = self.store() else { return EmergencyOutcome::NoAnswer };
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            if let Ok(events) = store.events(50).await {
-                // Oldest first: the first report after the request.
-                for e in events.iter().rev().filter(|e| e.at_ms >= since_ms) {
-                    match e.kind.as_str() {
-                        "emergency_done" => return EmergencyOutcome::Done,
-                        "emergency_incomplete" | "emergency_needs_person" => {
-                            return EmergencyOutcome::Incomplete(if e.symbol.is_empty() {
-                                e.detail.clone()
-                            } else {
-                                format!("{}: {}", e.symbol, e.detail)
-                            })
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            if tokio::time::Instant::now() >= until {
-                return EmergencyOutcome::NoAnswer;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        match self.store() {
+            Ok(store) => report::emergency_outcome(store, since_ms, wait).await,
+            Err(_) => EmergencyOutcome::NoAnswer,
         }
     }
 
