@@ -40,6 +40,7 @@ use axum::Router;
 use kronos_binance::sim::{Fill, Reject, SimAccount, Triggered};
 use kronos_binance::types::{AlgoOrder, Order, OrderRequest, Side, StopRequest};
 use kronos_binance::{filters::parse_exchange_info, SymbolFilters};
+use kronos_common::http_guard::{Guard, GuardMetrics, Limits};
 use kronos_common::{Decimal, Rounding};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -222,6 +223,19 @@ fn split_signature(raw: &str) -> (String, Option<String>) {
     (kept.join("&"), sig)
 }
 
+/// The limits it serves under ([`kronos_common::http_guard`]): the services' defaults except that it has its own
+/// Binance-style request weight instead of a per-address rate, keeps quiet connections open (its user-data streams
+/// send no pings, and clients may sit idle between test steps) and takes up to 1 MiB bodies.
+pub fn limits() -> Limits {
+    Limits {
+        rate_per_s: 0,
+        header_timeout: Duration::from_secs(300),
+        idle_timeout: Duration::from_secs(24 * 3600),
+        max_body_bytes: 1024 * 1024,
+        ..Limits::default()
+    }
+}
+
 impl MockExchange {
     /// Starts on an ephemeral loopback port with the default symbols and marks BTCUSDT 65000, ETHUSDT 3500.
     pub async fn start() -> MockExchange {
@@ -256,8 +270,10 @@ impl MockExchange {
         let addr = listener.local_addr()?;
         let ex = MockExchange { inner: Arc::new(Mutex::new(inner)), addr };
         let app = Router::new().route("/ws/{key}", get(ws_handler)).fallback(rest_handler).with_state(ex.clone());
+        let guard = Guard::new(limits(), GuardMetrics::default());
+        let app = guard.layer(app);
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = guard.serve(listener, app, std::future::pending()).await;
         });
         Ok(ex)
     }
@@ -531,7 +547,8 @@ async fn ws_handler(State(ex): State<MockExchange>, Path(key): Path<String>, up:
     let Some(api) = api else {
         return (StatusCode::BAD_REQUEST, "invalid listenKey").into_response();
     };
-    up.on_upgrade(move |socket| stream_session(ex, api, socket))
+    let max = limits().ws_max_message_bytes;
+    up.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| stream_session(ex, api, socket))
 }
 
 async fn stream_session(ex: MockExchange, api: String, mut socket: WebSocket) {
