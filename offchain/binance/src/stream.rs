@@ -246,9 +246,15 @@ async fn connect_once(
 ) -> Result<String, String> {
     let key = client.new_listen_key().await.map_err(|e| format!("listenKey: {e}"))?;
     let url = format!("{}/ws/{}", client.config().network.ws_url().trim_end_matches('/'), key);
-    let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .map_err(|e| format!("connect: {}", kronos_common::Redactor::global().redact(&e.to_string())))?;
+    let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| {
+        // The host, never the path (it carries the listenKey).
+        let base = client.config().network.ws_url();
+        let host = url::Url::parse(base)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}"))))
+            .unwrap_or_else(|| base.to_string());
+        format!("connect to {host}: {}", kronos_common::Redactor::global().redact(&e.to_string()))
+    })?;
     let (mut write, mut read) = ws.split();
     if tx.send(StreamEvent::Connected).await.is_err() {
         return Ok("consumer gone".into());

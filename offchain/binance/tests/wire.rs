@@ -293,3 +293,26 @@ async fn an_unreachable_exchange_is_named_in_the_error() {
     assert!(text.contains(&format!("127.0.0.1:{port}")), "the error names the host: {text}");
     assert!(text.contains("could not connect to"), "and says what failed: {text}");
 }
+
+/// The user-data stream's connection failure names the host it could not reach (never the path: the listenKey).
+#[tokio::test]
+async fn an_unreachable_stream_host_is_named() {
+    let ex = MockExchange::start().await;
+    ex.add_account("key-a", "secret-a", "10000", false);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let cfg = ClientConfig::new(Network::Custom { rest: ex.rest_url(), ws: format!("ws://127.0.0.1:{port}") });
+    let creds = Credentials { api_key: Secret::new("key-a"), api_secret: Secret::new("secret-a") };
+    let c = FuturesClient::new(cfg, Some(creds)).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(run_user_stream(c, StreamConfig::default(), tx));
+    let first = tokio::time::timeout(Duration::from_secs(120), rx.recv()).await.expect("a stream event").expect("open");
+    match first {
+        StreamEvent::Disconnected { reason } => {
+            assert!(reason.contains(&format!("connect to 127.0.0.1:{port}")), "{reason}");
+            assert!(!reason.contains("/ws/"), "the listenKey path is not shown: {reason}");
+        }
+        other => panic!("expected the failed connection, got {other:?}"),
+    }
+}
