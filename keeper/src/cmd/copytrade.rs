@@ -78,7 +78,7 @@ fn run_daemon(a: CopyRunArgs) -> Result<()> {
         let (addr, _api) = kronos_copytrade::run::serve(handles.clone(), &cfg.listen).await?;
         tracing::info!(
             mode = if a.live { "LIVE" } else { "paper" },
-            network = cfg.network.name(),
+            network = cfg.network_name(),
             api = %addr,
             "copy-trader starting (/health, /metrics, /api/status, /api/stats)"
         );
@@ -98,7 +98,7 @@ fn status(a: CopyArgs) -> Result<()> {
                 "copy-trader ({} mode in {}, {})",
                 if cfg.mode == kronos_copytrade::Mode::Live { "live" } else { "paper" },
                 cfg.file,
-                cfg.network.name()
+                cfg.network_name()
             );
             print!(
                 "{}",

@@ -341,6 +341,15 @@ fn valid_symbol(s: &str) -> bool {
 }
 
 impl Config {
+    /// The network's name for logs and status views: `local`, `testnet`, `mainnet` or `custom`.
+    pub fn network_name(&self) -> &str {
+        if self.local {
+            "local"
+        } else {
+            self.network.name()
+        }
+    }
+
     /// Reads and validates a file. `KRONOS_COPYTRADE_STORE` overrides the store URL.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -642,6 +651,7 @@ cooldown = "6h"
     fn the_local_network_is_the_local_exchange() {
         let c = Config::parse("ct.toml", &GOOD.replace("\"testnet\"", "\"local\"")).unwrap();
         assert!(c.local);
+        assert_eq!(c.network_name(), "local");
         assert_eq!(c.network.rest_url(), "http://127.0.0.1:9130");
         assert_eq!(c.network.ws_url(), "ws://127.0.0.1:9130");
         let moved = GOOD.replace("\"testnet\"", "\"local\"\nrest_url = \"http://127.0.0.1:7000\"");

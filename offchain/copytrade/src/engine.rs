@@ -265,7 +265,7 @@ impl Engine {
         let metrics = Arc::new(Metrics::new());
         let status = Arc::new(Mutex::new(Status {
             mode: if venue.is_paper() { "paper".into() } else { "live".into() },
-            network: cfg.network.name().to_string(),
+            network: cfg.network_name().to_string(),
             started_ms: now_ms(),
             detail: "starting".into(),
             ..Default::default()
