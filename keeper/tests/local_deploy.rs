@@ -58,6 +58,16 @@ fn dry_run_needs_no_key_and_the_shipped_policy_plans_every_chain() {
     assert_eq!(plan["markets"][0]["sequencerGrace"], 60);
     assert_eq!(plan["markets"][0]["interval"], 60);
     assert_eq!(plan["output"], "contracts-evm/deployments/local-base.json");
+    // With a node, the plan follows it: a fresh anvil with Base's id gets mocks, one with another id is refused.
+    let node = spawn(NodeOptions { chain_id: 8453, ..Default::default() });
+    let out = kronos().args(["deploy", "--chain", "base", "--dry-run", "--rpc", &node.url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((plan["localFeeds"].as_bool(), plan["markets"][0]["sequencerGrace"].as_u64()), (Some(true), Some(60)));
+    let other = spawn(NodeOptions::default());
+    let out = kronos().args(["deploy", "--chain", "base", "--dry-run", "--rpc", &other.url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("chain id 31337") && err.contains("anvil --chain-id 8453"), "{err}");
     // An RPC URL that does not parse is named, never echoed (it may carry an API key).
     let out = kronos()
         .args(["deploy", "--chain", "base", "--dry-run", "--rpc", "https://rpc.example:99999/v2/SuperSecretKey42"])
