@@ -218,6 +218,8 @@ pub struct Engine {
     paused: bool,
     /// The ratio in force: the configuration's, or the override saved in the store (`ratio`).
     ratio: Decimal,
+    /// A fill moved the account since equity was last read: read again before the status is published.
+    equity_stale: bool,
     /// The keeper's API token for a `ws://` forecast source (resolved from `copytrade.ai.token_env` by the builder).
     pub(crate) ai_token: Option<Secret>,
 }
@@ -312,6 +314,7 @@ impl Engine {
             started_ms: now_ms(),
             paused: false,
             ratio,
+            equity_stale: false,
             ai_token: None,
         };
         (engine, handles)
@@ -1243,6 +1246,7 @@ impl Engine {
                 e.wallet.checked_add(&t.realized_pnl).and_then(|w| w.checked_sub(&t.commission)).unwrap_or(e.wallet);
         }
         self.save_paper_wallet().await;
+        self.equity_stale = true;
         self.metrics.open_positions.set(self.follower.len() as i64);
         self.bus.publish(
             SOURCE,
@@ -2163,7 +2167,11 @@ impl Engine {
                 }
             }
             // Whatever this turn changed (a fill from a lead poll, a switch or an emergency stop read from the store,
-            // a paper stop that fired) is shown at once, not at the next reconcile.
+            // a paper stop that fired) is shown at once, not at the next reconcile. After a fill the equity is read
+            // again (once the turn's orders and stops are out, so it delays neither).
+            if std::mem::take(&mut self.equity_stale) {
+                self.refresh_equity().await;
+            }
             self.update_status(stream_up);
         };
         if let Some(t) = stream_task {

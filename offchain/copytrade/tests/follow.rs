@@ -1235,6 +1235,16 @@ async fn the_status_shows_each_change_at_once_not_at_the_next_reconcile() {
         get("/api/status").await["positions"].as_array().is_some_and(|p| p.len() == 1 && p[0]["qty"] == "0.05")
     })
     .await;
+    // Equity (the bot's /balance) after a fill: the lead adds with the mark 1000 higher; the follower's 0.1 at an
+    // average of 65500 is 50 up at once, not at the next reconcile.
+    w.ex.set_mark("BTCUSDT", "66000");
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    wait_until("/api/status shows the equity after the fill", || async {
+        get("/api/status").await["unrealized"].as_str().and_then(|u| u.parse::<kronos_common::Decimal>().ok())
+            == Some(d("50"))
+    })
+    .await;
     // Trading switched off (as /stop in the bot does).
     r.handles.store.set_state("trading", "0").await.unwrap();
     wait_until("/api/status shows trading off", || async { get("/api/status").await["trading"] == false }).await;
