@@ -219,6 +219,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
     let base = chains[0].candle_base;
     let seed_close = candles.get(base.saturating_sub(1)).map(|c| c.close).context("no candle before the replay")?;
     let ct_store = root.join(db.replace(".db", "-copytrade.db"));
+    println!("starting the local exchange, its simulated lead and a paper copy-trader…");
     let copy = Arc::new(
         copytrade::CopyDemo::start(&bus, &ct_store, seed_close, cancel, tasks)
             .await
