@@ -189,3 +189,36 @@ async fn kronos_exchange_serve_is_followed_by_the_example_configuration() {
     cancel.cancel();
     run.await.unwrap().unwrap();
 }
+
+/// An exchange that cannot be reached at start-up (issue 14, item 12: `testnet` without internet retried every 5 s
+/// with "error sending request" and no host): the status names the exchange and the host, and the retries back off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_exchange_is_named_and_retried_with_back_off() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let example = std::fs::read_to_string(root.join("config/copytrade.example.toml")).unwrap();
+    let text = example
+        .replace(
+            "network = \"local\"",
+            &format!("network = \"local\"\nrest_url = \"http://127.0.0.1:{port}\"\nws_url = \"ws://127.0.0.1:{port}\""),
+        )
+        .replace("sqlite:data/copytrade.sqlite", &format!("sqlite://{}", dir.path().join("ct.db").display()))
+        .replace("127.0.0.1:9110", "127.0.0.1:0");
+    let cfg = kronos_copytrade::Config::parse("example", &text).unwrap();
+    let (engine, handles) =
+        kronos_copytrade::run::build(&cfg, false, Bus::new(64), kronos_copytrade::Tuning::default()).await.unwrap();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(engine.run(cancel.clone().cancelled_owned()));
+    let detail = || handles.status.lock().detail.clone();
+    wait_for("the first failed start", || detail().contains("retrying in 2 s")).await;
+    let first = detail();
+    assert!(first.contains(&format!("http://127.0.0.1:{port} (local)")), "names the exchange: {first}");
+    assert!(first.contains(&format!("could not connect to 127.0.0.1:{port}")), "names the host: {first}");
+    wait_for("the second, later retry", || detail().contains("retrying in 4 s")).await;
+    assert!(!handles.status.lock().ready);
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+}

@@ -2007,7 +2007,7 @@ impl Engine {
                     if !retryable {
                         return Err(e);
                     }
-                    let detail = startup_failure(&self.cfg.network, &msg, backoff);
+                    let detail = startup_failure(self.cfg.network.rest_url(), self.cfg.network_name(), &msg, backoff);
                     self.status.lock().detail = detail.clone();
                     tracing::error!("copy-trader: {detail}");
                     tokio::select! {
@@ -2218,17 +2218,16 @@ fn sum_fees(trades: &[Trade]) -> (Decimal, Decimal) {
     })
 }
 
-/// What a retried start-up failure says: the exchange it could not use, what went wrong, when it tries again, and —
-/// on Binance's networks — how to try the copy-trader without them.
-fn startup_failure(network: &kronos_binance::Network, error: &str, retry_in: Duration) -> String {
-    let hint = match network {
-        kronos_binance::Network::Custom { .. } => "",
-        _ => "; without internet access or an account, `kronos exchange serve` runs a local exchange (network = \"local\")",
+/// What a retried start-up failure says: the exchange it could not use (its URL and network name), what went wrong,
+/// when it tries again, and — on Binance's networks — how to try the copy-trader without them.
+fn startup_failure(rest_url: &str, network: &str, error: &str, retry_in: Duration) -> String {
+    let hint = if matches!(network, "testnet" | "mainnet") {
+        "; without internet access or an account, `kronos exchange serve` runs a local exchange (network = \"local\")"
+    } else {
+        ""
     };
     format!(
-        "cannot start: the exchange at {} ({}) could not be used: {error}; retrying in {} s{hint}",
-        network.rest_url(),
-        network.name(),
+        "cannot start: the exchange at {rest_url} ({network}) could not be used: {error}; retrying in {} s{hint}",
         retry_in.as_secs()
     )
 }
@@ -2258,10 +2257,11 @@ mod tests {
     #[test]
     fn a_failed_start_names_the_exchange_and_the_way_offline() {
         let e = "GET /fapi/v1/exchangeInfo: not sent: could not reach testnet.binancefuture.com (dns error)";
-        let m = super::startup_failure(&kronos_binance::Network::Testnet, e, Duration::from_secs(8));
+        let testnet = kronos_binance::Network::Testnet;
+        let m = super::startup_failure(testnet.rest_url(), "testnet", e, Duration::from_secs(8));
         assert!(m.contains("https://testnet.binancefuture.com (testnet)") && m.contains(e), "{m}");
         assert!(m.contains("retrying in 8 s") && m.contains("kronos exchange serve"), "{m}");
-        let local = kronos_binance::Network::Custom { rest: "http://127.0.0.1:9130".into(), ws: "ws://x".into() };
-        assert!(!super::startup_failure(&local, e, Duration::from_secs(2)).contains("exchange serve"));
+        let m = super::startup_failure("http://127.0.0.1:9130", "local", e, Duration::from_secs(2));
+        assert!(m.contains("http://127.0.0.1:9130 (local)") && !m.contains("exchange serve"), "{m}");
     }
 }
