@@ -2171,6 +2171,10 @@ impl Engine {
             // again (once the turn's orders and stops are out, so it delays neither).
             if std::mem::take(&mut self.equity_stale) {
                 self.refresh_equity().await;
+                // Recorded too, for readers of the store (the bot without the API, `kronos copytrade stats`).
+                if let Some(e) = self.equity {
+                    let _ = self.store.record_equity(now_ms(), e.total()).await;
+                }
             }
             self.update_status(stream_up);
         };

@@ -1245,6 +1245,10 @@ async fn the_status_shows_each_change_at_once_not_at_the_next_reconcile() {
             == Some(d("50"))
     })
     .await;
+    // And in the store, for readers without the API (the bot's /balance, `kronos copytrade stats`).
+    let equity = r.handles.status.lock().equity.clone().unwrap();
+    let last = r.handles.store.equity_since(0).await.unwrap().last().map(|e| e.1);
+    assert_eq!(last, Some(d(&equity)), "the equity after the fill is recorded");
     // Trading switched off (as /stop in the bot does).
     r.handles.store.set_state("trading", "0").await.unwrap();
     wait_until("/api/status shows trading off", || async { get("/api/status").await["trading"] == false }).await;
