@@ -126,10 +126,11 @@ async fn the_telegram_bot_joins_the_demo_copy_trader() {
             wait_for("the follower's mirrored fill", || !demo.tally.lock().follower_fills.is_empty()).await;
         }
     }
-    let alerts = tg.wait_sent(chat, 1).await;
-    assert!(alerts.iter().any(|m| m.text.contains("BTCUSDT")), "a fill alert about BTCUSDT: {alerts:?}");
+    wait_for("a fill alert about BTCUSDT in the chat", || tg.sent_to(chat).iter().any(|m| m.text.contains("BTCUSDT")))
+        .await;
     let mid = tg.say(chat, user, "/positions");
-    let reply = tg.wait_reply(chat, mid).await;
+    wait_for("the answer to /positions", || tg.sent_to(chat).iter().any(|m| m.reply_to == Some(mid))).await;
+    let reply = tg.sent_to(chat).into_iter().find(|m| m.reply_to == Some(mid)).unwrap();
     assert!(reply.text.contains("BTCUSDT"), "/positions shows the mirrored position: {}", reply.text);
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
