@@ -177,11 +177,70 @@ impl Store {
             .await
             .with_context(|| format!("keeper.store: cannot open {}", kronos_common::db::redact_url(url)))?;
         match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("applying store migrations")?
+            }
+            Backend::Postgres => {
+                // No session advisory lock (sqlx's default): through PgBouncer in transaction mode the lock and its
+                // unlock can land on different server connections and the lock stays taken. The migrations run in
+                // one transaction instead (one server connection throughout), which also drops the statements the
+                // migrator prepared before it ends; when several keepers start at once, all but one fail on the
+                // first migration they race for and try again, finding it applied.
+                let mut m = sqlx::migrate!("./migrations/postgres");
+                m.set_locking(false);
+                let mut tries = 0;
+                loop {
+                    match migrate_in_one_transaction(&pool, &m).await {
+                        Ok(()) => break,
+                        Err(_) if tries < 10 => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+                        }
+                        Err(e) => return Err(e.context("applying store migrations")),
+                    }
+                }
+            }
         }
-        .context("applying store migrations")?;
         Ok(Store { pool, backend, fence: None })
+    }
+
+    /// Runs a statement. On PostgreSQL each one is its own transaction with an unnamed prepared statement, so that
+    /// nothing outlives it on the server connection: through PgBouncer in transaction mode the next statement may
+    /// run on another server connection (named, cached statements would be missing there, or clash with another
+    /// client's of the same name).
+    async fn exec(&self, q: AnyQuery<'_>) -> Result<sqlx::any::AnyQueryResult> {
+        match self.backend {
+            Backend::Sqlite => Ok(q.execute(&self.pool).await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                let r = q.persistent(false).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(r)
+            }
+        }
+    }
+
+    /// Every row of a query (see [`exec`](Self::exec)).
+    async fn all(&self, q: AnyQuery<'_>) -> Result<Vec<AnyRow>> {
+        match self.backend {
+            Backend::Sqlite => Ok(q.fetch_all(&self.pool).await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                let r = q.persistent(false).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(r)
+            }
+        }
+    }
+
+    /// The first row of a query, if any (see [`exec`](Self::exec)).
+    async fn opt(&self, q: AnyQuery<'_>) -> Result<Option<AnyRow>> {
+        Ok(self.all(q).await?.into_iter().next())
+    }
+
+    /// The one row of a query (see [`exec`](Self::exec)).
+    async fn one(&self, q: AnyQuery<'_>) -> Result<AnyRow> {
+        self.opt(q).await?.ok_or_else(|| anyhow::anyhow!("the query returned no row"))
     }
 
     /// A copy of this store whose market writes are fenced by the term in the returned slot.
@@ -229,7 +288,7 @@ impl Store {
 
     /// Upserts a market.
     pub async fn upsert_market(&self, m: &MarketRow) -> Result<()> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "INSERT INTO markets (chain, market_id, contract, feed, sequencer, token, pair, genesis, interval_s, \
              settle_window_s, max_price_age_s, feed_decimals, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
@@ -250,16 +309,14 @@ impl Store {
         .bind(m.settle_window_s)
         .bind(m.max_price_age_s)
         .bind(m.feed_decimals)
-        .bind(now_s())
-        .execute(&self.pool)
+        .bind(now_s()))
         .await?;
         Ok(())
     }
 
     /// Every market, ordered by chain and id.
     pub async fn markets(&self) -> Result<Vec<MarketRow>> {
-        let rows = sqlx::query("SELECT chain, market_id, contract, feed, sequencer, token, pair, genesis, interval_s, settle_window_s, max_price_age_s, feed_decimals FROM markets ORDER BY chain, market_id")
-            .fetch_all(&self.pool)
+        let rows = self.all(sqlx::query("SELECT chain, market_id, contract, feed, sequencer, token, pair, genesis, interval_s, settle_window_s, max_price_age_s, feed_decimals FROM markets ORDER BY chain, market_id"))
             .await?;
         rows.iter()
             .map(|r| {
@@ -304,21 +361,20 @@ impl Store {
             .bind(c.block)
             .bind(c.delay_blocks)
             .bind(now_s());
-        let n = bind_term(q, term.as_ref()).execute(&self.pool).await?.rows_affected();
+        let n = self.exec(bind_term(q, term.as_ref())).await?.rows_affected();
         check_fenced(n, term.as_ref())
     }
 
     /// Checkpoints of a market from index `from`, ascending.
     pub async fn checkpoints(&self, chain: &str, market_id: i64, from: i64, limit: i64) -> Result<Vec<CheckpointRow>> {
-        let rows = sqlx::query(
+        let rows = self.all(sqlx::query(
             "SELECT chain, market_id, idx, ts, round_id, price, status, tx_hash, block, delay_blocks FROM checkpoints \
              WHERE chain = $1 AND market_id = $2 AND idx >= $3 ORDER BY idx LIMIT $4",
         )
         .bind(chain)
         .bind(market_id)
         .bind(from)
-        .bind(limit)
-        .fetch_all(&self.pool)
+        .bind(limit))
         .await?;
         rows.iter().map(checkpoint_row).collect()
     }
@@ -355,21 +411,20 @@ impl Store {
             .bind(&r.treasury_fee_wei)
             .bind(r.delay_blocks)
             .bind(now_s());
-        let n = bind_term(q, term.as_ref()).execute(&self.pool).await?.rows_affected();
+        let n = self.exec(bind_term(q, term.as_ref())).await?.rows_affected();
         check_fenced(n, term.as_ref())
     }
 
     /// The newest rounds, optionally of one chain and market.
     pub async fn rounds(&self, chain: Option<&str>, market_id: Option<i64>, limit: i64) -> Result<Vec<RoundRow>> {
-        let rows = sqlx::query(
+        let rows = self.all(sqlx::query(
             "SELECT chain, market_id, epoch, state, lock_price, close_price, outcome, reason, up_wei, down_wei, reward_wei, \
              treasury_fee_wei, delay_blocks FROM rounds WHERE ($1 = '' OR chain = $1) AND ($2 < 0 OR market_id = $2) \
              ORDER BY epoch DESC, chain, market_id LIMIT $3",
         )
         .bind(chain.unwrap_or(""))
         .bind(market_id.unwrap_or(-1))
-        .bind(limit)
-        .fetch_all(&self.pool)
+        .bind(limit))
         .await?;
         rows.iter()
             .map(|r| {
@@ -416,7 +471,7 @@ impl Store {
             .bind(t.gas_used)
             .bind(&t.error)
             .bind(now_s());
-        match bind_term(q, term).fetch_optional(&self.pool).await? {
+        match self.opt(bind_term(q, term)).await? {
             Some(row) => Ok(row.try_get(0)?),
             None => Err(Fenced::of(term.expect("an unfenced insert returns its row")).into()),
         }
@@ -431,7 +486,7 @@ impl Store {
         gas_used: Option<i64>,
         error: Option<&str>,
     ) -> Result<()> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "UPDATE transactions SET status = $1, mined_block = COALESCE($2, mined_block), gas_used = COALESCE($3, gas_used), \
              error = COALESCE($4, error), updated_at = $5 WHERE id = $6",
         )
@@ -440,8 +495,7 @@ impl Store {
         .bind(gas_used)
         .bind(error)
         .bind(now_s())
-        .bind(id)
-        .execute(&self.pool)
+        .bind(id))
         .await?;
         Ok(())
     }
@@ -466,43 +520,43 @@ impl Store {
             "SELECT id, chain, signer, action, nonce, tx_hash, status, max_fee_wei, priority_fee_wei, gas_limit, sent_at, \
              mined_block, gas_used, error FROM transactions {filter}"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(a).bind(b).fetch_all(&self.pool).await?;
+        let rows = self.all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(a).bind(b)).await?;
         rows.iter().map(tx_row).collect()
     }
 
     /// Every transaction of a chain (for reports).
     pub async fn all_txs(&self, chain: &str) -> Result<Vec<TxRow>> {
-        let rows = sqlx::query(
+        let rows = self.all(sqlx::query(
             "SELECT id, chain, signer, action, nonce, tx_hash, status, max_fee_wei, priority_fee_wei, gas_limit, sent_at, \
              mined_block, gas_used, error FROM transactions WHERE chain = $1 ORDER BY id",
         )
-        .bind(chain)
-        .fetch_all(&self.pool)
+        .bind(chain))
         .await?;
         rows.iter().map(tx_row).collect()
     }
 
     /// Appends a keeper event.
     pub async fn insert_event(&self, at_ms: i64, chain: Option<&str>, kind: &str, payload: &str) -> Result<()> {
-        sqlx::query("INSERT INTO events (at_ms, chain, kind, payload) VALUES ($1, $2, $3, $4)")
-            .bind(at_ms)
-            .bind(chain)
-            .bind(kind)
-            .bind(payload)
-            .execute(&self.pool)
-            .await?;
+        self.exec(
+            sqlx::query("INSERT INTO events (at_ms, chain, kind, payload) VALUES ($1, $2, $3, $4)")
+                .bind(at_ms)
+                .bind(chain)
+                .bind(kind)
+                .bind(payload),
+        )
+        .await?;
         Ok(())
     }
 
     /// Number of events of a kind.
     pub async fn count_events(&self, kind: &str) -> Result<i64> {
-        let r = sqlx::query("SELECT COUNT(*) FROM events WHERE kind = $1").bind(kind).fetch_one(&self.pool).await?;
+        let r = self.one(sqlx::query("SELECT COUNT(*) FROM events WHERE kind = $1").bind(kind)).await?;
         Ok(r.try_get(0)?)
     }
 
     /// Inserts a committed prediction (ignored if one exists for the round).
     pub async fn insert_prediction(&self, p: &PredictionRow) -> Result<()> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "INSERT INTO predictions (chain, market_id, epoch, publisher, p_up_bps, up, salt, commitment, commit_tx, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (chain, market_id, epoch, publisher) DO NOTHING",
         )
@@ -515,8 +569,7 @@ impl Store {
         .bind(&p.salt)
         .bind(&p.commitment)
         .bind(&p.commit_tx)
-        .bind(now_s())
-        .execute(&self.pool)
+        .bind(now_s()))
         .await?;
         Ok(())
     }
@@ -530,13 +583,12 @@ impl Store {
         publisher: &str,
         tx: &str,
     ) -> Result<()> {
-        sqlx::query("UPDATE predictions SET commit_tx = $1 WHERE chain = $2 AND market_id = $3 AND epoch = $4 AND publisher = $5")
+        self.exec(sqlx::query("UPDATE predictions SET commit_tx = $1 WHERE chain = $2 AND market_id = $3 AND epoch = $4 AND publisher = $5")
             .bind(tx)
             .bind(chain)
             .bind(market_id)
             .bind(epoch)
-            .bind(publisher)
-            .execute(&self.pool)
+            .bind(publisher))
             .await?;
         Ok(())
     }
@@ -570,7 +622,7 @@ impl Store {
     pub async fn recent_predictions(&self, chain: &str, limit: i64) -> Result<Vec<PredictionRow>> {
         let sql = "SELECT chain, market_id, epoch, publisher, p_up_bps, up, salt, commitment, commit_tx, reveal_tx, outcome, hit, brier \
                    FROM predictions WHERE chain = $1 ORDER BY epoch DESC LIMIT $2";
-        let rows = sqlx::query(sql).bind(chain).bind(limit).fetch_all(&self.pool).await?;
+        let rows = self.all(sqlx::query(sql).bind(chain).bind(limit)).await?;
         rows.iter().map(prediction_row).collect()
     }
 
@@ -586,12 +638,8 @@ impl Store {
             "SELECT chain, market_id, epoch, publisher, p_up_bps, up, salt, commitment, commit_tx, reveal_tx, outcome, hit, brier \
              FROM predictions {filter}"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(chain)
-            .bind(market_id)
-            .bind(epoch)
-            .bind(publisher)
-            .fetch_all(&self.pool)
+        let rows = self
+            .all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chain).bind(market_id).bind(epoch).bind(publisher))
             .await?;
         rows.iter().map(prediction_row).collect()
     }
@@ -609,27 +657,28 @@ impl Store {
         hit: Option<bool>,
         brier: Option<i64>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE predictions SET reveal_tx = $1, outcome = $2, hit = $3, brier = $4, revealed_at = $5 \
+        self.exec(
+            sqlx::query(
+                "UPDATE predictions SET reveal_tx = $1, outcome = $2, hit = $3, brier = $4, revealed_at = $5 \
              WHERE chain = $6 AND market_id = $7 AND epoch = $8 AND publisher = $9",
+            )
+            .bind(tx)
+            .bind(outcome)
+            .bind(hit.map(|h| h as i64))
+            .bind(brier)
+            .bind(now_s())
+            .bind(chain)
+            .bind(market_id)
+            .bind(epoch)
+            .bind(publisher),
         )
-        .bind(tx)
-        .bind(outcome)
-        .bind(hit.map(|h| h as i64))
-        .bind(brier)
-        .bind(now_s())
-        .bind(chain)
-        .bind(market_id)
-        .bind(epoch)
-        .bind(publisher)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Stores a publisher's on-chain record.
     pub async fn upsert_track_record(&self, t: &TrackRecordRow) -> Result<()> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "INSERT INTO track_records (chain, publisher, committed, hits, misses, voided, expired, brier_sum, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (chain, publisher) DO UPDATE SET \
              committed = excluded.committed, hits = excluded.hits, misses = excluded.misses, voided = excluded.voided, \
@@ -643,16 +692,14 @@ impl Store {
         .bind(t.voided)
         .bind(t.expired)
         .bind(&t.brier_sum)
-        .bind(now_s())
-        .execute(&self.pool)
+        .bind(now_s()))
         .await?;
         Ok(())
     }
 
     /// Every stored track record.
     pub async fn track_records(&self) -> Result<Vec<TrackRecordRow>> {
-        let rows = sqlx::query("SELECT chain, publisher, committed, hits, misses, voided, expired, brier_sum FROM track_records ORDER BY chain")
-            .fetch_all(&self.pool)
+        let rows = self.all(sqlx::query("SELECT chain, publisher, committed, hits, misses, voided, expired, brier_sum FROM track_records ORDER BY chain"))
             .await?;
         rows.iter()
             .map(|r| {
@@ -694,13 +741,15 @@ impl Store {
              WHERE {renew} OR leases.expires_ms <= {now} \
              RETURNING holder, epoch, since_ms, renewed_ms, expires_ms, {now}"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(chain)
-            .bind(market_id)
-            .bind(holder)
-            .bind(ttl_ms)
-            .bind(held.unwrap_or(-1))
-            .fetch_optional(&self.pool)
+        let row = self
+            .opt(
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(chain)
+                    .bind(market_id)
+                    .bind(holder)
+                    .bind(ttl_ms)
+                    .bind(held.unwrap_or(-1)),
+            )
             .await?;
         match row {
             Some(r) => lease_row(chain, market_id, &r),
@@ -717,7 +766,7 @@ impl Store {
             "SELECT holder, epoch, since_ms, renewed_ms, expires_ms, {} FROM leases WHERE chain = $1 AND market_id = $2",
             self.db_now()
         );
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chain).bind(market_id).fetch_optional(&self.pool).await?;
+        let r = self.opt(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chain).bind(market_id)).await?;
         r.map(|r| lease_row(chain, market_id, &r)).transpose()
     }
 
@@ -727,7 +776,7 @@ impl Store {
             "SELECT chain, market_id, holder, epoch, since_ms, renewed_ms, expires_ms, {} FROM leases ORDER BY chain, market_id",
             self.db_now()
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = self.all(sqlx::query(sqlx::AssertSqlSafe(sql))).await?;
         rows.iter()
             .map(|r| {
                 Ok(LeaseRow {
@@ -751,13 +800,14 @@ impl Store {
             "UPDATE leases SET expires_ms = {} - 1 WHERE chain = $1 AND market_id = $2 AND holder = $3 AND epoch = $4",
             self.db_now()
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&term.chain)
-            .bind(term.market_id)
-            .bind(&term.holder)
-            .bind(term.epoch)
-            .execute(&self.pool)
-            .await?;
+        self.exec(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&term.chain)
+                .bind(term.market_id)
+                .bind(&term.holder)
+                .bind(term.epoch),
+        )
+        .await?;
         Ok(())
     }
 
@@ -772,7 +822,7 @@ impl Store {
             self.source(3, Some(term))
         );
         let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chain).bind(signer).bind(pending + 1);
-        match bind_term(q, Some(term)).fetch_optional(&self.pool).await? {
+        match self.opt(bind_term(q, Some(term))).await? {
             Some(r) => Ok(r.try_get(0)?),
             None => Err(Fenced::of(term).into()),
         }
@@ -780,21 +830,36 @@ impl Store {
 
     /// Gives back a shared nonce that was never broadcast, when it was the last one taken.
     pub async fn release_shared_nonce(&self, chain: &str, signer: &str, nonce: i64) -> Result<()> {
-        sqlx::query("UPDATE signer_nonces SET next_nonce = $3 WHERE chain = $1 AND signer = $2 AND next_nonce = $4")
+        self.exec(
+            sqlx::query(
+                "UPDATE signer_nonces SET next_nonce = $3 WHERE chain = $1 AND signer = $2 AND next_nonce = $4",
+            )
             .bind(chain)
             .bind(signer)
             .bind(nonce)
-            .bind(nonce + 1)
-            .execute(&self.pool)
-            .await?;
+            .bind(nonce + 1),
+        )
+        .await?;
         Ok(())
     }
 
     /// A cheap query to check the store answers.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        self.one(sqlx::query("SELECT 1")).await?;
         Ok(())
     }
+}
+
+/// Runs `m` inside one transaction and deallocates every prepared statement before committing, so that nothing of
+/// it outlives the transaction on the server connection (PgBouncer in transaction mode hands that connection to
+/// other clients next).
+async fn migrate_in_one_transaction(pool: &AnyPool, m: &sqlx::migrate::Migrator) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
+    m.run(&mut *tx).await?;
+    sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn lease_row(chain: &str, market_id: i64, r: &AnyRow) -> Result<LeaseRow> {
@@ -1164,6 +1229,45 @@ pub(crate) mod tests {
 
 #[cfg(test)]
 mod pg_tests {
+    /// Issue 18: the store through PgBouncer in transaction pooling mode, where consecutive statements of one client
+    /// connection may run on different server connections: leases, fencing and the nonce authority must rely on no
+    /// session state. Several clients at once, over two server connections, so that they do change.
+    #[tokio::test]
+    async fn the_store_works_through_pgbouncer_in_transaction_mode() {
+        let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+        let bouncer =
+            kronos_testkit::pg::PgBouncer::start(&pg, 2).expect("pgbouncer starts (scripts/setup installs it)");
+        let store = super::Store::connect(&bouncer.url()).await.unwrap();
+        super::tests::exercise(&store).await;
+        // Eight keepers' worth of lease traffic at once on other markets: every answer is consistent.
+        let mut tasks = Vec::new();
+        for k in 0..8 {
+            let url = bouncer.url();
+            tasks.push(tokio::spawn(async move {
+                let s = super::Store::connect(&url).await.unwrap();
+                let mut held = None;
+                let mut terms = 0;
+                for _ in 0..30 {
+                    let me = format!("k{k}");
+                    let r = s.acquire_lease("base", 100, &me, held, 60_000).await.unwrap();
+                    if r.holder == me {
+                        terms += (held != Some(r.epoch)) as i64;
+                        held = Some(r.epoch);
+                    } else {
+                        held = None;
+                    }
+                }
+                terms
+            }));
+        }
+        let mut terms = 0;
+        for t in tasks {
+            terms += t.await.unwrap();
+        }
+        assert_eq!(terms, 1, "one term of a live lease, whoever got it");
+        assert_eq!(store.lease("base", 100).await.unwrap().unwrap().epoch, 1);
+    }
+
     #[tokio::test]
     async fn postgres_store_round_trips_everything() {
         let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");

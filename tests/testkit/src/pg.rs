@@ -93,6 +93,74 @@ impl Drop for PgServer {
     }
 }
 
+/// PgBouncer on loopback in front of a [`PgServer`], in transaction pooling mode (a client's server connection can
+/// change after every transaction, so nothing may rely on session state). Stopped on drop.
+pub struct PgBouncer {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl PgBouncer {
+    /// Starts `pgbouncer` (installed by `scripts/setup`) in front of `pg` with `pool_size` server connections.
+    pub fn start(pg: &PgServer, pool_size: u32) -> anyhow::Result<PgBouncer> {
+        let exe = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file())
+            .ok_or_else(|| anyhow::anyhow!("pgbouncer not found: run scripts/setup"))?;
+        let dir = tempfile::Builder::new().prefix("kronos-pgbouncer").tempdir()?;
+        let port = free_port();
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("users.txt"), "\"kronos\" \"\"\n")?;
+        let ini = format!(
+            "[databases]\npostgres = host=127.0.0.1 port={} dbname=postgres user=kronos\n\n[pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = trust\n\
+             auth_file = {d}/users.txt\npool_mode = transaction\ndefault_pool_size = {pool_size}\n\
+             max_client_conn = 200\nignore_startup_parameters = extra_float_digits\nlogfile = {d}/pgbouncer.log\n",
+            pg.port
+        );
+        let conf = dir.path().join("pgbouncer.ini");
+        std::fs::write(&conf, ini)?;
+        // PgBouncer refuses to run as root: use the `postgres` account, as for the server.
+        let root = unsafe_is_root();
+        if root {
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status()?.success();
+            anyhow::ensure!(ok, "chown of {} to postgres failed", dir.path().display());
+        }
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", exe]);
+            c
+        } else {
+            Command::new(exe)
+        };
+        let child = cmd.arg(&conf).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?;
+        let b = PgBouncer { dir, child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "pgbouncer did not listen on {port}: {}",
+                std::fs::read_to_string(b.dir.path().join("pgbouncer.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(b)
+    }
+
+    /// Connection URL for database `postgres` as user `kronos`, through the bouncer.
+    pub fn url(&self) -> String {
+        format!("postgres://kronos@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn unsafe_is_root() -> bool {
     // `id -u` avoids an unsafe libc call.
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
