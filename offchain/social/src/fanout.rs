@@ -1,0 +1,114 @@
+//! Where accepted items go after they are stored. [`Bus`] is the in-process default (the WebSocket reads it); a
+//! Redis publisher implements [`Fanout`] too (one channel per asset and per priority, see [`channels`]).
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::item::Item;
+
+/// A destination for accepted items. `publish` must not block: a slow destination queues or drops (and counts
+/// it), it never holds up the pipeline.
+pub trait Fanout: Send + Sync + 'static {
+    /// A name for logs and metrics (`bus`, `redis`).
+    fn name(&self) -> &'static str;
+    fn publish(&self, item: &Arc<Item>);
+}
+
+/// The channel names an item belongs to on a pub/sub fan-out: `social:asset:<SYMBOL>` for each asset it mentions,
+/// `social:priority:<low|normal|high>`, and `social:all`.
+pub fn channels(item: &Item) -> Vec<String> {
+    let mut v: Vec<String> = item.assets.iter().map(|a| format!("social:asset:{a}")).collect();
+    v.push(format!("social:priority:{}", item.priority.as_str()));
+    v.push("social:all".to_string());
+    v
+}
+
+/// Items kept for a subscriber that falls behind before it skips ahead.
+pub const BUS_QUEUE: usize = 8192;
+
+/// The in-process bus: a broadcast channel of shared items. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<Arc<Item>>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus::new()
+    }
+}
+
+impl Bus {
+    pub fn new() -> Bus {
+        Bus { tx: broadcast::channel(BUS_QUEUE).0 }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Item>> {
+        self.tx.subscribe()
+    }
+}
+
+impl Fanout for Bus {
+    fn name(&self) -> &'static str {
+        "bus"
+    }
+
+    fn publish(&self, item: &Arc<Item>) {
+        // No subscriber is fine.
+        let _ = self.tx.send(item.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::Priority;
+
+    #[test]
+    fn channels_per_asset_and_priority() {
+        let item = Item {
+            id: "1".into(),
+            source: "s".into(),
+            kind: "rss".into(),
+            author: "a".into(),
+            text: "t".into(),
+            url: None,
+            at_ms: 0,
+            received_ms: 0,
+            language: "en".into(),
+            assets: vec!["BTC".into(), "ETH".into()],
+            sentiment: 0.0,
+            score: 0.0,
+            priority: Priority::High,
+            content_hash: 0,
+            simhash: 0,
+        };
+        assert_eq!(channels(&item), vec!["social:asset:BTC", "social:asset:ETH", "social:priority:high", "social:all"]);
+    }
+
+    #[tokio::test]
+    async fn bus_delivers_to_subscribers() {
+        let bus = Bus::new();
+        let mut rx = bus.subscribe();
+        let item = Arc::new(Item {
+            id: "x".into(),
+            source: "s".into(),
+            kind: "rss".into(),
+            author: "a".into(),
+            text: "t".into(),
+            url: None,
+            at_ms: 1,
+            received_ms: 1,
+            language: "und".into(),
+            assets: vec![],
+            sentiment: 0.0,
+            score: 0.0,
+            priority: Priority::Low,
+            content_hash: 0,
+            simhash: 0,
+        });
+        bus.publish(&item);
+        assert_eq!(rx.recv().await.unwrap().id, "x");
+    }
+}
