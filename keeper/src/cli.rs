@@ -46,7 +46,8 @@ pub enum Command {
     /// The Telegram control panel and alerts.
     #[command(subcommand)]
     Telegram(crate::cmd::telegram::TelegramCommand),
-    /// Benchmark the keeper: many rounds across every local chain; settlement delay, misses, CPU per round.
+    /// Benchmark the keeper: many rounds across every local chain (settlement delay, misses, CPU per round; with
+    /// --api-load under API load); `bench api` and `bench ws` load its HTTP API and WebSocket.
     Bench(crate::cmd::bench::BenchArgs),
 }
 

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod deploy;
 pub mod engine;
 pub mod lease;
+pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod publisher;

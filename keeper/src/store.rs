@@ -20,6 +20,8 @@ pub struct Store {
     /// When set (a market driver's store on PostgreSQL), the rows this store writes for the market are written only
     /// while the term in the slot still holds the market's lease (checked by the database in the same statement).
     fence: Option<FenceSlot>,
+    /// Statements run through [`Store::exec`] by this store and its clones (see [`Store::writes`]).
+    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The lease term a fenced store writes under: `None` until the driver leads (writes are then refused).
@@ -201,7 +203,7 @@ impl Store {
                 }
             }
         }
-        Ok(Store { pool, backend, fence: None })
+        Ok(Store { pool, backend, fence: None, writes: Default::default() })
     }
 
     /// Runs a statement. On PostgreSQL each one is its own transaction with an unnamed prepared statement, so that
@@ -209,15 +211,24 @@ impl Store {
     /// run on another server connection (named, cached statements would be missing there, or clash with another
     /// client's of the same name).
     async fn exec(&self, q: AnyQuery<'_>) -> Result<sqlx::any::AnyQueryResult> {
-        match self.backend {
-            Backend::Sqlite => Ok(q.execute(&self.pool).await?),
+        let r = match self.backend {
+            Backend::Sqlite => q.execute(&self.pool).await?,
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 let r = q.persistent(false).execute(&mut *tx).await?;
                 tx.commit().await?;
-                Ok(r)
+                r
             }
-        }
+        };
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Release);
+        Ok(r)
+    }
+
+    /// Statements this store (and its clones) ran through [`exec`](Self::exec) so far: every write to the rows the
+    /// API serves (markets, rounds, predictions, track records) is one, so an API body read when this count was N
+    /// is current while it is still N (writes by another process to a shared database are not counted).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every row of a query (see [`exec`](Self::exec)).
@@ -415,17 +426,21 @@ impl Store {
         check_fenced(n, term.as_ref())
     }
 
-    /// The newest rounds, optionally of one chain and market.
+    /// The newest rounds, optionally of one chain (`Some("")` is none) and market (negative is none). Each filter has
+    /// its own statement so that it is answered from an index (migrations `0003_api_indexes`): newest first across
+    /// every market by `rounds_newest`, of one chain by `rounds_chain_newest`, of one market by the primary key.
     pub async fn rounds(&self, chain: Option<&str>, market_id: Option<i64>, limit: i64) -> Result<Vec<RoundRow>> {
-        let rows = self.all(sqlx::query(
-            "SELECT chain, market_id, epoch, state, lock_price, close_price, outcome, reason, up_wei, down_wei, reward_wei, \
-             treasury_fee_wei, delay_blocks FROM rounds WHERE ($1 = '' OR chain = $1) AND ($2 < 0 OR market_id = $2) \
-             ORDER BY epoch DESC, chain, market_id LIMIT $3",
-        )
-        .bind(chain.unwrap_or(""))
-        .bind(market_id.unwrap_or(-1))
-        .bind(limit))
-        .await?;
+        let chain = chain.filter(|c| !c.is_empty());
+        let market_id = market_id.filter(|m| *m >= 0);
+        let sql = format!("{ROUND_COLUMNS} {}", rounds_filter(chain.is_some(), market_id.is_some()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(c) = chain {
+            q = q.bind(c);
+        }
+        if let Some(m) = market_id {
+            q = q.bind(m);
+        }
+        let rows = self.all(q.bind(limit)).await?;
         rows.iter()
             .map(|r| {
                 Ok(RoundRow {
@@ -850,13 +865,31 @@ impl Store {
     }
 }
 
+/// The columns of [`RoundRow`], in its order.
+const ROUND_COLUMNS: &str = "SELECT chain, market_id, epoch, state, lock_price, close_price, outcome, reason, up_wei, \
+                             down_wei, reward_wei, treasury_fee_wei, delay_blocks FROM rounds";
+
+/// The `WHERE … ORDER BY … LIMIT` of [`Store::rounds`] with a chain filter, a market filter, both or neither (binds:
+/// the chain, the market, the limit, in that order, those present only). The order is always newest epoch first,
+/// then chain, then market.
+pub(crate) fn rounds_filter(chain: bool, market: bool) -> &'static str {
+    match (chain, market) {
+        (false, false) => "ORDER BY epoch DESC, chain, market_id LIMIT $1",
+        (true, false) => "WHERE chain = $1 ORDER BY epoch DESC, market_id LIMIT $2",
+        (false, true) => "WHERE market_id = $1 ORDER BY epoch DESC, chain LIMIT $2",
+        (true, true) => "WHERE chain = $1 AND market_id = $2 ORDER BY epoch DESC LIMIT $3",
+    }
+}
+
 /// Runs `m` inside one transaction and deallocates every prepared statement before committing, so that nothing of
 /// it outlives the transaction on the server connection (PgBouncer in transaction mode hands that connection to
 /// other clients next).
 async fn migrate_in_one_transaction(pool: &AnyPool, m: &sqlx::migrate::Migrator) -> Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
-    m.run(&mut *tx).await?;
+    // (`run_direct`: `run` on a transaction's connection makes this future not `Send`, sqlx's "Acquire is not
+    // general enough".)
+    m.run_direct(None, &mut *tx, false).await?;
     sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())

@@ -1,21 +1,55 @@
 //! `kronos bench`: the keeper over many rounds on every EVM chain of the catalogue (local anvils, accelerated
 //! clocks). The keeper runs as its own process (`kronos run`) so that its CPU time is measured alone; the figures
-//! come from the keeper's store and the chains.
+//! come from the keeper's store and the chains. `--api-load` keeps the keeper's API under HTTP load meanwhile.
+//!
+//! `kronos bench api`: the keeper's HTTP API under load (closed loop at fixed concurrency, open loop at fixed rates),
+//! the real keeper against local chains. `kronos bench ws`: WebSocket subscribers of the keeper's API, signals at a
+//! fixed rate, delivery latency, memory per connection, and slow readers. The server and the load generator are
+//! pinned to one core each ([`crate::loadgen`]).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use kronos_common::Catalogue;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::demo::net::{self, accounts, NetOptions, ReplayCandles};
 use crate::demo::percentile;
 use crate::deploy::DeployPolicy;
+use crate::loadgen::{self, http, Latencies};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: Option<BenchCommand>,
+    #[command(flatten)]
+    pub settle: SettleArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The keeper's HTTP API under load: read endpoints at fixed concurrency (closed loop) and at fixed rates (open
+    /// loop, latency from the scheduled send time); throughput and p50/p99/p99.9, server and generator on one core
+    /// each.
+    Api(ApiBenchArgs),
+    /// WebSocket subscribers of the keeper's API: connections held, delivery latency from publish to receipt at a
+    /// fixed signal rate, memory per connection, and what happens to readers that do not keep up.
+    Ws(WsBenchArgs),
+    /// The server side of `kronos bench ws` (the keeper's API with a publisher of timed signals in place of the
+    /// chains); started by it.
+    #[command(hide = true)]
+    WsServer(WsServerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SettleArgs {
     /// Rounds to finish in total across the chains.
     #[arg(long, default_value_t = 1000)]
     pub rounds: u64,
@@ -31,26 +65,660 @@ pub struct BenchArgs {
     /// Round interval in chain seconds.
     #[arg(long, default_value_t = 60)]
     pub interval: u32,
+    /// Keep the keeper's API under HTTP load meanwhile (closed loop on the cached reads); the keeper is pinned to
+    /// one core and the load generator to another, and both figures are printed.
+    #[arg(long)]
+    pub api_load: bool,
+    /// Connections of the API load (with --api-load).
+    #[arg(long, default_value_t = 64)]
+    pub api_connections: usize,
 }
 
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+#[derive(Debug, Args)]
+pub struct ApiBenchArgs {
+    /// Load an API already running at this address (`http://127.0.0.1:9464`) instead of starting local chains and
+    /// a keeper.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Chains of the local keeper (catalogue keys, comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "base")]
+    pub chains: Vec<String>,
+    /// Closed-loop connection counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub concurrency: Vec<usize>,
+    /// Open-loop rates (requests per second) on the cached reads.
+    #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000")]
+    pub rates: Vec<f64>,
+    /// Connections of the open-loop runs.
+    #[arg(long, default_value_t = 64)]
+    pub open_connections: usize,
+    /// Seconds each run is measured.
+    #[arg(long, default_value_t = 2.0)]
+    pub duration: f64,
+    /// Seconds each run sends before it is measured.
+    #[arg(long, default_value_t = 0.3)]
+    pub warmup: f64,
+    /// Core of the keeper process.
+    #[arg(long, default_value_t = 0)]
+    pub server_core: usize,
+    /// Core of the load generator.
+    #[arg(long, default_value_t = 1)]
+    pub client_core: usize,
+    /// A tiny run (a few hundred requests per run) that checks the bench works, measuring nothing worth keeping.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WsBenchArgs {
+    /// Subscribers connected and held.
+    #[arg(long, default_value_t = 10_000)]
+    pub subscribers: usize,
+    /// Signals published per second while delivery is measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Seconds delivery is measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Readers that never read, among fast ones, while large signals flood them (after the main run).
+    #[arg(long, default_value_t = 10)]
+    pub slow: usize,
+    /// Seconds of the slow-reader flood.
+    #[arg(long, default_value_t = 6.0)]
+    pub flood_seconds: f64,
+    /// Core of the server process.
+    #[arg(long, default_value_t = 0)]
+    pub server_core: usize,
+    /// Core of the subscribers.
+    #[arg(long, default_value_t = 1)]
+    pub client_core: usize,
+    /// A tiny run (a hundred subscribers, a few seconds) that checks the bench works.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WsServerArgs {
+    /// Address to listen on; the address bound is printed as `listening ADDR`.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// The subscriber cap (`[api] max_ws_subscribers`).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_subscribers: usize,
+    /// Time one message may take to go out before its reader is dropped (`[api] ws_send_timeout_ms`).
+    #[arg(long, default_value_t = 5000)]
+    pub send_timeout_ms: u64,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(bench(a))
+    let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    match a.what {
+        None => rt()?.block_on(bench(a.settle)),
+        Some(BenchCommand::Api(b)) => rt()?.block_on(api_bench(b)),
+        Some(BenchCommand::Ws(b)) => rt()?.block_on(ws_bench(b)),
+        Some(BenchCommand::WsServer(b)) => rt()?.block_on(ws_server(b)),
+    }
 }
 
-async fn bench(a: BenchArgs) -> Result<()> {
+/// Local chains and a keeper process (`kronos run`) on them, its API on a loopback port.
+struct LocalKeeper {
+    chains: Vec<Arc<net::LocalChain>>,
+    child: tokio::process::Child,
+    pid: u32,
+    api: SocketAddr,
+    db: PathBuf,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalKeeper {
+    /// Starts the chains and the keeper; with `core` the keeper runs on that core only; with `open_api` its API's
+    /// per-address rate is lifted (a load generator is one address).
+    async fn start(opts: &NetOptions, core: Option<usize>, open_api: bool) -> Result<LocalKeeper> {
+        let root = crate::deploy::repo_root()?;
+        let cat = Catalogue::load(root.join("config/chains.toml"))?;
+        let policy = DeployPolicy::load(&root.join("config/deploy.toml"))?;
+        let candles = Arc::new(kronos_forecast::load_csv(root.join("data/btcusd-1h.csv"))?);
+        let chains: Vec<Arc<net::LocalChain>> =
+            net::start(&root, &cat, &policy, opts, &candles).await?.into_iter().map(Arc::new).collect();
+        let replay = Arc::new(ReplayCandles::new(candles));
+        let cancel = CancellationToken::new();
+        for c in &chains {
+            replay.register(&c.chain.key, c.genesis(), opts.interval as u64, c.candle_base);
+            tokio::spawn(net::replay(
+                c.clone(),
+                replay.clone(),
+                opts.interval as u64,
+                Duration::from_millis(100),
+                cancel.clone(),
+            ));
+        }
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("bench.db");
+        let port = loadgen::free_port()?;
+        let mut cfg = format!(
+            "[keeper]\ncatalogue = \"{}\"\nstore = \"sqlite://{}\"\nlisten = \"127.0.0.1:{port}\"\nsigner = {{ env = \"KRONOS_BENCH_KEY\" }}\npoll_ms = 100\nkeeper_id = \"bench\"\n",
+            root.join("config/chains.toml").display(),
+            db.display()
+        );
+        if open_api {
+            cfg += "\n[api]\nrate_limit_per_s = 1000000\nrate_limit_burst = 1000000\n";
+        }
+        for c in &chains {
+            cfg += &format!(
+                "\n[[chain]]\nname = \"{}\"\nrpc = [\"{}\"]\nmarket = \"{}\"\nmarkets = [1]\nconfirmations = 1\nbump_after_s = 3\nlocal = true\npairs = {{ \"1\" = \"BTC/USD\" }}\n",
+                c.chain.key, c.url, c.deployment.market
+            );
+        }
+        let cfg_path = dir.path().join("keeper.toml");
+        std::fs::write(&cfg_path, cfg)?;
+        let key = format!("0x{}", alloy::hex::encode(chains[0].keys[accounts::KEEPER].to_bytes()));
+        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        cmd.current_dir(&root)
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .env("KRONOS_BENCH_KEY", key)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(core) = core {
+            loadgen::pin_command(&mut cmd, core);
+        }
+        let child = cmd.spawn().context("starting the keeper process")?;
+        let pid = child.id().unwrap_or_default();
+        Ok(LocalKeeper { chains, child, pid, api: ([127, 0, 0, 1], port).into(), db, cancel, _dir: dir })
+    }
+
+    /// Waits until the API answers `path` with a JSON array or object holding at least one row (`/api/rounds`).
+    async fn wait_for_rows(&mut self, path: &str, deadline: Duration) -> Result<()> {
+        let url = format!("http://{}{path}", self.api);
+        let t0 = Instant::now();
+        let mut said = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                anyhow::bail!("the keeper process exited early: {status}");
+            }
+            if let Ok(r) = reqwest::get(&url).await {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    if v.as_array().is_some_and(|a| !a.is_empty()) {
+                        return Ok(());
+                    }
+                }
+            }
+            if said.elapsed() > Duration::from_secs(5) {
+                println!("  waiting for the keeper to record rounds ({:.0}s)", t0.elapsed().as_secs_f64());
+                said = Instant::now();
+            }
+            anyhow::ensure!(t0.elapsed() < deadline, "the keeper recorded no round within {deadline:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        self.cancel.cancel();
+    }
+}
+
+/// Runs `f` on a thread of its own pinned to `core` (when given), in a single-threaded runtime: the load generator
+/// then uses that one core.
+async fn on_core<T, F, Fut>(core: Option<usize>, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("kronos-loadgen".into()).spawn(move || {
+        let r = (|| {
+            if let Some(c) = core {
+                loadgen::pin_this_thread(c)?;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            Ok(rt.block_on(f()))
+        })();
+        let _ = tx.send(r);
+    })?;
+    rx.await.context("the load generator's thread ended without a result")?
+}
+
+/// The cores of a server and a generator, checked against the machine; `None` for both on a one-core machine.
+fn pinning(server: usize, client: usize) -> Result<(Option<usize>, Option<usize>)> {
+    let n = loadgen::cores();
+    if n < 2 {
+        println!("  one core only: server and load generator are not pinned");
+        return Ok((None, None));
+    }
+    anyhow::ensure!(server < n, "--server-core: core {server} does not exist (this machine has {n})");
+    anyhow::ensure!(client < n, "--client-core: core {client} does not exist (this machine has {n})");
+    anyhow::ensure!(server != client, "--server-core and --client-core must differ");
+    Ok((Some(server), Some(client)))
+}
+
+fn ms(d: f64) -> String {
+    format!("{d:.3}")
+}
+
+/// `kronos bench api`.
+async fn api_bench(mut a: ApiBenchArgs) -> Result<()> {
+    anyhow::ensure!(a.duration > 0.0, "--duration must be above 0");
+    anyhow::ensure!(a.warmup >= 0.0, "--warmup must be 0 or more");
+    anyhow::ensure!(a.concurrency.iter().all(|c| *c >= 1), "--concurrency: each count must be at least 1");
+    anyhow::ensure!(a.rates.iter().all(|r| *r > 0.0), "--rates: each rate must be above 0");
+    anyhow::ensure!(a.open_connections >= 1, "--open-connections must be at least 1");
+    if a.quick {
+        a.concurrency = vec![1, 4];
+        a.rates = vec![200.0];
+        a.open_connections = 4;
+        a.duration = 0.3;
+        a.warmup = 0.05;
+    }
+    println!("bench api on {}", loadgen::machine());
+    let (server_core, client_core) = pinning(a.server_core, a.client_core)?;
+    let (addr, keeper, chain) = match &a.url {
+        Some(u) => {
+            let url = url::Url::parse(u).with_context(|| format!("--url: '{u}' is not a URL"))?;
+            anyhow::ensure!(url.scheme() == "http", "--url: only http:// is supported");
+            let addr = url
+                .socket_addrs(|| Some(80))
+                .with_context(|| format!("--url: cannot resolve '{u}'"))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("--url: '{u}' resolves to no address"))?;
+            (addr, None, None)
+        }
+        None => {
+            let opts = NetOptions { chains: a.chains.clone(), block_time: 0.5, seconds_per_block: 20, interval: 60 };
+            println!("  starting {} local chain(s) and the keeper (pinned to core {:?})", a.chains.len(), server_core);
+            let mut k = LocalKeeper::start(&opts, server_core, true).await?;
+            k.wait_for_rows("/api/rounds?limit=1", Duration::from_secs(180)).await?;
+            let chain = k.chains.first().map(|c| c.chain.key.clone());
+            (k.api, Some(k), chain)
+        }
+    };
+    let pid = keeper.as_ref().map(|k| k.pid);
+    let mut endpoints = vec!["/api/markets".to_string(), "/api/rounds?limit=50".to_string()];
+    if let Some(c) = &chain {
+        endpoints.push(format!("/api/rounds?chain={c}&market=1&limit=50"));
+    }
+    endpoints.extend(["/api/predictions?limit=50".to_string(), "/health".to_string(), "/metrics".to_string()]);
+    let cached: Vec<String> = endpoints.iter().filter(|e| e.starts_with("/api/")).cloned().collect();
+    let warmup = Duration::from_secs_f64(a.warmup);
+    let duration = Duration::from_secs_f64(a.duration);
+    println!(
+        "\nclosed loop ({}s per run after {}s of warm-up; server CPU is the keeper's, 100% = one core):",
+        a.duration, a.warmup
+    );
+    println!(
+        "  {:<44} {:>5} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "endpoint", "conns", "requests", "errors", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "server"
+    );
+    let result = run_api_load(addr, pid, client_core, endpoints, cached, &a, warmup, duration).await;
+    if let Some(k) = keeper {
+        k.stop().await;
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_api_load(
+    addr: SocketAddr,
+    pid: Option<u32>,
+    client_core: Option<usize>,
+    endpoints: Vec<String>,
+    cached: Vec<String>,
+    a: &ApiBenchArgs,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<()> {
+    let concurrency = a.concurrency.clone();
+    let rates = a.rates.clone();
+    let open_conns = a.open_connections;
+    let cpu = move || pid.and_then(loadgen::cpu_seconds);
+    on_core(client_core, move || async move {
+        let share = |before: Option<f64>, after: Option<f64>, wall: Duration| match (before, after) {
+            (Some(b), Some(a)) => format!("{:.0}%", 100.0 * (a - b) / (wall + Duration::from_millis(20)).as_secs_f64()),
+            _ => "-".into(),
+        };
+        let mut total = 0u64;
+        for e in &endpoints {
+            for &c in &concurrency {
+                let before = cpu();
+                let t = Instant::now();
+                let o = http::run(addr, std::slice::from_ref(e), http::Mode::Closed { conns: c }, warmup, duration).await;
+                let wall = t.elapsed();
+                let after = cpu();
+                total += o.ok;
+                let l = &o.latencies;
+                println!(
+                    "  {:<44} {:>5} {:>9} {:>6} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>7}",
+                    e,
+                    c,
+                    o.ok,
+                    o.errors,
+                    o.per_s(),
+                    ms(l.ms(50.0)),
+                    ms(l.ms(99.0)),
+                    ms(l.ms(99.9)),
+                    ms(l.max_ms()),
+                    share(before, after, wall)
+                );
+            }
+        }
+        println!(
+            "\nopen loop on the cached reads ({} in turn), {open_conns} connections, latency from each request's scheduled send time:",
+            cached.join(", ")
+        );
+        println!(
+            "  {:>8} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            "rate/s", "answered", "errors", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "server"
+        );
+        for &r in &rates {
+            let before = cpu();
+            let t = Instant::now();
+            let o = http::run(addr, &cached, http::Mode::Open { conns: open_conns, rate: r }, warmup, duration).await;
+            let wall = t.elapsed();
+            let after = cpu();
+            total += o.ok;
+            let l = &o.latencies;
+            println!(
+                "  {:>8.0} {:>9} {:>6} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>7}",
+                r,
+                o.ok,
+                o.errors,
+                o.per_s(),
+                ms(l.ms(50.0)),
+                ms(l.ms(99.0)),
+                ms(l.ms(99.9)),
+                ms(l.max_ms()),
+                share(before, after, wall)
+            );
+        }
+        println!("\n{total} requests answered in all");
+        anyhow::ensure!(total > 0, "no request was answered");
+        Ok(())
+    })
+    .await?
+}
+
+/// `kronos bench ws`.
+async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
+    use loadgen::ws;
+    anyhow::ensure!(a.subscribers >= 1, "--subscribers must be at least 1");
+    anyhow::ensure!(a.rate > 0.0, "--rate must be above 0");
+    anyhow::ensure!(a.duration > 0.0, "--duration must be above 0");
+    if a.quick {
+        a.subscribers = a.subscribers.min(100);
+        a.rate = 20.0;
+        a.duration = 1.0;
+        a.slow = a.slow.min(2);
+        a.flood_seconds = 3.0;
+    }
+    println!("bench ws on {}", loadgen::machine());
+    let (server_core, client_core) = pinning(a.server_core, a.client_core)?;
+    let limit = loadgen::raise_fd_limit(a.subscribers as u64 + 1024)?;
+    anyhow::ensure!(
+        limit >= a.subscribers as u64 + 64,
+        "--subscribers: {} needs more open files than this process may have ({limit}; raise the hard limit, ulimit -Hn)",
+        a.subscribers
+    );
+    // The server: the keeper's API (router, limits, hub) with a publisher of timed signals, on its own core.
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args(["bench", "ws-server", "--send-timeout-ms", "1000", "--max-subscribers"])
+        .arg((a.subscribers + a.slow + 64).to_string())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(c) = server_core {
+        loadgen::pin_command(&mut cmd, c);
+    }
+    let mut child = cmd.spawn().context("starting the WebSocket bench server")?;
+    let pid = child.id().unwrap_or_default();
+    let mut stdin = child.stdin.take().context("the server's standard input")?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("the server's output")?).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("the WebSocket bench server did not start within 60 s")??
+        .unwrap_or_default();
+    let addr: SocketAddr = first
+        .strip_prefix("listening ")
+        .and_then(|a| a.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("the WebSocket bench server said {first:?}, not its address"))?;
+    let rss_before = loadgen::rss_kib(pid)?;
+    let n = a.subscribers;
+    let rate = a.rate;
+    let duration = Duration::from_secs_f64(a.duration);
+    let filters = ["", "?types=price_read", "?types=round_settled,price_read", "?types=round_settled"];
+    let wanting = (0..n).filter(|i| i % 4 != 3).count() as u64;
+    println!(
+        "\n{n} subscribers (filters: all, price_read, round_settled+price_read, round_settled only; the last get none of \
+         the signals), server pinned to core {server_core:?}, subscribers to core {client_core:?}"
+    );
+
+    // Phase 1: connect and hold; memory; delivery at the fixed rate.
+    let (pace_tx, pace_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let pace_writer = tokio::spawn(async move {
+        let mut rx = pace_rx;
+        while let Some(l) = rx.recv().await {
+            if stdin.write_all(l.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let server_cpu = move || loadgen::cpu_seconds(pid);
+    let phase1 = on_core(client_core, {
+        let pace_tx = pace_tx.clone();
+        move || async move {
+            let counters = Arc::new(ws::Counters::default());
+            let from = Arc::new(AtomicU64::new(u64::MAX));
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let gate = Arc::new(tokio::sync::Semaphore::new(128));
+            let mut tasks = tokio::task::JoinSet::new();
+            let t0 = Instant::now();
+            for i in 0..n {
+                let permit = gate.clone().acquire_owned().await.expect("open semaphore");
+                let c = counters.clone();
+                let (from, stop) = (from.clone(), stop_rx.clone());
+                let q = filters[i % 4].to_string();
+                let gate_c = c.clone();
+                tasks.spawn(async move {
+                    let sub = ws::subscriber(addr, q, from, c, stop);
+                    tokio::pin!(sub);
+                    // The permit is given back once this one has connected (or failed), so 128 connect at a time.
+                    let mut permit = Some(permit);
+                    loop {
+                        tokio::select! {
+                            seen = &mut sub => return seen,
+                            _ = tokio::time::sleep(Duration::from_millis(5)), if permit.is_some() => {
+                                let done = gate_c.connected.load(Ordering::Relaxed) + gate_c.failed.load(Ordering::Relaxed);
+                                if done as usize > i { permit = None; }
+                            }
+                        }
+                    }
+                });
+                if i % 1000 == 999 {
+                    println!("  {} of {n} connecting after {:.1}s", i + 1, t0.elapsed().as_secs_f64());
+                }
+            }
+            drop(gate);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while (counters.connected.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed)) < n as u64 {
+                if Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let connect_s = t0.elapsed().as_secs_f64();
+            let connected = counters.connected.load(Ordering::Relaxed);
+            let failed = counters.failed.load(Ordering::Relaxed);
+            // Idle: let the server settle before its memory is read.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let rss_idle = loadgen::rss_kib(pid).unwrap_or(0);
+            let cpu0 = server_cpu();
+            from.store(ws::now_us(), Ordering::Relaxed);
+            let _ = pace_tx.send(format!("{rate} 0\n"));
+            tokio::time::sleep(duration).await;
+            let _ = pace_tx.send("0 0\n".into());
+            // Whatever is still on its way arrives.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let cpu1 = server_cpu();
+            let received_during = counters.messages.load(Ordering::Relaxed);
+            let _ = stop_tx.send(true);
+            let mut lat = Latencies::default();
+            let mut lagged = 0;
+            while let Some(r) = tasks.join_next().await {
+                if let Ok(seen) = r {
+                    lat.add(&seen.latencies);
+                    lagged += seen.lagged;
+                }
+            }
+            let closed = counters.closed.load(Ordering::Relaxed);
+            (connected, failed, connect_s, rss_idle, lat, lagged, closed, received_during, cpu0.zip(cpu1))
+        }
+    })
+    .await?;
+    let (connected, failed, connect_s, rss_idle, lat, lagged, closed, received, cpu) = phase1;
+    let published = (rate * a.duration).round() as u64;
+    println!("\nconnections: {connected} held, {failed} failed to connect, {closed} closed by the server ({connect_s:.1}s to connect)");
+    let per_conn = rss_idle.saturating_sub(rss_before) as f64 / connected.max(1) as f64;
+    println!(
+        "server memory: {rss_before} KiB before, {rss_idle} KiB with {connected} idle subscribers: {per_conn:.1} KiB per connection"
+    );
+    println!(
+        "delivery at {rate} signals/s for {}s (about {published} signals, {} expected deliveries to the subscribers that want them): \
+         {} received, {}; {lagged} lagged notes",
+        a.duration,
+        published * wanting.min(connected),
+        lat.count(),
+        lat.summary()
+    );
+    if let Some((c0, c1)) = cpu {
+        println!(
+            "server CPU while publishing: {:.2}s ({:.1} µs per delivered message)",
+            c1 - c0,
+            1e6 * (c1 - c0) / received.max(1) as f64
+        );
+    }
+
+    // Phase 2: fast readers and readers that never read, flooded with large signals.
+    let fast = (n / 100).clamp(4, 20);
+    let slow = a.slow;
+    let flood = Duration::from_secs_f64(a.flood_seconds);
+    let phase2 = on_core(client_core, move || async move {
+        let counters = Arc::new(ws::Counters::default());
+        let from = Arc::new(AtomicU64::new(0));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut fast_tasks = tokio::task::JoinSet::new();
+        for _ in 0..fast {
+            fast_tasks.spawn(ws::subscriber(
+                addr,
+                "?types=price_read".into(),
+                from.clone(),
+                counters.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        let mut slow_tasks = tokio::task::JoinSet::new();
+        for _ in 0..slow {
+            slow_tasks.spawn(ws::slow_subscriber(addr, "?types=price_read".into(), stop_rx.clone()));
+        }
+        let t = Instant::now();
+        while counters.connected.load(Ordering::Relaxed) < fast as u64 && t.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Give the slow ones their handshake too.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        from.store(ws::now_us(), Ordering::Relaxed);
+        let _ = pace_tx.send("200 16384\n".into());
+        tokio::time::sleep(flood).await;
+        let _ = pace_tx.send("0 0\n".into());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = stop_tx.send(true);
+        let mut lat = Latencies::default();
+        let mut lagged = 0;
+        while let Some(r) = fast_tasks.join_next().await {
+            if let Ok(s) = r {
+                lat.add(&s.latencies);
+                lagged += s.lagged;
+            }
+        }
+        let mut dropped = 0;
+        while let Some(r) = slow_tasks.join_next().await {
+            if let Ok(Ok(true)) = r {
+                dropped += 1;
+            }
+        }
+        (lat, lagged, dropped)
+    })
+    .await?;
+    let (flat, flagged, dropped) = phase2;
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await?.text().await?;
+    let slow_dropped =
+        loadgen::metric(&metrics, "kronos_http_dropped_total", "reason=\"ws_slow_reader\"").unwrap_or(0.0);
+    let skipped = loadgen::metric(&metrics, "kronos_ws_skipped_signals_total", "").unwrap_or(0.0);
+    println!(
+        "\nslow readers: {slow} that never read and {fast} fast ones, 200 signals/s of 16 KiB for {}s (send timeout 1 s):",
+        a.flood_seconds
+    );
+    println!("  fast readers: {} received, {}; {flagged} lagged notes", flat.count(), flat.summary());
+    println!(
+        "  slow readers: {dropped} of {slow} found closed by the server; server counters: ws_slow_reader {slow_dropped}, \
+         ws_skipped_signals {skipped}"
+    );
+    // The last sender of paces went with the flood: the writer ends, closing the server's input.
+    let _ = pace_writer.await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    anyhow::ensure!(connected > 0 && lat.count() > 0, "no subscriber received a signal");
+    Ok(())
+}
+
+/// `kronos bench ws-server`: the keeper's API on an in-memory store, publishing timed signals at the pace read from
+/// standard input (`RATE PADDING` lines) until it closes.
+async fn ws_server(a: WsServerArgs) -> Result<()> {
+    use kronos_common::http_guard::Limits;
+    let store = crate::store::Store::connect("sqlite::memory:").await?;
+    let bus = kronos_common::Bus::default();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let limits = Limits {
+        max_connections: a.max_subscribers + 64,
+        max_ws_subscribers: a.max_subscribers,
+        rate_per_s: 1_000_000,
+        rate_burst: 1_000_000,
+        ws_send_timeout: Duration::from_millis(a.send_timeout_ms.max(1)),
+        ..Limits::default()
+    };
+    let state = crate::api::ApiState::new(store, bus.clone(), metrics, vec![], vec![], None, limits);
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("--listen: cannot bind {}", a.listen))?;
+    println!("listening {}", listener.local_addr()?);
+    let (pace_tx, pace_rx) = tokio::sync::watch::channel(loadgen::ws::Pace::default());
+    tokio::spawn(loadgen::ws::publish(bus, pace_rx));
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(crate::api::serve(listener, state, stop.clone().cancelled_owned()));
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(l) = lines.next_line().await? {
+        match loadgen::ws::parse_pace(&l) {
+            Ok(p) => {
+                let _ = pace_tx.send(p);
+            }
+            Err(e) => eprintln!("ws-server: {e}"),
+        }
+    }
+    stop.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
+/// `kronos bench`: the settlement benchmark (with `--api-load`, under API load).
+async fn bench(a: SettleArgs) -> Result<()> {
     let root = crate::deploy::repo_root()?;
     let cat = Catalogue::load(root.join("config/chains.toml"))?;
-    let policy = DeployPolicy::load(&root.join("config/deploy.toml"))?;
-    let candles = Arc::new(kronos_forecast::load_csv(root.join("data/btcusd-1h.csv"))?);
     let keys: Vec<String> = a.chains.clone().unwrap_or_else(|| cat.evm_chains().map(|c| c.key.clone()).collect());
+    anyhow::ensure!(a.api_connections >= 1, "--api-connections must be at least 1");
     let opts =
         NetOptions { chains: keys.clone(), block_time: a.block_time, seconds_per_block: a.speed, interval: a.interval };
     println!(
@@ -62,56 +730,48 @@ async fn bench(a: BenchArgs) -> Result<()> {
         a.speed,
         a.interval
     );
-    let chains: Vec<Arc<net::LocalChain>> =
-        net::start(&root, &cat, &policy, &opts, &candles).await?.into_iter().map(Arc::new).collect();
-    let replay = Arc::new(ReplayCandles::new(candles));
-    let cancel = CancellationToken::new();
-    for c in &chains {
-        replay.register(&c.chain.key, c.genesis(), a.interval as u64, c.candle_base);
-        tokio::spawn(net::replay(
-            c.clone(),
-            replay.clone(),
-            a.interval as u64,
-            Duration::from_millis(100),
-            cancel.clone(),
-        ));
-    }
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("bench.db");
-    let mut cfg = format!(
-        "[keeper]\ncatalogue = \"{}\"\nstore = \"sqlite://{}\"\nlisten = \"127.0.0.1:0\"\nsigner = {{ env = \"KRONOS_BENCH_KEY\" }}\npoll_ms = 100\nkeeper_id = \"bench\"\n",
-        root.join("config/chains.toml").display(),
-        db.display()
-    );
-    for c in &chains {
-        cfg += &format!(
-            "\n[[chain]]\nname = \"{}\"\nrpc = [\"{}\"]\nmarket = \"{}\"\nmarkets = [1]\nconfirmations = 1\nbump_after_s = 3\nlocal = true\npairs = {{ \"1\" = \"BTC/USD\" }}\n",
-            c.chain.key, c.url, c.deployment.market
-        );
-    }
-    let cfg_path = dir.path().join("keeper.toml");
-    std::fs::write(&cfg_path, cfg)?;
-    let key = format!("0x{}", alloy::hex::encode(chains[0].keys[accounts::KEEPER].to_bytes()));
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .current_dir(&root)
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .env("KRONOS_BENCH_KEY", key)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .context("starting the keeper process")?;
-    let pid = child.id().unwrap_or_default();
+    let (server_core, client_core) = if a.api_load {
+        println!("  with the API under load: {}", loadgen::machine());
+        pinning(0, 1)?
+    } else {
+        (None, None)
+    };
+    let mut k = LocalKeeper::start(&opts, server_core, a.api_load).await?;
+    let pid = k.pid;
     let t0 = Instant::now();
+    // The API load, until the rounds are done.
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let load = if a.api_load {
+        k.wait_for_rows("/api/rounds?limit=1", Duration::from_secs(180)).await?;
+        let paths: Vec<String> = vec![
+            "/api/markets".into(),
+            "/api/rounds?limit=50".into(),
+            format!("/api/rounds?chain={}&market=1&limit=50", keys[0]),
+            "/api/predictions?limit=50".into(),
+        ];
+        let (addr, conns, stop) = (k.api, a.api_connections, stop_load.clone());
+        println!("  API load: {conns} connections, closed loop on {}", paths.join(", "));
+        Some(tokio::spawn(on_core(client_core, move || async move {
+            let mut total = http::Outcome::default();
+            while !stop.load(Ordering::Relaxed) {
+                let o =
+                    http::run(addr, &paths, http::Mode::Closed { conns }, Duration::ZERO, Duration::from_secs(2)).await;
+                total.merge(o);
+            }
+            total
+        })))
+    } else {
+        None
+    };
     // Rounds finish two checkpoints after they start: count recorded checkpoints beyond index 1 on each chain.
     let mut last_report = Instant::now();
     let (finished, cpu) = loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = k.child.try_wait() {
             anyhow::bail!("the keeper process exited early: {status}");
         }
         let mut finished = 0u64;
-        for c in &chains {
+        for c in &k.chains {
             let p = c.wallet(0);
             let m = kronos_contracts::KronosMarket::new(c.deployment.market, p.clone());
             let now = kronos_testkit_free::head_time(&p).await.unwrap_or(0);
@@ -133,14 +793,18 @@ async fn bench(a: BenchArgs) -> Result<()> {
             last_report = Instant::now();
         }
         if finished >= a.rounds {
-            break (finished, cpu_seconds(pid));
+            break (finished, loadgen::cpu_seconds(pid));
         }
         anyhow::ensure!(t0.elapsed() < Duration::from_secs(3600), "the benchmark did not finish within an hour");
     };
     let wall = t0.elapsed().as_secs_f64();
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    cancel.cancel();
+    stop_load.store(true, Ordering::Relaxed);
+    let api = match load {
+        Some(h) => Some(h.await.context("the API load")??),
+        None => None,
+    };
+    let (db, chains) = (k.db.clone(), k.chains.clone());
+    k.stop().await;
     let store = crate::store::Store::connect(&format!("sqlite://{}", db.display())).await?;
     let mut delays = Vec::new();
     let mut missed = 0u64;
@@ -170,6 +834,15 @@ async fn bench(a: BenchArgs) -> Result<()> {
             println!("  keeper CPU time: {c:.2}s in total, {:.1} ms per round", 1000.0 * c / finished.max(1) as f64)
         }
         None => println!("  keeper CPU time: unavailable (no /proc)"),
+    }
+    if let Some(o) = api {
+        println!(
+            "  API meanwhile (keeper on one core): {} requests answered, {} errors, {:.0} req/s, {}",
+            o.ok,
+            o.errors,
+            o.per_s(),
+            o.latencies.summary()
+        );
     }
     Ok(())
 }
