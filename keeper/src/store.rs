@@ -427,7 +427,7 @@ impl Store {
     }
 
     /// The newest rounds, optionally of one chain (`Some("")` is none) and market (negative is none). Each filter has
-    /// its own statement so that it is answered from an index (migrations `0003_api_indexes`): newest first across
+    /// its own statement so that it is answered from an index (migrations `0004_api_indexes`): newest first across
     /// every market by `rounds_newest`, of one chain by `rounds_chain_newest`, of one market by the primary key.
     pub async fn rounds(&self, chain: Option<&str>, market_id: Option<i64>, limit: i64) -> Result<Vec<RoundRow>> {
         let chain = chain.filter(|c| !c.is_empty());
