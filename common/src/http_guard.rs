@@ -1,21 +1,25 @@
 //! Limits that protect every HTTP/WebSocket service of Kronos (the keeper's API, the copy-trader's service, the
 //! Telegram bot's health server, the exchange mock): one [`Guard`] per service, built from [`Limits`].
 //!
-//! What it does, and what a refusal looks like (each counted by reason in [`GuardMetrics`], on the service's
-//! `/metrics`):
+//! What each limit does when it is reached (each counted by reason in [`GuardMetrics`], on the service's `/metrics`;
+//! `http_refused` for refusals, `http_dropped` for connections closed):
 //!
-//! | limit | where | refusal |
-//! |---|---|---|
-//! | open connections ([`Limits::max_connections`]) | [`Guard::serve`] | `503`, then the connection is closed (`connections`) |
-//! | WebSocket subscribers ([`Limits::max_ws_subscribers`]) | [`crate::signal_ws::Hub`] | `503` instead of the upgrade (`ws_subscribers`) |
-//! | requests per second per address ([`Limits::rate_per_s`], [`Limits::rate_burst`]) | [`Guard::layer`] | `429` with `Retry-After` in seconds (`rate_limited`) |
-//! | request body ([`Limits::max_body_bytes`]) | [`Guard::layer`] | `413` (`body_too_large`) |
-//! | time to answer a request ([`Limits::request_timeout`]) | [`Guard::layer`] | `503` (`timeout`) |
-//! | browser origin ([`Limits::allowed_origins`]) | [`Guard::layer`] | `403` (`origin`) |
-//! | time to send a request head, idle keep-alive included ([`Limits::header_timeout`]) | [`Guard::serve`] | connection closed (by hyper, not counted) |
-//! | a WebSocket that sends nothing, not even a pong ([`Limits::idle_timeout`]) | [`Guard::serve`] | connection closed (dropped: `idle`) |
-//! | incoming WebSocket message ([`Limits::ws_max_message_bytes`]) | [`crate::signal_ws::Hub`] | close `1009` (dropped: `ws_oversized`) |
-//! | one WebSocket send ([`Limits::ws_send_timeout`]) | [`crate::signal_ws::Hub`] | the slow reader is dropped (dropped: `ws_slow_reader`) |
+//! - open connections ([`Limits::max_connections`], [`Guard::serve`]): `503` written on the new connection, which
+//!   is closed (`connections`);
+//! - WebSocket subscribers ([`Limits::max_ws_subscribers`], [`crate::signal_ws::Hub`]): `503` instead of the
+//!   upgrade (`ws_subscribers`);
+//! - requests per client address ([`Limits::rate_per_s`], [`Limits::rate_burst`], [`Guard::layer`]): `429` with
+//!   `Retry-After` in seconds (`rate_limited`);
+//! - request body ([`Limits::max_body_bytes`], [`Guard::layer`]): `413` (`body_too_large`);
+//! - time to answer ([`Limits::request_timeout`], [`Guard::layer`]): `503` (`timeout`);
+//! - browser origin ([`Limits::allowed_origins`], [`Guard::layer`]): `403` (`origin`);
+//! - time to send a request head, idle keep-alive included ([`Limits::header_timeout`], [`Guard::serve`]): the
+//!   connection is closed (by hyper; not counted);
+//! - a WebSocket that sends nothing, not even a pong ([`Limits::idle_timeout`], [`Guard::serve`]): closed (`idle`);
+//! - an incoming WebSocket message ([`Limits::ws_max_message_bytes`], [`crate::signal_ws::Hub`]): close `1009`
+//!   (`ws_oversized`);
+//! - one WebSocket send ([`Limits::ws_send_timeout`], [`crate::signal_ws::Hub`]): the slow reader is dropped
+//!   (`ws_slow_reader`).
 //!
 //! **Origin check.** A browser sends `Origin` with every WebSocket handshake and every cross-site request that can
 //! change state; a page on another site could otherwise open `/ws` (WebSockets have no CORS) from inside a victim's
@@ -199,7 +203,8 @@ impl RawLimits {
 /// `scheme://host[:port]` as a browser sends it in `Origin` (lower case, default port left out), from a configured
 /// origin; anything with a path, query or credentials is refused.
 fn normalise_config_origin(s: &str) -> Result<String, String> {
-    let u = url::Url::parse(s.trim()).map_err(|e| format!("'{s}' is not an origin like https://dash.example.com: {e}"))?;
+    let u =
+        url::Url::parse(s.trim()).map_err(|e| format!("'{s}' is not an origin like https://dash.example.com: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") {
         return Err(format!("'{s}' must be http:// or https://"));
     }
@@ -283,7 +288,8 @@ pub struct ReasonLabel {
 }
 
 /// Reasons of refusals (`http_refused`).
-pub const REFUSALS: [&str; 6] = ["connections", "ws_subscribers", "rate_limited", "body_too_large", "origin", "timeout"];
+pub const REFUSALS: [&str; 6] =
+    ["connections", "ws_subscribers", "rate_limited", "body_too_large", "origin", "timeout"];
 /// Reasons of connections the server closed (`http_dropped`).
 pub const DROPS: [&str; 3] = ["idle", "ws_slow_reader", "ws_oversized"];
 
@@ -422,19 +428,27 @@ impl Guard {
         &self.inner.metrics
     }
 
-    /// A WebSocket subscriber's place, or the `503` that refuses it.
-    pub fn ws_slot(&self) -> Result<Slot, Response> {
-        let l = &self.inner.limits;
-        let cap = l.max_ws_subscribers.min(l.max_connections);
-        take_slot(&self.inner.metrics.ws_subscribers, cap).ok_or_else(|| {
+    /// A WebSocket subscriber's place; `None` (counted as `ws_subscribers`) when they are at their cap.
+    pub fn ws_slot(&self) -> Option<Slot> {
+        let slot = take_slot(&self.inner.metrics.ws_subscribers, self.ws_cap());
+        if slot.is_none() {
             self.inner.metrics.refuse("ws_subscribers");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
-                format!("this service has its maximum of {cap} WebSocket subscribers; try again later\n"),
-            )
-                .into_response()
-        })
+        }
+        slot
+    }
+
+    /// The `503` that refuses a WebSocket subscriber over the cap.
+    pub fn ws_full(&self) -> Response {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
+            format!("this service has its maximum of {} WebSocket subscribers; try again later\n", self.ws_cap()),
+        )
+            .into_response()
+    }
+
+    fn ws_cap(&self) -> usize {
+        self.inner.limits.max_ws_subscribers.min(self.inner.limits.max_connections)
     }
 
     /// The request-level limits (rate, origin, body, timeout) around every route of `router`.
@@ -519,7 +533,8 @@ impl Guard {
         drop(listener);
         drop(stop_rx);
         let _ = stop_tx.send(());
-        let _ = tokio::time::timeout(self.inner.limits.request_timeout + Duration::from_secs(1), stop_tx.closed()).await;
+        let _ =
+            tokio::time::timeout(self.inner.limits.request_timeout + Duration::from_secs(1), stop_tx.closed()).await;
         Ok(())
     }
 
@@ -821,7 +836,8 @@ mod tests {
         let parse = |s: &str| toml::from_str::<RawLimits>(s).unwrap().validate("api");
         assert_eq!(parse("").unwrap(), Limits::default());
         let l = parse(
-            "max_connections = 10\nrate_limit_per_s = 7\nws_send_timeout_ms = 250\nallowed_origins = [\"HTTPS://Dash.Example.com:443/\", \"http://localhost:3000\"]",
+            "max_connections = 10\nrate_limit_per_s = 7\nws_send_timeout_ms = 250\n\
+             allowed_origins = [\"HTTPS://Dash.Example.com:443/\", \"http://localhost:3000\"]",
         )
         .unwrap();
         assert_eq!(l.max_connections, 10);

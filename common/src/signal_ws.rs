@@ -113,9 +113,8 @@ impl Hub {
     /// Answers a `/ws` request: `503` when the subscribers are at their cap, else the upgrade to a stream of the
     /// signals named in `filter` (all when `None`), without [`reveals_forecast_early`] ones when `sealed`.
     pub fn upgrade(&self, up: WebSocketUpgrade, filter: Option<Vec<String>>, sealed: bool) -> Response {
-        let slot = match self.inner.guard.ws_slot() {
-            Ok(s) => s,
-            Err(refusal) => return refusal,
+        let Some(slot) = self.inner.guard.ws_slot() else {
+            return self.inner.guard.ws_full();
         };
         let rx = self.subscribe();
         let limits = self.inner.guard.limits();
@@ -161,6 +160,16 @@ pub struct StreamOptions {
     pub metrics: GuardMetrics,
 }
 
+impl StreamOptions {
+    /// Whether this subscriber gets `f`: not an early forecast on a sealed stream, and of a type it asked for (the
+    /// `lagged` note always).
+    fn wants(&self, f: &Frame) -> bool {
+        let hidden = self.sealed && f.early;
+        let filtered = self.filter.as_ref().is_some_and(|w| f.name != "lagged" && !w.contains(&f.name));
+        !hidden && !filtered
+    }
+}
+
 /// Why a send did not go out.
 enum SendFailed {
     /// The client is gone.
@@ -199,7 +208,7 @@ pub async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<Frame
             },
             frame = rx.recv() => match frame {
                 Ok(f) => {
-                    if (o.sealed && f.early) || o.filter.as_ref().is_some_and(|w| f.name != "lagged" && !w.contains(&f.name)) {
+                    if !o.wants(&f) {
                         continue;
                     }
                     Message::Text(f.text.clone())
