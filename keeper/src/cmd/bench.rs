@@ -168,7 +168,7 @@ struct LocalKeeper {
     api: SocketAddr,
     db: PathBuf,
     cancel: CancellationToken,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl LocalKeeper {
@@ -226,7 +226,7 @@ impl LocalKeeper {
         }
         let child = cmd.spawn().context("starting the keeper process")?;
         let pid = child.id().unwrap_or_default();
-        Ok(LocalKeeper { chains, child, pid, api: ([127, 0, 0, 1], port).into(), db, cancel, _dir: dir })
+        Ok(LocalKeeper { chains, child, pid, api: ([127, 0, 0, 1], port).into(), db, cancel, dir })
     }
 
     /// Waits until the API answers `path` with a JSON array or object holding at least one row (`/api/rounds`).
@@ -254,10 +254,12 @@ impl LocalKeeper {
         }
     }
 
-    async fn stop(mut self) {
+    /// Stops the keeper and the chains; the returned folder holds the keeper's store until it is dropped.
+    async fn stop(mut self) -> tempfile::TempDir {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
         self.cancel.cancel();
+        self.dir
     }
 }
 
@@ -296,6 +298,10 @@ fn pinning(server: usize, client: usize) -> Result<(Option<usize>, Option<usize>
     Ok((Some(server), Some(client)))
 }
 
+fn core_name(c: Option<usize>) -> String {
+    c.map(|c| c.to_string()).unwrap_or_else(|| "(none)".into())
+}
+
 fn ms(d: f64) -> String {
     format!("{d:.3}")
 }
@@ -330,7 +336,11 @@ async fn api_bench(mut a: ApiBenchArgs) -> Result<()> {
         }
         None => {
             let opts = NetOptions { chains: a.chains.clone(), block_time: 0.5, seconds_per_block: 20, interval: 60 };
-            println!("  starting {} local chain(s) and the keeper (pinned to core {:?})", a.chains.len(), server_core);
+            println!(
+                "  starting {} local chain(s) and the keeper (pinned to core {})",
+                a.chains.len(),
+                core_name(server_core)
+            );
             let mut k = LocalKeeper::start(&opts, server_core, true).await?;
             k.wait_for_rows("/api/rounds?limit=1", Duration::from_secs(180)).await?;
             let chain = k.chains.first().map(|c| c.chain.key.clone());
@@ -356,7 +366,7 @@ async fn api_bench(mut a: ApiBenchArgs) -> Result<()> {
     );
     let result = run_api_load(addr, pid, client_core, endpoints, cached, &a, warmup, duration).await;
     if let Some(k) = keeper {
-        k.stop().await;
+        drop(k.stop().await);
     }
     result
 }
@@ -494,7 +504,9 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
     let wanting = (0..n).filter(|i| i % 4 != 3).count() as u64;
     println!(
         "\n{n} subscribers (filters: all, price_read, round_settled+price_read, round_settled only; the last get none of \
-         the signals), server pinned to core {server_core:?}, subscribers to core {client_core:?}"
+         the signals), server pinned to core {}, subscribers to core {}",
+        core_name(server_core),
+        core_name(client_core)
     );
 
     // Phase 1: connect and hold; memory; delivery at the fixed rate.
@@ -606,7 +618,9 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
     let fast = (n / 100).clamp(4, 20);
     let slow = a.slow;
     let flood = Duration::from_secs_f64(a.flood_seconds);
+    let flood_pace = pace_tx.clone();
     let phase2 = on_core(client_core, move || async move {
+        let pace_tx = flood_pace;
         let counters = Arc::new(ws::Counters::default());
         let from = Arc::new(AtomicU64::new(0));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -667,7 +681,8 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
         "  slow readers: {dropped} of {slow} found closed by the server; server counters: ws_slow_reader {slow_dropped}, \
          ws_skipped_signals {skipped}"
     );
-    // The last sender of paces went with the flood: the writer ends, closing the server's input.
+    // The writer ends with the last sender of paces, closing the server's input: the server stops.
+    drop(pace_tx);
     let _ = pace_writer.await;
     let _ = child.start_kill();
     let _ = child.wait().await;
@@ -804,7 +819,7 @@ async fn bench(a: SettleArgs) -> Result<()> {
         None => None,
     };
     let (db, chains) = (k.db.clone(), k.chains.clone());
-    k.stop().await;
+    let _store_dir = k.stop().await;
     let store = crate::store::Store::connect(&format!("sqlite://{}", db.display())).await?;
     let mut delays = Vec::new();
     let mut missed = 0u64;
