@@ -1,6 +1,8 @@
 //! Where accepted items go after they are stored. [`Bus`] is the in-process default (the WebSocket reads it); a
 //! Redis publisher implements [`Fanout`] too (one channel per asset and per priority, see [`channels`]).
 
+pub mod redis;
+
 use std::sync::Arc;
 
 use tokio::sync::broadcast;

@@ -1,7 +1,9 @@
 //! Test helpers: real anvil nodes (the npm Foundry binary), wallets, and contract deployments over alloy; a
-//! throwaway PostgreSQL server ([`pg`]); a local Telegram Bot API server ([`telegram`]).
+//! throwaway PostgreSQL server ([`pg`]); a local Telegram Bot API server ([`telegram`]);
+//! a throwaway Redis server ([`redis`]).
 
 pub mod pg;
+pub mod redis;
 pub mod rpcproxy;
 pub mod telegram;
 
