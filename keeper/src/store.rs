@@ -826,18 +826,34 @@ impl Store {
         Ok(())
     }
 
-    /// The nonce authority of a signer shared by several keepers: takes the next nonce of (`chain`, `signer`), at
-    /// least `pending` (the node's pending count), atomically across keepers; only while `term` holds its lease.
-    pub async fn take_shared_nonce(&self, chain: &str, signer: &str, pending: i64, term: &FenceToken) -> Result<i64> {
+    /// The nonce authority of a signer shared by several keepers: takes the next nonce of (`chain`, `signer`),
+    /// atomically across keepers and only while `term` holds its lease. The answer is the stored next nonce when one
+    /// was handed out less than `hold_ms` ago (on the database's clock) and it is ahead of `pending` (the node's
+    /// pending count), else `pending`: a nonce taken by a keeper that died before broadcasting it leaves no gap for
+    /// longer than `hold_ms`, and two transactions with one nonce are harmless (the chain mines one).
+    pub async fn take_shared_nonce(
+        &self,
+        chain: &str,
+        signer: &str,
+        pending: i64,
+        term: &FenceToken,
+        hold_ms: i64,
+    ) -> Result<i64> {
+        let now = self.db_now();
+        let src = self.source(3, Some(term)).replacen(
+            "SELECT $1, $2, $3 WHERE",
+            &format!("SELECT $1, $2, $3, {now} WHERE"),
+            1,
+        );
         let sql = format!(
-            "INSERT INTO signer_nonces (chain, signer, next_nonce) {} \
+            "INSERT INTO signer_nonces (chain, signer, next_nonce, taken_ms) {src} \
              ON CONFLICT (chain, signer) DO UPDATE SET next_nonce = \
-             (CASE WHEN signer_nonces.next_nonce > excluded.next_nonce - 1 THEN signer_nonces.next_nonce \
-             ELSE excluded.next_nonce - 1 END) + 1 RETURNING next_nonce - 1",
-            self.source(3, Some(term))
+             (CASE WHEN signer_nonces.next_nonce > excluded.next_nonce - 1 AND signer_nonces.taken_ms > excluded.taken_ms - $8 \
+             THEN signer_nonces.next_nonce ELSE excluded.next_nonce - 1 END) + 1, taken_ms = excluded.taken_ms \
+             RETURNING next_nonce - 1"
         );
         let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chain).bind(signer).bind(pending + 1);
-        match self.opt(bind_term(q, Some(term))).await? {
+        match self.opt(bind_term(q, Some(term)).bind(hold_ms)).await? {
             Some(r) => Ok(r.try_get(0)?),
             None => Err(Fenced::of(term).into()),
         }
@@ -1219,18 +1235,26 @@ pub(crate) mod tests {
         assert_eq!(store.lease("base", 1).await.unwrap().unwrap().epoch, 3);
         // The shared-signer nonce authority: at least the node's pending count, never handed out twice.
         let k1 = FenceToken { holder: "k1".into(), epoch: 3, ..term.clone() };
-        assert_eq!(store.take_shared_nonce("base", "0xs", 5, &k1).await.unwrap(), 5);
-        assert_eq!(store.take_shared_nonce("base", "0xs", 5, &k1).await.unwrap(), 6);
-        assert_eq!(store.take_shared_nonce("base", "0xs", 9, &k1).await.unwrap(), 9);
+        let hold = 60_000;
+        assert_eq!(store.take_shared_nonce("base", "0xs", 5, &k1, hold).await.unwrap(), 5);
+        assert_eq!(store.take_shared_nonce("base", "0xs", 5, &k1, hold).await.unwrap(), 6);
+        assert_eq!(store.take_shared_nonce("base", "0xs", 9, &k1, hold).await.unwrap(), 9);
         store.release_shared_nonce("base", "0xs", 9).await.unwrap();
-        assert_eq!(store.take_shared_nonce("base", "0xs", 0, &k1).await.unwrap(), 9);
+        assert_eq!(store.take_shared_nonce("base", "0xs", 0, &k1, hold).await.unwrap(), 9);
         store.release_shared_nonce("base", "0xs", 3).await.unwrap();
         assert_eq!(
-            store.take_shared_nonce("base", "0xs", 0, &k1).await.unwrap(),
+            store.take_shared_nonce("base", "0xs", 0, &k1, hold).await.unwrap(),
             10,
-            "only the last nonce is given back"
+            "only the last is given back"
         );
-        assert!(store.take_shared_nonce("base", "0xs", 0, &term).await.unwrap_err().downcast_ref::<Fenced>().is_some());
+        // A nonce handed out longer ago than the hold (its taker died before broadcasting): the node's count wins.
+        assert_eq!(store.take_shared_nonce("base", "0xs", 4, &k1, -1).await.unwrap(), 4);
+        assert!(store
+            .take_shared_nonce("base", "0xs", 0, &term, hold)
+            .await
+            .unwrap_err()
+            .downcast_ref::<Fenced>()
+            .is_some());
     }
 
     #[tokio::test]

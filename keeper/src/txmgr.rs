@@ -241,6 +241,10 @@ impl TxError {
     }
 }
 
+/// How long a nonce handed out by the shared-signer nonce authority is trusted over the node's pending count (ms):
+/// the taker broadcasts it within milliseconds, unless it died first.
+const SHARED_NONCE_HOLD_MS: i64 = 10_000;
+
 /// A store error as a transaction error: `Fenced` when the store refused a write under an ended lease term.
 fn fenced_or_fatal(e: anyhow::Error) -> TxError {
     match e.downcast_ref::<crate::store::Fenced>() {
@@ -365,7 +369,7 @@ impl TxManager {
                 .map_err(|e| TxError::Transport(message(&e)))?;
             return match self
                 .store
-                .take_shared_nonce(&self.chain, &self.signer.to_string(), pending as i64, &token)
+                .take_shared_nonce(&self.chain, &self.signer.to_string(), pending as i64, &token, SHARED_NONCE_HOLD_MS)
                 .await
             {
                 Ok(n) => Ok(n as u64),

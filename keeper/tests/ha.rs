@@ -23,6 +23,8 @@ use kronos_testkit::pg::PgServer;
 
 const TTL_MS: u64 = 3000;
 const REFRESH_MS: u64 = 500;
+/// Scheduling slack on a busy machine, on top of the TTL and one renewal interval, for a takeover after a kill.
+const SLACK_MS: u64 = 2500;
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 struct Keeper {
@@ -162,7 +164,7 @@ async fn check_chain(
         if let Some(first) = ok.first() {
             // (`frozen`: a leader paused mid-broadcast may land that one transaction late; it reverts.)
             let after: Vec<_> =
-                txs.iter().filter(|t| (t.0, t.1) > (first.0, first.1) && !(Some(t.3) == frozen && !t.2)).collect();
+                txs.iter().filter(|t| (t.0, t.1) > (first.0, first.1) && (t.2 || Some(t.3) != frozen)).collect();
             assert!(
                 after.is_empty(),
                 "chain {i}: checkpoint {k}: duplicate transactions after it was recorded: {after:?}"
@@ -261,7 +263,7 @@ async fn leader_killed_mid_round_is_replaced_within_the_ttl_and_skewed_clocks_ch
     }
     // Within the TTL of the last renewal: at most TTL + one refresh after the kill (plus scheduling slack).
     for t in takeover {
-        assert!(t <= Duration::from_millis(TTL_MS + REFRESH_MS + 1500), "takeover took {t:?}\n{}", tails(&all));
+        assert!(t <= Duration::from_millis(TTL_MS + REFRESH_MS + SLACK_MS), "takeover took {t:?}\n{}", tails(&all));
     }
     let target = due + 5;
     for i in 0..2 {
@@ -449,7 +451,7 @@ async fn through_pgbouncer_in_transaction_mode_a_killed_leader_is_replaced() {
     })
     .await;
     let t = killed.elapsed();
-    assert!(t <= Duration::from_millis(TTL_MS + REFRESH_MS + 1500), "takeover took {t:?}\n{}", tails(&all));
+    assert!(t <= Duration::from_millis(TTL_MS + REFRESH_MS + SLACK_MS), "takeover took {t:?}\n{}", tails(&all));
     let target = due + 4;
     wait_recorded(&net, 0, target, 90, &all).await;
     check_chain(&net, 0, target, &all, None).await;
