@@ -34,6 +34,7 @@
 
 pub mod fanout;
 pub mod item;
+pub mod pipeline;
 pub mod source;
 pub mod store;
 
