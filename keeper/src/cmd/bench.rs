@@ -534,22 +534,7 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
                 let c = counters.clone();
                 let (from, stop) = (from.clone(), stop_rx.clone());
                 let q = filters[i % 4].to_string();
-                let gate_c = c.clone();
-                tasks.spawn(async move {
-                    let sub = ws::subscriber(addr, q, from, c, stop);
-                    tokio::pin!(sub);
-                    // The permit is given back once this one has connected (or failed), so 128 connect at a time.
-                    let mut permit = Some(permit);
-                    loop {
-                        tokio::select! {
-                            seen = &mut sub => return seen,
-                            _ = tokio::time::sleep(Duration::from_millis(5)), if permit.is_some() => {
-                                let done = gate_c.connected.load(Ordering::Relaxed) + gate_c.failed.load(Ordering::Relaxed);
-                                if done as usize > i { permit = None; }
-                            }
-                        }
-                    }
-                });
+                tasks.spawn(ws::subscriber(addr, q, from, c, stop, Some(permit)));
                 if i % 1000 == 999 {
                     println!("  {} of {n} connecting after {:.1}s", i + 1, t0.elapsed().as_secs_f64());
                 }
@@ -632,6 +617,7 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
                 from.clone(),
                 counters.clone(),
                 stop_rx.clone(),
+                None,
             ));
         }
         let mut slow_tasks = tokio::task::JoinSet::new();

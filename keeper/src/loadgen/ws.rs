@@ -113,13 +113,15 @@ pub struct Counters {
 }
 
 /// Subscribes to `ws://addr/ws?query` and reads until `stop` fires; records publish-to-receipt latencies of the
-/// signals published after `measure_from_us`.
+/// signals published after `measure_from_us`. `permit` (a place among the handshakes allowed at once) is given back
+/// once connected.
 pub async fn subscriber(
     addr: SocketAddr,
     query: String,
     measure_from_us: Arc<AtomicU64>,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Seen {
     let mut seen = Seen::default();
     let url = format!("ws://{addr}/ws{query}");
@@ -130,7 +132,9 @@ pub async fn subscriber(
             return seen;
         }
     };
-    let mut ws = match tokio_tungstenite::connect_async(req).await {
+    let connected = tokio_tungstenite::connect_async(req).await;
+    drop(permit);
+    let mut ws = match connected {
         Ok((ws, _)) => ws,
         Err(_) => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
