@@ -32,12 +32,18 @@
 //! - [`server`]: REST (`/api/social/items`, `/api/social/assets/{asset}`), `/ws` with per-client filters, `/health`
 //!   per source, `/metrics` (Prometheus), under the project's [`kronos_common::http_guard::Guard`].
 
+pub mod config;
 pub mod fanout;
 pub mod item;
+pub mod metrics;
 pub mod pipeline;
+pub mod runner;
+pub mod server;
 pub mod source;
+pub mod sources;
 pub mod store;
 
+pub use config::Config;
 pub use fanout::{Bus, Fanout};
 pub use item::{Item, Priority, RawItem, Skip};
 pub use source::{Batch, Health, Source, SourceError};

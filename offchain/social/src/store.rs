@@ -261,6 +261,26 @@ impl Store {
             .collect())
     }
 
+    /// Authors of items posted since `since_ms`, with their last post (to remember them after a restart).
+    pub async fn authors(&self, since_ms: u64) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query("SELECT author, MAX(at_ms) FROM so_items WHERE at_ms >= $1 GROUP BY author")
+            .bind(since_ms as i64)
+            .fetch_all(&self.pool)
+            .await
+            .context("reading recent authors")?;
+        Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64)).collect())
+    }
+
+    /// Asset mentions since `since_ms` (to refill the volume baselines after a restart).
+    pub async fn mentions(&self, since_ms: u64) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query("SELECT asset, at_ms FROM so_item_assets WHERE at_ms >= $1 ORDER BY at_ms")
+            .bind(since_ms as i64)
+            .fetch_all(&self.pool)
+            .await
+            .context("reading recent mentions")?;
+        Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64)).collect())
+    }
+
     /// Mention counts of `asset` between `from_ms` (inclusive) and `to_ms` (exclusive).
     pub async fn asset_counts(&self, asset: &str, from_ms: u64, to_ms: u64) -> Result<AssetCounts> {
         let row = sqlx::query(
