@@ -46,6 +46,9 @@ pub enum Command {
     /// The Telegram control panel and alerts.
     #[command(subcommand)]
     Telegram(crate::cmd::telegram::TelegramCommand),
+    /// The social monitor: feeds, paid social APIs and the keeper's signals, scored and fanned out.
+    #[command(subcommand)]
+    Social(crate::cmd::social::SocialCommand),
     /// Benchmark the keeper: many rounds across every local chain (settlement delay, misses, CPU per round; with
     /// --api-load under API load); `bench api` and `bench ws` load its HTTP API and WebSocket.
     Bench(crate::cmd::bench::BenchArgs),
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => crate::cmd::bench::run(a),
         Command::Copytrade(c) => crate::cmd::copytrade::run(c),
         Command::Telegram(c) => crate::cmd::telegram::run(c),
+        Command::Social(c) => crate::cmd::social::run(c),
         Command::Exchange(c) => crate::cmd::exchange::run(c),
     }
 }

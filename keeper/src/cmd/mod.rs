@@ -5,4 +5,5 @@ pub mod copytrade;
 pub mod exchange;
 pub mod forecast;
 pub mod keeper;
+pub mod social;
 pub mod telegram;
