@@ -260,6 +260,11 @@ impl Lease {
         })
     }
 
+    /// The lease timing.
+    pub fn timing(&self) -> LeaseTiming {
+        self.timing
+    }
+
     /// The current view.
     pub fn view(&self) -> LeaseView {
         self.view.lock().clone()

@@ -241,10 +241,6 @@ impl TxError {
     }
 }
 
-/// How long a nonce handed out by the shared-signer nonce authority is trusted over the node's pending count (ms):
-/// the taker broadcasts it within milliseconds, unless it died first.
-const SHARED_NONCE_HOLD_MS: i64 = 10_000;
-
 /// A store error as a transaction error: `Fenced` when the store refused a write under an ended lease term.
 fn fenced_or_fatal(e: anyhow::Error) -> TxError {
     match e.downcast_ref::<crate::store::Fenced>() {
@@ -361,6 +357,10 @@ impl TxManager {
         if let Some(token) =
             fence.and_then(Fence::token).filter(|_| self.shared_nonces.load(std::sync::atomic::Ordering::Relaxed))
         {
+            // A nonce handed out is trusted over the node's count for half a lease TTL: its taker broadcasts it
+            // within milliseconds unless it died, and a dead keeper's markets are taken over only after a full TTL,
+            // so its untaken nonce leaves no gap behind the new leader's.
+            let hold_ms = fence.map(|f| f.lease.timing().ttl.as_millis() as i64 / 2).unwrap_or_default();
             let pending = self
                 .provider
                 .get_transaction_count(self.signer)
@@ -369,7 +369,7 @@ impl TxManager {
                 .map_err(|e| TxError::Transport(message(&e)))?;
             return match self
                 .store
-                .take_shared_nonce(&self.chain, &self.signer.to_string(), pending as i64, &token, SHARED_NONCE_HOLD_MS)
+                .take_shared_nonce(&self.chain, &self.signer.to_string(), pending as i64, &token, hold_ms)
                 .await
             {
                 Ok(n) => Ok(n as u64),
