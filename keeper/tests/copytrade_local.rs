@@ -173,7 +173,7 @@ async fn kronos_exchange_serve_is_followed_by_the_example_configuration() {
     let ws = rest.replace("http://", "ws://");
     let text = example
         .replace("network = \"local\"", &format!("network = \"local\"\nrest_url = \"{rest}\"\nws_url = \"{ws}\""))
-        .replace("sqlite:data/copytrade.sqlite", &format!("sqlite://{}", dir.path().join("ct.db").display()))
+        .replace("sqlite:data/copytrade-local.sqlite", &format!("sqlite://{}", dir.path().join("ct.db").display()))
         .replace("127.0.0.1:9110", "127.0.0.1:0");
     assert!(std::env::var("KRONOS_LEAD_API_KEY").is_err(), "the test needs the lead's variables unset");
     let cfg = kronos_copytrade::Config::parse("example", &text).unwrap();
@@ -206,7 +206,7 @@ async fn an_unreachable_exchange_is_named_and_retried_with_back_off() {
             "network = \"local\"",
             &format!("network = \"local\"\nrest_url = \"http://127.0.0.1:{port}\"\nws_url = \"ws://127.0.0.1:{port}\""),
         )
-        .replace("sqlite:data/copytrade.sqlite", &format!("sqlite://{}", dir.path().join("ct.db").display()))
+        .replace("sqlite:data/copytrade-local.sqlite", &format!("sqlite://{}", dir.path().join("ct.db").display()))
         .replace("127.0.0.1:9110", "127.0.0.1:0");
     let cfg = kronos_copytrade::Config::parse("example", &text).unwrap();
     let (engine, handles) =

@@ -20,9 +20,18 @@ pub const LOCAL_EXCHANGE: &str = "127.0.0.1:9130";
 /// lead's key variables are not set.
 pub const LOCAL_LEAD_API_KEY: &str = "kronos-local-lead";
 pub const LOCAL_LEAD_API_SECRET: &str = "kronos-local-lead-secret";
-/// The local exchange's follower account (for `mode = "live"` against it; its keys still come from the environment).
+/// The local exchange's follower account (for `mode = "live"` against it when `KRONOS_LOCAL_FOLLOWER_KEY`/`_SECRET`
+/// are unset).
 pub const LOCAL_FOLLOWER_API_KEY: &str = "kronos-local-follower";
 pub const LOCAL_FOLLOWER_API_SECRET: &str = "kronos-local-follower-secret";
+
+/// With `network = "local"`: the variables holding the follower's and the lead's keys unless the file names others
+/// (never `KRONOS_BINANCE_*` or `KRONOS_LEAD_*`, which hold real accounts' keys). Unset, the local exchange's published
+/// keys are used.
+pub const LOCAL_FOLLOWER_KEY_ENV: &str = "KRONOS_LOCAL_FOLLOWER_KEY";
+pub const LOCAL_FOLLOWER_SECRET_ENV: &str = "KRONOS_LOCAL_FOLLOWER_SECRET";
+pub const LOCAL_LEAD_KEY_ENV: &str = "KRONOS_LOCAL_LEAD_KEY";
+pub const LOCAL_LEAD_SECRET_ENV: &str = "KRONOS_LOCAL_LEAD_SECRET";
 
 /// A configuration problem, naming the file and the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -336,6 +345,34 @@ impl V<'_> {
     }
 }
 
+/// Whether a URL's host is this machine (a loopback address or `localhost`).
+fn is_loopback_host(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Key variables never read with `network = "local"`: they hold real accounts' keys, which must not be signed with
+/// towards whatever listens on a local port.
+const PRODUCTION_KEY_PREFIXES: [&str; 2] = ["KRONOS_BINANCE_", "KRONOS_LEAD_"];
+
+/// With `network = "local"`: refuses a key variable of a real account (see [`PRODUCTION_KEY_PREFIXES`]).
+fn local_key_env(v: &V<'_>, field: &str, name: String, default: &str) -> Result<String, ConfigError> {
+    if let Some(p) = PRODUCTION_KEY_PREFIXES.iter().find(|p| name.starts_with(*p)) {
+        return Err(v.err(
+            field,
+            format!(
+                "{name}: with network = \"local\" variables named {p}* are never read (they hold real accounts' \
+                 keys); leave {field} out to use {default} (unset: the local exchange's published keys)"
+            ),
+        ));
+    }
+    Ok(name)
+}
+
 fn valid_symbol(s: &str) -> bool {
     !s.is_empty() && s.len() <= 20 && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
@@ -390,10 +427,38 @@ impl Config {
             "testnet" => Network::Testnet,
             "mainnet" => Network::Mainnet,
             "local" => {
-                let rest = c.rest_url.clone().unwrap_or_else(|| format!("http://{LOCAL_EXCHANGE}"));
-                let ws = c.ws_url.clone().unwrap_or_else(|| format!("ws://{LOCAL_EXCHANGE}"));
+                // Both or neither: a moved REST address with the stream left at the default port would follow two
+                // different exchanges.
+                let (rest, ws) = match (c.rest_url.clone(), c.ws_url.clone()) {
+                    (None, None) => (format!("http://{LOCAL_EXCHANGE}"), format!("ws://{LOCAL_EXCHANGE}")),
+                    (Some(r), Some(w)) => (r, w),
+                    (Some(_), None) => {
+                        return Err(v.err(
+                            "copytrade.ws_url",
+                            "required with rest_url when network = \"local\" (give both, or neither for the \
+                             default 127.0.0.1:9130)",
+                        ))
+                    }
+                    (None, Some(_)) => {
+                        return Err(v.err(
+                            "copytrade.rest_url",
+                            "required with ws_url when network = \"local\" (give both, or neither for the \
+                             default 127.0.0.1:9130)",
+                        ))
+                    }
+                };
                 for (f, u) in [("copytrade.rest_url", &rest), ("copytrade.ws_url", &ws)] {
-                    url::Url::parse(u).map_err(|e| v.err(f, format!("'{u}' is not a URL ({e})")))?;
+                    let parsed = url::Url::parse(u).map_err(|e| v.err(f, format!("'{u}' is not a URL ({e})")))?;
+                    if !is_loopback_host(&parsed) {
+                        return Err(v.err(
+                            f,
+                            format!(
+                                "'{u}' is not on this machine: network = \"local\" means the local exchange on a \
+                                 loopback address (127.0.0.1, ::1, localhost); use network = \"custom\" for another \
+                                 host"
+                            ),
+                        ));
+                    }
                 }
                 Network::Custom { rest, ws }
             }
@@ -415,6 +480,7 @@ impl Config {
                 )
             }
         };
+        let local = network_name == "local";
         if !matches!(network, Network::Custom { .. }) && (c.rest_url.is_some() || c.ws_url.is_some()) {
             return Err(v.err("copytrade.rest_url", "only allowed with network = \"custom\" or \"local\""));
         }
@@ -486,13 +552,22 @@ impl Config {
                         "must be at least 500ms (the exchange limits request weight)",
                     ));
                 }
+                let (key_default, secret_default) = if local {
+                    (LOCAL_LEAD_KEY_ENV, LOCAL_LEAD_SECRET_ENV)
+                } else {
+                    ("KRONOS_LEAD_API_KEY", "KRONOS_LEAD_API_SECRET")
+                };
+                let mut api_key_env = v.env_name("copytrade.lead.api_key_env", l.api_key_env, key_default)?;
+                let mut api_secret_env =
+                    v.env_name("copytrade.lead.api_secret_env", l.api_secret_env, secret_default)?;
+                if local {
+                    api_key_env = local_key_env(&v, "copytrade.lead.api_key_env", api_key_env, key_default)?;
+                    api_secret_env =
+                        local_key_env(&v, "copytrade.lead.api_secret_env", api_secret_env, secret_default)?;
+                }
                 Some(LeadConfig {
-                    api_key_env: v.env_name("copytrade.lead.api_key_env", l.api_key_env, "KRONOS_LEAD_API_KEY")?,
-                    api_secret_env: v.env_name(
-                        "copytrade.lead.api_secret_env",
-                        l.api_secret_env,
-                        "KRONOS_LEAD_API_SECRET",
-                    )?,
+                    api_key_env,
+                    api_secret_env,
                     poll_interval: poll,
                     use_stream: l.use_stream.unwrap_or(true),
                     join_existing: l.join_existing.unwrap_or(false),
@@ -587,13 +662,24 @@ impl Config {
                 ),
             ));
         }
+        let (key_default, secret_default) = if local {
+            (LOCAL_FOLLOWER_KEY_ENV, LOCAL_FOLLOWER_SECRET_ENV)
+        } else {
+            ("KRONOS_BINANCE_API_KEY", "KRONOS_BINANCE_API_SECRET")
+        };
+        let mut api_key_env = v.env_name("copytrade.api_key_env", c.api_key_env, key_default)?;
+        let mut api_secret_env = v.env_name("copytrade.api_secret_env", c.api_secret_env, secret_default)?;
+        if local {
+            api_key_env = local_key_env(&v, "copytrade.api_key_env", api_key_env, key_default)?;
+            api_secret_env = local_key_env(&v, "copytrade.api_secret_env", api_secret_env, secret_default)?;
+        }
         Ok(Config {
             file: file.to_string(),
             mode: c.mode.unwrap_or(Mode::Paper),
-            local: network_name == "local",
+            local,
             network,
-            api_key_env: v.env_name("copytrade.api_key_env", c.api_key_env, "KRONOS_BINANCE_API_KEY")?,
-            api_secret_env: v.env_name("copytrade.api_secret_env", c.api_secret_env, "KRONOS_BINANCE_API_SECRET")?,
+            api_key_env,
+            api_secret_env,
             store: c.store.unwrap_or_else(|| "sqlite:data/copytrade.sqlite".into()),
             listen,
             api_token_env,
@@ -654,10 +740,61 @@ cooldown = "6h"
         assert_eq!(c.network_name(), "local");
         assert_eq!(c.network.rest_url(), "http://127.0.0.1:9130");
         assert_eq!(c.network.ws_url(), "ws://127.0.0.1:9130");
-        let moved = GOOD.replace("\"testnet\"", "\"local\"\nrest_url = \"http://127.0.0.1:7000\"");
+        let moved = GOOD.replace(
+            "\"testnet\"",
+            "\"local\"\nrest_url = \"http://127.0.0.1:7000\"\nws_url = \"ws://localhost:7000\"",
+        );
         let c = Config::parse("ct.toml", &moved).unwrap();
         assert_eq!(c.network.rest_url(), "http://127.0.0.1:7000");
+        assert_eq!(c.network.ws_url(), "ws://localhost:7000");
         assert!(!Config::parse("ct.toml", GOOD).unwrap().local);
+    }
+
+    /// Audit of issue 14 (H2, M1): `network = "local"` stays on this machine — both URLs or neither, loopback hosts
+    /// only — and never reads a real account's key variables; its defaults are the `KRONOS_LOCAL_*` ones.
+    #[test]
+    fn the_local_network_stays_on_this_machine_and_away_from_real_keys() {
+        let local = GOOD.replace("\"testnet\"", "\"local\"");
+        let c = Config::parse("ct.toml", &local).unwrap();
+        assert_eq!(
+            (c.api_key_env.as_str(), c.api_secret_env.as_str()),
+            (LOCAL_FOLLOWER_KEY_ENV, LOCAL_FOLLOWER_SECRET_ENV)
+        );
+        let l = c.lead.unwrap();
+        assert_eq!((l.api_key_env.as_str(), l.api_secret_env.as_str()), (LOCAL_LEAD_KEY_ENV, LOCAL_LEAD_SECRET_ENV));
+        let ipv6 =
+            local.replace("\"local\"", "\"local\"\nrest_url = \"http://[::1]:9130\"\nws_url = \"ws://127.0.0.2:9130\"");
+        Config::parse("ct.toml", &ipv6).unwrap();
+        let with = |extra: &str| local.replace("\"local\"", &format!("\"local\"\n{extra}"));
+        let cases = [
+            (with("rest_url = \"http://127.0.0.1:7000\""), "copytrade.ws_url", "required with rest_url"),
+            (with("ws_url = \"ws://127.0.0.1:7000\""), "copytrade.rest_url", "required with ws_url"),
+            (
+                with("rest_url = \"https://fapi.binance.com\"\nws_url = \"ws://127.0.0.1:9130\""),
+                "copytrade.rest_url",
+                "not on this machine",
+            ),
+            (
+                with("rest_url = \"http://127.0.0.1:9130\"\nws_url = \"wss://10.1.2.3:9130\""),
+                "copytrade.ws_url",
+                "not on this machine",
+            ),
+            (with("api_key_env = \"KRONOS_BINANCE_API_KEY\""), "copytrade.api_key_env", "never read"),
+            (with("api_secret_env = \"KRONOS_BINANCE_API_SECRET\""), "copytrade.api_secret_env", "never read"),
+            (
+                local
+                    .replace("poll_interval = \"5s\"", "poll_interval = \"5s\"\napi_key_env = \"KRONOS_LEAD_API_KEY\""),
+                "copytrade.lead.api_key_env",
+                "never read",
+            ),
+        ];
+        for (text, field, msg) in cases {
+            let e = Config::parse("ct.toml", &text).unwrap_err();
+            assert!(e.field == field && e.message.contains(msg), "{field}/{msg}: got {e}");
+        }
+        // Off the local network the production variables stay the defaults.
+        let c = Config::parse("ct.toml", GOOD).unwrap();
+        assert_eq!(c.lead.unwrap().api_key_env, "KRONOS_LEAD_API_KEY");
     }
 
     #[test]

@@ -222,6 +222,10 @@ pub struct Engine {
     equity_stale: bool,
     /// The keeper's API token for a `ws://` forecast source (resolved from `copytrade.ai.token_env` by the builder).
     pub(crate) ai_token: Option<Secret>,
+    /// Commands received while start-up waited to retry: handled by the next attempt, before the lead is read.
+    startup_commands: Vec<Command>,
+    /// A start-up attempt already began the emergency stop (a retry makes another pass, not another start).
+    startup_emergency_done: bool,
 }
 
 fn now_ms() -> i64 {
@@ -316,6 +320,8 @@ impl Engine {
             ratio,
             equity_stale: false,
             ai_token: None,
+            startup_commands: Vec::new(),
+            startup_emergency_done: false,
         };
         (engine, handles)
     }
@@ -389,13 +395,29 @@ impl Engine {
         // opened is adopted as theirs, not as drift.
         self.resolve_unknown(None).await;
         self.reconcile_positions().await?;
+        // An emergency stop — saved in the store, or sent over the API while start-up was retrying — is carried out
+        // now, before anything reads the lead: a lead that cannot be read must not keep the follower's positions
+        // open. Each retried start does this again.
+        let mut commands = std::mem::take(&mut self.startup_commands);
+        while let Ok(cmd) = self.commands_rx.try_recv() {
+            commands.push(cmd);
+        }
+        for cmd in commands {
+            self.handle_command(cmd).await;
+        }
+        if self.risk.emergency {
+            if self.startup_emergency_done {
+                // A retried start: another pass at whatever is still open.
+                self.emergency_pass().await;
+            } else {
+                self.execute_emergency("emergency stop was active at start-up").await;
+            }
+            self.startup_emergency_done = true;
+        }
         if self.lead_client.is_some() {
             self.poll_lead(first_start).await?;
         }
         self.store.set_state("started", &now_ms().to_string()).await?;
-        if self.risk.emergency {
-            self.execute_emergency("emergency stop was active at start-up").await;
-        }
         self.refresh_equity().await;
         let symbols: Vec<String> = self.cfg.sizing.allow.iter().cloned().collect();
         for s in symbols {
@@ -653,7 +675,67 @@ impl Engine {
             );
         }
         self.metrics.open_positions.set(self.follower.len() as i64);
+        self.verify_stops().await;
         Ok(())
+    }
+
+    /// Drops the stops this run holds that the exchange no longer has open (cancelled by hand, expired — also while
+    /// this process was down), so the next [`Engine::protect`] places a new one instead of trusting the record. A
+    /// stop that fired stays: the next reconcile reports the stop-out.
+    async fn verify_stops(&mut self) {
+        if self.stops.is_empty() {
+            return;
+        }
+        let open = match self.venue.open_stops().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "copy-trader: open stops could not be read; recorded stops kept");
+                return;
+            }
+        };
+        let missing: Vec<(String, StopInfo)> = self
+            .stops
+            .iter()
+            .filter(|(_, st)| !open.iter().any(|a| a.client_algo_id == st.client_id))
+            .map(|(s, st)| (s.clone(), st.clone()))
+            .collect();
+        for (symbol, st) in missing {
+            let status = match self.venue.query_stop(&st.client_id).await {
+                Ok(Some(a)) if a.is_open() => continue,
+                Ok(Some(a)) if stop_fired(&a.algo_status) => continue,
+                Ok(Some(a)) => a.algo_status.to_lowercase(),
+                Ok(None) => "not_found".to_string(),
+                Err(e) => {
+                    tracing::warn!(symbol, error = %e, "copy-trader: a missing stop could not be looked up; kept");
+                    continue;
+                }
+            };
+            self.stops.remove(&symbol);
+            let _ = self
+                .store
+                .update_order(
+                    &st.client_id,
+                    &status,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some("no longer open on the exchange"),
+                )
+                .await;
+            if self.follower.contains_key(&symbol) {
+                self.risk_event(
+                    "stop_missing",
+                    &symbol,
+                    format!(
+                        "the stop at {} ({}) is no longer open on the exchange ({status}); placing a new one",
+                        st.trigger, st.client_id
+                    ),
+                )
+                .await;
+            }
+        }
     }
 
     /// Polls the lead's positions and applies what changed.
@@ -1792,6 +1874,32 @@ impl Engine {
         wait
     }
 
+    /// A command from the API (or the caller).
+    async fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::EmergencyStop { reason } => {
+                if !self.risk.emergency {
+                    self.execute_emergency(&reason).await;
+                } else {
+                    // Asked again while it holds: a new pass now (whatever is open is closed).
+                    self.risk_event(
+                        "emergency_stop",
+                        "",
+                        format!("{reason}: emergency stop already active; closing whatever is open again"),
+                    )
+                    .await;
+                    self.emergency_retry = None;
+                    self.emergency_pass().await;
+                }
+            }
+            Command::Resume => {
+                if self.risk.emergency {
+                    self.resume().await;
+                }
+            }
+        }
+    }
+
     async fn resume(&mut self) {
         self.risk.emergency = false;
         self.status.lock().risk.emergency = false;
@@ -2013,6 +2121,9 @@ impl Engine {
                     tokio::select! {
                         _ = &mut shutdown => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}
+                        // A command (an emergency stop over the API) does not wait out the back-off: the next
+                        // attempt handles it right after reading the follower's positions.
+                        Some(cmd) = self.commands_rx.recv() => self.startup_commands.push(cmd),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
@@ -2054,23 +2165,7 @@ impl Engine {
                 biased;
                 _ = &mut shutdown => break Ok(()),
                 Some(cmd) = self.commands_rx.recv() => {
-                    match cmd {
-                        Command::EmergencyStop { reason } => {
-                            if !self.risk.emergency {
-                                self.execute_emergency(&reason).await;
-                            } else {
-                                // Asked again while it holds: a new pass now (whatever is open is closed).
-                                self.risk_event("emergency_stop", "", format!("{reason}: emergency stop already active; closing whatever is open again")).await;
-                                self.emergency_retry = None;
-                                self.emergency_pass().await;
-                            }
-                        }
-                        Command::Resume => {
-                            if self.risk.emergency {
-                                self.resume().await;
-                            }
-                        }
-                    }
+                    self.handle_command(cmd).await;
                     self.update_status(stream_up);
                 }
                 Some(ev) = stream_rx.recv() => {
@@ -2214,6 +2309,11 @@ pub fn proportional_reduction(
         .checked_mul(&lead_to.abs(), 12, Rounding::Down)
         .and_then(|x| x.checked_div(&lead_from.abs(), 12, Rounding::Down))
         .ok()
+}
+
+/// Whether an algo order's status says it fired (its close was sent), rather than being cancelled or expired.
+fn stop_fired(algo_status: &str) -> bool {
+    matches!(algo_status, "TRIGGERING" | "TRIGGERED" | "FINISHED")
 }
 
 fn sum_fees(trades: &[Trade]) -> (Decimal, Decimal) {

@@ -1325,3 +1325,116 @@ async fn a_runtime_ratio_that_overrides_the_configured_one_is_reported_at_start(
     .await;
     r.stop().await;
 }
+
+fn test_tuning() -> kronos_copytrade::Tuning {
+    kronos_copytrade::Tuning {
+        stream: kronos_binance::stream::StreamConfig {
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_millis(500),
+            ..Default::default()
+        },
+        fast_tick: Duration::from_millis(200),
+    }
+}
+
+/// Audit of issue 14, H1: a store keeps the network, mode and follower key it was first used with; a run on another
+/// (a paper trial's store reused for live trading, another account's key) is refused before anything is sent,
+/// naming the store and what differs.
+#[tokio::test]
+async fn a_store_used_with_another_network_mode_or_key_is_refused() {
+    let w = World::new().await;
+    // A paper trial: the lead is short, the paper account follows with a stop, and the ratio is overridden.
+    let paper = w.default_config("paper");
+    let r = w.start(&paper).await;
+    w.lead_trade(Side::Sell, "1", "BTCUSDT").await;
+    wait_for("the paper position", || r.handles.status.lock().positions.len() == 1).await;
+    r.handles.store.set_state("ratio", "0.8").await.unwrap();
+    r.stop().await;
+    // The same file switched to live: refused before any order.
+    let live = w.default_config("live");
+    let err = match kronos_copytrade::run::build(&live, true, w.bus.clone(), test_tuning()).await {
+        Ok(_) => panic!("a paper store was accepted for live trading"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("copytrade.store") && err.contains(&format!("{}/ct.sqlite", w.dir.path().display())), "{err}");
+    assert!(err.contains("mode: paper -> live"), "{err}");
+    assert!(!err.contains(FOLLOWER), "the key itself is never shown: {err}");
+    w.lead_trade(Side::Buy, "2", "BTCUSDT").await; // the lead flips: nothing may follow
+    assert!(follower_orders(&w).is_empty(), "no follower order was sent");
+    // A live store used with another follower key is refused as well.
+    let w = World::new().await;
+    let live = w.default_config("live");
+    let r = w.start(&live).await;
+    r.stop().await;
+    w.ex.add_account("other-follower", "other-secret", "10000", false);
+    std::env::set_var(format!("{}_F_KEY", w.env), "other-follower");
+    std::env::set_var(format!("{}_F_SECRET", w.env), "other-secret");
+    let err = match kronos_copytrade::run::build(&live, true, w.bus.clone(), test_tuning()).await {
+        Ok(_) => panic!("a store was accepted for another follower key"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("follower key:"), "{err}");
+    assert!(!err.contains("other-follower") && !err.contains(FOLLOWER), "keys are never shown: {err}");
+}
+
+/// Audit of issue 14, M2: while start-up cannot read the lead (and keeps retrying), an emergency stop — saved in the
+/// store before the start, or sent over the API meanwhile — is carried out: the follower's positions are closed.
+#[tokio::test]
+async fn an_emergency_stop_is_carried_out_while_start_up_cannot_read_the_lead() {
+    for via_command in [false, true] {
+        let w = World::new().await;
+        let cfg = w.default_config("live");
+        let r = w.start(&cfg).await;
+        w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+        w.expect_follower("BTCUSDT", "0.05").await;
+        r.stop().await;
+        // The lead's positions cannot be read: every start-up attempt fails after the follower's reconcile.
+        w.ex.inject_for(LEAD, "GET", "/fapi/v2/positionRisk", Fault::Unknown503 { executed: false }, 100_000);
+        let store = kronos_copytrade::Store::connect(&cfg.store).await.unwrap();
+        if !via_command {
+            store.set_state("emergency", "1").await.unwrap();
+        }
+        let (engine, handles) = kronos_copytrade::run::build(&cfg, true, w.bus.clone(), test_tuning()).await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(engine.run(async {
+            let _ = rx.await;
+        }));
+        if via_command {
+            let st = handles.status.clone();
+            wait_for("a failed start-up", || st.lock().detail.starts_with("cannot start")).await;
+            handles
+                .commands
+                .send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() })
+                .await
+                .unwrap();
+        }
+        w.expect_follower("BTCUSDT", "0").await;
+        assert!(!handles.status.lock().ready, "still unable to start");
+        let _ = tx.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+}
+
+/// Audit of issue 14, M4: a stop cancelled by hand while the copy-trader was down is found missing at start and
+/// placed again (the position is not left unprotected while the status shows a stop).
+#[tokio::test]
+async fn a_stop_cancelled_while_the_copy_trader_is_down_is_placed_again() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the stop", || w.follower_stops().len() == 1).await;
+    let old = w.follower_stops()[0].client_algo_id.clone();
+    r.stop().await;
+    follower_client(&w).cancel_stop(&old).await.unwrap();
+    assert!(w.follower_stops().is_empty());
+    let r = w.start(&cfg).await;
+    wait_for("a new stop", || w.follower_stops().len() == 1).await;
+    assert_ne!(w.follower_stops()[0].client_algo_id, old);
+    // The same while running: a stop cancelled by hand is replaced at the next reconcile.
+    let now = w.follower_stops()[0].client_algo_id.clone();
+    follower_client(&w).cancel_stop(&now).await.unwrap();
+    wait_for("another new stop", || w.follower_stops().first().is_some_and(|s| s.client_algo_id != now)).await;
+    r.stop().await;
+}
