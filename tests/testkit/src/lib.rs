@@ -1,7 +1,8 @@
 //! Test helpers: real anvil nodes (the npm Foundry binary), wallets, and contract deployments over alloy; a
 //! throwaway PostgreSQL server ([`pg`]); a local Telegram Bot API server ([`telegram`]);
-//! a throwaway Redis server ([`redis`]).
+//! a throwaway Redis server ([`redis`]); a local Discord gateway and REST stand-in ([`discord`]).
 
+pub mod discord;
 pub mod pg;
 pub mod redis;
 pub mod rpcproxy;

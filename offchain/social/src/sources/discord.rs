@@ -319,32 +319,37 @@ impl DiscordSource {
         Ok(())
     }
 
-    /// Fetches, oldest first, what each configured channel has after its last taken id.
+    /// Fetches what each configured channel has after its last taken id, then takes it all oldest first (by
+    /// snowflake, across channels). Nothing is taken before every page arrived, so a failure (a 429) loses nothing:
+    /// the next call fetches again from the same ids.
     async fn run_backfill(&mut self) -> Result<(), SourceError> {
         let channels: Vec<(u64, u64)> =
             self.cfg.channels.iter().filter_map(|c| self.state.last_message.get(c).map(|&l| (*c, l))).collect();
+        let mut all: Vec<Value> = Vec::new();
         for (channel, mut after) in channels {
-            let mut taken = 0usize;
-            while taken < self.cfg.backfill_max {
+            let mut fetched = 0usize;
+            while fetched < self.cfg.backfill_max {
                 let page = self.get_json(&format!("/channels/{channel}/messages?after={after}&limit={PAGE}")).await?;
                 let Some(arr) = page.as_array() else {
                     return Err(SourceError::Transient(format!("channel {channel}: messages: not a JSON array")));
                 };
-                let mut msgs: Vec<&Value> = arr.iter().collect();
-                msgs.sort_by_key(|m| snowflake(&m["id"]).unwrap_or(0));
-                let n = msgs.len();
-                for m in msgs {
+                let n = arr.len();
+                for m in arr {
                     if let Some(id) = snowflake(&m["id"]) {
                         after = after.max(id);
                     }
-                    self.take(m);
-                    taken += 1;
                 }
+                fetched += n;
+                all.extend(arr.iter().cloned());
                 if n < PAGE {
                     break;
                 }
             }
-            tracing::info!(source = %self.name, channel, taken, "discord: backfilled over REST after a new session");
+            tracing::info!(source = %self.name, channel, fetched, "discord: backfill over REST after a new session");
+        }
+        all.sort_by_key(|m| snowflake(&m["id"]).unwrap_or(0));
+        for m in &all {
+            self.take(m);
         }
         self.backfill = false;
         Ok(())
@@ -384,11 +389,9 @@ impl DiscordSource {
             return;
         }
         match v["t"].as_str() {
-            Some("READY") => {
-                // A new session: whatever was posted since the last saved message may be missing.
-                if self.cfg.channels.iter().any(|c| self.state.last_message.contains_key(c)) {
-                    self.backfill = true;
-                }
+            // A new session: whatever was posted since the last saved message may be missing.
+            Some("READY") if self.cfg.channels.iter().any(|c| self.state.last_message.contains_key(c)) => {
+                self.backfill = true;
             }
             Some("MESSAGE_CREATE") => self.take(&v["d"]),
             _ => {}
