@@ -268,7 +268,7 @@ impl TelegramBot {
         }
         self.metrics.commands.get_or_create(&NameLabel { name: name.clone() }).inc();
         tracing::info!(chat, user = ?user, command = %name, "telegram command");
-        let reply = self.commands.run(chat, &name, &args, control).await;
+        let reply = self.commands.run(chat, user, &name, &args, control).await;
         self.send_reply(chat, &reply, false, Some(msg.id)).await;
         if name == "alerts" && !args.is_empty() {
             self.persist();

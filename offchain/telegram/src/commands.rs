@@ -74,7 +74,17 @@ enum Action {
     Ratio(Decimal),
 }
 
-/// A confirmation asked for in a chat.
+impl Action {
+    /// What confirming it does, as the confirm text says it.
+    fn what(&self) -> String {
+        match self {
+            Action::Emergency => "closes every position and blocks new trades".into(),
+            Action::Ratio(r) => format!("sets ratio {r}"),
+        }
+    }
+}
+
+/// A confirmation asked for by one user in one chat.
 #[derive(Debug, Clone)]
 struct Pending {
     code: String,
@@ -87,7 +97,8 @@ pub struct Commands {
     pub backend: Backend,
     /// Alert modes by category (changed by `/alerts`, saved by the bot).
     pub alerts: Arc<Mutex<BTreeMap<String, AlertMode>>>,
-    pending: Mutex<HashMap<i64, Pending>>,
+    /// By (chat, user): in a group each controller confirms only what they asked for.
+    pending: Mutex<HashMap<(i64, i64), Pending>>,
     pub confirm_ttl: Duration,
     /// How long `/confirm` of an emergency stop waits for the copy-trader to report what it did.
     pub emergency_wait: Duration,
@@ -172,9 +183,11 @@ impl Commands {
         }
     }
 
-    /// Runs a command for `chat`. `control` says whether the sender may use control commands (checked here as
-    /// well as by the caller, so no path reaches a switch without it).
-    pub async fn run(&self, chat: i64, name: &str, args: &str, control: bool) -> String {
+    /// Runs a command sent by `user` (`None`: not a user, e.g. a channel post; the chat stands for it) in `chat`.
+    /// `control` says whether the sender may use control commands (checked here as well as by the caller, so no
+    /// path reaches a switch without it).
+    pub async fn run(&self, chat: i64, user: Option<i64>, name: &str, args: &str, control: bool) -> String {
+        let who = (chat, user.unwrap_or(chat));
         let Some(s) = spec(name) else {
             return format!("Unknown command /{} — /help lists them.", esc(name));
         };
@@ -198,9 +211,9 @@ impl Commands {
                 "⏸ Copy-trading OFF: no new orders. Open positions and their stops stay; /follow turns it on again."
                     .into()
             }),
-            "ratio" => self.ratio(chat, args).await,
-            "emergency" => self.emergency(chat),
-            "confirm" => self.confirm(chat, args).await,
+            "ratio" => self.ratio(who, args).await,
+            "emergency" => self.emergency(who),
+            "confirm" => self.confirm(who, args).await,
             _ => unreachable!("every listed command has an arm"),
         }
     }
@@ -481,7 +494,7 @@ impl Commands {
         }
     }
 
-    async fn ratio(&self, chat: i64, args: &str) -> String {
+    async fn ratio(&self, who: (i64, i64), args: &str) -> String {
         let a = args.trim();
         if a.is_empty() || a.contains(char::is_whitespace) {
             return "Usage: /ratio &lt;x&gt;, e.g. /ratio 0.5 (follower size = lead size × x).".into();
@@ -497,36 +510,52 @@ impl Commands {
             Ok(v) => v.ratio.unwrap_or_else(|| "the configured one".into()),
             Err(e) => return format!("⚠️ {}", esc(&format!("{e:#}"))),
         };
-        let code = self.ask_confirmation(chat, Action::Ratio(r.normalized()));
+        let action = Action::Ratio(r.normalized());
+        let (code, replaced) = self.ask_confirmation(who, action.clone());
         format!(
             "Ratio {} (now {}): positions are resized to lead × {} at once, and the new ratio stays in force across \
-             restarts (over copytrade.sizing.ratio) until changed again.\nTo go ahead, send <code>/confirm {code}</code> \
-             within {} s.",
+             restarts (over copytrade.sizing.ratio) until changed again.\n{}",
             r.normalized(),
             esc(&now),
             r.normalized(),
-            self.confirm_ttl.as_secs()
+            self.confirm_line(&code, &action, replaced)
         )
     }
 
-    /// Records `action` as waiting for its code in `chat` (one at a time: a new request replaces the last); returns the
-    /// code.
-    fn ask_confirmation(&self, chat: i64, action: Action) -> String {
+    /// Records `action` as waiting for its code from `who` (one per user and chat: a new request replaces that
+    /// user's last); returns the code and the action it replaced, if one was still waiting.
+    fn ask_confirmation(&self, who: (i64, i64), action: Action) -> (String, Option<Action>) {
         let code = format!("{:04}", rand::thread_rng().gen_range(0..10_000));
-        self.pending.lock().insert(chat, Pending { code: code.clone(), at: Instant::now(), action });
-        code
+        let old = self.pending.lock().insert(who, Pending { code: code.clone(), at: Instant::now(), action });
+        (code, old.filter(|p| p.at.elapsed() <= self.confirm_ttl).map(|p| p.action))
     }
 
-    fn emergency(&self, chat: i64) -> String {
-        let code = self.ask_confirmation(chat, Action::Emergency);
-        format!(
-            "⚠️ This cancels every copy-trader order, closes every position and blocks new trades until resumed.\nTo go ahead, send <code>/confirm {code}</code> within {} s.",
+    /// "To go ahead, send /confirm CODE (what it does) within N s", and a note when it replaced an earlier request.
+    fn confirm_line(&self, code: &str, action: &Action, replaced: Option<Action>) -> String {
+        let mut line = format!(
+            "To go ahead, send <code>/confirm {code}</code> — it {} — within {} s.",
+            esc(&action.what()),
             self.confirm_ttl.as_secs()
+        );
+        if let Some(old) = replaced {
+            line.push_str(&format!(
+                "\nThis replaces your pending request ({}): its code no longer works.",
+                esc(&old.what())
+            ));
+        }
+        line
+    }
+
+    fn emergency(&self, who: (i64, i64)) -> String {
+        let (code, replaced) = self.ask_confirmation(who, Action::Emergency);
+        format!(
+            "⚠️ This cancels every copy-trader order, closes every position and blocks new trades until resumed.\n{}",
+            self.confirm_line(&code, &Action::Emergency, replaced)
         )
     }
 
-    async fn confirm(&self, chat: i64, args: &str) -> String {
-        let pending = self.pending.lock().remove(&chat);
+    async fn confirm(&self, who: (i64, i64), args: &str) -> String {
+        let pending = self.pending.lock().remove(&who);
         let Some(p) = pending else {
             return "Nothing to confirm. Send /emergency or /ratio first.".into();
         };

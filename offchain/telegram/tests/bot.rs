@@ -649,3 +649,38 @@ cooldown = "1h"
     assert!(w.ask(CONTROL, CONTROL, "/positions").await.contains("No open positions"));
     r.stop().await;
 }
+
+/// Audit of issue 14, M3: confirmations are per user, not per chat. In a group with two controllers, one's /ratio
+/// neither replaces nor can be confirmed by the other's pending /emergency; the confirm text says what the code
+/// does; a requester whose own earlier request is replaced is told so.
+#[tokio::test]
+async fn confirmations_belong_to_the_user_who_asked() {
+    const OTHER: i64 = 333;
+    let w = World::new().await;
+    let store = seeded_store(&w).await;
+    let mut cfg = w.config("");
+    cfg.control.insert(OTHER);
+    let r = w.start(cfg, Backend::new(None, None, Some(store.clone())), Signals::None).await;
+    let code_of = |reply: &str| -> String { reply.split("/confirm ").nth(1).unwrap().chars().take(4).collect() };
+    let a = w.ask(GROUP, CONTROL, "/emergency").await;
+    assert!(a.contains("closes every position"), "{a}");
+    let code_a = code_of(&a);
+    let b = w.ask(GROUP, OTHER, "/ratio 2").await;
+    let code_b = code_of(&b);
+    // A cannot confirm B's ratio (only its own emergency stop, which has another code).
+    if code_a != code_b {
+        let reply = w.ask(GROUP, CONTROL, &format!("/confirm {code_b}")).await;
+        assert!(!reply.contains("Ratio set"), "{reply}");
+        assert_eq!(store.get_state("ratio").await.unwrap(), None, "B's ratio was confirmed by A");
+        assert_eq!(store.get_state("emergency").await.unwrap(), None);
+    }
+    assert!(b.contains("sets ratio 2"), "the confirm text names the action: {b}");
+    // B's own request is still waiting for B.
+    let reply = w.ask(GROUP, OTHER, &format!("/confirm {code_b}")).await;
+    assert!(reply.contains("Ratio set to 2"), "{reply}");
+    // A replacing its own pending request is told.
+    w.ask(GROUP, CONTROL, "/emergency").await;
+    let again = w.ask(GROUP, CONTROL, "/ratio 3").await;
+    assert!(again.contains("replaces your pending request (closes every position"), "{again}");
+    r.stop().await;
+}
