@@ -329,16 +329,10 @@ impl Lease {
             self.metrics.lease_epoch.get_or_create(&self.label()).set(epoch);
         }
         match t {
-            Some(Transition::Acquired { epoch, from }) => {
-                match &from {
-                    Some(prev) => {
-                        self.metrics.lease_takeovers.get_or_create(&self.label()).inc();
-                        tracing::warn!(chain = %self.chain, market = self.market, epoch, from = %prev, holder = %self.holder, "took over the market's lease: this keeper leads it now");
-                    }
-                    None => {
-                        tracing::info!(chain = %self.chain, market = self.market, epoch, holder = %self.holder, "acquired the market's lease: this keeper leads it")
-                    }
-                }
+            Some(Transition::Acquired { epoch, from: Some(prev) }) => {
+                // A takeover is news (a keeper stopped renewing); a first lease at start-up is not.
+                self.metrics.lease_takeovers.get_or_create(&self.label()).inc();
+                tracing::warn!(chain = %self.chain, market = self.market, epoch, from = %prev, holder = %self.holder, "took over the market's lease: this keeper leads it now");
                 self.bus.publish(
                     "keeper",
                     SignalKind::KeeperHealth {
@@ -347,13 +341,14 @@ impl Lease {
                         head_block: 0,
                         lag_s: 0,
                         detail: format!(
-                            "{} leads market {} (lease epoch {epoch}{})",
-                            self.holder,
-                            self.market,
-                            from.map(|f| format!(", taken over from {f}")).unwrap_or_default()
+                            "{} took over market {} from {prev} (lease epoch {epoch})",
+                            self.holder, self.market
                         ),
                     },
                 );
+            }
+            Some(Transition::Acquired { epoch, from: None }) => {
+                tracing::info!(chain = %self.chain, market = self.market, epoch, holder = %self.holder, "acquired the market's lease: this keeper leads it")
             }
             Some(Transition::Lost { epoch, why }) => {
                 self.metrics.lease_losses.get_or_create(&self.label()).inc();
