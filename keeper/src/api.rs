@@ -1,5 +1,6 @@
 //! The HTTP/WebSocket service: `/health`, `/metrics` (Prometheus), `/api/markets`, `/api/rounds`,
-//! `/api/predictions`, and `/ws` streaming every signal as JSON. Forecasts are sealed until their on-chain reveal:
+//! `/api/predictions`, and `/ws` streaming every signal as JSON; the dApp (`/`, `/assets/…`) and what it reads besides
+//! (`/api/chains`, `/api/checkpoints`) are in [`crate::web`]. Forecasts are sealed until their on-chain reveal:
 //! `/ws` leaves out the forecast and commitment signals and `/api/markets` the latest P(up) unless the request
 //! carries the API token (`Authorization: Bearer …`, `keeper.api_token_env`).
 //!
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub hub: Hub,
     /// The read endpoints' bodies, until the store writes.
     pub cache: Arc<BodyCache>,
+    /// `/api/chains`' body, read from the contracts once ([`crate::web`]).
+    pub web_chains: Arc<std::sync::OnceLock<Bytes>>,
 }
 
 impl ApiState {
@@ -61,7 +64,8 @@ impl ApiState {
         limits: Limits,
     ) -> ApiState {
         let hub = Hub::new(bus.clone(), Guard::new(limits, metrics.guard.clone()));
-        ApiState { store, bus, metrics, chains, stats, token, hub, cache: Arc::new(BodyCache::default()) }
+        let cache = Arc::new(BodyCache::default());
+        ApiState { store, bus, metrics, chains, stats, token, hub, cache, web_chains: Default::default() }
     }
 }
 
@@ -260,6 +264,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/rounds", get(rounds))
         .route("/api/predictions", get(predictions))
         .route("/ws", get(ws))
+        .route("/api/chains", get(crate::web::chains))
+        .route("/api/checkpoints", get(crate::web::checkpoints))
+        .route("/", get(crate::web::index))
+        .route("/assets/app.js", get(crate::web::app_js))
+        .route("/assets/style.css", get(crate::web::style_css))
         .with_state(state);
     guard.layer(r)
 }

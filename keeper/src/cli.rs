@@ -52,6 +52,8 @@ pub enum Command {
     /// Benchmark the keeper: many rounds across every local chain (settlement delay, misses, CPU per round; with
     /// --api-load under API load); `bench api` and `bench ws` load its HTTP API and WebSocket.
     Bench(crate::cmd::bench::BenchArgs),
+    /// Serve the dApp alone in front of a keeper's API (`--api http://host:port`); `kronos run` serves it too.
+    Web(crate::cmd::web::WebArgs),
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Telegram(c) => crate::cmd::telegram::run(c),
         Command::Social(c) => crate::cmd::social::run(c),
         Command::Exchange(c) => crate::cmd::exchange::run(c),
+        Command::Web(a) => crate::cmd::web::run(a),
     }
 }
 

@@ -17,3 +17,4 @@ pub mod rpc;
 pub mod scheduler;
 pub mod store;
 pub mod txmgr;
+pub mod web;

@@ -7,3 +7,4 @@ pub mod forecast;
 pub mod keeper;
 pub mod social;
 pub mod telegram;
+pub mod web;

@@ -1,0 +1,143 @@
+//! `kronos web`: serves the dApp alone, in front of a keeper's API. The page talks to this origin only (its
+//! Content-Security-Policy allows nothing else): `/api/…` and `/health` are forwarded to the keeper, and `/ws` is
+//! relayed from the keeper's `/ws`, so the keeper needs no browser origin of its own for this server's page.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use clap::Args;
+use futures::StreamExt;
+use kronos_common::http_guard::{Guard, GuardMetrics, Limits, RawLimits};
+
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    /// The keeper's API (`http://host:port`, as `kronos run` listens).
+    #[arg(long)]
+    pub api: url::Url,
+    /// Where to serve the page.
+    #[arg(long, default_value = "127.0.0.1:9480")]
+    pub listen: SocketAddr,
+    /// Browser origins the page is opened from (`https://dapp.example.com`), allowed to open its `/ws`; by default
+    /// `http://<listen>` (and `http://localhost:<port>` on a loopback address).
+    #[arg(long = "origin")]
+    pub origins: Vec<String>,
+}
+
+#[derive(Clone)]
+struct Upstream {
+    api: url::Url,
+    http: reqwest::Client,
+}
+
+/// Runs `kronos web` until SIGINT/SIGTERM.
+pub fn run(a: WebArgs) -> Result<()> {
+    anyhow::ensure!(
+        matches!(a.api.scheme(), "http" | "https") && a.api.host().is_some(),
+        "--api must be the keeper's http(s)://host:port, not '{}'",
+        a.api
+    );
+    let mut origins = a.origins.clone();
+    if origins.is_empty() {
+        origins.push(format!("http://{}", a.listen));
+        if a.listen.ip().is_loopback() {
+            origins.push(format!("http://localhost:{}", a.listen.port()));
+        }
+    }
+    let limits: Limits = RawLimits { allowed_origins: Some(origins), ..Default::default() }
+        .validate("web")
+        .map_err(|(_, m)| anyhow::anyhow!("--origin: {m}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("kronos web: cannot listen on {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        println!("dApp: http://{addr}/ (keeper API {})", a.api);
+        let guard = Guard::new(limits, GuardMetrics::default());
+        let up = Upstream {
+            api: a.api,
+            http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?,
+        };
+        guard.serve(listener, router(&guard, up), crate::cmd::keeper::shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn router(guard: &Guard, up: Upstream) -> Router {
+    let r = Router::new()
+        .route("/", get(crate::web::index))
+        .route("/assets/app.js", get(crate::web::app_js))
+        .route("/assets/style.css", get(crate::web::style_css))
+        .route("/health", get(forward))
+        .route("/api/{*rest}", get(forward))
+        .route("/ws", get(relay))
+        .with_state(up);
+    guard.layer(r)
+}
+
+/// Forwards a GET to the keeper (path and query as they came), with its status and body.
+async fn forward(State(up): State<Upstream>, req: Request) -> Response {
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let Ok(url) = up.api.join(pq) else { return (StatusCode::BAD_REQUEST, "bad path\n").into_response() };
+    match up.http.get(url).send().await {
+        Ok(r) => {
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let ct =
+                r.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+            let body: Bytes = r.bytes().await.unwrap_or_default();
+            let mut out = (status, body).into_response();
+            if let Some(ct) = ct {
+                out.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            out
+        }
+        Err(e) => {
+            (StatusCode::BAD_GATEWAY, format!("the keeper's API at {} does not answer: {e}\n", up.api)).into_response()
+        }
+    }
+}
+
+/// Relays the keeper's `/ws` (same query) to the browser, one way.
+async fn relay(State(up): State<Upstream>, req: Request) -> Response {
+    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let (mut parts, _) = req.into_parts();
+    let ws = match <WebSocketUpgrade as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &()).await
+    {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    let mut target = up.api.clone();
+    let scheme = if up.api.scheme() == "https" { "wss" } else { "ws" };
+    if target.set_scheme(scheme).is_err() {
+        return (StatusCode::BAD_GATEWAY, "the keeper's URL cannot take a WebSocket\n").into_response();
+    }
+    let target = format!("{}ws{query}", target.as_str().trim_end_matches('/').to_string() + "/");
+    ws.on_upgrade(move |socket| pump(socket, target))
+}
+
+async fn pump(mut socket: WebSocket, target: String) {
+    let Ok((upstream, _)) = tokio_tungstenite::connect_async(target.as_str()).await else {
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    };
+    let (_tx, mut rx) = upstream.split();
+    loop {
+        tokio::select! {
+            m = rx.next() => match m {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                    if socket.send(Message::Text(t.as_str().into())).await.is_err() { return; }
+                }
+                Some(Ok(_)) => {}
+                _ => { let _ = socket.send(Message::Close(None)).await; return; }
+            },
+            m = socket.recv() => if !matches!(m, Some(Ok(_))) { return; },
+        }
+    }
+}

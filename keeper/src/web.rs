@@ -1,0 +1,205 @@
+//! The browser dApp (`web/`, built by `tools/build-web.mjs`), embedded in the binary and served on the API's
+//! listener (`/`, `/assets/…`) or alone by `kronos web` in front of a keeper's API; and the two API endpoints it
+//! reads besides the keeper's others: `/api/chains` (what a wallet needs: chain ids, the market contract, each
+//! market's stake token and clock) and `/api/checkpoints` (the settlement proofs).
+//!
+//! Every page is served with a strict Content-Security-Policy: scripts, styles and connections to this origin only
+//! (the wallet's own RPC traffic never passes through the page), no frames, no forms, no inline script.
+
+use alloy::primitives::{Address, U256};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::api::ApiState;
+
+pub(crate) const INDEX_HTML: &str = include_str!("../../web/dist/index.html");
+pub(crate) const APP_JS: &[u8] = include_bytes!("../../web/dist/app.js");
+pub(crate) const STYLE_CSS: &[u8] = include_bytes!("../../web/dist/style.css");
+
+/// The policy of every page: nothing but this origin.
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// A strong validator of embedded bytes (FNV-1a, stable across builds of the same bytes).
+fn etag(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("\"{h:016x}-{}\"", bytes.len())
+}
+
+/// One embedded file with its type, revalidated on every load (`no-cache` with an ETag: a new binary's files are
+/// never served stale, an unchanged one costs a 304).
+pub(crate) fn asset(headers: &HeaderMap, bytes: &'static [u8], content_type: &'static str) -> Response {
+    let tag = etag(bytes);
+    let hit = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v == tag);
+    let mut r = if hit { StatusCode::NOT_MODIFIED.into_response() } else { Bytes::from_static(bytes).into_response() };
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    r
+}
+
+pub(crate) async fn index(headers: HeaderMap) -> Response {
+    asset(&headers, INDEX_HTML.as_bytes(), "text/html; charset=utf-8")
+}
+
+pub(crate) async fn app_js(headers: HeaderMap) -> Response {
+    asset(&headers, APP_JS, "text/javascript; charset=utf-8")
+}
+
+pub(crate) async fn style_css(headers: HeaderMap) -> Response {
+    asset(&headers, STYLE_CSS, "text/css; charset=utf-8")
+}
+
+/// One chain as the dApp sees it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WebChain {
+    /// The catalogue key.
+    name: String,
+    display: String,
+    kind: &'static str,
+    chain_id: Option<u64>,
+    native_symbol: String,
+    market: Address,
+    registry: Option<Address>,
+    /// RPC URLs a wallet may add the chain with (`wallet_addEthereumChain`): only for local development chains,
+    /// whose URLs carry no credentials; a production RPC URL may hold an API key and is never shown.
+    rpc_urls: Vec<String>,
+    markets: Vec<WebMarket>,
+}
+
+/// One market's fixed configuration and stake token.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WebMarket {
+    id: u64,
+    pair: String,
+    /// The stake token; the zero address for the chain's native coin.
+    token: Address,
+    symbol: String,
+    decimals: u8,
+    genesis: u64,
+    interval: u32,
+    bet_cutoff: u32,
+    execute_delay: u32,
+}
+
+/// `/api/chains`' body: read from the contracts once (a market's clock and stake never change), kept afterwards.
+async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
+    if let Some(b) = s.web_chains.get() {
+        return Ok(b.clone());
+    }
+    let mut out = Vec::new();
+    for c in &s.chains {
+        let mut markets = Vec::new();
+        for st in s.stats.iter().filter(|m| m.lock().chain == c.name) {
+            let (id, pair) = {
+                let m = st.lock();
+                (m.market, m.pair.clone())
+            };
+            let cfg = c.market.getMarket(U256::from(id)).call().await?;
+            let (symbol, decimals) = if cfg.token.is_zero() {
+                (c.cfg.chain.native_symbol.clone(), 18)
+            } else {
+                let t = kronos_contracts::mocks::MockERC20::new(cfg.token, c.provider.clone());
+                (t.symbol().call().await?, t.decimals().call().await?)
+            };
+            markets.push(WebMarket {
+                id,
+                pair,
+                token: cfg.token,
+                symbol,
+                decimals,
+                genesis: cfg.genesis.to::<u64>(),
+                interval: cfg.interval,
+                bet_cutoff: cfg.betCutoff,
+                execute_delay: cfg.executeDelay,
+            });
+        }
+        out.push(WebChain {
+            name: c.name.clone(),
+            display: c.cfg.chain.name.clone(),
+            kind: "evm",
+            chain_id: c.cfg.chain.chain_id,
+            native_symbol: c.cfg.chain.native_symbol.clone(),
+            market: c.cfg.market,
+            registry: c.cfg.registry,
+            rpc_urls: if c.cfg.local { c.cfg.rpc.iter().map(|u| u.to_string()).collect() } else { Vec::new() },
+            markets,
+        });
+    }
+    let body = Bytes::from(serde_json::to_vec(&serde_json::json!({ "chains": out }))?);
+    Ok(s.web_chains.get_or_init(|| body).clone())
+}
+
+pub(crate) async fn chains(State(s): State<ApiState>) -> Response {
+    match chains_body(&s).await {
+        Ok(b) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], b).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("the markets' configuration could not be read: {e}"))
+            .into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CheckpointsQuery {
+    chain: String,
+    market: i64,
+    /// The first checkpoint index; default: the newest `limit`.
+    from: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `/api/checkpoints?chain=…&market=…`: the recorded checkpoints (Chainlink round id, price, timestamp, the
+/// transaction that recorded it), the proof of each settled round's lock and close prices.
+pub(crate) async fn checkpoints(State(s): State<ApiState>, Query(q): Query<CheckpointsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let from = match q.from {
+        Some(f) => f.max(0),
+        None => {
+            let next = s
+                .stats
+                .iter()
+                .find_map(|m| {
+                    let m = m.lock();
+                    (m.chain == q.chain && m.market as i64 == q.market).then_some(m.next_checkpoint as i64)
+                })
+                .unwrap_or(0);
+            (next - limit).max(0)
+        }
+    };
+    match s.store.checkpoints(&q.chain, q.market, from, limit).await {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assets_have_types_validators_and_the_policy() {
+        let r = asset(&HeaderMap::new(), APP_JS, "text/javascript; charset=utf-8");
+        assert_eq!(r.status(), StatusCode::OK);
+        let tag = r.headers()[header::ETAG].to_str().unwrap().to_string();
+        assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], CSP);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-cache");
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&tag).unwrap());
+        assert_eq!(asset(&h, APP_JS, "text/javascript").status(), StatusCode::NOT_MODIFIED);
+        assert_ne!(etag(APP_JS), etag(STYLE_CSS));
+        assert!(INDEX_HTML.contains("/assets/app.js") && !INDEX_HTML.contains("<script>"), "no inline script");
+    }
+}

@@ -1,0 +1,95 @@
+//! The dApp in a real browser: two local anvil chains (a native-coin market and an ERC-20 one), the real keeper
+//! serving its API and the page on one listener, and `tests/web/dapp.mjs` driving Debian's headless Chromium through
+//! the pinned playwright-core with a test wallet backed by anvil's unlocked accounts: connect, bet, lock, settle,
+//! claim, a losing bet, a refunded round, every error message, the forecaster and health pages, the Solana note.
+//! Screenshots go to `<CARGO_TARGET_TMPDIR>/web`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kronos_common::Bus;
+use kronos_keeper::demo::net::{self, LocalChain, NetOptions, ReplayCandles};
+use kronos_keeper::engine::{Keeper, Overrides};
+use tokio_util::sync::CancellationToken;
+
+/// Like `common::start`, with a chain clock slow enough for a browser to bet within a round: 2 chain seconds per
+/// 0.5 s block, so a 60-second round lasts 15 s and takes bets for 13.5 s.
+async fn start(chains: &[&str]) -> common::Net {
+    let root = kronos_testkit::repo_root();
+    let cat = kronos_common::Catalogue::load(root.join("config/chains.toml")).unwrap();
+    let policy = kronos_keeper::deploy::DeployPolicy::load(&root.join("config/deploy.toml")).unwrap();
+    let candles = Arc::new(kronos_forecast::load_csv(root.join("data/btcusd-1h.csv")).unwrap());
+    let opts = NetOptions {
+        chains: chains.iter().map(|s| s.to_string()).collect(),
+        block_time: 0.5,
+        seconds_per_block: 2,
+        interval: common::INTERVAL as u32,
+    };
+    let chains: Vec<Arc<LocalChain>> =
+        net::start(&root, &cat, &policy, &opts, &candles).await.unwrap().into_iter().map(Arc::new).collect();
+    let replay = Arc::new(ReplayCandles::new(candles));
+    let mut replay_cancel = Vec::new();
+    for c in &chains {
+        replay.register(&c.chain.key, c.genesis(), common::INTERVAL, c.candle_base);
+        let t = CancellationToken::new();
+        tokio::spawn(net::replay(c.clone(), replay.clone(), common::INTERVAL, Duration::from_millis(100), t.clone()));
+        replay_cancel.push(t);
+    }
+    common::Net { root, cat, chains, replay, replay_cancel, dir: tempfile::tempdir().unwrap() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: run scripts/setup (it installs Debian's chromium)"
+    );
+    // optimism's market takes the native coin (bet on by the test), base's an ERC-20 (shown).
+    let net = start(&["optimism", "base"]).await;
+    let mut cfg = net.config(&[], true);
+    // The page opens /ws from the keeper's own origin, which the API must allow: a fixed port, known beforehand.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    cfg.listen = format!("127.0.0.1:{port}");
+    cfg.api.allowed_origins = vec![format!("http://127.0.0.1:{port}")];
+    let keeper = Keeper::build(
+        &cfg,
+        net.signer(),
+        Bus::new(8192),
+        Overrides { candles: Some(net.replay.clone()), no_api: false },
+    )
+    .await
+    .unwrap();
+    let addr = keeper.api_addr().unwrap();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(keeper.run(cancel.clone()));
+
+    let chains: Vec<serde_json::Value> = net
+        .chains
+        .iter()
+        .map(|c| serde_json::json!({ "name": c.chain.key, "chain_id": c.chain.chain_id, "rpc": c.url }))
+        .collect();
+    let keys = &net.chains[0].keys;
+    let accounts = serde_json::json!({
+        "a": keys[5].address().to_string(),
+        "b": keys[6].address().to_string(),
+        "owner": keys[net::accounts::DEPLOYER].address().to_string(),
+    });
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web");
+    let mut node = tokio::process::Command::new("node");
+    node.arg(net.root.join("tests/web/dapp.mjs"))
+        .current_dir(&net.root)
+        .env("KRONOS_WEB_URL", format!("http://{addr}/"))
+        .env("KRONOS_WEB_CHAINS", serde_json::Value::from(chains).to_string())
+        .env("KRONOS_WEB_ACCOUNTS", accounts.to_string())
+        .env("KRONOS_WEB_OUT", &out)
+        .kill_on_drop(true);
+    let status = tokio::time::timeout(Duration::from_secs(600), node.status())
+        .await
+        .expect("the browser test ran for more than 10 minutes")
+        .expect("node runs (scripts/setup installs it)");
+    cancel.cancel();
+    let _ = run.await;
+    assert!(status.success(), "tests/web/dapp.mjs failed ({status}); screenshots so far in {}", out.display());
+}

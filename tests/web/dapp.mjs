@@ -1,0 +1,266 @@
+// The dApp in a real headless Chromium (Debian's /usr/bin/chromium, driven by the pinned playwright-core) against
+// the real keeper on local anvil chains; started by keeper/tests/web.rs, which passes:
+//   KRONOS_WEB_URL     the keeper's page (http://127.0.0.1:port/)
+//   KRONOS_WEB_CHAINS  JSON [{ name, chain_id, rpc }] of the chains, the first native-coin one is bet on
+//   KRONOS_WEB_ACCOUNTS JSON { a, b, owner }: two bettors and the market owner (anvil dev accounts, unlocked)
+//   KRONOS_WEB_OUT     where screenshots go
+// Every wait is on an event or a condition of the page (Playwright's waitFor*), never a fixed sleep.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { encodeFunctionData, decodeFunctionResult, parseUnits, toHex } from 'viem';
+import { installWallet } from './wallet.mjs';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
+const marketAbi = JSON.parse(fs.readFileSync(path.join(root, 'contracts-evm/bindings/artifacts/KronosMarket.json'), 'utf8')).abi;
+const URL_ = process.env.KRONOS_WEB_URL;
+const CHAINS = JSON.parse(process.env.KRONOS_WEB_CHAINS);
+const ACC = JSON.parse(process.env.KRONOS_WEB_ACCOUNTS);
+const OUT = process.env.KRONOS_WEB_OUT;
+fs.mkdirSync(OUT, { recursive: true });
+const LONG = 240_000;
+const target = CHAINS[0];
+const other = CHAINS[1];
+const hex = (n) => toHex(BigInt(n)).toLowerCase();
+const rpcBy = new Map(CHAINS.map((c) => [hex(c.chain_id), c.rpc]));
+
+function step(s) { console.log(`[web test] ${s}`); }
+function check(cond, what) { if (!cond) throw new Error(`check failed: ${what}`); }
+
+async function rpc(url, method, params) {
+  const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) });
+  return r.json();
+}
+async function send(chain, from, to, data) {
+  const r = await rpc(chain.rpc, 'eth_sendTransaction', [{ from, to, data }]);
+  if (r.error) throw new Error(`${r.error.message}`);
+  for (;;) {
+    const x = await rpc(chain.rpc, 'eth_getTransactionReceipt', [r.result]);
+    if (x.result) { check(x.result.status === '0x1', `transaction ${r.result} succeeded`); return x.result; }
+    await new Promise((ok) => setTimeout(ok, 200)); // polling a receipt, not a wait in the page
+  }
+}
+async function read(chain, to, functionName, args) {
+  const data = encodeFunctionData({ abi: marketAbi, functionName, args });
+  const r = await rpc(chain.rpc, 'eth_call', [{ to, data }, 'latest']);
+  return decodeFunctionResult({ abi: marketAbi, functionName, data: r.result });
+}
+
+const userData = fs.mkdtempSync(path.join(os.tmpdir(), 'kronos-chromium-'));
+const context = await chromium.launchPersistentContext(userData, {
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  viewport: { width: 1280, height: 900 },
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+const errors = [];
+const hosts = new Set();
+try {
+  await context.exposeFunction('__kronosRpc', async (chainId, method, params) => {
+    const url = rpcBy.get(String(chainId).toLowerCase());
+    if (!url) return { error: { code: 4901, message: `the test wallet has no RPC for chain ${chainId}` } };
+    return rpc(url, method, params);
+  });
+  await context.addInitScript(installWallet, { account: ACC.a, chainId: hex(other.chain_id), known: [hex(other.chain_id)] });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.setDefaultTimeout(LONG);
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
+  page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
+  page.on('request', (r) => { if (!r.url().startsWith('data:')) hosts.add(new URL(r.url()).host); });
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  let transferred = 0;
+  cdp.on('Network.loadingFinished', (e) => { transferred += e.encodedDataLength; });
+
+  const msg = async (re) => {
+    await page.waitForFunction((src) => new RegExp(src, 'i').test(document.getElementById('msg').textContent), re.source);
+    return page.textContent('#msg');
+  };
+  const clearMsg = () => page.evaluate(() => { const m = document.getElementById('msg'); m.hidden = true; m.textContent = ''; });
+
+  // ---- markets of every chain ----
+  step('markets page');
+  await page.goto(URL_, { waitUntil: 'load' });
+  await page.waitForSelector('body[data-ready]');
+  const firstLoad = transferred;
+  step(`first load transferred ${firstLoad} bytes`);
+  check(firstLoad < 300_000, `first load under 300 KB (${firstLoad})`);
+  await page.waitForFunction((n) => {
+    const rows = [...document.querySelectorAll('#markets tbody tr[data-chain]')];
+    return rows.length === n && rows.every((r) => r.cells[2].textContent.trim() !== '—');
+  }, CHAINS.length);
+  check(/no Solana market yet/i.test(await page.textContent('#solana')), 'the Solana note says there is no Solana market yet');
+  check(/betting from Solana wallets comes later/i.test(await page.textContent('#solana')), 'the Solana note says betting comes later');
+  await page.screenshot({ path: path.join(OUT, 'markets.png'), fullPage: true });
+  await page.setViewportSize({ width: 375, height: 800 });
+  check(await page.evaluate(() => document.documentElement.scrollWidth <= 376), 'no horizontal scroll at 375 px');
+  await page.screenshot({ path: path.join(OUT, 'markets-375.png'), fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // ---- keyboard: the wallet button and the pages are reachable with Tab ----
+  const reached = [];
+  for (let i = 0; i < 8; i++) {
+    await page.keyboard.press('Tab');
+    reached.push(await page.evaluate(() => document.activeElement?.id || document.activeElement?.textContent?.trim()));
+  }
+  check(reached.includes('connect') && reached.includes('Forecaster'), `Tab reaches the pages and the wallet (${reached})`);
+
+  // ---- wallet: a refused connection, then a connection ----
+  step('connect (refused, then accepted)');
+  await page.evaluate(() => { window.__kronosTestWallet.reject.connect = true; });
+  await page.click('#connect');
+  await msg(/rejected the request/);
+  await page.evaluate(() => { window.__kronosTestWallet.reject.connect = false; });
+  await page.click('#connect');
+  await page.waitForSelector('#account');
+
+  // ---- one market ----
+  step(`market page of ${target.name}`);
+  await page.goto(`${URL_}#/market/${target.name}/1`);
+  await page.waitForSelector('[data-card=next] button.up');
+  for (const k of ['expired', 'live', 'next', 'later']) check(await page.$(`[data-card=${k}]`), `a ${k} card`);
+  const bet = async (amount, side) => {
+    await clearMsg();
+    await page.fill('#amount', amount);
+    await page.click(`[data-card=next] button.${side}`);
+  };
+  const openCard = async (minLeft, notEpoch = -1) => {
+    const h = await page.waitForFunction(([minLeft, notEpoch]) => {
+      const c = document.querySelector('[data-card=next]');
+      const left = parseInt(c?.querySelector('.left')?.textContent ?? '', 10);
+      return c && c.dataset.phase === 'open' && left >= minLeft && Number(c.dataset.epoch) > notEpoch && Number(c.dataset.epoch);
+    }, [minLeft, notEpoch]);
+    return h.jsonValue();
+  };
+
+  step('wrong chain: the switch refused');
+  await page.evaluate(() => { window.__kronosTestWallet.reject.switch = true; });
+  await bet('0.01', 'up');
+  await msg(/Wrong chain/);
+  await page.evaluate(() => { window.__kronosTestWallet.reject.switch = false; });
+
+  step('below the minimum bet (the chain is added to the wallet from the catalogue first)');
+  await openCard(15);
+  await bet('0.0001', 'up');
+  await msg(/Below the minimum bet/);
+  const added = await page.evaluate(() => window.__kronosTestWallet.added);
+  check(added.length === 1 && added[0].chainId === hex(target.chain_id) && added[0].rpcUrls.length > 0, `the wallet was asked to add ${target.name}: ${JSON.stringify(added)}`);
+
+  step('insufficient funds');
+  await bet('100000000', 'up');
+  await msg(/Insufficient funds/);
+
+  step('paused market');
+  const market = (await (await fetch(`${URL_}api/chains`)).json()).chains.find((c) => c.name === target.name).market;
+  await send(target, ACC.owner, market, encodeFunctionData({ abi: marketAbi, functionName: 'setMarketPaused', args: [1n, true] }));
+  await bet('0.01', 'up');
+  await msg(/market is paused/);
+  await send(target, ACC.owner, market, encodeFunctionData({ abi: marketAbi, functionName: 'setMarketPaused', args: [1n, false] }));
+
+  step('rejected transaction');
+  await openCard(15);
+  await page.evaluate(() => { window.__kronosTestWallet.reject.send = true; });
+  await bet('0.01', 'up');
+  await msg(/rejected the transaction|rejected the request/);
+  await page.evaluate(() => { window.__kronosTestWallet.reject.send = false; });
+
+  step('betting closed (a bet in the last seconds before the lock)');
+  await page.waitForSelector('[data-card=next][data-phase=cutoff]');
+  await page.click('[data-card=next] button.up');
+  await msg(/Betting is closed/);
+
+  // ---- the main flow: A bets UP and B bets DOWN on one round; A alone on the next (refunded) ----
+  step('bet UP (A) and DOWN (B) on one round');
+  const e = await openCard(30);
+  await bet('0.01', 'up');
+  const placed = await msg(/Bet placed|Betting is closed/);
+  check(placed.includes(`round ${e}`) && placed.includes('Bet placed'), `A's bet on round ${e}: ${placed}`);
+  await page.evaluate((b) => window.__kronosTestWallet.setAccount(b), ACC.b);
+  await page.waitForFunction((b) => document.getElementById('account')?.textContent.startsWith(b.slice(0, 6)), ACC.b);
+  await page.waitForSelector(`[data-card=next][data-epoch="${e}"]`);
+  await bet('0.02', 'down');
+  const placedB = await msg(/Bet placed|Betting is closed/);
+  check(placedB.includes(`round ${e}`) && placedB.includes('Bet placed'), `B's bet on round ${e}: ${placedB}`);
+  await page.evaluate((a) => window.__kronosTestWallet.setAccount(a), ACC.a);
+  step('bet UP (A) alone on the next round: one-sided, so refunded');
+  const e2 = await openCard(20, e);
+  await bet('0.01', 'up');
+  const placed2 = await msg(/Bet placed|Betting is closed/);
+  check(placed2.includes(`round ${e2}`) && placed2.includes('Bet placed'), `A's bet on round ${e2}: ${placed2}`);
+  await page.screenshot({ path: path.join(OUT, 'market.png'), fullPage: true });
+
+  step(`wait for round ${e} to lock and settle and round ${e2} to be refunded`);
+  await page.waitForSelector(`[data-card=live][data-epoch="${e}"]`);
+  await page.waitForFunction(([e, e2]) => {
+    const s = (x) => document.querySelector(`#history tr[data-epoch="${x}"] .status`)?.textContent ?? '';
+    return /Won|Lost|Tie/.test(s(e)) && /Refund/.test(s(e2));
+  }, [e, e2]);
+  const res = await read(target, market, 'getRound', [1n, BigInt(e)]);
+  check(res.outcome === 1 || res.outcome === 2, `round ${e} settled up or down (outcome ${res.outcome})`);
+  const aWon = res.outcome === 1;
+  const statusA = await page.textContent(`#history tr[data-epoch="${e}"] .status`);
+  check(statusA.startsWith(aWon ? 'Won' : 'Lost'), `A's round ${e} shows ${aWon ? 'Won' : 'Lost'}: ${statusA}`);
+  check(await page.$(`#proofs tr[data-epoch="${e}"]`), `the settlement proof of round ${e}`);
+  check(/Chainlink round \d+/.test(await page.textContent(`#proofs tr[data-epoch="${e}"]`)), 'the proof names Chainlink round ids');
+  await page.screenshot({ path: path.join(OUT, 'settled.png'), fullPage: true });
+
+  // The winner collects every claimable round in one claim; the loser's history shows the loss.
+  const claimFor = async (acc, rounds) => {
+    if (acc !== ACC.a) {
+      await page.evaluate((x) => window.__kronosTestWallet.setAccount(x), acc);
+      await page.waitForFunction((x) => document.getElementById('account')?.textContent.startsWith(x.slice(0, 6)), acc);
+    }
+    await page.waitForFunction((n) => document.getElementById('claim')?.textContent.includes(`(${n} round`), rounds.length);
+    const beforeText = (await page.textContent('#balance')).split(' ')[0];
+    const before = parseUnits(beforeText, 18);
+    await clearMsg();
+    await page.click('#claim');
+    await msg(/Claimed rounds/);
+    await page.waitForFunction((b) => {
+      const t = document.getElementById('balance')?.textContent.split(' ')[0];
+      return t && t !== b;
+    }, beforeText);
+    const after = parseUnits((await page.textContent('#balance')).split(' ')[0], 18);
+    check(after > before, `the balance grew with the claim (${before} → ${after})`);
+    for (const r of rounds) {
+      const b = await read(target, market, 'getBet', [1n, BigInt(r), acc]);
+      check(b.claimed, `round ${r} claimed on chain for ${acc}`);
+      await page.waitForFunction((r) => /claimed/.test(document.querySelector(`#history tr[data-epoch="${r}"] .status`)?.textContent ?? ''), r);
+    }
+  };
+  step('claim all');
+  if (aWon) {
+    await claimFor(ACC.a, [e, e2]);
+    check((await page.textContent('#pnl')).startsWith('+'), 'A shows a profit');
+    await page.evaluate((b) => window.__kronosTestWallet.setAccount(b), ACC.b);
+    await page.waitForFunction(([e]) => /Lost/.test(document.querySelector(`#history tr[data-epoch="${e}"] .status`)?.textContent ?? ''), [e]);
+    check((await page.textContent('#pnl')).startsWith('-0.02'), `B's losing bet shows -0.02: ${await page.textContent('#pnl')}`);
+  } else {
+    check((await page.textContent(`#history tr[data-epoch="${e}"] td:nth-child(5)`)).startsWith('-0.01'), 'A lost 0.01');
+    await claimFor(ACC.a, [e2]);
+    await claimFor(ACC.b, [e]);
+  }
+  await page.screenshot({ path: path.join(OUT, 'claimed.png'), fullPage: true });
+
+  // ---- the forecaster and the keeper's health ----
+  step('forecaster');
+  await page.goto(`${URL_}#/forecaster`);
+  await page.waitForSelector('#records');
+  await page.waitForFunction(() => [...document.querySelectorAll('#predictions tbody tr')].some((r) => r.cells[2]?.textContent === 'yes'));
+  check(await page.$('#reliability'), 'a reliability diagram');
+  await page.screenshot({ path: path.join(OUT, 'forecaster.png'), fullPage: true });
+  step('keeper health');
+  await page.goto(`${URL_}#/health`);
+  await page.waitForFunction((n) => document.querySelectorAll('#health tbody tr').length === n, CHAINS.length);
+  await page.screenshot({ path: path.join(OUT, 'health.png'), fullPage: true });
+
+  const keeperHost = new URL(URL_).host;
+  check([...hosts].every((h) => h === keeperHost), `requests only to the keeper (${[...hosts].join(', ')})`);
+  check(errors.length === 0, `no console errors: ${errors.join(' | ')}`);
+  step(`passed; screenshots in ${OUT}`);
+} finally {
+  await context.close();
+  fs.rmSync(userData, { recursive: true, force: true });
+}

@@ -1,0 +1,66 @@
+// A test-only EIP-1193 wallet, injected into the page before its scripts run and announced over EIP-6963. It signs
+// nothing itself: every request it does not answer is forwarded (by `window.__kronosRpc`, a Playwright binding
+// that runs in node, as a wallet extension's RPC runs outside the page) to the anvil node of the wallet's current
+// chain, whose dev accounts are unlocked. The test steers it through `window.__kronosTestWallet`: the account, the
+// chains it knows, and requests to refuse as a user would (code 4001).
+export function installWallet(cfg) {
+  const w = (window.__kronosTestWallet = {
+    account: cfg.account,
+    chainId: cfg.chainId,
+    known: [...cfg.known],
+    added: [],
+    reject: { connect: false, switch: false, send: false },
+    listeners: {},
+  });
+  const fail = (code, message) => Object.assign(new Error(message), { code });
+  const emit = (ev, v) => (w.listeners[ev] || []).forEach((f) => f(v));
+  w.setAccount = (a) => { w.account = a; emit('accountsChanged', [a]); };
+  const provider = {
+    async request({ method, params }) {
+      switch (method) {
+        case 'eth_requestAccounts':
+          if (w.reject.connect) throw fail(4001, 'User rejected the request.');
+          return [w.account];
+        case 'eth_accounts':
+          return [w.account];
+        case 'eth_chainId':
+          return w.chainId;
+        case 'wallet_switchEthereumChain': {
+          if (w.reject.switch) throw fail(4001, 'User rejected the request.');
+          const id = params[0].chainId.toLowerCase();
+          if (!w.known.includes(id)) throw fail(4902, `Unrecognized chain ID ${id}. Try adding the chain first.`);
+          w.chainId = id;
+          emit('chainChanged', id);
+          return null;
+        }
+        case 'wallet_addEthereumChain': {
+          if (w.reject.switch) throw fail(4001, 'User rejected the request.');
+          const p = params[0];
+          w.added.push({ chainId: p.chainId.toLowerCase(), rpcUrls: p.rpcUrls, chainName: p.chainName });
+          w.known.push(p.chainId.toLowerCase());
+          return null;
+        }
+        case 'eth_sendTransaction':
+          if (w.reject.send) throw fail(4001, 'User rejected the transaction.');
+          if (params[0].from.toLowerCase() !== w.account.toLowerCase()) throw fail(4100, 'Unknown account');
+        // falls through: anvil signs with the unlocked dev account
+        default: {
+          const r = await window.__kronosRpc(w.chainId, method, params ?? []);
+          if (r.error) throw Object.assign(new Error(r.error.message), { code: r.error.code, data: r.error.data });
+          return r.result;
+        }
+      }
+    },
+    on(ev, f) { (w.listeners[ev] ||= []).push(f); },
+    removeListener(ev, f) { w.listeners[ev] = (w.listeners[ev] || []).filter((g) => g !== f); },
+  };
+  const info = {
+    uuid: '5f1b2c3d-0000-4000-8000-6b726f6e6f73',
+    name: 'Kronos Test Wallet',
+    icon: 'data:image/svg+xml,%3Csvg xmlns=%22http://www.w3.org/2000/svg%22/%3E',
+    rdns: 'dev.kronos.testwallet',
+  };
+  const announce = () => window.dispatchEvent(new CustomEvent('eip6963:announceProvider', { detail: Object.freeze({ info, provider }) }));
+  window.addEventListener('eip6963:requestProvider', announce);
+  announce();
+}

@@ -1,0 +1,473 @@
+// The Kronos dApp: markets of every chain the keeper drives, round cards with live updates over the keeper's /ws,
+// settlement proofs, bets and claims through an EIP-1193 wallet (EIP-6963 discovery), the forecaster's record and
+// the keeper's health. Amounts are bigint with the stake token's decimals; times are shown in the user's zone.
+import { encodeFunctionData, decodeFunctionResult, decodeErrorResult, formatUnits, parseUnits, toHex } from 'viem';
+import { kronosMarketAbi, erc20Abi } from './abi.gen.js';
+
+const API = (document.querySelector('meta[name=kronos-api]')?.content || '').replace(/\/$/, '');
+const view = document.getElementById('view');
+const msgBox = document.getElementById('msg');
+const POSITION = { up: 1, down: 2 };
+const ZERO = '0x0000000000000000000000000000000000000000';
+
+const st = {
+  chains: [], live: [], markets: [], health: null,
+  providers: [], wallet: null, account: null, refreshTimer: null,
+};
+
+// ---------- helpers ----------
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+const big = (v) => { try { return BigInt(v ?? 0); } catch { return 0n; } };
+const fmt = (v, dec, sym) => `${trimZeros(formatUnits(big(v), dec))}${sym ? ' ' + sym : ''}`;
+function trimZeros(s) { if (!s.includes('.')) return s; const [i, f] = s.split('.'); const t = f.slice(0, 6).replace(/0+$/, ''); return t ? `${i}.${t}` : i; }
+const localTime = (ts) => new Date(Number(ts) * 1000).toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'medium' });
+function multiplier(total, side) { if (side === 0n) return '—'; const x = (total * 100n) / side; return `${x / 100n}.${String(x % 100n).padStart(2, '0')}×`; }
+function show(text, ok = false) { msgBox.textContent = text; msgBox.className = ok ? 'ok' : ''; msgBox.hidden = false; }
+function clearMsg() { msgBox.hidden = true; msgBox.textContent = ''; }
+
+async function api(path) {
+  const r = await fetch(API + path, { headers: { accept: 'application/json' } });
+  if (!r.ok && r.status !== 503) throw new Error(`the keeper answered ${r.status} to ${path}`);
+  return r.json();
+}
+
+function chainOf(name) { return st.chains.find((c) => c.name === name); }
+function liveOf(chain, id) { return st.live.find((l) => l.chain === chain && Number(l.market) === Number(id)); }
+// A chain's time now, from its head as the keeper last saw it and the rate its clock runs at (1 on a real chain;
+// faster on the demo's accelerated local chains), measured between two readings of the keeper's health.
+const clocks = new Map();
+function sampleClocks(health, at) {
+  for (const [name, h] of Object.entries(health?.chains ?? {})) {
+    if (!h?.head_time) continue;
+    const c = clocks.get(name);
+    if (!c) { clocks.set(name, { head: h.head_time, at, rate: 1 }); continue; }
+    const dt = (at - c.at) / 1000;
+    if (h.head_time === c.head || dt < 1) continue;
+    const r = Math.min(Math.max((h.head_time - c.head) / dt, 0.5), 50);
+    clocks.set(name, { head: h.head_time, at, rate: c.rate === 1 ? r : (c.rate + r) / 2 });
+  }
+}
+function chainNow(chain) {
+  const c = clocks.get(chain);
+  if (!c) return Math.floor(Date.now() / 1000);
+  return Math.floor(c.head + ((Date.now() - c.at) / 1000) * c.rate);
+}
+// The round taking bets at chain time `now`, and when its betting closes.
+function clock(m, now) {
+  const g = Number(m.genesis), iv = Number(m.interval);
+  const b = Math.max(Math.floor((now - g) / iv), 0);
+  const closes = g + (b + 1) * iv - Number(m.bet_cutoff);
+  return { epoch: b, closes, lock: g + (b + 1) * iv, open: now >= g + b * iv && now < closes };
+}
+
+async function load() {
+  const [chains, markets, health] = await Promise.all([api('/api/chains'), api('/api/markets'), api('/health')]);
+  st.chains = chains.chains; st.live = markets.live; st.markets = markets.markets; st.health = health;
+  sampleClocks(health, Date.now());
+}
+
+// ---------- wallet ----------
+window.addEventListener('eip6963:announceProvider', (e) => {
+  const d = e.detail;
+  if (d?.info?.uuid && !st.providers.some((p) => p.info.uuid === d.info.uuid)) st.providers.push(d);
+  renderWallet();
+});
+window.dispatchEvent(new Event('eip6963:requestProvider'));
+
+function walletError(e) {
+  const code = e?.code ?? e?.data?.code;
+  if (code === 4001) return 'You rejected the request in your wallet.';
+  if (code === 4100) return 'Your wallet has not authorised this site: connect again.';
+  if (code === -32002) return 'Your wallet already has a request waiting: open it to answer.';
+  const text = String(e?.message ?? e);
+  if (/insufficient funds/i.test(text)) return 'Insufficient funds: your balance does not cover the amount and the gas.';
+  return null;
+}
+
+async function req(method, params) {
+  if (!st.wallet) throw new Error('Connect a wallet first.');
+  return st.wallet.provider.request({ method, params });
+}
+
+function renderWallet() {
+  const box = document.getElementById('wallet');
+  if (st.account) {
+    box.innerHTML = `<span class="mute">${esc(st.wallet.info.name)}</span> <span id="account">${esc(st.account.slice(0, 6))}…${esc(st.account.slice(-4))}</span>`;
+    return;
+  }
+  const choices = st.providers.length > 1
+    ? `<label class="mute" for="walletpick">Wallet</label> <select id="walletpick">${st.providers.map((p, i) => `<option value="${i}">${esc(p.info.name)}</option>`).join('')}</select>`
+    : '';
+  box.innerHTML = `${choices}<button id="connect" type="button">Connect wallet</button>`;
+  document.getElementById('connect').onclick = connect;
+}
+
+async function connect() {
+  clearMsg();
+  const pick = document.getElementById('walletpick');
+  const p = st.providers[pick ? Number(pick.value) : 0];
+  if (!p) { show('No wallet found: install a browser wallet (EIP-6963) and reload the page.'); return; }
+  try {
+    const accounts = await p.provider.request({ method: 'eth_requestAccounts' });
+    if (!accounts?.length) { show('Your wallet returned no account.'); return; }
+    st.wallet = p; st.account = accounts[0];
+    p.provider.on?.('accountsChanged', (a) => { st.account = a?.[0] ?? null; if (!st.account) st.wallet = null; renderWallet(); route(); });
+    p.provider.on?.('chainChanged', () => route());
+    renderWallet();
+    route();
+  } catch (e) {
+    show(walletError(e) ?? `The wallet could not connect: ${e?.message ?? e}`);
+  }
+}
+
+// Puts the wallet on `c`'s chain: switch, or add it from the catalogue when the wallet does not know it.
+async function ensureChain(c) {
+  const want = toHex(c.chain_id);
+  const have = await req('eth_chainId');
+  if (BigInt(have) === BigInt(want)) return;
+  try {
+    await req('wallet_switchEthereumChain', [{ chainId: want }]);
+  } catch (e) {
+    if (e?.code === 4902 || e?.data?.originalError?.code === 4902) {
+      if (!c.rpc_urls?.length) throw new Error(`Wrong chain: add ${c.display} (chain id ${c.chain_id}) to your wallet, then try again.`);
+      try {
+        await req('wallet_addEthereumChain', [{ chainId: want, chainName: c.display, rpcUrls: c.rpc_urls, nativeCurrency: { name: c.native_symbol, symbol: c.native_symbol, decimals: 18 } }]);
+        await req('wallet_switchEthereumChain', [{ chainId: want }]);
+      } catch (e2) {
+        throw new Error(`Wrong chain: your wallet is on chain ${BigInt(have)}, this market is on ${c.display} (chain id ${c.chain_id}). ${walletError(e2) ?? e2?.message ?? ''}`.trim());
+      }
+    } else {
+      throw new Error(`Wrong chain: your wallet is on chain ${BigInt(have)}, this market is on ${c.display} (chain id ${c.chain_id}). ${walletError(e) ?? ''}`.trim());
+    }
+  }
+  const now = await req('eth_chainId');
+  if (BigInt(now) !== BigInt(want)) throw new Error(`Wrong chain: your wallet stayed on chain ${BigInt(now)}; switch to ${c.display} (chain id ${c.chain_id}).`);
+}
+
+async function call(to, abi, functionName, args) {
+  const data = encodeFunctionData({ abi, functionName, args });
+  const out = await req('eth_call', [{ to, data }, 'latest']);
+  return decodeFunctionResult({ abi, functionName, data: out });
+}
+
+// The revert data inside a provider error, wherever the wallet put it.
+function revertData(e, depth = 0) {
+  if (!e || depth > 4) return null;
+  if (typeof e === 'string') return /^0x[0-9a-fA-F]{8,}$/.test(e) ? e : null;
+  if (typeof e !== 'object') return null;
+  for (const k of ['data', 'error', 'cause', 'originalError']) { const d = revertData(e[k], depth + 1); if (d) return d; }
+  return null;
+}
+
+function explainRevert(e, m) {
+  const data = revertData(e);
+  if (!data) return null;
+  let d;
+  try { d = decodeErrorResult({ abi: kronosMarketAbi, data }); } catch {
+    try { d = decodeErrorResult({ abi: erc20Abi, data }); } catch { return `Transaction reverted (unknown error ${data.slice(0, 10)}).`; }
+  }
+  const a = d.args ?? [];
+  switch (d.errorName) {
+    case 'BettingClosed': return `Betting is closed for round ${a[1]}: it closed at ${localTime(a[3])}. Bet on the next round.`;
+    case 'BetTooSmall': return `Below the minimum bet: ${fmt(a[0], m.decimals, m.symbol)} is less than the minimum of ${fmt(a[1], m.decimals, m.symbol)}.`;
+    case 'MarketIsPaused': return `This market is paused: it takes no bets now (market ${a[0]}).`;
+    case 'OppositeSideTaken': return `You already bet the other side of round ${a[1]}; a bet can only be added to on the same side.`;
+    case 'NothingToClaim': return `Nothing to claim in round ${a[1]}.`;
+    default: return `Transaction reverted: ${d.errorName}(${a.map(String).join(', ')}).`;
+  }
+}
+
+async function send(tx, m) {
+  try {
+    await req('eth_call', [tx, 'latest']);
+  } catch (e) {
+    throw new Error(explainRevert(e, m) ?? walletError(e) ?? `The transaction would fail: ${e?.message ?? e}`);
+  }
+  let hash;
+  try { hash = await req('eth_sendTransaction', [tx]); } catch (e) {
+    throw new Error(walletError(e) ?? explainRevert(e, m) ?? `The wallet did not send the transaction: ${e?.message ?? e}`);
+  }
+  for (;;) {
+    const r = await req('eth_getTransactionReceipt', [hash]);
+    if (r) {
+      if (r.status !== '0x1') {
+        let why = null;
+        try { await req('eth_call', [tx, r.blockNumber]); } catch (e) { why = explainRevert(e, m); }
+        throw new Error(why ?? `Transaction reverted (${hash}).`);
+      }
+      return r;
+    }
+    await new Promise((ok) => setTimeout(ok, 500));
+  }
+}
+
+async function balanceOf(m) {
+  if (m.token === ZERO) return big(await req('eth_getBalance', [st.account, 'latest']));
+  return await call(m.token, erc20Abi, 'balanceOf', [st.account]);
+}
+
+async function bet(c, m, epoch, side) {
+  clearMsg();
+  const input = document.getElementById('amount');
+  const raw = input.value.trim();
+  let amount;
+  try { amount = parseUnits(raw, m.decimals); } catch { amount = -1n; }
+  if (!/^\d*\.?\d+$/.test(raw) || amount <= 0n) { show(`Enter an amount in ${m.symbol}, like 0.01.`); input.focus(); return; }
+  const btns = view.querySelectorAll('button.up, button.down');
+  btns.forEach((b) => { b.disabled = true; });
+  st.busy = true;
+  try {
+    if (!st.account) await connect();
+    if (!st.account) return;
+    await ensureChain(c);
+    const bal = await balanceOf(m);
+    if (bal < amount) throw new Error(`Insufficient funds: you have ${fmt(bal, m.decimals, m.symbol)}, the bet is ${fmt(amount, m.decimals, m.symbol)}.`);
+    const from = st.account;
+    if (m.token !== ZERO) {
+      const allowance = await call(m.token, erc20Abi, 'allowance', [from, c.market]);
+      if (allowance < amount) {
+        show(`Approve ${fmt(amount, m.decimals, m.symbol)} for the market in your wallet…`, true);
+        await send({ from, to: m.token, data: encodeFunctionData({ abi: erc20Abi, functionName: 'approve', args: [c.market, amount] }) }, m);
+      }
+    }
+    const data = encodeFunctionData({ abi: kronosMarketAbi, functionName: 'bet', args: [BigInt(m.id), BigInt(epoch), side, amount] });
+    const tx = { from, to: c.market, data, value: m.token === ZERO ? toHex(amount) : '0x0' };
+    show(`Confirm the bet in your wallet…`, true);
+    await send(tx, m);
+    show(`Bet placed: ${fmt(amount, m.decimals, m.symbol)} ${side === 1 ? 'UP' : 'DOWN'} on round ${epoch}.`, true);
+    route();
+  } catch (e) {
+    show(e?.message ?? String(e));
+  } finally {
+    st.busy = false;
+    btns.forEach((b) => { b.disabled = false; });
+  }
+}
+
+// ---------- pages ----------
+function marketRows() {
+  const rows = [];
+  for (const c of st.chains) for (const m of c.markets) rows.push({ c, m, l: liveOf(c.name, m.id) });
+  return rows;
+}
+
+function renderMarkets() {
+  const evm = marketRows().filter((r) => r.c.kind === 'evm');
+  const solana = marketRows().filter((r) => r.c.kind === 'solana');
+  const body = evm.map(({ c, m, l }) => {
+    const up = big(l?.pool_up_wei), down = big(l?.pool_down_wei), total = up + down;
+    const now = chainNow(c.name), k = clock(m, now);
+    const left = k.open ? `${k.closes - now} s` : 'closed';
+    return `<tr data-chain="${esc(c.name)}" data-market="${m.id}">
+      <td><a href="#/market/${esc(c.name)}/${m.id}">${esc(m.pair || 'market ' + m.id)}</a></td>
+      <td>${esc(c.display)}</td><td>${esc(l?.last_lock_price ?? '—')}</td><td>${k.epoch}</td>
+      <td>${fmt(up, m.decimals)} / ${fmt(down, m.decimals)} ${esc(m.symbol)}</td>
+      <td>${multiplier(total, up)} / ${multiplier(total, down)}</td><td class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${left}</td></tr>`;
+  }).join('');
+  view.innerHTML = `<h1>Markets</h1>
+    <div class="scroll"><table id="markets"><thead><tr><th>Pair</th><th>Chain</th><th>Price</th><th>Round</th><th>Pools up / down</th><th>Payout up / down</th><th>Betting closes in</th></tr></thead><tbody>${body || '<tr><td colspan="7">This keeper drives no EVM market.</td></tr>'}</tbody></table></div>
+    <h2>Solana</h2>
+    <div class="note" id="solana">${solana.length
+      ? `Solana markets are shown read-only: betting from Solana wallets comes later.<ul>${solana.map(({ c, m }) => `<li>${esc(c.display)} ${esc(m.pair)}</li>`).join('')}</ul>`
+      : 'This keeper drives no Solana market yet. Solana markets will be shown here read-only; betting from Solana wallets comes later.'}</div>`;
+}
+
+async function renderMarket(chainName, id) {
+  const c = chainOf(chainName);
+  const m = c?.markets.find((x) => String(x.id) === String(id));
+  if (!c || !m) { view.innerHTML = `<p>No market ${esc(id)} on ${esc(chainName)} in this keeper.</p>`; return; }
+  const [rounds, cps] = await Promise.all([
+    api(`/api/rounds?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=50`),
+    api(`/api/checkpoints?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=60`),
+  ]);
+  const l = liveOf(c.name, m.id);
+  const now = chainNow(c.name), k = clock(m, now);
+  const byEpoch = new Map(rounds.map((r) => [Number(r.epoch), r]));
+  const cpBy = new Map(cps.map((x) => [Number(x.idx), x]));
+  const card = (kind, label, e) => {
+    const r = byEpoch.get(e);
+    let up = big(r?.up_wei), down = big(r?.down_wei);
+    if (kind === 'next' && l && Number(l.betting_epoch) === e) { up = big(l.pool_up_wei); down = big(l.pool_down_wei); }
+    const total = up + down;
+    const lock = cpBy.get(e + 1), close = cpBy.get(e + 2);
+    let extra = '';
+    if (kind === 'next') {
+      const phase = k.open ? 'open' : 'cutoff';
+      extra = `<p class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${k.open ? `${k.closes - now} s` : 'closed'}</p>
+        <label for="amount">Amount (${esc(m.symbol)})</label><div class="row"><input id="amount" inputmode="decimal" autocomplete="off" value="0.01" size="10">
+        <button class="up" type="button" data-side="up">Enter UP</button><button class="down" type="button" data-side="down">Enter DOWN</button></div>
+        <p class="mute">Betting closes ${localTime(k.closes)}, ${m.bet_cutoff} s before the lock.</p>`;
+      return `<section class="card" data-card="next" data-epoch="${e}" data-phase="${phase}"><h3>Next <span class="tag">#${e}</span></h3>
+        <p>Pool ${fmt(total, m.decimals, m.symbol)} · UP ${multiplier(total, up)} · DOWN ${multiplier(total, down)}</p>${extra}</section>`;
+    }
+    if (kind === 'live') extra = `<p>Locked at ${esc(r?.lock_price ?? lock?.price ?? '—')}; closes ${localTime(Number(m.genesis) + (e + 2) * Number(m.interval))}</p>`;
+    if (kind === 'expired') extra = `<p>${esc(r?.state ?? 'no bets')} ${esc(r?.outcome ?? '')} ${r?.reason ? '(' + esc(r.reason) + ')' : ''}</p><p>${esc(r?.lock_price ?? lock?.price ?? '—')} → ${esc(r?.close_price ?? close?.price ?? '—')}</p>`;
+    if (kind === 'later') extra = `<p>Opens ${localTime(Number(m.genesis) + e * Number(m.interval))}</p>`;
+    return `<section class="card" data-card="${kind}" data-epoch="${e}"><h3>${label} <span class="tag">#${e}</span></h3>
+      <p>Pool ${fmt(total, m.decimals, m.symbol)} · UP ${multiplier(total, up)} · DOWN ${multiplier(total, down)}</p>${extra}</section>`;
+  };
+  const finished = rounds.filter((r) => r.state === 'settled' || r.state === 'cancelled' || r.state === 'Settled' || r.state === 'Cancelled');
+  const proof = (r) => {
+    const e = Number(r.epoch), a = cpBy.get(e + 1), b = cpBy.get(e + 2);
+    const cell = (x) => x ? `price ${esc(x.price)}, Chainlink round ${esc(x.round_id)}, at ${esc(localTime(x.ts))}${x.tx_hash ? `, tx ${c.explorer ? `<a href="${esc(c.explorer)}/tx/${esc(x.tx_hash)}" rel="noopener">${esc(x.tx_hash.slice(0, 10))}…</a>` : esc(x.tx_hash)}` : ''}` : '—';
+    return `<tr data-epoch="${e}"><td>${e}</td><td>${esc(r.state)} ${esc(r.outcome ?? '')} ${r.reason ? '(' + esc(r.reason) + ')' : ''}</td><td>${cell(a)}</td><td>${cell(b)}</td></tr>`;
+  };
+  view.innerHTML = `<h1>${esc(m.pair)} on ${esc(c.display)}</h1>
+    <p class="mute">Market ${m.id} · contract ${esc(c.market)} · stake ${esc(m.symbol)} (${m.decimals} decimals) · rounds of ${m.interval} s · latest price ${esc(l?.last_lock_price ?? '—')}</p>
+    <div class="cards">${card('expired', 'Expired', k.epoch - 2)}${card('live', 'Live', k.epoch - 1)}${card('next', 'Next', k.epoch)}${card('later', 'Later', k.epoch + 1)}</div>
+    <h2>My positions</h2><div id="positions">${st.account ? '<p>Reading your bets…</p>' : '<p>Connect a wallet to see your bets, their PnL and what you can claim.</p>'}</div>
+    <h2>Settlement proofs</h2>
+    <div class="scroll"><table id="proofs"><thead><tr><th>Round</th><th>Result</th><th>Lock checkpoint</th><th>Close checkpoint</th></tr></thead><tbody>${finished.map(proof).join('') || '<tr><td colspan="4">No finished round with bets yet.</td></tr>'}</tbody></table></div>`;
+  view.querySelectorAll('button[data-side]').forEach((b) => {
+    b.onclick = () => bet(c, m, Number(b.closest('[data-card]').dataset.epoch), POSITION[b.dataset.side]);
+  });
+  if (st.account) await renderPositions(c, m, rounds, k.epoch);
+}
+
+async function renderPositions(c, m, rounds, current) {
+  const box = document.getElementById('positions');
+  try {
+    const have = await req('eth_chainId');
+    if (BigInt(have) !== BigInt(c.chain_id)) {
+      box.innerHTML = `<p>Your wallet is on chain ${BigInt(have)}; this market is on ${esc(c.display)} (chain id ${c.chain_id}).</p><button type="button" id="switch">Switch to ${esc(c.display)}</button>`;
+      document.getElementById('switch').onclick = async () => { try { await ensureChain(c); route(); } catch (e) { show(e.message); } };
+      return;
+    }
+    const epochs = new Set(rounds.map((r) => Number(r.epoch)));
+    for (let e = Math.max(current - 3, 0); e <= current; e++) epochs.add(e);
+    const rows = [];
+    let pnl = 0n;
+    const claimable = [];
+    for (const e of [...epochs].sort((a, b) => b - a)) {
+      const b = await call(c.market, kronosMarketAbi, 'getBet', [BigInt(m.id), BigInt(e), st.account]);
+      if (b.amount === 0n) continue;
+      const r = await call(c.market, kronosMarketAbi, 'getRound', [BigInt(m.id), BigInt(e)]);
+      const due = await call(c.market, kronosMarketAbi, 'claimable', [BigInt(m.id), BigInt(e), st.account]);
+      const refund = await call(c.market, kronosMarketAbi, 'refundable', [BigInt(m.id), BigInt(e), st.account]);
+      let status, result = 0n;
+      if (refund) { status = 'Refund'; }
+      else if (r.state === 2) {
+        const win = r.outcome === 3 ? r.upAmount + r.downAmount : r.outcome === b.position ? (b.position === 1 ? r.upAmount : r.downAmount) : 0n;
+        if (r.outcome === 3 || r.outcome === b.position) { status = r.outcome === 3 ? 'Tie' : 'Won'; result = (b.amount * r.rewardAmount) / win - b.amount; }
+        else { status = 'Lost'; result = -b.amount; }
+      } else status = e >= current ? 'Open' : 'Locked';
+      pnl += result;
+      if (due > 0n) claimable.push(BigInt(e));
+      rows.push(`<tr data-epoch="${e}"><td>${e}</td><td>${b.position === 1 ? 'UP' : 'DOWN'}</td><td>${fmt(b.amount, m.decimals, m.symbol)}</td><td class="status">${status}${b.claimed ? ' · claimed' : ''}</td>
+        <td class="${result > 0n ? 'pos' : result < 0n ? 'neg' : ''}">${result > 0n ? '+' : ''}${fmt(result, m.decimals)}</td><td>${due > 0n ? fmt(due, m.decimals, m.symbol) : '—'}</td></tr>`);
+    }
+    const bal = await balanceOf(m);
+    box.innerHTML = `<p>Balance <span id="balance">${fmt(bal, m.decimals, m.symbol)}</span> · PnL <span id="pnl" class="${pnl > 0n ? 'pos' : pnl < 0n ? 'neg' : ''}">${pnl > 0n ? '+' : ''}${fmt(pnl, m.decimals, m.symbol)}</span></p>
+      <div class="scroll"><table id="history"><thead><tr><th>Round</th><th>Side</th><th>Stake</th><th>Status</th><th>PnL</th><th>Claimable</th></tr></thead><tbody>${rows.join('') || '<tr><td colspan="6">No bets in the recent rounds.</td></tr>'}</tbody></table></div>
+      <button type="button" id="claim" ${claimable.length ? '' : 'disabled'}>Collect winnings${claimable.length ? ` (${claimable.length} round${claimable.length > 1 ? 's' : ''})` : ''}</button>`;
+    document.getElementById('claim').onclick = async () => {
+      clearMsg();
+      try {
+        await ensureChain(c);
+        const data = encodeFunctionData({ abi: kronosMarketAbi, functionName: 'claim', args: [BigInt(m.id), claimable] });
+        await send({ from: st.account, to: c.market, data, value: '0x0' }, m);
+        show(`Claimed rounds ${claimable.join(', ')}.`, true);
+        route();
+      } catch (e) { show(e?.message ?? String(e)); }
+    };
+  } catch (e) {
+    box.innerHTML = `<p>Your bets could not be read: ${esc(walletError(e) ?? e?.message ?? e)}</p>`;
+  }
+}
+
+// Wilson score interval for k hits in n at 95%.
+function wilson(k, n) {
+  if (n === 0) return [0, 0];
+  const z = 1.96, p = k / n, d = 1 + (z * z) / n;
+  const c = (p + (z * z) / (2 * n)) / d, h = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / d;
+  return [Math.max(0, c - h), Math.min(1, c + h)];
+}
+const pct = (x) => `${(x * 100).toFixed(1)}%`;
+
+async function renderForecaster() {
+  const d = await api('/api/predictions?limit=200');
+  const recs = d.track_records.map((r) => {
+    const n = Number(r.hits) + Number(r.misses);
+    const [lo, hi] = wilson(Number(r.hits), n);
+    const brier = n ? Number(r.brier_sum) / 1e8 / n : null;
+    return `<tr><td>${esc(r.chain)}</td><td>${esc(r.publisher)}</td><td>${r.committed}</td><td>${n}</td><td>${n ? pct(r.hits / n) : '—'}</td><td>${n ? `${pct(lo)} – ${pct(hi)}` : '—'}</td><td>${brier === null ? '—' : brier.toFixed(4)}</td></tr>`;
+  }).join('');
+  // Reliability: revealed forecasts in 10 bins of P(up) against how often the price went up.
+  const bins = Array.from({ length: 10 }, () => ({ n: 0, up: 0, p: 0 }));
+  for (const p of d.predictions) {
+    if (p.p_up_bps == null || (p.outcome !== 'up' && p.outcome !== 'down')) continue;
+    const b = bins[Math.min(9, Math.floor(p.p_up_bps / 1000))];
+    b.n++; b.p += p.p_up_bps / 10000; if (p.outcome === 'up') b.up++;
+  }
+  const pts = bins.filter((b) => b.n).map((b) => `<circle cx="${20 + (b.p / b.n) * 200}" cy="${220 - (b.up / b.n) * 200}" r="${3 + Math.min(b.n, 20) / 4}" fill="#7b8cff"><title>${b.n} forecasts</title></circle>`).join('');
+  const preds = d.predictions.slice(0, 50).map((p) => `<tr><td>${esc(p.chain)}</td><td>${p.epoch}</td><td>${p.committed ? 'yes' : 'no'}</td><td>${p.revealed ? 'yes' : 'sealed'}</td><td>${p.p_up_bps == null ? '—' : pct(p.p_up_bps / 10000)}</td><td>${esc(p.outcome ?? '—')}</td><td>${p.hit == null ? '—' : p.hit ? 'hit' : 'miss'}</td></tr>`).join('');
+  view.innerHTML = `<h1>Forecaster</h1>
+    <p class="mute">Each forecast is committed on chain before betting closes and revealed after; the registry scores it against the round's outcome.</p>
+    <div class="scroll"><table id="records"><thead><tr><th>Chain</th><th>Publisher</th><th>Committed</th><th>Scored</th><th>Hit rate</th><th>95% interval (Wilson)</th><th>Brier</th></tr></thead><tbody>${recs || '<tr><td colspan="7">No track record yet.</td></tr>'}</tbody></table></div>
+    <h2>Reliability</h2>
+    <svg id="reliability" viewBox="0 0 240 240" width="240" height="240" role="img" aria-label="Reliability diagram: forecast probability against observed frequency of up">
+      <rect x="20" y="20" width="200" height="200" fill="none" stroke="#3a4270"/><line x1="20" y1="220" x2="220" y2="20" stroke="#3a4270" stroke-dasharray="4"/>
+      <text x="20" y="235">0</text><text x="205" y="235">P(up) 1</text><text x="2" y="24">1</text>${pts}</svg>
+    <h2>Commit and reveal per round</h2>
+    <div class="scroll"><table id="predictions"><thead><tr><th>Chain</th><th>Round</th><th>Committed</th><th>Revealed</th><th>P(up)</th><th>Outcome</th><th>Score</th></tr></thead><tbody>${preds || '<tr><td colspan="7">No forecast yet.</td></tr>'}</tbody></table></div>`;
+}
+
+function renderHealth() {
+  const h = st.health;
+  const rows = Object.entries(h.chains).map(([name, c]) => `<tr data-chain="${esc(name)}"><td>${esc(chainOf(name)?.display ?? name)}</td><td>${c.healthy ? 'healthy' : 'unhealthy'}</td><td>${c.head_block}</td><td>${localTime(c.head_time)}</td><td>${c.lag_s} s</td><td>${esc(c.last_error ?? '—')}</td></tr>`).join('');
+  view.innerHTML = `<h1>Keeper health: ${esc(h.status)}</h1><p>Store ${h.store ? 'answers' : 'does not answer'}.</p>
+    <div class="scroll"><table id="health"><thead><tr><th>Chain</th><th>Status</th><th>Head block</th><th>Head time</th><th>Lag</th><th>Last error</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+}
+
+let routing = null;
+async function route() {
+  if (routing) { routing.again = true; return; }
+  routing = { again: false };
+  try {
+    await load();
+    const parts = (location.hash || '#/').slice(2).split('/');
+    if (parts[0] === 'market') await renderMarket(decodeURIComponent(parts[1] ?? ''), parts[2]);
+    else if (parts[0] === 'forecaster') await renderForecaster();
+    else if (parts[0] === 'health') renderHealth();
+    else renderMarkets();
+    document.body.dataset.ready = '1';
+  } catch (e) {
+    show(`The keeper's API could not be read: ${e?.message ?? e}`);
+  } finally {
+    const again = routing.again;
+    routing = null;
+    if (again) route();
+  }
+}
+
+// Countdowns tick from the chain's clock; the keeper's signals refresh the page.
+setInterval(() => {
+  for (const el of document.querySelectorAll('[data-closes]')) {
+    const left = Number(el.dataset.closes) - chainNow(el.dataset.chain);
+    el.textContent = left > 0 ? `${left} s` : 'closed';
+    const card = el.closest('[data-card=next]');
+    if (card) card.dataset.phase = left > 0 ? 'open' : 'cutoff';
+  }
+}, 250);
+
+// Re-renders with fresh data unless the user is typing an amount or a transaction is on its way.
+function refresh() {
+  if (document.activeElement?.id === 'amount' || st.busy) return;
+  route();
+}
+setInterval(refresh, 3000);
+
+function watch() {
+  const base = API || location.origin;
+  const ws = new WebSocket(base.replace(/^http/, 'ws') + '/ws?types=round_started,round_locked,round_settled,round_cancelled,tx_confirmed,prediction_revealed,keeper_health');
+  ws.onmessage = () => {
+    clearTimeout(st.refreshTimer);
+    st.refreshTimer = setTimeout(refresh, 300);
+  };
+  ws.onclose = () => setTimeout(watch, 3000);
+}
+
+window.addEventListener('hashchange', () => { clearMsg(); route().then(() => view.focus()); });
+renderWallet();
+route();
+watch();
