@@ -120,6 +120,36 @@ impl MockTelegram {
         }
     }
 
+    /// A post in channel `chat` (a `channel_post` update: no `from`, the chat is the channel); returns its message id.
+    pub fn channel_post(&self, chat: i64, text: &str) -> i64 {
+        let mut g = self.inner.lock();
+        g.next_update += 1;
+        let id = g.next_update;
+        g.next_message += 1;
+        let mid = g.next_message;
+        g.updates.push(
+            json!({"update_id": id, "channel_post": {"message_id": mid, "date": kronos_common::time::now_s(),
+            "chat": {"id": chat, "type": "channel", "title": "Kronos news", "username": "kronos_news"},
+            "sender_chat": {"id": chat, "type": "channel", "title": "Kronos news", "username": "kronos_news"},
+            "author_signature": "Ada", "text": text}}),
+        );
+        drop(g);
+        self.notify.notify_waiters();
+        mid
+    }
+
+    /// Queues an update whose payload (beside `update_id`) is `kind` = `value` as given, e.g. a malformed message;
+    /// returns its update id.
+    pub fn raw_update(&self, kind: &str, value: Value) -> i64 {
+        let mut g = self.inner.lock();
+        g.next_update += 1;
+        let id = g.next_update;
+        g.updates.push(json!({"update_id": id, kind: value}));
+        drop(g);
+        self.notify.notify_waiters();
+        id
+    }
+
     /// An update in Telegram's JSON, for webhook posts.
     pub fn update_json(&self, chat: i64, user: i64, text: &str) -> Value {
         let mut g = self.inner.lock();
