@@ -5,3 +5,4 @@ pub mod http;
 pub mod json;
 pub mod keeper;
 pub mod rss;
+pub mod telegram;

@@ -1,0 +1,282 @@
+//! The Discord source against the local gateway stand-in (tests/testkit/src/discord.rs), driven the way the runner
+//! drives a source: each batch's items are recorded together with its cursor, and a restart starts from the last
+//! recorded cursor. Covers the handshake, heartbeats and dispatch; a dropped connection, RECONNECT and a resumable
+//! close code (RESUME, nothing lost or repeated); a restart that resumes the saved session; a restart whose session
+//! expired (new session, REST backfill, a REST 429 waited out); fatal close codes and a refused token.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kronos_social::source::{Source, SourceError};
+use kronos_social::sources::discord::{DiscordConfig, DiscordCursor, DiscordSource};
+use kronos_social::Skip;
+use kronos_testkit::discord::{MockDiscord, TOKEN};
+use parking_lot::Mutex;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+const A: u64 = 1_111_111_111;
+const B: u64 = 2_222_222_222;
+const ELSEWHERE: u64 = 9_999_999_999;
+
+#[derive(Default)]
+struct Seen {
+    /// (message id, text, author, url)
+    items: Vec<(String, String, Option<String>, Option<String>)>,
+    skips: Vec<Skip>,
+    errors: Vec<SourceError>,
+    cursor: DiscordCursor,
+}
+
+struct Run {
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn config(md: &MockDiscord, token_env: &str) -> DiscordConfig {
+    let t: toml::Table = toml::from_str(&format!(
+        "name = \"disc\"\nkind = \"discord\"\ntoken_env = \"{token_env}\"\nchannels = [\"{A}\", \"{B}\"]\napi_url = \"{}\"",
+        md.api_url()
+    ))
+    .unwrap();
+    DiscordConfig::parse(0, &t).unwrap()
+}
+
+/// Runs the source from `cursor` as the runner would (items and cursor recorded together).
+fn start(md: &MockDiscord, cursor: DiscordCursor) -> Run {
+    std::env::set_var("KRONOS_TEST_DISCORD_TOKEN", TOKEN);
+    let mut src = DiscordSource::new("disc", config(md, "KRONOS_TEST_DISCORD_TOKEN")).unwrap();
+    let seen = Arc::new(Mutex::new(Seen { cursor, ..Default::default() }));
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let saved = s.lock().cursor.clone();
+            match src.next(&saved).await {
+                Ok(b) => {
+                    let mut g = s.lock();
+                    for i in b.items {
+                        match i {
+                            Ok(r) => g.items.push((r.external_id, String::from_utf8(r.text).unwrap(), r.author, r.url)),
+                            Err(k) => g.skips.push(k),
+                        }
+                    }
+                    g.cursor = b.cursor;
+                }
+                Err(e) => {
+                    let fatal = matches!(e, SourceError::Fatal(_));
+                    let wait = match &e {
+                        SourceError::RateLimited { retry_after, .. } => *retry_after,
+                        _ => Duration::from_millis(200),
+                    };
+                    s.lock().errors.push(e);
+                    if fatal {
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    });
+    Run { seen, task }
+}
+
+impl Run {
+    async fn wait(&self, what: &str, f: impl Fn(&Seen) -> bool) {
+        let t = Instant::now();
+        loop {
+            {
+                let g = self.seen.lock();
+                if f(&g) {
+                    return;
+                }
+                assert!(
+                    t.elapsed() < DEADLINE,
+                    "waited for {what}: items {:?} skips {:?} errors {:?}",
+                    g.items,
+                    g.skips,
+                    g.errors
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_items(&self, n: usize) {
+        self.wait(&format!("{n} items"), |s| s.items.len() >= n).await;
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.seen.lock().items.iter().map(|i| i.0.clone()).collect()
+    }
+
+    /// Stops the source as a crash would (the connection dropped, no close frame); returns the saved cursor.
+    async fn stop(self) -> (DiscordCursor, Vec<String>) {
+        self.task.abort();
+        let _ = self.task.await;
+        let g = self.seen.lock();
+        (g.cursor.clone(), g.items.iter().map(|i| i.0.clone()).collect())
+    }
+}
+
+async fn session_up(md: &MockDiscord) {
+    md.wait("a live session", DEADLINE, |m| m.live_sessions() == 1).await;
+}
+
+#[tokio::test]
+async fn handshake_heartbeats_and_messages_from_the_configured_channels() {
+    let md = MockDiscord::start_with_heartbeat(Duration::from_millis(400)).await;
+    let run = start(&md, DiscordCursor::default());
+    session_up(&md).await;
+    assert_eq!(md.identifies(), 1);
+    assert!(md.rest_calls().iter().any(|c| c == "/gateway/bot"), "{:?}", md.rest_calls());
+
+    let a1 = md.post(A, "ada", "gm $BTC looking strong");
+    md.post(ELSEWHERE, "eve", "not a configured channel");
+    let b1 = md.post(B, "bob", "ETH to the moon");
+    let a2 = md.post(A, "ada", "second in A");
+    run.wait_items(3).await;
+    {
+        let g = run.seen.lock();
+        let got: Vec<(&str, &str)> = g.items.iter().map(|i| (i.0.as_str(), i.1.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (a1.to_string().as_str(), "gm $BTC looking strong"),
+                (b1.to_string().as_str(), "ETH to the moon"),
+                (a2.to_string().as_str(), "second in A")
+            ]
+        );
+        assert_eq!(g.items[0].2.as_deref(), Some("ada"));
+        assert_eq!(
+            g.items[0].3.as_deref(),
+            Some(format!("https://discord.com/channels/{}/{A}/{a1}", kronos_testkit::discord::GUILD).as_str())
+        );
+    }
+
+    // Heartbeats flow at HELLO's interval and are acknowledged (no zombie reconnects).
+    md.wait("three heartbeats", DEADLINE, |m| m.heartbeats() >= 3).await;
+    assert_eq!(md.connections(), 1, "no reconnect while heartbeats are acknowledged");
+
+    // A MESSAGE_CREATE without content is skipped and counted; unknown fields are ignored; the source goes on.
+    md.post_with(A, "mallory", |d| {
+        d.as_object_mut().unwrap().remove("content");
+    });
+    let a3 = md.post_with(A, "ada", |d| {
+        d["content"] = "with new fields".into();
+        d["some_future_field"] = serde_json::json!({"x": 1});
+    });
+    run.wait_items(4).await;
+    let g = run.seen.lock();
+    assert_eq!(g.skips, vec![Skip::Malformed]);
+    assert_eq!(g.items[3].0, a3.to_string());
+    assert_eq!(g.cursor.last_message.get(&A), Some(&a3));
+    assert_eq!(g.cursor.last_message.get(&B), Some(&b1));
+    assert!(g.cursor.session_id.is_some() && g.cursor.sequence >= 6, "{:?}", g.cursor);
+    assert!(g.errors.is_empty(), "{:?}", g.errors);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_reconnect_and_close_4000_resume_without_loss_or_repeat() {
+    let md = MockDiscord::start().await;
+    let run = start(&md, DiscordCursor::default());
+    session_up(&md).await;
+    let mut posted = vec![md.post(A, "ada", "one"), md.post(B, "bob", "two")];
+    run.wait_items(2).await;
+
+    // The TCP connection drops; messages posted meanwhile are replayed on RESUME.
+    md.drop_all();
+    posted.push(md.post(A, "ada", "three while away"));
+    posted.push(md.post(B, "bob", "four while away"));
+    run.wait_items(4).await;
+    md.wait("one resume", DEADLINE, |m| m.resumes().len() == 1).await;
+
+    // RECONNECT (op 7) from the gateway.
+    md.send_reconnect();
+    md.wait("the second resume", DEADLINE, |m| m.resumes().len() == 2 && m.live_sessions() == 1).await;
+    posted.push(md.post(A, "ada", "five"));
+    run.wait_items(5).await;
+
+    // A resumable close code.
+    md.close_all(4000);
+    posted.push(md.post(B, "bob", "six while away"));
+    run.wait_items(6).await;
+    md.wait("the third resume", DEADLINE, |m| m.resumes().len() == 3).await;
+
+    assert_eq!(md.identifies(), 1, "every reconnect resumed the one session");
+    let session = run.seen.lock().cursor.session_id.clone().unwrap();
+    assert!(md.resumes().iter().all(|(s, _)| *s == session), "{:?}", md.resumes());
+    // Nothing lost, nothing repeated, in order.
+    let want: Vec<String> = posted.iter().map(|p| p.to_string()).collect();
+    // A message posted just as the connection dropped may reach the source twice (once live, once replayed): the
+    // second copy is a counted duplicate, never a second item.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(run.ids(), want);
+    assert!(run.seen.lock().skips.iter().all(|s| *s == Skip::Duplicate));
+}
+
+#[tokio::test]
+async fn a_restart_resumes_the_saved_session_or_backfills_over_rest() {
+    let md = MockDiscord::start().await;
+    let run = start(&md, DiscordCursor::default());
+    session_up(&md).await;
+    let mut posted = vec![md.post(A, "ada", "b1"), md.post(A, "ada", "b2")];
+    run.wait_items(2).await;
+    let (c1, got1) = run.stop().await;
+    md.wait("the old connection gone", DEADLINE, |m| m.live() == 0).await;
+
+    // Posted while the monitor is down: the session keeps them for a resume.
+    posted.push(md.post(A, "ada", "b3 while down"));
+    posted.push(md.post(B, "bob", "b4 while down"));
+    let run = start(&md, c1.clone());
+    run.wait_items(2).await;
+    assert_eq!(md.resumes().last().cloned(), Some((c1.session_id.clone().unwrap(), c1.sequence)));
+    assert_eq!(md.identifies(), 1);
+    let (c2, got2) = run.stop().await;
+    md.wait("the old connection gone", DEADLINE, |m| m.live() == 0).await;
+
+    // The session expires while the monitor is down: the messages exist only in the channels' history.
+    md.expire_sessions();
+    posted.push(md.post(A, "ada", "b5 after expiry"));
+    posted.push(md.post(B, "bob", "b6 after expiry"));
+    posted.push(md.post(A, "ada", "b7 after expiry"));
+    md.rate_limit_rest(1);
+    let run = start(&md, c2.clone());
+    run.wait_items(3).await;
+    assert_eq!(md.identifies(), 2, "a new session after INVALID_SESSION");
+    let calls = md.rest_calls();
+    let a_after = c2.last_message[&A];
+    assert!(
+        calls.iter().any(|c| *c == format!("/channels/{A}/messages?after={a_after}&limit=100")),
+        "backfill of A after its last saved message: {calls:?}"
+    );
+    assert!(
+        run.seen.lock().errors.iter().any(|e| matches!(e, SourceError::RateLimited { .. })),
+        "the 429 was seen and waited out"
+    );
+    posted.push(md.post(B, "bob", "b8 live again"));
+    run.wait_items(4).await;
+    let (_, got3) = run.stop().await;
+
+    let all: Vec<String> = got1.into_iter().chain(got2).chain(got3).collect();
+    let want: Vec<String> = posted.iter().map(|p| p.to_string()).collect();
+    assert_eq!(all, want, "every message exactly once, in order, across two restarts");
+}
+
+#[tokio::test]
+async fn fatal_close_codes_and_a_refused_token_stop_the_source_with_a_reason() {
+    let md = MockDiscord::start().await;
+    let run = start(&md, DiscordCursor::default());
+    session_up(&md).await;
+    md.close_all(4014);
+    run.wait("a fatal error", |s| s.errors.iter().any(|e| matches!(e, SourceError::Fatal(_)))).await;
+    let e = run.seen.lock().errors.last().unwrap().to_string();
+    assert!(e.contains("Message Content Intent"), "{e}");
+
+    std::env::set_var("KRONOS_TEST_DISCORD_BAD_TOKEN", "not-the-token");
+    let mut src = DiscordSource::new("disc", config(&md, "KRONOS_TEST_DISCORD_BAD_TOKEN")).unwrap();
+    let e = src.next(&DiscordCursor::default()).await.unwrap_err();
+    assert!(matches!(&e, SourceError::Fatal(m) if m.contains("KRONOS_TEST_DISCORD_BAD_TOKEN")), "{e}");
+    assert!(!e.to_string().contains("not-the-token"), "the token is never in a message");
+
+    let e = DiscordSource::new("disc", config(&md, "KRONOS_TEST_DISCORD_UNSET")).err().unwrap();
+    assert!(e.to_string().contains("KRONOS_TEST_DISCORD_UNSET"), "{e}");
+}
