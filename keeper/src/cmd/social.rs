@@ -87,6 +87,8 @@ pub fn run(c: SocialCommand) -> Result<()> {
                         SourceKind::Rss(r) => (r.poll.as_secs().to_string(), r.url.to_string()),
                         SourceKind::HttpJson(j) => (j.poll.as_secs().to_string(), j.url.to_string()),
                         SourceKind::Keeper(k) => ("push".to_string(), k.url.to_string()),
+                        SourceKind::Discord(d) => ("push".to_string(), d.api_url.to_string()),
+                        SourceKind::Telegram(t) => (format!("{}", t.poll_timeout_s), t.api_url.to_string()),
                     };
                     // Without the query: it may hold an API key.
                     let url = url.split('?').next().unwrap_or("").to_string();

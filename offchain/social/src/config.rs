@@ -120,6 +120,8 @@ pub enum SourceKind {
     Rss(RssConfig),
     HttpJson(JsonConfig),
     Keeper(KeeperConfig),
+    Discord(crate::sources::discord::DiscordConfig),
+    Telegram(crate::sources::telegram::TelegramConfig),
 }
 
 impl SourceKind {
@@ -128,6 +130,8 @@ impl SourceKind {
             SourceKind::Rss(_) => "rss",
             SourceKind::HttpJson(_) => "http_json",
             SourceKind::Keeper(_) => "keeper",
+            SourceKind::Discord(_) => "discord",
+            SourceKind::Telegram(_) => "telegram",
         }
     }
 }
@@ -405,7 +409,7 @@ pub fn parse_source(i: usize, t: toml::Table) -> Result<SourceConfig, (String, S
     let kind = t
         .get("kind")
         .and_then(|k| k.as_str())
-        .ok_or_else(|| (at("kind"), "is required (rss, http_json, keeper)".to_string()))?
+        .ok_or_else(|| (at("kind"), "is required (rss, http_json, keeper, discord, telegram)".to_string()))?
         .to_string();
     let de = |e: toml::de::Error| (format!("source[{i}]"), e.message().to_string());
     let http_url = |f: &str, s: &str| -> Result<url::Url, (String, String)> {
@@ -517,7 +521,33 @@ pub fn parse_source(i: usize, t: toml::Table) -> Result<SourceConfig, (String, S
                 }),
             })
         }
-        other => Err((at("kind"), format!("'{other}' is not a source kind (rss, http_json, keeper)"))),
+        "discord" => {
+            let c = crate::sources::discord::DiscordConfig::parse(i, value.as_table().expect("a table"))?;
+            let name = value.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+            Ok(SourceConfig {
+                name: name_ok(name)?,
+                weight: weight(
+                    value.get("weight").and_then(|w| w.as_float().or_else(|| w.as_integer().map(|i| i as f64))),
+                )?,
+                trusted: value.get("trusted").and_then(|t| t.as_bool()).unwrap_or(false),
+                kind: SourceKind::Discord(c),
+            })
+        }
+        "telegram" => {
+            let c = crate::sources::telegram::TelegramConfig::parse(i, value.as_table().expect("a table"))?;
+            let name = value.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+            Ok(SourceConfig {
+                name: name_ok(name)?,
+                weight: weight(
+                    value.get("weight").and_then(|w| w.as_float().or_else(|| w.as_integer().map(|i| i as f64))),
+                )?,
+                trusted: value.get("trusted").and_then(|t| t.as_bool()).unwrap_or(false),
+                kind: SourceKind::Telegram(c),
+            })
+        }
+        other => {
+            Err((at("kind"), format!("'{other}' is not a source kind (rss, http_json, keeper, discord, telegram)")))
+        }
     }
 }
 

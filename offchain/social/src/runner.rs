@@ -276,6 +276,24 @@ pub fn spawn_sources(
                 o,
                 shutdown.clone(),
             ),
+            SourceKind::Discord(c) => match crate::sources::discord::DiscordSource::new(&s.name, c.clone()) {
+                Ok(src) => spawn_source(m.clone(), src, o, shutdown.clone()),
+                Err(e) => {
+                    m.register(&s.name, "discord");
+                    m.record(&s.name, State::Stopped, Some(&e), 0);
+                    tracing::error!(source = %s.name, error = %e, "source not started");
+                    continue;
+                }
+            },
+            SourceKind::Telegram(c) => match crate::sources::telegram::TelegramSource::new(&s.name, c.clone()) {
+                Ok(src) => spawn_source(m.clone(), src, o, shutdown.clone()),
+                Err(e) => {
+                    m.register(&s.name, "telegram");
+                    m.record(&s.name, State::Stopped, Some(&e), 0);
+                    tracing::error!(source = %s.name, error = %e, "source not started");
+                    continue;
+                }
+            },
         };
         tasks.push(t);
     }

@@ -600,3 +600,23 @@ mod tests {
         assert_eq!(serde_json::from_str::<DiscordCursor>("{}").unwrap(), DiscordCursor::default());
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use crate::config::{Config, SourceKind};
+
+    #[test]
+    fn discord_and_telegram_sources_in_the_monitor_config() {
+        let text = "[social]\nstore = \"sqlite::memory:\"\n\n[[source]]\nname = \"disc\"\nkind = \"discord\"\nweight = 2\n\
+                    channels = [\"42\"]\n\n[[source]]\nname = \"tg\"\nkind = \"telegram\"\nchats = [-100123]\ntrusted = true\n";
+        let c = Config::parse(text, "t.toml").unwrap();
+        assert!(matches!(&c.sources[0].kind, SourceKind::Discord(d) if d.channels.contains(&42)));
+        assert_eq!((c.sources[0].weight, c.sources[0].trusted), (2.0, false));
+        assert!(matches!(&c.sources[1].kind, SourceKind::Telegram(t) if t.chats.contains(&-100123)));
+        assert!(c.sources[1].trusted);
+        let e = Config::parse(&text.replace("channels = [\"42\"]", "channels = [\"x\"]"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "source[0].channels[0]");
+        let e = Config::parse(&text.replace("name = \"tg\"", "name = \"t g\""), "t.toml").unwrap_err();
+        assert_eq!(e.field, "source[1].name");
+    }
+}
