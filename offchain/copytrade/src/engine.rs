@@ -226,6 +226,11 @@ pub struct Engine {
     startup_commands: Vec<Command>,
     /// A start-up attempt already began the emergency stop (a retry makes another pass, not another start).
     startup_emergency_done: bool,
+    /// The runtime ratio override was reported (once per process).
+    ratio_override_noted: bool,
+    /// An emergency request (or the stop at start-up) has not had its outcome recorded yet: the next incomplete
+    /// pass records it even when its alert is rate-limited, so the requester is answered.
+    emergency_report_due: bool,
 }
 
 fn now_ms() -> i64 {
@@ -322,6 +327,8 @@ impl Engine {
             ai_token: None,
             startup_commands: Vec::new(),
             startup_emergency_done: false,
+            ratio_override_noted: false,
+            emergency_report_due: false,
         };
         (engine, handles)
     }
@@ -457,7 +464,10 @@ impl Engine {
             };
             sim.set_position(&s, ps, SimPosition { amount: q, entry_price: e });
         }
-        for r in stops.into_iter().filter(|r| r.kind == "stop") {
+        // Idempotent: a retried start-up restores each stop once.
+        let fresh: Vec<_> =
+            stops.into_iter().filter(|r| r.kind == "stop" && sim.stop(&r.client_id).is_none()).collect();
+        for r in fresh {
             let qty = r.qty.parse::<Decimal>().unwrap_or_default();
             sim.restore_stop(kronos_binance::types::AlgoOrder {
                 algo_id: r.exchange_id.unwrap_or(0),
@@ -530,6 +540,11 @@ impl Engine {
                         for t in &trades {
                             self.store_fill(&r.client_id, t).await;
                         }
+                        // The position it opened is the exchange's now: the reconcile below adopts it as this
+                        // order's, not as drift (as for an order of unknown fate found late).
+                        let signed = if r.side == "BUY" { o.executed_qty } else { o.executed_qty.neg() };
+                        let e = self.explained.entry(r.symbol.clone()).or_insert(Decimal::ZERO);
+                        *e = e.checked_add(&signed).unwrap_or(*e);
                         self.event(
                             "resolved",
                             &r.symbol,
@@ -1628,15 +1643,25 @@ impl Engine {
 
     // ---- risk --------------------------------------------------------------------------------------------------
 
-    async fn refresh_equity(&mut self) {
+    /// Reads the follower's equity; `false` when it could not be read (the last value, or an estimate booked from
+    /// fills since, stays in `self.equity` for sizing, but is never recorded as a sample).
+    async fn refresh_equity(&mut self) -> bool {
         match self.venue.equity(&self.cfg.quote_asset).await {
-            Ok(e) => self.equity = Some(e),
-            Err(e) => tracing::warn!(error = %e, "copy-trader: equity could not be read"),
+            Ok(e) => {
+                self.equity = Some(e);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "copy-trader: equity could not be read");
+                false
+            }
         }
     }
 
     async fn check_risk(&mut self) {
-        self.refresh_equity().await;
+        if !self.refresh_equity().await {
+            return;
+        }
         let Some(eq) = self.equity else { return };
         let total = eq.total();
         let before = self.risk.clone();
@@ -1707,6 +1732,7 @@ impl Engine {
         }
         self.ai.clear();
         self.emergency_retry = None;
+        self.emergency_report_due = true;
         self.emergency_pass().await;
     }
 
@@ -1826,6 +1852,7 @@ impl Engine {
                 }
                 self.emergency_retry = None;
                 self.emergency_alerted.clear();
+                self.emergency_report_due = false;
                 self.status.lock().emergency_open.clear();
                 self.event("emergency_done", "", "no position left open").await;
                 return;
@@ -1857,8 +1884,12 @@ impl Engine {
     /// An `emergency_incomplete` alert, raised again for the same state (`key`) only after
     /// [`EMERGENCY_ALERT_REPEAT`]; the status always shows what is open.
     async fn emergency_incomplete(&mut self, key: &str, detail: String) {
+        let report = std::mem::take(&mut self.emergency_report_due);
         if self.emergency_alert_due(&format!("incomplete {key}")) {
             self.risk_event("emergency_incomplete", "", detail).await;
+        } else if report {
+            // Alerted before, but this request is answered: recorded without another alert.
+            self.event("emergency_incomplete", "", &detail).await;
         } else {
             tracing::warn!(%detail, "copy-trader: emergency stop still incomplete (alerted before)");
         }
@@ -1889,6 +1920,7 @@ impl Engine {
                     )
                     .await;
                     self.emergency_retry = None;
+                    self.emergency_report_due = true;
                     self.emergency_pass().await;
                 }
             }
@@ -1960,7 +1992,9 @@ impl Engine {
             _ => self.cfg.sizing.ratio,
         };
         let first = !self.status.lock().ready;
-        if first && wanted != self.cfg.sizing.ratio {
+        if first && wanted != self.cfg.sizing.ratio && !self.ratio_override_noted {
+            // Once per process, not at every retried start-up attempt.
+            self.ratio_override_noted = true;
             // Not silent: the configured ratio is not the one in effect.
             let detail = format!(
                 "ratio {wanted} set at runtime (Telegram /ratio or kronos copytrade ratio) is in effect, not \
@@ -2264,9 +2298,9 @@ impl Engine {
             // Whatever this turn changed (a fill from a lead poll, a switch or an emergency stop read from the store,
             // a paper stop that fired) is shown at once, not at the next reconcile. After a fill the equity is read
             // again (once the turn's orders and stops are out, so it delays neither).
-            if std::mem::take(&mut self.equity_stale) {
-                self.refresh_equity().await;
-                // Recorded too, for readers of the store (the bot without the API, `kronos copytrade stats`).
+            if std::mem::take(&mut self.equity_stale) && self.refresh_equity().await {
+                // Recorded too, for readers of the store (the bot without the API, `kronos copytrade stats`); only
+                // what was read, never the estimate a failed read leaves.
                 if let Some(e) = self.equity {
                     let _ = self.store.record_equity(now_ms(), e.total()).await;
                 }

@@ -1438,3 +1438,95 @@ async fn a_stop_cancelled_while_the_copy_trader_is_down_is_placed_again() {
     wait_for("another new stop", || w.follower_stops().first().is_some_and(|s| s.client_algo_id != now)).await;
     r.stop().await;
 }
+
+/// Audit of issue 14, L1: an order a crashed run left `sending` that the exchange filled is booked at the restart
+/// and the position it opened is adopted as its own, not reported as drift.
+#[tokio::test]
+async fn an_order_filled_while_the_copy_trader_was_down_is_not_drift() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.ex.inject_for(
+        FOLLOWER,
+        "POST",
+        "/fapi/v1/order",
+        Fault::Timeout { executed: true, delay: Duration::from_secs(5) },
+        1,
+    );
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.kill().await;
+    let r = w.start(&cfg).await;
+    r.settle().await;
+    assert!(has_event(&r.handles.store, "resolved", "had been filled").await);
+    let drift: Vec<_> =
+        r.handles.store.events(500).await.unwrap().into_iter().filter(|e| e.kind == "position_drift").collect();
+    assert!(drift.is_empty(), "the resolved order's fill reported as drift: {drift:?}");
+    assert!(has_event(&r.handles.store, "position_adopted", "recorded 0, exchange holds 0.05").await);
+    r.stop().await;
+}
+
+/// Audit of issue 14, L2: while the follower's balance cannot be read, no equity sample is recorded (neither the
+/// last one again nor an estimate booked from a fill on top of it).
+#[tokio::test]
+async fn equity_is_recorded_only_when_it_was_read() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v2/balance", Fault::Unknown503 { executed: false }, 100_000);
+    let t0 = kronos_common::time::now_ms() as i64 + 1;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.settle().await;
+    r.settle().await;
+    let samples = r.handles.store.equity_since(t0).await.unwrap();
+    assert!(samples.is_empty(), "equity recorded although it could not be read: {samples:?}");
+    r.stop().await;
+}
+
+/// Audit of issue 14, L3: a start-up that is retried reports a runtime ratio override once, not at every attempt.
+#[tokio::test]
+async fn a_retried_start_up_reports_the_ratio_override_once() {
+    let w = World::new().await;
+    let cfg = w.default_config("paper");
+    let r = w.start(&cfg).await;
+    r.handles.store.set_state("ratio", "0.8").await.unwrap();
+    wait_for("the override in force", || r.handles.status.lock().ratio == "0.8").await;
+    r.stop().await;
+    // The first two attempts fail at the lead (each read is tried three times; the third attempt starts).
+    w.ex.inject_for(LEAD, "GET", "/fapi/v2/positionRisk", Fault::Unknown503 { executed: false }, 6);
+    let r = w.start(&cfg).await;
+    let n = r.handles.store.events(500).await.unwrap().iter().filter(|e| e.kind == "ratio_override").count();
+    assert_eq!(n, 1, "ratio_override recorded at every start-up attempt");
+    r.stop().await;
+}
+
+/// Audit of issue 14, L4: a repeated emergency request while a close keeps being refused gets its own outcome
+/// record (the alert is rate-limited, the answer to the request is not), so the asker is not told "not running".
+#[tokio::test]
+async fn a_repeated_emergency_request_gets_its_own_outcome() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    let refused = r#"{"code":-2022,"msg":"ReduceOnly Order is rejected."}"#;
+    w.ex.inject_for(
+        FOLLOWER,
+        "POST",
+        "/fapi/v1/order",
+        Fault::Malformed { status: 400, body: refused.into() },
+        100_000,
+    );
+    let store = r.handles.store.clone();
+    for _ in 0..2 {
+        let since = kronos_common::time::now_ms() as i64;
+        r.handles.commands.send(kronos_copytrade::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+        let outcome = kronos_copytrade::report::emergency_outcome(&store, since, Duration::from_secs(60)).await;
+        assert!(
+            matches!(outcome, kronos_copytrade::report::EmergencyOutcome::Incomplete(_)),
+            "each request is answered: {outcome:?}"
+        );
+    }
+    r.stop().await;
+}
