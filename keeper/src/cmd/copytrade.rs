@@ -131,10 +131,14 @@ fn stats(a: CopyArgs) -> Result<()> {
 fn ratio(a: RatioArgs) -> Result<()> {
     let cfg = Config::load(&a.common.config)?;
     let value = match &a.value {
-        Some(v) => Some(
-            kronos_copytrade::report::valid_ratio(v)
-                .ok_or_else(|| anyhow::anyhow!("ratio: '{v}' is not a number above 0 and at most 100 (e.g. 0.5)"))?,
-        ),
+        Some(v) => Some(kronos_copytrade::report::valid_ratio(v).ok_or_else(|| {
+            anyhow::anyhow!(
+                "ratio: '{v}' is not a number from {} to {} (e.g. 0.5; smaller ratios round every position to \
+                         zero)",
+                kronos_copytrade::report::MIN_RATIO,
+                kronos_copytrade::report::MAX_RATIO
+            )
+        })?),
         None => None,
     };
     runtime()?.block_on(async move {

@@ -523,6 +523,16 @@ impl Config {
             margin_type,
             allow,
         };
+        if crate::report::valid_ratio(&sizing.ratio.to_string()).is_none() {
+            return Err(v.err(
+                "copytrade.sizing.ratio",
+                format!(
+                    "must be at least {} (smaller ratios round every position to zero; got {})",
+                    crate::report::MIN_RATIO,
+                    s.ratio
+                ),
+            ));
+        }
         let p = c.protection;
         let protection = ProtectionConfig {
             stop_loss_pct: v.dec("copytrade.protection.stop_loss_pct", &p.stop_loss_pct, Some("0"), Some("50"))?,
@@ -802,6 +812,7 @@ cooldown = "6h"
         let cases = [
             (GOOD.replace("ratio = \"0.5\"", "ratio = \"-1\""), "copytrade.sizing.ratio", "greater than 0"),
             (GOOD.replace("ratio = \"0.5\"", "ratio = \"half\""), "copytrade.sizing.ratio", "not a decimal"),
+            (GOOD.replace("ratio = \"0.5\"", "ratio = \"0.0001\""), "copytrade.sizing.ratio", "at least 0.001"),
             (GOOD.replace("\"ETHUSDT\"", "\"eth-usdt\""), "copytrade.sizing.allow[1]", "not a symbol"),
             (GOOD.replace("leverage = 3", "leverage = 9"), "copytrade.sizing.leverage", "exceeds max_leverage"),
             (

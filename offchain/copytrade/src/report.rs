@@ -103,9 +103,17 @@ pub struct RatioOverride {
     pub set_ms: Option<i64>,
 }
 
-/// A ratio override as the engine takes it: a number in (0, 100]; anything else is ignored.
+/// The smallest ratio taken (configured or set at runtime): below it positions round to zero, which would close
+/// everything.
+pub const MIN_RATIO: &str = "0.001";
+/// The largest ratio taken.
+pub const MAX_RATIO: i128 = 100;
+
+/// A ratio as the engine takes it: a number from [`MIN_RATIO`] to [`MAX_RATIO`]; anything else is refused (an
+/// override in the store outside that range is ignored).
 pub fn valid_ratio(s: &str) -> Option<Decimal> {
-    s.trim().parse::<Decimal>().ok().filter(|r| *r > Decimal::ZERO && *r <= Decimal::from_int(100))
+    let min: Decimal = MIN_RATIO.parse().expect("literal");
+    s.trim().parse::<Decimal>().ok().filter(|r| *r >= min && *r <= Decimal::from_int(MAX_RATIO))
 }
 
 /// The stored state: the switches, risk flags, positions, lead, recent orders and events.
@@ -409,5 +417,16 @@ mod tests {
             .contains("'-3' in the store (set by another process) is not a ratio"));
         let on = StoredStatus { trading: true, ratio_override: None, ..s };
         assert!(render_status(&on, d("0.5"), "ct.toml", 0).starts_with("copy-trading: ON\nratio: 0.5"));
+    }
+
+    /// Audit of issue 14, L5: a ratio so small that every position rounds to zero (closing everything) is refused.
+    #[test]
+    fn a_ratio_below_the_minimum_is_refused() {
+        for bad in ["1e-30", "0.0000000000000000000000000001", "0.0009", "0", "-1", "100.01", "x"] {
+            assert_eq!(valid_ratio(bad), None, "{bad}");
+        }
+        for good in ["0.001", "0.5", "100"] {
+            assert_eq!(valid_ratio(good), Some(good.parse().unwrap()), "{good}");
+        }
     }
 }

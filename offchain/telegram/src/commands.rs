@@ -42,7 +42,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "ratio",
         args: "<x>",
-        help: "follower size = lead x ratio (0 < x <= 100; asks for confirmation)",
+        help: "follower size = lead x ratio (0.001 <= x <= 100; asks for confirmation)",
         control: true,
     },
     Spec { name: "emergency", args: "", help: "close everything (asks for confirmation)", control: true },
@@ -503,8 +503,13 @@ impl Commands {
             Ok(r) => r,
             Err(_) => return format!("'{}' is not a number. Usage: /ratio 0.5", esc(a)),
         };
-        if r <= Decimal::ZERO || r > Decimal::from_int(100) {
-            return format!("{}: the ratio must be above 0 and at most 100.", esc(a));
+        if kronos_copytrade::report::valid_ratio(a).is_none() {
+            return format!(
+                "{}: the ratio must be at least {} (smaller ratios round every position to zero) and at most {}.",
+                esc(a),
+                kronos_copytrade::report::MIN_RATIO,
+                kronos_copytrade::report::MAX_RATIO
+            );
         }
         let now = match self.backend.copytrader().await {
             Ok(v) => v.ratio.unwrap_or_else(|| "the configured one".into()),

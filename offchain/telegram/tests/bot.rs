@@ -155,8 +155,8 @@ async fn commands_answer_with_tables_and_validate_their_arguments() {
     assert!(bal.contains("10003.18"), "{bal}"); // 10003.175, rounded
 
     assert!(w.ask(CONTROL, CONTROL, "/ratio abc").await.contains("'abc' is not a number"));
-    assert!(w.ask(CONTROL, CONTROL, "/ratio -1").await.contains("must be above 0 and at most 100"));
-    assert!(w.ask(CONTROL, CONTROL, "/ratio 101").await.contains("must be above 0 and at most 100"));
+    assert!(w.ask(CONTROL, CONTROL, "/ratio -1").await.contains("must be at least 0.001"));
+    assert!(w.ask(CONTROL, CONTROL, "/ratio 101").await.contains("and at most 100"));
     assert!(w.ask(CONTROL, CONTROL, "/ratio").await.contains("Usage: /ratio"));
     assert_eq!(store.get_state("ratio").await.unwrap(), None, "nothing was changed by bad input");
     // A new ratio needs its confirmation (issue 14, item 11).
@@ -682,5 +682,20 @@ async fn confirmations_belong_to_the_user_who_asked() {
     w.ask(GROUP, CONTROL, "/emergency").await;
     let again = w.ask(GROUP, CONTROL, "/ratio 3").await;
     assert!(again.contains("replaces your pending request (closes every position"), "{again}");
+    r.stop().await;
+}
+
+/// Audit of issue 14, L5: `/ratio` below the documented minimum (0.001) is refused: a ratio like 1e-30 rounds every
+/// position to zero and would close everything.
+#[tokio::test]
+async fn a_ratio_below_the_minimum_is_refused() {
+    let w = World::new().await;
+    let store = seeded_store(&w).await;
+    let r = w.start(w.config(""), Backend::new(None, None, Some(store.clone())), Signals::None).await;
+    let reply = w.ask(CONTROL, CONTROL, "/ratio 0.0000001").await;
+    assert!(reply.contains("at least 0.001") && !reply.contains("/confirm"), "{reply}");
+    // An exponent is not taken as a number at all.
+    let reply = w.ask(CONTROL, CONTROL, "/ratio 1e-30").await;
+    assert!(!reply.contains("/confirm"), "{reply}");
     r.stop().await;
 }
