@@ -225,13 +225,16 @@ fn split_signature(raw: &str) -> (String, Option<String>) {
 
 /// The limits it serves under ([`kronos_common::http_guard`]): the services' defaults except that it has its own
 /// Binance-style request weight instead of a per-address rate, keeps quiet connections open (its user-data streams
-/// send no pings, and clients may sit idle between test steps) and takes up to 1 MiB bodies.
+/// send no pings, and clients may sit idle between test steps), never cuts a request short (a held reply is a fault
+/// under test) and takes up to 1 MiB bodies.
 pub fn limits() -> Limits {
     Limits {
         rate_per_s: 0,
         header_timeout: Duration::from_secs(300),
         idle_timeout: Duration::from_secs(24 * 3600),
         max_body_bytes: 1024 * 1024,
+        // A held reply (`Fault::Timeout`) is the fault under test: the guard never answers 503 in its place.
+        request_timeout: Duration::from_secs(24 * 3600),
         ..Limits::default()
     }
 }

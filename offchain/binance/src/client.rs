@@ -27,6 +27,13 @@ pub enum Network {
 /// What a failed send was, naming the host it could not reach (never the path or query, which carry signatures) and
 /// the causes below reqwest's "error sending request" (DNS, connection refused, TLS…).
 pub(crate) fn send_failure(base_url: &str, e: reqwest::Error) -> String {
+    send_failure_as(base_url, e, false)
+}
+
+/// [`send_failure`] of a request that may have reached the exchange (`may_have_arrived`: anything but a failed
+/// connect): it may have been carried out, so it says the outcome is unknown rather than that the host could not be
+/// reached.
+pub(crate) fn send_failure_as(base_url: &str, e: reqwest::Error, may_have_arrived: bool) -> String {
     let host = url::Url::parse(base_url)
         .ok()
         .and_then(|u| {
@@ -36,10 +43,14 @@ pub(crate) fn send_failure(base_url: &str, e: reqwest::Error) -> String {
             })
         })
         .unwrap_or_else(|| base_url.to_string());
-    let what = if e.is_timeout() {
-        "no answer from"
-    } else if e.is_connect() {
+    let what = if e.is_connect() {
         "could not connect to"
+    } else if may_have_arrived && e.is_timeout() {
+        "outcome unknown: sent, but no answer in time from"
+    } else if may_have_arrived {
+        "outcome unknown: sent, but the exchange's answer was lost from"
+    } else if e.is_timeout() {
+        "no answer from"
     } else {
         "could not reach"
     };
@@ -402,8 +413,11 @@ impl FuturesClient {
                 Ok(r) => r,
                 Err(e) => {
                     let connect = e.is_connect();
-                    let detail =
-                        kronos_common::Redactor::global().redact(&send_failure(self.cfg.network.rest_url(), e));
+                    let detail = kronos_common::Redactor::global().redact(&send_failure_as(
+                        self.cfg.network.rest_url(),
+                        e,
+                        !connect,
+                    ));
                     if connect {
                         return Err(BinanceError::Transport { endpoint, detail });
                     }
@@ -833,5 +847,36 @@ impl FuturesClient {
     pub async fn close_listen_key(&self) -> Result<(), BinanceError> {
         let _: Value = self.request(Method::DELETE, "/fapi/v1/listenKey", vec![], Security::ApiKey, 1).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kronos_binance_mock::{Fault, MockExchange};
+
+    /// Audit of issue 14, L6: a request that was sent and then got no answer may have been carried out: its error
+    /// says the outcome is unknown, never that the host "could not be reached".
+    #[tokio::test]
+    async fn a_sent_request_without_an_answer_says_its_outcome_is_unknown() {
+        let ex = MockExchange::start().await;
+        ex.add_account("k", "s", "1000", false);
+        ex.inject_for(
+            "k",
+            "POST",
+            "/fapi/v1/leverage",
+            Fault::Timeout { executed: true, delay: Duration::from_secs(3) },
+            1,
+        );
+        let mut cfg = ClientConfig::new(Network::Custom { rest: ex.rest_url(), ws: ex.ws_url() });
+        cfg.timeout = Duration::from_millis(500);
+        let c = FuturesClient::new(cfg, Some(Credentials { api_key: Secret::new("k"), api_secret: Secret::new("s") }))
+            .unwrap();
+        match c.set_leverage("BTCUSDT", 2).await {
+            Err(BinanceError::Unknown { detail, .. }) => {
+                assert!(detail.contains("outcome unknown") && !detail.contains("could not reach"), "{detail}")
+            }
+            other => panic!("expected an unknown outcome: {other:?}"),
+        }
     }
 }
