@@ -15,6 +15,8 @@ pub trait Fanout: Send + Sync + 'static {
     /// A name for logs and metrics (`bus`, `redis`).
     fn name(&self) -> &'static str;
     fn publish(&self, item: &Arc<Item>);
+    /// Adds the destination's own metrics to `/metrics` (none by default).
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// The channel names an item belongs to on a pub/sub fan-out: `social:asset:<SYMBOL>` for each asset it mentions,

@@ -38,6 +38,13 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// Registers each fan-out's own metrics (the Redis publisher's counters).
+    pub fn register_fanout_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        for f in &self.fanouts {
+            f.register_metrics(registry);
+        }
+    }
+
     /// A monitor over `store`, its pipeline state refilled from the store. Accepted items go to the returned
     /// monitor's [`Bus`] and to `fanouts`.
     pub async fn new(store: Store, rules: Rules, fanouts: Vec<Arc<dyn Fanout>>) -> Result<Arc<Monitor>> {

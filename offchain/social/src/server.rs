@@ -59,6 +59,7 @@ impl Server {
         let gm = GuardMetrics::default();
         let mut registry = Registry::default();
         monitor.metrics.register(&mut registry);
+        monitor.register_fanout_metrics(&mut registry);
         gm.register(&mut registry);
         let guard = Guard::new(limits, gm);
         Server { inner: Arc::new(Inner { monitor, guard, registry, frames: OnceLock::new() }) }

@@ -107,6 +107,17 @@ url = "{redis}"
 
     let base = format!("http://{}", running.addr);
     assert_eq!(texts(&base).await.len(), 2);
+    // The Redis publisher's counters are on /metrics.
+    let t = Instant::now();
+    loop {
+        let m = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        if m.contains("social_redis_published_total 2") && m.contains("social_redis_connected 1") {
+            assert!(m.contains("social_redis_failures_total 0"), "{m}");
+            break;
+        }
+        assert!(t.elapsed() < DEADLINE, "no Redis counters on /metrics: {m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     running.stop().await;
     md.wait("the old Discord connection gone", DEADLINE, |m| m.live() == 0).await;
 

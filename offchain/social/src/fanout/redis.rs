@@ -9,7 +9,9 @@
 //! twice keeps the item ids it saw). While it is down the queue fills; past its bound new items are dropped and
 //! counted. Subscribers come and go on Redis's side: one that disconnects changes nothing for the publisher.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,19 +80,19 @@ impl RedisConfig {
     }
 }
 
-/// Counters of the Redis fan-out (also on `/metrics`).
+/// Counters of the Redis fan-out (also on `/metrics` as `social_redis_*`).
 #[derive(Debug, Default)]
 pub struct RedisStats {
     /// Items published (each on all its channels).
-    pub published: AtomicU64,
+    pub published: Counter,
     /// Failed connects and failed publishes.
-    pub failures: AtomicU64,
+    pub failures: Counter,
     /// Connections made after a failure.
-    pub reconnects: AtomicU64,
+    pub reconnects: Counter,
     /// Items dropped because the queue was full (Redis slow or down).
-    pub dropped: AtomicU64,
-    /// Whether the publisher holds a working connection now.
-    pub connected: AtomicBool,
+    pub dropped: Counter,
+    /// Whether the publisher holds a working connection now (1) or not (0).
+    pub connected: Gauge,
 }
 
 /// A snapshot of [`RedisStats`].
@@ -106,12 +108,20 @@ pub struct RedisSnapshot {
 impl RedisStats {
     pub fn snapshot(&self) -> RedisSnapshot {
         RedisSnapshot {
-            published: self.published.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            reconnects: self.reconnects.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            connected: self.connected.load(Ordering::Relaxed),
+            published: self.published.get(),
+            failures: self.failures.get(),
+            reconnects: self.reconnects.get(),
+            dropped: self.dropped.get(),
+            connected: self.connected.get() == 1,
         }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register("social_redis_published", "Items published to Redis", self.published.clone());
+        r.register("social_redis_failures", "Failed Redis connects and publishes", self.failures.clone());
+        r.register("social_redis_reconnects", "Redis connections made after a failure", self.reconnects.clone());
+        r.register("social_redis_dropped", "Items dropped with the Redis queue full", self.dropped.clone());
+        r.register("social_redis_connected", "Whether the Redis publisher is connected", self.connected.clone());
     }
 }
 
@@ -145,9 +155,13 @@ impl Fanout for RedisFanout {
         "redis"
     }
 
+    fn register_metrics(&self, registry: &mut Registry) {
+        self.stats.register(registry);
+    }
+
     fn publish(&self, item: &Arc<Item>) {
         if self.tx.try_send(item.clone()).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped.inc();
         }
     }
 }
@@ -181,15 +195,15 @@ async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<Arc<Item>>, sta
         let mut conn = match client.get_multiplexed_async_connection_with_config(&conn_cfg).await {
             Ok(c) => {
                 if ever_connected {
-                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    stats.reconnects.inc();
                     tracing::info!("redis fan-out: reconnected");
                 }
                 ever_connected = true;
-                stats.connected.store(true, Ordering::Relaxed);
+                stats.connected.set(1);
                 c
             }
             Err(e) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
+                stats.failures.inc();
                 let wait = backoff.fail(&SourceError::Transient(String::new()));
                 tracing::warn!(error = ?e.kind(), retry_in_ms = wait.as_millis() as u64, "redis fan-out: connect failed");
                 if rx.is_closed() && rx.is_empty() && pending.is_empty() {
@@ -219,12 +233,12 @@ async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<Arc<Item>>, sta
             match pipe.query_async::<()>(&mut conn).await {
                 Ok(()) => {
                     backoff.succeed();
-                    stats.published.fetch_add(pending.len() as u64, Ordering::Relaxed);
+                    stats.published.inc_by(pending.len() as u64);
                     pending.clear();
                 }
                 Err(e) => {
-                    stats.failures.fetch_add(1, Ordering::Relaxed);
-                    stats.connected.store(false, Ordering::Relaxed);
+                    stats.failures.inc();
+                    stats.connected.set(0);
                     let wait = backoff.fail(&SourceError::Transient(String::new()));
                     tracing::warn!(error = ?e.kind(), items = pending.len(), retry_in_ms = wait.as_millis() as u64,
                         "redis fan-out: publish failed; reconnecting");
