@@ -182,7 +182,7 @@ try {
   await page.waitForSelector(`[data-card=next][data-epoch="${e}"]`);
   await bet('0.02', 'down');
   const placedB = await msg(/Bet placed|Betting is closed/);
-  check(placedB.includes(`round ${e}`) && placedB.includes('Bet placed'), `B's bet on round ${e}: ${placedB}`);
+  check(placedB.includes(`round ${e}`) && placedB.includes('Bet placed: 0.02'), `B's bet of 0.02 on round ${e}: ${placedB}`);
   await page.evaluate((a) => window.__kronosTestWallet.setAccount(a), ACC.a);
   step('bet UP (A) alone on the next round: one-sided, so refunded');
   const e2 = await openCard(20, e);

@@ -11,7 +11,7 @@ const POSITION = { up: 1, down: 2 };
 const ZERO = '0x0000000000000000000000000000000000000000';
 
 const st = {
-  chains: [], live: [], markets: [], health: null,
+  chains: [], live: [], markets: [], health: null, amount: '0.01',
   providers: [], wallet: null, account: null, refreshTimer: null,
 };
 
@@ -171,6 +171,7 @@ function explainRevert(e, m) {
     case 'BettingClosed': return `Betting is closed for round ${a[1]}: it closed at ${localTime(a[3])}. Bet on the next round.`;
     case 'BetTooSmall': return `Below the minimum bet: ${fmt(a[0], m.decimals, m.symbol)} is less than the minimum of ${fmt(a[1], m.decimals, m.symbol)}.`;
     case 'MarketIsPaused': return `This market is paused: it takes no bets now (market ${a[0]}).`;
+    case 'EnforcedPause': return 'The market contract is paused: it takes no bets now.';
     case 'OppositeSideTaken': return `You already bet the other side of round ${a[1]}; a bet can only be added to on the same side.`;
     case 'NothingToClaim': return `Nothing to claim in round ${a[1]}.`;
     default: return `Transaction reverted: ${d.errorName}(${a.map(String).join(', ')}).`;
@@ -294,7 +295,7 @@ async function renderMarket(chainName, id) {
     if (kind === 'next') {
       const phase = k.open ? 'open' : 'cutoff';
       extra = `<p class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${k.open ? `${k.closes - now} s` : 'closed'}</p>
-        <label for="amount">Amount (${esc(m.symbol)})</label><div class="row"><input id="amount" inputmode="decimal" autocomplete="off" value="0.01" size="10">
+        <label for="amount">Amount (${esc(m.symbol)})</label><div class="row"><input id="amount" inputmode="decimal" autocomplete="off" value="${esc(st.amount)}" size="10">
         <button class="up" type="button" data-side="up">Enter UP</button><button class="down" type="button" data-side="down">Enter DOWN</button></div>
         <p class="mute">Betting closes ${localTime(k.closes)}, ${m.bet_cutoff} s before the lock.</p>`;
       return `<section class="card" data-card="next" data-epoch="${e}" data-phase="${phase}"><h3>Next <span class="tag">#${e}</span></h3>
@@ -318,6 +319,7 @@ async function renderMarket(chainName, id) {
     <h2>My positions</h2><div id="positions">${st.account ? '<p>Reading your bets…</p>' : '<p>Connect a wallet to see your bets, their PnL and what you can claim.</p>'}</div>
     <h2>Settlement proofs</h2>
     <div class="scroll"><table id="proofs"><thead><tr><th>Round</th><th>Result</th><th>Lock checkpoint</th><th>Close checkpoint</th></tr></thead><tbody>${finished.map(proof).join('') || '<tr><td colspan="4">No finished round with bets yet.</td></tr>'}</tbody></table></div>`;
+  document.getElementById('amount').oninput = (ev) => { st.amount = ev.target.value; };
   view.querySelectorAll('button[data-side]').forEach((b) => {
     b.onclick = () => bet(c, m, Number(b.closest('[data-card]').dataset.epoch), POSITION[b.dataset.side]);
   });

@@ -141,3 +141,60 @@ async fn pump(mut socket: WebSocket, target: String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in keeper: `/api/markets` and a `/ws` that sends one signal.
+    async fn upstream() -> SocketAddr {
+        async fn ws(up: WebSocketUpgrade) -> Response {
+            up.on_upgrade(|mut s| async move {
+                let _ = s.send(Message::Text("{\"type\":\"round_locked\"}".into())).await;
+                while let Some(Ok(_)) = s.recv().await {}
+            })
+        }
+        let app = Router::new()
+            .route("/api/markets", get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"markets\":[]}") }))
+            .route("/ws", get(ws));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        addr
+    }
+
+    #[tokio::test]
+    async fn serves_the_page_and_forwards_the_api_and_the_signals() {
+        let keeper = upstream().await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let origin = format!("http://{addr}");
+        let limits =
+            RawLimits { allowed_origins: Some(vec![origin.clone()]), ..Default::default() }.validate("web").unwrap();
+        let guard = Guard::new(limits, GuardMetrics::default());
+        let up = Upstream { api: format!("http://{keeper}").parse().unwrap(), http: reqwest::Client::new() };
+        let app = router(&guard, up);
+        tokio::spawn(async move { guard.serve(l, app, std::future::pending()).await.unwrap() });
+
+        let page = reqwest::get(format!("http://{addr}/")).await.unwrap();
+        assert_eq!(page.headers()["content-security-policy"], crate::web::CSP);
+        assert!(page.text().await.unwrap().contains("/assets/app.js"));
+        let js = reqwest::get(format!("http://{addr}/assets/app.js")).await.unwrap();
+        assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
+        let m = reqwest::get(format!("http://{addr}/api/markets")).await.unwrap();
+        assert_eq!(m.headers()["content-type"], "application/json");
+        assert_eq!(m.text().await.unwrap(), "{\"markets\":[]}");
+        let missing = reqwest::get(format!("http://{addr}/api/nothing")).await.unwrap();
+        assert_eq!(missing.status(), 404, "the keeper's status comes through");
+
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{addr}/ws?types=round_locked").into_client_request().unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let first = ws.next().await.unwrap().unwrap();
+        assert_eq!(first.into_text().unwrap().as_str(), "{\"type\":\"round_locked\"}");
+        let mut foreign = format!("ws://{addr}/ws").into_client_request().unwrap();
+        foreign.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
+        assert!(tokio_tungstenite::connect_async(foreign).await.is_err(), "a foreign origin is refused");
+    }
+}

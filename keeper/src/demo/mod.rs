@@ -171,7 +171,8 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         poll_ms: 250,
         keeper_id: "demo".into(),
         lease: Default::default(),
-        api: Default::default(),
+        // The dApp served on this listener opens /ws from its own origin.
+        api: kronos_common::http_guard::Limits { allowed_origins: dapp_origins(&args.listen), ..Default::default() },
         api_token: None,
         forecaster: forecast.then(|| ForecasterConfig {
             enabled: true,
@@ -268,6 +269,16 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         stake_decimals.insert(c.chain.key.clone(), d);
     }
     Ok(Demo { chains, keeper_stats, bets, store, publisher, db, stake_decimals, copytrade: copy, telegram })
+}
+
+/// The browser origins of the dApp the demo's keeper serves on `listen`: `http://<listen>`, and
+/// `http://localhost:<port>` too when it listens on loopback.
+fn dapp_origins(listen: &str) -> Vec<String> {
+    let mut o = vec![format!("http://{listen}")];
+    if let Some(port) = listen.strip_prefix("127.0.0.1:") {
+        o.push(format!("http://localhost:{port}"));
+    }
+    o
 }
 
 fn table(d: &Demo) -> String {
@@ -405,6 +416,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => { cancel.cancel(); return Ok(()); }
     };
     println!("keeper API: http://{0}/health  http://{0}/metrics  ws://{0}/ws", args.listen);
+    println!("dApp: http://{}/  (every chain's markets, bets and claims from a browser wallet)", args.listen);
     let tty = std::io::stdout().is_terminal();
     let run_started = Instant::now();
     let mut last_print = Instant::now() - Duration::from_secs(60);
