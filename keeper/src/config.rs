@@ -283,7 +283,7 @@ impl Config {
         if k.poll_ms == 0 || k.poll_ms > 60_000 {
             return Err(err("keeper.poll_ms".into(), format!("{} is outside 1..=60000", k.poll_ms)));
         }
-        let keeper_id = k.keeper_id.unwrap_or_else(|| format!("keeper-{}", std::process::id()));
+        let keeper_id = k.keeper_id.unwrap_or_else(default_keeper_id);
         let lease = crate::lease::LeaseSettings::parse(k.lease_ttl_ms, k.lease_refresh_ms, k.shared_signer, &store)
             .map_err(|(f, m)| err(f, m))?;
         let forecaster = match raw.forecaster {
@@ -443,6 +443,18 @@ impl Config {
             }
         }
     }
+}
+
+/// The keeper id when the configuration gives none: host name, process id and a random suffix, so that keepers
+/// started from one configuration (containers all see pid 1) never share an id.
+fn default_keeper_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "keeper".into());
+    format!("{host}-{}-{}", std::process::id(), crate::lease::new_instance_id())
 }
 
 #[cfg(test)]

@@ -115,22 +115,53 @@ pub fn may_send(view: &LeaseView, epoch: i64, now: Instant) -> bool {
     }
 }
 
-/// The view after a renewal statement sent at `sent` answered `row` (`None`: it failed), at `now`.
+/// Until when a term renewed (or taken) by a statement sent at `sent` may be used to send, from the database's own
+/// answer: the time it still had left on its clock (`expires_ms − db_now_ms`) less a quarter of the TTL, and never
+/// later than [`LeaseTiming::valid_until`].
+pub fn valid_until_from(row: &LeaseRow, sent: Instant, timing: &LeaseTiming) -> Instant {
+    let left = Duration::from_millis((row.expires_ms - row.db_now_ms).max(0) as u64);
+    let by_db = (sent + left).checked_sub(timing.ttl / 4).unwrap_or(sent).max(sent);
+    by_db.min(timing.valid_until(sent))
+}
+
+/// This process as a lease holder: its keeper id and its random instance id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Me<'a> {
+    pub id: &'a str,
+    pub instance: &'a str,
+}
+
+impl Me<'_> {
+    fn is(&self, r: &LeaseRow) -> bool {
+        r.holder == self.id && r.instance == self.instance
+    }
+}
+
+/// A live lease held under this keeper's id by another process (another instance id): two keepers were given one
+/// `keeper_id`. The other instance's id, to be reported as an error.
+pub fn duplicate_of<'r>(row: &'r LeaseRow, me: &Me) -> Option<&'r str> {
+    (row.holder == me.id && row.instance != me.instance && row.expires_ms > row.db_now_ms)
+        .then_some(row.instance.as_str())
+}
+
+/// The view after a renewal statement sent at `sent` answered `row` (`None`: it failed), at `now`. A keeper leads
+/// only when the statement wrote the row (`row.wrote`): a row that merely names its keeper id may be another
+/// process's under the same id, or a term of its own that it already gave up locally.
 pub fn after_renewal(
     view: &LeaseView,
     row: Option<&LeaseRow>,
-    me: &str,
+    me: &Me,
     sent: Instant,
     now: Instant,
     timing: &LeaseTiming,
 ) -> (LeaseView, Option<Transition>) {
     match (view, row) {
         (LeaseView::Single, _) => (LeaseView::Single, None),
-        (LeaseView::Leading { epoch, since_ms, valid_until }, Some(r)) if r.holder == me && r.epoch == *epoch => (
+        (LeaseView::Leading { epoch, since_ms, valid_until }, Some(r)) if r.wrote && me.is(r) && r.epoch == *epoch => (
             LeaseView::Leading {
                 epoch: *epoch,
                 since_ms: *since_ms,
-                valid_until: timing.valid_until(sent).max(*valid_until),
+                valid_until: valid_until_from(r, sent, timing).max(*valid_until),
             },
             None,
         ),
@@ -138,8 +169,13 @@ pub fn after_renewal(
             LeaseView::Standby { leader: Some(r.holder.clone()), epoch: r.epoch, since_ms: r.since_ms },
             Some(Transition::Lost {
                 epoch: *epoch,
-                why: if r.holder == me {
+                why: if me.is(r) {
                     format!("the term expired and a new one ({}) began", r.epoch)
+                } else if r.holder == me.id {
+                    format!(
+                        "another process with the same keeper id {} (instance {}) holds it under epoch {}",
+                        r.holder, r.instance, r.epoch
+                    )
                 } else {
                     format!("{} holds it now under epoch {}", r.holder, r.epoch)
                 },
@@ -150,9 +186,9 @@ pub fn after_renewal(
             Some(Transition::Lost { epoch: *epoch, why: "the store could not renew it in time".into() }),
         ),
         (LeaseView::Leading { .. }, None) => (view.clone(), None),
-        (LeaseView::Standby { leader, .. }, Some(r)) if r.holder == me => (
-            LeaseView::Leading { epoch: r.epoch, since_ms: r.since_ms, valid_until: timing.valid_until(sent) },
-            Some(Transition::Acquired { epoch: r.epoch, from: leader.clone().filter(|l| l != me) }),
+        (LeaseView::Standby { leader, .. }, Some(r)) if r.wrote && me.is(r) => (
+            LeaseView::Leading { epoch: r.epoch, since_ms: r.since_ms, valid_until: valid_until_from(r, sent, timing) },
+            Some(Transition::Acquired { epoch: r.epoch, from: leader.clone().filter(|l| l != me.id) }),
         ),
         (LeaseView::Standby { .. }, Some(r)) => {
             (LeaseView::Standby { leader: Some(r.holder.clone()), epoch: r.epoch, since_ms: r.since_ms }, None)
@@ -170,6 +206,18 @@ pub fn after_silence(view: &LeaseView, now: Instant) -> (LeaseView, Option<Trans
         ),
         _ => (view.clone(), None),
     }
+}
+
+/// This process's instance id: random, drawn once per process, so that two processes given one `keeper_id` never
+/// hold a lease as one.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(new_instance_id)
+}
+
+/// A fresh random instance id (8 hex digits, never a `/`).
+pub fn new_instance_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 /// A market's role as `/health`, `/api/markets` and `kronos status` show it.
@@ -220,7 +268,12 @@ pub fn describe(l: &LeaseRow) -> String {
 pub struct Lease {
     pub chain: String,
     pub market: u64,
+    /// This keeper's id (`keeper.keeper_id`).
     pub holder: String,
+    /// This process's random instance id: the lease is held as `<holder>/<instance>`.
+    pub instance: String,
+    /// The instance id of another process last seen holding this market under this keeper's id (reported once).
+    duplicate: Mutex<Option<String>>,
     store: Option<Store>,
     timing: LeaseTiming,
     view: Mutex<LeaseView>,
@@ -231,11 +284,14 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The lease of `market` on `chain`: kept in `store` when it is PostgreSQL, always held with SQLite.
+    /// The lease of `market` on `chain` for keeper `holder` in process `instance` (see [`instance_id`]): kept in
+    /// `store` when it is PostgreSQL, always held with SQLite.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         chain: &str,
         market: u64,
         holder: &str,
+        instance: &str,
         store: &Store,
         timing: LeaseTiming,
         bus: Bus,
@@ -246,6 +302,8 @@ impl Lease {
             chain: chain.to_string(),
             market,
             holder: holder.to_string(),
+            instance: instance.to_string(),
+            duplicate: Mutex::new(None),
             store: shared.then(|| store.clone()),
             timing,
             view: Mutex::new(if shared {
@@ -275,17 +333,28 @@ impl Lease {
         self.store.as_ref().map(|_| FenceToken {
             chain: self.chain.clone(),
             market_id: self.market as i64,
-            holder: self.holder.clone(),
+            holder: self.stored_holder(),
             epoch,
         })
+    }
+
+    /// The holder as stored in the lease row: `<keeper_id>/<instance>`.
+    pub fn stored_holder(&self) -> String {
+        format!("{}/{}", self.holder, self.instance)
+    }
+
+    fn me(&self) -> Me<'_> {
+        Me { id: &self.holder, instance: &self.instance }
     }
 
     /// Whether this keeper may still send under term `epoch` (checked before every broadcast).
     pub fn may_send(&self, epoch: i64) -> bool {
         let now = Instant::now();
-        let (v, t) = after_silence(&self.view.lock(), now);
+        let seen = self.view();
+        let (v, t) = after_silence(&seen, now);
         if t.is_some() {
-            self.apply(v, t);
+            // Only over the view just read: a renewal that landed meanwhile is not overwritten.
+            self.apply_over(Some(&seen), v, t);
         }
         may_send(&self.view.lock(), epoch, now)
     }
@@ -315,10 +384,16 @@ impl Lease {
 
     /// Sets the view and reports a transition: log, metrics, an alert signal.
     fn apply(&self, next: LeaseView, t: Option<Transition>) {
+        self.apply_over(None, next, t)
+    }
+
+    /// [`apply`](Self::apply), only while the view is still `expected` (when given): a compare-and-set, so that a
+    /// decision made from an older view does not overwrite a newer one.
+    fn apply_over(&self, expected: Option<&LeaseView>, next: LeaseView, t: Option<Transition>) {
         {
             let mut v = self.view.lock();
             // A concurrent caller may have applied the same transition already.
-            if *v == next {
+            if *v == next || expected.is_some_and(|e| *v != *e) {
                 return;
             }
             *v = next.clone();
@@ -383,14 +458,27 @@ impl Lease {
         };
         let sent = Instant::now();
         let ttl_ms = self.timing.ttl.as_millis() as i64;
-        let row = match store.acquire_lease(&self.chain, self.market as i64, &self.holder, held, ttl_ms).await {
+        let row = match store.acquire_lease(&self.chain, self.market as i64, &self.stored_holder(), held, ttl_ms).await
+        {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!(chain = %self.chain, market = self.market, error = %format!("{e:#}"), "lease renewal failed");
                 None
             }
         };
-        let (next, t) = after_renewal(&self.view(), row.as_ref(), &self.holder, sent, Instant::now(), &self.timing);
+        if let Some(other) = row.as_ref().and_then(|r| duplicate_of(r, &self.me())) {
+            let mut seen = self.duplicate.lock();
+            if seen.as_deref() != Some(other) {
+                *seen = Some(other.to_string());
+                tracing::error!(
+                    chain = %self.chain, market = self.market, keeper_id = %self.holder, instance = %self.instance,
+                    other_instance = %other,
+                    "another process runs with this keeper_id and holds this market's lease: give every keeper its own \
+                     keeper_id; this one does not lead the market while that lease lives"
+                );
+            }
+        }
+        let (next, t) = after_renewal(&self.view(), row.as_ref(), &self.me(), sent, Instant::now(), &self.timing);
         self.apply(next, t);
     }
 
@@ -408,6 +496,8 @@ impl Lease {
             }
         }
         if let (LeaseView::Leading { epoch, .. }, Some(store)) = (self.view(), &self.store) {
+            // Stand down locally first: nothing is sent under the term once another keeper may take it.
+            self.apply(LeaseView::Standby { leader: None, epoch, since_ms: 0 }, None);
             let token = self.token(epoch).expect("a PostgreSQL lease has a token");
             match store.release_lease(&token).await {
                 Ok(()) => tracing::info!(chain = %self.chain, market = self.market, epoch, "lease given up"),
@@ -415,7 +505,6 @@ impl Lease {
                     tracing::warn!(chain = %self.chain, market = self.market, error = %e, "could not give the lease up; it expires by itself")
                 }
             }
-            self.apply(LeaseView::Standby { leader: None, epoch, since_ms: 0 }, None);
         }
     }
 }
@@ -442,18 +531,26 @@ impl Fence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
+    /// A row written by the statement for keeper `holder` (instance `i1`), 10 s left on the database's clock.
     fn row(holder: &str, epoch: i64) -> LeaseRow {
         LeaseRow {
             chain: "base".into(),
             market_id: 1,
             holder: holder.into(),
+            instance: "i1".into(),
             epoch,
             since_ms: 1000 * epoch,
             renewed_ms: 0,
-            expires_ms: 0,
+            expires_ms: 10_000,
             db_now_ms: 0,
+            wrote: true,
         }
+    }
+
+    fn me(id: &str) -> Me<'_> {
+        Me { id, instance: "i1" }
     }
 
     fn timing() -> LeaseTiming {
@@ -464,15 +561,16 @@ mod tests {
     fn a_standby_leads_when_the_row_names_it_and_counts_a_takeover() {
         let t0 = Instant::now();
         let standby = LeaseView::Standby { leader: Some("a".into()), epoch: 1, since_ms: 1000 };
-        let (v, t) = after_renewal(&standby, Some(&row("b", 2)), "b", t0, t0, &timing());
+        let (v, t) = after_renewal(&standby, Some(&row("b", 2)), &me("b"), t0, t0, &timing());
         assert_eq!(v, LeaseView::Leading { epoch: 2, since_ms: 2000, valid_until: t0 + Duration::from_millis(7500) });
         assert_eq!(t, Some(Transition::Acquired { epoch: 2, from: Some("a".into()) }));
         // The first keeper ever: no takeover.
         let fresh = LeaseView::Standby { leader: None, epoch: 0, since_ms: 0 };
-        let (_, t) = after_renewal(&fresh, Some(&row("b", 1)), "b", t0, t0, &timing());
+        let (_, t) = after_renewal(&fresh, Some(&row("b", 1)), &me("b"), t0, t0, &timing());
         assert_eq!(t, Some(Transition::Acquired { epoch: 1, from: None }));
         // Someone else leads: stay standby, remember who.
-        let (v, t) = after_renewal(&fresh, Some(&row("a", 1)), "b", t0, t0, &timing());
+        let other = LeaseRow { wrote: false, ..row("a", 1) };
+        let (v, t) = after_renewal(&fresh, Some(&other), &me("b"), t0, t0, &timing());
         assert_eq!((v, t), (LeaseView::Standby { leader: Some("a".into()), epoch: 1, since_ms: 1000 }, None));
     }
 
@@ -481,16 +579,54 @@ mod tests {
         let t0 = Instant::now();
         let lead = LeaseView::Leading { epoch: 3, since_ms: 3000, valid_until: t0 + Duration::from_secs(1) };
         let t1 = t0 + Duration::from_secs(1);
-        let (v, t) = after_renewal(&lead, Some(&row("a", 3)), "a", t1, t1, &timing());
+        let (v, t) = after_renewal(&lead, Some(&row("a", 3)), &me("a"), t1, t1, &timing());
         assert_eq!(v, LeaseView::Leading { epoch: 3, since_ms: 3000, valid_until: t1 + Duration::from_millis(7500) });
         assert_eq!(t, None);
         // Another holder (a takeover while this keeper was paused).
-        let (v, t) = after_renewal(&lead, Some(&row("b", 4)), "a", t1, t1, &timing());
+        let (v, t) = after_renewal(&lead, Some(&row("b", 4)), &me("a"), t1, t1, &timing());
         assert!(matches!(v, LeaseView::Standby { epoch: 4, .. }));
         assert!(matches!(t, Some(Transition::Lost { epoch: 3, .. })));
         // Its own id under a newer epoch (another process with the same keeper id): still lost.
-        let (v, t) = after_renewal(&lead, Some(&row("a", 5)), "a", t1, t1, &timing());
+        let (v, t) = after_renewal(&lead, Some(&row("a", 5)), &me("a"), t1, t1, &timing());
         assert!(matches!(v, LeaseView::Standby { .. }) && matches!(t, Some(Transition::Lost { epoch: 3, .. })));
+    }
+
+    /// Audit H1: a row that names this keeper id but that the statement did not write (another process given the
+    /// same keeper id, or a term this process already gave up) is no lease.
+    #[test]
+    fn a_keeper_leads_only_on_a_row_its_statement_wrote_for_its_own_instance() {
+        let t0 = Instant::now();
+        let fresh = LeaseView::Standby { leader: None, epoch: 0, since_ms: 0 };
+        let theirs = LeaseRow { instance: "i2".into(), wrote: false, ..row("a", 1) };
+        let (v, t) = after_renewal(&fresh, Some(&theirs), &me("a"), t0, t0, &timing());
+        assert_eq!((v, t), (LeaseView::Standby { leader: Some("a".into()), epoch: 1, since_ms: 1000 }, None));
+        assert_eq!(duplicate_of(&theirs, &me("a")), Some("i2"));
+        assert_eq!(duplicate_of(&theirs, &me("b")), None, "another keeper id is no duplicate");
+        assert_eq!(duplicate_of(&LeaseRow { expires_ms: 0, ..theirs.clone() }, &me("a")), None, "an expired lease");
+        // Its own instance, unwritten: still standby.
+        let mine = LeaseRow { wrote: false, ..row("a", 1) };
+        assert_eq!(after_renewal(&fresh, Some(&mine), &me("a"), t0, t0, &timing()).1, None);
+        // A leader whose renewal did not write (another instance took the expired term): lost, and said why.
+        let lead = LeaseView::Leading { epoch: 1, since_ms: 1000, valid_until: t0 + Duration::from_secs(5) };
+        let took = LeaseRow { instance: "i2".into(), ..row("a", 2) };
+        let (v, t) = after_renewal(&lead, Some(&took), &me("a"), t0, t0, &timing());
+        assert!(matches!(v, LeaseView::Standby { epoch: 2, .. }), "{v:?}");
+        let Some(Transition::Lost { why, .. }) = t else { panic!("{t:?}") };
+        assert!(why.contains("same keeper id a (instance i2)"), "{why}");
+        assert_eq!(after_renewal(&lead, Some(&mine), &me("a"), t0, t0, &timing()).0.clone(), {
+            LeaseView::Standby { leader: Some("a".into()), epoch: 1, since_ms: 1000 }
+        });
+    }
+
+    /// Audit H1: how long a term may be used comes from the database's answer, not from the TTL asked for.
+    #[test]
+    fn a_term_is_valid_for_what_the_database_had_left_less_a_quarter_ttl() {
+        let t0 = Instant::now();
+        let tm = timing();
+        let r = LeaseRow { expires_ms: 4_000, db_now_ms: 0, ..row("a", 1) };
+        assert_eq!(valid_until_from(&r, t0, &tm), t0 + Duration::from_millis(1500));
+        assert_eq!(valid_until_from(&LeaseRow { expires_ms: 1_000, ..r.clone() }, t0, &tm), t0, "less than the margin");
+        assert_eq!(valid_until_from(&LeaseRow { expires_ms: 60_000, ..r }, t0, &tm), tm.valid_until(t0));
     }
 
     #[test]
@@ -499,14 +635,15 @@ mod tests {
         let tm = timing();
         let lead = LeaseView::Leading { epoch: 3, since_ms: 0, valid_until: tm.valid_until(t0) };
         // The store does not answer: keep leading while the term is valid ...
-        let (v, t) = after_renewal(&lead, None, "a", t0 + Duration::from_secs(5), t0 + Duration::from_secs(5), &tm);
+        let (v, t) =
+            after_renewal(&lead, None, &me("a"), t0 + Duration::from_secs(5), t0 + Duration::from_secs(5), &tm);
         assert_eq!((v.clone(), t), (lead.clone(), None));
         assert!(may_send(&v, 3, t0 + Duration::from_secs(7)));
         // ... and stop at a quarter of the TTL before the database could expire it.
         assert!(!may_send(&v, 3, t0 + Duration::from_millis(7500)));
         assert!(tm.valid_until(t0) < t0 + tm.ttl);
         let late = t0 + Duration::from_secs(8);
-        let (v, t) = after_renewal(&lead, None, "a", late, late, &tm);
+        let (v, t) = after_renewal(&lead, None, &me("a"), late, late, &tm);
         assert!(matches!(v, LeaseView::Standby { .. }) && matches!(t, Some(Transition::Lost { .. })));
         // A paused process (SIGSTOP past the TTL) finds its term over on waking, before any renewal answers.
         let (v, t) = after_silence(&lead, t0 + Duration::from_secs(60));
@@ -554,7 +691,64 @@ mod tests {
         assert!(!may_send(&LeaseView::Standby { leader: None, epoch: 3, since_ms: 0 }, 3, t0));
         assert!(may_send(&LeaseView::Single, 0, t0 + Duration::from_secs(1_000_000)));
         // SQLite: a single keeper never changes role.
-        let (v, t) = after_renewal(&LeaseView::Single, Some(&row("x", 9)), "a", t0, t0, &timing());
+        let (v, t) = after_renewal(&LeaseView::Single, Some(&row("x", 9)), &me("a"), t0, t0, &timing());
         assert_eq!((v, t), (LeaseView::Single, None));
+    }
+
+    /// Audit H1: two processes given one `keeper_id` (copied configurations, pid 1 in containers) against one
+    /// PostgreSQL: only one leads, the other says so and stays standby until the lease is given up, then takes the
+    /// next epoch while the first steps down.
+    #[tokio::test]
+    async fn two_processes_with_one_keeper_id_never_both_lead() {
+        let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+        let store = Store::connect(&pg.url()).await.unwrap();
+        let tm = LeaseTiming { ttl: Duration::from_secs(30), refresh: Duration::from_secs(1) };
+        let lease = |inst: &str| {
+            Lease::new("base", 1, "keeper-1", inst, &store, tm, Bus::new(16), Arc::new(Metrics::default()))
+        };
+        let (a, b) = (lease("ia"), lease("ib"));
+        let leading = |l: &Lease| matches!(l.view(), LeaseView::Leading { .. });
+        a.refresh().await;
+        for _ in 0..3 {
+            b.refresh().await;
+            a.refresh().await;
+            assert!(leading(&a) && !leading(&b), "a: {:?}, b: {:?}", a.view(), b.view());
+        }
+        assert_eq!(
+            b.view(),
+            LeaseView::Standby { leader: Some("keeper-1".into()), epoch: 1, since_ms: b.status().since_ms }
+        );
+        assert_eq!(b.duplicate.lock().as_deref(), Some("ia"), "the duplicate keeper id was not noticed");
+        assert!(a.may_send(1) && !b.may_send(1));
+        let row = store.lease("base", 1).await.unwrap().unwrap();
+        assert_eq!((row.holder.as_str(), row.instance.as_str()), ("keeper-1", "ia"));
+        // The fencing token names the instance: b's writes under a's epoch are refused.
+        let (fenced, slot) = store.fenced();
+        *slot.lock() = b.token(1);
+        let t = crate::store::TxRow {
+            id: 0,
+            chain: "base".into(),
+            signer: "0xs".into(),
+            action: "execute:1:1".into(),
+            nonce: 1,
+            tx_hash: "0x1".into(),
+            status: "signed".into(),
+            max_fee_wei: "1".into(),
+            priority_fee_wei: "1".into(),
+            gas_limit: 1,
+            sent_at: 1,
+            mined_block: None,
+            gas_used: None,
+            error: None,
+        };
+        let e = fenced.insert_tx(&t, b.token(1).as_ref()).await.unwrap_err();
+        assert!(e.downcast_ref::<crate::store::Fenced>().is_some(), "{e:#}");
+        assert!(fenced.insert_tx(&t, a.token(1).as_ref()).await.unwrap() > 0);
+        // a gives the term up: b takes the next epoch, a (renewing epoch 1) steps down.
+        store.release_lease(&a.token(1).unwrap()).await.unwrap();
+        b.refresh().await;
+        a.refresh().await;
+        assert!(matches!(b.view(), LeaseView::Leading { epoch: 2, .. }), "{:?}", b.view());
+        assert!(!leading(&a) && !a.may_send(1), "{:?}", a.view());
     }
 }

@@ -271,7 +271,16 @@ impl MarketDriver {
             .await?;
         let stats = Arc::new(Mutex::new(MarketStats { chain: name.clone(), market: id, pair, ..Default::default() }));
         tracing::info!(chain = %name, market = id, feed = %m.feed, description = %live.description, "market checked against the catalogue");
-        let lease = crate::lease::Lease::new(&name, id, &keeper_id, &store, lease, bus.clone(), metrics.clone());
+        let lease = crate::lease::Lease::new(
+            &name,
+            id,
+            &keeper_id,
+            crate::lease::instance_id(),
+            &store,
+            lease,
+            bus.clone(),
+            metrics.clone(),
+        );
         let (store, fence_slot) =
             if store.backend == crate::store::Backend::Postgres { store.fenced() } else { (store, Default::default()) };
         Ok(MarketDriver {

@@ -57,7 +57,11 @@ impl Fenced {
 pub struct LeaseRow {
     pub chain: String,
     pub market_id: i64,
+    /// The holder's keeper id.
     pub holder: String,
+    /// The holding process's instance id (random per process): two processes given one keeper id are told apart.
+    /// Stored in the `holder` column as `<keeper_id>/<instance>`; empty for a holder written without one.
+    pub instance: String,
     pub epoch: i64,
     /// When this term began (database clock, ms).
     pub since_ms: i64,
@@ -66,6 +70,17 @@ pub struct LeaseRow {
     pub expires_ms: i64,
     /// The database's clock when the row was read (ms).
     pub db_now_ms: i64,
+    /// Whether the statement that returned the row wrote it (took or renewed the lease); a keeper leads only then.
+    #[serde(skip)]
+    pub wrote: bool,
+}
+
+/// Splits a stored lease holder `<keeper_id>/<instance>` (the instance never holds a `/`).
+pub fn split_holder(stored: &str) -> (String, String) {
+    match stored.rsplit_once('/') {
+        Some((id, inst)) => (id.to_string(), inst.to_string()),
+        None => (stored.to_string(), String::new()),
+    }
 }
 
 /// A market as the keeper knows it.
@@ -732,10 +747,12 @@ impl Store {
             .collect()
     }
 
-    /// Takes or renews the lease on a market for `holder`, on the database's clock, in one statement. `held` is the
-    /// epoch `holder` holds now (`None` when it holds none): a held, unexpired term is renewed under the same epoch;
-    /// an expired lease (or a market without one) is taken under the next epoch. Returns the lease row as it stands
-    /// after the statement: `holder` holds the lease iff the row names it (and the epoch it expected, when renewing).
+    /// Takes or renews the lease on a market for `holder` (`<keeper_id>/<instance>`), on the database's clock, in one
+    /// statement. `held` is the epoch `holder` holds now (`None` when it holds none): a held, unexpired term is renewed
+    /// under the same epoch; an expired lease (or a market without one) is taken under the next epoch. Returns the
+    /// lease row as it stands after the statement, with `wrote` set iff this statement took or renewed it: `holder`
+    /// holds the lease only then (a row naming it that was not written is a term it no longer holds, or another
+    /// process's under the same id).
     pub async fn acquire_lease(
         &self,
         chain: &str,
@@ -767,7 +784,7 @@ impl Store {
             )
             .await?;
         match row {
-            Some(r) => lease_row(chain, market_id, &r),
+            Some(r) => Ok(LeaseRow { wrote: true, ..lease_row(chain, market_id, &r)? }),
             None => self
                 .lease(chain, market_id)
                 .await?
@@ -794,15 +811,18 @@ impl Store {
         let rows = self.all(sqlx::query(sqlx::AssertSqlSafe(sql))).await?;
         rows.iter()
             .map(|r| {
+                let (holder, instance) = split_holder(&r.try_get::<String, _>(2)?);
                 Ok(LeaseRow {
                     chain: r.try_get(0)?,
                     market_id: r.try_get(1)?,
-                    holder: r.try_get(2)?,
+                    holder,
+                    instance,
                     epoch: r.try_get(3)?,
                     since_ms: r.try_get(4)?,
                     renewed_ms: r.try_get(5)?,
                     expires_ms: r.try_get(6)?,
                     db_now_ms: r.try_get(7)?,
+                    wrote: false,
                 })
             })
             .collect()
@@ -912,15 +932,18 @@ async fn migrate_in_one_transaction(pool: &AnyPool, m: &sqlx::migrate::Migrator)
 }
 
 fn lease_row(chain: &str, market_id: i64, r: &AnyRow) -> Result<LeaseRow> {
+    let (holder, instance) = split_holder(&r.try_get::<String, _>(0)?);
     Ok(LeaseRow {
         chain: chain.to_string(),
         market_id,
-        holder: r.try_get(0)?,
+        holder,
+        instance,
         epoch: r.try_get(1)?,
         since_ms: r.try_get(2)?,
         renewed_ms: r.try_get(3)?,
         expires_ms: r.try_get(4)?,
         db_now_ms: r.try_get(5)?,
+        wrote: false,
     })
 }
 
