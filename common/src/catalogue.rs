@@ -72,6 +72,8 @@ struct RawChain {
     block_time_ms: u64,
     confirmations: u64,
     native_symbol: String,
+    /// The block explorer's base URL (`https://etherscan.io`): transactions at `<explorer>/tx/<hash>`.
+    explorer: Option<String>,
     catalogue_file: String,
     chainlink_store_program: Option<String>,
     #[serde(default)]
@@ -178,6 +180,9 @@ pub struct Chain {
     pub block_time_ms: u64,
     pub confirmations: u64,
     pub native_symbol: String,
+    /// The block explorer's base URL, `https://` and no trailing slash (the dApp links each settlement's
+    /// transaction to `<explorer>/tx/<hash>`).
+    pub explorer: Option<String>,
     pub catalogue_file: String,
     pub chainlink_store_program: Option<String>,
     pub feeds: BTreeMap<String, Feed>,
@@ -254,6 +259,14 @@ impl Catalogue {
             }
             if c.native_symbol.trim().is_empty() {
                 return Err(err(at("native_symbol"), "must not be empty".into()));
+            }
+            if let Some(x) = &c.explorer {
+                let ok = x.starts_with("https://")
+                    && !x.ends_with('/')
+                    && url::Url::parse(x).is_ok_and(|u| u.query().is_none());
+                if !ok {
+                    return Err(err(at("explorer"), format!("'{x}' must be an https:// URL without a trailing '/'")));
+                }
             }
             match c.kind {
                 ChainKind::Evm => {
@@ -372,6 +385,7 @@ impl Catalogue {
                     block_time_ms: c.block_time_ms,
                     confirmations: c.confirmations,
                     native_symbol: c.native_symbol,
+                    explorer: c.explorer,
                     catalogue_file: c.catalogue_file,
                     chainlink_store_program: c.chainlink_store_program,
                     feeds,
@@ -437,6 +451,21 @@ mod tests {
         assert_eq!(sol.kind, ChainKind::Solana);
         assert!(sol.feeds.values().all(|f| f.address.is_none()), "unconfirmed Solana feeds stay empty");
         assert_eq!(c.chain_by_id(8453).unwrap().key, "base");
+        assert_eq!(c.chain("optimism").unwrap().explorer.as_deref(), Some("https://optimistic.etherscan.io"));
+        assert!(c.chains.values().all(|c| c.explorer.is_some()), "every chain names its explorer");
+    }
+
+    #[test]
+    fn an_explorer_is_an_https_url_without_a_trailing_slash() {
+        for bad in ["http://scan.example", "https://scan.example/", "scan.example"] {
+            let text = minimal("")
+                .replace("native_symbol = \"ETH\"\n", &format!("native_symbol = \"ETH\"\nexplorer = \"{bad}\"\n"));
+            assert!(field_err(&text).contains("chains.dev.explorer"), "{bad}");
+        }
+        let good = minimal("")
+            .replace("native_symbol = \"ETH\"\n", "native_symbol = \"ETH\"\nexplorer = \"https://scan.example\"\n");
+        let c = Catalogue::parse(&good, "t").unwrap();
+        assert_eq!(c.chain("dev").unwrap().explorer.as_deref(), Some("https://scan.example"));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub(crate) struct WebChain {
     kind: &'static str,
     chain_id: Option<u64>,
     native_symbol: String,
+    /// The block explorer from the catalogue (transactions at `<explorer>/tx/<hash>`); none on local chains.
+    explorer: Option<String>,
     market: Address,
     registry: Option<Address>,
     /// RPC URLs a wallet may add the chain with (`wallet_addEthereumChain`): only for local development chains,
@@ -134,6 +136,7 @@ async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
             kind: "evm",
             chain_id: c.cfg.chain.chain_id,
             native_symbol: c.cfg.chain.native_symbol.clone(),
+            explorer: if c.cfg.local { None } else { c.cfg.chain.explorer.clone() },
             market: c.cfg.market,
             registry: c.cfg.registry,
             rpc_urls: if c.cfg.local { c.cfg.rpc.iter().map(|u| u.to_string()).collect() } else { Vec::new() },
