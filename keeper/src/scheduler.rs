@@ -336,7 +336,9 @@ impl MarketDriver {
     pub async fn run(self, cancel: CancellationToken) {
         let name = self.chain.name.clone();
         let id = self.info.id;
-        let renewals = cancel.child_token();
+        // Its own token, cancelled only once the loop below has ended: a shutdown does not give the lease up while a
+        // pass still follows a transaction it sent (a standby would send it again).
+        let renewals = CancellationToken::new();
         let refresher = tokio::spawn(self.lease.clone().run(renewals.clone()));
         let mut next: Option<u64> = None;
         let mut backoff = self.poll;
@@ -384,7 +386,7 @@ impl MarketDriver {
             }
             tokio::select! { _ = cancel.cancelled() => {}, _ = tokio::time::sleep(backoff) => {} }
         }
-        // The refresher gives a held term up so that a standby takes over at once.
+        // The last pass has ended: the refresher gives a held term up so that a standby takes over at once.
         renewals.cancel();
         let _ = refresher.await;
     }
@@ -653,6 +655,10 @@ impl MarketDriver {
     ) -> Result<()> {
         let chain = self.chain.name.clone();
         let i = &self.info;
+        // The checkpoint's row (with the transaction hash that marks its events handled) is written last, after the
+        // rounds it locks and settles: a write refused midway (the lease lost, the process killed) leaves the
+        // checkpoint unmarked, so the next leader handles the whole receipt again.
+        let mut checkpoint_row = None;
         for log in logs {
             if log.address != self.chain.cfg.market {
                 continue;
@@ -669,20 +675,18 @@ impl MarketDriver {
                             sink.record(&chain, i.id, i.t(k), p.to_f64_lossy());
                         }
                     }
-                    self.store
-                        .record_checkpoint(&CheckpointRow {
-                            chain: chain.clone(),
-                            market_id: i.id as i64,
-                            idx: k as i64,
-                            ts: i.t(k) as i64,
-                            round_id: e.roundId.to_string(),
-                            price: p.to_string(),
-                            status: checkpoint_status(e.status).to_string(),
-                            tx_hash: tx.as_ref().map(|t| t.0.clone()),
-                            block: tx.as_ref().map(|t| t.1 as i64),
-                            delay_blocks: tx.as_ref().map(|t| t.2 as i64),
-                        })
-                        .await?;
+                    checkpoint_row = Some(CheckpointRow {
+                        chain: chain.clone(),
+                        market_id: i.id as i64,
+                        idx: k as i64,
+                        ts: i.t(k) as i64,
+                        round_id: e.roundId.to_string(),
+                        price: p.to_string(),
+                        status: checkpoint_status(e.status).to_string(),
+                        tx_hash: tx.as_ref().map(|t| t.0.clone()),
+                        block: tx.as_ref().map(|t| t.1 as i64),
+                        delay_blocks: tx.as_ref().map(|t| t.2 as i64),
+                    });
                     self.bus.publish(
                         "keeper",
                         SignalKind::PriceRead {
@@ -852,6 +856,9 @@ impl MarketDriver {
                 }
                 _ => {}
             }
+        }
+        if let Some(row) = checkpoint_row {
+            self.store.record_checkpoint(&row).await?;
         }
         Ok(())
     }
