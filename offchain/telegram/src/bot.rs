@@ -126,7 +126,12 @@ pub struct TelegramBot {
     offset: Arc<Mutex<i64>>,
     last_poll_ok: Arc<Mutex<Option<Instant>>>,
     webhook_secret: Option<Secret>,
+    /// Polling: each allowed chat's commands, in order, with the second the bot received them (a command that
+    /// waits — a confirmed emergency stop — holds up only its own chat, never the poll loop).
+    chat_queues: Arc<Mutex<std::collections::HashMap<i64, ChatQueue>>>,
 }
+
+type ChatQueue = tokio::sync::mpsc::UnboundedSender<(Update, i64)>;
 
 /// Where alerts come from.
 pub enum Signals {
@@ -187,6 +192,7 @@ impl TelegramBot {
             offset: Arc::new(Mutex::new(saved.offset)),
             last_poll_ok: Arc::new(Mutex::new(None)),
             webhook_secret,
+            chat_queues: Arc::new(Mutex::new(std::collections::HashMap::new())),
         })
     }
 
@@ -226,8 +232,48 @@ impl TelegramBot {
         false
     }
 
-    /// Handles one update (from polling or the webhook).
+    /// Handles one update (from polling or the webhook) received now.
     pub async fn handle_update(&self, update: Update) {
+        self.handle_update_at(update, kronos_common::time::now_s() as i64).await
+    }
+
+    /// Polling: hands an update received at `received_s` to its chat's queue (commands of one chat run in order;
+    /// a command that waits holds up neither the poll loop nor other chats). Updates from outside the allow-list,
+    /// and anything but a message, are handled at once.
+    fn dispatch(&self, update: Update, received_s: i64) {
+        let (chat, user) = match &update.kind {
+            UpdateKind::Message(msg) => (msg.chat.id.0, msg.from.as_ref().map(|u| u.id.0 as i64)),
+            _ => {
+                self.metrics.updates.inc();
+                return;
+            }
+        };
+        if self.cfg.rights(chat, user) == Rights::None {
+            let b = self.clone();
+            tokio::spawn(async move { b.handle_update_at(update, received_s).await });
+            return;
+        }
+        let tx = self
+            .chat_queues
+            .lock()
+            .entry(chat)
+            .or_insert_with(|| {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Update, i64)>();
+                let b = self.clone();
+                tokio::spawn(async move {
+                    while let Some((u, at)) = rx.recv().await {
+                        b.handle_update_at(u, at).await;
+                    }
+                });
+                tx
+            })
+            .clone();
+        let _ = tx.send((update, received_s));
+    }
+
+    /// Handles one update the bot received at `received_s` (Unix seconds): its age, for
+    /// `telegram.max_command_age`, is counted up to then — not up to when a command ahead of it finished.
+    async fn handle_update_at(&self, update: Update, received_s: i64) {
         self.metrics.updates.inc();
         let UpdateKind::Message(msg) = update.kind else { return };
         let Some(text) = msg.text() else { return };
@@ -248,8 +294,7 @@ impl TelegramBot {
             self.send_reply(chat, "Commands start with /. /help lists them.", false, Some(msg.id)).await;
             return;
         };
-        if let Some(age) = too_old(msg.date.timestamp(), kronos_common::time::now_s() as i64, self.cfg.max_command_age)
-        {
+        if let Some(age) = too_old(msg.date.timestamp(), received_s, self.cfg.max_command_age) {
             self.metrics.stale.inc();
             tracing::warn!(chat, user = ?user, command = %name, age_s = age, "telegram: command older than telegram.max_command_age not carried out");
             let reply = format!(
@@ -293,8 +338,13 @@ impl TelegramBot {
         Ok(me.username().to_string())
     }
 
-    /// Long polling until `shutdown`.
-    async fn poll(&self, timeout_s: u32, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// Long polling until `shutdown`; then each chat's queue ends once the commands in it have run.
+    async fn poll(&self, timeout_s: u32, shutdown: tokio::sync::watch::Receiver<bool>) {
+        self.poll_updates(timeout_s, shutdown).await;
+        self.chat_queues.lock().clear();
+    }
+
+    async fn poll_updates(&self, timeout_s: u32, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         if let Err(e) = self.bot.delete_webhook().await {
             tracing::warn!(error = %e, "telegram: deleteWebhook failed (polling continues)");
         }
@@ -328,9 +378,10 @@ impl TelegramBot {
                     if updates.is_empty() {
                         continue;
                     }
+                    let received = kronos_common::time::now_s() as i64;
                     for u in updates {
                         let next = u.id.0 as i64 + 1;
-                        self.handle_update(u).await;
+                        self.dispatch(u, received);
                         let mut o = self.offset.lock();
                         *o = (*o).max(next);
                     }

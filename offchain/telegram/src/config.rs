@@ -334,7 +334,11 @@ impl Config {
         let max_command_age = duration("telegram.max_command_age", &r.max_command_age, "2m")?;
         let emergency_wait = duration("telegram.emergency_wait", &r.emergency_wait, "10s")?;
         if emergency_wait > Duration::from_secs(60) {
-            return Err(err(file, "telegram.emergency_wait", "at most 60s (the bot answers nothing else meanwhile)"));
+            return Err(err(
+                file,
+                "telegram.emergency_wait",
+                "at most 60s (that chat's later commands wait meanwhile)",
+            ));
         }
         let signals = r.signals.unwrap_or_default();
         for (i, u) in signals.iter().enumerate() {

@@ -699,3 +699,26 @@ async fn a_ratio_below_the_minimum_is_refused() {
     assert!(!reply.contains("/confirm"), "{reply}");
     r.stop().await;
 }
+
+/// Audit of issue 14, L7: in polling mode a confirmed emergency stop that waits for the copy-trader's report does
+/// not make a command sent meanwhile "older than max_command_age": its age counts until the bot received it.
+#[tokio::test]
+async fn a_command_sent_during_an_emergency_wait_is_not_called_stale() {
+    let w = World::new().await;
+    let store = seeded_store(&w).await;
+    // The wait (5 s, no copy-trader answers) is longer than the age a command may have (3 s).
+    let mut cfg = w.config("");
+    cfg.emergency_wait = Duration::from_secs(5);
+    cfg.max_command_age = Duration::from_secs(3);
+    let r = w.start(cfg, Backend::new(None, None, Some(store.clone())), Signals::None).await;
+    let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
+    let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
+    let confirm = w.tg.say(CONTROL, CONTROL, &format!("/confirm {code}"));
+    let status = w.tg.say(CONTROL, CONTROL, "/status");
+    let reply = w.tg.wait_reply(CONTROL, status).await.text;
+    assert!(!reply.contains("not carried out"), "a command sent during the wait was refused as stale: {reply}");
+    assert!(reply.contains("emergency ACTIVE"), "{reply}");
+    let reply = w.tg.wait_reply(CONTROL, confirm).await.text;
+    assert!(reply.contains("Emergency stop saved"), "{reply}");
+    r.stop().await;
+}
