@@ -280,3 +280,29 @@ async fn fatal_close_codes_and_a_refused_token_stop_the_source_with_a_reason() {
     let e = DiscordSource::new("disc", config(&md, "KRONOS_TEST_DISCORD_UNSET")).err().unwrap();
     assert!(e.to_string().contains("KRONOS_TEST_DISCORD_UNSET"), "{e}");
 }
+
+#[tokio::test]
+async fn a_deleted_channel_does_not_hold_up_the_backfill_of_the_others() {
+    let md = MockDiscord::start().await;
+    let run = start(&md, DiscordCursor::default());
+    session_up(&md).await;
+    let a1 = md.post(A, "ada", "a1");
+    let b1 = md.post(B, "bob", "b1");
+    run.wait_items(2).await;
+    let (c, _) = run.stop().await;
+    md.wait("the old connection gone", DEADLINE, |m| m.live() == 0).await;
+
+    md.expire_sessions();
+    md.delete_channel(B);
+    let a2 = md.post(A, "ada", "a2 after expiry");
+    let run = start(&md, c);
+    run.wait_items(1).await;
+    assert_eq!(run.ids(), vec![a2.to_string()]);
+    let calls = md.rest_calls();
+    assert!(calls.iter().any(|x| *x == format!("/channels/{B}/messages?after={b1}&limit=100")), "{calls:?}");
+    assert!(calls.iter().any(|x| *x == format!("/channels/{A}/messages?after={a1}&limit=100")), "{calls:?}");
+    let live = md.post(A, "ada", "a3 live");
+    run.wait_items(2).await;
+    assert_eq!(run.ids(), vec![a2.to_string(), live.to_string()]);
+    assert!(run.seen.lock().errors.is_empty(), "{:?}", run.seen.lock().errors);
+}

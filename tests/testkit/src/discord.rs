@@ -220,6 +220,11 @@ impl MockDiscord {
         }
     }
 
+    /// Deletes channel `id`: its history answers 404 Unknown Channel from now on.
+    pub fn delete_channel(&self, id: u64) {
+        self.inner.lock().messages.retain(|d| d["channel_id"] != json!(id.to_string()));
+    }
+
     /// The next `n` REST calls answer 429.
     pub fn rate_limit_rest(&self, n: u32) {
         self.inner.lock().rest_429 = n;

@@ -186,6 +186,19 @@ pub(crate) fn retry_after(header: Option<&str>, body: &Value) -> Duration {
     Duration::from_secs_f64(s).max(Duration::from_millis(100))
 }
 
+/// A failed REST call: the status when the server answered, and what it means for the source.
+#[derive(Debug)]
+pub(crate) struct RestError {
+    pub status: Option<u16>,
+    pub error: SourceError,
+}
+
+/// Whether a channel-history answer means the channel is gone or closed to the bot (skip its backfill rather than
+/// stop or stall the source): 403 Missing Access, 404 Unknown Channel.
+pub(crate) fn channel_gone(status: Option<u16>) -> bool {
+    matches!(status, Some(403 | 404))
+}
+
 /// What `GET /gateway/bot` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GatewayBot {
@@ -260,43 +273,44 @@ impl DiscordSource {
     fn get_json(
         &self,
         path_and_query: &str,
-    ) -> impl std::future::Future<Output = Result<Value, SourceError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Value, RestError>> + Send + 'static {
         let url = format!("{}{path_and_query}", self.cfg.api_url.as_str().trim_end_matches('/'));
         let http = self.http.clone();
         let token = self.token.clone();
         let token_env = self.cfg.token_env.clone();
         async move {
-            let res = http
-                .get(&url)
-                .header("authorization", format!("Bot {}", token.expose()))
-                .send()
-                .await
-                .map_err(|e| SourceError::Transient(format!("GET {url}: {}", e.without_url())))?;
+            let res = http.get(&url).header("authorization", format!("Bot {}", token.expose())).send().await.map_err(
+                |e| RestError {
+                    status: None,
+                    error: SourceError::Transient(format!("GET {url}: {}", e.without_url())),
+                },
+            )?;
             let status = res.status();
             let header = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
             let body: Value = res.json().await.unwrap_or(Value::Null);
-            match status.as_u16() {
-                200..=299 => Ok(body),
-                429 => Err(SourceError::RateLimited {
+            let error = match status.as_u16() {
+                200..=299 => return Ok(body),
+                429 => SourceError::RateLimited {
                     retry_after: retry_after(header.as_deref(), &body),
                     message: format!("GET {url}: 429 {}", body["message"].as_str().unwrap_or("rate limited")),
-                }),
-                401 | 403 => Err(SourceError::Fatal(format!(
+                },
+                401 | 403 => SourceError::Fatal(format!(
                     "GET {url}: {status}: the bot token in {} was refused or lacks access",
                     token_env
-                ))),
-                s if s >= 500 => Err(SourceError::Transient(format!("GET {url}: {status}"))),
-                _ => Err(SourceError::Transient(format!(
+                )),
+                s if s >= 500 => SourceError::Transient(format!("GET {url}: {status}")),
+                _ => SourceError::Transient(format!(
                     "GET {url}: {status} {}",
                     body["message"].as_str().unwrap_or_default()
-                ))),
-            }
+                )),
+            };
+            Err(RestError { status: Some(status.as_u16()), error })
         }
     }
 
     /// Opens the shard: the gateway URL and identify budget from `GET /gateway/bot`, the saved session if any.
     async fn connect(&mut self) -> Result<(), SourceError> {
-        let gb = self.get_json("/gateway/bot").await?;
+        let gb = self.get_json("/gateway/bot").await.map_err(|e| e.error)?;
         let gb = parse_gateway_bot(&gb)
             .ok_or_else(|| SourceError::Transient("GET /gateway/bot: no url in the answer".into()))?;
         if self.state.session_id.is_none() && gb.remaining == 0 {
@@ -329,7 +343,17 @@ impl DiscordSource {
         for (channel, mut after) in channels {
             let mut fetched = 0usize;
             while fetched < self.cfg.backfill_max {
-                let page = self.get_json(&format!("/channels/{channel}/messages?after={after}&limit={PAGE}")).await?;
+                let page =
+                    match self.get_json(&format!("/channels/{channel}/messages?after={after}&limit={PAGE}")).await {
+                        Ok(p) => p,
+                        // A deleted channel, or one the bot can no longer read, must not hold up the others.
+                        Err(e) if channel_gone(e.status) => {
+                            tracing::warn!(source = %self.name, channel, error = %e.error,
+                            "discord: channel history not readable; not backfilled");
+                            break;
+                        }
+                        Err(e) => return Err(e.error),
+                    };
                 let Some(arr) = page.as_array() else {
                     return Err(SourceError::Transient(format!("channel {channel}: messages: not a JSON array")));
                 };
@@ -547,6 +571,14 @@ mod tests {
         assert_eq!(retry_after(None, &json!({"retry_after": 1.5})), Duration::from_millis(1500));
         assert_eq!(retry_after(Some("junk"), &json!({})), Duration::from_millis(100));
         assert_eq!(retry_after(None, &json!({"retry_after": 1e12})), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_gone_channel_is_skipped_not_retried() {
+        assert!(channel_gone(Some(404)) && channel_gone(Some(403)));
+        for s in [None, Some(401), Some(429), Some(500), Some(400)] {
+            assert!(!channel_gone(s), "{s:?}");
+        }
     }
 
     #[test]
