@@ -244,6 +244,12 @@ try {
   }
   await page.screenshot({ path: path.join(OUT, 'claimed.png'), fullPage: true });
 
+  step('my positions across markets');
+  await page.goto(`${URL_}#/positions`);
+  await page.waitForSelector(`section.mine[data-chain="${target.name}"] tr[data-epoch="${e}"]`);
+  await page.waitForFunction((name) => /Your wallet is on chain/.test(document.querySelector(`section.mine[data-chain="${name}"]`)?.textContent ?? ''), other.name);
+  await page.screenshot({ path: path.join(OUT, 'positions.png'), fullPage: true });
+
   // ---- the forecaster and the keeper's health ----
   step('forecaster');
   await page.goto(`${URL_}#/forecaster`);

@@ -326,13 +326,12 @@ async function renderMarket(chainName, id) {
   if (st.account) await renderPositions(c, m, rounds, k.epoch);
 }
 
-async function renderPositions(c, m, rounds, current) {
-  const box = document.getElementById('positions');
+async function renderPositions(c, m, rounds, current, box = document.getElementById('positions')) {
   try {
     const have = await req('eth_chainId');
     if (BigInt(have) !== BigInt(c.chain_id)) {
-      box.innerHTML = `<p>Your wallet is on chain ${BigInt(have)}; this market is on ${esc(c.display)} (chain id ${c.chain_id}).</p><button type="button" id="switch">Switch to ${esc(c.display)}</button>`;
-      document.getElementById('switch').onclick = async () => { try { await ensureChain(c); route(); } catch (e) { show(e.message); } };
+      box.innerHTML = `<p>Your wallet is on chain ${BigInt(have)}; this market is on ${esc(c.display)} (chain id ${c.chain_id}).</p><button type="button" class="switch">Switch to ${esc(c.display)}</button>`;
+      box.querySelector('.switch').onclick = async () => { try { await ensureChain(c); route(); } catch (e) { show(e.message); } };
       return;
     }
     const epochs = new Set(rounds.map((r) => Number(r.epoch)));
@@ -359,10 +358,11 @@ async function renderPositions(c, m, rounds, current) {
         <td class="${result > 0n ? 'pos' : result < 0n ? 'neg' : ''}">${result > 0n ? '+' : ''}${fmt(result, m.decimals)}</td><td>${due > 0n ? fmt(due, m.decimals, m.symbol) : '—'}</td></tr>`);
     }
     const bal = await balanceOf(m);
-    box.innerHTML = `<p>Balance <span id="balance">${fmt(bal, m.decimals, m.symbol)}</span> · PnL <span id="pnl" class="${pnl > 0n ? 'pos' : pnl < 0n ? 'neg' : ''}">${pnl > 0n ? '+' : ''}${fmt(pnl, m.decimals, m.symbol)}</span></p>
-      <div class="scroll"><table id="history"><thead><tr><th>Round</th><th>Side</th><th>Stake</th><th>Status</th><th>PnL</th><th>Claimable</th></tr></thead><tbody>${rows.join('') || '<tr><td colspan="6">No bets in the recent rounds.</td></tr>'}</tbody></table></div>
-      <button type="button" id="claim" ${claimable.length ? '' : 'disabled'}>Collect winnings${claimable.length ? ` (${claimable.length} round${claimable.length > 1 ? 's' : ''})` : ''}</button>`;
-    document.getElementById('claim').onclick = async () => {
+    const ids = box.id === 'positions';
+    box.innerHTML = `<p>Balance <span ${ids ? 'id="balance"' : ''}>${fmt(bal, m.decimals, m.symbol)}</span> · PnL <span ${ids ? 'id="pnl"' : ''} class="${pnl > 0n ? 'pos' : pnl < 0n ? 'neg' : ''}">${pnl > 0n ? '+' : ''}${fmt(pnl, m.decimals, m.symbol)}</span></p>
+      <div class="scroll"><table ${ids ? 'id="history"' : 'class="history"'}><thead><tr><th>Round</th><th>Side</th><th>Stake</th><th>Status</th><th>PnL</th><th>Claimable</th></tr></thead><tbody>${rows.join('') || '<tr><td colspan="6">No bets in the recent rounds.</td></tr>'}</tbody></table></div>
+      <button type="button" ${box.id === 'positions' ? 'id="claim"' : 'class="claim"'} ${claimable.length ? '' : 'disabled'}>Collect winnings${claimable.length ? ` (${claimable.length} round${claimable.length > 1 ? 's' : ''})` : ''}</button>`;
+    box.querySelector('#claim, .claim').onclick = async () => {
       clearMsg();
       try {
         await ensureChain(c);
@@ -374,6 +374,19 @@ async function renderPositions(c, m, rounds, current) {
     };
   } catch (e) {
     box.innerHTML = `<p>Your bets could not be read: ${esc(walletError(e) ?? e?.message ?? e)}</p>`;
+  }
+}
+
+// Every market's positions of the connected account; markets on another chain than the wallet's offer a switch.
+async function renderAllPositions() {
+  const rows = marketRows().filter((r) => r.c.kind === 'evm');
+  view.innerHTML = `<h1>My positions</h1>${st.account ? '' : '<p>Connect a wallet to see your bets, their PnL and what you can claim.</p>'}
+    ${rows.map(({ c, m }) => `<section class="mine" data-chain="${esc(c.name)}" data-market="${m.id}"><h2><a href="#/market/${esc(c.name)}/${m.id}">${esc(m.pair)} on ${esc(c.display)}</a></h2><div class="box"></div></section>`).join('')}`;
+  if (!st.account) return;
+  for (const { c, m, l } of rows) {
+    const rounds = await api(`/api/rounds?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=50`);
+    const box = view.querySelector(`section.mine[data-chain="${CSS.escape(c.name)}"][data-market="${m.id}"] .box`);
+    await renderPositions(c, m, rounds, l ? Number(l.betting_epoch) : clock(m, chainNow(c.name)).epoch, box);
   }
 }
 
@@ -430,6 +443,7 @@ async function route() {
     const parts = (location.hash || '#/').slice(2).split('/');
     if (parts[0] === 'market') await renderMarket(decodeURIComponent(parts[1] ?? ''), parts[2]);
     else if (parts[0] === 'forecaster') await renderForecaster();
+    else if (parts[0] === 'positions') await renderAllPositions();
     else if (parts[0] === 'health') renderHealth();
     else renderMarkets();
     document.body.dataset.ready = '1';
