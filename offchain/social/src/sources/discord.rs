@@ -236,7 +236,7 @@ pub struct DiscordSource {
     /// The cursor last returned (to see whether the runner saved it).
     returned: Option<DiscordCursor>,
     pending: Vec<Result<RawItem, Skip>>,
-    /// Channels to fetch over REST (a new session began while messages may have been missed).
+    /// Whether to fetch the channels over REST before reading on (a new session began: messages may be missing).
     backfill: bool,
     last_close: Option<u16>,
 }
@@ -402,7 +402,7 @@ impl DiscordSource {
         }
     }
 
-    /// One event from the shard. `Err` ends the call.
+    /// One text payload from the shard: READY may call for a backfill, MESSAGE_CREATE may give an item.
     fn on_text(&mut self, text: &str) {
         let Ok(v) = serde_json::from_str::<Value>(text) else {
             // Twilight already refused what it could not read; a payload that is not JSON never reaches here.
