@@ -481,6 +481,13 @@ impl TxManager {
             };
             let row = match self.record(fence, action, nonce, hash, gas, fees).await {
                 Ok(row) => row,
+                Err(e @ TxError::Fenced(_)) => {
+                    // The term ended with the nonce taken: give it back, or fill it (never clear the nonce counter
+                    // other markets' drivers take from).
+                    let tx = Pending { to, data, value, nonce, gas, fees, hash, raw, row: -1, hashes: vec![] };
+                    self.orphaned(action, tx, false).await;
+                    return Err(e);
+                }
                 Err(e) => {
                     self.release_nonce(nonce).await;
                     return Err(e);
@@ -513,8 +520,10 @@ impl TxManager {
         loop {
             if let Err(e) = self.check_fence(fence, action) {
                 // The new leader redoes what is still needed (a version already out may still be mined: the chain
-                // then records the action once, and the new leader sees it done).
-                self.resync_nonce().await;
+                // then records the action once, and the new leader sees it done). The nonce is this keeper's own
+                // key's: it is followed to the end without the lease, never left a gap nor handed out again.
+                let out = attempts > 0 || !broadcast;
+                Box::pin(self.orphaned(action, tx, out)).await;
                 return Err(e);
             }
             if need_broadcast {
@@ -560,7 +569,12 @@ impl TxManager {
                             }
                             Refusal::Underpriced => match self.raise(tx.fees).await {
                                 Ok(Some(f)) => {
-                                    self.replace(fence, action, &mut tx, f).await?;
+                                    if let Err(e) = self.replace(fence, action, &mut tx, f).await {
+                                        if matches!(e, TxError::Fenced(_)) {
+                                            Box::pin(self.orphaned(action, tx, true)).await;
+                                        }
+                                        return Err(e);
+                                    }
                                     continue;
                                 }
                                 Ok(None) | Err(TxError::Transport(_)) => {
@@ -681,7 +695,12 @@ impl TxManager {
                 match self.raise(tx.fees).await {
                     Ok(Some(f)) => {
                         tracing::info!(chain = %self.chain, action, nonce = tx.nonce, max_fee = %f.max_fee, priority = %f.priority, "not mined in time; replacing with higher fees");
-                        self.replace(fence, action, &mut tx, f).await?;
+                        if let Err(e) = self.replace(fence, action, &mut tx, f).await {
+                            if matches!(e, TxError::Fenced(_)) {
+                                Box::pin(self.orphaned(action, tx, true)).await;
+                            }
+                            return Err(e);
+                        }
                         need_broadcast = true;
                     }
                     Ok(None) => {
@@ -695,6 +714,85 @@ impl TxManager {
             }
             deadline = Instant::now() + self.policy.bump_after;
         }
+    }
+
+    /// A transaction whose lease term ended while its nonce was taken (`out`: a version may be out). The nonce is
+    /// this keeper's own key's, so it is settled here without the lease, by the signer rather than the market: a
+    /// nonce never broadcast is given back when it was the last one taken, and otherwise filled; a version already
+    /// out gets `bump_after` to be mined and is then cancelled (replaced by a zero-value transfer to the signer at
+    /// raised fees) and followed until one version is mined. The nonce counter is never cleared here: other markets'
+    /// drivers take from it, and reading the node's pending count again could hand out a nonce taken but not yet
+    /// broadcast.
+    async fn orphaned(&self, action: &str, tx: Pending, out: bool) {
+        let nonce = tx.nonce;
+        if out {
+            let until = Instant::now() + self.policy.bump_after;
+            while Instant::now() < until {
+                if self.provider.get_transaction_count(self.signer).latest().await.is_ok_and(|n| n > nonce) {
+                    return;
+                }
+                tokio::time::sleep(self.policy.poll).await;
+            }
+        } else if self.give_back(nonce).await {
+            return;
+        }
+        tracing::warn!(chain = %self.chain, action, nonce, out, "the lease term ended with this nonce taken: cancelling it (a zero-value transfer to the signer) so that it leaves no gap");
+        let fees = match self.current_fees().await {
+            Ok(market) if out => next_fees(&self.policy, tx.fees, market),
+            Ok(market) => Some(market),
+            Err(e) => {
+                tracing::error!(chain = %self.chain, action, nonce, error = %e, "cannot cancel the orphaned nonce; the restart's recovery settles it");
+                return;
+            }
+        };
+        let Some(fees) = fees else {
+            tracing::warn!(chain = %self.chain, action, nonce, "the orphaned transaction cannot be replaced within the fee cap; it stays in the pool");
+            return;
+        };
+        let cancel = format!("cancel:{nonce}");
+        let (to, data, gas) = (self.signer, Bytes::new(), 21_000);
+        let signed = match self.sign(to, &data, U256::ZERO, nonce, gas, fees).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(chain = %self.chain, action, nonce, error = %e, "cannot sign the cancellation of an orphaned nonce");
+                return;
+            }
+        };
+        let row = match self.record(None, &cancel, nonce, signed.0, gas, fees).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(chain = %self.chain, action, nonce, error = %e, "cannot record the cancellation of an orphaned nonce");
+                return;
+            }
+        };
+        let mut hashes = tx.hashes;
+        hashes.push((row, signed.0));
+        let p = Pending { to, data, value: U256::ZERO, nonce, gas, fees, hash: signed.0, raw: signed.1, row, hashes };
+        match self.follow(None, &cancel, p, true, &|| Box::pin(async { true })).await {
+            Ok(Followed::Mined(m)) => {
+                tracing::info!(chain = %self.chain, action, nonce, hash = %m.hash, "the orphaned nonce is used")
+            }
+            Ok(_) => {
+                tracing::info!(chain = %self.chain, action, nonce, "the orphaned nonce was used by another transaction")
+            }
+            Err(e) => {
+                tracing::warn!(chain = %self.chain, action, nonce, error = %e, "following the orphaned nonce ended")
+            }
+        }
+    }
+
+    /// Steps the local nonce counter back over `nonce` when it was the last one taken (never with a shared signer's
+    /// nonce authority, whose counter other keepers move); `false` when the nonce must be filled instead.
+    async fn give_back(&self, nonce: u64) -> bool {
+        if self.shared_nonces.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let mut g = self.next_nonce.lock().await;
+        if *g == Some(nonce + 1) {
+            *g = Some(nonce);
+            return true;
+        }
+        false
     }
 
     /// Signs a replacement of `tx` (same nonce) with fees `f` and records it.

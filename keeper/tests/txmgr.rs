@@ -292,3 +292,73 @@ async fn a_transaction_left_in_the_pool_by_a_killed_run_is_cancelled_on_restart(
         .expect("stuck behind the old transaction")
         .unwrap();
 }
+
+/// Issue 18 audit M4: the lease is lost while a broadcast transaction waits in the pool (its fees below a spiked base
+/// fee). The send ends `Fenced`, but the nonce is this keeper's own: it is cancelled (a zero-value transfer to the
+/// signer at raised fees) and followed without the lease, so no transaction is left stuck in the pool with the
+/// signer's later ones behind it, and the original never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_orphaned_by_a_lost_lease_is_cancelled_not_left_in_the_pool() {
+    use kronos_keeper::lease::{Fence, Lease, LeaseTiming, LeaseView};
+    let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+    let store = Store::connect(&pg.url()).await.unwrap();
+    let node = spawn(NodeOptions::default());
+    let feed = kronos_testkit::deploy_mock_feed(&node.provider, 8, 1).await.unwrap();
+    rpc(&node, "evm_setAutomine", serde_json::json!([false])).await;
+    let timing = LeaseTiming { ttl: Duration::from_secs(60), refresh: Duration::from_secs(1) };
+    let metrics = std::sync::Arc::new(kronos_keeper::metrics::Metrics::default());
+    let a = Lease::new("dev", 1, "keeper-a", "ia", &store, timing, Bus::new(16), metrics.clone());
+    a.refresh().await;
+    assert!(matches!(a.view(), LeaseView::Leading { epoch: 1, .. }), "{:?}", a.view());
+    let m = manager_via(&node.url, &node, 1, store.clone(), Bus::new(64)).await;
+    let fence = Fence { lease: a.clone(), epoch: 1 };
+    let task = tokio::spawn(async move {
+        let r = m
+            .send_fenced(Some(&fence), "update:orphan", feed, update_call(7), U256::ZERO, &|| Box::pin(async { false }))
+            .await;
+        (r, m)
+    });
+    let mut pending = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if store.txs_for_action("dev", "update:orphan").await.unwrap().first().is_some_and(|r| r.status == "pending") {
+            pending = true;
+            break;
+        }
+    }
+    assert!(pending, "never broadcast");
+    let base = node.provider.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap();
+    let spike = base.header.base_fee_per_gas.unwrap() as u128 * 40;
+    rpc(&node, "anvil_setNextBlockBaseFeePerGas", serde_json::json!([format!("0x{spike:x}")])).await;
+    rpc(&node, "evm_mine", serde_json::json!([])).await;
+    // Another keeper takes the market over: keeper-a's term is over.
+    store.release_lease(&a.token(1).unwrap()).await.unwrap();
+    let b = Lease::new("dev", 1, "keeper-b", "ib", &store, timing, Bus::new(16), metrics);
+    b.refresh().await;
+    a.refresh().await;
+    assert!(matches!(b.view(), LeaseView::Leading { epoch: 2, .. }) && !a.may_send(1));
+    for _ in 0..100 {
+        rpc(&node, "anvil_setNextBlockBaseFeePerGas", serde_json::json!([format!("0x{spike:x}")])).await;
+        rpc(&node, "evm_mine", serde_json::json!([])).await;
+        if task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (res, _m) = task.await.unwrap();
+    assert!(matches!(res, Err(TxError::Fenced(_))), "{res:?}");
+    // Nothing of keeper-a's is left in the pool.
+    for _ in 0..20 {
+        rpc(&node, "anvil_setNextBlockBaseFeePerGas", serde_json::json!([format!("0x{spike:x}")])).await;
+        rpc(&node, "evm_mine", serde_json::json!([])).await;
+    }
+    let addr = node.address(1);
+    let latest = node.provider.get_transaction_count(addr).latest().await.unwrap();
+    let in_pool = node.provider.get_transaction_count(addr).pending().await.unwrap();
+    assert_eq!(latest, in_pool, "the orphaned transaction is still in the pool");
+    let nonce = store.txs_for_action("dev", "update:orphan").await.unwrap()[0].nonce;
+    let cancels = store.txs_for_action("dev", &format!("cancel:{nonce}")).await.unwrap();
+    assert!(cancels.iter().any(|r| r.status == "confirmed"), "{cancels:?}");
+    let c = MockV3Aggregator::new(feed, node.provider.clone());
+    assert_ne!(c.latestAnswer().call().await.unwrap(), alloy::primitives::I256::try_from(7).unwrap());
+}
