@@ -324,25 +324,7 @@ pub async fn start_telegram(
          nobody else is answered)"
     );
     let list = chats.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
-    let text = format!(
-        r#"[telegram]
-token_env = "{TELEGRAM_TOKEN_ENV}"
-api_url = "{url}"
-mode = "polling"
-listen = "127.0.0.1:0"
-keeper_api = "{keeper_api}"
-copytrade_api = "http://{ct}"
-copytrade_store = "{store}"
-state_file = "{state}"
-[telegram.allow]
-control = [{list}]
-[telegram.alerts]
-chats = [{list}]
-"#,
-        ct = copy.api,
-        store = copy.store_url,
-        state = state_file.display(),
-    );
+    let text = bot_config_text(url, chats, keeper_api, &format!("http://{}", copy.api), &copy.store_url, state_file);
     let cfg = kronos_telegram::Config::parse("(demo bot: --telegram-url)", &text)?;
     let store = Store::connect(&copy.store_url).await?;
     let backend = kronos_telegram::Backend::new(cfg.keeper_api.clone(), cfg.copytrade_api.clone(), Some(store));
@@ -358,9 +340,56 @@ chats = [{list}]
     Ok(format!("@{name} via {url}, for {list}"))
 }
 
+/// The demo bot's configuration. `--telegram-chat` ids: a user id (positive) may command the bot; a group id
+/// (negative) is listed read-only — its members may read, and those of them given as user ids too may also command
+/// it there (a group id under `control` would give every member control, and the bot refuses it). Every chat gets
+/// the alerts.
+fn bot_config_text(url: &str, chats: &[i64], keeper_api: &str, ct_api: &str, store: &str, state: &Path) -> String {
+    let join = |ids: Vec<i64>| ids.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
+    let control = join(chats.iter().copied().filter(|c| *c > 0).collect());
+    let read_only = join(chats.iter().copied().filter(|c| *c < 0).collect());
+    let all = join(chats.to_vec());
+    format!(
+        r#"[telegram]
+token_env = "{TELEGRAM_TOKEN_ENV}"
+api_url = "{url}"
+mode = "polling"
+listen = "127.0.0.1:0"
+keeper_api = "{keeper_api}"
+copytrade_api = "{ct_api}"
+copytrade_store = "{store}"
+state_file = "{state}"
+[telegram.allow]
+control = [{control}]
+read_only = [{read_only}]
+[telegram.alerts]
+chats = [{all}]
+"#,
+        state = state.display(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::mirror_delays;
+
+    /// Audit of issue 14, L7: a group id given to the demo is listed read-only (its listed users control there),
+    /// not put under control, which the bot refuses.
+    #[test]
+    fn a_group_chat_is_read_only_and_its_listed_users_control() {
+        let text = super::bot_config_text(
+            "http://127.0.0.1:1",
+            &[-100500, 111],
+            "http://127.0.0.1:2",
+            "http://127.0.0.1:3",
+            "sqlite::memory:",
+            std::path::Path::new("/tmp/demo-bot.json"),
+        );
+        let cfg = kronos_telegram::Config::parse("demo", &text).unwrap();
+        assert_eq!(cfg.rights(-100500, Some(111)), kronos_telegram::config::Rights::Control);
+        assert_eq!(cfg.rights(-100500, Some(999)), kronos_telegram::config::Rights::Read);
+        assert_eq!(cfg.rights(111, Some(111)), kronos_telegram::config::Rights::Control);
+    }
 
     fn v(x: &[(&str, i64)]) -> Vec<(String, i64)> {
         x.iter().map(|(s, t)| (s.to_string(), *t)).collect()
