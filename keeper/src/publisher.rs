@@ -229,7 +229,21 @@ impl Publisher {
                     hit: None,
                     brier: None,
                 };
-                self.store.insert_prediction(&row).await?;
+                // With a shared signer another keeper may have stored (and be committing) this round's prediction
+                // under the same publisher: the insert is fenced by the market's lease, and the stored row is the one
+                // committed, so that the salt revealed later is the one the commitment was made with.
+                let term = d.chain.tx.shares_nonces().then(|| d.fence().token()).flatten();
+                self.store.insert_prediction_under(&row, term.as_ref()).await?;
+                let Some(stored) =
+                    self.store.prediction(&chain, i.id as i64, epoch as i64, &publisher.to_string()).await?
+                else {
+                    tracing::info!(chain = %chain, market = i.id, epoch, "the prediction was not stored (the lease term is over); not committed");
+                    return Ok(());
+                };
+                if stored.commit_tx.is_some() {
+                    return Ok(());
+                }
+                let row = stored;
                 d.stats.lock().last_p_up = Some(p.p_up);
                 self.last.lock().insert((chain.clone(), i.id), p.clone());
                 self.bus.publish(
@@ -292,10 +306,23 @@ impl Publisher {
         }
     }
 
+    /// Reveals this keeper's own due commitments while it stands by (another keeper leads the market): only its own
+    /// signer can reveal them, so a takeover must not leave them to expire on its track record. A signer shared by
+    /// several keepers is left to the leader (its nonces come from the lease-fenced nonce authority).
+    pub async fn reveal_standby(&self, d: &MarketDriver) -> Result<()> {
+        match &d.chain.registry {
+            Some(registry) if !d.chain.tx.shares_nonces() => self.reveal_due(d, *registry.address()).await,
+            _ => Ok(()),
+        }
+    }
+
     async fn reveal_due(&self, d: &MarketDriver, registry: Address) -> Result<()> {
         let chain = d.chain.name.clone();
         let i = &d.info;
         let publisher = d.chain.tx.signer;
+        // A reveal of this keeper's own commitment needs no lease (no other keeper can send it); with a shared
+        // signer it goes under the lease term like every other send.
+        let fence = d.chain.tx.shares_nonces().then(|| d.fence());
         let pending = self.store.unrevealed(&chain, &publisher.to_string()).await?;
         for p in pending.into_iter().filter(|p| p.market_id as u64 == i.id) {
             let epoch = p.epoch as u64;
@@ -316,7 +343,7 @@ impl Publisher {
                 .chain
                 .tx
                 .send_fenced(
-                    Some(&d.fence()),
+                    fence.as_ref(),
                     &format!("reveal:{}:{}", i.id, epoch),
                     registry,
                     data.into(),

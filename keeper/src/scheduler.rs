@@ -369,6 +369,12 @@ impl MarketDriver {
                         *self.fence_slot.lock() = None;
                         term = None;
                     }
+                    // Commitments this keeper made while it led are revealed by it alone (its own signer).
+                    if let Some(p) = &self.publisher {
+                        if let Err(e) = p.reveal_standby(&self).await {
+                            tracing::warn!(chain = %name, market = id, error = %format!("{e:#}"), "revealing this keeper's own forecasts while standing by failed");
+                        }
+                    }
                     tokio::select! { _ = cancel.cancelled() => break, _ = self.lease.changed(self.poll * 5) => {} }
                     continue;
                 }

@@ -586,21 +586,30 @@ impl Store {
 
     /// Inserts a committed prediction (ignored if one exists for the round).
     pub async fn insert_prediction(&self, p: &PredictionRow) -> Result<()> {
-        self.exec(sqlx::query(
+        self.insert_prediction_under(p, None).await
+    }
+
+    /// [`insert_prediction`](Self::insert_prediction) under a market's lease term (a signer shared by several
+    /// keepers): written only while `term` holds the lease. A row already stored for the round is kept either way;
+    /// the caller reads the stored row back and commits that one (never its own, possibly different, salt).
+    pub async fn insert_prediction_under(&self, p: &PredictionRow, term: Option<&FenceToken>) -> Result<()> {
+        let sql = format!(
             "INSERT INTO predictions (chain, market_id, epoch, publisher, p_up_bps, up, salt, commitment, commit_tx, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (chain, market_id, epoch, publisher) DO NOTHING",
-        )
-        .bind(&p.chain)
-        .bind(p.market_id)
-        .bind(p.epoch)
-        .bind(&p.publisher)
-        .bind(p.p_up_bps)
-        .bind(p.up as i64)
-        .bind(&p.salt)
-        .bind(&p.commitment)
-        .bind(&p.commit_tx)
-        .bind(now_s()))
-        .await?;
+             {} ON CONFLICT (chain, market_id, epoch, publisher) DO NOTHING",
+            self.source(10, term)
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&p.chain)
+            .bind(p.market_id)
+            .bind(p.epoch)
+            .bind(&p.publisher)
+            .bind(p.p_up_bps)
+            .bind(p.up as i64)
+            .bind(&p.salt)
+            .bind(&p.commitment)
+            .bind(&p.commit_tx)
+            .bind(now_s());
+        self.exec(bind_term(q, term)).await?;
         Ok(())
     }
 
@@ -1278,6 +1287,32 @@ pub(crate) mod tests {
             .unwrap_err()
             .downcast_ref::<Fenced>()
             .is_some());
+        // Audit M6: a shared signer's prediction is stored under the term; once stored, another keeper's (other salt)
+        // does not replace it, and an ended term stores nothing.
+        let pred = |salt: &str| PredictionRow {
+            chain: "base".into(),
+            market_id: 1,
+            epoch: 77,
+            publisher: "0xshared".into(),
+            p_up_bps: 6000,
+            up: true,
+            salt: salt.into(),
+            commitment: format!("0xc{salt}"),
+            commit_tx: None,
+            reveal_tx: None,
+            outcome: None,
+            hit: None,
+            brier: None,
+        };
+        store.insert_prediction_under(&pred("a"), Some(&term)).await.unwrap();
+        assert_eq!(
+            store.prediction("base", 1, 77, "0xshared").await.unwrap(),
+            None,
+            "an ended term stored a prediction"
+        );
+        store.insert_prediction_under(&pred("b"), Some(&k1)).await.unwrap();
+        store.insert_prediction_under(&pred("c"), Some(&k1)).await.unwrap();
+        assert_eq!(store.prediction("base", 1, 77, "0xshared").await.unwrap().unwrap().salt, "b");
     }
 
     #[tokio::test]

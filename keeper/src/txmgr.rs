@@ -306,6 +306,11 @@ impl TxManager {
         self.shared_nonces.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether nonces come from the store's nonce authority (a signer shared by several keepers).
+    pub fn shares_nonces(&self) -> bool {
+        self.shared_nonces.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The provider this manager sends through.
     pub fn provider(&self) -> &DynProvider {
         &self.provider
