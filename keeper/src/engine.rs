@@ -107,14 +107,8 @@ impl Keeper {
                 )
                 .await?
                 .with_candle_sink(checkpoint_candles.clone());
-                // Back-fill the checkpoint candles from the store.
-                for cp in store.checkpoints(&rt.name, id as i64, 0, 100_000).await? {
-                    if cp.status == "valid" {
-                        if let Ok(p) = cp.price.parse::<kronos_common::Decimal>() {
-                            checkpoint_candles.record(&rt.name, id, cp.ts as u64, p.to_f64_lossy());
-                        }
-                    }
-                }
+                // Back-fill the checkpoint candles from the store (again at the start of every lease term).
+                d.refill_candles().await?;
                 drivers.push(d);
             }
             let balance = rt.tx.balance().await.map_err(|e| anyhow::anyhow!("{}: {e}", rt.name))?;

@@ -311,6 +311,22 @@ impl MarketDriver {
         MarketLabel { chain: self.chain.name.clone(), market: self.info.id.to_string() }
     }
 
+    /// Fills the forecaster's checkpoint candles from the store's checkpoints (valid ones), in which every keeper
+    /// records the checkpoints of the markets it leads: at start-up, and at the start of every lease term, so that a
+    /// new leader does not forecast from a series with the previous leader's checkpoints missing.
+    pub async fn refill_candles(&self) -> Result<()> {
+        let Some(sink) = &self.candle_sink else { return Ok(()) };
+        let (name, id) = (&self.chain.name, self.info.id);
+        for cp in self.store.checkpoints(name, id as i64, 0, 100_000).await? {
+            if cp.status == "valid" {
+                if let Ok(p) = cp.price.parse::<kronos_common::Decimal>() {
+                    sink.record(name, id, cp.ts as u64, p.to_f64_lossy());
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn recorded(&self, k: u64) -> Result<Option<kronos_contracts::market::IKronosMarket::Checkpoint>> {
         let cp = self.chain.market.getCheckpoint(U256::from(self.info.id), U256::from(k)).call().await?;
         Ok((cp.recordedAt.to::<u64>() != 0).then_some(cp))
@@ -360,6 +376,11 @@ impl MarketDriver {
                     tracing::info!(chain = %name, market = id, epoch = e, "leading the market: starting from chain state");
                     term = Some(e);
                     next = None;
+                    if !matches!(view, crate::lease::LeaseView::Single) {
+                        if let Err(e) = self.refill_candles().await {
+                            tracing::warn!(chain = %name, market = id, error = %format!("{e:#}"), "could not refill the forecaster's candles from the store");
+                        }
+                    }
                     self.term.store(e, std::sync::atomic::Ordering::SeqCst);
                     *self.fence_slot.lock() = self.lease.token(e);
                 }
