@@ -300,14 +300,24 @@ impl Store {
         let vals = (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
         match term {
             None => format!("VALUES ({vals})"),
+            // PostgreSQL: the lease row is locked FOR SHARE until the write commits (a takeover's update waits for it,
+            // so no write of the old term lands after the new term began), and checked against the clock at the
+            // check itself (`clock_timestamp()`), not at the transaction's start.
             Some(_) => format!(
                 "SELECT {vals} WHERE EXISTS (SELECT 1 FROM leases WHERE chain = ${} AND market_id = ${} AND holder = ${} \
-                 AND epoch = ${} AND expires_ms > {})",
+                 AND epoch = ${} AND expires_ms > {}{})",
                 n + 1,
                 n + 2,
                 n + 3,
                 n + 4,
-                self.db_now()
+                match self.backend {
+                    Backend::Postgres => "(CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT))",
+                    Backend::Sqlite => self.db_now(),
+                },
+                match self.backend {
+                    Backend::Postgres => " FOR SHARE",
+                    Backend::Sqlite => "",
+                }
             ),
         }
     }
