@@ -171,6 +171,14 @@ try {
   await page.click('[data-card=next] button.up');
   await msg(/Betting is closed/);
 
+  step('the keyboard focus survives the page refreshing to the next round');
+  const closedEpoch = await page.getAttribute('[data-card=next]', 'data-epoch');
+  await page.focus('[data-card=next] button.up');
+  await page.waitForFunction((ep) => document.querySelector('[data-card=next]')?.dataset.epoch !== ep, closedEpoch);
+  // The new page is drawn first, then the positions are read from the wallet, then the focus is put back.
+  await page.waitForFunction(() => document.activeElement?.dataset.side === 'up', null, { timeout: 20_000 })
+    .catch(() => { throw new Error('check failed: Enter UP keeps the focus after a refresh'); });
+
   // ---- the main flow: A bets UP and B bets DOWN on one round; A alone on the next (refunded) ----
   step('bet UP (A) and DOWN (B) on one round');
   const e = await openCard(30);

@@ -434,10 +434,21 @@ function renderHealth() {
     <div class="scroll"><table id="health"><thead><tr><th>Chain</th><th>Status</th><th>Head block</th><th>Head time</th><th>Lag</th><th>Last error</th></tr></thead><tbody>${rows}</tbody></table></div>`;
 }
 
+// A selector that finds the focused control again after the view is re-rendered.
+function focusKey(el) {
+  if (!el || !view.contains(el) || el === view) return null;
+  if (el.id) return `#${CSS.escape(el.id)}`;
+  if (el.dataset.side) return `[data-card=next] button[data-side=${el.dataset.side}]`;
+  const href = el.getAttribute('href');
+  if (href) return `a[href="${CSS.escape(href)}"]`;
+  return null;
+}
+
 let routing = null;
 async function route() {
   if (routing) { routing.again = true; return; }
   routing = { again: false };
+  const focus = focusKey(document.activeElement);
   try {
     await load();
     const parts = (location.hash || '#/').slice(2).split('/');
@@ -447,6 +458,8 @@ async function route() {
     else if (parts[0] === 'health') renderHealth();
     else renderMarkets();
     document.body.dataset.ready = '1';
+    // A refresh keeps the keyboard where it was: the same control, found again in the new page.
+    if (focus && view.contains(document.activeElement) === false) view.querySelector(focus)?.focus({ preventScroll: true });
   } catch (e) {
     show(`The keeper's API could not be read: ${e?.message ?? e}`);
   } finally {
