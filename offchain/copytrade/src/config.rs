@@ -863,6 +863,8 @@ cooldown = "6h"
         let c = Config::parse("config/copytrade.example.toml", text).unwrap();
         assert_eq!(c.mode, Mode::Paper);
         assert!(c.local, "the example follows the local exchange out of the box");
+        // Tests and users edit the example by replacing this line: it appears once (not in a comment too).
+        assert_eq!(text.matches("network = \"local\"").count(), 1);
         // With the AI section uncommented too.
         let at = text.find("# [copytrade.ai]").expect("the example documents the AI section");
         let tail: Vec<&str> = text[at..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect();

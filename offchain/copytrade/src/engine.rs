@@ -409,16 +409,18 @@ impl Engine {
         while let Ok(cmd) = self.commands_rx.try_recv() {
             commands.push(cmd);
         }
+        if self.risk.emergency {
+            if !self.startup_emergency_done {
+                self.execute_emergency("emergency stop was active at start-up").await;
+            } else if commands.is_empty() {
+                // A retried start: another pass at whatever is still open (a command below makes its own).
+                self.emergency_pass().await;
+            }
+        }
         for cmd in commands {
             self.handle_command(cmd).await;
         }
         if self.risk.emergency {
-            if self.startup_emergency_done {
-                // A retried start: another pass at whatever is still open.
-                self.emergency_pass().await;
-            } else {
-                self.execute_emergency("emergency stop was active at start-up").await;
-            }
             self.startup_emergency_done = true;
         }
         if self.lead_client.is_some() {
