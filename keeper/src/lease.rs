@@ -144,6 +144,17 @@ pub fn duplicate_of<'r>(row: &'r LeaseRow, me: &Me) -> Option<&'r str> {
         .then_some(row.instance.as_str())
 }
 
+/// How long a send under term `epoch` may still take at `now` (`None`: no limit).
+pub fn send_window(view: &LeaseView, epoch: i64, now: Instant) -> Option<Duration> {
+    match view {
+        LeaseView::Single => None,
+        LeaseView::Leading { epoch: e, valid_until, .. } if *e == epoch => {
+            Some(valid_until.saturating_duration_since(now))
+        }
+        _ => Some(Duration::ZERO),
+    }
+}
+
 /// The view after a renewal statement sent at `sent` answered `row` (`None`: it failed), at `now`. A keeper leads
 /// only when the statement wrote the row (`row.wrote`): a row that merely names its keeper id may be another
 /// process's under the same id, or a term of its own that it already gave up locally.
@@ -359,6 +370,12 @@ impl Lease {
         may_send(&self.view.lock(), epoch, now)
     }
 
+    /// How long a send under term `epoch` may still take (`None`: no limit, SQLite): the time left until the term's
+    /// validity runs out, zero once it has.
+    pub fn send_window(&self, epoch: i64) -> Option<Duration> {
+        send_window(&self.view(), epoch, Instant::now())
+    }
+
     /// Waits until the view may have changed (or `max` passed).
     pub async fn changed(&self, max: Duration) {
         let _ = tokio::time::timeout(max, self.changed.notified()).await;
@@ -522,6 +539,11 @@ impl Fence {
         self.lease.may_send(self.epoch)
     }
 
+    /// How long a send under the term may still take (`None`: no limit).
+    pub fn send_window(&self) -> Option<Duration> {
+        self.lease.send_window(self.epoch)
+    }
+
     /// The term as a fencing token for store writes.
     pub fn token(&self) -> Option<FenceToken> {
         self.lease.token(self.epoch)
@@ -680,6 +702,21 @@ mod tests {
         );
         assert_eq!(LeaseSettings::parse(None, None, true, "sqlite://x").unwrap_err().0, "keeper.shared_signer");
         assert!(LeaseSettings::parse(Some(3000), Some(500), true, "postgres://h/db").unwrap().shared_signer);
+    }
+
+    /// Audit L1: a broadcast is cut off when the term's validity runs out, not after the RPC timeout.
+    #[test]
+    fn a_send_may_take_only_what_is_left_of_the_term() {
+        let t0 = Instant::now();
+        let lead = LeaseView::Leading { epoch: 3, since_ms: 0, valid_until: t0 + Duration::from_secs(5) };
+        assert_eq!(send_window(&lead, 3, t0 + Duration::from_secs(1)), Some(Duration::from_secs(4)));
+        assert_eq!(send_window(&lead, 3, t0 + Duration::from_secs(9)), Some(Duration::ZERO));
+        assert_eq!(send_window(&lead, 2, t0), Some(Duration::ZERO), "an older term");
+        assert_eq!(
+            send_window(&LeaseView::Standby { leader: None, epoch: 3, since_ms: 0 }, 3, t0),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(send_window(&LeaseView::Single, 0, t0), None);
     }
 
     #[test]

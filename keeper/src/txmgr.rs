@@ -534,7 +534,20 @@ impl TxManager {
             if need_broadcast {
                 attempts += 1;
                 tracing::debug!(chain = %self.chain, action, nonce = tx.nonce, hash = %tx.hash, "broadcasting");
-                match self.provider.send_raw_transaction(&tx.raw).await {
+                // Under a lease term the broadcast (with its failovers between endpoints) may take only what is left
+                // of the term, not the RPC timeout per endpoint.
+                let send = self.provider.send_raw_transaction(&tx.raw);
+                let sent = match fence.and_then(Fence::send_window) {
+                    None => send.await,
+                    Some(left) => match tokio::time::timeout(left, send).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!(chain = %self.chain, action, nonce = tx.nonce, "broadcast cut off: the lease term ran out during it");
+                            continue;
+                        }
+                    },
+                };
+                match sent {
                     Ok(_) => {
                         self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let _ = self.store.update_tx(tx.row, "pending", None, None, None).await;
