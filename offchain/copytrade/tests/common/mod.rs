@@ -205,14 +205,14 @@ impl Running {
     }
 }
 
-/// Polls an async `cond` for up to 15 s.
+/// Polls an async `cond` for up to 60 s (generous: the suite must pass on a busy machine).
 pub async fn wait_until<F, Fut>(what: &str, cond: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let t = std::time::Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
+    while t.elapsed() < Duration::from_secs(60) {
         if cond().await {
             return;
         }
@@ -226,7 +226,7 @@ pub async fn has_event(store: &kronos_copytrade::Store, kind: &str, needle: &str
     store.events(500).await.unwrap().iter().any(|e| e.kind == kind && e.detail.contains(needle))
 }
 
-/// Waits (up to 15 s) for an event of `kind` whose detail contains `needle`.
+/// Waits (up to 60 s) for an event of `kind` whose detail contains `needle`.
 pub async fn wait_event(what: &str, store: &kronos_copytrade::Store, kind: &str, needle: &str) {
     wait_until(what, || has_event(store, kind, needle)).await
 }
@@ -236,10 +236,10 @@ pub fn follower_orders(w: &World) -> Vec<kronos_binance::types::Order> {
     w.ex.account(FOLLOWER).orders().to_vec()
 }
 
-/// Polls `cond` for up to 15 s.
+/// Polls `cond` for up to 60 s (generous: the suite must pass on a busy machine).
 pub async fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let t = std::time::Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
+    while t.elapsed() < Duration::from_secs(60) {
         if cond() {
             return;
         }
