@@ -519,7 +519,12 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
             }
         }
     });
-    let server_cpu = move || loadgen::cpu_seconds(pid);
+    // CPU used and time spent waiting for a CPU, of the server and of this process (the subscribers).
+    let me = std::process::id();
+    let server_cpu = move || {
+        let f = |p| loadgen::cpu_seconds(p).zip(loadgen::wait_seconds(p));
+        f(pid).zip(f(me))
+    };
     let phase1 = on_core(client_core, {
         let pace_tx = pace_tx.clone();
         move || async move {
@@ -591,11 +596,15 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
         lat.count(),
         lat.summary()
     );
-    if let Some((c0, c1)) = cpu {
+    if let Some((((s0, sw0), (c0, cw0)), ((s1, sw1), (c1, cw1)))) = cpu {
         println!(
-            "server CPU while publishing: {:.2}s ({:.1} µs per delivered message)",
+            "while publishing: server {:.2}s CPU ({:.1} µs per delivered message) and {:.2}s waiting for its core; \
+             subscribers {:.2}s CPU and {:.2}s waiting for theirs (other processes on the cores)",
+            s1 - s0,
+            1e6 * (s1 - s0) / received.max(1) as f64,
+            sw1 - sw0,
             c1 - c0,
-            1e6 * (c1 - c0) / received.max(1) as f64
+            cw1 - cw0
         );
     }
 

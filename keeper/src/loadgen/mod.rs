@@ -130,6 +130,17 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Seconds the threads of process `pid` spent runnable but waiting for a CPU (the second field of each thread's
+/// `/proc/PID/task/TID/schedstat`): how much other processes on its core held it back.
+pub fn wait_seconds(pid: u32) -> Option<f64> {
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        ns += s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(ns as f64 / 1e9)
+}
+
 /// The value of a Prometheus sample in `/metrics` text: the line whose name is `name` and whose labels contain
 /// `label` (empty: any), e.g. `("kronos_http_dropped_total", "reason=\"ws_slow_reader\"")`.
 pub fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
