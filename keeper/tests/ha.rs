@@ -43,6 +43,11 @@ fn free_port() -> u16 {
 /// Starts `kronos run` as keeper `id` with dev account `account` as its signer (one signer per keeper), on the
 /// store at `store_url`; `env` adds variables (a skewed clock).
 fn spawn(net: &Net, store_url: &str, id: &str, account: usize, env: &[(&str, &str)]) -> Keeper {
+    spawn_named(net, store_url, id, id, account, env)
+}
+
+/// [`spawn`] with its configuration and log files named `name` (two processes given one keeper id).
+fn spawn_named(net: &Net, store_url: &str, name: &str, id: &str, account: usize, env: &[(&str, &str)]) -> Keeper {
     let port = free_port();
     let text = std::fs::read_to_string(net.config_file(&[])).unwrap();
     let sqlite = format!("store = \"{}\"", net.store_url());
@@ -54,10 +59,10 @@ fn spawn(net: &Net, store_url: &str, id: &str, account: usize, env: &[(&str, &st
             &format!("keeper_id = \"{id}\"\nlease_ttl_ms = {TTL_MS}\nlease_refresh_ms = {REFRESH_MS}"),
         )
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    let cfg = net.dir.path().join(format!("{id}.toml"));
+    let cfg = net.dir.path().join(format!("{name}.toml"));
     std::fs::write(&cfg, text).unwrap();
     let key = &net.chains[0].keys[account];
-    let log = net.dir.path().join(format!("{id}.log"));
+    let log = net.dir.path().join(format!("{name}.log"));
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_kronos"));
     c.current_dir(kronos_testkit::repo_root())
         .args(["-v", "run", "--config"])
@@ -461,4 +466,49 @@ async fn through_pgbouncer_in_transaction_mode_a_killed_leader_is_replaced() {
         assert!(!log.contains("lease renewal failed"), "{}", tail(k));
     }
     println!("takeover through pgbouncer: {t:?}");
+}
+
+/// Issue 18 audit H1: two processes given one `keeper_id` (a copied configuration) on one PostgreSQL never lead a
+/// market together: one leads, the other logs the duplicate id as an error and stands by; nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_with_one_keeper_id_do_not_both_lead() {
+    let pg = PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+    let net = start(&["base"]).await;
+    let store = Store::connect(&pg.url()).await.unwrap();
+    let a = spawn_named(&net, &pg.url(), "copy-1", "keeper-a", 1, &[]);
+    let b = spawn_named(&net, &pg.url(), "copy-2", "keeper-a", 5, &[]);
+    let all = [&a, &b];
+    wait_until("keeper-a to lead", 90, &all, || async {
+        live_lease(&store, "base").await.filter(|l| l.holder == "keeper-a")
+    })
+    .await;
+    let standby = wait_until("one copy to stand by and say why", 60, &all, || async {
+        for k in [&a, &b] {
+            let log = std::fs::read_to_string(&k.log).unwrap_or_default();
+            if role(k, "base").await?["role"] == "standby"
+                && log.contains("another process runs with this keeper_id and holds this market's lease")
+            {
+                return Some(k.log.clone());
+            }
+        }
+        None
+    })
+    .await;
+    // Over three checkpoints: never two leaders, and each checkpoint executed once.
+    let target = current_checkpoint(&net, 0).await + 3;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while net.checkpoint(0, target).await.0 == 0 {
+        assert!(Instant::now() < deadline, "checkpoint {target} not recorded in 90 s\n{}", tails(&all));
+        let (ra, rb) = (role(&a, "base").await, role(&b, "base").await);
+        if let (Some(ra), Some(rb)) = (ra, rb) {
+            assert!(
+                !(ra["role"] == "leader" && rb["role"] == "leader"),
+                "both copies lead: {ra} {rb}\n{}",
+                tails(&all)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check_chain(&net, 0, target, &all, None).await;
+    println!("duplicate keeper_id: {} stood by", standby.display());
 }
