@@ -135,6 +135,12 @@ try {
     return h.jsonValue();
   };
 
+  step('amounts that are not amounts');
+  await bet('abc', 'up');
+  await msg(/Enter an amount in ETH/);
+  await bet('0.0000000000000000001', 'up');
+  await msg(/ETH has 18 decimals/);
+
   step('wrong chain: the switch refused');
   await page.evaluate(() => { window.__kronosTestWallet.reject.switch = true; });
   await bet('0.01', 'up');
@@ -211,7 +217,7 @@ try {
   const statusA = await page.textContent(`#history tr[data-epoch="${e}"] .status`);
   check(statusA.startsWith(aWon ? 'Won' : 'Lost'), `A's round ${e} shows ${aWon ? 'Won' : 'Lost'}: ${statusA}`);
   check(await page.$(`#proofs tr[data-epoch="${e}"]`), `the settlement proof of round ${e}`);
-  check(/Chainlink round \d+/.test(await page.textContent(`#proofs tr[data-epoch="${e}"]`)), 'the proof names Chainlink round ids');
+  check(/Chainlink round \d+ \(phase \d+, aggregator round \d+\)/.test(await page.textContent(`#proofs tr[data-epoch="${e}"]`)), 'the proof names Chainlink round ids');
   await page.screenshot({ path: path.join(OUT, 'settled.png'), fullPage: true });
 
   // The winner collects every claimable round in one claim; the loser's history shows the loss.

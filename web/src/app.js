@@ -213,6 +213,7 @@ async function bet(c, m, epoch, side) {
   const raw = input.value.trim();
   let amount;
   try { amount = parseUnits(raw, m.decimals); } catch { amount = -1n; }
+  if ((raw.split('.')[1] ?? '').length > m.decimals) { show(`${m.symbol} has ${m.decimals} decimals: enter at most ${m.decimals} digits after the point.`); input.focus(); return; }
   if (!/^\d*\.?\d+$/.test(raw) || amount <= 0n) { show(`Enter an amount in ${m.symbol}, like 0.01.`); input.focus(); return; }
   const btns = view.querySelectorAll('button.up, button.down');
   btns.forEach((b) => { b.disabled = true; });
@@ -273,6 +274,12 @@ function renderMarkets() {
       : 'This keeper drives no Solana market yet. Solana markets will be shown here read-only; betting from Solana wallets comes later.'}</div>`;
 }
 
+// A proxy round id is phase << 64 | the aggregator's own round id.
+function phaseOf(id) {
+  const r = big(id);
+  return r > 0n ? `(phase ${r >> 64n}, aggregator round ${r & ((1n << 64n) - 1n)})` : '';
+}
+
 async function renderMarket(chainName, id) {
   const c = chainOf(chainName);
   const m = c?.markets.find((x) => String(x.id) === String(id));
@@ -310,7 +317,7 @@ async function renderMarket(chainName, id) {
   const finished = rounds.filter((r) => r.state === 'settled' || r.state === 'cancelled' || r.state === 'Settled' || r.state === 'Cancelled');
   const proof = (r) => {
     const e = Number(r.epoch), a = cpBy.get(e + 1), b = cpBy.get(e + 2);
-    const cell = (x) => x ? `price ${esc(x.price)}, Chainlink round ${esc(x.round_id)}, at ${esc(localTime(x.ts))}${x.tx_hash ? `, tx ${c.explorer ? `<a href="${esc(c.explorer)}/tx/${esc(x.tx_hash)}" rel="noopener">${esc(x.tx_hash.slice(0, 10))}…</a>` : esc(x.tx_hash)}` : ''}` : '—';
+    const cell = (x) => x ? `price ${esc(x.price)}, Chainlink round ${esc(x.round_id)} ${phaseOf(x.round_id)}, at ${esc(localTime(x.ts))}${x.tx_hash ? `, tx ${c.explorer ? `<a href="${esc(c.explorer)}/tx/${esc(x.tx_hash)}" rel="noopener">${esc(x.tx_hash.slice(0, 10))}…</a>` : esc(x.tx_hash)}` : ''}` : '—';
     return `<tr data-epoch="${e}"><td>${e}</td><td>${esc(r.state)} ${esc(r.outcome ?? '')} ${r.reason ? '(' + esc(r.reason) + ')' : ''}</td><td>${cell(a)}</td><td>${cell(b)}</td></tr>`;
   };
   view.innerHTML = `<h1>${esc(m.pair)} on ${esc(c.display)}</h1>
