@@ -22,13 +22,13 @@
 //!   Errors are [`source::SourceError`]: transient (backoff doubles, 1 s to 5 min), rate-limited with the server's
 //!   `Retry-After`, or fatal (the source stops, its health says why).
 //! - [`runner::spawn_source`] drives any `Source` (generic, no boxing) and reports its [`source::Health`] into the
-//!   shared [`runner::Monitor`]; the second helper's Discord / Telegram sources implement `Source` and are spawned
-//!   by [`runner::run`] from their `[[source]]` config entries (see [`config::SourceConfig`]).
+//!   shared [`runner::Monitor`]. A new kind (Discord, Telegram) implements `Source`, adds a variant to
+//!   [`config::SourceKind`] with a branch in [`config::parse_source`], and a line in [`runner::spawn_sources`].
 //! - [`pipeline`] is pure and unit-tested: [`pipeline::Pipeline`] keeps the de-duplication window, the spam
 //!   counters and the per-asset baselines; every decision is a function of its inputs and the clock passed in.
 //! - [`store::Store`]: sqlx, SQLite by default (`sqlite:data/social.sqlite`), PostgreSQL by URL; tables `so_*`.
 //! - [`fanout::Fanout`]: where accepted items go after they are stored. [`fanout::Bus`] (tokio broadcast) feeds the
-//!   WebSocket; a Redis publisher implements the same trait (channels per asset and priority).
+//!   WebSocket; [`fanout::redis::RedisFanout`] implements the same trait (channels per asset and priority).
 //! - [`server`]: REST (`/api/social/items`, `/api/social/assets/{asset}`), `/ws` with per-client filters, `/health`
 //!   per source, `/metrics` (Prometheus), under the project's [`kronos_common::http_guard::Guard`].
 
