@@ -208,6 +208,12 @@ pub fn released(next: Option<u64>, nonce: u64) -> Option<u64> {
     (next == Some(nonce + 1)).then_some(nonce)
 }
 
+/// Whether a transaction with `nonce` in the pool waits behind nonces nobody sent: fewer are mined (`latest`) and
+/// the node's pending count (mined plus those ready in its pool, contiguously) stops below it.
+pub fn nonce_gap(latest: u64, pending: u64, nonce: u64) -> bool {
+    latest < nonce && pending < nonce
+}
+
 /// Whether revert data says that what the transaction was for is already done by someone else
 /// (`CheckpointAlreadyRecorded`: anyone may execute a checkpoint, and a copy of ours with a higher tip can land
 /// first). Such a revert is the outcome we wanted, not a failure to alert about.
@@ -709,6 +715,8 @@ impl TxManager {
                 tracing::warn!(chain = %self.chain, action, hash = %tx.hash, "transaction left the pool; broadcasting it again");
                 self.counters.rebroadcast.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 need_broadcast = true;
+            } else if self.fill_gap_below(action, tx.nonce).await {
+                // The gap below is filled: this transaction can be mined now, at its fees.
             } else {
                 match self.raise(tx.fees).await {
                     Ok(Some(f)) => {
@@ -797,6 +805,47 @@ impl TxManager {
                 tracing::warn!(chain = %self.chain, action, nonce, error = %e, "following the orphaned nonce ended")
             }
         }
+    }
+
+    /// A shared signer's nonces below `nonce` that nobody sent (a keeper took one from the nonce authority and
+    /// failed or died before broadcasting it): when this transaction, in the pool for `bump_after`, waits behind
+    /// them (the node's pending count stops below its nonce while the mined count is below it too), they are filled
+    /// with zero-value transfers to the signer, so that it can be mined. `true` when something was sent.
+    async fn fill_gap_below(&self, action: &str, nonce: u64) -> bool {
+        if !self.shares_nonces() {
+            return false;
+        }
+        let count = |pending: bool| async move {
+            let q = self.provider.get_transaction_count(self.signer);
+            if pending {
+                q.pending().await
+            } else {
+                q.latest().await
+            }
+        };
+        let (Ok(latest), Ok(pending)) = (count(false).await, count(true).await) else { return false };
+        if !nonce_gap(latest, pending, nonce) {
+            return false;
+        }
+        let Ok(fees) = self.current_fees().await else { return false };
+        let mut sent = false;
+        for n in pending.max(latest)..nonce {
+            tracing::warn!(chain = %self.chain, action, nonce, missing = n, "a nonce below this transaction's was never sent: filling it with a zero-value transfer to the signer");
+            let Ok((hash, raw)) = self.sign(self.signer, &Bytes::new(), U256::ZERO, n, 21_000, fees).await else {
+                return sent;
+            };
+            let Ok(row) = self.record(None, &format!("fill:{n}"), n, hash, 21_000, fees).await else { return sent };
+            match self.provider.send_raw_transaction(&raw).await {
+                Ok(_) => {
+                    sent = true;
+                    let _ = self.store.update_tx(row, "pending", None, None, None).await;
+                }
+                Err(e) => {
+                    tracing::warn!(chain = %self.chain, nonce = n, error = %message(&e), "could not send the filling transfer")
+                }
+            }
+        }
+        sent
     }
 
     /// Steps the local nonce counter back over `nonce` when it was the last one taken (never with a shared signer's
@@ -1111,6 +1160,16 @@ mod tests {
         }
         assert_eq!(classify_refusal("execution reverted", true), Revert);
         assert_eq!(classify_refusal("nonce too low", true), NonceUsed);
+    }
+
+    /// Audit M5: a gap is below a pooled transaction only when neither the mined count nor the node's contiguous
+    /// pending count reaches its nonce.
+    #[test]
+    fn a_gap_is_seen_only_when_nothing_reaches_the_nonce() {
+        assert!(nonce_gap(5, 5, 6), "nonce 5 was never sent");
+        assert!(!nonce_gap(5, 7, 6), "nonce 5 waits in the pool: no gap");
+        assert!(!nonce_gap(7, 7, 6), "mined already");
+        assert!(!nonce_gap(6, 6, 6), "the next nonce: nothing below is missing");
     }
 
     #[test]

@@ -362,3 +362,41 @@ async fn a_transaction_orphaned_by_a_lost_lease_is_cancelled_not_left_in_the_poo
     let c = MockV3Aggregator::new(feed, node.provider.clone());
     assert_ne!(c.latestAnswer().call().await.unwrap(), alloy::primitives::I256::try_from(7).unwrap());
 }
+
+/// Issue 18 audit M5: keepers sharing a signer; one took a nonce from the nonce authority and never sent it (its
+/// fenced write failed, or it died). The next send takes the nonce after it, which waits in the pool behind the gap:
+/// after `bump_after` the gap is filled with a zero-value transfer and the send is mined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_signers_nonce_taken_and_never_sent_is_filled() {
+    use kronos_keeper::lease::{Fence, Lease, LeaseTiming, LeaseView};
+    let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+    let store = Store::connect(&pg.url()).await.unwrap();
+    let node = spawn(NodeOptions::default());
+    let feed = kronos_testkit::deploy_mock_feed(&node.provider, 8, 1).await.unwrap();
+    let timing = LeaseTiming { ttl: Duration::from_secs(60), refresh: Duration::from_secs(1) };
+    let metrics = std::sync::Arc::new(kronos_keeper::metrics::Metrics::default());
+    let a = Lease::new("dev", 1, "keeper-a", "ia", &store, timing, Bus::new(16), metrics);
+    a.refresh().await;
+    assert!(matches!(a.view(), LeaseView::Leading { epoch: 1, .. }), "{:?}", a.view());
+    let m = manager_via(&node.url, &node, 1, store.clone(), Bus::new(64)).await;
+    m.share_nonces();
+    let addr = node.address(1);
+    let next = node.provider.get_transaction_count(addr).pending().await.unwrap();
+    // Another keeper with the same key takes `next` and never sends it.
+    let token = a.token(1).unwrap();
+    let taken = store.take_shared_nonce("dev", &addr.to_string(), next as i64, &token, 30_000).await.unwrap();
+    assert_eq!(taken as u64, next);
+    let fence = Fence { lease: a.clone(), epoch: 1 };
+    let mined = tokio::time::timeout(
+        Duration::from_secs(30),
+        m.send_fenced(Some(&fence), "update:gap", feed, update_call(9), U256::ZERO, &|| Box::pin(async { false })),
+    )
+    .await
+    .expect("the send stayed stuck behind the gap")
+    .unwrap();
+    let tx = node.provider.get_transaction_by_hash(mined.hash).await.unwrap().unwrap();
+    assert_eq!(alloy::consensus::Transaction::nonce(&tx), next + 1);
+    let fills = store.txs_for_action("dev", &format!("fill:{next}")).await.unwrap();
+    assert_eq!(fills.len(), 1, "{fills:?}");
+    assert_eq!(node.provider.get_transaction_count(addr).latest().await.unwrap(), next + 2);
+}
