@@ -884,9 +884,10 @@ impl Engine {
 
     /// Trades `symbol` toward its target. `trigger` is when the lead event that caused this arrived (delay metric).
     async fn apply(&mut self, symbol: &str, trigger: Option<Instant>) {
-        if self.risk.emergency && !self.paused && self.filters.contains_key(symbol) {
-            // No trading while the emergency stop holds, but a position open meanwhile (a late fill, a manual
-            // trade) gets its stop until the emergency pass has closed it.
+        if (self.risk.emergency || self.paused) && self.filters.contains_key(symbol) {
+            // No trading while the emergency stop holds or copy-trading is off, but an open position keeps a stop:
+            // one open meanwhile (a late fill, a manual trade) gets one, and one found missing (cancelled by hand,
+            // expired) is placed again. A stop is reduce-only protection, not a trade.
             self.protect(symbol).await;
             return;
         }
@@ -1964,7 +1965,8 @@ impl Engine {
             self.risk_event(
                 "trading_off",
                 "",
-                "copy-trading switched off: no new orders; positions and their stops stay".into(),
+                "copy-trading switched off: no new orders; positions keep their stops (a missing one is placed again)"
+                    .into(),
             )
             .await;
         } else if trading && self.paused {

@@ -1439,6 +1439,28 @@ async fn a_stop_cancelled_while_the_copy_trader_is_down_is_placed_again() {
     r.stop().await;
 }
 
+/// Copy-trading switched off keeps positions and their stops: a stop found missing meanwhile is placed again (a
+/// stop is protection, not a trade), and nothing else is sent.
+#[tokio::test]
+async fn a_stop_missing_while_trading_is_off_is_placed_again() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the stop", || w.follower_stops().len() == 1).await;
+    r.handles.store.set_state("trading", "0").await.unwrap();
+    wait_for("trading off", || !r.handles.status.lock().trading).await;
+    let old = w.follower_stops()[0].client_algo_id.clone();
+    follower_client(&w).cancel_stop(&old).await.unwrap();
+    wait_for("a new stop while trading is off", || w.follower_stops().first().is_some_and(|s| s.client_algo_id != old))
+        .await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    r.settle().await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.stop().await;
+}
+
 /// Audit of issue 14, L1: an order a crashed run left `sending` that the exchange filled is booked at the restart
 /// and the position it opened is adopted as its own, not reported as drift.
 #[tokio::test]
