@@ -138,7 +138,7 @@ async fn throughput() {
     }
     let secs = started.elapsed().as_secs_f64();
     drop(m);
-    let _ = drain;
+    drain.abort();
     println!(
         "pipeline end to end (SQLite file, batches of 500): {n} items in {secs:.2} s = {:.0} items/s \
          ({accepted} accepted and stored, {skipped} skipped by the rules)",

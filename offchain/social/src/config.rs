@@ -118,7 +118,8 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {
     Rss(RssConfig),
-    HttpJson(JsonConfig),
+    /// Boxed: the largest settings by far.
+    HttpJson(Box<JsonConfig>),
     Keeper(KeeperConfig),
     Discord(crate::sources::discord::DiscordConfig),
     Telegram(crate::sources::telegram::TelegramConfig),
@@ -486,7 +487,7 @@ pub fn parse_source(i: usize, t: toml::Table) -> Result<SourceConfig, (String, S
                 name: name_ok(&r.name)?,
                 weight: weight(r.weight)?,
                 trusted: r.trusted.unwrap_or(false),
-                kind: SourceKind::HttpJson(JsonConfig {
+                kind: SourceKind::HttpJson(Box::new(JsonConfig {
                     url: http_url("url", &r.url)?,
                     poll: poll(r.poll_s)?,
                     max_bytes: r.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
@@ -502,7 +503,7 @@ pub fn parse_source(i: usize, t: toml::Table) -> Result<SourceConfig, (String, S
                         language: opt("language", r.fields.language)?,
                     },
                     strict: r.strict,
-                }),
+                })),
             })
         }
         "keeper" => {

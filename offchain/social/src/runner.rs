@@ -268,7 +268,7 @@ pub fn spawn_sources(
             SourceKind::Rss(c) => {
                 spawn_source(m.clone(), crate::sources::rss::RssSource::new(&s.name, c.clone()), o, shutdown.clone())
             }
-            SourceKind::HttpJson(c) => match crate::sources::json::JsonSource::new(&s.name, c.clone()) {
+            SourceKind::HttpJson(c) => match crate::sources::json::JsonSource::new(&s.name, (**c).clone()) {
                 Ok(src) => spawn_source(m.clone(), src, o, shutdown.clone()),
                 Err(e) => {
                     m.register(&s.name, "http_json");

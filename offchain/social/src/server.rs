@@ -136,10 +136,10 @@ fn internal(e: anyhow::Error) -> Response {
         .into_response()
 }
 
-fn num<T: std::str::FromStr>(q: &HashMap<String, String>, k: &str) -> Result<Option<T>, Response> {
+fn num<T: std::str::FromStr>(q: &HashMap<String, String>, k: &str) -> Result<Option<T>, (String, String)> {
     match q.get(k) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| bad(k, format!("'{v}' is not a number"))),
+        Some(v) => v.parse().map(Some).map_err(|_| (k.to_string(), format!("'{v}' is not a number"))),
     }
 }
 
@@ -169,7 +169,7 @@ async fn items(State(s): State<Server>, Query(q): Query<HashMap<String, String>>
                 query.limit = l;
             }
         }
-        (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => return r,
+        (Err((p, m)), ..) | (_, Err((p, m)), ..) | (_, _, Err((p, m)), _) | (.., Err((p, m))) => return bad(&p, m),
     }
     match s.inner.monitor.store.items(&query).await {
         Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
