@@ -512,3 +512,43 @@ async fn two_processes_with_one_keeper_id_do_not_both_lead() {
     check_chain(&net, 0, target, &all, None).await;
     println!("duplicate keeper_id: {} stood by", standby.display());
 }
+
+/// Issue 18 audit M1: the leader stopped with SIGTERM as a checkpoint falls due (its execute in flight): it gives the
+/// lease up only once its pass has ended, so the standby, taking over right after, does not send that execute again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_stopped_with_sigterm_mid_send_gives_the_lease_up_after_it() {
+    let pg = PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+    let net = start(&["base"]).await;
+    let store = Store::connect(&pg.url()).await.unwrap();
+    let mut a = spawn(&net, &pg.url(), "keeper-a", 1, &[]);
+    let first = wait_until("keeper-a to lead", 90, &[&a], || async {
+        live_lease(&store, "base").await.filter(|l| l.holder == "keeper-a")
+    })
+    .await;
+    let b = spawn(&net, &pg.url(), "keeper-b", 5, &[]);
+    wait_until("keeper-b to stand by", 90, &[&a, &b], || async {
+        (role(&b, "base").await?["role"] == "standby").then_some(())
+    })
+    .await;
+    let k0 = current_checkpoint(&net, 0).await;
+    wait_recorded(&net, 0, k0 + 1, 60, &[&a, &b]).await;
+    let due = current_checkpoint(&net, 0).await + 1;
+    net.wait_checkpoint(0, due, 0).await;
+    signal(&a, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(60), a.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("keeper-a did not stop within 60 s of SIGTERM\n{}", tail(&a)))
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{}", tail(&a));
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(log.contains("lease given up"), "{}", tail(&a));
+    let l = wait_until("keeper-b to take over", 30, &[&a, &b], || async {
+        live_lease(&store, "base").await.filter(|l| l.holder == "keeper-b")
+    })
+    .await;
+    assert!(l.epoch > first.epoch);
+    let target = due + 3;
+    wait_recorded(&net, 0, target, 90, &[&a, &b]).await;
+    // Every checkpoint recorded once, and nothing sent after the transaction that recorded it.
+    check_chain(&net, 0, target, &[&a, &b], None).await;
+}
