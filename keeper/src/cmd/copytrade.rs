@@ -75,7 +75,7 @@ fn run_daemon(a: CopyRunArgs) -> Result<()> {
     let cfg = Config::load(&a.common.config)?;
     runtime()?.block_on(async move {
         let (engine, handles) = kronos_copytrade::run::build(&cfg, a.live, Bus::default(), Tuning::default()).await?;
-        let (addr, _api) = kronos_copytrade::run::serve(handles.clone(), &cfg.listen).await?;
+        let (addr, _api) = kronos_copytrade::run::serve_with(handles.clone(), &cfg.listen, cfg.api.clone()).await?;
         tracing::info!(
             mode = if a.live { "LIVE" } else { "paper" },
             network = cfg.network_name(),

@@ -113,7 +113,7 @@ balance = "{BALANCE}"
         );
         let cfg = kronos_copytrade::Config::parse("(demo copy-trader)", &text)?;
         let (engine, handles) = kronos_copytrade::run::build(&cfg, false, bus.clone(), Tuning::default()).await?;
-        let (api, _server) = kronos_copytrade::run::serve(handles.clone(), &cfg.listen).await?;
+        let (api, _server) = kronos_copytrade::run::serve_with(handles.clone(), &cfg.listen, cfg.api.clone()).await?;
         let tally = Arc::new(Mutex::new(Tally::default()));
         tasks.spawn(watch(bus.clone(), tally.clone(), cancel.clone()));
         let c = cancel.clone();

@@ -141,6 +141,8 @@ pub struct Config {
     /// The environment variable holding the control API's token (`POST /api/emergency-stop`, `/api/resume` need
     /// `Authorization: Bearer <token>`). Without one those endpoints are refused, and `listen` must be loopback.
     pub api_token_env: Option<String>,
+    /// Limits of the service on `listen` (`[copytrade.api]`, the keeper's `[api]` keys; defaults otherwise).
+    pub api: kronos_common::http_guard::Limits,
     pub quote_asset: String,
     pub recv_window_ms: u64,
     /// Timeout of one exchange request; a timed-out order is resolved by query.
@@ -171,6 +173,7 @@ struct RawCopytrade {
     store: Option<String>,
     listen: Option<String>,
     api_token_env: Option<String>,
+    api: Option<kronos_common::http_guard::RawLimits>,
     quote_asset: Option<String>,
     recv_window_ms: Option<u64>,
     request_timeout: Option<String>,
@@ -672,6 +675,7 @@ impl Config {
                 ),
             ));
         }
+        let api = c.api.unwrap_or_default().validate("copytrade.api").map_err(|(f, m)| v.err(&f, m))?;
         let (key_default, secret_default) = if local {
             (LOCAL_FOLLOWER_KEY_ENV, LOCAL_FOLLOWER_SECRET_ENV)
         } else {
@@ -693,6 +697,7 @@ impl Config {
             store: c.store.unwrap_or_else(|| "sqlite:data/copytrade.sqlite".into()),
             listen,
             api_token_env,
+            api,
             quote_asset,
             recv_window_ms,
             request_timeout: v.dur("copytrade.request_timeout", c.request_timeout.as_deref().unwrap_or("10s"))?,
@@ -839,6 +844,8 @@ cooldown = "6h"
                 "0.1 is a TOML float; write decimal numbers in quotes (\"0.1\")",
             ),
             (GOOD.replace("ratio = \"0.5\"", "ratio = true"), "copytrade.sizing.ratio", "a decimal number in quotes"),
+            // The service's limits ([copytrade.api], the keeper's [api] keys) name their field too.
+            (format!("{GOOD}\n[copytrade.api]\nmax_connections = 0\n"), "copytrade.api.max_connections", "below 1"),
             (
                 GOOD.replace("stop_loss_pct = \"2\"", "stop_loss_pct = \"75\""),
                 "copytrade.protection.stop_loss_pct",
@@ -855,6 +862,14 @@ cooldown = "6h"
             assert!(e.field.starts_with(field) && e.message.contains(msg), "{field}/{msg}: got {e}");
             assert!(e.to_string().starts_with("ct.toml: "), "{e}");
         }
+    }
+
+    #[test]
+    fn the_services_limits_are_configurable() {
+        let c = Config::parse("ct.toml", GOOD).unwrap();
+        assert_eq!(c.api, kronos_common::http_guard::Limits::default());
+        let c = Config::parse("ct.toml", &format!("{GOOD}\n[copytrade.api]\nmax_body_bytes = 4096\n")).unwrap();
+        assert_eq!(c.api.max_body_bytes, 4096);
     }
 
     #[test]
