@@ -65,13 +65,27 @@ pub struct MarketStats {
     pub settled: u64,
     pub cancelled: u64,
     pub missed: u64,
+    /// Settlement delay in blocks of this keeper's recent executes (the newest 4,096 to 8,192; older ones are dropped).
     pub delays: Vec<u64>,
+    /// Gas used by the same executes.
     pub execute_gas: Vec<u64>,
     pub pool_up_wei: String,
     pub pool_down_wei: String,
     pub last_p_up: Option<f64>,
     /// This keeper's role on the market (several keepers on one PostgreSQL store).
     pub lease: crate::lease::LeaseStatus,
+}
+
+/// How many recent samples [`MarketStats`] keeps per series: a daemon runs for months, and `/api/markets` serves
+/// them. Once the series reaches twice this, the older half is dropped (amortised O(1) per sample).
+pub(crate) const MAX_SAMPLES: usize = 4096;
+
+/// Appends `x`, keeping at most `2 × MAX_SAMPLES` and never fewer than the newest `MAX_SAMPLES`.
+pub(crate) fn push_sample(v: &mut Vec<u64>, x: u64) {
+    if v.len() >= 2 * MAX_SAMPLES {
+        v.drain(..v.len() - MAX_SAMPLES);
+    }
+    v.push(x);
 }
 
 /// Decodes an int256 price with the feed's decimals.
@@ -354,7 +368,7 @@ impl MarketDriver {
         let id = self.info.id;
         // Its own token, cancelled only once the loop below has ended: a shutdown does not give the lease up while a
         // pass still follows a transaction it sent (a standby would send it again).
-        let renewals = CancellationToken::new();
+        let renewals = cancel.child_token();
         let refresher = tokio::spawn(self.lease.clone().run(renewals.clone()));
         let mut next: Option<u64> = None;
         let mut backoff = self.poll;
@@ -637,8 +651,8 @@ impl MarketDriver {
                     .observe(delay as f64);
                 {
                     let mut s = self.stats.lock();
-                    s.delays.push(delay);
-                    s.execute_gas.push(mined.gas_used);
+                    push_sample(&mut s.delays, delay);
+                    push_sample(&mut s.execute_gas, mined.gas_used);
                 }
                 self.handle_logs(k, &mined.logs, Some((mined.hash.to_string(), mined.block, delay))).await?;
                 Ok(true)
@@ -893,6 +907,19 @@ impl MarketDriver {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn samples_are_bounded_and_keep_the_newest() {
+        let mut v = Vec::new();
+        for x in 0..(5 * super::MAX_SAMPLES as u64) {
+            super::push_sample(&mut v, x);
+            assert!(v.len() <= 2 * super::MAX_SAMPLES);
+            assert!(v.len() >= super::MAX_SAMPLES.min(x as usize + 1));
+            assert_eq!(*v.last().unwrap(), x);
+        }
+        // Contiguous and newest: no sample lost from the middle.
+        assert!(v.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
     use super::*;
     use KronosMarket::KronosMarketErrors as E;
 
