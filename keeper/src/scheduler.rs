@@ -368,7 +368,7 @@ impl MarketDriver {
         let id = self.info.id;
         // Its own token, cancelled only once the loop below has ended: a shutdown does not give the lease up while a
         // pass still follows a transaction it sent (a standby would send it again).
-        let renewals = cancel.child_token();
+        let renewals = CancellationToken::new();
         let refresher = tokio::spawn(self.lease.clone().run(renewals.clone()));
         let mut next: Option<u64> = None;
         let mut backoff = self.poll;
