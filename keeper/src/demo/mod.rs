@@ -6,6 +6,7 @@
 pub mod bettors;
 pub mod copytrade;
 pub mod net;
+pub mod social;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -106,6 +107,8 @@ pub struct Demo {
     pub copytrade: Arc<copytrade::CopyDemo>,
     /// The Telegram bot's address (`/health`), when it joined.
     pub telegram: Option<String>,
+    /// The social monitor: the fixture feeds and the keeper's signals from its `/ws`.
+    pub social: social::SocialDemo,
 }
 
 /// Starts the network, deploys, builds the keeper and starts every task. Returns the running demo and the task set.
@@ -251,6 +254,19 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         }
         None => None,
     };
+    // The social monitor: the bundled fixture feeds (offline) and the keeper's signals mirrored from its /ws.
+    let social = social::SocialDemo::start(
+        &root,
+        &root.join(db.replace(".db", "-social.db")),
+        &format!("ws://{}/ws", args.listen),
+        cancel,
+        tasks,
+    )
+    .await?;
+    println!(
+        "social monitor http://{}/api/social/items: fixture feeds from http://{}/ and the keeper's signals ({})",
+        social.api, social.fixtures, social.keeper_source
+    );
     let mut bets = BTreeMap::new();
     for (i, c) in chains.iter().enumerate() {
         tasks.spawn(net::replay(c.clone(), replay.clone(), args.interval as u64, poll, cancel.clone()));
@@ -268,7 +284,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         };
         stake_decimals.insert(c.chain.key.clone(), d);
     }
-    Ok(Demo { chains, keeper_stats, bets, store, publisher, db, stake_decimals, copytrade: copy, telegram })
+    Ok(Demo { chains, keeper_stats, bets, store, publisher, db, stake_decimals, copytrade: copy, telegram, social })
 }
 
 /// The browser origins of the dApp the demo's keeper serves on `listen`: `http://<listen>`, and
@@ -399,6 +415,7 @@ async fn summary(d: &Demo, elapsed: Duration) -> String {
         }
     }
     s += &d.copytrade.section().await;
+    s += &d.social.section().await;
     if let Some(t) = &d.telegram {
         s += &format!("telegram bot: {t}\n");
     }
