@@ -10,6 +10,11 @@ export function installWallet(cfg) {
     known: [...cfg.known],
     added: [],
     reject: { connect: false, switch: false, send: false },
+    // sent: every eth_sendTransaction forwarded to the chain; hold: a promise each send waits on first (the user
+    // not yet confirming in the wallet), with held = how many sends wait on it now.
+    sent: [],
+    hold: null,
+    held: 0,
     listeners: {},
   });
   const fail = (code, message) => Object.assign(new Error(message), { code });
@@ -43,6 +48,8 @@ export function installWallet(cfg) {
         case 'eth_sendTransaction':
           if (w.reject.send) throw fail(4001, 'User rejected the transaction.');
           if (params[0].from.toLowerCase() !== w.account.toLowerCase()) throw fail(4100, 'Unknown account');
+          if (w.hold) { w.held++; try { await w.hold; } finally { w.held--; } }
+          w.sent.push(params[0]);
         // falls through: anvil signs with the unlocked dev account
         default: {
           const r = await window.__kronosRpc(w.chainId, method, params ?? []);

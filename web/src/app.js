@@ -18,7 +18,11 @@ const st = {
 // ---------- helpers ----------
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 const big = (v) => { try { return BigInt(v ?? 0); } catch { return 0n; } };
-const fmt = (v, dec, sym) => `${trimZeros(formatUnits(big(v), dec))}${sym ? ' ' + sym : ''}`;
+// `amt` is plain text (for textContent); `fmt` is the same, escaped for markup: the symbol is the token's own
+// on-chain string, and under `kronos web` every field comes from a keeper elsewhere.
+const amt = (v, dec, sym) => `${trimZeros(formatUnits(big(v), Number(dec) || 0))}${sym ? ' ' + sym : ''}`;
+const fmt = (v, dec, sym) => esc(amt(v, dec, sym));
+const num = (v) => { const x = Number(v); return Number.isFinite(x) ? String(x) : '—'; };
 function trimZeros(s) { if (!s.includes('.')) return s; const [i, f] = s.split('.'); const t = f.slice(0, 6).replace(/0+$/, ''); return t ? `${i}.${t}` : i; }
 const localTime = (ts) => new Date(Number(ts) * 1000).toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'medium' });
 function multiplier(total, side) { if (side === 0n) return '—'; const x = (total * 100n) / side; return `${x / 100n}.${String(x % 100n).padStart(2, '0')}×`; }
@@ -62,7 +66,11 @@ function clock(m, now) {
 
 async function load() {
   const [chains, markets, health] = await Promise.all([api('/api/chains'), api('/api/markets'), api('/health')]);
-  st.chains = chains.chains; st.live = markets.live; st.markets = markets.markets; st.health = health;
+  // Numbers put into the page's markup are numbers: a market whose fields are not is left out.
+  const ints = (o, ks) => ks.every((k) => { o[k] = Number(o[k]); return Number.isSafeInteger(o[k]) && o[k] >= 0; });
+  st.chains = (chains.chains ?? []).filter((c) => ints(c, ['chain_id']));
+  for (const c of st.chains) c.markets = (c.markets ?? []).filter((m) => ints(m, ['id', 'decimals', 'genesis', 'interval', 'bet_cutoff']) && m.decimals <= 36);
+  st.live = markets.live; st.markets = markets.markets; st.health = health;
   sampleClocks(health, Date.now());
 }
 
@@ -112,7 +120,9 @@ async function connect() {
     if (!accounts?.length) { show('Your wallet returned no account.'); return; }
     st.wallet = p; st.account = accounts[0];
     p.provider.on?.('accountsChanged', (a) => { st.account = a?.[0] ?? null; if (!st.account) st.wallet = null; renderWallet(); route(); });
-    p.provider.on?.('chainChanged', () => route());
+    // While a bet or claim is on its way the page is not redrawn (its buttons stay disabled); `send` aborts when the
+    // wallet's chain is no longer the transaction's.
+    p.provider.on?.('chainChanged', () => { st.chainMoves = (st.chainMoves ?? 0) + 1; if (!st.busy) route(); });
     renderWallet();
     route();
   } catch (e) {
@@ -169,7 +179,7 @@ function explainRevert(e, m) {
   const a = d.args ?? [];
   switch (d.errorName) {
     case 'BettingClosed': return `Betting is closed for round ${a[1]}: it closed at ${localTime(a[3])}. Bet on the next round.`;
-    case 'BetTooSmall': return `Below the minimum bet: ${fmt(a[0], m.decimals, m.symbol)} is less than the minimum of ${fmt(a[1], m.decimals, m.symbol)}.`;
+    case 'BetTooSmall': return `Below the minimum bet: ${amt(a[0], m.decimals, m.symbol)} is less than the minimum of ${amt(a[1], m.decimals, m.symbol)}.`;
     case 'MarketIsPaused': return `This market is paused: it takes no bets now (market ${a[0]}).`;
     case 'EnforcedPause': return 'The market contract is paused: it takes no bets now.';
     case 'OppositeSideTaken': return `You already bet the other side of round ${a[1]}; a bet can only be added to on the same side.`;
@@ -178,26 +188,38 @@ function explainRevert(e, m) {
   }
 }
 
+// Sends `tx` (which names its chainId) after a dry run, on the wallet's chain only: the chain is read again just
+// before the wallet is asked, and a chain change while it waits aborts. The receipt is awaited for at most
+// RECEIPT_WAIT_MS; a transaction the node no longer knows (dropped, or replaced in the wallet) ends the wait.
+const RECEIPT_WAIT_MS = 5 * 60_000;
 async function send(tx, m) {
+  const { chainId, ...dry } = tx;
   try {
-    await req('eth_call', [tx, 'latest']);
+    await req('eth_call', [dry, 'latest']);
   } catch (e) {
     throw new Error(explainRevert(e, m) ?? walletError(e) ?? `The transaction would fail: ${e?.message ?? e}`);
   }
+  const moves = st.chainMoves ?? 0;
+  const have = await req('eth_chainId');
+  if (BigInt(have) !== BigInt(chainId)) throw new Error(`Wrong chain: your wallet moved to chain ${BigInt(have)}; this transaction is for chain ${BigInt(chainId)}. Nothing was sent: try again.`);
   let hash;
   try { hash = await req('eth_sendTransaction', [tx]); } catch (e) {
     throw new Error(walletError(e) ?? explainRevert(e, m) ?? `The wallet did not send the transaction: ${e?.message ?? e}`);
   }
-  for (;;) {
+  const deadline = Date.now() + RECEIPT_WAIT_MS;
+  for (let i = 0; ; i++) {
+    if ((st.chainMoves ?? 0) !== moves) throw new Error(`Your wallet changed chain while transaction ${hash} was pending: check it in your wallet's activity; the page shows the result once it is mined.`);
     const r = await req('eth_getTransactionReceipt', [hash]);
     if (r) {
       if (r.status !== '0x1') {
         let why = null;
-        try { await req('eth_call', [tx, r.blockNumber]); } catch (e) { why = explainRevert(e, m); }
+        try { await req('eth_call', [dry, r.blockNumber]); } catch (e) { why = explainRevert(e, m); }
         throw new Error(why ?? `Transaction reverted (${hash}).`);
       }
       return r;
     }
+    if (i % 10 === 9 && !(await req('eth_getTransactionByHash', [hash]))) throw new Error(`Transaction ${hash} is no longer known to the chain (dropped, or replaced in your wallet): check your wallet's activity.`);
+    if (Date.now() > deadline) throw new Error(`No receipt for transaction ${hash} after ${RECEIPT_WAIT_MS / 60_000} minutes: it may still be mined; check your wallet's activity.`);
     await new Promise((ok) => setTimeout(ok, 500));
   }
 }
@@ -215,34 +237,34 @@ async function bet(c, m, epoch, side) {
   try { amount = parseUnits(raw, m.decimals); } catch { amount = -1n; }
   if ((raw.split('.')[1] ?? '').length > m.decimals) { show(`${m.symbol} has ${m.decimals} decimals: enter at most ${m.decimals} digits after the point.`); input.focus(); return; }
   if (!/^\d*\.?\d+$/.test(raw) || amount <= 0n) { show(`Enter an amount in ${m.symbol}, like 0.01.`); input.focus(); return; }
-  const btns = view.querySelectorAll('button.up, button.down');
-  btns.forEach((b) => { b.disabled = true; });
+  if (st.busy) return; // one transaction at a time
+  // Every redraw while busy draws these buttons (and the claim button) disabled.
+  view.querySelectorAll('button.up, button.down, #claim, .claim').forEach((b) => { b.disabled = true; });
   st.busy = true;
   try {
     if (!st.account) await connect();
     if (!st.account) return;
     await ensureChain(c);
     const bal = await balanceOf(m);
-    if (bal < amount) throw new Error(`Insufficient funds: you have ${fmt(bal, m.decimals, m.symbol)}, the bet is ${fmt(amount, m.decimals, m.symbol)}.`);
+    if (bal < amount) throw new Error(`Insufficient funds: you have ${amt(bal, m.decimals, m.symbol)}, the bet is ${amt(amount, m.decimals, m.symbol)}.`);
     const from = st.account;
     if (m.token !== ZERO) {
       const allowance = await call(m.token, erc20Abi, 'allowance', [from, c.market]);
       if (allowance < amount) {
-        show(`Approve ${fmt(amount, m.decimals, m.symbol)} for the market in your wallet…`, true);
-        await send({ from, to: m.token, data: encodeFunctionData({ abi: erc20Abi, functionName: 'approve', args: [c.market, amount] }) }, m);
+        show(`Approve ${amt(amount, m.decimals, m.symbol)} for the market in your wallet…`, true);
+        await send({ from, to: m.token, chainId: toHex(c.chain_id), data: encodeFunctionData({ abi: erc20Abi, functionName: 'approve', args: [c.market, amount] }) }, m);
       }
     }
     const data = encodeFunctionData({ abi: kronosMarketAbi, functionName: 'bet', args: [BigInt(m.id), BigInt(epoch), side, amount] });
-    const tx = { from, to: c.market, data, value: m.token === ZERO ? toHex(amount) : '0x0' };
+    const tx = { from, to: c.market, chainId: toHex(c.chain_id), data, value: m.token === ZERO ? toHex(amount) : '0x0' };
     show(`Confirm the bet in your wallet…`, true);
     await send(tx, m);
-    show(`Bet placed: ${fmt(amount, m.decimals, m.symbol)} ${side === 1 ? 'UP' : 'DOWN'} on round ${epoch}.`, true);
-    route();
+    show(`Bet placed: ${amt(amount, m.decimals, m.symbol)} ${side === 1 ? 'UP' : 'DOWN'} on round ${epoch}.`, true);
   } catch (e) {
     show(e?.message ?? String(e));
   } finally {
     st.busy = false;
-    btns.forEach((b) => { b.disabled = false; });
+    route(); // redrawn with the buttons enabled again, and the bet in the history
   }
 }
 
@@ -303,7 +325,7 @@ async function renderMarket(chainName, id) {
       const phase = k.open ? 'open' : 'cutoff';
       extra = `<p class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${k.open ? `${k.closes - now} s` : 'closed'}</p>
         <label for="amount">Amount (${esc(m.symbol)})</label><div class="row"><input id="amount" inputmode="decimal" autocomplete="off" value="${esc(st.amount)}" size="10">
-        <button class="up" type="button" data-side="up">Enter UP</button><button class="down" type="button" data-side="down">Enter DOWN</button></div>
+        <button class="up" type="button" data-side="up" ${st.busy ? 'disabled' : ''}>Enter UP</button><button class="down" type="button" data-side="down" ${st.busy ? 'disabled' : ''}>Enter DOWN</button></div>
         <p class="mute">Betting closes ${localTime(k.closes)}, ${m.bet_cutoff} s before the lock.</p>`;
       return `<section class="card" data-card="next" data-epoch="${e}" data-phase="${phase}"><h3>Next <span class="tag">#${e}</span></h3>
         <p>Pool ${fmt(total, m.decimals, m.symbol)} · UP ${multiplier(total, up)} · DOWN ${multiplier(total, down)}</p>${extra}</section>`;
@@ -337,7 +359,7 @@ async function renderPositions(c, m, rounds, current, box = document.getElementB
   try {
     const have = await req('eth_chainId');
     if (BigInt(have) !== BigInt(c.chain_id)) {
-      box.innerHTML = `<p>Your wallet is on chain ${BigInt(have)}; this market is on ${esc(c.display)} (chain id ${c.chain_id}).</p><button type="button" class="switch">Switch to ${esc(c.display)}</button>`;
+      box.innerHTML = `<p>Your wallet is on chain ${esc(BigInt(have))}; this market is on ${esc(c.display)} (chain id ${c.chain_id}).</p><button type="button" class="switch">Switch to ${esc(c.display)}</button>`;
       box.querySelector('.switch').onclick = async () => { try { await ensureChain(c); route(); } catch (e) { show(e.message); } };
       return;
     }
@@ -353,7 +375,7 @@ async function renderPositions(c, m, rounds, current, box = document.getElementB
       const due = await call(c.market, kronosMarketAbi, 'claimable', [BigInt(m.id), BigInt(e), st.account]);
       const refund = await call(c.market, kronosMarketAbi, 'refundable', [BigInt(m.id), BigInt(e), st.account]);
       let status, result = 0n;
-      if (refund) { status = 'Refund'; }
+      if (refund || r.state === 3) { status = 'Refund'; } // refundable, or cancelled (refund claimed or not)
       else if (r.state === 2) {
         const win = r.outcome === 3 ? r.upAmount + r.downAmount : r.outcome === b.position ? (b.position === 1 ? r.upAmount : r.downAmount) : 0n;
         if (r.outcome === 3 || r.outcome === b.position) { status = r.outcome === 3 ? 'Tie' : 'Won'; result = (b.amount * r.rewardAmount) / win - b.amount; }
@@ -368,16 +390,21 @@ async function renderPositions(c, m, rounds, current, box = document.getElementB
     const ids = box.id === 'positions';
     box.innerHTML = `<p>Balance <span ${ids ? 'id="balance"' : ''}>${fmt(bal, m.decimals, m.symbol)}</span> · PnL <span ${ids ? 'id="pnl"' : ''} class="${pnl > 0n ? 'pos' : pnl < 0n ? 'neg' : ''}">${pnl > 0n ? '+' : ''}${fmt(pnl, m.decimals, m.symbol)}</span></p>
       <div class="scroll"><table ${ids ? 'id="history"' : 'class="history"'}><thead><tr><th>Round</th><th>Side</th><th>Stake</th><th>Status</th><th>PnL</th><th>Claimable</th></tr></thead><tbody>${rows.join('') || '<tr><td colspan="6">No bets in the recent rounds.</td></tr>'}</tbody></table></div>
-      <button type="button" ${box.id === 'positions' ? 'id="claim"' : 'class="claim"'} ${claimable.length ? '' : 'disabled'}>Collect winnings${claimable.length ? ` (${claimable.length} round${claimable.length > 1 ? 's' : ''})` : ''}</button>`;
+      <button type="button" ${box.id === 'positions' ? 'id="claim"' : 'class="claim"'} ${claimable.length && !st.busy ? '' : 'disabled'}>Collect winnings${claimable.length ? ` (${claimable.length} round${claimable.length > 1 ? 's' : ''})` : ''}</button>`;
     box.querySelector('#claim, .claim').onclick = async () => {
+      if (st.busy) return; // one transaction at a time
       clearMsg();
+      view.querySelectorAll('button.up, button.down, #claim, .claim').forEach((b) => { b.disabled = true; });
+      st.busy = true;
       try {
         await ensureChain(c);
         const data = encodeFunctionData({ abi: kronosMarketAbi, functionName: 'claim', args: [BigInt(m.id), claimable] });
-        await send({ from: st.account, to: c.market, data, value: '0x0' }, m);
+        await send({ from: st.account, to: c.market, chainId: toHex(c.chain_id), data, value: '0x0' }, m);
         show(`Claimed rounds ${claimable.join(', ')}.`, true);
+      } catch (e) { show(e?.message ?? String(e)); } finally {
+        st.busy = false;
         route();
-      } catch (e) { show(e?.message ?? String(e)); }
+      }
     };
   } catch (e) {
     box.innerHTML = `<p>Your bets could not be read: ${esc(walletError(e) ?? e?.message ?? e)}</p>`;
@@ -412,7 +439,7 @@ async function renderForecaster() {
     const n = Number(r.hits) + Number(r.misses);
     const [lo, hi] = wilson(Number(r.hits), n);
     const brier = n ? Number(r.brier_sum) / 1e8 / n : null;
-    return `<tr><td>${esc(r.chain)}</td><td>${esc(r.publisher)}</td><td>${r.committed}</td><td>${n}</td><td>${n ? pct(r.hits / n) : '—'}</td><td>${n ? `${pct(lo)} – ${pct(hi)}` : '—'}</td><td>${brier === null ? '—' : brier.toFixed(4)}</td></tr>`;
+    return `<tr><td>${esc(r.chain)}</td><td>${esc(r.publisher)}</td><td>${num(r.committed)}</td><td>${n}</td><td>${n ? pct(r.hits / n) : '—'}</td><td>${n ? `${pct(lo)} – ${pct(hi)}` : '—'}</td><td>${brier === null ? '—' : brier.toFixed(4)}</td></tr>`;
   }).join('');
   // Reliability: revealed forecasts in 10 bins of P(up) against how often the price went up.
   const bins = Array.from({ length: 10 }, () => ({ n: 0, up: 0, p: 0 }));
@@ -422,7 +449,7 @@ async function renderForecaster() {
     b.n++; b.p += p.p_up_bps / 10000; if (p.outcome === 'up') b.up++;
   }
   const pts = bins.filter((b) => b.n).map((b) => `<circle cx="${20 + (b.p / b.n) * 200}" cy="${220 - (b.up / b.n) * 200}" r="${3 + Math.min(b.n, 20) / 4}" fill="#7b8cff"><title>${b.n} forecasts</title></circle>`).join('');
-  const preds = d.predictions.slice(0, 50).map((p) => `<tr><td>${esc(p.chain)}</td><td>${p.epoch}</td><td>${p.committed ? 'yes' : 'no'}</td><td>${p.revealed ? 'yes' : 'sealed'}</td><td>${p.p_up_bps == null ? '—' : pct(p.p_up_bps / 10000)}</td><td>${esc(p.outcome ?? '—')}</td><td>${p.hit == null ? '—' : p.hit ? 'hit' : 'miss'}</td></tr>`).join('');
+  const preds = d.predictions.slice(0, 50).map((p) => `<tr><td>${esc(p.chain)}</td><td>${num(p.epoch)}</td><td>${p.committed ? 'yes' : 'no'}</td><td>${p.revealed ? 'yes' : 'sealed'}</td><td>${p.p_up_bps == null ? '—' : pct(p.p_up_bps / 10000)}</td><td>${esc(p.outcome ?? '—')}</td><td>${p.hit == null ? '—' : p.hit ? 'hit' : 'miss'}</td></tr>`).join('');
   view.innerHTML = `<h1>Forecaster</h1>
     <p class="mute">Each forecast is committed on chain before betting closes and revealed after; the registry scores it against the round's outcome.</p>
     <div class="scroll"><table id="records"><thead><tr><th>Chain</th><th>Publisher</th><th>Committed</th><th>Scored</th><th>Hit rate</th><th>95% interval (Wilson)</th><th>Brier</th></tr></thead><tbody>${recs || '<tr><td colspan="7">No track record yet.</td></tr>'}</tbody></table></div>
@@ -436,7 +463,7 @@ async function renderForecaster() {
 
 function renderHealth() {
   const h = st.health;
-  const rows = Object.entries(h.chains).map(([name, c]) => `<tr data-chain="${esc(name)}"><td>${esc(chainOf(name)?.display ?? name)}</td><td>${c.healthy ? 'healthy' : 'unhealthy'}</td><td>${c.head_block}</td><td>${localTime(c.head_time)}</td><td>${c.lag_s} s</td><td>${esc(c.last_error ?? '—')}</td></tr>`).join('');
+  const rows = Object.entries(h.chains).map(([name, c]) => `<tr data-chain="${esc(name)}"><td>${esc(chainOf(name)?.display ?? name)}</td><td>${c.healthy ? 'healthy' : 'unhealthy'}</td><td>${num(c.head_block)}</td><td>${esc(localTime(c.head_time))}</td><td>${num(c.lag_s)} s</td><td>${esc(c.last_error ?? '—')}</td></tr>`).join('');
   view.innerHTML = `<h1>Keeper health: ${esc(h.status)}</h1><p>Store ${h.store ? 'answers' : 'does not answer'}.</p>
     <div class="scroll"><table id="health"><thead><tr><th>Chain</th><th>Status</th><th>Head block</th><th>Head time</th><th>Lag</th><th>Last error</th></tr></thead><tbody>${rows}</tbody></table></div>`;
 }
