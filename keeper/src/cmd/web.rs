@@ -82,26 +82,56 @@ fn router(guard: &Guard, up: Upstream) -> Router {
     guard.layer(r)
 }
 
-/// Forwards a GET to the keeper (path and query as they came), with its status and body.
+/// Forwards a GET to the keeper (path and query as they came, appended to `--api` so a path prefix is kept), with its
+/// status and body. The keeper is another host: only JSON comes back (an answer with a body of another type is
+/// refused), always as `application/json` with `nosniff`, a CSP that allows nothing and no framing, so nothing it
+/// sends can run as a page of this origin. Paths with `.`/`..` segments (plain or percent-encoded) are refused.
 async fn forward(State(up): State<Upstream>, req: Request) -> Response {
     let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let Ok(url) = up.api.join(pq) else { return (StatusCode::BAD_REQUEST, "bad path\n").into_response() };
+    let Some(url) = upstream_url(&up.api, pq) else { return (StatusCode::BAD_REQUEST, "bad path\n").into_response() };
     match up.http.get(url).send().await {
         Ok(r) => {
             let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let ct =
-                r.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+            let json = r
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
             let body: Bytes = r.bytes().await.unwrap_or_default();
-            let mut out = (status, body).into_response();
-            if let Some(ct) = ct {
-                out.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
+            let mut out = if json == Some(true) || body.is_empty() {
+                (status, body).into_response()
+            } else {
+                (StatusCode::BAD_GATEWAY, "{\"error\":\"the keeper answered something other than JSON\"}")
+                    .into_response()
+            };
+            let h = out.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            );
             out
         }
         Err(e) => {
             (StatusCode::BAD_GATEWAY, format!("the keeper's API at {} does not answer: {e}\n", up.api)).into_response()
         }
     }
+}
+
+/// `--api` with `pq` appended (not `Url::join`, which would drop a path prefix such as `https://host/kronos`);
+/// `None` for a path with a `.` or `..` segment, plain or percent-encoded, or an encoded slash.
+fn upstream_url(api: &url::Url, pq: &str) -> Option<url::Url> {
+    let path = pq.split('?').next().unwrap_or("");
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
+        return None;
+    }
+    if path.split('/').any(|s| s == "." || s == "..") {
+        return None;
+    }
+    format!("{}{pq}", api.as_str().trim_end_matches('/')).parse().ok()
 }
 
 /// Relays the keeper's `/ws` (same query) to the browser, one way.
@@ -146,7 +176,8 @@ async fn pump(mut socket: WebSocket, target: String) {
 mod tests {
     use super::*;
 
-    /// A stand-in keeper: `/api/markets` and a `/ws` that sends one signal.
+    /// A stand-in keeper behind a path prefix `/k`: `/api/markets`, an `/api/page` that answers HTML, and a `/ws` that
+    /// sends one signal.
     async fn upstream() -> SocketAddr {
         async fn ws(up: WebSocketUpgrade) -> Response {
             up.on_upgrade(|mut s| async move {
@@ -155,8 +186,15 @@ mod tests {
             })
         }
         let app = Router::new()
-            .route("/api/markets", get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"markets\":[]}") }))
-            .route("/ws", get(ws));
+            .route(
+                "/k/api/markets",
+                get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"markets\":[]}") }),
+            )
+            .route(
+                "/k/api/page",
+                get(|| async { ([(header::CONTENT_TYPE, "text/html")], "<script>alert(1)</script>") }),
+            )
+            .route("/k/ws", get(ws));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
@@ -172,7 +210,7 @@ mod tests {
         let limits =
             RawLimits { allowed_origins: Some(vec![origin.clone()]), ..Default::default() }.validate("web").unwrap();
         let guard = Guard::new(limits, GuardMetrics::default());
-        let up = Upstream { api: format!("http://{keeper}").parse().unwrap(), http: reqwest::Client::new() };
+        let up = Upstream { api: format!("http://{keeper}/k/").parse().unwrap(), http: reqwest::Client::new() };
         let app = router(&guard, up);
         tokio::spawn(async move { guard.serve(l, app, std::future::pending()).await.unwrap() });
 
@@ -183,7 +221,35 @@ mod tests {
         assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
         let m = reqwest::get(format!("http://{addr}/api/markets")).await.unwrap();
         assert_eq!(m.headers()["content-type"], "application/json");
-        assert_eq!(m.text().await.unwrap(), "{\"markets\":[]}");
+        assert_eq!(m.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(m.headers()["x-frame-options"], "DENY");
+        assert_eq!(m.headers()["content-security-policy"], "default-src 'none'; frame-ancestors 'none'");
+        assert_eq!(m.text().await.unwrap(), "{\"markets\":[]}", "forwarded under the --api path prefix /k");
+        let html = reqwest::get(format!("http://{addr}/api/page")).await.unwrap();
+        assert_eq!(html.status(), 502, "an HTML answer of the keeper is refused");
+        assert_eq!(html.headers()["content-type"], "application/json");
+        assert!(!html.text().await.unwrap().contains("<script>"));
+        // Traversal out of /api, sent raw (an HTTP client would normalise the dots away).
+        for path in [
+            "/api/../../k/api/markets",
+            "/api/%2e%2e/%2e%2e/k/api/markets",
+            "/api/%2E%2E/x",
+            "/api/.%2e/x",
+            "/api/a%2f..%2fb",
+        ] {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).await.unwrap();
+            assert!(answer.starts_with("HTTP/1.1 400"), "{path} is refused: {answer}");
+        }
+        assert!(
+            upstream_url(&"https://h/kronos".parse().unwrap(), "/api/markets?x=1").unwrap().as_str()
+                == "https://h/kronos/api/markets?x=1"
+        );
         let missing = reqwest::get(format!("http://{addr}/api/nothing")).await.unwrap();
         assert_eq!(missing.status(), 404, "the keeper's status comes through");
 
