@@ -238,6 +238,28 @@ pub async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<Frame
 /// (250 ms doubling to 30 s). `token` is sent as `Authorization: Bearer …` (never in the URL, which is logged).
 /// Messages that are not signals (the `lagged` note, malformed text) are logged and skipped.
 pub async fn follow(url: String, token: Option<crate::Secret>, tx: tokio::sync::mpsc::Sender<crate::Signal>) {
+    let (state, _) = tokio::sync::watch::channel(FollowState::Connecting);
+    follow_reporting(url, token, tx, state).await
+}
+
+/// Where a [`follow_reporting`] stream stands, for a health report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowState {
+    /// Not connected yet.
+    Connecting,
+    /// Connected; signals flow.
+    Connected,
+    /// The last attempt failed (unreachable, refused, closed by the server), with why; retrying after a backoff.
+    Down(String),
+}
+
+/// [`follow`], reporting each change of the connection's state on `state` (sends with no receiver are fine).
+pub async fn follow_reporting(
+    url: String,
+    token: Option<crate::Secret>,
+    tx: tokio::sync::mpsc::Sender<crate::Signal>,
+    state: tokio::sync::watch::Sender<FollowState>,
+) {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -264,6 +286,7 @@ pub async fn follow(url: String, token: Option<crate::Secret>, tx: tokio::sync::
         match tokio_tungstenite::connect_async(request).await {
             Ok((mut ws, _)) => {
                 backoff = std::time::Duration::from_millis(250);
+                state.send_replace(FollowState::Connected);
                 tracing::info!(%url, "connected to a signal stream");
                 while let Some(msg) = ws.next().await {
                     let text = match msg {
@@ -287,8 +310,12 @@ pub async fn follow(url: String, token: Option<crate::Secret>, tx: tokio::sync::
                     }
                 }
                 tracing::warn!(%url, "signal stream closed; reconnecting");
+                state.send_replace(FollowState::Down("the stream closed".into()));
             }
-            Err(e) => tracing::warn!(%url, error = %e, "signal stream unreachable"),
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "signal stream unreachable");
+                state.send_replace(FollowState::Down(format!("unreachable: {e}")));
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(30));

@@ -9,10 +9,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use kronos_common::signal_ws::FollowState;
 use kronos_common::signals::{Outcome, Side};
 use kronos_common::{Signal, SignalKind};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::KeeperConfig;
 use crate::item::{RawItem, Skip};
@@ -33,6 +34,10 @@ pub struct KeeperSource {
     name: String,
     cfg: KeeperConfig,
     rx: Option<mpsc::Receiver<Signal>>,
+    /// The connection's state as the follower reports it; `None` once the follower is gone.
+    state: Option<watch::Receiver<FollowState>>,
+    /// The state last turned into a result of `next` (an error when it went down, an empty batch when it came up).
+    reported: FollowState,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -46,7 +51,14 @@ impl Drop for KeeperSource {
 
 impl KeeperSource {
     pub fn new(name: &str, cfg: KeeperConfig) -> KeeperSource {
-        KeeperSource { name: name.to_string(), cfg, rx: None, task: None }
+        KeeperSource {
+            name: name.to_string(),
+            cfg,
+            rx: None,
+            state: None,
+            reported: FollowState::Connecting,
+            task: None,
+        }
     }
 }
 
@@ -164,11 +176,44 @@ impl Source for KeeperSource {
                 )),
                 None => None,
             };
-            self.task = Some(tokio::spawn(kronos_common::signal_ws::follow(self.cfg.url.to_string(), token, tx)));
+            let (state_tx, state_rx) = watch::channel(FollowState::Connecting);
+            self.task = Some(tokio::spawn(kronos_common::signal_ws::follow_reporting(
+                self.cfg.url.to_string(),
+                token,
+                tx,
+                state_tx,
+            )));
             self.rx = Some(rx);
+            self.state = Some(state_rx);
         }
         let rx = self.rx.as_mut().expect("set above");
-        let Some(first) = rx.recv().await else {
+        let first = loop {
+            let state = &mut self.state;
+            let changed = async move {
+                match state.as_mut() {
+                    Some(s) => s.changed().await.map(|_| s.borrow_and_update().clone()).ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let now = tokio::select! {
+                biased;
+                s = rx.recv() => break s,
+                c = changed => c,
+            };
+            let Some(now) = now else {
+                // The follower ended: the signal channel says so next.
+                self.state = None;
+                continue;
+            };
+            let report = reported_change(&self.reported, &now);
+            self.reported = now;
+            match report {
+                Some(Report::Down(why)) => return Err(SourceError::Transient(why)),
+                Some(Report::Up) => return Ok(Batch { items: vec![], cursor: cursor.clone(), wait: Duration::ZERO }),
+                None => {}
+            }
+        };
+        let Some(first) = first else {
             return Err(SourceError::Fatal("the signal stream ended".into()));
         };
         let mut sigs = vec![first];
@@ -180,6 +225,28 @@ impl Source for KeeperSource {
         }
         let (items, cursor) = mirror(sigs, cursor);
         Ok(Batch { items, cursor, wait: Duration::ZERO })
+    }
+}
+
+/// What a change of the follower's state makes `next` return.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    /// An error (the source's health shows it, retrying).
+    Down(String),
+    /// An empty batch (the health turns ok).
+    Up,
+}
+
+/// Only transitions are reported: the first failure after being up (or starting), and being connected (first, or
+/// again after a failure); a failure while already down is not (the follower's own backoff retries it, the runner's
+/// backoff would only add delay).
+fn reported_change(before: &FollowState, now: &FollowState) -> Option<Report> {
+    match (before, now) {
+        (FollowState::Down(_), FollowState::Down(_)) => None,
+        (_, FollowState::Down(why)) => Some(Report::Down(why.clone())),
+        (FollowState::Connected, FollowState::Connected) => None,
+        (_, FollowState::Connected) => Some(Report::Up),
+        (_, FollowState::Connecting) => None,
     }
 }
 
@@ -226,5 +293,62 @@ mod tests {
         assert_eq!(again.len(), 1, "a signal delivered twice is mirrored once");
         assert_eq!(c2.last_at_ms, 11);
         assert_eq!(cashtag("BTCUSDT"), "$BTC");
+    }
+
+    #[test]
+    fn only_state_transitions_are_reported() {
+        let down = |w: &str| FollowState::Down(w.into());
+        assert_eq!(reported_change(&FollowState::Connecting, &down("refused")), Some(Report::Down("refused".into())));
+        assert_eq!(reported_change(&down("refused"), &down("refused again")), None, "already down");
+        assert_eq!(reported_change(&down("refused"), &FollowState::Connected), Some(Report::Up));
+        assert_eq!(reported_change(&FollowState::Connecting, &FollowState::Connected), Some(Report::Up));
+        assert_eq!(reported_change(&FollowState::Connected, &FollowState::Connected), None);
+        assert_eq!(reported_change(&FollowState::Connected, &down("closed")), Some(Report::Down("closed".into())));
+    }
+
+    /// Next call's result within a generous deadline.
+    async fn next(src: &mut KeeperSource, c: &KeeperCursor) -> Result<Batch<KeeperCursor>, SourceError> {
+        tokio::time::timeout(Duration::from_secs(120), src.next(c)).await.expect("next answered within 120 s")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_stream_is_an_error_and_coming_up_is_ok() {
+        use axum::extract::ws::WebSocketUpgrade;
+        use kronos_common::http_guard::{Guard, GuardMetrics, Limits};
+        // A port nothing listens on (taken, then released).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let cfg = KeeperConfig { url: format!("ws://{addr}/ws").parse().unwrap(), token_env: None };
+        let mut src = KeeperSource::new("keeper", cfg);
+        let c = KeeperCursor::default();
+        match next(&mut src, &c).await {
+            Err(SourceError::Transient(why)) => assert!(why.starts_with("unreachable"), "{why}"),
+            other => panic!("expected a transient error while unreachable, got {:?}", other.map(|b| b.items.len())),
+        }
+        // Now serve the stream there: the next call reports the connection with an empty batch.
+        let bus = kronos_common::Bus::new(64);
+        let hub =
+            kronos_common::signal_ws::Hub::new(bus.clone(), Guard::new(Limits::default(), GuardMetrics::default()));
+        let app = axum::Router::new()
+            .route("/ws", axum::routing::get(move |up: WebSocketUpgrade| async move { hub.upgrade(up, None, false) }));
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let server = tokio::spawn(async move { axum::serve(l, app).await });
+        let up = next(&mut src, &c).await.expect("connected");
+        assert!(up.items.is_empty());
+        assert_eq!(up.cursor, c);
+        bus.publish_signal(settled(20, 7));
+        let b = next(&mut src, &c).await.expect("a signal");
+        assert_eq!(b.items.len(), 1);
+        // The server goes away: reported once more as an error.
+        server.abort();
+        let _ = server.await;
+        drop(bus);
+        match next(&mut src, &b.cursor).await {
+            Err(SourceError::Transient(_)) => {}
+            other => {
+                panic!("expected a transient error after the server went away, got {:?}", other.map(|b| b.items.len()))
+            }
+        }
     }
 }
