@@ -96,6 +96,17 @@ pub(crate) struct WebMarket {
     interval: u32,
     bet_cutoff: u32,
     execute_delay: u32,
+    /// The fee and minimum bet: the parameters in force, and a scheduled change (from its epoch on) when there is one.
+    params: Vec<WebParams>,
+}
+
+/// A market's fee and minimum bet from `from_epoch` on (`paramsFor` of the contract, as first read).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WebParams {
+    from_epoch: u64,
+    fee_bps: u16,
+    /// In the stake token's smallest unit, as a decimal string.
+    min_bet: String,
 }
 
 /// `/api/chains`' body: read from the contracts once (a market's clock and stake never change), kept afterwards.
@@ -118,6 +129,14 @@ async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
                 let t = kronos_contracts::mocks::MockERC20::new(cfg.token, c.provider.clone());
                 (t.symbol().call().await?, t.decimals().call().await?)
             };
+            let mut params = Vec::new();
+            for epoch in [U256::ZERO, U256::from(u64::MAX)] {
+                let p = c.market.paramsFor(U256::from(id), epoch).call().await?;
+                let from_epoch = if epoch.is_zero() { 0 } else { p.fromEpoch };
+                if epoch.is_zero() || from_epoch != 0 {
+                    params.push(WebParams { from_epoch, fee_bps: p.feeBps, min_bet: p.minBet.to_string() });
+                }
+            }
             markets.push(WebMarket {
                 id,
                 pair,
@@ -128,6 +147,7 @@ async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
                 interval: cfg.interval,
                 bet_cutoff: cfg.betCutoff,
                 execute_delay: cfg.executeDelay,
+                params,
             });
         }
         out.push(WebChain {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { encodeFunctionData, decodeFunctionResult, parseUnits, toHex } from 'viem';
+import { encodeFunctionData, decodeFunctionResult, formatUnits, parseUnits, toHex } from 'viem';
 import { installWallet } from './wallet.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
@@ -160,6 +160,11 @@ try {
 
   step('paused market');
   const market = (await (await fetch(`${URL_}api/chains`)).json()).chains.find((c) => c.name === target.name).market;
+  const params = await read(target, market, 'paramsFor', [1n, 0n]);
+  const feeText = `after ${params.feeBps / 100}% fee`;
+  check((await page.textContent('[data-card=next]')).includes(feeText), `the payout multipliers say "${feeText}"`);
+  const minText = (await page.textContent('#minbet')).trim();
+  check(minText === `minimum ${formatUnits(params.minBet, 18)} ETH`, `the minimum bet beside the amount: ${minText} (contract: ${params.minBet})`);
   await send(target, ACC.owner, market, encodeFunctionData({ abi: marketAbi, functionName: 'setMarketPaused', args: [1n, true] }));
   await bet('0.01', 'up');
   await msg(/market is paused/);
@@ -209,6 +214,11 @@ try {
   await bet('0.02', 'down');
   const placedB = await msg(/Bet placed|Betting is closed/);
   check(placedB.includes(`round ${e}`) && placedB.includes('Bet placed: 0.02'), `B's bet of 0.02 on round ${e}: ${placedB}`);
+  // 0.01 UP and 0.02 DOWN: UP pays 0.03·(1 − fee)/0.01, DOWN 0.03·(1 − fee)/0.02, computed here with bigints.
+  const pays = (side) => { const x = (3n * BigInt(10000 - params.feeBps) * 100n) / (side * 10000n); return `${x / 100n}.${String(x % 100n).padStart(2, '0')}×`; };
+  const wantPays = `UP ${pays(1n)} · DOWN ${pays(2n)} ${feeText}`;
+  await page.waitForFunction(([e, t]) => [...document.querySelectorAll(`[data-card][data-epoch="${e}"]`)].some((c) => c.textContent.includes(t)), [e, wantPays])
+    .catch(() => { throw new Error(`check failed: round ${e}'s card shows "${wantPays}"`); });
   await page.evaluate((a) => window.__kronosTestWallet.setAccount(a), ACC.a);
   step('bet UP (A) alone on the next round: one-sided, so refunded');
   const e2 = await openCard(20, e);

@@ -25,7 +25,19 @@ const fmt = (v, dec, sym) => esc(amt(v, dec, sym));
 const num = (v) => { const x = Number(v); return Number.isFinite(x) ? String(x) : '—'; };
 function trimZeros(s) { if (!s.includes('.')) return s; const [i, f] = s.split('.'); const t = f.slice(0, 6).replace(/0+$/, ''); return t ? `${i}.${t}` : i; }
 const localTime = (ts) => new Date(Number(ts) * 1000).toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'medium' });
-function multiplier(total, side) { if (side === 0n) return '—'; const x = (total * 100n) / side; return `${x / 100n}.${String(x % 100n).padStart(2, '0')}×`; }
+// What one unit staked on `side` pays back if that side wins, after the fee the contract keeps: total·(1−fee)/side.
+function multiplier(total, side, feeBps = 0) {
+  if (side === 0n) return '—';
+  const x = (total * BigInt(10000 - feeBps) * 100n) / (side * 10000n);
+  return `${x / 100n}.${String(x % 100n).padStart(2, '0')}×`;
+}
+// The fee and minimum bet of round `e`: the market's parameters from the latest epoch at or before it.
+function paramsAt(m, e) {
+  let p = { from_epoch: 0, fee_bps: 0, min_bet: 0n };
+  for (const x of m.params) if (x.from_epoch <= e && x.from_epoch >= p.from_epoch) p = x;
+  return p;
+}
+const feeNote = (p) => `<span class="fee">after ${p.fee_bps / 100}% fee</span>`;
 function show(text, ok = false) { msgBox.textContent = text; msgBox.className = ok ? 'ok' : ''; msgBox.hidden = false; }
 function clearMsg() { msgBox.hidden = true; msgBox.textContent = ''; }
 
@@ -69,7 +81,13 @@ async function load() {
   // Numbers put into the page's markup are numbers: a market whose fields are not is left out.
   const ints = (o, ks) => ks.every((k) => { o[k] = Number(o[k]); return Number.isSafeInteger(o[k]) && o[k] >= 0; });
   st.chains = (chains.chains ?? []).filter((c) => ints(c, ['chain_id']));
-  for (const c of st.chains) c.markets = (c.markets ?? []).filter((m) => ints(m, ['id', 'decimals', 'genesis', 'interval', 'bet_cutoff']) && m.decimals <= 36);
+  for (const c of st.chains) {
+    c.markets = (c.markets ?? []).filter((m) => ints(m, ['id', 'decimals', 'genesis', 'interval', 'bet_cutoff']) && m.decimals <= 36);
+    for (const m of c.markets) {
+      m.params = (m.params ?? []).filter((x) => ints(x, ['from_epoch', 'fee_bps']) && x.fee_bps <= 10000);
+      for (const x of m.params) x.min_bet = big(x.min_bet);
+    }
+  }
   st.live = markets.live; st.markets = markets.markets; st.health = health;
   sampleClocks(health, Date.now());
 }
@@ -286,7 +304,7 @@ function renderMarkets() {
       <td><a href="#/market/${esc(c.name)}/${m.id}">${esc(m.pair || 'market ' + m.id)}</a></td>
       <td>${esc(c.display)}</td><td>${esc(l?.last_lock_price ?? '—')}</td><td>${k.epoch}</td>
       <td>${fmt(up, m.decimals)} / ${fmt(down, m.decimals)} ${esc(m.symbol)}</td>
-      <td>${multiplier(total, up)} / ${multiplier(total, down)}</td><td class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${left}</td></tr>`;
+      <td>${multiplier(total, up, paramsAt(m, k.epoch).fee_bps)} / ${multiplier(total, down, paramsAt(m, k.epoch).fee_bps)} ${feeNote(paramsAt(m, k.epoch))}</td><td class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${left}</td></tr>`;
   }).join('');
   view.innerHTML = `<h1>Markets</h1>
     <div class="scroll"><table id="markets"><thead><tr><th>Pair</th><th>Chain</th><th>Price</th><th>Round</th><th>Pools up / down</th><th>Payout up / down</th><th>Betting closes in</th></tr></thead><tbody>${body || '<tr><td colspan="7">This keeper drives no EVM market.</td></tr>'}</tbody></table></div>
@@ -320,21 +338,23 @@ async function renderMarket(chainName, id) {
     if (kind === 'next' && l && Number(l.betting_epoch) === e) { up = big(l.pool_up_wei); down = big(l.pool_down_wei); }
     const total = up + down;
     const lock = cpBy.get(e + 1), close = cpBy.get(e + 2);
+    const p = paramsAt(m, e);
+    const pays = `UP ${multiplier(total, up, p.fee_bps)} · DOWN ${multiplier(total, down, p.fee_bps)} ${feeNote(p)}`;
     let extra = '';
     if (kind === 'next') {
       const phase = k.open ? 'open' : 'cutoff';
       extra = `<p class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${k.open ? `${k.closes - now} s` : 'closed'}</p>
-        <label for="amount">Amount (${esc(m.symbol)})</label><div class="row"><input id="amount" inputmode="decimal" autocomplete="off" value="${esc(st.amount)}" size="10">
+        <label for="amount">Amount (${esc(m.symbol)}) <span class="mute" id="minbet">minimum ${fmt(p.min_bet, m.decimals, m.symbol)}</span></label><div class="row"><input id="amount" inputmode="decimal" autocomplete="off" value="${esc(st.amount)}" size="10">
         <button class="up" type="button" data-side="up" ${st.busy ? 'disabled' : ''}>Enter UP</button><button class="down" type="button" data-side="down" ${st.busy ? 'disabled' : ''}>Enter DOWN</button></div>
         <p class="mute">Betting closes ${localTime(k.closes)}, ${m.bet_cutoff} s before the lock.</p>`;
       return `<section class="card" data-card="next" data-epoch="${e}" data-phase="${phase}"><h3>Next <span class="tag">#${e}</span></h3>
-        <p>Pool ${fmt(total, m.decimals, m.symbol)} · UP ${multiplier(total, up)} · DOWN ${multiplier(total, down)}</p>${extra}</section>`;
+        <p>Pool ${fmt(total, m.decimals, m.symbol)} · ${pays}</p>${extra}</section>`;
     }
     if (kind === 'live') extra = `<p>Locked at ${esc(r?.lock_price ?? lock?.price ?? '—')}; closes ${localTime(Number(m.genesis) + (e + 2) * Number(m.interval))}</p>`;
     if (kind === 'expired') extra = `<p>${esc(r?.state ?? 'no bets')} ${esc(r?.outcome ?? '')} ${r?.reason ? '(' + esc(r.reason) + ')' : ''}</p><p>${esc(r?.lock_price ?? lock?.price ?? '—')} → ${esc(r?.close_price ?? close?.price ?? '—')}</p>`;
     if (kind === 'later') extra = `<p>Opens ${localTime(Number(m.genesis) + e * Number(m.interval))}</p>`;
     return `<section class="card" data-card="${kind}" data-epoch="${e}"><h3>${label} <span class="tag">#${e}</span></h3>
-      <p>Pool ${fmt(total, m.decimals, m.symbol)} · UP ${multiplier(total, up)} · DOWN ${multiplier(total, down)}</p>${extra}</section>`;
+      <p>Pool ${fmt(total, m.decimals, m.symbol)} · ${pays}</p>${extra}</section>`;
   };
   const finished = rounds.filter((r) => r.state === 'settled' || r.state === 'cancelled' || r.state === 'Settled' || r.state === 'Cancelled');
   const proof = (r) => {
