@@ -23,9 +23,142 @@ use crate::Bus;
 /// Signals a subscriber may fall behind before it skips ahead (each is shared by every subscriber).
 pub const QUEUE: usize = 4096;
 
-/// The `types` query parameter: comma-separated signal type names (`None`: all).
-pub fn parse_types(types: Option<&str>) -> Option<Vec<String>> {
-    types.map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+/// Every signal type a `/ws?types=` filter may name: the JSON `type` of each [`crate::SignalKind`], in the order of
+/// [`type_index`].
+pub const SIGNAL_TYPES: [&str; 20] = [
+    "round_started",
+    "round_locked",
+    "round_settled",
+    "round_cancelled",
+    "price_read",
+    "tx_sent",
+    "tx_confirmed",
+    "tx_failed",
+    "keeper_health",
+    "forecast",
+    "prediction_committed",
+    "prediction_revealed",
+    "lead_changed",
+    "order_submitted",
+    "order_filled",
+    "stop_placed",
+    "stop_triggered",
+    "position_changed",
+    "risk_event",
+    // Keep last: the index of the hub's own note is never set in a filter, so it always passes.
+    "lagged",
+];
+
+/// At most this many names in one `types` parameter (duplicates included).
+pub const MAX_TYPES: usize = 32;
+/// At most this many bytes in one `types` parameter.
+pub const MAX_TYPES_LEN: usize = 1024;
+
+/// The position of `kind`'s type in [`SIGNAL_TYPES`].
+pub fn type_index(kind: &crate::SignalKind) -> usize {
+    use crate::SignalKind as K;
+    match kind {
+        K::RoundStarted { .. } => 0,
+        K::RoundLocked { .. } => 1,
+        K::RoundSettled { .. } => 2,
+        K::RoundCancelled { .. } => 3,
+        K::PriceRead { .. } => 4,
+        K::TxSent { .. } => 5,
+        K::TxConfirmed { .. } => 6,
+        K::TxFailed { .. } => 7,
+        K::KeeperHealth { .. } => 8,
+        K::Forecast { .. } => 9,
+        K::PredictionCommitted { .. } => 10,
+        K::PredictionRevealed { .. } => 11,
+        K::LeadChanged { .. } => 12,
+        K::OrderSubmitted { .. } => 13,
+        K::OrderFilled { .. } => 14,
+        K::StopPlaced { .. } => 15,
+        K::StopTriggered { .. } => 16,
+        K::PositionChanged { .. } => 17,
+        K::RiskEvent { .. } => 18,
+    }
+}
+
+/// The signal types one subscriber asked for: a set of [`SIGNAL_TYPES`] indexes (one bit each; a few bytes per
+/// subscriber whatever the query held).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TypeFilter(u32);
+
+impl TypeFilter {
+    /// Whether the type at `index` in [`SIGNAL_TYPES`] was asked for.
+    pub fn has(&self, index: usize) -> bool {
+        index < 32 && self.0 & (1 << index) != 0
+    }
+
+    /// Whether the type named `name` was asked for.
+    pub fn contains(&self, name: &str) -> bool {
+        SIGNAL_TYPES.iter().position(|t| *t == name).is_some_and(|i| self.has(i))
+    }
+
+    /// How many types were asked for.
+    pub fn len(&self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// Why a `types` parameter was refused (`400`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadTypes {
+    /// Longer than [`MAX_TYPES_LEN`] bytes.
+    TooLong(usize),
+    /// More than [`MAX_TYPES`] names.
+    TooMany,
+    /// Not a signal type (the name, cut to 64 characters).
+    Unknown(String),
+}
+
+impl std::fmt::Display for BadTypes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadTypes::TooLong(n) => write!(f, "types: {n} bytes; at most {MAX_TYPES_LEN}"),
+            BadTypes::TooMany => write!(f, "types: more than {MAX_TYPES} names"),
+            BadTypes::Unknown(t) => {
+                write!(
+                    f,
+                    "types: {t:?} is not a signal type (known: {})",
+                    SIGNAL_TYPES[..SIGNAL_TYPES.len() - 1].join(",")
+                )
+            }
+        }
+    }
+}
+
+impl BadTypes {
+    /// The `400` that answers it.
+    pub fn response(&self) -> Response {
+        use axum::response::IntoResponse;
+        (axum::http::StatusCode::BAD_REQUEST, format!("{self}\n")).into_response()
+    }
+}
+
+/// The `types` query parameter: comma-separated signal type names (`None`: all), each one of [`SIGNAL_TYPES`]
+/// (duplicates count once), at most [`MAX_TYPES`] names in at most [`MAX_TYPES_LEN`] bytes.
+pub fn parse_types(types: Option<&str>) -> Result<Option<TypeFilter>, BadTypes> {
+    let Some(t) = types else { return Ok(None) };
+    if t.len() > MAX_TYPES_LEN {
+        return Err(BadTypes::TooLong(t.len()));
+    }
+    let mut set = 0u32;
+    for (n, name) in t.split(',').map(str::trim).filter(|x| !x.is_empty()).enumerate() {
+        if n >= MAX_TYPES {
+            return Err(BadTypes::TooMany);
+        }
+        match SIGNAL_TYPES.iter().position(|k| *k == name) {
+            Some(i) if i < SIGNAL_TYPES.len() - 1 => set |= 1 << i,
+            _ => return Err(BadTypes::Unknown(name.chars().take(64).collect())),
+        }
+    }
+    Ok(Some(TypeFilter(set)))
 }
 
 /// Signals that carry the forecaster's probability before the prediction is revealed on chain (the live forecast and
@@ -39,6 +172,8 @@ pub fn reveals_forecast_early(kind: &crate::SignalKind) -> bool {
 pub struct Frame {
     /// The signal's type (`round_locked`); `lagged` for the hub's own note.
     pub name: String,
+    /// Its position in [`SIGNAL_TYPES`].
+    pub index: usize,
     /// Whether a sealed stream leaves it out ([`reveals_forecast_early`]).
     pub early: bool,
     /// The JSON text.
@@ -55,12 +190,15 @@ impl Frame {
             name: String,
         }
         let name = serde_json::from_str::<Tag>(&text).map(|t| t.name).unwrap_or_default();
-        Frame { name, early: reveals_forecast_early(&sig.kind), text: text.into() }
+        let index = type_index(&sig.kind);
+        debug_assert_eq!(name, SIGNAL_TYPES[index]);
+        Frame { name, index, early: reveals_forecast_early(&sig.kind), text: text.into() }
     }
 
     fn lagged(n: u64) -> Frame {
         Frame {
             name: "lagged".into(),
+            index: SIGNAL_TYPES.len() - 1,
             early: false,
             text: serde_json::json!({ "type": "lagged", "lost": n }).to_string().into(),
         }
@@ -112,7 +250,7 @@ impl Hub {
 
     /// Answers a `/ws` request: `503` when the subscribers are at their cap, else the upgrade to a stream of the
     /// signals named in `filter` (all when `None`), without [`reveals_forecast_early`] ones when `sealed`.
-    pub fn upgrade(&self, up: WebSocketUpgrade, filter: Option<Vec<String>>, sealed: bool) -> Response {
+    pub fn upgrade(&self, up: WebSocketUpgrade, filter: Option<TypeFilter>, sealed: bool) -> Response {
         let Some(slot) = self.inner.guard.ws_slot() else {
             return self.inner.guard.ws_full();
         };
@@ -153,7 +291,7 @@ async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, tx: broadcast::Se
 
 /// How one subscriber is served.
 pub struct StreamOptions {
-    pub filter: Option<Vec<String>>,
+    pub filter: Option<TypeFilter>,
     pub sealed: bool,
     pub send_timeout: std::time::Duration,
     pub ping_every: std::time::Duration,
@@ -165,7 +303,7 @@ impl StreamOptions {
     /// `lagged` note always).
     fn wants(&self, f: &Frame) -> bool {
         let hidden = self.sealed && f.early;
-        let filtered = self.filter.as_ref().is_some_and(|w| f.name != "lagged" && !w.contains(&f.name));
+        let filtered = self.filter.is_some_and(|w| f.index != SIGNAL_TYPES.len() - 1 && !w.has(f.index));
         !hidden && !filtered
     }
 }
@@ -319,5 +457,65 @@ pub async fn follow_reporting(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SignalKind;
+
+    fn samples() -> Vec<SignalKind> {
+        vec![
+            SignalKind::TxFailed { chain: "c".into(), action: "a".into(), error: "e".into() },
+            SignalKind::KeeperHealth {
+                chain: "c".into(),
+                healthy: true,
+                head_block: 1,
+                lag_s: 0,
+                detail: String::new(),
+            },
+            SignalKind::RiskEvent { kind: "k".into(), detail: "d".into() },
+        ]
+    }
+
+    #[test]
+    fn a_kind_s_index_names_its_json_type() {
+        for k in samples() {
+            assert_eq!(SIGNAL_TYPES[type_index(&k)], k.name());
+        }
+    }
+
+    #[test]
+    fn types_are_checked_deduplicated_and_bounded() {
+        assert_eq!(parse_types(None), Ok(None));
+        let f = parse_types(Some("tx_failed, risk_event,tx_failed,,")).unwrap().unwrap();
+        assert_eq!(f.len(), 2);
+        assert!(f.contains("tx_failed") && f.contains("risk_event") && !f.contains("round_locked"));
+        assert_eq!(parse_types(Some("tx_failed,nope")), Err(BadTypes::Unknown("nope".into())));
+        assert_eq!(parse_types(Some("lagged")), Err(BadTypes::Unknown("lagged".into())), "not a signal");
+        let many = vec!["tx_failed"; MAX_TYPES].join(",");
+        assert!(parse_types(Some(&many)).is_ok());
+        assert_eq!(parse_types(Some(&format!("{many},tx_failed"))), Err(BadTypes::TooMany));
+        let long = "a".repeat(MAX_TYPES_LEN + 1);
+        assert_eq!(parse_types(Some(&long)), Err(BadTypes::TooLong(MAX_TYPES_LEN + 1)));
+        assert!(parse_types(Some(&"a".repeat(MAX_TYPES_LEN)))
+            .is_err_and(|e| matches!(e, BadTypes::Unknown(t) if t.len() == 64)));
+    }
+
+    #[test]
+    fn a_filtered_subscriber_gets_its_types_and_the_lagged_note() {
+        let sig = |kind| crate::Signal { at_ms: 0, source: "t".into(), kind };
+        let o = StreamOptions {
+            filter: parse_types(Some("risk_event")).unwrap(),
+            sealed: false,
+            send_timeout: std::time::Duration::from_secs(1),
+            ping_every: std::time::Duration::from_secs(1),
+            metrics: GuardMetrics::default(),
+        };
+        let [failed, _, risk] = <[SignalKind; 3]>::try_from(samples()).unwrap();
+        assert!(o.wants(&Frame::of(&sig(risk))));
+        assert!(!o.wants(&Frame::of(&sig(failed))));
+        assert!(o.wants(&Frame::lagged(3)));
     }
 }

@@ -352,7 +352,10 @@ struct WsQuery {
 }
 
 async fn ws(State(s): State<ApiState>, Query(q): Query<WsQuery>, headers: HeaderMap, up: WebSocketUpgrade) -> Response {
-    let filter = kronos_common::signal_ws::parse_types(q.types.as_deref());
+    let filter = match kronos_common::signal_ws::parse_types(q.types.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return e.response(),
+    };
     let sealed = !s.unsealed(&headers);
     s.hub.upgrade(up, filter, sealed)
 }

@@ -483,3 +483,35 @@ async fn the_telegram_bots_http_service_is_guarded() {
     assert!(m.contains("kronos_telegram_http_refused_total{reason=\"body_too_large\"} 1"), "{m}");
     assert!(m.contains("kronos_telegram_http_refused_total{reason=\"origin\"} 1"), "{m}");
 }
+
+/// Audit H2: a `/ws?types=` filter names known signal types only (400 naming the bad one), at most 32 names in at
+/// most 1 KiB (a 64 KiB `a,a,a,…` is refused before anything is kept); an accepted filter is served as asked.
+#[tokio::test]
+async fn a_websocket_type_filter_is_checked_and_bounded() {
+    let api = keeper_api(Limits::default()).await;
+    let Err((status, body)) = ws_connect(&api.ws("?types=risk_event,nope"), &[]).await else {
+        panic!("an unknown type was accepted")
+    };
+    assert_eq!(status, 400);
+    assert!(body.contains("\"nope\" is not a signal type"), "{body}");
+    let many = vec!["risk_event"; 33].join(",");
+    let Err((status, body)) = ws_connect(&api.ws(&format!("?types={many}")), &[]).await else {
+        panic!("33 names were accepted")
+    };
+    assert_eq!(status, 400);
+    assert!(body.contains("more than 32 names"), "{body}");
+    let huge = vec!["a"; 30_000].join(",");
+    let Err((status, body)) = ws_connect(&api.ws(&format!("?types={huge}")), &[]).await else {
+        panic!("a 60 KB filter was accepted")
+    };
+    assert_eq!(status, 400);
+    assert!(body.contains("at most 1024"), "{body}");
+    assert_eq!(api.guard().ws_subscribers.get(), 0, "no refused filter holds a place");
+    // Duplicates count once; the subscriber gets its type only.
+    let mut ws = ws_connect(&api.ws("?types=risk_event,risk_event"), &[]).await.unwrap();
+    wait_until("the subscriber is in place", || async { api.guard().ws_subscribers.get() == 1 }).await;
+    api.bus.publish("test", SignalKind::TxFailed { chain: "c".into(), action: "a".into(), error: "e".into() });
+    api.publish("wanted", String::new());
+    let got = next_signal(&mut ws).await;
+    assert_eq!((got["type"].as_str(), got["kind"].as_str()), (Some("risk_event"), Some("wanted")));
+}

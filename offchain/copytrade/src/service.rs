@@ -126,6 +126,9 @@ struct WsQuery {
 
 /// Every signal the copy-trader publishes (orders, fills, stops, positions, lead changes, risk events) as JSON.
 async fn ws(Extension(hub): Extension<Hub>, Query(q): Query<WsQuery>, up: WebSocketUpgrade) -> Response {
-    let filter = kronos_common::signal_ws::parse_types(q.types.as_deref());
+    let filter = match kronos_common::signal_ws::parse_types(q.types.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return e.response(),
+    };
     hub.upgrade(up, filter, false)
 }
