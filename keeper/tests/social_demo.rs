@@ -89,6 +89,7 @@ async fn the_demo_monitor_mirrors_the_keepers_signals_and_reads_the_fixture_feed
     assert!(items.iter().all(|i| i.item.kind == "keeper"));
     assert!(!summary.top_assets.is_empty(), "the fixture feeds mention assets");
     let text = social.section().await;
+    println!("{text}");
     assert!(text.contains("mirrored from the keeper's signals: 3 items"), "{text}");
     assert!(text.contains("top assets by items: "), "{text}");
     cancel.cancel();
