@@ -93,3 +93,21 @@ async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
     let _ = run.await;
     assert!(status.success(), "tests/web/dapp.mjs failed ({status}); screenshots so far in {}", out.display());
 }
+
+/// The page's formatting helpers in node (`tests/web/format.test.mjs`): an on-chain token symbol escaped in markup,
+/// API numbers coerced, amounts with every significant digit, multipliers net of the fee.
+#[test]
+fn the_dapp_formats_amounts_and_escapes_the_token_symbol() {
+    let root = kronos_testkit::repo_root();
+    let out = std::process::Command::new("node")
+        .args(["--test", "tests/web/format.test.mjs"])
+        .current_dir(&root)
+        .output()
+        .expect("node runs (scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "tests/web/format.test.mjs failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -232,7 +232,12 @@ try {
   await page.waitForFunction(([e, e2]) => {
     const s = (x) => document.querySelector(`#history tr[data-epoch="${x}"] .status`)?.textContent ?? '';
     return /Won|Lost|Tie/.test(s(e)) && /Refund/.test(s(e2));
-  }, [e, e2]);
+  }, [e, e2]).catch(async (err) => {
+    // Say what the page and the chain show instead (a round cancelled by a late keeper reads as Refund).
+    const shown = await page.evaluate(([e, e2]) => [e, e2].map((x) => document.querySelector(`#history tr[data-epoch="${x}"] .status`)?.textContent), [e, e2]).catch(() => []);
+    const onChain = await Promise.all([e, e2].map((x) => read(target, market, 'getRound', [1n, BigInt(x)]).then((r) => `state ${r.state} outcome ${r.outcome} reason ${r.reason}`)));
+    throw new Error(`check failed: rounds ${e}/${e2} settled and refunded; the page shows ${JSON.stringify(shown)}, the chain ${onChain.join(' / ')} (${err.message})`);
+  });
   const res = await read(target, market, 'getRound', [1n, BigInt(e)]);
   check(res.outcome === 1 || res.outcome === 2 || res.outcome === 3, `round ${e} settled up, down or tie (outcome ${res.outcome})`);
   // The replayed prices decide the outcome: a tie (both bettors get their share of the pool back less the fee)

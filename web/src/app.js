@@ -1,7 +1,8 @@
 // The Kronos dApp: markets of every chain the keeper drives, round cards with live updates over the keeper's /ws,
 // settlement proofs, bets and claims through an EIP-1193 wallet (EIP-6963 discovery), the forecaster's record and
 // the keeper's health. Amounts are bigint with the stake token's decimals; times are shown in the user's zone.
-import { encodeFunctionData, decodeFunctionResult, decodeErrorResult, formatUnits, parseUnits, toHex } from 'viem';
+import { encodeFunctionData, decodeFunctionResult, decodeErrorResult, parseUnits, toHex } from 'viem';
+import { esc, big, amt, fmt, fmtShort, num, multiplier } from './format.js';
 import { kronosMarketAbi, erc20Abi } from './abi.gen.js';
 
 const API = (document.querySelector('meta[name=kronos-api]')?.content || '').replace(/\/$/, '');
@@ -16,21 +17,7 @@ const st = {
 };
 
 // ---------- helpers ----------
-const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
-const big = (v) => { try { return BigInt(v ?? 0); } catch { return 0n; } };
-// `amt` is plain text (for textContent); `fmt` is the same, escaped for markup: the symbol is the token's own
-// on-chain string, and under `kronos web` every field comes from a keeper elsewhere.
-const amt = (v, dec, sym) => `${trimZeros(formatUnits(big(v), Number(dec) || 0))}${sym ? ' ' + sym : ''}`;
-const fmt = (v, dec, sym) => esc(amt(v, dec, sym));
-const num = (v) => { const x = Number(v); return Number.isFinite(x) ? String(x) : '—'; };
-function trimZeros(s) { if (!s.includes('.')) return s; const [i, f] = s.split('.'); const t = f.slice(0, 6).replace(/0+$/, ''); return t ? `${i}.${t}` : i; }
 const localTime = (ts) => new Date(Number(ts) * 1000).toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'medium' });
-// What one unit staked on `side` pays back if that side wins, after the fee the contract keeps: total·(1−fee)/side.
-function multiplier(total, side, feeBps = 0) {
-  if (side === 0n) return '—';
-  const x = (total * BigInt(10000 - feeBps) * 100n) / (side * 10000n);
-  return `${x / 100n}.${String(x % 100n).padStart(2, '0')}×`;
-}
 // The fee and minimum bet of round `e`: the market's parameters from the latest epoch at or before it.
 function paramsAt(m, e) {
   let p = { from_epoch: 0, fee_bps: 0, min_bet: 0n };
@@ -303,7 +290,7 @@ function renderMarkets() {
     return `<tr data-chain="${esc(c.name)}" data-market="${m.id}">
       <td><a href="#/market/${esc(c.name)}/${m.id}">${esc(m.pair || 'market ' + m.id)}</a></td>
       <td>${esc(c.display)}</td><td>${esc(l?.last_lock_price ?? '—')}</td><td>${k.epoch}</td>
-      <td>${fmt(up, m.decimals)} / ${fmt(down, m.decimals)} ${esc(m.symbol)}</td>
+      <td>${fmtShort(up, m.decimals)} / ${fmtShort(down, m.decimals)} ${esc(m.symbol)}</td>
       <td>${multiplier(total, up, paramsAt(m, k.epoch).fee_bps)} / ${multiplier(total, down, paramsAt(m, k.epoch).fee_bps)} ${feeNote(paramsAt(m, k.epoch))}</td><td class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${left}</td></tr>`;
   }).join('');
   view.innerHTML = `<h1>Markets</h1>
@@ -348,13 +335,13 @@ async function renderMarket(chainName, id) {
         <button class="up" type="button" data-side="up" ${st.busy ? 'disabled' : ''}>Enter UP</button><button class="down" type="button" data-side="down" ${st.busy ? 'disabled' : ''}>Enter DOWN</button></div>
         <p class="mute">Betting closes ${localTime(k.closes)}, ${m.bet_cutoff} s before the lock.</p>`;
       return `<section class="card" data-card="next" data-epoch="${e}" data-phase="${phase}"><h3>Next <span class="tag">#${e}</span></h3>
-        <p>Pool ${fmt(total, m.decimals, m.symbol)} · ${pays}</p>${extra}</section>`;
+        <p>Pool ${fmtShort(total, m.decimals, m.symbol)} · ${pays}</p>${extra}</section>`;
     }
     if (kind === 'live') extra = `<p>Locked at ${esc(r?.lock_price ?? lock?.price ?? '—')}; closes ${localTime(Number(m.genesis) + (e + 2) * Number(m.interval))}</p>`;
     if (kind === 'expired') extra = `<p>${esc(r?.state ?? 'no bets')} ${esc(r?.outcome ?? '')} ${r?.reason ? '(' + esc(r.reason) + ')' : ''}</p><p>${esc(r?.lock_price ?? lock?.price ?? '—')} → ${esc(r?.close_price ?? close?.price ?? '—')}</p>`;
     if (kind === 'later') extra = `<p>Opens ${localTime(Number(m.genesis) + e * Number(m.interval))}</p>`;
     return `<section class="card" data-card="${kind}" data-epoch="${e}"><h3>${label} <span class="tag">#${e}</span></h3>
-      <p>Pool ${fmt(total, m.decimals, m.symbol)} · ${pays}</p>${extra}</section>`;
+      <p>Pool ${fmtShort(total, m.decimals, m.symbol)} · ${pays}</p>${extra}</section>`;
   };
   const finished = rounds.filter((r) => r.state === 'settled' || r.state === 'cancelled' || r.state === 'Settled' || r.state === 'Cancelled');
   const proof = (r) => {

@@ -1,0 +1,32 @@
+// Unit tests of the dApp's formatting helpers (web/src/format.js), run by keeper/tests/web.rs with `node --test`.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { esc, amt, fmt, fmtShort, num, multiplier } from '../../web/src/format.js';
+
+test('a token symbol is escaped in markup and kept as text in messages', () => {
+  const sym = '<img src=x onerror=alert(1)>';
+  assert.equal(fmt(10n ** 18n, 18, sym), '1 &lt;img src=x onerror=alert(1)&gt;');
+  assert.equal(amt(10n ** 18n, 18, sym), `1 ${sym}`);
+  assert.equal(esc(`"'&`), '&quot;&#39;&amp;');
+});
+
+test('numbers from the API are numbers or a dash', () => {
+  assert.equal(num('12'), '12');
+  assert.equal(num('<b>1</b>'), '—');
+  assert.equal(num(undefined), '—');
+});
+
+test('amounts keep every significant digit; pools at most six decimals', () => {
+  assert.equal(amt(1234567890123456789n, 18, 'ETH'), '1.234567890123456789 ETH');
+  assert.equal(fmtShort(1234567890123456789n, 18, 'ETH'), '1.234567 ETH');
+  assert.equal(amt(-20000000000000000n, 18), '-0.02');
+  assert.equal(amt(1000000n, 6, 'USDC'), '1 USDC');
+});
+
+test('multipliers are net of the fee, in bigints', () => {
+  const e16 = 10n ** 16n;
+  assert.equal(multiplier(3n * e16, e16, 0), '3.00×');
+  assert.equal(multiplier(3n * e16, e16, 300), '2.91×');
+  assert.equal(multiplier(3n * e16, 2n * e16, 300), '1.45×');
+  assert.equal(multiplier(3n * e16, 0n, 300), '—');
+});

@@ -1,0 +1,27 @@
+// The dApp's formatting helpers, a module of their own so tests/web/format.test.mjs can check them in node.
+import { formatUnits } from 'viem';
+
+// Escapes text for HTML markup (element content and quoted attributes).
+export const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+export const big = (v) => { try { return BigInt(v ?? 0); } catch { return 0n; } };
+// Drops trailing zeros of a decimal string, keeping at most `max` decimals (all of them by default).
+export function trimZeros(s, max = Infinity) {
+  if (!s.includes('.')) return s;
+  const [i, f] = s.split('.');
+  const t = f.slice(0, max).replace(/0+$/, '');
+  return t ? `${i}.${t}` : i;
+}
+// `amt`: an amount in the token's units as plain text (for textContent), every significant digit; `fmt`: the same
+// escaped for markup (the symbol is the token's own on-chain string, and under `kronos web` every field comes from
+// a keeper elsewhere); `fmtShort`: escaped, at most 6 decimals, for pools and multiplier-sized figures.
+export const amt = (v, dec, sym, max = Infinity) => `${trimZeros(formatUnits(big(v), Number(dec) || 0), max)}${sym ? ' ' + sym : ''}`;
+export const fmt = (v, dec, sym) => esc(amt(v, dec, sym));
+export const fmtShort = (v, dec, sym) => esc(amt(v, dec, sym, 6));
+// A number from the API as text, or '—' when it is not one.
+export const num = (v) => { const x = Number(v); return Number.isFinite(x) ? String(x) : '—'; };
+// What one unit staked on `side` pays back if that side wins, after the fee the contract keeps: total·(1−fee)/side.
+export function multiplier(total, side, feeBps = 0) {
+  if (side === 0n) return '—';
+  const x = (total * BigInt(10000 - feeBps) * 100n) / (side * 10000n);
+  return `${x / 100n}.${String(x % 100n).padStart(2, '0')}×`;
+}
