@@ -8,6 +8,11 @@
 //!   is closed (`connections`);
 //! - WebSocket subscribers ([`Limits::max_ws_subscribers`], [`crate::signal_ws::Hub`]): `503` instead of the
 //!   upgrade (`ws_subscribers`);
+//! - open connections and WebSocket subscribers per client address, keyed as the rate limit
+//!   ([`Limits::max_connections_per_ip`], [`Limits::max_ws_per_ip`]): `503` (`connections_per_ip`, `ws_per_ip`);
+//! - file descriptors: [`Guard::serve`] raises the process's soft `RLIMIT_NOFILE` to its hard limit
+//!   ([`raise_fd_limit`]) and serves at most that many connections less [`FD_RESERVE`] (the service's own
+//!   database, RPC and log descriptors), with a warning when that is below [`Limits::max_connections`];
 //! - requests per client address ([`Limits::rate_per_s`], [`Limits::rate_burst`], [`Guard::layer`]): `429` with
 //!   `Retry-After` in seconds (`rate_limited`);
 //! - request body ([`Limits::max_body_bytes`], [`Guard::layer`]): `413` (`body_too_large`);
@@ -66,6 +71,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open WebSocket subscriptions (default 10,000). One more gets `503` instead of the upgrade.
     pub max_ws_subscribers: usize,
+    /// Open connections from one client address (IPv6: one /64), default 64; `0`: no such limit. One more is
+    /// answered `503` and closed.
+    pub max_connections_per_ip: usize,
+    /// Open WebSocket subscriptions from one client address (IPv6: one /64), default 16; `0`: no such limit. One
+    /// more gets `503` instead of the upgrade.
+    pub max_ws_per_ip: usize,
     /// Requests per second each client address may make, sustained (default 50); `0` turns the limit off.
     pub rate_per_s: u32,
     /// Requests a client address may make at once after being quiet (default 100).
@@ -97,6 +108,8 @@ impl Default for Limits {
         Limits {
             max_connections: 12_288,
             max_ws_subscribers: 10_000,
+            max_connections_per_ip: 64,
+            max_ws_per_ip: 16,
             rate_per_s: 50,
             rate_burst: 100,
             rate_limit_addresses: 65_536,
@@ -125,6 +138,10 @@ impl Limits {
 pub struct RawLimits {
     pub max_connections: Option<usize>,
     pub max_ws_subscribers: Option<usize>,
+    /// `0`: no per-address limit.
+    pub max_connections_per_ip: Option<usize>,
+    /// `0`: no per-address limit.
+    pub max_ws_per_ip: Option<usize>,
     /// `0` turns the rate limit off.
     pub rate_limit_per_s: Option<u32>,
     /// Default: twice the rate (100 with the default rate).
@@ -181,6 +198,13 @@ impl RawLimits {
         Ok(Limits {
             max_connections: count("max_connections", self.max_connections, d.max_connections, 1)?,
             max_ws_subscribers: count("max_ws_subscribers", self.max_ws_subscribers, d.max_ws_subscribers, 1)?,
+            max_connections_per_ip: count(
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                d.max_connections_per_ip,
+                0,
+            )?,
+            max_ws_per_ip: count("max_ws_per_ip", self.max_ws_per_ip, d.max_ws_per_ip, 0)?,
             rate_per_s,
             rate_burst,
             rate_limit_addresses: count("rate_limit_addresses", self.rate_limit_addresses, d.rate_limit_addresses, 16)?,
@@ -288,8 +312,16 @@ pub struct ReasonLabel {
 }
 
 /// Reasons of refusals (`http_refused`).
-pub const REFUSALS: [&str; 6] =
-    ["connections", "ws_subscribers", "rate_limited", "body_too_large", "origin", "timeout"];
+pub const REFUSALS: [&str; 8] = [
+    "connections",
+    "ws_subscribers",
+    "connections_per_ip",
+    "ws_per_ip",
+    "rate_limited",
+    "body_too_large",
+    "origin",
+    "timeout",
+];
 /// Reasons of connections the server closed (`http_dropped`).
 pub const DROPS: [&str; 3] = ["idle", "ws_slow_reader", "ws_oversized"];
 
@@ -329,8 +361,8 @@ impl GuardMetrics {
     pub fn register(&self, r: &mut Registry) {
         r.register(
             "http_refused",
-            "Requests and connections refused by a limit, by reason (connections, ws_subscribers, rate_limited, \
-             body_too_large, origin, timeout)",
+            "Requests and connections refused by a limit, by reason (connections, ws_subscribers, \
+             connections_per_ip, ws_per_ip, rate_limited, body_too_large, origin, timeout)",
             self.refused.clone(),
         );
         r.register(
@@ -382,17 +414,78 @@ struct Inner {
     started: std::time::Instant,
     /// Refusals of connections being written right now (bounded; beyond, a connection is just closed).
     refusing: AtomicUsize,
+    /// The connection cap in force: [`Limits::max_connections`], lowered by [`Guard::serve`] to what the file
+    /// descriptors allow.
+    conn_cap: AtomicUsize,
+    /// Open connections and WebSocket subscribers per [`rate_key`] (an address is removed at 0).
+    per_ip_conns: PerIp,
+    per_ip_ws: PerIp,
 }
+
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 /// A place taken under a cap (a connection, a WebSocket subscriber); given back when dropped.
 pub struct Slot {
     gauge: Gauge,
+    per_ip: Option<(PerIp, IpAddr)>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.gauge.dec();
+        if let Some((table, key)) = &self.per_ip {
+            let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = t.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    t.remove(key);
+                }
+            }
+        }
     }
+}
+
+/// Counts one more for `key` unless it has `cap` already (`cap` 0: no limit, nothing counted).
+fn take_per_ip(table: &PerIp, key: IpAddr, cap: usize) -> Result<Option<(PerIp, IpAddr)>, ()> {
+    if cap == 0 {
+        return Ok(None);
+    }
+    let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+    let n = t.entry(key).or_insert(0);
+    if *n >= cap {
+        return Err(());
+    }
+    *n += 1;
+    Ok(Some((table.clone(), key)))
+}
+
+/// Descriptors kept for the service's own use (database, RPC, logs, files) below the open-file limit.
+pub const FD_RESERVE: usize = 256;
+
+/// The connection cap that `fd_limit` descriptors allow: `max_connections`, or the limit less [`FD_RESERVE`] when
+/// that is lower (at least 1).
+pub fn connection_cap(max_connections: usize, fd_limit: u64) -> usize {
+    let room = usize::try_from(fd_limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE).max(1);
+    max_connections.min(room)
+}
+
+/// Raises this process's soft open-file limit (`RLIMIT_NOFILE`) to `want`, or its hard limit if lower (child
+/// processes inherit it). Returns the soft limit now in force.
+pub fn raise_fd_limit(want: u64) -> std::io::Result<u64> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: r is a valid rlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let target = want.min(r.rlim_max);
+    if r.rlim_cur < target {
+        r.rlim_cur = target;
+        // SAFETY: r is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(r.rlim_cur)
 }
 
 fn take_slot(gauge: &Gauge, cap: usize) -> Option<Slot> {
@@ -401,7 +494,7 @@ fn take_slot(gauge: &Gauge, cap: usize) -> Option<Slot> {
         gauge.dec();
         return None;
     }
-    Some(Slot { gauge: gauge.clone() })
+    Some(Slot { gauge: gauge.clone(), per_ip: None })
 }
 
 const MAX_REFUSING: usize = 64;
@@ -411,11 +504,14 @@ impl Guard {
     pub fn new(limits: Limits, metrics: GuardMetrics) -> Guard {
         Guard {
             inner: Arc::new(Inner {
-                limits,
                 metrics,
                 buckets: Mutex::new(HashMap::new()),
                 started: std::time::Instant::now(),
                 refusing: AtomicUsize::new(0),
+                conn_cap: AtomicUsize::new(limits.max_connections),
+                per_ip_conns: PerIp::default(),
+                per_ip_ws: PerIp::default(),
+                limits,
             }),
         }
     }
@@ -437,6 +533,38 @@ impl Guard {
         slot
     }
 
+    /// A WebSocket subscriber's place for a client at `peer`: under the cap of all subscribers ([`Guard::ws_slot`])
+    /// and of those from its address ([`Limits::max_ws_per_ip`], counted as `ws_per_ip`); the refusal's `503` when
+    /// there is none.
+    pub fn ws_slot_for(&self, peer: IpAddr) -> Result<Slot, Box<Response>> {
+        let mut slot = self.ws_slot().ok_or_else(|| Box::new(self.ws_full()))?;
+        let cap = self.inner.limits.max_ws_per_ip;
+        match take_per_ip(&self.inner.per_ip_ws, rate_key(peer), cap) {
+            Ok(per_ip) => {
+                slot.per_ip = per_ip;
+                Ok(slot)
+            }
+            Err(()) => {
+                self.inner.metrics.refuse("ws_per_ip");
+                Err(Box::new(
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
+                        format!(
+                            "your address has its maximum of {cap} WebSocket subscriptions here; close one first\n"
+                        ),
+                    )
+                        .into_response(),
+                ))
+            }
+        }
+    }
+
+    /// The connection cap in force (see [`Guard::serve`]).
+    pub fn connection_cap(&self) -> usize {
+        self.inner.conn_cap.load(Ordering::Relaxed)
+    }
+
     /// The `503` that refuses a WebSocket subscriber over the cap.
     pub fn ws_full(&self) -> Response {
         (
@@ -448,7 +576,7 @@ impl Guard {
     }
 
     fn ws_cap(&self) -> usize {
-        self.inner.limits.max_ws_subscribers.min(self.inner.limits.max_connections)
+        self.inner.limits.max_ws_subscribers.min(self.connection_cap())
     }
 
     /// The request-level limits (rate, origin, body, timeout) around every route of `router`.
@@ -481,13 +609,32 @@ impl Guard {
         self.inner.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Serves `app` on `listener` under the connection limits (cap, head and idle timeouts) until `shutdown`
-    /// resolves; then stops accepting, lets open requests finish (at most [`Limits::request_timeout`]) and returns.
-    /// Handlers see the client's address as `ConnectInfo<SocketAddr>`.
+    /// Serves `app` on `listener` under the connection limits (cap, per address, head and idle timeouts) until
+    /// `shutdown` resolves; then stops accepting, lets open requests finish (at most [`Limits::request_timeout`])
+    /// and returns. Handlers see the client's address as `ConnectInfo<SocketAddr>`. First raises the open-file
+    /// limit to its hard limit and lowers the connection cap to what it allows ([`connection_cap`]).
     pub async fn serve<F>(&self, listener: TcpListener, app: Router, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send,
     {
+        let want = self.inner.limits.max_connections;
+        match raise_fd_limit(u64::MAX) {
+            Ok(fds) => {
+                let cap = connection_cap(want, fds);
+                if cap < want {
+                    tracing::warn!(
+                        max_connections = want,
+                        open_file_limit = fds,
+                        serving = cap,
+                        "the open-file limit allows fewer connections than max_connections (keeping {FD_RESERVE} \
+                         descriptors for the service itself); raise LimitNOFILE / ulimit -n"
+                    );
+                }
+                self.inner.conn_cap.store(cap, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the open-file limit failed; serving max_connections"),
+        }
+        let cap = self.connection_cap();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -501,10 +648,22 @@ impl Guard {
                 },
                 _ = &mut shutdown => break,
             };
-            let Some(slot) = take_slot(&self.inner.metrics.connections, self.inner.limits.max_connections) else {
-                self.refuse_connection(stream);
+            let Some(mut slot) = take_slot(&self.inner.metrics.connections, cap) else {
+                self.inner.metrics.refuse("connections");
+                self.refuse_connection(stream, format!("this service has its maximum of {cap} open connections"));
                 continue;
             };
+            let per_ip_cap = self.inner.limits.max_connections_per_ip;
+            match take_per_ip(&self.inner.per_ip_conns, rate_key(peer.ip()), per_ip_cap) {
+                Ok(per_ip) => slot.per_ip = per_ip,
+                Err(()) => {
+                    drop(slot);
+                    self.inner.metrics.refuse("connections_per_ip");
+                    let why = format!("your address has its maximum of {per_ip_cap} open connections here");
+                    self.refuse_connection(stream, why);
+                    continue;
+                }
+            }
             let _ = stream.set_nodelay(true);
             let io = IdleIo::new(stream, self.inner.limits.idle_timeout, self.inner.metrics.clone(), slot);
             let app = app.clone();
@@ -540,18 +699,13 @@ impl Guard {
 
     /// Answers a connection over the cap with a `503` and closes it (reading what the client sent first, so it sees
     /// the answer rather than a reset).
-    fn refuse_connection(&self, mut stream: TcpStream) {
-        let m = &self.inner.metrics;
-        m.refuse("connections");
+    fn refuse_connection(&self, mut stream: TcpStream, why: String) {
         if self.inner.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
             self.inner.refusing.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         let inner = self.inner.clone();
-        let body = format!(
-            "this service has its maximum of {} open connections; try again shortly\n",
-            inner.limits.max_connections
-        );
+        let body = format!("{why}; try again shortly\n");
         let answer = format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 1\r\n\
              connection: close\r\ncontent-length: {}\r\n\r\n{body}",
@@ -744,6 +898,33 @@ impl AsyncWrite for IdleIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_descriptors_for_the_service() {
+        assert_eq!(connection_cap(12_288, 1024), 1024 - FD_RESERVE);
+        assert_eq!(connection_cap(12_288, 1 << 20), 12_288);
+        assert_eq!(connection_cap(100, 100), 1, "never 0");
+        assert_eq!(connection_cap(12_288, u64::MAX), 12_288);
+    }
+
+    #[test]
+    fn a_per_address_count_is_capped_and_given_back() {
+        let table = PerIp::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let gauge = Gauge::default();
+        let mut slots = Vec::new();
+        for _ in 0..2 {
+            let mut s = take_slot(&gauge, 10).unwrap();
+            s.per_ip = take_per_ip(&table, ip, 2).unwrap();
+            slots.push(s);
+        }
+        assert!(take_per_ip(&table, ip, 2).is_err());
+        assert!(take_per_ip(&table, "10.0.0.2".parse().unwrap(), 2).unwrap().is_some(), "another address");
+        assert_eq!(take_per_ip(&table, ip, 0).unwrap().map(|x| x.1), None, "0: no limit");
+        slots.clear();
+        assert_eq!(gauge.get(), 0);
+        assert!(!table.lock().unwrap().contains_key(&ip), "an address at 0 is forgotten");
+    }
 
     #[test]
     fn a_full_bucket_gives_its_burst_then_refuses_with_the_exact_wait() {

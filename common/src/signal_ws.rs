@@ -254,6 +254,27 @@ impl Hub {
         let Some(slot) = self.inner.guard.ws_slot() else {
             return self.inner.guard.ws_full();
         };
+        self.upgrade_in(up, filter, sealed, slot)
+    }
+
+    /// [`Hub::upgrade`] for a client at `peer`, also under the cap of subscribers per address
+    /// ([`crate::http_guard::Limits::max_ws_per_ip`]); `None` (a router served without the guard's
+    /// [`crate::http_guard::Guard::serve`], so with no client address): as [`Hub::upgrade`].
+    pub fn upgrade_from(
+        &self,
+        up: WebSocketUpgrade,
+        peer: Option<std::net::IpAddr>,
+        filter: Option<TypeFilter>,
+        sealed: bool,
+    ) -> Response {
+        let Some(peer) = peer else { return self.upgrade(up, filter, sealed) };
+        match self.inner.guard.ws_slot_for(peer) {
+            Ok(slot) => self.upgrade_in(up, filter, sealed, slot),
+            Err(refusal) => *refusal,
+        }
+    }
+
+    fn upgrade_in(&self, up: WebSocketUpgrade, filter: Option<TypeFilter>, sealed: bool, slot: Slot) -> Response {
         let rx = self.subscribe();
         let limits = self.inner.guard.limits();
         let opts = StreamOptions {

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
 use kronos_common::http_guard::{Guard, Limits};
 use kronos_common::signal_ws::Hub;
@@ -351,13 +352,19 @@ struct WsQuery {
     types: Option<String>,
 }
 
-async fn ws(State(s): State<ApiState>, Query(q): Query<WsQuery>, headers: HeaderMap, up: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(s): State<ApiState>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    up: WebSocketUpgrade,
+) -> Response {
     let filter = match kronos_common::signal_ws::parse_types(q.types.as_deref()) {
         Ok(f) => f,
         Err(e) => return e.response(),
     };
     let sealed = !s.unsealed(&headers);
-    s.hub.upgrade(up, filter, sealed)
+    s.hub.upgrade_from(up, peer.map(|p| p.0 .0.ip()), filter, sealed)
 }
 
 #[cfg(test)]

@@ -515,3 +515,60 @@ async fn a_websocket_type_filter_is_checked_and_bounded() {
     let got = next_signal(&mut ws).await;
     assert_eq!((got["type"].as_str(), got["kind"].as_str()), (Some("risk_event"), Some("wanted")));
 }
+
+/// A TCP connection to `to` from the loopback address `from` (127.0.0.2 is a second client address).
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// A raw `GET path` on `s`: the status line's code and the whole answer.
+async fn raw_get(mut s: TcpStream, path: &str) -> (u16, String) {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out)).await.expect("an answer").unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text)
+}
+
+/// Audit H3: one client address may hold at most `max_connections_per_ip` connections (503 beyond, counted
+/// `connections_per_ip`); another address is not affected, and a closed connection gives its place back.
+#[tokio::test]
+async fn connections_per_address_are_capped_and_other_addresses_are_not_affected() {
+    let api = keeper_api(Limits { max_connections_per_ip: 2, ..Limits::default() }).await;
+    let mut held = vec![connect_from("127.0.0.1", api.addr).await, connect_from("127.0.0.1", api.addr).await];
+    wait_until("two open connections", || async { api.guard().connections.get() == 2 }).await;
+    let (code, text) = raw_get(connect_from("127.0.0.1", api.addr).await, "/health").await;
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("your address has its maximum of 2 open connections"), "{text}");
+    assert_eq!(api.guard().refused("connections_per_ip"), 1);
+    assert_eq!(api.guard().refused("connections"), 0);
+    let (code, text) = raw_get(connect_from("127.0.0.2", api.addr).await, "/health").await;
+    assert_eq!(code, 200, "another address is served: {text}");
+    held.pop();
+    wait_until("a connection closed", || async { api.guard().connections.get() == 1 }).await;
+    let (code, text) = raw_get(connect_from("127.0.0.1", api.addr).await, "/health").await;
+    assert_eq!(code, 200, "{text}");
+}
+
+/// Audit H3: one client address may hold at most `max_ws_per_ip` WebSocket subscriptions (503 beyond, counted
+/// `ws_per_ip`); another address is not affected.
+#[tokio::test]
+async fn websocket_subscribers_per_address_are_capped() {
+    let api = keeper_api(Limits { max_ws_per_ip: 1, ..Limits::default() }).await;
+    let _a = ws_connect(&api.ws(""), &[]).await.unwrap();
+    let Err((status, body)) = ws_connect(&api.ws(""), &[]).await else { panic!("a second subscriber was admitted") };
+    assert_eq!(status, 503);
+    assert!(body.contains("maximum of 1 WebSocket subscriptions"), "{body}");
+    assert_eq!(api.guard().refused("ws_per_ip"), 1);
+    assert!(api.metrics_text().await.contains("kronos_http_refused_total{reason=\"ws_per_ip\"} 1"));
+    let tcp = tokio_tungstenite::MaybeTlsStream::Plain(connect_from("127.0.0.2", api.addr).await);
+    let (mut b, _) = tokio_tungstenite::client_async(api.ws(""), tcp).await.expect("another address subscribes");
+    wait_until("two subscribers", || async { api.guard().ws_subscribers.get() == 2 }).await;
+    api.publish("per-ip", String::new());
+    assert_eq!(next_signal(&mut b).await["kind"], "per-ip");
+}

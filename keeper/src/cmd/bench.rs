@@ -202,7 +202,7 @@ impl LocalKeeper {
             db.display()
         );
         if open_api {
-            cfg += "\n[api]\nrate_limit_per_s = 1000000\nrate_limit_burst = 1000000\n";
+            cfg += "\n[api]\nrate_limit_per_s = 1000000\nrate_limit_burst = 1000000\nmax_connections_per_ip = 0\nmax_ws_per_ip = 0\n";
         }
         for c in &chains {
             cfg += &format!(
@@ -697,6 +697,9 @@ async fn ws_server(a: WsServerArgs) -> Result<()> {
         max_ws_subscribers: a.max_subscribers,
         rate_per_s: 1_000_000,
         rate_burst: 1_000_000,
+        // Every client of the bench is on loopback.
+        max_connections_per_ip: 0,
+        max_ws_per_ip: 0,
         ws_send_timeout: Duration::from_millis(a.send_timeout_ms.max(1)),
         ..Limits::default()
     };

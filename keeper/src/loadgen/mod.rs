@@ -97,17 +97,7 @@ pub fn pin_command(cmd: &mut tokio::process::Command, core: usize) {
 /// Raises this process's open-file limit to `want` (or its hard limit, if lower); child processes inherit it.
 /// Returns the limit now in force.
 pub fn raise_fd_limit(want: u64) -> Result<u64> {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: r is a valid rlimit to fill.
-    anyhow::ensure!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0, "reading the open-file limit");
-    let target = want.min(r.rlim_max);
-    if r.rlim_cur < target {
-        r.rlim_cur = target;
-        // SAFETY: r is a valid rlimit.
-        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
-        anyhow::ensure!(rc == 0, "raising the open-file limit: {}", std::io::Error::last_os_error());
-    }
-    Ok(r.rlim_cur)
+    kronos_common::http_guard::raise_fd_limit(want).context("raising the open-file limit")
 }
 
 /// Resident memory of process `pid` in KiB (`VmRSS` of /proc/PID/status).

@@ -230,6 +230,9 @@ fn split_signature(raw: &str) -> (String, Option<String>) {
 pub fn limits() -> Limits {
     Limits {
         rate_per_s: 0,
+        // Every client of the mock is on loopback.
+        max_connections_per_ip: 0,
+        max_ws_per_ip: 0,
         header_timeout: Duration::from_secs(300),
         idle_timeout: Duration::from_secs(24 * 3600),
         max_body_bytes: 1024 * 1024,

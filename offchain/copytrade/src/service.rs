@@ -125,10 +125,15 @@ struct WsQuery {
 }
 
 /// Every signal the copy-trader publishes (orders, fills, stops, positions, lead changes, risk events) as JSON.
-async fn ws(Extension(hub): Extension<Hub>, Query(q): Query<WsQuery>, up: WebSocketUpgrade) -> Response {
+async fn ws(
+    Extension(hub): Extension<Hub>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    Query(q): Query<WsQuery>,
+    up: WebSocketUpgrade,
+) -> Response {
     let filter = match kronos_common::signal_ws::parse_types(q.types.as_deref()) {
         Ok(f) => f,
         Err(e) => return e.response(),
     };
-    hub.upgrade(up, filter, false)
+    hub.upgrade_from(up, peer.map(|p| p.0 .0.ip()), filter, false)
 }
