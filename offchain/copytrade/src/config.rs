@@ -123,6 +123,8 @@ pub struct AiConfig {
     pub min_edge: Decimal,
     /// Cap of one AI position's notional.
     pub max_notional: Decimal,
+    /// `[copytrade.ai.social_gate]`: entries need the social monitor's score (off when absent).
+    pub social_gate: Option<crate::ai_gate::SocialGate>,
 }
 
 /// The whole `[copytrade]` section.
@@ -247,6 +249,16 @@ struct RawAi {
     min_edge: Option<String>,
     #[serde(deserialize_with = "decimal_text")]
     max_notional: String,
+    social_gate: Option<RawSocialGate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSocialGate {
+    url: String,
+    asset: String,
+    min_score: f64,
+    max_age: Option<String>,
 }
 
 /// A decimal written as a TOML string (`"0.1"`) or an integer (`100`). A TOML float (`0.1`) is refused with a
@@ -644,6 +656,30 @@ impl Config {
                         Some("1"),
                     )?,
                     max_notional: v.dec("copytrade.ai.max_notional", &a.max_notional, Some("0"), None)?,
+                    social_gate: match a.social_gate {
+                        None => None,
+                        Some(g) => {
+                            let url = url::Url::parse(&g.url)
+                                .ok()
+                                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                                .ok_or_else(|| {
+                                v.err("copytrade.ai.social_gate.url", format!("'{}' is not an http(s) URL", g.url))
+                            })?;
+                            let asset = g.asset.trim().to_ascii_uppercase();
+                            if asset.is_empty() || !asset.chars().all(|c| c.is_ascii_alphanumeric()) {
+                                return Err(v.err("copytrade.ai.social_gate.asset", "a symbol like BTC"));
+                            }
+                            if !g.min_score.is_finite() {
+                                return Err(v.err("copytrade.ai.social_gate.min_score", "must be a number"));
+                            }
+                            let max_age =
+                                v.dur("copytrade.ai.social_gate.max_age", g.max_age.as_deref().unwrap_or("1h"))?;
+                            if max_age < Duration::from_secs(1) {
+                                return Err(v.err("copytrade.ai.social_gate.max_age", "at least 1s"));
+                            }
+                            Some(crate::ai_gate::SocialGate { url, asset, min_score: g.min_score, max_age })
+                        }
+                    },
                 })
             }
             _ => None,
@@ -909,5 +945,26 @@ cooldown = "6h"
         let e = Config::parse("ct.toml", &bad).unwrap_err();
         assert_eq!(e.field, "copytrade.ai.token_env", "{e}");
         assert!(e.message.contains("keeper.api_token_env"), "{e}");
+    }
+
+    #[test]
+    fn the_social_gate_is_off_by_default_and_validated() {
+        let text = format!("{GOOD}[copytrade.ai]\nmax_notional = \"500\"\nmarkets = {{ \"base:1\" = \"BTCUSDT\" }}\n");
+        assert_eq!(Config::parse("ct.toml", &text).unwrap().ai.unwrap().social_gate, None);
+        let gated = format!(
+            "{text}[copytrade.ai.social_gate]\nurl = \"http://127.0.0.1:8790\"\nasset = \"btc\"\nmin_score = 0.9\nmax_age = \"30m\"\n"
+        );
+        let g = Config::parse("ct.toml", &gated).unwrap().ai.unwrap().social_gate.unwrap();
+        assert_eq!(g.asset, "BTC");
+        assert_eq!(g.min_score, 0.9);
+        assert_eq!(g.max_age, Duration::from_secs(1800));
+        for (from, to, field) in [
+            ("http://127.0.0.1:8790", "ws://x", "copytrade.ai.social_gate.url"),
+            ("\"btc\"", "\"$btc\"", "copytrade.ai.social_gate.asset"),
+            ("\"30m\"", "\"soon\"", "copytrade.ai.social_gate.max_age"),
+        ] {
+            let e = Config::parse("ct.toml", &gated.replace(from, to)).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
     }
 }

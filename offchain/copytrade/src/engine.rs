@@ -2054,7 +2054,21 @@ impl Engine {
             max_notional: ai.max_notional,
             stop_loss_pct: self.cfg.protection.stop_loss_pct,
         };
-        let t = kelly(f.p_up_bps, equity, mark, &k);
+        let mut t = kelly(f.p_up_bps, equity, mark, &k);
+        if let Some(gate) = &ai.social_gate {
+            let entry = !t.qty.is_zero();
+            let reading = if entry {
+                crate::ai_gate::read(&reqwest::Client::new(), gate).await
+            } else {
+                Err("not read (no entry)".into())
+            };
+            if let crate::ai_gate::Verdict::Refuse(why) = crate::ai_gate::decide(gate, entry, &reading) {
+                self.metrics.ai_gate_refused.inc();
+                tracing::warn!(%symbol, market = %f.market, epoch = f.epoch, reason = %why, "AI entry refused by the social gate");
+                self.event("ai_gate_refused", &symbol, &format!("{} epoch {}: {why}", f.market, f.epoch)).await;
+                t.qty = Default::default();
+            }
+        }
         let expires_ms = f.at_ms as i64 + (f.horizon_s as i64) * 1000;
         let view = AiView {
             symbol: symbol.clone(),

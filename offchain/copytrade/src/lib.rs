@@ -12,6 +12,7 @@
 //! - [`service`], [`metrics`]: `/health`, `/metrics`, `/api/*`.
 
 pub mod ai;
+pub mod ai_gate;
 pub mod config;
 pub mod engine;
 pub mod lead;

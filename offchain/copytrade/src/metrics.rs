@@ -27,6 +27,8 @@ pub struct Metrics {
     pub lead_events: Family<KindLabel, Counter>,
     pub risk_events: Family<KindLabel, Counter>,
     pub ai_signals: Counter,
+    /// AI entries refused by the social gate (score low, stale, monitor unreadable).
+    pub ai_gate_refused: Counter,
     /// Seconds from a lead fill arriving on the user-data stream to the follower's order request.
     pub mirror_delay: Histogram,
     pub equity: Gauge<f64, AtomicU64>,
@@ -53,6 +55,7 @@ impl Metrics {
             lead_events: Family::default(),
             risk_events: Family::default(),
             ai_signals: Counter::default(),
+            ai_gate_refused: Counter::default(),
             mirror_delay: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             equity: Gauge::default(),
             open_positions: Gauge::default(),
@@ -67,6 +70,11 @@ impl Metrics {
         registry.register("lead_events", "Lead position changes by action", m.lead_events.clone());
         registry.register("risk_events", "Risk events by kind", m.risk_events.clone());
         registry.register("ai_signals", "Forecast signals received for mapped markets", m.ai_signals.clone());
+        registry.register(
+            "ai_gate_refused",
+            "AI entries refused by the social gate (score below the threshold, stale or unreadable monitor)",
+            m.ai_gate_refused.clone(),
+        );
         registry.register(
             "mirror_delay_seconds",
             "Lead fill on the stream to follower order request",
