@@ -21,6 +21,8 @@
 //! - time to send a request head, idle keep-alive included ([`Limits::header_timeout`], [`Guard::serve`]): the
 //!   connection is closed (by hyper; not counted);
 //! - a WebSocket that sends nothing, not even a pong ([`Limits::idle_timeout`], [`Guard::serve`]): closed (`idle`);
+//! - a response the client stops reading ([`Limits::write_timeout`], [`Guard::serve`]): when one write has waited
+//!   this long for the client to make room, the connection is closed (`write_stall`);
 //! - an incoming WebSocket message ([`Limits::ws_max_message_bytes`], [`crate::signal_ws::Hub`]): close `1009`
 //!   (`ws_oversized`);
 //! - one WebSocket send ([`Limits::ws_send_timeout`], [`crate::signal_ws::Hub`]): the slow reader is dropped
@@ -98,6 +100,10 @@ pub struct Limits {
     pub ws_max_message_bytes: usize,
     /// Time one WebSocket message may take to go out (default 5 s); a reader slower than that is dropped.
     pub ws_send_timeout: Duration,
+    /// Time one write to a connection may wait for the client to take what was sent before (default 10 s, twice
+    /// the WebSocket send timeout so a slow `/ws` reader is dropped by that first); then the connection is closed.
+    /// A client that reads slowly but steadily is not affected: each write that goes out starts the time again.
+    pub write_timeout: Duration,
     /// Browser origins (`https://dash.example.com`, scheme and host and port, normalised) allowed to open WebSockets
     /// and send state-changing requests; `*` allows every origin. Default: none (requests without `Origin` pass).
     pub allowed_origins: Vec<String>,
@@ -119,6 +125,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(120),
             ws_max_message_bytes: 16 * 1024,
             ws_send_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
         }
     }
@@ -153,6 +160,7 @@ pub struct RawLimits {
     pub idle_timeout_ms: Option<u64>,
     pub ws_max_message_bytes: Option<usize>,
     pub ws_send_timeout_ms: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
     pub allowed_origins: Option<Vec<String>>,
 }
 
@@ -219,6 +227,7 @@ impl RawLimits {
                 1024,
             )?,
             ws_send_timeout: ms("ws_send_timeout_ms", self.ws_send_timeout_ms, d.ws_send_timeout, 1)?,
+            write_timeout: ms("write_timeout_ms", self.write_timeout_ms, d.write_timeout, 1)?,
             allowed_origins,
         })
     }
@@ -323,7 +332,7 @@ pub const REFUSALS: [&str; 8] = [
     "timeout",
 ];
 /// Reasons of connections the server closed (`http_dropped`).
-pub const DROPS: [&str; 3] = ["idle", "ws_slow_reader", "ws_oversized"];
+pub const DROPS: [&str; 4] = ["idle", "write_stall", "ws_slow_reader", "ws_oversized"];
 
 /// The guard's metrics; a service registers them in its own registry ([`GuardMetrics::register`]).
 #[derive(Clone)]
@@ -367,7 +376,7 @@ impl GuardMetrics {
         );
         r.register(
             "http_dropped",
-            "Connections the server closed, by reason (idle, ws_slow_reader, ws_oversized)",
+            "Connections the server closed, by reason (idle, write_stall, ws_slow_reader, ws_oversized)",
             self.dropped.clone(),
         );
         r.register(
@@ -665,7 +674,8 @@ impl Guard {
                 }
             }
             let _ = stream.set_nodelay(true);
-            let io = IdleIo::new(stream, self.inner.limits.idle_timeout, self.inner.metrics.clone(), slot);
+            let l = &self.inner.limits;
+            let io = IdleIo::new(stream, l.idle_timeout, l.write_timeout, self.inner.metrics.clone(), slot);
             let app = app.clone();
             let svc = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
@@ -827,14 +837,52 @@ struct IdleIo {
     idle: Duration,
     last_read: tokio::time::Instant,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// How long one write may wait ([`Limits::write_timeout`]), and the deadline of the write waiting now.
+    write_timeout: Duration,
+    write_waiting: bool,
+    write_timer: Pin<Box<tokio::time::Sleep>>,
     metrics: GuardMetrics,
     _slot: Slot,
 }
 
 impl IdleIo {
-    fn new(io: TcpStream, idle: Duration, metrics: GuardMetrics, slot: Slot) -> IdleIo {
+    fn new(io: TcpStream, idle: Duration, write_timeout: Duration, metrics: GuardMetrics, slot: Slot) -> IdleIo {
         let now = tokio::time::Instant::now();
-        IdleIo { io, idle, last_read: now, timer: Box::pin(tokio::time::sleep_until(now + idle)), metrics, _slot: slot }
+        IdleIo {
+            io,
+            idle,
+            last_read: now,
+            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            write_timeout,
+            write_waiting: false,
+            write_timer: Box::pin(tokio::time::sleep_until(now + write_timeout)),
+            metrics,
+            _slot: slot,
+        }
+    }
+
+    /// Times a write (or flush) that returned `r`: a ready one ends the wait; a pending one starts it, or fails the
+    /// connection once it has waited [`Limits::write_timeout`].
+    fn time_write<T>(&mut self, cx: &mut Context<'_>, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.write_waiting = false;
+            return r;
+        }
+        if !self.write_waiting {
+            self.write_waiting = true;
+            let deadline = tokio::time::Instant::now() + self.write_timeout;
+            self.write_timer.as_mut().reset(deadline);
+        }
+        match self.write_timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.metrics.drop_for("write_stall");
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client took nothing of the response for the write timeout",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -871,11 +919,15 @@ impl AsyncRead for IdleIo {
 
 impl AsyncWrite for IdleIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.time_write(cx, r)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        this.time_write(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -887,7 +939,9 @@ impl AsyncWrite for IdleIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.time_write(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

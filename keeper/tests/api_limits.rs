@@ -572,3 +572,26 @@ async fn websocket_subscribers_per_address_are_capped() {
     api.publish("per-ip", String::new());
     assert_eq!(next_signal(&mut b).await["kind"], "per-ip");
 }
+
+/// Audit M5: a client that asks for a large answer and never reads it (a tiny receive buffer) is dropped once a write
+/// has waited `write_timeout` (counted `write_stall`), and its connection's place is given back.
+#[tokio::test]
+async fn a_client_that_stops_reading_a_response_is_dropped_after_the_write_timeout() {
+    let metrics = GuardMetrics::default();
+    let limits = Limits { write_timeout: Duration::from_millis(300), ..Limits::default() };
+    let guard = Guard::new(limits, metrics.clone());
+    // Larger than what the kernel's buffers on both sides can hold (a few MiB on loopback).
+    let big = axum::body::Bytes::from(vec![b'x'; 64 << 20]);
+    let app = axum::Router::new().route("/big", axum::routing::get(move || async move { big.clone() }));
+    let app = guard.layer(app);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { guard.serve(listener, app, std::future::pending()).await });
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
+    wait_until("the stalled connection is dropped", || async { metrics.dropped("write_stall") == 1 }).await;
+    wait_until("its place is given back", || async { metrics.connections.get() == 0 }).await;
+    drop(s);
+}
