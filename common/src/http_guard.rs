@@ -37,7 +37,9 @@
 //! DNS rebinding makes `Host` and `Origin` agree on an attacker's name.
 //!
 //! **Rate limit.** A token bucket per client address (IPv6: per /64, which one host usually owns whole), over every
-//! route of the service. The table of buckets is bounded ([`Limits::rate_limit_addresses`]): when it is full, the
+//! route of the service. A request carrying the service's own bearer token ([`Guard::exempt_bearer`]) is not
+//! limited: a page could otherwise drain the bucket of `127.0.0.1` with plain cross-site `GET`s and have the
+//! operator's emergency stop answered `429`. A wrong token is limited like no token. The table of buckets is bounded ([`Limits::rate_limit_addresses`]): when it is full, the
 //! buckets that have refilled (indistinguishable from a new one) are removed, and if it is still full some others
 //! are, so memory stays bounded under a flood from many addresses. The address is the TCP peer: behind a reverse
 //! proxy every request comes from the proxy, so rate-limit there (or raise the limit here).
@@ -429,6 +431,8 @@ struct Inner {
     /// Open connections and WebSocket subscribers per [`rate_key`] (an address is removed at 0).
     per_ip_conns: PerIp,
     per_ip_ws: PerIp,
+    /// Requests with this bearer token skip the rate limit ([`Guard::exempt_bearer`]).
+    bearer: std::sync::OnceLock<crate::Secret>,
 }
 
 type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
@@ -520,6 +524,7 @@ impl Guard {
                 conn_cap: AtomicUsize::new(limits.max_connections),
                 per_ip_conns: PerIp::default(),
                 per_ip_ws: PerIp::default(),
+                bearer: std::sync::OnceLock::new(),
                 limits,
             }),
         }
@@ -567,6 +572,22 @@ impl Guard {
                 ))
             }
         }
+    }
+
+    /// Requests with `Authorization: Bearer <token>` are not rate-limited (the service's own API token: whoever
+    /// holds it is the operator). Set once; later calls are ignored.
+    pub fn exempt_bearer(&self, token: crate::Secret) {
+        let _ = self.inner.bearer.set(token);
+    }
+
+    /// Whether `req` carries the exempt bearer token.
+    fn exempt(&self, req: &Request) -> bool {
+        let Some(token) = self.inner.bearer.get() else { return false };
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|g| token.matches(g.trim()))
     }
 
     /// The connection cap in force (see [`Guard::serve`]).
@@ -777,7 +798,8 @@ async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Resp
     let l = g.limits();
     let m = g.metrics();
     // Rate first: it is the cheapest refusal of a flood.
-    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().filter(|_| !g.exempt(&req));
+    if let Some(ConnectInfo(peer)) = peer {
         if let Err(wait_ms) = g.rate_check(peer.ip()) {
             m.refuse("rate_limited");
             let s = retry_after_s(wait_ms);

@@ -64,7 +64,11 @@ impl ApiState {
         token: Option<kronos_common::Secret>,
         limits: Limits,
     ) -> ApiState {
-        let hub = Hub::new(bus.clone(), Guard::new(limits, metrics.guard.clone()));
+        let guard = Guard::new(limits, metrics.guard.clone());
+        if let Some(t) = &token {
+            guard.exempt_bearer(t.clone());
+        }
+        let hub = Hub::new(bus.clone(), guard);
         let cache = Arc::new(BodyCache::default());
         ApiState { store, bus, metrics, chains, stats, token, hub, cache, web_chains: Default::default() }
     }

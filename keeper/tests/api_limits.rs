@@ -595,3 +595,36 @@ async fn a_client_that_stops_reading_a_response_is_dropped_after_the_write_timeo
     wait_until("its place is given back", || async { metrics.connections.get() == 0 }).await;
     drop(s);
 }
+
+/// Audit L1: requests with the copy-trader's control token are not rate-limited: a page that drains the address's
+/// bucket with plain GETs cannot have the emergency stop answered 429; a wrong token is limited like none.
+#[tokio::test]
+async fn the_bearer_token_s_holder_is_not_rate_limited() {
+    let (addr, h) = copytrader(Limits { rate_per_s: 1, rate_burst: 2, ..Limits::default() }).await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{addr}{p}");
+    let mut limited = false;
+    for _ in 0..10 {
+        if http.get(url("/api/status")).send().await.unwrap().status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the bucket was drained");
+    let mut wrong_limited = false;
+    for _ in 0..10 {
+        let r = http.post(url("/api/emergency-stop")).bearer_auth("not-the-token").send().await.unwrap();
+        if r.status() == 429 {
+            wrong_limited = true;
+            break;
+        }
+        assert_eq!(r.status(), 401);
+    }
+    assert!(wrong_limited, "a wrong token is rate-limited");
+    // Twenty at once: without the exemption all but a refilled token or two would be 429.
+    for _ in 0..20 {
+        let r = http.post(url("/api/emergency-stop")).bearer_auth(CT_TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    assert_eq!(h.store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+}

@@ -30,6 +30,11 @@ pub fn router(h: Handles) -> Router {
 /// The router under `guard`'s request limits (rate, origin, body, timeout) and its WebSocket limits;
 /// [`crate::run::serve`] adds the connection limits.
 pub fn router_with(h: Handles, guard: &Guard) -> Router {
+    // The control token's holder (the operator: the bot, the CLI) is never rate-limited, so a page that drains the
+    // address's bucket cannot hold up an emergency stop.
+    if let Some(t) = &h.control_token {
+        guard.exempt_bearer(t.clone());
+    }
     let hub = Hub::new(h.bus.clone(), guard.clone());
     let r = Router::new()
         .route("/health", get(health))
