@@ -24,6 +24,7 @@ const target = CHAINS[0];
 const other = CHAINS[1];
 const hex = (n) => toHex(BigInt(n)).toLowerCase();
 const rpcBy = new Map(CHAINS.map((c) => [hex(c.chain_id), c.rpc]));
+let elsewhere = false; // the wallet answers as a network without the market (see __kronosRpc)
 
 function step(s) { console.log(`[web test] ${s}`); }
 function check(cond, what) { if (!cond) throw new Error(`check failed: ${what}`); }
@@ -59,6 +60,9 @@ const errors = [];
 const hosts = new Set();
 try {
   await context.exposeFunction('__kronosRpc', async (chainId, method, params) => {
+    // Another network with the same chain id (a development chain shares its id with a real one): no market there, so
+    // code reads empty and calls to the address return nothing, as a real node answers for an address without code.
+    if (elsewhere && (method === 'eth_getCode' || method === 'eth_call')) return { jsonrpc: '2.0', id: 1, result: '0x' };
     const url = rpcBy.get(String(chainId).toLowerCase());
     if (!url) return { error: { code: 4901, message: `the test wallet has no RPC for chain ${chainId}` } };
     return rpc(url, method, params);
@@ -169,6 +173,14 @@ try {
   await bet('0.01', 'up');
   await msg(/market is paused/);
   await send(target, ACC.owner, market, encodeFunctionData({ abi: marketAbi, functionName: 'setMarketPaused', args: [1n, false] }));
+
+  step('a wallet on another network with the same chain id: nothing is sent');
+  const sentElsewhere = await page.evaluate(() => window.__kronosTestWallet.sent.length);
+  elsewhere = true;
+  await bet('0.01', 'up');
+  await msg(/is not on the network your wallet is connected to/);
+  elsewhere = false;
+  check((await page.evaluate(() => window.__kronosTestWallet.sent.length)) === sentElsewhere, 'no transaction sent to a network without the market');
 
   step('rejected transaction');
   await openCard(15);

@@ -159,6 +159,19 @@ async function ensureChain(c) {
   if (BigInt(now) !== BigInt(want)) throw new Error(`Wrong chain: your wallet stayed on chain ${BigInt(now)}; switch to ${c.display} (chain id ${c.chain_id}).`);
 }
 
+// The wallet's chain must hold the keeper's market. A development chain can share a real network's chain id (the
+// local path runs anvil --chain-id 8453): a wallet on the real network would pass the chain check, dry-run against an
+// address without code (which does not revert) and send real money there. So the market's code and its
+// configuration (genesis, interval, stake token) are read through the wallet and compared with the keeper's.
+async function verifyMarket(c, m) {
+  const code = await req('eth_getCode', [c.market, 'latest']);
+  const elsewhere = `The market contract ${c.market} is not on the network your wallet is connected to (chain id ${c.chain_id}): it may be another network with the same chain id (a local development chain can share its id with a real one). Nothing was sent.`;
+  if (!code || code === '0x') throw new Error(elsewhere);
+  let cfg;
+  try { cfg = await call(c.market, kronosMarketAbi, 'getMarket', [BigInt(m.id)]); } catch { throw new Error(elsewhere); }
+  if (BigInt(cfg.genesis) !== BigInt(m.genesis) || BigInt(cfg.interval) !== BigInt(m.interval) || String(cfg.token).toLowerCase() !== String(m.token).toLowerCase()) throw new Error(elsewhere);
+}
+
 async function call(to, abi, functionName, args) {
   const data = encodeFunctionData({ abi, functionName, args });
   const out = await req('eth_call', [{ to, data }, 'latest']);
@@ -250,6 +263,7 @@ async function bet(c, m, epoch, side) {
     if (!st.account) await connect();
     if (!st.account) return;
     await ensureChain(c);
+    await verifyMarket(c, m);
     const bal = await balanceOf(m);
     if (bal < amount) throw new Error(`Insufficient funds: you have ${amt(bal, m.decimals, m.symbol)}, the bet is ${amt(amount, m.decimals, m.symbol)}.`);
     const from = st.account;
@@ -405,6 +419,7 @@ async function renderPositions(c, m, rounds, current, box = document.getElementB
       st.busy = true;
       try {
         await ensureChain(c);
+        await verifyMarket(c, m);
         const data = encodeFunctionData({ abi: kronosMarketAbi, functionName: 'claim', args: [BigInt(m.id), claimable] });
         await send({ from: st.account, to: c.market, chainId: toHex(c.chain_id), data, value: '0x0' }, m);
         show(`Claimed rounds ${claimable.join(', ')}.`, true);
