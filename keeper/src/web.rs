@@ -77,8 +77,9 @@ pub(crate) struct WebChain {
     explorer: Option<String>,
     market: Address,
     registry: Option<Address>,
-    /// RPC URLs a wallet may add the chain with (`wallet_addEthereumChain`): only for local development chains,
-    /// whose URLs carry no credentials; a production RPC URL may hold an API key and is never shown.
+    /// RPC URLs a wallet may add the chain with (`wallet_addEthereumChain`): only for local development chains, and
+    /// only loopback URLs with no user, password, path or query ([`shareable_rpc`]); a production RPC URL may hold an
+    /// API key and is never shown.
     rpc_urls: Vec<String>,
     markets: Vec<WebMarket>,
 }
@@ -159,7 +160,7 @@ async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
             explorer: if c.cfg.local { None } else { c.cfg.chain.explorer.clone() },
             market: c.cfg.market,
             registry: c.cfg.registry,
-            rpc_urls: if c.cfg.local { c.cfg.rpc.iter().map(|u| u.to_string()).collect() } else { Vec::new() },
+            rpc_urls: if c.cfg.local { c.cfg.rpc.iter().filter_map(shareable_rpc).collect() } else { Vec::new() },
             markets,
         });
     }
@@ -208,9 +209,34 @@ pub(crate) async fn checkpoints(State(s): State<ApiState>, Query(q): Query<Check
     }
 }
 
+/// A local chain's RPC URL as a wallet may be given it: only a loopback host, and only when it carries nothing that
+/// could be a secret (no user or password, no path, no query: where providers put API keys).
+pub(crate) fn shareable_rpc(u: &url::Url) -> Option<String> {
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    };
+    (loopback && crate::rpc::url_secrets(u).is_empty()).then(|| u.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_rpc_urls_without_secrets_are_shared() {
+        let ok = |s: &str| shareable_rpc(&url::Url::parse(s).unwrap());
+        assert_eq!(ok("http://127.0.0.1:8545").as_deref(), Some("http://127.0.0.1:8545/"));
+        assert!(ok("http://localhost:8545/").is_some());
+        assert!(ok("http://[::1]:8545").is_some());
+        assert_eq!(ok("http://user:pw@127.0.0.1:8545"), None);
+        assert_eq!(ok("http://127.0.0.1:8545/v2/SECRETKEY"), None);
+        assert_eq!(ok("http://127.0.0.1:8545/?apikey=SECRET"), None);
+        assert_eq!(ok("https://base-mainnet.example/v2/KEY"), None);
+        assert_eq!(ok("http://10.0.0.5:8545"), None);
+    }
 
     #[test]
     fn assets_have_types_validators_and_the_policy() {
