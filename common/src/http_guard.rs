@@ -18,6 +18,7 @@
 //! - request body ([`Limits::max_body_bytes`], [`Guard::layer`]): `413` (`body_too_large`);
 //! - time to answer ([`Limits::request_timeout`], [`Guard::layer`]): `503` (`timeout`);
 //! - browser origin ([`Limits::allowed_origins`], [`Guard::layer`]): `403` (`origin`);
+//! - the `Host` of a `GET`/`HEAD`/`OPTIONS` ([`Limits::allowed_hosts`], [`Guard::layer`]): `421` (`host`);
 //! - time to send a request head, idle keep-alive included ([`Limits::header_timeout`], [`Guard::serve`]): the
 //!   connection is closed (by hyper; not counted);
 //! - a WebSocket that sends nothing, not even a pong ([`Limits::idle_timeout`], [`Guard::serve`]): closed (`idle`);
@@ -33,8 +34,15 @@
 //! network, or post to a control endpoint. So a WebSocket upgrade or a request that is not `GET`/`HEAD`/`OPTIONS`
 //! whose `Origin` is not in [`Limits::allowed_origins`] is refused. A request *without* `Origin` is allowed: it does
 //! not come from a browser page (curl, the CLI, the copy-trader, the Telegram bot), and such a client could send any
-//! `Origin` it likes, so checking it would protect nothing. The same-origin rule of `Host` is deliberately not used:
-//! DNS rebinding makes `Host` and `Origin` agree on an attacker's name.
+//! `Origin` it likes, so checking it would protect nothing.
+//!
+//! **Host check (DNS rebinding).** A page on `attacker.example` whose name is then re-pointed at `127.0.0.1` reads
+//! this service's plain `GET`s as same-origin (no `Origin` header, no CORS): `/metrics`, the copy-trader's
+//! `/api/status`. The standard defence is an allow-list of `Host` names: the browser always sends the name it
+//! resolved. So a service listening on loopback answers a `GET`/`HEAD`/`OPTIONS` whose `Host` is not an IP address,
+//! `localhost` or one of [`Limits::allowed_hosts`] with `421` (other methods and WebSocket upgrades are already
+//! refused a foreign `Origin`, which a rebinding page sends). A service listening on another address with no
+//! configured hosts accepts any `Host` (it is reachable by name anyway); `"*"` turns the check off.
 //!
 //! **Rate limit.** A token bucket per client address (IPv6: per /64, which one host usually owns whole), over every
 //! route of the service. A request carrying the service's own bearer token ([`Guard::exempt_bearer`]) is not
@@ -109,6 +117,9 @@ pub struct Limits {
     /// Browser origins (`https://dash.example.com`, scheme and host and port, normalised) allowed to open WebSockets
     /// and send state-changing requests; `*` allows every origin. Default: none (requests without `Origin` pass).
     pub allowed_origins: Vec<String>,
+    /// Host names (lower case, no port) a `GET` may name in `Host` besides IP addresses and `localhost`; `*`: any.
+    /// Default: none. Enforced when the service listens on loopback, or when some are configured.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Limits {
@@ -129,6 +140,7 @@ impl Default for Limits {
             ws_send_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -164,6 +176,7 @@ pub struct RawLimits {
     pub ws_send_timeout_ms: Option<u64>,
     pub write_timeout_ms: Option<u64>,
     pub allowed_origins: Option<Vec<String>>,
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl RawLimits {
@@ -205,7 +218,17 @@ impl RawLimits {
             let n = normalise_config_origin(&o).map_err(|m| (field(&format!("allowed_origins[{i}]")), m))?;
             allowed_origins.push(n);
         }
+        let mut allowed_hosts = Vec::new();
+        for (i, h) in self.allowed_hosts.unwrap_or_default().into_iter().enumerate() {
+            let n = h.trim().trim_end_matches('.').to_ascii_lowercase();
+            if n != "*" && (n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')) {
+                let m = format!("'{h}' is not a host name like dash.example.com (no scheme, no port)");
+                return Err((field(&format!("allowed_hosts[{i}]")), m));
+            }
+            allowed_hosts.push(n);
+        }
         Ok(Limits {
+            allowed_hosts,
             max_connections: count("max_connections", self.max_connections, d.max_connections, 1)?,
             max_ws_subscribers: count("max_ws_subscribers", self.max_ws_subscribers, d.max_ws_subscribers, 1)?,
             max_connections_per_ip: count(
@@ -323,7 +346,7 @@ pub struct ReasonLabel {
 }
 
 /// Reasons of refusals (`http_refused`).
-pub const REFUSALS: [&str; 8] = [
+pub const REFUSALS: [&str; 9] = [
     "connections",
     "ws_subscribers",
     "connections_per_ip",
@@ -331,6 +354,7 @@ pub const REFUSALS: [&str; 8] = [
     "rate_limited",
     "body_too_large",
     "origin",
+    "host",
     "timeout",
 ];
 /// Reasons of connections the server closed (`http_dropped`).
@@ -373,7 +397,7 @@ impl GuardMetrics {
         r.register(
             "http_refused",
             "Requests and connections refused by a limit, by reason (connections, ws_subscribers, \
-             connections_per_ip, ws_per_ip, rate_limited, body_too_large, origin, timeout)",
+             connections_per_ip, ws_per_ip, rate_limited, body_too_large, origin, host, timeout)",
             self.refused.clone(),
         );
         r.register(
@@ -431,6 +455,8 @@ struct Inner {
     /// Open connections and WebSocket subscribers per [`rate_key`] (an address is removed at 0).
     per_ip_conns: PerIp,
     per_ip_ws: PerIp,
+    /// The address [`Guard::serve`] listens on (the Host check is enforced on loopback).
+    listen: std::sync::OnceLock<SocketAddr>,
     /// Requests with this bearer token skip the rate limit ([`Guard::exempt_bearer`]).
     bearer: std::sync::OnceLock<crate::Secret>,
 }
@@ -525,6 +551,7 @@ impl Guard {
                 per_ip_conns: PerIp::default(),
                 per_ip_ws: PerIp::default(),
                 bearer: std::sync::OnceLock::new(),
+                listen: std::sync::OnceLock::new(),
                 limits,
             }),
         }
@@ -647,6 +674,9 @@ impl Guard {
     where
         F: Future<Output = ()> + Send,
     {
+        if let Ok(a) = listener.local_addr() {
+            let _ = self.inner.listen.set(a);
+        }
         let want = self.inner.limits.max_connections;
         match raise_fd_limit(u64::MAX) {
             Ok(fds) => {
@@ -786,6 +816,23 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(250)).await;
 }
 
+/// Whether a `Host` header names this service: none (not a browser), an IP address, `localhost`, or one of
+/// `allowed` (`*`: any), the port left out.
+pub fn host_allowed(host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(h) = host else { return true };
+    let h = h.trim();
+    let name = if let Some(rest) = h.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.starts_with(':') => return v6.parse::<IpAddr>().is_ok(),
+            _ => return false,
+        }
+    } else {
+        h.rsplit_once(':').map_or(h, |(n, _)| n)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<IpAddr>().is_ok() || name == "localhost" || allowed.iter().any(|a| a == "*" || *a == name)
+}
+
 /// Whether a request asks for a WebSocket.
 fn is_upgrade(req: &Request) -> bool {
     req.headers()
@@ -827,6 +874,21 @@ async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Resp
                 )
                     .into_response();
             }
+        }
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) && !is_upgrade(&req) {
+        let enforce = g.inner.listen.get().is_some_and(|a| a.ip().is_loopback() || !l.allowed_hosts.is_empty());
+        let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("\u{0}"));
+        if enforce && !host_allowed(host, &l.allowed_hosts) {
+            m.refuse("host");
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "host {} is not served here (an IP address, localhost or this service's allowed_hosts)\n",
+                    host.unwrap_or_default().escape_debug()
+                ),
+            )
+                .into_response();
         }
     }
     let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -974,6 +1036,25 @@ impl AsyncWrite for IdleIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_ip_addresses_localhost_and_configured_names_pass_the_host_check() {
+        let none: Vec<String> = vec![];
+        for ok in
+            [None, Some("127.0.0.1:8080"), Some("localhost:1"), Some("LOCALHOST"), Some("[::1]:80"), Some("10.1.2.3")]
+        {
+            assert!(host_allowed(ok, &none), "{ok:?}");
+        }
+        for bad in ["attacker.example", "attacker.example:8080", "[::1", "[evil]:1", "localhost.evil"] {
+            assert!(!host_allowed(Some(bad), &none), "{bad}");
+        }
+        let dash = vec!["dash.example.com".to_string()];
+        assert!(host_allowed(Some("Dash.Example.com.:443"), &dash));
+        assert!(!host_allowed(Some("attacker.example"), &dash));
+        assert!(host_allowed(Some("attacker.example"), &["*".to_string()]));
+        let raw = RawLimits { allowed_hosts: Some(vec!["https://x".into()]), ..Default::default() };
+        assert_eq!(raw.validate("api").unwrap_err().0, "api.allowed_hosts[0]");
+    }
 
     #[test]
     fn the_connection_cap_leaves_descriptors_for_the_service() {

@@ -628,3 +628,31 @@ async fn the_bearer_token_s_holder_is_not_rate_limited() {
     }
     assert_eq!(h.store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
 }
+
+/// A raw `GET path` to `addr` naming `host` in `Host`: the status code.
+async fn get_with_host(addr: SocketAddr, path: &str, host: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out)).await.expect("an answer").unwrap();
+    String::from_utf8_lossy(&out).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Audit M6 (DNS rebinding): a service on loopback answers a GET naming another host 421 (counted `host`); IP
+/// addresses and localhost pass, so do real clients (reqwest, tokio-tungstenite) and configured names.
+#[tokio::test]
+async fn a_get_naming_a_foreign_host_is_refused_on_loopback() {
+    let api = keeper_api(Limits { allowed_hosts: vec!["dash.example.com".into()], ..Limits::default() }).await;
+    assert_eq!(get_with_host(api.addr, "/metrics", "attacker.example").await, 421);
+    assert_eq!(get_with_host(api.addr, "/metrics", &format!("attacker.example:{}", api.addr.port())).await, 421);
+    assert_eq!(api.guard().refused("host"), 2);
+    assert_eq!(get_with_host(api.addr, "/metrics", &api.addr.to_string()).await, 200);
+    assert_eq!(get_with_host(api.addr, "/health", "localhost").await, 200);
+    assert_eq!(get_with_host(api.addr, "/health", "dash.example.com:443").await, 200);
+    assert_eq!(reqwest::get(api.url("/health")).await.unwrap().status(), 200);
+    ws_connect(&api.ws(""), &[]).await.expect("tokio-tungstenite names the address");
+    assert_eq!(api.guard().refused("host"), 2);
+    let (addr, _h) = copytrader(Limits::default()).await;
+    assert_eq!(get_with_host(addr, "/api/status", "attacker.example").await, 421);
+    assert_eq!(get_with_host(addr, "/api/status", &addr.to_string()).await, 200);
+}
