@@ -65,6 +65,15 @@ impl ChainRuntime {
         let id = provider.get_chain_id().await.with_context(|| format!("{name}: no RPC endpoint answers"))?;
         let want = cfg.chain.chain_id.unwrap_or_default();
         anyhow::ensure!(id == want, "{name}: the RPC endpoint serves chain id {id}, the catalogue says {want}");
+        if cfg.local {
+            // `local = true` accepts mock feeds, whose price anyone can set: only on a development node, never on a
+            // real network (a configuration written for a local chain and pointed at a real RPC keeps its id).
+            let client = provider.get_client_version().await.with_context(|| format!("{name}: web3_clientVersion"))?;
+            anyhow::ensure!(
+                crate::deploy::is_dev_node(&client),
+                "{name}: local = true needs a development node (anvil, Hardhat, Ganache), but the RPC endpoint is '{client}': mock feeds anyone can move must never take real bets; remove local (and pairs) for a real network"
+            );
+        }
         let policy = TxPolicy {
             fee_model: cfg.chain.fee_model.unwrap_or(kronos_common::FeeModel::Eip1559),
             max_fee_wei: cfg.max_fee_wei,

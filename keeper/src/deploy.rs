@@ -448,7 +448,7 @@ pub enum Target {
 }
 
 /// Development nodes by their `web3_clientVersion`.
-fn is_dev_node(client: &str) -> bool {
+pub(crate) fn is_dev_node(client: &str) -> bool {
     let c = client.to_ascii_lowercase();
     ["anvil", "hardhat", "ganache"].iter().any(|d| c.starts_with(d))
 }

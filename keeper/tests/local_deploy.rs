@@ -160,6 +160,15 @@ async fn deploy_on_a_local_chain_then_run_settles_a_round() {
     assert!(err.contains("`local = true`") && err.contains("`pairs = { \"1\" = \"<pair>\" }`"), "{err}");
     let err = run_until_it_fails(&without(&["local ="]), &env).await;
     assert!(err.contains("`local = true`") && err.contains("`pairs`"), "{err}");
+    // The written configuration pointed at a node that is not a development node (a real network answering with
+    // the same chain id): `local = true` is refused, mock feeds never meet real bets.
+    let real = kronos_testkit::rpcproxy::RpcProxy::start(&node.url).await;
+    real.answer("web3_clientVersion", serde_json::json!("Geth/v1.14.11-stable/linux-amd64/go1.23.2"));
+    assert!(cfg_text.contains(&node.url), "the written configuration names the node's URL");
+    let p = dir.path().join("real-node.toml");
+    std::fs::write(&p, cfg_text.replace(&node.url, &real.url)).unwrap();
+    let err = run_until_it_fails(&p, &env).await;
+    assert!(err.contains("local = true needs a development node") && err.contains("Geth/v1.14.11"), "{err}");
 
     // Chain time runs ten times faster from here on (10 chain seconds per 1-s block): 60-s rounds take 6 s.
     node.provider.raw_request::<_, serde_json::Value>("anvil_setBlockTimestampInterval".into(), (10,)).await.unwrap();

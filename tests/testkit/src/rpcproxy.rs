@@ -17,6 +17,7 @@ struct Inner {
     client: alloy::transports::http::reqwest::Client,
     down: AtomicBool,
     fail: Mutex<HashMap<String, u32>>,
+    answers: Mutex<HashMap<String, serde_json::Value>>,
     served: AtomicU64,
     failed: AtomicU64,
 }
@@ -46,6 +47,7 @@ impl RpcProxy {
             client: alloy::transports::http::reqwest::Client::new(),
             down: AtomicBool::new(false),
             fail: Mutex::new(HashMap::new()),
+            answers: Mutex::new(HashMap::new()),
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         });
@@ -66,6 +68,12 @@ impl RpcProxy {
     /// Fails the next `n` calls of `method` with a 503 (the node never sees them).
     pub fn fail_next(&self, method: &str, n: u32) {
         self.inner.fail.lock().insert(method.to_string(), n);
+    }
+
+    /// Answers every (single, not batched) call of `method` with `result` itself, as another node would (e.g.
+    /// `web3_clientVersion` → `"Geth/v1.14.11"`); the node never sees them.
+    pub fn answer(&self, method: &str, result: serde_json::Value) {
+        self.inner.answers.lock().insert(method.to_string(), result);
     }
 
     /// Calls of `method` still to be failed.
@@ -108,6 +116,12 @@ async fn forward(State(s): State<Arc<Inner>>, body: Bytes) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "injected fault").into_response();
     }
     s.served.fetch_add(1, Ordering::SeqCst);
+    if let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) {
+        if let Some(result) = req["method"].as_str().and_then(|m| s.answers.lock().get(m).cloned()) {
+            let reply = serde_json::json!({ "jsonrpc": "2.0", "id": req["id"], "result": result });
+            return (StatusCode::OK, [("content-type", "application/json")], reply.to_string()).into_response();
+        }
+    }
     let r = s.client.post(&s.upstream).header("content-type", "application/json").body(body.to_vec()).send().await;
     match r {
         Ok(r) => {
