@@ -34,6 +34,17 @@ pub struct WebArgs {
 struct Upstream {
     api: url::Url,
     http: reqwest::Client,
+    /// The `/ws` relay's limits, the guard's own (set by [`router`]): the largest message taken from the browser or
+    /// from the keeper, and how long one send to the browser may take before the reader is dropped.
+    ws_max_message: usize,
+    ws_send_timeout: std::time::Duration,
+}
+
+impl Upstream {
+    fn new(api: url::Url, http: reqwest::Client) -> Self {
+        let d = Limits::default();
+        Upstream { api, http, ws_max_message: d.ws_max_message_bytes, ws_send_timeout: d.ws_send_timeout }
+    }
 }
 
 /// Runs `kronos web` until SIGINT/SIGTERM.
@@ -61,16 +72,15 @@ pub fn run(a: WebArgs) -> Result<()> {
         let addr = listener.local_addr()?;
         println!("dApp: http://{addr}/ (keeper API {})", a.api);
         let guard = Guard::new(limits, GuardMetrics::default());
-        let up = Upstream {
-            api: a.api,
-            http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?,
-        };
+        let up = Upstream::new(a.api, reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?);
         guard.serve(listener, router(&guard, up), crate::cmd::keeper::shutdown_signal()).await?;
         Ok(())
     })
 }
 
-fn router(guard: &Guard, up: Upstream) -> Router {
+fn router(guard: &Guard, mut up: Upstream) -> Router {
+    up.ws_max_message = guard.limits().ws_max_message_bytes;
+    up.ws_send_timeout = guard.limits().ws_send_timeout;
     let r = Router::new()
         .route("/", get(crate::web::index))
         .route("/assets/app.js", get(crate::web::app_js))
@@ -149,11 +159,20 @@ async fn relay(State(up): State<Upstream>, req: Request) -> Response {
         return (StatusCode::BAD_GATEWAY, "the keeper's URL cannot take a WebSocket\n").into_response();
     }
     let target = format!("{}ws{query}", target.as_str().trim_end_matches('/').to_string() + "/");
-    ws.on_upgrade(move |socket| pump(socket, target))
+    let (max, timeout) = (up.ws_max_message, up.ws_send_timeout);
+    // The browser's side takes control frames only: a larger message closes the socket (1009), as on the keeper.
+    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| pump(socket, target, timeout))
 }
 
-async fn pump(mut socket: WebSocket, target: String) {
-    let Ok((upstream, _)) = tokio_tungstenite::connect_async(target.as_str()).await else {
+/// Relays the keeper's signals to the browser. A browser that does not take a message within `send_timeout` is
+/// dropped (it would otherwise hold this task and its connection for good); a keeper message over `1 MiB` ends the
+/// relay (a keeper's signal is a few hundred bytes).
+async fn pump(mut socket: WebSocket, target: String, send_timeout: std::time::Duration) {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20));
+    let Ok((upstream, _)) = tokio_tungstenite::connect_async_with_config(target.as_str(), Some(config), false).await
+    else {
         let _ = socket.send(Message::Close(None)).await;
         return;
     };
@@ -162,7 +181,10 @@ async fn pump(mut socket: WebSocket, target: String) {
         tokio::select! {
             m = rx.next() => match m {
                 Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
-                    if socket.send(Message::Text(t.as_str().into())).await.is_err() { return; }
+                    match tokio::time::timeout(send_timeout, socket.send(Message::Text(t.as_str().into()))).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
+                    }
                 }
                 Some(Ok(_)) => {}
                 _ => { let _ = socket.send(Message::Close(None)).await; return; }
@@ -210,7 +232,7 @@ mod tests {
         let limits =
             RawLimits { allowed_origins: Some(vec![origin.clone()]), ..Default::default() }.validate("web").unwrap();
         let guard = Guard::new(limits, GuardMetrics::default());
-        let up = Upstream { api: format!("http://{keeper}/k/").parse().unwrap(), http: reqwest::Client::new() };
+        let up = Upstream::new(format!("http://{keeper}/k/").parse().unwrap(), reqwest::Client::new());
         let app = router(&guard, up);
         tokio::spawn(async move { guard.serve(l, app, std::future::pending()).await.unwrap() });
 
@@ -259,6 +281,19 @@ mod tests {
         let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
         let first = ws.next().await.unwrap().unwrap();
         assert_eq!(first.into_text().unwrap().as_str(), "{\"type\":\"round_locked\"}");
+        // A message over the relay's limit (16 KiB by default) from the browser closes it (axum's default was 64 MiB).
+        use futures::SinkExt;
+        ws.send(tokio_tungstenite::tungstenite::Message::Text("x".repeat(64 * 1024).into())).await.unwrap();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "an oversized message from the browser closes the relay");
         let mut foreign = format!("ws://{addr}/ws").into_client_request().unwrap();
         foreign.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
         assert!(tokio_tungstenite::connect_async(foreign).await.is_err(), "a foreign origin is refused");
