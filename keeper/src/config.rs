@@ -547,6 +547,17 @@ mod tests {
         let e = field_err(&with("allowed_origins = [\"dash.example\"]"));
         assert!(e.contains("api.allowed_origins[0]"), "{e}");
         assert!(field_err(&with("max_conections = 1")).contains("max_conections"));
+        let c = parse(
+            &with("max_connections_per_ip = 0\nmax_ws_per_ip = 4\nwrite_timeout_ms = 2500\nallowed_hosts = [\"Dash.Example\"]"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!((c.api.max_connections_per_ip, c.api.max_ws_per_ip), (0, 4));
+        assert_eq!(c.api.write_timeout, std::time::Duration::from_millis(2500));
+        assert_eq!(c.api.allowed_hosts, vec!["dash.example"]);
+        let e = field_err(&with("allowed_hosts = [\"http://dash.example\"]"));
+        assert!(e.contains("api.allowed_hosts[0]"), "{e}");
+        assert!(field_err(&with("write_timeout_ms = 0")).contains("api.write_timeout_ms: 0 is below 1"));
     }
 
     #[test]
