@@ -120,8 +120,17 @@ async fn rounds_settled_by_someone_elses_checkpoints_are_recorded_and_signalled(
     if let Some(l) = locked {
         assert!(l.lock_price.is_some(), "{l:?}");
     }
-    let cp = store.checkpoints("base", 1, k_last as i64, 1).await.unwrap();
-    assert!(cp.first().is_some_and(|c| c.tx_hash.is_some()), "the recording transaction is not stored: {cp:?}");
+    // The checkpoint's row (its recording transaction marks the receipt handled) is written after the rounds it
+    // locks and settles, so it may land just after their signals: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let cp = store.checkpoints("base", 1, k_last as i64, 1).await.unwrap();
+        if cp.first().is_some_and(|c| c.tx_hash.is_some()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the recording transaction is not stored: {cp:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cancel.cancel();
     run.await.unwrap().unwrap();
 }
