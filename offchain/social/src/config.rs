@@ -439,12 +439,7 @@ pub fn parse_source(i: usize, t: toml::Table) -> Result<SourceConfig, (String, S
         }
         Ok(w)
     };
-    let env_name = |f: &str, v: &str| -> Result<String, (String, String)> {
-        if v.is_empty() || !v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
-            return Err((at(f), format!("'{v}' is not an environment variable name (A-Z, 0-9, _)")));
-        }
-        Ok(v.to_string())
-    };
+    let env_name = |f: &str, v: &str| env_var_name(at(f), v, "");
     let value = toml::Value::Table(t);
     match kind.as_str() {
         "rss" => {
@@ -550,6 +545,14 @@ pub fn parse_source(i: usize, t: toml::Table) -> Result<SourceConfig, (String, S
             Err((at("kind"), format!("'{other}' is not a source kind (rss, http_json, keeper, discord, telegram)")))
         }
     }
+}
+
+/// Checks that `v` names an environment variable (A-Z, 0-9, _); the error names `field` and ends with `hint`.
+pub(crate) fn env_var_name(field: String, v: &str, hint: &str) -> Result<String, (String, String)> {
+    if v.is_empty() || !v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+        return Err((field, format!("'{v}' is not an environment variable name (A-Z, 0-9, _){hint}")));
+    }
+    Ok(v.to_string())
 }
 
 #[cfg(test)]

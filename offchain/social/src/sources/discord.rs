@@ -78,11 +78,11 @@ impl DiscordConfig {
         let r: RawDiscord = toml::Value::Table(t.clone())
             .try_into()
             .map_err(|e: toml::de::Error| (format!("source[{i}]"), e.message().to_string()))?;
-        let token_env = r.token_env.unwrap_or_else(|| "KRONOS_DISCORD_TOKEN".into());
-        if token_env.is_empty() || !token_env.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        {
-            return Err((at("token_env"), format!("'{token_env}' is not an environment variable name (A-Z, 0-9, _); the token itself goes in the environment")));
-        }
+        let token_env = crate::config::env_var_name(
+            at("token_env"),
+            r.token_env.as_deref().unwrap_or("KRONOS_DISCORD_TOKEN"),
+            "; the token itself goes in the environment",
+        )?;
         if r.channels.is_empty() {
             return Err((at("channels"), "list at least one channel id".into()));
         }
