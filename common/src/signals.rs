@@ -24,6 +24,44 @@ pub enum Outcome {
     None,
 }
 
+impl Outcome {
+    /// The stored and API form (the serde form too): `up`, `down`, `tie`, `none`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Up => "up",
+            Outcome::Down => "down",
+            Outcome::Tie => "tie",
+            Outcome::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An `IKronosMarket.Outcome` value that the enum does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("IKronosMarket.Outcome has no value {0}")]
+pub struct UnknownOutcome(pub u8);
+
+/// From the contracts' `IKronosMarket.Outcome` (`None`, `Up`, `Down`, `Tie`: 0 to 3), as events and views give it.
+impl TryFrom<u8> for Outcome {
+    type Error = UnknownOutcome;
+
+    fn try_from(v: u8) -> Result<Self, UnknownOutcome> {
+        match v {
+            0 => Ok(Outcome::None),
+            1 => Ok(Outcome::Up),
+            2 => Ok(Outcome::Down),
+            3 => Ok(Outcome::Tie),
+            v => Err(UnknownOutcome(v)),
+        }
+    }
+}
+
 /// Side of an exchange order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -279,6 +317,18 @@ impl Default for Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_take_the_contracts_values_and_keep_their_stored_form() {
+        let all = [Outcome::None, Outcome::Up, Outcome::Down, Outcome::Tie];
+        for (v, o) in all.iter().enumerate() {
+            assert_eq!(Outcome::try_from(v as u8), Ok(*o));
+            // The text stored and served is the serde form (what `format!("{:?}").to_lowercase()` gave before).
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+            assert_eq!(o.to_string(), format!("{o:?}").to_lowercase());
+        }
+        assert_eq!(Outcome::try_from(4).unwrap_err().to_string(), "IKronosMarket.Outcome has no value 4");
+    }
 
     #[test]
     fn json_shape_is_flat_and_tagged() {

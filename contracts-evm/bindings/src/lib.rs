@@ -65,6 +65,9 @@ pub mod mocks {
     );
 }
 
+pub mod enums;
+
 pub use aggregator::AggregatorV3Interface;
+pub use enums::{CancelReason, CheckpointStatus, CommitStatus, Position, RoundState, UnknownName, UnknownValue};
 pub use market::KronosMarket;
 pub use registry::PredictionRegistry;
