@@ -9,6 +9,10 @@
 //! entry for what must grow, if entries are allowed. Every order is written to the store before it is sent and
 //! carries its own client id, so an unknown outcome — or a crash — is resolved by asking the exchange, never by
 //! sending again. Every position gets a close-position stop right after the fill that changed it.
+//!
+//! This is the executor: it reads the exchange and the store, sends orders and stops, records and publishes. What to
+//! do at each step — the target and its orders, the stop, the risk checks, the emergency stop's closes and retries,
+//! the switches, orders of unknown fate, AI targets — is decided by the pure functions of [`crate::decide`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,19 +23,29 @@ use kronos_binance::stream::{run_user_stream, StreamConfig, StreamEvent};
 use kronos_binance::types::{OrderRequest, Side, StopRequest, Trade};
 use kronos_binance::{BinanceError, FuturesClient, SymbolFilters};
 use kronos_common::signals::LeadAction;
-use kronos_common::{Bus, Decimal, Rounding, Secret, SignalKind};
+use kronos_common::{Bus, Decimal, Secret, SignalKind};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::ai::Forecast;
 use crate::config::{Config, SignalSource};
+use crate::decide::ai::{expired, expires_ms, forecast_target, AiTarget};
+use crate::decide::emergency::{self, PassEnd, RateLimit};
+use crate::decide::orders::{classify_error, Failure, MarketOrder, Outcome};
+use crate::decide::reconcile::{self, Difference};
+use crate::decide::stops::{self, StopInfo, StopPlan};
+use crate::decide::switches::{self, Flag, Trading};
+use crate::decide::target::{self, Entry, Reduction};
+use crate::decide::unknown::{self, unknown_hold, NotFound, UnknownOrder};
 use crate::lead::LeadBook;
 use crate::metrics::{KindLabel, Metrics, OrderLabel};
-use crate::risk::{RiskDecision, RiskState};
-use crate::sizing::{cap_target, kelly, mirror, Caps, Kelly};
+use crate::risk::RiskState;
+use crate::sizing::{cap_target, Caps};
 use crate::store::{FillRow, OrderRow, Store};
 use crate::venue::{Equity, Position, Venue};
+
+pub use crate::decide::target::proportional_reduction;
 
 const SOURCE: &str = "copytrader";
 
@@ -95,62 +109,8 @@ pub struct Status {
     pub reconciles: u64,
 }
 
-#[derive(Debug, Clone)]
-struct StopInfo {
-    client_id: String,
-    trigger: Decimal,
-    side: Side,
-    /// What it closes: `None` the whole position (close-position), else this much (reduce-only).
-    qty: Option<Decimal>,
-}
-
-/// An order whose fate the exchange left unknown (not found after its recvWindow): it may still execute, so it is
-/// asked for by its client id at every reconcile, and no other order is sent for its symbol meanwhile (for
-/// [`unknown_hold`]).
-#[derive(Debug, Clone)]
-struct UnknownOrder {
-    client_id: String,
-    symbol: String,
-    side: Side,
-    since: Instant,
-    /// Recorded `not_placed` once its hold passed (it is still watched for [`UNKNOWN_WATCH`]).
-    past_hold: bool,
-}
-
-/// What became of an order the engine sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Filled,
-    /// The exchange refused it (an error code): it did not execute.
-    Rejected,
-    /// It never reached the exchange (ban, connection refused), or was not recorded first.
-    NotSent,
-    /// Its fate is unknown: watched until found or for [`unknown_hold`].
-    Unknown,
-}
-
-/// How long an order of unknown fate blocks new orders in its symbol: two recvWindows and two seconds after it was
-/// found missing. The exchange's own positions are what counts after that (reconcile adopts them).
-fn unknown_hold(recv_window_ms: u64) -> Duration {
-    Duration::from_millis(2 * recv_window_ms + 2000)
-}
-
-/// How long an order of unknown fate is still asked for after its hold (without blocking its symbol): one that
-/// reaches the matching engine very late is booked then, and the exchange's position is adopted without drift.
-const UNKNOWN_WATCH: Duration = Duration::from_secs(600);
-
-/// Emergency-stop retries: first after this, doubling up to [`EMERGENCY_RETRY_MAX`].
-const EMERGENCY_RETRY_MIN: Duration = Duration::from_millis(500);
-const EMERGENCY_RETRY_MAX: Duration = Duration::from_secs(30);
-/// The same emergency alert (the same positions left open, the same refusal) is raised again at most this often.
-const EMERGENCY_ALERT_REPEAT: Duration = Duration::from_secs(600);
-
-#[derive(Debug, Clone)]
-struct AiTarget {
-    qty: Decimal,
-    expires_ms: i64,
-    view: AiView,
-}
+/// An entry refused by the protections is reported at most this often per symbol.
+const BLOCKED_NOTE_REPEAT: Duration = Duration::from_secs(60);
 
 /// Handles shared with the API and the caller.
 #[derive(Clone)]
@@ -199,8 +159,8 @@ pub struct Engine {
     unknown: Vec<UnknownOrder>,
     /// While an emergency stop has not closed everything: when to try again, and the current back-off.
     emergency_retry: Option<(Instant, Duration)>,
-    /// Emergency alerts raised, by what they said, and when (repeats are rate-limited).
-    emergency_alerted: HashMap<String, Instant>,
+    /// Emergency alerts raised, by what they said (repeats are rate-limited).
+    emergency_alerted: RateLimit,
     /// The last error an order met (for the emergency stop's report of a close the exchange refuses).
     last_order_error: Option<String>,
     ai: BTreeMap<String, AiTarget>,
@@ -212,7 +172,8 @@ pub struct Engine {
     equity: Option<Equity>,
     run_id: String,
     seq: u64,
-    blocked_noted: HashMap<String, Instant>,
+    /// Refused entries reported, by symbol (repeats are rate-limited).
+    blocked_noted: RateLimit,
     started_ms: i64,
     /// Copy-trading switched off (`trading` = 0 in the store): no orders at all; positions and stops stay.
     paused: bool,
@@ -241,14 +202,6 @@ fn side_str(s: Side) -> &'static str {
     match s {
         Side::Buy => "BUY",
         Side::Sell => "SELL",
-    }
-}
-
-fn opposite(qty: Decimal) -> Side {
-    if qty.is_negative() {
-        Side::Buy
-    } else {
-        Side::Sell
     }
 }
 
@@ -310,7 +263,7 @@ impl Engine {
             stops: BTreeMap::new(),
             unknown: Vec::new(),
             emergency_retry: None,
-            emergency_alerted: HashMap::new(),
+            emergency_alerted: RateLimit::new(emergency::ALERT_REPEAT),
             last_order_error: None,
             ai: BTreeMap::new(),
             explained: HashMap::new(),
@@ -319,7 +272,7 @@ impl Engine {
             equity: None,
             run_id: base36(kronos_common::time::now_ms()),
             seq: 0,
-            blocked_noted: HashMap::new(),
+            blocked_noted: RateLimit::new(BLOCKED_NOTE_REPEAT),
             started_ms: now_ms(),
             paused: false,
             ratio,
@@ -622,7 +575,7 @@ impl Engine {
                 }
                 continue;
             }
-            let stopped = if theirs.is_zero() && !ours.is_zero() {
+            let stop_gone = if reconcile::may_be_stopped_out(ours, theirs) {
                 match self.stops.get(&s).cloned() {
                     Some(st) => matches!(self.venue.query_stop(&st.client_id).await, Ok(Some(a)) if !a.is_open()),
                     None => false,
@@ -630,7 +583,8 @@ impl Engine {
             } else {
                 false
             };
-            if stopped {
+            let difference = reconcile::difference(ours, theirs, late, stop_gone);
+            if difference == Difference::StoppedOut {
                 let st = self.stops.remove(&s).expect("checked");
                 let _ = self
                     .store
@@ -657,7 +611,7 @@ impl Engine {
                     format!("stop at {} closed {}; following resumes when the lead closes or flips", st.trigger, ours),
                 )
                 .await;
-            } else if !late.is_zero() && ours.checked_add(&late).ok() == Some(theirs) {
+            } else if difference == Difference::Adopted {
                 self.event(
                     "position_adopted",
                     &s,
@@ -710,18 +664,12 @@ impl Engine {
                 return;
             }
         };
-        let missing: Vec<(String, StopInfo)> = self
-            .stops
-            .iter()
-            .filter(|(_, st)| !open.iter().any(|a| a.client_algo_id == st.client_id))
-            .map(|(s, st)| (s.clone(), st.clone()))
-            .collect();
-        for (symbol, st) in missing {
+        for (symbol, st) in stops::not_open(&self.stops, &open) {
             let status = match self.venue.query_stop(&st.client_id).await {
-                Ok(Some(a)) if a.is_open() => continue,
-                Ok(Some(a)) if stop_fired(&a.algo_status) => continue,
-                Ok(Some(a)) => a.algo_status.to_lowercase(),
-                Ok(None) => "not_found".to_string(),
+                Ok(found) => match stops::missing_stop_status(found.as_ref()) {
+                    Some(status) => status,
+                    None => continue,
+                },
                 Err(e) => {
                     tracing::warn!(symbol, error = %e, "copy-trader: a missing stop could not be looked up; kept");
                     continue;
@@ -820,18 +768,12 @@ impl Engine {
             LeadAction::Close => "close",
             LeadAction::Flip => "flip",
         };
-        if change.action == LeadAction::Reduce {
-            // A follower held below lead × ratio (by a cap or a limit) reduces in proportion to the lead.
-            let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
-            // The full target as it can be held: on the symbol's quantity step (a follower one step short of
-            // lead × ratio by rounding alone follows fully).
-            let mut full = mirror(change.from, self.ratio);
-            if let Some(f) = self.filters.get(symbol) {
-                full = full.round_to_step(&f.market_step_size, Rounding::Down).unwrap_or(full);
-            }
-            if let Some(p) = proportional_reduction(current, full, change.from, change.to) {
-                self.lead.limit_to(symbol, p);
-            }
+        // A follower held below lead × ratio (by a cap or a limit) reduces in proportion to the lead.
+        let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
+        let f = self.filters.get(symbol);
+        if let Some(p) = target::limit_after_lead_change(change.action, current, change.from, change.to, self.ratio, f)
+        {
+            self.lead.limit_to(symbol, p);
         }
         // Trade first (the delay that matters), then record.
         self.apply(symbol, trigger).await;
@@ -865,21 +807,10 @@ impl Engine {
         }
     }
 
-    fn others_notional(&self, symbol: &str) -> Decimal {
-        self.follower.values().filter(|p| p.symbol != symbol).fold(Decimal::ZERO, |acc, p| {
-            let m = self.marks.get(&p.symbol).copied().unwrap_or(p.mark_price);
-            acc.checked_add(&p.qty.abs().checked_mul(&m, 8, Rounding::HalfUp).unwrap_or_default()).unwrap_or(acc)
-        })
-    }
-
     fn raw_target(&self, symbol: &str) -> Decimal {
-        let lead = if self.lead_client.is_some() {
-            self.lead.bounded(symbol, mirror(self.lead.qty(symbol), self.ratio))
-        } else {
-            Decimal::ZERO
-        };
-        let ai = self.ai.get(symbol).filter(|t| t.expires_ms > now_ms()).map(|t| t.qty).unwrap_or_default();
-        lead.checked_add(&ai).unwrap_or(lead)
+        let lead = self.lead_client.is_some().then_some(&self.lead);
+        let ai = self.ai.get(symbol).map(|t| (t.qty, t.expires_ms));
+        target::raw_target(lead, symbol, self.ratio, ai, now_ms())
     }
 
     /// Trades `symbol` toward its target. `trigger` is when the lead event that caused this arrived (delay metric).
@@ -895,7 +826,7 @@ impl Engine {
             return;
         }
         let hold = unknown_hold(self.cfg.recv_window_ms);
-        if self.unknown.iter().any(|u| u.symbol == symbol && u.since.elapsed() >= hold)
+        if unknown::any_past_hold(&self.unknown, symbol, hold, Instant::now())
             && self.resolve_unknown(Some(symbol)).await
         {
             // An order past its hold turned up after all: what it did is read back before anything else is sent.
@@ -913,45 +844,31 @@ impl Engine {
             max_leverage: self.cfg.sizing.max_leverage,
         };
         let equity = self.equity.map(|e| e.total()).unwrap_or(self.cfg.paper.balance);
-        let target = cap_target(self.raw_target(symbol), current, mark, self.others_notional(symbol), equity, &caps);
+        let others = target::others_notional(&self.follower, &self.marks, symbol);
+        let target = cap_target(self.raw_target(symbol), current, mark, others, equity, &caps);
         // An earlier order may still execute: nothing that grows a position is sent until it is found or its hold
         // has passed. What shrinks or closes goes out at once: it is reduce-only, so whatever that order does, the
         // position cannot end up larger or flipped by it.
-        let blocked = self.unknown_blocks(symbol);
+        let blocked = unknown::blocks(&self.unknown, symbol, hold, Instant::now());
         // 1. Shrink or close what must go (always allowed).
-        let flips = !current.is_zero() && !target.is_zero() && current.is_negative() != target.is_negative();
-        let shrink = if current.is_zero() {
-            Decimal::ZERO
-        } else if target.is_zero() || flips {
-            current.abs()
-        } else if target.abs() < current.abs() {
-            current.abs().checked_sub(&target.abs()).unwrap_or_default()
-        } else {
-            Decimal::ZERO
-        };
-        if !shrink.is_zero() {
-            match f.market_qty(shrink, mark, true) {
-                Ok(q) => {
-                    let ps = self.position_side_for(current);
-                    if self.send_order(symbol, opposite(current), q, true, &ps, "mirror", trigger).await
-                        != Outcome::Filled
-                    {
-                        self.protect(symbol).await;
-                        return;
-                    }
+        match target::reduction(current, target, mark, &f, self.hedge) {
+            Reduction::Nothing => {}
+            Reduction::Send(order) => {
+                if self.send_order(symbol, &order, "mirror", trigger).await != Outcome::Filled {
+                    self.protect(symbol).await;
+                    return;
                 }
-                Err(e) => tracing::debug!(symbol, error = %e, "reduction below the exchange minimum; not sent"),
+            }
+            Reduction::BelowMinimum(e) => {
+                tracing::debug!(symbol, error = %e, "reduction below the exchange minimum; not sent")
             }
         }
         // 2. Grow toward the target, when entries are allowed.
         let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
-        let grows = !blocked
-            && !target.is_zero()
-            && (current.is_zero() || current.is_negative() == target.is_negative())
-            && target.abs() > current.abs();
-        if grows {
-            let add = target.abs().checked_sub(&current.abs()).unwrap_or_default();
-            if let Err(why) = self.risk.entries_allowed(now_ms()) {
+        let allowed = self.risk.entries_allowed(now_ms());
+        match target::entry(current, target, blocked, allowed, mark, &f, self.hedge) {
+            Entry::Nothing => {}
+            Entry::Refused { add, why } => {
                 // Refused entries are not chased later: the follower keeps what it holds until the lead's next
                 // close or flip (an AI-only symbol simply waits for its next forecast).
                 if self.lead_client.is_some() && !self.lead.qty(symbol).is_zero() {
@@ -961,9 +878,7 @@ impl Engine {
                 if let Some(t) = self.ai.get_mut(symbol) {
                     t.qty = current;
                 }
-                let recently = self.blocked_noted.get(symbol).is_some_and(|t| t.elapsed() < Duration::from_secs(60));
-                if !recently {
-                    self.blocked_noted.insert(symbol.to_string(), Instant::now());
+                if self.blocked_noted.due(symbol, Instant::now()) {
                     self.risk_event(
                         "entry_blocked",
                         symbol,
@@ -971,19 +886,16 @@ impl Engine {
                     )
                     .await;
                 }
-            } else {
-                match f.market_qty(add, mark, false) {
-                    Ok(q) => {
-                        let side = if target.is_negative() { Side::Sell } else { Side::Buy };
-                        let ps = self.position_side_for(target);
-                        if self.send_order(symbol, side, q, false, &ps, "mirror", trigger).await == Outcome::Rejected {
-                            // Refused (e.g. -2019, margin is insufficient): not chased later at whatever the price
-                            // is then. The symbol keeps what it holds until the lead's next close or flip.
-                            self.hold_after_refusal(symbol).await;
-                        }
-                    }
-                    Err(e) => tracing::debug!(symbol, error = %e, "increase below the exchange minimum; not sent"),
+            }
+            Entry::Send(order) => {
+                if self.send_order(symbol, &order, "mirror", trigger).await == Outcome::Rejected {
+                    // Refused (e.g. -2019, margin is insufficient): not chased later at whatever the price is then.
+                    // The symbol keeps what it holds until the lead's next close or flip.
+                    self.hold_after_refusal(symbol).await;
                 }
+            }
+            Entry::BelowMinimum(e) => {
+                tracing::debug!(symbol, error = %e, "increase below the exchange minimum; not sent")
             }
         }
         self.protect(symbol).await;
@@ -1008,28 +920,15 @@ impl Engine {
         .await;
     }
 
-    fn position_side_for(&self, qty: Decimal) -> String {
-        if !self.hedge {
-            "BOTH".into()
-        } else if qty.is_negative() {
-            "SHORT".into()
-        } else {
-            "LONG".into()
-        }
-    }
-
     /// Records, sends and books one market order.
-    #[allow(clippy::too_many_arguments)]
     async fn send_order(
         &mut self,
         symbol: &str,
-        side: Side,
-        qty: Decimal,
-        reduce_only: bool,
-        ps: &str,
+        order: &MarketOrder,
         reason: &str,
         trigger: Option<Instant>,
     ) -> Outcome {
+        let MarketOrder { side, qty, reduce_only, position_side: ref ps } = *order;
         let client_id = self.next_id("kc");
         let row = OrderRow {
             client_id: client_id.clone(),
@@ -1058,7 +957,7 @@ impl Engine {
         }
         let req = OrderRequest {
             reduce_only,
-            position_side: ps.into(),
+            position_side: ps.clone(),
             ..OrderRequest::market(symbol, side, qty, &client_id)
         };
         if let Some(t) = trigger {
@@ -1105,20 +1004,7 @@ impl Engine {
                 Outcome::Filled
             }
             Err(e) => {
-                let (status, kind, sent) = match &e {
-                    BinanceError::Banned { .. }
-                    | BinanceError::Transport { .. }
-                    | BinanceError::NoCredentials { .. } => ("not_placed", "exchange_unavailable", Outcome::NotSent),
-                    // Not found after its recvWindow, or queries failing: it may still execute. Watched, never
-                    // re-sent.
-                    BinanceError::Unresolved { .. } | BinanceError::Unknown { .. } => {
-                        ("unresolved", "order_unresolved", Outcome::Unknown)
-                    }
-                    // A 429 was not executed; a malformed reply to an order may hide one, so it is watched.
-                    BinanceError::RateLimited { .. } => ("not_placed", "exchange_unavailable", Outcome::NotSent),
-                    BinanceError::Malformed { .. } => ("unresolved", "order_unresolved", Outcome::Unknown),
-                    BinanceError::Api { .. } => ("rejected", "order_rejected", Outcome::Rejected),
-                };
+                let Failure { status, kind, outcome: sent } = classify_error(&e);
                 if sent == Outcome::Unknown {
                     self.unknown.push(UnknownOrder {
                         client_id: client_id.clone(),
@@ -1140,7 +1026,7 @@ impl Engine {
                 let detail =
                     format!("{} {} {}: {e}", side_str(side), qty, if reduce_only { "(reduce-only)" } else { "" });
                 let key = format!("{kind} {symbol} {:?}", e.code());
-                if reason != "emergency" || self.emergency_alert_due(&key) {
+                if reason != "emergency" || self.emergency_alerted.due(&key, Instant::now()) {
                     self.risk_event(kind, symbol, detail).await;
                 } else {
                     tracing::warn!(symbol, %detail, "copy-trader: emergency close failed again (alerted before)");
@@ -1150,16 +1036,10 @@ impl Engine {
         }
     }
 
-    /// Whether an order of unknown fate still blocks new orders in `symbol`.
-    fn unknown_blocks(&self, symbol: &str) -> bool {
-        let hold = unknown_hold(self.cfg.recv_window_ms);
-        self.unknown.iter().any(|u| u.symbol == symbol && u.since.elapsed() < hold)
-    }
-
     /// Asks the exchange for every order of unknown fate (of `only` that symbol). One that turned up is recorded with
     /// its fills; the position it moved is *not* moved here: the next reconcile adopts the exchange's (see
     /// `explained`), so nothing is counted twice. One still missing after [`unknown_hold`] is recorded as not placed
-    /// and no longer blocks its symbol, but is still asked for until [`UNKNOWN_WATCH`] has passed. True when one
+    /// and no longer blocks its symbol, but is still asked for until [`unknown::UNKNOWN_WATCH`] has passed. True when one
     /// turned up.
     async fn resolve_unknown(&mut self, only: Option<&str>) -> bool {
         let hold = unknown_hold(self.cfg.recv_window_ms);
@@ -1222,7 +1102,7 @@ impl Engine {
                     )
                     .await;
                 }
-                Ok(None) if u.since.elapsed() >= hold + UNKNOWN_WATCH => {
+                Ok(None) if unknown::not_found(&u, hold, Instant::now()) == NotFound::GiveUp => {
                     self.event(
                         "resolved",
                         &u.symbol,
@@ -1234,7 +1114,7 @@ impl Engine {
                     )
                     .await;
                 }
-                Ok(None) if u.since.elapsed() >= hold && !u.past_hold => {
+                Ok(None) if unknown::not_found(&u, hold, Instant::now()) == NotFound::NotPlaced => {
                     let _ = self
                         .store
                         .update_order(
@@ -1375,23 +1255,6 @@ impl Engine {
         }
     }
 
-    /// The stop price for a position: `stop_loss_pct` from the entry, on the losing side, on the tick.
-    fn stop_price(&self, symbol: &str, pos: &Position) -> Option<Decimal> {
-        let f = self.filters.get(symbol)?;
-        let pct = self.cfg.protection.stop_loss_pct;
-        let hundred = Decimal::from_int(100);
-        let factor =
-            if pos.qty.is_negative() { hundred.checked_add(&pct).ok()? } else { hundred.checked_sub(&pct).ok()? };
-        let raw = pos
-            .entry_price
-            .checked_mul(&factor, 12, Rounding::HalfUp)
-            .ok()?
-            .checked_div(&hundred, 12, Rounding::HalfUp)
-            .ok()?;
-        // Round away from the entry: a long's stop down, a short's up.
-        f.price(raw, if pos.qty.is_negative() { Rounding::Ceil } else { Rounding::Floor }).ok()
-    }
-
     /// Makes sure the position in `symbol` has exactly one stop at the right price (and none when flat).
     ///
     /// The new stop is placed *before* the old one is cancelled, and the old one is cancelled only once the new one
@@ -1403,24 +1266,30 @@ impl Engine {
     async fn protect(&mut self, symbol: &str) {
         let pos = self.follower.get(symbol).cloned();
         let old = self.stops.get(symbol).cloned();
-        let Some(pos) = pos else {
-            if let Some(o) = old {
-                if self.cancel_stop(symbol, &o.client_id).await {
-                    self.stops.remove(symbol);
+        let plan = stops::plan_stop(
+            pos.as_ref(),
+            old.as_ref(),
+            self.filters.get(symbol),
+            self.cfg.protection.stop_loss_pct,
+            self.hedge,
+        );
+        let (pos, trigger, side, qty, close_all, ps) = match plan {
+            StopPlan::Keep => return,
+            StopPlan::Cancel => {
+                if let Some(o) = old {
+                    if self.cancel_stop(symbol, &o.client_id).await {
+                        self.stops.remove(symbol);
+                    }
                 }
+                return;
             }
-            return;
+            StopPlan::Place { trigger, side, qty, close_all, position_side } => {
+                let Some(pos) = pos else { return };
+                (pos, trigger, side, qty, close_all, position_side)
+            }
         };
-        let Some(trigger) = self.stop_price(symbol, &pos) else { return };
-        let side = opposite(pos.qty);
-        let qty = pos.qty.abs();
-        if old.as_ref().is_some_and(|o| o.trigger == trigger && o.side == side && o.qty.is_none_or(|q| q >= qty)) {
-            return;
-        }
-        let ps = self.position_side_for(pos.qty);
-        let close_all = !old.as_ref().is_some_and(|o| o.side == side && o.qty.is_none());
         let mut placed = self.place_stop(symbol, side, trigger, if close_all { None } else { Some(qty) }, &ps).await;
-        if close_all && matches!(&placed, Err(e) if e.code() == Some(-4130)) {
+        if matches!(&placed, Err(e) if stops::retry_with_quantity(close_all, e.code())) {
             // A close-position stop in this direction that this run does not hold (left by a crash): this one
             // carries the quantity; the stray one is cancelled by the clean-up.
             placed = self.place_stop(symbol, side, trigger, Some(qty), &ps).await;
@@ -1433,7 +1302,7 @@ impl Engine {
                     self.retire_stop(symbol, &o, &new).await;
                 }
             }
-            Err(e) if e.code() == Some(-2021) => {
+            Err(e) if stops::would_trigger_at_once(e.code()) => {
                 // The mark is already past the stop: do what the stop would have done. The old stop (never
                 // cancelled) keeps protecting the position unless the close fills.
                 self.risk_event(
@@ -1445,7 +1314,8 @@ impl Engine {
                 let mut closed = false;
                 if let Some(f) = self.filters.get(symbol).cloned() {
                     if let Ok(q) = f.market_qty(pos.qty.abs(), pos.mark_price, true) {
-                        if self.send_order(symbol, side, q, true, &ps, "breach", None).await == Outcome::Filled {
+                        let order = MarketOrder { side, qty: q, reduce_only: true, position_side: ps.clone() };
+                        if self.send_order(symbol, &order, "breach", None).await == Outcome::Filled {
                             closed = true;
                             self.lead.wait(symbol);
                             let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
@@ -1476,9 +1346,9 @@ impl Engine {
             Ok(()) => {
                 let _ = self.store.update_order(&old.client_id, "canceled", None, None, None, None, None, None).await;
             }
-            Err(e) if matches!(e.code(), Some(-2011) | Some(-2013)) => {
+            Err(e) if stops::already_gone(e.code()) => {
                 let fired = match self.venue.query_stop(&old.client_id).await {
-                    Ok(Some(a)) => matches!(a.algo_status.as_str(), "TRIGGERING" | "TRIGGERED" | "FINISHED"),
+                    Ok(Some(a)) => stops::stop_fired(&a.algo_status),
                     Ok(None) => false,
                     Err(e) => {
                         // Unknown: kept as if open; the clean-up and the next reconcile look again.
@@ -1599,12 +1469,8 @@ impl Engine {
                 return;
             }
         };
-        for a in open {
-            let ours = self.stops.get(&a.symbol).is_some_and(|s| s.client_id == a.client_algo_id);
-            let mine = a.client_algo_id.starts_with("ks");
-            if !ours && mine {
-                self.cancel_stop(&a.symbol.clone(), &a.client_algo_id).await;
-            }
+        for (symbol, client_id) in stops::orphans(&open, &self.stops) {
+            self.cancel_stop(&symbol, &client_id).await;
         }
     }
 
@@ -1676,34 +1542,11 @@ impl Engine {
             self.cfg.protection.cooldown.as_millis() as i64,
         );
         for d in &decisions {
-            match d {
-                RiskDecision::DailyLimitHit { loss, limit } => {
-                    self.risk_event(
-                        "daily_loss_limit",
-                        "",
-                        format!(
-                            "equity is {loss} below the day's start (limit {limit}); no new entries until 00:00 UTC"
-                        ),
-                    )
-                    .await
-                }
-                RiskDecision::CooldownStarted { drawdown_pct, until_ms } => {
-                    self.risk_event(
-                        "drawdown_cooldown",
-                        "",
-                        format!(
-                            "drawdown {drawdown_pct}% from the peak; no new entries for {} s",
-                            (until_ms - now_ms()) / 1000
-                        ),
-                    )
-                    .await
-                }
-                RiskDecision::CooldownOver => {
-                    self.risk_event("cooldown_over", "", "new entries allowed again".into()).await
-                }
-                RiskDecision::NewDay { start_equity } => {
-                    self.event("new_day", "", &format!("day starts at equity {start_equity}")).await
-                }
+            let r = d.report(now_ms());
+            if r.alert {
+                self.risk_event(r.kind, "", r.detail).await
+            } else {
+                self.event(r.kind, "", &r.detail).await
             }
         }
         // Any change is saved (a new equity peak too, so a restart measures drawdowns from it).
@@ -1765,22 +1608,17 @@ impl Engine {
         }
         let mut closed_any = false;
         for p in &open {
-            let side = opposite(p.position_amt);
-            let reduce_only = p.position_side == "BOTH";
-            let q = match self.filters.get(&p.symbol) {
-                Some(f) => f.market_qty(p.position_amt.abs(), p.mark_price, true).unwrap_or(p.position_amt.abs()),
-                None => p.position_amt.abs(),
-            };
             // An order of unknown fate is no reason to wait here: a close is reduce-only and cannot overshoot.
-            let req_ps = if self.hedge { p.position_side.clone() } else { "BOTH".to_string() };
-            match self.send_order(&p.symbol, side, q, reduce_only, &req_ps, "emergency", None).await {
+            let order = emergency::close_order(p, self.filters.get(&p.symbol), self.hedge);
+            match self.send_order(&p.symbol, &order, "emergency", None).await {
                 Outcome::Filled => closed_any = true,
                 Outcome::Rejected => {
                     // The exchange refuses this close (e.g. -4061, -4005): retrying may never help; a person is
                     // told once.
-                    let what = format!("{} {} {}", p.symbol, p.position_side, p.position_amt);
+                    let what = emergency::describe(p);
                     let why = self.last_order_error.clone().unwrap_or_default();
-                    if self.emergency_alert_due(&format!("refused {} {}", p.symbol, p.position_side)) {
+                    let key = format!("refused {} {}", p.symbol, p.position_side);
+                    if self.emergency_alerted.due(&key, Instant::now()) {
                         self.risk_event(
                             "emergency_needs_person",
                             &p.symbol,
@@ -1804,36 +1642,27 @@ impl Engine {
         };
         let _ = self.reconcile_positions().await;
         if let Some(still) = &still {
-            if let Ok(stops) = self.venue.open_stops().await {
+            if let Ok(open_stops) = self.venue.open_stops().await {
                 // Only our own stops (`ks…`): the user's conditional orders are theirs to keep.
-                for a in stops.into_iter().filter(|a| a.client_algo_id.starts_with("ks")) {
-                    let held = still
-                        .iter()
-                        .any(|p| p.symbol == a.symbol && (!self.hedge || a.position_side == p.position_side));
-                    if !held {
-                        self.cancel_stop(&a.symbol.clone(), &a.client_algo_id).await;
-                        if self.stops.get(&a.symbol).is_some_and(|s| s.client_id == a.client_algo_id) {
-                            self.stops.remove(&a.symbol);
-                        }
+                for (symbol, client_id) in emergency::stops_of_closed(&open_stops, still, self.hedge) {
+                    self.cancel_stop(&symbol, &client_id).await;
+                    if self.stops.get(&symbol).is_some_and(|s| s.client_id == client_id) {
+                        self.stops.remove(&symbol);
                     }
                 }
             }
             // Stops this run holds for positions now closed (the venue expires those itself) are let go too, so a
             // position opened later gets its own.
-            let gone: Vec<(String, String)> = self
-                .stops
-                .iter()
-                .filter(|(s, _)| !still.iter().any(|p| &p.symbol == *s))
-                .map(|(s, st)| (s.clone(), st.client_id.clone()))
-                .collect();
-            for (s, id) in gone {
+            for (s, id) in emergency::held_stops_of_closed(&self.stops, still) {
                 if self.cancel_stop(&s, &id).await {
                     self.stops.remove(&s);
                 }
             }
-            let hold = unknown_hold(self.cfg.recv_window_ms);
-            let pending = self.unknown.iter().filter(|u| u.since.elapsed() < hold).count();
-            if still.is_empty() && pending > 0 {
+        }
+        let hold = unknown_hold(self.cfg.recv_window_ms);
+        let pending = unknown::pending(&self.unknown, hold, Instant::now());
+        match emergency::pass_end(&open, still.as_deref(), pending) {
+            PassEnd::Pending(pending) => {
                 // Nothing open now, but an order of unknown fate may still open something: look again.
                 let wait = self.schedule_emergency_retry(closed_any);
                 self.status.lock().emergency_open = vec![format!("{pending} order(s) of unknown outcome")];
@@ -1845,9 +1674,8 @@ impl Engine {
                     ),
                 )
                 .await;
-                return;
             }
-            if still.is_empty() {
+            PassEnd::Done => {
                 for s in self.cfg.sizing.allow.clone() {
                     if let Err(e) = self.venue.cancel_open_orders(&s).await {
                         self.risk_event("emergency_cancel_failed", &s, e.to_string()).await;
@@ -1858,37 +1686,24 @@ impl Engine {
                 self.emergency_report_due = false;
                 self.status.lock().emergency_open.clear();
                 self.event("emergency_done", "", "no position left open").await;
-                return;
+            }
+            PassEnd::Open(left) => {
+                let wait = self.schedule_emergency_retry(closed_any);
+                self.status.lock().emergency_open = left.clone();
+                self.emergency_incomplete(
+                    &format!("open {}", left.join(", ")),
+                    format!("still open: {}; their stops stay; retrying in {} ms", left.join(", "), wait.as_millis()),
+                )
+                .await;
             }
         }
-        let left: Vec<String> = match &still {
-            Some(v) => v.iter().map(|p| format!("{} {} {}", p.symbol, p.position_side, p.position_amt)).collect(),
-            None => open.iter().map(|p| format!("{} {} {}", p.symbol, p.position_side, p.position_amt)).collect(),
-        };
-        let wait = self.schedule_emergency_retry(closed_any);
-        self.status.lock().emergency_open = left.clone();
-        self.emergency_incomplete(
-            &format!("open {}", left.join(", ")),
-            format!("still open: {}; their stops stay; retrying in {} ms", left.join(", "), wait.as_millis()),
-        )
-        .await;
-    }
-
-    /// Whether an emergency alert keyed `key` may be raised now (not raised in the last [`EMERGENCY_ALERT_REPEAT`]);
-    /// notes it when it may.
-    fn emergency_alert_due(&mut self, key: &str) -> bool {
-        if self.emergency_alerted.get(key).is_some_and(|t| t.elapsed() < EMERGENCY_ALERT_REPEAT) {
-            return false;
-        }
-        self.emergency_alerted.insert(key.to_string(), Instant::now());
-        true
     }
 
     /// An `emergency_incomplete` alert, raised again for the same state (`key`) only after
-    /// [`EMERGENCY_ALERT_REPEAT`]; the status always shows what is open.
+    /// [`emergency::ALERT_REPEAT`]; the status always shows what is open.
     async fn emergency_incomplete(&mut self, key: &str, detail: String) {
         let report = std::mem::take(&mut self.emergency_report_due);
-        if self.emergency_alert_due(&format!("incomplete {key}")) {
+        if self.emergency_alerted.due(&format!("incomplete {key}"), Instant::now()) {
             self.risk_event("emergency_incomplete", "", detail).await;
         } else if report {
             // Alerted before, but this request is answered: recorded without another alert.
@@ -1900,10 +1715,7 @@ impl Engine {
 
     /// Sets the next emergency attempt; the back-off doubles unless the last attempt made progress.
     fn schedule_emergency_retry(&mut self, progress: bool) -> Duration {
-        let wait = match self.emergency_retry {
-            Some((_, last)) if !progress => (last * 2).min(EMERGENCY_RETRY_MAX),
-            _ => EMERGENCY_RETRY_MIN,
-        };
+        let wait = emergency::next_retry(self.emergency_retry.map(|(_, last)| last), progress);
         self.emergency_retry = Some((Instant::now() + wait, wait));
         wait
     }
@@ -1953,50 +1765,51 @@ impl Engine {
 
     /// The switches other processes set in the store: `trading` (copy-trading on/off) and `ratio`.
     async fn check_switches(&mut self) {
-        let trading = match self.store.get_state("trading").await {
-            Ok(v) => v.as_deref() != Some("0"),
+        let stored = match self.store.get_state("trading").await {
+            Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "copy-trader: switches could not be read");
                 return;
             }
         };
-        if !trading && !self.paused {
-            self.paused = true;
-            self.risk_event(
+        match switches::trading(stored.as_deref(), self.paused) {
+            Trading::Unchanged => {}
+            Trading::Off => {
+                self.paused = true;
+                self.risk_event(
                 "trading_off",
                 "",
                 "copy-trading switched off: no new orders; positions keep their stops (a missing one is placed again)"
                     .into(),
             )
             .await;
-        } else if trading && self.paused {
-            self.paused = false;
-            // What the lead did meanwhile is not chased: each symbol keeps what it holds until the lead's next
-            // close or flip.
-            for s in self.cfg.sizing.allow.clone() {
-                let held = self.follower.get(&s).map(|p| p.qty.abs()).unwrap_or_default();
-                self.lead.limit_to(&s, held);
-                let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
             }
-            self.risk_event(
-                "trading_on",
-                "",
-                "copy-trading switched on; open lead positions are followed from their next close or flip".into(),
-            )
-            .await;
-        }
-        let wanted = match self.store.get_state("ratio").await {
-            Ok(Some(v)) => match crate::report::valid_ratio(&v) {
-                Some(r) => r,
-                None => {
-                    tracing::warn!(value = %v, "copy-trader: ratio override in the store is not a ratio in (0, 100]; ignored");
-                    self.cfg.sizing.ratio
+            Trading::On => {
+                self.paused = false;
+                // What the lead did meanwhile is not chased: each symbol keeps what it holds until the lead's next
+                // close or flip.
+                for s in self.cfg.sizing.allow.clone() {
+                    let held = self.follower.get(&s).map(|p| p.qty.abs()).unwrap_or_default();
+                    self.lead.limit_to(&s, held);
+                    let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
                 }
-            },
-            _ => self.cfg.sizing.ratio,
-        };
+                self.risk_event(
+                    "trading_on",
+                    "",
+                    "copy-trading switched on; open lead positions are followed from their next close or flip".into(),
+                )
+                .await;
+            }
+        }
+        let stored = self.store.get_state("ratio").await.ok().flatten();
+        let (wanted, ignored) = switches::wanted_ratio(stored.as_deref(), self.cfg.sizing.ratio);
+        if ignored {
+            let v = stored.unwrap_or_default();
+            tracing::warn!(value = %v, "copy-trader: ratio override in the store is not a ratio in (0, 100]; ignored");
+        }
         let first = !self.status.lock().ready;
-        if first && wanted != self.cfg.sizing.ratio && !self.ratio_override_noted {
+        let plan = switches::ratio_plan(wanted, self.cfg.sizing.ratio, self.ratio, first, self.ratio_override_noted);
+        if plan.note_override {
             // Once per process, not at every retried start-up attempt.
             self.ratio_override_noted = true;
             // Not silent: the configured ratio is not the one in effect.
@@ -2008,10 +1821,10 @@ impl Engine {
             tracing::warn!(%detail, "copy-trader: ratio override");
             self.event("ratio_override", "", &detail).await;
         }
-        if wanted != self.ratio || first {
+        if plan.take {
             let old = self.ratio;
             self.ratio = wanted;
-            if old != wanted {
+            if plan.changed {
                 self.event(
                     "ratio_changed",
                     "",
@@ -2020,7 +1833,7 @@ impl Engine {
                 .await;
             }
             let _ = self.store.set_state("ratio_effective", &wanted.to_string()).await;
-            if !first {
+            if plan.reapply {
                 for s in self.cfg.sizing.allow.clone() {
                     self.apply(&s, None).await;
                 }
@@ -2029,10 +1842,11 @@ impl Engine {
     }
 
     async fn check_emergency_flag(&mut self) {
-        match self.store.get_state("emergency").await {
-            Ok(Some(v)) if v == "1" && !self.risk.emergency => self.execute_emergency("emergency stop requested").await,
-            Ok(Some(v)) if v == "0" && self.risk.emergency => self.resume().await,
-            _ => {}
+        let stored = self.store.get_state("emergency").await.ok().flatten();
+        match switches::emergency_flag(stored.as_deref(), self.risk.emergency) {
+            Flag::Stop => self.execute_emergency("emergency stop requested").await,
+            Flag::Resume => self.resume().await,
+            Flag::Unchanged => {}
         }
     }
 
@@ -2047,14 +1861,7 @@ impl Engine {
         }
         let Some(mark) = self.mark_of(&symbol).await else { return };
         let equity = self.equity.map(|e| e.total()).unwrap_or(self.cfg.paper.balance);
-        let k = Kelly {
-            fraction: ai.kelly_fraction,
-            payoff: ai.payoff,
-            min_edge: ai.min_edge,
-            max_notional: ai.max_notional,
-            stop_loss_pct: self.cfg.protection.stop_loss_pct,
-        };
-        let mut t = kelly(f.p_up_bps, equity, mark, &k);
+        let mut t = forecast_target(&ai, self.cfg.protection.stop_loss_pct, f.p_up_bps, equity, mark);
         if let Some(gate) = &ai.social_gate {
             let entry = !t.qty.is_zero();
             let reading = if entry {
@@ -2069,7 +1876,7 @@ impl Engine {
                 t.qty = Default::default();
             }
         }
-        let expires_ms = f.at_ms as i64 + (f.horizon_s as i64) * 1000;
+        let expires_ms = expires_ms(f.at_ms, f.horizon_s);
         let view = AiView {
             symbol: symbol.clone(),
             market: f.market.clone(),
@@ -2090,10 +1897,7 @@ impl Engine {
     }
 
     async fn expire_ai(&mut self) {
-        let now = now_ms();
-        let expired: Vec<String> =
-            self.ai.iter().filter(|(_, t)| t.expires_ms <= now).map(|(s, _)| s.clone()).collect();
-        for s in expired {
+        for s in expired(&self.ai, now_ms()) {
             self.ai.remove(&s);
             self.event("ai_expired", &s, "forecast horizon reached; AI target back to zero").await;
             self.apply(&s, None).await;
@@ -2342,32 +2146,6 @@ impl Engine {
     }
 }
 
-/// The proportional-reduction rule. When the lead reduces a position from `lead_from` to `lead_to` (same sign) and
-/// the follower holds `current`, less than `full` (= `lead_from` × ratio) in the same direction because a cap or a
-/// limit held it back, the follower keeps `|current| × |lead_to| / |lead_from|`, and at most that until the lead
-/// closes or flips. `None` when the follower is not held below its target (it then mirrors `lead_to` × ratio).
-pub fn proportional_reduction(
-    current: Decimal,
-    full: Decimal,
-    lead_from: Decimal,
-    lead_to: Decimal,
-) -> Option<Decimal> {
-    let same_dir = !current.is_zero() && current.is_negative() == lead_from.is_negative();
-    if !same_dir || lead_from.is_zero() || current.abs() >= full.abs() || lead_to.abs() >= lead_from.abs() {
-        return None;
-    }
-    current
-        .abs()
-        .checked_mul(&lead_to.abs(), 12, Rounding::Down)
-        .and_then(|x| x.checked_div(&lead_from.abs(), 12, Rounding::Down))
-        .ok()
-}
-
-/// Whether an algo order's status says it fired (its close was sent), rather than being cancelled or expired.
-fn stop_fired(algo_status: &str) -> bool {
-    matches!(algo_status, "TRIGGERING" | "TRIGGERED" | "FINISHED")
-}
-
 fn sum_fees(trades: &[Trade]) -> (Decimal, Decimal) {
     trades.iter().fold((Decimal::ZERO, Decimal::ZERO), |(f, p), t| {
         (f.checked_add(&t.commission).unwrap_or(f), p.checked_add(&t.realized_pnl).unwrap_or(p))
@@ -2391,24 +2169,6 @@ fn startup_failure(rest_url: &str, network: &str, error: &str, retry_in: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn d(s: &str) -> Decimal {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn a_held_back_follower_reduces_in_proportion_to_the_lead() {
-        // Capped at 0.05 while lead × ratio is 0.1: the lead sells 40% (0.2 → 0.12), so does the follower.
-        assert_eq!(proportional_reduction(d("0.05"), d("0.1"), d("0.2"), d("0.12")), Some(d("0.03")));
-        // Shorts the same way.
-        assert_eq!(proportional_reduction(d("-0.05"), d("-0.1"), d("-0.2"), d("-0.05")), Some(d("0.0125")));
-        // Following fully: plain mirroring applies.
-        assert_eq!(proportional_reduction(d("0.1"), d("0.1"), d("0.2"), d("0.12")), None);
-        // Not a reduction, or nothing held in that direction.
-        assert_eq!(proportional_reduction(d("0.05"), d("0.1"), d("0.2"), d("0.3")), None);
-        assert_eq!(proportional_reduction(d("0"), d("0.1"), d("0.2"), d("0.1")), None);
-        assert_eq!(proportional_reduction(d("-0.05"), d("0.1"), d("0.2"), d("0.1")), None);
-    }
 
     #[test]
     fn a_failed_start_names_the_exchange_and_the_way_offline() {

@@ -2,7 +2,9 @@
 //! Paper by default.
 //!
 //! - [`config`]: `[copytrade]` TOML, validated with errors that name the field.
-//! - [`engine`]: the follower (targets, caps, idempotent orders, stops, protections, reconciliation).
+//! - [`engine`]: the follower's executor (venue calls, store writes, status) around the decisions of `decide`.
+//! - `decide`: the decisions, pure and unit-tested: targets and their orders, stops, the emergency stop, orders of
+//!   unknown fate, the switches, AI targets.
 //! - [`lead`]: lead position changes (open, increase, reduce, close, flip) and when a symbol is followed.
 //! - [`sizing`]: ratio mirroring, fractional Kelly for AI signals, caps.
 //! - [`risk`]: the persisted emergency stop, daily loss limit and drawdown cool-down.
@@ -14,6 +16,7 @@
 pub mod ai;
 pub mod ai_gate;
 pub mod config;
+pub(crate) mod decide;
 pub mod engine;
 pub mod lead;
 pub mod metrics;

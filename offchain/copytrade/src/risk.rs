@@ -35,6 +35,36 @@ pub enum RiskDecision {
     CooldownOver,
 }
 
+/// How a risk decision is reported: an event of `kind` with `detail`; a risk event (logged, counted, published) when
+/// `alert`, else only recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Report {
+    pub(crate) kind: &'static str,
+    pub(crate) detail: String,
+    pub(crate) alert: bool,
+}
+
+impl RiskDecision {
+    /// What the engine reports for this decision, taken at `now_ms`.
+    pub(crate) fn report(&self, now_ms: i64) -> Report {
+        let (kind, detail, alert) = match self {
+            RiskDecision::DailyLimitHit { loss, limit } => (
+                "daily_loss_limit",
+                format!("equity is {loss} below the day's start (limit {limit}); no new entries until 00:00 UTC"),
+                true,
+            ),
+            RiskDecision::CooldownStarted { drawdown_pct, until_ms } => (
+                "drawdown_cooldown",
+                format!("drawdown {drawdown_pct}% from the peak; no new entries for {} s", (until_ms - now_ms) / 1000),
+                true,
+            ),
+            RiskDecision::CooldownOver => ("cooldown_over", "new entries allowed again".into(), true),
+            RiskDecision::NewDay { start_equity } => ("new_day", format!("day starts at equity {start_equity}"), false),
+        };
+        Report { kind, detail, alert }
+    }
+}
+
 fn parse_dec(s: Option<String>) -> Option<Decimal> {
     s.and_then(|v| v.parse().ok())
 }
@@ -196,5 +226,78 @@ mod tests {
         assert_eq!(dec, vec![RiskDecision::CooldownOver]);
         assert!(r.entries_allowed(t0 + 60_002).is_ok());
         assert_eq!(r.peak_equity, Some(d("1000")), "the peak restarts after a cool-down");
+    }
+
+    #[test]
+    fn a_loss_equal_to_the_daily_limit_halts_entries_and_one_just_under_does_not() {
+        let t0 = 20_000 * DAY_MS;
+        let mut r = RiskState::default();
+        r.observe(d("1000"), t0, d("50"), d("90"), 1000);
+        assert!(r.observe(d("950.01"), t0 + 1, d("50"), d("90"), 1000).is_empty());
+        assert!(r.entries_allowed(t0 + 1).is_ok());
+        assert_eq!(
+            r.observe(d("950"), t0 + 2, d("50"), d("90"), 1000),
+            vec![RiskDecision::DailyLimitHit { loss: d("50"), limit: d("50") }]
+        );
+        // Reported once, not at every later observation.
+        assert!(r.observe(d("900"), t0 + 3, d("50"), d("90"), 1000).is_empty());
+        // A gain is no loss.
+        let mut r = RiskState::default();
+        r.observe(d("1000"), t0, d("0.5"), d("90"), 1000);
+        assert!(r.observe(d("1001"), t0 + 1, d("0.5"), d("90"), 1000).is_empty());
+        assert!(!r.daily_halt);
+    }
+
+    #[test]
+    fn a_drawdown_equal_to_the_threshold_starts_the_cooldown_and_one_just_under_does_not() {
+        let t0 = 20_000 * DAY_MS;
+        let mut r = RiskState::default();
+        r.observe(d("1000"), t0, d("100000"), d("10"), 60_000);
+        // 9.99% below the peak: nothing.
+        assert!(r.observe(d("900.1"), t0 + 1, d("100000"), d("10"), 60_000).is_empty());
+        assert!(r.entries_allowed(t0 + 1).is_ok());
+        // Exactly 10%: the pause starts, for the configured cool-down from now.
+        assert_eq!(
+            r.observe(d("900"), t0 + 2, d("100000"), d("10"), 60_000),
+            vec![RiskDecision::CooldownStarted { drawdown_pct: d("10"), until_ms: t0 + 60_002 }]
+        );
+        // One millisecond before its end it still holds.
+        assert!(r.entries_allowed(t0 + 60_001).is_err());
+        assert!(r.observe(d("900"), t0 + 60_001, d("100000"), d("10"), 60_000).is_empty());
+        // A new peak is kept (a restart measures drawdowns from it).
+        let mut r = RiskState::default();
+        r.observe(d("1000"), t0, d("100000"), d("10"), 60_000);
+        assert!(r.observe(d("1100"), t0 + 1, d("100000"), d("10"), 60_000).is_empty());
+        assert_eq!(r.peak_equity, Some(d("1100")));
+        assert!(r.observe(d("1050"), t0 + 2, d("100000"), d("10"), 60_000).is_empty());
+        assert_eq!(r.peak_equity, Some(d("1100")));
+    }
+
+    #[test]
+    fn entries_are_refused_by_the_emergency_stop_the_daily_halt_and_the_cooldown_each() {
+        let now = 1_000_000;
+        assert!(RiskState::default().entries_allowed(now).is_ok());
+        let r = RiskState { emergency: true, ..Default::default() };
+        assert_eq!(r.entries_allowed(now).unwrap_err(), "emergency stop is active");
+        let r = RiskState { daily_halt: true, ..Default::default() };
+        assert_eq!(r.entries_allowed(now).unwrap_err(), "daily loss limit reached");
+        let r = RiskState { cooldown_until_ms: now + 5_500, ..Default::default() };
+        assert_eq!(r.entries_allowed(now).unwrap_err(), "drawdown cool-down for 5 s more");
+        let r = RiskState { cooldown_until_ms: now, ..Default::default() };
+        assert!(r.entries_allowed(now).is_ok());
+    }
+
+    #[test]
+    fn risk_decisions_are_reported_as_alerts_except_a_new_day() {
+        let r = RiskDecision::DailyLimitHit { loss: d("51"), limit: d("50") }.report(0);
+        assert_eq!((r.kind, r.alert), ("daily_loss_limit", true));
+        assert_eq!(r.detail, "equity is 51 below the day's start (limit 50); no new entries until 00:00 UTC");
+        let r = RiskDecision::CooldownStarted { drawdown_pct: d("10.5"), until_ms: 61_000 }.report(1_000);
+        assert_eq!((r.kind, r.alert), ("drawdown_cooldown", true));
+        assert_eq!(r.detail, "drawdown 10.5% from the peak; no new entries for 60 s");
+        let r = RiskDecision::CooldownOver.report(0);
+        assert_eq!((r.kind, r.detail.as_str(), r.alert), ("cooldown_over", "new entries allowed again", true));
+        let r = RiskDecision::NewDay { start_equity: d("1000") }.report(0);
+        assert_eq!((r.kind, r.detail.as_str(), r.alert), ("new_day", "day starts at equity 1000", false));
     }
 }

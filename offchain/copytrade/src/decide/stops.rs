@@ -1,0 +1,277 @@
+//! Stops: the price, and whether a position's stop is kept, placed, replaced or cancelled.
+//!
+//! Every position has one `STOP_MARKET` on the mark, `stop_loss_pct` from the entry on the losing side, rounded away
+//! from the entry to the tick. A new stop is placed before the old one is cancelled. Binance keeps one
+//! close-position stop per direction, so when the old stop already closes the whole position in the same direction
+//! the new one carries the position's quantity instead.
+
+use std::collections::BTreeMap;
+
+use kronos_binance::types::{AlgoOrder, Side};
+use kronos_binance::SymbolFilters;
+use kronos_common::{Decimal, Rounding};
+
+use super::orders::{opposite, position_side_for};
+use crate::venue::Position;
+
+/// A stop this run placed and holds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StopInfo {
+    pub(crate) client_id: String,
+    pub(crate) trigger: Decimal,
+    pub(crate) side: Side,
+    /// What it closes: `None` the whole position (close-position), else this much (reduce-only).
+    pub(crate) qty: Option<Decimal>,
+}
+
+/// The client ids of the copy-trader's own stops start with this (the user's conditional orders are left alone).
+pub(crate) const OWN_STOP_PREFIX: &str = "ks";
+
+/// The stop price for a position of signed quantity `qty` entered at `entry`: `stop_loss_pct` from the entry, on
+/// the losing side, on the tick (rounded away from the entry: a long's stop down, a short's up).
+pub(crate) fn stop_price(qty: Decimal, entry: Decimal, stop_loss_pct: Decimal, f: &SymbolFilters) -> Option<Decimal> {
+    let hundred = Decimal::from_int(100);
+    let factor = if qty.is_negative() {
+        hundred.checked_add(&stop_loss_pct).ok()?
+    } else {
+        hundred.checked_sub(&stop_loss_pct).ok()?
+    };
+    let raw =
+        entry.checked_mul(&factor, 12, Rounding::HalfUp).ok()?.checked_div(&hundred, 12, Rounding::HalfUp).ok()?;
+    f.price(raw, if qty.is_negative() { Rounding::Ceil } else { Rounding::Floor }).ok()
+}
+
+/// What to do about a symbol's stop.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum StopPlan {
+    /// The stop in place is right (or there is no position and no stop, or no stop price can be had).
+    Keep,
+    /// No position: the old stop goes.
+    Cancel,
+    /// Place a stop (then retire the old one, if any). `close_all`: a close-position stop; otherwise it carries
+    /// `qty`.
+    Place { trigger: Decimal, side: Side, qty: Decimal, close_all: bool, position_side: String },
+}
+
+/// Whether the position `pos` (none: flat) needs its stop `old` changed.
+pub(crate) fn plan_stop(
+    pos: Option<&Position>,
+    old: Option<&StopInfo>,
+    f: Option<&SymbolFilters>,
+    stop_loss_pct: Decimal,
+    hedge: bool,
+) -> StopPlan {
+    let Some(pos) = pos else {
+        return if old.is_some() { StopPlan::Cancel } else { StopPlan::Keep };
+    };
+    let Some(trigger) = f.and_then(|f| stop_price(pos.qty, pos.entry_price, stop_loss_pct, f)) else {
+        return StopPlan::Keep;
+    };
+    let side = opposite(pos.qty);
+    let qty = pos.qty.abs();
+    // The old stop is right when it triggers at the same price on the same side and closes at least the position.
+    if old.is_some_and(|o| o.trigger == trigger && o.side == side && o.qty.is_none_or(|q| q >= qty)) {
+        return StopPlan::Keep;
+    }
+    // A close-position stop unless the old one already is one in this direction (Binance keeps one per direction).
+    let close_all = !old.is_some_and(|o| o.side == side && o.qty.is_none());
+    StopPlan::Place { trigger, side, qty, close_all, position_side: position_side_for(hedge, pos.qty) }
+}
+
+/// A close-position stop refused with -4130 (one this run does not hold already exists in that direction, left by a
+/// crash) is placed again with the position's quantity.
+pub(crate) fn retry_with_quantity(close_all: bool, code: Option<i64>) -> bool {
+    close_all && code == Some(-4130)
+}
+
+/// -2021: the stop would trigger at once (the mark is already past it): the position is closed at market instead.
+pub(crate) fn would_trigger_at_once(code: Option<i64>) -> bool {
+    code == Some(-2021)
+}
+
+/// -2011 / -2013: the stop to cancel is no longer open (it may have fired: asked for).
+pub(crate) fn already_gone(code: Option<i64>) -> bool {
+    matches!(code, Some(-2011) | Some(-2013))
+}
+
+/// Whether an algo order's status says it fired (its close was sent), rather than being cancelled or expired.
+pub(crate) fn stop_fired(algo_status: &str) -> bool {
+    matches!(algo_status, "TRIGGERING" | "TRIGGERED" | "FINISHED")
+}
+
+/// The stops this run holds that are not among the exchange's open ones.
+pub(crate) fn not_open(stops: &BTreeMap<String, StopInfo>, open: &[AlgoOrder]) -> Vec<(String, StopInfo)> {
+    stops
+        .iter()
+        .filter(|(_, st)| !open.iter().any(|a| a.client_algo_id == st.client_id))
+        .map(|(s, st)| (s.clone(), st.clone()))
+        .collect()
+}
+
+/// A stop missing from the open ones, as the exchange answers for it (`None`: not found): the status to record when
+/// it is dropped (a new one is placed), or `None` to keep it — still open, or fired (the stop-out check has it).
+pub(crate) fn missing_stop_status(found: Option<&AlgoOrder>) -> Option<String> {
+    match found {
+        Some(a) if a.is_open() => None,
+        Some(a) if stop_fired(&a.algo_status) => None,
+        Some(a) => Some(a.algo_status.to_lowercase()),
+        None => Some("not_found".to_string()),
+    }
+}
+
+/// The copy-trader's own open stops that belong to no stop this run holds (left by a crash or a manual change):
+/// `(symbol, client id)` to cancel.
+pub(crate) fn orphans(open: &[AlgoOrder], stops: &BTreeMap<String, StopInfo>) -> Vec<(String, String)> {
+    open.iter()
+        .filter(|a| {
+            let ours = stops.get(&a.symbol).is_some_and(|s| s.client_id == a.client_algo_id);
+            !ours && a.client_algo_id.starts_with(OWN_STOP_PREFIX)
+        })
+        .map(|a| (a.symbol.clone(), a.client_algo_id.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::decide::testing::{btc, d};
+
+    pub(crate) fn algo(symbol: &str, id: &str, status: &str, position_side: &str) -> AlgoOrder {
+        AlgoOrder {
+            algo_id: 1,
+            client_algo_id: id.into(),
+            algo_type: "CONDITIONAL".into(),
+            order_type: "STOP_MARKET".into(),
+            symbol: symbol.into(),
+            side: Side::Sell,
+            position_side: position_side.into(),
+            quantity: Decimal::ZERO,
+            trigger_price: d("49000"),
+            algo_status: status.into(),
+            close_position: true,
+            reduce_only: true,
+            working_type: "MARK_PRICE".into(),
+            update_time: 0,
+        }
+    }
+
+    fn pos(qty: &str, entry: &str) -> Position {
+        Position { symbol: "BTCUSDT".into(), qty: d(qty), entry_price: d(entry), mark_price: d(entry) }
+    }
+
+    fn stop(id: &str, trigger: &str, side: Side, qty: Option<&str>) -> StopInfo {
+        StopInfo { client_id: id.into(), trigger: d(trigger), side, qty: qty.map(d) }
+    }
+
+    #[test]
+    fn the_stop_is_the_distance_from_the_entry_on_the_losing_side_rounded_away_from_it() {
+        let f = btc();
+        // 2% under a long's entry: 50000.05 × 0.98 = 49000.049 → down to the tick.
+        assert_eq!(stop_price(d("0.1"), d("50000.05"), d("2"), &f), Some(d("49000")));
+        // 2% over a short's: 50000.05 × 1.02 = 51000.051 → up to the tick.
+        assert_eq!(stop_price(d("-0.1"), d("50000.05"), d("2"), &f), Some(d("51000.1")));
+        assert_eq!(stop_price(d("0.1"), d("100"), d("1.5"), &f), Some(d("98.5")));
+        // Not below the symbol's minimum price.
+        assert_eq!(stop_price(d("0.1"), d("0.1"), d("50"), &f), Some(d("0.1")));
+    }
+
+    #[test]
+    fn a_position_gets_one_stop_and_a_moved_one_is_replaced_new_first() {
+        let f = btc();
+        let plan = |p: Option<&Position>, o: Option<&StopInfo>, hedge| plan_stop(p, o, Some(&f), d("2"), hedge);
+        let long = pos("0.1", "50000");
+        // Flat: a stop left over goes; no stop, nothing to do.
+        assert_eq!(plan(None, Some(&stop("ks1", "49000", Side::Sell, None)), false), StopPlan::Cancel);
+        assert_eq!(plan(None, None, false), StopPlan::Keep);
+        // A new position: a close-position stop 2% under the entry.
+        let place = |qty: &str, close_all, ps: &str| StopPlan::Place {
+            trigger: d("49000"),
+            side: Side::Sell,
+            qty: d(qty),
+            close_all,
+            position_side: ps.into(),
+        };
+        assert_eq!(plan(Some(&long), None, false), place("0.1", true, "BOTH"));
+        assert_eq!(plan(Some(&long), None, true), place("0.1", true, "LONG"));
+        // The right stop is kept: a close-position one, or one carrying at least the position.
+        assert_eq!(plan(Some(&long), Some(&stop("ks1", "49000", Side::Sell, None)), false), StopPlan::Keep);
+        assert_eq!(plan(Some(&long), Some(&stop("ks1", "49000", Side::Sell, Some("0.1"))), false), StopPlan::Keep);
+        assert_eq!(plan(Some(&long), Some(&stop("ks1", "49000", Side::Sell, Some("0.2"))), false), StopPlan::Keep);
+        // A stop carrying less than the position grew to: replaced by a close-position stop.
+        assert_eq!(
+            plan(Some(&long), Some(&stop("ks1", "49000", Side::Sell, Some("0.05"))), false),
+            place("0.1", true, "BOTH")
+        );
+        // The entry moved while a close-position stop holds that direction: the new one carries the quantity.
+        assert_eq!(
+            plan(Some(&long), Some(&stop("ks1", "48000", Side::Sell, None)), false),
+            place("0.1", false, "BOTH")
+        );
+        // A flip: the old stop is on the other side, the new one is close-position again.
+        let short = pos("-0.1", "50000");
+        assert_eq!(
+            plan(Some(&short), Some(&stop("ks1", "49000", Side::Sell, None)), true),
+            StopPlan::Place {
+                trigger: d("51000"),
+                side: Side::Buy,
+                qty: d("0.1"),
+                close_all: true,
+                position_side: "SHORT".into()
+            }
+        );
+        // A symbol without exchange rules gets no stop.
+        assert_eq!(plan_stop(Some(&long), None, None, d("2"), false), StopPlan::Keep);
+    }
+
+    #[test]
+    fn exchange_codes_of_stops_mean_what_they_say() {
+        assert!(retry_with_quantity(true, Some(-4130)));
+        assert!(!retry_with_quantity(false, Some(-4130)));
+        assert!(!retry_with_quantity(true, Some(-2021)));
+        assert!(!retry_with_quantity(true, None));
+        assert!(would_trigger_at_once(Some(-2021)));
+        assert!(!would_trigger_at_once(Some(-4130)) && !would_trigger_at_once(None));
+        assert!(already_gone(Some(-2011)) && already_gone(Some(-2013)));
+        assert!(!already_gone(Some(-2021)) && !already_gone(None));
+        for s in ["TRIGGERING", "TRIGGERED", "FINISHED"] {
+            assert!(stop_fired(s), "{s}");
+        }
+        for s in ["NEW", "CANCELED", "EXPIRED", "REJECTED"] {
+            assert!(!stop_fired(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_recorded_stop_gone_from_the_exchange_is_dropped_unless_it_fired() {
+        let stops: BTreeMap<String, StopInfo> = [
+            ("BTCUSDT".to_string(), stop("ks1", "49000", Side::Sell, None)),
+            ("ETHUSDT".to_string(), stop("ks2", "3000", Side::Sell, None)),
+        ]
+        .into();
+        let open = [algo("BTCUSDT", "ks1", "NEW", "BOTH")];
+        let missing = not_open(&stops, &open);
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].0, "ETHUSDT");
+        assert_eq!(missing_stop_status(None), Some("not_found".into()));
+        assert_eq!(missing_stop_status(Some(&algo("ETHUSDT", "ks2", "CANCELED", "BOTH"))), Some("canceled".into()));
+        assert_eq!(missing_stop_status(Some(&algo("ETHUSDT", "ks2", "EXPIRED", "BOTH"))), Some("expired".into()));
+        assert_eq!(missing_stop_status(Some(&algo("ETHUSDT", "ks2", "NEW", "BOTH"))), None);
+        assert_eq!(missing_stop_status(Some(&algo("ETHUSDT", "ks2", "TRIGGERED", "BOTH"))), None);
+    }
+
+    #[test]
+    fn only_the_copy_traders_own_stops_that_no_position_holds_are_orphans() {
+        let stops: BTreeMap<String, StopInfo> =
+            [("BTCUSDT".to_string(), stop("ks1", "49000", Side::Sell, None))].into();
+        let open = [
+            algo("BTCUSDT", "ks1", "NEW", "BOTH"),
+            algo("BTCUSDT", "ks0", "NEW", "BOTH"),
+            algo("ETHUSDT", "ks9", "NEW", "BOTH"),
+            algo("ETHUSDT", "user-stop", "NEW", "BOTH"),
+        ];
+        assert_eq!(
+            orphans(&open, &stops),
+            vec![("BTCUSDT".to_string(), "ks0".to_string()), ("ETHUSDT".to_string(), "ks9".to_string())]
+        );
+    }
+}
