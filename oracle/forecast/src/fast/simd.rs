@@ -153,7 +153,12 @@ pub fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `Σ a_i b_i` (vectorised where the CPU allows).
+///
+/// # Panics
+/// If `a` and `b` differ in length.
+#[track_caller]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot: vectors of {} and {} values", a.len(), b.len());
     dispatch!(dot_impl(a, b))
 }
 
@@ -192,8 +197,16 @@ fn softmax2_impl(a: &mut [f32], b: &mut [f32]) {
     scale(b, 1.0 / sum);
 }
 
-/// RMSNorm of every `d`-wide row of `x` into `out` (eps inside the square root, as candle and the reference do).
+/// RMSNorm of every `d`-wide row of `x` into `out` (eps inside the square root, as candle and the reference do);
+/// `d = w.len()`.
+///
+/// # Panics
+/// If `x` is not whole rows of `d` values or `out` differs from it in length.
+#[track_caller]
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    assert!(d > 0 && x.len().is_multiple_of(d), "rms_norm: {} values are not whole rows of {d}", x.len());
+    assert_eq!(out.len(), x.len(), "rms_norm: {} outputs for {} inputs", out.len(), x.len());
     dispatch!(rms_norm_impl(x, w, eps, out))
 }
 
@@ -210,7 +223,13 @@ fn rms_norm_impl(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// SwiGLU gate: rows of `g` are `[w1 x | w3 x]` (`2 · ff` wide); `out` rows get `silu(w1 x) · w3 x`.
+///
+/// # Panics
+/// If `g` is not whole rows of `2 · ff` values or `out` does not hold one `ff`-wide row per row of `g`.
+#[track_caller]
 pub fn swiglu(g: &[f32], ff: usize, out: &mut [f32]) {
+    assert!(ff > 0 && g.len().is_multiple_of(2 * ff), "swiglu: {} values are not whole rows of 2 × {ff}", g.len());
+    assert_eq!(out.len(), g.len() / 2, "swiglu: {} outputs for {} rows of {ff}", out.len(), g.len() / (2 * ff));
     dispatch!(swiglu_impl(g, ff, out))
 }
 
@@ -225,7 +244,12 @@ fn swiglu_impl(g: &[f32], ff: usize, out: &mut [f32]) {
 }
 
 /// `x += y`.
+///
+/// # Panics
+/// If `x` and `y` differ in length.
+#[track_caller]
 pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    assert_eq!(x.len(), y.len(), "add_assign: {} values plus {}", x.len(), y.len());
     dispatch!(add_assign_impl(x, y))
 }
 
@@ -238,9 +262,19 @@ fn add_assign_impl(x: &mut [f32], y: &[f32]) {
 
 /// Rotates one head vector in place (`rotate_half` convention): `(x1, x2) → (x1 cos − x2 sin, x2 cos + x1 sin)`,
 /// then scales it.
+///
+/// # Panics
+/// If `v` is not twice as long as `cos` and `sin`.
 #[inline(always)]
+#[track_caller]
 pub fn rope_head(v: &mut [f32], cos: &[f32], sin: &[f32], scale: f32) {
     let half = cos.len();
+    assert!(
+        sin.len() == half && v.len() == 2 * half,
+        "rope_head: {} values, {half} cosines, {} sines",
+        v.len(),
+        sin.len()
+    );
     let (x1, x2) = v.split_at_mut(half);
     for i in 0..half {
         let (a, b) = (x1[i], x2[i]);
@@ -284,5 +318,91 @@ mod tests {
         let mut v = vec![1.0, 0.0];
         rope_head(&mut v, &[0.0], &[1.0], 2.0);
         assert_eq!(v, vec![0.0, 2.0]);
+    }
+
+    /// The copies compiled for AVX-512 and AVX2+FMA (each where this CPU has it) give what the plain copy gives, on
+    /// lengths with and without a remainder past the 16 lanes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn feature_copies_match_the_plain_kernels() {
+        fn all(x: &[f32], w: &[f32]) -> Vec<f32> {
+            let mut out = Vec::new();
+            let mut s = x.to_vec();
+            softmax_impl(&mut s);
+            out.extend(&s);
+            let mut r = vec![0.0; x.len()];
+            rms_norm_impl(x, &w[..x.len() / 2], 1e-5, &mut r);
+            out.extend(&r);
+            let mut g = vec![0.0; x.len() / 2];
+            swiglu_impl(x, x.len() / 2, &mut g);
+            out.extend(&g);
+            out.push(dot_impl(x, w));
+            let mut a = x.to_vec();
+            add_assign_impl(&mut a, w);
+            out.extend(&a);
+            let mut b = vec![0u16; x.len()];
+            super::super::amx::convert_row_impl_for_tests(x, &mut b);
+            out.extend(b.iter().map(|&v| v as f32));
+            out
+        }
+        for len in [2usize, 32, 46, 150] {
+            let x: Vec<f32> = (0..len).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let w: Vec<f32> = (0..len).map(|i| ((i * 53 % 97) as f32 - 48.0) / 11.0).collect();
+            let plain = all(&x, &w);
+            let mut copies = Vec::new();
+            if avx2() {
+                // SAFETY: the CPU was just checked for AVX2 and FMA.
+                copies.push(("avx2", unsafe { with_avx2(|| all(&x, &w)) }));
+            }
+            if avx512() {
+                // SAFETY: the CPU was just checked for AVX-512 F/BW/VL, AVX2 and FMA.
+                copies.push(("avx512", unsafe { with_avx512(|| all(&x, &w)) }));
+            }
+            if copies.is_empty() {
+                eprintln!("this CPU has neither AVX2+FMA nor AVX-512: only the plain kernels ran");
+            }
+            for (name, got) in copies {
+                for (i, (g, p)) in got.iter().zip(&plain).enumerate() {
+                    // FMA contraction may change the last bits of a product-sum.
+                    assert!((g - p).abs() <= 1e-5 * (1.0 + p.abs()), "{name}, length {len}, value {i}: {g} vs {p}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "dot: vectors of 3 and 2 values")]
+    fn dot_refuses_vectors_of_different_lengths() {
+        dot(&[1.0, 2.0, 3.0], &[1.0, 2.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "rms_norm: 5 values are not whole rows of 2")]
+    fn rms_norm_refuses_a_partial_row() {
+        rms_norm(&[1.0; 5], &[1.0, 1.0], 1e-5, &mut [0.0; 5]);
+    }
+
+    #[test]
+    #[should_panic(expected = "rms_norm: 2 outputs for 4 inputs")]
+    fn rms_norm_refuses_a_short_output() {
+        rms_norm(&[1.0; 4], &[1.0, 1.0], 1e-5, &mut [0.0; 2]);
+    }
+
+    #[test]
+    #[should_panic(expected = "swiglu: 2 outputs for 2 rows of 2")]
+    fn swiglu_refuses_a_short_output() {
+        swiglu(&[1.0; 8], 2, &mut [0.0; 2]);
+    }
+
+    #[test]
+    #[should_panic(expected = "add_assign: 3 values plus 2")]
+    fn add_assign_refuses_vectors_of_different_lengths() {
+        add_assign(&mut [1.0; 3], &[1.0; 2]);
+    }
+
+    #[test]
+    #[should_panic(expected = "rope_head: 3 values, 1 cosines, 1 sines")]
+    fn rope_head_refuses_a_vector_of_another_width() {
+        rope_head(&mut [1.0; 3], &[1.0], &[0.0], 1.0);
     }
 }
