@@ -84,6 +84,236 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+// ---- typed rows ------------------------------------------------------------------------------------------------
+//
+// The stores map rows with `#[derive(sqlx::FromRow)]` (columns by name) through [`decode`] / [`decode_all`], which name
+// the table and the column of a value that does not read back as its type. Columns whose stored form is not the
+// Rust type read through the adapters below with `#[sqlx(try_from = "…")]`: text parsed with `FromStr`
+// ([`Parsed`], [`ParsedOpt`]; e.g. exact decimals and enums stored by name), 0/1 integers ([`Flag`], [`OptFlag`];
+// the stores keep booleans as integers, the same on SQLite and PostgreSQL) and unsigned values in signed columns
+// ([`NonNegative`]). The check is in the adapter's `Decode` and the `From` after it cannot fail: sqlx 0.9's derive
+// reports the error of a fallible `TryFrom` as "unprintable error", while a `Decode` error keeps its message.
+
+/// A stored row that does not read back as its type: the table, the column (when sqlx names one) and why.
+#[derive(Debug, thiserror::Error)]
+#[error("table {table}{}: {source}", column.as_deref().map(|c| format!(", column {c}")).unwrap_or_default())]
+pub struct RowError {
+    pub table: &'static str,
+    pub column: Option<String>,
+    #[source]
+    pub source: sqlx::error::BoxDynError,
+}
+
+impl RowError {
+    /// Names the table of a sqlx error met while reading one of its rows.
+    pub fn of(table: &'static str, e: sqlx::Error) -> RowError {
+        match e {
+            sqlx::Error::ColumnDecode { index, source } => {
+                RowError { table, column: Some(index.trim_matches('"').to_string()), source }
+            }
+            sqlx::Error::ColumnNotFound(c) => {
+                RowError { table, column: Some(c.clone()), source: sqlx::Error::ColumnNotFound(c).into() }
+            }
+            other => RowError { table, column: None, source: other.into() },
+        }
+    }
+}
+
+/// One row of `table` as `T` (columns by name).
+pub fn decode<T>(table: &'static str, row: &sqlx::any::AnyRow) -> Result<T, RowError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+{
+    T::from_row(row).map_err(|e| RowError::of(table, e))
+}
+
+/// Every row of `table` as `T` (columns by name); the first that does not read is the error.
+pub fn decode_all<T>(table: &'static str, rows: &[sqlx::any::AnyRow]) -> Result<Vec<T>, RowError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+{
+    rows.iter().map(|r| decode(table, r)).collect()
+}
+
+/// A text column parsed with `FromStr`; a value that does not parse is an error naming it and the type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed<T>(pub T);
+
+/// A nullable text column parsed with `FromStr` (NULL is `None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedOpt<T>(pub Option<T>);
+
+/// A stored text that is not a value of the column's type.
+#[derive(Debug, thiserror::Error)]
+#[error("'{value}' is not a {ty}: {reason}")]
+pub struct BadValue {
+    pub value: String,
+    pub ty: &'static str,
+    pub reason: String,
+}
+
+fn parse_text<T>(value: sqlx::any::AnyValueRef<'_>) -> Result<T, sqlx::error::BoxDynError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let s = <String as sqlx::Decode<sqlx::Any>>::decode(value)?;
+    s.parse::<T>().map_err(|e| {
+        let ty = std::any::type_name::<T>();
+        Box::new(BadValue { ty: ty.rsplit("::").next().unwrap_or(ty), reason: e.to_string(), value: s }) as _
+    })
+}
+
+impl<T> sqlx::Type<sqlx::Any> for Parsed<T> {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r, T> sqlx::Decode<'r, sqlx::Any> for Parsed<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        parse_text(value).map(Parsed)
+    }
+}
+
+impl<T> sqlx::Type<sqlx::Any> for ParsedOpt<T> {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r, T> sqlx::Decode<'r, sqlx::Any> for ParsedOpt<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        if sqlx::ValueRef::is_null(&value) {
+            return Ok(ParsedOpt(None));
+        }
+        parse_text(value).map(|v| ParsedOpt(Some(v)))
+    }
+}
+
+impl<T> From<ParsedOpt<T>> for Option<T> {
+    fn from(p: ParsedOpt<T>) -> Option<T> {
+        p.0
+    }
+}
+
+impl From<Parsed<crate::Decimal>> for crate::Decimal {
+    fn from(p: Parsed<crate::Decimal>) -> crate::Decimal {
+        p.0
+    }
+}
+
+/// A boolean stored as the integer 0 or 1; any other value is an error naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+/// A nullable boolean stored as the integer 0 or 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptFlag(pub Option<bool>);
+
+/// A stored flag that is neither 0 nor 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not a flag (0 or 1)")]
+pub struct BadFlag(pub i64);
+
+fn flag(value: sqlx::any::AnyValueRef<'_>) -> Result<bool, sqlx::error::BoxDynError> {
+    match <i64 as sqlx::Decode<sqlx::Any>>::decode(value)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        n => Err(Box::new(BadFlag(n))),
+    }
+}
+
+impl sqlx::Type<sqlx::Any> for Flag {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <i64 as sqlx::Type<sqlx::Any>>::type_info()
+    }
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for Flag {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        flag(value).map(Flag)
+    }
+}
+
+impl sqlx::Type<sqlx::Any> for OptFlag {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <i64 as sqlx::Type<sqlx::Any>>::type_info()
+    }
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for OptFlag {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        if sqlx::ValueRef::is_null(&value) {
+            return Ok(OptFlag(None));
+        }
+        flag(value).map(|b| OptFlag(Some(b)))
+    }
+}
+
+/// A count or a time kept in a signed `BIGINT` that must not be negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonNegative(pub u64);
+
+/// A stored count or time below zero.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is negative")]
+pub struct Negative(pub i64);
+
+impl sqlx::Type<sqlx::Any> for NonNegative {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <i64 as sqlx::Type<sqlx::Any>>::type_info()
+    }
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for NonNegative {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let n = <i64 as sqlx::Decode<sqlx::Any>>::decode(value)?;
+        u64::try_from(n).map(NonNegative).map_err(|_| Box::new(Negative(n)) as _)
+    }
+}
+
+impl From<NonNegative> for u64 {
+    fn from(n: NonNegative) -> u64 {
+        n.0
+    }
+}
+
+impl From<Flag> for bool {
+    fn from(f: Flag) -> bool {
+        f.0
+    }
+}
+
+impl From<OptFlag> for Option<bool> {
+    fn from(f: OptFlag) -> Option<bool> {
+        f.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

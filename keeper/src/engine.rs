@@ -149,7 +149,8 @@ impl Keeper {
     /// Runs until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) -> Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
-        // Every signal is also a keeper event in the store.
+        // Every signal the keeper owns is also a keeper event in the store (the copy-trader's are stored by it:
+        // `store::keeps_event`).
         {
             let store = self.store.clone();
             let mut rx = self.bus.subscribe();
@@ -159,6 +160,7 @@ impl Keeper {
                     tokio::select! {
                         _ = c.cancelled() => break,
                         r = rx.recv() => match r {
+                            Ok(s) if !crate::store::keeps_event(&s.kind) => {}
                             Ok(s) => {
                                 let chain = signal_chain(&s.kind);
                                 let payload = serde_json::to_string(&*s).unwrap_or_default();

@@ -6,9 +6,10 @@
 //! state plus this record (pending transactions, salts of unrevealed predictions).
 
 use anyhow::{Context, Result};
+use kronos_common::db::{decode, decode_all, Flag, OptFlag};
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
 pub use kronos_common::db::Backend;
 
@@ -84,7 +85,7 @@ pub fn split_holder(stored: &str) -> (String, String) {
 }
 
 /// A market as the keeper knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct MarketRow {
     pub chain: String,
     pub market_id: i64,
@@ -101,7 +102,7 @@ pub struct MarketRow {
 }
 
 /// A recorded checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct CheckpointRow {
     pub chain: String,
     pub market_id: i64,
@@ -116,7 +117,7 @@ pub struct CheckpointRow {
 }
 
 /// A round's latest known state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct RoundRow {
     pub chain: String,
     pub market_id: i64,
@@ -134,7 +135,7 @@ pub struct RoundRow {
 }
 
 /// A transaction the keeper signed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct TxRow {
     pub id: i64,
     pub chain: String,
@@ -153,25 +154,29 @@ pub struct TxRow {
 }
 
 /// A forecast the keeper committed (the salt stays here until the reveal).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PredictionRow {
     pub chain: String,
     pub market_id: i64,
     pub epoch: i64,
     pub publisher: String,
     pub p_up_bps: i64,
+    /// Stored as 0 or 1.
+    #[sqlx(try_from = "Flag")]
     pub up: bool,
     pub salt: String,
     pub commitment: String,
     pub commit_tx: Option<String>,
     pub reveal_tx: Option<String>,
     pub outcome: Option<String>,
+    /// Stored as 0, 1 or NULL.
+    #[sqlx(try_from = "OptFlag")]
     pub hit: Option<bool>,
     pub brier: Option<i64>,
 }
 
 /// A publisher's on-chain track record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct TrackRecordRow {
     pub chain: String,
     pub publisher: String,
@@ -354,24 +359,7 @@ impl Store {
     pub async fn markets(&self) -> Result<Vec<MarketRow>> {
         let rows = self.all(sqlx::query("SELECT chain, market_id, contract, feed, sequencer, token, pair, genesis, interval_s, settle_window_s, max_price_age_s, feed_decimals FROM markets ORDER BY chain, market_id"))
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MarketRow {
-                    chain: r.try_get(0)?,
-                    market_id: r.try_get(1)?,
-                    contract: r.try_get(2)?,
-                    feed: r.try_get(3)?,
-                    sequencer: r.try_get(4)?,
-                    token: r.try_get(5)?,
-                    pair: r.try_get(6)?,
-                    genesis: r.try_get(7)?,
-                    interval_s: r.try_get(8)?,
-                    settle_window_s: r.try_get(9)?,
-                    max_price_age_s: r.try_get(10)?,
-                    feed_decimals: r.try_get(11)?,
-                })
-            })
-            .collect()
+        Ok(decode_all("markets", &rows)?)
     }
 
     /// Records (or updates) a checkpoint (fenced: refused with [`Fenced`] once the term is over).
@@ -412,7 +400,7 @@ impl Store {
         .bind(from)
         .bind(limit))
         .await?;
-        rows.iter().map(checkpoint_row).collect()
+        Ok(decode_all("checkpoints", &rows)?)
     }
 
     /// Upserts a round's state (fenced: refused with [`Fenced`] once the term is over).
@@ -466,25 +454,7 @@ impl Store {
             q = q.bind(m);
         }
         let rows = self.all(q.bind(limit)).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RoundRow {
-                    chain: r.try_get(0)?,
-                    market_id: r.try_get(1)?,
-                    epoch: r.try_get(2)?,
-                    state: r.try_get(3)?,
-                    lock_price: r.try_get(4)?,
-                    close_price: r.try_get(5)?,
-                    outcome: r.try_get(6)?,
-                    reason: r.try_get(7)?,
-                    up_wei: r.try_get(8)?,
-                    down_wei: r.try_get(9)?,
-                    reward_wei: r.try_get(10)?,
-                    treasury_fee_wei: r.try_get(11)?,
-                    delay_blocks: r.try_get(12)?,
-                })
-            })
-            .collect()
+        Ok(decode_all("rounds", &rows)?)
     }
 
     /// Records a signed transaction before it is sent; returns its row id. With `term` (a market's lease term) the
@@ -512,7 +482,7 @@ impl Store {
             .bind(&t.error)
             .bind(now_s());
         match self.opt(bind_term(q, term)).await? {
-            Some(row) => Ok(row.try_get(0)?),
+            Some(row) => Ok(decode::<Id>("transactions", &row)?.id),
             None => Err(Fenced::of(term.expect("an unfenced insert returns its row")).into()),
         }
     }
@@ -561,7 +531,7 @@ impl Store {
              mined_block, gas_used, error FROM transactions {filter}"
         );
         let rows = self.all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(a).bind(b)).await?;
-        rows.iter().map(tx_row).collect()
+        Ok(decode_all("transactions", &rows)?)
     }
 
     /// Every transaction of a chain (for reports).
@@ -572,7 +542,7 @@ impl Store {
         )
         .bind(chain))
         .await?;
-        rows.iter().map(tx_row).collect()
+        Ok(decode_all("transactions", &rows)?)
     }
 
     /// Appends a keeper event.
@@ -590,8 +560,8 @@ impl Store {
 
     /// Number of events of a kind.
     pub async fn count_events(&self, kind: &str) -> Result<i64> {
-        let r = self.one(sqlx::query("SELECT COUNT(*) FROM events WHERE kind = $1").bind(kind)).await?;
-        Ok(r.try_get(0)?)
+        let r = self.one(sqlx::query("SELECT COUNT(*) AS n FROM events WHERE kind = $1").bind(kind)).await?;
+        Ok(decode::<Count>("events", &r)?.n)
     }
 
     /// Inserts a committed prediction (ignored if one exists for the round).
@@ -672,7 +642,7 @@ impl Store {
         let sql = "SELECT chain, market_id, epoch, publisher, p_up_bps, up, salt, commitment, commit_tx, reveal_tx, outcome, hit, brier \
                    FROM predictions WHERE chain = $1 ORDER BY epoch DESC LIMIT $2";
         let rows = self.all(sqlx::query(sql).bind(chain).bind(limit)).await?;
-        rows.iter().map(prediction_row).collect()
+        Ok(decode_all("predictions", &rows)?)
     }
 
     async fn predictions_where(
@@ -690,7 +660,7 @@ impl Store {
         let rows = self
             .all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chain).bind(market_id).bind(epoch).bind(publisher))
             .await?;
-        rows.iter().map(prediction_row).collect()
+        Ok(decode_all("predictions", &rows)?)
     }
 
     /// Records a reveal and its score.
@@ -750,20 +720,7 @@ impl Store {
     pub async fn track_records(&self) -> Result<Vec<TrackRecordRow>> {
         let rows = self.all(sqlx::query("SELECT chain, publisher, committed, hits, misses, voided, expired, brier_sum FROM track_records ORDER BY chain"))
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TrackRecordRow {
-                    chain: r.try_get(0)?,
-                    publisher: r.try_get(1)?,
-                    committed: r.try_get(2)?,
-                    hits: r.try_get(3)?,
-                    misses: r.try_get(4)?,
-                    voided: r.try_get(5)?,
-                    expired: r.try_get(6)?,
-                    brier_sum: r.try_get(7)?,
-                })
-            })
-            .collect()
+        Ok(decode_all("track_records", &rows)?)
     }
 
     /// Takes or renews the lease on a market for `holder` (`<keeper_id>/<instance>`), on the database's clock, in one
@@ -790,7 +747,7 @@ impl Store {
              since_ms = CASE WHEN {renew} THEN leases.since_ms ELSE excluded.since_ms END, \
              holder = excluded.holder, renewed_ms = excluded.renewed_ms, expires_ms = excluded.expires_ms \
              WHERE {renew} OR leases.expires_ms <= {now} \
-             RETURNING holder, epoch, since_ms, renewed_ms, expires_ms, {now}"
+             RETURNING chain, market_id, holder, epoch, since_ms, renewed_ms, expires_ms, {now} AS db_now_ms"
         );
         let row = self
             .opt(
@@ -803,7 +760,7 @@ impl Store {
             )
             .await?;
         match row {
-            Some(r) => Ok(LeaseRow { wrote: true, ..lease_row(chain, market_id, &r)? }),
+            Some(r) => Ok(LeaseRow { wrote: true, ..decode::<LeaseRecord>("leases", &r)?.into() }),
             None => self
                 .lease(chain, market_id)
                 .await?
@@ -814,37 +771,23 @@ impl Store {
     /// A market's lease row, if it ever had one.
     pub async fn lease(&self, chain: &str, market_id: i64) -> Result<Option<LeaseRow>> {
         let sql = format!(
-            "SELECT holder, epoch, since_ms, renewed_ms, expires_ms, {} FROM leases WHERE chain = $1 AND market_id = $2",
+            "SELECT chain, market_id, holder, epoch, since_ms, renewed_ms, expires_ms, {} AS db_now_ms FROM leases \
+             WHERE chain = $1 AND market_id = $2",
             self.db_now()
         );
         let r = self.opt(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chain).bind(market_id)).await?;
-        r.map(|r| lease_row(chain, market_id, &r)).transpose()
+        Ok(r.map(|r| decode::<LeaseRecord>("leases", &r)).transpose()?.map(LeaseRow::from))
     }
 
     /// Every lease row (for `kronos status`).
     pub async fn leases(&self) -> Result<Vec<LeaseRow>> {
         let sql = format!(
-            "SELECT chain, market_id, holder, epoch, since_ms, renewed_ms, expires_ms, {} FROM leases ORDER BY chain, market_id",
+            "SELECT chain, market_id, holder, epoch, since_ms, renewed_ms, expires_ms, {} AS db_now_ms FROM leases \
+             ORDER BY chain, market_id",
             self.db_now()
         );
         let rows = self.all(sqlx::query(sqlx::AssertSqlSafe(sql))).await?;
-        rows.iter()
-            .map(|r| {
-                let (holder, instance) = split_holder(&r.try_get::<String, _>(2)?);
-                Ok(LeaseRow {
-                    chain: r.try_get(0)?,
-                    market_id: r.try_get(1)?,
-                    holder,
-                    instance,
-                    epoch: r.try_get(3)?,
-                    since_ms: r.try_get(4)?,
-                    renewed_ms: r.try_get(5)?,
-                    expires_ms: r.try_get(6)?,
-                    db_now_ms: r.try_get(7)?,
-                    wrote: false,
-                })
-            })
-            .collect()
+        Ok(decode_all::<LeaseRecord>("leases", &rows)?.into_iter().map(LeaseRow::from).collect())
     }
 
     /// Gives a lease term up (on shutdown): it expires now, so a standby takes the next epoch at once. The row stays,
@@ -889,11 +832,11 @@ impl Store {
              ON CONFLICT (chain, signer) DO UPDATE SET next_nonce = \
              (CASE WHEN signer_nonces.next_nonce > excluded.next_nonce - 1 AND signer_nonces.taken_ms > excluded.taken_ms - $8 \
              THEN signer_nonces.next_nonce ELSE excluded.next_nonce - 1 END) + 1, taken_ms = excluded.taken_ms \
-             RETURNING next_nonce - 1"
+             RETURNING next_nonce - 1 AS nonce"
         );
         let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(chain).bind(signer).bind(pending + 1);
         match self.opt(bind_term(q, Some(term)).bind(hold_ms)).await? {
-            Some(r) => Ok(r.try_get(0)?),
+            Some(r) => Ok(decode::<Nonce>("signer_nonces", &r)?.nonce),
             None => Err(Fenced::of(term).into()),
         }
     }
@@ -950,20 +893,53 @@ async fn migrate_in_one_transaction(pool: &AnyPool, m: &sqlx::migrate::Migrator)
     Ok(())
 }
 
-fn lease_row(chain: &str, market_id: i64, r: &AnyRow) -> Result<LeaseRow> {
-    let (holder, instance) = split_holder(&r.try_get::<String, _>(0)?);
-    Ok(LeaseRow {
-        chain: chain.to_string(),
-        market_id,
-        holder,
-        instance,
-        epoch: r.try_get(1)?,
-        since_ms: r.try_get(2)?,
-        renewed_ms: r.try_get(3)?,
-        expires_ms: r.try_get(4)?,
-        db_now_ms: r.try_get(5)?,
-        wrote: false,
-    })
+/// A lease row as stored: `holder` is `<keeper_id>/<instance>`, `db_now_ms` the database's clock at the read.
+#[derive(sqlx::FromRow)]
+struct LeaseRecord {
+    chain: String,
+    market_id: i64,
+    holder: String,
+    epoch: i64,
+    since_ms: i64,
+    renewed_ms: i64,
+    expires_ms: i64,
+    db_now_ms: i64,
+}
+
+impl From<LeaseRecord> for LeaseRow {
+    fn from(r: LeaseRecord) -> LeaseRow {
+        let (holder, instance) = split_holder(&r.holder);
+        LeaseRow {
+            chain: r.chain,
+            market_id: r.market_id,
+            holder,
+            instance,
+            epoch: r.epoch,
+            since_ms: r.since_ms,
+            renewed_ms: r.renewed_ms,
+            expires_ms: r.expires_ms,
+            db_now_ms: r.db_now_ms,
+            wrote: false,
+        }
+    }
+}
+
+/// `RETURNING id`.
+#[derive(sqlx::FromRow)]
+struct Id {
+    id: i64,
+}
+
+/// `COUNT(*) AS n`.
+#[derive(sqlx::FromRow)]
+struct Count {
+    n: i64,
+}
+
+/// `RETURNING … AS nonce`.
+#[derive(sqlx::FromRow)]
+struct Nonce {
+    nonce: i64,
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
@@ -984,58 +960,35 @@ fn check_fenced(rows: u64, term: Option<&FenceToken>) -> Result<()> {
     }
 }
 
-fn checkpoint_row(r: &AnyRow) -> Result<CheckpointRow> {
-    Ok(CheckpointRow {
-        chain: r.try_get(0)?,
-        market_id: r.try_get(1)?,
-        idx: r.try_get(2)?,
-        ts: r.try_get(3)?,
-        round_id: r.try_get(4)?,
-        price: r.try_get(5)?,
-        status: r.try_get(6)?,
-        tx_hash: r.try_get(7)?,
-        block: r.try_get(8)?,
-        delay_blocks: r.try_get(9)?,
-    })
-}
-
-fn tx_row(r: &AnyRow) -> Result<TxRow> {
-    Ok(TxRow {
-        id: r.try_get(0)?,
-        chain: r.try_get(1)?,
-        signer: r.try_get(2)?,
-        action: r.try_get(3)?,
-        nonce: r.try_get(4)?,
-        tx_hash: r.try_get(5)?,
-        status: r.try_get(6)?,
-        max_fee_wei: r.try_get(7)?,
-        priority_fee_wei: r.try_get(8)?,
-        gas_limit: r.try_get(9)?,
-        sent_at: r.try_get(10)?,
-        mined_block: r.try_get(11)?,
-        gas_used: r.try_get(12)?,
-        error: r.try_get(13)?,
-    })
-}
-
-fn prediction_row(r: &AnyRow) -> Result<PredictionRow> {
-    let up: i64 = r.try_get(5)?;
-    let hit: Option<i64> = r.try_get(11)?;
-    Ok(PredictionRow {
-        chain: r.try_get(0)?,
-        market_id: r.try_get(1)?,
-        epoch: r.try_get(2)?,
-        publisher: r.try_get(3)?,
-        p_up_bps: r.try_get(4)?,
-        up: up != 0,
-        salt: r.try_get(6)?,
-        commitment: r.try_get(7)?,
-        commit_tx: r.try_get(8)?,
-        reveal_tx: r.try_get(9)?,
-        outcome: r.try_get(10)?,
-        hit: hit.map(|h| h != 0),
-        brier: r.try_get(12)?,
-    })
+/// Whether the keeper's `events` log stores a signal: each fact is stored once, by the part that owns it. The
+/// keeper's own signals (rounds, prices, transactions, health, forecasts and predictions) are logged here; the
+/// copy-trader's are not, since its own store already holds each of them (orders as they are sent in `ct_orders`,
+/// fills in `ct_fills`, positions in `ct_positions`, the lead in `ct_lead`, lead changes and risk events in
+/// `ct_events`), and on a bus shared with the keeper (the demo) they were written twice. Every variant is named, so a
+/// new signal needs a decision here.
+pub(crate) fn keeps_event(kind: &kronos_common::SignalKind) -> bool {
+    use kronos_common::SignalKind as K;
+    match kind {
+        K::RoundStarted { .. }
+        | K::RoundLocked { .. }
+        | K::RoundSettled { .. }
+        | K::RoundCancelled { .. }
+        | K::PriceRead { .. }
+        | K::TxSent { .. }
+        | K::TxConfirmed { .. }
+        | K::TxFailed { .. }
+        | K::KeeperHealth { .. }
+        | K::Forecast { .. }
+        | K::PredictionCommitted { .. }
+        | K::PredictionRevealed { .. } => true,
+        K::LeadChanged { .. }
+        | K::OrderSubmitted { .. }
+        | K::OrderFilled { .. }
+        | K::StopPlaced { .. }
+        | K::StopTriggered { .. }
+        | K::PositionChanged { .. }
+        | K::RiskEvent { .. } => false,
+    }
 }
 
 pub use kronos_common::db::redact_url;
@@ -1335,6 +1288,48 @@ pub(crate) mod tests {
         // Reconnecting re-runs migrations idempotently and keeps the data.
         let again = Store::connect(&url).await.unwrap();
         assert_eq!(again.markets().await.unwrap().len(), 1);
+    }
+
+    /// The table and column of a value that does not read back.
+    fn bad_column(e: &anyhow::Error) -> (&'static str, Option<&str>) {
+        let e = e.downcast_ref::<kronos_common::db::RowError>().unwrap_or_else(|| panic!("not a row error: {e:#}"));
+        (e.table, e.column.as_deref())
+    }
+
+    /// A stored value that is not of its column's type is an error naming the table and the column, never a
+    /// default (a flag of 7 was read as `true` before).
+    #[tokio::test]
+    async fn a_corrupted_row_names_its_table_and_column() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        exercise(&store).await;
+        assert!(store.prediction("base", 1, 4, "0xai").await.unwrap().unwrap().up);
+        store.exec(sqlx::query("UPDATE predictions SET up = 7 WHERE epoch = 4")).await.unwrap();
+        let e = store.prediction("base", 1, 4, "0xai").await.unwrap_err();
+        assert_eq!(bad_column(&e), ("predictions", Some("up")));
+        assert!(format!("{e:#}").contains("7 is not a flag"), "{e:#}");
+        store.exec(sqlx::query("UPDATE predictions SET up = 1, hit = -1 WHERE epoch = 4")).await.unwrap();
+        assert_eq!(bad_column(&store.recent_predictions("base", 9).await.unwrap_err()), ("predictions", Some("hit")));
+        store.exec(sqlx::query("UPDATE rounds SET delay_blocks = 'x'")).await.unwrap();
+        assert_eq!(bad_column(&store.rounds(None, None, 9).await.unwrap_err()), ("rounds", Some("delay_blocks")));
+    }
+
+    /// Each fact is stored once: the keeper's `events` log keeps the keeper's signals, not the copy-trader's (its own
+    /// store holds those).
+    #[test]
+    fn the_event_log_keeps_the_keepers_signals_only() {
+        use kronos_common::{Decimal, SignalKind};
+        let health = SignalKind::KeeperHealth {
+            chain: "base".into(),
+            healthy: true,
+            head_block: 1,
+            lag_s: 0,
+            detail: String::new(),
+        };
+        assert!(keeps_event(&health));
+        let fill =
+            SignalKind::PositionChanged { symbol: "BTCUSDT".into(), qty: Decimal::ZERO, entry_price: Decimal::ZERO };
+        assert!(!keeps_event(&fill));
+        assert!(!keeps_event(&SignalKind::RiskEvent { kind: "daily_loss".into(), detail: String::new() }));
     }
 
     /// Issue 13, item 12: a bad SQLite path said only "creating /dev/null: File exists".

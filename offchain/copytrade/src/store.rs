@@ -5,16 +5,14 @@
 //! The tables are prefixed `ct_` and the migrations keep their own bookkeeping table, so the copy-trader can share
 //! a database with the keeper.
 
-use std::str::FromStr;
-
 use anyhow::{Context, Result};
-use kronos_common::db::Backend;
+use kronos_common::db::{decode, decode_all, Backend, Flag, Parsed, ParsedOpt};
 use kronos_common::Decimal;
 use serde::Serialize;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
 /// A stored order (regular or stop).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct OrderRow {
     pub client_id: String,
     pub kind: String,
@@ -22,6 +20,8 @@ pub struct OrderRow {
     pub side: String,
     pub qty: String,
     pub trigger_price: Option<String>,
+    /// Stored as 0 or 1.
+    #[sqlx(try_from = "Flag")]
     pub reduce_only: bool,
     pub reason: String,
     pub status: String,
@@ -31,13 +31,15 @@ pub struct OrderRow {
     pub fee: Option<String>,
     pub realized_pnl: Option<String>,
     pub error: Option<String>,
+    /// Stored as 0 or 1.
+    #[sqlx(try_from = "Flag")]
     pub paper: bool,
     pub created_ms: i64,
     pub updated_ms: i64,
 }
 
 /// A stored fill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct FillRow {
     pub client_id: String,
     pub symbol: String,
@@ -46,12 +48,14 @@ pub struct FillRow {
     pub price: String,
     pub fee: String,
     pub realized_pnl: String,
+    /// Stored as 0 or 1.
+    #[sqlx(try_from = "Flag")]
     pub paper: bool,
     pub at_ms: i64,
 }
 
 /// A stored event (lead change or risk event).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct EventRow {
     pub at_ms: i64,
     pub kind: String,
@@ -70,35 +74,50 @@ fn now_ms() -> i64 {
     kronos_common::time::now_ms() as i64
 }
 
-fn dec(s: &str, what: &str) -> Result<Decimal> {
-    Decimal::from_str(s).with_context(|| format!("store: {what} '{s}' is not a decimal"))
-}
-
 const ORDER_COLS: &str =
     "client_id, kind, symbol, side, qty, trigger_price, reduce_only, reason, status, exchange_id, \
     avg_price, executed_qty, fee, realized_pnl, error, paper, created_ms, updated_ms";
 
-fn order_row(r: &sqlx::any::AnyRow) -> Result<OrderRow> {
-    Ok(OrderRow {
-        client_id: r.try_get(0)?,
-        kind: r.try_get(1)?,
-        symbol: r.try_get(2)?,
-        side: r.try_get(3)?,
-        qty: r.try_get(4)?,
-        trigger_price: r.try_get(5)?,
-        reduce_only: r.try_get::<i64, _>(6)? != 0,
-        reason: r.try_get(7)?,
-        status: r.try_get(8)?,
-        exchange_id: r.try_get(9)?,
-        avg_price: r.try_get(10)?,
-        executed_qty: r.try_get(11)?,
-        fee: r.try_get(12)?,
-        realized_pnl: r.try_get(13)?,
-        error: r.try_get(14)?,
-        paper: r.try_get::<i64, _>(15)? != 0,
-        created_ms: r.try_get(16)?,
-        updated_ms: r.try_get(17)?,
-    })
+/// A row of `ct_positions`.
+#[derive(sqlx::FromRow)]
+struct PositionRecord {
+    symbol: String,
+    #[sqlx(try_from = "Parsed<Decimal>")]
+    qty: Decimal,
+    #[sqlx(try_from = "Parsed<Decimal>")]
+    entry_price: Decimal,
+}
+
+/// A row of `ct_lead`.
+#[derive(sqlx::FromRow)]
+struct LeadRecord {
+    symbol: String,
+    #[sqlx(try_from = "Parsed<Decimal>")]
+    qty: Decimal,
+    #[sqlx(try_from = "ParsedOpt<Decimal>")]
+    lead_limit: Option<Decimal>,
+}
+
+/// A row of `ct_equity`.
+#[derive(sqlx::FromRow)]
+struct EquityRecord {
+    at_ms: i64,
+    #[sqlx(try_from = "Parsed<Decimal>")]
+    equity: Decimal,
+}
+
+/// Orders of one kind and status.
+#[derive(sqlx::FromRow)]
+struct OrderCount {
+    kind: String,
+    status: String,
+    n: i64,
+}
+
+/// A row of `ct_state`.
+#[derive(sqlx::FromRow)]
+struct StateRecord {
+    value: String,
 }
 
 impl Store {
@@ -192,7 +211,7 @@ impl Store {
         .bind(status)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(order_row).collect()
+        Ok(decode_all("ct_orders", &rows)?)
     }
 
     /// The newest orders, newest first.
@@ -203,7 +222,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(order_row).collect()
+        Ok(decode_all("ct_orders", &rows)?)
     }
 
     /// One order.
@@ -212,16 +231,17 @@ impl Store {
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(order_row).transpose()
+        Ok(row.map(|r| decode("ct_orders", &r)).transpose()?)
     }
 
     /// Counts of orders by status.
     pub async fn order_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        let rows =
-            sqlx::query("SELECT kind, status, COUNT(*) FROM ct_orders GROUP BY kind, status ORDER BY kind, status")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+        let rows = sqlx::query(
+            "SELECT kind, status, COUNT(*) AS n FROM ct_orders GROUP BY kind, status ORDER BY kind, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(decode_all::<OrderCount>("ct_orders", &rows)?.into_iter().map(|c| (c.kind, c.status, c.n)).collect())
     }
 
     // ---- fills -----------------------------------------------------------------------------------------------------
@@ -254,21 +274,7 @@ impl Store {
         .bind(since_ms)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FillRow {
-                    client_id: r.try_get(0)?,
-                    symbol: r.try_get(1)?,
-                    side: r.try_get(2)?,
-                    qty: r.try_get(3)?,
-                    price: r.try_get(4)?,
-                    fee: r.try_get(5)?,
-                    realized_pnl: r.try_get(6)?,
-                    paper: r.try_get::<i64, _>(7)? != 0,
-                    at_ms: r.try_get(8)?,
-                })
-            })
-            .collect()
+        Ok(decode_all("ct_fills", &rows)?)
     }
 
     // ---- follower positions ------------------------------------------------------------------------------------
@@ -297,16 +303,10 @@ impl Store {
         let rows = sqlx::query("SELECT symbol, qty, entry_price FROM ct_positions ORDER BY symbol")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let s: String = r.try_get(0)?;
-                Ok((
-                    s.clone(),
-                    dec(&r.try_get::<String, _>(1)?, "position qty")?,
-                    dec(&r.try_get::<String, _>(2)?, "entry price")?,
-                ))
-            })
-            .collect()
+        Ok(decode_all::<PositionRecord>("ct_positions", &rows)?
+            .into_iter()
+            .map(|p| (p.symbol, p.qty, p.entry_price))
+            .collect())
     }
 
     // ---- lead ----------------------------------------------------------------------------------------------------
@@ -330,23 +330,14 @@ impl Store {
     pub async fn lead(&self) -> Result<Vec<(String, Decimal, Option<Decimal>)>> {
         let rows =
             sqlx::query("SELECT symbol, qty, lead_limit FROM ct_lead ORDER BY symbol").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let limit: Option<String> = r.try_get(2)?;
-                Ok((
-                    r.try_get(0)?,
-                    dec(&r.try_get::<String, _>(1)?, "lead qty")?,
-                    limit.map(|l| dec(&l, "lead limit")).transpose()?,
-                ))
-            })
-            .collect()
+        Ok(decode_all::<LeadRecord>("ct_lead", &rows)?.into_iter().map(|l| (l.symbol, l.qty, l.lead_limit)).collect())
     }
 
     // ---- state ---------------------------------------------------------------------------------------------------
 
     pub async fn get_state(&self, key: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM ct_state WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        Ok(row.map(|r| decode::<StateRecord>("ct_state", &r)).transpose()?.map(|s| s.value))
     }
 
     pub async fn set_state(&self, key: &str, value: &str) -> Result<()> {
@@ -387,11 +378,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventRow { at_ms: r.try_get(0)?, kind: r.try_get(1)?, symbol: r.try_get(2)?, detail: r.try_get(3)? })
-            })
-            .collect()
+        Ok(decode_all("ct_events", &rows)?)
     }
 
     pub async fn record_equity(&self, at_ms: i64, equity: Decimal) -> Result<()> {
@@ -409,7 +396,7 @@ impl Store {
             .bind(since_ms)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, dec(&r.try_get::<String, _>(1)?, "equity")?))).collect()
+        Ok(decode_all::<EquityRecord>("ct_equity", &rows)?.into_iter().map(|e| (e.at_ms, e.equity)).collect())
     }
 }
 
@@ -488,6 +475,34 @@ pub(crate) mod tests {
         exercise(&s).await;
         // Migrations are idempotent on a second connect.
         Store::connect(&pg.url()).await.unwrap();
+    }
+
+    /// The table and column of a value that does not read back.
+    fn bad_column(e: &anyhow::Error) -> (&'static str, Option<&str>) {
+        let e = e.downcast_ref::<kronos_common::db::RowError>().unwrap_or_else(|| panic!("not a row error: {e:#}"));
+        (e.table, e.column.as_deref())
+    }
+
+    /// A stored value that is not of its column's type is an error naming the table and the column, never a
+    /// default: a flag other than 0 or 1 (read as `true` before), an amount that is no decimal.
+    #[tokio::test]
+    async fn a_corrupted_row_names_its_table_and_column() {
+        let s = Store::connect("sqlite::memory:").await.unwrap();
+        exercise(&s).await;
+        sqlx::query("UPDATE ct_fills SET paper = 2").execute(&s.pool).await.unwrap();
+        let e = s.fills_since(0).await.unwrap_err();
+        assert_eq!(bad_column(&e), ("ct_fills", Some("paper")));
+        assert!(format!("{e:#}").contains("2 is not a flag"), "{e:#}");
+        sqlx::query("UPDATE ct_orders SET reduce_only = -1").execute(&s.pool).await.unwrap();
+        assert_eq!(bad_column(&s.recent_orders(5).await.unwrap_err()), ("ct_orders", Some("reduce_only")));
+        sqlx::query("UPDATE ct_positions SET entry_price = '65,000'").execute(&s.pool).await.unwrap();
+        let e = s.positions().await.unwrap_err();
+        assert_eq!(bad_column(&e), ("ct_positions", Some("entry_price")));
+        assert!(format!("{e:#}").contains("'65,000' is not a Decimal"), "{e:#}");
+        sqlx::query("UPDATE ct_lead SET lead_limit = 'half'").execute(&s.pool).await.unwrap();
+        assert_eq!(bad_column(&s.lead().await.unwrap_err()), ("ct_lead", Some("lead_limit")));
+        sqlx::query("UPDATE ct_equity SET equity = ''").execute(&s.pool).await.unwrap();
+        assert_eq!(bad_column(&s.equity_since(0).await.unwrap_err()), ("ct_equity", Some("equity")));
     }
 
     #[tokio::test]

@@ -6,9 +6,9 @@
 //! cursor moves with its items or neither is written.
 
 use anyhow::{Context, Result};
-use kronos_common::db::Backend;
+use kronos_common::db::{decode, decode_all, Backend, NonNegative, Parsed};
 use serde::Serialize;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
 use crate::item::{Item, Priority, Skip};
 
@@ -105,7 +105,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .context("reading a source cursor")?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
+        Ok(row.map(|r| decode::<CursorRecord>("so_cursors", &r)).transpose()?.map(|c| c.cursor))
     }
 
     /// Writes `items`, adds `skips` to the counts and saves `cursor`, in one transaction. Items whose id is already
@@ -146,7 +146,9 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await
             .context("writing an item")?
-            .map(|r| r.get::<i64, _>(0));
+            .map(|r| decode::<Seq>("so_items", &r))
+            .transpose()?
+            .map(|s| s.seq);
             let Some(seq) = seq else { continue };
             for a in &item.assets {
                 sqlx::query(
@@ -241,7 +243,7 @@ impl Store {
             query = query.bind(s as i64);
         }
         let rows = query.fetch_all(&self.pool).await.context("reading items")?;
-        rows.iter().map(row_item).collect()
+        Ok(decode_all::<ItemRecord>("so_items", &rows)?.into_iter().map(StoredItem::from).collect())
     }
 
     /// The fingerprints of items posted since `since_ms` (to refill the de-duplication window after a restart).
@@ -251,43 +253,40 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .context("reading recent fingerprints")?;
-        Ok(rows
-            .iter()
-            .map(|r| Fingerprint {
-                content_hash: i2h(r.get(0)),
-                simhash: i2h(r.get(1)),
-                at_ms: r.get::<i64, _>(2) as u64,
-            })
+        Ok(decode_all::<FingerprintRecord>("so_items", &rows)?
+            .into_iter()
+            .map(|f| Fingerprint { content_hash: i2h(f.content_hash), simhash: i2h(f.simhash), at_ms: f.at_ms })
             .collect())
     }
 
     /// Authors of items posted since `since_ms`, with their last post (to remember them after a restart).
     pub async fn authors(&self, since_ms: u64) -> Result<Vec<(String, u64)>> {
-        let rows = sqlx::query("SELECT author, MAX(at_ms) FROM so_items WHERE at_ms >= $1 GROUP BY author")
-            .bind(since_ms as i64)
-            .fetch_all(&self.pool)
-            .await
-            .context("reading recent authors")?;
-        Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64)).collect())
+        let rows =
+            sqlx::query("SELECT author AS name, MAX(at_ms) AS at_ms FROM so_items WHERE at_ms >= $1 GROUP BY author")
+                .bind(since_ms as i64)
+                .fetch_all(&self.pool)
+                .await
+                .context("reading recent authors")?;
+        Ok(decode_all::<Named>("so_items", &rows)?.into_iter().map(|n| (n.name, n.at_ms)).collect())
     }
 
     /// Asset mentions since `since_ms` (to refill the volume baselines after a restart).
     pub async fn mentions(&self, since_ms: u64) -> Result<Vec<(String, u64)>> {
-        let rows = sqlx::query("SELECT asset, at_ms FROM so_item_assets WHERE at_ms >= $1 ORDER BY at_ms")
+        let rows = sqlx::query("SELECT asset AS name, at_ms FROM so_item_assets WHERE at_ms >= $1 ORDER BY at_ms")
             .bind(since_ms as i64)
             .fetch_all(&self.pool)
             .await
             .context("reading recent mentions")?;
-        Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64)).collect())
+        Ok(decode_all::<Named>("so_item_assets", &rows)?.into_iter().map(|n| (n.name, n.at_ms)).collect())
     }
 
     /// Mention counts of `asset` between `from_ms` (inclusive) and `to_ms` (exclusive).
     pub async fn asset_counts(&self, asset: &str, from_ms: u64, to_ms: u64) -> Result<AssetCounts> {
         let row = sqlx::query(
-            "SELECT COUNT(*), \
-             COALESCE(SUM(CASE WHEN sentiment > $4 THEN 1 ELSE 0 END), 0), \
-             COALESCE(SUM(CASE WHEN sentiment < $5 THEN 1 ELSE 0 END), 0), \
-             COALESCE(AVG(sentiment), 0.0), COALESCE(AVG(score), 0.0) \
+            "SELECT COUNT(*) AS volume, \
+             COALESCE(SUM(CASE WHEN sentiment > $4 THEN 1 ELSE 0 END), 0) AS positive, \
+             COALESCE(SUM(CASE WHEN sentiment < $5 THEN 1 ELSE 0 END), 0) AS negative, \
+             COALESCE(AVG(sentiment), 0.0) AS mean_sentiment, COALESCE(AVG(score), 0.0) AS mean_score \
              FROM so_item_assets WHERE asset = $1 AND at_ms >= $2 AND at_ms < $3",
         )
         .bind(asset)
@@ -298,20 +297,21 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .context("counting an asset's mentions")?;
-        let all: i64 = sqlx::query("SELECT COUNT(*) FROM so_item_assets WHERE at_ms >= $1 AND at_ms < $2")
+        let all = sqlx::query("SELECT COUNT(*) AS n FROM so_item_assets WHERE at_ms >= $1 AND at_ms < $2")
             .bind(from_ms as i64)
             .bind(to_ms as i64)
             .fetch_one(&self.pool)
             .await
-            .context("counting all mentions")?
-            .get(0);
+            .context("counting all mentions")?;
+        let all = decode::<Count>("so_item_assets", &all)?.n;
+        let c = decode::<CountsRecord>("so_item_assets", &row)?;
         Ok(AssetCounts {
-            volume: row.get::<i64, _>(0) as u64,
-            all_mentions: all as u64,
-            positive: row.get::<i64, _>(1) as u64,
-            negative: row.get::<i64, _>(2) as u64,
-            mean_sentiment: row.get(3),
-            mean_score: row.get(4),
+            volume: c.volume,
+            all_mentions: all,
+            positive: c.positive,
+            negative: c.negative,
+            mean_sentiment: c.mean_sentiment,
+            mean_score: c.mean_score,
         })
     }
 
@@ -330,27 +330,26 @@ impl Store {
                 .source
                 .clone()
         };
-        for r in sqlx::query("SELECT source, COUNT(*), MAX(at_ms) FROM so_items GROUP BY source")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            let s: String = r.get(0);
-            entry(&mut out, &s);
+        let rows =
+            sqlx::query("SELECT source, COUNT(*) AS items, MAX(at_ms) AS last_item_ms FROM so_items GROUP BY source")
+                .fetch_all(&self.pool)
+                .await?;
+        for r in decode_all::<SourceItems>("so_items", &rows)? {
+            let s = entry(&mut out, &r.source);
             let e = out.get_mut(&s).expect("inserted");
-            e.items = r.get::<i64, _>(1) as u64;
-            e.last_item_ms = r.get::<Option<i64>, _>(2).map(|x| x as u64);
+            e.items = r.items;
+            e.last_item_ms = Some(r.last_item_ms);
         }
-        for r in sqlx::query("SELECT source, updated_ms FROM so_cursors").fetch_all(&self.pool).await? {
-            let s: String = r.get(0);
-            entry(&mut out, &s);
-            out.get_mut(&s).expect("inserted").cursor_updated_ms = Some(r.get::<i64, _>(1) as u64);
+        let rows = sqlx::query("SELECT source, updated_ms FROM so_cursors").fetch_all(&self.pool).await?;
+        for r in decode_all::<SourceCursor>("so_cursors", &rows)? {
+            let s = entry(&mut out, &r.source);
+            out.get_mut(&s).expect("inserted").cursor_updated_ms = Some(r.updated_ms);
         }
-        for r in
-            sqlx::query("SELECT source, reason, n FROM so_skips ORDER BY source, reason").fetch_all(&self.pool).await?
-        {
-            let s: String = r.get(0);
-            entry(&mut out, &s);
-            out.get_mut(&s).expect("inserted").skips.push((r.get(1), r.get::<i64, _>(2) as u64));
+        let rows =
+            sqlx::query("SELECT source, reason, n FROM so_skips ORDER BY source, reason").fetch_all(&self.pool).await?;
+        for r in decode_all::<SkipRecord>("so_skips", &rows)? {
+            let s = entry(&mut out, &r.source);
+            out.get_mut(&s).expect("inserted").skips.push((r.reason, r.n));
         }
         Ok(out.into_values().collect())
     }
@@ -362,29 +361,141 @@ impl Store {
     }
 }
 
-fn row_item(r: &sqlx::any::AnyRow) -> Result<StoredItem> {
-    let assets: String = r.try_get(10)?;
-    let priority: String = r.try_get(13)?;
-    Ok(StoredItem {
-        seq: r.try_get(0)?,
-        item: Item {
-            id: r.try_get(1)?,
-            source: r.try_get(2)?,
-            kind: r.try_get(3)?,
-            author: r.try_get(4)?,
-            text: r.try_get(5)?,
-            url: r.try_get(6)?,
-            at_ms: r.try_get::<i64, _>(7)? as u64,
-            received_ms: r.try_get::<i64, _>(8)? as u64,
-            language: r.try_get(9)?,
-            assets: assets.split_whitespace().map(str::to_string).collect(),
-            sentiment: r.try_get(11)?,
-            score: r.try_get(12)?,
-            priority: Priority::parse(&priority).unwrap_or(Priority::Low),
-            content_hash: i2h(r.try_get(14)?),
-            simhash: i2h(r.try_get(15)?),
-        },
-    })
+/// A row of `so_items` (`assets` space-separated, `priority` by name, the hashes' bits kept in `BIGINT`).
+#[derive(sqlx::FromRow)]
+struct ItemRecord {
+    seq: i64,
+    id: String,
+    source: String,
+    kind: String,
+    author: String,
+    text: String,
+    url: Option<String>,
+    #[sqlx(try_from = "NonNegative")]
+    at_ms: u64,
+    #[sqlx(try_from = "NonNegative")]
+    received_ms: u64,
+    language: String,
+    assets: String,
+    sentiment: f64,
+    score: f64,
+    #[sqlx(try_from = "Parsed<Priority>")]
+    priority: Priority,
+    content_hash: i64,
+    simhash: i64,
+}
+
+impl From<ItemRecord> for StoredItem {
+    fn from(r: ItemRecord) -> StoredItem {
+        StoredItem {
+            seq: r.seq,
+            item: Item {
+                id: r.id,
+                source: r.source,
+                kind: r.kind,
+                author: r.author,
+                text: r.text,
+                url: r.url,
+                at_ms: r.at_ms,
+                received_ms: r.received_ms,
+                language: r.language,
+                assets: r.assets.split_whitespace().map(str::to_string).collect(),
+                sentiment: r.sentiment,
+                score: r.score,
+                priority: r.priority,
+                content_hash: i2h(r.content_hash),
+                simhash: i2h(r.simhash),
+            },
+        }
+    }
+}
+
+/// A stored priority that is none of `low`, `normal`, `high`.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not a priority (low, normal, high)")]
+pub struct UnknownPriority(pub String);
+
+impl std::str::FromStr for Priority {
+    type Err = UnknownPriority;
+
+    fn from_str(s: &str) -> Result<Priority, UnknownPriority> {
+        Priority::parse(s).ok_or_else(|| UnknownPriority(s.to_string()))
+    }
+}
+
+impl From<Parsed<Priority>> for Priority {
+    fn from(p: Parsed<Priority>) -> Priority {
+        p.0
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct FingerprintRecord {
+    content_hash: i64,
+    simhash: i64,
+    #[sqlx(try_from = "NonNegative")]
+    at_ms: u64,
+}
+
+/// An author's or an asset's last time.
+#[derive(sqlx::FromRow)]
+struct Named {
+    name: String,
+    #[sqlx(try_from = "NonNegative")]
+    at_ms: u64,
+}
+
+#[derive(sqlx::FromRow)]
+struct CursorRecord {
+    cursor: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct Seq {
+    seq: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct Count {
+    #[sqlx(try_from = "NonNegative")]
+    n: u64,
+}
+
+#[derive(sqlx::FromRow)]
+struct CountsRecord {
+    #[sqlx(try_from = "NonNegative")]
+    volume: u64,
+    #[sqlx(try_from = "NonNegative")]
+    positive: u64,
+    #[sqlx(try_from = "NonNegative")]
+    negative: u64,
+    mean_sentiment: f64,
+    mean_score: f64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SourceItems {
+    source: String,
+    #[sqlx(try_from = "NonNegative")]
+    items: u64,
+    /// (`MAX` of a `NOT NULL` column over a group that has rows.)
+    #[sqlx(try_from = "NonNegative")]
+    last_item_ms: u64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SourceCursor {
+    source: String,
+    #[sqlx(try_from = "NonNegative")]
+    updated_ms: u64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SkipRecord {
+    source: String,
+    reason: String,
+    #[sqlx(try_from = "NonNegative")]
+    n: u64,
 }
 
 #[cfg(test)]
@@ -440,5 +551,35 @@ mod tests {
         let src = s.sources().await.unwrap();
         assert_eq!(src[0].skips, vec![("too_long".to_string(), 3)]);
         assert_eq!(src[0].items, 2);
+    }
+
+    /// The table and column of a value that does not read back.
+    fn bad_column(e: &anyhow::Error) -> (&'static str, Option<&str>) {
+        let e = e.downcast_ref::<kronos_common::db::RowError>().unwrap_or_else(|| panic!("not a row error: {e:#}"));
+        (e.table, e.column.as_deref())
+    }
+
+    /// A stored value that is not of its column's type is an error naming the table and the column (the priority was
+    /// read as `low` and a negative time wrapped around before).
+    #[tokio::test]
+    async fn a_corrupted_row_names_its_table_and_column() {
+        let s = Store::connect("sqlite::memory:").await.unwrap();
+        s.commit("s", vec![item("1", &["BTC"], 0.5, 10)], &[], "{}", 30).await.unwrap();
+        let all = ItemQuery { limit: 10, ..Default::default() };
+        assert_eq!(s.items(&all).await.unwrap()[0].item.priority, Priority::Normal);
+        sqlx::query("UPDATE so_items SET priority = 'urgent'").execute(&s.pool).await.unwrap();
+        let e = s.items(&all).await.unwrap_err();
+        assert_eq!(bad_column(&e), ("so_items", Some("priority")));
+        assert!(format!("{e:#}").contains("'urgent' is not a priority"), "{e:#}");
+        sqlx::query("UPDATE so_items SET priority = 'high', at_ms = -5").execute(&s.pool).await.unwrap();
+        assert_eq!(bad_column(&s.items(&all).await.unwrap_err()), ("so_items", Some("at_ms")));
+        sqlx::query("UPDATE so_skips SET n = 1").execute(&s.pool).await.unwrap();
+        sqlx::query("INSERT INTO so_skips (source, reason, n) VALUES ('s', 'too_long', -1)")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        assert_eq!(bad_column(&s.sources().await.unwrap_err()), ("so_items", Some("last_item_ms")));
+        sqlx::query("UPDATE so_items SET at_ms = 10").execute(&s.pool).await.unwrap();
+        assert_eq!(bad_column(&s.sources().await.unwrap_err()), ("so_skips", Some("n")));
     }
 }
