@@ -41,7 +41,6 @@ async fn start(chains: &[&str]) -> common::Net {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails since the last guard commits of 2026-12-01 (passed at ec5f536): round 3's payout line never shows; see the closing note of that day (issue 16); run with --run-ignored only"]
 async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),
@@ -95,19 +94,20 @@ async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
     assert!(status.success(), "tests/web/dapp.mjs failed ({status}); screenshots so far in {}", out.display());
 }
 
-/// The page's formatting helpers in node (`tests/web/format.test.mjs`): an on-chain token symbol escaped in markup,
-/// API numbers coerced, amounts with every significant digit, multipliers net of the fee.
+/// The page's helpers in node: formatting (`tests/web/format.test.mjs`: an on-chain token symbol escaped in markup,
+/// API numbers coerced, amounts with every significant digit, multipliers net of the fee) and when it redraws itself
+/// (`tests/web/redraw.test.mjs`: after a pause in typing an amount, never while a transaction is on its way).
 #[test]
 fn the_dapp_formats_amounts_and_escapes_the_token_symbol() {
     let root = kronos_testkit::repo_root();
     let out = std::process::Command::new("node")
-        .args(["--test", "tests/web/format.test.mjs"])
+        .args(["--test", "tests/web/format.test.mjs", "tests/web/redraw.test.mjs"])
         .current_dir(&root)
         .output()
         .expect("node runs (scripts/setup installs it)");
     assert!(
         out.status.success(),
-        "tests/web/format.test.mjs failed:\n{}{}",
+        "tests/web/format.test.mjs or redraw.test.mjs failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -198,7 +198,7 @@ try {
   const closedEpoch = await page.getAttribute('[data-card=next]', 'data-epoch');
   await page.focus('[data-card=next] button.up');
   await page.waitForFunction((ep) => document.querySelector('[data-card=next]')?.dataset.epoch !== ep, closedEpoch);
-  // The new page is drawn first, then the positions are read from the wallet, then the focus is put back.
+  // The focused control is found again in the new page when it is drawn (the positions are read from the wallet after).
   await page.waitForFunction(() => document.activeElement?.dataset.side === 'up', null, { timeout: 20_000 })
     .catch(() => { throw new Error('check failed: Enter UP keeps the focus after a refresh'); });
 

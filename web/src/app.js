@@ -3,6 +3,7 @@
 // the keeper's health. Amounts are bigint with the stake token's decimals; times are shown in the user's zone.
 import { encodeFunctionData, decodeFunctionResult, decodeErrorResult, parseUnits, toHex } from 'viem';
 import { esc, big, amt, fmt, fmtShort, num, multiplier } from './format.js';
+import { mayRefresh } from './redraw.js';
 import { kronosMarketAbi, erc20Abi } from './abi.gen.js';
 
 const API = (document.querySelector('meta[name=kronos-api]')?.content || '').replace(/\/$/, '');
@@ -14,6 +15,7 @@ const ZERO = '0x0000000000000000000000000000000000000000';
 const st = {
   chains: [], live: [], markets: [], health: null, amount: '0.01',
   providers: [], wallet: null, account: null, refreshTimer: null,
+  typedAt: 0, // when the amount was last typed into (the page waits for a pause before redrawing)
 };
 
 // ---------- helpers ----------
@@ -256,7 +258,9 @@ async function bet(c, m, epoch, side) {
   if ((raw.split('.')[1] ?? '').length > m.decimals) { show(`${m.symbol} has ${m.decimals} decimals: enter at most ${m.decimals} digits after the point.`); input.focus(); return; }
   if (!/^\d*\.?\d+$/.test(raw) || amount <= 0n) { show(`Enter an amount in ${m.symbol}, like 0.01.`); input.focus(); return; }
   if (st.busy) return; // one transaction at a time
-  // Every redraw while busy draws these buttons (and the claim button) disabled.
+  // Every redraw while busy draws these buttons (and the claim button) disabled; disabling the pressed one takes the
+  // keyboard's focus from it, given back when the bet ends.
+  const pressed = focusKey(document.activeElement);
   view.querySelectorAll('button.up, button.down, #claim, .claim').forEach((b) => { b.disabled = true; });
   st.busy = true;
   try {
@@ -283,7 +287,11 @@ async function bet(c, m, epoch, side) {
     show(e?.message ?? String(e));
   } finally {
     st.busy = false;
-    route(); // redrawn with the buttons enabled again, and the bet in the history
+    // The buttons work again at once (the redraw waits for the keeper and the wallet), the keyboard back on the one
+    // pressed unless it has moved on; the redraw keeps both.
+    view.querySelectorAll('button.up, button.down').forEach((b) => { b.disabled = false; });
+    if (pressed && !view.contains(document.activeElement)) view.querySelector(pressed)?.focus({ preventScroll: true });
+    route(); // redrawn with the bet in the history
   }
 }
 
@@ -307,12 +315,12 @@ function renderMarkets() {
       <td>${fmtShort(up, m.decimals)} / ${fmtShort(down, m.decimals)} ${esc(m.symbol)}</td>
       <td>${multiplier(total, up, paramsAt(m, k.epoch).fee_bps)} / ${multiplier(total, down, paramsAt(m, k.epoch).fee_bps)} ${feeNote(paramsAt(m, k.epoch))}</td><td class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${left}</td></tr>`;
   }).join('');
-  view.innerHTML = `<h1>Markets</h1>
+  draw(view, `<h1>Markets</h1>
     <div class="scroll"><table id="markets"><thead><tr><th>Pair</th><th>Chain</th><th>Price</th><th>Round</th><th>Pools up / down</th><th>Payout up / down</th><th>Betting closes in</th></tr></thead><tbody>${body || '<tr><td colspan="7">This keeper drives no EVM market.</td></tr>'}</tbody></table></div>
     <h2>Solana</h2>
     <div class="note" id="solana">${solana.length
       ? `Solana markets are shown read-only: betting from Solana wallets comes later.<ul>${solana.map(({ c, m }) => `<li>${esc(c.display)} ${esc(m.pair)}</li>`).join('')}</ul>`
-      : 'This keeper drives no Solana market yet. Solana markets will be shown here read-only; betting from Solana wallets comes later.'}</div>`;
+      : 'This keeper drives no Solana market yet. Solana markets will be shown here read-only; betting from Solana wallets comes later.'}</div>`);
 }
 
 // A proxy round id is phase << 64 | the aggregator's own round id.
@@ -324,7 +332,7 @@ function phaseOf(id) {
 async function renderMarket(chainName, id) {
   const c = chainOf(chainName);
   const m = c?.markets.find((x) => String(x.id) === String(id));
-  if (!c || !m) { view.innerHTML = `<p>No market ${esc(id)} on ${esc(chainName)} in this keeper.</p>`; return; }
+  if (!c || !m) { draw(view, `<p>No market ${esc(id)} on ${esc(chainName)} in this keeper.</p>`); return; }
   const [rounds, cps] = await Promise.all([
     api(`/api/rounds?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=50`),
     api(`/api/checkpoints?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=60`),
@@ -363,13 +371,13 @@ async function renderMarket(chainName, id) {
     const cell = (x) => x ? `price ${esc(x.price)}, Chainlink round ${esc(x.round_id)} ${phaseOf(x.round_id)}, at ${esc(localTime(x.ts))}${x.tx_hash ? `, tx ${c.explorer ? `<a href="${esc(c.explorer)}/tx/${esc(x.tx_hash)}" rel="noopener">${esc(x.tx_hash.slice(0, 10))}…</a>` : esc(x.tx_hash)}` : ''}` : '—';
     return `<tr data-epoch="${e}"><td>${e}</td><td>${esc(r.state)} ${esc(r.outcome ?? '')} ${r.reason ? '(' + esc(r.reason) + ')' : ''}</td><td>${cell(a)}</td><td>${cell(b)}</td></tr>`;
   };
-  view.innerHTML = `<h1>${esc(m.pair)} on ${esc(c.display)}</h1>
+  draw(view, `<h1>${esc(m.pair)} on ${esc(c.display)}</h1>
     <p class="mute">Market ${m.id} · contract ${esc(c.market)} · stake ${esc(m.symbol)} (${m.decimals} decimals) · rounds of ${m.interval} s · latest price ${esc(l?.last_lock_price ?? '—')}</p>
     <div class="cards">${card('expired', 'Expired', k.epoch - 2)}${card('live', 'Live', k.epoch - 1)}${card('next', 'Next', k.epoch)}${card('later', 'Later', k.epoch + 1)}</div>
     <h2>My positions</h2><div id="positions">${st.account ? '<p>Reading your bets…</p>' : '<p>Connect a wallet to see your bets, their PnL and what you can claim.</p>'}</div>
     <h2>Settlement proofs</h2>
-    <div class="scroll"><table id="proofs"><thead><tr><th>Round</th><th>Result</th><th>Lock checkpoint</th><th>Close checkpoint</th></tr></thead><tbody>${finished.map(proof).join('') || '<tr><td colspan="4">No finished round with bets yet.</td></tr>'}</tbody></table></div>`;
-  document.getElementById('amount').oninput = (ev) => { st.amount = ev.target.value; };
+    <div class="scroll"><table id="proofs"><thead><tr><th>Round</th><th>Result</th><th>Lock checkpoint</th><th>Close checkpoint</th></tr></thead><tbody>${finished.map(proof).join('') || '<tr><td colspan="4">No finished round with bets yet.</td></tr>'}</tbody></table></div>`);
+  document.getElementById('amount').oninput = (ev) => { st.amount = ev.target.value; st.typedAt = Date.now(); };
   view.querySelectorAll('button[data-side]').forEach((b) => {
     b.onclick = () => bet(c, m, Number(b.closest('[data-card]').dataset.epoch), POSITION[b.dataset.side]);
   });
@@ -380,7 +388,7 @@ async function renderPositions(c, m, rounds, current, box = document.getElementB
   try {
     const have = await req('eth_chainId');
     if (BigInt(have) !== BigInt(c.chain_id)) {
-      box.innerHTML = `<p>Your wallet is on chain ${esc(BigInt(have))}; this market is on ${esc(c.display)} (chain id ${c.chain_id}).</p><button type="button" class="switch">Switch to ${esc(c.display)}</button>`;
+      draw(box, `<p>Your wallet is on chain ${esc(BigInt(have))}; this market is on ${esc(c.display)} (chain id ${c.chain_id}).</p><button type="button" class="switch">Switch to ${esc(c.display)}</button>`);
       box.querySelector('.switch').onclick = async () => { try { await ensureChain(c); route(); } catch (e) { show(e.message); } };
       return;
     }
@@ -409,9 +417,9 @@ async function renderPositions(c, m, rounds, current, box = document.getElementB
     }
     const bal = await balanceOf(m);
     const ids = box.id === 'positions';
-    box.innerHTML = `<p>Balance <span ${ids ? 'id="balance"' : ''}>${fmt(bal, m.decimals, m.symbol)}</span> · PnL <span ${ids ? 'id="pnl"' : ''} class="${pnl > 0n ? 'pos' : pnl < 0n ? 'neg' : ''}">${pnl > 0n ? '+' : ''}${fmt(pnl, m.decimals, m.symbol)}</span></p>
+    draw(box, `<p>Balance <span ${ids ? 'id="balance"' : ''}>${fmt(bal, m.decimals, m.symbol)}</span> · PnL <span ${ids ? 'id="pnl"' : ''} class="${pnl > 0n ? 'pos' : pnl < 0n ? 'neg' : ''}">${pnl > 0n ? '+' : ''}${fmt(pnl, m.decimals, m.symbol)}</span></p>
       <div class="scroll"><table ${ids ? 'id="history"' : 'class="history"'}><thead><tr><th>Round</th><th>Side</th><th>Stake</th><th>Status</th><th>PnL</th><th>Claimable</th></tr></thead><tbody>${rows.join('') || '<tr><td colspan="6">No bets in the recent rounds.</td></tr>'}</tbody></table></div>
-      <button type="button" ${box.id === 'positions' ? 'id="claim"' : 'class="claim"'} ${claimable.length && !st.busy ? '' : 'disabled'}>Collect winnings${claimable.length ? ` (${claimable.length} round${claimable.length > 1 ? 's' : ''})` : ''}</button>`;
+      <button type="button" ${box.id === 'positions' ? 'id="claim"' : 'class="claim"'} ${claimable.length && !st.busy ? '' : 'disabled'}>Collect winnings${claimable.length ? ` (${claimable.length} round${claimable.length > 1 ? 's' : ''})` : ''}</button>`);
     box.querySelector('#claim, .claim').onclick = async () => {
       if (st.busy) return; // one transaction at a time
       clearMsg();
@@ -429,15 +437,15 @@ async function renderPositions(c, m, rounds, current, box = document.getElementB
       }
     };
   } catch (e) {
-    box.innerHTML = `<p>Your bets could not be read: ${esc(walletError(e) ?? e?.message ?? e)}</p>`;
+    draw(box, `<p>Your bets could not be read: ${esc(walletError(e) ?? e?.message ?? e)}</p>`);
   }
 }
 
 // Every market's positions of the connected account; markets on another chain than the wallet's offer a switch.
 async function renderAllPositions() {
   const rows = marketRows().filter((r) => r.c.kind === 'evm');
-  view.innerHTML = `<h1>My positions</h1>${st.account ? '' : '<p>Connect a wallet to see your bets, their PnL and what you can claim.</p>'}
-    ${rows.map(({ c, m }) => `<section class="mine" data-chain="${esc(c.name)}" data-market="${m.id}"><h2><a href="#/market/${esc(c.name)}/${m.id}">${esc(m.pair)} on ${esc(c.display)}</a></h2><div class="box"></div></section>`).join('')}`;
+  draw(view, `<h1>My positions</h1>${st.account ? '' : '<p>Connect a wallet to see your bets, their PnL and what you can claim.</p>'}
+    ${rows.map(({ c, m }) => `<section class="mine" data-chain="${esc(c.name)}" data-market="${m.id}"><h2><a href="#/market/${esc(c.name)}/${m.id}">${esc(m.pair)} on ${esc(c.display)}</a></h2><div class="box"></div></section>`).join('')}`);
   if (!st.account) return;
   for (const { c, m, l } of rows) {
     const rounds = await api(`/api/rounds?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=50`);
@@ -472,7 +480,7 @@ async function renderForecaster() {
   }
   const pts = bins.filter((b) => b.n).map((b) => `<circle cx="${20 + (b.p / b.n) * 200}" cy="${220 - (b.up / b.n) * 200}" r="${3 + Math.min(b.n, 20) / 4}" fill="#7b8cff"><title>${b.n} forecasts</title></circle>`).join('');
   const preds = d.predictions.slice(0, 50).map((p) => `<tr><td>${esc(p.chain)}</td><td>${num(p.epoch)}</td><td>${p.committed ? 'yes' : 'no'}</td><td>${p.revealed ? 'yes' : 'sealed'}</td><td>${p.p_up_bps == null ? '—' : pct(p.p_up_bps / 10000)}</td><td>${esc(p.outcome ?? '—')}</td><td>${p.hit == null ? '—' : p.hit ? 'hit' : 'miss'}</td></tr>`).join('');
-  view.innerHTML = `<h1>Forecaster</h1>
+  draw(view, `<h1>Forecaster</h1>
     <p class="mute">Each forecast is committed on chain before betting closes and revealed after; the registry scores it against the round's outcome.</p>
     <div class="scroll"><table id="records"><thead><tr><th>Chain</th><th>Publisher</th><th>Committed</th><th>Scored</th><th>Hit rate</th><th>95% interval (Wilson)</th><th>Brier</th></tr></thead><tbody>${recs || '<tr><td colspan="7">No track record yet.</td></tr>'}</tbody></table></div>
     <h2>Reliability</h2>
@@ -480,14 +488,14 @@ async function renderForecaster() {
       <rect x="20" y="20" width="200" height="200" fill="none" stroke="#3a4270"/><line x1="20" y1="220" x2="220" y2="20" stroke="#3a4270" stroke-dasharray="4"/>
       <text x="20" y="235">0</text><text x="205" y="235">P(up) 1</text><text x="2" y="24">1</text>${pts}</svg>
     <h2>Commit and reveal per round</h2>
-    <div class="scroll"><table id="predictions"><thead><tr><th>Chain</th><th>Round</th><th>Committed</th><th>Revealed</th><th>P(up)</th><th>Outcome</th><th>Score</th></tr></thead><tbody>${preds || '<tr><td colspan="7">No forecast yet.</td></tr>'}</tbody></table></div>`;
+    <div class="scroll"><table id="predictions"><thead><tr><th>Chain</th><th>Round</th><th>Committed</th><th>Revealed</th><th>P(up)</th><th>Outcome</th><th>Score</th></tr></thead><tbody>${preds || '<tr><td colspan="7">No forecast yet.</td></tr>'}</tbody></table></div>`);
 }
 
 function renderHealth() {
   const h = st.health;
   const rows = Object.entries(h.chains).map(([name, c]) => `<tr data-chain="${esc(name)}"><td>${esc(chainOf(name)?.display ?? name)}</td><td>${c.healthy ? 'healthy' : 'unhealthy'}</td><td>${num(c.head_block)}</td><td>${esc(localTime(c.head_time))}</td><td>${num(c.lag_s)} s</td><td>${esc(c.last_error ?? '—')}</td></tr>`).join('');
-  view.innerHTML = `<h1>Keeper health: ${esc(h.status)}</h1><p>Store ${h.store ? 'answers' : 'does not answer'}.</p>
-    <div class="scroll"><table id="health"><thead><tr><th>Chain</th><th>Status</th><th>Head block</th><th>Head time</th><th>Lag</th><th>Last error</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+  draw(view, `<h1>Keeper health: ${esc(h.status)}</h1><p>Store ${h.store ? 'answers' : 'does not answer'}.</p>
+    <div class="scroll"><table id="health"><thead><tr><th>Chain</th><th>Status</th><th>Head block</th><th>Head time</th><th>Lag</th><th>Last error</th></tr></thead><tbody>${rows}</tbody></table></div>`);
 }
 
 // A selector that finds the focused control again after the view is re-rendered.
@@ -500,11 +508,24 @@ function focusKey(el) {
   return null;
 }
 
+// Replaces `box`'s content (the view or a part of it) and keeps the keyboard where it was: the control focused in it
+// at this moment (not when the data was asked for: a redraw waits for the keeper and the wallet, and the user may have
+// moved meanwhile) is found again in the new content and focused, a text field's caret kept.
+function draw(box, html) {
+  const a = document.activeElement;
+  const key = a && box.contains(a) ? focusKey(a) : null;
+  const caret = key && typeof a.selectionStart === 'number' ? [a.selectionStart, a.selectionEnd] : null;
+  box.innerHTML = html;
+  const b = key && box.querySelector(key);
+  if (!b) return;
+  b.focus({ preventScroll: true });
+  if (caret && typeof b.setSelectionRange === 'function') b.setSelectionRange(...caret);
+}
+
 let routing = null;
 async function route() {
   if (routing) { routing.again = true; return; }
   routing = { again: false };
-  const focus = focusKey(document.activeElement);
   try {
     await load();
     const parts = (location.hash || '#/').slice(2).split('/');
@@ -514,8 +535,6 @@ async function route() {
     else if (parts[0] === 'health') renderHealth();
     else renderMarkets();
     document.body.dataset.ready = '1';
-    // A refresh keeps the keyboard where it was: the same control, found again in the new page.
-    if (focus && view.contains(document.activeElement) === false) view.querySelector(focus)?.focus({ preventScroll: true });
   } catch (e) {
     show(`The keeper's API could not be read: ${e?.message ?? e}`);
   } finally {
@@ -535,9 +554,9 @@ setInterval(() => {
   }
 }, 250);
 
-// Re-renders with fresh data unless the user is typing an amount or a transaction is on its way.
+// Re-renders with fresh data unless a transaction is on its way or an amount is being typed (`mayRefresh`).
 function refresh() {
-  if (document.activeElement?.id === 'amount' || st.busy) return;
+  if (!mayRefresh(Date.now(), st.typedAt, st.busy)) return;
   route();
 }
 setInterval(refresh, 3000);
