@@ -2,6 +2,8 @@
 
 pub mod api;
 pub mod chain;
+pub(crate) mod checkpoints;
+pub(crate) mod commit_reveal;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -11,6 +13,7 @@ pub mod engine;
 pub mod lease;
 pub mod loadgen;
 pub mod logging;
+pub(crate) mod market;
 pub mod metrics;
 pub mod publisher;
 pub mod rpc;

@@ -13,13 +13,14 @@ use alloy::sol_types::{SolCall, SolEventInterface, SolValue};
 use anyhow::{Context, Result};
 use kronos_common::signals::{Outcome, SignalKind};
 use kronos_common::Bus;
-use kronos_contracts::registry::PredictionRegistry::{self, PredictionRegistryErrors, PredictionRegistryEvents};
+use kronos_contracts::registry::PredictionRegistry::{self, PredictionRegistryEvents};
 use kronos_forecast::{Candle, ForecastOptions, Forecaster};
 use parking_lot::Mutex;
 use rand::RngCore;
 
+use crate::commit_reveal::{self as decide, CommitStep, SendStep, Stored};
+use crate::market::MarketCtx;
 use crate::metrics::{MarketLabel, Metrics};
-use crate::scheduler::MarketDriver;
 use crate::store::{PredictionRow, Store, TrackRecordRow};
 
 /// Candles the forecaster may see at a time (completed candles only).
@@ -121,14 +122,6 @@ pub fn commitment_hash(
     )
 }
 
-/// Whether a commitment for `epoch` sent at chain time `now` still has `margin` seconds before the registry's commit
-/// window closes: commits are open from the round's start `T(epoch)` until the market's betting cutoff before the
-/// lock `T(epoch + 1)`.
-pub fn commit_open(i: &crate::scheduler::MarketInfo, epoch: u64, now: u64, margin: u64) -> bool {
-    let closes_at = i.t(epoch + 1).saturating_sub(i.bet_cutoff);
-    now >= i.t(epoch) && now + margin < closes_at
-}
-
 /// The publisher.
 pub struct Publisher {
     forecaster: Arc<Forecaster>,
@@ -162,8 +155,8 @@ impl Publisher {
         }
     }
 
-    /// Called by the market driver after each pass.
-    pub async fn tick(&self, d: &MarketDriver, epoch: u64, now: u64) -> Result<()> {
+    /// Called by the market driver in each pass.
+    pub(crate) async fn tick(&self, d: &MarketCtx<'_>, epoch: u64, now: u64) -> Result<()> {
         let Some(registry) = &d.chain.registry else { return Ok(()) };
         let registry_addr = *registry.address();
         self.commit(d, registry_addr, epoch, now).await?;
@@ -191,28 +184,34 @@ impl Publisher {
         let p_up_raw = kronos_forecast::forecast::p_next_move(&paths);
         let cal = self.forecaster.meta.calibration_for_next_move();
         let p_up = cal.apply(p_up_raw).clamp(0.0, 1.0);
-        let bps = (p_up * 10_000.0).round().clamp(0.0, 10_000.0) as u16;
+        let bps = decide::bps(p_up);
         Ok(Some(Published { p_up_raw, p_up, bps }))
     }
 
-    async fn commit(&self, d: &MarketDriver, registry: Address, epoch: u64, now: u64) -> Result<()> {
+    async fn commit(&self, d: &MarketCtx<'_>, registry: Address, epoch: u64, now: u64) -> Result<()> {
         let chain = d.chain.name.clone();
-        let i = &d.info;
-        // Leave a fifth of the round for the forecast and for the commit to be mined.
-        if !commit_open(i, epoch, now, i.interval / 5) {
-            return Ok(());
-        }
+        let i = d.info;
         let publisher = d.chain.tx.signer;
-        let existing = self.store.prediction(&chain, i.id as i64, epoch as i64, &publisher.to_string()).await?;
-        let row = match existing {
-            Some(r) if r.commit_tx.is_some() => return Ok(()),
-            Some(r) => r,
-            None => {
+        // Leave a fifth of the round for the forecast and for the commit to be mined.
+        let open = decide::commit_open(i, epoch, now, decide::forecast_margin(i));
+        let existing = match open {
+            true => self.store.prediction(&chain, i.id as i64, epoch as i64, &publisher.to_string()).await?,
+            false => None,
+        };
+        let stored = match &existing {
+            None => Stored::Nothing,
+            Some(r) if r.commit_tx.is_some() => Stored::Committed,
+            Some(_) => Stored::Uncommitted,
+        };
+        let row = match (decide::commit_step(open, stored), existing) {
+            (CommitStep::Closed | CommitStep::Done, _) => return Ok(()),
+            (CommitStep::CommitStored, Some(r)) => r,
+            (CommitStep::CommitStored | CommitStep::Forecast, _) => {
                 let Some(p) = self.forecast(&chain, i.id, now, epoch).await? else { return Ok(()) };
                 let mut salt = [0u8; 32];
                 rand::thread_rng().fill_bytes(&mut salt);
                 let salt = FixedBytes::from(salt);
-                let up = p.bps >= 5_000;
+                let up = decide::direction_up(p.bps);
                 let h = commitment_hash(d.chain.tx.chain_id, registry, publisher, i.id, epoch, up, p.bps, salt);
                 let row = PredictionRow {
                     chain: chain.clone(),
@@ -232,7 +231,7 @@ impl Publisher {
                 // With a shared signer another keeper may have stored (and be committing) this round's prediction
                 // under the same publisher: the insert is fenced by the market's lease, and the stored row is the one
                 // committed, so that the salt revealed later is the one the commitment was made with.
-                let term = d.chain.tx.shares_nonces().then(|| d.fence().token()).flatten();
+                let term = d.chain.tx.shares_nonces().then(|| d.fence.token()).flatten();
                 self.store.insert_prediction_under(&row, term.as_ref()).await?;
                 let Some(stored) =
                     self.store.prediction(&chain, i.id as i64, epoch as i64, &publisher.to_string()).await?
@@ -262,21 +261,31 @@ impl Publisher {
         };
         // The forecast takes wall time: a commit that can no longer land before the window closes is not sent.
         let (_, now) = d.chain.head().await?;
-        if !commit_open(i, epoch, now, 0) {
-            tracing::info!(chain = %chain, market = i.id, epoch, "the commit window closed while forecasting; skipped");
-            return Ok(());
-        }
-        // A commitment may already be on chain from a run that crashed before recording it.
-        let reg = d.chain.registry.as_ref().expect("registry checked");
-        let on_chain = reg.getCommitment(publisher, U256::from(i.id), U256::from(epoch)).call().await?;
-        if on_chain.hash.to_string() == row.commitment {
-            self.store.set_commit_tx(&chain, i.id as i64, epoch as i64, &row.publisher, "recovered").await?;
-            return Ok(());
-        }
+        let open_now = decide::commit_open(i, epoch, now, 0);
         let commitment: FixedBytes<32> = row.commitment.parse().context("stored commitment")?;
+        let mut ours = None;
+        loop {
+            match decide::send_step(open_now, ours) {
+                SendStep::WindowClosed => {
+                    tracing::info!(chain = %chain, market = i.id, epoch, "the commit window closed while forecasting; skipped");
+                    return Ok(());
+                }
+                SendStep::ReadOnChain => {
+                    // A commitment may already be on chain from a run that crashed before recording it.
+                    let reg = d.chain.registry.as_ref().expect("registry checked");
+                    let on_chain = reg.getCommitment(publisher, U256::from(i.id), U256::from(epoch)).call().await?;
+                    ours = Some(on_chain.hash == commitment);
+                }
+                SendStep::Recovered => {
+                    self.store.set_commit_tx(&chain, i.id as i64, epoch as i64, &row.publisher, "recovered").await?;
+                    return Ok(());
+                }
+                SendStep::Send => break,
+            }
+        }
         let data = PredictionRegistry::commitCall { marketId: U256::from(i.id), epoch: U256::from(epoch), commitment }
             .abi_encode();
-        let fence = d.fence();
+        let fence = d.fence.clone();
         let never: &crate::txmgr::DoneCheck<'_> = &|| Box::pin(async { false });
         match d
             .chain
@@ -298,7 +307,7 @@ impl Publisher {
                 );
                 Ok(())
             }
-            Err(e) if matches!(e.registry_error(), Some(PredictionRegistryErrors::CommitTooLate(_))) => {
+            Err(e) if decide::commit_too_late(e.registry_error().as_ref()) => {
                 tracing::info!(chain = %chain, market = i.id, epoch, now, reason = %e, "round locked before the commitment could be sent; skipped");
                 Ok(())
             }
@@ -309,20 +318,20 @@ impl Publisher {
     /// Reveals this keeper's own due commitments while it stands by (another keeper leads the market): only its own
     /// signer can reveal them, so a takeover must not leave them to expire on its track record. A signer shared by
     /// several keepers is left to the leader (its nonces come from the lease-fenced nonce authority).
-    pub async fn reveal_standby(&self, d: &MarketDriver) -> Result<()> {
+    pub(crate) async fn reveal_standby(&self, d: &MarketCtx<'_>) -> Result<()> {
         match &d.chain.registry {
             Some(registry) if !d.chain.tx.shares_nonces() => self.reveal_due(d, *registry.address()).await,
             _ => Ok(()),
         }
     }
 
-    async fn reveal_due(&self, d: &MarketDriver, registry: Address) -> Result<()> {
+    async fn reveal_due(&self, d: &MarketCtx<'_>, registry: Address) -> Result<()> {
         let chain = d.chain.name.clone();
-        let i = &d.info;
+        let i = d.info;
         let publisher = d.chain.tx.signer;
         // A reveal of this keeper's own commitment needs no lease (no other keeper can send it); with a shared
         // signer it goes under the lease term like every other send.
-        let fence = d.chain.tx.shares_nonces().then(|| d.fence());
+        let fence = d.chain.tx.shares_nonces().then(|| d.fence.clone());
         let pending = self.store.unrevealed(&chain, &publisher.to_string()).await?;
         for p in pending.into_iter().filter(|p| p.market_id as u64 == i.id) {
             let epoch = p.epoch as u64;
@@ -353,16 +362,7 @@ impl Publisher {
                 .await
             {
                 Ok(m) => m,
-                Err(e)
-                    if matches!(
-                        e.registry_error(),
-                        Some(
-                            PredictionRegistryErrors::AlreadyFinal(_)
-                                | PredictionRegistryErrors::RevealWindowClosed(_)
-                                | PredictionRegistryErrors::NoCommitment(_)
-                        )
-                    ) =>
-                {
+                Err(e) if decide::unrevealable(e.registry_error().as_ref()) => {
                     tracing::warn!(chain = %chain, market = i.id, epoch, reason = %e, "prediction can no longer be revealed");
                     self.store
                         .set_revealed(&chain, i.id as i64, epoch as i64, &p.publisher, "-", "unrevealable", None, None)
@@ -377,31 +377,16 @@ impl Publisher {
             for log in &mined.logs {
                 if let Ok(ev) = PredictionRegistryEvents::decode_log(log) {
                     if let PredictionRegistryEvents::Revealed(r) = ev.data {
-                        outcome = match r.outcome {
-                            1 => Outcome::Up,
-                            2 => Outcome::Down,
-                            3 => Outcome::Tie,
-                            _ => Outcome::None,
-                        };
-                        if matches!(outcome, Outcome::Up | Outcome::Down) {
-                            hit = Some(r.hit);
-                            brier = Some(r.brier.to::<u64>() as i64);
-                        }
+                        outcome = Outcome::try_from(r.outcome)?;
+                        let (h, b) = decide::score(outcome, r.hit, r.brier.to::<u64>());
+                        hit = h;
+                        brier = b.map(|b| b as i64);
                     }
                 }
             }
-            let out = format!("{outcome:?}").to_lowercase();
+            let out = outcome.as_str();
             self.store
-                .set_revealed(
-                    &chain,
-                    i.id as i64,
-                    epoch as i64,
-                    &p.publisher,
-                    &mined.hash.to_string(),
-                    &out,
-                    hit,
-                    brier,
-                )
+                .set_revealed(&chain, i.id as i64, epoch as i64, &p.publisher, &mined.hash.to_string(), out, hit, brier)
                 .await?;
             self.metrics
                 .predictions_revealed
@@ -414,7 +399,7 @@ impl Publisher {
                 .set(p.p_up_bps);
             let rec = d.chain.registry.as_ref().expect("registry").trackRecord(publisher).call().await?;
             let scored = rec.hits + rec.misses;
-            let mean_brier = if scored > 0 { rec.brierSum.to::<u128>() as f64 / 1e8 / scored as f64 } else { 0.0 };
+            let mean_brier = decide::mean_brier(rec.brierSum.to::<u128>(), scored);
             self.store
                 .upsert_track_record(&TrackRecordRow {
                     chain: chain.clone(),
@@ -443,36 +428,5 @@ impl Publisher {
             );
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_commit_window_runs_from_the_round_start_to_the_cutoff() {
-        let i = crate::scheduler::MarketInfo {
-            id: 1,
-            feed: Address::ZERO,
-            sequencer: None,
-            token: Address::ZERO,
-            genesis: 1000,
-            interval: 60,
-            settle_window: 720,
-            max_price_age: 60,
-            execute_delay: 12,
-            bet_cutoff: 6,
-            decimals: 8,
-            pair: "BTC/USD".into(),
-        };
-        // Round 2 runs from 1120; commits close at 1180 - 6 = 1174.
-        assert!(!commit_open(&i, 2, 1119, 0));
-        assert!(commit_open(&i, 2, 1120, 0));
-        assert!(commit_open(&i, 2, 1173, 0));
-        assert!(!commit_open(&i, 2, 1174, 0));
-        // With a margin for mining.
-        assert!(commit_open(&i, 2, 1161, 12));
-        assert!(!commit_open(&i, 2, 1162, 12));
     }
 }

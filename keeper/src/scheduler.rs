@@ -14,67 +14,19 @@ use kronos_common::signals::{Outcome, SignalKind};
 use kronos_common::{Bus, Decimal};
 use kronos_contracts::market::ChainlinkRounds::RoundProof;
 use kronos_contracts::market::KronosMarket::{self, KronosMarketEvents};
+use kronos_contracts::{CancelReason, CheckpointStatus};
 use parking_lot::Mutex;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::ChainRuntime;
+use crate::checkpoints::{self as decide, Action, ExecuteRevert, Proofs, Recorded, RoundIds, Snapshot, TermStep};
+use crate::market::MarketCtx;
 use crate::metrics::{MarketLabel, Metrics, ResultLabel};
 use crate::publisher::Publisher;
 use crate::store::{CheckpointRow, MarketRow, RoundRow, Store};
 use crate::txmgr::TxError;
 
-/// A market's fixed configuration, read from the contract.
-#[derive(Debug, Clone, Serialize)]
-pub struct MarketInfo {
-    pub id: u64,
-    pub feed: Address,
-    pub sequencer: Option<Address>,
-    pub token: Address,
-    pub genesis: u64,
-    pub interval: u64,
-    pub settle_window: u64,
-    pub max_price_age: u64,
-    /// Seconds after `T(k)` before checkpoint `k` may be executed.
-    pub execute_delay: u64,
-    /// Seconds before the lock at which betting and forecast commits close.
-    pub bet_cutoff: u64,
-    pub decimals: u8,
-    pub pair: String,
-}
-
-impl MarketInfo {
-    /// Timestamp of checkpoint `k`.
-    pub fn t(&self, k: u64) -> u64 {
-        self.genesis + k * self.interval
-    }
-}
-
-/// Live figures of a market (the demo's table, the bench, `/api/markets`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct MarketStats {
-    pub chain: String,
-    pub market: u64,
-    pub pair: String,
-    /// The round taking bets.
-    pub betting_epoch: u64,
-    pub next_checkpoint: u64,
-    pub last_lock_price: Option<Decimal>,
-    pub last_close_price: Option<Decimal>,
-    pub last_result: String,
-    pub settled: u64,
-    pub cancelled: u64,
-    pub missed: u64,
-    /// Settlement delay in blocks of this keeper's recent executes (the newest 4,096 to 8,192; older ones are dropped).
-    pub delays: Vec<u64>,
-    /// Gas used by the same executes.
-    pub execute_gas: Vec<u64>,
-    pub pool_up_wei: String,
-    pub pool_down_wei: String,
-    pub last_p_up: Option<f64>,
-    /// This keeper's role on the market (several keepers on one PostgreSQL store).
-    pub lease: crate::lease::LeaseStatus,
-}
+pub use crate::market::{MarketInfo, MarketStats};
 
 /// How many recent samples [`MarketStats`] keeps per series: a daemon runs for months, and `/api/markets` serves
 /// them. Once the series reaches twice this, the older half is dropped (amortised O(1) per sample).
@@ -92,37 +44,6 @@ pub(crate) fn push_sample(v: &mut Vec<u64>, x: u64) {
 pub fn price(v: I256, decimals: u8) -> Decimal {
     let i: i128 = v.try_into().unwrap_or(i128::MAX);
     Decimal::from_fixed(i, decimals).unwrap_or(Decimal::ZERO)
-}
-
-fn outcome(o: u8) -> Outcome {
-    match o {
-        1 => Outcome::Up,
-        2 => Outcome::Down,
-        3 => Outcome::Tie,
-        _ => Outcome::None,
-    }
-}
-
-fn cancel_reason(r: u8) -> &'static str {
-    match r {
-        1 => "lock_price_unusable",
-        2 => "close_price_unusable",
-        3 => "tie",
-        4 => "one_sided_pool",
-        5 => "expired",
-        _ => "unknown",
-    }
-}
-
-fn checkpoint_status(s: u8) -> &'static str {
-    match s {
-        1 => "valid",
-        2 => "stale",
-        3 => "bad_answer",
-        4 => "sequencer_down",
-        5 => "sequencer_grace_period",
-        _ => "none",
-    }
 }
 
 /// A failed call to the market contract in words: its custom error decoded (`UnknownMarket { marketId: 2 }`, never
@@ -145,35 +66,6 @@ pub fn retry_backoff(prev: Duration, poll: Duration) -> Duration {
 
 /// The longest wait between failed passes.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
-
-/// What a revert of `execute(k)` means to the scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExecuteRevert {
-    /// The checkpoint is recorded already (by someone else): done.
-    Done,
-    /// Not executable yet: try again next pass.
-    NotYet,
-    /// The proof went out of date: prove again next pass.
-    Reprove,
-    /// A real failure.
-    Fail,
-}
-
-/// Classifies a decoded `execute` revert.
-pub fn classify_execute_revert(e: &KronosMarket::KronosMarketErrors) -> ExecuteRevert {
-    use KronosMarket::KronosMarketErrors as E;
-    match e {
-        E::CheckpointAlreadyRecorded(_) => ExecuteRevert::Done,
-        E::CheckpointNotDue(_) | E::ProofTimestampNotPast(_) => ExecuteRevert::NotYet,
-        E::ProofRoundMissing(_)
-        | E::ProofRoundAfterTimestamp(_)
-        | E::ProofSuccessorNotAfterTimestamp(_)
-        | E::ProofNotLatest(_)
-        | E::ProofBadSuccessor(_)
-        | E::ProofLaterPhaseInEffect(_) => ExecuteRevert::Reprove,
-        _ => ExecuteRevert::Fail,
-    }
-}
 
 /// Drives one market of one chain.
 pub struct MarketDriver {
@@ -332,7 +224,7 @@ impl MarketDriver {
         let Some(sink) = &self.candle_sink else { return Ok(()) };
         let (name, id) = (&self.chain.name, self.info.id);
         for cp in self.store.checkpoints(name, id as i64, 0, 100_000).await? {
-            if cp.status == "valid" {
+            if matches!(cp.status.parse(), Ok(CheckpointStatus::Valid)) {
                 if let Ok(p) = cp.price.parse::<kronos_common::Decimal>() {
                     sink.record(name, id, cp.ts as u64, p.to_f64_lossy());
                 }
@@ -346,19 +238,14 @@ impl MarketDriver {
         Ok((cp.recordedAt.to::<u64>() != 0).then_some(cp))
     }
 
-    /// The first checkpoint that still matters at `now`: later ones may settle or lock a round that has not expired.
-    fn first_useful(&self, now: u64) -> u64 {
-        let i = &self.info;
-        // checkpoint k is useful while round k-1 (which it locks) can still settle: T(k+1) + window >= now.
-        if now <= i.genesis + i.settle_window {
-            return 0;
-        }
-        (now - i.settle_window - i.genesis).div_ceil(i.interval).saturating_sub(1)
-    }
-
     /// The term this driver works under, for the transaction manager's checks.
     pub fn fence(&self) -> crate::lease::Fence {
         crate::lease::Fence { lease: self.lease.clone(), epoch: self.term.load(std::sync::atomic::Ordering::SeqCst) }
+    }
+
+    /// What the publisher works with in a pass of this driver.
+    fn ctx(&self) -> MarketCtx<'_> {
+        MarketCtx { chain: &self.chain, info: &self.info, stats: &self.stats, fence: self.fence() }
     }
 
     /// Runs until cancelled: leads the market while this keeper holds its lease (renewed in the background), stands
@@ -378,15 +265,11 @@ impl MarketDriver {
                 break;
             }
             let view = self.lease.view();
-            let epoch = match &view {
-                crate::lease::LeaseView::Single => Some(0),
-                crate::lease::LeaseView::Leading { epoch, .. } if self.lease.may_send(*epoch) => Some(*epoch),
-                _ => None,
-            };
+            let leading = decide::leading_term(&view, |e| self.lease.may_send(e));
             self.stats.lock().lease = self.lease.status();
-            match (epoch, term) {
-                (Some(e), Some(t)) if e == t => {}
-                (Some(e), _) => {
+            match decide::term_step(leading, term) {
+                TermStep::Keep => {}
+                TermStep::Start(e) => {
                     tracing::info!(chain = %name, market = id, epoch = e, "leading the market: starting from chain state");
                     term = Some(e);
                     next = None;
@@ -398,15 +281,15 @@ impl MarketDriver {
                     self.term.store(e, std::sync::atomic::Ordering::SeqCst);
                     *self.fence_slot.lock() = self.lease.token(e);
                 }
-                (None, prev) => {
-                    if let Some(t) = prev {
+                TermStep::StandBy { ended } => {
+                    if let Some(t) = ended {
                         tracing::warn!(chain = %name, market = id, epoch = t, "standing by: this keeper does not hold the market's lease");
                         *self.fence_slot.lock() = None;
                         term = None;
                     }
                     // Commitments this keeper made while it led are revealed by it alone (its own signer).
                     if let Some(p) = &self.publisher {
-                        if let Err(e) = p.reveal_standby(&self).await {
+                        if let Err(e) = p.reveal_standby(&self.ctx()).await {
                             tracing::warn!(chain = %name, market = id, error = %format!("{e:#}"), "revealing this keeper's own forecasts while standing by failed");
                         }
                     }
@@ -436,22 +319,19 @@ impl MarketDriver {
     pub async fn step(&self, next: &mut Option<u64>) -> Result<()> {
         let (head, now) = self.chain.head().await?;
         let i = &self.info;
-        if now <= i.genesis {
-            return Ok(());
-        }
-        let floor = self.first_useful(now);
+        let Some(epoch) = decide::betting_epoch(i, now) else { return Ok(()) };
+        let floor = decide::first_useful(i, now);
         if next.is_none() {
             if let Err(e) = self.reconcile_before(floor).await {
                 tracing::warn!(chain = %self.chain.name, market = i.id, error = %format!("{e:#}"), "could not bring the store's open rounds up to date");
             }
         }
-        let start = next.unwrap_or(floor).max(floor);
+        let start = decide::pass_start(*next, floor);
         // Checkpoints and forecasts go side by side: the commit window of the round that just opened closes at the
         // betting cutoff, and waiting for an execute (a block or more) first can miss it on chains with long blocks.
-        let epoch = (now - i.genesis) / i.interval;
         let publish = async {
             if let Some(p) = &self.publisher {
-                if let Err(e) = p.tick(self, epoch, now).await {
+                if let Err(e) = p.tick(&self.ctx(), epoch, now).await {
                     tracing::warn!(chain = %self.chain.name, market = i.id, error = %format!("{e:#}"), "forecast publishing failed");
                 }
             }
@@ -482,37 +362,62 @@ impl MarketDriver {
         Ok(())
     }
 
-    /// Records every due checkpoint from `k` in order; returns the next one to look at.
-    async fn execute_due(&self, mut k: u64, head: u64, now: u64) -> (u64, Result<()>) {
-        let i = &self.info;
-        // Catch-up is bounded per pass so that publishing and health keep their pace.
-        let mut budget = 64;
-        // Checkpoint k may be executed from T(k) + the market's execute delay.
-        while i.t(k) + i.execute_delay < now && budget > 0 {
-            budget -= 1;
-            if i.t(k + 1) + i.settle_window < now {
-                self.missed(k, "every round that needs it has expired");
-                k += 1;
-                continue;
-            }
-            match self.recorded(k).await {
-                Ok(Some(cp)) => {
-                    if let Err(e) = self.note_recorded_elsewhere(k, &cp).await {
-                        return (k, Err(e));
-                    }
-                    k += 1;
-                    continue;
+    /// Records every due checkpoint from `k` in order; returns the next one to look at. The decisions are
+    /// [`decide::next_action`]'s; this loop reads what it asks for and does what it says.
+    async fn execute_due(&self, k: u64, head: u64, now: u64) -> (u64, Result<()>) {
+        let mut s = Snapshot::at(now, k, decide::PASS_BUDGET);
+        let mut on_chain = None;
+        loop {
+            let k = s.k;
+            let next = Snapshot::at(now, k + 1, s.budget.saturating_sub(1));
+            match decide::next_action(&self.info, &s) {
+                Action::Wait => return (k, Ok(())),
+                Action::Miss(why) => {
+                    self.missed(k, why.as_str());
+                    s = next;
                 }
-                Ok(None) => {}
-                Err(e) => return (k, Err(e)),
-            }
-            match self.execute(k, head).await {
-                Ok(true) => k += 1,
-                Ok(false) => break,
-                Err(e) => return (k, Err(e)),
+                Action::ReadRecorded => match self.recorded(k).await {
+                    Ok(cp) => {
+                        s.recorded = if cp.is_some() { Recorded::Yes } else { Recorded::No };
+                        on_chain = cp;
+                    }
+                    Err(e) => return (k, Err(e)),
+                },
+                Action::TakeRecorded => {
+                    if let Some(cp) = on_chain.take() {
+                        if let Err(e) = self.note_recorded_elsewhere(k, &cp).await {
+                            return (k, Err(e));
+                        }
+                    }
+                    s = next;
+                }
+                Action::Prove => match self.prove(k).await {
+                    Ok(p) => s.proofs = p,
+                    Err(e) => return (k, Err(e)),
+                },
+                Action::Execute { price, sequencer } => match self.execute(k, head, price, sequencer).await {
+                    Ok(true) => s = next,
+                    Ok(false) => return (k, Ok(())),
+                    Err(e) => return (k, Err(e)),
+                },
             }
         }
-        (k, Ok(()))
+    }
+
+    /// The feeds' rounds in effect at `T(k)`: the price feed's by `updatedAt`, the sequencer feed's (if the market
+    /// has one) by `startedAt`.
+    async fn prove(&self, k: u64) -> Result<Proofs> {
+        let t = self.info.t(k);
+        let ids =
+            |p: kronos_chainlink::RoundProof| RoundIds { round_id: p.round.round_id, next_round_id: p.next_round_id };
+        let Some(price) = round_at(&self.feed, t, TimeField::UpdatedAt).await?.map(ids) else {
+            return Ok(Proofs::Read { price: None, sequencer: Ok(None) });
+        };
+        let sequencer = match &self.seq {
+            Some(s) => round_at(s, t, TimeField::StartedAt).await?.map(ids).map(Some).ok_or(()),
+            None => Ok(None),
+        };
+        Ok(Proofs::Read { price: Some(price), sequencer })
     }
 
     async fn checkpoint_price(&self, k: u64) -> Result<Option<Decimal>> {
@@ -562,7 +467,7 @@ impl MarketDriver {
                 ts: i.t(k) as i64,
                 round_id: cp.roundId.to_string(),
                 price: price(I256::try_from(cp.price).unwrap_or_default(), i.decimals).to_string(),
-                status: checkpoint_status(cp.status).to_string(),
+                status: CheckpointStatus::try_from(cp.status)?.to_string(),
                 tx_hash: None,
                 block: None,
                 delay_blocks: None,
@@ -597,31 +502,15 @@ impl MarketDriver {
         Ok(Some((hash, block, r.inner.logs().iter().map(|l| l.inner.clone()).collect())))
     }
 
-    /// Proves and records checkpoint `k`. `Ok(false)`: not possible yet (retry later).
-    async fn execute(&self, k: u64, head: u64) -> Result<bool> {
+    /// Records checkpoint `k` with the proofs given. `Ok(false)`: not possible yet (retry later).
+    async fn execute(&self, k: u64, head: u64, price: RoundIds, sequencer: RoundIds) -> Result<bool> {
         let i = &self.info;
         let t = i.t(k);
-        let Some(pp) = round_at(&self.feed, t, TimeField::UpdatedAt).await? else {
-            self.missed(k, "the feed has no round before the checkpoint time");
-            return Ok(true);
+        let proof = |r: RoundIds| RoundProof {
+            roundId: alloy::primitives::aliases::U80::from(r.round_id),
+            nextRoundId: alloy::primitives::aliases::U80::from(r.next_round_id),
         };
-        let sp = match &self.seq {
-            Some(s) => match round_at(s, t, TimeField::StartedAt).await? {
-                Some(p) => RoundProof {
-                    roundId: alloy::primitives::aliases::U80::from(p.round.round_id),
-                    nextRoundId: alloy::primitives::aliases::U80::from(p.next_round_id),
-                },
-                None => {
-                    self.missed(k, "the sequencer feed has no round before the checkpoint time");
-                    return Ok(true);
-                }
-            },
-            None => RoundProof::default(),
-        };
-        let price_proof = RoundProof {
-            roundId: alloy::primitives::aliases::U80::from(pp.round.round_id),
-            nextRoundId: alloy::primitives::aliases::U80::from(pp.next_round_id),
-        };
+        let (price_proof, sp) = (proof(price), proof(sequencer));
         let data = KronosMarket::executeCall {
             marketId: U256::from(i.id),
             index: U256::from(k),
@@ -657,32 +546,28 @@ impl MarketDriver {
                 self.handle_logs(k, &mined.logs, Some((mined.hash.to_string(), mined.block, delay))).await?;
                 Ok(true)
             }
-            Err(TxError::Revert { .. }) if matches!(self.recorded(k).await, Ok(Some(_))) => {
-                // Recorded by someone else in the meantime (the revert reason may be another check that failed
-                // first, e.g. a proof outdated by then): that is success.
-                tracing::info!(chain = %self.chain.name, market = i.id, checkpoint = k, "checkpoint recorded by someone else first");
-                if let Some(cp) = self.recorded(k).await? {
-                    self.note_recorded_elsewhere(k, &cp).await?;
-                }
-                Ok(true)
-            }
-            Err(e @ TxError::Revert { .. }) => match e.market_error().map(|m| classify_execute_revert(&m)) {
-                Some(ExecuteRevert::Done) => {
-                    // Someone else recorded it in the meantime: that is success.
-                    tracing::info!(chain = %self.chain.name, market = i.id, checkpoint = k, "checkpoint recorded by someone else first");
-                    if let Some(cp) = self.recorded(k).await? {
-                        self.note_recorded_elsewhere(k, &cp).await?;
+            Err(e @ TxError::Revert { .. }) => {
+                let recorded_now = matches!(self.recorded(k).await, Ok(Some(_)));
+                let decoded = e.market_error().map(|m| decide::classify_execute_revert(&m));
+                match decide::after_revert(recorded_now, decoded) {
+                    ExecuteRevert::Done => {
+                        // Recorded by someone else in the meantime (the revert reason may be another check that
+                        // failed first, e.g. a proof outdated by then): that is success.
+                        tracing::info!(chain = %self.chain.name, market = i.id, checkpoint = k, "checkpoint recorded by someone else first");
+                        if let Some(cp) = self.recorded(k).await? {
+                            self.note_recorded_elsewhere(k, &cp).await?;
+                        }
+                        Ok(true)
                     }
-                    Ok(true)
+                    ExecuteRevert::NotYet => Ok(false),
+                    ExecuteRevert::Reprove => {
+                        // The feed moved between proof and inclusion: prove again next pass.
+                        tracing::info!(chain = %self.chain.name, market = i.id, checkpoint = k, reason = %e, "proof outdated; proving again");
+                        Ok(false)
+                    }
+                    ExecuteRevert::Fail => Err(anyhow::anyhow!("execute({}, {k}): {e}", i.id)),
                 }
-                Some(ExecuteRevert::NotYet) => Ok(false),
-                Some(ExecuteRevert::Reprove) => {
-                    // The feed moved between proof and inclusion: prove again next pass.
-                    tracing::info!(chain = %self.chain.name, market = i.id, checkpoint = k, reason = %e, "proof outdated; proving again");
-                    Ok(false)
-                }
-                _ => Err(anyhow::anyhow!("execute({}, {k}): {e}", i.id)),
-            },
+            }
             Err(e) => Err(anyhow::anyhow!("execute({}, {k}): {e}", i.id)),
         }
     }
@@ -708,10 +593,11 @@ impl MarketDriver {
             match ev.data {
                 KronosMarketEvents::CheckpointRecorded(e) if e.marketId == U256::from(i.id) => {
                     let p = price(e.price, i.decimals);
-                    if e.status != 1 {
-                        tracing::warn!(chain = %chain, market = i.id, checkpoint = k, status = checkpoint_status(e.status), pair = %i.pair, "feed unusable at the checkpoint: the rounds it locks or settles are refunded");
+                    let status = CheckpointStatus::try_from(e.status)?;
+                    if status != CheckpointStatus::Valid {
+                        tracing::warn!(chain = %chain, market = i.id, checkpoint = k, status = status.as_str(), pair = %i.pair, "feed unusable at the checkpoint: the rounds it locks or settles are refunded");
                     }
-                    if e.status == 1 {
+                    if status == CheckpointStatus::Valid {
                         if let Some(sink) = &self.candle_sink {
                             sink.record(&chain, i.id, i.t(k), p.to_f64_lossy());
                         }
@@ -723,7 +609,7 @@ impl MarketDriver {
                         ts: i.t(k) as i64,
                         round_id: e.roundId.to_string(),
                         price: p.to_string(),
-                        status: checkpoint_status(e.status).to_string(),
+                        status: status.to_string(),
                         tx_hash: tx.as_ref().map(|t| t.0.clone()),
                         block: tx.as_ref().map(|t| t.1 as i64),
                         delay_blocks: tx.as_ref().map(|t| t.2 as i64),
@@ -794,7 +680,8 @@ impl MarketDriver {
                 KronosMarketEvents::RoundSettled(e) if e.marketId == U256::from(i.id) => {
                     let epoch = e.epoch.to::<u64>();
                     let (lp, cp) = (price(e.lockPrice, i.decimals), price(e.closePrice, i.decimals));
-                    tracing::info!(chain = %chain, market = i.id, epoch, outcome = ?outcome(e.outcome), lock_price = %lp, close_price = %cp, "round settled");
+                    let outcome = Outcome::try_from(e.outcome)?;
+                    tracing::info!(chain = %chain, market = i.id, epoch, outcome = ?outcome, lock_price = %lp, close_price = %cp, "round settled");
                     let r = self.chain.market.getRound(U256::from(i.id), e.epoch).call().await?;
                     let delay = tx.as_ref().map(|t| t.2);
                     self.store
@@ -805,7 +692,7 @@ impl MarketDriver {
                             state: "settled".into(),
                             lock_price: Some(lp.to_string()),
                             close_price: Some(cp.to_string()),
-                            outcome: Some(format!("{:?}", outcome(e.outcome)).to_lowercase()),
+                            outcome: Some(outcome.to_string()),
                             reason: None,
                             up_wei: r.upAmount.to_string(),
                             down_wei: r.downAmount.to_string(),
@@ -827,7 +714,7 @@ impl MarketDriver {
                         s.settled += 1;
                         s.last_lock_price = Some(lp);
                         s.last_close_price = Some(cp);
-                        s.last_result = format!("#{epoch} {:?}", outcome(e.outcome)).to_lowercase();
+                        s.last_result = format!("#{epoch} {outcome}");
                     }
                     self.bus.publish(
                         "keeper",
@@ -835,7 +722,7 @@ impl MarketDriver {
                             chain: chain.clone(),
                             market: i.id,
                             epoch,
-                            outcome: outcome(e.outcome),
+                            outcome,
                             lock_price: lp,
                             close_price: cp,
                             total_wei: e.totalAmount.to_string(),
@@ -847,8 +734,9 @@ impl MarketDriver {
                 }
                 KronosMarketEvents::RoundCancelled(e) if e.marketId == U256::from(i.id) => {
                     let epoch = e.epoch.to::<u64>();
-                    let reason = cancel_reason(e.reason);
-                    tracing::info!(chain = %chain, market = i.id, epoch, reason, "round refunded");
+                    let reason = CancelReason::try_from(e.reason)?;
+                    let outcome = Outcome::try_from(e.outcome)?;
+                    tracing::info!(chain = %chain, market = i.id, epoch, reason = reason.as_str(), "round refunded");
                     let r = self.chain.market.getRound(U256::from(i.id), e.epoch).call().await?;
                     let lock = self.checkpoint_price(epoch + 1).await?;
                     let close = self.checkpoint_price(epoch + 2).await?;
@@ -860,8 +748,8 @@ impl MarketDriver {
                             state: "cancelled".into(),
                             lock_price: lock.map(|c| c.to_string()),
                             close_price: close.map(|c| c.to_string()),
-                            outcome: Some(format!("{:?}", outcome(e.outcome)).to_lowercase()),
-                            reason: Some(reason.into()),
+                            outcome: Some(outcome.to_string()),
+                            reason: Some(reason.to_string()),
                             up_wei: r.upAmount.to_string(),
                             down_wei: r.downAmount.to_string(),
                             reward_wei: None,
@@ -890,8 +778,8 @@ impl MarketDriver {
                             chain: chain.clone(),
                             market: i.id,
                             epoch,
-                            reason: reason.into(),
-                            outcome: outcome(e.outcome),
+                            reason: reason.to_string(),
+                            outcome,
                         },
                     );
                 }
@@ -921,7 +809,6 @@ mod tests {
     }
 
     use super::*;
-    use KronosMarket::KronosMarketErrors as E;
 
     fn reverted(data: &str) -> alloy::contract::Error {
         alloy::contract::Error::TransportError(alloy::transports::RpcError::ErrorResp(
@@ -958,36 +845,5 @@ mod tests {
         assert_eq!(retry_backoff(ms(5000), ms(100)), ms(5000));
         // A poll interval above the cap is kept.
         assert_eq!(retry_backoff(ms(8000), ms(8000)), ms(8000));
-    }
-
-    #[test]
-    fn execute_reverts_are_classified_by_variant() {
-        let (m, k) = (U256::from(1), U256::from(3));
-        assert_eq!(
-            classify_execute_revert(&E::CheckpointAlreadyRecorded(KronosMarket::CheckpointAlreadyRecorded {
-                marketId: m,
-                index: k
-            })),
-            ExecuteRevert::Done
-        );
-        assert_eq!(
-            classify_execute_revert(&E::CheckpointNotDue(KronosMarket::CheckpointNotDue {
-                marketId: m,
-                index: k,
-                timestamp: U256::ZERO
-            })),
-            ExecuteRevert::NotYet
-        );
-        assert_eq!(
-            classify_execute_revert(&E::ProofNotLatest(KronosMarket::ProofNotLatest {
-                roundId: Default::default(),
-                latestRoundId: Default::default()
-            })),
-            ExecuteRevert::Reprove
-        );
-        assert_eq!(
-            classify_execute_revert(&E::UnknownMarket(KronosMarket::UnknownMarket { marketId: m })),
-            ExecuteRevert::Fail
-        );
     }
 }

@@ -7,6 +7,18 @@
 //! "underpriced" lead to a receipt check, "nonce too high" to a nonce resync, transport failures to a retry (the RPC
 //! layer fails over between endpoints), and an application revert is returned to the caller without retrying.
 //! A receipt counts once the chain's confirmations are reached and its block is still canonical.
+//!
+//! The rules are pure functions, unit-tested without a chain, in the style of the relayer's modules: [`fees`]
+//! (first fees, replacement fees, gas limit), [`replace`] (when a version is stuck and what it gets, cancellations,
+//! the nonce counter), [`status`] (receipts, confirmations, reorganisations, recovery after a restart),
+//! [`node_error`] (a node's error answer by meaning: the only place that reads an error's text) and [`revert`]
+//! (revert data decoded into the contracts' error enums). This module is the IO around them.
+
+pub(crate) mod fees;
+pub(crate) mod node_error;
+pub(crate) mod replace;
+pub(crate) mod revert;
+pub(crate) mod status;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +37,12 @@ use kronos_common::{Bus, FeeModel};
 
 use crate::lease::Fence;
 use crate::store::{Store, TxRow};
+
+pub(crate) use fees::{next_fees, Fees};
+pub(crate) use node_error::{classify_node_error, NodeError};
+pub(crate) use replace::{nonce_gap, released};
+use revert::revert_from;
+pub(crate) use revert::{decode_revert, is_benign_revert};
 
 /// How a transaction ended badly.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -107,146 +125,6 @@ fn message(e: &RpcError<TransportErrorKind>) -> String {
     }
 }
 
-/// Decodes revert data with the Kronos contracts' errors, `Error(string)` and `Panic(uint)`.
-pub fn decode_revert(data: &[u8]) -> String {
-    use alloy::sol_types::SolInterface;
-    if let Ok(e) = kronos_contracts::market::KronosMarket::KronosMarketErrors::abi_decode(data) {
-        return format!("{e:?}");
-    }
-    if let Ok(e) = kronos_contracts::registry::PredictionRegistry::PredictionRegistryErrors::abi_decode(data) {
-        return format!("{e:?}");
-    }
-    // An unknown custom error decodes as "custom error 0x…: " plus its raw bytes; show those as hex instead.
-    if let Some(r) = alloy::sol_types::decode_revert_reason(data).filter(|r| !r.chars().any(char::is_control)) {
-        return r;
-    }
-    format!("0x{}", alloy::hex::encode(data))
-}
-
-fn revert_from(e: &RpcError<TransportErrorKind>) -> Option<TxError> {
-    let p = e.as_error_resp()?;
-    let data = p.as_revert_data();
-    let msg = p.message.to_lowercase();
-    if data.is_none() && !msg.contains("revert") {
-        return None;
-    }
-    let reason = data.as_ref().map(|d| decode_revert(d)).unwrap_or_else(|| p.message.to_string());
-    Some(TxError::Revert { reason, data })
-}
-
-fn bump(v: U256, percent: u64) -> U256 {
-    v * U256::from(100 + percent) / U256::from(100) + U256::from(1)
-}
-
-/// A transaction's fee fields (for legacy transactions both hold the gas price).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fees {
-    pub max_fee: U256,
-    pub priority: U256,
-}
-
-/// The fees of a replacement of a transaction sent at `old` when the market asks `market`: raised by at least
-/// `bump_percent` and at least to the market, within the caps; `None` when the caps leave no room for the node's
-/// minimum replacement raise (10% on both fields).
-pub fn next_fees(p: &TxPolicy, old: Fees, market: Fees) -> Option<Fees> {
-    let priority =
-        bump(old.priority, p.bump_percent).max(market.priority).min(p.max_priority_fee_wei.max(old.priority));
-    let max_fee = bump(old.max_fee, p.bump_percent).max(market.max_fee).min(p.max_fee_wei);
-    let priority = if p.fee_model == FeeModel::Legacy { max_fee } else { priority.min(max_fee) };
-    if max_fee < bump(old.max_fee, 10) - U256::from(1)
-        || (p.fee_model == FeeModel::Eip1559 && priority < bump(old.priority, 10) - U256::from(1))
-    {
-        return None;
-    }
-    Some(Fees { max_fee, priority })
-}
-
-/// What a node's refusal of a broadcast means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The node has the transaction already: keep following it.
-    Known,
-    /// The nonce is used: by one of our versions (look for its receipt) or by another transaction.
-    NonceUsed,
-    /// The nonce is ahead of the account's: resynchronise and start over.
-    NonceGap,
-    /// The fees are below what the node or the block accepts: replace with higher fees.
-    Underpriced,
-    /// The signer cannot pay.
-    NoFunds,
-    /// The call reverts (the node answered with revert data or said so).
-    Revert,
-    /// Refused for good for another reason.
-    Refused,
-}
-
-/// Classifies a node's JSON-RPC error answer to `eth_sendRawTransaction` (nodes answer these with messages only,
-/// so the message is what there is to read; `reverts` when the answer carries revert data).
-pub fn classify_refusal(message: &str, reverts: bool) -> Refusal {
-    let m = message.to_lowercase();
-    let any = |xs: &[&str]| xs.iter().any(|x| m.contains(x));
-    if any(&["already known", "known transaction", "already imported"]) {
-        Refusal::Known
-    } else if any(&["nonce too low", "nonce is too low", "invalid nonce"]) {
-        Refusal::NonceUsed
-    } else if m.contains("nonce too high") {
-        Refusal::NonceGap
-    } else if any(&["underpriced", "fee too low", "less than block base fee", "max fee per gas less than"]) {
-        Refusal::Underpriced
-    } else if m.contains("insufficient funds") {
-        Refusal::NoFunds
-    } else if reverts {
-        Refusal::Revert
-    } else {
-        Refusal::Refused
-    }
-}
-
-/// The nonce counter after giving back `nonce`: the counter steps back when `nonce` was the last one taken, and is
-/// otherwise cleared, to be read again from the node (later nonces are in flight).
-pub fn released(next: Option<u64>, nonce: u64) -> Option<u64> {
-    (next == Some(nonce + 1)).then_some(nonce)
-}
-
-/// Whether a transaction with `nonce` in the pool waits behind nonces nobody sent: fewer are mined (`latest`) and
-/// the node's pending count (mined plus those ready in its pool, contiguously) stops below it.
-pub fn nonce_gap(latest: u64, pending: u64, nonce: u64) -> bool {
-    latest < nonce && pending < nonce
-}
-
-/// Whether revert data says that what the transaction was for is already done by someone else
-/// (`CheckpointAlreadyRecorded`: anyone may execute a checkpoint, and a copy of ours with a higher tip can land
-/// first). Such a revert is the outcome we wanted, not a failure to alert about.
-pub fn is_benign_revert(data: &[u8]) -> bool {
-    use alloy::sol_types::SolInterface;
-    use kronos_contracts::market::KronosMarket::KronosMarketErrors;
-    matches!(KronosMarketErrors::abi_decode(data), Ok(KronosMarketErrors::CheckpointAlreadyRecorded(_)))
-}
-
-impl TxError {
-    /// The revert decoded as a KronosMarket error.
-    pub fn market_error(&self) -> Option<kronos_contracts::market::KronosMarket::KronosMarketErrors> {
-        use alloy::sol_types::SolInterface;
-        match self {
-            TxError::Revert { data: Some(d), .. } => {
-                kronos_contracts::market::KronosMarket::KronosMarketErrors::abi_decode(d).ok()
-            }
-            _ => None,
-        }
-    }
-
-    /// The revert decoded as a PredictionRegistry error.
-    pub fn registry_error(&self) -> Option<kronos_contracts::registry::PredictionRegistry::PredictionRegistryErrors> {
-        use alloy::sol_types::SolInterface;
-        match self {
-            TxError::Revert { data: Some(d), .. } => {
-                kronos_contracts::registry::PredictionRegistry::PredictionRegistryErrors::abi_decode(d).ok()
-            }
-            _ => None,
-        }
-    }
-}
-
 /// A store error as a transaction error: `Fenced` when the store refused a write under an ended lease term.
 fn fenced_or_fatal(e: anyhow::Error) -> TxError {
     match e.downcast_ref::<crate::store::Fenced>() {
@@ -323,19 +201,17 @@ impl TxManager {
     }
 
     async fn current_fees(&self) -> Result<Fees, TxError> {
-        let p = &self.policy;
-        let fees = match p.fee_model {
+        let quote = match self.policy.fee_model {
             FeeModel::Eip1559 => {
                 let est = self.provider.estimate_eip1559_fees().await.map_err(|e| TxError::Transport(message(&e)))?;
-                let priority = U256::from(est.max_priority_fee_per_gas).min(p.max_priority_fee_wei);
-                Fees { max_fee: U256::from(est.max_fee_per_gas).max(priority), priority }
+                fees::Quote::Eip1559 { max_fee: est.max_fee_per_gas, priority: est.max_priority_fee_per_gas }
             }
             FeeModel::Legacy => {
-                let gp = self.provider.get_gas_price().await.map_err(|e| TxError::Transport(message(&e)))?;
-                Fees { max_fee: U256::from(gp), priority: U256::from(gp) }
+                let gas_price = self.provider.get_gas_price().await.map_err(|e| TxError::Transport(message(&e)))?;
+                fees::Quote::Legacy { gas_price }
             }
         };
-        Ok(Fees { max_fee: fees.max_fee.min(p.max_fee_wei), priority: fees.priority.min(p.max_fee_wei) })
+        Ok(fees::market_fees(&self.policy, quote))
     }
 
     /// Simulates the call from this signer; `Err(Revert)` when it would revert.
@@ -478,7 +354,7 @@ impl TxManager {
         loop {
             self.check_fence(fence, action)?;
             let est = self.simulate(to, &data, value).await?;
-            let gas = est + est / 4 + 10_000;
+            let gas = fees::gas_limit(est);
             // Fees before the nonce: a failure here leaves no nonce taken.
             let fees = self.current_fees().await?;
             self.check_fence(fence, action)?;
@@ -525,7 +401,8 @@ impl TxManager {
         done: &DoneCheck<'_>,
     ) -> Result<Followed, TxError> {
         let mut attempts = 0u32;
-        let mut deadline = Instant::now() + self.policy.bump_after;
+        // When the version being followed was last (re)broadcast or replaced: it is stuck `bump_after` later.
+        let mut sent_at = Instant::now();
         let mut need_broadcast = broadcast;
         let mut transport_wait = self.policy.poll;
         loop {
@@ -575,9 +452,11 @@ impl TxManager {
                     }
                     Err(e) => {
                         let m = message(&e);
-                        match classify_refusal(&m, revert_from(&e).is_some()) {
-                            Refusal::Known => {}
-                            Refusal::NonceUsed => {
+                        let class = classify_node_error(e.as_error_resp().map_or(0, |p| p.code), &m);
+                        let reverts = revert_from(&e);
+                        match class {
+                            NodeError::AlreadyKnown => {}
+                            NodeError::NonceTooLow => {
                                 if let Some(mined) = self.find_mined(&tx.hashes).await? {
                                     return self.finish(action, &tx.hashes, mined, attempts).await.map(Followed::Mined);
                                 }
@@ -586,12 +465,12 @@ impl TxManager {
                                 self.resync_nonce().await;
                                 return Ok(Followed::NonceUsed);
                             }
-                            Refusal::NonceGap => {
+                            NodeError::NonceTooHigh => {
                                 self.mark(&tx.hashes, "dropped", Some("nonce too high")).await;
                                 self.resync_nonce().await;
                                 return Ok(Followed::Restart);
                             }
-                            Refusal::Underpriced => match self.raise(tx.fees).await {
+                            NodeError::Underpriced => match self.raise(tx.fees).await {
                                 Ok(Some(f)) => {
                                     if let Err(e) = self.replace(fence, action, &mut tx, f).await {
                                         if matches!(e, TxError::Fenced(_)) {
@@ -608,7 +487,7 @@ impl TxManager {
                                 }
                                 Err(e) => return Err(e),
                             },
-                            Refusal::NoFunds => {
+                            NodeError::InsufficientFunds => {
                                 self.mark(&tx.hashes, "failed", Some("insufficient funds")).await;
                                 self.resync_nonce().await;
                                 self.bus.publish(
@@ -624,13 +503,12 @@ impl TxManager {
                                     self.chain, self.signer
                                 )));
                             }
-                            Refusal::Revert => {
-                                let r = revert_from(&e).expect("classified as a revert");
-                                self.mark(&tx.hashes, "failed", Some(&r.to_string())).await;
-                                self.resync_nonce().await;
-                                return Err(r);
-                            }
-                            Refusal::Refused => {
+                            NodeError::Reverted | NodeError::Other => {
+                                if let Some(r) = reverts {
+                                    self.mark(&tx.hashes, "failed", Some(&r.to_string())).await;
+                                    self.resync_nonce().await;
+                                    return Err(r);
+                                }
                                 self.mark(&tx.hashes, "failed", Some(&m)).await;
                                 self.resync_nonce().await;
                                 return Err(TxError::Fatal(format!(
@@ -685,7 +563,7 @@ impl TxManager {
                         self.counters.reorged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(chain = %self.chain, action, hash = %mined.hash, "block reorganised away; following the transaction again");
                         need_broadcast = true;
-                        deadline = Instant::now() + self.policy.bump_after;
+                        sent_at = Instant::now();
                         continue;
                     }
                     Ok(None) => continue,
@@ -697,7 +575,7 @@ impl TxManager {
                     Err(e) => return Err(e),
                 }
             }
-            if Instant::now() < deadline {
+            if !replace::stuck(sent_at, Instant::now(), self.policy.bump_after) {
                 continue;
             }
             // Not mined in time: dropped from the pool, or stuck behind the fee market.
@@ -711,34 +589,46 @@ impl TxManager {
                 Err(e) => return Err(TxError::Fatal(message(&e))),
             };
             transport_wait = self.policy.poll;
-            if known.is_none() {
-                tracing::warn!(chain = %self.chain, action, hash = %tx.hash, "transaction left the pool; broadcasting it again");
-                self.counters.rebroadcast.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                need_broadcast = true;
-            } else if self.fill_gap_below(action, tx.nonce).await {
+            let in_pool = known.is_some();
+            if in_pool && self.fill_gap_below(action, tx.nonce).await {
                 // The gap below is filled: this transaction can be mined now, at its fees.
-            } else {
+                sent_at = Instant::now();
+                continue;
+            }
+            let replacement = if in_pool {
                 match self.raise(tx.fees).await {
-                    Ok(Some(f)) => {
-                        tracing::info!(chain = %self.chain, action, nonce = tx.nonce, max_fee = %f.max_fee, priority = %f.priority, "not mined in time; replacing with higher fees");
-                        if let Err(e) = self.replace(fence, action, &mut tx, f).await {
-                            if matches!(e, TxError::Fenced(_)) {
-                                Box::pin(self.orphaned(action, tx, true)).await;
-                            }
-                            return Err(e);
-                        }
-                        need_broadcast = true;
-                    }
-                    Ok(None) => {
-                        tracing::warn!(chain = %self.chain, action, "not mined and fees are at the configured cap; waiting")
-                    }
+                    Ok(r) => r,
                     Err(TxError::Transport(m)) => {
-                        tracing::warn!(chain = %self.chain, action, error = %m, "fee check failed (transport); still following")
+                        tracing::warn!(chain = %self.chain, action, error = %m, "fee check failed (transport); still following");
+                        sent_at = Instant::now();
+                        continue;
                     }
                     Err(e) => return Err(e),
                 }
+            } else {
+                None
+            };
+            match replace::unstick(in_pool, replacement) {
+                replace::Unstick::Rebroadcast => {
+                    tracing::warn!(chain = %self.chain, action, hash = %tx.hash, "transaction left the pool; broadcasting it again");
+                    self.counters.rebroadcast.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    need_broadcast = true;
+                }
+                replace::Unstick::Replace(f) => {
+                    tracing::info!(chain = %self.chain, action, nonce = tx.nonce, max_fee = %f.max_fee, priority = %f.priority, "not mined in time; replacing with higher fees");
+                    if let Err(e) = self.replace(fence, action, &mut tx, f).await {
+                        if matches!(e, TxError::Fenced(_)) {
+                            Box::pin(self.orphaned(action, tx, true)).await;
+                        }
+                        return Err(e);
+                    }
+                    need_broadcast = true;
+                }
+                replace::Unstick::WaitAtCap => {
+                    tracing::warn!(chain = %self.chain, action, "not mined and fees are at the configured cap; waiting")
+                }
             }
-            deadline = Instant::now() + self.policy.bump_after;
+            sent_at = Instant::now();
         }
     }
 
@@ -764,8 +654,7 @@ impl TxManager {
         }
         tracing::warn!(chain = %self.chain, action, nonce, out, "the lease term ended with this nonce taken: cancelling it (a zero-value transfer to the signer) so that it leaves no gap");
         let fees = match self.current_fees().await {
-            Ok(market) if out => next_fees(&self.policy, tx.fees, market),
-            Ok(market) => Some(market),
+            Ok(market) => replace::cancellation_fees(&self.policy, tx.fees, market, out),
             Err(e) => {
                 tracing::error!(chain = %self.chain, action, nonce, error = %e, "cannot cancel the orphaned nonce; the restart's recovery settles it");
                 return;
@@ -875,7 +764,7 @@ impl TxManager {
     /// Waits after a transport failure while a transaction is followed (doubling up to 5 s).
     async fn pause(&self, wait: &mut Duration) {
         tokio::time::sleep(*wait).await;
-        *wait = (*wait * 2).min(Duration::from_secs(5)).max(self.policy.poll);
+        *wait = replace::transport_backoff(*wait, self.policy.poll);
     }
 
     /// Fees raised by at least `bump_percent`, and at least to the current market, within the caps; `None` at the cap.
@@ -946,13 +835,16 @@ impl TxManager {
         for (_, h) in hashes.iter().rev() {
             match self.provider.get_transaction_receipt(*h).await {
                 Ok(Some(r)) => {
-                    let Some(block) = r.block_number else { continue };
-                    if !r.status() {
-                        return Err(TxError::Revert {
-                            reason: format!("transaction {h} reverted on chain in block {block}"),
-                            data: None,
-                        });
-                    }
+                    let block = match status::receipt(Some((r.block_number, r.status()))) {
+                        status::Receipt::Pending => continue,
+                        status::Receipt::Reverted(block) => {
+                            return Err(TxError::Revert {
+                                reason: format!("transaction {h} reverted on chain in block {block}"),
+                                data: None,
+                            })
+                        }
+                        status::Receipt::Mined(block) => block,
+                    };
                     let logs = r.inner.logs().iter().map(|l| l.inner.clone()).collect();
                     return Ok(Some(Mined {
                         hash: *h,
@@ -974,18 +866,19 @@ impl TxManager {
     /// `Some(true)`: confirmed and canonical; `Some(false)`: reorganised away; `None`: not deep enough yet.
     async fn confirm(&self, mined: &Mined) -> Result<Option<bool>, TxError> {
         let head = self.provider.get_block_number().await.map_err(|e| TxError::Transport(message(&e)))?;
-        if head + 1 < mined.block + self.policy.confirmations {
+        if !status::deep_enough(head, mined.block, self.policy.confirmations) {
             return Ok(None);
         }
         let r = self.provider.get_transaction_receipt(mined.hash).await.map_err(|e| TxError::Transport(message(&e)))?;
-        let Some(r) = r else { return Ok(Some(false)) };
-        let (Some(n), Some(h)) = (r.block_number, r.block_hash) else { return Ok(Some(false)) };
+        let Some((n, h)) = r.and_then(|r| r.block_number.zip(r.block_hash)) else {
+            return Ok(Some(status::canonical(None, None)));
+        };
         let b = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Number(n))
             .await
             .map_err(|e| TxError::Transport(message(&e)))?;
-        Ok(Some(b.map(|b| b.header.hash == h).unwrap_or(false)))
+        Ok(Some(status::canonical(Some(h), b.map(|b| b.header.hash))))
     }
 
     async fn finish(
@@ -1030,19 +923,21 @@ impl TxManager {
         let mut in_flight: std::collections::BTreeMap<u64, Vec<TxRow>> = Default::default();
         for t in open {
             let hash: TxHash = t.tx_hash.parse()?;
-            match self.provider.get_transaction_receipt(hash).await? {
-                Some(r) if r.block_number.is_some() => {
-                    let status = if r.status() { "confirmed" } else { "failed" };
-                    self.store
-                        .update_tx(t.id, status, r.block_number.map(|b| b as i64), Some(r.gas_used as i64), None)
-                        .await?;
+            let r = self.provider.get_transaction_receipt(hash).await?;
+            let gas_used = r.as_ref().map(|r| r.gas_used as i64);
+            match status::recovered(r.map(|r| (r.block_number, r.status())), t.nonce as u64, latest) {
+                status::Recovered::Confirmed(b) => {
+                    self.store.update_tx(t.id, "confirmed", Some(b as i64), gas_used, None).await?;
                 }
-                _ if (t.nonce as u64) < latest => {
+                status::Recovered::Failed(b) => {
+                    self.store.update_tx(t.id, "failed", Some(b as i64), gas_used, None).await?;
+                }
+                status::Recovered::Dropped => {
                     self.store
                         .update_tx(t.id, "dropped", None, None, Some("nonce used by another transaction"))
                         .await?;
                 }
-                _ => in_flight.entry(t.nonce as u64).or_default().push(t),
+                status::Recovered::Open => in_flight.entry(t.nonce as u64).or_default().push(t),
             }
             n += 1;
         }
@@ -1056,10 +951,9 @@ impl TxManager {
     /// until one of them is mined.
     async fn cancel(&self, nonce: u64, rows: Vec<TxRow>) -> anyhow::Result<()> {
         let parse = |s: &str| s.parse::<U256>().unwrap_or_default();
-        let old = rows.iter().fold(Fees { max_fee: U256::ZERO, priority: U256::ZERO }, |f, r| Fees {
-            max_fee: f.max_fee.max(parse(&r.max_fee_wei)),
-            priority: f.priority.max(parse(&r.priority_fee_wei)),
-        });
+        let old = replace::highest(
+            rows.iter().map(|r| Fees { max_fee: parse(&r.max_fee_wei), priority: parse(&r.priority_fee_wei) }),
+        );
         let market = self.current_fees().await?;
         let Some(fees) = next_fees(&self.policy, old, market) else {
             tracing::warn!(chain = %self.chain, nonce, "a transaction left open by a previous run cannot be cancelled within the fee cap; it stays in the pool");
@@ -1101,98 +995,5 @@ impl TxManager {
     /// A transaction's fee cap, to check replacements in tests.
     pub async fn fee_of(&self, hash: TxHash) -> Option<u128> {
         self.provider.get_transaction_by_hash(hash).await.ok().flatten().map(|t| t.inner.max_fee_per_gas())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use alloy::sol_types::SolError;
-    use kronos_contracts::market::KronosMarket;
-
-    fn policy(model: FeeModel) -> TxPolicy {
-        TxPolicy {
-            fee_model: model,
-            max_fee_wei: U256::from(1000),
-            max_priority_fee_wei: U256::from(100),
-            bump_after: Duration::from_secs(1),
-            bump_percent: 12,
-            confirmations: 1,
-            poll: Duration::from_millis(100),
-        }
-    }
-
-    fn fees(max_fee: u64, priority: u64) -> Fees {
-        Fees { max_fee: U256::from(max_fee), priority: U256::from(priority) }
-    }
-
-    #[test]
-    fn next_fees_raise_by_the_bump_or_to_the_market_within_the_caps() {
-        let p = policy(FeeModel::Eip1559);
-        // +12% (+1) on both fields.
-        assert_eq!(next_fees(&p, fees(100, 10), fees(50, 5)), Some(fees(113, 12)));
-        // The market is higher: follow it.
-        assert_eq!(next_fees(&p, fees(100, 10), fees(300, 40)), Some(fees(300, 40)));
-        // Capped, but still a valid replacement (+10%).
-        assert_eq!(next_fees(&p, fees(900, 10), fees(0, 0)), Some(fees(1000, 12)));
-        // At the cap: no replacement.
-        assert_eq!(next_fees(&p, fees(1000, 10), fees(0, 0)), None);
-        // Legacy: one price in both fields.
-        let l = policy(FeeModel::Legacy);
-        assert_eq!(next_fees(&l, fees(100, 100), fees(0, 0)), Some(fees(113, 113)));
-    }
-
-    #[test]
-    fn node_refusals_are_classified() {
-        use Refusal::*;
-        for (m, want) in [
-            ("already known", Known),
-            ("Known transaction: 0xab", Known),
-            ("nonce too low: next nonce 5, tx nonce 4", NonceUsed),
-            ("nonce too high", NonceGap),
-            ("replacement transaction underpriced", Underpriced),
-            ("max fee per gas less than block base fee", Underpriced),
-            ("insufficient funds for gas * price + value", NoFunds),
-            ("execution reverted", Refused),
-            ("transaction type not supported", Refused),
-        ] {
-            assert_eq!(classify_refusal(m, false), want, "{m}");
-        }
-        assert_eq!(classify_refusal("execution reverted", true), Revert);
-        assert_eq!(classify_refusal("nonce too low", true), NonceUsed);
-    }
-
-    /// Audit M5: a gap is below a pooled transaction only when neither the mined count nor the node's contiguous
-    /// pending count reaches its nonce.
-    #[test]
-    fn a_gap_is_seen_only_when_nothing_reaches_the_nonce() {
-        assert!(nonce_gap(5, 5, 6), "nonce 5 was never sent");
-        assert!(!nonce_gap(5, 7, 6), "nonce 5 waits in the pool: no gap");
-        assert!(!nonce_gap(7, 7, 6), "mined already");
-        assert!(!nonce_gap(6, 6, 6), "the next nonce: nothing below is missing");
-    }
-
-    #[test]
-    fn a_released_nonce_is_reused_or_read_again() {
-        // The last one taken steps back.
-        assert_eq!(released(Some(6), 5), Some(5));
-        // Later nonces are in flight: read the count again from the node.
-        assert_eq!(released(Some(8), 5), None);
-        assert_eq!(released(None, 5), None);
-    }
-
-    #[test]
-    fn only_an_already_recorded_checkpoint_is_a_benign_revert() {
-        let done =
-            KronosMarket::CheckpointAlreadyRecorded { marketId: U256::from(1), index: U256::from(4) }.abi_encode();
-        assert!(is_benign_revert(&done));
-        let not_due =
-            KronosMarket::CheckpointNotDue { marketId: U256::from(1), index: U256::from(4), timestamp: U256::from(9) }
-                .abi_encode();
-        assert!(!is_benign_revert(&not_due));
-        assert!(!is_benign_revert(&[]));
-        let e = TxError::Revert { reason: "x".into(), data: Some(done.into()) };
-        assert!(matches!(e.market_error(), Some(KronosMarket::KronosMarketErrors::CheckpointAlreadyRecorded(_))));
-        assert!(e.registry_error().is_none());
     }
 }
