@@ -24,16 +24,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Extension;
 use axum::{Json, Router};
+use kronos_api_types as wire;
 use kronos_common::http_guard::{Guard, Limits};
 use kronos_common::signal_ws::Hub;
 use kronos_common::Bus;
 use parking_lot::Mutex;
-use serde::Deserialize;
 
 use crate::chain::ChainRuntime;
+use crate::lease::LeaseStatus;
 use crate::metrics::Metrics;
 use crate::scheduler::MarketStats;
-use crate::store::Store;
+use crate::store::{MarketRow, PredictionRow, RoundRow, Store, TrackRecordRow};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -194,45 +195,179 @@ fn to_bytes<T: serde::Serialize>(v: &T) -> anyhow::Result<Bytes> {
 /// `/api/markets`' body, read now: the markets in the store and each driver's live figures (without the latest
 /// forecast unless `unsealed`).
 pub async fn markets_body(s: &ApiState, unsealed: bool) -> anyhow::Result<Bytes> {
-    let stats: Vec<MarketStats> = s
-        .stats
-        .iter()
-        .map(|m| {
-            let mut st = m.lock().clone();
-            // The latest forecast is for a round whose prediction is not revealed yet.
-            if !unsealed {
-                st.last_p_up = None;
-            }
-            st
-        })
-        .collect();
-    let known = s.store.markets().await?;
-    to_bytes(&serde_json::json!({ "markets": known, "live": stats }))
+    let live = s.stats.iter().map(|m| live_market(&m.lock(), unsealed)).collect::<anyhow::Result<Vec<_>>>()?;
+    let markets = s.store.markets().await?.into_iter().map(market).collect();
+    to_bytes(&wire::Markets { live, markets })
 }
 
 /// `/api/rounds`' body, read now.
 pub async fn rounds_body(store: &Store, chain: Option<&str>, market: Option<i64>, limit: i64) -> anyhow::Result<Bytes> {
-    to_bytes(&store.rounds(chain, market, limit).await?)
+    let rounds =
+        store.rounds(chain, market, limit).await?.into_iter().map(round).collect::<anyhow::Result<Vec<_>>>()?;
+    to_bytes(&rounds)
 }
 
 /// `/api/predictions`' body, read now: the newest predictions of `chains` (salts and values only once revealed)
 /// and every track record.
 pub async fn predictions_body(store: &Store, chains: &[String], limit: i64) -> anyhow::Result<Bytes> {
-    let mut out = Vec::new();
+    let mut predictions = Vec::new();
     for c in chains {
         for p in store.recent_predictions(c, limit).await? {
-            // A salt is only shown once its prediction is revealed; before that it would leak the forecast.
-            let revealed = p.reveal_tx.is_some();
-            out.push(serde_json::json!({
-                "chain": p.chain, "market": p.market_id, "epoch": p.epoch,
-                "p_up_bps": if revealed { Some(p.p_up_bps) } else { None },
-                "committed": p.commit_tx.is_some(), "commitment": p.commitment,
-                "revealed": revealed, "outcome": p.outcome, "hit": p.hit, "brier": p.brier,
-            }));
+            predictions.push(prediction(p)?);
         }
     }
-    let records = store.track_records().await?;
-    to_bytes(&serde_json::json!({ "predictions": out, "track_records": records }))
+    let track_records = store.track_records().await?.into_iter().map(track_record).collect();
+    to_bytes(&wire::Predictions { predictions, track_records })
+}
+
+/// A market driver's figures as `/api/markets` shows them; the latest forecast only when `unsealed` (it is for a
+/// round whose prediction is not revealed yet).
+fn live_market(st: &MarketStats, unsealed: bool) -> anyhow::Result<wire::LiveMarket> {
+    Ok(wire::LiveMarket {
+        chain: st.chain.clone(),
+        market: st.market,
+        pair: st.pair.clone(),
+        betting_epoch: st.betting_epoch,
+        next_checkpoint: st.next_checkpoint,
+        last_lock_price: st.last_lock_price.map(|p| p.to_string()),
+        last_close_price: st.last_close_price.map(|p| p.to_string()),
+        last_result: st.last_result.clone(),
+        settled: st.settled,
+        cancelled: st.cancelled,
+        missed: st.missed,
+        delays: st.delays.clone(),
+        execute_gas: st.execute_gas.clone(),
+        pool_up_wei: st.pool_up_wei.clone(),
+        pool_down_wei: st.pool_down_wei.clone(),
+        last_p_up: if unsealed { st.last_p_up } else { None },
+        lease: lease(&st.lease).map_err(|e| anyhow::anyhow!("{} market {}: lease role {e}", st.chain, st.market))?,
+    })
+}
+
+fn lease(l: &LeaseStatus) -> Result<wire::Lease, wire::UnknownValue> {
+    Ok(wire::Lease {
+        role: l.role.parse()?,
+        epoch: l.epoch,
+        leader: l.leader.clone(),
+        since_ms: l.since_ms,
+        last_loss: l.last_loss.clone(),
+    })
+}
+
+fn market(m: MarketRow) -> wire::Market {
+    wire::Market {
+        chain: m.chain,
+        market_id: m.market_id,
+        contract: m.contract,
+        feed: m.feed,
+        sequencer: m.sequencer,
+        token: m.token,
+        pair: m.pair,
+        genesis: m.genesis,
+        interval_s: m.interval_s,
+        settle_window_s: m.settle_window_s,
+        max_price_age_s: m.max_price_age_s,
+        feed_decimals: m.feed_decimals,
+    }
+}
+
+/// A stored round as `/api/rounds` shows it; a state, outcome or reason the API does not know is an error naming
+/// the round and the column.
+fn round(r: RoundRow) -> anyhow::Result<wire::Round> {
+    let at = |col: &str, e: wire::UnknownValue| {
+        anyhow::anyhow!("rounds row {} {} #{}: {col} {e}", r.chain, r.market_id, r.epoch)
+    };
+    let state = r.state.parse().map_err(|e| at("state", e))?;
+    let outcome = r.outcome.as_deref().map(str::parse).transpose().map_err(|e| at("outcome", e))?;
+    let reason = r.reason.as_deref().map(str::parse).transpose().map_err(|e| at("reason", e))?;
+    Ok(wire::Round {
+        state,
+        outcome,
+        reason,
+        chain: r.chain,
+        market_id: r.market_id,
+        epoch: r.epoch,
+        lock_price: r.lock_price,
+        close_price: r.close_price,
+        up_wei: r.up_wei,
+        down_wei: r.down_wei,
+        reward_wei: r.reward_wei,
+        treasury_fee_wei: r.treasury_fee_wei,
+        delay_blocks: r.delay_blocks,
+    })
+}
+
+/// A stored prediction as `/api/predictions` shows it: its value only once revealed (the salt never: before the
+/// reveal it would leak the forecast).
+fn prediction(p: PredictionRow) -> anyhow::Result<wire::Prediction> {
+    let revealed = p.reveal_tx.is_some();
+    let outcome = p.outcome.as_deref().map(str::parse).transpose().map_err(|e: wire::UnknownValue| {
+        anyhow::anyhow!("predictions row {} {} #{}: outcome {e}", p.chain, p.market_id, p.epoch)
+    })?;
+    Ok(wire::Prediction {
+        brier: p.brier,
+        chain: p.chain,
+        commitment: p.commitment,
+        committed: p.commit_tx.is_some(),
+        epoch: p.epoch,
+        hit: p.hit,
+        market: p.market_id,
+        outcome,
+        p_up_bps: revealed.then_some(p.p_up_bps),
+        revealed,
+    })
+}
+
+fn track_record(t: TrackRecordRow) -> wire::TrackRecord {
+    wire::TrackRecord {
+        chain: t.chain,
+        publisher: t.publisher,
+        committed: t.committed,
+        hits: t.hits,
+        misses: t.misses,
+        voided: t.voided,
+        expired: t.expired,
+        brier_sum: t.brier_sum,
+    }
+}
+
+/// `/health`'s body and whether the keeper is healthy.
+async fn health_body(s: &ApiState) -> anyhow::Result<wire::Health> {
+    let store_ok = s.cache.store_ok(&s.store).await;
+    let chains: std::collections::BTreeMap<String, wire::ChainHealth> =
+        s.chains.iter().map(|c| (c.name.clone(), chain_health(&c.health.lock()))).collect();
+    let healthy = store_ok && chains.values().all(|c| c.healthy);
+    // Each market's lease as this keeper sees it: leader, standby (another keeper leads) or single (SQLite), and the
+    // last time this keeper lost it (it stopped sending then).
+    let markets = s
+        .stats
+        .iter()
+        .map(|m| {
+            let m = m.lock();
+            let lease =
+                lease(&m.lease).map_err(|e| anyhow::anyhow!("{} market {}: lease role {e}", m.chain, m.market))?;
+            Ok(wire::MarketLease { chain: m.chain.clone(), lease, market: m.market })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let status = if healthy { wire::HealthStatus::Ok } else { wire::HealthStatus::Degraded };
+    Ok(wire::Health { chains, markets, status, store: store_ok })
+}
+
+fn chain_health(h: &crate::chain::Health) -> wire::ChainHealth {
+    wire::ChainHealth {
+        head_block: h.head_block,
+        head_time: h.head_time,
+        lag_s: h.lag_s,
+        healthy: h.healthy,
+        last_success_ms: h.last_success_ms,
+        last_error: h.last_error.clone(),
+        rpc_endpoint: h.rpc_endpoint as u64,
+        endpoints: h
+            .endpoints
+            .iter()
+            .map(|e| wire::EndpointStatus { endpoint: e.endpoint.clone(), up: e.up, last_error: e.last_error.clone() })
+            .collect(),
+    }
 }
 
 fn internal(e: anyhow::Error) -> Response {
@@ -279,27 +414,16 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn health(State(s): State<ApiState>) -> Response {
-    let store_ok = s.cache.store_ok(&s.store).await;
-    let chains: serde_json::Map<String, serde_json::Value> = s
-        .chains
-        .iter()
-        .map(|c| (c.name.clone(), serde_json::to_value(c.health.lock().clone()).unwrap_or_default()))
-        .collect();
-    let healthy = store_ok && s.chains.iter().all(|c| c.health.lock().healthy);
-    // Each market's lease as this keeper sees it: leader, standby (another keeper leads) or single (SQLite), and the
-    // last time this keeper lost it (it stopped sending then).
-    let leases: Vec<serde_json::Value> = s
-        .stats
-        .iter()
-        .map(|m| {
-            let m = m.lock();
-            serde_json::json!({ "chain": m.chain, "market": m.market, "lease": m.lease })
-        })
-        .collect();
-    let status = if healthy { "ok" } else { "degraded" };
-    let body = serde_json::json!({ "status": status, "store": store_ok, "chains": chains, "markets": leases });
-    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(body)).into_response()
+    match health_body(&s).await {
+        Ok(body) => {
+            let code = match body.status {
+                wire::HealthStatus::Ok => StatusCode::OK,
+                wire::HealthStatus::Degraded => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (code, Json(body)).into_response()
+        }
+        Err(e) => internal(e),
+    }
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
@@ -315,14 +439,7 @@ async fn markets(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct RoundsQuery {
-    chain: Option<String>,
-    market: Option<i64>,
-    limit: Option<i64>,
-}
-
-async fn rounds(State(s): State<ApiState>, Query(q): Query<RoundsQuery>) -> Response {
+async fn rounds(State(s): State<ApiState>, Query(q): Query<wire::RoundsQuery>) -> Response {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let key = CacheKey::Rounds { chain: q.chain.clone(), market: q.market, limit };
     match s.cache.body(&s.store, key, || rounds_body(&s.store, q.chain.as_deref(), q.market, limit)).await {
@@ -331,13 +448,7 @@ async fn rounds(State(s): State<ApiState>, Query(q): Query<RoundsQuery>) -> Resp
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct PredictionsQuery {
-    chain: Option<String>,
-    limit: Option<i64>,
-}
-
-async fn predictions(State(s): State<ApiState>, Query(q): Query<PredictionsQuery>) -> Response {
+async fn predictions(State(s): State<ApiState>, Query(q): Query<wire::PredictionsQuery>) -> Response {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let chains: Vec<String> = match &q.chain {
         Some(c) => vec![c.clone()],
@@ -350,16 +461,10 @@ async fn predictions(State(s): State<ApiState>, Query(q): Query<PredictionsQuery
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct WsQuery {
-    /// Comma-separated signal types to receive (default: all).
-    types: Option<String>,
-}
-
 async fn ws(
     State(s): State<ApiState>,
     peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
-    Query(q): Query<WsQuery>,
+    Query(q): Query<wire::WsQuery>,
     headers: HeaderMap,
     up: WebSocketUpgrade,
 ) -> Response {
@@ -382,6 +487,185 @@ mod tests {
         assert!(fresh(7, max, 7, max));
         assert!(!fresh(7, Duration::ZERO, 8, max), "a write ends it");
         assert!(!fresh(7, max + Duration::from_millis(1), 7, max), "so does its age");
+    }
+
+    /// A keeper API over an in-memory store holding a market, three rounds (locked, settled, refunded), a sealed and
+    /// a revealed prediction and a track record, with one market driver leading its lease.
+    async fn fixture() -> ApiState {
+        use crate::store::*;
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store
+            .upsert_market(&MarketRow {
+                chain: "base".into(),
+                market_id: 1,
+                contract: "0x5FbDB2315678afecb367f032d93F642f64180aa3".into(),
+                feed: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".into(),
+                sequencer: None,
+                token: "0x0000000000000000000000000000000000000000".into(),
+                pair: Some("BTC/USD".into()),
+                genesis: 1_764_600_000,
+                interval_s: 300,
+                settle_window_s: 3600,
+                max_price_age_s: 3600,
+                feed_decimals: 8,
+            })
+            .await
+            .unwrap();
+        let round = |epoch, state: &str, outcome: Option<&str>, reason: Option<&str>| RoundRow {
+            chain: "base".into(),
+            market_id: 1,
+            epoch,
+            state: state.into(),
+            lock_price: Some("97012.5".into()),
+            close_price: outcome.map(|_| "97100".into()),
+            outcome: outcome.map(Into::into),
+            reason: reason.map(Into::into),
+            up_wei: "1500".into(),
+            down_wei: "500".into(),
+            reward_wei: (state == "settled").then(|| "1940".into()),
+            treasury_fee_wei: (state == "settled").then(|| "60".into()),
+            delay_blocks: Some(epoch % 3),
+        };
+        store.upsert_round(&round(40, "cancelled", Some("none"), Some("one_sided_pool"))).await.unwrap();
+        store.upsert_round(&round(41, "settled", Some("up"), None)).await.unwrap();
+        store.upsert_round(&round(42, "locked", None, None)).await.unwrap();
+        let publisher = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+        for (epoch, p_up_bps) in [(41, 6100), (42, 3900)] {
+            store
+                .insert_prediction(&PredictionRow {
+                    chain: "base".into(),
+                    market_id: 1,
+                    epoch,
+                    publisher: publisher.into(),
+                    p_up_bps,
+                    up: p_up_bps > 5000,
+                    salt: format!("0x{epoch:064x}"),
+                    commitment: format!("0x{:064x}", epoch * 7),
+                    commit_tx: Some(format!("0xc{epoch}")),
+                    reveal_tx: None,
+                    outcome: None,
+                    hit: None,
+                    brier: None,
+                })
+                .await
+                .unwrap();
+        }
+        store.set_revealed("base", 1, 41, publisher, "0xr41", "up", Some(true), Some(1521)).await.unwrap();
+        store
+            .upsert_track_record(&TrackRecordRow {
+                chain: "base".into(),
+                publisher: publisher.into(),
+                committed: 2,
+                hits: 1,
+                misses: 0,
+                voided: 0,
+                expired: 0,
+                brier_sum: "1521".into(),
+            })
+            .await
+            .unwrap();
+        let stats = MarketStats {
+            chain: "base".into(),
+            market: 1,
+            pair: "BTC/USD".into(),
+            betting_epoch: 43,
+            next_checkpoint: 44,
+            last_lock_price: Some("97012.5".parse().unwrap()),
+            last_close_price: Some("97100".parse().unwrap()),
+            last_result: "#41 up".into(),
+            settled: 1,
+            cancelled: 1,
+            delays: vec![1, 2],
+            execute_gas: vec![181_234, 179_001],
+            pool_up_wei: "1500".into(),
+            pool_down_wei: "0".into(),
+            last_p_up: Some(0.39),
+            lease: LeaseStatus {
+                role: "leader".into(),
+                epoch: 3,
+                leader: Some("a1b2c3d4".into()),
+                since_ms: 1_764_619_000_000,
+                last_loss: None,
+            },
+            ..Default::default()
+        };
+        let bus = Bus::new(16);
+        let stats = vec![Arc::new(Mutex::new(stats))];
+        ApiState::new(store, bus, Arc::new(Metrics::default()), vec![], stats, None, Limits::default())
+    }
+
+    #[tokio::test]
+    async fn the_keepers_answers_parse_into_the_api_types() {
+        let s = fixture().await;
+        let sealed: wire::Markets = wire::parse("/api/markets", &markets_body(&s, false).await.unwrap()).unwrap();
+        assert_eq!((sealed.markets.len(), sealed.live[0].last_p_up), (1, None), "the latest forecast is sealed");
+        assert_eq!(sealed.live[0].lease.role, wire::LeaseRole::Leader);
+        assert_eq!(sealed.live[0].last_lock_price.as_deref(), Some("97012.5"));
+        let unsealed: wire::Markets = wire::parse("/api/markets", &markets_body(&s, true).await.unwrap()).unwrap();
+        assert_eq!(unsealed.live[0].last_p_up, Some(0.39));
+
+        let rounds: Vec<wire::Round> =
+            wire::parse("/api/rounds", &rounds_body(&s.store, None, None, 10).await.unwrap()).unwrap();
+        let got: Vec<_> = rounds.iter().map(|r| (r.epoch, r.state, r.outcome, r.reason)).collect();
+        use wire::{CancelReason, Outcome, RoundState};
+        assert_eq!(
+            got,
+            [
+                (42, RoundState::Locked, None, None),
+                (41, RoundState::Settled, Some(Outcome::Up), None),
+                (40, RoundState::Cancelled, Some(Outcome::None), Some(CancelReason::OneSidedPool)),
+            ]
+        );
+
+        let body = predictions_body(&s.store, &["base".into()], 10).await.unwrap();
+        let p: wire::Predictions = wire::parse("/api/predictions", &body).unwrap();
+        let got: Vec<_> = p.predictions.iter().map(|p| (p.epoch, p.revealed, p.p_up_bps, p.outcome, p.hit)).collect();
+        assert_eq!(got, [(42, false, None, None, None), (41, true, Some(6100), Some(Outcome::Up), Some(true))]);
+        assert!(!String::from_utf8_lossy(&body).contains(&format!("{:064x}", 42)), "no salt, sealed or not");
+        assert_eq!((p.track_records[0].hits, p.track_records[0].brier_sum.as_str()), (1, "1521"));
+
+        let r = health(State(s.clone())).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let h: wire::Health = wire::parse("/health", &body).unwrap();
+        assert_eq!(
+            (h.status, h.store, h.markets[0].lease.role),
+            (wire::HealthStatus::Ok, true, wire::LeaseRole::Leader)
+        );
+    }
+
+    /// The bodies are byte for byte what the keeper served before the API types (the `json!` of the store's rows
+    /// and the drivers' figures), so the dApp and older bots read them as before.
+    #[tokio::test]
+    async fn the_bodies_are_the_same_bytes_as_before_the_api_types() {
+        use serde_json::json;
+        let s = fixture().await;
+        let stats: Vec<MarketStats> = s.stats.iter().map(|m| m.lock().clone()).collect();
+        let markets = s.store.markets().await.unwrap();
+        let before = serde_json::to_vec(&json!({ "markets": markets, "live": stats })).unwrap();
+        assert_eq!(markets_body(&s, true).await.unwrap(), before);
+
+        let before = serde_json::to_vec(&s.store.rounds(None, None, 10).await.unwrap()).unwrap();
+        assert_eq!(rounds_body(&s.store, None, None, 10).await.unwrap(), before);
+
+        let mut out = Vec::new();
+        for p in s.store.recent_predictions("base", 10).await.unwrap() {
+            let revealed = p.reveal_tx.is_some();
+            out.push(json!({
+                "chain": p.chain, "market": p.market_id, "epoch": p.epoch,
+                "p_up_bps": if revealed { Some(p.p_up_bps) } else { None },
+                "committed": p.commit_tx.is_some(), "commitment": p.commitment,
+                "revealed": revealed, "outcome": p.outcome, "hit": p.hit, "brier": p.brier,
+            }));
+        }
+        let records = s.store.track_records().await.unwrap();
+        let before = serde_json::to_vec(&json!({ "predictions": out, "track_records": records })).unwrap();
+        assert_eq!(predictions_body(&s.store, &["base".into()], 10).await.unwrap(), before);
+
+        let leases: Vec<_> =
+            stats.iter().map(|m| json!({ "chain": m.chain, "market": m.market, "lease": m.lease })).collect();
+        let before = json!({ "status": "ok", "store": true, "chains": {}, "markets": leases });
+        assert_eq!(serde_json::to_vec(&health_body(&s).await.unwrap()).unwrap(), serde_json::to_vec(&before).unwrap());
     }
 
     #[test]

@@ -10,10 +10,12 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use kronos_api_types as wire;
 use kronos_common::Decimal;
 use kronos_copytrade::report::{self, Stats, StoredStatus};
 use kronos_copytrade::Store;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 /// Data sources and switches.
 #[derive(Clone)]
@@ -88,8 +90,10 @@ impl Backend {
             .ok_or_else(|| anyhow!("the copy-trader's store is not configured (telegram.copytrade_store)"))
     }
 
-    async fn get_json(&self, base: &str, path: &str) -> Result<Value> {
-        let url = format!("{}{path}", trim(base));
+    /// `GET <base><endpoint><query>` read as `T`; an answer that is not one names the endpoint and the field
+    /// (and, when it is not JSON at all, the HTTP status and the answer's start).
+    async fn get<T: DeserializeOwned>(&self, base: &str, endpoint: &str, query: &str) -> Result<T> {
+        let url = format!("{}{endpoint}{query}", trim(base));
         let mut req = self.http.get(&url);
         if let (Some(t), Some(k)) = (&self.keeper_token, &self.keeper_api) {
             if trim(k) == trim(base) {
@@ -98,44 +102,47 @@ impl Backend {
         }
         let r = req.send().await.with_context(|| format!("{} is unreachable", trim(base)))?;
         let status = r.status();
-        let body = r.text().await.with_context(|| format!("{url}: reply lost"))?;
-        serde_json::from_str(&body)
-            .map_err(|_| anyhow!("{url}: HTTP {status}, not JSON: {}", body.chars().take(120).collect::<String>()))
+        let body = r.bytes().await.with_context(|| format!("{url}: reply lost"))?;
+        wire::parse(endpoint, &body).map_err(|e| {
+            let start: String = String::from_utf8_lossy(&body).chars().take(120).collect();
+            anyhow!(
+                "{} at {}: {e} (HTTP {status}: {start})",
+                if self.is_keeper(base) { "keeper" } else { "copy-trader" },
+                trim(base)
+            )
+        })
+    }
+
+    fn is_keeper(&self, base: &str) -> bool {
+        self.keeper_api.as_deref().is_some_and(|k| trim(k) == trim(base))
+    }
+
+    fn keeper(&self) -> Result<&str> {
+        self.keeper_api.as_deref().ok_or_else(|| anyhow!("the keeper's API is not configured (telegram.keeper_api)"))
     }
 
     /// The keeper's health (`/health`).
-    pub async fn keeper_health(&self) -> Result<Value> {
-        let k = self
-            .keeper_api
-            .as_deref()
-            .ok_or_else(|| anyhow!("the keeper's API is not configured (telegram.keeper_api)"))?;
-        self.get_json(k, "/health").await
+    pub async fn keeper_health(&self) -> Result<wire::Health> {
+        self.get(self.keeper()?, "/health", "").await
     }
 
     /// The keeper's markets (`/api/markets`).
-    pub async fn markets(&self) -> Result<Value> {
-        let k = self
-            .keeper_api
-            .as_deref()
-            .ok_or_else(|| anyhow!("the keeper's API is not configured (telegram.keeper_api)"))?;
-        self.get_json(k, "/api/markets").await
+    pub async fn markets(&self) -> Result<wire::Markets> {
+        self.get(self.keeper()?, "/api/markets", "").await
     }
 
     /// The keeper's predictions and track records (`/api/predictions`).
-    pub async fn predictions(&self) -> Result<Value> {
-        let k = self
-            .keeper_api
-            .as_deref()
-            .ok_or_else(|| anyhow!("the keeper's API is not configured (telegram.keeper_api)"))?;
-        self.get_json(k, "/api/predictions?limit=5").await
+    pub async fn predictions(&self) -> Result<wire::Predictions> {
+        self.get(self.keeper()?, "/api/predictions", "?limit=5").await
     }
 
     /// The copy-trader's state: live from its API when configured and up, else from its store.
     pub async fn copytrader(&self) -> Result<CopyView> {
         if let Some(api) = &self.copytrade_api {
-            if let Ok(v) = self.get_json(api, "/api/status").await {
-                if v.get("mode").is_some() {
-                    return Ok(view_from_api(&v));
+            match self.get::<CopyStatus>(api, "/api/status", "").await {
+                Ok(v) => return Ok(v.into()),
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "the copy-trader's API: reading the store instead")
                 }
             }
         }
@@ -239,43 +246,49 @@ impl Backend {
     }
 }
 
-fn s(v: &Value, k: &str) -> Option<String> {
-    match v.get(k)? {
-        Value::String(x) => Some(x.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
+/// The fields of the copy-trader's `/api/status` (`kronos_copytrade::engine::Status`) the bot shows.
+#[derive(Debug, Deserialize)]
+struct CopyStatus {
+    mode: String,
+    trading: bool,
+    ratio: String,
+    risk: CopyRisk,
+    entries_blocked: Option<String>,
+    equity: Option<String>,
+    wallet: Option<String>,
+    unrealized: Option<String>,
+    positions: Vec<CopyPosition>,
+    lead_stream_connected: bool,
 }
 
-fn view_from_api(v: &Value) -> CopyView {
-    let positions = v
-        .get("positions")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    (
-                        s(p, "symbol").unwrap_or_default(),
-                        s(p, "qty").unwrap_or_default(),
-                        s(p, "entry_price").unwrap_or_default(),
-                        s(p, "stop_price"),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    CopyView {
-        live_api: true,
-        mode: s(v, "mode"),
-        trading: v.get("trading").and_then(Value::as_bool).unwrap_or(true),
-        ratio: s(v, "ratio"),
-        emergency: v.pointer("/risk/emergency").and_then(Value::as_bool).unwrap_or(false),
-        entries_blocked: s(v, "entries_blocked"),
-        equity: s(v, "equity"),
-        wallet: s(v, "wallet"),
-        unrealized: s(v, "unrealized"),
-        positions,
-        lead_stream: v.get("lead_stream_connected").and_then(Value::as_bool),
+#[derive(Debug, Deserialize)]
+struct CopyRisk {
+    emergency: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct CopyPosition {
+    symbol: String,
+    qty: String,
+    entry_price: String,
+    stop_price: Option<String>,
+}
+
+impl From<CopyStatus> for CopyView {
+    fn from(v: CopyStatus) -> CopyView {
+        CopyView {
+            live_api: true,
+            mode: Some(v.mode),
+            trading: v.trading,
+            ratio: Some(v.ratio),
+            emergency: v.risk.emergency,
+            entries_blocked: v.entries_blocked,
+            equity: v.equity,
+            wallet: v.wallet,
+            unrealized: v.unrealized,
+            positions: v.positions.into_iter().map(|p| (p.symbol, p.qty, p.entry_price, p.stop_price)).collect(),
+            lead_stream: Some(v.lead_stream_connected),
+        }
     }
 }
 
@@ -297,6 +310,84 @@ pub fn day_name(days: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A keeper (or copy-trader) API on loopback answering each path with a fixed body.
+    async fn serve(answers: &[(&'static str, axum::http::StatusCode, String)]) -> String {
+        let mut r = axum::Router::new();
+        for (path, code, body) in answers.iter().cloned() {
+            r = r.route(path, axum::routing::get(move || async move { (code, body) }));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, r).await });
+        url
+    }
+
+    const HEALTH: &str = r#"{"chains":{"base":{"head_block":1234,"head_time":1764620000,"lag_s":2,"healthy":true,"last_success_ms":1764620001000,"last_error":null,"rpc_endpoint":0,"endpoints":[]}},"markets":[{"chain":"base","lease":{"role":"single","epoch":0,"leader":null,"since_ms":0,"last_loss":null},"market":1}],"status":"degraded","store":false}"#;
+
+    #[tokio::test]
+    async fn the_keepers_answers_are_typed_and_a_bad_field_is_named() {
+        use axum::http::StatusCode;
+        let markets = r#"{"live":[{"chain":"base","market":1,"pair":"BTC/USD","betting_epoch":42,"next_checkpoint":43,"last_lock_price":null,"last_close_price":null,"last_result":"","settled":1,"cancelled":0,"missed":0,"delays":[],"execute_gas":[],"pool_up_wei":"0","pool_down_wei":"0","last_p_up":null,"lease":{"role":"boss","epoch":0,"leader":null,"since_ms":0,"last_loss":null}}],"markets":[]}"#;
+        let keeper = serve(&[
+            // A degraded keeper answers 503 with its health: still read.
+            ("/health", StatusCode::SERVICE_UNAVAILABLE, HEALTH.to_string()),
+            ("/api/markets", StatusCode::OK, markets.to_string()),
+            ("/api/predictions", StatusCode::BAD_GATEWAY, "upstream down".into()),
+        ])
+        .await;
+        let b = Backend::new(Some(keeper.clone()), None, None);
+        let h = b.keeper_health().await.unwrap();
+        assert_eq!((h.status, h.chains["base"].head_block), (wire::HealthStatus::Degraded, 1234));
+
+        let e = format!("{:#}", b.markets().await.unwrap_err());
+        assert!(e.starts_with(&format!("keeper at {keeper}: /api/markets answered an unexpected field live[0].lease.role: unknown variant `boss`")), "{e}");
+        let e = format!("{:#}", b.predictions().await.unwrap_err());
+        assert!(
+            e.contains("/api/predictions answered an unexpected body")
+                && e.contains("HTTP 502 Bad Gateway: upstream down"),
+            "{e}"
+        );
+        let e = format!("{:#}", Backend::new(None, None, None).markets().await.unwrap_err());
+        assert_eq!(e, "the keeper's API is not configured (telegram.keeper_api)");
+    }
+
+    #[tokio::test]
+    async fn the_copytraders_status_is_read_from_its_own_serialisation() {
+        let mut st = kronos_copytrade::Status {
+            mode: "follow".into(),
+            trading: false,
+            ratio: "0.5".into(),
+            equity: Some("1000.5".into()),
+            lead_stream_connected: true,
+            ..Default::default()
+        };
+        st.risk.emergency = true;
+        st.positions.push(kronos_copytrade::engine::PositionView {
+            symbol: "BTCUSDT".into(),
+            qty: "0.010".into(),
+            entry_price: "97000".into(),
+            stop_price: Some("95000".into()),
+        });
+        let api = serve(&[("/api/status", axum::http::StatusCode::OK, serde_json::to_string(&st).unwrap())]).await;
+        let v = Backend::new(None, Some(api), None).copytrader().await.unwrap();
+        assert_eq!(
+            v,
+            CopyView {
+                live_api: true,
+                mode: Some("follow".into()),
+                trading: false,
+                ratio: Some("0.5".into()),
+                emergency: true,
+                entries_blocked: None,
+                equity: Some("1000.5".into()),
+                wallet: None,
+                unrealized: None,
+                positions: vec![("BTCUSDT".into(), "0.010".into(), "97000".into(), Some("95000".into()))],
+                lead_stream: Some(true),
+            }
+        );
+    }
 
     #[test]
     fn day_names() {

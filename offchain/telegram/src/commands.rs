@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use kronos_common::Decimal;
 use parking_lot::Mutex;
 use rand::Rng;
-use serde_json::Value;
 
 use crate::backend::{Backend, CopyView, EmergencyOutcome, EmergencySent};
 use crate::config::{AlertMode, CATEGORIES};
@@ -164,14 +163,6 @@ fn line_or_error<T>(r: anyhow::Result<T>, f: impl FnOnce(T) -> String) -> String
     }
 }
 
-fn val(v: &Value, p: &str) -> String {
-    match v.pointer(p) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "-".into(),
-        Some(other) => other.to_string(),
-    }
-}
-
 impl Commands {
     pub fn new(backend: Backend, alerts: Arc<Mutex<BTreeMap<String, AlertMode>>>) -> Commands {
         Commands {
@@ -278,22 +269,11 @@ impl Commands {
         match self.backend.keeper_health().await {
             Ok(h) => {
                 let chains: Vec<String> = h
-                    .get("chains")
-                    .and_then(Value::as_object)
-                    .map(|m| {
-                        m.iter()
-                            .map(|(name, c)| {
-                                let ok = c.get("healthy").and_then(Value::as_bool).unwrap_or(false);
-                                format!(
-                                    "{name} {}{}",
-                                    if ok { "✓" } else { "✗" },
-                                    c.get("head_block").map(|b| format!(" #{b}")).unwrap_or_default()
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push_str(&format!("{} — {}\n", esc(&val(&h, "/status")), esc(&chains.join(", "))));
+                    .chains
+                    .iter()
+                    .map(|(name, c)| format!("{name} {} #{}", if c.healthy { "✓" } else { "✗" }, c.head_block))
+                    .collect();
+                out.push_str(&format!("{} — {}\n", h.status, esc(&chains.join(", "))));
             }
             Err(e) => out.push_str(&format!("⚠️ {}\n", esc(&format!("{e:#}")))),
         }
@@ -373,20 +353,20 @@ impl Commands {
 
     async fn markets(&self) -> String {
         line_or_error(self.backend.markets().await, |v| {
-            let live = v.get("live").and_then(Value::as_array).cloned().unwrap_or_default();
-            if live.is_empty() {
+            if v.live.is_empty() {
                 return "The keeper drives no market yet.".into();
             }
-            let rows: Vec<Vec<String>> = live
+            let rows: Vec<Vec<String>> = v
+                .live
                 .iter()
                 .map(|m| {
                     vec![
-                        val(m, "/chain"),
-                        val(m, "/market"),
-                        val(m, "/pair"),
-                        val(m, "/betting_epoch"),
-                        val(m, "/last_result"),
-                        format!("{}/{}/{}", val(m, "/settled"), val(m, "/cancelled"), val(m, "/missed")),
+                        m.chain.clone(),
+                        m.market.to_string(),
+                        m.pair.clone(),
+                        m.betting_epoch.to_string(),
+                        m.last_result.clone(),
+                        format!("{}/{}/{}", m.settled, m.cancelled, m.missed),
                     ]
                 })
                 .collect();
@@ -399,23 +379,18 @@ impl Commands {
         match self.backend.markets().await {
             Ok(v) => {
                 let rows: Vec<Vec<String>> = v
-                    .get("live")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter(|m| m.get("last_p_up").is_some_and(|p| !p.is_null()))
-                            .map(|m| {
-                                let p = m.get("last_p_up").and_then(Value::as_f64).unwrap_or(0.5);
-                                vec![
-                                    val(m, "/chain"),
-                                    val(m, "/market"),
-                                    val(m, "/betting_epoch"),
-                                    format!("{:.1}%", p * 100.0),
-                                ]
-                            })
-                            .collect()
+                    .live
+                    .iter()
+                    .filter_map(|m| {
+                        let p = m.last_p_up?;
+                        Some(vec![
+                            m.chain.clone(),
+                            m.market.to_string(),
+                            m.betting_epoch.to_string(),
+                            format!("{:.1}%", p * 100.0),
+                        ])
                     })
-                    .unwrap_or_default();
+                    .collect();
                 if rows.is_empty() && self.backend.keeper_token.is_none() {
                     out.push_str(
                         "Live forecasts stay sealed until their on-chain reveal; set telegram.keeper_token_env to the \
@@ -432,30 +407,24 @@ impl Commands {
         match self.backend.predictions().await {
             Ok(v) => {
                 let rows: Vec<Vec<String>> = v
-                    .get("track_records")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .map(|r| {
-                                let hits = r.get("hits").and_then(Value::as_i64).unwrap_or(0);
-                                let misses = r.get("misses").and_then(Value::as_i64).unwrap_or(0);
-                                let scored = hits + misses;
-                                let rate = if scored > 0 {
-                                    format!("{:.0}%", 100.0 * hits as f64 / scored as f64)
-                                } else {
-                                    "-".into()
-                                };
-                                vec![
-                                    val(r, "/chain"),
-                                    format!("{hits}/{scored}"),
-                                    rate,
-                                    val(r, "/voided"),
-                                    val(r, "/expired"),
-                                ]
-                            })
-                            .collect()
+                    .track_records
+                    .iter()
+                    .map(|r| {
+                        let scored = r.hits + r.misses;
+                        let rate = if scored > 0 {
+                            format!("{:.0}%", 100.0 * r.hits as f64 / scored as f64)
+                        } else {
+                            "-".into()
+                        };
+                        vec![
+                            r.chain.clone(),
+                            format!("{}/{scored}", r.hits),
+                            rate,
+                            r.voided.to_string(),
+                            r.expired.to_string(),
+                        ]
                     })
-                    .unwrap_or_default();
+                    .collect();
                 if rows.is_empty() {
                     out.push_str("No track record yet.");
                 } else {
