@@ -28,7 +28,7 @@ pub enum Command {
     #[command(subcommand)]
     Forecast(crate::cmd::forecast::ForecastCommand),
     /// The local demo: every EVM chain of the catalogue on anvil, real candles, bettors, the keeper and the forecaster.
-    Demo(crate::demo::DemoArgs),
+    Demo(kronos_localnet::demo::DemoArgs),
     /// Run the keeper daemon on the configured chains (until SIGINT/SIGTERM).
     Run(crate::cmd::keeper::RunArgs),
     /// Show what the keeper recorded: rounds, transactions, the forecaster's track record.
@@ -51,7 +51,7 @@ pub enum Command {
     Social(crate::cmd::social::SocialCommand),
     /// Benchmark the keeper: many rounds across every local chain (settlement delay, misses, CPU per round; with
     /// --api-load under API load); `bench api` and `bench ws` load its HTTP API and WebSocket.
-    Bench(crate::cmd::bench::BenchArgs),
+    Bench(kronos_localnet::bench::BenchArgs),
     /// Serve the dApp alone in front of a keeper's API (`--api http://host:port`); `kronos run` serves it too.
     Web(crate::cmd::web::WebArgs),
 }
@@ -71,12 +71,12 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Catalogue(a) => catalogue(a),
         Command::Forecast(c) => crate::cmd::forecast::run(c),
-        Command::Demo(a) => runtime()?.block_on(crate::demo::run(a)),
+        Command::Demo(a) => runtime()?.block_on(kronos_localnet::demo::run(a)),
         Command::Run(a) => crate::cmd::keeper::run(a),
         Command::Status(a) => crate::cmd::keeper::status(a),
         Command::Markets(a) => crate::cmd::keeper::markets(a),
         Command::Deploy(a) => crate::cmd::keeper::deploy(a),
-        Command::Bench(a) => crate::cmd::bench::run(a),
+        Command::Bench(a) => kronos_localnet::bench::run(a),
         Command::Copytrade(c) => crate::cmd::copytrade::run(c),
         Command::Telegram(c) => crate::cmd::telegram::run(c),
         Command::Social(c) => crate::cmd::social::run(c),

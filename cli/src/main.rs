@@ -4,12 +4,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod cli;
+mod cmd;
+mod logging;
+
 fn main() -> ExitCode {
-    let cli = kronos_keeper::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     // Process-wide allocator tuning for the forecaster (the library leaves it to the program).
     kronos_forecast::keep_freed_memory();
-    kronos_keeper::logging::init(cli.log_json, cli.verbose);
-    match kronos_keeper::cli::run(cli) {
+    logging::init(cli.log_json, cli.verbose);
+    match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` prints the whole cause chain on one line; secrets were never put into errors, and the

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kronos_common::Bus;
-use kronos_keeper::cmd::exchange::candle_points;
-use kronos_keeper::demo::copytrade::{mirror_delays, CopyDemo};
+use kronos_testkit::copytrade::{mirror_delays, CopyDemo};
+use kronos_testkit::exchange::candle_points;
 use tokio_util::sync::CancellationToken;
 
 /// Polls `check` until it holds, failing with `what` after a generous deadline (a busy 2-core machine).
@@ -23,7 +23,7 @@ async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 async fn a_paper_copy_trader_mirrors_the_simulated_lead_without_keys() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let candles = kronos_forecast::load_csv(root.join("data/btcusd-1h.csv")).unwrap();
-    let base = kronos_keeper::demo::net::candle_base(0);
+    let base = kronos_testkit::net::candle_base(0);
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::new(4096);
     let cancel = CancellationToken::new();
@@ -89,7 +89,7 @@ async fn a_paper_copy_trader_mirrors_the_simulated_lead_without_keys() {
 async fn the_telegram_bot_joins_the_demo_copy_trader() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let candles = kronos_forecast::load_csv(root.join("data/btcusd-1h.csv")).unwrap();
-    let base = kronos_keeper::demo::net::candle_base(0);
+    let base = kronos_testkit::net::candle_base(0);
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::new(4096);
     let cancel = CancellationToken::new();
@@ -101,13 +101,13 @@ async fn the_telegram_bot_joins_the_demo_copy_trader() {
     let (chat, user) = (4242i64, 4242i64);
     let state = dir.path().join("tg.json");
     // Without the token the error names the variable.
-    std::env::remove_var(kronos_keeper::demo::copytrade::TELEGRAM_TOKEN_ENV);
-    let start = kronos_keeper::demo::copytrade::start_telegram;
+    std::env::remove_var(kronos_testkit::copytrade::TELEGRAM_TOKEN_ENV);
+    let start = kronos_testkit::copytrade::start_telegram;
     let keeper_api = "http://127.0.0.1:9";
     let e = start(&tg.url(), &[chat], keeper_api, &state, &demo, &bus, &cancel, &mut tasks).await.unwrap_err();
     let e = e.to_string();
     assert!(e.contains("KRONOS_TELEGRAM_TOKEN"), "{e}");
-    std::env::set_var(kronos_keeper::demo::copytrade::TELEGRAM_TOKEN_ENV, kronos_testkit::telegram::TOKEN);
+    std::env::set_var(kronos_testkit::copytrade::TELEGRAM_TOKEN_ENV, kronos_testkit::telegram::TOKEN);
     let subscribers = bus.subscribers();
     let joined = start(&tg.url(), &[chat], keeper_api, &state, &demo, &bus, &cancel, &mut tasks)
         .await

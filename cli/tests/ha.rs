@@ -4,8 +4,6 @@
 //! over and the old leader, resumed, sends nothing and steps down. Keepers whose clocks are minutes off change
 //! nothing. The store's connections killed and PostgreSQL restarted: the keepers reconnect and send nothing twice.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -16,9 +14,9 @@ use alloy::network::TransactionResponse as _;
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use alloy::sol_types::SolCall;
-use common::{start, Net, INTERVAL};
 use kronos_contracts::market::KronosMarket;
 use kronos_keeper::store::{LeaseRow, Store};
+use kronos_testkit::harness::{start, Net, INTERVAL};
 use kronos_testkit::pg::PgServer;
 
 const TTL_MS: u64 = 3000;

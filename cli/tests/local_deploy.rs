@@ -132,7 +132,7 @@ async fn deploy_on_a_local_chain_then_run_settles_a_round() {
     assert!(stdout.contains("base: local development chain: deploying Chainlink mock feeds"), "{stdout}");
     assert!(stdout.contains(&format!("keeper configuration written to {cfg}")), "{stdout}");
     assert!(stdout.contains("updateAnswer(int256)"), "{stdout}");
-    let d: kronos_keeper::deploy::Deployment =
+    let d: kronos_testkit::deploy::Deployment =
         serde_json::from_str(&std::fs::read_to_string(root.join(&out)).unwrap()).unwrap();
     assert_eq!((d.chain_id, d.market_ids.len()), (8453, 2));
     let market = kronos_contracts::KronosMarket::new(d.market, node.provider.clone());
@@ -215,7 +215,7 @@ async fn deploy_on_a_local_chain_then_run_settles_a_round() {
     }
     let e = epoch.expect("no round took both bets in 10 tries");
     // Move the mock's price between the lock and the close, as the README shows with `cast send`.
-    let agg = kronos_keeper::demo::net::mock_aggregator(&node.provider, d.feeds[0]).await.unwrap();
+    let agg = kronos_testkit::net::mock_aggregator(&node.provider, d.feeds[0]).await.unwrap();
     wait_for(120, "the lock time", || async { (head_time(&node.provider).await.ok()? > t(e + 1)).then_some(()) }).await;
     let r = kronos_contracts::mocks::MockV3Aggregator::new(agg, node.provider.clone())
         .updateAnswer(I256::try_from(6_600_000_000_000i64).unwrap())

@@ -1,12 +1,10 @@
 //! The `kronos` binary killed with SIGKILL in the middle of a run and restarted: no checkpoint is missed, no action
 //! is confirmed twice, and the key never reaches the logs. Also: bad configuration files give clear errors.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{start, INTERVAL};
+use kronos_testkit::harness::{self as common, start, INTERVAL};
 
 fn kronos() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kronos"));

@@ -21,6 +21,13 @@ use crate::rpc::FailoverTransport;
 use crate::store::Store;
 use crate::txmgr::{TxManager, TxPolicy};
 
+/// Development nodes by their `web3_clientVersion` (anvil, Hardhat, Ganache): the only nodes where `local = true`
+/// (mock feeds) is accepted, here and by `kronos deploy`.
+pub fn is_dev_node(client: &str) -> bool {
+    let c = client.to_ascii_lowercase();
+    ["anvil", "hardhat", "ganache"].iter().any(|d| c.starts_with(d))
+}
+
 /// A chain's health as `/health` reports it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Health {
@@ -70,7 +77,7 @@ impl ChainRuntime {
             // real network (a configuration written for a local chain and pointed at a real RPC keeps its id).
             let client = provider.get_client_version().await.with_context(|| format!("{name}: web3_clientVersion"))?;
             anyhow::ensure!(
-                crate::deploy::is_dev_node(&client),
+                is_dev_node(&client),
                 "{name}: local = true needs a development node (anvil, Hardhat, Ganache), but the RPC endpoint is '{client}': mock feeds anyone can move must never take real bets; remove local (and pairs) for a real network"
             );
         }

@@ -14,6 +14,9 @@ use alloy::signers::local::PrivateKeySigner;
 use kronos_common::{Catalogue, Chain, ChainKind, Decimal, Rounding, Secret};
 use serde::Deserialize;
 
+/// The trained model shipped in the repository (relative to its root): the forecaster's default `model`.
+pub const SHIPPED_MODEL: &str = "oracle/forecast/model";
+
 /// A configuration problem, naming the file and the field.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {field}: {message}")]
@@ -290,7 +293,7 @@ impl Config {
             None => None,
             Some(f) => Some(ForecasterConfig {
                 enabled: f.enabled,
-                model: f.model.unwrap_or_else(|| PathBuf::from(crate::cmd::forecast::SHIPPED_MODEL)),
+                model: f.model.unwrap_or_else(|| PathBuf::from(SHIPPED_MODEL)),
                 samples: f.samples,
                 candles: f.candles,
                 precision: match f.precision {

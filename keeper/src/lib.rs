@@ -1,18 +1,15 @@
-//! The Kronos keeper daemon and the `kronos` command-line program.
+//! The Kronos keeper daemon as a library: the chain runtime, the scheduler, the transaction manager, the publisher,
+//! the store and the HTTP API (with the embedded dApp). The `kronos` program (`cli/`) wires it up; the local network
+//! tooling (demo, bench, deploy plans, the anvil harness) lives in `localnet/`.
 
 pub mod api;
 pub mod chain;
 pub(crate) mod checkpoints;
 pub(crate) mod commit_reveal;
-pub mod cli;
-pub mod cmd;
 pub mod config;
-pub mod demo;
-pub mod deploy;
+pub mod dapp;
 pub mod engine;
 pub mod lease;
-pub mod loadgen;
-pub mod logging;
 pub(crate) mod market;
 pub mod metrics;
 pub mod publisher;

@@ -2,16 +2,14 @@
 //! restarted, a dead RPC endpoint, a base-fee spike, a transaction dropped from the pool, a stale feed, and bad
 //! configuration files.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use alloy::providers::Provider;
-use common::{start, INTERVAL};
 use kronos_common::signals::SignalKind;
 use kronos_common::Bus;
 use kronos_keeper::engine::{Keeper, Overrides};
+use kronos_testkit::harness::{self as common, start, INTERVAL};
 use tokio_util::sync::CancellationToken;
 
 async fn wait_for<F: Fn() -> bool>(what: &str, secs: u64, f: F) {
@@ -43,8 +41,8 @@ async fn drives_two_chains_publishes_forecasts_and_serves_its_api() {
     let run = tokio::spawn(keeper.run(cancel.clone()));
     // Bettors on both sides, so that rounds settle (a round with one side only is refunded).
     for (i, c) in net.chains.iter().enumerate() {
-        let stats = std::sync::Arc::new(parking_lot::Mutex::new(kronos_keeper::demo::bettors::BetStats::default()));
-        tokio::spawn(kronos_keeper::demo::bettors::run(
+        let stats = std::sync::Arc::new(parking_lot::Mutex::new(kronos_testkit::bettors::BetStats::default()));
+        tokio::spawn(kronos_testkit::bettors::run(
             c.clone(),
             common::INTERVAL,
             Duration::from_millis(200),
@@ -317,7 +315,7 @@ async fn survives_a_dying_rpc_a_fee_spike_and_a_dropped_transaction() {
     // Advance time past the next checkpoint and its execute delay with one mined block so the keeper sends.
     let t = q.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap().header.timestamp;
     let k_next = (t - net.chains[1].genesis()) / INTERVAL + 1;
-    let delay = kronos_keeper::deploy::execute_delay(INTERVAL as u32) as u64;
+    let delay = kronos_testkit::deploy::execute_delay(INTERVAL as u32) as u64;
     let next_t = net.chains[1].genesis() + k_next * INTERVAL + delay + 1;
     q.raw_request::<_, serde_json::Value>("evm_setNextBlockTimestamp".into(), (next_t,)).await.unwrap();
     q.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();

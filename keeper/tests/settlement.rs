@@ -2,17 +2,15 @@
 //! the keeper's own execute front-run by a copy with a higher tip. The chain is the truth: the store and the signals
 //! follow its events, and being beaten to a checkpoint is no failure.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::network::TransactionBuilder;
 use alloy::providers::Provider;
-use common::{start, INTERVAL};
 use kronos_common::signals::{Signal, SignalKind};
 use kronos_common::Bus;
 use kronos_keeper::engine::{Keeper, Overrides};
+use kronos_testkit::harness::{self as common, start, INTERVAL};
 use tokio::sync::broadcast::Receiver;
 use tokio_util::sync::CancellationToken;
 
@@ -21,8 +19,8 @@ const OTHER: usize = 5;
 
 fn bettors(net: &common::Net, cancel: &CancellationToken) {
     for (i, c) in net.chains.iter().enumerate() {
-        let stats = Arc::new(parking_lot::Mutex::new(kronos_keeper::demo::bettors::BetStats::default()));
-        tokio::spawn(kronos_keeper::demo::bettors::run(
+        let stats = Arc::new(parking_lot::Mutex::new(kronos_testkit::bettors::BetStats::default()));
+        tokio::spawn(kronos_testkit::bettors::run(
             c.clone(),
             INTERVAL,
             Duration::from_millis(200),
@@ -161,7 +159,7 @@ async fn a_front_run_execute_is_success_without_an_alert() {
     let t = kronos_testkit::head_time(&q).await.unwrap();
     let g = net.chains[0].genesis();
     let k_next = (t - g) / INTERVAL + 1;
-    let delay = kronos_keeper::deploy::execute_delay(INTERVAL as u32) as u64;
+    let delay = kronos_testkit::deploy::execute_delay(INTERVAL as u32) as u64;
     kronos_testkit::mine_at(&q, g + k_next * INTERVAL + delay + 1).await.unwrap();
     // The keeper broadcasts an execute still waiting in the pool (checkpoint k, or k - 1 if that one was not due yet
     // when mining stopped); copy it with a higher tip from another account.

@@ -4,14 +4,13 @@
 //! claim, a losing bet, a refunded round, every error message, the forecaster and health pages, the Solana note.
 //! Screenshots go to `<CARGO_TARGET_TMPDIR>/web`.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use kronos_common::Bus;
-use kronos_keeper::demo::net::{self, LocalChain, NetOptions, ReplayCandles};
 use kronos_keeper::engine::{Keeper, Overrides};
+use kronos_testkit::harness as common;
+use kronos_testkit::net::{self, LocalChain, NetOptions, ReplayCandles};
 use tokio_util::sync::CancellationToken;
 
 /// Like `common::start`, with a chain clock slow enough for a browser to bet within a round: 2 chain seconds per
@@ -19,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 async fn start(chains: &[&str]) -> common::Net {
     let root = kronos_testkit::repo_root();
     let cat = kronos_common::Catalogue::load(root.join("config/chains.toml")).unwrap();
-    let policy = kronos_keeper::deploy::DeployPolicy::load(&root.join("config/deploy.toml")).unwrap();
+    let policy = kronos_testkit::deploy::DeployPolicy::load(&root.join("config/deploy.toml")).unwrap();
     let candles = Arc::new(kronos_forecast::load_csv(root.join("data/btcusd-1h.csv")).unwrap());
     let opts = NetOptions {
         chains: chains.iter().map(|s| s.to_string()).collect(),

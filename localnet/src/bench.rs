@@ -689,9 +689,9 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
 /// standard input (`RATE PADDING` lines) until it closes.
 async fn ws_server(a: WsServerArgs) -> Result<()> {
     use kronos_common::http_guard::Limits;
-    let store = crate::store::Store::connect("sqlite::memory:").await?;
+    let store = kronos_keeper::store::Store::connect("sqlite::memory:").await?;
     let bus = kronos_common::Bus::default();
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(kronos_keeper::metrics::Metrics::default());
     let limits = Limits {
         max_connections: a.max_subscribers + 64,
         max_ws_subscribers: a.max_subscribers,
@@ -703,7 +703,7 @@ async fn ws_server(a: WsServerArgs) -> Result<()> {
         ws_send_timeout: Duration::from_millis(a.send_timeout_ms.max(1)),
         ..Limits::default()
     };
-    let state = crate::api::ApiState::new(store, bus.clone(), metrics, vec![], vec![], None, limits);
+    let state = kronos_keeper::api::ApiState::new(store, bus.clone(), metrics, vec![], vec![], None, limits);
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("--listen: cannot bind {}", a.listen))?;
@@ -711,7 +711,7 @@ async fn ws_server(a: WsServerArgs) -> Result<()> {
     let (pace_tx, pace_rx) = tokio::sync::watch::channel(loadgen::ws::Pace::default());
     tokio::spawn(loadgen::ws::publish(bus, pace_rx));
     let stop = CancellationToken::new();
-    let server = tokio::spawn(crate::api::serve(listener, state, stop.clone().cancelled_owned()));
+    let server = tokio::spawn(kronos_keeper::api::serve(listener, state, stop.clone().cancelled_owned()));
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(l) = lines.next_line().await? {
         match loadgen::ws::parse_pace(&l) {
@@ -818,7 +818,7 @@ async fn bench(a: SettleArgs) -> Result<()> {
     };
     let (db, chains) = (k.db.clone(), k.chains.clone());
     let _store_dir = k.stop().await;
-    let store = crate::store::Store::connect(&format!("sqlite://{}", db.display())).await?;
+    let store = kronos_keeper::store::Store::connect(&format!("sqlite://{}", db.display())).await?;
     let mut delays = Vec::new();
     let mut missed = 0u64;
     for c in &chains {

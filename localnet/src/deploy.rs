@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use alloy::primitives::{keccak256, Address, B256, U256};
 use anyhow::{Context, Result};
 use kronos_common::{Catalogue, Chain, Secret};
+use kronos_keeper::chain::is_dev_node;
 use serde::{Deserialize, Serialize};
 
 /// `config/deploy.toml`.
@@ -447,12 +448,6 @@ pub enum Target {
     Local,
 }
 
-/// Development nodes by their `web3_clientVersion`.
-pub(crate) fn is_dev_node(client: &str) -> bool {
-    let c = client.to_ascii_lowercase();
-    ["anvil", "hardhat", "ganache"].iter().any(|d| c.starts_with(d))
-}
-
 /// Chooses the plan for the node: a node serving another chain id than the catalogue's is refused (the keeper would
 /// refuse it too); `--local` asks for mocks (on a development node only); otherwise the catalogue's feeds are used where they all hold code (a real
 /// chain or a fork), mocks on a development node where none does, and anything else is refused before forge runs
@@ -497,7 +492,7 @@ pub fn choose_target(chain: &Chain, facts: &NodeFacts, force_local: bool) -> Res
 pub async fn probe(cat: &Catalogue, policy: &DeployPolicy, key: &str, rpc: &url::Url) -> Result<NodeFacts> {
     use alloy::providers::{Provider, ProviderBuilder};
     let chain = cat.chain(key).ok_or_else(|| anyhow::anyhow!("'{key}' is not in the catalogue"))?;
-    let label = crate::rpc::endpoint_label(0, rpc);
+    let label = kronos_keeper::rpc::endpoint_label(0, rpc);
     let p = ProviderBuilder::new().connect_http(rpc.clone());
     let ask = |e: &dyn std::fmt::Display| anyhow::anyhow!("--rpc ({label}) does not answer: {e}");
     let chain_id = p.get_chain_id().await.map_err(|e| ask(&e))?;
@@ -826,12 +821,12 @@ mod tests {
             genesis: vec![U256::from(1_800_000_000u64); 2],
         };
         let text = local_keeper_config(root, "base", "http://127.0.0.1:8545", &plan, &d);
-        let c = crate::config::Config::parse(&text, "k.toml", &|_| None).unwrap();
+        let c = kronos_keeper::config::Config::parse(&text, "k.toml", &|_| None).unwrap();
         let ch = &c.chains[0];
         assert!(ch.local && ch.markets == Some(vec![1, 2]) && ch.market == d.market && ch.registry == Some(d.registry));
         assert_eq!(ch.pairs.get(&1).map(String::as_str), Some("BTC/USD"));
         assert_eq!(ch.pairs.get(&2).map(String::as_str), Some("ETH/USD"));
         assert!(c.store.ends_with("data/local-base-1800000000.db"), "{}", c.store);
-        assert!(matches!(&c.signer, crate::config::SignerSource::Env(v) if v == "KRONOS_KEEPER_KEY"));
+        assert!(matches!(&c.signer, kronos_keeper::config::SignerSource::Env(v) if v == "KRONOS_KEEPER_KEY"));
     }
 }

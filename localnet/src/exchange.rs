@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::Args;
 use kronos_binance_mock::lead::{LeadTrade, SimLead};
 use kronos_binance_mock::MockExchange;
 use kronos_common::{Decimal, Rounding};
@@ -27,12 +27,6 @@ pub const LEAD_SYMBOL: &str = "BTCUSDT";
 const LEAD_WALLET: &str = "1000000";
 /// The follower account's USDT wallet (for `mode = "live"` against the local exchange).
 const FOLLOWER_WALLET: &str = "10000";
-
-#[derive(Debug, Subcommand)]
-pub enum ExchangeCommand {
-    /// Run the local exchange with a simulated lead account trading BTCUSDT on replayed real candles (until Ctrl-C).
-    Serve(ServeArgs),
-}
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -200,16 +194,8 @@ fn describe(t: &LeadTrade) -> String {
     )
 }
 
-/// Runs a parsed `kronos exchange` command.
-pub fn run(c: ExchangeCommand) -> Result<()> {
-    match c {
-        ExchangeCommand::Serve(a) => {
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(a))
-        }
-    }
-}
-
-async fn serve(a: ServeArgs) -> Result<()> {
+/// `kronos exchange serve`: runs the local exchange and replays the candles until `shutdown` resolves.
+pub async fn serve(a: ServeArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     anyhow::ensure!(
         a.candle_seconds.is_finite() && a.candle_seconds >= 0.4,
         "--candle-seconds must be at least 0.4 (got {})",
@@ -276,7 +262,6 @@ async fn serve(a: ServeArgs) -> Result<()> {
         a.candle_seconds
     );
     let quarter = Duration::from_secs_f64(a.candle_seconds / 4.0);
-    let shutdown = crate::cmd::keeper::shutdown_signal();
     tokio::pin!(shutdown);
     for (i, c) in candles.iter().enumerate().skip(from) {
         for (step, v) in candle_points(c).into_iter().enumerate() {
@@ -295,7 +280,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         }
     }
     println!("every candle replayed; the exchange keeps answering until Ctrl-C");
-    crate::cmd::keeper::shutdown_signal().await;
+    shutdown.await;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use alloy::primitives::U256;
 use kronos_common::{Catalogue, Secret};
-use kronos_keeper::deploy::{local_plan, run_forge, DeployPolicy, LocalMarket};
+use kronos_localnet::deploy::{local_plan, run_forge, DeployPolicy, LocalMarket};
 use kronos_testkit::{repo_root, spawn, NodeOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

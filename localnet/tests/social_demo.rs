@@ -11,7 +11,7 @@ use kronos_common::http_guard::{Guard, GuardMetrics, Limits};
 use kronos_common::signal_ws::Hub;
 use kronos_common::signals::{Outcome, SignalKind};
 use kronos_common::{Bus, Decimal};
-use kronos_keeper::demo::social::SocialDemo;
+use kronos_localnet::demo::social::SocialDemo;
 use tokio_util::sync::CancellationToken;
 
 fn settled(epoch: u64) -> SignalKind {

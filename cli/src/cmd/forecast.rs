@@ -9,8 +9,8 @@ use std::io::IsTerminal;
 
 use kronos_forecast::train::{self, TrainConfig};
 
-/// The model folder shipped in the repository.
-pub const SHIPPED_MODEL: &str = "oracle/forecast/model";
+use kronos_keeper::config::SHIPPED_MODEL;
+
 /// The candle file shipped in the repository.
 pub const SHIPPED_DATA: &str = "data/btcusd-1h.csv";
 

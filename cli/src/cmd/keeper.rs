@@ -9,8 +9,8 @@ use clap::Args;
 use kronos_common::{Bus, Secret};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::engine::{Keeper, Overrides};
+use kronos_keeper::config::Config;
+use kronos_keeper::engine::{Keeper, Overrides};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -100,11 +100,11 @@ pub async fn shutdown_signal() {
 pub fn status(a: StatusArgs) -> Result<()> {
     let cfg = Config::load(&a.config)?;
     runtime()?.block_on(async move {
-        let store = crate::store::Store::connect(&cfg.store).await?;
+        let store = kronos_keeper::store::Store::connect(&cfg.store).await?;
         let mut out = serde_json::Map::new();
         for c in &cfg.chains {
             let name = &c.chain.key;
-            let t = crate::rpc::FailoverTransport::new(name, &c.rpc);
+            let t = kronos_keeper::rpc::FailoverTransport::new(name, &c.rpc);
             let head = t.provider().get_block_number().await.map_err(|e| e.to_string());
             let rounds = store.rounds(Some(name), None, a.rounds).await?;
             let txs = store.all_txs(name).await?;
@@ -134,7 +134,7 @@ pub fn status(a: StatusArgs) -> Result<()> {
             out.insert("leases".into(), serde_json::to_value(&leases)?);
         } else {
             for l in &leases {
-                println!("{}", crate::lease::describe(l));
+                println!("{}", kronos_keeper::lease::describe(l));
             }
         }
         let recs = store.track_records().await?;
@@ -156,7 +156,7 @@ pub fn markets(a: RunArgs) -> Result<()> {
     runtime()?.block_on(async move {
         for c in &cfg.chains {
             let name = &c.chain.key;
-            let t = crate::rpc::FailoverTransport::new(name, &c.rpc);
+            let t = kronos_keeper::rpc::FailoverTransport::new(name, &c.rpc);
             let m = kronos_contracts::KronosMarket::new(c.market, t.provider());
             let n = m.marketCount().call().await.with_context(|| format!("{name}: marketCount() at {}", c.market))?;
             println!("{name} ({}), KronosMarket {}: {} market(s)", c.chain.name, c.market, n);
@@ -182,16 +182,18 @@ pub fn markets(a: RunArgs) -> Result<()> {
 /// `kronos deploy`: deploys the suite on one chain with the CREATE2 deployer. On a local development chain (or with
 /// `--local`) the markets get Chainlink mock feeds and the keeper configuration for `kronos run` is written too.
 pub fn deploy(a: DeployArgs) -> Result<()> {
-    use crate::deploy::{choose_target, local_keeper_config, local_plan_for_chain, plan_for_chain, probe, Target};
-    let root = crate::deploy::repo_root()?;
+    use kronos_localnet::deploy::{
+        choose_target, local_keeper_config, local_plan_for_chain, plan_for_chain, probe, Target,
+    };
+    let root = kronos_localnet::deploy::repo_root()?;
     let cat = kronos_common::Catalogue::load(root.join("config/chains.toml"))?;
-    let policy = crate::deploy::DeployPolicy::load(&root.join(&a.policy))?;
+    let policy = kronos_localnet::deploy::DeployPolicy::load(&root.join(&a.policy))?;
     let rpc = match &a.rpc {
         Some(u) => {
             // Never echo the URL: hosted endpoints carry their API key in it.
             let url = url::Url::parse(u).map_err(|e| anyhow::anyhow!("--rpc is not a URL ({e})"))?;
             anyhow::ensure!(matches!(url.scheme(), "http" | "https"), "--rpc must be an http or https URL");
-            for s in crate::rpc::url_secrets(&url) {
+            for s in kronos_keeper::rpc::url_secrets(&url) {
                 kronos_common::Redactor::global().register(&s);
             }
             Some(url)
@@ -261,13 +263,13 @@ pub fn deploy(a: DeployArgs) -> Result<()> {
         );
     }
     rt.block_on(async move {
-        let d = crate::deploy::run_forge(&root, &plan, url.as_str(), &key).await?;
+        let d = kronos_localnet::deploy::run_forge(&root, &plan, url.as_str(), &key).await?;
         println!("{}", serde_json::to_string_pretty(&d)?);
         println!("written to {out}");
         if target == Target::Local {
-            let t = crate::rpc::FailoverTransport::new(&a.chain, std::slice::from_ref(&url));
+            let t = kronos_keeper::rpc::FailoverTransport::new(&a.chain, std::slice::from_ref(&url));
             for (m, feed) in plan.markets.iter().zip(&d.feeds) {
-                let agg = crate::demo::net::mock_aggregator(&t.provider(), *feed).await?;
+                let agg = kronos_localnet::demo::net::mock_aggregator(&t.provider(), *feed).await?;
                 println!("  {} mock feed {feed}: move its price with  cast send {agg} \"updateAnswer(int256)\" <answer with {} decimals> --rpc-url <rpc> --private-key <key>", m.pair, m.decimals);
             }
             let cfg_path = format!("{}.keeper.toml", out.trim_end_matches(".json"));

@@ -1,6 +1,5 @@
 //! One module per `kronos` command group.
 
-pub mod bench;
 pub mod copytrade;
 pub mod exchange;
 pub mod forecast;

@@ -82,9 +82,9 @@ fn router(guard: &Guard, mut up: Upstream) -> Router {
     up.ws_max_message = guard.limits().ws_max_message_bytes;
     up.ws_send_timeout = guard.limits().ws_send_timeout;
     let r = Router::new()
-        .route("/", get(crate::web::index))
-        .route("/assets/app.js", get(crate::web::app_js))
-        .route("/assets/style.css", get(crate::web::style_css))
+        .route("/", get(kronos_keeper::dapp::index))
+        .route("/assets/app.js", get(kronos_keeper::dapp::app_js))
+        .route("/assets/style.css", get(kronos_keeper::dapp::style_css))
         .route("/health", get(forward))
         .route("/api/{*rest}", get(forward))
         .route("/ws", get(relay))
@@ -237,7 +237,7 @@ mod tests {
         tokio::spawn(async move { guard.serve(l, app, std::future::pending()).await.unwrap() });
 
         let page = reqwest::get(format!("http://{addr}/")).await.unwrap();
-        assert_eq!(page.headers()["content-security-policy"], crate::web::CSP);
+        assert_eq!(page.headers()["content-security-policy"], kronos_keeper::dapp::CSP);
         assert!(page.text().await.unwrap().contains("/assets/app.js"));
         let js = reqwest::get(format!("http://{addr}/assets/app.js")).await.unwrap();
         assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");

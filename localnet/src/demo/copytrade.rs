@@ -16,7 +16,7 @@ use kronos_copytrade::{Handles, Store, Tuning};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::exchange::{candle_points, Keys, LocalExchange, LEAD_SYMBOL};
+use crate::exchange::{candle_points, Keys, LocalExchange, LEAD_SYMBOL};
 
 /// Follower position = lead position × this.
 const RATIO: &str = "0.1";

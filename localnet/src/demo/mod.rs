@@ -20,11 +20,11 @@ use kronos_common::{Bus, Catalogue};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ChainConfig, Config, ForecasterConfig, SignerSource};
 use crate::deploy::DeployPolicy;
-use crate::engine::{Keeper, Overrides};
-use crate::scheduler::MarketStats;
 use bettors::BetStats;
+use kronos_keeper::config::{ChainConfig, Config, ForecasterConfig, SignerSource};
+use kronos_keeper::engine::{Keeper, Overrides};
+use kronos_keeper::scheduler::MarketStats;
 use net::{accounts, NetOptions, ReplayCandles};
 
 /// `kronos demo` options.
@@ -98,8 +98,8 @@ pub struct Demo {
     pub chains: Vec<Arc<net::LocalChain>>,
     pub keeper_stats: Vec<Arc<Mutex<MarketStats>>>,
     pub bets: BTreeMap<String, Arc<Mutex<BetStats>>>,
-    pub store: crate::store::Store,
-    pub publisher: Option<Arc<crate::publisher::Publisher>>,
+    pub store: kronos_keeper::store::Store,
+    pub publisher: Option<Arc<kronos_keeper::publisher::Publisher>>,
     pub db: String,
     /// Decimals of each chain's stake: 18 for the native coin, the token's own otherwise.
     pub stake_decimals: BTreeMap<String, u8>,
@@ -158,7 +158,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
     for c in &chains {
         replay.register(&c.chain.key, c.genesis(), args.interval as u64, c.candle_base);
     }
-    let model = root.join(crate::cmd::forecast::SHIPPED_MODEL);
+    let model = root.join(kronos_keeper::config::SHIPPED_MODEL);
     let forecast = !args.no_forecast && model.join("kronos.json").is_file();
     if !args.no_forecast && !forecast {
         println!("(no trained model at {}: running without the forecaster)", model.display());
@@ -232,7 +232,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
     println!(
         "local exchange {} with a simulated lead trading {} on {}'s candles; paper copy-trader API http://{}/api/status",
         copy.exchange.rest_url(),
-        crate::cmd::exchange::LEAD_SYMBOL,
+        crate::exchange::LEAD_SYMBOL,
         chains[0].chain.key,
         copy.api
     );

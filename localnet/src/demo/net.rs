@@ -17,7 +17,7 @@ use kronos_forecast::Candle;
 use parking_lot::Mutex;
 
 use crate::deploy::{local_plan, run_forge, DeployPolicy, Deployment, LocalMarket};
-use crate::publisher::CandleSource;
+use kronos_keeper::publisher::CandleSource;
 
 /// Dev accounts of anvil's default mnemonic, by role.
 pub mod accounts {

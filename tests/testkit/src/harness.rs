@@ -1,7 +1,5 @@
-//! Shared harness of the keeper's end-to-end tests: two local chains with accelerated clocks, the suite deployed,
+//! Shared harness of the keeper's end-to-end tests (`keeper/tests`, `cli/tests`): two local chains with accelerated clocks, the suite deployed,
 //! real candles replayed into the feeds, and a keeper configuration pointing at them.
-
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +8,8 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use kronos_common::Catalogue;
 use kronos_keeper::config::{ChainConfig, Config, ForecasterConfig, SignerSource};
-use kronos_keeper::demo::net::{self, accounts, LocalChain, NetOptions, ReplayCandles};
-use kronos_keeper::deploy::DeployPolicy;
+use kronos_localnet::demo::net::{self, accounts, LocalChain, NetOptions, ReplayCandles};
+use kronos_localnet::deploy::DeployPolicy;
 use tokio_util::sync::CancellationToken;
 
 pub const INTERVAL: u64 = 60;
@@ -27,7 +25,7 @@ pub struct Net {
 
 /// Starts `chains` (catalogue keys) with 20 chain seconds per 0.5 s block and 60-second rounds, and replays candles.
 pub async fn start(chains: &[&str]) -> Net {
-    let root = kronos_testkit::repo_root();
+    let root = crate::repo_root();
     let cat = Catalogue::load(root.join("config/chains.toml")).unwrap();
     let policy = DeployPolicy::load(&root.join("config/deploy.toml")).unwrap();
     let candles = Arc::new(kronos_forecast::load_csv(root.join("data/btcusd-1h.csv")).unwrap());
@@ -145,7 +143,7 @@ impl Net {
 
     /// Current chain time of chain `i`.
     pub async fn now(&self, i: usize) -> u64 {
-        kronos_testkit::head_time(&self.chains[i].wallet(0)).await.unwrap()
+        crate::head_time(&self.chains[i].wallet(0)).await.unwrap()
     }
 
     /// Waits until chain `i` reaches checkpoint `k`'s time plus `extra` chain seconds.

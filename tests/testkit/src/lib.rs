@@ -1,12 +1,24 @@
 //! Test helpers: real anvil nodes (the npm Foundry binary), wallets, and contract deployments over alloy; a
 //! throwaway PostgreSQL server ([`pg`]); a local Telegram Bot API server ([`telegram`]);
-//! a throwaway Redis server ([`redis`]); a local Discord gateway and REST stand-in ([`discord`]).
+//! a throwaway Redis server ([`redis`]); a local Discord gateway and REST stand-in ([`discord`]); the keeper's
+//! end-to-end harness on two local chains ([`harness`]) and the local network tooling of `kronos-localnet` ([`net`],
+//! [`bettors`], [`deploy`], [`exchange`], …).
 
 pub mod discord;
+#[cfg(feature = "localnet")]
+pub mod harness;
 pub mod pg;
 pub mod redis;
 pub mod rpcproxy;
 pub mod telegram;
+
+// With the `localnet` feature: the local network tooling the tests share, from `kronos-localnet` (the tests never
+// import it from the product): the anvil network harness, the demo's bettors, copy-trading and social pieces, the
+// deploy plans and forge runner, the local exchange.
+#[cfg(feature = "localnet")]
+pub use kronos_localnet::demo::{bettors, copytrade, net, social};
+#[cfg(feature = "localnet")]
+pub use kronos_localnet::{deploy, exchange};
 
 use std::path::{Path, PathBuf};
 
