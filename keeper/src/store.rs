@@ -6,7 +6,8 @@
 //! state plus this record (pending transactions, salts of unrevealed predictions).
 
 use anyhow::{Context, Result};
-use kronos_common::db::{decode, decode_all, Flag, OptFlag};
+use kronos_common::db::{decode, decode_all, Flag, OptFlag, Parsed, ParsedOpt};
+use kronos_contracts::{CancelReason, CheckpointStatus};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::AnyPool;
@@ -110,6 +111,8 @@ pub struct CheckpointRow {
     pub ts: i64,
     pub round_id: String,
     pub price: String,
+    /// A [`CheckpointStatus`] by name (`valid`, `stale`, …); another stored text is an error on read.
+    #[sqlx(try_from = "Known<CheckpointStatus>")]
     pub status: String,
     pub tx_hash: Option<String>,
     pub block: Option<i64>,
@@ -126,6 +129,8 @@ pub struct RoundRow {
     pub lock_price: Option<String>,
     pub close_price: Option<String>,
     pub outcome: Option<String>,
+    /// A [`CancelReason`] by name (`lock_price_unusable`, …); another stored text is an error on read.
+    #[sqlx(try_from = "KnownOpt<CancelReason>")]
     pub reason: Option<String>,
     pub up_wei: String,
     pub down_wei: String,
@@ -143,6 +148,8 @@ pub struct TxRow {
     pub action: String,
     pub nonce: i64,
     pub tx_hash: String,
+    /// A [`TxStatus`] by name; another stored text is an error on read.
+    #[sqlx(try_from = "Known<TxStatus>")]
     pub status: String,
     pub max_fee_wei: String,
     pub priority_fee_wei: String,
@@ -151,6 +158,124 @@ pub struct TxRow {
     pub mined_block: Option<i64>,
     pub gas_used: Option<i64>,
     pub error: Option<String>,
+}
+
+/// Where a signed transaction stands, as the `transactions.status` column stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Recorded before it is sent.
+    Signed,
+    /// Sent, not mined.
+    Pending,
+    /// Mined with success.
+    Confirmed,
+    /// Mined and reverted, or refused by the node.
+    Failed,
+    /// Another transaction with its nonce was mined (a replacement of it).
+    Replaced,
+    /// Given up: its nonce was used by another transaction, or it was left open by a previous run.
+    Dropped,
+}
+
+impl TxStatus {
+    pub const ALL: [TxStatus; 6] = [
+        TxStatus::Signed,
+        TxStatus::Pending,
+        TxStatus::Confirmed,
+        TxStatus::Failed,
+        TxStatus::Replaced,
+        TxStatus::Dropped,
+    ];
+
+    /// The stored form.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TxStatus::Signed => "signed",
+            TxStatus::Pending => "pending",
+            TxStatus::Confirmed => "confirmed",
+            TxStatus::Failed => "failed",
+            TxStatus::Replaced => "replaced",
+            TxStatus::Dropped => "dropped",
+        }
+    }
+}
+
+impl std::fmt::Display for TxStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored text that is no [`TxStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is no transaction status (signed, pending, confirmed, failed, replaced, dropped)")]
+pub struct UnknownTxStatus(pub String);
+
+impl std::str::FromStr for TxStatus {
+    type Err = UnknownTxStatus;
+
+    fn from_str(s: &str) -> Result<TxStatus, UnknownTxStatus> {
+        TxStatus::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| UnknownTxStatus(s.to_string()))
+    }
+}
+
+/// A text column that must name a value of `T` (checked on read; the row keeps the text, which is `T`'s stored
+/// form). A keeper-local type so that `From` can be implemented for it.
+struct Known<T>(String, std::marker::PhantomData<T>);
+
+/// A nullable [`Known`].
+struct KnownOpt<T>(Option<String>, std::marker::PhantomData<T>);
+
+impl<T> sqlx::Type<sqlx::Any> for Known<T> {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r, T> sqlx::Decode<'r, sqlx::Any> for Known<T>
+where
+    T: std::str::FromStr + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let v = <Parsed<T> as sqlx::Decode<sqlx::Any>>::decode(value)?;
+        Ok(Known(v.0.to_string(), std::marker::PhantomData))
+    }
+}
+
+impl<T> sqlx::Type<sqlx::Any> for KnownOpt<T> {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r, T> sqlx::Decode<'r, sqlx::Any> for KnownOpt<T>
+where
+    T: std::str::FromStr + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let v = <ParsedOpt<T> as sqlx::Decode<sqlx::Any>>::decode(value)?;
+        Ok(KnownOpt(v.0.map(|t| t.to_string()), std::marker::PhantomData))
+    }
+}
+
+impl<T> From<Known<T>> for String {
+    fn from(k: Known<T>) -> String {
+        k.0
+    }
+}
+
+impl<T> From<KnownOpt<T>> for Option<String> {
+    fn from(k: KnownOpt<T>) -> Option<String> {
+        k.0
+    }
 }
 
 /// A forecast the keeper committed (the salt stays here until the reveal).
@@ -1311,6 +1436,29 @@ pub(crate) mod tests {
         assert_eq!(bad_column(&store.recent_predictions("base", 9).await.unwrap_err()), ("predictions", Some("hit")));
         store.exec(sqlx::query("UPDATE rounds SET delay_blocks = 'x'")).await.unwrap();
         assert_eq!(bad_column(&store.rounds(None, None, 9).await.unwrap_err()), ("rounds", Some("delay_blocks")));
+        store.exec(sqlx::query("UPDATE rounds SET delay_blocks = 1, reason = 'whim'")).await.unwrap();
+        let e = store.rounds(None, None, 9).await.unwrap_err();
+        assert_eq!(bad_column(&e), ("rounds", Some("reason")));
+        assert!(format!("{e:#}").contains("CancelReason has no value named \"whim\""), "{e:#}");
+        // An unknown status, in either table that has one.
+        store.exec(sqlx::query("UPDATE checkpoints SET status = 'fresh'")).await.unwrap();
+        let e = store.checkpoints("base", 1, 0, 9).await.unwrap_err();
+        assert_eq!(bad_column(&e), ("checkpoints", Some("status")));
+        store.exec(sqlx::query("UPDATE transactions SET status = 'lost'")).await.unwrap();
+        let e = store.all_txs("base").await.unwrap_err();
+        assert_eq!(bad_column(&e), ("transactions", Some("status")));
+        assert!(format!("{e:#}").contains("\"lost\" is no transaction status"), "{e:#}");
+    }
+
+    /// The stored forms of the transaction statuses: each parses back, and nothing else does.
+    #[test]
+    fn transaction_statuses_read_back_by_name_only() {
+        for t in TxStatus::ALL {
+            assert_eq!(t.as_str().parse::<TxStatus>(), Ok(t));
+        }
+        let names: Vec<_> = TxStatus::ALL.iter().map(|t| t.to_string()).collect();
+        assert_eq!(names, ["signed", "pending", "confirmed", "failed", "replaced", "dropped"]);
+        assert_eq!("Pending".parse::<TxStatus>(), Err(UnknownTxStatus("Pending".into())));
     }
 
     /// Each fact is stored once: the keeper's `events` log keeps the keeper's signals, not the copy-trader's (its own
