@@ -10,8 +10,15 @@ mod logging;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    // Process-wide allocator tuning for the forecaster (the library leaves it to the program).
-    kronos_forecast::keep_freed_memory();
+    // A forecast allocates and frees buffers of a few MB; glibc's defaults give such blocks back to the kernel at
+    // once and every forecast pays for faulting them in again (about a fifth of its time): keep up to 64 MiB of freed
+    // memory for reuse. A process-wide setting, so the program makes it, never the forecaster's library.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters; called once, before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
     logging::init(cli.log_json, cli.verbose);
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,14 @@ fn candles() -> Vec<kronos_forecast::data::Candle> {
 }
 
 fn bench(c: &mut Criterion) {
-    kronos_forecast::keep_freed_memory();
+    // The allocator setting the `kronos` binary makes (cli/src/main.rs): keep up to 64 MiB of freed memory for
+    // reuse, so the figures are the program's.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
     let data = candles();
     let shipped = Forecaster::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/model"))).expect("shipped model");
     let ctx = &data[data.len() - shipped.meta.max_context..];

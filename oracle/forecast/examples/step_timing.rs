@@ -4,7 +4,14 @@ use std::time::Instant;
 use kronos_forecast::train::TrainConfig;
 
 fn main() -> anyhow::Result<()> {
-    kronos_forecast::keep_freed_memory();
+    // The allocator setting the `kronos` binary makes (cli/src/main.rs): keep up to 64 MiB of freed memory for
+    // reuse, so the figures are the program's.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
     let candles = kronos_forecast::load_csv(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/btcusd-1h.csv"))?;
     let mut cfg = TrainConfig::shipped(1);
     cfg.tokenizer_steps = 20;

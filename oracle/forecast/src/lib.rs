@@ -27,5 +27,4 @@ pub mod train;
 pub mod weights;
 
 pub use data::{load_csv, Candle};
-pub use fast::keep_freed_memory;
 pub use forecast::{Forecast, ForecastOptions, Forecaster};

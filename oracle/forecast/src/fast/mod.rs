@@ -14,7 +14,7 @@ use candle_core::{Result, Tensor};
 
 pub use block::{Block, BlockParams, Cache};
 pub use matmul::{Kernel, Precision};
-pub use model::{keep_freed_memory, Model};
+pub use model::Model;
 
 use crate::nn::TransformerBlock;
 

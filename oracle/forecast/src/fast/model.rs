@@ -13,25 +13,6 @@ fn host(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
-/// A forecast allocates and frees buffers of a few MB; glibc's defaults give such blocks back to the kernel at once
-/// and every forecast pays for faulting them in again (about a fifth of its time). Raising the thresholds (once per
-/// process) keeps up to 64 MiB of freed memory for reuse.
-///
-/// This is a process-wide allocator setting, so the library never makes it on its own: a program that runs
-/// forecasts calls it once from `main` (the `kronos` binary, the forecast bench and examples do). glibc only; a
-/// no-op elsewhere.
-pub fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        // SAFETY: mallopt only changes allocator tuning parameters.
-        ONCE.call_once(|| unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-        });
-    }
-}
-
 /// A linear layer with its bias.
 struct Dense {
     w: Weight,
