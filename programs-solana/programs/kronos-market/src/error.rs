@@ -92,4 +92,29 @@ pub enum MarketError {
     VaultAsDestination,
     #[msg("a neighbouring round still needs this round's price record: close it once that round is locked or final")]
     NeighbourPending,
+    // ---- the forecast registry ----
+    #[msg("reveal_window must be between 1 second and 30 days")]
+    BadRevealWindow,
+    #[msg("the round account is not the round of this market and epoch")]
+    WrongRound,
+    #[msg("too late to commit: commitments close with the round's betting, bet_cutoff seconds before the lock")]
+    CommitTooLate,
+    #[msg("this commitment was already revealed or expired")]
+    AlreadyFinal,
+    #[msg("the revealed forecast and salt do not hash to the commitment")]
+    CommitmentMismatch,
+    #[msg("probability_up_bps must be at most 10000 and agree with the direction (up: >= 5000, down: <= 5000)")]
+    InconsistentForecast,
+    #[msg("the round's outcome is not final yet: reveal once it is settled, cancelled or past its settle window")]
+    OutcomeNotFinal,
+    #[msg("the reveal window is still open: the commitment cannot be expired yet")]
+    RevealWindowOpen,
+    #[msg("the reveal window has closed: the commitment counts as expired")]
+    RevealWindowClosed,
+    #[msg("the publisher has 1024 open commitments and none is past its reveal deadline")]
+    TooManyOpen,
+    #[msg("forecasts committed on this round may still be revealed: close it after their reveal deadline")]
+    RevealPending,
+    #[msg("the publisher's open list has no entry for this commitment's deadline (broken invariant)")]
+    OpenListMismatch,
 }

@@ -149,3 +149,53 @@ pub struct FeedApproved {
 pub struct FeedRevoked {
     pub feed: Pubkey,
 }
+
+// ---- the forecast registry (`PredictionRegistry.sol`'s `Committed`, `Revealed` and `Expired`) ----
+
+#[event]
+pub struct RegistryInitialized {
+    /// The cluster's genesis hash, bound into every commitment.
+    pub cluster: [u8; 32],
+    pub reveal_window: u32,
+}
+
+/// A commitment made or replaced (before the round's betting closes).
+#[event]
+pub struct ForecastCommitted {
+    pub publisher: Pubkey,
+    pub market: Pubkey,
+    pub epoch: u64,
+    pub commitment: [u8; 32],
+}
+
+/// A forecast revealed and scored: `brier` in basis points squared (1e8 = 1.0); an outcome other than Up or Down
+/// voids it (`hit` false, `brier` 0, counted as voided).
+#[event]
+pub struct ForecastRevealed {
+    pub publisher: Pubkey,
+    pub market: Pubkey,
+    pub epoch: u64,
+    pub up: bool,
+    pub probability_up_bps: u16,
+    pub outcome: Outcome,
+    pub hit: bool,
+    pub brier: u32,
+}
+
+/// `expire` marked a commitment never revealed in time. `counted`: this call added one expiry to the stored record
+/// (false when a commit that found the publisher's open list full had already folded it in, `ForecastsExpired`).
+#[event]
+pub struct ForecastExpired {
+    pub publisher: Pubkey,
+    pub market: Pubkey,
+    pub epoch: u64,
+    pub counted: bool,
+}
+
+/// A commit that found its publisher's open list full folded `count` past-deadline commitments into the record
+/// (the list keeps only deadlines, so they are not named one by one).
+#[event]
+pub struct ForecastsExpired {
+    pub publisher: Pubkey,
+    pub count: u32,
+}

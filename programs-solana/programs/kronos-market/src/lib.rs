@@ -5,6 +5,7 @@
 //! lock and settle rounds once their time has come (the crank); the lock and close prices are the Chainlink answers
 //! in effect at those exact timestamps, read from the feed's history, so the caller cannot pick a price by picking a
 //! moment. A tie, a one-sided pool, a stale or missing price, or a round nobody settled within its window is refunded.
+//! The same program keeps the forecast registry of `contracts-evm/src/PredictionRegistry.sol` (`registry`).
 //! See `programs-solana/README.md` for the account model and the instruction table.
 
 use anchor_lang::prelude::*;
@@ -32,9 +33,11 @@ pub mod error;
 pub mod events;
 pub mod instructions;
 pub mod money;
+pub mod registry;
 pub mod state;
 
 use instructions::*;
+use registry::RecordView;
 use state::{Params, Side};
 
 declare_id!("8p8BNBjueeyCJ2QZgeWGh67FujB5sziemG2NpV2SYxA9");
@@ -155,5 +158,34 @@ pub mod kronos_market {
     /// Authority: withdraws fees owed to the treasury.
     pub fn withdraw_treasury(ctx: Context<WithdrawTreasury>, amount: u64) -> Result<()> {
         instructions::admin::withdraw_treasury(ctx, amount)
+    }
+
+    // ---- the forecast registry (`PredictionRegistry.sol`; see `registry`) ----
+
+    /// The program's upgrade authority creates the registry once: the cluster's genesis hash (bound into every
+    /// commitment) and how long after a round's settle deadline forecasts may still be revealed.
+    pub fn initialize_registry(ctx: Context<InitializeRegistry>, cluster: [u8; 32], reveal_window: u32) -> Result<()> {
+        instructions::registry::initialize_registry(ctx, cluster, reveal_window)
+    }
+
+    /// Commits the publisher's forecast for a started round, until betting closes; a later commit replaces it.
+    pub fn commit(ctx: Context<Commit>, epoch: u64, commitment: [u8; 32]) -> Result<()> {
+        instructions::registry::commit(ctx, epoch, commitment)
+    }
+
+    /// Reveals the publisher's forecast once the round's outcome is final, and scores it.
+    pub fn reveal(ctx: Context<Reveal>, epoch: u64, up: bool, probability_up_bps: u16, salt: [u8; 32]) -> Result<()> {
+        instructions::registry::reveal(ctx, epoch, up, probability_up_bps, salt)
+    }
+
+    /// Anyone: marks a commitment not revealed by its deadline as expired (the track record counts it from the
+    /// deadline on without this).
+    pub fn expire(ctx: Context<Expire>) -> Result<()> {
+        instructions::registry::expire(ctx)
+    }
+
+    /// A publisher's track record now (return data), open commitments past their deadline counted as expired.
+    pub fn track_record(ctx: Context<ReadTrackRecord>) -> Result<RecordView> {
+        instructions::registry::track_record(ctx)
     }
 }

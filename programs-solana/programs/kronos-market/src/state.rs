@@ -276,6 +276,9 @@ pub struct Round {
     pub positions: u32,
     /// Who paid the round's rent (gets it back when the round is closed).
     pub payer: Pubkey,
+    /// The reveal deadline of the forecasts committed on this round (0 when none): the round, whose outcome scores
+    /// them, is not closed before it (see [`crate::registry`]).
+    pub reveal_until: i64,
     pub bump: u8,
 }
 

@@ -53,7 +53,8 @@ pub fn close_position(ctx: Context<ClosePosition>, epoch: u64) -> Result<()> {
     Ok(())
 }
 
-/// Closes a final round once all its positions are closed and its neighbours no longer need its price records;
+/// Closes a final round once all its positions are closed, its neighbours no longer need its price records and the
+/// reveal deadline of the forecasts committed on it (if any) has passed;
 /// rounding dust left from the winners' shares goes to the treasury, the rent to whoever started the round. Anyone
 /// may call it.
 pub fn close_round(ctx: Context<CloseRound>, epoch: u64) -> Result<()> {
@@ -65,6 +66,9 @@ pub fn close_round(ctx: Context<CloseRound>, epoch: u64) -> Result<()> {
     }
     require!(matches!(r.status, RoundStatus::Settled | RoundStatus::Cancelled), MarketError::RoundNotFinal);
     require!(r.positions == 0, MarketError::PositionsOpen);
+    // A forecast on this round is scored from it: keep it until their reveal deadline has passed, so that nobody
+    // can close it to stop a reveal.
+    require!(now > r.reveal_until, MarketError::RevealPending);
     // The round's price records must outlive the neighbours that may still read them: the previous round until it
     // has read its close (this round's lock), the next until it has read its lock (this round's close). A missing
     // neighbour can no longer start: the previous one's window ended before this round began, and this round can

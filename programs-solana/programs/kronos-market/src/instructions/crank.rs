@@ -114,6 +114,7 @@ pub fn start_round(ctx: Context<StartRound>, epoch: u64) -> Result<()> {
         paid: 0,
         positions: 0,
         payer: ctx.accounts.payer.key(),
+        reveal_until: 0,
         bump: ctx.bumps.round,
     });
     emit_event!(RoundStarted { market: m.key(), epoch, start_ts: start, lock_ts: lock, close_ts: close });

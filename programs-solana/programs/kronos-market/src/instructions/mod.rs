@@ -7,6 +7,7 @@ pub mod close;
 pub mod config;
 pub mod crank;
 pub mod init;
+pub mod registry;
 
 pub use admin::*;
 pub use bet::*;
@@ -15,3 +16,4 @@ pub use close::*;
 pub use config::*;
 pub use crank::*;
 pub use init::*;
+pub use registry::*;

@@ -610,3 +610,126 @@ pub async fn audit(env: &mut Env, m: &M, epochs: impl IntoIterator<Item = u64>) 
     };
     (held, owed as u64)
 }
+
+// ---- the forecast registry ----
+
+pub use kronos_market::registry::{commitment_hash, Forecast, RecordView, TrackRecord};
+
+/// The tests' cluster id (a genesis hash) and reveal window.
+pub const CLUSTER: [u8; 32] = [0xC1; 32];
+pub const REVEAL_WINDOW: u32 = 86_400;
+
+pub fn registry_pda() -> Pubkey {
+    Pubkey::find_program_address(&[kronos_market::registry::REGISTRY_SEED], &ID).0
+}
+pub fn commitment_pda(market: &Pubkey, epoch: u64, publisher: &Pubkey) -> Pubkey {
+    Pubkey::find_program_address(
+        &[kronos_market::registry::COMMITMENT_SEED, market.as_ref(), &epoch.to_le_bytes(), publisher.as_ref()],
+        &ID,
+    )
+    .0
+}
+pub fn record_pda(publisher: &Pubkey) -> Pubkey {
+    Pubkey::find_program_address(&[kronos_market::registry::RECORD_SEED, publisher.as_ref()], &ID).0
+}
+
+pub fn initialize_registry(upgrade_authority: &Pubkey, cluster: [u8; 32], reveal_window: u32) -> Instruction {
+    ixn(
+        acc::InitializeRegistry {
+            upgrade_authority: *upgrade_authority,
+            registry: registry_pda(),
+            program_data: program_data_pda(),
+            system_program: anchor_lang::system_program::ID,
+        },
+        ix::InitializeRegistry { cluster, reveal_window },
+    )
+}
+
+/// A forecast with a salt derived from `seed`.
+pub fn forecast(up: bool, probability_up_bps: u16, seed: u8) -> Forecast {
+    Forecast { up, probability_up_bps, salt: [seed; 32] }
+}
+
+impl M {
+    /// The commitment `publisher` makes for `f` on this market's round `epoch` under the tests' cluster id.
+    pub fn commitment_of(&self, publisher: &Pubkey, epoch: u64, f: &Forecast) -> [u8; 32] {
+        commitment_hash(&CLUSTER, publisher, &self.key, epoch, f)
+    }
+    /// Commits `commitment` naming `round` as the round account (tests pass wrong ones).
+    pub fn commit_with(&self, publisher: &Pubkey, epoch: u64, round: Pubkey, commitment: [u8; 32]) -> Instruction {
+        ixn(
+            acc::Commit {
+                publisher: *publisher,
+                registry: registry_pda(),
+                market: self.key,
+                round,
+                commitment: commitment_pda(&self.key, epoch, publisher),
+                record: record_pda(publisher),
+                system_program: anchor_lang::system_program::ID,
+            },
+            ix::Commit { epoch, commitment },
+        )
+    }
+    pub fn commit(&self, publisher: &Pubkey, epoch: u64, f: &Forecast) -> Instruction {
+        self.commit_with(publisher, epoch, self.round(epoch), self.commitment_of(publisher, epoch, f))
+    }
+    pub fn reveal_with(&self, publisher: &Pubkey, epoch: u64, round: Pubkey, f: &Forecast) -> Instruction {
+        ixn(
+            acc::Reveal {
+                publisher: *publisher,
+                registry: registry_pda(),
+                market: self.key,
+                round,
+                commitment: commitment_pda(&self.key, epoch, publisher),
+                record: record_pda(publisher),
+            },
+            ix::Reveal { epoch, up: f.up, probability_up_bps: f.probability_up_bps, salt: f.salt },
+        )
+    }
+    pub fn reveal(&self, publisher: &Pubkey, epoch: u64, f: &Forecast) -> Instruction {
+        self.reveal_with(publisher, epoch, self.round(epoch), f)
+    }
+    pub fn expire(&self, publisher: &Pubkey, epoch: u64) -> Instruction {
+        ixn(
+            acc::Expire { commitment: commitment_pda(&self.key, epoch, publisher), record: record_pda(publisher) },
+            ix::Expire {},
+        )
+    }
+}
+
+pub fn read_track_record(publisher: &Pubkey) -> Instruction {
+    ixn(acc::ReadTrackRecord { record: record_pda(publisher) }, ix::TrackRecord {})
+}
+
+impl Env {
+    /// [`Env::new`] with the registry created by the upgrade authority.
+    pub async fn with_registry() -> Env {
+        let mut env = Env::new().await;
+        let a = env.authority.insecure_clone();
+        env.send(&[initialize_registry(&a.pubkey(), CLUSTER, REVEAL_WINDOW)], &[&a]).await.unwrap();
+        env
+    }
+
+    /// The publisher's track record now, read from the account and applied at the current clock.
+    pub async fn record(&mut self, publisher: &Pubkey) -> RecordView {
+        let now = self.now;
+        self.account::<TrackRecord>(record_pda(publisher)).await.map(|r| r.view(now)).unwrap_or_default()
+    }
+
+    /// The publisher's track record as the `track_record` instruction returns it (simulated, at the current clock).
+    pub async fn simulate_record(&mut self, publisher: &Pubkey) -> RecordView {
+        self.slot += 1;
+        self.ctx.warp_to_slot(self.slot).unwrap();
+        let now = self.now;
+        self.at(now).await;
+        let payer = self.authority.insecure_clone();
+        let hash = self.ctx.banks_client.get_latest_blockhash().await.unwrap();
+        let tx =
+            Transaction::new_signed_with_payer(&[read_track_record(publisher)], Some(&payer.pubkey()), &[&payer], hash);
+        let sim = self.ctx.banks_client.simulate_transaction(tx).await.unwrap();
+        sim.result.unwrap().unwrap();
+        let data = sim.simulation_details.unwrap().return_data.expect("track_record sets return data");
+        assert_eq!(data.program_id, ID);
+        RecordView::deserialize(&mut data.data.as_slice()).unwrap()
+    }
+}
