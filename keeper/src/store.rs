@@ -125,9 +125,14 @@ pub struct RoundRow {
     pub chain: String,
     pub market_id: i64,
     pub epoch: i64,
+    /// A round state by name (`locked`, `settled`, `cancelled`: the API's `RoundState`); another stored text is an
+    /// error on read.
+    #[sqlx(try_from = "Known<kronos_api_types::RoundState>")]
     pub state: String,
     pub lock_price: Option<String>,
     pub close_price: Option<String>,
+    /// An outcome by name (`up`, `down`, `tie`, `none`: the API's `Outcome`); another stored text is an error on read.
+    #[sqlx(try_from = "KnownOpt<kronos_api_types::Outcome>")]
     pub outcome: Option<String>,
     /// A [`CancelReason`] by name (`lock_price_unusable`, …); another stored text is an error on read.
     #[sqlx(try_from = "KnownOpt<CancelReason>")]
@@ -293,6 +298,8 @@ pub struct PredictionRow {
     pub commitment: String,
     pub commit_tx: Option<String>,
     pub reveal_tx: Option<String>,
+    /// An outcome by name (`up`, `down`, `tie`, `none`: the API's `Outcome`); another stored text is an error on read.
+    #[sqlx(try_from = "KnownOpt<kronos_api_types::Outcome>")]
     pub outcome: Option<String>,
     /// Stored as 0, 1 or NULL.
     #[sqlx(try_from = "OptFlag")]
@@ -1436,7 +1443,15 @@ pub(crate) mod tests {
         assert_eq!(bad_column(&store.recent_predictions("base", 9).await.unwrap_err()), ("predictions", Some("hit")));
         store.exec(sqlx::query("UPDATE rounds SET delay_blocks = 'x'")).await.unwrap();
         assert_eq!(bad_column(&store.rounds(None, None, 9).await.unwrap_err()), ("rounds", Some("delay_blocks")));
-        store.exec(sqlx::query("UPDATE rounds SET delay_blocks = 1, reason = 'whim'")).await.unwrap();
+        store.exec(sqlx::query("UPDATE rounds SET delay_blocks = 1, state = 'open'")).await.unwrap();
+        assert_eq!(bad_column(&store.rounds(None, None, 9).await.unwrap_err()), ("rounds", Some("state")));
+        store.exec(sqlx::query("UPDATE rounds SET state = 'settled', outcome = 'Up'")).await.unwrap();
+        assert_eq!(bad_column(&store.rounds(None, None, 9).await.unwrap_err()), ("rounds", Some("outcome")));
+        store.exec(sqlx::query("UPDATE predictions SET hit = 1, outcome = 'sideways'")).await.unwrap();
+        let e = store.recent_predictions("base", 9).await.unwrap_err();
+        assert_eq!(bad_column(&e), ("predictions", Some("outcome")));
+        assert!(format!("{e:#}").contains("\"sideways\" is none of the values of Outcome"), "{e:#}");
+        store.exec(sqlx::query("UPDATE rounds SET outcome = 'up', reason = 'whim'")).await.unwrap();
         let e = store.rounds(None, None, 9).await.unwrap_err();
         assert_eq!(bad_column(&e), ("rounds", Some("reason")));
         assert!(format!("{e:#}").contains("CancelReason has no value named \"whim\""), "{e:#}");
