@@ -308,11 +308,11 @@ pub fn day_name(days: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A keeper (or copy-trader) API on loopback answering each path with a fixed body.
-    async fn serve(answers: &[(&'static str, axum::http::StatusCode, String)]) -> String {
+    pub(crate) async fn serve(answers: &[(&'static str, axum::http::StatusCode, String)]) -> String {
         let mut r = axum::Router::new();
         for (path, code, body) in answers.iter().cloned() {
             r = r.route(path, axum::routing::get(move || async move { (code, body) }));

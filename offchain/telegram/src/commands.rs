@@ -581,6 +581,39 @@ mod tests {
         assert_eq!(parse("/"), None);
     }
 
+    /// `/markets`, `/predict` and `/status`' keeper line from the keeper's typed answers.
+    #[tokio::test]
+    async fn the_keepers_figures_are_shown_from_its_typed_answers() {
+        use axum::http::StatusCode;
+        let lease = r#"{"epoch":0,"last_loss":null,"leader":null,"role":"single","since_ms":0}"#;
+        let live = |market: u64, p: &str| {
+            format!(
+                r#"{{"betting_epoch":42,"cancelled":2,"chain":"base","delays":[],"execute_gas":[],"last_close_price":null,"last_lock_price":null,"last_p_up":{p},"last_result":"{}","lease":{lease},"market":{market},"missed":1,"next_checkpoint":43,"pair":"BTC/USD","pool_down_wei":"0","pool_up_wei":"0","settled":38}}"#,
+                if market == 1 { "#41 up" } else { "" }
+            )
+        };
+        let markets = format!(r#"{{"live":[{},{}],"markets":[]}}"#, live(1, "0.6123"), live(2, "null"));
+        let predictions = r#"{"predictions":[],"track_records":[{"brier_sum":"84321","chain":"base","committed":40,"expired":1,"hits":22,"misses":15,"publisher":"0x70","voided":2}]}"#;
+        let health = format!(
+            r#"{{"chains":{{"base":{{"endpoints":[],"head_block":1234,"head_time":0,"healthy":true,"lag_s":0,"last_error":null,"last_success_ms":0,"rpc_endpoint":0}}}},"markets":[{{"chain":"base","lease":{lease},"market":1}}],"status":"ok","store":true}}"#
+        );
+        let keeper = crate::backend::tests::serve(&[
+            ("/health", StatusCode::OK, health),
+            ("/api/markets", StatusCode::OK, markets),
+            ("/api/predictions", StatusCode::OK, predictions.to_string()),
+        ])
+        .await;
+        let c = Commands::new(Backend::new(Some(keeper), None, None), Default::default());
+        let m = c.markets().await;
+        assert!(m.contains("base    1  BTC/USD     42  #41 up  38/2/1"), "{m}");
+        assert!(m.contains("base    2  BTC/USD     42          38/2/1"), "{m}");
+        let p = c.predict().await;
+        assert!(p.contains("base    1     42  61.2%") && !p.contains("base    2"), "a sealed forecast has no row: {p}");
+        assert!(p.contains("base   22/37   59%     2        1"), "{p}");
+        let s = c.status().await;
+        assert!(s.ends_with("<b>Keeper</b>\nok — base ✓ #1234\n"), "{s}");
+    }
+
     fn view() -> CopyView {
         CopyView {
             live_api: true,
