@@ -114,7 +114,7 @@ fn catalogue(a: CatalogueArgs) -> Result<()> {
             c.chain_id.map(|i| i.to_string()).unwrap_or_else(|| c.cluster.clone().unwrap_or_default()),
             c.block_time_ms,
             c.confirmations,
-            c.fee_model.map(|f| format!("{f:?}").to_lowercase()).unwrap_or_else(|| "-".into()),
+            c.fee_model.map(|f| f.as_str()).unwrap_or("-"),
             if c.sequencer.is_some() { "yes" } else { "-" },
             feed("BTC/USD"),
             feed("ETH/USD"),

@@ -44,6 +44,16 @@ pub enum FeeModel {
     Legacy,
 }
 
+impl FeeModel {
+    /// The form the catalogue and the configuration write (the serde form): `eip1559`, `legacy`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FeeModel::Eip1559 => "eip1559",
+            FeeModel::Legacy => "legacy",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Meta {
@@ -417,6 +427,13 @@ mod tests {
     use super::*;
 
     const REAL: &str = include_str!("../../config/chains.toml");
+
+    #[test]
+    fn fee_models_print_as_the_catalogue_writes_them() {
+        for m in [FeeModel::Eip1559, FeeModel::Legacy] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+    }
 
     #[test]
     fn the_shipped_catalogue_is_valid_and_complete() {
