@@ -553,3 +553,61 @@ async fn track_records_are_per_publisher() {
         }
     );
 }
+
+/// Writes `rec` over the publisher's track record account (same size: the account is created at its full size).
+async fn overwrite_record(env: &mut Env, publisher: &Pubkey, rec: &TrackRecord) {
+    let key = record_pda(publisher);
+    let a = env.ctx.banks_client.get_account(key).await.unwrap().unwrap();
+    let mut data = vec![];
+    rec.try_serialize(&mut data).unwrap();
+    assert!(data.len() <= a.data.len());
+    data.resize(a.data.len(), 0);
+    let acct = Account { lamports: a.lamports, data, owner: a.owner, executable: false, rent_epoch: 0 };
+    env.ctx.set_account(&key, &AccountSharedData::from(acct));
+}
+
+#[tokio::test]
+async fn a_full_open_list_folds_past_deadline_commitments() {
+    let (mut env, m) = setup(&[P, P, P + 10, P + 20]).await;
+    let publisher = env.user(10 * SOL).await;
+    let pk = publisher.pubkey();
+    start(&mut env, &m, 0).await;
+    env.send(&[m.commit(&pk, 0, &forecast(true, 6_000, 1))], &[&publisher]).await.unwrap();
+    // The record as 1,023 more commitments on later rounds would have left it: the list is full, epoch 0's deadline
+    // last (a fold scans from the end).
+    let d0 = deadline(&m, 0);
+    let far = d0 + 10_000_000;
+    let mut rec: TrackRecord = env.account(record_pda(&pk)).await.unwrap();
+    rec.committed = 1_024;
+    rec.open = vec![far; 1_023];
+    rec.open.push(d0);
+    overwrite_record(&mut env, &pk, &rec).await;
+
+    // Before epoch 0's deadline nothing can be folded: refused.
+    let before = (d0 - GENESIS) as u64 / INTERVAL as u64 - 1;
+    start(&mut env, &m, before).await;
+    assert!(env.now <= d0);
+    let f = forecast(false, 4_500, 2);
+    assert_eq!(env.send(&[m.commit(&pk, before, &f)], &[&publisher]).await, Err(code(MarketError::TooManyOpen)));
+    // Once it has passed, the next commit folds it (the only one past its deadline) and fits.
+    let after = before + 2;
+    start(&mut env, &m, after).await;
+    assert!(env.now > d0);
+    let shown = view(&mut env, &pk).await;
+    env.send(&[m.commit(&pk, after, &f)], &[&publisher]).await.unwrap();
+    assert_eq!(env.events::<ForecastsExpired>()[0].count, 1);
+    let rec: TrackRecord = env.account(record_pda(&pk)).await.unwrap();
+    assert_eq!((rec.open.len(), rec.expired, rec.misses, rec.brier_sum), (1_024, 1, 1, MAX_BRIER as u128));
+    // The view had already counted it: only the new commitment changes it.
+    assert_eq!(
+        view(&mut env, &pk).await,
+        RecordView { committed: shown.committed + 1, pending: shown.pending + 1, ..shown }
+    );
+    // Expiring epoch 0's commitment now marks it without counting it twice.
+    env.send(&[m.expire(&pk, 0)], &[&publisher]).await.unwrap();
+    assert!(!env.events::<ForecastExpired>()[0].counted);
+    let c: Commitment = env.account(commitment_pda(&m.key, 0, &pk)).await.unwrap();
+    assert_eq!(c.status, CommitStatus::Expired);
+    let again: TrackRecord = env.account(record_pda(&pk)).await.unwrap();
+    assert_eq!((again.expired, again.open.len()), (1, 1_024));
+}
