@@ -113,6 +113,7 @@ impl Redactor {
     }
 
     /// A `tracing_subscriber` writer that redacts every line written through it.
+    #[cfg(feature = "log")]
     pub fn make_writer<W>(inner: W) -> RedactingMakeWriter<W>
     where
         W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + 'static,
@@ -122,10 +123,12 @@ impl Redactor {
 }
 
 /// Builds [`RedactingWriter`]s for `tracing_subscriber::fmt`.
+#[cfg(feature = "log")]
 pub struct RedactingMakeWriter<W> {
     inner: W,
 }
 
+#[cfg(feature = "log")]
 impl<'a, W> tracing_subscriber::fmt::MakeWriter<'a> for RedactingMakeWriter<W>
 where
     W: tracing_subscriber::fmt::MakeWriter<'a>,
@@ -181,6 +184,7 @@ impl<W: Write> Drop for RedactingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "log")]
     use std::sync::Mutex;
 
     #[test]
@@ -212,8 +216,10 @@ mod tests {
         assert_eq!(out, "signing with *** / ***");
     }
 
+    #[cfg(feature = "log")]
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
+    #[cfg(feature = "log")]
     impl Write for Sink {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
@@ -224,6 +230,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "log")]
     #[test]
     fn tracing_output_is_redacted() {
         let token = "123456789:AAE-telegram-bot-token-for-test";
