@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
 use kronos_common::Catalogue;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -24,16 +23,18 @@ use crate::demo::percentile;
 use crate::deploy::DeployPolicy;
 use crate::loadgen::{self, http, Latencies};
 
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[derive(Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[cfg_attr(feature = "clap", command(args_conflicts_with_subcommands = true))]
 pub struct BenchArgs {
-    #[command(subcommand)]
+    #[cfg_attr(feature = "clap", command(subcommand))]
     pub what: Option<BenchCommand>,
-    #[command(flatten)]
+    #[cfg_attr(feature = "clap", command(flatten))]
     pub settle: SettleArgs,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Subcommand))]
 pub enum BenchCommand {
     /// The keeper's HTTP API under load: read endpoints at fixed concurrency (closed loop) and at fixed rates (open
     /// loop, latency from the scheduled send time); throughput and p50/p99/p99.9, server and generator on one core
@@ -44,109 +45,113 @@ pub enum BenchCommand {
     Ws(WsBenchArgs),
     /// The server side of `kronos bench ws` (the keeper's API with a publisher of timed signals in place of the
     /// chains); started by it.
-    #[command(hide = true)]
+    #[cfg_attr(feature = "clap", command(hide = true))]
     WsServer(WsServerArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct SettleArgs {
     /// Rounds to finish in total across the chains.
-    #[arg(long, default_value_t = 1000)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1000))]
     pub rounds: u64,
     /// Chains (catalogue keys, comma-separated); default every EVM chain.
-    #[arg(long, value_delimiter = ',')]
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
     pub chains: Option<Vec<String>>,
     /// Wall seconds between blocks.
-    #[arg(long, default_value_t = 0.5)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.5))]
     pub block_time: f64,
     /// Chain seconds per block.
-    #[arg(long, default_value_t = 20)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 20))]
     pub speed: u64,
     /// Round interval in chain seconds.
-    #[arg(long, default_value_t = 60)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 60))]
     pub interval: u32,
     /// Keep the keeper's API under HTTP load meanwhile (closed loop on the cached reads); the keeper is pinned to
     /// one core and the load generator to another, and both figures are printed.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub api_load: bool,
     /// Connections of the API load (with --api-load).
-    #[arg(long, default_value_t = 64)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 64))]
     pub api_connections: usize,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct ApiBenchArgs {
     /// Load an API already running at this address (`http://127.0.0.1:9464`) instead of starting local chains and
     /// a keeper.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub url: Option<String>,
     /// Chains of the local keeper (catalogue keys, comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "base")]
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ',', default_value = "base"))]
     pub chains: Vec<String>,
     /// Closed-loop connection counts.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ',', default_value = "1,16,64"))]
     pub concurrency: Vec<usize>,
     /// Open-loop rates (requests per second) on the cached reads.
-    #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000")]
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ',', default_value = "5000,10000,20000"))]
     pub rates: Vec<f64>,
     /// Connections of the open-loop runs.
-    #[arg(long, default_value_t = 64)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 64))]
     pub open_connections: usize,
     /// Seconds each run is measured.
-    #[arg(long, default_value_t = 2.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 2.0))]
     pub duration: f64,
     /// Seconds each run sends before it is measured.
-    #[arg(long, default_value_t = 0.3)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.3))]
     pub warmup: f64,
     /// Core of the keeper process.
-    #[arg(long, default_value_t = 0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
     pub server_core: usize,
     /// Core of the load generator.
-    #[arg(long, default_value_t = 1)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1))]
     pub client_core: usize,
     /// A tiny run (a few hundred requests per run) that checks the bench works, measuring nothing worth keeping.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub quick: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct WsBenchArgs {
     /// Subscribers connected and held.
-    #[arg(long, default_value_t = 10_000)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10_000))]
     pub subscribers: usize,
     /// Signals published per second while delivery is measured.
-    #[arg(long, default_value_t = 10.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10.0))]
     pub rate: f64,
     /// Seconds delivery is measured.
-    #[arg(long, default_value_t = 10.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10.0))]
     pub duration: f64,
     /// Readers that never read, among fast ones, while large signals flood them (after the main run).
-    #[arg(long, default_value_t = 10)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10))]
     pub slow: usize,
     /// Seconds of the slow-reader flood.
-    #[arg(long, default_value_t = 6.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 6.0))]
     pub flood_seconds: f64,
     /// Core of the server process.
-    #[arg(long, default_value_t = 0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
     pub server_core: usize,
     /// Core of the subscribers.
-    #[arg(long, default_value_t = 1)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1))]
     pub client_core: usize,
     /// A tiny run (a hundred subscribers, a few seconds) that checks the bench works.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub quick: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct WsServerArgs {
     /// Address to listen on; the address bound is printed as `listening ADDR`.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "127.0.0.1:0"))]
     pub listen: String,
     /// The subscriber cap (`[api] max_ws_subscribers`).
-    #[arg(long, default_value_t = 10_000)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10_000))]
     pub max_subscribers: usize,
     /// Time one message may take to go out before its reader is dropped (`[api] ws_send_timeout_ms`).
-    #[arg(long, default_value_t = 5000)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 5000))]
     pub send_timeout_ms: u64,
 }
 

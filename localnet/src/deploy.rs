@@ -613,6 +613,130 @@ pub fn repo_root() -> Result<PathBuf> {
     }
 }
 
+/// What `kronos deploy` was asked to do (its options, parsed).
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// Catalogue key of the chain to deploy on.
+    pub chain: String,
+    /// RPC URL of the chain (`None` only with `dry_run`), as given: checked and registered with the redactor here.
+    pub rpc: Option<String>,
+    /// Owner of the contracts (default: the deployer).
+    pub owner: Option<String>,
+    /// Deployment policy, relative to the repository root.
+    pub policy: PathBuf,
+    /// Deploy mock feeds (a development node only).
+    pub local: bool,
+    /// Where the deployment is written, under contracts-evm/deployments.
+    pub out: Option<String>,
+    /// Print the plan and stop.
+    pub dry_run: bool,
+}
+
+/// `kronos deploy`: deploys the suite on one chain with the CREATE2 deployer, with the deployer's key `key`
+/// (`KRONOS_DEPLOYER_KEY`). With an RPC URL the node is probed first and the target chosen ([`choose_target`]); on a
+/// local development chain (or with `local`) the markets get Chainlink mock feeds and the keeper configuration for
+/// `kronos run` is written next to the deployment. Prints the plan (`dry_run`) or the deployment, the notes and
+/// warnings on stderr, as the command's output.
+pub async fn deploy(a: &DeployRequest, key: Option<Secret>) -> Result<()> {
+    let root = repo_root()?;
+    let cat = Catalogue::load(root.join("config/chains.toml"))?;
+    let policy = DeployPolicy::load(&root.join(&a.policy))?;
+    let rpc = match &a.rpc {
+        Some(u) => {
+            // Never echo the URL: hosted endpoints carry their API key in it.
+            let url = url::Url::parse(u).map_err(|e| anyhow::anyhow!("--rpc is not a URL ({e})"))?;
+            anyhow::ensure!(matches!(url.scheme(), "http" | "https"), "--rpc must be an http or https URL");
+            for s in kronos_keeper::rpc::url_secrets(&url) {
+                kronos_common::Redactor::global().register(&s);
+            }
+            Some(url)
+        }
+        None => None,
+    };
+    let signer: Option<alloy::signers::local::PrivateKeySigner> = match &key {
+        Some(k) => Some(
+            k.expose()
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("KRONOS_DEPLOYER_KEY does not hold a 32-byte hex private key"))?,
+        ),
+        None if a.dry_run => None,
+        None => anyhow::bail!("set KRONOS_DEPLOYER_KEY to the deployer's private key"),
+    };
+    let owner = match (&a.owner, &signer) {
+        (Some(o), _) => kronos_common::catalogue::parse_evm_address(o).map_err(|m| anyhow::anyhow!("--owner: {m}"))?,
+        (None, Some(s)) => s.address(),
+        (None, None) => {
+            eprintln!("note: owner 0x0 in this plan: give --owner, or set KRONOS_DEPLOYER_KEY (the default owner)");
+            Address::ZERO
+        }
+    };
+    let target = match &rpc {
+        Some(url) => {
+            let chain =
+                cat.chain(&a.chain).ok_or_else(|| anyhow::anyhow!("--chain: '{}' is not in the catalogue", a.chain))?;
+            let facts = probe(&cat, &policy, &a.chain, url).await?;
+            choose_target(chain, &facts, a.local)?
+        }
+        None if a.local => Target::Local,
+        None => Target::Catalogue,
+    };
+    let out = output_path(&a.chain, a.out.as_deref(), target)?;
+    let plan = match target {
+        Target::Local => local_plan_for_chain(&cat, &policy, &a.chain, owner, &out)?,
+        Target::Catalogue => plan_for_chain(&cat, &policy, &a.chain, owner, &out)?,
+    };
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    if a.dry_run {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(());
+    }
+    let (Some(url), Some(key)) = (rpc, key) else {
+        anyhow::bail!("--rpc and KRONOS_DEPLOYER_KEY are needed to deploy (--dry-run only prints the plan)")
+    };
+    if target == Target::Local {
+        println!(
+            "{}: local development chain: deploying Chainlink mock feeds (starting prices from [local] of {})",
+            a.chain,
+            a.policy.display()
+        );
+    }
+    let d = run_forge(&root, &plan, url.as_str(), &key).await?;
+    println!("{}", serde_json::to_string_pretty(&d)?);
+    println!("written to {out}");
+    if target == Target::Local {
+        let t = kronos_keeper::rpc::FailoverTransport::new(&a.chain, std::slice::from_ref(&url));
+        for (m, feed) in plan.markets.iter().zip(&d.feeds) {
+            let agg = crate::demo::net::mock_aggregator(&t.provider(), *feed).await?;
+            println!("  {} mock feed {feed}: move its price with  cast send {agg} \"updateAnswer(int256)\" <answer with {} decimals> --rpc-url <rpc> --private-key <key>", m.pair, m.decimals);
+        }
+        let cfg_path = format!("{}.keeper.toml", out.trim_end_matches(".json"));
+        std::fs::write(root.join(&cfg_path), local_keeper_config(&root, &a.chain, url.as_str(), &plan, &d))
+            .with_context(|| format!("writing {cfg_path}"))?;
+        println!("keeper configuration written to {cfg_path}");
+        println!("next:  KRONOS_KEEPER_KEY=<a funded key of the node> kronos run --config {cfg_path}");
+    }
+    Ok(())
+}
+
+/// Where the deployment of `chain` is written: `out` if given (a `.json` file under `contracts-evm/deployments/`,
+/// the only folder the deploy script may write), else `<chain>.json`, or `local-<chain>.json` for mock feeds.
+pub fn output_path(chain: &str, out: Option<&str>, target: Target) -> Result<String> {
+    Ok(match out {
+        Some(o) => {
+            anyhow::ensure!(
+                o.starts_with("contracts-evm/deployments/") && o.ends_with(".json") && !o.contains(".."),
+                "--out: must be a .json file under contracts-evm/deployments/ (the only folder the deploy script may write)"
+            );
+            o.to_string()
+        }
+        None if target == Target::Local => format!("contracts-evm/deployments/local-{chain}.json"),
+        None => format!("contracts-evm/deployments/{chain}.json"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -828,5 +952,18 @@ mod tests {
         assert_eq!(ch.pairs.get(&2).map(String::as_str), Some("ETH/USD"));
         assert!(c.store.ends_with("data/local-base-1800000000.db"), "{}", c.store);
         assert!(matches!(&c.signer, kronos_keeper::config::SignerSource::Env(v) if v == "KRONOS_KEEPER_KEY"));
+    }
+
+    #[test]
+    fn output_path_defaults_by_target_and_keeps_out_under_deployments() {
+        assert_eq!(output_path("base", None, Target::Catalogue).unwrap(), "contracts-evm/deployments/base.json");
+        assert_eq!(output_path("base", None, Target::Local).unwrap(), "contracts-evm/deployments/local-base.json");
+        let mine = "contracts-evm/deployments/mine.json";
+        assert_eq!(output_path("base", Some(mine), Target::Local).unwrap(), mine);
+        for bad in ["deployments/x.json", "contracts-evm/deployments/x.toml", "contracts-evm/deployments/../../x.json"]
+        {
+            let e = output_path("base", Some(bad), Target::Catalogue).unwrap_err().to_string();
+            assert!(e.starts_with("--out: must be a .json file"), "{bad}: {e}");
+        }
     }
 }

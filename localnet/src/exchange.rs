@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Args;
 use kronos_binance_mock::lead::{LeadTrade, SimLead};
 use kronos_binance_mock::MockExchange;
 use kronos_common::{Decimal, Rounding};
@@ -28,31 +27,32 @@ const LEAD_WALLET: &str = "1000000";
 /// The follower account's USDT wallet (for `mode = "live"` against the local exchange).
 const FOLLOWER_WALLET: &str = "10000";
 
-#[derive(Debug, Args)]
+#[derive(Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct ServeArgs {
     /// Address to listen on (REST under /fapi, user-data streams under /ws). A copy-trader's `network = "local"`
     /// looks here.
-    #[arg(long, default_value = LOCAL_EXCHANGE)]
+    #[cfg_attr(feature = "clap", arg(long, default_value = LOCAL_EXCHANGE))]
     pub listen: String,
     /// Wall seconds per replayed hourly candle (its open, two extremes and close each hold a quarter of it).
-    #[arg(long, default_value_t = 20.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 20.0))]
     pub candle_seconds: f64,
     /// Index of the first replayed candle in the candles file (default: the stretch the demo's first chain replays).
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub from: Option<usize>,
     /// The simulated lead's position size in BTC.
-    #[arg(long, default_value = "1")]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "1"))]
     pub lead_size: String,
     /// A file with the simulated lead's API key on its first line and its secret on the second, instead of the
     /// published local keys.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub lead_key_file: Option<PathBuf>,
     /// The same for the follower account (for `mode = "live"` against this exchange).
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub follower_key_file: Option<PathBuf>,
     /// The candles (CSV: timestamp,open,high,low,close,volume,amount); default: the repository's
     /// data/btcusd-1h.csv.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub candles: Option<PathBuf>,
 }
 

@@ -1,13 +1,17 @@
-//! `kronos forecast …`: train the model, forecast from candles, evaluate against baselines.
+//! `kronos forecast …`: train the model, forecast from candles, evaluate against baselines ([`kronos_forecast::commands`]
+//! does the work; this parses the options, shows progress and prints).
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
-use kronos_forecast::train::{self, TrainConfig};
+use kronos_forecast::commands::{
+    self, CalibrateRequest, EvalRequest, ModelSource, PredictRequest, Sampling, TrainRequest, Training,
+};
+use kronos_forecast::eval::CalibrationMethod;
 
 use kronos_keeper::config::SHIPPED_MODEL;
 
@@ -64,25 +68,13 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn load(&self) -> Result<kronos_forecast::Forecaster> {
-        Ok(self.load_at_f32()?.with_precision(self.precision))
-    }
-
-    fn load_at_f32(&self) -> Result<kronos_forecast::Forecaster> {
-        match (&self.tokenizer, &self.predictor) {
-            (Some(t), Some(p)) => kronos_forecast::Forecaster::load_parts(
-                t,
-                p,
-                kronos_forecast::forecast::ModelMeta {
-                    name: p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "kronos".into()),
-                    max_context: self.max_context,
-                    calibration: kronos_forecast::calibration::Calibration::Identity,
-                    calibration_next_move: None,
-                    training: serde_json::Value::Null,
-                },
-            ),
-            _ => kronos_forecast::Forecaster::load(&self.model)
-                .with_context(|| format!("loading the model folder {}", self.model.display())),
+    fn source(&self) -> ModelSource {
+        ModelSource {
+            model: self.model.clone(),
+            tokenizer: self.tokenizer.clone(),
+            predictor: self.predictor.clone(),
+            max_context: self.max_context,
+            precision: self.precision,
         }
     }
 }
@@ -113,16 +105,15 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    fn params(&self) -> Result<kronos_forecast::sampling::SamplingParams> {
-        let p = kronos_forecast::sampling::SamplingParams {
+    fn sampling(&self) -> Sampling {
+        Sampling {
+            horizon: self.horizon,
+            samples: self.samples,
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,
-        };
-        p.validate().map_err(|e| anyhow::anyhow!("--{}", e.replace("top_p", "top-p")))?;
-        anyhow::ensure!(self.horizon >= 1, "--horizon must be at least 1");
-        anyhow::ensure!(self.samples >= 1, "--samples must be at least 1");
-        Ok(p)
+            seed: self.seed,
+        }
     }
 }
 
@@ -255,60 +246,37 @@ pub fn progress_reporter() -> impl FnMut(&str, usize, usize, &str) {
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
-    let candles = kronos_forecast::load_csv(&a.data)?;
-    let mut cfg = TrainConfig::shipped(a.seed);
-    cfg.tokenizer_steps = a.tokenizer_steps;
-    cfg.predictor_steps = a.predictor_steps;
-    cfg.batch = a.batch;
-    cfg.eval_every = a.eval_every.max(1);
-    cfg.patience = a.patience;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let training = Training::prepare(&TrainRequest {
+        data: a.data,
+        out: a.out,
+        seed: a.seed,
+        tokenizer_steps: a.tokenizer_steps,
+        predictor_steps: a.predictor_steps,
+        batch: a.batch,
+        eval_every: a.eval_every,
+        patience: a.patience,
+        tokenizer_from: a.tokenizer_from,
+    })?;
     tracing::info!(
-        candles = candles.len(),
-        tokenizer_steps = cfg.tokenizer_steps,
-        predictor_steps = cfg.predictor_steps,
-        out = %a.out.display(),
+        candles = training.candles.len(),
+        tokenizer_steps = training.config.tokenizer_steps,
+        predictor_steps = training.config.predictor_steps,
+        out = %training.out().display(),
         "training the forecaster"
     );
     let mut progress = progress_reporter();
-    let report = train::train(&candles, &cfg, &a.out, a.tokenizer_from.as_deref(), &mut progress)?;
+    let report = training.run(&mut progress)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 
-fn index_of(candles: &[kronos_forecast::Candle], ts: i64, what: &str) -> Result<usize> {
-    let i = candles.partition_point(|c| c.timestamp <= ts);
-    anyhow::ensure!(i > 0, "{what} {ts} is before the first candle ({})", candles[0].timestamp);
-    Ok(i - 1)
-}
-
 fn eval_cmd(a: EvalArgs) -> Result<()> {
-    use kronos_forecast::eval::{self, CalibrationMethod, EvalOptions};
-    let candles = kronos_forecast::load_csv(&a.data)?;
-    let model = a.model.load()?;
-    let sampling = a.sampling.params()?;
-    anyhow::ensure!(a.stride >= 1 && a.calibration_stride >= 1, "--stride and --calibration-stride must be at least 1");
-    let range = match (a.from, a.to) {
-        (None, None) => None,
-        (from, to) => {
-            let split = kronos_forecast::data::Split::chronological(candles.len());
-            let lo = match from {
-                Some(t) => index_of(&candles, t - 1, "--from").map(|i| i + 1).or_else(|_| Ok::<_, anyhow::Error>(0))?,
-                None => split.test.0,
-            };
-            let hi = match to {
-                Some(t) => index_of(&candles, t, "--to")? + 1,
-                None => candles.len(),
-            };
-            Some((lo, hi))
-        }
-    };
-    let opts = EvalOptions {
-        horizon: a.sampling.horizon,
-        samples: a.sampling.samples,
-        seed: a.sampling.seed,
-        sampling,
-        range,
+    let req = EvalRequest {
+        data: a.data,
+        model: a.model.source(),
+        sampling: a.sampling.sampling(),
+        from: a.from,
+        to: a.to,
         stride: a.stride,
         calibration_stride: a.calibration_stride,
         calibration: match a.calibration {
@@ -317,6 +285,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             CalibrationArg::Stored => CalibrationMethod::Stored,
             CalibrationArg::None => CalibrationMethod::None,
         },
+        plot: a.plot,
     };
     let mut reporter = progress_reporter();
     let mut last = std::time::Instant::now();
@@ -326,98 +295,37 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             last = std::time::Instant::now();
         }
     };
-    let report = eval::evaluate(&model, &candles, &opts, &mut progress)?;
-    let plot = a.plot.unwrap_or_else(|| PathBuf::from(format!("data/runs/reliability-h{}.png", report.horizon)));
-    let series: Vec<kronos_forecast::plot::Series> = report
-        .reliability
-        .iter()
-        .filter(|(n, _)| n != "kronos_raw")
-        .map(|(n, b)| kronos_forecast::plot::Series { name: n, bins: b })
-        .collect();
-    kronos_forecast::plot::write_reliability_png(&plot, &format!("reliability, horizon {}", report.horizon), &series)?;
+    let e = commands::evaluate(&req, &mut progress)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report.json())?);
+        println!("{}", serde_json::to_string_pretty(&e.report.json())?);
     } else {
-        println!(
-            "walk-forward, horizon {} candle(s): {} forecasts from {} to {} (unix s); baselines fitted on candles {}..{}, model calibrated ({:?}) on {}..{}",
-            report.horizon,
-            report.scores[0].1.n,
-            report.from_ts,
-            report.to_ts,
-            report.ranges.fit.0,
-            report.ranges.fit.1,
-            opts.calibration,
-            report.ranges.calibration.0,
-            report.ranges.calibration.1
-        );
-        print!("{}", report.table());
+        print!("{}", e.text());
     }
-    eprintln!("reliability diagram: {}", plot.display());
+    eprintln!("reliability diagram: {}", e.plot.display());
     Ok(())
 }
 
 fn predict_cmd(a: PredictArgs) -> Result<()> {
-    let candles = kronos_forecast::load_csv(&a.data)?;
-    let model = a.model.load()?;
-    let sampling = a.sampling.params()?;
-    let end = match a.at {
-        Some(t) => index_of(&candles, t, "--at")?,
-        None => candles.len() - 1,
-    };
-    let lo = (end + 1).saturating_sub(model.meta.max_context);
-    let opts = kronos_forecast::ForecastOptions {
-        horizon: a.sampling.horizon,
-        samples: a.sampling.samples,
-        sampling,
-        seed: a.sampling.seed,
-    };
-    let t0 = std::time::Instant::now();
-    let f = model.forecast(&candles[lo..=end], &opts)?;
-    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let p = commands::predict(&PredictRequest {
+        data: a.data,
+        model: a.model.source(),
+        sampling: a.sampling.sampling(),
+        at: a.at,
+    })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&f)?);
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(&p.forecast)?);
+    } else {
+        print!("{}", p.text());
     }
-    println!(
-        "model {} | context {} candles ending {} | horizon {} | {} paths | {:.1} ms",
-        model.meta.name,
-        model.context_used(end + 1 - lo, f.horizon),
-        candles[end].timestamp,
-        f.horizon,
-        f.paths.len(),
-        ms
-    );
-    println!("last close {:.2}", f.last_close);
-    println!("P(up) {:.4} (raw {:.4})", f.p_up, f.p_up_raw);
-    println!(
-        "close at horizon: {}",
-        f.quantiles.iter().map(|(q, v)| format!("q{:.0}={:.2}", q * 100.0, v)).collect::<Vec<_>>().join("  ")
-    );
-    println!("mean path: {}", f.mean_path.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" "));
     Ok(())
 }
 
 fn calibrate_cmd(a: CalibrateArgs) -> Result<()> {
-    anyhow::ensure!(a.samples >= 1, "--samples must be at least 1");
-    let candles = kronos_forecast::load_csv(&a.data)?;
-    let mut model = kronos_forecast::Forecaster::load(&a.model)?;
-    let split = kronos_forecast::data::Split::chronological(candles.len());
     let mut progress = progress_reporter();
-    let t0 = std::time::Instant::now();
-    let (one, next) = train::fit_calibrations(&model, &candles, split.validation, a.samples, a.seed, &mut progress)?;
-    model.meta.calibration = one;
-    model.meta.calibration_next_move = Some(next);
-    if let Some(obj) = model.meta.training.as_object_mut() {
-        obj.insert("calibration".into(), serde_json::to_value(&model.meta.calibration)?);
-        obj.insert("calibration_next_move".into(), serde_json::to_value(&model.meta.calibration_next_move)?);
-        obj.insert("seconds_calibration".into(), serde_json::json!(t0.elapsed().as_secs_f64()));
-    }
-    let path = a.model.join("kronos.json");
-    let tmp = a.model.join("kronos.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&model.meta)? + "\n")?;
-    std::fs::rename(&tmp, &path)?;
-    println!("one step:  {:?}", model.meta.calibration);
-    println!("next move: {:?}", model.meta.calibration_next_move.as_ref().expect("set"));
-    println!("written to {}", path.display());
+    let c = commands::calibrate(
+        &CalibrateRequest { data: a.data, model: a.model, samples: a.samples, seed: a.seed },
+        &mut progress,
+    )?;
+    print!("{}", c.text());
     Ok(())
 }

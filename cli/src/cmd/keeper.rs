@@ -179,105 +179,17 @@ pub fn markets(a: RunArgs) -> Result<()> {
     })
 }
 
-/// `kronos deploy`: deploys the suite on one chain with the CREATE2 deployer. On a local development chain (or with
-/// `--local`) the markets get Chainlink mock feeds and the keeper configuration for `kronos run` is written too.
+/// `kronos deploy`: [`kronos_localnet::deploy::deploy`] with the deployer's key from `KRONOS_DEPLOYER_KEY`.
 pub fn deploy(a: DeployArgs) -> Result<()> {
-    use kronos_localnet::deploy::{
-        choose_target, local_keeper_config, local_plan_for_chain, plan_for_chain, probe, Target,
-    };
-    let root = kronos_localnet::deploy::repo_root()?;
-    let cat = kronos_common::Catalogue::load(root.join("config/chains.toml"))?;
-    let policy = kronos_localnet::deploy::DeployPolicy::load(&root.join(&a.policy))?;
-    let rpc = match &a.rpc {
-        Some(u) => {
-            // Never echo the URL: hosted endpoints carry their API key in it.
-            let url = url::Url::parse(u).map_err(|e| anyhow::anyhow!("--rpc is not a URL ({e})"))?;
-            anyhow::ensure!(matches!(url.scheme(), "http" | "https"), "--rpc must be an http or https URL");
-            for s in kronos_keeper::rpc::url_secrets(&url) {
-                kronos_common::Redactor::global().register(&s);
-            }
-            Some(url)
-        }
-        None => None,
-    };
     let key = std::env::var("KRONOS_DEPLOYER_KEY").ok().map(Secret::new);
-    let signer: Option<alloy::signers::local::PrivateKeySigner> = match &key {
-        Some(k) => Some(
-            k.expose()
-                .trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("KRONOS_DEPLOYER_KEY does not hold a 32-byte hex private key"))?,
-        ),
-        None if a.dry_run => None,
-        None => anyhow::bail!("set KRONOS_DEPLOYER_KEY to the deployer's private key"),
+    let req = kronos_localnet::deploy::DeployRequest {
+        chain: a.chain,
+        rpc: a.rpc,
+        owner: a.owner,
+        policy: a.policy,
+        local: a.local,
+        out: a.out,
+        dry_run: a.dry_run,
     };
-    let owner = match (&a.owner, &signer) {
-        (Some(o), _) => kronos_common::catalogue::parse_evm_address(o).map_err(|m| anyhow::anyhow!("--owner: {m}"))?,
-        (None, Some(s)) => s.address(),
-        (None, None) => {
-            eprintln!("note: owner 0x0 in this plan: give --owner, or set KRONOS_DEPLOYER_KEY (the default owner)");
-            alloy::primitives::Address::ZERO
-        }
-    };
-    let rt = runtime()?;
-    let target = match &rpc {
-        Some(url) => {
-            let chain =
-                cat.chain(&a.chain).ok_or_else(|| anyhow::anyhow!("--chain: '{}' is not in the catalogue", a.chain))?;
-            let facts = rt.block_on(probe(&cat, &policy, &a.chain, url))?;
-            choose_target(chain, &facts, a.local)?
-        }
-        None if a.local => Target::Local,
-        None => Target::Catalogue,
-    };
-    let out = match &a.out {
-        Some(o) => {
-            anyhow::ensure!(
-                o.starts_with("contracts-evm/deployments/") && o.ends_with(".json") && !o.contains(".."),
-                "--out: must be a .json file under contracts-evm/deployments/ (the only folder the deploy script may write)"
-            );
-            o.clone()
-        }
-        None if target == Target::Local => format!("contracts-evm/deployments/local-{}.json", a.chain),
-        None => format!("contracts-evm/deployments/{}.json", a.chain),
-    };
-    let plan = match target {
-        Target::Local => local_plan_for_chain(&cat, &policy, &a.chain, owner, &out)?,
-        Target::Catalogue => plan_for_chain(&cat, &policy, &a.chain, owner, &out)?,
-    };
-    for w in &plan.warnings {
-        eprintln!("warning: {w}");
-    }
-    if a.dry_run {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
-        return Ok(());
-    }
-    let (Some(url), Some(key)) = (rpc, key) else {
-        anyhow::bail!("--rpc and KRONOS_DEPLOYER_KEY are needed to deploy (--dry-run only prints the plan)")
-    };
-    if target == Target::Local {
-        println!(
-            "{}: local development chain: deploying Chainlink mock feeds (starting prices from [local] of {})",
-            a.chain,
-            a.policy.display()
-        );
-    }
-    rt.block_on(async move {
-        let d = kronos_localnet::deploy::run_forge(&root, &plan, url.as_str(), &key).await?;
-        println!("{}", serde_json::to_string_pretty(&d)?);
-        println!("written to {out}");
-        if target == Target::Local {
-            let t = kronos_keeper::rpc::FailoverTransport::new(&a.chain, std::slice::from_ref(&url));
-            for (m, feed) in plan.markets.iter().zip(&d.feeds) {
-                let agg = kronos_localnet::demo::net::mock_aggregator(&t.provider(), *feed).await?;
-                println!("  {} mock feed {feed}: move its price with  cast send {agg} \"updateAnswer(int256)\" <answer with {} decimals> --rpc-url <rpc> --private-key <key>", m.pair, m.decimals);
-            }
-            let cfg_path = format!("{}.keeper.toml", out.trim_end_matches(".json"));
-            std::fs::write(root.join(&cfg_path), local_keeper_config(&root, &a.chain, url.as_str(), &plan, &d))
-                .with_context(|| format!("writing {cfg_path}"))?;
-            println!("keeper configuration written to {cfg_path}");
-            println!("next:  KRONOS_KEEPER_KEY=<a funded key of the node> kronos run --config {cfg_path}");
-        }
-        Ok(())
-    })
+    runtime()?.block_on(kronos_localnet::deploy::deploy(&req, key))
 }

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::U256;
 use anyhow::{Context, Result};
-use clap::Args;
 use kronos_common::{Bus, Catalogue};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -28,41 +27,42 @@ use kronos_keeper::scheduler::MarketStats;
 use net::{accounts, NetOptions, ReplayCandles};
 
 /// `kronos demo` options.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct DemoArgs {
     /// Rounds to finish (settled or refunded) on every chain before stopping.
-    #[arg(long, default_value_t = 12)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 12))]
     pub rounds: u64,
     /// Keep running until Ctrl-C.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub forever: bool,
     /// Chains to run (catalogue keys, comma-separated); default every EVM chain of the catalogue.
-    #[arg(long, value_delimiter = ',')]
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
     pub chains: Option<Vec<String>>,
     /// Round interval in chain seconds.
-    #[arg(long, default_value_t = 300)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 300))]
     pub interval: u32,
     /// Chain seconds per block (chain time runs this many times faster than the wall clock at 1 block/s).
-    #[arg(long, default_value_t = 30)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 30))]
     pub speed: u64,
     /// Wall seconds between blocks.
-    #[arg(long, default_value_t = 1.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1.0))]
     pub block_time: f64,
     /// Run without the forecaster.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub no_forecast: bool,
     /// Address of the keeper's API during the demo.
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "127.0.0.1:9464"))]
     pub listen: String,
     /// Seed of the bettors' choices.
-    #[arg(long, default_value_t = 7)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 7))]
     pub seed: u64,
     /// A Telegram Bot API server (e.g. https://api.telegram.org/ or a local one): the bot joins the demo, with its
     /// token from KRONOS_TELEGRAM_TOKEN, commands for the --telegram-chat chats and alerts to them.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub telegram_url: Option<String>,
     /// Chat or user ids that may command the demo's bot and receive its alerts (with --telegram-url).
-    #[arg(long, value_delimiter = ',')]
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
     pub telegram_chat: Vec<i64>,
 }
 

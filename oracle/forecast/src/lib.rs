@@ -7,9 +7,11 @@
 //! - [`train`]: deterministic training on CPU with checkpoints and validation-based selection.
 //! - [`indicators`], [`baselines`], [`calibration`], [`metrics`], [`eval`], [`plot`]: walk-forward evaluation against
 //!   simple baselines, calibration, and the reliability diagram.
+//! - [`commands`]: what the `kronos forecast` commands do (train, eval, predict, calibrate) from parsed options.
 
 pub mod baselines;
 pub mod calibration;
+pub mod commands;
 pub mod config;
 pub mod data;
 pub mod eval;
