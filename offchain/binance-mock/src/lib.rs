@@ -197,6 +197,18 @@ enum Sec {
     Signed,
 }
 
+/// One REST request as the gateway read it: the signed query string and form body as sent (the signature covers
+/// them), and the parameters parsed from both.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: &'a str,
+    body: &'a str,
+    headers: &'a HeaderMap,
+    params: &'a HashMap<String, String>,
+}
+
 fn security(method: &Method, path: &str) -> Sec {
     match (method.as_str(), path) {
         ("GET", "/fapi/v1/time") | ("GET", "/fapi/v1/exchangeInfo") | ("GET", "/fapi/v1/premiumIndex") => Sec::None,
@@ -698,7 +710,8 @@ async fn rest_handler(
         _ => {}
     }
 
-    let response = ex.authenticate_and_handle(&method, &path, &query, &body, &headers, &params, weight);
+    let call = Call { method: &method, path: &path, query: &query, body: &body, headers: &headers, params: &params };
+    let response = ex.authenticate_and_handle(&call, weight);
     match fault {
         Some(Fault::Unknown503 { executed: true }) => {
             reply(StatusCode::SERVICE_UNAVAILABLE, weight, err_body(-1000, UNKNOWN_503))
@@ -767,17 +780,8 @@ impl MockExchange {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn authenticate_and_handle(
-        &self,
-        method: &Method,
-        path: &str,
-        query: &str,
-        body: &str,
-        headers: &HeaderMap,
-        params: &HashMap<String, String>,
-        weight: u32,
-    ) -> Response {
+    fn authenticate_and_handle(&self, call: &Call<'_>, weight: u32) -> Response {
+        let Call { method, path, query, body, headers, params } = *call;
         let mut g = self.inner.lock();
         let server_now = now_ms() + g.clock_offset_ms;
         let api_key = headers.get("x-mbx-apikey").and_then(|v| v.to_str().ok()).map(str::to_string);

@@ -56,6 +56,17 @@ pub struct Triggered {
     pub fill: Option<Fill>,
 }
 
+/// A market order the account fills: on `symbol` and `position_side` (`BOTH`, `LONG` or `SHORT`), `qty` after the
+/// reduce-only cap.
+struct MarketOrder<'a> {
+    symbol: &'a str,
+    position_side: &'a str,
+    side: Side,
+    qty: Decimal,
+    client_order_id: &'a str,
+    reduce_only: bool,
+}
+
 /// A simulated account.
 #[derive(Debug, Clone)]
 pub struct SimAccount {
@@ -208,22 +219,21 @@ impl SimAccount {
             }
             qty = qty.min(pos.amount.abs());
         }
-        let fill = self.fill(&req.symbol, &ps, req.side, qty, mark, now_ms, &req.client_order_id, req.reduce_only)?;
+        let order = MarketOrder {
+            symbol: &req.symbol,
+            position_side: &ps,
+            side: req.side,
+            qty,
+            client_order_id: &req.client_order_id,
+            reduce_only: req.reduce_only,
+        };
+        let fill = self.fill(order, mark, now_ms)?;
         Ok(fill)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn fill(
-        &mut self,
-        symbol: &str,
-        ps: &str,
-        side: Side,
-        qty: Decimal,
-        price: Decimal,
-        now_ms: i64,
-        client_order_id: &str,
-        reduce_only: bool,
-    ) -> Result<Fill, Reject> {
+    /// Fills a market order at `price` (the mark): realised PnL and the taker fee move the wallet.
+    fn fill(&mut self, order: MarketOrder<'_>, price: Decimal, now_ms: i64) -> Result<Fill, Reject> {
+        let MarketOrder { symbol, position_side: ps, side, qty, client_order_id, reduce_only } = order;
         let pos = self.position(symbol, ps);
         let (position, realized) = apply_fill(&pos, side, qty, price)?;
         let fee = qty
@@ -357,7 +367,15 @@ impl SimAccount {
                 let coid = format!("stop-{}", a.algo_id);
                 // A close-position stop closes it all; one with a quantity at most that (reduce-only).
                 let qty = if a.close_position { pos.amount.abs() } else { a.quantity.min(pos.amount.abs()) };
-                self.fill(symbol, &ps, a.side, qty, mark, now_ms, &coid, true).ok()
+                let order = MarketOrder {
+                    symbol,
+                    position_side: &ps,
+                    side: a.side,
+                    qty,
+                    client_order_id: &coid,
+                    reduce_only: true,
+                };
+                self.fill(order, mark, now_ms).ok()
             } else {
                 None
             };

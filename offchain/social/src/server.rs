@@ -314,22 +314,35 @@ async fn ws(State(s): State<Server>, Query(q): Query<HashMap<String, String>>, u
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             m.ws_clients.inc();
-            stream(socket, rx, filter, limits.ws_send_timeout, limits.ws_ping_interval(), gm, &m, slot).await;
+            let reader = Reader {
+                filter,
+                send_timeout: limits.ws_send_timeout,
+                ping_every: limits.ws_ping_interval(),
+                gm,
+                _slot: slot,
+            };
+            stream(socket, rx, reader, &m).await;
             m.ws_clients.dec();
         })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn stream(
-    mut socket: WebSocket,
-    mut rx: broadcast::Receiver<Arc<Frame>>,
+/// One WebSocket reader: the items it asked for, and the guard's limits and slot it runs under (the slot is held
+/// until the stream ends).
+struct Reader {
     filter: Filter,
     send_timeout: Duration,
     ping_every: Duration,
     gm: GuardMetrics,
-    m: &crate::metrics::Metrics,
     _slot: Slot,
+}
+
+async fn stream(
+    mut socket: WebSocket,
+    mut rx: broadcast::Receiver<Arc<Frame>>,
+    reader: Reader,
+    m: &crate::metrics::Metrics,
 ) {
+    let Reader { filter, send_timeout, ping_every, gm, _slot } = reader;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -73,9 +73,7 @@ impl Source for JsonSource {
             Fetched::NotModified => Ok(Batch { items: vec![], cursor: cursor.clone(), wait: self.cfg.poll }),
             Fetched::Body { bytes, etag, last_modified } => Ok(read(
                 &bytes,
-                &self.cfg.items,
-                &self.cfg.fields,
-                self.cfg.strict,
+                &Mapping { items: &self.cfg.items, fields: &self.cfg.fields, strict: self.cfg.strict },
                 cursor,
                 etag,
                 last_modified,
@@ -163,13 +161,18 @@ pub fn item(v: &Value, f: &JsonFields, strict: bool, lossy: bool) -> Result<RawI
     })
 }
 
+/// How a body is read: the dotted path to its array of items, each item's field paths, and whether fields outside
+/// the mapping skip an item (the source's `items`, `fields` and `strict`).
+pub struct Mapping<'a> {
+    pub items: &'a str,
+    pub fields: &'a JsonFields,
+    pub strict: bool,
+}
+
 /// Reads a fetched body against the cursor.
-#[allow(clippy::too_many_arguments)]
 pub fn read(
     bytes: &[u8],
-    items_path: &str,
-    fields: &JsonFields,
-    strict: bool,
+    map: &Mapping<'_>,
     cursor: &JsonCursor,
     etag: Option<String>,
     last_modified: Option<String>,
@@ -181,6 +184,7 @@ pub fn read(
     let parsed: Result<Value, _> =
         if lossy { serde_json::from_str(&String::from_utf8_lossy(bytes)) } else { serde_json::from_slice(bytes) };
     let Ok(doc) = parsed else { return malformed() };
+    let Mapping { items: items_path, fields, strict } = *map;
     let Some(Value::Array(list)) = at(&doc, items_path) else { return malformed() };
     let seen: HashSet<&str> = cursor.seen.iter().map(String::as_str).collect();
     let mut next = cursor.clone();
@@ -225,6 +229,10 @@ pub fn read(
 mod tests {
     use super::*;
 
+    fn mapping<'a>(items: &'a str, fields: &'a JsonFields, strict: bool) -> Mapping<'a> {
+        Mapping { items, fields, strict }
+    }
+
     fn fields() -> JsonFields {
         JsonFields {
             id: "id".into(),
@@ -256,18 +264,32 @@ mod tests {
             {"id": "4", "text": "x", "extra": true},
             "not an object"
         ]}}"#;
-        let b = read(body, "data.items", &fields(), false, &JsonCursor::default(), None, None, Duration::from_secs(1));
+        let b = read(
+            body,
+            &mapping("data.items", &fields(), false),
+            &JsonCursor::default(),
+            None,
+            None,
+            Duration::from_secs(1),
+        );
         let oks: Vec<&RawItem> = b.items.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(oks.iter().map(|r| r.external_id.as_str()).collect::<Vec<_>>(), vec!["1", "2", "4"]);
         assert_eq!(oks[0].author.as_deref(), Some("al"));
         assert_eq!(b.items.iter().filter(|r| **r == Err(Skip::Malformed)).count(), 2);
-        let strict =
-            read(body, "data.items", &fields(), true, &JsonCursor::default(), None, None, Duration::from_secs(1));
+        let strict = read(
+            body,
+            &mapping("data.items", &fields(), true),
+            &JsonCursor::default(),
+            None,
+            None,
+            Duration::from_secs(1),
+        );
         assert_eq!(strict.items.iter().filter(|r| **r == Err(Skip::UnknownFields)).count(), 1);
-        let again = read(body, "data.items", &fields(), false, &b.cursor, None, None, Duration::from_secs(1));
+        let again = read(body, &mapping("data.items", &fields(), false), &b.cursor, None, None, Duration::from_secs(1));
         assert_eq!(again.items, vec![Err(Skip::Malformed)], "only the id-less bad item comes back");
         assert!(
-            read(b"{", "data.items", &fields(), false, &JsonCursor::default(), None, None, Duration::ZERO).items
+            read(b"{", &mapping("data.items", &fields(), false), &JsonCursor::default(), None, None, Duration::ZERO)
+                .items
                 == vec![Err(Skip::Malformed)]
         );
     }
@@ -277,7 +299,7 @@ mod tests {
         let mut body = br#"[{"id": "1", "text": "good"}, {"id": "2", "text": "bad XX"}]"#.to_vec();
         let i = body.windows(2).position(|w| w == b"XX").unwrap();
         body[i] = 0xff;
-        let b = read(&body, "", &fields(), false, &JsonCursor::default(), None, None, Duration::ZERO);
+        let b = read(&body, &mapping("", &fields(), false), &JsonCursor::default(), None, None, Duration::ZERO);
         assert_eq!(b.items.len(), 2);
         assert_eq!(b.items[0], Err(Skip::InvalidUtf8));
         assert_eq!(b.items[1].as_ref().unwrap().text, b"good");
