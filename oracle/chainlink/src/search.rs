@@ -118,7 +118,7 @@ pub(crate) mod tests {
 
     /// An in-memory feed: phases of time-ordered rounds.
     #[derive(Default)]
-    pub struct MemFeed {
+    pub(crate) struct MemFeed {
         pub rounds: BTreeMap<u128, RoundData>,
         pub latest: u128,
         pub reads: AtomicUsize,
@@ -126,7 +126,7 @@ pub(crate) mod tests {
 
     impl MemFeed {
         /// `phases[i]` lists the update times of phase `i + first_phase`.
-        pub fn new(first_phase: u64, phases: &[Vec<u64>]) -> Self {
+        pub(crate) fn new(first_phase: u64, phases: &[Vec<u64>]) -> Self {
             let mut f = MemFeed::default();
             for (i, times) in phases.iter().enumerate() {
                 let phase = first_phase + i as u64;
@@ -160,7 +160,7 @@ pub(crate) mod tests {
     }
 
     /// The contract's acceptance rule, written from the Solidity, for cross-checking.
-    pub fn contract_accepts(f: &MemFeed, t: u64, p: &RoundProof, now: u64) -> bool {
+    pub(crate) fn contract_accepts(f: &MemFeed, t: u64, p: &RoundProof, now: u64) -> bool {
         let Some(r) = f.rounds.get(&p.round.round_id) else { return false };
         if r.updated_at > t {
             return false;
