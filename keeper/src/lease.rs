@@ -294,20 +294,20 @@ pub struct Lease {
     metrics: Arc<Metrics>,
 }
 
+/// Which lease and who asks for it: `market` on `chain`, for keeper `holder` in process `instance`.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseKey<'a> {
+    pub chain: &'a str,
+    pub market: u64,
+    pub holder: &'a str,
+    pub instance: &'a str,
+}
+
 impl Lease {
-    /// The lease of `market` on `chain` for keeper `holder` in process `instance` (see [`instance_id`]): kept in
-    /// `store` when it is PostgreSQL, always held with SQLite.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        chain: &str,
-        market: u64,
-        holder: &str,
-        instance: &str,
-        store: &Store,
-        timing: LeaseTiming,
-        bus: Bus,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Lease> {
+    /// The lease of `key.market` on `key.chain` for keeper `key.holder` in process `key.instance` (see
+    /// [`instance_id`]): kept in `store` when it is PostgreSQL, always held with SQLite.
+    pub fn new(key: LeaseKey<'_>, store: &Store, timing: LeaseTiming, bus: Bus, metrics: Arc<Metrics>) -> Arc<Lease> {
+        let LeaseKey { chain, market, holder, instance } = key;
         let shared = store.backend == crate::store::Backend::Postgres;
         Arc::new(Lease {
             chain: chain.to_string(),
@@ -741,7 +741,8 @@ mod tests {
         let store = Store::connect(&pg.url()).await.unwrap();
         let tm = LeaseTiming { ttl: Duration::from_secs(30), refresh: Duration::from_secs(1) };
         let lease = |inst: &str| {
-            Lease::new("base", 1, "keeper-1", inst, &store, tm, Bus::new(16), Arc::new(Metrics::default()))
+            let key = LeaseKey { chain: "base", market: 1, holder: "keeper-1", instance: inst };
+            Lease::new(key, &store, tm, Bus::new(16), Arc::new(Metrics::default()))
         };
         let (a, b) = (lease("ia"), lease("ib"));
         let leading = |l: &Lease| matches!(l.view(), LeaseView::Leading { .. });

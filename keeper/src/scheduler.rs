@@ -178,10 +178,12 @@ impl MarketDriver {
         let stats = Arc::new(Mutex::new(MarketStats { chain: name.clone(), market: id, pair, ..Default::default() }));
         tracing::info!(chain = %name, market = id, feed = %m.feed, description = %live.description, "market checked against the catalogue");
         let lease = crate::lease::Lease::new(
-            &name,
-            id,
-            &keeper_id,
-            crate::lease::instance_id(),
+            crate::lease::LeaseKey {
+                chain: &name,
+                market: id,
+                holder: &keeper_id,
+                instance: crate::lease::instance_id(),
+            },
             &store,
             lease,
             bus.clone(),

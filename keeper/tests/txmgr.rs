@@ -299,7 +299,7 @@ async fn a_transaction_left_in_the_pool_by_a_killed_run_is_cancelled_on_restart(
 /// signer's later ones behind it, and the original never runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_orphaned_by_a_lost_lease_is_cancelled_not_left_in_the_pool() {
-    use kronos_keeper::lease::{Fence, Lease, LeaseTiming, LeaseView};
+    use kronos_keeper::lease::{Fence, Lease, LeaseKey, LeaseTiming, LeaseView};
     let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
     let store = Store::connect(&pg.url()).await.unwrap();
     let node = spawn(NodeOptions::default());
@@ -307,7 +307,13 @@ async fn a_transaction_orphaned_by_a_lost_lease_is_cancelled_not_left_in_the_poo
     rpc(&node, "evm_setAutomine", serde_json::json!([false])).await;
     let timing = LeaseTiming { ttl: Duration::from_secs(60), refresh: Duration::from_secs(1) };
     let metrics = std::sync::Arc::new(kronos_keeper::metrics::Metrics::default());
-    let a = Lease::new("dev", 1, "keeper-a", "ia", &store, timing, Bus::new(16), metrics.clone());
+    let a = Lease::new(
+        LeaseKey { chain: "dev", market: 1, holder: "keeper-a", instance: "ia" },
+        &store,
+        timing,
+        Bus::new(16),
+        metrics.clone(),
+    );
     a.refresh().await;
     assert!(matches!(a.view(), LeaseView::Leading { epoch: 1, .. }), "{:?}", a.view());
     let m = manager_via(&node.url, &node, 1, store.clone(), Bus::new(64)).await;
@@ -333,7 +339,13 @@ async fn a_transaction_orphaned_by_a_lost_lease_is_cancelled_not_left_in_the_poo
     rpc(&node, "evm_mine", serde_json::json!([])).await;
     // Another keeper takes the market over: keeper-a's term is over.
     store.release_lease(&a.token(1).unwrap()).await.unwrap();
-    let b = Lease::new("dev", 1, "keeper-b", "ib", &store, timing, Bus::new(16), metrics);
+    let b = Lease::new(
+        LeaseKey { chain: "dev", market: 1, holder: "keeper-b", instance: "ib" },
+        &store,
+        timing,
+        Bus::new(16),
+        metrics,
+    );
     b.refresh().await;
     a.refresh().await;
     assert!(matches!(b.view(), LeaseView::Leading { epoch: 2, .. }) && !a.may_send(1));
@@ -368,14 +380,20 @@ async fn a_transaction_orphaned_by_a_lost_lease_is_cancelled_not_left_in_the_poo
 /// after `bump_after` the gap is filled with a zero-value transfer and the send is mined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_signers_nonce_taken_and_never_sent_is_filled() {
-    use kronos_keeper::lease::{Fence, Lease, LeaseTiming, LeaseView};
+    use kronos_keeper::lease::{Fence, Lease, LeaseKey, LeaseTiming, LeaseView};
     let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
     let store = Store::connect(&pg.url()).await.unwrap();
     let node = spawn(NodeOptions::default());
     let feed = kronos_testkit::deploy_mock_feed(&node.provider, 8, 1).await.unwrap();
     let timing = LeaseTiming { ttl: Duration::from_secs(60), refresh: Duration::from_secs(1) };
     let metrics = std::sync::Arc::new(kronos_keeper::metrics::Metrics::default());
-    let a = Lease::new("dev", 1, "keeper-a", "ia", &store, timing, Bus::new(16), metrics);
+    let a = Lease::new(
+        LeaseKey { chain: "dev", market: 1, holder: "keeper-a", instance: "ia" },
+        &store,
+        timing,
+        Bus::new(16),
+        metrics,
+    );
     a.refresh().await;
     assert!(matches!(a.view(), LeaseView::Leading { epoch: 1, .. }), "{:?}", a.view());
     let m = manager_via(&node.url, &node, 1, store.clone(), Bus::new(64)).await;

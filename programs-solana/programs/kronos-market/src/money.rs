@@ -23,7 +23,6 @@ fn token_accounts<'a, 'info>(
 }
 
 /// Takes a stake from `user` into the vault.
-#[allow(clippy::too_many_arguments)]
 pub fn pull<'info>(
     market: &Market,
     user: &Signer<'info>,
