@@ -55,8 +55,8 @@ async fn wait_for_body(url: &str, ok: impl Fn(&str) -> bool) -> axum::body::Byte
 async fn cached_bodies_are_the_querys_own_and_a_write_shows_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("k.db").display())).await.unwrap();
-    store.upsert_round(&round(1, "open", None)).await.unwrap();
-    store.upsert_round(&round(2, "open", None)).await.unwrap();
+    store.upsert_round(&round(1, "locked", None)).await.unwrap();
+    store.upsert_round(&round(2, "locked", None)).await.unwrap();
     let limits = Limits { rate_per_s: 0, ..Limits::default() };
     let state =
         ApiState::new(store.clone(), Bus::default(), Arc::new(Metrics::default()), vec![], vec![], None, limits);
@@ -78,14 +78,14 @@ async fn cached_bodies_are_the_querys_own_and_a_write_shows_at_once() {
     assert_eq!(rows.iter().map(|r| r["epoch"].as_i64().unwrap()).collect::<Vec<_>>(), vec![2, 1]);
 
     // A round changes: the next body shows it, and is again the query's own.
-    store.upsert_round(&round(2, "locked", Some("100000.5"))).await.unwrap();
-    let changed = wait_for_body(&url, |b| b.contains("\"locked\"")).await;
+    store.upsert_round(&round(2, "settled", Some("100000.5"))).await.unwrap();
+    let changed = wait_for_body(&url, |b| b.contains("\"settled\"") && b.contains("100000.5")).await;
     assert_eq!(changed, api::rounds_body(&store, Some("base"), Some(1), 10).await.unwrap());
     // Another filter and a new round.
     let all = format!("{base}/api/rounds?limit=1");
     let (_, before) = get(&all).await;
     assert!(std::str::from_utf8(&before).unwrap().contains("\"epoch\":2"));
-    store.upsert_round(&round(3, "open", None)).await.unwrap();
+    store.upsert_round(&round(3, "locked", None)).await.unwrap();
     let after = wait_for_body(&all, |b| b.contains("\"epoch\":3")).await;
     assert_eq!(after, api::rounds_body(&store, None, None, 1).await.unwrap());
 

@@ -43,11 +43,12 @@ const TEXTS: &[(NodeError, &[&str])] = &[
     (
         NodeError::AlreadyKnown,
         &[
-            "already known",                // geth, erigon, reth
-            "known transaction",            // besu ("Known transaction"), klaytn
-            "transaction already imported", // anvil
-            "alreadyknown",                 // nethermind ("AlreadyKnown")
-            "ownnoncealreadyused",          // nethermind: our own version with this nonce waits in its pool
+            "already known",     // geth, erigon, reth
+            "known transaction", // besu ("Known transaction"), klaytn
+            // anvil ("transaction already imported"), openethereum ("Transaction with the same hash was already imported.")
+            "already imported",
+            "alreadyknown",        // nethermind ("AlreadyKnown")
+            "ownnoncealreadyused", // nethermind: our own version with this nonce waits in its pool
         ],
     ),
     (
@@ -153,6 +154,7 @@ mod tests {
             ("reth", 3, "execution reverted", Reverted),
             // anvil (foundry)
             ("anvil", -32003, "transaction already imported", AlreadyKnown),
+            ("openethereum", -32010, "Transaction with the same hash was already imported.", AlreadyKnown),
             ("anvil", -32003, "nonce too low", NonceTooLow),
             ("anvil", -32003, "nonce too high", NonceTooHigh),
             ("anvil", -32003, "max fee per gas less than block base fee", Underpriced),
