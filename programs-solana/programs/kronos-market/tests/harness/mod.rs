@@ -17,26 +17,27 @@ use solana_program_test::{processor, ProgramTest, ProgramTestContext};
 use solana_signer::Signer;
 use solana_transaction::Transaction;
 
-pub use kronos_market::error::MarketError;
+pub(crate) use kronos_market::error::MarketError;
 
-pub const SOL: u64 = 1_000_000_000;
-pub const GENESIS: i64 = 1_800_000_000;
-pub const INTERVAL: u32 = 300;
+pub(crate) const SOL: u64 = 1_000_000_000;
+pub(crate) const GENESIS: i64 = 1_800_000_000;
+pub(crate) const INTERVAL: u32 = 300;
 
 fn entry(
     program_id: &Pubkey,
     accounts: &[anchor_lang::prelude::AccountInfo],
     data: &[u8],
 ) -> anchor_lang::solana_program::entrypoint::ProgramResult {
-    // program-test hands accounts with distinct lifetimes; Anchor's entry wants one. Same data, same lifetime in
-    // practice (the slice outlives the call).
+    // program-test hands accounts with distinct lifetimes; Anchor's entry wants one.
+    // SAFETY: only lifetimes change (same type, same layout), and the slice and every account in it outlive this
+    // call, which is the only place the transmuted slice is used.
     let accounts: &[anchor_lang::prelude::AccountInfo] = unsafe { std::mem::transmute(accounts) };
     kronos_market::entry(program_id, accounts, data)
 }
 
 /// The tests' default parameters: the shortest report delay and betting cutoff the program allows, no settler reward
 /// (tests that check it set one).
-pub fn params() -> Params {
+pub(crate) fn params() -> Params {
     Params {
         fee_bps: 300,
         min_bet: 1_000,
@@ -49,45 +50,45 @@ pub fn params() -> Params {
 }
 
 /// The address of the program's ProgramData account (upgradeable loader).
-pub fn program_data_pda() -> Pubkey {
+pub(crate) fn program_data_pda() -> Pubkey {
     Pubkey::find_program_address(&[ID.as_ref()], &anchor_lang::solana_program::bpf_loader_upgradeable::ID).0
 }
-pub fn config_pda() -> Pubkey {
+pub(crate) fn config_pda() -> Pubkey {
     Pubkey::find_program_address(&[CONFIG_SEED], &ID).0
 }
-pub fn approval_pda(feed: &Pubkey) -> Pubkey {
+pub(crate) fn approval_pda(feed: &Pubkey) -> Pubkey {
     Pubkey::find_program_address(&[FEED_SEED, feed.as_ref()], &ID).0
 }
 
 /// Chainlink's keys in the tests' feeds (header owner and writer).
-pub fn chainlink_owner() -> Pubkey {
+pub(crate) fn chainlink_owner() -> Pubkey {
     Pubkey::new_from_array([0x11; 32])
 }
-pub fn chainlink_writer() -> Pubkey {
+pub(crate) fn chainlink_writer() -> Pubkey {
     Pubkey::new_from_array([0x22; 32])
 }
 
 /// A transaction that failed, as the code a test compares.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Fail {
+pub(crate) enum Fail {
     /// A custom program error (Anchor: 100..=5999 framework, 6000+ ours).
     Code(u32),
     Other(String),
 }
 
-pub fn code(e: MarketError) -> Fail {
+pub(crate) fn code(e: MarketError) -> Fail {
     Fail::Code(u32::from(e))
 }
 
 /// Anchor's framework error codes used in the tests.
-pub mod anchor_code {
-    pub const CONSTRAINT_HAS_ONE: u32 = 2001;
-    pub const CONSTRAINT_SEEDS: u32 = 2006;
-    pub const CONSTRAINT_ADDRESS: u32 = 2012;
-    pub const ACCOUNT_NOT_INITIALIZED: u32 = 3012;
+pub(crate) mod anchor_code {
+    pub(crate) const CONSTRAINT_HAS_ONE: u32 = 2001;
+    pub(crate) const CONSTRAINT_SEEDS: u32 = 2006;
+    pub(crate) const CONSTRAINT_ADDRESS: u32 = 2012;
+    pub(crate) const ACCOUNT_NOT_INITIALIZED: u32 = 3012;
 }
 
-pub struct Env {
+pub(crate) struct Env {
     pub ctx: ProgramTestContext,
     pub now: i64,
     slot: u64,
@@ -107,7 +108,7 @@ pub struct Env {
 impl Env {
     /// A program with its configuration created by the upgrade authority (the tests' authority, also the admin)
     /// and the tests' feed approved.
-    pub async fn new() -> Env {
+    pub(crate) async fn new() -> Env {
         let mut env = Env::unconfigured().await;
         let a = env.authority.pubkey();
         env.set_upgrade_authority(Some(a));
@@ -119,7 +120,7 @@ impl Env {
     }
 
     /// A freshly deployed program: no configuration yet, no ProgramData account written.
-    pub async fn unconfigured() -> Env {
+    pub(crate) async fn unconfigured() -> Env {
         let mut pt = ProgramTest::new("kronos_market", ID, processor!(entry));
         pt.prefer_bpf(false);
         let ctx = pt.start_with_context().await;
@@ -146,7 +147,7 @@ impl Env {
 
     /// Writes the ProgramData account of the upgradeable loader for this program (variant 3, slot, authority), as a
     /// deployed program has it.
-    pub fn set_upgrade_authority(&mut self, authority: Option<Pubkey>) {
+    pub(crate) fn set_upgrade_authority(&mut self, authority: Option<Pubkey>) {
         let mut data = vec![3, 0, 0, 0];
         data.extend_from_slice(&0u64.to_le_bytes());
         match authority {
@@ -167,7 +168,7 @@ impl Env {
     }
 
     /// Sets the clock.
-    pub async fn at(&mut self, ts: i64) {
+    pub(crate) async fn at(&mut self, ts: i64) {
         self.now = ts;
         let mut c: anchor_lang::prelude::Clock = self.ctx.banks_client.get_sysvar().await.unwrap();
         c.unix_timestamp = ts;
@@ -175,23 +176,23 @@ impl Env {
     }
 
     /// Appends a Chainlink transmission (not yet written: call [`Env::write_feed`]).
-    pub fn push_price(&mut self, ts: i64, answer: i128) {
+    pub(crate) fn push_price(&mut self, ts: i64, answer: i128) {
         let slot = self.feed_data.len() as u64 + 1;
         self.feed_data.push(Transmission { slot, timestamp: ts as u32, answer });
     }
 
     /// Writes the feed account as the store program would have left it.
-    pub fn write_feed(&mut self) {
+    pub(crate) fn write_feed(&mut self) {
         self.write_feed_with(8);
     }
 
-    pub fn write_feed_with(&mut self, decimals: u8) {
+    pub(crate) fn write_feed_with(&mut self, decimals: u8) {
         let feed = self.feed;
         self.write_feed_at(feed, decimals);
     }
 
     /// Writes a feed account at `key` with this env's history and header fields.
-    pub fn write_feed_at(&mut self, key: Pubkey, decimals: u8) {
+    pub(crate) fn write_feed_at(&mut self, key: Pubkey, decimals: u8) {
         let meta = chainlink::Meta {
             decimals,
             state: self.state,
@@ -203,7 +204,7 @@ impl Env {
         self.ctx.set_account(&key, &AccountSharedData::from(acct));
     }
 
-    pub fn fund(&mut self, to: &Pubkey, lamports: u64) {
+    pub(crate) fn fund(&mut self, to: &Pubkey, lamports: u64) {
         let acct = Account {
             lamports,
             data: vec![],
@@ -214,7 +215,7 @@ impl Env {
         self.ctx.set_account(to, &AccountSharedData::from(acct));
     }
 
-    pub async fn user(&mut self, lamports: u64) -> Keypair {
+    pub(crate) async fn user(&mut self, lamports: u64) -> Keypair {
         let k = Keypair::new();
         self.fund(&k.pubkey(), lamports);
         k
@@ -222,7 +223,7 @@ impl Env {
 
     /// Sends `ixs` signed by `signers` (the first pays), in a fresh slot so that identical retries are new
     /// transactions, at the current clock.
-    pub async fn send(&mut self, ixs: &[Instruction], signers: &[&Keypair]) -> Result<(), Fail> {
+    pub(crate) async fn send(&mut self, ixs: &[Instruction], signers: &[&Keypair]) -> Result<(), Fail> {
         self.slot += 1;
         self.ctx.warp_to_slot(self.slot).unwrap();
         let now = self.now;
@@ -248,7 +249,7 @@ impl Env {
     }
 
     /// Events of type `T` in the last successful transaction's logs.
-    pub fn events<T: AnchorDeserialize + Discriminator>(&self) -> Vec<T> {
+    pub(crate) fn events<T: AnchorDeserialize + Discriminator>(&self) -> Vec<T> {
         use anchor_lang::__private::base64::{engine::general_purpose::STANDARD, Engine};
         self.logs
             .iter()
@@ -259,26 +260,26 @@ impl Env {
             .collect()
     }
 
-    pub async fn account<T: AccountDeserialize>(&mut self, key: Pubkey) -> Option<T> {
+    pub(crate) async fn account<T: AccountDeserialize>(&mut self, key: Pubkey) -> Option<T> {
         let a = self.ctx.banks_client.get_account(key).await.unwrap()?;
         Some(T::try_deserialize(&mut a.data.as_slice()).unwrap())
     }
 
-    pub async fn lamports(&mut self, key: Pubkey) -> u64 {
+    pub(crate) async fn lamports(&mut self, key: Pubkey) -> u64 {
         self.ctx.banks_client.get_balance(key).await.unwrap()
     }
 
-    pub async fn rent(&mut self, len: usize) -> u64 {
+    pub(crate) async fn rent(&mut self, len: usize) -> u64 {
         self.ctx.banks_client.get_rent().await.unwrap().minimum_balance(len)
     }
 
-    pub async fn exists(&mut self, key: Pubkey) -> bool {
+    pub(crate) async fn exists(&mut self, key: Pubkey) -> bool {
         self.ctx.banks_client.get_account(key).await.unwrap().is_some_and(|a| a.lamports > 0)
     }
 
     // ---- SPL token ----
 
-    pub async fn create_mint(&mut self, decimals: u8) -> Pubkey {
+    pub(crate) async fn create_mint(&mut self, decimals: u8) -> Pubkey {
         let mint = Keypair::new();
         let rent = self.rent(spl_token::state::Mint::LEN).await;
         let payer = self.authority.insecure_clone();
@@ -298,7 +299,7 @@ impl Env {
     }
 
     /// A token account for `owner` holding `amount` freshly minted.
-    pub async fn token_account(&mut self, mint: Pubkey, owner: &Pubkey, amount: u64) -> Pubkey {
+    pub(crate) async fn token_account(&mut self, mint: Pubkey, owner: &Pubkey, amount: u64) -> Pubkey {
         let acct = Keypair::new();
         let rent = self.rent(spl_token::state::Account::LEN).await;
         let payer = self.authority.insecure_clone();
@@ -322,7 +323,7 @@ impl Env {
         acct.pubkey()
     }
 
-    pub async fn token_balance(&mut self, acct: Pubkey) -> u64 {
+    pub(crate) async fn token_balance(&mut self, acct: Pubkey) -> u64 {
         let a = self.ctx.banks_client.get_account(acct).await.unwrap().unwrap();
         spl_token::state::Account::unpack(&a.data).unwrap().amount
     }
@@ -330,16 +331,16 @@ impl Env {
 
 // ---- addresses and instructions ----
 
-pub fn market_pda(creator: &Pubkey, id: u64) -> Pubkey {
+pub(crate) fn market_pda(creator: &Pubkey, id: u64) -> Pubkey {
     Pubkey::find_program_address(&[MARKET_SEED, creator.as_ref(), &id.to_le_bytes()], &ID).0
 }
-pub fn vault_pda(market: &Pubkey) -> Pubkey {
+pub(crate) fn vault_pda(market: &Pubkey) -> Pubkey {
     Pubkey::find_program_address(&[VAULT_SEED, market.as_ref()], &ID).0
 }
-pub fn round_pda(market: &Pubkey, epoch: u64) -> Pubkey {
+pub(crate) fn round_pda(market: &Pubkey, epoch: u64) -> Pubkey {
     Pubkey::find_program_address(&[ROUND_SEED, market.as_ref(), &epoch.to_le_bytes()], &ID).0
 }
-pub fn position_pda(round: &Pubkey, user: &Pubkey) -> Pubkey {
+pub(crate) fn position_pda(round: &Pubkey, user: &Pubkey) -> Pubkey {
     Pubkey::find_program_address(&[POSITION_SEED, round.as_ref(), user.as_ref()], &ID).0
 }
 
@@ -347,7 +348,7 @@ fn ixn(accounts: impl ToAccountMetas, data: impl InstructionData) -> Instruction
     Instruction { program_id: ID, accounts: accounts.to_account_metas(None), data: data.data() }
 }
 
-pub fn initialize_config(upgrade_authority: &Pubkey, admin: Pubkey) -> Instruction {
+pub(crate) fn initialize_config(upgrade_authority: &Pubkey, admin: Pubkey) -> Instruction {
     ixn(
         acc::InitializeConfig {
             upgrade_authority: *upgrade_authority,
@@ -358,7 +359,7 @@ pub fn initialize_config(upgrade_authority: &Pubkey, admin: Pubkey) -> Instructi
         ix::InitializeConfig { admin },
     )
 }
-pub fn approve_feed(admin: &Pubkey, feed: Pubkey) -> Instruction {
+pub(crate) fn approve_feed(admin: &Pubkey, feed: Pubkey) -> Instruction {
     ixn(
         acc::ApproveFeed {
             admin: *admin,
@@ -370,19 +371,19 @@ pub fn approve_feed(admin: &Pubkey, feed: Pubkey) -> Instruction {
         ix::ApproveFeed {},
     )
 }
-pub fn revoke_feed(admin: &Pubkey, feed: Pubkey) -> Instruction {
+pub(crate) fn revoke_feed(admin: &Pubkey, feed: Pubkey) -> Instruction {
     ixn(acc::RevokeFeed { admin: *admin, config: config_pda(), approval: approval_pda(&feed) }, ix::RevokeFeed {})
 }
-pub fn propose_admin(admin: &Pubkey, proposed: Pubkey) -> Instruction {
+pub(crate) fn propose_admin(admin: &Pubkey, proposed: Pubkey) -> Instruction {
     ixn(acc::ConfigAdmin { admin: *admin, config: config_pda() }, ix::ProposeAdmin { proposed })
 }
-pub fn accept_admin(new_admin: &Pubkey) -> Instruction {
+pub(crate) fn accept_admin(new_admin: &Pubkey) -> Instruction {
     ixn(acc::AcceptAdmin { new_admin: *new_admin, config: config_pda() }, ix::AcceptAdmin {})
 }
 
 /// A market as the tests drive it.
 #[derive(Clone, Copy)]
-pub struct M {
+pub(crate) struct M {
     pub key: Pubkey,
     pub vault: Pubkey,
     pub feed: Pubkey,
@@ -390,7 +391,7 @@ pub struct M {
     pub mint: Option<Pubkey>,
 }
 
-pub fn init_sol(authority: &Pubkey, id: u64, feed: Pubkey, p: Params) -> (M, Instruction) {
+pub(crate) fn init_sol(authority: &Pubkey, id: u64, feed: Pubkey, p: Params) -> (M, Instruction) {
     let key = market_pda(authority, id);
     let vault = vault_pda(&key);
     let i = ixn(
@@ -407,7 +408,7 @@ pub fn init_sol(authority: &Pubkey, id: u64, feed: Pubkey, p: Params) -> (M, Ins
     (M { key, vault, feed, authority: *authority, mint: None }, i)
 }
 
-pub fn init_token(authority: &Pubkey, id: u64, feed: Pubkey, mint: Pubkey, p: Params) -> (M, Instruction) {
+pub(crate) fn init_token(authority: &Pubkey, id: u64, feed: Pubkey, mint: Pubkey, p: Params) -> (M, Instruction) {
     let key = market_pda(authority, id);
     let vault = vault_pda(&key);
     let i = ixn(
@@ -427,17 +428,17 @@ pub fn init_token(authority: &Pubkey, id: u64, feed: Pubkey, mint: Pubkey, p: Pa
 }
 
 impl M {
-    pub fn times(&self, epoch: u64) -> (i64, i64, i64) {
+    pub(crate) fn times(&self, epoch: u64) -> (i64, i64, i64) {
         let s = GENESIS + epoch as i64 * INTERVAL as i64;
         (s, s + INTERVAL as i64, s + 2 * INTERVAL as i64)
     }
-    pub fn round(&self, epoch: u64) -> Pubkey {
+    pub(crate) fn round(&self, epoch: u64) -> Pubkey {
         round_pda(&self.key, epoch)
     }
-    pub fn position(&self, epoch: u64, user: &Pubkey) -> Pubkey {
+    pub(crate) fn position(&self, epoch: u64, user: &Pubkey) -> Pubkey {
         position_pda(&self.round(epoch), user)
     }
-    pub fn start(&self, payer: &Pubkey, epoch: u64) -> Instruction {
+    pub(crate) fn start(&self, payer: &Pubkey, epoch: u64) -> Instruction {
         ixn(
             acc::StartRound {
                 payer: *payer,
@@ -450,17 +451,31 @@ impl M {
         )
     }
     /// A bet accepting any fee up to the program's cap.
-    pub fn bet(&self, user: &Pubkey, epoch: u64, side: Side, amount: u64, user_token: Option<Pubkey>) -> Instruction {
+    pub(crate) fn bet(
+        &self,
+        user: &Pubkey,
+        epoch: u64,
+        side: Side,
+        amount: u64,
+        user_token: Option<Pubkey>,
+    ) -> Instruction {
         self.bet_with(user, epoch, self.round(epoch), side, amount, user_token)
     }
     /// A bet refused if the round's fee is above `max_fee_bps`.
-    pub fn bet_max_fee(&self, user: &Pubkey, epoch: u64, side: Side, amount: u64, max_fee_bps: u16) -> Instruction {
+    pub(crate) fn bet_max_fee(
+        &self,
+        user: &Pubkey,
+        epoch: u64,
+        side: Side,
+        amount: u64,
+        max_fee_bps: u16,
+    ) -> Instruction {
         let mut i = self.bet(user, epoch, side, amount, None);
         i.data = ix::Bet { epoch, side, amount, max_fee_bps }.data();
         i
     }
     /// A bet naming `round` as its round account (tests pass wrong ones).
-    pub fn bet_with(
+    pub(crate) fn bet_with(
         &self,
         user: &Pubkey,
         epoch: u64,
@@ -483,7 +498,7 @@ impl M {
             ix::Bet { epoch, side, amount, max_fee_bps: MAX_FEE_BPS },
         )
     }
-    pub fn lock(&self, epoch: u64) -> Instruction {
+    pub(crate) fn lock(&self, epoch: u64) -> Instruction {
         ixn(
             acc::LockRound {
                 market: self.key,
@@ -495,10 +510,10 @@ impl M {
         )
     }
     /// Settled by `settler` (paid in lamports on a SOL market; on a token market see [`M::settle_token`]).
-    pub fn settle(&self, settler: &Pubkey, epoch: u64) -> Instruction {
+    pub(crate) fn settle(&self, settler: &Pubkey, epoch: u64) -> Instruction {
         self.settle_token(settler, epoch, None)
     }
-    pub fn settle_token(&self, settler: &Pubkey, epoch: u64, settler_token: Option<Pubkey>) -> Instruction {
+    pub(crate) fn settle_token(&self, settler: &Pubkey, epoch: u64, settler_token: Option<Pubkey>) -> Instruction {
         ixn(
             acc::SettleRound {
                 settler: *settler,
@@ -530,13 +545,13 @@ impl M {
         let data = if refund { ix::Refund {}.data() } else { ix::Claim {}.data() };
         Instruction { program_id: ID, accounts: metas, data }
     }
-    pub fn claim(&self, user: &Pubkey, epochs: &[u64], user_token: Option<Pubkey>) -> Instruction {
+    pub(crate) fn claim(&self, user: &Pubkey, epochs: &[u64], user_token: Option<Pubkey>) -> Instruction {
         self.claim_ix(user, epochs, user_token, false)
     }
-    pub fn refund(&self, user: &Pubkey, epochs: &[u64], user_token: Option<Pubkey>) -> Instruction {
+    pub(crate) fn refund(&self, user: &Pubkey, epochs: &[u64], user_token: Option<Pubkey>) -> Instruction {
         self.claim_ix(user, epochs, user_token, true)
     }
-    pub fn close_position(&self, user: &Pubkey, epoch: u64) -> Instruction {
+    pub(crate) fn close_position(&self, user: &Pubkey, epoch: u64) -> Instruction {
         ixn(
             acc::ClosePosition {
                 user: *user,
@@ -547,7 +562,7 @@ impl M {
             ix::ClosePosition { epoch },
         )
     }
-    pub fn close_round(&self, payer: &Pubkey, epoch: u64) -> Instruction {
+    pub(crate) fn close_round(&self, payer: &Pubkey, epoch: u64) -> Instruction {
         ixn(
             acc::CloseRound {
                 market: self.key,
@@ -559,19 +574,25 @@ impl M {
             ix::CloseRound { epoch },
         )
     }
-    pub fn set_paused(&self, authority: &Pubkey, paused: bool) -> Instruction {
+    pub(crate) fn set_paused(&self, authority: &Pubkey, paused: bool) -> Instruction {
         ixn(acc::Admin { authority: *authority, market: self.key }, ix::SetPaused { paused })
     }
-    pub fn update_params(&self, authority: &Pubkey, params: Params) -> Instruction {
+    pub(crate) fn update_params(&self, authority: &Pubkey, params: Params) -> Instruction {
         ixn(acc::Admin { authority: *authority, market: self.key }, ix::UpdateParams { params })
     }
-    pub fn propose_authority(&self, authority: &Pubkey, proposed: Pubkey) -> Instruction {
+    pub(crate) fn propose_authority(&self, authority: &Pubkey, proposed: Pubkey) -> Instruction {
         ixn(acc::Admin { authority: *authority, market: self.key }, ix::ProposeAuthority { proposed })
     }
-    pub fn accept_authority(&self, new_authority: &Pubkey) -> Instruction {
+    pub(crate) fn accept_authority(&self, new_authority: &Pubkey) -> Instruction {
         ixn(acc::AcceptAuthority { new_authority: *new_authority, market: self.key }, ix::AcceptAuthority {})
     }
-    pub fn withdraw(&self, authority: &Pubkey, to: Pubkey, to_token: Option<Pubkey>, amount: u64) -> Instruction {
+    pub(crate) fn withdraw(
+        &self,
+        authority: &Pubkey,
+        to: Pubkey,
+        to_token: Option<Pubkey>,
+        amount: u64,
+    ) -> Instruction {
         ixn(
             acc::WithdrawTreasury {
                 authority: *authority,
@@ -588,7 +609,7 @@ impl M {
 
 /// What the vault holds above its rent-exempt floor (SOL) or its token balance, and what the program owes from it:
 /// every round's unpaid stakes (open, locked or cancelled) or unpaid winnings (settled), plus the treasury.
-pub async fn audit(env: &mut Env, m: &M, epochs: impl IntoIterator<Item = u64>) -> (u64, u64) {
+pub(crate) async fn audit(env: &mut Env, m: &M, epochs: impl IntoIterator<Item = u64>) -> (u64, u64) {
     let market: Market = env.account(m.key).await.unwrap();
     let mut owed = market.treasury_owed as u128;
     for e in epochs {
@@ -613,27 +634,27 @@ pub async fn audit(env: &mut Env, m: &M, epochs: impl IntoIterator<Item = u64>) 
 
 // ---- the forecast registry ----
 
-pub use kronos_market::registry::{commitment_hash, Forecast, RecordView, TrackRecord};
+pub(crate) use kronos_market::registry::{commitment_hash, Forecast, RecordView, TrackRecord};
 
 /// The tests' cluster id (a genesis hash) and reveal window.
-pub const CLUSTER: [u8; 32] = [0xC1; 32];
-pub const REVEAL_WINDOW: u32 = 86_400;
+pub(crate) const CLUSTER: [u8; 32] = [0xC1; 32];
+pub(crate) const REVEAL_WINDOW: u32 = 86_400;
 
-pub fn registry_pda() -> Pubkey {
+pub(crate) fn registry_pda() -> Pubkey {
     Pubkey::find_program_address(&[kronos_market::registry::REGISTRY_SEED], &ID).0
 }
-pub fn commitment_pda(market: &Pubkey, epoch: u64, publisher: &Pubkey) -> Pubkey {
+pub(crate) fn commitment_pda(market: &Pubkey, epoch: u64, publisher: &Pubkey) -> Pubkey {
     Pubkey::find_program_address(
         &[kronos_market::registry::COMMITMENT_SEED, market.as_ref(), &epoch.to_le_bytes(), publisher.as_ref()],
         &ID,
     )
     .0
 }
-pub fn record_pda(publisher: &Pubkey) -> Pubkey {
+pub(crate) fn record_pda(publisher: &Pubkey) -> Pubkey {
     Pubkey::find_program_address(&[kronos_market::registry::RECORD_SEED, publisher.as_ref()], &ID).0
 }
 
-pub fn initialize_registry(upgrade_authority: &Pubkey, cluster: [u8; 32], reveal_window: u32) -> Instruction {
+pub(crate) fn initialize_registry(upgrade_authority: &Pubkey, cluster: [u8; 32], reveal_window: u32) -> Instruction {
     ixn(
         acc::InitializeRegistry {
             upgrade_authority: *upgrade_authority,
@@ -646,17 +667,23 @@ pub fn initialize_registry(upgrade_authority: &Pubkey, cluster: [u8; 32], reveal
 }
 
 /// A forecast with a salt derived from `seed`.
-pub fn forecast(up: bool, probability_up_bps: u16, seed: u8) -> Forecast {
+pub(crate) fn forecast(up: bool, probability_up_bps: u16, seed: u8) -> Forecast {
     Forecast { up, probability_up_bps, salt: [seed; 32] }
 }
 
 impl M {
     /// The commitment `publisher` makes for `f` on this market's round `epoch` under the tests' cluster id.
-    pub fn commitment_of(&self, publisher: &Pubkey, epoch: u64, f: &Forecast) -> [u8; 32] {
+    pub(crate) fn commitment_of(&self, publisher: &Pubkey, epoch: u64, f: &Forecast) -> [u8; 32] {
         commitment_hash(&CLUSTER, publisher, &self.key, epoch, f)
     }
     /// Commits `commitment` naming `round` as the round account (tests pass wrong ones).
-    pub fn commit_with(&self, publisher: &Pubkey, epoch: u64, round: Pubkey, commitment: [u8; 32]) -> Instruction {
+    pub(crate) fn commit_with(
+        &self,
+        publisher: &Pubkey,
+        epoch: u64,
+        round: Pubkey,
+        commitment: [u8; 32],
+    ) -> Instruction {
         ixn(
             acc::Commit {
                 publisher: *publisher,
@@ -670,10 +697,10 @@ impl M {
             ix::Commit { epoch, commitment },
         )
     }
-    pub fn commit(&self, publisher: &Pubkey, epoch: u64, f: &Forecast) -> Instruction {
+    pub(crate) fn commit(&self, publisher: &Pubkey, epoch: u64, f: &Forecast) -> Instruction {
         self.commit_with(publisher, epoch, self.round(epoch), self.commitment_of(publisher, epoch, f))
     }
-    pub fn reveal_with(&self, publisher: &Pubkey, epoch: u64, round: Pubkey, f: &Forecast) -> Instruction {
+    pub(crate) fn reveal_with(&self, publisher: &Pubkey, epoch: u64, round: Pubkey, f: &Forecast) -> Instruction {
         ixn(
             acc::Reveal {
                 publisher: *publisher,
@@ -686,10 +713,10 @@ impl M {
             ix::Reveal { epoch, up: f.up, probability_up_bps: f.probability_up_bps, salt: f.salt },
         )
     }
-    pub fn reveal(&self, publisher: &Pubkey, epoch: u64, f: &Forecast) -> Instruction {
+    pub(crate) fn reveal(&self, publisher: &Pubkey, epoch: u64, f: &Forecast) -> Instruction {
         self.reveal_with(publisher, epoch, self.round(epoch), f)
     }
-    pub fn expire(&self, publisher: &Pubkey, epoch: u64) -> Instruction {
+    pub(crate) fn expire(&self, publisher: &Pubkey, epoch: u64) -> Instruction {
         ixn(
             acc::Expire { commitment: commitment_pda(&self.key, epoch, publisher), record: record_pda(publisher) },
             ix::Expire {},
@@ -697,13 +724,13 @@ impl M {
     }
 }
 
-pub fn read_track_record(publisher: &Pubkey) -> Instruction {
+pub(crate) fn read_track_record(publisher: &Pubkey) -> Instruction {
     ixn(acc::ReadTrackRecord { record: record_pda(publisher) }, ix::TrackRecord {})
 }
 
 impl Env {
     /// [`Env::new`] with the registry created by the upgrade authority.
-    pub async fn with_registry() -> Env {
+    pub(crate) async fn with_registry() -> Env {
         let mut env = Env::new().await;
         let a = env.authority.insecure_clone();
         env.send(&[initialize_registry(&a.pubkey(), CLUSTER, REVEAL_WINDOW)], &[&a]).await.unwrap();
@@ -711,13 +738,13 @@ impl Env {
     }
 
     /// The publisher's track record now, read from the account and applied at the current clock.
-    pub async fn record(&mut self, publisher: &Pubkey) -> RecordView {
+    pub(crate) async fn record(&mut self, publisher: &Pubkey) -> RecordView {
         let now = self.now;
         self.account::<TrackRecord>(record_pda(publisher)).await.map(|r| r.view(now)).unwrap_or_default()
     }
 
     /// The publisher's track record as the `track_record` instruction returns it (simulated, at the current clock).
-    pub async fn simulate_record(&mut self, publisher: &Pubkey) -> RecordView {
+    pub(crate) async fn simulate_record(&mut self, publisher: &Pubkey) -> RecordView {
         self.slot += 1;
         self.ctx.warp_to_slot(self.slot).unwrap();
         let now = self.now;
