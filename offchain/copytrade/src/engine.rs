@@ -1039,8 +1039,8 @@ impl Engine {
     /// Asks the exchange for every order of unknown fate (of `only` that symbol). One that turned up is recorded with
     /// its fills; the position it moved is *not* moved here: the next reconcile adopts the exchange's (see
     /// `explained`), so nothing is counted twice. One still missing after [`unknown_hold`] is recorded as not placed
-    /// and no longer blocks its symbol, but is still asked for until [`unknown::UNKNOWN_WATCH`] has passed. True when one
-    /// turned up.
+    /// and no longer blocks its symbol, but is still asked for until [`unknown::UNKNOWN_WATCH`] has passed (see
+    /// [`unknown::not_found`]). True when one turned up.
     async fn resolve_unknown(&mut self, only: Option<&str>) -> bool {
         let hold = unknown_hold(self.cfg.recv_window_ms);
         let mut found = false;

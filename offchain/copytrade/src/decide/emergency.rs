@@ -199,6 +199,7 @@ mod tests {
     fn a_pass_is_done_only_when_nothing_is_open_and_nothing_may_open() {
         let before = [risk("BTCUSDT", "LONG", "0.1"), risk("BTCUSDT", "SHORT", "-0.2")];
         assert_eq!(pass_end(&before, Some(&[]), 0), PassEnd::Done);
+        assert_eq!(pass_end(&before, Some(&[]), 1), PassEnd::Pending(1));
         assert_eq!(pass_end(&before, Some(&[]), 2), PassEnd::Pending(2));
         assert_eq!(
             pass_end(&before, Some(&[risk("BTCUSDT", "SHORT", "-0.2")]), 1),

@@ -20,8 +20,8 @@ pub(crate) fn may_be_stopped_out(ours: Decimal, theirs: Decimal) -> bool {
     theirs.is_zero() && !ours.is_zero()
 }
 
-/// `late`: the signed quantity orders found late executed in the symbol; `stop_gone`: the position's recorded stop
-/// is no longer open on the exchange.
+/// Called only when `ours` ≠ `theirs`. `late`: the signed quantity orders found late executed in the symbol;
+/// `stop_gone`: the position's recorded stop is no longer open on the exchange.
 pub(crate) fn difference(ours: Decimal, theirs: Decimal, late: Decimal, stop_gone: bool) -> Difference {
     if stop_gone && may_be_stopped_out(ours, theirs) {
         Difference::StoppedOut
