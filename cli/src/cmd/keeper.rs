@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-use alloy::primitives::U256;
-use alloy::providers::Provider;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use kronos_common::{Bus, Secret};
 use tokio_util::sync::CancellationToken;
@@ -96,55 +94,15 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// `kronos status`: what the store recorded, and each chain's head.
+/// `kronos status`: what the store recorded, and each chain's head ([`kronos_keeper::status::Status`]).
 pub fn status(a: StatusArgs) -> Result<()> {
     let cfg = Config::load(&a.config)?;
     runtime()?.block_on(async move {
-        let store = kronos_keeper::store::Store::connect(&cfg.store).await?;
-        let mut out = serde_json::Map::new();
-        for c in &cfg.chains {
-            let name = &c.chain.key;
-            let t = kronos_keeper::rpc::FailoverTransport::new(name, &c.rpc);
-            let head = t.provider().get_block_number().await.map_err(|e| e.to_string());
-            let rounds = store.rounds(Some(name), None, a.rounds).await?;
-            let txs = store.all_txs(name).await?;
-            let confirmed = txs.iter().filter(|t| t.status == "confirmed").count();
-            let open = txs.iter().filter(|t| t.status == "pending" || t.status == "signed").count();
-            if a.json {
-                out.insert(name.clone(), serde_json::json!({ "head": head.as_ref().ok(), "error": head.as_ref().err(), "rounds": rounds, "transactions": { "confirmed": confirmed, "open": open, "total": txs.len() } }));
-                continue;
-            }
-            println!("{name}: head {}", match &head { Ok(h) => h.to_string(), Err(e) => format!("unreachable ({e})") });
-            println!("  transactions: {confirmed} confirmed, {open} open, {} in total", txs.len());
-            for r in rounds {
-                println!(
-                    "  market {} round {:>5} {:<9} lock {:>14} close {:>14} {}",
-                    r.market_id,
-                    r.epoch,
-                    r.state,
-                    r.lock_price.unwrap_or_else(|| "-".into()),
-                    r.close_price.unwrap_or_else(|| "-".into()),
-                    r.outcome.map(|o| format!("{o}{}", r.reason.map(|x| format!(" ({x})")).unwrap_or_default())).unwrap_or_default()
-                );
-            }
-        }
-        // Who leads each market (several keepers on one PostgreSQL store; SQLite has no lease rows).
-        let leases = store.leases().await?;
+        let s = kronos_keeper::status::Status::collect(&cfg, a.rounds).await?;
         if a.json {
-            out.insert("leases".into(), serde_json::to_value(&leases)?);
+            println!("{}", serde_json::to_string_pretty(&s.json()?)?);
         } else {
-            for l in &leases {
-                println!("{}", kronos_keeper::lease::describe(l));
-            }
-        }
-        let recs = store.track_records().await?;
-        if a.json {
-            out.insert("track_records".into(), serde_json::to_value(recs)?);
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        } else {
-            for r in recs {
-                println!("forecaster on {}: committed {}, hits {}, misses {}, voided {}, expired {}", r.chain, r.committed, r.hits, r.misses, r.voided, r.expired);
-            }
+            print!("{}", s.text());
         }
         Ok(())
     })
@@ -153,30 +111,7 @@ pub fn status(a: StatusArgs) -> Result<()> {
 /// `kronos markets`: the markets of every configured chain, read from the contracts.
 pub fn markets(a: RunArgs) -> Result<()> {
     let cfg = Config::load(&a.config)?;
-    runtime()?.block_on(async move {
-        for c in &cfg.chains {
-            let name = &c.chain.key;
-            let t = kronos_keeper::rpc::FailoverTransport::new(name, &c.rpc);
-            let m = kronos_contracts::KronosMarket::new(c.market, t.provider());
-            let n = m.marketCount().call().await.with_context(|| format!("{name}: marketCount() at {}", c.market))?;
-            println!("{name} ({}), KronosMarket {}: {} market(s)", c.chain.name, c.market, n);
-            for id in 1..=n.to::<u64>() {
-                let x = m.getMarket(U256::from(id)).call().await?;
-                println!(
-                    "  #{id} feed {} seq {} stake {} interval {}s genesis {} max price age {}s settle window {}s{}",
-                    x.feed,
-                    x.sequencerFeed,
-                    if x.token.is_zero() { "native".to_string() } else { x.token.to_string() },
-                    x.interval,
-                    x.genesis,
-                    x.maxPriceAge,
-                    x.settleWindow,
-                    if x.paused { " (paused)" } else { "" }
-                );
-            }
-        }
-        Ok(())
-    })
+    runtime()?.block_on(kronos_keeper::status::markets(&cfg, &mut std::io::stdout()))
 }
 
 /// `kronos deploy`: [`kronos_localnet::deploy::deploy`] with the deployer's key from `KRONOS_DEPLOYER_KEY`.
