@@ -18,4 +18,4 @@ pub mod scheduler;
 pub mod status;
 pub mod store;
 pub mod txmgr;
-pub mod web;
+pub(crate) mod web;
