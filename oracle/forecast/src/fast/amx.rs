@@ -319,7 +319,7 @@ mod imp {
 
     use super::{DEPTH, TILE, TILE_ELEMS};
 
-    pub fn detect() -> bool {
+    pub(super) fn detect() -> bool {
         let l7 = std::arch::x86_64::__cpuid_count(7, 0);
         let tile = l7.edx & (1 << 24) != 0;
         let bf16 = l7.edx & (1 << 22) != 0;
@@ -367,8 +367,10 @@ mod imp {
     /// - `a` points to `16 * rt` readable rows, `lda` values apart, each with `32 * kt` readable values;
     /// - `b` points to `nt` column blocks of `bkt ≥ kt` packed tiles each (`nt * bkt * 512` readable values);
     /// - `c` points to `16 * rt` writable rows, `ldc ≥ 16 * nt` values apart, that nothing else accesses meanwhile.
+    // The kernel's raw operands: three pointers with their strides and the tile counts its `asm!` block reads in
+    // registers; a struct would only be unpacked again before the block.
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn rows_block(
+    pub(super) unsafe fn rows_block(
         a: *const u16,
         lda: usize,
         rt: usize,
@@ -559,7 +561,7 @@ mod imp {
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod imp {
-    pub fn detect() -> bool {
+    pub(super) fn detect() -> bool {
         false
     }
 
@@ -567,8 +569,9 @@ mod imp {
     ///
     /// # Safety
     /// None needed; it panics.
+    // Same signature as the x86_64 kernel's.
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn rows_block(
+    pub(super) unsafe fn rows_block(
         _: *const u16,
         _: usize,
         _: usize,

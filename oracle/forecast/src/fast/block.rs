@@ -280,6 +280,7 @@ impl Block {
     }
 
     /// Attention of head `hh` for new rows `r0..r1` (already in `cache`): `[(r1 - r0) × hd]`.
+    // The inner loop's scalars (head, row range, step length) over the borrowed cache; called per head and block.
     #[allow(clippy::too_many_arguments)]
     fn attend(&self, hh: usize, kv: &HeadKv, qkv: &[f32], r0: usize, r1: usize, t: usize, cache: &Cache) -> Vec<f32> {
         let (d, hd) = (self.d, self.hd);
@@ -384,6 +385,7 @@ const ROWS: usize = 64;
 
 /// Rotary embedding of the query and key parts of rows `row0..` of `qkv` (`[rows × 3d]`); queries are also scaled.
 #[inline(always)]
+// A hot kernel's scalar dimensions (row offset, step, widths, position offset, scale), each set per call site.
 #[allow(clippy::too_many_arguments)]
 fn rotate(
     qkv: &mut [f32],
@@ -445,6 +447,7 @@ impl HeadKv {
     }
 
     /// `s[i][j] = q[r0 + i] · k[j]` for `i < rows`, `j < kc`; queries at `qkv[r * ldq + qcol..]`.
+    // A GEMM-like kernel's sizes and leading dimensions (`rows`, `kc`, `ldq`, `qcol`, `ld_s`), as in BLAS.
     #[allow(clippy::too_many_arguments)]
     fn scores(
         &self,

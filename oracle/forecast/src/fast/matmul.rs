@@ -150,6 +150,8 @@ pub fn linear(x: &[f32], m: usize, w: &Weight, bias: Option<&[f32]>, out: &mut [
 /// produce falls outside `a` or `b`, `ldo < n`, or the `m` output rows (`ldo` apart) do not fit in `out`. The strides
 /// are unsigned (no negative stride can be passed) and the last index is the largest, so these checks bound every
 /// access the unsafe kernel makes, and output rows never overlap (the kernel may write them from several threads).
+// BLAS's form (sizes, then each operand with its row and column strides): the safety checks above read each
+// operand with its strides, and the kernels call it with scalars they compute per block.
 #[allow(clippy::too_many_arguments)]
 #[track_caller]
 pub fn gemm_f32(

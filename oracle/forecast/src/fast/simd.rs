@@ -4,14 +4,14 @@
 
 /// Whether the CPU runs AVX2 and FMA (checked once).
 #[cfg(target_arch = "x86_64")]
-pub fn avx2() -> bool {
+pub(crate) fn avx2() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 /// Whether the CPU runs AVX-512 F/BW/VL (checked once).
 #[cfg(target_arch = "x86_64")]
-pub fn avx512() -> bool {
+pub(crate) fn avx512() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| {
         avx2()
@@ -52,7 +52,7 @@ pub(crate) use dispatch;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-pub unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
@@ -63,7 +63,7 @@ pub unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 #[inline]
-pub unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
@@ -76,7 +76,7 @@ const MAGIC: f32 = 12_582_912.0;
 /// `e^x` to about 1e-7 relative for `x` in [-87, 88] (clamped outside), branch-free so that loops over it
 /// vectorise: `e^x = 2^n · e^r` with `|r| ≤ ln2/2` and Cephes' polynomial for `e^r`.
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     let x = if x < -87.0 { -87.0 } else { x };
     let x = if x > 88.0 { 88.0 } else { x };
     let t = x * LOG2E + MAGIC;
@@ -138,7 +138,7 @@ fn scale(x: &mut [f32], k: f32) {
 
 /// `Σ a_i b_i`.
 #[inline(always)]
-pub fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
@@ -157,21 +157,21 @@ pub fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
 /// # Panics
 /// If `a` and `b` differ in length.
 #[track_caller]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot: vectors of {} and {} values", a.len(), b.len());
     dispatch!(dot_impl(a, b))
 }
 
 /// In-place softmax of a row.
 #[inline(always)]
-pub fn softmax_impl(row: &mut [f32]) {
+pub(crate) fn softmax_impl(row: &mut [f32]) {
     let max = max_of(row);
     let sum = exp_shift_sum(row, max);
     scale(row, 1.0 / sum);
 }
 
 /// The exponentials of a softmax row, in place and not yet divided by their sum; returns `1 / sum`.
-pub fn softmax_unscaled(row: &mut [f32]) -> f32 {
+pub(crate) fn softmax_unscaled(row: &mut [f32]) -> f32 {
     dispatch!(softmax_unscaled_impl(row))
 }
 
@@ -182,7 +182,7 @@ fn softmax_unscaled_impl(row: &mut [f32]) -> f32 {
 }
 
 /// Softmax over two parts of one row (`a` then `b`) as if they were joined.
-pub fn softmax2(a: &mut [f32], b: &mut [f32]) {
+pub(crate) fn softmax2(a: &mut [f32], b: &mut [f32]) {
     dispatch!(softmax2_impl(a, b))
 }
 
@@ -203,7 +203,7 @@ fn softmax2_impl(a: &mut [f32], b: &mut [f32]) {
 /// # Panics
 /// If `x` is not whole rows of `d` values or `out` differs from it in length.
 #[track_caller]
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     assert!(d > 0 && x.len().is_multiple_of(d), "rms_norm: {} values are not whole rows of {d}", x.len());
     assert_eq!(out.len(), x.len(), "rms_norm: {} outputs for {} inputs", out.len(), x.len());
@@ -227,7 +227,7 @@ fn rms_norm_impl(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 /// # Panics
 /// If `g` is not whole rows of `2 · ff` values or `out` does not hold one `ff`-wide row per row of `g`.
 #[track_caller]
-pub fn swiglu(g: &[f32], ff: usize, out: &mut [f32]) {
+pub(crate) fn swiglu(g: &[f32], ff: usize, out: &mut [f32]) {
     assert!(ff > 0 && g.len().is_multiple_of(2 * ff), "swiglu: {} values are not whole rows of 2 × {ff}", g.len());
     assert_eq!(out.len(), g.len() / 2, "swiglu: {} outputs for {} rows of {ff}", out.len(), g.len() / (2 * ff));
     dispatch!(swiglu_impl(g, ff, out))
@@ -248,7 +248,7 @@ fn swiglu_impl(g: &[f32], ff: usize, out: &mut [f32]) {
 /// # Panics
 /// If `x` and `y` differ in length.
 #[track_caller]
-pub fn add_assign(x: &mut [f32], y: &[f32]) {
+pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
     assert_eq!(x.len(), y.len(), "add_assign: {} values plus {}", x.len(), y.len());
     dispatch!(add_assign_impl(x, y))
 }
@@ -267,7 +267,7 @@ fn add_assign_impl(x: &mut [f32], y: &[f32]) {
 /// If `v` is not twice as long as `cos` and `sin`.
 #[inline(always)]
 #[track_caller]
-pub fn rope_head(v: &mut [f32], cos: &[f32], sin: &[f32], scale: f32) {
+pub(crate) fn rope_head(v: &mut [f32], cos: &[f32], sin: &[f32], scale: f32) {
     let half = cos.len();
     assert!(
         sin.len() == half && v.len() == 2 * half,
