@@ -1288,15 +1288,19 @@ impl Engine {
                 (pos, trigger, side, qty, close_all, position_side)
             }
         };
-        let mut placed = self.place_stop(symbol, side, trigger, if close_all { None } else { Some(qty) }, &ps).await;
+        // What the stop on the exchange closes: `None` the whole position, else this quantity.
+        let mut closes = (!close_all).then_some(qty);
+        let mut placed = self.place_stop(symbol, side, trigger, closes, &ps).await;
         if matches!(&placed, Err(e) if stops::retry_with_quantity(close_all, e.code())) {
-            // A close-position stop in this direction that this run does not hold (left by a crash): this one
-            // carries the quantity; the stray one is cancelled by the clean-up.
-            placed = self.place_stop(symbol, side, trigger, Some(qty), &ps).await;
+            // A close-position stop in this direction that this run does not hold (the user's, or one left by a
+            // crash): this one carries the quantity — and is remembered so, or a grown position would keep it —;
+            // a stray one of ours is cancelled by the clean-up.
+            closes = Some(qty);
+            placed = self.place_stop(symbol, side, trigger, closes, &ps).await;
         }
         match placed {
             Ok(client_id) => {
-                let new = StopInfo { client_id, trigger, side, qty: (!close_all).then_some(qty) };
+                let new = StopInfo { client_id, trigger, side, qty: closes };
                 self.stops.insert(symbol.into(), new.clone());
                 if let Some(o) = old {
                     self.retire_stop(symbol, &o, &new).await;

@@ -1552,3 +1552,55 @@ async fn a_repeated_emergency_request_gets_its_own_outcome() {
     }
     r.stop().await;
 }
+
+/// A close-position stop the copy-trader does not hold (the user's own, or one left by a crash) makes Binance refuse
+/// a second one in that direction (-4130): the copy-trader's stop then carries the position's quantity, and it must
+/// remember that it does, so that when the position grows at the same trigger its stop is replaced with the new
+/// quantity instead of being kept as if it closed the whole position.
+#[tokio::test]
+async fn a_stop_placed_with_a_quantity_after_4130_grows_with_the_position() {
+    let w = World::new().await;
+    let follower = kronos_binance::FuturesClient::new(
+        kronos_binance::ClientConfig::new(kronos_binance::Network::Custom { rest: w.ex.rest_url(), ws: w.ex.ws_url() }),
+        Some(kronos_binance::Credentials {
+            api_key: kronos_common::Secret::new(FOLLOWER),
+            api_secret: kronos_common::Secret::new("follower-secret"),
+        }),
+    )
+    .unwrap();
+    // The user's own close-position stop, far below: it blocks the copy-trader's close-position stop.
+    let users = kronos_binance::types::StopRequest {
+        symbol: "BTCUSDT".into(),
+        side: Side::Sell,
+        trigger_price: d("30000"),
+        position_side: "BOTH".into(),
+        client_algo_id: "users-own-stop".into(),
+        quantity: None,
+    };
+    follower.place_stop(&users).await.unwrap();
+    let r = w.start(&w.default_config("live")).await;
+
+    let ours = |qty: &str| {
+        let want = d(qty);
+        move |s: &kronos_binance::types::AlgoOrder| {
+            s.client_algo_id != "users-own-stop" && !s.close_position && s.quantity == want
+        }
+    };
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    let first = ours("0.05");
+    wait_for("a stop with the position's quantity", || w.follower_stops().iter().any(&first)).await;
+    // Same price, so the same trigger (63700): only the quantity tells the old stop from the right one.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    let grown = ours("0.1");
+    wait_for("the stop replaced with the grown quantity", || {
+        let stops = w.follower_stops();
+        stops.iter().any(&grown) && !stops.iter().any(&first)
+    })
+    .await;
+    // The user's stop is left alone.
+    assert!(w.follower_stops().iter().any(|s| s.client_algo_id == "users-own-stop"));
+    w.assert_no_duplicates();
+    r.stop().await;
+}
