@@ -197,7 +197,12 @@ pub struct LiveMarket {
     pub missed: u64,
     pub next_checkpoint: u64,
     pub pair: String,
+    /// The pools of round `pool_epoch` (the round taking bets when they were read), in the stake token's smallest
+    /// unit; empty before the first read.
     pub pool_down_wei: String,
+    /// The round the pools belong to; `null` before the first read (absent from older keepers' answers).
+    #[serde(default)]
+    pub pool_epoch: Option<u64>,
     pub pool_up_wei: String,
     pub settled: u64,
 }

@@ -239,6 +239,7 @@ fn live_market(st: &MarketStats, unsealed: bool) -> anyhow::Result<wire::LiveMar
         execute_gas: st.execute_gas.clone(),
         pool_up_wei: st.pool_up_wei.clone(),
         pool_down_wei: st.pool_down_wei.clone(),
+        pool_epoch: st.pool_epoch,
         last_p_up: if unsealed { st.last_p_up } else { None },
         lease: lease(&st.lease).map_err(|e| anyhow::anyhow!("{} market {}: lease role {e}", st.chain, st.market))?,
     })
@@ -579,6 +580,7 @@ mod tests {
             execute_gas: vec![181_234, 179_001],
             pool_up_wei: "1500".into(),
             pool_down_wei: "0".into(),
+            pool_epoch: Some(43),
             last_p_up: Some(0.39),
             lease: LeaseStatus {
                 role: "leader".into(),

@@ -55,11 +55,34 @@ pub struct MarketStats {
     pub delays: Vec<u64>,
     /// Gas used by the same executes.
     pub execute_gas: Vec<u64>,
+    /// The pools of the round taking bets (`pool_epoch`), in the stake token's smallest unit; empty before the
+    /// first read.
     pub pool_up_wei: String,
     pub pool_down_wei: String,
+    /// The round `pool_up_wei` and `pool_down_wei` belong to; `None` before the first read.
+    pub pool_epoch: Option<u64>,
+    /// The block the pools were read at (a bet changes them only in a new block).
+    #[serde(skip)]
+    pub(crate) pools_block: u64,
     pub last_p_up: Option<f64>,
     /// This keeper's role on the market (several keepers on one PostgreSQL store).
     pub lease: crate::lease::LeaseStatus,
+}
+
+impl MarketStats {
+    /// Whether the pools must be read again: they are another round's than the one taking bets `betting` (it
+    /// locked, and the next one opened), or a block `head` has come since they were read (it may hold a bet).
+    pub(crate) fn pools_stale(&self, betting: u64, head: u64) -> bool {
+        self.pool_epoch != Some(betting) || self.pools_block != head
+    }
+
+    /// Keeps the pools of round `epoch` as read from the chain at block `head`.
+    pub(crate) fn set_pools(&mut self, epoch: u64, head: u64, up_wei: String, down_wei: String) {
+        self.pool_epoch = Some(epoch);
+        self.pools_block = head;
+        self.pool_up_wei = up_wei;
+        self.pool_down_wei = down_wei;
+    }
 }
 
 /// What the publisher works with in one pass of a market's driver: the chain, the market, its figures, and the
@@ -69,4 +92,25 @@ pub(crate) struct MarketCtx<'a> {
     pub(crate) info: &'a MarketInfo,
     pub(crate) stats: &'a Mutex<MarketStats>,
     pub(crate) fence: Fence,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pools shown are the betting round's: a bet (a new block) in round E is read, a pass in the same block
+    /// reads nothing, and once E locks the figures move to E+1's (zero until its first bet), not E's.
+    #[test]
+    fn the_pools_shown_are_the_betting_rounds() {
+        let mut s = MarketStats::default();
+        assert!(s.pools_stale(0, 0), "nothing read yet");
+        s.set_pools(7, 100, "0".into(), "0".into());
+        assert!(!s.pools_stale(7, 100), "same round, same block: nothing new");
+        assert!(s.pools_stale(7, 101), "a new block may hold a bet in round 7");
+        s.set_pools(7, 101, "1500".into(), "0".into());
+        assert_eq!((s.pool_epoch, s.pool_up_wei.as_str(), s.pool_down_wei.as_str()), (Some(7), "1500", "0"));
+        assert!(s.pools_stale(8, 101), "round 7 locked in this block: round 8's pools are wanted");
+        s.set_pools(8, 101, "0".into(), "0".into());
+        assert_eq!((s.pool_epoch, s.pool_up_wei.as_str()), (Some(8), "0"));
+    }
 }

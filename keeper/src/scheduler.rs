@@ -340,12 +340,31 @@ impl MarketDriver {
         };
         let ((k, res), ()) = tokio::join!(self.execute_due(start, head, now), publish);
         *next = Some(k);
+        let pools = self.betting_pools(epoch, head).await;
         {
             let mut s = self.stats.lock();
             s.next_checkpoint = k;
             s.betting_epoch = epoch;
+            if let Some((up, down)) = pools {
+                s.set_pools(epoch, head, up, down);
+            }
         }
         res
+    }
+
+    /// The pools of round `epoch` (the one taking bets) at block `head`, if the figures in hand are not already
+    /// those; a failed read keeps the old figures (they name their round, so nobody takes them for this one's).
+    async fn betting_pools(&self, epoch: u64, head: u64) -> Option<(String, String)> {
+        if !self.stats.lock().pools_stale(epoch, head) {
+            return None;
+        }
+        match self.chain.market.getRound(U256::from(self.info.id), U256::from(epoch)).call().await {
+            Ok(r) => Some((r.upAmount.to_string(), r.downAmount.to_string())),
+            Err(e) => {
+                tracing::warn!(chain = %self.chain.name, market = self.info.id, epoch, error = %explain_market_call("getRound", self.chain.cfg.market, &e), "could not read the betting round's pools");
+                None
+            }
+        }
     }
 
     /// On the first pass after a start: rounds the store still has locked whose settling checkpoint lies before
@@ -663,11 +682,6 @@ impl MarketDriver {
                             delay_blocks: None,
                         })
                         .await?;
-                    {
-                        let mut s = self.stats.lock();
-                        s.pool_up_wei = r.upAmount.to_string();
-                        s.pool_down_wei = r.downAmount.to_string();
-                    }
                     self.bus.publish(
                         "keeper",
                         SignalKind::RoundLocked {

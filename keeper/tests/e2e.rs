@@ -159,6 +159,10 @@ async fn drives_two_chains_publishes_forecasts_and_serves_its_api() {
     let markets: serde_json::Value =
         http.get(format!("http://{addr}/api/markets")).send().await.unwrap().json().await.unwrap();
     assert_eq!(markets["live"].as_array().unwrap().len(), 2);
+    // The pools shown are the betting round's, and name it (they were the just-locked round's before).
+    for m in markets["live"].as_array().unwrap() {
+        assert_eq!(m["pool_epoch"], m["betting_epoch"], "pools of another round: {m}");
+    }
     assert!(markets["live"].as_array().unwrap().iter().all(|m| m["last_p_up"].is_null()), "sealed without the token");
     let markets: serde_json::Value =
         http.get(format!("http://{addr}/api/markets")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();

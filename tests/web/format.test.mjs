@@ -1,7 +1,7 @@
 // Unit tests of the dApp's formatting helpers (web/src/format.js), run by keeper/tests/web.rs with `node --test`.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { esc, amt, fmt, fmtShort, num, multiplier } from '../../web/src/format.js';
+import { esc, amt, fmt, fmtShort, num, multiplier, poolsOf } from '../../web/src/format.js';
 
 test('a token symbol is escaped in markup and kept as text in messages', () => {
   const sym = '<img src=x onerror=alert(1)>';
@@ -29,4 +29,13 @@ test('multipliers are net of the fee, in bigints', () => {
   assert.equal(multiplier(3n * e16, e16, 300), '2.91×');
   assert.equal(multiplier(3n * e16, 2n * e16, 300), '1.45×');
   assert.equal(multiplier(3n * e16, 0n, 300), '—');
+});
+
+test("a market's pools are shown only for the round they belong to", () => {
+  const live = { betting_epoch: 8, pool_epoch: 7, pool_up_wei: '1500', pool_down_wei: '0' };
+  assert.deepEqual(poolsOf(live, 7), { up: 1500n, down: 0n });
+  assert.equal(poolsOf(live, 8), null, "round 7's pools are not round 8's");
+  assert.equal(poolsOf({ ...live, pool_epoch: null }, 7), null, 'nothing read yet');
+  assert.equal(poolsOf({ pool_up_wei: '1500', pool_down_wei: '0' }, 0), null, 'an older keeper names no round');
+  assert.equal(poolsOf(undefined, 7), null);
 });

@@ -2,7 +2,7 @@
 // settlement proofs, bets and claims through an EIP-1193 wallet (EIP-6963 discovery), the forecaster's record and
 // the keeper's health. Amounts are bigint with the stake token's decimals; times are shown in the user's zone.
 import { encodeFunctionData, decodeFunctionResult, decodeErrorResult, parseUnits, toHex } from 'viem';
-import { esc, big, amt, fmt, fmtShort, num, multiplier } from './format.js';
+import { esc, big, amt, fmt, fmtShort, num, multiplier, poolsOf } from './format.js';
 import { mayRefresh } from './redraw.js';
 import { kronosMarketAbi, erc20Abi } from './abi.gen.js';
 
@@ -306,8 +306,9 @@ function renderMarkets() {
   const evm = marketRows().filter((r) => r.c.kind === 'evm');
   const solana = marketRows().filter((r) => r.c.kind === 'solana');
   const body = evm.map(({ c, m, l }) => {
-    const up = big(l?.pool_up_wei), down = big(l?.pool_down_wei), total = up + down;
     const now = chainNow(c.name), k = clock(m, now);
+    // The keeper's pools are those of the round taking bets when it read them: shown for that round only.
+    const { up, down } = poolsOf(l, k.epoch) ?? { up: 0n, down: 0n }, total = up + down;
     const left = k.open ? `${k.closes - now} s` : 'closed';
     return `<tr data-chain="${esc(c.name)}" data-market="${m.id}">
       <td><a href="#/market/${esc(c.name)}/${m.id}">${esc(m.pair || 'market ' + m.id)}</a></td>
@@ -344,7 +345,8 @@ async function renderMarket(chainName, id) {
   const card = (kind, label, e) => {
     const r = byEpoch.get(e);
     let up = big(r?.up_wei), down = big(r?.down_wei);
-    if (kind === 'next' && l && Number(l.betting_epoch) === e) { up = big(l.pool_up_wei); down = big(l.pool_down_wei); }
+    const live = kind === 'next' ? poolsOf(l, e) : null;
+    if (live) ({ up, down } = live);
     const total = up + down;
     const lock = cpBy.get(e + 1), close = cpBy.get(e + 2);
     const p = paramsAt(m, e);

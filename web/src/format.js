@@ -25,3 +25,9 @@ export function multiplier(total, side, feeBps = 0) {
   const x = (total * BigInt(10000 - feeBps) * 100n) / (side * 10000n);
   return `${x / 100n}.${String(x % 100n).padStart(2, '0')}×`;
 }
+// The pools of round `epoch` from a market's live figures (`/api/markets`), as bigints, or null when the keeper's
+// figures are another round's (`pool_epoch`: the round taking bets when it read them) — never shown as this one's.
+export function poolsOf(live, epoch) {
+  if (!live || live.pool_epoch == null || Number(live.pool_epoch) !== Number(epoch)) return null;
+  return { up: big(live.pool_up_wei), down: big(live.pool_down_wei) };
+}
