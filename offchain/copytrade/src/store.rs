@@ -404,7 +404,7 @@ impl Store {
 pub(crate) mod tests {
     use super::*;
 
-    pub async fn exercise(s: &Store) {
+    pub(crate) async fn exercise(s: &Store) {
         let o = OrderRow {
             client_id: "kc1".into(),
             kind: "order".into(),

@@ -12,19 +12,19 @@ use kronos_binance_mock::MockExchange;
 use kronos_common::{Bus, Decimal, Secret};
 use kronos_copytrade::{Config, Handles, Tuning};
 
-pub const LEAD: &str = "lead-key";
+pub(crate) const LEAD: &str = "lead-key";
 /// The control API's token in every scenario.
-pub const CONTROL_TOKEN: &str = "ct-control-token-0123456789";
-pub const FOLLOWER: &str = "follower-key";
+pub(crate) const CONTROL_TOKEN: &str = "ct-control-token-0123456789";
+pub(crate) const FOLLOWER: &str = "follower-key";
 
-pub fn d(s: &str) -> Decimal {
+pub(crate) fn d(s: &str) -> Decimal {
     s.parse().unwrap()
 }
 
 static N: AtomicU64 = AtomicU64::new(0);
 
 /// One scenario's world.
-pub struct World {
+pub(crate) struct World {
     pub ex: MockExchange,
     pub lead: FuturesClient,
     pub dir: tempfile::TempDir,
@@ -33,7 +33,7 @@ pub struct World {
 }
 
 impl World {
-    pub async fn new() -> World {
+    pub(crate) async fn new() -> World {
         let ex = MockExchange::start().await;
         ex.add_account(LEAD, "lead-secret", "100000", false);
         ex.add_account(FOLLOWER, "follower-secret", "10000", false);
@@ -56,7 +56,7 @@ impl World {
     }
 
     /// The configuration text; `mode` is "live" or "paper"; `extra` replaces whole sections when given.
-    pub fn config_text(&self, mode: &str, sizing: &str, protection: &str, lead: &str, extra: &str) -> String {
+    pub(crate) fn config_text(&self, mode: &str, sizing: &str, protection: &str, lead: &str, extra: &str) -> String {
         format!(
             r#"[copytrade]
 mode = "{mode}"
@@ -90,13 +90,13 @@ balance = "10000"
         )
     }
 
-    pub fn default_config(&self, mode: &str) -> Config {
+    pub(crate) fn default_config(&self, mode: &str) -> Config {
         let text = self.config_text(mode, SIZING, PROTECTION, LEAD_STREAM, "");
         Config::parse("test.toml", &text).unwrap()
     }
 
     /// Starts an engine; returns its handles, a shutdown trigger and the task.
-    pub async fn start(&self, cfg: &Config) -> Running {
+    pub(crate) async fn start(&self, cfg: &Config) -> Running {
         let tuning = Tuning {
             stream: StreamConfig {
                 reconnect_min: Duration::from_millis(50),
@@ -121,28 +121,28 @@ balance = "10000"
     }
 
     /// The lead trades at market.
-    pub async fn lead_trade(&self, side: Side, qty: &str, symbol: &str) {
+    pub(crate) async fn lead_trade(&self, side: Side, qty: &str, symbol: &str) {
         let id = format!("lead{}", N.fetch_add(1, Ordering::Relaxed));
         let req = OrderRequest::market(symbol, side, d(qty), id);
         self.lead.place_order(&req).await.unwrap();
     }
 
-    pub fn follower_qty(&self, symbol: &str) -> Decimal {
+    pub(crate) fn follower_qty(&self, symbol: &str) -> Decimal {
         self.ex.account(FOLLOWER).position(symbol, "BOTH").amount
     }
 
-    pub fn follower_stops(&self) -> Vec<kronos_binance::types::AlgoOrder> {
+    pub(crate) fn follower_stops(&self) -> Vec<kronos_binance::types::AlgoOrder> {
         self.ex.account(FOLLOWER).open_stops(None)
     }
 
     /// Waits until the follower holds `qty` of `symbol`.
-    pub async fn expect_follower(&self, symbol: &str, qty: &str) {
+    pub(crate) async fn expect_follower(&self, symbol: &str, qty: &str) {
         let want = d(qty);
         wait_for(&format!("follower {symbol} = {qty}"), || self.follower_qty(symbol) == want).await;
     }
 
     /// Follower orders the exchange executed, per client id: each must be executed at most once.
-    pub fn assert_no_duplicates(&self) {
+    pub(crate) fn assert_no_duplicates(&self) {
         let mut seen = std::collections::HashMap::new();
         for o in self.ex.account(FOLLOWER).orders() {
             *seen.entry(o.client_order_id.clone()).or_insert(0) += 1;
@@ -153,36 +153,36 @@ balance = "10000"
     }
 }
 
-pub const SIZING: &str = r#"ratio = "0.5"
+pub(crate) const SIZING: &str = r#"ratio = "0.5"
 max_notional_per_symbol = "10000"
 max_notional_total = "20000"
 leverage = 2
 max_leverage = 5
 allow = ["BTCUSDT"]"#;
 
-pub const PROTECTION: &str = r#"stop_loss_pct = "2"
+pub(crate) const PROTECTION: &str = r#"stop_loss_pct = "2"
 daily_loss_limit = "1000"
 drawdown_pct = "50"
 cooldown = "1h""#;
 
-pub const LEAD_STREAM: &str = r#"poll_interval = "1s"
+pub(crate) const LEAD_STREAM: &str = r#"poll_interval = "1s"
 use_stream = true"#;
 
-pub struct Running {
+pub(crate) struct Running {
     pub handles: Handles,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let st = self.handles.status.clone();
         wait_for("engine ready", || st.lock().ready).await;
     }
 
     /// Waits until the engine has read the lead after this moment and then completed a reconciliation: whatever it
     /// would do about the lead's positions of now, it has done. (For checks that something does *not* happen.)
-    pub async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let st = self.handles.status.clone();
         let t = kronos_common::time::now_ms() as i64;
         wait_for("a lead poll", || st.lock().last_lead_poll_ms > t).await;
@@ -191,7 +191,7 @@ impl Running {
     }
 
     /// A clean stop.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -199,14 +199,14 @@ impl Running {
     }
 
     /// A crash: the task is dropped wherever it is.
-    pub async fn kill(self) {
+    pub(crate) async fn kill(self) {
         self.task.abort();
         let _ = self.task.await;
     }
 }
 
 /// Polls an async `cond` for up to 60 s (generous: the suite must pass on a busy machine).
-pub async fn wait_until<F, Fut>(what: &str, cond: F)
+pub(crate) async fn wait_until<F, Fut>(what: &str, cond: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -222,22 +222,22 @@ where
 }
 
 /// Whether the store holds an event of `kind` (whose detail contains `needle`).
-pub async fn has_event(store: &kronos_copytrade::Store, kind: &str, needle: &str) -> bool {
+pub(crate) async fn has_event(store: &kronos_copytrade::Store, kind: &str, needle: &str) -> bool {
     store.events(500).await.unwrap().iter().any(|e| e.kind == kind && e.detail.contains(needle))
 }
 
 /// Waits (up to 60 s) for an event of `kind` whose detail contains `needle`.
-pub async fn wait_event(what: &str, store: &kronos_copytrade::Store, kind: &str, needle: &str) {
+pub(crate) async fn wait_event(what: &str, store: &kronos_copytrade::Store, kind: &str, needle: &str) {
     wait_until(what, || has_event(store, kind, needle)).await
 }
 
 /// Follower market orders the exchange executed (stops excluded).
-pub fn follower_orders(w: &World) -> Vec<kronos_binance::types::Order> {
+pub(crate) fn follower_orders(w: &World) -> Vec<kronos_binance::types::Order> {
     w.ex.account(FOLLOWER).orders().to_vec()
 }
 
 /// Polls `cond` for up to 60 s (generous: the suite must pass on a busy machine).
-pub async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+pub(crate) async fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let t = std::time::Instant::now();
     while t.elapsed() < Duration::from_secs(60) {
         if cond() {
