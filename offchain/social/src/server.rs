@@ -4,8 +4,9 @@
 //!   first (oldest first after `after`, to page forward);
 //! - `GET /api/social/assets/{asset}?windows=1h,24h,7d`: per window the social volume, dominance, mean sentiment,
 //!   sentiment balance and mean score, and the asset's current volume z-score;
-//! - `GET /ws?assets=BTC,ETH&min_score=1`: accepted items as JSON text messages as they are stored, filtered per
-//!   client (any of the assets; at least the score). Each item is serialised once for every client; the
+//! - `GET /ws?assets=BTC,ETH&min_score=1&min_priority=high`: accepted items as JSON text messages as they are
+//!   stored, filtered per client (any of the assets; at least the score; at least the priority — the Telegram bot
+//!   asks for `high` only, so nothing else crosses the wire). Each item is serialised once for every client; the
 //!   subscriber cap, the send timeout (a slower reader is dropped and counted `ws_slow_reader`), the queue behind a
 //!   reader (a `{"type":"lagged","lost":n}` note when it skips ahead) and pings are the keeper's `/ws` rules;
 //! - `GET /health`: the store and every source's health (`503` when the store is unreachable or a source stopped);
@@ -27,7 +28,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::item::Item;
+use crate::item::{Item, Priority};
 use crate::runner::Monitor;
 use crate::source::State as SourceState;
 use crate::store::ItemQuery;
@@ -39,6 +40,7 @@ pub const WS_QUEUE: usize = 4096;
 pub struct Frame {
     pub assets: Vec<String>,
     pub score: f64,
+    pub priority: Priority,
     pub text: Utf8Bytes,
 }
 
@@ -106,6 +108,7 @@ async fn pump(mut rx: broadcast::Receiver<Arc<Item>>, tx: broadcast::Sender<Arc<
             Ok(item) => Frame {
                 assets: item.assets.clone(),
                 score: item.score,
+                priority: item.priority,
                 text: serde_json::to_string(&*item).unwrap_or_default().into(),
             },
             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -122,6 +125,7 @@ fn lagged(n: u64) -> Frame {
     Frame {
         assets: vec![],
         score: f64::INFINITY,
+        priority: Priority::High,
         text: serde_json::json!({ "type": "lagged", "lost": n }).to_string().into(),
     }
 }
@@ -272,6 +276,8 @@ pub struct Filter {
     /// Any of these (empty: all).
     pub assets: Vec<String>,
     pub min_score: f64,
+    /// At least this priority (`min_priority=low|normal|high`; absent: any).
+    pub min_priority: Option<Priority>,
 }
 
 impl Filter {
@@ -289,11 +295,19 @@ impl Filter {
                 .filter(|x| x.is_finite())
                 .ok_or_else(|| ("min_score".to_string(), format!("'{m}' is not a number")))?;
         }
+        if let Some(p) = q.get("min_priority") {
+            f.min_priority = Some(
+                Priority::parse(p)
+                    .ok_or_else(|| ("min_priority".to_string(), format!("'{p}' is not low, normal or high")))?,
+            );
+        }
         Ok(f)
     }
 
-    pub fn wants(&self, assets: &[String], score: f64) -> bool {
-        score >= self.min_score && (self.assets.is_empty() || assets.iter().any(|a| self.assets.contains(a)))
+    pub fn wants(&self, assets: &[String], score: f64, priority: Priority) -> bool {
+        score >= self.min_score
+            && self.min_priority.is_none_or(|m| priority >= m)
+            && (self.assets.is_empty() || assets.iter().any(|a| self.assets.contains(a)))
     }
 }
 
@@ -353,7 +367,7 @@ async fn stream(
             },
             f = rx.recv() => match f {
                 Ok(f) => {
-                    if !filter.wants(&f.assets, f.score) {
+                    if !filter.wants(&f.assets, f.score, f.priority) {
                         continue;
                     }
                     Message::Text(f.text.clone())
@@ -435,11 +449,19 @@ mod tests {
             [("assets".to_string(), "btc,ETH".to_string()), ("min_score".to_string(), "1.0".to_string())].into();
         let f = Filter::parse(&q).unwrap();
         assert_eq!(f.assets, vec!["BTC", "ETH"]);
-        assert!(f.wants(&["ETH".into()], 1.0));
-        assert!(!f.wants(&["ETH".into()], 0.9));
-        assert!(!f.wants(&["SOL".into()], 2.0));
-        assert!(Filter::default().wants(&[], 0.0));
+        assert!(f.wants(&["ETH".into()], 1.0, Priority::Low));
+        assert!(!f.wants(&["ETH".into()], 0.9, Priority::High));
+        assert!(!f.wants(&["SOL".into()], 2.0, Priority::High));
+        assert!(Filter::default().wants(&[], 0.0, Priority::Low));
         let bad: HashMap<String, String> = [("min_score".to_string(), "x".to_string())].into();
         assert_eq!(Filter::parse(&bad).unwrap_err().0, "min_score");
+        let high: HashMap<String, String> = [("min_priority".to_string(), "high".to_string())].into();
+        let f = Filter::parse(&high).unwrap();
+        assert!(f.wants(&[], 0.0, Priority::High));
+        assert!(!f.wants(&["BTC".into()], 9.0, Priority::Normal), "a normal item is below high");
+        let normal: HashMap<String, String> = [("min_priority".to_string(), "normal".to_string())].into();
+        assert!(Filter::parse(&normal).unwrap().wants(&[], 0.0, Priority::High), "high is at least normal");
+        let bad: HashMap<String, String> = [("min_priority".to_string(), "urgent".to_string())].into();
+        assert_eq!(Filter::parse(&bad).unwrap_err().0, "min_priority");
     }
 }

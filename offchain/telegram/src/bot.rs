@@ -25,7 +25,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use teloxide::prelude::*;
-use teloxide::types::{AllowedUpdate, BotCommand, MessageId, ParseMode, ReplyParameters, UpdateKind};
+use teloxide::types::{
+    AllowedUpdate, BotCommand, LinkPreviewOptions, MessageId, ParseMode, ReplyParameters, UpdateKind,
+};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::mpsc;
 
@@ -33,6 +35,7 @@ use crate::alerts::{describe, Decision, Limiter};
 use crate::backend::Backend;
 use crate::commands::{parse, spec, Commands, COMMANDS};
 use crate::config::{AlertMode, Config, Delivery, Rights};
+use crate::social::SocialItem;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NameLabel {
@@ -47,6 +50,8 @@ pub struct BotMetrics {
     refused: Counter,
     alerts_sent: Family<NameLabel, Counter>,
     alerts_suppressed: Counter,
+    social_alerts_sent: Counter,
+    social_alerts_suppressed: Counter,
     send_errors: Counter,
     poll_conflicts: Counter,
     stale: Counter,
@@ -65,6 +70,16 @@ impl BotMetrics {
             "alerts_suppressed",
             "Alerts folded into summaries by the rate limit",
             self.alerts_suppressed.clone(),
+        );
+        r.register(
+            "social_alerts_sent",
+            "Social monitor items sent as alerts (each alert chat counts)",
+            self.social_alerts_sent.clone(),
+        );
+        r.register(
+            "social_alerts_suppressed",
+            "Social monitor items folded into summaries by the rate limit (each alert chat counts)",
+            self.social_alerts_suppressed.clone(),
         );
         r.register("send_errors", "Messages Telegram did not accept", self.send_errors.clone());
         r.register("poll_conflicts", "409 conflicts: another process polls this token", self.poll_conflicts.clone());
@@ -209,9 +224,23 @@ impl TelegramBot {
     /// Sends a message as the answer to the message `reply_to` (so that, in a busy group or an alert chat, the
     /// answer stays attached to the command that asked for it).
     async fn send_reply(&self, chat: i64, html: &str, silent: bool, reply_to: Option<MessageId>) -> bool {
+        self.send_with(chat, html, silent, reply_to, true).await
+    }
+
+    /// [`Self::send_reply`], with or without Telegram's link preview (an alert quoting strangers' links goes without).
+    async fn send_with(&self, chat: i64, html: &str, silent: bool, reply_to: Option<MessageId>, preview: bool) -> bool {
         for _ in 0..3 {
             let mut req =
                 self.bot.send_message(ChatId(chat), html).parse_mode(ParseMode::Html).disable_notification(silent);
+            if !preview {
+                req = req.link_preview_options(LinkPreviewOptions {
+                    is_disabled: true,
+                    url: None,
+                    prefer_small_media: false,
+                    prefer_large_media: false,
+                    show_above_text: false,
+                });
+            }
             if let Some(id) = reply_to {
                 req = req.reply_parameters(ReplyParameters::new(id).allow_sending_without_reply());
             }
@@ -410,36 +439,55 @@ impl TelegramBot {
         }
     }
 
-    /// Delivers alerts from `rx` until it closes.
-    async fn alerts(&self, mut rx: mpsc::Receiver<Signal>) {
+    /// Delivers alerts from `rx` (signals) and `social` (the social monitor's items) until both close, through
+    /// one rate limiter: a flood of either, or of both, becomes one summary per chat.
+    async fn alerts(&self, mut rx: mpsc::Receiver<Signal>, mut social: mpsc::Receiver<SocialItem>) {
         let mut limiter = Limiter::new(self.cfg.alert_burst, self.cfg.alert_window);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let (mut signals_open, mut social_open) = (true, true);
         loop {
+            if !signals_open && !social_open {
+                return;
+            }
             tokio::select! {
-                sig = rx.recv() => {
-                    let Some(sig) = sig else { return };
-                    let category = sig.kind.category();
-                    let mode = self.commands.alerts.lock().get(category).copied().unwrap_or(AlertMode::Off);
-                    let text = describe(&sig);
-                    for chat in self.cfg.alert_chats.clone() {
-                        match limiter.decide(chat, category, mode, Instant::now()) {
-                            Decision::Send { silent } => {
-                                if self.send(chat, &text, silent).await {
-                                    self.metrics.alerts_sent.get_or_create(&NameLabel { name: category.into() }).inc();
-                                }
-                            }
-                            Decision::Suppress => {
-                                self.metrics.alerts_suppressed.inc();
-                            }
-                            Decision::Drop => {}
-                        }
-                    }
+                sig = rx.recv(), if signals_open => {
+                    let Some(sig) = sig else { signals_open = false; continue };
+                    self.deliver(&mut limiter, sig.kind.category(), &describe(&sig), true).await;
+                }
+                item = social.recv(), if social_open => {
+                    let Some(item) = item else { social_open = false; continue };
+                    self.deliver(&mut limiter, "social", &crate::social::describe(&item), false).await;
                 }
                 _ = tick.tick() => {
                     for (chat, text) in limiter.due_summaries(Instant::now()) {
                         self.send(chat, &text, true).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// One alert of `category` to every alert chat, as its mode and the rate limit decide.
+    async fn deliver(&self, limiter: &mut Limiter, category: &str, text: &str, preview: bool) {
+        let mode = self.commands.alerts.lock().get(category).copied().unwrap_or(AlertMode::Off);
+        let social = category == "social";
+        for chat in self.cfg.alert_chats.clone() {
+            match limiter.decide(chat, category, mode, Instant::now()) {
+                Decision::Send { silent } => {
+                    if self.send_with(chat, text, silent, None, preview).await {
+                        self.metrics.alerts_sent.get_or_create(&NameLabel { name: category.into() }).inc();
+                        if social {
+                            self.metrics.social_alerts_sent.inc();
+                        }
+                    }
+                }
+                Decision::Suppress => {
+                    self.metrics.alerts_suppressed.inc();
+                    if social {
+                        self.metrics.social_alerts_suppressed.inc();
+                    }
+                }
+                Decision::Drop => {}
             }
         }
     }
@@ -462,7 +510,8 @@ impl TelegramBot {
     }
 
     /// Runs until `shutdown` resolves: checks the token, publishes the commands, serves HTTP on
-    /// `telegram.listen`, takes updates and sends alerts from `signals` and the configured streams.
+    /// `telegram.listen`, takes updates and sends alerts from `signals`, the configured streams and the social
+    /// monitor (`telegram.social`).
     pub async fn run(self, signals: Signals, shutdown: impl std::future::Future<Output = ()>) -> Result<SocketAddr> {
         let name = self.check().await?;
         tracing::info!(bot = %name, "telegram bot connected");
@@ -517,9 +566,13 @@ impl TelegramBot {
             feeders.push(tokio::spawn(kronos_common::signal_ws::follow(url, token, tx.clone())));
         }
         drop(tx);
+        let (social_tx, social_rx) = mpsc::channel::<SocialItem>(1024);
+        if let Some(social) = self.cfg.social.clone() {
+            feeders.push(tokio::spawn(crate::social::follow(social, social_tx)));
+        }
         let alerts = {
             let me = self.clone();
-            tokio::spawn(async move { me.alerts(rx).await })
+            tokio::spawn(async move { me.alerts(rx, social_rx).await })
         };
         // Updates.
         let updates = match self.cfg.delivery.clone() {

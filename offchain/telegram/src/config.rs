@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::social::{Priority, SocialConfig};
+
 /// A configuration problem, naming the file and the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{file}: {field}: {message}")]
@@ -63,6 +65,8 @@ pub const CATEGORIES: &[(&str, AlertMode)] = &[
     ("round", AlertMode::Off),
     ("transaction", AlertMode::Off),
     ("price", AlertMode::Off),
+    // High-priority items of the social monitor (`[telegram.social]`).
+    ("social", AlertMode::On),
 ];
 
 /// What a message's sender may do.
@@ -121,6 +125,8 @@ pub struct Config {
     pub signals: Vec<String>,
     /// Where the bot keeps its update offset and runtime alert settings.
     pub state_file: PathBuf,
+    /// The social monitor whose high-priority items become alerts (`[telegram.social]`; off when absent).
+    pub social: Option<SocialConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +156,16 @@ struct Raw {
     state_file: Option<PathBuf>,
     max_command_age: Option<String>,
     emergency_wait: Option<String>,
+    social: Option<RawSocial>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSocial {
+    url: Option<String>,
+    min_priority: Option<String>,
+    #[serde(default)]
+    assets: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,7 +365,41 @@ impl Config {
                 return Err(err(file, "telegram.copytrade_store", "must start with sqlite: or postgres://"));
             }
         }
+        let social = match r.social {
+            None => None,
+            Some(s) => {
+                let url = s
+                    .url
+                    .ok_or_else(|| err(file, "telegram.social.url", "required: the social monitor's ws://…/ws"))?;
+                check_url(file, "telegram.social.url", &url, &["ws", "wss"])?;
+                let p = s.min_priority.as_deref().unwrap_or("high");
+                let min_priority = Priority::parse(p).ok_or_else(|| {
+                    err(file, "telegram.social.min_priority", format!("'{p}' is not low, normal or high"))
+                })?;
+                let mut assets = Vec::new();
+                for (i, a) in s.assets.iter().enumerate() {
+                    let u = a.trim().to_ascii_uppercase();
+                    if u.is_empty() || u.len() > 10 || !u.chars().all(|c| c.is_ascii_alphanumeric()) {
+                        return Err(err(
+                            file,
+                            &format!("telegram.social.assets[{i}]"),
+                            format!("'{a}' is not an asset symbol (1 to 10 letters or digits)"),
+                        ));
+                    }
+                    assets.push(u);
+                }
+                if ra.chats.is_empty() {
+                    return Err(err(
+                        file,
+                        "telegram.social",
+                        "no chat to alert: list chat ids under telegram.alerts.chats",
+                    ));
+                }
+                Some(SocialConfig { url, min_priority, assets })
+            }
+        };
         Ok(Config {
+            social,
             file: file.into(),
             token_env,
             api_url,
@@ -463,6 +513,32 @@ categories = { fill = "silent", price = "on" }
             Config::parse("t.toml", &GOOD.replace("[telegram.allow]", "max_command_age = \"soon\"\n[telegram.allow]"))
                 .unwrap_err();
         assert_eq!(e.field, "telegram.max_command_age");
+    }
+
+    #[test]
+    fn the_social_section_is_optional_and_validated() {
+        assert_eq!(Config::parse("t.toml", GOOD).unwrap().social, None);
+        let with = |s: &str| GOOD.to_string() + "[telegram.social]\n" + s;
+        let c =
+            Config::parse("t.toml", &with("url = \"ws://127.0.0.1:8790/ws\"\nassets = [\"btc\", \"ETH\"]\n")).unwrap();
+        let s = c.social.unwrap();
+        assert_eq!(s.min_priority, Priority::High, "high by default");
+        assert_eq!(s.assets, vec!["BTC", "ETH"]);
+        assert_eq!(c.alerts["social"], AlertMode::On);
+        let cases = [
+            ("min_priority = \"high\"\n", "telegram.social.url", "required"),
+            ("url = \"http://127.0.0.1:8790/ws\"\n", "telegram.social.url", "must use ws"),
+            ("url = \"ws://h/ws\"\nmin_priority = \"urgent\"\n", "telegram.social.min_priority", "not low"),
+            ("url = \"ws://h/ws\"\nassets = [\"BTC\", \"$$\"]\n", "telegram.social.assets[1]", "not an asset"),
+            ("url = \"ws://h/ws\"\nmin_score = 1\n", "line", "unknown field"),
+        ];
+        for (text, field, msg) in cases {
+            let e = Config::parse("t.toml", &with(text)).unwrap_err();
+            assert!(e.field.starts_with(field) && e.message.contains(msg), "{field}/{msg}: got {e}");
+        }
+        let no_chats = GOOD.replace("chats = [111]", "chats = []") + "[telegram.social]\nurl = \"ws://h/ws\"\n";
+        let e = Config::parse("t.toml", &no_chats).unwrap_err();
+        assert!(e.field == "telegram.social" && e.message.contains("telegram.alerts.chats"), "{e}");
     }
 
     #[test]

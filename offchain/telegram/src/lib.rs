@@ -6,6 +6,7 @@
 //! - [`backend`]: the keeper's API, the copy-trader's store and API.
 //! - [`alerts`]: one line per signal, on/silent/off per category, a per-chat rate limit with summaries.
 //! - [`bot`]: polling or webhook, the allow-list (deny by default), `/health` and `/metrics`.
+//! - [`social`]: the social monitor's high-priority items as alerts (`[telegram.social]`), through [`alerts`]' limit.
 
 pub mod alerts;
 pub mod backend;
@@ -13,6 +14,7 @@ pub mod bot;
 pub mod commands;
 pub mod config;
 pub mod format;
+pub mod social;
 
 pub use backend::{Backend, EmergencyOutcome, EmergencySent};
 pub use bot::{Signals, TelegramBot};
