@@ -95,30 +95,6 @@ fn catalogue(a: CatalogueArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&cat).context("serialising the catalogue")?);
         return Ok(());
     }
-    println!(
-        "{:<10} {:<18} {:>8} {:>8} {:>6} {:<9} {:<8} {:<44} {:<44}",
-        "key", "name", "chain id", "block ms", "conf", "fees", "seq feed", "BTC/USD", "ETH/USD"
-    );
-    for c in cat.chains.values() {
-        let feed = |p: &str| {
-            c.feeds
-                .get(p)
-                .and_then(|f| f.address.as_ref())
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "(unconfirmed)".into())
-        };
-        println!(
-            "{:<10} {:<18} {:>8} {:>8} {:>6} {:<9} {:<8} {:<44} {:<44}",
-            c.key,
-            c.name,
-            c.chain_id.map(|i| i.to_string()).unwrap_or_else(|| c.cluster.clone().unwrap_or_default()),
-            c.block_time_ms,
-            c.confirmations,
-            c.fee_model.map(|f| f.as_str()).unwrap_or("-"),
-            if c.sequencer.is_some() { "yes" } else { "-" },
-            feed("BTC/USD"),
-            feed("ETH/USD"),
-        );
-    }
+    print!("{}", cat.render_table());
     Ok(())
 }

@@ -420,6 +420,38 @@ impl Catalogue {
     pub fn evm_chains(&self) -> impl Iterator<Item = &Chain> {
         self.chains.values().filter(|c| c.kind == ChainKind::Evm)
     }
+
+    /// The table `kronos catalogue` prints: a header, then one line per chain in key order (chain id or Solana
+    /// cluster, block time, confirmations, fee model, whether it has a sequencer-uptime feed, the BTC/USD and
+    /// ETH/USD feed addresses or `(unconfirmed)`).
+    pub fn render_table(&self) -> String {
+        let mut out = format!(
+            "{:<10} {:<18} {:>8} {:>8} {:>6} {:<9} {:<8} {:<44} {:<44}\n",
+            "key", "name", "chain id", "block ms", "conf", "fees", "seq feed", "BTC/USD", "ETH/USD"
+        );
+        for c in self.chains.values() {
+            let feed = |p: &str| {
+                c.feeds
+                    .get(p)
+                    .and_then(|f| f.address.as_ref())
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "(unconfirmed)".into())
+            };
+            out.push_str(&format!(
+                "{:<10} {:<18} {:>8} {:>8} {:>6} {:<9} {:<8} {:<44} {:<44}\n",
+                c.key,
+                c.name,
+                c.chain_id.map(|i| i.to_string()).unwrap_or_else(|| c.cluster.clone().unwrap_or_default()),
+                c.block_time_ms,
+                c.confirmations,
+                c.fee_model.map(|f| f.as_str()).unwrap_or("-"),
+                if c.sequencer.is_some() { "yes" } else { "-" },
+                feed("BTC/USD"),
+                feed("ETH/USD"),
+            ));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -427,6 +459,35 @@ mod tests {
     use super::*;
 
     const REAL: &str = include_str!("../../config/chains.toml");
+
+    #[test]
+    fn the_table_has_one_line_per_chain() {
+        let c = Catalogue::parse(REAL, "config/chains.toml").unwrap();
+        let table = c.render_table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 1 + c.chains.len());
+        assert_eq!(
+            lines[0].trim_end(),
+            "key        name               chain id block ms   conf fees      seq feed BTC/USD                                      ETH/USD"
+        );
+        let base = c.chain("base").unwrap();
+        let btc = base.feeds["BTC/USD"].evm_address().unwrap();
+        let eth = base.feeds["ETH/USD"].evm_address().unwrap();
+        let want = format!(
+            "base       Base                   8453     {:>4}     {:>2} eip1559   yes      {btc}   {eth}  ",
+            base.block_time_ms, base.confirmations
+        );
+        assert!(lines.contains(&want.as_str()), "{table}");
+        let bnb = lines.iter().find(|l| l.starts_with("bnb ")).unwrap();
+        assert!(bnb.contains(" legacy    -        0x"), "{bnb}");
+        let sol = c.chain("solana").unwrap();
+        let sol_line = lines.iter().find(|l| l.starts_with("solana ")).unwrap();
+        assert!(sol_line.contains(&format!(" {:>8} ", sol.cluster.as_deref().unwrap())), "{sol_line}");
+        assert!(sol_line
+            .ends_with("(unconfirmed)                                (unconfirmed)                               "));
+        let keys: Vec<&str> = lines[1..].iter().map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(keys, c.chains.keys().map(String::as_str).collect::<Vec<_>>(), "in key order");
+    }
 
     #[test]
     fn fee_models_print_as_the_catalogue_writes_them() {

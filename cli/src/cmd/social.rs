@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use kronos_social::config::SourceKind;
+use kronos_social::status;
 use kronos_social::Config;
 
 #[derive(Debug, Subcommand)]
@@ -22,10 +23,6 @@ pub struct SocialArgs {
     /// Monitor configuration (TOML); see config/social.example.toml.
     #[arg(long, short, default_value = "config/social.example.toml")]
     pub config: PathBuf,
-}
-
-fn when(ms: Option<u64>) -> String {
-    ms.map(kronos_social::utc).unwrap_or_else(|| "-".into())
 }
 
 pub fn run(c: SocialCommand) -> Result<()> {
@@ -46,37 +43,9 @@ pub fn run(c: SocialCommand) -> Result<()> {
             SocialCommand::Status(a) => {
                 let cfg = Config::load(&a.config)?;
                 let store = kronos_social::Store::connect(&cfg.store).await?;
-                println!("{:<16} {:>8} {:<24} {:<24} skipped", "source", "items", "last item", "cursor saved");
-                for r in store.sources().await? {
-                    let skips: Vec<String> = r.skips.iter().map(|(k, n)| format!("{k}={n}")).collect();
-                    println!(
-                        "{:<16} {:>8} {:<24} {:<24} {}",
-                        r.source,
-                        r.items,
-                        when(r.last_item_ms),
-                        when(r.cursor_updated_ms),
-                        if skips.is_empty() { "-".into() } else { skips.join(" ") }
-                    );
-                }
-                let url = format!("http://{}/health", cfg.listen);
-                let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()?;
-                match client.get(&url).send().await {
-                    Ok(r) => {
-                        let v: serde_json::Value = r.json().await.context("reading /health")?;
-                        println!("\nmonitor at {}: {}", cfg.listen, v["status"].as_str().unwrap_or("?"));
-                        for s in v["sources"].as_array().into_iter().flatten() {
-                            println!(
-                                "  {:<16} {:<12} accepted {:>6} skipped {:>6} {}",
-                                s["name"].as_str().unwrap_or("?"),
-                                s["state"].as_str().unwrap_or("?"),
-                                s["accepted"],
-                                s["skipped"],
-                                s["last_error"].as_str().unwrap_or("")
-                            );
-                        }
-                    }
-                    Err(_) => println!("\nno monitor answers at {} (not running?)", cfg.listen),
-                }
+                print!("{}", status::render_sources(&store.sources().await?));
+                let health = status::fetch_health(cfg.listen).await?;
+                print!("{}", status::render_health(cfg.listen, health.as_ref()));
                 Ok(())
             }
             SocialCommand::Sources(a) => {

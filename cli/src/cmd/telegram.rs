@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use kronos_telegram::{Backend, Config, Signals, TelegramBot};
+use kronos_telegram::{Config, Signals, TelegramBot};
 
 #[derive(Debug, Subcommand)]
 pub enum TelegramCommand {
@@ -22,13 +22,7 @@ pub struct TelegramArgs {
 }
 
 async fn build(a: &TelegramArgs) -> Result<TelegramBot> {
-    let cfg = Config::load(&a.config)?;
-    let store = match &cfg.copytrade_store {
-        Some(url) => Some(kronos_copytrade::Store::connect(url).await?),
-        None => None,
-    };
-    let backend = Backend::new(cfg.keeper_api.clone(), cfg.copytrade_api.clone(), store);
-    TelegramBot::new(cfg, backend)
+    TelegramBot::from_config(Config::load(&a.config)?).await
 }
 
 pub fn run(c: TelegramCommand) -> Result<()> {

@@ -30,7 +30,9 @@
 //! - [`fanout::Fanout`]: where accepted items go after they are stored. [`fanout::Bus`] (tokio broadcast) feeds the
 //!   WebSocket; [`fanout::redis::RedisFanout`] implements the same trait (channels per asset and priority).
 //! - [`server`]: REST (`/api/social/items`, `/api/social/assets/{asset}`), `/ws` with per-client filters, `/health`
-//!   per source, `/metrics` (Prometheus), under the project's [`kronos_common::http_guard::Guard`].
+//!   per source (its answer is [`status::HealthAnswer`]), `/metrics` (Prometheus), under the project's
+//!   [`kronos_common::http_guard::Guard`].
+//! - [`status`]: `/health`'s answer read back, and the tables `kronos social status` prints.
 
 pub mod config;
 pub mod fanout;
@@ -41,6 +43,7 @@ pub mod runner;
 pub mod server;
 pub mod source;
 pub mod sources;
+pub mod status;
 pub mod store;
 
 pub use config::Config;

@@ -30,7 +30,7 @@ use tokio::sync::broadcast;
 
 use crate::item::{Item, Priority};
 use crate::runner::Monitor;
-use crate::source::State as SourceState;
+use crate::status::{HealthAnswer, Overall};
 use crate::store::ItemQuery;
 
 /// Items a WebSocket client may fall behind before it skips ahead.
@@ -249,17 +249,9 @@ async fn asset(State(s): State<Server>, Path(a): Path<String>, Query(q): Query<H
 
 async fn health(State(s): State<Server>) -> Response {
     let store_ok = s.inner.monitor.store.ping().await.is_ok();
-    let sources = s.inner.monitor.health();
-    let stopped = sources.iter().any(|h| h.state == SourceState::Stopped);
-    let status = if !store_ok || stopped {
-        "failing"
-    } else if sources.iter().all(|h| h.up()) {
-        "ok"
-    } else {
-        "degraded"
-    };
-    let code = if status == "failing" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (code, Json(serde_json::json!({ "status": status, "store": store_ok, "sources": sources }))).into_response()
+    let answer = HealthAnswer::new(store_ok, s.inner.monitor.health());
+    let code = if answer.status == Overall::Failing { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(answer.to_wire())).into_response()
 }
 
 async fn metrics(State(s): State<Server>) -> Response {

@@ -211,6 +211,17 @@ impl TelegramBot {
         })
     }
 
+    /// Builds the bot from its configuration alone: the copy-trader's store opened when `copytrade_store` is set,
+    /// the keeper's and the copy-trader's APIs as configured (what `kronos telegram run|check` runs).
+    pub async fn from_config(cfg: Config) -> Result<TelegramBot> {
+        let store = match &cfg.copytrade_store {
+            Some(url) => Some(kronos_copytrade::Store::connect(url).await?),
+            None => None,
+        };
+        let backend = Backend::new(cfg.keeper_api.clone(), cfg.copytrade_api.clone(), store);
+        TelegramBot::new(cfg, backend)
+    }
+
     fn persist(&self) {
         let s = Saved { offset: *self.offset.lock(), alerts: self.commands.alerts.lock().clone() };
         save(&self.state_file, &s);
