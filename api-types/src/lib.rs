@@ -250,14 +250,55 @@ pub enum RoundState {
     Cancelled,
 }
 
-/// A round's outcome (`none` until known, and for some refunds).
+/// A round's outcome (`none` until known, and for some refunds). The one outcome type of the project: the signals
+/// (`kronos_common::signals::Outcome`) re-export it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// No usable outcome (unusable price, expired).
     None,
     Up,
     Down,
     Tie,
+}
+
+impl Outcome {
+    /// The stored and API form (the serde form too): `up`, `down`, `tie`, `none`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Up => "up",
+            Outcome::Down => "down",
+            Outcome::Tie => "tie",
+            Outcome::None => "none",
+        }
+    }
+}
+
+/// An `IKronosMarket.Outcome` value that the enum does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownOutcome(pub u8);
+
+impl fmt::Display for UnknownOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IKronosMarket.Outcome has no value {}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownOutcome {}
+
+/// From the contracts' `IKronosMarket.Outcome` (`None`, `Up`, `Down`, `Tie`: 0 to 3), as events and views give it.
+impl TryFrom<u8> for Outcome {
+    type Error = UnknownOutcome;
+
+    fn try_from(v: u8) -> Result<Self, UnknownOutcome> {
+        match v {
+            0 => Ok(Outcome::None),
+            1 => Ok(Outcome::Up),
+            2 => Ok(Outcome::Down),
+            3 => Ok(Outcome::Tie),
+            v => Err(UnknownOutcome(v)),
+        }
+    }
 }
 
 /// Why a round was refunded (the contract's `CancelReason`).

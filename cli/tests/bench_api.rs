@@ -10,16 +10,16 @@ use kronos_common::http_guard::Limits;
 use kronos_common::Bus;
 use kronos_keeper::api::{self, ApiState};
 use kronos_keeper::metrics::Metrics;
-use kronos_keeper::store::{MarketRow, PredictionRow, RoundRow, Store};
+use kronos_keeper::store::{MarketRow, Outcome, PredictionRow, RoundRow, RoundState, Store};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn round(epoch: i64, state: &str, lock: Option<&str>) -> RoundRow {
+fn round(epoch: i64, state: RoundState, lock: Option<&str>) -> RoundRow {
     RoundRow {
         chain: "base".into(),
         market_id: 1,
         epoch,
-        state: state.into(),
+        state,
         lock_price: lock.map(str::to_string),
         close_price: None,
         outcome: None,
@@ -55,8 +55,8 @@ async fn wait_for_body(url: &str, ok: impl Fn(&str) -> bool) -> axum::body::Byte
 async fn cached_bodies_are_the_querys_own_and_a_write_shows_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("k.db").display())).await.unwrap();
-    store.upsert_round(&round(1, "locked", None)).await.unwrap();
-    store.upsert_round(&round(2, "locked", None)).await.unwrap();
+    store.upsert_round(&round(1, RoundState::Locked, None)).await.unwrap();
+    store.upsert_round(&round(2, RoundState::Locked, None)).await.unwrap();
     let limits = Limits { rate_per_s: 0, ..Limits::default() };
     let state =
         ApiState::new(store.clone(), Bus::default(), Arc::new(Metrics::default()), vec![], vec![], None, limits);
@@ -78,14 +78,14 @@ async fn cached_bodies_are_the_querys_own_and_a_write_shows_at_once() {
     assert_eq!(rows.iter().map(|r| r["epoch"].as_i64().unwrap()).collect::<Vec<_>>(), vec![2, 1]);
 
     // A round changes: the next body shows it, and is again the query's own.
-    store.upsert_round(&round(2, "settled", Some("100000.5"))).await.unwrap();
+    store.upsert_round(&round(2, RoundState::Settled, Some("100000.5"))).await.unwrap();
     let changed = wait_for_body(&url, |b| b.contains("\"settled\"") && b.contains("100000.5")).await;
     assert_eq!(changed, api::rounds_body(&store, Some("base"), Some(1), 10).await.unwrap());
     // Another filter and a new round.
     let all = format!("{base}/api/rounds?limit=1");
     let (_, before) = get(&all).await;
     assert!(std::str::from_utf8(&before).unwrap().contains("\"epoch\":2"));
-    store.upsert_round(&round(3, "locked", None)).await.unwrap();
+    store.upsert_round(&round(3, RoundState::Locked, None)).await.unwrap();
     let after = wait_for_body(&all, |b| b.contains("\"epoch\":3")).await;
     assert_eq!(after, api::rounds_body(&store, None, None, 1).await.unwrap());
 
@@ -110,7 +110,7 @@ async fn cached_bodies_are_the_querys_own_and_a_write_shows_at_once() {
     let sealed = wait_for_body(&purl, |b| b.contains("0xc0ffee")).await;
     assert_eq!(sealed, api::predictions_body(&store, &["base".to_string()], 5).await.unwrap());
     assert!(!std::str::from_utf8(&sealed).unwrap().contains("6100"), "the value is sealed until revealed");
-    store.set_revealed("base", 1, 3, "0xabc", "0xr1", "up", Some(true), Some(1521)).await.unwrap();
+    store.set_revealed("base", 1, 3, "0xabc", "0xr1", Outcome::Up, Some(true), Some(1521)).await.unwrap();
     let revealed = wait_for_body(&purl, |b| b.contains("\"revealed\":true")).await;
     assert!(std::str::from_utf8(&revealed).unwrap().contains("6100"));
     assert_eq!(revealed, api::predictions_body(&store, &["base".to_string()], 5).await.unwrap());

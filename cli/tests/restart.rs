@@ -84,20 +84,23 @@ async fn sigkill_and_restart_miss_nothing_and_send_nothing_twice() {
     for c in ["base", "polygon"] {
         let txs = store.all_txs(c).await.unwrap();
         let mut per = std::collections::BTreeMap::new();
-        for t in txs.iter().filter(|t| t.status == "confirmed" && t.action.starts_with("execute:")) {
+        for t in txs
+            .iter()
+            .filter(|t| t.status == kronos_keeper::store::TxStatus::Confirmed && t.action.starts_with("execute:"))
+        {
             *per.entry(t.action.clone()).or_insert(0) += 1;
         }
         assert!(per.values().all(|n| *n == 1), "{c}: an action confirmed twice: {per:?}");
         // A reverted execute is not an action done twice, but it is allowed only as the race a live feed makes: a
         // proof built while its round was the latest, mined after the next round landed (ProofNotLatest), then
         // proven again and confirmed once. Anything else that failed is a bug.
-        for t in txs.iter().filter(|t| t.status == "failed") {
+        for t in txs.iter().filter(|t| t.status == kronos_keeper::store::TxStatus::Failed) {
             assert!(
                 t.action.starts_with("execute:") && per.get(&t.action) == Some(&1),
                 "{c}: a failed transaction that was not re-proven and confirmed: {t:?}\nall: {txs:?}"
             );
         }
-        let failed = txs.iter().filter(|t| t.status == "failed").count();
+        let failed = txs.iter().filter(|t| t.status == kronos_keeper::store::TxStatus::Failed).count();
         assert!(failed <= 2, "{c}: {failed} reverted executes: more than a feed race explains: {txs:?}");
         assert!(per.len() as u64 >= target, "{c}: only {} checkpoints sent by the keeper", per.len());
     }

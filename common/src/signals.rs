@@ -13,54 +13,9 @@ use tokio::sync::broadcast;
 
 use crate::decimal::Decimal;
 
-/// The price outcome of a round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Up,
-    Down,
-    Tie,
-    /// No usable outcome (unusable price, expired).
-    None,
-}
-
-impl Outcome {
-    /// The stored and API form (the serde form too): `up`, `down`, `tie`, `none`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Up => "up",
-            Outcome::Down => "down",
-            Outcome::Tie => "tie",
-            Outcome::None => "none",
-        }
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An `IKronosMarket.Outcome` value that the enum does not have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("IKronosMarket.Outcome has no value {0}")]
-pub struct UnknownOutcome(pub u8);
-
-/// From the contracts' `IKronosMarket.Outcome` (`None`, `Up`, `Down`, `Tie`: 0 to 3), as events and views give it.
-impl TryFrom<u8> for Outcome {
-    type Error = UnknownOutcome;
-
-    fn try_from(v: u8) -> Result<Self, UnknownOutcome> {
-        match v {
-            0 => Ok(Outcome::None),
-            1 => Ok(Outcome::Up),
-            2 => Ok(Outcome::Down),
-            3 => Ok(Outcome::Tie),
-            v => Err(UnknownOutcome(v)),
-        }
-    }
-}
+/// The price outcome of a round: the API's type (one definition, same wire strings `up`, `down`, `tie`, `none`;
+/// `TryFrom<u8>` from the contracts' `IKronosMarket.Outcome`).
+pub use kronos_api_types::{Outcome, UnknownOutcome};
 
 /// Side of an exchange order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

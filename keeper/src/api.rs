@@ -202,8 +202,7 @@ pub async fn markets_body(s: &ApiState, unsealed: bool) -> anyhow::Result<Bytes>
 
 /// `/api/rounds`' body, read now.
 pub async fn rounds_body(store: &Store, chain: Option<&str>, market: Option<i64>, limit: i64) -> anyhow::Result<Bytes> {
-    let rounds =
-        store.rounds(chain, market, limit).await?.into_iter().map(round).collect::<anyhow::Result<Vec<_>>>()?;
+    let rounds: Vec<_> = store.rounds(chain, market, limit).await?.into_iter().map(round).collect();
     to_bytes(&rounds)
 }
 
@@ -213,7 +212,7 @@ pub async fn predictions_body(store: &Store, chains: &[String], limit: i64) -> a
     let mut predictions = Vec::new();
     for c in chains {
         for p in store.recent_predictions(c, limit).await? {
-            predictions.push(prediction(p)?);
+            predictions.push(prediction(p));
         }
     }
     let track_records = store.track_records().await?.into_iter().map(track_record).collect();
@@ -272,19 +271,25 @@ fn market(m: MarketRow) -> wire::Market {
     }
 }
 
-/// A stored round as `/api/rounds` shows it; a state, outcome or reason the API does not know is an error naming
-/// the round and the column.
-fn round(r: RoundRow) -> anyhow::Result<wire::Round> {
-    let at = |col: &str, e: wire::UnknownValue| {
-        anyhow::anyhow!("rounds row {} {} #{}: {col} {e}", r.chain, r.market_id, r.epoch)
-    };
-    let state = r.state.parse().map_err(|e| at("state", e))?;
-    let outcome = r.outcome.as_deref().map(str::parse).transpose().map_err(|e| at("outcome", e))?;
-    let reason = r.reason.as_deref().map(str::parse).transpose().map_err(|e| at("reason", e))?;
-    Ok(wire::Round {
-        state,
-        outcome,
-        reason,
+/// A contract's refund reason as the API names it (the contract's `None` is never emitted with a refund).
+fn cancel_reason(r: kronos_contracts::CancelReason) -> wire::CancelReason {
+    use kronos_contracts::CancelReason as C;
+    match r {
+        C::LockPriceUnusable => wire::CancelReason::LockPriceUnusable,
+        C::ClosePriceUnusable => wire::CancelReason::ClosePriceUnusable,
+        C::Tie => wire::CancelReason::Tie,
+        C::OneSidedPool => wire::CancelReason::OneSidedPool,
+        C::Expired => wire::CancelReason::Expired,
+        C::None => wire::CancelReason::Unknown,
+    }
+}
+
+/// A stored round as `/api/rounds` shows it (its state, outcome and reason were checked when the row was read).
+fn round(r: RoundRow) -> wire::Round {
+    wire::Round {
+        state: r.state,
+        outcome: r.outcome,
+        reason: r.reason.map(cancel_reason),
         chain: r.chain,
         market_id: r.market_id,
         epoch: r.epoch,
@@ -295,17 +300,14 @@ fn round(r: RoundRow) -> anyhow::Result<wire::Round> {
         reward_wei: r.reward_wei,
         treasury_fee_wei: r.treasury_fee_wei,
         delay_blocks: r.delay_blocks,
-    })
+    }
 }
 
 /// A stored prediction as `/api/predictions` shows it: its value only once revealed (the salt never: before the
 /// reveal it would leak the forecast).
-fn prediction(p: PredictionRow) -> anyhow::Result<wire::Prediction> {
+fn prediction(p: PredictionRow) -> wire::Prediction {
     let revealed = p.reveal_tx.is_some();
-    let outcome = p.outcome.as_deref().map(str::parse).transpose().map_err(|e: wire::UnknownValue| {
-        anyhow::anyhow!("predictions row {} {} #{}: outcome {e}", p.chain, p.market_id, p.epoch)
-    })?;
-    Ok(wire::Prediction {
+    wire::Prediction {
         brier: p.brier,
         chain: p.chain,
         commitment: p.commitment,
@@ -313,10 +315,10 @@ fn prediction(p: PredictionRow) -> anyhow::Result<wire::Prediction> {
         epoch: p.epoch,
         hit: p.hit,
         market: p.market_id,
-        outcome,
+        outcome: p.outcome,
         p_up_bps: revealed.then_some(p.p_up_bps),
         revealed,
-    })
+    }
 }
 
 fn track_record(t: TrackRecordRow) -> wire::TrackRecord {
@@ -512,24 +514,27 @@ mod tests {
             })
             .await
             .unwrap();
-        let round = |epoch, state: &str, outcome: Option<&str>, reason: Option<&str>| RoundRow {
+        use kronos_contracts::CancelReason;
+        use wire::{Outcome, RoundState};
+        let round = |epoch, state: RoundState, outcome: Option<Outcome>, reason: Option<CancelReason>| RoundRow {
             chain: "base".into(),
             market_id: 1,
             epoch,
-            state: state.into(),
+            state,
             lock_price: Some("97012.5".into()),
             close_price: outcome.map(|_| "97100".into()),
-            outcome: outcome.map(Into::into),
-            reason: reason.map(Into::into),
+            outcome,
+            reason,
             up_wei: "1500".into(),
             down_wei: "500".into(),
-            reward_wei: (state == "settled").then(|| "1940".into()),
-            treasury_fee_wei: (state == "settled").then(|| "60".into()),
+            reward_wei: (state == RoundState::Settled).then(|| "1940".into()),
+            treasury_fee_wei: (state == RoundState::Settled).then(|| "60".into()),
             delay_blocks: Some(epoch % 3),
         };
-        store.upsert_round(&round(40, "cancelled", Some("none"), Some("one_sided_pool"))).await.unwrap();
-        store.upsert_round(&round(41, "settled", Some("up"), None)).await.unwrap();
-        store.upsert_round(&round(42, "locked", None, None)).await.unwrap();
+        let cancelled = round(40, RoundState::Cancelled, Some(Outcome::None), Some(CancelReason::OneSidedPool));
+        store.upsert_round(&cancelled).await.unwrap();
+        store.upsert_round(&round(41, RoundState::Settled, Some(Outcome::Up), None)).await.unwrap();
+        store.upsert_round(&round(42, RoundState::Locked, None, None)).await.unwrap();
         let publisher = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
         for (epoch, p_up_bps) in [(41, 6100), (42, 3900)] {
             store
@@ -551,7 +556,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        store.set_revealed("base", 1, 41, publisher, "0xr41", "up", Some(true), Some(1521)).await.unwrap();
+        store.set_revealed("base", 1, 41, publisher, "0xr41", Outcome::Up, Some(true), Some(1521)).await.unwrap();
         store
             .upsert_track_record(&TrackRecordRow {
                 chain: "base".into(),

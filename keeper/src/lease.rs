@@ -770,7 +770,7 @@ mod tests {
             action: "execute:1:1".into(),
             nonce: 1,
             tx_hash: "0x1".into(),
-            status: "signed".into(),
+            status: crate::store::TxStatus::Signed,
             max_fee_wei: "1".into(),
             priority_fee_wei: "1".into(),
             gas_limit: 1,

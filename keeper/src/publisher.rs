@@ -365,7 +365,7 @@ impl Publisher {
                 Err(e) if decide::unrevealable(e.registry_error().as_ref()) => {
                     tracing::warn!(chain = %chain, market = i.id, epoch, reason = %e, "prediction can no longer be revealed");
                     self.store
-                        .set_revealed(&chain, i.id as i64, epoch as i64, &p.publisher, "-", "unrevealable", None, None)
+                        .set_revealed(&chain, i.id as i64, epoch as i64, &p.publisher, "-", Outcome::None, None, None)
                         .await?;
                     continue;
                 }
@@ -384,9 +384,17 @@ impl Publisher {
                     }
                 }
             }
-            let out = outcome.as_str();
             self.store
-                .set_revealed(&chain, i.id as i64, epoch as i64, &p.publisher, &mined.hash.to_string(), out, hit, brier)
+                .set_revealed(
+                    &chain,
+                    i.id as i64,
+                    epoch as i64,
+                    &p.publisher,
+                    &mined.hash.to_string(),
+                    outcome,
+                    hit,
+                    brier,
+                )
                 .await?;
             self.metrics
                 .predictions_revealed

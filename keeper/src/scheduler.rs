@@ -23,7 +23,7 @@ use crate::checkpoints::{self as decide, Action, ExecuteRevert, Proofs, Recorded
 use crate::market::MarketCtx;
 use crate::metrics::{MarketLabel, Metrics, ResultLabel};
 use crate::publisher::Publisher;
-use crate::store::{CheckpointRow, MarketRow, RoundRow, Store};
+use crate::store::{CheckpointRow, MarketRow, RoundRow, RoundState, Store};
 use crate::txmgr::TxError;
 
 pub use crate::market::{MarketInfo, MarketStats};
@@ -226,7 +226,7 @@ impl MarketDriver {
         let Some(sink) = &self.candle_sink else { return Ok(()) };
         let (name, id) = (&self.chain.name, self.info.id);
         for cp in self.store.checkpoints(name, id as i64, 0, 100_000).await? {
-            if matches!(cp.status.parse(), Ok(CheckpointStatus::Valid)) {
+            if cp.status == CheckpointStatus::Valid {
                 if let Ok(p) = cp.price.parse::<kronos_common::Decimal>() {
                     sink.record(name, id, cp.ts as u64, p.to_f64_lossy());
                 }
@@ -372,7 +372,7 @@ impl MarketDriver {
     /// state from the chain's events too.
     async fn reconcile_before(&self, floor: u64) -> Result<()> {
         let rounds = self.store.rounds(Some(&self.chain.name), Some(self.info.id as i64), 1000).await?;
-        let Some(oldest) = rounds.iter().filter(|r| r.state == "locked").map(|r| r.epoch as u64).min() else {
+        let Some(oldest) = rounds.iter().filter(|r| r.state == RoundState::Locked).map(|r| r.epoch as u64).min() else {
             return Ok(());
         };
         for k in (oldest + 1)..floor.min(oldest + 1 + 64) {
@@ -488,7 +488,7 @@ impl MarketDriver {
                 ts: i.t(k) as i64,
                 round_id: cp.roundId.to_string(),
                 price: price(I256::try_from(cp.price).unwrap_or_default(), i.decimals).to_string(),
-                status: CheckpointStatus::try_from(cp.status)?.to_string(),
+                status: CheckpointStatus::try_from(cp.status)?,
                 tx_hash: None,
                 block: None,
                 delay_blocks: None,
@@ -630,7 +630,7 @@ impl MarketDriver {
                         ts: i.t(k) as i64,
                         round_id: e.roundId.to_string(),
                         price: p.to_string(),
-                        status: status.to_string(),
+                        status,
                         tx_hash: tx.as_ref().map(|t| t.0.clone()),
                         block: tx.as_ref().map(|t| t.1 as i64),
                         delay_blocks: tx.as_ref().map(|t| t.2 as i64),
@@ -670,7 +670,7 @@ impl MarketDriver {
                             chain: chain.clone(),
                             market_id: i.id as i64,
                             epoch: epoch as i64,
-                            state: "locked".into(),
+                            state: RoundState::Locked,
                             lock_price: Some(p.to_string()),
                             close_price: None,
                             outcome: None,
@@ -705,10 +705,10 @@ impl MarketDriver {
                             chain: chain.clone(),
                             market_id: i.id as i64,
                             epoch: epoch as i64,
-                            state: "settled".into(),
+                            state: RoundState::Settled,
                             lock_price: Some(lp.to_string()),
                             close_price: Some(cp.to_string()),
-                            outcome: Some(outcome.to_string()),
+                            outcome: Some(outcome),
                             reason: None,
                             up_wei: r.upAmount.to_string(),
                             down_wei: r.downAmount.to_string(),
@@ -761,11 +761,11 @@ impl MarketDriver {
                             chain: chain.clone(),
                             market_id: i.id as i64,
                             epoch: epoch as i64,
-                            state: "cancelled".into(),
+                            state: RoundState::Cancelled,
                             lock_price: lock.map(|c| c.to_string()),
                             close_price: close.map(|c| c.to_string()),
-                            outcome: Some(outcome.to_string()),
-                            reason: Some(reason.to_string()),
+                            outcome: Some(outcome),
+                            reason: Some(reason),
                             up_wei: r.upAmount.to_string(),
                             down_wei: r.downAmount.to_string(),
                             reward_wei: None,

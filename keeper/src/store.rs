@@ -6,9 +6,10 @@
 //! state plus this record (pending transactions, salts of unrevealed predictions).
 
 use anyhow::{Context, Result};
+pub use kronos_api_types::{Outcome, RoundState};
 use kronos_common::db::{decode, decode_all, Flag, OptFlag, Parsed, ParsedOpt};
 use kronos_contracts::{CancelReason, CheckpointStatus};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use sqlx::any::AnyRow;
 use sqlx::AnyPool;
 
@@ -111,9 +112,10 @@ pub struct CheckpointRow {
     pub ts: i64,
     pub round_id: String,
     pub price: String,
-    /// A [`CheckpointStatus`] by name (`valid`, `stale`, …); another stored text is an error on read.
+    /// Stored by name (`valid`, `stale`, …); another stored text is an error on read.
     #[sqlx(try_from = "Known<CheckpointStatus>")]
-    pub status: String,
+    #[serde(serialize_with = "as_text")]
+    pub status: CheckpointStatus,
     pub tx_hash: Option<String>,
     pub block: Option<i64>,
     pub delay_blocks: Option<i64>,
@@ -125,18 +127,19 @@ pub struct RoundRow {
     pub chain: String,
     pub market_id: i64,
     pub epoch: i64,
-    /// A round state by name (`locked`, `settled`, `cancelled`: the API's `RoundState`); another stored text is an
-    /// error on read.
-    #[sqlx(try_from = "Known<kronos_api_types::RoundState>")]
-    pub state: String,
+    /// Stored by name (`locked`, `settled`, `cancelled`: the API's wire strings); another stored text is an error on
+    /// read.
+    #[sqlx(try_from = "Known<RoundState>")]
+    pub state: RoundState,
     pub lock_price: Option<String>,
     pub close_price: Option<String>,
-    /// An outcome by name (`up`, `down`, `tie`, `none`: the API's `Outcome`); another stored text is an error on read.
-    #[sqlx(try_from = "KnownOpt<kronos_api_types::Outcome>")]
-    pub outcome: Option<String>,
-    /// A [`CancelReason`] by name (`lock_price_unusable`, …); another stored text is an error on read.
+    /// Stored by name (`up`, `down`, `tie`, `none`: the API's wire strings); another stored text is an error on read.
+    #[sqlx(try_from = "KnownOpt<Outcome>")]
+    pub outcome: Option<Outcome>,
+    /// Stored by name (`lock_price_unusable`, …); another stored text is an error on read.
     #[sqlx(try_from = "KnownOpt<CancelReason>")]
-    pub reason: Option<String>,
+    #[serde(serialize_with = "as_text_opt")]
+    pub reason: Option<CancelReason>,
     pub up_wei: String,
     pub down_wei: String,
     pub reward_wei: Option<String>,
@@ -153,9 +156,10 @@ pub struct TxRow {
     pub action: String,
     pub nonce: i64,
     pub tx_hash: String,
-    /// A [`TxStatus`] by name; another stored text is an error on read.
+    /// Stored by name; another stored text is an error on read.
     #[sqlx(try_from = "Known<TxStatus>")]
-    pub status: String,
+    #[serde(serialize_with = "as_text")]
+    pub status: TxStatus,
     pub max_fee_wei: String,
     pub priority_fee_wei: String,
     pub gas_limit: i64,
@@ -224,12 +228,12 @@ impl std::str::FromStr for TxStatus {
     }
 }
 
-/// A text column that must name a value of `T` (checked on read; the row keeps the text, which is `T`'s stored
-/// form). A keeper-local type so that `From` can be implemented for it.
-struct Known<T>(String, std::marker::PhantomData<T>);
+/// A text column that must name a value of `T` (checked on read: another text is an error naming it). A
+/// keeper-local type so that `From` can be implemented for it.
+struct Known<T>(T);
 
 /// A nullable [`Known`].
-struct KnownOpt<T>(Option<String>, std::marker::PhantomData<T>);
+struct KnownOpt<T>(Option<T>);
 
 impl<T> sqlx::Type<sqlx::Any> for Known<T> {
     fn type_info() -> sqlx::any::AnyTypeInfo {
@@ -246,8 +250,7 @@ where
     T::Err: std::fmt::Display,
 {
     fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let v = <Parsed<T> as sqlx::Decode<sqlx::Any>>::decode(value)?;
-        Ok(Known(v.0.to_string(), std::marker::PhantomData))
+        Ok(Known(<Parsed<T> as sqlx::Decode<sqlx::Any>>::decode(value)?.0))
     }
 }
 
@@ -266,20 +269,39 @@ where
     T::Err: std::fmt::Display,
 {
     fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let v = <ParsedOpt<T> as sqlx::Decode<sqlx::Any>>::decode(value)?;
-        Ok(KnownOpt(v.0.map(|t| t.to_string()), std::marker::PhantomData))
+        Ok(KnownOpt(<ParsedOpt<T> as sqlx::Decode<sqlx::Any>>::decode(value)?.0))
     }
 }
 
-impl<T> From<Known<T>> for String {
-    fn from(k: Known<T>) -> String {
-        k.0
-    }
+/// `From` for each enum column's type (a blanket impl over `T` is not allowed for a foreign `T`).
+macro_rules! known_columns {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<Known<$t>> for $t {
+            fn from(k: Known<$t>) -> $t {
+                k.0
+            }
+        }
+
+        impl From<KnownOpt<$t>> for Option<$t> {
+            fn from(k: KnownOpt<$t>) -> Option<$t> {
+                k.0
+            }
+        }
+    )*};
 }
 
-impl<T> From<KnownOpt<T>> for Option<String> {
-    fn from(k: KnownOpt<T>) -> Option<String> {
-        k.0
+known_columns!(CheckpointStatus, CancelReason, RoundState, Outcome, TxStatus);
+
+/// Serialises an enum column as its stored text (the contracts' enums have no serde form of their own).
+fn as_text<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// [`as_text`] for a nullable column.
+fn as_text_opt<T: std::fmt::Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
     }
 }
 
@@ -298,9 +320,9 @@ pub struct PredictionRow {
     pub commitment: String,
     pub commit_tx: Option<String>,
     pub reveal_tx: Option<String>,
-    /// An outcome by name (`up`, `down`, `tie`, `none`: the API's `Outcome`); another stored text is an error on read.
-    #[sqlx(try_from = "KnownOpt<kronos_api_types::Outcome>")]
-    pub outcome: Option<String>,
+    /// Stored by name (`up`, `down`, `tie`, `none`); another stored text is an error on read.
+    #[sqlx(try_from = "KnownOpt<Outcome>")]
+    pub outcome: Option<Outcome>,
     /// Stored as 0, 1 or NULL.
     #[sqlx(try_from = "OptFlag")]
     pub hit: Option<bool>,
@@ -512,7 +534,7 @@ impl Store {
             .bind(c.ts)
             .bind(&c.round_id)
             .bind(&c.price)
-            .bind(&c.status)
+            .bind(c.status.as_str())
             .bind(&c.tx_hash)
             .bind(c.block)
             .bind(c.delay_blocks)
@@ -556,11 +578,11 @@ impl Store {
             .bind(&r.chain)
             .bind(r.market_id)
             .bind(r.epoch)
-            .bind(&r.state)
+            .bind(r.state.to_string())
             .bind(&r.lock_price)
             .bind(&r.close_price)
-            .bind(&r.outcome)
-            .bind(&r.reason)
+            .bind(r.outcome.map(Outcome::as_str))
+            .bind(r.reason.map(CancelReason::as_str))
             .bind(&r.up_wei)
             .bind(&r.down_wei)
             .bind(&r.reward_wei)
@@ -604,7 +626,7 @@ impl Store {
             .bind(&t.action)
             .bind(t.nonce)
             .bind(&t.tx_hash)
-            .bind(&t.status)
+            .bind(t.status.as_str())
             .bind(&t.max_fee_wei)
             .bind(&t.priority_fee_wei)
             .bind(t.gas_limit)
@@ -623,7 +645,7 @@ impl Store {
     pub async fn update_tx(
         &self,
         id: i64,
-        status: &str,
+        status: TxStatus,
         mined_block: Option<i64>,
         gas_used: Option<i64>,
         error: Option<&str>,
@@ -632,7 +654,7 @@ impl Store {
             "UPDATE transactions SET status = $1, mined_block = COALESCE($2, mined_block), gas_used = COALESCE($3, gas_used), \
              error = COALESCE($4, error), updated_at = $5 WHERE id = $6",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(mined_block)
         .bind(gas_used)
         .bind(error)
@@ -804,7 +826,7 @@ impl Store {
         epoch: i64,
         publisher: &str,
         tx: &str,
-        outcome: &str,
+        outcome: Outcome,
         hit: Option<bool>,
         brier: Option<i64>,
     ) -> Result<()> {
@@ -814,7 +836,7 @@ impl Store {
              WHERE chain = $6 AND market_id = $7 AND epoch = $8 AND publisher = $9",
             )
             .bind(tx)
-            .bind(outcome)
+            .bind(outcome.as_str())
             .bind(hit.map(|h| h as i64))
             .bind(brier)
             .bind(now_s())
@@ -1157,7 +1179,7 @@ pub(crate) mod tests {
             ts: 2500,
             round_id: "18446744073709551617".into(),
             price: "65000.12345678".into(),
-            status: "valid".into(),
+            status: CheckpointStatus::Valid,
             tx_hash: Some("0xaa".into()),
             block: Some(10),
             delay_blocks: Some(1),
@@ -1171,7 +1193,7 @@ pub(crate) mod tests {
             chain: "base".into(),
             market_id: 1,
             epoch: 3,
-            state: "locked".into(),
+            state: RoundState::Locked,
             lock_price: Some("1.5".into()),
             close_price: None,
             outcome: None,
@@ -1185,10 +1207,10 @@ pub(crate) mod tests {
         store.upsert_round(&r).await.unwrap();
         store
             .upsert_round(&RoundRow {
-                state: "settled".into(),
+                state: RoundState::Settled,
                 lock_price: None,
                 close_price: Some("2".into()),
-                outcome: Some("up".into()),
+                outcome: Some(Outcome::Up),
                 ..r.clone()
             })
             .await
@@ -1196,8 +1218,8 @@ pub(crate) mod tests {
         let rs = store.rounds(Some("base"), Some(1), 10).await.unwrap();
         assert_eq!(rs.len(), 1);
         assert_eq!(
-            (rs[0].state.as_str(), rs[0].lock_price.as_deref(), rs[0].close_price.as_deref()),
-            ("settled", Some("1.5"), Some("2"))
+            (rs[0].state, rs[0].lock_price.as_deref(), rs[0].close_price.as_deref()),
+            (RoundState::Settled, Some("1.5"), Some("2"))
         );
         assert_eq!(store.rounds(None, None, 10).await.unwrap().len(), 1);
         assert!(store.rounds(Some("ethereum"), None, 10).await.unwrap().is_empty());
@@ -1209,7 +1231,7 @@ pub(crate) mod tests {
             action: "execute:1:5".into(),
             nonce: 7,
             tx_hash: "0xbb".into(),
-            status: "pending".into(),
+            status: TxStatus::Pending,
             max_fee_wei: "1000000000".into(),
             priority_fee_wei: "1".into(),
             gas_limit: 200_000,
@@ -1220,12 +1242,12 @@ pub(crate) mod tests {
         };
         let id = store.insert_tx(&t, None).await.unwrap();
         assert_eq!(store.open_txs("base", "0xkeeper").await.unwrap().len(), 1);
-        store.update_tx(id, "confirmed", Some(11), Some(90_000), None).await.unwrap();
+        store.update_tx(id, TxStatus::Confirmed, Some(11), Some(90_000), None).await.unwrap();
         assert!(store.open_txs("base", "0xkeeper").await.unwrap().is_empty());
         let done = store.txs_for_action("base", "execute:1:5").await.unwrap();
         assert_eq!(
-            (done[0].status.as_str(), done[0].mined_block, done[0].gas_used),
-            ("confirmed", Some(11), Some(90_000))
+            (done[0].status, done[0].mined_block, done[0].gas_used),
+            (TxStatus::Confirmed, Some(11), Some(90_000))
         );
 
         store.insert_event(1, Some("base"), "round_settled", "{}").await.unwrap();
@@ -1250,7 +1272,7 @@ pub(crate) mod tests {
         assert!(store.unrevealed("base", "0xai").await.unwrap().is_empty(), "not committed on chain yet");
         store.set_commit_tx("base", 1, 4, "0xai", "0xcc").await.unwrap();
         assert_eq!(store.unrevealed("base", "0xai").await.unwrap().len(), 1);
-        store.set_revealed("base", 1, 4, "0xai", "0xdd", "up", Some(true), Some(1521)).await.unwrap();
+        store.set_revealed("base", 1, 4, "0xai", "0xdd", Outcome::Up, Some(true), Some(1521)).await.unwrap();
         assert!(store.unrevealed("base", "0xai").await.unwrap().is_empty());
         let got = store.prediction("base", 1, 4, "0xai").await.unwrap().unwrap();
         assert_eq!((got.hit, got.brier, got.up), (Some(true), Some(1521), true));
@@ -1298,7 +1320,7 @@ pub(crate) mod tests {
             ts: 0,
             round_id: "1".into(),
             price: "1".into(),
-            status: "valid".into(),
+            status: CheckpointStatus::Valid,
             tx_hash: None,
             block: None,
             delay_blocks: None,
@@ -1319,7 +1341,7 @@ pub(crate) mod tests {
             chain: "base".into(),
             market_id: 1,
             epoch: 9,
-            state: "locked".into(),
+            state: RoundState::Locked,
             lock_price: None,
             close_price: None,
             outcome: None,
@@ -1338,7 +1360,7 @@ pub(crate) mod tests {
             action: "execute:1:41".into(),
             nonce: 1,
             tx_hash: "0x1".into(),
-            status: "signed".into(),
+            status: TxStatus::Signed,
             max_fee_wei: "1".into(),
             priority_fee_wei: "1".into(),
             gas_limit: 1,
@@ -1463,6 +1485,21 @@ pub(crate) mod tests {
         let e = store.all_txs("base").await.unwrap_err();
         assert_eq!(bad_column(&e), ("transactions", Some("status")));
         assert!(format!("{e:#}").contains("\"lost\" is no transaction status"), "{e:#}");
+    }
+
+    /// The typed columns are stored as the same text as before they were typed (the enums' stored forms).
+    #[tokio::test]
+    async fn enum_columns_are_stored_as_their_names() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        exercise(&store).await;
+        let text = |sql: &'static str| {
+            let pool = store.pool.clone();
+            async move { sqlx::query_scalar::<_, String>(sql).fetch_one(&pool).await.unwrap() }
+        };
+        assert_eq!(text("SELECT status FROM checkpoints").await, "valid");
+        assert_eq!(text("SELECT state || ',' || outcome FROM rounds").await, "settled,up");
+        assert_eq!(text("SELECT outcome FROM predictions WHERE epoch = 4").await, "up");
+        assert_eq!(text("SELECT status FROM transactions ORDER BY id LIMIT 1").await, "confirmed");
     }
 
     /// The stored forms of the transaction statuses: each parses back, and nothing else does.

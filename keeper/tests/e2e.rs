@@ -8,9 +8,16 @@ use std::time::Duration;
 use alloy::providers::Provider;
 use kronos_common::signals::SignalKind;
 use kronos_common::Bus;
+use kronos_contracts::CancelReason;
 use kronos_keeper::engine::{Keeper, Overrides};
+use kronos_keeper::store::{RoundState, TxStatus};
 use kronos_testkit::harness::{self as common, start, INTERVAL};
 use tokio_util::sync::CancellationToken;
+
+/// A refund because the lock or the close price could not be used.
+fn price_unusable(r: CancelReason) -> bool {
+    matches!(r, CancelReason::LockPriceUnusable | CancelReason::ClosePriceUnusable)
+}
 
 async fn wait_for<F: Fn() -> bool>(what: &str, secs: u64, f: F) {
     for _ in 0..secs * 10 {
@@ -239,7 +246,7 @@ async fn drives_two_chains_publishes_forecasts_and_serves_its_api() {
     for c in ["base", "optimism"] {
         let txs = store.all_txs(c).await.unwrap();
         let mut per = std::collections::BTreeMap::new();
-        for t in txs.iter().filter(|t| t.status == "confirmed") {
+        for t in txs.iter().filter(|t| t.status == TxStatus::Confirmed) {
             *per.entry(t.action.clone()).or_insert(0) += 1;
         }
         assert!(per.values().all(|n| *n == 1), "{c}: duplicate confirmed actions {per:?}");
@@ -329,7 +336,7 @@ async fn survives_a_dying_rpc_a_fee_spike_and_a_dropped_transaction() {
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(row) =
-            store.txs_for_action("bnb", &action).await.unwrap().into_iter().find(|r| r.status == "pending")
+            store.txs_for_action("bnb", &action).await.unwrap().into_iter().find(|r| r.status == TxStatus::Pending)
         {
             q.raw_request::<_, serde_json::Value>("anvil_dropTransaction".into(), (row.tx_hash,)).await.unwrap();
             dropped = true;
@@ -401,17 +408,16 @@ async fn a_stale_feed_cancels_rounds_and_is_reported() {
     assert!(cancelled.iter().any(|r| r == "lock_price_unusable" || r == "close_price_unusable"), "{cancelled:?}");
     let rounds = store.rounds(Some("ethereum"), None, 20).await.unwrap();
     assert!(
-        rounds
-            .iter()
-            .any(|r| r.state == "cancelled" && r.reason.as_deref().map(|x| x.contains("unusable")).unwrap_or(false)),
+        rounds.iter().any(|r| r.state == RoundState::Cancelled && r.reason.is_some_and(price_unusable)),
         "{rounds:?}"
     );
     // Avalanche, whose feed kept updating, kept finishing rounds on usable prices (no bettors here, so one-sided
     // refunds). Not "never unusable": on a loaded 2-core machine the replay that feeds its mock aggregator can
     // itself fall one interval behind, which is a stale price too.
     let other = store.rounds(Some("avalanche"), None, 20).await.unwrap();
-    let unusable = other.iter().filter(|r| r.reason.as_deref().is_some_and(|x| x.contains("unusable"))).count();
-    let usable = other.iter().filter(|r| r.state == "settled" || r.state == "cancelled").count() - unusable;
+    let unusable = other.iter().filter(|r| r.reason.is_some_and(price_unusable)).count();
+    let usable =
+        other.iter().filter(|r| matches!(r.state, RoundState::Settled | RoundState::Cancelled)).count() - unusable;
     assert!(usable >= 2 && usable > unusable, "{other:?}");
     cancel.cancel();
     run.await.unwrap().unwrap();

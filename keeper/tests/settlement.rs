@@ -112,7 +112,10 @@ async fn rounds_settled_by_someone_elses_checkpoints_are_recorded_and_signalled(
     .await;
     let rounds = store.rounds(Some("base"), Some(1), 100).await.unwrap();
     let r = rounds.iter().find(|r| r.epoch == target as i64).expect("the round is in the store");
-    assert!(r.state == "settled" || r.state == "cancelled", "round {target}: {r:?}");
+    assert!(
+        matches!(r.state, kronos_keeper::store::RoundState::Settled | kronos_keeper::store::RoundState::Cancelled),
+        "round {target}: {r:?}"
+    );
     // The round that checkpoint k_last locked is locked, with its lock price.
     let locked = rounds.iter().find(|r| r.epoch == (k_last - 1) as i64);
     if let Some(l) = locked {
@@ -208,7 +211,7 @@ async fn a_front_run_execute_is_success_without_an_alert() {
     })
     .await;
     let rows = store.txs_for_action("base", &action).await.unwrap();
-    assert!(rows.iter().all(|r| r.status != "confirmed"), "{rows:?}");
+    assert!(rows.iter().all(|r| r.status != kronos_keeper::store::TxStatus::Confirmed), "{rows:?}");
     cancel.cancel();
     run.await.unwrap().unwrap();
 }
@@ -237,7 +240,12 @@ async fn a_round_left_locked_by_a_long_downtime_takes_its_state_from_the_chain()
     stop.cancel();
     run.await.unwrap().unwrap();
     let rounds = store.rounds(Some("base"), Some(1), 100).await.unwrap();
-    let locked = rounds.iter().filter(|r| r.state == "locked").map(|r| r.epoch as u64).max().expect("a locked round");
+    let locked = rounds
+        .iter()
+        .filter(|r| r.state == kronos_keeper::store::RoundState::Locked)
+        .map(|r| r.epoch as u64)
+        .max()
+        .expect("a locked round");
 
     // Someone else keeps the market going for longer than the settle window (12 rounds here).
     let mut other_cfg = net.config(&[], false);
@@ -278,7 +286,10 @@ async fn a_round_left_locked_by_a_long_downtime_takes_its_state_from_the_chain()
     .await;
     let rounds = store.rounds(Some("base"), Some(1), 100).await.unwrap();
     let r = rounds.iter().find(|r| r.epoch == locked as i64).unwrap();
-    assert!(r.state == "settled" || r.state == "cancelled", "{r:?}");
+    assert!(
+        matches!(r.state, kronos_keeper::store::RoundState::Settled | kronos_keeper::store::RoundState::Cancelled),
+        "{r:?}"
+    );
     cancel.cancel();
     run.await.unwrap().unwrap();
 }

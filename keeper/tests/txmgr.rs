@@ -9,7 +9,7 @@ use alloy::sol_types::SolCall;
 use kronos_common::{Bus, FeeModel};
 use kronos_contracts::mocks::MockV3Aggregator;
 use kronos_keeper::rpc::FailoverTransport;
-use kronos_keeper::store::Store;
+use kronos_keeper::store::{Store, TxStatus};
 use kronos_keeper::txmgr::{TxError, TxManager, TxPolicy};
 use kronos_testkit::{spawn, Node, NodeOptions};
 
@@ -49,7 +49,7 @@ async fn sends_confirms_and_records() {
     assert_eq!(c.latestAnswer().call().await.unwrap(), alloy::primitives::I256::try_from(42).unwrap());
     let rows = store.txs_for_action("dev", "update:1").await.unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].status, "confirmed");
+    assert_eq!(rows[0].status, TxStatus::Confirmed);
     // Nonces follow each other without a round trip.
     let b = m.send("update:2", feed, update_call(43), U256::ZERO).await.unwrap();
     let rows = store.txs_for_action("dev", "update:2").await.unwrap();
@@ -113,8 +113,8 @@ async fn a_base_fee_spike_is_answered_with_a_replacement() {
     assert!(m.counters.bumped.load(Ordering::Relaxed) >= 1);
     let rows = store.txs_for_action("dev", "update:spike").await.unwrap();
     assert!(rows.len() >= 2, "{rows:?}");
-    assert_eq!(rows.iter().filter(|r| r.status == "confirmed").count(), 1);
-    assert!(rows.iter().any(|r| r.status == "replaced"));
+    assert_eq!(rows.iter().filter(|r| r.status == TxStatus::Confirmed).count(), 1);
+    assert!(rows.iter().any(|r| r.status == TxStatus::Replaced));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +129,7 @@ async fn a_dropped_transaction_is_broadcast_again() {
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(row) = store.txs_for_action("dev", "update:drop").await.unwrap().first() {
-            if row.status == "pending" {
+            if row.status == TxStatus::Pending {
                 rpc(&node, "anvil_dropTransaction", serde_json::json!([row.tx_hash])).await;
                 dropped = true;
                 break;
@@ -244,7 +244,13 @@ async fn a_transaction_left_in_the_pool_by_a_killed_run_is_cancelled_on_restart(
     let mut pending = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if store.txs_for_action("dev", "update:killed").await.unwrap().first().is_some_and(|r| r.status == "pending") {
+        if store
+            .txs_for_action("dev", "update:killed")
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|r| r.status == TxStatus::Pending)
+        {
             pending = true;
             break;
         }
@@ -259,7 +265,7 @@ async fn a_transaction_left_in_the_pool_by_a_killed_run_is_cancelled_on_restart(
     // Nothing is mined until the new run has looked at the pool (and sent whatever it sends).
     for _ in 0..100 {
         let cancel = store.txs_for_action("dev", &format!("cancel:{nonce}")).await.unwrap();
-        if recover.is_finished() || cancel.iter().any(|r| r.status == "pending") {
+        if recover.is_finished() || cancel.iter().any(|r| r.status == TxStatus::Pending) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -282,9 +288,9 @@ async fn a_transaction_left_in_the_pool_by_a_killed_run_is_cancelled_on_restart(
     let c = MockV3Aggregator::new(feed, node.provider.clone());
     let ran = c.latestAnswer().call().await.unwrap() == alloy::primitives::I256::try_from(7).unwrap();
     let rows = store.txs_for_action("dev", "update:killed").await.unwrap();
-    assert_eq!(rows.iter().any(|r| r.status == "confirmed"), ran, "{rows:?}");
+    assert_eq!(rows.iter().any(|r| r.status == TxStatus::Confirmed), ran, "{rows:?}");
     let cancels = store.txs_for_action("dev", &format!("cancel:{}", rows[0].nonce)).await.unwrap();
-    assert_eq!(cancels.iter().any(|r| r.status == "confirmed"), !ran, "{cancels:?}");
+    assert_eq!(cancels.iter().any(|r| r.status == TxStatus::Confirmed), !ran, "{cancels:?}");
     // Later transactions are not stuck.
     rpc(&node, "evm_setAutomine", serde_json::json!([true])).await;
     tokio::time::timeout(Duration::from_secs(20), second.send("update:next", feed, update_call(8), U256::ZERO))
@@ -327,7 +333,13 @@ async fn a_transaction_orphaned_by_a_lost_lease_is_cancelled_not_left_in_the_poo
     let mut pending = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if store.txs_for_action("dev", "update:orphan").await.unwrap().first().is_some_and(|r| r.status == "pending") {
+        if store
+            .txs_for_action("dev", "update:orphan")
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|r| r.status == TxStatus::Pending)
+        {
             pending = true;
             break;
         }
@@ -370,7 +382,7 @@ async fn a_transaction_orphaned_by_a_lost_lease_is_cancelled_not_left_in_the_poo
     assert_eq!(latest, in_pool, "the orphaned transaction is still in the pool");
     let nonce = store.txs_for_action("dev", "update:orphan").await.unwrap()[0].nonce;
     let cancels = store.txs_for_action("dev", &format!("cancel:{nonce}")).await.unwrap();
-    assert!(cancels.iter().any(|r| r.status == "confirmed"), "{cancels:?}");
+    assert!(cancels.iter().any(|r| r.status == TxStatus::Confirmed), "{cancels:?}");
     let c = MockV3Aggregator::new(feed, node.provider.clone());
     assert_ne!(c.latestAnswer().call().await.unwrap(), alloy::primitives::I256::try_from(7).unwrap());
 }

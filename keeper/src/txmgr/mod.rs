@@ -36,7 +36,7 @@ use kronos_common::signals::SignalKind;
 use kronos_common::{Bus, FeeModel};
 
 use crate::lease::Fence;
-use crate::store::{Store, TxRow};
+use crate::store::{Store, TxRow, TxStatus};
 
 pub(crate) use fees::{next_fees, Fees};
 pub(crate) use node_error::{classify_node_error, NodeError};
@@ -433,7 +433,7 @@ impl TxManager {
                 match sent {
                     Ok(_) => {
                         self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let _ = self.store.update_tx(tx.row, "pending", None, None, None).await;
+                        let _ = self.store.update_tx(tx.row, TxStatus::Pending, None, None, None).await;
                         self.bus.publish(
                             "keeper",
                             SignalKind::TxSent {
@@ -461,12 +461,13 @@ impl TxManager {
                                     return self.finish(action, &tx.hashes, mined, attempts).await.map(Followed::Mined);
                                 }
                                 // Someone else used the nonce: start over (the action may be done already).
-                                self.mark(&tx.hashes, "dropped", Some("nonce consumed by another transaction")).await;
+                                self.mark(&tx.hashes, TxStatus::Dropped, Some("nonce consumed by another transaction"))
+                                    .await;
                                 self.resync_nonce().await;
                                 return Ok(Followed::NonceUsed);
                             }
                             NodeError::NonceTooHigh => {
-                                self.mark(&tx.hashes, "dropped", Some("nonce too high")).await;
+                                self.mark(&tx.hashes, TxStatus::Dropped, Some("nonce too high")).await;
                                 self.resync_nonce().await;
                                 return Ok(Followed::Restart);
                             }
@@ -488,7 +489,7 @@ impl TxManager {
                                 Err(e) => return Err(e),
                             },
                             NodeError::InsufficientFunds => {
-                                self.mark(&tx.hashes, "failed", Some("insufficient funds")).await;
+                                self.mark(&tx.hashes, TxStatus::Failed, Some("insufficient funds")).await;
                                 self.resync_nonce().await;
                                 self.bus.publish(
                                     "keeper",
@@ -505,11 +506,11 @@ impl TxManager {
                             }
                             NodeError::Reverted | NodeError::Other => {
                                 if let Some(r) = reverts {
-                                    self.mark(&tx.hashes, "failed", Some(&r.to_string())).await;
+                                    self.mark(&tx.hashes, TxStatus::Failed, Some(&r.to_string())).await;
                                     self.resync_nonce().await;
                                     return Err(r);
                                 }
-                                self.mark(&tx.hashes, "failed", Some(&m)).await;
+                                self.mark(&tx.hashes, TxStatus::Failed, Some(&m)).await;
                                 self.resync_nonce().await;
                                 return Err(TxError::Fatal(format!(
                                     "{}: node refused the transaction: {m}",
@@ -534,7 +535,7 @@ impl TxManager {
                         Err(e) => (e.to_string(), None),
                     };
                     let reason = format!("{reason}; simulated again: {now}");
-                    self.mark(&tx.hashes, "failed", Some(&reason)).await;
+                    self.mark(&tx.hashes, TxStatus::Failed, Some(&reason)).await;
                     if data.as_ref().is_some_and(|d| is_benign_revert(d)) || done().await {
                         // Someone else did it first (e.g. copied our execute with a higher tip): the outcome we wanted
                         // is on chain, so this is no failure to alert about.
@@ -727,7 +728,7 @@ impl TxManager {
             match self.provider.send_raw_transaction(&raw).await {
                 Ok(_) => {
                     sent = true;
-                    let _ = self.store.update_tx(row, "pending", None, None, None).await;
+                    let _ = self.store.update_tx(row, TxStatus::Pending, None, None, None).await;
                 }
                 Err(e) => {
                     tracing::warn!(chain = %self.chain, nonce = n, error = %message(&e), "could not send the filling transfer")
@@ -803,7 +804,7 @@ impl TxManager {
             action: action.to_string(),
             nonce: nonce as i64,
             tx_hash: hash.to_string(),
-            status: "signed".into(),
+            status: TxStatus::Signed,
             max_fee_wei: fees.max_fee.to_string(),
             priority_fee_wei: fees.priority.to_string(),
             gas_limit: gas as i64,
@@ -825,7 +826,7 @@ impl TxManager {
         }
     }
 
-    async fn mark(&self, hashes: &[(i64, TxHash)], status: &str, error: Option<&str>) {
+    async fn mark(&self, hashes: &[(i64, TxHash)], status: TxStatus, error: Option<&str>) {
         for (row, _) in hashes {
             let _ = self.store.update_tx(*row, status, None, None, error).await;
         }
@@ -889,7 +890,7 @@ impl TxManager {
         attempts: u32,
     ) -> Result<Mined, TxError> {
         for (row, h) in hashes {
-            let status = if *h == mined.hash { "confirmed" } else { "replaced" };
+            let status = if *h == mined.hash { TxStatus::Confirmed } else { TxStatus::Replaced };
             let (b, g) =
                 if *h == mined.hash { (Some(mined.block as i64), Some(mined.gas_used as i64)) } else { (None, None) };
             let _ = self.store.update_tx(*row, status, b, g, None).await;
@@ -927,14 +928,14 @@ impl TxManager {
             let gas_used = r.as_ref().map(|r| r.gas_used as i64);
             match status::recovered(r.map(|r| (r.block_number, r.status())), t.nonce as u64, latest) {
                 status::Recovered::Confirmed(b) => {
-                    self.store.update_tx(t.id, "confirmed", Some(b as i64), gas_used, None).await?;
+                    self.store.update_tx(t.id, TxStatus::Confirmed, Some(b as i64), gas_used, None).await?;
                 }
                 status::Recovered::Failed(b) => {
-                    self.store.update_tx(t.id, "failed", Some(b as i64), gas_used, None).await?;
+                    self.store.update_tx(t.id, TxStatus::Failed, Some(b as i64), gas_used, None).await?;
                 }
                 status::Recovered::Dropped => {
                     self.store
-                        .update_tx(t.id, "dropped", None, None, Some("nonce used by another transaction"))
+                        .update_tx(t.id, TxStatus::Dropped, None, None, Some("nonce used by another transaction"))
                         .await?;
                 }
                 status::Recovered::Open => in_flight.entry(t.nonce as u64).or_default().push(t),
@@ -958,7 +959,7 @@ impl TxManager {
         let Some(fees) = next_fees(&self.policy, old, market) else {
             tracing::warn!(chain = %self.chain, nonce, "a transaction left open by a previous run cannot be cancelled within the fee cap; it stays in the pool");
             for r in &rows {
-                self.store.update_tx(r.id, "dropped", None, None, Some("left open by a previous run")).await?;
+                self.store.update_tx(r.id, TxStatus::Dropped, None, None, Some("left open by a previous run")).await?;
             }
             return Ok(());
         };

@@ -350,7 +350,7 @@ async fn summary(d: &Demo, elapsed: Duration) -> String {
         let txs = d.store.all_txs(&m.chain).await.unwrap_or_default();
         let gas = |prefix: &str| -> Vec<u64> {
             txs.iter()
-                .filter(|t| t.action.starts_with(prefix) && t.status == "confirmed")
+                .filter(|t| t.action.starts_with(prefix) && t.status == kronos_keeper::store::TxStatus::Confirmed)
                 .filter_map(|t| t.gas_used.map(|g| g as u64))
                 .collect()
         };
