@@ -1,0 +1,236 @@
+//! Test-only control paths (not part of the Solana RPC): advance the slot and clock, write an account, load a
+//! Chainlink store-format feed and append transmissions to it. Bodies and answers are JSON; a refused request is
+//! answered 400 with `{"error": "..."}` naming what is wrong.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use kronos_market::chainlink::{encode_with, Meta, Transmission};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use solana_account::{Account, AccountSharedData};
+use solana_pubkey::Pubkey;
+use tokio::sync::Mutex;
+
+use crate::{Feed, Node};
+
+type Shared = Arc<Mutex<Node>>;
+type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
+
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/control/warp", post(warp))
+        .route("/control/account", post(set_account))
+        .route("/control/feed", post(load_feed))
+        .route("/control/feed/transmit", post(transmit))
+}
+
+fn bad(what: impl std::fmt::Display) -> (StatusCode, Json<Value>) {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": what.to_string() })))
+}
+
+fn internal(what: impl std::fmt::Display) -> (StatusCode, Json<Value>) {
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": what.to_string() })))
+}
+
+fn key(s: &str, field: &str) -> Result<Pubkey, (StatusCode, Json<Value>)> {
+    s.parse().map_err(|e| bad(format!("{field}: {s:?} is not a pubkey: {e}")))
+}
+
+fn body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, (StatusCode, Json<Value>)> {
+    serde_json::from_slice(b).map_err(|e| bad(format!("body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Warp {
+    /// Slots to advance (default 1; 0 only sets the clock).
+    slots: Option<u64>,
+    /// The clock's unix timestamp from now on (kept across later warps until set again).
+    unix_timestamp: Option<i64>,
+}
+
+/// POST `/control/warp` `{"slots": 1, "unixTimestamp": 1800000000}` → `{"slot", "blockHeight", "unixTimestamp"}`.
+async fn warp(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
+    let w: Warp = body(&b)?;
+    let mut node = node.lock().await;
+    let slots = w.slots.unwrap_or(1);
+    if slots > 0 {
+        let now = node.ctx.banks_client.get_root_slot().await.map_err(internal)?;
+        node.ctx.warp_to_slot(now + slots).map_err(|e| internal(format!("warp: {e:?}")))?;
+    }
+    if let Some(ts) = w.unix_timestamp {
+        node.clock = Some(ts);
+    }
+    node.apply_clock().await.map_err(internal)?;
+    let slot = node.ctx.banks_client.get_root_slot().await.map_err(internal)?;
+    let height = node.ctx.banks_client.get_root_block_height().await.map_err(internal)?;
+    let clock: anchor_lang::prelude::Clock = node.ctx.banks_client.get_sysvar().await.map_err(internal)?;
+    Ok(Json(json!({ "slot": slot, "blockHeight": height, "unixTimestamp": clock.unix_timestamp })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SetAccount {
+    address: String,
+    lamports: u64,
+    /// Defaults to the system program.
+    owner: Option<String>,
+    /// Base64; defaults to empty.
+    data: Option<String>,
+    #[serde(default)]
+    executable: bool,
+}
+
+/// POST `/control/account`: writes an account as is (funding, a ProgramData account, fixtures); it is indexed for
+/// `getProgramAccounts`.
+async fn set_account(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
+    let a: SetAccount = body(&b)?;
+    let address = key(&a.address, "address")?;
+    let owner = match &a.owner {
+        Some(o) => key(o, "owner")?,
+        None => Pubkey::default(),
+    };
+    let data = match &a.data {
+        Some(d) => B64.decode(d).map_err(|e| bad(format!("data: not base64: {e}")))?,
+        None => vec![],
+    };
+    let account = Account { lamports: a.lamports, data, owner, executable: a.executable, rent_epoch: 0 };
+    let mut node = node.lock().await;
+    node.ctx.set_account(&address, &AccountSharedData::from(account));
+    node.index.insert(address);
+    Ok(Json(json!({ "address": address.to_string() })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewTransmission {
+    timestamp: u32,
+    /// The answer as an integer in the feed's decimals: a JSON number within i64, or a decimal string (any i128).
+    answer: Answer,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Answer {
+    // serde's untagged enums buffer numbers without i128; beyond i64 the answer comes as a string.
+    Number(i64),
+    Text(String),
+}
+
+impl Answer {
+    fn value(&self) -> Result<i128, (StatusCode, Json<Value>)> {
+        match self {
+            Answer::Number(n) => Ok(i128::from(*n)),
+            Answer::Text(s) => s.parse().map_err(|e| bad(format!("answer: {s:?} is not an integer: {e}"))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LoadFeed {
+    address: String,
+    decimals: u8,
+    description: String,
+    /// The ring's size (default 64).
+    live_length: Option<u32>,
+    /// The header's owner and writer (default: zero keys); the account is owned by Chainlink's store program.
+    owner: Option<String>,
+    writer: Option<String>,
+    #[serde(default)]
+    transmissions: Vec<NewTransmission>,
+}
+
+/// POST `/control/feed`: creates (or replaces) a feed account owned by the store program, with these transmissions
+/// oldest first, each stamped with the current slot.
+async fn load_feed(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
+    let f: LoadFeed = body(&b)?;
+    let address = key(&f.address, "address")?;
+    let owner = f.owner.as_deref().map(|o| key(o, "owner")).transpose()?.unwrap_or_default();
+    let writer = f.writer.as_deref().map(|w| key(w, "writer")).transpose()?.unwrap_or_default();
+    let live_length = f.live_length.unwrap_or(64);
+    if live_length == 0 {
+        return Err(bad("liveLength: must be at least 1"));
+    }
+    let mut node = node.lock().await;
+    let slot = node.ctx.banks_client.get_root_slot().await.map_err(internal)?;
+    let transmissions = f
+        .transmissions
+        .iter()
+        .map(|t| Ok(Transmission { slot, timestamp: t.timestamp, answer: t.answer.value()? }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let feed = Feed {
+        meta: Meta { decimals: f.decimals, state: 0, owner: owner.to_bytes(), writer: writer.to_bytes() },
+        description: f.description,
+        live_length,
+        transmissions,
+    };
+    node.feeds.insert(address, feed);
+    let latest = node.write_feed(address);
+    Ok(Json(json!({ "address": address.to_string(), "latestRoundId": latest })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Transmit {
+    address: String,
+    timestamp: u32,
+    answer: Answer,
+}
+
+/// POST `/control/feed/transmit`: appends a transmission to a feed loaded by `/control/feed`, as the store
+/// program's `submit` would (the ring wraps at `liveLength`).
+async fn transmit(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
+    let t: Transmit = body(&b)?;
+    let address = key(&t.address, "address")?;
+    let answer = t.answer.value()?;
+    let mut node = node.lock().await;
+    let slot = node.ctx.banks_client.get_root_slot().await.map_err(internal)?;
+    let Some(feed) = node.feeds.get_mut(&address) else {
+        return Err(bad(format!("address: {address} is not a feed loaded by /control/feed")));
+    };
+    if let Some(last) = feed.transmissions.last() {
+        if t.timestamp < last.timestamp {
+            return Err(bad(format!(
+                "timestamp: {} is before the feed's latest transmission ({})",
+                t.timestamp, last.timestamp
+            )));
+        }
+    }
+    feed.transmissions.push(Transmission { slot, timestamp: t.timestamp, answer });
+    let latest = node.write_feed(address);
+    Ok(Json(json!({ "address": address.to_string(), "latestRoundId": latest })))
+}
+
+impl Node {
+    /// Re-applies the pinned clock (a warp recomputes the Clock sysvar).
+    async fn apply_clock(&mut self) -> Result<(), solana_program_test::BanksClientError> {
+        if let Some(ts) = self.clock {
+            let mut c: anchor_lang::prelude::Clock = self.ctx.banks_client.get_sysvar().await?;
+            c.unix_timestamp = ts;
+            self.ctx.set_sysvar(&c);
+        }
+        Ok(())
+    }
+
+    /// Writes a loaded feed's account from its history; returns its latest round id (transmissions so far).
+    fn write_feed(&mut self, address: Pubkey) -> usize {
+        let Some(f) = self.feeds.get(&address) else { return 0 };
+        // Only the last `live_length` transmissions are in the ring; encode_with writes the ones it is given in
+        // order, so hand it the whole history and let the cursor wrap (its round id counts them all).
+        let data = encode_with(&f.meta, &f.description, f.live_length, &f.transmissions);
+        let latest = f.transmissions.len();
+        let lamports = 10_000_000_000;
+        let account =
+            Account { lamports, data, owner: kronos_market::state::CHAINLINK_STORE, executable: false, rent_epoch: 0 };
+        self.ctx.set_account(&address, &AccountSharedData::from(account));
+        self.index.insert(address);
+        latest
+    }
+}
