@@ -7,9 +7,52 @@ use kronos_common::{Decimal, Secret};
 use parking_lot::Mutex;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::filters::{parse_exchange_info, SymbolFilters};
+
+/// `GET /fapi/v1/time`'s answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerTime {
+    server_time: u64,
+}
+
+/// `GET /fapi/v1/positionSide/dual`'s answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PositionSideDual {
+    dual_side_position: bool,
+}
+
+/// `POST /fapi/v1/listenKey`'s answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListenKey {
+    listen_key: String,
+}
+
+/// A refusal's body: `{"code": -2019, "msg": "Margin is insufficient."}`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: Option<i64>,
+    msg: Option<String>,
+}
+
+/// What is wrong with an answer, with the field's path when it is not the whole answer (`[0].positionAmt: …`).
+fn field_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    match e.path().to_string().as_str() {
+        "." => e.inner().to_string(),
+        path => format!("{path}: {}", e.inner()),
+    }
+}
+
+/// The message of a 5xx/408 body, when it is Binance's JSON.
+#[derive(Deserialize)]
+struct ErrorMsg {
+    msg: Option<String>,
+}
 use crate::types::{AlgoOrder, Balance, Order, OrderRequest, PositionRisk, PremiumIndex, StopRequest, Trade};
 
 /// Where the client connects.
@@ -304,16 +347,13 @@ impl FuturesClient {
         self.note_weight(resp.headers());
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
-        let v: Value = serde_json::from_str(&body).map_err(|e| BinanceError::Malformed {
-            endpoint: endpoint.clone(),
-            detail: format!("HTTP {}: not JSON ({e})", status.as_u16()),
-            body: body.chars().take(300).collect(),
-        })?;
-        let server = v.get("serverTime").and_then(Value::as_u64).ok_or_else(|| BinanceError::Malformed {
-            endpoint: "GET /fapi/v1/time".into(),
-            detail: "no integer serverTime".into(),
-            body: v.to_string(),
-        })?;
+        let server = serde_json::from_str::<ServerTime>(&body)
+            .map_err(|e| BinanceError::Malformed {
+                endpoint: endpoint.clone(),
+                detail: format!("HTTP {}: {e}", status.as_u16()),
+                body: body.chars().take(300).collect(),
+            })?
+            .server_time;
         let offset = server as i64 - ((t0 + t1) / 2) as i64;
         let mut s = self.state.lock();
         s.offset_ms = offset;
@@ -464,9 +504,9 @@ impl FuturesClient {
             }
             // 408 (a timeout waiting for the backend) and every 5xx leave a write's outcome unknown.
             if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-                let msg = serde_json::from_str::<Value>(&body)
+                let msg = serde_json::from_str::<ErrorMsg>(&body)
                     .ok()
-                    .and_then(|v| v.get("msg").and_then(Value::as_str).map(str::to_string))
+                    .and_then(|e| e.msg)
                     .unwrap_or_else(|| body.chars().take(200).collect());
                 if idempotent && attempts < 3 {
                     tokio::time::sleep(Duration::from_millis(200 * attempts as u64)).await;
@@ -491,9 +531,13 @@ impl FuturesClient {
                 }
             };
             if !status.is_success() {
-                let code = value.get("code").and_then(Value::as_i64);
-                let msg = value.get("msg").and_then(Value::as_str).unwrap_or("").to_string();
-                let Some(code) = code else {
+                let refusal: ErrorBody = serde_json::from_value(value).map_err(|e| BinanceError::Malformed {
+                    endpoint: endpoint.clone(),
+                    detail: format!("HTTP {}: an error answer that is not {{code, msg}} ({e})", status.as_u16()),
+                    body: body.chars().take(300).collect(),
+                })?;
+                let msg = refusal.msg.unwrap_or_default();
+                let Some(code) = refusal.code else {
                     return Err(BinanceError::Malformed {
                         endpoint,
                         detail: format!("HTTP {} without an error code", status.as_u16()),
@@ -524,9 +568,9 @@ impl FuturesClient {
                 }
                 return Err(BinanceError::Api { endpoint, http_status: status.as_u16(), code, msg });
             }
-            return serde_json::from_value(value).map_err(|e| BinanceError::Malformed {
+            return serde_path_to_error::deserialize(value).map_err(|e| BinanceError::Malformed {
                 endpoint,
-                detail: e.to_string(),
+                detail: field_error(&e),
                 body: body.chars().take(300).collect(),
             });
         }
@@ -554,12 +598,9 @@ impl FuturesClient {
 
     /// True in hedge mode (`dualSidePosition`), false in one-way mode.
     pub async fn hedge_mode(&self) -> Result<bool, BinanceError> {
-        let v: Value = self.request(Method::GET, "/fapi/v1/positionSide/dual", vec![], Security::Signed, 30).await?;
-        v.get("dualSidePosition").and_then(Value::as_bool).ok_or_else(|| BinanceError::Malformed {
-            endpoint: "GET /fapi/v1/positionSide/dual".into(),
-            detail: "no boolean dualSidePosition".into(),
-            body: v.to_string(),
-        })
+        let v: PositionSideDual =
+            self.request(Method::GET, "/fapi/v1/positionSide/dual", vec![], Security::Signed, 30).await?;
+        Ok(v.dual_side_position)
     }
 
     /// Sets a symbol's initial leverage.
@@ -829,12 +870,8 @@ impl FuturesClient {
 
     /// Starts (or extends) the account's user-data stream and returns its listenKey.
     pub async fn new_listen_key(&self) -> Result<String, BinanceError> {
-        let v: Value = self.request(Method::POST, "/fapi/v1/listenKey", vec![], Security::ApiKey, 1).await?;
-        v.get("listenKey").and_then(Value::as_str).map(str::to_string).ok_or_else(|| BinanceError::Malformed {
-            endpoint: "POST /fapi/v1/listenKey".into(),
-            detail: "no listenKey".into(),
-            body: v.to_string(),
-        })
+        let v: ListenKey = self.request(Method::POST, "/fapi/v1/listenKey", vec![], Security::ApiKey, 1).await?;
+        Ok(v.listen_key)
     }
 
     /// Keeps the user-data stream alive for another 60 minutes.

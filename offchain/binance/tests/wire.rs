@@ -202,7 +202,7 @@ async fn malformed_replies_are_clear_errors() {
         1,
     );
     let e = c.positions().await.unwrap_err();
-    assert!(e.to_string().contains("positionAmt"), "{e}");
+    assert!(e.to_string().contains("[0]: missing field `positionAmt`"), "{e}");
     ex.inject(
         "GET",
         "/fapi/v1/exchangeInfo",
@@ -217,6 +217,28 @@ async fn malformed_replies_are_clear_errors() {
     ex.inject("GET", "/fapi/v2/balance", Fault::Malformed { status: 400, body: r#"{"unexpected":true}"#.into() }, 1);
     let e = c.balances().await.unwrap_err();
     assert!(e.to_string().contains("without an error code"), "{e}");
+    ex.inject(
+        "GET",
+        "/fapi/v2/balance",
+        Fault::Malformed { status: 400, body: r#"{"code":"-2015","msg":"x"}"#.into() },
+        1,
+    );
+    let e = c.balances().await.unwrap_err();
+    assert!(matches!(e, BinanceError::Malformed { .. }) && e.to_string().contains("not {code, msg}"), "{e}");
+    ex.inject(
+        "GET",
+        "/fapi/v1/positionSide/dual",
+        Fault::Malformed { status: 200, body: r#"{"dual":true}"#.into() },
+        1,
+    );
+    let e = c.hedge_mode().await.unwrap_err();
+    assert!(e.to_string().contains("dualSidePosition"), "the missing field is named: {e}");
+    ex.inject("POST", "/fapi/v1/listenKey", Fault::Malformed { status: 200, body: r#"{"listenKey":7}"#.into() }, 1);
+    let e = c.new_listen_key().await.unwrap_err();
+    assert!(
+        e.to_string().contains("POST /fapi/v1/listenKey") && e.to_string().contains("listenKey: invalid type"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
