@@ -117,4 +117,10 @@ pub enum MarketError {
     RevealPending,
     #[msg("the publisher's open list has no entry for this commitment's deadline (broken invariant)")]
     OpenListMismatch,
+    #[msg("the round has no outcome because nobody settled it while its prices could be read (settle window expired, or the feed's history no longer covers it): the forecast cannot be revealed and counts as expired at its deadline")]
+    OutcomeMissed,
+    #[msg("the commitment may still be revealed: close it once it is revealed or past its reveal deadline")]
+    CommitmentOpen,
+    #[msg("cluster must be the cluster's genesis hash, not all zeros")]
+    ZeroCluster,
 }

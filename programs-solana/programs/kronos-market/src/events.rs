@@ -2,6 +2,7 @@
 
 use anchor_lang::prelude::*;
 
+use crate::registry::CommitStatus;
 use crate::state::{CancelReason, Outcome, Params, Side};
 
 #[event]
@@ -182,7 +183,7 @@ pub struct ForecastRevealed {
     pub brier: u32,
 }
 
-/// `expire` marked a commitment never revealed in time. `counted`: this call added one expiry to the stored record
+/// `expire` (or `close_commitment`) marked a commitment never revealed in time. `counted`: this call added one expiry to the stored record
 /// (false when a commit that found the publisher's open list full had already folded it in, `ForecastsExpired`).
 #[event]
 pub struct ForecastExpired {
@@ -190,6 +191,21 @@ pub struct ForecastExpired {
     pub market: Pubkey,
     pub epoch: u64,
     pub counted: bool,
+}
+
+/// The admin enabled `market` for forecasts.
+#[event]
+pub struct ForecastsEnabled {
+    pub market: Pubkey,
+}
+
+/// The publisher closed its final commitment (`status`: Revealed or Expired) and took back its rent.
+#[event]
+pub struct CommitmentClosed {
+    pub publisher: Pubkey,
+    pub market: Pubkey,
+    pub epoch: u64,
+    pub status: CommitStatus,
 }
 
 /// A commit that found its publisher's open list full folded `count` past-deadline commitments into the record

@@ -168,6 +168,11 @@ pub mod kronos_market {
         instructions::registry::initialize_registry(ctx, cluster, reveal_window)
     }
 
+    /// Config admin: enables a market for forecasts (commits are taken only on enabled markets).
+    pub fn enable_forecasts(ctx: Context<EnableForecasts>) -> Result<()> {
+        instructions::registry::enable_forecasts(ctx)
+    }
+
     /// Commits the publisher's forecast for a started round, until betting closes; a later commit replaces it.
     pub fn commit(ctx: Context<Commit>, epoch: u64, commitment: [u8; 32]) -> Result<()> {
         instructions::registry::commit(ctx, epoch, commitment)
@@ -182,6 +187,12 @@ pub mod kronos_market {
     /// deadline on without this).
     pub fn expire(ctx: Context<Expire>) -> Result<()> {
         instructions::registry::expire(ctx)
+    }
+
+    /// The publisher closes its commitment once revealed or past its deadline (expiring it first), taking back
+    /// the rent.
+    pub fn close_commitment(ctx: Context<CloseCommitment>) -> Result<()> {
+        instructions::registry::close_commitment(ctx)
     }
 
     /// A publisher's track record now (return data), open commitments past their deadline counted as expired.

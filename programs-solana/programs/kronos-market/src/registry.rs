@@ -3,8 +3,11 @@
 //! A publisher commits `commitment_hash(cluster, program, publisher, market, epoch, up, p_up_bps, salt)` while the
 //! round takes bets (from the round's start, once it is started, until `bet_cutoff` before its lock; it may replace
 //! it until then) and reveals after the round's outcome is final. A reveal is scored: a hit when the direction
-//! matches, and a Brier term `(p − o)²` in basis points squared (`MAX_BRIER` = 1e8 = 1.0). A round without an Up or
-//! Down outcome (tie, unusable price, expired) voids the forecast. A commitment not revealed by its deadline (the
+//! matches, and a Brier term `(p − o)²` in basis points squared (`MAX_BRIER` = 1e8 = 1.0). A round the oracle left
+//! without an Up or Down outcome (tie, stale or bad answer, changed feed) voids the forecast; a round left without
+//! one because nobody settled it in time (its settle window expired, or the feed's history moved past its prices)
+//! cannot be revealed at all ([`round_result`]), so its forecast expires. Forecasts are taken only on markets the
+//! admin enabled ([`ForecastMarket`]). A commitment not revealed by its deadline (the
 //! round's close + its `settle_window` + the registry's `reveal_window`) counts as expired — a miss with the worst
 //! Brier term — as soon as the deadline passes, without anyone calling anything: each publisher's [`TrackRecord`]
 //! keeps the deadlines of its open commitments, and [`TrackRecord::view`] adds those past it.
@@ -15,7 +18,7 @@
 use anchor_lang::prelude::*;
 
 use crate::error::MarketError;
-use crate::state::{Outcome, Round, RoundStatus};
+use crate::state::{CancelReason, Outcome, Round, RoundStatus};
 
 /// Probability scale: basis points.
 pub const PROB_SCALE: u16 = 10_000;
@@ -31,6 +34,7 @@ pub const MAX_REVEAL_WINDOW: u32 = 30 * 86_400;
 pub const REGISTRY_SEED: &[u8] = b"registry";
 pub const COMMITMENT_SEED: &[u8] = b"commitment";
 pub const RECORD_SEED: &[u8] = b"record";
+pub const FORECAST_MARKET_SEED: &[u8] = b"forecast-market";
 
 /// The registry's configuration (PDA `["registry"]`), created once by the program's upgrade authority.
 #[account]
@@ -42,6 +46,17 @@ pub struct Registry {
     pub cluster: [u8; 32],
     /// How long after a round's settle deadline its forecasts may still be revealed (seconds).
     pub reveal_window: u32,
+    pub bump: u8,
+}
+
+/// A market the admin enabled for forecasts (PDA `["forecast-market", market]`). Markets are open to anyone on an
+/// approved feed, but a track record must not be fed by markets its publisher created for it (choosing their
+/// timing, and whether anyone bets or settles): as on EVM, where the registry reads one `KronosMarket` whose markets
+/// only its owner creates, commits are taken only on markets the Config admin enabled.
+#[account]
+#[derive(InitSpace, Debug)]
+pub struct ForecastMarket {
+    pub market: Pubkey,
     pub bump: u8,
 }
 
@@ -255,18 +270,28 @@ pub fn score(up: bool, probability_up_bps: u16, outcome: Outcome) -> Option<Scor
     Some(Score { hit: up == went_up, brier: diff * diff })
 }
 
-/// A round's outcome once it is final at `now` (what `KronosMarket.roundResult` returns on EVM), `None` before.
-/// Settled: Up or Down. Cancelled: the price outcome when both prices were usable (Up or Down on a one-sided
-/// pool, which is refunded for lack of bettors but priced all the same; Tie), `Outcome::None` for an unusable or
-/// missing price, a changed feed or an expired settle window. Past its settle window unsettled: `Outcome::None`.
-pub fn round_result(r: &Round, now: i64) -> Option<Outcome> {
-    if !r.is_final(now) {
-        return None;
+/// The outcome a forecast on round `r` is scored against at `now`. Settled: Up or Down. Cancelled by the oracle's
+/// data: the price outcome when both prices were usable (Up or Down on a one-sided pool, which is refunded for lack
+/// of bettors but priced all the same; Tie), `Outcome::None` (void) for a stale or bad answer or a changed feed.
+///
+/// Refused with `OutcomeNotFinal` before the round is final, and with `OutcomeMissed` when it has no outcome only
+/// because nobody settled it in time: still Open or Locked past its settle window, cancelled as `Expired`, or
+/// cancelled because the feed's history no longer covered its lock or close (`Lock`/`ClosePriceUnavailable`, only
+/// ever set from a `NotCovered` read). Those depend on when (whether) someone cranks, which the publisher controls:
+/// voiding them would let a publisher leave its misses unsettled and reveal them as voided. Unrevealable, such a
+/// forecast expires at its deadline — a miss with the worst Brier term — unless someone settles the round in time.
+pub fn round_result(r: &Round, now: i64) -> Result<Outcome> {
+    require!(r.is_final(now), MarketError::OutcomeNotFinal);
+    match r.status {
+        RoundStatus::Settled => Ok(r.outcome),
+        RoundStatus::Cancelled => match r.cancel_reason {
+            CancelReason::Expired | CancelReason::LockPriceUnavailable | CancelReason::ClosePriceUnavailable => {
+                err!(MarketError::OutcomeMissed)
+            }
+            _ => Ok(r.outcome),
+        },
+        RoundStatus::Open | RoundStatus::Locked => err!(MarketError::OutcomeMissed),
     }
-    Some(match r.status {
-        RoundStatus::Settled | RoundStatus::Cancelled => r.outcome,
-        RoundStatus::Open | RoundStatus::Locked => Outcome::None,
-    })
 }
 
 #[cfg(test)]
@@ -305,6 +330,51 @@ mod tests {
         assert_eq!(score(true, 6_000, Outcome::Up), Some(Score { hit: true, brier: 16_000_000 }));
         assert_eq!(score(true, 6_000, Outcome::Tie), None);
         assert_eq!(score(false, 4_000, Outcome::None), None);
+    }
+
+    /// A zeroed round (settle window 0, closing at 0) with this status, cancel reason and outcome.
+    fn round(status: RoundStatus, reason: CancelReason, outcome: Outcome) -> Round {
+        let mut r = Round::deserialize(&mut &vec![0u8; Round::INIT_SPACE][..]).unwrap();
+        (r.status, r.cancel_reason, r.outcome) = (status, reason, outcome);
+        r
+    }
+
+    #[test]
+    fn only_the_oracle_voids_a_forecast() {
+        use CancelReason as C;
+        let missed = error!(MarketError::OutcomeMissed);
+        // Before its settle window ends an unsettled round is not final.
+        assert_eq!(
+            round_result(&round(RoundStatus::Open, C::None, Outcome::None), 0).unwrap_err(),
+            error!(MarketError::OutcomeNotFinal)
+        );
+        assert_eq!(round_result(&round(RoundStatus::Settled, C::None, Outcome::Down), 0).unwrap(), Outcome::Down);
+        // Nobody settled it in time: no outcome to reveal against, whatever the status says.
+        for status in [RoundStatus::Open, RoundStatus::Locked] {
+            assert_eq!(round_result(&round(status, C::None, Outcome::None), 1).unwrap_err(), missed);
+        }
+        for reason in [C::Expired, C::LockPriceUnavailable, C::ClosePriceUnavailable] {
+            assert_eq!(
+                round_result(&round(RoundStatus::Cancelled, reason, Outcome::None), 1).unwrap_err(),
+                missed,
+                "{reason:?}"
+            );
+        }
+        // The oracle's data decided: void (None) or the priced outcome.
+        for (reason, outcome) in [
+            (C::LockPriceStale, Outcome::None),
+            (C::ClosePriceStale, Outcome::None),
+            (C::BadAnswer, Outcome::None),
+            (C::FeedChanged, Outcome::None),
+            (C::Tie, Outcome::Tie),
+            (C::OneSidedPool, Outcome::Up),
+        ] {
+            assert_eq!(
+                round_result(&round(RoundStatus::Cancelled, reason, outcome), 1).unwrap(),
+                outcome,
+                "{reason:?}"
+            );
+        }
     }
 
     #[test]

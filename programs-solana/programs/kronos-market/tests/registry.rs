@@ -14,12 +14,15 @@ use solana_account::{Account, AccountSharedData};
 use solana_keypair::Keypair;
 use solana_signer::Signer;
 
+/// The fee of a one-signature transaction (program-test's default).
+const SIGNATURE_FEE: u64 = 5_000;
 /// Anchor's "account owned by a different program" code.
 const ACCOUNT_OWNED_BY_WRONG_PROGRAM: u32 = 3007;
 /// Anchor's "account discriminator mismatch" code.
 const ACCOUNT_DISCRIMINATOR_MISMATCH: u32 = 3002;
 
-/// A SOL market with the registry created, its feed priced 5 s before every epoch boundary `k` at `prices[k]`.
+/// A SOL market enabled for forecasts with the registry created, its feed priced 5 s before every epoch boundary
+/// `k` at `prices[k]`.
 async fn setup(prices: &[i128]) -> (Env, M) {
     let mut env = Env::with_registry().await;
     for (k, p) in prices.iter().enumerate() {
@@ -28,7 +31,7 @@ async fn setup(prices: &[i128]) -> (Env, M) {
     env.write_feed();
     let auth = env.authority.insecure_clone();
     let (m, init) = init_sol(&auth.pubkey(), 1, env.feed, params());
-    env.send(&[init], &[&auth]).await.unwrap();
+    env.send(&[init, m.enable_forecasts(&auth.pubkey())], &[&auth]).await.unwrap();
     (env, m)
 }
 
@@ -84,9 +87,14 @@ async fn the_registry_is_created_once_by_the_upgrade_authority() {
             "reveal window {bad}"
         );
     }
+    // The cluster must be a genesis hash: all zeros (an unset value) is refused.
+    assert_eq!(
+        env.send(&[initialize_registry(&auth.pubkey(), [0; 32], REVEAL_WINDOW)], &[&auth]).await,
+        Err(code(MarketError::ZeroCluster))
+    );
     // Without the registry nothing can be committed.
     let (m, init) = init_sol(&auth.pubkey(), 1, env.feed, params());
-    env.send(&[init], &[&auth]).await.unwrap();
+    env.send(&[init, m.enable_forecasts(&auth.pubkey())], &[&auth]).await.unwrap();
     start(&mut env, &m, 0).await;
     let p = env.user(SOL).await;
     assert_eq!(
@@ -375,7 +383,7 @@ async fn wrong_market_and_round_accounts_are_refused() {
 }
 
 #[tokio::test]
-async fn unusable_outcomes_void_the_forecast() {
+async fn the_oracle_voids_a_forecast_an_unsettled_round_expires_it() {
     // Epoch 0: lock P, close P (tie). Epoch 1: P → P + 10, nobody bets (one-sided: refunded, priced Up). Epoch 2:
     // nobody settles it within its window (expired).
     let (mut env, m) = setup(&[P, P, P, P + 10, P + 20, P + 30]).await;
@@ -404,19 +412,167 @@ async fn unusable_outcomes_void_the_forecast() {
     env.at(close2 + params().settle_window as i64).await;
     assert_eq!(env.send(&[m.reveal(&pk, 2, &fs[2])], &[&publisher]).await, Err(code(MarketError::OutcomeNotFinal)));
     env.at(close2 + params().settle_window as i64 + 1).await;
-    for (e, f) in fs.iter().enumerate() {
+    for (e, f) in fs[..2].iter().enumerate() {
         env.send(&[m.reveal(&pk, e as u64, f)], &[&publisher]).await.unwrap();
         let ev = &env.events::<ForecastRevealed>()[0];
-        let expected = [(Outcome::Tie, false, 0), (Outcome::Up, false, 81_000_000), (Outcome::None, false, 0)][e];
+        let expected = [(Outcome::Tie, false, 0), (Outcome::Up, false, 81_000_000)][e];
         assert_eq!((ev.outcome, ev.hit, ev.brier), expected, "epoch {e}");
     }
+    // Past its settle window unsettled, the round has no outcome only because nobody cranked it: the forecast
+    // cannot be revealed (it would void), before or after a late settle cancels the round as expired.
+    assert_eq!(env.send(&[m.reveal(&pk, 2, &fs[2])], &[&publisher]).await, Err(code(MarketError::OutcomeMissed)));
     let r: Round = env.account(m.round(2)).await.unwrap();
-    assert_eq!(r.status, RoundStatus::Open, "the reveal read the expired round without changing it");
-    // Tie and expired: voided. One-sided: a miss (forecast 10% Up, went Up: 9000² = 8.1e7).
+    assert_eq!(r.status, RoundStatus::Open);
+    let k = env.authority.insecure_clone();
+    env.send(&[m.settle(&k.pubkey(), 2)], &[&k]).await.unwrap();
+    let r: Round = env.account(m.round(2)).await.unwrap();
+    assert_eq!((r.status, r.cancel_reason), (RoundStatus::Cancelled, CancelReason::Expired));
+    assert_eq!(env.send(&[m.reveal(&pk, 2, &fs[2])], &[&publisher]).await, Err(code(MarketError::OutcomeMissed)));
+    // Tie: voided. One-sided: a miss (forecast 10% Up, went Up: 9000² = 8.1e7). Epoch 2 pending until its deadline,
+    // then expired: a miss with the worst Brier term.
+    let two = RecordView {
+        committed: 3,
+        revealed: 2,
+        misses: 1,
+        voided: 1,
+        brier_sum: 81_000_000,
+        pending: 1,
+        ..Default::default()
+    };
+    assert_eq!(view(&mut env, &pk).await, two);
+    env.at(deadline(&m, 2) + 1).await;
     assert_eq!(
         view(&mut env, &pk).await,
-        RecordView { committed: 3, revealed: 3, misses: 1, voided: 2, brier_sum: 81_000_000, ..Default::default() }
+        RecordView { misses: 2, expired: 1, brier_sum: 81_000_000 + MAX_BRIER as u128, pending: 0, ..two }
     );
+}
+
+/// The attack the two rules above stop: a publisher creates its own market (nobody bets, nobody else cranks),
+/// commits every round, settles and reveals the rounds it got right and leaves the others unsettled past their
+/// settle window to reveal them as voided. Its market cannot take forecasts; on an enabled market nobody bets on, a
+/// miss left unsettled expires as a miss.
+#[tokio::test]
+async fn a_miss_left_unsettled_is_not_voided() {
+    // Epoch 0: P → P + 10 (Up). Epoch 1: P + 10 → P (Down).
+    let (mut env, m) = setup(&[P, P, P + 10, P]).await;
+    let attacker = env.user(10 * SOL).await;
+    let pk = attacker.pubkey();
+    let f = forecast(true, 9_000, 1);
+
+    // Its own market (creation is open on approved feeds) takes no forecasts, and only the Config admin enables one.
+    let (own, init) = init_sol(&pk, 7, env.feed, params());
+    env.send(&[init], &[&attacker]).await.unwrap();
+    assert_eq!(
+        env.send(&[own.enable_forecasts(&pk)], &[&attacker]).await,
+        Err(Fail::Code(anchor_code::CONSTRAINT_HAS_ONE))
+    );
+    env.at(own.times(0).0).await;
+    env.send(&[own.start(&pk, 0)], &[&attacker]).await.unwrap();
+    assert_eq!(
+        env.send(&[own.commit(&pk, 0, &f)], &[&attacker]).await,
+        Err(Fail::Code(anchor_code::ACCOUNT_NOT_INITIALIZED))
+    );
+
+    // On an enabled market nobody bets on: Up on both rounds; the hit is settled and revealed, the miss left alone.
+    for e in 0..2 {
+        start(&mut env, &m, e).await;
+        env.send(&[m.commit(&pk, e, &f)], &[&attacker]).await.unwrap();
+    }
+    settle(&mut env, &m, 0).await;
+    env.send(&[m.reveal(&pk, 0, &f)], &[&attacker]).await.unwrap();
+    assert!(env.events::<ForecastRevealed>()[0].hit);
+    env.at(m.times(1).2 + params().settle_window as i64 + 1).await;
+    assert_eq!(env.send(&[m.reveal(&pk, 1, &f)], &[&attacker]).await, Err(code(MarketError::OutcomeMissed)));
+    env.at(deadline(&m, 1) + 1).await;
+    // Up@90% on Up: (9000 − 10000)² = 1e6; the miss: expired, 1e8.
+    assert_eq!(
+        view(&mut env, &pk).await,
+        RecordView {
+            committed: 2,
+            revealed: 1,
+            hits: 1,
+            misses: 1,
+            expired: 1,
+            brier_sum: 1_000_000 + MAX_BRIER as u128,
+            ..Default::default()
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_publisher_closes_its_final_commitments() {
+    // Epochs 0 and 1: Up.
+    let (mut env, m) = setup(&[P, P, P + 10, P + 20, P + 30]).await;
+    let publisher = env.user(10 * SOL).await;
+    let pk = publisher.pubkey();
+    let stranger = env.user(SOL).await;
+    let (f0, f1) = (forecast(true, 6_000, 1), forecast(true, 7_000, 2));
+    start(&mut env, &m, 0).await;
+    env.send(&[m.commit(&pk, 0, &f0)], &[&publisher]).await.unwrap();
+    start(&mut env, &m, 1).await;
+    env.send(&[m.commit(&pk, 1, &f1)], &[&publisher]).await.unwrap();
+    settle(&mut env, &m, 0).await;
+    settle(&mut env, &m, 1).await;
+
+    // Still revealable: refused.
+    assert_eq!(
+        env.send(&[m.close_commitment(&pk, &pk, 0)], &[&publisher]).await,
+        Err(code(MarketError::CommitmentOpen))
+    );
+    env.send(&[m.reveal(&pk, 0, &f0)], &[&publisher]).await.unwrap();
+    // Nobody else can close it: the seeds name the signer.
+    assert_eq!(
+        env.send(&[m.close_commitment(&stranger.pubkey(), &pk, 0)], &[&stranger]).await,
+        Err(Fail::Code(anchor_code::CONSTRAINT_SEEDS))
+    );
+    // Revealed: closed, the rent back to the publisher, the record unchanged.
+    let c0 = commitment_pda(&m.key, 0, &pk);
+    let (rent, before) = (env.lamports(c0).await, env.lamports(pk).await);
+    let shown = view(&mut env, &pk).await;
+    env.send(&[m.close_commitment(&pk, &pk, 0)], &[&publisher]).await.unwrap();
+    assert_eq!(env.events::<CommitmentClosed>()[0].status, CommitStatus::Revealed);
+    assert!(!env.exists(c0).await);
+    assert_eq!(env.lamports(pk).await, before + rent - SIGNATURE_FEE);
+    assert_eq!(view(&mut env, &pk).await, shown);
+    // It cannot be committed again: the round's betting closed long before.
+    assert_eq!(env.send(&[m.commit(&pk, 0, &f0)], &[&publisher]).await, Err(code(MarketError::CommitTooLate)));
+
+    // Epoch 1, not revealed: past its deadline it is expired as it closes, counted once.
+    env.at(deadline(&m, 1)).await;
+    assert_eq!(
+        env.send(&[m.close_commitment(&pk, &pk, 1)], &[&publisher]).await,
+        Err(code(MarketError::CommitmentOpen))
+    );
+    env.at(deadline(&m, 1) + 1).await;
+    let expired = view(&mut env, &pk).await;
+    assert_eq!((expired.hits, expired.expired, expired.misses, expired.pending), (1, 1, 1, 0));
+    env.send(&[m.close_commitment(&pk, &pk, 1)], &[&publisher]).await.unwrap();
+    let ev = &env.events::<ForecastExpired>()[0];
+    assert_eq!((ev.epoch, ev.counted), (1, true));
+    assert_eq!(env.events::<CommitmentClosed>()[0].status, CommitStatus::Expired);
+    assert!(!env.exists(commitment_pda(&m.key, 1, &pk)).await);
+    let rec: TrackRecord = env.account(record_pda(&pk)).await.unwrap();
+    assert_eq!((rec.expired, rec.open.len()), (1, 0), "folded into the stored record once");
+    assert_eq!(view(&mut env, &pk).await, expired);
+    assert_eq!(env.send(&[m.commit(&pk, 1, &f1)], &[&publisher]).await, Err(code(MarketError::CommitTooLate)));
+}
+
+#[tokio::test]
+async fn an_expired_commitment_closes_without_counting_again() {
+    let (mut env, m) = setup(&[P, P, P + 10, P + 20]).await;
+    let publisher = env.user(10 * SOL).await;
+    let pk = publisher.pubkey();
+    start(&mut env, &m, 0).await;
+    env.send(&[m.commit(&pk, 0, &forecast(true, 6_000, 1))], &[&publisher]).await.unwrap();
+    env.at(deadline(&m, 0) + 1).await;
+    let anyone = env.user(SOL).await;
+    env.send(&[m.expire(&pk, 0)], &[&anyone]).await.unwrap();
+    let shown = view(&mut env, &pk).await;
+    assert_eq!((shown.expired, shown.misses), (1, 1));
+    env.send(&[m.close_commitment(&pk, &pk, 0)], &[&publisher]).await.unwrap();
+    assert!(env.events::<ForecastExpired>().is_empty(), "already expired: not expired again");
+    assert_eq!(env.events::<CommitmentClosed>()[0].status, CommitStatus::Expired);
+    assert_eq!(view(&mut env, &pk).await, shown);
 }
 
 #[tokio::test]

@@ -8,9 +8,12 @@ use anchor_lang::prelude::*;
 use anchor_lang::solana_program::bpf_loader_upgradeable;
 
 use crate::error::MarketError;
-use crate::events::{ForecastCommitted, ForecastExpired, ForecastRevealed, ForecastsExpired, RegistryInitialized};
+use crate::events::{
+    CommitmentClosed, ForecastCommitted, ForecastExpired, ForecastRevealed, ForecastsEnabled, ForecastsExpired,
+    RegistryInitialized,
+};
 use crate::registry::*;
-use crate::state::{Market, Round};
+use crate::state::{Config, Market, Round, CONFIG_SEED};
 
 #[derive(Accounts)]
 pub struct InitializeRegistry<'info> {
@@ -27,6 +30,20 @@ pub struct InitializeRegistry<'info> {
 }
 
 #[derive(Accounts)]
+pub struct EnableForecasts<'info> {
+    #[account(mut)]
+    pub admin: Signer<'info>,
+    #[account(seeds = [CONFIG_SEED], bump = config.bump, has_one = admin)]
+    pub config: Account<'info, Config>,
+    /// The market (owned by this program: checked by `Account`).
+    pub market: Box<Account<'info, Market>>,
+    #[account(init, payer = admin, space = 8 + ForecastMarket::INIT_SPACE,
+        seeds = [FORECAST_MARKET_SEED, market.key().as_ref()], bump)]
+    pub forecast_market: Account<'info, ForecastMarket>,
+    pub system_program: Program<'info, System>,
+}
+
+#[derive(Accounts)]
 #[instruction(epoch: u64)]
 pub struct Commit<'info> {
     /// The publisher; pays for its commitment and (the first time) its track record.
@@ -39,6 +56,9 @@ pub struct Commit<'info> {
     /// The round forecast (owned by this program), which keeps the forecast's reveal deadline.
     #[account(mut, constraint = round.market == market.key() && round.epoch == epoch @ MarketError::WrongRound)]
     pub round: Box<Account<'info, Round>>,
+    /// The admin enabled this market for forecasts (the account does not exist otherwise).
+    #[account(seeds = [FORECAST_MARKET_SEED, market.key().as_ref()], bump = forecast_market.bump)]
+    pub forecast_market: Account<'info, ForecastMarket>,
     #[account(init_if_needed, payer = publisher, space = 8 + Commitment::INIT_SPACE,
         seeds = [COMMITMENT_SEED, market.key().as_ref(), &epoch.to_le_bytes(), publisher.key().as_ref()], bump)]
     pub commitment: Box<Account<'info, Commitment>>,
@@ -75,6 +95,18 @@ pub struct Expire<'info> {
 }
 
 #[derive(Accounts)]
+pub struct CloseCommitment<'info> {
+    /// The publisher (the commitment's seeds name it, so nobody else can close it); receives the rent.
+    #[account(mut)]
+    pub publisher: Signer<'info>,
+    #[account(mut, close = publisher, seeds = [COMMITMENT_SEED, commitment.market.as_ref(),
+        &commitment.epoch.to_le_bytes(), publisher.key().as_ref()], bump = commitment.bump)]
+    pub commitment: Box<Account<'info, Commitment>>,
+    #[account(mut, seeds = [RECORD_SEED, publisher.key().as_ref()], bump = record.bump)]
+    pub record: Box<Account<'info, TrackRecord>>,
+}
+
+#[derive(Accounts)]
 pub struct ReadTrackRecord<'info> {
     #[account(seeds = [RECORD_SEED, record.publisher.as_ref()], bump = record.bump)]
     pub record: Box<Account<'info, TrackRecord>>,
@@ -82,8 +114,17 @@ pub struct ReadTrackRecord<'info> {
 
 pub fn initialize_registry(ctx: Context<InitializeRegistry>, cluster: [u8; 32], reveal_window: u32) -> Result<()> {
     require!(reveal_window > 0 && reveal_window <= MAX_REVEAL_WINDOW, MarketError::BadRevealWindow);
+    require!(cluster != [0; 32], MarketError::ZeroCluster);
     ctx.accounts.registry.set_inner(Registry { cluster, reveal_window, bump: ctx.bumps.registry });
     emit_event!(RegistryInitialized { cluster, reveal_window });
+    Ok(())
+}
+
+/// Admin: enables `market` for forecasts (creates its `ForecastMarket`; once, and for good).
+pub fn enable_forecasts(ctx: Context<EnableForecasts>) -> Result<()> {
+    let market = ctx.accounts.market.key();
+    ctx.accounts.forecast_market.set_inner(ForecastMarket { market, bump: ctx.bumps.forecast_market });
+    emit_event!(ForecastsEnabled { market });
     Ok(())
 }
 
@@ -155,7 +196,7 @@ pub fn reveal(ctx: Context<Reveal>, epoch: u64, up: bool, probability_up_bps: u1
         return err!(MarketError::CommitmentMismatch);
     }
     require!(consistent(up, probability_up_bps), MarketError::InconsistentForecast);
-    let outcome = round_result(&a.round, now).ok_or(MarketError::OutcomeNotFinal)?;
+    let outcome = round_result(&a.round, now)?;
 
     let rec = &mut a.record;
     require!(rec.remove_open(c.deadline), MarketError::OpenListMismatch);
@@ -191,14 +232,33 @@ pub fn expire(ctx: Context<Expire>) -> Result<()> {
     let c = &mut ctx.accounts.commitment;
     require!(c.status == CommitStatus::Committed, MarketError::AlreadyFinal);
     require!(now > c.deadline, MarketError::RevealWindowOpen);
+    expire_into(c, &mut ctx.accounts.record)
+}
+
+/// Marks `c` (Committed, past its deadline) expired and folds it into `rec` unless a full list's fold already did.
+fn expire_into(c: &mut Commitment, rec: &mut TrackRecord) -> Result<()> {
     c.status = CommitStatus::Expired;
-    let rec = &mut ctx.accounts.record;
     // Without an entry of its deadline left, a full list's fold already counted it.
     let counted = rec.remove_open(c.deadline);
     if counted {
         rec.add_expired(1)?;
     }
     emit_event!(ForecastExpired { publisher: c.publisher, market: c.market, epoch: c.epoch, counted });
+    Ok(())
+}
+
+/// The publisher closes its commitment and takes back the rent, once it is final: revealed, expired, or past its
+/// deadline (then first expired exactly as `expire` does, so the record counts it once). It cannot come back:
+/// `commit` for that round is refused once betting closed, and the deadline is after the round's close. The
+/// track record is never closed (closing it would erase the publisher's history).
+pub fn close_commitment(ctx: Context<CloseCommitment>) -> Result<()> {
+    let now = Clock::get()?.unix_timestamp;
+    let c = &mut ctx.accounts.commitment;
+    if c.status == CommitStatus::Committed {
+        require!(now > c.deadline, MarketError::CommitmentOpen);
+        expire_into(c, &mut ctx.accounts.record)?;
+    }
+    emit_event!(CommitmentClosed { publisher: c.publisher, market: c.market, epoch: c.epoch, status: c.status });
     Ok(())
 }
 

@@ -650,6 +650,9 @@ pub(crate) fn commitment_pda(market: &Pubkey, epoch: u64, publisher: &Pubkey) ->
     )
     .0
 }
+pub(crate) fn forecast_market_pda(market: &Pubkey) -> Pubkey {
+    Pubkey::find_program_address(&[kronos_market::registry::FORECAST_MARKET_SEED, market.as_ref()], &ID).0
+}
 pub(crate) fn record_pda(publisher: &Pubkey) -> Pubkey {
     Pubkey::find_program_address(&[kronos_market::registry::RECORD_SEED, publisher.as_ref()], &ID).0
 }
@@ -690,6 +693,7 @@ impl M {
                 registry: registry_pda(),
                 market: self.key,
                 round,
+                forecast_market: forecast_market_pda(&self.key),
                 commitment: commitment_pda(&self.key, epoch, publisher),
                 record: record_pda(publisher),
                 system_program: anchor_lang::system_program::ID,
@@ -715,6 +719,30 @@ impl M {
     }
     pub(crate) fn reveal(&self, publisher: &Pubkey, epoch: u64, f: &Forecast) -> Instruction {
         self.reveal_with(publisher, epoch, self.round(epoch), f)
+    }
+    /// The Config admin enables this market for forecasts.
+    pub(crate) fn enable_forecasts(&self, admin: &Pubkey) -> Instruction {
+        ixn(
+            acc::EnableForecasts {
+                admin: *admin,
+                config: config_pda(),
+                market: self.key,
+                forecast_market: forecast_market_pda(&self.key),
+                system_program: anchor_lang::system_program::ID,
+            },
+            ix::EnableForecasts {},
+        )
+    }
+    /// `signer` closes `publisher`'s commitment on round `epoch` (naming the publisher's accounts).
+    pub(crate) fn close_commitment(&self, signer: &Pubkey, publisher: &Pubkey, epoch: u64) -> Instruction {
+        ixn(
+            acc::CloseCommitment {
+                publisher: *signer,
+                commitment: commitment_pda(&self.key, epoch, publisher),
+                record: record_pda(publisher),
+            },
+            ix::CloseCommitment {},
+        )
     }
     pub(crate) fn expire(&self, publisher: &Pubkey, epoch: u64) -> Instruction {
         ixn(
