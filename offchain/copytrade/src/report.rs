@@ -131,16 +131,11 @@ pub struct StoredStatus {
 }
 
 pub async fn stored_status(store: &Store) -> Result<StoredStatus> {
-    let ratio_override = match store.get_state("ratio").await? {
-        Some(value) => Some(RatioOverride {
-            value,
-            set_by: store.get_state("ratio_set_by").await?,
-            set_ms: store.get_state("ratio_set_ms").await?.and_then(|v| v.parse().ok()),
-        }),
-        None => None,
-    };
+    let switches = crate::control::load_switches(store).await?;
+    let ratio_override =
+        switches.ratio.map(|o| RatioOverride { value: o.ratio.to_string(), set_by: o.set_by, set_ms: o.set_ms });
     Ok(StoredStatus {
-        trading: store.get_state("trading").await?.as_deref() != Some("0"),
+        trading: switches.trading,
         ratio_override,
         risk: RiskState::load(store).await?,
         positions: store.positions().await?,

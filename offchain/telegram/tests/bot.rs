@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kronos_common::{Bus, Decimal, SignalKind};
+use kronos_copytrade::control::{self, ControlCommand};
 use kronos_copytrade::store::FillRow;
 use kronos_copytrade::Store;
 use kronos_telegram::{Backend, Config, Signals, TelegramBot};
@@ -338,16 +339,12 @@ async fn an_unreachable_bot_api_is_not_called_a_refused_token() {
 }
 
 /// The copy-trader's control API (its real router) on a free port, with `token` as its control token; returns
-/// its URL and the commands it passes on.
-async fn copytrader_api(
-    store: &Store,
-    token: Option<&str>,
-) -> (String, tokio::sync::mpsc::Receiver<kronos_copytrade::Command>) {
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+/// its URL.
+async fn copytrader_api(store: &Store, token: Option<&str>) -> String {
     let handles = kronos_copytrade::Handles {
         status: Default::default(),
         metrics: std::sync::Arc::new(kronos_copytrade::metrics::Metrics::new()),
-        commands: tx,
+        control: kronos_copytrade::Control::new(store.clone()),
         store: store.clone(),
         bus: Bus::new(16),
         control_token: token.map(kronos_common::Secret::new),
@@ -355,7 +352,7 @@ async fn copytrader_api(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, kronos_copytrade::service::router(handles)).await });
-    (url, rx)
+    url
 }
 
 #[tokio::test]
@@ -364,7 +361,7 @@ async fn the_emergency_stop_reaches_the_copy_trader_with_its_control_token_and_s
     let store = seeded_store(&w).await;
     let var = format!("{}_CT", w.env);
     std::env::set_var(&var, "ct-control-token-0123456789");
-    let (url, mut rx) = copytrader_api(&store, Some("ct-control-token-0123456789")).await;
+    let url = copytrader_api(&store, Some("ct-control-token-0123456789")).await;
     // With the token: the running copy-trader takes the command at once.
     let cfg = w.config(&format!("copytrade_token_env = \"{var}\""));
     let r = w.start(cfg, Backend::new(None, Some(url.clone()), Some(store.clone())), Signals::None).await;
@@ -373,18 +370,23 @@ async fn the_emergency_stop_reaches_the_copy_trader_with_its_control_token_and_s
     let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
     // This stand-in API runs no engine: it accepts, but nothing reports acting on it.
     assert!(reply.contains("accepted it over its API but has not reported acting on it"), "{reply}");
-    assert!(matches!(rx.try_recv(), Ok(kronos_copytrade::Command::EmergencyStop { .. })));
+    // One request, written by the API (the control path), not by the bot as well.
+    let e = control::load_emergency(&store).await.unwrap();
+    assert_eq!((e.flag, e.requests), (Some(true), 1));
+    assert!(e.reason.as_deref().is_some_and(|r| r.contains("over the API")), "{e:?}");
     r.stop().await;
     // Without it: refused (401), and the reply says so; the store's flag still holds the stop.
-    store.set_state("emergency", "0").await.unwrap();
+    control::apply(&store, &ControlCommand::Resume).await.unwrap();
     let r = w.start(w.config(""), Backend::new(None, Some(url), Some(store.clone())), Signals::None).await;
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
     let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
     assert!(reply.contains("Emergency stop saved") && reply.contains("HTTP 401"), "{reply}");
     assert!(reply.contains("telegram.copytrade_token_env"), "{reply}");
-    assert!(rx.try_recv().is_err());
-    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+    // Written by the bot itself, since the API did not accept it.
+    let e = control::load_emergency(&store).await.unwrap();
+    assert_eq!((e.flag, e.requests), (Some(true), 2));
+    assert!(e.reason.as_deref().is_some_and(|r| r.contains("from Telegram")), "{e:?}");
     r.stop().await;
 }
 
