@@ -45,16 +45,37 @@ struct RawInfo {
 struct RawSymbol {
     symbol: String,
     status: String,
-    filters: Vec<serde_json::Value>,
+    filters: Vec<RawFilter>,
 }
 
-fn dec(v: &serde_json::Value, key: &str) -> Option<Decimal> {
-    v.get(key)?.as_str()?.parse().ok()
+/// The filters this client applies, by `filterType`; the others (`MAX_NUM_ORDERS`, `PERCENT_PRICE`, …) are
+/// `Other`. A figure absent or not a decimal string counts as zero (the checks below refuse a symbol without a
+/// step or tick).
+#[derive(Deserialize)]
+#[serde(tag = "filterType")]
+enum RawFilter {
+    #[serde(rename = "PRICE_FILTER", rename_all = "camelCase")]
+    Price { tick_size: Option<String>, min_price: Option<String>, max_price: Option<String> },
+    #[serde(rename = "LOT_SIZE", rename_all = "camelCase")]
+    LotSize { step_size: Option<String>, min_qty: Option<String>, max_qty: Option<String> },
+    #[serde(rename = "MARKET_LOT_SIZE", rename_all = "camelCase")]
+    MarketLotSize { step_size: Option<String>, min_qty: Option<String>, max_qty: Option<String> },
+    #[serde(rename = "MIN_NOTIONAL")]
+    MinNotional { notional: Option<String> },
+    #[serde(other)]
+    Other,
+}
+
+fn dec(v: &Option<String>) -> Decimal {
+    v.as_deref().and_then(|s| s.parse().ok()).unwrap_or_default()
 }
 
 /// Parses the symbols of an `exchangeInfo` reply.
 pub fn parse_exchange_info(body: &serde_json::Value) -> Result<HashMap<String, SymbolFilters>, String> {
-    let raw: RawInfo = serde_json::from_value(body.clone()).map_err(|e| format!("exchangeInfo: {e}"))?;
+    let raw: RawInfo = serde_path_to_error::deserialize(body).map_err(|e| match e.path().to_string().as_str() {
+        "." => format!("exchangeInfo: {}", e.inner()),
+        path => format!("exchangeInfo: {path}: {}", e.inner()),
+    })?;
     let mut out = HashMap::new();
     for s in raw.symbols {
         let mut f = SymbolFilters {
@@ -72,24 +93,19 @@ pub fn parse_exchange_info(body: &serde_json::Value) -> Result<HashMap<String, S
             min_notional: Decimal::ZERO,
         };
         for flt in &s.filters {
-            match flt.get("filterType").and_then(|t| t.as_str()) {
-                Some("PRICE_FILTER") => {
-                    f.tick_size = dec(flt, "tickSize").unwrap_or_default();
-                    f.min_price = dec(flt, "minPrice").unwrap_or_default();
-                    f.max_price = dec(flt, "maxPrice").unwrap_or_default();
+            match flt {
+                RawFilter::Price { tick_size, min_price, max_price } => {
+                    (f.tick_size, f.min_price, f.max_price) = (dec(tick_size), dec(min_price), dec(max_price));
                 }
-                Some("LOT_SIZE") => {
-                    f.step_size = dec(flt, "stepSize").unwrap_or_default();
-                    f.min_qty = dec(flt, "minQty").unwrap_or_default();
-                    f.max_qty = dec(flt, "maxQty").unwrap_or_default();
+                RawFilter::LotSize { step_size, min_qty, max_qty } => {
+                    (f.step_size, f.min_qty, f.max_qty) = (dec(step_size), dec(min_qty), dec(max_qty));
                 }
-                Some("MARKET_LOT_SIZE") => {
-                    f.market_step_size = dec(flt, "stepSize").unwrap_or_default();
-                    f.market_min_qty = dec(flt, "minQty").unwrap_or_default();
-                    f.market_max_qty = dec(flt, "maxQty").unwrap_or_default();
+                RawFilter::MarketLotSize { step_size, min_qty, max_qty } => {
+                    (f.market_step_size, f.market_min_qty, f.market_max_qty) =
+                        (dec(step_size), dec(min_qty), dec(max_qty));
                 }
-                Some("MIN_NOTIONAL") => f.min_notional = dec(flt, "notional").unwrap_or_default(),
-                _ => {}
+                RawFilter::MinNotional { notional } => f.min_notional = dec(notional),
+                RawFilter::Other => {}
             }
         }
         if f.step_size.is_zero() || f.tick_size.is_zero() {
@@ -157,7 +173,9 @@ mod tests {
             {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
             {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
             {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120", "stepSize": "0.001"},
-            {"filterType": "MIN_NOTIONAL", "notional": "100"}
+            {"filterType": "MIN_NOTIONAL", "notional": "100"},
+            {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+            {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500", "multiplierDecimal": "4"}
         ]}]})
     }
 
@@ -186,5 +204,8 @@ mod tests {
                 .unwrap_err();
         assert!(e.contains("X lacks a LOT_SIZE"), "{e}");
         assert!(parse_exchange_info(&serde_json::json!({"nope": 1})).unwrap_err().contains("exchangeInfo"));
+        let no_type = serde_json::json!({"symbols": [{"symbol": "X", "status": "TRADING", "filters": [{"a": 1}]}]});
+        let e = parse_exchange_info(&no_type).unwrap_err();
+        assert!(e.contains("symbols[0].filters[0]") && e.contains("filterType"), "{e}");
     }
 }
