@@ -49,7 +49,7 @@ fn body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, (StatusCode, Json
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Warp {
-    /// Slots to advance (default 1; 0 only sets the clock).
+    /// Slots to advance, one bank each (default 1; 0 only sets the clock).
     slots: Option<u64>,
     /// The clock's unix timestamp from now on (kept across later warps until set again).
     unix_timestamp: Option<i64>,
@@ -60,9 +60,12 @@ async fn warp(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
     let w: Warp = body(&b)?;
     let mut node = node.lock().await;
     let slots = w.slots.unwrap_or(1);
-    if slots > 0 {
-        let now = node.ctx.banks_client.get_root_slot().await.map_err(internal)?;
-        node.ctx.warp_to_slot(now + slots).map_err(|e| internal(format!("warp: {e:?}")))?;
+    // One bank per slot, so that block heights move with slots (no skipped slots) and each slot's blockhash ages
+    // the queue as on a cluster.
+    let mut now = node.ctx.banks_client.get_root_slot().await.map_err(internal)?;
+    for _ in 0..slots {
+        now += 1;
+        node.ctx.warp_to_slot(now).map_err(|e| internal(format!("warp to slot {now}: {e:?}")))?;
     }
     if let Some(ts) = w.unix_timestamp {
         node.clock = Some(ts);

@@ -542,12 +542,16 @@ impl Node {
         Ok(self.ctx.banks_client.get_root_slot().await?)
     }
 
-    /// Whether the bank still accepts transactions with this blockhash: the bank prices a message only while its
-    /// blockhash is in the bank's queue.
+    /// Whether the bank still accepts transactions with this blockhash: it simulates an empty transaction paid by
+    /// the bank's funded mint keypair and recent-blockhashed with it, and the bank refuses only an unknown or too
+    /// old blockhash with `BlockhashNotFound` (simulation checks no signature).
     async fn blockhash_valid(&mut self, hash: Hash) -> Result<bool, RpcError> {
         let payer = solana_signer::Signer::pubkey(&self.ctx.payer);
         let message = Message::new_with_blockhash(&[], Some(&payer), &hash);
-        Ok(self.ctx.banks_client.get_fee_for_message(message).await?.is_some())
+        let tx =
+            VersionedTransaction { signatures: vec![Signature::default()], message: VersionedMessage::Legacy(message) };
+        let sim = self.ctx.banks_client.simulate_transaction(tx).await?;
+        Ok(!matches!(sim.result, Some(Err(solana_transaction_error::TransactionError::BlockhashNotFound))))
     }
 
     /// Indexes the accounts a processed transaction named and remembers its compute-unit price.
@@ -565,5 +569,26 @@ impl Node {
         }
         let writable = (0..keys.len()).filter(|i| message.is_maybe_writable(*i, None)).map(|i| keys[i]).collect();
         self.fees.entry(slot).or_default().push(PaidFee { micro_lamports_per_cu: price, writable });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paid(price: u64, writable: &[Pubkey]) -> PaidFee {
+        PaidFee { micro_lamports_per_cu: price, writable: writable.to_vec() }
+    }
+
+    #[test]
+    fn slot_fee_is_the_block_minimum_raised_by_each_written_accounts_minimum() {
+        let (a, b, idle) = (Pubkey::new_unique(), Pubkey::new_unique(), Pubkey::new_unique());
+        let slot = [paid(2, &[b]), paid(9, &[a]), paid(5, &[a, b]), paid(4, &[b])];
+        assert_eq!(slot_fee(&slot, &[]), 2, "no accounts: the slot's minimum");
+        assert_eq!(slot_fee(&slot, &[a]), 5, "a's writers paid 9 and 5");
+        assert_eq!(slot_fee(&slot, &[b]), 2);
+        assert_eq!(slot_fee(&slot, &[b, a]), 5, "the highest of the accounts' minimums");
+        assert_eq!(slot_fee(&slot, &[idle]), 2, "an account nobody wrote does not raise it");
+        assert_eq!(slot_fee(&[], &[a]), 0);
     }
 }

@@ -319,3 +319,40 @@ async fn invalid_requests_get_the_documented_errors() {
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blockhash_expires_as_the_bank_ages_it() {
+    let rpc = LocalRpc::start().await.unwrap();
+    let client = RpcClient::new_with_commitment(rpc.url(), CommitmentConfig::confirmed());
+    let k = Keypair::new();
+    control(&rpc, "account", json!({ "address": k.pubkey().to_string(), "lamports": SOL })).await;
+    let transfer = |blockhash| {
+        let ix = solana_system_interface::instruction::transfer(&k.pubkey(), &Pubkey::new_unique(), 1_000_000);
+        Transaction::new_signed_with_payer(&[ix], Some(&k.pubkey()), &[&k], blockhash)
+    };
+    let (hash, last_valid) = client.get_latest_blockhash_with_commitment(CommitmentConfig::confirmed()).await.unwrap();
+    let height = client.get_block_height().await.unwrap();
+
+    // The bank accepts it until it has aged out of the bank's processing window; then isBlockhashValid says so and
+    // the bank refuses it in preflight. (Under program-test a blockhash ages with each warp and with wall time, so
+    // this comes before lastValidBlockHeight; see README.)
+    assert!(client.is_blockhash_valid(&hash, CommitmentConfig::confirmed()).await.unwrap());
+    client.send_and_confirm_transaction(&transfer(hash)).await.unwrap();
+    let mut warps = 0;
+    while client.is_blockhash_valid(&hash, CommitmentConfig::confirmed()).await.unwrap() {
+        assert!(warps < 300, "the blockhash never expired");
+        control(&rpc, "warp", json!({ "slots": 1 })).await;
+        warps += 1;
+    }
+    assert!(warps > 0);
+    assert!(client.get_block_height().await.unwrap() > height);
+    assert!(last_valid > height);
+    let e = client.send_transaction(&transfer(hash)).await.unwrap_err();
+    let (code, data) = rpc_error(&e);
+    assert_eq!(code, -32002);
+    let RpcResponseErrorData::SendTransactionPreflightFailure(sim) = data else { panic!("no simulation: {data:?}") };
+    assert_eq!(
+        sim.err.clone().map(solana_transaction_error::TransactionError::from),
+        Some(solana_transaction_error::TransactionError::BlockhashNotFound)
+    );
+}
