@@ -10,7 +10,7 @@ use kronos_common::http_guard::Limits;
 use kronos_common::Bus;
 use kronos_keeper::api::{self, ApiState};
 use kronos_keeper::metrics::Metrics;
-use kronos_keeper::store::{MarketRow, Outcome, PredictionRow, RoundRow, RoundState, Store};
+use kronos_keeper::store::{MarketRow, Outcome, PredictionRow, Reveal, RoundRow, RoundState, Store};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -110,7 +110,8 @@ async fn cached_bodies_are_the_querys_own_and_a_write_shows_at_once() {
     let sealed = wait_for_body(&purl, |b| b.contains("0xc0ffee")).await;
     assert_eq!(sealed, api::predictions_body(&store, &["base".to_string()], 5).await.unwrap());
     assert!(!std::str::from_utf8(&sealed).unwrap().contains("6100"), "the value is sealed until revealed");
-    store.set_revealed("base", 1, 3, "0xabc", "0xr1", Outcome::Up, Some(true), Some(1521)).await.unwrap();
+    let reveal = Reveal { tx: "0xr1", outcome: Outcome::Up, hit: Some(true), brier: Some(1521) };
+    store.set_revealed("base", 1, 3, "0xabc", &reveal).await.unwrap();
     let revealed = wait_for_body(&purl, |b| b.contains("\"revealed\":true")).await;
     assert!(std::str::from_utf8(&revealed).unwrap().contains("6100"));
     assert_eq!(revealed, api::predictions_body(&store, &["base".to_string()], 5).await.unwrap());

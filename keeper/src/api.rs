@@ -556,7 +556,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        store.set_revealed("base", 1, 41, publisher, "0xr41", Outcome::Up, Some(true), Some(1521)).await.unwrap();
+        let reveal = crate::store::Reveal { tx: "0xr41", outcome: Outcome::Up, hit: Some(true), brier: Some(1521) };
+        store.set_revealed("base", 1, 41, publisher, &reveal).await.unwrap();
         store
             .upsert_track_record(&TrackRecordRow {
                 chain: "base".into(),

@@ -16,7 +16,7 @@ use crate::chain::ChainRuntime;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::publisher::{CandleSource, CheckpointCandles, CsvCandles, Publisher};
-use crate::scheduler::{MarketDriver, MarketStats};
+use crate::scheduler::{DriverShared, MarketDriver, MarketStats};
 use crate::store::Store;
 
 /// A built keeper, ready to run.
@@ -72,6 +72,15 @@ impl Keeper {
             }
             _ => None,
         };
+        let shared = DriverShared {
+            store: store.clone(),
+            bus: bus.clone(),
+            metrics: metrics.clone(),
+            keeper_id: cfg.keeper_id.clone(),
+            publisher: publisher.clone(),
+            poll,
+            lease: cfg.lease.timing,
+        };
         let mut chains = Vec::new();
         let mut drivers = Vec::new();
         for c in &cfg.chains {
@@ -94,19 +103,9 @@ impl Keeper {
             };
             anyhow::ensure!(!ids.is_empty(), "{}: the market contract has no market yet", rt.name);
             for id in ids {
-                let d = MarketDriver::new(
-                    rt.clone(),
-                    id,
-                    store.clone(),
-                    bus.clone(),
-                    metrics.clone(),
-                    cfg.keeper_id.clone(),
-                    publisher.clone(),
-                    poll,
-                    cfg.lease.timing,
-                )
-                .await?
-                .with_candle_sink(checkpoint_candles.clone());
+                let d = MarketDriver::new(rt.clone(), id, shared.clone())
+                    .await?
+                    .with_candle_sink(checkpoint_candles.clone());
                 // Back-fill the checkpoint candles from the store (again at the start of every lease term).
                 d.refill_candles().await?;
                 drivers.push(d);

@@ -21,7 +21,7 @@ use rand::RngCore;
 use crate::commit_reveal::{self as decide, CommitStep, SendStep, Stored};
 use crate::market::MarketCtx;
 use crate::metrics::{MarketLabel, Metrics};
-use crate::store::{PredictionRow, Store, TrackRecordRow};
+use crate::store::{PredictionRow, Reveal, Store, TrackRecordRow};
 
 /// Candles the forecaster may see at a time (completed candles only).
 pub trait CandleSource: Send + Sync {
@@ -104,22 +104,28 @@ pub struct Published {
     pub bps: u16,
 }
 
-/// The commitment hash, exactly as `PredictionRegistry.commitmentHash` computes it (the arguments are the hashed
-/// fields, in the contract's order).
-#[allow(clippy::too_many_arguments)]
-pub fn commitment_hash(
-    chain_id: u64,
-    registry: Address,
-    publisher: Address,
-    market: u64,
-    epoch: u64,
-    up: bool,
-    bps: u16,
-    salt: FixedBytes<32>,
-) -> FixedBytes<32> {
-    keccak256(
-        (U256::from(chain_id), registry, publisher, U256::from(market), U256::from(epoch), up, bps, salt).abi_encode(),
-    )
+/// What a commitment seals: the fields `PredictionRegistry.commitmentHash` hashes, in the contract's order.
+#[derive(Debug, Clone, Copy)]
+pub struct Commitment {
+    pub chain_id: u64,
+    pub registry: Address,
+    pub publisher: Address,
+    pub market: u64,
+    pub epoch: u64,
+    pub up: bool,
+    pub bps: u16,
+    pub salt: FixedBytes<32>,
+}
+
+impl Commitment {
+    /// The commitment hash, exactly as `PredictionRegistry.commitmentHash` computes it.
+    pub fn hash(&self) -> FixedBytes<32> {
+        let Commitment { chain_id, registry, publisher, market, epoch, up, bps, salt } = *self;
+        keccak256(
+            (U256::from(chain_id), registry, publisher, U256::from(market), U256::from(epoch), up, bps, salt)
+                .abi_encode(),
+        )
+    }
 }
 
 /// The publisher.
@@ -212,7 +218,17 @@ impl Publisher {
                 rand::thread_rng().fill_bytes(&mut salt);
                 let salt = FixedBytes::from(salt);
                 let up = decide::direction_up(p.bps);
-                let h = commitment_hash(d.chain.tx.chain_id, registry, publisher, i.id, epoch, up, p.bps, salt);
+                let h = Commitment {
+                    chain_id: d.chain.tx.chain_id,
+                    registry,
+                    publisher,
+                    market: i.id,
+                    epoch,
+                    up,
+                    bps: p.bps,
+                    salt,
+                }
+                .hash();
                 let row = PredictionRow {
                     chain: chain.clone(),
                     market_id: i.id as i64,
@@ -365,7 +381,13 @@ impl Publisher {
                 Err(e) if decide::unrevealable(e.registry_error().as_ref()) => {
                     tracing::warn!(chain = %chain, market = i.id, epoch, reason = %e, "prediction can no longer be revealed");
                     self.store
-                        .set_revealed(&chain, i.id as i64, epoch as i64, &p.publisher, "-", Outcome::None, None, None)
+                        .set_revealed(
+                            &chain,
+                            i.id as i64,
+                            epoch as i64,
+                            &p.publisher,
+                            &Reveal { tx: "-", outcome: Outcome::None, hit: None, brier: None },
+                        )
                         .await?;
                     continue;
                 }
@@ -390,10 +412,7 @@ impl Publisher {
                     i.id as i64,
                     epoch as i64,
                     &p.publisher,
-                    &mined.hash.to_string(),
-                    outcome,
-                    hit,
-                    brier,
+                    &Reveal { tx: &mined.hash.to_string(), outcome, hit, brier },
                 )
                 .await?;
             self.metrics

@@ -87,20 +87,23 @@ pub struct MarketDriver {
     candle_sink: Option<Arc<crate::publisher::CheckpointCandles>>,
 }
 
+/// What the market drivers of one keeper share: the store, the bus and the metrics, the keeper's name in the lease
+/// table, the forecast publisher (if the keeper publishes), the poll interval and the lease timing.
+#[derive(Clone)]
+pub struct DriverShared {
+    pub store: Store,
+    pub bus: Bus,
+    pub metrics: Arc<Metrics>,
+    pub keeper_id: String,
+    pub publisher: Option<Arc<Publisher>>,
+    pub poll: Duration,
+    pub lease: crate::lease::LeaseTiming,
+}
+
 impl MarketDriver {
-    /// Reads the market from the contract and checks its feed against the catalogue.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn new(
-        chain: Arc<ChainRuntime>,
-        id: u64,
-        store: Store,
-        bus: Bus,
-        metrics: Arc<Metrics>,
-        keeper_id: String,
-        publisher: Option<Arc<Publisher>>,
-        poll: Duration,
-        lease: crate::lease::LeaseTiming,
-    ) -> Result<Self> {
+    /// Reads market `id` from the contract on `chain` and checks its feed against the catalogue.
+    pub async fn new(chain: Arc<ChainRuntime>, id: u64, shared: DriverShared) -> Result<Self> {
+        let DriverShared { store, bus, metrics, keeper_id, publisher, poll, lease } = shared;
         let name = chain.name.clone();
         let m = chain.market.getMarket(U256::from(id)).call().await.map_err(|e| {
             anyhow::anyhow!("{name}: market {id}: {}", explain_market_call("getMarket", chain.cfg.market, &e))

@@ -27,6 +27,16 @@ pub struct Store {
     writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// A prediction's reveal: the transaction (`-` when the prediction can no longer be revealed), the round's outcome,
+/// and the score the registry gave it (none for a voided round).
+#[derive(Debug, Clone, Copy)]
+pub struct Reveal<'a> {
+    pub tx: &'a str,
+    pub outcome: Outcome,
+    pub hit: Option<bool>,
+    pub brier: Option<i64>,
+}
+
 /// The lease term a fenced store writes under: `None` until the driver leads (writes are then refused).
 pub type FenceSlot = std::sync::Arc<parking_lot::Mutex<Option<FenceToken>>>;
 
@@ -817,19 +827,16 @@ impl Store {
         Ok(decode_all("predictions", &rows)?)
     }
 
-    /// Records a reveal and its score.
-    #[allow(clippy::too_many_arguments)]
+    /// Records the reveal of `publisher`'s prediction for `epoch` of market `market_id` on `chain`, and its score.
     pub async fn set_revealed(
         &self,
         chain: &str,
         market_id: i64,
         epoch: i64,
         publisher: &str,
-        tx: &str,
-        outcome: Outcome,
-        hit: Option<bool>,
-        brier: Option<i64>,
+        reveal: &Reveal<'_>,
     ) -> Result<()> {
+        let Reveal { tx, outcome, hit, brier } = *reveal;
         self.exec(
             sqlx::query(
                 "UPDATE predictions SET reveal_tx = $1, outcome = $2, hit = $3, brier = $4, revealed_at = $5 \
@@ -1151,7 +1158,7 @@ pub use kronos_common::db::redact_url;
 pub(crate) mod tests {
     use super::*;
 
-    pub async fn exercise(store: &Store) {
+    pub(crate) async fn exercise(store: &Store) {
         let m = MarketRow {
             chain: "base".into(),
             market_id: 1,
@@ -1272,7 +1279,8 @@ pub(crate) mod tests {
         assert!(store.unrevealed("base", "0xai").await.unwrap().is_empty(), "not committed on chain yet");
         store.set_commit_tx("base", 1, 4, "0xai", "0xcc").await.unwrap();
         assert_eq!(store.unrevealed("base", "0xai").await.unwrap().len(), 1);
-        store.set_revealed("base", 1, 4, "0xai", "0xdd", Outcome::Up, Some(true), Some(1521)).await.unwrap();
+        let reveal = Reveal { tx: "0xdd", outcome: Outcome::Up, hit: Some(true), brier: Some(1521) };
+        store.set_revealed("base", 1, 4, "0xai", &reveal).await.unwrap();
         assert!(store.unrevealed("base", "0xai").await.unwrap().is_empty());
         let got = store.prediction("base", 1, 4, "0xai").await.unwrap().unwrap();
         assert_eq!((got.hit, got.brier, got.up), (Some(true), Some(1521), true));
@@ -1296,7 +1304,7 @@ pub(crate) mod tests {
     }
 
     /// Leases on the database's clock with a growing epoch, and writes fenced by the term they were made under.
-    pub async fn leases_and_fencing(store: &Store) {
+    pub(crate) async fn leases_and_fencing(store: &Store) {
         let ttl = 60_000;
         let a = store.acquire_lease("base", 1, "k1", None, ttl).await.unwrap();
         assert_eq!((a.holder.as_str(), a.epoch), ("k1", 1));
