@@ -110,7 +110,7 @@ pub const MIN_RATIO: &str = "0.001";
 pub const MAX_RATIO: i128 = 100;
 
 /// A ratio as the engine takes it: a number from [`MIN_RATIO`] to [`MAX_RATIO`]; anything else is refused (an
-/// override in the store outside that range is ignored).
+/// override in the store outside that range is an error naming the key: [`crate::control`]).
 pub fn valid_ratio(s: &str) -> Option<Decimal> {
     let min: Decimal = MIN_RATIO.parse().expect("literal");
     s.trim().parse::<Decimal>().ok().filter(|r| *r >= min && *r <= Decimal::from_int(MAX_RATIO))

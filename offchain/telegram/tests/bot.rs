@@ -159,26 +159,26 @@ async fn commands_answer_with_tables_and_validate_their_arguments() {
     assert!(w.ask(CONTROL, CONTROL, "/ratio -1").await.contains("must be at least 0.001"));
     assert!(w.ask(CONTROL, CONTROL, "/ratio 101").await.contains("and at most 100"));
     assert!(w.ask(CONTROL, CONTROL, "/ratio").await.contains("Usage: /ratio"));
-    assert_eq!(store.get_state("ratio").await.unwrap(), None, "nothing was changed by bad input");
+    assert_eq!(control::load_switches(&store).await.unwrap().ratio, None, "nothing was changed by bad input");
     // A new ratio needs its confirmation (issue 14, item 11).
     let ask = w.ask(CONTROL, CONTROL, "/ratio 0.25").await;
     assert!(ask.contains("Ratio 0.25 (now 0.5)") && ask.contains("/confirm "), "{ask}");
-    assert_eq!(store.get_state("ratio").await.unwrap(), None, "nothing changes before the confirmation");
+    assert_eq!(control::load_switches(&store).await.unwrap().ratio, None, "nothing changes before the confirmation");
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
     let ok = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
     assert!(ok.contains("Ratio set to 0.25 (was 0.5)"), "{ok}");
-    assert_eq!(store.get_state("ratio").await.unwrap().as_deref(), Some("0.25"));
-    assert_eq!(store.get_state("ratio_set_by").await.unwrap().as_deref(), Some("Telegram /ratio"));
+    let o = control::load_switches(&store).await.unwrap().ratio.unwrap();
+    assert_eq!((o.ratio, o.set_by.as_deref()), ("0.25".parse::<Decimal>().unwrap(), Some("Telegram /ratio")));
 
     assert!(w.ask(CONTROL, CONTROL, "/stop").await.contains("Copy-trading OFF"));
-    assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("0"));
+    assert!(!control::load_switches(&store).await.unwrap().trading);
     assert!(w.ask(CONTROL, CONTROL, "/status").await.contains("trading OFF"));
     // A client sends /start by itself when a chat is opened: it must not undo the /stop (issue 14, item 11).
     let hello = w.ask(CONTROL, CONTROL, "/start").await;
     assert!(hello.contains("/help") && hello.contains("Copy-trading is OFF (/follow turns it on)"), "{hello}");
-    assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("0"), "/start changed the switch");
+    assert!(!control::load_switches(&store).await.unwrap().trading, "/start changed the switch");
     assert!(w.ask(CONTROL, CONTROL, "/follow").await.contains("Copy-trading ON"));
-    assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("1"));
+    assert!(control::load_switches(&store).await.unwrap().trading);
 
     let alerts = w.ask(CONTROL, CONTROL, "/alerts").await;
     assert!(alerts.contains("fill") && alerts.contains("silent") && alerts.contains("settlement"), "{alerts}");
@@ -218,7 +218,7 @@ async fn the_allow_list_denies_by_default_and_separates_read_from_control() {
     w.tg.say(STRANGER, STRANGER, "/ratio 5");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(w.tg.sent_to(STRANGER).len(), 1);
-    assert_eq!(store.get_state("ratio").await.unwrap(), None);
+    assert_eq!(control::load_switches(&store).await.unwrap().ratio, None);
     // A read-only member reads but cannot switch anything.
     assert!(w.ask(READER, READER, "/positions").await.contains("BTCUSDT"));
     assert!(w.ask(READER, READER, "/ratio 2").await.contains("needs control rights"));
@@ -232,8 +232,8 @@ async fn the_allow_list_denies_by_default_and_separates_read_from_control() {
     assert!(w.ask(GROUP, CONTROL, "/stop").await.contains("Copy-trading OFF"));
     // A control user in a group nobody listed gets no answer there (its members would read it).
     assert_eq!(w.ask(-100777, CONTROL, "/positions").await, "Sorry, this is a private bot.");
-    assert_eq!(store.get_state("ratio").await.unwrap(), None);
-    assert_eq!(store.get_state("emergency").await.unwrap(), None);
+    assert_eq!(control::load_switches(&store).await.unwrap().ratio, None);
+    assert_eq!(control::load_emergency(&store).await.unwrap().flag, None);
     r.stop().await;
 }
 
@@ -248,7 +248,7 @@ async fn the_emergency_stop_needs_its_confirmation() {
     assert!(code.chars().all(|c| c.is_ascii_digit()), "{ask}");
     let wrong = if code == "0000" { "1111" } else { "0000" };
     assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {wrong}")).await.contains("does not match"));
-    assert_eq!(store.get_state("emergency").await.unwrap(), None, "a wrong code does nothing");
+    assert_eq!(control::load_emergency(&store).await.unwrap().flag, None, "a wrong code does nothing");
     // The wrong attempt used the code up.
     assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await.contains("Nothing to confirm"));
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
@@ -261,7 +261,7 @@ async fn the_emergency_stop_needs_its_confirmation() {
             && !reply.contains("every position is closed"),
         "{reply}"
     );
-    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(control::load_emergency(&store).await.unwrap().flag, Some(true));
     // The status agrees with itself: no "entries: allowed" beside the emergency stop (issue 14, item 9).
     let status = w.ask(CONTROL, CONTROL, "/status").await;
     assert!(status.contains("emergency ACTIVE") && status.contains("entries: blocked (emergency stop"), "{status}");
@@ -286,7 +286,7 @@ async fn the_emergency_stop_with_the_copy_trader_down_says_nothing_was_closed() 
             && !reply.contains("every position is closed"),
         "{reply}"
     );
-    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"), "the flag holds the stop");
+    assert_eq!(control::load_emergency(&store).await.unwrap().flag, Some(true), "the flag holds the stop");
     r.stop().await;
 }
 
@@ -301,7 +301,7 @@ async fn commands_sent_while_the_bot_was_down_are_not_carried_out_later() {
     let r = w.start(w.config(""), Backend::new(None, None, Some(store.clone())), Signals::None).await;
     let reply = w.tg.wait_reply(CONTROL, stale).await.text;
     assert!(reply.contains("/stop was sent 10m") && reply.contains("not carried out"), "{reply}");
-    assert_eq!(store.get_state("trading").await.unwrap(), None, "the stale /stop did nothing");
+    assert!(control::load_switches(&store).await.unwrap().trading, "the stale /stop did nothing");
     // A fresh one runs.
     assert!(w.ask(CONTROL, CONTROL, "/stop").await.contains("Copy-trading OFF"));
     r.stop().await;
@@ -673,8 +673,8 @@ async fn confirmations_belong_to_the_user_who_asked() {
     if code_a != code_b {
         let reply = w.ask(GROUP, CONTROL, &format!("/confirm {code_b}")).await;
         assert!(!reply.contains("Ratio set"), "{reply}");
-        assert_eq!(store.get_state("ratio").await.unwrap(), None, "B's ratio was confirmed by A");
-        assert_eq!(store.get_state("emergency").await.unwrap(), None);
+        assert_eq!(control::load_switches(&store).await.unwrap().ratio, None, "B's ratio was confirmed by A");
+        assert_eq!(control::load_emergency(&store).await.unwrap().flag, None);
     }
     assert!(b.contains("sets ratio 2"), "the confirm text names the action: {b}");
     // B's own request is still waiting for B.
