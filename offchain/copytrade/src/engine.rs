@@ -43,7 +43,7 @@ use crate::lead::LeadBook;
 use crate::metrics::{KindLabel, Metrics, OrderLabel};
 use crate::risk::RiskState;
 use crate::sizing::{cap_target, Caps};
-use crate::store::{FillRow, OrderRow, Store};
+use crate::store::{FillRow, OrderRow, OrderUpdate, Store};
 use crate::venue::{Equity, Position, Venue};
 
 pub use crate::decide::target::proportional_reduction;
@@ -462,13 +462,21 @@ impl Engine {
                 match self.venue.query_stop(&r.client_id).await? {
                     Some(a) if a.is_open() => {
                         self.store
-                            .update_order(&r.client_id, "open", Some(a.algo_id), None, None, None, None, None)
+                            .update_order(
+                                &r.client_id,
+                                "open",
+                                &OrderUpdate { exchange_id: Some(a.algo_id), ..OrderUpdate::default() },
+                            )
                             .await?;
                     }
                     Some(a) => {
                         let st = a.algo_status.to_lowercase();
                         self.store
-                            .update_order(&r.client_id, &st, Some(a.algo_id), None, None, None, None, None)
+                            .update_order(
+                                &r.client_id,
+                                &st,
+                                &OrderUpdate { exchange_id: Some(a.algo_id), ..OrderUpdate::default() },
+                            )
                             .await?;
                     }
                     None => {
@@ -476,12 +484,7 @@ impl Engine {
                             .update_order(
                                 &r.client_id,
                                 "not_placed",
-                                None,
-                                None,
-                                None,
-                                None,
-                                None,
-                                Some("not found after restart"),
+                                &OrderUpdate { error: Some("not found after restart"), ..OrderUpdate::default() },
                             )
                             .await?
                     }
@@ -517,12 +520,10 @@ impl Engine {
                             .update_order(
                                 &r.client_id,
                                 "unresolved",
-                                None,
-                                None,
-                                None,
-                                None,
-                                None,
-                                Some("not found after restart; watched"),
+                                &OrderUpdate {
+                                    error: Some("not found after restart; watched"),
+                                    ..OrderUpdate::default()
+                                },
                             )
                             .await?;
                         self.unknown.push(UnknownOrder {
@@ -595,12 +596,7 @@ impl Engine {
                     .update_order(
                         &st.client_id,
                         "finished",
-                        None,
-                        None,
-                        Some(&ours.abs().to_string()),
-                        None,
-                        None,
-                        None,
+                        &OrderUpdate { executed_qty: Some(&ours.abs().to_string()), ..OrderUpdate::default() },
                     )
                     .await;
                 self.bus.publish(
@@ -685,12 +681,7 @@ impl Engine {
                 .update_order(
                     &st.client_id,
                     &status,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    Some("no longer open on the exchange"),
+                    &OrderUpdate { error: Some("no longer open on the exchange"), ..OrderUpdate::default() },
                 )
                 .await;
             if self.follower.contains_key(&symbol) {
@@ -1021,7 +1012,11 @@ impl Engine {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "order".into(), result: status.into() }).inc();
                 let _ = self
                     .store
-                    .update_order(&client_id, status, None, None, None, None, None, Some(&e.to_string()))
+                    .update_order(
+                        &client_id,
+                        status,
+                        &OrderUpdate { error: Some(&e.to_string()), ..OrderUpdate::default() },
+                    )
                     .await;
                 self.last_order_error = Some(e.to_string());
                 if let BinanceError::Banned { until_ms } = e {
@@ -1124,15 +1119,13 @@ impl Engine {
                         .update_order(
                             &u.client_id,
                             "not_placed",
-                            None,
-                            None,
-                            None,
-                            None,
-                            None,
-                            Some(&format!(
-                                "not found {} s after it was sent; still asked for",
-                                u.since.elapsed().as_secs()
-                            )),
+                            &OrderUpdate {
+                                error: Some(&format!(
+                                    "not found {} s after it was sent; still asked for",
+                                    u.since.elapsed().as_secs()
+                                )),
+                                ..OrderUpdate::default()
+                            },
                         )
                         .await;
                     self.event(
@@ -1171,12 +1164,14 @@ impl Engine {
             .update_order(
                 client_id,
                 "filled",
-                Some(o.order_id),
-                Some(&o.avg_price.to_string()),
-                Some(&o.executed_qty.to_string()),
-                Some(&fee.to_string()),
-                Some(&pnl.to_string()),
-                None,
+                &OrderUpdate {
+                    exchange_id: Some(o.order_id),
+                    avg_price: Some(&o.avg_price.to_string()),
+                    executed_qty: Some(&o.executed_qty.to_string()),
+                    fee: Some(&fee.to_string()),
+                    realized_pnl: Some(&pnl.to_string()),
+                    ..OrderUpdate::default()
+                },
             )
             .await
     }
@@ -1352,7 +1347,7 @@ impl Engine {
     async fn retire_stop(&mut self, symbol: &str, old: &StopInfo, new: &StopInfo) {
         match self.venue.cancel_stop_strict(&old.client_id).await {
             Ok(()) => {
-                let _ = self.store.update_order(&old.client_id, "canceled", None, None, None, None, None, None).await;
+                let _ = self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await;
             }
             Err(e) if stops::already_gone(e.code()) => {
                 let fired = match self.venue.query_stop(&old.client_id).await {
@@ -1365,8 +1360,7 @@ impl Engine {
                     }
                 };
                 if !fired {
-                    let _ =
-                        self.store.update_order(&old.client_id, "canceled", None, None, None, None, None, None).await;
+                    let _ = self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await;
                     return;
                 }
                 // It fired before it could be cancelled: the position it protected is gone (or going).
@@ -1431,8 +1425,14 @@ impl Engine {
         match self.venue.place_stop(&req).await {
             Ok(a) => {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "placed".into() }).inc();
-                let _ =
-                    self.store.update_order(&client_id, "open", Some(a.algo_id), None, None, None, None, None).await;
+                let _ = self
+                    .store
+                    .update_order(
+                        &client_id,
+                        "open",
+                        &OrderUpdate { exchange_id: Some(a.algo_id), ..OrderUpdate::default() },
+                    )
+                    .await;
                 self.bus.publish(
                     SOURCE,
                     SignalKind::StopPlaced {
@@ -1447,7 +1447,11 @@ impl Engine {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "failed".into() }).inc();
                 let _ = self
                     .store
-                    .update_order(&client_id, "rejected", None, None, None, None, None, Some(&e.to_string()))
+                    .update_order(
+                        &client_id,
+                        "rejected",
+                        &OrderUpdate { error: Some(&e.to_string()), ..OrderUpdate::default() },
+                    )
                     .await;
                 Err(e)
             }
@@ -1458,7 +1462,7 @@ impl Engine {
     async fn cancel_stop(&mut self, symbol: &str, client_id: &str) -> bool {
         match self.venue.cancel_stop(client_id).await {
             Ok(()) => {
-                let _ = self.store.update_order(client_id, "canceled", None, None, None, None, None, None).await;
+                let _ = self.store.update_order(client_id, "canceled", &OrderUpdate::default()).await;
                 true
             }
             Err(e) => {
@@ -1489,7 +1493,11 @@ impl Engine {
         let status = t.algo.algo_status.to_lowercase();
         let _ = self
             .store
-            .update_order(&t.algo.client_algo_id, &status, Some(t.algo.algo_id), None, None, None, None, None)
+            .update_order(
+                &t.algo.client_algo_id,
+                &status,
+                &OrderUpdate { exchange_id: Some(t.algo.algo_id), ..OrderUpdate::default() },
+            )
             .await;
         if self.stops.get(&symbol).is_some_and(|s| s.client_id == t.algo.client_algo_id) {
             self.stops.remove(&symbol);

@@ -38,6 +38,18 @@ pub struct OrderRow {
     pub updated_ms: i64,
 }
 
+/// What an order's update records besides its status (`Store::update_order`): the exchange's id, the fill
+/// (average price, executed quantity, fee, realized PnL, as decimal text) and the error; `None` keeps the stored value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderUpdate<'a> {
+    pub exchange_id: Option<i64>,
+    pub avg_price: Option<&'a str>,
+    pub executed_qty: Option<&'a str>,
+    pub fee: Option<&'a str>,
+    pub realized_pnl: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
 /// A stored fill.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct FillRow {
@@ -170,19 +182,10 @@ impl Store {
         Ok(())
     }
 
-    /// Records an order's outcome.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn update_order(
-        &self,
-        client_id: &str,
-        status: &str,
-        exchange_id: Option<i64>,
-        avg_price: Option<&str>,
-        executed_qty: Option<&str>,
-        fee: Option<&str>,
-        realized_pnl: Option<&str>,
-        error: Option<&str>,
-    ) -> Result<()> {
+    /// Records order `client_id`'s new `status` and what `update` says of it; a field it leaves `None` keeps the
+    /// stored value.
+    pub async fn update_order(&self, client_id: &str, status: &str, update: &OrderUpdate<'_>) -> Result<()> {
+        let OrderUpdate { exchange_id, avg_price, executed_qty, fee, realized_pnl, error } = *update;
         sqlx::query(
             "UPDATE ct_orders SET status = $2, exchange_id = COALESCE($3, exchange_id), avg_price = COALESCE($4, avg_price), \
              executed_qty = COALESCE($5, executed_qty), fee = COALESCE($6, fee), realized_pnl = COALESCE($7, realized_pnl), \
@@ -428,9 +431,20 @@ pub(crate) mod tests {
         s.insert_order(&o).await.unwrap();
         assert!(s.insert_order(&o).await.is_err(), "a client id is recorded once");
         assert_eq!(s.orders_with_status("sending").await.unwrap(), vec![o.clone()]);
-        s.update_order("kc1", "filled", Some(7), Some("65000"), Some("0.01"), Some("0.325"), Some("0"), None)
-            .await
-            .unwrap();
+        s.update_order(
+            "kc1",
+            "filled",
+            &OrderUpdate {
+                exchange_id: Some(7),
+                avg_price: Some("65000"),
+                executed_qty: Some("0.01"),
+                fee: Some("0.325"),
+                realized_pnl: Some("0"),
+                ..OrderUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
         let got = s.order("kc1").await.unwrap().unwrap();
         assert_eq!((got.status.as_str(), got.exchange_id, got.fee.as_deref()), ("filled", Some(7), Some("0.325")));
         assert_eq!(s.order_counts().await.unwrap(), vec![("order".into(), "filled".into(), 1)]);
