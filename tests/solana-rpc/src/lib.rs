@@ -46,11 +46,16 @@ impl LocalRpc {
     /// Starts the bank with kronos-market loaded natively and serves it on an ephemeral loopback port. Must be called
     /// inside a multi-threaded tokio runtime (the bank's tasks and the server run on it).
     pub async fn start() -> std::io::Result<LocalRpc> {
+        LocalRpc::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// [`LocalRpc::start`] on a given address (port 0: any free port).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<LocalRpc> {
         let mut pt = ProgramTest::new("kronos_market", PROGRAM_ID, processor!(entry));
         pt.prefer_bpf(false);
         let ctx = pt.start_with_context().await;
         let node = Arc::new(Mutex::new(Node::new(ctx)));
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let app =
             axum::Router::new().route("/", axum::routing::post(rpc::handle)).merge(control::routes()).with_state(node);

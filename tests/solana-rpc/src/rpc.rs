@@ -39,6 +39,8 @@ pub(crate) mod code {
     pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
     pub(crate) const INVALID_PARAMS: i64 = -32602;
     pub(crate) const INTERNAL_ERROR: i64 = -32603;
+    /// The node has not reached the request's `minContextSlot`.
+    pub(crate) const MIN_CONTEXT_SLOT_NOT_REACHED: i64 = -32016;
     /// `sendTransaction`'s preflight simulation failed.
     pub(crate) const SEND_TRANSACTION_PREFLIGHT_FAILURE: i64 = -32002;
     /// A signature did not verify.
@@ -137,11 +139,13 @@ async fn call(node: &mut Node, method: &str, p: &[Value]) -> Result<Value, RpcEr
     match method {
         "getVersion" => get_version(),
         "getSlot" => {
-            let _cfg: Option<RpcContextConfig> = opt(p, 0, "config")?;
+            let cfg: Option<RpcContextConfig> = opt(p, 0, "config")?;
+            node.min_context_slot(cfg.and_then(|c| c.min_context_slot)).await?;
             Ok(json!(node.slot().await?))
         }
         "getBlockHeight" => {
-            let _cfg: Option<RpcContextConfig> = opt(p, 0, "config")?;
+            let cfg: Option<RpcContextConfig> = opt(p, 0, "config")?;
+            node.min_context_slot(cfg.and_then(|c| c.min_context_slot)).await?;
             Ok(json!(node.ctx.banks_client.get_root_block_height().await?))
         }
         "getLatestBlockhash" => get_latest_blockhash(node, p).await,
@@ -227,6 +231,7 @@ fn get_version() -> Result<Value, RpcError> {
 
 async fn get_latest_blockhash(node: &mut Node, p: &[Value]) -> Result<Value, RpcError> {
     let cfg: Option<RpcContextConfig> = opt(p, 0, "config")?;
+    node.min_context_slot(cfg.and_then(|c| c.min_context_slot)).await?;
     let level = commitment(cfg.and_then(|c| c.commitment));
     let (hash, last_valid_block_height) = node
         .ctx
@@ -240,7 +245,8 @@ async fn get_latest_blockhash(node: &mut Node, p: &[Value]) -> Result<Value, Rpc
 
 async fn is_blockhash_valid(node: &mut Node, p: &[Value]) -> Result<Value, RpcError> {
     let s: String = req(p, 0, "blockhash")?;
-    let _cfg: Option<RpcContextConfig> = opt(p, 1, "config")?;
+    let cfg: Option<RpcContextConfig> = opt(p, 1, "config")?;
+    node.min_context_slot(cfg.and_then(|c| c.min_context_slot)).await?;
     let hash: Hash =
         s.parse().map_err(|e| RpcError::invalid_params(format!("Invalid param: {s:?} is not a hash: {e:?}")))?;
     let valid = node.blockhash_valid(hash).await?;
@@ -290,6 +296,7 @@ fn signatures_verify(tx: &VersionedTransaction) -> Result<(), RpcError> {
 async fn send_transaction(node: &mut Node, p: &[Value]) -> Result<Value, RpcError> {
     let data: String = req(p, 0, "transaction")?;
     let cfg: RpcSendTransactionConfig = opt(p, 1, "config")?.unwrap_or_default();
+    node.min_context_slot(cfg.min_context_slot).await?;
     let tx = decode_tx(&data, cfg.encoding.unwrap_or(UiTransactionEncoding::Base58))?;
     let signature = tx.signatures[0];
     if !cfg.skip_preflight {
@@ -317,6 +324,7 @@ async fn send_transaction(node: &mut Node, p: &[Value]) -> Result<Value, RpcErro
 async fn simulate_transaction(node: &mut Node, p: &[Value]) -> Result<Value, RpcError> {
     let data: String = req(p, 0, "transaction")?;
     let cfg: RpcSimulateTransactionConfig = opt(p, 1, "config")?.unwrap_or_default();
+    node.min_context_slot(cfg.min_context_slot).await?;
     if cfg.accounts.is_some() {
         return Err(RpcError::invalid_params(
             "Invalid params: accounts (post-simulation account states) is not supported by this server",
@@ -424,6 +432,7 @@ fn ui_account(a: Account, cfg: &RpcAccountInfoConfig) -> Result<UiAccount, RpcEr
 async fn get_account_info(node: &mut Node, p: &[Value]) -> Result<Value, RpcError> {
     let key = pubkey(&req::<String>(p, 0, "pubkey")?)?;
     let cfg: RpcAccountInfoConfig = opt(p, 1, "config")?.unwrap_or_default();
+    node.min_context_slot(cfg.min_context_slot).await?;
     let level = commitment(cfg.commitment);
     let account = node.ctx.banks_client.get_account_with_commitment(key, level).await?;
     let value = account.map(|a| ui_account(a, &cfg)).transpose()?;
@@ -437,6 +446,7 @@ async fn get_multiple_accounts(node: &mut Node, p: &[Value]) -> Result<Value, Rp
         return Err(RpcError::invalid_params(format!("Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")));
     }
     let cfg: RpcAccountInfoConfig = opt(p, 1, "config")?.unwrap_or_default();
+    node.min_context_slot(cfg.min_context_slot).await?;
     let level = commitment(cfg.commitment);
     let mut out = Vec::with_capacity(keys.len());
     for k in &keys {
@@ -459,6 +469,7 @@ fn filter_allows(f: &RpcFilterType, data: &[u8]) -> bool {
 async fn get_program_accounts(node: &mut Node, p: &[Value]) -> Result<Value, RpcError> {
     let program = pubkey(&req::<String>(p, 0, "program id")?)?;
     let cfg: RpcProgramAccountsConfig = opt(p, 1, "config")?.unwrap_or_default();
+    node.min_context_slot(cfg.account_config.min_context_slot).await?;
     let filters = cfg.filters.clone().unwrap_or_default();
     for f in &filters {
         f.verify().map_err(|e| RpcError::invalid_params(format!("Invalid param: {e:?}")))?;
@@ -489,6 +500,7 @@ async fn get_program_accounts(node: &mut Node, p: &[Value]) -> Result<Value, Rpc
 async fn get_balance(node: &mut Node, p: &[Value]) -> Result<Value, RpcError> {
     let key = pubkey(&req::<String>(p, 0, "pubkey")?)?;
     let cfg: Option<RpcContextConfig> = opt(p, 1, "config")?;
+    node.min_context_slot(cfg.and_then(|c| c.min_context_slot)).await?;
     let level = commitment(cfg.and_then(|c| c.commitment));
     let lamports = node.ctx.banks_client.get_balance_with_commitment(key, level).await?;
     let slot = node.slot().await?;
@@ -525,6 +537,7 @@ fn slot_fee(paid: &[PaidFee], keys: &[Pubkey]) -> u64 {
 async fn get_fee_for_message(node: &mut Node, p: &[Value]) -> Result<Value, RpcError> {
     let data: String = req(p, 0, "message")?;
     let cfg: Option<RpcContextConfig> = opt(p, 1, "config")?;
+    node.min_context_slot(cfg.and_then(|c| c.min_context_slot)).await?;
     let level = commitment(cfg.and_then(|c| c.commitment));
     let bytes = decode_bytes(&data, UiTransactionEncoding::Base64, "message")?;
     let message: VersionedMessage = bincode::deserialize(&bytes)
@@ -540,6 +553,20 @@ async fn get_fee_for_message(node: &mut Node, p: &[Value]) -> Result<Value, RpcE
 impl Node {
     pub(crate) async fn slot(&mut self) -> Result<u64, RpcError> {
         Ok(self.ctx.banks_client.get_root_slot().await?)
+    }
+
+    /// `-32016` with `{contextSlot}` when the bank is below the request's `minContextSlot`.
+    async fn min_context_slot(&mut self, min: Option<u64>) -> Result<(), RpcError> {
+        let Some(min) = min else { return Ok(()) };
+        let slot = self.slot().await?;
+        if slot >= min {
+            return Ok(());
+        }
+        Err(RpcError {
+            code: code::MIN_CONTEXT_SLOT_NOT_REACHED,
+            message: "Minimum context slot has not been reached".into(),
+            data: Some(json!({ "contextSlot": slot })),
+        })
     }
 
     /// Whether the bank still accepts transactions with this blockhash: it simulates an empty transaction paid by

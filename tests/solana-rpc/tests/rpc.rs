@@ -289,6 +289,20 @@ async fn invalid_requests_get_the_documented_errors() {
     let v = raw(&rpc, json!({ "jsonrpc": "1.0", "id": 1, "method": "getSlot" })).await;
     assert_eq!(v["error"]["code"], json!(-32600));
 
+    // A minContextSlot the bank has not reached: -32016 with the slot it is at.
+    let slot = client.get_slot().await.unwrap();
+    let v = raw(
+        &rpc,
+        json!({ "jsonrpc": "2.0", "id": 3, "method": "getBalance",
+        "params": [Pubkey::new_unique().to_string(), { "minContextSlot": slot + 10 }] }),
+    )
+    .await;
+    assert_eq!((v["error"]["code"].clone(), v["error"]["data"]["contextSlot"].clone()), (json!(-32016), json!(slot)));
+    let v =
+        raw(&rpc, json!({ "jsonrpc": "2.0", "id": 4, "method": "getSlot", "params": [{ "minContextSlot": slot }] }))
+            .await;
+    assert_eq!(v["result"], json!(slot));
+
     // A batch answers each request.
     let v = raw(
         &rpc,
