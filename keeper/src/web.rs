@@ -6,12 +6,12 @@
 //! Every page is served with a strict Content-Security-Policy: scripts, styles and connections to this origin only
 //! (the wallet's own RPC traffic never passes through the page), no frames, no forms, no inline script.
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::U256;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use kronos_api_types as wire;
 
 use crate::api::ApiState;
 
@@ -64,52 +64,6 @@ pub(crate) async fn style_css(headers: HeaderMap) -> Response {
     asset(&headers, STYLE_CSS, "text/css; charset=utf-8")
 }
 
-/// One chain as the dApp sees it.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct WebChain {
-    /// The catalogue key.
-    name: String,
-    display: String,
-    kind: &'static str,
-    chain_id: Option<u64>,
-    native_symbol: String,
-    /// The block explorer from the catalogue (transactions at `<explorer>/tx/<hash>`); none on local chains.
-    explorer: Option<String>,
-    market: Address,
-    registry: Option<Address>,
-    /// RPC URLs a wallet may add the chain with (`wallet_addEthereumChain`): only for local development chains, and
-    /// only loopback URLs with no user, password, path or query ([`shareable_rpc`]); a production RPC URL may hold an
-    /// API key and is never shown.
-    rpc_urls: Vec<String>,
-    markets: Vec<WebMarket>,
-}
-
-/// One market's fixed configuration and stake token.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct WebMarket {
-    id: u64,
-    pair: String,
-    /// The stake token; the zero address for the chain's native coin.
-    token: Address,
-    symbol: String,
-    decimals: u8,
-    genesis: u64,
-    interval: u32,
-    bet_cutoff: u32,
-    execute_delay: u32,
-    /// The fee and minimum bet: the parameters in force, and a scheduled change (from its epoch on) when there is one.
-    params: Vec<WebParams>,
-}
-
-/// A market's fee and minimum bet from `from_epoch` on (`paramsFor` of the contract, as first read).
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct WebParams {
-    from_epoch: u64,
-    fee_bps: u16,
-    /// In the stake token's smallest unit, as a decimal string.
-    min_bet: String,
-}
-
 /// `/api/chains`' body: read from the contracts once (a market's clock and stake never change), kept afterwards.
 async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
     if let Some(b) = s.web_chains.get() {
@@ -135,13 +89,13 @@ async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
                 let p = c.market.paramsFor(U256::from(id), epoch).call().await?;
                 let from_epoch = if epoch.is_zero() { 0 } else { p.fromEpoch };
                 if epoch.is_zero() || from_epoch != 0 {
-                    params.push(WebParams { from_epoch, fee_bps: p.feeBps, min_bet: p.minBet.to_string() });
+                    params.push(wire::MarketParams { from_epoch, fee_bps: p.feeBps, min_bet: p.minBet.to_string() });
                 }
             }
-            markets.push(WebMarket {
+            markets.push(wire::ChainMarket {
                 id,
                 pair,
-                token: cfg.token,
+                token: hex(cfg.token),
                 symbol,
                 decimals,
                 genesis: cfg.genesis.to::<u64>(),
@@ -151,20 +105,20 @@ async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
                 params,
             });
         }
-        out.push(WebChain {
+        out.push(wire::Chain {
             name: c.name.clone(),
             display: c.cfg.chain.name.clone(),
-            kind: "evm",
+            kind: wire::ChainKind::Evm,
             chain_id: c.cfg.chain.chain_id,
             native_symbol: c.cfg.chain.native_symbol.clone(),
             explorer: if c.cfg.local { None } else { c.cfg.chain.explorer.clone() },
-            market: c.cfg.market,
-            registry: c.cfg.registry,
+            market: hex(c.cfg.market),
+            registry: c.cfg.registry.map(hex),
             rpc_urls: if c.cfg.local { c.cfg.rpc.iter().filter_map(shareable_rpc).collect() } else { Vec::new() },
             markets,
         });
     }
-    let body = Bytes::from(serde_json::to_vec(&serde_json::json!({ "chains": out }))?);
+    let body = Bytes::from(serde_json::to_vec(&wire::Chains { chains: out })?);
     Ok(s.web_chains.get_or_init(|| body).clone())
 }
 
@@ -176,18 +130,9 @@ pub(crate) async fn chains(State(s): State<ApiState>) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct CheckpointsQuery {
-    chain: String,
-    market: i64,
-    /// The first checkpoint index; default: the newest `limit`.
-    from: Option<i64>,
-    limit: Option<i64>,
-}
-
 /// `/api/checkpoints?chain=…&market=…`: the recorded checkpoints (Chainlink round id, price, timestamp, the
 /// transaction that recorded it), the proof of each settled round's lock and close prices.
-pub(crate) async fn checkpoints(State(s): State<ApiState>, Query(q): Query<CheckpointsQuery>) -> Response {
+pub(crate) async fn checkpoints(State(s): State<ApiState>, Query(q): Query<wire::CheckpointsQuery>) -> Response {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let from = match q.from {
         Some(f) => f.max(0),
@@ -204,8 +149,38 @@ pub(crate) async fn checkpoints(State(s): State<ApiState>, Query(q): Query<Check
         }
     };
     match s.store.checkpoints(&q.chain, q.market, from, limit).await {
-        Ok(rows) => axum::Json(rows).into_response(),
+        Ok(rows) => axum::Json(rows.into_iter().map(checkpoint).collect::<Vec<_>>()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// An address as `/api/chains` writes it: `0x` and lower-case hex (its serde form).
+fn hex(a: alloy::primitives::Address) -> String {
+    format!("{a:#x}")
+}
+
+/// A stored checkpoint as `/api/checkpoints` shows it.
+fn checkpoint(c: crate::store::CheckpointRow) -> wire::Checkpoint {
+    use kronos_contracts::CheckpointStatus as S;
+    let status = match c.status {
+        S::None => wire::CheckpointStatus::None,
+        S::Valid => wire::CheckpointStatus::Valid,
+        S::Stale => wire::CheckpointStatus::Stale,
+        S::BadAnswer => wire::CheckpointStatus::BadAnswer,
+        S::SequencerDown => wire::CheckpointStatus::SequencerDown,
+        S::SequencerGracePeriod => wire::CheckpointStatus::SequencerGracePeriod,
+    };
+    wire::Checkpoint {
+        chain: c.chain,
+        market_id: c.market_id,
+        idx: c.idx,
+        ts: c.ts,
+        round_id: c.round_id,
+        price: c.price,
+        status,
+        tx_hash: c.tx_hash,
+        block: c.block,
+        delay_blocks: c.delay_blocks,
     }
 }
 
@@ -236,6 +211,34 @@ mod tests {
         assert_eq!(ok("http://127.0.0.1:8545/?apikey=SECRET"), None);
         assert_eq!(ok("https://base-mainnet.example/v2/KEY"), None);
         assert_eq!(ok("http://10.0.0.5:8545"), None);
+    }
+
+    /// `/api/checkpoints` serves the same bytes as the store's rows did before the API types, for every status.
+    #[test]
+    fn checkpoints_are_the_same_bytes_as_the_rows() {
+        for status in kronos_contracts::CheckpointStatus::ALL.iter().copied() {
+            let row = crate::store::CheckpointRow {
+                chain: "base".into(),
+                market_id: 1,
+                idx: 42,
+                ts: 1_764_600_000,
+                round_id: "18446744073709551617".into(),
+                price: "97012.5".into(),
+                status,
+                tx_hash: Some("0xaa".into()),
+                block: Some(10),
+                delay_blocks: None,
+            };
+            let before = serde_json::to_string(&row).unwrap();
+            assert_eq!(serde_json::to_string(&checkpoint(row)).unwrap(), before);
+        }
+    }
+
+    /// `/api/chains` writes addresses (market, registry, stake token) as their serde form did before the API types.
+    #[test]
+    fn chain_addresses_are_written_as_before() {
+        let a: alloy::primitives::Address = "0x5FbDB2315678afecb367f032d93F642f64180aa3".parse().unwrap();
+        assert_eq!(serde_json::to_value(a).unwrap(), serde_json::Value::String(hex(a)));
     }
 
     #[test]
