@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 /// and a copy-trader.
 #[derive(Debug, Parser)]
 #[command(name = "kronos", version, propagate_version = true, arg_required_else_help = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     pub log_json: bool,
@@ -21,7 +21,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Validate and print the chain catalogue (config/chains.toml).
     Catalogue(CatalogueArgs),
     /// The forecaster: train, forecast, evaluate.
@@ -57,7 +57,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct CatalogueArgs {
+pub(crate) struct CatalogueArgs {
     /// The catalogue file.
     #[arg(long, default_value = kronos_common::catalogue::DEFAULT_PATH)]
     pub file: PathBuf,
@@ -67,7 +67,7 @@ pub struct CatalogueArgs {
 }
 
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+pub(crate) fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Catalogue(a) => catalogue(a),
         Command::Forecast(c) => crate::cmd::forecast::run(c),

@@ -4,7 +4,7 @@ use kronos_common::Redactor;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG` overrides the level (`-v` = debug, `-vv` = trace).
-pub fn init(json: bool, verbose: u8) {
+pub(crate) fn init(json: bool, verbose: u8) {
     let default = match verbose {
         0 => "info",
         1 => "debug",

@@ -868,7 +868,7 @@ async fn bench(a: SettleArgs) -> Result<()> {
 /// Head time without the test kit (which is a dev-only crate).
 mod kronos_testkit_free {
     use alloy::providers::{DynProvider, Provider};
-    pub async fn head_time(p: &DynProvider) -> anyhow::Result<u64> {
+    pub(super) async fn head_time(p: &DynProvider) -> anyhow::Result<u64> {
         Ok(p.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
             .await?
             .ok_or_else(|| anyhow::anyhow!("no head"))?

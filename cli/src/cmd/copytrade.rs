@@ -9,7 +9,7 @@ use kronos_copytrade::control::{self, ControlCommand};
 use kronos_copytrade::{Config, Store, Tuning};
 
 #[derive(Debug, Subcommand)]
-pub enum CopytradeCommand {
+pub(crate) enum CopytradeCommand {
     /// Follow the lead account and/or the forecaster (paper unless the config says live and --live is given).
     Run(CopyRunArgs),
     /// Whether trading is on, the ratio in effect and where it comes from, risk state, positions, lead, recent
@@ -27,7 +27,7 @@ pub enum CopytradeCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct CopyRunArgs {
+pub(crate) struct CopyRunArgs {
     #[command(flatten)]
     pub common: CopyArgs,
     /// Trade real money (also needs mode = "live" in the config and the API keys in the environment).
@@ -36,7 +36,7 @@ pub struct CopyRunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RatioArgs {
+pub(crate) struct RatioArgs {
     #[command(flatten)]
     pub common: CopyArgs,
     /// The new ratio (follower size = lead size × ratio), above 0 and at most 100.
@@ -48,7 +48,7 @@ pub struct RatioArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct CopyArgs {
+pub(crate) struct CopyArgs {
     /// Copy-trader configuration (TOML); see config/copytrade.example.toml.
     #[arg(long, short)]
     pub config: PathBuf,
@@ -61,7 +61,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-pub fn run(c: CopytradeCommand) -> Result<()> {
+pub(crate) fn run(c: CopytradeCommand) -> Result<()> {
     match c {
         CopytradeCommand::Run(a) => run_daemon(a),
         CopytradeCommand::Status(a) => status(a),

@@ -16,10 +16,10 @@ use kronos_forecast::eval::CalibrationMethod;
 use kronos_keeper::config::SHIPPED_MODEL;
 
 /// The candle file shipped in the repository.
-pub const SHIPPED_DATA: &str = "data/btcusd-1h.csv";
+pub(crate) const SHIPPED_DATA: &str = "data/btcusd-1h.csv";
 
 #[derive(Debug, Subcommand)]
-pub enum ForecastCommand {
+pub(crate) enum ForecastCommand {
     /// Train the tokenizer and the predictor on a candle CSV (deterministic for a seed; writes a model folder).
     Train(TrainArgs),
     /// Walk-forward evaluation of the model against climatology, persistence, momentum and a logistic baseline.
@@ -32,7 +32,7 @@ pub enum ForecastCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct CalibrateArgs {
+pub(crate) struct CalibrateArgs {
     /// Candle CSV; its chronological 70-85% slice is the validation split.
     #[arg(long, default_value = SHIPPED_DATA)]
     pub data: PathBuf,
@@ -48,7 +48,7 @@ pub struct CalibrateArgs {
 
 /// Where the model comes from.
 #[derive(Debug, Args)]
-pub struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// Model folder (tokenizer/, predictor/, kronos.json).
     #[arg(long, default_value = SHIPPED_MODEL)]
     pub model: PathBuf,
@@ -81,7 +81,7 @@ impl ModelArgs {
 
 /// Sampling settings shared by predict and eval.
 #[derive(Debug, Args)]
-pub struct SamplingArgs {
+pub(crate) struct SamplingArgs {
     /// Steps ahead (candles).
     #[arg(long, default_value_t = 1)]
     pub horizon: usize,
@@ -118,7 +118,7 @@ impl SamplingArgs {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum CalibrationArg {
+pub(crate) enum CalibrationArg {
     Platt,
     Isotonic,
     Stored,
@@ -126,7 +126,7 @@ pub enum CalibrationArg {
 }
 
 #[derive(Debug, Args)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// Candle CSV (timestamp,open,high,low,close,volume,amount).
     #[arg(long, default_value = SHIPPED_DATA)]
     pub data: PathBuf,
@@ -158,7 +158,7 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PredictArgs {
+pub(crate) struct PredictArgs {
     /// Candle CSV.
     #[arg(long, default_value = SHIPPED_DATA)]
     pub data: PathBuf,
@@ -175,7 +175,7 @@ pub struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// Candle CSV (timestamp,open,high,low,close,volume,amount).
     #[arg(long, default_value = SHIPPED_DATA)]
     pub data: PathBuf,
@@ -204,7 +204,7 @@ pub struct TrainArgs {
     pub tokenizer_from: Option<PathBuf>,
 }
 
-pub fn run(cmd: ForecastCommand) -> Result<()> {
+pub(crate) fn run(cmd: ForecastCommand) -> Result<()> {
     match cmd {
         ForecastCommand::Train(a) => train_cmd(a),
         ForecastCommand::Eval(a) => eval_cmd(a),
@@ -214,7 +214,7 @@ pub fn run(cmd: ForecastCommand) -> Result<()> {
 }
 
 /// A progress reporter: a bar on a terminal, a log line per update otherwise.
-pub fn progress_reporter() -> impl FnMut(&str, usize, usize, &str) {
+pub(crate) fn progress_reporter() -> impl FnMut(&str, usize, usize, &str) {
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<(String, ProgressBar)> = None;
     move |stage: &str, step: usize, total: usize, msg: &str| {

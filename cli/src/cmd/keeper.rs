@@ -11,14 +11,14 @@ use kronos_keeper::config::Config;
 use kronos_keeper::engine::{Keeper, Overrides};
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Keeper configuration (TOML); see config/keeper.example.toml.
     #[arg(long, short)]
     pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Keeper configuration (TOML).
     #[arg(long, short)]
     pub config: PathBuf,
@@ -31,7 +31,7 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DeployArgs {
+pub(crate) struct DeployArgs {
     /// Catalogue key of the chain to deploy on.
     #[arg(long)]
     pub chain: String,
@@ -62,7 +62,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// `kronos run`: the keeper daemon until SIGINT/SIGTERM.
-pub fn run(a: RunArgs) -> Result<()> {
+pub(crate) fn run(a: RunArgs) -> Result<()> {
     let cfg = Config::load(&a.config)?;
     let signer = cfg.load_signer(&|k| std::env::var(k).ok())?;
     runtime()?.block_on(async move {
@@ -80,7 +80,7 @@ pub fn run(a: RunArgs) -> Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -95,7 +95,7 @@ pub async fn shutdown_signal() {
 }
 
 /// `kronos status`: what the store recorded, and each chain's head ([`kronos_keeper::status::Status`]).
-pub fn status(a: StatusArgs) -> Result<()> {
+pub(crate) fn status(a: StatusArgs) -> Result<()> {
     let cfg = Config::load(&a.config)?;
     runtime()?.block_on(async move {
         let s = kronos_keeper::status::Status::collect(&cfg, a.rounds).await?;
@@ -109,13 +109,13 @@ pub fn status(a: StatusArgs) -> Result<()> {
 }
 
 /// `kronos markets`: the markets of every configured chain, read from the contracts.
-pub fn markets(a: RunArgs) -> Result<()> {
+pub(crate) fn markets(a: RunArgs) -> Result<()> {
     let cfg = Config::load(&a.config)?;
     runtime()?.block_on(kronos_keeper::status::markets(&cfg, &mut std::io::stdout()))
 }
 
 /// `kronos deploy`: [`kronos_localnet::deploy::deploy`] with the deployer's key from `KRONOS_DEPLOYER_KEY`.
-pub fn deploy(a: DeployArgs) -> Result<()> {
+pub(crate) fn deploy(a: DeployArgs) -> Result<()> {
     let key = std::env::var("KRONOS_DEPLOYER_KEY").ok().map(Secret::new);
     let req = kronos_localnet::deploy::DeployRequest {
         chain: a.chain,

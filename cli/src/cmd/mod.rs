@@ -1,9 +1,9 @@
 //! One module per `kronos` command group.
 
-pub mod copytrade;
-pub mod exchange;
-pub mod forecast;
-pub mod keeper;
-pub mod social;
-pub mod telegram;
-pub mod web;
+pub(crate) mod copytrade;
+pub(crate) mod exchange;
+pub(crate) mod forecast;
+pub(crate) mod keeper;
+pub(crate) mod social;
+pub(crate) mod telegram;
+pub(crate) mod web;

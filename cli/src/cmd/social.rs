@@ -9,7 +9,7 @@ use kronos_social::status;
 use kronos_social::Config;
 
 #[derive(Debug, Subcommand)]
-pub enum SocialCommand {
+pub(crate) enum SocialCommand {
     /// Run the monitor (sources, pipeline, REST, /ws, /health, /metrics) until SIGINT/SIGTERM.
     Run(SocialArgs),
     /// What the store holds per source (items, last item, cursor, skips) and, if it runs, the monitor's health.
@@ -19,13 +19,13 @@ pub enum SocialCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct SocialArgs {
+pub(crate) struct SocialArgs {
     /// Monitor configuration (TOML); see config/social.example.toml.
     #[arg(long, short, default_value = "config/social.example.toml")]
     pub config: PathBuf,
 }
 
-pub fn run(c: SocialCommand) -> Result<()> {
+pub(crate) fn run(c: SocialCommand) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match c {

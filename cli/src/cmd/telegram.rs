@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use kronos_telegram::{Config, Signals, TelegramBot};
 
 #[derive(Debug, Subcommand)]
-pub enum TelegramCommand {
+pub(crate) enum TelegramCommand {
     /// Run the bot (long polling or webhook, as configured) until SIGINT/SIGTERM.
     Run(TelegramArgs),
     /// Check the configuration and the token against the Bot API, then exit.
@@ -15,7 +15,7 @@ pub enum TelegramCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct TelegramArgs {
+pub(crate) struct TelegramArgs {
     /// Bot configuration (TOML); see config/telegram.example.toml.
     #[arg(long, short)]
     pub config: PathBuf,
@@ -25,7 +25,7 @@ async fn build(a: &TelegramArgs) -> Result<TelegramBot> {
     TelegramBot::from_config(Config::load(&a.config)?).await
 }
 
-pub fn run(c: TelegramCommand) -> Result<()> {
+pub(crate) fn run(c: TelegramCommand) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match c {

@@ -8,7 +8,7 @@ use clap::Args;
 use kronos_keeper::dapp::{Options, Standalone};
 
 #[derive(Debug, Args)]
-pub struct WebArgs {
+pub(crate) struct WebArgs {
     /// The keeper's API (`http://host:port`, as `kronos run` listens).
     #[arg(long)]
     pub api: url::Url,
@@ -22,7 +22,7 @@ pub struct WebArgs {
 }
 
 /// Runs `kronos web` until SIGINT/SIGTERM.
-pub fn run(a: WebArgs) -> Result<()> {
+pub(crate) fn run(a: WebArgs) -> Result<()> {
     let api = a.api.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
