@@ -359,8 +359,6 @@ async fn api_bench(mut a: ApiBenchArgs) -> Result<()> {
     }
     endpoints.extend(["/api/predictions?limit=50".to_string(), "/health".to_string(), "/metrics".to_string()]);
     let cached: Vec<String> = endpoints.iter().filter(|e| e.starts_with("/api/")).cloned().collect();
-    let warmup = Duration::from_secs_f64(a.warmup);
-    let duration = Duration::from_secs_f64(a.duration);
     println!(
         "\nclosed loop ({}s per run after {}s of warm-up; server CPU is the keeper's, 100% = one core):",
         a.duration, a.warmup
@@ -369,14 +367,15 @@ async fn api_bench(mut a: ApiBenchArgs) -> Result<()> {
         "  {:<44} {:>5} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
         "endpoint", "conns", "requests", "errors", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "server"
     );
-    let result = run_api_load(addr, pid, client_core, endpoints, cached, &a, warmup, duration).await;
+    let result = run_api_load(addr, pid, client_core, endpoints, cached, &a).await;
     if let Some(k) = keeper {
         drop(k.stop().await);
     }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Runs the closed-loop runs (each of `endpoints` at each concurrency) and the open-loop runs (the `cached` reads in
+/// turn at each rate) of `a` against the keeper at `addr` (process `pid`, for its CPU share), from `client_core`.
 async fn run_api_load(
     addr: SocketAddr,
     pid: Option<u32>,
@@ -384,9 +383,8 @@ async fn run_api_load(
     endpoints: Vec<String>,
     cached: Vec<String>,
     a: &ApiBenchArgs,
-    warmup: Duration,
-    duration: Duration,
 ) -> Result<()> {
+    let (warmup, duration) = (Duration::from_secs_f64(a.warmup), Duration::from_secs_f64(a.duration));
     let concurrency = a.concurrency.clone();
     let rates = a.rates.clone();
     let open_conns = a.open_connections;

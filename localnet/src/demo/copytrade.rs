@@ -301,19 +301,25 @@ pub async fn drive(
 /// The variable holding the demo bot's token.
 pub const TELEGRAM_TOKEN_ENV: &str = "KRONOS_TELEGRAM_TOKEN";
 
-/// Starts the Telegram bot against the Bot API at `url` for the demo's keeper (`keeper_api`) and copy-trader, on the
-/// demo's bus (its alerts), answering `chats` only; returns how to reach it.
-#[allow(clippy::too_many_arguments)]
+/// The demo bot's settings: the Bot API at `url`, the chats it answers (`--telegram-chat`), the demo keeper's API and
+/// the bot's state file.
+pub struct DemoBot<'a> {
+    pub url: &'a str,
+    pub chats: &'a [i64],
+    pub keeper_api: &'a str,
+    pub state_file: &'a Path,
+}
+
+/// Starts the Telegram bot of `bot` for the demo's keeper and copy-trader, on the demo's bus (its alerts), answering
+/// `bot.chats` only; returns how to reach it.
 pub async fn start_telegram(
-    url: &str,
-    chats: &[i64],
-    keeper_api: &str,
-    state_file: &Path,
+    bot: &DemoBot<'_>,
     copy: &CopyDemo,
     bus: &Bus,
     cancel: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<String> {
+    let DemoBot { url, chats, keeper_api, state_file } = *bot;
     anyhow::ensure!(
         std::env::var(TELEGRAM_TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty()),
         "--telegram-url: the bot's token goes in the environment variable {TELEGRAM_TOKEN_ENV}, which is not set"

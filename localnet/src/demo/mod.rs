@@ -248,8 +248,9 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         Some(url) => {
             let state = root.join(db.replace(".db", "-telegram.json"));
             let keeper_api = format!("http://{}", args.listen);
-            let bot =
-                copytrade::start_telegram(url, &args.telegram_chat, &keeper_api, &state, &copy, &bus, cancel, tasks);
+            let settings =
+                copytrade::DemoBot { url, chats: &args.telegram_chat, keeper_api: &keeper_api, state_file: &state };
+            let bot = copytrade::start_telegram(&settings, &copy, &bus, cancel, tasks);
             Some(bot.await?)
         }
         None => None,
