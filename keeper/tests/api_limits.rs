@@ -262,12 +262,13 @@ async fn a_foreign_origin_is_refused_the_websocket_of_the_keeper() {
 
 /// The copy-trader's service on a free port with a control token, under `limits`; its store and metrics.
 async fn copytrader(limits: Limits) -> (SocketAddr, kronos_copytrade::Handles) {
-    let store = kronos_copytrade::Store::connect("sqlite::memory:").await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let handles = kronos_copytrade::Handles {
         status: Default::default(),
         metrics: Arc::new(kronos_copytrade::metrics::Metrics::new()),
-        control: kronos_copytrade::Control::new(store.clone()),
-        store,
+        commands: tx,
+        store: kronos_copytrade::Store::connect("sqlite::memory:").await.unwrap(),
         bus: Bus::new(64),
         control_token: Some(kronos_common::Secret::new(CT_TOKEN)),
     };

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use kronos_common::Bus;
-use kronos_copytrade::control::{self, ControlCommand};
 use kronos_copytrade::{Config, Store, Tuning};
 
 #[derive(Debug, Subcommand)]
@@ -146,7 +145,9 @@ fn ratio(a: RatioArgs) -> Result<()> {
         let store = Store::connect(&cfg.store).await?;
         match value {
             Some(r) => {
-                control::apply(&store, &ControlCommand::SetRatio(Some(r), "kronos copytrade ratio".into())).await?;
+                store.set_state("ratio_set_by", "kronos copytrade ratio").await?;
+                store.set_state("ratio_set_ms", &kronos_common::time::now_ms().to_string()).await?;
+                store.set_state("ratio", &r.normalized().to_string()).await?;
                 store.event("ratio_requested", "", &format!("{} from the command line", r.normalized())).await?;
                 println!(
                     "ratio {} recorded: a running copy-trader resizes within a second; it stays in force over \
@@ -156,7 +157,9 @@ fn ratio(a: RatioArgs) -> Result<()> {
                 );
             }
             None => {
-                control::apply(&store, &ControlCommand::SetRatio(None, "kronos copytrade ratio".into())).await?;
+                for k in ["ratio", "ratio_set_by", "ratio_set_ms"] {
+                    store.delete_state(k).await?;
+                }
                 store.event("ratio_requested", "", "reset to the configured ratio from the command line").await?;
                 println!("ratio reset: copytrade.sizing.ratio = {} from {} applies", cfg.sizing.ratio, cfg.file);
             }
@@ -169,21 +172,9 @@ fn set_emergency(a: CopyArgs, on: bool) -> Result<()> {
     let cfg = Config::load(&a.config)?;
     runtime()?.block_on(async move {
         let store = Store::connect(&cfg.store).await?;
-        // A flag that cannot be read does not hold up the command: it is written anew.
-        let was_active = match control::emergency_active(&store).await {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("{e:#}; writing it anew");
-                false
-            }
-        };
+        let was_active = store.get_state("emergency").await?.as_deref() == Some("1");
         let since = kronos_common::time::now_ms() as i64;
-        let cmd = if on {
-            ControlCommand::EmergencyStop { reason: "emergency stop requested from the command line".into() }
-        } else {
-            ControlCommand::Resume
-        };
-        control::apply(&store, &cmd).await?;
+        store.set_state("emergency", if on { "1" } else { "0" }).await?;
         store.event(if on { "emergency_requested" } else { "resume_requested" }, "", "from the command line").await?;
         if !on {
             println!(

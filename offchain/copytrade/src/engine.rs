@@ -30,13 +30,12 @@ use tokio::sync::mpsc;
 
 use crate::ai::Forecast;
 use crate::config::{Config, SignalSource};
-use crate::control::{self, Control, SwitchChanges};
 use crate::decide::ai::{expired, expires_ms, forecast_target, AiTarget};
 use crate::decide::emergency::{self, PassEnd, RateLimit};
 use crate::decide::orders::{classify_error, Failure, MarketOrder, Outcome};
 use crate::decide::reconcile::{self, Difference};
 use crate::decide::stops::{self, StopInfo, StopPlan};
-use crate::decide::switches::{Flag, Trading};
+use crate::decide::switches::{self, Flag, Trading};
 use crate::decide::target::{self, Entry, Reduction};
 use crate::decide::unknown::{self, unknown_hold, NotFound, UnknownOrder};
 use crate::lead::LeadBook;
@@ -49,6 +48,13 @@ use crate::venue::{Equity, Position, Venue};
 pub use crate::decide::target::proportional_reduction;
 
 const SOURCE: &str = "copytrader";
+
+/// Commands from outside the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    EmergencyStop { reason: String },
+    Resume,
+}
 
 /// A follower position as the status view shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -111,8 +117,7 @@ const BLOCKED_NOTE_REPEAT: Duration = Duration::from_secs(60);
 pub struct Handles {
     pub status: Arc<Mutex<Status>>,
     pub metrics: Arc<Metrics>,
-    /// The control path ([`crate::control`]): commands written to the store, the engine woken at once.
-    pub control: Control,
+    pub commands: mpsc::Sender<Command>,
     pub store: Store,
     pub bus: Bus,
     /// The control API's token (`copytrade.api_token_env`); `None`: the control endpoints are refused.
@@ -143,7 +148,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     status: Arc<Mutex<Status>>,
     tuning: Tuning,
-    control: Control,
+    commands_rx: mpsc::Receiver<Command>,
+    commands_tx: mpsc::Sender<Command>,
     filters: HashMap<String, SymbolFilters>,
     hedge: bool,
     lead: LeadBook,
@@ -177,10 +183,8 @@ pub struct Engine {
     equity_stale: bool,
     /// The keeper's API token for a `ws://` forecast source (resolved from `copytrade.ai.token_env` by the builder).
     pub(crate) ai_token: Option<Secret>,
-    /// Emergency stop requests acted on (`None` before the control state was first read).
-    emergency_requests: Option<u64>,
-    /// Unreadable control state reported, by what it said (repeats are rate-limited).
-    control_alerted: RateLimit,
+    /// Commands received while start-up waited to retry: handled by the next attempt, before the lead is read.
+    startup_commands: Vec<Command>,
     /// A start-up attempt already began the emergency stop (a retry makes another pass, not another start).
     startup_emergency_done: bool,
     /// The runtime ratio override was reported (once per process).
@@ -230,12 +234,12 @@ impl Engine {
             detail: "starting".into(),
             ..Default::default()
         }));
-        let control = Control::new(store.clone());
+        let (tx, rx) = mpsc::channel(16);
         let ratio = cfg.sizing.ratio;
         let handles = Handles {
             status: status.clone(),
             metrics: metrics.clone(),
-            control: control.clone(),
+            commands: tx.clone(),
             store: store.clone(),
             bus: bus.clone(),
             control_token: None,
@@ -249,7 +253,8 @@ impl Engine {
             metrics,
             status,
             tuning,
-            control,
+            commands_rx: rx,
+            commands_tx: tx,
             filters: HashMap::new(),
             hedge: false,
             lead: LeadBook::default(),
@@ -273,8 +278,7 @@ impl Engine {
             ratio,
             equity_stale: false,
             ai_token: None,
-            emergency_requests: None,
-            control_alerted: RateLimit::new(BLOCKED_NOTE_REPEAT),
+            startup_commands: Vec::new(),
             startup_emergency_done: false,
             ratio_override_noted: false,
             emergency_report_due: false,
@@ -323,16 +327,7 @@ impl Engine {
             }
         }
         self.risk = RiskState::load(&self.store).await?;
-        // The control state: the switches now; the emergency stop below, once the positions are known. A switch that
-        // cannot be read fails this attempt after the emergency stop was carried out.
-        let (emergency_asked, switches) = control::poll(&self.store, &self.control_now()).await;
-        let switches_err = match switches {
-            Ok(c) => {
-                self.act_on_switches(c).await;
-                None
-            }
-            Err(e) => Some(e),
-        };
+        self.check_switches().await;
         if self.paper() {
             self.restore_paper().await?;
         }
@@ -360,25 +355,26 @@ impl Engine {
         // opened is adopted as theirs, not as drift.
         self.resolve_unknown(None).await;
         self.reconcile_positions().await?;
-        // An emergency stop — saved in the store, also one requested while start-up was retrying (the request wakes
-        // the retry) — is carried out now, before anything reads the lead: a lead that cannot be read must not keep
-        // the follower's positions open. Each retried start does this again.
-        let emergency_asked = emergency_asked?;
-        let asked_again = self.emergency_requests.is_some_and(|n| emergency_asked.requests > n);
-        self.emergency_requests = Some(emergency_asked.requests);
+        // An emergency stop — saved in the store, or sent over the API while start-up was retrying — is carried out
+        // now, before anything reads the lead: a lead that cannot be read must not keep the follower's positions
+        // open. Each retried start does this again.
+        let mut commands = std::mem::take(&mut self.startup_commands);
+        while let Ok(cmd) = self.commands_rx.try_recv() {
+            commands.push(cmd);
+        }
         if self.risk.emergency {
             if !self.startup_emergency_done {
                 self.execute_emergency("emergency stop was active at start-up").await;
-            } else if asked_again {
-                self.emergency_again(&emergency_asked.reason).await;
-            } else {
-                // A retried start: another pass at whatever is still open.
+            } else if commands.is_empty() {
+                // A retried start: another pass at whatever is still open (a command below makes its own).
                 self.emergency_pass().await;
             }
-            self.startup_emergency_done = true;
         }
-        if let Some(e) = switches_err {
-            return Err(e);
+        for cmd in commands {
+            self.handle_command(cmd).await;
+        }
+        if self.risk.emergency {
+            self.startup_emergency_done = true;
         }
         if self.lead_client.is_some() {
             self.poll_lead(first_start).await?;
@@ -1582,7 +1578,7 @@ impl Engine {
         self.risk.emergency = true;
         // Shown at once, before the first order goes out.
         self.status.lock().risk.emergency = true;
-        if let Err(e) = control::record_emergency(&self.store, true).await {
+        if let Err(e) = self.store.set_state("emergency", "1").await {
             tracing::error!(error = %e, "copy-trader: emergency flag could not be saved");
         }
         self.metrics.emergency.set(1);
@@ -1736,17 +1732,31 @@ impl Engine {
         wait
     }
 
-    /// The emergency stop asked for again while it holds: a new pass now (whatever is open is closed).
-    async fn emergency_again(&mut self, reason: &str) {
-        self.risk_event(
-            "emergency_stop",
-            "",
-            format!("{reason}: emergency stop already active; closing whatever is open again"),
-        )
-        .await;
-        self.emergency_retry = None;
-        self.emergency_report_due = true;
-        self.emergency_pass().await;
+    /// A command from the API (or the caller).
+    async fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::EmergencyStop { reason } => {
+                if !self.risk.emergency {
+                    self.execute_emergency(&reason).await;
+                } else {
+                    // Asked again while it holds: a new pass now (whatever is open is closed).
+                    self.risk_event(
+                        "emergency_stop",
+                        "",
+                        format!("{reason}: emergency stop already active; closing whatever is open again"),
+                    )
+                    .await;
+                    self.emergency_retry = None;
+                    self.emergency_report_due = true;
+                    self.emergency_pass().await;
+                }
+            }
+            Command::Resume => {
+                if self.risk.emergency {
+                    self.resume().await;
+                }
+            }
+        }
     }
 
     async fn resume(&mut self) {
@@ -1755,7 +1765,7 @@ impl Engine {
         self.emergency_retry = None;
         self.emergency_alerted.clear();
         self.status.lock().emergency_open.clear();
-        let _ = control::record_emergency(&self.store, false).await;
+        let _ = self.store.set_state("emergency", "0").await;
         self.metrics.emergency.set(0);
         self.risk_event(
             "resumed",
@@ -1765,54 +1775,16 @@ impl Engine {
         .await;
     }
 
-    /// What the engine is in now, as the control state's decisions take it.
-    fn control_now(&self) -> control::Current {
-        control::Current {
-            paused: self.paused,
-            emergency: self.risk.emergency,
-            // Before the state was first read, nothing counts as asked again.
-            emergency_requests: self.emergency_requests.unwrap_or(u64::MAX),
-            ratio: self.ratio,
-            configured_ratio: self.cfg.sizing.ratio,
-            first: !self.status.lock().ready,
-            ratio_noted: self.ratio_override_noted,
-        }
-    }
-
-    /// Reads the control state ([`crate::control::poll`]) and acts on what changed. A value that cannot be read is
-    /// reported (naming its key) and the state in force is kept.
-    async fn poll_control(&mut self) {
-        let (emergency, switches) = control::poll(&self.store, &self.control_now()).await;
-        match emergency {
-            Ok(c) => {
-                self.emergency_requests = Some(c.requests);
-                match c.flag {
-                    Flag::Stop => self.execute_emergency(&c.reason).await,
-                    Flag::Again => self.emergency_again(&c.reason).await,
-                    Flag::Resume => self.resume().await,
-                    Flag::Unchanged => {}
-                }
+    /// The switches other processes set in the store: `trading` (copy-trading on/off) and `ratio`.
+    async fn check_switches(&mut self) {
+        let stored = match self.store.get_state("trading").await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "copy-trader: switches could not be read");
+                return;
             }
-            Err(e) => self.control_unreadable(&e).await,
-        }
-        match switches {
-            Ok(c) => self.act_on_switches(c).await,
-            Err(e) => self.control_unreadable(&e).await,
-        }
-    }
-
-    async fn control_unreadable(&mut self, e: &anyhow::Error) {
-        let detail = format!("{e:#}; the state in force is kept");
-        if self.control_alerted.due(&detail, Instant::now()) {
-            self.risk_event("control_invalid", "", detail).await;
-        } else {
-            tracing::warn!(%detail, "copy-trader: control state unreadable");
-        }
-    }
-
-    /// The switches: copy-trading on/off and the ratio in effect.
-    async fn act_on_switches(&mut self, c: SwitchChanges) {
-        match c.trading {
+        };
+        match switches::trading(stored.as_deref(), self.paused) {
             Trading::Unchanged => {}
             Trading::Off => {
                 self.paused = true;
@@ -1841,7 +1813,14 @@ impl Engine {
                 .await;
             }
         }
-        let (wanted, plan) = (c.ratio, c.plan);
+        let stored = self.store.get_state("ratio").await.ok().flatten();
+        let (wanted, ignored) = switches::wanted_ratio(stored.as_deref(), self.cfg.sizing.ratio);
+        if ignored {
+            let v = stored.unwrap_or_default();
+            tracing::warn!(value = %v, "copy-trader: ratio override in the store is not a ratio in (0, 100]; ignored");
+        }
+        let first = !self.status.lock().ready;
+        let plan = switches::ratio_plan(wanted, self.cfg.sizing.ratio, self.ratio, first, self.ratio_override_noted);
         if plan.note_override {
             // Once per process, not at every retried start-up attempt.
             self.ratio_override_noted = true;
@@ -1865,12 +1844,21 @@ impl Engine {
                 )
                 .await;
             }
-            let _ = control::record_ratio_effective(&self.store, wanted).await;
+            let _ = self.store.set_state("ratio_effective", &wanted.to_string()).await;
             if plan.reapply {
                 for s in self.cfg.sizing.allow.clone() {
                     self.apply(&s, None).await;
                 }
             }
+        }
+    }
+
+    async fn check_emergency_flag(&mut self) {
+        let stored = self.store.get_state("emergency").await.ok().flatten();
+        match switches::emergency_flag(stored.as_deref(), self.risk.emergency) {
+            Flag::Stop => self.execute_emergency("emergency stop requested").await,
+            Flag::Resume => self.resume().await,
+            Flag::Unchanged => {}
         }
     }
 
@@ -1974,7 +1962,6 @@ impl Engine {
     /// Runs until `shutdown` resolves. Start-up errors (exchange unreachable, store broken) are returned.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
-        let control_wake = self.control.clone();
         // Start-up retries transient exchange failures, backing off from 2 s to a minute and saying where it could
         // not get through; configuration errors end it.
         let mut backoff = Duration::from_secs(2);
@@ -2003,8 +1990,8 @@ impl Engine {
                         _ = &mut shutdown => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}
                         // A command (an emergency stop over the API) does not wait out the back-off: the next
-                        // attempt reads it right after the follower's positions.
-                        _ = control_wake.woken() => {}
+                        // attempt handles it right after reading the follower's positions.
+                        Some(cmd) = self.commands_rx.recv() => self.startup_commands.push(cmd),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
@@ -2045,9 +2032,8 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break Ok(()),
-                // A command sent in this process (the API): acted on at once.
-                _ = control_wake.woken() => {
-                    self.poll_control().await;
+                Some(cmd) = self.commands_rx.recv() => {
+                    self.handle_command(cmd).await;
                     self.update_status(stream_up);
                 }
                 Some(ev) = stream_rx.recv() => {
@@ -2104,12 +2090,12 @@ impl Engine {
                     }
                 }
                 _ = fast.tick() => {
-                    // Commands from other processes (the bot, the CLI): within this tick.
-                    self.poll_control().await;
+                    self.check_emergency_flag().await;
                     if self.risk.emergency && self.emergency_retry.is_some_and(|(at, _)| Instant::now() >= at) {
                         self.emergency_pass().await;
                         self.update_status(stream_up);
                     }
+                    self.check_switches().await;
                     match self.venue.tick().await {
                         Ok(fired) => {
                             for t in fired {
@@ -2167,6 +2153,7 @@ impl Engine {
             }
         }
         self.save_paper_wallet().await;
+        let _ = self.commands_tx.clone();
         result
     }
 }

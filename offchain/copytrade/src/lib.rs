@@ -2,8 +2,6 @@
 //! Paper by default.
 //!
 //! - [`config`]: `[copytrade]` TOML, validated with errors that name the field.
-//! - [`control`]: the one control path (trading on/off, the ratio, the emergency stop, resume): typed commands
-//!   written to the store, the engine woken at once in-process and polling for other processes.
 //! - [`engine`]: the follower's executor (venue calls, store writes, status) around the decisions of `decide`.
 //! - `decide`: the decisions, pure and unit-tested: targets and their orders, stops, the emergency stop, orders of
 //!   unknown fate, the switches, AI targets.
@@ -18,7 +16,6 @@
 pub mod ai;
 pub mod ai_gate;
 pub mod config;
-pub mod control;
 pub(crate) mod decide;
 pub mod engine;
 pub mod lead;
@@ -32,6 +29,5 @@ pub mod store;
 pub mod venue;
 
 pub use config::{Config, Mode};
-pub use control::{Control, ControlCommand};
-pub use engine::{Engine, Handles, Status, Tuning};
+pub use engine::{Command, Engine, Handles, Status, Tuning};
 pub use store::Store;

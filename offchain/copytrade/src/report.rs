@@ -110,7 +110,7 @@ pub const MIN_RATIO: &str = "0.001";
 pub const MAX_RATIO: i128 = 100;
 
 /// A ratio as the engine takes it: a number from [`MIN_RATIO`] to [`MAX_RATIO`]; anything else is refused (an
-/// override in the store outside that range is an error naming the key: [`crate::control`]).
+/// override in the store outside that range is ignored).
 pub fn valid_ratio(s: &str) -> Option<Decimal> {
     let min: Decimal = MIN_RATIO.parse().expect("literal");
     s.trim().parse::<Decimal>().ok().filter(|r| *r >= min && *r <= Decimal::from_int(MAX_RATIO))
@@ -131,11 +131,16 @@ pub struct StoredStatus {
 }
 
 pub async fn stored_status(store: &Store) -> Result<StoredStatus> {
-    let switches = crate::control::load_switches(store).await?;
-    let ratio_override =
-        switches.ratio.map(|o| RatioOverride { value: o.ratio.to_string(), set_by: o.set_by, set_ms: o.set_ms });
+    let ratio_override = match store.get_state("ratio").await? {
+        Some(value) => Some(RatioOverride {
+            value,
+            set_by: store.get_state("ratio_set_by").await?,
+            set_ms: store.get_state("ratio_set_ms").await?.and_then(|v| v.parse().ok()),
+        }),
+        None => None,
+    };
     Ok(StoredStatus {
-        trading: switches.trading,
+        trading: store.get_state("trading").await?.as_deref() != Some("0"),
         ratio_override,
         risk: RiskState::load(store).await?,
         positions: store.positions().await?,

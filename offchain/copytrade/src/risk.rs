@@ -73,7 +73,7 @@ impl RiskState {
     /// Loads the state (defaults when none was saved).
     pub async fn load(store: &Store) -> Result<RiskState> {
         Ok(RiskState {
-            emergency: crate::control::emergency_active(store).await?,
+            emergency: store.get_state("emergency").await?.as_deref() == Some("1"),
             cooldown_until_ms: store.get_state("cooldown_until_ms").await?.and_then(|v| v.parse().ok()).unwrap_or(0),
             day: store.get_state("day").await?.and_then(|v| v.parse().ok()).unwrap_or(0),
             day_start_equity: parse_dec(store.get_state("day_start_equity").await?),
@@ -82,8 +82,8 @@ impl RiskState {
         })
     }
 
-    /// Saves the figures the engine computes. Not `emergency`: that flag is set and cleared only through
-    /// [`crate::control`] (commands from the API, the CLI, the Telegram bot; the engine's own record), so a save
+    /// Saves the figures the engine computes. Not `emergency`: that flag is set and cleared only by the emergency
+    /// stop and resume themselves (the engine, the API, the CLI, the Telegram bot write it directly), so a save
     /// never overwrites a stop requested meanwhile.
     pub async fn save(&self, store: &Store) -> Result<()> {
         store.set_state("cooldown_until_ms", &self.cooldown_until_ms.to_string()).await?;
@@ -198,12 +198,11 @@ mod tests {
         let mut r = RiskState::load(&store).await.unwrap();
         assert!(!r.emergency);
         // The CLI (or Telegram) stops everything while the engine holds the state it loaded…
-        let stop = crate::control::ControlCommand::EmergencyStop { reason: "test".into() };
-        crate::control::apply(&store, &stop).await.unwrap();
+        store.set_state("emergency", "1").await.unwrap();
         // …and the engine saves a new peak.
         r.observe(d("1000"), 20_000 * DAY_MS, d("50"), d("90"), 1000);
         r.save(&store).await.unwrap();
-        assert!(crate::control::emergency_active(&store).await.unwrap());
+        assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
         let loaded = RiskState::load(&store).await.unwrap();
         assert!(loaded.emergency);
         assert_eq!(loaded.peak_equity, Some(d("1000")));

@@ -19,8 +19,7 @@ use axum::{Extension, Json, Router};
 use kronos_common::http_guard::{Guard, Limits};
 use kronos_common::signal_ws::Hub;
 
-use crate::control::ControlCommand;
-use crate::engine::Handles;
+use crate::engine::{Command, Handles};
 
 /// The router under the default limits ([`kronos_common::http_guard::Limits::default`]).
 pub fn router(h: Handles) -> Router {
@@ -106,11 +105,11 @@ async fn emergency(State(h): State<Handles>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse_unless_authorized(&h, &headers) {
         return r;
     }
-    // Saved first (it holds even if the engine is busy or restarting), then the engine is woken at once.
-    let cmd = ControlCommand::EmergencyStop { reason: "emergency stop requested over the API".into() };
-    if let Err(e) = h.control.send(cmd).await {
+    // The flag is saved first, so the stop holds even if the engine is busy or restarting.
+    if let Err(e) = h.store.set_state("emergency", "1").await {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
     }
+    let _ = h.commands.send(Command::EmergencyStop { reason: "emergency stop requested over the API".into() }).await;
     (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": true}))).into_response()
 }
 
@@ -118,9 +117,10 @@ async fn resume(State(h): State<Handles>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse_unless_authorized(&h, &headers) {
         return r;
     }
-    if let Err(e) = h.control.send(ControlCommand::Resume).await {
+    if let Err(e) = h.store.set_state("emergency", "0").await {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
     }
+    let _ = h.commands.send(Command::Resume).await;
     (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": false}))).into_response()
 }
 

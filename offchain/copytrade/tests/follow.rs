@@ -10,7 +10,6 @@ use kronos_binance::types::Side;
 use kronos_binance_mock::Fault;
 use kronos_common::signals::LeadAction;
 use kronos_common::SignalKind;
-use kronos_copytrade::control::{self, ControlCommand};
 use kronos_copytrade::Config;
 
 #[tokio::test]
@@ -324,11 +323,7 @@ async fn emergency_stop_closes_everything_and_persists_until_resume() {
     assert_eq!(http.post(&url).send().await.unwrap().status(), 401);
     assert_eq!(http.post(&url).bearer_auth("ct-control-token-0123456789x").send().await.unwrap().status(), 401);
     assert_eq!(http.post(format!("http://{addr}/api/resume")).send().await.unwrap().status(), 401);
-    assert_eq!(
-        control::load_emergency(&r.handles.store).await.unwrap().flag,
-        None,
-        "a refused request changed nothing"
-    );
+    assert_eq!(r.handles.store.get_state("emergency").await.unwrap(), None, "a refused request changed nothing");
     let resp = http.post(&url).bearer_auth(CONTROL_TOKEN).send().await.unwrap();
     assert_eq!(resp.status(), 202);
     w.expect_follower("BTCUSDT", "0").await;
@@ -345,7 +340,7 @@ async fn emergency_stop_closes_everything_and_persists_until_resume() {
     r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     // Resume through the store (as the CLI and the Telegram bot do): open lead positions are not chased…
-    control::apply(&r.handles.store, &ControlCommand::Resume).await.unwrap();
+    r.handles.store.set_state("emergency", "0").await.unwrap();
     wait_for("resumed", || !r.handles.status.lock().risk.emergency).await;
     r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
@@ -583,41 +578,30 @@ async fn the_trading_switch_and_the_ratio_override_work_through_the_store() {
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     // A new ratio resizes at once.
-    control::apply(&r.handles.store, &ControlCommand::SetRatio(Some(d("0.8")), "test".into())).await.unwrap();
+    r.handles.store.set_state("ratio", "0.8").await.unwrap();
     w.expect_follower("BTCUSDT", "0.08").await;
-    assert_eq!(control::load_switches(&r.handles.store).await.unwrap().ratio_effective, Some(d("0.8")));
+    assert_eq!(r.handles.store.get_state("ratio_effective").await.unwrap().as_deref(), Some("0.8"));
     // Switched off: nothing is mirrored, positions and stops stay.
-    control::apply(&r.handles.store, &ControlCommand::SetTrading(false)).await.unwrap();
+    r.handles.store.set_state("trading", "0").await.unwrap();
     wait_for("paused", || !r.handles.status.lock().trading).await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     r.settle().await;
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.08"));
     assert_eq!(w.follower_stops().len(), 1);
     // Switched on: the increase made meanwhile is not chased; the next change is mirrored.
-    control::apply(&r.handles.store, &ControlCommand::SetTrading(true)).await.unwrap();
+    r.handles.store.set_state("trading", "1").await.unwrap();
     wait_for("resumed", || r.handles.status.lock().trading).await;
     r.settle().await;
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.08"));
     // The lead reduces by 75% (0.2 → 0.05); the follower, held at 0.08, reduces by 75% too: 0.02.
     w.lead_trade(Side::Sell, "0.15", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.02").await;
-    // A bad value written to the store behind the control path's back (not a ratio) is an error naming its key,
-    // reported; the ratio in force is kept, not replaced by a default.
+    // A bad override is ignored (the configured ratio applies).
     r.handles.store.set_state("ratio", "-3").await.unwrap();
     let store = r.handles.store.clone();
-    wait_until("the bad ratio reported", || {
-        let store = store.clone();
-        async move {
-            store.events(50).await.unwrap().iter().any(|e| e.kind == "control_invalid" && e.detail.contains("`ratio`"))
-        }
-    })
-    .await;
-    assert_eq!(r.handles.status.lock().ratio, "0.8");
-    // Reset through the control path: the configured ratio applies.
-    control::apply(&r.handles.store, &ControlCommand::SetRatio(None, "test".into())).await.unwrap();
     wait_until("the configured ratio in force", || {
         let store = store.clone();
-        async move { control::load_switches(&store).await.unwrap().ratio_effective == Some(d("0.5")) }
+        async move { store.get_state("ratio_effective").await.unwrap().as_deref() == Some("0.5") }
     })
     .await;
     wait_for("the status shows it", || r.handles.status.lock().ratio == "0.5").await;
@@ -744,7 +728,7 @@ async fn an_emergency_stop_keeps_trying_until_every_position_is_closed_and_keeps
         },
         1,
     );
-    r.handles.control.send(ControlCommand::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
     let store = r.handles.store.clone();
     wait_event("the failure alerted", &store, "emergency_incomplete", "could not be read").await;
     // Nothing is closed yet, and nothing is unprotected.
@@ -767,7 +751,7 @@ async fn in_hedge_mode_an_emergency_stop_closes_each_side() {
     let cfg = w.default_config("live");
     let r = w.start(&cfg).await;
     // Copy-trading off; someone holds both sides by hand.
-    control::apply(&r.handles.store, &ControlCommand::SetTrading(false)).await.unwrap();
+    r.handles.store.set_state("trading", "0").await.unwrap();
     wait_for("paused", || !r.handles.status.lock().trading).await;
     let f = follower_client(&w);
     let long = kronos_binance::types::OrderRequest {
@@ -780,7 +764,7 @@ async fn in_hedge_mode_an_emergency_stop_closes_each_side() {
     };
     f.place_order(&long).await.unwrap();
     f.place_order(&short).await.unwrap();
-    r.handles.control.send(ControlCommand::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
     wait_for("both sides closed", || {
         let a = w.ex.account(FOLLOWER);
         a.position("BTCUSDT", "LONG").amount.is_zero() && a.position("BTCUSDT", "SHORT").amount.is_zero()
@@ -895,7 +879,7 @@ async fn an_emergency_stop_also_closes_what_an_order_of_unknown_fate_opens_late(
     let store = r.handles.store.clone();
     wait_event("the entry's outcome unknown", &store, "order_unresolved", "").await;
     // Panic: stop everything while the follower holds nothing yet.
-    r.handles.control.send(ControlCommand::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
     wait_for("the late entry executed", || w.ex.late_pending() == 0 && !follower_orders(&w).is_empty()).await;
     // What it opened is closed too, and only then is the stop done.
     w.expect_follower("BTCUSDT", "0").await;
@@ -1083,7 +1067,7 @@ async fn a_position_reopened_after_an_emergency_stop_finished_is_closed_too() {
         let store = store.clone();
         async move { store.events(500).await.unwrap().iter().filter(|e| e.kind == "emergency_done").count() >= n }
     };
-    r.handles.control.send(ControlCommand::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
     w.expect_follower("BTCUSDT", "0").await;
     wait_until("the emergency stop done", || done(1)).await;
     // A person opens a position by hand while the emergency stop holds: the copy-trader closes it as well, and
@@ -1109,7 +1093,7 @@ async fn a_position_reopened_after_an_emergency_stop_finished_is_closed_too() {
     assert!(stops_after > stops_before, "the reopened position got no stop while its close was refused");
     wait_until("a second emergency pass done", || done(2)).await;
     // Asked again while it holds, the emergency stop runs a new pass.
-    r.handles.control.send(ControlCommand::EmergencyStop { reason: "again".into() }).await.unwrap();
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "again".into() }).await.unwrap();
     wait_until("a third emergency pass done", || done(3)).await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     r.stop().await;
@@ -1212,7 +1196,7 @@ async fn an_emergency_close_the_exchange_keeps_refusing_is_reported_once_and_the
     let refusal =
         Fault::Answer { status: 400, code: -4005, msg: "Quantity greater than max quantity.".into(), executed: false };
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", refusal, 100);
-    r.handles.control.send(ControlCommand::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
     wait_for("four refused attempts", || w.ex.faults_left() <= 96).await;
     let events = r.handles.store.events(500).await.unwrap();
     let count = |k: &str| events.iter().filter(|e| e.kind == k).count();
@@ -1266,12 +1250,12 @@ async fn the_status_shows_each_change_at_once_not_at_the_next_reconcile() {
     let last = r.handles.store.equity_since(0).await.unwrap().last().map(|e| e.1);
     assert_eq!(last, Some(d(&equity)), "the equity after the fill is recorded");
     // Trading switched off (as /stop in the bot does).
-    control::apply(&r.handles.store, &ControlCommand::SetTrading(false)).await.unwrap();
+    r.handles.store.set_state("trading", "0").await.unwrap();
     wait_until("/api/status shows trading off", || async { get("/api/status").await["trading"] == false }).await;
-    control::apply(&r.handles.store, &ControlCommand::SetTrading(true)).await.unwrap();
+    r.handles.store.set_state("trading", "1").await.unwrap();
     wait_until("/api/status shows trading on", || async { get("/api/status").await["trading"] == true }).await;
     // An emergency stop through the store (as the CLI and the bot do): shown with its effect.
-    control::apply(&r.handles.store, &ControlCommand::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.store.set_state("emergency", "1").await.unwrap();
     w.expect_follower("BTCUSDT", "0").await;
     wait_until("/api/status shows the emergency stop and no position", || async {
         let s = get("/api/status").await;
@@ -1282,7 +1266,7 @@ async fn the_status_shows_each_change_at_once_not_at_the_next_reconcile() {
     .await;
     wait_until("/health shows the emergency stop", || async { get("/health").await["emergency"] == true }).await;
     // Resumed: entries are allowed again at once.
-    control::apply(&r.handles.store, &ControlCommand::Resume).await.unwrap();
+    r.handles.store.set_state("emergency", "0").await.unwrap();
     wait_until("/api/status shows entries allowed after the resume", || async {
         let s = get("/api/status").await;
         s["risk"]["emergency"] == false && s["entries_blocked"].is_null()
@@ -1327,7 +1311,7 @@ async fn a_runtime_ratio_that_overrides_the_configured_one_is_reported_at_start(
     let w = World::new().await;
     let cfg = w.default_config("live");
     let r = w.start(&cfg).await;
-    control::apply(&r.handles.store, &ControlCommand::SetRatio(Some(d("0.8")), "test".into())).await.unwrap();
+    r.handles.store.set_state("ratio", "0.8").await.unwrap();
     wait_for("the override in force", || r.handles.status.lock().ratio == "0.8").await;
     r.stop().await;
     let r = w.start(&cfg).await;
@@ -1364,7 +1348,7 @@ async fn a_store_used_with_another_network_mode_or_key_is_refused() {
     let r = w.start(&paper).await;
     w.lead_trade(Side::Sell, "1", "BTCUSDT").await;
     wait_for("the paper position", || r.handles.status.lock().positions.len() == 1).await;
-    control::apply(&r.handles.store, &ControlCommand::SetRatio(Some(d("0.8")), "test".into())).await.unwrap();
+    r.handles.store.set_state("ratio", "0.8").await.unwrap();
     r.stop().await;
     // The same file switched to live: refused before any order.
     let live = w.default_config("live");
@@ -1408,7 +1392,7 @@ async fn an_emergency_stop_is_carried_out_while_start_up_cannot_read_the_lead() 
         w.ex.inject_for(LEAD, "GET", "/fapi/v2/positionRisk", Fault::Unknown503 { executed: false }, 100_000);
         let store = kronos_copytrade::Store::connect(&cfg.store).await.unwrap();
         if !via_command {
-            control::apply(&store, &ControlCommand::EmergencyStop { reason: "test".into() }).await.unwrap();
+            store.set_state("emergency", "1").await.unwrap();
         }
         let (engine, handles) = kronos_copytrade::run::build(&cfg, true, w.bus.clone(), test_tuning()).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -1418,7 +1402,11 @@ async fn an_emergency_stop_is_carried_out_while_start_up_cannot_read_the_lead() 
         if via_command {
             let st = handles.status.clone();
             wait_for("a failed start-up", || st.lock().detail.starts_with("cannot start")).await;
-            handles.control.send(ControlCommand::EmergencyStop { reason: "test".into() }).await.unwrap();
+            handles
+                .commands
+                .send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() })
+                .await
+                .unwrap();
         }
         w.expect_follower("BTCUSDT", "0").await;
         assert!(!handles.status.lock().ready, "still unable to start");
@@ -1461,7 +1449,7 @@ async fn a_stop_missing_while_trading_is_off_is_placed_again() {
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     wait_for("the stop", || w.follower_stops().len() == 1).await;
-    control::apply(&r.handles.store, &ControlCommand::SetTrading(false)).await.unwrap();
+    r.handles.store.set_state("trading", "0").await.unwrap();
     wait_for("trading off", || !r.handles.status.lock().trading).await;
     let old = w.follower_stops()[0].client_algo_id.clone();
     follower_client(&w).cancel_stop(&old).await.unwrap();
@@ -1524,7 +1512,7 @@ async fn a_retried_start_up_reports_the_ratio_override_once() {
     let w = World::new().await;
     let cfg = w.default_config("paper");
     let r = w.start(&cfg).await;
-    control::apply(&r.handles.store, &ControlCommand::SetRatio(Some(d("0.8")), "test".into())).await.unwrap();
+    r.handles.store.set_state("ratio", "0.8").await.unwrap();
     wait_for("the override in force", || r.handles.status.lock().ratio == "0.8").await;
     r.stop().await;
     // The first two attempts fail at the lead (each read is tried three times; the third attempt starts).
@@ -1555,7 +1543,7 @@ async fn a_repeated_emergency_request_gets_its_own_outcome() {
     let store = r.handles.store.clone();
     for _ in 0..2 {
         let since = kronos_common::time::now_ms() as i64;
-        r.handles.control.send(ControlCommand::EmergencyStop { reason: "test".into() }).await.unwrap();
+        r.handles.commands.send(kronos_copytrade::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
         let outcome = kronos_copytrade::report::emergency_outcome(&store, since, Duration::from_secs(60)).await;
         assert!(
             matches!(outcome, kronos_copytrade::report::EmergencyOutcome::Incomplete(_)),

@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use kronos_api_types as wire;
 use kronos_common::Decimal;
-use kronos_copytrade::control::{self, ControlCommand};
 use kronos_copytrade::report::{self, Stats, StoredStatus};
 use kronos_copytrade::Store;
 use serde::de::DeserializeOwned;
@@ -31,8 +30,7 @@ pub struct Backend {
     pub store: Option<Store>,
 }
 
-/// How an emergency stop from the bot reached the copy-trader (it is saved in the store either way: by the API, or
-/// by the bot when the API did not accept it).
+/// What an emergency stop from the bot did, beyond saving the flag in the store (which always happens first).
 #[derive(Debug, Clone, PartialEq)]
 pub enum EmergencySent {
     /// No copy-trader API configured: the store's flag alone (a running copy-trader reads it within a second).
@@ -150,8 +148,8 @@ impl Backend {
         }
         let store = self.store()?;
         let s: StoredStatus = report::stored_status(store).await?;
-        let switches = control::load_switches(store).await?;
-        let (trading, ratio) = (switches.trading, switches.ratio_effective.map(|r| r.to_string()));
+        let trading = store.get_state("trading").await?.as_deref() != Some("0");
+        let ratio = store.get_state("ratio_effective").await?;
         let now = kronos_common::time::now_ms() as i64;
         let last_equity = store
             .equity_since(kronos_common::time::now_ms() as i64 - 86_400_000)
@@ -199,7 +197,7 @@ impl Backend {
     /// Copy-trading on or off.
     pub async fn set_trading(&self, on: bool) -> Result<()> {
         let store = self.store()?;
-        control::apply(store, &ControlCommand::SetTrading(on)).await?;
+        store.set_state("trading", if on { "1" } else { "0" }).await?;
         store.event(if on { "trading_on_requested" } else { "trading_off_requested" }, "", "from Telegram").await?;
         Ok(())
     }
@@ -208,15 +206,17 @@ impl Backend {
     /// recorded with it (`kronos copytrade status` shows it).
     pub async fn set_ratio(&self, ratio: Decimal) -> Result<Option<String>> {
         let store = self.store()?;
-        let old = control::load_switches(store).await?.ratio_effective.map(|r| r.to_string());
-        control::apply(store, &ControlCommand::SetRatio(Some(ratio), "Telegram /ratio".into())).await?;
+        let old = store.get_state("ratio_effective").await?;
+        store.set_state("ratio_set_by", "Telegram /ratio").await?;
+        store.set_state("ratio_set_ms", &kronos_common::time::now_ms().to_string()).await?;
+        store.set_state("ratio", &ratio.to_string()).await?;
         store.event("ratio_requested", "", &format!("{ratio} from Telegram")).await?;
         Ok(old)
     }
 
     /// Whether the store's emergency flag is set now.
     pub async fn emergency_active(&self) -> Result<bool> {
-        control::emergency_active(self.store()?).await
+        Ok(self.store()?.get_state("emergency").await?.as_deref() == Some("1"))
     }
 
     /// Waits up to `wait` for the copy-trader to record what an emergency stop requested at `since_ms` did.
@@ -227,33 +227,22 @@ impl Backend {
         }
     }
 
-    /// The emergency stop, through the copy-trader's control path ([`kronos_copytrade::control`]): sent to the
-    /// running copy-trader's API when one is configured (it saves the stop in the store, then acts at once); saved
-    /// in the store here otherwise, or when the API did not accept it (it holds across restarts, and a running
-    /// copy-trader acts on it within a second).
+    /// The emergency stop: saved in the store (it holds across restarts) and, when the API is configured, sent
+    /// to the running copy-trader at once.
     pub async fn emergency(&self) -> Result<EmergencySent> {
         let store = self.store()?;
+        store.set_state("emergency", "1").await?;
         store.event("emergency_requested", "", "from Telegram").await?;
-        let sent = match &self.copytrade_api {
-            None => EmergencySent::StoreOnly,
-            Some(api) => {
-                let mut req = self.http.post(format!("{}/api/emergency-stop", trim(api)));
-                if let Some(t) = &self.copytrade_token {
-                    req = req.bearer_auth(t.expose());
-                }
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => EmergencySent::Accepted,
-                    Ok(r) => EmergencySent::Refused(r.status().as_u16()),
-                    Err(e) => EmergencySent::Unreachable(e.without_url().to_string()),
-                }
-            }
-        };
-        // One request, one stop: the store is written here only when the API did not write it.
-        if sent != EmergencySent::Accepted {
-            let stop = ControlCommand::EmergencyStop { reason: "emergency stop requested from Telegram".into() };
-            control::apply(store, &stop).await?;
+        let Some(api) = &self.copytrade_api else { return Ok(EmergencySent::StoreOnly) };
+        let mut req = self.http.post(format!("{}/api/emergency-stop", trim(api)));
+        if let Some(t) = &self.copytrade_token {
+            req = req.bearer_auth(t.expose());
         }
-        Ok(sent)
+        Ok(match req.send().await {
+            Ok(r) if r.status().is_success() => EmergencySent::Accepted,
+            Ok(r) => EmergencySent::Refused(r.status().as_u16()),
+            Err(e) => EmergencySent::Unreachable(e.without_url().to_string()),
+        })
     }
 }
 

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kronos_common::{Bus, Decimal, SignalKind};
-use kronos_copytrade::control::{self, ControlCommand};
 use kronos_copytrade::store::FillRow;
 use kronos_copytrade::Store;
 use kronos_telegram::{Backend, Config, Signals, TelegramBot};
@@ -159,26 +158,26 @@ async fn commands_answer_with_tables_and_validate_their_arguments() {
     assert!(w.ask(CONTROL, CONTROL, "/ratio -1").await.contains("must be at least 0.001"));
     assert!(w.ask(CONTROL, CONTROL, "/ratio 101").await.contains("and at most 100"));
     assert!(w.ask(CONTROL, CONTROL, "/ratio").await.contains("Usage: /ratio"));
-    assert_eq!(control::load_switches(&store).await.unwrap().ratio, None, "nothing was changed by bad input");
+    assert_eq!(store.get_state("ratio").await.unwrap(), None, "nothing was changed by bad input");
     // A new ratio needs its confirmation (issue 14, item 11).
     let ask = w.ask(CONTROL, CONTROL, "/ratio 0.25").await;
     assert!(ask.contains("Ratio 0.25 (now 0.5)") && ask.contains("/confirm "), "{ask}");
-    assert_eq!(control::load_switches(&store).await.unwrap().ratio, None, "nothing changes before the confirmation");
+    assert_eq!(store.get_state("ratio").await.unwrap(), None, "nothing changes before the confirmation");
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
     let ok = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
     assert!(ok.contains("Ratio set to 0.25 (was 0.5)"), "{ok}");
-    let o = control::load_switches(&store).await.unwrap().ratio.unwrap();
-    assert_eq!((o.ratio, o.set_by.as_deref()), ("0.25".parse::<Decimal>().unwrap(), Some("Telegram /ratio")));
+    assert_eq!(store.get_state("ratio").await.unwrap().as_deref(), Some("0.25"));
+    assert_eq!(store.get_state("ratio_set_by").await.unwrap().as_deref(), Some("Telegram /ratio"));
 
     assert!(w.ask(CONTROL, CONTROL, "/stop").await.contains("Copy-trading OFF"));
-    assert!(!control::load_switches(&store).await.unwrap().trading);
+    assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("0"));
     assert!(w.ask(CONTROL, CONTROL, "/status").await.contains("trading OFF"));
     // A client sends /start by itself when a chat is opened: it must not undo the /stop (issue 14, item 11).
     let hello = w.ask(CONTROL, CONTROL, "/start").await;
     assert!(hello.contains("/help") && hello.contains("Copy-trading is OFF (/follow turns it on)"), "{hello}");
-    assert!(!control::load_switches(&store).await.unwrap().trading, "/start changed the switch");
+    assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("0"), "/start changed the switch");
     assert!(w.ask(CONTROL, CONTROL, "/follow").await.contains("Copy-trading ON"));
-    assert!(control::load_switches(&store).await.unwrap().trading);
+    assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("1"));
 
     let alerts = w.ask(CONTROL, CONTROL, "/alerts").await;
     assert!(alerts.contains("fill") && alerts.contains("silent") && alerts.contains("settlement"), "{alerts}");
@@ -218,7 +217,7 @@ async fn the_allow_list_denies_by_default_and_separates_read_from_control() {
     w.tg.say(STRANGER, STRANGER, "/ratio 5");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(w.tg.sent_to(STRANGER).len(), 1);
-    assert_eq!(control::load_switches(&store).await.unwrap().ratio, None);
+    assert_eq!(store.get_state("ratio").await.unwrap(), None);
     // A read-only member reads but cannot switch anything.
     assert!(w.ask(READER, READER, "/positions").await.contains("BTCUSDT"));
     assert!(w.ask(READER, READER, "/ratio 2").await.contains("needs control rights"));
@@ -232,8 +231,8 @@ async fn the_allow_list_denies_by_default_and_separates_read_from_control() {
     assert!(w.ask(GROUP, CONTROL, "/stop").await.contains("Copy-trading OFF"));
     // A control user in a group nobody listed gets no answer there (its members would read it).
     assert_eq!(w.ask(-100777, CONTROL, "/positions").await, "Sorry, this is a private bot.");
-    assert_eq!(control::load_switches(&store).await.unwrap().ratio, None);
-    assert_eq!(control::load_emergency(&store).await.unwrap().flag, None);
+    assert_eq!(store.get_state("ratio").await.unwrap(), None);
+    assert_eq!(store.get_state("emergency").await.unwrap(), None);
     r.stop().await;
 }
 
@@ -248,7 +247,7 @@ async fn the_emergency_stop_needs_its_confirmation() {
     assert!(code.chars().all(|c| c.is_ascii_digit()), "{ask}");
     let wrong = if code == "0000" { "1111" } else { "0000" };
     assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {wrong}")).await.contains("does not match"));
-    assert_eq!(control::load_emergency(&store).await.unwrap().flag, None, "a wrong code does nothing");
+    assert_eq!(store.get_state("emergency").await.unwrap(), None, "a wrong code does nothing");
     // The wrong attempt used the code up.
     assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await.contains("Nothing to confirm"));
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
@@ -261,7 +260,7 @@ async fn the_emergency_stop_needs_its_confirmation() {
             && !reply.contains("every position is closed"),
         "{reply}"
     );
-    assert_eq!(control::load_emergency(&store).await.unwrap().flag, Some(true));
+    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
     // The status agrees with itself: no "entries: allowed" beside the emergency stop (issue 14, item 9).
     let status = w.ask(CONTROL, CONTROL, "/status").await;
     assert!(status.contains("emergency ACTIVE") && status.contains("entries: blocked (emergency stop"), "{status}");
@@ -286,7 +285,7 @@ async fn the_emergency_stop_with_the_copy_trader_down_says_nothing_was_closed() 
             && !reply.contains("every position is closed"),
         "{reply}"
     );
-    assert_eq!(control::load_emergency(&store).await.unwrap().flag, Some(true), "the flag holds the stop");
+    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"), "the flag holds the stop");
     r.stop().await;
 }
 
@@ -301,7 +300,7 @@ async fn commands_sent_while_the_bot_was_down_are_not_carried_out_later() {
     let r = w.start(w.config(""), Backend::new(None, None, Some(store.clone())), Signals::None).await;
     let reply = w.tg.wait_reply(CONTROL, stale).await.text;
     assert!(reply.contains("/stop was sent 10m") && reply.contains("not carried out"), "{reply}");
-    assert!(control::load_switches(&store).await.unwrap().trading, "the stale /stop did nothing");
+    assert_eq!(store.get_state("trading").await.unwrap(), None, "the stale /stop did nothing");
     // A fresh one runs.
     assert!(w.ask(CONTROL, CONTROL, "/stop").await.contains("Copy-trading OFF"));
     r.stop().await;
@@ -339,12 +338,16 @@ async fn an_unreachable_bot_api_is_not_called_a_refused_token() {
 }
 
 /// The copy-trader's control API (its real router) on a free port, with `token` as its control token; returns
-/// its URL.
-async fn copytrader_api(store: &Store, token: Option<&str>) -> String {
+/// its URL and the commands it passes on.
+async fn copytrader_api(
+    store: &Store,
+    token: Option<&str>,
+) -> (String, tokio::sync::mpsc::Receiver<kronos_copytrade::Command>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
     let handles = kronos_copytrade::Handles {
         status: Default::default(),
         metrics: std::sync::Arc::new(kronos_copytrade::metrics::Metrics::new()),
-        control: kronos_copytrade::Control::new(store.clone()),
+        commands: tx,
         store: store.clone(),
         bus: Bus::new(16),
         control_token: token.map(kronos_common::Secret::new),
@@ -352,7 +355,7 @@ async fn copytrader_api(store: &Store, token: Option<&str>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, kronos_copytrade::service::router(handles)).await });
-    url
+    (url, rx)
 }
 
 #[tokio::test]
@@ -361,7 +364,7 @@ async fn the_emergency_stop_reaches_the_copy_trader_with_its_control_token_and_s
     let store = seeded_store(&w).await;
     let var = format!("{}_CT", w.env);
     std::env::set_var(&var, "ct-control-token-0123456789");
-    let url = copytrader_api(&store, Some("ct-control-token-0123456789")).await;
+    let (url, mut rx) = copytrader_api(&store, Some("ct-control-token-0123456789")).await;
     // With the token: the running copy-trader takes the command at once.
     let cfg = w.config(&format!("copytrade_token_env = \"{var}\""));
     let r = w.start(cfg, Backend::new(None, Some(url.clone()), Some(store.clone())), Signals::None).await;
@@ -370,23 +373,18 @@ async fn the_emergency_stop_reaches_the_copy_trader_with_its_control_token_and_s
     let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
     // This stand-in API runs no engine: it accepts, but nothing reports acting on it.
     assert!(reply.contains("accepted it over its API but has not reported acting on it"), "{reply}");
-    // One request, written by the API (the control path), not by the bot as well.
-    let e = control::load_emergency(&store).await.unwrap();
-    assert_eq!((e.flag, e.requests), (Some(true), 1));
-    assert!(e.reason.as_deref().is_some_and(|r| r.contains("over the API")), "{e:?}");
+    assert!(matches!(rx.try_recv(), Ok(kronos_copytrade::Command::EmergencyStop { .. })));
     r.stop().await;
     // Without it: refused (401), and the reply says so; the store's flag still holds the stop.
-    control::apply(&store, &ControlCommand::Resume).await.unwrap();
+    store.set_state("emergency", "0").await.unwrap();
     let r = w.start(w.config(""), Backend::new(None, Some(url), Some(store.clone())), Signals::None).await;
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
     let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
     assert!(reply.contains("Emergency stop saved") && reply.contains("HTTP 401"), "{reply}");
     assert!(reply.contains("telegram.copytrade_token_env"), "{reply}");
-    // Written by the bot itself, since the API did not accept it.
-    let e = control::load_emergency(&store).await.unwrap();
-    assert_eq!((e.flag, e.requests), (Some(true), 2));
-    assert!(e.reason.as_deref().is_some_and(|r| r.contains("from Telegram")), "{e:?}");
+    assert!(rx.try_recv().is_err());
+    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
     r.stop().await;
 }
 
@@ -673,8 +671,8 @@ async fn confirmations_belong_to_the_user_who_asked() {
     if code_a != code_b {
         let reply = w.ask(GROUP, CONTROL, &format!("/confirm {code_b}")).await;
         assert!(!reply.contains("Ratio set"), "{reply}");
-        assert_eq!(control::load_switches(&store).await.unwrap().ratio, None, "B's ratio was confirmed by A");
-        assert_eq!(control::load_emergency(&store).await.unwrap().flag, None);
+        assert_eq!(store.get_state("ratio").await.unwrap(), None, "B's ratio was confirmed by A");
+        assert_eq!(store.get_state("emergency").await.unwrap(), None);
     }
     assert!(b.contains("sets ratio 2"), "the confirm text names the action: {b}");
     // B's own request is still waiting for B.

@@ -1,5 +1,5 @@
-//! What the control state ([`crate::control`]: copy-trading on or off, the runtime override of
-//! `copytrade.sizing.ratio`, the emergency stop) asks of the engine, given the state it is in.
+//! The switches other processes (the CLI, the Telegram bot, the API) set in the store: `trading` (copy-trading on or
+//! off), `ratio` (the runtime override of `copytrade.sizing.ratio`) and `emergency`.
 
 use kronos_common::Decimal;
 
@@ -13,8 +13,9 @@ pub(crate) enum Trading {
     On,
 }
 
-/// `on`: the stored switch (absent: on).
-pub(crate) fn trading(on: bool, paused: bool) -> Trading {
+/// `stored`: the `trading` value in the store (absent: on; only `"0"` is off).
+pub(crate) fn trading(stored: Option<&str>, paused: bool) -> Trading {
+    let on = stored != Some("0");
     if !on && !paused {
         Trading::Off
     } else if on && paused {
@@ -24,10 +25,16 @@ pub(crate) fn trading(on: bool, paused: bool) -> Trading {
     }
 }
 
-/// The ratio wanted: the stored override (checked by [`crate::control`]: 0.001..100) when there is one, else the
-/// configured one.
-pub(crate) fn wanted_ratio(stored: Option<Decimal>, configured: Decimal) -> Decimal {
-    stored.unwrap_or(configured)
+/// The ratio wanted: the stored override when it is a valid ratio, else the configured one. The flag is true when a
+/// stored override was ignored for not being a ratio.
+pub(crate) fn wanted_ratio(stored: Option<&str>, configured: Decimal) -> (Decimal, bool) {
+    match stored {
+        Some(v) => match crate::report::valid_ratio(v) {
+            Some(r) => (r, false),
+            None => (configured, true),
+        },
+        None => (configured, false),
+    }
 }
 
 /// What to do with the ratio wanted.
@@ -60,22 +67,18 @@ pub(crate) fn ratio_plan(
     }
 }
 
-/// What the stored emergency flag asks of an engine whose stop is `active` (or not).
+/// What the stored `emergency` flag asks of an engine whose stop is `active` (or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flag {
     Unchanged,
     Stop,
-    /// Asked again while the stop holds: another pass at whatever is open.
-    Again,
     Resume,
 }
 
-/// `stored`: the flag (absent: never set); `asked_again`: a request was made since the engine last acted on one.
-pub(crate) fn emergency_flag(stored: Option<bool>, active: bool, asked_again: bool) -> Flag {
+pub(crate) fn emergency_flag(stored: Option<&str>, active: bool) -> Flag {
     match stored {
-        Some(true) if !active => Flag::Stop,
-        Some(true) if asked_again => Flag::Again,
-        Some(false) if active => Flag::Resume,
+        Some("1") if !active => Flag::Stop,
+        Some("0") if active => Flag::Resume,
         _ => Flag::Unchanged,
     }
 }
@@ -87,17 +90,27 @@ mod tests {
 
     #[test]
     fn trading_is_on_unless_switched_off_and_only_a_change_is_acted_on() {
-        assert_eq!(trading(false, false), Trading::Off);
-        assert_eq!(trading(false, true), Trading::Unchanged);
-        assert_eq!(trading(true, true), Trading::On);
-        assert_eq!(trading(true, false), Trading::Unchanged);
+        assert_eq!(trading(Some("0"), false), Trading::Off);
+        assert_eq!(trading(Some("0"), true), Trading::Unchanged);
+        assert_eq!(trading(Some("1"), true), Trading::On);
+        assert_eq!(trading(None, true), Trading::On);
+        assert_eq!(trading(Some("1"), false), Trading::Unchanged);
+        assert_eq!(trading(None, false), Trading::Unchanged);
+        assert_eq!(trading(Some("no"), false), Trading::Unchanged);
     }
 
     #[test]
-    fn a_stored_ratio_overrides_the_configured_one() {
-        // Bounds and bad values are the control state's (crate::control's tests).
-        assert_eq!(wanted_ratio(None, d("0.5")), d("0.5"));
-        assert_eq!(wanted_ratio(Some(d("0.8")), d("0.5")), d("0.8"));
+    fn a_stored_ratio_overrides_the_configured_one_only_within_bounds() {
+        assert_eq!(wanted_ratio(None, d("0.5")), (d("0.5"), false));
+        assert_eq!(wanted_ratio(Some("0.8"), d("0.5")), (d("0.8"), false));
+        assert_eq!(wanted_ratio(Some("100"), d("0.5")), (d("100"), false));
+        assert_eq!(wanted_ratio(Some("0.001"), d("0.5")), (d("0.001"), false));
+        // Out of [0.001, 100], or not a number: ignored, the configured ratio applies.
+        assert_eq!(wanted_ratio(Some("100.1"), d("0.5")), (d("0.5"), true));
+        assert_eq!(wanted_ratio(Some("0.0009"), d("0.5")), (d("0.5"), true));
+        assert_eq!(wanted_ratio(Some("0"), d("0.5")), (d("0.5"), true));
+        assert_eq!(wanted_ratio(Some("-1"), d("0.5")), (d("0.5"), true));
+        assert_eq!(wanted_ratio(Some("x"), d("0.5")), (d("0.5"), true));
     }
 
     #[test]
@@ -126,14 +139,11 @@ mod tests {
 
     #[test]
     fn the_stored_emergency_flag_stops_or_resumes_only_on_a_change() {
-        assert_eq!(emergency_flag(Some(true), false, false), Flag::Stop);
-        assert_eq!(emergency_flag(Some(true), false, true), Flag::Stop);
-        assert_eq!(emergency_flag(Some(true), true, false), Flag::Unchanged);
-        assert_eq!(emergency_flag(Some(true), true, true), Flag::Again);
-        assert_eq!(emergency_flag(Some(false), true, false), Flag::Resume);
-        assert_eq!(emergency_flag(Some(false), true, true), Flag::Resume);
-        assert_eq!(emergency_flag(Some(false), false, false), Flag::Unchanged);
-        assert_eq!(emergency_flag(None, true, true), Flag::Unchanged);
-        assert_eq!(emergency_flag(None, false, true), Flag::Unchanged);
+        assert_eq!(emergency_flag(Some("1"), false), Flag::Stop);
+        assert_eq!(emergency_flag(Some("1"), true), Flag::Unchanged);
+        assert_eq!(emergency_flag(Some("0"), true), Flag::Resume);
+        assert_eq!(emergency_flag(Some("0"), false), Flag::Unchanged);
+        assert_eq!(emergency_flag(None, true), Flag::Unchanged);
+        assert_eq!(emergency_flag(Some("yes"), false), Flag::Unchanged);
     }
 }
