@@ -214,10 +214,56 @@ impl SignalKind {
 
     /// The snake_case name of the variant, as in the JSON `type` field.
     pub fn name(&self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
-            .unwrap_or_default()
+        use SignalKind as K;
+        match self {
+            K::RoundStarted { .. } => "round_started",
+            K::RoundLocked { .. } => "round_locked",
+            K::RoundSettled { .. } => "round_settled",
+            K::RoundCancelled { .. } => "round_cancelled",
+            K::PriceRead { .. } => "price_read",
+            K::TxSent { .. } => "tx_sent",
+            K::TxConfirmed { .. } => "tx_confirmed",
+            K::TxFailed { .. } => "tx_failed",
+            K::KeeperHealth { .. } => "keeper_health",
+            K::Forecast { .. } => "forecast",
+            K::PredictionCommitted { .. } => "prediction_committed",
+            K::PredictionRevealed { .. } => "prediction_revealed",
+            K::LeadChanged { .. } => "lead_changed",
+            K::OrderSubmitted { .. } => "order_submitted",
+            K::OrderFilled { .. } => "order_filled",
+            K::StopPlaced { .. } => "stop_placed",
+            K::StopTriggered { .. } => "stop_triggered",
+            K::PositionChanged { .. } => "position_changed",
+            K::RiskEvent { .. } => "risk_event",
+        }
+        .to_string()
+    }
+
+    /// The chain the signal concerns (rounds, prices, transactions, health, forecasts); `None` for the
+    /// copy-trader's signals.
+    pub fn chain(&self) -> Option<&str> {
+        use SignalKind as K;
+        match self {
+            K::RoundStarted { chain, .. }
+            | K::RoundLocked { chain, .. }
+            | K::RoundSettled { chain, .. }
+            | K::RoundCancelled { chain, .. }
+            | K::PriceRead { chain, .. }
+            | K::TxSent { chain, .. }
+            | K::TxConfirmed { chain, .. }
+            | K::TxFailed { chain, .. }
+            | K::KeeperHealth { chain, .. }
+            | K::Forecast { chain, .. }
+            | K::PredictionCommitted { chain, .. }
+            | K::PredictionRevealed { chain, .. } => Some(chain),
+            K::LeadChanged { .. }
+            | K::OrderSubmitted { .. }
+            | K::OrderFilled { .. }
+            | K::StopPlaced { .. }
+            | K::StopTriggered { .. }
+            | K::PositionChanged { .. }
+            | K::RiskEvent { .. } => None,
+        }
     }
 }
 
@@ -283,6 +329,63 @@ mod tests {
             assert_eq!(o.to_string(), format!("{o:?}").to_lowercase());
         }
         assert_eq!(Outcome::try_from(4).unwrap_err().to_string(), "IKronosMarket.Outcome has no value 4");
+    }
+
+    /// Every variant, read from one JSON object holding every variant's fields.
+    fn every_kind() -> Vec<SignalKind> {
+        let fields: serde_json::Value = serde_json::from_str(
+            r#"{
+            "chain": "base", "market": 1, "epoch": 7, "start_at": 1, "lock_at": 2, "close_at": 3, "lock_price": "1",
+            "round_id": "9", "outcome": "up", "close_price": "2", "total_wei": "0", "reward_wei": "0",
+            "treasury_fee_wei": "0", "delay_blocks": 0, "reason": "r", "pair": "BTC/USD", "price": "1",
+            "updated_at": 1, "action": "open", "tx_hash": "0x1", "nonce": 0, "block": 1, "gas_used": 1, "error": "e",
+            "healthy": true, "head_block": 1, "lag_s": 0, "detail": "d", "p_up": 0.5, "horizon_s": 60, "model": "m",
+            "p_up_bps": 5000, "hit": true, "scored": 1, "hits": 1, "mean_brier": 0.2, "symbol": "BTCUSDT",
+            "from_qty": "0", "to_qty": "1", "side": "BUY", "qty": "1", "order_type": "MARKET", "reduce_only": false,
+            "client_order_id": "c", "paper": true, "fee": "0", "realized_pnl": "0", "stop_price": "1",
+            "entry_price": "1", "kind": "k"
+        }"#,
+        )
+        .unwrap();
+        [
+            "round_started",
+            "round_locked",
+            "round_settled",
+            "round_cancelled",
+            "price_read",
+            "tx_sent",
+            "tx_confirmed",
+            "tx_failed",
+            "keeper_health",
+            "forecast",
+            "prediction_committed",
+            "prediction_revealed",
+            "lead_changed",
+            "order_submitted",
+            "order_filled",
+            "stop_placed",
+            "stop_triggered",
+            "position_changed",
+            "risk_event",
+        ]
+        .iter()
+        .map(|t| {
+            let mut v = fields.clone();
+            v["type"] = serde_json::json!(t);
+            serde_json::from_value(v).unwrap_or_else(|e| panic!("{t}: {e}"))
+        })
+        .collect()
+    }
+
+    #[test]
+    fn name_and_chain_are_the_json_type_and_chain() {
+        let kinds = every_kind();
+        assert_eq!(kinds.len(), 19);
+        for k in kinds {
+            let v = serde_json::to_value(&k).unwrap();
+            assert_eq!(Some(k.name().as_str()), v["type"].as_str(), "{k:?}");
+            assert_eq!(k.chain(), v.get("chain").and_then(|c| c.as_str()), "{k:?}");
+        }
     }
 
     #[test]

@@ -205,6 +205,5 @@ impl Keeper {
 
 /// The chain a signal concerns, if any.
 pub fn signal_chain(k: &SignalKind) -> Option<String> {
-    let v = serde_json::to_value(k).ok()?;
-    v.get("chain").and_then(|c| c.as_str()).map(str::to_string)
+    k.chain().map(str::to_string)
 }
