@@ -103,15 +103,20 @@ async fn the_telegram_bot_joins_the_demo_copy_trader() {
     // Without the token the error names the variable.
     std::env::remove_var(kronos_testkit::copytrade::TELEGRAM_TOKEN_ENV);
     let start = kronos_testkit::copytrade::start_telegram;
-    let keeper_api = "http://127.0.0.1:9";
-    let e = start(&tg.url(), &[chat], keeper_api, &state, &demo, &bus, &cancel, &mut tasks).await.unwrap_err();
+    let url = tg.url();
+    let bot = kronos_testkit::copytrade::DemoBot {
+        url: &url,
+        chats: &[chat],
+        keeper_api: "http://127.0.0.1:9",
+        state_file: &state,
+    };
+    let e = start(&bot, &demo, &bus, &cancel, &mut tasks).await.unwrap_err();
     let e = e.to_string();
     assert!(e.contains("KRONOS_TELEGRAM_TOKEN"), "{e}");
     std::env::set_var(kronos_testkit::copytrade::TELEGRAM_TOKEN_ENV, kronos_testkit::telegram::TOKEN);
     let subscribers = bus.subscribers();
-    let joined = start(&tg.url(), &[chat], keeper_api, &state, &demo, &bus, &cancel, &mut tasks)
-        .await
-        .expect("the bot joins with a token and the Bot API URL");
+    let joined =
+        start(&bot, &demo, &bus, &cancel, &mut tasks).await.expect("the bot joins with a token and the Bot API URL");
     assert!(joined.contains(&tg.url()), "{joined}");
     wait_for("the bot to subscribe to the demo's bus", || bus.subscribers() > subscribers).await;
     // The lead trades; the follower's fill reaches the chat as an alert.
