@@ -210,26 +210,13 @@ pub(crate) fn term_step(leading: Option<i64>, working: Option<i64>) -> TermStep 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloy::primitives::{Address, U256};
+    use alloy::primitives::U256;
     use kronos_contracts::market::KronosMarket;
     use std::time::Instant;
 
     /// Genesis 1000, 60-s rounds, execute 12 s after T(k), a 720-s settle window: T(k) = 1000 + 60k.
     fn info() -> MarketInfo {
-        MarketInfo {
-            id: 1,
-            feed: Address::ZERO,
-            sequencer: None,
-            token: Address::ZERO,
-            genesis: 1000,
-            interval: 60,
-            settle_window: 720,
-            max_price_age: 60,
-            execute_delay: 12,
-            bet_cutoff: 6,
-            decimals: 8,
-            pair: "BTC/USD".into(),
-        }
+        MarketInfo::for_tests()
     }
 
     const P: RoundIds = RoundIds { round_id: 7, next_round_id: 8 };

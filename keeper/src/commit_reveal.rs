@@ -132,20 +132,7 @@ mod tests {
     use kronos_contracts::registry::PredictionRegistry;
 
     fn info() -> MarketInfo {
-        MarketInfo {
-            id: 1,
-            feed: Address::ZERO,
-            sequencer: None,
-            token: Address::ZERO,
-            genesis: 1000,
-            interval: 60,
-            settle_window: 720,
-            max_price_age: 60,
-            execute_delay: 12,
-            bet_cutoff: 6,
-            decimals: 8,
-            pair: "BTC/USD".into(),
-        }
+        MarketInfo::for_tests()
     }
 
     #[test]

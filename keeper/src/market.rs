@@ -95,6 +95,28 @@ pub(crate) struct MarketCtx<'a> {
 }
 
 #[cfg(test)]
+impl MarketInfo {
+    /// The unit tests' market: genesis 1000, 60-s rounds, execute 12 s after T(k), a 720-s settle window, a 6-s
+    /// betting cutoff, BTC/USD with 8 decimals.
+    pub(crate) fn for_tests() -> MarketInfo {
+        MarketInfo {
+            id: 1,
+            feed: alloy::primitives::Address::ZERO,
+            sequencer: None,
+            token: alloy::primitives::Address::ZERO,
+            genesis: 1000,
+            interval: 60,
+            settle_window: 720,
+            max_price_age: 60,
+            execute_delay: 12,
+            bet_cutoff: 6,
+            decimals: 8,
+            pair: "BTC/USD".into(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
