@@ -211,9 +211,9 @@ pub fn normalize_pair(s: &str) -> String {
     s.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_uppercase()
 }
 
+/// A Solana account: base58 that decodes to exactly 32 bytes (a typo'd or truncated address fails here, not on chain).
 fn is_base58(s: &str) -> bool {
-    const ALPHABET: &str = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    (32..=44).contains(&s.len()) && s.chars().all(|c| ALPHABET.contains(c))
+    bs58::decode(s).into_vec().is_ok_and(|b| b.len() == 32)
 }
 
 /// Parses an EVM address; mixed-case input must carry a valid EIP-55 checksum.
@@ -483,8 +483,8 @@ mod tests {
         let sol = c.chain("solana").unwrap();
         let sol_line = lines.iter().find(|l| l.starts_with("solana ")).unwrap();
         assert!(sol_line.contains(&format!(" {:>8} ", sol.cluster.as_deref().unwrap())), "{sol_line}");
-        assert!(sol_line
-            .ends_with("(unconfirmed)                                (unconfirmed)                               "));
+        assert!(sol_line.contains(" Cv4T27XbjVoKUYwP72NQQanvZeA7W4YF9L4EnYT9kx5o "), "{sol_line}");
+        assert!(sol_line.trim_end().ends_with(" (unconfirmed)"), "ETH/USD has no Solana address: {sol_line}");
         let keys: Vec<&str> = lines[1..].iter().map(|l| l.split(' ').next().unwrap()).collect();
         assert_eq!(keys, c.chains.keys().map(String::as_str).collect::<Vec<_>>(), "in key order");
     }
@@ -527,7 +527,13 @@ mod tests {
         assert_eq!(c.chain("bnb").unwrap().fee_model, Some(FeeModel::Legacy));
         let sol = c.chain("solana").unwrap();
         assert_eq!(sol.kind, ChainKind::Solana);
-        assert!(sol.feeds.values().all(|f| f.address.is_none()), "unconfirmed Solana feeds stay empty");
+        // BTC/USD has a sourced mainnet transmissions account; ETH/USD has none in Chainlink's current directory.
+        assert_eq!(
+            sol.feeds["BTC/USD"].address,
+            Some(FeedAddress::Solana("Cv4T27XbjVoKUYwP72NQQanvZeA7W4YF9L4EnYT9kx5o".into()))
+        );
+        assert_eq!(sol.feeds["BTC/USD"].decimals, Some(8));
+        assert!(sol.feeds["ETH/USD"].address.is_none(), "an unconfirmed Solana feed stays empty");
         assert_eq!(c.chain_by_id(8453).unwrap().key, "base");
         assert_eq!(c.chain("optimism").unwrap().explorer.as_deref(), Some("https://optimistic.etherscan.io"));
         assert!(c.chains.values().all(|c| c.explorer.is_some()), "every chain names its explorer");
@@ -601,6 +607,24 @@ mod tests {
         assert!(e.contains("no chain"), "{e}");
         let e = field_err("this is not toml");
         assert!(e.starts_with("t.toml:"), "{e}");
+    }
+
+    #[test]
+    fn solana_feed_addresses_must_decode_to_32_bytes() {
+        let sol = |address: &str| {
+            format!(
+                "[chains.sol]\nname = \"Solana\"\nkind = \"solana\"\ncluster = \"mainnet-beta\"\nblock_time_ms = 400\n\
+                 confirmations = 32\nnative_symbol = \"SOL\"\ncatalogue_file = \"solana.json\"\n\
+                 [chains.sol.feeds.\"BTC/USD\"]\ndescription = \"BTC / USD\"\naddress = \"{address}\"\ndecimals = 8\n\
+                 source = \"s\"\n"
+            )
+        };
+        assert!(Catalogue::parse(&sol("Cv4T27XbjVoKUYwP72NQQanvZeA7W4YF9L4EnYT9kx5o"), "t.toml").is_ok());
+        // Base58 characters only, but truncated: fewer than 32 bytes, not an account.
+        for bad in ["Cv4T27XbjVoKUYwP72NQQanvZeA7W4YF9L4EnY", "0OIl-not-base58-at-all-0000000000000000", "11"] {
+            let e = field_err(&sol(bad));
+            assert!(e.contains("chains.sol.feeds.\"BTC/USD\".address") && e.contains("not a base58 account"), "{e}");
+        }
     }
 
     #[test]
