@@ -3,13 +3,86 @@
 use std::collections::HashMap;
 
 use kronos_common::{Decimal, Rounding};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// A symbol's `status` in `exchangeInfo`, as Binance documents it for USDⓈ-M futures. Only [`SymbolStatus::Trading`]
+/// accepts orders; a status this client does not know is kept as [`SymbolStatus::Other`], never tradable, and named
+/// in the error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum SymbolStatus {
+    PendingTrading,
+    Trading,
+    PreDelivering,
+    Delivering,
+    Delivered,
+    PreSettle,
+    Settling,
+    Close,
+    /// A status not in the list above, as the venue spelled it.
+    Other(String),
+}
+
+impl SymbolStatus {
+    /// Every documented status (not `Other`).
+    pub const KNOWN: [SymbolStatus; 8] = [
+        SymbolStatus::PendingTrading,
+        SymbolStatus::Trading,
+        SymbolStatus::PreDelivering,
+        SymbolStatus::Delivering,
+        SymbolStatus::Delivered,
+        SymbolStatus::PreSettle,
+        SymbolStatus::Settling,
+        SymbolStatus::Close,
+    ];
+
+    /// The wire spelling.
+    pub fn as_str(&self) -> &str {
+        match self {
+            SymbolStatus::PendingTrading => "PENDING_TRADING",
+            SymbolStatus::Trading => "TRADING",
+            SymbolStatus::PreDelivering => "PRE_DELIVERING",
+            SymbolStatus::Delivering => "DELIVERING",
+            SymbolStatus::Delivered => "DELIVERED",
+            SymbolStatus::PreSettle => "PRE_SETTLE",
+            SymbolStatus::Settling => "SETTLING",
+            SymbolStatus::Close => "CLOSE",
+            SymbolStatus::Other(s) => s,
+        }
+    }
+
+    /// Whether the venue accepts orders on the symbol.
+    pub fn is_trading(&self) -> bool {
+        matches!(self, SymbolStatus::Trading)
+    }
+}
+
+impl From<String> for SymbolStatus {
+    fn from(s: String) -> Self {
+        SymbolStatus::KNOWN.into_iter().find(|k| k.as_str() == s).unwrap_or(SymbolStatus::Other(s))
+    }
+}
+
+impl From<SymbolStatus> for String {
+    fn from(s: SymbolStatus) -> Self {
+        match s {
+            SymbolStatus::Other(s) => s,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for SymbolStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The rules of one symbol.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SymbolFilters {
     pub symbol: String,
-    pub status: String,
+    pub status: SymbolStatus,
     pub tick_size: Decimal,
     pub min_price: Decimal,
     pub max_price: Decimal,
@@ -31,7 +104,7 @@ pub enum FilterError {
     #[error("{symbol}: notional {notional} is below the minimum {min}")]
     BelowMinNotional { symbol: String, notional: Decimal, min: Decimal },
     #[error("{symbol}: the symbol is {status}, not TRADING")]
-    NotTrading { symbol: String, status: String },
+    NotTrading { symbol: String, status: SymbolStatus },
     #[error("{symbol}: {what}")]
     Invalid { symbol: String, what: String },
 }
@@ -44,7 +117,7 @@ struct RawInfo {
 #[derive(Deserialize)]
 struct RawSymbol {
     symbol: String,
-    status: String,
+    status: SymbolStatus,
     filters: Vec<RawFilter>,
 }
 
@@ -124,7 +197,7 @@ impl SymbolFilters {
     /// `price` (the mark price, for the notional check). Reduce-only orders skip the notional minimum, as the venue
     /// allows closing positions smaller than it.
     pub fn market_qty(&self, qty: Decimal, price: Decimal, reduce_only: bool) -> Result<Decimal, FilterError> {
-        if self.status != "TRADING" {
+        if !self.status.is_trading() {
             return Err(FilterError::NotTrading { symbol: self.symbol.clone(), status: self.status.clone() });
         }
         let q = qty
@@ -195,6 +268,34 @@ mod tests {
         assert_eq!(f.price(d("65000.17"), Rounding::Down).unwrap(), d("65000.1"));
         assert_eq!(f.price(d("65000.11"), Rounding::Up).unwrap(), d("65000.2"));
         assert_eq!(f.price(d("1"), Rounding::Down).unwrap(), d("556.8"));
+    }
+
+    #[test]
+    fn only_a_trading_symbol_takes_orders_and_an_unknown_status_is_named() {
+        let with_status = |status: &str| {
+            let mut body = info();
+            body["symbols"][0]["status"] = status.into();
+            parse_exchange_info(&body).unwrap().remove("BTCUSDT").unwrap()
+        };
+        assert_eq!(with_status("TRADING").status, SymbolStatus::Trading);
+        assert!(with_status("TRADING").market_qty(d("0.01"), d("65000"), false).is_ok());
+        for known in SymbolStatus::KNOWN {
+            let f = with_status(known.as_str());
+            assert_eq!(f.status, known, "{known} reads back as itself");
+            assert_eq!(serde_json::to_value(&f.status).unwrap(), known.as_str(), "and writes back the same");
+            if known != SymbolStatus::Trading {
+                let e = f.market_qty(d("0.01"), d("65000"), true).unwrap_err();
+                assert_eq!(e, FilterError::NotTrading { symbol: "BTCUSDT".into(), status: known });
+            }
+        }
+        let f = with_status("HALTED_FOR_LUNCH");
+        assert_eq!(f.status, SymbolStatus::Other("HALTED_FOR_LUNCH".into()));
+        let e = f.market_qty(d("0.01"), d("65000"), true).unwrap_err();
+        assert!(
+            matches!(&e, FilterError::NotTrading { status: SymbolStatus::Other(s), .. } if s == "HALTED_FOR_LUNCH")
+        );
+        assert_eq!(e.to_string(), "BTCUSDT: the symbol is HALTED_FOR_LUNCH, not TRADING");
+        assert_eq!(serde_json::to_value(&f.status).unwrap(), "HALTED_FOR_LUNCH");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod stream;
 pub mod types;
 
 pub use client::{BinanceError, ClientConfig, ClientStats, Credentials, FuturesClient, Network, Security};
-pub use filters::SymbolFilters;
+pub use filters::{SymbolFilters, SymbolStatus};
 pub use types::*;
 
 use hmac::{Hmac, Mac};

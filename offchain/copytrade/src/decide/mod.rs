@@ -44,7 +44,7 @@ pub(crate) mod testing {
     pub(crate) fn btc() -> SymbolFilters {
         SymbolFilters {
             symbol: "BTCUSDT".into(),
-            status: "TRADING".into(),
+            status: kronos_binance::SymbolStatus::Trading,
             tick_size: d("0.1"),
             min_price: d("0.1"),
             max_price: d("1000000"),
