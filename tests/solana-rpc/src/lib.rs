@@ -34,11 +34,41 @@ fn entry(
 pub struct LocalRpc {
     addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    /// The wall-clock ticker, in [`LocalRpc::start_wall_clock`] mode.
+    ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for LocalRpc {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(t) = &self.ticker {
+            t.abort();
+        }
+    }
+}
+
+/// Wall-clock mode: the bank advances one slot every `slot_ms` of wall time and its Clock follows the wall clock,
+/// `speed` chain seconds per wall second from the real unix time at start (1 = real time; the demo runs its chains
+/// faster than real time, as its anvils do).
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    /// Chain seconds per wall second (at least 1).
+    pub speed: u32,
+    /// Wall milliseconds per slot (a cluster's slot is about 400 ms).
+    pub slot_ms: u64,
+}
+
+impl Default for WallClock {
+    fn default() -> WallClock {
+        WallClock { speed: 1, slot_ms: 400 }
+    }
+}
+
+impl WallClock {
+    /// The chain's unix time `elapsed` after a start at `origin` (unix seconds).
+    fn at(&self, origin: i64, elapsed: std::time::Duration) -> i64 {
+        let chain_ms = elapsed.as_millis().saturating_mul(u128::from(self.speed.max(1)));
+        origin.saturating_add(i64::try_from(chain_ms / 1000).unwrap_or(i64::MAX))
     }
 }
 
@@ -51,21 +81,56 @@ impl LocalRpc {
 
     /// [`LocalRpc::start`] on a given address (port 0: any free port).
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<LocalRpc> {
+        let (rpc, _) = LocalRpc::serve(addr).await?;
+        Ok(rpc)
+    }
+
+    /// [`LocalRpc::start_on`] in wall-clock mode ([`WallClock`]): a background task advances the bank one slot per
+    /// `slot_ms` and sets its Clock to the wall clock's time (sped up `speed` times). `/control/warp` still works
+    /// (extra slots; a pinned `unixTimestamp` holds until the next tick).
+    pub async fn start_wall_clock(addr: SocketAddr, clock: WallClock) -> std::io::Result<LocalRpc> {
+        let (mut rpc, node) = LocalRpc::serve(addr).await?;
+        let origin = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| std::io::Error::other(format!("the system clock is before 1970: {e}")))?
+            .as_secs();
+        let origin = i64::try_from(origin).map_err(|e| std::io::Error::other(format!("unix time {origin}: {e}")))?;
+        let started = std::time::Instant::now();
+        node.lock().await.tick(clock.at(origin, started.elapsed())).await.map_err(std::io::Error::other)?;
+        rpc.ticker = Some(tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(clock.slot_ms.max(1)));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let ts = clock.at(origin, started.elapsed());
+                if let Err(e) = node.lock().await.tick(ts).await {
+                    eprintln!("kronos-solana-rpc: wall clock stopped: {e}");
+                    return;
+                }
+            }
+        }));
+        Ok(rpc)
+    }
+
+    async fn serve(addr: SocketAddr) -> std::io::Result<(LocalRpc, Arc<Mutex<Node>>)> {
         let mut pt = ProgramTest::new("kronos_market", PROGRAM_ID, processor!(entry));
         pt.prefer_bpf(false);
         let ctx = pt.start_with_context().await;
         let node = Arc::new(Mutex::new(Node::new(ctx)));
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let app =
-            axum::Router::new().route("/", axum::routing::post(rpc::handle)).merge(control::routes()).with_state(node);
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(rpc::handle))
+            .merge(control::routes())
+            .with_state(node.clone());
         let server = tokio::spawn(async move {
             // Serving ends only when the task is aborted (drop) or the listener fails.
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("kronos-solana-rpc: server stopped: {e}");
             }
         });
-        Ok(LocalRpc { addr, server })
+        Ok((LocalRpc { addr, server, ticker: None }, node))
     }
 
     /// The JSON-RPC endpoint, e.g. `http://127.0.0.1:38211/`.
@@ -108,5 +173,17 @@ pub(crate) struct Node {
 impl Node {
     fn new(ctx: ProgramTestContext) -> Node {
         Node { ctx, clock: None, index: BTreeSet::new(), fees: BTreeMap::new(), feeds: HashMap::new() }
+    }
+
+    /// One wall-clock tick: the next slot (its own bank, as `/control/warp` makes them), the Clock set to `ts`.
+    async fn tick(&mut self, ts: i64) -> Result<(), String> {
+        let slot = self.ctx.banks_client.get_root_slot().await.map_err(|e| format!("reading the slot: {e}"))?;
+        self.ctx.warp_to_slot(slot + 1).map_err(|e| format!("warp to slot {}: {e:?}", slot + 1))?;
+        self.clock = Some(ts);
+        let mut c: anchor_lang::prelude::Clock =
+            self.ctx.banks_client.get_sysvar().await.map_err(|e| format!("reading the Clock: {e}"))?;
+        c.unix_timestamp = ts;
+        self.ctx.set_sysvar(&c);
+        Ok(())
     }
 }
