@@ -34,6 +34,9 @@ struct RawConfig {
     forecaster: Option<RawForecaster>,
     #[serde(default, rename = "chain")]
     chains: Vec<RawChain>,
+    /// `[[solana]]` sections (`crate::solana::config`).
+    #[serde(default)]
+    solana: Vec<crate::solana::config::RawSolana>,
     /// The API's limits (`[api]`); every field optional.
     #[serde(default)]
     api: kronos_common::http_guard::RawLimits,
@@ -182,6 +185,8 @@ pub struct Config {
     pub api_token: Option<kronos_common::Secret>,
     pub forecaster: Option<ForecasterConfig>,
     pub chains: Vec<ChainConfig>,
+    /// The Solana clusters (`[[solana]]`).
+    pub solana: Vec<crate::solana::SolanaConfig>,
     /// The API's limits (`[api]`): connections, `/ws` subscribers, rate per address, body, timeouts, origins.
     pub api: kronos_common::http_guard::Limits,
 }
@@ -307,9 +312,10 @@ impl Config {
                 return Err(err("forecaster.samples".into(), "must be at least 1".into()));
             }
         }
-        if raw.chains.is_empty() {
-            return Err(err("chain".into(), "no [[chain]] is configured".into()));
+        if raw.chains.is_empty() && raw.solana.is_empty() {
+            return Err(err("chain".into(), "no [[chain]] (nor [[solana]]) is configured".into()));
         }
+        let solana = crate::solana::config::validate(raw.solana, &catalogue, env).map_err(|(f, m)| err(f, m))?;
         let mut chains = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, c) in raw.chains.into_iter().enumerate() {
@@ -419,6 +425,7 @@ impl Config {
             api_token,
             forecaster,
             chains,
+            solana,
             api,
         })
     }

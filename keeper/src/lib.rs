@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod publisher;
 pub mod rpc;
 pub mod scheduler;
+pub mod solana;
 pub mod status;
 pub mod store;
 pub mod txmgr;

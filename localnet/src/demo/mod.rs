@@ -201,6 +201,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
                 pairs: [(1u64, "BTC/USD".to_string())].into_iter().collect(),
             })
             .collect(),
+        solana: vec![],
     };
     let bus = Bus::new(8192);
     let signer = chains[0].keys[accounts::KEEPER].clone();

@@ -109,6 +109,7 @@ impl Net {
                     pairs: [(1u64, "BTC/USD".to_string())].into_iter().collect(),
                 })
                 .collect(),
+            solana: vec![],
         }
     }
 

@@ -1,0 +1,490 @@
+//! The Solana driver's pure decisions, each unit-tested: what a round needs next (mirroring the program's own
+//! timing rules in `instructions/crank.rs`), the compute-unit limit and price, the send loop's next step, the
+//! program's errors by variant, and whether a market's feed may be trusted.
+
+use anchor_lang::prelude::Pubkey;
+use kronos_market::error::MarketError;
+use kronos_market::state::{Market, Round, RoundStatus};
+use solana_instruction::error::InstructionError;
+use solana_transaction_error::TransactionError;
+
+/// What a round of a market needs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `start_round(epoch)`: its start has come and its lock has not.
+    Start(u64),
+    /// `lock_round(epoch)`: the lock price is final and readable.
+    Lock(u64),
+    /// `settle_round(epoch)` (locks the round first when nobody did): the close price is final.
+    Settle(u64),
+    /// `settle_round(epoch)` on a round past its settle window: the program cancels it (`Expired`), every stake
+    /// refundable.
+    Refund(u64),
+    /// Nothing to send until then.
+    Wait(Until),
+    /// Nothing will ever be needed: final, or past its lock without having been started.
+    Done,
+}
+
+/// What a waiting round waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The cluster clock (unix seconds) reaching this time.
+    Time(i64),
+    /// A transmission stamped after this timestamp on the feed (the program's `PriceNotFinal` until then), or the
+    /// round's settle window running out.
+    Transmission(i64),
+}
+
+/// What epoch `epoch` of market `m` needs at cluster time `now`, given its round account (`None`: not created) and
+/// `final_at(t)`: whether the price in effect at `t` can be read now — a transmission stamped after `t` is on the
+/// feed (and the feed is not flagged), or the neighbouring round already recorded `t` (the program's rule).
+pub fn next_action(m: &Market, epoch: u64, round: Option<&Round>, now: i64, final_at: &dyn Fn(i64) -> bool) -> Action {
+    let Some(r) = round else {
+        let Ok((start, lock, _)) = m.times(epoch) else { return Action::Done };
+        return if now < start {
+            Action::Wait(Until::Time(start))
+        } else if now < lock {
+            Action::Start(epoch)
+        } else {
+            Action::Done
+        };
+    };
+    match r.status {
+        RoundStatus::Settled | RoundStatus::Cancelled => return Action::Done,
+        RoundStatus::Open | RoundStatus::Locked => {}
+    }
+    if r.expired(now) {
+        return Action::Refund(epoch);
+    }
+    let delay = r.params.report_delay as i64;
+    let close_ready = now >= r.close_ts.saturating_add(delay);
+    if r.status == RoundStatus::Open {
+        let lock_ready = now >= r.lock_ts.saturating_add(delay);
+        if !lock_ready {
+            return Action::Wait(Until::Time(r.lock_ts.saturating_add(delay)));
+        }
+        if !final_at(r.lock_ts) {
+            return Action::Wait(Until::Transmission(r.lock_ts));
+        }
+        // One settle does both steps once the close is final too.
+        if close_ready && final_at(r.close_ts) {
+            return Action::Settle(epoch);
+        }
+        return Action::Lock(epoch);
+    }
+    if !close_ready {
+        return Action::Wait(Until::Time(r.close_ts.saturating_add(delay)));
+    }
+    if !final_at(r.close_ts) {
+        return Action::Wait(Until::Transmission(r.close_ts));
+    }
+    Action::Settle(epoch)
+}
+
+/// The epochs worth looking at at `now`: from the oldest one whose round may still be open (its close plus the
+/// settle window not yet passed, bounded by `lookback`) to the epoch taking bets now.
+pub fn live_epochs(m: &Market, now: i64, lookback: u64) -> std::ops::RangeInclusive<u64> {
+    let current = m.next_epoch(now).saturating_sub(1);
+    let iv = m.interval.max(1) as u64;
+    // A round closes two intervals after its start and may be settled for `settle_window` after that.
+    let back = 2 + (m.params.settle_window as u64).div_ceil(iv);
+    current.saturating_sub(back.min(lookback))..=current
+}
+
+/// The smallest compute-unit limit the keeper asks for (program-test's native builtins report ~1 CU, and the
+/// compute-budget instructions themselves cost some on a cluster).
+pub const MIN_CU: u32 = 20_000;
+/// The most a transaction may ask for.
+pub const MAX_CU: u32 = 1_400_000;
+
+/// Compute-unit limit from a simulation: `simulated × (100 + margin) / 100`, rounded up, within
+/// [`MIN_CU`]..=[`MAX_CU`].
+pub fn compute_units(simulated: u64, margin_percent: u8) -> u32 {
+    let want = (simulated as u128 * (100 + margin_percent as u128)).div_ceil(100);
+    want.clamp(MIN_CU as u128, MAX_CU as u128) as u32
+}
+
+/// Compute-unit price (micro-lamports per CU): the `percentile` (nearest rank) of the recent prioritization fees,
+/// at most `cap`; 0 when no fees are known.
+pub fn cu_price(recent: &[u64], percentile: u8, cap: u64) -> u64 {
+    if recent.is_empty() {
+        return 0;
+    }
+    let mut v = recent.to_vec();
+    v.sort_unstable();
+    let p = percentile.min(100) as usize;
+    // Nearest rank: the smallest value with at least p% of the samples at or below it.
+    let rank = (p * v.len()).div_ceil(100).max(1);
+    v[rank - 1].min(cap)
+}
+
+/// A sent transaction's signature status as the send loop sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigStatus {
+    /// Unknown to the node (not landed, or dropped).
+    Unknown,
+    /// Landed, not yet at `confirmed`.
+    Processed,
+    /// Landed and confirmed (or finalized), with its result.
+    Confirmed(Option<TransactionError>),
+}
+
+/// The send loop's next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendStep {
+    /// Poll again.
+    Wait,
+    /// Send the same signed transaction again (`maxRetries = 0`: the node does not retry by itself).
+    Rebroadcast,
+    /// Its blockhash can no longer land: check the action is still needed, then sign again with a fresh one.
+    ReSign,
+    Confirmed,
+    /// Landed with this error.
+    Failed(TransactionError),
+}
+
+/// The next step for a transaction sent with a blockhash valid until `last_valid_block_height`, at block height
+/// `height`, `since_send_s` seconds after it was last broadcast. `blockhash_valid` is the node's
+/// `isBlockhashValid` answer where asked (program-test's bank forgets blockhashes before their height passes).
+pub fn send_step(
+    status: &SigStatus,
+    height: u64,
+    last_valid_block_height: u64,
+    blockhash_valid: Option<bool>,
+    since_send_s: u64,
+    rebroadcast_s: u64,
+) -> SendStep {
+    match status {
+        SigStatus::Confirmed(None) => SendStep::Confirmed,
+        SigStatus::Confirmed(Some(e)) => SendStep::Failed(e.clone()),
+        SigStatus::Processed => SendStep::Wait,
+        SigStatus::Unknown if height > last_valid_block_height || blockhash_valid == Some(false) => SendStep::ReSign,
+        SigStatus::Unknown if since_send_s >= rebroadcast_s => SendStep::Rebroadcast,
+        SigStatus::Unknown => SendStep::Wait,
+    }
+}
+
+/// What a program error means for the action that met it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Someone else already did it (started, locked, settled): success.
+    AlreadyDone,
+    /// Its time has not come (clock or feed): try again later.
+    NotYet,
+    /// The market's feed no longer has its pinned owner or writer: refuse the market.
+    FeedChanged,
+    /// Anything else: an error, named.
+    Other(String),
+}
+
+fn code(e: MarketError) -> u32 {
+    u32::from(e)
+}
+
+/// Classifies the error of instruction `ix_index` (the program instruction's position in the transaction) for
+/// `action`, by variant: `MarketError` codes through anchor's custom error number, the system program's
+/// `AccountAlreadyInUse` for a round someone else created.
+pub fn classify(action: Action, e: &TransactionError) -> ErrorClass {
+    let TransactionError::InstructionError(_, InstructionError::Custom(c)) = e else {
+        return ErrorClass::Other(format!("{e:?}"));
+    };
+    let c = *c;
+    let is = |v: MarketError| c == code(v);
+    match action {
+        Action::Start(_) if c == solana_system_interface::error::SystemError::AccountAlreadyInUse as u32 => {
+            ErrorClass::AlreadyDone
+        }
+        Action::Lock(_) if is(MarketError::RoundNotOpen) || is(MarketError::RoundFinal) => ErrorClass::AlreadyDone,
+        Action::Settle(_) | Action::Refund(_) if is(MarketError::RoundFinal) => ErrorClass::AlreadyDone,
+        _ if is(MarketError::TooEarly)
+            || is(MarketError::PriceNotFinal)
+            || is(MarketError::FeedFlagged)
+            || is(MarketError::RoundNotStarted) =>
+        {
+            ErrorClass::NotYet
+        }
+        _ if is(MarketError::FeedChanged) => ErrorClass::FeedChanged,
+        _ => ErrorClass::Other(market_error_name(c).map_or_else(|| format!("custom error {c}"), str::to_string)),
+    }
+}
+
+/// The `MarketError` variant's name for a custom error code, for logs.
+pub fn market_error_name(c: u32) -> Option<&'static str> {
+    use MarketError as E;
+    let known = [
+        (E::TooLateToStart, "TooLateToStart"),
+        (E::RoundNotOpen, "RoundNotOpen"),
+        (E::RoundFinal, "RoundFinal"),
+        (E::TooEarly, "TooEarly"),
+        (E::PriceNotFinal, "PriceNotFinal"),
+        (E::FeedFlagged, "FeedFlagged"),
+        (E::FeedChanged, "FeedChanged"),
+        (E::RoundNotStarted, "RoundNotStarted"),
+        (E::BadFeedAccount, "BadFeedAccount"),
+        (E::WrongFeedOwner, "WrongFeedOwner"),
+        (E::VaultShort, "VaultShort"),
+        (E::MathOverflow, "MathOverflow"),
+    ];
+    known.into_iter().find(|(v, _)| code(*v) == c).map(|(_, n)| n)
+}
+
+/// Why the keeper refuses to drive a market (issue 20, item 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The feed has no `FeedApproval` (never approved, or revoked and the market was pinned to nothing).
+    NotApproved,
+    /// The feed header's owner or writer is not the one the market pinned.
+    Changed { what: &'static str },
+    /// The feed account is missing or not a Chainlink v2 feed of the store program.
+    BadFeed(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotApproved => f.write_str("the feed has no FeedApproval: its prices are not trusted"),
+            Refusal::Changed { what } => {
+                write!(f, "the feed's {what} is no longer the one pinned at approval: its prices are not trusted")
+            }
+            Refusal::BadFeed(why) => write!(f, "the feed account is unusable: {why}"),
+        }
+    }
+}
+
+/// Whether the market's feed may be trusted: it has an approval, and the feed header's current owner and writer
+/// are the ones the market pinned. `approval` is the `FeedApproval`'s (owner, writer) if the account exists;
+/// `header` the feed header's (owner, writer).
+pub fn check_feed(
+    pinned: (Pubkey, Pubkey),
+    approval: Option<(Pubkey, Pubkey)>,
+    header: (Pubkey, Pubkey),
+) -> Result<(), Refusal> {
+    if approval.is_none() {
+        return Err(Refusal::NotApproved);
+    }
+    if header.0 != pinned.0 {
+        return Err(Refusal::Changed { what: "owner" });
+    }
+    if header.1 != pinned.1 {
+        return Err(Refusal::Changed { what: "writer" });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kronos_market::state::{CancelReason, Outcome, Params};
+
+    const GENESIS: i64 = 1_800_000_000;
+    const IV: u32 = 300;
+
+    fn params() -> Params {
+        Params {
+            fee_bps: 300,
+            min_bet: 1_000,
+            max_price_age: 3_600,
+            settle_window: 600,
+            report_delay: 10,
+            bet_cutoff: 30,
+            settler_reward_bps: 0,
+        }
+    }
+
+    fn market() -> Market {
+        Market {
+            creator: Pubkey::new_unique(),
+            id: 1,
+            authority: Pubkey::new_unique(),
+            pending_authority: None,
+            feed: Pubkey::new_unique(),
+            feed_owner: Pubkey::new_unique(),
+            feed_writer: Pubkey::new_unique(),
+            decimals: 8,
+            mint: Pubkey::default(),
+            vault: Pubkey::new_unique(),
+            genesis: GENESIS,
+            interval: IV,
+            params: params(),
+            pending_params: None,
+            pending_from: 0,
+            paused: false,
+            treasury_owed: 0,
+            bump: 255,
+        }
+    }
+
+    fn round(m: &Market, epoch: u64, status: RoundStatus) -> Round {
+        let (start_ts, lock_ts, close_ts) = m.times(epoch).unwrap();
+        Round {
+            market: Pubkey::new_unique(),
+            epoch,
+            start_ts,
+            lock_ts,
+            close_ts,
+            params: params(),
+            status,
+            outcome: Outcome::None,
+            cancel_reason: CancelReason::None,
+            up_amount: 0,
+            down_amount: 0,
+            fee: 0,
+            reward_amount: 0,
+            lock_price: 0,
+            close_price: 0,
+            lock_price_ts: 0,
+            close_price_ts: 0,
+            settler_reward: 0,
+            paid: 0,
+            positions: 0,
+            payer: Pubkey::new_unique(),
+            reveal_until: 0,
+            bump: 255,
+        }
+    }
+
+    /// A feed whose newest transmission is stamped `latest`.
+    fn feed(latest: i64) -> impl Fn(i64) -> bool {
+        move |t| latest > t
+    }
+
+    #[test]
+    fn a_round_is_started_between_its_start_and_its_lock_only() {
+        let m = market();
+        let (start, lock, _) = m.times(3).unwrap();
+        let f = feed(i64::MAX);
+        assert_eq!(next_action(&m, 3, None, start - 1, &f), Action::Wait(Until::Time(start)));
+        assert_eq!(next_action(&m, 3, None, start, &f), Action::Start(3));
+        assert_eq!(next_action(&m, 3, None, lock - 1, &f), Action::Start(3));
+        assert_eq!(next_action(&m, 3, None, lock, &f), Action::Done);
+    }
+
+    #[test]
+    fn a_lock_waits_for_the_report_delay_and_a_transmission_after_the_lock() {
+        let m = market();
+        let r = round(&m, 3, RoundStatus::Open);
+        let lock = r.lock_ts;
+        // The report delay first (the program's TooEarly).
+        assert_eq!(next_action(&m, 3, Some(&r), lock + 9, &feed(i64::MAX)), Action::Wait(Until::Time(lock + 10)));
+        // Then a transmission stamped after the lock (the program's PriceNotFinal): one stamped at the lock is not.
+        assert_eq!(next_action(&m, 3, Some(&r), lock + 10, &feed(lock)), Action::Wait(Until::Transmission(lock)));
+        assert_eq!(next_action(&m, 3, Some(&r), lock + 10, &feed(lock + 1)), Action::Lock(3));
+        // Once the close is final too, one settle does both.
+        let close = r.close_ts;
+        assert_eq!(next_action(&m, 3, Some(&r), close + 10, &feed(close)), Action::Lock(3));
+        assert_eq!(next_action(&m, 3, Some(&r), close + 10, &feed(close + 1)), Action::Settle(3));
+    }
+
+    #[test]
+    fn a_settle_waits_for_the_close_its_delay_and_a_transmission_after_it() {
+        let m = market();
+        let r = round(&m, 3, RoundStatus::Locked);
+        let close = r.close_ts;
+        assert_eq!(next_action(&m, 3, Some(&r), close + 9, &feed(close + 5)), Action::Wait(Until::Time(close + 10)));
+        assert_eq!(next_action(&m, 3, Some(&r), close + 10, &feed(close)), Action::Wait(Until::Transmission(close)));
+        assert_eq!(next_action(&m, 3, Some(&r), close + 10, &feed(close + 1)), Action::Settle(3));
+    }
+
+    #[test]
+    fn a_round_past_its_settle_window_is_refunded_and_final_rounds_need_nothing() {
+        let m = market();
+        let mut r = round(&m, 3, RoundStatus::Locked);
+        let end = r.close_ts + r.params.settle_window as i64;
+        // A silent feed: waiting until the window ends, then the program cancels it.
+        assert_eq!(next_action(&m, 3, Some(&r), end, &feed(0)), Action::Wait(Until::Transmission(r.close_ts)));
+        assert_eq!(next_action(&m, 3, Some(&r), end + 1, &feed(0)), Action::Refund(3));
+        r.status = RoundStatus::Open;
+        assert_eq!(next_action(&m, 3, Some(&r), end + 1, &feed(i64::MAX)), Action::Refund(3));
+        for s in [RoundStatus::Settled, RoundStatus::Cancelled] {
+            r.status = s;
+            assert_eq!(next_action(&m, 3, Some(&r), end + 1, &feed(i64::MAX)), Action::Done);
+            assert_eq!(next_action(&m, 3, Some(&r), r.close_ts + 10, &feed(i64::MAX)), Action::Done);
+        }
+    }
+
+    #[test]
+    fn the_live_epochs_reach_back_over_the_settle_window() {
+        let m = market();
+        let now = GENESIS + 10 * IV as i64 + 5;
+        // Epoch 10 takes bets; 9 locks; 8 closes; 600 s of settle window is two more intervals.
+        assert_eq!(live_epochs(&m, now, 100), 6..=10);
+        assert_eq!(live_epochs(&m, now, 1), 9..=10);
+        assert_eq!(live_epochs(&m, GENESIS - 1, 100), 0..=0);
+    }
+
+    #[test]
+    fn compute_units_add_the_margin_within_floor_and_ceiling() {
+        assert_eq!(compute_units(100_000, 15), 115_000);
+        assert_eq!(compute_units(100_001, 10), 110_002);
+        assert_eq!(compute_units(1, 20), MIN_CU);
+        assert_eq!(compute_units(1_300_000, 20), MAX_CU);
+    }
+
+    #[test]
+    fn the_cu_price_is_the_percentile_of_recent_fees_capped() {
+        let fees = [50, 10, 40, 20, 30];
+        assert_eq!(cu_price(&fees, 75, 1_000), 40);
+        assert_eq!(cu_price(&fees, 50, 1_000), 30);
+        assert_eq!(cu_price(&fees, 100, 1_000), 50);
+        assert_eq!(cu_price(&fees, 0, 1_000), 10);
+        assert_eq!(cu_price(&fees, 75, 25), 25);
+        assert_eq!(cu_price(&[], 75, 25), 0);
+    }
+
+    #[test]
+    fn the_send_loop_rebroadcasts_then_re_signs_after_the_blockhash_expires() {
+        let u = SigStatus::Unknown;
+        assert_eq!(send_step(&u, 100, 200, Some(true), 1, 2), SendStep::Wait);
+        assert_eq!(send_step(&u, 100, 200, Some(true), 2, 2), SendStep::Rebroadcast);
+        assert_eq!(send_step(&u, 200, 200, None, 2, 2), SendStep::Rebroadcast);
+        assert_eq!(send_step(&u, 201, 200, None, 0, 2), SendStep::ReSign);
+        assert_eq!(send_step(&u, 100, 200, Some(false), 0, 2), SendStep::ReSign);
+        assert_eq!(send_step(&SigStatus::Processed, 201, 200, Some(false), 9, 2), SendStep::Wait);
+        assert_eq!(send_step(&SigStatus::Confirmed(None), 201, 200, Some(false), 9, 2), SendStep::Confirmed);
+        let e = TransactionError::InstructionError(2, InstructionError::Custom(6019));
+        assert_eq!(send_step(&SigStatus::Confirmed(Some(e.clone())), 1, 200, None, 0, 2), SendStep::Failed(e));
+    }
+
+    fn custom(c: u32) -> TransactionError {
+        TransactionError::InstructionError(2, InstructionError::Custom(c))
+    }
+
+    #[test]
+    fn program_errors_are_classified_by_variant() {
+        let c = |v: MarketError| custom(u32::from(v));
+        assert_eq!(classify(Action::Start(1), &custom(0)), ErrorClass::AlreadyDone);
+        assert_eq!(classify(Action::Lock(1), &c(MarketError::RoundNotOpen)), ErrorClass::AlreadyDone);
+        assert_eq!(classify(Action::Lock(1), &c(MarketError::RoundFinal)), ErrorClass::AlreadyDone);
+        assert_eq!(classify(Action::Settle(1), &c(MarketError::RoundFinal)), ErrorClass::AlreadyDone);
+        assert_eq!(classify(Action::Refund(1), &c(MarketError::RoundFinal)), ErrorClass::AlreadyDone);
+        // RoundNotOpen is not "already settled": a settle never raises it, so it is an error there.
+        assert_eq!(
+            classify(Action::Settle(1), &c(MarketError::RoundNotOpen)),
+            ErrorClass::Other("RoundNotOpen".into())
+        );
+        // Custom(0) from anything but a start is not a round someone else created.
+        assert_eq!(classify(Action::Lock(1), &custom(0)), ErrorClass::Other("custom error 0".into()));
+        for v in [MarketError::TooEarly, MarketError::PriceNotFinal, MarketError::FeedFlagged] {
+            assert_eq!(classify(Action::Settle(1), &c(v)), ErrorClass::NotYet);
+        }
+        assert_eq!(classify(Action::Start(1), &c(MarketError::FeedChanged)), ErrorClass::FeedChanged);
+        assert_eq!(
+            classify(Action::Start(1), &c(MarketError::TooLateToStart)),
+            ErrorClass::Other("TooLateToStart".into())
+        );
+        assert!(matches!(
+            classify(Action::Start(1), &TransactionError::BlockhashNotFound),
+            ErrorClass::Other(s) if s == "BlockhashNotFound"
+        ));
+    }
+
+    #[test]
+    fn only_an_approved_feed_with_its_pinned_owner_and_writer_is_trusted() {
+        let (o, w, x) = (Pubkey::new_unique(), Pubkey::new_unique(), Pubkey::new_unique());
+        assert_eq!(check_feed((o, w), Some((o, w)), (o, w)), Ok(()));
+        assert_eq!(check_feed((o, w), None, (o, w)), Err(Refusal::NotApproved));
+        assert_eq!(check_feed((o, w), Some((o, w)), (x, w)), Err(Refusal::Changed { what: "owner" }));
+        assert_eq!(check_feed((o, w), Some((o, w)), (o, x)), Err(Refusal::Changed { what: "writer" }));
+    }
+}
