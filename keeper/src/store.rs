@@ -217,6 +217,20 @@ impl TxStatus {
             TxStatus::Dropped => "dropped",
         }
     }
+
+    /// Not final yet: recorded before sending, or sent and not mined. [`Store::open_txs`] selects these.
+    pub const fn is_open(self) -> bool {
+        match self {
+            TxStatus::Signed | TxStatus::Pending => true,
+            TxStatus::Confirmed | TxStatus::Failed | TxStatus::Replaced | TxStatus::Dropped => false,
+        }
+    }
+
+    /// The SQL list of the open statuses' stored forms, `'signed', 'pending'` (the one place it is spelled).
+    fn open_sql_list() -> String {
+        let open = TxStatus::ALL.into_iter().filter(|t| t.is_open());
+        open.map(|t| format!("'{}'", t.as_str())).collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl std::fmt::Display for TxStatus {
@@ -676,12 +690,11 @@ impl Store {
 
     /// Transactions of a signer on a chain that are not final.
     pub async fn open_txs(&self, chain: &str, signer: &str) -> Result<Vec<TxRow>> {
-        self.txs(
-            "WHERE chain = $1 AND signer = $2 AND status IN ('signed', 'pending') ORDER BY nonce, id",
-            chain,
-            signer,
-        )
-        .await
+        let filter = format!(
+            "WHERE chain = $1 AND signer = $2 AND status IN ({}) ORDER BY nonce, id",
+            TxStatus::open_sql_list()
+        );
+        self.txs(&filter, chain, signer).await
     }
 
     /// Every transaction sent for an action.
@@ -1460,6 +1473,38 @@ pub(crate) mod tests {
 
     /// A stored value that is not of its column's type is an error naming the table and the column, never a
     /// default (a flag of 7 was read as `true` before).
+    #[tokio::test]
+    async fn open_txs_selects_exactly_the_open_statuses() {
+        assert_eq!(TxStatus::open_sql_list(), "'signed', 'pending'");
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let mut want = Vec::new();
+        for (nonce, status) in (0..).zip(TxStatus::ALL) {
+            let t = TxRow {
+                id: 0,
+                chain: "base".into(),
+                signer: "0xkeeper".into(),
+                action: format!("execute:1:{nonce}"),
+                nonce,
+                tx_hash: format!("0x{nonce:02x}"),
+                status,
+                max_fee_wei: "1".into(),
+                priority_fee_wei: "1".into(),
+                gas_limit: 21_000,
+                sent_at: 1,
+                mined_block: None,
+                gas_used: None,
+                error: None,
+            };
+            store.insert_tx(&t, None).await.unwrap();
+            if status.is_open() {
+                want.push(status);
+            }
+        }
+        let got: Vec<TxStatus> = store.open_txs("base", "0xkeeper").await.unwrap().iter().map(|t| t.status).collect();
+        assert_eq!(got, want);
+        assert_eq!(want, [TxStatus::Signed, TxStatus::Pending]);
+    }
+
     #[tokio::test]
     async fn a_corrupted_row_names_its_table_and_column() {
         let store = Store::connect("sqlite::memory:").await.unwrap();
