@@ -390,33 +390,13 @@ async fn run_api_load(
     let open_conns = a.open_connections;
     let cpu = move || pid.and_then(loadgen::cpu_seconds);
     on_core(client_core, move || async move {
-        let share = |before: Option<f64>, after: Option<f64>, wall: Duration| match (before, after) {
-            (Some(b), Some(a)) => format!("{:.0}%", 100.0 * (a - b) / (wall + Duration::from_millis(20)).as_secs_f64()),
-            _ => "-".into(),
-        };
         let mut total = 0u64;
         for e in &endpoints {
             for &c in &concurrency {
-                let before = cpu();
-                let t = Instant::now();
-                let o = http::run(addr, std::slice::from_ref(e), http::Mode::Closed { conns: c }, warmup, duration).await;
-                let wall = t.elapsed();
-                let after = cpu();
+                let mode = http::Mode::Closed { conns: c };
+                let (o, server) = measured_run(addr, std::slice::from_ref(e), mode, warmup, duration, cpu).await;
                 total += o.ok;
-                let l = &o.latencies;
-                println!(
-                    "  {:<44} {:>5} {:>9} {:>6} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>7}",
-                    e,
-                    c,
-                    o.ok,
-                    o.errors,
-                    o.per_s(),
-                    ms(l.ms(50.0)),
-                    ms(l.ms(99.0)),
-                    ms(l.ms(99.9)),
-                    ms(l.max_ms()),
-                    share(before, after, wall)
-                );
+                println!("  {:<44} {:>5} {}", e, c, figures(&o, &server));
             }
         }
         println!(
@@ -428,31 +408,54 @@ async fn run_api_load(
             "rate/s", "answered", "errors", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "server"
         );
         for &r in &rates {
-            let before = cpu();
-            let t = Instant::now();
-            let o = http::run(addr, &cached, http::Mode::Open { conns: open_conns, rate: r }, warmup, duration).await;
-            let wall = t.elapsed();
-            let after = cpu();
+            let mode = http::Mode::Open { conns: open_conns, rate: r };
+            let (o, server) = measured_run(addr, &cached, mode, warmup, duration, cpu).await;
             total += o.ok;
-            let l = &o.latencies;
-            println!(
-                "  {:>8.0} {:>9} {:>6} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>7}",
-                r,
-                o.ok,
-                o.errors,
-                o.per_s(),
-                ms(l.ms(50.0)),
-                ms(l.ms(99.0)),
-                ms(l.ms(99.9)),
-                ms(l.max_ms()),
-                share(before, after, wall)
-            );
+            println!("  {:>8.0} {}", r, figures(&o, &server));
         }
         println!("\n{total} requests answered in all");
         anyhow::ensure!(total > 0, "no request was answered");
         Ok(())
     })
     .await?
+}
+
+/// One run of `paths` at `addr` as `mode` says, and the server's share of a core over it (`cpu` reads the server's
+/// CPU seconds; "-" when it cannot).
+async fn measured_run(
+    addr: SocketAddr,
+    paths: &[String],
+    mode: http::Mode,
+    warmup: Duration,
+    duration: Duration,
+    cpu: impl Fn() -> Option<f64>,
+) -> (http::Outcome, String) {
+    let before = cpu();
+    let t = Instant::now();
+    let o = http::run(addr, paths, mode, warmup, duration).await;
+    let wall = t.elapsed();
+    let server = match (before, cpu()) {
+        (Some(b), Some(a)) => format!("{:.0}%", 100.0 * (a - b) / (wall + Duration::from_millis(20)).as_secs_f64()),
+        _ => "-".into(),
+    };
+    (o, server)
+}
+
+/// The figures of a row of `kronos bench api` after its first columns: requests, errors, req/s, p50/p99/p99.9/max
+/// latency and the server's share of a core.
+fn figures(o: &http::Outcome, server: &str) -> String {
+    let l = &o.latencies;
+    format!(
+        "{:>9} {:>6} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        o.ok,
+        o.errors,
+        o.per_s(),
+        ms(l.ms(50.0)),
+        ms(l.ms(99.0)),
+        ms(l.ms(99.9)),
+        ms(l.max_ms()),
+        server
+    )
 }
 
 /// `kronos bench ws`.
