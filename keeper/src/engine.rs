@@ -27,10 +27,14 @@ pub struct Keeper {
     pub chains: Vec<Arc<ChainRuntime>>,
     pub stats: Vec<Arc<Mutex<MarketStats>>>,
     pub publisher: Option<Arc<Publisher>>,
+    /// The Solana clusters (`[[solana]]`).
+    pub solana: Vec<Arc<crate::solana::SolanaRuntime>>,
     listener: Option<tokio::net::TcpListener>,
     drivers: Vec<MarketDriver>,
     api_token: Option<kronos_common::Secret>,
     api_limits: kronos_common::http_guard::Limits,
+    /// Held until the keeper has stopped (SQLite stores).
+    _sqlite_claim: Option<crate::store::SqliteClaim>,
 }
 
 /// Overrides used by the demo and the tests.
@@ -45,6 +49,8 @@ pub struct Overrides {
 impl Keeper {
     /// Connects everything and checks every market before anything is sent.
     pub async fn build(cfg: &Config, signer: PrivateKeySigner, bus: Bus, ov: Overrides) -> Result<Keeper> {
+        // One keeper process per SQLite file (it has no leases): a second one is refused, naming the file.
+        let sqlite_claim = crate::store::claim_sqlite(&cfg.store)?;
         let store = Store::connect(&cfg.store).await?;
         let metrics = Arc::new(Metrics::default());
         let poll = Duration::from_millis(cfg.poll_ms);
@@ -116,6 +122,16 @@ impl Keeper {
             }
             chains.push(rt);
         }
+        let mut solana = Vec::new();
+        for (i, c) in cfg.solana.iter().enumerate() {
+            let key = c
+                .load_keypair(&|k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!("{}: solana[{i}]: {e}", cfg.file))?;
+            solana.push(
+                crate::solana::SolanaRuntime::connect(c, key, store.clone(), bus.clone(), metrics.clone(), poll)
+                    .await?,
+            );
+        }
         let stats = drivers.iter().map(|d| d.stats.clone()).collect();
         let listener = if ov.no_api {
             None
@@ -133,10 +149,12 @@ impl Keeper {
             chains,
             stats,
             publisher,
+            solana,
             listener,
             drivers,
             api_token: cfg.api_token.clone(),
             api_limits: cfg.api.clone(),
+            _sqlite_claim: sqlite_claim,
         })
     }
 
@@ -184,7 +202,8 @@ impl Keeper {
                 self.stats.clone(),
                 self.api_token.clone(),
                 self.api_limits.clone(),
-            );
+            )
+            .with_solana(self.solana.clone());
             tracing::info!(%addr, "API listening: /health /metrics /api/markets /api/rounds /api/predictions /ws");
             let c = cancel.clone();
             tasks.spawn(async move {
@@ -196,6 +215,10 @@ impl Keeper {
         for d in self.drivers {
             let c = cancel.clone();
             tasks.spawn(async move { d.run(c).await });
+        }
+        for s in self.solana {
+            let c = cancel.clone();
+            tasks.spawn(async move { s.run(c).await });
         }
         cancel.cancelled().await;
         while tasks.join_next().await.is_some() {}

@@ -789,4 +789,58 @@ mod tests {
         assert!(matches!(b.view(), LeaseView::Leading { epoch: 2, .. }), "{:?}", b.view());
         assert!(!leading(&a) && !a.may_send(1), "{:?}", a.view());
     }
+
+    /// Two holders racing on PostgreSQL: the leader stops renewing (paused), the other keeper takes the next epoch.
+    /// At every instant at most one of them may send, each only under its own epoch; the paused one, resumed, steps
+    /// down, and giving its old term up does not end the new one. Mutation tried: `may_send` without its epoch
+    /// comparison (a leader may send under any epoch) fails it.
+    #[tokio::test]
+    async fn of_two_holders_racing_only_the_epoch_holder_may_send() {
+        let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+        let store = Store::connect(&pg.url()).await.unwrap();
+        let tm = LeaseTiming { ttl: Duration::from_millis(1200), refresh: Duration::from_millis(200) };
+        let lease = |holder: &'static str| {
+            let key = LeaseKey { chain: "base", market: 1, holder, instance: "i1" };
+            Lease::new(key, &store, tm, Bus::new(16), Arc::new(Metrics::default()))
+        };
+        let (a, b) = (lease("keeper-a"), lease("keeper-b"));
+        a.refresh().await;
+        b.refresh().await;
+        assert!(a.may_send(1) && !b.may_send(1), "a: {:?}, b: {:?}", a.view(), b.view());
+        // keeper-a is paused: it renews no more. keeper-b renews in the background and takes over after the TTL.
+        let cancel = CancellationToken::new();
+        let runner = tokio::spawn(b.clone().run(cancel.clone()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut both = Vec::new();
+        let mut a_sent_after_takeover = false;
+        loop {
+            // Checked in either order, many times: never both.
+            let (sa, sb) = (a.may_send(1), b.may_send(2));
+            let (sb2, sa2) = (b.may_send(2), a.may_send(1));
+            if (sa && sb) || (sa2 && sb2) {
+                both.push(Instant::now());
+            }
+            assert!(!a.may_send(2) && !b.may_send(1), "a term of the other keeper");
+            if matches!(b.view(), LeaseView::Leading { epoch: 2, .. }) {
+                a_sent_after_takeover |= a.may_send(1);
+                break;
+            }
+            assert!(Instant::now() < deadline, "keeper-b never took over: {:?}", b.view());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(both.is_empty(), "both keepers could send at {} instants", both.len());
+        assert!(!a_sent_after_takeover, "the paused leader may still send after the takeover: {:?}", a.view());
+        assert!(b.may_send(2));
+        // keeper-a giving its old term up does not end keeper-b's.
+        let e = store.release_lease(&a.token(1).unwrap()).await;
+        let row = store.lease("base", 1).await.unwrap().unwrap();
+        assert_eq!((row.holder.as_str(), row.epoch), ("keeper-b", 2), "the old term released the new one: {e:?}");
+        assert!(row.expires_ms > row.db_now_ms, "{row:?}");
+        // Resumed, keeper-a learns it lost and steps down.
+        a.refresh().await;
+        assert!(matches!(a.view(), LeaseView::Standby { epoch: 2, .. }), "{:?}", a.view());
+        assert!(!a.may_send(1));
+        cancel.cancel();
+        runner.await.unwrap();
+    }
 }

@@ -59,6 +59,80 @@ pub struct Fenced {
     pub epoch: i64,
 }
 
+/// A keeper process's exclusive claim on its SQLite store file: an OS lock (`flock`) on `<file>.keeper-lock` next to
+/// it, held while the claim lives and released by the system when the process ends (even by SIGKILL). A second
+/// keeper process on the same file is refused ([`SqliteInUse`]): with SQLite there are no leases, and two keepers
+/// would both send every transaction. Readers (`kronos status`, the API) open the store without a claim.
+#[derive(Debug)]
+pub struct SqliteClaim {
+    pub lock: std::path::PathBuf,
+    _file: std::fs::File,
+}
+
+/// Another keeper process holds the claim on a SQLite store file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "keeper.store: another keeper process{} runs on the SQLite file {} (it holds {}); two keepers on one SQLite file \
+     would both send every transaction: give each keeper its own file, or share PostgreSQL (leases)",
+    .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+    .file.display(),
+    .lock.display()
+)]
+pub struct SqliteInUse {
+    pub file: std::path::PathBuf,
+    pub lock: std::path::PathBuf,
+    /// The holder's process id, as it wrote it in the lock file.
+    pub pid: Option<u32>,
+}
+
+/// The file of a SQLite store URL (`sqlite:path`, `sqlite://path`, as `kronos_common::db::open` reads them); `None`
+/// for an in-memory database or another backend.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    let (file, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if file.is_empty() || file == ":memory:" || file.starts_with("file:") || query.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(file))
+}
+
+/// Claims the SQLite store file of `url` for this keeper process (see [`SqliteClaim`]); `Ok(None)` for PostgreSQL
+/// (leases) and in-memory stores. Err: [`SqliteInUse`] when another process holds it, or the lock file cannot be
+/// opened (named).
+pub fn claim_sqlite(url: &str) -> Result<Option<SqliteClaim>> {
+    use std::io::{Read, Seek, Write};
+    let Some(file) = sqlite_file(url) else { return Ok(None) };
+    let mut name = file.clone().into_os_string();
+    name.push(".keeper-lock");
+    let lock = std::path::PathBuf::from(name);
+    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("keeper.store: cannot create {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .with_context(|| format!("keeper.store: cannot open the lock file {}", lock.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = f.read_to_string(&mut text);
+            return Err(SqliteInUse { file, lock, pid: text.trim().parse().ok() }.into());
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(anyhow::Error::new(e).context(format!("keeper.store: cannot lock {}", lock.display())))
+        }
+    }
+    // Who holds it, for the next one's message.
+    f.set_len(0)?;
+    f.rewind()?;
+    write!(f, "{}", std::process::id())?;
+    Ok(Some(SqliteClaim { lock, _file: f }))
+}
+
 impl Fenced {
     fn of(t: &FenceToken) -> Fenced {
         Fenced { chain: t.chain.clone(), market_id: t.market_id, holder: t.holder.clone(), epoch: t.epoch }
@@ -1170,6 +1244,28 @@ pub use kronos_common::db::redact_url;
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Two keeper processes on one SQLite file: the second claim is refused with an error naming the file, the lock
+    /// file and the holder; the claim ends with its holder; in-memory and PostgreSQL stores take none.
+    #[test]
+    fn a_second_keeper_on_one_sqlite_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/k.db", dir.path().display());
+        let first = claim_sqlite(&url).unwrap().expect("a SQLite file is claimed");
+        assert_eq!(first.lock, dir.path().join("k.db.keeper-lock"));
+        let e = claim_sqlite(&format!("sqlite:{}/k.db?mode=rwc", dir.path().display())).unwrap_err();
+        let busy = e.downcast_ref::<SqliteInUse>().unwrap_or_else(|| panic!("not SqliteInUse: {e:#}"));
+        assert_eq!(busy.file, dir.path().join("k.db"));
+        assert_eq!(busy.pid, Some(std::process::id()));
+        let text = e.to_string();
+        assert!(text.contains(&dir.path().join("k.db").display().to_string()), "{text}");
+        // Another file in the same folder is free.
+        assert!(claim_sqlite(&format!("sqlite://{}/other.db", dir.path().display())).unwrap().is_some());
+        drop(first);
+        assert!(claim_sqlite(&url).unwrap().is_some(), "the claim outlived its holder");
+        assert!(claim_sqlite("sqlite::memory:").unwrap().is_none());
+        assert!(claim_sqlite("postgres://kronos@127.0.0.1/k").unwrap().is_none());
+    }
 
     pub(crate) async fn exercise(store: &Store) {
         let m = MarketRow {
