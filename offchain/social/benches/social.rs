@@ -164,6 +164,8 @@ fn bench_item(i: usize) -> Item {
         sentiment: 0.3,
         score: 1.0,
         priority: Priority::Normal,
+        version: 1,
+        edited_ms: None,
         content_hash: 0,
         simhash: 0,
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::item::Item;
+use crate::item::{Item, WsMessage};
 
 /// A destination for accepted items. `publish` must not block: a slow destination queues or drops (and counts
 /// it), it never holds up the pipeline.
@@ -15,6 +15,13 @@ pub trait Fanout: Send + Sync + 'static {
     /// A name for logs and metrics (`bus`, `redis`).
     fn name(&self) -> &'static str;
     fn publish(&self, item: &Arc<Item>);
+    /// An item's new version after an edit at its source (the same `id`, `version` one higher). By default it is
+    /// published like an item: the version says it is an edit.
+    fn edit(&self, item: &Arc<Item>) {
+        self.publish(item)
+    }
+    /// An item deleted at its source (as it was). By default not passed on.
+    fn delete(&self, _item: &Arc<Item>) {}
     /// Adds the destination's own metrics to `/metrics` (none by default).
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
@@ -28,13 +35,39 @@ pub fn channels(item: &Item) -> Vec<String> {
     v
 }
 
+/// What the bus carries: an item, its new version after an edit, or its deletion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Published {
+    New(Arc<Item>),
+    Edit(Arc<Item>),
+    Deleted(Arc<Item>),
+}
+
+impl Published {
+    /// The item (for a deletion, as it was).
+    pub fn item(&self) -> &Item {
+        match self {
+            Published::New(i) | Published::Edit(i) | Published::Deleted(i) => i,
+        }
+    }
+
+    /// The message a WebSocket client gets.
+    pub fn message(&self) -> WsMessage<&Item> {
+        match self {
+            Published::New(i) => WsMessage::Item(i),
+            Published::Edit(i) => WsMessage::Edit(i),
+            Published::Deleted(i) => WsMessage::Deleted { id: i.id.clone(), source: i.source.clone() },
+        }
+    }
+}
+
 /// Items kept for a subscriber that falls behind before it skips ahead.
 pub const BUS_QUEUE: usize = 8192;
 
 /// The in-process bus: a broadcast channel of shared items. Cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
-    tx: broadcast::Sender<Arc<Item>>,
+    tx: broadcast::Sender<Arc<Published>>,
 }
 
 impl Default for Bus {
@@ -48,7 +81,7 @@ impl Bus {
         Bus { tx: broadcast::channel(BUS_QUEUE).0 }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Item>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.tx.subscribe()
     }
 }
@@ -60,7 +93,15 @@ impl Fanout for Bus {
 
     fn publish(&self, item: &Arc<Item>) {
         // No subscriber is fine.
-        let _ = self.tx.send(item.clone());
+        let _ = self.tx.send(Arc::new(Published::New(item.clone())));
+    }
+
+    fn edit(&self, item: &Arc<Item>) {
+        let _ = self.tx.send(Arc::new(Published::Edit(item.clone())));
+    }
+
+    fn delete(&self, item: &Arc<Item>) {
+        let _ = self.tx.send(Arc::new(Published::Deleted(item.clone())));
     }
 }
 
@@ -85,6 +126,8 @@ mod tests {
             sentiment: 0.0,
             score: 0.0,
             priority: Priority::High,
+            version: 1,
+            edited_ms: None,
             content_hash: 0,
             simhash: 0,
         };
@@ -109,10 +152,20 @@ mod tests {
             sentiment: 0.0,
             score: 0.0,
             priority: Priority::Low,
+            version: 1,
+            edited_ms: None,
             content_hash: 0,
             simhash: 0,
         });
         bus.publish(&item);
-        assert_eq!(rx.recv().await.unwrap().id, "x");
+        bus.edit(&item);
+        bus.delete(&item);
+        assert_eq!(*rx.recv().await.unwrap(), Published::New(item.clone()));
+        assert_eq!(*rx.recv().await.unwrap(), Published::Edit(item.clone()));
+        let d = rx.recv().await.unwrap();
+        let j = serde_json::to_value(d.message()).unwrap();
+        assert_eq!(j, serde_json::json!({"type": "deleted", "id": "x", "source": "s"}));
+        let j = serde_json::to_value(Published::Edit(item.clone()).message()).unwrap();
+        assert_eq!((j["type"].as_str(), j["id"].as_str(), j["version"].as_u64()), (Some("edit"), Some("x"), Some(1)));
     }
 }

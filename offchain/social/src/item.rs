@@ -31,6 +31,16 @@ impl RawItem {
     }
 }
 
+/// A change a source reports to a post it handed in before (Discord's `MESSAGE_UPDATE` / `MESSAGE_DELETE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The post was edited at `edited_ms` (ms since the epoch): `item` is the post as it reads now, under the same
+    /// `external_id`. Applied once per edit time (a replayed edit changes nothing), never to a deleted item.
+    Edit { item: RawItem, edited_ms: u64 },
+    /// The post was deleted at its source.
+    Delete { external_id: String },
+}
+
 /// Why an item was not accepted. Each is counted per source (`so_skips`, `/metrics`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -147,8 +157,35 @@ pub struct Item {
     /// See [`crate::pipeline::score`].
     pub score: f64,
     pub priority: Priority,
+    /// 1 as first accepted; one more after each edit applied (the same `id`, re-scored).
+    #[serde(default = "first_version")]
+    pub version: u32,
+    /// When the source says the text was last edited (ms since the epoch), if it was.
+    #[serde(default)]
+    pub edited_ms: Option<u64>,
     #[serde(skip)]
     pub content_hash: u64,
     #[serde(skip)]
     pub simhash: u64,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// One message on the monitor's `/ws` and Redis channels: JSON tagged by `type`, the item's fields beside the tag
+/// (`{"type":"item","id":…,"text":…}`). Generic over the item so a client can read just the fields it uses (the
+/// Telegram bot reads its own `SocialItem`); the monitor writes `WsMessage<&Item>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WsMessage<I = Item> {
+    /// A newly accepted item.
+    Item(I),
+    /// A new version of an item sent before: the same `id`, its text edited at the source and scored again,
+    /// `version` one higher.
+    Edit(I),
+    /// The item `id` was deleted at its source: the REST API no longer serves it; clients drop it.
+    Deleted { id: String, source: String },
+    /// This reader fell behind and `lost` messages were skipped.
+    Lagged { lost: u64 },
 }

@@ -48,7 +48,7 @@ pub mod store;
 
 pub use config::Config;
 pub use fanout::{Bus, Fanout};
-pub use item::{Item, Priority, RawItem, Skip};
+pub use item::{Change, Item, Priority, RawItem, Skip, WsMessage};
 pub use source::{Batch, Health, Source, SourceError};
 pub use store::Store;
 

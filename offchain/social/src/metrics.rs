@@ -29,6 +29,10 @@ pub struct ErrorLabel {
 pub struct Metrics {
     pub accepted: Family<SourceLabel, Counter>,
     pub skipped: Family<SkipLabel, Counter>,
+    /// Stored items edited at their source and scored again.
+    pub edited: Family<SourceLabel, Counter>,
+    /// Stored items deleted at their source (no longer served).
+    pub deleted: Family<SourceLabel, Counter>,
     pub errors: Family<ErrorLabel, Counter>,
     pub up: Family<SourceLabel, Gauge>,
     pub batch_seconds: Histogram,
@@ -41,6 +45,8 @@ impl Default for Metrics {
         Metrics {
             accepted: Default::default(),
             skipped: Default::default(),
+            edited: Default::default(),
+            deleted: Default::default(),
             errors: Default::default(),
             up: Default::default(),
             batch_seconds: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
@@ -54,6 +60,12 @@ impl Metrics {
     pub fn register(&self, r: &mut Registry) {
         r.register("social_items_accepted", "Items accepted, stored and fanned out", self.accepted.clone());
         r.register("social_items_skipped", "Items skipped, by reason", self.skipped.clone());
+        r.register("social_items_edited", "Stored items edited at their source and scored again", self.edited.clone());
+        r.register(
+            "social_items_deleted",
+            "Stored items deleted at their source, no longer served",
+            self.deleted.clone(),
+        );
         r.register(
             "social_source_errors",
             "Failed source calls, by kind (transient, rate_limited, fatal, store)",

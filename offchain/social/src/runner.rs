@@ -14,7 +14,7 @@ use crate::fanout::{Bus, Fanout};
 use crate::metrics::{ErrorLabel, Metrics, SkipLabel, SourceLabel};
 use crate::pipeline::{Origin, Outcome, Pipeline, Rules};
 use crate::source::{Backoff, Health, Source, SourceError, State};
-use crate::store::{Store, StoredItem};
+use crate::store::{Committed, Store, StoredItem, Writes};
 
 /// How far back the pipeline's state is refilled from the store at start.
 fn warm_since(rules: &Rules, now_ms: u64) -> u64 {
@@ -84,12 +84,31 @@ impl Monitor {
         cursor: &str,
         now_ms: u64,
     ) -> Result<(Vec<StoredItem>, Outcome)> {
+        self.ingest_changes(origin, items, vec![], cursor, now_ms).await.map(|(c, o)| (c.written, o))
+    }
+
+    /// [`Monitor::ingest`] with the batch's edits and deletions (applied after its items, in the same transaction):
+    /// an applied edit goes out as the item's new version, a deletion as a deletion; both are counted on
+    /// `/metrics` (`social_items_edited_total`, `social_items_deleted_total`).
+    pub async fn ingest_changes(
+        &self,
+        origin: &Origin,
+        items: Vec<Result<crate::item::RawItem, crate::item::Skip>>,
+        changes: Vec<crate::item::Change>,
+        cursor: &str,
+        now_ms: u64,
+    ) -> Result<(Committed, Outcome)> {
         let started = std::time::Instant::now();
         let mut pipeline = self.pipeline.lock().await;
         let mut out = pipeline.process(origin, items, now_ms);
-        let accepted = std::mem::take(&mut out.accepted);
-        let n = accepted.len();
-        let written = match self.store.commit(&origin.name, accepted, &out.skips(), cursor, now_ms).await {
+        pipeline.process_changes(origin, changes, now_ms, &mut out);
+        let writes = Writes {
+            items: std::mem::take(&mut out.accepted),
+            edits: std::mem::take(&mut out.edits),
+            deletes: std::mem::take(&mut out.deletes),
+        };
+        let n = writes.items.len();
+        let committed = match self.store.commit_changes(&origin.name, writes, &out.skips(), cursor, now_ms).await {
             Ok(w) => w,
             Err(e) => {
                 // The pipeline remembered items the store does not have: rebuild its memory from the store.
@@ -101,19 +120,29 @@ impl Monitor {
             }
         };
         drop(pipeline);
+        let written = &committed.written;
         // Ids already stored (accepted before the de-duplication window) are duplicates.
         let dups = (n - written.len()) as u64;
         if dups > 0 {
             *out.skipped.entry(crate::item::Skip::Duplicate).or_default() += dups;
         }
-        for w in &written {
+        let fanouts = || std::iter::once(&self.bus as &dyn Fanout).chain(self.fanouts.iter().map(|f| f.as_ref()));
+        for w in written {
             let item = Arc::new(w.item.clone());
-            for f in std::iter::once(&self.bus as &dyn Fanout).chain(self.fanouts.iter().map(|f| f.as_ref())) {
-                f.publish(&item);
-            }
+            fanouts().for_each(|f| f.publish(&item));
+        }
+        for w in &committed.edited {
+            let item = Arc::new(w.item.clone());
+            fanouts().for_each(|f| f.edit(&item));
+        }
+        for w in &committed.deleted {
+            let item = Arc::new(w.item.clone());
+            fanouts().for_each(|f| f.delete(&item));
         }
         let label = SourceLabel { source: origin.name.clone() };
         self.metrics.accepted.get_or_create(&label).inc_by(written.len() as u64);
+        self.metrics.edited.get_or_create(&label).inc_by(committed.edited.len() as u64);
+        self.metrics.deleted.get_or_create(&label).inc_by(committed.deleted.len() as u64);
         for (k, v) in &out.skipped {
             self.metrics
                 .skipped
@@ -125,7 +154,7 @@ impl Monitor {
             h.accepted += written.len() as u64;
             h.skipped += out.skipped_total();
         });
-        Ok((written, out))
+        Ok((committed, out))
     }
 
     fn update(&self, name: &str, f: impl FnOnce(&mut Health)) {
@@ -209,7 +238,7 @@ pub fn spawn_source<S: Source>(
             let wait = match r {
                 Ok(batch) => {
                     let json = serde_json::to_string(&batch.cursor).unwrap_or_else(|_| "null".into());
-                    match m.ingest(&origin, batch.items, &json, crate::now_ms()).await {
+                    match m.ingest_changes(&origin, batch.items, batch.changes, &json, crate::now_ms()).await {
                         Ok(_) => {
                             cursor = batch.cursor;
                             backoff.succeed();

@@ -28,7 +28,8 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::item::{Item, Priority};
+use crate::fanout::Published;
+use crate::item::{Item, Priority, WsMessage};
 use crate::runner::Monitor;
 use crate::status::{HealthAnswer, Overall};
 use crate::store::ItemQuery;
@@ -102,14 +103,15 @@ impl Server {
     }
 }
 
-async fn pump(mut rx: broadcast::Receiver<Arc<Item>>, tx: broadcast::Sender<Arc<Frame>>, m: GuardMetrics) {
+async fn pump(mut rx: broadcast::Receiver<Arc<Published>>, tx: broadcast::Sender<Arc<Frame>>, m: GuardMetrics) {
     loop {
         let frame = match rx.recv().await {
-            Ok(item) => Frame {
-                assets: item.assets.clone(),
-                score: item.score,
-                priority: item.priority,
-                text: serde_json::to_string(&*item).unwrap_or_default().into(),
+            // A deletion reaches the clients whose filter took the item.
+            Ok(p) => Frame {
+                assets: p.item().assets.clone(),
+                score: p.item().score,
+                priority: p.item().priority,
+                text: serde_json::to_string(&p.message()).unwrap_or_default().into(),
             },
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 m.ws_skipped.inc_by(n);
@@ -126,7 +128,7 @@ fn lagged(n: u64) -> Frame {
         assets: vec![],
         score: f64::INFINITY,
         priority: Priority::High,
-        text: serde_json::json!({ "type": "lagged", "lost": n }).to_string().into(),
+        text: serde_json::to_string(&WsMessage::<Item>::Lagged { lost: n }).unwrap_or_default().into(),
     }
 }
 

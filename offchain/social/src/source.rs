@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::item::{RawItem, Skip};
+use crate::item::{Change, RawItem, Skip};
 
 /// A source of posts. See the crate docs for how the runner drives it.
 ///
@@ -38,6 +38,8 @@ pub trait Source: Send + 'static {
 pub struct Batch<C> {
     /// Items in the order the source published them (oldest first), or why each could not be read.
     pub items: Vec<Result<RawItem, Skip>>,
+    /// Edits and deletions of posts handed in before (applied after `items`, in order; saved with them).
+    pub changes: Vec<Change>,
     /// The cursor after these items (saved with them).
     pub cursor: C,
     /// How long to wait before the next call (zero for pushing sources).

@@ -38,6 +38,26 @@ pub struct StoredItem {
     pub item: Item,
 }
 
+/// What one batch writes: accepted items, edits (the item scored again, the source's edit time), deleted ids.
+#[derive(Debug, Clone, Default)]
+pub struct Writes {
+    pub items: Vec<Item>,
+    pub edits: Vec<(Item, u64)>,
+    pub deletes: Vec<String>,
+}
+
+/// What one commit wrote: the new items, the edited ones (as stored now) and the deleted ones (as they were).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Committed {
+    pub written: Vec<StoredItem>,
+    pub edited: Vec<StoredItem>,
+    pub deleted: Vec<StoredItem>,
+}
+
+/// The columns an updated row returns (those of [`ItemRecord`]).
+const RETURNED: &str = "seq, id, source, kind, author, text, url, at_ms, received_ms, language, assets, sentiment, \
+                        score, priority, content_hash, simhash, version, edited_ms";
+
 /// What the de-duplicator needs from recent items after a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint {
@@ -118,6 +138,25 @@ impl Store {
         cursor: &str,
         now_ms: u64,
     ) -> Result<Vec<StoredItem>> {
+        let writes = Writes { items, ..Default::default() };
+        Ok(self.commit_changes(source, writes, skips, cursor, now_ms).await?.written)
+    }
+
+    /// [`Store::commit`] with a batch's edits and deletions, applied after its items, all in the one transaction.
+    /// An edit applies to the stored, not deleted item of the same id when its edit time is newer than the item's
+    /// (so a replayed edit changes nothing): the text and what was scored from it are replaced, `version` goes up
+    /// by one, the asset mentions are rewritten. A deletion marks the item deleted (it is no longer served) and
+    /// removes its asset mentions. Edits and deletions of ids not stored (never accepted, or deleted already) are
+    /// left out of the answer.
+    pub async fn commit_changes(
+        &self,
+        source: &str,
+        writes: Writes,
+        skips: &[(Skip, u64)],
+        cursor: &str,
+        now_ms: u64,
+    ) -> Result<Committed> {
+        let Writes { items, edits, deletes } = writes;
         let mut tx = self.pool.begin().await.context("starting a commit")?;
         let mut written = Vec::with_capacity(items.len());
         for item in items {
@@ -165,6 +204,53 @@ impl Store {
             }
             written.push(StoredItem { seq, item });
         }
+        let mut edited = Vec::new();
+        for (item, edited_ms) in edits {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE so_items SET text = $2, assets = $3, sentiment = $4, score = $5, priority = $6, \
+                 content_hash = $7, simhash = $8, version = version + 1, edited_ms = $9 \
+                 WHERE id = $1 AND source = $10 AND deleted_ms IS NULL AND (edited_ms IS NULL OR edited_ms < $9) \
+                 RETURNING {RETURNED}"
+            )))
+            .bind(&item.id)
+            .bind(&item.text)
+            .bind(item.assets.join(" "))
+            .bind(item.sentiment)
+            .bind(item.score)
+            .bind(item.priority.as_str())
+            .bind(h2i(item.content_hash))
+            .bind(h2i(item.simhash))
+            .bind(edited_ms as i64)
+            .bind(source)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("applying an edit")?;
+            let Some(row) = row else { continue };
+            let stored = StoredItem::from(decode::<ItemRecord>("so_items", &row)?);
+            Self::set_assets(&mut tx, &stored).await?;
+            edited.push(stored);
+        }
+        let mut deleted = Vec::new();
+        for id in deletes {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE so_items SET deleted_ms = $2 WHERE id = $1 AND source = $3 AND deleted_ms IS NULL \
+                 RETURNING {RETURNED}"
+            )))
+            .bind(&id)
+            .bind(now_ms as i64)
+            .bind(source)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("marking an item deleted")?;
+            let Some(row) = row else { continue };
+            let stored = StoredItem::from(decode::<ItemRecord>("so_items", &row)?);
+            sqlx::query("DELETE FROM so_item_assets WHERE item_seq = $1")
+                .bind(stored.seq)
+                .execute(&mut *tx)
+                .await
+                .context("removing a deleted item's mentions")?;
+            deleted.push(stored);
+        }
         for (reason, n) in skips {
             sqlx::query(
                 "INSERT INTO so_skips (source, reason, n) VALUES ($1, $2, $3) \
@@ -188,16 +274,42 @@ impl Store {
         .await
         .context("saving a source cursor")?;
         tx.commit().await.context("committing a batch")?;
-        Ok(written)
+        Ok(Committed { written, edited, deleted })
+    }
+
+    /// Rewrites an edited item's asset mentions (the aggregates count its new text).
+    async fn set_assets(tx: &mut sqlx::Transaction<'_, sqlx::Any>, stored: &StoredItem) -> Result<()> {
+        sqlx::query("DELETE FROM so_item_assets WHERE item_seq = $1")
+            .bind(stored.seq)
+            .execute(&mut **tx)
+            .await
+            .context("rewriting an edited item's mentions")?;
+        let item = &stored.item;
+        for a in &item.assets {
+            sqlx::query(
+                "INSERT INTO so_item_assets (item_seq, asset, at_ms, sentiment, score) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(stored.seq)
+            .bind(a)
+            .bind(item.at_ms as i64)
+            .bind(item.sentiment)
+            .bind(item.score)
+            .execute(&mut **tx)
+            .await
+            .context("writing an edited item's asset")?;
+        }
+        Ok(())
     }
 
     /// Items, newest first (or oldest first after `after_seq`, for paging forward).
     pub async fn items(&self, q: &ItemQuery) -> Result<Vec<StoredItem>> {
         let mut sql = String::from(
             "SELECT i.seq, i.id, i.source, i.kind, i.author, i.text, i.url, i.at_ms, i.received_ms, i.language, \
-             i.assets, i.sentiment, i.score, i.priority, i.content_hash, i.simhash FROM so_items i",
+             i.assets, i.sentiment, i.score, i.priority, i.content_hash, i.simhash, i.version, i.edited_ms \
+             FROM so_items i",
         );
-        let mut conds: Vec<String> = Vec::new();
+        // A deleted item is kept (its fingerprint) but never served.
+        let mut conds: Vec<String> = vec!["i.deleted_ms IS NULL".into()];
         let mut n = 0;
         let mut p = || {
             n += 1;
@@ -219,10 +331,8 @@ impl Store {
         if q.since_ms.is_some() {
             conds.push(format!("i.at_ms >= {}", p()));
         }
-        if !conds.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conds.join(" AND "));
-        }
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
         sql.push_str(if q.after_seq.is_some() { " ORDER BY i.seq ASC" } else { " ORDER BY i.seq DESC" });
         sql.push_str(&format!(" LIMIT {}", q.limit.clamp(1, 1000)));
         // Built from fixed fragments and `$N` placeholders only; every value is bound.
@@ -383,6 +493,9 @@ struct ItemRecord {
     priority: Priority,
     content_hash: i64,
     simhash: i64,
+    #[sqlx(try_from = "NonNegative")]
+    version: u64,
+    edited_ms: Option<i64>,
 }
 
 impl From<ItemRecord> for StoredItem {
@@ -403,6 +516,8 @@ impl From<ItemRecord> for StoredItem {
                 sentiment: r.sentiment,
                 score: r.score,
                 priority: r.priority,
+                version: u32::try_from(r.version).unwrap_or(u32::MAX),
+                edited_ms: r.edited_ms.and_then(|e| u64::try_from(e).ok()),
                 content_hash: i2h(r.content_hash),
                 simhash: i2h(r.simhash),
             },
@@ -517,6 +632,8 @@ mod tests {
             sentiment,
             score: 1.0,
             priority: Priority::Normal,
+            version: 1,
+            edited_ms: None,
             content_hash: u64::MAX - 1,
             simhash: 7,
         }
@@ -551,6 +668,39 @@ mod tests {
         let src = s.sources().await.unwrap();
         assert_eq!(src[0].skips, vec![("too_long".to_string(), 3)]);
         assert_eq!(src[0].items, 2);
+    }
+
+    #[tokio::test]
+    async fn an_edit_rescores_in_place_once_and_a_deletion_hides_the_item() {
+        let s = Store::connect("sqlite::memory:").await.unwrap();
+        s.commit("s", vec![item("1", &["BTC"], 0.5, 10), item("2", &["ETH"], 0.1, 20)], &[], "{}", 30).await.unwrap();
+        let mut e = item("1", &["ETH", "SOL"], -0.6, 10);
+        e.text = "edited".into();
+        let edit = |at: u64| Writes { edits: vec![(e.clone(), at)], ..Default::default() };
+        let c = s.commit_changes("s", edit(40), &[], "{}", 50).await.unwrap();
+        assert_eq!(c.edited.len(), 1);
+        let st = &c.edited[0];
+        assert_eq!((st.item.version, st.item.edited_ms, st.item.text.as_str()), (2, Some(40), "edited"));
+        assert_eq!((st.item.at_ms, st.item.received_ms), (10, 10), "the post time stays the first one");
+        // Replayed (same edit time) or older: nothing changes. Another source's item of that id: untouched.
+        assert!(s.commit_changes("s", edit(40), &[], "{}", 50).await.unwrap().edited.is_empty());
+        assert!(s.commit_changes("s", edit(39), &[], "{}", 50).await.unwrap().edited.is_empty());
+        assert!(s.commit_changes("t", edit(41), &[], "{}", 50).await.unwrap().edited.is_empty());
+        assert_eq!(s.asset_counts("BTC", 0, 100).await.unwrap().volume, 0, "the mentions follow the new text");
+        let sol = s.asset_counts("SOL", 0, 100).await.unwrap();
+        assert_eq!((sol.volume, sol.negative), (1, 1));
+        let all = ItemQuery { limit: 10, ..Default::default() };
+        assert_eq!(s.items(&all).await.unwrap()[1].item.version, 2);
+
+        let del = Writes { deletes: vec!["1".into(), "nope".into()], ..Default::default() };
+        let c = s.commit_changes("s", del.clone(), &[], "{}", 60).await.unwrap();
+        assert_eq!(c.deleted.iter().map(|d| d.item.id.as_str()).collect::<Vec<_>>(), vec!["1"]);
+        assert!(s.commit_changes("s", del, &[], "{}", 61).await.unwrap().deleted.is_empty(), "deleted once");
+        assert!(s.commit_changes("s", edit(70), &[], "{}", 70).await.unwrap().edited.is_empty(), "no edit after");
+        let ids: Vec<String> = s.items(&all).await.unwrap().into_iter().map(|i| i.item.id).collect();
+        assert_eq!(ids, vec!["2"]);
+        assert_eq!(s.asset_counts("SOL", 0, 100).await.unwrap().volume, 0);
+        assert_eq!(s.fingerprints(0).await.unwrap().len(), 2, "the deleted item still guards against reposts");
     }
 
     /// The table and column of a value that does not read back.

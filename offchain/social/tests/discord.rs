@@ -2,15 +2,19 @@
 //! drives a source: each batch's items are recorded together with its cursor, and a restart starts from the last
 //! recorded cursor. Covers the handshake, heartbeats and dispatch; a dropped connection, RECONNECT and a resumable
 //! close code (RESUME, nothing lost or repeated); a restart that resumes the saved session; a restart whose session
-//! expired (new session, REST backfill, a REST 429 waited out); fatal close codes and a refused token.
+//! expired (new session, REST backfill, a REST 429 waited out); fatal close codes and a refused token; edits
+//! (MESSAGE_UPDATE), deletions (MESSAGE_DELETE, MESSAGE_DELETE_BULK) and an event the source does not know; two
+//! shards (the identify rule, each resuming on its own, a restart from the saved cursor).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering;
+
 use kronos_social::source::{Source, SourceError};
-use kronos_social::sources::discord::{DiscordConfig, DiscordCursor, DiscordSource};
-use kronos_social::Skip;
-use kronos_testkit::discord::{MockDiscord, TOKEN};
+use kronos_social::sources::discord::{DiscordConfig, DiscordCursor, DiscordSource, DiscordStats};
+use kronos_social::{Change, Skip};
+use kronos_testkit::discord::{MockDiscord, GUILD_2, TOKEN};
 use parking_lot::Mutex;
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -23,12 +27,17 @@ struct Seen {
     /// (message id, text, author, url)
     items: Vec<(String, String, Option<String>, Option<String>)>,
     skips: Vec<Skip>,
+    /// Edits and deletions, in order.
+    changes: Vec<Change>,
     errors: Vec<SourceError>,
     cursor: DiscordCursor,
 }
 
 struct Run {
     seen: Arc<Mutex<Seen>>,
+    stats: Arc<DiscordStats>,
+    /// MESSAGE_CREATE frames the stand-in wrote before this run started.
+    delivered: u64,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -44,7 +53,13 @@ fn config(md: &MockDiscord, token_env: &str) -> DiscordConfig {
 /// Runs the source from `cursor` as the runner would (items and cursor recorded together).
 fn start(md: &MockDiscord, cursor: DiscordCursor) -> Run {
     std::env::set_var("KRONOS_TEST_DISCORD_TOKEN", TOKEN);
-    let mut src = DiscordSource::new("disc", config(md, "KRONOS_TEST_DISCORD_TOKEN")).unwrap();
+    let src = DiscordSource::new("disc", config(md, "KRONOS_TEST_DISCORD_TOKEN")).unwrap();
+    start_with(src, cursor, md.creates_delivered())
+}
+
+/// `delivered`: the stand-in's MESSAGE_CREATE frames written before this run (to earlier runs).
+fn start_with(mut src: DiscordSource, cursor: DiscordCursor, delivered: u64) -> Run {
+    let stats = src.stats();
     let seen = Arc::new(Mutex::new(Seen { cursor, ..Default::default() }));
     let s = seen.clone();
     let task = tokio::spawn(async move {
@@ -59,6 +74,7 @@ fn start(md: &MockDiscord, cursor: DiscordCursor) -> Run {
                             Err(k) => g.skips.push(k),
                         }
                     }
+                    g.changes.extend(b.changes);
                     g.cursor = b.cursor;
                 }
                 Err(e) => {
@@ -76,7 +92,7 @@ fn start(md: &MockDiscord, cursor: DiscordCursor) -> Run {
             }
         }
     });
-    Run { seen, task }
+    Run { seen, stats, delivered, task }
 }
 
 impl Run {
@@ -106,6 +122,19 @@ impl Run {
 
     fn ids(&self) -> Vec<String> {
         self.seen.lock().items.iter().map(|i| i.0.clone()).collect()
+    }
+
+    /// Waits until every MESSAGE_CREATE the stand-in wrote to the source's connections is accounted for: an item
+    /// handed back, or a copy the source counted as a duplicate (a replay after RESUME of one it had taken). No
+    /// copy can arrive after this.
+    async fn wait_all_delivered(&self, md: &MockDiscord) {
+        let stats = self.stats.clone();
+        let md2 = md.clone();
+        let before = self.delivered;
+        self.wait("every delivered copy taken or counted a duplicate", move |s| {
+            s.items.len() as u64 + stats.duplicates.load(Ordering::SeqCst) == md2.creates_delivered() - before
+        })
+        .await;
     }
 
     /// Stops the source as a crash would (the connection dropped, no close frame); returns the saved cursor.
@@ -170,7 +199,7 @@ async fn handshake_heartbeats_and_messages_from_the_configured_channels() {
     assert_eq!(g.items[3].0, a3.to_string());
     assert_eq!(g.cursor.last_message.get(&A), Some(&a3));
     assert_eq!(g.cursor.last_message.get(&B), Some(&b1));
-    assert!(g.cursor.session_id.is_some() && g.cursor.sequence >= 6, "{:?}", g.cursor);
+    assert!(g.cursor.shards == 1 && g.cursor.sessions[&0].sequence >= 6, "{:?}", g.cursor);
     assert!(g.errors.is_empty(), "{:?}", g.errors);
 }
 
@@ -202,15 +231,17 @@ async fn a_dropped_connection_reconnect_and_close_4000_resume_without_loss_or_re
     md.wait("the third resume", DEADLINE, |m| m.resumes().len() == 3).await;
 
     assert_eq!(md.identifies(), 1, "every reconnect resumed the one session");
-    let session = run.seen.lock().cursor.session_id.clone().unwrap();
+    let session = run.seen.lock().cursor.sessions[&0].session_id.clone();
     assert!(md.resumes().iter().all(|(s, _)| *s == session), "{:?}", md.resumes());
     // Nothing lost, nothing repeated, in order.
     let want: Vec<String> = posted.iter().map(|p| p.to_string()).collect();
     // A message posted just as the connection dropped may reach the source twice (once live, once replayed): the
     // second copy is a counted duplicate, never a second item.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.wait_all_delivered(&md).await;
     assert_eq!(run.ids(), want);
-    assert!(run.seen.lock().skips.iter().all(|s| *s == Skip::Duplicate));
+    let dups = run.stats.duplicates.load(Ordering::SeqCst) as usize;
+    let skips = run.seen.lock().skips.clone();
+    assert!(skips.iter().all(|s| *s == Skip::Duplicate) && skips.len() == dups, "{skips:?} vs {dups}");
 }
 
 #[tokio::test]
@@ -228,7 +259,8 @@ async fn a_restart_resumes_the_saved_session_or_backfills_over_rest() {
     posted.push(md.post(B, "bob", "b4 while down"));
     let run = start(&md, c1.clone());
     run.wait_items(2).await;
-    assert_eq!(md.resumes().last().cloned(), Some((c1.session_id.clone().unwrap(), c1.sequence)));
+    let s1 = &c1.sessions[&0];
+    assert_eq!(md.resumes().last().cloned(), Some((s1.session_id.clone(), s1.sequence)));
     assert_eq!(md.identifies(), 1);
     let (c2, got2) = run.stop().await;
     md.wait("the old connection gone", DEADLINE, |m| m.live() == 0).await;
@@ -305,4 +337,102 @@ async fn a_deleted_channel_does_not_hold_up_the_backfill_of_the_others() {
     run.wait_items(2).await;
     assert_eq!(run.ids(), vec![a2.to_string(), live.to_string()]);
     assert!(run.seen.lock().errors.is_empty(), "{:?}", run.seen.lock().errors);
+}
+
+#[tokio::test]
+async fn edits_deletions_and_an_unknown_event_are_taken_in_order() {
+    let md = MockDiscord::start().await;
+    let run = start(&md, DiscordCursor::default());
+    session_up(&md).await;
+    let a1 = md.post(A, "ada", "first text");
+    let a2 = md.post(A, "ada", "second");
+    let b1 = md.post(B, "bob", "third");
+    let b2 = md.post(B, "bob", "fourth");
+    let e1 = md.post(ELSEWHERE, "eve", "elsewhere");
+    run.wait_items(4).await;
+
+    md.edit(a1, "first text, edited: $BTC breaks out");
+    md.edit(e1, "not a configured channel");
+    md.dispatch_event("TYPING_START", serde_json::json!({"channel_id": A.to_string(), "user_id": "5", "timestamp": 1}));
+    md.delete(a2);
+    md.delete_bulk(B, &[b1, b2]);
+    run.wait("four changes", |s| s.changes.len() >= 4).await;
+    {
+        let g = run.seen.lock();
+        let Change::Edit { item, edited_ms } = &g.changes[0] else { panic!("{:?}", g.changes) };
+        assert_eq!(item.external_id, a1.to_string(), "the same message id");
+        assert_eq!(item.text, b"first text, edited: $BTC breaks out");
+        assert!(*edited_ms > (a1 >> 22) + kronos_testkit::discord::DISCORD_EPOCH_MS - 1, "{edited_ms}");
+        let del = |id: u64| Change::Delete { external_id: id.to_string() };
+        assert_eq!(g.changes[1..], [del(a2), del(b1), del(b2)]);
+        assert_eq!(g.items.len(), 4, "an edit is not a new item");
+    }
+    assert_eq!(run.stats.unknown_events.load(Ordering::SeqCst), 1, "TYPING_START counted and skipped");
+    assert_eq!(run.stats.bad_payloads.load(Ordering::SeqCst), 0);
+
+    // A dropped connection: the replayed events come again (the store applies an edit once by its edit time, a
+    // deletion once) and the source goes on.
+    md.drop_all();
+    md.wait("the resume", DEADLINE, |m| m.resumes().len() == 1).await;
+    let a3 = md.post(A, "ada", "after the resume");
+    run.wait_items(5).await;
+    assert_eq!(run.ids().last(), Some(&a3.to_string()));
+    assert!(run.seen.lock().errors.iter().all(|e| !matches!(e, SourceError::Fatal(_))));
+}
+
+/// Two shards (Discord recommends 2, `max_concurrency` 1): each shard identifies with `[id, 2]`, the second one
+/// 5 s after the first (one identify per bucket per 5 s); each guild's messages come on its shard; after a dropped
+/// connection both shards resume their own session; a restart from the saved cursor resumes both, and nothing is
+/// lost or repeated.
+#[tokio::test]
+async fn two_shards_identify_by_the_rules_resume_each_and_restart_from_the_cursor() {
+    let md = MockDiscord::start().await;
+    md.set_sharding(2, 1);
+    let run = start(&md, DiscordCursor::default());
+    md.wait("two live sessions", DEADLINE, |m| m.live_sessions() == 2).await;
+    let ids = md.identified();
+    let mut shards: Vec<[u64; 2]> = ids.iter().map(|i| i.0).collect();
+    shards.sort();
+    assert_eq!(shards, vec![[0, 2], [1, 2]]);
+    let gap = ids[1].1.duration_since(ids[0].1);
+    assert!(gap >= Duration::from_millis(4900), "max_concurrency 1: the second identify waits 5 s, not {gap:?}");
+
+    let mut posted = vec![md.post(A, "ada", "guild one, shard 0"), md.post_in(GUILD_2, B, "bob", "guild two, shard 1")];
+    run.wait_items(2).await;
+    run.wait("both shards' sessions in the cursor", |s| s.cursor.sessions.len() == 2).await;
+
+    md.drop_all();
+    posted.push(md.post(A, "ada", "shard 0 while away"));
+    posted.push(md.post_in(GUILD_2, B, "bob", "shard 1 while away"));
+    md.wait("both shards resumed", DEADLINE, |m| {
+        let mut r = m.resumed_shards();
+        r.sort();
+        r == vec![0, 1] && m.live_sessions() == 2
+    })
+    .await;
+    run.wait_items(4).await;
+    assert_eq!(md.identifies(), 2, "resumed, not identified again");
+
+    run.wait_all_delivered(&md).await;
+    let (cursor, got1) = run.stop().await;
+    md.wait("the old connections gone", DEADLINE, |m| m.live() == 0).await;
+    assert_eq!(cursor.shards, 2);
+    assert_eq!(cursor.sessions.len(), 2);
+
+    posted.push(md.post_in(GUILD_2, B, "bob", "shard 1 while down"));
+    posted.push(md.post(A, "ada", "shard 0 while down"));
+    let run = start(&md, cursor);
+    run.wait_items(2).await;
+    md.wait("both resumed again", DEADLINE, |m| m.resumed_shards().len() == 4).await;
+    assert_eq!(md.identifies(), 2, "the restart resumed both saved sessions");
+    posted.push(md.post(A, "ada", "live again"));
+    run.wait_items(3).await;
+    run.wait_all_delivered(&md).await;
+    let (_, got2) = run.stop().await;
+    let mut all: Vec<String> = got1.into_iter().chain(got2).collect();
+    let mut want: Vec<String> = posted.iter().map(|p| p.to_string()).collect();
+    // Two shards are two streams: order is kept per shard, not across them.
+    all.sort();
+    want.sort();
+    assert_eq!(all, want, "every message once across the drop and the restart");
 }

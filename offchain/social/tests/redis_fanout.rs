@@ -27,6 +27,8 @@ fn item(id: &str, assets: &[&str], p: Priority) -> Arc<Item> {
         sentiment: 0.1,
         score: 2.0,
         priority: p,
+        version: 1,
+        edited_ms: None,
         content_hash: 0,
         simhash: 0,
     })

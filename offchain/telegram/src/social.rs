@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use kronos_social::WsMessage;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -29,32 +30,7 @@ pub const MAX_AUTHOR_CHARS: usize = 64;
 pub const MAX_URL_CHARS: usize = 512;
 
 /// The monitor's priorities, lowest first (its `priority` field on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Priority {
-    Low,
-    Normal,
-    High,
-}
-
-impl Priority {
-    pub fn parse(s: &str) -> Option<Priority> {
-        match s {
-            "low" => Some(Priority::Low),
-            "normal" => Some(Priority::Normal),
-            "high" => Some(Priority::High),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Low => "low",
-            Priority::Normal => "normal",
-            Priority::High => "high",
-        }
-    }
-}
+pub use kronos_social::Priority;
 
 /// `[telegram.social]`: where the monitor is and which of its items become alerts.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,26 +139,24 @@ pub fn describe(item: &SocialItem) -> String {
 pub(crate) enum Received {
     /// An item to alert on.
     Alert(Box<SocialItem>),
-    /// An item below `min_priority` (the monitor filters already; an older monitor may not), or a mirror of the
-    /// keeper's own signals (the bot alerts on those from the keeper directly).
+    /// An item below `min_priority` (the monitor filters already; an older monitor may not), a mirror of the
+    /// keeper's own signals (the bot alerts on those from the keeper directly), an edit of an item sent before (it
+    /// was alerted on as first posted; an edit is not alerted again) or a deletion.
     Skip,
     /// The monitor's note that this reader fell behind and skipped `lost` items.
     Lagged(u64),
-    /// Not an item.
-    Unknown,
+    /// Not a message of the monitor's (`kronos_social::WsMessage`): why (the field, the unknown `type`).
+    Unknown(String),
 }
 
+/// Reads one message as the monitor's typed `WsMessage`, the item as the fields an alert uses.
 pub(crate) fn receive(text: &str, min: Priority) -> Received {
-    match serde_json::from_str::<SocialItem>(text) {
-        Ok(item) if item.priority < min || item.kind == "keeper" => Received::Skip,
-        Ok(item) => Received::Alert(Box::new(item)),
-        Err(_) => {
-            let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
-            match (v.get("type").and_then(|t| t.as_str()), v.get("lost").and_then(|n| n.as_u64())) {
-                (Some("lagged"), Some(n)) => Received::Lagged(n),
-                _ => Received::Unknown,
-            }
-        }
+    match serde_json::from_str::<WsMessage<SocialItem>>(text) {
+        Ok(WsMessage::Item(item)) if item.priority < min || item.kind == "keeper" => Received::Skip,
+        Ok(WsMessage::Item(item)) => Received::Alert(Box::new(item)),
+        Ok(WsMessage::Edit(_) | WsMessage::Deleted { .. }) => Received::Skip,
+        Ok(WsMessage::Lagged { lost }) => Received::Lagged(lost),
+        Err(e) => Received::Unknown(e.to_string()),
     }
 }
 
@@ -225,8 +199,8 @@ pub(crate) async fn follow(cfg: SocialConfig, tx: mpsc::Sender<SocialItem>) {
                         Received::Lagged(lost) => {
                             tracing::warn!(%url, lost, "telegram: fell behind the social monitor; items skipped")
                         }
-                        Received::Unknown => {
-                            tracing::debug!(%url, "telegram: a social monitor message that is not an item was skipped")
+                        Received::Unknown(why) => {
+                            tracing::debug!(%url, %why, "telegram: a social monitor message that is not one was skipped")
                         }
                     }
                 }
@@ -291,18 +265,28 @@ mod tests {
 
     #[test]
     fn only_items_at_the_minimum_priority_and_not_the_keepers_mirror_are_alerts() {
-        let j = |p: &str, kind: &str| {
+        let j = |ty: &str, p: &str, kind: &str| {
             format!(
-                r#"{{"id":"1","source":"s","kind":"{kind}","author":"a","text":"t","url":null,"at_ms":1,"received_ms":1,
-                "language":"en","assets":["BTC"],"sentiment":0.5,"score":1.4,"priority":"{p}"}}"#
+                r#"{{"type":"{ty}","id":"1","source":"s","kind":"{kind}","author":"a","text":"t","url":null,"at_ms":1,
+                "received_ms":1,"language":"en","assets":["BTC"],"sentiment":0.5,"score":1.4,"priority":"{p}"}}"#
             )
         };
-        assert!(matches!(receive(&j("high", "rss"), Priority::High), Received::Alert(_)));
-        assert_eq!(receive(&j("normal", "rss"), Priority::High), Received::Skip);
-        assert!(matches!(receive(&j("normal", "rss"), Priority::Normal), Received::Alert(_)));
-        assert_eq!(receive(&j("high", "keeper"), Priority::High), Received::Skip);
+        assert!(matches!(receive(&j("item", "high", "rss"), Priority::High), Received::Alert(_)));
+        assert_eq!(receive(&j("item", "normal", "rss"), Priority::High), Received::Skip);
+        assert!(matches!(receive(&j("item", "normal", "rss"), Priority::Normal), Received::Alert(_)));
+        assert_eq!(receive(&j("item", "high", "keeper"), Priority::High), Received::Skip);
+        assert_eq!(receive(&j("edit", "high", "rss"), Priority::High), Received::Skip, "an edit is not alerted again");
+        assert_eq!(receive(r#"{"type":"deleted","id":"1","source":"s"}"#, Priority::High), Received::Skip);
         assert_eq!(receive(r#"{"type":"lagged","lost":3}"#, Priority::High), Received::Lagged(3));
-        assert_eq!(receive("not json", Priority::High), Received::Unknown);
+        assert!(matches!(receive("not json", Priority::High), Received::Unknown(_)));
+        // What the monitor writes is what the bot reads (the one type, from kronos-social).
+        let lagged = serde_json::to_string(&WsMessage::<kronos_social::Item>::Lagged { lost: 7 }).unwrap();
+        assert_eq!(receive(&lagged, Priority::High), Received::Lagged(7));
+        // A message that is not one names what is wrong.
+        let Received::Unknown(why) = receive(r#"{"type":"lagged","lost":"many"}"#, Priority::High) else { panic!() };
+        assert!(why.contains("lost") || why.contains("invalid type"), "{why}");
+        let Received::Unknown(why) = receive(r#"{"type":"poll","id":"1"}"#, Priority::High) else { panic!() };
+        assert!(why.contains("poll"), "{why}");
     }
 
     #[test]

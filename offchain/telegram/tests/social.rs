@@ -178,6 +178,8 @@ fn item(n: u32, text: &str, priority: Priority) -> Arc<Item> {
         sentiment: 0.9,
         score: 1.6,
         priority,
+        version: 1,
+        edited_ms: None,
         content_hash: u64::from(n),
         simhash: u64::from(n),
     })
@@ -208,6 +210,7 @@ async fn a_high_priority_item_becomes_one_alert_and_a_low_one_never_crosses_the_
     assert!(a.text.contains("sentiment +0."), "{}", a.text);
     assert!(a.text.ends_with("<a href=\"https://nitter.example/alice/status/2\">link</a>"), "{}", a.text);
     assert!(!a.silent);
+    assert!(a.link_preview_disabled, "a social alert quotes strangers' links: sent without a link preview: {a:?}");
 
     // All three were stored (low: no asset; normal: a BTC post in plain words); only the high one went out on the
     // bot's socket, which asked for BTC and ETH at `high`.

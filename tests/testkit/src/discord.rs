@@ -7,11 +7,15 @@
 //!   events after `seq` replayed, then RESUMED, or INVALID_SESSION (op 9, `d: false`) for an unknown or expired
 //!   session; DISPATCH (op 0) `MESSAGE_CREATE` to every session whose intents include GUILD_MESSAGES (`content`
 //!   empty without MESSAGE_CONTENT, as Discord does); events dispatched while a session is disconnected are kept
-//!   for its resume. Close codes: 4001 unknown opcode, 4002 decode error, 4003 not authenticated, 4004
+//!   for its resume; `MESSAGE_UPDATE` (the whole message, `edited_timestamp` set), `MESSAGE_DELETE` (`id`,
+//!   `channel_id`, `guild_id`) and `MESSAGE_DELETE_BULK` (`ids`, `channel_id`, `guild_id`) the same way.
+//!   **Sharding**: IDENTIFY's `shard: [shard_id, num_shards]` is kept with the session, and a guild's events go to
+//!   the shard `(guild_id >> 22) % num_shards` only (Discord's formula); every identify is recorded with its shard
+//!   and time (tests check the `max_concurrency` rule: one identify per bucket per 5 s). Close codes: 4001 unknown opcode, 4002 decode error, 4003 not authenticated, 4004
 //!   authentication failed, 4005 already authenticated, 4013 invalid intents; tests can send RECONNECT (op 7),
 //!   INVALID_SESSION, any close code, or drop the TCP connection without a close frame.
-//! - REST under `/api/v10` with `Authorization: Bot <token>`: `GET /gateway/bot` (url, shards,
-//!   `session_start_limit`) and `GET /channels/{id}/messages?after=&limit=` (the `limit` messages right after
+//! - REST under `/api/v10` with `Authorization: Bot <token>`: `GET /gateway/bot` (url, the recommended `shards`,
+//!   `session_start_limit` with `max_concurrency`, both settable) and `GET /channels/{id}/messages?after=&limit=` (the `limit` messages right after
 //!   `after`, newest first, as Discord returns them); 401 for a bad token, 404 `Unknown Channel`, and 429 with
 //!   `Retry-After` / `retry_after` when a test asks for it.
 
@@ -32,8 +36,10 @@ use tokio::sync::mpsc;
 
 /// The bot token the stand-in accepts.
 pub const TOKEN: &str = "MTk4NjIyNDgzNDcxOTI1MjQ4.Gtest.discord-stand-in-token";
-/// The guild every channel belongs to.
+/// The guild `post` writes in (on shard 0 of any even shard count).
 pub const GUILD: u64 = 81_384_788_765_712_384;
+/// A second guild, on shard 1 of two (`(GUILD_2 >> 22) % 2 == 1`).
+pub const GUILD_2: u64 = GUILD + (1 << 22);
 /// Discord's epoch (2015-01-01), ms since the Unix epoch.
 pub const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 /// Intent bits.
@@ -44,6 +50,8 @@ pub const MESSAGE_CONTENT: u64 = 1 << 15;
 #[derive(Debug, Clone)]
 enum Ctl {
     Send(String),
+    /// A MESSAGE_CREATE (counted when written to the connection).
+    SendCreate(String),
     Close(u16, String),
     Drop,
 }
@@ -51,9 +59,11 @@ enum Ctl {
 #[derive(Debug)]
 struct Session {
     intents: u64,
+    /// `[shard_id, num_shards]` from IDENTIFY.
+    shard: [u64; 2],
     seq: u64,
-    /// Dispatched events by sequence (kept for resumes).
-    log: Vec<(u64, String)>,
+    /// Dispatched events by sequence, and whether each is a MESSAGE_CREATE (kept for resumes).
+    log: Vec<(u64, String, bool)>,
     live: Option<u64>,
     valid: bool,
 }
@@ -68,7 +78,15 @@ struct Inner {
     messages: Vec<Value>,
     last_snowflake: u64,
     identifies: u32,
+    /// Every IDENTIFY's `shard` and when it arrived.
+    identified: Vec<([u64; 2], Instant)>,
+    /// Resumes: (session id, sequence, the session's shard id).
+    resumed_shards: Vec<u64>,
     resumes: Vec<(String, u64)>,
+    shards: u64,
+    max_concurrency: u64,
+    /// MESSAGE_CREATE frames written to connections (live and replayed).
+    creates_delivered: u64,
     heartbeats: u32,
     connections: u32,
     identifies_remaining: u32,
@@ -82,6 +100,41 @@ struct Inner {
 pub struct MockDiscord {
     inner: Arc<Mutex<Inner>>,
     pub addr: SocketAddr,
+}
+
+/// ISO 8601 with milliseconds, as Discord writes timestamps.
+fn iso(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3f+00:00")
+        .to_string()
+}
+
+/// Which shard of `n` a guild's events go to (Discord: `(guild_id >> 22) % num_shards`).
+pub fn shard_of(guild: u64, n: u64) -> u64 {
+    (guild >> 22) % n.max(1)
+}
+
+/// Sends dispatch `t` with `d` to every valid session with GUILD_MESSAGES on the guild's shard (MESSAGE_CONTENT
+/// absent: `content` emptied), logged for resumes.
+fn dispatch(g: &mut Inner, t: &str, d: Value) {
+    let guild = d["guild_id"].as_str().and_then(|s| s.parse::<u64>().ok());
+    let create = t == "MESSAGE_CREATE";
+    for s in g.sessions.values_mut().filter(|s| s.valid && s.intents & GUILD_MESSAGES != 0) {
+        if guild.is_some_and(|gd| shard_of(gd, s.shard[1]) != s.shard[0]) {
+            continue;
+        }
+        let mut d = d.clone();
+        if s.intents & MESSAGE_CONTENT == 0 && d.get("content").is_some() {
+            d["content"] = json!("");
+        }
+        s.seq += 1;
+        let ev = json!({"op": 0, "t": t, "s": s.seq, "d": d}).to_string();
+        s.log.push((s.seq, ev.clone(), create));
+        if let Some(c) = s.live.and_then(|c| g.conns.get(&c)) {
+            let _ = c.send(if create { Ctl::SendCreate(ev) } else { Ctl::Send(ev) });
+        }
+    }
 }
 
 /// A snowflake for `ms` (Unix ms), strictly above `last`.
@@ -109,7 +162,12 @@ impl MockDiscord {
                 messages: Vec::new(),
                 last_snowflake: 0,
                 identifies: 0,
+                identified: Vec::new(),
+                resumed_shards: Vec::new(),
                 resumes: Vec::new(),
+                shards: 1,
+                max_concurrency: 1,
+                creates_delivered: 0,
                 heartbeats: 0,
                 connections: 0,
                 identifies_remaining: 1000,
@@ -140,10 +198,18 @@ impl MockDiscord {
         format!("http://{}/api/v10", self.addr)
     }
 
-    /// `author` writes `content` in `channel` now; dispatched to every session as MESSAGE_CREATE. Returns the
-    /// message id (a snowflake).
+    /// `author` writes `content` in `channel` (of [`GUILD`]) now; dispatched to every session as MESSAGE_CREATE.
+    /// Returns the message id (a snowflake).
     pub fn post(&self, channel: u64, author: &str, content: &str) -> u64 {
         self.post_with(channel, author, |d| d["content"] = json!(content))
+    }
+
+    /// [`Self::post`] in another guild (its events go to that guild's shard).
+    pub fn post_in(&self, guild: u64, channel: u64, author: &str, content: &str) -> u64 {
+        self.post_with(channel, author, |d| {
+            d["content"] = json!(content);
+            d["guild_id"] = json!(guild.to_string());
+        })
     }
 
     /// Posts a message whose `d` payload `edit` may change (remove fields, add unknown ones) before dispatch.
@@ -152,10 +218,7 @@ impl MockDiscord {
         let mut g = self.inner.lock();
         let id = snowflake(now, g.last_snowflake);
         g.last_snowflake = id;
-        let ts = chrono::DateTime::from_timestamp_millis(((id >> 22) + DISCORD_EPOCH_MS) as i64)
-            .unwrap_or_default()
-            .format("%Y-%m-%dT%H:%M:%S%.3f+00:00")
-            .to_string();
+        let ts = iso((id >> 22) + DISCORD_EPOCH_MS);
         let author_id = 100_000 + author.bytes().map(u64::from).sum::<u64>();
         let mut d = json!({
             "id": id.to_string(), "channel_id": channel.to_string(), "guild_id": GUILD.to_string(),
@@ -167,20 +230,76 @@ impl MockDiscord {
         });
         edit(&mut d);
         g.messages.push(d.clone());
-        let g = &mut *g;
-        for s in g.sessions.values_mut().filter(|s| s.valid && s.intents & GUILD_MESSAGES != 0) {
-            let mut d = d.clone();
-            if s.intents & MESSAGE_CONTENT == 0 {
-                d["content"] = json!("");
-            }
-            s.seq += 1;
-            let ev = json!({"op": 0, "t": "MESSAGE_CREATE", "s": s.seq, "d": d}).to_string();
-            s.log.push((s.seq, ev.clone()));
-            if let Some(c) = s.live.and_then(|c| g.conns.get(&c)) {
-                let _ = c.send(Ctl::Send(ev));
-            }
-        }
+        dispatch(&mut g, "MESSAGE_CREATE", d);
         id
+    }
+
+    /// Edits message `id` to `content` now: MESSAGE_UPDATE with the whole message and `edited_timestamp`; the
+    /// history serves the new text.
+    pub fn edit(&self, id: u64, content: &str) {
+        let mut g = self.inner.lock();
+        let at = iso(kronos_common::time::now_ms());
+        let Some(d) = g.messages.iter_mut().find(|d| d["id"] == json!(id.to_string())) else {
+            panic!("discord stand-in: no message {id} to edit")
+        };
+        d["content"] = json!(content);
+        d["edited_timestamp"] = json!(at);
+        let d = d.clone();
+        dispatch(&mut g, "MESSAGE_UPDATE", d);
+    }
+
+    /// Deletes message `id`: MESSAGE_DELETE; gone from the history.
+    pub fn delete(&self, id: u64) {
+        let mut g = self.inner.lock();
+        let Some(i) = g.messages.iter().position(|d| d["id"] == json!(id.to_string())) else {
+            panic!("discord stand-in: no message {id} to delete")
+        };
+        let d = g.messages.remove(i);
+        let payload = json!({"id": d["id"], "channel_id": d["channel_id"], "guild_id": d["guild_id"]});
+        dispatch(&mut g, "MESSAGE_DELETE", payload);
+    }
+
+    /// Deletes `ids` of `channel` at once (a moderator's purge): MESSAGE_DELETE_BULK.
+    pub fn delete_bulk(&self, channel: u64, ids: &[u64]) {
+        let mut g = self.inner.lock();
+        let want: Vec<Value> = ids.iter().map(|i| json!(i.to_string())).collect();
+        let guild = g
+            .messages
+            .iter()
+            .find(|d| want.contains(&d["id"]))
+            .map(|d| d["guild_id"].clone())
+            .unwrap_or(json!(GUILD.to_string()));
+        g.messages.retain(|d| !want.contains(&d["id"]));
+        let payload = json!({"ids": want, "channel_id": channel.to_string(), "guild_id": guild});
+        dispatch(&mut g, "MESSAGE_DELETE_BULK", payload);
+    }
+
+    /// Dispatches an event of any name (an event a client does not know, say) in `guild`.
+    pub fn dispatch_event(&self, t: &str, d: Value) {
+        dispatch(&mut self.inner.lock(), t, d);
+    }
+
+    /// What `GET /gateway/bot` recommends: `shards` and `session_start_limit.max_concurrency`.
+    pub fn set_sharding(&self, shards: u64, max_concurrency: u64) {
+        let mut g = self.inner.lock();
+        g.shards = shards;
+        g.max_concurrency = max_concurrency;
+    }
+
+    /// Every IDENTIFY's `[shard_id, num_shards]` and when it arrived.
+    pub fn identified(&self) -> Vec<([u64; 2], Instant)> {
+        self.inner.lock().identified.clone()
+    }
+
+    /// The shard id of every session resumed, in order.
+    pub fn resumed_shards(&self) -> Vec<u64> {
+        self.inner.lock().resumed_shards.clone()
+    }
+
+    /// MESSAGE_CREATE frames written to the source's connections so far (live and replayed on RESUME): every copy
+    /// a client can have received.
+    pub fn creates_delivered(&self) -> u64 {
+        self.inner.lock().creates_delivered
     }
 
     fn to_all(&self, ctl: Ctl) {
@@ -322,9 +441,12 @@ async fn gateway_bot(State(m): State<MockDiscord>, h: HeaderMap) -> Response {
     if let Some(r) = rest_gate(&m, &h, "/gateway/bot".into()) {
         return r;
     }
-    let remaining = m.inner.lock().identifies_remaining;
-    Json(json!({"url": m.gateway_url(), "shards": 1,
-        "session_start_limit": {"total": 1000, "remaining": remaining, "reset_after": 3_600_000, "max_concurrency": 1}}))
+    let (remaining, shards, mc) = {
+        let g = m.inner.lock();
+        (g.identifies_remaining, g.shards, g.max_concurrency)
+    };
+    Json(json!({"url": m.gateway_url(), "shards": shards,
+        "session_start_limit": {"total": 1000, "remaining": remaining, "reset_after": 3_600_000, "max_concurrency": mc}}))
     .into_response()
 }
 
@@ -371,6 +493,10 @@ async fn connection(m: MockDiscord, mut ws: WebSocket) {
             tokio::select! {
                 ctl = rx.recv() => match ctl {
                     Some(Ctl::Send(t)) => if ws.send(Message::Text(t.into())).await.is_err() { break },
+                    Some(Ctl::SendCreate(t)) => {
+                        if ws.send(Message::Text(t.into())).await.is_err() { break }
+                        m.inner.lock().creates_delivered += 1;
+                    }
                     Some(Ctl::Close(code, reason)) => {
                         m.inner.lock().closes_sent.push(code);
                         let _ = ws.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
@@ -433,19 +559,34 @@ fn on_payload(
             if intents >= 1 << 26 {
                 return Err((4013, "Invalid intent(s)"));
             }
+            let shard = match &v["d"]["shard"] {
+                Value::Null => [0, 1],
+                s => match (s[0].as_u64(), s[1].as_u64()) {
+                    (Some(id), Some(n)) if id < n => [id, n],
+                    _ => return Err((4010, "Invalid shard")),
+                },
+            };
             let mut g = m.inner.lock();
             g.identifies += 1;
+            g.identified.push((shard, Instant::now()));
             g.identifies_remaining = g.identifies_remaining.saturating_sub(1);
             let id = format!("session{:04}{:x}", g.next_session, conn);
             g.next_session += 1;
             let ready = json!({"op": 0, "t": "READY", "s": 1, "d": {
                 "v": 10, "user": {"id": "42", "username": "kronos-social", "discriminator": "0", "bot": true, "avatar": null},
                 "guilds": [{"id": GUILD.to_string(), "unavailable": true}], "session_id": id,
-                "resume_gateway_url": m.gateway_url(), "shard": [0, 1],
+                "resume_gateway_url": m.gateway_url(), "shard": shard,
                 "application": {"id": "42", "flags": 0}}});
             g.sessions.insert(
                 id.clone(),
-                Session { intents, seq: 1, log: vec![(1, ready.to_string())], live: Some(conn), valid: true },
+                Session {
+                    intents,
+                    shard,
+                    seq: 1,
+                    log: vec![(1, ready.to_string(), false)],
+                    live: Some(conn),
+                    valid: true,
+                },
             );
             send(ready);
             *session = Some(id);
@@ -458,14 +599,16 @@ fn on_payload(
             let seq = v["d"]["seq"].as_u64().unwrap_or(0);
             let mut g = m.inner.lock();
             g.resumes.push((sid.clone(), seq));
+            let g = &mut *g;
             match g.sessions.get_mut(&sid).filter(|s| s.valid) {
                 Some(s) => {
-                    for (_, ev) in s.log.iter().filter(|(n, _)| *n > seq) {
-                        let _ = tx.send(Ctl::Send(ev.clone()));
+                    g.resumed_shards.push(s.shard[0]);
+                    for (_, ev, create) in s.log.iter().filter(|(n, _, _)| *n > seq) {
+                        let _ = tx.send(if *create { Ctl::SendCreate(ev.clone()) } else { Ctl::Send(ev.clone()) });
                     }
                     s.seq += 1;
                     let resumed = json!({"op": 0, "t": "RESUMED", "s": s.seq, "d": {}}).to_string();
-                    s.log.push((s.seq, resumed.clone()));
+                    s.log.push((s.seq, resumed.clone(), false));
                     s.live = Some(conn);
                     let _ = tx.send(Ctl::Send(resumed));
                     *session = Some(sid);

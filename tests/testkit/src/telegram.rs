@@ -26,6 +26,8 @@ pub struct Sent {
     pub parse_mode: Option<String>,
     /// The message this one answers (`reply_parameters.message_id`).
     pub reply_to: Option<i64>,
+    /// Sent with `link_preview_options.is_disabled = true`.
+    pub link_preview_disabled: bool,
 }
 
 #[derive(Default)]
@@ -315,6 +317,7 @@ async fn handle(
                 silent: p["disable_notification"].as_bool().unwrap_or(false),
                 parse_mode: p["parse_mode"].as_str().map(String::from),
                 reply_to: reply_to(&p),
+                link_preview_disabled: p["link_preview_options"]["is_disabled"].as_bool().unwrap_or(false),
             });
             g.next_message += 1;
             ok(json!({"message_id": g.next_message, "date": kronos_common::time::now_s(), "chat": chat_json(chat),

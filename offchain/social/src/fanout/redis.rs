@@ -270,6 +270,8 @@ mod tests {
             sentiment: 0.5,
             score: 1.0,
             priority: p,
+            version: 1,
+            edited_ms: None,
             content_hash: 0,
             simhash: 0,
         })

@@ -11,7 +11,7 @@ pub mod spam;
 
 use std::collections::BTreeMap;
 
-use crate::item::{Item, RawItem, Skip};
+use crate::item::{Change, Item, RawItem, Skip};
 use crate::store::Fingerprint;
 
 /// The pipeline's parameters.
@@ -59,6 +59,10 @@ pub struct Origin {
 pub struct Outcome {
     pub accepted: Vec<Item>,
     pub skipped: BTreeMap<Skip, u64>,
+    /// Edited items scored again, with their edit time (the store applies each to the stored item of the same id).
+    pub edits: Vec<(Item, u64)>,
+    /// Item ids deleted at their source.
+    pub deletes: Vec<String>,
 }
 
 impl Outcome {
@@ -129,6 +133,66 @@ impl Pipeline {
         out
     }
 
+    /// Runs a batch's changes: an edit is normalised and scored again like a new item (assets, sentiment, score
+    /// and priority from its new text) under the same item id; de-duplication and the spam rules are not applied
+    /// again (the post was accepted as first written) and the edit is not remembered in the windows. An edit whose
+    /// new text is refused by the normalising rules (empty, too long, not UTF-8) is skipped with that reason and
+    /// the stored item stays as it was.
+    pub fn process_changes(&mut self, origin: &Origin, changes: Vec<Change>, now_ms: u64, out: &mut Outcome) {
+        for c in changes {
+            match c {
+                Change::Edit { item, edited_ms } => match self.rescore(origin, item, now_ms) {
+                    Ok(i) => out.edits.push((i, edited_ms)),
+                    Err(skip) => *out.skipped.entry(skip).or_default() += 1,
+                },
+                Change::Delete { external_id } => out.deletes.push(normalise::item_id(&origin.name, &external_id)),
+            }
+        }
+    }
+
+    /// An item scored from `raw` without the de-duplication and spam rules and without remembering it.
+    fn rescore(&self, origin: &Origin, raw: RawItem, now_ms: u64) -> Result<Item, Skip> {
+        let text = normalise::text(&raw.text, self.rules.max_text_bytes)?;
+        let author = raw
+            .author
+            .as_deref()
+            .map(normalise::collapse)
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| origin.name.clone());
+        let at_ms = raw.time_ms.unwrap_or(now_ms).min(now_ms);
+        let words = normalise::words(&text);
+        let content_hash = normalise::content_hash(&words);
+        let simhash = (words.len() >= dedup::MIN_NEAR_WORDS).then(|| dedup::simhash(&words));
+        let assets = self.rules.assets.extract(&text);
+        let sentiment = self.sentiment.compound(&text);
+        let z = assets
+            .iter()
+            .map(|a| self.baselines.z(&self.rules.score, a, at_ms))
+            .fold(f64::NEG_INFINITY, f64::max)
+            .max(0.0);
+        let score = score::score(origin.weight, !assets.is_empty(), sentiment, z, self.rules.score.z_spike);
+        let priority = score::priority(&self.rules.score, score, !assets.is_empty());
+        Ok(Item {
+            id: normalise::item_id(&origin.name, &raw.external_id),
+            source: origin.name.clone(),
+            kind: origin.kind.clone(),
+            author,
+            text,
+            url: raw.url.filter(|u| !u.trim().is_empty()),
+            at_ms,
+            received_ms: now_ms,
+            language: normalise::language(raw.language.as_deref()),
+            assets,
+            sentiment,
+            score: (score * 10_000.0).round() / 10_000.0,
+            priority,
+            version: 1,
+            edited_ms: None,
+            content_hash,
+            simhash: simhash.unwrap_or(0),
+        })
+    }
+
     fn one(&mut self, origin: &Origin, raw: RawItem, now_ms: u64) -> Result<Item, Skip> {
         let text = normalise::text(&raw.text, self.rules.max_text_bytes)?;
         let author = raw
@@ -188,6 +252,8 @@ impl Pipeline {
             sentiment,
             score: (score * 10_000.0).round() / 10_000.0,
             priority,
+            version: 1,
+            edited_ms: None,
             content_hash,
             simhash: simhash.unwrap_or(0),
         })
@@ -268,6 +334,35 @@ mod tests {
         q.warm(&[fp], &[("alice".into(), 5)], &[]);
         let out = q.process(&origin(), vec![raw("9", "alice", "one two three four five six seven!", 6)], 10);
         assert_eq!(out.skips(), vec![(Skip::DuplicateText, 1)]);
+    }
+
+    #[test]
+    fn an_edit_is_scored_again_under_the_same_id_without_the_duplicate_rules() {
+        let mut p = pipeline();
+        let text = "Bitcoin looks fine today nothing much happening here at all";
+        let out = p.process(&origin(), vec![raw("1", "alice", text, 5)], 10);
+        let first = out.accepted[0].clone();
+        let edited = "Bitcoin looks bullish, a great breakout, funds keep buying $ETH";
+        let mut out = Outcome::default();
+        let edit = |t: &str| Change::Edit {
+            item: RawItem { author: Some("alice".into()), time_ms: Some(5), ..RawItem::new("1", t) },
+            edited_ms: 9,
+        };
+        p.process_changes(
+            &origin(),
+            vec![edit(edited), edit(text), edit(""), Change::Delete { external_id: "1".into() }],
+            10,
+            &mut out,
+        );
+        assert!(out.accepted.is_empty());
+        assert_eq!(out.edits.len(), 2, "an edit back to the accepted text is not a duplicate: {:?}", out.skipped);
+        let (e, at) = &out.edits[0];
+        assert_eq!((e.id.as_str(), *at), (first.id.as_str(), 9));
+        assert_eq!(e.assets, vec!["BTC", "ETH"]);
+        assert!(e.sentiment > first.sentiment + 0.3, "{} vs {}", e.sentiment, first.sentiment);
+        assert!(e.score > first.score);
+        assert_eq!(out.skips(), vec![(Skip::Empty, 1)]);
+        assert_eq!(out.deletes, vec![first.id.clone()]);
     }
 
     #[test]

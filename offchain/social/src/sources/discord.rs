@@ -24,14 +24,18 @@
 //!   API and never logged.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kronos_common::Secret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use twilight_gateway::{ConfigBuilder, Intents, Message, Session, Shard, ShardId};
+use twilight_gateway::error::ReceiveMessageError;
+use twilight_gateway::queue::InMemoryQueue;
+use twilight_gateway::{ConfigBuilder, Intents, Message as WsMessage, Session, Shard, ShardId};
 
-use crate::item::{RawItem, Skip};
+use crate::item::{Change, RawItem, Skip};
 use crate::source::{Batch, Source, SourceError};
 
 /// Discord's epoch (2015-01-01T00:00:00Z), ms since the Unix epoch.
@@ -51,6 +55,8 @@ pub struct DiscordConfig {
     pub api_url: url::Url,
     /// At most this many messages per channel are fetched over REST after a session could not be resumed.
     pub backfill_max: usize,
+    /// Gateway shards (`None`: the count `GET /gateway/bot` recommends).
+    pub shards: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +75,7 @@ struct RawDiscord {
     channels: Vec<String>,
     api_url: Option<String>,
     backfill_max: Option<usize>,
+    shards: Option<u32>,
 }
 
 impl DiscordConfig {
@@ -100,25 +107,257 @@ impl DiscordConfig {
             return Err((at("api_url"), format!("'{}' must be http or https", api_url.scheme())));
         }
         let backfill_max = r.backfill_max.unwrap_or(1000);
-        Ok(DiscordConfig { token_env, channels, api_url, backfill_max })
+        if r.shards == Some(0) {
+            return Err((at("shards"), "at least 1 (or leave it out for Discord's recommended count)".into()));
+        }
+        Ok(DiscordConfig { token_env, channels, api_url, backfill_max, shards: r.shards })
     }
+}
+
+/// One shard's gateway session, saved so a restart resumes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSession {
+    pub session_id: String,
+    /// The session's last sequence number.
+    pub sequence: u64,
+    /// READY's `resume_gateway_url`.
+    pub resume_url: Option<String>,
 }
 
 /// Where the Discord source stands: saved with its items.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DiscordCursor {
-    /// The gateway session to resume, if any.
-    pub session_id: Option<String>,
-    /// The session's last sequence number.
-    pub sequence: u64,
-    /// READY's `resume_gateway_url`.
-    pub resume_url: Option<String>,
+    /// How many shards the sessions below belong to (a session is resumed only under the same count).
+    pub shards: u32,
+    /// The gateway session of each shard (by shard id), if any.
+    pub sessions: BTreeMap<u32, ShardSession>,
     /// The last message id taken, per channel id.
     pub last_message: BTreeMap<u64, u64>,
 }
 
-/// What one MESSAGE_CREATE payload means for the source.
+/// Gateway opcodes (Discord's "Opcodes and Status Codes"); the shard answers the non-dispatch ones itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u8")]
+pub(crate) enum OpCode {
+    Dispatch,
+    Heartbeat,
+    Identify,
+    PresenceUpdate,
+    VoiceStateUpdate,
+    Resume,
+    Reconnect,
+    RequestGuildMembers,
+    InvalidSession,
+    Hello,
+    HeartbeatAck,
+    RequestSoundboardSounds,
+}
+
+/// An opcode Discord does not document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown gateway opcode {0}")]
+pub(crate) struct UnknownOpCode(u8);
+
+impl TryFrom<u8> for OpCode {
+    type Error = UnknownOpCode;
+
+    fn try_from(op: u8) -> Result<OpCode, UnknownOpCode> {
+        Ok(match op {
+            0 => OpCode::Dispatch,
+            1 => OpCode::Heartbeat,
+            2 => OpCode::Identify,
+            3 => OpCode::PresenceUpdate,
+            4 => OpCode::VoiceStateUpdate,
+            6 => OpCode::Resume,
+            7 => OpCode::Reconnect,
+            8 => OpCode::RequestGuildMembers,
+            9 => OpCode::InvalidSession,
+            10 => OpCode::Hello,
+            11 => OpCode::HeartbeatAck,
+            31 => OpCode::RequestSoundboardSounds,
+            other => return Err(UnknownOpCode(other)),
+        })
+    }
+}
+
+/// The dispatch event names this source reads; any other is [`EventName::Other`] (counted, skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum EventName {
+    Ready,
+    Resumed,
+    MessageCreate,
+    MessageUpdate,
+    MessageDelete,
+    MessageDeleteBulk,
+    #[serde(other)]
+    Other,
+}
+
+/// A gateway payload: `{"op": …, "s": …, "t": …, "d": …}`.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    op: OpCode,
+    #[serde(default)]
+    t: Option<EventName>,
+    #[serde(default)]
+    d: Value,
+}
+
+/// A dispatch event, read from its `t` and `d`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Dispatch {
+    Ready(Ready),
+    Resumed,
+    /// The message, or why it does not read (with its channel when that much reads).
+    MessageCreate(Result<Box<Message>, Unread>),
+    MessageUpdate(Box<MessageUpdate>),
+    MessageDelete(MessageDelete),
+    MessageDeleteBulk(MessageDeleteBulk),
+    /// An event this source does not use (counted, skipped).
+    Other,
+}
+
+/// A snowflake id: a decimal string on the wire, above zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub(crate) struct Snowflake(pub u64);
+
+/// A value that is not a snowflake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a snowflake (a decimal id above zero)")]
+pub(crate) struct NotSnowflake(String);
+
+impl TryFrom<String> for Snowflake {
+    type Error = NotSnowflake;
+
+    fn try_from(s: String) -> Result<Snowflake, NotSnowflake> {
+        match s.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Snowflake(n)),
+            _ => Err(NotSnowflake(s)),
+        }
+    }
+}
+
+/// READY's fields this source uses.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct Ready {
+    pub session_id: String,
+    pub resume_gateway_url: String,
+}
+
+/// A message's author.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct Author {
+    pub username: String,
+    #[serde(default)]
+    pub global_name: Option<String>,
+}
+
+/// Which channel a message-like payload is in (read first, so a broken payload elsewhere is not ours).
+#[derive(Debug, Deserialize)]
+struct Routing {
+    channel_id: Snowflake,
+}
+
+/// A message (MESSAGE_CREATE's `d`, an element of a channel's history); unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct Message {
+    pub id: Snowflake,
+    pub channel_id: Snowflake,
+    #[serde(default)]
+    pub guild_id: Option<Snowflake>,
+    pub content: String,
+    pub author: Author,
+}
+
+/// MESSAGE_UPDATE's `d`: the message as it is now. Without `content` or `edited_timestamp` it is not an edit of
+/// the text (an embed unfurled, a pin) and changes nothing here.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct MessageUpdate {
+    pub id: Snowflake,
+    pub channel_id: Snowflake,
+    #[serde(default)]
+    pub guild_id: Option<Snowflake>,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub author: Option<Author>,
+    #[serde(default)]
+    pub edited_timestamp: Option<Timestamp>,
+}
+
+/// An ISO 8601 timestamp on the wire (`2026-12-01T10:00:01.500000+00:00`), as ms since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(crate) struct Timestamp(pub u64);
+
+/// A value that is not an ISO 8601 timestamp after 1970.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an ISO 8601 timestamp")]
+pub(crate) struct NotTimestamp(String);
+
+impl TryFrom<String> for Timestamp {
+    type Error = NotTimestamp;
+
+    fn try_from(s: String) -> Result<Timestamp, NotTimestamp> {
+        chrono::DateTime::parse_from_rfc3339(&s)
+            .ok()
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+            .map(Timestamp)
+            .ok_or(NotTimestamp(s))
+    }
+}
+
+/// MESSAGE_DELETE's `d`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct MessageDelete {
+    pub id: Snowflake,
+    pub channel_id: Snowflake,
+}
+
+/// MESSAGE_DELETE_BULK's `d`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct MessageDeleteBulk {
+    pub ids: Vec<Snowflake>,
+    pub channel_id: Snowflake,
+}
+
+/// A payload that does not read: what and where (`d.author.username: missing field`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadPayload(String);
+
+fn typed<T: serde::de::DeserializeOwned>(at: &str, v: Value) -> Result<T, BadPayload> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { at.to_string() } else { format!("{at}.{path}") };
+        BadPayload(format!("{path}: {}", e.inner()))
+    })
+}
+
+/// Reads one gateway text payload: `Ok(None)` for the opcodes the shard handles itself.
+pub(crate) fn read_payload(text: &str) -> Result<Option<Dispatch>, BadPayload> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let env: Envelope =
+        serde_path_to_error::deserialize(de).map_err(|e| BadPayload(format!("{}: {}", e.path(), e.inner())))?;
+    if env.op != OpCode::Dispatch {
+        return Ok(None);
+    }
+    let Some(t) = env.t else { return Err(BadPayload("t: a dispatch without an event name".into())) };
+    Ok(Some(match t {
+        EventName::Ready => Dispatch::Ready(typed("d", env.d)?),
+        EventName::Resumed => Dispatch::Resumed,
+        EventName::MessageCreate => Dispatch::MessageCreate(read_message(env.d)),
+        EventName::MessageUpdate => Dispatch::MessageUpdate(Box::new(typed("d", env.d)?)),
+        EventName::MessageDelete => Dispatch::MessageDelete(typed("d", env.d)?),
+        EventName::MessageDeleteBulk => Dispatch::MessageDeleteBulk(typed("d", env.d)?),
+        EventName::Other => Dispatch::Other,
+    }))
+}
+
+/// What one message payload means for the source.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Taken {
     /// An item from a configured channel, with the channel and message ids.
@@ -129,36 +368,68 @@ pub(crate) enum Taken {
     Ignore,
 }
 
-fn snowflake(v: &Value) -> Option<u64> {
-    v.as_str().and_then(|s| s.parse().ok()).filter(|&n| n > 0)
-}
-
-/// The item a MESSAGE_CREATE payload (`d`) makes, given the configured channels and the last id taken per channel.
-pub(crate) fn take_message(d: &Value, channels: &BTreeSet<u64>, last: &BTreeMap<u64, u64>) -> Taken {
-    let Some(channel) = snowflake(&d["channel_id"]) else { return Taken::Skip(Skip::Malformed) };
-    if !channels.contains(&channel) {
-        return Taken::Ignore;
-    }
-    let Some(id) = snowflake(&d["id"]) else { return Taken::Skip(Skip::Malformed) };
-    let Some(content) = d["content"].as_str() else { return Taken::Skip(Skip::Malformed) };
-    if last.get(&channel).is_some_and(|&l| id <= l) {
-        return Taken::Skip(Skip::Duplicate);
-    }
-    let a = &d["author"];
-    let author = a["global_name"].as_str().or_else(|| a["username"].as_str()).map(str::to_string);
-    let url = match snowflake(&d["guild_id"]) {
-        Some(g) => format!("https://discord.com/channels/{g}/{channel}/{id}"),
+fn raw_item(id: u64, channel: u64, guild: Option<Snowflake>, content: String, author: Option<Author>) -> RawItem {
+    let url = match guild {
+        Some(g) => format!("https://discord.com/channels/{}/{channel}/{id}", g.0),
         None => format!("https://discord.com/channels/@me/{channel}/{id}"),
     };
-    let item = RawItem {
+    RawItem {
         external_id: id.to_string(),
-        author,
-        text: content.as_bytes().to_vec(),
+        author: author.map(|a| a.global_name.unwrap_or(a.username)),
+        text: content.into_bytes(),
         url: Some(url),
         time_ms: Some((id >> 22) + DISCORD_EPOCH_MS),
         language: None,
+    }
+}
+
+/// A message that does not read: its channel if that much reads, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Unread {
+    pub channel: Option<u64>,
+    pub error: BadPayload,
+}
+
+/// Reads a message (MESSAGE_CREATE's `d`, an element of a channel's history).
+pub(crate) fn read_message(d: Value) -> Result<Box<Message>, Unread> {
+    let channel = typed::<Routing>("d", d.clone()).ok().map(|r| r.channel_id.0);
+    typed("d", d).map(Box::new).map_err(|error| Unread { channel, error })
+}
+
+/// The item a message makes, given the configured channels and the last id taken per channel. A message that
+/// does not read is `malformed` unless it is known to be in another channel.
+pub(crate) fn take_message(
+    m: Result<Box<Message>, Unread>,
+    channels: &BTreeSet<u64>,
+    last: &BTreeMap<u64, u64>,
+) -> Taken {
+    let m = match m {
+        Ok(m) => m,
+        Err(u) if u.channel.is_some_and(|c| !channels.contains(&c)) => return Taken::Ignore,
+        Err(u) => {
+            tracing::debug!(error = %u.error, "discord: a message that does not read");
+            return Taken::Skip(Skip::Malformed);
+        }
     };
-    Taken::Item(channel, id, item)
+    let (channel, id) = (m.channel_id.0, m.id.0);
+    if !channels.contains(&channel) {
+        return Taken::Ignore;
+    }
+    if last.get(&channel).is_some_and(|&l| id <= l) {
+        return Taken::Skip(Skip::Duplicate);
+    }
+    let m = *m;
+    Taken::Item(channel, id, raw_item(id, channel, m.guild_id, m.content, Some(m.author)))
+}
+
+/// The change a MESSAGE_UPDATE makes: an edit of a configured channel's message text, else nothing.
+pub(crate) fn take_update(u: MessageUpdate, channels: &BTreeSet<u64>) -> Option<Change> {
+    if !channels.contains(&u.channel_id.0) {
+        return None;
+    }
+    let (Some(content), Some(Timestamp(edited_ms))) = (u.content, u.edited_timestamp) else { return None };
+    let item = raw_item(u.id.0, u.channel_id.0, u.guild_id, content, u.author);
+    Some(Change::Edit { item, edited_ms })
 }
 
 /// What a close code from the gateway means: `Some(message)` when the source must stop (retrying cannot help).
@@ -166,7 +437,9 @@ pub(crate) fn fatal_close(code: u16, token_env: &str) -> Option<String> {
     Some(match code {
         4004 => format!("the gateway refused the bot token in {token_env} (close 4004 authentication failed)"),
         4010 => "the gateway refused the shard (close 4010 invalid shard)".into(),
-        4011 => "the bot is in too many guilds for one shard (close 4011 sharding required)".into(),
+        4011 => "the bot is in too many guilds for its shard count (close 4011 sharding required): raise `shards` \
+                 or leave it unset for Discord's recommended count"
+            .into(),
         4012 => "the gateway refused API version 10 (close 4012 invalid API version)".into(),
         4013 => "the gateway refused the intents (close 4013 invalid intents)".into(),
         4014 => "the gateway refused the MESSAGE_CONTENT intent (close 4014 disallowed intents): enable \"Message \
@@ -176,11 +449,20 @@ pub(crate) fn fatal_close(code: u16, token_env: &str) -> Option<String> {
     })
 }
 
+/// A REST error body (`{"message": …, "code": …, "retry_after": …}`); read leniently (any field may be missing).
+#[derive(Debug, Default, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    retry_after: Option<f64>,
+}
+
 /// How long a REST 429 asks to wait: the longer of the `Retry-After` header (seconds) and the body's
 /// `retry_after` (seconds, fractional), at least 100 ms.
-pub(crate) fn retry_after(header: Option<&str>, body: &Value) -> Duration {
+pub(crate) fn retry_after(header: Option<&str>, body_retry_after: Option<f64>) -> Duration {
     let h = header.and_then(|h| h.trim().parse::<f64>().ok()).unwrap_or(0.0);
-    let b = body["retry_after"].as_f64().unwrap_or(0.0);
+    let b = body_retry_after.unwrap_or(0.0);
     let s = h.max(b);
     let s = if s.is_finite() && s > 0.0 { s.min(3600.0) } else { 0.0 };
     Duration::from_secs_f64(s).max(Duration::from_millis(100))
@@ -199,22 +481,45 @@ pub(crate) fn channel_gone(status: Option<u16>) -> bool {
     matches!(status, Some(403 | 404))
 }
 
-/// What `GET /gateway/bot` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GatewayBot {
-    pub url: String,
-    pub remaining: u64,
-    pub reset_after: Duration,
+/// `GET /gateway/bot`'s `session_start_limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct SessionStartLimit {
+    pub total: u32,
+    pub remaining: u32,
+    /// Milliseconds until `remaining` resets.
+    pub reset_after: u64,
+    /// Shards that may identify in the same 5 s (a shard's bucket is its id modulo this).
+    pub max_concurrency: u16,
 }
 
-pub(crate) fn parse_gateway_bot(v: &Value) -> Option<GatewayBot> {
-    let url = v["url"].as_str()?.trim_end_matches('/').to_string();
-    let l = &v["session_start_limit"];
-    Some(GatewayBot {
-        url,
-        remaining: l["remaining"].as_u64().unwrap_or(1),
-        reset_after: Duration::from_millis(l["reset_after"].as_u64().unwrap_or(0)),
-    })
+/// What `GET /gateway/bot` says.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct GatewayBot {
+    pub url: String,
+    /// Discord's recommended shard count.
+    pub shards: u32,
+    pub session_start_limit: SessionStartLimit,
+}
+
+pub(crate) fn parse_gateway_bot(body: &str) -> Result<GatewayBot, BadPayload> {
+    let de = &mut serde_json::Deserializer::from_str(body);
+    let mut gb: GatewayBot =
+        serde_path_to_error::deserialize(de).map_err(|e| BadPayload(format!("{}: {}", e.path(), e.inner())))?;
+    gb.url = gb.url.trim_end_matches('/').to_string();
+    Ok(gb)
+}
+
+/// Counts a test or an operator can read while the source runs.
+#[derive(Debug, Default)]
+pub struct DiscordStats {
+    /// Messages at or below a channel's last taken id (a replay after RESUME, a backfilled one arriving live).
+    pub duplicates: AtomicU64,
+    /// Dispatch events this source does not use.
+    pub unknown_events: AtomicU64,
+    /// Payloads that did not read (an unknown opcode, a field of the wrong type).
+    pub bad_payloads: AtomicU64,
+    /// Edits and deletions taken.
+    pub changes: AtomicU64,
 }
 
 /// Items returned per call at most.
@@ -230,15 +535,18 @@ pub struct DiscordSource {
     cfg: DiscordConfig,
     token: Secret,
     http: reqwest::Client,
-    shard: Option<Shard>,
+    /// One per shard, by shard id (empty before the first connect).
+    shards: Vec<Shard>,
     /// The cursor as far as events were taken (ahead of the saved one while a batch is built).
     state: DiscordCursor,
     /// The cursor last returned (to see whether the runner saved it).
     returned: Option<DiscordCursor>,
     pending: Vec<Result<RawItem, Skip>>,
+    changes: Vec<Change>,
     /// Whether to fetch the channels over REST before reading on (a new session began: messages may be missing).
     backfill: bool,
     last_close: Option<u16>,
+    stats: Arc<DiscordStats>,
 }
 
 impl DiscordSource {
@@ -259,21 +567,28 @@ impl DiscordSource {
             cfg,
             token,
             http,
-            shard: None,
+            shards: Vec::new(),
             state: DiscordCursor::default(),
             returned: None,
             pending: Vec::new(),
+            changes: Vec::new(),
             backfill: false,
             last_close: None,
+            stats: Arc::default(),
         })
     }
 
-    /// A REST GET (`/gateway/bot`, channel messages). Borrows nothing from `self` across the await (the shard is
-    /// not `Sync`).
-    fn get_json(
+    /// The source's counters (shared: read them while it runs).
+    pub fn stats(&self) -> Arc<DiscordStats> {
+        self.stats.clone()
+    }
+
+    /// A REST GET (`/gateway/bot`, channel messages): the body of a 2xx answer. Borrows nothing from `self`
+    /// across the await (the shard is not `Sync`).
+    fn get_text(
         &self,
         path_and_query: &str,
-    ) -> impl std::future::Future<Output = Result<Value, RestError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<String, RestError>> + Send + 'static {
         let url = format!("{}{path_and_query}", self.cfg.api_url.as_str().trim_end_matches('/'));
         let http = self.http.clone();
         let token = self.token.clone();
@@ -287,49 +602,75 @@ impl DiscordSource {
             )?;
             let status = res.status();
             let header = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let body: Value = res.json().await.unwrap_or(Value::Null);
+            let body = res.text().await.unwrap_or_default();
+            if status.is_success() {
+                return Ok(body);
+            }
+            let eb: ErrorBody = serde_json::from_str(&body).unwrap_or_default();
             let error = match status.as_u16() {
-                200..=299 => return Ok(body),
                 429 => SourceError::RateLimited {
-                    retry_after: retry_after(header.as_deref(), &body),
-                    message: format!("GET {url}: 429 {}", body["message"].as_str().unwrap_or("rate limited")),
+                    retry_after: retry_after(header.as_deref(), eb.retry_after),
+                    message: format!("GET {url}: 429 {}", eb.message.as_deref().unwrap_or("rate limited")),
                 },
                 401 | 403 => SourceError::Fatal(format!(
                     "GET {url}: {status}: the bot token in {} was refused or lacks access",
                     token_env
                 )),
                 s if s >= 500 => SourceError::Transient(format!("GET {url}: {status}")),
-                _ => SourceError::Transient(format!(
-                    "GET {url}: {status} {}",
-                    body["message"].as_str().unwrap_or_default()
-                )),
+                _ => SourceError::Transient(format!("GET {url}: {status} {}", eb.message.unwrap_or_default())),
             };
             Err(RestError { status: Some(status.as_u16()), error })
         }
     }
 
-    /// Opens the shard: the gateway URL and identify budget from `GET /gateway/bot`, the saved session if any.
+    /// Opens the shards: the gateway URL, the recommended shard count and the identify budget from
+    /// `GET /gateway/bot`; each shard resumes its saved session when the shard count is the one saved.
     async fn connect(&mut self) -> Result<(), SourceError> {
-        let gb = self.get_json("/gateway/bot").await.map_err(|e| e.error)?;
-        let gb = parse_gateway_bot(&gb)
-            .ok_or_else(|| SourceError::Transient("GET /gateway/bot: no url in the answer".into()))?;
-        if self.state.session_id.is_none() && gb.remaining == 0 {
+        let body = self.get_text("/gateway/bot").await.map_err(|e| e.error)?;
+        let gb = parse_gateway_bot(&body).map_err(|e| SourceError::Transient(format!("GET /gateway/bot: {e}")))?;
+        let n = self.cfg.shards.unwrap_or(gb.shards).max(1);
+        if self.state.shards != n {
+            // Sessions belong to a shard count: under another one they cannot be resumed (new sessions, backfill).
+            self.state.sessions.clear();
+            self.state.shards = n;
+        }
+        let identifies = (0..n).filter(|i| !self.state.sessions.contains_key(i)).count() as u32;
+        let limit = &gb.session_start_limit;
+        if identifies > limit.remaining {
             return Err(SourceError::RateLimited {
-                retry_after: gb.reset_after.max(Duration::from_secs(1)),
-                message: "no gateway session starts left today (session_start_limit)".into(),
+                retry_after: Duration::from_millis(limit.reset_after).max(Duration::from_secs(1)),
+                message: format!(
+                    "{identifies} gateway session starts needed, {} left today (session_start_limit)",
+                    limit.remaining
+                ),
             });
         }
         // rustls needs one process-wide crypto provider when several are compiled in; the first install wins.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut b =
-            ConfigBuilder::new(self.token.expose().to_string(), Intents::GUILD_MESSAGES | Intents::MESSAGE_CONTENT)
-                .proxy_url(gb.url.clone());
-        if let Some(id) = &self.state.session_id {
-            b = b
-                .session(Session::new(self.state.sequence, id.clone()))
-                .resume_url(self.state.resume_url.clone().unwrap_or(gb.url));
-        }
-        self.shard = Some(Shard::with_config(ShardId::ONE, b.build()));
+        // One identify queue for all shards: Discord's start-up rule, at most `max_concurrency` identifies per 5 s,
+        // a shard waiting for its bucket (its id modulo `max_concurrency`).
+        let queue = InMemoryQueue::new(
+            limit.max_concurrency.max(1),
+            limit.remaining,
+            Duration::from_millis(limit.reset_after),
+            limit.total,
+        );
+        self.shards = (0..n)
+            .map(|i| {
+                let mut b = ConfigBuilder::new(
+                    self.token.expose().to_string(),
+                    Intents::GUILD_MESSAGES | Intents::MESSAGE_CONTENT,
+                )
+                .proxy_url(gb.url.clone())
+                .queue(queue.clone());
+                if let Some(s) = self.state.sessions.get(&i) {
+                    b = b
+                        .session(Session::new(s.sequence, s.session_id.clone()))
+                        .resume_url(s.resume_url.clone().unwrap_or_else(|| gb.url.clone()));
+                }
+                Shard::with_config(ShardId::new(i, n), b.build())
+            })
+            .collect();
         Ok(())
     }
 
@@ -339,12 +680,12 @@ impl DiscordSource {
     async fn run_backfill(&mut self) -> Result<(), SourceError> {
         let channels: Vec<(u64, u64)> =
             self.cfg.channels.iter().filter_map(|c| self.state.last_message.get(c).map(|&l| (*c, l))).collect();
-        let mut all: Vec<Value> = Vec::new();
+        let mut all: Vec<(u64, Result<Box<Message>, Unread>)> = Vec::new();
         for (channel, mut after) in channels {
             let mut fetched = 0usize;
             while fetched < self.cfg.backfill_max {
                 let page =
-                    match self.get_json(&format!("/channels/{channel}/messages?after={after}&limit={PAGE}")).await {
+                    match self.get_text(&format!("/channels/{channel}/messages?after={after}&limit={PAGE}")).await {
                         Ok(p) => p,
                         // A deleted channel, or one the bot can no longer read, must not hold up the others.
                         Err(e) if channel_gone(e.status) => {
@@ -354,79 +695,126 @@ impl DiscordSource {
                         }
                         Err(e) => return Err(e.error),
                     };
-                let Some(arr) = page.as_array() else {
-                    return Err(SourceError::Transient(format!("channel {channel}: messages: not a JSON array")));
-                };
-                let n = arr.len();
-                for m in arr {
-                    if let Some(id) = snowflake(&m["id"]) {
-                        after = after.max(id);
-                    }
+                // Each message is read on its own: one that does not read is counted, not the page's end.
+                let page: Vec<Value> = serde_json::from_str(&page).map_err(|e| {
+                    SourceError::Transient(format!("channel {channel}: messages: not a JSON array: {e}"))
+                })?;
+                let n = page.len();
+                for m in page {
+                    let m = read_message(m);
+                    let id = m.as_ref().map(|m| m.id.0).unwrap_or(0);
+                    after = after.max(id);
+                    all.push((id, m));
                 }
                 fetched += n;
-                all.extend(arr.iter().cloned());
                 if n < PAGE {
                     break;
                 }
             }
             tracing::info!(source = %self.name, channel, fetched, "discord: backfill over REST after a new session");
         }
-        all.sort_by_key(|m| snowflake(&m["id"]).unwrap_or(0));
-        for m in &all {
+        all.sort_by_key(|(id, _)| *id);
+        for (_, m) in all {
             self.take(m);
         }
         self.backfill = false;
         Ok(())
     }
 
-    fn take(&mut self, d: &Value) {
-        match take_message(d, &self.cfg.channels, &self.state.last_message) {
+    fn take(&mut self, m: Result<Box<Message>, Unread>) {
+        match take_message(m, &self.cfg.channels, &self.state.last_message) {
             Taken::Item(channel, id, item) => {
                 self.state.last_message.insert(channel, id);
                 self.pending.push(Ok(item));
             }
-            Taken::Skip(s) => self.pending.push(Err(s)),
+            Taken::Skip(s) => {
+                if s == Skip::Duplicate {
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                self.pending.push(Err(s))
+            }
             Taken::Ignore => {}
         }
     }
 
-    fn sync_session(&mut self) {
-        if let Some(shard) = &self.shard {
+    fn sync_sessions(&mut self) {
+        for (i, shard) in self.shards.iter().enumerate() {
+            let i = i as u32;
             if let Some(s) = shard.session() {
-                self.state.session_id = Some(s.id().to_string());
-                self.state.sequence = s.sequence();
-            }
-            if let Some(u) = shard.resume_url() {
-                self.state.resume_url = Some(u.to_string());
+                let e = self.state.sessions.entry(i).or_default();
+                e.session_id = s.id().to_string();
+                e.sequence = s.sequence();
+                if let Some(u) = shard.resume_url() {
+                    e.resume_url = Some(u.to_string());
+                }
             }
         }
     }
 
-    /// One text payload from the shard: READY may call for a backfill, MESSAGE_CREATE may give an item.
+    /// One text payload from a shard: READY may call for a backfill, MESSAGE_CREATE may give an item,
+    /// MESSAGE_UPDATE an edit, MESSAGE_DELETE(_BULK) deletions.
     fn on_text(&mut self, text: &str) {
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
-            // Twilight already refused what it could not read; a payload that is not JSON never reaches here.
-            return;
+        self.sync_sessions();
+        let d = match read_payload(text) {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                self.stats.bad_payloads.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(source = %self.name, error = %e, "discord: a gateway payload that does not read was skipped");
+                return;
+            }
         };
-        self.sync_session();
-        if v["op"].as_u64() != Some(0) {
-            return;
-        }
-        match v["t"].as_str() {
+        match d {
             // A new session: whatever was posted since the last saved message may be missing.
-            Some("READY") if self.cfg.channels.iter().any(|c| self.state.last_message.contains_key(c)) => {
+            Dispatch::Ready(_) if self.cfg.channels.iter().any(|c| self.state.last_message.contains_key(c)) => {
                 self.backfill = true;
             }
-            Some("MESSAGE_CREATE") => self.take(&v["d"]),
-            _ => {}
+            Dispatch::Ready(_) | Dispatch::Resumed => {}
+            Dispatch::MessageCreate(m) => self.take(m),
+            Dispatch::MessageUpdate(u) => {
+                if let Some(c) = take_update(*u, &self.cfg.channels) {
+                    self.stats.changes.fetch_add(1, Ordering::Relaxed);
+                    self.changes.push(c);
+                }
+            }
+            Dispatch::MessageDelete(d) => {
+                if self.cfg.channels.contains(&d.channel_id.0) {
+                    self.stats.changes.fetch_add(1, Ordering::Relaxed);
+                    self.changes.push(Change::Delete { external_id: d.id.0.to_string() });
+                }
+            }
+            Dispatch::MessageDeleteBulk(d) => {
+                if self.cfg.channels.contains(&d.channel_id.0) {
+                    self.stats.changes.fetch_add(d.ids.len() as u64, Ordering::Relaxed);
+                    self.changes.extend(d.ids.iter().map(|id| Change::Delete { external_id: id.0.to_string() }));
+                }
+            }
+            Dispatch::Other => {
+                self.stats.unknown_events.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.changes.is_empty()
     }
 
     fn batch(&mut self) -> Batch<DiscordCursor> {
-        self.sync_session();
+        self.sync_sessions();
         let items = std::mem::take(&mut self.pending);
+        let changes = std::mem::take(&mut self.changes);
         self.returned = Some(self.state.clone());
-        Batch { items, cursor: self.state.clone(), wait: Duration::ZERO }
+        Batch { items, changes, cursor: self.state.clone(), wait: Duration::ZERO }
+    }
+
+    /// The next event of any shard, or `None` after `wait`.
+    async fn next_event(&mut self, wait: Duration) -> Option<(usize, Option<Result<WsMessage, ReceiveMessageError>>)> {
+        let polls = self
+            .shards
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| Box::pin(async move { (i, futures::StreamExt::next(s).await) }));
+        tokio::time::timeout(wait, futures::future::select_all(polls)).await.ok().map(|(ev, _, _)| ev)
     }
 }
 
@@ -444,16 +832,16 @@ impl Source for DiscordSource {
     async fn next(&mut self, cursor: &DiscordCursor) -> Result<Batch<DiscordCursor>, SourceError> {
         match &self.returned {
             // First call (or after a fatal stop): start from the saved cursor.
-            None if self.shard.is_none() => self.state = cursor.clone(),
+            None if self.shards.is_empty() => self.state = cursor.clone(),
             // The runner did not save the last batch: take its channels' positions back and fetch the rest over
             // REST (the live session cannot be rewound).
-            Some(r) if r != cursor && self.pending.is_empty() => {
+            Some(r) if r != cursor && !self.has_pending() => {
                 self.state.last_message = cursor.last_message.clone();
                 self.backfill = true;
             }
             _ => {}
         }
-        if self.shard.is_none() {
+        if self.shards.is_empty() {
             self.connect().await?;
         }
         if self.backfill {
@@ -461,49 +849,45 @@ impl Source for DiscordSource {
         }
         let mut quiet_until = tokio::time::Instant::now() + QUIET;
         loop {
-            if self.pending.len() >= MAX_BATCH {
+            if self.pending.len() + self.changes.len() >= MAX_BATCH {
                 return Ok(self.batch());
             }
-            let wait = if !self.pending.is_empty() {
+            let wait = if self.has_pending() {
                 LINGER
             } else {
                 quiet_until.saturating_duration_since(tokio::time::Instant::now())
             };
-            let shard = self.shard.as_mut().expect("connected above");
-            let ev = match tokio::time::timeout(wait, futures::StreamExt::next(shard)).await {
-                Ok(ev) => ev,
-                Err(_) => {
-                    let moved = self.returned.as_ref() != Some(&self.state);
-                    if !self.pending.is_empty() || moved {
-                        return Ok(self.batch());
-                    }
-                    // Nothing new: keep waiting (a pushing source waits inside `next`).
-                    quiet_until = tokio::time::Instant::now() + QUIET;
-                    continue;
+            let Some((shard, ev)) = self.next_event(wait).await else {
+                let moved = self.returned.as_ref() != Some(&self.state);
+                if self.has_pending() || moved {
+                    return Ok(self.batch());
                 }
+                // Nothing new: keep waiting (a pushing source waits inside `next`).
+                quiet_until = tokio::time::Instant::now() + QUIET;
+                continue;
             };
             match ev {
-                Some(Ok(Message::Text(text))) => {
+                Some(Ok(WsMessage::Text(text))) => {
                     self.on_text(&text);
                     if self.backfill {
                         self.run_backfill().await?;
                     }
                 }
-                Some(Ok(Message::Close(frame))) => {
+                Some(Ok(WsMessage::Close(frame))) => {
                     self.last_close = frame.as_ref().map(|f| f.code);
-                    tracing::info!(source = %self.name, code = ?self.last_close, "discord: gateway closed the connection");
+                    tracing::info!(source = %self.name, shard, code = ?self.last_close, "discord: gateway closed the connection");
                 }
                 Some(Err(e)) => {
                     // The shard reconnects by itself on the next poll (resuming when it can).
-                    let msg = format!("gateway: {e}");
-                    if !self.pending.is_empty() {
+                    let msg = format!("gateway shard {shard}: {e}");
+                    if self.has_pending() {
                         return Ok(self.batch());
                     }
                     return Err(SourceError::Transient(msg));
                 }
                 None => {
                     // Closed for good: a fatal close code.
-                    self.shard = None;
+                    self.shards.clear();
                     self.returned = None;
                     let code = self.last_close.unwrap_or(0);
                     return Err(SourceError::Fatal(
@@ -526,11 +910,15 @@ mod tests {
                "author": {"id": "5", "username": "ada", "global_name": "Ada L."}, "brand_new_field": [1, 2]})
     }
 
+    fn take(d: Value, chans: &BTreeSet<u64>, last: &BTreeMap<u64, u64>) -> Taken {
+        take_message(read_message(d), chans, last)
+    }
+
     #[test]
     fn a_message_in_a_configured_channel_is_an_item() {
         let chans = BTreeSet::from([7u64]);
         let id: u64 = (1_000u64 << 22) | 5;
-        let t = take_message(&msg("7", &id.to_string(), json!("gm $BTC")), &chans, &BTreeMap::new());
+        let t = take(msg("7", &id.to_string(), json!("gm $BTC")), &chans, &BTreeMap::new());
         let Taken::Item(c, i, item) = t else { panic!("{t:?}") };
         assert_eq!((c, i), (7, id));
         assert_eq!(item.text, b"gm $BTC");
@@ -544,13 +932,18 @@ mod tests {
     fn other_channels_repeats_and_broken_payloads() {
         let chans = BTreeSet::from([7u64]);
         let last = BTreeMap::from([(7u64, 100u64)]);
-        assert_eq!(take_message(&msg("8", "200", json!("x")), &chans, &last), Taken::Ignore);
-        assert_eq!(take_message(&msg("7", "100", json!("x")), &chans, &last), Taken::Skip(Skip::Duplicate));
-        assert_eq!(take_message(&msg("7", "99", json!("x")), &chans, &last), Taken::Skip(Skip::Duplicate));
-        assert!(matches!(take_message(&msg("7", "101", json!("x")), &chans, &last), Taken::Item(7, 101, _)));
-        assert_eq!(take_message(&msg("7", "101", json!(null)), &chans, &last), Taken::Skip(Skip::Malformed));
-        assert_eq!(take_message(&msg("7", "abc", json!("x")), &chans, &last), Taken::Skip(Skip::Malformed));
-        assert_eq!(take_message(&json!({"id": "5"}), &chans, &last), Taken::Skip(Skip::Malformed));
+        assert_eq!(take(msg("8", "200", json!("x")), &chans, &last), Taken::Ignore);
+        assert_eq!(take(msg("8", "200", json!(null)), &chans, &last), Taken::Ignore, "broken, but not ours");
+        assert_eq!(take(msg("7", "100", json!("x")), &chans, &last), Taken::Skip(Skip::Duplicate));
+        assert_eq!(take(msg("7", "99", json!("x")), &chans, &last), Taken::Skip(Skip::Duplicate));
+        assert!(matches!(take(msg("7", "101", json!("x")), &chans, &last), Taken::Item(7, 101, _)));
+        assert_eq!(take(msg("7", "101", json!(null)), &chans, &last), Taken::Skip(Skip::Malformed));
+        assert_eq!(take(msg("7", "abc", json!("x")), &chans, &last), Taken::Skip(Skip::Malformed));
+        assert_eq!(take(json!({"id": "5"}), &chans, &last), Taken::Skip(Skip::Malformed));
+        let Err(u) = read_message(msg("7", "101", json!(7))) else { panic!() };
+        assert!(u.error.0.starts_with("d.content: invalid type"), "{}", u.error);
+        let Err(u) = read_message(msg("7", "0", json!("x"))) else { panic!() };
+        assert!(u.error.0.starts_with("d.id: '0' is not a snowflake"), "{}", u.error);
     }
 
     #[test]
@@ -567,10 +960,10 @@ mod tests {
 
     #[test]
     fn retry_after_takes_the_longer_and_a_floor() {
-        assert_eq!(retry_after(Some("2"), &json!({"retry_after": 0.5})), Duration::from_secs(2));
-        assert_eq!(retry_after(None, &json!({"retry_after": 1.5})), Duration::from_millis(1500));
-        assert_eq!(retry_after(Some("junk"), &json!({})), Duration::from_millis(100));
-        assert_eq!(retry_after(None, &json!({"retry_after": 1e12})), Duration::from_secs(3600));
+        assert_eq!(retry_after(Some("2"), Some(0.5)), Duration::from_secs(2));
+        assert_eq!(retry_after(None, Some(1.5)), Duration::from_millis(1500));
+        assert_eq!(retry_after(Some("junk"), None), Duration::from_millis(100));
+        assert_eq!(retry_after(None, Some(1e12)), Duration::from_secs(3600));
     }
 
     #[test]
@@ -583,17 +976,82 @@ mod tests {
 
     #[test]
     fn gateway_bot_answer() {
-        let v = json!({"url": "wss://gateway.discord.gg/", "shards": 1,
-            "session_start_limit": {"total": 1000, "remaining": 0, "reset_after": 1500, "max_concurrency": 1}});
+        let v = json!({"url": "wss://gateway.discord.gg/", "shards": 3,
+            "session_start_limit": {"total": 1000, "remaining": 0, "reset_after": 1500, "max_concurrency": 16}});
         assert_eq!(
-            parse_gateway_bot(&v),
-            Some(GatewayBot {
+            parse_gateway_bot(&v.to_string()),
+            Ok(GatewayBot {
                 url: "wss://gateway.discord.gg".into(),
-                remaining: 0,
-                reset_after: Duration::from_millis(1500)
+                shards: 3,
+                session_start_limit: SessionStartLimit {
+                    total: 1000,
+                    remaining: 0,
+                    reset_after: 1500,
+                    max_concurrency: 16
+                },
             })
         );
-        assert_eq!(parse_gateway_bot(&json!({})), None);
+        let e = parse_gateway_bot(&json!({"url": "wss://x", "shards": 1, "session_start_limit": {}}).to_string());
+        assert!(e.unwrap_err().0.starts_with("session_start_limit: missing field `total`"));
+        let bad =
+            json!({"url": "wss://x", "shards": "two", "session_start_limit": v["session_start_limit"]}).to_string();
+        assert!(parse_gateway_bot(&bad).unwrap_err().0.starts_with("shards: invalid type"));
+    }
+
+    #[test]
+    fn gateway_payloads_are_typed_and_an_unknown_event_or_opcode_is_not_a_crash() {
+        let p = |v: Value| read_payload(&v.to_string());
+        assert_eq!(p(json!({"op": 11})), Ok(None));
+        assert_eq!(p(json!({"op": 10, "d": {"heartbeat_interval": 41250}})), Ok(None));
+        assert_eq!(p(json!({"op": 0, "t": "GUILD_CREATE", "s": 2, "d": {"id": "1"}})), Ok(Some(Dispatch::Other)));
+        assert_eq!(p(json!({"op": 0, "t": "RESUMED", "s": 3, "d": {}})), Ok(Some(Dispatch::Resumed)));
+        let r = p(json!({"op": 0, "t": "READY", "s": 1, "d": {"session_id": "s1", "resume_gateway_url": "wss://r",
+            "v": 10, "shard": [0, 2]}}));
+        assert_eq!(
+            r,
+            Ok(Some(Dispatch::Ready(Ready { session_id: "s1".into(), resume_gateway_url: "wss://r".into() })))
+        );
+        let e = p(json!({"op": 0, "t": "READY", "s": 1, "d": {"session_id": 5}})).unwrap_err();
+        assert!(e.0.starts_with("d.session_id: invalid type"), "{e}");
+        let e = p(json!({"op": 5, "d": null})).unwrap_err();
+        assert!(e.0.contains("unknown gateway opcode 5"), "{e}");
+        let e = p(json!({"op": 0, "s": 1, "d": {}})).unwrap_err();
+        assert!(e.0.starts_with("t:"), "{e}");
+        let e = p(json!({"op": 0, "t": "MESSAGE_DELETE_BULK", "s": 1, "d": {"ids": ["1", "x"], "channel_id": "7"}}))
+            .unwrap_err();
+        assert!(e.0.starts_with("d.ids[1]: 'x' is not a snowflake"), "{e}");
+        let Ok(Some(Dispatch::MessageDeleteBulk(b))) =
+            p(json!({"op": 0, "t": "MESSAGE_DELETE_BULK", "s": 1, "d": {"ids": ["1", "2"], "channel_id": "7"}}))
+        else {
+            panic!()
+        };
+        assert_eq!((b.ids, b.channel_id), (vec![Snowflake(1), Snowflake(2)], Snowflake(7)));
+    }
+
+    #[test]
+    fn an_update_with_new_text_is_an_edit_and_others_are_not() {
+        let chans = BTreeSet::from([7u64]);
+        let id: u64 = (2_000u64 << 22) | 1;
+        let up = |channel: &str, content: Value, edited: Value| {
+            let mut d = msg(channel, &id.to_string(), content);
+            d["edited_timestamp"] = edited;
+            let Ok(Some(Dispatch::MessageUpdate(u))) =
+                read_payload(&json!({"op": 0, "t": "MESSAGE_UPDATE", "s": 4, "d": d}).to_string())
+            else {
+                panic!()
+            };
+            take_update(*u, &chans)
+        };
+        let Some(Change::Edit { item, edited_ms }) = up("7", json!("now $ETH"), json!("2026-12-01T10:00:01.500+00:00"))
+        else {
+            panic!()
+        };
+        assert_eq!((item.external_id, item.text), (id.to_string(), b"now $ETH".to_vec()));
+        assert_eq!(edited_ms, 1_796_119_201_500);
+        assert_eq!(item.time_ms, Some(DISCORD_EPOCH_MS + 2_000), "the post time is the message's, not the edit's");
+        assert_eq!(up("8", json!("x"), json!("2026-12-01T10:00:01+00:00")), None, "another channel");
+        assert_eq!(up("7", json!("x"), json!(null)), None, "not an edit of the text (an embed, a pin)");
+        assert_eq!(up("7", json!(null), json!("2026-12-01T10:00:01+00:00")), None);
     }
 
     #[test]
@@ -617,14 +1075,22 @@ mod tests {
         let e = DiscordConfig::parse(0, &t("name = \"d\"\nkind = \"discord\"\nchannels = [\"1\"]\nchanels = 1"))
             .unwrap_err();
         assert!(e.1.contains("chanels"), "{e:?}");
+        let e = DiscordConfig::parse(0, &t("name = \"d\"\nkind = \"discord\"\nchannels = [\"1\"]\nshards = 0"))
+            .unwrap_err();
+        assert_eq!(e.0, "source[0].shards");
+        let two =
+            DiscordConfig::parse(0, &t("name = \"d\"\nkind = \"discord\"\nchannels = [\"1\"]\nshards = 2")).unwrap();
+        assert_eq!((two.shards, ok.shards), (Some(2), None));
     }
 
     #[test]
     fn the_cursor_round_trips_as_json() {
         let c = DiscordCursor {
-            session_id: Some("s".into()),
-            sequence: 9,
-            resume_url: Some("ws://x".into()),
+            shards: 2,
+            sessions: BTreeMap::from([(
+                1,
+                ShardSession { session_id: "s".into(), sequence: 9, resume_url: Some("ws://x".into()) },
+            )]),
             last_message: BTreeMap::from([(7, 100), (8, 5)]),
         };
         let j = serde_json::to_string(&c).unwrap();

@@ -70,7 +70,9 @@ impl Source for JsonSource {
         )
         .await?;
         match fetched {
-            Fetched::NotModified => Ok(Batch { items: vec![], cursor: cursor.clone(), wait: self.cfg.poll }),
+            Fetched::NotModified => {
+                Ok(Batch { items: vec![], changes: vec![], cursor: cursor.clone(), wait: self.cfg.poll })
+            }
             Fetched::Body { bytes, etag, last_modified } => Ok(read(
                 &bytes,
                 &Mapping { items: &self.cfg.items, fields: &self.cfg.fields, strict: self.cfg.strict },
@@ -178,7 +180,7 @@ pub fn read(
     last_modified: Option<String>,
     wait: Duration,
 ) -> Batch<JsonCursor> {
-    let malformed = || Batch { items: vec![Err(Skip::Malformed)], cursor: cursor.clone(), wait };
+    let malformed = || Batch { items: vec![Err(Skip::Malformed)], changes: vec![], cursor: cursor.clone(), wait };
     // Bytes that are not UTF-8 become U+FFFD; an item whose text then holds one is skipped as invalid_utf8.
     let lossy = std::str::from_utf8(bytes).is_err();
     let parsed: Result<Value, _> =
@@ -222,7 +224,7 @@ pub fn read(
     while next.seen.len() > SEEN_CAP {
         next.seen.pop_front();
     }
-    Batch { items: out, cursor: next, wait }
+    Batch { items: out, changes: vec![], cursor: next, wait }
 }
 
 #[cfg(test)]

@@ -209,7 +209,9 @@ impl Source for KeeperSource {
             self.reported = now;
             match report {
                 Some(Report::Down(why)) => return Err(SourceError::Transient(why)),
-                Some(Report::Up) => return Ok(Batch { items: vec![], cursor: cursor.clone(), wait: Duration::ZERO }),
+                Some(Report::Up) => {
+                    return Ok(Batch { items: vec![], changes: vec![], cursor: cursor.clone(), wait: Duration::ZERO })
+                }
                 None => {}
             }
         };
@@ -224,7 +226,7 @@ impl Source for KeeperSource {
             }
         }
         let (items, cursor) = mirror(sigs, cursor);
-        Ok(Batch { items, cursor, wait: Duration::ZERO })
+        Ok(Batch { items, changes: vec![], cursor, wait: Duration::ZERO })
     }
 }
 

@@ -63,7 +63,9 @@ impl Source for RssSource {
         )
         .await?;
         let (bytes, etag, last_modified) = match fetched {
-            Fetched::NotModified => return Ok(Batch { items: vec![], cursor: cursor.clone(), wait: self.cfg.poll }),
+            Fetched::NotModified => {
+                return Ok(Batch { items: vec![], changes: vec![], cursor: cursor.clone(), wait: self.cfg.poll })
+            }
             Fetched::Body { bytes, etag, last_modified } => (bytes, etag, last_modified),
         };
         Ok(read(&bytes, cursor, etag, last_modified, self.cfg.poll))
@@ -85,7 +87,7 @@ pub fn read(
         Err(e) => {
             tracing::debug!(error = %e, "a feed document that does not parse was skipped");
             items.push(Err(Skip::Malformed));
-            return Batch { items, cursor: cursor.clone(), wait };
+            return Batch { items, changes: vec![], cursor: cursor.clone(), wait };
         }
     };
     let seen: HashSet<&str> = cursor.seen.iter().map(String::as_str).collect();
@@ -138,7 +140,7 @@ pub fn read(
     while next.seen.len() > SEEN_CAP {
         next.seen.pop_front();
     }
-    Batch { items, cursor: next, wait }
+    Batch { items, changes: vec![], cursor: next, wait }
 }
 
 /// Cuts out every `<item>`/`<entry>` element holding bytes that are not UTF-8; returns the rest and how many were

@@ -215,7 +215,7 @@ impl Source for TelegramSource {
         } else {
             Duration::ZERO
         };
-        Ok(Batch { items, cursor: next, wait })
+        Ok(Batch { items, changes: vec![], cursor: next, wait })
     }
 }
 
