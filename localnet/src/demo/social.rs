@@ -185,6 +185,8 @@ mod tests {
                 sentiment,
                 score: 0.0,
                 priority: Priority::Low,
+                version: 1,
+                edited_ms: None,
                 content_hash: 0,
                 simhash: 0,
             },
