@@ -196,6 +196,24 @@ async fn wait_recorded(net: &Net, i: usize, k: u64, secs: u64, ks: &[&Keeper]) {
     .await
 }
 
+/// Keeper-a (dev account 1) leading chain `base`'s market and keeper-b (account 5) standing by, on the store at
+/// `store_url` (`store` reads it), with a checkpoint recorded since; keeper-a's first lease with them.
+async fn leader_and_standby(net: &Net, store: &Store, store_url: &str) -> (Keeper, Keeper, LeaseRow) {
+    let a = spawn(net, store_url, "keeper-a", 1, &[]);
+    let first = wait_until("keeper-a to lead", 90, &[&a], || async {
+        live_lease(store, "base").await.filter(|l| l.holder == "keeper-a")
+    })
+    .await;
+    let b = spawn(net, store_url, "keeper-b", 5, &[]);
+    wait_until("keeper-b to stand by", 90, &[&a, &b], || async {
+        (role(&b, "base").await?["role"] == "standby").then_some(())
+    })
+    .await;
+    let k0 = current_checkpoint(net, 0).await;
+    wait_recorded(net, 0, k0 + 1, 60, &[&a, &b]).await;
+    (a, b, first)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_mid_round_is_replaced_within_the_ttl_and_skewed_clocks_change_nothing() {
     assert!(std::path::Path::new(FAKETIME).is_file(), "{FAKETIME} missing: run scripts/setup (libfaketime)");
@@ -306,19 +324,8 @@ async fn a_paused_leader_resumed_after_a_takeover_sends_nothing_and_steps_down()
     let pg = PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
     let net = start(&["base"]).await;
     let store = Store::connect(&pg.url()).await.unwrap();
-    let a = spawn(&net, &pg.url(), "keeper-a", 1, &[]);
-    let first = wait_until("keeper-a to lead", 90, &[&a], || async {
-        live_lease(&store, "base").await.filter(|l| l.holder == "keeper-a")
-    })
-    .await;
-    let b = spawn(&net, &pg.url(), "keeper-b", 5, &[]);
+    let (a, b, first) = leader_and_standby(&net, &store, &pg.url()).await;
     let all = [&a, &b];
-    wait_until("keeper-b to stand by", 90, &all, || async {
-        (role(&b, "base").await?["role"] == "standby").then_some(())
-    })
-    .await;
-    let k0 = current_checkpoint(&net, 0).await;
-    wait_recorded(&net, 0, k0 + 1, 60, &all).await;
 
     // Pause the leader as a checkpoint falls due, past the TTL.
     let due = current_checkpoint(&net, 0).await + 1;
@@ -384,19 +391,8 @@ async fn store_connections_killed_and_postgresql_restarted_send_nothing_twice() 
     let pg = PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
     let net = start(&["base"]).await;
     let store = Store::connect(&pg.url()).await.unwrap();
-    let a = spawn(&net, &pg.url(), "keeper-a", 1, &[]);
-    wait_until("keeper-a to lead", 90, &[&a], || async {
-        live_lease(&store, "base").await.filter(|l| l.holder == "keeper-a")
-    })
-    .await;
-    let b = spawn(&net, &pg.url(), "keeper-b", 5, &[]);
+    let (a, b, _) = leader_and_standby(&net, &store, &pg.url()).await;
     let all = [&a, &b];
-    wait_until("keeper-b to stand by", 90, &all, || async {
-        (role(&b, "base").await?["role"] == "standby").then_some(())
-    })
-    .await;
-    let k0 = current_checkpoint(&net, 0).await;
-    wait_recorded(&net, 0, k0 + 1, 60, &all).await;
 
     // Every connection of the keepers terminated by the server.
     let killed: i64 = {
@@ -518,18 +514,7 @@ async fn a_leader_stopped_with_sigterm_mid_send_gives_the_lease_up_after_it() {
     let pg = PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
     let net = start(&["base"]).await;
     let store = Store::connect(&pg.url()).await.unwrap();
-    let mut a = spawn(&net, &pg.url(), "keeper-a", 1, &[]);
-    let first = wait_until("keeper-a to lead", 90, &[&a], || async {
-        live_lease(&store, "base").await.filter(|l| l.holder == "keeper-a")
-    })
-    .await;
-    let b = spawn(&net, &pg.url(), "keeper-b", 5, &[]);
-    wait_until("keeper-b to stand by", 90, &[&a, &b], || async {
-        (role(&b, "base").await?["role"] == "standby").then_some(())
-    })
-    .await;
-    let k0 = current_checkpoint(&net, 0).await;
-    wait_recorded(&net, 0, k0 + 1, 60, &[&a, &b]).await;
+    let (mut a, b, first) = leader_and_standby(&net, &store, &pg.url()).await;
     let due = current_checkpoint(&net, 0).await + 1;
     net.wait_checkpoint(0, due, 0).await;
     signal(&a, "-TERM");
