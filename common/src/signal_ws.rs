@@ -23,62 +23,13 @@ use crate::Bus;
 /// Signals a subscriber may fall behind before it skips ahead (each is shared by every subscriber).
 pub const QUEUE: usize = 4096;
 
-/// Every signal type a `/ws?types=` filter may name: the JSON `type` of each [`crate::SignalKind`], in the order of
-/// [`type_index`].
-pub const SIGNAL_TYPES: [&str; 20] = [
-    "round_started",
-    "round_locked",
-    "round_settled",
-    "round_cancelled",
-    "price_read",
-    "tx_sent",
-    "tx_confirmed",
-    "tx_failed",
-    "keeper_health",
-    "forecast",
-    "prediction_committed",
-    "prediction_revealed",
-    "lead_changed",
-    "order_submitted",
-    "order_filled",
-    "stop_placed",
-    "stop_triggered",
-    "position_changed",
-    "risk_event",
-    // Keep last: the index of the hub's own note is never set in a filter, so it always passes.
-    "lagged",
-];
+/// Every signal type a `/ws?types=` filter may name (defined with [`crate::SignalKind::type_index`]).
+pub use crate::signals::SIGNAL_TYPES;
 
 /// At most this many names in one `types` parameter (duplicates included).
 pub const MAX_TYPES: usize = 32;
 /// At most this many bytes in one `types` parameter.
 pub const MAX_TYPES_LEN: usize = 1024;
-
-/// The position of `kind`'s type in [`SIGNAL_TYPES`].
-pub fn type_index(kind: &crate::SignalKind) -> usize {
-    use crate::SignalKind as K;
-    match kind {
-        K::RoundStarted { .. } => 0,
-        K::RoundLocked { .. } => 1,
-        K::RoundSettled { .. } => 2,
-        K::RoundCancelled { .. } => 3,
-        K::PriceRead { .. } => 4,
-        K::TxSent { .. } => 5,
-        K::TxConfirmed { .. } => 6,
-        K::TxFailed { .. } => 7,
-        K::KeeperHealth { .. } => 8,
-        K::Forecast { .. } => 9,
-        K::PredictionCommitted { .. } => 10,
-        K::PredictionRevealed { .. } => 11,
-        K::LeadChanged { .. } => 12,
-        K::OrderSubmitted { .. } => 13,
-        K::OrderFilled { .. } => 14,
-        K::StopPlaced { .. } => 15,
-        K::StopTriggered { .. } => 16,
-        K::PositionChanged { .. } => 17,
-        K::RiskEvent { .. } => 18,
-    }
-}
 
 /// The signal types one subscriber asked for: a set of [`SIGNAL_TYPES`] indexes (one bit each; a few bytes per
 /// subscriber whatever the query held).
@@ -190,7 +141,7 @@ impl Frame {
             name: String,
         }
         let name = serde_json::from_str::<Tag>(&text).map(|t| t.name).unwrap_or_default();
-        let index = type_index(&sig.kind);
+        let index = sig.kind.type_index();
         debug_assert_eq!(name, SIGNAL_TYPES[index]);
         Frame { name, index, early: reveals_forecast_early(&sig.kind), text: text.into() }
     }
@@ -503,7 +454,7 @@ mod tests {
     #[test]
     fn a_kind_s_index_names_its_json_type() {
         for k in samples() {
-            assert_eq!(SIGNAL_TYPES[type_index(&k)], k.name());
+            assert_eq!(SIGNAL_TYPES[k.type_index()], serde_json::to_value(&k).unwrap()["type"], "{k:?}");
         }
     }
 

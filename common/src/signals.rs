@@ -47,6 +47,33 @@ pub struct Signal {
     pub kind: SignalKind,
 }
 
+/// Every signal type's wire name (the JSON `type` of each [`SignalKind`], in the order of
+/// [`SignalKind::type_index`]), and last `lagged`, the WebSocket hub's own note (no variant; the index a `/ws?types=`
+/// filter never sets, so it always passes). The one spelling of the names: [`SignalKind::name`] reads it, and a test
+/// checks it against the serialised `type`.
+pub const SIGNAL_TYPES: [&str; 20] = [
+    "round_started",
+    "round_locked",
+    "round_settled",
+    "round_cancelled",
+    "price_read",
+    "tx_sent",
+    "tx_confirmed",
+    "tx_failed",
+    "keeper_health",
+    "forecast",
+    "prediction_committed",
+    "prediction_revealed",
+    "lead_changed",
+    "order_submitted",
+    "order_filled",
+    "stop_placed",
+    "stop_triggered",
+    "position_changed",
+    "risk_event",
+    "lagged",
+];
+
 /// What happened. Amounts on chain are decimal strings of base units (wei); prices are exact decimals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -212,31 +239,35 @@ impl SignalKind {
         }
     }
 
-    /// The snake_case name of the variant, as in the JSON `type` field.
-    pub fn name(&self) -> String {
+    /// The position of the variant's name in [`SIGNAL_TYPES`].
+    pub fn type_index(&self) -> usize {
         use SignalKind as K;
         match self {
-            K::RoundStarted { .. } => "round_started",
-            K::RoundLocked { .. } => "round_locked",
-            K::RoundSettled { .. } => "round_settled",
-            K::RoundCancelled { .. } => "round_cancelled",
-            K::PriceRead { .. } => "price_read",
-            K::TxSent { .. } => "tx_sent",
-            K::TxConfirmed { .. } => "tx_confirmed",
-            K::TxFailed { .. } => "tx_failed",
-            K::KeeperHealth { .. } => "keeper_health",
-            K::Forecast { .. } => "forecast",
-            K::PredictionCommitted { .. } => "prediction_committed",
-            K::PredictionRevealed { .. } => "prediction_revealed",
-            K::LeadChanged { .. } => "lead_changed",
-            K::OrderSubmitted { .. } => "order_submitted",
-            K::OrderFilled { .. } => "order_filled",
-            K::StopPlaced { .. } => "stop_placed",
-            K::StopTriggered { .. } => "stop_triggered",
-            K::PositionChanged { .. } => "position_changed",
-            K::RiskEvent { .. } => "risk_event",
+            K::RoundStarted { .. } => 0,
+            K::RoundLocked { .. } => 1,
+            K::RoundSettled { .. } => 2,
+            K::RoundCancelled { .. } => 3,
+            K::PriceRead { .. } => 4,
+            K::TxSent { .. } => 5,
+            K::TxConfirmed { .. } => 6,
+            K::TxFailed { .. } => 7,
+            K::KeeperHealth { .. } => 8,
+            K::Forecast { .. } => 9,
+            K::PredictionCommitted { .. } => 10,
+            K::PredictionRevealed { .. } => 11,
+            K::LeadChanged { .. } => 12,
+            K::OrderSubmitted { .. } => 13,
+            K::OrderFilled { .. } => 14,
+            K::StopPlaced { .. } => 15,
+            K::StopTriggered { .. } => 16,
+            K::PositionChanged { .. } => 17,
+            K::RiskEvent { .. } => 18,
         }
-        .to_string()
+    }
+
+    /// The snake_case name of the variant, as in the JSON `type` field.
+    pub fn name(&self) -> String {
+        SIGNAL_TYPES[self.type_index()].to_string()
     }
 
     /// The chain the signal concerns (rounds, prices, transactions, health, forecasts); `None` for the
@@ -381,6 +412,8 @@ mod tests {
     fn name_and_chain_are_the_json_type_and_chain() {
         let kinds = every_kind();
         assert_eq!(kinds.len(), 19);
+        let indexes: std::collections::BTreeSet<usize> = kinds.iter().map(SignalKind::type_index).collect();
+        assert_eq!(indexes, (0..SIGNAL_TYPES.len() - 1).collect(), "one index per variant, lagged's none");
         for k in kinds {
             let v = serde_json::to_value(&k).unwrap();
             assert_eq!(Some(k.name().as_str()), v["type"].as_str(), "{k:?}");
