@@ -345,8 +345,9 @@ pub async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<Frame
 }
 
 /// Follows a signal WebSocket (`ws://…/ws`, optionally `?types=…`) until `tx` closes, reconnecting with back-off
-/// (250 ms doubling to 30 s). `token` is sent as `Authorization: Bearer …` (never in the URL, which is logged).
-/// Messages that are not signals (the `lagged` note, malformed text) are logged and skipped.
+/// (250 ms doubling to 30 s; failures in a row are logged at the first, then as the count doubles). `token` is sent as
+/// `Authorization: Bearer …` (never in the URL, which is logged). Messages that are not signals (the `lagged` note,
+/// malformed text) are logged and skipped.
 pub async fn follow(url: String, token: Option<crate::Secret>, tx: tokio::sync::mpsc::Sender<crate::Signal>) {
     let (state, _) = tokio::sync::watch::channel(FollowState::Connecting);
     follow_reporting(url, token, tx, state).await
@@ -374,6 +375,8 @@ pub async fn follow_reporting(
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message as WsMessage;
     let mut backoff = std::time::Duration::from_millis(250);
+    // Failed attempts since the last connection (a closed stream counts as one).
+    let mut failures = 0u64;
     loop {
         if tx.is_closed() {
             return;
@@ -396,6 +399,7 @@ pub async fn follow_reporting(
         match tokio_tungstenite::connect_async(request).await {
             Ok((mut ws, _)) => {
                 backoff = std::time::Duration::from_millis(250);
+                failures = 0;
                 state.send_replace(FollowState::Connected);
                 tracing::info!(%url, "connected to a signal stream");
                 while let Some(msg) = ws.next().await {
@@ -419,11 +423,15 @@ pub async fn follow_reporting(
                         }
                     }
                 }
+                failures += 1;
                 tracing::warn!(%url, "signal stream closed; reconnecting");
                 state.send_replace(FollowState::Down("the stream closed".into()));
             }
             Err(e) => {
-                tracing::warn!(%url, error = %e, "signal stream unreachable");
+                failures += 1;
+                if log_failure(failures) {
+                    tracing::warn!(%url, error = %e, failures, "signal stream unreachable; retrying with back-off");
+                }
                 state.send_replace(FollowState::Down(format!("unreachable: {e}")));
             }
         }
@@ -432,10 +440,23 @@ pub async fn follow_reporting(
     }
 }
 
+/// Whether the `n`th failed attempt in a row (from 1) is logged: the first, then each time the count doubles (1, 2, 4,
+/// 8, …), so a stream down for hours logs a few lines, not one per retry.
+fn log_failure(n: u64) -> bool {
+    n.is_power_of_two()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::SignalKind;
+
+    #[test]
+    fn failures_in_a_row_are_logged_at_the_first_and_then_with_back_off() {
+        let logged: Vec<u64> = (1..=1000).filter(|n| log_failure(*n)).collect();
+        assert_eq!(logged, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]);
+        assert!(!log_failure(0));
+    }
 
     fn samples() -> Vec<SignalKind> {
         vec![
