@@ -50,8 +50,8 @@ pub struct ApiState {
     pub hub: Hub,
     /// The read endpoints' bodies, until the store writes.
     pub cache: Arc<BodyCache>,
-    /// `/api/chains`' body, read from the contracts once ([`crate::web`]).
-    pub web_chains: Arc<std::sync::OnceLock<Bytes>>,
+    /// `/api/chains`' body, read from the contracts again once it is [`crate::web::CHAINS_MAX_AGE`] old.
+    pub(crate) web_chains: Arc<crate::web::ChainsCache>,
 }
 
 impl ApiState {

@@ -64,11 +64,52 @@ pub(crate) async fn style_css(headers: HeaderMap) -> Response {
     asset(&headers, STYLE_CSS, "text/css; charset=utf-8")
 }
 
-/// `/api/chains`' body: read from the contracts once (a market's clock and stake never change), kept afterwards.
-async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
-    if let Some(b) = s.web_chains.get() {
-        return Ok(b.clone());
+/// How long `/api/chains`' body is served before it is read from the contracts again: a market's clock and stake
+/// never change, but its fee and minimum bet do (`scheduleParams`), and a page reads `/api/chains` on every redraw.
+pub(crate) const CHAINS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `/api/chains`' body and when it was read. One reader at a time refreshes it (the others wait for its answer rather
+/// than read the contracts too); a refresh that fails while an earlier body is held serves that body (a market's
+/// addresses and clock are unchanged; only a fee change shows late).
+#[derive(Default)]
+pub(crate) struct ChainsCache {
+    body: tokio::sync::Mutex<Option<(std::time::Instant, Bytes)>>,
+}
+
+impl ChainsCache {
+    /// The body, read by `read` when none is held or the one held is `max_age` old.
+    async fn get<F, Fut>(&self, max_age: std::time::Duration, read: F) -> anyhow::Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Bytes>>,
+    {
+        let mut held = self.body.lock().await;
+        if let Some((at, b)) = held.as_ref() {
+            if at.elapsed() < max_age {
+                return Ok(b.clone());
+            }
+        }
+        match read().await {
+            Ok(b) => {
+                *held = Some((std::time::Instant::now(), b.clone()));
+                Ok(b)
+            }
+            Err(e) => match held.as_ref() {
+                Some((_, b)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "could not read the markets' configuration again; serving the last one");
+                    Ok(b.clone())
+                }
+                None => Err(e),
+            },
+        }
     }
+}
+
+/// `/api/chains`' body, read from the contracts now. Each market's parameters: the set in force (`paramsFor` at epoch
+/// 0 — the contract's current set — with the epoch it applies from) and a scheduled one (`paramsFor` at the last
+/// epoch, when it applies from a later epoch); the contract keeps no older sets, so rounds before the first listed
+/// have a fee the page does not know (it says so).
+async fn read_chains(s: &ApiState) -> anyhow::Result<Bytes> {
     let mut out = Vec::new();
     for c in &s.chains {
         let mut markets = Vec::new();
@@ -84,14 +125,8 @@ async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
                 let t = kronos_contracts::mocks::MockERC20::new(cfg.token, c.provider.clone());
                 (t.symbol().call().await?, t.decimals().call().await?)
             };
-            let mut params = Vec::new();
-            for epoch in [U256::ZERO, U256::from(u64::MAX)] {
-                let p = c.market.paramsFor(U256::from(id), epoch).call().await?;
-                let from_epoch = if epoch.is_zero() { 0 } else { p.fromEpoch };
-                if epoch.is_zero() || from_epoch != 0 {
-                    params.push(wire::MarketParams { from_epoch, fee_bps: p.feeBps, min_bet: p.minBet.to_string() });
-                }
-            }
+            let current = c.market.paramsFor(U256::from(id), U256::ZERO).call().await?;
+            let last = c.market.paramsFor(U256::from(id), U256::from(u64::MAX)).call().await?;
             markets.push(wire::ChainMarket {
                 id,
                 pair,
@@ -102,7 +137,10 @@ async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
                 interval: cfg.interval,
                 bet_cutoff: cfg.betCutoff,
                 execute_delay: cfg.executeDelay,
-                params,
+                params: market_params(
+                    (current.fromEpoch, current.feeBps, current.minBet),
+                    (last.fromEpoch, last.feeBps, last.minBet),
+                ),
             });
         }
         out.push(wire::Chain {
@@ -118,12 +156,27 @@ async fn chains_body(s: &ApiState) -> anyhow::Result<Bytes> {
             markets,
         });
     }
-    let body = Bytes::from(serde_json::to_vec(&wire::Chains { chains: out })?);
-    Ok(s.web_chains.get_or_init(|| body).clone())
+    Ok(Bytes::from(serde_json::to_vec(&wire::Chains { chains: out })?))
+}
+
+/// A market's parameter sets as `/api/chains` lists them, from `paramsFor` at epoch 0 (the set in force, `fromEpoch`
+/// the epoch it has applied from: 0 for the creation's, later for a scheduled set that became current) and at the last
+/// epoch (a scheduled set when its `fromEpoch` is later; the set in force again otherwise).
+fn market_params(current: (u64, u16, u128), last: (u64, u16, u128)) -> Vec<wire::MarketParams> {
+    let p = |(from_epoch, fee_bps, min_bet): (u64, u16, u128)| wire::MarketParams {
+        from_epoch,
+        fee_bps,
+        min_bet: min_bet.to_string(),
+    };
+    let mut out = vec![p(current)];
+    if last.0 > current.0 {
+        out.push(p(last));
+    }
+    out
 }
 
 pub(crate) async fn chains(State(s): State<ApiState>) -> Response {
-    match chains_body(&s).await {
+    match s.web_chains.get(CHAINS_MAX_AGE, || read_chains(&s)).await {
         Ok(b) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], b).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("the markets' configuration could not be read: {e}"))
             .into_response(),
@@ -239,6 +292,44 @@ mod tests {
     fn chain_addresses_are_written_as_before() {
         let a: alloy::primitives::Address = "0x5FbDB2315678afecb367f032d93F642f64180aa3".parse().unwrap();
         assert_eq!(serde_json::to_value(a).unwrap(), serde_json::Value::String(hex(a)));
+    }
+
+    /// The set in force keeps the epoch it applies from (a promoted set is not listed as from round 0, which gave
+    /// older rounds its fee), and a scheduled set is listed only when it applies later.
+    #[test]
+    fn market_params_keep_the_epoch_each_set_applies_from() {
+        let got = |c, l| market_params(c, l).into_iter().map(|p| (p.from_epoch, p.fee_bps)).collect::<Vec<_>>();
+        assert_eq!(got((0, 300, 1), (0, 300, 1)), vec![(0, 300)]);
+        assert_eq!(got((0, 300, 1), (42, 500, 1)), vec![(0, 300), (42, 500)]);
+        assert_eq!(got((42, 500, 1), (42, 500, 1)), vec![(42, 500)]);
+        assert_eq!(got((42, 500, 1), (60, 100, 1)), vec![(42, 500), (60, 100)]);
+        assert_eq!(market_params((0, 300, 7), (0, 300, 7))[0].min_bet, "7");
+    }
+
+    /// `/api/chains` is read again once it is `max_age` old (a fee scheduled later shows), not on every request, and a
+    /// failed read serves the body held.
+    #[tokio::test]
+    async fn the_chains_body_is_read_again_when_old() {
+        let cache = ChainsCache::default();
+        let reads = std::sync::atomic::AtomicU32::new(0);
+        let read = |ok: bool| {
+            let n = reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            async move {
+                anyhow::ensure!(ok, "the node does not answer");
+                Ok(Bytes::from(format!("body {n}")))
+            }
+        };
+        let long = std::time::Duration::from_secs(3600);
+        assert!(ChainsCache::default().get(long, || read(false)).await.is_err(), "nothing held: the error");
+        assert_eq!(cache.get(long, || read(true)).await.unwrap(), "body 2");
+        assert_eq!(cache.get(long, || read(true)).await.unwrap(), "body 2", "held while young");
+        assert_eq!(cache.get(std::time::Duration::ZERO, || read(true)).await.unwrap(), "body 3", "read again when old");
+        assert_eq!(
+            cache.get(std::time::Duration::ZERO, || read(false)).await.unwrap(),
+            "body 3",
+            "a failed read: the last"
+        );
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The dApp in a real browser: two local anvil chains (a native-coin market and an ERC-20 one), the real keeper
 //! serving its API and the page on one listener, and `tests/web/dapp.mjs` driving Debian's headless Chromium through
 //! the pinned playwright-core with a test wallet backed by anvil's unlocked accounts: connect, bet, lock, settle,
-//! claim, a losing bet, a refunded round, every error message, the forecaster and health pages, the Solana note.
+//! claim, a losing bet, a refunded round, every error message, an ERC-20 market (approve exactly the bet), AI mode,
+//! a chain change, a sped-up and a never-mined transaction, a fee scheduled later, the forecaster and health pages,
+//! the Solana note.
 //! Screenshots go to `<CARGO_TARGET_TMPDIR>/web`.
 
 use std::sync::Arc;
@@ -93,20 +95,32 @@ async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
     assert!(status.success(), "tests/web/dapp.mjs failed ({status}); screenshots so far in {}", out.display());
 }
 
-/// The page's helpers in node: formatting (`tests/web/format.test.mjs`: an on-chain token symbol escaped in markup,
-/// API numbers coerced, amounts with every significant digit, multipliers net of the fee) and when it redraws itself
-/// (`tests/web/redraw.test.mjs`: after a pause in typing an amount, never while a transaction is on its way).
+/// The page's helpers in node, every `tests/web/*.test.mjs`: formatting (`format.test.mjs`: an on-chain token symbol
+/// escaped in markup, API numbers coerced, amounts with every significant digit, multipliers net of the fee, the fee
+/// in force for each round, what a settled round paid), when it redraws itself (`redraw.test.mjs`: after a pause in
+/// typing an amount, never while a transaction is on its way), AI mode (`ai.test.mjs`: Follow / Against only on a
+/// revealed forecast with a direction) and following a transaction (`txwatch.test.mjs`: a speed-up followed, a cancel,
+/// a chain change, a drop, a receipt that never comes).
 #[test]
 fn the_dapp_formats_amounts_and_escapes_the_token_symbol() {
     let root = kronos_testkit::repo_root();
+    let mut files: Vec<_> = std::fs::read_dir(root.join("tests/web"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
+        .map(|p| p.strip_prefix(&root).unwrap().to_path_buf())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "the node tests of the page are in tests/web: {files:?}");
     let out = std::process::Command::new("node")
-        .args(["--test", "tests/web/format.test.mjs", "tests/web/redraw.test.mjs"])
+        .arg("--test")
+        .args(&files)
         .current_dir(&root)
         .output()
         .expect("node runs (scripts/setup installs it)");
     assert!(
         out.status.success(),
-        "tests/web/format.test.mjs or redraw.test.mjs failed:\n{}{}",
+        "a node test of the page failed ({files:?}):\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -9,11 +9,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { encodeFunctionData, decodeFunctionResult, formatUnits, parseUnits, toHex } from 'viem';
+import { encodeFunctionData, decodeFunctionData, decodeFunctionResult, formatUnits, parseUnits, toHex } from 'viem';
 import { installWallet } from './wallet.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const marketAbi = JSON.parse(fs.readFileSync(path.join(root, 'contracts-evm/bindings/artifacts/KronosMarket.json'), 'utf8')).abi;
+const erc20Abi = JSON.parse(fs.readFileSync(path.join(root, 'contracts-evm/bindings/artifacts/MockERC20.json'), 'utf8')).abi;
 const URL_ = process.env.KRONOS_WEB_URL;
 const CHAINS = JSON.parse(process.env.KRONOS_WEB_CHAINS);
 const ACC = JSON.parse(process.env.KRONOS_WEB_ACCOUNTS);
@@ -42,10 +43,10 @@ async function send(chain, from, to, data) {
     await new Promise((ok) => setTimeout(ok, 200)); // polling a receipt, not a wait in the page
   }
 }
-async function read(chain, to, functionName, args) {
-  const data = encodeFunctionData({ abi: marketAbi, functionName, args });
+async function read(chain, to, functionName, args, abi = marketAbi) {
+  const data = encodeFunctionData({ abi, functionName, args });
   const r = await rpc(chain.rpc, 'eth_call', [{ to, data }, 'latest']);
-  return decodeFunctionResult({ abi: marketAbi, functionName, data: r.result });
+  return decodeFunctionResult({ abi, functionName, data: r.result });
 }
 
 const userData = fs.mkdtempSync(path.join(os.tmpdir(), 'kronos-chromium-'));
@@ -70,18 +71,28 @@ try {
   await context.addInitScript(installWallet, { account: ACC.a, chainId: hex(other.chain_id), known: [hex(other.chain_id)] });
   const page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(LONG);
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
-  page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
+  const watchErrors = (p) => {
+    p.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
+    p.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
+  };
+  watchErrors(page);
   page.on('request', (r) => { if (!r.url().startsWith('data:')) hosts.add(new URL(r.url()).host); });
   const cdp = await context.newCDPSession(page);
   await cdp.send('Network.enable');
   let transferred = 0;
   cdp.on('Network.loadingFinished', (e) => { transferred += e.encodedDataLength; });
 
-  const msg = async (re) => {
-    await page.waitForFunction((src) => new RegExp(src, 'i').test(document.getElementById('msg').textContent), re.source);
-    return page.textContent('#msg');
+  const msgOn = async (p, re) => {
+    await p.waitForFunction((src) => new RegExp(src, 'i').test(document.getElementById('msg').textContent), re.source);
+    return p.textContent('#msg');
   };
+  const msg = (re) => msgOn(page, re);
+  // The page has sent the transaction the wallet holds pending and asked the node about it twice (the wallet counts);
+  // otherwise what the page said instead.
+  const sentAndFollowed = (p) => p.waitForFunction(() => window.__kronosTestWallet.polls >= 2 || (!document.getElementById('msg').hidden && !document.getElementById('msg').classList.contains('ok')))
+    .then(async () => {
+      if (!(await p.evaluate(() => window.__kronosTestWallet.polls >= 2))) throw new Error(`check failed: the page did not send the bet: ${await p.textContent('#msg')}`);
+    });
   const clearMsg = () => page.evaluate(() => { const m = document.getElementById('msg'); m.hidden = true; m.textContent = ''; });
 
   // ---- markets of every chain ----
@@ -130,8 +141,8 @@ try {
     await page.fill('#amount', amount);
     await page.click(`[data-card=next] button.${side}`);
   };
-  const openCard = async (minLeft, notEpoch = -1) => {
-    const h = await page.waitForFunction(([minLeft, notEpoch]) => {
+  const openCard = async (minLeft, notEpoch = -1, p = page) => {
+    const h = await p.waitForFunction(([minLeft, notEpoch]) => {
       const c = document.querySelector('[data-card=next]');
       const left = parseInt(c?.querySelector('.left')?.textContent ?? '', 10);
       return c && c.dataset.phase === 'open' && left >= minLeft && Number(c.dataset.epoch) > notEpoch && Number(c.dataset.epoch);
@@ -316,6 +327,134 @@ try {
   await page.waitForSelector(`section.mine[data-chain="${target.name}"] tr[data-epoch="${e}"]`);
   await page.waitForFunction((name) => /Your wallet is on chain/.test(document.querySelector(`section.mine[data-chain="${name}"]`)?.textContent ?? ''), other.name);
   await page.screenshot({ path: path.join(OUT, 'positions.png'), fullPage: true });
+
+  // ---- each market keeps its own amount ----
+  const api = (await (await fetch(`${URL_}api/chains`)).json()).chains;
+  const tm = api.find((c) => c.name === target.name).markets.find((m) => m.id === 1);
+  const oc = api.find((c) => c.name === other.name), om = oc.markets.find((m) => m.id === 1);
+  const onMarket = (c, m) => page.waitForFunction(([d, sym]) => document.querySelector('h1')?.textContent.endsWith(`on ${d}`)
+    && document.querySelector('label[for=amount]')?.textContent.includes(`(${sym})`), [c.display, m.symbol]);
+  step('the amount typed is kept per market');
+  await page.evaluate((a) => window.__kronosTestWallet.setAccount(a), ACC.a);
+  await page.goto(`${URL_}#/market/${target.name}/1`);
+  await onMarket(api.find((c) => c.name === target.name), tm);
+  await page.fill('#amount', '0.03');
+  await page.goto(`${URL_}#/market/${other.name}/1`);
+  await onMarket(oc, om);
+  check((await page.inputValue('#amount')) === '0.01', `${other.name}'s amount is its own (${await page.inputValue('#amount')})`);
+  await page.goto(`${URL_}#/market/${target.name}/1`);
+  await onMarket(api.find((c) => c.name === target.name), tm);
+  check((await page.inputValue('#amount')) === '0.03', `${target.name}'s amount is kept (${await page.inputValue('#amount')})`);
+
+  // ---- AI mode: the forecast of the round taking bets is a commitment only ----
+  step('AI mode: committed, direction hidden until reveal; Follow / Against disabled; the record of revealed rounds');
+  await page.waitForFunction(() => {
+    const ai = document.getElementById('ai');
+    return ai?.dataset.state === 'sealed' && Number(document.querySelector('[data-card=next]')?.dataset.epoch) > 0
+      && document.getElementById('ai-said').textContent.includes(`#${document.querySelector('[data-card=next]').dataset.epoch}: committed, direction hidden until reveal`);
+  });
+  check(await page.$eval('#ai', (ai) => [...ai.querySelectorAll('button.follow')].every((b) => b.disabled) && ai.querySelectorAll('button.follow').length === 2), 'Follow and Against are disabled while the direction is hidden');
+  await page.waitForFunction(() => {
+    const row = document.querySelector('#ai-record tbody tr[data-epoch]');
+    const t = row ? [...row.cells].map((c) => c.textContent.trim()) : [];
+    return /^\d+\.\d\d%$/.test(t[1] ?? '') && /^(UP|DOWN|—)$/.test(t[2]) && /^(hit|miss|void)$/.test(t[4]);
+  });
+  const preds = (await (await fetch(`${URL_}api/predictions?chain=${target.name}&limit=60`)).json()).predictions;
+  const shownEpoch = Number(await page.getAttribute('#ai-record tbody tr[data-epoch]', 'data-epoch'));
+  const revealed = preds.find((p) => p.market === 1 && p.epoch === shownEpoch);
+  check(revealed?.revealed && (await page.textContent('#ai-record tbody tr[data-epoch]')).includes(`${(revealed.p_up_bps / 100).toFixed(2)}%`), `the record shows round ${shownEpoch}'s revealed P(up)`);
+
+  // ---- a chain change in the wallet while a bet waits for the user's confirmation ----
+  step('a chain change while the wallet holds the bet: nothing sent, a message, the buttons back');
+  await openCard(15);
+  const sentHeld = await page.evaluate(() => { const w = window.__kronosTestWallet; w.hold = new Promise((ok) => { w.release = ok; }); return w.sent.length; });
+  await bet('0.01', 'up');
+  await page.waitForFunction(() => window.__kronosTestWallet.held === 1);
+  await page.evaluate((id) => { const w = window.__kronosTestWallet; w.setChain(id); w.hold = null; w.release(); }, hex(other.chain_id));
+  await msg(/changed chain while the transaction waited for your confirmation: it was not sent/);
+  check((await page.evaluate(() => window.__kronosTestWallet.sent.length)) === sentHeld, 'nothing sent after the chain change');
+  await page.waitForSelector('[data-card=next] button.up:not([disabled])');
+
+  // ---- a transaction sped up in the wallet: the page follows the replacement ----
+  step('a transaction replaced in the wallet (speed-up): the page follows the replacement to its receipt');
+  const e3 = await openCard(20);
+  await page.evaluate(() => { const w = window.__kronosTestWallet; w.mode = 'speedUp'; w.polls = 0; });
+  await bet('0.01', 'down');
+  await sentAndFollowed(page);
+  const replacement = await page.evaluate(() => window.__kronosTestWallet.speedUp());
+  const followed = await msg(/Bet placed|did not go through|not sent|no longer known|No receipt/);
+  await page.evaluate(() => { window.__kronosTestWallet.mode = null; });
+  check(followed.includes(`Bet placed: 0.01 ETH DOWN on round ${e3}`) && followed.includes(`followed ${replacement}`), `the replacement followed: ${followed}`);
+  const b3 = await read(target, market, 'getBet', [1n, BigInt(e3), ACC.a]);
+  check(b3.amount === parseUnits('0.01', 18) && b3.position === 2, `A's DOWN bet on round ${e3} is on chain (${b3.amount})`);
+
+  // ---- a receipt that never comes (a second page, on a clock the test moves) ----
+  step('a receipt that never comes: a timeout message, and no second transaction while it is pending');
+  const page2 = await context.newPage();
+  page2.setDefaultTimeout(LONG);
+  watchErrors(page2);
+  await page2.clock.install();
+  await page2.goto(`${URL_}#/market/${target.name}/1`);
+  await page2.waitForSelector('[data-card=next] button.up');
+  await page2.evaluate(() => { window.__kronosTestWallet.mode = 'noReceipt'; });
+  await openCard(15, e3, page2); // a round A has no bet on yet
+  await page2.fill('#amount', '0.01');
+  await page2.click('[data-card=next] button.up');
+  await sentAndFollowed(page2);
+  await page2.clock.fastForward('05:01');
+  await msgOn(page2, /No receipt for transaction 0x[0-9a-f]{64} after 5 minutes/);
+  await page2.waitForSelector('[data-card=next] button.up:not([disabled])');
+  await page2.click('[data-card=next] button.up');
+  await msgOn(page2, /is still pending: nothing else is sent/);
+  check((await page2.evaluate(() => window.__kronosTestWallet.sent.length)) === 1, 'one transaction sent for the timed-out bet and the click after it');
+  await page2.close();
+
+  // ---- an ERC-20 market: the allowance read, this bet's amount approved, then the bet ----
+  step(`ERC-20 market on ${other.name}: a rejected approval, then approve exactly the bet and bet`);
+  check(om.token !== '0x0000000000000000000000000000000000000000', `${other.name}'s market stakes an ERC-20`);
+  const stake = parseUnits('5', om.decimals);
+  await send(other, ACC.a, om.token, encodeFunctionData({ abi: erc20Abi, functionName: 'mint', args: [ACC.a, stake * 10n] }));
+  if ((await read(other, om.token, 'allowance', [ACC.a, oc.market], erc20Abi)) !== 0n) {
+    await send(other, ACC.a, om.token, encodeFunctionData({ abi: erc20Abi, functionName: 'approve', args: [oc.market, 0n] }));
+  }
+  await page.goto(`${URL_}#/market/${other.name}/1`);
+  await onMarket(oc, om);
+  await openCard(15);
+  await page.evaluate(() => { window.__kronosTestWallet.reject.send = true; });
+  await bet('5', 'up');
+  await msg(new RegExp(`You rejected the approval of 5 ${om.symbol} for the market: nothing was bet`));
+  await page.evaluate(() => { window.__kronosTestWallet.reject.send = false; });
+  check((await read(other, om.token, 'allowance', [ACC.a, oc.market], erc20Abi)) === 0n, 'nothing approved after the rejection');
+  const e4 = await openCard(15);
+  const sentErc = await page.evaluate(() => window.__kronosTestWallet.sent.length);
+  await bet('5', 'up');
+  const placedErc = await msg(/Bet placed|Betting is closed|did not go through/);
+  check(placedErc.includes(`Bet placed: 5 ${om.symbol} UP on round ${e4}`), `the ERC-20 bet: ${placedErc}`);
+  const txs = await page.evaluate((n) => window.__kronosTestWallet.sent.slice(n), sentErc);
+  check(txs.length === 2 && txs[0].to.toLowerCase() === om.token.toLowerCase() && txs[1].to.toLowerCase() === oc.market.toLowerCase(), `an approval, then the bet (${txs.map((t) => t.to)})`);
+  const approval = decodeFunctionData({ abi: erc20Abi, data: txs[0].data });
+  check(approval.functionName === 'approve' && approval.args[0].toLowerCase() === oc.market.toLowerCase() && approval.args[1] === stake, `approve(market, exactly the bet): ${approval.functionName}(${approval.args})`);
+  check((await read(other, om.token, 'allowance', [ACC.a, oc.market], erc20Abi)) === 0n, 'the bet spent exactly the approval');
+  check((await read(other, oc.market, 'getBet', [1n, BigInt(e4), ACC.a])).amount === stake, `A's ${om.symbol} bet on round ${e4} is on chain`);
+  await page.waitForFunction(([e, t]) => document.querySelector(`#history tr[data-epoch="${e}"]`)?.textContent.includes(t), [e4, `5 ${om.symbol}`]);
+  await page.screenshot({ path: path.join(OUT, 'erc20.png'), fullPage: true });
+
+  // ---- a fee scheduled later: the rounds it applies to show it, earlier rounds keep theirs ----
+  step('a fee scheduled while the page is open shows for its rounds only');
+  await page.goto(`${URL_}#/market/${target.name}/1`);
+  await onMarket(api.find((c) => c.name === target.name), tm);
+  const newFee = params.feeBps + 200;
+  await send(target, ACC.owner, market, encodeFunctionData({ abi: marketAbi, functionName: 'scheduleParams', args: [1n, params.minBet, newFee, params.settlerRewardBps] }));
+  const from = Number((await read(target, market, 'paramsFor', [1n, 2n ** 64n - 1n])).fromEpoch);
+  const newText = `after ${newFee / 100}% fee`;
+  await page.waitForFunction(([from, t, old]) => {
+    const next = document.querySelector(`[data-card=next][data-epoch="${from}"]`);
+    const live = document.querySelector(`[data-card=live][data-epoch="${from - 1}"]`);
+    return next?.textContent.includes(t) && live?.textContent.includes(old) && !live.textContent.includes(t);
+  }, [from, newText, feeText]).catch(async (err) => {
+    const cards = await page.$$eval('[data-card]', (cs) => cs.map((c) => `${c.dataset.card} #${c.dataset.epoch}: ${c.querySelector('p')?.textContent}`));
+    throw new Error(`check failed: round ${from} shows "${newText}" and round ${from - 1} "${feeText}": ${cards.join(' | ')} (${err.message})`);
+  });
 
   // ---- the forecaster and the keeper's health ----
   step('forecaster');

@@ -1,7 +1,7 @@
 // Unit tests of the dApp's formatting helpers (web/src/format.js), run by keeper/tests/web.rs with `node --test`.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { esc, amt, fmt, fmtShort, num, multiplier, poolsOf } from '../../web/src/format.js';
+import { esc, amt, fmt, fmtShort, num, multiplier, poolsOf, paramsAt, paidMultiplier } from '../../web/src/format.js';
 
 test('a token symbol is escaped in markup and kept as text in messages', () => {
   const sym = '<img src=x onerror=alert(1)>';
@@ -38,4 +38,21 @@ test("a market's pools are shown only for the round they belong to", () => {
   assert.equal(poolsOf({ ...live, pool_epoch: null }, 7), null, 'nothing read yet');
   assert.equal(poolsOf({ pool_up_wei: '1500', pool_down_wei: '0' }, 0), null, 'an older keeper names no round');
   assert.equal(poolsOf(undefined, 7), null);
+});
+
+test('each round has the fee in force for it, never a later one; older than every set listed: unknown', () => {
+  const params = [{ from_epoch: 0, fee_bps: 300, min_bet: 1n }, { from_epoch: 50, fee_bps: 500, min_bet: 2n }];
+  assert.equal(paramsAt(params, 49).fee_bps, 300);
+  assert.equal(paramsAt(params, 50).fee_bps, 500);
+  assert.equal(paramsAt([params[1], params[0]], 51).fee_bps, 500, 'order of the list does not matter');
+  assert.equal(paramsAt([{ from_epoch: 40, fee_bps: 500 }], 39), null);
+});
+
+test('a settled round pays its reward over the winning pool (both pools on a tie)', () => {
+  const r = { state: 'settled', up_wei: '1000', down_wei: '3000', reward_wei: '3880' };
+  assert.equal(paidMultiplier({ ...r, outcome: 'up' }), '3.88×');
+  assert.equal(paidMultiplier({ ...r, outcome: 'down' }), '1.29×');
+  assert.equal(paidMultiplier({ ...r, outcome: 'tie' }), '0.97×');
+  assert.equal(paidMultiplier({ ...r, outcome: 'none' }), null);
+  assert.equal(paidMultiplier({ ...r, state: 'locked', outcome: 'up' }), null);
 });

@@ -2,8 +2,10 @@
 // settlement proofs, bets and claims through an EIP-1193 wallet (EIP-6963 discovery), the forecaster's record and
 // the keeper's health. Amounts are bigint with the stake token's decimals; times are shown in the user's zone.
 import { encodeFunctionData, decodeFunctionResult, decodeErrorResult, parseUnits, toHex } from 'viem';
-import { esc, big, amt, fmt, fmtShort, num, multiplier, poolsOf } from './format.js';
+import { esc, big, amt, fmt, fmtShort, num, multiplier, poolsOf, paramsAt, paidMultiplier } from './format.js';
 import { mayRefresh } from './redraw.js';
+import { aiView } from './ai.js';
+import { waitReceipt, stillPending, TxWaitError } from './txwatch.js';
 import { kronosMarketAbi, erc20Abi } from './abi.gen.js';
 
 const API = (document.querySelector('meta[name=kronos-api]')?.content || '').replace(/\/$/, '');
@@ -13,20 +15,20 @@ const POSITION = { up: 1, down: 2 };
 const ZERO = '0x0000000000000000000000000000000000000000';
 
 const st = {
-  chains: [], live: [], markets: [], health: null, amount: '0.01',
+  chains: [], live: [], markets: [], health: null,
+  amounts: new Map(), // the amount typed in each market ('chain/id'), kept across redraws and pages
+  pending: null, // { hash, chainId, from }: a transaction whose receipt did not come in time (see `send`)
   providers: [], wallet: null, account: null, refreshTimer: null,
   typedAt: 0, // when the amount was last typed into (the page waits for a pause before redrawing)
 };
 
 // ---------- helpers ----------
 const localTime = (ts) => new Date(Number(ts) * 1000).toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'medium' });
-// The fee and minimum bet of round `e`: the market's parameters from the latest epoch at or before it.
-function paramsAt(m, e) {
-  let p = { from_epoch: 0, fee_bps: 0, min_bet: 0n };
-  for (const x of m.params) if (x.from_epoch <= e && x.from_epoch >= p.from_epoch) p = x;
-  return p;
-}
-const feeNote = (p) => `<span class="fee">after ${p.fee_bps / 100}% fee</span>`;
+const DEFAULT_AMOUNT = '0.01';
+const amountKey = (c, m) => `${c.name}/${m.id}`;
+// The fee of round `e` is the one in force for it (`paramsAt`); a round older than every parameter set the contract
+// still holds has a fee the page does not know, and says so rather than show another round's.
+const feeNote = (p) => p ? `<span class="fee">after ${p.fee_bps / 100}% fee</span>` : '<span class="fee">before the fee (this round\'s fee is not known here)</span>';
 function show(text, ok = false) { msgBox.textContent = text; msgBox.className = ok ? 'ok' : ''; msgBox.hidden = false; }
 function clearMsg() { msgBox.hidden = true; msgBox.textContent = ''; }
 
@@ -70,6 +72,9 @@ async function load() {
   // Numbers put into the page's markup are numbers: a market whose fields are not is left out.
   const ints = (o, ks) => ks.every((k) => { o[k] = Number(o[k]); return Number.isSafeInteger(o[k]) && o[k] >= 0; });
   st.chains = (chains.chains ?? []).filter((c) => ints(c, ['chain_id']));
+  // `kronos web` marks each chain's contract addresses as checked against the deployment it was given ('pinned') or
+  // not ('unverified'); the keeper's own listener marks nothing (the page and the addresses come from one server).
+  for (const c of st.chains) c.address_check = c.address_check === 'pinned' || c.address_check === 'unverified' ? c.address_check : null;
   for (const c of st.chains) {
     c.markets = (c.markets ?? []).filter((m) => ints(m, ['id', 'decimals', 'genesis', 'interval', 'bet_cutoff']) && m.decimals <= 36);
     for (const m of c.markets) {
@@ -209,11 +214,18 @@ function explainRevert(e, m) {
 }
 
 // Sends `tx` (which names its chainId) after a dry run, on the wallet's chain only: the chain is read again just
-// before the wallet is asked, and a chain change while it waits aborts. The receipt is awaited for at most
-// RECEIPT_WAIT_MS; a transaction the node no longer knows (dropped, or replaced in the wallet) ends the wait.
-const RECEIPT_WAIT_MS = 5 * 60_000;
+// before the wallet is asked, and a chain change while the wallet waits for the user's confirmation, or while the
+// transaction is pending, aborts with a message. The receipt is followed by `waitReceipt` (web/src/txwatch.js): a
+// replacement by the wallet (speed-up) is followed, a cancel or a drop ends the wait, and no receipt within 5 minutes
+// ends it too — that transaction is then remembered, and nothing else is sent from the account on that chain while it
+// is still pending (a second click would otherwise pay for the same bet twice).
 async function send(tx, m) {
   const { chainId, ...dry } = tx;
+  const p = st.pending;
+  if (p && p.chainId === chainId && p.from.toLowerCase() === tx.from.toLowerCase()) {
+    if (await stillPending(p.hash, { request: req })) throw new Error(`Your earlier transaction ${p.hash} is still pending: nothing else is sent from this account on this chain until it is mined or gone (speed it up or cancel it in your wallet).`);
+    st.pending = null;
+  }
   try {
     await req('eth_call', [dry, 'latest']);
   } catch (e) {
@@ -224,24 +236,21 @@ async function send(tx, m) {
   if (BigInt(have) !== BigInt(chainId)) throw new Error(`Wrong chain: your wallet moved to chain ${BigInt(have)}; this transaction is for chain ${BigInt(chainId)}. Nothing was sent: try again.`);
   let hash;
   try { hash = await req('eth_sendTransaction', [tx]); } catch (e) {
-    throw new Error(walletError(e) ?? explainRevert(e, m) ?? `The wallet did not send the transaction: ${e?.message ?? e}`);
+    if ((st.chainMoves ?? 0) !== moves) throw new Error(`Your wallet changed chain while the transaction waited for your confirmation: it was not sent. Switch back to chain ${BigInt(chainId)} and try again.`);
+    throw Object.assign(new Error(walletError(e) ?? explainRevert(e, m) ?? `The wallet did not send the transaction: ${e?.message ?? e}`), { code: e?.code });
   }
-  const deadline = Date.now() + RECEIPT_WAIT_MS;
-  for (let i = 0; ; i++) {
-    if ((st.chainMoves ?? 0) !== moves) throw new Error(`Your wallet changed chain while transaction ${hash} was pending: check it in your wallet's activity; the page shows the result once it is mined.`);
-    const r = await req('eth_getTransactionReceipt', [hash]);
-    if (r) {
-      if (r.status !== '0x1') {
-        let why = null;
-        try { await req('eth_call', [dry, r.blockNumber]); } catch (e) { why = explainRevert(e, m); }
-        throw new Error(why ?? `Transaction reverted (${hash}).`);
-      }
-      return r;
-    }
-    if (i % 10 === 9 && !(await req('eth_getTransactionByHash', [hash]))) throw new Error(`Transaction ${hash} is no longer known to the chain (dropped, or replaced in your wallet): check your wallet's activity.`);
-    if (Date.now() > deadline) throw new Error(`No receipt for transaction ${hash} after ${RECEIPT_WAIT_MS / 60_000} minutes: it may still be mined; check your wallet's activity.`);
-    await new Promise((ok) => setTimeout(ok, 500));
+  const io = { request: req, moved: () => (st.chainMoves ?? 0) !== moves, now: () => Date.now(), sleep: (ms) => new Promise((ok) => setTimeout(ok, ms)) };
+  let w;
+  try { w = await waitReceipt(hash, tx, io); } catch (e) {
+    if (e instanceof TxWaitError && e.kind === 'timeout') st.pending = { hash: e.hash, chainId, from: tx.from };
+    throw e;
   }
+  if (w.receipt.status !== '0x1') {
+    let why = null;
+    try { await req('eth_call', [dry, w.receipt.blockNumber]); } catch (e) { why = explainRevert(e, m); }
+    throw new Error(why ?? `Transaction reverted (${w.hash}).`);
+  }
+  return w;
 }
 
 async function balanceOf(m) {
@@ -252,16 +261,16 @@ async function balanceOf(m) {
 async function bet(c, m, epoch, side) {
   clearMsg();
   const input = document.getElementById('amount');
-  const raw = input.value.trim();
+  const raw = (input?.value ?? st.amounts.get(amountKey(c, m)) ?? DEFAULT_AMOUNT).trim();
   let amount;
   try { amount = parseUnits(raw, m.decimals); } catch { amount = -1n; }
-  if ((raw.split('.')[1] ?? '').length > m.decimals) { show(`${m.symbol} has ${m.decimals} decimals: enter at most ${m.decimals} digits after the point.`); input.focus(); return; }
-  if (!/^\d*\.?\d+$/.test(raw) || amount <= 0n) { show(`Enter an amount in ${m.symbol}, like 0.01.`); input.focus(); return; }
+  if ((raw.split('.')[1] ?? '').length > m.decimals) { show(`${m.symbol} has ${m.decimals} decimals: enter at most ${m.decimals} digits after the point.`); input?.focus(); return; }
+  if (!/^\d*\.?\d+$/.test(raw) || amount <= 0n) { show(`Enter an amount in ${m.symbol}, like 0.01.`); input?.focus(); return; }
   if (st.busy) return; // one transaction at a time
   // Every redraw while busy draws these buttons (and the claim button) disabled; disabling the pressed one takes the
   // keyboard's focus from it, given back when the bet ends.
   const pressed = focusKey(document.activeElement);
-  view.querySelectorAll('button.up, button.down, #claim, .claim').forEach((b) => { b.disabled = true; });
+  view.querySelectorAll('button.up, button.down, button.follow, #claim, .claim').forEach((b) => { b.disabled = true; });
   st.busy = true;
   try {
     if (!st.account) await connect();
@@ -272,17 +281,27 @@ async function bet(c, m, epoch, side) {
     if (bal < amount) throw new Error(`Insufficient funds: you have ${amt(bal, m.decimals, m.symbol)}, the bet is ${amt(amount, m.decimals, m.symbol)}.`);
     const from = st.account;
     if (m.token !== ZERO) {
+      // An ERC-20 stake: the market may spend what the allowance leaves; when that is short of the bet, the wallet is
+      // asked to approve this bet's amount exactly (an approval sets the allowance, it does not add to it) — never an
+      // unlimited one — and the allowance is read again after, as a wallet lets the user lower the amount approved.
       const allowance = await call(m.token, erc20Abi, 'allowance', [from, c.market]);
       if (allowance < amount) {
-        show(`Approve ${amt(amount, m.decimals, m.symbol)} for the market in your wallet…`, true);
-        await send({ from, to: m.token, chainId: toHex(c.chain_id), data: encodeFunctionData({ abi: erc20Abi, functionName: 'approve', args: [c.market, amount] }) }, m);
+        const what = amt(amount, m.decimals, m.symbol);
+        show(`Approve ${what} for the market in your wallet (this bet's amount only), then confirm the bet…`, true);
+        try {
+          await send({ from, to: m.token, chainId: toHex(c.chain_id), data: encodeFunctionData({ abi: erc20Abi, functionName: 'approve', args: [c.market, amount] }) }, m);
+        } catch (e) {
+          throw new Error(e?.code === 4001 ? `You rejected the approval of ${what} for the market: nothing was bet.` : `The approval of ${what} for the market did not go through, so nothing was bet: ${e?.message ?? e}`);
+        }
+        const approved = await call(m.token, erc20Abi, 'allowance', [from, c.market]);
+        if (approved < amount) throw new Error(`The market may spend only ${amt(approved, m.decimals, m.symbol)} (your wallet approved less than the ${what} asked): nothing was bet.`);
       }
     }
     const data = encodeFunctionData({ abi: kronosMarketAbi, functionName: 'bet', args: [BigInt(m.id), BigInt(epoch), side, amount] });
     const tx = { from, to: c.market, chainId: toHex(c.chain_id), data, value: m.token === ZERO ? toHex(amount) : '0x0' };
     show(`Confirm the bet in your wallet…`, true);
-    await send(tx, m);
-    show(`Bet placed: ${amt(amount, m.decimals, m.symbol)} ${side === 1 ? 'UP' : 'DOWN'} on round ${epoch}.`, true);
+    const w = await send(tx, m);
+    show(`Bet placed: ${amt(amount, m.decimals, m.symbol)} ${side === 1 ? 'UP' : 'DOWN'} on round ${epoch}.${w.replaced ? ` Your wallet replaced the transaction (sped up): followed ${w.hash}.` : ''}`, true);
   } catch (e) {
     show(e?.message ?? String(e));
   } finally {
@@ -290,6 +309,7 @@ async function bet(c, m, epoch, side) {
     // The buttons work again at once (the redraw waits for the keeper and the wallet), the keyboard back on the one
     // pressed unless it has moved on; the redraw keeps both.
     view.querySelectorAll('button.up, button.down').forEach((b) => { b.disabled = false; });
+    view.querySelectorAll('button.follow[data-follow-side]').forEach((b) => { b.disabled = false; });
     if (pressed && !view.contains(document.activeElement)) view.querySelector(pressed)?.focus({ preventScroll: true });
     route(); // redrawn with the bet in the history
   }
@@ -309,12 +329,13 @@ function renderMarkets() {
     const now = chainNow(c.name), k = clock(m, now);
     // The keeper's pools are those of the round taking bets when it read them: shown for that round only.
     const { up, down } = poolsOf(l, k.epoch) ?? { up: 0n, down: 0n }, total = up + down;
+    const p = paramsAt(m.params, k.epoch);
     const left = k.open ? `${k.closes - now} s` : 'closed';
     return `<tr data-chain="${esc(c.name)}" data-market="${m.id}">
       <td><a href="#/market/${esc(c.name)}/${m.id}">${esc(m.pair || 'market ' + m.id)}</a></td>
       <td>${esc(c.display)}</td><td>${esc(l?.last_lock_price ?? '—')}</td><td>${k.epoch}</td>
       <td>${fmtShort(up, m.decimals)} / ${fmtShort(down, m.decimals)} ${esc(m.symbol)}</td>
-      <td>${multiplier(total, up, paramsAt(m, k.epoch).fee_bps)} / ${multiplier(total, down, paramsAt(m, k.epoch).fee_bps)} ${feeNote(paramsAt(m, k.epoch))}</td><td class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${left}</td></tr>`;
+      <td>${multiplier(total, up, p?.fee_bps ?? 0)} / ${multiplier(total, down, p?.fee_bps ?? 0)} ${feeNote(p)}</td><td class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${left}</td></tr>`;
   }).join('');
   draw(view, `<h1>Markets</h1>
     <div class="scroll"><table id="markets"><thead><tr><th>Pair</th><th>Chain</th><th>Price</th><th>Round</th><th>Pools up / down</th><th>Payout up / down</th><th>Betting closes in</th></tr></thead><tbody>${body || '<tr><td colspan="7">This keeper drives no EVM market.</td></tr>'}</tbody></table></div>
@@ -334,9 +355,10 @@ async function renderMarket(chainName, id) {
   const c = chainOf(chainName);
   const m = c?.markets.find((x) => String(x.id) === String(id));
   if (!c || !m) { draw(view, `<p>No market ${esc(id)} on ${esc(chainName)} in this keeper.</p>`); return; }
-  const [rounds, cps] = await Promise.all([
+  const [rounds, cps, preds] = await Promise.all([
     api(`/api/rounds?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=50`),
     api(`/api/checkpoints?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=60`),
+    api(`/api/predictions?chain=${encodeURIComponent(c.name)}&limit=60`),
   ]);
   const l = liveOf(c.name, m.id);
   const now = chainNow(c.name), k = clock(m, now);
@@ -349,13 +371,18 @@ async function renderMarket(chainName, id) {
     if (live) ({ up, down } = live);
     const total = up + down;
     const lock = cpBy.get(e + 1), close = cpBy.get(e + 2);
-    const p = paramsAt(m, e);
-    const pays = `UP ${multiplier(total, up, p.fee_bps)} · DOWN ${multiplier(total, down, p.fee_bps)} ${feeNote(p)}`;
+    // Each card's multipliers are its own round's: a settled round's as paid (its reward over the winning pool, after
+    // the fee it was settled with), any other's net of the fee in force for that round — never the current one's.
+    const p = paramsAt(m.params, e);
+    const paid = paidMultiplier(r);
+    const pays = paid
+      ? `Paid ${paid} to ${r.outcome === 'tie' ? 'both sides (tie)' : esc(String(r.outcome).toUpperCase())} <span class="fee">after the round's fee</span>`
+      : `UP ${multiplier(total, up, p?.fee_bps ?? 0)} · DOWN ${multiplier(total, down, p?.fee_bps ?? 0)} ${feeNote(p)}`;
     let extra = '';
     if (kind === 'next') {
       const phase = k.open ? 'open' : 'cutoff';
       extra = `<p class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${k.open ? `${k.closes - now} s` : 'closed'}</p>
-        <label for="amount">Amount (${esc(m.symbol)}) <span class="mute" id="minbet">minimum ${fmt(p.min_bet, m.decimals, m.symbol)}</span></label><div class="row"><input id="amount" inputmode="decimal" autocomplete="off" value="${esc(st.amount)}" size="10">
+        <label for="amount">Amount (${esc(m.symbol)}) <span class="mute" id="minbet">minimum ${p ? fmt(p.min_bet, m.decimals, m.symbol) : 'unknown'}</span></label><div class="row"><input id="amount" inputmode="decimal" autocomplete="off" value="${esc(st.amounts.get(amountKey(c, m)) ?? DEFAULT_AMOUNT)}" size="10">
         <button class="up" type="button" data-side="up" ${st.busy ? 'disabled' : ''}>Enter UP</button><button class="down" type="button" data-side="down" ${st.busy ? 'disabled' : ''}>Enter DOWN</button></div>
         <p class="mute">Betting closes ${localTime(k.closes)}, ${m.bet_cutoff} s before the lock.</p>`;
       return `<section class="card" data-card="next" data-epoch="${e}" data-phase="${phase}"><h3>Next <span class="tag">#${e}</span></h3>
@@ -375,15 +402,43 @@ async function renderMarket(chainName, id) {
   };
   draw(view, `<h1>${esc(m.pair)} on ${esc(c.display)}</h1>
     <p class="mute">Market ${m.id} · contract ${esc(c.market)} · stake ${esc(m.symbol)} (${m.decimals} decimals) · rounds of ${m.interval} s · latest price ${esc(l?.last_lock_price ?? '—')}</p>
+    ${addressNote(c)}
     <div class="cards">${card('expired', 'Expired', k.epoch - 2)}${card('live', 'Live', k.epoch - 1)}${card('next', 'Next', k.epoch)}${card('later', 'Later', k.epoch + 1)}</div>
+    ${aiPanel(aiView(preds?.predictions, c.name, m.id, k.epoch), k)}
     <h2>My positions</h2><div id="positions">${st.account ? '<p>Reading your bets…</p>' : '<p>Connect a wallet to see your bets, their PnL and what you can claim.</p>'}</div>
     <h2>Settlement proofs</h2>
     <div class="scroll"><table id="proofs"><thead><tr><th>Round</th><th>Result</th><th>Lock checkpoint</th><th>Close checkpoint</th></tr></thead><tbody>${finished.map(proof).join('') || '<tr><td colspan="4">No finished round with bets yet.</td></tr>'}</tbody></table></div>`);
-  document.getElementById('amount').oninput = (ev) => { st.amount = ev.target.value; st.typedAt = Date.now(); };
+  document.getElementById('amount').oninput = (ev) => { st.amounts.set(amountKey(c, m), ev.target.value); st.typedAt = Date.now(); };
+  view.querySelectorAll('button.follow[data-follow-side]').forEach((b) => {
+    b.onclick = () => bet(c, m, Number(b.dataset.epoch), POSITION[b.dataset.followSide]);
+  });
   view.querySelectorAll('button[data-side]').forEach((b) => {
     b.onclick = () => bet(c, m, Number(b.closest('[data-card]').dataset.epoch), POSITION[b.dataset.side]);
   });
   if (st.account) await renderPositions(c, m, rounds, k.epoch);
+}
+
+// Where the market's contract address comes from, and what checked it (keeper/README.md, "The dApp": trust).
+function addressNote(c) {
+  if (c.address_check === 'pinned') return `<p class="mute" id="addresses" data-check="pinned">This server checked the contract address against the deployment it was configured with.</p>`;
+  if (c.address_check === 'unverified') return `<p class="note" id="addresses" data-check="unverified">Unverified contract address: this page is served in front of a keeper whose addresses it was not configured to check. Compare ${esc(c.market)} with the deployment you trust before betting.</p>`;
+  return '';
+}
+
+// AI mode: the forecaster's word on the round taking bets, Follow / Against, and its record on this market.
+function aiPanel(ai, k) {
+  const opposite = { up: 'down', down: 'up' };
+  let said;
+  if (ai.state === 'sealed') said = `Round #${k.epoch}: committed, direction hidden until reveal (commitment <span class="mono">${esc(String(ai.commitment).slice(0, 18))}…</span>).`;
+  else if (ai.state === 'public') said = `Round #${k.epoch}: revealed, P(up) ${(ai.pUpBps / 100).toFixed(2)}% — ${ai.side ? ai.side.toUpperCase() : 'no direction (exactly one half)'}.`;
+  else said = `Round #${k.epoch}: no forecast committed yet.`;
+  const can = ai.state === 'public' && ai.side && k.open && !st.busy;
+  const button = (label, side) => `<button type="button" class="follow" ${can ? `data-follow-side="${side}" data-epoch="${k.epoch}"` : 'disabled aria-describedby="ai-why"'}>${label}</button>`;
+  const rows = ai.record.map((x) => `<tr data-epoch="${x.epoch}"><td>${x.epoch}</td><td>${(x.pUpBps / 100).toFixed(2)}%</td><td>${x.side ? x.side.toUpperCase() : '—'}</td><td>${esc(x.outcome ?? '—')}</td><td>${x.hit == null ? 'void' : x.hit ? 'hit' : 'miss'}</td></tr>`).join('');
+  return `<section id="ai" data-state="${ai.state}"><h2>AI mode</h2><p id="ai-said">${said}</p>
+    <div class="row">${button('Follow', ai.side)}${button('Against', opposite[ai.side])}</div>
+    <p class="mute" id="ai-why">The prediction registry takes only a hash of each forecast while its round takes bets, and the reveal once the round's outcome is final: nobody, this page included, can see the direction in time to follow it or bet against it. So Follow and Against stay disabled while the round takes bets (they would bet with or against a forecast made public in time, which this registry never does). What the forecaster said about earlier rounds, and how it went, is below; its whole record is on the Forecaster page.</p>
+    <div class="scroll"><table id="ai-record"><thead><tr><th>Round</th><th>P(up)</th><th>Said</th><th>Outcome</th><th>Score</th></tr></thead><tbody>${rows || '<tr><td colspan="5">No revealed forecast on this market yet.</td></tr>'}</tbody></table></div></section>`;
 }
 
 async function renderPositions(c, m, rounds, current, box = document.getElementById('positions')) {

@@ -31,3 +31,20 @@ export function poolsOf(live, epoch) {
   if (!live || live.pool_epoch == null || Number(live.pool_epoch) !== Number(epoch)) return null;
   return { up: big(live.pool_up_wei), down: big(live.pool_down_wei) };
 }
+// The parameters (fee, minimum bet) in force for round `e` of a market: the set with the latest `from_epoch` at or
+// before it, from `/api/chains`' `params` (the set in force, with the epoch it applies from, and a scheduled one);
+// null when `e` is older than every set listed (the contract keeps no older ones: the page does not guess).
+export function paramsAt(params, e) {
+  let p = null;
+  for (const x of params ?? []) if (x.from_epoch <= e && (!p || x.from_epoch >= p.from_epoch)) p = x;
+  return p;
+}
+// What a settled round paid per unit staked on the winning side (both sides on a tie), after its own fee: the
+// round's reward (`reward_wei`: the pool less the fee taken at settlement) over the winning pool. Null when the
+// round is not settled with a winner.
+export function paidMultiplier(round) {
+  if (round?.state !== 'settled' || round.reward_wei == null) return null;
+  const up = big(round.up_wei), down = big(round.down_wei);
+  const win = round.outcome === 'up' ? up : round.outcome === 'down' ? down : round.outcome === 'tie' ? up + down : 0n;
+  return win === 0n ? null : multiplier(big(round.reward_wei), win);
+}
