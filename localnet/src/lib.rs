@@ -10,3 +10,4 @@ pub mod demo;
 pub mod deploy;
 pub mod exchange;
 pub mod loadgen;
+pub mod solana;
