@@ -8,7 +8,9 @@
 //!    published on the bus at 50/s; latency from publish to receipt in the client. Goal: p99 < 50 ms.
 //!
 //! The tokio runtime has 2 worker threads. Options: `SOCIAL_BENCH_ITEMS` (default 50000), `SOCIAL_BENCH_CLIENTS`
-//! (default 1000), `SOCIAL_BENCH_PUBLISH` (items published in the fan-out run, default 400).
+//! (default 1000), `SOCIAL_BENCH_PUBLISH` (items published in the fan-out run, default 400). `scripts/test` runs a
+//! short mode in the dev profile (figures printed, no threshold): `SOCIAL_BENCH_ITEMS=5000 SOCIAL_BENCH_CLIENTS=200
+//! SOCIAL_BENCH_PUBLISH=100 cargo bench -p kronos-social --bench social --profile dev`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +25,8 @@ use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 
 const ASSETS: [&str; 4] = ["BTC", "ETH", "SOL", "LINK"];
+/// Where an item's id starts in its `/ws` message.
+const ID_AT: usize = r#"{"type":"item","id":""#.len();
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -176,7 +180,8 @@ async fn fanout() {
     let publish = env("SOCIAL_BENCH_PUBLISH", 400);
     let store = Store::connect("sqlite::memory:").await.unwrap();
     let m = Monitor::new(store, rules(), vec![]).await.unwrap();
-    let limits = Limits { rate_per_s: 0, ..Limits::default() };
+    // All clients come from one address: lift the per-address caps (the real server keeps them).
+    let limits = Limits { rate_per_s: 0, max_connections_per_ip: 0, max_ws_per_ip: 0, ..Limits::default() };
     let server = kronos_social::server::Server::new(m.clone(), limits);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -194,9 +199,10 @@ async fn fanout() {
             while let Some(Ok(msg)) = ws.next().await {
                 if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
                     let now = Instant::now();
-                    // The id is the first field (`{"id":"<16 hex>"`): read it without parsing the whole item, so
-                    // the clients (in this process, on the same 2 threads) cost the server as little as possible.
-                    let id = t.as_str().get(7..23).unwrap_or("").to_string();
+                    // The id follows the message's type (`{"type":"item","id":"<16 hex>"`): read it without parsing
+                    // the whole item, so the clients (in this process, on the same 2 threads) cost the server as
+                    // little as possible.
+                    let id = t.as_str().get(ID_AT..ID_AT + 16).unwrap_or("").to_string();
                     if id == "ffffffffffffffff" {
                         return;
                     }
