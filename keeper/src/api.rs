@@ -50,6 +50,8 @@ pub struct ApiState {
     pub hub: Hub,
     /// The read endpoints' bodies, until the store writes.
     pub cache: Arc<BodyCache>,
+    /// The Solana clusters (`/health` entries under their catalogue key).
+    pub solana: Vec<Arc<crate::solana::SolanaRuntime>>,
     /// `/api/chains`' body, read from the contracts again once it is [`crate::web::CHAINS_MAX_AGE`] old.
     pub(crate) web_chains: Arc<crate::web::ChainsCache>,
 }
@@ -71,7 +73,24 @@ impl ApiState {
         }
         let hub = Hub::new(bus.clone(), guard);
         let cache = Arc::new(BodyCache::default());
-        ApiState { store, bus, metrics, chains, stats, token, hub, cache, web_chains: Default::default() }
+        ApiState {
+            store,
+            bus,
+            metrics,
+            chains,
+            stats,
+            token,
+            hub,
+            cache,
+            web_chains: Default::default(),
+            solana: vec![],
+        }
+    }
+
+    /// The same state with the Solana clusters' health.
+    pub fn with_solana(mut self, solana: Vec<Arc<crate::solana::SolanaRuntime>>) -> ApiState {
+        self.solana = solana;
+        self
     }
 }
 
@@ -337,8 +356,9 @@ fn track_record(t: TrackRecordRow) -> wire::TrackRecord {
 /// `/health`'s body and whether the keeper is healthy.
 async fn health_body(s: &ApiState) -> anyhow::Result<wire::Health> {
     let store_ok = s.cache.store_ok(&s.store).await;
-    let chains: std::collections::BTreeMap<String, wire::ChainHealth> =
+    let mut chains: std::collections::BTreeMap<String, wire::ChainHealth> =
         s.chains.iter().map(|c| (c.name.clone(), chain_health(&c.health.lock()))).collect();
+    chains.extend(s.solana.iter().map(|c| (c.name.clone(), chain_health(&c.health.lock()))));
     let healthy = store_ok && chains.values().all(|c| c.healthy);
     // Each market's lease as this keeper sees it: leader, standby (another keeper leads) or single (SQLite), and the
     // last time this keeper lost it (it stopped sending then).

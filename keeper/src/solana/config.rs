@@ -88,7 +88,7 @@ pub struct SolanaConfig {
 
 impl SolanaConfig {
     /// The catalogue key (`solana`): the `chain` of every row, signal and metric of this cluster.
-    pub fn name(&self) -> &str {
+    pub fn key(&self) -> &str {
         &self.chain.key
     }
 
@@ -254,7 +254,7 @@ mod tests {
         let c = parse(&text(""), &[]).unwrap();
         assert!(c.chains.is_empty());
         let s = &c.solana[0];
-        assert_eq!(s.name(), "solana");
+        assert_eq!(s.key(), "solana");
         assert_eq!(s.program.to_string(), PROGRAM);
         assert_eq!(s.rpc.len(), 2);
         assert_eq!(s.markets, None);

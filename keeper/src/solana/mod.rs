@@ -8,7 +8,10 @@
 //! - [`driver`]: per market, start / lock / settle at the right times; the sender (simulate, price, send with
 //!   `maxRetries = 0`, re-broadcast, re-sign after expiry), the store rows, signals and health.
 
+pub mod client;
 pub mod config;
+pub mod driver;
 pub mod rules;
 
 pub use config::SolanaConfig;
+pub use driver::SolanaRuntime;

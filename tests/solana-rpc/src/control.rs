@@ -28,6 +28,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/control/account", post(set_account))
         .route("/control/feed", post(load_feed))
         .route("/control/feed/transmit", post(transmit))
+        .route("/control/drop_next_sends", post(drop_next_sends))
 }
 
 fn bad(what: impl std::fmt::Display) -> (StatusCode, Json<Value>) {
@@ -209,6 +210,21 @@ async fn transmit(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
     feed.transmissions.push(Transmission { slot, timestamp: t.timestamp, answer });
     let latest = node.write_feed(address);
     Ok(Json(json!({ "address": address.to_string(), "latestRoundId": latest })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DropSends {
+    n: u64,
+}
+
+/// POST `/control/drop_next_sends` `{"n": 2}`: the next `n` `sendTransaction` calls that pass preflight are answered
+/// with their signature and discarded (a transaction dropped by the leader); `0` stops dropping. Answers
+/// `{"dropping": n}`.
+async fn drop_next_sends(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
+    let d: DropSends = body(&b)?;
+    node.lock().await.drop_sends = d.n;
+    Ok(Json(json!({ "dropping": d.n })))
 }
 
 impl Node {

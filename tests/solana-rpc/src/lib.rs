@@ -168,11 +168,13 @@ pub(crate) struct Node {
     /// Compute-unit prices of processed transactions, by slot.
     fees: BTreeMap<u64, Vec<PaidFee>>,
     feeds: HashMap<Pubkey, Feed>,
+    /// Sends still to accept and drop (`/control/drop_next_sends`).
+    drop_sends: u64,
 }
 
 impl Node {
     fn new(ctx: ProgramTestContext) -> Node {
-        Node { ctx, clock: None, index: BTreeSet::new(), fees: BTreeMap::new(), feeds: HashMap::new() }
+        Node { ctx, clock: None, index: BTreeSet::new(), fees: BTreeMap::new(), feeds: HashMap::new(), drop_sends: 0 }
     }
 
     /// One wall-clock tick: the next slot (its own bank, as `/control/warp` makes them), the Clock set to `ts`.

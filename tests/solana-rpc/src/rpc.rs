@@ -310,6 +310,12 @@ async fn send_transaction(node: &mut Node, p: &[Value]) -> Result<Value, RpcErro
             return Err(RpcError { code: code::SEND_TRANSACTION_PREFLIGHT_FAILURE, message, data: Some(data) });
         }
     }
+    // Fault injection (`/control/drop_next_sends`): accepted, answered with its signature, never processed — a
+    // transaction the leader dropped.
+    if node.drop_sends > 0 {
+        node.drop_sends -= 1;
+        return Ok(json!(signature.to_string()));
+    }
     let slot = node.slot().await?;
     let outcome = node.ctx.banks_client.process_transaction_with_metadata(tx.clone()).await?;
     // A transaction that executed (successfully or not) touched its accounts and paid its fee; one refused before

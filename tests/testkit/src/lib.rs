@@ -10,6 +10,9 @@ pub mod harness;
 pub mod pg;
 pub mod redis;
 pub mod rpcproxy;
+/// With the `solana` feature: the local Solana JSON-RPC server over solana-program-test (`LocalRpc`).
+#[cfg(feature = "solana")]
+pub use kronos_solana_rpc as solana_rpc;
 pub mod telegram;
 
 // With the `localnet` feature: the local network tooling the tests share, from `kronos-localnet` (the tests never

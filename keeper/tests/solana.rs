@@ -1,0 +1,629 @@
+//! The keeper drives the kronos-market program on a local Solana JSON-RPC server (`kronos_testkit::solana_rpc`,
+//! solana-program-test's bank behind the real RPC wire format): rounds started, locked, settled and refunded at the
+//! program's times, failover, a dropped transaction, blockhash expiry, a restart mid-crank, an unapproved or changed
+//! feed refused, bad configuration, and the signer key never in the logs. Time moves only by `/control/warp`; the
+//! tests wait for the keeper's signals and on-chain state, never for fixed sleeps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anchor_lang::prelude::Pubkey;
+use anchor_lang::solana_program::instruction::Instruction;
+use anchor_lang::{AccountDeserialize, InstructionData, ToAccountMetas};
+use base64::Engine;
+use kronos_common::signals::{Outcome, Signal, SignalKind};
+use kronos_common::Bus;
+use kronos_keeper::config::Config;
+use kronos_keeper::engine::{Keeper, Overrides};
+use kronos_market::state::{
+    Params, Round, RoundStatus, Side, CONFIG_SEED, FEED_SEED, MARKET_SEED, POSITION_SEED, ROUND_SEED, VAULT_SEED,
+};
+use kronos_market::{accounts as acc, instruction as ix, ID};
+use kronos_testkit::solana_rpc::LocalRpc;
+use serde_json::{json, Value};
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_commitment_config::CommitmentConfig;
+use solana_keypair::Keypair;
+use solana_signer::Signer;
+use solana_transaction::Transaction;
+use tokio::sync::broadcast::Receiver;
+use tokio_util::sync::CancellationToken;
+
+const SOL: u64 = 1_000_000_000;
+const GENESIS: i64 = 1_800_000_000;
+const IV: i64 = 300;
+const DELAY: i64 = 10;
+const PRICE: i64 = 6_500_000_000_000;
+/// How long a test waits for the keeper to react (it polls every 100 ms).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn pda(seeds: &[&[u8]]) -> Pubkey {
+    Pubkey::find_program_address(seeds, &ID).0
+}
+
+fn ixn(accounts: impl ToAccountMetas, data: impl InstructionData) -> Instruction {
+    Instruction { program_id: ID, accounts: accounts.to_account_metas(None), data: data.data() }
+}
+
+fn round_key(market: &Pubkey, epoch: u64) -> Pubkey {
+    pda(&[ROUND_SEED, market.as_ref(), &epoch.to_le_bytes()])
+}
+
+/// A local cluster with the program configured, an approved feed and one SOL market.
+struct Cluster {
+    rpc: LocalRpc,
+    client: RpcClient,
+    authority: Keypair,
+    feed: Pubkey,
+    market: Pubkey,
+    owner: Pubkey,
+    writer: Pubkey,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    async fn start(approve: bool) -> Cluster {
+        let rpc = LocalRpc::start().await.unwrap();
+        let client = RpcClient::new_with_commitment(rpc.url(), CommitmentConfig::confirmed());
+        let http = reqwest::Client::new();
+        let authority = Keypair::new();
+        let (owner, writer) = (Pubkey::new_unique(), Pubkey::new_unique());
+        let c = Cluster {
+            rpc,
+            client,
+            authority,
+            feed: Pubkey::new_unique(),
+            market: Pubkey::default(),
+            owner,
+            writer,
+            http,
+        };
+        let a = c.authority.pubkey();
+        c.fund(&a).await;
+        // The authority is the program's upgrade authority (its ProgramData account), so it may configure it.
+        let mut program_data = vec![3, 0, 0, 0];
+        program_data.extend_from_slice(&0u64.to_le_bytes());
+        program_data.push(1);
+        program_data.extend_from_slice(a.as_ref());
+        let loader = anchor_lang::solana_program::bpf_loader_upgradeable::ID;
+        let program_data_key = Pubkey::find_program_address(&[ID.as_ref()], &loader).0;
+        c.control(
+            "account",
+            json!({ "address": program_data_key.to_string(), "lamports": SOL, "owner": loader.to_string(),
+                    "data": base64::engine::general_purpose::STANDARD.encode(&program_data) }),
+        )
+        .await;
+        c.load_feed(owner, writer).await;
+        c.warp_to(GENESIS - 100).await;
+        let config = pda(&[CONFIG_SEED]);
+        let approval = pda(&[FEED_SEED, c.feed.as_ref()]);
+        let market = pda(&[MARKET_SEED, a.as_ref(), &1u64.to_le_bytes()]);
+        let system = anchor_lang::system_program::ID;
+        let feed = c.feed;
+        let params = Params {
+            fee_bps: 300,
+            min_bet: 1_000,
+            max_price_age: 3_600,
+            settle_window: IV as u32,
+            report_delay: DELAY as u32,
+            bet_cutoff: 10,
+            settler_reward_bps: 1_000,
+        };
+        let init = ixn(
+            acc::InitializeConfig {
+                upgrade_authority: a,
+                config,
+                program_data: program_data_key,
+                system_program: system,
+            },
+            ix::InitializeConfig { admin: a },
+        );
+        let approve_ix =
+            ixn(acc::ApproveFeed { admin: a, config, feed, approval, system_program: system }, ix::ApproveFeed {});
+        let market_ix = ixn(
+            acc::InitializeMarket {
+                authority: a,
+                market,
+                vault: pda(&[VAULT_SEED, market.as_ref()]),
+                feed,
+                feed_approval: approval,
+                system_program: system,
+            },
+            ix::InitializeMarket { id: 1, genesis: GENESIS, interval: IV as u32, params },
+        );
+        c.send(&[init, approve_ix, market_ix], &[&c.authority]).await;
+        if !approve {
+            let revoke = ixn(acc::RevokeFeed { admin: a, config, approval }, ix::RevokeFeed {});
+            c.send(&[revoke], &[&c.authority]).await;
+        }
+        Cluster { market, ..c }
+    }
+
+    async fn control(&self, path: &str, body: Value) -> Value {
+        let r = self.http.post(format!("{}control/{path}", self.rpc.url())).json(&body).send().await.unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert!(status.is_success(), "control/{path}: {status} {v}");
+        v
+    }
+
+    async fn fund(&self, k: &Pubkey) {
+        self.control("account", json!({ "address": k.to_string(), "lamports": 100 * SOL })).await;
+    }
+
+    async fn load_feed(&self, owner: Pubkey, writer: Pubkey) {
+        self.control(
+            "feed",
+            json!({ "address": self.feed.to_string(), "decimals": 8, "description": "BTC / USD",
+                    "owner": owner.to_string(), "writer": writer.to_string(),
+                    "transmissions": [{ "timestamp": GENESIS - 60, "answer": PRICE }] }),
+        )
+        .await;
+    }
+
+    /// Sets the cluster clock (one slot later).
+    async fn warp_to(&self, ts: i64) {
+        self.control("warp", json!({ "unixTimestamp": ts })).await;
+    }
+
+    async fn transmit(&self, ts: i64, answer: i64) {
+        self.control("feed/transmit", json!({ "address": self.feed.to_string(), "timestamp": ts, "answer": answer }))
+            .await;
+    }
+
+    async fn send(&self, ixs: &[Instruction], signers: &[&Keypair]) {
+        let bh = self.client.get_latest_blockhash().await.unwrap();
+        let tx = Transaction::new_signed_with_payer(ixs, Some(&signers[0].pubkey()), signers, bh);
+        self.client.send_and_confirm_transaction(&tx).await.unwrap();
+    }
+
+    async fn bet(&self, epoch: u64, side: Side) {
+        let user = Keypair::new();
+        self.fund(&user.pubkey()).await;
+        let round = round_key(&self.market, epoch);
+        let accounts = acc::PlaceBet {
+            user: user.pubkey(),
+            market: self.market,
+            round,
+            position: pda(&[POSITION_SEED, round.as_ref(), user.pubkey().as_ref()]),
+            vault: pda(&[VAULT_SEED, self.market.as_ref()]),
+            user_token: None,
+            token_program: None,
+            system_program: anchor_lang::system_program::ID,
+        };
+        self.send(&[ixn(accounts, ix::Bet { epoch, side, amount: SOL, max_fee_bps: 300 })], &[&user]).await;
+    }
+
+    async fn round(&self, epoch: u64) -> Option<Round> {
+        let a = self
+            .client
+            .get_account_with_commitment(&round_key(&self.market, epoch), CommitmentConfig::confirmed())
+            .await
+            .unwrap()
+            .value?;
+        Some(Round::try_deserialize(&mut a.data.as_slice()).unwrap())
+    }
+
+    /// A keeper configuration for this cluster (extra RPC URLs first), its key in a file under `dir`.
+    fn config(&self, dir: &std::path::Path, rpc_first: &[&str], key: &Keypair, extra: &str) -> String {
+        let key_file = dir.join("id.json");
+        std::fs::write(&key_file, serde_json::to_string(&key.to_bytes().to_vec()).unwrap()).unwrap();
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let mut rpc: Vec<String> = rpc_first.iter().map(|s| format!("\"{s}\"")).collect();
+        rpc.push(format!("\"{}\"", self.rpc.url()));
+        format!(
+            "[keeper]\ncatalogue = \"{root}/config/chains.toml\"\nstore = \"sqlite://{}/keeper.db\"\nlisten = \"127.0.0.1:0\"\nsigner = {{ env = \"UNUSED_EVM_KEY\" }}\npoll_ms = 100\n\n[[solana]]\nname = \"solana\"\nrpc = [{}]\nprogram = \"{ID}\"\nmarkets = [\"{}\"]\nkey_file = \"{}\"\nlocal = true\nrebroadcast_s = 1\n{extra}",
+            dir.display(),
+            rpc.join(", "),
+            self.market,
+            key_file.display()
+        )
+    }
+}
+
+/// A keeper running on `cfg` until the token is cancelled.
+struct Running {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    api: std::net::SocketAddr,
+    rx: Receiver<Arc<Signal>>,
+    keeper_store: kronos_keeper::store::Store,
+}
+
+async fn run_keeper(text: &str) -> Running {
+    let cfg = Config::parse(text, "(test)", &|_| None).unwrap();
+    let bus = Bus::new(4096);
+    let rx = bus.subscribe();
+    let evm = alloy::signers::local::PrivateKeySigner::random();
+    let keeper = Keeper::build(&cfg, evm, bus, Overrides::default()).await.unwrap();
+    let api = keeper.api_addr().unwrap();
+    let keeper_store = keeper.store.clone();
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    let task = tokio::spawn(async move { keeper.run(c).await.unwrap() });
+    Running { cancel, task, api, rx, keeper_store }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.unwrap();
+    }
+
+    /// Waits for the first signal `pick` returns something for.
+    async fn wait<T>(&mut self, what: &str, pick: impl Fn(&SignalKind) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let s = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+                .unwrap();
+            if let Some(v) = pick(&s.kind) {
+                return v;
+            }
+        }
+    }
+
+    async fn wait_started(&mut self, epoch: u64) {
+        self.wait(&format!("round {epoch} started"), |k| {
+            matches!(k, SignalKind::RoundStarted { chain, epoch: e, .. } if chain == "solana" && *e == epoch)
+                .then_some(())
+        })
+        .await
+    }
+
+    async fn get(&self, path: &str) -> String {
+        reqwest::get(format!("http://{}{path}", self.api)).await.unwrap().text().await.unwrap()
+    }
+}
+
+/// Waits until `f` holds for the round of `epoch`.
+async fn until_round(c: &Cluster, epoch: u64, what: &str, f: impl Fn(&Round) -> bool) -> Round {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(r) = c.round(epoch).await {
+            if f(&r) {
+                return r;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for round {epoch}: {what}");
+        // Polling the chain (the keeper's work is not signalled to the test otherwise).
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rounds_are_started_locked_settled_and_a_silent_feed_refunded() {
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let mut k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+
+    // Epoch 0 opens at GENESIS: the keeper starts it.
+    c.warp_to(GENESIS + 1).await;
+    k.wait_started(0).await;
+    c.bet(0, Side::Up).await;
+    c.bet(0, Side::Down).await;
+
+    // Its lock (GENESIS + IV): the price in effect is the one stamped at or before it, final once a transmission
+    // stamped after it is on the feed and the report delay has passed. Before that the keeper sends nothing.
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    k.wait_started(1).await;
+    assert_eq!(c.round(0).await.unwrap().status, RoundStatus::Open, "no transmission after the lock yet");
+    c.transmit(GENESIS + IV + 1, PRICE + 150).await;
+    let lock = k
+        .wait("round 0 locked", |s| match s {
+            SignalKind::RoundLocked { chain, epoch: 0, lock_price, .. } if chain == "solana" => Some(*lock_price),
+            _ => None,
+        })
+        .await;
+    assert_eq!(lock, kronos_common::Decimal::from_fixed((PRICE + 100) as i128, 8).unwrap());
+
+    // Epoch 0 closes at GENESIS + 2·IV, up on its lock.
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 600).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    let outcome = k
+        .wait("round 0 settled", |s| match s {
+            SignalKind::RoundSettled { chain, epoch: 0, outcome, .. } if chain == "solana" => Some(*outcome),
+            _ => None,
+        })
+        .await;
+    assert_eq!(outcome, Outcome::Up);
+    k.wait_started(2).await;
+    let r0 = c.round(0).await.unwrap();
+    assert_eq!(
+        (r0.status, r0.lock_price, r0.close_price),
+        (RoundStatus::Settled, (PRICE + 100) as i128, (PRICE + 500) as i128)
+    );
+    // Epoch 1 locked at the same timestamp's price (one price per timestamp), nobody bet on it.
+    let r1 = until_round(&c, 1, "locked", |r| r.status != RoundStatus::Open).await;
+    assert_eq!(r1.lock_price, (PRICE + 500) as i128);
+
+    // The feed falls silent: nothing is stamped after epoch 1's close, so it cannot settle; once its settle window
+    // has passed the keeper has the program cancel it (every stake refundable).
+    c.warp_to(GENESIS + 3 * IV + DELAY).await;
+    k.wait_started(3).await;
+    assert_eq!(c.round(1).await.unwrap().status, RoundStatus::Locked);
+    c.warp_to(GENESIS + 3 * IV + IV + 1).await;
+    let reason = k
+        .wait("round 1 refunded", |s| match s {
+            SignalKind::RoundCancelled { chain, epoch: 1, reason, .. } if chain == "solana" => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, kronos_common::signals::CancelReason::Expired);
+
+    // The store has the rounds and every transaction; each action was sent once.
+    let rounds = k.keeper_store.rounds(Some("solana"), Some(1), 10).await.unwrap();
+    assert!(rounds.iter().any(|r| r.epoch == 0 && r.state.to_string() == "settled"), "{rounds:?}");
+    assert!(rounds.iter().any(|r| r.epoch == 1 && r.state.to_string() == "cancelled"), "{rounds:?}");
+    let txs = k.keeper_store.all_txs("solana").await.unwrap();
+    let mut actions: Vec<&str> =
+        txs.iter().filter(|t| t.status.as_str() == "confirmed").map(|t| t.action.as_str()).collect();
+    actions.sort();
+    let mut unique = actions.clone();
+    unique.dedup();
+    assert_eq!(actions, unique, "an action confirmed twice: {txs:?}");
+    for a in ["start:1:0", "lock:1:0", "settle:1:0", "refund:1:1"] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    // /health has the cluster, /metrics its counters.
+    let health: Value = serde_json::from_str(&k.get("/health").await).unwrap();
+    assert_eq!(health["chains"]["solana"]["healthy"], json!(true), "{health}");
+    let metrics = k.get("/metrics").await;
+    assert!(metrics.contains("kronos_tx_confirmed{chain=\"solana\"}"), "{metrics}");
+    k.stop().await;
+}
+
+/// A port nothing listens on.
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// Keeps the JSON body of `/health`'s Solana entry.
+async fn solana_health(k: &Running) -> Value {
+    let health: Value = serde_json::from_str(&k.get("/health").await).unwrap();
+    health["chains"]["solana"].clone()
+}
+
+async fn until_health(k: &Running, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let h = solana_health(k).await;
+        if f(&h) {
+            return h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for /health: {what}: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_rpc_down_fails_over_and_a_dropped_transaction_is_rebroadcast() {
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let dead = dead_url();
+    let k = run_keeper(&c.config(dir.path(), &[&dead], &key, "")).await;
+    // The node accepts the next start and drops it: the keeper sends it again (maxRetries = 0 leaves that to it).
+    c.control("drop_next_sends", json!({ "n": 1 })).await;
+    c.warp_to(GENESIS + 1).await;
+    until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
+    let txs = k.keeper_store.all_txs("solana").await.unwrap();
+    let starts: Vec<_> = txs.iter().filter(|t| t.action == "start:1:0").collect();
+    assert_eq!(starts.len(), 1, "one transaction, broadcast twice: {txs:?}");
+    until_tx(&k, "start:1:0").await;
+    let metrics = k.get("/metrics").await;
+    let value = |name: &str| -> i64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{chain=\"solana\"}}")))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+    };
+    assert!(value("kronos_tx_rebroadcasts") >= 1, "{metrics}");
+    assert!(value("kronos_rpc_failovers") >= 1, "{metrics}");
+    // /health names the dead endpoint by host only and the live one as the one in use.
+    let h = solana_health(&k).await;
+    assert_eq!(h["rpc_endpoint"], json!(1), "{h}");
+    assert_eq!(h["endpoints"][0]["up"], json!(false), "{h}");
+    k.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_blockhash_is_re_signed_once_the_round_still_needs_it_and_acts_once() {
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    // Every send is dropped until the blockhash the keeper signed with has left the bank's window.
+    c.control("drop_next_sends", json!({ "n": 1_000_000 })).await;
+    c.warp_to(GENESIS + 1).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let first = loop {
+        let txs = k.keeper_store.all_txs("solana").await.unwrap();
+        if let Some(t) = txs.into_iter().find(|t| t.action == "start:1:0") {
+            break t;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the keeper never sent the start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let hash: solana_hash::Hash = {
+        // The keeper's transaction is not on chain; its blockhash is the newest one when it signed.
+        let sig: solana_signature::Signature = first.tx_hash.parse().unwrap();
+        assert!(c.client.get_signature_statuses(&[sig]).await.unwrap().value[0].is_none());
+        c.client.get_latest_blockhash().await.unwrap()
+    };
+    while c.client.is_blockhash_valid(&hash, CommitmentConfig::confirmed()).await.unwrap() {
+        c.control("warp", json!({ "slots": 8 })).await;
+    }
+    c.control("drop_next_sends", json!({ "n": 0 })).await;
+    until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let txs = k.keeper_store.all_txs("solana").await.unwrap();
+        let starts: Vec<_> = txs.iter().filter(|t| t.action == "start:1:0").collect();
+        let confirmed = starts.iter().filter(|t| t.status.as_str() == "confirmed").count();
+        let dropped = starts.iter().filter(|t| t.status.as_str() == "dropped").count();
+        if confirmed == 1 {
+            assert!(dropped >= 1, "the expired one is recorded as dropped: {starts:?}");
+            assert_eq!(starts.len(), dropped + 1, "{starts:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{starts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    k.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keeper_killed_mid_crank_restarts_without_sending_twice() {
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let text = c.config(dir.path(), &[], &key, "");
+    let k = run_keeper(&text).await;
+    c.control("drop_next_sends", json!({ "n": 1_000_000 })).await;
+    c.warp_to(GENESIS + 1).await;
+    // Killed while its start is in flight (sent, not landed).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !k.keeper_store.all_txs("solana").await.unwrap().iter().any(|t| t.action == "start:1:0") {
+        assert!(tokio::time::Instant::now() < deadline, "the keeper never sent the start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    k.task.abort();
+    let _ = k.task.await;
+    // The restarted keeper finds the open transaction and waits for it (it could still land) until its blockhash
+    // can no longer land, before it signs anything.
+    c.control("drop_next_sends", json!({ "n": 0 })).await;
+    let restarted = tokio::spawn(async move { run_keeper(&text).await });
+    let open_while_valid = k.keeper_store.all_txs("solana").await.unwrap();
+    assert_eq!(open_while_valid.iter().filter(|t| t.action == "start:1:0").count(), 1);
+    let height = c.client.get_block_height().await.unwrap();
+    let target = open_while_valid[0].nonce as u64 + 1;
+    c.control("warp", json!({ "slots": target.saturating_sub(height) })).await;
+    let k = restarted.await.unwrap();
+    until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
+    let txs = k.keeper_store.all_txs("solana").await.unwrap();
+    let starts: Vec<_> = txs.iter().filter(|t| t.action == "start:1:0").collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert_eq!(starts[0].status.as_str(), "dropped", "{starts:?}");
+    // The next actions follow, each once.
+    c.bet(0, Side::Up).await;
+    c.transmit(GENESIS + IV + 1, PRICE).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    until_round(&c, 0, "locked", |r| r.status == RoundStatus::Locked).await;
+    until_tx(&k, "lock:1:0").await;
+    let txs = k.keeper_store.all_txs("solana").await.unwrap();
+    let locks = txs.iter().filter(|t| t.action == "lock:1:0" && t.status.as_str() == "confirmed").count();
+    assert_eq!(locks, 1, "{txs:?}");
+    k.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn markets_on_unapproved_or_changed_feeds_are_refused_and_health_says_why() {
+    // Revoked: no FeedApproval left.
+    let c = Cluster::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    c.warp_to(GENESIS + 1).await;
+    let h = until_health(&k, "refused", |h| h["last_error"].as_str().is_some_and(|e| e.contains("refused"))).await;
+    assert_eq!(h["healthy"], json!(false), "{h}");
+    let why = h["last_error"].as_str().unwrap();
+    assert!(why.contains("refused: the feed has no FeedApproval"), "{h}");
+    assert!(c.round(0).await.is_none(), "nothing was started");
+    assert!(k.keeper_store.all_txs("solana").await.unwrap().is_empty());
+    k.stop().await;
+
+    // Approved, but its writer changed after the market pinned it.
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    c.fund(&key.pubkey()).await;
+    let k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    c.load_feed(c.owner, Pubkey::new_unique()).await;
+    c.warp_to(GENESIS + 1).await;
+    let h = until_health(&k, "refused", |h| h["last_error"].as_str().is_some_and(|e| e.contains("refused"))).await;
+    assert!(h["last_error"].as_str().unwrap().contains("writer is no longer the one pinned"), "{h}");
+    assert_eq!(h["healthy"], json!(false), "{h}");
+    assert!(c.round(0).await.is_none());
+    // The writer back: driven again.
+    c.load_feed(c.owner, c.writer).await;
+    until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
+    until_health(&k, "healthy again", |h| h["healthy"] == json!(true)).await;
+    k.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_configuration_names_the_field_and_the_signer_key_is_never_logged() {
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    let text = c.config(dir.path(), &[], &key, "");
+    let bad = text.replace(&format!("program = \"{ID}\""), "program = \"nope\"");
+    let e = Config::parse(&bad, "k.toml", &|_| None).unwrap_err().to_string();
+    assert!(e.contains("k.toml: solana[0].program: 'nope' is not a base58 public key"), "{e}");
+    let e = Config::parse(&text.replace("rebroadcast_s = 1", "rebroadcast_s = 0"), "k.toml", &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("solana[0].rebroadcast_s"), "{e}");
+
+    // Every log line of a keeper driving a round, captured.
+    let logs = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_writer(move || Capture(sink.clone()))
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    c.fund(&key.pubkey()).await;
+    let mut k = run_keeper(&text).await;
+    c.warp_to(GENESIS + 1).await;
+    k.wait_started(0).await;
+    k.stop().await;
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(logs.contains("solana: round"), "the keeper's lines were captured");
+    let secret = key.to_bytes();
+    assert!(!logs.contains(&key.to_base58_string()));
+    assert!(!logs.contains(&bs58::encode(&secret[..32]).into_string()));
+    assert!(!logs.contains(&format!("{:?}", &secret[..32])));
+    assert!(!logs.contains(&serde_json::to_string(&secret.to_vec()).unwrap()));
+}
+
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits until the keeper's store has `action` confirmed.
+async fn until_tx(k: &Running, action: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let txs = k.keeper_store.all_txs("solana").await.unwrap();
+        if txs.iter().any(|t| t.action == action && t.status.as_str() == "confirmed") {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {action} confirmed: {txs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
