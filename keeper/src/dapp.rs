@@ -3,7 +3,15 @@
 //! talks to this origin only (its Content-Security-Policy allows nothing else): `/api/…` and `/health` are forwarded
 //! to the keeper, and `/ws` is relayed from the keeper's `/ws`, so the keeper needs no browser origin of its own for
 //! this server's page.
+//!
+//! Trust: the page asks the wallet to send bets to the market contract `/api/chains` names, and that answer comes
+//! from another host. So the server checks it: each chain's market address against the one pinned for its chain id
+//! (`--market CHAIN_ID=ADDRESS`, from the deployment the operator trusts); a mismatch refuses the whole answer (502,
+//! naming the chain and both addresses), and each chain is marked for the page: `address_check` = `pinned` (checked)
+//! or `unverified` (no pin for that chain id: the page says so on the market page). The page further checks, through
+//! the wallet, that the address holds a market with the keeper's clock and stake token before it sends anything.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 
@@ -28,6 +36,22 @@ pub struct Options {
     /// Browser origins the page is opened from, allowed to open its `/ws`; empty: `http://<listen>` (and
     /// `http://localhost:<port>` on a loopback address).
     pub origins: Vec<String>,
+    /// The market contract expected on each chain id (`--market`); `/api/chains` is checked against them.
+    pub pins: Pins,
+}
+
+/// The market contract address expected on each chain id.
+pub type Pins = BTreeMap<u64, alloy::primitives::Address>;
+
+/// One chain's pin: its chain id and the market contract expected there.
+pub type Pin = (u64, alloy::primitives::Address);
+
+/// One `--market CHAIN_ID=ADDRESS` pin.
+pub fn parse_pin(s: &str) -> Result<Pin> {
+    let (id, addr) = s.split_once('=').with_context(|| format!("--market '{s}': expected CHAIN_ID=ADDRESS"))?;
+    let id = id.trim().parse().with_context(|| format!("--market '{s}': '{id}' is not a chain id"))?;
+    let addr = addr.trim().parse().with_context(|| format!("--market '{s}': '{addr}' is not an address"))?;
+    Ok((id, addr))
 }
 
 /// The standalone dApp server, bound to its address ([`Standalone::bind`]) and not yet serving.
@@ -35,6 +59,7 @@ pub struct Standalone {
     listener: tokio::net::TcpListener,
     limits: Limits,
     api: url::Url,
+    pins: Pins,
 }
 
 impl Standalone {
@@ -44,7 +69,7 @@ impl Standalone {
         let listener = tokio::net::TcpListener::bind(o.listen)
             .await
             .with_context(|| format!("kronos web: cannot listen on {}", o.listen))?;
-        Ok(Standalone { listener, limits, api: o.api })
+        Ok(Standalone { listener, limits, api: o.api, pins: o.pins })
     }
 
     /// The address it listens on (the port chosen when `listen` asked for port 0).
@@ -55,8 +80,9 @@ impl Standalone {
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let guard = Guard::new(self.limits, GuardMetrics::default());
-        let up =
+        let mut up =
             Upstream::new(self.api, reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?);
+        up.pins = std::sync::Arc::new(self.pins);
         guard.serve(self.listener, router(&guard, up), shutdown).await?;
         Ok(())
     }
@@ -90,12 +116,20 @@ struct Upstream {
     /// from the keeper, and how long one send to the browser may take before the reader is dropped.
     ws_max_message: usize,
     ws_send_timeout: std::time::Duration,
+    /// What `/api/chains`' market addresses are checked against.
+    pins: std::sync::Arc<Pins>,
 }
 
 impl Upstream {
     fn new(api: url::Url, http: reqwest::Client) -> Self {
         let d = Limits::default();
-        Upstream { api, http, ws_max_message: d.ws_max_message_bytes, ws_send_timeout: d.ws_send_timeout }
+        Upstream {
+            api,
+            http,
+            ws_max_message: d.ws_max_message_bytes,
+            ws_send_timeout: d.ws_send_timeout,
+            pins: Default::default(),
+        }
     }
 }
 
@@ -129,7 +163,13 @@ async fn forward(State(up): State<Upstream>, req: Request) -> Response {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
             let body: Bytes = r.bytes().await.unwrap_or_default();
-            let mut out = if json == Some(true) || body.is_empty() {
+            let chains = req.uri().path() == "/api/chains" && status.is_success();
+            let mut out = if chains && json == Some(true) {
+                match check_chains(&body, &up.pins) {
+                    Ok(b) => (status, b).into_response(),
+                    Err(e) => (StatusCode::BAD_GATEWAY, serde_json::json!({ "error": e }).to_string()).into_response(),
+                }
+            } else if json == Some(true) || body.is_empty() {
                 (status, body).into_response()
             } else {
                 (StatusCode::BAD_GATEWAY, "{\"error\":\"the keeper answered something other than JSON\"}")
@@ -149,6 +189,34 @@ async fn forward(State(up): State<Upstream>, req: Request) -> Response {
             (StatusCode::BAD_GATEWAY, format!("the keeper's API at {} does not answer: {e}\n", up.api)).into_response()
         }
     }
+}
+
+/// `/api/chains`' body with each chain's market address checked against `pins`: every chain marked
+/// `"address_check": "pinned"` (its address is the one pinned for its chain id) or `"unverified"` (no pin for it); an
+/// address other than the pinned one, or a body that is not a list of chains, is an error naming what is wrong.
+fn check_chains(body: &[u8], pins: &Pins) -> std::result::Result<Bytes, String> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the keeper's /api/chains is not JSON: {e}"))?;
+    let chains =
+        v.get_mut("chains").and_then(|c| c.as_array_mut()).ok_or("the keeper's /api/chains has no list of chains")?;
+    for c in chains {
+        let obj = c.as_object_mut().ok_or("the keeper's /api/chains lists a chain that is not an object")?;
+        let id = obj.get("chain_id").and_then(|x| x.as_u64());
+        let check = match id.and_then(|id| pins.get(&id).map(|p| (id, p))) {
+            Some((id, pinned)) => {
+                let named = obj.get("market").and_then(|x| x.as_str()).unwrap_or("");
+                if named.parse::<alloy::primitives::Address>().ok() != Some(*pinned) {
+                    return Err(format!(
+                        "the keeper names market contract '{named}' on chain id {id}, not the pinned {pinned:#x}: refused"
+                    ));
+                }
+                "pinned"
+            }
+            None => "unverified",
+        };
+        obj.insert("address_check".into(), check.into());
+    }
+    serde_json::to_vec(&v).map(Bytes::from).map_err(|e| e.to_string())
 }
 
 /// `--api` with `pq` appended (not `Url::join`, which would drop a path prefix such as `https://host/kronos`);
@@ -237,6 +305,15 @@ mod tests {
                 "/k/api/page",
                 get(|| async { ([(header::CONTENT_TYPE, "text/html")], "<script>alert(1)</script>") }),
             )
+            .route(
+                "/k/api/chains",
+                get(|| async {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        format!("{{\"chains\":[{{\"chain_id\":10,\"market\":\"{A}\"}}]}}"),
+                    )
+                }),
+            )
             .route("/k/ws", get(ws));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -253,7 +330,8 @@ mod tests {
         let limits =
             RawLimits { allowed_origins: Some(vec![origin.clone()]), ..Default::default() }.validate("web").unwrap();
         let guard = Guard::new(limits, GuardMetrics::default());
-        let up = Upstream::new(format!("http://{keeper}/k/").parse().unwrap(), reqwest::Client::new());
+        let mut up = Upstream::new(format!("http://{keeper}/k/").parse().unwrap(), reqwest::Client::new());
+        up.pins = std::sync::Arc::new(Pins::from([(10, B.parse().unwrap())]));
         let app = router(&guard, up);
         tokio::spawn(async move { guard.serve(l, app, std::future::pending()).await.unwrap() });
 
@@ -268,6 +346,9 @@ mod tests {
         assert_eq!(m.headers()["x-frame-options"], "DENY");
         assert_eq!(m.headers()["content-security-policy"], "default-src 'none'; frame-ancestors 'none'");
         assert_eq!(m.text().await.unwrap(), "{\"markets\":[]}", "forwarded under the --api path prefix /k");
+        let chains = reqwest::get(format!("http://{addr}/api/chains")).await.unwrap();
+        assert_eq!(chains.status(), 502, "a market address other than the pinned one is refused");
+        assert!(chains.text().await.unwrap().contains("not the pinned"));
         let html = reqwest::get(format!("http://{addr}/api/page")).await.unwrap();
         assert_eq!(html.status(), 502, "an HTML answer of the keeper is refused");
         assert_eq!(html.headers()["content-type"], "application/json");
@@ -320,12 +401,38 @@ mod tests {
         assert!(tokio_tungstenite::connect_async(foreign).await.is_err(), "a foreign origin is refused");
     }
 
+    const A: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
+    const B: &str = "0xe7f1725e7734ce288f8367e1bb143e90bb3f0512";
+
+    /// Each chain of `/api/chains` is marked checked against its pin, or unverified without one; another address
+    /// than the pinned one (in any letter case the same address passes) refuses the answer.
+    #[test]
+    fn chain_addresses_are_checked_against_the_pins() {
+        let body =
+            format!("{{\"chains\":[{{\"chain_id\":10,\"market\":\"{A}\"}},{{\"chain_id\":8453,\"market\":\"{B}\"}}]}}");
+        let marks = |pins: &Pins| -> Vec<String> {
+            let v: serde_json::Value = serde_json::from_slice(&check_chains(body.as_bytes(), pins).unwrap()).unwrap();
+            v["chains"].as_array().unwrap().iter().map(|c| c["address_check"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(marks(&Pins::new()), ["unverified", "unverified"]);
+        let pins = Pins::from([(10, A.to_uppercase().replace("0X", "0x").parse().unwrap())]);
+        assert_eq!(marks(&pins), ["pinned", "unverified"]);
+        let e = check_chains(body.as_bytes(), &Pins::from([(8453, A.parse().unwrap())])).unwrap_err();
+        assert_eq!(e, format!("the keeper names market contract '{B}' on chain id 8453, not the pinned {A}: refused"));
+        assert!(check_chains(b"{\"markets\":[]}", &Pins::new()).unwrap_err().contains("no list of chains"));
+        assert!(check_chains(b"not json", &Pins::new()).unwrap_err().contains("not JSON"));
+        assert_eq!(parse_pin("10=0x5FbDB2315678afecb367f032d93F642f64180aa3").unwrap(), (10, A.parse().unwrap()));
+        assert!(parse_pin("10:0x5f").unwrap_err().to_string().contains("expected CHAIN_ID=ADDRESS"));
+        assert!(parse_pin("ten=0x5f").is_err() && parse_pin("10=0x5f").is_err());
+    }
+
     #[test]
     fn options_are_checked_and_origins_default_to_the_listen_address() {
         let o = |api: &str, listen: &str, origins: &[&str]| Options {
             api: api.parse().unwrap(),
             listen: listen.parse().unwrap(),
             origins: origins.iter().map(|s| s.to_string()).collect(),
+            pins: Pins::new(),
         };
         let l = checked_limits(&o("http://127.0.0.1:9464", "127.0.0.1:9480", &[])).unwrap();
         assert_eq!(l.allowed_origins, vec!["http://127.0.0.1:9480".to_string(), "http://localhost:9480".to_string()]);

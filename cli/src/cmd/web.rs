@@ -19,6 +19,10 @@ pub(crate) struct WebArgs {
     /// `http://<listen>` (and `http://localhost:<port>` on a loopback address).
     #[arg(long = "origin")]
     pub origins: Vec<String>,
+    /// The market contract expected on a chain, `CHAIN_ID=ADDRESS` (from the deployment you trust), once per chain:
+    /// the keeper's `/api/chains` is refused when it names another, and chains without one are shown as unverified.
+    #[arg(long = "market", value_parser = kronos_keeper::dapp::parse_pin)]
+    pub pins: Vec<kronos_keeper::dapp::Pin>,
 }
 
 /// Runs `kronos web` until SIGINT/SIGTERM.
@@ -26,7 +30,13 @@ pub(crate) fn run(a: WebArgs) -> Result<()> {
     let api = a.api.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let server = Standalone::bind(Options { api: a.api, listen: a.listen, origins: a.origins }).await?;
+        let server = Standalone::bind(Options {
+            api: a.api,
+            listen: a.listen,
+            origins: a.origins,
+            pins: a.pins.into_iter().collect(),
+        })
+        .await?;
         println!("dApp: http://{}/ (keeper API {api})", server.local_addr()?);
         server.serve(crate::cmd::keeper::shutdown_signal()).await
     })
