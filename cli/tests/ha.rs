@@ -250,6 +250,17 @@ async fn leader_killed_mid_round_is_replaced_within_the_ttl_and_skewed_clocks_ch
         })
         .await;
     }
+    // A standby's /api/markets shows the round taking bets and that round's pools (it reads them; it sends nothing).
+    for k in [&b, &c] {
+        wait_until(&format!("{}'s /api/markets to show the betting round's pools", k.id), 60, &all, || async {
+            let m: serde_json::Value =
+                reqwest::get(format!("http://127.0.0.1:{}/api/markets", k.port)).await.ok()?.json().await.ok()?;
+            let l = m["live"].as_array()?.iter().find(|l| l["chain"] == "base" && l["market"] == 1)?.clone();
+            let betting = l["betting_epoch"].as_u64()?;
+            (betting > 0 && l["pool_epoch"].as_u64() == Some(betting)).then_some(())
+        })
+        .await;
+    }
     // Three checkpoints with the skewed keepers renewing next to the leader: the lease never moved.
     let k0 = current_checkpoint(&net, 0).await;
     wait_recorded(&net, 0, k0 + 3, 60, &all).await;

@@ -292,6 +292,11 @@ impl MarketDriver {
                         *self.fence_slot.lock() = None;
                         term = None;
                     }
+                    // A standby serves `/api/markets` too: it reads the round taking bets and its pools (reads only,
+                    // nothing is sent), so its API does not show a past round's.
+                    if let Err(e) = self.read_betting_round().await {
+                        tracing::warn!(chain = %name, market = id, error = %format!("{e:#}"), "standing by: could not read the betting round's pools");
+                    }
                     // Commitments this keeper made while it led are revealed by it alone (its own signer).
                     if let Some(p) = &self.publisher {
                         if let Err(e) = p.reveal_standby(&self.ctx()).await {
@@ -353,6 +358,20 @@ impl MarketDriver {
             }
         }
         res
+    }
+
+    /// The round taking bets at the chain's head and its pools, into the market's figures: what a pass records for
+    /// `/api/markets`, read-only (a standby runs it in place of its passes).
+    async fn read_betting_round(&self) -> Result<()> {
+        let (head, now) = self.chain.head().await?;
+        let Some(epoch) = decide::betting_epoch(&self.info, now) else { return Ok(()) };
+        let pools = self.betting_pools(epoch, head).await;
+        let mut s = self.stats.lock();
+        s.betting_epoch = epoch;
+        if let Some((up, down)) = pools {
+            s.set_pools(epoch, head, up, down);
+        }
+        Ok(())
     }
 
     /// The pools of round `epoch` (the one taking bets) at block `head`, if the figures in hand are not already
