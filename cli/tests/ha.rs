@@ -9,12 +9,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use alloy::consensus::Transaction as _;
-use alloy::network::TransactionResponse as _;
-use alloy::primitives::{Address, U256};
+use alloy::primitives::Address;
 use alloy::providers::Provider;
-use alloy::sol_types::SolCall;
-use kronos_contracts::market::KronosMarket;
 use kronos_keeper::store::{LeaseRow, Store};
 use kronos_testkit::harness::{start, Net, INTERVAL};
 use kronos_testkit::pg::PgServer;
@@ -127,24 +123,10 @@ async fn role(k: &Keeper, chain: &str) -> Option<serde_json::Value> {
 /// Every `execute` transaction mined on chain `i`, by checkpoint: (block, index in block, succeeded, sender).
 async fn executes(net: &Net, i: usize) -> BTreeMap<u64, Vec<(u64, u64, bool, Address)>> {
     let p = net.chains[i].wallet(0);
-    let market = net.chains[i].deployment.market;
-    let head = p.get_block_number().await.unwrap();
-    let mut out: BTreeMap<u64, Vec<_>> = BTreeMap::new();
-    for n in 0..=head {
-        let b = p.get_block_by_number(n.into()).full().await.unwrap().unwrap();
-        for (j, tx) in b.transactions.txns().enumerate() {
-            if tx.to() != Some(market) {
-                continue;
-            }
-            let Ok(call) = KronosMarket::executeCall::abi_decode(tx.input()) else { continue };
-            if call.marketId != U256::from(1) {
-                continue;
-            }
-            let r = p.get_transaction_receipt(tx.tx_hash()).await.unwrap().unwrap();
-            out.entry(call.index.to::<u64>()).or_default().push((n, j as u64, r.status(), tx.from()));
-        }
-    }
-    out
+    let all = kronos_testkit::soak::executes(&p, net.chains[i].deployment.market, 1).await.unwrap();
+    all.into_iter()
+        .map(|(k, v)| (k, v.into_iter().map(|e| (e.block, e.index, e.succeeded, e.from)).collect()))
+        .collect()
 }
 
 /// Checks chain `i` up to checkpoint `target`: every checkpoint recorded (none missed), and no `execute` sent after

@@ -43,6 +43,9 @@ pub enum BenchCommand {
     /// WebSocket subscribers of the keeper's API: connections held, delivery latency from publish to receipt at a
     /// fixed signal rate, memory per connection, and what happens to readers that do not keep up.
     Ws(WsBenchArgs),
+    /// Several keepers on one PostgreSQL store, the leader killed with SIGKILL every `--kill-every` and restarted:
+    /// missed checkpoints and duplicate sends counted on chain, takeover time p50/p99 (issue 18).
+    Soak(crate::soak::SoakArgs),
     /// The server side of `kronos bench ws` (the keeper's API with a publisher of timed signals in place of the
     /// chains); started by it.
     #[cfg_attr(feature = "clap", command(hide = true))]
@@ -161,6 +164,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         None => rt()?.block_on(bench(a.settle)),
         Some(BenchCommand::Api(b)) => rt()?.block_on(api_bench(b)),
         Some(BenchCommand::Ws(b)) => rt()?.block_on(ws_bench(b)),
+        Some(BenchCommand::Soak(b)) => rt()?.block_on(crate::soak::soak(b)),
         Some(BenchCommand::WsServer(b)) => rt()?.block_on(ws_server(b)),
     }
 }
@@ -181,39 +185,13 @@ impl LocalKeeper {
     /// per-address rate is lifted (a load generator is one address).
     async fn start(opts: &NetOptions, core: Option<usize>, open_api: bool) -> Result<LocalKeeper> {
         let root = crate::deploy::repo_root()?;
-        let cat = Catalogue::load(root.join("config/chains.toml"))?;
-        let policy = DeployPolicy::load(&root.join("config/deploy.toml"))?;
-        let candles = Arc::new(kronos_forecast::load_csv(root.join("data/btcusd-1h.csv"))?);
-        let chains: Vec<Arc<net::LocalChain>> =
-            net::start(&root, &cat, &policy, opts, &candles).await?.into_iter().map(Arc::new).collect();
-        let replay = Arc::new(ReplayCandles::new(candles));
-        let cancel = CancellationToken::new();
-        for c in &chains {
-            replay.register(&c.chain.key, c.genesis(), opts.interval as u64, c.candle_base);
-            tokio::spawn(net::replay(
-                c.clone(),
-                replay.clone(),
-                opts.interval as u64,
-                Duration::from_millis(100),
-                cancel.clone(),
-            ));
-        }
+        let (chains, cancel) = start_chains(&root, opts).await?;
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("bench.db");
         let port = loadgen::free_port()?;
-        let mut cfg = format!(
-            "[keeper]\ncatalogue = \"{}\"\nstore = \"sqlite://{}\"\nlisten = \"127.0.0.1:{port}\"\nsigner = {{ env = \"KRONOS_BENCH_KEY\" }}\npoll_ms = 100\nkeeper_id = \"bench\"\n",
-            root.join("config/chains.toml").display(),
-            db.display()
-        );
+        let mut cfg = keeper_toml(&root, &chains, &format!("sqlite://{}", db.display()), port, "bench", "");
         if open_api {
             cfg += "\n[api]\nrate_limit_per_s = 1000000\nrate_limit_burst = 1000000\nmax_connections_per_ip = 0\nmax_ws_per_ip = 0\n";
-        }
-        for c in &chains {
-            cfg += &format!(
-                "\n[[chain]]\nname = \"{}\"\nrpc = [\"{}\"]\nmarket = \"{}\"\nmarkets = [1]\nconfirmations = 1\nbump_after_s = 3\nlocal = true\npairs = {{ \"1\" = \"BTC/USD\" }}\n",
-                c.chain.key, c.url, c.deployment.market
-            );
         }
         let cfg_path = dir.path().join("keeper.toml");
         std::fs::write(&cfg_path, cfg)?;
@@ -266,6 +244,55 @@ impl LocalKeeper {
         self.cancel.cancel();
         self.dir
     }
+}
+
+/// Starts the local chains of `opts` (the suite deployed) and replays candles into their feeds until the returned
+/// token is cancelled.
+pub(crate) async fn start_chains(
+    root: &std::path::Path,
+    opts: &NetOptions,
+) -> Result<(Vec<Arc<net::LocalChain>>, CancellationToken)> {
+    let cat = Catalogue::load(root.join("config/chains.toml"))?;
+    let policy = DeployPolicy::load(&root.join("config/deploy.toml"))?;
+    let candles = Arc::new(kronos_forecast::load_csv(root.join("data/btcusd-1h.csv"))?);
+    let chains: Vec<Arc<net::LocalChain>> =
+        net::start(root, &cat, &policy, opts, &candles).await?.into_iter().map(Arc::new).collect();
+    let replay = Arc::new(ReplayCandles::new(candles));
+    let cancel = CancellationToken::new();
+    for c in &chains {
+        replay.register(&c.chain.key, c.genesis(), opts.interval as u64, c.candle_base);
+        tokio::spawn(net::replay(
+            c.clone(),
+            replay.clone(),
+            opts.interval as u64,
+            Duration::from_millis(100),
+            cancel.clone(),
+        ));
+    }
+    Ok((chains, cancel))
+}
+
+/// A keeper configuration (TOML) driving market 1 of every chain in `chains` on store `store`, its API on loopback
+/// port `port`, its signer from `KRONOS_BENCH_KEY`; `keeper_extra` is appended to the `[keeper]` table.
+pub(crate) fn keeper_toml(
+    root: &std::path::Path,
+    chains: &[Arc<net::LocalChain>],
+    store: &str,
+    port: u16,
+    keeper_id: &str,
+    keeper_extra: &str,
+) -> String {
+    let mut cfg = format!(
+        "[keeper]\ncatalogue = \"{}\"\nstore = \"{store}\"\nlisten = \"127.0.0.1:{port}\"\nsigner = {{ env = \"KRONOS_BENCH_KEY\" }}\npoll_ms = 100\nkeeper_id = \"{keeper_id}\"\n{keeper_extra}",
+        root.join("config/chains.toml").display(),
+    );
+    for c in chains {
+        cfg += &format!(
+            "\n[[chain]]\nname = \"{}\"\nrpc = [\"{}\"]\nmarket = \"{}\"\nmarkets = [1]\nconfirmations = 1\nbump_after_s = 3\nlocal = true\npairs = {{ \"1\" = \"BTC/USD\" }}\n",
+            c.chain.key, c.url, c.deployment.market
+        );
+    }
+    cfg
 }
 
 /// Runs `f` on a thread of its own pinned to `core` (when given), in a single-threaded runtime: the load generator

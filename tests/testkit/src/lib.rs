@@ -7,6 +7,9 @@
 pub mod discord;
 #[cfg(feature = "localnet")]
 pub mod harness;
+// The PostgreSQL server and PgBouncer of `kronos bench soak`, compiled here too so that the crates whose tests do
+// not build `kronos-localnet` (copytrade, social) have them.
+#[path = "../../../localnet/src/pg.rs"]
 pub mod pg;
 pub mod redis;
 pub mod rpcproxy;
@@ -21,7 +24,7 @@ pub mod telegram;
 #[cfg(feature = "localnet")]
 pub use kronos_localnet::demo::{bettors, copytrade, net, social};
 #[cfg(feature = "localnet")]
-pub use kronos_localnet::{deploy, exchange};
+pub use kronos_localnet::{deploy, exchange, soak};
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,7 @@
-//! A throwaway PostgreSQL server on loopback (Debian's server binaries, installed by `scripts/setup`).
+//! A throwaway PostgreSQL server on loopback (Debian's server binaries, installed by `scripts/setup`), and PgBouncer
+//! in front of one: for `kronos bench soak` and, through `kronos-testkit` (which compiles this file as its `pg`
+//! module, for the crates whose tests do not build this one), for the tests. Each stops what it started, by its own
+//! process: the server with `pg_ctl stop`, the bouncer by its PID.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -121,19 +124,17 @@ impl PgBouncer {
         );
         let conf = dir.path().join("pgbouncer.ini");
         std::fs::write(&conf, ini)?;
-        // PgBouncer refuses to run as root: use the `postgres` account, as for the server.
+        // PgBouncer refuses to run as root: it switches to the `postgres` account itself (`-u`), so that the child
+        // is PgBouncer's own process and stopping it stops the bouncer (a `runuser` wrapper killed left it running).
         let root = unsafe_is_root();
         if root {
             let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status()?.success();
             anyhow::ensure!(ok, "chown of {} to postgres failed", dir.path().display());
         }
-        let mut cmd = if root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", exe]);
-            c
-        } else {
-            Command::new(exe)
-        };
+        let mut cmd = Command::new(exe);
+        if root {
+            cmd.args(["-u", "postgres"]);
+        }
         let child = cmd.arg(&conf).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?;
         let b = PgBouncer { dir, child, port };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -154,6 +155,13 @@ impl PgBouncer {
     }
 }
 
+impl PgBouncer {
+    /// The bouncer's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for PgBouncer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -164,4 +172,25 @@ impl Drop for PgBouncer {
 fn unsafe_is_root() -> bool {
     // `id -u` avoids an unsafe libc call.
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bouncer stops with its handle: nothing listens on its port afterwards (the old `runuser` wrapper was
+    /// killed and PgBouncer, its child, kept running after every test).
+    #[test]
+    fn a_dropped_bouncer_stops_listening() {
+        let pg = PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+        let b = PgBouncer::start(&pg, 1).expect("pgbouncer starts (scripts/setup installs it)");
+        let port = b.port;
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        drop(b);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "pgbouncer still listens on {port} after it was dropped");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
