@@ -262,13 +262,12 @@ async fn a_foreign_origin_is_refused_the_websocket_of_the_keeper() {
 
 /// The copy-trader's service on a free port with a control token, under `limits`; its store and metrics.
 async fn copytrader(limits: Limits) -> (SocketAddr, kronos_copytrade::Handles) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let store = kronos_copytrade::Store::connect("sqlite::memory:").await.unwrap();
     let handles = kronos_copytrade::Handles {
         status: Default::default(),
         metrics: Arc::new(kronos_copytrade::metrics::Metrics::new()),
-        commands: tx,
-        store: kronos_copytrade::Store::connect("sqlite::memory:").await.unwrap(),
+        control: kronos_copytrade::Control::new(store.clone()),
+        store,
         bus: Bus::new(64),
         control_token: Some(kronos_common::Secret::new(CT_TOKEN)),
     };
@@ -277,6 +276,11 @@ async fn copytrader(limits: Limits) -> (SocketAddr, kronos_copytrade::Handles) {
 }
 
 const CT_TOKEN: &str = "copytrader-control-token-0123";
+
+/// Whether the copy-trader's control state asks for the emergency stop.
+async fn stop_asked(h: &kronos_copytrade::Handles) -> bool {
+    kronos_copytrade::control::load(&h.store).await.unwrap().emergency_asked()
+}
 
 /// Issue 13 item 9: the copy-trader's emergency stop and `/ws` refuse a foreign browser origin (403), even with the
 /// token; an allowed origin and no origin pass.
@@ -294,11 +298,11 @@ async fn a_foreign_origin_is_refused_the_copytraders_emergency_stop_and_websocke
     };
     let r = stop(Some("https://evil.example")).await.unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(h.store.get_state("emergency").await.unwrap(), None, "a refused stop changes nothing");
+    assert!(!stop_asked(&h).await, "a refused stop changes nothing");
     assert_eq!(stop(Some("https://dash.example")).await.unwrap().status(), 202);
-    h.store.set_state("emergency", "0").await.unwrap();
+    kronos_copytrade::control::append(&h.store, &kronos_copytrade::ControlCommand::Resume, "test").await.unwrap();
     assert_eq!(stop(None).await.unwrap().status(), 202);
-    assert_eq!(h.store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+    assert!(stop_asked(&h).await);
     let ws = format!("ws://{addr}/ws");
     assert_eq!(ws_connect(&ws, &[("origin", "https://evil.example")]).await.err().unwrap().0, 403);
     ws_connect(&ws, &[("origin", "https://dash.example")]).await.unwrap();
@@ -319,7 +323,7 @@ async fn a_body_over_the_limit_gets_413() {
     let r = post(4096).await.unwrap();
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().contains("at most 1024 bytes"));
-    assert_eq!(h.store.get_state("emergency").await.unwrap(), None);
+    assert!(!stop_asked(&h).await);
     assert_eq!(post(100).await.unwrap().status(), 202);
     // A declared length of 1 GiB is refused at once, without the body being sent.
     let api = keeper_api(Limits::default()).await;
@@ -626,7 +630,7 @@ async fn the_bearer_token_s_holder_is_not_rate_limited() {
         let r = http.post(url("/api/emergency-stop")).bearer_auth(CT_TOKEN).send().await.unwrap();
         assert_eq!(r.status(), 202);
     }
-    assert_eq!(h.store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+    assert!(stop_asked(&h).await);
 }
 
 /// A raw `GET path` to `addr` naming `host` in `Host`: the status code.

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use kronos_common::Bus;
+use kronos_copytrade::control::{self, ControlCommand};
 use kronos_copytrade::{Config, Store, Tuning};
+
+/// Who sends the control commands of this command line (recorded with each).
+const BY: &str = "kronos copytrade";
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CopytradeCommand {
@@ -145,9 +149,8 @@ fn ratio(a: RatioArgs) -> Result<()> {
         let store = Store::connect(&cfg.store).await?;
         match value {
             Some(r) => {
-                store.set_state("ratio_set_by", "kronos copytrade ratio").await?;
-                store.set_state("ratio_set_ms", &kronos_common::time::now_ms().to_string()).await?;
-                store.set_state("ratio", &r.normalized().to_string()).await?;
+                let cmd = ControlCommand::SetRatio { ratio: Some(r), set_by: "kronos copytrade ratio".into() };
+                control::append(&store, &cmd, BY).await?;
                 store.event("ratio_requested", "", &format!("{} from the command line", r.normalized())).await?;
                 println!(
                     "ratio {} recorded: a running copy-trader resizes within a second; it stays in force over \
@@ -157,9 +160,8 @@ fn ratio(a: RatioArgs) -> Result<()> {
                 );
             }
             None => {
-                for k in ["ratio", "ratio_set_by", "ratio_set_ms"] {
-                    store.delete_state(k).await?;
-                }
+                let cmd = ControlCommand::SetRatio { ratio: None, set_by: "kronos copytrade ratio --reset".into() };
+                control::append(&store, &cmd, BY).await?;
                 store.event("ratio_requested", "", "reset to the configured ratio from the command line").await?;
                 println!("ratio reset: copytrade.sizing.ratio = {} from {} applies", cfg.sizing.ratio, cfg.file);
             }
@@ -172,9 +174,15 @@ fn set_emergency(a: CopyArgs, on: bool) -> Result<()> {
     let cfg = Config::load(&a.config)?;
     runtime()?.block_on(async move {
         let store = Store::connect(&cfg.store).await?;
-        let was_active = store.get_state("emergency").await?.as_deref() == Some("1");
+        // Only shapes the message: the command is sent whatever this read says.
+        let was_active = control::load(&store).await.map(|s| s.emergency_asked()).unwrap_or(false);
         let since = kronos_common::time::now_ms() as i64;
-        store.set_state("emergency", if on { "1" } else { "0" }).await?;
+        let cmd = if on {
+            ControlCommand::EmergencyStop { reason: "emergency stop requested from the command line".into() }
+        } else {
+            ControlCommand::Resume
+        };
+        control::append(&store, &cmd, BY).await?;
         store.event(if on { "emergency_requested" } else { "resume_requested" }, "", "from the command line").await?;
         if !on {
             println!(
@@ -184,10 +192,8 @@ fn set_emergency(a: CopyArgs, on: bool) -> Result<()> {
             return Ok(());
         }
         if was_active {
-            println!(
-                "the emergency stop was already active; `kronos copytrade status` shows what is still open"
-            );
-            return Ok(());
+            // Sent again while it holds: the copy-trader makes another pass and reports it.
+            println!("the emergency stop was already active; asked again: another pass closes whatever is open");
         }
         let wait = std::time::Duration::from_secs(10);
         use kronos_copytrade::report::EmergencyOutcome;
@@ -201,8 +207,8 @@ fn set_emergency(a: CopyArgs, on: bool) -> Result<()> {
             ),
             EmergencyOutcome::NoAnswer => println!(
                 "emergency stop recorded, but no copy-trader reported acting on it within {} s: it may not be \
-                 running, and nothing is known to be closed. It is carried out when the copy-trader runs (the flag \
-                 holds across restarts); until then positions stay open: close them at the exchange if it cannot be \
+                 running, and nothing is known to be closed. It is carried out when the copy-trader runs (the \
+                 command holds across restarts); until then positions stay open: close them at the exchange if it cannot be \
                  started",
                 wait.as_secs()
             ),

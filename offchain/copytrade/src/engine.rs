@@ -1,8 +1,9 @@
 //! The follower: one task that owns every decision, so no two orders for a symbol ever race.
 //!
 //! Inputs: the lead's user-data stream (low delay) and its positions polled over REST (the fallback, and the
-//! reconciliation after every reconnect), forecast signals (AI mode), a reconcile timer, commands (emergency
-//! stop, resume) from the API and — for other processes — from the store.
+//! reconciliation after every reconnect), forecast signals (AI mode), a reconcile timer, and the control state
+//! ([`crate::control`]: read once a second and at once when the API wakes it; the engine writes only its own record
+//! of what it carried out, never the commands).
 //!
 //! For each symbol the follower computes a target (lead × ratio while following, plus the AI position), passes it
 //! through the caps, and trades the difference: first a reduce-only order for what must shrink or close, then an
@@ -30,12 +31,14 @@ use tokio::sync::mpsc;
 
 use crate::ai::Forecast;
 use crate::config::{Config, SignalSource};
+use crate::control::{self, CarriedOut, Control};
 use crate::decide::ai::{expired, expires_ms, forecast_target, AiTarget};
+use crate::decide::emergency::Action;
 use crate::decide::emergency::{self, PassEnd, RateLimit};
 use crate::decide::orders::{classify_error, Failure, MarketOrder, Outcome};
 use crate::decide::reconcile::{self, Difference};
 use crate::decide::stops::{self, StopInfo, StopPlan};
-use crate::decide::switches::{self, Flag, Trading};
+use crate::decide::switches::{self, Trading};
 use crate::decide::target::{self, Entry, Reduction};
 use crate::decide::unknown::{self, unknown_hold, NotFound, UnknownOrder};
 use crate::lead::LeadBook;
@@ -48,13 +51,6 @@ use crate::venue::{Equity, Position, Venue};
 pub use crate::decide::target::proportional_reduction;
 
 const SOURCE: &str = "copytrader";
-
-/// Commands from outside the engine.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    EmergencyStop { reason: String },
-    Resume,
-}
 
 /// A follower position as the status view shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -107,6 +103,9 @@ pub struct Status {
     pub emergency_open: Vec<String>,
     /// Reconciliations completed since start (each: positions re-read, targets re-applied, stops checked).
     pub reconciles: u64,
+    /// Control values that cannot be read (each naming its key), or why the control log could not be read; empty
+    /// when all is well.
+    pub control_errors: Vec<String>,
 }
 
 /// An entry refused by the protections is reported at most this often per symbol.
@@ -117,7 +116,8 @@ const BLOCKED_NOTE_REPEAT: Duration = Duration::from_secs(60);
 pub struct Handles {
     pub status: Arc<Mutex<Status>>,
     pub metrics: Arc<Metrics>,
-    pub commands: mpsc::Sender<Command>,
+    /// The one control path: commands are appended to the store, then the engine is woken at once.
+    pub control: Control,
     pub store: Store,
     pub bus: Bus,
     /// The control API's token (`copytrade.api_token_env`); `None`: the control endpoints are refused.
@@ -128,13 +128,14 @@ pub struct Handles {
 #[derive(Debug, Clone)]
 pub struct Tuning {
     pub stream: StreamConfig,
-    /// How often the paper account checks its stops against the mark, and the store for emergency requests.
+    /// How often the paper account checks its stops against the mark, and the control log for commands from other
+    /// processes (default [`control::POLL_INTERVAL`]).
     pub fast_tick: Duration,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { stream: StreamConfig::default(), fast_tick: Duration::from_secs(1) }
+        Tuning { stream: StreamConfig::default(), fast_tick: control::POLL_INTERVAL }
     }
 }
 
@@ -148,8 +149,13 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     status: Arc<Mutex<Status>>,
     tuning: Tuning,
-    commands_rx: mpsc::Receiver<Command>,
-    commands_tx: mpsc::Sender<Command>,
+    control: Control,
+    /// What this engine carried out of the control commands (its own record in the store).
+    carried: CarriedOut,
+    /// The control errors reported (each is reported once, until it changes).
+    control_errors: Vec<String>,
+    /// The last emergency command that cut start-up's back-off short.
+    backoff_woken_seq: i64,
     filters: HashMap<String, SymbolFilters>,
     hedge: bool,
     lead: LeadBook,
@@ -183,8 +189,6 @@ pub struct Engine {
     equity_stale: bool,
     /// The keeper's API token for a `ws://` forecast source (resolved from `copytrade.ai.token_env` by the builder).
     pub(crate) ai_token: Option<Secret>,
-    /// Commands received while start-up waited to retry: handled by the next attempt, before the lead is read.
-    startup_commands: Vec<Command>,
     /// A start-up attempt already began the emergency stop (a retry makes another pass, not another start).
     startup_emergency_done: bool,
     /// The runtime ratio override was reported (once per process).
@@ -234,12 +238,12 @@ impl Engine {
             detail: "starting".into(),
             ..Default::default()
         }));
-        let (tx, rx) = mpsc::channel(16);
+        let control = Control::new(store.clone());
         let ratio = cfg.sizing.ratio;
         let handles = Handles {
             status: status.clone(),
             metrics: metrics.clone(),
-            commands: tx.clone(),
+            control: control.clone(),
             store: store.clone(),
             bus: bus.clone(),
             control_token: None,
@@ -253,8 +257,10 @@ impl Engine {
             metrics,
             status,
             tuning,
-            commands_rx: rx,
-            commands_tx: tx,
+            control,
+            carried: CarriedOut::default(),
+            control_errors: Vec::new(),
+            backoff_woken_seq: 0,
             filters: HashMap::new(),
             hedge: false,
             lead: LeadBook::default(),
@@ -278,7 +284,6 @@ impl Engine {
             ratio,
             equity_stale: false,
             ai_token: None,
-            startup_commands: Vec::new(),
             startup_emergency_done: false,
             ratio_override_noted: false,
             emergency_report_due: false,
@@ -326,8 +331,20 @@ impl Engine {
                 self.risk_event("setup_failed", &s, format!("setting leverage/margin type: {e}")).await;
             }
         }
+        // The emergency stop in force is this engine's (a retried start keeps it); the rest is as saved.
+        let emergency = self.risk.emergency;
         self.risk = RiskState::load(&self.store).await?;
-        self.check_switches().await;
+        self.risk.emergency = emergency;
+        if !self.startup_emergency_done && !emergency {
+            self.carried = match control::carried_out(&self.store).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Unreadable: the commands alone decide (a stop still asked is carried out again).
+                    tracing::error!(error = %format!("{e:#}"), "copy-trader: its control record cannot be read");
+                    CarriedOut::default()
+                }
+            };
+        }
         if self.paper() {
             self.restore_paper().await?;
         }
@@ -355,23 +372,14 @@ impl Engine {
         // opened is adopted as theirs, not as drift.
         self.resolve_unknown(None).await;
         self.reconcile_positions().await?;
-        // An emergency stop — saved in the store, or sent over the API while start-up was retrying — is carried out
-        // now, before anything reads the lead: a lead that cannot be read must not keep the follower's positions
-        // open. Each retried start does this again.
-        let mut commands = std::mem::take(&mut self.startup_commands);
-        while let Ok(cmd) = self.commands_rx.try_recv() {
-            commands.push(cmd);
-        }
-        if self.risk.emergency {
-            if !self.startup_emergency_done {
-                self.execute_emergency("emergency stop was active at start-up").await;
-            } else if commands.is_empty() {
-                // A retried start: another pass at whatever is still open (a command below makes its own).
-                self.emergency_pass().await;
-            }
-        }
-        for cmd in commands {
-            self.handle_command(cmd).await;
+        // The control state is read now, after the follower's positions are, and before anything reads the lead or
+        // places an entry: an emergency stop — asked before the start, during this attempt or while start-up waited
+        // to retry — is carried out first (a lead that cannot be read must not keep the follower's positions open),
+        // copy-trading off and the ratio in effect hold from the first order. Each retried start does this again.
+        let acted = self.poll_control().await;
+        if self.risk.emergency && self.startup_emergency_done && !acted {
+            // A retried start: another pass at whatever is still open.
+            self.emergency_pass().await;
         }
         if self.risk.emergency {
             self.startup_emergency_done = true;
@@ -1574,13 +1582,15 @@ impl Engine {
     /// The emergency stop: no new orders; every position closed (each side apart in hedge mode), each one's stop
     /// kept until the exchange shows it closed; retried with back-off until the exchange shows none, and every
     /// attempt that leaves something open is alerted with what is still open.
-    async fn execute_emergency(&mut self, reason: &str) {
+    async fn execute_emergency(&mut self, reason: &str, seq: i64) {
         self.risk.emergency = true;
         // Shown at once, before the first order goes out.
         self.status.lock().risk.emergency = true;
-        if let Err(e) = self.store.set_state("emergency", "1").await {
-            tracing::error!(error = %e, "copy-trader: emergency flag could not be saved");
-        }
+        // The engine's own record (never the commands): the stop it carries out, as of which command.
+        self.carried.emergency_seq = self.carried.emergency_seq.max(seq);
+        self.carried.emergency_active = true;
+        self.carried.emergency_at_ms = Some(now_ms());
+        self.save_carried().await;
         self.metrics.emergency.set(1);
         self.risk_event("emergency_stop", "", format!("{reason}: closing every position, then cancelling every order"))
             .await;
@@ -1732,40 +1742,46 @@ impl Engine {
         wait
     }
 
-    /// A command from the API (or the caller).
-    async fn handle_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::EmergencyStop { reason } => {
-                if !self.risk.emergency {
-                    self.execute_emergency(&reason).await;
-                } else {
-                    // Asked again while it holds: a new pass now (whatever is open is closed).
-                    self.risk_event(
-                        "emergency_stop",
-                        "",
-                        format!("{reason}: emergency stop already active; closing whatever is open again"),
-                    )
-                    .await;
-                    self.emergency_retry = None;
-                    self.emergency_report_due = true;
-                    self.emergency_pass().await;
-                }
-            }
-            Command::Resume => {
-                if self.risk.emergency {
-                    self.resume().await;
-                }
-            }
+    /// While start-up waits to retry: the sequence of an emergency command (stop, again, resume) not carried out.
+    async fn emergency_waiting(&self) -> Option<i64> {
+        let state = control::load(&self.store).await.ok()?;
+        match emergency::action(&state.emergency, self.risk.emergency, self.carried.emergency_seq) {
+            Action::Unchanged => None,
+            Action::Stop { seq, .. } | Action::Again { seq, .. } | Action::Resume { seq } => Some(seq),
         }
     }
 
-    async fn resume(&mut self) {
+    async fn save_carried(&self) {
+        if let Err(e) = control::save_carried_out(&self.store, &self.carried).await {
+            tracing::error!(error = %format!("{e:#}"), "copy-trader: its control record could not be saved");
+        }
+    }
+
+    /// Asked again while the stop holds: a new pass now (whatever is open is closed).
+    async fn emergency_again(&mut self, reason: &str, seq: i64) {
+        self.risk_event(
+            "emergency_stop",
+            "",
+            format!("{reason}: emergency stop already active; closing whatever is open again"),
+        )
+        .await;
+        self.carried.emergency_seq = self.carried.emergency_seq.max(seq);
+        self.save_carried().await;
+        self.emergency_retry = None;
+        self.emergency_report_due = true;
+        self.emergency_pass().await;
+    }
+
+    async fn resume(&mut self, seq: i64) {
         self.risk.emergency = false;
         self.status.lock().risk.emergency = false;
         self.emergency_retry = None;
         self.emergency_alerted.clear();
         self.status.lock().emergency_open.clear();
-        let _ = self.store.set_state("emergency", "0").await;
+        self.carried.emergency_seq = self.carried.emergency_seq.max(seq);
+        self.carried.emergency_active = false;
+        self.carried.emergency_at_ms = None;
+        self.save_carried().await;
         self.metrics.emergency.set(0);
         self.risk_event(
             "resumed",
@@ -1775,16 +1791,43 @@ impl Engine {
         .await;
     }
 
-    /// The switches other processes set in the store: `trading` (copy-trading on/off) and `ratio`.
-    async fn check_switches(&mut self) {
-        let stored = match self.store.get_state("trading").await {
-            Ok(v) => v,
+    /// Reads the control state (the one place it is read) and carries out what changed: the emergency stop first,
+    /// then copy-trading on/off, then the ratio, each on its own (a bad value of one holds up none of the others);
+    /// values that cannot be read are reported after that. Returns whether an emergency pass was made.
+    async fn poll_control(&mut self) -> bool {
+        let state = match control::load(&self.store).await {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "copy-trader: switches could not be read");
-                return;
+                // The log cannot be read now: nothing changes until the next poll; said on /health and in the log.
+                self.note_control_errors(vec![format!("{e:#}")]).await;
+                return false;
             }
         };
-        match switches::trading(stored.as_deref(), self.paused) {
+        let now = switches::Current {
+            paused: self.paused,
+            emergency: self.risk.emergency,
+            emergency_seq: self.carried.emergency_seq,
+            ratio: self.ratio,
+            configured_ratio: self.cfg.sizing.ratio,
+            first: !self.status.lock().ready,
+            ratio_noted: self.ratio_override_noted,
+        };
+        let actions = switches::what_to_do(&state, &now);
+        let mut acted = false;
+        match actions.emergency {
+            Action::Unchanged => {}
+            Action::Stop { reason, seq, fresh } => {
+                let reason = if fresh { reason } else { format!("emergency stop in force ({reason})") };
+                self.execute_emergency(&reason, seq).await;
+                acted = true;
+            }
+            Action::Again { reason, seq } => {
+                self.emergency_again(&reason, seq).await;
+                acted = true;
+            }
+            Action::Resume { seq } => self.resume(seq).await,
+        }
+        match actions.trading {
             Trading::Unchanged => {}
             Trading::Off => {
                 self.paused = true;
@@ -1813,14 +1856,14 @@ impl Engine {
                 .await;
             }
         }
-        let stored = self.store.get_state("ratio").await.ok().flatten();
-        let (wanted, ignored) = switches::wanted_ratio(stored.as_deref(), self.cfg.sizing.ratio);
-        if ignored {
-            let v = stored.unwrap_or_default();
-            tracing::warn!(value = %v, "copy-trader: ratio override in the store is not a ratio in (0, 100]; ignored");
+        if let Some((wanted, plan)) = actions.ratio {
+            self.take_ratio(wanted, plan).await;
         }
-        let first = !self.status.lock().ready;
-        let plan = switches::ratio_plan(wanted, self.cfg.sizing.ratio, self.ratio, first, self.ratio_override_noted);
+        self.note_control_errors(actions.errors).await;
+        acted
+    }
+
+    async fn take_ratio(&mut self, wanted: Decimal, plan: switches::RatioPlan) {
         if plan.note_override {
             // Once per process, not at every retried start-up attempt.
             self.ratio_override_noted = true;
@@ -1844,7 +1887,10 @@ impl Engine {
                 )
                 .await;
             }
-            let _ = self.store.set_state("ratio_effective", &wanted.to_string()).await;
+            if self.carried.ratio_effective.as_deref() != Some(wanted.to_string().as_str()) {
+                self.carried.ratio_effective = Some(wanted.to_string());
+                self.save_carried().await;
+            }
             if plan.reapply {
                 for s in self.cfg.sizing.allow.clone() {
                     self.apply(&s, None).await;
@@ -1853,13 +1899,17 @@ impl Engine {
         }
     }
 
-    async fn check_emergency_flag(&mut self) {
-        let stored = self.store.get_state("emergency").await.ok().flatten();
-        match switches::emergency_flag(stored.as_deref(), self.risk.emergency) {
-            Flag::Stop => self.execute_emergency("emergency stop requested").await,
-            Flag::Resume => self.resume().await,
-            Flag::Unchanged => {}
+    /// Control errors: each new one is reported once (log, `control_invalid` risk event — on the bus, so the
+    /// Telegram bot alerts it — and the store's events); the current ones are on `/api/status` and `/health`.
+    async fn note_control_errors(&mut self, errors: Vec<String>) {
+        if errors == self.control_errors {
+            return;
         }
+        for e in errors.iter().filter(|e| !self.control_errors.contains(e)) {
+            self.risk_event("control_invalid", "", e.clone()).await;
+        }
+        self.status.lock().control_errors = errors.clone();
+        self.control_errors = errors;
     }
 
     // ---- AI -----------------------------------------------------------------------------------------------------
@@ -1986,12 +2036,27 @@ impl Engine {
                     let detail = startup_failure(self.cfg.network.rest_url(), self.cfg.network_name(), &msg, backoff);
                     self.status.lock().detail = detail.clone();
                     tracing::error!("copy-trader: {detail}");
-                    tokio::select! {
-                        _ = &mut shutdown => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
-                        // A command (an emergency stop over the API) does not wait out the back-off: the next
-                        // attempt handles it right after reading the follower's positions.
-                        Some(cmd) = self.commands_rx.recv() => self.startup_commands.push(cmd),
+                    // An emergency stop does not wait out the back-off: sent over the API it wakes this wait at once,
+                    // from another process it is seen within the poll interval; the next attempt carries it out
+                    // right after reading the follower's positions.
+                    let control = self.control.clone();
+                    let until = tokio::time::Instant::now() + backoff;
+                    loop {
+                        tokio::select! {
+                            _ = &mut shutdown => return Ok(()),
+                            _ = tokio::time::sleep_until(until) => break,
+                            _ = control.woken() => break,
+                            _ = tokio::time::sleep(self.tuning.fast_tick) => {
+                                if let Some(seq) = self.emergency_waiting().await {
+                                    // Once per command: a start that keeps failing before it can carry the stop
+                                    // out is not retried every poll.
+                                    if seq > self.backoff_woken_seq {
+                                        self.backoff_woken_seq = seq;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
@@ -2026,14 +2091,16 @@ impl Engine {
         let mut fast = tokio::time::interval(self.tuning.fast_tick);
         fast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stream_up = false;
+        let control = self.control.clone();
         self.check_risk().await;
         self.update_status(stream_up);
         let result = loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break Ok(()),
-                Some(cmd) = self.commands_rx.recv() => {
-                    self.handle_command(cmd).await;
+                _ = control.woken() => {
+                    // A command sent in this process (the HTTP API): carried out at once.
+                    self.poll_control().await;
                     self.update_status(stream_up);
                 }
                 Some(ev) = stream_rx.recv() => {
@@ -2090,12 +2157,12 @@ impl Engine {
                     }
                 }
                 _ = fast.tick() => {
-                    self.check_emergency_flag().await;
+                    // Commands from other processes (the bot, the CLI): within the poll interval.
+                    self.poll_control().await;
                     if self.risk.emergency && self.emergency_retry.is_some_and(|(at, _)| Instant::now() >= at) {
                         self.emergency_pass().await;
                         self.update_status(stream_up);
                     }
-                    self.check_switches().await;
                     match self.venue.tick().await {
                         Ok(fired) => {
                             for t in fired {
@@ -2153,7 +2220,6 @@ impl Engine {
             }
         }
         self.save_paper_wallet().await;
-        let _ = self.commands_tx.clone();
         result
     }
 }

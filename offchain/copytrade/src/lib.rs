@@ -2,6 +2,8 @@
 //! Paper by default.
 //!
 //! - [`config`]: `[copytrade]` TOML, validated with errors that name the field.
+//! - [`control`]: the one control path (copy-trading on/off, ratio, emergency stop, resume): an append-only log of
+//!   commands, folded; the only reader and writer of control state.
 //! - [`engine`]: the follower's executor (venue calls, store writes, status) around the decisions of `decide`.
 //! - `decide`: the decisions, pure and unit-tested: targets and their orders, stops, the emergency stop, orders of
 //!   unknown fate, the switches, AI targets.
@@ -16,6 +18,7 @@
 pub mod ai;
 pub mod ai_gate;
 pub mod config;
+pub mod control;
 pub(crate) mod decide;
 pub mod engine;
 pub mod lead;
@@ -29,5 +32,6 @@ pub mod store;
 pub mod venue;
 
 pub use config::{Config, Mode};
-pub use engine::{Command, Engine, Handles, Status, Tuning};
+pub use control::{Control, ControlCommand};
+pub use engine::{Engine, Handles, Status, Tuning};
 pub use store::Store;

@@ -128,26 +128,33 @@ pub struct StoredStatus {
     pub recent_orders: Vec<OrderRow>,
     pub recent_events: Vec<EventRow>,
     pub paper_wallet: Option<String>,
+    /// Control values that cannot be read, each naming its key.
+    pub control_errors: Vec<String>,
 }
 
 pub async fn stored_status(store: &Store) -> Result<StoredStatus> {
-    let ratio_override = match store.get_state("ratio").await? {
-        Some(value) => Some(RatioOverride {
-            value,
-            set_by: store.get_state("ratio_set_by").await?,
-            set_ms: store.get_state("ratio_set_ms").await?.and_then(|v| v.parse().ok()),
-        }),
-        None => None,
+    let control = crate::control::load(store).await?;
+    let ratio_override = match &control.ratio {
+        Ok(Some((Some(r), stamp))) => {
+            Some(RatioOverride { value: r.to_string(), set_by: Some(stamp.set_by.clone()), set_ms: Some(stamp.at_ms) })
+        }
+        Ok(Some((None, _))) | Ok(None) => None,
+        // Not a ratio: shown as stored (the line says it is not one and that the configured ratio applies).
+        Err(b) => Some(RatioOverride { value: b.value.clone(), set_by: None, set_ms: None }),
     };
+    let mut risk = RiskState::load(store).await?;
+    // As the engine takes it: asked (or unreadable) is in force.
+    risk.emergency = control.emergency_asked();
     Ok(StoredStatus {
-        trading: store.get_state("trading").await?.as_deref() != Some("0"),
+        trading: control.trading_on(),
         ratio_override,
-        risk: RiskState::load(store).await?,
+        risk,
         positions: store.positions().await?,
         lead: store.lead().await?,
         recent_orders: store.recent_orders(10).await?,
         recent_events: store.events(10).await?,
         paper_wallet: store.get_state("paper_wallet").await?,
+        control_errors: control.errors(),
     })
 }
 
@@ -226,7 +233,8 @@ pub fn ratio_line(configured: Decimal, file: &str, ov: Option<&RatioOverride>) -
     match valid_ratio(&o.value) {
         None => format!(
             "ratio: {configured} (copytrade.sizing.ratio in {file}); the override '{}' in the store ({who}) is not a \
-             ratio in (0, 100] and is ignored",
+             ratio from {MIN_RATIO} to {MAX_RATIO}: a running copy-trader keeps the ratio it has in force and reports \
+             the error; set one again with kronos copytrade ratio",
             o.value
         ),
         Some(r) if r == configured => {
@@ -264,6 +272,9 @@ pub fn render_status(s: &StoredStatus, configured_ratio: Decimal, file: &str, no
         or_dash(&r.day_start_equity),
         or_dash(&r.peak_equity)
     ));
+    for e in &s.control_errors {
+        out.push_str(&format!("control error: {e}\n"));
+    }
     if let Some(w) = &s.paper_wallet {
         out.push_str(&format!("paper wallet: {w}\n"));
     }
@@ -400,6 +411,7 @@ mod tests {
                 detail: "x".into(),
             }],
             paper_wallet: None,
+            control_errors: vec![],
         };
         let out = render_status(&s, d("0.5"), "ct.toml", 0);
         assert!(out.contains("copy-trading: OFF"), "{out}");

@@ -73,7 +73,8 @@ impl RiskState {
     /// Loads the state (defaults when none was saved).
     pub async fn load(store: &Store) -> Result<RiskState> {
         Ok(RiskState {
-            emergency: store.get_state("emergency").await?.as_deref() == Some("1"),
+            // In force only once the engine carries it out (the control log says whether it is asked).
+            emergency: false,
             cooldown_until_ms: store.get_state("cooldown_until_ms").await?.and_then(|v| v.parse().ok()).unwrap_or(0),
             day: store.get_state("day").await?.and_then(|v| v.parse().ok()).unwrap_or(0),
             day_start_equity: parse_dec(store.get_state("day_start_equity").await?),
@@ -82,9 +83,8 @@ impl RiskState {
         })
     }
 
-    /// Saves the figures the engine computes. Not `emergency`: that flag is set and cleared only by the emergency
-    /// stop and resume themselves (the engine, the API, the CLI, the Telegram bot write it directly), so a save
-    /// never overwrites a stop requested meanwhile.
+    /// Saves the figures the engine computes. Not `emergency`: the emergency stop is asked through the control log
+    /// ([`crate::control`]) and carried out by the engine, so a save never touches a stop requested meanwhile.
     pub async fn save(&self, store: &Store) -> Result<()> {
         store.set_state("cooldown_until_ms", &self.cooldown_until_ms.to_string()).await?;
         store.set_state("day", &self.day.to_string()).await?;
@@ -198,13 +198,13 @@ mod tests {
         let mut r = RiskState::load(&store).await.unwrap();
         assert!(!r.emergency);
         // The CLI (or Telegram) stops everything while the engine holds the state it loaded…
-        store.set_state("emergency", "1").await.unwrap();
+        let cmd = crate::control::ControlCommand::EmergencyStop { reason: "cli".into() };
+        crate::control::append(&store, &cmd, "test").await.unwrap();
         // …and the engine saves a new peak.
         r.observe(d("1000"), 20_000 * DAY_MS, d("50"), d("90"), 1000);
         r.save(&store).await.unwrap();
-        assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+        assert!(crate::control::load(&store).await.unwrap().emergency_asked());
         let loaded = RiskState::load(&store).await.unwrap();
-        assert!(loaded.emergency);
         assert_eq!(loaded.peak_equity, Some(d("1000")));
     }
 

@@ -19,7 +19,8 @@ use axum::{Extension, Json, Router};
 use kronos_common::http_guard::{Guard, Limits};
 use kronos_common::signal_ws::Hub;
 
-use crate::engine::{Command, Handles};
+use crate::control::ControlCommand;
+use crate::engine::Handles;
 
 /// The router under the default limits ([`kronos_common::http_guard::Limits::default`]).
 pub fn router(h: Handles) -> Router {
@@ -52,10 +53,12 @@ pub fn router_with(h: Handles, guard: &Guard) -> Router {
 async fn health(State(h): State<Handles>) -> Response {
     let store_ok = h.store.ping().await.is_ok();
     let st = h.status.lock().clone();
-    let ok = store_ok && st.ready && st.healthy;
+    // A control value that cannot be read (named by its key) makes the service degraded until it is fixed.
+    let ok = store_ok && st.ready && st.healthy && st.control_errors.is_empty();
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" }, "store": store_ok, "ready": st.ready, "detail": st.detail,
         "mode": st.mode, "emergency": st.risk.emergency, "lead_stream_connected": st.lead_stream_connected,
+        "control_errors": st.control_errors,
     });
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body)).into_response()
 }
@@ -105,11 +108,12 @@ async fn emergency(State(h): State<Handles>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse_unless_authorized(&h, &headers) {
         return r;
     }
-    // The flag is saved first, so the stop holds even if the engine is busy or restarting.
-    if let Err(e) = h.store.set_state("emergency", "1").await {
+    // Appended to the control log first (it holds even if the engine is busy or restarting), then the engine is
+    // woken at once.
+    let cmd = ControlCommand::EmergencyStop { reason: "emergency stop requested over the API".into() };
+    if let Err(e) = h.control.send(&cmd, "the HTTP API").await {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
     }
-    let _ = h.commands.send(Command::EmergencyStop { reason: "emergency stop requested over the API".into() }).await;
     (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": true}))).into_response()
 }
 
@@ -117,10 +121,9 @@ async fn resume(State(h): State<Handles>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse_unless_authorized(&h, &headers) {
         return r;
     }
-    if let Err(e) = h.store.set_state("emergency", "0").await {
+    if let Err(e) = h.control.send(&ControlCommand::Resume, "the HTTP API").await {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
     }
-    let _ = h.commands.send(Command::Resume).await;
     (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": false}))).into_response()
 }
 

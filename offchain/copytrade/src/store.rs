@@ -142,7 +142,15 @@ impl Store {
         };
         m.dangerous_set_table_name("_kronos_copytrade_migrations");
         m.run(&pool).await.context("applying copy-trader store migrations")?;
-        Ok(Store { pool, backend })
+        let store = Store { pool, backend };
+        // A store written before the control log keeps its switches (an emergency stop stays in force).
+        crate::control::import_legacy(&store).await?;
+        Ok(store)
+    }
+
+    /// The pool, for [`crate::control`]'s own table.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// A trivial query, for health checks.
@@ -458,11 +466,12 @@ pub(crate) mod tests {
         s.set_lead("BTCUSDT", "0.02".parse().unwrap(), None).await.unwrap();
         s.set_lead("BTCUSDT", "0.03".parse().unwrap(), Some(Decimal::ZERO)).await.unwrap();
         assert_eq!(s.lead().await.unwrap(), vec![("BTCUSDT".into(), "0.03".parse().unwrap(), Some(Decimal::ZERO))]);
-        s.set_state("emergency", "1").await.unwrap();
-        s.set_state("emergency", "0").await.unwrap();
-        assert_eq!(s.get_state("emergency").await.unwrap().as_deref(), Some("0"));
-        s.delete_state("emergency").await.unwrap();
-        assert_eq!(s.get_state("emergency").await.unwrap(), None);
+        s.set_state("daily_halt", "1").await.unwrap();
+        s.set_state("daily_halt", "0").await.unwrap();
+        assert_eq!(s.get_state("daily_halt").await.unwrap().as_deref(), Some("0"));
+        s.delete_state("daily_halt").await.unwrap();
+        assert_eq!(s.get_state("daily_halt").await.unwrap(), None);
+        crate::control::tests::exercise(s).await;
         s.event("risk", "", "daily loss").await.unwrap();
         assert_eq!(s.events(10).await.unwrap()[0].detail, "daily loss");
         s.record_equity(5, "100.5".parse().unwrap()).await.unwrap();
@@ -489,6 +498,7 @@ pub(crate) mod tests {
         exercise(&s).await;
         // Migrations are idempotent on a second connect.
         Store::connect(&pg.url()).await.unwrap();
+        crate::control::tests::old_keys_are_imported(&pg.url()).await;
     }
 
     /// The table and column of a value that does not read back.

@@ -10,7 +10,15 @@ use kronos_binance::types::Side;
 use kronos_binance_mock::Fault;
 use kronos_common::signals::LeadAction;
 use kronos_common::SignalKind;
-use kronos_copytrade::Config;
+use kronos_copytrade::{Config, ControlCommand};
+
+fn stop(reason: &str) -> ControlCommand {
+    ControlCommand::EmergencyStop { reason: reason.into() }
+}
+
+fn ratio(r: &str) -> ControlCommand {
+    ControlCommand::SetRatio { ratio: Some(d(r)), set_by: "test".into() }
+}
 
 #[tokio::test]
 async fn mirrors_open_add_reduce_close_and_flip_with_ratio_stops_and_allow_list() {
@@ -323,7 +331,7 @@ async fn emergency_stop_closes_everything_and_persists_until_resume() {
     assert_eq!(http.post(&url).send().await.unwrap().status(), 401);
     assert_eq!(http.post(&url).bearer_auth("ct-control-token-0123456789x").send().await.unwrap().status(), 401);
     assert_eq!(http.post(format!("http://{addr}/api/resume")).send().await.unwrap().status(), 401);
-    assert_eq!(r.handles.store.get_state("emergency").await.unwrap(), None, "a refused request changed nothing");
+    assert!(!control_state(&r.handles.store).await.emergency_asked(), "a refused request changed nothing");
     let resp = http.post(&url).bearer_auth(CONTROL_TOKEN).send().await.unwrap();
     assert_eq!(resp.status(), 202);
     w.expect_follower("BTCUSDT", "0").await;
@@ -339,8 +347,8 @@ async fn emergency_stop_closes_everything_and_persists_until_resume() {
     let r = w.start(&cfg).await;
     r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
-    // Resume through the store (as the CLI and the Telegram bot do): open lead positions are not chased…
-    r.handles.store.set_state("emergency", "0").await.unwrap();
+    // Resume from another process (as the CLI and the Telegram bot do): open lead positions are not chased…
+    send_from_another_process(&r.handles.store, ControlCommand::Resume).await;
     wait_for("resumed", || !r.handles.status.lock().risk.emergency).await;
     r.settle().await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
@@ -578,34 +586,41 @@ async fn the_trading_switch_and_the_ratio_override_work_through_the_store() {
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     // A new ratio resizes at once.
-    r.handles.store.set_state("ratio", "0.8").await.unwrap();
+    send_from_another_process(&r.handles.store, ratio("0.8")).await;
     w.expect_follower("BTCUSDT", "0.08").await;
-    assert_eq!(r.handles.store.get_state("ratio_effective").await.unwrap().as_deref(), Some("0.8"));
+    let carried = kronos_copytrade::control::carried_out(&r.handles.store).await.unwrap();
+    assert_eq!(carried.ratio_effective.as_deref(), Some("0.8"));
     // Switched off: nothing is mirrored, positions and stops stay.
-    r.handles.store.set_state("trading", "0").await.unwrap();
+    send_from_another_process(&r.handles.store, ControlCommand::SetTrading(false)).await;
     wait_for("paused", || !r.handles.status.lock().trading).await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     r.settle().await;
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.08"));
     assert_eq!(w.follower_stops().len(), 1);
     // Switched on: the increase made meanwhile is not chased; the next change is mirrored.
-    r.handles.store.set_state("trading", "1").await.unwrap();
+    send_from_another_process(&r.handles.store, ControlCommand::SetTrading(true)).await;
     wait_for("resumed", || r.handles.status.lock().trading).await;
     r.settle().await;
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.08"));
     // The lead reduces by 75% (0.2 → 0.05); the follower, held at 0.08, reduces by 75% too: 0.02.
     w.lead_trade(Side::Sell, "0.15", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.02").await;
-    // A bad override is ignored (the configured ratio applies).
-    r.handles.store.set_state("ratio", "-3").await.unwrap();
-    let store = r.handles.store.clone();
-    wait_until("the configured ratio in force", || {
-        let store = store.clone();
-        async move { store.get_state("ratio_effective").await.unwrap().as_deref() == Some("0.5") }
+    // Audit finding (c): a bad ratio stored by hand is an error naming its key (on the status, /health and as an
+    // event); the ratio in force stays; and it does not keep trading on after /stop.
+    store_control_by_hand(&cfg.store, "ratio", "set_ratio", "-3").await;
+    wait_for("the bad ratio reported", || {
+        r.handles.status.lock().control_errors.iter().any(|e| e.contains("`ratio`") && e.contains("'-3'"))
     })
     .await;
-    wait_for("the status shows it", || r.handles.status.lock().ratio == "0.5").await;
+    wait_event("the bad ratio as an event", &r.handles.store, "control_invalid", "`ratio`").await;
+    assert_eq!(r.handles.status.lock().ratio, "0.8", "the ratio in force stays");
     assert_eq!(w.follower_qty("BTCUSDT"), d("0.02"), "held at 0.02 until the lead closes or flips");
+    send_from_another_process(&r.handles.store, ControlCommand::SetTrading(false)).await;
+    wait_for("paused despite the bad ratio", || !r.handles.status.lock().trading).await;
+    w.lead_trade(Side::Sell, "0.05", "BTCUSDT").await; // the lead closes: not mirrored while off
+    w.lead_trade(Side::Buy, "0.3", "BTCUSDT").await; // and opens again: not mirrored either
+    r.settle().await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.02"), "nothing traded after /stop");
     r.stop().await;
 }
 
@@ -728,7 +743,7 @@ async fn an_emergency_stop_keeps_trying_until_every_position_is_closed_and_keeps
         },
         1,
     );
-    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.control.send(&stop("test"), "test").await.unwrap();
     let store = r.handles.store.clone();
     wait_event("the failure alerted", &store, "emergency_incomplete", "could not be read").await;
     // Nothing is closed yet, and nothing is unprotected.
@@ -751,7 +766,7 @@ async fn in_hedge_mode_an_emergency_stop_closes_each_side() {
     let cfg = w.default_config("live");
     let r = w.start(&cfg).await;
     // Copy-trading off; someone holds both sides by hand.
-    r.handles.store.set_state("trading", "0").await.unwrap();
+    send_from_another_process(&r.handles.store, ControlCommand::SetTrading(false)).await;
     wait_for("paused", || !r.handles.status.lock().trading).await;
     let f = follower_client(&w);
     let long = kronos_binance::types::OrderRequest {
@@ -764,7 +779,7 @@ async fn in_hedge_mode_an_emergency_stop_closes_each_side() {
     };
     f.place_order(&long).await.unwrap();
     f.place_order(&short).await.unwrap();
-    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.control.send(&stop("test"), "test").await.unwrap();
     wait_for("both sides closed", || {
         let a = w.ex.account(FOLLOWER);
         a.position("BTCUSDT", "LONG").amount.is_zero() && a.position("BTCUSDT", "SHORT").amount.is_zero()
@@ -879,7 +894,7 @@ async fn an_emergency_stop_also_closes_what_an_order_of_unknown_fate_opens_late(
     let store = r.handles.store.clone();
     wait_event("the entry's outcome unknown", &store, "order_unresolved", "").await;
     // Panic: stop everything while the follower holds nothing yet.
-    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.control.send(&stop("test"), "test").await.unwrap();
     wait_for("the late entry executed", || w.ex.late_pending() == 0 && !follower_orders(&w).is_empty()).await;
     // What it opened is closed too, and only then is the stop done.
     w.expect_follower("BTCUSDT", "0").await;
@@ -1067,7 +1082,7 @@ async fn a_position_reopened_after_an_emergency_stop_finished_is_closed_too() {
         let store = store.clone();
         async move { store.events(500).await.unwrap().iter().filter(|e| e.kind == "emergency_done").count() >= n }
     };
-    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.control.send(&stop("test"), "test").await.unwrap();
     w.expect_follower("BTCUSDT", "0").await;
     wait_until("the emergency stop done", || done(1)).await;
     // A person opens a position by hand while the emergency stop holds: the copy-trader closes it as well, and
@@ -1093,7 +1108,7 @@ async fn a_position_reopened_after_an_emergency_stop_finished_is_closed_too() {
     assert!(stops_after > stops_before, "the reopened position got no stop while its close was refused");
     wait_until("a second emergency pass done", || done(2)).await;
     // Asked again while it holds, the emergency stop runs a new pass.
-    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "again".into() }).await.unwrap();
+    r.handles.control.send(&stop("again"), "test").await.unwrap();
     wait_until("a third emergency pass done", || done(3)).await;
     assert!(w.follower_qty("BTCUSDT").is_zero());
     r.stop().await;
@@ -1196,7 +1211,7 @@ async fn an_emergency_close_the_exchange_keeps_refusing_is_reported_once_and_the
     let refusal =
         Fault::Answer { status: 400, code: -4005, msg: "Quantity greater than max quantity.".into(), executed: false };
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", refusal, 100);
-    r.handles.commands.send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+    r.handles.control.send(&stop("test"), "test").await.unwrap();
     wait_for("four refused attempts", || w.ex.faults_left() <= 96).await;
     let events = r.handles.store.events(500).await.unwrap();
     let count = |k: &str| events.iter().filter(|e| e.kind == k).count();
@@ -1250,12 +1265,12 @@ async fn the_status_shows_each_change_at_once_not_at_the_next_reconcile() {
     let last = r.handles.store.equity_since(0).await.unwrap().last().map(|e| e.1);
     assert_eq!(last, Some(d(&equity)), "the equity after the fill is recorded");
     // Trading switched off (as /stop in the bot does).
-    r.handles.store.set_state("trading", "0").await.unwrap();
+    send_from_another_process(&r.handles.store, ControlCommand::SetTrading(false)).await;
     wait_until("/api/status shows trading off", || async { get("/api/status").await["trading"] == false }).await;
-    r.handles.store.set_state("trading", "1").await.unwrap();
+    send_from_another_process(&r.handles.store, ControlCommand::SetTrading(true)).await;
     wait_until("/api/status shows trading on", || async { get("/api/status").await["trading"] == true }).await;
-    // An emergency stop through the store (as the CLI and the bot do): shown with its effect.
-    r.handles.store.set_state("emergency", "1").await.unwrap();
+    // An emergency stop from another process (as the CLI and the bot send it): shown with its effect.
+    send_from_another_process(&r.handles.store, stop("test")).await;
     w.expect_follower("BTCUSDT", "0").await;
     wait_until("/api/status shows the emergency stop and no position", || async {
         let s = get("/api/status").await;
@@ -1266,7 +1281,7 @@ async fn the_status_shows_each_change_at_once_not_at_the_next_reconcile() {
     .await;
     wait_until("/health shows the emergency stop", || async { get("/health").await["emergency"] == true }).await;
     // Resumed: entries are allowed again at once.
-    r.handles.store.set_state("emergency", "0").await.unwrap();
+    send_from_another_process(&r.handles.store, ControlCommand::Resume).await;
     wait_until("/api/status shows entries allowed after the resume", || async {
         let s = get("/api/status").await;
         s["risk"]["emergency"] == false && s["entries_blocked"].is_null()
@@ -1311,7 +1326,7 @@ async fn a_runtime_ratio_that_overrides_the_configured_one_is_reported_at_start(
     let w = World::new().await;
     let cfg = w.default_config("live");
     let r = w.start(&cfg).await;
-    r.handles.store.set_state("ratio", "0.8").await.unwrap();
+    send_from_another_process(&r.handles.store, ratio("0.8")).await;
     wait_for("the override in force", || r.handles.status.lock().ratio == "0.8").await;
     r.stop().await;
     let r = w.start(&cfg).await;
@@ -1348,7 +1363,7 @@ async fn a_store_used_with_another_network_mode_or_key_is_refused() {
     let r = w.start(&paper).await;
     w.lead_trade(Side::Sell, "1", "BTCUSDT").await;
     wait_for("the paper position", || r.handles.status.lock().positions.len() == 1).await;
-    r.handles.store.set_state("ratio", "0.8").await.unwrap();
+    send_from_another_process(&r.handles.store, ratio("0.8")).await;
     r.stop().await;
     // The same file switched to live: refused before any order.
     let live = w.default_config("live");
@@ -1392,7 +1407,7 @@ async fn an_emergency_stop_is_carried_out_while_start_up_cannot_read_the_lead() 
         w.ex.inject_for(LEAD, "GET", "/fapi/v2/positionRisk", Fault::Unknown503 { executed: false }, 100_000);
         let store = kronos_copytrade::Store::connect(&cfg.store).await.unwrap();
         if !via_command {
-            store.set_state("emergency", "1").await.unwrap();
+            send_from_another_process(&store, stop("test")).await;
         }
         let (engine, handles) = kronos_copytrade::run::build(&cfg, true, w.bus.clone(), test_tuning()).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -1402,11 +1417,7 @@ async fn an_emergency_stop_is_carried_out_while_start_up_cannot_read_the_lead() 
         if via_command {
             let st = handles.status.clone();
             wait_for("a failed start-up", || st.lock().detail.starts_with("cannot start")).await;
-            handles
-                .commands
-                .send(kronos_copytrade::engine::Command::EmergencyStop { reason: "test".into() })
-                .await
-                .unwrap();
+            handles.control.send(&stop("test"), "test").await.unwrap();
         }
         w.expect_follower("BTCUSDT", "0").await;
         assert!(!handles.status.lock().ready, "still unable to start");
@@ -1449,7 +1460,7 @@ async fn a_stop_missing_while_trading_is_off_is_placed_again() {
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     wait_for("the stop", || w.follower_stops().len() == 1).await;
-    r.handles.store.set_state("trading", "0").await.unwrap();
+    send_from_another_process(&r.handles.store, ControlCommand::SetTrading(false)).await;
     wait_for("trading off", || !r.handles.status.lock().trading).await;
     let old = w.follower_stops()[0].client_algo_id.clone();
     follower_client(&w).cancel_stop(&old).await.unwrap();
@@ -1496,6 +1507,9 @@ async fn equity_is_recorded_only_when_it_was_read() {
     let cfg = w.default_config("live");
     let r = w.start(&cfg).await;
     w.ex.inject_for(FOLLOWER, "GET", "/fapi/v2/balance", Fault::Unknown503 { executed: false }, 100_000);
+    // A read of the balance already in flight when the fault was set (the loop's first risk check) may still be
+    // recorded: counted from once the engine has settled after it.
+    r.settle().await;
     let t0 = kronos_common::time::now_ms() as i64 + 1;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
@@ -1512,7 +1526,7 @@ async fn a_retried_start_up_reports_the_ratio_override_once() {
     let w = World::new().await;
     let cfg = w.default_config("paper");
     let r = w.start(&cfg).await;
-    r.handles.store.set_state("ratio", "0.8").await.unwrap();
+    send_from_another_process(&r.handles.store, ratio("0.8")).await;
     wait_for("the override in force", || r.handles.status.lock().ratio == "0.8").await;
     r.stop().await;
     // The first two attempts fail at the lead (each read is tried three times; the third attempt starts).
@@ -1543,7 +1557,7 @@ async fn a_repeated_emergency_request_gets_its_own_outcome() {
     let store = r.handles.store.clone();
     for _ in 0..2 {
         let since = kronos_common::time::now_ms() as i64;
-        r.handles.commands.send(kronos_copytrade::Command::EmergencyStop { reason: "test".into() }).await.unwrap();
+        r.handles.control.send(&stop("test"), "test").await.unwrap();
         let outcome = kronos_copytrade::report::emergency_outcome(&store, since, Duration::from_secs(60)).await;
         assert!(
             matches!(outcome, kronos_copytrade::report::EmergencyOutcome::Incomplete(_)),
@@ -1602,5 +1616,176 @@ async fn a_stop_placed_with_a_quantity_after_4130_grows_with_the_position() {
     // The user's stop is left alone.
     assert!(w.follower_stops().iter().any(|s| s.client_algo_id == "users-own-stop"));
     w.assert_no_duplicates();
+    r.stop().await;
+}
+
+// ---- the one control path (issue 12): one test per finding of the reverted attempt's audit ---------------------
+
+/// Audit finding (a): the reverted engine wrote the same `emergency` key it read commands from, so a resume it was
+/// carrying out could overwrite a stop written meanwhile (the engine ended resumed although the stop came last).
+/// Here a resume over the API (acted on at once) and a stop from another process race, again and again: the engine
+/// always ends in the state of the command numbered last, and its record reaches that command; the log holds only
+/// what the writers sent.
+#[tokio::test]
+async fn a_resume_racing_an_emergency_stop_ends_in_the_state_of_the_last_command() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.handles.control.send(&stop("first"), "test").await.unwrap();
+    w.expect_follower("BTCUSDT", "0").await;
+    let other = kronos_copytrade::Store::connect(&cfg.store).await.unwrap(); // as the CLI or the bot
+    let mut sent = 1;
+    let (mut stop_last, mut resume_last) = (0, 0);
+    for i in 0..12 {
+        let race = stop(&format!("race {i}"));
+        let (resume, stop_seq) = tokio::join!(
+            r.handles.control.send(&ControlCommand::Resume, "test"),
+            kronos_copytrade::control::append(&other, &race, "test"),
+        );
+        let (resume, stop_seq) = (resume.unwrap(), stop_seq.unwrap());
+        sent += 2;
+        let last = resume.max(stop_seq);
+        let store = r.handles.store.clone();
+        wait_until("the engine carried out the last command", || {
+            let store = store.clone();
+            async move { kronos_copytrade::control::carried_out(&store).await.unwrap().emergency_seq >= last }
+        })
+        .await;
+        let stopped = r.handles.status.lock().risk.emergency;
+        assert_eq!(stopped, stop_seq > resume, "round {i}: stop #{stop_seq}, resume #{resume}");
+        let carried = kronos_copytrade::control::carried_out(&r.handles.store).await.unwrap();
+        assert_eq!(carried.emergency_active, stopped, "round {i}: the record agrees");
+        if stopped {
+            stop_last += 1;
+        } else {
+            resume_last += 1;
+            // Stopped again for the next round.
+            r.handles.control.send(&stop("again"), "test").await.unwrap();
+            sent += 1;
+            wait_for("stopped again", || r.handles.status.lock().risk.emergency).await;
+        }
+    }
+    eprintln!("races won by the stop: {stop_last}, by the resume: {resume_last}");
+    let (_, pool) = kronos_common::db::open(&cfg.store).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ct_control").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, sent, "the control log holds the writers' commands and nothing the engine wrote");
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    r.stop().await;
+}
+
+/// Audit finding (b): in the reverted attempt an emergency stop sent over the API while a start-up attempt was
+/// under way (before its first reconcile) was not seen before the start placed its entries. Here the lead adds
+/// while the copy-trader is down (a start would enter), the start-up attempt reads the follower's positions
+/// slowly, and the stop is sent meanwhile: the start re-reads the control state after its reconcile and carries
+/// the stop out before anything reads the lead — no entry is ever sent.
+#[tokio::test]
+async fn an_emergency_stop_sent_during_a_start_up_attempt_is_carried_out_before_any_entry() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.stop().await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let slow = Fault::Timeout { executed: true, delay: Duration::from_millis(500) };
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v2/positionRisk", slow, 1);
+    let (engine, handles) = kronos_copytrade::run::build(&cfg, true, w.bus.clone(), test_tuning()).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(async {
+        let _ = rx.await;
+    }));
+    handles.control.send(&stop("during start-up"), "test").await.unwrap();
+    w.expect_follower("BTCUSDT", "0").await;
+    let st = handles.status.clone();
+    wait_for("started", || st.lock().ready).await;
+    assert!(st.lock().risk.emergency);
+    // Settled: a lead poll and a reconcile after the start.
+    let t = kronos_common::time::now_ms() as i64;
+    wait_for("a lead poll", || st.lock().last_lead_poll_ms > t).await;
+    let n = st.lock().reconciles;
+    wait_for("a reconcile", || st.lock().reconciles > n).await;
+    let buys = follower_orders(&w).iter().filter(|o| o.side == Side::Buy).count();
+    assert_eq!(buys, 1, "only the entry made before the restart: {:?}", follower_orders(&w));
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+/// Audit finding (d): in the reverted attempt a control value that could not be read ended the daemon before an
+/// emergency stop saved in the store was carried out. Here, while the copy-trader is down, a stop is sent and then
+/// `trading` and `ratio` values nobody can read are stored by hand: the copy-trader starts, carries the stop out
+/// first, then reports each bad value by its key (status, /health, a `control_invalid` event) and keeps running.
+/// An `emergency` value that cannot be read is itself a stop (fail safe).
+#[tokio::test]
+async fn a_bad_control_value_never_ends_the_daemon_and_a_pending_stop_is_carried_out_first() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.stop().await;
+    let store = kronos_copytrade::Store::connect(&cfg.store).await.unwrap();
+    send_from_another_process(&store, stop("before the bad values")).await;
+    store_control_by_hand(&cfg.store, "trading", "set_trading", "maybe").await;
+    store_control_by_hand(&cfg.store, "ratio", "set_ratio", "abc").await;
+    let r = w.start(&cfg).await;
+    w.expect_follower("BTCUSDT", "0").await;
+    wait_for("both bad values reported", || r.handles.status.lock().control_errors.len() == 2).await;
+    let errors = r.handles.status.lock().control_errors.clone();
+    assert!(errors[0].contains("`trading`") && errors[0].contains("maybe"), "{errors:?}");
+    assert!(errors[1].contains("`ratio`") && errors[1].contains("'abc'"), "{errors:?}");
+    assert!(!r.handles.status.lock().trading, "trading unreadable: paused");
+    // The stop was carried out before the errors were reported (events: newest first).
+    let events = r.handles.store.events(500).await.unwrap();
+    let at = |kind: &str| events.iter().position(|e| e.kind == kind).unwrap_or_else(|| panic!("no {kind}"));
+    assert!(at("control_invalid") < at("emergency_stop"), "{events:?}");
+    let (addr, _srv) = kronos_copytrade::run::serve(r.handles.clone(), "127.0.0.1:0").await.unwrap();
+    let resp = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let health: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert!(health["control_errors"][0].as_str().unwrap().contains("`trading`"), "{health}");
+    assert!(!r.task.is_finished(), "the daemon keeps running");
+    // Fixed: a good trading command clears its error; the emergency stop is lifted.
+    send_from_another_process(&r.handles.store, ControlCommand::SetTrading(true)).await;
+    send_from_another_process(&r.handles.store, ControlCommand::Resume).await;
+    wait_for("resumed", || !r.handles.status.lock().risk.emergency).await;
+    wait_for("only the ratio error left", || r.handles.status.lock().control_errors.len() == 1).await;
+    // An emergency value nobody can read: taken as a stop.
+    w.lead_trade(Side::Sell, "0.1", "BTCUSDT").await; // the lead closes…
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await; // …and opens again: followed
+    w.expect_follower("BTCUSDT", "0.05").await;
+    store_control_by_hand(&cfg.store, "emergency", "halt", "").await;
+    w.expect_follower("BTCUSDT", "0").await;
+    assert!(r.handles.status.lock().risk.emergency);
+    wait_for("the emergency error reported", || {
+        r.handles.status.lock().control_errors.iter().any(|e| e.contains("`emergency`") && e.contains("halt"))
+    })
+    .await;
+    assert!(!r.task.is_finished(), "the daemon keeps running");
+    r.stop().await;
+}
+
+/// Latency: a command sent inside the daemon (the HTTP API) wakes the engine at once — here the poll interval is an
+/// hour, so nothing but the wake-up can carry the stop out — while one from another process is read at the next
+/// poll (every other test here: 200 ms).
+#[tokio::test]
+async fn a_command_sent_in_process_is_carried_out_at_once_not_at_the_next_poll() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let mut tuning = test_tuning();
+    tuning.fast_tick = Duration::from_secs(3600);
+    let r = w.start_tuned(&cfg, tuning).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    let (addr, _srv) = kronos_copytrade::run::serve(r.handles.clone(), "127.0.0.1:0").await.unwrap();
+    let http = reqwest::Client::new();
+    let resp = http.post(format!("http://{addr}/api/emergency-stop")).bearer_auth(CONTROL_TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    w.expect_follower("BTCUSDT", "0").await;
+    let resp = http.post(format!("http://{addr}/api/resume")).bearer_auth(CONTROL_TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    wait_for("resumed at once", || !r.handles.status.lock().risk.emergency).await;
     r.stop().await;
 }

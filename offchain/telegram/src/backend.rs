@@ -1,9 +1,10 @@
 //! Where the bot's answers come from and where its switches go.
 //!
 //! - The keeper: its HTTP API (`/health`, `/api/markets`, `/api/predictions`).
-//! - The copy-trader: its store (status, stats, and the switches `trading`, `ratio`, `emergency`, which the
-//!   copy-trader reads every second — so they work whether or not it is running right now) and, when configured,
-//!   its HTTP API for live figures (equity, stops) and an immediate emergency stop.
+//! - The copy-trader: its store (status, stats) and its one control path, `kronos_copytrade::control` (copy-trading
+//!   on/off, the ratio, the emergency stop: commands appended to its store, which the copy-trader reads every
+//!   second — so they work whether or not it is running right now) and, when configured, its HTTP API for live
+//!   figures (equity, stops) and an immediate emergency stop.
 //!
 //! A part that is not configured or not reachable gives a clear one-line answer, never a crash.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use kronos_api_types as wire;
 use kronos_common::Decimal;
+use kronos_copytrade::control::{self, ControlCommand};
 use kronos_copytrade::report::{self, Stats, StoredStatus};
 use kronos_copytrade::Store;
 use serde::de::DeserializeOwned;
@@ -30,16 +32,19 @@ pub struct Backend {
     pub store: Option<Store>,
 }
 
-/// What an emergency stop from the bot did, beyond saving the flag in the store (which always happens first).
+/// Where an emergency stop from the bot went: to the copy-trader's API (which appends it to the control log and
+/// acts at once), or — when no API is configured, or it did not accept the stop — appended to the control log in
+/// the store by the bot itself (a running copy-trader acts on it within a second).
 #[derive(Debug, Clone, PartialEq)]
 pub enum EmergencySent {
-    /// No copy-trader API configured: the store's flag alone (a running copy-trader reads it within a second).
+    /// No copy-trader API configured: appended to the store.
     StoreOnly,
     /// The running copy-trader accepted it over its API.
     Accepted,
-    /// The copy-trader's API refused it (HTTP status: 401 wrong or missing token, 403 control API disabled).
+    /// The copy-trader's API refused it (HTTP status: 401 wrong or missing token, 403 control API disabled):
+    /// appended to the store.
     Refused(u16),
-    /// The copy-trader's API could not be reached.
+    /// The copy-trader's API could not be reached: appended to the store.
     Unreachable(String),
 }
 
@@ -148,8 +153,8 @@ impl Backend {
         }
         let store = self.store()?;
         let s: StoredStatus = report::stored_status(store).await?;
-        let trading = store.get_state("trading").await?.as_deref() != Some("0");
-        let ratio = store.get_state("ratio_effective").await?;
+        let trading = s.trading;
+        let ratio = ratio_in_effect(store).await;
         let now = kronos_common::time::now_ms() as i64;
         let last_equity = store
             .equity_since(kronos_common::time::now_ms() as i64 - 86_400_000)
@@ -197,7 +202,7 @@ impl Backend {
     /// Copy-trading on or off.
     pub async fn set_trading(&self, on: bool) -> Result<()> {
         let store = self.store()?;
-        store.set_state("trading", if on { "1" } else { "0" }).await?;
+        control::append(store, &ControlCommand::SetTrading(on), "Telegram").await?;
         store.event(if on { "trading_on_requested" } else { "trading_off_requested" }, "", "from Telegram").await?;
         Ok(())
     }
@@ -206,17 +211,17 @@ impl Backend {
     /// recorded with it (`kronos copytrade status` shows it).
     pub async fn set_ratio(&self, ratio: Decimal) -> Result<Option<String>> {
         let store = self.store()?;
-        let old = store.get_state("ratio_effective").await?;
-        store.set_state("ratio_set_by", "Telegram /ratio").await?;
-        store.set_state("ratio_set_ms", &kronos_common::time::now_ms().to_string()).await?;
-        store.set_state("ratio", &ratio.to_string()).await?;
+        let old = ratio_in_effect(store).await;
+        let cmd = ControlCommand::SetRatio { ratio: Some(ratio), set_by: "Telegram /ratio".into() };
+        control::append(store, &cmd, "Telegram").await?;
         store.event("ratio_requested", "", &format!("{ratio} from Telegram")).await?;
         Ok(old)
     }
 
-    /// Whether the store's emergency flag is set now.
+    /// Whether the emergency stop is asked now (a value that cannot be read counts as asked, as the copy-trader takes
+    /// it). An error here must never keep the bot from sending a stop.
     pub async fn emergency_active(&self) -> Result<bool> {
-        Ok(self.store()?.get_state("emergency").await?.as_deref() == Some("1"))
+        Ok(control::load(self.store()?).await?.emergency_asked())
     }
 
     /// Waits up to `wait` for the copy-trader to record what an emergency stop requested at `since_ms` did.
@@ -227,22 +232,48 @@ impl Backend {
         }
     }
 
-    /// The emergency stop: saved in the store (it holds across restarts) and, when the API is configured, sent
-    /// to the running copy-trader at once.
+    /// The emergency stop, always sent: to the running copy-trader's API when configured (it appends the command
+    /// to the control log and acts at once); when there is no API or it did not accept the stop, appended to the
+    /// control log in the store by the bot (it holds across restarts; a running copy-trader acts within a second).
     pub async fn emergency(&self) -> Result<EmergencySent> {
-        let store = self.store()?;
-        store.set_state("emergency", "1").await?;
-        store.event("emergency_requested", "", "from Telegram").await?;
-        let Some(api) = &self.copytrade_api else { return Ok(EmergencySent::StoreOnly) };
-        let mut req = self.http.post(format!("{}/api/emergency-stop", trim(api)));
-        if let Some(t) = &self.copytrade_token {
-            req = req.bearer_auth(t.expose());
+        let sent = match &self.copytrade_api {
+            None => EmergencySent::StoreOnly,
+            Some(api) => {
+                let mut req = self.http.post(format!("{}/api/emergency-stop", trim(api)));
+                if let Some(t) = &self.copytrade_token {
+                    req = req.bearer_auth(t.expose());
+                }
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => EmergencySent::Accepted,
+                    Ok(r) => EmergencySent::Refused(r.status().as_u16()),
+                    Err(e) => EmergencySent::Unreachable(e.without_url().to_string()),
+                }
+            }
+        };
+        let store = match (self.store(), &sent) {
+            (Ok(s), _) => s,
+            // Accepted by the API: it is in the control log already.
+            (Err(_), EmergencySent::Accepted) => return Ok(sent),
+            (Err(e), _) => return Err(e),
+        };
+        if sent != EmergencySent::Accepted {
+            let cmd = ControlCommand::EmergencyStop { reason: "emergency stop requested from Telegram".into() };
+            control::append(store, &cmd, "Telegram").await?;
         }
-        Ok(match req.send().await {
-            Ok(r) if r.status().is_success() => EmergencySent::Accepted,
-            Ok(r) => EmergencySent::Refused(r.status().as_u16()),
-            Err(e) => EmergencySent::Unreachable(e.without_url().to_string()),
-        })
+        store.event("emergency_requested", "", "from Telegram").await?;
+        Ok(sent)
+    }
+}
+
+/// The ratio in effect as the copy-trader recorded it, else the last one set at runtime (a copy-trader that has not
+/// run since takes it at its start); `None`: neither (the configured one), or unreadable.
+async fn ratio_in_effect(store: &Store) -> Option<String> {
+    if let Some(r) = control::carried_out(store).await.ok().and_then(|c| c.ratio_effective) {
+        return Some(r);
+    }
+    match control::load(store).await.ok()?.ratio {
+        Ok(Some((Some(r), _))) => Some(r.to_string()),
+        _ => None,
     }
 }
 

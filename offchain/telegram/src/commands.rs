@@ -142,8 +142,9 @@ pub fn emergency_reply(sent: &EmergencySent, was_active: bool, outcome: &Emergen
             esc(detail)
         ),
         EmergencyOutcome::NoAnswer if was_active && *sent != EmergencySent::Accepted => format!(
-            "🛑 The emergency stop was already active; nothing new was sent. /positions shows what is open; {LIFT}.\
-             {api_note}"
+            "🛑 The emergency stop was already active; it was sent again, but the copy-trader has not reported another \
+             pass within {} s. /positions shows what is open; {LIFT}.{api_note}",
+            waited.as_secs()
         ),
         EmergencyOutcome::NoAnswer => format!(
             "⚠️ Emergency stop saved, but the copy-trader {} not reported acting on it within {} s: it may not be \
@@ -548,20 +549,21 @@ impl Commands {
                 )
             }),
             Action::Emergency => {
+                // Whether it was asked already only shapes the reply: the stop is sent even when that cannot be read.
                 let was_active = match self.backend.emergency_active().await {
                     Ok(a) => a,
-                    Err(e) => return format!("⚠️ {}", esc(&format!("{e:#}"))),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "the emergency stop's state could not be read");
+                        false
+                    }
                 };
                 let since = kronos_common::time::now_ms() as i64;
                 let sent = match self.backend.emergency().await {
                     Ok(s) => s,
                     Err(e) => return format!("⚠️ Emergency stop NOT saved: {}", esc(&format!("{e:#}"))),
                 };
-                let outcome = if was_active && sent != EmergencySent::Accepted {
-                    EmergencyOutcome::NoAnswer
-                } else {
-                    self.backend.emergency_outcome(since, self.emergency_wait).await
-                };
+                // Sent again while it holds, it makes another pass that the copy-trader reports too.
+                let outcome = self.backend.emergency_outcome(since, self.emergency_wait).await;
                 emergency_reply(&sent, was_active, &outcome, self.emergency_wait)
             }
         }

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kronos_common::{Bus, Decimal, SignalKind};
+use kronos_copytrade::control::{self, ControlState, EmergencyAsk};
 use kronos_copytrade::store::FillRow;
-use kronos_copytrade::Store;
+use kronos_copytrade::{ControlCommand, Store};
 use kronos_telegram::{Backend, Config, Signals, TelegramBot};
 use kronos_testkit::telegram::{MockTelegram, TOKEN};
 
@@ -104,10 +105,33 @@ impl Running {
     }
 }
 
+/// The copy-trader's control state as stored.
+async fn state(store: &Store) -> ControlState {
+    control::load(store).await.unwrap()
+}
+
+/// The runtime ratio set last and by whom.
+async fn ratio_set(store: &Store) -> (Option<Decimal>, String) {
+    let (r, stamp) = state(store).await.ratio.unwrap().unwrap();
+    (r, stamp.set_by)
+}
+
+/// The `trading` switch as set last (`None`: never set).
+async fn trading_set(store: &Store) -> Option<bool> {
+    state(store).await.trading.unwrap().map(|(on, _)| on)
+}
+
+/// Whether the emergency stop was sent (and is not lifted).
+async fn stop_sent(store: &Store) -> bool {
+    matches!(state(store).await.emergency, Ok(Some((EmergencyAsk::Stop { .. }, _))))
+}
+
 async fn seeded_store(w: &World) -> Store {
     let s = w.store().await;
     s.set_position("BTCUSDT", d("0.05"), d("65000")).await.unwrap();
-    s.set_state("ratio_effective", "0.5").await.unwrap();
+    // A ratio set at runtime before (no copy-trader has run since: it is the one in effect).
+    let seed = ControlCommand::SetRatio { ratio: Some(d("0.5")), set_by: "seed".into() };
+    control::append(&s, &seed, "seed").await.unwrap();
     let now = kronos_common::time::now_ms() as i64;
     for (i, (pnl, fee)) in [("0", "1.625"), ("12.5", "1.6"), ("-4", "1.6")].iter().enumerate() {
         s.insert_fill(&FillRow {
@@ -158,26 +182,29 @@ async fn commands_answer_with_tables_and_validate_their_arguments() {
     assert!(w.ask(CONTROL, CONTROL, "/ratio -1").await.contains("must be at least 0.001"));
     assert!(w.ask(CONTROL, CONTROL, "/ratio 101").await.contains("and at most 100"));
     assert!(w.ask(CONTROL, CONTROL, "/ratio").await.contains("Usage: /ratio"));
-    assert_eq!(store.get_state("ratio").await.unwrap(), None, "nothing was changed by bad input");
+    assert_eq!(ratio_set(&store).await, (Some(d("0.5")), "seed".to_string()), "nothing was changed by bad input");
     // A new ratio needs its confirmation (issue 14, item 11).
     let ask = w.ask(CONTROL, CONTROL, "/ratio 0.25").await;
     assert!(ask.contains("Ratio 0.25 (now 0.5)") && ask.contains("/confirm "), "{ask}");
-    assert_eq!(store.get_state("ratio").await.unwrap(), None, "nothing changes before the confirmation");
+    assert_eq!(
+        ratio_set(&store).await,
+        (Some(d("0.5")), "seed".to_string()),
+        "nothing changes before the confirmation"
+    );
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
     let ok = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
     assert!(ok.contains("Ratio set to 0.25 (was 0.5)"), "{ok}");
-    assert_eq!(store.get_state("ratio").await.unwrap().as_deref(), Some("0.25"));
-    assert_eq!(store.get_state("ratio_set_by").await.unwrap().as_deref(), Some("Telegram /ratio"));
+    assert_eq!(ratio_set(&store).await, (Some(d("0.25")), "Telegram /ratio".to_string()));
 
     assert!(w.ask(CONTROL, CONTROL, "/stop").await.contains("Copy-trading OFF"));
-    assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("0"));
+    assert_eq!(trading_set(&store).await, Some(false));
     assert!(w.ask(CONTROL, CONTROL, "/status").await.contains("trading OFF"));
     // A client sends /start by itself when a chat is opened: it must not undo the /stop (issue 14, item 11).
     let hello = w.ask(CONTROL, CONTROL, "/start").await;
     assert!(hello.contains("/help") && hello.contains("Copy-trading is OFF (/follow turns it on)"), "{hello}");
-    assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("0"), "/start changed the switch");
+    assert_eq!(trading_set(&store).await, Some(false), "/start changed the switch");
     assert!(w.ask(CONTROL, CONTROL, "/follow").await.contains("Copy-trading ON"));
-    assert_eq!(store.get_state("trading").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(trading_set(&store).await, Some(true));
 
     let alerts = w.ask(CONTROL, CONTROL, "/alerts").await;
     assert!(alerts.contains("fill") && alerts.contains("silent") && alerts.contains("settlement"), "{alerts}");
@@ -217,7 +244,7 @@ async fn the_allow_list_denies_by_default_and_separates_read_from_control() {
     w.tg.say(STRANGER, STRANGER, "/ratio 5");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(w.tg.sent_to(STRANGER).len(), 1);
-    assert_eq!(store.get_state("ratio").await.unwrap(), None);
+    assert_eq!(ratio_set(&store).await, (Some(d("0.5")), "seed".to_string()));
     // A read-only member reads but cannot switch anything.
     assert!(w.ask(READER, READER, "/positions").await.contains("BTCUSDT"));
     assert!(w.ask(READER, READER, "/ratio 2").await.contains("needs control rights"));
@@ -231,8 +258,8 @@ async fn the_allow_list_denies_by_default_and_separates_read_from_control() {
     assert!(w.ask(GROUP, CONTROL, "/stop").await.contains("Copy-trading OFF"));
     // A control user in a group nobody listed gets no answer there (its members would read it).
     assert_eq!(w.ask(-100777, CONTROL, "/positions").await, "Sorry, this is a private bot.");
-    assert_eq!(store.get_state("ratio").await.unwrap(), None);
-    assert_eq!(store.get_state("emergency").await.unwrap(), None);
+    assert_eq!(ratio_set(&store).await, (Some(d("0.5")), "seed".to_string()));
+    assert!(!stop_sent(&store).await);
     r.stop().await;
 }
 
@@ -247,7 +274,7 @@ async fn the_emergency_stop_needs_its_confirmation() {
     assert!(code.chars().all(|c| c.is_ascii_digit()), "{ask}");
     let wrong = if code == "0000" { "1111" } else { "0000" };
     assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {wrong}")).await.contains("does not match"));
-    assert_eq!(store.get_state("emergency").await.unwrap(), None, "a wrong code does nothing");
+    assert!(!stop_sent(&store).await, "a wrong code does nothing");
     // The wrong attempt used the code up.
     assert!(w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await.contains("Nothing to confirm"));
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
@@ -260,7 +287,7 @@ async fn the_emergency_stop_needs_its_confirmation() {
             && !reply.contains("every position is closed"),
         "{reply}"
     );
-    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+    assert!(stop_sent(&store).await);
     // The status agrees with itself: no "entries: allowed" beside the emergency stop (issue 14, item 9).
     let status = w.ask(CONTROL, CONTROL, "/status").await;
     assert!(status.contains("emergency ACTIVE") && status.contains("entries: blocked (emergency stop"), "{status}");
@@ -285,7 +312,7 @@ async fn the_emergency_stop_with_the_copy_trader_down_says_nothing_was_closed() 
             && !reply.contains("every position is closed"),
         "{reply}"
     );
-    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"), "the flag holds the stop");
+    assert!(stop_sent(&store).await, "the control log holds the stop");
     r.stop().await;
 }
 
@@ -300,7 +327,7 @@ async fn commands_sent_while_the_bot_was_down_are_not_carried_out_later() {
     let r = w.start(w.config(""), Backend::new(None, None, Some(store.clone())), Signals::None).await;
     let reply = w.tg.wait_reply(CONTROL, stale).await.text;
     assert!(reply.contains("/stop was sent 10m") && reply.contains("not carried out"), "{reply}");
-    assert_eq!(store.get_state("trading").await.unwrap(), None, "the stale /stop did nothing");
+    assert_eq!(trading_set(&store).await, None, "the stale /stop did nothing");
     // A fresh one runs.
     assert!(w.ask(CONTROL, CONTROL, "/stop").await.contains("Copy-trading OFF"));
     r.stop().await;
@@ -338,16 +365,12 @@ async fn an_unreachable_bot_api_is_not_called_a_refused_token() {
 }
 
 /// The copy-trader's control API (its real router) on a free port, with `token` as its control token; returns
-/// its URL and the commands it passes on.
-async fn copytrader_api(
-    store: &Store,
-    token: Option<&str>,
-) -> (String, tokio::sync::mpsc::Receiver<kronos_copytrade::Command>) {
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+/// its URL (what it accepts it appends to the control log, sent by "the HTTP API").
+async fn copytrader_api(store: &Store, token: Option<&str>) -> String {
     let handles = kronos_copytrade::Handles {
         status: Default::default(),
         metrics: std::sync::Arc::new(kronos_copytrade::metrics::Metrics::new()),
-        commands: tx,
+        control: kronos_copytrade::Control::new(store.clone()),
         store: store.clone(),
         bus: Bus::new(16),
         control_token: token.map(kronos_common::Secret::new),
@@ -355,7 +378,15 @@ async fn copytrader_api(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, kronos_copytrade::service::router(handles)).await });
-    (url, rx)
+    url
+}
+
+/// Who sent the emergency command last (`None`: none sent, or it is not a stop).
+async fn stop_sent_by(store: &Store) -> Option<String> {
+    match state(store).await.emergency {
+        Ok(Some((EmergencyAsk::Stop { .. }, stamp))) => Some(stamp.set_by),
+        _ => None,
+    }
 }
 
 #[tokio::test]
@@ -364,7 +395,7 @@ async fn the_emergency_stop_reaches_the_copy_trader_with_its_control_token_and_s
     let store = seeded_store(&w).await;
     let var = format!("{}_CT", w.env);
     std::env::set_var(&var, "ct-control-token-0123456789");
-    let (url, mut rx) = copytrader_api(&store, Some("ct-control-token-0123456789")).await;
+    let url = copytrader_api(&store, Some("ct-control-token-0123456789")).await;
     // With the token: the running copy-trader takes the command at once.
     let cfg = w.config(&format!("copytrade_token_env = \"{var}\""));
     let r = w.start(cfg, Backend::new(None, Some(url.clone()), Some(store.clone())), Signals::None).await;
@@ -373,18 +404,40 @@ async fn the_emergency_stop_reaches_the_copy_trader_with_its_control_token_and_s
     let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
     // This stand-in API runs no engine: it accepts, but nothing reports acting on it.
     assert!(reply.contains("accepted it over its API but has not reported acting on it"), "{reply}");
-    assert!(matches!(rx.try_recv(), Ok(kronos_copytrade::Command::EmergencyStop { .. })));
+    // Sent once, by the API (which appended it and woke its engine), not a second time by the bot.
+    assert_eq!(stop_sent_by(&store).await.as_deref(), Some("the HTTP API"));
+    let n = store.events(100).await.unwrap().iter().filter(|e| e.kind == "emergency_requested").count();
+    assert_eq!(n, 1);
     r.stop().await;
-    // Without it: refused (401), and the reply says so; the store's flag still holds the stop.
-    store.set_state("emergency", "0").await.unwrap();
+    // Without it: refused (401), and the reply says so; the bot appends the stop to the control log itself.
+    control::append(&store, &ControlCommand::Resume, "test").await.unwrap();
     let r = w.start(w.config(""), Backend::new(None, Some(url), Some(store.clone())), Signals::None).await;
     let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
     let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
     let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
     assert!(reply.contains("Emergency stop saved") && reply.contains("HTTP 401"), "{reply}");
     assert!(reply.contains("telegram.copytrade_token_env"), "{reply}");
-    assert!(rx.try_recv().is_err());
-    assert_eq!(store.get_state("emergency").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(stop_sent_by(&store).await.as_deref(), Some("Telegram"));
+    r.stop().await;
+}
+
+/// Audit finding (e) of the reverted one-control-path change: the bot refused to send an emergency stop when the
+/// stop's current state could not be read. Here the emergency key holds a value nobody can read (an older
+/// copy-trader's store, imported as it is): `/confirm` still sends the stop, and the control log holds it.
+#[tokio::test]
+async fn the_emergency_stop_is_sent_even_when_its_state_cannot_be_read() {
+    let w = World::new().await;
+    let store = seeded_store(&w).await;
+    store.set_state("emergency", "yes").await.unwrap();
+    drop(store);
+    let store = w.store().await; // opened again: the old key is imported as it is
+    assert!(state(&store).await.emergency.is_err(), "the stop's state cannot be read");
+    let r = w.start(w.config(""), Backend::new(None, None, Some(store.clone())), Signals::None).await;
+    let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
+    let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
+    let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
+    assert!(!reply.contains("NOT saved"), "{reply}");
+    assert_eq!(stop_sent_by(&store).await.as_deref(), Some("Telegram"), "the stop was sent: {reply}");
     r.stop().await;
 }
 
@@ -674,8 +727,8 @@ async fn confirmations_belong_to_the_user_who_asked() {
     if code_a != code_b {
         let reply = w.ask(GROUP, CONTROL, &format!("/confirm {code_b}")).await;
         assert!(!reply.contains("Ratio set"), "{reply}");
-        assert_eq!(store.get_state("ratio").await.unwrap(), None, "B's ratio was confirmed by A");
-        assert_eq!(store.get_state("emergency").await.unwrap(), None);
+        assert_eq!(ratio_set(&store).await, (Some(d("0.5")), "seed".to_string()), "B's ratio was confirmed by A");
+        assert!(!stop_sent(&store).await);
     }
     assert!(b.contains("sets ratio 2"), "the confirm text names the action: {b}");
     // B's own request is still waiting for B.

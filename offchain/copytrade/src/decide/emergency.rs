@@ -9,6 +9,55 @@ use kronos_binance::SymbolFilters;
 
 use super::orders::{opposite, MarketOrder};
 use super::stops::{StopInfo, OWN_STOP_PREFIX};
+use super::switches::{EmergencyAsk, Stamp};
+use crate::control::BadValue;
+
+/// What the `emergency` key asks of the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    Unchanged,
+    /// Carry out the stop (it is not in force). `fresh`: asked after what the engine carried out last (else: a stop
+    /// still asked that this engine has not carried out yet, e.g. at start-up).
+    Stop {
+        reason: String,
+        seq: i64,
+        fresh: bool,
+    },
+    /// Asked again while it holds: another pass at whatever is open.
+    Again {
+        reason: String,
+        seq: i64,
+    },
+    /// Lift it.
+    Resume {
+        seq: i64,
+    },
+}
+
+/// `asked`: the `emergency` key; `active`: the stop is in force; `carried_seq`: the last emergency command the engine
+/// carried out. An unreadable key is a stop (fail safe) and never a resume; a stop or a resume is acted on only
+/// when it is later in the sequence than what was carried out (so nothing the engine did can hide a later command,
+/// and a repeated stop makes exactly one more pass).
+pub(crate) fn action(
+    asked: &Result<Option<(EmergencyAsk, Stamp)>, BadValue>,
+    active: bool,
+    carried_seq: i64,
+) -> Action {
+    match asked {
+        Err(b) if !active => {
+            Action::Stop { reason: format!("{b}; taken as an emergency stop (fail safe)"), seq: b.seq, fresh: true }
+        }
+        Err(_) | Ok(None) => Action::Unchanged,
+        Ok(Some((EmergencyAsk::Stop { reason }, st))) if !active => {
+            Action::Stop { reason: reason.clone(), seq: st.seq, fresh: st.seq > carried_seq }
+        }
+        Ok(Some((EmergencyAsk::Stop { reason }, st))) if st.seq > carried_seq => {
+            Action::Again { reason: reason.clone(), seq: st.seq }
+        }
+        Ok(Some((EmergencyAsk::Resume, st))) if active && st.seq > carried_seq => Action::Resume { seq: st.seq },
+        Ok(Some(_)) => Action::Unchanged,
+    }
+}
 
 /// Emergency-stop retries: first after this, doubling up to [`RETRY_MAX`].
 pub(crate) const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -119,6 +168,7 @@ pub(crate) fn pass_end(before: &[PositionRisk], after: Option<&[PositionRisk]>, 
 mod tests {
     use super::*;
     use crate::decide::stops::tests::algo;
+    use crate::decide::switches::tests::stamp;
     use crate::decide::testing::{btc, d};
     use kronos_binance::types::Side;
 
@@ -128,6 +178,28 @@ mod tests {
             "unRealizedProfit": "0", "positionSide": side
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn the_emergency_key_stops_again_or_resumes_only_after_what_was_carried_out_and_unreadable_stops() {
+        let stop = |seq| Ok(Some((EmergencyAsk::Stop { reason: "r".into() }, stamp(seq))));
+        let resume = |seq| Ok(Some((EmergencyAsk::Resume, stamp(seq))));
+        assert_eq!(action(&stop(3), false, 0), Action::Stop { reason: "r".into(), seq: 3, fresh: true });
+        // Carried out before this process (a restart): carried out again, not new.
+        assert_eq!(action(&stop(3), false, 3), Action::Stop { reason: "r".into(), seq: 3, fresh: false });
+        assert_eq!(action(&stop(3), true, 3), Action::Unchanged);
+        assert_eq!(action(&stop(4), true, 3), Action::Again { reason: "r".into(), seq: 4 });
+        assert_eq!(action(&resume(4), true, 3), Action::Resume { seq: 4 });
+        assert_eq!(action(&resume(4), false, 3), Action::Unchanged);
+        assert_eq!(action(&resume(3), true, 3), Action::Unchanged, "not later than what was carried out");
+        assert_eq!(action(&Ok(None), false, 0), Action::Unchanged);
+        assert_eq!(action(&Ok(None), true, 2), Action::Unchanged);
+        let unreadable = Err(BadValue::new(crate::control::ControlKey::Emergency, 7, "yes", "a command"));
+        match action(&unreadable, false, 0) {
+            Action::Stop { reason, seq: 7, fresh: true } => assert!(reason.contains("`emergency`"), "{reason}"),
+            a => panic!("an unreadable emergency key must stop: {a:?}"),
+        }
+        assert_eq!(action(&unreadable, true, 7), Action::Unchanged, "never a resume");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - [`reconcile`]: what a difference between the recorded position and the exchange's is (stop-out, late orders,
 //!   drift).
 //! - [`unknown`]: orders of unknown fate: how long they hold their symbol and when they are given up.
-//! - [`switches`]: trading on/off, the ratio in effect, the emergency flag set by other processes.
+//! - [`switches`]: the control state as the fold of the control commands (last wins per key) and what the engine
+//!   does about it given what it carried out (trading on/off, the ratio, with [`emergency::action`] the stop).
 //! - [`ai`]: forecast → Kelly-sized AI target, and its expiry.
 //!
 //! The sizing maths ([`crate::sizing`]) and the risk limits ([`crate::risk::RiskState::observe`]) were already pure

@@ -1,9 +1,111 @@
-//! The switches other processes (the CLI, the Telegram bot, the API) set in the store: `trading` (copy-trading on or
-//! off), `ratio` (the runtime override of `copytrade.sizing.ratio`) and `emergency`.
+//! The control state and what the engine does about it: the fold of the control commands (last wins per control
+//! key, in sequence order) and, given what the engine has carried out, the actions to take. Pure: the commands
+//! come parsed from [`crate::control`], which alone reads and writes them.
+//!
+//! Fail-safe rules: `trading` unreadable ⇒ paused; `emergency` unreadable ⇒ the stop is carried out
+//! ([`super::emergency::action`]); a bad `ratio` is an error naming the key that leaves the ratio in force as it
+//! is and touches neither of the other two.
 
 use kronos_common::Decimal;
 
-/// What the stored `trading` switch asks of an engine that is `paused` (or not).
+use crate::control::{BadValue, ControlCommand, ControlKey};
+
+/// When and by whom a command was sent, and its place in the sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub set_by: String,
+}
+
+/// One stored command as read: its key (the column), its stamp and the command, or what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    pub(crate) key: ControlKey,
+    pub(crate) stamp: Stamp,
+    pub(crate) command: Result<ControlCommand, BadValue>,
+}
+
+/// What the emergency key asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmergencyAsk {
+    Stop { reason: String },
+    Resume,
+}
+
+/// The control state: each key on its own (`Ok(None)`: never set; `Err`: the last command for it cannot be read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlState {
+    pub trading: Result<Option<(bool, Stamp)>, BadValue>,
+    /// `Some((None, _))`: reset to the configured ratio.
+    pub ratio: Result<Option<(Option<Decimal>, Stamp)>, BadValue>,
+    pub emergency: Result<Option<(EmergencyAsk, Stamp)>, BadValue>,
+}
+
+impl Default for ControlState {
+    fn default() -> Self {
+        ControlState { trading: Ok(None), ratio: Ok(None), emergency: Ok(None) }
+    }
+}
+
+impl ControlState {
+    /// Copy-trading on as the state says (never set: on; unreadable: off, as the engine takes it).
+    pub fn trading_on(&self) -> bool {
+        matches!(self.trading, Ok(None) | Ok(Some((true, _))))
+    }
+
+    /// The emergency stop asked for (unreadable: asked, as the engine takes it).
+    pub fn emergency_asked(&self) -> bool {
+        matches!(self.emergency, Err(_) | Ok(Some((EmergencyAsk::Stop { .. }, _))))
+    }
+
+    /// Every value that cannot be read, each naming its key.
+    pub fn errors(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for e in [self.trading.as_ref().err(), self.ratio.as_ref().err(), self.emergency.as_ref().err()]
+            .into_iter()
+            .flatten()
+        {
+            v.push(e.to_string());
+        }
+        v
+    }
+}
+
+/// The state the commands leave, applied in sequence order: the last command of each key wins; a command that
+/// cannot be read (or does not belong to its key) makes that key unreadable until a later one is sent.
+pub(crate) fn fold(entries: &[Entry]) -> ControlState {
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.stamp.seq);
+    let mut s = ControlState::default();
+    for e in sorted {
+        let stamp = e.stamp.clone();
+        match (e.key, e.command.clone()) {
+            (ControlKey::Trading, Ok(ControlCommand::SetTrading(on))) => s.trading = Ok(Some((on, stamp))),
+            (ControlKey::Ratio, Ok(ControlCommand::SetRatio { ratio, .. })) => s.ratio = Ok(Some((ratio, stamp))),
+            (ControlKey::Emergency, Ok(ControlCommand::EmergencyStop { reason })) => {
+                s.emergency = Ok(Some((EmergencyAsk::Stop { reason }, stamp)))
+            }
+            (ControlKey::Emergency, Ok(ControlCommand::Resume)) => {
+                s.emergency = Ok(Some((EmergencyAsk::Resume, stamp)))
+            }
+            (key, cmd) => {
+                let bad = match cmd {
+                    Err(b) => b,
+                    Ok(c) => BadValue::new(key, stamp.seq, c.name(), "a command of this key"),
+                };
+                match key {
+                    ControlKey::Trading => s.trading = Err(bad),
+                    ControlKey::Ratio => s.ratio = Err(bad),
+                    ControlKey::Emergency => s.emergency = Err(bad),
+                }
+            }
+        }
+    }
+    s
+}
+
+/// What the `trading` key asks of an engine that is `paused` (or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trading {
     Unchanged,
@@ -13,9 +115,9 @@ pub(crate) enum Trading {
     On,
 }
 
-/// `stored`: the `trading` value in the store (absent: on; only `"0"` is off).
-pub(crate) fn trading(stored: Option<&str>, paused: bool) -> Trading {
-    let on = stored != Some("0");
+/// Never set: on; unreadable: off (fail safe); else as set. Only a change is acted on.
+pub(crate) fn trading(asked: &Result<Option<(bool, Stamp)>, BadValue>, paused: bool) -> Trading {
+    let on = matches!(asked, Ok(None) | Ok(Some((true, _))));
     if !on && !paused {
         Trading::Off
     } else if on && paused {
@@ -25,15 +127,16 @@ pub(crate) fn trading(stored: Option<&str>, paused: bool) -> Trading {
     }
 }
 
-/// The ratio wanted: the stored override when it is a valid ratio, else the configured one. The flag is true when a
-/// stored override was ignored for not being a ratio.
-pub(crate) fn wanted_ratio(stored: Option<&str>, configured: Decimal) -> (Decimal, bool) {
-    match stored {
-        Some(v) => match crate::report::valid_ratio(v) {
-            Some(r) => (r, false),
-            None => (configured, true),
-        },
-        None => (configured, false),
+/// The ratio wanted: the runtime one when set, the configured one when never set or reset; `None` when the `ratio`
+/// key cannot be read (the ratio in force stays; the error is reported).
+pub(crate) fn wanted_ratio(
+    asked: &Result<Option<(Option<Decimal>, Stamp)>, BadValue>,
+    configured: Decimal,
+) -> Option<Decimal> {
+    match asked {
+        Ok(Some((Some(r), _))) => Some(*r),
+        Ok(Some((None, _))) | Ok(None) => Some(configured),
+        Err(_) => None,
     }
 }
 
@@ -42,7 +145,7 @@ pub(crate) fn wanted_ratio(stored: Option<&str>, configured: Decimal) -> (Decima
 pub(crate) struct RatioPlan {
     /// Report (once per process, at the first start-up attempt) that an override is in effect.
     pub(crate) note_override: bool,
-    /// Take `wanted` as the ratio in effect and record it (`ratio_effective`).
+    /// Take `wanted` as the ratio in effect and record it (the engine's record).
     pub(crate) take: bool,
     /// The ratio in effect changes (a `ratio_changed` event).
     pub(crate) changed: bool,
@@ -67,66 +170,161 @@ pub(crate) fn ratio_plan(
     }
 }
 
-/// What the stored `emergency` flag asks of an engine whose stop is `active` (or not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flag {
-    Unchanged,
-    Stop,
-    Resume,
+/// What the engine is in now and what it carried out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Current {
+    pub(crate) paused: bool,
+    /// The emergency stop is in force (carried out by this engine).
+    pub(crate) emergency: bool,
+    /// The sequence of the last emergency command carried out (the engine's record; 0: none).
+    pub(crate) emergency_seq: i64,
+    pub(crate) ratio: Decimal,
+    pub(crate) configured_ratio: Decimal,
+    /// Start-up, before the engine is ready.
+    pub(crate) first: bool,
+    /// The runtime ratio was reported already in this process.
+    pub(crate) ratio_noted: bool,
 }
 
-pub(crate) fn emergency_flag(stored: Option<&str>, active: bool) -> Flag {
-    match stored {
-        Some("1") if !active => Flag::Stop,
-        Some("0") if active => Flag::Resume,
-        _ => Flag::Unchanged,
+/// What to do about the control state, key by key (each independent of the others' errors).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Actions {
+    pub(crate) emergency: super::emergency::Action,
+    pub(crate) trading: Trading,
+    /// `None`: the ratio cannot be read; the ratio in force stays.
+    pub(crate) ratio: Option<(Decimal, RatioPlan)>,
+    /// Every value that cannot be read, naming its key (reported after the emergency stop is carried out).
+    pub(crate) errors: Vec<String>,
+}
+
+pub(crate) fn what_to_do(state: &ControlState, now: &Current) -> Actions {
+    let ratio = wanted_ratio(&state.ratio, now.configured_ratio)
+        .map(|w| (w, ratio_plan(w, now.configured_ratio, now.ratio, now.first, now.ratio_noted)));
+    Actions {
+        emergency: super::emergency::action(&state.emergency, now.emergency, now.emergency_seq),
+        trading: trading(&state.trading, now.paused),
+        ratio,
+        errors: state.errors(),
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::decide::emergency::Action;
     use crate::decide::testing::d;
 
-    #[test]
-    fn trading_is_on_unless_switched_off_and_only_a_change_is_acted_on() {
-        assert_eq!(trading(Some("0"), false), Trading::Off);
-        assert_eq!(trading(Some("0"), true), Trading::Unchanged);
-        assert_eq!(trading(Some("1"), true), Trading::On);
-        assert_eq!(trading(None, true), Trading::On);
-        assert_eq!(trading(Some("1"), false), Trading::Unchanged);
-        assert_eq!(trading(None, false), Trading::Unchanged);
-        assert_eq!(trading(Some("no"), false), Trading::Unchanged);
+    pub(crate) fn stamp(seq: i64) -> Stamp {
+        Stamp { seq, at_ms: seq * 1000, set_by: "test".into() }
+    }
+
+    pub(crate) fn entry(seq: i64, c: ControlCommand) -> Entry {
+        Entry { key: c.key(), stamp: stamp(seq), command: Ok(c) }
+    }
+
+    fn bad(seq: i64, key: ControlKey, value: &str) -> Entry {
+        Entry { key, stamp: stamp(seq), command: Err(BadValue::new(key, seq, value, "something readable")) }
+    }
+
+    fn stop(reason: &str) -> ControlCommand {
+        ControlCommand::EmergencyStop { reason: reason.into() }
+    }
+
+    fn ratio(r: Option<&str>) -> ControlCommand {
+        ControlCommand::SetRatio { ratio: r.map(d), set_by: "test".into() }
+    }
+
+    fn now() -> Current {
+        Current {
+            paused: false,
+            emergency: false,
+            emergency_seq: 0,
+            ratio: d("0.5"),
+            configured_ratio: d("0.5"),
+            first: false,
+            ratio_noted: false,
+        }
     }
 
     #[test]
-    fn a_stored_ratio_overrides_the_configured_one_only_within_bounds() {
-        assert_eq!(wanted_ratio(None, d("0.5")), (d("0.5"), false));
-        assert_eq!(wanted_ratio(Some("0.8"), d("0.5")), (d("0.8"), false));
-        assert_eq!(wanted_ratio(Some("100"), d("0.5")), (d("100"), false));
-        assert_eq!(wanted_ratio(Some("0.001"), d("0.5")), (d("0.001"), false));
-        // Out of [0.001, 100], or not a number: ignored, the configured ratio applies.
-        assert_eq!(wanted_ratio(Some("100.1"), d("0.5")), (d("0.5"), true));
-        assert_eq!(wanted_ratio(Some("0.0009"), d("0.5")), (d("0.5"), true));
-        assert_eq!(wanted_ratio(Some("0"), d("0.5")), (d("0.5"), true));
-        assert_eq!(wanted_ratio(Some("-1"), d("0.5")), (d("0.5"), true));
-        assert_eq!(wanted_ratio(Some("x"), d("0.5")), (d("0.5"), true));
+    fn the_last_command_of_each_key_wins_in_sequence_order_whatever_the_order_read() {
+        let entries = [
+            entry(5, ControlCommand::Resume),
+            entry(2, ControlCommand::SetTrading(false)),
+            entry(4, stop("second")),
+            entry(1, stop("first")),
+            entry(3, ratio(Some("0.8"))),
+            entry(6, ratio(None)),
+        ];
+        let s = fold(&entries);
+        assert_eq!(s.trading, Ok(Some((false, stamp(2)))));
+        assert_eq!(s.ratio, Ok(Some((None, stamp(6)))));
+        assert_eq!(s.emergency, Ok(Some((EmergencyAsk::Resume, stamp(5)))));
+        // A stop sent after the resume wins, even read first.
+        let mut later = entries.to_vec();
+        later.insert(0, entry(7, stop("after the resume")));
+        assert_eq!(
+            fold(&later).emergency,
+            Ok(Some((EmergencyAsk::Stop { reason: "after the resume".into() }, stamp(7))))
+        );
+        assert_eq!(fold(&[]), ControlState::default());
+    }
+
+    #[test]
+    fn a_bad_command_makes_only_its_key_unreadable_until_a_later_one() {
+        let s =
+            fold(&[entry(1, ControlCommand::SetTrading(true)), bad(2, ControlKey::Ratio, "abc"), entry(3, stop("x"))]);
+        assert_eq!(s.trading, Ok(Some((true, stamp(1)))));
+        let e = s.ratio.clone().unwrap_err().to_string();
+        assert!(e.contains("`ratio`") && e.contains("'abc'"), "{e}");
+        assert!(s.emergency.is_ok());
+        assert_eq!(s.errors().len(), 1);
+        // A later good command reads again; an earlier bad one is superseded.
+        let s = fold(&[bad(2, ControlKey::Ratio, "abc"), entry(4, ratio(Some("0.8")))]);
+        assert_eq!(s.ratio, Ok(Some((Some(d("0.8")), stamp(4)))));
+        // A command stored under another key is unreadable there.
+        let wrong = Entry { key: ControlKey::Trading, stamp: stamp(9), command: Ok(ControlCommand::Resume) };
+        assert!(fold(&[wrong]).trading.unwrap_err().to_string().contains("`trading`"));
+    }
+
+    #[test]
+    fn trading_unreadable_is_paused_and_never_set_is_on() {
+        assert_eq!(trading(&Ok(Some((false, stamp(1)))), false), Trading::Off);
+        assert_eq!(trading(&Ok(Some((false, stamp(1)))), true), Trading::Unchanged);
+        assert_eq!(trading(&Ok(Some((true, stamp(1)))), true), Trading::On);
+        assert_eq!(trading(&Ok(None), true), Trading::On);
+        assert_eq!(trading(&Ok(None), false), Trading::Unchanged);
+        let unreadable = Err(BadValue::new(ControlKey::Trading, 3, "maybe", "1 or 0"));
+        assert_eq!(trading(&unreadable, false), Trading::Off, "fail safe: paused");
+        assert_eq!(trading(&unreadable, true), Trading::Unchanged);
+    }
+
+    #[test]
+    fn a_bad_ratio_keeps_the_ratio_in_force_and_blocks_neither_the_pause_nor_the_emergency_stop() {
+        let s =
+            fold(&[entry(1, ControlCommand::SetTrading(false)), bad(2, ControlKey::Ratio, "-3"), entry(3, stop("x"))]);
+        let a = what_to_do(&s, &now());
+        assert_eq!(a.ratio, None, "the ratio in force stays");
+        assert_eq!(a.trading, Trading::Off);
+        assert!(matches!(a.emergency, Action::Stop { seq: 3, .. }), "{:?}", a.emergency);
+        assert!(a.errors[0].contains("`ratio`") && a.errors[0].contains("'-3'"), "{:?}", a.errors);
+        // Reset and never set: the configured ratio.
+        assert_eq!(wanted_ratio(&Ok(Some((None, stamp(1)))), d("0.5")), Some(d("0.5")));
+        assert_eq!(wanted_ratio(&Ok(None), d("0.5")), Some(d("0.5")));
+        assert_eq!(wanted_ratio(&Ok(Some((Some(d("0.8")), stamp(1)))), d("0.5")), Some(d("0.8")));
     }
 
     #[test]
     fn a_ratio_change_is_taken_reported_and_applied_and_an_override_noted_once_at_start() {
-        // Start-up with the configured ratio: taken (recorded), nothing else.
         assert_eq!(
             ratio_plan(d("0.5"), d("0.5"), d("0.5"), true, false),
             RatioPlan { note_override: false, take: true, changed: false, reapply: false }
         );
-        // Start-up with an override: noted once per process, taken, not applied here (start-up applies).
         assert_eq!(
             ratio_plan(d("0.8"), d("0.5"), d("0.5"), true, false),
             RatioPlan { note_override: true, take: true, changed: true, reapply: false }
         );
         assert!(!ratio_plan(d("0.8"), d("0.5"), d("0.5"), true, true).note_override);
-        // Running: a change is taken and applied; no change, nothing.
         assert_eq!(
             ratio_plan(d("0.8"), d("0.5"), d("0.5"), false, false),
             RatioPlan { note_override: false, take: true, changed: true, reapply: true }
@@ -135,15 +333,5 @@ mod tests {
             ratio_plan(d("0.8"), d("0.5"), d("0.8"), false, true),
             RatioPlan { note_override: false, take: false, changed: false, reapply: false }
         );
-    }
-
-    #[test]
-    fn the_stored_emergency_flag_stops_or_resumes_only_on_a_change() {
-        assert_eq!(emergency_flag(Some("1"), false), Flag::Stop);
-        assert_eq!(emergency_flag(Some("1"), true), Flag::Unchanged);
-        assert_eq!(emergency_flag(Some("0"), true), Flag::Resume);
-        assert_eq!(emergency_flag(Some("0"), false), Flag::Unchanged);
-        assert_eq!(emergency_flag(None, true), Flag::Unchanged);
-        assert_eq!(emergency_flag(Some("yes"), false), Flag::Unchanged);
     }
 }

@@ -105,6 +105,11 @@ balance = "10000"
             },
             fast_tick: Duration::from_millis(200),
         };
+        self.start_tuned(cfg, tuning).await
+    }
+
+    /// Starts an engine with `tuning`.
+    pub(crate) async fn start_tuned(&self, cfg: &Config, tuning: Tuning) -> Running {
         let live = cfg.mode == kronos_copytrade::Mode::Live;
         let (engine, handles) = kronos_copytrade::run::build(cfg, live, self.bus.clone(), tuning).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -246,4 +251,34 @@ pub(crate) async fn wait_for(what: &str, cond: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Sends a control command as another process does (the CLI, the Telegram bot): appended to the store's control
+/// log, with no wake-up; a running copy-trader reads it within its poll interval. Returns its sequence number.
+pub(crate) async fn send_from_another_process(
+    store: &kronos_copytrade::Store,
+    cmd: kronos_copytrade::ControlCommand,
+) -> i64 {
+    kronos_copytrade::control::append(store, &cmd, "test").await.unwrap()
+}
+
+/// Stores a control command by hand, as a person editing the database (or a damaged row) leaves it: `key`,
+/// `command` and `value` as they are, unchecked.
+pub(crate) async fn store_control_by_hand(url: &str, key: &str, command: &str, value: &str) {
+    let (_, pool) = kronos_common::db::open(url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO ct_control (control_key, command, value, set_by, at_ms) VALUES ($1, $2, $3, 'by hand', 0)",
+    )
+    .bind(key)
+    .bind(command)
+    .bind(value)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+/// The copy-trader's control state as stored.
+pub(crate) async fn control_state(store: &kronos_copytrade::Store) -> kronos_copytrade::control::ControlState {
+    kronos_copytrade::control::load(store).await.unwrap()
 }
