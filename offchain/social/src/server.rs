@@ -1,11 +1,12 @@
 //! The monitor's HTTP side, under the project's guard (connection cap, per-address rate, body, timeouts, origin):
 //!
 //! - `GET /api/social/items?asset=BTC&source=x&min_score=1&after=SEQ&since_ms=T&limit=50`: stored items, newest
-//!   first (oldest first after `after`, to page forward);
+//!   first (oldest first after `after`, to page forward); deleted items are left out;
 //! - `GET /api/social/assets/{asset}?windows=1h,24h,7d`: per window the social volume, dominance, mean sentiment,
 //!   sentiment balance and mean score, and the asset's current volume z-score;
-//! - `GET /ws?assets=BTC,ETH&min_score=1&min_priority=high`: accepted items as JSON text messages as they are
-//!   stored, filtered per client (any of the assets; at least the score; at least the priority — the Telegram bot
+//! - `GET /ws?assets=BTC,ETH&min_score=1&min_priority=high`: [`WsMessage`] JSON text messages — each accepted item
+//!   as it is stored (`type: item`), its new version after an edit (`edit`), its deletion (`deleted`) — filtered
+//!   per client (any of the assets; at least the score; at least the priority — the Telegram bot
 //!   asks for `high` only, so nothing else crosses the wire). Each item is serialised once for every client; the
 //!   subscriber cap, the send timeout (a slower reader is dropped and counted `ws_slow_reader`), the queue behind a
 //!   reader (a `{"type":"lagged","lost":n}` note when it skips ahead) and pings are the keeper's `/ws` rules;

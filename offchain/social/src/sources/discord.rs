@@ -1,13 +1,23 @@
-//! Discord channels through the gateway (API v10, `twilight-gateway`): one shard with the GUILD_MESSAGES and
-//! MESSAGE_CONTENT intents; `MESSAGE_CREATE` in the configured channels become items, everything else is ignored.
+//! Discord channels through the gateway (API v10, `twilight-gateway`): one or more shards with the GUILD_MESSAGES
+//! and MESSAGE_CONTENT intents; `MESSAGE_CREATE` in the configured channels become items, `MESSAGE_UPDATE` with new
+//! text edits of them (scored again under the same id), `MESSAGE_DELETE` / `MESSAGE_DELETE_BULK` their deletion;
+//! every other event is counted ([`DiscordStats`]) and skipped.
 //!
+//! - **Typed payloads**: gateway payloads and REST answers are read into serde types (`OpCode`, `EventName` with
+//!   an `Other` variant, `Message`, `MessageUpdate`, `GatewayBot`, …); one that does not read is an error
+//!   naming the field (`d.author.username: missing field`), counted and skipped, never a stop.
+//! - **Shards**: `shards = N` or the count `GET /gateway/bot` recommends; one twilight [`Shard`] per id, each with
+//!   its own heartbeat, session, sequence and resume URL; IDENTIFY carries `[shard_id, num_shards]`; one
+//!   [`InMemoryQueue`] from `session_start_limit` holds identifies to Discord's start-up rule (`max_concurrency`
+//!   per 5 s, a shard's bucket being its id modulo `max_concurrency`).
 //! - **Heartbeat, resume, reconnect**: the shard heartbeats at HELLO's interval (first beat jittered), answers the
 //!   gateway's HEARTBEAT, treats a missing ACK as a zombied connection, and on RECONNECT (op 7), a dropped
 //!   connection or a resumable close code reconnects to READY's `resume_gateway_url` and sends RESUME (op 6) with
 //!   the session id and last sequence; the gateway replays what was missed. INVALID_SESSION (op 9) `false` starts a
 //!   new session (IDENTIFY, rate limited by the identify queue).
-//! - **Cursor** ([`DiscordCursor`]): the session id, its last sequence and resume URL, and the last message id
-//!   (snowflake) taken per channel, saved with the items. A restart resumes the saved session (nothing lost:
+//! - **Cursor** ([`DiscordCursor`]): per shard the session id, its last sequence and resume URL, and the last
+//!   message id (snowflake) taken per channel, saved with the items. A restart resumes the saved sessions (under
+//!   the same shard count; nothing lost:
 //!   the gateway replays; nothing repeated: messages at or below a channel's last id are skipped as `duplicate`).
 //!   When the session cannot be resumed (expired, or the gap is too old) a new session's READY triggers a
 //!   **backfill** over REST (`GET /channels/{id}/messages?after=<last id>&limit=100`, paged) for every channel with a
@@ -1096,6 +1106,11 @@ mod tests {
         let j = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<DiscordCursor>(&j).unwrap(), c);
         assert_eq!(serde_json::from_str::<DiscordCursor>("{}").unwrap(), DiscordCursor::default());
+        // A cursor saved before shards (one session at the top level): the channels' positions are kept, the
+        // session is not resumed (a new one backfills from those positions: nothing lost).
+        let old = r#"{"session_id":"s","sequence":9,"resume_url":"ws://x","last_message":{"7":100}}"#;
+        let c = serde_json::from_str::<DiscordCursor>(old).unwrap();
+        assert_eq!((c.shards, c.sessions.len(), c.last_message), (0, 0, BTreeMap::from([(7, 100)])));
     }
 }
 
