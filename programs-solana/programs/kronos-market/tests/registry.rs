@@ -64,6 +64,34 @@ fn deadline(m: &M, epoch: u64) -> i64 {
     m.times(epoch).2 + params().settle_window as i64 + REVEAL_WINDOW as i64
 }
 
+/// Starts round `epoch`, with a bet on each side when `bets` (so that it settles rather than being refunded as
+/// one-sided), and commits `f` on it as `publisher`.
+async fn commit_on_new_round(env: &mut Env, m: &M, publisher: &Keypair, epoch: u64, f: &Forecast, bets: bool) {
+    start(env, m, epoch).await;
+    if bets {
+        both_sides(env, m, epoch).await;
+    }
+    env.send(&[m.commit(&publisher.pubkey(), epoch, f)], &[publisher]).await.unwrap();
+}
+
+/// A market going up (`P, P, P + 10, P + 20, P + 30`) with `fs[e]` committed on its round `e` (0 and 1) by one
+/// publisher (10 SOL), with a bet on each side when `bets`, and both rounds settled.
+async fn two_settled_commitments(fs: &[Forecast; 2], bets: bool) -> (Env, M, Keypair) {
+    let (mut env, m) = setup(&[P, P, P + 10, P + 20, P + 30]).await;
+    let publisher = env.user(10 * SOL).await;
+    for (e, f) in (0..).zip(fs) {
+        commit_on_new_round(&mut env, &m, &publisher, e, f, bets).await;
+    }
+    settle(&mut env, &m, 0).await;
+    settle(&mut env, &m, 1).await;
+    (env, m, publisher)
+}
+
+/// Reveals `f` on round `epoch` as `publisher` (accepted).
+async fn reveal(env: &mut Env, m: &M, publisher: &Keypair, epoch: u64, f: &Forecast) {
+    env.send(&[m.reveal(&publisher.pubkey(), epoch, f)], &[publisher]).await.unwrap();
+}
+
 async fn view(env: &mut Env, publisher: &Pubkey) -> RecordView {
     let from_account = env.record(publisher).await;
     let from_instruction = env.simulate_record(publisher).await;
@@ -124,9 +152,7 @@ async fn a_forecast_is_committed_revealed_and_scored() {
     let publisher = env.user(10 * SOL).await;
     let pk = publisher.pubkey();
     let f = forecast(true, 7_000, 42);
-    start(&mut env, &m, 0).await;
-    both_sides(&mut env, &m, 0).await;
-    env.send(&[m.commit(&pk, 0, &f)], &[&publisher]).await.unwrap();
+    commit_on_new_round(&mut env, &m, &publisher, 0, &f, true).await;
     let ev = &env.events::<ForecastCommitted>()[0];
     assert_eq!((ev.publisher, ev.market, ev.epoch, ev.commitment), (pk, m.key, 0, m.commitment_of(&pk, 0, &f)));
     let c: Commitment = env.account(commitment_pda(&m.key, 0, &pk)).await.unwrap();
@@ -152,7 +178,7 @@ async fn a_forecast_is_committed_revealed_and_scored() {
             "{wrong:?}"
         );
     }
-    env.send(&[m.reveal(&pk, 0, &f)], &[&publisher]).await.unwrap();
+    reveal(&mut env, &m, &publisher, 0, &f).await;
     let ev = &env.events::<ForecastRevealed>()[0];
     assert_eq!((ev.publisher, ev.market, ev.epoch, ev.up, ev.probability_up_bps), (pk, m.key, 0, true, 7_000));
     // Up: (7000 − 10000)² = 9e6.
@@ -204,9 +230,7 @@ async fn a_second_commit_replaces_the_first_and_counts_once() {
     let publisher = env.user(10 * SOL).await;
     let pk = publisher.pubkey();
     let (first, second) = (forecast(true, 5_500, 1), forecast(false, 2_000, 2));
-    start(&mut env, &m, 0).await;
-    both_sides(&mut env, &m, 0).await;
-    env.send(&[m.commit(&pk, 0, &first)], &[&publisher]).await.unwrap();
+    commit_on_new_round(&mut env, &m, &publisher, 0, &first, true).await;
     env.at(m.times(0).0 + 60).await;
     env.send(&[m.commit(&pk, 0, &second)], &[&publisher]).await.unwrap();
     assert_eq!(env.events::<ForecastCommitted>()[0].commitment, m.commitment_of(&pk, 0, &second));
@@ -227,7 +251,7 @@ async fn a_second_commit_replaces_the_first_and_counts_once() {
         Err(code(MarketError::CommitmentMismatch)),
         "the replaced forecast no longer opens it"
     );
-    env.send(&[m.reveal(&pk, 0, &second)], &[&publisher]).await.unwrap();
+    reveal(&mut env, &m, &publisher, 0, &second).await;
     // Down, forecast 20% Up: (2000 − 0)² = 4e6, a hit.
     assert_eq!(
         view(&mut env, &pk).await,
@@ -241,9 +265,7 @@ async fn the_commitment_binds_publisher_cluster_market_and_epoch() {
     let (publisher, copier) = (env.user(10 * SOL).await, env.user(10 * SOL).await);
     let pk = publisher.pubkey();
     let f = forecast(true, 9_000, 7);
-    start(&mut env, &m, 0).await;
-    both_sides(&mut env, &m, 0).await;
-    env.send(&[m.commit(&pk, 0, &f)], &[&publisher]).await.unwrap();
+    commit_on_new_round(&mut env, &m, &publisher, 0, &f, true).await;
     // The copier commits the publisher's hash as its own: revealing the publisher's forecast does not open it.
     let copied = m.commitment_of(&pk, 0, &f);
     env.send(&[m.commit_with(&copier.pubkey(), 0, m.round(0), copied)], &[&copier]).await.unwrap();
@@ -272,7 +294,7 @@ async fn the_commitment_binds_publisher_cluster_market_and_epoch() {
             "epoch {e}"
         );
     }
-    env.send(&[m.reveal(&pk, 0, &f)], &[&publisher]).await.unwrap();
+    reveal(&mut env, &m, &publisher, 0, &f).await;
 }
 
 #[tokio::test]
@@ -299,7 +321,7 @@ async fn inconsistent_forecasts_are_refused_at_reveal() {
             "{f:?}"
         );
     }
-    env.send(&[m.reveal(&pk, 0, &even)], &[&publisher]).await.unwrap();
+    reveal(&mut env, &m, &publisher, 0, &even).await;
     // One-sided (no bets): refunded, but priced Up — scored, a miss at 50%: 5000² = 2.5e7.
     let ev = &env.events::<ForecastRevealed>()[0];
     assert_eq!((ev.outcome, ev.hit, ev.brier), (Outcome::Up, false, 25_000_000));
@@ -391,12 +413,7 @@ async fn the_oracle_voids_a_forecast_an_unsettled_round_expires_it() {
     let pk = publisher.pubkey();
     let fs = [forecast(true, 6_000, 1), forecast(false, 1_000, 2), forecast(true, 9_900, 3)];
     for (e, f) in fs.iter().enumerate() {
-        let e = e as u64;
-        start(&mut env, &m, e).await;
-        if e == 0 {
-            both_sides(&mut env, &m, 0).await;
-        }
-        env.send(&[m.commit(&pk, e, f)], &[&publisher]).await.unwrap();
+        commit_on_new_round(&mut env, &m, &publisher, e as u64, f, e == 0).await;
     }
     settle(&mut env, &m, 0).await;
     let r: Round = env.account(m.round(0)).await.unwrap();
@@ -413,7 +430,7 @@ async fn the_oracle_voids_a_forecast_an_unsettled_round_expires_it() {
     assert_eq!(env.send(&[m.reveal(&pk, 2, &fs[2])], &[&publisher]).await, Err(code(MarketError::OutcomeNotFinal)));
     env.at(close2 + params().settle_window as i64 + 1).await;
     for (e, f) in fs[..2].iter().enumerate() {
-        env.send(&[m.reveal(&pk, e as u64, f)], &[&publisher]).await.unwrap();
+        reveal(&mut env, &m, &publisher, e as u64, f).await;
         let ev = &env.events::<ForecastRevealed>()[0];
         let expected = [(Outcome::Tie, false, 0), (Outcome::Up, false, 81_000_000)][e];
         assert_eq!((ev.outcome, ev.hit, ev.brier), expected, "epoch {e}");
@@ -475,11 +492,10 @@ async fn a_miss_left_unsettled_is_not_voided() {
 
     // On an enabled market nobody bets on: Up on both rounds; the hit is settled and revealed, the miss left alone.
     for e in 0..2 {
-        start(&mut env, &m, e).await;
-        env.send(&[m.commit(&pk, e, &f)], &[&attacker]).await.unwrap();
+        commit_on_new_round(&mut env, &m, &attacker, e, &f, false).await;
     }
     settle(&mut env, &m, 0).await;
-    env.send(&[m.reveal(&pk, 0, &f)], &[&attacker]).await.unwrap();
+    reveal(&mut env, &m, &attacker, 0, &f).await;
     assert!(env.events::<ForecastRevealed>()[0].hit);
     env.at(m.times(1).2 + params().settle_window as i64 + 1).await;
     assert_eq!(env.send(&[m.reveal(&pk, 1, &f)], &[&attacker]).await, Err(code(MarketError::OutcomeMissed)));
@@ -502,24 +518,18 @@ async fn a_miss_left_unsettled_is_not_voided() {
 #[tokio::test]
 async fn the_publisher_closes_its_final_commitments() {
     // Epochs 0 and 1: Up.
-    let (mut env, m) = setup(&[P, P, P + 10, P + 20, P + 30]).await;
-    let publisher = env.user(10 * SOL).await;
+    let fs = [forecast(true, 6_000, 1), forecast(true, 7_000, 2)];
+    let (mut env, m, publisher) = two_settled_commitments(&fs, false).await;
+    let [f0, f1] = &fs;
     let pk = publisher.pubkey();
     let stranger = env.user(SOL).await;
-    let (f0, f1) = (forecast(true, 6_000, 1), forecast(true, 7_000, 2));
-    start(&mut env, &m, 0).await;
-    env.send(&[m.commit(&pk, 0, &f0)], &[&publisher]).await.unwrap();
-    start(&mut env, &m, 1).await;
-    env.send(&[m.commit(&pk, 1, &f1)], &[&publisher]).await.unwrap();
-    settle(&mut env, &m, 0).await;
-    settle(&mut env, &m, 1).await;
 
     // Still revealable: refused.
     assert_eq!(
         env.send(&[m.close_commitment(&pk, &pk, 0)], &[&publisher]).await,
         Err(code(MarketError::CommitmentOpen))
     );
-    env.send(&[m.reveal(&pk, 0, &f0)], &[&publisher]).await.unwrap();
+    reveal(&mut env, &m, &publisher, 0, f0).await;
     // Nobody else can close it: the seeds name the signer.
     assert_eq!(
         env.send(&[m.close_commitment(&stranger.pubkey(), &pk, 0)], &[&stranger]).await,
@@ -535,7 +545,7 @@ async fn the_publisher_closes_its_final_commitments() {
     assert_eq!(env.lamports(pk).await, before + rent - SIGNATURE_FEE);
     assert_eq!(view(&mut env, &pk).await, shown);
     // It cannot be committed again: the round's betting closed long before.
-    assert_eq!(env.send(&[m.commit(&pk, 0, &f0)], &[&publisher]).await, Err(code(MarketError::CommitTooLate)));
+    assert_eq!(env.send(&[m.commit(&pk, 0, f0)], &[&publisher]).await, Err(code(MarketError::CommitTooLate)));
 
     // Epoch 1, not revealed: past its deadline it is expired as it closes, counted once.
     env.at(deadline(&m, 1)).await;
@@ -554,7 +564,7 @@ async fn the_publisher_closes_its_final_commitments() {
     let rec: TrackRecord = env.account(record_pda(&pk)).await.unwrap();
     assert_eq!((rec.expired, rec.open.len()), (1, 0), "folded into the stored record once");
     assert_eq!(view(&mut env, &pk).await, expired);
-    assert_eq!(env.send(&[m.commit(&pk, 1, &f1)], &[&publisher]).await, Err(code(MarketError::CommitTooLate)));
+    assert_eq!(env.send(&[m.commit(&pk, 1, f1)], &[&publisher]).await, Err(code(MarketError::CommitTooLate)));
 }
 
 #[tokio::test]
@@ -562,8 +572,7 @@ async fn an_expired_commitment_closes_without_counting_again() {
     let (mut env, m) = setup(&[P, P, P + 10, P + 20]).await;
     let publisher = env.user(10 * SOL).await;
     let pk = publisher.pubkey();
-    start(&mut env, &m, 0).await;
-    env.send(&[m.commit(&pk, 0, &forecast(true, 6_000, 1))], &[&publisher]).await.unwrap();
+    commit_on_new_round(&mut env, &m, &publisher, 0, &forecast(true, 6_000, 1), false).await;
     env.at(deadline(&m, 0) + 1).await;
     let anyone = env.user(SOL).await;
     env.send(&[m.expire(&pk, 0)], &[&anyone]).await.unwrap();
@@ -577,19 +586,11 @@ async fn an_expired_commitment_closes_without_counting_again() {
 
 #[tokio::test]
 async fn unrevealed_commitments_expire_without_any_call() {
-    let (mut env, m) = setup(&[P, P, P + 10, P + 20, P + 30]).await;
-    let publisher = env.user(10 * SOL).await;
+    let fs = [forecast(true, 6_000, 1), forecast(true, 6_500, 2)];
+    let (mut env, m, publisher) = two_settled_commitments(&fs, true).await;
+    let [f0, f1] = &fs;
     let pk = publisher.pubkey();
     let anyone = env.user(SOL).await;
-    let (f0, f1) = (forecast(true, 6_000, 1), forecast(true, 6_500, 2));
-    start(&mut env, &m, 0).await;
-    both_sides(&mut env, &m, 0).await;
-    env.send(&[m.commit(&pk, 0, &f0)], &[&publisher]).await.unwrap();
-    start(&mut env, &m, 1).await;
-    both_sides(&mut env, &m, 1).await;
-    env.send(&[m.commit(&pk, 1, &f1)], &[&publisher]).await.unwrap();
-    settle(&mut env, &m, 0).await;
-    settle(&mut env, &m, 1).await;
 
     // At its deadline a forecast may still be revealed, and is not yet counted as expired.
     let d0 = deadline(&m, 0);
@@ -607,7 +608,7 @@ async fn unrevealed_commitments_expire_without_any_call() {
         ..Default::default()
     };
     assert_eq!(view(&mut env, &pk).await, expired_one);
-    assert_eq!(env.send(&[m.reveal(&pk, 0, &f0)], &[&publisher]).await, Err(code(MarketError::RevealWindowClosed)));
+    assert_eq!(env.send(&[m.reveal(&pk, 0, f0)], &[&publisher]).await, Err(code(MarketError::RevealWindowClosed)));
     // `expire` (anyone) folds it into the stored record: the view does not change.
     env.send(&[m.expire(&pk, 0)], &[&anyone]).await.unwrap();
     let ev = &env.events::<ForecastExpired>()[0];
@@ -618,11 +619,11 @@ async fn unrevealed_commitments_expire_without_any_call() {
     let c: Commitment = env.account(commitment_pda(&m.key, 0, &pk)).await.unwrap();
     assert_eq!(c.status, CommitStatus::Expired);
     assert_eq!(env.send(&[m.expire(&pk, 0)], &[&anyone]).await, Err(code(MarketError::AlreadyFinal)));
-    assert_eq!(env.send(&[m.reveal(&pk, 0, &f0)], &[&publisher]).await, Err(code(MarketError::AlreadyFinal)));
+    assert_eq!(env.send(&[m.reveal(&pk, 0, f0)], &[&publisher]).await, Err(code(MarketError::AlreadyFinal)));
 
     // Epoch 1 is revealed exactly at its deadline (the last second allowed).
     env.at(deadline(&m, 1)).await;
-    env.send(&[m.reveal(&pk, 1, &f1)], &[&publisher]).await.unwrap();
+    reveal(&mut env, &m, &publisher, 1, f1).await;
     env.at(deadline(&m, 1) + 1_000).await;
     assert_eq!(
         view(&mut env, &pk).await,
@@ -644,11 +645,9 @@ async fn unrevealed_commitments_expire_without_any_call() {
 async fn a_forecast_round_is_kept_until_its_reveal_deadline() {
     let (mut env, m) = setup(&[P, P, P + 10, P + 20]).await;
     let publisher = env.user(10 * SOL).await;
-    let pk = publisher.pubkey();
     let k = env.authority.insecure_clone();
     let f = forecast(false, 3_000, 1);
-    start(&mut env, &m, 0).await;
-    env.send(&[m.commit(&pk, 0, &f)], &[&publisher]).await.unwrap();
+    commit_on_new_round(&mut env, &m, &publisher, 0, &f, false).await;
     settle(&mut env, &m, 0).await;
     let r: Round = env.account(m.round(0)).await.unwrap();
     assert_eq!(r.status, RoundStatus::Cancelled, "no bets: refunded (and priced Up)");
@@ -656,7 +655,7 @@ async fn a_forecast_round_is_kept_until_its_reveal_deadline() {
     assert_eq!(env.send(&[m.close_round(&k.pubkey(), 0)], &[&k]).await, Err(code(MarketError::RevealPending)));
     env.at(deadline(&m, 0)).await;
     assert_eq!(env.send(&[m.close_round(&k.pubkey(), 0)], &[&k]).await, Err(code(MarketError::RevealPending)));
-    env.send(&[m.reveal(&pk, 0, &f)], &[&publisher]).await.unwrap();
+    reveal(&mut env, &m, &publisher, 0, &f).await;
     assert_eq!(env.send(&[m.close_round(&k.pubkey(), 0)], &[&k]).await, Err(code(MarketError::RevealPending)));
     env.at(deadline(&m, 0) + 1).await;
     env.send(&[m.close_round(&k.pubkey(), 0)], &[&k]).await.unwrap();
@@ -671,9 +670,7 @@ async fn track_records_are_per_publisher() {
     let fa = [forecast(true, 8_000, 1), forecast(true, 6_000, 2), forecast(false, 4_000, 3), forecast(false, 0, 4)];
     let fb = [forecast(false, 2_500, 5), forecast(false, 2_500, 6)];
     for e in 0..4u64 {
-        start(&mut env, &m, e).await;
-        both_sides(&mut env, &m, e).await;
-        env.send(&[m.commit(&a.pubkey(), e, &fa[e as usize])], &[&a]).await.unwrap();
+        commit_on_new_round(&mut env, &m, &a, e, &fa[e as usize], true).await;
         if e < 2 {
             env.send(&[m.commit(&b.pubkey(), e, &fb[e as usize])], &[&b]).await.unwrap();
         }
@@ -682,9 +679,9 @@ async fn track_records_are_per_publisher() {
         settle(&mut env, &m, e).await;
     }
     for e in 0..4u64 {
-        env.send(&[m.reveal(&a.pubkey(), e, &fa[e as usize])], &[&a]).await.unwrap();
+        reveal(&mut env, &m, &a, e, &fa[e as usize]).await;
     }
-    env.send(&[m.reveal(&b.pubkey(), 1, &fb[1])], &[&b]).await.unwrap();
+    reveal(&mut env, &m, &b, 1, &fb[1]).await;
     // A: Up@80% hit 4e6; Up@60% on Down miss 3.6e7; Down@40% on Up miss 3.6e7; Down@0% on Down hit 0.
     assert_eq!(
         view(&mut env, &a.pubkey()).await,
@@ -727,8 +724,7 @@ async fn a_full_open_list_folds_past_deadline_commitments() {
     let (mut env, m) = setup(&[P, P, P + 10, P + 20]).await;
     let publisher = env.user(10 * SOL).await;
     let pk = publisher.pubkey();
-    start(&mut env, &m, 0).await;
-    env.send(&[m.commit(&pk, 0, &forecast(true, 6_000, 1))], &[&publisher]).await.unwrap();
+    commit_on_new_round(&mut env, &m, &publisher, 0, &forecast(true, 6_000, 1), false).await;
     // The record as 1,023 more commitments on later rounds would have left it: the list is full, epoch 0's deadline
     // last (a fold scans from the end).
     let d0 = deadline(&m, 0);
