@@ -15,6 +15,11 @@ use crate::events::{
 use crate::registry::*;
 use crate::state::{Config, Market, Round, CONFIG_SEED};
 
+// `InitializeRegistry`'s upgrade-authority check (`program_data`) and `EnableForecasts`'s admin check (`config`,
+// `has_one = admin`) repeat `InitializeConfig`'s and `ConfigAdmin`'s in `config.rs` on purpose. Anchor shares accounts
+// between instructions only as a composite `#[derive(Accounts)]` field, and a composite field is a nested group of
+// accounts in the IDL (`programs-solana/idl/kronos_market.json`): every client's account list for these instructions
+// would change, for two attributes of a few lines each.
 #[derive(Accounts)]
 pub struct InitializeRegistry<'info> {
     /// The program's upgrade authority (checked against its ProgramData account).
