@@ -345,6 +345,13 @@ try {
   await page.goto(`${URL_}#/market/${target.name}/1`);
   await onMarket(api.find((c) => c.name === target.name), tm);
   check((await page.inputValue('#amount')) === '0.03', `${target.name}'s amount is kept (${await page.inputValue('#amount')})`);
+  await page.setViewportSize({ width: 375, height: 800 });
+  await page.waitForSelector('#ai');
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth <= 376 ? [] : [...document.querySelectorAll('body *')]
+    .filter((el) => el.getBoundingClientRect().right > 376 && !el.closest('.scroll')).map((el) => `${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''}.${el.className}`).slice(0, 8));
+  await page.screenshot({ path: path.join(OUT, 'market-375.png'), fullPage: true });
+  check(wide.length === 0, `no horizontal scroll on the market page at 375 px (wider: ${wide.join(', ')})`);
+  await page.setViewportSize({ width: 1280, height: 900 });
 
   // ---- AI mode: the forecast of the round taking bets is a commitment only ----
   step('AI mode: committed, direction hidden until reveal; Follow / Against disabled; the record of revealed rounds');

@@ -375,7 +375,10 @@ async function renderMarket(chainName, id) {
     // the fee it was settled with), any other's net of the fee in force for that round — never the current one's.
     const p = paramsAt(m.params, e);
     const paid = paidMultiplier(r);
-    const pays = paid
+    const cancelled = r?.state === 'cancelled' || r?.state === 'Cancelled';
+    const pays = cancelled
+      ? 'Refunded: every bet can be claimed back'
+      : paid
       ? `Paid ${paid} to ${r.outcome === 'tie' ? 'both sides (tie)' : esc(String(r.outcome).toUpperCase())} <span class="fee">after the round's fee</span>`
       : `UP ${multiplier(total, up, p?.fee_bps ?? 0)} · DOWN ${multiplier(total, down, p?.fee_bps ?? 0)} ${feeNote(p)}`;
     let extra = '';
@@ -618,14 +621,18 @@ function refresh() {
 }
 setInterval(refresh, 3000);
 
-function watch() {
+// The keeper's signals; after a reconnection the page is read again at once (the keeper may have restarted with
+// other markets, fees or addresses: `/api/chains` is read on every redraw).
+function watch(again = false) {
   const base = API || location.origin;
   const ws = new WebSocket(base.replace(/^http/, 'ws') + '/ws?types=round_started,round_locked,round_settled,round_cancelled,tx_confirmed,prediction_revealed,keeper_health');
-  ws.onmessage = () => {
+  const soon = () => {
     clearTimeout(st.refreshTimer);
     st.refreshTimer = setTimeout(refresh, 300);
   };
-  ws.onclose = () => setTimeout(watch, 3000);
+  ws.onmessage = soon;
+  if (again) ws.onopen = soon;
+  ws.onclose = () => setTimeout(() => watch(true), 3000);
 }
 
 window.addEventListener('hashchange', () => { clearMsg(); route().then(() => view.focus()); });
