@@ -67,6 +67,15 @@ impl Status {
             let transactions = TxCounts::count(txs.iter().map(|t| t.status));
             chains.push(ChainStatus { chain: name.clone(), head, rounds, transactions });
         }
+        // Solana clusters: the head is the slot at `confirmed`.
+        for c in &cfg.solana {
+            let name = c.key();
+            let head = crate::solana::report::head(c).await;
+            let rounds = store.rounds(Some(name), None, rounds).await?;
+            let txs = store.all_txs(name).await?;
+            let transactions = TxCounts::count(txs.iter().map(|t| t.status));
+            chains.push(ChainStatus { chain: name.to_string(), head, rounds, transactions });
+        }
         Ok(Status { chains, leases: store.leases().await?, track_records: store.track_records().await? })
     }
 
@@ -146,6 +155,9 @@ pub async fn markets(cfg: &Config, out: &mut dyn std::io::Write) -> Result<()> {
                 if x.paused { " (paused)" } else { "" }
             )?;
         }
+    }
+    for c in &cfg.solana {
+        crate::solana::report::write_markets(c, out).await?;
     }
     Ok(())
 }

@@ -299,7 +299,8 @@ async fn rounds_are_started_locked_settled_and_a_silent_feed_refunded() {
     let dir = tempfile::tempdir().unwrap();
     let key = Keypair::new();
     c.fund(&key.pubkey()).await;
-    let mut k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    let text = c.config(dir.path(), &[], &key, "");
+    let mut k = run_keeper(&text).await;
 
     // Epoch 0 opens at GENESIS: the keeper starts it.
     c.warp_to(GENESIS + 1).await;
@@ -376,6 +377,15 @@ async fn rounds_are_started_locked_settled_and_a_silent_feed_refunded() {
     assert_eq!(health["chains"]["solana"]["healthy"], json!(true), "{health}");
     let metrics = k.get("/metrics").await;
     assert!(metrics.contains("kronos_tx_confirmed{chain=\"solana\"}"), "{metrics}");
+    // `kronos markets` and `kronos status` show the cluster (delays in slots too).
+    let cfg = Config::parse(&text, "(test)", &|_| None).unwrap();
+    let mut out = Vec::new();
+    kronos_keeper::status::markets(&cfg, &mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("solana (Solana), kronos-market program"), "{out}");
+    assert!(out.contains("report delay 10s (25 slots)") && out.contains("; feed approved"), "{out}");
+    let status = kronos_keeper::status::Status::collect(&cfg, 5).await.unwrap().text();
+    assert!(status.contains("solana: head ") && status.contains(" settled "), "{status}");
     k.stop().await;
 }
 
@@ -458,14 +468,13 @@ async fn an_expired_blockhash_is_re_signed_once_the_round_still_needs_it_and_act
         assert!(tokio::time::Instant::now() < deadline, "the keeper never sent the start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let hash: solana_hash::Hash = {
-        // The keeper's transaction is not on chain; its blockhash is the newest one when it signed.
-        let sig: solana_signature::Signature = first.tx_hash.parse().unwrap();
-        assert!(c.client.get_signature_statuses(&[sig]).await.unwrap().value[0].is_none());
-        c.client.get_latest_blockhash().await.unwrap()
-    };
-    while c.client.is_blockhash_valid(&hash, CommitmentConfig::confirmed()).await.unwrap() {
-        c.control("warp", json!({ "slots": 8 })).await;
+    // The keeper's transaction is not on chain; the chain moves past the last block height its blockhash is valid
+    // for (the store's `nonce` column), so it can never land.
+    let sig: solana_signature::Signature = first.tx_hash.parse().unwrap();
+    assert!(c.client.get_signature_statuses(&[sig]).await.unwrap().value[0].is_none());
+    let last_valid = first.nonce as u64;
+    while c.client.get_block_height().await.unwrap() <= last_valid {
+        c.control("warp", json!({ "slots": 16 })).await;
     }
     c.control("drop_next_sends", json!({ "n": 0 })).await;
     until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
@@ -626,4 +635,118 @@ async fn until_tx(k: &Running, action: &str) {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {action} confirmed: {txs:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Against a real `solana-test-validator` (the keeper unchanged): runs only when the binary is on PATH and
+/// `KRONOS_MARKET_SO` names the program's SBF build (`anchor build`); otherwise it prints why it is skipped.
+/// Loads the program as upgradeable (so its authority can configure it) and a Chainlink store-format feed account,
+/// creates a 60 s market whose first round starts a few seconds from now, and waits for the keeper to start it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn solana_test_validator_round_started_by_the_keeper() {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("solana-test-validator").is_file()))
+        .unwrap_or(false);
+    let so = std::env::var("KRONOS_MARKET_SO").ok();
+    let Some(so) = so.filter(|_| on_path) else {
+        println!(
+            "skipped: needs solana-test-validator on PATH (found: {on_path}) and KRONOS_MARKET_SO naming the program's SBF build (anchor build)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Keypair::new();
+    let a = authority.pubkey();
+    let feed = Pubkey::new_unique();
+    let (owner, writer) = (Pubkey::new_unique(), Pubkey::new_unique());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let data = kronos_market::chainlink::encode_with(
+        &kronos_market::chainlink::Meta { decimals: 8, state: 0, owner: owner.to_bytes(), writer: writer.to_bytes() },
+        "BTC / USD",
+        64,
+        &[kronos_market::chainlink::Transmission { slot: 0, timestamp: (now - 30) as u32, answer: PRICE as i128 }],
+    );
+    let feed_file = dir.path().join("feed.json");
+    let account = json!({ "pubkey": feed.to_string(), "account": {
+        "lamports": 10 * SOL, "data": [base64::engine::general_purpose::STANDARD.encode(&data), "base64"],
+        "owner": kronos_market::state::CHAINLINK_STORE.to_string(), "executable": false, "rentEpoch": 0,
+        "space": data.len() } });
+    std::fs::write(&feed_file, account.to_string()).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut validator = tokio::process::Command::new("solana-test-validator")
+        .args(["--ledger", &dir.path().join("ledger").display().to_string(), "--rpc-port", &port.to_string()])
+        .args(["--upgradeable-program", &ID.to_string(), &so, &a.to_string()])
+        .args(["--account", &feed.to_string(), &feed_file.display().to_string()])
+        .arg("--quiet")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = RpcClient::new_with_commitment(url.clone(), CommitmentConfig::confirmed());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while client.get_version().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "solana-test-validator did not answer on {url}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for k in [a] {
+        let sig = client.request_airdrop(&k, 10 * SOL).await.unwrap();
+        while !client.confirm_transaction(&sig).await.unwrap() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let loader = anchor_lang::solana_program::bpf_loader_upgradeable::ID;
+    let program_data = Pubkey::find_program_address(&[ID.as_ref()], &loader).0;
+    let config = pda(&[CONFIG_SEED]);
+    let approval = pda(&[FEED_SEED, feed.as_ref()]);
+    let market = pda(&[MARKET_SEED, a.as_ref(), &1u64.to_le_bytes()]);
+    let system = anchor_lang::system_program::ID;
+    let genesis = now + 20;
+    let params = Params {
+        fee_bps: 300,
+        min_bet: 1_000,
+        max_price_age: 3_600,
+        settle_window: 600,
+        report_delay: 10,
+        bet_cutoff: 10,
+        settler_reward_bps: 0,
+    };
+    let ixs = [
+        ixn(
+            acc::InitializeConfig { upgrade_authority: a, config, program_data, system_program: system },
+            ix::InitializeConfig { admin: a },
+        ),
+        ixn(acc::ApproveFeed { admin: a, config, feed, approval, system_program: system }, ix::ApproveFeed {}),
+        ixn(
+            acc::InitializeMarket {
+                authority: a,
+                market,
+                vault: pda(&[VAULT_SEED, market.as_ref()]),
+                feed,
+                feed_approval: approval,
+                system_program: system,
+            },
+            ix::InitializeMarket { id: 1, genesis, interval: 60, params },
+        ),
+    ];
+    let bh = client.get_latest_blockhash().await.unwrap();
+    let tx = Transaction::new_signed_with_payer(&ixs, Some(&a), &[&authority], bh);
+    client.send_and_confirm_transaction(&tx).await.unwrap();
+    // The keeper is the authority here (funded above); its key in a file.
+    let key_file = dir.path().join("id.json");
+    std::fs::write(&key_file, serde_json::to_string(&authority.to_bytes().to_vec()).unwrap()).unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let text = format!(
+        "[keeper]\ncatalogue = \"{root}/config/chains.toml\"\nstore = \"sqlite://{}/keeper.db\"\nlisten = \"127.0.0.1:0\"\nsigner = {{ env = \"UNUSED_EVM_KEY\" }}\npoll_ms = 200\n\n[[solana]]\nname = \"solana\"\nrpc = [\"{url}\"]\nprogram = \"{ID}\"\nmarkets = [\"{market}\"]\nkey_file = \"{}\"\nlocal = true\n",
+        dir.path().display(),
+        key_file.display()
+    );
+    let mut k = run_keeper(&text).await;
+    k.wait_started(0).await;
+    let r =
+        Round::try_deserialize(&mut client.get_account(&round_key(&market, 0)).await.unwrap().data.as_slice()).unwrap();
+    assert_eq!((r.status, r.start_ts), (RoundStatus::Open, genesis));
+    k.stop().await;
+    validator.kill().await.unwrap();
 }

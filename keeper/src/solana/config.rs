@@ -193,6 +193,13 @@ pub(crate) fn validate(
         if !(10..=20).contains(&s.cu_margin_percent) {
             return Err((at("cu_margin_percent"), format!("{} is outside 10..=20", s.cu_margin_percent)));
         }
+        if s.forecasts {
+            // Accepted by the schema so configurations can carry it; refused until the keeper publishes there.
+            return Err((
+                at("forecasts"),
+                "publishing the forecaster's commit/reveal on Solana is not implemented yet: leave it false (keeper/README.md, \"Solana\")".into(),
+            ));
+        }
         if s.rebroadcast_s == 0 || s.rebroadcast_s > 60 {
             return Err((at("rebroadcast_s"), format!("{} is outside 1..=60", s.rebroadcast_s)));
         }
@@ -266,7 +273,7 @@ mod tests {
         assert!(!s.forecasts && !s.local);
         let m = "HEvSKofvBgfaexv23kMabbYqxasxU3mQ4ibBMEmJWHny";
         let c = parse(
-            &text(&format!("markets = [\"{m}\"]\nkey_file = \"id.json\"\nforecasts = true\ncu_price_percentile = 50\nmax_cu_price_micro_lamports = 7\ncu_margin_percent = 20\nrebroadcast_s = 3\n")),
+            &text(&format!("markets = [\"{m}\"]\nkey_file = \"id.json\"\nforecasts = false\ncu_price_percentile = 50\nmax_cu_price_micro_lamports = 7\ncu_margin_percent = 20\nrebroadcast_s = 3\n")),
             &[],
         )
         .unwrap();
@@ -277,7 +284,10 @@ mod tests {
             (s.cu_price_percentile, s.max_cu_price_micro_lamports, s.cu_margin_percent, s.rebroadcast_s),
             (50, 7, 20, 3)
         );
-        assert!(s.forecasts);
+        assert!(!s.forecasts);
+        assert!(err(&text("forecasts = true\n")).contains(
+            "solana[0].forecasts: publishing the forecaster's commit/reveal on Solana is not implemented yet"
+        ));
         let c = parse(&text(""), &[("KRONOS_RPC_SOLANA", "http://10.0.0.1:1")]).unwrap();
         assert_eq!(c.solana[0].rpc.len(), 1);
     }

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod config;
 pub mod driver;
+pub mod report;
 pub mod rules;
 
 pub use config::SolanaConfig;
