@@ -584,16 +584,47 @@ impl Engine {
                 }
                 continue;
             }
-            let stop_gone = if reconcile::may_be_stopped_out(ours, theirs) {
+            let fate = if reconcile::may_be_stopped_out(ours, theirs) {
                 match self.stops.get(&s).cloned() {
-                    Some(st) => matches!(self.venue.query_stop(&st.client_id).await, Ok(Some(a)) if !a.is_open()),
-                    None => false,
+                    Some(st) => match self.venue.query_stop(&st.client_id).await {
+                        Ok(found) => Some(stops::stop_fate(found.as_ref())),
+                        Err(e) => {
+                            tracing::warn!(symbol = %s, error = %e, "copy-trader: a flat position's stop could not be asked for");
+                            None
+                        }
+                    },
+                    None => None,
                 }
             } else {
-                false
+                None
             };
-            let difference = reconcile::difference(ours, theirs, late, stop_gone);
-            if difference == Difference::StoppedOut {
+            let difference = reconcile::difference(ours, theirs, late, fate.as_ref());
+            if difference == Difference::ClosedOutside {
+                // Closed by hand or by the exchange: not a stop-out, but nothing is chased either.
+                let st = self.stops.remove(&s).expect("checked");
+                let status = fate.as_ref().and_then(stops::StopFate::to_record).unwrap_or_default();
+                let _ = self
+                    .store
+                    .update_order(
+                        &st.client_id,
+                        &status,
+                        &OrderUpdate { error: Some("no longer open on the exchange"), ..OrderUpdate::default() },
+                    )
+                    .await;
+                self.lead.wait(&s);
+                let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+                self.risk_event(
+                    "closed_outside",
+                    &s,
+                    format!(
+                        "recorded {ours}, the exchange holds none and the stop at {} ({}) is {status}, not fired: \
+                         closed outside the copy-trader (by hand, a liquidation); following resumes when the lead \
+                         closes or flips",
+                        st.trigger, st.client_id
+                    ),
+                )
+                .await;
+            } else if difference == Difference::StoppedOut {
                 let st = self.stops.remove(&s).expect("checked");
                 let _ = self
                     .store
@@ -670,7 +701,7 @@ impl Engine {
         };
         for (symbol, st) in stops::not_open(&self.stops, &open) {
             let status = match self.venue.query_stop(&st.client_id).await {
-                Ok(found) => match stops::missing_stop_status(found.as_ref()) {
+                Ok(found) => match stops::stop_fate(found.as_ref()).to_record() {
                     Some(status) => status,
                     None => continue,
                 },
@@ -1355,8 +1386,7 @@ impl Engine {
             }
             Err(e) if stops::already_gone(e.code()) => {
                 let fired = match self.venue.query_stop(&old.client_id).await {
-                    Ok(Some(a)) => stops::stop_fired(&a.algo_status),
-                    Ok(None) => false,
+                    Ok(found) => stops::stop_fate(found.as_ref()).fired(),
                     Err(e) => {
                         // Unknown: kept as if open; the clean-up and the next reconcile look again.
                         tracing::warn!(symbol, error = %e, "copy-trader: a replaced stop could not be asked for");
@@ -1858,6 +1888,14 @@ impl Engine {
         }
         if let Some((wanted, plan)) = actions.ratio {
             self.take_ratio(wanted, plan).await;
+        }
+        if self.carried.emergency_active != self.risk.emergency {
+            // E.g. resumed while this engine was down: the record says what is in force now.
+            self.carried.emergency_active = self.risk.emergency;
+            if !self.risk.emergency {
+                self.carried.emergency_at_ms = None;
+            }
+            self.save_carried().await;
         }
         self.note_control_errors(actions.errors).await;
         acted

@@ -1789,3 +1789,30 @@ async fn a_command_sent_in_process_is_carried_out_at_once_not_at_the_next_poll()
     wait_for("resumed at once", || !r.handles.status.lock().risk.emergency).await;
     r.stop().await;
 }
+
+/// The stop-status rule (one for the reconcile, the replacement of a stop and the check of the recorded stops): a
+/// position closed by hand after its stop was cancelled by hand is not a stop-out (the stop did not fire) — it is
+/// reported as closed outside the copy-trader — and, as after a stop-out, nothing is chased: the follower waits
+/// for the lead's next close or flip.
+#[tokio::test]
+async fn a_position_closed_by_hand_after_its_stop_was_cancelled_is_not_a_stop_out_and_is_not_chased() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the stop", || w.follower_stops().len() == 1).await;
+    let f = follower_client(&w);
+    let stop_id = w.follower_stops()[0].client_algo_id.clone();
+    f.cancel_stop(&stop_id).await.unwrap();
+    let close = kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Sell, d("0.05"), "byhand1");
+    f.place_order(&close).await.unwrap();
+    wait_event("closed outside", &r.handles.store, "closed_outside", "not fired").await;
+    assert!(!has_event(&r.handles.store, "stopped_out", "").await, "a cancelled stop did not fire");
+    r.settle().await;
+    assert!(w.follower_qty("BTCUSDT").is_zero(), "not chased while the lead still holds");
+    w.lead_trade(Side::Sell, "0.1", "BTCUSDT").await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.stop().await;
+}

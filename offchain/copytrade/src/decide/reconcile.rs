@@ -2,12 +2,17 @@
 
 use kronos_common::Decimal;
 
+use super::stops::StopFate;
+
 /// Why the exchange holds `theirs` where `ours` was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Difference {
     /// The position is gone and its stop is no longer open: stopped out (the follower waits for the lead's next
     /// close or flip).
     StoppedOut,
+    /// The position is gone and its stop ended without firing (cancelled, expired, not found): closed outside the
+    /// copy-trader (by hand, a liquidation). It waits for the lead's next close or flip as after a stop-out.
+    ClosedOutside,
     /// Orders of unknown fate found late executed exactly the difference: adopted as theirs, not drift.
     Adopted,
     /// Anything else (a manual trade, a liquidation): drift, adopted and reported.
@@ -21,12 +26,16 @@ pub(crate) fn may_be_stopped_out(ours: Decimal, theirs: Decimal) -> bool {
 }
 
 /// Called only when `ours` ≠ `theirs`. `late`: the signed quantity orders found late executed in the symbol;
-/// `stop_gone`: the position's recorded stop is no longer open on the exchange.
-pub(crate) fn difference(ours: Decimal, theirs: Decimal, late: Decimal, stop_gone: bool) -> Difference {
-    if stop_gone && may_be_stopped_out(ours, theirs) {
+/// `stop`: what became of the position's recorded stop (`None`: no stop recorded, not asked, or the question failed).
+pub(crate) fn difference(ours: Decimal, theirs: Decimal, late: Decimal, stop: Option<&StopFate>) -> Difference {
+    let flat = may_be_stopped_out(ours, theirs);
+    if flat && stop.is_some_and(StopFate::fired) {
         Difference::StoppedOut
     } else if !late.is_zero() && ours.checked_add(&late).ok() == Some(theirs) {
+        // Our own orders found late (the venue expires the stop of a position they closed).
         Difference::Adopted
+    } else if flat && stop.is_some_and(|f| f.to_record().is_some()) {
+        Difference::ClosedOutside
     } else {
         Difference::Unexplained
     }
@@ -37,25 +46,35 @@ mod tests {
     use super::*;
     use crate::decide::testing::d;
 
+    const FIRED: Option<&StopFate> = Some(&StopFate::Fired);
+    const OPEN: Option<&StopFate> = Some(&StopFate::Open);
+
     #[test]
     fn a_flat_exchange_position_whose_stop_is_gone_is_a_stop_out() {
         assert!(may_be_stopped_out(d("0.1"), d("0")));
         assert!(!may_be_stopped_out(d("0.1"), d("0.05")));
         assert!(!may_be_stopped_out(d("0"), d("0.1")));
-        assert_eq!(difference(d("0.1"), d("0"), d("0"), true), Difference::StoppedOut);
-        assert_eq!(difference(d("-0.1"), d("0"), d("0"), true), Difference::StoppedOut);
-        // The stop still open: someone closed it (drift).
-        assert_eq!(difference(d("0.1"), d("0"), d("0"), false), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0"), d("0"), FIRED), Difference::StoppedOut);
+        assert_eq!(difference(d("-0.1"), d("0"), d("0"), FIRED), Difference::StoppedOut);
+        // The stop cancelled, expired or unknown to the exchange: closed outside (no stop-out, but no chasing).
+        for ended in [StopFate::Ended("canceled".into()), StopFate::Ended("expired".into()), StopFate::NotFound] {
+            assert_eq!(difference(d("0.1"), d("0"), d("0"), Some(&ended)), Difference::ClosedOutside, "{ended:?}");
+        }
+        // The stop still open, or not known: someone closed it (drift).
+        assert_eq!(difference(d("0.1"), d("0"), d("0"), OPEN), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0"), d("0"), None), Difference::Unexplained);
         // Only a flat exchange position can be a stop-out.
-        assert_eq!(difference(d("0.1"), d("0.05"), d("0"), true), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0.05"), d("0"), FIRED), Difference::Unexplained);
     }
 
     #[test]
     fn what_late_orders_explain_exactly_is_adopted_anything_else_is_drift() {
-        assert_eq!(difference(d("0.1"), d("0.15"), d("0.05"), false), Difference::Adopted);
-        assert_eq!(difference(d("0.1"), d("0"), d("-0.1"), false), Difference::Adopted);
-        assert_eq!(difference(d("0"), d("-0.2"), d("-0.2"), false), Difference::Adopted);
-        assert_eq!(difference(d("0.1"), d("0.16"), d("0.05"), false), Difference::Unexplained);
-        assert_eq!(difference(d("0.1"), d("0.15"), d("0"), false), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0.15"), d("0.05"), None), Difference::Adopted);
+        assert_eq!(difference(d("0.1"), d("0"), d("-0.1"), None), Difference::Adopted);
+        assert_eq!(difference(d("0"), d("-0.2"), d("-0.2"), None), Difference::Adopted);
+        let expired = StopFate::Ended("expired".into());
+        assert_eq!(difference(d("0.1"), d("0"), d("-0.1"), Some(&expired)), Difference::Adopted);
+        assert_eq!(difference(d("0.1"), d("0.16"), d("0.05"), None), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0.15"), d("0"), None), Difference::Unexplained);
     }
 }

@@ -94,9 +94,52 @@ pub(crate) fn already_gone(code: Option<i64>) -> bool {
     matches!(code, Some(-2011) | Some(-2013))
 }
 
-/// Whether an algo order's status says it fired (its close was sent), rather than being cancelled or expired.
-pub(crate) fn stop_fired(algo_status: &str) -> bool {
-    matches!(algo_status, "TRIGGERING" | "TRIGGERED" | "FINISHED")
+/// What became of a stop this run placed, from the exchange's answer for its client id — the one rule the
+/// reconcile, the replacement of a stop ([`StopFate::fired`]) and the check of the recorded stops
+/// ([`StopFate::to_record`]) all use.
+///
+/// Only TRIGGERING, TRIGGERED and FINISHED mean the stop sent its close. CANCELED, EXPIRED, REJECTED (and any other
+/// status) mean it ended without closing anything: the copy-trader's own cancels remove a stop from its record
+/// first, so such a stop was cancelled by someone else (by hand, by the exchange on a liquidation) or expired
+/// because its position was closed another way. A flat position whose stop ended that way was closed outside the
+/// copy-trader: it waits for the lead's next close or flip exactly as after a stop-out (nothing is chased), but it
+/// is reported as what it is, not as a stop-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StopFate {
+    /// Still open (NEW): protecting.
+    Open,
+    /// It fired: its close was sent.
+    Fired,
+    /// It ended without closing anything; its status, lower-case (canceled, expired, rejected, …).
+    Ended(String),
+    /// The exchange does not know it.
+    NotFound,
+}
+
+pub(crate) fn stop_fate(found: Option<&AlgoOrder>) -> StopFate {
+    match found {
+        None => StopFate::NotFound,
+        Some(a) if a.is_open() => StopFate::Open,
+        Some(a) if matches!(a.algo_status.as_str(), "TRIGGERING" | "TRIGGERED" | "FINISHED") => StopFate::Fired,
+        Some(a) => StopFate::Ended(a.algo_status.to_lowercase()),
+    }
+}
+
+impl StopFate {
+    /// It sent its close: a position it protected that is now flat was stopped out.
+    pub(crate) fn fired(&self) -> bool {
+        *self == StopFate::Fired
+    }
+
+    /// It no longer protects and closed nothing: the status to record when it is dropped (a position that still
+    /// exists gets a new one); `None` while it is open, or when it fired (the stop-out check has it).
+    pub(crate) fn to_record(&self) -> Option<String> {
+        match self {
+            StopFate::Open | StopFate::Fired => None,
+            StopFate::Ended(status) => Some(status.clone()),
+            StopFate::NotFound => Some("not_found".to_string()),
+        }
+    }
 }
 
 /// The stops this run holds that are not among the exchange's open ones.
@@ -106,17 +149,6 @@ pub(crate) fn not_open(stops: &BTreeMap<String, StopInfo>, open: &[AlgoOrder]) -
         .filter(|(_, st)| !open.iter().any(|a| a.client_algo_id == st.client_id))
         .map(|(s, st)| (s.clone(), st.clone()))
         .collect()
-}
-
-/// A stop missing from the open ones, as the exchange answers for it (`None`: not found): the status to record when
-/// it is dropped (a new one is placed), or `None` to keep it — still open, or fired (the stop-out check has it).
-pub(crate) fn missing_stop_status(found: Option<&AlgoOrder>) -> Option<String> {
-    match found {
-        Some(a) if a.is_open() => None,
-        Some(a) if stop_fired(&a.algo_status) => None,
-        Some(a) => Some(a.algo_status.to_lowercase()),
-        None => Some("not_found".to_string()),
-    }
 }
 
 /// The copy-trader's own open stops that belong to no stop this run holds (left by a crash or a manual change):
@@ -233,12 +265,27 @@ pub(crate) mod tests {
         assert!(!would_trigger_at_once(Some(-4130)) && !would_trigger_at_once(None));
         assert!(already_gone(Some(-2011)) && already_gone(Some(-2013)));
         assert!(!already_gone(Some(-2021)) && !already_gone(None));
+    }
+
+    /// One rule for every status, used by the reconcile, the replacement of a stop and the check of the recorded
+    /// stops: only a stop that sent its close fired; every other end is recorded with its status.
+    #[test]
+    fn every_stop_status_has_one_fate() {
+        let fate = |status: &str| stop_fate(Some(&algo("BTCUSDT", "ks1", status, "BOTH")));
+        assert_eq!(fate("NEW"), StopFate::Open);
         for s in ["TRIGGERING", "TRIGGERED", "FINISHED"] {
-            assert!(stop_fired(s), "{s}");
+            assert_eq!(fate(s), StopFate::Fired, "{s}");
+            assert!(fate(s).fired() && fate(s).to_record().is_none(), "{s}");
         }
-        for s in ["NEW", "CANCELED", "EXPIRED", "REJECTED"] {
-            assert!(!stop_fired(s), "{s}");
+        for (s, rec) in [("CANCELED", "canceled"), ("EXPIRED", "expired"), ("REJECTED", "rejected"), ("NEWER", "newer")]
+        {
+            assert_eq!(fate(s), StopFate::Ended(rec.into()), "{s}");
+            assert!(!fate(s).fired() && fate(s).to_record().as_deref() == Some(rec), "{s}");
         }
+        assert_eq!(stop_fate(None), StopFate::NotFound);
+        assert!(!StopFate::NotFound.fired());
+        assert_eq!(StopFate::NotFound.to_record().as_deref(), Some("not_found"));
+        assert!(!StopFate::Open.fired() && StopFate::Open.to_record().is_none());
     }
 
     #[test]
@@ -252,11 +299,12 @@ pub(crate) mod tests {
         let missing = not_open(&stops, &open);
         assert_eq!(missing.len(), 1);
         assert_eq!(missing[0].0, "ETHUSDT");
-        assert_eq!(missing_stop_status(None), Some("not_found".into()));
-        assert_eq!(missing_stop_status(Some(&algo("ETHUSDT", "ks2", "CANCELED", "BOTH"))), Some("canceled".into()));
-        assert_eq!(missing_stop_status(Some(&algo("ETHUSDT", "ks2", "EXPIRED", "BOTH"))), Some("expired".into()));
-        assert_eq!(missing_stop_status(Some(&algo("ETHUSDT", "ks2", "NEW", "BOTH"))), None);
-        assert_eq!(missing_stop_status(Some(&algo("ETHUSDT", "ks2", "TRIGGERED", "BOTH"))), None);
+        let kept = |status: &str| stop_fate(Some(&algo("ETHUSDT", "ks2", status, "BOTH"))).to_record();
+        assert_eq!(stop_fate(None).to_record(), Some("not_found".into()));
+        assert_eq!(kept("CANCELED"), Some("canceled".into()));
+        assert_eq!(kept("EXPIRED"), Some("expired".into()));
+        assert_eq!(kept("NEW"), None);
+        assert_eq!(kept("TRIGGERED"), None);
     }
 
     #[test]
