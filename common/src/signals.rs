@@ -17,6 +17,10 @@ use crate::decimal::Decimal;
 /// `TryFrom<u8>` from the contracts' `IKronosMarket.Outcome`).
 pub use kronos_api_types::{Outcome, UnknownOutcome};
 
+/// Why a round was refunded: the API's type (same wire strings as the contracts' `CancelReason`, `lock_price_unusable`,
+/// `close_price_unusable`, `tie`, `one_sided_pool`, `expired`).
+pub use kronos_api_types::CancelReason;
+
 /// Side of an exchange order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -109,7 +113,7 @@ pub enum SignalKind {
         chain: String,
         market: u64,
         epoch: u64,
-        reason: String,
+        reason: CancelReason,
         outcome: Outcome,
     },
     PriceRead {
@@ -368,7 +372,7 @@ mod tests {
             r#"{
             "chain": "base", "market": 1, "epoch": 7, "start_at": 1, "lock_at": 2, "close_at": 3, "lock_price": "1",
             "round_id": "9", "outcome": "up", "close_price": "2", "total_wei": "0", "reward_wei": "0",
-            "treasury_fee_wei": "0", "delay_blocks": 0, "reason": "r", "pair": "BTC/USD", "price": "1",
+            "treasury_fee_wei": "0", "delay_blocks": 0, "reason": "tie", "pair": "BTC/USD", "price": "1",
             "updated_at": 1, "action": "open", "tx_hash": "0x1", "nonce": 0, "block": 1, "gas_used": 1, "error": "e",
             "healthy": true, "head_block": 1, "lag_s": 0, "detail": "d", "p_up": 0.5, "horizon_s": 60, "model": "m",
             "p_up_bps": 5000, "hit": true, "scored": 1, "hits": 1, "mean_brier": 0.2, "symbol": "BTCUSDT",
@@ -442,6 +446,39 @@ mod tests {
         assert_eq!(back, s);
         assert_eq!(s.kind.name(), "round_locked");
         assert_eq!(s.kind.category(), "round");
+    }
+
+    /// The refund's reason is typed; its bytes on the wire are the text it was before (a string field).
+    #[test]
+    fn a_refund_s_reason_is_typed_and_its_bytes_are_unchanged() {
+        let s = Signal {
+            at_ms: 1,
+            source: "keeper".into(),
+            kind: SignalKind::RoundCancelled {
+                chain: "base".into(),
+                market: 1,
+                epoch: 7,
+                reason: CancelReason::LockPriceUnusable,
+                outcome: Outcome::None,
+            },
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            text,
+            r#"{"at_ms":1,"source":"keeper","type":"round_cancelled","chain":"base","market":1,"epoch":7,"reason":"lock_price_unusable","outcome":"none"}"#
+        );
+        assert_eq!(serde_json::from_str::<Signal>(&text).unwrap(), s);
+        let reasons = [
+            (CancelReason::LockPriceUnusable, "lock_price_unusable"),
+            (CancelReason::ClosePriceUnusable, "close_price_unusable"),
+            (CancelReason::Tie, "tie"),
+            (CancelReason::OneSidedPool, "one_sided_pool"),
+            (CancelReason::Expired, "expired"),
+        ];
+        for (r, wire) in reasons {
+            assert_eq!(serde_json::to_value(r).unwrap(), wire);
+            assert_eq!(r.to_string(), wire, "the alerts and the social mirror print it the same");
+        }
     }
 
     #[tokio::test]

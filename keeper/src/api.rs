@@ -290,8 +290,9 @@ fn market(m: MarketRow) -> wire::Market {
     }
 }
 
-/// A contract's refund reason as the API names it (the contract's `None` is never emitted with a refund).
-fn cancel_reason(r: kronos_contracts::CancelReason) -> wire::CancelReason {
+/// A contract's refund reason as the API and the `round_cancelled` signal name it (the contract's `None` is never
+/// emitted with a refund).
+pub(crate) fn cancel_reason(r: kronos_contracts::CancelReason) -> wire::CancelReason {
     use kronos_contracts::CancelReason as C;
     match r {
         C::LockPriceUnusable => wire::CancelReason::LockPriceUnusable,
@@ -502,6 +503,20 @@ async fn ws(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `round_cancelled` signal carried the contract reason's text before it carried the API's type: the bytes
+    /// are the same for every reason a refund is emitted with.
+    #[test]
+    fn a_refund_reason_reads_as_the_contract_s_text() {
+        for &r in kronos_contracts::CancelReason::ALL {
+            let wire = serde_json::to_value(cancel_reason(r)).unwrap();
+            if r == kronos_contracts::CancelReason::None {
+                assert_eq!(wire, "unknown", "never emitted with a refund");
+            } else {
+                assert_eq!(wire, r.as_str());
+            }
+        }
+    }
 
     #[test]
     fn a_body_is_fresh_until_the_store_writes_or_it_is_too_old() {

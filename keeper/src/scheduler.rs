@@ -816,7 +816,7 @@ impl MarketDriver {
                             chain: chain.clone(),
                             market: i.id,
                             epoch,
-                            reason: reason.to_string(),
+                            reason: crate::api::cancel_reason(reason),
                             outcome,
                         },
                     );

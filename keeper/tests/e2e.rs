@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use alloy::providers::Provider;
-use kronos_common::signals::SignalKind;
+use kronos_common::signals::{CancelReason as WireReason, SignalKind};
 use kronos_common::Bus;
 use kronos_contracts::CancelReason;
 use kronos_keeper::engine::{Keeper, Overrides};
@@ -401,11 +401,14 @@ async fn a_stale_feed_cancels_rounds_and_is_reported() {
     while let Ok(s) = rx.try_recv() {
         if let SignalKind::RoundCancelled { chain, reason, .. } = &s.kind {
             if chain == "ethereum" {
-                cancelled.push(reason.clone());
+                cancelled.push(*reason);
             }
         }
     }
-    assert!(cancelled.iter().any(|r| r == "lock_price_unusable" || r == "close_price_unusable"), "{cancelled:?}");
+    assert!(
+        cancelled.iter().any(|r| matches!(r, WireReason::LockPriceUnusable | WireReason::ClosePriceUnusable)),
+        "{cancelled:?}"
+    );
     let rounds = store.rounds(Some("ethereum"), None, 20).await.unwrap();
     assert!(
         rounds.iter().any(|r| r.state == RoundState::Cancelled && r.reason.is_some_and(price_unusable)),
