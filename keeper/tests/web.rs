@@ -65,6 +65,24 @@ async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
     let addr = keeper.api_addr().unwrap();
     let cancel = CancellationToken::new();
     let run = tokio::spawn(keeper.run(cancel.clone()));
+    // `kronos web` in front of the keeper, with the first chain's market pinned (the second one's left unverified):
+    // the page it serves says which.
+    let web_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pins = kronos_keeper::dapp::Pins::from([(
+        net.chains[0].chain.chain_id.expect("an EVM chain has a chain id"),
+        net.chains[0].deployment.market,
+    )]);
+    let standalone = kronos_keeper::dapp::Standalone::bind(kronos_keeper::dapp::Options {
+        api: format!("http://{addr}").parse().unwrap(),
+        listen: format!("127.0.0.1:{web_port}").parse().unwrap(),
+        origins: Vec::new(),
+        pins,
+    })
+    .await
+    .unwrap();
+    let web_addr = standalone.local_addr().unwrap();
+    let web_stop = cancel.clone();
+    let web = tokio::spawn(standalone.serve(async move { web_stop.cancelled().await }));
 
     let chains: Vec<serde_json::Value> = net
         .chains
@@ -82,6 +100,7 @@ async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
     node.arg(net.root.join("tests/web/dapp.mjs"))
         .current_dir(&net.root)
         .env("KRONOS_WEB_URL", format!("http://{addr}/"))
+        .env("KRONOS_WEB_STANDALONE", format!("http://{web_addr}/"))
         .env("KRONOS_WEB_CHAINS", serde_json::Value::from(chains).to_string())
         .env("KRONOS_WEB_ACCOUNTS", accounts.to_string())
         .env("KRONOS_WEB_OUT", &out)
@@ -92,6 +111,7 @@ async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
         .expect("node runs (scripts/setup installs it)");
     cancel.cancel();
     let _ = run.await;
+    let _ = web.await;
     assert!(status.success(), "tests/web/dapp.mjs failed ({status}); screenshots so far in {}", out.display());
 }
 

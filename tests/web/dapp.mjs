@@ -1,6 +1,7 @@
 // The dApp in a real headless Chromium (Debian's /usr/bin/chromium, driven by the pinned playwright-core) against
 // the real keeper on local anvil chains; started by keeper/tests/web.rs, which passes:
 //   KRONOS_WEB_URL     the keeper's page (http://127.0.0.1:port/)
+//   KRONOS_WEB_STANDALONE the same page served by `kronos web` in front of the keeper, the first chain's market pinned
 //   KRONOS_WEB_CHAINS  JSON [{ name, chain_id, rpc }] of the chains, the first native-coin one is bet on
 //   KRONOS_WEB_ACCOUNTS JSON { a, b, owner }: two bettors and the market owner (anvil dev accounts, unlocked)
 //   KRONOS_WEB_OUT     where screenshots go
@@ -463,6 +464,17 @@ try {
     throw new Error(`check failed: round ${from} shows "${newText}" and round ${from - 1} "${feeText}": ${cards.join(' | ')} (${err.message})`);
   });
 
+  // ---- `kronos web`: the market addresses checked against its pins, or said unverified ----
+  step('kronos web: the pinned chain checked, the other one said unverified');
+  const SA = process.env.KRONOS_WEB_STANDALONE;
+  await page.goto(`${SA}#/market/${target.name}/1`);
+  await page.waitForSelector('#addresses[data-check=pinned]');
+  await page.goto(`${SA}#/market/${other.name}/1`);
+  await page.waitForSelector('#addresses[data-check=unverified]');
+  check((await page.textContent('#addresses')).includes(oc.market), `the banner names the address to compare: ${await page.textContent('#addresses')}`);
+  await page.goto(URL_);
+  await page.waitForSelector('#markets');
+
   // ---- the forecaster and the keeper's health ----
   step('forecaster');
   await page.goto(`${URL_}#/forecaster`);
@@ -475,8 +487,8 @@ try {
   await page.waitForFunction((n) => document.querySelectorAll('#health tbody tr').length === n, CHAINS.length);
   await page.screenshot({ path: path.join(OUT, 'health.png'), fullPage: true });
 
-  const keeperHost = new URL(URL_).host;
-  check([...hosts].every((h) => h === keeperHost), `requests only to the keeper (${[...hosts].join(', ')})`);
+  const keeperHost = new URL(URL_).host, webHost = new URL(process.env.KRONOS_WEB_STANDALONE).host;
+  check([...hosts].every((h) => h === keeperHost || h === webHost), `requests only to the keeper and kronos web (${[...hosts].join(', ')})`);
   check(errors.length === 0, `no console errors: ${errors.join(' | ')}`);
   step(`passed; screenshots in ${OUT}`);
 } finally {
