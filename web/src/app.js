@@ -358,7 +358,8 @@ async function renderMarket(chainName, id) {
   const [rounds, cps, preds] = await Promise.all([
     api(`/api/rounds?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=50`),
     api(`/api/checkpoints?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=60`),
-    api(`/api/predictions?chain=${encodeURIComponent(c.name)}&limit=60`),
+    // AI mode only: the market page is drawn without it when the keeper cannot give the predictions now.
+    api(`/api/predictions?chain=${encodeURIComponent(c.name)}&limit=60`).catch(() => null),
   ]);
   const l = liveOf(c.name, m.id);
   const now = chainNow(c.name), k = clock(m, now);
