@@ -3,13 +3,11 @@
 //! hub), serving REST, a filtered WebSocket, `/health` and `/metrics`. Every wait is for the event it checks.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use futures::StreamExt;
@@ -18,45 +16,10 @@ use kronos_common::signal_ws::Hub;
 use kronos_common::signals::Outcome;
 use kronos_common::{Bus, Decimal, SignalKind};
 use kronos_social::Config;
-use parking_lot::Mutex;
+use kronos_testkit::rss::{wait_for, RssFeed};
 use tokio_tungstenite::tungstenite::Message;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "waited {DEADLINE:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The feed: (body, ETag); 304 to a request carrying the ETag.
-type Feed = Arc<Mutex<(String, String)>>;
-
-async fn feed(State(f): State<Feed>, h: HeaderMap) -> Response {
-    let (body, etag) = f.lock().clone();
-    if h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
-    }
-    ([(header::ETAG, etag)], body).into_response()
-}
-
-fn rss(items: &[(u32, &str, &str)]) -> String {
-    let mut s = String::from(r#"<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>t</title>"#);
-    for (i, author, text) in items {
-        s.push_str(&format!("<item><title>{text}</title><author>{author}</author><guid>urn:o:{i}</guid></item>"));
-    }
-    s.push_str("</channel></rss>");
-    s
-}
 
 async fn serve(app: Router) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -89,8 +52,8 @@ async fn next_item(ws: &mut Ws) -> serde_json::Value {
 
 #[tokio::test]
 async fn rest_ws_health_metrics_and_the_keepers_signals() {
-    let feed_state: Feed = Arc::new(Mutex::new((rss(&[]), "\"0\"".into())));
-    let feed_addr = serve(Router::new().route("/feed.xml", get(feed)).with_state(feed_state.clone())).await;
+    let feed = RssFeed::start().await;
+    let feed_url = feed.url();
     let bus = Bus::new(64);
     let hub = Hub::new(bus.clone(), Guard::new(Limits::default(), GuardMetrics::default()));
     let keeper_addr = serve(Router::new().route("/ws", get(ws_hub)).with_state(hub.clone())).await;
@@ -109,7 +72,7 @@ symbol = "ETH"
 [[source]]
 name = "feed"
 kind = "rss"
-url = "http://{feed_addr}/feed.xml"
+url = "{feed_url}"
 poll_s = 1
 [[source]]
 name = "keeper"
@@ -129,7 +92,7 @@ url = "ws://{keeper_addr}/ws"
     let (code, body) = get_json(&format!("{base}/api/social/items?min_score=abc")).await;
     assert_eq!(code, 400);
     assert!(body["error"].as_str().unwrap().starts_with("min_score:"), "{body}");
-    wait_for("both WebSocket clients counted", || {
+    wait_for("both WebSocket clients counted", DEADLINE, || {
         let base = base.clone();
         async move {
             let m = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
@@ -138,14 +101,11 @@ url = "ws://{keeper_addr}/ws"
     })
     .await;
 
-    *feed_state.lock() = (
-        rss(&[
-            (3, "carol", "Nothing about coins, just a sunny day"),
-            (2, "bob", "ETH gas fees crash to a yearly low, terrible week for validators"),
-            (1, "alice", "Bitcoin rallies past the range high, great strength"),
-        ]),
-        "\"1\"".into(),
-    );
+    feed.set(&[
+        (3, "carol", "Nothing about coins, just a sunny day"),
+        (2, "bob", "ETH gas fees crash to a yearly low, terrible week for validators"),
+        (1, "alice", "Bitcoin rallies past the range high, great strength"),
+    ]);
     let b = next_item(&mut btc).await;
     assert_eq!(b["assets"], serde_json::json!(["BTC"]), "{b}");
     assert_eq!(b["source"], "feed");
@@ -154,7 +114,7 @@ url = "ws://{keeper_addr}/ws"
     assert_eq!(e["assets"], serde_json::json!(["ETH"]), "the ETH client gets only ETH items: {e}");
 
     // The keeper's signals: once the monitor follows the hub, a settled round becomes an item.
-    wait_for("the monitor following the keeper's /ws", || {
+    wait_for("the monitor following the keeper's /ws", DEADLINE, || {
         let hub = hub.clone();
         async move { (hub.guard().metrics().ws_subscribers.get() == 1).then_some(()) }
     })
@@ -174,7 +134,7 @@ url = "ws://{keeper_addr}/ws"
             delay_blocks: 1,
         },
     );
-    let k = wait_for("the settled round mirrored", || {
+    let k = wait_for("the settled round mirrored", DEADLINE, || {
         let base = base.clone();
         async move {
             let (_, v) = get_json(&format!("{base}/api/social/items?source=keeper")).await;

@@ -5,62 +5,25 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use kronos_social::{Fanout, Item, Priority};
 use kronos_telegram::{Backend, Config, Signals, TelegramBot};
+use kronos_testkit::rss::{wait_for, RssFeed};
 use kronos_testkit::telegram::{MockTelegram, TOKEN};
-use parking_lot::Mutex;
 
 const CHAT: i64 = 111;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 static N: AtomicU64 = AtomicU64::new(0);
 
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "waited {DEADLINE:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The feed the monitor polls: its body, changed by the test.
-type Feed = Arc<Mutex<String>>;
-
-async fn feed(State(f): State<Feed>) -> String {
-    f.lock().clone()
-}
-
-fn rss(items: &[(u32, &str, &str)]) -> String {
-    let mut s = String::from(r#"<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>t</title>"#);
-    for (i, author, text) in items {
-        s.push_str(&format!(
-            "<item><title>{text}</title><author>{author}</author><guid>urn:o:{i}</guid>\
-             <link>https://nitter.example/{author}/status/{i}</link></item>"
-        ));
-    }
-    s.push_str("</channel></rss>");
-    s
-}
-
 /// A social monitor on `port`: BTC and ETH, one trusted RSS feed; an asset post with |sentiment| ≥ 0.5 is `high`
 /// (score ≥ 1.0), a post without an asset `low` (score ≤ 0.45).
-async fn monitor(port: u16, feed_addr: SocketAddr) -> kronos_social::runner::Running {
+async fn monitor(port: u16, feed_url: &str) -> kronos_social::runner::Running {
     let cfg = kronos_social::Config::parse(
         &format!(
             r#"
@@ -80,7 +43,7 @@ symbol = "ETH"
 [[source]]
 name = "nitter-btc"
 kind = "rss"
-url = "http://{feed_addr}/feed.xml"
+url = "{feed_url}"
 poll_s = 1
 trusted = true
 "#
@@ -145,7 +108,7 @@ assets = ["BTC", "ETH"]
     /// Waits until the monitor at `monitor_port` counts the bot as its WebSocket client.
     async fn connected(&self, monitor_port: u16) {
         let url = format!("http://127.0.0.1:{monitor_port}/metrics");
-        wait_for("the bot following the social monitor", || {
+        wait_for("the bot following the social monitor", DEADLINE, || {
             let url = url.clone();
             async move { (metric(&url, "social_ws_clients").await == Some(1)).then_some(()) }
         })
@@ -187,17 +150,13 @@ fn item(n: u32, text: &str, priority: Priority) -> Arc<Item> {
 
 #[tokio::test]
 async fn a_high_priority_item_becomes_one_alert_and_a_low_one_never_crosses_the_wire() {
-    let feed_state: Feed = Arc::new(Mutex::new(rss(&[])));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let feed_addr = l.local_addr().unwrap();
-    let app = Router::new().route("/feed.xml", get(feed)).with_state(feed_state.clone());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let feed = RssFeed::start().await;
     let port = free_port();
-    let running = monitor(port, feed_addr).await;
+    let running = monitor(port, &feed.url()).await;
     let w = World::start(port, 5).await;
     w.connected(port).await;
 
-    *feed_state.lock() = rss(&[
+    feed.set(&[
         (1, "carol", "Nothing about coins, just a sunny day"),
         (4, "erin", "Bitcoin opened the week at the usual level"),
         (2, "alice", "Bitcoin rallies past the range high, great strength"),
@@ -215,7 +174,7 @@ async fn a_high_priority_item_becomes_one_alert_and_a_low_one_never_crosses_the_
     // All three were stored (low: no asset; normal: a BTC post in plain words); only the high one went out on the
     // bot's socket, which asked for BTC and ETH at `high`.
     let base = format!("http://127.0.0.1:{port}");
-    wait_for("the three items stored", || {
+    wait_for("the three items stored", DEADLINE, || {
         let base = base.clone();
         async move {
             let v: serde_json::Value =
@@ -231,7 +190,7 @@ async fn a_high_priority_item_becomes_one_alert_and_a_low_one_never_crosses_the_
     assert_eq!(metric(&format!("{base}/metrics"), "social_ws_items_sent_total").await, Some(1));
 
     // A later high item is the next message: the low one never became one.
-    *feed_state.lock() = rss(&[
+    feed.set(&[
         (1, "carol", "Nothing about coins, just a sunny day"),
         (4, "erin", "Bitcoin opened the week at the usual level"),
         (2, "alice", "Bitcoin rallies past the range high, great strength"),
@@ -249,7 +208,7 @@ async fn a_high_priority_item_becomes_one_alert_and_a_low_one_never_crosses_the_
 #[tokio::test]
 async fn a_flood_of_social_items_becomes_the_summary_and_hostile_text_arrives_escaped() {
     let port = free_port();
-    let running = monitor(port, "127.0.0.1:9".parse().unwrap()).await;
+    let running = monitor(port, "http://127.0.0.1:9/feed.xml").await;
     let w = World::start(port, 2).await;
     w.connected(port).await;
 
@@ -288,13 +247,13 @@ async fn a_flood_of_social_items_becomes_the_summary_and_hostile_text_arrives_es
 #[tokio::test]
 async fn the_bot_follows_the_monitor_across_a_restart() {
     let port = free_port();
-    let first = monitor(port, "127.0.0.1:9".parse().unwrap()).await;
+    let first = monitor(port, "http://127.0.0.1:9/feed.xml").await;
     let w = World::start(port, 5).await;
     w.connected(port).await;
     first.monitor.bus.publish(&item(1, "BTC before the restart", Priority::High));
     w.tg.wait_sent(CHAT, 1).await;
     first.stop().await;
-    let second = monitor(port, "127.0.0.1:9".parse().unwrap()).await;
+    let second = monitor(port, "http://127.0.0.1:9/feed.xml").await;
     w.connected(port).await;
     second.monitor.bus.publish(&item(2, "BTC after the restart", Priority::High));
     let s = w.tg.wait_sent(CHAT, 2).await;

@@ -1,6 +1,7 @@
 //! Test helpers: real anvil nodes (the npm Foundry binary), wallets, and contract deployments over alloy; a
 //! throwaway PostgreSQL server ([`pg`]); a local Telegram Bot API server ([`telegram`]);
-//! a throwaway Redis server ([`redis`]); a local Discord gateway and REST stand-in ([`discord`]); the keeper's
+//! a throwaway Redis server ([`redis`]); a local Discord gateway and REST stand-in ([`discord`]); a loopback RSS feed
+//! for the social monitor's tests ([`rss`]); the keeper's
 //! end-to-end harness on two local chains ([`harness`]) and the local network tooling of `kronos-localnet` ([`net`],
 //! [`bettors`], [`deploy`], [`exchange`], …).
 
@@ -13,6 +14,7 @@ pub mod harness;
 pub mod pg;
 pub mod redis;
 pub mod rpcproxy;
+pub mod rss;
 /// With the `solana` feature: the local Solana JSON-RPC server over solana-program-test (`LocalRpc`).
 #[cfg(feature = "solana")]
 pub use kronos_solana_rpc as solana_rpc;
