@@ -11,7 +11,11 @@ pub(crate) fn init(json: bool, verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default},hyper=warn,reqwest=warn,alloy_transport_http=warn,sqlx=warn,h2=warn"))
+        // `solana`/`tarpc`: the demo's local Solana bank (solana-program-test) logs every bank, metric and banks-client
+        // call at info.
+        EnvFilter::new(format!(
+            "{default},hyper=warn,reqwest=warn,alloy_transport_http=warn,sqlx=warn,h2=warn,solana=warn,tarpc=warn"
+        ))
     });
     let writer = Redactor::make_writer(std::io::stderr);
     // Colour only on a terminal: a log file or a pipe gets plain text, never ANSI escape codes.

@@ -58,7 +58,8 @@ pub struct SettleArgs {
     /// Rounds to finish in total across the chains.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 1000))]
     pub rounds: u64,
-    /// Chains (catalogue keys, comma-separated); default every EVM chain.
+    /// Chains (catalogue keys, comma-separated); default every EVM chain and `solana` (driven by a keeper process of
+    /// its own, its figures reported apart, delays in slots).
     #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
     pub chains: Option<Vec<String>>,
     /// Wall seconds between blocks.
@@ -763,7 +764,11 @@ async fn ws_server(a: WsServerArgs) -> Result<()> {
 async fn bench(a: SettleArgs) -> Result<()> {
     let root = crate::deploy::repo_root()?;
     let cat = Catalogue::load(root.join("config/chains.toml"))?;
-    let keys: Vec<String> = a.chains.clone().unwrap_or_else(|| cat.evm_chains().map(|c| c.key.clone()).collect());
+    let keys: Vec<String> = a.chains.clone().unwrap_or_else(|| {
+        cat.evm_chains().map(|c| c.key.clone()).chain([crate::solana::bench::SOLANA.to_string()]).collect()
+    });
+    let (with_solana, keys) = crate::solana::bench::split(keys);
+    anyhow::ensure!(!keys.is_empty(), "--chains: no EVM chain given (the bench needs at least one)");
     anyhow::ensure!(a.api_connections >= 1, "--api-connections must be at least 1");
     let opts =
         NetOptions { chains: keys.clone(), block_time: a.block_time, seconds_per_block: a.speed, interval: a.interval };
@@ -783,6 +788,14 @@ async fn bench(a: SettleArgs) -> Result<()> {
         (None, None)
     };
     let mut k = LocalKeeper::start(&opts, server_core, a.api_load).await?;
+    let mut solana = match with_solana {
+        true => {
+            let speed = ((a.speed as f64 / a.block_time).round() as u32).max(1);
+            println!("  and solana: the local Solana RPC at {speed}x the wall clock, its own keeper process");
+            Some(crate::solana::bench::SolanaBench::start(&root, a.interval, speed, keys.len()).await?)
+        }
+        false => None,
+    };
     let pid = k.pid;
     let t0 = Instant::now();
     // The API load, until the rounds are done.
@@ -834,8 +847,15 @@ async fn bench(a: SettleArgs) -> Result<()> {
             }
             finished += k.saturating_sub(1);
         }
+        let solana_finished = match solana.as_mut() {
+            Some(s) => Some(s.finished()?),
+            None => None,
+        };
         if last_report.elapsed() > Duration::from_secs(10) {
             println!("  {finished}/{} rounds finished after {:.0}s", a.rounds, t0.elapsed().as_secs_f64());
+            if let Some(n) = solana_finished {
+                println!("  solana: {n} rounds finished (counted apart)");
+            }
             last_report = Instant::now();
         }
         if finished >= a.rounds {
@@ -889,6 +909,9 @@ async fn bench(a: SettleArgs) -> Result<()> {
             o.per_s(),
             o.latencies.summary()
         );
+    }
+    if let Some(s) = solana {
+        print!("{}", s.report().await);
     }
     Ok(())
 }

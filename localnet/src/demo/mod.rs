@@ -1,12 +1,15 @@
 //! `kronos demo`: the whole system on local chains. One anvil per EVM chain of the catalogue (real chain ids,
 //! accelerated clocks), the suite deployed with the deploy script, real BTC/USD candles replayed into Chainlink mock
 //! feeds, local bettors, and the keeper driving every market on every chain — with the forecaster committing and
-//! revealing its predictions. Live table while it runs, summary at the end; Ctrl-C stops everything cleanly.
+//! revealing its predictions. Live table while it runs, summary at the end; Ctrl-C stops everything cleanly. The eighth
+//! chain, `solana`, is the kronos-market program in the local Solana RPC server (`crate::solana`), driven by the same
+//! keeper through its `[[solana]]` driver.
 
 pub mod bettors;
 pub mod copytrade;
 pub mod net;
 pub mod social;
+pub mod solana_demo;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -25,6 +28,7 @@ use kronos_keeper::config::{ChainConfig, Config, ForecasterConfig, SignerSource}
 use kronos_keeper::engine::{Keeper, Overrides};
 use kronos_keeper::scheduler::MarketStats;
 use net::{accounts, NetOptions, ReplayCandles};
+use solana_demo::SOLANA;
 
 /// `kronos demo` options.
 #[derive(Debug, Clone)]
@@ -36,7 +40,8 @@ pub struct DemoArgs {
     /// Keep running until Ctrl-C.
     #[cfg_attr(feature = "clap", arg(long))]
     pub forever: bool,
-    /// Chains to run (catalogue keys, comma-separated); default every EVM chain of the catalogue.
+    /// Chains to run (catalogue keys, comma-separated); default every EVM chain of the catalogue and `solana`. At
+    /// least one EVM chain (the copy-trader's lead trades on the first one's candles).
     #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
     pub chains: Option<Vec<String>>,
     /// Round interval in chain seconds.
@@ -109,6 +114,8 @@ pub struct Demo {
     pub telegram: Option<String>,
     /// The social monitor: the fixture feeds and the keeper's signals from its `/ws`.
     pub social: social::SocialDemo,
+    /// The Solana chain, when it runs.
+    pub solana: Option<solana_demo::SolanaDemo>,
 }
 
 /// Starts the network, deploys, builds the keeper and starts every task. Returns the running demo and the task set.
@@ -117,11 +124,13 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
     let cat = Catalogue::load(root.join("config/chains.toml"))?;
     let policy = DeployPolicy::load(&root.join("config/deploy.toml"))?;
     let candles = Arc::new(kronos_forecast::load_csv(root.join("data/btcusd-1h.csv"))?);
-    let chain_keys: Vec<String> = match &args.chains {
+    let wanted: Vec<String> = match &args.chains {
         Some(c) => c.clone(),
-        None => cat.evm_chains().map(|c| c.key.clone()).collect(),
+        None => cat.evm_chains().map(|c| c.key.clone()).chain([SOLANA.to_string()]).collect(),
     };
-    anyhow::ensure!(!chain_keys.is_empty(), "--chains: no chain given");
+    let with_solana = wanted.iter().any(|k| k == SOLANA);
+    let chain_keys: Vec<String> = wanted.into_iter().filter(|k| k != SOLANA).collect();
+    anyhow::ensure!(!chain_keys.is_empty(), "--chains: no EVM chain given (the demo needs at least one)");
     anyhow::ensure!(args.interval >= 60, "--interval must be at least 60 chain seconds (the contract's minimum)");
     anyhow::ensure!(args.speed >= 1 && args.block_time > 0.0, "--speed and --block-time must be positive");
     let opts = NetOptions {
@@ -165,6 +174,10 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
     }
     std::fs::create_dir_all(root.join("data/runs"))?;
     let db = format!("data/runs/demo-{}.db", kronos_common::time::now_s());
+    let solana = match with_solana {
+        true => Some(solana_demo::start(args, &root, &db, &candles, &replay, chains.len()).await?),
+        false => None,
+    };
     let cfg = Config {
         file: "(demo)".into(),
         catalogue: cat.clone(),
@@ -177,6 +190,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         // The dApp served on this listener opens /ws from its own origin.
         api: kronos_common::http_guard::Limits { allowed_origins: dapp_origins(&args.listen), ..Default::default() },
         api_token: None,
+        publish_forecasts: true, // the dApp's AI mode (Follow / Against) shows each forecast once committed
         forecaster: forecast.then(|| ForecasterConfig {
             enabled: true,
             model: model.clone(),
@@ -201,7 +215,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
                 pairs: [(1u64, "BTC/USD".to_string())].into_iter().collect(),
             })
             .collect(),
-        solana: vec![],
+        solana: solana.iter().map(|s| solana_demo::keeper_config(&cat, &s.chain, forecast)).collect::<Result<_>>()?,
     };
     let bus = Bus::new(8192);
     let signer = chains[0].keys[accounts::KEEPER].clone();
@@ -276,6 +290,9 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         bets.insert(c.chain.key.clone(), s.clone());
         tasks.spawn(bettors::run(c.clone(), args.interval as u64, poll * 2, args.seed + i as u64, s, cancel.clone()));
     }
+    if let Some(s) = &solana {
+        s.spawn(args, poll, cancel, tasks);
+    }
     let mut stake_decimals = BTreeMap::new();
     for c in &chains {
         let d = if c.token.is_zero() {
@@ -286,7 +303,19 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         };
         stake_decimals.insert(c.chain.key.clone(), d);
     }
-    Ok(Demo { chains, keeper_stats, bets, store, publisher, db, stake_decimals, copytrade: copy, telegram, social })
+    Ok(Demo {
+        chains,
+        keeper_stats,
+        bets,
+        store,
+        publisher,
+        db,
+        stake_decimals,
+        copytrade: copy,
+        telegram,
+        social,
+        solana,
+    })
 }
 
 /// The browser origins of the dApp the demo's keeper serves on `listen`: `http://<listen>`, and
@@ -306,6 +335,9 @@ fn table(d: &Demo) -> String {
     );
     for st in &d.keeper_stats {
         let m = st.lock().clone();
+        if m.chain == SOLANA && d.solana.is_some() {
+            continue; // its own row below, from the chain
+        }
         let dec = d.stake_decimals.get(&m.chain).copied().unwrap_or(18);
         let pool = format!(
             "{}/{}",
@@ -325,6 +357,9 @@ fn table(d: &Demo) -> String {
             m.settled + m.cancelled,
             m.missed
         );
+    }
+    if let Some(sol) = &d.solana {
+        s += &sol.table_row();
     }
     s += &d.copytrade.line();
     s
@@ -349,6 +384,9 @@ async fn summary(d: &Demo, elapsed: Duration) -> String {
     let (mut all_delays, mut tot) = (Vec::new(), (0u64, 0u64, 0u64));
     for st in &d.keeper_stats {
         let m = st.lock().clone();
+        if m.chain == SOLANA && d.solana.is_some() {
+            continue; // its own row below, from the chain
+        }
         let txs = d.store.all_txs(&m.chain).await.unwrap_or_default();
         let gas = |prefix: &str| -> Vec<u64> {
             txs.iter()
@@ -375,8 +413,15 @@ async fn summary(d: &Demo, elapsed: Duration) -> String {
         all_delays.extend(m.delays.iter().copied());
         tot = (tot.0 + m.settled, tot.1 + m.cancelled, tot.2 + m.missed);
     }
+    let mut solana_note = String::new();
+    if let Some(sol) = &d.solana {
+        let (row, counts, note) = sol.summary_row().await;
+        s += &row;
+        tot = (tot.0 + counts.settled, tot.1 + counts.refunded, tot.2 + counts.missed);
+        solana_note = note;
+    }
     s += &format!(
-        "{:<10} {:>8} {:>9} {:>7} {:>10} {:>10}   (delay: blocks from the first block after a lock/close time to the block recording it; gas: mean per call)\n",
+        "{:<10} {:>8} {:>9} {:>7} {:>10} {:>10}   (delay: blocks from the first block after a lock/close time to the block recording it, EVM chains; gas: mean per call)\n",
         "all",
         tot.0,
         tot.1,
@@ -384,6 +429,7 @@ async fn summary(d: &Demo, elapsed: Duration) -> String {
         percentile(&all_delays, 50.0).map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
         percentile(&all_delays, 99.0).map(|x| x.to_string()).unwrap_or_else(|| "-".into())
     );
+    s += &solana_note;
     let recs = d.store.track_records().await.unwrap_or_default();
     if !recs.is_empty() {
         let (mut hits, mut scored, mut brier) = (0i64, 0i64, 0f64);
@@ -416,6 +462,9 @@ async fn summary(d: &Demo, elapsed: Duration) -> String {
             );
         }
     }
+    if let Some(sol) = &d.solana {
+        s += &sol.record_section().await;
+    }
     s += &d.copytrade.section().await;
     s += &d.social.section().await;
     if let Some(t) = &d.telegram {
@@ -443,7 +492,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let done = demo.keeper_stats.iter().all(|s| {
             let s = s.lock();
             s.settled + s.cancelled >= args.rounds
-        });
+        }) && demo.solana.as_ref().is_none_or(|s| s.done(args.rounds));
         if done && !args.forever {
             break;
         }

@@ -5,6 +5,7 @@
 //! ([`replay`]), local bettors on both markets ([`bettors`]) and what the chain says happened ([`watch`]). The keeper
 //! drives it like any other chain, from its `[[solana]]` section ([`LocalSolana::keeper_section`]).
 
+pub mod bench;
 pub mod bettors;
 pub mod replay;
 pub mod watch;
@@ -189,7 +190,7 @@ impl LocalSolana {
     /// Starts the server in wall-clock mode and sets the chain up: funded admin, keeper and bettors; the program's
     /// ProgramData (upgrade authority: the admin), Config and registry; the BTC/USD feed and its approval; a SOL and
     /// an SPL-token market (a local mint, the bettors' token accounts funded) with their genesis at the next round
-    /// boundary of the chain's clock; forecasts enabled on the SOL market; the keeper's keypair file.
+    /// boundary but one of the chain's clock; forecasts enabled on the SOL market; the keeper's keypair file.
     pub async fn start(opts: &Options) -> Result<LocalSolana> {
         anyhow::ensure!(
             opts.interval >= kronos_market::state::MIN_INTERVAL,
@@ -332,10 +333,11 @@ impl LocalSolana {
             bettors.push(Bettor { key, token: token.pubkey() });
         }
 
-        // Both markets, their genesis at the next round boundary; forecasts enabled on the SOL one.
+        // Both markets, their genesis at the second round boundary from now (time for the keeper to start, as the
+        // EVM deployment leaves two rounds); forecasts enabled on the SOL one.
         let now = clock(&client).await?.unix_timestamp;
         let interval = i64::from(opts.interval);
-        let genesis = (now / interval + 1) * interval;
+        let genesis = (now / interval + 2) * interval;
         let p = params(opts.interval);
         let sol = pda(&[MARKET_SEED, a.as_ref(), &SOL_MARKET_ID.to_le_bytes()]);
         let spl = pda(&[MARKET_SEED, a.as_ref(), &TOKEN_MARKET_ID.to_le_bytes()]);
