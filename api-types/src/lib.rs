@@ -371,6 +371,9 @@ pub struct TrackRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chains {
     pub chains: Vec<Chain>,
+    /// The keeper publishes each forecast once committed (`[api] publish_forecasts`): the dApp's AI mode can follow it.
+    #[serde(default)]
+    pub forecasts_public: bool,
 }
 
 /// One chain as the dApp sees it.

@@ -56,13 +56,17 @@ fn predictions() {
     assert_eq!(p.track_records[0].hits + p.track_records[0].misses, 37);
 }
 
-const CHAINS: &str = r#"{"chains":[{"chain_id":8453,"display":"Base","explorer":null,"kind":"evm","market":"0x5FbDB2315678afecb367f032d93F642f64180aa3","markets":[{"bet_cutoff":30,"decimals":18,"execute_delay":12,"genesis":1764600000,"id":1,"interval":300,"pair":"BTC/USD","params":[{"fee_bps":300,"from_epoch":0,"min_bet":"1000000000000000"},{"fee_bps":250,"from_epoch":500,"min_bet":"1000000000000000"}],"symbol":"ETH","token":"0x0000000000000000000000000000000000000000"}],"name":"base","native_symbol":"ETH","registry":"0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512","rpc_urls":["http://127.0.0.1:8545/"]},{"chain_id":137,"display":"Polygon PoS","explorer":"https://polygonscan.com","kind":"evm","market":"0x5FbDB2315678afecb367f032d93F642f64180aa3","markets":[],"name":"polygon","native_symbol":"POL","registry":null,"rpc_urls":[]}]}"#;
+const CHAINS: &str = r#"{"chains":[{"chain_id":8453,"display":"Base","explorer":null,"kind":"evm","market":"0x5FbDB2315678afecb367f032d93F642f64180aa3","markets":[{"bet_cutoff":30,"decimals":18,"execute_delay":12,"genesis":1764600000,"id":1,"interval":300,"pair":"BTC/USD","params":[{"fee_bps":300,"from_epoch":0,"min_bet":"1000000000000000"},{"fee_bps":250,"from_epoch":500,"min_bet":"1000000000000000"}],"symbol":"ETH","token":"0x0000000000000000000000000000000000000000"}],"name":"base","native_symbol":"ETH","registry":"0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512","rpc_urls":["http://127.0.0.1:8545/"]},{"chain_id":137,"display":"Polygon PoS","explorer":"https://polygonscan.com","kind":"evm","market":"0x5FbDB2315678afecb367f032d93F642f64180aa3","markets":[],"name":"polygon","native_symbol":"POL","registry":null,"rpc_urls":[]}],"forecasts_public":true}"#;
 
 #[test]
 fn chains() {
     let c: Chains = round_trip("/api/chains", CHAINS);
     assert_eq!(c.chains[0].kind, ChainKind::Evm);
     assert_eq!(c.chains[0].markets[0].params[1].from_epoch, 500);
+    assert!(c.forecasts_public);
+    // A keeper from before `[api] publish_forecasts` leaves the field out: its forecasts are sealed.
+    let old: Chains = parse("/api/chains", br#"{"chains":[]}"#).unwrap();
+    assert!(!old.forecasts_public);
 }
 
 const CHECKPOINTS: &str = r#"[{"chain":"base","market_id":1,"idx":42,"ts":1764612600,"round_id":"18446744073709562776","price":"97012.5","status":"valid","tx_hash":"0x2f1e","block":1201,"delay_blocks":1},{"chain":"base","market_id":1,"idx":43,"ts":1764612900,"round_id":"0","price":"0","status":"sequencer_grace_period","tx_hash":null,"block":null,"delay_blocks":null}]"#;

@@ -2,7 +2,9 @@
 //! `/api/predictions`, and `/ws` streaming every signal as JSON; the dApp (`/`, `/assets/…`) and what it reads besides
 //! (`/api/chains`, `/api/checkpoints`) are in [`crate::web`]. Forecasts are sealed until their on-chain reveal:
 //! `/ws` leaves out the forecast and commitment signals and `/api/markets` the latest P(up) unless the request
-//! carries the API token (`Authorization: Bearer …`, `keeper.api_token_env`).
+//! carries the API token (`Authorization: Bearer …`, `keeper.api_token_env`), and `/api/predictions` the values of
+//! unrevealed predictions. An operator who sets `[api] publish_forecasts = true` unseals all of it for every client
+//! (each forecast public once committed; its commitment lets anyone check the later reveal against it).
 //!
 //! Every endpoint is under the limits of [`kronos_common::http_guard`] (`[api]` in the configuration): connections,
 //! `/ws` subscribers, a per-address rate, body size, timeouts, allowed browser origins.
@@ -46,6 +48,9 @@ pub struct ApiState {
     pub stats: Vec<Arc<Mutex<MarketStats>>>,
     /// Holders of this bearer token see forecasts before their reveal (`/ws`, `/api/markets`); others do not.
     pub token: Option<kronos_common::Secret>,
+    /// `[api] publish_forecasts`: everyone sees every forecast before its reveal (`/ws`, `/api/markets`, and the
+    /// committed values on `/api/predictions`); `/api/chains` says so to the page.
+    pub publish_forecasts: bool,
     /// The limits (`[api]` in the configuration) and the `/ws` subscribers under them.
     pub hub: Hub,
     /// The read endpoints' bodies, until the store writes.
@@ -80,6 +85,7 @@ impl ApiState {
             chains,
             stats,
             token,
+            publish_forecasts: false,
             hub,
             cache,
             web_chains: Default::default(),
@@ -90,6 +96,12 @@ impl ApiState {
     /// The same state with the Solana clusters' health.
     pub fn with_solana(mut self, solana: Vec<Arc<crate::solana::SolanaRuntime>>) -> ApiState {
         self.solana = solana;
+        self
+    }
+
+    /// The same state publishing forecasts to everyone as soon as they are committed (`[api] publish_forecasts`).
+    pub fn publishing_forecasts(mut self, publish: bool) -> ApiState {
+        self.publish_forecasts = publish;
         self
     }
 }
@@ -108,7 +120,7 @@ pub const CACHE_ENTRIES: usize = 1024;
 pub enum CacheKey {
     Markets { unsealed: bool },
     Rounds { chain: Option<String>, market: Option<i64>, limit: i64 },
-    Predictions { chain: Option<String>, limit: i64 },
+    Predictions { chain: Option<String>, limit: i64, unsealed: bool },
 }
 
 impl CacheKey {
@@ -225,13 +237,13 @@ pub async fn rounds_body(store: &Store, chain: Option<&str>, market: Option<i64>
     to_bytes(&rounds)
 }
 
-/// `/api/predictions`' body, read now: the newest predictions of `chains` (salts and values only once revealed)
-/// and every track record.
-pub async fn predictions_body(store: &Store, chains: &[String], limit: i64) -> anyhow::Result<Bytes> {
+/// `/api/predictions`' body, read now: the newest predictions of `chains` (values only once revealed, or once
+/// committed when `unsealed`; salts never) and every track record.
+pub async fn predictions_body(store: &Store, chains: &[String], limit: i64, unsealed: bool) -> anyhow::Result<Bytes> {
     let mut predictions = Vec::new();
     for c in chains {
         for p in store.recent_predictions(c, limit).await? {
-            predictions.push(prediction(p));
+            predictions.push(prediction(p, unsealed));
         }
     }
     let track_records = store.track_records().await?.into_iter().map(track_record).collect();
@@ -323,10 +335,12 @@ fn round(r: RoundRow) -> wire::Round {
     }
 }
 
-/// A stored prediction as `/api/predictions` shows it: its value only once revealed (the salt never: before the
-/// reveal it would leak the forecast).
-fn prediction(p: PredictionRow) -> wire::Prediction {
+/// A stored prediction as `/api/predictions` shows it: its value only once revealed, or once committed when
+/// `unsealed` (forecasts published: the value beside the commitment it must match at the reveal); the salt never
+/// (before the reveal it would leak the forecast; the reveal transaction carries it).
+fn prediction(p: PredictionRow, unsealed: bool) -> wire::Prediction {
     let revealed = p.reveal_tx.is_some();
+    let shown = revealed || (unsealed && p.commit_tx.is_some());
     wire::Prediction {
         brier: p.brier,
         chain: p.chain,
@@ -336,7 +350,7 @@ fn prediction(p: PredictionRow) -> wire::Prediction {
         hit: p.hit,
         market: p.market_id,
         outcome: p.outcome,
-        p_up_bps: revealed.then_some(p.p_up_bps),
+        p_up_bps: shown.then_some(p.p_up_bps),
         revealed,
     }
 }
@@ -409,8 +423,12 @@ pub async fn serve(
 }
 
 impl ApiState {
-    /// Whether the request carries the API token (`Authorization: Bearer …`).
+    /// Whether the request sees forecasts before their reveal: all do when the operator publishes them
+    /// (`[api] publish_forecasts`), otherwise those carrying the API token (`Authorization: Bearer …`).
     fn unsealed(&self, headers: &HeaderMap) -> bool {
+        if self.publish_forecasts {
+            return true;
+        }
         let Some(t) = &self.token else { return false };
         let Some(got) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
         got.strip_prefix("Bearer ").is_some_and(|g| t.matches(g.trim()))
@@ -473,13 +491,16 @@ async fn rounds(State(s): State<ApiState>, Query(q): Query<wire::RoundsQuery>) -
 }
 
 async fn predictions(State(s): State<ApiState>, Query(q): Query<wire::PredictionsQuery>) -> Response {
+    // Committed values only when the operator publishes forecasts: a token holder reads them from /ws and
+    // /api/markets, and this body stays the same for every client otherwise.
+    let unsealed = s.publish_forecasts;
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let chains: Vec<String> = match &q.chain {
         Some(c) => vec![c.clone()],
         None => s.chains.iter().map(|c| c.name.clone()).collect(),
     };
-    let key = CacheKey::Predictions { chain: q.chain.clone(), limit };
-    match s.cache.body(&s.store, key, || predictions_body(&s.store, &chains, limit)).await {
+    let key = CacheKey::Predictions { chain: q.chain.clone(), limit, unsealed };
+    match s.cache.body(&s.store, key, || predictions_body(&s.store, &chains, limit, unsealed)).await {
         Ok(b) => json_body(b),
         Err(e) => internal(e),
     }
@@ -660,7 +681,7 @@ mod tests {
             ]
         );
 
-        let body = predictions_body(&s.store, &["base".into()], 10).await.unwrap();
+        let body = predictions_body(&s.store, &["base".into()], 10, false).await.unwrap();
         let p: wire::Predictions = wire::parse("/api/predictions", &body).unwrap();
         let got: Vec<_> = p.predictions.iter().map(|p| (p.epoch, p.revealed, p.p_up_bps, p.outcome, p.hit)).collect();
         assert_eq!(got, [(42, false, None, None, None), (41, true, Some(6100), Some(Outcome::Up), Some(true))]);
@@ -703,7 +724,7 @@ mod tests {
         }
         let records = s.store.track_records().await.unwrap();
         let before = serde_json::to_vec(&json!({ "predictions": out, "track_records": records })).unwrap();
-        assert_eq!(predictions_body(&s.store, &["base".into()], 10).await.unwrap(), before);
+        assert_eq!(predictions_body(&s.store, &["base".into()], 10, false).await.unwrap(), before);
 
         let leases: Vec<_> =
             stats.iter().map(|m| json!({ "chain": m.chain, "market": m.market, "lease": m.lease })).collect();
@@ -711,10 +732,42 @@ mod tests {
         assert_eq!(serde_json::to_vec(&health_body(&s).await.unwrap()).unwrap(), serde_json::to_vec(&before).unwrap());
     }
 
+    /// What a client without the API token gets from a keeper that seals forecasts (the default) and from one that
+    /// publishes them (`[api] publish_forecasts = true`): `/api/markets`' latest P(up), the committed but unrevealed
+    /// value on `/api/predictions` (with its commitment; the salt never), `/api/chains`' `forecasts_public` and
+    /// whether `/ws` is sealed.
+    #[tokio::test]
+    async fn forecasts_reach_everyone_before_the_reveal_only_when_published() {
+        async fn read<T: serde::de::DeserializeOwned>(what: &str, r: Response) -> (T, String) {
+            assert_eq!(r.status(), StatusCode::OK, "{what}");
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            (wire::parse(what, &body).unwrap(), String::from_utf8_lossy(&body).into_owned())
+        }
+        let q = || Query(wire::PredictionsQuery { chain: Some("base".into()), limit: None });
+        for publish in [false, true] {
+            let s = fixture().await.publishing_forecasts(publish);
+            let (m, _): (wire::Markets, _) =
+                read("/api/markets", markets(State(s.clone()), HeaderMap::new()).await).await;
+            assert_eq!(m.live[0].last_p_up, publish.then_some(0.39), "publish_forecasts = {publish}");
+            let (p, body): (wire::Predictions, _) =
+                read("/api/predictions", predictions(State(s.clone()), q()).await).await;
+            let unrevealed = p.predictions.iter().find(|p| p.epoch == 42).unwrap();
+            assert_eq!(
+                (unrevealed.revealed, unrevealed.p_up_bps, unrevealed.commitment.as_str()),
+                (false, publish.then_some(3900), format!("0x{:064x}", 42 * 7).as_str()),
+                "publish_forecasts = {publish}"
+            );
+            assert!(!body.contains(&format!("{:064x}", 42)), "no salt, published or not");
+            let (c, _): (wire::Chains, _) = read("/api/chains", crate::web::chains(State(s.clone())).await).await;
+            assert_eq!(c.forecasts_public, publish);
+            assert_eq!(s.unsealed(&HeaderMap::new()), publish, "/ws is sealed unless published");
+        }
+    }
+
     #[test]
     fn live_figures_are_kept_shorter_than_rows() {
         assert_eq!(CacheKey::Markets { unsealed: false }.max_age(), LIVE_MAX_AGE);
-        assert_eq!(CacheKey::Predictions { chain: None, limit: 1 }.max_age(), CACHE_MAX_AGE);
+        assert_eq!(CacheKey::Predictions { chain: None, limit: 1, unsealed: false }.max_age(), CACHE_MAX_AGE);
         assert!(LIVE_MAX_AGE < CACHE_MAX_AGE);
     }
 }

@@ -37,9 +37,31 @@ struct RawConfig {
     /// `[[solana]]` sections (`crate::solana::config`).
     #[serde(default)]
     solana: Vec<crate::solana::config::RawSolana>,
-    /// The API's limits (`[api]`); every field optional.
+    /// The API's limits and `publish_forecasts` (`[api]`); every field optional.
     #[serde(default)]
-    api: kronos_common::http_guard::RawLimits,
+    api: RawApi,
+}
+
+/// `[api]`: the limits ([`kronos_common::http_guard::RawLimits`], unknown fields refused) and `publish_forecasts`.
+#[derive(Debug, Default)]
+struct RawApi {
+    limits: kronos_common::http_guard::RawLimits,
+    publish_forecasts: bool,
+}
+
+impl<'de> Deserialize<'de> for RawApi {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut t = toml::Table::deserialize(d)?;
+        let publish_forecasts = match t.remove("publish_forecasts") {
+            None => false,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(other) => return Err(D::Error::custom(format!("publish_forecasts is true or false, got {other}"))),
+        };
+        let limits =
+            kronos_common::http_guard::RawLimits::deserialize(toml::Value::Table(t)).map_err(D::Error::custom)?;
+        Ok(RawApi { limits, publish_forecasts })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +211,10 @@ pub struct Config {
     pub solana: Vec<crate::solana::SolanaConfig>,
     /// The API's limits (`[api]`): connections, `/ws` subscribers, rate per address, body, timeouts, origins.
     pub api: kronos_common::http_guard::Limits,
+    /// `[api] publish_forecasts`: every client sees each forecast as soon as it is committed (`/api/markets`, `/ws`,
+    /// `/api/predictions`), not only holders of the API token after the reveal. Off by default: a copy-trader
+    /// trading on the forecast gives its edge away by publishing it early.
+    pub publish_forecasts: bool,
 }
 
 /// A fee cap in gwei, written as a number (`5`, `1.5`) or as a string (`"5"`, for exact decimals).
@@ -249,7 +275,8 @@ impl Config {
             });
             err(span.unwrap_or_else(|| "(syntax)".into()), msg)
         })?;
-        let api = raw.api.validate("api").map_err(|(f, m)| err(f, m))?;
+        let publish_forecasts = raw.api.publish_forecasts;
+        let api = raw.api.limits.validate("api").map_err(|(f, m)| err(f, m))?;
         let k = raw.keeper;
         let catalogue = Catalogue::load(&k.catalogue).map_err(|e| err("keeper.catalogue".into(), e.to_string()))?;
         let store = env("KRONOS_STORE").or(k.store).unwrap_or_else(|| "sqlite://data/kronos.db".into());
@@ -427,6 +454,7 @@ impl Config {
             chains,
             solana,
             api,
+            publish_forecasts,
         })
     }
 
@@ -568,6 +596,20 @@ mod tests {
         let e = field_err(&with("allowed_hosts = [\"http://dash.example\"]"));
         assert!(e.contains("api.allowed_hosts[0]"), "{e}");
         assert!(field_err(&with("write_timeout_ms = 0")).contains("api.write_timeout_ms: 0 is below 1"));
+    }
+
+    #[test]
+    fn forecasts_are_published_only_when_api_publish_forecasts_is_true() {
+        let with = |extra: &str| base("").replace("[keeper]", &format!("[api]\n{extra}\n\n[keeper]"));
+        assert!(!parse(&base(""), &[]).unwrap().publish_forecasts, "sealed by default");
+        assert!(!parse(&with("max_ws_subscribers = 5"), &[]).unwrap().publish_forecasts);
+        let c = parse(&with("publish_forecasts = true\nmax_ws_subscribers = 5"), &[]).unwrap();
+        assert!(c.publish_forecasts);
+        assert_eq!(c.api.max_ws_subscribers, 5, "the limits beside it still read");
+        assert!(!parse(&with("publish_forecasts = false"), &[]).unwrap().publish_forecasts);
+        let e = field_err(&with("publish_forecasts = \"yes\""));
+        assert!(e.contains("publish_forecasts is true or false") && e.contains("[api]"), "{e}");
+        assert!(field_err(&with("publish_forecasts = true\nmax_conections = 1")).contains("max_conections"));
     }
 
     #[test]

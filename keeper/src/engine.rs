@@ -33,6 +33,7 @@ pub struct Keeper {
     drivers: Vec<MarketDriver>,
     api_token: Option<kronos_common::Secret>,
     api_limits: kronos_common::http_guard::Limits,
+    publish_forecasts: bool,
     /// Held until the keeper has stopped (SQLite stores).
     _sqlite_claim: Option<crate::store::SqliteClaim>,
 }
@@ -154,6 +155,7 @@ impl Keeper {
             drivers,
             api_token: cfg.api_token.clone(),
             api_limits: cfg.api.clone(),
+            publish_forecasts: cfg.publish_forecasts,
             _sqlite_claim: sqlite_claim,
         })
     }
@@ -203,7 +205,8 @@ impl Keeper {
                 self.api_token.clone(),
                 self.api_limits.clone(),
             )
-            .with_solana(self.solana.clone());
+            .with_solana(self.solana.clone())
+            .publishing_forecasts(self.publish_forecasts);
             tracing::info!(%addr, "API listening: /health /metrics /api/markets /api/rounds /api/predictions /ws");
             let c = cancel.clone();
             tasks.spawn(async move {

@@ -156,7 +156,7 @@ async fn read_chains(s: &ApiState) -> anyhow::Result<Bytes> {
             markets,
         });
     }
-    Ok(Bytes::from(serde_json::to_vec(&wire::Chains { chains: out })?))
+    Ok(Bytes::from(serde_json::to_vec(&wire::Chains { chains: out, forecasts_public: s.publish_forecasts })?))
 }
 
 /// A market's parameter sets as `/api/chains` lists them, from `paramsFor` at epoch 0 (the set in force, `fromEpoch`

@@ -75,6 +75,7 @@ impl Net {
             keeper_id: "test".into(),
             lease: Default::default(),
             api: Default::default(),
+            publish_forecasts: false,
             api_token: None,
             forecaster: forecaster.then(|| ForecasterConfig {
                 enabled: true,
