@@ -42,6 +42,19 @@ fn spawn(net: &Net, store_url: &str, id: &str, account: usize, env: &[(&str, &st
 
 /// [`spawn`] with its configuration and log files named `name` (two processes given one keeper id).
 fn spawn_named(net: &Net, store_url: &str, name: &str, id: &str, account: usize, env: &[(&str, &str)]) -> Keeper {
+    spawn_with(net, store_url, name, id, account, env, "")
+}
+
+/// [`spawn_named`] with `keeper_extra` added to the `[keeper]` table (`shared_signer = true`).
+fn spawn_with(
+    net: &Net,
+    store_url: &str,
+    name: &str,
+    id: &str,
+    account: usize,
+    env: &[(&str, &str)],
+    keeper_extra: &str,
+) -> Keeper {
     let port = free_port();
     let text = std::fs::read_to_string(net.config_file(&[])).unwrap();
     let sqlite = format!("store = \"{}\"", net.store_url());
@@ -50,7 +63,7 @@ fn spawn_named(net: &Net, store_url: &str, name: &str, id: &str, account: usize,
         .replace(&sqlite, &format!("store = \"{store_url}\""))
         .replace(
             "keeper_id = \"bin\"",
-            &format!("keeper_id = \"{id}\"\nlease_ttl_ms = {TTL_MS}\nlease_refresh_ms = {REFRESH_MS}"),
+            &format!("keeper_id = \"{id}\"\nlease_ttl_ms = {TTL_MS}\nlease_refresh_ms = {REFRESH_MS}\n{keeper_extra}"),
         )
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
     let cfg = net.dir.path().join(format!("{name}.toml"));
@@ -500,17 +513,76 @@ async fn two_processes_with_one_keeper_id_do_not_both_lead() {
     println!("duplicate keeper_id: {} stood by", standby.display());
 }
 
-/// Issue 18 audit M1: the leader stopped with SIGTERM as a checkpoint falls due (its execute in flight): it gives the
-/// lease up only once its pass has ended, so the standby, taking over right after, does not send that execute again.
+/// Issue 18 audit M1: the leader stopped with SIGTERM while its execute is in flight (broadcast, not mined: the chain
+/// mines nothing meanwhile): it keeps renewing its lease until that transaction is mined and its pass has ended, and
+/// gives the lease up only then, so the standby never sends that execute again. (The first version of this test sent
+/// SIGTERM as a checkpoint fell due and passed on code that released the lease at once: the execute was usually
+/// mined before the standby's next try.) Mutation tried: the lease refresher run on the shutdown token (released at
+/// SIGTERM) — the standby takes the lease while the execute is in flight and the test fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_stopped_with_sigterm_mid_send_gives_the_lease_up_after_it() {
     let pg = PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
     let net = start(&["base"]).await;
     let store = Store::connect(&pg.url()).await.unwrap();
-    let (mut a, b, first) = leader_and_standby(&net, &store, &pg.url()).await;
-    let due = current_checkpoint(&net, 0).await + 1;
-    net.wait_checkpoint(0, due, 0).await;
+    let mut a = spawn(&net, &pg.url(), "keeper-a", 1, &[]);
+    let first = wait_until("keeper-a to lead", 90, &[&a], || async {
+        live_lease(&store, "base").await.filter(|l| l.holder == "keeper-a")
+    })
+    .await;
+    let b = spawn(&net, &pg.url(), "keeper-b", 5, &[]);
+    wait_until("keeper-b to stand by", 90, &[&a, &b], || async {
+        (role(&b, "base").await?["role"] == "standby").then_some(())
+    })
+    .await;
+    let k0 = current_checkpoint(&net, 0).await;
+    wait_recorded(&net, 0, k0 + 1, 60, &[&a, &b]).await;
+    // Stop the chain's block production and mine blocks by hand, one at a time, until keeper-a has broadcast the
+    // execute of a checkpoint that is not recorded yet: it stays in the pool, in flight. (A block mined just as it
+    // was broadcast records it: then the next checkpoint is tried.)
+    let p = net.chains[0].wallet(0);
+    p.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (0,)).await.unwrap();
+    let broadcast = |k: u64| {
+        let action = format!("execute:1:{k} ");
+        std::fs::read_to_string(&a.log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(" broadcasting ") && l.replace('"', " ").contains(&action))
+    };
+    let mut due = current_checkpoint(&net, 0).await + 1;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "keeper-a broadcast no execute to hold in flight\n{}", tail(&a));
+        if net.checkpoint(0, due).await.0 != 0 {
+            due += 1;
+            continue;
+        }
+        if broadcast(due) {
+            break;
+        }
+        p.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) && !broadcast(due) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(net.checkpoint(0, due).await.0, 0, "the execute was mined before the SIGTERM");
     signal(&a, "-TERM");
+    // While the execute is in flight, keeper-a keeps its term: over more than a TTL on the database's clock, the
+    // lease stays keeper-a's, under the same epoch, and live.
+    let stopped = store.lease("base", 1).await.unwrap().unwrap().db_now_ms;
+    let mut last_now = stopped;
+    while last_now < stopped + (TTL_MS + 2 * REFRESH_MS) as i64 {
+        let l = store.lease("base", 1).await.unwrap().unwrap();
+        assert!(
+            l.holder == "keeper-a" && l.epoch == first.epoch && l.expires_ms > l.db_now_ms,
+            "the lease left keeper-a while its execute was in flight: {l:?}\n{}",
+            tails(&[&a, &b])
+        );
+        last_now = l.db_now_ms;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Blocks again: the execute is mined, keeper-a's pass ends, it gives the lease up and exits.
+    p.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (1,)).await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(60), a.child.wait())
         .await
         .unwrap_or_else(|_| panic!("keeper-a did not stop within 60 s of SIGTERM\n{}", tail(&a)))
@@ -525,6 +597,103 @@ async fn a_leader_stopped_with_sigterm_mid_send_gives_the_lease_up_after_it() {
     assert!(l.epoch > first.epoch);
     let target = due + 3;
     wait_recorded(&net, 0, target, 90, &[&a, &b]).await;
-    // Every checkpoint recorded once, and nothing sent after the transaction that recorded it.
-    check_chain(&net, 0, target, &[&a, &b], None).await;
+    // Every checkpoint recorded once, nothing sent after the transaction that recorded it, and the checkpoint that
+    // was in flight at the SIGTERM executed by keeper-a alone.
+    let ex = check_chain(&net, 0, target, &[&a, &b], None).await;
+    let senders: Vec<Address> = ex[&due].iter().map(|t| t.3).collect();
+    assert!(senders.iter().all(|s| *s == a.signer), "checkpoint {due} was sent by the standby too: {senders:?}");
+}
+
+/// Two keepers sharing one signer key (`shared_signer = true`, the store's nonce authority) on two chains: the leader
+/// killed with SIGKILL as a checkpoint falls due (a nonce it took may never have been broadcast), the standby takes
+/// both markets over with the same key, and the killed keeper, restarted, settles what the store shows open for the
+/// key while the other leads. On chain: every checkpoint recorded once, nothing sent twice, and no nonce gap (no
+/// transaction of the key left queued behind a missing nonce; the latest nonce catches up with the pending one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keepers_sharing_one_key_leave_no_nonce_gap_and_send_nothing_twice() {
+    let pg = PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+    let net = start(&["base", "polygon"]).await;
+    let store = Store::connect(&pg.url()).await.unwrap();
+    let shared = "shared_signer = true\n";
+    let a = spawn_with(&net, &pg.url(), "keeper-a", "keeper-a", 1, &[], shared);
+    wait_until("keeper-a to lead both markets", 90, &[&a], || async {
+        let (b, p) = (live_lease(&store, "base").await?, live_lease(&store, "polygon").await?);
+        (b.holder == "keeper-a" && p.holder == "keeper-a").then_some(())
+    })
+    .await;
+    let b = spawn_with(&net, &pg.url(), "keeper-b", "keeper-b", 1, &[], shared);
+    assert_eq!(a.signer, b.signer);
+    wait_until("keeper-b to stand by", 90, &[&a, &b], || async {
+        (role(&b, "base").await?["role"] == "standby").then_some(())
+    })
+    .await;
+    let k0 = current_checkpoint(&net, 0).await;
+    wait_recorded(&net, 0, k0 + 2, 60, &[&a, &b]).await;
+    let due = current_checkpoint(&net, 0).await + 1;
+    net.wait_checkpoint(0, due, 0).await;
+    let mut a = a;
+    a.child.start_kill().unwrap();
+    let _ = a.child.wait().await;
+    for chain in ["base", "polygon"] {
+        wait_until(&format!("keeper-b to take {chain} over"), 60, &[&a, &b], || async {
+            live_lease(&store, chain).await.filter(|l| l.holder == "keeper-b")
+        })
+        .await;
+    }
+    // keeper-a back (same key) while keeper-b leads: it settles the key's open transactions and stands by.
+    let a2 = spawn_with(&net, &pg.url(), "keeper-a2", "keeper-a", 1, &[], shared);
+    let all = [&a2, &b];
+    wait_until("the restarted keeper-a to stand by", 90, &all, || async {
+        (role(&a2, "base").await?["role"] == "standby").then_some(())
+    })
+    .await;
+    let target = current_checkpoint(&net, 0).await + 3;
+    for i in 0..2 {
+        wait_recorded(&net, i, target, 90, &all).await;
+    }
+    for i in 0..2 {
+        check_chain(&net, i, target, &all, None).await;
+        // No nonce gap: the key's transactions in the pool are all mined in turn (latest catches up with pending)
+        // and none waits queued behind a missing nonce.
+        let p = net.chains[i].wallet(0);
+        wait_until(&format!("chain {i}: the key's transactions mined"), 60, &all, || {
+            let p = p.clone();
+            async move {
+                let latest = p.get_transaction_count(a2.signer).latest().await.ok()?;
+                let pending = p.get_transaction_count(a2.signer).pending().await.ok()?;
+                let status: serde_json::Value = p.raw_request("txpool_status".into(), ()).await.ok()?;
+                let queued = status["queued"]
+                    .as_str()
+                    .and_then(|q| u64::from_str_radix(q.trim_start_matches("0x"), 16).ok())
+                    .or_else(|| status["queued"].as_u64())?;
+                (latest == pending && queued == 0).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// Two `kronos run` processes on one SQLite file (no leases there): the second is refused at start with an error
+/// naming the file, while the first keeps running; the claim ends with the first process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_keeper_on_one_sqlite_file_is_refused() {
+    let net = start(&["base"]).await;
+    let url = net.store_url();
+    let a = spawn_named(&net, &url, "sqlite-1", "keeper-a", 1, &[]);
+    wait_until("the first keeper to answer /health", 90, &[&a], || async { health(&a).await }).await;
+    let mut b = spawn_named(&net, &url, "sqlite-2", "keeper-b", 5, &[]);
+    let status = tokio::time::timeout(Duration::from_secs(60), b.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the second keeper on the same SQLite file kept running\n{}", tail(&b)))
+        .unwrap();
+    assert!(!status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    let file = net.dir.path().join("keeper.db");
+    assert!(
+        log.contains("another keeper process") && log.contains(&file.display().to_string()),
+        "the refusal does not name the file {}:\n{log}",
+        file.display()
+    );
+    assert!(health(&a).await.is_some(), "the first keeper stopped");
+    assert_eq!(nonce(&net, 0, b.signer).await, 0, "the refused keeper sent a transaction");
 }
