@@ -4,7 +4,7 @@
 import { encodeFunctionData, decodeFunctionResult, decodeErrorResult, parseUnits, toHex } from 'viem';
 import { esc, big, amt, fmt, fmtShort, num, multiplier, poolsOf, paramsAt, paidMultiplier } from './format.js';
 import { mayRefresh } from './redraw.js';
-import { aiView } from './ai.js';
+import { aiView, betSide, remember } from './ai.js';
 import { waitReceipt, stillPending, TxWaitError } from './txwatch.js';
 import { kronosMarketAbi, erc20Abi } from './abi.gen.js';
 
@@ -20,7 +20,19 @@ const st = {
   pending: null, // { hash, chainId, from }: a transaction whose receipt did not come in time (see `send`)
   providers: [], wallet: null, account: null, refreshTimer: null,
   typedAt: 0, // when the amount was last typed into (the page waits for a pause before redrawing)
+  forecastsPublic: false, // the keeper publishes forecasts once committed (`/api/chains`' forecasts_public)
+  shown: loadShown(), // AI mode: the published forecasts this browser was shown before their reveal (web/src/ai.js)
 };
+
+// The forecasts shown before their reveal, kept in this browser (at most 500 rounds) so that a reveal after a reload
+// is still checked against them.
+const SHOWN_KEY = 'kronos.ai.shown';
+function loadShown() {
+  try { return new Map(JSON.parse(localStorage.getItem(SHOWN_KEY) ?? '[]')); } catch { return new Map(); }
+}
+function saveShown() {
+  try { localStorage.setItem(SHOWN_KEY, JSON.stringify([...st.shown].slice(-500))); } catch { /* storage off: kept for this page only */ }
+}
 
 // ---------- helpers ----------
 const localTime = (ts) => new Date(Number(ts) * 1000).toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'medium' });
@@ -72,6 +84,7 @@ async function load() {
   // Numbers put into the page's markup are numbers: a market whose fields are not is left out.
   const ints = (o, ks) => ks.every((k) => { o[k] = Number(o[k]); return Number.isSafeInteger(o[k]) && o[k] >= 0; });
   st.chains = (chains.chains ?? []).filter((c) => ints(c, ['chain_id']));
+  st.forecastsPublic = chains.forecasts_public === true;
   // `kronos web` marks each chain's contract addresses as checked against the deployment it was given ('pinned') or
   // not ('unverified'); the keeper's own listener marks nothing (the page and the addresses come from one server).
   for (const c of st.chains) c.address_check = c.address_check === 'pinned' || c.address_check === 'unverified' ? c.address_check : null;
@@ -363,6 +376,10 @@ async function renderMarket(chainName, id) {
   ]);
   const l = liveOf(c.name, m.id);
   const now = chainNow(c.name), k = clock(m, now);
+  const ai = aiView(preds?.predictions, c.name, m.id, k.epoch, 5, st.shown);
+  const known = st.shown.size;
+  remember(st.shown, ai, c.name, m.id, k.epoch);
+  if (st.shown.size !== known) saveShown();
   const byEpoch = new Map(rounds.map((r) => [Number(r.epoch), r]));
   const cpBy = new Map(cps.map((x) => [Number(x.idx), x]));
   const card = (kind, label, e) => {
@@ -408,7 +425,7 @@ async function renderMarket(chainName, id) {
     <p class="mute">Market ${m.id} · contract ${esc(c.market)} · stake ${esc(m.symbol)} (${m.decimals} decimals) · rounds of ${m.interval} s · latest price ${esc(l?.last_lock_price ?? '—')}</p>
     ${addressNote(c)}
     <div class="cards">${card('expired', 'Expired', k.epoch - 2)}${card('live', 'Live', k.epoch - 1)}${card('next', 'Next', k.epoch)}${card('later', 'Later', k.epoch + 1)}</div>
-    ${aiPanel(aiView(preds?.predictions, c.name, m.id, k.epoch), k)}
+    ${aiPanel(ai, k)}
     <h2>My positions</h2><div id="positions">${st.account ? '<p>Reading your bets…</p>' : '<p>Connect a wallet to see your bets, their PnL and what you can claim.</p>'}</div>
     <h2>Settlement proofs</h2>
     <div class="scroll"><table id="proofs"><thead><tr><th>Round</th><th>Result</th><th>Lock checkpoint</th><th>Close checkpoint</th></tr></thead><tbody>${finished.map(proof).join('') || '<tr><td colspan="4">No finished round with bets yet.</td></tr>'}</tbody></table></div>`);
@@ -431,18 +448,27 @@ function addressNote(c) {
 
 // AI mode: the forecaster's word on the round taking bets, Follow / Against, and its record on this market.
 function aiPanel(ai, k) {
-  const opposite = { up: 'down', down: 'up' };
+  const pUp = () => `P(up) ${(ai.pUpBps / 100).toFixed(2)}% — ${ai.side ? ai.side.toUpperCase() : 'no direction (exactly one half)'}`;
+  const hash = `<span class="mono" title="${esc(String(ai.commitment))}">${esc(String(ai.commitment).slice(0, 18))}…</span>`;
   let said;
-  if (ai.state === 'sealed') said = `Round #${k.epoch}: committed, direction hidden until reveal (commitment <span class="mono">${esc(String(ai.commitment).slice(0, 18))}…</span>).`;
-  else if (ai.state === 'public') said = `Round #${k.epoch}: revealed, P(up) ${(ai.pUpBps / 100).toFixed(2)}% — ${ai.side ? ai.side.toUpperCase() : 'no direction (exactly one half)'}.`;
+  if (ai.state === 'sealed') said = `Round #${k.epoch}: committed, direction hidden until reveal (commitment ${hash}).`;
+  else if (ai.state === 'published') said = `Round #${k.epoch}: the AI says ${pUp()} (committed on chain as ${hash}, revealed after the round).`;
+  else if (ai.state === 'public') said = `Round #${k.epoch}: revealed, ${pUp()}.`;
   else said = `Round #${k.epoch}: no forecast committed yet.`;
-  const can = ai.state === 'public' && ai.side && k.open && !st.busy;
-  const button = (label, side) => `<button type="button" class="follow" ${can ? `data-follow-side="${side}" data-epoch="${k.epoch}"` : 'disabled aria-describedby="ai-why"'}>${label}</button>`;
-  const rows = ai.record.map((x) => `<tr data-epoch="${x.epoch}"><td>${x.epoch}</td><td>${(x.pUpBps / 100).toFixed(2)}%</td><td>${x.side ? x.side.toUpperCase() : '—'}</td><td>${esc(x.outcome ?? '—')}</td><td>${x.hit == null ? 'void' : x.hit ? 'hit' : 'miss'}</td></tr>`).join('');
-  return `<section id="ai" data-state="${ai.state}"><h2>AI mode</h2><p id="ai-said">${said}</p>
-    <div class="row">${button('Follow', ai.side)}${button('Against', opposite[ai.side])}</div>
-    <p class="mute" id="ai-why">The prediction registry takes only a hash of each forecast while its round takes bets, and the reveal once the round's outcome is final: nobody, this page included, can see the direction in time to follow it or bet against it. So Follow and Against stay disabled while the round takes bets (they would bet with or against a forecast made public in time, which this registry never does). What the forecaster said about earlier rounds, and how it went, is below; its whole record is on the Forecaster page.</p>
-    <div class="scroll"><table id="ai-record"><thead><tr><th>Round</th><th>P(up)</th><th>Said</th><th>Outcome</th><th>Score</th></tr></thead><tbody>${rows || '<tr><td colspan="5">No revealed forecast on this market yet.</td></tr>'}</tbody></table></div></section>`;
+  const open = k.open && !st.busy;
+  const button = (label, choice) => {
+    const side = open ? betSide(ai, choice) : null;
+    return `<button type="button" class="follow" data-choice="${choice}" ${side ? `data-follow-side="${side}" data-epoch="${k.epoch}" title="Bet ${side.toUpperCase()} with the market's amount"` : 'disabled aria-describedby="ai-why"'}>${label}${side ? ` (${side.toUpperCase()})` : ''}</button>`;
+  };
+  const checked = { match: 'matches what this page showed', mismatch: 'DIFFERS from what this page showed' };
+  const rows = ai.record.map((x) => `<tr data-epoch="${x.epoch}"${x.check ? ` data-check="${x.check}"` : ''}><td>${x.epoch}</td><td>${(x.pUpBps / 100).toFixed(2)}%</td><td>${x.side ? x.side.toUpperCase() : '—'}</td><td>${esc(x.outcome ?? '—')}</td><td>${x.hit == null ? 'void' : x.hit ? 'hit' : 'miss'}</td><td>${x.check ? checked[x.check] : '—'}</td></tr>`).join('');
+  const why = st.forecastsPublic
+    ? `This keeper's operator publishes each forecast as soon as it is committed on chain: Follow bets the AI's direction on the round taking bets, Against the other one, with the amount above and every check of a normal bet. The commitment is what makes the early publication verifiable: the registry accepts only a reveal that hashes to it, so the forecast cannot be changed after you saw it. This page remembers what it showed, and the record below says whether each reveal matches it.`
+    : `The prediction registry takes only a hash of each forecast while its round takes bets, and the reveal once the round's outcome is final; this keeper keeps forecasts sealed until then (its operator can publish them: [api] publish_forecasts). So nobody, this page included, can see the direction in time to follow it or bet against it, and Follow and Against stay disabled while the round takes bets. What the forecaster said about earlier rounds, and how it went, is below; its whole record is on the Forecaster page.`;
+  return `<section id="ai" data-state="${ai.state}" data-public="${st.forecastsPublic}"><h2>AI mode</h2><p id="ai-said">${said}</p>
+    <div class="row">${button('Follow', 'follow')}${button('Against', 'against')}</div>
+    <p class="mute" id="ai-why">${why}</p>
+    <div class="scroll"><table id="ai-record"><thead><tr><th>Round</th><th>P(up)</th><th>Said</th><th>Outcome</th><th>Score</th><th>Reveal vs shown</th></tr></thead><tbody>${rows || '<tr><td colspan="6">No revealed forecast on this market yet.</td></tr>'}</tbody></table></div></section>`;
 }
 
 async function renderPositions(c, m, rounds, current, box = document.getElementById('positions')) {
@@ -540,7 +566,7 @@ async function renderForecaster() {
     b.n++; b.p += p.p_up_bps / 10000; if (p.outcome === 'up') b.up++;
   }
   const pts = bins.filter((b) => b.n).map((b) => `<circle cx="${20 + (b.p / b.n) * 200}" cy="${220 - (b.up / b.n) * 200}" r="${3 + Math.min(b.n, 20) / 4}" fill="#7b8cff"><title>${b.n} forecasts</title></circle>`).join('');
-  const preds = d.predictions.slice(0, 50).map((p) => `<tr><td>${esc(p.chain)}</td><td>${num(p.epoch)}</td><td>${p.committed ? 'yes' : 'no'}</td><td>${p.revealed ? 'yes' : 'sealed'}</td><td>${p.p_up_bps == null ? '—' : pct(p.p_up_bps / 10000)}</td><td>${esc(p.outcome ?? '—')}</td><td>${p.hit == null ? '—' : p.hit ? 'hit' : 'miss'}</td></tr>`).join('');
+  const preds = d.predictions.slice(0, 50).map((p) => `<tr><td>${esc(p.chain)}</td><td>${num(p.epoch)}</td><td>${p.committed ? 'yes' : 'no'}</td><td>${p.revealed ? 'yes' : p.p_up_bps != null ? 'not yet (published)' : 'sealed'}</td><td>${p.p_up_bps == null ? '—' : pct(p.p_up_bps / 10000)}</td><td>${esc(p.outcome ?? '—')}</td><td>${p.hit == null ? '—' : p.hit ? 'hit' : 'miss'}</td></tr>`).join('');
   draw(view, `<h1>Forecaster</h1>
     <p class="mute">Each forecast is committed on chain before betting closes and revealed after; the registry scores it against the round's outcome.</p>
     <div class="scroll"><table id="records"><thead><tr><th>Chain</th><th>Publisher</th><th>Committed</th><th>Scored</th><th>Hit rate</th><th>95% interval (Wilson)</th><th>Brier</th></tr></thead><tbody>${recs || '<tr><td colspan="7">No track record yet.</td></tr>'}</tbody></table></div>
