@@ -750,3 +750,209 @@ async fn solana_test_validator_round_started_by_the_keeper() {
     k.stop().await;
     validator.kill().await.unwrap();
 }
+
+/// A TCP forwarder to the local RPC that can be cut (its listener and every open connection), so an endpoint can
+/// die mid-run.
+struct Cut {
+    port: u16,
+    accept: tokio::task::JoinHandle<()>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Cut {
+    async fn to(target: std::net::SocketAddr) -> Cut {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let c2 = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let h = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                    }
+                });
+                c2.lock().unwrap().push(h);
+            }
+        });
+        Cut { port, accept, conns }
+    }
+
+    async fn cut(&self) {
+        self.accept.abort();
+        while !self.accept.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+}
+
+/// Audit SOL H1 and H2: an RPC URL's API key never reaches /health, the signals (Telegram, /ws, the store's events)
+/// — an endpoint dead from the start, and one that dies mid-run; and a cluster that does not answer at start does
+/// not fail `Keeper::build` (the API serves, /health says why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_endpoint_that_dies_never_leaks_its_key_and_never_stops_the_keeper() {
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let live = format!(", \"{}\"", c.rpc.url());
+    // Dead from the start, the only endpoint: the keeper is built and serves; /health names host and kind only.
+    let dead = format!("{}v1/PathSecret42?api-key=Secret42", dead_url());
+    let text = c.config(dir.path(), &[&dead], &key, "").replace(&live, "");
+    let k = run_keeper(&text).await;
+    let h = until_health(&k, "not connected", |h| {
+        h["last_error"].as_str().is_some_and(|e| e.contains("no RPC endpoint answers"))
+    })
+    .await;
+    assert_eq!(h["healthy"], json!(false), "{h}");
+    assert!(h["last_error"].as_str().unwrap().contains("connection failed"), "{h}");
+    let body = k.get("/health").await;
+    assert!(!body.contains("Secret42"), "{body}");
+    k.stop().await;
+
+    // Alive, then cut mid-run.
+    let cut = Cut::to(c.rpc.addr()).await;
+    // (The local server answers at `/` only: the key in the query.)
+    let keyed = format!("http://127.0.0.1:{}/?api-key=Secret42", cut.port);
+    let dir = tempfile::tempdir().unwrap();
+    let text = c.config(dir.path(), &[&keyed], &key, "").replace(&live, "");
+    let mut k = run_keeper(&text).await;
+    c.warp_to(GENESIS + 1).await;
+    k.wait_started(0).await;
+    until_health(&k, "healthy", |h| h["healthy"] == json!(true)).await;
+    cut.cut().await;
+    let detail = k
+        .wait("the keeper unhealthy", |s| match s {
+            SignalKind::KeeperHealth { chain, healthy: false, detail, .. } if chain == "solana" => Some(detail.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(detail.contains("no RPC endpoint answers") && !detail.contains("Secret42"), "{detail}");
+    let body = k.get("/health").await;
+    assert!(body.contains("no RPC endpoint answers") && !body.contains("Secret42"), "{body}");
+    let events = k.keeper_store.all_txs("solana").await.unwrap();
+    assert!(!format!("{events:?}").contains("Secret42"));
+    // Every signal so far, as /ws and the store's events carry them.
+    while let Ok(s) = k.rx.try_recv() {
+        let text = serde_json::to_string(&*s).unwrap();
+        assert!(!text.contains("Secret42"), "{text}");
+    }
+    k.stop().await;
+}
+
+/// Audit SOL H2 and H3: without `markets` the keeper drives only the markets of its `creators`; a second creator's
+/// market with the same id (anyone can create one) neither stops it nor is driven; and the rent of every round the
+/// keeper started comes back by `close_round` once the program allows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn discovery_drives_only_listed_creators_and_the_rent_of_finished_rounds_comes_back() {
+    let c = Cluster::start(true).await;
+    // Another creator's market, id 1 too, on the same approved feed.
+    let other = Keypair::new();
+    c.fund(&other.pubkey()).await;
+    let o = other.pubkey();
+    let foreign = pda(&[MARKET_SEED, o.as_ref(), &1u64.to_le_bytes()]);
+    let params = Params {
+        fee_bps: 300,
+        min_bet: 1_000,
+        max_price_age: 3_600,
+        settle_window: IV as u32,
+        report_delay: DELAY as u32,
+        bet_cutoff: 10,
+        settler_reward_bps: 1_000,
+    };
+    let init = ixn(
+        acc::InitializeMarket {
+            authority: o,
+            market: foreign,
+            vault: pda(&[VAULT_SEED, foreign.as_ref()]),
+            feed: c.feed,
+            feed_approval: pda(&[FEED_SEED, c.feed.as_ref()]),
+            system_program: anchor_lang::system_program::ID,
+        },
+        ix::InitializeMarket { id: 1, genesis: GENESIS, interval: IV as u32, params },
+    );
+    c.send(&[init], &[&other]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let before = c.client.get_balance(&key.pubkey()).await.unwrap();
+    let text = c
+        .config(dir.path(), &[], &key, "")
+        .replace(&format!("markets = [\"{}\"]", c.market), &format!("creators = [\"{}\"]", c.authority.pubkey()));
+    assert!(!text.contains("markets = "), "{text}");
+    let mut k = run_keeper(&text).await;
+    c.warp_to(GENESIS + 1).await;
+    k.wait_started(0).await;
+    let foreign_round = round_key(&foreign, 0);
+    let foreign_round = c.client.get_account_with_commitment(&foreign_round, CommitmentConfig::confirmed()).await;
+    assert!(foreign_round.unwrap().value.is_none(), "another creator's market is not driven");
+    // Round 0 (nobody bet) locks and settles, round 1 locks: round 0 can be closed, its rent back to the keeper.
+    c.transmit(GENESIS + IV + 1, PRICE).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    until_tx(&k, "close:1:0").await;
+    assert!(c.round(0).await.is_none(), "round 0 closed");
+    let after = c.client.get_balance(&key.pubkey()).await.unwrap();
+    // What the keeper is out of: the rent of the rounds still open, and its fees (5,000 lamports a signature, no
+    // priority fee on this node) — not one round's rent more.
+    let mut rent_held = 0;
+    for e in 1..=3 {
+        let round = round_key(&c.market, e);
+        let a = c.client.get_account_with_commitment(&round, CommitmentConfig::confirmed()).await;
+        if let Some(a) = a.unwrap().value {
+            assert_eq!(Round::try_deserialize(&mut a.data.as_slice()).unwrap().payer, key.pubkey());
+            rent_held += a.lamports;
+        }
+    }
+    let txs = k.keeper_store.all_txs("solana").await.unwrap();
+    let fees = 5_000 * txs.len() as u64;
+    assert!(rent_held > 0);
+    assert!(
+        before - after <= rent_held + fees,
+        "out {} with {rent_held} in rent and fees {fees}: {txs:?}",
+        before - after
+    );
+    let h = solana_health(&k).await;
+    assert_eq!(h["healthy"], json!(true), "the foreign market is no alarm: {h}");
+    k.stop().await;
+}
+
+/// Audit SOL M1 and M2: the node holds the keeper's start and lands it late, and meanwhile answers its status
+/// queries with errors: the keeper keeps following that one transaction (no second start is signed while it may
+/// still land), records it confirmed once it lands, and leaves no pending row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_landing_late_after_status_errors_is_the_only_one_sent() {
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let mut k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    until_health(&k, "healthy", |h| h["healthy"] == json!(true)).await;
+    c.control("hold_next_sends", json!({ "n": 1_000_000 })).await;
+    c.control("fail_next", json!({ "method": "getSignatureStatuses", "n": 2 })).await;
+    c.warp_to(GENESIS + 1).await;
+    // The keeper keeps following its start through the failed status queries (/health says so meanwhile)...
+    let detail = k
+        .wait("a status query failed", |s| match s {
+            SignalKind::TxFailed { action, .. } if action == "start:1:0" => Some(format!("TxFailed: {s:?}")),
+            SignalKind::KeeperHealth { chain, healthy: false, detail, .. } if chain == "solana" => Some(detail.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(detail.contains("start:1:0: cannot read its status"), "{detail}");
+    assert!(c.round(0).await.is_none(), "still held");
+    // ... and the start lands late (program-test's bank forgets a blockhash within about a second: landed soon).
+    c.control("hold_next_sends", json!({ "n": 0 })).await;
+    let landed = c.control("land_held", json!({})).await;
+    assert_eq!(landed["landed"][0]["error"], Value::Null, "{landed}");
+    until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
+    until_tx(&k, "start:1:0").await;
+    let txs = k.keeper_store.all_txs("solana").await.unwrap();
+    let starts: Vec<_> = txs.iter().filter(|t| t.action == "start:1:0").collect();
+    assert_eq!(starts.len(), 1, "one start signed: {txs:?}");
+    assert!(txs.iter().all(|t| t.status.as_str() != "pending"), "{txs:?}");
+    k.stop().await;
+}

@@ -1,7 +1,9 @@
 //! `RpcClient`s over the configured URLs (HTTP/1.1), reads at `confirmed`, with failover: a call that fails in
 //! transport (connection refused, timeout, HTTP error) is tried on the next URL, and the first URL that answers
 //! becomes the one tried first. A JSON-RPC error answer (a preflight failure, …) is an answer, not a failover.
-//! Endpoints are named by host only: URLs may carry API keys.
+//! Endpoints are named by host only: URLs may carry API keys, so their secret parts (user info, path, query) are
+//! registered with the process-wide redactor, and a transport error leaves [`SolClient::call`] without its text
+//! (which names the URL): as `ClientErrorKind::Custom` naming the endpoints by host and the failure by kind.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -36,6 +38,11 @@ pub fn is_transport(e: &ClientError) -> bool {
 
 impl SolClient {
     pub fn new(urls: &[url::Url]) -> SolClient {
+        for u in urls {
+            for s in crate::rpc::url_secrets(u) {
+                kronos_common::Redactor::global().register(&s);
+            }
+        }
         let clients = urls
             .iter()
             .map(|u| {
@@ -72,14 +79,15 @@ impl SolClient {
         self.endpoints.lock().clone()
     }
 
-    /// Runs `f` on the active endpoint, then on the others in order while the failure is in transport.
+    /// Runs `f` on the active endpoint, then on the others in order while the failure is in transport. When every
+    /// endpoint failed in transport the error is [`TransportFailed`]'s text only (hosts and kinds, never a URL).
     pub async fn call<'b, T>(
         &'b self,
         f: impl Fn(&'b RpcClient) -> BoxFuture<'b, Result<T, ClientError>>,
     ) -> Result<T, ClientError> {
         let n = self.clients.len();
         let first = self.active();
-        let mut last = None;
+        let mut failures = Vec::new();
         for k in 0..n {
             let i = (first + k) % n;
             match f(&self.clients[i]).await {
@@ -98,8 +106,8 @@ impl SolClient {
                     eps[i].up = false;
                     // Transport errors name the URL: keep the kind only.
                     eps[i].last_error = Some(transport_kind(&e));
+                    failures.push(format!("{}: {}", eps[i].host, transport_kind(&e)));
                     drop(eps);
-                    last = Some(e);
                 }
                 Err(e) => {
                     self.endpoints.lock()[i].up = true;
@@ -107,13 +115,18 @@ impl SolClient {
                 }
             }
         }
-        Err(last.expect("at least one endpoint"))
+        Err(ClientError::from(ClientErrorKind::Custom(format!("{TRANSPORT_FAILED}{}", failures.join("; ")))))
     }
 }
+
+/// How the error of a call that failed in transport on every endpoint begins.
+pub const TRANSPORT_FAILED: &str = "no RPC endpoint answers: ";
 
 /// A transport error's kind without its text (which names the URL, and so may carry an API key).
 pub fn transport_kind(e: &ClientError) -> String {
     match e.kind() {
+        // Already stripped by `SolClient::call`.
+        ClientErrorKind::Custom(s) if s.starts_with(TRANSPORT_FAILED) => s.clone(),
         ClientErrorKind::Io(io) => format!("i/o error ({:?})", io.kind()),
         ClientErrorKind::Reqwest(r) if r.is_connect() => "connection failed".into(),
         ClientErrorKind::Reqwest(r) if r.is_timeout() => "timed out".into(),
@@ -122,5 +135,35 @@ pub fn transport_kind(e: &ClientError) -> String {
             None => "HTTP request failed".into(),
         },
         _ => "transport error".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// Audit SOL H1: reqwest's error names the whole URL (`for url (http://…/?api-key=…)`); what leaves the client
+    /// names the host and the kind only, and the URL's secret parts are redacted from anything logged.
+    #[tokio::test]
+    async fn a_dead_endpoint_s_api_key_never_leaves_the_client() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let keyed: url::Url = format!("http://127.0.0.1:{port}/v1/PathSecret42/?api-key=Secret42").parse().unwrap();
+        // The leak this guards against: the plain RpcClient's error carries the URL.
+        let plain = RpcClient::new(keyed.to_string());
+        let raw = plain.get_version().await.unwrap_err();
+        assert!(format!("{raw}").contains("Secret42"), "{raw}");
+        let c = SolClient::new(std::slice::from_ref(&keyed));
+        let e = c.call(|c| c.get_version().boxed()).await.unwrap_err();
+        let text = format!("{e} {e:?} {e:#}");
+        assert!(!text.contains("Secret42"), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}: connection failed")), "{text}");
+        assert_eq!(transport_kind(&e), format!("{TRANSPORT_FAILED}127.0.0.1:{port}: connection failed"));
+        let h = format!("{:?}", c.endpoints());
+        assert!(!h.contains("Secret42") && h.contains("up: false"), "{h}");
+        let r = kronos_common::Redactor::global();
+        assert!(!r.redact(&format!("{raw}")).contains("Secret42"), "{}", r.redact(&format!("{raw}")));
     }
 }

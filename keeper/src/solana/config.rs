@@ -23,6 +23,7 @@ pub(crate) struct RawSolana {
     rpc: Vec<String>,
     program: String,
     markets: Option<Vec<String>>,
+    creators: Option<Vec<String>>,
     key_file: Option<PathBuf>,
     #[serde(default)]
     forecasts: bool,
@@ -69,8 +70,12 @@ pub struct SolanaConfig {
     pub rpc: Vec<url::Url>,
     /// The kronos-market program id.
     pub program: Pubkey,
-    /// Market accounts to drive; `None`: every `Market` account of the program.
+    /// Market accounts to drive; `None`: every `Market` account of the program whose authority is one of
+    /// `creators`.
     pub markets: Option<Vec<Pubkey>>,
+    /// Without `markets`: the market authorities whose markets are driven; `None`: the keeper's own signer only
+    /// (anyone can create markets, and the keeper pays each round's rent until it closes it: audit SOL H3).
+    pub creators: Option<Vec<Pubkey>>,
     pub key: KeySource,
     /// Publish the forecaster's commit and reveal to the program's registry.
     pub forecasts: bool,
@@ -187,6 +192,24 @@ pub(crate) fn validate(
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        let creators = match s.creators {
+            None => None,
+            Some(_) if markets.is_some() => {
+                return Err((
+                    at("creators"),
+                    "applies only without `markets` (which names the markets to drive)".into(),
+                ))
+            }
+            Some(c) if c.is_empty() => {
+                return Err((at("creators"), "is empty; omit the key to drive the keeper's own markets".into()))
+            }
+            Some(c) => Some(
+                c.iter()
+                    .enumerate()
+                    .map(|(j, k)| pubkey(&at(&format!("creators[{j}]")), k))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
         if s.cu_price_percentile > 100 {
             return Err((at("cu_price_percentile"), format!("{} is above 100", s.cu_price_percentile)));
         }
@@ -213,6 +236,7 @@ pub(crate) fn validate(
             rpc,
             program,
             markets,
+            creators,
             key,
             forecasts: s.forecasts,
             cu_price_percentile: s.cu_price_percentile as u8,
@@ -265,6 +289,7 @@ mod tests {
         assert_eq!(s.program.to_string(), PROGRAM);
         assert_eq!(s.rpc.len(), 2);
         assert_eq!(s.markets, None);
+        assert_eq!(s.creators, None, "the keeper's own signer");
         assert_eq!(s.key, super::KeySource::Env);
         assert_eq!(
             (s.cu_price_percentile, s.max_cu_price_micro_lamports, s.cu_margin_percent, s.rebroadcast_s),
@@ -298,6 +323,13 @@ mod tests {
         assert!(e.contains("solana[0].program: 'not-a-key' is not a base58 public key"), "{e}");
         assert!(err(&text("markets = [\"0OIl\"]\n")).contains("solana[0].markets[0]"));
         assert!(err(&text("markets = []\n")).contains("solana[0].markets: is empty"));
+        assert!(err(&text("creators = []\n")).contains("solana[0].creators: is empty"));
+        assert!(err(&text("creators = [\"0OIl\"]\n")).contains("solana[0].creators[0]"));
+        let m = "HEvSKofvBgfaexv23kMabbYqxasxU3mQ4ibBMEmJWHny";
+        assert!(err(&text(&format!("markets = [\"{m}\"]\ncreators = [\"{m}\"]\n")))
+            .contains("solana[0].creators: applies only without `markets`"));
+        let c = parse(&text(&format!("creators = [\"{m}\"]\n")), &[]).unwrap();
+        assert_eq!(c.solana[0].creators.as_ref().unwrap()[0].to_string(), m);
         assert!(err(&text("cu_price_percentile = 101\n")).contains("solana[0].cu_price_percentile: 101 is above 100"));
         assert!(err(&text("cu_margin_percent = 9\n")).contains("solana[0].cu_margin_percent: 9 is outside 10..=20"));
         assert!(err(&text("cu_margin_percent = 21\n")).contains("cu_margin_percent"));

@@ -83,8 +83,15 @@ pub struct SolanaRuntime {
     bus: Bus,
     metrics: Arc<Metrics>,
     poll: Duration,
-    /// Per (market id, epoch): the round state last recorded (store and signals), so each change is told once.
-    seen: Mutex<HashMap<(u64, u64), RoundStatus>>,
+    /// Per (market account, epoch): the round state last recorded (store and signals), so each change is told once.
+    seen: Mutex<HashMap<(Pubkey, u64), RoundStatus>>,
+    /// Configured markets (or discovered ones of a listed creator) that cannot be driven, with why: `/health`.
+    skipped: Mutex<Vec<String>>,
+    /// Discovery (no `markets`): only markets whose authority is one of these are driven (audit SOL H3).
+    creators: Vec<Pubkey>,
+    /// The slot of the keeper's latest confirmed transaction: reads ask for at least this slot
+    /// (`minContextSlot`), so a lagging endpoint never shows a step as still needed after it was done (SOL M2).
+    min_slot: AtomicU64,
 }
 
 /// The program's address of `seeds`.
@@ -144,8 +151,10 @@ pub enum Sent {
 }
 
 impl SolanaRuntime {
-    /// Connects (some endpoint must answer), lists the markets and settles the record of transactions a previous
-    /// run left open.
+    /// Builds the runtime; nothing is read yet. [`SolanaRuntime::run`] connects, lists the markets and settles the
+    /// record of transactions a previous run left open, retrying until it can (with `/health` saying why): a
+    /// cluster that does not answer, or a program without a market to drive, never stops the keeper's other
+    /// chains nor its API (audit SOL H2).
     pub async fn connect(
         cfg: &SolanaConfig,
         signer: Keypair,
@@ -156,11 +165,7 @@ impl SolanaRuntime {
     ) -> Result<Arc<SolanaRuntime>> {
         let name = cfg.key().to_string();
         let client = SolClient::new(&cfg.rpc);
-        let version = client
-            .call(|c| c.get_version().boxed())
-            .await
-            .map_err(|e| anyhow::anyhow!("{name}: no RPC endpoint answers ({})", super::client::transport_kind(&e)))?;
-        tracing::info!(chain = %name, solana_core = %version.solana_core, signer = %signer.pubkey(), "solana: connected");
+        let creators = cfg.creators.clone().unwrap_or_else(|| vec![signer.pubkey()]);
         let rt = Arc::new(SolanaRuntime {
             name,
             cfg: cfg.clone(),
@@ -174,10 +179,27 @@ impl SolanaRuntime {
             metrics,
             poll,
             seen: Mutex::new(HashMap::new()),
+            skipped: Mutex::new(Vec::new()),
+            creators,
+            min_slot: AtomicU64::new(0),
         });
-        rt.load_markets().await?;
-        rt.recover().await?;
+        {
+            let mut h = rt.health.lock();
+            h.healthy = false;
+            h.last_error = Some("connecting".into());
+        }
         Ok(rt)
+    }
+
+    /// Connects (some endpoint must answer), lists the markets and settles the record of transactions a previous
+    /// run left open.
+    async fn init(&self, cancel: &CancellationToken) -> Result<()> {
+        let version = self.client.call(|c| c.get_version().boxed()).await.map_err(|e| {
+            anyhow::anyhow!("{}: no RPC endpoint answers ({})", self.name, super::client::transport_kind(&e))
+        })?;
+        tracing::info!(chain = %self.name, solana_core = %version.solana_core, signer = %self.signer(), "solana: connected");
+        self.load_markets().await?;
+        self.recover(cancel).await
     }
 
     /// The signer's public key.
@@ -212,22 +234,45 @@ impl SolanaRuntime {
                 found.into_iter().map(|(k, _)| k).collect()
             }
         };
-        anyhow::ensure!(!addresses.is_empty(), "{}: program {program} has no market yet", self.name);
+        let discovering = self.cfg.markets.is_none();
         let accounts = self.get_many(&addresses).await?;
         let mut out = Vec::new();
+        let mut skipped = Vec::new();
         let mut ids = BTreeMap::new();
+        // One bad market (anyone can create one) never stops the others (audit SOL H2): it is skipped, and named on
+        // /health when the configuration asked for it (or its creator is one the keeper drives).
         for (a, acc) in addresses.iter().zip(accounts) {
-            let acc = acc.with_context(|| format!("{}: market {a}: no such account", self.name))?;
-            anyhow::ensure!(acc.owner == program, "{}: market {a} is not owned by program {program}", self.name);
-            let m = Market::try_deserialize(&mut acc.data.as_slice())
-                .map_err(|e| anyhow::anyhow!("{}: market {a} is not a Market account: {e}", self.name))?;
-            if let Some(other) = ids.insert(m.id, *a) {
-                anyhow::bail!(
-                    "{}: markets {other} and {a} share the id {} (rows and signals name a market by id): configure one of them",
-                    self.name,
+            let m = match acc {
+                None => Err("no such account".to_string()),
+                Some(acc) if acc.owner != program => Err(format!("not owned by program {program}")),
+                Some(acc) => {
+                    Market::try_deserialize(&mut acc.data.as_slice()).map_err(|e| format!("not a Market account ({e})"))
+                }
+            };
+            let m = match m {
+                Ok(m) => m,
+                Err(why) => {
+                    tracing::warn!(chain = %self.name, market = %a, reason = %why, "solana: market skipped");
+                    if !discovering {
+                        skipped.push(format!("market {a}: {why}"));
+                    }
+                    continue;
+                }
+            };
+            if discovering && !self.creators.contains(&m.authority) {
+                tracing::debug!(chain = %self.name, market = %a, authority = %m.authority, "solana: market of another creator, not driven");
+                continue;
+            }
+            if let Some(other) = ids.get(&m.id) {
+                let why = format!(
+                    "market {a} shares the id {} with market {other} (rows and signals name a market by id): not driven",
                     m.id
                 );
+                tracing::warn!(chain = %self.name, "solana: {why}");
+                skipped.push(why);
+                continue;
             }
+            ids.insert(m.id, *a);
             self.store
                 .upsert_market(&crate::store::MarketRow {
                     chain: self.name.clone(),
@@ -246,19 +291,51 @@ impl SolanaRuntime {
                 .await?;
             out.push(MarketInfo { address: *a, id: m.id, feed: m.feed, refused: None });
         }
+        let none = out.is_empty();
         *self.markets.lock() = out;
+        *self.skipped.lock() = skipped;
+        anyhow::ensure!(
+            !none,
+            "{}: program {program} has no market to drive yet ({})",
+            self.name,
+            if discovering { "none whose authority is in `creators`" } else { "none of `markets` is usable" }
+        );
         Ok(())
     }
 
     async fn get_many(&self, keys: &[Pubkey]) -> Result<Vec<Option<solana_account::Account>>> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(100) {
+            let config = RpcAccountInfoConfig {
+                encoding: Some(solana_client::rpc_config::UiAccountEncoding::Base64),
+                commitment: Some(CommitmentConfig::confirmed()),
+                min_context_slot: self.min_context_slot(),
+                ..Default::default()
+            };
             let got = self
                 .client
-                .call(|c| c.get_multiple_accounts_with_commitment(chunk, CommitmentConfig::confirmed()).boxed())
+                .call(|c| c.get_multiple_ui_accounts_with_config(chunk, config.clone()).boxed())
                 .await
                 .with_context(|| format!("{}: getMultipleAccounts", self.name))?;
-            out.extend(got.value);
+            // One answer per key, in order, or none of it is used (audit SOL M4: a short answer panicked the task).
+            anyhow::ensure!(
+                got.value.len() == chunk.len(),
+                "{}: getMultipleAccounts answered {} accounts for {} keys",
+                self.name,
+                got.value.len(),
+                chunk.len()
+            );
+            // Decoded here: the client's own decoding panics on data it cannot decode.
+            for (k, ui) in chunk.iter().zip(got.value) {
+                let Some(ui) = ui else {
+                    out.push(None);
+                    continue;
+                };
+                let acc = ui.decode::<solana_account::Account>().with_context(|| {
+                    format!("{}: getMultipleAccounts: account {k}'s data is not decodable", self.name)
+                })?;
+                out.push(Some(acc));
+            }
         }
         Ok(out)
     }
@@ -266,7 +343,7 @@ impl SolanaRuntime {
     /// Settles the record of transactions a previous run left open: confirmed or failed if they landed, dropped
     /// once their blockhash can no longer land (the `nonce` column holds its lastValidBlockHeight), else waited
     /// for — so a restart never signs a second transaction while the first may still land.
-    async fn recover(&self) -> Result<()> {
+    async fn recover(&self, cancel: &CancellationToken) -> Result<()> {
         let open = self.store.open_txs(&self.name, &self.signer().to_string()).await?;
         for t in open {
             let Ok(sig) = t.tx_hash.parse::<Signature>() else {
@@ -274,7 +351,8 @@ impl SolanaRuntime {
                 continue;
             };
             loop {
-                let (status, height) = self.status_of(&sig).await?;
+                // The transaction history too: after a long stop a landed transaction has left the status cache.
+                let (status, height) = self.status_of(&sig, true).await?;
                 match status {
                     SigStatus::Confirmed(None) => {
                         self.store.update_tx(t.id, TxStatus::Confirmed, None, None, None).await?;
@@ -296,19 +374,32 @@ impl SolanaRuntime {
                             .await?;
                         break;
                     }
-                    _ => tokio::time::sleep(self.poll).await,
+                    _ => tokio::select! {
+                        _ = cancel.cancelled() => anyhow::bail!("{}: stopped while recovering", self.name),
+                        _ = tokio::time::sleep(self.poll) => {}
+                    },
                 }
             }
         }
         Ok(())
     }
 
-    /// A signature's status and the current block height.
-    async fn status_of(&self, sig: &Signature) -> Result<(SigStatus, u64)> {
+    /// `minContextSlot` for reads: the slot of the keeper's latest confirmed transaction, if any.
+    fn min_context_slot(&self) -> Option<u64> {
+        Some(self.min_slot.load(Ordering::Relaxed)).filter(|s| *s > 0)
+    }
+
+    /// A signature's status and the current block height; `history`: search the transaction history too.
+    async fn status_of(&self, sig: &Signature, history: bool) -> Result<(SigStatus, u64)> {
         let sigs = [*sig];
-        let st = self.client.call(|c| c.get_signature_statuses(&sigs).boxed()).await?;
+        let st = if history {
+            self.client.call(|c| c.get_signature_statuses_with_history(&sigs).boxed()).await?
+        } else {
+            self.client.call(|c| c.get_signature_statuses(&sigs).boxed()).await?
+        };
         let height =
             self.client.call(|c| c.get_block_height_with_commitment(CommitmentConfig::confirmed()).boxed()).await?;
+        anyhow::ensure!(st.value.len() == 1, "getSignatureStatuses answered {} statuses for 1", st.value.len());
         let s = match st.value.into_iter().next().flatten() {
             None => SigStatus::Unknown,
             Some(s) => match s.confirmation_status {
@@ -319,14 +410,41 @@ impl SolanaRuntime {
         Ok((s, height))
     }
 
-    /// Drives every market until `cancel` fires.
+    /// Connects (retrying, `/health` says why until it can), then drives every market until `cancel` fires. A
+    /// pass that panics is an error on `/health`; the task goes on (audit SOL M4).
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut backoff = self.poll;
+        loop {
+            let r = std::panic::AssertUnwindSafe(self.init(&cancel)).catch_unwind().await;
+            match r {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => self.not_connected(&format!("{e:#}")),
+                Err(_) => self.not_connected("connecting panicked"),
+            }
+            self.refresh_metrics();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
         loop {
             let started = Instant::now();
-            match self.tick(&cancel).await {
+            let r = match std::panic::AssertUnwindSafe(self.tick(&cancel)).catch_unwind().await {
+                Ok(r) => r,
+                Err(p) => {
+                    let what = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(anyhow::anyhow!("{}: a pass panicked: {what}", self.name))
+                }
+            };
+            match r {
                 Ok(()) => self.healthy(None),
                 Err(e) => {
-                    let msg = format!("{e:#}");
+                    let msg = redact(&format!("{e:#}"));
                     tracing::warn!(chain = %self.name, error = %msg, "solana: pass failed");
                     self.healthy(Some(msg));
                 }
@@ -340,13 +458,21 @@ impl SolanaRuntime {
         }
     }
 
+    /// `/health` before the runtime could connect (or list its markets, or settle what a previous run left open).
+    fn not_connected(&self, why: &str) {
+        let msg = redact(why);
+        tracing::warn!(chain = %self.name, error = %msg, "solana: not driving yet; retrying");
+        self.healthy(Some(msg));
+    }
+
     fn healthy(&self, error: Option<String>) {
-        let refused: Vec<String> = self
+        let mut refused: Vec<String> = self
             .markets
             .lock()
             .iter()
             .filter_map(|m| m.refused.as_ref().map(|r| format!("market {} ({}): refused: {r}", m.id, m.address)))
             .collect();
+        refused.extend(self.skipped.lock().iter().cloned());
         let mut h = self.health.lock();
         let was = h.healthy;
         // A refused market is unhealthy too: /health and the alerts say why.
@@ -398,12 +524,9 @@ impl SolanaRuntime {
 
     /// The cluster's clock (unix seconds) and slot, from the Clock sysvar.
     async fn clock(&self) -> Result<(i64, u64)> {
-        let acc = self
-            .client
-            .call(|c| c.get_account_with_commitment(&CLOCK, CommitmentConfig::confirmed()).boxed())
-            .await?
-            .value
-            .context("the Clock sysvar is missing")?;
+        // By getMultipleAccounts: the client's getAccountInfo wraps a transport error into a node's answer (no
+        // failover, the URL in its text).
+        let acc = self.get_many(&[CLOCK]).await?.pop().flatten().context("the Clock sysvar is missing")?;
         // The Clock sysvar's fixed layout: slot u64, epoch_start_timestamp i64, epoch u64, leader_schedule_epoch
         // u64, unix_timestamp i64 (little endian).
         anyhow::ensure!(acc.data.len() >= 40, "the Clock sysvar has {} bytes", acc.data.len());
@@ -422,11 +545,19 @@ impl SolanaRuntime {
             h.lag_s = (kronos_common::time::now_s() as i64 - now).max(0) as u64;
         }
         let markets = self.markets.lock().clone();
+        // One market's error (an unreadable account, …) is reported and the others are still driven.
+        let mut errors = Vec::new();
         for (i, mi) in markets.iter().enumerate() {
             if cancel.is_cancelled() {
                 break;
             }
-            let refused = self.market_pass(mi, now, cancel).await?;
+            let refused = match self.market_pass(mi, now, cancel).await {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(format!("market {} ({}): {e:#}", mi.id, mi.address));
+                    continue;
+                }
+            };
             let mut ms = self.markets.lock();
             if ms[i].refused != refused {
                 match &refused {
@@ -446,6 +577,7 @@ impl SolanaRuntime {
                 ms[i].refused = refused;
             }
         }
+        anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
         Ok(())
     }
 
@@ -509,13 +641,25 @@ impl SolanaRuntime {
         let final_at = |t: i64| {
             recorded(t) || (!flagged && !matches!(chainlink::in_effect_at(&feed_data, t), Err(LookupError::NotFinal)))
         };
+        let first = epochs.first().copied().unwrap_or(0);
         for e in epochs {
             if cancel.is_cancelled() {
                 break;
             }
-            let action = rules::next_action(&m, e, rounds.get(&e), now, &final_at);
+            let mut action = rules::next_action(&m, e, rounds.get(&e), now, &final_at);
+            // A finished round this keeper started: its rent back once the program allows it (audit SOL H3). The
+            // oldest epoch read is left alone unless it is the first: its previous round was not read.
+            if let (Action::Done, Some(r)) = (action, rounds.get(&e)) {
+                let prev_read = e == 0 || e > first;
+                if prev_read
+                    && rules::closable(r, rounds.get(&e.wrapping_sub(1)), rounds.get(&(e + 1)), now, &self.signer())
+                {
+                    action = Action::Close(e);
+                }
+            }
             let instruction = match action {
                 Action::Start(epoch) => self.start_ix(&mi.address, &m, epoch),
+                Action::Close(epoch) => self.close_ix(&mi.address, epoch),
                 Action::Lock(epoch) => self.lock_ix(&mi.address, &m, epoch),
                 Action::Settle(epoch) | Action::Refund(epoch) => self.settle_ix(&mi.address, &m, epoch),
                 Action::Wait(_) | Action::Done => continue,
@@ -523,19 +667,30 @@ impl SolanaRuntime {
             let writable: Vec<Pubkey> =
                 instruction.accounts.iter().filter(|a| a.is_writable).map(|a| a.pubkey).collect();
             let label = format!("{}:{}:{}", action_name(action), mi.id, e);
-            let sent = self.send(action, &label, instruction, &writable).await;
+            let sent = self.send(action, &label, instruction, &writable, cancel).await;
             self.refresh_metrics();
             match sent {
-                Ok(outcome) => tracing::debug!(chain = %self.name, action = %label, ?outcome, "solana: action"),
+                Ok(outcome) => {
+                    tracing::debug!(chain = %self.name, action = %label, ?outcome, "solana: action");
+                    if matches!(action, Action::Close(_)) {
+                        // Nothing more will be recorded for it.
+                        self.seen.lock().remove(&(mi.address, e));
+                    }
+                }
+                Err(SendError::Stopped) => return Ok(None),
                 Err(SendError::FeedChanged) => {
                     return Ok(Some(rules::Refusal::Changed { what: "owner or writer" }.to_string()))
                 }
                 Err(SendError::Other(e)) => {
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(chain = %self.name, action = %label, error = %e, "solana: action failed");
+                    tracing::warn!(chain = %self.name, action = %label, error = %redact(&format!("{e:#}")), "solana: action failed");
                     self.bus.publish(
                         "keeper",
-                        SignalKind::TxFailed { chain: self.name.clone(), action: label, error: e.to_string() },
+                        SignalKind::TxFailed {
+                            chain: self.name.clone(),
+                            action: label,
+                            error: redact(&format!("{e:#}")),
+                        },
                     );
                 }
             }
@@ -556,6 +711,22 @@ impl SolanaRuntime {
             program_id: program,
             accounts: accounts.to_account_metas(None),
             data: ix::StartRound { epoch }.data(),
+        }
+    }
+
+    fn close_ix(&self, market: &Pubkey, epoch: u64) -> Instruction {
+        let program = self.cfg.program;
+        let accounts = acc::CloseRound {
+            market: *market,
+            round: round_address(&program, market, epoch),
+            payer: self.signer(),
+            prev_round: round_address(&program, market, epoch.wrapping_sub(1)),
+            next_round: round_address(&program, market, epoch.wrapping_add(1)),
+        };
+        Instruction {
+            program_id: program,
+            accounts: accounts.to_account_metas(None),
+            data: ix::CloseRound { epoch }.data(),
         }
     }
 
@@ -597,7 +768,7 @@ impl SolanaRuntime {
 
     /// Stores and signals a round's state once per change (started, locked, settled, cancelled).
     async fn record(&self, mi: &MarketInfo, m: &Market, r: &Round) -> Result<()> {
-        let key = (mi.id, r.epoch);
+        let key = (mi.address, r.epoch);
         if self.seen.lock().get(&key) == Some(&r.status) {
             return Ok(());
         }
@@ -726,6 +897,7 @@ impl SolanaRuntime {
         label: &str,
         instruction: Instruction,
         writable: &[Pubkey],
+        cancel: &CancellationToken,
     ) -> Result<Sent, SendError> {
         let writable = writable.to_vec();
         let fees = self
@@ -766,7 +938,12 @@ impl SolanaRuntime {
         if let Some(err) = sim.err {
             return self.program_error(action, label, &TransactionError::from(err));
         }
-        let units = rules::compute_units(sim.units_consumed.unwrap_or(0), self.cfg.cu_margin_percent);
+        // Without the simulated units nothing is sent: the floor could be too few, and fail on chain for a fee
+        // (audit SOL M7).
+        let simulated = sim
+            .units_consumed
+            .ok_or_else(|| SendError::Other(anyhow::anyhow!("simulateTransaction reported no unitsConsumed")))?;
+        let units = rules::compute_units(simulated, self.cfg.cu_margin_percent);
         let tx = build(units);
         let sig = tx.signatures[0];
         let row = TxRow {
@@ -831,25 +1008,30 @@ impl SolanaRuntime {
             },
         );
         let mut last_send = Instant::now();
+        // Followed until it is decided (confirmed, failed, or its blockhash's last valid height passed): a status
+        // that cannot be read now (every endpoint erring) is read again, never taken for a failure, so no second
+        // transaction for this step is signed while this one may still land (audit SOL M1). Stopping the keeper
+        // leaves the row pending: the next start settles it (`recover`).
         loop {
-            tokio::time::sleep(self.poll.min(Duration::from_millis(500))).await;
-            let (status, height) = self.status_of(&sig).await.map_err(SendError::Other)?;
-            let valid = if status == SigStatus::Unknown {
-                self.client.call(|c| c.is_blockhash_valid(&blockhash, CommitmentConfig::confirmed()).boxed()).await.ok()
-            } else {
-                None
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(SendError::Stopped),
+                _ = tokio::time::sleep(self.poll.min(Duration::from_millis(500))) => {}
+            }
+            let (status, height) = match self.status_of(&sig, false).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let msg = redact(&format!("{label}: cannot read its status: {e:#}"));
+                    tracing::warn!(chain = %self.name, error = %msg, "solana: reading the transaction's status again");
+                    self.healthy(Some(msg));
+                    continue;
+                }
             };
-            match rules::send_step(
-                &status,
-                height,
-                last_valid,
-                valid,
-                last_send.elapsed().as_secs(),
-                self.cfg.rebroadcast_s,
-            ) {
+            match rules::send_step(&status, height, last_valid, last_send.elapsed().as_secs(), self.cfg.rebroadcast_s) {
                 SendStep::Wait => {}
                 SendStep::Rebroadcast => {
                     self.counters.rebroadcast.fetch_add(1, Ordering::Relaxed);
+                    // /metrics stays current while one transaction is followed for long.
+                    self.refresh_metrics();
                     let _ = broadcast(&tx).await;
                     last_send = Instant::now();
                 }
@@ -864,6 +1046,7 @@ impl SolanaRuntime {
                 }
                 SendStep::Confirmed => {
                     let slot = self.slot_of(&sig).await.unwrap_or(0);
+                    self.min_slot.fetch_max(slot, Ordering::Relaxed);
                     self.counters.confirmed.fetch_add(1, Ordering::Relaxed);
                     self.store
                         .update_tx(id, TxStatus::Confirmed, Some(slot as i64), Some(units as i64), None)
@@ -882,6 +1065,8 @@ impl SolanaRuntime {
                     return Ok(Sent::Done(slot));
                 }
                 SendStep::Failed(err) => {
+                    let slot = self.slot_of(&sig).await.unwrap_or(0);
+                    self.min_slot.fetch_max(slot, Ordering::Relaxed);
                     self.store
                         .update_tx(id, TxStatus::Failed, None, None, Some(&format!("{err:?}")))
                         .await
@@ -916,7 +1101,15 @@ impl SolanaRuntime {
 enum SendError {
     /// The program refused with `FeedChanged`: the market is refused.
     FeedChanged,
+    /// The keeper is stopping; the transaction's row stays pending for the next start to settle.
+    Stopped,
     Other(anyhow::Error),
+}
+
+/// `s` without any registered secret (the RPC URLs' API keys): every error text that reaches `/health`, a log line,
+/// a signal (Telegram, `/ws`, the store's events) goes through it, whatever a library put in it.
+fn redact(s: &str) -> String {
+    kronos_common::Redactor::global().redact(s)
 }
 
 fn action_name(a: Action) -> &'static str {
@@ -925,6 +1118,7 @@ fn action_name(a: Action) -> &'static str {
         Action::Lock(_) => "lock",
         Action::Settle(_) => "settle",
         Action::Refund(_) => "refund",
+        Action::Close(_) => "close",
         Action::Wait(_) | Action::Done => "none",
     }
 }

@@ -20,6 +20,8 @@ pub enum Action {
     /// `settle_round(epoch)` on a round past its settle window: the program cancels it (`Expired`), every stake
     /// refundable.
     Refund(u64),
+    /// `close_round(epoch)`: a final round the keeper started, its rent back to the keeper ([`closable`]).
+    Close(u64),
     /// Nothing to send until then.
     Wait(Until),
     /// Nothing will ever be needed: final, or past its lock without having been started.
@@ -34,6 +36,9 @@ pub enum Until {
     /// A transmission stamped after this timestamp on the feed (the program's `PriceNotFinal` until then), or the
     /// round's settle window running out.
     Transmission(i64),
+    /// The market's authority unpausing it: a paused market takes no bets, so the keeper starts no round (whose
+    /// rent it would pay for nothing; audit SOL H3). Rounds already started are still locked and settled.
+    Unpaused,
 }
 
 /// What epoch `epoch` of market `m` needs at cluster time `now`, given its round account (`None`: not created) and
@@ -44,6 +49,8 @@ pub fn next_action(m: &Market, epoch: u64, round: Option<&Round>, now: i64, fina
         let Ok((start, lock, _)) = m.times(epoch) else { return Action::Done };
         return if now < start {
             Action::Wait(Until::Time(start))
+        } else if now < lock && m.paused {
+            Action::Wait(Until::Unpaused)
         } else if now < lock {
             Action::Start(epoch)
         } else {
@@ -80,6 +87,18 @@ pub fn next_action(m: &Market, epoch: u64, round: Option<&Round>, now: i64, fina
         return Action::Wait(Until::Transmission(r.close_ts));
     }
     Action::Settle(epoch)
+}
+
+/// Whether `close_round` on round `r` now returns its rent to `payer`: `payer` started it, and the program's rule
+/// (`close.rs`) holds — final (or past its settle window), no open position, past its forecasts' reveal deadline,
+/// the previous round (`None`: it does not exist) final and the next one not open or final.
+pub fn closable(r: &Round, prev: Option<&Round>, next: Option<&Round>, now: i64, payer: &Pubkey) -> bool {
+    r.payer == *payer
+        && r.is_final(now)
+        && r.positions == 0
+        && now > r.reveal_until
+        && prev.is_none_or(|p| p.is_final(now))
+        && next.is_none_or(|n| n.status != RoundStatus::Open || n.is_final(now))
 }
 
 /// The epochs worth looking at at `now`: from the oldest one whose round may still be open (its close plus the
@@ -145,13 +164,13 @@ pub enum SendStep {
 }
 
 /// The next step for a transaction sent with a blockhash valid until `last_valid_block_height`, at block height
-/// `height`, `since_send_s` seconds after it was last broadcast. `blockhash_valid` is the node's
-/// `isBlockhashValid` answer where asked (program-test's bank forgets blockhashes before their height passes).
+/// `height`, `since_send_s` seconds after it was last broadcast. Only the block height passing
+/// `last_valid_block_height` ends it: a node's `isBlockhashValid == false` does not (a lagging or hostile node says
+/// so while the transaction can still land; audit SOL M2), so no second transaction is signed before then.
 pub fn send_step(
     status: &SigStatus,
     height: u64,
     last_valid_block_height: u64,
-    blockhash_valid: Option<bool>,
     since_send_s: u64,
     rebroadcast_s: u64,
 ) -> SendStep {
@@ -159,7 +178,7 @@ pub fn send_step(
         SigStatus::Confirmed(None) => SendStep::Confirmed,
         SigStatus::Confirmed(Some(e)) => SendStep::Failed(e.clone()),
         SigStatus::Processed => SendStep::Wait,
-        SigStatus::Unknown if height > last_valid_block_height || blockhash_valid == Some(false) => SendStep::ReSign,
+        SigStatus::Unknown if height > last_valid_block_height => SendStep::ReSign,
         SigStatus::Unknown if since_send_s >= rebroadcast_s => SendStep::Rebroadcast,
         SigStatus::Unknown => SendStep::Wait,
     }
@@ -197,6 +216,8 @@ pub fn classify(action: Action, e: &TransactionError) -> ErrorClass {
         }
         Action::Lock(_) if is(MarketError::RoundNotOpen) || is(MarketError::RoundFinal) => ErrorClass::AlreadyDone,
         Action::Settle(_) | Action::Refund(_) if is(MarketError::RoundFinal) => ErrorClass::AlreadyDone,
+        // Closed already: the round account is gone.
+        Action::Close(_) if c == anchor_lang::error::ErrorCode::AccountNotInitialized as u32 => ErrorClass::AlreadyDone,
         _ if is(MarketError::TooEarly)
             || is(MarketError::PriceNotFinal)
             || is(MarketError::FeedFlagged)
@@ -360,6 +381,53 @@ mod tests {
         assert_eq!(next_action(&m, 3, None, lock, &f), Action::Done);
     }
 
+    /// Audit SOL H3: a paused market takes no bets; the keeper pays no round's rent for it, but a round already
+    /// started is still driven to its end.
+    #[test]
+    fn a_paused_market_gets_no_new_round_but_its_started_ones_are_driven() {
+        let mut m = market();
+        m.paused = true;
+        let (start, lock, _) = m.times(3).unwrap();
+        let f = feed(i64::MAX);
+        assert_eq!(next_action(&m, 3, None, start, &f), Action::Wait(Until::Unpaused));
+        assert_eq!(next_action(&m, 3, None, lock - 1, &f), Action::Wait(Until::Unpaused));
+        assert_eq!(next_action(&m, 3, None, lock, &f), Action::Done);
+        let r = round(&m, 3, RoundStatus::Open);
+        assert_eq!(next_action(&m, 3, Some(&r), lock + 10, &feed(lock + 1)), Action::Lock(3));
+    }
+
+    /// Audit SOL H3: the rent of a round the keeper started comes back by `close_round` exactly when the program
+    /// allows it (`close.rs`).
+    #[test]
+    fn a_round_is_closed_when_the_program_allows_and_only_if_the_keeper_paid_its_rent() {
+        let m = market();
+        let me = Pubkey::new_unique();
+        let mut r = round(&m, 3, RoundStatus::Settled);
+        r.payer = me;
+        let now = r.close_ts + 20;
+        let settled = |e| round(&m, e, RoundStatus::Settled);
+        let open = |e| round(&m, e, RoundStatus::Open);
+        let locked = |e| round(&m, e, RoundStatus::Locked);
+        assert!(closable(&r, Some(&settled(2)), Some(&locked(4)), now, &me));
+        assert!(closable(&r, None, None, now, &me), "missing neighbours");
+        assert!(!closable(&r, Some(&settled(2)), Some(&locked(4)), now, &Pubkey::new_unique()), "not its payer");
+        assert!(!closable(&r, Some(&locked(2)), Some(&locked(4)), now, &me), "previous not final");
+        assert!(!closable(&r, Some(&settled(2)), Some(&open(4)), now, &me), "next open");
+        // Past their settle windows the neighbours are final.
+        let late = r.close_ts + 3 * 600;
+        assert!(closable(&r, Some(&locked(2)), Some(&open(4)), late, &me));
+        let mut with_bets = r.clone();
+        with_bets.positions = 1;
+        assert!(!closable(&with_bets, None, None, now, &me), "a position open");
+        let mut revealing = r.clone();
+        revealing.reveal_until = now;
+        assert!(!closable(&revealing, None, None, now, &me), "reveal deadline not passed");
+        let mut running = r.clone();
+        running.status = RoundStatus::Locked;
+        assert!(!closable(&running, None, None, now, &me), "not final");
+        assert!(closable(&running, None, None, running.close_ts + 601, &me), "past its settle window");
+    }
+
     #[test]
     fn a_lock_waits_for_the_report_delay_and_a_transmission_after_the_lock() {
         let m = market();
@@ -435,15 +503,16 @@ mod tests {
     #[test]
     fn the_send_loop_rebroadcasts_then_re_signs_after_the_blockhash_expires() {
         let u = SigStatus::Unknown;
-        assert_eq!(send_step(&u, 100, 200, Some(true), 1, 2), SendStep::Wait);
-        assert_eq!(send_step(&u, 100, 200, Some(true), 2, 2), SendStep::Rebroadcast);
-        assert_eq!(send_step(&u, 200, 200, None, 2, 2), SendStep::Rebroadcast);
-        assert_eq!(send_step(&u, 201, 200, None, 0, 2), SendStep::ReSign);
-        assert_eq!(send_step(&u, 100, 200, Some(false), 0, 2), SendStep::ReSign);
-        assert_eq!(send_step(&SigStatus::Processed, 201, 200, Some(false), 9, 2), SendStep::Wait);
-        assert_eq!(send_step(&SigStatus::Confirmed(None), 201, 200, Some(false), 9, 2), SendStep::Confirmed);
+        assert_eq!(send_step(&u, 100, 200, 1, 2), SendStep::Wait);
+        assert_eq!(send_step(&u, 100, 200, 2, 2), SendStep::Rebroadcast);
+        assert_eq!(send_step(&u, 200, 200, 2, 2), SendStep::Rebroadcast);
+        assert_eq!(send_step(&u, 201, 200, 0, 2), SendStep::ReSign);
+        // Audit SOL M2: up to its last valid height it may still land, whatever a node says of its blockhash.
+        assert_eq!(send_step(&u, 200, 200, 0, 2), SendStep::Wait);
+        assert_eq!(send_step(&SigStatus::Processed, 201, 200, 9, 2), SendStep::Wait);
+        assert_eq!(send_step(&SigStatus::Confirmed(None), 201, 200, 9, 2), SendStep::Confirmed);
         let e = TransactionError::InstructionError(2, InstructionError::Custom(6019));
-        assert_eq!(send_step(&SigStatus::Confirmed(Some(e.clone())), 1, 200, None, 0, 2), SendStep::Failed(e));
+        assert_eq!(send_step(&SigStatus::Confirmed(Some(e.clone())), 1, 200, 0, 2), SendStep::Failed(e));
     }
 
     fn custom(c: u32) -> TransactionError {

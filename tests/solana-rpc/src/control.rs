@@ -29,6 +29,9 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/control/feed", post(load_feed))
         .route("/control/feed/transmit", post(transmit))
         .route("/control/drop_next_sends", post(drop_next_sends))
+        .route("/control/hold_next_sends", post(hold_next_sends))
+        .route("/control/land_held", post(land_held))
+        .route("/control/fail_next", post(fail_next))
 }
 
 fn bad(what: impl std::fmt::Display) -> (StatusCode, Json<Value>) {
@@ -225,6 +228,45 @@ async fn drop_next_sends(State(node): State<Shared>, b: axum::body::Bytes) -> Re
     let d: DropSends = body(&b)?;
     node.lock().await.drop_sends = d.n;
     Ok(Json(json!({ "dropping": d.n })))
+}
+
+/// POST `/control/hold_next_sends` `{"n": 1}`: the next `n` `sendTransaction` calls that pass preflight are answered
+/// with their signature and held, unprocessed, until `/control/land_held` (a transaction that lands late); `0`
+/// stops holding. Answers `{"holding": n}`.
+async fn hold_next_sends(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
+    let d: DropSends = body(&b)?;
+    node.lock().await.hold_sends = d.n;
+    Ok(Json(json!({ "holding": d.n })))
+}
+
+/// POST `/control/land_held` `{}`: processes the held transactions, in the order they were sent. Answers
+/// `{"landed": [{"signature": …, "error": null or the transaction error}, …]}` (every one processed, whether it
+/// executed or was refused, e.g. for its blockhash).
+async fn land_held(State(node): State<Shared>, _b: axum::body::Bytes) -> Reply {
+    let mut node = node.lock().await;
+    let held = std::mem::take(&mut node.held);
+    let mut landed = Vec::new();
+    for tx in held {
+        let signature = tx.signatures[0].to_string();
+        let error = node.process(tx).await.map_err(|e| internal(format!("{e:?}")))?;
+        landed.push(json!({ "signature": signature, "error": error.map(|e| format!("{e:?}")) }));
+    }
+    Ok(Json(json!({ "landed": landed })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FailNext {
+    method: String,
+    n: u64,
+}
+
+/// POST `/control/fail_next` `{"method": "getSignatureStatuses", "n": 3}`: the next `n` calls of `method` are
+/// answered with the JSON-RPC error of an unhealthy node (`-32005`). Answers `{"failing": n}`.
+async fn fail_next(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
+    let f: FailNext = body(&b)?;
+    node.lock().await.fail_next.insert(f.method, f.n);
+    Ok(Json(json!({ "failing": f.n })))
 }
 
 impl Node {

@@ -170,11 +170,26 @@ pub(crate) struct Node {
     feeds: HashMap<Pubkey, Feed>,
     /// Sends still to accept and drop (`/control/drop_next_sends`).
     drop_sends: u64,
+    /// Sends still to accept and hold (`/control/hold_next_sends`), and the ones held until `/control/land_held`.
+    hold_sends: u64,
+    held: Vec<solana_transaction::versioned::VersionedTransaction>,
+    /// Per method: calls still to answer with a JSON-RPC error (`/control/fail_next`).
+    fail_next: HashMap<String, u64>,
 }
 
 impl Node {
     fn new(ctx: ProgramTestContext) -> Node {
-        Node { ctx, clock: None, index: BTreeSet::new(), fees: BTreeMap::new(), feeds: HashMap::new(), drop_sends: 0 }
+        Node {
+            ctx,
+            clock: None,
+            index: BTreeSet::new(),
+            fees: BTreeMap::new(),
+            feeds: HashMap::new(),
+            drop_sends: 0,
+            hold_sends: 0,
+            held: Vec::new(),
+            fail_next: HashMap::new(),
+        }
     }
 
     /// One wall-clock tick: the next slot (its own bank, as `/control/warp` makes them), the Clock set to `ts`.

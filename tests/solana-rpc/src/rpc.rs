@@ -56,6 +56,9 @@ const PRIORITIZATION_FEE_SLOTS: u64 = 150;
 /// Binary and base58 account data are refused above this size, as the Solana server does.
 const MAX_BASE58_BYTES: usize = 128;
 
+/// The JSON-RPC error code of a node behind or unhealthy (`-32005`).
+const NODE_UNHEALTHY: i64 = -32005;
+
 const COMPUTE_BUDGET_PROGRAM: Pubkey = solana_pubkey::pubkey!("ComputeBudget111111111111111111111111111111");
 /// `ComputeBudgetInstruction::SetComputeUnitPrice`'s tag.
 const SET_COMPUTE_UNIT_PRICE: u8 = 3;
@@ -136,6 +139,15 @@ async fn one(node: &Shared, req: Value) -> Value {
 }
 
 async fn call(node: &mut Node, method: &str, p: &[Value]) -> Result<Value, RpcError> {
+    // Fault injection (`/control/fail_next`): the node answers as an unhealthy one does.
+    if let Some(n) = node.fail_next.get_mut(method).filter(|n| **n > 0) {
+        *n -= 1;
+        return Err(RpcError {
+            code: NODE_UNHEALTHY,
+            message: "Node is unhealthy (fault injected)".into(),
+            data: None,
+        });
+    }
     match method {
         "getVersion" => get_version(),
         "getSlot" => {
@@ -316,16 +328,36 @@ async fn send_transaction(node: &mut Node, p: &[Value]) -> Result<Value, RpcErro
         node.drop_sends -= 1;
         return Ok(json!(signature.to_string()));
     }
-    let slot = node.slot().await?;
-    let outcome = node.ctx.banks_client.process_transaction_with_metadata(tx.clone()).await?;
-    // A transaction that executed (successfully or not) touched its accounts and paid its fee; one refused before
-    // execution (unknown blockhash, already processed, …) did neither, and is dropped as a validator drops it.
-    let executed =
-        matches!(outcome.result, Ok(()) | Err(solana_transaction_error::TransactionError::InstructionError(..)));
-    if executed {
-        node.record(&tx.message, slot);
+    // Fault injection (`/control/hold_next_sends`): accepted, answered with its signature, processed only at
+    // `/control/land_held` — a transaction that lands late.
+    if node.hold_sends > 0 {
+        node.hold_sends -= 1;
+        node.held.push(tx);
+        return Ok(json!(signature.to_string()));
     }
+    node.process(tx).await?;
     Ok(json!(signature.to_string()))
+}
+
+impl Node {
+    /// Processes a transaction as a leader does; the fees and index of one that executed are recorded.
+    /// Answers the transaction's error, if it had one (refused or failed).
+    pub(crate) async fn process(
+        &mut self,
+        tx: VersionedTransaction,
+    ) -> Result<Option<solana_transaction_error::TransactionError>, RpcError> {
+        let node = self;
+        let slot = node.slot().await?;
+        let outcome = node.ctx.banks_client.process_transaction_with_metadata(tx.clone()).await?;
+        // A transaction that executed (successfully or not) touched its accounts and paid its fee; one refused before
+        // execution (unknown blockhash, already processed, …) did neither, and is dropped as a validator drops it.
+        let executed =
+            matches!(outcome.result, Ok(()) | Err(solana_transaction_error::TransactionError::InstructionError(..)));
+        if executed {
+            node.record(&tx.message, slot);
+        }
+        Ok(outcome.result.err())
+    }
 }
 
 async fn simulate_transaction(node: &mut Node, p: &[Value]) -> Result<Value, RpcError> {
