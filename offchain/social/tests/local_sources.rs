@@ -20,26 +20,11 @@ use kronos_social::sources::json::JsonSource;
 use kronos_social::sources::rss::RssSource;
 use kronos_social::store::ItemQuery;
 use kronos_social::Store;
+use kronos_testkit::rss::wait_for;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Polls `f` until it returns `Some`, failing with `what` after the deadline.
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "waited {DEADLINE:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// One scripted answer of the fake feed server.
 #[derive(Clone)]
@@ -175,7 +160,7 @@ async fn rss_conditional_get_304_429_malformed_and_repeats() {
     let (stop, sd) = watch::channel(false);
     let task = spawn_source(m.clone(), rss_source(addr), origin("feed", "rss"), sd);
 
-    let texts = wait_for("the three entries", || {
+    let texts = wait_for("the three entries", DEADLINE, || {
         let store = store.clone();
         async move {
             let t = ids(&store).await;
@@ -192,13 +177,13 @@ async fn rss_conditional_get_304_429_malformed_and_repeats() {
         ],
         "each entry once, though the feed repeated two"
     );
-    wait_for("the malformed document counted", || {
+    wait_for("the malformed document counted", DEADLINE, || {
         let store = store.clone();
         async move { skips(&store, "feed").await.contains(&("malformed".to_string(), 1)).then_some(()) }
     })
     .await;
     // Wait for the 304 to the second feed's ETag, then look at the whole exchange.
-    let log = wait_for("six requests", || {
+    let log = wait_for("six requests", DEADLINE, || {
         let fake = fake.clone();
         async move {
             let f = fake.lock();
@@ -262,7 +247,7 @@ async fn bad_items_are_skipped_with_their_reason() {
     .unwrap();
     let (stop, sd) = watch::channel(false);
     let task = spawn_source(m.clone(), src, origin("api", "http_json"), sd);
-    let s = wait_for("four skips counted", || {
+    let s = wait_for("four skips counted", DEADLINE, || {
         let store = store.clone();
         async move {
             let s = skips(&store, "api").await;
@@ -296,7 +281,7 @@ async fn a_restart_resumes_from_the_saved_cursor() {
     let m = Monitor::new(store.clone(), rules(), vec![]).await.unwrap();
     let (stop, sd) = watch::channel(false);
     let task = spawn_source(m, rss_source(addr), origin("feed", "rss"), sd);
-    wait_for("the first two entries", || {
+    wait_for("the first two entries", DEADLINE, || {
         let store = store.clone();
         async move { (ids(&store).await.len() == 2).then_some(()) }
     })
@@ -320,13 +305,13 @@ async fn a_restart_resumes_from_the_saved_cursor() {
     let m = Monitor::new(store.clone(), rules(), vec![]).await.unwrap();
     let (stop, sd) = watch::channel(false);
     let task = spawn_source(m, rss_source(addr), origin("feed", "rss"), sd);
-    wait_for("the new entry", || {
+    wait_for("the new entry", DEADLINE, || {
         let store = store.clone();
         async move { (ids(&store).await.len() >= 3).then_some(()) }
     })
     .await;
     // And a poll after it, so a repeat would have had its chance.
-    wait_for("a 304 after the restart", || {
+    wait_for("a 304 after the restart", DEADLINE, || {
         let fake = fake.clone();
         async move { fake.lock().log[requests_before..].iter().any(|(_, _, s)| *s == 304).then_some(()) }
     })
