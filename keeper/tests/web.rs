@@ -2,8 +2,9 @@
 //! serving its API and the page on one listener, and `tests/web/dapp.mjs` driving Debian's headless Chromium through
 //! the pinned playwright-core with a test wallet backed by anvil's unlocked accounts: connect, bet, lock, settle,
 //! claim, a losing bet, a refunded round, every error message, an ERC-20 market (approve exactly the bet), AI mode,
-//! a chain change, a sped-up and a never-mined transaction, a fee scheduled later, the forecaster and health pages,
-//! the Solana note.
+//! a chain change, a sped-up and a never-mined transaction, a fee scheduled later, AI mode's Follow on a second
+//! listener that publishes forecasts (the reveal checked against what the page showed), the forecaster and health
+//! pages, the Solana note.
 //! Screenshots go to `<CARGO_TARGET_TMPDIR>/web`.
 
 use std::sync::Arc;
@@ -64,6 +65,25 @@ async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
     .unwrap();
     let addr = keeper.api_addr().unwrap();
     let cancel = CancellationToken::new();
+    // The same keeper's API on a second listener whose operator publishes forecasts (`[api] publish_forecasts =
+    // true`): the page served there enables AI mode's Follow / Against; the first listener stays sealed.
+    let pub_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pub_addr = pub_listener.local_addr().unwrap();
+    let mut pub_limits = cfg.api.clone();
+    pub_limits.allowed_origins = vec![format!("http://{pub_addr}")];
+    let pub_state = kronos_keeper::api::ApiState::new(
+        keeper.store.clone(),
+        keeper.bus.clone(),
+        keeper.metrics.clone(),
+        keeper.chains.clone(),
+        keeper.stats.clone(),
+        None,
+        pub_limits,
+    )
+    .publishing_forecasts(true);
+    let pub_stop = cancel.clone();
+    let published =
+        tokio::spawn(kronos_keeper::api::serve(pub_listener, pub_state, async move { pub_stop.cancelled().await }));
     let run = tokio::spawn(keeper.run(cancel.clone()));
     // `kronos web` in front of the keeper, with the first chain's market pinned (the second one's left unverified):
     // the page it serves says which.
@@ -101,6 +121,7 @@ async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
         .current_dir(&net.root)
         .env("KRONOS_WEB_URL", format!("http://{addr}/"))
         .env("KRONOS_WEB_STANDALONE", format!("http://{web_addr}/"))
+        .env("KRONOS_WEB_PUBLISHED", format!("http://{pub_addr}/"))
         .env("KRONOS_WEB_CHAINS", serde_json::Value::from(chains).to_string())
         .env("KRONOS_WEB_ACCOUNTS", accounts.to_string())
         .env("KRONOS_WEB_OUT", &out)
@@ -112,6 +133,7 @@ async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
     cancel.cancel();
     let _ = run.await;
     let _ = web.await;
+    let _ = published.await;
     assert!(status.success(), "tests/web/dapp.mjs failed ({status}); screenshots so far in {}", out.display());
 }
 
@@ -119,7 +141,7 @@ async fn the_dapp_bets_settles_claims_and_explains_every_failure_in_chromium() {
 /// escaped in markup, API numbers coerced, amounts with every significant digit, multipliers net of the fee, the fee
 /// in force for each round, what a settled round paid), when it redraws itself (`redraw.test.mjs`: after a pause in
 /// typing an amount, never while a transaction is on its way), AI mode (`ai.test.mjs`: Follow / Against only on a
-/// revealed forecast with a direction) and following a transaction (`txwatch.test.mjs`: a speed-up followed, a cancel,
+/// published or revealed forecast with a direction, Against the other side; each reveal checked against what was shown) and following a transaction (`txwatch.test.mjs`: a speed-up followed, a cancel,
 /// a chain change, a drop, a receipt that never comes).
 #[test]
 fn the_dapp_formats_amounts_and_escapes_the_token_symbol() {

@@ -2,6 +2,8 @@
 // the real keeper on local anvil chains; started by keeper/tests/web.rs, which passes:
 //   KRONOS_WEB_URL     the keeper's page (http://127.0.0.1:port/)
 //   KRONOS_WEB_STANDALONE the same page served by `kronos web` in front of the keeper, the first chain's market pinned
+//   KRONOS_WEB_PUBLISHED the same keeper's API and page on a second listener that publishes forecasts
+//                      (`[api] publish_forecasts = true`): AI mode's Follow / Against
 //   KRONOS_WEB_CHAINS  JSON [{ name, chain_id, rpc }] of the chains, the first native-coin one is bet on
 //   KRONOS_WEB_ACCOUNTS JSON { a, b, owner }: two bettors and the market owner (anvil dev accounts, unlocked)
 //   KRONOS_WEB_OUT     where screenshots go
@@ -475,6 +477,34 @@ try {
   await page.goto(URL_);
   await page.waitForSelector('#markets');
 
+  // ---- a keeper publishing its forecasts: AI mode's Follow / Against ----
+  step('AI mode where forecasts are published: the AI\'s call shown, Follow bets it (Against the other side), the reveal checked against it');
+  const PUB = process.env.KRONOS_WEB_PUBLISHED;
+  await page.goto(`${PUB}#/market/${target.name}/1`);
+  const ef = Number(await (await page.waitForFunction((notEpoch) => {
+    const c = document.querySelector('[data-card=next]'), ai = document.getElementById('ai');
+    const left = parseInt(c?.querySelector('.left')?.textContent ?? '', 10);
+    return c?.dataset.phase === 'open' && left >= 8 && Number(c.dataset.epoch) > notEpoch && ai?.dataset.public === 'true'
+      && ai.dataset.state === 'published' && ai.querySelector('button.follow[data-choice=follow][data-follow-side]') && Number(c.dataset.epoch);
+  }, e3 + 1)).jsonValue());
+  const [followSide, againstSide] = await page.$$eval('#ai button.follow', (bs) => bs.map((b) => b.dataset.followSide));
+  const pubPred = (await (await fetch(`${PUB}api/predictions?chain=${target.name}&limit=60`)).json()).predictions.find((p) => p.market === 1 && p.epoch === ef);
+  const sealedPred = (await (await fetch(`${URL_}api/predictions?chain=${target.name}&limit=60`)).json()).predictions.find((p) => p.market === 1 && p.epoch === ef);
+  check(pubPred && !pubPred.revealed && pubPred.p_up_bps != null && sealedPred?.p_up_bps == null, `round ${ef}'s committed P(up) is published on one listener (${pubPred?.p_up_bps}) and sealed on the other (${sealedPred?.p_up_bps})`);
+  const aiSide = pubPred.p_up_bps > 5000 ? 'up' : 'down';
+  check(followSide === aiSide && againstSide === (aiSide === 'up' ? 'down' : 'up'), `Follow bets ${followSide}, Against ${againstSide}; the AI says ${aiSide}`);
+  check((await page.textContent('#ai-said')).includes(`${(pubPred.p_up_bps / 100).toFixed(2)}%`), `the page shows the AI's P(up): ${await page.textContent('#ai-said')}`);
+  await clearMsg();
+  await page.fill('#amount', '0.02');
+  await page.click('#ai button.follow[data-choice=follow]');
+  const placedAi = await msg(/Bet placed|did not go through|Betting is closed|not sent/);
+  check(placedAi.includes(`Bet placed: 0.02 ETH ${aiSide.toUpperCase()} on round ${ef}`), `Follow placed the AI's side: ${placedAi}`);
+  const bf = await read(target, market, 'getBet', [1n, BigInt(ef), ACC.a]);
+  check(bf.amount === parseUnits('0.02', 18) && bf.position === (aiSide === 'up' ? 1 : 2), `A's Follow bet on round ${ef} is on chain (${bf.amount}, position ${bf.position})`);
+  // After the round is final the forecast is revealed on chain: the page says it matches what it showed.
+  await page.waitForSelector(`#ai-record tr[data-epoch="${ef}"][data-check=match]`);
+  await page.screenshot({ path: path.join(OUT, 'ai-published.png'), fullPage: true });
+
   // ---- the forecaster and the keeper's health ----
   step('forecaster');
   await page.goto(`${URL_}#/forecaster`);
@@ -487,8 +517,8 @@ try {
   await page.waitForFunction((n) => document.querySelectorAll('#health tbody tr').length === n, CHAINS.length);
   await page.screenshot({ path: path.join(OUT, 'health.png'), fullPage: true });
 
-  const keeperHost = new URL(URL_).host, webHost = new URL(process.env.KRONOS_WEB_STANDALONE).host;
-  check([...hosts].every((h) => h === keeperHost || h === webHost), `requests only to the keeper and kronos web (${[...hosts].join(', ')})`);
+  const keeperHost = new URL(URL_).host, webHost = new URL(process.env.KRONOS_WEB_STANDALONE).host, pubHost = new URL(process.env.KRONOS_WEB_PUBLISHED).host;
+  check([...hosts].every((h) => h === keeperHost || h === webHost || h === pubHost), `requests only to the keeper, its publishing listener and kronos web (${[...hosts].join(', ')})`);
   check(errors.length === 0, `no console errors: ${errors.join(' | ')}`);
   step(`passed; screenshots in ${OUT}`);
 } finally {
