@@ -47,8 +47,6 @@ use kronos_contracts::CancelReason;
 
 /// The Clock sysvar's address.
 const CLOCK: Pubkey = anchor_lang::prelude::pubkey!("SysvarC1ock11111111111111111111111111111111");
-/// Epochs looked back at for unfinished rounds (beyond the settle window nothing can be done anyway).
-const LOOKBACK: u64 = 16;
 
 /// Counters of the sender (copied into `/metrics`).
 #[derive(Default)]
@@ -92,6 +90,8 @@ pub struct SolanaRuntime {
     /// The slot of the keeper's latest confirmed transaction: reads ask for at least this slot
     /// (`minContextSlot`), so a lagging endpoint never shows a step as still needed after it was done (SOL M2).
     min_slot: AtomicU64,
+    /// Per step (its label): how many times in a row it failed, and when it may be tried again (SOL M7).
+    failing: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 /// The program's address of `seeds`.
@@ -182,6 +182,7 @@ impl SolanaRuntime {
             skipped: Mutex::new(Vec::new()),
             creators,
             min_slot: AtomicU64::new(0),
+            failing: Mutex::new(HashMap::new()),
         });
         {
             let mut h = rt.health.lock();
@@ -614,7 +615,7 @@ impl SolanaRuntime {
         ) {
             return Ok(Some(r.to_string()));
         }
-        let epochs: Vec<u64> = rules::live_epochs(&m, now, LOOKBACK).collect();
+        let epochs: Vec<u64> = rules::live_epochs(&m, now, rules::MAX_LOOKBACK).collect();
         let keys: Vec<Pubkey> = epochs.iter().map(|e| round_address(&program, &mi.address, *e)).collect();
         let accs = self.get_many(&keys).await?;
         let rounds: BTreeMap<u64, Round> = epochs
@@ -667,8 +668,14 @@ impl SolanaRuntime {
             let writable: Vec<Pubkey> =
                 instruction.accounts.iter().filter(|a| a.is_writable).map(|a| a.pubkey).collect();
             let label = format!("{}:{}:{}", action_name(action), mi.id, e);
+            if self.failing.lock().get(&label).is_some_and(|(_, at)| Instant::now() < *at) {
+                continue;
+            }
             let sent = self.send(action, &label, instruction, &writable, cancel).await;
             self.refresh_metrics();
+            if !matches!(sent, Err(SendError::Other(_))) {
+                self.failing.lock().remove(&label);
+            }
             match sent {
                 Ok(outcome) => {
                     tracing::debug!(chain = %self.name, action = %label, ?outcome, "solana: action");
@@ -683,6 +690,14 @@ impl SolanaRuntime {
                 }
                 Err(SendError::Other(e)) => {
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    {
+                        let mut f = self.failing.lock();
+                        let now = Instant::now();
+                        // Steps of rounds long gone are forgotten.
+                        f.retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(600));
+                        let n = f.get(&label).map_or(0, |(n, _)| *n).saturating_add(1);
+                        f.insert(label.clone(), (n, now + rules::retry_after(n, self.poll)));
+                    }
                     tracing::warn!(chain = %self.name, action = %label, error = %redact(&format!("{e:#}")), "solana: action failed");
                     self.bus.publish(
                         "keeper",

@@ -89,6 +89,21 @@ pub fn next_action(m: &Market, epoch: u64, round: Option<&Round>, now: i64, fina
     Action::Settle(epoch)
 }
 
+/// How long a step refused `failures` times in a row (a program error, a node's error) waits before it is tried
+/// again: not at all after the first, then `poll` doubling, at most five minutes (audit SOL M7: each try may cost a
+/// fee, and every pass tried again).
+pub fn retry_after(failures: u32, poll: std::time::Duration) -> std::time::Duration {
+    if failures <= 1 {
+        return std::time::Duration::ZERO;
+    }
+    poll.saturating_mul(1u32 << (failures - 1).min(16)).min(std::time::Duration::from_secs(300))
+}
+
+/// The most epochs [`live_epochs`] reaches back: the settle window over the interval decides (audit SOL M6: a fixed
+/// 16 left the rounds of a 60 s market with a 1 h window unread after an outage, to expire), within this bound on
+/// the accounts read every pass (6 `getMultipleAccounts` of 100).
+pub const MAX_LOOKBACK: u64 = 600;
+
 /// Whether `close_round` on round `r` now returns its rent to `payer`: `payer` started it, and the program's rule
 /// (`close.rs`) holds — final (or past its settle window), no open position, past its forecasts' reveal deadline,
 /// the previous round (`None`: it does not exist) final and the next one not open or final.
@@ -479,6 +494,25 @@ mod tests {
         assert_eq!(live_epochs(&m, now, 100), 6..=10);
         assert_eq!(live_epochs(&m, now, 1), 9..=10);
         assert_eq!(live_epochs(&m, GENESIS - 1, 100), 0..=0);
+        // 60 s rounds with a one-hour settle window: every round that may still settle is read (62 epochs back).
+        let mut m = market();
+        m.interval = 60;
+        m.params.settle_window = 3_600;
+        let now = GENESIS + 1_000 * 60 + 5;
+        assert_eq!(live_epochs(&m, now, MAX_LOOKBACK), 938..=1_000);
+    }
+
+    #[test]
+    fn a_step_refused_again_and_again_is_tried_less_and_less_often() {
+        use std::time::Duration;
+        let poll = Duration::from_secs(1);
+        assert_eq!(retry_after(0, poll), Duration::ZERO);
+        assert_eq!(retry_after(1, poll), Duration::ZERO);
+        assert_eq!(retry_after(2, poll), Duration::from_secs(2));
+        assert_eq!(retry_after(3, poll), Duration::from_secs(4));
+        assert_eq!(retry_after(9, poll), Duration::from_secs(256));
+        assert_eq!(retry_after(10, poll), Duration::from_secs(300));
+        assert_eq!(retry_after(u32::MAX, poll), Duration::from_secs(300));
     }
 
     #[test]
