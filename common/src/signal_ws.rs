@@ -1,7 +1,8 @@
 //! Serving the signal bus over a WebSocket (`/ws?types=a,b`): every signal as one JSON text message, a
 //! `{"type":"lagged","lost":n}` note when the socket fell behind. The keeper and the copy-trader both mount it.
-//! A *sealed* stream (a client without the service's API token) leaves out the signals that carry a forecast before
-//! its on-chain reveal ([`reveals_forecast_early`]).
+//! A *sealed* stream (a client without the service's API token, unless the keeper's operator publishes forecasts:
+//! `[api] publish_forecasts`) leaves out the signals that carry a forecast before its on-chain reveal
+//! ([`reveals_forecast_early`]).
 //!
 //! A [`Hub`] serialises each signal once for every subscriber (one task reads the bus and turns each signal into
 //! shared JSON bytes); each subscriber's task only filters and sends. The service's [`Guard`] bounds the
