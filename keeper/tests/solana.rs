@@ -959,3 +959,64 @@ async fn a_start_landing_late_after_status_errors_is_the_only_one_sent() {
     assert!(txs.iter().all(|t| t.status.as_str() != "pending"), "{txs:?}");
     k.stop().await;
 }
+
+/// Audit SOL M8: a market refused for a changed writer gets no new round, but its running round with stakes is
+/// refunded at once (the program cancels it with `FeedChanged` at its lock) instead of being left to its settle
+/// window; after `revoke_feed` a running round is still locked and settled (the pinned writer unchanged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_market_s_running_rounds_are_still_driven_to_their_end() {
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let mut k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    c.warp_to(GENESIS + 1).await;
+    k.wait_started(0).await;
+    c.bet(0, Side::Up).await;
+    c.bet(0, Side::Down).await;
+    // The writer changes while round 0 takes bets: at its lock time the keeper has the program refund it.
+    c.load_feed(c.owner, Pubkey::new_unique()).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    let reason = k
+        .wait("round 0 refunded", |s| match s {
+            SignalKind::RoundCancelled { chain, epoch: 0, reason, .. } if chain == "solana" => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, kronos_common::signals::CancelReason::LockPriceUnusable);
+    assert_eq!(c.round(0).await.unwrap().cancel_reason, kronos_market::state::CancelReason::FeedChanged);
+    assert!(c.round(1).await.is_none(), "no new round on a refused market");
+    let h = until_health(&k, "refused", |h| h["last_error"].as_str().is_some_and(|e| e.contains("refused"))).await;
+    assert_eq!(h["healthy"], json!(false), "{h}");
+    k.stop().await;
+
+    // Revoked while round 0 runs: it is still locked and settled.
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    c.fund(&key.pubkey()).await;
+    let mut k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    c.warp_to(GENESIS + 1).await;
+    k.wait_started(0).await;
+    c.bet(0, Side::Up).await;
+    c.bet(0, Side::Down).await;
+    let a = c.authority.pubkey();
+    let revoke = ixn(
+        acc::RevokeFeed { admin: a, config: pda(&[CONFIG_SEED]), approval: pda(&[FEED_SEED, c.feed.as_ref()]) },
+        ix::RevokeFeed {},
+    );
+    c.send(&[revoke], &[&c.authority]).await;
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 100).await;
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 500).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    let outcome = k
+        .wait("round 0 settled", |s| match s {
+            SignalKind::RoundSettled { chain, epoch: 0, outcome, .. } if chain == "solana" => Some(*outcome),
+            _ => None,
+        })
+        .await;
+    assert_eq!(outcome, Outcome::Up);
+    assert!(c.round(1).await.is_none() && c.round(2).await.is_none(), "no new round once revoked");
+    k.stop().await;
+}

@@ -608,13 +608,16 @@ impl SolanaRuntime {
             .filter(|a| a.owner == program)
             .and_then(|a| FeedApproval::try_deserialize(&mut a.data.as_slice()).ok())
             .map(|a| (a.owner, a.writer));
-        if let Err(r) = rules::check_feed(
+        // A refused market gets no new round; its running rounds are still driven to their end (audit SOL M8):
+        // without an approval (revoked) they settle as the program allows, and on a changed owner or writer the
+        // program refunds them (`FeedChanged`) at the first lock or settle, sent as soon as its time has come.
+        let refusal = rules::check_feed(
             (m.feed_owner, m.feed_writer),
             approval,
             (Pubkey::new_from_array(header.owner), Pubkey::new_from_array(header.writer)),
-        ) {
-            return Ok(Some(r.to_string()));
-        }
+        )
+        .err();
+        let changed = matches!(refusal, Some(rules::Refusal::Changed { .. }));
         let epochs: Vec<u64> = rules::live_epochs(&m, now, rules::MAX_LOOKBACK).collect();
         let keys: Vec<Pubkey> = epochs.iter().map(|e| round_address(&program, &mi.address, *e)).collect();
         let accs = self.get_many(&keys).await?;
@@ -640,7 +643,9 @@ impl SolanaRuntime {
                 .any(|r| (r.close_ts == t && r.close_price_ts != 0) || (r.lock_ts == t && r.lock_price_ts != 0))
         };
         let final_at = |t: i64| {
-            recorded(t) || (!flagged && !matches!(chainlink::in_effect_at(&feed_data, t), Err(LookupError::NotFinal)))
+            changed
+                || recorded(t)
+                || (!flagged && !matches!(chainlink::in_effect_at(&feed_data, t), Err(LookupError::NotFinal)))
         };
         let first = epochs.first().copied().unwrap_or(0);
         for e in epochs {
@@ -659,6 +664,7 @@ impl SolanaRuntime {
                 }
             }
             let instruction = match action {
+                Action::Start(_) if refusal.is_some() => continue,
                 Action::Start(epoch) => self.start_ix(&mi.address, &m, epoch),
                 Action::Close(epoch) => self.close_ix(&mi.address, epoch),
                 Action::Lock(epoch) => self.lock_ix(&mi.address, &m, epoch),
@@ -710,7 +716,7 @@ impl SolanaRuntime {
                 }
             }
         }
-        Ok(None)
+        Ok(refusal.map(|r| r.to_string()))
     }
 
     fn start_ix(&self, market: &Pubkey, m: &Market, epoch: u64) -> Instruction {
