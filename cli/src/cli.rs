@@ -50,7 +50,8 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Social(crate::cmd::social::SocialCommand),
     /// Benchmark the keeper: many rounds across every local chain (settlement delay, misses, CPU per round; with
-    /// --api-load under API load); `bench api` and `bench ws` load its HTTP API and WebSocket.
+    /// --api-load under API load); `bench api` and `bench ws` load its HTTP API and WebSocket; `bench soak` runs
+    /// several keepers on one PostgreSQL and kills the leader at a fixed period.
     Bench(kronos_localnet::bench::BenchArgs),
     /// Serve the dApp alone in front of a keeper's API (`--api http://host:port`); `kronos run` serves it too.
     Web(crate::cmd::web::WebArgs),
