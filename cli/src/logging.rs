@@ -11,10 +11,10 @@ pub(crate) fn init(json: bool, verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // `solana`/`tarpc`: the demo's local Solana bank (solana-program-test) logs every bank, metric and banks-client
-        // call at info.
+        // `solana`/`tarpc`: the demo's local Solana bank (solana-program-test) logs every bank and metric at info (some
+        // metrics at warn) and warns on every banks-client call (tarpc, "OpenTelemetry subscriber not installed").
         EnvFilter::new(format!(
-            "{default},hyper=warn,reqwest=warn,alloy_transport_http=warn,sqlx=warn,h2=warn,solana=warn,tarpc=warn"
+            "{default},hyper=warn,reqwest=warn,alloy_transport_http=warn,sqlx=warn,h2=warn,solana=error,tarpc=error"
         ))
     });
     let writer = Redactor::make_writer(std::io::stderr);

@@ -153,8 +153,9 @@ impl SolanaDemo {
         let now = clock(&self.chain.client).await.map(|c| c.unix_timestamp).unwrap_or(0);
         let mut per_market = Vec::new();
         let mut total = Counts::default();
-        for m in &self.chain.markets {
-            match watch::counts(&self.chain, m, now).await {
+        let seen = self.watch.lock().seen.clone();
+        for (i, m) in self.chain.markets.iter().enumerate() {
+            match watch::counts(&self.chain, m, now, &seen.get(i).cloned().unwrap_or_default()).await {
                 Ok(c) => {
                     total.add(&c);
                     per_market.push(format!("{} {}/{}/{}", m.name.to_uppercase(), c.settled, c.refunded, c.missed));

@@ -1,5 +1,5 @@
 //! `kronos bench` on the Solana chain: the local Solana RPC in wall-clock mode (as fast as the bench's anvils), the
-//! candles replayed into its feed, and a keeper process of its own driving both markets from a `[[solana]]` section,
+//! candles replayed into its feed, local bettors (two-sided pools), and a keeper process of its own driving both markets from a `[[solana]]` section,
 //! so that its figures — rounds finished, delays in slots, the keeper's CPU time — are reported apart from the EVM
 //! chains'. Every figure is read from the chain ([`super::watch`]).
 
@@ -53,7 +53,7 @@ impl SolanaBench {
             speed,
             work_dir: dir.path().to_path_buf(),
             initial_answer: (seed_close * 1e8).round() as i128,
-            bettors: 0,
+            bettors: 3,
         };
         let chain = Arc::new(LocalSolana::start(&opts).await.context("starting the local Solana chain")?);
         let source = Arc::new(ReplayCandles::new(candles));
@@ -65,6 +65,9 @@ impl SolanaBench {
         let ropts = ReplayOptions { chain: SOLANA.into(), stale_epochs: Default::default(), poll };
         tokio::spawn(replay::run(chain.clone(), source, ropts, replayed.clone(), cancel.clone()));
         tokio::spawn(watch::run(chain.clone(), poll, watch.clone(), cancel.clone()));
+        // Bettors on both sides, so that rounds settle rather than refund a one-sided pool.
+        let bets = Arc::new(Mutex::new(crate::demo::bettors::BetStats::default()));
+        tokio::spawn(super::bettors::run(chain.clone(), poll * 2, 7, bets, cancel.clone()));
 
         let port = crate::loadgen::free_port()?;
         let cfg = format!(
@@ -105,8 +108,9 @@ impl SolanaBench {
         self.cancel.cancel();
         let now = clock(&self.chain.client).await.map(|c| c.unix_timestamp).unwrap_or(0);
         let mut total = Counts::default();
-        for m in &self.chain.markets {
-            if let Ok(c) = watch::counts(&self.chain, m, now).await {
+        let seen = self.watch.lock().seen.clone();
+        for (i, m) in self.chain.markets.iter().enumerate() {
+            if let Ok(c) = watch::counts(&self.chain, m, now, &seen.get(i).cloned().unwrap_or_default()).await {
                 total.add(&c);
             }
         }

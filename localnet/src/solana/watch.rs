@@ -68,8 +68,16 @@ pub fn classify(round: Option<&Round>, lock_ts: i64, now: i64) -> Fate {
     }
 }
 
-/// Reads the rounds `0..` of `m` whose start has come and counts their fates.
-pub async fn counts(sol: &LocalSolana, m: &MarketRef, now: i64) -> anyhow::Result<Counts> {
+/// Reads the rounds `0..` of `m` whose start has come and counts their fates. A round account that no longer exists
+/// was either never started or closed once final (`close_round` returns its rent): `seen` holds the fates the
+/// watcher read from the accounts before they were closed (by epoch), and an absent round not in it counts as
+/// [`classify`] says (missed once its lock has passed).
+pub async fn counts(
+    sol: &LocalSolana,
+    m: &MarketRef,
+    now: i64,
+    seen: &std::collections::BTreeMap<u64, Fate>,
+) -> anyhow::Result<Counts> {
     let (genesis, interval) = (sol.genesis, i64::from(sol.interval));
     let mut c = Counts::default();
     if now < genesis {
@@ -83,7 +91,11 @@ pub async fn counts(sol: &LocalSolana, m: &MarketRef, now: i64) -> anyhow::Resul
         for (e, a) in chunk.iter().zip(accounts) {
             let round = a.and_then(|a| Round::try_deserialize(&mut a.data.as_slice()).ok());
             let lock_ts = genesis + (*e as i64 + 1) * interval;
-            match classify(round.as_ref(), lock_ts, now) {
+            let fate = match (&round, seen.get(e)) {
+                (None, Some(f)) => *f,
+                _ => classify(round.as_ref(), lock_ts, now),
+            };
+            match fate {
                 Fate::Settled => c.settled += 1,
                 Fate::Refunded => c.refunded += 1,
                 Fate::Missed => c.missed += 1,
@@ -117,6 +129,8 @@ pub struct WatchStats {
     pub delays: Vec<u64>,
     /// Per market (`sol`, `spl`), from the chain.
     pub counts: Vec<(&'static str, Counts)>,
+    /// Per market, the final fates read from round accounts (kept: the keeper closes final rounds).
+    pub seen: Vec<std::collections::BTreeMap<u64, Fate>>,
     /// The newest final round's result, e.g. `sol #3 Up` or `spl #4 refund TieOrOneSided`.
     pub last_result: String,
     pub last_lock_price: Option<i128>,
@@ -163,6 +177,7 @@ pub async fn run(sol: Arc<LocalSolana>, poll: Duration, stats: Arc<Mutex<WatchSt
     let report_delay = i64::from(sol.params.report_delay);
     let mut tracks: HashMap<(usize, u64), Track> = HashMap::new();
     let mut last_count = std::time::Instant::now() - Duration::from_secs(10);
+    stats.lock().seen = vec![Default::default(); sol.markets.len()];
     while !cancel.is_cancelled() {
         let now_guess = stats.lock().now;
         let cur = if now_guess >= genesis { ((now_guess - genesis) / interval) as u64 } else { 0 };
@@ -203,6 +218,13 @@ pub async fn run(sol: Arc<LocalSolana>, poll: Duration, stats: Arc<Mutex<WatchSt
                         let close_possible = now >= r.close_ts + report_delay && latest > r.close_ts;
                         let closed = matches!(r.status, RoundStatus::Settled | RoundStatus::Cancelled);
                         observe(&mut t.close_ready, &mut t.close_done, close_possible, closed, slot, &mut s.delays);
+                        let lock_ts = genesis + (*e as i64 + 1) * interval;
+                        match classify(Some(r), lock_ts, now) {
+                            f @ (Fate::Settled | Fate::Refunded | Fate::Missed) => {
+                                s.seen[*mi].insert(*e, f);
+                            }
+                            Fate::Pending | Fate::NotYet => {}
+                        }
                         if mi == &0 && *e == s.betting_epoch {
                             s.pool = (r.up_amount, r.down_amount);
                         }
@@ -225,8 +247,9 @@ pub async fn run(sol: Arc<LocalSolana>, poll: Duration, stats: Arc<Mutex<WatchSt
                 }
                 if last_count.elapsed() >= Duration::from_secs(1) {
                     let mut all = Vec::new();
-                    for m in &sol.markets {
-                        match counts(&sol, m, now).await {
+                    let seen = stats.lock().seen.clone();
+                    for (m, seen) in sol.markets.iter().zip(&seen) {
+                        match counts(&sol, m, now, seen).await {
                             Ok(c) => all.push((m.name, c)),
                             Err(_) => break,
                         }
