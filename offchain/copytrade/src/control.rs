@@ -19,11 +19,12 @@
 //!   commands when the store is opened ([`import_legacy`]); an emergency stop stored the old way stays in force.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kronos_common::db::{decode, decode_all};
+use kronos_common::db::decode;
 use kronos_common::Decimal;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -231,8 +232,30 @@ async fn entries(store: &Store) -> Result<Vec<Entry>> {
     .fetch_all(store.pool())
     .await
     .context("reading the copy-trader's control log (ct_control)")?;
-    let rows = decode_all::<ControlRow>("ct_control", &rows)?;
-    Ok(rows.iter().filter_map(parse_row).collect())
+    let mut out = Vec::new();
+    for row in &rows {
+        // The key first: a row of an unknown key is ignored whatever else it holds, and a row of a known key that
+        // does not decode (a hand-inserted `at_ms` of 'yesterday') is unreadable for its key alone — the fold fails
+        // safe for that key — instead of failing the whole load.
+        let head = decode::<KeyRow>("ct_control", row)?;
+        let Some(key) = ControlKey::parse(&head.control_key) else { continue };
+        match decode::<ControlRow>("ct_control", row) {
+            Ok(r) => out.extend(parse_row(&r)),
+            Err(e) => out.push(Entry {
+                key,
+                stamp: Stamp { seq: head.seq, at_ms: 0, set_by: String::new() },
+                command: Err(BadValue::new(key, head.seq, &e.to_string(), "a row that can be read")),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// The columns read before the rest: which command of which key a row is.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    seq: i64,
+    control_key: String,
 }
 
 /// What the engine carried out: written by the engine only, never by a writer of commands.
@@ -361,18 +384,28 @@ pub(crate) async fn import_legacy(store: &Store) -> Result<()> {
 pub struct Control {
     store: Store,
     wake: Arc<Notify>,
+    /// How many commands this process has sent: raised before [`Control::send`] returns, so the engine — which
+    /// compares it with the count it last read the log at before any order that can grow a position — never opens
+    /// anything after the API accepted a command it has not read yet (an emergency stop sent mid-turn).
+    sent: Arc<AtomicU64>,
 }
 
 impl Control {
     pub fn new(store: Store) -> Control {
-        Control { store, wake: Arc::new(Notify::new()) }
+        Control { store, wake: Arc::new(Notify::new()), sent: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Appends `cmd` durably (see [`append`]), then wakes the engine, which reads it through [`load`].
     pub async fn send(&self, cmd: &ControlCommand, by: &str) -> Result<i64> {
         let seq = append(&self.store, cmd, by).await?;
+        self.sent.fetch_add(1, Ordering::SeqCst);
         self.wake.notify_one();
         Ok(seq)
+    }
+
+    /// How many commands this process has sent so far (see the field).
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
     }
 
     /// Resolves once a command was sent since the last call (one sent while nobody waits is not lost).

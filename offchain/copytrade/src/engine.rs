@@ -183,6 +183,15 @@ pub struct Engine {
     started_ms: i64,
     /// Copy-trading switched off (`trading` = 0 in the store): no orders at all; positions and stops stay.
     paused: bool,
+    /// The control log could not be read at the last poll (the store is failing): no orders that could add
+    /// exposure — handled as copy-trading off (stops stay and a missing one is placed again) — until it is read.
+    /// Fail safe: a stop stored meanwhile may be unseen, so nothing is opened on the strength of the old state.
+    control_unreadable: bool,
+    /// [`Control::sent`] when the control log was last read: a higher count is a command the API accepted that
+    /// this engine has not read yet, read before any order that can grow a position.
+    control_sent_seen: u64,
+    /// An [`Engine::apply`] was held back for an unread command: every symbol is applied again once it is read.
+    reapply_after_control: bool,
     /// The ratio in force: the configuration's, or the override saved in the store (`ratio`).
     ratio: Decimal,
     /// A fill moved the account since equity was last read: read again before the status is published.
@@ -281,6 +290,9 @@ impl Engine {
             blocked_noted: RateLimit::new(BLOCKED_NOTE_REPEAT),
             started_ms: now_ms(),
             paused: false,
+            control_unreadable: false,
+            control_sent_seen: 0,
+            reapply_after_control: false,
             ratio,
             equity_stale: false,
             ai_token: None,
@@ -687,7 +699,8 @@ impl Engine {
 
     /// Drops the stops this run holds that the exchange no longer has open (cancelled by hand, expired — also while
     /// this process was down), so the next [`Engine::protect`] places a new one instead of trusting the record. A
-    /// stop that fired stays: the next reconcile reports the stop-out.
+    /// stop that fired stays while the position is flat (the next reconcile reports the stop-out); under a position
+    /// the exchange still holds (a close filled in part, a position opened again) it is dropped and replaced.
     async fn verify_stops(&mut self) {
         if self.stops.is_empty() {
             return;
@@ -701,9 +714,15 @@ impl Engine {
         };
         for (symbol, st) in stops::not_open(&self.stops, &open) {
             let status = match self.venue.query_stop(&st.client_id).await {
-                Ok(found) => match stops::stop_fate(found.as_ref()).to_record() {
-                    Some(status) => status,
-                    None => continue,
+                Ok(found) => match stops::stop_fate(found.as_ref()) {
+                    // A stop that fired under a position the exchange still holds (its close filled in part, or
+                    // the position was opened again before the stop-out was seen) protects nothing any more: it
+                    // is dropped and a new one placed. Under a flat position it stays for the stop-out check.
+                    f if f.fired() && self.follower.contains_key(&symbol) => "finished".to_string(),
+                    f => match f.to_record() {
+                        Some(status) => status,
+                        None => continue,
+                    },
                 },
                 Err(e) => {
                     tracing::warn!(symbol, error = %e, "copy-trader: a missing stop could not be looked up; kept");
@@ -845,14 +864,22 @@ impl Engine {
 
     /// Trades `symbol` toward its target. `trigger` is when the lead event that caused this arrived (delay metric).
     async fn apply(&mut self, symbol: &str, trigger: Option<Instant>) {
-        if (self.risk.emergency || self.paused) && self.filters.contains_key(symbol) {
+        if self.control.sent() != self.control_sent_seen {
+            // A command the API accepted while this turn ran (an emergency stop sent during a start-up's lead poll
+            // or mid-turn) has not been read yet: nothing goes out on the old state. The API woke the loop, which
+            // reads it first and then applies every symbol again.
+            self.reapply_after_control = true;
+            return;
+        }
+        let halted = self.risk.emergency || self.paused || self.control_unreadable;
+        if halted && self.filters.contains_key(symbol) {
             // No trading while the emergency stop holds or copy-trading is off, but an open position keeps a stop:
             // one open meanwhile (a late fill, a manual trade) gets one, and one found missing (cancelled by hand,
             // expired) is placed again. A stop is reduce-only protection, not a trade.
             self.protect(symbol).await;
             return;
         }
-        if self.risk.emergency || self.paused || !self.filters.contains_key(symbol) {
+        if halted || !self.filters.contains_key(symbol) {
             return;
         }
         let hold = unknown_hold(self.cfg.recv_window_ms);
@@ -1397,9 +1424,48 @@ impl Engine {
                     let _ = self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await;
                     return;
                 }
-                // It fired before it could be cancelled: the position it protected is gone (or going).
-                if self.cancel_stop(symbol, &new.client_id).await {
-                    self.stops.insert(symbol.into(), old.clone());
+                // It fired before it could be cancelled. What it left decides: a flat position was stopped out (the
+                // new stop goes, the reconcile reports the stop-out); a position that is still there (the fired
+                // close filled only in part, or an entry sent before the fire was seen opened it again) keeps the
+                // new stop — a fired stop protects nothing — and is held at what it is until the lead closes or
+                // flips.
+                let left = match self.venue.positions().await {
+                    Ok(v) => Some(v.iter().find(|p| p.symbol == symbol).map(|p| p.qty).unwrap_or_default()),
+                    Err(e) => {
+                        tracing::warn!(symbol, error = %e, "copy-trader: the position under a fired stop could not be read");
+                        None
+                    }
+                };
+                match left {
+                    Some(q) if !q.is_zero() => {
+                        let _ = self
+                            .store
+                            .update_order(
+                                &old.client_id,
+                                "finished",
+                                &OrderUpdate { error: Some("fired while replaced"), ..OrderUpdate::default() },
+                            )
+                            .await;
+                        self.lead.limit_to(symbol, q.abs());
+                        let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
+                        self.risk_event(
+                            "stop_fired",
+                            symbol,
+                            format!(
+                                "the stop at {} ({}) fired while it was replaced; the exchange still holds {q}, \
+                                 protected by the new stop at {}; held at that until the lead closes or flips",
+                                old.trigger, old.client_id, new.trigger
+                            ),
+                        )
+                        .await;
+                    }
+                    // Flat: the old stop is the one the reconcile asks about (a stop-out) once the new one is
+                    // cancelled.
+                    Some(_) if self.cancel_stop(symbol, &new.client_id).await => {
+                        self.stops.insert(symbol.into(), old.clone());
+                    }
+                    // Unknown (or the new stop's cancel failed): the new stop is kept, protecting.
+                    _ => {}
                 }
                 if let Err(e) = self.reconcile_positions().await {
                     tracing::warn!(symbol, error = %e, "copy-trader: reconcile after a stop-out failed");
@@ -1824,15 +1890,32 @@ impl Engine {
     /// Reads the control state (the one place it is read) and carries out what changed: the emergency stop first,
     /// then copy-trading on/off, then the ratio, each on its own (a bad value of one holds up none of the others);
     /// values that cannot be read are reported after that. Returns whether an emergency pass was made.
+    /// Applies every symbol again when an [`Engine::apply`] was held back for a command not read yet (now read).
+    async fn reapply_held(&mut self) {
+        if std::mem::take(&mut self.reapply_after_control) && self.control.sent() == self.control_sent_seen {
+            for s in self.cfg.sizing.allow.clone() {
+                self.apply(&s, None).await;
+            }
+        }
+    }
+
     async fn poll_control(&mut self) -> bool {
+        self.control_sent_seen = self.control.sent();
         let state = match control::load(&self.store).await {
             Ok(s) => s,
             Err(e) => {
-                // The log cannot be read now: nothing changes until the next poll; said on /health and in the log.
-                self.note_control_errors(vec![format!("{e:#}")]).await;
+                // The log cannot be read now: a command stored meanwhile (an emergency stop) may be unseen, so
+                // nothing that adds exposure goes out until it is read again (as with copy-trading off: stops
+                // stay); said on /health, in the log and as an alert.
+                self.control_unreadable = true;
+                self.note_control_errors(vec![format!(
+                    "{e:#}; no new orders (as with copy-trading off) until the control log can be read"
+                )])
+                .await;
                 return false;
             }
         };
+        self.control_unreadable = false;
         let now = switches::Current {
             paused: self.paused,
             emergency: self.risk.emergency,
@@ -2032,7 +2115,7 @@ impl Engine {
         st.ai = self.ai.values().map(|t| t.view.clone()).collect();
         st.lead_stream_connected = stream_connected;
         st.started_ms = self.started_ms;
-        st.trading = !self.paused;
+        st.trading = !self.paused && !self.control_unreadable;
         st.ratio = self.ratio.to_string();
         self.metrics.entries_blocked.set(st.entries_blocked.is_some() as i64);
         self.metrics.stream_connected.set(stream_connected as i64);
@@ -2139,7 +2222,51 @@ impl Engine {
                 _ = control.woken() => {
                     // A command sent in this process (the HTTP API): carried out at once.
                     self.poll_control().await;
+                    self.reapply_held().await;
                     self.update_status(stream_up);
+                }
+                // Control first: the fast tick (commands from other processes, emergency retries) and the reconcile
+                // come before the lead's stream and poll, so a lead poll that takes longer than its interval (the
+                // poll tick then always ready) cannot starve them.
+                _ = fast.tick() => {
+                    // Commands from other processes (the bot, the CLI): within the poll interval.
+                    self.poll_control().await;
+                    self.reapply_held().await;
+                    if self.risk.emergency && self.emergency_retry.is_some_and(|(at, _)| Instant::now() >= at) {
+                        self.emergency_pass().await;
+                        self.update_status(stream_up);
+                    }
+                    match self.venue.tick().await {
+                        Ok(fired) => {
+                            for t in fired {
+                                self.on_triggered(t).await;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "copy-trader: paper stop check failed"),
+                    }
+                    self.expire_ai().await;
+                }
+                _ = reconcile.tick() => {
+                    self.marks.clear();
+                    self.resolve_unknown(None).await;
+                    if let Err(e) = self.reconcile_positions().await {
+                        tracing::warn!(error = %e, "copy-trader: position reconcile failed");
+                    }
+                    if self.risk.emergency && self.emergency_retry.is_none() && !self.follower.is_empty() {
+                        // The emergency stop holds and a position is open again (a late fill, a manual trade): it
+                        // is closed like the others.
+                        self.emergency_pass().await;
+                    }
+                    self.check_risk().await;
+                    let symbols: Vec<String> = self.cfg.sizing.allow.iter().cloned().collect();
+                    for s in symbols {
+                        self.apply(&s, None).await;
+                    }
+                    self.cleanup_stops().await;
+                    self.update_status(stream_up);
+                    let mut st = self.status.lock();
+                    st.last_reconcile_ms = now_ms();
+                    st.reconciles += 1;
                 }
                 Some(ev) = stream_rx.recv() => {
                     match ev {
@@ -2193,45 +2320,6 @@ impl Engine {
                     } else {
                         self.status.lock().detail = "running".into();
                     }
-                }
-                _ = fast.tick() => {
-                    // Commands from other processes (the bot, the CLI): within the poll interval.
-                    self.poll_control().await;
-                    if self.risk.emergency && self.emergency_retry.is_some_and(|(at, _)| Instant::now() >= at) {
-                        self.emergency_pass().await;
-                        self.update_status(stream_up);
-                    }
-                    match self.venue.tick().await {
-                        Ok(fired) => {
-                            for t in fired {
-                                self.on_triggered(t).await;
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "copy-trader: paper stop check failed"),
-                    }
-                    self.expire_ai().await;
-                }
-                _ = reconcile.tick() => {
-                    self.marks.clear();
-                    self.resolve_unknown(None).await;
-                    if let Err(e) = self.reconcile_positions().await {
-                        tracing::warn!(error = %e, "copy-trader: position reconcile failed");
-                    }
-                    if self.risk.emergency && self.emergency_retry.is_none() && !self.follower.is_empty() {
-                        // The emergency stop holds and a position is open again (a late fill, a manual trade): it
-                        // is closed like the others.
-                        self.emergency_pass().await;
-                    }
-                    self.check_risk().await;
-                    let symbols: Vec<String> = self.cfg.sizing.allow.iter().cloned().collect();
-                    for s in symbols {
-                        self.apply(&s, None).await;
-                    }
-                    self.cleanup_stops().await;
-                    self.update_status(stream_up);
-                    let mut st = self.status.lock();
-                    st.last_reconcile_ms = now_ms();
-                    st.reconciles += 1;
                 }
             }
             // Whatever this turn changed (a fill from a lead poll, a switch or an emergency stop read from the store,

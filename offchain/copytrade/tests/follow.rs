@@ -1004,6 +1004,49 @@ async fn an_old_stop_that_fires_while_it_is_replaced_is_a_stop_out() {
     r.stop().await;
 }
 
+/// CTL-FIX 1: the follower's stop fires, and before any reconcile sees it the lead adds and the follower buys (the
+/// mark falls through the stop just before the follower's entry reaches the exchange). The fired stop protects
+/// nothing: the new stop placed for the entry must stay, and after two reconciles an open stop covers what the
+/// follower holds (before the fix the new stop was cancelled, the fired one kept, and every later stop placed and
+/// cancelled again).
+#[tokio::test]
+async fn a_stop_that_fired_before_an_entry_was_seen_leaves_the_new_position_protected() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    w.ex.inject_for(
+        FOLLOWER,
+        "POST",
+        "/fapi/v1/order",
+        Fault::MarkFirst { symbol: "BTCUSDT".into(), price: "63000".into() },
+        1,
+    );
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    wait_for("the follower's second entry", || follower_orders(&w).iter().filter(|o| o.side == Side::Buy).count() == 2)
+        .await;
+    r.settle().await;
+    r.settle().await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    let stops = w.follower_stops();
+    assert!(
+        stops.len() == 1
+            && stops[0].side == Side::Sell
+            && (stops[0].close_position || stops[0].quantity >= d("0.05"))
+            && stops[0].trigger_price < d("63000"),
+        "an open stop must cover the 0.05 held: {stops:?}"
+    );
+    assert!(has_event(&r.handles.store, "stop_fired", "still holds 0.05").await);
+    // Held at what it has until the lead closes or flips: the next add is not chased.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    r.settle().await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    w.assert_no_duplicates();
+    r.stop().await;
+}
+
 #[tokio::test]
 async fn a_new_stop_that_would_trigger_at_once_keeps_the_old_one_until_the_close_fills() {
     let w = World::new().await;
@@ -1765,6 +1808,101 @@ async fn a_bad_control_value_never_ends_the_daemon_and_a_pending_stop_is_carried
     .await;
     assert!(!r.task.is_finished(), "the daemon keeps running");
     r.stop().await;
+}
+
+/// CTL-FIX 2: a row the control log cannot decode (here `at_ms` = 'yesterday', inserted by hand) no longer fails the
+/// whole load: under an unknown key it is skipped, so the stored stop is carried out at start (before the fix the
+/// load failed, the engine started with the defaults and kept the position open); under a known key it is
+/// unreadable for that key alone (trading unreadable: paused), reported by name.
+#[tokio::test]
+async fn an_undecodable_control_row_does_not_hide_a_stored_stop() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.stop().await;
+    let store = kronos_copytrade::Store::connect(&cfg.store).await.unwrap();
+    send_from_another_process(&store, stop("stored while down")).await;
+    let (_, pool) = kronos_common::db::open(&cfg.store).await.unwrap();
+    for key in ["note", "trading"] {
+        sqlx::query(
+            "INSERT INTO ct_control (control_key, command, value, set_by, at_ms) VALUES ($1, 'x', NULL, 'hand', \
+             'yesterday')",
+        )
+        .bind(key)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    let r = w.start(&cfg).await;
+    w.expect_follower("BTCUSDT", "0").await;
+    assert!(r.handles.status.lock().risk.emergency);
+    wait_for("the unreadable trading row reported", || {
+        r.handles.status.lock().control_errors.iter().any(|e| e.contains("`trading`"))
+    })
+    .await;
+    assert!(!r.handles.status.lock().trading, "trading unreadable: paused");
+    assert!(!r.task.is_finished(), "the daemon keeps running");
+    r.stop().await;
+}
+
+/// CTL-FIX 3: a lead poll that takes longer than its interval (every positionRisk of the lead held past the client's
+/// timeout, 800 ms, against a 500 ms interval) keeps the poll tick always ready; control is served first, so an
+/// emergency stop appended by another process is still carried out (before the fix the biased loop took the poll
+/// tick every turn and never read the control log: the follower stayed open).
+#[tokio::test]
+async fn a_slow_lead_poll_does_not_starve_the_control_log() {
+    let w = World::new().await;
+    let lead = "poll_interval = \"500ms\"\nuse_stream = true";
+    let cfg = Config::parse("test.toml", &w.config_text("live", SIZING, PROTECTION, lead, "")).unwrap();
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    let slow = Fault::Timeout { executed: true, delay: Duration::from_millis(1500) };
+    w.ex.inject_for(LEAD, "GET", "/fapi/v2/positionRisk", slow, 100_000);
+    // Two lead polls have failed since (the second one at least started while the first was late).
+    let polls = || r.handles.status.lock().lead_poll_errors;
+    let before = polls();
+    wait_for("two slow lead polls", || polls() >= before + 2).await;
+    send_from_another_process(&r.handles.store, stop("while the lead is slow")).await;
+    w.expect_follower("BTCUSDT", "0").await;
+    assert!(r.handles.status.lock().risk.emergency);
+    r.stop().await;
+}
+
+/// CTL-FIX 4: an emergency stop the API accepts while start-up reads the lead (its positionRisk held 500 ms) is
+/// carried out before the lead's add is followed: no Buy after the stop was accepted (before the fix start-up went
+/// on from the lead poll to the entries and read the stop only in the loop afterwards: one Buy too many).
+#[tokio::test]
+async fn an_emergency_stop_accepted_during_start_ups_lead_poll_comes_before_any_entry() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    r.stop().await;
+    // While the copy-trader is down the lead adds: the next start would follow it.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let buys = || follower_orders(&w).iter().filter(|o| o.side == Side::Buy).count();
+    assert_eq!(buys(), 1);
+    let slow = Fault::Timeout { executed: true, delay: Duration::from_millis(500) };
+    w.ex.inject_for(LEAD, "GET", "/fapi/v2/positionRisk", slow, 1);
+    let (engine, handles) = kronos_copytrade::run::build(&cfg, true, w.bus.clone(), test_tuning()).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(async {
+        let _ = rx.await;
+    }));
+    // The start-up's lead poll is in flight (the mock took the fault), then the stop is sent through the API.
+    wait_for("the start-up's lead poll in flight", || w.ex.faults_left() == 0).await;
+    handles.control.send(&stop("during start-up"), "test").await.unwrap();
+    w.expect_follower("BTCUSDT", "0").await;
+    let st = handles.status.clone();
+    wait_for("started", || st.lock().ready).await;
+    assert_eq!(buys(), 1, "nothing bought after the stop was accepted: {:?}", follower_orders(&w));
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }
 
 /// Latency: a command sent inside the daemon (the HTTP API) wakes the engine at once — here the poll interval is an
