@@ -1020,3 +1020,27 @@ async fn a_refused_market_s_running_rounds_are_still_driven_to_their_end() {
     assert!(c.round(1).await.is_none() && c.round(2).await.is_none(), "no new round once revoked");
     k.stop().await;
 }
+
+/// Audit SOL M4: a malformed `getMultipleAccounts` answer (one account short) is an error on /health and the next
+/// passes go on (it indexed the answer and panicked the task, /health staying green).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_answer_is_an_error_on_health_and_the_driver_goes_on() {
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let mut k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    until_health(&k, "healthy", |h| h["healthy"] == json!(true)).await;
+    c.control("short_next_accounts", json!({ "n": 3 })).await;
+    let detail = k
+        .wait("the keeper unhealthy", |s| match s {
+            SignalKind::KeeperHealth { chain, healthy: false, detail, .. } if chain == "solana" => Some(detail.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(detail.contains("getMultipleAccounts answered"), "{detail}");
+    c.warp_to(GENESIS + 1).await;
+    k.wait_started(0).await;
+    until_health(&k, "healthy again", |h| h["healthy"] == json!(true)).await;
+    k.stop().await;
+}

@@ -32,6 +32,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/control/hold_next_sends", post(hold_next_sends))
         .route("/control/land_held", post(land_held))
         .route("/control/fail_next", post(fail_next))
+        .route("/control/short_next_accounts", post(short_next_accounts))
 }
 
 fn bad(what: impl std::fmt::Display) -> (StatusCode, Json<Value>) {
@@ -267,6 +268,14 @@ async fn fail_next(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
     let f: FailNext = body(&b)?;
     node.lock().await.fail_next.insert(f.method, f.n);
     Ok(Json(json!({ "failing": f.n })))
+}
+
+/// POST `/control/short_next_accounts` `{"n": 1}`: the next `n` `getMultipleAccounts` answers leave out their last
+/// account (a malformed answer). Answers `{"short": n}`.
+async fn short_next_accounts(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
+    let d: DropSends = body(&b)?;
+    node.lock().await.short_accounts = d.n;
+    Ok(Json(json!({ "short": d.n })))
 }
 
 impl Node {

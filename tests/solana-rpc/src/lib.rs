@@ -175,6 +175,8 @@ pub(crate) struct Node {
     held: Vec<solana_transaction::versioned::VersionedTransaction>,
     /// Per method: calls still to answer with a JSON-RPC error (`/control/fail_next`).
     fail_next: HashMap<String, u64>,
+    /// `getMultipleAccounts` answers still to send one account short (`/control/short_next_accounts`).
+    short_accounts: u64,
 }
 
 impl Node {
@@ -189,6 +191,7 @@ impl Node {
             hold_sends: 0,
             held: Vec::new(),
             fail_next: HashMap::new(),
+            short_accounts: 0,
         }
     }
 

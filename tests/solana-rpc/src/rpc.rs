@@ -492,6 +492,11 @@ async fn get_multiple_accounts(node: &mut Node, p: &[Value]) -> Result<Value, Rp
         let a = node.ctx.banks_client.get_account_with_commitment(pubkey(k)?, level).await?;
         out.push(a.map(|a| ui_account(a, &cfg)).transpose()?);
     }
+    // Fault injection (`/control/short_next_accounts`): a malformed answer, one account short.
+    if node.short_accounts > 0 {
+        node.short_accounts -= 1;
+        out.pop();
+    }
     let slot = node.slot().await?;
     with_context(slot, out)
 }
