@@ -1044,3 +1044,34 @@ async fn a_malformed_answer_is_an_error_on_health_and_the_driver_goes_on() {
     until_health(&k, "healthy again", |h| h["healthy"] == json!(true)).await;
     k.stop().await;
 }
+
+/// Audit SOL tests: failover mid-run — the preferred endpoint serves the first round, dies, and the next round is
+/// started through the second one (/health and the failover counter say so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_preferred_rpc_dying_mid_run_fails_over() {
+    let c = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    let cut = Cut::to(c.rpc.addr()).await;
+    let first = format!("http://127.0.0.1:{}/", cut.port);
+    let mut k = run_keeper(&c.config(dir.path(), &[&first], &key, "")).await;
+    c.warp_to(GENESIS + 1).await;
+    k.wait_started(0).await;
+    let h = solana_health(&k).await;
+    assert_eq!(h["rpc_endpoint"], json!(0), "{h}");
+    cut.cut().await;
+    c.transmit(GENESIS + IV + 1, PRICE).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    k.wait_started(1).await;
+    let h = until_health(&k, "on the second endpoint", |h| h["rpc_endpoint"] == json!(1)).await;
+    assert_eq!(h["endpoints"][0]["up"], json!(false), "{h}");
+    let metrics = k.get("/metrics").await;
+    let failovers = metrics
+        .lines()
+        .find(|l| l.starts_with("kronos_rpc_failovers{chain=\"solana\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<i64>().ok());
+    assert!(failovers.is_some_and(|n| n >= 1), "{metrics}");
+    k.stop().await;
+}
