@@ -108,13 +108,13 @@ async fn cached_bodies_are_the_querys_own_and_a_write_shows_at_once() {
     store.insert_prediction(&p).await.unwrap();
     let purl = format!("{base}/api/predictions?chain=base&limit=5");
     let sealed = wait_for_body(&purl, |b| b.contains("0xc0ffee")).await;
-    assert_eq!(sealed, api::predictions_body(&store, &["base".to_string()], 5).await.unwrap());
+    assert_eq!(sealed, api::predictions_body(&store, &["base".to_string()], 5, false).await.unwrap());
     assert!(!std::str::from_utf8(&sealed).unwrap().contains("6100"), "the value is sealed until revealed");
     let reveal = Reveal { tx: "0xr1", outcome: Outcome::Up, hit: Some(true), brier: Some(1521) };
     store.set_revealed("base", 1, 3, "0xabc", &reveal).await.unwrap();
     let revealed = wait_for_body(&purl, |b| b.contains("\"revealed\":true")).await;
     assert!(std::str::from_utf8(&revealed).unwrap().contains("6100"));
-    assert_eq!(revealed, api::predictions_body(&store, &["base".to_string()], 5).await.unwrap());
+    assert_eq!(revealed, api::predictions_body(&store, &["base".to_string()], 5, false).await.unwrap());
 
     // Markets: a market written shows in the next body.
     let murl = format!("{base}/api/markets");
