@@ -1415,9 +1415,13 @@ impl Engine {
                 let fired = match self.venue.query_stop(&old.client_id).await {
                     Ok(found) => stops::stop_fate(found.as_ref()).fired(),
                     Err(e) => {
-                        // Unknown: kept as if open; the clean-up and the next reconcile look again.
-                        tracing::warn!(symbol, error = %e, "copy-trader: a replaced stop could not be asked for");
-                        false
+                        // Unknown: the old stop stays the one held, as if open — the next reconcile asks again (a
+                        // flat position whose old stop fired is a stop-out; one that ended otherwise is dropped and
+                        // replaced). The new stop stays open on the exchange meanwhile (protecting) until the
+                        // clean-up cancels it as not held.
+                        tracing::warn!(symbol, error = %e, "copy-trader: a replaced stop could not be asked for; kept");
+                        self.stops.insert(symbol.into(), old.clone());
+                        return;
                     }
                 };
                 if !fired {
@@ -1971,6 +1975,10 @@ impl Engine {
         }
         if let Some((wanted, plan)) = actions.ratio {
             self.take_ratio(wanted, plan).await;
+        } else if let Some(r) = self.carried.ratio_effective.as_deref().and_then(crate::report::valid_ratio) {
+            // The `ratio` key cannot be read (reported with the errors): the ratio in effect stays, which at a
+            // start-up is the one the engine recorded as in effect, not the configured one.
+            self.ratio = r;
         }
         if self.carried.emergency_active != self.risk.emergency {
             // E.g. resumed while this engine was down: the record says what is in force now.

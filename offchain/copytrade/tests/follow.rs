@@ -1047,6 +1047,63 @@ async fn a_stop_that_fired_before_an_entry_was_seen_leaves_the_new_position_prot
     r.stop().await;
 }
 
+/// CTL-FIX 6: as above, but the question about the old stop fails (an error answer): its fate is unknown, so it stays the stop
+/// held and the next reconcile finds it fired — a stop-out, the follower waits (before the fix it was taken as not
+/// fired and forgotten: drift, and the follower bought back in at the next reconcile).
+#[tokio::test]
+async fn a_replaced_stop_whose_fate_cannot_be_asked_is_resolved_at_the_next_reconcile() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    w.ex.set_mark("BTCUSDT", "64000");
+    w.ex.inject_for(
+        FOLLOWER,
+        "DELETE",
+        "/fapi/v1/algoOrder",
+        Fault::MarkFirst { symbol: "BTCUSDT".into(), price: "63500".into() },
+        1,
+    );
+    // (A short 429 is waited out by the client; an error it returns is what reaches the engine.)
+    let refused = Fault::Answer { status: 400, code: -1000, msg: "An unknown error occurred".into(), executed: false };
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v1/algoOrder", refused, 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    wait_event("stopped_out", &r.handles.store, "stopped_out", "").await;
+    let buys = || follower_orders(&w).iter().filter(|o| o.side == Side::Buy).count();
+    let after = buys();
+    r.settle().await;
+    r.settle().await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    assert_eq!(buys(), after, "no Buy after the stop-out: {:?}", follower_orders(&w));
+    assert!(r.handles.status.lock().lead.iter().any(|(s, _, l)| s == "BTCUSDT" && l.as_deref() == Some("0")));
+    wait_for("no stop left behind", || w.follower_stops().is_empty()).await;
+    r.stop().await;
+}
+
+/// CTL-FIX 5: the `ratio` key unreadable at a restart keeps the ratio that was in effect (0.1, the engine's record),
+/// not the configured one (0.5) — before the fix the follower was resized to lead × 0.5.
+#[tokio::test]
+async fn an_unreadable_ratio_at_restart_keeps_the_ratio_in_effect() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    send_from_another_process(&r.handles.store, ratio("0.1")).await;
+    wait_for("ratio 0.1 in effect", || r.handles.status.lock().ratio == "0.1").await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.01").await;
+    r.stop().await;
+    store_control_by_hand(&cfg.store, "ratio", "set_ratio", "abc").await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let r = w.start(&cfg).await;
+    r.settle().await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.02"), "lead 0.2 x 0.1");
+    assert_eq!(r.handles.status.lock().ratio, "0.1");
+    assert!(r.handles.status.lock().control_errors.iter().any(|e| e.contains("`ratio`")));
+    r.stop().await;
+}
+
 #[tokio::test]
 async fn a_new_stop_that_would_trigger_at_once_keeps_the_old_one_until_the_close_fills() {
     let w = World::new().await;
