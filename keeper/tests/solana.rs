@@ -204,6 +204,17 @@ impl Cluster {
         Some(Round::try_deserialize(&mut a.data.as_slice()).unwrap())
     }
 
+    /// One bet on each side of round `epoch`.
+    async fn bet_both(&self, epoch: u64) {
+        self.bet(epoch, Side::Up).await;
+        self.bet(epoch, Side::Down).await;
+    }
+
+    /// A keeper on this cluster's default configuration (no extra RPC URL), its files under `dir`.
+    async fn keeper(&self, dir: &tempfile::TempDir, key: &Keypair) -> Running {
+        run_keeper(&self.config(dir.path(), &[], key, "")).await
+    }
+
     /// A keeper configuration for this cluster (extra RPC URLs first), its key in a file under `dir`.
     fn config(&self, dir: &std::path::Path, rpc_first: &[&str], key: &Keypair, extra: &str) -> String {
         let key_file = dir.join("id.json");
@@ -219,6 +230,15 @@ impl Cluster {
             key_file.display()
         )
     }
+}
+
+/// A cluster (its feed approved or not), a directory for the keeper's files and the keeper's key, funded.
+async fn funded(approve: bool) -> (Cluster, tempfile::TempDir, Keypair) {
+    let c = Cluster::start(approve).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::new();
+    c.fund(&key.pubkey()).await;
+    (c, dir, key)
 }
 
 /// A keeper running on `cfg` until the token is cancelled.
@@ -272,9 +292,66 @@ impl Running {
         .await
     }
 
+    async fn wait_settled(&mut self, epoch: u64) -> Outcome {
+        self.wait(&format!("round {epoch} settled"), |s| match s {
+            SignalKind::RoundSettled { chain, epoch: e, outcome, .. } if chain == "solana" && *e == epoch => {
+                Some(*outcome)
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    async fn wait_cancelled(&mut self, epoch: u64) -> kronos_common::signals::CancelReason {
+        self.wait(&format!("round {epoch} refunded"), |s| match s {
+            SignalKind::RoundCancelled { chain, epoch: e, reason, .. } if chain == "solana" && *e == epoch => {
+                Some(*reason)
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// The detail of the first unhealthy `KeeperHealth` signal.
+    async fn wait_unhealthy(&mut self) -> String {
+        self.wait("the keeper unhealthy", |s| match s {
+            SignalKind::KeeperHealth { chain, healthy: false, detail, .. } if chain == "solana" => Some(detail.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The store's transactions for `action`, whatever became of them.
+    async fn txs_for(&self, action: &str) -> Vec<kronos_keeper::store::TxRow> {
+        let txs = self.keeper_store.all_txs("solana").await.unwrap();
+        txs.into_iter().filter(|t| t.action == action).collect()
+    }
+
+    /// Waits until the keeper has signed `action` (sent, not necessarily landed); its first transaction.
+    async fn until_sent(&self, action: &str) -> kronos_keeper::store::TxRow {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(t) = self.txs_for(action).await.into_iter().next() {
+                return t;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the keeper never sent {action}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn get(&self, path: &str) -> String {
         reqwest::get(format!("http://{}{path}", self.api)).await.unwrap().text().await.unwrap()
     }
+}
+
+/// Moves the clock into epoch 0 and waits for the keeper to start it.
+async fn start_round_0(c: &Cluster, k: &mut Running) {
+    c.warp_to(GENESIS + 1).await;
+    k.wait_started(0).await;
+}
+
+async fn until_open(c: &Cluster, epoch: u64) -> Round {
+    until_round(c, epoch, "started", |r| r.status == RoundStatus::Open).await
 }
 
 /// Waits until `f` holds for the round of `epoch`.
@@ -295,18 +372,13 @@ async fn until_round(c: &Cluster, epoch: u64, what: &str, f: impl Fn(&Round) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rounds_are_started_locked_settled_and_a_silent_feed_refunded() {
-    let c = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::new();
-    c.fund(&key.pubkey()).await;
+    let (c, dir, key) = funded(true).await;
     let text = c.config(dir.path(), &[], &key, "");
     let mut k = run_keeper(&text).await;
 
     // Epoch 0 opens at GENESIS: the keeper starts it.
-    c.warp_to(GENESIS + 1).await;
-    k.wait_started(0).await;
-    c.bet(0, Side::Up).await;
-    c.bet(0, Side::Down).await;
+    start_round_0(&c, &mut k).await;
+    c.bet_both(0).await;
 
     // Its lock (GENESIS + IV): the price in effect is the one stamped at or before it, final once a transmission
     // stamped after it is on the feed and the report delay has passed. Before that the keeper sends nothing.
@@ -329,12 +401,7 @@ async fn rounds_are_started_locked_settled_and_a_silent_feed_refunded() {
     c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
     c.transmit(GENESIS + 2 * IV + 1, PRICE + 600).await;
     c.warp_to(GENESIS + 2 * IV + DELAY).await;
-    let outcome = k
-        .wait("round 0 settled", |s| match s {
-            SignalKind::RoundSettled { chain, epoch: 0, outcome, .. } if chain == "solana" => Some(*outcome),
-            _ => None,
-        })
-        .await;
+    let outcome = k.wait_settled(0).await;
     assert_eq!(outcome, Outcome::Up);
     k.wait_started(2).await;
     let r0 = c.round(0).await.unwrap();
@@ -352,12 +419,7 @@ async fn rounds_are_started_locked_settled_and_a_silent_feed_refunded() {
     k.wait_started(3).await;
     assert_eq!(c.round(1).await.unwrap().status, RoundStatus::Locked);
     c.warp_to(GENESIS + 3 * IV + IV + 1).await;
-    let reason = k
-        .wait("round 1 refunded", |s| match s {
-            SignalKind::RoundCancelled { chain, epoch: 1, reason, .. } if chain == "solana" => Some(*reason),
-            _ => None,
-        })
-        .await;
+    let reason = k.wait_cancelled(1).await;
     assert_eq!(reason, kronos_common::signals::CancelReason::Expired);
 
     // The store has the rounds and every transaction; each action was sent once.
@@ -406,6 +468,24 @@ async fn solana_health(k: &Running) -> Value {
     health["chains"]["solana"].clone()
 }
 
+async fn until_healthy(k: &Running, what: &str) -> Value {
+    until_health(k, what, |h| h["healthy"] == json!(true)).await
+}
+
+/// Waits until /health says the market is refused.
+async fn until_refused(k: &Running) -> Value {
+    until_health(k, "refused", |h| h["last_error"].as_str().is_some_and(|e| e.contains("refused"))).await
+}
+
+/// The value of the Solana series `name` in a /metrics body, if there.
+fn metric(metrics: &str, name: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{chain=\"solana\"}}")))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
 async fn until_health(k: &Running, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
@@ -420,29 +500,19 @@ async fn until_health(k: &Running, what: &str, f: impl Fn(&Value) -> bool) -> Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_first_rpc_down_fails_over_and_a_dropped_transaction_is_rebroadcast() {
-    let c = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::new();
-    c.fund(&key.pubkey()).await;
+    let (c, dir, key) = funded(true).await;
     let dead = dead_url();
     let k = run_keeper(&c.config(dir.path(), &[&dead], &key, "")).await;
     // The node accepts the next start and drops it: the keeper sends it again (maxRetries = 0 leaves that to it).
     c.control("drop_next_sends", json!({ "n": 1 })).await;
     c.warp_to(GENESIS + 1).await;
-    until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
+    until_open(&c, 0).await;
     let txs = k.keeper_store.all_txs("solana").await.unwrap();
     let starts: Vec<_> = txs.iter().filter(|t| t.action == "start:1:0").collect();
     assert_eq!(starts.len(), 1, "one transaction, broadcast twice: {txs:?}");
     until_tx(&k, "start:1:0").await;
     let metrics = k.get("/metrics").await;
-    let value = |name: &str| -> i64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(&format!("{name}{{chain=\"solana\"}}")))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
-    };
+    let value = |name: &str| metric(&metrics, name).unwrap_or_else(|| panic!("{name} missing: {metrics}"));
     assert!(value("kronos_tx_rebroadcasts") >= 1, "{metrics}");
     assert!(value("kronos_rpc_failovers") >= 1, "{metrics}");
     // /health names the dead endpoint by host only and the live one as the one in use.
@@ -454,23 +524,12 @@ async fn the_first_rpc_down_fails_over_and_a_dropped_transaction_is_rebroadcast(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expired_blockhash_is_re_signed_once_the_round_still_needs_it_and_acts_once() {
-    let c = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::new();
-    c.fund(&key.pubkey()).await;
-    let k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    let (c, dir, key) = funded(true).await;
+    let k = c.keeper(&dir, &key).await;
     // Every send is dropped until the blockhash the keeper signed with has left the bank's window.
     c.control("drop_next_sends", json!({ "n": 1_000_000 })).await;
     c.warp_to(GENESIS + 1).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let first = loop {
-        let txs = k.keeper_store.all_txs("solana").await.unwrap();
-        if let Some(t) = txs.into_iter().find(|t| t.action == "start:1:0") {
-            break t;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the keeper never sent the start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let first = k.until_sent("start:1:0").await;
     // The keeper's transaction is not on chain; the chain moves past the last block height its blockhash is valid
     // for (the store's `nonce` column), so it can never land.
     let sig: solana_signature::Signature = first.tx_hash.parse().unwrap();
@@ -480,11 +539,10 @@ async fn an_expired_blockhash_is_re_signed_once_the_round_still_needs_it_and_act
         c.control("warp", json!({ "slots": 16 })).await;
     }
     c.control("drop_next_sends", json!({ "n": 0 })).await;
-    until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
+    until_open(&c, 0).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let txs = k.keeper_store.all_txs("solana").await.unwrap();
-        let starts: Vec<_> = txs.iter().filter(|t| t.action == "start:1:0").collect();
+        let starts = k.txs_for("start:1:0").await;
         let confirmed = starts.iter().filter(|t| t.status.as_str() == "confirmed").count();
         let dropped = starts.iter().filter(|t| t.status.as_str() == "dropped").count();
         if confirmed == 1 {
@@ -500,20 +558,13 @@ async fn an_expired_blockhash_is_re_signed_once_the_round_still_needs_it_and_act
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_keeper_killed_mid_crank_restarts_without_sending_twice() {
-    let c = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::new();
-    c.fund(&key.pubkey()).await;
+    let (c, dir, key) = funded(true).await;
     let text = c.config(dir.path(), &[], &key, "");
     let k = run_keeper(&text).await;
     c.control("drop_next_sends", json!({ "n": 1_000_000 })).await;
     c.warp_to(GENESIS + 1).await;
     // Killed while its start is in flight (sent, not landed).
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !k.keeper_store.all_txs("solana").await.unwrap().iter().any(|t| t.action == "start:1:0") {
-        assert!(tokio::time::Instant::now() < deadline, "the keeper never sent the start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    k.until_sent("start:1:0").await;
     k.task.abort();
     let _ = k.task.await;
     // The restarted keeper finds the open transaction and waits for it (it could still land) until its blockhash
@@ -526,9 +577,8 @@ async fn a_keeper_killed_mid_crank_restarts_without_sending_twice() {
     let target = open_while_valid[0].nonce as u64 + 1;
     c.control("warp", json!({ "slots": target.saturating_sub(height) })).await;
     let k = restarted.await.unwrap();
-    until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
-    let txs = k.keeper_store.all_txs("solana").await.unwrap();
-    let starts: Vec<_> = txs.iter().filter(|t| t.action == "start:1:0").collect();
+    until_open(&c, 0).await;
+    let starts = k.txs_for("start:1:0").await;
     assert_eq!(starts.len(), 2, "{starts:?}");
     assert_eq!(starts[0].status.as_str(), "dropped", "{starts:?}");
     // The next actions follow, each once.
@@ -546,13 +596,10 @@ async fn a_keeper_killed_mid_crank_restarts_without_sending_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn markets_on_unapproved_or_changed_feeds_are_refused_and_health_says_why() {
     // Revoked: no FeedApproval left.
-    let c = Cluster::start(false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::new();
-    c.fund(&key.pubkey()).await;
-    let k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    let (c, dir, key) = funded(false).await;
+    let k = c.keeper(&dir, &key).await;
     c.warp_to(GENESIS + 1).await;
-    let h = until_health(&k, "refused", |h| h["last_error"].as_str().is_some_and(|e| e.contains("refused"))).await;
+    let h = until_refused(&k).await;
     assert_eq!(h["healthy"], json!(false), "{h}");
     let why = h["last_error"].as_str().unwrap();
     assert!(why.contains("refused: the feed has no FeedApproval"), "{h}");
@@ -564,17 +611,17 @@ async fn markets_on_unapproved_or_changed_feeds_are_refused_and_health_says_why(
     let c = Cluster::start(true).await;
     let dir = tempfile::tempdir().unwrap();
     c.fund(&key.pubkey()).await;
-    let k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
+    let k = c.keeper(&dir, &key).await;
     c.load_feed(c.owner, Pubkey::new_unique()).await;
     c.warp_to(GENESIS + 1).await;
-    let h = until_health(&k, "refused", |h| h["last_error"].as_str().is_some_and(|e| e.contains("refused"))).await;
+    let h = until_refused(&k).await;
     assert!(h["last_error"].as_str().unwrap().contains("writer is no longer the one pinned"), "{h}");
     assert_eq!(h["healthy"], json!(false), "{h}");
     assert!(c.round(0).await.is_none());
     // The writer back: driven again.
     c.load_feed(c.owner, c.writer).await;
-    until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
-    until_health(&k, "healthy again", |h| h["healthy"] == json!(true)).await;
+    until_open(&c, 0).await;
+    until_healthy(&k, "healthy again").await;
     k.stop().await;
 }
 
@@ -603,8 +650,7 @@ async fn bad_configuration_names_the_field_and_the_signer_key_is_never_logged() 
     tracing::subscriber::set_global_default(subscriber).unwrap();
     c.fund(&key.pubkey()).await;
     let mut k = run_keeper(&text).await;
-    c.warp_to(GENESIS + 1).await;
-    k.wait_started(0).await;
+    start_round_0(&c, &mut k).await;
     k.stop().await;
     let logs = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
     assert!(logs.contains("solana: round"), "the keeper's lines were captured");
@@ -797,10 +843,7 @@ impl Cut {
 /// not fail `Keeper::build` (the API serves, /health says why).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_keyed_endpoint_that_dies_never_leaks_its_key_and_never_stops_the_keeper() {
-    let c = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::new();
-    c.fund(&key.pubkey()).await;
+    let (c, dir, key) = funded(true).await;
     let live = format!(", \"{}\"", c.rpc.url());
     // Dead from the start, the only endpoint: the keeper is built and serves; /health names host and kind only.
     let dead = format!("{}v1/PathSecret42?api-key=Secret42", dead_url());
@@ -823,16 +866,10 @@ async fn a_keyed_endpoint_that_dies_never_leaks_its_key_and_never_stops_the_keep
     let dir = tempfile::tempdir().unwrap();
     let text = c.config(dir.path(), &[&keyed], &key, "").replace(&live, "");
     let mut k = run_keeper(&text).await;
-    c.warp_to(GENESIS + 1).await;
-    k.wait_started(0).await;
-    until_health(&k, "healthy", |h| h["healthy"] == json!(true)).await;
+    start_round_0(&c, &mut k).await;
+    until_healthy(&k, "healthy").await;
     cut.cut().await;
-    let detail = k
-        .wait("the keeper unhealthy", |s| match s {
-            SignalKind::KeeperHealth { chain, healthy: false, detail, .. } if chain == "solana" => Some(detail.clone()),
-            _ => None,
-        })
-        .await;
+    let detail = k.wait_unhealthy().await;
     assert!(detail.contains("no RPC endpoint answers") && !detail.contains("Secret42"), "{detail}");
     let body = k.get("/health").await;
     assert!(body.contains("no RPC endpoint answers") && !body.contains("Secret42"), "{body}");
@@ -887,8 +924,7 @@ async fn discovery_drives_only_listed_creators_and_the_rent_of_finished_rounds_c
         .replace(&format!("markets = [\"{}\"]", c.market), &format!("creators = [\"{}\"]", c.authority.pubkey()));
     assert!(!text.contains("markets = "), "{text}");
     let mut k = run_keeper(&text).await;
-    c.warp_to(GENESIS + 1).await;
-    k.wait_started(0).await;
+    start_round_0(&c, &mut k).await;
     let foreign_round = round_key(&foreign, 0);
     let foreign_round = c.client.get_account_with_commitment(&foreign_round, CommitmentConfig::confirmed()).await;
     assert!(foreign_round.unwrap().value.is_none(), "another creator's market is not driven");
@@ -928,12 +964,9 @@ async fn discovery_drives_only_listed_creators_and_the_rent_of_finished_rounds_c
 /// still land), records it confirmed once it lands, and leaves no pending row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_start_landing_late_after_status_errors_is_the_only_one_sent() {
-    let c = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::new();
-    c.fund(&key.pubkey()).await;
-    let mut k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
-    until_health(&k, "healthy", |h| h["healthy"] == json!(true)).await;
+    let (c, dir, key) = funded(true).await;
+    let mut k = c.keeper(&dir, &key).await;
+    until_healthy(&k, "healthy").await;
     c.control("hold_next_sends", json!({ "n": 1_000_000 })).await;
     c.control("fail_next", json!({ "method": "getSignatureStatuses", "n": 2 })).await;
     c.warp_to(GENESIS + 1).await;
@@ -951,7 +984,7 @@ async fn a_start_landing_late_after_status_errors_is_the_only_one_sent() {
     c.control("hold_next_sends", json!({ "n": 0 })).await;
     let landed = c.control("land_held", json!({})).await;
     assert_eq!(landed["landed"][0]["error"], Value::Null, "{landed}");
-    until_round(&c, 0, "started", |r| r.status == RoundStatus::Open).await;
+    until_open(&c, 0).await;
     until_tx(&k, "start:1:0").await;
     let txs = k.keeper_store.all_txs("solana").await.unwrap();
     let starts: Vec<_> = txs.iter().filter(|t| t.action == "start:1:0").collect();
@@ -965,28 +998,18 @@ async fn a_start_landing_late_after_status_errors_is_the_only_one_sent() {
 /// window; after `revoke_feed` a running round is still locked and settled (the pinned writer unchanged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_market_s_running_rounds_are_still_driven_to_their_end() {
-    let c = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::new();
-    c.fund(&key.pubkey()).await;
-    let mut k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
-    c.warp_to(GENESIS + 1).await;
-    k.wait_started(0).await;
-    c.bet(0, Side::Up).await;
-    c.bet(0, Side::Down).await;
+    let (c, dir, key) = funded(true).await;
+    let mut k = c.keeper(&dir, &key).await;
+    start_round_0(&c, &mut k).await;
+    c.bet_both(0).await;
     // The writer changes while round 0 takes bets: at its lock time the keeper has the program refund it.
     c.load_feed(c.owner, Pubkey::new_unique()).await;
     c.warp_to(GENESIS + IV + DELAY).await;
-    let reason = k
-        .wait("round 0 refunded", |s| match s {
-            SignalKind::RoundCancelled { chain, epoch: 0, reason, .. } if chain == "solana" => Some(*reason),
-            _ => None,
-        })
-        .await;
+    let reason = k.wait_cancelled(0).await;
     assert_eq!(reason, kronos_common::signals::CancelReason::LockPriceUnusable);
     assert_eq!(c.round(0).await.unwrap().cancel_reason, kronos_market::state::CancelReason::FeedChanged);
     assert!(c.round(1).await.is_none(), "no new round on a refused market");
-    let h = until_health(&k, "refused", |h| h["last_error"].as_str().is_some_and(|e| e.contains("refused"))).await;
+    let h = until_refused(&k).await;
     assert_eq!(h["healthy"], json!(false), "{h}");
     k.stop().await;
 
@@ -994,11 +1017,9 @@ async fn a_refused_market_s_running_rounds_are_still_driven_to_their_end() {
     let c = Cluster::start(true).await;
     let dir = tempfile::tempdir().unwrap();
     c.fund(&key.pubkey()).await;
-    let mut k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
-    c.warp_to(GENESIS + 1).await;
-    k.wait_started(0).await;
-    c.bet(0, Side::Up).await;
-    c.bet(0, Side::Down).await;
+    let mut k = c.keeper(&dir, &key).await;
+    start_round_0(&c, &mut k).await;
+    c.bet_both(0).await;
     let a = c.authority.pubkey();
     let revoke = ixn(
         acc::RevokeFeed { admin: a, config: pda(&[CONFIG_SEED]), approval: pda(&[FEED_SEED, c.feed.as_ref()]) },
@@ -1010,12 +1031,7 @@ async fn a_refused_market_s_running_rounds_are_still_driven_to_their_end() {
     c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
     c.transmit(GENESIS + 2 * IV + 1, PRICE + 500).await;
     c.warp_to(GENESIS + 2 * IV + DELAY).await;
-    let outcome = k
-        .wait("round 0 settled", |s| match s {
-            SignalKind::RoundSettled { chain, epoch: 0, outcome, .. } if chain == "solana" => Some(*outcome),
-            _ => None,
-        })
-        .await;
+    let outcome = k.wait_settled(0).await;
     assert_eq!(outcome, Outcome::Up);
     assert!(c.round(1).await.is_none() && c.round(2).await.is_none(), "no new round once revoked");
     k.stop().await;
@@ -1025,23 +1041,14 @@ async fn a_refused_market_s_running_rounds_are_still_driven_to_their_end() {
 /// passes go on (it indexed the answer and panicked the task, /health staying green).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_malformed_answer_is_an_error_on_health_and_the_driver_goes_on() {
-    let c = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::new();
-    c.fund(&key.pubkey()).await;
-    let mut k = run_keeper(&c.config(dir.path(), &[], &key, "")).await;
-    until_health(&k, "healthy", |h| h["healthy"] == json!(true)).await;
+    let (c, dir, key) = funded(true).await;
+    let mut k = c.keeper(&dir, &key).await;
+    until_healthy(&k, "healthy").await;
     c.control("short_next_accounts", json!({ "n": 3 })).await;
-    let detail = k
-        .wait("the keeper unhealthy", |s| match s {
-            SignalKind::KeeperHealth { chain, healthy: false, detail, .. } if chain == "solana" => Some(detail.clone()),
-            _ => None,
-        })
-        .await;
+    let detail = k.wait_unhealthy().await;
     assert!(detail.contains("getMultipleAccounts answered"), "{detail}");
-    c.warp_to(GENESIS + 1).await;
-    k.wait_started(0).await;
-    until_health(&k, "healthy again", |h| h["healthy"] == json!(true)).await;
+    start_round_0(&c, &mut k).await;
+    until_healthy(&k, "healthy again").await;
     k.stop().await;
 }
 
@@ -1049,15 +1056,11 @@ async fn a_malformed_answer_is_an_error_on_health_and_the_driver_goes_on() {
 /// started through the second one (/health and the failover counter say so).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_preferred_rpc_dying_mid_run_fails_over() {
-    let c = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::new();
-    c.fund(&key.pubkey()).await;
+    let (c, dir, key) = funded(true).await;
     let cut = Cut::to(c.rpc.addr()).await;
     let first = format!("http://127.0.0.1:{}/", cut.port);
     let mut k = run_keeper(&c.config(dir.path(), &[&first], &key, "")).await;
-    c.warp_to(GENESIS + 1).await;
-    k.wait_started(0).await;
+    start_round_0(&c, &mut k).await;
     let h = solana_health(&k).await;
     assert_eq!(h["rpc_endpoint"], json!(0), "{h}");
     cut.cut().await;
@@ -1067,11 +1070,7 @@ async fn the_preferred_rpc_dying_mid_run_fails_over() {
     let h = until_health(&k, "on the second endpoint", |h| h["rpc_endpoint"] == json!(1)).await;
     assert_eq!(h["endpoints"][0]["up"], json!(false), "{h}");
     let metrics = k.get("/metrics").await;
-    let failovers = metrics
-        .lines()
-        .find(|l| l.starts_with("kronos_rpc_failovers{chain=\"solana\"}"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse::<i64>().ok());
+    let failovers = metric(&metrics, "kronos_rpc_failovers");
     assert!(failovers.is_some_and(|n| n >= 1), "{metrics}");
     k.stop().await;
 }
