@@ -719,6 +719,11 @@ impl SolanaRuntime {
         Ok(refusal.map(|r| r.to_string()))
     }
 
+    /// An instruction to the market program: its accounts and its data.
+    fn program_ix(&self, accounts: impl ToAccountMetas, data: impl InstructionData) -> Instruction {
+        Instruction { program_id: self.cfg.program, accounts: accounts.to_account_metas(None), data: data.data() }
+    }
+
     fn start_ix(&self, market: &Pubkey, m: &Market, epoch: u64) -> Instruction {
         let program = self.cfg.program;
         let accounts = acc::StartRound {
@@ -728,11 +733,7 @@ impl SolanaRuntime {
             feed: m.feed,
             system_program: anchor_lang::system_program::ID,
         };
-        Instruction {
-            program_id: program,
-            accounts: accounts.to_account_metas(None),
-            data: ix::StartRound { epoch }.data(),
-        }
+        self.program_ix(accounts, ix::StartRound { epoch })
     }
 
     fn close_ix(&self, market: &Pubkey, epoch: u64) -> Instruction {
@@ -744,11 +745,7 @@ impl SolanaRuntime {
             prev_round: round_address(&program, market, epoch.wrapping_sub(1)),
             next_round: round_address(&program, market, epoch.wrapping_add(1)),
         };
-        Instruction {
-            program_id: program,
-            accounts: accounts.to_account_metas(None),
-            data: ix::CloseRound { epoch }.data(),
-        }
+        self.program_ix(accounts, ix::CloseRound { epoch })
     }
 
     fn lock_ix(&self, market: &Pubkey, m: &Market, epoch: u64) -> Instruction {
@@ -759,11 +756,7 @@ impl SolanaRuntime {
             prev_round: round_address(&program, market, epoch.wrapping_sub(1)),
             feed: m.feed,
         };
-        Instruction {
-            program_id: program,
-            accounts: accounts.to_account_metas(None),
-            data: ix::LockRound { epoch }.data(),
-        }
+        self.program_ix(accounts, ix::LockRound { epoch })
     }
 
     fn settle_ix(&self, market: &Pubkey, m: &Market, epoch: u64) -> Instruction {
@@ -780,11 +773,7 @@ impl SolanaRuntime {
             settler_token: None,
             token_program: None,
         };
-        Instruction {
-            program_id: program,
-            accounts: accounts.to_account_metas(None),
-            data: ix::SettleRound { epoch }.data(),
-        }
+        self.program_ix(accounts, ix::SettleRound { epoch })
     }
 
     /// Stores and signals a round's state once per change (started, locked, settled, cancelled).
