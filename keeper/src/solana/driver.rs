@@ -802,6 +802,13 @@ impl SolanaRuntime {
             delay_blocks: None,
         };
         let previous = self.seen.lock().get(&key).copied();
+        let locked = || SignalKind::RoundLocked {
+            chain: chain.clone(),
+            market,
+            epoch,
+            lock_price: lock_price.unwrap_or_else(|| Decimal::from_int(0)),
+            round_id: r.lock_price_ts.to_string(),
+        };
         match r.status {
             RoundStatus::Open => {
                 self.bus.publish(
@@ -818,29 +825,11 @@ impl SolanaRuntime {
             }
             RoundStatus::Locked => {
                 self.store.upsert_round(&row(RoundState::Locked, None, None)).await?;
-                self.bus.publish(
-                    "keeper",
-                    SignalKind::RoundLocked {
-                        chain: chain.clone(),
-                        market,
-                        epoch,
-                        lock_price: lock_price.unwrap_or_else(|| Decimal::from_int(0)),
-                        round_id: r.lock_price_ts.to_string(),
-                    },
-                );
+                self.bus.publish("keeper", locked());
             }
             RoundStatus::Settled => {
                 if previous != Some(RoundStatus::Locked) && lock_price.is_some() {
-                    self.bus.publish(
-                        "keeper",
-                        SignalKind::RoundLocked {
-                            chain: chain.clone(),
-                            market,
-                            epoch,
-                            lock_price: lock_price.unwrap_or_else(|| Decimal::from_int(0)),
-                            round_id: r.lock_price_ts.to_string(),
-                        },
-                    );
+                    self.bus.publish("keeper", locked());
                 }
                 let o = outcome(r.outcome);
                 self.store.upsert_round(&row(RoundState::Settled, Some(o), None)).await?;
