@@ -311,7 +311,7 @@ pub fn check_feed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kronos_market::state::{CancelReason, Outcome, Params};
+    use kronos_market::state::Params;
 
     const GENESIS: i64 = 1_800_000_000;
     const IV: u32 = 300;
@@ -352,32 +352,9 @@ mod tests {
     }
 
     fn round(m: &Market, epoch: u64, status: RoundStatus) -> Round {
-        let (start_ts, lock_ts, close_ts) = m.times(epoch).unwrap();
-        Round {
-            market: Pubkey::new_unique(),
-            epoch,
-            start_ts,
-            lock_ts,
-            close_ts,
-            params: params(),
-            status,
-            outcome: Outcome::None,
-            cancel_reason: CancelReason::None,
-            up_amount: 0,
-            down_amount: 0,
-            fee: 0,
-            reward_amount: 0,
-            lock_price: 0,
-            close_price: 0,
-            lock_price_ts: 0,
-            close_price_ts: 0,
-            settler_reward: 0,
-            paid: 0,
-            positions: 0,
-            payer: Pubkey::new_unique(),
-            reveal_until: 0,
-            bump: 255,
-        }
+        let times = m.times(epoch).unwrap();
+        let r = Round::opened(Pubkey::new_unique(), epoch, times, params(), Pubkey::new_unique(), 255);
+        Round { status, ..r }
     }
 
     /// A feed whose newest transmission is stamped `latest`.

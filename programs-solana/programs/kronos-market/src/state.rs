@@ -283,6 +283,44 @@ pub struct Round {
 }
 
 impl Round {
+    /// Round `epoch` of `market` just started: open, its times `(start, lock, close)` and the parameters it runs
+    /// under fixed, nothing staked or priced yet, its rent paid by `payer`.
+    pub fn opened(
+        market: Pubkey,
+        epoch: u64,
+        times: (i64, i64, i64),
+        params: Params,
+        payer: Pubkey,
+        bump: u8,
+    ) -> Round {
+        let (start_ts, lock_ts, close_ts) = times;
+        Round {
+            market,
+            epoch,
+            start_ts,
+            lock_ts,
+            close_ts,
+            params,
+            status: RoundStatus::Open,
+            outcome: Outcome::None,
+            cancel_reason: CancelReason::None,
+            up_amount: 0,
+            down_amount: 0,
+            fee: 0,
+            reward_amount: 0,
+            lock_price: 0,
+            close_price: 0,
+            lock_price_ts: 0,
+            close_price_ts: 0,
+            settler_reward: 0,
+            paid: 0,
+            positions: 0,
+            payer,
+            reveal_until: 0,
+            bump,
+        }
+    }
+
     /// Past the settle window without having been settled or cancelled.
     pub fn expired(&self, now: i64) -> bool {
         matches!(self.status, RoundStatus::Open | RoundStatus::Locked)

@@ -92,31 +92,7 @@ pub fn start_round(ctx: Context<StartRound>, epoch: u64) -> Result<()> {
     let params = m.params_for(epoch);
     m.promote(epoch);
     let r = &mut ctx.accounts.round;
-    r.set_inner(Round {
-        market: m.key(),
-        epoch,
-        start_ts: start,
-        lock_ts: lock,
-        close_ts: close,
-        params,
-        status: RoundStatus::Open,
-        outcome: Outcome::None,
-        cancel_reason: CancelReason::None,
-        up_amount: 0,
-        down_amount: 0,
-        fee: 0,
-        reward_amount: 0,
-        lock_price: 0,
-        close_price: 0,
-        lock_price_ts: 0,
-        close_price_ts: 0,
-        settler_reward: 0,
-        paid: 0,
-        positions: 0,
-        payer: ctx.accounts.payer.key(),
-        reveal_until: 0,
-        bump: ctx.bumps.round,
-    });
+    r.set_inner(Round::opened(m.key(), epoch, (start, lock, close), params, ctx.accounts.payer.key(), ctx.bumps.round));
     emit_event!(RoundStarted { market: m.key(), epoch, start_ts: start, lock_ts: lock, close_ts: close });
     Ok(())
 }
