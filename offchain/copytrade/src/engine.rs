@@ -1413,7 +1413,15 @@ impl Engine {
             }
             Err(e) if stops::already_gone(e.code()) => {
                 let fired = match self.venue.query_stop(&old.client_id).await {
-                    Ok(found) => stops::stop_fate(found.as_ref()).fired(),
+                    Ok(found) => match stops::stop_fate(found.as_ref()) {
+                        stops::StopFate::Unknown(status) => {
+                            // Possibly live: kept as the stop held (as when the question fails, below).
+                            tracing::warn!(symbol, %status, "copy-trader: a replaced stop has an unknown status; kept");
+                            self.stops.insert(symbol.into(), old.clone());
+                            return;
+                        }
+                        fate => fate.fired(),
+                    },
                     Err(e) => {
                         // Unknown: the old stop stays the one held, as if open — the next reconcile asks again (a
                         // flat position whose old stop fired is a stop-out; one that ended otherwise is dropped and

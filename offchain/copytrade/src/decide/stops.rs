@@ -98,8 +98,8 @@ pub(crate) fn already_gone(code: Option<i64>) -> bool {
 /// reconcile, the replacement of a stop ([`StopFate::fired`]) and the check of the recorded stops
 /// ([`StopFate::to_record`]) all use.
 ///
-/// Only TRIGGERING, TRIGGERED and FINISHED mean the stop sent its close. CANCELED, EXPIRED, REJECTED (and any other
-/// status) mean it ended without closing anything: the copy-trader's own cancels remove a stop from its record
+/// Only TRIGGERING, TRIGGERED and FINISHED mean the stop sent its close. CANCELED, EXPIRED and REJECTED mean it
+/// ended without closing anything (a status the copy-trader does not know is neither: see [`StopFate::Unknown`]): the copy-trader's own cancels remove a stop from its record
 /// first, so such a stop was cancelled by someone else (by hand, by the exchange on a liquidation) or expired
 /// because its position was closed another way. A flat position whose stop ended that way was closed outside the
 /// copy-trader: it waits for the lead's next close or flip exactly as after a stop-out (nothing is chased), but it
@@ -110,8 +110,11 @@ pub(crate) enum StopFate {
     Open,
     /// It fired: its close was sent.
     Fired,
-    /// It ended without closing anything; its status, lower-case (canceled, expired, rejected, …).
+    /// It ended without closing anything; its status, lower-case (canceled, expired, rejected).
     Ended(String),
+    /// A status the copy-trader does not know (as the exchange sent it): possibly still live, so it is kept as held
+    /// — never dropped and a second stop placed beside it — and asked about again at the next reconcile.
+    Unknown(String),
     /// The exchange does not know it.
     NotFound,
 }
@@ -121,7 +124,10 @@ pub(crate) fn stop_fate(found: Option<&AlgoOrder>) -> StopFate {
         None => StopFate::NotFound,
         Some(a) if a.is_open() => StopFate::Open,
         Some(a) if matches!(a.algo_status.as_str(), "TRIGGERING" | "TRIGGERED" | "FINISHED") => StopFate::Fired,
-        Some(a) => StopFate::Ended(a.algo_status.to_lowercase()),
+        Some(a) if matches!(a.algo_status.as_str(), "CANCELED" | "EXPIRED" | "REJECTED") => {
+            StopFate::Ended(a.algo_status.to_lowercase())
+        }
+        Some(a) => StopFate::Unknown(a.algo_status.clone()),
     }
 }
 
@@ -135,7 +141,7 @@ impl StopFate {
     /// exists gets a new one); `None` while it is open, or when it fired (the stop-out check has it).
     pub(crate) fn to_record(&self) -> Option<String> {
         match self {
-            StopFate::Open | StopFate::Fired => None,
+            StopFate::Open | StopFate::Fired | StopFate::Unknown(_) => None,
             StopFate::Ended(status) => Some(status.clone()),
             StopFate::NotFound => Some("not_found".to_string()),
         }
@@ -277,10 +283,14 @@ pub(crate) mod tests {
             assert_eq!(fate(s), StopFate::Fired, "{s}");
             assert!(fate(s).fired() && fate(s).to_record().is_none(), "{s}");
         }
-        for (s, rec) in [("CANCELED", "canceled"), ("EXPIRED", "expired"), ("REJECTED", "rejected"), ("NEWER", "newer")]
-        {
+        for (s, rec) in [("CANCELED", "canceled"), ("EXPIRED", "expired"), ("REJECTED", "rejected")] {
             assert_eq!(fate(s), StopFate::Ended(rec.into()), "{s}");
             assert!(!fate(s).fired() && fate(s).to_record().as_deref() == Some(rec), "{s}");
+        }
+        // A status not known here may be live: neither fired nor ended, so it is never dropped (CTL-FIX 10).
+        for s in ["NEWER", "PAUSED", ""] {
+            assert_eq!(fate(s), StopFate::Unknown(s.into()), "{s}");
+            assert!(!fate(s).fired() && fate(s).to_record().is_none(), "{s}");
         }
         assert_eq!(stop_fate(None), StopFate::NotFound);
         assert!(!StopFate::NotFound.fired());
