@@ -104,16 +104,10 @@ pub fn retry_after(failures: u32, poll: std::time::Duration) -> std::time::Durat
 /// the accounts read every pass (6 `getMultipleAccounts` of 100).
 pub const MAX_LOOKBACK: u64 = 600;
 
-/// Whether `close_round` on round `r` now returns its rent to `payer`: `payer` started it, and the program's rule
-/// (`close.rs`) holds — final (or past its settle window), no open position, past its forecasts' reveal deadline,
-/// the previous round (`None`: it does not exist) final and the next one not open or final.
+/// Whether `close_round` on round `r` now returns its rent to `payer`: `payer` started it, and the program's own rule
+/// holds ([`Round::closable_alone`] and [`Round::neighbours_allow_close`], `None`: the neighbour does not exist).
 pub fn closable(r: &Round, prev: Option<&Round>, next: Option<&Round>, now: i64, payer: &Pubkey) -> bool {
-    r.payer == *payer
-        && r.is_final(now)
-        && r.positions == 0
-        && now > r.reveal_until
-        && prev.is_none_or(|p| p.is_final(now))
-        && next.is_none_or(|n| n.status != RoundStatus::Open || n.is_final(now))
+    r.payer == *payer && r.closable_alone(now).is_ok() && Round::neighbours_allow_close(prev, next, now).is_ok()
 }
 
 /// The epochs worth looking at at `now`: from the oldest one whose round may still be open (its close plus the

@@ -321,6 +321,27 @@ impl Round {
         }
     }
 
+    /// The round's own part of `close_round`'s rule at `now`: final (or past its settle window), no position left
+    /// open, past the reveal deadline of the forecasts committed on it (a forecast is scored from it: nobody may
+    /// close it to stop a reveal).
+    pub fn closable_alone(&self, now: i64) -> Result<()> {
+        require!(self.is_final(now), MarketError::RoundNotFinal);
+        require!(self.positions == 0, MarketError::PositionsOpen);
+        require!(now > self.reveal_until, MarketError::RevealPending);
+        Ok(())
+    }
+
+    /// The neighbours' part of `close_round`'s rule at `now` (`None`: the account does not exist): a round's price
+    /// records must outlive the neighbours that may still read them, the previous round until it has read its close
+    /// (this round's lock), the next until it has read its lock (this round's close). A missing neighbour can no
+    /// longer start: the previous one's window ended before this round began, and this round can only have read its
+    /// close after the next one's lock.
+    pub fn neighbours_allow_close(prev: Option<&Round>, next: Option<&Round>, now: i64) -> Result<()> {
+        require!(prev.is_none_or(|p| p.is_final(now)), MarketError::NeighbourPending);
+        require!(next.is_none_or(|n| n.status != RoundStatus::Open || n.is_final(now)), MarketError::NeighbourPending);
+        Ok(())
+    }
+
     /// Past the settle window without having been settled or cancelled.
     pub fn expired(&self, now: i64) -> bool {
         matches!(self.status, RoundStatus::Open | RoundStatus::Locked)

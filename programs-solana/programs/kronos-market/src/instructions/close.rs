@@ -64,19 +64,13 @@ pub fn close_round(ctx: Context<CloseRound>, epoch: u64) -> Result<()> {
     if r.expired(now) {
         cancel(key, r, CancelReason::Expired, Outcome::None);
     }
-    require!(matches!(r.status, RoundStatus::Settled | RoundStatus::Cancelled), MarketError::RoundNotFinal);
-    require!(r.positions == 0, MarketError::PositionsOpen);
-    // A forecast on this round is scored from it: keep it until their reveal deadline has passed, so that nobody
-    // can close it to stop a reveal.
-    require!(now > r.reveal_until, MarketError::RevealPending);
-    // The round's price records must outlive the neighbours that may still read them: the previous round until it
-    // has read its close (this round's lock), the next until it has read its lock (this round's close). A missing
-    // neighbour can no longer start: the previous one's window ended before this round began, and this round can
-    // only have read its close after the next one's lock.
+    // (An expired round was cancelled just above: final either way.)
+    r.closable_alone(now)?;
+    // Each neighbour checked as soon as it is read (the previous one's error first, as before).
     let prev = neighbour(&ctx.accounts.prev_round)?;
-    require!(prev.is_none_or(|p| p.is_final(now)), MarketError::NeighbourPending);
+    Round::neighbours_allow_close(prev.as_ref(), None, now)?;
     let next = neighbour(&ctx.accounts.next_round)?;
-    require!(next.is_none_or(|n| n.status != RoundStatus::Open || n.is_final(now)), MarketError::NeighbourPending);
+    Round::neighbours_allow_close(None, next.as_ref(), now)?;
     let owed = if r.status == RoundStatus::Settled { r.reward_amount } else { r.total()? };
     let dust = owed.checked_sub(r.paid).ok_or(MarketError::MathOverflow)?;
     let m = &mut ctx.accounts.market;
