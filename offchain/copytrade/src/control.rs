@@ -388,18 +388,11 @@ pub struct Control {
     /// compares it with the count it last read the log at before any order that can grow a position — never opens
     /// anything after the API accepted a command it has not read yet (an emergency stop sent mid-turn).
     sent: Arc<AtomicU64>,
-    /// An emergency stop the API could not append (the store failing), carried to this process's engine in memory.
-    unstored_stop: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 impl Control {
     pub fn new(store: Store) -> Control {
-        Control {
-            store,
-            wake: Arc::new(Notify::new()),
-            sent: Arc::new(AtomicU64::new(0)),
-            unstored_stop: Arc::new(parking_lot::Mutex::new(None)),
-        }
+        Control { store, wake: Arc::new(Notify::new()), sent: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Appends `cmd` durably (see [`append`]), then wakes the engine, which reads it through [`load`].
@@ -408,20 +401,6 @@ impl Control {
         self.sent.fetch_add(1, Ordering::SeqCst);
         self.wake.notify_one();
         Ok(seq)
-    }
-
-    /// Carries an emergency stop to this process's engine without the log, for when appending it failed: the engine
-    /// carries it out at once and holds it until a resume later in the log. Not durable: another process and a
-    /// restart do not see it.
-    pub fn stop_unstored(&self, reason: &str) {
-        *self.unstored_stop.lock() = Some(reason.to_string());
-        self.sent.fetch_add(1, Ordering::SeqCst);
-        self.wake.notify_one();
-    }
-
-    /// The emergency stop [`Control::stop_unstored`] carried, once.
-    pub(crate) fn take_unstored_stop(&self) -> Option<String> {
-        self.unstored_stop.lock().take()
     }
 
     /// How many commands this process has sent so far (see the field).

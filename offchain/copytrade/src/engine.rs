@@ -1913,18 +1913,6 @@ impl Engine {
 
     async fn poll_control(&mut self) -> bool {
         self.control_sent_seen = self.control.sent();
-        let mut unstored = false;
-        if let Some(reason) = self.control.take_unstored_stop() {
-            // Sent over the API while the control log could not be written: carried out from memory (before the
-            // log is read, which is likely failing too). As of the last command carried out, so only a resume
-            // later in the log lifts it.
-            if !self.risk.emergency {
-                let seq = self.carried.emergency_seq;
-                let reason = format!("{reason} (not stored: the control log could not be written)");
-                self.execute_emergency(&reason, seq).await;
-            }
-            unstored = true;
-        }
         let state = match control::load(&self.store).await {
             Ok(s) => s,
             Err(e) => {
@@ -1936,7 +1924,7 @@ impl Engine {
                     "{e:#}; no new orders (as with copy-trading off) until the control log can be read"
                 )])
                 .await;
-                return unstored;
+                return false;
             }
         };
         self.control_unreadable = false;

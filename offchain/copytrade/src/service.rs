@@ -110,21 +110,11 @@ async fn emergency(State(h): State<Handles>, headers: HeaderMap) -> Response {
     }
     // Appended to the control log first (it holds even if the engine is busy or restarting), then the engine is
     // woken at once.
-    // When the log cannot be written (the store failing) the stop still reaches this process's engine, from memory,
-    // and the reply says it was not stored (not durable: a restart or another process does not see it).
-    let reason = "emergency stop requested over the API";
-    let cmd = ControlCommand::EmergencyStop { reason: reason.into() };
+    let cmd = ControlCommand::EmergencyStop { reason: "emergency stop requested over the API".into() };
     if let Err(e) = h.control.send(&cmd, "the HTTP API").await {
-        h.control.stop_unstored(reason);
-        let body = serde_json::json!({
-            "emergency": true,
-            "stored": false,
-            "error": format!("{e:#}"),
-            "detail": "carried out by this copy-trader from memory; not stored: a restart does not see it",
-        });
-        return (StatusCode::ACCEPTED, Json(body)).into_response();
+        return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
     }
-    (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": true, "stored": true}))).into_response()
+    (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": true}))).into_response()
 }
 
 async fn resume(State(h): State<Handles>, headers: HeaderMap) -> Response {

@@ -1962,45 +1962,6 @@ async fn an_emergency_stop_accepted_during_start_ups_lead_poll_comes_before_any_
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }
 
-/// CTL-FIX 7: the store refuses every write to the control log (an SQLite trigger aborts INSERTs on ct_control);
-/// an emergency stop over the API is still carried out, from memory, and the reply says it was not stored (before
-/// the fix: HTTP 500 and the follower stayed open).
-#[tokio::test]
-async fn an_emergency_stop_over_the_api_is_carried_out_when_the_log_cannot_be_written() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.05").await;
-    let (_, pool) = kronos_common::db::open(&cfg.store).await.unwrap();
-    sqlx::query(
-        "CREATE TRIGGER refuse_control BEFORE INSERT ON ct_control BEGIN SELECT RAISE(ABORT, 'control writes \
-         refused'); END",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    let (addr, _srv) = kronos_copytrade::run::serve(r.handles.clone(), "127.0.0.1:0").await.unwrap();
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}/api/emergency-stop"))
-        .bearer_auth(CONTROL_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!((body["emergency"].as_bool(), body["stored"].as_bool()), (Some(true), Some(false)), "{body}");
-    assert!(body["error"].as_str().unwrap().contains("refused"), "{body}");
-    w.expect_follower("BTCUSDT", "0").await;
-    assert!(r.handles.status.lock().risk.emergency);
-    // Held: the log (which still says nothing) does not lift it, and the lead's next trade is not followed.
-    r.settle().await;
-    assert!(r.handles.status.lock().risk.emergency);
-    assert!(w.follower_qty("BTCUSDT").is_zero());
-    r.stop().await;
-}
-
 /// Latency: a command sent inside the daemon (the HTTP API) wakes the engine at once — here the poll interval is an
 /// hour, so nothing but the wake-up can carry the stop out — while one from another process is read at the next
 /// poll (every other test here: 200 ms).
