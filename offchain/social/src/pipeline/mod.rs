@@ -152,48 +152,42 @@ impl Pipeline {
 
     /// An item scored from `raw` without the de-duplication and spam rules and without remembering it.
     fn rescore(&self, origin: &Origin, raw: RawItem, now_ms: u64) -> Result<Item, Skip> {
-        let text = normalise::text(&raw.text, self.rules.max_text_bytes)?;
-        let author = raw
-            .author
-            .as_deref()
-            .map(normalise::collapse)
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| origin.name.clone());
-        let at_ms = raw.time_ms.unwrap_or(now_ms).min(now_ms);
-        let words = normalise::words(&text);
-        let content_hash = normalise::content_hash(&words);
-        let simhash = (words.len() >= dedup::MIN_NEAR_WORDS).then(|| dedup::simhash(&words));
-        let assets = self.rules.assets.extract(&text);
-        let sentiment = self.sentiment.compound(&text);
-        let z = assets
-            .iter()
-            .map(|a| self.baselines.z(&self.rules.score, a, at_ms))
-            .fold(f64::NEG_INFINITY, f64::max)
-            .max(0.0);
-        let score = score::score(origin.weight, !assets.is_empty(), sentiment, z, self.rules.score.z_spike);
-        let priority = score::priority(&self.rules.score, score, !assets.is_empty());
-        Ok(Item {
-            id: normalise::item_id(&origin.name, &raw.external_id),
-            source: origin.name.clone(),
-            kind: origin.kind.clone(),
-            author,
-            text,
-            url: raw.url.filter(|u| !u.trim().is_empty()),
-            at_ms,
-            received_ms: now_ms,
-            language: normalise::language(raw.language.as_deref()),
-            assets,
-            sentiment,
-            score: (score * 10_000.0).round() / 10_000.0,
-            priority,
-            version: 1,
-            edited_ms: None,
-            content_hash,
-            simhash: simhash.unwrap_or(0),
-        })
+        let post = self.normalise(origin, &raw, now_ms)?;
+        Ok(self.scored(origin, raw, post, now_ms))
     }
 
     fn one(&mut self, origin: &Origin, raw: RawItem, now_ms: u64) -> Result<Item, Skip> {
+        let post = self.normalise(origin, &raw, now_ms)?;
+        match self.window.check(post.content_hash, post.simhash) {
+            dedup::Seen::New => {}
+            dedup::Seen::Exact { first_author } => {
+                return Err(if !origin.trusted && !first_author.is_empty() && first_author != post.author {
+                    Skip::RepeatedAcrossAuthors
+                } else {
+                    Skip::DuplicateText
+                });
+            }
+            dedup::Seen::Near { .. } => return Err(Skip::NearDuplicate),
+        }
+        if !origin.trusted {
+            if spam::link_only(&post.text, self.rules.spam.min_words_besides_links) {
+                return Err(Skip::LinkOnly);
+            }
+            self.authors.check(&self.rules.spam, &origin.name, &post.author, post.at_ms)?;
+        }
+        let simhash = post.simhash;
+        let item = self.scored(origin, raw, post, now_ms);
+        // Accepted: remember it.
+        self.window.add(item.content_hash, simhash, &item.author, item.at_ms);
+        self.authors.accept(&self.rules.spam, &origin.name, &item.author, item.at_ms);
+        for a in &item.assets {
+            self.baselines.add(&self.rules.score, a, item.at_ms);
+        }
+        Ok(item)
+    }
+
+    /// The text, author, time and fingerprints of `raw`, as both new and edited posts are read.
+    fn normalise(&self, origin: &Origin, raw: &RawItem, now_ms: u64) -> Result<Post, Skip> {
         let text = normalise::text(&raw.text, self.rules.max_text_bytes)?;
         let author = raw
             .author
@@ -206,46 +200,29 @@ impl Pipeline {
         let words = normalise::words(&text);
         let content_hash = normalise::content_hash(&words);
         let simhash = (words.len() >= dedup::MIN_NEAR_WORDS).then(|| dedup::simhash(&words));
-        match self.window.check(content_hash, simhash) {
-            dedup::Seen::New => {}
-            dedup::Seen::Exact { first_author } => {
-                return Err(if !origin.trusted && !first_author.is_empty() && first_author != author {
-                    Skip::RepeatedAcrossAuthors
-                } else {
-                    Skip::DuplicateText
-                });
-            }
-            dedup::Seen::Near { .. } => return Err(Skip::NearDuplicate),
-        }
-        if !origin.trusted {
-            if spam::link_only(&text, self.rules.spam.min_words_besides_links) {
-                return Err(Skip::LinkOnly);
-            }
-            self.authors.check(&self.rules.spam, &origin.name, &author, at_ms)?;
-        }
-        let assets = self.rules.assets.extract(&text);
-        let sentiment = self.sentiment.compound(&text);
+        Ok(Post { text, author, at_ms, content_hash, simhash })
+    }
+
+    /// The item for a normalised post: its assets, sentiment, z-score against the current baselines, score and
+    /// priority (nothing is remembered here).
+    fn scored(&self, origin: &Origin, raw: RawItem, post: Post, now_ms: u64) -> Item {
+        let assets = self.rules.assets.extract(&post.text);
+        let sentiment = self.sentiment.compound(&post.text);
         let z = assets
             .iter()
-            .map(|a| self.baselines.z(&self.rules.score, a, at_ms))
+            .map(|a| self.baselines.z(&self.rules.score, a, post.at_ms))
             .fold(f64::NEG_INFINITY, f64::max)
             .max(0.0);
         let score = score::score(origin.weight, !assets.is_empty(), sentiment, z, self.rules.score.z_spike);
         let priority = score::priority(&self.rules.score, score, !assets.is_empty());
-        // Accepted: remember it.
-        self.window.add(content_hash, simhash, &author, at_ms);
-        self.authors.accept(&self.rules.spam, &origin.name, &author, at_ms);
-        for a in &assets {
-            self.baselines.add(&self.rules.score, a, at_ms);
-        }
-        Ok(Item {
+        Item {
             id: normalise::item_id(&origin.name, &raw.external_id),
             source: origin.name.clone(),
             kind: origin.kind.clone(),
-            author,
-            text,
+            author: post.author,
+            text: post.text,
             url: raw.url.filter(|u| !u.trim().is_empty()),
-            at_ms,
+            at_ms: post.at_ms,
             received_ms: now_ms,
             language: normalise::language(raw.language.as_deref()),
             assets,
@@ -254,10 +231,19 @@ impl Pipeline {
             priority,
             version: 1,
             edited_ms: None,
-            content_hash,
-            simhash: simhash.unwrap_or(0),
-        })
+            content_hash: post.content_hash,
+            simhash: post.simhash.unwrap_or(0),
+        }
     }
+}
+
+/// A post's normalised text, author, time and fingerprints (the simhash only for posts long enough to compare).
+struct Post {
+    text: String,
+    author: String,
+    at_ms: u64,
+    content_hash: u64,
+    simhash: Option<u64>,
 }
 
 #[cfg(test)]
