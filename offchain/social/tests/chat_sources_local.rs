@@ -1,7 +1,8 @@
 //! The monitor as `kronos social run` starts it, with a Discord source (the local gateway stand-in), a Telegram
 //! source (the local Bot API server) and the Redis fan-out (a real `redis-server`): chat messages come out scored on
 //! the Redis channels and in the REST API; after a stop and a start on the same SQLite store, messages posted while
-//! it was down come out once and nothing from before is repeated. Every wait is for the event it checks.
+//! it was down come out once and nothing from before is repeated; a Discord edit and a deletion come out on Redis as
+//! `edit` and `deleted` messages, like the `/ws`. Every wait is for the event it checks.
 
 use std::time::{Duration, Instant};
 
@@ -92,9 +93,11 @@ url = "{redis}"
     let running = kronos_social::runner::start(&cfg).await.unwrap();
     md.wait("the Discord session", DEADLINE, |m| m.live_sessions() == 1).await;
 
-    md.post(CHAN, "ada", "bitcoin is breaking out, very bullish today");
+    let first = md.post(CHAN, "ada", "bitcoin is breaking out, very bullish today");
     let (ch, v) = next(&mut btc).await;
     assert_eq!(ch, "social:asset:BTC");
+    assert_eq!(v["type"], "item");
+    let first_id = v["id"].as_str().unwrap().to_string();
     assert_eq!((v["kind"].as_str(), v["source"].as_str()), (Some("discord"), Some("desk")));
     assert_eq!(v["assets"], serde_json::json!(["BTC"]));
     assert!(v["sentiment"].as_f64().unwrap() > 0.0, "{v}");
@@ -141,5 +144,28 @@ url = "{redis}"
     assert_eq!(md.identifies(), 1, "the saved Discord session was resumed");
     let stored = texts(&base).await;
     assert_eq!(stored.len(), 4, "each message stored once: {stored:?}");
+
+    // An edit and a deletion at the source reach the Redis subscribers as the /ws messages do.
+    md.edit(first, "bitcoin is breaking out, edited: still very bullish");
+    let (_, v) = next(&mut all).await;
+    assert_eq!(
+        (v["type"].as_str(), v["id"].as_str(), v["version"].as_u64()),
+        (Some("edit"), Some(&*first_id), Some(2))
+    );
+    assert_eq!(v["text"], "bitcoin is breaking out, edited: still very bullish");
+    md.delete(first);
+    let (_, v) = next(&mut all).await;
+    assert_eq!(v, serde_json::json!({"type": "deleted", "id": first_id, "source": "desk"}));
+    // The BTC subscriber got the item, so it gets the deletion too (after the messages queued before it).
+    let t = Instant::now();
+    loop {
+        assert!(t.elapsed() < DEADLINE, "no deletion on the BTC channel");
+        let (ch, v) = next(&mut btc).await;
+        assert_eq!(ch, "social:asset:BTC");
+        if v["type"] == "deleted" {
+            assert_eq!(v["id"].as_str(), Some(&*first_id));
+            break;
+        }
+    }
     running.stop().await;
 }

@@ -1,5 +1,6 @@
 //! The Redis fan-out against a real `redis-server` on loopback (tests/testkit/src/redis.rs): subscribers get items on
-//! the asset / priority / all channels; a subscriber that disconnects does not stop the fan-out; a Redis restart is
+//! the asset / priority / all channels; edits and deletions reach the subscribers the item reached, as the `/ws`
+//! messages (`edit`, `deleted`); a subscriber that disconnects does not stop the fan-out; a Redis restart is
 //! survived with the failures counted and the publisher reconnected.
 
 use std::sync::Arc;
@@ -60,10 +61,15 @@ impl Sub {
 
     /// The next message: (channel, the item's id).
     async fn next(&mut self) -> (String, String) {
+        let (ch, v) = self.next_json().await;
+        (ch, v["id"].as_str().unwrap().to_string())
+    }
+
+    /// The next message: (channel, its JSON).
+    async fn next_json(&mut self) -> (String, serde_json::Value) {
         let m = tokio::time::timeout(DEADLINE, self.stream.next()).await.expect("a message in time").expect("open");
         let payload: String = m.get_payload().unwrap();
-        let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
-        (m.get_channel_name().to_string(), v["id"].as_str().unwrap().to_string())
+        (m.get_channel_name().to_string(), serde_json::from_str(&payload).unwrap())
     }
 }
 
@@ -131,6 +137,46 @@ async fn subscribers_get_items_on_their_channels_and_one_leaving_changes_nothing
     wait_for(&stats, "23 published", |s| s.published == 23).await;
     let s = stats.snapshot();
     assert_eq!((s.failures, s.dropped, s.reconnects), (0, 0, 0), "{s:?}");
+}
+
+#[tokio::test]
+async fn edits_and_deletions_reach_the_subscribers_the_item_reached() {
+    let server = RedisServer::start().unwrap();
+    let fanout = RedisFanout::start(&RedisConfig::with_url(server.url())).unwrap();
+    let stats = fanout.stats();
+    wait_for(&stats, "a connection", |s| s.connected).await;
+    let mut btc = Sub::new(&server.url(), &["social:asset:BTC"]).await;
+    let mut eth = Sub::new(&server.url(), &["social:asset:ETH"]).await;
+    let mut all = Sub::new(&server.url(), &["social:all"]).await;
+
+    let a = item("a", &["BTC"], Priority::High);
+    fanout.publish(&a);
+    let (_, v) = btc.next_json().await;
+    assert_eq!((v["type"].as_str(), v["id"].as_str(), v["version"].as_u64()), (Some("item"), Some("a"), Some(1)));
+    assert_eq!(all.next_json().await.1["type"], "item");
+
+    // Edited at the source: the new version (same id) on the channels of the item as edited.
+    let mut edited = (*a).clone();
+    edited.text = "a, edited".into();
+    edited.version = 2;
+    let edited = Arc::new(edited);
+    fanout.edit(&edited);
+    let (ch, v) = btc.next_json().await;
+    assert_eq!(ch, "social:asset:BTC");
+    assert_eq!((v["type"].as_str(), v["id"].as_str(), v["version"].as_u64()), (Some("edit"), Some("a"), Some(2)));
+    assert_eq!(v["text"], "a, edited");
+    assert_eq!(all.next_json().await.1["type"], "edit");
+
+    // Deleted at the source: `deleted` with its id and source, to the subscribers the item reached.
+    fanout.delete(&edited);
+    let want = serde_json::json!({"type": "deleted", "id": "a", "source": "test"});
+    assert_eq!(btc.next_json().await, ("social:asset:BTC".to_string(), want.clone()));
+    assert_eq!(all.next_json().await, ("social:all".to_string(), want));
+
+    // The ETH subscriber got nothing of item a: its first message is the next ETH item.
+    fanout.publish(&item("b", &["ETH"], Priority::Low));
+    assert_eq!(eth.next().await, ("social:asset:ETH".into(), "b".into()));
+    wait_for(&stats, "4 published", |s| s.published == 4).await;
 }
 
 #[tokio::test]

@@ -1,8 +1,15 @@
-//! Redis pub/sub fan-out: every accepted item is published, as the JSON of [`Item`], on each channel
-//! [`super::channels`] names for it — `social:asset:<SYMBOL>` per asset it mentions, `social:priority:<low|normal|high>`
-//! and `social:all`.
+//! Redis pub/sub fan-out: the same messages as the `/ws` ([`WsMessage`], JSON tagged by `type`), on each channel
+//! [`super::channels`] names for the item — `social:asset:<SYMBOL>` per asset it mentions,
+//! `social:priority:<low|normal|high>` and `social:all`:
+//! - `{"type":"item", …the item's fields}` for each accepted item;
+//! - `{"type":"edit", …}` for its new version after an edit at the source (same `id`, `version` one higher), on the
+//!   channels of the item as edited;
+//! - `{"type":"deleted","id":…,"source":…}` when it was deleted at the source, on the channels the item was
+//!   published on (its assets and priority as stored), so every subscriber that got the item gets its deletion.
 //!
-//! [`RedisFanout::publish`] never blocks the pipeline: it queues the item (bounded, [`RedisConfig::queue`]) and a
+//! A subscriber that reads only the item fields still reads `item` messages (the tag is one more field).
+//!
+//! [`RedisFanout::publish`] never blocks the pipeline: it queues the message (bounded, [`RedisConfig::queue`]) and a
 //! background task publishes queued items in pipelined batches over one multiplexed connection. When Redis goes away
 //! the task counts the failure, keeps the batch it was sending, and reconnects with a backoff (100 ms doubling to
 //! 10 s, reset by a success); the batch is then sent again (at least once: a subscriber that must not see an item
@@ -18,7 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{channels, Fanout};
+use super::{channels, Fanout, Published};
 use crate::item::Item;
 use crate::source::{Backoff, SourceError};
 
@@ -83,13 +90,13 @@ impl RedisConfig {
 /// Counters of the Redis fan-out (also on `/metrics` as `social_redis_*`).
 #[derive(Debug, Default)]
 pub struct RedisStats {
-    /// Items published (each on all its channels).
+    /// Messages published (an item, an edit or a deletion; each on all its channels).
     pub published: Counter,
     /// Failed connects and failed publishes.
     pub failures: Counter,
     /// Connections made after a failure.
     pub reconnects: Counter,
-    /// Items dropped because the queue was full (Redis slow or down).
+    /// Messages dropped because the queue was full (Redis slow or down).
     pub dropped: Counter,
     /// Whether the publisher holds a working connection now (1) or not (0).
     pub connected: Gauge,
@@ -117,20 +124,20 @@ impl RedisStats {
     }
 
     fn register(&self, r: &mut Registry) {
-        r.register("social_redis_published", "Items published to Redis", self.published.clone());
+        r.register("social_redis_published", "Messages published to Redis", self.published.clone());
         r.register("social_redis_failures", "Failed Redis connects and publishes", self.failures.clone());
         r.register("social_redis_reconnects", "Redis connections made after a failure", self.reconnects.clone());
-        r.register("social_redis_dropped", "Items dropped with the Redis queue full", self.dropped.clone());
+        r.register("social_redis_dropped", "Messages dropped with the Redis queue full", self.dropped.clone());
         r.register("social_redis_connected", "Whether the Redis publisher is connected", self.connected.clone());
     }
 }
 
-/// Items sent to Redis in one pipelined round trip, at most.
+/// Messages sent to Redis in one pipelined round trip, at most.
 const BATCH: usize = 256;
 
 /// The Redis publisher. Dropping it lets the background task send what is queued and end.
 pub struct RedisFanout {
-    tx: mpsc::Sender<Arc<Item>>,
+    tx: mpsc::Sender<Published>,
     stats: Arc<RedisStats>,
 }
 
@@ -160,7 +167,21 @@ impl Fanout for RedisFanout {
     }
 
     fn publish(&self, item: &Arc<Item>) {
-        if self.tx.try_send(item.clone()).is_err() {
+        self.queue(Published::New(item.clone()));
+    }
+
+    fn edit(&self, item: &Arc<Item>) {
+        self.queue(Published::Edit(item.clone()));
+    }
+
+    fn delete(&self, item: &Arc<Item>) {
+        self.queue(Published::Deleted(item.clone()));
+    }
+}
+
+impl RedisFanout {
+    fn queue(&self, m: Published) {
+        if self.tx.try_send(m).is_err() {
             self.stats.dropped.inc();
         }
     }
@@ -171,25 +192,26 @@ pub(crate) fn reconnect_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(100), Duration::from_secs(10))
 }
 
-/// The `PUBLISH` commands for a batch of items: one per (item, channel), the item's JSON as the message.
-pub(crate) fn publish_commands(items: &[Arc<Item>]) -> Vec<(String, String)> {
-    let mut out = Vec::with_capacity(items.len() * 3);
-    for item in items {
-        // An Item always serialises (plain strings and numbers; a NaN score would become null).
-        let json = serde_json::to_string(&**item).unwrap_or_default();
-        for ch in channels(item) {
+/// The `PUBLISH` commands for a batch of messages: one per (message, channel of its item), the `/ws` message's
+/// JSON ([`Published::message`]) as the payload.
+pub(crate) fn publish_commands(messages: &[Published]) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(messages.len() * 3);
+    for m in messages {
+        // A message always serialises (plain strings and numbers; a NaN score would become null).
+        let json = serde_json::to_string(&m.message()).unwrap_or_default();
+        for ch in channels(m.item()) {
             out.push((ch, json.clone()));
         }
     }
     out
 }
 
-async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<Arc<Item>>, stats: Arc<RedisStats>) {
+async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<Published>, stats: Arc<RedisStats>) {
     let conn_cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(5)));
     let mut backoff = reconnect_backoff();
-    let mut pending: Vec<Arc<Item>> = Vec::new();
+    let mut pending: Vec<Published> = Vec::new();
     let mut ever_connected = false;
     loop {
         let mut conn = match client.get_multiplexed_async_connection_with_config(&conn_cfg).await {
@@ -278,17 +300,43 @@ mod tests {
     }
 
     #[test]
-    fn one_publish_per_channel_with_the_item_json() {
-        let cmds = publish_commands(&[item("a", &["BTC"], Priority::High), item("b", &[], Priority::Low)]);
+    fn one_publish_per_channel_with_the_ws_message_json() {
+        let a = item("a", &["BTC"], Priority::High);
+        let cmds = publish_commands(&[Published::New(a.clone()), Published::New(item("b", &[], Priority::Low))]);
         let chans: Vec<&str> = cmds.iter().map(|(c, _)| c.as_str()).collect();
         assert_eq!(
             chans,
             vec!["social:asset:BTC", "social:priority:high", "social:all", "social:priority:low", "social:all"]
         );
         let v: serde_json::Value = serde_json::from_str(&cmds[0].1).unwrap();
+        assert_eq!(v["type"], "item");
         assert_eq!(v["id"], "a");
         assert_eq!(v["assets"], serde_json::json!(["BTC"]));
         assert_eq!(v["priority"], "high");
+        // Still an Item to a reader of the item fields only.
+        assert_eq!(serde_json::from_str::<Item>(&cmds[0].1).unwrap().id, "a");
+
+        // An edit: the new version on its channels; a deletion: on the channels of the item as it was.
+        let mut edited = (*a).clone();
+        edited.version = 2;
+        edited.assets = vec!["ETH".into()];
+        let cmds = publish_commands(&[Published::Edit(Arc::new(edited)), Published::Deleted(a)]);
+        let chans: Vec<&str> = cmds.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            chans,
+            vec![
+                "social:asset:ETH",
+                "social:priority:high",
+                "social:all",
+                "social:asset:BTC",
+                "social:priority:high",
+                "social:all"
+            ]
+        );
+        let e: serde_json::Value = serde_json::from_str(&cmds[0].1).unwrap();
+        assert_eq!((e["type"].as_str(), e["id"].as_str(), e["version"].as_u64()), (Some("edit"), Some("a"), Some(2)));
+        let d: serde_json::Value = serde_json::from_str(&cmds[3].1).unwrap();
+        assert_eq!(d, serde_json::json!({"type": "deleted", "id": "a", "source": "s"}));
     }
 
     #[test]
