@@ -157,12 +157,7 @@ pub(crate) fn classify_execute_revert(e: &kronos_contracts::market::KronosMarket
     match e {
         E::CheckpointAlreadyRecorded(_) => ExecuteRevert::Done,
         E::CheckpointNotDue(_) | E::ProofTimestampNotPast(_) => ExecuteRevert::NotYet,
-        E::ProofRoundMissing(_)
-        | E::ProofRoundAfterTimestamp(_)
-        | E::ProofSuccessorNotAfterTimestamp(_)
-        | E::ProofNotLatest(_)
-        | E::ProofBadSuccessor(_)
-        | E::ProofLaterPhaseInEffect(_) => ExecuteRevert::Reprove,
+        e if crate::txmgr::is_outdated_proof(e) => ExecuteRevert::Reprove,
         _ => ExecuteRevert::Fail,
     }
 }

@@ -216,6 +216,109 @@ async fn a_front_run_execute_is_success_without_an_alert() {
     run.await.unwrap().unwrap();
 }
 
+/// The feed moves between the keeper's proof and its inclusion: the keeper's execute, sent with a "latest round" proof,
+/// lands after a new feed round and reverts on chain with ProofNotLatest. That is a race lost, not a failure: no alert,
+/// and the keeper proves again (the new round as the successor) and records the checkpoint itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_execute_outdated_by_a_feed_update_is_proved_again_without_an_alert() {
+    let net = start(&["base"]).await;
+    let cancel = CancellationToken::new();
+    bettors(&net, &cancel);
+    let bus = Bus::new(8192);
+    let mut rx = bus.subscribe();
+    let mut failures = bus.subscribe();
+    let cfg = net.config(&[], false);
+    let keeper =
+        Keeper::build(&cfg, net.signer(), bus.clone(), Overrides { no_api: true, ..Default::default() }).await.unwrap();
+    let run = tokio::spawn(keeper.run(cancel.clone()));
+    net.wait_checkpoint(0, 4, 0).await;
+
+    // Only this test moves the feed from now on: stop the replay and wait until its last update (if any) is mined.
+    net.replay_cancel[0].cancel();
+    let q = net.chains[0].wallet(0);
+    let oracle = net.chains[0].keys[9].address();
+    loop {
+        let mined = q.get_transaction_count(oracle).await.unwrap();
+        let pending = q.get_transaction_count(oracle).pending().await.unwrap();
+        if mined == pending {
+            break;
+        }
+        q.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
+    }
+    // Stop mining, then move time past the next checkpoint (and its execute delay, but before the feed's next update
+    // would come) with one block: the only proof of that checkpoint is the latest feed round, with no successor.
+    q.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (0,)).await.unwrap();
+    q.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (false,)).await.unwrap();
+    let t = kronos_testkit::head_time(&q).await.unwrap();
+    let g = net.chains[0].genesis();
+    let k_next = (t - g) / INTERVAL + 1;
+    let delay = kronos_testkit::deploy::execute_delay(INTERVAL as u32) as u64;
+    kronos_testkit::mine_at(&q, g + k_next * INTERVAL + delay + 1).await.unwrap();
+    // The keeper's execute waiting in the pool with a "latest round" proof (checkpoint k_next, or k_next - 1 first if
+    // that one was not due yet when mining stopped: its proof has a successor, so mine it and wait for the next).
+    let (k, ours) = loop {
+        let (j, hash) = wait_signal(&mut rx, 60, "the keeper sending an execute", |s| match s {
+            SignalKind::TxSent { action, tx_hash, .. } => {
+                action.strip_prefix("execute:1:").map(|j| (j.parse::<u64>().unwrap(), tx_hash.clone()))
+            }
+            _ => None,
+        })
+        .await;
+        let Some(tx) = q.get_transaction_by_hash(hash.parse().unwrap()).await.unwrap() else { continue };
+        if tx.block_number.is_some() || net.checkpoint(0, j).await.0 != 0 {
+            continue;
+        }
+        let call = <kronos_contracts::market::KronosMarket::executeCall as alloy::sol_types::SolCall>::abi_decode(
+            alloy::consensus::Transaction::input(tx.inner.inner()),
+        )
+        .unwrap();
+        if call.price.nextRoundId.is_zero() {
+            break (j, tx);
+        }
+        q.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
+    };
+    // A new feed round lands first (higher tip, same block): the keeper's proof is no longer the latest.
+    let update = alloy::rpc::types::TransactionRequest::default()
+        .with_to(net.chains[0].aggregator)
+        .with_input(alloy::primitives::Bytes::from(alloy::sol_types::SolCall::abi_encode(
+            &kronos_contracts::mocks::MockV3Aggregator::updateAnswerCall {
+                _answer: alloy::primitives::I256::try_from(6_000_000_000_000i64).unwrap(),
+            },
+        )))
+        .with_gas_limit(500_000)
+        .with_max_fee_per_gas(1_000_000_000_000)
+        .with_max_priority_fee_per_gas(500_000_000_000);
+    let update = *net.chains[0].wallet(OTHER).send_transaction(update).await.unwrap().tx_hash();
+    q.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
+    let u = q.get_transaction_receipt(update).await.unwrap().expect("the feed update is mined");
+    assert!(u.status(), "the feed update reverted");
+    // The keeper's execute (or a fee replacement of it: same nonce) reverted in that block, behind the update.
+    let keeper = net.signer().address();
+    let receipts = q.get_block_receipts(u.block_number.unwrap().into()).await.unwrap().unwrap_or_default();
+    let theirs: Vec<_> = receipts.iter().filter(|r| r.from == keeper).collect();
+    assert!(
+        theirs.iter().any(|r| !r.status() && r.to == Some(net.chains[0].deployment.market)),
+        "the keeper's execute (nonce {}) should revert behind the feed update: {theirs:?}",
+        alloy::consensus::Transaction::nonce(ours.inner.inner())
+    );
+    assert_eq!(net.checkpoint(0, k).await.0, 0, "checkpoint {k} is not recorded yet");
+    q.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (1,)).await.unwrap();
+
+    // The keeper proves again and records checkpoint k itself, with no failure alert on the way.
+    let action = format!("execute:1:{k}");
+    wait_signal(&mut rx, 120, &format!("{action} confirmed"), |s| match s {
+        SignalKind::TxConfirmed { action: a, .. } if *a == action => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(net.checkpoint(0, k).await.0 > 0, "checkpoint {k} recorded");
+    while let Ok(s) = failures.try_recv() {
+        assert!(!matches!(&s.kind, SignalKind::TxFailed { .. }), "a failure alert: {:?}", s.kind);
+    }
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+}
+
 /// Item 10, after a long downtime: the keeper locked a round, was stopped, and someone else executed the checkpoints
 /// for longer than the settle window, so the checkpoint that settled the round is before anything the catch-up
 /// looks at. On restart the round must still take its final state from the chain.

@@ -42,7 +42,7 @@ pub(crate) use fees::{next_fees, Fees};
 pub(crate) use node_error::{classify_node_error, NodeError};
 pub(crate) use replace::{nonce_gap, released};
 use revert::revert_from;
-pub(crate) use revert::{decode_revert, is_benign_revert};
+pub(crate) use revert::{decode_revert, is_benign_revert, is_outdated_proof, judge_on_chain_revert, OnChainRevert};
 
 /// How a transaction ended badly.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -536,19 +536,26 @@ impl TxManager {
                     };
                     let reason = format!("{reason}; simulated again: {now}");
                     self.mark(&tx.hashes, TxStatus::Failed, Some(&reason)).await;
-                    if data.as_ref().is_some_and(|d| is_benign_revert(d)) || done().await {
+                    let data_ref: Option<&[u8]> = data.as_ref().map(|d| d.as_ref());
+                    let done_now = data_ref.is_some_and(is_benign_revert) || done().await;
+                    match judge_on_chain_revert(data_ref, done_now) {
                         // Someone else did it first (e.g. copied our execute with a higher tip): the outcome we wanted
                         // is on chain, so this is no failure to alert about.
-                        tracing::info!(chain = %self.chain, action, %reason, "someone else did it first");
-                    } else {
-                        self.bus.publish(
+                        OnChainRevert::Done => {
+                            tracing::info!(chain = %self.chain, action, %reason, "someone else did it first")
+                        }
+                        // The feed moved between our proof and inclusion: the caller proves again (counted above).
+                        OnChainRevert::Raced => {
+                            tracing::warn!(chain = %self.chain, action, %reason, "inputs went out of date before inclusion; sending again with fresh ones")
+                        }
+                        OnChainRevert::Failed => self.bus.publish(
                             "keeper",
                             SignalKind::TxFailed {
                                 chain: self.chain.clone(),
                                 action: action.into(),
                                 error: reason.clone(),
                             },
-                        );
+                        ),
                     }
                     return Err(TxError::Revert { reason, data });
                 }

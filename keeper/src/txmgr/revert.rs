@@ -31,6 +31,45 @@ pub(crate) fn is_benign_revert(data: &[u8]) -> bool {
     matches!(KronosMarketErrors::abi_decode(data), Ok(KronosMarketErrors::CheckpointAlreadyRecorded(_)))
 }
 
+/// Whether a market revert says the Chainlink proof went out of date: the feed moved between the proof and the
+/// transaction's inclusion (a new round made a "latest" proof stale, or the phase changed). The caller proves again.
+pub(crate) fn is_outdated_proof(e: &KronosMarketErrors) -> bool {
+    use KronosMarketErrors as E;
+    matches!(
+        e,
+        E::ProofRoundMissing(_)
+            | E::ProofRoundAfterTimestamp(_)
+            | E::ProofSuccessorNotAfterTimestamp(_)
+            | E::ProofNotLatest(_)
+            | E::ProofBadSuccessor(_)
+            | E::ProofLaterPhaseInEffect(_)
+    )
+}
+
+/// What a transaction that reverted on chain (after its simulation passed) means for the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnChainRevert {
+    /// What it was for is on chain (someone else did it first): no failure.
+    Done,
+    /// Its inputs went out of date between the simulation and inclusion (an outdated proof): the caller sends again
+    /// with fresh inputs, so this is a race lost, counted and logged, not an alert.
+    Raced,
+    /// Anything else, including a revert that a fresh simulation no longer explains: alert.
+    Failed,
+}
+
+/// Judges an on-chain revert from a fresh simulation's revert data (`None`: it no longer reverts, or the node gave
+/// no data) and whether the action's outcome is on chain now.
+pub(crate) fn judge_on_chain_revert(resimulated: Option<&[u8]>, done: bool) -> OnChainRevert {
+    if done || resimulated.is_some_and(is_benign_revert) {
+        return OnChainRevert::Done;
+    }
+    match resimulated.and_then(|d| KronosMarketErrors::abi_decode(d).ok()) {
+        Some(e) if is_outdated_proof(&e) => OnChainRevert::Raced,
+        _ => OnChainRevert::Failed,
+    }
+}
+
 /// A node's error answer as a revert: when it carries revert data, or the node says it reverts
 /// ([`classify_node_error`]).
 pub(crate) fn revert_from(e: &RpcError<TransportErrorKind>) -> Option<TxError> {
@@ -91,6 +130,35 @@ mod tests {
         let e = TxError::Revert { reason: "x".into(), data: Some(done.into()) };
         assert!(matches!(e.market_error(), Some(KronosMarketErrors::CheckpointAlreadyRecorded(_))));
         assert!(e.registry_error().is_none());
+    }
+
+    #[test]
+    fn an_outdated_proof_is_a_lost_race_and_only_that() {
+        let not_latest = KronosMarket::ProofNotLatest {
+            roundId: alloy::primitives::aliases::U80::from(9),
+            latestRoundId: alloy::primitives::aliases::U80::from(11),
+        }
+        .abi_encode();
+        let done =
+            KronosMarket::CheckpointAlreadyRecorded { marketId: U256::from(1), index: U256::from(4) }.abi_encode();
+        let not_due =
+            KronosMarket::CheckpointNotDue { marketId: U256::from(1), index: U256::from(4), timestamp: U256::from(9) }
+                .abi_encode();
+        assert_eq!(judge_on_chain_revert(Some(&not_latest), false), OnChainRevert::Raced);
+        // Recorded by someone else in the meantime: done, whatever check failed first.
+        assert_eq!(judge_on_chain_revert(Some(&not_latest), true), OnChainRevert::Done);
+        assert_eq!(judge_on_chain_revert(Some(&done), false), OnChainRevert::Done);
+        assert_eq!(judge_on_chain_revert(Some(&not_due), false), OnChainRevert::Failed);
+        // It would pass now, or the node gave no data: unexplained, so alert.
+        assert_eq!(judge_on_chain_revert(None, false), OnChainRevert::Failed);
+        assert_eq!(judge_on_chain_revert(Some(&[0xde, 0xad]), false), OnChainRevert::Failed);
+        let late = PredictionRegistry::CommitTooLate {
+            marketId: U256::from(1),
+            epoch: U256::from(2),
+            closesAt: U256::from(3),
+        }
+        .abi_encode();
+        assert_eq!(judge_on_chain_revert(Some(&late), false), OnChainRevert::Failed);
     }
 
     #[test]
