@@ -4,7 +4,9 @@
 //! close code (RESUME, nothing lost or repeated); a restart that resumes the saved session; a restart whose session
 //! expired (new session, REST backfill, a REST 429 waited out); fatal close codes and a refused token; edits
 //! (MESSAGE_UPDATE), deletions (MESSAGE_DELETE, MESSAGE_DELETE_BULK) and an event the source does not know; two
-//! shards (the identify rule, each resuming on its own, a restart from the saved cursor).
+//! shards (the identify rule, each resuming on its own, a restart from the saved cursor); edits and deletions made
+//! while the monitor was down beyond a resume, read back over REST (and the bound on what is remembered); two
+//! monitors splitting the shards (`shard_ids`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,8 +44,13 @@ struct Run {
 }
 
 fn config(md: &MockDiscord, token_env: &str) -> DiscordConfig {
+    config_with(md, token_env, "")
+}
+
+/// The test's source config with `extra` TOML lines.
+fn config_with(md: &MockDiscord, token_env: &str, extra: &str) -> DiscordConfig {
     let t: toml::Table = toml::from_str(&format!(
-        "name = \"disc\"\nkind = \"discord\"\ntoken_env = \"{token_env}\"\nchannels = [\"{A}\", \"{B}\"]\napi_url = \"{}\"",
+        "name = \"disc\"\nkind = \"discord\"\ntoken_env = \"{token_env}\"\nchannels = [\"{A}\", \"{B}\"]\napi_url = \"{}\"\n{extra}",
         md.api_url()
     ))
     .unwrap();
@@ -52,8 +59,13 @@ fn config(md: &MockDiscord, token_env: &str) -> DiscordConfig {
 
 /// Runs the source from `cursor` as the runner would (items and cursor recorded together).
 fn start(md: &MockDiscord, cursor: DiscordCursor) -> Run {
+    start_cfg(md, cursor, "")
+}
+
+/// [`start`] with `extra` config lines.
+fn start_cfg(md: &MockDiscord, cursor: DiscordCursor, extra: &str) -> Run {
     std::env::set_var("KRONOS_TEST_DISCORD_TOKEN", TOKEN);
-    let src = DiscordSource::new("disc", config(md, "KRONOS_TEST_DISCORD_TOKEN")).unwrap();
+    let src = DiscordSource::new("disc", config_with(md, "KRONOS_TEST_DISCORD_TOKEN", extra)).unwrap();
     start_with(src, cursor, md.creates_delivered())
 }
 
@@ -435,4 +447,141 @@ async fn two_shards_identify_by_the_rules_resume_each_and_restart_from_the_curso
     all.sort();
     want.sort();
     assert_eq!(all, want, "every message once across the drop and the restart");
+}
+
+fn del(id: u64) -> Change {
+    Change::Delete { external_id: id.to_string() }
+}
+
+fn remembered(c: &DiscordCursor, channel: u64) -> Vec<u64> {
+    c.recent.get(&channel).map(|r| r.keys().copied().collect()).unwrap_or_default()
+}
+
+/// Edits and deletions made while the monitor was down and its session expired (so no RESUME replays them): the
+/// new session's READY reads the remembered messages back over REST (`before=`), and the edits (a later
+/// `edited_timestamp`) and deletions (gone from the range read) come out as changes, once and oldest first per
+/// channel; an edit already taken live is not taken again; a message posted meanwhile is backfilled as before.
+#[tokio::test]
+async fn edits_and_deletions_made_while_down_beyond_a_resume_are_read_back_over_rest() {
+    let md = MockDiscord::start().await;
+    let run = start(&md, DiscordCursor::default());
+    session_up(&md).await;
+    let a1 = md.post(A, "ada", "a1 first");
+    let a2 = md.post(A, "ada", "a2 second");
+    let b1 = md.post(B, "bob", "b1 third");
+    let a3 = md.post(A, "ada", "a3 fourth");
+    run.wait_items(4).await;
+    md.edit(a3, "a3 fourth, edited live");
+    run.wait("the live edit", |s| s.changes.len() == 1).await;
+    let (c1, _) = run.stop().await;
+    md.wait("the old connection gone", DEADLINE, |m| m.live() == 0).await;
+    assert_eq!(remembered(&c1, A), vec![a1, a2, a3]);
+    assert_eq!(remembered(&c1, B), vec![b1]);
+    assert!(c1.recent[&A][&a3] > 0 && c1.recent[&A][&a1] == 0, "the live edit's time is remembered: {:?}", c1.recent);
+
+    // Down, and the session expires: nothing reaches the monitor, only the channels' history changes.
+    md.expire_sessions();
+    md.edit(a1, "a1 first, edited while down: $BTC");
+    md.delete(a2);
+    md.delete(b1);
+    let a4 = md.post(A, "ada", "a4 posted while down");
+    let run = start(&md, c1);
+    run.wait("three changes and the backfilled message", |s| s.changes.len() >= 3 && !s.items.is_empty()).await;
+    assert_eq!(md.identifies(), 2, "a new session, not a resume");
+    {
+        let g = run.seen.lock();
+        let Change::Edit { item, edited_ms } = &g.changes[0] else { panic!("{:?}", g.changes) };
+        assert_eq!(item.external_id, a1.to_string(), "the same message id");
+        assert_eq!(item.text, b"a1 first, edited while down: $BTC");
+        assert!(*edited_ms > 0);
+        assert_eq!(g.changes[1..], [del(a2), del(b1)], "deletions, A's then B's (emptied)");
+        assert_eq!(run.stats.changes.load(Ordering::SeqCst), 3, "this run's: the three read back");
+        assert_eq!(g.items.iter().map(|i| i.0.clone()).collect::<Vec<_>>(), vec![a4.to_string()]);
+        assert_eq!(remembered(&g.cursor, A), vec![a1, a3, a4], "the deleted one forgotten");
+        assert_eq!(remembered(&g.cursor, B), Vec::<u64>::new());
+    }
+    let calls = md.rest_calls();
+    let reread = format!("/channels/{A}/messages?before={}&limit=100", a3 + 1);
+    assert!(calls.contains(&reread), "A read back from its newest remembered message: {calls:?}");
+
+    // Live again: a new post comes out, nothing is re-checked or repeated.
+    let a5 = md.post(A, "ada", "a5 live");
+    run.wait_items(2).await;
+    assert_eq!(run.ids(), vec![a4.to_string(), a5.to_string()]);
+    assert_eq!(run.seen.lock().changes.len(), 3);
+    assert_eq!(md.rest_calls().iter().filter(|c| **c == reread).count(), 1);
+    assert!(run.seen.lock().errors.is_empty(), "{:?}", run.seen.lock().errors);
+}
+
+/// `recheck_max` bounds what is remembered per channel (the last N taken) and so what a new session reads back:
+/// an edit of an older message is not seen (the documented limit), a deletion within the window is.
+#[tokio::test]
+async fn the_recheck_window_is_bounded_by_recheck_max() {
+    let md = MockDiscord::start().await;
+    let run = start_cfg(&md, DiscordCursor::default(), "recheck_max = 2");
+    session_up(&md).await;
+    let a1 = md.post(A, "ada", "w1");
+    let a2 = md.post(A, "ada", "w2");
+    let a3 = md.post(A, "ada", "w3");
+    run.wait_items(3).await;
+    let (c, _) = run.stop().await;
+    md.wait("the old connection gone", DEADLINE, |m| m.live() == 0).await;
+    assert_eq!(remembered(&c, A), vec![a2, a3], "the last 2 only");
+
+    md.expire_sessions();
+    md.edit(a1, "w1 edited while down (outside the window)");
+    md.delete(a3);
+    let run = start_cfg(&md, c, "recheck_max = 2");
+    run.wait("the deletion", |s| !s.changes.is_empty()).await;
+    // A live post after it: everything the new session's READY produced has come out before it.
+    let a4 = md.post(A, "ada", "w4 live");
+    run.wait_items(1).await;
+    assert_eq!(run.ids(), vec![a4.to_string()]);
+    assert_eq!(run.seen.lock().changes, vec![del(a3)], "the edit of w1 is outside the window");
+    let pages = md.rest_calls().iter().filter(|c| c.contains("before=")).count();
+    assert_eq!(pages, 1, "one page read back for A (B has no remembered message)");
+}
+
+/// Two monitors (two processes in production) split a bot's two shards with `shard_ids`: each identifies only its
+/// own shard (`[0, 2]`, `[1, 2]`), gets only its guilds' messages, saves only its shard's session, and a restart of
+/// one resumes only its shard while the other goes on.
+#[tokio::test]
+async fn two_monitors_split_the_shards_and_each_identifies_only_its_own() {
+    let md = MockDiscord::start().await;
+    // max_concurrency 2: shards 0 and 1 are in different identify buckets, so they may identify at once (with 1,
+    // two processes would have to start 5 s apart: each process's queue knows only its own identifies).
+    md.set_sharding(2, 2);
+    let r0 = start_cfg(&md, DiscordCursor::default(), "shards = 2\nshard_ids = [0]");
+    let r1 = start_cfg(&md, DiscordCursor::default(), "shards = 2\nshard_ids = [1]");
+    md.wait("two live sessions", DEADLINE, |m| m.live_sessions() == 2).await;
+    let mut shards: Vec<[u64; 2]> = md.identified().iter().map(|i| i.0).collect();
+    shards.sort();
+    assert_eq!(shards, vec![[0, 2], [1, 2]], "each shard identified once, by its own monitor");
+
+    let p0 = md.post(A, "ada", "guild one, shard 0");
+    let p1 = md.post_in(GUILD_2, B, "bob", "guild two, shard 1");
+    let p0b = md.post(A, "ada", "guild one again");
+    let p1b = md.post_in(GUILD_2, B, "bob", "guild two again");
+    r0.wait_items(2).await;
+    r1.wait_items(2).await;
+    assert_eq!(r0.ids(), vec![p0.to_string(), p0b.to_string()]);
+    assert_eq!(r1.ids(), vec![p1.to_string(), p1b.to_string()]);
+    r1.wait("shard 1's session saved", |s| s.cursor.sessions.len() == 1).await;
+
+    let (c0, _) = r0.stop().await;
+    md.wait("monitor 0's connection gone", DEADLINE, |m| m.live() == 1).await;
+    assert_eq!(c0.shards, 2);
+    assert_eq!(c0.sessions.keys().copied().collect::<Vec<_>>(), vec![0], "only its own shard's session");
+    assert_eq!(r1.seen.lock().cursor.sessions.keys().copied().collect::<Vec<_>>(), vec![1]);
+
+    let p0c = md.post(A, "ada", "shard 0 while monitor 0 is down");
+    let p1c = md.post_in(GUILD_2, B, "bob", "shard 1 meanwhile");
+    r1.wait_items(3).await;
+    let r0 = start_cfg(&md, c0, "shards = 2\nshard_ids = [0]");
+    r0.wait_items(1).await;
+    assert_eq!(r0.ids(), vec![p0c.to_string()]);
+    assert_eq!(md.resumed_shards(), vec![0], "monitor 0 resumed its shard only");
+    assert_eq!(md.identifies(), 2, "nobody identified again");
+    assert_eq!(r1.ids(), vec![p1.to_string(), p1b.to_string(), p1c.to_string()]);
+    assert!(r0.seen.lock().errors.is_empty() && r1.seen.lock().errors.is_empty());
 }

@@ -15,9 +15,13 @@
 //!   authentication failed, 4005 already authenticated, 4013 invalid intents; tests can send RECONNECT (op 7),
 //!   INVALID_SESSION, any close code, or drop the TCP connection without a close frame.
 //! - REST under `/api/v10` with `Authorization: Bot <token>`: `GET /gateway/bot` (url, the recommended `shards`,
-//!   `session_start_limit` with `max_concurrency`, both settable) and `GET /channels/{id}/messages?after=&limit=` (the `limit` messages right after
-//!   `after`, newest first, as Discord returns them); 401 for a bad token, 404 `Unknown Channel`, and 429 with
-//!   `Retry-After` / `retry_after` when a test asks for it.
+//!   `session_start_limit` with `max_concurrency`, both settable) and `GET /channels/{id}/messages` with `after=`
+//!   (the `limit` messages right after `after`), `before=` (the `limit` messages right before `before`) or neither
+//!   (the latest `limit`), newest first as Discord returns them, each as it reads now (`content` and
+//!   `edited_timestamp` after an edit; a deleted message gone); 401 for a bad token, 404 `Unknown Channel` (a
+//!   channel nothing was ever posted in, or one deleted), and 429 with `Retry-After` / `retry_after` when a test
+//!   asks for it. Edits and deletions made while no valid session is on the guild's shard (the monitor down, its
+//!   session expired) reach the history only.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -76,6 +80,8 @@ struct Inner {
     conns: BTreeMap<u64, mpsc::UnboundedSender<Ctl>>,
     /// All messages posted, oldest first (the channel history REST serves).
     messages: Vec<Value>,
+    /// Channels with a history (posted in, not deleted).
+    channels: std::collections::BTreeSet<String>,
     last_snowflake: u64,
     identifies: u32,
     /// Every IDENTIFY's `shard` and when it arrived.
@@ -160,6 +166,7 @@ impl MockDiscord {
                 next_conn: 1,
                 conns: BTreeMap::new(),
                 messages: Vec::new(),
+                channels: Default::default(),
                 last_snowflake: 0,
                 identifies: 0,
                 identified: Vec::new(),
@@ -229,6 +236,9 @@ impl MockDiscord {
             "flags": 0, "nonce": id.to_string()
         });
         edit(&mut d);
+        if let Some(c) = d["channel_id"].as_str() {
+            g.channels.insert(c.to_string());
+        }
         g.messages.push(d.clone());
         dispatch(&mut g, "MESSAGE_CREATE", d);
         id
@@ -341,7 +351,9 @@ impl MockDiscord {
 
     /// Deletes channel `id`: its history answers 404 Unknown Channel from now on.
     pub fn delete_channel(&self, id: u64) {
-        self.inner.lock().messages.retain(|d| d["channel_id"] != json!(id.to_string()));
+        let mut g = self.inner.lock();
+        g.messages.retain(|d| d["channel_id"] != json!(id.to_string()));
+        g.channels.remove(&id.to_string());
     }
 
     /// The next `n` REST calls answer 429.
@@ -460,15 +472,23 @@ async fn channel_messages(
     if let Some(r) = rest_gate(&m, &h, format!("/channels/{id}/messages?{}", qs.join("&"))) {
         return r;
     }
-    let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let num = |k: &str| q.get(k).and_then(|a| a.parse::<u64>().ok());
     let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50).clamp(1, 100);
     let g = m.inner.lock();
-    let in_channel: Vec<&Value> = g.messages.iter().filter(|d| d["channel_id"] == json!(id)).collect();
-    if in_channel.is_empty() {
+    if !g.channels.contains(&id) {
         return rest_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
     }
+    let in_channel: Vec<&Value> = g.messages.iter().filter(|d| d["channel_id"] == json!(id)).collect();
     let id_of = |d: &Value| d["id"].as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    let mut out: Vec<Value> = in_channel.into_iter().filter(|d| id_of(d) > after).take(limit).cloned().collect();
+    let mut out: Vec<Value> = match (num("after"), num("before")) {
+        // The `limit` oldest after `after`.
+        (Some(after), _) => in_channel.into_iter().filter(|d| id_of(d) > after).take(limit).cloned().collect(),
+        // The `limit` newest before `before` (or of all).
+        (None, before) => {
+            let older: Vec<&Value> = in_channel.into_iter().filter(|d| before.is_none_or(|b| id_of(d) < b)).collect();
+            older[older.len().saturating_sub(limit)..].iter().map(|d| (*d).clone()).collect()
+        }
+    };
     out.reverse();
     Json(Value::Array(out)).into_response()
 }

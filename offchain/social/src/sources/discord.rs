@@ -22,6 +22,13 @@
 //!   When the session cannot be resumed (expired, or the gap is too old) a new session's READY triggers a
 //!   **backfill** over REST (`GET /channels/{id}/messages?after=<last id>&limit=100`, paged) for every channel with a
 //!   last id, so messages posted while the monitor was away are still taken, oldest first.
+//! - **Re-check after a new session**: the cursor also remembers the last `recheck_max` messages taken per channel
+//!   (id → the edit time known). A new session's READY reads them back over REST
+//!   (`GET /channels/{id}/messages?before=<newest remembered + 1>&limit=100`, paged back over the window) and hands
+//!   in the edits (a later `edited_timestamp`) and deletions (gone from the range read) made while no session
+//!   received them.
+//! - **Shards across processes**: `shard_ids` (with `shards`, the total) runs only those shards here: only they
+//!   identify, and only their sessions are saved and resumed.
 //! - **Rate limits**: the shard's command rate limiter (120 gateway commands a minute); `GET /gateway/bot`'s
 //!   `session_start_limit` (no identify left: rate limited until `reset_after`); REST 429s wait `retry_after`
 //!   (header or body, whichever is longer).
@@ -67,7 +74,17 @@ pub struct DiscordConfig {
     pub backfill_max: usize,
     /// Gateway shards (`None`: the count `GET /gateway/bot` recommends).
     pub shards: Option<u32>,
+    /// The shards this process runs, each below `shards` (`None`: all of them). Several processes split the shards
+    /// of one bot by listing disjoint sets under the same `shards`.
+    pub shard_ids: Option<BTreeSet<u32>>,
+    /// Per channel, the last this many messages taken are remembered (id and edit time, in the cursor) and read
+    /// again over REST after a new session, so edits and deletions made while the monitor was away are applied.
+    /// 0 turns that off.
+    pub recheck_max: usize,
 }
+
+/// The most `recheck_max` may be (ten REST pages per channel after a new session).
+pub const RECHECK_MAX: usize = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +103,8 @@ struct RawDiscord {
     api_url: Option<String>,
     backfill_max: Option<usize>,
     shards: Option<u32>,
+    shard_ids: Option<Vec<u32>>,
+    recheck_max: Option<usize>,
 }
 
 impl DiscordConfig {
@@ -120,7 +139,38 @@ impl DiscordConfig {
         if r.shards == Some(0) {
             return Err((at("shards"), "at least 1 (or leave it out for Discord's recommended count)".into()));
         }
-        Ok(DiscordConfig { token_env, channels, api_url, backfill_max, shards: r.shards })
+        let shard_ids = match r.shard_ids {
+            None => None,
+            Some(ids) => {
+                let Some(n) = r.shards else {
+                    return Err((
+                        at("shard_ids"),
+                        "needs `shards`, the bot's total shard count (every process uses the same)".into(),
+                    ));
+                };
+                if ids.is_empty() {
+                    return Err((at("shard_ids"), "list at least one shard id (or leave it out for all)".into()));
+                }
+                let mut set = BTreeSet::new();
+                for (j, &id) in ids.iter().enumerate() {
+                    if id >= n {
+                        return Err((
+                            format!("source[{i}].shard_ids[{j}]"),
+                            format!("shard {id} does not exist with shards = {n} (ids are 0 to {})", n - 1),
+                        ));
+                    }
+                    if !set.insert(id) {
+                        return Err((format!("source[{i}].shard_ids[{j}]"), format!("shard {id} is listed twice")));
+                    }
+                }
+                Some(set)
+            }
+        };
+        let recheck_max = r.recheck_max.unwrap_or(100);
+        if recheck_max > RECHECK_MAX {
+            return Err((at("recheck_max"), format!("at most {RECHECK_MAX} (0 turns the re-check off)")));
+        }
+        Ok(DiscordConfig { token_env, channels, api_url, backfill_max, shards: r.shards, shard_ids, recheck_max })
     }
 }
 
@@ -144,6 +194,9 @@ pub struct DiscordCursor {
     pub sessions: BTreeMap<u32, ShardSession>,
     /// The last message id taken, per channel id.
     pub last_message: BTreeMap<u64, u64>,
+    /// Per channel id, the last `recheck_max` messages taken and still there: message id → the edit time known
+    /// (ms since the epoch, 0 when never edited). Read again over REST after a new session.
+    pub recent: BTreeMap<u64, BTreeMap<u64, u64>>,
 }
 
 /// Gateway opcodes (Discord's "Opcodes and Status Codes"); the shard answers the non-dispatch ones itself.
@@ -280,6 +333,15 @@ pub(crate) struct Message {
     pub guild_id: Option<Snowflake>,
     pub content: String,
     pub author: Author,
+    /// Set in a channel's history for a message edited since (null in MESSAGE_CREATE).
+    #[serde(default)]
+    pub edited_timestamp: Option<Timestamp>,
+}
+
+/// A history element's id alone (to know it is there when the rest does not read).
+#[derive(Debug, Deserialize)]
+struct IdOnly {
+    id: Snowflake,
 }
 
 /// MESSAGE_UPDATE's `d`: the message as it is now. Without `content` or `edited_timestamp` it is not an edit of
@@ -442,6 +504,37 @@ pub(crate) fn take_update(u: MessageUpdate, channels: &BTreeSet<u64>) -> Option<
     Some(Change::Edit { item, edited_ms })
 }
 
+/// One channel's history as read again after a new session: the ids there (with the message when it reads),
+/// and the id from which on the pages read cover everything (0: back to the channel's first message).
+#[derive(Debug, Default)]
+pub(crate) struct Reread {
+    pub present: BTreeMap<u64, Option<Box<Message>>>,
+    pub covered_from: u64,
+}
+
+/// What reading `channel`'s history again says about the messages remembered in `known` (id → the edit time
+/// known, 0 for none), oldest first: one in the covered range and no longer there was deleted; one whose
+/// `edited_timestamp` is later than the known edit time was edited (its text as it reads now). A remembered
+/// message outside the covered range, or there but not readable, says nothing.
+pub(crate) fn recheck_changes(channel: u64, known: &BTreeMap<u64, u64>, reread: &Reread) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (&id, &known_edit) in known.range(reread.covered_from..) {
+        match reread.present.get(&id) {
+            None => out.push(Change::Delete { external_id: id.to_string() }),
+            Some(Some(m)) => {
+                let Some(Timestamp(edited_ms)) = m.edited_timestamp else { continue };
+                if edited_ms > known_edit && m.channel_id.0 == channel {
+                    let m = (**m).clone();
+                    let item = raw_item(id, channel, m.guild_id, m.content, Some(m.author));
+                    out.push(Change::Edit { item, edited_ms });
+                }
+            }
+            Some(None) => {}
+        }
+    }
+    out
+}
+
 /// What a close code from the gateway means: `Some(message)` when the source must stop (retrying cannot help).
 pub(crate) fn fatal_close(code: u16, token_env: &str) -> Option<String> {
     Some(match code {
@@ -555,6 +648,9 @@ pub struct DiscordSource {
     changes: Vec<Change>,
     /// Whether to fetch the channels over REST before reading on (a new session began: messages may be missing).
     backfill: bool,
+    /// Whether to read the remembered messages again over REST (a new session began: edits and deletions made
+    /// meanwhile were not dispatched to this source).
+    recheck: bool,
     last_close: Option<u16>,
     stats: Arc<DiscordStats>,
 }
@@ -583,6 +679,7 @@ impl DiscordSource {
             pending: Vec::new(),
             changes: Vec::new(),
             backfill: false,
+            recheck: false,
             last_close: None,
             stats: Arc::default(),
         })
@@ -639,12 +736,19 @@ impl DiscordSource {
         let body = self.get_text("/gateway/bot").await.map_err(|e| e.error)?;
         let gb = parse_gateway_bot(&body).map_err(|e| SourceError::Transient(format!("GET /gateway/bot: {e}")))?;
         let n = self.cfg.shards.unwrap_or(gb.shards).max(1);
+        // The shards this process runs (a `shard_ids` subset is validated against `shards`, which it requires).
+        let ids: Vec<u32> = match &self.cfg.shard_ids {
+            Some(set) => set.iter().copied().filter(|&i| i < n).collect(),
+            None => (0..n).collect(),
+        };
         if self.state.shards != n {
             // Sessions belong to a shard count: under another one they cannot be resumed (new sessions, backfill).
             self.state.sessions.clear();
             self.state.shards = n;
         }
-        let identifies = (0..n).filter(|i| !self.state.sessions.contains_key(i)).count() as u32;
+        // A session of a shard this process no longer runs is another process's to resume.
+        self.state.sessions.retain(|i, _| ids.contains(i));
+        let identifies = ids.iter().filter(|i| !self.state.sessions.contains_key(i)).count() as u32;
         let limit = &gb.session_start_limit;
         if identifies > limit.remaining {
             return Err(SourceError::RateLimited {
@@ -665,7 +769,8 @@ impl DiscordSource {
             Duration::from_millis(limit.reset_after),
             limit.total,
         );
-        self.shards = (0..n)
+        self.shards = ids
+            .into_iter()
             .map(|i| {
                 let mut b = ConfigBuilder::new(
                     self.token.expose().to_string(),
@@ -682,6 +787,110 @@ impl DiscordSource {
             })
             .collect();
         Ok(())
+    }
+
+    /// After a new session: reads each channel's history again over the messages remembered in the cursor
+    /// (`GET /channels/{id}/messages?before=<newest remembered + 1>&limit=100`, newest first, paged back until the
+    /// oldest remembered one is covered, at most `recheck_max / 100 + 1` pages) and hands in the edits and
+    /// deletions found ([`recheck_changes`]). Nothing is taken before every channel was read, so a failure (a 429)
+    /// loses nothing: the next call reads again. A channel that answers 403/404 is left out (nothing is taken as
+    /// deleted).
+    async fn run_recheck(&mut self) -> Result<(), SourceError> {
+        let channels: Vec<(u64, BTreeMap<u64, u64>)> = self
+            .cfg
+            .channels
+            .iter()
+            .filter_map(|c| self.state.recent.get(c).filter(|k| !k.is_empty()).map(|k| (*c, k.clone())))
+            .collect();
+        let max_pages = self.cfg.recheck_max.div_ceil(PAGE) + 1;
+        let mut found: Vec<(u64, Change)> = Vec::new();
+        for (channel, known) in channels {
+            let (Some(&oldest), Some(&newest)) = (known.keys().next(), known.keys().next_back()) else { continue };
+            let mut reread = Reread { present: BTreeMap::new(), covered_from: u64::MAX };
+            let mut before = newest.saturating_add(1);
+            let mut gone = false;
+            for _ in 0..max_pages {
+                let page =
+                    match self.get_text(&format!("/channels/{channel}/messages?before={before}&limit={PAGE}")).await {
+                        Ok(p) => p,
+                        Err(e) if channel_gone(e.status) => {
+                            tracing::warn!(source = %self.name, channel, error = %e.error,
+                            "discord: channel history not readable; its edits and deletions not re-checked");
+                            gone = true;
+                            break;
+                        }
+                        Err(e) => return Err(e.error),
+                    };
+                let page: Vec<Value> = serde_json::from_str(&page).map_err(|e| {
+                    SourceError::Transient(format!("channel {channel}: messages: not a JSON array: {e}"))
+                })?;
+                let n = page.len();
+                let mut low = before;
+                for v in page {
+                    // One that does not read is still there (not deleted) if its id reads.
+                    let id = typed::<IdOnly>("d", v.clone()).ok().map(|i| i.id.0);
+                    let m = read_message(v).ok();
+                    if let Some(id) = m.as_ref().map(|m| m.id.0).or(id) {
+                        low = low.min(id);
+                        reread.present.insert(id, m);
+                    }
+                }
+                if n < PAGE {
+                    reread.covered_from = 0;
+                    break;
+                }
+                reread.covered_from = low;
+                if low <= oldest || low >= before {
+                    break;
+                }
+                before = low;
+            }
+            if gone {
+                continue;
+            }
+            let changes = recheck_changes(channel, &known, &reread);
+            let edits = changes.iter().filter(|c| matches!(c, Change::Edit { .. })).count();
+            tracing::info!(source = %self.name, channel, remembered = known.len(), read = reread.present.len(),
+                edits, deletions = changes.len() - edits, "discord: re-checked over REST after a new session");
+            found.extend(changes.into_iter().map(|c| (channel, c)));
+        }
+        for (channel, c) in found {
+            self.note_change(channel, &c);
+            self.changes.push(c);
+        }
+        self.recheck = false;
+        Ok(())
+    }
+
+    /// Keeps the remembered messages of `channel` in step with a change taken (and counts it).
+    fn note_change(&mut self, channel: u64, c: &Change) {
+        self.stats.changes.fetch_add(1, Ordering::Relaxed);
+        let Some(r) = self.state.recent.get_mut(&channel) else { return };
+        match c {
+            Change::Edit { item, edited_ms } => {
+                if let Some(e) = item.external_id.parse::<u64>().ok().and_then(|id| r.get_mut(&id)) {
+                    *e = (*e).max(*edited_ms);
+                }
+            }
+            Change::Delete { external_id } => {
+                if let Ok(id) = external_id.parse::<u64>() {
+                    r.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Remembers message `id` of `channel` (edited at `edited_ms`, 0 for never) for the re-check, the last
+    /// `recheck_max` per channel.
+    fn remember(&mut self, channel: u64, id: u64, edited_ms: u64) {
+        if self.cfg.recheck_max == 0 {
+            return;
+        }
+        let r = self.state.recent.entry(channel).or_default();
+        r.insert(id, edited_ms);
+        while r.len() > self.cfg.recheck_max {
+            r.pop_first();
+        }
     }
 
     /// Fetches what each configured channel has after its last taken id, then takes it all oldest first (by
@@ -732,9 +941,11 @@ impl DiscordSource {
     }
 
     fn take(&mut self, m: Result<Box<Message>, Unread>) {
+        let edited_ms = m.as_ref().ok().and_then(|m| m.edited_timestamp).map_or(0, |t| t.0);
         match take_message(m, &self.cfg.channels, &self.state.last_message) {
             Taken::Item(channel, id, item) => {
                 self.state.last_message.insert(channel, id);
+                self.remember(channel, id, edited_ms);
                 self.pending.push(Ok(item));
             }
             Taken::Skip(s) => {
@@ -748,8 +959,8 @@ impl DiscordSource {
     }
 
     fn sync_sessions(&mut self) {
-        for (i, shard) in self.shards.iter().enumerate() {
-            let i = i as u32;
+        for shard in &self.shards {
+            let i = shard.id().number();
             if let Some(s) = shard.session() {
                 let e = self.state.sessions.entry(i).or_default();
                 e.session_id = s.id().to_string();
@@ -775,28 +986,40 @@ impl DiscordSource {
             }
         };
         match d {
-            // A new session: whatever was posted since the last saved message may be missing.
-            Dispatch::Ready(_) if self.cfg.channels.iter().any(|c| self.state.last_message.contains_key(c)) => {
-                self.backfill = true;
+            // A new session: whatever was posted since the last saved message may be missing (backfill), and
+            // edits and deletions made meanwhile were not dispatched to this source (re-check).
+            Dispatch::Ready(_) => {
+                let chans = &self.cfg.channels;
+                if chans.iter().any(|c| self.state.last_message.contains_key(c)) {
+                    self.backfill = true;
+                }
+                if chans.iter().any(|c| self.state.recent.get(c).is_some_and(|r| !r.is_empty())) {
+                    self.recheck = true;
+                }
             }
-            Dispatch::Ready(_) | Dispatch::Resumed => {}
+            Dispatch::Resumed => {}
             Dispatch::MessageCreate(m) => self.take(m),
             Dispatch::MessageUpdate(u) => {
+                let channel = u.channel_id.0;
                 if let Some(c) = take_update(*u, &self.cfg.channels) {
-                    self.stats.changes.fetch_add(1, Ordering::Relaxed);
+                    self.note_change(channel, &c);
                     self.changes.push(c);
                 }
             }
             Dispatch::MessageDelete(d) => {
                 if self.cfg.channels.contains(&d.channel_id.0) {
-                    self.stats.changes.fetch_add(1, Ordering::Relaxed);
-                    self.changes.push(Change::Delete { external_id: d.id.0.to_string() });
+                    let c = Change::Delete { external_id: d.id.0.to_string() };
+                    self.note_change(d.channel_id.0, &c);
+                    self.changes.push(c);
                 }
             }
             Dispatch::MessageDeleteBulk(d) => {
                 if self.cfg.channels.contains(&d.channel_id.0) {
-                    self.stats.changes.fetch_add(d.ids.len() as u64, Ordering::Relaxed);
-                    self.changes.extend(d.ids.iter().map(|id| Change::Delete { external_id: id.0.to_string() }));
+                    for id in &d.ids {
+                        let c = Change::Delete { external_id: id.0.to_string() };
+                        self.note_change(d.channel_id.0, &c);
+                        self.changes.push(c);
+                    }
                 }
             }
             Dispatch::Other => {
@@ -819,11 +1042,10 @@ impl DiscordSource {
 
     /// The next event of any shard, or `None` after `wait`.
     async fn next_event(&mut self, wait: Duration) -> Option<(usize, Option<Result<WsMessage, ReceiveMessageError>>)> {
-        let polls = self
-            .shards
-            .iter_mut()
-            .enumerate()
-            .map(|(i, s)| Box::pin(async move { (i, futures::StreamExt::next(s).await) }));
+        let polls = self.shards.iter_mut().map(|s| {
+            let id = s.id().number() as usize;
+            Box::pin(async move { (id, futures::StreamExt::next(s).await) })
+        });
         tokio::time::timeout(wait, futures::future::select_all(polls)).await.ok().map(|(ev, _, _)| ev)
     }
 }
@@ -847,12 +1069,18 @@ impl Source for DiscordSource {
             // REST (the live session cannot be rewound).
             Some(r) if r != cursor && !self.has_pending() => {
                 self.state.last_message = cursor.last_message.clone();
+                self.state.recent = cursor.recent.clone();
                 self.backfill = true;
+                // Its edits and deletions are lost with it: read the remembered messages again.
+                self.recheck = self.state.recent.values().any(|r| !r.is_empty());
             }
             _ => {}
         }
         if self.shards.is_empty() {
             self.connect().await?;
+        }
+        if self.recheck {
+            self.run_recheck().await?;
         }
         if self.backfill {
             self.run_backfill().await?;
@@ -879,6 +1107,9 @@ impl Source for DiscordSource {
             match ev {
                 Some(Ok(WsMessage::Text(text))) => {
                     self.on_text(&text);
+                    if self.recheck {
+                        self.run_recheck().await?;
+                    }
                     if self.backfill {
                         self.run_backfill().await?;
                     }
@@ -1091,6 +1322,56 @@ mod tests {
         let two =
             DiscordConfig::parse(0, &t("name = \"d\"\nkind = \"discord\"\nchannels = [\"1\"]\nshards = 2")).unwrap();
         assert_eq!((two.shards, ok.shards), (Some(2), None));
+        assert_eq!((two.shard_ids, ok.recheck_max), (None, 100), "all shards; 100 remembered per channel");
+        let base = "name = \"d\"\nkind = \"discord\"\nchannels = [\"1\"]\n";
+        let split = DiscordConfig::parse(0, &t(&format!("{base}shards = 4\nshard_ids = [3, 1]"))).unwrap();
+        assert_eq!(split.shard_ids, Some(BTreeSet::from([1, 3])));
+        for (extra, field, says) in [
+            ("shard_ids = [0]", "source[0].shard_ids", "needs `shards`"),
+            ("shards = 2\nshard_ids = []", "source[0].shard_ids", "at least one"),
+            ("shards = 2\nshard_ids = [0, 2]", "source[0].shard_ids[1]", "shard 2 does not exist with shards = 2"),
+            ("shards = 2\nshard_ids = [1, 1]", "source[0].shard_ids[1]", "listed twice"),
+            ("recheck_max = 1001", "source[0].recheck_max", "at most 1000"),
+        ] {
+            let e = DiscordConfig::parse(0, &t(&format!("{base}{extra}"))).unwrap_err();
+            assert_eq!(e.0, field, "{extra}: {e:?}");
+            assert!(e.1.contains(says), "{extra}: {e:?}");
+        }
+        let off = DiscordConfig::parse(0, &t(&format!("{base}recheck_max = 0"))).unwrap();
+        assert_eq!(off.recheck_max, 0);
+    }
+
+    #[test]
+    fn a_reread_history_gives_the_edits_and_deletions_of_the_remembered_messages() {
+        let m = |id: u64, content: &str, edited: Option<&str>| {
+            let mut d = msg("7", &id.to_string(), json!(content));
+            d["edited_timestamp"] = json!(edited);
+            Some(read_message(d).unwrap())
+        };
+        // Remembered: 10 (never edited), 11 (edited at 1_796_119_201_000), 12, 13, 14; 9 is before the window.
+        let known = BTreeMap::from([(10, 0), (11, 1_796_119_201_000), (12, 0), (13, 0), (14, 0)]);
+        let reread = Reread {
+            present: BTreeMap::from([
+                (11, m(11, "same edit", Some("2026-12-01T10:00:01+00:00"))),
+                (12, m(12, "edited since", Some("2026-12-01T10:00:05+00:00"))),
+                (14, None), // there, but does not read: neither deleted nor edited
+                (15, m(15, "not remembered", Some("2026-12-01T10:00:05+00:00"))),
+            ]),
+            covered_from: 11,
+        };
+        let c = recheck_changes(7, &known, &reread);
+        assert_eq!(c.len(), 2, "{c:?}");
+        let Change::Edit { item, edited_ms } = &c[0] else { panic!("{c:?}") };
+        assert_eq!((item.external_id.as_str(), item.text.as_slice()), ("12", b"edited since".as_slice()));
+        assert_eq!(*edited_ms, 1_796_119_205_000);
+        assert_eq!(c[1], Change::Delete { external_id: "13".into() });
+        // 10 is below the range read: not taken as deleted. From the channel's start, it is.
+        let all = Reread { covered_from: 0, ..reread };
+        let c = recheck_changes(7, &known, &all);
+        assert_eq!(c[0], Change::Delete { external_id: "10".into() });
+        assert_eq!(c.len(), 3);
+        // Nothing read (a full page above the window): nothing said.
+        assert!(recheck_changes(7, &known, &Reread { present: BTreeMap::new(), covered_from: u64::MAX }).is_empty());
     }
 
     #[test]
@@ -1102,6 +1383,7 @@ mod tests {
                 ShardSession { session_id: "s".into(), sequence: 9, resume_url: Some("ws://x".into()) },
             )]),
             last_message: BTreeMap::from([(7, 100), (8, 5)]),
+            recent: BTreeMap::from([(7, BTreeMap::from([(99, 0), (100, 1_796_119_201_000)]))]),
         };
         let j = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<DiscordCursor>(&j).unwrap(), c);
