@@ -342,6 +342,22 @@ impl MockExchange {
         }
     }
 
+    /// Sets the status of an account's stop as the venue does while the stop works (pushed on its stream), filling
+    /// nothing: TRIGGERED with the position still open is a stop whose close is on its way. False when there is
+    /// no such stop.
+    pub fn set_stop_status(
+        &self,
+        api_key: &str,
+        client_algo_id: &str,
+        status: kronos_binance::types::AlgoStatus,
+    ) -> bool {
+        let mut g = self.inner.lock();
+        let Some(acc) = g.accounts.get_mut(api_key) else { return false };
+        let Some(a) = acc.sim.set_stop_status(client_algo_id, status, now_ms()) else { return false };
+        push_algo(&mut g, api_key, &a);
+        true
+    }
+
     /// Places a MARKET order for an account as if it had arrived over REST (same checks, same fill at the mark, same
     /// stream pushes, recorded in the order log): how a simulated trader acts on the exchange. Returns the filled
     /// order, or the venue's `{code, msg}` rejection as text.
@@ -1141,7 +1157,7 @@ impl MockExchange {
                             g.accounts.get_mut(key).expect("account").sim.cancel_stop(&a.client_algo_id, now_ms())
                         {
                             let mut x = x;
-                            x.algo_status = "EXPIRED".into();
+                            x.algo_status = kronos_binance::types::AlgoStatus::Expired;
                             push_algo(g, key, &x);
                         }
                     }

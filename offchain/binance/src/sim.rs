@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use kronos_common::{Decimal, Rounding};
 
-use crate::types::{AlgoOrder, Balance, Order, OrderRequest, OrderType, PositionRisk, Side, StopRequest, Trade};
+use crate::types::{
+    AlgoOrder, AlgoStatus, Balance, Order, OrderRequest, OrderType, PositionRisk, Side, StopRequest, Trade,
+};
 
 /// Decimal places kept for prices, fees and balances.
 const SCALE: u8 = 8;
@@ -318,7 +320,7 @@ impl SimAccount {
             position_side: req.position_side.clone(),
             quantity: req.quantity.unwrap_or(Decimal::ZERO),
             trigger_price: req.trigger_price,
-            algo_status: "NEW".into(),
+            algo_status: AlgoStatus::New,
             close_position: req.quantity.is_none(),
             reduce_only: true,
             working_type: "MARK_PRICE".into(),
@@ -335,7 +337,7 @@ impl SimAccount {
             .iter_mut()
             .find(|a| a.client_algo_id == client_algo_id && a.is_open())
             .ok_or_else(|| reject(-2011, "Unknown order sent."))?;
-        a.algo_status = "CANCELED".into();
+        a.algo_status = AlgoStatus::Canceled;
         a.update_time = now_ms;
         Ok(a.clone())
     }
@@ -379,8 +381,8 @@ impl SimAccount {
             } else {
                 None
             };
-            let st = if fill.is_some() { "FINISHED" } else { "EXPIRED" };
-            self.algos[i].algo_status = st.into();
+            let st = if fill.is_some() { AlgoStatus::Finished } else { AlgoStatus::Expired };
+            self.algos[i].algo_status = st;
             self.algos[i].update_time = now_ms;
             fired.push(Triggered { algo: self.algos[i].clone(), fill });
         }
@@ -390,6 +392,15 @@ impl SimAccount {
     /// An order by client order id.
     pub fn order(&self, client_order_id: &str) -> Option<&Order> {
         self.orders.iter().find(|o| o.client_order_id == client_order_id)
+    }
+
+    /// Sets a stop's status as the venue would while it works, without filling anything (a test's "the stop
+    /// triggered and its close is on its way", then "done"); the stop as it is now, `None` when there is none.
+    pub fn set_stop_status(&mut self, client_algo_id: &str, status: AlgoStatus, now_ms: i64) -> Option<AlgoOrder> {
+        let a = self.algos.iter_mut().find(|a| a.client_algo_id == client_algo_id)?;
+        a.algo_status = status;
+        a.update_time = now_ms;
+        Some(a.clone())
     }
 
     /// A stop by client algo id.
@@ -524,7 +535,7 @@ mod tests {
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].fill.as_ref().unwrap().trade.realized_pnl, d("-3.3"));
         assert!(a.position("BTCUSDT", "BOTH").amount.is_zero());
-        assert_eq!(a.stop("s1").unwrap().algo_status, "FINISHED");
+        assert_eq!(a.stop("s1").unwrap().algo_status, AlgoStatus::Finished);
         assert!(a.open_stops(None).is_empty());
     }
 

@@ -168,8 +168,7 @@ pub struct AlgoOrder {
     #[serde(default)]
     pub quantity: Decimal,
     pub trigger_price: Decimal,
-    /// NEW, CANCELED, TRIGGERING, TRIGGERED, FINISHED, REJECTED, EXPIRED.
-    pub algo_status: String,
+    pub algo_status: AlgoStatus,
     #[serde(default)]
     pub close_position: bool,
     #[serde(default)]
@@ -183,7 +182,73 @@ pub struct AlgoOrder {
 impl AlgoOrder {
     /// Waiting for its trigger.
     pub fn is_open(&self) -> bool {
-        self.algo_status == "NEW"
+        self.algo_status == AlgoStatus::New
+    }
+}
+
+/// A conditional order's `algoStatus`. A status this list does not know is kept as sent (`Unknown`), never taken
+/// for one of the others: whoever reads it decides what an unknown status means (the copy-trader: possibly live).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum AlgoStatus {
+    /// Waiting for its trigger.
+    New,
+    Canceled,
+    /// Triggered; its order is being sent.
+    Triggering,
+    /// Triggered; its order was sent to the matching engine.
+    Triggered,
+    /// Triggered and its order done.
+    Finished,
+    Rejected,
+    Expired,
+    /// Anything else, as the exchange sent it.
+    Unknown(String),
+}
+
+impl AlgoStatus {
+    /// The wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            AlgoStatus::New => "NEW",
+            AlgoStatus::Canceled => "CANCELED",
+            AlgoStatus::Triggering => "TRIGGERING",
+            AlgoStatus::Triggered => "TRIGGERED",
+            AlgoStatus::Finished => "FINISHED",
+            AlgoStatus::Rejected => "REJECTED",
+            AlgoStatus::Expired => "EXPIRED",
+            AlgoStatus::Unknown(s) => s,
+        }
+    }
+}
+
+impl From<String> for AlgoStatus {
+    fn from(s: String) -> AlgoStatus {
+        match s.as_str() {
+            "NEW" => AlgoStatus::New,
+            "CANCELED" => AlgoStatus::Canceled,
+            "TRIGGERING" => AlgoStatus::Triggering,
+            "TRIGGERED" => AlgoStatus::Triggered,
+            "FINISHED" => AlgoStatus::Finished,
+            "REJECTED" => AlgoStatus::Rejected,
+            "EXPIRED" => AlgoStatus::Expired,
+            _ => AlgoStatus::Unknown(s),
+        }
+    }
+}
+
+impl From<AlgoStatus> for String {
+    fn from(s: AlgoStatus) -> String {
+        match s {
+            AlgoStatus::Unknown(s) => s,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for AlgoStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -264,4 +329,38 @@ pub struct Trade {
     #[serde(default)]
     pub commission_asset: String,
     pub time: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every documented status reads as its variant and is written back unchanged; any other is kept as sent.
+    #[test]
+    fn algo_statuses_round_trip_and_an_unknown_one_is_kept_as_sent() {
+        let known = [
+            ("NEW", AlgoStatus::New),
+            ("CANCELED", AlgoStatus::Canceled),
+            ("TRIGGERING", AlgoStatus::Triggering),
+            ("TRIGGERED", AlgoStatus::Triggered),
+            ("FINISHED", AlgoStatus::Finished),
+            ("REJECTED", AlgoStatus::Rejected),
+            ("EXPIRED", AlgoStatus::Expired),
+            ("PAUSED", AlgoStatus::Unknown("PAUSED".into())),
+            ("new", AlgoStatus::Unknown("new".into())),
+        ];
+        for (wire, status) in known {
+            let read: AlgoStatus = serde_json::from_value(serde_json::json!(wire)).unwrap();
+            assert_eq!(read, status, "{wire}");
+            assert_eq!(serde_json::to_value(&status).unwrap(), serde_json::json!(wire), "{wire}");
+            assert_eq!(status.as_str(), wire);
+        }
+        let a: AlgoOrder = serde_json::from_str(
+            r#"{"algoId":1,"clientAlgoId":"ks1","orderType":"STOP_MARKET","symbol":"BTCUSDT","side":"SELL",
+                "triggerPrice":"49000","algoStatus":"TRIGGERED"}"#,
+        )
+        .unwrap();
+        assert_eq!(a.algo_status, AlgoStatus::Triggered);
+        assert!(!a.is_open());
+    }
 }

@@ -162,6 +162,12 @@ pub struct Engine {
     lead_sides: HashMap<(String, String), Decimal>,
     follower: BTreeMap<String, Position>,
     stops: BTreeMap<String, StopInfo>,
+    /// Stops replaced by the one held whose fate was not settled when they were replaced (their cancel answered
+    /// -2011/-2013 and the question about them failed or gave an unknown status, or they were firing): kept beside
+    /// the held one only so that a position found flat is known as a stop-out if one of them fired
+    /// ([`stops::flat_fate`]); asked again at every reconcile until settled ([`stops::replaced_plan`]). Never
+    /// taken for the position's protection, and never cancelled by the clean-up.
+    replaced: BTreeMap<String, Vec<StopInfo>>,
     unknown: Vec<UnknownOrder>,
     /// While an emergency stop has not closed everything: when to try again, and the current back-off.
     emergency_retry: Option<(Instant, Duration)>,
@@ -276,6 +282,7 @@ impl Engine {
             lead_sides: HashMap::new(),
             follower: BTreeMap::new(),
             stops: BTreeMap::new(),
+            replaced: BTreeMap::new(),
             unknown: Vec::new(),
             emergency_retry: None,
             emergency_alerted: RateLimit::new(emergency::ALERT_REPEAT),
@@ -454,7 +461,7 @@ impl Engine {
                 position_side: "BOTH".into(),
                 quantity: qty,
                 trigger_price: r.trigger_price.as_deref().and_then(|t| t.parse().ok()).unwrap_or_default(),
-                algo_status: "NEW".into(),
+                algo_status: kronos_binance::types::AlgoStatus::New,
                 close_position: qty.is_zero(),
                 reduce_only: true,
                 working_type: "MARK_PRICE".into(),
@@ -486,7 +493,7 @@ impl Engine {
                             .await?;
                     }
                     Some(a) => {
-                        let st = a.algo_status.to_lowercase();
+                        let st = a.algo_status.as_str().to_lowercase();
                         self.store
                             .update_order(
                                 &r.client_id,
@@ -596,33 +603,46 @@ impl Engine {
                 }
                 continue;
             }
-            let fate = if reconcile::may_be_stopped_out(ours, theirs) {
-                match self.stops.get(&s).cloned() {
-                    Some(st) => match self.venue.query_stop(&st.client_id).await {
-                        Ok(found) => Some(stops::stop_fate(found.as_ref())),
-                        Err(e) => {
-                            tracing::warn!(symbol = %s, error = %e, "copy-trader: a flat position's stop could not be asked for");
-                            None
-                        }
-                    },
-                    None => None,
+            // The stop held and a replaced one kept for this check (B2/B6), each asked (`None`: none).
+            let (mut held, mut replaced) = (None, Vec::new());
+            if reconcile::may_be_stopped_out(ours, theirs) {
+                if let Some(st) = self.stops.get(&s).cloned() {
+                    held = Some((self.ask_stop(&s, &st).await, st));
                 }
-            } else {
-                None
-            };
+                for st in self.replaced.get(&s).cloned().unwrap_or_default() {
+                    replaced.push((self.ask_stop(&s, &st).await, st));
+                }
+            }
+            let replaced_fates: Vec<stops::Asked> = replaced.iter().map(|r| r.0.clone()).collect();
+            let fate = stops::flat_fate(held.as_ref().map(|h| h.0.clone()), &replaced_fates);
             let difference = reconcile::difference(ours, theirs, late, fate.as_ref());
+            if matches!(difference, Difference::ClosedOutside | Difference::StoppedOut) {
+                // Both settled now: the held stop and the replaced one are forgotten, each recorded as what it
+                // became (one that is still open is no longer held, so the clean-up cancels it).
+                self.stops.remove(&s);
+                self.replaced.remove(&s);
+                for (asked, st) in held.iter().chain(replaced.iter()) {
+                    let (status, update) = match asked {
+                        Some(f) if f.fired() => (
+                            "finished".to_string(),
+                            OrderUpdate { executed_qty: Some(&ours.abs().to_string()), ..OrderUpdate::default() },
+                        ),
+                        Some(f) => match f.to_record() {
+                            Some(status) => (
+                                status,
+                                OrderUpdate { error: Some("no longer open on the exchange"), ..OrderUpdate::default() },
+                            ),
+                            None => continue,
+                        },
+                        None => continue,
+                    };
+                    let _ = self.store.update_order(&st.client_id, &status, &update).await;
+                }
+            }
             if difference == Difference::ClosedOutside {
                 // Closed by hand or by the exchange: not a stop-out, but nothing is chased either.
-                let st = self.stops.remove(&s).expect("checked");
+                let st = held.or_else(|| replaced.into_iter().next()).map(|(_, st)| st).expect("a stop decided it");
                 let status = fate.as_ref().and_then(stops::StopFate::to_record).unwrap_or_default();
-                let _ = self
-                    .store
-                    .update_order(
-                        &st.client_id,
-                        &status,
-                        &OrderUpdate { error: Some("no longer open on the exchange"), ..OrderUpdate::default() },
-                    )
-                    .await;
                 self.lead.wait(&s);
                 let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
                 self.risk_event(
@@ -637,15 +657,13 @@ impl Engine {
                 )
                 .await;
             } else if difference == Difference::StoppedOut {
-                let st = self.stops.remove(&s).expect("checked");
-                let _ = self
-                    .store
-                    .update_order(
-                        &st.client_id,
-                        "finished",
-                        &OrderUpdate { executed_qty: Some(&ours.abs().to_string()), ..OrderUpdate::default() },
-                    )
-                    .await;
+                // The stop that fired (the held one, else the replaced one).
+                let st = held
+                    .into_iter()
+                    .chain(replaced)
+                    .find(|(asked, _)| asked.as_ref().is_some_and(stops::StopFate::fired))
+                    .map(|(_, st)| st)
+                    .expect("a stop that fired decided it");
                 self.bus.publish(
                     SOURCE,
                     SignalKind::StopTriggered { symbol: s.clone(), stop_price: st.trigger, qty: ours.abs() },
@@ -697,12 +715,25 @@ impl Engine {
         Ok(())
     }
 
+    /// Asks the exchange what became of the stop `st` of `symbol`; `None` when the question failed (logged).
+    async fn ask_stop(&self, symbol: &str, st: &StopInfo) -> stops::Asked {
+        match self.venue.query_stop(&st.client_id).await {
+            Ok(found) => Some(stops::stop_fate(found.as_ref())),
+            Err(e) => {
+                tracing::warn!(symbol, client_id = %st.client_id, error = %e, "copy-trader: a stop could not be asked for");
+                None
+            }
+        }
+    }
+
     /// Drops the stops this run holds that the exchange no longer has open (cancelled by hand, expired — also while
     /// this process was down), so the next [`Engine::protect`] places a new one instead of trusting the record. A
     /// stop that fired stays while the position is flat (the next reconcile reports the stop-out); under a position
-    /// the exchange still holds (a close filled in part, a position opened again) it is dropped and replaced.
+    /// the exchange still holds it protects nothing and is replaced: one whose close is done (FINISHED) is dropped,
+    /// one whose close is on its way (TRIGGERING/TRIGGERED) is kept as replaced, so that the position, once its
+    /// close fills, is a stop-out, not drift (AUDIT-2 B6). Then the replaced stops are asked again and settled.
     async fn verify_stops(&mut self) {
-        if self.stops.is_empty() {
+        if self.stops.is_empty() && self.replaced.is_empty() {
             return;
         }
         let open = match self.venue.open_stops().await {
@@ -713,21 +744,33 @@ impl Engine {
             }
         };
         for (symbol, st) in stops::not_open(&self.stops, &open) {
-            let status = match self.venue.query_stop(&st.client_id).await {
-                Ok(found) => match stops::stop_fate(found.as_ref()) {
-                    // A stop that fired under a position the exchange still holds (its close filled in part, or
-                    // the position was opened again before the stop-out was seen) protects nothing any more: it
-                    // is dropped and a new one placed. Under a flat position it stays for the stop-out check.
-                    f if f.fired() && self.follower.contains_key(&symbol) => "finished".to_string(),
-                    f => match f.to_record() {
-                        Some(status) => status,
-                        None => continue,
-                    },
-                },
-                Err(e) => {
-                    tracing::warn!(symbol, error = %e, "copy-trader: a missing stop could not be looked up; kept");
+            let Some(fate) = self.ask_stop(&symbol, &st).await else {
+                continue; // kept: asked again at the next reconcile
+            };
+            let held = self.follower.contains_key(&symbol);
+            let status = match &fate {
+                // A stop that fired under a position the exchange still holds (its close on its way or filled in
+                // part, or the position opened again before the stop-out was seen) protects nothing any more: a
+                // new one is placed. Under a flat position it stays for the stop-out check.
+                stops::StopFate::Firing if held => {
+                    self.replaced.entry(symbol.clone()).or_default().push(st.clone());
+                    self.stops.remove(&symbol);
+                    self.risk_event(
+                        "stop_missing",
+                        &symbol,
+                        format!(
+                            "the stop at {} ({}) fired and its close is on its way; placing a new one meanwhile",
+                            st.trigger, st.client_id
+                        ),
+                    )
+                    .await;
                     continue;
                 }
+                f if f.fired() && held => "finished".to_string(),
+                f => match f.to_record() {
+                    Some(status) => status,
+                    None => continue,
+                },
             };
             self.stops.remove(&symbol);
             let _ = self
@@ -738,7 +781,7 @@ impl Engine {
                     &OrderUpdate { error: Some("no longer open on the exchange"), ..OrderUpdate::default() },
                 )
                 .await;
-            if self.follower.contains_key(&symbol) {
+            if held {
                 self.risk_event(
                     "stop_missing",
                     &symbol,
@@ -748,6 +791,29 @@ impl Engine {
                     ),
                 )
                 .await;
+            }
+        }
+        for (symbol, list) in std::mem::take(&mut self.replaced) {
+            let mut kept = Vec::new();
+            for st in list {
+                let fate = self.ask_stop(&symbol, &st).await;
+                match stops::replaced_plan(&fate, self.follower.contains_key(&symbol)) {
+                    stops::ReplacedPlan::Keep => kept.push(st),
+                    stops::ReplacedPlan::Release => {}
+                    stops::ReplacedPlan::Drop(status) => {
+                        let _ = self
+                            .store
+                            .update_order(
+                                &st.client_id,
+                                &status,
+                                &OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
+                            )
+                            .await;
+                    }
+                }
+            }
+            if !kept.is_empty() {
+                self.replaced.entry(symbol).or_default().extend(kept);
             }
         }
     }
@@ -1404,43 +1470,45 @@ impl Engine {
     }
 
     /// Cancels the stop `old` that `new` replaces. An old stop that is no longer open may have fired: asked for,
-    /// and when it triggered, the new stop goes and the position is reconciled as stopped out (the follower then
-    /// waits for the lead's next close or flip).
+    /// and when it triggered under a position that is now flat, the new stop goes and the position is reconciled as
+    /// stopped out (the follower then waits for the lead's next close or flip). The new stop is the one held in every
+    /// other case: an old stop whose fate cannot be settled now (the question fails, an unknown status, its close on
+    /// its way) is kept beside it as replaced ([`Engine::replaced`]) for the stop-out check, never in its place, so
+    /// the clean-up never cancels the position's live stop (AUDIT-2 B2).
     async fn retire_stop(&mut self, symbol: &str, old: &StopInfo, new: &StopInfo) {
         match self.venue.cancel_stop_strict(&old.client_id).await {
             Ok(()) => {
                 let _ = self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await;
             }
             Err(e) if stops::already_gone(e.code()) => {
-                let fired = match self.venue.query_stop(&old.client_id).await {
-                    Ok(found) => match stops::stop_fate(found.as_ref()) {
-                        stops::StopFate::Unknown(status) => {
-                            // Possibly live: kept as the stop held (as when the question fails, below).
-                            tracing::warn!(symbol, %status, "copy-trader: a replaced stop has an unknown status; kept");
-                            self.stops.insert(symbol.into(), old.clone());
-                            return;
-                        }
-                        fate => fate.fired(),
-                    },
+                let fate = match self.venue.query_stop(&old.client_id).await {
+                    Ok(found) => stops::stop_fate(found.as_ref()),
                     Err(e) => {
-                        // Unknown: the old stop stays the one held, as if open — the next reconcile asks again (a
-                        // flat position whose old stop fired is a stop-out; one that ended otherwise is dropped and
-                        // replaced). The new stop stays open on the exchange meanwhile (protecting) until the
-                        // clean-up cancels it as not held.
-                        tracing::warn!(symbol, error = %e, "copy-trader: a replaced stop could not be asked for; kept");
-                        self.stops.insert(symbol.into(), old.clone());
+                        // Unknown: it may have fired. Kept as replaced: the next reconcile asks again (a flat
+                        // position whose old stop fired is a stop-out; one that ended otherwise is dropped).
+                        tracing::warn!(symbol, error = %e, "copy-trader: a replaced stop could not be asked for; kept beside the new one");
+                        self.replaced.entry(symbol.into()).or_default().push(old.clone());
                         return;
                     }
                 };
-                if !fired {
-                    let _ = self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await;
-                    return;
+                match &fate {
+                    stops::StopFate::Unknown(status) => {
+                        // Possibly live: kept as replaced (as when the question fails, above).
+                        tracing::warn!(symbol, %status, "copy-trader: a replaced stop has an unknown status; kept beside the new one");
+                        self.replaced.entry(symbol.into()).or_default().push(old.clone());
+                        return;
+                    }
+                    f if !f.fired() => {
+                        let _ = self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await;
+                        return;
+                    }
+                    _ => {}
                 }
                 // It fired before it could be cancelled. What it left decides: a flat position was stopped out (the
                 // new stop goes, the reconcile reports the stop-out); a position that is still there (the fired
-                // close filled only in part, or an entry sent before the fire was seen opened it again) keeps the
-                // new stop — a fired stop protects nothing — and is held at what it is until the lead closes or
-                // flips.
+                // close filled only in part or is still on its way, or an entry sent before the fire was seen opened
+                // it again) keeps the new stop — a fired stop protects nothing — and is held at what it is until the
+                // lead closes or flips.
                 let left = match self.venue.positions().await {
                     Ok(v) => Some(v.iter().find(|p| p.symbol == symbol).map(|p| p.qty).unwrap_or_default()),
                     Err(e) => {
@@ -1450,14 +1518,19 @@ impl Engine {
                 };
                 match left {
                     Some(q) if !q.is_zero() => {
-                        let _ = self
-                            .store
-                            .update_order(
-                                &old.client_id,
-                                "finished",
-                                &OrderUpdate { error: Some("fired while replaced"), ..OrderUpdate::default() },
-                            )
-                            .await;
+                        if fate == stops::StopFate::Firing {
+                            // Its close is on its way: once it fills and the position is flat, a stop-out (B6).
+                            self.replaced.entry(symbol.into()).or_default().push(old.clone());
+                        } else {
+                            let _ = self
+                                .store
+                                .update_order(
+                                    &old.client_id,
+                                    "finished",
+                                    &OrderUpdate { error: Some("fired while replaced"), ..OrderUpdate::default() },
+                                )
+                                .await;
+                        }
                         self.lead.limit_to(symbol, q.abs());
                         let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
                         self.risk_event(
@@ -1471,13 +1544,15 @@ impl Engine {
                         )
                         .await;
                     }
-                    // Flat: the old stop is the one the reconcile asks about (a stop-out) once the new one is
-                    // cancelled.
+                    // Flat: the new stop is cancelled, and the old one is what the reconcile finds fired (a
+                    // stop-out).
                     Some(_) if self.cancel_stop(symbol, &new.client_id).await => {
-                        self.stops.insert(symbol.into(), old.clone());
+                        self.stops.remove(symbol);
+                        self.replaced.entry(symbol.into()).or_default().push(old.clone());
                     }
-                    // Unknown (or the new stop's cancel failed): the new stop is kept, protecting.
-                    _ => {}
+                    // Unknown (or the new stop's cancel failed): the new stop is kept, protecting, and the old one
+                    // beside it for the stop-out check.
+                    _ => self.replaced.entry(symbol.into()).or_default().push(old.clone()),
                 }
                 if let Err(e) = self.reconcile_positions().await {
                     tracing::warn!(symbol, error = %e, "copy-trader: reconcile after a stop-out failed");
@@ -1593,7 +1668,7 @@ impl Engine {
                 return;
             }
         };
-        for (symbol, client_id) in stops::orphans(&open, &self.stops) {
+        for (symbol, client_id) in stops::orphans(&open, &self.stops, &self.replaced) {
             self.cancel_stop(&symbol, &client_id).await;
         }
     }
@@ -1602,7 +1677,7 @@ impl Engine {
 
     async fn on_triggered(&mut self, t: Triggered) {
         let symbol = t.algo.symbol.clone();
-        let status = t.algo.algo_status.to_lowercase();
+        let status = t.algo.algo_status.as_str().to_lowercase();
         let _ = self
             .store
             .update_order(
@@ -1904,7 +1979,7 @@ impl Engine {
     /// values that cannot be read are reported after that. Returns whether an emergency pass was made.
     /// Applies every symbol again when an [`Engine::apply`] was held back for a command not read yet (now read).
     async fn reapply_held(&mut self) {
-        if std::mem::take(&mut self.reapply_after_control) && self.control.sent() == self.control_sent_seen {
+        if switches::take_reapply(&mut self.reapply_after_control, self.control.sent(), self.control_sent_seen) {
             for s in self.cfg.sizing.allow.clone() {
                 self.apply(&s, None).await;
             }
@@ -2261,6 +2336,11 @@ impl Engine {
                         Err(e) => tracing::warn!(error = %e, "copy-trader: paper stop check failed"),
                     }
                     self.expire_ai().await;
+                    // The next fast tick is a full period after this turn ended, not at once when the turn took
+                    // longer than the period (paper mark reads, emergency retries, a held apply): the reconcile,
+                    // the lead's stream and poll each get a turn in between, so control stays first without
+                    // starving them.
+                    fast.reset();
                 }
                 _ = reconcile.tick() => {
                     self.marks.clear();
@@ -2283,6 +2363,9 @@ impl Engine {
                     let mut st = self.status.lock();
                     st.last_reconcile_ms = now_ms();
                     st.reconciles += 1;
+                    drop(st);
+                    // As the fast tick: a reconcile slower than its interval never runs twice in a row.
+                    reconcile.reset();
                 }
                 Some(ev) = stream_rx.recv() => {
                     match ev {

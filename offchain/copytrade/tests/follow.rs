@@ -2011,3 +2011,107 @@ async fn a_position_closed_by_hand_after_its_stop_was_cancelled_is_not_a_stop_ou
     w.expect_follower("BTCUSDT", "0.05").await;
     r.stop().await;
 }
+
+/// AUDIT-2 B2: the old stop's cancel is carried out but answered -2011 (as when it has gone already), and the
+/// question about it fails three times in a row (at the replacement and at the reconciles after it). The new stop
+/// is the position's live stop all along: the position is never without an open stop, and once the question is
+/// answered the old one is settled and the new one stays (before the fix the old stop was put back as the one held,
+/// the new one became an orphan the clean-up cancelled in the same reconcile, and every reconcile placed and
+/// cancelled another one while the question kept failing).
+#[tokio::test]
+async fn a_replaced_stop_whose_fate_stays_unknown_never_costs_the_position_its_live_stop() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    let unprotected = watch_unprotected(&w);
+    let gone = Fault::Answer { status: 400, code: -2011, msg: "Unknown order sent.".into(), executed: true };
+    w.ex.inject_for(FOLLOWER, "DELETE", "/fapi/v1/algoOrder", gone, 1);
+    let refused = Fault::Answer { status: 400, code: -1000, msg: "An unknown error occurred".into(), executed: false };
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v1/algoOrder", refused, 3);
+    // The lead adds higher: the follower's entry moves to 65500, its stop to 64190.
+    w.ex.set_mark("BTCUSDT", "66000");
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    wait_for("the old stop's question failed three times", || w.ex.faults_left() == 0).await;
+    r.settle().await;
+    r.settle().await;
+    assert!(
+        !unprotected.load(std::sync::atomic::Ordering::SeqCst),
+        "the position was left without an open stop by the copy-trader's own clean-up"
+    );
+    let stops = w.follower_stops();
+    assert!(stops.len() == 1 && stops[0].trigger_price == d("64190"), "{stops:?}");
+    assert!(!has_event(&r.handles.store, "stop_missing", "").await, "the live stop was never lost");
+    assert!(!has_event(&r.handles.store, "stopped_out", "").await);
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.1"));
+    r.stop().await;
+}
+
+/// AUDIT-2 B6: the follower's stop triggers and its close is on its way (TRIGGERED, the position still open) when a
+/// reconcile looks: a new stop is placed meanwhile, and when the close fills the flat position is a stop-out (the
+/// follower waits for the lead), not closed outside the copy-trader (before the fix the triggered stop was dropped
+/// and forgotten, so the flat position was judged by the new stop alone: `closed_outside`, or drift).
+#[tokio::test]
+async fn a_stop_whose_close_is_on_its_way_when_a_reconcile_looks_is_still_a_stop_out() {
+    use kronos_binance::types::AlgoStatus;
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    let first = w.follower_stops()[0].client_algo_id.clone();
+    assert!(w.ex.set_stop_status(FOLLOWER, &first, AlgoStatus::Triggered));
+    wait_event("the triggered stop seen", &r.handles.store, "stop_missing", &first).await;
+    wait_for("a new stop meanwhile", || w.follower_stops().first().is_some_and(|s| s.client_algo_id != first)).await;
+    r.settle().await;
+    // The stop's close fills: the position is flat and the stop done.
+    w.ex.trade(FOLLOWER, "BTCUSDT", Side::Sell, d("0.05"), "close-of-the-stop").unwrap();
+    assert!(w.ex.set_stop_status(FOLLOWER, &first, AlgoStatus::Finished));
+    let store = r.handles.store.clone();
+    wait_until("the flat position judged", || async {
+        has_event(&store, "stopped_out", "").await
+            || has_event(&store, "closed_outside", "").await
+            || has_event(&store, "position_drift", "").await
+    })
+    .await;
+    assert!(has_event(&store, "stopped_out", "63700").await, "{:?}", store.events(50).await.unwrap());
+    assert!(!has_event(&store, "closed_outside", "").await);
+    assert!(!has_event(&store, "position_drift", "").await);
+    // The follower waits for the lead's next close or flip: the lead's position is not bought back.
+    r.settle().await;
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    assert!(r.handles.status.lock().lead.iter().any(|(s, _, l)| s == "BTCUSDT" && l.as_deref() == Some("0")));
+    wait_for("no stop left behind", || w.follower_stops().is_empty()).await;
+    r.stop().await;
+}
+
+/// AUDIT-2 B3: in paper mode every fast tick reads the mark of each symbol with a stop; with each read held 300 ms
+/// against a 50 ms tick the fast turn always takes longer than its period. The lead's stream, poll and the
+/// reconcile still get their turns: the lead's add is followed and reconciles go on (before the fix the biased loop
+/// took the overdue fast tick nearly every turn: no reconcile ran again — tried, the test timed out there).
+#[tokio::test]
+async fn a_fast_turn_slower_than_its_tick_does_not_starve_the_lead() {
+    let w = World::new().await;
+    let cfg = w.default_config("paper");
+    let mut tuning = test_tuning();
+    tuning.fast_tick = Duration::from_millis(50);
+    let r = w.start_tuned(&cfg, tuning).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    let status = r.handles.status.clone();
+    wait_for("paper stop", || status.lock().positions.iter().any(|p| p.stop_price.is_some())).await;
+    let slow = Fault::Timeout { executed: true, delay: Duration::from_millis(300) };
+    w.ex.inject("GET", "/fapi/v1/premiumIndex", slow, 100_000);
+    let reconciles = status.lock().reconciles;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    wait_for("the lead's add followed", || {
+        status.lock().positions.iter().any(|p| p.symbol == "BTCUSDT" && d(&p.qty) == d("0.1"))
+    })
+    .await;
+    wait_for("a reconcile", || status.lock().reconciles > reconciles).await;
+    w.ex.clear_faults();
+    r.stop().await;
+}

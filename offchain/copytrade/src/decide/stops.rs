@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use kronos_binance::types::{AlgoOrder, Side};
+use kronos_binance::types::{AlgoOrder, AlgoStatus, Side};
 use kronos_binance::SymbolFilters;
 use kronos_common::{Decimal, Rounding};
 
@@ -98,7 +98,8 @@ pub(crate) fn already_gone(code: Option<i64>) -> bool {
 /// reconcile, the replacement of a stop ([`StopFate::fired`]) and the check of the recorded stops
 /// ([`StopFate::to_record`]) all use.
 ///
-/// Only TRIGGERING, TRIGGERED and FINISHED mean the stop sent its close. CANCELED, EXPIRED and REJECTED mean it
+/// Only TRIGGERING, TRIGGERED and FINISHED mean the stop sent its close (TRIGGERING and TRIGGERED: its close is on
+/// its way and may not have filled yet — [`StopFate::Firing`]). CANCELED, EXPIRED and REJECTED mean it
 /// ended without closing anything (a status the copy-trader does not know is neither: see [`StopFate::Unknown`]): the copy-trader's own cancels remove a stop from its record
 /// first, so such a stop was cancelled by someone else (by hand, by the exchange on a liquidation) or expired
 /// because its position was closed another way. A flat position whose stop ended that way was closed outside the
@@ -108,8 +109,11 @@ pub(crate) fn already_gone(code: Option<i64>) -> bool {
 pub(crate) enum StopFate {
     /// Still open (NEW): protecting.
     Open,
-    /// It fired: its close was sent.
+    /// It fired and its close is done (FINISHED).
     Fired,
+    /// It fired and its close is on its way (TRIGGERING, TRIGGERED): the position it protected may still be there
+    /// for a moment, but it closes; a stop-out all the same once the position is flat.
+    Firing,
     /// It ended without closing anything; its status, lower-case (canceled, expired, rejected).
     Ended(String),
     /// A status the copy-trader does not know (as the exchange sent it): possibly still live, so it is kept as held
@@ -120,31 +124,78 @@ pub(crate) enum StopFate {
 }
 
 pub(crate) fn stop_fate(found: Option<&AlgoOrder>) -> StopFate {
-    match found {
-        None => StopFate::NotFound,
-        Some(a) if a.is_open() => StopFate::Open,
-        Some(a) if matches!(a.algo_status.as_str(), "TRIGGERING" | "TRIGGERED" | "FINISHED") => StopFate::Fired,
-        Some(a) if matches!(a.algo_status.as_str(), "CANCELED" | "EXPIRED" | "REJECTED") => {
-            StopFate::Ended(a.algo_status.to_lowercase())
+    let Some(a) = found else { return StopFate::NotFound };
+    match &a.algo_status {
+        AlgoStatus::New => StopFate::Open,
+        AlgoStatus::Finished => StopFate::Fired,
+        AlgoStatus::Triggering | AlgoStatus::Triggered => StopFate::Firing,
+        ended @ (AlgoStatus::Canceled | AlgoStatus::Expired | AlgoStatus::Rejected) => {
+            StopFate::Ended(ended.as_str().to_lowercase())
         }
-        Some(a) => StopFate::Unknown(a.algo_status.clone()),
+        AlgoStatus::Unknown(status) => StopFate::Unknown(status.clone()),
     }
 }
 
 impl StopFate {
-    /// It sent its close: a position it protected that is now flat was stopped out.
+    /// It sent its close (done or on its way): a position it protected that is now flat was stopped out.
     pub(crate) fn fired(&self) -> bool {
-        *self == StopFate::Fired
+        matches!(self, StopFate::Fired | StopFate::Firing)
     }
 
     /// It no longer protects and closed nothing: the status to record when it is dropped (a position that still
     /// exists gets a new one); `None` while it is open, or when it fired (the stop-out check has it).
     pub(crate) fn to_record(&self) -> Option<String> {
         match self {
-            StopFate::Open | StopFate::Fired | StopFate::Unknown(_) => None,
+            StopFate::Open | StopFate::Fired | StopFate::Firing | StopFate::Unknown(_) => None,
             StopFate::Ended(status) => Some(status.clone()),
             StopFate::NotFound => Some("not_found".to_string()),
         }
+    }
+}
+
+/// A question about a stop: `None` when it could not be asked (an error answer, a ban), else its fate.
+pub(crate) type Asked = Option<StopFate>;
+
+/// What became of a position the exchange shows flat, from its stops: `held`, the stop the engine holds (`None`:
+/// none held), and `replaced`, older stops it replaced whose fate was not settled when they were replaced (a cancel
+/// answered -2011/-2013 and the question failed or gave an unknown status, or it was firing). Any one fired: a
+/// stop-out. A replaced stop whose fate is still unknown, or a held one that could not be asked, decides nothing
+/// (`None`: drift). Otherwise the held stop's fate, or when none is held the replaced ones' (an open one first).
+pub(crate) fn flat_fate(held: Option<Asked>, replaced: &[Asked]) -> Option<StopFate> {
+    let fired = |a: &Asked| a.as_ref().is_some_and(StopFate::fired);
+    if held.as_ref().is_some_and(fired) || replaced.iter().any(fired) {
+        return Some(StopFate::Fired);
+    }
+    if replaced.iter().any(|r| matches!(r, None | Some(StopFate::Unknown(_)))) {
+        return None;
+    }
+    match held {
+        Some(h) => h,
+        None => replaced.iter().flatten().find(|f| **f == StopFate::Open).or(replaced.iter().flatten().next()).cloned(),
+    }
+}
+
+/// What to do about a replaced stop kept for the stop-out check, at a reconcile (after the flat positions were
+/// checked), from its fate now and whether the engine still records a position in its symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReplacedPlan {
+    /// Its fate still matters: kept, asked again at the next reconcile (the question failed, the status is unknown,
+    /// or its close is on its way under a position that is still there).
+    Keep,
+    /// It is still open (the -2011/-2013 was not the last word): no longer kept, so the clean-up cancels it as a
+    /// stop no position holds (the position keeps the stop that replaced it).
+    Release,
+    /// It is settled: dropped, recorded with this status.
+    Drop(String),
+}
+
+pub(crate) fn replaced_plan(fate: &Asked, position_held: bool) -> ReplacedPlan {
+    match fate {
+        None | Some(StopFate::Unknown(_)) => ReplacedPlan::Keep,
+        Some(StopFate::Firing) if position_held => ReplacedPlan::Keep,
+        Some(StopFate::Open) => ReplacedPlan::Release,
+        Some(StopFate::Fired | StopFate::Firing) => ReplacedPlan::Drop("finished".into()),
+        Some(f @ (StopFate::Ended(_) | StopFate::NotFound)) => ReplacedPlan::Drop(f.to_record().unwrap_or_default()),
     }
 }
 
@@ -158,12 +209,18 @@ pub(crate) fn not_open(stops: &BTreeMap<String, StopInfo>, open: &[AlgoOrder]) -
 }
 
 /// The copy-trader's own open stops that belong to no stop this run holds (left by a crash or a manual change):
-/// `(symbol, client id)` to cancel.
-pub(crate) fn orphans(open: &[AlgoOrder], stops: &BTreeMap<String, StopInfo>) -> Vec<(String, String)> {
+/// `(symbol, client id)` to cancel. A replaced stop kept for the stop-out check (`replaced`) is not one: the
+/// position's live stop is the held one, and neither is ever cancelled here.
+pub(crate) fn orphans(
+    open: &[AlgoOrder],
+    stops: &BTreeMap<String, StopInfo>,
+    replaced: &BTreeMap<String, Vec<StopInfo>>,
+) -> Vec<(String, String)> {
     open.iter()
         .filter(|a| {
-            let ours = stops.get(&a.symbol).is_some_and(|s| s.client_id == a.client_algo_id);
-            !ours && a.client_algo_id.starts_with(OWN_STOP_PREFIX)
+            let held = stops.get(&a.symbol).is_some_and(|s| s.client_id == a.client_algo_id);
+            let kept = replaced.get(&a.symbol).is_some_and(|v| v.iter().any(|s| s.client_id == a.client_algo_id));
+            !held && !kept && a.client_algo_id.starts_with(OWN_STOP_PREFIX)
         })
         .map(|a| (a.symbol.clone(), a.client_algo_id.clone()))
         .collect()
@@ -185,7 +242,7 @@ pub(crate) mod tests {
             position_side: position_side.into(),
             quantity: Decimal::ZERO,
             trigger_price: d("49000"),
-            algo_status: status.into(),
+            algo_status: AlgoStatus::from(status.to_string()),
             close_position: true,
             reduce_only: true,
             working_type: "MARK_PRICE".into(),
@@ -279,8 +336,11 @@ pub(crate) mod tests {
     fn every_stop_status_has_one_fate() {
         let fate = |status: &str| stop_fate(Some(&algo("BTCUSDT", "ks1", status, "BOTH")));
         assert_eq!(fate("NEW"), StopFate::Open);
+        assert_eq!(fate("FINISHED"), StopFate::Fired);
+        // Its close on its way (AUDIT-2 B6): fired all the same, but told apart from a finished one.
+        assert_eq!(fate("TRIGGERING"), StopFate::Firing);
+        assert_eq!(fate("TRIGGERED"), StopFate::Firing);
         for s in ["TRIGGERING", "TRIGGERED", "FINISHED"] {
-            assert_eq!(fate(s), StopFate::Fired, "{s}");
             assert!(fate(s).fired() && fate(s).to_record().is_none(), "{s}");
         }
         for (s, rec) in [("CANCELED", "canceled"), ("EXPIRED", "expired"), ("REJECTED", "rejected")] {
@@ -327,9 +387,67 @@ pub(crate) mod tests {
             algo("ETHUSDT", "ks9", "NEW", "BOTH"),
             algo("ETHUSDT", "user-stop", "NEW", "BOTH"),
         ];
+        let none = BTreeMap::new();
         assert_eq!(
-            orphans(&open, &stops),
+            orphans(&open, &stops, &none),
             vec![("BTCUSDT".to_string(), "ks0".to_string()), ("ETHUSDT".to_string(), "ks9".to_string())]
         );
+        // AUDIT-2 B2: a replaced stop kept for the stop-out check (ks0, its fate unknown) and the stop held (ks1)
+        // are never orphans; before, the old stop was put back as the one held and the live new one was cancelled.
+        let replaced: BTreeMap<String, Vec<StopInfo>> =
+            [("BTCUSDT".to_string(), vec![stop("ks0", "48000", Side::Sell, None)])].into();
+        assert_eq!(orphans(&open, &stops, &replaced), vec![("ETHUSDT".to_string(), "ks9".to_string())]);
+    }
+
+    /// AUDIT-2 B2/B6: a flat position is a stop-out when either the stop held or a replaced one kept for the check
+    /// fired (also while its close is on its way); a replaced stop whose fate is unknown decides nothing.
+    #[test]
+    fn a_flat_position_is_stopped_out_when_the_held_or_the_replaced_stop_fired() {
+        let ended = || StopFate::Ended("expired".into());
+        let unknown = || StopFate::Unknown("PAUSED".into());
+        // A replaced stop fired (its close done or on its way): a stop-out, whatever the new one says.
+        for r in [StopFate::Fired, StopFate::Firing] {
+            for h in [Some(Some(StopFate::Open)), Some(Some(ended())), Some(None), None] {
+                assert_eq!(flat_fate(h.clone(), &[Some(r.clone())]), Some(StopFate::Fired), "{h:?} {r:?}");
+                assert_eq!(flat_fate(h.clone(), &[Some(ended()), Some(r.clone())]), Some(StopFate::Fired));
+            }
+        }
+        // The held one fired: a stop-out, also beside a replaced one whose fate is unknown.
+        assert_eq!(flat_fate(Some(Some(StopFate::Firing)), &[None]), Some(StopFate::Fired));
+        assert_eq!(flat_fate(Some(Some(StopFate::Fired)), &[]), Some(StopFate::Fired));
+        // A replaced stop that could not be asked, or whose status is unknown, may have fired: nothing decided.
+        assert_eq!(flat_fate(Some(Some(ended())), &[None]), None);
+        assert_eq!(flat_fate(Some(Some(ended())), &[Some(unknown())]), None);
+        assert_eq!(flat_fate(None, &[Some(ended()), None]), None);
+        // Otherwise the held stop's fate (its question failed: nothing decided).
+        assert_eq!(flat_fate(Some(Some(ended())), &[Some(StopFate::NotFound)]), Some(ended()));
+        assert_eq!(flat_fate(Some(Some(StopFate::Open)), &[Some(ended())]), Some(StopFate::Open));
+        assert_eq!(flat_fate(Some(None), &[Some(ended())]), None);
+        // None held: the replaced ones' (an open one first: someone else closed the position, drift).
+        assert_eq!(flat_fate(None, &[Some(ended())]), Some(ended()));
+        assert_eq!(flat_fate(None, &[Some(ended()), Some(StopFate::Open)]), Some(StopFate::Open));
+        assert_eq!(flat_fate(None, &[]), None);
+        assert_eq!(flat_fate(Some(Some(ended())), &[]), Some(ended()));
+    }
+
+    /// A replaced stop is kept while its fate still matters, released to the clean-up when it is still open, and
+    /// dropped with its status once settled.
+    #[test]
+    fn a_replaced_stop_is_kept_until_its_fate_is_settled() {
+        for held in [true, false] {
+            assert_eq!(replaced_plan(&None, held), ReplacedPlan::Keep);
+            assert_eq!(replaced_plan(&Some(StopFate::Unknown("PAUSED".into())), held), ReplacedPlan::Keep);
+            assert_eq!(replaced_plan(&Some(StopFate::Open), held), ReplacedPlan::Release);
+            assert_eq!(replaced_plan(&Some(StopFate::Fired), held), ReplacedPlan::Drop("finished".into()));
+            assert_eq!(
+                replaced_plan(&Some(StopFate::Ended("canceled".into())), held),
+                ReplacedPlan::Drop("canceled".into())
+            );
+            assert_eq!(replaced_plan(&Some(StopFate::NotFound), held), ReplacedPlan::Drop("not_found".into()));
+        }
+        // Its close on its way under a position still there: kept, so the stop-out is seen once the position is
+        // flat (B6); with no position recorded any more there is nothing left to decide.
+        assert_eq!(replaced_plan(&Some(StopFate::Firing), true), ReplacedPlan::Keep);
+        assert_eq!(replaced_plan(&Some(StopFate::Firing), false), ReplacedPlan::Drop("finished".into()));
     }
 }

@@ -208,6 +208,18 @@ pub(crate) fn what_to_do(state: &ControlState, now: &Current) -> Actions {
     }
 }
 
+/// Whether an apply held back for a command not read yet (`pending`) runs now: only once every command sent so far
+/// (`sent`) has been read (`seen`). The flag is cleared only then — a command sent while the control log was being
+/// read keeps it raised, so the apply follows the read of that command, not the next reconcile.
+pub(crate) fn take_reapply(pending: &mut bool, sent: u64, seen: u64) -> bool {
+    if *pending && sent == seen {
+        *pending = false;
+        true
+    } else {
+        false
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -333,5 +345,18 @@ pub(crate) mod tests {
             ratio_plan(d("0.8"), d("0.5"), d("0.8"), false, true),
             RatioPlan { note_override: false, take: false, changed: false, reapply: false }
         );
+    }
+
+    /// AUDIT-2 B5: an apply held back for an unread command runs once every command sent is read; one sent while
+    /// the log was read (sent ≠ seen) keeps it pending for the read that follows (before, the flag was taken
+    /// first and the apply waited for the next reconcile).
+    #[test]
+    fn a_held_apply_waits_for_every_command_sent_and_is_not_lost_meanwhile() {
+        let mut pending = true;
+        assert!(!take_reapply(&mut pending, 2, 1));
+        assert!(pending, "a command sent during the read keeps the held apply pending");
+        assert!(take_reapply(&mut pending, 2, 2));
+        assert!(!pending);
+        assert!(!take_reapply(&mut pending, 2, 2), "nothing held, nothing to apply");
     }
 }
