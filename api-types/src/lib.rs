@@ -347,6 +347,14 @@ pub struct Prediction {
     pub outcome: Option<Outcome>,
     /// P(up) in basis points; `null` until the reveal.
     pub p_up_bps: Option<i64>,
+    /// Who committed it (`0x…`): the registry's key of the commitment, with market and epoch (absent from older
+    /// keepers' answers).
+    #[serde(default)]
+    pub publisher: Option<String>,
+    /// The reveal's transaction once revealed: its receipt holds the registry's `Revealed` event, so a reader can
+    /// check the revealed value on chain (absent from older keepers' answers).
+    #[serde(default)]
+    pub reveal_tx: Option<String>,
     pub revealed: bool,
 }
 
@@ -367,7 +375,7 @@ pub struct TrackRecord {
 // ---------------------------------------------------------------------------------------------------------------
 // GET /api/chains
 
-/// `GET /api/chains`: every chain and market as the dApp needs them (read from the contracts once).
+/// `GET /api/chains`: every chain and market as the dApp needs them (read from the contracts and programs once).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chains {
     pub chains: Vec<Chain>,
@@ -376,13 +384,68 @@ pub struct Chains {
     pub forecasts_public: bool,
 }
 
-/// One chain as the dApp sees it.
+/// One chain as the dApp sees it, by its `kind`: an EVM chain (bets through a browser wallet) or a Solana cluster
+/// (shown read-only). On the wire each is its own object with its `kind` field among the others (an EVM entry is
+/// byte for byte what it was before Solana was listed); reading one dispatches on `kind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chain {
+    Evm(EvmChain),
+    Solana(SolanaChain),
+}
+
+impl Chain {
+    /// The catalogue key (the `chain` of rounds, checkpoints and `/health`).
+    pub fn name(&self) -> &str {
+        match self {
+            Chain::Evm(c) => &c.name,
+            Chain::Solana(c) => &c.name,
+        }
+    }
+
+    pub fn kind(&self) -> ChainKind {
+        match self {
+            Chain::Evm(_) => ChainKind::Evm,
+            Chain::Solana(_) => ChainKind::Solana,
+        }
+    }
+}
+
+impl Serialize for Chain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Chain::Evm(c) => c.serialize(s),
+            Chain::Solana(c) => c.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Chain {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        let kind = match v.get("kind") {
+            None => return Err(D::Error::missing_field("kind")),
+            Some(k) => ChainKind::deserialize(k).map_err(|e| D::Error::custom(format!("kind: {e}")))?,
+        };
+        // The entry's own path in the error (`markets[0].decimals: …`): the outer path ends at the entry.
+        fn entry<T: serde::de::DeserializeOwned, E: Error>(v: serde_json::Value) -> Result<T, E> {
+            serde_path_to_error::deserialize(v).map_err(|e| E::custom(format!("{}: {}", e.path(), e.inner())))
+        }
+        match kind {
+            ChainKind::Evm => entry(v).map(Chain::Evm),
+            ChainKind::Solana => entry(v).map(Chain::Solana),
+        }
+    }
+}
+
+/// An EVM chain in [`Chains`] (`kind` `evm`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chain {
+pub struct EvmChain {
     pub chain_id: Option<u64>,
     pub display: String,
     /// The block explorer (transactions at `<explorer>/tx/<hash>`); none on local chains.
     pub explorer: Option<String>,
+    /// Always [`ChainKind::Evm`].
     pub kind: ChainKind,
     /// The market contract (`0x…`).
     pub market: String,
@@ -400,9 +463,61 @@ pub struct Chain {
 #[serde(rename_all = "snake_case")]
 pub enum ChainKind {
     Evm,
+    Solana,
 }
 
-/// One market's fixed configuration and stake token in [`Chain`].
+/// A Solana cluster in [`Chains`] (`kind` `solana`): the kronos-market program and the markets the keeper drives
+/// there, read from their accounts. Its rounds are on `/api/rounds` under `name`, like an EVM chain's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SolanaChain {
+    /// The catalogue's cluster (`mainnet-beta`); none for a cluster the catalogue names no cluster for.
+    pub cluster: Option<String>,
+    pub display: String,
+    /// The block explorer; none on a local cluster.
+    pub explorer: Option<String>,
+    /// Always [`ChainKind::Solana`].
+    pub kind: ChainKind,
+    pub markets: Vec<SolanaMarket>,
+    /// The catalogue key (`solana`).
+    pub name: String,
+    pub native_symbol: String,
+    /// The kronos-market program id (base58).
+    pub program: String,
+    /// Why the markets' accounts could not be read now (they are listed from the store meanwhile, without what
+    /// only their accounts say); none when they were read.
+    pub unavailable: Option<String>,
+}
+
+/// One Solana market in [`SolanaChain`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SolanaMarket {
+    /// The market account (base58).
+    pub address: String,
+    /// Bets close this many seconds before the lock; none when the account was not read.
+    pub bet_cutoff: Option<u32>,
+    /// The stake's decimals: 9 for SOL (lamports), the mint's for an SPL token; none when the mint was not read.
+    pub decimals: Option<u8>,
+    /// The Chainlink feed account.
+    pub feed: String,
+    /// Start of epoch 0 (unix seconds).
+    pub genesis: i64,
+    pub id: u64,
+    pub interval: u32,
+    /// The SPL stake mint; none for SOL.
+    pub mint: Option<String>,
+    /// The feed's pair (`BTC/USD`, from its description); `market <id>` when the feed was not read.
+    pub pair: String,
+    /// The fee and minimum bet in force, and a change scheduled from a later epoch when there is one.
+    pub params: Vec<MarketParams>,
+    /// Bets are refused while paused.
+    pub paused: bool,
+    /// Why the keeper starts no round on it now (an unapproved or changed feed); none while it drives it.
+    pub refused: Option<String>,
+    /// `SOL`, or the SPL mint shortened (`EPjF…Dt1v`): tokens have no symbol on chain.
+    pub symbol: String,
+}
+
+/// One market's fixed configuration and stake token in [`EvmChain`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainMarket {
     pub bet_cutoff: u32,

@@ -47,23 +47,43 @@ fn rounds() {
     assert_eq!(r[1].reason, Some(CancelReason::OneSidedPool));
 }
 
-const PREDICTIONS: &str = r#"{"predictions":[{"brier":1521,"chain":"base","commitment":"0x9c22ff5f21f0b81b113e63f7db6da94fedef11b2119b4088b89664fb9a3cb658","committed":true,"epoch":41,"hit":true,"market":1,"outcome":"up","p_up_bps":6100,"revealed":true},{"brier":null,"chain":"base","commitment":"0x2a","committed":false,"epoch":42,"hit":null,"market":1,"outcome":null,"p_up_bps":null,"revealed":false}],"track_records":[{"brier_sum":"84321","chain":"base","committed":40,"expired":1,"hits":22,"misses":15,"publisher":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","voided":2}]}"#;
+const PREDICTIONS: &str = r#"{"predictions":[{"brier":1521,"chain":"base","commitment":"0x9c22ff5f21f0b81b113e63f7db6da94fedef11b2119b4088b89664fb9a3cb658","committed":true,"epoch":41,"hit":true,"market":1,"outcome":"up","p_up_bps":6100,"publisher":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","reveal_tx":"0x5e1f","revealed":true},{"brier":null,"chain":"base","commitment":"0x2a","committed":false,"epoch":42,"hit":null,"market":1,"outcome":null,"p_up_bps":null,"publisher":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","reveal_tx":null,"revealed":false}],"track_records":[{"brier_sum":"84321","chain":"base","committed":40,"expired":1,"hits":22,"misses":15,"publisher":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","voided":2}]}"#;
 
 #[test]
 fn predictions() {
     let p: Predictions = round_trip("/api/predictions", PREDICTIONS);
     assert_eq!((p.predictions[0].p_up_bps, p.predictions[1].p_up_bps), (Some(6100), None));
     assert_eq!(p.track_records[0].hits + p.track_records[0].misses, 37);
+    assert_eq!((p.predictions[0].reveal_tx.as_deref(), p.predictions[1].reveal_tx.as_deref()), (Some("0x5e1f"), None));
+    // A keeper from before the publisher and the reveal transaction were listed leaves them out.
+    let old =
+        PREDICTIONS.replace(r#""publisher":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","reveal_tx":"0x5e1f","#, "");
+    let p: Predictions = parse("/api/predictions", old.as_bytes()).unwrap();
+    assert_eq!((p.predictions[0].publisher.as_deref(), p.predictions[0].reveal_tx.as_deref()), (None, None));
 }
 
 const CHAINS: &str = r#"{"chains":[{"chain_id":8453,"display":"Base","explorer":null,"kind":"evm","market":"0x5FbDB2315678afecb367f032d93F642f64180aa3","markets":[{"bet_cutoff":30,"decimals":18,"execute_delay":12,"genesis":1764600000,"id":1,"interval":300,"pair":"BTC/USD","params":[{"fee_bps":300,"from_epoch":0,"min_bet":"1000000000000000"},{"fee_bps":250,"from_epoch":500,"min_bet":"1000000000000000"}],"symbol":"ETH","token":"0x0000000000000000000000000000000000000000"}],"name":"base","native_symbol":"ETH","registry":"0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512","rpc_urls":["http://127.0.0.1:8545/"]},{"chain_id":137,"display":"Polygon PoS","explorer":"https://polygonscan.com","kind":"evm","market":"0x5FbDB2315678afecb367f032d93F642f64180aa3","markets":[],"name":"polygon","native_symbol":"POL","registry":null,"rpc_urls":[]}],"forecasts_public":true}"#;
 
+/// A Solana cluster's entry: a SOL market driven, an SPL-token market refused (its feed's approval revoked).
+const SOLANA: &str = r#"{"cluster":"localnet","display":"Solana","explorer":null,"kind":"solana","markets":[{"address":"7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU","bet_cutoff":10,"decimals":9,"feed":"Cv4T27XbjVoKUYwP72NQQanvZeA7W4YF9L4EnYT9kx5o","genesis":1800000000,"id":1,"interval":300,"mint":null,"pair":"BTC/USD","params":[{"fee_bps":300,"from_epoch":0,"min_bet":"1000"}],"paused":false,"refused":null,"symbol":"SOL"},{"address":"9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM","bet_cutoff":10,"decimals":6,"feed":"Cv4T27XbjVoKUYwP72NQQanvZeA7W4YF9L4EnYT9kx5o","genesis":1800000000,"id":2,"interval":300,"mint":"EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v","pair":"BTC/USD","params":[{"fee_bps":300,"from_epoch":0,"min_bet":"1000"},{"fee_bps":200,"from_epoch":40,"min_bet":"5000"}],"paused":true,"refused":"the feed's approval was revoked","symbol":"EPjF…Dt1v"}],"name":"solana","native_symbol":"SOL","program":"KronQk6VRVG1eV1wT2yZrJ7tWkX3Kj3d3Xz2m6Xq9nA","unavailable":null}"#;
+
 #[test]
 fn chains() {
     let c: Chains = round_trip("/api/chains", CHAINS);
-    assert_eq!(c.chains[0].kind, ChainKind::Evm);
-    assert_eq!(c.chains[0].markets[0].params[1].from_epoch, 500);
+    let Chain::Evm(base) = &c.chains[0] else { panic!("base is an EVM chain: {:?}", c.chains[0]) };
+    assert_eq!((base.kind, c.chains[0].kind(), c.chains[1].name()), (ChainKind::Evm, ChainKind::Evm, "polygon"));
+    assert_eq!(base.markets[0].params[1].from_epoch, 500);
     assert!(c.forecasts_public);
+    // A Solana cluster beside them: the EVM entries' bytes are unchanged, the Solana entry read by its kind.
+    let mixed = CHAINS.replacen(r#"],"forecasts_public""#, &format!(r#",{SOLANA}],"forecasts_public""#), 1);
+    let c: Chains = round_trip("/api/chains", &mixed);
+    assert_eq!(serde_json::to_string(&c.chains[0]).unwrap(), serde_json::to_string(&base).unwrap());
+    let Chain::Solana(sol) = &c.chains[2] else { panic!("the third entry is the Solana cluster: {:?}", c.chains[2]) };
+    assert_eq!((sol.kind, sol.name.as_str(), sol.cluster.as_deref()), (ChainKind::Solana, "solana", Some("localnet")));
+    let (sol_market, spl) = (&sol.markets[0], &sol.markets[1]);
+    assert_eq!((sol_market.mint.as_deref(), sol_market.decimals, sol_market.symbol.as_str()), (None, Some(9), "SOL"));
+    assert_eq!((spl.mint.as_deref(), spl.decimals), (Some("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"), Some(6)));
+    assert_eq!((spl.paused, spl.refused.is_some(), spl.params[1].from_epoch), (true, true, 40));
     // A keeper from before `[api] publish_forecasts` leaves the field out: its forecasts are sealed.
     let old: Chains = parse("/api/chains", br#"{"chains":[]}"#).unwrap();
     assert!(!old.forecasts_public);
@@ -110,7 +130,7 @@ fn every_enum_string_is_its_wire_string_both_ways() {
         (CancelReason::Expired, "expired"),
         (CancelReason::Unknown, "unknown"),
     ]);
-    check(&[(ChainKind::Evm, "evm")]);
+    check(&[(ChainKind::Evm, "evm"), (ChainKind::Solana, "solana")]);
     check(&[
         (CheckpointStatus::None, "none"),
         (CheckpointStatus::Valid, "valid"),
@@ -145,6 +165,19 @@ fn a_malformed_answer_names_the_endpoint_and_the_field() {
     assert_eq!((e.field.as_str(), e.to_string().contains("/health")), (".", true));
     let e = parse::<Vec<Round>>("/api/rounds", b"[] []").unwrap_err();
     assert_eq!(e.field, ".", "trailing data is refused");
+
+    // A chain entry is read by its kind: an unknown kind, and a Solana entry without its program, name the field.
+    let cosmos = CHAINS.replacen(r#""kind":"evm""#, r#""kind":"cosmos""#, 1);
+    let e = parse::<Chains>("/api/chains", cosmos.as_bytes()).unwrap_err();
+    assert_eq!(e.field, "chains[0]");
+    assert!(e.detail.starts_with("kind: unknown variant `cosmos`"), "{}", e.detail);
+    let no_program = SOLANA.replacen(r#""program":"KronQk6VRVG1eV1wT2yZrJ7tWkX3Kj3d3Xz2m6Xq9nA","#, "", 1);
+    let e = parse::<Chains>("/api/chains", format!(r#"{{"chains":[{no_program}]}}"#).as_bytes()).unwrap_err();
+    assert_eq!(e.field, "chains[0]");
+    assert!(e.detail.contains("missing field `program`"), "{}", e.detail);
+    let bad_decimals = SOLANA.replacen(r#""decimals":6"#, r#""decimals":"6""#, 1);
+    let e = parse::<Chains>("/api/chains", format!(r#"{{"chains":[{bad_decimals}]}}"#).as_bytes()).unwrap_err();
+    assert!(e.detail.starts_with("markets[1].decimals: invalid type"), "{}", e.detail);
 
     let extra = HEALTH.replacen(r#""store":true"#, r#""store":true,"version":"2""#, 1);
     assert!(parse::<Health>("/health", extra.as_bytes()).is_ok(), "a field added by a newer keeper is ignored");

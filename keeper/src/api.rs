@@ -351,6 +351,8 @@ fn prediction(p: PredictionRow, unsealed: bool) -> wire::Prediction {
         market: p.market_id,
         outcome: p.outcome,
         p_up_bps: shown.then_some(p.p_up_bps),
+        publisher: Some(p.publisher),
+        reveal_tx: p.reveal_tx,
         revealed,
     }
 }
@@ -720,6 +722,8 @@ mod tests {
                 "p_up_bps": if revealed { Some(p.p_up_bps) } else { None },
                 "committed": p.commit_tx.is_some(), "commitment": p.commitment,
                 "revealed": revealed, "outcome": p.outcome, "hit": p.hit, "brier": p.brier,
+                // Added since: who committed it and the reveal's transaction (the page checks the reveal on chain).
+                "publisher": p.publisher, "reveal_tx": p.reveal_tx,
             }));
         }
         let records = s.store.track_records().await.unwrap();

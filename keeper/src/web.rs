@@ -7,6 +7,7 @@
 //! (the wallet's own RPC traffic never passes through the page), no frames, no forms, no inline script.
 
 use alloy::primitives::U256;
+use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -143,7 +144,7 @@ async fn read_chains(s: &ApiState) -> anyhow::Result<Bytes> {
                 ),
             });
         }
-        out.push(wire::Chain {
+        out.push(wire::Chain::Evm(wire::EvmChain {
             name: c.name.clone(),
             display: c.cfg.chain.name.clone(),
             kind: wire::ChainKind::Evm,
@@ -154,9 +155,187 @@ async fn read_chains(s: &ApiState) -> anyhow::Result<Bytes> {
             registry: c.cfg.registry.map(hex),
             rpc_urls: if c.cfg.local { c.cfg.rpc.iter().filter_map(shareable_rpc).collect() } else { Vec::new() },
             markets,
-        });
+        }));
+    }
+    for rt in &s.solana {
+        out.push(wire::Chain::Solana(solana_chain(rt, &s.store).await?));
     }
     Ok(Bytes::from(serde_json::to_vec(&wire::Chains { chains: out, forecasts_public: s.publish_forecasts })?))
+}
+
+/// A Solana cluster as `/api/chains` lists it: the markets the keeper drives (or refuses), read from their accounts,
+/// their feeds and stake mints. When the cluster does not answer, the entry says why (`unavailable`) and lists the
+/// markets from the store without what only the accounts say: a dead Solana RPC never takes the EVM chains' entries
+/// (the whole body) with it.
+async fn solana_chain(
+    rt: &crate::solana::SolanaRuntime,
+    store: &crate::store::Store,
+) -> anyhow::Result<wire::SolanaChain> {
+    let driven = rt.markets.lock().clone();
+    let (markets, unavailable) = match read_solana_markets(rt, &driven).await {
+        Ok(m) => (m, None),
+        Err(e) => {
+            let why = kronos_common::Redactor::global().redact(&format!("{e:#}"));
+            tracing::warn!(chain = %rt.name, error = %why, "/api/chains: the Solana markets' accounts could not be read");
+            let rows = store.markets().await?;
+            let listed = driven
+                .iter()
+                .filter_map(|mi| {
+                    let row = rows.iter().find(|r| r.chain == rt.name && r.contract == mi.address.to_string())?;
+                    let mint = (row.token != "native").then(|| row.token.clone());
+                    Some(wire::SolanaMarket {
+                        address: row.contract.clone(),
+                        bet_cutoff: None,
+                        decimals: mint.is_none().then_some(SOL_DECIMALS),
+                        feed: row.feed.clone(),
+                        genesis: row.genesis,
+                        id: mi.id,
+                        interval: u32::try_from(row.interval_s).unwrap_or(0),
+                        symbol: stake_symbol(mint.as_deref(), &rt.cfg.chain.native_symbol),
+                        mint,
+                        pair: format!("market {}", mi.id),
+                        params: Vec::new(),
+                        paused: false,
+                        refused: mi.refused.clone(),
+                    })
+                })
+                .collect();
+            (listed, Some(why))
+        }
+    };
+    Ok(wire::SolanaChain {
+        // A local node is no cluster of the catalogue's (its `solana` entry names mainnet-beta).
+        cluster: if rt.cfg.local { Some("localnet".into()) } else { rt.cfg.chain.cluster.clone() },
+        display: rt.cfg.chain.name.clone(),
+        explorer: if rt.cfg.local { None } else { rt.cfg.chain.explorer.clone() },
+        kind: wire::ChainKind::Solana,
+        markets,
+        name: rt.name.clone(),
+        native_symbol: rt.cfg.chain.native_symbol.clone(),
+        program: rt.cfg.program.to_string(),
+        unavailable,
+    })
+}
+
+/// SOL's decimals (lamports).
+const SOL_DECIMALS: u8 = 9;
+
+/// The stake's symbol: the native coin's, or the SPL mint shortened (`EPjF…Dt1v`; a token has no symbol on chain).
+fn stake_symbol(mint: Option<&str>, native: &str) -> String {
+    match mint {
+        None => native.to_string(),
+        Some(m) if m.len() > 8 => format!("{}…{}", &m[..4], &m[m.len() - 4..]),
+        Some(m) => m.to_string(),
+    }
+}
+
+/// The decimals of an SPL mint account (the token programs' layout: a 36-byte optional mint authority, the 8-byte
+/// supply, then the decimals).
+fn mint_decimals(data: &[u8]) -> Option<u8> {
+    (data.len() >= 82).then(|| data[44])
+}
+
+/// Each driven market's account, its feed's header (the pair) and, for SPL stakes, its mint (the decimals).
+async fn read_solana_markets(
+    rt: &crate::solana::SolanaRuntime,
+    driven: &[crate::solana::driver::MarketInfo],
+) -> anyhow::Result<Vec<wire::SolanaMarket>> {
+    use anchor_lang::AccountDeserialize;
+    use kronos_market::state::Market;
+    let keys: Vec<_> = driven.iter().flat_map(|m| [m.address, m.feed]).collect();
+    let accounts = solana_accounts(rt, &keys).await?;
+    let mut read = Vec::new();
+    for (mi, pair) in driven.iter().zip(accounts.chunks(2)) {
+        let acc = pair[0].as_ref().with_context(|| format!("market {} is gone", mi.address))?;
+        let m = Market::try_deserialize(&mut acc.data.as_slice())
+            .map_err(|e| anyhow::anyhow!("market {} is not a Market account: {e}", mi.address))?;
+        let feed_pair = pair[1]
+            .as_ref()
+            .and_then(|f| kronos_market::chainlink::header(&f.data).ok())
+            .map(|h| String::from_utf8_lossy(&h.description).trim_end_matches('\0').to_string())
+            .map(|d| kronos_common::catalogue::normalize_pair(&d))
+            .filter(|d| !d.is_empty());
+        read.push((mi, m, feed_pair));
+    }
+    let mints: Vec<_> = read.iter().filter(|(_, m, _)| !m.is_native()).map(|(_, m, _)| m.mint).collect();
+    let mint_accounts = solana_accounts(rt, &mints).await?;
+    let mut mint_accounts = mints.iter().zip(mint_accounts);
+    let mut out = Vec::new();
+    for (mi, m, feed_pair) in read {
+        let (mint, decimals) = if m.is_native() {
+            (None, SOL_DECIMALS)
+        } else {
+            let (k, acc) = mint_accounts.next().context("one mint account per SPL market")?;
+            let d = acc.as_ref().and_then(|a| mint_decimals(&a.data));
+            (
+                Some(k.to_string()),
+                d.with_context(|| format!("mint {k} of market {} is not a mint account", mi.address))?,
+            )
+        };
+        let param = |from_epoch: u64, p: &kronos_market::state::Params| wire::MarketParams {
+            fee_bps: p.fee_bps,
+            from_epoch,
+            min_bet: p.min_bet.to_string(),
+        };
+        let mut params = vec![param(0, &m.params)];
+        if let Some(p) = &m.pending_params {
+            params.push(param(m.pending_from, p));
+        }
+        out.push(wire::SolanaMarket {
+            address: mi.address.to_string(),
+            bet_cutoff: Some(m.params_for(u64::MAX).bet_cutoff),
+            decimals: Some(decimals),
+            feed: m.feed.to_string(),
+            genesis: m.genesis,
+            id: mi.id,
+            interval: m.interval,
+            symbol: stake_symbol(mint.as_deref(), &rt.cfg.chain.native_symbol),
+            mint,
+            pair: feed_pair.unwrap_or_else(|| format!("market {}", mi.id)),
+            params,
+            paused: m.paused,
+            refused: mi.refused.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The accounts at `keys` (at confirmed), one answer per key in order; data decoded here (the client's own decoding
+/// panics on data it cannot decode).
+async fn solana_accounts(
+    rt: &crate::solana::SolanaRuntime,
+    keys: &[anchor_lang::prelude::Pubkey],
+) -> anyhow::Result<Vec<Option<solana_account::Account>>> {
+    use futures::FutureExt;
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(100) {
+        let config = solana_client::rpc_config::RpcAccountInfoConfig {
+            encoding: Some(solana_client::rpc_config::UiAccountEncoding::Base64),
+            commitment: Some(solana_commitment_config::CommitmentConfig::confirmed()),
+            ..Default::default()
+        };
+        let got = rt
+            .client
+            .call(|c| c.get_multiple_ui_accounts_with_config(chunk, config.clone()).boxed())
+            .await
+            .map_err(|e| anyhow::anyhow!("getMultipleAccounts: {}", crate::solana::client::transport_kind(&e)))?;
+        anyhow::ensure!(
+            got.value.len() == chunk.len(),
+            "getMultipleAccounts answered {} accounts for {} keys",
+            got.value.len(),
+            chunk.len()
+        );
+        for (k, ui) in chunk.iter().zip(got.value) {
+            out.push(match ui {
+                None => None,
+                Some(ui) => Some(
+                    ui.decode::<solana_account::Account>()
+                        .with_context(|| format!("account {k}'s data is not decodable"))?,
+                ),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// A market's parameter sets as `/api/chains` lists them, from `paramsFor` at epoch 0 (the set in force, `fromEpoch`
@@ -330,6 +509,22 @@ mod tests {
             "a failed read: the last"
         );
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    /// A Solana stake as `/api/chains` names it: SOL, or an SPL mint shortened; the mint's decimals at the token
+    /// programs' offset (after the optional authority and the supply), none from an account too short to be a mint
+    /// (the browser test reads a real mint's 6).
+    #[test]
+    fn a_solana_stake_is_named_and_its_mint_decimals_read() {
+        assert_eq!(stake_symbol(None, "SOL"), "SOL");
+        assert_eq!(stake_symbol(Some("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"), "SOL"), "EPjF…Dt1v");
+        let mut mint = vec![0u8; 82];
+        mint[0] = 1; // COption::Some(authority)
+        mint[36..44].copy_from_slice(&1_000_000u64.to_le_bytes());
+        mint[44] = 6;
+        mint[45] = 1; // initialised
+        assert_eq!(mint_decimals(&mint), Some(6));
+        assert_eq!(mint_decimals(&mint[..81]), None);
     }
 
     #[test]
