@@ -499,7 +499,8 @@ async fn predictions(State(s): State<ApiState>, Query(q): Query<wire::Prediction
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let chains: Vec<String> = match &q.chain {
         Some(c) => vec![c.clone()],
-        None => s.chains.iter().map(|c| c.name.clone()).collect(),
+        // The Solana clusters' forecasts too (`[[solana]] forecasts = true`).
+        None => s.chains.iter().map(|c| c.name.clone()).chain(s.solana.iter().map(|c| c.name.clone())).collect(),
     };
     let key = CacheKey::Predictions { chain: q.chain.clone(), limit, unsealed };
     match s.cache.body(&s.store, key, || predictions_body(&s.store, &chains, limit, unsealed)).await {

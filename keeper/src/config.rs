@@ -343,6 +343,12 @@ impl Config {
             return Err(err("chain".into(), "no [[chain]] (nor [[solana]]) is configured".into()));
         }
         let solana = crate::solana::config::validate(raw.solana, &catalogue, env).map_err(|(f, m)| err(f, m))?;
+        if let Some(i) = solana.iter().position(|s| s.forecasts) {
+            if !forecaster.as_ref().is_some_and(|f| f.enabled) {
+                let why = "publishing forecasts needs an enabled [forecaster] section".to_string();
+                return Err(err(format!("solana[{i}].forecasts"), why));
+            }
+        }
         let mut chains = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, c) in raw.chains.into_iter().enumerate() {

@@ -128,10 +128,13 @@ impl Keeper {
             let key = c
                 .load_keypair(&|k| std::env::var(k).ok())
                 .map_err(|e| anyhow::anyhow!("{}: solana[{i}]: {e}", cfg.file))?;
-            solana.push(
-                crate::solana::SolanaRuntime::connect(c, key, store.clone(), bus.clone(), metrics.clone(), poll)
-                    .await?,
-            );
+            let rt = crate::solana::SolanaRuntime::connect(c, key, store.clone(), bus.clone(), metrics.clone(), poll)
+                .await?;
+            // `forecasts = true` needs an enabled [forecaster] (checked with the configuration).
+            if let (true, Some(p)) = (c.forecasts, &publisher) {
+                rt.publish_forecasts(p.clone());
+            }
+            solana.push(rt);
         }
         let stats = drivers.iter().map(|d| d.stats.clone()).collect();
         let listener = if ov.no_api {

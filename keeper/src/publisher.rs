@@ -169,7 +169,14 @@ impl Publisher {
         self.reveal_due(d, registry_addr).await
     }
 
-    async fn forecast(&self, chain: &str, market: u64, now: u64, epoch: u64) -> Result<Option<Published>> {
+    /// The model's name, as the `Forecast` signal carries it.
+    pub(crate) fn model(&self) -> &str {
+        &self.forecaster.meta.name
+    }
+
+    /// P(up) for `market`'s round `epoch` from the candles completed by chain time `now` (`None`: too few yet).
+    /// Also used by the Solana publisher (`solana::forecast`), so both paths forecast alike.
+    pub(crate) async fn forecast(&self, chain: &str, market: u64, now: u64, epoch: u64) -> Result<Option<Published>> {
         let ctx = self.forecaster.meta.max_context;
         let candles = self.candles.candles_until(chain, market, now, ctx);
         if candles.len() < 32 {

@@ -1074,3 +1074,226 @@ async fn the_preferred_rpc_dying_mid_run_fails_over() {
     assert!(failovers.is_some_and(|n| n >= 1), "{metrics}");
     k.stop().await;
 }
+
+// ---- Issue 15: the forecaster's commit and reveal on the program's registry ----
+
+/// The registry set up on the cluster (its cluster id: the bank's genesis hash) and the market enabled for
+/// forecasts, by the program's upgrade authority and Config admin.
+async fn with_registry(c: &Cluster) {
+    use kronos_market::registry::{FORECAST_MARKET_SEED, REGISTRY_SEED};
+    let a = c.authority.pubkey();
+    let loader = anchor_lang::solana_program::bpf_loader_upgradeable::ID;
+    let program_data = Pubkey::find_program_address(&[ID.as_ref()], &loader).0;
+    let cluster = c.client.get_genesis_hash().await.unwrap().to_bytes();
+    let system = anchor_lang::system_program::ID;
+    let init = ixn(
+        acc::InitializeRegistry {
+            upgrade_authority: a,
+            registry: pda(&[REGISTRY_SEED]),
+            program_data,
+            system_program: system,
+        },
+        ix::InitializeRegistry { cluster, reveal_window: 86_400 },
+    );
+    let enable = ixn(
+        acc::EnableForecasts {
+            admin: a,
+            config: pda(&[CONFIG_SEED]),
+            market: c.market,
+            forecast_market: pda(&[FORECAST_MARKET_SEED, c.market.as_ref()]),
+            system_program: system,
+        },
+        ix::EnableForecasts {},
+    );
+    c.send(&[init, enable], &[&c.authority]).await;
+}
+
+/// Hourly candles of a deterministic walk, all complete before any chain time the tests use.
+struct WalkCandles;
+
+impl kronos_keeper::publisher::CandleSource for WalkCandles {
+    fn candles_until(&self, _chain: &str, _market: u64, _t: u64, max: usize) -> Vec<kronos_forecast::Candle> {
+        let mut price = 65_000.0f64;
+        let all: Vec<kronos_forecast::Candle> = (0..256i64)
+            .map(|i| {
+                let open = price;
+                price *= 1.0 + 0.004 * ((i * 7919 % 13) as f64 - 6.0) / 6.0;
+                kronos_forecast::Candle {
+                    timestamp: 1_700_000_000 + i * 3_600,
+                    open,
+                    high: open.max(price) * 1.001,
+                    low: open.min(price) * 0.999,
+                    close: price,
+                    volume: 10.0,
+                    amount: 10.0 * price,
+                }
+            })
+            .collect();
+        all[all.len().saturating_sub(max)..].to_vec()
+    }
+}
+
+/// A keeper configuration publishing forecasts (the shipped model, few samples) on this cluster.
+fn forecasting_config(c: &Cluster, dir: &std::path::Path, key: &Keypair) -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    format!(
+        "[forecaster]\nmodel = \"{root}/oracle/forecast/model\"\nsamples = 4\n\n{}",
+        c.config(dir, &[], key, "forecasts = true\n")
+    )
+}
+
+async fn run_forecasting_keeper(text: &str) -> Running {
+    let cfg = Config::parse(text, "(test)", &|_| None).unwrap();
+    let bus = Bus::new(4096);
+    let rx = bus.subscribe();
+    let evm = alloy::signers::local::PrivateKeySigner::random();
+    let ov = Overrides { candles: Some(Arc::new(WalkCandles)), ..Default::default() };
+    let keeper = Keeper::build(&cfg, evm, bus, ov).await.unwrap();
+    let api = keeper.api_addr().unwrap();
+    let keeper_store = keeper.store.clone();
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    let task = tokio::spawn(async move { keeper.run(c).await.unwrap() });
+    Running { cancel, task, api, rx, keeper_store }
+}
+
+impl Running {
+    async fn wait_committed(&mut self, epoch: u64) -> u16 {
+        self.wait(&format!("the forecast of round {epoch} committed"), |s| match s {
+            SignalKind::PredictionCommitted { chain, epoch: e, p_up_bps, .. } if chain == "solana" && *e == epoch => {
+                Some(*p_up_bps)
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    async fn wait_revealed(&mut self, epoch: u64) -> (Outcome, Option<bool>, u64) {
+        self.wait(&format!("the forecast of round {epoch} revealed"), |s| match s {
+            SignalKind::PredictionRevealed { chain, epoch: e, outcome, hit, scored, .. }
+                if chain == "solana" && *e == epoch =>
+            {
+                Some((*outcome, *hit, *scored))
+            }
+            _ => None,
+        })
+        .await
+    }
+}
+
+impl Cluster {
+    async fn account<T: AccountDeserialize>(&self, key: &Pubkey) -> Option<T> {
+        let a = self.client.get_account_with_commitment(key, CommitmentConfig::confirmed()).await.unwrap().value?;
+        Some(T::try_deserialize(&mut a.data.as_slice()).unwrap())
+    }
+}
+
+/// Issue 15: the forecaster's commitment lands before the lock (its hash the program's own, its salt in the store
+/// first); a keeper stopped between commit and reveal reveals from the stored salt after its restart; the next
+/// round is committed and revealed by the restarted keeper; the on-chain track record counts them, and the store's
+/// rows, `/api/predictions` and the signals say the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forecasts_are_committed_before_the_lock_and_revealed_after_a_restart_from_the_stored_salt() {
+    use kronos_market::registry::{CommitStatus, Commitment, TrackRecord};
+    use kronos_market::registry::{COMMITMENT_SEED, RECORD_SEED};
+    let (c, dir, key) = funded(true).await;
+    with_registry(&c).await;
+    let text = forecasting_config(&c, dir.path(), &key);
+    let publisher = key.pubkey();
+    let commitment_key =
+        |epoch: u64| pda(&[COMMITMENT_SEED, c.market.as_ref(), &epoch.to_le_bytes(), publisher.as_ref()]);
+
+    let mut k = run_forecasting_keeper(&text).await;
+    start_round_0(&c, &mut k).await;
+    let bps = k.wait_committed(0).await;
+    let row = k.keeper_store.prediction("solana", 1, 0, &publisher.to_string()).await.unwrap().unwrap();
+    assert_eq!(row.p_up_bps, bps as i64);
+    assert!(row.commit_tx.as_deref().is_some_and(|t| t.parse::<solana_signature::Signature>().is_ok()), "{row:?}");
+    let on_chain: Commitment = c.account(&commitment_key(0)).await.unwrap();
+    assert_eq!(on_chain.status, CommitStatus::Committed);
+    let hex = |b: [u8; 32]| alloy::primitives::FixedBytes::from(b).to_string();
+    assert_eq!(hex(on_chain.hash), row.commitment, "the stored commitment is the one on chain");
+    // Sealed until the reveal: /api/predictions shows that it was committed, not its value.
+    let body: Value = serde_json::from_str(&k.get("/api/predictions").await).unwrap();
+    let p0 = body["predictions"].as_array().unwrap().iter().find(|p| p["chain"] == "solana" && p["epoch"] == 0);
+    assert!(p0.is_some_and(|p| p["p_up_bps"].is_null() && p["committed"] == json!(true)), "{body}");
+    k.stop().await;
+
+    // Restarted before the round is final: the reveal comes from the salt in the store.
+    c.bet_both(0).await;
+    let mut k = run_forecasting_keeper(&text).await;
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 150).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    k.wait_started(1).await;
+    k.wait_committed(1).await;
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 600).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    let (outcome, hit, _) = k.wait_revealed(0).await;
+    assert_eq!(outcome, Outcome::Up);
+    assert_eq!(hit, Some(row.up), "scored on the round's outcome");
+    let revealed: Commitment = c.account(&commitment_key(0)).await.unwrap();
+    assert_eq!((revealed.status, revealed.probability_up_bps), (CommitStatus::Revealed, bps));
+    // Round 1 closes down on its lock: revealed by the keeper that committed it.
+    c.transmit(GENESIS + 3 * IV - 1, PRICE + 200).await;
+    c.transmit(GENESIS + 3 * IV + 1, PRICE + 200).await;
+    c.warp_to(GENESIS + 3 * IV + DELAY).await;
+    let (outcome, _, scored) = k.wait_revealed(1).await;
+    assert_eq!(outcome, Outcome::Down);
+
+    // The on-chain record counts both; the store's copy and its rows agree.
+    let rec: TrackRecord = c.account(&pda(&[RECORD_SEED, publisher.as_ref()])).await.unwrap();
+    assert!(rec.committed >= 2 && rec.revealed == 2, "{rec:?}");
+    assert_eq!(rec.hits + rec.misses, scored);
+    let stored = k.keeper_store.track_records().await.unwrap();
+    let s = stored.iter().find(|r| r.chain == "solana").expect("the Solana track record is stored");
+    assert_eq!(
+        (s.publisher.as_str(), s.hits as u64, s.misses as u64),
+        (publisher.to_string().as_str(), rec.hits, rec.misses)
+    );
+    for epoch in [0, 1] {
+        let p = k.keeper_store.prediction("solana", 1, epoch, &publisher.to_string()).await.unwrap().unwrap();
+        assert!(p.reveal_tx.as_deref().is_some_and(|t| t != "-") && p.outcome.is_some(), "{p:?}");
+    }
+    // Each commitment and reveal was signed once, the restart included.
+    for a in ["commit:1:0", "commit:1:1", "reveal:1:0", "reveal:1:1"] {
+        let txs = k.txs_for(a).await;
+        assert_eq!(txs.len(), 1, "{a}: {txs:?}");
+        assert_eq!(txs[0].status.as_str(), "confirmed", "{a}: {txs:?}");
+    }
+    let body: Value = serde_json::from_str(&k.get("/api/predictions").await).unwrap();
+    let p0 = body["predictions"].as_array().unwrap().iter().find(|p| p["chain"] == "solana" && p["epoch"] == 0);
+    assert!(p0.is_some_and(|p| p["p_up_bps"] == json!(bps) && p["revealed"] == json!(true)), "{body}");
+    k.stop().await;
+}
+
+/// Issue 15: a round whose commit window has closed (bets close `bet_cutoff` before the lock) gets no commitment —
+/// nothing is signed for it and no alert is raised — and the next round is committed as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_past_its_commit_window_gets_no_commit_and_no_alert() {
+    let (c, dir, key) = funded(true).await;
+    with_registry(&c).await;
+    let mut k = run_forecasting_keeper(&forecasting_config(&c, dir.path(), &key)).await;
+    // Within betting time minus the cutoff (10 s): the keeper still starts round 0, too late to commit on it.
+    c.warp_to(GENESIS + IV - 5).await;
+    k.wait_started(0).await;
+    c.transmit(GENESIS + IV + 1, PRICE).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    let alerts = std::cell::RefCell::new(Vec::new());
+    k.wait("the forecast of round 1 committed", |s| match s {
+        SignalKind::TxFailed { action, error, .. } => {
+            alerts.borrow_mut().push(format!("{action}: {error}"));
+            None
+        }
+        SignalKind::PredictionCommitted { chain, epoch: 1, .. } if chain == "solana" => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(alerts.borrow().is_empty(), "{:?}", alerts.borrow());
+    assert!(k.txs_for("commit:1:0").await.is_empty(), "nothing signed for the closed window");
+    let p0 = k.keeper_store.prediction("solana", 1, 0, &key.pubkey().to_string()).await.unwrap();
+    assert!(p0.is_none(), "no forecast stored for round 0: {p0:?}");
+    assert_eq!(k.txs_for("commit:1:1").await.len(), 1);
+    k.stop().await;
+}

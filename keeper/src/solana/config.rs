@@ -216,11 +216,14 @@ pub(crate) fn validate(
         if !(10..=20).contains(&s.cu_margin_percent) {
             return Err((at("cu_margin_percent"), format!("{} is outside 10..=20", s.cu_margin_percent)));
         }
-        if s.forecasts {
-            // Accepted by the schema so configurations can carry it; refused until the keeper publishes there.
+        if s.forecasts && program != kronos_market::ID {
+            // The commitment hash binds the program id (`registry::commitment_hash` uses the crate's own).
             return Err((
                 at("forecasts"),
-                "publishing the forecaster's commit/reveal on Solana is not implemented yet: leave it false (keeper/README.md, \"Solana\")".into(),
+                format!(
+                    "needs the kronos-market program this keeper was built with ({}): commitments bind its id",
+                    kronos_market::ID
+                ),
             ));
         }
         if s.rebroadcast_s == 0 || s.rebroadcast_s > 60 {
@@ -310,9 +313,12 @@ mod tests {
             (50, 7, 20, 3)
         );
         assert!(!s.forecasts);
-        assert!(err(&text("forecasts = true\n")).contains(
-            "solana[0].forecasts: publishing the forecaster's commit/reveal on Solana is not implemented yet"
-        ));
+        // Forecasts need a forecaster (and the program the keeper was built with: the commitment binds its id).
+        let ours = text("forecasts = true\n").replace(PROGRAM, &kronos_market::ID.to_string());
+        let e = err(&ours);
+        assert!(e.contains("solana[0].forecasts: publishing forecasts needs an enabled [forecaster] section"), "{e}");
+        let c = parse(&format!("[forecaster]\nsamples = 4\n\n{ours}"), &[]).unwrap();
+        assert!(c.solana[0].forecasts);
         let c = parse(&text(""), &[("KRONOS_RPC_SOLANA", "http://10.0.0.1:1")]).unwrap();
         assert_eq!(c.solana[0].rpc.len(), 1);
     }

@@ -74,13 +74,15 @@ pub struct SolanaRuntime {
     pub cfg: SolanaConfig,
     pub client: SolClient,
     signer: Keypair,
+    /// The forecaster whose commit/reveal this cluster publishes (`forecasts = true`): [`super::forecast`].
+    publisher: std::sync::OnceLock<Arc<crate::publisher::Publisher>>,
     pub health: Mutex<crate::chain::Health>,
     pub markets: Mutex<Vec<MarketInfo>>,
     pub counters: SolCounters,
-    store: Store,
-    bus: Bus,
-    metrics: Arc<Metrics>,
-    poll: Duration,
+    pub(super) store: Store,
+    pub(super) bus: Bus,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) poll: Duration,
     /// Per (market account, epoch): the round state last recorded (store and signals), so each change is told once.
     seen: Mutex<HashMap<(Pubkey, u64), RoundStatus>>,
     /// Configured markets (or discovered ones of a listed creator) that cannot be driven, with why: `/health`.
@@ -171,6 +173,7 @@ impl SolanaRuntime {
             cfg: cfg.clone(),
             client,
             signer,
+            publisher: Default::default(),
             health: Mutex::new(Default::default()),
             markets: Mutex::new(Vec::new()),
             counters: SolCounters::default(),
@@ -201,6 +204,11 @@ impl SolanaRuntime {
         tracing::info!(chain = %self.name, solana_core = %version.solana_core, signer = %self.signer(), "solana: connected");
         self.load_markets().await?;
         self.recover(cancel).await
+    }
+
+    /// Publishes `publisher`'s forecasts on this cluster's registry (once, before [`SolanaRuntime::run`]).
+    pub fn publish_forecasts(&self, publisher: Arc<crate::publisher::Publisher>) {
+        let _ = self.publisher.set(publisher);
     }
 
     /// The signer's public key.
@@ -304,7 +312,7 @@ impl SolanaRuntime {
         Ok(())
     }
 
-    async fn get_many(&self, keys: &[Pubkey]) -> Result<Vec<Option<solana_account::Account>>> {
+    pub(super) async fn get_many(&self, keys: &[Pubkey]) -> Result<Vec<Option<solana_account::Account>>> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(100) {
             let config = RpcAccountInfoConfig {
@@ -429,6 +437,9 @@ impl SolanaRuntime {
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
+        // Forecast commits and reveals run beside the crank, so a forecast's wall time never delays a lock or settle.
+        let forecasts =
+            self.publisher.get().map(|p| tokio::spawn(super::forecast::run(self.clone(), p.clone(), cancel.clone())));
         loop {
             let started = Instant::now();
             let r = match std::panic::AssertUnwindSafe(self.tick(&cancel)).catch_unwind().await {
@@ -453,9 +464,12 @@ impl SolanaRuntime {
             self.refresh_metrics();
             let wait = self.poll.saturating_sub(started.elapsed());
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+        if let Some(f) = forecasts {
+            let _ = f.await;
         }
     }
 
@@ -524,7 +538,7 @@ impl SolanaRuntime {
     }
 
     /// The cluster's clock (unix seconds) and slot, from the Clock sysvar.
-    async fn clock(&self) -> Result<(i64, u64)> {
+    pub(super) async fn clock(&self) -> Result<(i64, u64)> {
         // By getMultipleAccounts: the client's getAccountInfo wraps a transport error into a node's answer (no
         // failover, the URL in its text).
         let acc = self.get_many(&[CLOCK]).await?.pop().flatten().context("the Clock sysvar is missing")?;
@@ -720,7 +734,7 @@ impl SolanaRuntime {
     }
 
     /// An instruction to the market program: its accounts and its data.
-    fn program_ix(&self, accounts: impl ToAccountMetas, data: impl InstructionData) -> Instruction {
+    pub(super) fn program_ix(&self, accounts: impl ToAccountMetas, data: impl InstructionData) -> Instruction {
         Instruction { program_id: self.cfg.program, accounts: accounts.to_account_metas(None), data: data.data() }
     }
 
@@ -890,7 +904,7 @@ impl SolanaRuntime {
 
     /// Simulates, prices and sends one program instruction, and follows it until it is confirmed, met a program
     /// error, or its blockhash expired.
-    async fn send(
+    pub(super) async fn send(
         &self,
         action: Action,
         label: &str,
@@ -1090,14 +1104,17 @@ impl SolanaRuntime {
             }
             ErrorClass::NotYet => Ok(Sent::NotYet),
             ErrorClass::FeedChanged => Err(SendError::FeedChanged),
-            ErrorClass::Other(what) => Err(SendError::Other(anyhow::anyhow!("{what}"))),
+            // The program's error travels typed (its text is `what`) for callers that decide by variant.
+            ErrorClass::Other(what) => {
+                Err(SendError::Other(anyhow::Error::new(super::forecast::Refused { what, error: e.clone() })))
+            }
         }
     }
 }
 
 /// Why a send gave up.
 #[derive(Debug)]
-enum SendError {
+pub(super) enum SendError {
     /// The program refused with `FeedChanged`: the market is refused.
     FeedChanged,
     /// The keeper is stopping; the transaction's row stays pending for the next start to settle.

@@ -7,10 +7,12 @@
 //! - [`client`]: `RpcClient`s over the configured URLs with failover.
 //! - [`driver`]: per market, start / lock / settle at the right times; the sender (simulate, price, send with
 //!   `maxRetries = 0`, re-broadcast, re-sign after expiry), the store rows, signals and health.
+//! - [`forecast`]: the forecaster's commit and reveal on the program's registry (`forecasts = true`).
 
 pub mod client;
 pub mod config;
 pub mod driver;
+pub mod forecast;
 pub mod report;
 pub mod rules;
 

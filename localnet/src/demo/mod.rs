@@ -359,7 +359,11 @@ fn table(d: &Demo) -> String {
         );
     }
     if let Some(sol) = &d.solana {
-        s += &sol.table_row();
+        let p_up = d
+            .publisher
+            .as_ref()
+            .and_then(|p| p.last.lock().get(&(SOLANA.to_string(), crate::solana::SOL_MARKET_ID)).map(|x| x.p_up));
+        s += &sol.table_row(p_up);
     }
     s += &d.copytrade.line();
     s
@@ -430,7 +434,15 @@ async fn summary(d: &Demo, elapsed: Duration) -> String {
         percentile(&all_delays, 99.0).map(|x| x.to_string()).unwrap_or_else(|| "-".into())
     );
     s += &solana_note;
-    let recs = d.store.track_records().await.unwrap_or_default();
+    // The Solana record has its own section below, read from the chain (with its expired commitments).
+    let recs: Vec<_> = d
+        .store
+        .track_records()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| !(r.chain == SOLANA && d.solana.is_some()))
+        .collect();
     if !recs.is_empty() {
         let (mut hits, mut scored, mut brier) = (0i64, 0i64, 0f64);
         s += "\nforecaster track record (on-chain, PredictionRegistry):\n";

@@ -127,8 +127,9 @@ impl SolanaDemo {
         w.counts.len() == self.chain.markets.len() && w.counts.iter().all(|(_, c)| c.finished() >= rounds)
     }
 
-    /// The live table's row (pools of the SOL market's betting round, in SOL).
-    pub fn table_row(&self) -> String {
+    /// The live table's row (pools of the SOL market's betting round, in SOL; `p_up`: the forecaster's latest P(up)
+    /// on the SOL market, the one enabled for forecasts).
+    pub fn table_row(&self, p_up: Option<f64>) -> String {
         let w = self.watch.lock().clone();
         let t = w.total();
         let price = |p: Option<i128>| p.map(|p| format!("{:.2}", p as f64 / 1e8)).unwrap_or_else(|| "-".into());
@@ -142,7 +143,7 @@ impl SolanaDemo {
             pool,
             w.last_result,
             w.delays.last().map(|d| format!("{d} slot")).unwrap_or_else(|| "-".into()),
-            "-",
+            p_up.map(|p| format!("{p:.3}")).unwrap_or_else(|| "-".into()),
             t.finished(),
             t.missed
         )

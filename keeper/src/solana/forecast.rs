@@ -1,0 +1,862 @@
+//! The forecaster's commit and reveal on Solana: the kronos-market program's registry (`registry.rs`,
+//! `instructions/registry.rs`), with the EVM publisher's rules ([`crate::commit_reveal`]) and its forecaster
+//! ([`Publisher::forecast`]), the same store rows (`predictions`, `track_records`) and the same signals
+//! (`forecast`, `prediction_committed`, `prediction_revealed`), so `/api/predictions`, the dApp and Telegram see
+//! Solana forecasts as they see EVM ones.
+//!
+//! - Commit: while the round taking bets is open for commits with a fifth of the round to spare, P(up) is
+//!   forecast, the prediction (with its random salt) is **stored before the commit is sent** — a commitment whose
+//!   salt is lost can never be revealed — and committed with the hash the program's own
+//!   [`kronos_market::registry::commitment_hash`] computes (the registry's cluster id, the program id, the
+//!   publisher, the market, the epoch, the forecast and the salt). A commitment already on chain with that hash (a
+//!   run stopped before recording it) is recorded, not sent again; a commit the program refuses as
+//!   `CommitTooLate` skips the round without an alert.
+//! - Reveal: a stored, unrevealed prediction is revealed once the program accepts it — the round's outcome final
+//!   by the program's own [`kronos_market::registry::round_result`] at the cluster's clock — from the salt in the
+//!   store, so a keeper restarted between commit and reveal still reveals. A commitment that can no longer be
+//!   revealed (its round has no outcome because nobody settled it in time, its deadline passed, it is not on chain)
+//!   is stored as such: the registry counts it as expired by itself.
+//!
+//! The decisions are pure and unit-tested below; [`run`] does the reads and sends through the cluster's sender
+//! ([`SolanaRuntime::send`]: simulation, compute units and price, re-broadcast, re-sign after expiry).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::FixedBytes;
+use anchor_lang::prelude::Pubkey;
+use anchor_lang::AccountDeserialize;
+use anyhow::{Context, Result};
+use kronos_common::signals::{Outcome, SignalKind};
+use kronos_market::error::MarketError;
+use kronos_market::registry::{
+    self, CommitStatus, Commitment, Forecast, Registry, TrackRecord, COMMITMENT_SEED, FORECAST_MARKET_SEED,
+    RECORD_SEED, REGISTRY_SEED,
+};
+use kronos_market::state::{Market, Outcome as SolOutcome, Round};
+use kronos_market::{accounts as acc, instruction as ix};
+use rand::RngCore;
+use solana_instruction::error::InstructionError;
+use solana_transaction_error::TransactionError;
+use tokio_util::sync::CancellationToken;
+
+use super::driver::{round_address, SendError, Sent, SolanaRuntime};
+use super::rules::{self, Action};
+use crate::commit_reveal::{self as decide, CommitStep, SendStep, Stored};
+use crate::metrics::MarketLabel;
+use crate::publisher::Publisher;
+use crate::store::{PredictionRow, Reveal, TrackRecordRow};
+
+/// A program error a send met, typed: its text is the variant's name (what logs and alerts show), and callers that
+/// decide by variant read [`Refused::error`].
+#[derive(Debug, Clone)]
+pub(crate) struct Refused {
+    pub what: String,
+    pub error: TransactionError,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The custom error code of a program instruction's failure, if it is one.
+fn custom_code(e: &TransactionError) -> Option<u32> {
+    match e {
+        TransactionError::InstructionError(_, InstructionError::Custom(c)) => Some(*c),
+        _ => None,
+    }
+}
+
+fn is(c: Option<u32>, e: MarketError) -> bool {
+    c == Some(u32::from(e))
+}
+
+/// Whether a commit for round `r` sent at cluster time `now` still has `margin` seconds before the program's commit
+/// window closes: the program takes commitments until `bet_cutoff` before the round's lock (`registry::commit`).
+pub(crate) fn commit_open(r: &Round, now: i64, margin: u64) -> bool {
+    let closes = r.lock_ts.saturating_sub(r.params.bet_cutoff as i64);
+    now >= r.start_ts && now.saturating_add(margin as i64) < closes
+}
+
+/// The margin a pass leaves before starting a forecast: a fifth of the round (as on EVM), for the forecast and for
+/// the commit to land.
+pub(crate) fn forecast_margin(interval: u32) -> u64 {
+    u64::from(interval) / 5
+}
+
+/// The epoch taking bets at `now` on a market of `genesis` and `interval` (`None` before its genesis).
+pub(crate) fn betting_epoch(genesis: i64, interval: u32, now: i64) -> Option<u64> {
+    (now >= genesis && interval > 0).then(|| ((now - genesis) / i64::from(interval)) as u64)
+}
+
+/// How a commit the program refused ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommitRefusal {
+    /// `CommitTooLate`: the round's commit window closed before it landed; the round is skipped, no alert.
+    TooLate,
+    /// Anything else: an error (alerted, tried again later).
+    Other,
+}
+
+pub(crate) fn commit_refusal(e: &TransactionError) -> CommitRefusal {
+    if is(custom_code(e), MarketError::CommitTooLate) {
+        CommitRefusal::TooLate
+    } else {
+        CommitRefusal::Other
+    }
+}
+
+/// What a pass does about a stored, unrevealed prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RevealStep {
+    /// Not yet: the round's outcome is not final.
+    Wait,
+    /// Send the reveal: the program accepts it now.
+    Reveal,
+    /// The commitment on chain is revealed already (a run stopped before recording it): record its score.
+    Recorded,
+    /// It can never be revealed (why): stored as such; the registry counts it as expired at its deadline.
+    Unrevealable(&'static str),
+}
+
+/// The step for a stored prediction whose commitment hashes to `stored`, given the commitment and round accounts
+/// (`None`: no such account) at cluster time `now`. A reveal is sent only when the program would take it: the
+/// commitment waiting and ours, its deadline not passed, and the round's outcome final by the program's own rule.
+pub(crate) fn reveal_step(c: Option<&Commitment>, r: Option<&Round>, now: i64, stored: &[u8; 32]) -> RevealStep {
+    let Some(c) = c else { return RevealStep::Unrevealable("no commitment on chain") };
+    match c.status {
+        CommitStatus::Revealed => return RevealStep::Recorded,
+        CommitStatus::Expired => return RevealStep::Unrevealable("expired on chain"),
+        CommitStatus::Committed => {}
+    }
+    if c.hash != *stored {
+        return RevealStep::Unrevealable("the commitment on chain is not the stored one");
+    }
+    if now > c.deadline {
+        return RevealStep::Unrevealable("its reveal deadline passed");
+    }
+    // The program keeps the round until the deadline (`close_round` checks `reveal_until`): a round not read yet.
+    let Some(r) = r else { return RevealStep::Wait };
+    match registry::round_result(r, now) {
+        Ok(_) => RevealStep::Reveal,
+        Err(e) if e == MarketError::OutcomeNotFinal.into() => RevealStep::Wait,
+        // `OutcomeMissed`: final without an outcome because nobody settled it in time; it stays so.
+        Err(_) => RevealStep::Unrevealable("its round has no outcome (nobody settled it in time)"),
+    }
+}
+
+/// How a reveal the program refused ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RevealRefusal {
+    /// `OutcomeNotFinal`: try again in a later pass.
+    NotYet,
+    /// `AlreadyFinal`: revealed or expired meanwhile; the next pass reads the commitment and records what it says.
+    Final,
+    /// It can never succeed (the window closed, no outcome, not our commitment, no commitment account).
+    Unrevealable,
+    /// Anything else: an error (alerted, tried again later).
+    Other,
+}
+
+pub(crate) fn reveal_refusal(e: &TransactionError) -> RevealRefusal {
+    let c = custom_code(e);
+    if is(c, MarketError::OutcomeNotFinal) {
+        RevealRefusal::NotYet
+    } else if is(c, MarketError::AlreadyFinal) {
+        RevealRefusal::Final
+    } else if is(c, MarketError::RevealWindowClosed)
+        || is(c, MarketError::OutcomeMissed)
+        || is(c, MarketError::CommitmentMismatch)
+        || is(c, MarketError::InconsistentForecast)
+        || c == Some(anchor_lang::error::ErrorCode::AccountNotInitialized as u32)
+    {
+        RevealRefusal::Unrevealable
+    } else {
+        RevealRefusal::Other
+    }
+}
+
+/// The store's outcome for the program's.
+pub(crate) fn outcome(o: SolOutcome) -> Outcome {
+    match o {
+        SolOutcome::Up => Outcome::Up,
+        SolOutcome::Down => Outcome::Down,
+        SolOutcome::Tie => Outcome::Tie,
+        SolOutcome::None => Outcome::None,
+    }
+}
+
+/// The commitment hash of a stored forecast, computed by the program crate's own function.
+pub(crate) fn commitment_hash(
+    cluster: &[u8; 32],
+    publisher: &Pubkey,
+    market: &Pubkey,
+    epoch: u64,
+    up: bool,
+    bps: u16,
+    salt: [u8; 32],
+) -> [u8; 32] {
+    registry::commitment_hash(cluster, publisher, market, epoch, &Forecast { up, probability_up_bps: bps, salt })
+}
+
+fn pda(program: &Pubkey, seeds: &[&[u8]]) -> Pubkey {
+    Pubkey::find_program_address(seeds, program).0
+}
+
+/// The commitment account of `publisher`'s forecast of `market`'s round `epoch`.
+pub fn commitment_address(program: &Pubkey, market: &Pubkey, epoch: u64, publisher: &Pubkey) -> Pubkey {
+    pda(program, &[COMMITMENT_SEED, market.as_ref(), &epoch.to_le_bytes(), publisher.as_ref()])
+}
+
+/// `publisher`'s track record account.
+pub fn record_address(program: &Pubkey, publisher: &Pubkey) -> Pubkey {
+    pda(program, &[RECORD_SEED, publisher.as_ref()])
+}
+
+fn parse32(field: &str, s: &str) -> Result<[u8; 32]> {
+    let b: FixedBytes<32> = s.parse().with_context(|| format!("stored {field} '{s}' is not 32 hex bytes"))?;
+    Ok(b.0)
+}
+
+/// The publishing state of one cluster.
+struct Forecasts {
+    rt: Arc<SolanaRuntime>,
+    publisher: Arc<Publisher>,
+    /// The registry's cluster id, once read.
+    cluster: Option<[u8; 32]>,
+    /// What was said once (no registry, a market not enabled for forecasts), so it is not said every pass.
+    told: HashSet<String>,
+    /// Per step (its label): failures in a row and when it may be tried again, as the crank does.
+    failing: HashMap<String, (u32, Instant)>,
+}
+
+/// Commits and reveals on `rt`'s cluster until `cancel` fires.
+pub(super) async fn run(rt: Arc<SolanaRuntime>, publisher: Arc<Publisher>, cancel: CancellationToken) {
+    let poll = rt.poll;
+    let mut f = Forecasts { rt, publisher, cluster: None, told: HashSet::new(), failing: HashMap::new() };
+    while !cancel.is_cancelled() {
+        if let Err(e) = f.pass(&cancel).await {
+            let msg = kronos_common::Redactor::global().redact(&format!("{e:#}"));
+            tracing::warn!(chain = %f.rt.name, error = %msg, "solana: forecast pass failed");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+impl Forecasts {
+    fn tell_once(&mut self, key: String, what: &str) {
+        if self.told.insert(key) {
+            tracing::info!(chain = %self.rt.name, "solana: {what}");
+        }
+    }
+
+    async fn pass(&mut self, cancel: &CancellationToken) -> Result<()> {
+        let program = self.rt.cfg.program;
+        let cluster = match self.cluster {
+            Some(c) => c,
+            None => {
+                let key = pda(&program, &[REGISTRY_SEED]);
+                let got = self.rt.get_many(&[key]).await?.pop().flatten();
+                let reg = got
+                    .filter(|a| a.owner == program)
+                    .and_then(|a| Registry::try_deserialize(&mut a.data.as_slice()).ok());
+                let Some(reg) = reg else {
+                    self.tell_once(
+                        "registry".into(),
+                        &format!("program {program} has no forecast registry (initialize_registry): nothing published"),
+                    );
+                    return Ok(());
+                };
+                self.cluster = Some(reg.cluster);
+                reg.cluster
+            }
+        };
+        let markets = self.rt.markets.lock().clone();
+        let mut errors = Vec::new();
+        for mi in &markets {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            // A refused market gets no new round, so no new forecast; its pending reveals still go out.
+            if mi.refused.is_some() {
+                continue;
+            }
+            if let Err(e) = self.commit(mi.address, mi.id, &cluster, cancel).await {
+                errors.push(format!("market {} commit: {e:#}", mi.id));
+            }
+        }
+        if let Err(e) = self.reveal_due(&markets, cancel).await {
+            errors.push(format!("reveal: {e:#}"));
+        }
+        anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
+        Ok(())
+    }
+
+    /// Whether `label` is waiting out its backoff.
+    fn backing_off(&self, label: &str) -> bool {
+        self.failing.get(label).is_some_and(|(_, at)| Instant::now() < *at)
+    }
+
+    /// A step that failed: backoff, a warning and one `tx_failed` alert per try (tries are spaced out).
+    fn failed(&mut self, label: &str, e: &anyhow::Error) {
+        let now = Instant::now();
+        self.failing.retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(600));
+        let n = self.failing.get(label).map_or(0, |(n, _)| *n).saturating_add(1);
+        self.failing.insert(label.to_string(), (n, now + rules::retry_after(n, self.rt.poll)));
+        let msg = kronos_common::Redactor::global().redact(&format!("{e:#}"));
+        tracing::warn!(chain = %self.rt.name, action = %label, error = %msg, "solana: forecast step failed");
+        self.rt.bus.publish(
+            "forecaster",
+            SignalKind::TxFailed { chain: self.rt.name.clone(), action: label.to_string(), error: msg },
+        );
+    }
+
+    /// Forecasts and commits the round of `market` taking bets, if the window allows and it is not committed yet.
+    async fn commit(&mut self, market: Pubkey, id: u64, cluster: &[u8; 32], cancel: &CancellationToken) -> Result<()> {
+        let rt = self.rt.clone();
+        let program = rt.cfg.program;
+        let forecast_market = pda(&program, &[FORECAST_MARKET_SEED, market.as_ref()]);
+        let (now, _) = rt.clock().await?;
+        let got = rt.get_many(&[market, forecast_market]).await?;
+        let m = got[0].as_ref().with_context(|| format!("market {market} is gone"))?;
+        let m = Market::try_deserialize(&mut m.data.as_slice()).map_err(|e| anyhow::anyhow!("market {market}: {e}"))?;
+        if got[1].as_ref().is_none_or(|a| a.owner != program) {
+            self.tell_once(
+                format!("disabled:{market}"),
+                &format!("market {id} ({market}) is not enabled for forecasts (enable_forecasts): none committed"),
+            );
+            return Ok(());
+        }
+        let Some(epoch) = betting_epoch(m.genesis, m.interval, now) else { return Ok(()) };
+        let round_key = round_address(&program, &market, epoch);
+        let r = rt.get_many(&[round_key]).await?.pop().flatten();
+        // Not started yet: the crank starts it, the next pass commits.
+        let Some(r) =
+            r.filter(|a| a.owner == program).and_then(|a| Round::try_deserialize(&mut a.data.as_slice()).ok())
+        else {
+            return Ok(());
+        };
+        let label = format!("commit:{id}:{epoch}");
+        if self.backing_off(&label) {
+            return Ok(());
+        }
+        let res = self.commit_round(&r, (market, id, m.interval), epoch, now, cluster, cancel).await;
+        match res {
+            Ok(()) => {
+                self.failing.remove(&label);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed(&label, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits round `epoch` (`r`) of market `(address, id, interval)`.
+    async fn commit_round(
+        &mut self,
+        r: &Round,
+        (market, id, interval): (Pubkey, u64, u32),
+        epoch: u64,
+        now: i64,
+        cluster: &[u8; 32],
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let rt = self.rt.clone();
+        let program = rt.cfg.program;
+        let chain = rt.name.clone();
+        let publisher = rt.signer();
+        let who = publisher.to_string();
+        let open = commit_open(r, now, forecast_margin(interval));
+        let existing = match open {
+            true => rt.store.prediction(&chain, id as i64, epoch as i64, &who).await?,
+            false => None,
+        };
+        let stored = match &existing {
+            None => Stored::Nothing,
+            Some(p) if p.commit_tx.is_some() => Stored::Committed,
+            Some(_) => Stored::Uncommitted,
+        };
+        let row = match (decide::commit_step(open, stored), existing) {
+            (CommitStep::Closed | CommitStep::Done, _) => return Ok(()),
+            (CommitStep::CommitStored, Some(p)) => p,
+            (CommitStep::CommitStored | CommitStep::Forecast, _) => {
+                let Some(p) = self.publisher.forecast(&chain, id, now.max(0) as u64, epoch).await? else {
+                    return Ok(());
+                };
+                let mut salt = [0u8; 32];
+                rand::thread_rng().fill_bytes(&mut salt);
+                let up = decide::direction_up(p.bps);
+                let h = commitment_hash(cluster, &publisher, &market, epoch, up, p.bps, salt);
+                let row = PredictionRow {
+                    chain: chain.clone(),
+                    market_id: id as i64,
+                    epoch: epoch as i64,
+                    publisher: who.clone(),
+                    p_up_bps: p.bps as i64,
+                    up,
+                    salt: FixedBytes::from(salt).to_string(),
+                    commitment: FixedBytes::from(h).to_string(),
+                    commit_tx: None,
+                    reveal_tx: None,
+                    outcome: None,
+                    hit: None,
+                    brier: None,
+                };
+                // Stored (salt and all) before anything is sent: the salt must outlive a crash to be revealed.
+                rt.store.insert_prediction_under(&row, None).await?;
+                let stored = rt
+                    .store
+                    .prediction(&chain, id as i64, epoch as i64, &who)
+                    .await?
+                    .context("the prediction just stored cannot be read back")?;
+                if stored.commit_tx.is_some() {
+                    return Ok(());
+                }
+                self.publisher.last.lock().insert((chain.clone(), id), p.clone());
+                rt.bus.publish(
+                    "forecaster",
+                    SignalKind::Forecast {
+                        chain: chain.clone(),
+                        market: id,
+                        epoch,
+                        p_up: p.p_up,
+                        horizon_s: u64::from(interval),
+                        model: self.publisher.model().to_string(),
+                    },
+                );
+                stored
+            }
+        };
+        let commitment = parse32("commitment", &row.commitment)?;
+        // The forecast takes wall time: a commit that can no longer land before the window closes is not sent.
+        let (now, _) = rt.clock().await?;
+        let open_now = commit_open(r, now, 0);
+        let commitment_key = commitment_address(&program, &market, epoch, &publisher);
+        let mut ours = None;
+        loop {
+            match decide::send_step(open_now, ours) {
+                SendStep::WindowClosed => {
+                    tracing::info!(chain = %chain, market = id, epoch, "solana: the commit window closed while forecasting; skipped");
+                    return Ok(());
+                }
+                SendStep::ReadOnChain => {
+                    // A commitment may already be on chain from a run stopped before recording it.
+                    let got = rt.get_many(&[commitment_key]).await?.pop().flatten();
+                    let on_chain = got
+                        .filter(|a| a.owner == program)
+                        .and_then(|a| Commitment::try_deserialize(&mut a.data.as_slice()).ok());
+                    ours = Some(on_chain.is_some_and(|c| c.hash == commitment));
+                }
+                SendStep::Recovered => {
+                    rt.store.set_commit_tx(&chain, id as i64, epoch as i64, &who, "recovered").await?;
+                    return Ok(());
+                }
+                SendStep::Send => break,
+            }
+        }
+        let accounts = acc::Commit {
+            publisher,
+            registry: pda(&program, &[REGISTRY_SEED]),
+            market,
+            round: round_address(&program, &market, epoch),
+            forecast_market: pda(&program, &[FORECAST_MARKET_SEED, market.as_ref()]),
+            commitment: commitment_key,
+            record: record_address(&program, &publisher),
+            system_program: anchor_lang::system_program::ID,
+        };
+        let instruction = rt.program_ix(accounts, ix::Commit { epoch, commitment });
+        let writable: Vec<Pubkey> = instruction.accounts.iter().filter(|a| a.is_writable).map(|a| a.pubkey).collect();
+        let label = format!("commit:{id}:{epoch}");
+        match rt.send(Action::Done, &label, instruction, &writable, cancel).await {
+            Ok(Sent::Done(_)) => {
+                let tx = self.tx_of(&label).await?;
+                rt.store.set_commit_tx(&chain, id as i64, epoch as i64, &who, &tx).await?;
+                rt.metrics
+                    .predictions_committed
+                    .get_or_create(&MarketLabel { chain: chain.clone(), market: id.to_string() })
+                    .inc();
+                rt.bus.publish(
+                    "forecaster",
+                    SignalKind::PredictionCommitted { chain, market: id, epoch, p_up_bps: row.p_up_bps as u16 },
+                );
+                Ok(())
+            }
+            // Expired blockhash (or nothing the program said about time): the next pass reads the chain first.
+            Ok(Sent::Expired | Sent::NotYet | Sent::AlreadyDone) | Err(SendError::Stopped) => Ok(()),
+            Err(SendError::Other(e)) => match e.downcast_ref::<Refused>().map(|r| commit_refusal(&r.error)) {
+                Some(CommitRefusal::TooLate) => {
+                    tracing::info!(chain = %chain, market = id, epoch, "solana: the round's commit window closed before the commitment landed; skipped");
+                    Ok(())
+                }
+                _ => Err(e.context("commit")),
+            },
+            Err(SendError::FeedChanged) => anyhow::bail!("commit: the program refused the market's feed"),
+        }
+    }
+
+    /// The signature of the latest confirmed transaction of `label`.
+    async fn tx_of(&self, label: &str) -> Result<String> {
+        let txs = self.rt.store.txs_for_action(&self.rt.name, label).await?;
+        txs.into_iter()
+            .rev()
+            .find(|t| t.status == crate::store::TxStatus::Confirmed)
+            .map(|t| t.tx_hash)
+            .with_context(|| format!("{label}: confirmed, but its transaction is not in the store"))
+    }
+
+    /// Reveals every stored prediction of this publisher whose round the program now scores.
+    async fn reveal_due(&mut self, markets: &[super::driver::MarketInfo], cancel: &CancellationToken) -> Result<()> {
+        let rt = self.rt.clone();
+        let chain = rt.name.clone();
+        let who = rt.signer().to_string();
+        let pending = rt.store.unrevealed(&chain, &who).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let (now, _) = rt.clock().await?;
+        let mut errors = Vec::new();
+        for p in pending {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let Some(mi) = markets.iter().find(|m| m.id as i64 == p.market_id) else { continue };
+            let epoch = p.epoch as u64;
+            let label = format!("reveal:{}:{epoch}", mi.id);
+            if self.backing_off(&label) {
+                continue;
+            }
+            match self.reveal_one(&p, mi.address, mi.id, epoch, now, cancel).await {
+                Ok(()) => {
+                    self.failing.remove(&label);
+                }
+                Err(e) => {
+                    self.failed(&label, &e);
+                    errors.push(label);
+                }
+            }
+        }
+        anyhow::ensure!(errors.is_empty(), "failed: {}", errors.join(", "));
+        Ok(())
+    }
+
+    async fn reveal_one(
+        &mut self,
+        p: &PredictionRow,
+        market: Pubkey,
+        id: u64,
+        epoch: u64,
+        now: i64,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let rt = self.rt.clone();
+        let program = rt.cfg.program;
+        let publisher = rt.signer();
+        let commitment_key = commitment_address(&program, &market, epoch, &publisher);
+        let got = rt.get_many(&[commitment_key, round_address(&program, &market, epoch)]).await?;
+        let c = got[0]
+            .as_ref()
+            .filter(|a| a.owner == program)
+            .and_then(|a| Commitment::try_deserialize(&mut a.data.as_slice()).ok());
+        let r = got[1]
+            .as_ref()
+            .filter(|a| a.owner == program)
+            .and_then(|a| Round::try_deserialize(&mut a.data.as_slice()).ok());
+        let stored = parse32("commitment", &p.commitment)?;
+        match reveal_step(c.as_ref(), r.as_ref(), now, &stored) {
+            RevealStep::Wait => Ok(()),
+            RevealStep::Unrevealable(why) => self.unrevealable(p, id, epoch, why).await,
+            RevealStep::Recorded => self.record(p, market, id, epoch, "recovered").await,
+            RevealStep::Reveal => {
+                let salt = parse32("salt", &p.salt)?;
+                let accounts = acc::Reveal {
+                    publisher,
+                    registry: pda(&program, &[REGISTRY_SEED]),
+                    market,
+                    round: round_address(&program, &market, epoch),
+                    commitment: commitment_key,
+                    record: record_address(&program, &publisher),
+                };
+                let data = ix::Reveal { epoch, up: p.up, probability_up_bps: p.p_up_bps as u16, salt };
+                let instruction = rt.program_ix(accounts, data);
+                let writable: Vec<Pubkey> =
+                    instruction.accounts.iter().filter(|a| a.is_writable).map(|a| a.pubkey).collect();
+                let label = format!("reveal:{id}:{epoch}");
+                match rt.send(Action::Done, &label, instruction, &writable, cancel).await {
+                    Ok(Sent::Done(_)) => {
+                        let tx = self.tx_of(&label).await?;
+                        self.record(p, market, id, epoch, &tx).await
+                    }
+                    Ok(Sent::Expired | Sent::NotYet | Sent::AlreadyDone) | Err(SendError::Stopped) => Ok(()),
+                    Err(SendError::Other(e)) => match e.downcast_ref::<Refused>().map(|r| reveal_refusal(&r.error)) {
+                        Some(RevealRefusal::NotYet | RevealRefusal::Final) => Ok(()),
+                        Some(RevealRefusal::Unrevealable) => {
+                            self.unrevealable(p, id, epoch, "the program refused the reveal for good").await
+                        }
+                        _ => Err(e.context("reveal")),
+                    },
+                    Err(SendError::FeedChanged) => anyhow::bail!("reveal: the program refused the market's feed"),
+                }
+            }
+        }
+    }
+
+    /// Stores a prediction that can no longer be revealed (as the EVM publisher does) and refreshes the record.
+    async fn unrevealable(&self, p: &PredictionRow, id: u64, epoch: u64, why: &str) -> Result<()> {
+        let rt = &self.rt;
+        tracing::warn!(chain = %rt.name, market = id, epoch, reason = why, "solana: prediction can no longer be revealed");
+        rt.store
+            .set_revealed(
+                &rt.name,
+                id as i64,
+                epoch as i64,
+                &p.publisher,
+                &Reveal { tx: "-", outcome: Outcome::None, hit: None, brier: None },
+            )
+            .await?;
+        // No record account yet when none of this publisher's commitments ever landed.
+        self.track_record().await.map(|_| ())
+    }
+
+    /// Records a revealed commitment (read from the chain: its outcome and score) and the publisher's record.
+    async fn record(&self, p: &PredictionRow, market: Pubkey, id: u64, epoch: u64, tx: &str) -> Result<()> {
+        let rt = &self.rt;
+        let program = rt.cfg.program;
+        let chain = rt.name.clone();
+        let key = commitment_address(&program, &market, epoch, &rt.signer());
+        let c = rt
+            .get_many(&[key])
+            .await?
+            .pop()
+            .flatten()
+            .filter(|a| a.owner == program)
+            .and_then(|a| Commitment::try_deserialize(&mut a.data.as_slice()).ok())
+            .with_context(|| format!("commitment {key} of round {epoch} is unreadable after its reveal"))?;
+        anyhow::ensure!(c.status == CommitStatus::Revealed, "commitment {key} is {:?}, not revealed", c.status);
+        let o = outcome(c.outcome);
+        let (hit, brier) = decide::score(o, c.hit, u64::from(c.brier));
+        rt.store
+            .set_revealed(
+                &chain,
+                id as i64,
+                epoch as i64,
+                &p.publisher,
+                &Reveal { tx, outcome: o, hit, brier: brier.map(|b| b as i64) },
+            )
+            .await?;
+        let label = MarketLabel { chain: chain.clone(), market: id.to_string() };
+        rt.metrics.predictions_revealed.get_or_create(&label).inc();
+        // Only revealed values reach /metrics: an earlier one would leak the forecast before the lock.
+        rt.metrics.forecast_p_up_bps.get_or_create(&label).set(p.p_up_bps);
+        let rec = self.track_record().await?.context("no track record on chain after a reveal")?;
+        let scored = rec.hits + rec.misses;
+        rt.bus.publish(
+            "forecaster",
+            SignalKind::PredictionRevealed {
+                chain,
+                market: id,
+                epoch,
+                p_up_bps: p.p_up_bps as u16,
+                outcome: o,
+                hit,
+                scored,
+                hits: rec.hits,
+                mean_brier: decide::mean_brier(rec.brier_sum, scored),
+            },
+        );
+        Ok(())
+    }
+
+    /// The publisher's on-chain record at the cluster's clock (open commitments past their deadline counted as
+    /// expired, as the program's `track_record` does), stored; `None` while the publisher has no record account.
+    async fn track_record(&self) -> Result<Option<registry::RecordView>> {
+        let rt = &self.rt;
+        let program = rt.cfg.program;
+        let key = record_address(&program, &rt.signer());
+        let (now, _) = rt.clock().await?;
+        let rec = rt
+            .get_many(&[key])
+            .await?
+            .pop()
+            .flatten()
+            .filter(|a| a.owner == program)
+            .map(|a| TrackRecord::try_deserialize(&mut a.data.as_slice()))
+            .transpose()
+            .with_context(|| format!("track record {key} is not a TrackRecord"))?;
+        let Some(rec) = rec else { return Ok(None) };
+        let v = rec.view(now);
+        rt.store
+            .upsert_track_record(&TrackRecordRow {
+                chain: rt.name.clone(),
+                publisher: rt.signer().to_string(),
+                committed: v.committed as i64,
+                hits: v.hits as i64,
+                misses: v.misses as i64,
+                voided: v.voided as i64,
+                expired: v.expired as i64,
+                brier_sum: v.brier_sum.to_string(),
+            })
+            .await?;
+        Ok(Some(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kronos_market::state::{CancelReason, Params, RoundStatus};
+
+    const START: i64 = 1_800_000_000;
+    const IV: i64 = 300;
+
+    fn round(status: RoundStatus) -> Round {
+        let params = Params {
+            fee_bps: 300,
+            min_bet: 1_000,
+            max_price_age: 3_600,
+            settle_window: 600,
+            report_delay: 10,
+            bet_cutoff: 30,
+            settler_reward_bps: 0,
+        };
+        let r = Round::opened(
+            Pubkey::new_unique(),
+            4,
+            (START, START + IV, START + 2 * IV),
+            params,
+            Pubkey::new_unique(),
+            1,
+        );
+        Round { status, ..r }
+    }
+
+    fn commitment(status: CommitStatus, hash: [u8; 32], deadline: i64) -> Commitment {
+        Commitment {
+            publisher: Pubkey::new_unique(),
+            market: Pubkey::new_unique(),
+            epoch: 4,
+            hash,
+            status,
+            deadline,
+            up: false,
+            probability_up_bps: 0,
+            outcome: SolOutcome::None,
+            hit: false,
+            brier: 0,
+            bump: 1,
+        }
+    }
+
+    fn refused(code: u32) -> TransactionError {
+        TransactionError::InstructionError(2, InstructionError::Custom(code))
+    }
+
+    #[test]
+    fn commits_are_taken_from_the_start_until_the_cutoff_with_the_margin_left() {
+        let r = round(RoundStatus::Open);
+        // Lock at START + 300, cutoff 30: the program takes commits while now < START + 270.
+        assert!(!commit_open(&r, START - 1, 0), "before the round started");
+        assert!(commit_open(&r, START, 0));
+        assert!(commit_open(&r, START + 269, 0));
+        assert!(!commit_open(&r, START + 270, 0), "the program's CommitTooLate from here");
+        // A pass starts a forecast only with a fifth of the round left before the cutoff.
+        assert_eq!(forecast_margin(IV as u32), 60);
+        assert!(commit_open(&r, START + 209, 60));
+        assert!(!commit_open(&r, START + 210, 60));
+        // Together with the EVM rules: a late pass neither forecasts nor sends.
+        assert_eq!(decide::commit_step(commit_open(&r, START + 250, 60), Stored::Nothing), CommitStep::Closed);
+        assert_eq!(decide::send_step(commit_open(&r, START + 270, 0), None), SendStep::WindowClosed);
+    }
+
+    #[test]
+    fn the_epoch_taking_bets_follows_the_market_clock() {
+        assert_eq!(betting_epoch(START, 300, START - 1), None);
+        assert_eq!(betting_epoch(START, 300, START), Some(0));
+        assert_eq!(betting_epoch(START, 300, START + 299), Some(0));
+        assert_eq!(betting_epoch(START, 300, START + 300), Some(1));
+        assert_eq!(betting_epoch(START, 0, START + 300), None);
+    }
+
+    #[test]
+    fn a_reveal_is_sent_only_once_the_program_scores_the_round() {
+        let h = [7u8; 32];
+        let deadline = START + 2 * IV + 600 + 86_400;
+        let waiting = commitment(CommitStatus::Committed, h, deadline);
+        let before_close = START + 2 * IV - 1;
+        let after = START + 2 * IV + 20;
+        // Not final: open or locked within the settle window.
+        assert_eq!(reveal_step(Some(&waiting), Some(&round(RoundStatus::Open)), before_close, &h), RevealStep::Wait);
+        assert_eq!(reveal_step(Some(&waiting), Some(&round(RoundStatus::Locked)), after, &h), RevealStep::Wait);
+        // Settled, or refunded with a price outcome (a tie, a one-sided pool): revealed.
+        let settled = Round { outcome: SolOutcome::Up, ..round(RoundStatus::Settled) };
+        assert_eq!(reveal_step(Some(&waiting), Some(&settled), after, &h), RevealStep::Reveal);
+        let tie = Round { cancel_reason: CancelReason::Tie, outcome: SolOutcome::Tie, ..round(RoundStatus::Cancelled) };
+        assert_eq!(reveal_step(Some(&waiting), Some(&tie), after, &h), RevealStep::Reveal);
+        let stale = Round { cancel_reason: CancelReason::ClosePriceStale, ..round(RoundStatus::Cancelled) };
+        assert_eq!(reveal_step(Some(&waiting), Some(&stale), after, &h), RevealStep::Reveal, "voided on chain");
+        // No outcome because nobody settled it in time: never revealable (it expires at its deadline).
+        let expired = Round { cancel_reason: CancelReason::Expired, ..round(RoundStatus::Cancelled) };
+        assert!(matches!(reveal_step(Some(&waiting), Some(&expired), after, &h), RevealStep::Unrevealable(_)));
+        let unsettled = START + 2 * IV + 601;
+        assert!(matches!(
+            reveal_step(Some(&waiting), Some(&round(RoundStatus::Locked)), unsettled, &h),
+            RevealStep::Unrevealable(_)
+        ));
+        // The round not read (the program keeps it until the deadline): wait.
+        assert_eq!(reveal_step(Some(&waiting), None, after, &h), RevealStep::Wait);
+        // The commitment decides first.
+        assert!(matches!(reveal_step(None, Some(&settled), after, &h), RevealStep::Unrevealable(_)));
+        let revealed = commitment(CommitStatus::Revealed, h, deadline);
+        assert_eq!(reveal_step(Some(&revealed), Some(&settled), after, &h), RevealStep::Recorded);
+        let marked = commitment(CommitStatus::Expired, h, deadline);
+        assert!(matches!(reveal_step(Some(&marked), Some(&settled), after, &h), RevealStep::Unrevealable(_)));
+        assert!(matches!(reveal_step(Some(&waiting), Some(&settled), after, &[8u8; 32]), RevealStep::Unrevealable(_)));
+        assert_eq!(reveal_step(Some(&waiting), Some(&settled), deadline, &h), RevealStep::Reveal, "inclusive");
+        assert!(matches!(reveal_step(Some(&waiting), Some(&settled), deadline + 1, &h), RevealStep::Unrevealable(_)));
+    }
+
+    #[test]
+    fn registry_refusals_are_read_by_variant() {
+        let code = |e: MarketError| u32::from(e);
+        assert_eq!(commit_refusal(&refused(code(MarketError::CommitTooLate))), CommitRefusal::TooLate);
+        assert_eq!(commit_refusal(&refused(code(MarketError::WrongRound))), CommitRefusal::Other);
+        assert_eq!(commit_refusal(&TransactionError::AccountInUse), CommitRefusal::Other);
+        assert_eq!(reveal_refusal(&refused(code(MarketError::OutcomeNotFinal))), RevealRefusal::NotYet);
+        assert_eq!(reveal_refusal(&refused(code(MarketError::AlreadyFinal))), RevealRefusal::Final);
+        for e in [
+            MarketError::RevealWindowClosed,
+            MarketError::OutcomeMissed,
+            MarketError::CommitmentMismatch,
+            MarketError::InconsistentForecast,
+        ] {
+            assert_eq!(reveal_refusal(&refused(code(e))), RevealRefusal::Unrevealable, "{e:?}");
+        }
+        let missing = anchor_lang::error::ErrorCode::AccountNotInitialized as u32;
+        assert_eq!(reveal_refusal(&refused(missing)), RevealRefusal::Unrevealable);
+        assert_eq!(reveal_refusal(&refused(code(MarketError::CommitTooLate))), RevealRefusal::Other);
+        assert_eq!(reveal_refusal(&TransactionError::BlockhashNotFound), RevealRefusal::Other);
+    }
+
+    #[test]
+    fn the_commitment_is_the_program_s_own_hash_of_the_stored_forecast() {
+        let (cluster, publisher, market) = ([3u8; 32], Pubkey::new_unique(), Pubkey::new_unique());
+        let salt = [9u8; 32];
+        let h = commitment_hash(&cluster, &publisher, &market, 5, true, 6_100, salt);
+        let f = Forecast { up: true, probability_up_bps: 6_100, salt };
+        assert_eq!(h, registry::commitment_hash(&cluster, &publisher, &market, 5, &f));
+        assert_ne!(h, commitment_hash(&cluster, &publisher, &market, 5, true, 6_100, [8u8; 32]));
+        // Stored as hex and read back.
+        assert_eq!(parse32("salt", &FixedBytes::from(salt).to_string()).unwrap(), salt);
+        assert!(parse32("salt", "0x12").is_err());
+        assert_eq!(outcome(SolOutcome::Down), Outcome::Down);
+    }
+}
