@@ -59,12 +59,53 @@ pub struct SoakArgs {
     /// Round interval in chain seconds.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 60))]
     pub interval: u32,
+    /// A counted soak in place of a timed one (`--minutes` and `--kill-every` are then ignored): the leader is
+    /// killed as soon as every chain has recorded `--checkpoints-between` checkpoints since the last takeover, this
+    /// many times, and the soak ends once every chain has recorded as many after the last one.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub kills: Option<u32>,
+    /// With `--kills`: checkpoints every chain records between two kills (and after the last).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 3))]
+    pub checkpoints_between: u64,
 }
 
 /// Dev accounts of the keepers' signers (one per keeper; not the deployer 0 nor the feeds' oracle 9).
 const SIGNERS: [usize; 8] = [1, 5, 6, 7, 8, 2, 3, 4];
 /// How long a kill may go without a takeover before the soak says so and restarts the keeper anyway.
 const TAKEOVER_LIMIT: Duration = Duration::from_secs(120);
+/// How long a counted soak (`--kills`) waits for the checkpoints it wants before it stops with an error.
+const PROGRESS_LIMIT: Duration = Duration::from_secs(120);
+
+/// What a soak found: counted on chain (missed checkpoints, duplicate sends) and in the store (takeovers).
+#[derive(Debug, Clone, Default)]
+pub struct SoakReport {
+    pub kills: u32,
+    /// Each market's takeover after a kill, in milliseconds from the kill to another keeper's live lease.
+    pub takeovers_ms: Vec<u64>,
+    /// Markets a killed keeper led that nobody took over within two minutes.
+    pub not_taken_over: u64,
+    /// Keeper exits the soak did not cause.
+    pub unexpected_exits: u32,
+    /// Each chain's tally (catalogue key first).
+    pub chains: Vec<(String, ChainTally)>,
+}
+
+impl SoakReport {
+    /// Checkpoints due and never recorded, on every chain.
+    pub fn missed(&self) -> usize {
+        self.chains.iter().map(|(_, t)| t.missed.len()).sum()
+    }
+
+    /// Duplicate sends, on every chain.
+    pub fn duplicates(&self) -> u64 {
+        self.chains.iter().map(|(_, t)| t.duplicates).sum()
+    }
+
+    /// Checkpoints recorded, on every chain.
+    pub fn recorded(&self) -> u64 {
+        self.chains.iter().map(|(_, t)| t.recorded).sum()
+    }
+}
 
 /// One `execute` transaction of market 1 mined on a chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,28 +274,54 @@ fn fmt_ms(v: Option<u64>) -> String {
 
 /// `kronos bench soak`.
 pub async fn soak(a: SoakArgs) -> Result<()> {
+    soak_with(a, None).await.map(|_| ())
+}
+
+/// The soak, its keepers run from `keeper_exe` (default: this program), and what it found.
+pub async fn soak_with(a: SoakArgs, keeper_exe: Option<&Path>) -> Result<SoakReport> {
     anyhow::ensure!(a.keepers >= 2, "--keepers must be at least 2 (one leader and a standby)");
     anyhow::ensure!(a.keepers <= SIGNERS.len(), "--keepers: at most {} (one dev account each)", SIGNERS.len());
-    anyhow::ensure!(a.minutes > 0.0, "--minutes must be above 0");
-    anyhow::ensure!(a.kill_every >= Duration::from_secs(1), "--kill-every must be at least 1s");
+    match a.kills {
+        Some(n) => {
+            anyhow::ensure!(n >= 1, "--kills must be at least 1");
+            anyhow::ensure!(a.checkpoints_between >= 1, "--checkpoints-between must be at least 1");
+        }
+        None => {
+            anyhow::ensure!(a.minutes > 0.0, "--minutes must be above 0");
+            anyhow::ensure!(a.kill_every >= Duration::from_secs(1), "--kill-every must be at least 1s");
+        }
+    }
     let root = crate::deploy::repo_root()?;
     let cat = Catalogue::load(root.join("config/chains.toml"))?;
     let keys: Vec<String> = a.chains.clone().unwrap_or_else(|| cat.evm_chains().map(|c| c.key.clone()).collect());
     let opts =
         NetOptions { chains: keys.clone(), block_time: a.block_time, seconds_per_block: a.speed, interval: a.interval };
+    let plan = match a.kills {
+        Some(n) => format!("the leader killed (SIGKILL) {n} times, {} checkpoints apart", a.checkpoints_between),
+        None => {
+            format!(
+                "{:.1} min, the leader killed (SIGKILL) every {}",
+                a.minutes,
+                humantime::format_duration(a.kill_every)
+            )
+        }
+    };
     println!(
-        "bench soak: {} keepers on one PostgreSQL, {} chains ({}), {:.1} min, the leader killed (SIGKILL) every {}",
+        "bench soak: {} keepers on one PostgreSQL, {} chains ({}), {plan}",
         a.keepers,
         keys.len(),
-        keys.join(", "),
-        a.minutes,
-        humantime::format_duration(a.kill_every)
+        keys.join(", ")
     );
     println!("  machine: {}", loadgen::machine());
     // The keepers run from a copy of this program, so that a rebuild meanwhile does not change what is restarted.
     let dir = tempfile::Builder::new().prefix("kronos-soak").tempdir()?;
     let exe = dir.path().join("kronos");
-    std::fs::copy(std::env::current_exe()?, &exe).context("copying the kronos program for the keepers")?;
+    let source = match keeper_exe {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?,
+    };
+    std::fs::copy(&source, &exe)
+        .with_context(|| format!("copying the kronos program {} for the keepers", source.display()))?;
     let (_pg, url) = match &a.store {
         Some(u) => (None, u.clone()),
         None => {
@@ -295,7 +362,7 @@ async fn run(
     chains: &[Arc<LocalChain>],
     store: &Store,
     keepers: &mut [SoakKeeper],
-) -> Result<()> {
+) -> Result<SoakReport> {
     // Every market led.
     let t0 = Instant::now();
     let mut said = Instant::now();
@@ -319,14 +386,35 @@ async fn run(
     }
     let start = Instant::now();
     let total = Duration::from_secs_f64(a.minutes * 60.0);
-    println!("  every market led after {:.0}s; soak of {:.1} min begins", t0.elapsed().as_secs_f64(), a.minutes);
+    println!("  every market led after {:.0}s; the soak begins", t0.elapsed().as_secs_f64());
     let mut takeovers: Vec<u64> = Vec::new();
     let mut no_takeover = 0u64;
     let mut kills = 0u32;
     let mut unexpected = 0u32;
     let mut next_kill = start + a.kill_every;
     let mut last_report = Instant::now();
-    while start.elapsed() < total {
+    // A counted soak: each chain's checkpoint due at the last takeover (or the start), and when that was.
+    let mut mark = due(chains, a.interval).await?;
+    let mut marked = Instant::now();
+    loop {
+        // Counted: whether every chain has recorded `checkpoints_between` checkpoints since the mark.
+        let moved_on = match a.kills {
+            Some(_) => recorded_since(chains, &mark, a.checkpoints_between).await?,
+            None => false,
+        };
+        let (finished, kill_now) = match a.kills {
+            Some(n) => (kills >= n && moved_on, kills < n && moved_on),
+            None => (start.elapsed() >= total, Instant::now() >= next_kill),
+        };
+        if finished {
+            break;
+        }
+        if a.kills.is_some() && !moved_on && marked.elapsed() > PROGRESS_LIMIT {
+            anyhow::bail!(
+                "the chains did not record {} checkpoints after those due at {mark:?} within {PROGRESS_LIMIT:?} (kill {kills})",
+                a.checkpoints_between
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
         for k in keepers.iter_mut() {
             if let Some(s) = k.child.try_wait()? {
@@ -335,7 +423,7 @@ async fn run(
                 k.restart(root, exe, chains)?;
             }
         }
-        if Instant::now() >= next_kill {
+        if kill_now {
             next_kill += a.kill_every;
             let before = leaders(store, chains).await;
             let mut count: BTreeMap<&str, usize> = BTreeMap::new();
@@ -384,6 +472,8 @@ async fn run(
             );
             takeovers.extend(times);
             k.restart(root, exe, chains)?;
+            mark = due(chains, a.interval).await?;
+            marked = Instant::now();
         }
         if last_report.elapsed() > Duration::from_secs(30) {
             last_report = Instant::now();
@@ -405,11 +495,7 @@ async fn run(
         }
     }
     // The checkpoints due at the end, given a moment to be recorded with the keepers still running.
-    let mut last = Vec::new();
-    for c in chains {
-        let now = head_time(&c.wallet(0)).await?;
-        last.push(now.saturating_sub(c.genesis()) / a.interval as u64);
-    }
+    let last = due(chains, a.interval).await?;
     let grace = Instant::now();
     for (c, k) in chains.iter().zip(&last) {
         while !recorded(c, *k).await? && grace.elapsed() < Duration::from_secs(60) {
@@ -435,7 +521,12 @@ async fn run(
     let dups: u64 = tallies.iter().map(|(_, t)| t.duplicates).sum();
     let retries: u64 = tallies.iter().map(|(_, t)| t.retries).sum();
     let rec: u64 = tallies.iter().map(|(_, t)| t.recorded).sum();
-    println!("\nresults ({} keepers, {} chains, {:.1} min, {kills} kills):", keepers.len(), chains.len(), a.minutes);
+    println!(
+        "\nresults ({} keepers, {} chains, {:.1} min, {kills} kills):",
+        keepers.len(),
+        chains.len(),
+        start.elapsed().as_secs_f64() / 60.0
+    );
     for (key, t) in &tallies {
         println!(
             "  {key:<10} {:>5} checkpoints recorded, {} missed {:?}, {} duplicate sends {:?}, {} same-keeper retries",
@@ -458,7 +549,33 @@ async fn run(
     );
     println!("  keeper exits not caused by the soak: {unexpected}");
     println!("  machine at the end: {}", loadgen::machine());
-    Ok(())
+    Ok(SoakReport {
+        kills,
+        takeovers_ms: takeovers,
+        not_taken_over: no_takeover,
+        unexpected_exits: unexpected,
+        chains: tallies,
+    })
+}
+
+/// Each chain's checkpoint due now (from its head block's time).
+async fn due(chains: &[Arc<LocalChain>], interval: u32) -> Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(chains.len());
+    for c in chains {
+        let now = head_time(&c.wallet(0)).await?;
+        out.push(now.saturating_sub(c.genesis()) / interval as u64);
+    }
+    Ok(out)
+}
+
+/// Whether every chain has recorded checkpoint `mark + n` (its `mark` from [`due`]).
+async fn recorded_since(chains: &[Arc<LocalChain>], mark: &[u64], n: u64) -> Result<bool> {
+    for (c, m) in chains.iter().zip(mark) {
+        if !recorded(c, m + n).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Whether checkpoint `k` of market 1 is recorded on chain `c`.
