@@ -1,7 +1,9 @@
 //! Discord edits and deletions through the whole monitor (started from a configuration as `kronos social run`
 //! starts it, the gateway stand-in in place of Discord): an edited message is scored again under the same item id
 //! (REST shows the new text and `version` 2, a `/ws` client gets a `type: edit` message), a deleted one (single and
-//! bulk) is no longer served by REST, reaches `/ws` clients as `type: deleted`, and is counted on `/metrics`.
+//! bulk) is no longer served by REST, reaches `/ws` clients as `type: deleted`, and is counted on `/metrics`. The
+//! same for an edit and a deletion made while the monitor was stopped and its Discord session expired: read back
+//! over REST after the restart (the remembered messages are in the cursor saved in the store).
 
 use std::time::{Duration, Instant};
 
@@ -42,12 +44,10 @@ async fn metric(base: &str, line: &str) {
     }
 }
 
-#[tokio::test]
-async fn an_edit_is_scored_again_and_a_deletion_is_no_longer_served() {
-    let md = MockDiscord::start().await;
+/// The monitor's config: a SQLite store in `dir`, BTC and ETH, one Discord source on [`CHAN`].
+fn config(md: &MockDiscord, dir: &tempfile::TempDir) -> Config {
     std::env::set_var("KRONOS_TEST_EDITS_DISCORD_TOKEN", kronos_testkit::discord::TOKEN);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::parse(
+    Config::parse(
         &format!(
             r#"
 [social]
@@ -70,7 +70,14 @@ api_url = "{api}"
         ),
         "test.toml",
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_edit_is_scored_again_and_a_deletion_is_no_longer_served() {
+    let md = MockDiscord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&md, &dir);
     let running = kronos_social::runner::start(&cfg).await.unwrap();
     let base = format!("http://{}", running.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", running.addr)).await.unwrap();
@@ -117,5 +124,53 @@ api_url = "{api}"
     let left: Vec<String> = items(&base).await.into_iter().map(|i| i.id).collect();
     assert_eq!(left, vec![before.id.clone()], "deleted items are no longer served");
     metric(&base, "social_items_deleted_total{source=\"desk\"} 3").await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_edit_and_a_deletion_made_while_stopped_beyond_a_resume_are_applied_after_the_restart() {
+    let md = MockDiscord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&md, &dir);
+    let running = kronos_social::runner::start(&cfg).await.unwrap();
+    let base = format!("http://{}", running.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", running.addr)).await.unwrap();
+    md.wait("the Discord session", DEADLINE, |m| m.live_sessions() == 1).await;
+    let m1 = md.post(CHAN, "ada", "the weather is calm and the market is quiet today, nothing to report");
+    let m2 = md.post(CHAN, "bob", "second message about ETH gas being cheap again this week");
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        let WsMessage::Item(i) = next(&mut ws).await else { panic!("a new item") };
+        first.push(i);
+    }
+    assert_eq!(items(&base).await.len(), 2);
+    drop(ws);
+    running.stop().await;
+    md.wait("the old connection gone", DEADLINE, |m| m.live() == 0).await;
+
+    // While stopped, the session expires (no RESUME can replay what follows): an edit and a deletion.
+    md.expire_sessions();
+    md.edit(m1, "edited while away: bitcoin is breaking out, very bullish");
+    md.delete(m2);
+
+    let running = kronos_social::runner::start(&cfg).await.unwrap();
+    let base = format!("http://{}", running.addr);
+    metric(&base, "social_items_deleted_total{source=\"desk\"} 1").await;
+    metric(&base, "social_items_edited_total{source=\"desk\"} 1").await;
+    // Connected after the changes went out: its first message is the live post below.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", running.addr)).await.unwrap();
+    assert_eq!(md.identifies(), 2, "a new session after the restart");
+    let stored = items(&base).await;
+    assert_eq!(stored.len(), 1, "the deleted one is no longer served: {stored:?}");
+    assert_eq!(stored[0].id, first[0].id);
+    assert_eq!(stored[0].version, 2);
+    assert_eq!(stored[0].text, "edited while away: bitcoin is breaking out, very bullish");
+    assert_eq!(stored[0].assets, vec!["BTC"], "scored again from the new text");
+    // Live again; nothing is applied twice.
+    md.post(CHAN, "cy", "a third message after the restart about ETH fees");
+    let WsMessage::Item(i) = next(&mut ws).await else { panic!("the live item") };
+    assert_eq!(i.author, "cy");
+    assert_eq!(items(&base).await.len(), 2);
+    metric(&base, "social_items_edited_total{source=\"desk\"} 1").await;
     running.stop().await;
 }
