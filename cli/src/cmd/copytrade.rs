@@ -176,13 +176,13 @@ fn set_emergency(a: CopyArgs, on: bool) -> Result<()> {
         let store = Store::connect(&cfg.store).await?;
         // Only shapes the message: the command is sent whatever this read says.
         let was_active = control::load(&store).await.map(|s| s.emergency_asked()).unwrap_or(false);
-        let since = kronos_common::time::now_ms() as i64;
         let cmd = if on {
             ControlCommand::EmergencyStop { reason: "emergency stop requested from the command line".into() }
         } else {
             ControlCommand::Resume
         };
-        control::append(&store, &cmd, BY).await?;
+        // Its sequence number: the copy-trader's report of what it did names it.
+        let seq = control::append(&store, &cmd, BY).await?;
         store.event(if on { "emergency_requested" } else { "resume_requested" }, "", "from the command line").await?;
         if !on {
             println!(
@@ -197,7 +197,7 @@ fn set_emergency(a: CopyArgs, on: bool) -> Result<()> {
         }
         let wait = std::time::Duration::from_secs(10);
         use kronos_copytrade::report::EmergencyOutcome;
-        match kronos_copytrade::report::emergency_outcome(&store, since, wait).await {
+        match kronos_copytrade::report::emergency_outcome(&store, seq, wait).await {
             EmergencyOutcome::Done => {
                 println!("emergency stop carried out: the copy-trader reports no position open; nothing new is traded until `kronos copytrade resume`")
             }

@@ -269,6 +269,36 @@ pub struct CarriedOut {
     pub emergency_at_ms: Option<i64>,
     /// The ratio the engine took as in effect.
     pub ratio_effective: Option<String>,
+    /// What the last pass of the emergency stop left, and for which command (none yet: `None`; a record written
+    /// before this field existed reads as none).
+    #[serde(default)]
+    pub emergency_report: Option<EmergencyReport>,
+}
+
+/// The answer of `POST /api/emergency-stop` and `POST /api/resume` (202): the command was appended to the control
+/// log under `seq`; the engine's [`EmergencyReport`] of what it did names that number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlAccepted {
+    /// `true` for an emergency stop, `false` for a resume.
+    pub emergency: bool,
+    /// The command's sequence number in the control log.
+    pub seq: i64,
+}
+
+/// The outcome of an emergency pass, as the engine records it for whoever asked: the bot and the CLI wait for a
+/// report naming their command's sequence number (or a later one), never for one that merely came after their
+/// clock ([`crate::report::emergency_report`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmergencyReport {
+    /// The sequence number of the emergency command the pass carried out: the last one the engine had read, so the
+    /// pass answers every stop numbered up to it.
+    pub seq: i64,
+    /// Nothing left open.
+    pub done: bool,
+    /// What is still open, or why it could not be closed (empty when done).
+    pub detail: String,
+    /// When the pass ended (epoch ms).
+    pub at_ms: i64,
 }
 
 /// The engine's record key in `ct_state`.
@@ -566,7 +596,7 @@ pub(crate) mod tests {
     async fn the_engines_record_is_its_own_key_and_a_command_never_touches_it() {
         let s = store().await;
         let rec =
-            CarriedOut { emergency_seq: 3, emergency_active: true, emergency_at_ms: Some(7), ratio_effective: None };
+            CarriedOut { emergency_seq: 3, emergency_active: true, emergency_at_ms: Some(7), ..CarriedOut::default() };
         save_carried_out(&s, &rec).await.unwrap();
         append(&s, &ControlCommand::Resume, "t").await.unwrap();
         assert_eq!(carried_out(&s).await.unwrap(), rec);

@@ -374,7 +374,17 @@ impl Engine {
                 let trigger = r.trigger_price.as_deref().and_then(|t| t.parse().ok()).unwrap_or_default();
                 let side = if r.side == "BUY" { Side::Buy } else { Side::Sell };
                 let qty = r.qty.parse::<Decimal>().ok().filter(|q| !q.is_zero());
-                self.stops.insert(r.symbol.clone(), StopInfo { client_id: r.client_id.clone(), trigger, side, qty });
+                let st = StopInfo { client_id: r.client_id.clone(), trigger, side, qty };
+                // Rows come oldest first: the newest open stop of a symbol is the one held; an older one still
+                // recorded open was replaced (its fate unsettled) or left by a crash between placing a stop and
+                // retiring the old one — kept as replaced, so a flat position whose old stop fired is a stop-out
+                // after a restart too (AUDIT-3 F2), and asked again until settled.
+                if let Some(older) = self.stops.insert(r.symbol.clone(), st) {
+                    let list = self.replaced.entry(r.symbol.clone()).or_default();
+                    if !list.iter().any(|x| x.client_id == older.client_id) {
+                        list.push(older);
+                    }
+                }
             }
         }
         // Positions as recorded, so the reconcile below reports only what changed while this process was down.
@@ -578,8 +588,18 @@ impl Engine {
     // ---- reconciliation ---------------------------------------------------------------------------------------
 
     /// Adopts the exchange's view of the follower's positions; a position that vanished with its stop gone was
-    /// stopped out, anything else is drift (manual trades, liquidation) and is reported.
+    /// stopped out, anything else is drift (manual trades, liquidation) and is reported. A recorded position the
+    /// stop check finds flat in a read made after its stop's answer (the stop fired or ended after the first read)
+    /// is checked again at once by a second pass (AUDIT-3 F1).
     async fn reconcile_positions(&mut self) -> anyhow::Result<()> {
+        if self.reconcile_pass().await? {
+            self.reconcile_pass().await?;
+        }
+        Ok(())
+    }
+
+    /// One pass of [`Engine::reconcile_positions`]; `true` when the stop check asks for another.
+    async fn reconcile_pass(&mut self) -> anyhow::Result<bool> {
         let actual: BTreeMap<String, Position> =
             self.venue.positions().await?.into_iter().map(|p| (p.symbol.clone(), p)).collect();
         let symbols: Vec<String> = actual
@@ -615,7 +635,8 @@ impl Engine {
             }
             let replaced_fates: Vec<stops::Asked> = replaced.iter().map(|r| r.0.clone()).collect();
             let fate = stops::flat_fate(held.as_ref().map(|h| h.0.clone()), &replaced_fates);
-            let difference = reconcile::difference(ours, theirs, late, fate.as_ref());
+            let stop_known = held.is_some() || !replaced.is_empty();
+            let difference = reconcile::difference(ours, theirs, late, fate.as_ref(), stop_known);
             if matches!(difference, Difference::ClosedOutside | Difference::StoppedOut) {
                 // Both settled now: the held stop and the replaced one are forgotten, each recorded as what it
                 // became (one that is still open is no longer held, so the clean-up cancels it).
@@ -676,6 +697,22 @@ impl Engine {
                     format!("stop at {} closed {}; following resumes when the lead closes or flips", st.trigger, ours),
                 )
                 .await;
+            } else if difference == Difference::Undecided {
+                // AUDIT-3 F3: its stop may have fired; nothing is re-entered on an unknown. Decided as a stop-out
+                // for the follower (adopted flat, waits for the lead's next close or flip); its stops stay and are
+                // asked again until settled.
+                self.lead.wait(&s);
+                let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+                self.risk_event(
+                    "position_closed_undecided",
+                    &s,
+                    format!(
+                        "recorded {ours}, the exchange holds none and what became of its stop is not known (the \
+                         exchange did not answer, or the status is unknown): not re-entered; following resumes \
+                         when the lead closes or flips"
+                    ),
+                )
+                .await;
             } else if difference == Difference::Adopted {
                 self.event(
                     "position_adopted",
@@ -711,8 +748,7 @@ impl Engine {
             );
         }
         self.metrics.open_positions.set(self.follower.len() as i64);
-        self.verify_stops().await;
-        Ok(())
+        Ok(self.verify_stops().await)
     }
 
     /// Asks the exchange what became of the stop `st` of `symbol`; `None` when the question failed (logged).
@@ -727,95 +763,138 @@ impl Engine {
     }
 
     /// Drops the stops this run holds that the exchange no longer has open (cancelled by hand, expired — also while
-    /// this process was down), so the next [`Engine::protect`] places a new one instead of trusting the record. A
-    /// stop that fired stays while the position is flat (the next reconcile reports the stop-out); under a position
-    /// the exchange still holds it protects nothing and is replaced: one whose close is done (FINISHED) is dropped,
-    /// one whose close is on its way (TRIGGERING/TRIGGERED) is kept as replaced, so that the position, once its
-    /// close fills, is a stop-out, not drift (AUDIT-2 B6). Then the replaced stops are asked again and settled.
-    async fn verify_stops(&mut self) {
+    /// this process was down), so the next [`Engine::protect`] places a new one instead of trusting the record, and
+    /// settles the replaced stops. Every stop is asked first and the positions read after the answers
+    /// (AUDIT-3 F1): a stop that fired or ended under a recorded position is judged by that later read — flat now:
+    /// nothing is dropped and `true` asks the reconcile for another pass (a stop-out or a close outside, never
+    /// drift); still there: a fired stop protects nothing and is replaced (close on its way, kept as replaced, B6) or
+    /// dropped (close done), the follower held at what is left (F7); an ended one is dropped and a new one placed
+    /// ([`stops::held_plan`], [`stops::replaced_plan`]).
+    async fn verify_stops(&mut self) -> bool {
         if self.stops.is_empty() && self.replaced.is_empty() {
-            return;
+            return false;
         }
         let open = match self.venue.open_stops().await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "copy-trader: open stops could not be read; recorded stops kept");
-                return;
+                return false;
             }
         };
+        let mut held_asked = Vec::new();
         for (symbol, st) in stops::not_open(&self.stops, &open) {
-            let Some(fate) = self.ask_stop(&symbol, &st).await else {
-                continue; // kept: asked again at the next reconcile
-            };
-            let held = self.follower.contains_key(&symbol);
-            let status = match &fate {
-                // A stop that fired under a position the exchange still holds (its close on its way or filled in
-                // part, or the position opened again before the stop-out was seen) protects nothing any more: a
-                // new one is placed. Under a flat position it stays for the stop-out check.
-                stops::StopFate::Firing if held => {
+            let fate = self.ask_stop(&symbol, &st).await;
+            held_asked.push((symbol, st, fate));
+        }
+        // Taken now: a stop moved to the replaced ones below is not asked again in this pass.
+        let old_replaced = std::mem::take(&mut self.replaced);
+        let mut replaced_asked = Vec::new();
+        for (symbol, list) in old_replaced {
+            for st in list {
+                let fate = self.ask_stop(&symbol, &st).await;
+                replaced_asked.push((symbol.clone(), st, fate));
+            }
+        }
+        let needs_read = held_asked
+            .iter()
+            .chain(replaced_asked.iter())
+            .any(|(s, _, f)| self.follower.contains_key(s) && f.as_ref().is_some_and(stops::StopFate::settled));
+        let now: Option<BTreeMap<String, Decimal>> = if needs_read {
+            match self.venue.positions().await {
+                Ok(v) => Some(v.into_iter().filter(|p| !p.qty.is_zero()).map(|p| (p.symbol, p.qty)).collect()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "copy-trader: positions could not be read again; settled stops kept");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let now_of = |symbol: &str| match &now {
+            None => stops::Now::Unread,
+            Some(m) => m.get(symbol).map_or(stops::Now::Flat, |q| stops::Now::Holds(*q)),
+        };
+        let mut again = false;
+        for (symbol, st, fate) in held_asked {
+            let recorded = self.follower.contains_key(&symbol);
+            match stops::held_plan(&fate, recorded, now_of(&symbol)) {
+                stops::HeldPlan::Keep => {}
+                stops::HeldPlan::Recheck => again = true,
+                stops::HeldPlan::Replace { hold } => {
                     self.replaced.entry(symbol.clone()).or_default().push(st.clone());
                     self.stops.remove(&symbol);
+                    self.hold_at(&symbol, hold).await;
                     self.risk_event(
                         "stop_missing",
                         &symbol,
                         format!(
-                            "the stop at {} ({}) fired and its close is on its way; placing a new one meanwhile",
+                            "the stop at {} ({}) fired and its close is on its way; placing a new one meanwhile; \
+                             the exchange holds {hold}, held at that until the lead closes or flips",
                             st.trigger, st.client_id
                         ),
                     )
                     .await;
-                    continue;
                 }
-                f if f.fired() && held => "finished".to_string(),
-                f => match f.to_record() {
-                    Some(status) => status,
-                    None => continue,
-                },
-            };
-            self.stops.remove(&symbol);
-            let _ = self
-                .store
-                .update_order(
-                    &st.client_id,
-                    &status,
-                    &OrderUpdate { error: Some("no longer open on the exchange"), ..OrderUpdate::default() },
-                )
-                .await;
-            if held {
-                self.risk_event(
-                    "stop_missing",
-                    &symbol,
-                    format!(
-                        "the stop at {} ({}) is no longer open on the exchange ({status}); placing a new one",
-                        st.trigger, st.client_id
-                    ),
-                )
-                .await;
-            }
-        }
-        for (symbol, list) in std::mem::take(&mut self.replaced) {
-            let mut kept = Vec::new();
-            for st in list {
-                let fate = self.ask_stop(&symbol, &st).await;
-                match stops::replaced_plan(&fate, self.follower.contains_key(&symbol)) {
-                    stops::ReplacedPlan::Keep => kept.push(st),
-                    stops::ReplacedPlan::Release => {}
-                    stops::ReplacedPlan::Drop(status) => {
-                        let _ = self
-                            .store
-                            .update_order(
-                                &st.client_id,
-                                &status,
-                                &OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
-                            )
-                            .await;
+                stops::HeldPlan::Drop { status, hold } => {
+                    self.stops.remove(&symbol);
+                    let _ = self
+                        .store
+                        .update_order(
+                            &st.client_id,
+                            &status,
+                            &OrderUpdate { error: Some("no longer open on the exchange"), ..OrderUpdate::default() },
+                        )
+                        .await;
+                    if let Some(q) = hold {
+                        self.hold_at(&symbol, q).await;
+                    }
+                    if recorded {
+                        let held = hold.map(|q| format!("; the exchange holds {q}, held at that")).unwrap_or_default();
+                        self.risk_event(
+                            "stop_missing",
+                            &symbol,
+                            format!(
+                                "the stop at {} ({}) is no longer open on the exchange ({status}); placing a new \
+                                 one{held}",
+                                st.trigger, st.client_id
+                            ),
+                        )
+                        .await;
                     }
                 }
             }
-            if !kept.is_empty() {
-                self.replaced.entry(symbol).or_default().extend(kept);
+        }
+        for (symbol, st, fate) in replaced_asked {
+            match stops::replaced_plan(&fate, self.follower.contains_key(&symbol), now_of(&symbol)) {
+                stops::ReplacedPlan::Keep => self.replaced.entry(symbol).or_default().push(st),
+                stops::ReplacedPlan::Recheck => {
+                    again = true;
+                    self.replaced.entry(symbol).or_default().push(st);
+                }
+                stops::ReplacedPlan::Release => {}
+                stops::ReplacedPlan::Drop { status, hold } => {
+                    let _ = self
+                        .store
+                        .update_order(
+                            &st.client_id,
+                            &status,
+                            &OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
+                        )
+                        .await;
+                    if let Some(q) = hold {
+                        self.hold_at(&symbol, q).await;
+                    }
+                }
             }
         }
+        again
+    }
+
+    /// Holds the follower at no more than `qty` in `symbol` until the lead closes or flips it (after a stop fired
+    /// and left part of the position, or while its close is on its way), so nothing tops it back up.
+    async fn hold_at(&mut self, symbol: &str, qty: Decimal) {
+        self.lead.limit_to(symbol, qty);
+        let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
     }
 
     /// Polls the lead's positions and applies what changed.
@@ -1796,14 +1875,12 @@ impl Engine {
                     self.status.lock().banned_until_ms = until_ms;
                 }
                 let wait = self.schedule_emergency_retry(false);
-                self.emergency_incomplete(
-                    "unreadable",
-                    format!(
-                        "positions could not be read ({e}); nothing is known closed; retrying in {} ms",
-                        wait.as_millis()
-                    ),
-                )
-                .await;
+                let detail = format!(
+                    "positions could not be read ({e}); nothing is known closed; retrying in {} ms",
+                    wait.as_millis()
+                );
+                self.emergency_incomplete("unreadable", detail.clone()).await;
+                self.report_emergency(false, detail).await;
                 return;
             }
         };
@@ -1812,6 +1889,8 @@ impl Engine {
             self.follower.insert(p.symbol.clone(), p);
         }
         let mut closed_any = false;
+        // Closes the exchange refuses, for the report of this pass (the alert about each is rate-limited).
+        let mut refused = Vec::new();
         for p in &open {
             // An order of unknown fate is no reason to wait here: a close is reduce-only and cannot overshoot.
             let order = emergency::close_order(p, self.filters.get(&p.symbol), self.hedge);
@@ -1822,6 +1901,7 @@ impl Engine {
                     // told once.
                     let what = emergency::describe(p);
                     let why = self.last_order_error.clone().unwrap_or_default();
+                    refused.push(format!("the exchange refuses to close {what} ({why}); close it by hand"));
                     let key = format!("refused {} {}", p.symbol, p.position_side);
                     if self.emergency_alerted.due(&key, Instant::now()) {
                         self.risk_event(
@@ -1871,14 +1951,12 @@ impl Engine {
                 // Nothing open now, but an order of unknown fate may still open something: look again.
                 let wait = self.schedule_emergency_retry(closed_any);
                 self.status.lock().emergency_open = vec![format!("{pending} order(s) of unknown outcome")];
-                self.emergency_incomplete(
-                    &format!("pending {pending}"),
-                    format!(
-                        "no position open, {pending} order(s) of unknown outcome pending; checking again in {} ms",
-                        wait.as_millis()
-                    ),
-                )
-                .await;
+                let detail = format!(
+                    "no position open, {pending} order(s) of unknown outcome pending; checking again in {} ms",
+                    wait.as_millis()
+                );
+                self.emergency_incomplete(&format!("pending {pending}"), detail.clone()).await;
+                self.report_emergency(false, detail).await;
             }
             PassEnd::Done => {
                 for s in self.cfg.sizing.allow.clone() {
@@ -1891,15 +1969,16 @@ impl Engine {
                 self.emergency_report_due = false;
                 self.status.lock().emergency_open.clear();
                 self.event("emergency_done", "", "no position left open").await;
+                self.report_emergency(true, String::new()).await;
             }
             PassEnd::Open(left) => {
                 let wait = self.schedule_emergency_retry(closed_any);
                 self.status.lock().emergency_open = left.clone();
-                self.emergency_incomplete(
-                    &format!("open {}", left.join(", ")),
-                    format!("still open: {}; their stops stay; retrying in {} ms", left.join(", "), wait.as_millis()),
-                )
-                .await;
+                let detail =
+                    format!("still open: {}; their stops stay; retrying in {} ms", left.join(", "), wait.as_millis());
+                refused.push(detail.clone());
+                self.emergency_incomplete(&format!("open {}", left.join(", ")), detail).await;
+                self.report_emergency(false, refused.join("; ")).await;
             }
         }
     }
@@ -1916,6 +1995,14 @@ impl Engine {
         } else {
             tracing::warn!(%detail, "copy-trader: emergency stop still incomplete (alerted before)");
         }
+    }
+
+    /// Records what this pass left for the emergency command it carries out (the last one read,
+    /// `carried.emergency_seq`): the bot and the CLI wait for the report naming their command.
+    async fn report_emergency(&mut self, done: bool, detail: String) {
+        self.carried.emergency_report =
+            Some(control::EmergencyReport { seq: self.carried.emergency_seq, done, detail, at_ms: now_ms() });
+        self.save_carried().await;
     }
 
     /// Sets the next emergency attempt; the back-off doubles unless the last attempt made progress.

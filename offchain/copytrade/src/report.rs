@@ -5,6 +5,7 @@ use anyhow::Result;
 use kronos_common::{Decimal, Rounding};
 use serde::Serialize;
 
+use crate::control::CarriedOut;
 use crate::risk::RiskState;
 use crate::store::{EventRow, OrderRow, Store};
 
@@ -173,27 +174,20 @@ pub enum EmergencyOutcome {
     NoAnswer,
 }
 
-/// The first report of an emergency stop among `events` (newest first, as [`Store::events`] lists them) recorded at
-/// or after `since_ms`; `None` when there is none yet.
-pub fn emergency_report(events: &[EventRow], since_ms: i64) -> Option<EmergencyOutcome> {
-    events.iter().rev().filter(|e| e.at_ms >= since_ms).find_map(|e| match e.kind.as_str() {
-        "emergency_done" => Some(EmergencyOutcome::Done),
-        "emergency_incomplete" | "emergency_needs_person" => {
-            Some(EmergencyOutcome::Incomplete(if e.symbol.is_empty() {
-                e.detail.clone()
-            } else {
-                format!("{}: {}", e.symbol, e.detail)
-            }))
-        }
-        _ => None,
-    })
+/// The answer to the emergency command numbered `seq` in the control log, from the engine's record: the report of
+/// a pass made for that command or for a later one (a pass carries out every stop numbered up to the one it names);
+/// `None` while there is none — a report of an earlier command, however recent, is not this one's.
+pub fn emergency_report(carried: &CarriedOut, seq: i64) -> Option<EmergencyOutcome> {
+    let r = carried.emergency_report.as_ref().filter(|r| r.seq >= seq)?;
+    Some(if r.done { EmergencyOutcome::Done } else { EmergencyOutcome::Incomplete(r.detail.clone()) })
 }
 
-/// Waits up to `wait` for the copy-trader to record what an emergency stop requested at `since_ms` did.
-pub async fn emergency_outcome(store: &Store, since_ms: i64, wait: std::time::Duration) -> EmergencyOutcome {
+/// Waits up to `wait` for the copy-trader to report what the emergency command numbered `seq` (as
+/// [`crate::control::append`] returned it) did.
+pub async fn emergency_outcome(store: &Store, seq: i64, wait: std::time::Duration) -> EmergencyOutcome {
     let until = tokio::time::Instant::now() + wait;
     loop {
-        if let Some(o) = store.events(50).await.ok().and_then(|ev| emergency_report(&ev, since_ms)) {
+        if let Some(o) = crate::control::carried_out(store).await.ok().and_then(|c| emergency_report(&c, seq)) {
             return o;
         }
         if tokio::time::Instant::now() >= until {
@@ -355,31 +349,32 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn ev(at_ms: i64, kind: &str, symbol: &str, detail: &str) -> EventRow {
-        EventRow { at_ms, kind: kind.into(), symbol: symbol.into(), detail: detail.into() }
-    }
-
-    /// Issue 14, item 9: what an emergency stop did is read from the copy-trader's own report after the request.
+    /// Issue 12: what an emergency stop did is the engine's report naming that command's sequence number (or a later
+    /// one's: a pass carries out every stop up to the one it names), never a report that merely came later by the
+    /// clock — before, a report of an earlier command recorded after the asker read its clock answered it.
     #[test]
-    fn the_first_emergency_report_after_the_request_counts() {
-        // Newest first.
-        let events = vec![
-            ev(30, "emergency_done", "", "no position left open"),
-            ev(20, "emergency_incomplete", "", "still open: BTCUSDT BOTH 0.05"),
-            ev(10, "emergency_stop", "", "requested"),
-            ev(5, "emergency_done", "", "an earlier stop"),
-        ];
+    fn an_emergency_request_is_answered_by_the_report_of_its_own_command() {
+        use crate::control::EmergencyReport;
+        let with = |seq: i64, done: bool, detail: &str| CarriedOut {
+            emergency_report: Some(EmergencyReport { seq, done, detail: detail.into(), at_ms: 1 }),
+            ..CarriedOut::default()
+        };
+        let incomplete = with(7, false, "still open: BTCUSDT BOTH 0.05");
         assert_eq!(
-            emergency_report(&events, 10),
+            emergency_report(&incomplete, 7),
             Some(EmergencyOutcome::Incomplete("still open: BTCUSDT BOTH 0.05".into()))
         );
-        assert_eq!(emergency_report(&events, 25), Some(EmergencyOutcome::Done));
-        assert_eq!(emergency_report(&events, 31), None, "an earlier stop's report does not count");
-        let refused = vec![ev(40, "emergency_needs_person", "BTCUSDT", "the exchange refuses to close")];
-        assert_eq!(
-            emergency_report(&refused, 40),
-            Some(EmergencyOutcome::Incomplete("BTCUSDT: the exchange refuses to close".into()))
-        );
+        // A pass for a later command answers an earlier one too.
+        assert_eq!(emergency_report(&with(9, true, ""), 7), Some(EmergencyOutcome::Done));
+        // An earlier command's report, however recent, does not answer this one.
+        assert_eq!(emergency_report(&with(6, true, ""), 7), None);
+        assert_eq!(emergency_report(&CarriedOut::default(), 1), None);
+        // A record written before reports existed reads as none.
+        let old: CarriedOut = serde_json::from_str(
+            r#"{"emergency_seq":3,"emergency_active":true,"emergency_at_ms":7,"ratio_effective":null}"#,
+        )
+        .unwrap();
+        assert_eq!(old.emergency_report, None);
     }
 
     /// Issue 14, item 11: event times are read as UTC times, not epoch milliseconds.

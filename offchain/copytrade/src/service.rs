@@ -19,7 +19,7 @@ use axum::{Extension, Json, Router};
 use kronos_common::http_guard::{Guard, Limits};
 use kronos_common::signal_ws::Hub;
 
-use crate::control::ControlCommand;
+use crate::control::{ControlAccepted, ControlCommand};
 use crate::engine::Handles;
 
 /// The router under the default limits ([`kronos_common::http_guard::Limits::default`]).
@@ -110,21 +110,22 @@ async fn emergency(State(h): State<Handles>, headers: HeaderMap) -> Response {
     }
     // Appended to the control log first (it holds even if the engine is busy or restarting), then the engine is
     // woken at once.
+    // The answer names the command's sequence number: the copy-trader's report of what it did names it too.
     let cmd = ControlCommand::EmergencyStop { reason: "emergency stop requested over the API".into() };
-    if let Err(e) = h.control.send(&cmd, "the HTTP API").await {
-        return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
+    match h.control.send(&cmd, "the HTTP API").await {
+        Ok(seq) => (StatusCode::ACCEPTED, Json(ControlAccepted { emergency: true, seq })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response(),
     }
-    (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": true}))).into_response()
 }
 
 async fn resume(State(h): State<Handles>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse_unless_authorized(&h, &headers) {
         return r;
     }
-    if let Err(e) = h.control.send(&ControlCommand::Resume, "the HTTP API").await {
-        return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response();
+    match h.control.send(&ControlCommand::Resume, "the HTTP API").await {
+        Ok(seq) => (StatusCode::ACCEPTED, Json(ControlAccepted { emergency: false, seq })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response(),
     }
-    (StatusCode::ACCEPTED, Json(serde_json::json!({"emergency": false}))).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]

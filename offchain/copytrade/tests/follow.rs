@@ -1656,9 +1656,8 @@ async fn a_repeated_emergency_request_gets_its_own_outcome() {
     );
     let store = r.handles.store.clone();
     for _ in 0..2 {
-        let since = kronos_common::time::now_ms() as i64;
-        r.handles.control.send(&stop("test"), "test").await.unwrap();
-        let outcome = kronos_copytrade::report::emergency_outcome(&store, since, Duration::from_secs(60)).await;
+        let seq = r.handles.control.send(&stop("test"), "test").await.unwrap();
+        let outcome = kronos_copytrade::report::emergency_outcome(&store, seq, Duration::from_secs(60)).await;
         assert!(
             matches!(outcome, kronos_copytrade::report::EmergencyOutcome::Incomplete(_)),
             "each request is answered: {outcome:?}"
@@ -2113,5 +2112,43 @@ async fn a_fast_turn_slower_than_its_tick_does_not_starve_the_lead() {
     .await;
     wait_for("a reconcile", || status.lock().reconciles > reconciles).await;
     w.ex.clear_faults();
+    r.stop().await;
+}
+
+/// Issue 12: an emergency request is answered by the copy-trader's report naming its command's sequence number (or a
+/// later one's), not by the first outcome recorded after the asker's clock: here the first stop's outcome event is
+/// dated a minute ahead (the copy-trader's clock ahead of the asker's, on another machine), and a second stop sent
+/// while the copy-trader is down gets no answer until it runs and carries it out (before, that event answered the
+/// second request "done" at once).
+#[tokio::test]
+async fn an_emergency_request_is_answered_by_its_own_commands_report_not_by_the_clock() {
+    use kronos_copytrade::report::{emergency_outcome, EmergencyOutcome};
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    let store = r.handles.store.clone();
+    let first = r.handles.control.send(&stop("first"), "test").await.unwrap();
+    assert_eq!(emergency_outcome(&store, first, Duration::from_secs(60)).await, EmergencyOutcome::Done);
+    r.stop().await;
+    let (_, pool) = kronos_common::db::open(&cfg.store).await.unwrap();
+    sqlx::query("INSERT INTO ct_events (at_ms, kind, symbol, detail) VALUES ($1, 'emergency_done', '', 'no position left open')")
+        .bind(kronos_common::time::now_ms() as i64 + 60_000)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let second = send_from_another_process(&store, stop("second")).await;
+    assert!(second > first);
+    assert_eq!(
+        emergency_outcome(&store, second, Duration::from_millis(1500)).await,
+        EmergencyOutcome::NoAnswer,
+        "nothing carried the second stop out yet"
+    );
+    let r = w.start(&cfg).await;
+    assert_eq!(emergency_outcome(&store, second, Duration::from_secs(60)).await, EmergencyOutcome::Done);
+    let carried = kronos_copytrade::control::carried_out(&store).await.unwrap();
+    assert_eq!(carried.emergency_report.map(|e| e.seq), Some(second));
     r.stop().await;
 }

@@ -224,44 +224,57 @@ impl Backend {
         Ok(control::load(self.store()?).await?.emergency_asked())
     }
 
-    /// Waits up to `wait` for the copy-trader to record what an emergency stop requested at `since_ms` did.
-    pub async fn emergency_outcome(&self, since_ms: i64, wait: Duration) -> EmergencyOutcome {
-        match self.store() {
-            Ok(store) => report::emergency_outcome(store, since_ms, wait).await,
-            Err(_) => EmergencyOutcome::NoAnswer,
+    /// Waits up to `wait` for the copy-trader to report what the emergency command numbered `seq` (as
+    /// [`Backend::emergency`] returned it) did; `None` (its number is not known) or no store: no answer.
+    pub async fn emergency_outcome(&self, seq: Option<i64>, wait: Duration) -> EmergencyOutcome {
+        match (self.store(), seq) {
+            (Ok(store), Some(seq)) => report::emergency_outcome(store, seq, wait).await,
+            _ => EmergencyOutcome::NoAnswer,
         }
     }
 
     /// The emergency stop, always sent: to the running copy-trader's API when configured (it appends the command
     /// to the control log and acts at once); when there is no API or it did not accept the stop, appended to the
     /// control log in the store by the bot (it holds across restarts; a running copy-trader acts within a second).
-    pub async fn emergency(&self) -> Result<EmergencySent> {
-        let sent = match &self.copytrade_api {
-            None => EmergencySent::StoreOnly,
+    /// Returns where it went and the command's sequence number in the control log (the copy-trader's report of what
+    /// it did names it), `None` when the API accepted it without naming one it can read and there is no store.
+    pub async fn emergency(&self) -> Result<(EmergencySent, Option<i64>)> {
+        let (sent, mut seq) = match &self.copytrade_api {
+            None => (EmergencySent::StoreOnly, None),
             Some(api) => {
                 let mut req = self.http.post(format!("{}/api/emergency-stop", trim(api)));
                 if let Some(t) = &self.copytrade_token {
                     req = req.bearer_auth(t.expose());
                 }
                 match req.send().await {
-                    Ok(r) if r.status().is_success() => EmergencySent::Accepted,
-                    Ok(r) => EmergencySent::Refused(r.status().as_u16()),
-                    Err(e) => EmergencySent::Unreachable(e.without_url().to_string()),
+                    Ok(r) if r.status().is_success() => {
+                        let seq = r.json::<control::ControlAccepted>().await.ok().map(|a| a.seq);
+                        if seq.is_none() {
+                            tracing::warn!(
+                                "the copy-trader's API accepted the emergency stop without a readable command number"
+                            );
+                        }
+                        (EmergencySent::Accepted, seq)
+                    }
+                    Ok(r) => (EmergencySent::Refused(r.status().as_u16()), None),
+                    Err(e) => (EmergencySent::Unreachable(e.without_url().to_string()), None),
                 }
             }
         };
         let store = match (self.store(), &sent) {
             (Ok(s), _) => s,
             // Accepted by the API: it is in the control log already.
-            (Err(_), EmergencySent::Accepted) => return Ok(sent),
+            (Err(_), EmergencySent::Accepted) => return Ok((sent, seq)),
             (Err(e), _) => return Err(e),
         };
-        if sent != EmergencySent::Accepted {
+        if seq.is_none() {
+            // Not sent, or sent without a number to wait for (then this is one more stop: another pass, which the
+            // copy-trader reports under this number).
             let cmd = ControlCommand::EmergencyStop { reason: "emergency stop requested from Telegram".into() };
-            control::append(store, &cmd, "Telegram").await?;
+            seq = Some(control::append(store, &cmd, "Telegram").await?);
         }
         store.event("emergency_requested", "", "from Telegram").await?;
-        Ok(sent)
+        Ok((sent, seq))
     }
 }
 

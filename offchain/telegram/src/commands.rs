@@ -557,13 +557,13 @@ impl Commands {
                         false
                     }
                 };
-                let since = kronos_common::time::now_ms() as i64;
-                let sent = match self.backend.emergency().await {
+                let (sent, seq) = match self.backend.emergency().await {
                     Ok(s) => s,
                     Err(e) => return format!("⚠️ Emergency stop NOT saved: {}", esc(&format!("{e:#}"))),
                 };
-                // Sent again while it holds, it makes another pass that the copy-trader reports too.
-                let outcome = self.backend.emergency_outcome(since, self.emergency_wait).await;
+                // Sent again while it holds, it makes another pass that the copy-trader reports too; the report
+                // answering this request is the one naming its command's number.
+                let outcome = self.backend.emergency_outcome(seq, self.emergency_wait).await;
                 emergency_reply(&sent, was_active, &outcome, self.emergency_wait)
             }
         }
