@@ -128,8 +128,16 @@ impl Keeper {
             let key = c
                 .load_keypair(&|k| std::env::var(k).ok())
                 .map_err(|e| anyhow::anyhow!("{}: solana[{i}]: {e}", cfg.file))?;
-            let rt = crate::solana::SolanaRuntime::connect(c, key, store.clone(), bus.clone(), metrics.clone(), poll)
-                .await?;
+            let rt = crate::solana::SolanaRuntime::connect(
+                c,
+                key,
+                store.clone(),
+                bus.clone(),
+                metrics.clone(),
+                poll,
+                (cfg.keeper_id.clone(), cfg.lease.timing),
+            )
+            .await?;
             // `forecasts = true` needs an enabled [forecaster] (checked with the configuration).
             if let (true, Some(p)) = (c.forecasts, &publisher) {
                 rt.publish_forecasts(p.clone());

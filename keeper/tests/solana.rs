@@ -454,6 +454,141 @@ async fn rounds_are_started_locked_settled_and_a_silent_feed_refunded() {
     k.stop().await;
 }
 
+/// A bettor of `side` on round `epoch`, its key kept (to claim and close its position).
+async fn bettor(c: &Cluster, epoch: u64, side: Side) -> Keypair {
+    let user = Keypair::new();
+    c.fund(&user.pubkey()).await;
+    let round = round_key(&c.market, epoch);
+    let accounts = acc::PlaceBet {
+        user: user.pubkey(),
+        market: c.market,
+        round,
+        position: pda(&[POSITION_SEED, round.as_ref(), user.pubkey().as_ref()]),
+        vault: pda(&[VAULT_SEED, c.market.as_ref()]),
+        user_token: None,
+        token_program: None,
+        system_program: anchor_lang::system_program::ID,
+    };
+    c.send(&[ixn(accounts, ix::Bet { epoch, side, amount: SOL, max_fee_bps: 300 })], &[&user]).await;
+    user
+}
+
+/// `close_position` of `user` on round `epoch` (claiming first when `claim`).
+async fn close_position(c: &Cluster, epoch: u64, user: &Keypair, claim: bool) {
+    let round = round_key(&c.market, epoch);
+    let position = pda(&[POSITION_SEED, round.as_ref(), user.pubkey().as_ref()]);
+    let mut ixs = Vec::new();
+    if claim {
+        let mut accounts = acc::Claim {
+            user: user.pubkey(),
+            market: c.market,
+            vault: pda(&[VAULT_SEED, c.market.as_ref()]),
+            user_token: None,
+            token_program: None,
+        }
+        .to_account_metas(None);
+        accounts.push(anchor_lang::solana_program::instruction::AccountMeta::new(round, false));
+        accounts.push(anchor_lang::solana_program::instruction::AccountMeta::new(position, false));
+        ixs.push(Instruction { program_id: ID, accounts, data: ix::Claim {}.data() });
+    }
+    let accounts = acc::ClosePosition { user: user.pubkey(), market: c.market, round, position };
+    ixs.push(ixn(accounts, ix::ClosePosition { epoch }));
+    c.send(&ixs, &[user]).await;
+}
+
+/// AUDIT-2 A1: a settled round with open positions keeps the rent the keeper paid until its users close them —
+/// only they may (`close_position` needs their signature; the keeper claims and closes nothing on their behalf) —
+/// and the keeper keeps track of it past its look-back: once the positions are closed it closes the round and gets
+/// the rent back. (The keeper used to read rounds only within its look-back, so such a round was never closed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_held_by_open_positions_is_closed_once_its_users_close_them_even_past_the_look_back() {
+    let (c, dir, key) = funded(true).await;
+    let mut k = c.keeper(&dir, &key).await;
+    start_round_0(&c, &mut k).await;
+    let up = bettor(&c, 0, Side::Up).await;
+    let down = bettor(&c, 0, Side::Down).await;
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 150).await;
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 600).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    assert_eq!(k.wait_settled(0).await, Outcome::Up);
+    k.wait_started(2).await;
+    // Far past the look-back (3 epochs with this settle window): round 2, never locked and expired, holds no
+    // position and is closed (the program cancels it as it closes it); round 0 holds two positions and stays.
+    c.warp_to(GENESIS + 10 * IV + 1).await;
+    until_tx(&k, "close:1:2").await;
+    assert!(c.round(2).await.is_none(), "round 2 closed");
+    assert_eq!(c.round(0).await.unwrap().positions, 2);
+    assert!(k.txs_for("close:1:0").await.is_empty(), "nothing sent for a round its users hold");
+    // Its users claim and close their positions; at the next interval the keeper closes it, its rent back.
+    close_position(&c, 0, &up, true).await;
+    close_position(&c, 0, &down, false).await;
+    assert_eq!(c.round(0).await.unwrap().positions, 0);
+    c.warp_to(GENESIS + 11 * IV + 1).await;
+    // (`close_round` sends the rent to the round's payer, the keeper: the program checks it.)
+    until_tx(&k, "close:1:0").await;
+    assert!(c.round(0).await.is_none(), "round 0 closed");
+    let txs = k.txs_for("close:1:0").await;
+    assert_eq!(txs.len(), 1, "{txs:?}");
+    k.stop().await;
+}
+
+/// M3: two keepers on one PostgreSQL store, each with its own signer, drive one Solana market: one leads it (its
+/// lease), the other stands by and signs nothing — not even while the leader's start is held unlanded by the node,
+/// when a keeper without leases sees the step still needed and signs it too — and takes over when the leader stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_keepers_on_one_store_one_leads_the_market_the_other_stands_by_then_takes_over() {
+    let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+    let (c, dir_a, key_a) = funded(true).await;
+    let dir_b = tempfile::tempdir().unwrap();
+    let key_b = Keypair::new();
+    c.fund(&key_b.pubkey()).await;
+    let on_pg = |dir: &std::path::Path, key: &Keypair, id: &str| {
+        let sqlite = format!("store = \"sqlite://{}/keeper.db\"", dir.display());
+        let text = c.config(dir, &[], key, "");
+        assert!(text.contains(&sqlite), "{text}");
+        text.replace(
+            &sqlite,
+            &format!("store = \"{}\"\nkeeper_id = \"{id}\"\nlease_ttl_ms = 3000\nlease_refresh_ms = 500", pg.url()),
+        )
+    };
+    let mut a = run_keeper(&on_pg(dir_a.path(), &key_a, "keeper-a")).await;
+    start_round_0(&c, &mut a).await;
+    let b = run_keeper(&on_pg(dir_b.path(), &key_b, "keeper-b")).await;
+    until_healthy(&b, "the standby connected").await;
+    // The leader's next start is held by the node: the step stays needed on chain while it is held.
+    c.control("hold_next_sends", json!({ "n": 1_000_000 })).await;
+    c.warp_to(GENESIS + IV + 1).await;
+    let held = a.until_sent("start:1:1").await;
+    assert_eq!(held.signer, key_a.pubkey().to_string());
+    // Two more passes of the standby (each one a healthy pass on /health) while the start is held.
+    for _ in 0..2 {
+        let last = solana_health(&b).await["last_success_ms"].as_u64().unwrap();
+        until_health(&b, "another pass of the standby", |h| h["last_success_ms"].as_u64().unwrap() > last).await;
+    }
+    c.control("hold_next_sends", json!({ "n": 0 })).await;
+    c.control("land_held", json!({})).await;
+    until_open(&c, 1).await;
+    let txs = a.keeper_store.all_txs("solana").await.unwrap();
+    assert!(txs.iter().all(|t| t.signer == key_a.pubkey().to_string()), "the standby signed: {txs:?}");
+    // The leader stops (its lease given up): the standby takes the market over.
+    a.stop().await;
+    c.warp_to(GENESIS + 2 * IV + 1).await;
+    until_open(&c, 2).await;
+    let txs = b.keeper_store.all_txs("solana").await.unwrap();
+    let starts: Vec<_> = txs.iter().filter(|t| t.action == "start:1:2").collect();
+    assert_eq!(starts.len(), 1, "{txs:?}");
+    assert_eq!(starts[0].signer, key_b.pubkey().to_string());
+    // No step was signed by both keepers.
+    for t in &txs {
+        let signers: std::collections::BTreeSet<&str> =
+            txs.iter().filter(|u| u.action == t.action).map(|u| u.signer.as_str()).collect();
+        assert_eq!(signers.len(), 1, "{} signed by both keepers: {txs:?}", t.action);
+    }
+    b.stop().await;
+}
+
 /// A port nothing listens on.
 fn dead_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

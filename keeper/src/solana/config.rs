@@ -37,6 +37,8 @@ pub(crate) struct RawSolana {
     rebroadcast_s: u64,
     #[serde(default)]
     local: bool,
+    #[serde(default)]
+    allow_other_program: bool,
 }
 
 fn default_percentile() -> u64 {
@@ -61,8 +63,9 @@ pub enum KeySource {
     Env,
 }
 
-/// One Solana cluster the keeper drives, validated.
-#[derive(Debug, Clone)]
+/// One Solana cluster the keeper drives, validated. Its `Debug` names the RPC endpoints by host only (audit SOL
+/// L6: a URL may carry an API key).
+#[derive(Clone)]
 pub struct SolanaConfig {
     /// The catalogue entry (`config/chains.toml [chains.<name>]`, kind `solana`).
     pub chain: Chain,
@@ -89,6 +92,35 @@ pub struct SolanaConfig {
     pub rebroadcast_s: u64,
     /// A local node (loopback RPC only).
     pub local: bool,
+    /// `program` is not the kronos-market program this keeper was built with (`allow_other_program = true`).
+    pub other_program: bool,
+}
+
+impl std::fmt::Debug for SolanaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<String> = self
+            .rpc
+            .iter()
+            .map(|u| {
+                format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or("?"), u.port_or_known_default().unwrap_or(0))
+            })
+            .collect();
+        f.debug_struct("SolanaConfig")
+            .field("chain", &self.chain.key)
+            .field("rpc", &hosts)
+            .field("program", &self.program)
+            .field("markets", &self.markets)
+            .field("creators", &self.creators)
+            .field("key", &self.key)
+            .field("forecasts", &self.forecasts)
+            .field("cu_price_percentile", &self.cu_price_percentile)
+            .field("max_cu_price_micro_lamports", &self.max_cu_price_micro_lamports)
+            .field("cu_margin_percent", &self.cu_margin_percent)
+            .field("rebroadcast_s", &self.rebroadcast_s)
+            .field("local", &self.local)
+            .field("other_program", &self.other_program)
+            .finish()
+    }
 }
 
 impl SolanaConfig {
@@ -180,6 +212,19 @@ pub(crate) fn validate(
             rpc.push(url);
         }
         let program = pubkey(&at("program"), &s.program)?;
+        // Pinned like an EVM market address (audit SOL L7): the instructions and accounts this keeper builds are the
+        // kronos-market crate's, whose id is `declare_id!`'s (the IDL's and Anchor.toml's for every cluster). Another
+        // program id is a different deployment — maybe another program altogether — driven only when asked for.
+        if program != kronos_market::ID && !s.allow_other_program {
+            return Err((
+                at("program"),
+                format!(
+                    "{program} is not the kronos-market program this keeper was built for ({}); set \
+                     allow_other_program = true to drive another deployment of it",
+                    kronos_market::ID
+                ),
+            ));
+        }
         let markets = match s.markets {
             None => None,
             Some(m) if m.is_empty() => {
@@ -247,6 +292,7 @@ pub(crate) fn validate(
             cu_margin_percent: s.cu_margin_percent as u8,
             rebroadcast_s: s.rebroadcast_s,
             local: s.local,
+            other_program: program != kronos_market::ID,
         });
     }
     Ok(out)
@@ -321,6 +367,21 @@ mod tests {
         assert!(c.solana[0].forecasts);
         let c = parse(&text(""), &[("KRONOS_RPC_SOLANA", "http://10.0.0.1:1")]).unwrap();
         assert_eq!(c.solana[0].rpc.len(), 1);
+    }
+
+    /// Audit SOL L6: `Debug` shows the RPC endpoints by host only; L7: another program id than the kronos-market
+    /// program the keeper was built for is refused unless asked for.
+    #[test]
+    fn debug_shows_hosts_only_and_another_program_is_refused_unless_allowed() {
+        let c = parse(&text(""), &[]).unwrap();
+        let d = format!("{:?} {:#?} {c:?}", c.solana[0], c.solana[0]);
+        assert!(!d.contains("SuperSecretKey42") && d.contains("https://api.example:443"), "{d}");
+        let other = "HEvSKofvBgfaexv23kMabbYqxasxU3mQ4ibBMEmJWHny";
+        let e = err(&text("").replace(PROGRAM, other));
+        assert!(e.contains(&format!("solana[0].program: {other} is not the kronos-market program")), "{e}");
+        let c = parse(&text("allow_other_program = true\n").replace(PROGRAM, other), &[]).unwrap();
+        assert!(c.solana[0].other_program);
+        assert!(!parse(&text(""), &[]).unwrap().solana[0].other_program);
     }
 
     #[test]

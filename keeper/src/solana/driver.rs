@@ -94,6 +94,42 @@ pub struct SolanaRuntime {
     min_slot: AtomicU64,
     /// Per step (its label): how many times in a row it failed, and when it may be tried again (SOL M7).
     failing: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Per (market account, action): the kind of error last alerted for it, until the action succeeds (SOL L4).
+    alerted: Mutex<HashMap<(Pubkey, &'static str), String>>,
+    /// Per (market account, epoch): the slot of the pass that first found the round due to settle (or refund).
+    due_slot: Mutex<HashMap<(Pubkey, u64), u64>>,
+    /// Per (market account, epoch): the keeper's settle delay in slots (confirmed slot − due slot), for its record.
+    delays: Mutex<HashMap<(Pubkey, u64), u64>>,
+    /// The markets whose recorded rounds were read from the store since this process (or its lease term) began.
+    seeded: Mutex<std::collections::HashSet<Pubkey>>,
+    /// Per market account: the epoch in which its rounds out of the live window were last looked for (AUDIT-2 A1).
+    reclaimed: Mutex<HashMap<Pubkey, u64>>,
+    /// Who holds leases for this keeper (`keeper.keeper_id`) and their timing (M3).
+    lease_key: (String, crate::lease::LeaseTiming),
+    /// Per market (its id): its lease and the store fenced by its term (M3).
+    leases: Mutex<HashMap<u64, Arc<MarketLease>>>,
+}
+
+/// One market's lease (M3): one keeper leads each Solana market; the others stand by. The leader's store writes are
+/// fenced by its term, and every broadcast is checked against it.
+struct MarketLease {
+    lease: Arc<crate::lease::Lease>,
+    /// The store whose round rows are written only under the term in `slot`.
+    store: Store,
+    slot: crate::store::FenceSlot,
+    /// Stops the renewals once the runtime's last pass has ended (a held term is then given up).
+    renewals: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What the rest of a market's pass does after one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Next,
+    /// The keeper is stopping, or the market's lease term ended.
+    Stop,
+    /// The program refused with `FeedChanged`.
+    FeedChanged,
 }
 
 /// The program's address of `seeds`.
@@ -164,6 +200,7 @@ impl SolanaRuntime {
         bus: Bus,
         metrics: Arc<Metrics>,
         poll: Duration,
+        lease: (String, crate::lease::LeaseTiming),
     ) -> Result<Arc<SolanaRuntime>> {
         let name = cfg.key().to_string();
         let client = SolClient::new(&cfg.rpc);
@@ -186,6 +223,13 @@ impl SolanaRuntime {
             creators,
             min_slot: AtomicU64::new(0),
             failing: Mutex::new(HashMap::new()),
+            alerted: Mutex::new(HashMap::new()),
+            due_slot: Mutex::new(HashMap::new()),
+            delays: Mutex::new(HashMap::new()),
+            seeded: Mutex::new(Default::default()),
+            reclaimed: Mutex::new(HashMap::new()),
+            lease_key: lease,
+            leases: Mutex::new(HashMap::new()),
         });
         {
             let mut h = rt.health.lock();
@@ -202,6 +246,9 @@ impl SolanaRuntime {
             anyhow::anyhow!("{}: no RPC endpoint answers ({})", self.name, super::client::transport_kind(&e))
         })?;
         tracing::info!(chain = %self.name, solana_core = %version.solana_core, signer = %self.signer(), "solana: connected");
+        if self.cfg.other_program {
+            tracing::warn!(chain = %self.name, program = %self.cfg.program, built_for = %kronos_market::ID, "solana: driving a program other than the kronos-market program this keeper was built for (allow_other_program = true)");
+        }
         self.load_markets().await?;
         self.recover(cancel).await
     }
@@ -298,6 +345,8 @@ impl SolanaRuntime {
                     feed_decimals: m.decimals as i64,
                 })
                 .await?;
+            // Its lease is renewed (or sought) from now on, beside the passes (M3).
+            self.lease_for(m.id);
             out.push(MarketInfo { address: *a, id: m.id, feed: m.feed, refused: None });
         }
         let none = out.is_empty();
@@ -398,16 +447,27 @@ impl SolanaRuntime {
         Some(self.min_slot.load(Ordering::Relaxed)).filter(|s| *s > 0)
     }
 
-    /// A signature's status and the current block height; `history`: search the transaction history too.
+    /// A signature's status and the current block height; `history`: search the transaction history too. Both
+    /// from one endpoint, the height first (AUDIT-2 A2): the status is then at least as new as the height, so
+    /// "unknown, past its last valid height" is final. Read the other way round, or from two endpoints (one
+    /// lagging), the transaction could land between the reads and be taken for expired.
     async fn status_of(&self, sig: &Signature, history: bool) -> Result<(SigStatus, u64)> {
         let sigs = [*sig];
-        let st = if history {
-            self.client.call(|c| c.get_signature_statuses_with_history(&sigs).boxed()).await?
-        } else {
-            self.client.call(|c| c.get_signature_statuses(&sigs).boxed()).await?
-        };
-        let height =
-            self.client.call(|c| c.get_block_height_with_commitment(CommitmentConfig::confirmed()).boxed()).await?;
+        let (st, height) = self
+            .client
+            .call(|c| {
+                async move {
+                    let height = c.get_block_height_with_commitment(CommitmentConfig::confirmed()).await?;
+                    let st = if history {
+                        c.get_signature_statuses_with_history(&sigs).await?
+                    } else {
+                        c.get_signature_statuses(&sigs).await?
+                    };
+                    Ok((st, height))
+                }
+                .boxed()
+            })
+            .await?;
         anyhow::ensure!(st.value.len() == 1, "getSignatureStatuses answered {} statuses for 1", st.value.len());
         let s = match st.value.into_iter().next().flatten() {
             None => SigStatus::Unknown,
@@ -470,6 +530,68 @@ impl SolanaRuntime {
         }
         if let Some(f) = forecasts {
             let _ = f.await;
+        }
+        // The last pass has ended: the renewals give held terms up, so that a standby takes over at once (M3).
+        let leases: Vec<Arc<MarketLease>> = self.leases.lock().values().cloned().collect();
+        for l in leases {
+            l.renewals.cancel();
+            let task = l.task.lock().take();
+            if let Some(t) = task {
+                let _ = t.await;
+            }
+        }
+    }
+
+    /// Market `id`'s lease, created (and its renewals started) on first use.
+    fn lease_for(&self, id: u64) -> Arc<MarketLease> {
+        let mut ls = self.leases.lock();
+        if let Some(l) = ls.get(&id) {
+            return l.clone();
+        }
+        let (holder, timing) = &self.lease_key;
+        let key =
+            crate::lease::LeaseKey { chain: &self.name, market: id, holder, instance: crate::lease::instance_id() };
+        let lease = crate::lease::Lease::new(key, &self.store, *timing, self.bus.clone(), self.metrics.clone());
+        let (store, slot) = if self.store.backend == crate::store::Backend::Postgres {
+            self.store.fenced()
+        } else {
+            (self.store.clone(), Default::default())
+        };
+        let renewals = CancellationToken::new();
+        let task = tokio::spawn(lease.clone().run(renewals.clone()));
+        let l = Arc::new(MarketLease { lease, store, slot, renewals, task: Mutex::new(Some(task)) });
+        ls.insert(id, l.clone());
+        l
+    }
+
+    /// The term under which this keeper drives market `mi` now, and the store fenced by it; `None` while another
+    /// keeper leads it (M3: nothing is read, written or sent for it then). SQLite: always this keeper's.
+    fn term_of(&self, mi: &MarketInfo) -> Option<(crate::lease::Fence, Store)> {
+        let l = self.lease_for(mi.id);
+        let leading = match l.lease.view() {
+            crate::lease::LeaseView::Single => Some(0),
+            crate::lease::LeaseView::Leading { epoch, .. } if l.lease.may_send(epoch) => Some(epoch),
+            _ => None,
+        };
+        let mut slot = l.slot.lock();
+        match leading {
+            Some(e) => {
+                let token = l.lease.token(e);
+                if token.is_some() && *slot != token {
+                    // A new term starts from chain state: what the previous leader recorded is read from the store.
+                    tracing::info!(chain = %self.name, market = mi.id, epoch = e, "solana: leading the market");
+                    self.seen.lock().retain(|(m, _), _| *m != mi.address);
+                    self.seeded.lock().remove(&mi.address);
+                }
+                *slot = token;
+                Some((crate::lease::Fence { lease: l.lease.clone(), epoch: e }, l.store.clone()))
+            }
+            None => {
+                if slot.take().is_some() {
+                    tracing::warn!(chain = %self.name, market = mi.id, "solana: standing by: another keeper holds the market's lease");
+                }
+                None
+            }
         }
     }
 
@@ -566,7 +688,7 @@ impl SolanaRuntime {
             if cancel.is_cancelled() {
                 break;
             }
-            let refused = match self.market_pass(mi, now, cancel).await {
+            let refused = match self.market_pass(mi, now, slot, cancel).await {
                 Ok(r) => r,
                 Err(e) => {
                     errors.push(format!("market {} ({}): {e:#}", mi.id, mi.address));
@@ -596,26 +718,34 @@ impl SolanaRuntime {
         Ok(())
     }
 
-    /// Reads one market and sends what its rounds need; returns why it is refused, if it is.
-    async fn market_pass(&self, mi: &MarketInfo, now: i64, cancel: &CancellationToken) -> Result<Option<String>> {
+    /// Reads one market and sends what its rounds need; returns why it is refused, if it is. A market whose lease
+    /// another keeper holds is left to it (M3): nothing is read, written or sent for it here.
+    async fn market_pass(
+        &self,
+        mi: &MarketInfo,
+        now: i64,
+        slot: u64,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        let Some((fence, store)) = self.term_of(mi) else { return Ok(mi.refused.clone()) };
         let program = self.cfg.program;
         let approval_key = pda(&program, &[FEED_SEED, mi.feed.as_ref()]);
         let got = self.get_many(&[mi.address, mi.feed, approval_key]).await?;
         let market_acc = got[0].as_ref().with_context(|| format!("market {} is gone", mi.address))?;
         let m = Market::try_deserialize(&mut market_acc.data.as_slice())
             .map_err(|e| anyhow::anyhow!("market {}: {e}", mi.address))?;
-        let Some(feed) = got[1].as_ref() else {
-            return Ok(Some(rules::Refusal::BadFeed("no such account".into()).to_string()));
-        };
+        // An unusable feed (gone, not the store program's, not a v2 feed) refuses the market, and its running rounds
+        // are still driven (AUDIT-2 A4): no price can be read, so they are refunded once their settle window has
+        // passed, and closed.
         let store_program: Pubkey = kronos_market::state::CHAINLINK_STORE;
-        if feed.owner != store_program {
-            return Ok(Some(
-                rules::Refusal::BadFeed(format!("owned by {}, not the Chainlink store", feed.owner)).to_string(),
-            ));
-        }
-        let header = match chainlink::header(&feed.data) {
-            Ok(h) => h,
-            Err(e) => return Ok(Some(rules::Refusal::BadFeed(format!("{e:?}")).to_string())),
+        let feed = match got[1].as_ref() {
+            None => Err(rules::Refusal::BadFeed("no such account".into())),
+            Some(f) if f.owner != store_program => {
+                Err(rules::Refusal::BadFeed(format!("owned by {}, not the Chainlink store", f.owner)))
+            }
+            Some(f) => chainlink::header(&f.data)
+                .map(|h| (h, f.data.as_slice()))
+                .map_err(|e| rules::Refusal::BadFeed(format!("{e:?}"))),
         };
         let approval = got[2]
             .as_ref()
@@ -625,16 +755,35 @@ impl SolanaRuntime {
         // A refused market gets no new round; its running rounds are still driven to their end (audit SOL M8):
         // without an approval (revoked) they settle as the program allows, and on a changed owner or writer the
         // program refunds them (`FeedChanged`) at the first lock or settle, sent as soon as its time has come.
-        let refusal = rules::check_feed(
-            (m.feed_owner, m.feed_writer),
-            approval,
-            (Pubkey::new_from_array(header.owner), Pubkey::new_from_array(header.writer)),
-        )
-        .err();
-        let changed = matches!(refusal, Some(rules::Refusal::Changed { .. }));
+        let feed_refusal = match &feed {
+            Err(r) => Some(r.clone()),
+            Ok((header, _)) => rules::check_feed(
+                (m.feed_owner, m.feed_writer),
+                approval,
+                (Pubkey::new_from_array(header.owner), Pubkey::new_from_array(header.writer)),
+            )
+            .err(),
+        };
+        let changed = matches!(feed_refusal, Some(rules::Refusal::Changed { .. }));
+        let refusal = feed_refusal.map(|r| r.to_string()).or_else(|| rules::lookback_refusal(&m));
         let epochs: Vec<u64> = rules::live_epochs(&m, now, rules::MAX_LOOKBACK).collect();
-        let keys: Vec<Pubkey> = epochs.iter().map(|e| round_address(&program, &mi.address, *e)).collect();
-        let accs = self.get_many(&keys).await?;
+        let mut keys: Vec<Pubkey> = epochs.iter().map(|e| round_address(&program, &mi.address, *e)).collect();
+        // Token markets: the settler's reward is paid to the keeper's associated token account, when it exists.
+        let ata = (!m.is_native())
+            .then(|| anchor_spl::associated_token::get_associated_token_address(&self.signer(), &m.mint));
+        keys.extend(ata);
+        let mut accs = self.get_many(&keys).await?;
+        let settler_token = match ata {
+            Some(a) => {
+                let acc = accs.pop().flatten();
+                let usable = acc.is_some_and(|acc| acc.owner == anchor_spl::token::ID);
+                if !usable {
+                    tracing::debug!(chain = %self.name, market = %mi.address, ata = %a, "solana: no associated token account for the market's mint: settle rewards stay with the treasury");
+                }
+                usable.then_some(a)
+            }
+            None => None,
+        };
         let rounds: BTreeMap<u64, Round> = epochs
             .iter()
             .zip(accs)
@@ -644,11 +793,14 @@ impl SolanaRuntime {
                 Round::try_deserialize(&mut a.data.as_slice()).ok().map(|r| (*e, r))
             })
             .collect();
+        self.seed_seen(mi, &rounds).await?;
         for r in rounds.values() {
-            self.record(mi, &m, r).await?;
+            self.record(mi, &m, r, &store).await?;
         }
-        let flagged = header.state != chainlink::STATE_NORMAL;
-        let feed_data = feed.data.clone();
+        let (flagged, feed_data) = match &feed {
+            Ok((h, data)) => (h.state != chainlink::STATE_NORMAL, Some(*data)),
+            Err(_) => (true, None),
+        };
         // The price at `t` is final when a neighbouring round recorded it or the feed has a transmission stamped
         // after it (and is not flagged): the program's rule (`crank.rs`).
         let recorded = |t: i64| {
@@ -659,7 +811,8 @@ impl SolanaRuntime {
         let final_at = |t: i64| {
             changed
                 || recorded(t)
-                || (!flagged && !matches!(chainlink::in_effect_at(&feed_data, t), Err(LookupError::NotFinal)))
+                || (!flagged
+                    && feed_data.is_some_and(|d| !matches!(chainlink::in_effect_at(d, t), Err(LookupError::NotFinal))))
         };
         let first = epochs.first().copied().unwrap_or(0);
         for e in epochs {
@@ -668,7 +821,8 @@ impl SolanaRuntime {
             }
             let mut action = rules::next_action(&m, e, rounds.get(&e), now, &final_at);
             // A finished round this keeper started: its rent back once the program allows it (audit SOL H3). The
-            // oldest epoch read is left alone unless it is the first: its previous round was not read.
+            // oldest epoch read is left alone unless it is the first: its previous round was not read (the reclaim
+            // below finds it once it has left the window).
             if let (Action::Done, Some(r)) = (action, rounds.get(&e)) {
                 let prev_read = e == 0 || e > first;
                 if prev_read
@@ -682,55 +836,234 @@ impl SolanaRuntime {
                 Action::Start(epoch) => self.start_ix(&mi.address, &m, epoch),
                 Action::Close(epoch) => self.close_ix(&mi.address, epoch),
                 Action::Lock(epoch) => self.lock_ix(&mi.address, &m, epoch),
-                Action::Settle(epoch) | Action::Refund(epoch) => self.settle_ix(&mi.address, &m, epoch),
+                Action::Settle(epoch) | Action::Refund(epoch) => self.settle_ix(&mi.address, &m, epoch, settler_token),
                 Action::Wait(_) | Action::Done => continue,
             };
-            let writable: Vec<Pubkey> =
-                instruction.accounts.iter().filter(|a| a.is_writable).map(|a| a.pubkey).collect();
-            let label = format!("{}:{}:{}", action_name(action), mi.id, e);
-            if self.failing.lock().get(&label).is_some_and(|(_, at)| Instant::now() < *at) {
-                continue;
-            }
-            let sent = self.send(action, &label, instruction, &writable, cancel).await;
-            self.refresh_metrics();
-            if !matches!(sent, Err(SendError::Other(_))) {
-                self.failing.lock().remove(&label);
-            }
-            match sent {
-                Ok(outcome) => {
-                    tracing::debug!(chain = %self.name, action = %label, ?outcome, "solana: action");
-                    if matches!(action, Action::Close(_)) {
-                        // Nothing more will be recorded for it.
-                        self.seen.lock().remove(&(mi.address, e));
-                    }
-                }
-                Err(SendError::Stopped) => return Ok(None),
-                Err(SendError::FeedChanged) => {
-                    return Ok(Some(rules::Refusal::Changed { what: "owner or writer" }.to_string()))
-                }
-                Err(SendError::Other(e)) => {
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    {
-                        let mut f = self.failing.lock();
-                        let now = Instant::now();
-                        // Steps of rounds long gone are forgotten.
-                        f.retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(600));
-                        let n = f.get(&label).map_or(0, |(n, _)| *n).saturating_add(1);
-                        f.insert(label.clone(), (n, now + rules::retry_after(n, self.poll)));
-                    }
-                    tracing::warn!(chain = %self.name, action = %label, error = %redact(&format!("{e:#}")), "solana: action failed");
-                    self.bus.publish(
-                        "keeper",
-                        SignalKind::TxFailed {
-                            chain: self.name.clone(),
-                            action: label,
-                            error: redact(&format!("{e:#}")),
-                        },
-                    );
-                }
+            match self.drive(mi, action, e, instruction, &fence, slot, cancel).await {
+                Flow::Next => {}
+                Flow::Stop => return Ok(mi.refused.clone()),
+                Flow::FeedChanged => return Ok(Some(rules::Refusal::Changed { what: "owner or writer" }.to_string())),
             }
         }
-        Ok(refusal.map(|r| r.to_string()))
+        if !cancel.is_cancelled() {
+            match self.reclaim(mi, &m, now, slot, first, &fence, cancel).await? {
+                Flow::Next => {}
+                Flow::Stop => return Ok(mi.refused.clone()),
+                Flow::FeedChanged => return Ok(Some(rules::Refusal::Changed { what: "owner or writer" }.to_string())),
+            }
+        }
+        Ok(refusal)
+    }
+
+    /// Sends `action` (on round `epoch` of `mi`) unless its back-off holds it, under `fence`; keeps the back-off
+    /// ([`rules::backoff_after`]), the alerts ([`rules::alert_now`]) and the settle delay.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        &self,
+        mi: &MarketInfo,
+        action: Action,
+        epoch: u64,
+        instruction: Instruction,
+        fence: &crate::lease::Fence,
+        slot: u64,
+        cancel: &CancellationToken,
+    ) -> Flow {
+        let writable: Vec<Pubkey> = instruction.accounts.iter().filter(|a| a.is_writable).map(|a| a.pubkey).collect();
+        let label = format!("{}:{}:{}", action_name(action), mi.id, epoch);
+        if matches!(action, Action::Settle(_) | Action::Refund(_)) {
+            self.due_slot.lock().entry((mi.address, epoch)).or_insert(slot);
+        }
+        if self.failing.lock().get(&label).is_some_and(|(_, at)| Instant::now() < *at) {
+            return Flow::Next;
+        }
+        let sent = self.send_fenced(Some(fence), action, &label, instruction, &writable, cancel).await;
+        self.refresh_metrics();
+        let tried = match &sent {
+            Ok(Sent::Done(_)) => rules::Tried::Done,
+            Ok(Sent::AlreadyDone) => rules::Tried::AlreadyDone,
+            Ok(Sent::NotYet) => rules::Tried::NotYet,
+            Ok(Sent::Expired) => rules::Tried::Expired,
+            Err(SendError::Other(_)) => rules::Tried::Failed,
+            // Stopping, or the market refused: nothing learnt about the step.
+            Err(_) => rules::Tried::Expired,
+        };
+        let alert_key = (mi.address, action_name(action));
+        match rules::backoff_after(tried) {
+            rules::Backoff::Clear => {
+                self.failing.lock().remove(&label);
+                self.alerted.lock().remove(&alert_key);
+            }
+            rules::Backoff::Count => self.count_failure(&label),
+            rules::Backoff::Keep => {}
+        }
+        match sent {
+            Ok(outcome) => {
+                tracing::debug!(chain = %self.name, action = %label, ?outcome, "solana: action");
+                if let (Sent::Done(done), Action::Settle(_) | Action::Refund(_)) = (&outcome, action) {
+                    if let Some(due) = self.due_slot.lock().remove(&(mi.address, epoch)) {
+                        let delay = done.saturating_sub(due);
+                        self.delays.lock().insert((mi.address, epoch), delay);
+                        self.metrics
+                            .settlement_delay_blocks
+                            .get_or_create(&ChainLabel { chain: self.name.clone() })
+                            .observe(delay as f64);
+                    }
+                }
+                if matches!(action, Action::Close(_)) && matches!(outcome, Sent::Done(_) | Sent::AlreadyDone) {
+                    // Nothing more will be recorded for it.
+                    self.seen.lock().remove(&(mi.address, epoch));
+                }
+                Flow::Next
+            }
+            Err(SendError::Stopped) => Flow::Stop,
+            Err(SendError::FeedChanged) => Flow::FeedChanged,
+            Err(SendError::Other(e)) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let text = redact(&format!("{e:#}"));
+                tracing::warn!(chain = %self.name, action = %label, error = %text, "solana: action failed");
+                let kind = error_kind(&e);
+                let alert = rules::alert_now(self.alerted.lock().get(&alert_key).map(String::as_str), &kind);
+                if alert {
+                    self.alerted.lock().insert(alert_key, kind);
+                    self.bus.publish(
+                        "keeper",
+                        SignalKind::TxFailed { chain: self.name.clone(), action: label, error: text },
+                    );
+                }
+                Flow::Next
+            }
+        }
+    }
+
+    /// One more refusal of the step `label` in a row: it waits [`rules::retry_after`] before its next try.
+    fn count_failure(&self, label: &str) {
+        let mut f = self.failing.lock();
+        let now = Instant::now();
+        // Steps of rounds long gone are forgotten.
+        f.retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(600));
+        let n = f.get(label).map_or(0, |(n, _)| *n).saturating_add(1);
+        f.insert(label.to_string(), (n, now + rules::retry_after(n, self.poll)));
+    }
+
+    /// The rounds of `mi` this keeper paid for that the live window (from epoch `first`) no longer reads (AUDIT-2
+    /// A1): rounds that stayed open for their positions (only their users can close them) or for a forecast's
+    /// reveal deadline. Looked for once per interval by `getProgramAccounts` (the market's rounds whose payer is the
+    /// keeper and whose positions are all closed), each closed as soon as the program allows it; the rounds still
+    /// held by open positions are counted and logged, never touched.
+    #[allow(clippy::too_many_arguments)]
+    async fn reclaim(
+        &self,
+        mi: &MarketInfo,
+        m: &Market,
+        now: i64,
+        slot: u64,
+        first: u64,
+        fence: &crate::lease::Fence,
+        cancel: &CancellationToken,
+    ) -> Result<Flow> {
+        let current = m.next_epoch(now);
+        if self.reclaimed.lock().get(&mi.address) == Some(&current) {
+            return Ok(Flow::Next);
+        }
+        let program = self.cfg.program;
+        let at = rules::RoundOffsets::get();
+        let payer = self.signer();
+        let mine = |positions_closed: bool| {
+            let mut f = vec![
+                RpcFilterType::DataSize((8 + Round::INIT_SPACE) as u64),
+                RpcFilterType::Memcmp(Memcmp::new_raw_bytes(0, Round::DISCRIMINATOR.to_vec())),
+                RpcFilterType::Memcmp(Memcmp::new_raw_bytes(at.market, mi.address.to_bytes().to_vec())),
+                RpcFilterType::Memcmp(Memcmp::new_raw_bytes(at.payer, payer.to_bytes().to_vec())),
+            ];
+            if positions_closed {
+                f.push(RpcFilterType::Memcmp(Memcmp::new_raw_bytes(at.positions, 0u32.to_le_bytes().to_vec())));
+            }
+            RpcProgramAccountsConfig {
+                filters: Some(f),
+                account_config: RpcAccountInfoConfig {
+                    encoding: Some(solana_client::rpc_config::UiAccountEncoding::Base64),
+                    commitment: Some(CommitmentConfig::confirmed()),
+                    min_context_slot: self.min_context_slot(),
+                    // The count of all the keeper's rounds needs their addresses only.
+                    data_slice: (!positions_closed)
+                        .then_some(solana_client::rpc_config::UiDataSliceConfig { offset: 0, length: 0 }),
+                },
+                ..Default::default()
+            }
+        };
+        let closed_cfg = mine(true);
+        let found = self
+            .client
+            .call(|c| c.get_program_ui_accounts_with_config(&program, closed_cfg.clone()).boxed())
+            .await
+            .with_context(|| format!("{}: getProgramAccounts (the keeper's rounds of market {})", self.name, mi.id))?;
+        let without_positions = found.len();
+        let mut rounds: BTreeMap<u64, Round> = BTreeMap::new();
+        for (k, ui) in found {
+            let acc = ui
+                .decode::<solana_account::Account>()
+                .with_context(|| format!("{}: getProgramAccounts: account {k}'s data is not decodable", self.name))?;
+            let Ok(r) = Round::try_deserialize(&mut acc.data.as_slice()) else { continue };
+            // What the node said is checked: the keeper's own round of this market, at its own address.
+            if acc.owner == program
+                && r.market == mi.address
+                && r.payer == payer
+                && r.epoch < first
+                && k == round_address(&program, &mi.address, r.epoch)
+            {
+                rounds.insert(r.epoch, r);
+            }
+        }
+        // The neighbours of the rounds that are closable on their own (the program's rule reads them).
+        let alone: Vec<u64> = rounds.iter().filter(|(_, r)| r.closable_alone(now).is_ok()).map(|(e, _)| *e).collect();
+        let mut around: Vec<u64> = alone.iter().flat_map(|e| [e.wrapping_sub(1), e + 1]).collect();
+        around.sort_unstable();
+        around.dedup();
+        let keys: Vec<Pubkey> = around.iter().map(|e| round_address(&program, &mi.address, *e)).collect();
+        let neighbours: BTreeMap<u64, Round> = around
+            .iter()
+            .zip(self.get_many(&keys).await?)
+            .filter_map(|(e, a)| {
+                let a = a?;
+                (a.owner == program).then_some(())?;
+                Round::try_deserialize(&mut a.data.as_slice()).ok().map(|r| (*e, r))
+            })
+            .collect();
+        let mut reveal = 0usize;
+        for e in alone {
+            if cancel.is_cancelled() {
+                return Ok(Flow::Stop);
+            }
+            let r = &rounds[&e];
+            let (prev, next) = (neighbours.get(&e.wrapping_sub(1)), neighbours.get(&(e + 1)));
+            match rules::held(r, prev, next, now, &payer) {
+                None => {
+                    match self.drive(mi, Action::Close(e), e, self.close_ix(&mi.address, e), fence, slot, cancel).await
+                    {
+                        Flow::Next => {}
+                        other => return Ok(other),
+                    }
+                }
+                Some(rules::Held::Reveal(_)) => reveal += 1,
+                Some(_) => {}
+            }
+        }
+        let all_cfg = mine(false);
+        let all = self
+            .client
+            .call(|c| c.get_program_ui_accounts_with_config(&program, all_cfg.clone()).boxed())
+            .await
+            .with_context(|| format!("{}: getProgramAccounts (the keeper's rounds of market {})", self.name, mi.id))?
+            .len();
+        let positions = all.saturating_sub(without_positions);
+        if positions > 0 || reveal > 0 {
+            tracing::info!(
+                chain = %self.name, market = mi.id, rounds = all, held_by_open_positions = positions, reveal_pending = reveal,
+                "solana: rounds this keeper paid the rent of are still open (positions only their users can close, forecast reveals); they are closed when the program allows it"
+            );
+        }
+        self.reclaimed.lock().insert(mi.address, current);
+        Ok(Flow::Next)
     }
 
     /// An instruction to the market program: its accounts and its data.
@@ -773,7 +1106,9 @@ impl SolanaRuntime {
         self.program_ix(accounts, ix::LockRound { epoch })
     }
 
-    fn settle_ix(&self, market: &Pubkey, m: &Market, epoch: u64) -> Instruction {
+    /// `settle_round`; `settler_token`: the keeper's token account for a token market's mint (its settle reward is
+    /// paid there; without one the reward stays with the treasury).
+    fn settle_ix(&self, market: &Pubkey, m: &Market, epoch: u64, settler_token: Option<Pubkey>) -> Instruction {
         let program = self.cfg.program;
         let accounts = acc::SettleRound {
             settler: self.signer(),
@@ -783,21 +1118,73 @@ impl SolanaRuntime {
             next_round: round_address(&program, market, epoch.wrapping_add(1)),
             feed: m.feed,
             vault: m.vault,
-            // Token markets: without the settler's token account its reward stays with the treasury.
-            settler_token: None,
-            token_program: None,
+            settler_token,
+            token_program: settler_token.map(|_| anchor_spl::token::ID),
         };
         self.program_ix(accounts, ix::SettleRound { epoch })
     }
 
-    /// Stores and signals a round's state once per change (started, locked, settled, cancelled).
-    async fn record(&self, mi: &MarketInfo, m: &Market, r: &Round) -> Result<()> {
+    /// What was recorded of `rounds` before this process saw them (at the first pass after a restart, or of a term
+    /// taken over from another keeper): their state as stored, and for an open round a start confirmed in the
+    /// store, so that nothing is signalled twice (audit SOL L3). (A start confirmed just before a crash, its round
+    /// not yet recorded, is then not signalled.)
+    async fn seed_seen(&self, mi: &MarketInfo, rounds: &BTreeMap<u64, Round>) -> Result<()> {
+        if self.seeded.lock().contains(&mi.address) {
+            return Ok(());
+        }
+        let unseen: Vec<u64> = {
+            let seen = self.seen.lock();
+            rounds.keys().filter(|e| !seen.contains_key(&(mi.address, **e))).copied().collect()
+        };
+        let (Some(oldest), Some(newest)) = (unseen.first(), unseen.last()) else {
+            self.seeded.lock().insert(mi.address);
+            return Ok(());
+        };
+        let back = rounds.keys().next_back().map_or(0, |last| last - oldest) as i64 + 1;
+        let stored = self.store.rounds(Some(&self.name), Some(mi.id as i64), back).await?;
+        {
+            let mut seen = self.seen.lock();
+            for row in stored {
+                let e = row.epoch as u64;
+                if e < *oldest || e > *newest || !unseen.contains(&e) {
+                    continue;
+                }
+                let status = match row.state {
+                    RoundState::Locked => RoundStatus::Locked,
+                    RoundState::Settled => RoundStatus::Settled,
+                    RoundState::Cancelled => RoundStatus::Cancelled,
+                };
+                seen.insert((mi.address, e), status);
+            }
+        }
+        for e in unseen {
+            if rounds[&e].status != RoundStatus::Open || self.seen.lock().contains_key(&(mi.address, e)) {
+                continue;
+            }
+            let action = format!("{}:{}:{e}", action_name(Action::Start(e)), mi.id);
+            let txs = self.store.txs_for_action(&self.name, &action).await?;
+            if txs.iter().any(|t| t.status == TxStatus::Confirmed) {
+                self.seen.lock().insert((mi.address, e), RoundStatus::Open);
+            }
+        }
+        self.seeded.lock().insert(mi.address);
+        Ok(())
+    }
+
+    /// Stores (in `store`, fenced by the market's lease term) and signals a round's state once per change (started,
+    /// locked, settled, cancelled).
+    async fn record(&self, mi: &MarketInfo, m: &Market, r: &Round, store: &Store) -> Result<()> {
         let key = (mi.address, r.epoch);
         if self.seen.lock().get(&key) == Some(&r.status) {
             return Ok(());
         }
         let chain = self.name.clone();
         let (market, epoch) = (mi.id, r.epoch);
+        let delay = if matches!(r.status, RoundStatus::Settled | RoundStatus::Cancelled) {
+            self.delays.lock().get(&key).copied()
+        } else {
+            None
+        };
         let lock_price = (r.lock_price_ts > 0).then(|| price(r.lock_price, m.decimals));
         let close_price = (r.close_price_ts > 0).then(|| price(r.close_price, m.decimals));
         let row = |state, outcome, reason| RoundRow {
@@ -813,7 +1200,8 @@ impl SolanaRuntime {
             down_wei: r.down_amount.to_string(),
             reward_wei: (r.status == RoundStatus::Settled).then(|| r.reward_amount.to_string()),
             treasury_fee_wei: (r.status == RoundStatus::Settled).then(|| r.fee.to_string()),
-            delay_blocks: None,
+            // Slots from the pass that found it due to the keeper's settle landing (none when someone else settled).
+            delay_blocks: delay.map(|d| d as i64),
         };
         let previous = self.seen.lock().get(&key).copied();
         let locked = || SignalKind::RoundLocked {
@@ -838,7 +1226,7 @@ impl SolanaRuntime {
                 );
             }
             RoundStatus::Locked => {
-                self.store.upsert_round(&row(RoundState::Locked, None, None)).await?;
+                store.upsert_round(&row(RoundState::Locked, None, None)).await?;
                 self.bus.publish("keeper", locked());
             }
             RoundStatus::Settled => {
@@ -846,7 +1234,7 @@ impl SolanaRuntime {
                     self.bus.publish("keeper", locked());
                 }
                 let o = outcome(r.outcome);
-                self.store.upsert_round(&row(RoundState::Settled, Some(o), None)).await?;
+                store.upsert_round(&row(RoundState::Settled, Some(o), None)).await?;
                 self.metrics
                     .rounds
                     .get_or_create(&ResultLabel {
@@ -867,7 +1255,7 @@ impl SolanaRuntime {
                         total_wei: (r.up_amount as u128 + r.down_amount as u128).to_string(),
                         reward_wei: r.reward_amount.to_string(),
                         treasury_fee_wei: r.fee.to_string(),
-                        delay_blocks: 0,
+                        delay_blocks: delay.unwrap_or(0),
                     },
                 );
             }
@@ -876,7 +1264,7 @@ impl SolanaRuntime {
                 // The signal carries the typed reason (the EVM vocabulary); the program's own reason is logged.
                 tracing::info!(chain = %chain, market, epoch, reason = text, "solana: round refunded");
                 let o = outcome(r.outcome);
-                self.store.upsert_round(&row(RoundState::Cancelled, Some(o), Some(reason))).await?;
+                store.upsert_round(&row(RoundState::Cancelled, Some(o), Some(reason))).await?;
                 self.metrics
                     .rounds
                     .get_or_create(&ResultLabel {
@@ -899,6 +1287,10 @@ impl SolanaRuntime {
         }
         tracing::info!(chain = %chain, market, epoch, status = ?r.status, "solana: round");
         self.seen.lock().insert(key, r.status);
+        if matches!(r.status, RoundStatus::Settled | RoundStatus::Cancelled) {
+            self.delays.lock().remove(&key);
+            self.due_slot.lock().remove(&key);
+        }
         Ok(())
     }
 
@@ -912,6 +1304,26 @@ impl SolanaRuntime {
         writable: &[Pubkey],
         cancel: &CancellationToken,
     ) -> Result<Sent, SendError> {
+        self.send_fenced(None, action, label, instruction, writable, cancel).await
+    }
+
+    /// [`send`](Self::send) under a market's lease term (M3): the transaction's row is written only while `fence`
+    /// holds the lease (else nothing is sent: [`SendError::Stopped`]), and it is broadcast again only while it
+    /// still does; once the term is over the transaction is followed without being re-broadcast, until it is
+    /// decided.
+    async fn send_fenced(
+        &self,
+        fence: Option<&crate::lease::Fence>,
+        action: Action,
+        label: &str,
+        instruction: Instruction,
+        writable: &[Pubkey],
+        cancel: &CancellationToken,
+    ) -> Result<Sent, SendError> {
+        let leads = || fence.is_none_or(|f| f.may_send());
+        if !leads() {
+            return Err(SendError::Stopped);
+        }
         let writable = writable.to_vec();
         let fees = self
             .client
@@ -976,7 +1388,20 @@ impl SolanaRuntime {
             gas_used: None,
             error: None,
         };
-        let id = self.store.insert_tx(&row, None).await.map_err(SendError::Other)?;
+        // Fenced: written (and then sent) only while the term holds the market's lease.
+        let term = fence.and_then(|f| f.token());
+        let id = match self.store.insert_tx(&row, term.as_ref()).await {
+            Ok(id) => id,
+            Err(e) if e.downcast_ref::<crate::store::Fenced>().is_some() => return Err(SendError::Stopped),
+            Err(e) => return Err(SendError::Other(e)),
+        };
+        if !leads() {
+            let _ = self
+                .store
+                .update_tx(id, TxStatus::Dropped, None, None, Some("the market's lease term ended before it was sent"))
+                .await;
+            return Err(SendError::Stopped);
+        }
         let send_config = RpcSendTransactionConfig {
             skip_preflight: false,
             preflight_commitment: Some(CommitmentLevel::Confirmed),
@@ -1045,7 +1470,10 @@ impl SolanaRuntime {
                     self.counters.rebroadcast.fetch_add(1, Ordering::Relaxed);
                     // /metrics stays current while one transaction is followed for long.
                     self.refresh_metrics();
-                    let _ = broadcast(&tx).await;
+                    // Once the lease term is over it is only followed: another keeper leads the market now.
+                    if leads() {
+                        let _ = broadcast(&tx).await;
+                    }
                     last_send = Instant::now();
                 }
                 SendStep::ReSign => {
@@ -1117,7 +1545,8 @@ impl SolanaRuntime {
 pub(super) enum SendError {
     /// The program refused with `FeedChanged`: the market is refused.
     FeedChanged,
-    /// The keeper is stopping; the transaction's row stays pending for the next start to settle.
+    /// The keeper is stopping (the transaction's row stays pending for the next start to settle), or the market's
+    /// lease term ended (nothing was sent).
     Stopped,
     Other(anyhow::Error),
 }
@@ -1137,4 +1566,16 @@ fn action_name(a: Action) -> &'static str {
         Action::Close(_) => "close",
         Action::Wait(_) | Action::Done => "none",
     }
+}
+
+/// The kind of a failed step's error, for its alert ([`rules::alert_now`]): the program's error variant when the
+/// program refused it, else where it failed (a node, the store).
+fn error_kind(e: &anyhow::Error) -> String {
+    if let Some(r) = e.downcast_ref::<super::forecast::Refused>() {
+        return format!("program: {}", r.what);
+    }
+    if e.downcast_ref::<solana_client::client_error::ClientError>().is_some() {
+        return "rpc".into();
+    }
+    "other".into()
 }

@@ -99,10 +99,74 @@ pub fn retry_after(failures: u32, poll: std::time::Duration) -> std::time::Durat
     poll.saturating_mul(1u32 << (failures - 1).min(16)).min(std::time::Duration::from_secs(300))
 }
 
-/// The most epochs [`live_epochs`] reaches back: the settle window over the interval decides (audit SOL M6: a fixed
-/// 16 left the rounds of a 60 s market with a 1 h window unread after an outage, to expire), within this bound on
-/// the accounts read every pass (6 `getMultipleAccounts` of 100).
-pub const MAX_LOOKBACK: u64 = 600;
+/// What a send came to, as far as the retry back-off is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tried {
+    /// Confirmed.
+    Done,
+    /// The program said someone else did it.
+    AlreadyDone,
+    /// The program said its time has not come.
+    NotYet,
+    /// Its blockhash expired before it landed: the next pass re-reads the round and signs again if still needed.
+    Expired,
+    /// Any other error.
+    Failed,
+}
+
+/// What a send's result does to the step's back-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backoff {
+    /// The step is done: forget its failures.
+    Clear,
+    /// One more refusal in a row: wait [`retry_after`] before the next try.
+    Count,
+    /// Neither (a dropped transaction says nothing of the step): the count stays.
+    Keep,
+}
+
+/// Only a confirmed step clears its back-off (audit AUDIT-2 A3): a program's "already done" or "not yet" is a
+/// refusal like any other — a node with a lying clock or a stale view answers it in simulation again and again, and
+/// one that lands costs a fee — so it counts, and the step is tried less and less often until the round's state,
+/// read again each pass, no longer asks for it.
+pub fn backoff_after(t: Tried) -> Backoff {
+    match t {
+        Tried::Done => Backoff::Clear,
+        Tried::AlreadyDone | Tried::NotYet | Tried::Failed => Backoff::Count,
+        Tried::Expired => Backoff::Keep,
+    }
+}
+
+/// Whether an error of `kind` on a step is alerted (a `TxFailed` signal, which Telegram forwards): once per kind,
+/// until the step succeeds (`last_alerted` is then cleared), so a permanent error is told once, not every pass
+/// (audit SOL L4); a new kind of error is told again.
+pub fn alert_now(last_alerted: Option<&str>, kind: &str) -> bool {
+    last_alerted != Some(kind)
+}
+
+/// The most epochs [`live_epochs`] reads each pass (20 `getMultipleAccounts` of 100). The look-back itself comes from
+/// the market ([`lookback`]: the settle window over the interval; audit SOL M6, AUDIT-2 A5); a market that needs
+/// more is refused new rounds ([`lookback_refusal`]) — its running rounds are still read, this many back.
+pub const MAX_LOOKBACK: u64 = 2_000;
+
+/// How many epochs back a round of `m` may still be open or settleable: two intervals from its start to its close,
+/// then the settle window (the larger of the current and the pending parameters').
+pub fn lookback(m: &Market) -> u64 {
+    let iv = m.interval.max(1) as u64;
+    let window = m.pending_params.map_or(0, |p| p.settle_window).max(m.params.settle_window) as u64;
+    2 + window.div_ceil(iv)
+}
+
+/// Why the keeper starts no round of `m`, if its settle window is longer than the keeper reads back each pass.
+pub fn lookback_refusal(m: &Market) -> Option<String> {
+    let need = lookback(m);
+    (need > MAX_LOOKBACK).then(|| {
+        format!(
+            "its settle window spans {need} rounds; the keeper reads at most {MAX_LOOKBACK} back each pass, so it \
+             could not settle every round it starts"
+        )
+    })
+}
 
 /// Whether `close_round` on round `r` now returns its rent to `payer`: `payer` started it, and the program's own rule
 /// holds ([`Round::closable_alone`] and [`Round::neighbours_allow_close`], `None`: the neighbour does not exist).
@@ -112,12 +176,69 @@ pub fn closable(r: &Round, prev: Option<&Round>, next: Option<&Round>, now: i64,
 
 /// The epochs worth looking at at `now`: from the oldest one whose round may still be open (its close plus the
 /// settle window not yet passed, bounded by `lookback`) to the epoch taking bets now.
-pub fn live_epochs(m: &Market, now: i64, lookback: u64) -> std::ops::RangeInclusive<u64> {
+pub fn live_epochs(m: &Market, now: i64, max: u64) -> std::ops::RangeInclusive<u64> {
     let current = m.next_epoch(now).saturating_sub(1);
-    let iv = m.interval.max(1) as u64;
     // A round closes two intervals after its start and may be settled for `settle_window` after that.
-    let back = 2 + (m.params.settle_window as u64).div_ceil(iv);
-    current.saturating_sub(back.min(lookback))..=current
+    current.saturating_sub(lookback(m).min(max))..=current
+}
+
+/// Where a `Round` account holds the fields the keeper filters its rounds by (`getProgramAccounts` memcmp, AUDIT-2
+/// A1): found by serialising a round with marked values, so that no layout is copied by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundOffsets {
+    pub market: usize,
+    pub positions: usize,
+    pub payer: usize,
+}
+
+impl RoundOffsets {
+    pub fn get() -> RoundOffsets {
+        use anchor_lang::AccountSerialize;
+        let (market, payer) = (Pubkey::new_from_array([0x5A; 32]), Pubkey::new_from_array([0xA5; 32]));
+        let params = kronos_market::state::Params {
+            fee_bps: 0,
+            min_bet: 0,
+            max_price_age: 0,
+            settle_window: 0,
+            report_delay: 0,
+            bet_cutoff: 0,
+            settler_reward_bps: 0,
+        };
+        let mut r = Round::opened(market, 0, (0, 0, 0), params, payer, 0);
+        r.positions = 0xC3C3_C3C3;
+        let mut data = Vec::new();
+        r.try_serialize(&mut data).expect("a Round serialises");
+        let at = |bytes: &[u8]| data.windows(bytes.len()).position(|w| w == bytes).expect("a marked field is there");
+        RoundOffsets { market: at(market.as_ref()), positions: at(&[0xC3; 4]), payer: at(payer.as_ref()) }
+    }
+}
+
+/// Why a final round the keeper paid for still holds its rent (AUDIT-2 A1), or `None` when `close_round` returns
+/// it now ([`closable`]). Only its users may close their positions (`close_position` needs the user's signature, and
+/// the keeper claims nothing on anyone's behalf), so a round with open positions holds its rent until they do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Not final yet (or a neighbour still needs its price records).
+    Running,
+    /// This many positions are still open: only their owners can close them.
+    Positions(u32),
+    /// A forecast committed on it may be revealed until then (unix seconds).
+    Reveal(i64),
+}
+
+/// What holds round `r`'s rent at `now` ([`Held`]), `None` when it can be closed now by `payer`; `None` too for a
+/// round someone else paid for (not the keeper's rent). `prev`/`next`: the neighbouring rounds (`None`: absent).
+pub fn held(r: &Round, prev: Option<&Round>, next: Option<&Round>, now: i64, payer: &Pubkey) -> Option<Held> {
+    if r.payer != *payer || closable(r, prev, next, now, payer) {
+        return None;
+    }
+    Some(if !r.is_final(now) || Round::neighbours_allow_close(prev, next, now).is_err() {
+        Held::Running
+    } else if r.positions > 0 {
+        Held::Positions(r.positions)
+    } else {
+        Held::Reveal(r.reveal_until)
+    })
 }
 
 /// The smallest compute-unit limit the keeper asks for (program-test's native builtins report ~1 CU, and the
@@ -484,6 +605,82 @@ mod tests {
         assert_eq!(retry_after(9, poll), Duration::from_secs(256));
         assert_eq!(retry_after(10, poll), Duration::from_secs(300));
         assert_eq!(retry_after(u32::MAX, poll), Duration::from_secs(300));
+    }
+
+    /// AUDIT-2 A3: only a confirmed step clears its back-off; "already done" and "not yet" count like any refusal
+    /// (a lying node answers them pass after pass), a dropped transaction neither clears nor counts.
+    #[test]
+    fn only_a_confirmed_step_clears_its_back_off() {
+        assert_eq!(backoff_after(Tried::Done), Backoff::Clear);
+        assert_eq!(backoff_after(Tried::AlreadyDone), Backoff::Count);
+        assert_eq!(backoff_after(Tried::NotYet), Backoff::Count);
+        assert_eq!(backoff_after(Tried::Failed), Backoff::Count);
+        assert_eq!(backoff_after(Tried::Expired), Backoff::Keep);
+    }
+
+    /// Audit SOL L4: a permanent error is alerted once, a new kind of error again.
+    #[test]
+    fn an_error_is_alerted_once_per_kind_until_the_step_succeeds() {
+        assert!(alert_now(None, "program: TooLateToStart"));
+        assert!(!alert_now(Some("program: TooLateToStart"), "program: TooLateToStart"));
+        assert!(alert_now(Some("program: TooLateToStart"), "rpc"));
+    }
+
+    /// AUDIT-2 A5: the look-back comes from the market (its settle window, the pending one too if longer), beyond
+    /// the old fixed 600; a market needing more than the keeper reads is refused new rounds.
+    #[test]
+    fn the_look_back_follows_the_settle_window_and_too_long_a_window_is_refused() {
+        let mut m = market();
+        m.interval = 60;
+        m.params.settle_window = 60 * 1_000;
+        let now = GENESIS + 5_000 * 60 + 5;
+        assert_eq!(lookback(&m), 1_002);
+        assert_eq!(live_epochs(&m, now, MAX_LOOKBACK), 3_998..=5_000);
+        assert_eq!(lookback_refusal(&m), None);
+        m.pending_params = Some(Params { settle_window: 60 * 3_000, ..params() });
+        assert_eq!(lookback(&m), 3_002);
+        assert_eq!(live_epochs(&m, now, MAX_LOOKBACK), 3_000..=5_000);
+        assert!(lookback_refusal(&m).is_some_and(|r| r.contains("3002 rounds")), "{:?}", lookback_refusal(&m));
+    }
+
+    /// AUDIT-2 A1: the keeper's rounds are found by their fields' offsets, taken from the program's own layout.
+    #[test]
+    fn the_round_offsets_point_at_the_market_positions_and_payer() {
+        use anchor_lang::{AccountSerialize, Space};
+        let at = RoundOffsets::get();
+        let m = market();
+        let mut r = round(&m, 3, RoundStatus::Settled);
+        let (market_key, payer) = (Pubkey::new_unique(), Pubkey::new_unique());
+        r.market = market_key;
+        r.payer = payer;
+        r.positions = 7;
+        let mut data = Vec::new();
+        r.try_serialize(&mut data).unwrap();
+        assert_eq!(data.len(), 8 + Round::INIT_SPACE);
+        assert_eq!(&data[at.market..at.market + 32], market_key.as_ref());
+        assert_eq!(&data[at.payer..at.payer + 32], payer.as_ref());
+        assert_eq!(&data[at.positions..at.positions + 4], &7u32.to_le_bytes());
+    }
+
+    /// AUDIT-2 A1: what holds a final round's rent: its open positions (only their users close them), a forecast's
+    /// reveal deadline, or nothing (closable now); a round someone else paid for is not the keeper's.
+    #[test]
+    fn a_final_round_is_held_by_its_positions_or_a_reveal_else_closable() {
+        let m = market();
+        let me = Pubkey::new_unique();
+        let mut r = round(&m, 3, RoundStatus::Settled);
+        r.payer = me;
+        let now = r.close_ts + 1;
+        assert_eq!(held(&r, None, None, now, &me), None);
+        r.positions = 2;
+        assert_eq!(held(&r, None, None, now, &me), Some(Held::Positions(2)));
+        r.positions = 0;
+        r.reveal_until = now + 100;
+        assert_eq!(held(&r, None, None, now, &me), Some(Held::Reveal(now + 100)));
+        assert_eq!(held(&r, None, None, now + 101, &me), None);
+        assert_eq!(held(&r, None, None, now, &Pubkey::new_unique()), None);
+        r.status = RoundStatus::Locked;
+        assert_eq!(held(&r, None, None, now, &me), Some(Held::Running));
     }
 
     #[test]

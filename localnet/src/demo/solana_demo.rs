@@ -103,6 +103,7 @@ pub fn keeper_config(
         cu_margin_percent: 15,
         rebroadcast_s: 2,
         local: true,
+        other_program: false,
     })
 }
 
