@@ -589,6 +589,115 @@ async fn two_keepers_on_one_store_one_leads_the_market_the_other_stands_by_then_
     b.stop().await;
 }
 
+/// Issue 15: on a token market the settle reward reaches the keeper's associated token account for the mint (it
+/// used to stay with the treasury: the keeper passed no token account to `settle_round`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_market_s_settle_reward_reaches_the_keeper_s_token_account() {
+    use anchor_lang::solana_program::program_option::COption;
+    use anchor_lang::solana_program::program_pack::Pack;
+    use anchor_spl::token::spl_token::state::{Account as TokenAccount, AccountState, Mint};
+    let (c, dir, key) = funded(true).await;
+    let a = c.authority.pubkey();
+    let token_program = anchor_spl::token::ID;
+    let put = |address: Pubkey, data: Vec<u8>| {
+        c.control(
+            "account",
+            json!({ "address": address.to_string(), "lamports": SOL, "owner": token_program.to_string(),
+                    "data": base64::engine::general_purpose::STANDARD.encode(&data) }),
+        )
+    };
+    let mint = Pubkey::new_unique();
+    let mut data = vec![0u8; Mint::LEN];
+    let m = Mint {
+        mint_authority: COption::Some(a),
+        supply: 1_000_000_000_000,
+        decimals: 6,
+        is_initialized: true,
+        freeze_authority: COption::None,
+    };
+    m.pack_into_slice(&mut data);
+    put(mint, data).await;
+    let token_account = |owner: Pubkey, amount: u64| {
+        let mut data = vec![0u8; TokenAccount::LEN];
+        let t = TokenAccount {
+            mint,
+            owner,
+            amount,
+            delegate: COption::None,
+            state: AccountState::Initialized,
+            is_native: COption::None,
+            delegated_amount: 0,
+            close_authority: COption::None,
+        };
+        t.pack_into_slice(&mut data);
+        data
+    };
+    // The keeper's associated token account for the mint (empty).
+    let ata = anchor_spl::associated_token::get_associated_token_address(&key.pubkey(), &mint);
+    put(ata, token_account(key.pubkey(), 0)).await;
+    let market = pda(&[MARKET_SEED, a.as_ref(), &2u64.to_le_bytes()]);
+    let vault = pda(&[VAULT_SEED, market.as_ref()]);
+    let params = Params {
+        fee_bps: 300,
+        min_bet: 1_000,
+        max_price_age: 3_600,
+        settle_window: IV as u32,
+        report_delay: DELAY as u32,
+        bet_cutoff: 10,
+        settler_reward_bps: 1_000,
+    };
+    let init = ixn(
+        acc::InitializeTokenMarket {
+            authority: a,
+            market,
+            mint,
+            vault,
+            feed: c.feed,
+            feed_approval: pda(&[FEED_SEED, c.feed.as_ref()]),
+            token_program,
+            system_program: anchor_lang::system_program::ID,
+        },
+        ix::InitializeTokenMarket { id: 2, genesis: GENESIS, interval: IV as u32, params },
+    );
+    c.send(&[init], &[&c.authority]).await;
+    let text = c
+        .config(dir.path(), &[], &key, "")
+        .replace(&format!("markets = [\"{}\"]", c.market), &format!("markets = [\"{market}\"]"));
+    let mut k = run_keeper(&text).await;
+    start_round_0(&c, &mut k).await;
+    let round = round_key(&market, 0);
+    for side in [Side::Up, Side::Down] {
+        let user = Keypair::new();
+        c.fund(&user.pubkey()).await;
+        let stake = Pubkey::new_unique();
+        put(stake, token_account(user.pubkey(), 10_000_000)).await;
+        let accounts = acc::PlaceBet {
+            user: user.pubkey(),
+            market,
+            round,
+            position: pda(&[POSITION_SEED, round.as_ref(), user.pubkey().as_ref()]),
+            vault,
+            user_token: Some(stake),
+            token_program: Some(token_program),
+            system_program: anchor_lang::system_program::ID,
+        };
+        c.send(&[ixn(accounts, ix::Bet { epoch: 0, side, amount: 1_000_000, max_fee_bps: 300 })], &[&user]).await;
+    }
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 150).await;
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 600).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    assert_eq!(k.wait_settled(0).await, Outcome::Up);
+    let r = c.client.get_account_with_commitment(&round, CommitmentConfig::confirmed()).await.unwrap().value.unwrap();
+    let r = Round::try_deserialize(&mut r.data.as_slice()).unwrap();
+    // 2 tokens staked: a 3% fee (60,000 units), a tenth of it to the settler.
+    assert_eq!(r.settler_reward, 6_000);
+    let got = c.client.get_account_with_commitment(&ata, CommitmentConfig::confirmed()).await.unwrap().value.unwrap();
+    assert_eq!(TokenAccount::unpack(&got.data).unwrap().amount, 6_000);
+    k.stop().await;
+}
+
 /// A port nothing listens on.
 fn dead_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

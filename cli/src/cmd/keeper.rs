@@ -64,9 +64,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// `kronos run`: the keeper daemon until SIGINT/SIGTERM.
 pub(crate) fn run(a: RunArgs) -> Result<()> {
     let cfg = Config::load(&a.config)?;
-    let signer = cfg.load_signer(&|k| std::env::var(k).ok())?;
+    let signer = evm_signer(&cfg, &|k| std::env::var(k).ok())?;
     runtime()?.block_on(async move {
-        tracing::info!(config = %a.config.display(), chains = cfg.chains.len(), signer = %signer.address(), "starting the keeper");
+        if cfg.chains.is_empty() {
+            tracing::info!(config = %a.config.display(), solana = cfg.solana.len(), "starting the keeper (no EVM chain: no EVM signer)");
+        } else {
+            tracing::info!(config = %a.config.display(), chains = cfg.chains.len(), signer = %signer.address(), "starting the keeper");
+        }
         let keeper = Keeper::build(&cfg, signer, Bus::default(), Overrides::default()).await?;
         let cancel = CancellationToken::new();
         let c = cancel.clone();
@@ -77,6 +81,16 @@ pub(crate) fn run(a: RunArgs) -> Result<()> {
         });
         keeper.run(cancel).await
     })
+}
+
+/// The EVM signer `kronos run` drives its `[[chain]]` sections with. A keeper with none (only `[[solana]]`, whose
+/// signer is its own `key_file` or `KRONOS_SOLANA_KEY`) signs nothing on an EVM chain, so no EVM key is asked for:
+/// it gets a throwaway one that never signs.
+fn evm_signer(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<alloy::signers::local::PrivateKeySigner> {
+    if cfg.chains.is_empty() {
+        return Ok(alloy::signers::local::PrivateKeySigner::random());
+    }
+    Ok(cfg.load_signer(env)?)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -127,4 +141,30 @@ pub(crate) fn deploy(a: DeployArgs) -> Result<()> {
         dry_run: a.dry_run,
     };
     runtime()?.block_on(kronos_localnet::deploy::deploy(&req, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kronos-market program id (`programs-solana`'s `declare_id!`).
+    const PROGRAM: &str = "8p8BNBjueeyCJ2QZgeWGh67FujB5sziemG2NpV2SYxA9";
+
+    fn config(chain: &str) -> Config {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let text = format!(
+            "[keeper]\ncatalogue = \"{root}/config/chains.toml\"\nstore = \"sqlite::memory:\"\nsigner = {{ env = \"KRONOS_TEST_NO_SUCH_KEY\" }}\n\n\
+             [[solana]]\nname = \"solana\"\nrpc = [\"http://127.0.0.1:8899\"]\nprogram = \"{PROGRAM}\"\nlocal = true\n{chain}"
+        );
+        Config::parse(&text, "(test)", &|_| None).unwrap()
+    }
+
+    /// Issue 15: `kronos run` with only `[[solana]]` sections asked for the EVM signer's variable all the same.
+    #[test]
+    fn a_solana_only_keeper_needs_no_evm_signer_and_an_evm_one_still_does() {
+        assert!(evm_signer(&config(""), &|_| None).is_ok());
+        let evm = "\n[[chain]]\nname = \"base\"\nrpc = [\"http://127.0.0.1:8545\"]\nmarket = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n";
+        let e = evm_signer(&config(evm), &|_| None).unwrap_err().to_string();
+        assert!(e.contains("keeper.signer.env") && e.contains("KRONOS_TEST_NO_SUCH_KEY"), "{e}");
+    }
 }
