@@ -566,7 +566,7 @@ impl SolanaRuntime {
 
     /// The term under which this keeper drives market `mi` now, and the store fenced by it; `None` while another
     /// keeper leads it (M3: nothing is read, written or sent for it then). SQLite: always this keeper's.
-    fn term_of(&self, mi: &MarketInfo) -> Option<(crate::lease::Fence, Store)> {
+    pub(super) fn term_of(&self, mi: &MarketInfo) -> Option<(crate::lease::Fence, Store)> {
         let l = self.lease_for(mi.id);
         let leading = match l.lease.view() {
             crate::lease::LeaseView::Single => Some(0),
@@ -1311,7 +1311,7 @@ impl SolanaRuntime {
     /// holds the lease (else nothing is sent: [`SendError::Stopped`]), and it is broadcast again only while it
     /// still does; once the term is over the transaction is followed without being re-broadcast, until it is
     /// decided.
-    async fn send_fenced(
+    pub(super) async fn send_fenced(
         &self,
         fence: Option<&crate::lease::Fence>,
         action: Action,

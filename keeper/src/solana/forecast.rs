@@ -289,7 +289,10 @@ impl Forecasts {
             if mi.refused.is_some() {
                 continue;
             }
-            if let Err(e) = self.commit(mi.address, mi.id, &cluster, cancel).await {
+            // Commits only under the market's lease term (M3: a standby sends nothing for it); this keeper's own
+            // commitments are revealed below whoever leads (only its signer can reveal them).
+            let Some((fence, _)) = self.rt.term_of(mi) else { continue };
+            if let Err(e) = self.commit(mi.address, mi.id, &cluster, &fence, cancel).await {
                 errors.push(format!("market {} commit: {e:#}", mi.id));
             }
         }
@@ -320,7 +323,14 @@ impl Forecasts {
     }
 
     /// Forecasts and commits the round of `market` taking bets, if the window allows and it is not committed yet.
-    async fn commit(&mut self, market: Pubkey, id: u64, cluster: &[u8; 32], cancel: &CancellationToken) -> Result<()> {
+    async fn commit(
+        &mut self,
+        market: Pubkey,
+        id: u64,
+        cluster: &[u8; 32],
+        fence: &crate::lease::Fence,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
         let rt = self.rt.clone();
         let program = rt.cfg.program;
         let forecast_market = pda(&program, &[FORECAST_MARKET_SEED, market.as_ref()]);
@@ -348,7 +358,7 @@ impl Forecasts {
         if self.backing_off(&label) {
             return Ok(());
         }
-        let res = self.commit_round(&r, (market, id, m.interval), epoch, now, cluster, cancel).await;
+        let res = self.commit_round(&r, (market, id, m.interval), epoch, now, cluster, fence, cancel).await;
         match res {
             Ok(()) => {
                 self.failing.remove(&label);
@@ -361,7 +371,8 @@ impl Forecasts {
         }
     }
 
-    /// Commits round `epoch` (`r`) of market `(address, id, interval)`.
+    /// Commits round `epoch` (`r`) of market `(address, id, interval)` under the market's lease term `fence`.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_round(
         &mut self,
         r: &Round,
@@ -369,6 +380,7 @@ impl Forecasts {
         epoch: u64,
         now: i64,
         cluster: &[u8; 32],
+        fence: &crate::lease::Fence,
         cancel: &CancellationToken,
     ) -> Result<()> {
         let rt = self.rt.clone();
@@ -477,7 +489,7 @@ impl Forecasts {
         let instruction = rt.program_ix(accounts, ix::Commit { epoch, commitment });
         let writable: Vec<Pubkey> = instruction.accounts.iter().filter(|a| a.is_writable).map(|a| a.pubkey).collect();
         let label = format!("commit:{id}:{epoch}");
-        match rt.send(Action::Done, &label, instruction, &writable, cancel).await {
+        match rt.send_fenced(Some(fence), Action::Done, &label, instruction, &writable, cancel).await {
             Ok(Sent::Done(_)) => {
                 let tx = self.tx_of(&label).await?;
                 rt.store.set_commit_tx(&chain, id as i64, epoch as i64, &who, &tx).await?;
