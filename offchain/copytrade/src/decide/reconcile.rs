@@ -15,6 +15,11 @@ pub(crate) enum Difference {
     ClosedOutside,
     /// Orders of unknown fate found late executed exactly the difference: adopted as theirs, not drift.
     Adopted,
+    /// The position is gone and a stop was held or kept replaced for it, but what became of it is not known (its
+    /// question failed, or its status is unknown) — AUDIT-3 F3. Decided as a stop-out for the follower: the exchange's
+    /// flat position is adopted and nothing is re-entered until the lead closes or flips (it may have been the
+    /// stop; re-entering a stopped-out position is the one thing a stop-out must never lead to).
+    Undecided,
     /// Anything else (a manual trade, a liquidation): drift, adopted and reported.
     Unexplained,
 }
@@ -26,8 +31,16 @@ pub(crate) fn may_be_stopped_out(ours: Decimal, theirs: Decimal) -> bool {
 }
 
 /// Called only when `ours` ≠ `theirs`. `late`: the signed quantity orders found late executed in the symbol;
-/// `stop`: what became of the position's recorded stop (`None`: no stop recorded, not asked, or the question failed).
-pub(crate) fn difference(ours: Decimal, theirs: Decimal, late: Decimal, stop: Option<&StopFate>) -> Difference {
+/// `stop`: what became of the position's recorded stop (`None`: no stop recorded, not asked, or the question failed);
+/// `stop_known`: a stop was held or kept replaced for the symbol (so `None` means its fate is undecided, not that
+/// there was none).
+pub(crate) fn difference(
+    ours: Decimal,
+    theirs: Decimal,
+    late: Decimal,
+    stop: Option<&StopFate>,
+    stop_known: bool,
+) -> Difference {
     let flat = may_be_stopped_out(ours, theirs);
     if flat && stop.is_some_and(StopFate::fired) {
         Difference::StoppedOut
@@ -36,6 +49,8 @@ pub(crate) fn difference(ours: Decimal, theirs: Decimal, late: Decimal, stop: Op
         Difference::Adopted
     } else if flat && stop.is_some_and(|f| f.to_record().is_some()) {
         Difference::ClosedOutside
+    } else if flat && stop.is_none() && stop_known {
+        Difference::Undecided
     } else {
         Difference::Unexplained
     }
@@ -54,27 +69,38 @@ mod tests {
         assert!(may_be_stopped_out(d("0.1"), d("0")));
         assert!(!may_be_stopped_out(d("0.1"), d("0.05")));
         assert!(!may_be_stopped_out(d("0"), d("0.1")));
-        assert_eq!(difference(d("0.1"), d("0"), d("0"), FIRED), Difference::StoppedOut);
-        assert_eq!(difference(d("-0.1"), d("0"), d("0"), FIRED), Difference::StoppedOut);
+        assert_eq!(difference(d("0.1"), d("0"), d("0"), FIRED, false), Difference::StoppedOut);
+        assert_eq!(difference(d("-0.1"), d("0"), d("0"), FIRED, false), Difference::StoppedOut);
         // The stop cancelled, expired or unknown to the exchange: closed outside (no stop-out, but no chasing).
         for ended in [StopFate::Ended("canceled".into()), StopFate::Ended("expired".into()), StopFate::NotFound] {
-            assert_eq!(difference(d("0.1"), d("0"), d("0"), Some(&ended)), Difference::ClosedOutside, "{ended:?}");
+            assert_eq!(
+                difference(d("0.1"), d("0"), d("0"), Some(&ended), false),
+                Difference::ClosedOutside,
+                "{ended:?}"
+            );
         }
         // The stop still open, or not known: someone closed it (drift).
-        assert_eq!(difference(d("0.1"), d("0"), d("0"), OPEN), Difference::Unexplained);
-        assert_eq!(difference(d("0.1"), d("0"), d("0"), None), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0"), d("0"), OPEN, false), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0"), d("0"), None, false), Difference::Unexplained);
+        // AUDIT-3 F3: a stop was held or kept replaced but its fate is not known: undecided, never drift (drift
+        // adopts the flat position and re-enters; before, this was Unexplained).
+        assert_eq!(difference(d("0.1"), d("0"), d("0"), None, true), Difference::Undecided);
+        assert_eq!(difference(d("0.1"), d("0"), d("0"), FIRED, true), Difference::StoppedOut);
+        assert_eq!(difference(d("0.1"), d("0"), d("0"), OPEN, true), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0.05"), d("0"), None, true), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0"), d("-0.1"), None, true), Difference::Adopted);
         // Only a flat exchange position can be a stop-out.
-        assert_eq!(difference(d("0.1"), d("0.05"), d("0"), FIRED), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0.05"), d("0"), FIRED, false), Difference::Unexplained);
     }
 
     #[test]
     fn what_late_orders_explain_exactly_is_adopted_anything_else_is_drift() {
-        assert_eq!(difference(d("0.1"), d("0.15"), d("0.05"), None), Difference::Adopted);
-        assert_eq!(difference(d("0.1"), d("0"), d("-0.1"), None), Difference::Adopted);
-        assert_eq!(difference(d("0"), d("-0.2"), d("-0.2"), None), Difference::Adopted);
+        assert_eq!(difference(d("0.1"), d("0.15"), d("0.05"), None, false), Difference::Adopted);
+        assert_eq!(difference(d("0.1"), d("0"), d("-0.1"), None, false), Difference::Adopted);
+        assert_eq!(difference(d("0"), d("-0.2"), d("-0.2"), None, false), Difference::Adopted);
         let expired = StopFate::Ended("expired".into());
-        assert_eq!(difference(d("0.1"), d("0"), d("-0.1"), Some(&expired)), Difference::Adopted);
-        assert_eq!(difference(d("0.1"), d("0.16"), d("0.05"), None), Difference::Unexplained);
-        assert_eq!(difference(d("0.1"), d("0.15"), d("0"), None), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0"), d("-0.1"), Some(&expired), false), Difference::Adopted);
+        assert_eq!(difference(d("0.1"), d("0.16"), d("0.05"), None, false), Difference::Unexplained);
+        assert_eq!(difference(d("0.1"), d("0.15"), d("0"), None, false), Difference::Unexplained);
     }
 }

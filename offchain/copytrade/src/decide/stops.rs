@@ -142,6 +142,12 @@ impl StopFate {
         matches!(self, StopFate::Fired | StopFate::Firing)
     }
 
+    /// Its fate is known: it fired, or it ended (or is unknown to the exchange) — what a positions read made after
+    /// the question is needed for.
+    pub(crate) fn settled(&self) -> bool {
+        self.fired() || self.to_record().is_some()
+    }
+
     /// It no longer protects and closed nothing: the status to record when it is dropped (a position that still
     /// exists gets a new one); `None` while it is open, or when it fired (the stop-out check has it).
     pub(crate) fn to_record(&self) -> Option<String> {
@@ -175,27 +181,94 @@ pub(crate) fn flat_fate(held: Option<Asked>, replaced: &[Asked]) -> Option<StopF
     }
 }
 
+/// What the exchange showed for a symbol in a positions read made after its stops were asked (AUDIT-3 F1: a stop
+/// is judged against a position read after its own answer, never before it — a stop that fires and fills between
+/// a reconcile's positions read and its look-up would otherwise look like a fired stop under a live position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Now {
+    /// No position in the symbol.
+    Flat,
+    /// This signed quantity.
+    Holds(Decimal),
+    /// Not read (the read failed, or no answer needed it).
+    Unread,
+}
+
+/// What to do about a stop the engine holds that the exchange no longer lists open, at a reconcile (after the flat
+/// positions were checked), from its fate, whether the engine records a position in its symbol (`recorded`) and
+/// what a positions read made after the question shows (`now`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeldPlan {
+    /// Kept as held, asked again at the next reconcile: the question failed, the status is unknown or it is open
+    /// after all; or it fired and no position is recorded (the stop-out check has it); or it settled under a
+    /// recorded position that could not be read again.
+    Keep,
+    /// The recorded position is flat now: nothing is decided here, the stop stays held and the reconcile checks
+    /// the flat position again at once (a stop-out or a close outside, never drift).
+    Recheck,
+    /// It fired and its close is on its way under a position still there: moved to the replaced stops (a new one
+    /// is placed) and the follower held at `hold` (the quantity left) until the lead closes or flips.
+    Replace { hold: Decimal },
+    /// It no longer protects: dropped, recorded with `status` (a position still there gets a new stop); `hold`:
+    /// it fired (its close done) and the position is still there — held at that quantity, as after a partial
+    /// stop-out.
+    Drop { status: String, hold: Option<Decimal> },
+}
+
+pub(crate) fn held_plan(fate: &Asked, recorded: bool, now: Now) -> HeldPlan {
+    let f = match fate {
+        None | Some(StopFate::Open) | Some(StopFate::Unknown(_)) => return HeldPlan::Keep,
+        Some(f) => f,
+    };
+    if !recorded {
+        return match f.to_record() {
+            Some(status) => HeldPlan::Drop { status, hold: None },
+            None => HeldPlan::Keep,
+        };
+    }
+    match now {
+        Now::Flat => HeldPlan::Recheck,
+        Now::Unread => HeldPlan::Keep,
+        Now::Holds(q) => match f {
+            StopFate::Firing => HeldPlan::Replace { hold: q.abs() },
+            StopFate::Fired => HeldPlan::Drop { status: "finished".into(), hold: Some(q.abs()) },
+            other => HeldPlan::Drop { status: other.to_record().unwrap_or_default(), hold: None },
+        },
+    }
+}
+
 /// What to do about a replaced stop kept for the stop-out check, at a reconcile (after the flat positions were
-/// checked), from its fate now and whether the engine still records a position in its symbol.
+/// checked), from its fate now, whether the engine still records a position in its symbol and what a positions
+/// read made after the question shows (as [`held_plan`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReplacedPlan {
     /// Its fate still matters: kept, asked again at the next reconcile (the question failed, the status is unknown,
-    /// or its close is on its way under a position that is still there).
+    /// its close is on its way under a position that is still there, or the position could not be read again).
     Keep,
+    /// The recorded position is flat now: kept, and the reconcile checks the flat position again at once.
+    Recheck,
     /// It is still open (the -2011/-2013 was not the last word): no longer kept, so the clean-up cancels it as a
     /// stop no position holds (the position keeps the stop that replaced it).
     Release,
-    /// It is settled: dropped, recorded with this status.
-    Drop(String),
+    /// It is settled: dropped, recorded with this status; `hold` as in [`HeldPlan::Drop`].
+    Drop { status: String, hold: Option<Decimal> },
 }
 
-pub(crate) fn replaced_plan(fate: &Asked, position_held: bool) -> ReplacedPlan {
-    match fate {
-        None | Some(StopFate::Unknown(_)) => ReplacedPlan::Keep,
-        Some(StopFate::Firing) if position_held => ReplacedPlan::Keep,
-        Some(StopFate::Open) => ReplacedPlan::Release,
-        Some(StopFate::Fired | StopFate::Firing) => ReplacedPlan::Drop("finished".into()),
-        Some(f @ (StopFate::Ended(_) | StopFate::NotFound)) => ReplacedPlan::Drop(f.to_record().unwrap_or_default()),
+pub(crate) fn replaced_plan(fate: &Asked, recorded: bool, now: Now) -> ReplacedPlan {
+    let f = match fate {
+        None | Some(StopFate::Unknown(_)) => return ReplacedPlan::Keep,
+        Some(StopFate::Open) => return ReplacedPlan::Release,
+        Some(f) => f,
+    };
+    let status = if f.fired() { "finished".to_string() } else { f.to_record().unwrap_or_default() };
+    if !recorded {
+        return ReplacedPlan::Drop { status, hold: None };
+    }
+    match now {
+        Now::Flat => ReplacedPlan::Recheck,
+        Now::Unread => ReplacedPlan::Keep,
+        Now::Holds(_) if *f == StopFate::Firing => ReplacedPlan::Keep,
+        Now::Holds(q) => ReplacedPlan::Drop { hold: (*f == StopFate::Fired).then(|| q.abs()), status },
     }
 }
 
@@ -434,20 +507,63 @@ pub(crate) mod tests {
     /// dropped with its status once settled.
     #[test]
     fn a_replaced_stop_is_kept_until_its_fate_is_settled() {
-        for held in [true, false] {
-            assert_eq!(replaced_plan(&None, held), ReplacedPlan::Keep);
-            assert_eq!(replaced_plan(&Some(StopFate::Unknown("PAUSED".into())), held), ReplacedPlan::Keep);
-            assert_eq!(replaced_plan(&Some(StopFate::Open), held), ReplacedPlan::Release);
-            assert_eq!(replaced_plan(&Some(StopFate::Fired), held), ReplacedPlan::Drop("finished".into()));
-            assert_eq!(
-                replaced_plan(&Some(StopFate::Ended("canceled".into())), held),
-                ReplacedPlan::Drop("canceled".into())
-            );
-            assert_eq!(replaced_plan(&Some(StopFate::NotFound), held), ReplacedPlan::Drop("not_found".into()));
+        let q = d("0.05");
+        for (recorded, now) in [(true, Now::Holds(q)), (true, Now::Flat), (true, Now::Unread), (false, Now::Flat)] {
+            assert_eq!(replaced_plan(&None, recorded, now), ReplacedPlan::Keep);
+            assert_eq!(replaced_plan(&Some(StopFate::Unknown("PAUSED".into())), recorded, now), ReplacedPlan::Keep);
+            assert_eq!(replaced_plan(&Some(StopFate::Open), recorded, now), ReplacedPlan::Release);
         }
-        // Its close on its way under a position still there: kept, so the stop-out is seen once the position is
-        // flat (B6); with no position recorded any more there is nothing left to decide.
-        assert_eq!(replaced_plan(&Some(StopFate::Firing), true), ReplacedPlan::Keep);
-        assert_eq!(replaced_plan(&Some(StopFate::Firing), false), ReplacedPlan::Drop("finished".into()));
+        let drop = |status: &str, hold: Option<&str>| ReplacedPlan::Drop { status: status.into(), hold: hold.map(d) };
+        // No position recorded: nothing left to decide, every settled fate is dropped.
+        assert_eq!(replaced_plan(&Some(StopFate::Fired), false, Now::Unread), drop("finished", None));
+        assert_eq!(replaced_plan(&Some(StopFate::Firing), false, Now::Unread), drop("finished", None));
+        assert_eq!(replaced_plan(&Some(StopFate::NotFound), false, Now::Unread), drop("not_found", None));
+        // A position recorded and still there after the question: a close on its way keeps it (B6); one done is
+        // dropped and the follower held at what is left (F7); one that ended is dropped.
+        assert_eq!(replaced_plan(&Some(StopFate::Firing), true, Now::Holds(q)), ReplacedPlan::Keep);
+        assert_eq!(replaced_plan(&Some(StopFate::Fired), true, Now::Holds(d("-0.05"))), drop("finished", Some("0.05")));
+        assert_eq!(
+            replaced_plan(&Some(StopFate::Ended("canceled".into())), true, Now::Holds(q)),
+            drop("canceled", None)
+        );
+        // AUDIT-3 F1: the recorded position is flat in a read made after the question (the stop fired and its
+        // close filled after the reconcile read the positions): kept for the flat check, never dropped (before,
+        // FINISHED under a recorded position was dropped and the flat position then read as drift and re-entered).
+        for f in [StopFate::Fired, StopFate::Firing, StopFate::Ended("expired".into()), StopFate::NotFound] {
+            assert_eq!(replaced_plan(&Some(f.clone()), true, Now::Flat), ReplacedPlan::Recheck, "{f:?}");
+            // Not read again: kept, asked again at the next reconcile.
+            assert_eq!(replaced_plan(&Some(f.clone()), true, Now::Unread), ReplacedPlan::Keep, "{f:?}");
+        }
+    }
+
+    /// AUDIT-3 F1/F7: a held stop the exchange no longer lists open is judged against a positions read made after
+    /// its question: flat now means the flat check again (a stop-out), never a dropped stop and drift.
+    #[test]
+    fn a_held_stop_that_fired_is_judged_by_the_position_read_after_it() {
+        let q = d("0.05");
+        let drop = |status: &str, hold: Option<&str>| HeldPlan::Drop { status: status.into(), hold: hold.map(d) };
+        for recorded in [true, false] {
+            for now in [Now::Flat, Now::Holds(q), Now::Unread] {
+                for fate in [None, Some(StopFate::Open), Some(StopFate::Unknown("PAUSED".into()))] {
+                    assert_eq!(held_plan(&fate, recorded, now), HeldPlan::Keep, "{fate:?} {recorded} {now:?}");
+                }
+            }
+        }
+        // F1: the stop fired (done or on its way) or ended after the positions were read: flat now, so the flat
+        // position is checked again at once with the stop still held (before: dropped as finished, then drift).
+        for f in [StopFate::Fired, StopFate::Firing, StopFate::Ended("expired".into()), StopFate::NotFound] {
+            assert_eq!(held_plan(&Some(f.clone()), true, Now::Flat), HeldPlan::Recheck, "{f:?}");
+            assert_eq!(held_plan(&Some(f.clone()), true, Now::Unread), HeldPlan::Keep, "{f:?}");
+        }
+        // F7: the position is still there: a fired stop is replaced (close on its way) or dropped (done), and the
+        // follower is held at what it has either way; an ended one is dropped, a new stop placed, nothing held.
+        assert_eq!(held_plan(&Some(StopFate::Firing), true, Now::Holds(q)), HeldPlan::Replace { hold: q });
+        assert_eq!(held_plan(&Some(StopFate::Fired), true, Now::Holds(d("-0.05"))), drop("finished", Some("0.05")));
+        assert_eq!(held_plan(&Some(StopFate::Ended("canceled".into())), true, Now::Holds(q)), drop("canceled", None));
+        assert_eq!(held_plan(&Some(StopFate::NotFound), true, Now::Holds(q)), drop("not_found", None));
+        // No position recorded: a fired stop stays for the stop-out check, an ended one is dropped.
+        assert_eq!(held_plan(&Some(StopFate::Fired), false, Now::Unread), HeldPlan::Keep);
+        assert_eq!(held_plan(&Some(StopFate::Firing), false, Now::Unread), HeldPlan::Keep);
+        assert_eq!(held_plan(&Some(StopFate::Ended("expired".into())), false, Now::Unread), drop("expired", None));
     }
 }

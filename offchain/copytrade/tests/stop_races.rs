@@ -1,0 +1,136 @@
+//! AUDIT-3 (issue 12): the stop-out check against races and restarts, on the local exchange.
+//!
+//! - F1: the follower's stop fires and its close fills after the reconcile read the positions and before it asks
+//!   about the stop (`Fault::MarkFirst` on the stop check's `GET /fapi/v1/openAlgoOrders`): a stop-out, the follower
+//!   waits for the lead — never drift and a buy-back.
+//! - F2: a restart keeps the older "open" stop rows of a symbol as replaced stops, so the old stop that fired while
+//!   the copy-trader was down is what the flat position is judged by.
+//! - F3: a flat position whose stop cannot be asked about is not drift: nothing is re-entered.
+
+mod common;
+
+use common::*;
+use kronos_binance::types::Side;
+use kronos_binance_mock::Fault;
+
+/// The follower's position and its first stop (63700, from an entry at 65000): `(stop client id)`.
+async fn open_with_stop(w: &World, r: &Running) -> String {
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("the stop (63700)", || w.follower_stops().len() == 1).await;
+    r.settle().await;
+    let st = w.follower_stops()[0].clone();
+    assert_eq!(st.trigger_price, d("63700"));
+    st.client_algo_id
+}
+
+/// The follower is not bought back and waits for the lead (its limit 0).
+async fn assert_waits_flat(w: &World, r: &Running) {
+    let store = &r.handles.store;
+    assert!(!has_event(store, "position_drift", "").await, "{:?}", store.events(50).await.unwrap());
+    r.settle().await;
+    r.settle().await;
+    assert!(w.follower_qty("BTCUSDT").is_zero(), "the lead's position was bought back");
+    assert!(r.handles.status.lock().lead.iter().any(|(s, _, l)| s == "BTCUSDT" && l.as_deref() == Some("0")));
+}
+
+/// F1: before the fix the stop check dropped the FINISHED stop as "fired under a position the exchange still holds"
+/// (the position read before the stop fired), placed a new one (-2021: the mark is past it) and the next reconcile
+/// found the flat position with no stop: `position_drift`, adopted flat and the lead's position bought back.
+#[tokio::test]
+async fn a_stop_that_fires_between_the_positions_read_and_its_question_is_a_stop_out() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    let first = open_with_stop(&w, &r).await;
+    // Right after a reconcile ended: the next request for the open stops is the next reconcile's stop check, made
+    // after it read the positions. Just before it is answered the mark falls through the stop: it fires and its
+    // close fills.
+    let n = r.handles.status.lock().reconciles;
+    wait_for("a reconcile ended", || r.handles.status.lock().reconciles > n).await;
+    w.ex.inject_for(
+        FOLLOWER,
+        "GET",
+        "/fapi/v1/openAlgoOrders",
+        Fault::MarkFirst { symbol: "BTCUSDT".into(), price: "63000".into() },
+        1,
+    );
+    let store = r.handles.store.clone();
+    wait_until("the flat position judged", || async {
+        has_event(&store, "stopped_out", "").await
+            || has_event(&store, "closed_outside", "").await
+            || has_event(&store, "position_drift", "").await
+    })
+    .await;
+    assert_eq!(w.ex.faults_left(), 0, "the stop fired at the stop check");
+    assert!(has_event(&store, "stopped_out", "63700").await, "{:?}", store.events(50).await.unwrap());
+    assert!(!has_event(&store, "closed_outside", "").await);
+    assert_waits_flat(&w, &r).await;
+    assert_eq!(store.order(&first).await.unwrap().unwrap().status, "finished");
+    r.stop().await;
+}
+
+/// F2: the copy-trader stops right after it recorded a new stop and before it sent it (both rows "open", the old
+/// stop the live one). While it is down the old stop fires. At the restart the old row is kept as a replaced stop:
+/// the flat position is a stop-out (before, only the newest row was loaded: the flat position was judged by the
+/// never-sent stop alone, not found: `closed_outside`).
+#[tokio::test]
+async fn a_restart_keeps_an_older_open_stop_for_the_stop_out_check() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    let first = open_with_stop(&w, &r).await;
+    r.stop().await;
+    let store = kronos_copytrade::Store::connect(&cfg.store).await.unwrap();
+    let mut newer = store.order(&first).await.unwrap().expect("the first stop is recorded");
+    assert_eq!(newer.status, "open");
+    newer.client_id = "ks-never-sent".into();
+    newer.trigger_price = Some("63000".into());
+    newer.created_ms += 1;
+    newer.updated_ms = newer.created_ms;
+    store.insert_order(&newer).await.unwrap();
+    // While down, the live (older) stop fires and its close fills.
+    w.ex.set_mark("BTCUSDT", "63500");
+    assert!(w.follower_qty("BTCUSDT").is_zero());
+    let r = w.start(&cfg).await;
+    r.wait_ready().await;
+    let store = r.handles.store.clone();
+    wait_until("the flat position judged", || async {
+        has_event(&store, "stopped_out", "").await
+            || has_event(&store, "closed_outside", "").await
+            || has_event(&store, "position_drift", "").await
+    })
+    .await;
+    assert!(has_event(&store, "stopped_out", "63700").await, "{:?}", store.events(50).await.unwrap());
+    assert!(!has_event(&store, "closed_outside", "").await);
+    assert_waits_flat(&w, &r).await;
+    assert_eq!(store.order(&first).await.unwrap().unwrap().status, "finished");
+    assert_eq!(store.order("ks-never-sent").await.unwrap().unwrap().status, "not_found");
+    r.stop().await;
+}
+
+/// F3: the stop fires and its close fills while every question about it fails: the flat position's fate is
+/// undecided — adopted flat, reported, and the follower waits for the lead (before: drift, and the lead's position
+/// bought back at once).
+#[tokio::test]
+async fn a_flat_position_whose_stop_cannot_be_asked_about_is_not_re_entered() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    open_with_stop(&w, &r).await;
+    let refused = Fault::Answer { status: 400, code: -1102, msg: "test: no answer".into(), executed: false };
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v1/algoOrder", refused, 100_000);
+    w.ex.set_mark("BTCUSDT", "63500");
+    let store = r.handles.store.clone();
+    wait_until("the flat position judged", || async {
+        has_event(&store, "position_closed_undecided", "").await
+            || has_event(&store, "stopped_out", "").await
+            || has_event(&store, "closed_outside", "").await
+            || has_event(&store, "position_drift", "").await
+    })
+    .await;
+    assert!(has_event(&store, "position_closed_undecided", "").await, "{:?}", store.events(50).await.unwrap());
+    assert_waits_flat(&w, &r).await;
+    w.ex.clear_faults();
+    r.stop().await;
+}
