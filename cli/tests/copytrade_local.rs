@@ -228,3 +228,38 @@ async fn an_unreachable_exchange_is_named_and_retried_with_back_off() {
     cancel.cancel();
     run.await.unwrap().unwrap();
 }
+
+/// Issue 12: `kronos copytrade emergency-stop` with the copy-trader's store down (here a file where its folder
+/// should be) cannot record the stop: it fails saying what is down, that nothing was stopped, and what to do instead
+/// (stop the process, close on the exchange) — before, the database's error alone.
+#[test]
+fn an_emergency_stop_the_store_cannot_record_says_what_is_down_and_what_to_do() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let example = std::fs::read_to_string(root.join("config/copytrade.example.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Its folder is a file: the store cannot be opened.
+    std::fs::write(dir.path().join("blocker"), "").unwrap();
+    let gone = dir.path().join("blocker").join("ct.sqlite");
+    let text = example
+        .replace("store = \"sqlite:data/copytrade-local.sqlite\"", &format!("store = \"sqlite:{}\"", gone.display()));
+    assert_ne!(text, example, "the example names its store as expected");
+    let file = dir.path().join("copytrade.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kronos"))
+        .args(["copytrade", "emergency-stop", "--config"])
+        .arg(&file)
+        .env_remove("KRONOS_COPYTRADE_STORE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for says in [
+        "store (its control log) cannot be written",
+        "NOT recorded",
+        "nothing was stopped",
+        "stop the copy-trader's process",
+        "close the positions on the exchange directly",
+    ] {
+        assert!(err.contains(says), "{says:?} missing from: {err}");
+    }
+}

@@ -172,8 +172,16 @@ fn ratio(a: RatioArgs) -> Result<()> {
 
 fn set_emergency(a: CopyArgs, on: bool) -> Result<()> {
     let cfg = Config::load(&a.config)?;
+    // A stop that cannot be recorded says what is down and what to do instead (nothing else reaches the copy-trader).
+    let not_recorded = |e: anyhow::Error| {
+        if on {
+            control::stop_not_recorded(e)
+        } else {
+            e.context("the resume was NOT recorded: the copy-trader's store cannot be written")
+        }
+    };
     runtime()?.block_on(async move {
-        let store = Store::connect(&cfg.store).await?;
+        let store = Store::connect(&cfg.store).await.map_err(not_recorded)?;
         // Only shapes the message: the command is sent whatever this read says.
         let was_active = control::load(&store).await.map(|s| s.emergency_asked()).unwrap_or(false);
         let cmd = if on {
@@ -182,8 +190,12 @@ fn set_emergency(a: CopyArgs, on: bool) -> Result<()> {
             ControlCommand::Resume
         };
         // Its sequence number: the copy-trader's report of what it did names it.
-        let seq = control::append(&store, &cmd, BY).await?;
-        store.event(if on { "emergency_requested" } else { "resume_requested" }, "", "from the command line").await?;
+        let seq = control::append(&store, &cmd, BY).await.map_err(not_recorded)?;
+        // Recorded: an event that cannot be written next to it is no reason to say otherwise.
+        let kind = if on { "emergency_requested" } else { "resume_requested" };
+        if let Err(e) = store.event(kind, "", "from the command line").await {
+            eprintln!("warning: the {kind} event could not be written ({e:#}); the command itself is recorded");
+        }
         if !on {
             println!(
                 "emergency stop lifted in the store: a running copy-trader resumes within a second (open lead \

@@ -275,6 +275,18 @@ pub struct CarriedOut {
     pub emergency_report: Option<EmergencyReport>,
 }
 
+/// The error of an emergency stop that could not be recorded, for the CLI and the Telegram bot: the copy-trader's
+/// store (its control log) cannot be reached or written — the database down, the disk full — so nothing was
+/// stopped, and there is no other way into a running copy-trader (its API appends to the same log). It says what is
+/// down and what to do instead; `error` (the store's own error, its URL's password masked) follows it.
+pub fn stop_not_recorded(error: anyhow::Error) -> anyhow::Error {
+    error.context(
+        "the copy-trader's store (its control log) cannot be written, so the emergency stop was NOT recorded and \
+         nothing was stopped: stop the copy-trader's process (it then sends no order; the stops it placed stay on \
+         the exchange) or close the positions on the exchange directly, then fix the store",
+    )
+}
+
 /// The answer of `POST /api/emergency-stop` and `POST /api/resume` (202): the command was appended to the control
 /// log under `seq`; the engine's [`EmergencyReport`] of what it did names that number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

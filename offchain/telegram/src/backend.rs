@@ -271,9 +271,12 @@ impl Backend {
             // Not sent, or sent without a number to wait for (then this is one more stop: another pass, which the
             // copy-trader reports under this number).
             let cmd = ControlCommand::EmergencyStop { reason: "emergency stop requested from Telegram".into() };
-            seq = Some(control::append(store, &cmd, "Telegram").await?);
+            seq = Some(control::append(store, &cmd, "Telegram").await.map_err(control::stop_not_recorded)?);
         }
-        store.event("emergency_requested", "", "from Telegram").await?;
+        // Recorded: an event that cannot be written next to it is no reason to say otherwise.
+        if let Err(e) = store.event("emergency_requested", "", "from Telegram").await {
+            tracing::warn!(error = %format!("{e:#}"), "the emergency_requested event could not be written; the stop is recorded");
+        }
         Ok((sent, seq))
     }
 }

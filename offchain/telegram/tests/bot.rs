@@ -316,7 +316,39 @@ async fn the_emergency_stop_with_the_copy_trader_down_says_nothing_was_closed() 
     r.stop().await;
 }
 
-/// Issue 14, item 11: commands queued while the bot was down are not carried out when it comes back.
+/// Issue 12: with the copy-trader's store failing (here every write to its control log fails as a full disk's
+/// would) the stop cannot be recorded: the reply says so, names what is down and says what to do instead (before,
+/// it gave the database's error alone).
+#[tokio::test]
+async fn an_emergency_stop_the_store_cannot_record_says_what_is_down_and_what_to_do() {
+    let w = World::new().await;
+    let store = seeded_store(&w).await;
+    let (_, pool) = kronos_common::db::open(&format!("sqlite:{}/ct.sqlite", w.dir.path().display())).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TRIGGER full BEFORE INSERT ON ct_control BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let r = w.start(w.config(""), Backend::new(None, None, Some(store.clone())), Signals::None).await;
+    let ask = w.ask(CONTROL, CONTROL, "/emergency").await;
+    let code: String = ask.split("/confirm ").nth(1).unwrap().chars().take(4).collect();
+    let reply = w.ask(CONTROL, CONTROL, &format!("/confirm {code}")).await;
+    assert!(
+        reply.contains("NOT saved")
+            && reply.contains("store (its control log) cannot be written")
+            && reply.contains("nothing was stopped")
+            && reply.contains("stop the copy-trader's process")
+            && reply.contains("close the positions on the exchange directly")
+            && reply.contains("disk is full"),
+        "{reply}"
+    );
+    assert!(!stop_sent(&store).await);
+    r.stop().await;
+}
+
+/// Issue 14, item 11: commands queued while the bot was down are not carried out when it comes back./// Issue 14, item 11: commands queued while the bot was down are not carried out when it comes back.
 #[tokio::test]
 async fn commands_sent_while_the_bot_was_down_are_not_carried_out_later() {
     let w = World::new().await;
