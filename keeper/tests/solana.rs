@@ -698,6 +698,42 @@ async fn a_token_market_s_settle_reward_reaches_the_keeper_s_token_account() {
     k.stop().await;
 }
 
+/// Audit SOL L3: a restarted keeper does not signal again what it recorded before — a settled round, a round it
+/// started — its state is read back from the store (the in-memory record alone made every restart repeat them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_keeper_does_not_signal_recorded_rounds_again() {
+    let (c, dir, key) = funded(true).await;
+    let mut k = c.keeper(&dir, &key).await;
+    start_round_0(&c, &mut k).await;
+    c.bet_both(0).await;
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 150).await;
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 600).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    assert_eq!(k.wait_settled(0).await, Outcome::Up);
+    k.wait_started(2).await;
+    k.stop().await;
+    let mut k = c.keeper(&dir, &key).await;
+    c.warp_to(GENESIS + 3 * IV + 1).await;
+    // A pass records every live round before it acts: anything repeated comes before round 3's start.
+    let repeated = k
+        .wait("round 3 started", |s| match s {
+            SignalKind::RoundStarted { chain, epoch: 3, .. } if chain == "solana" => Some(None),
+            SignalKind::RoundStarted { chain, epoch, .. }
+            | SignalKind::RoundLocked { chain, epoch, .. }
+            | SignalKind::RoundSettled { chain, epoch, .. }
+                if chain == "solana" =>
+            {
+                Some(Some(format!("epoch {epoch}: {s:?}")))
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(repeated, None, "signalled again after the restart");
+    k.stop().await;
+}
+
 /// A port nothing listens on.
 fn dead_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
