@@ -6,6 +6,8 @@
 //                      (`[api] publish_forecasts = true`): AI mode's Follow / Against
 //   KRONOS_WEB_CHAINS  JSON [{ name, chain_id, rpc }] of the chains, the first native-coin one is bet on
 //   KRONOS_WEB_ACCOUNTS JSON { a, b, owner }: two bettors and the market owner (anvil dev accounts, unlocked)
+//   KRONOS_WEB_SOLANA  JSON { name, markets: [{ id, address, mint }] }: the local Solana cluster the keeper drives
+//                      (a SOL market, then an SPL-token one), shown read-only
 //   KRONOS_WEB_OUT     where screenshots go
 // Every wait is on an event or a condition of the page (Playwright's waitFor*), never a fixed sleep.
 import fs from 'node:fs';
@@ -14,6 +16,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { encodeFunctionData, decodeFunctionData, decodeFunctionResult, formatUnits, parseUnits, toHex } from 'viem';
 import { installWallet } from './wallet.mjs';
+import { amt } from '../../web/src/format.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const marketAbi = JSON.parse(fs.readFileSync(path.join(root, 'contracts-evm/bindings/artifacts/KronosMarket.json'), 'utf8')).abi;
@@ -21,6 +24,7 @@ const erc20Abi = JSON.parse(fs.readFileSync(path.join(root, 'contracts-evm/bindi
 const URL_ = process.env.KRONOS_WEB_URL;
 const CHAINS = JSON.parse(process.env.KRONOS_WEB_CHAINS);
 const ACC = JSON.parse(process.env.KRONOS_WEB_ACCOUNTS);
+const SOL = JSON.parse(process.env.KRONOS_WEB_SOLANA);
 const OUT = process.env.KRONOS_WEB_OUT;
 fs.mkdirSync(OUT, { recursive: true });
 const LONG = 240_000;
@@ -109,8 +113,13 @@ try {
     const rows = [...document.querySelectorAll('#markets tbody tr[data-chain]')];
     return rows.length === n && rows.every((r) => r.cells[2].textContent.trim() !== '—');
   }, CHAINS.length);
-  check(/no Solana market yet/i.test(await page.textContent('#solana')), 'the Solana note says there is no Solana market yet');
-  check(/betting from Solana wallets comes later/i.test(await page.textContent('#solana')), 'the Solana note says betting comes later');
+  // The Solana cluster's markets, read-only, and every chain live (the EVM chains and the cluster).
+  await page.waitForFunction((n) => document.querySelectorAll('#solana-markets tbody tr[data-chain]').length === n, SOL.markets.length);
+  check(/read-only: betting from Solana wallets comes later/i.test(await page.textContent('#solana')), 'the Solana note says the markets are read-only and betting comes later');
+  const solRows = await page.$$eval('#solana-markets tbody tr[data-chain]', (rs) => rs.map((r) => [r.dataset.chain, Number(r.dataset.market), r.cells[2].textContent.trim()]));
+  check(solRows.length === 2 && solRows[0][0] === SOL.name && solRows[0][2] === 'SOL' && solRows[1][2].startsWith(SOL.markets[1].mint.slice(0, 4)), `the SOL and the SPL market listed with their stake: ${JSON.stringify(solRows)}`);
+  await page.waitForFunction((n) => { const l = document.getElementById('chains-live'); return Number(l?.dataset.total) === n && l.dataset.live === l.dataset.total; }, CHAINS.length + 1);
+  step(`chains live: ${await page.textContent('#chains-live')}`);
   await page.screenshot({ path: path.join(OUT, 'markets.png'), fullPage: true });
   await page.setViewportSize({ width: 375, height: 800 });
   check(await page.evaluate(() => document.documentElement.scrollWidth <= 376), 'no horizontal scroll at 375 px');
@@ -494,6 +503,18 @@ try {
   const aiSide = pubPred.p_up_bps > 5000 ? 'up' : 'down';
   check(followSide === aiSide && againstSide === (aiSide === 'up' ? 'down' : 'up'), `Follow bets ${followSide}, Against ${againstSide}; the AI says ${aiSide}`);
   check((await page.textContent('#ai-said')).includes(`${(pubPred.p_up_bps / 100).toFixed(2)}%`), `the page shows the AI's P(up): ${await page.textContent('#ai-said')}`);
+  // A keeper that names, for the next round (ef + 1, shown here while it takes bets), round ef's reveal transaction
+  // beside the value it showed: by its word the reveal matches; the registry's receipt has no reveal of round ef + 1
+  // in it, and the page, which reads the registry through the wallet, says the reveal differs.
+  const lying = '**/api/predictions**';
+  await page.route(lying, async (route) => {
+    const r = await route.fetch();
+    const body = await r.json();
+    const mine = (e) => (body.predictions ?? []).find((x) => x.chain === target.name && Number(x.market) === 1 && Number(x.epoch) === e);
+    const [real, next] = [mine(ef), mine(ef + 1)];
+    if (next?.revealed) next.reveal_tx = real?.reveal_tx ?? null;
+    await route.fulfill({ response: r, json: body });
+  });
   await clearMsg();
   await page.fill('#amount', '0.02');
   await page.click('#ai button.follow[data-choice=follow]');
@@ -504,6 +525,38 @@ try {
   // After the round is final the forecast is revealed on chain: the page says it matches what it showed.
   await page.waitForSelector(`#ai-record tr[data-epoch="${ef}"][data-check=match]`);
   await page.screenshot({ path: path.join(OUT, 'ai-published.png'), fullPage: true });
+  step('AI mode: a keeper naming another round\'s reveal transaction is caught: the registry holds no such reveal');
+  await page.waitForSelector(`#ai-record tr[data-epoch="${ef + 1}"][data-check=mismatch]`);
+  const next = (await (await fetch(`${PUB}api/predictions?chain=${target.name}&limit=60`)).json()).predictions.find((p) => p.market === 1 && p.epoch === ef + 1);
+  check(next?.revealed && (await page.textContent(`#ai-record tr[data-epoch="${ef + 1}"]`)).includes(`${(next.p_up_bps / 100).toFixed(2)}%`), `round ${ef + 1}: the keeper's revealed value is the one shown, yet the registry's check says it differs`);
+  await page.screenshot({ path: path.join(OUT, 'ai-registry-mismatch.png'), fullPage: true });
+  await page.unroute(lying);
+
+  // ---- the Solana cluster, read-only ----
+  step('Solana: a SOL market read-only — round cards with lock and close prices, settled or refunded, pools; no bet button');
+  const solMarket = SOL.markets[0], splMarket = SOL.markets[1];
+  await page.goto(`${URL_}#/market/${SOL.name}/${solMarket.id}`);
+  await page.waitForSelector('#solana-readonly');
+  await page.waitForFunction(() => document.querySelector('[data-card=expired]')?.dataset.state && document.querySelector('#sol-rounds tbody tr[data-state=settled]')
+    && document.querySelector('[data-card=live]')?.dataset.state === 'locked');
+  check(/Betting from Solana wallets may come later/.test(await page.textContent('#solana-readonly')), 'the page says betting from Solana wallets may come later');
+  check((await page.$$('button.up, button.down, button.follow, #amount, #claim')).length === 0, 'no bet, follow or claim control on a Solana market');
+  const solRounds = await (await fetch(`${URL_}api/rounds?chain=${SOL.name}&market=${solMarket.id}&limit=50`)).json();
+  const settled = solRounds.find((r) => r.state === 'settled');
+  const row = await page.$$eval(`#sol-rounds tbody tr[data-epoch="${settled.epoch}"] td`, (tds) => tds.map((t) => t.textContent.trim()));
+  check(row[1] === `settled ${settled.outcome}` && row[2] === settled.lock_price && row[3] === settled.close_price, `round ${settled.epoch}: ${JSON.stringify(row)} (keeper: ${settled.lock_price} → ${settled.close_price}, ${settled.outcome})`);
+  check(row[4] === `${amt(settled.up_wei, 9, '', 6)} / ${amt(settled.down_wei, 9, '', 6)} SOL`, `round ${settled.epoch}'s pools in SOL (keeper: ${settled.up_wei} / ${settled.down_wei} lamports): ${row[4]}`);
+  const live = await page.$eval('[data-card=live]', (c) => c.textContent);
+  check(/Locked at \d/.test(live) && /Pool /.test(live), `the live card shows its lock price and pools: ${live}`);
+  await page.screenshot({ path: path.join(OUT, 'solana-market.png'), fullPage: true });
+  step('Solana: the SPL-token market with its mint and decimals');
+  await page.goto(`${URL_}#/market/${SOL.name}/${splMarket.id}`);
+  await page.waitForSelector('#solana-readonly');
+  check((await page.textContent('#mint')) === splMarket.mint, `the SPL market names its mint (${await page.textContent('#mint')})`);
+  check((await page.textContent('main')).includes('(6 decimals)'), 'the SPL market shows its stake decimals');
+  await page.goto(`${URL_}#/`);
+  await page.waitForSelector('#solana-markets');
+  await page.screenshot({ path: path.join(OUT, 'markets-solana.png'), fullPage: true });
 
   // ---- the forecaster and the keeper's health ----
   step('forecaster');
@@ -514,7 +567,7 @@ try {
   await page.screenshot({ path: path.join(OUT, 'forecaster.png'), fullPage: true });
   step('keeper health');
   await page.goto(`${URL_}#/health`);
-  await page.waitForFunction((n) => document.querySelectorAll('#health tbody tr').length === n, CHAINS.length);
+  await page.waitForFunction((n) => document.querySelectorAll('#health tbody tr').length === n, CHAINS.length + 1);
   await page.screenshot({ path: path.join(OUT, 'health.png'), fullPage: true });
 
   const keeperHost = new URL(URL_).host, webHost = new URL(process.env.KRONOS_WEB_STANDALONE).host, pubHost = new URL(process.env.KRONOS_WEB_PUBLISHED).host;

@@ -8,7 +8,10 @@
 // `[api] publish_forecasts = true` publishes each forecast as soon as it is committed (`/api/chains`'
 // `forecasts_public`; `/api/predictions` gives the committed value beside its commitment): Follow bets its direction,
 // Against the other one. The commitment makes the early publication checkable: the registry accepts only a reveal
-// that hashes to it, so the page remembers what it was shown and, after the reveal, says whether the two agree.
+// that hashes to it, so the page remembers what it was shown and, after the reveal, says whether the two agree —
+// reading the reveal from the registry through the wallet's provider (`registryReveal`), not from the keeper.
+import { decodeEventLog } from 'viem';
+import { predictionRegistryAbi } from './abi.gen.js';
 
 // The direction a revealed P(up) in basis points points to: 'up' above one half, 'down' below, null at exactly one half.
 export function direction(pUpBps) {
@@ -25,9 +28,10 @@ export function direction(pUpBps) {
 //   A published or revealed P(up) gives `side`: Follow bets it, Against the other side — unless P(up) is exactly
 //   one half (no direction: `side` null, both disabled).
 //   record  the market's latest revealed rounds (newest first, at most `n`), each with its P(up), direction, outcome
-//           and hit — the forecaster's record a bettor judges it by — and `check`: how the reveal compares with what
-//           this page was shown before it (`shown`, see `remember` and `revealCheck`).
-export function aiView(predictions, chain, market, epoch, n = 5, shown = null) {
+//           and hit — the forecaster's record a bettor judges it by — and `check`: how the reveal the registry holds
+//           (`onChain`: predictionKey -> `registryReveal`'s reading) compares with what this page was shown before it
+//           (`shown`, see `remember` and `revealCheck`).
+export function aiView(predictions, chain, market, epoch, n = 5, shown = null, onChain = null) {
   const mine = (predictions ?? []).filter((p) => p.chain === chain && Number(p.market) === Number(market));
   const p = mine.find((x) => Number(x.epoch) === Number(epoch) && x.committed);
   let state = 'none', side = null, pUpBps = null;
@@ -41,7 +45,7 @@ export function aiView(predictions, chain, market, epoch, n = 5, shown = null) {
     .sort((a, b) => Number(b.epoch) - Number(a.epoch))
     .slice(0, n)
     .map((x) => ({ epoch: Number(x.epoch), pUpBps: Number(x.p_up_bps), side: direction(x.p_up_bps), outcome: x.outcome ?? null, hit: x.hit ?? null,
-      check: revealCheck(shown?.get(shownKey(chain, market, x.epoch)), x) }));
+      check: revealCheck(shown?.get(predictionKey(chain, market, x.epoch)), onChain?.get(predictionKey(chain, market, x.epoch))) }));
   return { state, side, pUpBps, commitment: p?.commitment ?? null, record };
 }
 
@@ -54,20 +58,45 @@ export function betSide(ai, choice) {
   return null;
 }
 
-const shownKey = (chain, market, epoch) => `${chain}/${Number(market)}/${Number(epoch)}`;
+// The key of a round's forecast in `shown` and in the registry's readings.
+export const predictionKey = (chain, market, epoch) => `${chain}/${Number(market)}/${Number(epoch)}`;
 
 // Remembers in `shown` (a Map) the forecast a published view showed before its reveal, to check the reveal against.
 // The first value shown for a round is kept: a later, different one is exactly what the check is there to catch.
 export function remember(shown, ai, chain, market, epoch) {
   if (ai?.state !== 'published') return;
-  const k = shownKey(chain, market, epoch);
+  const k = predictionKey(chain, market, epoch);
   if (!shown.has(k)) shown.set(k, { pUpBps: ai.pUpBps, commitment: ai.commitment });
 }
 
-// How a revealed prediction compares with what the page was shown before its reveal: 'match' (same P(up), same
-// commitment), 'mismatch', or null when the page showed nothing for that round (sealed, or not open then).
-export function revealCheck(seen, revealed) {
-  if (!seen || !revealed?.revealed || revealed.p_up_bps == null) return null;
-  const same = Number(seen.pUpBps) === Number(revealed.p_up_bps) && String(seen.commitment).toLowerCase() === String(revealed.commitment).toLowerCase();
+// How the reveal the registry holds (`registryReveal`'s reading) compares with what the page was shown before it:
+// 'match' (same P(up), same commitment), 'mismatch' (another value or commitment, or no such reveal in the
+// registry), 'unchecked' (shown, but the registry not read yet: no wallet on the chain), or null when the page
+// showed nothing for that round (sealed, or not open then).
+export function revealCheck(seen, reading) {
+  if (!seen) return null;
+  if (!reading) return 'unchecked';
+  const same = reading.pUpBps != null && Number(seen.pUpBps) === Number(reading.pUpBps)
+    && String(seen.commitment).toLowerCase() === String(reading.commitment).toLowerCase();
   return same ? 'match' : 'mismatch';
+}
+
+// What the registry at `registry` holds for `publisher`'s forecast of round `epoch` of market `market`, from the
+// receipt of its reveal transaction and the registry's `getCommitment` (both read through the wallet's provider):
+// `{ pUpBps, commitment }` — the P(up) of the registry's own `Revealed` event for that publisher, market and round,
+// and the commitment the reveal had to hash to. `pUpBps` is null when the receipt holds no such event (another
+// transaction, another contract's log, a failed transaction) or the commitment is not marked revealed.
+export function registryReveal(receipt, commitment, registry, publisher, market, epoch) {
+  const none = { pUpBps: null, commitment: commitment?.hash ?? null };
+  if (receipt?.status !== '0x1' || Number(commitment?.status) !== 2) return none; // CommitStatus.Revealed
+  for (const log of receipt.logs ?? []) {
+    if (String(log.address).toLowerCase() !== String(registry).toLowerCase()) continue;
+    let ev;
+    try { ev = decodeEventLog({ abi: predictionRegistryAbi, data: log.data, topics: log.topics }); } catch { continue; }
+    const a = ev.args;
+    if (ev.eventName !== 'Revealed' || String(a.publisher).toLowerCase() !== String(publisher).toLowerCase()
+      || a.marketId !== BigInt(market) || a.epoch !== BigInt(epoch)) continue;
+    return { pUpBps: Number(a.probabilityUpBps), commitment: commitment.hash };
+  }
+  return none;
 }

@@ -4,9 +4,9 @@
 import { encodeFunctionData, decodeFunctionResult, decodeErrorResult, parseUnits, toHex } from 'viem';
 import { esc, big, amt, fmt, fmtShort, num, multiplier, poolsOf, paramsAt, paidMultiplier } from './format.js';
 import { mayRefresh } from './redraw.js';
-import { aiView, betSide, remember } from './ai.js';
+import { aiView, betSide, remember, registryReveal, predictionKey } from './ai.js';
 import { waitReceipt, stillPending, TxWaitError } from './txwatch.js';
-import { kronosMarketAbi, erc20Abi } from './abi.gen.js';
+import { kronosMarketAbi, erc20Abi, predictionRegistryAbi } from './abi.gen.js';
 
 const API = (document.querySelector('meta[name=kronos-api]')?.content || '').replace(/\/$/, '');
 const view = document.getElementById('view');
@@ -14,6 +14,7 @@ const msgBox = document.getElementById('msg');
 const POSITION = { up: 1, down: 2 };
 const ZERO = '0x0000000000000000000000000000000000000000';
 
+const SHOWN_KEY = 'kronos.ai.shown';
 const st = {
   chains: [], live: [], markets: [], health: null,
   amounts: new Map(), // the amount typed in each market ('chain/id'), kept across redraws and pages
@@ -22,11 +23,13 @@ const st = {
   typedAt: 0, // when the amount was last typed into (the page waits for a pause before redrawing)
   forecastsPublic: false, // the keeper publishes forecasts once committed (`/api/chains`' forecasts_public)
   shown: loadShown(), // AI mode: the published forecasts this browser was shown before their reveal (web/src/ai.js)
+  reveals: new Map(), // AI mode: what the registry holds for those rounds once revealed, read through the wallet
+  registries: new Set(), // chains whose registry was checked to score this page's market contract
 };
 
 // The forecasts shown before their reveal, kept in this browser (at most 500 rounds) so that a reveal after a reload
-// is still checked against them.
-const SHOWN_KEY = 'kronos.ai.shown';
+// is still checked against them. (`SHOWN_KEY` is declared above `st`, whose initialiser reads it: below, it was read
+// before its declaration, the error swallowed, and nothing remembered survived a reload.)
 function loadShown() {
   try { return new Map(JSON.parse(localStorage.getItem(SHOWN_KEY) ?? '[]')); } catch { return new Map(); }
 }
@@ -83,13 +86,26 @@ async function load() {
   const [chains, markets, health] = await Promise.all([api('/api/chains'), api('/api/markets'), api('/health')]);
   // Numbers put into the page's markup are numbers: a market whose fields are not is left out.
   const ints = (o, ks) => ks.every((k) => { o[k] = Number(o[k]); return Number.isSafeInteger(o[k]) && o[k] >= 0; });
-  st.chains = (chains.chains ?? []).filter((c) => ints(c, ['chain_id']));
+  const all = chains.chains ?? [];
+  const evm = all.filter((c) => c.kind !== 'solana' && ints(c, ['chain_id']));
+  // Solana clusters are shown read-only; a market whose stake decimals are unknown (its mint not read) shows base units.
+  const solana = all.filter((c) => c.kind === 'solana' && typeof c.name === 'string');
+  for (const c of solana) {
+    c.markets = (c.markets ?? []).filter((m) => ints(m, ['id', 'genesis', 'interval']) && (m.decimals == null || (ints(m, ['decimals']) && m.decimals <= 36)));
+    for (const m of c.markets) {
+      if (m.decimals == null) { m.decimals = 0; m.symbol = `${m.symbol} base units`; }
+      m.bet_cutoff = Number.isSafeInteger(Number(m.bet_cutoff)) ? Number(m.bet_cutoff) : 0;
+    }
+  }
+  st.chains = [...evm, ...solana];
   st.forecastsPublic = chains.forecasts_public === true;
   // `kronos web` marks each chain's contract addresses as checked against the deployment it was given ('pinned') or
   // not ('unverified'); the keeper's own listener marks nothing (the page and the addresses come from one server).
   for (const c of st.chains) c.address_check = c.address_check === 'pinned' || c.address_check === 'unverified' ? c.address_check : null;
-  for (const c of st.chains) {
+  for (const c of evm) {
     c.markets = (c.markets ?? []).filter((m) => ints(m, ['id', 'decimals', 'genesis', 'interval', 'bet_cutoff']) && m.decimals <= 36);
+  }
+  for (const c of st.chains) {
     for (const m of c.markets) {
       m.params = (m.params ?? []).filter((x) => ints(x, ['from_epoch', 'fee_bps']) && x.fee_bps <= 10000);
       for (const x of m.params) x.min_bet = big(x.min_bet);
@@ -335,9 +351,11 @@ function marketRows() {
   return rows;
 }
 
-function renderMarkets() {
+async function renderMarkets() {
   const evm = marketRows().filter((r) => r.c.kind === 'evm');
   const solana = marketRows().filter((r) => r.c.kind === 'solana');
+  // Each Solana market's latest rounds, from the keeper's store (the same tables as the EVM chains' rounds).
+  const solRounds = await Promise.all(solana.map(({ c, m }) => api(`/api/rounds?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=4`).catch(() => [])));
   const body = evm.map(({ c, m, l }) => {
     const now = chainNow(c.name), k = clock(m, now);
     // The keeper's pools are those of the round taking bets when it read them: shown for that round only.
@@ -350,12 +368,80 @@ function renderMarkets() {
       <td>${fmtShort(up, m.decimals)} / ${fmtShort(down, m.decimals)} ${esc(m.symbol)}</td>
       <td>${multiplier(total, up, p?.fee_bps ?? 0)} / ${multiplier(total, down, p?.fee_bps ?? 0)} ${feeNote(p)}</td><td class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${left}</td></tr>`;
   }).join('');
+  const solBody = solana.map(({ c, m }, i) => {
+    const now = chainNow(c.name), k = clock(m, now), rounds = solRounds[i] ?? [];
+    const last = rounds.find((r) => r.state === 'settled' || r.state === 'cancelled');
+    const locked = rounds.find((r) => Number(r.epoch) === k.epoch - 1) ?? rounds[0];
+    const pools = locked ? `#${num(locked.epoch)}: ${fmtShort(big(locked.up_wei), m.decimals)} / ${fmtShort(big(locked.down_wei), m.decimals)} ${esc(m.symbol)}` : '—';
+    return `<tr data-chain="${esc(c.name)}" data-market="${m.id}">
+      <td><a href="#/market/${esc(c.name)}/${m.id}">${esc(m.pair || 'market ' + m.id)}</a></td>
+      <td>${esc(c.display)}${c.cluster ? ` (${esc(c.cluster)})` : ''}</td><td>${esc(m.symbol)}</td><td>${k.epoch}</td>
+      <td class="last">${last ? `#${num(last.epoch)} ${esc(last.lock_price ?? '—')} → ${esc(last.close_price ?? '—')} ${roundResult(last)}` : '—'}</td>
+      <td>${pools}</td><td>${esc(solanaStatus(c, m))}</td></tr>`;
+  }).join('');
+  const live = liveChains();
   draw(view, `<h1>Markets</h1>
+    <p class="mute" id="chains-live" data-live="${live.up.length}" data-total="${live.all.length}">${live.up.length} of ${live.all.length} chains live${live.all.length ? `: ${live.all.map((n) => `<span data-chain="${esc(n)}" class="${live.up.includes(n) ? 'pos' : 'neg'}">${esc(chainOf(n)?.display ?? n)}</span>`).join(', ')}` : ''}</p>
     <div class="scroll"><table id="markets"><thead><tr><th>Pair</th><th>Chain</th><th>Price</th><th>Round</th><th>Pools up / down</th><th>Payout up / down</th><th>Betting closes in</th></tr></thead><tbody>${body || '<tr><td colspan="7">This keeper drives no EVM market.</td></tr>'}</tbody></table></div>
     <h2>Solana</h2>
     <div class="note" id="solana">${solana.length
-      ? `Solana markets are shown read-only: betting from Solana wallets comes later.<ul>${solana.map(({ c, m }) => `<li>${esc(c.display)} ${esc(m.pair)}</li>`).join('')}</ul>`
-      : 'This keeper drives no Solana market yet. Solana markets will be shown here read-only; betting from Solana wallets comes later.'}</div>`);
+      ? 'Solana markets are shown read-only: betting from Solana wallets comes later.'
+      : 'This keeper drives no Solana market yet. Solana markets will be shown here read-only; betting from Solana wallets comes later.'}</div>
+    ${solana.length ? `<div class="scroll"><table id="solana-markets"><thead><tr><th>Pair</th><th>Cluster</th><th>Stake</th><th>Round</th><th>Last finished round</th><th>Pools up / down</th><th>Status</th></tr></thead><tbody>${solBody}</tbody></table></div>` : ''}`);
+}
+
+// Every chain the keeper lists (EVM and Solana) and those whose health is good now.
+function liveChains() {
+  const all = st.chains.map((c) => c.name);
+  const up = all.filter((n) => st.health?.chains?.[n]?.healthy === true);
+  return { all, up };
+}
+
+// A finished round's result in words: `settled up`, `refunded (one_sided_pool)`.
+function roundResult(r) {
+  if (r.state === 'cancelled') return `refunded${r.reason ? ` (${esc(r.reason)})` : ''}`;
+  if (r.state === 'settled') return `settled ${esc(r.outcome ?? '')}`;
+  return esc(r.state ?? '');
+}
+
+// Whether the keeper drives a Solana market now, and why not.
+function solanaStatus(c, m) {
+  if (m.refused) return `refused: ${m.refused}`;
+  if (c.unavailable) return `not read now: ${c.unavailable}`;
+  if (m.paused) return 'paused (takes no bets)';
+  return 'driven by this keeper';
+}
+
+// One Solana market, read-only: round cards from the keeper's store (lock and close prices, settled or refunded,
+// pools), the rounds' table; no bet buttons (betting from Solana wallets may come later).
+async function renderSolanaMarket(c, m) {
+  const rounds = await api(`/api/rounds?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=50`);
+  const now = chainNow(c.name), k = clock(m, now);
+  const byEpoch = new Map(rounds.map((r) => [Number(r.epoch), r]));
+  const pools = (r) => `Pool ${fmtShort(big(r?.up_wei) + big(r?.down_wei), m.decimals, m.symbol)} · UP ${fmtShort(big(r?.up_wei), m.decimals)} / DOWN ${fmtShort(big(r?.down_wei), m.decimals)}`;
+  const card = (kind, label, e) => {
+    const r = byEpoch.get(e);
+    let extra = '';
+    if (kind === 'expired') extra = r
+      ? `<p class="result">${roundResult(r)}</p><p>${esc(r.lock_price ?? '—')} → ${esc(r.close_price ?? '—')}</p><p>${pools(r)}</p>${paidMultiplier(r) ? `<p>Paid ${paidMultiplier(r)} <span class="fee">after the round's fee</span></p>` : ''}`
+      : '<p>no round recorded</p>';
+    if (kind === 'live') extra = r
+      ? `<p>Locked at ${esc(r.lock_price ?? '—')}; closes ${localTime(Number(m.genesis) + (e + 2) * Number(m.interval))}</p><p>${pools(r)}</p>`
+      : '<p>not locked yet</p>';
+    if (kind === 'next') extra = `<p class="left" data-closes="${k.closes}" data-chain="${esc(c.name)}">${k.open ? `${k.closes - now} s` : 'closed'}</p>
+      <p class="mute">Takes bets from Solana wallets until ${localTime(k.closes)}; betting from this page may come later.</p>`;
+    if (kind === 'later') extra = `<p>Opens ${localTime(Number(m.genesis) + e * Number(m.interval))}</p>`;
+    return `<section class="card" data-card="${kind}" data-epoch="${e}"${r ? ` data-state="${esc(r.state)}"` : ''}><h3>${label} <span class="tag">#${e}</span></h3>${extra}</section>`;
+  };
+  const p = paramsAt(m.params, k.epoch);
+  const rows = rounds.map((r) => `<tr data-epoch="${num(r.epoch)}" data-state="${esc(r.state)}"><td>${num(r.epoch)}</td><td>${roundResult(r)}</td><td>${esc(r.lock_price ?? '—')}</td><td>${esc(r.close_price ?? '—')}</td>
+    <td>${fmtShort(big(r.up_wei), m.decimals)} / ${fmtShort(big(r.down_wei), m.decimals)} ${esc(m.symbol)}</td><td>${r.reward_wei == null ? '—' : fmtShort(big(r.reward_wei), m.decimals, m.symbol)}</td></tr>`).join('');
+  draw(view, `<h1>${esc(m.pair)} on ${esc(c.display)}</h1>
+    <p class="note" id="solana-readonly">Read-only: this Solana market is shown from the keeper's records of its round accounts. Betting from Solana wallets may come later; there is no bet button here.</p>
+    <p class="mute">Market ${m.id} · account <span class="mono">${esc(m.address)}</span> · program <span class="mono">${esc(c.program)}</span>${c.cluster ? ` · cluster ${esc(c.cluster)}` : ''} · stake ${m.mint ? `SPL mint <span class="mono" id="mint">${esc(m.mint)}</span>` : esc(c.native_symbol)} (${m.decimals} decimals) · rounds of ${m.interval} s${p ? ` · fee ${p.fee_bps / 100}%, minimum bet ${fmt(p.min_bet, m.decimals, m.symbol)}` : ''} · ${esc(solanaStatus(c, m))}</p>
+    <div class="cards">${card('expired', 'Expired', k.epoch - 2)}${card('live', 'Live', k.epoch - 1)}${card('next', 'Next', k.epoch)}${card('later', 'Later', k.epoch + 1)}</div>
+    <h2>Rounds</h2>
+    <div class="scroll"><table id="sol-rounds"><thead><tr><th>Round</th><th>Result</th><th>Lock price</th><th>Close price</th><th>Pools up / down</th><th>Paid out</th></tr></thead><tbody>${rows || '<tr><td colspan="6">No locked or finished round yet.</td></tr>'}</tbody></table></div>`);
 }
 
 // A proxy round id is phase << 64 | the aggregator's own round id.
@@ -368,6 +454,7 @@ async function renderMarket(chainName, id) {
   const c = chainOf(chainName);
   const m = c?.markets.find((x) => String(x.id) === String(id));
   if (!c || !m) { draw(view, `<p>No market ${esc(id)} on ${esc(chainName)} in this keeper.</p>`); return; }
+  if (c.kind === 'solana') { await renderSolanaMarket(c, m); return; }
   const [rounds, cps, preds] = await Promise.all([
     api(`/api/rounds?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=50`),
     api(`/api/checkpoints?chain=${encodeURIComponent(c.name)}&market=${m.id}&limit=60`),
@@ -376,7 +463,8 @@ async function renderMarket(chainName, id) {
   ]);
   const l = liveOf(c.name, m.id);
   const now = chainNow(c.name), k = clock(m, now);
-  const ai = aiView(preds?.predictions, c.name, m.id, k.epoch, 5, st.shown);
+  await checkReveals(c, m, preds?.predictions);
+  const ai = aiView(preds?.predictions, c.name, m.id, k.epoch, 5, st.shown, st.reveals);
   const known = st.shown.size;
   remember(st.shown, ai, c.name, m.id, k.epoch);
   if (st.shown.size !== known) saveShown();
@@ -446,6 +534,33 @@ function addressNote(c) {
   return '';
 }
 
+// AI mode's check of each reveal: for every revealed round of this market whose forecast this page showed before
+// its reveal, what the prediction registry holds, read through the wallet's provider (so the check does not trust
+// this keeper): the receipt of the reveal transaction the keeper names (its `Revealed` event, from the registry, for
+// that publisher, market and round) and the registry's commitment for them. The registry is the one `/api/chains`
+// names for the chain, checked to score this page's market contract (its `market()`). Readings are kept: a reveal is
+// final. Nothing is read while no wallet is connected or the wallet is on another chain (the record says so).
+async function checkReveals(c, m, predictions) {
+  if (!st.account || !c.registry) return;
+  const todo = (predictions ?? []).filter((p) => p.chain === c.name && Number(p.market) === Number(m.id) && p.revealed && p.reveal_tx && p.publisher
+    && st.shown.has(predictionKey(c.name, m.id, p.epoch)) && !st.reveals.has(predictionKey(c.name, m.id, p.epoch)));
+  if (!todo.length) return;
+  try {
+    if (BigInt(await req('eth_chainId')) !== BigInt(c.chain_id)) return;
+    if (!st.registries.has(c.name)) {
+      const scored = await call(c.registry, predictionRegistryAbi, 'market', []);
+      if (String(scored).toLowerCase() !== String(c.market).toLowerCase()) return;
+      st.registries.add(c.name);
+    }
+    for (const p of todo.slice(0, 5)) {
+      const receipt = await req('eth_getTransactionReceipt', [p.reveal_tx]);
+      if (!receipt) continue; // not on the wallet's node yet: read again on the next redraw
+      const commitment = await call(c.registry, predictionRegistryAbi, 'getCommitment', [p.publisher, BigInt(m.id), BigInt(p.epoch)]);
+      st.reveals.set(predictionKey(c.name, m.id, p.epoch), registryReveal(receipt, commitment, c.registry, p.publisher, m.id, p.epoch));
+    }
+  } catch { /* the wallet's node did not answer: checked on a later redraw */ }
+}
+
 // AI mode: the forecaster's word on the round taking bets, Follow / Against, and its record on this market.
 function aiPanel(ai, k) {
   const pUp = () => `P(up) ${(ai.pUpBps / 100).toFixed(2)}% — ${ai.side ? ai.side.toUpperCase() : 'no direction (exactly one half)'}`;
@@ -460,10 +575,14 @@ function aiPanel(ai, k) {
     const side = open ? betSide(ai, choice) : null;
     return `<button type="button" class="follow" data-choice="${choice}" ${side ? `data-follow-side="${side}" data-epoch="${k.epoch}" title="Bet ${side.toUpperCase()} with the market's amount"` : 'disabled aria-describedby="ai-why"'}>${label}${side ? ` (${side.toUpperCase()})` : ''}</button>`;
   };
-  const checked = { match: 'matches what this page showed', mismatch: 'DIFFERS from what this page showed' };
+  const checked = {
+    match: 'the registry\'s reveal matches what this page showed',
+    mismatch: 'the registry\'s reveal DIFFERS from what this page showed',
+    unchecked: 'not checked yet: connect a wallet on this chain (the registry is read through it)',
+  };
   const rows = ai.record.map((x) => `<tr data-epoch="${x.epoch}"${x.check ? ` data-check="${x.check}"` : ''}><td>${x.epoch}</td><td>${(x.pUpBps / 100).toFixed(2)}%</td><td>${x.side ? x.side.toUpperCase() : '—'}</td><td>${esc(x.outcome ?? '—')}</td><td>${x.hit == null ? 'void' : x.hit ? 'hit' : 'miss'}</td><td>${x.check ? checked[x.check] : '—'}</td></tr>`).join('');
   const why = st.forecastsPublic
-    ? `This keeper's operator publishes each forecast as soon as it is committed on chain: Follow bets the AI's direction on the round taking bets, Against the other one, with the amount above and every check of a normal bet. The commitment is what makes the early publication verifiable: the registry accepts only a reveal that hashes to it, so the forecast cannot be changed after you saw it. This page remembers what it showed, and the record below says whether each reveal matches it.`
+    ? `This keeper's operator publishes each forecast as soon as it is committed on chain: Follow bets the AI's direction on the round taking bets, Against the other one, with the amount above and every check of a normal bet. The commitment is what makes the early publication verifiable: the registry accepts only a reveal that hashes to it, so the forecast cannot be changed after you saw it. This page remembers what it showed and, once a round is revealed, reads the reveal from the prediction registry through your wallet (the Revealed event of the reveal transaction and the commitment it had to hash to), not from this keeper: the record below says whether each matches what was shown.`
     : `The prediction registry takes only a hash of each forecast while its round takes bets, and the reveal once the round's outcome is final; this keeper keeps forecasts sealed until then (its operator can publish them: [api] publish_forecasts). So nobody, this page included, can see the direction in time to follow it or bet against it, and Follow and Against stay disabled while the round takes bets. What the forecaster said about earlier rounds, and how it went, is below; its whole record is on the Forecaster page.`;
   return `<section id="ai" data-state="${ai.state}" data-public="${st.forecastsPublic}"><h2>AI mode</h2><p id="ai-said">${said}</p>
     <div class="row">${button('Follow', 'follow')}${button('Against', 'against')}</div>
@@ -620,7 +739,7 @@ async function route() {
     else if (parts[0] === 'forecaster') await renderForecaster();
     else if (parts[0] === 'positions') await renderAllPositions();
     else if (parts[0] === 'health') renderHealth();
-    else renderMarkets();
+    else await renderMarkets();
     document.body.dataset.ready = '1';
   } catch (e) {
     show(`The keeper's API could not be read: ${e?.message ?? e}`);

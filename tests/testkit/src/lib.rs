@@ -22,11 +22,11 @@ pub mod telegram;
 
 // With the `localnet` feature: the local network tooling the tests share, from `kronos-localnet` (the tests never
 // import it from the product): the anvil network harness, the demo's bettors, copy-trading and social pieces, the
-// deploy plans and forge runner, the local exchange.
+// deploy plans and forge runner, the local exchange, the local Solana cluster (`solana`, `solana_demo`).
 #[cfg(feature = "localnet")]
-pub use kronos_localnet::demo::{bettors, copytrade, net, social};
+pub use kronos_localnet::demo::{bettors, copytrade, net, social, solana_demo};
 #[cfg(feature = "localnet")]
-pub use kronos_localnet::{deploy, exchange, soak};
+pub use kronos_localnet::{deploy, exchange, soak, solana};
 
 use std::path::{Path, PathBuf};
 
