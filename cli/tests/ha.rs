@@ -608,7 +608,12 @@ async fn a_leader_stopped_with_sigterm_mid_send_gives_the_lease_up_after_it() {
 /// killed with SIGKILL as a checkpoint falls due (a nonce it took may never have been broadcast), the standby takes
 /// both markets over with the same key, and the killed keeper, restarted, settles what the store shows open for the
 /// key while the other leads. On chain: every checkpoint recorded once, nothing sent twice, and no nonce gap (no
-/// transaction of the key left queued behind a missing nonce; the latest nonce catches up with the pending one).
+/// transaction of the key left queued behind a missing nonce; the latest nonce catches up with the pending one); in
+/// the store, the nonce authority not behind the key's latest nonce. Mutations tried: the authority bypassed (each
+/// keeper counts the shared key's nonces itself) passes every on-chain check here — the two keepers never send with
+/// the key at once — and fails the last (`base: the nonce authority's next nonce None is behind the key's latest
+/// nonce 10`); the node's pending count not read (0 passed to the authority) survives: each refused nonce ("nonce too
+/// low") makes the keeper take again, and the authority's fresh counter climbs to the right nonce within a pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keepers_sharing_one_key_leave_no_nonce_gap_and_send_nothing_twice() {
     let pg = PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
@@ -671,6 +676,25 @@ async fn keepers_sharing_one_key_leave_no_nonce_gap_and_send_nothing_twice() {
         })
         .await;
     }
+    // The key's nonces came from the store's nonce authority: its next nonce for (chain, signer) is not behind the
+    // key's latest nonce on chain. (Nonces counted by each keeper alone, the authority bypassed, pass every check
+    // above — the keepers never send with the key at the same time — and fail this one.)
+    let admin = kronos_common::db::open(&pg.url()).await.unwrap().1;
+    for (i, chain) in ["base", "polygon"].into_iter().enumerate() {
+        let latest = net.chains[i].wallet(0).get_transaction_count(a2.signer).latest().await.unwrap();
+        let row = sqlx::query("SELECT next_nonce FROM signer_nonces WHERE chain = $1 AND signer = $2")
+            .bind(chain)
+            .bind(a2.signer.to_string())
+            .fetch_optional(&admin)
+            .await
+            .unwrap();
+        let next: Option<i64> = row.map(|r| sqlx::Row::get(&r, 0));
+        assert!(
+            next.is_some_and(|n| n >= latest as i64),
+            "{chain}: the nonce authority's next nonce {next:?} is behind the key's latest nonce {latest}\n{}",
+            tails(&all)
+        );
+    }
 }
 
 /// Two `kronos run` processes on one SQLite file (no leases there): the second is refused at start with an error
@@ -696,4 +720,45 @@ async fn a_second_keeper_on_one_sqlite_file_is_refused() {
     );
     assert!(health(&a).await.is_some(), "the first keeper stopped");
     assert_eq!(nonce(&net, 0, b.signer).await, 0, "the refused keeper sent a transaction");
+}
+
+/// `kronos bench soak` end to end, counted and short (`--kills 2 --checkpoints-between 2`): two keepers (the built
+/// `kronos`) on one PostgreSQL, one chain, the leader killed with SIGKILL as soon as the chain has recorded two
+/// checkpoints since the last takeover, twice, and restarted each time: every market taken over within the TTL, no
+/// keeper exit the soak did not cause, and by the soak's own tally (counted on chain) nothing missed and nothing sent
+/// twice. Everything waits for events (leases, checkpoints recorded); nothing sleeps a fixed time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_counted_soak_misses_nothing_and_sends_nothing_twice() {
+    let pg = PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+    let args = kronos_testkit::soak::SoakArgs {
+        keepers: 2,
+        minutes: 1.0,
+        kill_every: Duration::from_secs(120),
+        chains: Some(vec!["base".into()]),
+        store: Some(pg.url()),
+        lease_ttl_ms: Some(TTL_MS),
+        lease_refresh_ms: Some(REFRESH_MS),
+        block_time: 0.5,
+        speed: 20,
+        interval: INTERVAL as u32,
+        kills: Some(2),
+        checkpoints_between: 2,
+    };
+    let started = Instant::now();
+    let r = kronos_testkit::soak::soak_with(args, Some(std::path::Path::new(env!("CARGO_BIN_EXE_kronos"))))
+        .await
+        .expect("the soak runs to its end");
+    println!("soak: {r:?} in {:?}", started.elapsed());
+    assert_eq!(r.kills, 2, "{r:?}");
+    assert_eq!(r.takeovers_ms.len(), 2, "one market taken over after each kill: {r:?}");
+    assert_eq!(r.not_taken_over, 0, "{r:?}");
+    for t in &r.takeovers_ms {
+        assert!(*t <= TTL_MS + REFRESH_MS + SLACK_MS, "a takeover took {t} ms: {r:?}");
+    }
+    assert_eq!(r.unexpected_exits, 0, "{r:?}");
+    assert_eq!(r.chains.len(), 1, "{r:?}");
+    assert_eq!(r.missed(), 0, "missed checkpoints: {r:?}");
+    assert_eq!(r.duplicates(), 0, "duplicate sends: {r:?}");
+    // Two checkpoints before each kill and two after the last, at least.
+    assert!(r.recorded() >= 6, "{r:?}");
 }
