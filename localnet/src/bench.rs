@@ -432,14 +432,42 @@ async fn run_api_load(
             cached.join(", ")
         );
         println!(
-            "  {:>8} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
-            "rate/s", "answered", "errors", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "server"
+            "  (lag: scheduled time to the request's write, the generator's queue; service: write to answer; waits: \
+             seconds the keeper and the generator were runnable but not running, other processes on their cores)"
         );
+        println!(
+            "  {:>8} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8}",
+            "rate/s",
+            "answered",
+            "errors",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "server",
+            "lag p99",
+            "svc p99",
+            "srv wait",
+            "gen wait"
+        );
+        let waits = move || (pid.and_then(loadgen::wait_seconds), loadgen::wait_seconds(std::process::id()));
         for &r in &rates {
             let mode = http::Mode::Open { conns: open_conns, rate: r };
+            let w0 = waits();
             let (o, server) = measured_run(addr, &cached, mode, warmup, duration, cpu).await;
+            let w1 = waits();
+            let d = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| format!("{:.2}s", b - a));
             total += o.ok;
-            println!("  {:>8.0} {}", r, figures(&o, &server));
+            println!(
+                "  {:>8.0} {} {:>8} {:>8} {:>8} {:>8}",
+                r,
+                figures(&o, &server),
+                ms(o.lag.ms(99.0)),
+                ms(o.service.ms(99.0)),
+                d(w0.0, w1.0).unwrap_or_else(|| "-".into()),
+                d(w0.1, w1.1).unwrap_or_else(|| "-".into()),
+            );
         }
         println!("\n{total} requests answered in all");
         anyhow::ensure!(total > 0, "no request was answered");
@@ -801,6 +829,17 @@ async fn bench(a: SettleArgs) -> Result<()> {
     };
     let pid = k.pid;
     let t0 = Instant::now();
+    // When each block and each pooled transaction was first seen, to split the settlement delay.
+    let timeline_stop = CancellationToken::new();
+    let timelines: Vec<Arc<parking_lot::Mutex<timeline::Timeline>>> = k
+        .chains
+        .iter()
+        .map(|c| {
+            let t = Arc::new(parking_lot::Mutex::new(timeline::Timeline::default()));
+            tokio::spawn(timeline::watch(c.wallet(0), t.clone(), timeline_stop.clone()));
+            t
+        })
+        .collect();
     // The API load, until the rounds are done.
     let stop_load = Arc::new(AtomicBool::new(false));
     let load = if a.api_load {
@@ -869,6 +908,7 @@ async fn bench(a: SettleArgs) -> Result<()> {
         anyhow::ensure!(t0.elapsed() < Duration::from_secs(3600), "the benchmark did not finish within an hour");
     };
     let wall = t0.elapsed().as_secs_f64();
+    timeline_stop.cancel();
     stop_load.store(true, Ordering::Relaxed);
     let api = match load {
         Some(h) => Some(h.await.context("the API load")??),
@@ -879,16 +919,22 @@ async fn bench(a: SettleArgs) -> Result<()> {
     let store = kronos_keeper::store::Store::connect(&format!("sqlite://{}", db.display())).await?;
     let mut delays = Vec::new();
     let mut missed = 0u64;
-    for c in &chains {
+    let mut split = timeline::Split::default();
+    for (c, tl) in chains.iter().zip(&timelines) {
         let cps = store.checkpoints(&c.chain.key, 1, 0, 1_000_000).await?;
         let mut expected = 0i64;
+        let tl = tl.lock();
         for cp in &cps {
             missed += (cp.idx - expected).max(0) as u64;
             expected = cp.idx + 1;
             if let Some(d) = cp.delay_blocks {
                 delays.push(d as u64);
             }
+            if let (Some(hash), Some(block), Some(d)) = (&cp.tx_hash, cp.block, cp.delay_blocks) {
+                split.add(&tl, hash, block as u64, d as u64);
+            }
         }
+        split.add_gaps(&tl);
     }
     let f = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
     println!("\nresults ({} chains, {finished} rounds finished in {wall:.0}s):", chains.len());
@@ -900,6 +946,7 @@ async fn bench(a: SettleArgs) -> Result<()> {
         delays.len()
     );
     println!("  missed checkpoints: {missed}");
+    print!("{}", split.report());
     match cpu {
         Some(c) => {
             println!("  keeper CPU time: {c:.2}s in total, {:.1} ms per round", 1000.0 * c / finished.max(1) as f64)
@@ -919,6 +966,152 @@ async fn bench(a: SettleArgs) -> Result<()> {
         print!("{}", s.report().await);
     }
     Ok(())
+}
+
+/// What a settlement delay is made of, from the bench's side of the chains: when each block and each transaction in
+/// the pool was first seen (wall clock, polled every 10 ms). A checkpoint's delay counts from its due block (the first
+/// after its time and execute delay); the keeper can send only once it has seen that block, so 1 block is the least,
+/// and 2 means either the keeper's execute reached the pool after the next block had come (the keeper was late) or it
+/// was in the pool in time and the node mined it a block later.
+mod timeline {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use alloy::providers::{DynProvider, Provider};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::demo::percentile;
+
+    #[derive(Default)]
+    pub(super) struct Timeline {
+        /// Block number → when it was first seen (ms).
+        pub blocks: BTreeMap<u64, u64>,
+        /// Transaction hash (lowercase hex) → when it was first seen pending (ms).
+        pub pooled: HashMap<String, u64>,
+    }
+
+    fn now_ms() -> u64 {
+        kronos_common::time::now_ms()
+    }
+
+    /// Polls the head and the pool of `p` every 10 ms into `t` until `stop`.
+    pub(super) async fn watch(p: DynProvider, t: Arc<parking_lot::Mutex<Timeline>>, stop: CancellationToken) {
+        let mut last: Option<u64> = None;
+        while !stop.is_cancelled() {
+            if let Ok(n) = p.get_block_number().await {
+                let seen = now_ms();
+                let mut tl = t.lock();
+                // Blocks passed between two polls are stamped with the later poll (at most 10 ms late).
+                for b in last.map_or(n, |l| l + 1)..=n {
+                    tl.blocks.entry(b).or_insert(seen);
+                }
+                last = Some(last.map_or(n, |l| l.max(n)));
+            }
+            if let Ok(v) = p.raw_request::<_, serde_json::Value>("txpool_content".into(), ()).await {
+                let seen = now_ms();
+                let mut tl = t.lock();
+                for by_nonce in v["pending"].as_object().into_iter().flat_map(|m| m.values()) {
+                    for tx in by_nonce.as_object().into_iter().flat_map(|m| m.values()) {
+                        if let Some(h) = tx["hash"].as_str() {
+                            tl.pooled.entry(h.to_ascii_lowercase()).or_insert(seen);
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The split of the recorded checkpoints' delays.
+    #[derive(Default)]
+    pub(super) struct Split {
+        /// Due block first seen → the execute first seen in the pool (ms).
+        reaction: Vec<u64>,
+        /// Gaps between consecutive blocks as seen (ms).
+        gaps: Vec<u64>,
+        /// Checkpoints at 2 blocks or more whose execute reached the pool after the next block was seen.
+        late: u64,
+        /// … whose execute was in the pool before the next block and was mined later anyway.
+        held: u64,
+        /// Checkpoints whose execute was never seen pending (mined within a poll of being sent) or whose blocks
+        /// were not seen.
+        unseen: u64,
+        /// Checkpoints looked at.
+        n: u64,
+    }
+
+    impl Split {
+        pub(super) fn add(&mut self, tl: &Timeline, hash: &str, mined: u64, delay: u64) {
+            self.n += 1;
+            let due = mined.saturating_sub(delay);
+            let (Some(&t_due), Some(&t_next), Some(&t_sent)) =
+                (tl.blocks.get(&due), tl.blocks.get(&(due + 1)), tl.pooled.get(&hash.to_ascii_lowercase()))
+            else {
+                self.unseen += 1;
+                return;
+            };
+            self.reaction.push(t_sent.saturating_sub(t_due));
+            if delay >= 2 {
+                if t_sent > t_next {
+                    self.late += 1;
+                } else {
+                    self.held += 1;
+                }
+            }
+        }
+
+        pub(super) fn add_gaps(&mut self, tl: &Timeline) {
+            let times: Vec<u64> = tl.blocks.values().copied().collect();
+            self.gaps.extend(times.windows(2).map(|w| w[1].saturating_sub(w[0])));
+        }
+
+        pub(super) fn report(&self) -> String {
+            let f = |v: &[u64], p| percentile(v, p).map(|x| format!("{x} ms")).unwrap_or_else(|| "-".into());
+            format!(
+                "  the keeper's reaction (its due block seen → its execute in the pool; polled every 10 ms): p50 {}, \
+                 p99 {}, max {} ({} of {} checkpoints seen; blocks came every p50 {}, p99 {}, max {})\n  \
+                 checkpoints at 2+ blocks: {} sent after the next block had come (the keeper late), {} in the pool \
+                 before it and mined a block later (the node)\n",
+                f(&self.reaction, 50.0),
+                f(&self.reaction, 99.0),
+                f(&self.reaction, 100.0),
+                self.reaction.len(),
+                self.n,
+                f(&self.gaps, 50.0),
+                f(&self.gaps, 99.0),
+                f(&self.gaps, 100.0),
+                self.late,
+                self.held,
+            )
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_two_block_delay_is_put_on_the_keeper_or_the_node() {
+            let mut tl = Timeline::default();
+            for (b, t) in [(10, 1000), (11, 1500), (12, 2000), (13, 2500)] {
+                tl.blocks.insert(b, t);
+            }
+            tl.pooled.insert("0xaa".into(), 1100); // in time for block 11, mined in 11: 1 block
+            tl.pooled.insert("0xbb".into(), 1600); // after block 11 came: late, mined in 12
+            tl.pooled.insert("0xcc".into(), 1200); // in time, yet mined in 12: the node
+            let mut s = Split::default();
+            s.add(&tl, "0xAA", 11, 1);
+            s.add(&tl, "0xbb", 12, 2);
+            s.add(&tl, "0xcc", 12, 2);
+            s.add(&tl, "0xdd", 12, 2);
+            s.add_gaps(&tl);
+            assert_eq!((s.late, s.held, s.unseen, s.n), (1, 1, 1, 4));
+            assert_eq!(s.reaction, [100, 600, 200]);
+            assert_eq!(s.gaps, [500, 500, 500]);
+            assert!(s.report().contains("1 sent after the next block had come"), "{}", s.report());
+        }
+    }
 }
 
 /// Head time without the test kit (which is a dev-only crate).

@@ -100,6 +100,11 @@ pub fn request(addr: SocketAddr, path: &str) -> Vec<u8> {
 #[derive(Default)]
 pub struct Outcome {
     pub latencies: Latencies,
+    /// Of the counted answers: from the scheduled send time to the request's write (the generator's own queue: late
+    /// timers, a busy core, every connection waiting for an answer); zero in a closed loop.
+    pub lag: Latencies,
+    /// Of the counted answers: from the request's write to its answer (the server's side, loopback included).
+    pub service: Latencies,
     /// Answers with a 2xx status.
     pub ok: u64,
     /// Other statuses, and requests that failed (the connection is opened again).
@@ -117,6 +122,8 @@ impl Outcome {
 
     pub fn merge(&mut self, o: Outcome) {
         self.latencies.add(&o.latencies);
+        self.lag.add(&o.lag);
+        self.service.add(&o.service);
         self.ok += o.ok;
         self.errors += o.errors;
         self.bytes += o.bytes;
@@ -180,6 +187,7 @@ pub async fn run(addr: SocketAddr, paths: &[String], mode: Mode, warmup: Duratio
                         }
                     },
                 };
+                let sent = Instant::now();
                 let r = c.get(req).await;
                 let took = due.elapsed();
                 let counted = due >= measure_from;
@@ -189,6 +197,8 @@ pub async fn run(addr: SocketAddr, paths: &[String], mode: Mode, warmup: Duratio
                             out.ok += 1;
                             out.bytes += len as u64;
                             out.latencies.record(took);
+                            out.lag.record(sent.saturating_duration_since(due));
+                            out.service.record(sent.elapsed());
                         }
                     }
                     Ok(_) => out.errors += counted as u64,
@@ -248,6 +258,8 @@ mod tests {
         let o = run(addr, &paths, Mode::Closed { conns: 2 }, Duration::from_millis(20), d).await;
         assert!(o.ok > 0 && o.errors > 0, "half the paths answer 404: {} ok, {} errors", o.ok, o.errors);
         assert_eq!(o.latencies.count(), o.ok);
+        assert_eq!((o.lag.count(), o.service.count()), (o.ok, o.ok));
+        assert!(o.lag.max_ms() <= o.latencies.max_ms() && o.service.max_ms() <= o.latencies.max_ms());
         assert_eq!(o.bytes, 5 * o.ok);
         let o = run(addr, &paths[..1], Mode::Open { conns: 2, rate: 200.0 }, Duration::ZERO, d).await;
         // 200 per second for 0.2 s: about 40 scheduled, every one answered.

@@ -132,7 +132,9 @@ pub async fn subscriber(
             return seen;
         }
     };
-    let connected = tokio_tungstenite::connect_async(req).await;
+    // A small read buffer (the default is 128 KiB, eagerly allocated: 1.25 GiB for 10,000 subscribers).
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
+    let connected = tokio_tungstenite::connect_async_with_config(req, Some(config), false).await;
     drop(permit);
     let mut ws = match connected {
         Ok((ws, _)) => ws,
