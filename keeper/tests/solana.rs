@@ -1577,3 +1577,95 @@ async fn a_round_past_its_commit_window_gets_no_commit_and_no_alert() {
     assert_eq!(k.txs_for("commit:1:1").await.len(), 1);
     k.stop().await;
 }
+
+/// Issue 15 with M3 leases: two keepers on one PostgreSQL store, each with its own signer and forecasts on. Only the
+/// market's leader commits (the standby forecasts and signs nothing for it); after a takeover the new leader
+/// commits, and the old leader, restarted as a standby, still reveals its own commitment (only its signer can).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_leader_commits_and_a_standby_still_reveals_its_own_commitment() {
+    use kronos_market::registry::{Commitment, COMMITMENT_SEED};
+    let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+    let (c, dir_a, key_a) = funded(true).await;
+    with_registry(&c).await;
+    let dir_b = tempfile::tempdir().unwrap();
+    let key_b = Keypair::new();
+    c.fund(&key_b.pubkey()).await;
+    let on_pg = |dir: &std::path::Path, key: &Keypair, id: &str| {
+        let sqlite = format!("store = \"sqlite://{}/keeper.db\"", dir.display());
+        let text = forecasting_config(&c, dir, key);
+        assert!(text.contains(&sqlite), "{text}");
+        text.replace(
+            &sqlite,
+            &format!("store = \"{}\"\nkeeper_id = \"{id}\"\nlease_ttl_ms = 3000\nlease_refresh_ms = 500", pg.url()),
+        )
+    };
+    let commitment =
+        |epoch: u64, k: &Keypair| pda(&[COMMITMENT_SEED, c.market.as_ref(), &epoch.to_le_bytes(), k.pubkey().as_ref()]);
+    let mut a = run_forecasting_keeper(&on_pg(dir_a.path(), &key_a, "keeper-a")).await;
+    start_round_0(&c, &mut a).await;
+    a.wait_committed(0).await;
+    let b = run_forecasting_keeper(&on_pg(dir_b.path(), &key_b, "keeper-b")).await;
+    until_healthy(&b, "the standby connected").await;
+    for _ in 0..5 {
+        let last = solana_health(&b).await["last_success_ms"].as_u64().unwrap();
+        until_health(&b, "another pass of the standby", |h| h["last_success_ms"].as_u64().unwrap() > last).await;
+    }
+    assert!(c.account::<Commitment>(&commitment(0, &key_b)).await.is_none(), "the standby committed");
+    let none = b.keeper_store.prediction("solana", 1, 0, &key_b.pubkey().to_string()).await.unwrap();
+    assert!(none.is_none(), "the standby forecast for the market: {none:?}");
+
+    // The leader stops; the standby takes over and commits the next round with its own key.
+    a.stop().await;
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 100).await;
+    let mut b = b;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    b.wait_committed(1).await;
+    assert!(c.account::<Commitment>(&commitment(1, &key_b)).await.is_some());
+
+    // The old leader comes back as a standby and reveals its own commitment once round 0 is settled.
+    let mut a = run_forecasting_keeper(&on_pg(dir_a.path(), &key_a, "keeper-a")).await;
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 500).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    let (outcome, _, _) = a.wait_revealed(0).await;
+    assert_eq!(outcome, Outcome::Up);
+    let p0 = a.keeper_store.prediction("solana", 1, 0, &key_a.pubkey().to_string()).await.unwrap().unwrap();
+    assert!(p0.reveal_tx.as_deref().is_some_and(|t| t != "-") && p0.outcome.is_some(), "{p0:?}");
+    let txs = a.keeper_store.all_txs("solana").await.unwrap();
+    let theirs = |action: &str| txs.iter().filter(|t| t.action == action).map(|t| t.signer.clone()).collect::<Vec<_>>();
+    assert_eq!(theirs("commit:1:0"), vec![key_a.pubkey().to_string()], "{txs:?}");
+    assert_eq!(theirs("reveal:1:0"), vec![key_a.pubkey().to_string()], "{txs:?}");
+    assert_eq!(theirs("commit:1:1"), vec![key_b.pubkey().to_string()], "{txs:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Audit H1: a commitment left open by an earlier run (here: recorded as unrevealable, never closed) is found by
+/// the keeper's sweep once its reveal deadline passed and closed — its rent back with the keeper — and the
+/// program's close expires it first, so the track record counts it as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commitment_left_open_by_an_earlier_run_is_swept_and_its_rent_comes_back() {
+    use kronos_market::registry::{TrackRecord, COMMITMENT_SEED, RECORD_SEED};
+    let (c, dir, key) = funded(true).await;
+    with_registry(&c).await;
+    let text = forecasting_config(&c, dir.path(), &key);
+    let publisher = key.pubkey();
+    let commitment = pda(&[COMMITMENT_SEED, c.market.as_ref(), &0u64.to_le_bytes(), publisher.as_ref()]);
+    let mut k = run_forecasting_keeper(&text).await;
+    start_round_0(&c, &mut k).await;
+    k.wait_committed(0).await;
+    // The earlier run's end: the prediction stored as final, the commitment left on chain.
+    let gone = kronos_keeper::store::Reveal { tx: "-", outcome: Outcome::None, hit: None, brier: None };
+    k.keeper_store.set_revealed("solana", 1, 0, &publisher.to_string(), &gone).await.unwrap();
+    k.stop().await;
+    assert!(c.client.get_account(&commitment).await.is_ok(), "left open");
+    // Past its deadline (close + settle window + the registry's reveal window): the program lets it go.
+    c.warp_to(GENESIS + 3 * IV + 86_400 + 1).await;
+    let k = run_forecasting_keeper(&text).await;
+    k.until_closed(&c, "close_commitment:1:0", &commitment).await;
+    let rec: TrackRecord = c.account(&pda(&[RECORD_SEED, publisher.as_ref()])).await.unwrap();
+    assert_eq!((rec.committed, rec.revealed, rec.expired), (1, 0, 1), "{rec:?}");
+    assert_eq!(k.txs_for("close_commitment:1:0").await.len(), 1);
+    k.stop().await;
+}
