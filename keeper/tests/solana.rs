@@ -1461,6 +1461,29 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Waits until the keeper's `action` (a `close_commitment`) is confirmed and the account `key` is gone.
+    async fn until_closed(&self, c: &Cluster, action: &str, key: &Pubkey) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let confirmed = self.txs_for(action).await.iter().any(|t| t.status.as_str() == "confirmed");
+            if confirmed
+                && c.client
+                    .get_account_with_commitment(key, CommitmentConfig::confirmed())
+                    .await
+                    .unwrap()
+                    .value
+                    .is_none()
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the keeper never closed {key} ({action})");
+            // Polling the store and the chain (a close is not signalled).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Cluster {
     async fn account<T: AccountDeserialize>(&self, key: &Pubkey) -> Option<T> {
         let a = self.client.get_account_with_commitment(key, CommitmentConfig::confirmed()).await.unwrap().value?;
@@ -1513,14 +1536,15 @@ async fn forecasts_are_committed_before_the_lock_and_revealed_after_a_restart_fr
     let (outcome, hit, _) = k.wait_revealed(0).await;
     assert_eq!(outcome, Outcome::Up);
     assert_eq!(hit, Some(row.up), "scored on the round's outcome");
-    let revealed: Commitment = c.account(&commitment_key(0)).await.unwrap();
-    assert_eq!((revealed.status, revealed.probability_up_bps), (CommitStatus::Revealed, bps));
+    // Revealed, recorded, then closed (H1): its rent is back with the keeper; the record still counts it.
+    k.until_closed(&c, "close_commitment:1:0", &commitment_key(0)).await;
     // Round 1 closes down on its lock: revealed by the keeper that committed it.
     c.transmit(GENESIS + 3 * IV - 1, PRICE + 200).await;
     c.transmit(GENESIS + 3 * IV + 1, PRICE + 200).await;
     c.warp_to(GENESIS + 3 * IV + DELAY).await;
     let (outcome, _, scored) = k.wait_revealed(1).await;
     assert_eq!(outcome, Outcome::Down);
+    k.until_closed(&c, "close_commitment:1:1", &commitment_key(1)).await;
 
     // The on-chain record counts both; the store's copy and its rows agree.
     let rec: TrackRecord = c.account(&pda(&[RECORD_SEED, publisher.as_ref()])).await.unwrap();
@@ -1537,7 +1561,7 @@ async fn forecasts_are_committed_before_the_lock_and_revealed_after_a_restart_fr
         assert!(p.reveal_tx.as_deref().is_some_and(|t| t != "-") && p.outcome.is_some(), "{p:?}");
     }
     // Each commitment and reveal was signed once, the restart included.
-    for a in ["commit:1:0", "commit:1:1", "reveal:1:0", "reveal:1:1"] {
+    for a in ["commit:1:0", "commit:1:1", "reveal:1:0", "reveal:1:1", "close_commitment:1:0", "close_commitment:1:1"] {
         let txs = k.txs_for(a).await;
         assert_eq!(txs.len(), 1, "{a}: {txs:?}");
         assert_eq!(txs[0].status.as_str(), "confirmed", "{a}: {txs:?}");

@@ -181,6 +181,50 @@ pub(crate) fn reveal_refusal(e: &TransactionError) -> RevealRefusal {
     }
 }
 
+/// Whether the program's `close_commitment` takes back a commitment of `status` and `deadline` at cluster time
+/// `now` (H1): once it is final — revealed, expired, or still committed past its deadline (the program then expires
+/// it first, so the track record counts it once).
+pub(crate) fn may_close(status: CommitStatus, deadline: i64, now: i64) -> bool {
+    status != CommitStatus::Committed || now > deadline
+}
+
+/// Whether the once-per-interval sweep closes a commitment found on chain (H1): when the program allows it, except
+/// a revealed one whose prediction the store still holds as unrevealed (`pending`) — the reveal pass records its
+/// score from the account first, and closes it then.
+pub(crate) fn sweep_closes(status: CommitStatus, deadline: i64, now: i64, pending: bool) -> bool {
+    may_close(status, deadline, now) && !(pending && status == CommitStatus::Revealed)
+}
+
+/// At most this many commitments are closed by one sweep (a backlog is taken back over several intervals).
+pub(crate) const SWEEP_MAX: usize = 32;
+
+/// How often the sweep looks for this publisher's closable commitments (a market's default interval).
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// Where a `Commitment` account holds its publisher (the sweep's `getProgramAccounts` memcmp): found by serialising
+/// a commitment with a marked publisher, so that no layout is copied by hand.
+pub(crate) fn publisher_offset() -> usize {
+    use anchor_lang::AccountSerialize;
+    let marked = Pubkey::new_from_array([0x5A; 32]);
+    let c = Commitment {
+        publisher: marked,
+        market: Pubkey::default(),
+        epoch: 0,
+        hash: [0; 32],
+        status: CommitStatus::Committed,
+        deadline: 0,
+        up: false,
+        probability_up_bps: 0,
+        outcome: SolOutcome::None,
+        hit: false,
+        brier: 0,
+        bump: 0,
+    };
+    let mut data = Vec::new();
+    c.try_serialize(&mut data).expect("a Commitment serialises");
+    data.windows(32).position(|w| w == marked.as_ref()).expect("the marked publisher is there")
+}
+
 /// The store's outcome for the program's.
 pub(crate) fn outcome(o: SolOutcome) -> Outcome {
     match o {
@@ -233,12 +277,14 @@ struct Forecasts {
     told: HashSet<String>,
     /// Per step (its label): failures in a row and when it may be tried again, as the crank does.
     failing: HashMap<String, (u32, Instant)>,
+    /// When the last sweep for closable commitments ran (H1); `None`: not yet in this run.
+    swept: Option<Instant>,
 }
 
 /// Commits and reveals on `rt`'s cluster until `cancel` fires.
 pub(super) async fn run(rt: Arc<SolanaRuntime>, publisher: Arc<Publisher>, cancel: CancellationToken) {
     let poll = rt.poll;
-    let mut f = Forecasts { rt, publisher, cluster: None, told: HashSet::new(), failing: HashMap::new() };
+    let mut f = Forecasts { rt, publisher, cluster: None, told: HashSet::new(), failing: HashMap::new(), swept: None };
     while !cancel.is_cancelled() {
         if let Err(e) = f.pass(&cancel).await {
             let msg = kronos_common::Redactor::global().redact(&format!("{e:#}"));
@@ -298,6 +344,12 @@ impl Forecasts {
         }
         if let Err(e) = self.reveal_due(&markets, cancel).await {
             errors.push(format!("reveal: {e:#}"));
+        }
+        if self.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+            match self.sweep(&markets, cancel).await {
+                Ok(()) => self.swept = Some(Instant::now()),
+                Err(e) => errors.push(format!("sweep: {e:#}")),
+            }
         }
         anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
         Ok(())
@@ -586,8 +638,18 @@ impl Forecasts {
         let stored = parse32("commitment", &p.commitment)?;
         match reveal_step(c.as_ref(), r.as_ref(), now, &stored) {
             RevealStep::Wait => Ok(()),
-            RevealStep::Unrevealable(why) => self.unrevealable(p, id, epoch, why).await,
-            RevealStep::Recorded => self.record(p, market, id, epoch, "recovered").await,
+            RevealStep::Unrevealable(why) => {
+                self.unrevealable(p, id, epoch, why).await?;
+                // Its rent comes back now if the program allows it, else the sweep takes it later (H1).
+                match c.filter(|c| may_close(c.status, c.deadline, now)) {
+                    Some(_) => self.close_logged(market, &id.to_string(), epoch, cancel).await,
+                    None => Ok(()),
+                }
+            }
+            RevealStep::Recorded => {
+                self.record(p, market, id, epoch, "recovered").await?;
+                self.close_logged(market, &id.to_string(), epoch, cancel).await
+            }
             RevealStep::Reveal => {
                 let salt = parse32("salt", &p.salt)?;
                 let accounts = acc::Reveal {
@@ -606,7 +668,9 @@ impl Forecasts {
                 match rt.send(Action::Done, &label, instruction, &writable, cancel).await {
                     Ok(Sent::Done(_)) => {
                         let tx = self.tx_of(&label).await?;
-                        self.record(p, market, id, epoch, &tx).await
+                        self.record(p, market, id, epoch, &tx).await?;
+                        // Revealed and recorded: the commitment's rent comes back (H1).
+                        self.close_logged(market, &id.to_string(), epoch, cancel).await
                     }
                     Ok(Sent::Expired | Sent::NotYet | Sent::AlreadyDone) | Err(SendError::Stopped) => Ok(()),
                     Err(SendError::Other(e)) => match e.downcast_ref::<Refused>().map(|r| reveal_refusal(&r.error)) {
@@ -620,6 +684,119 @@ impl Forecasts {
                 }
             }
         }
+    }
+
+    /// [`close`](Self::close), a failure only logged: the commitment is final and recorded, and the sweep tries
+    /// again.
+    async fn close_logged(&self, market: Pubkey, id: &str, epoch: u64, cancel: &CancellationToken) -> Result<()> {
+        if let Err(e) = self.close(market, id, epoch, cancel).await {
+            let msg = kronos_common::Redactor::global().redact(&format!("{e:#}"));
+            tracing::warn!(chain = %self.rt.name, market = id, epoch, error = %msg, "solana: closing a commitment failed; the sweep tries again");
+        }
+        Ok(())
+    }
+
+    /// Closes this publisher's commitment of `market`'s round `epoch` (H1: `close_commitment`, the rent back to the
+    /// keeper's signer; a commitment still open past its deadline is expired first by the program, so the track
+    /// record counts it). Closed already (`AccountNotInitialized`) is done. `id` names the market in the label.
+    async fn close(&self, market: Pubkey, id: &str, epoch: u64, cancel: &CancellationToken) -> Result<()> {
+        let rt = &self.rt;
+        let program = rt.cfg.program;
+        let publisher = rt.signer();
+        let accounts = acc::CloseCommitment {
+            publisher,
+            commitment: commitment_address(&program, &market, epoch, &publisher),
+            record: record_address(&program, &publisher),
+        };
+        let instruction = rt.program_ix(accounts, ix::CloseCommitment {});
+        let writable: Vec<Pubkey> = instruction.accounts.iter().filter(|a| a.is_writable).map(|a| a.pubkey).collect();
+        let label = format!("close_commitment:{id}:{epoch}");
+        match rt.send(Action::Done, &label, instruction, &writable, cancel).await {
+            Ok(Sent::Done(_)) => {
+                tracing::info!(chain = %rt.name, market = id, epoch, "solana: commitment closed, its rent is back");
+                Ok(())
+            }
+            Ok(Sent::Expired | Sent::NotYet | Sent::AlreadyDone) | Err(SendError::Stopped) => Ok(()),
+            Err(SendError::Other(e)) => match e.downcast_ref::<Refused>().and_then(|r| custom_code(&r.error)) {
+                Some(c) if c == anchor_lang::error::ErrorCode::AccountNotInitialized as u32 => Ok(()),
+                _ => Err(e.context(label)),
+            },
+            Err(SendError::FeedChanged) => anyhow::bail!("{label}: the program refused the market's feed"),
+        }
+    }
+
+    /// Closes this publisher's commitments the program lets go (H1: the backlog of a run stopped before closing,
+    /// of a keeper that did not close them): `getProgramAccounts` for the commitments whose publisher is this
+    /// keeper's signer (memcmp at the offset the program crate's serialisation gives), at most [`SWEEP_MAX`] closed
+    /// per sweep. Commitments in any status can be closable (revealed, expired, committed past the deadline), so
+    /// the status is decided here ([`sweep_closes`]), not filtered by the node; the ones left are this keeper's
+    /// open commitments, a few per market.
+    async fn sweep(&mut self, markets: &[super::driver::MarketInfo], cancel: &CancellationToken) -> Result<()> {
+        use anchor_lang::{Discriminator, Space};
+        use futures::FutureExt;
+        use solana_client::rpc_config::{RpcAccountInfoConfig, RpcProgramAccountsConfig, UiAccountEncoding};
+        use solana_client::rpc_filter::{Memcmp, RpcFilterType};
+        let rt = self.rt.clone();
+        let program = rt.cfg.program;
+        let publisher = rt.signer();
+        let config = RpcProgramAccountsConfig {
+            filters: Some(vec![
+                RpcFilterType::DataSize((8 + Commitment::INIT_SPACE) as u64),
+                RpcFilterType::Memcmp(Memcmp::new_raw_bytes(0, Commitment::DISCRIMINATOR.to_vec())),
+                RpcFilterType::Memcmp(Memcmp::new_raw_bytes(publisher_offset(), publisher.to_bytes().to_vec())),
+            ]),
+            account_config: RpcAccountInfoConfig {
+                encoding: Some(UiAccountEncoding::Base64),
+                commitment: Some(solana_commitment_config::CommitmentConfig::confirmed()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let found = rt
+            .client
+            .call(|c| c.get_program_ui_accounts_with_config(&program, config.clone()).boxed())
+            .await
+            .with_context(|| format!("{}: getProgramAccounts (this publisher's commitments)", rt.name))?;
+        let (now, _) = rt.clock().await?;
+        let pending: HashSet<(Pubkey, u64)> = rt
+            .store
+            .unrevealed(&rt.name, &publisher.to_string())
+            .await?
+            .iter()
+            .filter_map(|p| {
+                let mi = markets.iter().find(|m| m.id as i64 == p.market_id)?;
+                Some((mi.address, p.epoch as u64))
+            })
+            .collect();
+        let mut closable: Vec<Commitment> = Vec::new();
+        for (k, ui) in found {
+            let Some(a) = ui.decode::<solana_account::Account>() else { continue };
+            let Ok(c) = Commitment::try_deserialize(&mut a.data.as_slice()) else { continue };
+            // What the node said is checked: this publisher's commitment at its own address.
+            if a.owner == program
+                && c.publisher == publisher
+                && k == commitment_address(&program, &c.market, c.epoch, &publisher)
+                && sweep_closes(c.status, c.deadline, now, pending.contains(&(c.market, c.epoch)))
+            {
+                closable.push(c);
+            }
+        }
+        closable.sort_by_key(|c| c.deadline);
+        let mut errors = Vec::new();
+        for c in closable.iter().take(SWEEP_MAX) {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let id = markets.iter().find(|m| m.address == c.market).map_or(c.market.to_string(), |m| m.id.to_string());
+            if let Err(e) = self.close(c.market, &id, c.epoch, cancel).await {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if closable.len() > SWEEP_MAX {
+            tracing::info!(chain = %rt.name, left = closable.len() - SWEEP_MAX, "solana: more closable commitments than one sweep closes; the next sweeps take them");
+        }
+        anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
+        Ok(())
     }
 
     /// Stores a prediction that can no longer be revealed (as the EVM publisher does) and refreshes the record.
@@ -834,6 +1011,34 @@ mod tests {
         assert!(matches!(reveal_step(Some(&waiting), Some(&settled), after, &[8u8; 32]), RevealStep::Unrevealable(_)));
         assert_eq!(reveal_step(Some(&waiting), Some(&settled), deadline, &h), RevealStep::Reveal, "inclusive");
         assert!(matches!(reveal_step(Some(&waiting), Some(&settled), deadline + 1, &h), RevealStep::Unrevealable(_)));
+    }
+
+    #[test]
+    fn a_commitment_is_closed_once_final_and_the_sweep_leaves_an_unrecorded_reveal_to_the_reveal_pass() {
+        let deadline = START + 2 * IV + 600 + 86_400;
+        // The program's close_commitment: revealed or expired at once; committed only past its deadline.
+        assert!(may_close(CommitStatus::Revealed, deadline, START));
+        assert!(may_close(CommitStatus::Expired, deadline, START));
+        assert!(!may_close(CommitStatus::Committed, deadline, deadline), "CommitmentOpen until the deadline");
+        assert!(may_close(CommitStatus::Committed, deadline, deadline + 1));
+        // The sweep: the same, except a reveal the store has not recorded yet (the reveal pass reads its score).
+        assert!(sweep_closes(CommitStatus::Revealed, deadline, START, false));
+        assert!(!sweep_closes(CommitStatus::Revealed, deadline, START, true));
+        assert!(sweep_closes(CommitStatus::Expired, deadline, START, true));
+        assert!(sweep_closes(CommitStatus::Committed, deadline, deadline + 1, true));
+        assert!(!sweep_closes(CommitStatus::Committed, deadline, deadline, false));
+    }
+
+    #[test]
+    fn the_sweep_filters_on_the_publisher_where_the_program_stores_it() {
+        use anchor_lang::AccountSerialize;
+        let publisher = Pubkey::new_unique();
+        let c = Commitment { publisher, ..commitment(CommitStatus::Committed, [1; 32], START) };
+        let mut data = Vec::new();
+        c.try_serialize(&mut data).unwrap();
+        let at = publisher_offset();
+        assert_eq!(&data[at..at + 32], publisher.as_ref());
+        assert_eq!(at, 8, "right after the discriminator");
     }
 
     #[test]
