@@ -639,10 +639,16 @@ impl Engine {
             let difference = reconcile::difference(ours, theirs, late, fate.as_ref(), stop_known);
             if matches!(difference, Difference::ClosedOutside | Difference::StoppedOut) {
                 // Both settled now: the held stop and the replaced one are forgotten, each recorded as what it
-                // became (one that is still open is no longer held, so the clean-up cancels it).
+                // became; one that is still open is cancelled now (AUDIT-3 F9: not left to the clean-up at the end
+                // of a reconcile tick, under a position the lead may open again meanwhile) — kept as replaced when
+                // its cancel is not confirmed.
                 self.stops.remove(&s);
                 self.replaced.remove(&s);
                 for (asked, st) in held.iter().chain(replaced.iter()) {
+                    if asked == &Some(stops::StopFate::Open) && !self.cancel_replaced(&s, st).await {
+                        self.replaced.entry(s.clone()).or_default().push(st.clone());
+                        continue;
+                    }
                     let (status, update) = match asked {
                         Some(f) if f.fired() => (
                             "finished".to_string(),
@@ -791,7 +797,12 @@ impl Engine {
         let mut replaced_asked = Vec::new();
         for (symbol, list) in old_replaced {
             for st in list {
-                let fate = self.ask_stop(&symbol, &st).await;
+                // Listed open: open (released below) without asking (AUDIT-3 F5).
+                let fate = if open.iter().any(|a| a.client_algo_id == st.client_id) {
+                    Some(stops::StopFate::Open)
+                } else {
+                    self.ask_stop(&symbol, &st).await
+                };
                 replaced_asked.push((symbol.clone(), st, fate));
             }
         }
@@ -823,17 +834,27 @@ impl Engine {
                 stops::HeldPlan::Replace { hold } => {
                     self.replaced.entry(symbol.clone()).or_default().push(st.clone());
                     self.stops.remove(&symbol);
-                    self.hold_at(&symbol, hold).await;
-                    self.risk_event(
-                        "stop_missing",
-                        &symbol,
-                        format!(
-                            "the stop at {} ({}) fired and its close is on its way; placing a new one meanwhile; \
-                             the exchange holds {hold}, held at that until the lead closes or flips",
-                            st.trigger, st.client_id
+                    let detail = match hold {
+                        Some(q) => {
+                            self.hold_at(&symbol, q).await;
+                            format!(
+                                "the stop at {} ({}) fired and its close is on its way; placing a new one \
+                                 meanwhile; the exchange holds {q}, held at that until the lead closes or flips",
+                                st.trigger, st.client_id
+                            )
+                        }
+                        None => format!(
+                            "the stop at {} ({}) has a status the copy-trader does not know ({}); kept for the \
+                             stop-out check and a new one placed",
+                            st.trigger,
+                            st.client_id,
+                            match &fate {
+                                Some(stops::StopFate::Unknown(status)) => status.as_str(),
+                                _ => "",
+                            }
                         ),
-                    )
-                    .await;
+                    };
+                    self.risk_event("stop_missing", &symbol, detail).await;
                 }
                 stops::HeldPlan::Drop { status, hold } => {
                     self.stops.remove(&symbol);
@@ -871,7 +892,13 @@ impl Engine {
                     again = true;
                     self.replaced.entry(symbol).or_default().push(st);
                 }
-                stops::ReplacedPlan::Release => {}
+                stops::ReplacedPlan::Release => {
+                    // Cancelled here, not left to the clean-up: one whose cancel is not confirmed stays replaced
+                    // (it may fire before it is gone) and is asked again at the next reconcile (AUDIT-3 F5).
+                    if !self.cancel_replaced(&symbol, &st).await {
+                        self.replaced.entry(symbol).or_default().push(st);
+                    }
+                }
                 stops::ReplacedPlan::Drop { status, hold } => {
                     let _ = self
                         .store
@@ -888,6 +915,25 @@ impl Engine {
             }
         }
         again
+    }
+
+    /// Cancels a stop kept as replaced (or an orphan) that is still open: `true` when the exchange confirms the
+    /// cancel (recorded "canceled"); `false` when it answers that the stop is no longer open (-2011/-2013: it may
+    /// have fired) or the cancel fails — the caller keeps it as replaced, so it is asked about again and a flat
+    /// position it closed is a stop-out, never drift.
+    async fn cancel_replaced(&mut self, symbol: &str, st: &StopInfo) -> bool {
+        match self.venue.cancel_stop_strict(&st.client_id).await {
+            Ok(()) => {
+                let _ = self.store.update_order(&st.client_id, "canceled", &OrderUpdate::default()).await;
+                true
+            }
+            Err(e) => {
+                if !stops::already_gone(e.code()) {
+                    self.risk_event("stop_cancel_failed", symbol, format!("{}: {e}", st.client_id)).await;
+                }
+                false
+            }
+        }
     }
 
     /// Holds the follower at no more than `qty` in `symbol` until the lead closes or flips it (after a stop fired
@@ -1577,8 +1623,16 @@ impl Engine {
                         self.replaced.entry(symbol.into()).or_default().push(old.clone());
                         return;
                     }
+                    stops::StopFate::Open => {
+                        // Still open after all (AUDIT-3 F6): not recorded cancelled; kept as replaced, so the next
+                        // reconcile cancels it (or finds it fired).
+                        self.replaced.entry(symbol.into()).or_default().push(old.clone());
+                        return;
+                    }
                     f if !f.fired() => {
-                        let _ = self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await;
+                        // It ended without closing anything: recorded as what it became.
+                        let status = f.to_record().unwrap_or_default();
+                        let _ = self.store.update_order(&old.client_id, &status, &OrderUpdate::default()).await;
                         return;
                     }
                     _ => {}
@@ -1638,7 +1692,9 @@ impl Engine {
                 }
             }
             Err(e) => {
-                // The old stop stays open beside the new one; the clean-up cancels it later.
+                // The old stop stays open beside the new one, kept as replaced (AUDIT-3 F6): a flat position it
+                // closes is a stop-out, and the next reconcile cancels it.
+                self.replaced.entry(symbol.into()).or_default().push(old.clone());
                 self.risk_event("stop_cancel_failed", symbol, format!("{}: {e}", old.client_id)).await;
             }
         }
@@ -1748,7 +1804,18 @@ impl Engine {
             }
         };
         for (symbol, client_id) in stops::orphans(&open, &self.stops, &self.replaced) {
-            self.cancel_stop(&symbol, &client_id).await;
+            // Cancelled strictly: an orphan that is gone by the time it is cancelled (-2011/-2013) may have fired,
+            // so it is kept as replaced and asked about (AUDIT-3 F5).
+            let Some(a) = open.iter().find(|a| a.client_algo_id == client_id) else { continue };
+            let st = StopInfo {
+                client_id: client_id.clone(),
+                trigger: a.trigger_price,
+                side: a.side,
+                qty: (!a.close_position).then_some(a.quantity),
+            };
+            if !self.cancel_replaced(&symbol, &st).await {
+                self.replaced.entry(symbol).or_default().push(st);
+            }
         }
     }
 

@@ -134,3 +134,37 @@ async fn a_flat_position_whose_stop_cannot_be_asked_about_is_not_re_entered() {
     w.ex.clear_faults();
     r.stop().await;
 }
+
+/// F6/F5: the old stop's cancel fails (neither confirmed nor -2011) when a moved stop replaces it: it is live and
+/// kept as replaced (before, it was forgotten and left to the clean-up), so when it fires first the flat position
+/// is a stop-out — not judged by the new stop alone (drift and a buy-back, or `closed_outside`). While its cancels
+/// keep failing it stays replaced; once they go through, the stops left over are cancelled.
+#[tokio::test]
+async fn an_old_stop_whose_cancel_failed_is_still_a_stop_out_when_it_fires() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    let first = open_with_stop(&w, &r).await;
+    let refused = Fault::Answer { status: 400, code: -1102, msg: "test: not now".into(), executed: false };
+    w.ex.inject_for(FOLLOWER, "DELETE", "/fapi/v1/algoOrder", refused, 100_000);
+    // The lead adds lower: the follower's entry moves to 64500, its new stop to 63210 (under the old one).
+    w.ex.set_mark("BTCUSDT", "64000");
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    let store = r.handles.store.clone();
+    wait_event("the old stop's cancel refused", &store, "stop_cancel_failed", &first).await;
+    wait_for("both stops open", || w.follower_stops().len() == 2).await;
+    // The old stop (63700) fires first and closes the position; the new one (63210) does not.
+    w.ex.set_mark("BTCUSDT", "63500");
+    wait_until("the flat position judged", || async {
+        has_event(&store, "stopped_out", "").await
+            || has_event(&store, "closed_outside", "").await
+            || has_event(&store, "position_drift", "").await
+    })
+    .await;
+    assert!(has_event(&store, "stopped_out", "63700").await, "{:?}", store.events(50).await.unwrap());
+    assert_waits_flat(&w, &r).await;
+    w.ex.clear_faults();
+    wait_for("no stop left behind", || w.follower_stops().is_empty()).await;
+    r.stop().await;
+}

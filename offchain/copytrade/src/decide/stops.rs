@@ -206,9 +206,11 @@ pub(crate) enum HeldPlan {
     /// The recorded position is flat now: nothing is decided here, the stop stays held and the reconcile checks
     /// the flat position again at once (a stop-out or a close outside, never drift).
     Recheck,
-    /// It fired and its close is on its way under a position still there: moved to the replaced stops (a new one
-    /// is placed) and the follower held at `hold` (the quantity left) until the lead closes or flips.
-    Replace { hold: Decimal },
+    /// Moved to the replaced stops and a new one placed: it fired and its close is on its way under a position
+    /// still there (the follower held at `hold`, the quantity left, until the lead closes or flips); or its status
+    /// is one the copy-trader does not know under a recorded position (`hold` none: it may be live or terminal, so
+    /// it is kept for the stop-out check and the position gets a stop known to be live — AUDIT-3 F4).
+    Replace { hold: Option<Decimal> },
     /// It no longer protects: dropped, recorded with `status` (a position still there gets a new stop); `hold`:
     /// it fired (its close done) and the position is still there — held at that quantity, as after a partial
     /// stop-out.
@@ -217,6 +219,7 @@ pub(crate) enum HeldPlan {
 
 pub(crate) fn held_plan(fate: &Asked, recorded: bool, now: Now) -> HeldPlan {
     let f = match fate {
+        Some(StopFate::Unknown(_)) if recorded => return HeldPlan::Replace { hold: None },
         None | Some(StopFate::Open) | Some(StopFate::Unknown(_)) => return HeldPlan::Keep,
         Some(f) => f,
     };
@@ -230,7 +233,7 @@ pub(crate) fn held_plan(fate: &Asked, recorded: bool, now: Now) -> HeldPlan {
         Now::Flat => HeldPlan::Recheck,
         Now::Unread => HeldPlan::Keep,
         Now::Holds(q) => match f {
-            StopFate::Firing => HeldPlan::Replace { hold: q.abs() },
+            StopFate::Firing => HeldPlan::Replace { hold: Some(q.abs()) },
             StopFate::Fired => HeldPlan::Drop { status: "finished".into(), hold: Some(q.abs()) },
             other => HeldPlan::Drop { status: other.to_record().unwrap_or_default(), hold: None },
         },
@@ -542,11 +545,16 @@ pub(crate) mod tests {
     fn a_held_stop_that_fired_is_judged_by_the_position_read_after_it() {
         let q = d("0.05");
         let drop = |status: &str, hold: Option<&str>| HeldPlan::Drop { status: status.into(), hold: hold.map(d) };
+        let unknown = Some(StopFate::Unknown("PAUSED".into()));
         for recorded in [true, false] {
             for now in [Now::Flat, Now::Holds(q), Now::Unread] {
-                for fate in [None, Some(StopFate::Open), Some(StopFate::Unknown("PAUSED".into()))] {
+                for fate in [None, Some(StopFate::Open)] {
                     assert_eq!(held_plan(&fate, recorded, now), HeldPlan::Keep, "{fate:?} {recorded} {now:?}");
                 }
+                // F4: a status not known here under a recorded position: kept as replaced (it may have fired) and
+                // a new stop placed (it may be terminal: the position is not left with it as its only stop).
+                let expect = if recorded { HeldPlan::Replace { hold: None } } else { HeldPlan::Keep };
+                assert_eq!(held_plan(&unknown, recorded, now), expect, "{recorded} {now:?}");
             }
         }
         // F1: the stop fired (done or on its way) or ended after the positions were read: flat now, so the flat
@@ -557,7 +565,7 @@ pub(crate) mod tests {
         }
         // F7: the position is still there: a fired stop is replaced (close on its way) or dropped (done), and the
         // follower is held at what it has either way; an ended one is dropped, a new stop placed, nothing held.
-        assert_eq!(held_plan(&Some(StopFate::Firing), true, Now::Holds(q)), HeldPlan::Replace { hold: q });
+        assert_eq!(held_plan(&Some(StopFate::Firing), true, Now::Holds(q)), HeldPlan::Replace { hold: Some(q) });
         assert_eq!(held_plan(&Some(StopFate::Fired), true, Now::Holds(d("-0.05"))), drop("finished", Some("0.05")));
         assert_eq!(held_plan(&Some(StopFate::Ended("canceled".into())), true, Now::Holds(q)), drop("canceled", None));
         assert_eq!(held_plan(&Some(StopFate::NotFound), true, Now::Holds(q)), drop("not_found", None));
