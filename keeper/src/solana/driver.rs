@@ -442,6 +442,12 @@ impl SolanaRuntime {
         Ok(())
     }
 
+    /// A slot the keeper knows its cluster reached (one of its own transactions confirmed there): reads,
+    /// simulations and preflights ask for at least it from now on (audit M2).
+    pub(super) fn saw_slot(&self, slot: u64) {
+        self.min_slot.fetch_max(slot, Ordering::Relaxed);
+    }
+
     /// `minContextSlot` for reads: the slot of the keeper's latest confirmed transaction, if any.
     fn min_context_slot(&self) -> Option<u64> {
         Some(self.min_slot.load(Ordering::Relaxed)).filter(|s| *s > 0)
@@ -1352,6 +1358,8 @@ impl SolanaRuntime {
             sig_verify: false,
             commitment: Some(CommitmentConfig::confirmed()),
             encoding: Some(UiTransactionEncoding::Base64),
+            // Not on a node behind what the keeper saw (audit M2: it would refuse a step already possible).
+            min_context_slot: self.min_context_slot(),
             ..Default::default()
         };
         let sim = self
@@ -1407,7 +1415,7 @@ impl SolanaRuntime {
             preflight_commitment: Some(CommitmentLevel::Confirmed),
             encoding: Some(UiTransactionEncoding::Base64),
             max_retries: Some(0),
-            min_context_slot: None,
+            min_context_slot: self.min_context_slot(),
         };
         let broadcast = |tx: &Transaction| {
             let tx = tx.clone();

@@ -127,8 +127,21 @@ pub(crate) enum RevealStep {
 /// The step for a stored prediction whose commitment hashes to `stored`, given the commitment and round accounts
 /// (`None`: no such account) at cluster time `now`. A reveal is sent only when the program would take it: the
 /// commitment waiting and ours, its deadline not passed, and the round's outcome final by the program's own rule.
-pub(crate) fn reveal_step(c: Option<&Commitment>, r: Option<&Round>, now: i64, stored: &[u8; 32]) -> RevealStep {
-    let Some(c) = c else { return RevealStep::Unrevealable("no commitment on chain") };
+/// No commitment account is final only past `deadline` (its reveal deadline, [`expected_deadline`]): before, a node
+/// that does not show it yet (lagging, a restart) is waited for (audit M2).
+pub(crate) fn reveal_step(
+    c: Option<&Commitment>,
+    r: Option<&Round>,
+    now: i64,
+    stored: &[u8; 32],
+    deadline: i64,
+) -> RevealStep {
+    let Some(c) = c else {
+        return match now > deadline {
+            true => RevealStep::Unrevealable("no commitment on chain by its reveal deadline"),
+            false => RevealStep::Wait,
+        };
+    };
     match c.status {
         CommitStatus::Revealed => return RevealStep::Recorded,
         CommitStatus::Expired => return RevealStep::Unrevealable("expired on chain"),
@@ -150,14 +163,29 @@ pub(crate) fn reveal_step(c: Option<&Commitment>, r: Option<&Round>, now: i64, s
     }
 }
 
+/// The reveal deadline the program gives a commitment on round `epoch` (`commit`: the round's close + its settle
+/// window + the registry's `reveal_window`), from the round account, or, once it is closed, from its market.
+pub(crate) fn expected_deadline(r: Option<&Round>, m: &Market, epoch: u64, reveal_window: u32) -> i64 {
+    let (close, settle) = match r {
+        Some(r) => (r.close_ts, r.params.settle_window),
+        None => {
+            let close =
+                (epoch as i64).saturating_add(2).saturating_mul(i64::from(m.interval)).saturating_add(m.genesis);
+            (close, m.params.settle_window)
+        }
+    };
+    close.saturating_add(i64::from(settle)).saturating_add(i64::from(reveal_window))
+}
+
 /// How a reveal the program refused ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RevealRefusal {
-    /// `OutcomeNotFinal`: try again in a later pass.
+    /// `OutcomeNotFinal`, or no commitment account (`AccountNotInitialized`: a node behind the commit; audit M2):
+    /// try again in a later pass, whose read decides by the deadline.
     NotYet,
     /// `AlreadyFinal`: revealed or expired meanwhile; the next pass reads the commitment and records what it says.
     Final,
-    /// It can never succeed (the window closed, no outcome, not our commitment, no commitment account).
+    /// It can never succeed (the window closed, no outcome, not our commitment).
     Unrevealable,
     /// Anything else: an error (alerted, tried again later).
     Other,
@@ -165,7 +193,7 @@ pub(crate) enum RevealRefusal {
 
 pub(crate) fn reveal_refusal(e: &TransactionError) -> RevealRefusal {
     let c = custom_code(e);
-    if is(c, MarketError::OutcomeNotFinal) {
+    if is(c, MarketError::OutcomeNotFinal) || c == Some(anchor_lang::error::ErrorCode::AccountNotInitialized as u32) {
         RevealRefusal::NotYet
     } else if is(c, MarketError::AlreadyFinal) {
         RevealRefusal::Final
@@ -173,7 +201,6 @@ pub(crate) fn reveal_refusal(e: &TransactionError) -> RevealRefusal {
         || is(c, MarketError::OutcomeMissed)
         || is(c, MarketError::CommitmentMismatch)
         || is(c, MarketError::InconsistentForecast)
-        || c == Some(anchor_lang::error::ErrorCode::AccountNotInitialized as u32)
     {
         RevealRefusal::Unrevealable
     } else {
@@ -273,6 +300,8 @@ struct Forecasts {
     publisher: Arc<Publisher>,
     /// The registry's cluster id, once read.
     cluster: Option<[u8; 32]>,
+    /// The registry's reveal window (s), read with the cluster id.
+    reveal_window: u32,
     /// What was said once (no registry, a market not enabled for forecasts), so it is not said every pass.
     told: HashSet<String>,
     /// Per step (its label): failures in a row and when it may be tried again, as the crank does.
@@ -284,7 +313,15 @@ struct Forecasts {
 /// Commits and reveals on `rt`'s cluster until `cancel` fires.
 pub(super) async fn run(rt: Arc<SolanaRuntime>, publisher: Arc<Publisher>, cancel: CancellationToken) {
     let poll = rt.poll;
-    let mut f = Forecasts { rt, publisher, cluster: None, told: HashSet::new(), failing: HashMap::new(), swept: None };
+    let mut f = Forecasts {
+        rt,
+        publisher,
+        cluster: None,
+        reveal_window: 0,
+        told: HashSet::new(),
+        failing: HashMap::new(),
+        swept: None,
+    };
     while !cancel.is_cancelled() {
         if let Err(e) = f.pass(&cancel).await {
             let msg = kronos_common::Redactor::global().redact(&format!("{e:#}"));
@@ -322,6 +359,7 @@ impl Forecasts {
                     return Ok(());
                 };
                 self.cluster = Some(reg.cluster);
+                self.reveal_window = reg.reveal_window;
                 reg.cluster
             }
         };
@@ -626,7 +664,15 @@ impl Forecasts {
         let program = rt.cfg.program;
         let publisher = rt.signer();
         let commitment_key = commitment_address(&program, &market, epoch, &publisher);
-        let got = rt.get_many(&[commitment_key, round_address(&program, &market, epoch)]).await?;
+        // Read at least at the commit's slot (audit M2): a node behind it would show no commitment. The keeper's
+        // reads, simulations and preflights all ask for it from here on.
+        let commit = rt.store.txs_for_action(&rt.name, &format!("commit:{id}:{epoch}")).await?;
+        if let Some(slot) =
+            commit.iter().filter(|t| t.status == crate::store::TxStatus::Confirmed).filter_map(|t| t.mined_block).max()
+        {
+            rt.saw_slot(slot as u64);
+        }
+        let got = rt.get_many(&[commitment_key, round_address(&program, &market, epoch), market]).await?;
         let c = got[0]
             .as_ref()
             .filter(|a| a.owner == program)
@@ -635,8 +681,14 @@ impl Forecasts {
             .as_ref()
             .filter(|a| a.owner == program)
             .and_then(|a| Round::try_deserialize(&mut a.data.as_slice()).ok());
+        let m = got[2]
+            .as_ref()
+            .filter(|a| a.owner == program)
+            .and_then(|a| Market::try_deserialize(&mut a.data.as_slice()).ok())
+            .with_context(|| format!("market {market} is unreadable"))?;
+        let deadline = expected_deadline(r.as_ref(), &m, epoch, self.reveal_window);
         let stored = parse32("commitment", &p.commitment)?;
-        match reveal_step(c.as_ref(), r.as_ref(), now, &stored) {
+        match reveal_step(c.as_ref(), r.as_ref(), now, &stored, deadline) {
             RevealStep::Wait => Ok(()),
             RevealStep::Unrevealable(why) => {
                 self.unrevealable(p, id, epoch, why).await?;
@@ -928,6 +980,30 @@ mod tests {
         Round { status, ..r }
     }
 
+    /// The market of the test round (its round 0 starts at `START`), with the round's parameters.
+    fn market() -> Market {
+        Market {
+            creator: Pubkey::new_unique(),
+            id: 1,
+            authority: Pubkey::new_unique(),
+            pending_authority: None,
+            feed: Pubkey::new_unique(),
+            feed_owner: Pubkey::new_unique(),
+            feed_writer: Pubkey::new_unique(),
+            decimals: 8,
+            mint: Pubkey::default(),
+            vault: Pubkey::default(),
+            genesis: START,
+            interval: IV as u32,
+            params: round(RoundStatus::Open).params,
+            pending_params: None,
+            pending_from: 0,
+            paused: false,
+            treasury_owed: 0,
+            bump: 1,
+        }
+    }
+
     fn commitment(status: CommitStatus, hash: [u8; 32], deadline: i64) -> Commitment {
         Commitment {
             publisher: Pubkey::new_unique(),
@@ -983,34 +1059,60 @@ mod tests {
         let before_close = START + 2 * IV - 1;
         let after = START + 2 * IV + 20;
         // Not final: open or locked within the settle window.
-        assert_eq!(reveal_step(Some(&waiting), Some(&round(RoundStatus::Open)), before_close, &h), RevealStep::Wait);
-        assert_eq!(reveal_step(Some(&waiting), Some(&round(RoundStatus::Locked)), after, &h), RevealStep::Wait);
+        assert_eq!(
+            reveal_step(Some(&waiting), Some(&round(RoundStatus::Open)), before_close, &h, deadline),
+            RevealStep::Wait
+        );
+        assert_eq!(
+            reveal_step(Some(&waiting), Some(&round(RoundStatus::Locked)), after, &h, deadline),
+            RevealStep::Wait
+        );
         // Settled, or refunded with a price outcome (a tie, a one-sided pool): revealed.
         let settled = Round { outcome: SolOutcome::Up, ..round(RoundStatus::Settled) };
-        assert_eq!(reveal_step(Some(&waiting), Some(&settled), after, &h), RevealStep::Reveal);
+        assert_eq!(reveal_step(Some(&waiting), Some(&settled), after, &h, deadline), RevealStep::Reveal);
         let tie = Round { cancel_reason: CancelReason::Tie, outcome: SolOutcome::Tie, ..round(RoundStatus::Cancelled) };
-        assert_eq!(reveal_step(Some(&waiting), Some(&tie), after, &h), RevealStep::Reveal);
+        assert_eq!(reveal_step(Some(&waiting), Some(&tie), after, &h, deadline), RevealStep::Reveal);
         let stale = Round { cancel_reason: CancelReason::ClosePriceStale, ..round(RoundStatus::Cancelled) };
-        assert_eq!(reveal_step(Some(&waiting), Some(&stale), after, &h), RevealStep::Reveal, "voided on chain");
+        assert_eq!(
+            reveal_step(Some(&waiting), Some(&stale), after, &h, deadline),
+            RevealStep::Reveal,
+            "voided on chain"
+        );
         // No outcome because nobody settled it in time: never revealable (it expires at its deadline).
         let expired = Round { cancel_reason: CancelReason::Expired, ..round(RoundStatus::Cancelled) };
-        assert!(matches!(reveal_step(Some(&waiting), Some(&expired), after, &h), RevealStep::Unrevealable(_)));
+        assert!(matches!(
+            reveal_step(Some(&waiting), Some(&expired), after, &h, deadline),
+            RevealStep::Unrevealable(_)
+        ));
         let unsettled = START + 2 * IV + 601;
         assert!(matches!(
-            reveal_step(Some(&waiting), Some(&round(RoundStatus::Locked)), unsettled, &h),
+            reveal_step(Some(&waiting), Some(&round(RoundStatus::Locked)), unsettled, &h, deadline),
             RevealStep::Unrevealable(_)
         ));
         // The round not read (the program keeps it until the deadline): wait.
-        assert_eq!(reveal_step(Some(&waiting), None, after, &h), RevealStep::Wait);
+        assert_eq!(reveal_step(Some(&waiting), None, after, &h, deadline), RevealStep::Wait);
         // The commitment decides first.
-        assert!(matches!(reveal_step(None, Some(&settled), after, &h), RevealStep::Unrevealable(_)));
+        // No commitment account (audit M2): a node behind the commit is waited for until the deadline, not final.
+        assert_eq!(reveal_step(None, Some(&settled), after, &h, deadline), RevealStep::Wait);
+        assert_eq!(reveal_step(None, None, deadline, &h, deadline), RevealStep::Wait);
+        assert!(matches!(reveal_step(None, Some(&settled), deadline + 1, &h, deadline), RevealStep::Unrevealable(_)));
         let revealed = commitment(CommitStatus::Revealed, h, deadline);
-        assert_eq!(reveal_step(Some(&revealed), Some(&settled), after, &h), RevealStep::Recorded);
+        assert_eq!(reveal_step(Some(&revealed), Some(&settled), after, &h, deadline), RevealStep::Recorded);
         let marked = commitment(CommitStatus::Expired, h, deadline);
-        assert!(matches!(reveal_step(Some(&marked), Some(&settled), after, &h), RevealStep::Unrevealable(_)));
-        assert!(matches!(reveal_step(Some(&waiting), Some(&settled), after, &[8u8; 32]), RevealStep::Unrevealable(_)));
-        assert_eq!(reveal_step(Some(&waiting), Some(&settled), deadline, &h), RevealStep::Reveal, "inclusive");
-        assert!(matches!(reveal_step(Some(&waiting), Some(&settled), deadline + 1, &h), RevealStep::Unrevealable(_)));
+        assert!(matches!(reveal_step(Some(&marked), Some(&settled), after, &h, deadline), RevealStep::Unrevealable(_)));
+        assert!(matches!(
+            reveal_step(Some(&waiting), Some(&settled), after, &[8u8; 32], deadline),
+            RevealStep::Unrevealable(_)
+        ));
+        assert_eq!(
+            reveal_step(Some(&waiting), Some(&settled), deadline, &h, deadline),
+            RevealStep::Reveal,
+            "inclusive"
+        );
+        assert!(matches!(
+            reveal_step(Some(&waiting), Some(&settled), deadline + 1, &h, deadline),
+            RevealStep::Unrevealable(_)
+        ));
     }
 
     #[test]
@@ -1042,6 +1144,17 @@ mod tests {
     }
 
     #[test]
+    fn the_expected_deadline_is_the_program_s_from_the_round_or_once_closed_from_its_market() {
+        let r = round(RoundStatus::Settled);
+        // Round 4 of the test round: close at START + 2 IV, settle window 600.
+        assert_eq!(expected_deadline(Some(&r), &market(), 4, 86_400), START + 2 * IV + 600 + 86_400);
+        // Closed: the market's genesis and interval give the same close.
+        let m = market();
+        let genesis = START - 4 * IV;
+        assert_eq!(expected_deadline(None, &Market { genesis, ..m }, 4, 86_400), START + 2 * IV + 600 + 86_400);
+    }
+
+    #[test]
     fn registry_refusals_are_read_by_variant() {
         let code = |e: MarketError| u32::from(e);
         assert_eq!(commit_refusal(&refused(code(MarketError::CommitTooLate))), CommitRefusal::TooLate);
@@ -1057,8 +1170,9 @@ mod tests {
         ] {
             assert_eq!(reveal_refusal(&refused(code(e))), RevealRefusal::Unrevealable, "{e:?}");
         }
+        // No commitment account at the simulation/preflight's slot (audit M2): tried again, the read decides.
         let missing = anchor_lang::error::ErrorCode::AccountNotInitialized as u32;
-        assert_eq!(reveal_refusal(&refused(missing)), RevealRefusal::Unrevealable);
+        assert_eq!(reveal_refusal(&refused(missing)), RevealRefusal::NotYet);
         assert_eq!(reveal_refusal(&refused(code(MarketError::CommitTooLate))), RevealRefusal::Other);
         assert_eq!(reveal_refusal(&TransactionError::BlockhashNotFound), RevealRefusal::Other);
     }
