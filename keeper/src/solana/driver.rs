@@ -620,13 +620,7 @@ impl SolanaRuntime {
         let was = h.healthy;
         // A refused market is unhealthy too: /health and the alerts say why.
         h.healthy = error.is_none() && refused.is_empty();
-        h.rpc_endpoint = self.client.active();
-        h.endpoints = self
-            .client
-            .endpoints()
-            .into_iter()
-            .map(|e| crate::rpc::EndpointStatus { endpoint: e.host, up: e.up, last_error: e.last_error })
-            .collect();
+        self.endpoints_into(&mut h);
         match (&error, refused.is_empty()) {
             (Some(e), _) => h.last_error = Some(e.clone()),
             (None, false) => h.last_error = Some(refused.join("; ")),
@@ -647,6 +641,17 @@ impl SolanaRuntime {
                 },
             );
         }
+    }
+
+    /// The endpoints' state (the one in use, which are up) into `/health`.
+    fn endpoints_into(&self, h: &mut crate::chain::Health) {
+        h.rpc_endpoint = self.client.active();
+        h.endpoints = self
+            .client
+            .endpoints()
+            .into_iter()
+            .map(|e| crate::rpc::EndpointStatus { endpoint: e.host, up: e.up, last_error: e.last_error })
+            .collect();
     }
 
     fn refresh_metrics(&self) {
@@ -852,7 +857,14 @@ impl SolanaRuntime {
             }
         }
         if !cancel.is_cancelled() {
-            match self.reclaim(mi, &m, now, slot, first, &fence, cancel).await? {
+            // A failed look-up (a node that refuses getProgramAccounts, …) does not fail the crank's pass: it is
+            // logged and tried again at the next interval.
+            let reclaimed = self.reclaim(mi, &m, now, slot, first, &fence, cancel).await.unwrap_or_else(|e| {
+                tracing::warn!(chain = %self.name, market = mi.id, error = %redact(&format!("{e:#}")), "solana: looking for the keeper's rounds past the look-back failed; tried again next interval");
+                self.reclaimed.lock().insert(mi.address, m.next_epoch(now));
+                Flow::Next
+            });
+            match reclaimed {
                 Flow::Next => {}
                 Flow::Stop => return Ok(mi.refused.clone()),
                 Flow::FeedChanged => return Ok(Some(rules::Refusal::Changed { what: "owner or writer" }.to_string())),
@@ -883,6 +895,8 @@ impl SolanaRuntime {
             return Flow::Next;
         }
         let sent = self.send_fenced(Some(fence), action, &label, instruction, &writable, cancel).await;
+        // `/health` shows a failover as soon as a step is decided, not only at the end of the pass.
+        self.endpoints_into(&mut self.health.lock());
         self.refresh_metrics();
         let tried = match &sent {
             Ok(Sent::Done(_)) => rules::Tried::Done,
