@@ -734,11 +734,17 @@ async fn a_restarted_keeper_does_not_signal_recorded_rounds_again() {
     k.stop().await;
 }
 
-/// A port nothing listens on.
+/// An endpoint that is down: it takes each connection and closes it at once. It holds its port for the whole test
+/// process (a port merely bound and released could be taken by another test's server running in parallel, which would
+/// then answer as the "dead" endpoint).
 fn dead_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    drop(l);
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            drop(s);
+        }
+    });
     format!("http://127.0.0.1:{port}/")
 }
 
