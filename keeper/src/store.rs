@@ -883,6 +883,12 @@ impl Store {
         Ok(rows.into_iter().next())
     }
 
+    /// `publisher`'s stored predictions on `chain` not recorded as committed (no `commit_tx`) nor final: a commit
+    /// that may have landed before a stop or a failed write (Solana audit M1: recovered whatever the commit window).
+    pub async fn uncommitted(&self, chain: &str, publisher: &str) -> Result<Vec<PredictionRow>> {
+        self.predictions_where("WHERE chain = $1 AND publisher = $4 AND reveal_tx IS NULL AND commit_tx IS NULL AND market_id >= $2 AND epoch >= $3 ORDER BY epoch", chain, 0, 0, publisher).await
+    }
+
     /// Committed predictions not revealed yet, oldest first.
     pub async fn unrevealed(&self, chain: &str, publisher: &str) -> Result<Vec<PredictionRow>> {
         self.predictions_where("WHERE chain = $1 AND publisher = $4 AND reveal_tx IS NULL AND commit_tx IS NOT NULL AND market_id >= $2 AND epoch >= $3 ORDER BY epoch", chain, 0, 0, publisher).await

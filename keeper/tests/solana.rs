@@ -1699,3 +1699,74 @@ async fn a_commitment_left_open_by_an_earlier_run_is_swept_and_its_rent_comes_ba
     assert_eq!(k.txs_for("close_commitment:1:0").await.len(), 1);
     k.stop().await;
 }
+
+/// Audit M1: a commitment that landed while its row was never marked committed (a stop, a crash or a failed write
+/// between the confirmation and the store) is recovered after its commit window closed — from the commitment on
+/// chain with the stored hash — and revealed (before, a pass after the window never looked at it again: it expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_landed_commit_not_recorded_is_recovered_after_its_window_and_revealed() {
+    use kronos_market::registry::{Forecast, COMMITMENT_SEED, FORECAST_MARKET_SEED, RECORD_SEED, REGISTRY_SEED};
+    let (c, dir, key) = funded(true).await;
+    with_registry(&c).await;
+    let publisher = key.pubkey();
+    // A crank-only keeper on the same store starts round 0.
+    let mut k = c.keeper(&dir, &key).await;
+    start_round_0(&c, &mut k).await;
+    // The earlier run's forecast: stored with its salt, committed by the keeper's key, its commit never recorded.
+    let (up, bps, salt) = (true, 6_000u16, [7u8; 32]);
+    let cluster = c.client.get_genesis_hash().await.unwrap().to_bytes();
+    let hash = kronos_market::registry::commitment_hash(
+        &cluster,
+        &publisher,
+        &c.market,
+        0,
+        &Forecast { up, probability_up_bps: bps, salt },
+    );
+    let hex = |b: [u8; 32]| alloy::primitives::FixedBytes::from(b).to_string();
+    let row = kronos_keeper::store::PredictionRow {
+        chain: "solana".into(),
+        market_id: 1,
+        epoch: 0,
+        publisher: publisher.to_string(),
+        p_up_bps: i64::from(bps),
+        up,
+        salt: hex(salt),
+        commitment: hex(hash),
+        commit_tx: None,
+        reveal_tx: None,
+        outcome: None,
+        hit: None,
+        brier: None,
+    };
+    k.keeper_store.insert_prediction(&row).await.unwrap();
+    let commit = ixn(
+        acc::Commit {
+            publisher,
+            registry: pda(&[REGISTRY_SEED]),
+            market: c.market,
+            round: round_key(&c.market, 0),
+            forecast_market: pda(&[FORECAST_MARKET_SEED, c.market.as_ref()]),
+            commitment: pda(&[COMMITMENT_SEED, c.market.as_ref(), &0u64.to_le_bytes(), publisher.as_ref()]),
+            record: pda(&[RECORD_SEED, publisher.as_ref()]),
+            system_program: anchor_lang::system_program::ID,
+        },
+        ix::Commit { epoch: 0, commitment: hash },
+    );
+    c.send(&[commit], &[&key]).await;
+    c.bet_both(0).await;
+    k.stop().await;
+    // Restarted with forecasts after round 0's commit window: recorded from the chain, revealed once final.
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 150).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    let mut k = run_forecasting_keeper(&forecasting_config(&c, dir.path(), &key)).await;
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 600).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    let (outcome, hit, _) = k.wait_revealed(0).await;
+    assert_eq!((outcome, hit), (Outcome::Up, Some(true)));
+    let p = k.keeper_store.prediction("solana", 1, 0, &publisher.to_string()).await.unwrap().unwrap();
+    assert_eq!(p.commit_tx.as_deref(), Some("recovered"), "{p:?}");
+    assert!(k.txs_for("commit:1:0").await.is_empty(), "not committed again");
+    k.stop().await;
+}

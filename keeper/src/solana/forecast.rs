@@ -177,6 +177,20 @@ pub(crate) fn expected_deadline(r: Option<&Round>, m: &Market, epoch: u64, revea
     close.saturating_add(i64::from(settle)).saturating_add(i64::from(reveal_window))
 }
 
+/// Whether the program's commit window of round `epoch` has closed at `now` (no commitment can land any more: it
+/// takes them until `bet_cutoff` before the lock), from the round account or, without one, from its market.
+pub(crate) fn commit_closed(r: Option<&Round>, m: &Market, epoch: u64, now: i64) -> bool {
+    let closes = match r {
+        Some(r) => r.lock_ts.saturating_sub(r.params.bet_cutoff as i64),
+        None => (epoch as i64)
+            .saturating_add(1)
+            .saturating_mul(i64::from(m.interval))
+            .saturating_add(m.genesis)
+            .saturating_sub(m.params.bet_cutoff as i64),
+    };
+    now >= closes
+}
+
 /// How a reveal the program refused ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RevealRefusal {
@@ -308,6 +322,9 @@ struct Forecasts {
     failing: HashMap<String, (u32, Instant)>,
     /// When the last sweep for closable commitments ran (H1); `None`: not yet in this run.
     swept: Option<Instant>,
+    /// Stored predictions (market id, epoch) found never committed: their commit window closed with no commitment
+    /// on chain and no confirmed commit (M1); not looked at again in this run.
+    never_committed: HashSet<(i64, i64)>,
 }
 
 /// Commits and reveals on `rt`'s cluster until `cancel` fires.
@@ -321,6 +338,7 @@ pub(super) async fn run(rt: Arc<SolanaRuntime>, publisher: Arc<Publisher>, cance
         told: HashSet::new(),
         failing: HashMap::new(),
         swept: None,
+        never_committed: HashSet::new(),
     };
     while !cancel.is_cancelled() {
         if let Err(e) = f.pass(&cancel).await {
@@ -379,6 +397,9 @@ impl Forecasts {
             if let Err(e) = self.commit(mi.address, mi.id, &cluster, &fence, cancel).await {
                 errors.push(format!("market {} commit: {e:#}", mi.id));
             }
+        }
+        if let Err(e) = self.recover_uncommitted(&markets, cancel).await {
+            errors.push(format!("recovering commits: {e:#}"));
         }
         if let Err(e) = self.reveal_due(&markets, cancel).await {
             errors.push(format!("reveal: {e:#}"));
@@ -614,6 +635,76 @@ impl Forecasts {
             .find(|t| t.status == crate::store::TxStatus::Confirmed)
             .map(|t| t.tx_hash)
             .with_context(|| format!("{label}: confirmed, but its transaction is not in the store"))
+    }
+
+    /// Audit M1: a stored prediction whose commit landed but was not recorded (a stop, a crash, a failed write or a
+    /// takeover between the confirmation and `set_commit_tx`) is recorded as committed whatever the commit window,
+    /// so it is revealed: from its confirmed transaction (the start's recovery confirms a pending one), else from
+    /// the commitment on chain with the stored hash (read at least at the keeper's latest slot). One whose window
+    /// closed with neither was never committed and is left alone.
+    async fn recover_uncommitted(
+        &mut self,
+        markets: &[super::driver::MarketInfo],
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let rt = self.rt.clone();
+        let program = rt.cfg.program;
+        let chain = rt.name.clone();
+        let publisher = rt.signer();
+        let who = publisher.to_string();
+        let rows = rt.store.uncommitted(&chain, &who).await?;
+        let rows: Vec<PredictionRow> =
+            rows.into_iter().filter(|p| !self.never_committed.contains(&(p.market_id, p.epoch))).collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (now, _) = rt.clock().await?;
+        for p in rows {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let Some(mi) = markets.iter().find(|m| m.id as i64 == p.market_id) else { continue };
+            let epoch = p.epoch as u64;
+            let label = format!("commit:{}:{epoch}", mi.id);
+            let txs = rt.store.txs_for_action(&chain, &label).await?;
+            if let Some(t) = txs.iter().rev().find(|t| t.status == crate::store::TxStatus::Confirmed) {
+                if let Some(slot) = t.mined_block {
+                    rt.saw_slot(slot as u64);
+                }
+                tracing::info!(chain = %chain, market = mi.id, epoch, tx = %t.tx_hash, "solana: a confirmed commit not recorded; recorded now");
+                rt.store.set_commit_tx(&chain, p.market_id, p.epoch, &who, &t.tx_hash).await?;
+                continue;
+            }
+            let key = commitment_address(&program, &mi.address, epoch, &publisher);
+            let got = rt.get_many(&[key, round_address(&program, &mi.address, epoch), mi.address]).await?;
+            let c = got[0]
+                .as_ref()
+                .filter(|a| a.owner == program)
+                .and_then(|a| Commitment::try_deserialize(&mut a.data.as_slice()).ok());
+            let stored = parse32("commitment", &p.commitment)?;
+            if c.is_some_and(|c| c.hash == stored) {
+                tracing::info!(chain = %chain, market = mi.id, epoch, "solana: a commitment on chain not recorded; recorded now");
+                rt.store.set_commit_tx(&chain, p.market_id, p.epoch, &who, "recovered").await?;
+                continue;
+            }
+            let r = got[1]
+                .as_ref()
+                .filter(|a| a.owner == program)
+                .and_then(|a| Round::try_deserialize(&mut a.data.as_slice()).ok());
+            let m = got[2]
+                .as_ref()
+                .filter(|a| a.owner == program)
+                .and_then(|a| Market::try_deserialize(&mut a.data.as_slice()).ok())
+                .with_context(|| format!("market {} is unreadable", mi.address))?;
+            // Nothing in flight either (this task sends the commits; a start settles a pending one first).
+            let pending = txs
+                .iter()
+                .any(|t| matches!(t.status, crate::store::TxStatus::Signed | crate::store::TxStatus::Pending));
+            if commit_closed(r.as_ref(), &m, epoch, now) && !pending {
+                self.never_committed.insert((p.market_id, p.epoch));
+            }
+        }
+        Ok(())
     }
 
     /// Reveals every stored prediction of this publisher whose round the program now scores.
@@ -1152,6 +1243,17 @@ mod tests {
         let m = market();
         let genesis = START - 4 * IV;
         assert_eq!(expected_deadline(None, &Market { genesis, ..m }, 4, 86_400), START + 2 * IV + 600 + 86_400);
+    }
+
+    #[test]
+    fn the_commit_window_closes_at_the_cutoff_from_the_round_or_its_market() {
+        let r = round(RoundStatus::Open);
+        // Round 4 locks at START + IV, cutoff 30.
+        assert!(!commit_closed(Some(&r), &market(), 4, START + IV - 31));
+        assert!(commit_closed(Some(&r), &market(), 4, START + IV - 30));
+        let m = Market { genesis: START - 4 * IV, ..market() };
+        assert!(!commit_closed(None, &m, 4, START + IV - 31));
+        assert!(commit_closed(None, &m, 4, START + IV - 30));
     }
 
     #[test]
