@@ -1770,3 +1770,60 @@ async fn a_landed_commit_not_recorded_is_recovered_after_its_window_and_revealed
     assert!(k.txs_for("commit:1:0").await.is_empty(), "not committed again");
     k.stop().await;
 }
+
+/// Audit M3: after a takeover, the rounds the old leader paid for are closed by it while it stands by — the new
+/// leader closes only its own (their rent goes to their payer) — and the two never sign the same step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_still_closes_the_rounds_it_paid_for() {
+    let pg = kronos_testkit::pg::PgServer::start().expect("PostgreSQL starts (scripts/setup installs it)");
+    let (c, dir_a, key_a) = funded(true).await;
+    let dir_b = tempfile::tempdir().unwrap();
+    let key_b = Keypair::new();
+    c.fund(&key_b.pubkey()).await;
+    let on_pg = |dir: &std::path::Path, key: &Keypair, id: &str| {
+        let sqlite = format!("store = \"sqlite://{}/keeper.db\"", dir.display());
+        let text = c.config(dir, &[], key, "");
+        assert!(text.contains(&sqlite), "{text}");
+        text.replace(
+            &sqlite,
+            &format!("store = \"{}\"\nkeeper_id = \"{id}\"\nlease_ttl_ms = 3000\nlease_refresh_ms = 500", pg.url()),
+        )
+    };
+    // A leads and starts round 0 (its rent paid by A); stopped, its lease given up: B takes over.
+    let mut a = run_keeper(&on_pg(dir_a.path(), &key_a, "keeper-a")).await;
+    start_round_0(&c, &mut a).await;
+    assert_eq!(c.round(0).await.unwrap().payer, key_a.pubkey());
+    a.stop().await;
+    let mut b = run_keeper(&on_pg(dir_b.path(), &key_b, "keeper-b")).await;
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 100).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    b.wait_started(1).await;
+    // A comes back as a standby; round 0 (no bets) is final once B settles it and round 1 is locked.
+    let a = run_keeper(&on_pg(dir_a.path(), &key_a, "keeper-a")).await;
+    until_healthy(&a, "the standby connected").await;
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 200).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 200).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    b.wait_started(2).await;
+    // The next interval: the standby's look-up finds round 0 and closes it (before, nobody ever did).
+    c.transmit(GENESIS + 3 * IV - 1, PRICE + 300).await;
+    c.transmit(GENESIS + 3 * IV + 1, PRICE + 300).await;
+    c.warp_to(GENESIS + 3 * IV + DELAY).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while c.round(0).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "round 0 (paid by the standby) was never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let txs = b.keeper_store.all_txs("solana").await.unwrap();
+    let closes: Vec<_> = txs.iter().filter(|t| t.action == "close:1:0").collect();
+    assert!(closes.iter().all(|t| t.signer == key_a.pubkey().to_string()), "{txs:?}");
+    assert_eq!(closes.len(), 1, "{txs:?}");
+    for t in &txs {
+        let signers: std::collections::BTreeSet<&str> =
+            txs.iter().filter(|u| u.action == t.action).map(|u| u.signer.as_str()).collect();
+        assert_eq!(signers.len(), 1, "{} signed by both keepers: {txs:?}", t.action);
+    }
+    a.stop().await;
+    b.stop().await;
+}

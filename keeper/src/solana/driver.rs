@@ -730,7 +730,8 @@ impl SolanaRuntime {
     }
 
     /// Reads one market and sends what its rounds need; returns why it is refused, if it is. A market whose lease
-    /// another keeper holds is left to it (M3): nothing is read, written or sent for it here.
+    /// another keeper holds is left to it (M3): nothing is written or sent for it here but the closes of the rounds
+    /// this keeper paid for (audit M3, [`reclaim_standing_by`](Self::reclaim_standing_by)).
     async fn market_pass(
         &self,
         mi: &MarketInfo,
@@ -738,7 +739,13 @@ impl SolanaRuntime {
         slot: u64,
         cancel: &CancellationToken,
     ) -> Result<Option<String>> {
-        let Some((fence, store)) = self.term_of(mi) else { return Ok(mi.refused.clone()) };
+        let Some((fence, store)) = self.term_of(mi) else {
+            // Audit M3: the rounds this keeper paid for are closed by it whoever leads — only their payer's keeper
+            // closes a round (`rules::closable`, the reclaim's payer filter), so leader and standby never send the
+            // same close; a close writes no round row and needs no term (a race: AccountNotInitialized, done).
+            self.reclaim_standing_by(mi, now, slot, cancel).await;
+            return Ok(mi.refused.clone());
+        };
         let program = self.cfg.program;
         let approval_key = pda(&program, &[FEED_SEED, mi.feed.as_ref()]);
         let got = self.get_many(&[mi.address, mi.feed, approval_key]).await?;
@@ -850,7 +857,7 @@ impl SolanaRuntime {
                 Action::Settle(epoch) | Action::Refund(epoch) => self.settle_ix(&mi.address, &m, epoch, settler_token),
                 Action::Wait(_) | Action::Done => continue,
             };
-            match self.drive(mi, action, e, instruction, &fence, slot, cancel).await {
+            match self.drive(mi, action, e, instruction, Some(&fence), slot, cancel).await {
                 Flow::Next => {}
                 Flow::Stop => return Ok(mi.refused.clone()),
                 Flow::FeedChanged => return Ok(Some(rules::Refusal::Changed { what: "owner or writer" }.to_string())),
@@ -859,7 +866,7 @@ impl SolanaRuntime {
         if !cancel.is_cancelled() {
             // A failed look-up (a node that refuses getProgramAccounts, …) does not fail the crank's pass: it is
             // logged and tried again at the next interval.
-            let reclaimed = self.reclaim(mi, &m, now, slot, first, &fence, cancel).await.unwrap_or_else(|e| {
+            let reclaimed = self.reclaim(mi, &m, now, slot, first, Some(&fence), cancel).await.unwrap_or_else(|e| {
                 tracing::warn!(chain = %self.name, market = mi.id, error = %redact(&format!("{e:#}")), "solana: looking for the keeper's rounds past the look-back failed; tried again next interval");
                 self.reclaimed.lock().insert(mi.address, m.next_epoch(now));
                 Flow::Next
@@ -873,6 +880,28 @@ impl SolanaRuntime {
         Ok(refusal)
     }
 
+    /// A standby's reclaim of the rounds it paid for (audit M3), at most once per interval (its look-up is gated by
+    /// [`reclaim`](Self::reclaim)); the market is read for it, nothing else. A failure is logged, tried next interval.
+    async fn reclaim_standing_by(&self, mi: &MarketInfo, now: i64, slot: u64, cancel: &CancellationToken) {
+        let res = async {
+            let got = self.get_many(&[mi.address]).await?.pop().flatten();
+            let acc = got.with_context(|| format!("market {} is gone", mi.address))?;
+            let m = Market::try_deserialize(&mut acc.data.as_slice())
+                .map_err(|e| anyhow::anyhow!("market {}: {e}", mi.address))?;
+            if self.reclaimed.lock().get(&mi.address) == Some(&m.next_epoch(now)) {
+                return Ok(());
+            }
+            // Any epoch: the live window is the leader's, and the leader closes only the rounds it paid for.
+            self.reclaim(mi, &m, now, slot, u64::MAX, None, cancel).await.map(|_| ()).inspect_err(|_| {
+                self.reclaimed.lock().insert(mi.address, m.next_epoch(now));
+            })
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::warn!(chain = %self.name, market = mi.id, error = %redact(&format!("{e:#}")), "solana: standing by, looking for the rounds this keeper paid for failed; tried again next interval");
+        }
+    }
+
     /// Sends `action` (on round `epoch` of `mi`) unless its back-off holds it, under `fence`; keeps the back-off
     /// ([`rules::backoff_after`]), the alerts ([`rules::alert_now`]) and the settle delay.
     #[allow(clippy::too_many_arguments)]
@@ -882,7 +911,7 @@ impl SolanaRuntime {
         action: Action,
         epoch: u64,
         instruction: Instruction,
-        fence: &crate::lease::Fence,
+        fence: Option<&crate::lease::Fence>,
         slot: u64,
         cancel: &CancellationToken,
     ) -> Flow {
@@ -894,7 +923,7 @@ impl SolanaRuntime {
         if self.failing.lock().get(&label).is_some_and(|(_, at)| Instant::now() < *at) {
             return Flow::Next;
         }
-        let sent = self.send_fenced(Some(fence), action, &label, instruction, &writable, cancel).await;
+        let sent = self.send_fenced(fence, action, &label, instruction, &writable, cancel).await;
         // `/health` shows a failover as soon as a step is decided, not only at the end of the pass.
         self.endpoints_into(&mut self.health.lock());
         self.refresh_metrics();
@@ -978,7 +1007,7 @@ impl SolanaRuntime {
         now: i64,
         slot: u64,
         first: u64,
-        fence: &crate::lease::Fence,
+        fence: Option<&crate::lease::Fence>,
         cancel: &CancellationToken,
     ) -> Result<Flow> {
         let current = m.next_epoch(now);
