@@ -13,13 +13,15 @@
 //! - **Reading** parses each key on its own: `trading` unreadable ⇒ paused, `emergency` unreadable ⇒ the stop is
 //!   carried out, a bad `ratio` is an error naming the key that leaves the ratio in force and blocks nothing else.
 //! - **Latency**: in-process (the HTTP API) immediate — the command is appended, then the engine is woken
-//!   ([`Control::woken`]); other processes (the bot, the CLI) within the poll interval ([`POLL_INTERVAL`]), polled
-//!   here only.
+//!   ([`Control::woken`]); other processes (the bot, the CLI) within [`WATCH_INTERVAL`] — the engine's watcher
+//!   ([`Control::watch`]) reads the log's highest sequence and wakes it — and the engine reads the log every
+//!   [`POLL_INTERVAL`] too. Both take effect between turns; mid-turn a command not read yet holds every order that
+//!   adds exposure (`decide::switches::may_send`).
 //! - **Migration**: a store written before this log keeps its state — the old `ct_state` keys are turned into
 //!   commands when the store is opened ([`import_legacy`]); an emergency stop stored the old way stays in force.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ use kronos_common::Decimal;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::decide::switches::{fold, Entry};
+use crate::decide::switches::{fold, Entry, Watched};
 pub use crate::decide::switches::{ControlState, EmergencyAsk, Stamp};
 use crate::store::Store;
 
@@ -216,6 +218,27 @@ pub async fn append(store: &Store, cmd: &ControlCommand, by: &str) -> Result<i64
 #[derive(sqlx::FromRow)]
 struct Seq {
     seq: i64,
+}
+
+/// The highest sequence number of a command of a known key (0: none): the one the last read of [`load`] ends at
+/// ([`ControlState::last_seq`]). Rows of unknown keys are left out as [`load`] ignores them.
+async fn latest_seq(store: &Store) -> Result<i64> {
+    let row = sqlx::query(
+        "SELECT COALESCE(MAX(seq), 0) AS seq FROM ct_control WHERE control_key IN ('trading', 'ratio', 'emergency')",
+    )
+    .fetch_one(store.pool())
+    .await
+    .context("reading the copy-trader's control log (ct_control)")?;
+    Ok(decode::<Seq>("ct_control", &row)?.seq)
+}
+
+/// The running watcher ([`Control::watch`]): stopped when dropped.
+pub(crate) struct Watcher(tokio::task::JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The control state: the last command of each key, folded. `Err` only when the store cannot be read; a value
@@ -421,6 +444,13 @@ pub(crate) async fn import_legacy(store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// How often the engine's watcher ([`Control::watch`]) reads the control log's highest sequence number while the
+/// engine runs, also mid-turn.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// [`Watch::latest`] when the watcher could not read the log.
+const UNREADABLE: i64 = -1;
+
 /// The control path inside the daemon: a command is appended, then the engine is woken at once.
 #[derive(Clone)]
 pub struct Control {
@@ -430,11 +460,53 @@ pub struct Control {
     /// compares it with the count it last read the log at before any order that can grow a position — never opens
     /// anything after the API accepted a command it has not read yet (an emergency stop sent mid-turn).
     sent: Arc<AtomicU64>,
+    /// The highest sequence number the watcher read ([`UNREADABLE`]: its last read failed): the same guard for the
+    /// commands of other processes (the bot, the CLI), which the engine's own read sees only between turns.
+    latest: Arc<AtomicI64>,
 }
 
 impl Control {
     pub fn new(store: Store) -> Control {
-        Control { store, wake: Arc::new(Notify::new()), sent: Arc::new(AtomicU64::new(0)) }
+        Control {
+            store,
+            wake: Arc::new(Notify::new()),
+            sent: Arc::new(AtomicU64::new(0)),
+            latest: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// What the watcher last read of the log (nothing yet: sequence 0).
+    pub(crate) fn watched(&self) -> Watched {
+        match self.latest.load(Ordering::SeqCst) {
+            UNREADABLE => Watched::Unreadable,
+            s => Watched::Seq(s),
+        }
+    }
+
+    /// The watcher: reads the log's highest sequence every [`WATCH_INTERVAL`] into [`Control::watched`] and wakes
+    /// the engine when it grew (or the log turned unreadable), so a command from another process is read as soon as
+    /// the turn under way ends, and until then nothing that adds exposure goes out
+    /// ([`crate::decide::switches::may_send`]). Runs until the handle is dropped.
+    pub(crate) fn watch(&self) -> Watcher {
+        let me = self.clone();
+        Watcher(tokio::spawn(async move {
+            loop {
+                let read = latest_seq(&me.store).await;
+                let now = *read.as_ref().unwrap_or(&UNREADABLE);
+                let before = me.latest.swap(now, Ordering::SeqCst);
+                if now != before && (now > before || now == UNREADABLE) {
+                    // The engine's own read (woken now) reports an unreadable log; said here once as well.
+                    if let Err(e) = read {
+                        tracing::warn!(
+                            error = %format!("{e:#}"),
+                            "copy-trader: the control log's watcher cannot read it; no new exposure until it can"
+                        );
+                    }
+                    me.wake.notify_one();
+                }
+                tokio::time::sleep(WATCH_INTERVAL).await;
+            }
+        }))
     }
 
     /// Appends `cmd` durably (see [`append`]), then wakes the engine, which reads it through [`load`].
@@ -517,6 +589,34 @@ pub(crate) mod tests {
         assert_eq!(n, 40);
         let (_, stamp) = load(&first).await.unwrap().emergency.unwrap().unwrap();
         assert_eq!(stamp.seq, *all.last().unwrap(), "the last one numbered is the state");
+    }
+
+    /// The watcher's number is the one the engine's read ends at, rows of unknown keys left out (else a row of an
+    /// unknown key would hold entries for good).
+    #[tokio::test]
+    async fn the_watched_sequence_is_where_a_read_of_the_log_ends() {
+        let s = store().await;
+        assert_eq!(latest_seq(&s).await.unwrap(), 0);
+        let a = append(&s, &ControlCommand::SetTrading(true), "test").await.unwrap();
+        let b = append(&s, &ControlCommand::EmergencyStop { reason: "x".into() }, "test").await.unwrap();
+        sqlx::query(
+            "INSERT INTO ct_control (control_key, command, value, set_by, at_ms) VALUES ('other', 'x', '', 'h', 0)",
+        )
+        .execute(s.pool())
+        .await
+        .unwrap();
+        assert!(a < b);
+        assert_eq!(latest_seq(&s).await.unwrap(), b);
+        assert_eq!(load(&s).await.unwrap().last_seq(), b);
+        let c = append(&s, &ControlCommand::Resume, "test").await.unwrap();
+        assert_eq!(latest_seq(&s).await.unwrap(), c);
+        assert_eq!(load(&s).await.unwrap().last_seq(), c);
+        // The watcher carries it and wakes the engine.
+        let control = Control::new(s.clone());
+        let watcher = control.watch();
+        tokio::time::timeout(Duration::from_secs(10), control.woken()).await.expect("woken by the watcher");
+        assert_eq!(control.watched(), Watched::Seq(c));
+        drop(watcher);
     }
 
     #[tokio::test]

@@ -196,6 +196,9 @@ pub struct Engine {
     /// [`Control::sent`] when the control log was last read: a higher count is a command the API accepted that
     /// this engine has not read yet, read before any order that can grow a position.
     control_sent_seen: u64,
+    /// The highest command sequence the last read of the control log ended at: the control log's watcher reading a
+    /// higher one is a command from another process (the bot, the CLI) this engine has not read yet (audit 3, F8).
+    control_seq_seen: i64,
     /// An [`Engine::apply`] was held back for an unread command: every symbol is applied again once it is read.
     reapply_after_control: bool,
     /// The ratio in force: the configuration's, or the override saved in the store (`ratio`).
@@ -299,6 +302,7 @@ impl Engine {
             paused: false,
             control_unreadable: false,
             control_sent_seen: 0,
+            control_seq_seen: 0,
             reapply_after_control: false,
             ratio,
             equity_stale: false,
@@ -1055,13 +1059,10 @@ impl Engine {
 
     /// Trades `symbol` toward its target. `trigger` is when the lead event that caused this arrived (delay metric).
     async fn apply(&mut self, symbol: &str, trigger: Option<Instant>) {
-        if self.control.sent() != self.control_sent_seen {
-            // A command the API accepted while this turn ran (an emergency stop sent during a start-up's lead poll
-            // or mid-turn) has not been read yet: nothing goes out on the old state. The API woke the loop, which
-            // reads it first and then applies every symbol again.
-            self.reapply_after_control = true;
-            return;
-        }
+        // A command accepted while this turn ran (an emergency stop sent during a start-up's lead poll or mid-turn:
+        // by the API, or by the bot or the CLI and seen by the log's watcher) that is not read yet holds every order
+        // that opens or adds ([`Engine::send_order`]): nothing grows on the old state, and the loop, woken, reads it
+        // when this turn ends and then applies every symbol again. What reduces and the stops still go out.
         let halted = self.risk.emergency || self.paused || self.control_unreadable;
         if halted && self.filters.contains_key(symbol) {
             // No trading while the emergency stop holds or copy-trading is off, but an open position keeps a stop:
@@ -1177,6 +1178,19 @@ impl Engine {
         trigger: Option<Instant>,
     ) -> Outcome {
         let MarketOrder { side, qty, reduce_only, position_side: ref ps } = *order;
+        if !switches::may_send(reduce_only, &self.unread()) {
+            // A command not read yet (an emergency stop appended while this turn ran slow) or a log that cannot be
+            // read: nothing that opens or adds is sent on the old state; what reduces always goes out. The loop was
+            // woken: it reads the command once this turn ends, then applies every symbol again.
+            tracing::info!(
+                symbol,
+                side = side_str(side),
+                %qty,
+                "copy-trader: order held until the control command sent meanwhile is read"
+            );
+            self.reapply_after_control = true;
+            return Outcome::NotSent;
+        }
         let client_id = self.next_id("kc");
         let row = OrderRow {
             client_id: client_id.clone(),
@@ -2133,10 +2147,21 @@ impl Engine {
     /// values that cannot be read are reported after that. Returns whether an emergency pass was made.
     /// Applies every symbol again when an [`Engine::apply`] was held back for a command not read yet (now read).
     async fn reapply_held(&mut self) {
-        if switches::take_reapply(&mut self.reapply_after_control, self.control.sent(), self.control_sent_seen) {
+        let unread = self.unread();
+        if switches::take_reapply(&mut self.reapply_after_control, &unread) {
             for s in self.cfg.sizing.allow.clone() {
                 self.apply(&s, None).await;
             }
+        }
+    }
+
+    /// What this engine knows of control commands it has not read yet (see [`switches::Unread`]).
+    fn unread(&self) -> switches::Unread {
+        switches::Unread {
+            sent: self.control.sent(),
+            sent_seen: self.control_sent_seen,
+            watched: self.control.watched(),
+            seq_seen: self.control_seq_seen,
         }
     }
 
@@ -2157,6 +2182,7 @@ impl Engine {
             }
         };
         self.control_unreadable = false;
+        self.control_seq_seen = state.last_seq();
         let now = switches::Current {
             paused: self.paused,
             emergency: self.risk.emergency,
@@ -2378,6 +2404,9 @@ impl Engine {
     /// Runs until `shutdown` resolves. Start-up errors (exchange unreachable, store broken) are returned.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
+        // Commands from other processes are watched for also mid-turn: one appended while a turn runs slow holds every
+        // order that adds exposure until the loop reads it (stopped when this returns).
+        let _watcher = self.control.watch();
         // Start-up retries transient exchange failures, backing off from 2 s to a minute and saying where it could
         // not get through; configuration errors end it.
         let mut backoff = Duration::from_secs(2);

@@ -59,6 +59,18 @@ impl ControlState {
         matches!(self.emergency, Err(_) | Ok(Some((EmergencyAsk::Stop { .. }, _))))
     }
 
+    /// The highest sequence number the state was folded from (0: no command): what the engine read up to.
+    pub fn last_seq(&self) -> i64 {
+        fn seq<T>(k: &Result<Option<(T, Stamp)>, BadValue>) -> i64 {
+            match k {
+                Ok(None) => 0,
+                Ok(Some((_, s))) => s.seq,
+                Err(b) => b.seq,
+            }
+        }
+        seq(&self.trading).max(seq(&self.ratio)).max(seq(&self.emergency))
+    }
+
     /// Every value that cannot be read, each naming its key.
     pub fn errors(&self) -> Vec<String> {
         let mut v = Vec::new();
@@ -208,11 +220,50 @@ pub(crate) fn what_to_do(state: &ControlState, now: &Current) -> Actions {
     }
 }
 
+/// What the control log's watcher last read of it: the highest sequence number of a command of a known key, or
+/// that the log could not be read (the store failing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Watched {
+    Seq(i64),
+    Unreadable,
+}
+
+/// What the engine knows of commands it has not carried out yet, from both ends of the control path: the commands
+/// this process's API accepted (`sent`, counted before the API answers) against the count when the engine last read
+/// the log (`sent_seen`), and the highest sequence the log's watcher read (`watched`, every writer: the bot and the
+/// CLI from other processes too) against the highest the engine carried out (`seq_seen`, the last read of the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unread {
+    pub(crate) sent: u64,
+    pub(crate) sent_seen: u64,
+    pub(crate) watched: Watched,
+    pub(crate) seq_seen: i64,
+}
+
+impl Unread {
+    /// A command may be waiting that the engine has not read (an emergency stop sent mid-turn), or the watcher cannot
+    /// tell (the log unreadable: fail safe, as an unreadable log at the engine's own read).
+    pub(crate) fn pending(&self) -> bool {
+        self.sent != self.sent_seen
+            || match self.watched {
+                Watched::Seq(s) => s > self.seq_seen,
+                Watched::Unreadable => true,
+            }
+    }
+}
+
+/// Whether an order may go out now, mid-turn (audit 3, F8): one that can open or add exposure (not reduce-only)
+/// waits while a command is unread — it is read first (the loop is woken) and decides; a reduce-only order (a close,
+/// a reduction, a stop) never waits, also not for an unreadable log.
+pub(crate) fn may_send(reduce_only: bool, unread: &Unread) -> bool {
+    reduce_only || !unread.pending()
+}
+
 /// Whether an apply held back for a command not read yet (`pending`) runs now: only once every command sent so far
-/// (`sent`) has been read (`seen`). The flag is cleared only then — a command sent while the control log was being
-/// read keeps it raised, so the apply follows the read of that command, not the next reconcile.
-pub(crate) fn take_reapply(pending: &mut bool, sent: u64, seen: u64) -> bool {
-    if *pending && sent == seen {
+/// has been read ([`Unread::pending`] false). The flag is cleared only then — a command sent while the control log
+/// was being read keeps it raised, so the apply follows the read of that command, not the next reconcile.
+pub(crate) fn take_reapply(pending: &mut bool, unread: &Unread) -> bool {
+    if *pending && !unread.pending() {
         *pending = false;
         true
     } else {
@@ -352,11 +403,40 @@ pub(crate) mod tests {
     /// first and the apply waited for the next reconcile).
     #[test]
     fn a_held_apply_waits_for_every_command_sent_and_is_not_lost_meanwhile() {
+        let u = |sent, sent_seen| Unread { sent, sent_seen, watched: Watched::Seq(7), seq_seen: 7 };
         let mut pending = true;
-        assert!(!take_reapply(&mut pending, 2, 1));
+        assert!(!take_reapply(&mut pending, &u(2, 1)));
         assert!(pending, "a command sent during the read keeps the held apply pending");
-        assert!(take_reapply(&mut pending, 2, 2));
+        assert!(take_reapply(&mut pending, &u(2, 2)));
         assert!(!pending);
-        assert!(!take_reapply(&mut pending, 2, 2), "nothing held, nothing to apply");
+        assert!(!take_reapply(&mut pending, &u(2, 2)), "nothing held, nothing to apply");
+    }
+
+    /// Audit 3, F8: a command another process (the bot, the CLI) appended mid-turn — the watcher read a higher
+    /// sequence than the engine carried out — holds every order that can add exposure until the engine read it, as
+    /// one the API accepted does; an unreadable log holds them too; a reduce-only order is never held.
+    #[test]
+    fn a_command_appended_by_another_process_holds_new_exposure_until_read_but_never_a_close() {
+        let u = |watched, seq_seen| Unread { sent: 3, sent_seen: 3, watched, seq_seen };
+        let read = u(Watched::Seq(7), 7);
+        assert!(!read.pending());
+        assert!(may_send(false, &read), "every command read: entries go out");
+        let appended = u(Watched::Seq(8), 7);
+        assert!(appended.pending());
+        assert!(!may_send(false, &appended), "an emergency stop appended mid-turn: no entry on the old state");
+        assert!(may_send(true, &appended), "a close never waits");
+        let unreadable = u(Watched::Unreadable, 7);
+        assert!(!may_send(false, &unreadable), "the log unreadable: no new exposure");
+        assert!(may_send(true, &unreadable), "the log unreadable: closes and stops still go out");
+        // The watcher behind the engine's own read (it reads every 250 ms): nothing is pending.
+        assert!(may_send(false, &u(Watched::Seq(5), 7)));
+        // The API's count alone still holds, whatever the watcher read.
+        let api = Unread { sent: 4, sent_seen: 3, watched: Watched::Seq(7), seq_seen: 7 };
+        assert!(!may_send(false, &api) && may_send(true, &api));
+        // A held apply runs once the appended command was read, not before.
+        let mut pending = true;
+        assert!(!take_reapply(&mut pending, &appended));
+        assert!(!take_reapply(&mut pending, &unreadable));
+        assert!(take_reapply(&mut pending, &u(Watched::Seq(8), 8)));
     }
 }

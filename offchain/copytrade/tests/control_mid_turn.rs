@@ -1,0 +1,82 @@
+//! AUDIT-3 (issue 12), F8: an emergency stop from another process (the CLI, the Telegram bot) does not wait behind a
+//! slow turn. The engine's loop reads the control log between turns; while one turn runs slow (an exchange incident:
+//! a request held for seconds), the control log's watcher sees the stop, and no order that opens or adds exposure
+//! goes out after it; the stop is carried out as soon as the turn ends.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kronos_binance::types::Side;
+use kronos_binance_mock::Fault;
+use kronos_copytrade::report::{emergency_outcome, EmergencyOutcome};
+use kronos_copytrade::{Config, ControlCommand};
+
+/// Follower orders that could open or add exposure (not reduce-only), as the exchange executed them.
+fn entries(w: &World) -> Vec<(String, String)> {
+    follower_orders(w)
+        .iter()
+        .filter(|o| !o.reduce_only)
+        .map(|o| (o.symbol.clone(), o.executed_qty.to_string()))
+        .collect()
+}
+
+/// One turn applies both symbols (a ratio change resizes every position); the first entry of that turn (BTCUSDT) is
+/// held 3 s by the exchange (executed, its answer late), and an emergency stop is appended to the store, as the CLI
+/// does, while it is held. Before the fix the turn went on to send the ETHUSDT entry on the old state (the stop was
+/// read only when the turn ended); now nothing that adds exposure goes out after the append, the stop is carried out
+/// once the turn ends, and its report names the command.
+#[tokio::test]
+async fn an_emergency_stop_appended_during_a_slow_turn_holds_every_later_entry_and_is_carried_out_after_it() {
+    let w = World::new().await;
+    let sizing = SIZING.replace(r#"allow = ["BTCUSDT"]"#, r#"allow = ["BTCUSDT", "ETHUSDT"]"#);
+    // The held answer (3 s) stays within the request timeout: a slow request, not one of unknown fate.
+    let text = w
+        .config_text("live", &sizing, PROTECTION, LEAD_STREAM, "")
+        .replace(r#"request_timeout = "800ms""#, r#"request_timeout = "10s""#);
+    let cfg = Config::parse("t.toml", &text).unwrap();
+    let r = w.start(&cfg).await;
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.lead_trade(Side::Buy, "1", "ETHUSDT").await;
+    w.expect_follower("BTCUSDT", "0.05").await;
+    w.expect_follower("ETHUSDT", "0.5").await;
+    wait_for("both stops", || w.follower_stops().len() == 2).await;
+    r.settle().await;
+    assert_eq!(entries(&w).len(), 2, "{:?}", entries(&w));
+
+    // The CLI's own connection to the store.
+    let cli = kronos_copytrade::Store::connect(&cfg.store).await.unwrap();
+    w.ex.inject_for(
+        FOLLOWER,
+        "POST",
+        "/fapi/v1/order",
+        Fault::Timeout { executed: true, delay: Duration::from_secs(3) },
+        1,
+    );
+    let ratio = ControlCommand::SetRatio { ratio: Some(d("1")), set_by: "test".into() };
+    send_from_another_process(&cli, ratio).await;
+    // The turn that carries the ratio out sends BTCUSDT's increase first; the exchange holds its answer.
+    wait_for("the increase held by the exchange", || w.ex.faults_left() == 0).await;
+    let seq = send_from_another_process(&cli, ControlCommand::EmergencyStop { reason: "mid-turn".into() }).await;
+    let before = entries(&w);
+
+    match emergency_outcome(&cli, seq, Duration::from_secs(60)).await {
+        EmergencyOutcome::Done => {}
+        other => panic!("the emergency stop #{seq} was not carried out: {other:?}"),
+    }
+    // Only the increase held at the append went out (BTCUSDT 0.05 -> 0.1); ETHUSDT's was never sent.
+    let after = entries(&w);
+    assert_eq!(
+        after.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["BTCUSDT", "ETHUSDT", "BTCUSDT"],
+        "an entry went out after the emergency stop was appended (executed when it was appended: {before:?})"
+    );
+    assert!(w.follower_qty("BTCUSDT").is_zero() && w.follower_qty("ETHUSDT").is_zero(), "the stop closed both");
+    assert!(r.handles.status.lock().risk.emergency);
+    // It holds: nothing is opened again afterwards.
+    r.settle().await;
+    assert_eq!(entries(&w).len(), 3, "{:?}", entries(&w));
+    w.assert_no_duplicates();
+    r.stop().await;
+}
