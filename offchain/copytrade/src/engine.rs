@@ -2,8 +2,9 @@
 //!
 //! Inputs: the lead's user-data stream (low delay) and its positions polled over REST (the fallback, and the
 //! reconciliation after every reconnect), forecast signals (AI mode), a reconcile timer, and the control state
-//! ([`crate::control`]: read once a second and at once when the API wakes it; the engine writes only its own record
-//! of what it carried out, never the commands).
+//! ([`crate::control`]: read once a second, and at once when the API or the log's watcher — a new command from any
+//! writer, seen within 250 ms — wakes it; until then, also mid-turn, nothing that adds exposure goes out; the engine
+//! writes only its own record of what it carried out, never the commands).
 //!
 //! For each symbol the follower computes a target (lead × ratio while following, plus the AI position), passes it
 //! through the caps, and trades the difference: first a reduce-only order for what must shrink or close, then an
