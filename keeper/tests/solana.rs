@@ -734,17 +734,13 @@ async fn a_restarted_keeper_does_not_signal_recorded_rounds_again() {
     k.stop().await;
 }
 
-/// An endpoint that is down: it takes each connection and closes it at once. It holds its port for the whole test
-/// process (a port merely bound and released could be taken by another test's server running in parallel, which would
-/// then answer as the "dead" endpoint).
+/// An endpoint that is down: connections to it are refused. Its port stays bound (never listening) for the whole test
+/// process, so no other test's server running in parallel can take it and answer as the "dead" endpoint.
 fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            drop(s);
-        }
-    });
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = s.local_addr().unwrap().port();
+    std::mem::forget(s);
     format!("http://127.0.0.1:{port}/")
 }
 
