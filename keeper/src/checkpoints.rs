@@ -133,6 +133,17 @@ pub(crate) fn pass_start(next: Option<u64>, floor: u64) -> u64 {
     next.unwrap_or(floor).max(floor)
 }
 
+/// The checkpoints a running keeper fell past (where the last pass stopped, up to the first useful one): each is
+/// missed — every round that needs it expired before this keeper got to it — and must be counted as such, not
+/// skipped silently. None on the first pass of a start or a term (`next` is `None`): those are the downtime's, read
+/// from the chain by the catch-up, not this run's to count.
+pub(crate) fn fell_past(next: Option<u64>, floor: u64) -> std::ops::Range<u64> {
+    match next {
+        Some(n) if n < floor => n..floor,
+        _ => floor..floor,
+    }
+}
+
 /// The round taking bets at `now` (`None` before genesis, when the market has nothing to do).
 pub(crate) fn betting_epoch(i: &MarketInfo, now: u64) -> Option<u64> {
     (now > i.genesis).then(|| (now - i.genesis) / i.interval)
@@ -315,6 +326,14 @@ mod tests {
         assert_eq!(pass_start(None, 5), 5, "after a start or a new term");
         assert_eq!(pass_start(Some(9), 5), 9);
         assert_eq!(pass_start(Some(3), 5), 5, "the keeper fell behind the settle window");
+    }
+
+    #[test]
+    fn checkpoints_a_running_keeper_fell_past_are_counted_missed() {
+        assert_eq!(fell_past(Some(3), 5), 3..5, "3 and 4 expired before the keeper got to them");
+        assert!(fell_past(Some(5), 5).is_empty());
+        assert!(fell_past(Some(9), 5).is_empty());
+        assert!(fell_past(None, 5).is_empty(), "a start's or a term's first pass counts nothing");
     }
 
     #[test]

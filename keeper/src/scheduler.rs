@@ -336,6 +336,10 @@ impl MarketDriver {
                 tracing::warn!(chain = %self.chain.name, market = i.id, error = %format!("{e:#}"), "could not bring the store's open rounds up to date");
             }
         }
+        let fell_past = decide::fell_past(*next, floor);
+        if !fell_past.is_empty() {
+            self.missed_range(fell_past, decide::Missed::Expired.as_str());
+        }
         let start = decide::pass_start(*next, floor);
         // Checkpoints and forecasts go side by side: the commit window of the round that just opened closes at the
         // betting cutoff, and waiting for an execute (a block or more) first can miss it on chains with long blocks.
@@ -467,6 +471,14 @@ impl MarketDriver {
         let cp = self.chain.market.getCheckpoint(U256::from(self.info.id), U256::from(k)).call().await?;
         Ok((cp.recordedAt.to::<u64>() != 0)
             .then(|| price(I256::try_from(cp.price).unwrap_or_default(), self.info.decimals)))
+    }
+
+    /// Checkpoints the keeper fell past while running (see [`decide::fell_past`]): counted and logged once.
+    fn missed_range(&self, ks: std::ops::Range<u64>, why: &str) {
+        let n = ks.end - ks.start;
+        tracing::warn!(chain = %self.chain.name, market = self.info.id, first = ks.start, last = ks.end - 1, count = n, why, "checkpoints missed: the keeper fell behind the settle window");
+        self.metrics.missed_checkpoints.get_or_create(&self.label()).inc_by(n);
+        self.stats.lock().missed += n;
     }
 
     fn missed(&self, k: u64, why: &str) {
