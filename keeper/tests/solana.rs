@@ -1823,3 +1823,31 @@ async fn a_standby_still_closes_the_rounds_it_paid_for() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Audit L1: a keeper stopped (SIGTERM) while its transaction is in flight follows it until it is decided — its pass,
+/// and so its lease term (given up after the last pass), outlive a transaction that may still land, as the EVM
+/// scheduler does — and records it confirmed (before, the stop returned at once and left the row pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keeper_stopped_mid_send_follows_its_transaction_until_it_is_decided() {
+    let (c, dir, key) = funded(true).await;
+    let mut k = c.keeper(&dir, &key).await;
+    start_round_0(&c, &mut k).await;
+    c.control("hold_next_sends", json!({ "n": 1_000_000 })).await;
+    c.warp_to(GENESIS + IV + 1).await;
+    k.until_sent("start:1:1").await;
+    let Running { cancel, mut task, keeper_store, .. } = k;
+    cancel.cancel();
+    // Held by the node: the stopping keeper is still following it (an event that must not happen: it ends; the old
+    // keeper ended within one poll, 100 ms; the window stays short of the held blockhash's expiry, about a second).
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut task).await;
+    assert!(early.is_err(), "the keeper stopped with its start still in flight");
+    c.control("hold_next_sends", json!({ "n": 0 })).await;
+    let landed = c.control("land_held", json!({})).await;
+    assert_eq!(landed["landed"][0]["error"], Value::Null, "{landed}");
+    tokio::time::timeout(PATIENCE, task).await.expect("stops once its transaction is decided").unwrap();
+    until_open(&c, 1).await;
+    let txs: Vec<_> =
+        keeper_store.all_txs("solana").await.unwrap().into_iter().filter(|t| t.action == "start:1:1").collect();
+    assert_eq!(txs.len(), 1, "{txs:?}");
+    assert_eq!(txs[0].status.as_str(), "confirmed", "{txs:?}");
+}

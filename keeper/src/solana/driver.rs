@@ -1499,13 +1499,17 @@ impl SolanaRuntime {
         let mut last_send = Instant::now();
         // Followed until it is decided (confirmed, failed, or its blockhash's last valid height passed): a status
         // that cannot be read now (every endpoint erring) is read again, never taken for a failure, so no second
-        // transaction for this step is signed while this one may still land (audit SOL M1). Stopping the keeper
-        // leaves the row pending: the next start settles it (`recover`).
+        // transaction for this step is signed while this one may still land (audit SOL M1). A stopping keeper
+        // (SIGTERM) follows it on until it is decided, so its pass — and so its lease term, given up only after the
+        // last pass — outlives a transaction that may still land, as the EVM scheduler does (audit L1); only past
+        // [`STOP_FOLLOW_MAX`] (its blockhash long expired, or no status readable) is the row left pending for the
+        // next start to settle (`recover`).
+        let mut stopping: Option<Instant> = None;
         loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(SendError::Stopped),
-                _ = tokio::time::sleep(self.poll.min(Duration::from_millis(500))) => {}
+            if cancel.is_cancelled() && stopping.get_or_insert_with(Instant::now).elapsed() > STOP_FOLLOW_MAX {
+                return Err(SendError::Stopped);
             }
+            tokio::time::sleep(self.poll.min(Duration::from_millis(500))).await;
             let (status, height) = match self.status_of(&sig, false).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -1590,6 +1594,10 @@ impl SolanaRuntime {
         }
     }
 }
+
+/// How long a stopping keeper follows a sent transaction at most (audit L1): past a blockhash's lifetime (150
+/// blocks, about a minute), with room for a slow status read.
+const STOP_FOLLOW_MAX: Duration = Duration::from_secs(120);
 
 /// Why a send gave up.
 #[derive(Debug)]
