@@ -1629,7 +1629,7 @@ fn action_name(a: Action) -> &'static str {
 
 /// The kind of a failed step's error, for its alert ([`rules::alert_now`]): the program's error variant when the
 /// program refused it, else where it failed (a node, the store).
-fn error_kind(e: &anyhow::Error) -> String {
+pub(super) fn error_kind(e: &anyhow::Error) -> String {
     if let Some(r) = e.downcast_ref::<super::forecast::Refused>() {
         return format!("program: {}", r.what);
     }

@@ -266,6 +266,12 @@ pub(crate) fn publisher_offset() -> usize {
     data.windows(32).position(|w| w == marked.as_ref()).expect("the marked publisher is there")
 }
 
+/// What a forecast step's alerts are keyed by (audit L2): its kind and market — `commit:1` for `commit:1:42` — so
+/// one kind of error on a market's commits (or reveals) is told once across its epochs, not once per try and round.
+pub(crate) fn alert_key(label: &str) -> &str {
+    label.rsplit_once(':').map_or(label, |(key, _)| key)
+}
+
 /// The store's outcome for the program's.
 pub(crate) fn outcome(o: SolOutcome) -> Outcome {
     match o {
@@ -320,6 +326,8 @@ struct Forecasts {
     told: HashSet<String>,
     /// Per step (its label): failures in a row and when it may be tried again, as the crank does.
     failing: HashMap<String, (u32, Instant)>,
+    /// Per [`alert_key`]: the kind of error last alerted, until a step of that key succeeds (audit L2).
+    alerted: HashMap<String, String>,
     /// When the last sweep for closable commitments ran (H1); `None`: not yet in this run.
     swept: Option<Instant>,
     /// Stored predictions (market id, epoch) found never committed: their commit window closed with no commitment
@@ -337,6 +345,7 @@ pub(super) async fn run(rt: Arc<SolanaRuntime>, publisher: Arc<Publisher>, cance
         reveal_window: 0,
         told: HashSet::new(),
         failing: HashMap::new(),
+        alerted: HashMap::new(),
         swept: None,
         never_committed: HashSet::new(),
     };
@@ -419,7 +428,14 @@ impl Forecasts {
         self.failing.get(label).is_some_and(|(_, at)| Instant::now() < *at)
     }
 
-    /// A step that failed: backoff, a warning and one `tx_failed` alert per try (tries are spaced out).
+    /// A step that succeeded: its backoff and its kind's alert are cleared.
+    fn succeeded(&mut self, label: &str) {
+        self.failing.remove(label);
+        self.alerted.remove(alert_key(label));
+    }
+
+    /// A step that failed: backoff, a warning, and a `tx_failed` alert once per kind of error on the market's
+    /// commits (or reveals) until one succeeds ([`rules::alert_now`], as the crank's; audit L2).
     fn failed(&mut self, label: &str, e: &anyhow::Error) {
         let now = Instant::now();
         self.failing.retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(600));
@@ -427,6 +443,11 @@ impl Forecasts {
         self.failing.insert(label.to_string(), (n, now + rules::retry_after(n, self.rt.poll)));
         let msg = kronos_common::Redactor::global().redact(&format!("{e:#}"));
         tracing::warn!(chain = %self.rt.name, action = %label, error = %msg, "solana: forecast step failed");
+        let kind = super::driver::error_kind(e);
+        if !rules::alert_now(self.alerted.get(alert_key(label)).map(String::as_str), &kind) {
+            return;
+        }
+        self.alerted.insert(alert_key(label).to_string(), kind);
         self.rt.bus.publish(
             "forecaster",
             SignalKind::TxFailed { chain: self.rt.name.clone(), action: label.to_string(), error: msg },
@@ -472,7 +493,7 @@ impl Forecasts {
         let res = self.commit_round(&r, (market, id, m.interval), epoch, now, cluster, fence, cancel).await;
         match res {
             Ok(()) => {
-                self.failing.remove(&label);
+                self.succeeded(&label);
                 Ok(())
             }
             Err(e) => {
@@ -730,7 +751,7 @@ impl Forecasts {
             }
             match self.reveal_one(&p, mi.address, mi.id, epoch, now, cancel).await {
                 Ok(()) => {
-                    self.failing.remove(&label);
+                    self.succeeded(&label);
                 }
                 Err(e) => {
                     self.failed(&label, &e);
@@ -1254,6 +1275,16 @@ mod tests {
         let m = Market { genesis: START - 4 * IV, ..market() };
         assert!(!commit_closed(None, &m, 4, START + IV - 31));
         assert!(commit_closed(None, &m, 4, START + IV - 30));
+    }
+
+    #[test]
+    fn forecast_alerts_are_keyed_by_step_kind_and_market_not_by_epoch() {
+        assert_eq!(alert_key("commit:1:41"), alert_key("commit:1:42"), "one kind told once across rounds");
+        assert_ne!(alert_key("commit:1:41"), alert_key("reveal:1:41"));
+        assert_ne!(alert_key("commit:1:41"), alert_key("commit:2:41"));
+        // The crank's rule on top: a kind already told is not told again; a new kind is.
+        assert!(!rules::alert_now(Some("rpc"), "rpc"));
+        assert!(rules::alert_now(Some("rpc"), "program: CommitTooLate"));
     }
 
     #[test]
