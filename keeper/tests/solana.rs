@@ -740,7 +740,8 @@ fn dead_url() -> String {
     let s = tokio::net::TcpSocket::new_v4().unwrap();
     s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = s.local_addr().unwrap().port();
-    std::mem::forget(s);
+    // Held (leaked) for the test process.
+    let _: &'static tokio::net::TcpSocket = Box::leak(Box::new(s));
     format!("http://127.0.0.1:{port}/")
 }
 
