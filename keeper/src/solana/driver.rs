@@ -942,7 +942,7 @@ impl SolanaRuntime {
                 self.failing.lock().remove(&label);
                 self.alerted.lock().remove(&alert_key);
             }
-            rules::Backoff::Count => self.count_failure(&label),
+            rules::Backoff::Count => self.count_failure(&label, tried),
             rules::Backoff::Keep => {}
         }
         match sent {
@@ -984,14 +984,14 @@ impl SolanaRuntime {
         }
     }
 
-    /// One more refusal of the step `label` in a row: it waits [`rules::retry_after`] before its next try.
-    fn count_failure(&self, label: &str) {
+    /// One more refusal (`tried`) of the step `label` in a row: it waits [`rules::retry_wait`] before its next try.
+    fn count_failure(&self, label: &str, tried: rules::Tried) {
         let mut f = self.failing.lock();
         let now = Instant::now();
         // Steps of rounds long gone are forgotten.
         f.retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(600));
         let n = f.get(label).map_or(0, |(n, _)| *n).saturating_add(1);
-        f.insert(label.to_string(), (n, now + rules::retry_after(n, self.poll)));
+        f.insert(label.to_string(), (n, now + rules::retry_wait(tried, n, self.poll)));
     }
 
     /// The rounds of `mi` this keeper paid for that the live window (from epoch `first`) no longer reads (AUDIT-2

@@ -99,6 +99,21 @@ pub fn retry_after(failures: u32, poll: std::time::Duration) -> std::time::Durat
     poll.saturating_mul(1u32 << (failures - 1).min(16)).min(std::time::Duration::from_secs(300))
 }
 
+/// The longest a step waits after the program said "not yet" (audit L3): the keeper's own read said it was due,
+/// so a lagging node answered the simulation; backing off up to [`retry_after`]'s five minutes could let a short
+/// settle window pass and the round be refunded.
+pub const NOT_YET_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a step refused `failures` times in a row waits, the last refusal being `t`: [`retry_after`], capped at
+/// [`NOT_YET_MAX_WAIT`] (or one poll, if longer) after a "not yet".
+pub fn retry_wait(t: Tried, failures: u32, poll: std::time::Duration) -> std::time::Duration {
+    let wait = retry_after(failures, poll);
+    match t {
+        Tried::NotYet => wait.min(NOT_YET_MAX_WAIT.max(poll)),
+        _ => wait,
+    }
+}
+
 /// What a send came to, as far as the retry back-off is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tried {
@@ -614,6 +629,15 @@ mod tests {
         assert_eq!(backoff_after(Tried::Done), Backoff::Clear);
         assert_eq!(backoff_after(Tried::AlreadyDone), Backoff::Count);
         assert_eq!(backoff_after(Tried::NotYet), Backoff::Count);
+        // Audit L3: a "not yet" waits at most NOT_YET_MAX_WAIT (the keeper's read said the step was due).
+        let poll = std::time::Duration::from_millis(500);
+        assert_eq!(retry_wait(Tried::NotYet, 20, poll), NOT_YET_MAX_WAIT);
+        assert_eq!(retry_wait(Tried::Failed, 20, poll), retry_after(20, poll));
+        assert_eq!(retry_wait(Tried::NotYet, 2, poll), retry_after(2, poll), "short waits unchanged");
+        assert_eq!(
+            retry_wait(Tried::NotYet, 20, std::time::Duration::from_secs(30)),
+            std::time::Duration::from_secs(30)
+        );
         assert_eq!(backoff_after(Tried::Failed), Backoff::Count);
         assert_eq!(backoff_after(Tried::Expired), Backoff::Keep);
     }
