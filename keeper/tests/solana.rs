@@ -695,6 +695,41 @@ async fn a_token_market_s_settle_reward_reaches_the_keeper_s_token_account() {
     assert_eq!(r.settler_reward, 6_000);
     let got = c.client.get_account_with_commitment(&ata, CommitmentConfig::confirmed()).await.unwrap().value.unwrap();
     assert_eq!(TokenAccount::unpack(&got.data).unwrap().amount, 6_000);
+
+    // Audit L4: the keeper's account frozen (by the mint's freeze authority): the next round is still settled,
+    // its reward left with the treasury (before, every settle failed on the frozen transfer until the refund).
+    let mut frozen = TokenAccount::unpack(&got.data).unwrap();
+    frozen.state = AccountState::Frozen;
+    let mut data = vec![0u8; TokenAccount::LEN];
+    frozen.pack_into_slice(&mut data);
+    put(ata, data).await;
+    k.wait_started(2).await;
+    let round = round_key(&market, 2);
+    for side in [Side::Up, Side::Down] {
+        let user = Keypair::new();
+        c.fund(&user.pubkey()).await;
+        let stake = Pubkey::new_unique();
+        put(stake, token_account(user.pubkey(), 10_000_000)).await;
+        let accounts = acc::PlaceBet {
+            user: user.pubkey(),
+            market,
+            round,
+            position: pda(&[POSITION_SEED, round.as_ref(), user.pubkey().as_ref()]),
+            vault,
+            user_token: Some(stake),
+            token_program: Some(token_program),
+            system_program: anchor_lang::system_program::ID,
+        };
+        c.send(&[ixn(accounts, ix::Bet { epoch: 2, side, amount: 1_000_000, max_fee_bps: 300 })], &[&user]).await;
+    }
+    c.transmit(GENESIS + 3 * IV - 1, PRICE + 700).await;
+    c.transmit(GENESIS + 3 * IV + 1, PRICE + 700).await;
+    c.transmit(GENESIS + 4 * IV - 1, PRICE + 900).await;
+    c.transmit(GENESIS + 4 * IV + 1, PRICE + 900).await;
+    c.warp_to(GENESIS + 4 * IV + DELAY).await;
+    assert_eq!(k.wait_settled(2).await, Outcome::Up);
+    let got = c.client.get_account_with_commitment(&ata, CommitmentConfig::confirmed()).await.unwrap().value.unwrap();
+    assert_eq!(TokenAccount::unpack(&got.data).unwrap().amount, 6_000, "nothing paid to the frozen account");
     k.stop().await;
 }
 

@@ -794,7 +794,14 @@ impl SolanaRuntime {
         let settler_token = match ata {
             Some(a) => {
                 let acc = accs.pop().flatten();
-                let usable = acc.is_some_and(|acc| acc.owner == anchor_spl::token::ID);
+                // A frozen account would fail the settlement's transfer (audit L4): the reward stays with the
+                // treasury then, and the round is still settled.
+                let usable = acc.is_some_and(|acc| {
+                    use anchor_lang::solana_program::program_pack::Pack;
+                    use anchor_spl::token::spl_token::state::{Account as TokenAccount, AccountState};
+                    acc.owner == anchor_spl::token::ID
+                        && TokenAccount::unpack(&acc.data).is_ok_and(|t| t.state == AccountState::Initialized)
+                });
                 if !usable {
                     tracing::debug!(chain = %self.name, market = %mi.address, ata = %a, "solana: no associated token account for the market's mint: settle rewards stay with the treasury");
                 }
