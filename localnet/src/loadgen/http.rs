@@ -189,7 +189,10 @@ pub async fn run(addr: SocketAddr, paths: &[String], mode: Mode, warmup: Duratio
                 };
                 let sent = Instant::now();
                 let r = c.get(req).await;
-                let took = due.elapsed();
+                // One instant for the answer: latency = lag + service exactly (two clock reads could put service
+                // past latency).
+                let answered = Instant::now();
+                let took = answered.saturating_duration_since(due);
                 let counted = due >= measure_from;
                 match r {
                     Ok((status, len)) if (200..300).contains(&status) => {
@@ -198,7 +201,7 @@ pub async fn run(addr: SocketAddr, paths: &[String], mode: Mode, warmup: Duratio
                             out.bytes += len as u64;
                             out.latencies.record(took);
                             out.lag.record(sent.saturating_duration_since(due));
-                            out.service.record(sent.elapsed());
+                            out.service.record(answered.saturating_duration_since(sent));
                         }
                     }
                     Ok(_) => out.errors += counted as u64,
