@@ -60,6 +60,37 @@ fn final_epoch(k: &SignalKind) -> Option<u64> {
     }
 }
 
+/// Stops mining on the first chain, then moves its time past the next checkpoint (and its execute delay) with one
+/// block, before the feed's next update would come.
+async fn stop_mining_past_the_next_checkpoint(net: &common::Net) {
+    let q = net.chains[0].wallet(0);
+    q.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (0,)).await.unwrap();
+    q.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (false,)).await.unwrap();
+    let t = kronos_testkit::head_time(&q).await.unwrap();
+    let g = net.chains[0].genesis();
+    let k_next = (t - g) / INTERVAL + 1;
+    let delay = kronos_testkit::deploy::execute_delay(INTERVAL as u32) as u64;
+    kronos_testkit::mine_at(&q, g + k_next * INTERVAL + delay + 1).await.unwrap();
+}
+
+/// The next execute the keeper sends that is still in the pool, for a checkpoint not recorded yet: (checkpoint, tx).
+async fn pending_execute(net: &common::Net, rx: &mut Receiver<Arc<Signal>>) -> (u64, alloy::rpc::types::Transaction) {
+    let q = net.chains[0].wallet(0);
+    loop {
+        let (j, hash) = wait_signal(rx, 60, "the keeper sending an execute", |s| match s {
+            SignalKind::TxSent { action, tx_hash, .. } => {
+                action.strip_prefix("execute:1:").map(|j| (j.parse::<u64>().unwrap(), tx_hash.clone()))
+            }
+            _ => None,
+        })
+        .await;
+        match q.get_transaction_by_hash(hash.parse().unwrap()).await.unwrap() {
+            Some(tx) if tx.block_number.is_none() && net.checkpoint(0, j).await.0 == 0 => return (j, tx),
+            _ => continue,
+        }
+    }
+}
+
 /// Item 10: another keeper executes the checkpoints while ours is down. When ours starts, the rounds those
 /// checkpoints locked and settled must reach its store and its signal stream (as for its own transactions), not stay
 /// "locked" for ever.
@@ -155,31 +186,11 @@ async fn a_front_run_execute_is_success_without_an_alert() {
     let run = tokio::spawn(keeper.run(cancel.clone()));
     net.wait_checkpoint(0, 4, 0).await;
 
-    // Stop mining, then move time past the next checkpoint (and its execute delay) with one block.
     let q = net.chains[0].wallet(0);
-    q.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (0,)).await.unwrap();
-    q.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (false,)).await.unwrap();
-    let t = kronos_testkit::head_time(&q).await.unwrap();
-    let g = net.chains[0].genesis();
-    let k_next = (t - g) / INTERVAL + 1;
-    let delay = kronos_testkit::deploy::execute_delay(INTERVAL as u32) as u64;
-    kronos_testkit::mine_at(&q, g + k_next * INTERVAL + delay + 1).await.unwrap();
+    stop_mining_past_the_next_checkpoint(&net).await;
     // The keeper broadcasts an execute still waiting in the pool (checkpoint k, or k - 1 if that one was not due yet
     // when mining stopped); copy it with a higher tip from another account.
-    let (k, theirs) = loop {
-        let (j, hash) = wait_signal(&mut rx, 60, "the keeper sending an execute", |s| match s {
-            SignalKind::TxSent { action, tx_hash, .. } => {
-                action.strip_prefix("execute:1:").map(|j| (j.parse::<u64>().unwrap(), tx_hash.clone()))
-            }
-            _ => None,
-        })
-        .await;
-        let tx = q.get_transaction_by_hash(hash.parse().unwrap()).await.unwrap();
-        match tx {
-            Some(tx) if tx.block_number.is_none() && net.checkpoint(0, j).await.0 == 0 => break (j, tx),
-            _ => continue,
-        }
-    };
+    let (k, theirs) = pending_execute(&net, &mut rx).await;
     let action = format!("execute:1:{k}");
     let copier = net.chains[0].wallet(OTHER);
     let copy = alloy::rpc::types::TransactionRequest::default()
@@ -247,27 +258,11 @@ async fn an_execute_outdated_by_a_feed_update_is_proved_again_without_an_alert()
     }
     // Stop mining, then move time past the next checkpoint (and its execute delay, but before the feed's next update
     // would come) with one block: the only proof of that checkpoint is the latest feed round, with no successor.
-    q.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (0,)).await.unwrap();
-    q.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (false,)).await.unwrap();
-    let t = kronos_testkit::head_time(&q).await.unwrap();
-    let g = net.chains[0].genesis();
-    let k_next = (t - g) / INTERVAL + 1;
-    let delay = kronos_testkit::deploy::execute_delay(INTERVAL as u32) as u64;
-    kronos_testkit::mine_at(&q, g + k_next * INTERVAL + delay + 1).await.unwrap();
+    stop_mining_past_the_next_checkpoint(&net).await;
     // The keeper's execute waiting in the pool with a "latest round" proof (checkpoint k_next, or k_next - 1 first if
     // that one was not due yet when mining stopped: its proof has a successor, so mine it and wait for the next).
     let (k, ours) = loop {
-        let (j, hash) = wait_signal(&mut rx, 60, "the keeper sending an execute", |s| match s {
-            SignalKind::TxSent { action, tx_hash, .. } => {
-                action.strip_prefix("execute:1:").map(|j| (j.parse::<u64>().unwrap(), tx_hash.clone()))
-            }
-            _ => None,
-        })
-        .await;
-        let Some(tx) = q.get_transaction_by_hash(hash.parse().unwrap()).await.unwrap() else { continue };
-        if tx.block_number.is_some() || net.checkpoint(0, j).await.0 != 0 {
-            continue;
-        }
+        let (j, tx) = pending_execute(&net, &mut rx).await;
         let call = <kronos_contracts::market::KronosMarket::executeCall as alloy::sol_types::SolCall>::abi_decode(
             alloy::consensus::Transaction::input(tx.inner.inner()),
         )
