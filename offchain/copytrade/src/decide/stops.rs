@@ -165,14 +165,17 @@ pub(crate) type Asked = Option<StopFate>;
 /// What became of a position the exchange shows flat, from its stops: `held`, the stop the engine holds (`None`:
 /// none held), and `replaced`, older stops it replaced whose fate was not settled when they were replaced (a cancel
 /// answered -2011/-2013 and the question failed or gave an unknown status, or it was firing). Any one fired: a
-/// stop-out. A replaced stop whose fate is still unknown, or a held one that could not be asked, decides nothing
-/// (`None`: drift). Otherwise the held stop's fate, or when none is held the replaced ones' (an open one first).
+/// stop-out. Any one (held or replaced) that could not be asked or answered a status unknown to the engine decides
+/// nothing (`None`: undecided, the follower waits for the lead). Otherwise the held stop's fate, or when none is held the replaced ones' (an open one first).
 pub(crate) fn flat_fate(held: Option<Asked>, replaced: &[Asked]) -> Option<StopFate> {
     let fired = |a: &Asked| a.as_ref().is_some_and(StopFate::fired);
     if held.as_ref().is_some_and(fired) || replaced.iter().any(fired) {
         return Some(StopFate::Fired);
     }
-    if replaced.iter().any(|r| matches!(r, None | Some(StopFate::Unknown(_)))) {
+    // Not asked, or a status this engine does not know (the venue may add one): undecided, never drift — the held
+    // stop's too (AUDIT-4 H1: an unknown status on the held stop of a flat position was taken as drift and re-entered).
+    let undecided = |a: &Asked| matches!(a, None | Some(StopFate::Unknown(_)));
+    if replaced.iter().any(undecided) || held.as_ref().is_some_and(undecided) {
         return None;
     }
     match held {
@@ -499,6 +502,8 @@ pub(crate) mod tests {
         assert_eq!(flat_fate(Some(Some(ended())), &[Some(StopFate::NotFound)]), Some(ended()));
         assert_eq!(flat_fate(Some(Some(StopFate::Open)), &[Some(ended())]), Some(StopFate::Open));
         assert_eq!(flat_fate(Some(None), &[Some(ended())]), None);
+        assert_eq!(flat_fate(Some(Some(unknown())), &[]), None, "an unknown status on the held stop decides nothing");
+        assert_eq!(flat_fate(Some(Some(unknown())), &[Some(ended())]), None);
         // None held: the replaced ones' (an open one first: someone else closed the position, drift).
         assert_eq!(flat_fate(None, &[Some(ended())]), Some(ended()));
         assert_eq!(flat_fate(None, &[Some(ended()), Some(StopFate::Open)]), Some(StopFate::Open));
