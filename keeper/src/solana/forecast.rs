@@ -414,9 +414,12 @@ impl Forecasts {
             errors.push(format!("reveal: {e:#}"));
         }
         if self.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
-            match self.sweep(&markets, cancel).await {
-                Ok(()) => self.swept = Some(Instant::now()),
-                Err(e) => errors.push(format!("sweep: {e:#}")),
+            // Tried again next interval either way (AUDIT-4 M-c: a node that refuses getProgramAccounts, or a keeper
+            // out of SOL, would otherwise rerun the look-up and warn every poll).
+            let r = self.sweep(&markets, cancel).await;
+            self.swept = Some(Instant::now());
+            if let Err(e) = r {
+                errors.push(format!("sweep (tried again in {} s): {e:#}", SWEEP_EVERY.as_secs()));
             }
         }
         anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
@@ -651,9 +654,11 @@ impl Forecasts {
     /// The signature of the latest confirmed transaction of `label`.
     async fn tx_of(&self, label: &str) -> Result<String> {
         let txs = self.rt.store.txs_for_action(&self.rt.name, label).await?;
+        let who = self.rt.signer().to_string();
+        // Only this keeper's own (AUDIT-4 M-a: on a shared store another keeper's commit has the same label).
         txs.into_iter()
             .rev()
-            .find(|t| t.status == crate::store::TxStatus::Confirmed)
+            .find(|t| t.status == crate::store::TxStatus::Confirmed && t.signer == who)
             .map(|t| t.tx_hash)
             .with_context(|| format!("{label}: confirmed, but its transaction is not in the store"))
     }
@@ -688,7 +693,8 @@ impl Forecasts {
             let epoch = p.epoch as u64;
             let label = format!("commit:{}:{epoch}", mi.id);
             let txs = rt.store.txs_for_action(&chain, &label).await?;
-            if let Some(t) = txs.iter().rev().find(|t| t.status == crate::store::TxStatus::Confirmed) {
+            if let Some(t) = txs.iter().rev().find(|t| t.status == crate::store::TxStatus::Confirmed && t.signer == who)
+            {
                 if let Some(slot) = t.mined_block {
                     rt.saw_slot(slot as u64);
                 }
@@ -779,8 +785,12 @@ impl Forecasts {
         // Read at least at the commit's slot (audit M2): a node behind it would show no commitment. The keeper's
         // reads, simulations and preflights all ask for it from here on.
         let commit = rt.store.txs_for_action(&rt.name, &format!("commit:{id}:{epoch}")).await?;
-        if let Some(slot) =
-            commit.iter().filter(|t| t.status == crate::store::TxStatus::Confirmed).filter_map(|t| t.mined_block).max()
+        let who = publisher.to_string();
+        if let Some(slot) = commit
+            .iter()
+            .filter(|t| t.status == crate::store::TxStatus::Confirmed && t.signer == who)
+            .filter_map(|t| t.mined_block)
+            .max()
         {
             rt.saw_slot(slot as u64);
         }
