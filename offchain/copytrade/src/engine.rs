@@ -1179,7 +1179,7 @@ impl Engine {
         trigger: Option<Instant>,
     ) -> Outcome {
         let MarketOrder { side, qty, reduce_only, position_side: ref ps } = *order;
-        if !switches::may_send(reduce_only, &self.unread()) {
+        if !switches::may_send(order.only_reduces(), &self.unread()) {
             // A command not read yet (an emergency stop appended while this turn ran slow) or a log that cannot be
             // read: nothing that opens or adds is sent on the old state; what reduces always goes out. The loop was
             // woken: it reads the command once this turn ends, then applies every symbol again.

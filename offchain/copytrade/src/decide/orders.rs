@@ -15,6 +15,16 @@ pub(crate) struct MarketOrder {
     pub(crate) position_side: String,
 }
 
+impl MarketOrder {
+    /// Whether the order can only reduce a position: reduce-only (one-way mode), or in hedge mode — which has no
+    /// reduce-only flag — a SELL on the LONG side or a BUY on the SHORT side (AUDIT-4 M1: the emergency closes of a
+    /// hedge-mode account were held as entries while a control command was unread or the log unreadable).
+    pub(crate) fn only_reduces(&self) -> bool {
+        self.reduce_only
+            || matches!((self.position_side.as_str(), self.side), ("LONG", Side::Sell) | ("SHORT", Side::Buy))
+    }
+}
+
 /// The side that reduces a position of signed quantity `qty`.
 pub(crate) fn opposite(qty: Decimal) -> Side {
     if qty.is_negative() {
@@ -77,6 +87,18 @@ pub(crate) fn classify_error(e: &BinanceError) -> Failure {
 mod tests {
     use super::*;
     use crate::decide::testing::d;
+
+    #[test]
+    fn a_hedge_mode_close_only_reduces_and_an_entry_does_not() {
+        let o =
+            |side, reduce_only, ps: &str| MarketOrder { side, qty: d("0.1"), reduce_only, position_side: ps.into() };
+        assert!(o(Side::Sell, true, "BOTH").only_reduces());
+        assert!(!o(Side::Sell, false, "BOTH").only_reduces(), "one-way mode without the flag can open");
+        assert!(o(Side::Sell, false, "LONG").only_reduces(), "closing a hedge long");
+        assert!(o(Side::Buy, false, "SHORT").only_reduces(), "closing a hedge short");
+        assert!(!o(Side::Buy, false, "LONG").only_reduces(), "adding to a hedge long");
+        assert!(!o(Side::Sell, false, "SHORT").only_reduces(), "adding to a hedge short");
+    }
 
     #[test]
     fn orders_reduce_on_the_opposite_side_and_name_the_position_side_in_hedge_mode() {
