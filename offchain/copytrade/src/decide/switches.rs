@@ -252,11 +252,12 @@ impl Unread {
     }
 }
 
-/// Whether an order may go out now, mid-turn (audit 3, F8): one that can open or add exposure (not reduce-only)
-/// waits while a command is unread — it is read first (the loop is woken) and decides; a reduce-only order (a close,
-/// a reduction, a stop) never waits, also not for an unreadable log.
-pub(crate) fn may_send(reduce_only: bool, unread: &Unread) -> bool {
-    reduce_only || !unread.pending()
+/// Whether an order may go out now, mid-turn (audit 3, F8): one that can open or add exposure waits while a command
+/// is unread — it is read first (the loop is woken) and decides; one that only reduces (a close, a reduction, a stop:
+/// [`crate::decide::orders::MarketOrder::only_reduces`], hedge-mode closes included) never waits, also not for an
+/// unreadable log.
+pub(crate) fn may_send(only_reduces: bool, unread: &Unread) -> bool {
+    only_reduces || !unread.pending()
 }
 
 /// Whether an apply held back for a command not read yet (`pending`) runs now: only once every command sent so far
