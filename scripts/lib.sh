@@ -35,11 +35,22 @@ stage() {
     STAGE_NAMES+=("$name (FAILED)")
     STAGE_SECS+=("$(echo "$t1 - $t0" | bc)")
     stage_report
+    report_disk
     die "stage failed: $name"
   fi
   t1=$(date +%s.%N)
   STAGE_NAMES+=("$name")
   STAGE_SECS+=("$(echo "$t1 - $t0" | bc)")
+}
+# Free space where the build goes: a full cold run of scripts/test writes several GB there.
+report_disk() {
+  local dir="$KRONOS_TARGET" avail_kb
+  while [ ! -d "$dir" ]; do dir="$(dirname "$dir")"; done
+  avail_kb=$(df -Pk "$dir" | awk 'NR==2 {print $4}')
+  say "disk: $((avail_kb / 1024 / 1024)) GB free under $dir"
+  if [ "$avail_kb" -lt $((10 * 1024 * 1024)) ]; then
+    warn "less than 10 GB free under $dir: a cold build of every test needs about 7 GB and may fail with 'No space left on device'"
+  fi
 }
 stage_report() {
   [ ${#STAGE_NAMES[@]} -gt 0 ] || return 0
