@@ -432,6 +432,13 @@ fn message_len(m: &Message) -> usize {
     }
 }
 
+/// Whether a read failed because the reader refused a message or frame above the limit: tungstenite's capacity error,
+/// which axum's `ws` passes up boxed. The `tungstenite` dependency is the version axum's `ws` is built on (Cargo.lock);
+/// were they to differ, the downcast would never match (the test `an_oversized_message_is_closed_with_1009` fails).
+fn over_capacity(e: axum::Error) -> bool {
+    matches!(e.into_inner().downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
+}
+
 /// Streams frames to one socket until either side closes, the client sends too much, or a send takes longer than
 /// `send_timeout` (the slow reader is dropped; the others have their own tasks and never wait for it). Frames queued
 /// behind the one that woke the task go out with it in one write ([`send_batch`]).
@@ -443,8 +450,7 @@ async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<Frame>>, 
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None => return,
                 Some(Err(e)) => {
-                    // The reader refused a message or frame above the limit (tungstenite's capacity error).
-                    if e.to_string().contains("Space limit exceeded") {
+                    if over_capacity(e) {
                         o.metrics.drop_for("ws_oversized");
                         let close = CloseFrame { code: 1009, reason: "message too big".into() };
                         let _ = send(&mut socket, Message::Close(Some(close)), o.send_timeout).await;
@@ -824,5 +830,45 @@ mod tests {
         let m = tokio::time::timeout_at(deadline, other.next()).await.unwrap();
         let Some(Ok(WsMessage::Text(t))) = m else { panic!("{m:?}") };
         assert!(t.as_str().contains("\"error\":\"end\""), "{t}");
+    }
+    /// An incoming message above `ws_max_message_bytes` closes the socket with 1009 and is counted as `ws_oversized`
+    /// (read from tungstenite's typed capacity error); a small one does not.
+    #[tokio::test]
+    async fn an_oversized_message_is_closed_with_1009() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        let bus = crate::Bus::new(16);
+        let metrics = GuardMetrics::default();
+        let hub = Hub::new(bus.clone(), Guard::new(crate::http_guard::Limits::default(), metrics.clone()));
+        let app = axum::Router::new()
+            .route("/ws", axum::routing::get(move |up: WebSocketUpgrade| async move { hub.upgrade(up, None, false) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        ws.send(WsMessage::text("x".repeat(1024))).await.unwrap();
+        // The socket stays open after the small message: a signal published after it still arrives.
+        loop {
+            bus.publish("t", SignalKind::RiskEvent { kind: "probe".into(), detail: String::new() });
+            let m = tokio::time::timeout(std::time::Duration::from_millis(50), ws.next()).await;
+            if let Ok(Some(Ok(WsMessage::Text(_)))) = m {
+                break;
+            }
+            assert!(!matches!(m, Ok(None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))))), "closed early: {m:?}");
+            assert!(tokio::time::Instant::now() < deadline, "the subscriber never got a signal");
+        }
+        assert_eq!(metrics.dropped("ws_oversized"), 0);
+        // Four times the default limit of 16 KiB.
+        let _ = ws.send(WsMessage::text("x".repeat(64 * 1024))).await;
+        let code = loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await.expect("the server closes the socket") {
+                Some(Ok(WsMessage::Close(f))) => break f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        };
+        assert_eq!(code, Some(1009));
+        assert_eq!(metrics.dropped("ws_oversized"), 1);
     }
 }
