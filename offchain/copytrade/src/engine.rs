@@ -673,8 +673,19 @@ impl Engine {
             }
             if difference == Difference::ClosedOutside {
                 // Closed by hand or by the exchange: not a stop-out, but nothing is chased either.
-                let st = held.or_else(|| replaced.into_iter().next()).map(|(_, st)| st).expect("a stop decided it");
-                let status = fate.as_ref().and_then(stops::StopFate::to_record).unwrap_or_default();
+                // AUDIT-4 L3: also when the stop is still open (a hand close or an ADL leaves it listed) — not drift,
+                // which would adopt the flat position and buy the lead's position back; that stop was cancelled
+                // above (kept as replaced while the cancel is not confirmed).
+                let st = held
+                    .into_iter()
+                    .chain(replaced)
+                    .find(|(asked, _)| asked.as_ref() == fate.as_ref())
+                    .map(|(_, st)| st)
+                    .expect("a stop decided it");
+                let status = match fate.as_ref() {
+                    Some(stops::StopFate::Open) => "still open (it guards nothing now: cancelled)".to_string(),
+                    f => f.and_then(stops::StopFate::to_record).unwrap_or_default(),
+                };
                 self.lead.wait(&s);
                 let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
                 self.risk_event(

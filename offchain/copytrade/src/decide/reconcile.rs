@@ -10,8 +10,11 @@ pub(crate) enum Difference {
     /// The position is gone and its stop is no longer open: stopped out (the follower waits for the lead's next
     /// close or flip).
     StoppedOut,
-    /// The position is gone and its stop ended without firing (cancelled, expired, not found): closed outside the
-    /// copy-trader (by hand, a liquidation). It waits for the lead's next close or flip as after a stop-out.
+    /// The position is gone and its stop did not fire: it ended (cancelled, expired, not found) or is still open
+    /// (NEW) — closed outside the copy-trader (by hand, an ADL, a liquidation). It waits for the lead's next close
+    /// or flip as after a stop-out; a stop still open guards nothing now and is cancelled (strictly: kept as
+    /// replaced until the cancel is confirmed). AUDIT-4 L3: a stop still open was drift before, and drift adopts
+    /// the flat position and buys the lead's position back — undoing a hand close or re-entering after an ADL.
     ClosedOutside,
     /// Orders of unknown fate found late executed exactly the difference: adopted as theirs, not drift.
     Adopted,
@@ -47,7 +50,7 @@ pub(crate) fn difference(
     } else if !late.is_zero() && ours.checked_add(&late).ok() == Some(theirs) {
         // Our own orders found late (the venue expires the stop of a position they closed).
         Difference::Adopted
-    } else if flat && stop.is_some_and(|f| f.to_record().is_some()) {
+    } else if flat && stop.is_some_and(|f| *f == StopFate::Open || f.to_record().is_some()) {
         Difference::ClosedOutside
     } else if flat && stop.is_none() && stop_known {
         Difference::Undecided
@@ -79,14 +82,20 @@ mod tests {
                 "{ended:?}"
             );
         }
-        // The stop still open, or not known: someone closed it (drift).
-        assert_eq!(difference(d("0.1"), d("0"), d("0"), OPEN, false), Difference::Unexplained);
+        // AUDIT-4 L3: the stop still open (a hand close, an ADL, a liquidation: the stop did not fire and is still
+        // listed): closed outside, the follower waits for the lead — before, drift (adopt flat, re-enter).
+        assert_eq!(difference(d("0.1"), d("0"), d("0"), OPEN, false), Difference::ClosedOutside);
+        assert_eq!(difference(d("-0.1"), d("0"), d("0"), OPEN, true), Difference::ClosedOutside);
+        // No stop recorded at all: drift.
         assert_eq!(difference(d("0.1"), d("0"), d("0"), None, false), Difference::Unexplained);
         // AUDIT-3 F3: a stop was held or kept replaced but its fate is not known: undecided, never drift (drift
         // adopts the flat position and re-enters; before, this was Unexplained).
         assert_eq!(difference(d("0.1"), d("0"), d("0"), None, true), Difference::Undecided);
         assert_eq!(difference(d("0.1"), d("0"), d("0"), FIRED, true), Difference::StoppedOut);
-        assert_eq!(difference(d("0.1"), d("0"), d("0"), OPEN, true), Difference::Unexplained);
+        // A stop still open under a position that is not flat: drift (only a flat position can be closed outside).
+        assert_eq!(difference(d("0.1"), d("0.05"), d("0"), OPEN, true), Difference::Unexplained);
+        // Late orders that explain it exactly come first.
+        assert_eq!(difference(d("0.1"), d("0"), d("-0.1"), OPEN, true), Difference::Adopted);
         assert_eq!(difference(d("0.1"), d("0.05"), d("0"), None, true), Difference::Unexplained);
         assert_eq!(difference(d("0.1"), d("0"), d("-0.1"), None, true), Difference::Adopted);
         // Only a flat exchange position can be a stop-out.

@@ -504,7 +504,7 @@ pub(crate) mod tests {
         assert_eq!(flat_fate(Some(None), &[Some(ended())]), None);
         assert_eq!(flat_fate(Some(Some(unknown())), &[]), None, "an unknown status on the held stop decides nothing");
         assert_eq!(flat_fate(Some(Some(unknown())), &[Some(ended())]), None);
-        // None held: the replaced ones' (an open one first: someone else closed the position, drift).
+        // None held: the replaced ones' (an open one first: someone else closed the position, closed outside — L3).
         assert_eq!(flat_fate(None, &[Some(ended())]), Some(ended()));
         assert_eq!(flat_fate(None, &[Some(ended()), Some(StopFate::Open)]), Some(StopFate::Open));
         assert_eq!(flat_fate(None, &[]), None);
