@@ -1677,19 +1677,11 @@ impl Engine {
                 };
                 match left {
                     Some(q) if !q.is_zero() => {
-                        if fate == stops::StopFate::Firing {
-                            // Its close is on its way: once it fills and the position is flat, a stop-out (B6).
-                            self.replaced.entry(symbol.into()).or_default().push(old.clone());
-                        } else {
-                            let _ = self
-                                .store
-                                .update_order(
-                                    &old.client_id,
-                                    "finished",
-                                    &OrderUpdate { error: Some("fired while replaced"), ..OrderUpdate::default() },
-                                )
-                                .await;
-                        }
+                        // Its close is on its way (B6) — or done (FINISHED) but not yet in this read (AUDIT-4 L1: the
+                        // fill or the positions view can lag): kept as replaced either way, so once the position
+                        // shows flat it is a stop-out; a later read that still shows the position drops it
+                        // ([`stops::replaced_plan`]).
+                        self.replaced.entry(symbol.into()).or_default().push(old.clone());
                         self.lead.limit_to(symbol, q.abs());
                         let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
                         self.risk_event(

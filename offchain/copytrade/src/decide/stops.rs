@@ -209,14 +209,14 @@ pub(crate) enum HeldPlan {
     /// The recorded position is flat now: nothing is decided here, the stop stays held and the reconcile checks
     /// the flat position again at once (a stop-out or a close outside, never drift).
     Recheck,
-    /// Moved to the replaced stops and a new one placed: it fired and its close is on its way under a position
-    /// still there (the follower held at `hold`, the quantity left, until the lead closes or flips); or its status
+    /// Moved to the replaced stops and a new one placed: it fired (its close on its way, or done but not yet seen
+    /// in the positions read — AUDIT-4 L1) under a position still there (the follower held at `hold`, the quantity
+    /// left, until the lead closes or flips); or its status
     /// is one the copy-trader does not know under a recorded position (`hold` none: it may be live or terminal, so
     /// it is kept for the stop-out check and the position gets a stop known to be live — AUDIT-3 F4).
     Replace { hold: Option<Decimal> },
-    /// It no longer protects: dropped, recorded with `status` (a position still there gets a new stop); `hold`:
-    /// it fired (its close done) and the position is still there — held at that quantity, as after a partial
-    /// stop-out.
+    /// It no longer protects and closed nothing: dropped, recorded with `status` (a position still there gets a
+    /// new stop; `hold` is always `None` for a held stop: one that fired is replaced, never dropped here).
     Drop { status: String, hold: Option<Decimal> },
 }
 
@@ -235,11 +235,11 @@ pub(crate) fn held_plan(fate: &Asked, recorded: bool, now: Now) -> HeldPlan {
     match now {
         Now::Flat => HeldPlan::Recheck,
         Now::Unread => HeldPlan::Keep,
-        Now::Holds(q) => match f {
-            StopFate::Firing => HeldPlan::Replace { hold: Some(q.abs()) },
-            StopFate::Fired => HeldPlan::Drop { status: "finished".into(), hold: Some(q.abs()) },
-            other => HeldPlan::Drop { status: other.to_record().unwrap_or_default(), hold: None },
-        },
+        // AUDIT-4 L1: FINISHED means the close was placed, not that this read shows it (the fill or the positions
+        // view can lag): it is kept as replaced with its hold exactly like a close on its way, so a flat position
+        // found next is a stop-out, and [`replaced_plan`] drops it once a later read confirms what it left.
+        Now::Holds(q) if f.fired() => HeldPlan::Replace { hold: Some(q.abs()) },
+        Now::Holds(_) => HeldPlan::Drop { status: f.to_record().unwrap_or_default(), hold: None },
     }
 }
 
@@ -568,10 +568,27 @@ pub(crate) mod tests {
             assert_eq!(held_plan(&Some(f.clone()), true, Now::Flat), HeldPlan::Recheck, "{f:?}");
             assert_eq!(held_plan(&Some(f.clone()), true, Now::Unread), HeldPlan::Keep, "{f:?}");
         }
-        // F7: the position is still there: a fired stop is replaced (close on its way) or dropped (done), and the
-        // follower is held at what it has either way; an ended one is dropped, a new stop placed, nothing held.
+        // F7: the position is still there: a fired stop is replaced and the follower held at what it has; an ended
+        // one is dropped, a new stop placed, nothing held.
         assert_eq!(held_plan(&Some(StopFate::Firing), true, Now::Holds(q)), HeldPlan::Replace { hold: Some(q) });
-        assert_eq!(held_plan(&Some(StopFate::Fired), true, Now::Holds(d("-0.05"))), drop("finished", Some("0.05")));
+        // AUDIT-4 L1: FINISHED under a position the read still shows (its fill or the positions view may lag) is
+        // kept as replaced with its hold, like a close on its way — before, dropped as 'finished', so when the close
+        // showed the next flat check found only the new open stop (drift) and the hold was lost.
+        assert_eq!(
+            held_plan(&Some(StopFate::Fired), true, Now::Holds(d("-0.05"))),
+            HeldPlan::Replace { hold: Some(q) }
+        );
+        // ... and the replaced stop is dropped (with its hold) only once a later read confirms: flat → the flat check
+        // (a stop-out), still there → what its close left.
+        assert_eq!(replaced_plan(&Some(StopFate::Fired), true, Now::Flat), ReplacedPlan::Recheck);
+        assert_eq!(
+            replaced_plan(&Some(StopFate::Fired), true, Now::Holds(q)),
+            ReplacedPlan::Drop { status: "finished".into(), hold: Some(q) }
+        );
+        assert_eq!(
+            replaced_plan(&Some(StopFate::Fired), false, Now::Unread),
+            ReplacedPlan::Drop { status: "finished".into(), hold: None }
+        );
         assert_eq!(held_plan(&Some(StopFate::Ended("canceled".into())), true, Now::Holds(q)), drop("canceled", None));
         assert_eq!(held_plan(&Some(StopFate::NotFound), true, Now::Holds(q)), drop("not_found", None));
         // No position recorded: a fired stop stays for the stop-out check, an ended one is dropped.
