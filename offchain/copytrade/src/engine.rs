@@ -1148,6 +1148,9 @@ impl Engine {
                     .await;
                 }
             }
+            // AUDIT-4 L4: an old stop kept as replaced that would close this entry at its old trigger is settled
+            // (its cancel retried) first; while it may still be live the entry waits (sent at a later apply).
+            Entry::Send(order) if self.entry_waits_for_replaced(symbol, order.side).await => {}
             Entry::Send(order) => {
                 if self.send_order(symbol, &order, "mirror", trigger).await == Outcome::Rejected {
                     // Refused (e.g. -2019, margin is insufficient): not chased later at whatever the price is then.
@@ -1160,6 +1163,69 @@ impl Engine {
             }
         }
         self.protect(symbol).await;
+    }
+
+    /// AUDIT-4 L4 ([`stops::entry_waits`]): whether an entry on `side` in `symbol` waits for a replaced stop there
+    /// that would close it. Each such stop is asked first: one still open is cancelled strictly (kept while the
+    /// cancel is not confirmed), one that ended is dropped with its status ([`stops::replaced_plan`]); the entry
+    /// waits only while one is left, reported once in a while (`entry_waits_for_stop`). A later apply (every
+    /// reconcile applies every symbol) sends it once the stop is settled.
+    async fn entry_waits_for_replaced(&mut self, symbol: &str, side: Side) -> bool {
+        let list = self.replaced.remove(symbol).unwrap_or_default();
+        if !stops::entry_waits(&list, side) {
+            if !list.is_empty() {
+                self.replaced.insert(symbol.into(), list);
+            }
+            return false;
+        }
+        let recorded = self.follower.contains_key(symbol);
+        let mut kept = Vec::new();
+        for st in list {
+            if !stops::entry_waits(std::slice::from_ref(&st), side) {
+                kept.push(st);
+                continue;
+            }
+            let fate = self.ask_stop(symbol, &st).await;
+            match stops::replaced_plan(&fate, recorded, stops::Now::Unread) {
+                stops::ReplacedPlan::Release => {
+                    if !self.cancel_replaced(symbol, &st).await {
+                        kept.push(st);
+                    }
+                }
+                stops::ReplacedPlan::Drop { status, .. } => {
+                    let _ = self
+                        .store
+                        .update_order(
+                            &st.client_id,
+                            &status,
+                            &OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
+                        )
+                        .await;
+                }
+                stops::ReplacedPlan::Keep | stops::ReplacedPlan::Recheck => kept.push(st),
+            }
+        }
+        let waits = stops::entry_waits(&kept, side);
+        let left: Vec<String> = kept.iter().map(|st| format!("{} ({})", st.trigger, st.client_id)).collect();
+        if !kept.is_empty() {
+            self.replaced.insert(symbol.into(), kept);
+        }
+        if waits && self.blocked_noted.due(&format!("{symbol} replaced stop"), Instant::now()) {
+            self.risk_event(
+                "entry_waits_for_stop",
+                symbol,
+                format!(
+                    "not adding ({} {}): an old stop of it is still possibly live ({}) — its cancel is not \
+                     confirmed or its fate not known — and could close the new position at its old trigger; sent \
+                     once it is settled",
+                    side_str(side),
+                    symbol,
+                    left.join(", ")
+                ),
+            )
+            .await;
+        }
+        waits
     }
 
     /// Holds `symbol` at what the follower has now until the lead closes or flips (an AI target waits for its next

@@ -6,6 +6,7 @@
 //! - F2: a restart keeps the older "open" stop rows of a symbol as replaced stops, so the old stop that fired while
 //!   the copy-trader was down is what the flat position is judged by.
 //! - F3: a flat position whose stop cannot be asked about is not drift: nothing is re-entered.
+//! - AUDIT-4 L4: an entry waits while an old stop kept as replaced (its cancel refused) could close it.
 
 mod common;
 
@@ -166,5 +167,40 @@ async fn an_old_stop_whose_cancel_failed_is_still_a_stop_out_when_it_fires() {
     assert_waits_flat(&w, &r).await;
     w.ex.clear_faults();
     wait_for("no stop left behind", || w.follower_stops().is_empty()).await;
+    r.stop().await;
+}
+
+/// AUDIT-4 L4: an old stop kept as replaced (its cancel refused, so it is still live at 63700) would close a new
+/// entry at its old trigger: when the lead adds again, the follower's entry waits (`entry_waits_for_stop`) while
+/// the old stop's cancel is not confirmed, and goes out once it is (before, it was sent at once, under the old
+/// stop).
+#[tokio::test]
+async fn an_entry_waits_while_an_old_stop_that_would_close_it_is_still_live() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    let first = open_with_stop(&w, &r).await;
+    let refused = Fault::Answer { status: 400, code: -1102, msg: "test: not now".into(), executed: false };
+    w.ex.inject_for(FOLLOWER, "DELETE", "/fapi/v1/algoOrder", refused, 100_000);
+    // The lead adds lower: the follower's stop moves (63210) and the old one (63700) stays live, kept as replaced.
+    w.ex.set_mark("BTCUSDT", "64000");
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    let store = r.handles.store.clone();
+    wait_event("the old stop's cancel refused", &store, "stop_cancel_failed", &first).await;
+    wait_for("both stops open", || w.follower_stops().len() == 2).await;
+    // The lead adds again: the follower's entry (0.1 -> 0.15) waits for the old stop.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    wait_event("the entry waits for the old stop", &store, "entry_waits_for_stop", &first).await;
+    r.settle().await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.1"), "an entry went out under the old stop");
+    assert!(w.follower_stops().iter().any(|s| s.client_algo_id == first));
+    // Once the old stop's cancel goes through, the entry follows.
+    w.ex.clear_faults();
+    w.expect_follower("BTCUSDT", "0.15").await;
+    assert!(!w.follower_stops().iter().any(|s| s.client_algo_id == first), "the old stop is gone before the entry");
+    wait_for("one stop", || w.follower_stops().len() == 1).await;
+    assert!(!has_event(&store, "position_drift", "").await);
+    w.assert_no_duplicates();
     r.stop().await;
 }

@@ -243,6 +243,16 @@ pub(crate) fn held_plan(fate: &Asked, recorded: bool, now: Now) -> HeldPlan {
     }
 }
 
+/// AUDIT-4 L4: whether an order that adds exposure on `side` waits for the replaced stops still kept in its symbol
+/// (`replaced`: their cancel not confirmed, or their fate not settled — any may still be live). One on the other
+/// side would close what the entry opens or adds, at its old trigger; so the entry waits until each such stop is
+/// settled (its cancel confirmed, or its end known), and is not sent meanwhile. A replaced stop on the entry's own
+/// side cannot touch the new exposure (stops only close: reduce-only, close-position or a hedge position side), so
+/// it does not hold it.
+pub(crate) fn entry_waits(replaced: &[StopInfo], side: Side) -> bool {
+    replaced.iter().any(|st| st.side != side)
+}
+
 /// What to do about a replaced stop kept for the stop-out check, at a reconcile (after the flat positions were
 /// checked), from its fate now, whether the engine still records a position in its symbol and what a positions
 /// read made after the question shows (as [`held_plan`]).
@@ -542,6 +552,26 @@ pub(crate) mod tests {
             // Not read again: kept, asked again at the next reconcile.
             assert_eq!(replaced_plan(&Some(f.clone()), true, Now::Unread), ReplacedPlan::Keep, "{f:?}");
         }
+    }
+
+    /// AUDIT-4 L4: an old stop kept as replaced (its cancel not confirmed) may still fire; an entry it would close
+    /// waits for it — before, the lead reopening in the same direction was followed at once and the old stop could
+    /// close the new position at its old trigger.
+    #[test]
+    fn an_entry_waits_while_a_replaced_stop_that_would_close_it_may_be_live() {
+        let sell = stop("ks0", "49000", Side::Sell, None);
+        let buy = stop("ks1", "51000", Side::Buy, Some("0.1"));
+        // Nothing replaced: nothing waits.
+        assert!(!entry_waits(&[], Side::Buy) && !entry_waits(&[], Side::Sell));
+        // An old long's stop (SELL) holds a long entry (BUY), not a short one (SELL): it cannot close a short.
+        assert!(entry_waits(std::slice::from_ref(&sell), Side::Buy));
+        assert!(!entry_waits(std::slice::from_ref(&sell), Side::Sell));
+        // An old short's stop (BUY) holds a short entry.
+        assert!(entry_waits(std::slice::from_ref(&buy), Side::Sell));
+        assert!(!entry_waits(std::slice::from_ref(&buy), Side::Buy));
+        // Any one of several.
+        assert!(entry_waits(&[buy.clone(), sell.clone()], Side::Buy));
+        assert!(entry_waits(&[buy, sell], Side::Sell));
     }
 
     /// AUDIT-3 F1/F7: a held stop the exchange no longer lists open is judged against a positions read made after
