@@ -74,6 +74,42 @@ pub enum Fault {
     /// The market moves: the mark of `symbol` becomes `price` (stops it crosses fire) just before the request is
     /// handled as usual — a race between the venue and the request.
     MarkFirst { symbol: String, price: String },
+    /// Hold the reply until `gate` is opened ([`Gate::open`]), after executing the request when `executed`: a slow
+    /// request whose end the test decides on an event, not on a delay.
+    Held { executed: bool, gate: Gate },
+}
+
+/// Where a [`Fault::Held`] reply waits: shut until [`Gate::open`] (opened before the request arrives, it lets the
+/// request through at once). Clones share the gate.
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    /// Lets every reply held at this gate go, now and later.
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    async fn passed(&self) {
+        // Never granted a permit: it resolves (with an error) once the gate is opened (closed).
+        let _ = self.0.acquire().await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate::new()
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// -1007 as documented (HTTP 408).
@@ -702,6 +738,11 @@ async fn rest_handler(
             tokio::time::sleep(*delay).await;
             return reply(StatusCode::SERVICE_UNAVAILABLE, weight, err_body(-1000, UNKNOWN_503));
         }
+        Some(Fault::Held { executed: false, gate }) => {
+            ex.log_dropped(&method, &path, &headers, &params);
+            gate.passed().await;
+            return reply(StatusCode::SERVICE_UNAVAILABLE, weight, err_body(-1000, UNKNOWN_503));
+        }
         Some(Fault::Answer { status, code, msg, executed: false }) => {
             ex.log_dropped(&method, &path, &headers, &params);
             return reply(
@@ -734,6 +775,10 @@ async fn rest_handler(
         }
         Some(Fault::Timeout { executed: true, delay }) => {
             tokio::time::sleep(delay).await;
+            response
+        }
+        Some(Fault::Held { executed: true, gate }) => {
+            gate.passed().await;
             response
         }
         Some(Fault::Answer { status, code, msg, executed: true }) => {

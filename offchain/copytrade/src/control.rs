@@ -483,6 +483,15 @@ impl Control {
         }
     }
 
+    /// The highest sequence number the watcher has read from the log (`None` while its last read failed): how far
+    /// the commands of other processes are seen mid-turn — what a test waits for before letting a slow turn go on.
+    pub fn watched_seq(&self) -> Option<i64> {
+        match self.watched() {
+            Watched::Seq(s) => Some(s),
+            Watched::Unreadable => None,
+        }
+    }
+
     /// The watcher: reads the log's highest sequence every [`WATCH_INTERVAL`] into [`Control::watched`] and wakes
     /// the engine when it grew (or the log turned unreadable), so a command from another process is read as soon as
     /// the turn under way ends, and until then nothing that adds exposure goes out

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use kronos_binance::types::Side;
-use kronos_binance_mock::Fault;
+use kronos_binance_mock::{Fault, Gate};
 use kronos_copytrade::report::{emergency_outcome, EmergencyOutcome};
 use kronos_copytrade::{Config, ControlCommand};
 
@@ -23,15 +23,16 @@ fn entries(w: &World) -> Vec<(String, String)> {
 }
 
 /// One turn applies both symbols (a ratio change resizes every position); the first entry of that turn (BTCUSDT) is
-/// held 3 s by the exchange (executed, its answer late), and an emergency stop is appended to the store, as the CLI
-/// does, while it is held. Before the fix the turn went on to send the ETHUSDT entry on the old state (the stop was
+/// held by the exchange (executed, its answer late), and an emergency stop is appended to the store, as the CLI
+/// does, while it is held; the answer is let go only once the engine's log watcher has read the stop (an event,
+/// not a timing margin: AUDIT-4 L5). Before the fix the turn went on to send the ETHUSDT entry on the old state (the stop was
 /// read only when the turn ended); now nothing that adds exposure goes out after the append, the stop is carried out
 /// once the turn ends, and its report names the command.
 #[tokio::test]
 async fn an_emergency_stop_appended_during_a_slow_turn_holds_every_later_entry_and_is_carried_out_after_it() {
     let w = World::new().await;
     let sizing = SIZING.replace(r#"allow = ["BTCUSDT"]"#, r#"allow = ["BTCUSDT", "ETHUSDT"]"#);
-    // The held answer (3 s) stays within the request timeout: a slow request, not one of unknown fate.
+    // The held answer stays within the request timeout: a slow request, not one of unknown fate.
     let text = w
         .config_text("live", &sizing, PROTECTION, LEAD_STREAM, "")
         .replace(r#"request_timeout = "800ms""#, r#"request_timeout = "10s""#);
@@ -47,19 +48,19 @@ async fn an_emergency_stop_appended_during_a_slow_turn_holds_every_later_entry_a
 
     // The CLI's own connection to the store.
     let cli = kronos_copytrade::Store::connect(&cfg.store).await.unwrap();
-    w.ex.inject_for(
-        FOLLOWER,
-        "POST",
-        "/fapi/v1/order",
-        Fault::Timeout { executed: true, delay: Duration::from_secs(3) },
-        1,
-    );
+    let gate = Gate::new();
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::Held { executed: true, gate: gate.clone() }, 1);
     let ratio = ControlCommand::SetRatio { ratio: Some(d("1")), set_by: "test".into() };
     send_from_another_process(&cli, ratio).await;
     // The turn that carries the ratio out sends BTCUSDT's increase first; the exchange holds its answer.
     wait_for("the increase held by the exchange", || w.ex.faults_left() == 0).await;
     let seq = send_from_another_process(&cli, ControlCommand::EmergencyStop { reason: "mid-turn".into() }).await;
+    // The turn goes on only once the watcher has seen the stop (AUDIT-4 L5: before, a fixed 3 s hold against the
+    // watcher's 250 ms interval).
+    let control = r.handles.control.clone();
+    wait_for("the watcher read the stop", || control.watched_seq().is_some_and(|s| s >= seq)).await;
     let before = entries(&w);
+    gate.open();
 
     match emergency_outcome(&cli, seq, Duration::from_secs(60)).await {
         EmergencyOutcome::Done => {}
