@@ -81,3 +81,54 @@ async fn an_emergency_stop_appended_during_a_slow_turn_holds_every_later_entry_a
     w.assert_no_duplicates();
     r.stop().await;
 }
+
+/// AUDIT-4 M1 in hedge mode (no reduce-only flag there: a close is a SELL on LONG or a BUY on SHORT): an emergency
+/// pass closes both sides of a position held by hand; the first close's answer is held by the exchange while a
+/// second command is sent over the API (not read until the pass ends), then let go. The other close still goes out
+/// in the same pass (`MarketOrder::only_reduces`): the pass ends done, with no `emergency_incomplete`. Before
+/// 3502346 the hold judged `reduce_only`, false for every hedge-mode close, so that close was held as an entry and
+/// the pass ended with the side still open.
+#[tokio::test]
+async fn in_hedge_mode_the_emergency_closes_go_out_while_a_command_sent_meanwhile_is_unread() {
+    let w = World::new().await;
+    w.ex.add_account(FOLLOWER, "follower-secret", "10000", true);
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    let store = r.handles.store.clone();
+    // Copy-trading off; someone holds both sides by hand.
+    send_from_another_process(&store, ControlCommand::SetTrading(false)).await;
+    wait_for("paused", || !r.handles.status.lock().trading).await;
+    let f = follower_client(&w);
+    let long = kronos_binance::types::OrderRequest {
+        position_side: "LONG".into(),
+        ..kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Buy, d("0.05"), "manual-long")
+    };
+    let short = kronos_binance::types::OrderRequest {
+        position_side: "SHORT".into(),
+        ..kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Sell, d("0.03"), "manual-short")
+    };
+    f.place_order(&long).await.unwrap();
+    f.place_order(&short).await.unwrap();
+    let gate = Gate::new();
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::Held { executed: true, gate: gate.clone() }, 1);
+    let stop = ControlCommand::EmergencyStop { reason: "hedge".into() };
+    let seq = r.handles.control.send(&stop, "test").await.unwrap();
+    wait_for("the first close held by the exchange", || w.ex.faults_left() == 0).await;
+    // Sent through the API while the pass runs: unread until the pass ends.
+    let ratio = ControlCommand::SetRatio { ratio: Some(d("1")), set_by: "test".into() };
+    r.handles.control.send(&ratio, "test").await.unwrap();
+    gate.open();
+    match emergency_outcome(&store, seq, Duration::from_secs(60)).await {
+        EmergencyOutcome::Done => {}
+        other => panic!("the emergency stop #{seq} was not carried out: {other:?}"),
+    }
+    let a = w.ex.account(FOLLOWER);
+    assert!(a.position("BTCUSDT", "LONG").amount.is_zero() && a.position("BTCUSDT", "SHORT").amount.is_zero());
+    assert!(
+        !has_event(&store, "emergency_incomplete", "").await,
+        "a hedge-mode close was held while the command was unread: {:?}",
+        store.events(50).await.unwrap()
+    );
+    w.assert_no_duplicates();
+    r.stop().await;
+}

@@ -624,21 +624,6 @@ async fn the_trading_switch_and_the_ratio_override_work_through_the_store() {
     r.stop().await;
 }
 
-/// The follower account as a person at the exchange's website would use it (manual trades).
-fn follower_client(w: &World) -> kronos_binance::FuturesClient {
-    let mut cfg =
-        kronos_binance::ClientConfig::new(kronos_binance::Network::Custom { rest: w.ex.rest_url(), ws: w.ex.ws_url() });
-    cfg.recv_window_ms = 1000;
-    kronos_binance::FuturesClient::new(
-        cfg,
-        Some(kronos_binance::Credentials {
-            api_key: kronos_common::Secret::new(FOLLOWER),
-            api_secret: kronos_common::Secret::new("follower-secret"),
-        }),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn status_unknown_answers_are_resolved_by_query_not_taken_as_rejections() {
     let w = World::new().await;

@@ -241,6 +241,17 @@ pub(crate) fn follower_orders(w: &World) -> Vec<kronos_binance::types::Order> {
     w.ex.account(FOLLOWER).orders().to_vec()
 }
 
+/// The follower account as a person at the exchange's website would use it (manual trades).
+pub(crate) fn follower_client(w: &World) -> FuturesClient {
+    let mut cfg = ClientConfig::new(Network::Custom { rest: w.ex.rest_url(), ws: w.ex.ws_url() });
+    cfg.recv_window_ms = 1000;
+    FuturesClient::new(
+        cfg,
+        Some(Credentials { api_key: Secret::new(FOLLOWER), api_secret: Secret::new("follower-secret") }),
+    )
+    .unwrap()
+}
+
 /// Polls `cond` for up to 60 s (generous: the suite must pass on a busy machine).
 pub(crate) async fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let t = std::time::Instant::now();
