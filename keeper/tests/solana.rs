@@ -1726,10 +1726,14 @@ async fn a_commitment_left_open_by_an_earlier_run_is_swept_and_its_rent_comes_ba
     c.warp_to(GENESIS + 3 * IV + 86_400 + 1).await;
     let k = run_forecasting_keeper(&text).await;
     k.until_closed(&c, "close_commitment:1:0", &commitment).await;
-    let rec: TrackRecord = c.account(&pda(&[RECORD_SEED, publisher.as_ref()])).await.unwrap();
-    assert_eq!((rec.committed, rec.revealed, rec.expired), (1, 0, 1), "{rec:?}");
     assert_eq!(k.txs_for("close_commitment:1:0").await.len(), 1);
+    let store = k.keeper_store.clone();
     k.stop().await;
+    let rec: TrackRecord = c.account(&pda(&[RECORD_SEED, publisher.as_ref()])).await.unwrap();
+    // Commits come before the sweep (AUDIT4 L-a): the current round's commitment may be counted too.
+    let txs = store.all_txs("solana").await.unwrap();
+    let commits = txs.iter().filter(|t| t.action.starts_with("commit:") && t.status.as_str() == "confirmed").count();
+    assert_eq!((rec.committed, rec.revealed, rec.expired), (commits as u64, 0, 1), "{rec:?} {txs:?}");
 }
 
 /// Audit M1: a commitment that landed while its row was never marked committed (a stop, a crash or a failed write
@@ -1886,4 +1890,105 @@ async fn a_keeper_stopped_mid_send_follows_its_transaction_until_it_is_decided()
         keeper_store.all_txs("solana").await.unwrap().into_iter().filter(|t| t.action == "start:1:1").collect();
     assert_eq!(txs.len(), 1, "{txs:?}");
     assert_eq!(txs[0].status.as_str(), "confirmed", "{txs:?}");
+}
+
+/// Round 0, bet on both sides, locked and settled Up by a crank-only keeper on the forecasting keeper's store
+/// (stopped after), round 1 locked and round 2 started by it, so that a keeper started next has a reveal to send
+/// (AUDIT4 tests).
+async fn round_0_settled_up_by_a_crank(c: &Cluster, dir: &tempfile::TempDir, key: &Keypair) {
+    c.bet_both(0).await;
+    let mut k = c.keeper(dir, key).await;
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 150).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    k.wait_started(1).await;
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 600).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    assert_eq!(k.wait_settled(0).await, Outcome::Up);
+    until_round(c, 1, "locked", |r| r.status == RoundStatus::Locked).await;
+    until_open(c, 2).await;
+    k.stop().await;
+}
+
+/// AUDIT4 M-b: a keeper stopped (SIGTERM) while its reveal is in flight follows the reveal until it lands and
+/// records it, and then signs and sends nothing new — before, it went on to sign and follow the commitment's
+/// `close_commitment` (a second transaction after the stop, and up to twice the follow time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keeper_stopped_mid_reveal_follows_it_and_sends_nothing_new() {
+    let (c, dir, key) = funded(true).await;
+    with_registry(&c).await;
+    let text = forecasting_config(&c, dir.path(), &key);
+    let publisher = key.pubkey().to_string();
+    let mut k = run_forecasting_keeper(&text).await;
+    start_round_0(&c, &mut k).await;
+    k.wait_committed(0).await;
+    k.stop().await;
+    round_0_settled_up_by_a_crank(&c, &dir, &key).await;
+    // Past round 2's commit window: the restarted keeper's only step is round 0's reveal, held by the node.
+    c.warp_to(GENESIS + 3 * IV - 5).await;
+    c.control("hold_next_sends", json!({ "n": 1_000_000 })).await;
+    let k = run_forecasting_keeper(&text).await;
+    k.until_sent("reveal:1:0").await;
+    let Running { cancel, mut task, keeper_store, .. } = k;
+    cancel.cancel();
+    // Held: the stopping keeper still follows its reveal (the event that must not happen: it ends).
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut task).await;
+    assert!(early.is_err(), "the keeper stopped with its reveal still in flight");
+    c.control("hold_next_sends", json!({ "n": 0 })).await;
+    let landed = c.control("land_held", json!({})).await;
+    assert_eq!(landed["landed"][0]["error"], Value::Null, "{landed}");
+    tokio::time::timeout(PATIENCE, task).await.expect("stops once its reveal is decided").unwrap();
+    let txs = keeper_store.all_txs("solana").await.unwrap();
+    let reveals: Vec<_> = txs.iter().filter(|t| t.action == "reveal:1:0").collect();
+    assert_eq!(reveals.len(), 1, "{txs:?}");
+    assert_eq!(reveals[0].status.as_str(), "confirmed", "{txs:?}");
+    let p = keeper_store.prediction("solana", 1, 0, &publisher).await.unwrap().unwrap();
+    assert!(p.reveal_tx.as_deref().is_some_and(|t| t != "-") && p.outcome.is_some(), "recorded: {p:?}");
+    // Nothing signed after the stop: the commitment's close is left to the next run's sweep.
+    assert!(txs.iter().all(|t| !t.action.starts_with("close_commitment:")), "{txs:?}");
+}
+
+/// AUDIT4 L-b (L6): a market removed from the config keeps its public record — the forecast committed on it while
+/// it was configured is still revealed and scored, and its commitment closed, by a keeper whose config now lists
+/// another market only (before, its predictions were skipped for good: never revealed, the rent never back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_market_removed_from_the_config_still_has_its_forecast_revealed_and_closed() {
+    use kronos_market::registry::COMMITMENT_SEED;
+    let (c, dir, key) = funded(true).await;
+    with_registry(&c).await;
+    let publisher = key.pubkey();
+    let mut k = run_forecasting_keeper(&forecasting_config(&c, dir.path(), &key)).await;
+    start_round_0(&c, &mut k).await;
+    k.wait_committed(0).await;
+    k.stop().await;
+    round_0_settled_up_by_a_crank(&c, &dir, &key).await;
+    // Market 2 on the same feed, the only one configured from now on.
+    let a = c.authority.pubkey();
+    let other = pda(&[MARKET_SEED, a.as_ref(), &2u64.to_le_bytes()]);
+    let params = c.account::<kronos_market::state::Market>(&c.market).await.unwrap().params;
+    let init = ixn(
+        acc::InitializeMarket {
+            authority: a,
+            market: other,
+            vault: pda(&[VAULT_SEED, other.as_ref()]),
+            feed: c.feed,
+            feed_approval: pda(&[FEED_SEED, c.feed.as_ref()]),
+            system_program: anchor_lang::system_program::ID,
+        },
+        ix::InitializeMarket { id: 2, genesis: GENESIS, interval: IV as u32, params },
+    );
+    c.send(&[init], &[&c.authority]).await;
+    let text = forecasting_config(&c, dir.path(), &key)
+        .replace(&format!("markets = [\"{}\"]", c.market), &format!("markets = [\"{other}\"]"));
+    assert!(!text.contains(&c.market.to_string()), "{text}");
+    let mut k = run_forecasting_keeper(&text).await;
+    let (outcome, hit, _) = k.wait_revealed(0).await;
+    assert_eq!(outcome, Outcome::Up);
+    let p = k.keeper_store.prediction("solana", 1, 0, &publisher.to_string()).await.unwrap().unwrap();
+    assert_eq!(hit, Some(p.up), "scored on the removed market's outcome");
+    let commitment = pda(&[COMMITMENT_SEED, c.market.as_ref(), &0u64.to_le_bytes(), publisher.as_ref()]);
+    k.until_closed(&c, "close_commitment:1:0", &commitment).await;
+    assert_eq!(k.txs_for("reveal:1:0").await.len(), 1);
+    k.stop().await;
 }

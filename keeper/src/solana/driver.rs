@@ -46,7 +46,7 @@ use crate::store::{Outcome, RoundRow, RoundState, Store, TxRow, TxStatus};
 use kronos_contracts::CancelReason;
 
 /// The Clock sysvar's address.
-const CLOCK: Pubkey = anchor_lang::prelude::pubkey!("SysvarC1ock11111111111111111111111111111111");
+pub(super) const CLOCK: Pubkey = anchor_lang::prelude::pubkey!("SysvarC1ock11111111111111111111111111111111");
 
 /// Counters of the sender (copied into `/metrics`).
 #[derive(Default)]
@@ -675,12 +675,7 @@ impl SolanaRuntime {
         // By getMultipleAccounts: the client's getAccountInfo wraps a transport error into a node's answer (no
         // failover, the URL in its text).
         let acc = self.get_many(&[CLOCK]).await?.pop().flatten().context("the Clock sysvar is missing")?;
-        // The Clock sysvar's fixed layout: slot u64, epoch_start_timestamp i64, epoch u64, leader_schedule_epoch
-        // u64, unix_timestamp i64 (little endian).
-        anyhow::ensure!(acc.data.len() >= 40, "the Clock sysvar has {} bytes", acc.data.len());
-        let slot = u64::from_le_bytes(acc.data[0..8].try_into()?);
-        let now = i64::from_le_bytes(acc.data[32..40].try_into()?);
-        Ok((now, slot))
+        clock_of(&acc)
     }
 
     /// One pass over every market.
@@ -1377,7 +1372,9 @@ impl SolanaRuntime {
         cancel: &CancellationToken,
     ) -> Result<Sent, SendError> {
         let leads = || fence.is_none_or(|f| f.may_send());
-        if !leads() {
+        // A stopping keeper (SIGTERM) signs and sends nothing new: only a transaction already in flight is followed
+        // (AUDIT4 M-b: a reveal followed to its end was then closed by a new transaction).
+        if !leads() || cancel.is_cancelled() {
             return Err(SendError::Stopped);
         }
         let writable = writable.to_vec();
@@ -1446,6 +1443,9 @@ impl SolanaRuntime {
             gas_used: None,
             error: None,
         };
+        if cancel.is_cancelled() {
+            return Err(SendError::Stopped);
+        }
         // Fenced: written (and then sent) only while the term holds the market's lease.
         let term = fence.and_then(|f| f.token());
         let id = match self.store.insert_tx(&row, term.as_ref()).await {
@@ -1600,6 +1600,16 @@ impl SolanaRuntime {
             }
         }
     }
+}
+
+/// The cluster's clock (unix seconds) and slot from a Clock sysvar account — read with other accounts in one
+/// `getMultipleAccounts`, the clock at that read's own slot. Its fixed layout: slot u64, epoch_start_timestamp i64,
+/// epoch u64, leader_schedule_epoch u64, unix_timestamp i64 (little endian).
+pub(super) fn clock_of(acc: &solana_account::Account) -> Result<(i64, u64)> {
+    anyhow::ensure!(acc.data.len() >= 40, "the Clock sysvar has {} bytes", acc.data.len());
+    let slot = u64::from_le_bytes(acc.data[0..8].try_into()?);
+    let now = i64::from_le_bytes(acc.data[32..40].try_into()?);
+    Ok((now, slot))
 }
 
 /// How long a stopping keeper follows a sent transaction at most (audit L1): past a blockhash's lifetime (150

@@ -28,6 +28,7 @@ use alloy::primitives::FixedBytes;
 use anchor_lang::prelude::Pubkey;
 use anchor_lang::AccountDeserialize;
 use anyhow::{Context, Result};
+use futures::FutureExt;
 use kronos_common::signals::{Outcome, SignalKind};
 use kronos_market::error::MarketError;
 use kronos_market::registry::{
@@ -37,11 +38,12 @@ use kronos_market::registry::{
 use kronos_market::state::{Market, Outcome as SolOutcome, Round};
 use kronos_market::{accounts as acc, instruction as ix};
 use rand::RngCore;
+use solana_commitment_config::CommitmentConfig;
 use solana_instruction::error::InstructionError;
 use solana_transaction_error::TransactionError;
 use tokio_util::sync::CancellationToken;
 
-use super::driver::{round_address, SendError, Sent, SolanaRuntime};
+use super::driver::{clock_of, round_address, SendError, Sent, SolanaRuntime, CLOCK};
 use super::rules::{self, Action};
 use crate::commit_reveal::{self as decide, CommitStep, SendStep, Stored};
 use crate::metrics::MarketLabel;
@@ -236,11 +238,46 @@ pub(crate) fn sweep_closes(status: CommitStatus, deadline: i64, now: i64, pendin
     may_close(status, deadline, now) && !(pending && status == CommitStatus::Revealed)
 }
 
-/// At most this many commitments are closed by one sweep (a backlog is taken back over several intervals).
-pub(crate) const SWEEP_MAX: usize = 32;
+/// At most this many commitments are closed by one pass's sweep (AUDIT4 L-a): each close is followed to its
+/// confirmation, so a backlog (after downtime) is taken back a few at a time, between passes whose commits come
+/// first.
+pub(crate) const SWEEP_PER_PASS: usize = 4;
 
 /// How often the sweep looks for this publisher's closable commitments (a market's default interval).
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// Whether this pass sweeps (AUDIT4 L-a): never while a commit is due on a market this keeper leads (commits are
+/// time-critical: the round's window closes at its cutoff; the sweep can wait for a pass with nothing due), else
+/// when the last sweep left closable commitments behind (`backlog`), or every [`SWEEP_EVERY`] (`since`: the last
+/// sweep; `None`: none yet in this run).
+pub(crate) fn sweep_now(commit_due: bool, backlog: bool, since: Option<Duration>) -> bool {
+    !commit_due && (backlog || since.is_none_or(|d| d >= SWEEP_EVERY))
+}
+
+/// How many of the `closable` commitments a sweep closes now, the rest left to the next passes' ([`sweep_now`]).
+pub(crate) fn sweep_batch(closable: usize) -> usize {
+    closable.min(SWEEP_PER_PASS)
+}
+
+/// Whether a read that shows no commitment proves that none will ever be there (AUDIT4 L-c), so that its prediction
+/// is set aside as never committed: the read's own clock (the Clock sysvar read with it, at the same slot) is past
+/// the round's commit window — the program takes no commitment from then on, and the cluster's clock only moves
+/// forward, so a commit would have landed before the read's slot — and that slot is finalized (`finalized`: the
+/// cluster's finalized slot), so no fork can bring one back. A lagging node's read (its clock still in the window)
+/// or one not yet finalized is not final: the next pass reads again.
+pub(crate) fn never_committed(window_closed_at_read: bool, read_slot: u64, finalized: u64) -> bool {
+    window_closed_at_read && read_slot <= finalized
+}
+
+/// Whether a stored prediction's commitment binds `market` (AUDIT4 L-b): its stored hash is the program's hash of
+/// its stored forecast on `market` — how a prediction of a market removed from the config is tied to that market's
+/// address (the store's last one for its id) before it is revealed there.
+pub(crate) fn binds(cluster: &[u8; 32], publisher: &Pubkey, market: &Pubkey, p: &PredictionRow) -> Result<bool> {
+    let bps = u16::try_from(p.p_up_bps).with_context(|| format!("stored p_up_bps {} is not a u16", p.p_up_bps))?;
+    let salt = parse32("salt", &p.salt)?;
+    let h = commitment_hash(cluster, publisher, market, p.epoch as u64, p.up, bps, salt);
+    Ok(h == parse32("commitment", &p.commitment)?)
+}
 
 /// Where a `Commitment` account holds its publisher (the sweep's `getProgramAccounts` memcmp): found by serialising
 /// a commitment with a marked publisher, so that no layout is copied by hand.
@@ -314,6 +351,9 @@ fn parse32(field: &str, s: &str) -> Result<[u8; 32]> {
     Ok(b.0)
 }
 
+/// The markets of stored predictions, by id: address, and whether it is configured ([`Forecasts::addresses`]).
+type Addresses = HashMap<i64, (Pubkey, bool)>;
+
 /// The publishing state of one cluster.
 struct Forecasts {
     rt: Arc<SolanaRuntime>,
@@ -330,8 +370,11 @@ struct Forecasts {
     alerted: HashMap<String, String>,
     /// When the last sweep for closable commitments ran (H1); `None`: not yet in this run.
     swept: Option<Instant>,
+    /// The last sweep left closable commitments for the next passes (AUDIT4 L-a: [`SWEEP_PER_PASS`] a pass).
+    sweep_backlog: bool,
     /// Stored predictions (market id, epoch) found never committed: their commit window closed with no commitment
-    /// on chain and no confirmed commit (M1); not looked at again in this run.
+    /// on chain and no confirmed commit (M1), by a finalized read past the window ([`never_committed`], AUDIT4
+    /// L-c); not looked at again in this run.
     never_committed: HashSet<(i64, i64)>,
 }
 
@@ -347,6 +390,7 @@ pub(super) async fn run(rt: Arc<SolanaRuntime>, publisher: Arc<Publisher>, cance
         failing: HashMap::new(),
         alerted: HashMap::new(),
         swept: None,
+        sweep_backlog: false,
         never_committed: HashSet::new(),
     };
     while !cancel.is_cancelled() {
@@ -392,6 +436,8 @@ impl Forecasts {
         };
         let markets = self.rt.markets.lock().clone();
         let mut errors = Vec::new();
+        // A commit still due on a market this keeper leads (AUDIT4 L-a): the sweep waits for a pass without one.
+        let mut commit_due = false;
         for mi in &markets {
             if cancel.is_cancelled() {
                 return Ok(());
@@ -403,27 +449,86 @@ impl Forecasts {
             // Commits only under the market's lease term (M3: a standby sends nothing for it); this keeper's own
             // commitments are revealed below whoever leads (only its signer can reveal them).
             let Some((fence, _)) = self.rt.term_of(mi) else { continue };
-            if let Err(e) = self.commit(mi.address, mi.id, &cluster, &fence, cancel).await {
-                errors.push(format!("market {} commit: {e:#}", mi.id));
+            match self.commit(mi.address, mi.id, &cluster, &fence, cancel).await {
+                Ok(due) => commit_due |= due,
+                Err(e) => errors.push(format!("market {} commit: {e:#}", mi.id)),
             }
         }
-        if let Err(e) = self.recover_uncommitted(&markets, cancel).await {
+        // The markets of this publisher's stored predictions: the configured ones, and those removed from the config
+        // since (AUDIT4 L-b), at the address the store last recorded for their id.
+        let addresses = self.addresses(&markets).await?;
+        if let Err(e) = self.recover_uncommitted(&addresses, cancel).await {
             errors.push(format!("recovering commits: {e:#}"));
         }
-        if let Err(e) = self.reveal_due(&markets, cancel).await {
+        if let Err(e) = self.reveal_due(&addresses, cancel).await {
             errors.push(format!("reveal: {e:#}"));
         }
-        if self.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+        if !cancel.is_cancelled() && sweep_now(commit_due, self.sweep_backlog, self.swept.map(|at| at.elapsed())) {
             // Tried again next interval either way (AUDIT-4 M-c: a node that refuses getProgramAccounts, or a keeper
             // out of SOL, would otherwise rerun the look-up and warn every poll).
-            let r = self.sweep(&markets, cancel).await;
+            let r = self.sweep(&addresses, cancel).await;
             self.swept = Some(Instant::now());
+            self.sweep_backlog = *r.as_ref().unwrap_or(&false);
             if let Err(e) = r {
                 errors.push(format!("sweep (tried again in {} s): {e:#}", SWEEP_EVERY.as_secs()));
             }
         }
         anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
         Ok(())
+    }
+
+    /// The markets of this publisher's stored predictions by id (AUDIT4 L-b): every market the store recorded on
+    /// this cluster at its last address (`false`), the configured ones over them (`true`).
+    async fn addresses(&self, markets: &[super::driver::MarketInfo]) -> Result<Addresses> {
+        let mut out = Addresses::new();
+        for m in self.rt.store.markets().await? {
+            if m.chain != self.rt.name {
+                continue;
+            }
+            match m.contract.parse::<Pubkey>() {
+                Ok(a) => {
+                    out.insert(m.market_id, (a, false));
+                }
+                Err(_) => {
+                    tracing::warn!(chain = %self.rt.name, market = m.market_id, contract = %m.contract, "solana: a stored market address is not a Solana address")
+                }
+            }
+        }
+        for mi in markets {
+            out.insert(mi.id as i64, (mi.address, true));
+        }
+        Ok(out)
+    }
+
+    /// The market (address, id) a stored prediction is revealed on (AUDIT4 L-b, L6): a configured one, or one
+    /// removed from the config since it was committed — the public record of what was committed is kept: it is
+    /// still revealed, scored and its commitment closed there (nothing new is committed) — at the store's address
+    /// for its id, once its commitment is found to bind that address ([`binds`]). `None` (said once, with why):
+    /// the store has no address for the id, or the id now names another market.
+    fn market_of(&mut self, p: &PredictionRow, addresses: &Addresses) -> Result<Option<(Pubkey, u64)>> {
+        let (id, epoch) = (p.market_id, p.epoch);
+        let Some(&(address, configured)) = addresses.get(&id) else {
+            self.tell_once(
+                format!("unknown:{id}"),
+                &format!("market {id}: not configured and never recorded by this store: its stored forecasts are not revealed; configure it to reveal them"),
+            );
+            return Ok(None);
+        };
+        if !configured {
+            let cluster = self.cluster.context("the registry's cluster id is not read yet")?;
+            if !binds(&cluster, &self.rt.signer(), &address, p)? {
+                self.tell_once(
+                    format!("unbound:{id}:{epoch}"),
+                    &format!("market {id} round {epoch}: its stored commitment is not on {address}, the store's market of that id: not revealed; configure the market it was committed on to reveal it"),
+                );
+                return Ok(None);
+            }
+            self.tell_once(
+                format!("removed:{id}"),
+                &format!("market {id} ({address}) is no longer configured: the forecasts committed on it are still revealed, scored and their commitments closed; nothing new is committed"),
+            );
+        }
+        Ok(Some((address, id as u64)))
     }
 
     /// Whether `label` is waiting out its backoff.
@@ -457,7 +562,9 @@ impl Forecasts {
         );
     }
 
-    /// Forecasts and commits the round of `market` taking bets, if the window allows and it is not committed yet.
+    /// Forecasts and commits the round of `market` taking bets, if the window allows and it is not committed yet;
+    /// `true`: a commit is still due on it (its window open with the forecast's margin, and not committed: the
+    /// round not started yet, or not landed in this pass), so that the sweep waits (AUDIT4 L-a).
     async fn commit(
         &mut self,
         market: Pubkey,
@@ -465,7 +572,7 @@ impl Forecasts {
         cluster: &[u8; 32],
         fence: &crate::lease::Fence,
         cancel: &CancellationToken,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let rt = self.rt.clone();
         let program = rt.cfg.program;
         let forecast_market = pda(&program, &[FORECAST_MARKET_SEED, market.as_ref()]);
@@ -478,26 +585,32 @@ impl Forecasts {
                 format!("disabled:{market}"),
                 &format!("market {id} ({market}) is not enabled for forecasts (enable_forecasts): none committed"),
             );
-            return Ok(());
+            return Ok(false);
         }
-        let Some(epoch) = betting_epoch(m.genesis, m.interval, now) else { return Ok(()) };
+        let Some(epoch) = betting_epoch(m.genesis, m.interval, now) else { return Ok(false) };
+        let margin = forecast_margin(m.interval) as i64;
         let round_key = round_address(&program, &market, epoch);
         let r = rt.get_many(&[round_key]).await?.pop().flatten();
-        // Not started yet: the crank starts it, the next pass commits.
+        // Not started yet: the crank starts it, the next pass commits (due while its window is open).
         let Some(r) =
             r.filter(|a| a.owner == program).and_then(|a| Round::try_deserialize(&mut a.data.as_slice()).ok())
         else {
-            return Ok(());
+            return Ok(!commit_closed(None, &m, epoch, now.saturating_add(margin)));
         };
         let label = format!("commit:{id}:{epoch}");
         if self.backing_off(&label) {
-            return Ok(());
+            return Ok(false);
         }
         let res = self.commit_round(&r, (market, id, m.interval), epoch, now, cluster, fence, cancel).await;
         match res {
             Ok(()) => {
                 self.succeeded(&label);
-                Ok(())
+                if !commit_open(&r, now, margin as u64) {
+                    return Ok(false);
+                }
+                let who = rt.signer().to_string();
+                let row = rt.store.prediction(&rt.name, id as i64, epoch as i64, &who).await?;
+                Ok(row.is_none_or(|p| p.commit_tx.is_none()))
             }
             Err(e) => {
                 self.failed(&label, &e);
@@ -667,12 +780,9 @@ impl Forecasts {
     /// takeover between the confirmation and `set_commit_tx`) is recorded as committed whatever the commit window,
     /// so it is revealed: from its confirmed transaction (the start's recovery confirms a pending one), else from
     /// the commitment on chain with the stored hash (read at least at the keeper's latest slot). One whose window
-    /// closed with neither was never committed and is left alone.
-    async fn recover_uncommitted(
-        &mut self,
-        markets: &[super::driver::MarketInfo],
-        cancel: &CancellationToken,
-    ) -> Result<()> {
+    /// closed with neither — by a finalized read whose own clock is past the window ([`never_committed`], AUDIT4
+    /// L-c) — was never committed and is left alone.
+    async fn recover_uncommitted(&mut self, addresses: &Addresses, cancel: &CancellationToken) -> Result<()> {
         let rt = self.rt.clone();
         let program = rt.cfg.program;
         let chain = rt.name.clone();
@@ -684,33 +794,33 @@ impl Forecasts {
         if rows.is_empty() {
             return Ok(());
         }
-        let (now, _) = rt.clock().await?;
         for p in rows {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            let Some(mi) = markets.iter().find(|m| m.id as i64 == p.market_id) else { continue };
+            let Some((address, id)) = self.market_of(&p, addresses)? else { continue };
             let epoch = p.epoch as u64;
-            let label = format!("commit:{}:{epoch}", mi.id);
+            let label = format!("commit:{id}:{epoch}");
             let txs = rt.store.txs_for_action(&chain, &label).await?;
             if let Some(t) = txs.iter().rev().find(|t| t.status == crate::store::TxStatus::Confirmed && t.signer == who)
             {
                 if let Some(slot) = t.mined_block {
                     rt.saw_slot(slot as u64);
                 }
-                tracing::info!(chain = %chain, market = mi.id, epoch, tx = %t.tx_hash, "solana: a confirmed commit not recorded; recorded now");
+                tracing::info!(chain = %chain, market = id, epoch, tx = %t.tx_hash, "solana: a confirmed commit not recorded; recorded now");
                 rt.store.set_commit_tx(&chain, p.market_id, p.epoch, &who, &t.tx_hash).await?;
                 continue;
             }
-            let key = commitment_address(&program, &mi.address, epoch, &publisher);
-            let got = rt.get_many(&[key, round_address(&program, &mi.address, epoch), mi.address]).await?;
+            let key = commitment_address(&program, &address, epoch, &publisher);
+            // The Clock sysvar in the same read: its clock and slot are the read's own (AUDIT4 L-c).
+            let got = rt.get_many(&[key, round_address(&program, &address, epoch), address, CLOCK]).await?;
             let c = got[0]
                 .as_ref()
                 .filter(|a| a.owner == program)
                 .and_then(|a| Commitment::try_deserialize(&mut a.data.as_slice()).ok());
             let stored = parse32("commitment", &p.commitment)?;
             if c.is_some_and(|c| c.hash == stored) {
-                tracing::info!(chain = %chain, market = mi.id, epoch, "solana: a commitment on chain not recorded; recorded now");
+                tracing::info!(chain = %chain, market = id, epoch, "solana: a commitment on chain not recorded; recorded now");
                 rt.store.set_commit_tx(&chain, p.market_id, p.epoch, &who, "recovered").await?;
                 continue;
             }
@@ -722,12 +832,24 @@ impl Forecasts {
                 .as_ref()
                 .filter(|a| a.owner == program)
                 .and_then(|a| Market::try_deserialize(&mut a.data.as_slice()).ok())
-                .with_context(|| format!("market {} is unreadable", mi.address))?;
+                .with_context(|| format!("market {address} is unreadable"))?;
             // Nothing in flight either (this task sends the commits; a start settles a pending one first).
             let pending = txs
                 .iter()
                 .any(|t| matches!(t.status, crate::store::TxStatus::Signed | crate::store::TxStatus::Pending));
-            if commit_closed(r.as_ref(), &m, epoch, now) && !pending {
+            if pending {
+                continue;
+            }
+            let (read_now, read_slot) = clock_of(got[3].as_ref().context("the Clock sysvar is missing")?)?;
+            if !commit_closed(r.as_ref(), &m, epoch, read_now) {
+                continue;
+            }
+            let finalized = rt
+                .client
+                .call(|c| c.get_slot_with_commitment(CommitmentConfig::finalized()).boxed())
+                .await
+                .with_context(|| format!("{chain}: getSlot (finalized)"))?;
+            if never_committed(true, read_slot, finalized) {
                 self.never_committed.insert((p.market_id, p.epoch));
             }
         }
@@ -735,7 +857,7 @@ impl Forecasts {
     }
 
     /// Reveals every stored prediction of this publisher whose round the program now scores.
-    async fn reveal_due(&mut self, markets: &[super::driver::MarketInfo], cancel: &CancellationToken) -> Result<()> {
+    async fn reveal_due(&mut self, addresses: &Addresses, cancel: &CancellationToken) -> Result<()> {
         let rt = self.rt.clone();
         let chain = rt.name.clone();
         let who = rt.signer().to_string();
@@ -749,13 +871,13 @@ impl Forecasts {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            let Some(mi) = markets.iter().find(|m| m.id as i64 == p.market_id) else { continue };
+            let Some((address, id)) = self.market_of(&p, addresses)? else { continue };
             let epoch = p.epoch as u64;
-            let label = format!("reveal:{}:{epoch}", mi.id);
+            let label = format!("reveal:{id}:{epoch}");
             if self.backing_off(&label) {
                 continue;
             }
-            match self.reveal_one(&p, mi.address, mi.id, epoch, now, cancel).await {
+            match self.reveal_one(&p, address, id, epoch, now, cancel).await {
                 Ok(()) => {
                     self.succeeded(&label);
                 }
@@ -901,13 +1023,13 @@ impl Forecasts {
 
     /// Closes this publisher's commitments the program lets go (H1: the backlog of a run stopped before closing,
     /// of a keeper that did not close them): `getProgramAccounts` for the commitments whose publisher is this
-    /// keeper's signer (memcmp at the offset the program crate's serialisation gives), at most [`SWEEP_MAX`] closed
-    /// per sweep. Commitments in any status can be closable (revealed, expired, committed past the deadline), so
-    /// the status is decided here ([`sweep_closes`]), not filtered by the node; the ones left are this keeper's
-    /// open commitments, a few per market.
-    async fn sweep(&mut self, markets: &[super::driver::MarketInfo], cancel: &CancellationToken) -> Result<()> {
+    /// keeper's signer (memcmp at the offset the program crate's serialisation gives), at most [`SWEEP_PER_PASS`]
+    /// closed per sweep (AUDIT4 L-a); `true`: some are left for the next passes. Commitments in any status can be
+    /// closable (revealed, expired, committed past the deadline), so the status is decided here
+    /// ([`sweep_closes`]), not filtered by the node; the ones left are this keeper's open commitments, a few per
+    /// market.
+    async fn sweep(&mut self, addresses: &Addresses, cancel: &CancellationToken) -> Result<bool> {
         use anchor_lang::{Discriminator, Space};
-        use futures::FutureExt;
         use solana_client::rpc_config::{RpcAccountInfoConfig, RpcProgramAccountsConfig, UiAccountEncoding};
         use solana_client::rpc_filter::{Memcmp, RpcFilterType};
         let rt = self.rt.clone();
@@ -921,7 +1043,7 @@ impl Forecasts {
             ]),
             account_config: RpcAccountInfoConfig {
                 encoding: Some(UiAccountEncoding::Base64),
-                commitment: Some(solana_commitment_config::CommitmentConfig::confirmed()),
+                commitment: Some(CommitmentConfig::confirmed()),
                 ..Default::default()
             },
             ..Default::default()
@@ -938,8 +1060,8 @@ impl Forecasts {
             .await?
             .iter()
             .filter_map(|p| {
-                let mi = markets.iter().find(|m| m.id as i64 == p.market_id)?;
-                Some((mi.address, p.epoch as u64))
+                let (address, _) = addresses.get(&p.market_id)?;
+                Some((*address, p.epoch as u64))
             })
             .collect();
         let mut closable: Vec<Commitment> = Vec::new();
@@ -957,20 +1079,25 @@ impl Forecasts {
         }
         closable.sort_by_key(|c| c.deadline);
         let mut errors = Vec::new();
-        for c in closable.iter().take(SWEEP_MAX) {
+        let batch = sweep_batch(closable.len());
+        for c in closable.iter().take(batch) {
             if cancel.is_cancelled() {
-                return Ok(());
+                return Ok(false);
             }
-            let id = markets.iter().find(|m| m.address == c.market).map_or(c.market.to_string(), |m| m.id.to_string());
+            let id = addresses
+                .iter()
+                .find(|(_, (a, _))| *a == c.market)
+                .map_or(c.market.to_string(), |(id, _)| id.to_string());
             if let Err(e) = self.close(c.market, &id, c.epoch, cancel).await {
                 errors.push(format!("{e:#}"));
             }
         }
-        if closable.len() > SWEEP_MAX {
-            tracing::info!(chain = %rt.name, left = closable.len() - SWEEP_MAX, "solana: more closable commitments than one sweep closes; the next sweeps take them");
+        let left = closable.len() - batch;
+        if left > 0 {
+            tracing::info!(chain = %rt.name, left, "solana: more closable commitments than one pass closes; the next passes with no commit due take them");
         }
         anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
-        Ok(())
+        Ok(left > 0)
     }
 
     /// Stores a prediction that can no longer be revealed (as the EVM publisher does) and refreshes the record.
@@ -1251,6 +1378,61 @@ mod tests {
         assert!(sweep_closes(CommitStatus::Expired, deadline, START, true));
         assert!(sweep_closes(CommitStatus::Committed, deadline, deadline + 1, true));
         assert!(!sweep_closes(CommitStatus::Committed, deadline, deadline, false));
+    }
+
+    #[test]
+    fn commits_come_before_the_sweep_and_a_backlog_is_closed_a_few_per_pass() {
+        let every = SWEEP_EVERY;
+        // At start (no sweep yet in this run), after downtime: not while a commit is due (AUDIT4 L-a) ...
+        assert!(!sweep_now(true, false, None), "a due commit waits for the sweep");
+        assert!(!sweep_now(true, true, Some(every)), "nor for a backlog");
+        // ... but in the first pass with none.
+        assert!(sweep_now(false, false, None));
+        assert!(!sweep_now(false, false, Some(every - Duration::from_secs(1))));
+        assert!(sweep_now(false, false, Some(every)));
+        // A backlog is taken on in the next pass with nothing due, a few at a time.
+        assert!(sweep_now(false, true, Some(Duration::ZERO)));
+        assert_eq!(sweep_batch(40), SWEEP_PER_PASS);
+        assert_eq!(sweep_batch(2), 2);
+    }
+
+    #[test]
+    fn a_negative_read_is_final_only_past_the_window_at_its_own_slot_and_finalized() {
+        let m = Market { genesis: START - 4 * IV, ..market() };
+        // Round 4's window closes at START + IV - 30. A lagging node's read (its clock before the close) shows no
+        // commitment that may yet be there: not final, whatever the pass's clock says (AUDIT4 L-c).
+        let lagging = commit_closed(None, &m, 4, START + IV - 31);
+        assert!(!never_committed(lagging, 100, 200));
+        let past = commit_closed(None, &m, 4, START + IV - 30);
+        assert!(never_committed(past, 200, 200));
+        assert!(!never_committed(past, 201, 200), "a read not finalized yet");
+    }
+
+    #[test]
+    fn a_removed_market_s_prediction_is_revealed_only_where_its_commitment_binds() {
+        let (cluster, publisher, market) = ([3u8; 32], Pubkey::new_unique(), Pubkey::new_unique());
+        let salt = [9u8; 32];
+        let h = commitment_hash(&cluster, &publisher, &market, 5, true, 6_100, salt);
+        let p = PredictionRow {
+            chain: "solana".into(),
+            market_id: 1,
+            epoch: 5,
+            publisher: publisher.to_string(),
+            p_up_bps: 6_100,
+            up: true,
+            salt: FixedBytes::from(salt).to_string(),
+            commitment: FixedBytes::from(h).to_string(),
+            commit_tx: None,
+            reveal_tx: None,
+            outcome: None,
+            hit: None,
+            brier: None,
+        };
+        assert!(binds(&cluster, &publisher, &market, &p).unwrap());
+        // The id now names another market, or another publisher's key: not there.
+        assert!(!binds(&cluster, &publisher, &Pubkey::new_unique(), &p).unwrap());
+        assert!(!binds(&cluster, &Pubkey::new_unique(), &market, &p).unwrap());
+        assert!(binds(&cluster, &publisher, &market, &PredictionRow { p_up_bps: 70_000, ..p }).is_err());
     }
 
     #[test]
