@@ -34,7 +34,8 @@ pub struct Backend {
 
 /// Where an emergency stop from the bot went: to the copy-trader's API (which appends it to the control log and
 /// acts at once), or — when no API is configured, or it did not accept the stop — appended to the control log in
-/// the store by the bot itself (a running copy-trader acts on it within a second).
+/// the store by the bot itself (a running copy-trader reads it between its turns — about a second while idle — and
+/// sends nothing that adds exposure until it has).
 #[derive(Debug, Clone, PartialEq)]
 pub enum EmergencySent {
     /// No copy-trader API configured: appended to the store.
@@ -207,7 +208,8 @@ impl Backend {
         Ok(())
     }
 
-    /// A new ratio (the copy-trader resizes within a second). Returns the previous one. Where it came from is
+    /// A new ratio (a running copy-trader reads it between its turns — about a second while idle — and then resizes;
+    /// until then it sends nothing that adds exposure). Returns the previous one. Where it came from is
     /// recorded with it (`kronos copytrade status` shows it).
     pub async fn set_ratio(&self, ratio: Decimal) -> Result<Option<String>> {
         let store = self.store()?;
@@ -235,7 +237,8 @@ impl Backend {
 
     /// The emergency stop, always sent: to the running copy-trader's API when configured (it appends the command
     /// to the control log and acts at once); when there is no API or it did not accept the stop, appended to the
-    /// control log in the store by the bot (it holds across restarts; a running copy-trader acts within a second).
+    /// control log in the store by the bot (it holds across restarts; a running copy-trader reads it between its
+    /// turns — about a second while idle — and sends nothing that adds exposure until it has).
     /// Returns where it went and the command's sequence number in the control log (the copy-trader's report of what
     /// it did names it), `None` when the API accepted it without naming one it can read and there is no store.
     pub async fn emergency(&self) -> Result<(EmergencySent, Option<i64>)> {

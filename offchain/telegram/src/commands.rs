@@ -488,7 +488,8 @@ impl Commands {
         let action = Action::Ratio(r.normalized());
         let (code, replaced) = self.ask_confirmation(who, action.clone());
         format!(
-            "Ratio {} (now {}): positions are resized to lead × {} at once, and the new ratio stays in force across \
+            "Ratio {} (now {}): positions are resized to lead × {} once the copy-trader reads it (between its turns, \
+             about a second while idle), and the new ratio stays in force across \
              restarts (over copytrade.sizing.ratio) until changed again.\n{}",
             r.normalized(),
             esc(&now),
@@ -543,8 +544,9 @@ impl Commands {
         match p.action {
             Action::Ratio(r) => line_or_error(self.backend.set_ratio(r).await, |old| {
                 format!(
-                    "Ratio set to {r} (was {}). Positions are resized to lead × {r} within a second; entries still obey \
-                     the risk limits.",
+                    "Ratio set to {r} (was {}). The copy-trader reads it between its turns (within about a second \
+                     while idle; after the turn under way when busy, sending nothing that adds exposure meanwhile), \
+                     then resizes positions to lead × {r}; entries still obey the risk limits.",
                     esc(old.as_deref().unwrap_or("the configured one")),
                 )
             }),
