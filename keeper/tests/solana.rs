@@ -1892,6 +1892,117 @@ async fn a_keeper_stopped_mid_send_follows_its_transaction_until_it_is_decided()
     assert_eq!(txs[0].status.as_str(), "confirmed", "{txs:?}");
 }
 
+impl Cluster {
+    /// A second SOL market of the authority's, `id`, on the same feed and times as the first.
+    async fn add_market(&self, id: u64) -> Pubkey {
+        let a = self.authority.pubkey();
+        let market = pda(&[MARKET_SEED, a.as_ref(), &id.to_le_bytes()]);
+        let approval = pda(&[FEED_SEED, self.feed.as_ref()]);
+        let params = Params {
+            fee_bps: 300,
+            min_bet: 1_000,
+            max_price_age: 3_600,
+            settle_window: IV as u32,
+            report_delay: DELAY as u32,
+            bet_cutoff: 10,
+            settler_reward_bps: 1_000,
+        };
+        let market_ix = ixn(
+            acc::InitializeMarket {
+                authority: a,
+                market,
+                vault: pda(&[VAULT_SEED, market.as_ref()]),
+                feed: self.feed,
+                feed_approval: approval,
+                system_program: anchor_lang::system_program::ID,
+            },
+            ix::InitializeMarket { id, genesis: GENESIS, interval: IV as u32, params },
+        );
+        self.send(&[market_ix], &[&self.authority]).await;
+        market
+    }
+
+    /// The round of `epoch` of `market`.
+    async fn round_of(&self, market: &Pubkey, epoch: u64) -> Option<Round> {
+        let a = self
+            .client
+            .get_account_with_commitment(&round_key(market, epoch), CommitmentConfig::confirmed())
+            .await
+            .unwrap()
+            .value?;
+        Some(Round::try_deserialize(&mut a.data.as_slice()).unwrap())
+    }
+}
+
+/// Issue 15, L5: the markets of one cluster are driven concurrently. The node drops every transaction of market 1
+/// (the first the keeper drives): its lock is followed and re-broadcast until its blockhash can no longer land, and
+/// meanwhile market 2's round 0 is locked, its round 1 started and, an interval later, locked on time. With the
+/// markets driven one after another, market 2 waited for market 1's transaction (here for ever: nothing moves the
+/// block height); with one join of every market's pass per tick, market 2's steps of the next interval did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_market_whose_transaction_is_dropped_never_holds_up_another_market() {
+    let (c, dir, key) = funded(true).await;
+    let second = c.add_market(2).await;
+    let text = c
+        .config(dir.path(), &[], &key, "")
+        .replace(&format!("markets = [\"{}\"]", c.market), &format!("markets = [\"{}\", \"{second}\"]", c.market));
+    let mut k = run_keeper(&text).await;
+    c.warp_to(GENESIS + 1).await;
+    until_open(&c, 0).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while c.round_of(&second, 0).await.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "market 2's round 0 never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // From here on the node drops every transaction naming market 1.
+    c.control("drop_next_sends", json!({ "n": 1_000_000, "account": c.market.to_string() })).await;
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 150).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    let stuck = k.until_sent("lock:1:0").await;
+    k.wait("market 2's round 0 locked", |s| {
+        matches!(s, SignalKind::RoundLocked { chain, market: 2, epoch: 0, .. } if chain == "solana").then_some(())
+    })
+    .await;
+    k.wait("market 2's round 1 started", |s| {
+        matches!(s, SignalKind::RoundStarted { chain, market: 2, epoch: 1, .. } if chain == "solana").then_some(())
+    })
+    .await;
+    // Market 1's lock was still in flight all along: one transaction, not landed.
+    assert_eq!(c.round(0).await.unwrap().status, RoundStatus::Open);
+    let locks = k.txs_for("lock:1:0").await;
+    assert_eq!(locks.len(), 1, "{locks:?}");
+    assert_eq!(locks[0].status.as_str(), "pending", "{locks:?}");
+    assert_eq!(c.round_of(&second, 0).await.unwrap().status, RoundStatus::Locked);
+    // An interval later market 2 is driven on (its next steps are taken while market 1's lock is still in flight,
+    // not only those that were due in the same pass as it).
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 200).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    k.wait("market 2's round 1 locked", |s| {
+        matches!(s, SignalKind::RoundLocked { chain, market: 2, epoch: 1, .. } if chain == "solana").then_some(())
+    })
+    .await;
+    assert_eq!(c.round(0).await.unwrap().status, RoundStatus::Open);
+    assert_eq!(k.txs_for("lock:1:0").await.len(), 1);
+    // The node lets market 1's transactions through again and its block height passes the dropped lock's last valid
+    // one: market 1 catches up (its round 0 is decided).
+    c.control("drop_next_sends", json!({ "n": 0 })).await;
+    while c.client.get_block_height().await.unwrap() <= stuck.nonce as u64 {
+        c.control("warp", json!({ "slots": 16 })).await;
+    }
+    until_round(&c, 0, "market 1's round 0 decided", |r| r.status != RoundStatus::Open).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while k.txs_for("lock:1:0").await.iter().any(|t| t.status.as_str() == "pending") {
+        assert!(tokio::time::Instant::now() < deadline, "the dropped lock is still pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its re-broadcast landed (the bank still knew its blockhash) or it expired; either way one lock at most.
+    let locks = k.txs_for("lock:1:0").await;
+    assert_eq!(locks[0].tx_hash, stuck.tx_hash);
+    assert!(locks.iter().filter(|t| t.status.as_str() == "confirmed").count() <= 1, "{locks:?}");
+    k.stop().await;
+}
+
 /// Round 0, bet on both sides, locked and settled Up by a crank-only keeper on the forecasting keeper's store
 /// (stopped after), round 1 locked and round 2 started by it, so that a keeper started next has a reveal to send
 /// (AUDIT4 tests).

@@ -122,6 +122,20 @@ struct MarketLease {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// One market's pass running as its own task ([`SolanaRuntime::tick`]); aborted if dropped (the runtime's task was).
+struct PassTask(tokio::task::JoinHandle<Result<Option<String>>>);
+
+impl Drop for PassTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A panic's message, if it has one.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default()
+}
+
 /// What the rest of a market's pass does after one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -506,18 +520,13 @@ impl SolanaRuntime {
         // Forecast commits and reveals run beside the crank, so a forecast's wall time never delays a lock or settle.
         let forecasts =
             self.publisher.get().map(|p| tokio::spawn(super::forecast::run(self.clone(), p.clone(), cancel.clone())));
+        // Each market's pass in flight (issue 15, L5): one market waiting on its transaction never holds the others.
+        let mut passes: HashMap<Pubkey, PassTask> = HashMap::new();
         loop {
             let started = Instant::now();
-            let r = match std::panic::AssertUnwindSafe(self.tick(&cancel)).catch_unwind().await {
+            let r = match std::panic::AssertUnwindSafe(self.tick(&cancel, &mut passes)).catch_unwind().await {
                 Ok(r) => r,
-                Err(p) => {
-                    let what = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Err(anyhow::anyhow!("{}: a pass panicked: {what}", self.name))
-                }
+                Err(p) => Err(anyhow::anyhow!("{}: a pass panicked: {}", self.name, panic_text(&*p))),
             };
             match r {
                 Ok(()) => self.healthy(None),
@@ -533,6 +542,10 @@ impl SolanaRuntime {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+        // A pass still in flight follows its transaction until it is decided (audit L1) before the terms are given up.
+        for (_, mut p) in passes.drain() {
+            let _ = (&mut p.0).await;
         }
         if let Some(f) = forecasts {
             let _ = f.await;
@@ -678,8 +691,13 @@ impl SolanaRuntime {
         clock_of(&acc)
     }
 
-    /// One pass over every market.
-    async fn tick(&self, cancel: &CancellationToken) -> Result<()> {
+    /// One pass over every market: each market's pass runs as a task of its own (issue 15, L5), so a market whose
+    /// transaction is in flight (followed until it lands or its blockhash expires, a minute or more for a dropped
+    /// one) holds up only itself; the others start a pass at every tick. A market gets no new pass while its last
+    /// one runs, so no two sends for one market are ever in flight at once. The passes are waited for until the
+    /// next tick is due; one still running is collected (its error, its refusal) at a later tick.
+    async fn tick(self: &Arc<Self>, cancel: &CancellationToken, passes: &mut HashMap<Pubkey, PassTask>) -> Result<()> {
+        let due = tokio::time::Instant::now() + self.poll;
         let (now, slot) = self.clock().await?;
         {
             let mut h = self.health.lock();
@@ -688,21 +706,39 @@ impl SolanaRuntime {
             h.lag_s = (kronos_common::time::now_s() as i64 - now).max(0) as u64;
         }
         let markets = self.markets.lock().clone();
-        // One market's error (an unreadable account, …) is reported and the others are still driven.
-        let mut errors = Vec::new();
-        for (i, mi) in markets.iter().enumerate() {
+        for mi in &markets {
             if cancel.is_cancelled() {
                 break;
             }
-            let refused = match self.market_pass(mi, now, slot, cancel).await {
-                Ok(r) => r,
-                Err(e) => {
+            if passes.contains_key(&mi.address) {
+                continue;
+            }
+            let (rt, m, c) = (self.clone(), mi.clone(), cancel.clone());
+            let task = tokio::spawn(async move { rt.market_pass(&m, now, slot, &c).await });
+            passes.insert(mi.address, PassTask(task));
+        }
+        // One market's error (an unreadable account, …) is reported and the others are still driven.
+        let mut errors = Vec::new();
+        for mi in &markets {
+            let Some(p) = passes.get_mut(&mi.address) else { continue };
+            // A finished pass is taken even once `due` has passed (the task is polled before the timer).
+            let Ok(joined) = tokio::time::timeout_at(due, &mut p.0).await else { continue };
+            passes.remove(&mi.address);
+            let refused = match joined {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
                     errors.push(format!("market {} ({}): {e:#}", mi.id, mi.address));
+                    continue;
+                }
+                Err(e) => {
+                    let what = if e.is_panic() { panic_text(&*e.into_panic()) } else { "cancelled".into() };
+                    errors.push(format!("market {} ({}): its pass panicked: {what}", mi.id, mi.address));
                     continue;
                 }
             };
             let mut ms = self.markets.lock();
-            if ms[i].refused != refused {
+            let Some(entry) = ms.iter_mut().find(|m| m.address == mi.address) else { continue };
+            if entry.refused != refused {
                 match &refused {
                     Some(why) => {
                         tracing::error!(chain = %self.name, market = %mi.address, id = mi.id, reason = %why, "solana: market refused");
@@ -717,7 +753,7 @@ impl SolanaRuntime {
                     }
                     None => tracing::info!(chain = %self.name, market = %mi.address, "solana: market trusted again"),
                 }
-                ms[i].refused = refused;
+                entry.refused = refused;
             }
         }
         anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));

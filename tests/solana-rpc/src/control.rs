@@ -220,14 +220,20 @@ async fn transmit(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct DropSends {
     n: u64,
+    /// Only the sends of transactions that name this account are dropped (and counted); `drop_next_sends` only.
+    #[serde(default)]
+    account: Option<String>,
 }
 
 /// POST `/control/drop_next_sends` `{"n": 2}`: the next `n` `sendTransaction` calls that pass preflight are answered
-/// with their signature and discarded (a transaction dropped by the leader); `0` stops dropping. Answers
-/// `{"dropping": n}`.
+/// with their signature and discarded (a transaction dropped by the leader); `0` stops dropping. With `"account"`
+/// only transactions naming that account are dropped (one market's, the others land). Answers `{"dropping": n}`.
 async fn drop_next_sends(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
     let d: DropSends = body(&b)?;
-    node.lock().await.drop_sends = d.n;
+    let only = d.account.as_deref().map(|a| key(a, "account")).transpose()?;
+    let mut node = node.lock().await;
+    node.drop_sends = d.n;
+    node.drop_only = only;
     Ok(Json(json!({ "dropping": d.n })))
 }
 
@@ -236,6 +242,9 @@ async fn drop_next_sends(State(node): State<Shared>, b: axum::body::Bytes) -> Re
 /// stops holding. Answers `{"holding": n}`.
 async fn hold_next_sends(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
     let d: DropSends = body(&b)?;
+    if d.account.is_some() {
+        return Err(bad("account: only drop_next_sends takes one"));
+    }
     node.lock().await.hold_sends = d.n;
     Ok(Json(json!({ "holding": d.n })))
 }

@@ -170,6 +170,8 @@ pub(crate) struct Node {
     feeds: HashMap<Pubkey, Feed>,
     /// Sends still to accept and drop (`/control/drop_next_sends`).
     drop_sends: u64,
+    /// Set: only sends of transactions naming this account are dropped (`drop_next_sends`' `account`).
+    drop_only: Option<Pubkey>,
     /// Sends still to accept and hold (`/control/hold_next_sends`), and the ones held until `/control/land_held`.
     hold_sends: u64,
     held: Vec<solana_transaction::versioned::VersionedTransaction>,
@@ -188,6 +190,7 @@ impl Node {
             fees: BTreeMap::new(),
             feeds: HashMap::new(),
             drop_sends: 0,
+            drop_only: None,
             hold_sends: 0,
             held: Vec::new(),
             fail_next: HashMap::new(),

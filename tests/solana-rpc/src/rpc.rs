@@ -324,7 +324,7 @@ async fn send_transaction(node: &mut Node, p: &[Value]) -> Result<Value, RpcErro
     }
     // Fault injection (`/control/drop_next_sends`): accepted, answered with its signature, never processed — a
     // transaction the leader dropped.
-    if node.drop_sends > 0 {
+    if node.drop_sends > 0 && node.drop_only.is_none_or(|a| tx.message.static_account_keys().contains(&a)) {
         node.drop_sends -= 1;
         return Ok(json!(signature.to_string()));
     }
