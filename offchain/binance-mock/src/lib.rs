@@ -394,6 +394,27 @@ impl MockExchange {
         true
     }
 
+    /// Auto-deleverages an account's one-way position in `symbol`: closes it at the mark as the venue's ADL does
+    /// (the fill pushed on the account's stream like any other) and — unlike a close the account sends — leaves its
+    /// stops listed, as a stop that carries a quantity can outlive its position. Returns the quantity closed.
+    pub fn deleverage(&self, api_key: &str, symbol: &str) -> Result<Decimal, String> {
+        let mut g = self.inner.lock();
+        let mark = g.marks.get(symbol).copied().ok_or_else(|| format!("no mark for {symbol}"))?;
+        let acc = g.accounts.get_mut(api_key).ok_or_else(|| format!("no account for API key {api_key}"))?;
+        let qty = acc.sim.position(symbol, "BOTH").amount;
+        if qty.is_zero() {
+            return Err(format!("no {symbol} position to deleverage"));
+        }
+        let side = if qty.is_negative() { Side::Buy } else { Side::Sell };
+        let req = OrderRequest {
+            reduce_only: true,
+            ..OrderRequest::market(symbol, side, qty.abs(), format!("adl-{}", now_ms()))
+        };
+        let fill = acc.sim.place_market(&req, mark, now_ms()).map_err(|r| format!("{}: {}", r.code, r.msg))?;
+        push_fill(&mut g, api_key, &fill);
+        Ok(qty)
+    }
+
     /// Places a MARKET order for an account as if it had arrived over REST (same checks, same fill at the mark, same
     /// stream pushes, recorded in the order log): how a simulated trader acts on the exchange. Returns the filled
     /// order, or the venue's `{code, msg}` rejection as text.

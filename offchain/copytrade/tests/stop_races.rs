@@ -6,6 +6,7 @@
 //! - F2: a restart keeps the older "open" stop rows of a symbol as replaced stops, so the old stop that fired while
 //!   the copy-trader was down is what the flat position is judged by.
 //! - F3: a flat position whose stop cannot be asked about is not drift: nothing is re-entered.
+//! - AUDIT-4 L3: a position closed outside (an ADL) while its stop stays listed is `closed_outside`, not drift.
 //! - AUDIT-4 L4: an entry waits while an old stop kept as replaced (its cancel refused) could close it.
 
 mod common;
@@ -202,5 +203,31 @@ async fn an_entry_waits_while_an_old_stop_that_would_close_it_is_still_live() {
     wait_for("one stop", || w.follower_stops().len() == 1).await;
     assert!(!has_event(&store, "position_drift", "").await);
     w.assert_no_duplicates();
+    r.stop().await;
+}
+
+/// AUDIT-4 L3: the exchange deleverages the follower's position (ADL) and its stop stays listed (NEW): the stop did
+/// not fire, so the position was closed outside — `closed_outside`, the follower waits for the lead and the stop,
+/// which guards nothing now, is cancelled. Before, a flat position under an open stop was drift: adopted flat and
+/// the lead's position bought back at once.
+#[tokio::test]
+async fn a_position_closed_by_the_exchange_under_a_stop_still_open_is_not_re_entered() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    let first = open_with_stop(&w, &r).await;
+    assert_eq!(w.ex.deleverage(FOLLOWER, "BTCUSDT").unwrap(), d("0.05"));
+    assert!(w.follower_stops().iter().any(|s| s.client_algo_id == first), "the ADL leaves the stop listed");
+    let store = r.handles.store.clone();
+    wait_until("the flat position judged", || async {
+        has_event(&store, "stopped_out", "").await
+            || has_event(&store, "closed_outside", "").await
+            || has_event(&store, "position_drift", "").await
+    })
+    .await;
+    assert!(has_event(&store, "closed_outside", "still open").await, "{:?}", store.events(50).await.unwrap());
+    assert!(!has_event(&store, "stopped_out", "").await, "the stop did not fire");
+    assert_waits_flat(&w, &r).await;
+    wait_for("the stop cancelled", || w.follower_stops().is_empty()).await;
     r.stop().await;
 }
