@@ -14,12 +14,16 @@ use solana_client::client_error::{ClientError, ClientErrorKind};
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_commitment_config::CommitmentConfig;
 
+use super::rules;
+
 /// One endpoint's state as `/health` shows it.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub host: String,
     pub up: bool,
     pub last_error: Option<String>,
+    /// Slots behind the freshest endpoint at the last lag check ([`SolClient::follow_freshest`]), if it answered.
+    pub behind: Option<u64>,
 }
 
 /// The configured endpoints with failover.
@@ -30,6 +34,13 @@ pub struct SolClient {
     pub(crate) failovers: AtomicU64,
     pub(crate) transport_errors: AtomicU64,
 }
+
+/// How often the endpoints' slots are compared (one `getSlot` to each): a lag worth leaving
+/// ([`rules::MAX_SLOTS_BEHIND`], about 13 s) is then found within a few seconds.
+pub const LAG_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// How long the lag check waits for an endpoint's slot; one that has not answered by then counts as not answering.
+const LAG_CHECK_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether `e` is a transport failure (try the next URL) rather than the node's answer.
 pub fn is_transport(e: &ClientError) -> bool {
@@ -59,6 +70,7 @@ impl SolClient {
                 host: format!("{}:{}", u.host_str().unwrap_or("?"), u.port_or_known_default().unwrap_or(0)),
                 up: true,
                 last_error: None,
+                behind: None,
             })
             .collect();
         SolClient {
@@ -77,6 +89,40 @@ impl SolClient {
 
     pub fn endpoints(&self) -> Vec<Endpoint> {
         self.endpoints.lock().clone()
+    }
+
+    /// Every endpoint's latest confirmed slot, asked of all at once; `None` for one that errs or has not answered
+    /// within `wait`.
+    pub async fn slots(&self, wait: Duration) -> Vec<Option<u64>> {
+        let asks = self.clients.iter().map(|c| async move {
+            tokio::time::timeout(wait, c.get_slot_with_commitment(CommitmentConfig::confirmed())).await.ok()?.ok()
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// Compares the endpoints' slots and moves to the freshest when the one in use is far behind it
+    /// ([`rules::freshest_endpoint`]): a node that answers but lags is left as one that does not answer is. Called
+    /// every [`LAG_CHECK_EVERY`] beside the passes (never with one endpoint). Returns whether it moved.
+    pub async fn follow_freshest(&self) -> bool {
+        if self.clients.len() < 2 {
+            return false;
+        }
+        let slots = self.slots(LAG_CHECK_WAIT).await;
+        let best = slots.iter().flatten().max().copied();
+        let active = self.active();
+        let to = rules::freshest_endpoint(&slots, active);
+        let mut eps = self.endpoints.lock();
+        for (e, s) in eps.iter_mut().zip(&slots) {
+            e.behind = s.zip(best).map(|(s, b)| b.saturating_sub(s));
+        }
+        if to == active {
+            return false;
+        }
+        self.active.store(to, Ordering::Relaxed);
+        self.failovers.fetch_add(1, Ordering::Relaxed);
+        let behind = eps[active].behind.map_or_else(|| "no slot".to_string(), |b| format!("{b} slots behind"));
+        tracing::warn!(from = %eps[active].host, to = %eps[to].host, lag = %behind, "solana: switched RPC endpoint: the one in use is far behind");
+        true
     }
 
     /// Runs `f` on the active endpoint, then on the others in order while the failure is in transport. When every
@@ -165,5 +211,37 @@ mod tests {
         assert!(!h.contains("Secret42") && h.contains("up: false"), "{h}");
         let r = kronos_common::Redactor::global();
         assert!(!r.redact(&format!("{raw}")).contains("Secret42"), "{}", r.redact(&format!("{raw}")));
+    }
+
+    /// Issue 15: an endpoint that answers but is far behind the freshest one loses to it; one within
+    /// [`rules::MAX_SLOTS_BEHIND`] is kept (jitter never moves the keeper).
+    #[tokio::test]
+    async fn an_endpoint_far_behind_is_left_for_the_freshest() {
+        use kronos_testkit::solana_rpc::LocalRpc;
+        let (behind, fresh) = (LocalRpc::start().await.unwrap(), LocalRpc::start().await.unwrap());
+        let http = reqwest::Client::new();
+        let warp = |rpc: &LocalRpc, slots: u64| {
+            let req = http.post(format!("{}control/warp", rpc.url())).json(&serde_json::json!({ "slots": slots }));
+            async move { assert!(req.send().await.unwrap().status().is_success()) }
+        };
+        let far = rules::MAX_SLOTS_BEHIND + 8;
+        warp(&fresh, far).await;
+        let urls: Vec<url::Url> = [behind.url(), fresh.url()].iter().map(|u| u.parse().unwrap()).collect();
+        let c = SolClient::new(&urls);
+        let slots = c.slots(Duration::from_secs(5)).await;
+        let (b, f) = (slots[0].unwrap(), slots[1].unwrap());
+        assert!(f - b > rules::MAX_SLOTS_BEHIND, "{slots:?}");
+        assert!(c.follow_freshest().await);
+        assert_eq!(c.active(), 1);
+        assert_eq!(c.endpoints()[0].behind, Some(f - b));
+        assert_eq!(c.failovers.load(Ordering::Relaxed), 1);
+        // Caught up to within the threshold: a client on it stays there.
+        warp(&behind, far - 4).await;
+        let c = SolClient::new(&urls);
+        let slots = c.slots(Duration::from_secs(5)).await;
+        let lag = slots[1].unwrap() - slots[0].unwrap();
+        assert!(lag > 0 && lag <= rules::MAX_SLOTS_BEHIND, "{slots:?}");
+        assert!(!c.follow_freshest().await);
+        assert_eq!(c.active(), 0);
     }
 }

@@ -520,6 +520,22 @@ impl SolanaRuntime {
         // Forecast commits and reveals run beside the crank, so a forecast's wall time never delays a lock or settle.
         let forecasts =
             self.publisher.get().map(|p| tokio::spawn(super::forecast::run(self.clone(), p.clone(), cancel.clone())));
+        // Issue 15: an endpoint that answers but lags far behind another is left for the freshest, beside the passes.
+        let lag_check = (self.cfg.rpc.len() > 1).then(|| {
+            let (rt, c) = (self.clone(), cancel.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = c.cancelled() => return,
+                        _ = tokio::time::sleep(super::client::LAG_CHECK_EVERY) => {}
+                    }
+                    if rt.client.follow_freshest().await {
+                        rt.endpoints_into(&mut rt.health.lock());
+                        rt.refresh_metrics();
+                    }
+                }
+            })
+        });
         // Each market's pass in flight (issue 15, L5): one market waiting on its transaction never holds the others.
         let mut passes: HashMap<Pubkey, PassTask> = HashMap::new();
         loop {
@@ -549,6 +565,9 @@ impl SolanaRuntime {
         }
         if let Some(f) = forecasts {
             let _ = f.await;
+        }
+        if let Some(l) = lag_check {
+            let _ = l.await;
         }
         // The last pass has ended: the renewals give held terms up, so that a standby takes over at once (M3).
         let leases: Vec<Arc<MarketLease>> = self.leases.lock().values().cloned().collect();

@@ -438,6 +438,26 @@ pub fn check_feed(
     Ok(())
 }
 
+/// How many slots an endpoint that answers may be behind the freshest configured one before the keeper moves to a
+/// fresher one: 32 slots, about 13 s at 400 ms a slot. Healthy nodes differ by a few slots (their confirmed slots
+/// are sampled at slightly different moments and votes reach them at different times), so 32 never moves the keeper
+/// for jitter; yet a node that far behind shows rounds as they were 13 s ago — longer than a market's report delay
+/// (10 s in the shipped markets) — and refuses every read and simulation that carries the keeper's `minContextSlot`
+/// (a JSON-RPC error, which is an answer, so the transport failover never leaves it). Agave's own `getHealth` calls
+/// a node unhealthy only at 128 slots (about 51 s) behind, too late for a lock or settle due within seconds.
+pub const MAX_SLOTS_BEHIND: u64 = 32;
+
+/// The endpoint to use, from each endpoint's latest confirmed slot (`None`: it did not answer) and the index of the
+/// one in use: the one in use while it is at most [`MAX_SLOTS_BEHIND`] behind the freshest (or no slot is known),
+/// else the freshest (the first of equals, in the configured order).
+pub fn freshest_endpoint(slots: &[Option<u64>], active: usize) -> usize {
+    let Some(best) = slots.iter().flatten().max().copied() else { return active };
+    match slots.get(active).copied().flatten() {
+        Some(s) if best.saturating_sub(s) <= MAX_SLOTS_BEHIND => active,
+        _ => slots.iter().position(|s| *s == Some(best)).unwrap_or(active),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,5 +801,20 @@ mod tests {
         assert_eq!(check_feed((o, w), None, (o, w)), Err(Refusal::NotApproved));
         assert_eq!(check_feed((o, w), Some((o, w)), (x, w)), Err(Refusal::Changed { what: "owner" }));
         assert_eq!(check_feed((o, w), Some((o, w)), (o, x)), Err(Refusal::Changed { what: "writer" }));
+    }
+
+    /// Issue 15: an endpoint that answers but is far behind loses to a fresh one; jitter within the threshold never
+    /// moves the keeper, and a silent endpoint in use is left for the freshest.
+    #[test]
+    fn an_endpoint_far_behind_loses_to_the_freshest() {
+        let far = 1_000 - MAX_SLOTS_BEHIND - 1;
+        assert_eq!(freshest_endpoint(&[Some(far), Some(1_000), Some(990)], 0), 1);
+        assert_eq!(freshest_endpoint(&[Some(1_000 - MAX_SLOTS_BEHIND), Some(1_000)], 0), 0, "at the threshold: kept");
+        assert_eq!(freshest_endpoint(&[Some(1_000), Some(far)], 1), 0);
+        // The first of equals, in the configured order.
+        assert_eq!(freshest_endpoint(&[Some(1_000), Some(far), Some(1_000)], 1), 0);
+        assert_eq!(freshest_endpoint(&[Some(1_000), None, Some(1_001)], 1), 2, "the one in use does not answer");
+        assert_eq!(freshest_endpoint(&[None, None], 1), 1, "nothing known: kept");
+        assert_eq!(freshest_endpoint(&[Some(5)], 0), 0);
     }
 }
