@@ -2075,21 +2075,7 @@ async fn a_market_removed_from_the_config_still_has_its_forecast_revealed_and_cl
     k.stop().await;
     round_0_settled_up_by_a_crank(&c, &dir, &key).await;
     // Market 2 on the same feed, the only one configured from now on.
-    let a = c.authority.pubkey();
-    let other = pda(&[MARKET_SEED, a.as_ref(), &2u64.to_le_bytes()]);
-    let params = c.account::<kronos_market::state::Market>(&c.market).await.unwrap().params;
-    let init = ixn(
-        acc::InitializeMarket {
-            authority: a,
-            market: other,
-            vault: pda(&[VAULT_SEED, other.as_ref()]),
-            feed: c.feed,
-            feed_approval: pda(&[FEED_SEED, c.feed.as_ref()]),
-            system_program: anchor_lang::system_program::ID,
-        },
-        ix::InitializeMarket { id: 2, genesis: GENESIS, interval: IV as u32, params },
-    );
-    c.send(&[init], &[&c.authority]).await;
+    let other = c.add_market(2).await;
     let text = forecasting_config(&c, dir.path(), &key)
         .replace(&format!("markets = [\"{}\"]", c.market), &format!("markets = [\"{other}\"]"));
     assert!(!text.contains(&c.market.to_string()), "{text}");

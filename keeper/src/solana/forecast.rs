@@ -354,6 +354,22 @@ fn parse32(field: &str, s: &str) -> Result<[u8; 32]> {
 /// The markets of stored predictions, by id: address, and whether it is configured ([`Forecasts::addresses`]).
 type Addresses = HashMap<i64, (Pubkey, bool)>;
 
+/// One round's commit as [`Forecasts::commit`] read it, for [`Forecasts::commit_round`] (read once, not again).
+struct RoundCommit {
+    market: Pubkey,
+    id: u64,
+    interval: u32,
+    epoch: u64,
+    /// The round taking bets, as read.
+    round: Round,
+    /// The cluster's clock when the pass read it.
+    now: i64,
+    /// The market's forecast account (`enable_forecasts`).
+    forecast_market: Pubkey,
+    /// `commit:{id}:{epoch}`: its back-off and alerts, its transaction rows.
+    label: String,
+}
+
 /// The publishing state of one cluster.
 struct Forecasts {
     rt: Arc<SolanaRuntime>,
@@ -597,15 +613,25 @@ impl Forecasts {
         else {
             return Ok(!commit_closed(None, &m, epoch, now.saturating_add(margin)));
         };
-        let label = format!("commit:{id}:{epoch}");
-        if self.backing_off(&label) {
+        let c = RoundCommit {
+            market,
+            id,
+            interval: m.interval,
+            epoch,
+            round: r,
+            now,
+            forecast_market,
+            label: format!("commit:{id}:{epoch}"),
+        };
+        if self.backing_off(&c.label) {
             return Ok(false);
         }
-        let res = self.commit_round(&r, (market, id, m.interval), epoch, now, cluster, fence, cancel).await;
+        let res = self.commit_round(&c, cluster, fence, cancel).await;
+        let label = c.label;
         match res {
             Ok(()) => {
                 self.succeeded(&label);
-                if !commit_open(&r, now, margin as u64) {
+                if !commit_open(&c.round, now, margin as u64) {
                     return Ok(false);
                 }
                 let who = rt.signer().to_string();
@@ -619,18 +645,15 @@ impl Forecasts {
         }
     }
 
-    /// Commits round `epoch` (`r`) of market `(address, id, interval)` under the market's lease term `fence`.
-    #[allow(clippy::too_many_arguments)]
+    /// Commits the round [`commit`](Self::commit) found (`c`) under the market's lease term `fence`.
     async fn commit_round(
         &mut self,
-        r: &Round,
-        (market, id, interval): (Pubkey, u64, u32),
-        epoch: u64,
-        now: i64,
+        c: &RoundCommit,
         cluster: &[u8; 32],
         fence: &crate::lease::Fence,
         cancel: &CancellationToken,
     ) -> Result<()> {
+        let (market, id, interval, epoch, r, now) = (c.market, c.id, c.interval, c.epoch, &c.round, c.now);
         let rt = self.rt.clone();
         let program = rt.cfg.program;
         let chain = rt.name.clone();
@@ -729,17 +752,17 @@ impl Forecasts {
             registry: pda(&program, &[REGISTRY_SEED]),
             market,
             round: round_address(&program, &market, epoch),
-            forecast_market: pda(&program, &[FORECAST_MARKET_SEED, market.as_ref()]),
+            forecast_market: c.forecast_market,
             commitment: commitment_key,
             record: record_address(&program, &publisher),
             system_program: anchor_lang::system_program::ID,
         };
         let instruction = rt.program_ix(accounts, ix::Commit { epoch, commitment });
         let writable: Vec<Pubkey> = instruction.accounts.iter().filter(|a| a.is_writable).map(|a| a.pubkey).collect();
-        let label = format!("commit:{id}:{epoch}");
-        match rt.send_fenced(Some(fence), Action::Done, &label, instruction, &writable, cancel).await {
+        let label = &c.label;
+        match rt.send_fenced(Some(fence), Action::Done, label, instruction, &writable, cancel).await {
             Ok(Sent::Done(_)) => {
-                let tx = self.tx_of(&label).await?;
+                let tx = self.tx_of(label).await?;
                 rt.store.set_commit_tx(&chain, id as i64, epoch as i64, &who, &tx).await?;
                 rt.metrics
                     .predictions_committed
@@ -1202,55 +1225,19 @@ impl Forecasts {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{self, market};
     use super::*;
-    use kronos_market::state::{CancelReason, Params, RoundStatus};
+    use kronos_market::state::{CancelReason, RoundStatus};
 
-    const START: i64 = 1_800_000_000;
-    const IV: i64 = 300;
+    const START: i64 = testing::GENESIS;
+    const IV: i64 = testing::IV as i64;
 
+    /// A round 4 starting at `START` (not the market's round 4: the tests that need both move its genesis back), with
+    /// the test market's parameters.
     fn round(status: RoundStatus) -> Round {
-        let params = Params {
-            fee_bps: 300,
-            min_bet: 1_000,
-            max_price_age: 3_600,
-            settle_window: 600,
-            report_delay: 10,
-            bet_cutoff: 30,
-            settler_reward_bps: 0,
-        };
-        let r = Round::opened(
-            Pubkey::new_unique(),
-            4,
-            (START, START + IV, START + 2 * IV),
-            params,
-            Pubkey::new_unique(),
-            1,
-        );
+        let times = (START, START + IV, START + 2 * IV);
+        let r = Round::opened(Pubkey::new_unique(), 4, times, testing::params(), Pubkey::new_unique(), 1);
         Round { status, ..r }
-    }
-
-    /// The market of the test round (its round 0 starts at `START`), with the round's parameters.
-    fn market() -> Market {
-        Market {
-            creator: Pubkey::new_unique(),
-            id: 1,
-            authority: Pubkey::new_unique(),
-            pending_authority: None,
-            feed: Pubkey::new_unique(),
-            feed_owner: Pubkey::new_unique(),
-            feed_writer: Pubkey::new_unique(),
-            decimals: 8,
-            mint: Pubkey::default(),
-            vault: Pubkey::default(),
-            genesis: START,
-            interval: IV as u32,
-            params: round(RoundStatus::Open).params,
-            pending_params: None,
-            pending_from: 0,
-            paused: false,
-            treasury_owed: 0,
-            bump: 1,
-        }
     }
 
     fn commitment(status: CommitStatus, hash: [u8; 32], deadline: i64) -> Commitment {

@@ -15,6 +15,8 @@ pub mod driver;
 pub mod forecast;
 pub mod report;
 pub mod rules;
+#[cfg(test)]
+mod testing;
 
 pub use config::SolanaConfig;
 pub use driver::SolanaRuntime;

@@ -460,46 +460,9 @@ pub fn freshest_endpoint(slots: &[Option<u64>], active: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{market, params, GENESIS, IV};
     use super::*;
     use kronos_market::state::Params;
-
-    const GENESIS: i64 = 1_800_000_000;
-    const IV: u32 = 300;
-
-    fn params() -> Params {
-        Params {
-            fee_bps: 300,
-            min_bet: 1_000,
-            max_price_age: 3_600,
-            settle_window: 600,
-            report_delay: 10,
-            bet_cutoff: 30,
-            settler_reward_bps: 0,
-        }
-    }
-
-    fn market() -> Market {
-        Market {
-            creator: Pubkey::new_unique(),
-            id: 1,
-            authority: Pubkey::new_unique(),
-            pending_authority: None,
-            feed: Pubkey::new_unique(),
-            feed_owner: Pubkey::new_unique(),
-            feed_writer: Pubkey::new_unique(),
-            decimals: 8,
-            mint: Pubkey::default(),
-            vault: Pubkey::new_unique(),
-            genesis: GENESIS,
-            interval: IV,
-            params: params(),
-            pending_params: None,
-            pending_from: 0,
-            paused: false,
-            treasury_owed: 0,
-            bump: 255,
-        }
-    }
 
     fn round(m: &Market, epoch: u64, status: RoundStatus) -> Round {
         let times = m.times(epoch).unwrap();
