@@ -854,8 +854,9 @@ impl Engine {
                         Some(q) => {
                             self.hold_at(&symbol, q).await;
                             format!(
-                                "the stop at {} ({}) fired and its close is on its way; placing a new one \
-                                 meanwhile; the exchange holds {q}, held at that until the lead closes or flips",
+                                "the stop at {} ({}) fired and its close is on its way (or done and not yet seen); \
+                                 placing a new one meanwhile; the exchange holds {q}, held at that until the lead \
+                                 closes or flips",
                                 st.trigger, st.client_id
                             )
                         }

@@ -6,6 +6,8 @@
 //! - F2: a restart keeps the older "open" stop rows of a symbol as replaced stops, so the old stop that fired while
 //!   the copy-trader was down is what the flat position is judged by.
 //! - F3: a flat position whose stop cannot be asked about is not drift: nothing is re-entered.
+//! - AUDIT-4 L1: a stop FINISHED while the position still shows is kept as replaced: when the position then goes
+//!   flat it is a stop-out, not judged by the new stop alone.
 //! - AUDIT-4 L3: a position closed outside (an ADL) while its stop stays listed is `closed_outside`, not drift.
 //! - AUDIT-4 L4: an entry waits while an old stop kept as replaced (its cancel refused) could close it.
 
@@ -229,5 +231,34 @@ async fn a_position_closed_by_the_exchange_under_a_stop_still_open_is_not_re_ent
     assert!(!has_event(&store, "stopped_out", "").await, "the stop did not fire");
     assert_waits_flat(&w, &r).await;
     wait_for("the stop cancelled", || w.follower_stops().is_empty()).await;
+    r.stop().await;
+}
+
+/// AUDIT-4 L1: the exchange answers the follower's stop FINISHED while its positions still show the position (the
+/// close's fill lags); it goes flat afterwards (the lagging close, played by a deleveraging that leaves the new stop
+/// listed). The FINISHED stop was kept as replaced with the follower held at what it had, so the flat position is a
+/// stop-out at its trigger (63700). Before, it was recorded 'finished' and dropped at once, and the flat position
+/// was judged by the new open stop alone (drift, or since L3 `closed_outside`).
+#[tokio::test]
+async fn a_stop_finished_before_its_close_shows_is_still_the_stop_out() {
+    let w = World::new().await;
+    let cfg = w.default_config("live");
+    let r = w.start(&cfg).await;
+    let first = open_with_stop(&w, &r).await;
+    assert!(w.ex.set_stop_status(FOLLOWER, &first, kronos_binance::types::AlgoStatus::Finished));
+    let store = r.handles.store.clone();
+    wait_event("the finished stop replaced, the follower held", &store, "stop_missing", &first).await;
+    assert!(has_event(&store, "stop_missing", "held at that").await, "{:?}", store.events(50).await.unwrap());
+    wait_for("a new stop", || w.follower_stops().iter().any(|s| s.client_algo_id != first)).await;
+    assert_eq!(w.ex.deleverage(FOLLOWER, "BTCUSDT").unwrap(), d("0.05"));
+    wait_until("the flat position judged", || async {
+        has_event(&store, "stopped_out", "").await
+            || has_event(&store, "closed_outside", "").await
+            || has_event(&store, "position_drift", "").await
+    })
+    .await;
+    assert!(has_event(&store, "stopped_out", "63700").await, "{:?}", store.events(50).await.unwrap());
+    assert_waits_flat(&w, &r).await;
+    wait_for("the new stop cancelled", || w.follower_stops().is_empty()).await;
     r.stop().await;
 }
