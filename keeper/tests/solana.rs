@@ -34,8 +34,9 @@ const GENESIS: i64 = 1_800_000_000;
 const IV: i64 = 300;
 const DELAY: i64 = 10;
 const PRICE: i64 = 6_500_000_000_000;
-/// How long a test waits for the keeper to react (it polls every 100 ms).
-const PATIENCE: Duration = Duration::from_secs(60);
+/// How long a test waits for the keeper to react (it polls every 100 ms) before it fails: a bound, not a pace — the
+/// forecast tests run the model, which took over 60 s under a loaded 2-core machine (a run with three test binaries).
+const PATIENCE: Duration = Duration::from_secs(240);
 
 fn pda(seeds: &[&[u8]]) -> Pubkey {
     Pubkey::find_program_address(seeds, &ID).0
