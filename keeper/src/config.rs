@@ -240,6 +240,18 @@ fn gwei(field: &str, v: &Option<String>, default: &str) -> Result<U256, (String,
     Ok(U256::from(wei as u128))
 }
 
+/// For a relative path that is not there: says what it was relative to, since a keeper started from another
+/// directory than the checkout reads `config/chains.toml` from that directory, not from beside its config file.
+fn relative_hint(path: &Path, cwd: &std::io::Result<PathBuf>) -> String {
+    match cwd {
+        Ok(dir) if path.is_relative() && !dir.join(path).exists() => format!(
+            " (a relative path, read from the working directory {}: run from the project root or give an absolute path)",
+            dir.display()
+        ),
+        _ => String::new(),
+    }
+}
+
 fn address(field: &str, s: &str) -> Result<Address, (String, String)> {
     kronos_common::catalogue::parse_evm_address(s).map_err(|m| (field.to_string(), m))
 }
@@ -278,7 +290,9 @@ impl Config {
         let publish_forecasts = raw.api.publish_forecasts;
         let api = raw.api.limits.validate("api").map_err(|(f, m)| err(f, m))?;
         let k = raw.keeper;
-        let catalogue = Catalogue::load(&k.catalogue).map_err(|e| err("keeper.catalogue".into(), e.to_string()))?;
+        let catalogue = Catalogue::load(&k.catalogue).map_err(|e| {
+            err("keeper.catalogue".into(), format!("{e}{}", relative_hint(&k.catalogue, &std::env::current_dir())))
+        })?;
         let store = env("KRONOS_STORE").or(k.store).unwrap_or_else(|| "sqlite://data/kronos.db".into());
         if !(store.starts_with("sqlite:") || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
             return Err(err("keeper.store".into(), format!("'{store}' is neither sqlite:… nor postgres://…")));
@@ -517,6 +531,24 @@ mod tests {
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         Config::parse(text, "k.toml", &move |k| env.iter().find(|(a, _)| a == k).map(|(_, b)| b.clone()))
+    }
+
+    #[test]
+    fn a_relative_catalogue_that_is_not_there_says_where_it_was_looked_for() {
+        let dir = std::env::temp_dir();
+        let hint = relative_hint(Path::new("config/no-such-chains.toml"), &Ok(dir.clone()));
+        assert!(hint.contains(&format!("working directory {}", dir.display())), "{hint}");
+        assert_eq!(relative_hint(Path::new("/no/such/chains.toml"), &Ok(dir.clone())), "", "absolute: no hint");
+        let there = tempfile_in(&dir);
+        let rel = Path::new(there.file_name().unwrap());
+        assert_eq!(relative_hint(rel, &Ok(dir.clone())), "", "a relative path that exists but is bad: no hint");
+        std::fs::remove_file(&there).unwrap();
+    }
+
+    fn tempfile_in(dir: &Path) -> PathBuf {
+        let p = dir.join(format!("kronos-relhint-{}.toml", std::process::id()));
+        std::fs::write(&p, "x").unwrap();
+        p
     }
 
     #[test]
