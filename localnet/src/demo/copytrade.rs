@@ -336,7 +336,7 @@ pub async fn start_telegram(
     let backend = kronos_telegram::Backend::new(cfg.keeper_api.clone(), cfg.copytrade_api.clone(), Some(store));
     let bot = kronos_telegram::TelegramBot::new(cfg, backend)?;
     let name = bot.check().await.context("--telegram-url: the Bot API")?;
-    println!("telegram bot @{name} joined the demo through {url} (commands and alerts for {list})");
+    crate::say!("telegram bot @{name} joined the demo through {url} (commands and alerts for {list})");
     let (c, bus) = (cancel.clone(), bus.clone());
     tasks.spawn(async move {
         if let Err(e) = bot.run(kronos_telegram::Signals::Bus(bus), c.cancelled_owned()).await {

@@ -8,11 +8,11 @@
 pub mod bettors;
 pub mod copytrade;
 pub mod net;
+pub mod out;
 pub mod social;
 pub mod solana_demo;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -140,7 +140,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         interval: args.interval,
     };
     let t0 = Instant::now();
-    println!(
+    crate::say!(
         "starting {} local chains ({}), each block {} chain seconds every {} s…",
         chain_keys.len(),
         chain_keys.join(", "),
@@ -149,7 +149,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
     );
     let chains: Vec<Arc<net::LocalChain>> =
         net::start(&root, &cat, &policy, &opts, &candles).await?.into_iter().map(Arc::new).collect();
-    println!(
+    crate::say!(
         "deployed with contracts-evm/script/Deploy.s.sol in {:.1}s — same addresses on every chain:\n  KronosMarket       {}\n  PredictionRegistry {}",
         t0.elapsed().as_secs_f64(),
         chains[0].deployment.market,
@@ -170,7 +170,7 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
     let model = root.join(kronos_keeper::config::SHIPPED_MODEL);
     let forecast = !args.no_forecast && model.join("kronos.json").is_file();
     if !args.no_forecast && !forecast {
-        println!("(no trained model at {}: running without the forecaster)", model.display());
+        crate::say!("(no trained model at {}: running without the forecaster)", model.display());
     }
     std::fs::create_dir_all(root.join("data/runs"))?;
     let db = format!("data/runs/demo-{}.db", kronos_common::time::now_s());
@@ -238,13 +238,13 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
     let base = chains[0].candle_base;
     let seed_close = candles.get(base.saturating_sub(1)).map(|c| c.close).context("no candle before the replay")?;
     let ct_store = root.join(db.replace(".db", "-copytrade.db"));
-    println!("starting the local exchange, its simulated lead and a paper copy-trader…");
+    crate::say!("starting the local exchange, its simulated lead and a paper copy-trader…");
     let copy = Arc::new(
         copytrade::CopyDemo::start(&bus, &ct_store, seed_close, cancel, tasks)
             .await
             .context("starting the copy-trader")?,
     );
-    println!(
+    crate::say!(
         "local exchange {} with a simulated lead trading {} on {}'s candles; paper copy-trader API http://{}/api/status",
         copy.exchange.rest_url(),
         crate::exchange::LEAD_SYMBOL,
@@ -279,9 +279,11 @@ pub async fn start(args: &DemoArgs, cancel: &CancellationToken, tasks: &mut toki
         tasks,
     )
     .await?;
-    println!(
+    crate::say!(
         "social monitor http://{}/api/social/items: fixture feeds from http://{}/ and the keeper's signals ({})",
-        social.api, social.fixtures, social.keeper_source
+        social.api,
+        social.fixtures,
+        social.keeper_source
     );
     let mut bets = BTreeMap::new();
     for (i, c) in chains.iter().enumerate() {
@@ -488,6 +490,14 @@ async fn summary(d: &Demo, elapsed: Duration) -> String {
 
 /// Runs the demo to the end.
 pub async fn run(args: DemoArgs) -> Result<()> {
+    // With the Solana chain, the program's own logs (printed to stdout by the native runtime) go to a file (`out`).
+    if args.chains.as_ref().is_none_or(|c| c.iter().any(|k| k == SOLANA)) {
+        let runs = crate::deploy::repo_root()?.join("data/runs");
+        std::fs::create_dir_all(&runs)?;
+        let log = runs.join(format!("demo-{}-stdout.log", kronos_common::time::now_s()));
+        out::others_to(&log)?;
+        crate::say!("the Solana program's logs (and anything else printed to stdout): {}", log.display());
+    }
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let started = Instant::now();
@@ -495,9 +505,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         d = start(&args, &cancel, &mut tasks) => d.context("starting the demo")?,
         _ = tokio::signal::ctrl_c() => { cancel.cancel(); return Ok(()); }
     };
-    println!("keeper API: http://{0}/health  http://{0}/metrics  ws://{0}/ws", args.listen);
-    println!("dApp: http://{}/  (every chain's markets, bets and claims from a browser wallet)", args.listen);
-    let tty = std::io::stdout().is_terminal();
+    crate::say!("keeper API: http://{0}/health  http://{0}/metrics  ws://{0}/ws", args.listen);
+    crate::say!("dApp: http://{}/  (every chain's markets, bets and claims from a browser wallet)", args.listen);
+    let tty = out::is_terminal();
     let run_started = Instant::now();
     let mut last_print = Instant::now() - Duration::from_secs(60);
     loop {
@@ -511,26 +521,26 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let every = if tty { Duration::from_secs(1) } else { Duration::from_secs(10) };
         if last_print.elapsed() >= every {
             if tty {
-                print!("\x1b[2J\x1b[H");
+                out::print("\x1b[2J\x1b[H");
             }
-            println!(
+            crate::say!(
                 "Kronos demo — {:.0}s — target {} rounds per chain{}",
                 run_started.elapsed().as_secs_f64(),
                 args.rounds,
                 if args.forever { " (--forever)" } else { "" }
             );
-            print!("{}", table(&demo));
+            out::print(&table(&demo));
             last_print = Instant::now();
         }
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => { println!("\ninterrupted: stopping the keeper and the chains…"); break; }
+            _ = tokio::signal::ctrl_c() => { crate::say!("\ninterrupted: stopping the keeper and the chains…"); break; }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
-    print!("{}", table(&demo));
-    print!("{}", summary(&demo, started.elapsed()).await);
+    out::print(&table(&demo));
+    out::print(&summary(&demo, started.elapsed()).await);
     drop(demo);
     Ok(())
 }

@@ -52,7 +52,9 @@ pub async fn start(
     let base = net::candle_base(evm_chains);
     let seed_close = candles.get(base.saturating_sub(1)).map(|c| c.close).context("no candle before the replay")?;
     let speed = speed(args);
-    println!("starting the local Solana chain (kronos-market in the local RPC server, clock {speed}x the wall clock)…");
+    crate::say!(
+        "starting the local Solana chain (kronos-market in the local RPC server, clock {speed}x the wall clock)…"
+    );
     let opts = Options {
         interval: args.interval,
         speed,
@@ -62,7 +64,7 @@ pub async fn start(
     };
     let chain = Arc::new(LocalSolana::start(&opts).await.context("starting the local Solana chain")?);
     source.register(SOLANA, chain.genesis as u64, u64::from(args.interval), base);
-    println!(
+    crate::say!(
         "  solana RPC {}  program {}\n  markets {} (SOL), {} (SPL, mint {}), feed {}; keeper key {}",
         chain.url(),
         PROGRAM_ID,
