@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use kronos_binance::types::Side;
 use kronos_binance_mock::{Fault, Gate};
-use kronos_copytrade::report::{emergency_outcome, EmergencyOutcome};
 use kronos_copytrade::{Config, ControlCommand};
 
 /// Follower orders that could open or add exposure (not reduce-only), as the exchange executed them.
@@ -62,10 +59,7 @@ async fn an_emergency_stop_appended_during_a_slow_turn_holds_every_later_entry_a
     let before = entries(&w);
     gate.open();
 
-    match emergency_outcome(&cli, seq, Duration::from_secs(60)).await {
-        EmergencyOutcome::Done => {}
-        other => panic!("the emergency stop #{seq} was not carried out: {other:?}"),
-    }
+    expect_emergency_done(&cli, seq).await;
     // Only the increase held at the append went out (BTCUSDT 0.05 -> 0.1); ETHUSDT's was never sent.
     let after = entries(&w);
     assert_eq!(
@@ -92,23 +86,10 @@ async fn an_emergency_stop_appended_during_a_slow_turn_holds_every_later_entry_a
 async fn in_hedge_mode_the_emergency_closes_go_out_while_a_command_sent_meanwhile_is_unread() {
     let w = World::new().await;
     w.ex.add_account(FOLLOWER, "follower-secret", "10000", true);
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let r = w.start(&w.default_config("live")).await;
     let store = r.handles.store.clone();
     // Copy-trading off; someone holds both sides by hand.
-    send_from_another_process(&store, ControlCommand::SetTrading(false)).await;
-    wait_for("paused", || !r.handles.status.lock().trading).await;
-    let f = follower_client(&w);
-    let long = kronos_binance::types::OrderRequest {
-        position_side: "LONG".into(),
-        ..kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Buy, d("0.05"), "manual-long")
-    };
-    let short = kronos_binance::types::OrderRequest {
-        position_side: "SHORT".into(),
-        ..kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Sell, d("0.03"), "manual-short")
-    };
-    f.place_order(&long).await.unwrap();
-    f.place_order(&short).await.unwrap();
+    w.hold_both_sides_by_hand(&r).await;
     let gate = Gate::new();
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::Held { executed: true, gate: gate.clone() }, 1);
     let stop = ControlCommand::EmergencyStop { reason: "hedge".into() };
@@ -118,10 +99,7 @@ async fn in_hedge_mode_the_emergency_closes_go_out_while_a_command_sent_meanwhil
     let ratio = ControlCommand::SetRatio { ratio: Some(d("1")), set_by: "test".into() };
     r.handles.control.send(&ratio, "test").await.unwrap();
     gate.open();
-    match emergency_outcome(&store, seq, Duration::from_secs(60)).await {
-        EmergencyOutcome::Done => {}
-        other => panic!("the emergency stop #{seq} was not carried out: {other:?}"),
-    }
+    expect_emergency_done(&store, seq).await;
     let a = w.ex.account(FOLLOWER);
     assert!(a.position("BTCUSDT", "LONG").amount.is_zero() && a.position("BTCUSDT", "SHORT").amount.is_zero());
     assert!(

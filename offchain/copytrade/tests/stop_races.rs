@@ -19,13 +19,23 @@ use kronos_binance_mock::Fault;
 
 /// The follower's position and its first stop (63700, from an entry at 65000): `(stop client id)`.
 async fn open_with_stop(w: &World, r: &Running) -> String {
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.05").await;
-    wait_for("the stop (63700)", || w.follower_stops().len() == 1).await;
+    w.first_buy_with_stop().await;
     r.settle().await;
     let st = w.follower_stops()[0].clone();
     assert_eq!(st.trigger_price, d("63700"));
     st.client_algo_id
+}
+
+/// Every cancel of a stop is refused (neither confirmed nor -2011) from now on; the lead adds 0.1 lower (mark
+/// 64000): waits until the follower holds 0.1, the cancel of its stop `first` was refused and both stops are open.
+async fn move_the_stop_with_its_cancel_refused(w: &World, r: &Running, first: &str) {
+    let refused = Fault::Answer { status: 400, code: -1102, msg: "test: not now".into(), executed: false };
+    w.ex.inject_for(FOLLOWER, "DELETE", "/fapi/v1/algoOrder", refused, 100_000);
+    w.ex.set_mark("BTCUSDT", "64000");
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    wait_event("the old stop's cancel refused", &r.handles.store, "stop_cancel_failed", first).await;
+    wait_for("both stops open", || w.follower_stops().len() == 2).await;
 }
 
 /// The follower is not bought back and waits for the lead (its limit 0).
@@ -43,9 +53,7 @@ async fn assert_waits_flat(w: &World, r: &Running) {
 /// found the flat position with no stop: `position_drift`, adopted flat and the lead's position bought back.
 #[tokio::test]
 async fn a_stop_that_fires_between_the_positions_read_and_its_question_is_a_stop_out() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     let first = open_with_stop(&w, &r).await;
     // Right after a reconcile ended: the next request for the open stops is the next reconcile's stop check, made
     // after it read the positions. Just before it is answered the mark falls through the stop: it fires and its
@@ -60,14 +68,9 @@ async fn a_stop_that_fires_between_the_positions_read_and_its_question_is_a_stop
         1,
     );
     let store = r.handles.store.clone();
-    wait_until("the flat position judged", || async {
-        has_event(&store, "stopped_out", "").await
-            || has_event(&store, "closed_outside", "").await
-            || has_event(&store, "position_drift", "").await
-    })
-    .await;
+    wait_flat_judged(&store).await;
     assert_eq!(w.ex.faults_left(), 0, "the stop fired at the stop check");
-    assert!(has_event(&store, "stopped_out", "63700").await, "{:?}", store.events(50).await.unwrap());
+    assert_has_event(&store, "stopped_out", "63700").await;
     assert!(!has_event(&store, "closed_outside", "").await);
     assert_waits_flat(&w, &r).await;
     assert_eq!(store.order(&first).await.unwrap().unwrap().status, "finished");
@@ -80,9 +83,7 @@ async fn a_stop_that_fires_between_the_positions_read_and_its_question_is_a_stop
 /// never-sent stop alone, not found: `closed_outside`).
 #[tokio::test]
 async fn a_restart_keeps_an_older_open_stop_for_the_stop_out_check() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     let first = open_with_stop(&w, &r).await;
     r.stop().await;
     let store = kronos_copytrade::Store::connect(&cfg.store).await.unwrap();
@@ -99,13 +100,8 @@ async fn a_restart_keeps_an_older_open_stop_for_the_stop_out_check() {
     let r = w.start(&cfg).await;
     r.wait_ready().await;
     let store = r.handles.store.clone();
-    wait_until("the flat position judged", || async {
-        has_event(&store, "stopped_out", "").await
-            || has_event(&store, "closed_outside", "").await
-            || has_event(&store, "position_drift", "").await
-    })
-    .await;
-    assert!(has_event(&store, "stopped_out", "63700").await, "{:?}", store.events(50).await.unwrap());
+    wait_flat_judged(&store).await;
+    assert_has_event(&store, "stopped_out", "63700").await;
     assert!(!has_event(&store, "closed_outside", "").await);
     assert_waits_flat(&w, &r).await;
     assert_eq!(store.order(&first).await.unwrap().unwrap().status, "finished");
@@ -118,22 +114,15 @@ async fn a_restart_keeps_an_older_open_stop_for_the_stop_out_check() {
 /// bought back at once).
 #[tokio::test]
 async fn a_flat_position_whose_stop_cannot_be_asked_about_is_not_re_entered() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     open_with_stop(&w, &r).await;
     let refused = Fault::Answer { status: 400, code: -1102, msg: "test: no answer".into(), executed: false };
     w.ex.inject_for(FOLLOWER, "GET", "/fapi/v1/algoOrder", refused, 100_000);
     w.ex.set_mark("BTCUSDT", "63500");
     let store = r.handles.store.clone();
-    wait_until("the flat position judged", || async {
-        has_event(&store, "position_closed_undecided", "").await
-            || has_event(&store, "stopped_out", "").await
-            || has_event(&store, "closed_outside", "").await
-            || has_event(&store, "position_drift", "").await
-    })
-    .await;
-    assert!(has_event(&store, "position_closed_undecided", "").await, "{:?}", store.events(50).await.unwrap());
+    let undecided = ["position_closed_undecided", "stopped_out", "closed_outside", "position_drift"];
+    wait_any_event("the flat position judged", &store, &undecided).await;
+    assert_has_event(&store, "position_closed_undecided", "").await;
     assert_waits_flat(&w, &r).await;
     w.ex.clear_faults();
     r.stop().await;
@@ -145,28 +134,15 @@ async fn a_flat_position_whose_stop_cannot_be_asked_about_is_not_re_entered() {
 /// keep failing it stays replaced; once they go through, the stops left over are cancelled.
 #[tokio::test]
 async fn an_old_stop_whose_cancel_failed_is_still_a_stop_out_when_it_fires() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     let first = open_with_stop(&w, &r).await;
-    let refused = Fault::Answer { status: 400, code: -1102, msg: "test: not now".into(), executed: false };
-    w.ex.inject_for(FOLLOWER, "DELETE", "/fapi/v1/algoOrder", refused, 100_000);
     // The lead adds lower: the follower's entry moves to 64500, its new stop to 63210 (under the old one).
-    w.ex.set_mark("BTCUSDT", "64000");
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.1").await;
+    move_the_stop_with_its_cancel_refused(&w, &r, &first).await;
     let store = r.handles.store.clone();
-    wait_event("the old stop's cancel refused", &store, "stop_cancel_failed", &first).await;
-    wait_for("both stops open", || w.follower_stops().len() == 2).await;
     // The old stop (63700) fires first and closes the position; the new one (63210) does not.
     w.ex.set_mark("BTCUSDT", "63500");
-    wait_until("the flat position judged", || async {
-        has_event(&store, "stopped_out", "").await
-            || has_event(&store, "closed_outside", "").await
-            || has_event(&store, "position_drift", "").await
-    })
-    .await;
-    assert!(has_event(&store, "stopped_out", "63700").await, "{:?}", store.events(50).await.unwrap());
+    wait_flat_judged(&store).await;
+    assert_has_event(&store, "stopped_out", "63700").await;
     assert_waits_flat(&w, &r).await;
     w.ex.clear_faults();
     wait_for("no stop left behind", || w.follower_stops().is_empty()).await;
@@ -179,19 +155,11 @@ async fn an_old_stop_whose_cancel_failed_is_still_a_stop_out_when_it_fires() {
 /// stop).
 #[tokio::test]
 async fn an_entry_waits_while_an_old_stop_that_would_close_it_is_still_live() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     let first = open_with_stop(&w, &r).await;
-    let refused = Fault::Answer { status: 400, code: -1102, msg: "test: not now".into(), executed: false };
-    w.ex.inject_for(FOLLOWER, "DELETE", "/fapi/v1/algoOrder", refused, 100_000);
     // The lead adds lower: the follower's stop moves (63210) and the old one (63700) stays live, kept as replaced.
-    w.ex.set_mark("BTCUSDT", "64000");
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.1").await;
+    move_the_stop_with_its_cancel_refused(&w, &r, &first).await;
     let store = r.handles.store.clone();
-    wait_event("the old stop's cancel refused", &store, "stop_cancel_failed", &first).await;
-    wait_for("both stops open", || w.follower_stops().len() == 2).await;
     // The lead adds again: the follower's entry (0.1 -> 0.15) waits for the old stop.
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     wait_event("the entry waits for the old stop", &store, "entry_waits_for_stop", &first).await;
@@ -214,20 +182,13 @@ async fn an_entry_waits_while_an_old_stop_that_would_close_it_is_still_live() {
 /// the lead's position bought back at once.
 #[tokio::test]
 async fn a_position_closed_by_the_exchange_under_a_stop_still_open_is_not_re_entered() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     let first = open_with_stop(&w, &r).await;
     assert_eq!(w.ex.deleverage(FOLLOWER, "BTCUSDT").unwrap(), d("0.05"));
     assert!(w.follower_stops().iter().any(|s| s.client_algo_id == first), "the ADL leaves the stop listed");
     let store = r.handles.store.clone();
-    wait_until("the flat position judged", || async {
-        has_event(&store, "stopped_out", "").await
-            || has_event(&store, "closed_outside", "").await
-            || has_event(&store, "position_drift", "").await
-    })
-    .await;
-    assert!(has_event(&store, "closed_outside", "still open").await, "{:?}", store.events(50).await.unwrap());
+    wait_flat_judged(&store).await;
+    assert_has_event(&store, "closed_outside", "still open").await;
     assert!(!has_event(&store, "stopped_out", "").await, "the stop did not fire");
     assert_waits_flat(&w, &r).await;
     wait_for("the stop cancelled", || w.follower_stops().is_empty()).await;
@@ -241,23 +202,16 @@ async fn a_position_closed_by_the_exchange_under_a_stop_still_open_is_not_re_ent
 /// was judged by the new open stop alone (drift, or since L3 `closed_outside`).
 #[tokio::test]
 async fn a_stop_finished_before_its_close_shows_is_still_the_stop_out() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     let first = open_with_stop(&w, &r).await;
     assert!(w.ex.set_stop_status(FOLLOWER, &first, kronos_binance::types::AlgoStatus::Finished));
     let store = r.handles.store.clone();
     wait_event("the finished stop replaced, the follower held", &store, "stop_missing", &first).await;
-    assert!(has_event(&store, "stop_missing", "held at that").await, "{:?}", store.events(50).await.unwrap());
+    assert_has_event(&store, "stop_missing", "held at that").await;
     wait_for("a new stop", || w.follower_stops().iter().any(|s| s.client_algo_id != first)).await;
     assert_eq!(w.ex.deleverage(FOLLOWER, "BTCUSDT").unwrap(), d("0.05"));
-    wait_until("the flat position judged", || async {
-        has_event(&store, "stopped_out", "").await
-            || has_event(&store, "closed_outside", "").await
-            || has_event(&store, "position_drift", "").await
-    })
-    .await;
-    assert!(has_event(&store, "stopped_out", "63700").await, "{:?}", store.events(50).await.unwrap());
+    wait_flat_judged(&store).await;
+    assert_has_event(&store, "stopped_out", "63700").await;
     assert_waits_flat(&w, &r).await;
     wait_for("the new stop cancelled", || w.follower_stops().is_empty()).await;
     r.stop().await;

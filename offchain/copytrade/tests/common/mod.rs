@@ -95,6 +95,14 @@ balance = "10000"
         Config::parse("test.toml", &text).unwrap()
     }
 
+    /// A new world with an engine started live on the default configuration (ready): `(world, config, engine)`.
+    pub(crate) async fn live() -> (World, Config, Running) {
+        let w = World::new().await;
+        let cfg = w.default_config("live");
+        let r = w.start(&cfg).await;
+        (w, cfg, r)
+    }
+
     /// Starts an engine; returns its handles, a shutdown trigger and the task.
     pub(crate) async fn start(&self, cfg: &Config) -> Running {
         let tuning = Tuning {
@@ -144,6 +152,32 @@ balance = "10000"
     pub(crate) async fn expect_follower(&self, symbol: &str, qty: &str) {
         let want = d(qty);
         wait_for(&format!("follower {symbol} = {qty}"), || self.follower_qty(symbol) == want).await;
+    }
+
+    /// The lead buys 0.1 BTCUSDT at the mark (65000): waits until the follower holds 0.05 (the default ratio 0.5)
+    /// under one stop (63700, 2% under its entry, with the default protection).
+    pub(crate) async fn first_buy_with_stop(&self) {
+        self.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+        self.expect_follower("BTCUSDT", "0.05").await;
+        wait_for("the first stop (63700)", || self.follower_stops().len() == 1).await;
+    }
+
+    /// Copy-trading switched off from another process (waited for), then both sides of BTCUSDT held by hand
+    /// (LONG 0.05, SHORT 0.03): the follower account must be in hedge mode.
+    pub(crate) async fn hold_both_sides_by_hand(&self, r: &Running) {
+        send_from_another_process(&r.handles.store, kronos_copytrade::ControlCommand::SetTrading(false)).await;
+        wait_for("paused", || !r.handles.status.lock().trading).await;
+        let f = follower_client(self);
+        let long = OrderRequest {
+            position_side: "LONG".into(),
+            ..OrderRequest::market("BTCUSDT", Side::Buy, d("0.05"), "manual-long")
+        };
+        let short = OrderRequest {
+            position_side: "SHORT".into(),
+            ..OrderRequest::market("BTCUSDT", Side::Sell, d("0.03"), "manual-short")
+        };
+        f.place_order(&long).await.unwrap();
+        f.place_order(&short).await.unwrap();
     }
 
     /// Follower orders the exchange executed, per client id: each must be executed at most once.
@@ -234,6 +268,41 @@ pub(crate) async fn has_event(store: &kronos_copytrade::Store, kind: &str, needl
 /// Waits (up to 60 s) for an event of `kind` whose detail contains `needle`.
 pub(crate) async fn wait_event(what: &str, store: &kronos_copytrade::Store, kind: &str, needle: &str) {
     wait_until(what, || has_event(store, kind, needle)).await
+}
+
+/// Waits (up to 60 s) for an event of any of `kinds`.
+pub(crate) async fn wait_any_event(what: &str, store: &kronos_copytrade::Store, kinds: &[&str]) {
+    wait_until(what, || async move {
+        for kind in kinds {
+            if has_event(store, kind, "").await {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+}
+
+/// The events that judge a position gone flat: a stop-out, a close outside the copy-trader, or drift.
+pub(crate) const FLAT_JUDGED: [&str; 3] = ["stopped_out", "closed_outside", "position_drift"];
+
+/// Waits (up to 60 s) until the follower's flat position is judged (one of [`FLAT_JUDGED`] recorded).
+pub(crate) async fn wait_flat_judged(store: &kronos_copytrade::Store) {
+    wait_any_event("the flat position judged", store, &FLAT_JUDGED).await
+}
+
+/// Asserts that the store holds an event of `kind` whose detail contains `needle`; on failure shows the last 50.
+pub(crate) async fn assert_has_event(store: &kronos_copytrade::Store, kind: &str, needle: &str) {
+    assert!(has_event(store, kind, needle).await, "{:?}", store.events(50).await.unwrap());
+}
+
+/// Waits (up to 60 s) for the emergency stop `seq`'s report and asserts that it was carried out.
+pub(crate) async fn expect_emergency_done(store: &kronos_copytrade::Store, seq: i64) {
+    use kronos_copytrade::report::{emergency_outcome, EmergencyOutcome};
+    match emergency_outcome(store, seq, Duration::from_secs(60)).await {
+        EmergencyOutcome::Done => {}
+        other => panic!("the emergency stop #{seq} was not carried out: {other:?}"),
+    }
 }
 
 /// Follower market orders the exchange executed (stops excluded).
