@@ -140,9 +140,7 @@ fn unknown(status: u16, code: i64, executed: bool) -> Fault {
 
 #[tokio::test]
 async fn no_duplicate_order_under_any_fault() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     let faults = [
         Fault::Unknown503 { executed: true },
         Fault::Unknown503 { executed: false },
@@ -227,9 +225,7 @@ async fn no_duplicate_order_under_any_fault() {
 
 #[tokio::test]
 async fn a_stop_out_waits_for_the_leads_next_close() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     wait_for("stop", || w.follower_stops().len() == 1).await;
@@ -362,9 +358,7 @@ async fn emergency_stop_closes_everything_and_persists_until_resume() {
 
 #[tokio::test]
 async fn a_crash_mid_order_resumes_without_a_duplicate() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     // The follower's order executes but its reply is held back; the copy-trader dies while waiting.
     w.ex.inject_for(
         FOLLOWER,
@@ -421,9 +415,7 @@ async fn positions_held_by_the_lead_at_first_start_are_not_chased() {
 
 #[tokio::test]
 async fn exchange_bans_and_malformed_replies_are_reported_not_fatal() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     // A malformed lead poll: reported in the status, following continues on the next poll.
     w.ex.inject_for(
         LEAD,
@@ -580,9 +572,7 @@ async fn secrets_never_reach_the_logs() {
 
 #[tokio::test]
 async fn the_trading_switch_and_the_ratio_override_work_through_the_store() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     // A new ratio resizes at once.
@@ -626,9 +616,7 @@ async fn the_trading_switch_and_the_ratio_override_work_through_the_store() {
 
 #[tokio::test]
 async fn status_unknown_answers_are_resolved_by_query_not_taken_as_rejections() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     // The entry executes, but the answer is HTTP 408 / -1007 ("execution status unknown").
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", unknown(408, -1007, true), 1);
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
@@ -654,9 +642,7 @@ async fn status_unknown_answers_are_resolved_by_query_not_taken_as_rejections() 
 
 #[tokio::test]
 async fn an_order_that_executes_after_its_recv_window_is_booked_never_doubled() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     // The entry reaches the matching engine 2.5 s late: after its recvWindow (1 s), so queries find nothing until
     // then. A resend under the same id would execute as well (ids are unique only among open orders).
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(2500) }, 1);
@@ -681,9 +667,7 @@ async fn an_order_that_executes_after_its_recv_window_is_booked_never_doubled() 
 
 #[tokio::test]
 async fn the_stop_moves_when_the_lead_adds_at_a_new_price() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     wait_for("the first stop", || w.follower_stops().iter().any(|s| s.trigger_price == d("63700"))).await;
@@ -748,22 +732,9 @@ async fn an_emergency_stop_keeps_trying_until_every_position_is_closed_and_keeps
 async fn in_hedge_mode_an_emergency_stop_closes_each_side() {
     let w = World::new().await;
     w.ex.add_account(FOLLOWER, "follower-secret", "10000", true);
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let r = w.start(&w.default_config("live")).await;
     // Copy-trading off; someone holds both sides by hand.
-    send_from_another_process(&r.handles.store, ControlCommand::SetTrading(false)).await;
-    wait_for("paused", || !r.handles.status.lock().trading).await;
-    let f = follower_client(&w);
-    let long = kronos_binance::types::OrderRequest {
-        position_side: "LONG".into(),
-        ..kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Buy, d("0.05"), "manual-long")
-    };
-    let short = kronos_binance::types::OrderRequest {
-        position_side: "SHORT".into(),
-        ..kronos_binance::types::OrderRequest::market("BTCUSDT", Side::Sell, d("0.03"), "manual-short")
-    };
-    f.place_order(&long).await.unwrap();
-    f.place_order(&short).await.unwrap();
+    w.hold_both_sides_by_hand(&r).await;
     r.handles.control.send(&stop("test"), "test").await.unwrap();
     wait_for("both sides closed", || {
         let a = w.ex.account(FOLLOWER);
@@ -777,9 +748,7 @@ async fn in_hedge_mode_an_emergency_stop_closes_each_side() {
 
 #[tokio::test]
 async fn a_new_equity_peak_is_saved_and_survives_a_restart() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     let start_peak = r.handles.status.lock().risk.peak_equity.unwrap();
@@ -799,9 +768,7 @@ async fn a_new_equity_peak_is_saved_and_survives_a_restart() {
 
 #[tokio::test]
 async fn an_entry_refused_for_margin_is_not_chased_later() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.ex.inject_for(
         FOLLOWER,
         "POST",
@@ -870,9 +837,7 @@ async fn a_follower_short_of_its_target_only_by_rounding_keeps_following_fully()
 
 #[tokio::test]
 async fn an_emergency_stop_also_closes_what_an_order_of_unknown_fate_opens_late() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     // The entry is answered 503 and reaches the matching engine only after its recvWindow.
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(2500) }, 1);
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
@@ -890,9 +855,7 @@ async fn an_emergency_stop_also_closes_what_an_order_of_unknown_fate_opens_late(
 
 #[tokio::test]
 async fn a_close_is_not_held_back_by_an_earlier_order_of_unknown_fate() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     // The follower's reduction gets -1006 without executing: its fate is unknown for the hold (4 s here).
@@ -928,12 +891,8 @@ fn watch_unprotected(w: &World) -> std::sync::Arc<std::sync::atomic::AtomicBool>
 
 #[tokio::test]
 async fn a_moving_stop_whose_new_placement_is_banned_or_rate_limited_leaves_the_old_one_protecting() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.05").await;
-    wait_for("the first stop", || w.follower_stops().len() == 1).await;
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
     let unprotected = watch_unprotected(&w);
     // Each move's new stop meets a ban (418), then a 429; the client then refuses requests itself for a while.
     for (fault, mark, qty, stop) in [
@@ -961,12 +920,8 @@ async fn a_moving_stop_whose_new_placement_is_banned_or_rate_limited_leaves_the_
 
 #[tokio::test]
 async fn an_old_stop_that_fires_while_it_is_replaced_is_a_stop_out() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.05").await;
-    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
     // The lead adds lower: the follower's entry falls to 64500, its stop to 63210. Just before the old stop's
     // cancel arrives, the mark falls to 63500: the old stop (63700) fires and closes the position.
     w.ex.set_mark("BTCUSDT", "64000");
@@ -996,12 +951,8 @@ async fn an_old_stop_that_fires_while_it_is_replaced_is_a_stop_out() {
 /// cancelled again).
 #[tokio::test]
 async fn a_stop_that_fired_before_an_entry_was_seen_leaves_the_new_position_protected() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.05").await;
-    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
     w.ex.inject_for(
         FOLLOWER,
         "POST",
@@ -1037,12 +988,8 @@ async fn a_stop_that_fired_before_an_entry_was_seen_leaves_the_new_position_prot
 /// fired and forgotten: drift, and the follower bought back in at the next reconcile).
 #[tokio::test]
 async fn a_replaced_stop_whose_fate_cannot_be_asked_is_resolved_at_the_next_reconcile() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.05").await;
-    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
     w.ex.set_mark("BTCUSDT", "64000");
     w.ex.inject_for(
         FOLLOWER,
@@ -1071,9 +1018,7 @@ async fn a_replaced_stop_whose_fate_cannot_be_asked_is_resolved_at_the_next_reco
 /// not the configured one (0.5) — before the fix the follower was resized to lead × 0.5.
 #[tokio::test]
 async fn an_unreadable_ratio_at_restart_keeps_the_ratio_in_effect() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     send_from_another_process(&r.handles.store, ratio("0.1")).await;
     wait_for("ratio 0.1 in effect", || r.handles.status.lock().ratio == "0.1").await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
@@ -1091,12 +1036,8 @@ async fn an_unreadable_ratio_at_restart_keeps_the_ratio_in_effect() {
 
 #[tokio::test]
 async fn a_new_stop_that_would_trigger_at_once_keeps_the_old_one_until_the_close_fills() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.05").await;
-    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
     let unprotected = watch_unprotected(&w);
     // The lead adds higher: the new stop would be 64190, but the mark falls to 63900 as it arrives (-2021); the
     // close that follows is answered 429 (not executed).
@@ -1124,9 +1065,7 @@ async fn a_new_stop_that_would_trigger_at_once_keeps_the_old_one_until_the_close
 
 #[tokio::test]
 async fn an_order_whose_resolution_meets_a_ban_is_watched_not_taken_as_not_placed() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     // The entry executes but its reply is lost (timeout); the query that would resolve it is answered 418.
     w.ex.inject_for(
         FOLLOWER,
@@ -1157,9 +1096,7 @@ async fn an_order_whose_resolution_meets_a_ban_is_watched_not_taken_as_not_place
 
 #[tokio::test]
 async fn a_position_reopened_after_an_emergency_stop_finished_is_closed_too() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     let store = r.handles.store.clone();
@@ -1201,9 +1138,7 @@ async fn a_position_reopened_after_an_emergency_stop_finished_is_closed_too() {
 
 #[tokio::test]
 async fn an_order_that_fills_after_its_hold_is_still_booked_once() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     // The entry reaches the matching engine 8 s late: after its hold (2 × 1 s + 2 s from its resolution). The follower sends a
     // replacement once the hold has passed; the late one fills after that.
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(8000) }, 1);
@@ -1230,9 +1165,7 @@ async fn an_order_that_fills_after_its_hold_is_still_booked_once() {
 
 #[tokio::test]
 async fn an_order_left_unresolved_by_an_earlier_run_is_counted_once() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", Fault::LateFill { delay: Duration::from_millis(3000) }, 1);
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     let store = r.handles.store.clone();
@@ -1254,9 +1187,7 @@ async fn an_order_left_unresolved_by_an_earlier_run_is_counted_once() {
 
 #[tokio::test]
 async fn a_reduction_is_not_held_back_by_an_earlier_order_of_unknown_fate() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     // The follower's increase gets -1006 without executing: its fate is unknown for the hold (4 s here).
@@ -1277,9 +1208,7 @@ async fn a_reduction_is_not_held_back_by_an_earlier_order_of_unknown_fate() {
 
 #[tokio::test]
 async fn an_emergency_close_the_exchange_keeps_refusing_is_reported_once_and_the_users_own_stops_stay() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     // The user's own conditional order (not the copy-trader's): it stays.
@@ -1379,9 +1308,7 @@ async fn the_status_shows_each_change_at_once_not_at_the_next_reconcile() {
 /// change made while the copy-trader was down still is, with what was recorded.
 #[tokio::test]
 async fn a_restart_with_an_open_position_is_not_drift_but_a_change_made_meanwhile_is() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     wait_for("the stop", || w.follower_stops().len() == 1).await;
@@ -1408,9 +1335,7 @@ async fn a_restart_with_an_open_position_is_not_drift_but_a_change_made_meanwhil
 /// a warning), not applied silently; the status shows it in effect.
 #[tokio::test]
 async fn a_runtime_ratio_that_overrides_the_configured_one_is_reported_at_start() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     send_from_another_process(&r.handles.store, ratio("0.8")).await;
     wait_for("the override in force", || r.handles.status.lock().ratio == "0.8").await;
     r.stop().await;
@@ -1515,9 +1440,7 @@ async fn an_emergency_stop_is_carried_out_while_start_up_cannot_read_the_lead() 
 /// placed again (the position is not left unprotected while the status shows a stop).
 #[tokio::test]
 async fn a_stop_cancelled_while_the_copy_trader_is_down_is_placed_again() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     wait_for("the stop", || w.follower_stops().len() == 1).await;
@@ -1539,9 +1462,7 @@ async fn a_stop_cancelled_while_the_copy_trader_is_down_is_placed_again() {
 /// stop is protection, not a trade), and nothing else is sent.
 #[tokio::test]
 async fn a_stop_missing_while_trading_is_off_is_placed_again() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     wait_for("the stop", || w.follower_stops().len() == 1).await;
@@ -1561,9 +1482,7 @@ async fn a_stop_missing_while_trading_is_off_is_placed_again() {
 /// and the position it opened is adopted as its own, not reported as drift.
 #[tokio::test]
 async fn an_order_filled_while_the_copy_trader_was_down_is_not_drift() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.ex.inject_for(
         FOLLOWER,
         "POST",
@@ -1588,9 +1507,7 @@ async fn an_order_filled_while_the_copy_trader_was_down_is_not_drift() {
 /// last one again nor an estimate booked from a fill on top of it).
 #[tokio::test]
 async fn equity_is_recorded_only_when_it_was_read() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.ex.inject_for(FOLLOWER, "GET", "/fapi/v2/balance", Fault::Unknown503 { executed: false }, 100_000);
     // A read of the balance already in flight when the fault was set (the loop's first risk check) may still be
     // recorded: counted from once the engine has settled after it.
@@ -1626,9 +1543,7 @@ async fn a_retried_start_up_reports_the_ratio_override_once() {
 /// record (the alert is rate-limited, the answer to the request is not), so the asker is not told "not running".
 #[tokio::test]
 async fn a_repeated_emergency_request_gets_its_own_outcome() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     let refused = r#"{"code":-2022,"msg":"ReduceOnly Order is rejected."}"#;
@@ -1712,9 +1627,7 @@ async fn a_stop_placed_with_a_quantity_after_4130_grows_with_the_position() {
 /// what the writers sent.
 #[tokio::test]
 async fn a_resume_racing_an_emergency_stop_ends_in_the_state_of_the_last_command() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     r.handles.control.send(&stop("first"), "test").await.unwrap();
@@ -1766,9 +1679,7 @@ async fn a_resume_racing_an_emergency_stop_ends_in_the_state_of_the_last_command
 /// the stop out before anything reads the lead — no entry is ever sent.
 #[tokio::test]
 async fn an_emergency_stop_sent_during_a_start_up_attempt_is_carried_out_before_any_entry() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     r.stop().await;
@@ -1803,9 +1714,7 @@ async fn an_emergency_stop_sent_during_a_start_up_attempt_is_carried_out_before_
 /// An `emergency` value that cannot be read is itself a stop (fail safe).
 #[tokio::test]
 async fn a_bad_control_value_never_ends_the_daemon_and_a_pending_stop_is_carried_out_first() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     r.stop().await;
@@ -1857,9 +1766,7 @@ async fn a_bad_control_value_never_ends_the_daemon_and_a_pending_stop_is_carried
 /// unreadable for that key alone (trading unreadable: paused), reported by name.
 #[tokio::test]
 async fn an_undecodable_control_row_does_not_hide_a_stored_stop() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     r.stop().await;
@@ -1918,9 +1825,7 @@ async fn a_slow_lead_poll_does_not_starve_the_control_log() {
 /// on from the lead poll to the entries and read the stop only in the loop afterwards: one Buy too many).
 #[tokio::test]
 async fn an_emergency_stop_accepted_during_start_ups_lead_poll_comes_before_any_entry() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     r.stop().await;
@@ -1975,9 +1880,7 @@ async fn a_command_sent_in_process_is_carried_out_at_once_not_at_the_next_poll()
 /// for the lead's next close or flip.
 #[tokio::test]
 async fn a_position_closed_by_hand_after_its_stop_was_cancelled_is_not_a_stop_out_and_is_not_chased() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, _, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     wait_for("the stop", || w.follower_stops().len() == 1).await;
@@ -2004,12 +1907,8 @@ async fn a_position_closed_by_hand_after_its_stop_was_cancelled_is_not_a_stop_ou
 /// cancelled another one while the question kept failing).
 #[tokio::test]
 async fn a_replaced_stop_whose_fate_stays_unknown_never_costs_the_position_its_live_stop() {
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.05").await;
-    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
     let unprotected = watch_unprotected(&w);
     let gone = Fault::Answer { status: 400, code: -2011, msg: "Unknown order sent.".into(), executed: true };
     w.ex.inject_for(FOLLOWER, "DELETE", "/fapi/v1/algoOrder", gone, 1);
@@ -2041,12 +1940,8 @@ async fn a_replaced_stop_whose_fate_stays_unknown_never_costs_the_position_its_l
 #[tokio::test]
 async fn a_stop_whose_close_is_on_its_way_when_a_reconcile_looks_is_still_a_stop_out() {
     use kronos_binance::types::AlgoStatus;
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
-    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
-    w.expect_follower("BTCUSDT", "0.05").await;
-    wait_for("the first stop (63700)", || w.follower_stops().len() == 1).await;
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
     let first = w.follower_stops()[0].client_algo_id.clone();
     assert!(w.ex.set_stop_status(FOLLOWER, &first, AlgoStatus::Triggered));
     wait_event("the triggered stop seen", &r.handles.store, "stop_missing", &first).await;
@@ -2056,13 +1951,8 @@ async fn a_stop_whose_close_is_on_its_way_when_a_reconcile_looks_is_still_a_stop
     w.ex.trade(FOLLOWER, "BTCUSDT", Side::Sell, d("0.05"), "close-of-the-stop").unwrap();
     assert!(w.ex.set_stop_status(FOLLOWER, &first, AlgoStatus::Finished));
     let store = r.handles.store.clone();
-    wait_until("the flat position judged", || async {
-        has_event(&store, "stopped_out", "").await
-            || has_event(&store, "closed_outside", "").await
-            || has_event(&store, "position_drift", "").await
-    })
-    .await;
-    assert!(has_event(&store, "stopped_out", "63700").await, "{:?}", store.events(50).await.unwrap());
+    wait_flat_judged(&store).await;
+    assert_has_event(&store, "stopped_out", "63700").await;
     assert!(!has_event(&store, "closed_outside", "").await);
     assert!(!has_event(&store, "position_drift", "").await);
     // The follower waits for the lead's next close or flip: the lead's position is not bought back.
@@ -2108,9 +1998,7 @@ async fn a_fast_turn_slower_than_its_tick_does_not_starve_the_lead() {
 #[tokio::test]
 async fn an_emergency_request_is_answered_by_its_own_commands_report_not_by_the_clock() {
     use kronos_copytrade::report::{emergency_outcome, EmergencyOutcome};
-    let w = World::new().await;
-    let cfg = w.default_config("live");
-    let r = w.start(&cfg).await;
+    let (w, cfg, r) = World::live().await;
     w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
     w.expect_follower("BTCUSDT", "0.05").await;
     let store = r.handles.store.clone();
