@@ -27,6 +27,11 @@ use crate::store::{PredictionRow, Reveal, Store, TrackRecordRow};
 pub trait CandleSource: Send + Sync {
     /// Completed candles of `chain`/`market` up to time `t` (chain time), oldest first, at most `max`.
     fn candles_until(&self, chain: &str, market: u64, t: u64, max: usize) -> Vec<Candle>;
+
+    /// A price `chain`/`market` recorded at time `t` (a checkpoint): kept by a source built from the markets' own
+    /// prices ([`CheckpointCandles`]), ignored by one that has its own candles (a file), so each market has one
+    /// timeline. The Solana driver feeds its rounds' lock and close prices through here (issue 15).
+    fn record_checkpoint(&self, _chain: &str, _market: u64, _t: u64, _price: f64) {}
 }
 
 /// Candles from a CSV file, by their own timestamps (a candle is complete once `timestamp + step <= t`).
@@ -75,6 +80,10 @@ impl CheckpointCandles {
 }
 
 impl CandleSource for CheckpointCandles {
+    fn record_checkpoint(&self, chain: &str, market: u64, t: u64, price: f64) {
+        self.record(chain, market, t, price);
+    }
+
     fn candles_until(&self, chain: &str, market: u64, t: u64, max: usize) -> Vec<Candle> {
         let s = self.series.lock();
         let Some(v) = s.get(&(chain.to_string(), market)) else { return Vec::new() };
@@ -172,6 +181,16 @@ impl Publisher {
     /// The model's name, as the `Forecast` signal carries it.
     pub(crate) fn model(&self) -> &str {
         &self.forecaster.meta.name
+    }
+
+    /// Gives the candle source a price `chain`/`market` recorded at `t` (see [`CandleSource::record_checkpoint`]).
+    pub(crate) fn record_checkpoint(&self, chain: &str, market: u64, t: u64, price: f64) {
+        self.candles.record_checkpoint(chain, market, t, price);
+    }
+
+    /// The most candles the model reads.
+    pub(crate) fn context(&self) -> usize {
+        self.forecaster.meta.max_context
     }
 
     /// P(up) for `market`'s round `epoch` from the candles completed by chain time `now` (`None`: too few yet).

@@ -2090,3 +2090,60 @@ async fn a_market_removed_from_the_config_still_has_its_forecast_revealed_and_cl
     assert_eq!(k.txs_for("reveal:1:0").await.len(), 1);
     k.stop().await;
 }
+
+/// Issue 15: a keeper with `forecasts = true` and no candle file forecasts from its market's own prices. The rounds
+/// an earlier run recorded in the store (0 to 30: prices at 32 times, 31 candles, one short of the 32 the model
+/// needs) are read back at start, so the round taking bets then gets no forecast; the lock price of the round the
+/// keeper drives itself is the 33rd price, and the next round's forecast is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_candle_file_the_market_s_own_rounds_are_the_forecaster_s_candles() {
+    use kronos_keeper::store::{RoundRow, RoundState};
+    let (c, dir, key) = funded(true).await;
+    with_registry(&c).await;
+    // No `candles` in [forecaster], no override: the checkpoint candles are the source.
+    let text = forecasting_config(&c, dir.path(), &key);
+    assert!(!text.contains("candles"), "{text}");
+    let price = |k: i64| format!("{}", 65_000 + 40 * ((k * 7919) % 13 - 6));
+    {
+        let store = kronos_keeper::store::Store::connect(&format!("sqlite://{}/keeper.db", dir.path().display()))
+            .await
+            .unwrap();
+        for epoch in 0..=30i64 {
+            let row = RoundRow {
+                chain: "solana".into(),
+                market_id: 1,
+                epoch,
+                state: RoundState::Settled,
+                lock_price: Some(price(epoch + 1)),
+                close_price: Some(price(epoch + 2)),
+                outcome: Some(kronos_keeper::store::Outcome::Up),
+                reason: None,
+                up_wei: SOL.to_string(),
+                down_wei: SOL.to_string(),
+                reward_wei: Some((2 * SOL).to_string()),
+                treasury_fee_wei: Some("0".into()),
+                delay_blocks: None,
+            };
+            store.upsert_round(&row).await.unwrap();
+        }
+    }
+    let who = key.pubkey().to_string();
+    c.warp_to(GENESIS + 32 * IV + 1).await;
+    let mut k = run_keeper(&text).await;
+    k.wait_started(32).await;
+    // Round 32 locks on a fresh price: the keeper's own 33rd price.
+    c.transmit(GENESIS + 33 * IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + 33 * IV + 1, PRICE + 150).await;
+    c.warp_to(GENESIS + 33 * IV + DELAY).await;
+    k.wait_started(33).await;
+    let bps = k.wait_committed(33).await;
+    let row = k.keeper_store.prediction("solana", 1, 33, &who).await.unwrap().unwrap();
+    assert_eq!(row.p_up_bps, bps as i64);
+    assert!(row.commit_tx.is_some(), "{row:?}");
+    let locked = until_round(&c, 32, "locked", |r| r.status == RoundStatus::Locked).await;
+    assert_eq!(locked.lock_price, PRICE as i128 + 100);
+    // Round 32 took bets while the market had 31 candles: no forecast, nothing committed (its window has closed).
+    assert!(k.keeper_store.prediction("solana", 1, 32, &who).await.unwrap().is_none());
+    assert!(k.txs_for("commit:1:32").await.is_empty());
+    k.stop().await;
+}

@@ -180,6 +180,21 @@ fn cancel_reason(r: &Round) -> (CancelReason, &'static str) {
     }
 }
 
+/// The forecaster's checkpoints in a recorded round (issue 15): its lock price at its lock time and its close price at
+/// its close time (the market's times for its epoch), each only if the program took it — a price the round was
+/// refunded for (stale, unavailable, a changed feed) is not one. A round's close is the next round's lock, so a run
+/// of rounds adds one price per interval.
+pub(super) fn checkpoint_prices(m: &Market, row: &RoundRow) -> Vec<(u64, f64)> {
+    let Ok((_, lock_ts, close_ts)) = m.times(row.epoch as u64) else { return Vec::new() };
+    let refunded_for = |r: CancelReason| row.state == RoundState::Cancelled && row.reason == Some(r);
+    let value = |p: &Option<String>| p.as_deref().and_then(|s| s.parse::<Decimal>().ok()).map(|d| d.to_f64_lossy());
+    let lock = (!refunded_for(CancelReason::LockPriceUnusable)).then(|| value(&row.lock_price)).flatten();
+    let close = (!refunded_for(CancelReason::LockPriceUnusable) && !refunded_for(CancelReason::ClosePriceUnusable))
+        .then(|| value(&row.close_price))
+        .flatten();
+    [(lock_ts, lock), (close_ts, close)].into_iter().filter_map(|(t, p)| Some((u64::try_from(t).ok()?, p?))).collect()
+}
+
 fn outcome(o: SolOutcome) -> Outcome {
     match o {
         SolOutcome::Up => Outcome::Up,
@@ -868,6 +883,12 @@ impl SolanaRuntime {
                 Round::try_deserialize(&mut a.data.as_slice()).ok().map(|r| (*e, r))
             })
             .collect();
+        // At start and at a new lease term (the rounds not yet seeded from the store), the forecaster's candles of
+        // this market are back-filled from the rounds recorded in the store, whoever led them (issue 15).
+        let fresh = !self.seeded.lock().contains(&mi.address);
+        if fresh {
+            self.refill_candles(mi, &m).await?;
+        }
         self.seed_seen(mi, &rounds).await?;
         for r in rounds.values() {
             self.record(mi, &m, r, &store).await?;
@@ -1277,6 +1298,26 @@ impl SolanaRuntime {
         Ok(())
     }
 
+    /// Fills the forecaster's candles of market `mi` (`forecasts = true`) from the rounds recorded in the store: the
+    /// Solana counterpart of the EVM drivers' checkpoint refill ([`crate::scheduler::MarketDriver::refill_candles`]).
+    async fn refill_candles(&self, mi: &MarketInfo, m: &Market) -> Result<()> {
+        let Some(p) = self.publisher.get() else { return Ok(()) };
+        // Each round adds one price (its close is the next round's lock): a few more rows than the model reads.
+        let limit = 2 * p.context() as i64 + 2;
+        for row in self.store.rounds(Some(&self.name), Some(mi.id as i64), limit).await? {
+            self.to_forecaster(m, &row);
+        }
+        Ok(())
+    }
+
+    /// Gives the forecaster (`forecasts = true`) the prices of a recorded round that the program accepted.
+    fn to_forecaster(&self, m: &Market, row: &RoundRow) {
+        let Some(p) = self.publisher.get() else { return };
+        for (t, price) in checkpoint_prices(m, row) {
+            p.record_checkpoint(&self.name, row.market_id as u64, t, price);
+        }
+    }
+
     /// Stores (in `store`, fenced by the market's lease term) and signals a round's state once per change (started,
     /// locked, settled, cancelled).
     async fn record(&self, mi: &MarketInfo, m: &Market, r: &Round, store: &Store) -> Result<()> {
@@ -1332,7 +1373,9 @@ impl SolanaRuntime {
                 );
             }
             RoundStatus::Locked => {
-                store.upsert_round(&row(RoundState::Locked, None, None)).await?;
+                let locked_row = row(RoundState::Locked, None, None);
+                store.upsert_round(&locked_row).await?;
+                self.to_forecaster(m, &locked_row);
                 self.bus.publish("keeper", locked());
             }
             RoundStatus::Settled => {
@@ -1340,7 +1383,9 @@ impl SolanaRuntime {
                     self.bus.publish("keeper", locked());
                 }
                 let o = outcome(r.outcome);
-                store.upsert_round(&row(RoundState::Settled, Some(o), None)).await?;
+                let settled = row(RoundState::Settled, Some(o), None);
+                store.upsert_round(&settled).await?;
+                self.to_forecaster(m, &settled);
                 self.metrics
                     .rounds
                     .get_or_create(&ResultLabel {
@@ -1370,7 +1415,9 @@ impl SolanaRuntime {
                 // The signal carries the typed reason (the EVM vocabulary); the program's own reason is logged.
                 tracing::info!(chain = %chain, market, epoch, reason = text, "solana: round refunded");
                 let o = outcome(r.outcome);
-                store.upsert_round(&row(RoundState::Cancelled, Some(o), Some(reason))).await?;
+                let cancelled = row(RoundState::Cancelled, Some(o), Some(reason));
+                store.upsert_round(&cancelled).await?;
+                self.to_forecaster(m, &cancelled);
                 self.metrics
                     .rounds
                     .get_or_create(&ResultLabel {

@@ -1502,4 +1502,45 @@ mod tests {
         assert!(parse32("salt", "0x12").is_err());
         assert_eq!(outcome(SolOutcome::Down), Outcome::Down);
     }
+
+    /// Issue 15: a recorded round gives the forecaster its lock price at its lock time and its close price at its
+    /// close time, only the prices the program took (a refund for an unusable price drops that price, and the close
+    /// with an unusable lock).
+    #[test]
+    fn a_recorded_round_gives_the_forecaster_the_prices_the_program_took_at_its_times() {
+        use super::super::driver::checkpoint_prices;
+        use crate::store::{RoundRow, RoundState};
+        use kronos_contracts::CancelReason as Reason;
+        let m = market();
+        let row = |state, reason, lock: Option<&str>, close: Option<&str>| RoundRow {
+            chain: "solana".into(),
+            market_id: 1,
+            epoch: 4,
+            state,
+            lock_price: lock.map(str::to_string),
+            close_price: close.map(str::to_string),
+            outcome: None,
+            reason,
+            up_wei: "0".into(),
+            down_wei: "0".into(),
+            reward_wei: None,
+            treasury_fee_wei: None,
+            delay_blocks: None,
+        };
+        let (lock_t, close_t) = ((START + 5 * IV) as u64, (START + 6 * IV) as u64);
+        let both = vec![(lock_t, 65_000.5), (close_t, 65_100.0)];
+        let (l, c) = (Some("65000.5"), Some("65100"));
+        assert_eq!(checkpoint_prices(&m, &row(RoundState::Locked, None, l, None)), vec![(lock_t, 65_000.5)]);
+        assert_eq!(checkpoint_prices(&m, &row(RoundState::Settled, None, l, c)), both);
+        // Refunded with both prices usable (a tie, a one-sided pool): both are prices.
+        assert_eq!(checkpoint_prices(&m, &row(RoundState::Cancelled, Some(Reason::OneSidedPool), l, c)), both);
+        assert_eq!(checkpoint_prices(&m, &row(RoundState::Cancelled, Some(Reason::Tie), l, l)).len(), 2);
+        // A stale close: the lock only; a stale lock: nothing.
+        let stale_close = row(RoundState::Cancelled, Some(Reason::ClosePriceUnusable), l, c);
+        assert_eq!(checkpoint_prices(&m, &stale_close), vec![(lock_t, 65_000.5)]);
+        let stale_lock = row(RoundState::Cancelled, Some(Reason::LockPriceUnusable), l, None);
+        assert_eq!(checkpoint_prices(&m, &stale_lock), vec![]);
+        // Expired before its lock: no price was read.
+        assert_eq!(checkpoint_prices(&m, &row(RoundState::Cancelled, Some(Reason::Expired), None, None)), vec![]);
+    }
 }
