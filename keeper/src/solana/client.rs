@@ -24,6 +24,25 @@ pub struct Endpoint {
     pub last_error: Option<String>,
     /// Slots behind the freshest endpoint at the last lag check ([`SolClient::follow_freshest`]), if it answered.
     pub behind: Option<u64>,
+    /// Set when the endpoint answered another genesis hash than the cluster's ([`rules::cluster_reference`]): it is
+    /// on another cluster (a devnet URL among mainnet ones, …) and never used. The hash it answered.
+    pub other_cluster: Option<String>,
+}
+
+/// What the genesis check knows: each endpoint's `getGenesisHash` once it answered, and the cluster's.
+#[derive(Debug, Default)]
+struct Genesis {
+    hashes: Vec<Option<String>>,
+    cluster: Option<String>,
+}
+
+/// What one lag check found.
+#[derive(Debug, Default)]
+pub struct LagCheck {
+    /// Whether it moved to another endpoint.
+    pub moved: bool,
+    /// Endpoints found on another cluster at this check, one line each (host, hash, the cluster's hash).
+    pub other_cluster: Vec<String>,
 }
 
 /// The configured endpoints with failover.
@@ -33,6 +52,8 @@ pub struct SolClient {
     active: AtomicUsize,
     pub(crate) failovers: AtomicU64,
     pub(crate) transport_errors: AtomicU64,
+    genesis: Mutex<Genesis>,
+    lag: Mutex<rules::LagMemory>,
 }
 
 /// How often the endpoints' slots are compared (one `getSlot` to each): a lag worth leaving
@@ -71,6 +92,7 @@ impl SolClient {
                 up: true,
                 last_error: None,
                 behind: None,
+                other_cluster: None,
             })
             .collect();
         SolClient {
@@ -79,6 +101,8 @@ impl SolClient {
             active: AtomicUsize::new(0),
             failovers: AtomicU64::new(0),
             transport_errors: AtomicU64::new(0),
+            genesis: Mutex::new(Genesis { hashes: vec![None; urls.len()], cluster: None }),
+            lag: Mutex::new(rules::LagMemory::default()),
         }
     }
 
@@ -100,29 +124,87 @@ impl SolClient {
         futures::future::join_all(asks).await
     }
 
-    /// Compares the endpoints' slots and moves to the freshest when the one in use is far behind it
-    /// ([`rules::freshest_endpoint`]): a node that answers but lags is left as one that does not answer is. Called
-    /// every [`LAG_CHECK_EVERY`] beside the passes (never with one endpoint). Returns whether it moved.
-    pub async fn follow_freshest(&self) -> bool {
-        if self.clients.len() < 2 {
-            return false;
+    /// Asks `getGenesisHash` of every endpoint whose hash is not known yet, and marks the ones on another cluster
+    /// once the cluster's hash can be told ([`rules::cluster_reference`]). Returns a line for each endpoint found on
+    /// another cluster now (named by host: the URL may carry a key), also logged as an error.
+    pub async fn check_clusters(&self, wait: Duration) -> Vec<String> {
+        let unknown: Vec<usize> = {
+            let g = self.genesis.lock();
+            (0..self.clients.len()).filter(|i| g.hashes[*i].is_none()).collect()
+        };
+        let asks = unknown.iter().map(|i| {
+            let c = &self.clients[*i];
+            async move { tokio::time::timeout(wait, c.get_genesis_hash()).await.ok()?.ok().map(|h| h.to_string()) }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut g = self.genesis.lock();
+        for (i, h) in unknown.into_iter().zip(answers) {
+            g.hashes[i] = h;
         }
-        let slots = self.slots(LAG_CHECK_WAIT).await;
-        let best = slots.iter().flatten().max().copied();
-        let active = self.active();
-        let to = rules::freshest_endpoint(&slots, active);
+        if g.cluster.is_none() {
+            let hashes: Vec<Option<&str>> = g.hashes.iter().map(Option::as_deref).collect();
+            g.cluster = rules::cluster_reference(&hashes).and_then(|i| g.hashes[i].clone());
+        }
+        let Some(cluster) = g.cluster.clone() else { return Vec::new() };
         let mut eps = self.endpoints.lock();
-        for (e, s) in eps.iter_mut().zip(&slots) {
-            e.behind = s.zip(best).map(|(s, b)| b.saturating_sub(s));
+        let mut found = Vec::new();
+        for (e, h) in eps.iter_mut().zip(&g.hashes) {
+            let Some(h) = h.as_ref().filter(|h| **h != cluster) else { continue };
+            if e.other_cluster.is_none() {
+                e.other_cluster = Some(h.clone());
+                let line = format!(
+                    "RPC endpoint {} is on another cluster (genesis {h}, the cluster's {cluster}): not used",
+                    e.host
+                );
+                tracing::error!(endpoint = %e.host, genesis = %h, cluster = %cluster, "solana: {line}");
+                found.push(line);
+            }
+        }
+        found
+    }
+
+    /// Whether endpoint `i` may be used: not found on another cluster.
+    fn usable(&self, i: usize) -> bool {
+        self.endpoints.lock()[i].other_cluster.is_none()
+    }
+
+    /// One lag check ([`rules::lag_step`]): checks the endpoints' clusters ([`SolClient::check_clusters`]), compares
+    /// their slots and moves to the freshest when the one in use is far behind it in two checks in a row, ignoring
+    /// slots implausibly far above the others' and endpoints on another cluster (one in use is left at once): a node
+    /// that answers but lags is left as one that does not answer is. Called every [`LAG_CHECK_EVERY`] beside the
+    /// passes (never with one endpoint).
+    pub async fn follow_freshest(&self) -> LagCheck {
+        if self.clients.len() < 2 {
+            return LagCheck::default();
+        }
+        let (other_cluster, slots) =
+            futures::future::join(self.check_clusters(LAG_CHECK_WAIT), self.slots(LAG_CHECK_WAIT)).await;
+        let usable: Vec<bool> = (0..self.clients.len()).map(|i| self.usable(i)).collect();
+        let active = self.active();
+        let (to, mem) = {
+            let mut lag = self.lag.lock();
+            let now = i64::try_from(kronos_common::time::now_ms()).unwrap_or(i64::MAX);
+            let (to, mem) = rules::lag_step(&slots, &usable, active, *lag, now);
+            *lag = mem;
+            (to, mem)
+        };
+        let best = mem.best.map(|(b, _)| b);
+        let mut eps = self.endpoints.lock();
+        for ((e, s), ok) in eps.iter_mut().zip(&slots).zip(&usable) {
+            e.behind = s.filter(|_| *ok).zip(best).map(|(s, b)| b.saturating_sub(s));
         }
         if to == active {
-            return false;
+            return LagCheck { moved: false, other_cluster };
         }
         self.active.store(to, Ordering::Relaxed);
         self.failovers.fetch_add(1, Ordering::Relaxed);
-        let behind = eps[active].behind.map_or_else(|| "no slot".to_string(), |b| format!("{b} slots behind"));
-        tracing::warn!(from = %eps[active].host, to = %eps[to].host, lag = %behind, "solana: switched RPC endpoint: the one in use is far behind");
-        true
+        let why = match (&eps[active].other_cluster, eps[active].behind) {
+            (Some(_), _) => "on another cluster".to_string(),
+            (None, Some(b)) => format!("{b} slots behind"),
+            (None, None) => "no slot".to_string(),
+        };
+        tracing::warn!(from = %eps[active].host, to = %eps[to].host, lag = %why, "solana: switched RPC endpoint: the one in use is far behind or on another cluster");
+        LagCheck { moved: true, other_cluster }
     }
 
     /// Runs `f` on the active endpoint, then on the others in order while the failure is in transport. When every
@@ -136,6 +218,10 @@ impl SolClient {
         let mut failures = Vec::new();
         for k in 0..n {
             let i = (first + k) % n;
+            // Never an endpoint on another cluster (its answers are another chain's).
+            if !self.usable(i) {
+                continue;
+            }
             match f(&self.clients[i]).await {
                 Ok(v) => {
                     if i != first {
@@ -213,35 +299,86 @@ mod tests {
         assert!(!r.redact(&format!("{raw}")).contains("Secret42"), "{}", r.redact(&format!("{raw}")));
     }
 
-    /// Issue 15: an endpoint that answers but is far behind the freshest one loses to it; one within
-    /// [`rules::MAX_SLOTS_BEHIND`] is kept (jitter never moves the keeper).
+    /// POSTs `body` to the local RPC server's control `path`.
+    async fn control(rpc: &kronos_testkit::solana_rpc::LocalRpc, path: &str, body: serde_json::Value) {
+        let r = reqwest::Client::new().post(format!("{}control/{path}", rpc.url())).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+
+    /// Local RPC servers as nodes of one cluster (each program-test bank has its own genesis).
+    async fn one_cluster(rpcs: &[&kronos_testkit::solana_rpc::LocalRpc]) {
+        // Mainnet-beta's genesis hash.
+        let hash = "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d";
+        for r in rpcs {
+            control(r, "genesis", serde_json::json!({ "hash": hash })).await;
+        }
+    }
+
+    /// Issue 15: an endpoint that answers but is far behind the freshest one loses to it, once the lead showed in
+    /// two checks in a row (AUDIT5-SOL M1); one within [`rules::MAX_SLOTS_BEHIND`] is kept (jitter never moves the
+    /// keeper).
     #[tokio::test]
     async fn an_endpoint_far_behind_is_left_for_the_freshest() {
         use kronos_testkit::solana_rpc::LocalRpc;
         let (behind, fresh) = (LocalRpc::start().await.unwrap(), LocalRpc::start().await.unwrap());
-        let http = reqwest::Client::new();
-        let warp = |rpc: &LocalRpc, slots: u64| {
-            let req = http.post(format!("{}control/warp", rpc.url())).json(&serde_json::json!({ "slots": slots }));
-            async move { assert!(req.send().await.unwrap().status().is_success()) }
-        };
+        one_cluster(&[&behind, &fresh]).await;
         let far = rules::MAX_SLOTS_BEHIND + 8;
-        warp(&fresh, far).await;
+        control(&fresh, "warp", serde_json::json!({ "slots": far })).await;
         let urls: Vec<url::Url> = [behind.url(), fresh.url()].iter().map(|u| u.parse().unwrap()).collect();
         let c = SolClient::new(&urls);
         let slots = c.slots(Duration::from_secs(5)).await;
         let (b, f) = (slots[0].unwrap(), slots[1].unwrap());
         assert!(f - b > rules::MAX_SLOTS_BEHIND, "{slots:?}");
-        assert!(c.follow_freshest().await);
+        let first = c.follow_freshest().await;
+        assert!(!first.moved && first.other_cluster.is_empty(), "{first:?}");
+        assert_eq!(c.active(), 0, "one check: kept");
+        assert!(c.follow_freshest().await.moved);
         assert_eq!(c.active(), 1);
         assert_eq!(c.endpoints()[0].behind, Some(f - b));
         assert_eq!(c.failovers.load(Ordering::Relaxed), 1);
         // Caught up to within the threshold: a client on it stays there.
-        warp(&behind, far - 4).await;
+        control(&behind, "warp", serde_json::json!({ "slots": far - 4 })).await;
         let c = SolClient::new(&urls);
         let slots = c.slots(Duration::from_secs(5)).await;
         let lag = slots[1].unwrap() - slots[0].unwrap();
         assert!(lag > 0 && lag <= rules::MAX_SLOTS_BEHIND, "{slots:?}");
-        assert!(!c.follow_freshest().await);
+        assert!(!c.follow_freshest().await.moved);
+        assert!(!c.follow_freshest().await.moved);
         assert_eq!(c.active(), 0);
+    }
+
+    /// AUDIT5-SOL M1: an endpoint on another cluster (another genesis hash than the majority's), however far ahead,
+    /// never takes the keeper, neither by lag nor by the transport failover; it is reported once, by host only.
+    #[tokio::test]
+    async fn an_endpoint_on_another_cluster_is_never_used() {
+        use kronos_testkit::solana_rpc::LocalRpc;
+        let (a, foreign, b) =
+            (LocalRpc::start().await.unwrap(), LocalRpc::start().await.unwrap(), LocalRpc::start().await.unwrap());
+        one_cluster(&[&a, &b]).await;
+        control(&foreign, "genesis", serde_json::json!({ "hash": "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG" }))
+            .await;
+        control(&foreign, "warp", serde_json::json!({ "slots": 500 })).await;
+        let mut urls: Vec<url::Url> = [a.url(), foreign.url(), b.url()].iter().map(|u| u.parse().unwrap()).collect();
+        urls[1].set_query(Some("api-key=Foreign42"));
+        let c = SolClient::new(&urls);
+        let first = c.follow_freshest().await;
+        assert_eq!(first.other_cluster.len(), 1, "{first:?}");
+        let host = c.endpoints()[1].host.clone();
+        assert!(first.other_cluster[0].contains(&host) && !first.other_cluster[0].contains("Foreign42"), "{first:?}");
+        for _ in 0..3 {
+            let again = c.follow_freshest().await;
+            assert!(!again.moved && again.other_cluster.is_empty(), "{again:?}");
+        }
+        assert_eq!(c.active(), 0);
+        assert!(c.endpoints()[1].other_cluster.is_some());
+        assert_eq!(c.endpoints()[1].behind, None);
+        // In use (say it was first in the list): the next check leaves it at once.
+        c.active.store(1, Ordering::Relaxed);
+        assert!(c.follow_freshest().await.moved);
+        assert_ne!(c.active(), 1);
+        // And a call starting on it passes it by for the next endpoint.
+        c.active.store(1, Ordering::Relaxed);
+        c.call(|c| c.get_slot().boxed()).await.unwrap();
+        assert_eq!(c.active(), 2);
     }
 }

@@ -544,7 +544,11 @@ impl SolanaRuntime {
                         _ = c.cancelled() => return,
                         _ = tokio::time::sleep(super::client::LAG_CHECK_EVERY) => {}
                     }
-                    if rt.client.follow_freshest().await {
+                    let checked = rt.client.follow_freshest().await;
+                    // AUDIT5-SOL M1: an endpoint on another cluster is a configuration error: named (by host) in
+                    // /health's error, so the next tick turns the keeper unhealthy and alerts it once.
+                    rt.skipped.lock().extend(checked.other_cluster.iter().cloned());
+                    if checked.moved || !checked.other_cluster.is_empty() {
                         rt.endpoints_into(&mut rt.health.lock());
                         rt.refresh_metrics();
                     }

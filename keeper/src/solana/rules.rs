@@ -447,15 +447,107 @@ pub fn check_feed(
 /// a node unhealthy only at 128 slots (about 51 s) behind, too late for a lock or settle due within seconds.
 pub const MAX_SLOTS_BEHIND: u64 = 32;
 
-/// The endpoint to use, from each endpoint's latest confirmed slot (`None`: it did not answer) and the index of the
-/// one in use: the one in use while it is at most [`MAX_SLOTS_BEHIND`] behind the freshest (or no slot is known),
-/// else the freshest (the first of equals, in the configured order).
-pub fn freshest_endpoint(slots: &[Option<u64>], active: usize) -> usize {
-    let Some(best) = slots.iter().flatten().max().copied() else { return active };
-    match slots.get(active).copied().flatten() {
-        Some(s) if best.saturating_sub(s) <= MAX_SLOTS_BEHIND => active,
-        _ => slots.iter().position(|s| *s == Some(best)).unwrap_or(active),
+/// How far an endpoint's slot may lead the median of the other endpoints' slots before it is taken for a lie: 1 500
+/// slots, about 10 min. A node on the cluster cannot be ahead of the cluster; one that claims to be (a buggy or
+/// malicious provider) would take the keeper to an endpoint whose every read carrying `minContextSlot` fails. A slot
+/// above that bound is still believed when the wall clock allows it ([`slot_allowance`] since the last check's best
+/// plausible slot): the others then stalled, the candidate did not jump.
+pub const MAX_PLAUSIBLE_LEAD: u64 = 1_500;
+
+/// How many slots may have passed in `elapsed_ms` of wall time: twice the 400 ms slot rate, plus
+/// [`MAX_SLOTS_BEHIND`] for the sampling moments.
+pub fn slot_allowance(elapsed_ms: i64) -> u64 {
+    u64::try_from(elapsed_ms).unwrap_or(0) / 200 + MAX_SLOTS_BEHIND
+}
+
+/// What the lag check remembers from one check to the next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagMemory {
+    /// The best plausible slot at the last check that had one, and when (unix ms).
+    pub best: Option<(u64, i64)>,
+    /// The endpoint in use's last plausible slot.
+    pub active_slot: Option<u64>,
+    /// Whether the last check already wanted to leave the endpoint in use (a move needs two checks in a row).
+    pub wanted: bool,
+}
+
+/// Each endpoint's slot, `None` where it is implausible: more than [`MAX_PLAUSIBLE_LEAD`] above the median (the
+/// upper one) of the others that answered, unless within [`slot_allowance`] of `prev` (the last check's best
+/// plausible slot and its time). With no other slot and no `prev` a slot is believed.
+pub fn plausible_slots(slots: &[Option<u64>], prev: Option<(u64, i64)>, now_ms: i64) -> Vec<Option<u64>> {
+    slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let s = (*s)?;
+            let mut others: Vec<u64> =
+                slots.iter().enumerate().filter(|(j, _)| *j != i).filter_map(|(_, o)| *o).collect();
+            others.sort_unstable();
+            let median = others.get(others.len() / 2).copied();
+            let by_others = median.is_none_or(|m| s <= m.saturating_add(MAX_PLAUSIBLE_LEAD));
+            let by_clock = prev.is_some_and(|(p, at)| s <= p.saturating_add(slot_allowance(now_ms - at)));
+            (by_others || by_clock).then_some(s)
+        })
+        .collect()
+}
+
+/// One lag check: the endpoint to use and what to remember, from each endpoint's latest confirmed slot (`None`: it
+/// did not answer), which endpoints may be used at all (`usable`: false for one on another cluster), the index of
+/// the one in use and the last check's memory.
+/// - Implausible slots ([`plausible_slots`]) and unusable endpoints count as not answering.
+/// - An unusable endpoint in use is left at once for the freshest usable one that answered.
+/// - Else the endpoint in use is left only when it is more than [`MAX_SLOTS_BEHIND`] behind the freshest, or, when
+///   it did not answer, only for one not behind its last known slot (one missed `getSlot` never moves the keeper to a
+///   lagging node: a dead endpoint is the transport failover's), and only when the last check wanted to leave it
+///   too (one odd reading never moves the keeper). It moves to the freshest (the first of equals, in the configured
+///   order).
+pub fn lag_step(
+    slots: &[Option<u64>],
+    usable: &[bool],
+    active: usize,
+    mem: LagMemory,
+    now_ms: i64,
+) -> (usize, LagMemory) {
+    let ok = |i: usize| usable.get(i).copied().unwrap_or(true);
+    let masked: Vec<Option<u64>> = slots.iter().enumerate().map(|(i, s)| s.filter(|_| ok(i))).collect();
+    let plaus = plausible_slots(&masked, mem.best, now_ms);
+    let best = plaus.iter().flatten().max().copied();
+    let freshest = best.and_then(|b| plaus.iter().position(|s| *s == Some(b)));
+    let remember = |to: usize, wanted: bool| LagMemory {
+        best: best.map(|b| (b, now_ms)).or(mem.best),
+        active_slot: if to == active { plaus.get(active).copied().flatten().or(mem.active_slot) } else { plaus[to] },
+        wanted,
+    };
+    let Some(best) = best else { return (active, remember(active, false)) };
+    let to = freshest.unwrap_or(active);
+    if !ok(active) {
+        return (to, remember(to, false));
     }
+    let leave = match plaus.get(active).copied().flatten() {
+        Some(s) => best.saturating_sub(s) > MAX_SLOTS_BEHIND,
+        None => mem.active_slot.is_some_and(|last| best.saturating_add(MAX_SLOTS_BEHIND) >= last),
+    };
+    match (leave, mem.wanted) {
+        (true, true) => (to, remember(to, false)),
+        (true, false) => (active, remember(active, true)),
+        (false, _) => (active, remember(active, false)),
+    }
+}
+
+/// The index of the genesis hash the endpoints are checked against (`hashes`: each endpoint's `getGenesisHash`,
+/// `None` while unknown), once it can be told: the hash a strict majority of the configured endpoints answered, or,
+/// once every endpoint answered, the most common one (the first configured of equals: with two endpoints that
+/// disagree, the first configured URL is taken as the cluster's). `None` while it cannot be told yet.
+pub fn cluster_reference(hashes: &[Option<&str>]) -> Option<usize> {
+    let count = |h: &str| hashes.iter().filter(|o| **o == Some(h)).count();
+    let (i, n) = hashes.iter().enumerate().filter_map(|(i, h)| h.map(|h| (i, count(h)))).fold(
+        None::<(usize, usize)>,
+        |acc, (i, n)| match acc {
+            Some((_, m)) if m >= n => acc,
+            _ => Some((i, n)),
+        },
+    )?;
+    (2 * n > hashes.len() || hashes.iter().all(Option::is_some)).then_some(i)
 }
 
 #[cfg(test)]
@@ -766,18 +858,93 @@ mod tests {
         assert_eq!(check_feed((o, w), Some((o, w)), (o, x)), Err(Refusal::Changed { what: "writer" }));
     }
 
+    /// A check that moves at once from what it is given (the last check already wanted to leave, and saw `best`).
+    fn step(slots: &[Option<u64>], active: usize) -> usize {
+        let mem = LagMemory { best: Some((1_000, 0)), active_slot: None, wanted: true };
+        lag_step(slots, &vec![true; slots.len()], active, mem, 0).0
+    }
+
     /// Issue 15: an endpoint that answers but is far behind loses to a fresh one; jitter within the threshold never
-    /// moves the keeper, and a silent endpoint in use is left for the freshest.
+    /// moves the keeper.
     #[test]
     fn an_endpoint_far_behind_loses_to_the_freshest() {
         let far = 1_000 - MAX_SLOTS_BEHIND - 1;
-        assert_eq!(freshest_endpoint(&[Some(far), Some(1_000), Some(990)], 0), 1);
-        assert_eq!(freshest_endpoint(&[Some(1_000 - MAX_SLOTS_BEHIND), Some(1_000)], 0), 0, "at the threshold: kept");
-        assert_eq!(freshest_endpoint(&[Some(1_000), Some(far)], 1), 0);
+        assert_eq!(step(&[Some(far), Some(1_000), Some(990)], 0), 1);
+        assert_eq!(step(&[Some(1_000 - MAX_SLOTS_BEHIND), Some(1_000)], 0), 0, "at the threshold: kept");
+        assert_eq!(step(&[Some(1_000), Some(far)], 1), 0);
         // The first of equals, in the configured order.
-        assert_eq!(freshest_endpoint(&[Some(1_000), Some(far), Some(1_000)], 1), 0);
-        assert_eq!(freshest_endpoint(&[Some(1_000), None, Some(1_001)], 1), 2, "the one in use does not answer");
-        assert_eq!(freshest_endpoint(&[None, None], 1), 1, "nothing known: kept");
-        assert_eq!(freshest_endpoint(&[Some(5)], 0), 0);
+        assert_eq!(step(&[Some(1_000), Some(far), Some(1_000)], 1), 0);
+        assert_eq!(step(&[None, None], 1), 1, "nothing known: kept");
+        assert_eq!(step(&[Some(5)], 0), 0);
+    }
+
+    /// AUDIT5-SOL M1: a lead must show in two checks in a row before the keeper moves; a reading in between that
+    /// does not show it starts the count again.
+    #[test]
+    fn a_lead_moves_the_keeper_only_in_two_checks_in_a_row() {
+        let far = [Some(1_000), Some(1_000 + MAX_SLOTS_BEHIND + 1)];
+        let all = [true, true];
+        let (to, m1) = lag_step(&far, &all, 0, LagMemory::default(), 0);
+        assert_eq!((to, m1.wanted), (0, true), "first sight: kept");
+        let (to, m2) = lag_step(&[Some(1_010), Some(1_012)], &all, 0, m1, 5_000);
+        assert_eq!((to, m2.wanted), (0, false), "the lead is gone: counted again");
+        let (to, m3) = lag_step(&[Some(1_020), Some(1_060)], &all, 0, m2, 10_000);
+        assert_eq!(to, 0);
+        let (to, m4) = lag_step(&[Some(1_030), Some(1_080)], &all, 0, m3, 15_000);
+        assert_eq!((to, m4.wanted, m4.active_slot), (1, false, Some(1_080)), "second in a row: moved");
+    }
+
+    /// AUDIT5-SOL M1: a slot implausibly far above the others' is ignored (with two endpoints and with three),
+    /// unless the wall clock since the last check allows it (the others stalled).
+    #[test]
+    fn a_slot_implausibly_far_above_the_others_is_ignored() {
+        let liar = Some(5_000);
+        assert_eq!(plausible_slots(&[Some(1_000), liar], None, 0), vec![Some(1_000), None]);
+        assert_eq!(plausible_slots(&[Some(1_000), liar, Some(1_001)], None, 0), vec![Some(1_000), None, Some(1_001)]);
+        assert_eq!(plausible_slots(&[Some(1_000), Some(1_000 + MAX_PLAUSIBLE_LEAD)], None, 0)[1], Some(2_500));
+        // The liar never takes the keeper, however often it is seen.
+        let mut mem = LagMemory::default();
+        for k in 0..4 {
+            let (to, m) = lag_step(&[Some(1_000 + k), liar], &[true, true], 0, mem, 5_000 * k as i64);
+            assert_eq!(to, 0, "check {k}");
+            mem = m;
+        }
+        // The one in use stalled while the other kept going: its lead grew a slot per 400 ms, which the clock allows.
+        let prev = Some((1_000 + MAX_PLAUSIBLE_LEAD - 10, 0));
+        assert_eq!(plausible_slots(&[Some(1_000), Some(1_000 + MAX_PLAUSIBLE_LEAD + 5)], prev, 5_000)[1], Some(2_505));
+        // A jump past what 5 s allow is not.
+        assert_eq!(plausible_slots(&[Some(1_000), Some(1_000 + MAX_PLAUSIBLE_LEAD + 200)], prev, 5_000)[1], None);
+    }
+
+    /// AUDIT5-SOL LOW-1: the endpoint in use that misses one `getSlot` is not left for a lagging one, only for one at
+    /// least as fresh as its last known slot; an endpoint on another cluster is never chosen, and one in use is
+    /// left at once.
+    #[test]
+    fn a_silent_endpoint_in_use_is_left_only_for_a_fresh_one_and_never_for_another_cluster() {
+        let mem = LagMemory { best: Some((1_000, 0)), active_slot: Some(1_000), wanted: true };
+        let all = [true, true];
+        assert_eq!(lag_step(&[None, Some(1_000 - MAX_SLOTS_BEHIND - 1)], &all, 0, mem, 5_000).0, 0, "lagging: kept");
+        assert_eq!(lag_step(&[None, Some(1_010)], &all, 0, mem, 5_000).0, 1, "fresh: moved");
+        let no_last = LagMemory { active_slot: None, ..mem };
+        assert_eq!(lag_step(&[None, Some(1_010)], &all, 0, no_last, 5_000).0, 0, "never seen: kept");
+        // Another cluster: never chosen, however fresh.
+        assert_eq!(lag_step(&[Some(900), Some(1_010)], &[true, false], 0, mem, 5_000).0, 0);
+        assert_eq!(lag_step(&[Some(900), Some(1_010), Some(905)], &[true, false, true], 0, mem, 5_000).0, 0);
+        // In use and on another cluster: left at once for the freshest usable one.
+        let fresh = LagMemory::default();
+        assert_eq!(lag_step(&[Some(9_000), Some(1_000), Some(1_001)], &[false, true, true], 0, fresh, 0).0, 2);
+    }
+
+    /// AUDIT5-SOL M1: the cluster is the one a strict majority answered, or, once all answered, the most common (the
+    /// first configured of equals).
+    #[test]
+    fn the_cluster_is_the_majority_s_genesis() {
+        assert_eq!(cluster_reference(&[Some("a"), Some("b"), Some("b")]), Some(1));
+        assert_eq!(cluster_reference(&[Some("b"), None, Some("b")]), Some(0));
+        assert_eq!(cluster_reference(&[None, Some("a"), Some("b")]), None, "cannot be told yet");
+        assert_eq!(cluster_reference(&[Some("a"), Some("b")]), Some(0), "all answered, a tie: the first");
+        assert_eq!(cluster_reference(&[None, Some("b")]), None);
+        assert_eq!(cluster_reference(&[Some("a")]), Some(0));
+        assert_eq!(cluster_reference(&[None, None]), None);
     }
 }

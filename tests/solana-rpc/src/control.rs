@@ -33,6 +33,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/control/land_held", post(land_held))
         .route("/control/fail_next", post(fail_next))
         .route("/control/short_next_accounts", post(short_next_accounts))
+        .route("/control/genesis", post(set_genesis))
 }
 
 fn bad(what: impl std::fmt::Display) -> (StatusCode, Json<Value>) {
@@ -285,6 +286,21 @@ async fn short_next_accounts(State(node): State<Shared>, b: axum::body::Bytes) -
     let d: DropSends = body(&b)?;
     node.lock().await.short_accounts = d.n;
     Ok(Json(json!({ "short": d.n })))
+}
+
+#[derive(Deserialize)]
+struct Genesis {
+    hash: String,
+}
+
+/// POST `/control/genesis` `{"hash": "<base58>"}`: `getGenesisHash` answers this hash from now on (a node of that
+/// cluster: two servers given one hash are one cluster, a server given another is a foreign one). Answers
+/// `{"genesis": hash}`.
+async fn set_genesis(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
+    let g: Genesis = body(&b)?;
+    let hash: solana_hash::Hash = g.hash.parse().map_err(|e| bad(format!("hash {:?}: {e:?}", g.hash)))?;
+    node.lock().await.genesis = Some(hash.to_string());
+    Ok(Json(json!({ "genesis": hash.to_string() })))
 }
 
 impl Node {

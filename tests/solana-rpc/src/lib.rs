@@ -179,6 +179,8 @@ pub(crate) struct Node {
     fail_next: HashMap<String, u64>,
     /// `getMultipleAccounts` answers still to send one account short (`/control/short_next_accounts`).
     short_accounts: u64,
+    /// What `getGenesisHash` answers once `/control/genesis` set it (base58), instead of the bank's genesis.
+    genesis: Option<String>,
 }
 
 impl Node {
@@ -195,6 +197,7 @@ impl Node {
             held: Vec::new(),
             fail_next: HashMap::new(),
             short_accounts: 0,
+            genesis: None,
         }
     }
 

@@ -171,7 +171,9 @@ async fn call(node: &mut Node, method: &str, p: &[Value]) -> Result<Value, RpcEr
         "getBalance" => get_balance(node, p).await,
         "getRecentPrioritizationFees" => get_recent_prioritization_fees(node, p).await,
         "getFeeForMessage" => get_fee_for_message(node, p).await,
-        "getGenesisHash" => Ok(json!(node.ctx.genesis_config().hash().to_string())),
+        "getGenesisHash" => {
+            Ok(json!(node.genesis.clone().unwrap_or_else(|| node.ctx.genesis_config().hash().to_string())))
+        }
         other => {
             Err(RpcError { code: code::METHOD_NOT_FOUND, message: format!("Method not found: {other}"), data: None })
         }

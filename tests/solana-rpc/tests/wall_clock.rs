@@ -49,4 +49,13 @@ async fn slots_advance_and_the_clock_follows_the_wall_at_its_speed() {
     let genesis = client.get_genesis_hash().await.unwrap();
     assert_ne!(genesis, solana_hash::Hash::default());
     assert_eq!(client.get_genesis_hash().await.unwrap(), genesis);
+    // `/control/genesis`: the server answers as a node of another cluster; a bad hash is refused.
+    let other = solana_hash::Hash::new_from_array([7; 32]);
+    let http = reqwest::Client::new();
+    let set =
+        |hash: String| http.post(format!("{}control/genesis", rpc.url())).json(&serde_json::json!({ "hash": hash }));
+    assert!(set(other.to_string()).send().await.unwrap().status().is_success());
+    assert_eq!(client.get_genesis_hash().await.unwrap(), other);
+    assert_eq!(set("not base58!".into()).send().await.unwrap().status(), reqwest::StatusCode::BAD_REQUEST);
+    assert_eq!(client.get_genesis_hash().await.unwrap(), other);
 }
