@@ -177,6 +177,9 @@ struct Inner {
     late_pending: u32,
     push_log: VecDeque<PushLog>,
     key_seq: u64,
+    /// A position that goes flat leaves its stops that carry a quantity listed (only close-position ones expire):
+    /// [`MockExchange::keep_quantity_stops_on_close`].
+    keep_quantity_stops: bool,
 }
 
 /// The running exchange. Cheap to clone.
@@ -317,6 +320,7 @@ impl MockExchange {
             late_pending: 0,
             push_log: VecDeque::new(),
             key_seq: 0,
+            keep_quantity_stops: false,
         };
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -392,6 +396,12 @@ impl MockExchange {
         let Some(a) = acc.sim.set_stop_status(client_algo_id, status, now_ms()) else { return false };
         push_algo(&mut g, api_key, &a);
         true
+    }
+
+    /// From now on, a position closed by an order leaves its stops that carry a quantity (reduce-only) listed, as the
+    /// venue can: only its close-position stops expire with it (by default every stop of the symbol does).
+    pub fn keep_quantity_stops_on_close(&self, keep: bool) {
+        self.inner.lock().keep_quantity_stops = keep;
     }
 
     /// Auto-deleverages an account's one-way position in `symbol`: closes it at the mark as the venue's ADL does
@@ -1217,7 +1227,13 @@ impl MockExchange {
                 push_fill(g, key, &fill);
                 // A position that went flat takes its close-position stops with it (the venue expires them).
                 if fill.position.amount.is_zero() {
-                    let stale: Vec<AlgoOrder> = g.accounts[key].sim.open_stops(Some(&symbol));
+                    let keep = g.keep_quantity_stops;
+                    let stale: Vec<AlgoOrder> = g.accounts[key]
+                        .sim
+                        .open_stops(Some(&symbol))
+                        .into_iter()
+                        .filter(|a| a.close_position || !keep)
+                        .collect();
                     for a in stale {
                         if let Ok(x) =
                             g.accounts.get_mut(key).expect("account").sim.cancel_stop(&a.client_algo_id, now_ms())

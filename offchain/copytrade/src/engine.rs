@@ -373,6 +373,13 @@ impl Engine {
             self.restore_paper().await?;
         }
         self.resolve_pending().await?;
+        // Positions as recorded, so the reconcile below reports only what changed while this process was down (read
+        // before the stops: a stop row is judged by its position).
+        for (s, q, e) in self.store.positions().await? {
+            if !q.is_zero() {
+                self.follower.insert(s.clone(), Position { symbol: s, qty: q, entry_price: e, mark_price: e });
+            }
+        }
         // Stops as recorded; verified against the exchange below.
         for r in self.store.orders_with_status("open").await? {
             if r.kind == "stop" {
@@ -384,18 +391,22 @@ impl Engine {
                 // recorded open was replaced (its fate unsettled) or left by a crash between placing a stop and
                 // retiring the old one — kept as replaced, so a flat position whose old stop fired is a stop-out
                 // after a restart too (AUDIT-3 F2), and asked again until settled.
-                if let Some(older) = self.stops.insert(r.symbol.clone(), st) {
+                // AUDIT-5 L1: a row of a symbol with no recorded position (or one in the other direction) guards
+                // nothing — a stop whose cancel failed when its position closed, or one replaced at a close outside
+                // or a stop-out: restored as replaced, never as the held stop, so an entry it would close waits
+                // until it is settled.
+                let pos = self.follower.get(&r.symbol).map(|p| p.qty).unwrap_or_default();
+                let older = if stops::held_guards_nothing(pos, &st) {
+                    Some(st)
+                } else {
+                    self.stops.insert(r.symbol.clone(), st)
+                };
+                if let Some(older) = older {
                     let list = self.replaced.entry(r.symbol.clone()).or_default();
                     if !list.iter().any(|x| x.client_id == older.client_id) {
                         list.push(older);
                     }
                 }
-            }
-        }
-        // Positions as recorded, so the reconcile below reports only what changed while this process was down.
-        for (s, q, e) in self.store.positions().await? {
-            if !q.is_zero() {
-                self.follower.insert(s.clone(), Position { symbol: s, qty: q, entry_price: e, mark_price: e });
             }
         }
         for (s, q, following) in self.store.lead().await? {
@@ -946,10 +957,21 @@ impl Engine {
             }
             Err(e) => {
                 if !stops::already_gone(e.code()) {
-                    self.risk_event("stop_cancel_failed", symbol, format!("{}: {e}", st.client_id)).await;
+                    self.cancel_failed(symbol, &st.client_id, &e).await;
                 }
                 false
             }
+        }
+    }
+
+    /// AUDIT-5 L3: reports a stop whose cancel failed (`stop_cancel_failed`) at most once a minute per stop, like
+    /// `entry_waits_for_stop`: a stuck stop is retried at every apply and reconcile, and every failure was an alert.
+    /// The alert repeats while the stop stays unsettled (and an entry it would close waits), never silently.
+    async fn cancel_failed(&mut self, symbol: &str, client_id: &str, e: &impl std::fmt::Display) {
+        if self.blocked_noted.due(&format!("{client_id} cancel"), Instant::now()) {
+            self.risk_event("stop_cancel_failed", symbol, format!("{client_id}: {e}")).await;
+        } else {
+            tracing::warn!(symbol, client_id, error = %e, "copy-trader: a stop's cancel failed again");
         }
     }
 
@@ -1166,12 +1188,22 @@ impl Engine {
         self.protect(symbol).await;
     }
 
-    /// AUDIT-4 L4 ([`stops::entry_waits`]): whether an entry on `side` in `symbol` waits for a replaced stop there
-    /// that would close it. Each such stop is asked first: one still open is cancelled strictly (kept while the
-    /// cancel is not confirmed), one that ended is dropped with its status ([`stops::replaced_plan`]); the entry
-    /// waits only while one is left, reported once in a while (`entry_waits_for_stop`). A later apply (every
-    /// reconcile applies every symbol) sends it once the stop is settled.
+    /// AUDIT-4 L4 ([`stops::entry_waits`]): whether an entry on `side` in `symbol` waits for an old stop there that
+    /// would close it. AUDIT-5 L1: the stop held counts too when it guards nothing recorded (no position, or one in
+    /// the other direction — its cancel failed when the position closed): it is moved to the replaced ones first.
+    /// Each such stop is asked: one still open is cancelled strictly (dropped, recorded "canceled", once confirmed);
+    /// whether it holds the entry is [`stops::may_still_fire`] (AUDIT-5 L2); one that cannot fire is dropped with its
+    /// status when [`stops::replaced_plan`] says it is settled, else kept for the stop-out check without holding the
+    /// entry. The entry waits only while one may still fire, reported once a minute (`entry_waits_for_stop`). A
+    /// later apply (every reconcile applies every symbol) sends it once the stop is settled.
     async fn entry_waits_for_replaced(&mut self, symbol: &str, side: Side) -> bool {
+        let pos = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
+        if let Some(held) = self.stops.get(symbol).cloned() {
+            if stops::entry_waits(std::slice::from_ref(&held), side) && stops::held_guards_nothing(pos, &held) {
+                self.stops.remove(symbol);
+                self.replaced.entry(symbol.into()).or_default().push(held);
+            }
+        }
         let list = self.replaced.remove(symbol).unwrap_or_default();
         if !stops::entry_waits(&list, side) {
             if !list.is_empty() {
@@ -1180,19 +1212,22 @@ impl Engine {
             return false;
         }
         let recorded = self.follower.contains_key(symbol);
-        let mut kept = Vec::new();
+        let (mut kept, mut live) = (Vec::new(), Vec::new());
         for st in list {
             if !stops::entry_waits(std::slice::from_ref(&st), side) {
                 kept.push(st);
                 continue;
             }
             let fate = self.ask_stop(symbol, &st).await;
+            if fate == Some(stops::StopFate::Open) && self.cancel_replaced(symbol, &st).await {
+                continue;
+            }
+            if stops::may_still_fire(&fate) {
+                live.push(format!("{} ({})", st.trigger, st.client_id));
+                kept.push(st);
+                continue;
+            }
             match stops::replaced_plan(&fate, recorded, stops::Now::Unread) {
-                stops::ReplacedPlan::Release => {
-                    if !self.cancel_replaced(symbol, &st).await {
-                        kept.push(st);
-                    }
-                }
                 stops::ReplacedPlan::Drop { status, .. } => {
                     let _ = self
                         .store
@@ -1203,14 +1238,15 @@ impl Engine {
                         )
                         .await;
                 }
-                stops::ReplacedPlan::Keep | stops::ReplacedPlan::Recheck => kept.push(st),
+                stops::ReplacedPlan::Keep | stops::ReplacedPlan::Recheck | stops::ReplacedPlan::Release => {
+                    kept.push(st)
+                }
             }
         }
-        let waits = stops::entry_waits(&kept, side);
-        let left: Vec<String> = kept.iter().map(|st| format!("{} ({})", st.trigger, st.client_id)).collect();
         if !kept.is_empty() {
             self.replaced.insert(symbol.into(), kept);
         }
+        let waits = !live.is_empty();
         if waits && self.blocked_noted.due(&format!("{symbol} replaced stop"), Instant::now()) {
             self.risk_event(
                 "entry_waits_for_stop",
@@ -1218,10 +1254,10 @@ impl Engine {
                 format!(
                     "not adding ({} {}): an old stop of it is still possibly live ({}) — its cancel is not \
                      confirmed or its fate not known — and could close the new position at its old trigger; sent \
-                     once it is settled",
+                     once it is settled (its failed cancel is reported once a minute meanwhile)",
                     side_str(side),
                     symbol,
-                    left.join(", ")
+                    live.join(", ")
                 ),
             )
             .await;
@@ -1780,7 +1816,7 @@ impl Engine {
                 // The old stop stays open beside the new one, kept as replaced (AUDIT-3 F6): a flat position it
                 // closes is a stop-out, and the next reconcile cancels it.
                 self.replaced.entry(symbol.into()).or_default().push(old.clone());
-                self.risk_event("stop_cancel_failed", symbol, format!("{}: {e}", old.client_id)).await;
+                self.cancel_failed(symbol, &old.client_id, &e).await;
             }
         }
     }
@@ -1873,7 +1909,7 @@ impl Engine {
                 true
             }
             Err(e) => {
-                self.risk_event("stop_cancel_failed", symbol, format!("{client_id}: {e}")).await;
+                self.cancel_failed(symbol, client_id, &e).await;
                 false
             }
         }

@@ -253,6 +253,30 @@ pub(crate) fn entry_waits(replaced: &[StopInfo], side: Side) -> bool {
     replaced.iter().any(|st| st.side != side)
 }
 
+/// AUDIT-5 L1: whether the stop held in a symbol guards nothing the engine records — no position (flat), or one
+/// in the other direction than the stop closes (`pos`: the recorded signed quantity, zero when none). Such a stop is
+/// treated like a replaced one before an entry (asked, cancelled strictly, dropped once confirmed gone: an entry it
+/// would close waits for it meanwhile), and an "open" stop row of such a symbol is restored as replaced at a start.
+/// Before, only replaced stops held an entry: a held stop whose cancel failed when the position closed stayed live
+/// at its old trigger under the next entry.
+pub(crate) fn held_guards_nothing(pos: Decimal, held: &StopInfo) -> bool {
+    pos.is_zero() || held.side != opposite(pos)
+}
+
+/// AUDIT-5 L2: whether a stop that would close an entry may still fire, from its fate as asked before the entry
+/// (`None`: the question failed) — the one liveness rule of entries (the stop-out check keeps its own list as
+/// before). Blocks: not asked, a status this engine does not know, open (only while its cancel is not confirmed:
+/// the caller cancels an open one first) and firing (TRIGGERING/TRIGGERED: its close may still be on its way, also
+/// with no position recorded). Never blocks: ended (canceled, expired, rejected), not found, FINISHED (its close is
+/// done). Before, the reconcile's `replaced_plan` decided it: an ended or FINISHED stop under a recorded position
+/// held the entry until the next reconcile, and a firing one with no position recorded let it go.
+pub(crate) fn may_still_fire(fate: &Asked) -> bool {
+    match fate {
+        None | Some(StopFate::Unknown(_)) | Some(StopFate::Open) | Some(StopFate::Firing) => true,
+        Some(StopFate::Ended(_)) | Some(StopFate::NotFound) | Some(StopFate::Fired) => false,
+    }
+}
+
 /// What to do about a replaced stop kept for the stop-out check, at a reconcile (after the flat positions were
 /// checked), from its fate now, whether the engine still records a position in its symbol and what a positions
 /// read made after the question shows (as [`held_plan`]).
@@ -572,6 +596,46 @@ pub(crate) mod tests {
         // Any one of several.
         assert!(entry_waits(&[buy.clone(), sell.clone()], Side::Buy));
         assert!(entry_waits(&[buy, sell], Side::Sell));
+    }
+
+    /// AUDIT-5 L1: a held stop with no recorded position, or under one in the other direction, guards nothing: it
+    /// is treated like a replaced stop before an entry and restored as replaced at a start.
+    #[test]
+    fn a_held_stop_under_no_position_or_the_other_side_guards_nothing() {
+        let sell = stop("ks0", "49000", Side::Sell, None);
+        let buy = stop("ks1", "51000", Side::Buy, Some("0.1"));
+        assert!(held_guards_nothing(d("0"), &sell) && held_guards_nothing(d("0"), &buy));
+        // A long is guarded by a SELL stop, a short by a BUY stop.
+        assert!(!held_guards_nothing(d("0.1"), &sell));
+        assert!(held_guards_nothing(d("0.1"), &buy));
+        assert!(!held_guards_nothing(d("-0.1"), &buy));
+        assert!(held_guards_nothing(d("-0.1"), &sell));
+    }
+
+    /// AUDIT-5 L2: the entries' liveness rule, status by status: what may still fire holds an entry it would close;
+    /// what ended, is not found or FINISHED never does.
+    #[test]
+    fn an_entry_waits_only_for_a_stop_that_may_still_fire() {
+        let table: [(Asked, bool); 9] = [
+            (None, true),
+            (Some(StopFate::Unknown("PAUSED".into())), true),
+            (Some(StopFate::Open), true),
+            (Some(StopFate::Firing), true),
+            (Some(StopFate::Fired), false),
+            (Some(StopFate::NotFound), false),
+            (Some(StopFate::Ended("canceled".into())), false),
+            (Some(StopFate::Ended("expired".into())), false),
+            (Some(StopFate::Ended("rejected".into())), false),
+        ];
+        for (fate, waits) in table {
+            assert_eq!(may_still_fire(&fate), waits, "{fate:?}");
+        }
+        // From the exchange's own statuses: TRIGGERING and TRIGGERED block, FINISHED does not.
+        let fate = |status: &str| Some(stop_fate(Some(&algo("BTCUSDT", "ks1", status, "BOTH"))));
+        for (status, waits) in [("NEW", true), ("TRIGGERING", true), ("TRIGGERED", true), ("FINISHED", false)] {
+            assert_eq!(may_still_fire(&fate(status)), waits, "{status}");
+        }
+        assert!(!may_still_fire(&Some(stop_fate(None))));
     }
 
     /// AUDIT-3 F1/F7: a held stop the exchange no longer lists open is judged against a positions read made after

@@ -1,0 +1,67 @@
+//! AUDIT-5 (issue 12): entries and the old stops that could close them, on the local exchange.
+//!
+//! - L1: the stop held by a position that closed, whose cancel failed, is as live as a replaced one: the lead's
+//!   reopen waits for it (before, only replaced stops held an entry, and the new position went out under the old
+//!   stop at its old trigger).
+//! - L3: a stop whose cancel keeps failing is retried at every apply and reconcile, but `stop_cancel_failed` is
+//!   reported once a minute per stop, not at every try.
+
+mod common;
+
+use common::*;
+use kronos_binance::types::Side;
+use kronos_binance_mock::Fault;
+
+/// How many events of `kind` name `needle`.
+async fn count_events(store: &kronos_copytrade::Store, kind: &str, needle: &str) -> usize {
+    store.events(500).await.unwrap().iter().filter(|e| e.kind == kind && e.detail.contains(needle)).count()
+}
+
+/// AUDIT-5 L1 (and L3): every cancel of a stop is refused from the lead's add on, so the follower's moved stop
+/// (63210, reduce-only with a quantity: the first, close-position, one still holds the direction) stays live, held
+/// under a flat position once the lead closes (the exchange expires only the close-position one). The lead reopens
+/// long: the follower's BUY waits (`entry_waits_for_stop`) until that stop's cancel is confirmed, then goes out under
+/// a new stop only (before, it went out at once under the old SELL stop). The refused cancel, tried again at every
+/// apply and reconcile, is reported once.
+#[tokio::test]
+async fn a_reopen_waits_while_the_stop_of_the_closed_position_is_still_live() {
+    let (w, _, r) = World::live().await;
+    w.ex.keep_quantity_stops_on_close(true);
+    w.first_buy_with_stop().await;
+    r.settle().await;
+    let first = w.follower_stops()[0].client_algo_id.clone();
+    let store = r.handles.store.clone();
+    let refused = Fault::Answer { status: 400, code: -1102, msg: "test: not now".into(), executed: false };
+    w.ex.inject_for(FOLLOWER, "DELETE", "/fapi/v1/algoOrder", refused, 100_000);
+    // The lead adds lower: the follower's stop moves to a reduce-only one (63210) beside the first.
+    w.ex.set_mark("BTCUSDT", "64000");
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0.1").await;
+    wait_for("both stops open", || w.follower_stops().len() == 2).await;
+    let held = w.follower_stops().into_iter().find(|s| s.client_algo_id != first).unwrap().client_algo_id;
+    // The lead closes: the follower closes too; the held stop's cancel is refused and it stays listed.
+    w.lead_trade(Side::Sell, "0.2", "BTCUSDT").await;
+    w.expect_follower("BTCUSDT", "0").await;
+    wait_event("the held stop's cancel refused", &store, "stop_cancel_failed", &held).await;
+    assert!(w.follower_stops().iter().any(|s| s.client_algo_id == held));
+    // The lead reopens long: the follower's BUY would go out under the old SELL stop at 63210.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    wait_event("the entry waits for the old stop", &store, "entry_waits_for_stop", &held).await;
+    r.settle().await;
+    r.settle().await;
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0"), "an entry went out under the old stop");
+    assert!(w.follower_stops().iter().any(|s| s.client_algo_id == held));
+    // L3: tried again at every apply and reconcile meanwhile, reported once.
+    assert_eq!(count_events(&store, "stop_cancel_failed", &held).await, 1, "{:?}", store.events(50).await.unwrap());
+    // Once the old stop's cancel goes through, the entry follows under a new stop.
+    w.ex.clear_faults();
+    w.expect_follower("BTCUSDT", "0.05").await;
+    wait_for("one new stop", || {
+        let stops = w.follower_stops();
+        stops.len() == 1 && stops[0].client_algo_id != held && stops[0].client_algo_id != first
+    })
+    .await;
+    assert!(!has_event(&store, "position_drift", "").await);
+    w.assert_no_duplicates();
+    r.stop().await;
+}
