@@ -693,7 +693,12 @@ impl Engine {
                     .find(|(asked, _)| asked.as_ref() == fate.as_ref())
                     .map(|(_, st)| st)
                     .expect("a stop decided it");
+                // AUDIT-5 L6: what happened to it — an open stop whose cancel was not confirmed was kept as replaced.
+                let kept = self.replaced.get(&s).is_some_and(|v| v.iter().any(|x| x.client_id == st.client_id));
                 let status = match fate.as_ref() {
+                    Some(stops::StopFate::Open) if kept => "still open (it guards nothing now; its cancel is not \
+                                                           confirmed: cancelled again until it is)"
+                        .to_string(),
                     Some(stops::StopFate::Open) => "still open (it guards nothing now: cancelled)".to_string(),
                     f => f.and_then(stops::StopFate::to_record).unwrap_or_default(),
                 };
@@ -704,8 +709,9 @@ impl Engine {
                     &s,
                     format!(
                         "recorded {ours}, the exchange holds none and the stop at {} ({}) is {status}, not fired: \
-                         closed outside the copy-trader (by hand, a liquidation); following resumes when the lead \
-                         closes or flips",
+                         closed outside the copy-trader (by hand, or by the exchange: a liquidation or an \
+                         auto-deleveraging — which one is not known here); following resumes when the lead closes \
+                         or flips",
                         st.trigger, st.client_id
                     ),
                 )

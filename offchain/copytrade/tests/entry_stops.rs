@@ -65,3 +65,28 @@ async fn a_reopen_waits_while_the_stop_of_the_closed_position_is_still_live() {
     w.assert_no_duplicates();
     r.stop().await;
 }
+
+/// AUDIT-5 L6: the exchange deleverages the follower's position (its stop stays listed) while every cancel of a
+/// stop is refused: `closed_outside` says the stop's cancel is not confirmed (it is kept and cancelled again), not
+/// "cancelled", and names an auto-deleveraging among what may have closed it; the stop goes once a cancel is
+/// confirmed.
+#[tokio::test]
+async fn a_close_outside_whose_stop_cancel_failed_says_so() {
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
+    r.settle().await;
+    let first = w.follower_stops()[0].client_algo_id.clone();
+    let store = r.handles.store.clone();
+    let refused = Fault::Answer { status: 400, code: -1102, msg: "test: not now".into(), executed: false };
+    w.ex.inject_for(FOLLOWER, "DELETE", "/fapi/v1/algoOrder", refused, 100_000);
+    assert_eq!(w.ex.deleverage(FOLLOWER, "BTCUSDT").unwrap(), d("0.05"));
+    wait_flat_judged(&store).await;
+    assert_has_event(&store, "closed_outside", "its cancel is not confirmed").await;
+    assert_has_event(&store, "closed_outside", "auto-deleveraging").await;
+    assert!(!has_event(&store, "closed_outside", "cancelled)").await, "the cancel was refused");
+    assert!(w.follower_stops().iter().any(|s| s.client_algo_id == first));
+    w.ex.clear_faults();
+    wait_for("the stop cancelled", || w.follower_stops().is_empty()).await;
+    assert!(!has_event(&store, "position_drift", "").await);
+    r.stop().await;
+}
