@@ -639,6 +639,12 @@ impl Engine {
                 }
                 continue;
             }
+            // AUDIT-5 L5: an order of ours of unknown outcome may have made this difference: no flat verdict and
+            // nothing cancelled until it is found or given up.
+            if reconcile::flat_waits_for_unknown(ours, theirs, late, self.unknown.iter().any(|u| u.symbol == s)) {
+                tracing::warn!(symbol = %s, %ours, "copy-trader: flat while an order of ours has an unknown outcome; not judged yet");
+                continue;
+            }
             // The stop held and a replaced one kept for this check (B2/B6), each asked (`None`: none).
             let (mut held, mut replaced) = (None, Vec::new());
             if reconcile::may_be_stopped_out(ours, theirs) {

@@ -33,6 +33,20 @@ pub(crate) fn may_be_stopped_out(ours: Decimal, theirs: Decimal) -> bool {
     theirs.is_zero() && !ours.is_zero()
 }
 
+/// Whether orders of ours found late (`late`, signed) explain the difference exactly.
+fn explained(ours: Decimal, theirs: Decimal, late: Decimal) -> bool {
+    !late.is_zero() && ours.checked_add(&late).ok() == Some(theirs)
+}
+
+/// AUDIT-5 L5: whether a recorded position the exchange shows flat waits, unjudged, because an order of ours in
+/// the symbol has an unknown outcome (`unknown_pending`: it may have executed and not be found yet — the close leg
+/// of a lead flip, say): no verdict (no stop-out, no close outside, no drift) and no stop cancelled until it is
+/// found or given up, unless the orders found late already explain the difference. Before, such a flat position
+/// under a stop still open was judged closed outside and the follower sat out the lead's new side.
+pub(crate) fn flat_waits_for_unknown(ours: Decimal, theirs: Decimal, late: Decimal, unknown_pending: bool) -> bool {
+    may_be_stopped_out(ours, theirs) && unknown_pending && !explained(ours, theirs, late)
+}
+
 /// Called only when `ours` ≠ `theirs`. `late`: the signed quantity orders found late executed in the symbol;
 /// `stop`: what became of the position's recorded stop (`None`: no stop recorded, not asked, or the question failed);
 /// `stop_known`: a stop was held or kept replaced for the symbol (so `None` means its fate is undecided, not that
@@ -47,7 +61,7 @@ pub(crate) fn difference(
     let flat = may_be_stopped_out(ours, theirs);
     if flat && stop.is_some_and(StopFate::fired) {
         Difference::StoppedOut
-    } else if !late.is_zero() && ours.checked_add(&late).ok() == Some(theirs) {
+    } else if explained(ours, theirs, late) {
         // Our own orders found late (the venue expires the stop of a position they closed).
         Difference::Adopted
     } else if flat && stop.is_some_and(|f| *f == StopFate::Open || f.to_record().is_some()) {
@@ -66,6 +80,21 @@ mod tests {
 
     const FIRED: Option<&StopFate> = Some(&StopFate::Fired);
     const OPEN: Option<&StopFate> = Some(&StopFate::Open);
+
+    /// AUDIT-5 L5: an order of ours of unknown outcome in the symbol defers the flat verdict, unless the orders
+    /// found late explain the difference.
+    #[test]
+    fn a_flat_position_waits_while_an_order_of_ours_has_an_unknown_outcome() {
+        assert!(flat_waits_for_unknown(d("0.1"), d("0"), d("0"), true));
+        assert!(flat_waits_for_unknown(d("-0.1"), d("0"), d("0"), true));
+        assert!(!flat_waits_for_unknown(d("0.1"), d("0"), d("0"), false));
+        // Found late and explaining it all: adopted, not deferred; a part only: still deferred.
+        assert!(!flat_waits_for_unknown(d("0.1"), d("0"), d("-0.1"), true));
+        assert!(flat_waits_for_unknown(d("0.1"), d("0"), d("-0.05"), true));
+        // Not flat: not a flat verdict.
+        assert!(!flat_waits_for_unknown(d("0.1"), d("0.05"), d("0"), true));
+        assert!(!flat_waits_for_unknown(d("0"), d("0.1"), d("0"), true));
+    }
 
     #[test]
     fn a_flat_exchange_position_whose_stop_is_gone_is_a_stop_out() {
