@@ -659,6 +659,24 @@ impl Engine {
             let fate = stops::flat_fate(held.as_ref().map(|h| h.0.clone()), &replaced_fates);
             let stop_known = held.is_some() || !replaced.is_empty();
             let difference = reconcile::difference(ours, theirs, late, fate.as_ref(), stop_known);
+            if difference == Difference::ClosedOutside {
+                // AUDIT-5 L4: confirmed by a positions read made after the stop answered, before anything is judged
+                // or cancelled (the first read may lag behind a live position).
+                let again = match self.venue.positions().await {
+                    Ok(v) => v
+                        .into_iter()
+                        .find(|p| p.symbol == s && !p.qty.is_zero())
+                        .map_or(stops::Now::Flat, |p| stops::Now::Holds(p.qty)),
+                    Err(e) => {
+                        tracing::warn!(symbol = %s, error = %e, "copy-trader: positions could not be read again");
+                        stops::Now::Unread
+                    }
+                };
+                if !reconcile::stands(difference, again) {
+                    tracing::warn!(symbol = %s, ?again, "copy-trader: flat not confirmed after the stop answered; judged at the next reconcile");
+                    continue;
+                }
+            }
             if matches!(difference, Difference::ClosedOutside | Difference::StoppedOut) {
                 // Both settled now: the held stop and the replaced one are forgotten, each recorded as what it
                 // became; one that is still open is cancelled now (AUDIT-3 F9: not left to the clean-up at the end

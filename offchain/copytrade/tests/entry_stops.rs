@@ -90,3 +90,26 @@ async fn a_close_outside_whose_stop_cancel_failed_says_so() {
     assert!(!has_event(&store, "position_drift", "").await);
     r.stop().await;
 }
+
+/// AUDIT-5 L4: the reconcile's positions read lags (the exchange answers one read with no positions) while the
+/// follower's position and its stop are live: the stop answers open, and the read made after that answer shows the
+/// position, so nothing is judged or cancelled. Before, the lagging read was judged `closed_outside`: the stop that
+/// still guarded the position was cancelled, the follower waited for the lead, and the next read was drift.
+#[tokio::test]
+async fn a_lagging_flat_read_under_an_open_stop_is_not_a_close_outside() {
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
+    r.settle().await;
+    let first = w.follower_stops()[0].client_algo_id.clone();
+    let store = r.handles.store.clone();
+    let lagging = Fault::Malformed { status: 200, body: "[]".into() };
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v2/positionRisk", lagging, 1);
+    wait_for("the lagging read answered", || w.ex.faults_left() == 0).await;
+    r.settle().await;
+    r.settle().await;
+    assert!(!has_event(&store, "closed_outside", "").await, "{:?}", store.events(50).await.unwrap());
+    assert!(!has_event(&store, "position_drift", "").await);
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    assert!(w.follower_stops().iter().any(|s| s.client_algo_id == first), "the live position's stop was cancelled");
+    r.stop().await;
+}

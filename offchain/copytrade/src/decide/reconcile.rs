@@ -2,7 +2,7 @@
 
 use kronos_common::Decimal;
 
-use super::stops::StopFate;
+use super::stops::{Now, StopFate};
 
 /// Why the exchange holds `theirs` where `ours` was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,15 @@ fn explained(ours: Decimal, theirs: Decimal, late: Decimal) -> bool {
 /// under a stop still open was judged closed outside and the follower sat out the lead's new side.
 pub(crate) fn flat_waits_for_unknown(ours: Decimal, theirs: Decimal, late: Decimal, unknown_pending: bool) -> bool {
     may_be_stopped_out(ours, theirs) && unknown_pending && !explained(ours, theirs, late)
+}
+
+/// AUDIT-5 L4: whether a `difference` judged from the reconcile's first positions read stands, given a positions
+/// read made after the stop answered (`again`). A close outside is judged only when that second read confirms the
+/// symbol flat (the first can be a lagging view of a live position: judging it closed outside would cancel the stop
+/// that still guards it) — not flat or not read: no verdict this pass (AUDIT-3 F1: a stop is judged against a read
+/// made after its answer). Every other difference stands as judged.
+pub(crate) fn stands(difference: Difference, again: Now) -> bool {
+    difference != Difference::ClosedOutside || again == Now::Flat
 }
 
 /// Called only when `ours` ≠ `theirs`. `late`: the signed quantity orders found late executed in the symbol;
@@ -94,6 +103,19 @@ mod tests {
         // Not flat: not a flat verdict.
         assert!(!flat_waits_for_unknown(d("0.1"), d("0.05"), d("0"), true));
         assert!(!flat_waits_for_unknown(d("0"), d("0.1"), d("0"), true));
+    }
+
+    /// AUDIT-5 L4: a close outside stands only when a positions read made after the stop's answer shows flat.
+    #[test]
+    fn a_close_outside_is_judged_only_on_a_flat_read_after_the_stop_answered() {
+        assert!(stands(Difference::ClosedOutside, Now::Flat));
+        assert!(!stands(Difference::ClosedOutside, Now::Holds(d("0.1"))));
+        assert!(!stands(Difference::ClosedOutside, Now::Unread));
+        for other in [Difference::StoppedOut, Difference::Adopted, Difference::Undecided, Difference::Unexplained] {
+            for again in [Now::Flat, Now::Holds(d("0.1")), Now::Unread] {
+                assert!(stands(other, again), "{other:?} {again:?}");
+            }
+        }
     }
 
     #[test]
