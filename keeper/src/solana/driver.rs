@@ -87,6 +87,12 @@ pub struct SolanaRuntime {
     seen: Mutex<HashMap<(Pubkey, u64), RoundStatus>>,
     /// Configured markets (or discovered ones of a listed creator) that cannot be driven, with why: `/health`.
     skipped: Mutex<Vec<String>>,
+    /// AUDIT5-SOL M2: per market whose pass is in flight, the last error its transaction's follow met (a status that
+    /// cannot be read, …): kept here, not in the health, until the pass completes.
+    pass_errors: Mutex<HashMap<Pubkey, String>>,
+    /// Markets whose pass has been in flight longer than [`rules::PASS_STUCK_AFTER`], one line each: unhealthy while
+    /// any is listed (`/health` says which), so health changes once per stuck pass, not per poll.
+    stuck: Mutex<BTreeMap<Pubkey, String>>,
     /// Discovery (no `markets`): only markets whose authority is one of these are driven (audit SOL H3).
     creators: Vec<Pubkey>,
     /// The slot of the keeper's latest confirmed transaction: reads ask for at least this slot
@@ -123,7 +129,13 @@ struct MarketLease {
 }
 
 /// One market's pass running as its own task ([`SolanaRuntime::tick`]); aborted if dropped (the runtime's task was).
-struct PassTask(tokio::task::JoinHandle<Result<Option<String>>>);
+struct PassTask(tokio::task::JoinHandle<Result<Option<String>>>, Instant);
+
+tokio::task_local! {
+    /// The market whose pass runs on this task: where the send loop keeps the last error of the transaction it
+    /// follows (AUDIT5-SOL M2). Unset on the forecast task.
+    static PASS_MARKET: Pubkey;
+}
 
 impl Drop for PassTask {
     fn drop(&mut self) {
@@ -249,6 +261,8 @@ impl SolanaRuntime {
             poll,
             seen: Mutex::new(HashMap::new()),
             skipped: Mutex::new(Vec::new()),
+            pass_errors: Mutex::new(HashMap::new()),
+            stuck: Mutex::new(BTreeMap::new()),
             creators,
             min_slot: AtomicU64::new(0),
             failing: Mutex::new(HashMap::new()),
@@ -667,6 +681,7 @@ impl SolanaRuntime {
             .filter_map(|m| m.refused.as_ref().map(|r| format!("market {} ({}): refused: {r}", m.id, m.address)))
             .collect();
         refused.extend(self.skipped.lock().iter().cloned());
+        refused.extend(self.stuck.lock().values().cloned());
         let mut h = self.health.lock();
         let was = h.healthy;
         // A refused market is unhealthy too: /health and the alerts say why.
@@ -752,8 +767,9 @@ impl SolanaRuntime {
                 continue;
             }
             let (rt, m, c) = (self.clone(), mi.clone(), cancel.clone());
-            let task = tokio::spawn(async move { rt.market_pass(&m, now, slot, &c).await });
-            passes.insert(mi.address, PassTask(task));
+            let task =
+                tokio::spawn(PASS_MARKET.scope(mi.address, async move { rt.market_pass(&m, now, slot, &c).await }));
+            passes.insert(mi.address, PassTask(task, Instant::now()));
         }
         // One market's error (an unreadable account, …) is reported and the others are still driven.
         let mut errors = Vec::new();
@@ -762,6 +778,10 @@ impl SolanaRuntime {
             // A finished pass is taken even once `due` has passed (the task is polled before the timer).
             let Ok(joined) = tokio::time::timeout_at(due, &mut p.0).await else { continue };
             passes.remove(&mi.address);
+            self.pass_errors.lock().remove(&mi.address);
+            if self.stuck.lock().remove(&mi.address).is_some() {
+                tracing::info!(chain = %self.name, market = %mi.address, id = mi.id, "solana: the market's pass completed again");
+            }
             let refused = match joined {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
@@ -792,6 +812,26 @@ impl SolanaRuntime {
                     None => tracing::info!(chain = %self.name, market = %mi.address, "solana: market trusted again"),
                 }
                 entry.refused = refused;
+            }
+        }
+        // AUDIT5-SOL M2: a pass in flight for long (its transaction followed while no status can be read, a block
+        // height that stalls, …) is named once and keeps the keeper unhealthy until it completes.
+        for mi in &markets {
+            let Some(p) = passes.get(&mi.address) else { continue };
+            let age = p.1.elapsed();
+            if !rules::pass_stuck(age) {
+                continue;
+            }
+            let last = self.pass_errors.lock().get(&mi.address).cloned();
+            let line = format!(
+                "market {} ({}): no completed pass for {} s{}",
+                mi.id,
+                mi.address,
+                age.as_secs(),
+                last.map(|e| format!(" (last error: {e})")).unwrap_or_default()
+            );
+            if self.stuck.lock().insert(mi.address, line.clone()).is_none() {
+                tracing::error!(chain = %self.name, market = %mi.address, id = mi.id, detail = %line, "solana: a market's pass is stuck");
             }
         }
         anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
@@ -1628,7 +1668,9 @@ impl SolanaRuntime {
                 Err(e) => {
                     let msg = redact(&format!("{label}: cannot read its status: {e:#}"));
                     tracing::warn!(chain = %self.name, error = %msg, "solana: reading the transaction's status again");
-                    self.healthy(Some(msg));
+                    // AUDIT5-SOL M2: kept for the market's pass (the tick reports a pass stuck for long), never
+                    // toggling the keeper's health per poll.
+                    let _ = PASS_MARKET.try_with(|m| self.pass_errors.lock().insert(*m, msg));
                     continue;
                 }
             };

@@ -2,6 +2,8 @@
 //! timing rules in `instructions/crank.rs`), the compute-unit limit and price, the send loop's next step, the
 //! program's errors by variant, and whether a market's feed may be trusted.
 
+use std::time::Duration;
+
 use anchor_lang::prelude::Pubkey;
 use kronos_market::error::MarketError;
 use kronos_market::state::{Market, Round, RoundStatus};
@@ -460,6 +462,16 @@ pub fn slot_allowance(elapsed_ms: i64) -> u64 {
     u64::try_from(elapsed_ms).unwrap_or(0) / 200 + MAX_SLOTS_BEHIND
 }
 
+/// How long a market's pass may stay in flight before the keeper reports it (AUDIT5-SOL M2): 180 s, about twice a
+/// blockhash's lifetime (150 blocks, ~60-90 s) — a pass still following its transaction that long is not waiting for
+/// it to land but for a status it cannot read, or a block height that does not move.
+pub const PASS_STUCK_AFTER: Duration = Duration::from_secs(180);
+
+/// Whether a pass in flight for `age` is reported as stuck ([`PASS_STUCK_AFTER`]).
+pub fn pass_stuck(age: Duration) -> bool {
+    age > PASS_STUCK_AFTER
+}
+
 /// What the lag check remembers from one check to the next.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LagMemory {
@@ -856,6 +868,15 @@ mod tests {
         assert_eq!(check_feed((o, w), None, (o, w)), Err(Refusal::NotApproved));
         assert_eq!(check_feed((o, w), Some((o, w)), (x, w)), Err(Refusal::Changed { what: "owner" }));
         assert_eq!(check_feed((o, w), Some((o, w)), (o, x)), Err(Refusal::Changed { what: "writer" }));
+    }
+
+    /// AUDIT5-SOL M2: a pass is reported stuck only past [`PASS_STUCK_AFTER`], above a blockhash's lifetime.
+    #[test]
+    fn a_pass_is_stuck_only_past_twice_a_blockhash_lifetime() {
+        assert!(!pass_stuck(Duration::from_secs(90)));
+        assert!(!pass_stuck(PASS_STUCK_AFTER));
+        assert!(pass_stuck(PASS_STUCK_AFTER + Duration::from_secs(1)));
+        assert!(PASS_STUCK_AFTER >= Duration::from_secs(150), "above a blockhash's lifetime, with a margin");
     }
 
     /// A check that moves at once from what it is given (the last check already wanted to leave, and saw `best`).
