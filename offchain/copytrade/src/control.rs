@@ -16,7 +16,8 @@
 //!   ([`Control::woken`]); other processes (the bot, the CLI) within [`WATCH_INTERVAL`] — the engine's watcher
 //!   ([`Control::watch`]) reads the log's highest sequence and wakes it — and the engine reads the log every
 //!   [`POLL_INTERVAL`] too. Both take effect between turns; mid-turn a command not read yet holds every order that
-//!   adds exposure (`decide::switches::may_send`).
+//!   adds exposure (`decide::switches::may_send`), and so does a log that cannot be read, by the watcher or by the
+//!   engine's own read: then only reductions (closes, reductions, stops) go out.
 //! - **Migration**: a store written before this log keeps its state — the old `ct_state` keys are turned into
 //!   commands when the store is opened ([`import_legacy`]); an emergency stop stored the old way stays in force.
 

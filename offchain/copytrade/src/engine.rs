@@ -190,8 +190,9 @@ pub struct Engine {
     started_ms: i64,
     /// Copy-trading switched off (`trading` = 0 in the store): no orders at all; positions and stops stay.
     paused: bool,
-    /// The control log could not be read at the last poll (the store is failing): no orders that could add
-    /// exposure — handled as copy-trading off (stops stay and a missing one is placed again) — until it is read.
+    /// The control log could not be read at the last poll (the store is failing): no orders that could open or add
+    /// exposure until it is read (held by [`switches::may_send`], applied again then); the lead's closes and
+    /// reductions and the stops still go out.
     /// Fail safe: a stop stored meanwhile may be unseen, so nothing is opened on the strength of the old state.
     control_unreadable: bool,
     /// [`Control::sent`] when the control log was last read: a higher count is a command the API accepted that
@@ -1127,8 +1128,10 @@ impl Engine {
         // A command accepted while this turn ran (an emergency stop sent during a start-up's lead poll or mid-turn:
         // by the API, or by the bot or the CLI and seen by the log's watcher) that is not read yet holds every order
         // that opens or adds ([`Engine::send_order`]): nothing grows on the old state, and the loop, woken, reads it
-        // when this turn ends and then applies every symbol again. What reduces and the stops still go out.
-        let halted = self.risk.emergency || self.paused || self.control_unreadable;
+        // when this turn ends and then applies every symbol again. What reduces and the stops still go out. The same
+        // guard holds while the control log cannot be read (by the engine's own read or by the watcher): the lead's
+        // closes and reductions are still mirrored, nothing is opened or added until the log is read again.
+        let halted = self.risk.emergency || self.paused;
         if halted && self.filters.contains_key(symbol) {
             // No trading while the emergency stop holds or copy-trading is off, but an open position keeps a stop:
             // one open meanwhile (a late fill, a manual trade) gets one, and one found missing (cancelled by hand,
@@ -2299,6 +2302,7 @@ impl Engine {
             sent_seen: self.control_sent_seen,
             watched: self.control.watched(),
             seq_seen: self.control_seq_seen,
+            engine_unreadable: self.control_unreadable,
         }
     }
 
@@ -2308,11 +2312,12 @@ impl Engine {
             Ok(s) => s,
             Err(e) => {
                 // The log cannot be read now: a command stored meanwhile (an emergency stop) may be unseen, so
-                // nothing that adds exposure goes out until it is read again (as with copy-trading off: stops
-                // stay); said on /health, in the log and as an alert.
+                // nothing that opens or adds exposure goes out until it is read again ([`switches::may_send`]: held,
+                // then applied again once read); the lead's closes and reductions and the stops still go out. Said
+                // on /health, in the log and as an alert.
                 self.control_unreadable = true;
                 self.note_control_errors(vec![format!(
-                    "{e:#}; no new orders (as with copy-trading off) until the control log can be read"
+                    "{e:#}; only closes, reductions and stops go out until the control log can be read"
                 )])
                 .await;
                 return false;

@@ -231,20 +231,24 @@ pub(crate) enum Watched {
 /// What the engine knows of commands it has not carried out yet, from both ends of the control path: the commands
 /// this process's API accepted (`sent`, counted before the API answers) against the count when the engine last read
 /// the log (`sent_seen`), and the highest sequence the log's watcher read (`watched`, every writer: the bot and the
-/// CLI from other processes too) against the highest the engine carried out (`seq_seen`, the last read of the log).
+/// CLI from other processes too) against the highest the engine carried out (`seq_seen`, the last read of the log),
+/// and whether the engine's own last read of the log failed (`engine_unreadable`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unread {
     pub(crate) sent: u64,
     pub(crate) sent_seen: u64,
     pub(crate) watched: Watched,
     pub(crate) seq_seen: i64,
+    pub(crate) engine_unreadable: bool,
 }
 
 impl Unread {
-    /// A command may be waiting that the engine has not read (an emergency stop sent mid-turn), or the watcher cannot
-    /// tell (the log unreadable: fail safe, as an unreadable log at the engine's own read).
+    /// A command may be waiting that the engine has not read (an emergency stop sent mid-turn), or the log could not
+    /// be read — by the watcher or by the engine's own read, either one (fail safe: a command stored meanwhile may be
+    /// unseen).
     pub(crate) fn pending(&self) -> bool {
         self.sent != self.sent_seen
+            || self.engine_unreadable
             || match self.watched {
                 Watched::Seq(s) => s > self.seq_seen,
                 Watched::Unreadable => true,
@@ -404,7 +408,13 @@ pub(crate) mod tests {
     /// first and the apply waited for the next reconcile).
     #[test]
     fn a_held_apply_waits_for_every_command_sent_and_is_not_lost_meanwhile() {
-        let u = |sent, sent_seen| Unread { sent, sent_seen, watched: Watched::Seq(7), seq_seen: 7 };
+        let u = |sent, sent_seen| Unread {
+            sent,
+            sent_seen,
+            watched: Watched::Seq(7),
+            seq_seen: 7,
+            engine_unreadable: false,
+        };
         let mut pending = true;
         assert!(!take_reapply(&mut pending, &u(2, 1)));
         assert!(pending, "a command sent during the read keeps the held apply pending");
@@ -418,7 +428,7 @@ pub(crate) mod tests {
     /// one the API accepted does; an unreadable log holds them too; a reduce-only order is never held.
     #[test]
     fn a_command_appended_by_another_process_holds_new_exposure_until_read_but_never_a_close() {
-        let u = |watched, seq_seen| Unread { sent: 3, sent_seen: 3, watched, seq_seen };
+        let u = |watched, seq_seen| Unread { sent: 3, sent_seen: 3, watched, seq_seen, engine_unreadable: false };
         let read = u(Watched::Seq(7), 7);
         assert!(!read.pending());
         assert!(may_send(false, &read), "every command read: entries go out");
@@ -432,12 +442,32 @@ pub(crate) mod tests {
         // The watcher behind the engine's own read (it reads every 250 ms): nothing is pending.
         assert!(may_send(false, &u(Watched::Seq(5), 7)));
         // The API's count alone still holds, whatever the watcher read.
-        let api = Unread { sent: 4, sent_seen: 3, watched: Watched::Seq(7), seq_seen: 7 };
+        let api = Unread { sent: 4, sent_seen: 3, watched: Watched::Seq(7), seq_seen: 7, engine_unreadable: false };
         assert!(!may_send(false, &api) && may_send(true, &api));
         // A held apply runs once the appended command was read, not before.
         let mut pending = true;
         assert!(!take_reapply(&mut pending, &appended));
         assert!(!take_reapply(&mut pending, &unreadable));
         assert!(take_reapply(&mut pending, &u(Watched::Seq(8), 8)));
+    }
+
+    /// Issue 12 (CT9): the log unreadable by either reader — the watcher or the engine's own read — lets only what
+    /// reduces go out; an apply held meanwhile runs only once both read it again.
+    #[test]
+    fn a_log_unreadable_by_either_reader_lets_only_reductions_out() {
+        let u = |watched, engine_unreadable| Unread { sent: 3, sent_seen: 3, watched, seq_seen: 7, engine_unreadable };
+        let engine_only = u(Watched::Seq(7), true);
+        assert!(engine_only.pending(), "the watcher read the log but the engine's read failed");
+        assert!(!may_send(false, &engine_only), "the engine's read failed: no new exposure");
+        assert!(may_send(true, &engine_only), "the engine's read failed: closes and reductions go out");
+        let watcher_only = u(Watched::Unreadable, false);
+        assert!(!may_send(false, &watcher_only) && may_send(true, &watcher_only));
+        let both = u(Watched::Unreadable, true);
+        assert!(!may_send(false, &both) && may_send(true, &both));
+        let mut pending = true;
+        assert!(!take_reapply(&mut pending, &engine_only), "held until the engine reads the log again");
+        assert!(!take_reapply(&mut pending, &watcher_only));
+        assert!(pending);
+        assert!(take_reapply(&mut pending, &u(Watched::Seq(7), false)), "read by both: the held apply runs");
     }
 }

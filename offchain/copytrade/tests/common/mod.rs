@@ -362,3 +362,18 @@ pub(crate) async fn store_control_by_hand(url: &str, key: &str, command: &str, v
 pub(crate) async fn control_state(store: &kronos_copytrade::Store) -> kronos_copytrade::control::ControlState {
     kronos_copytrade::control::load(store).await.unwrap()
 }
+
+/// Makes the store's control log unreadable from another connection, as a failing store leaves it: the `ct_control`
+/// table is renamed away (every read of the log then fails, by the engine and by its watcher alike).
+pub(crate) async fn hide_control_log(url: &str) {
+    let (_, pool) = kronos_common::db::open(url).await.unwrap();
+    sqlx::query("ALTER TABLE ct_control RENAME TO ct_control_hidden").execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+/// Undoes [`hide_control_log`]: the control log can be read again.
+pub(crate) async fn restore_control_log(url: &str) {
+    let (_, pool) = kronos_common::db::open(url).await.unwrap();
+    sqlx::query("ALTER TABLE ct_control_hidden RENAME TO ct_control").execute(&pool).await.unwrap();
+    pool.close().await;
+}
