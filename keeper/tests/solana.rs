@@ -2201,3 +2201,53 @@ async fn health_does_not_flap_while_a_transaction_s_status_cannot_be_read() {
     }
     k.stop().await;
 }
+
+/// AUDIT5-SOL LOW-4: one bad stored prediction (here of a market no longer configured whose stored salt is not
+/// hex, so whether its commitment binds the store's market cannot be told) is skipped and named, and the keeper's
+/// other forecasts are still revealed: before, its error left the whole reveal pass, every pass, so no reveal after
+/// it (rows are taken by epoch: its epoch 0 is before round 1's) was ever sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_bad_stored_prediction_never_stops_the_other_reveals() {
+    let (c, dir, key) = funded(true).await;
+    with_registry(&c).await;
+    let text = forecasting_config(&c, dir.path(), &key);
+    let publisher = key.pubkey().to_string();
+    let mut k = run_forecasting_keeper(&text).await;
+    start_round_0(&c, &mut k).await;
+    k.wait_committed(0).await;
+    let store = k.keeper_store.clone();
+    let mut gone = store.markets().await.unwrap().into_iter().find(|m| m.chain == "solana").unwrap();
+    (gone.market_id, gone.contract) = (7, Pubkey::new_unique().to_string());
+    store.upsert_market(&gone).await.unwrap();
+    let mut bad = store.prediction("solana", 1, 0, &publisher).await.unwrap().unwrap();
+    (bad.market_id, bad.salt) = (7, "not hex".into());
+    store.insert_prediction(&bad).await.unwrap();
+    // Named: an alert for that row's reveal.
+    let error = k
+        .wait("the bad row alerted", |s| match s {
+            SignalKind::TxFailed { chain, action, error } if chain == "solana" && action == "reveal:7:0" => {
+                Some(error.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(error.contains("market 7 round 0") && error.contains("salt"), "{error}");
+    c.bet_both(0).await;
+    c.transmit(GENESIS + IV - 1, PRICE + 100).await;
+    c.transmit(GENESIS + IV + 1, PRICE + 150).await;
+    c.warp_to(GENESIS + IV + DELAY).await;
+    // Round 1's commit (its round started first; the two signals come from two tasks, in either order).
+    k.wait_committed(1).await;
+    c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
+    c.transmit(GENESIS + 2 * IV + 1, PRICE + 600).await;
+    c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    k.wait_revealed(0).await;
+    c.transmit(GENESIS + 3 * IV - 1, PRICE + 200).await;
+    c.transmit(GENESIS + 3 * IV + 1, PRICE + 200).await;
+    c.warp_to(GENESIS + 3 * IV + DELAY).await;
+    k.wait_revealed(1).await;
+    // The bad row is left unrevealed.
+    let row = store.prediction("solana", 7, 0, &publisher).await.unwrap().unwrap();
+    assert!(row.reveal_tx.is_none(), "{row:?}");
+    k.stop().await;
+}

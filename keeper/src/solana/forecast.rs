@@ -821,7 +821,20 @@ impl Forecasts {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            let Some((address, id)) = self.market_of(&p, addresses)? else { continue };
+            // AUDIT5-SOL LOW-4: one bad stored row (an unreadable commitment, …) is skipped, named, and the rows
+            // after it are still recovered.
+            let (address, id) = match self.market_of(&p, addresses) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    let label = format!("commit:{}:{}", p.market_id, p.epoch);
+                    if !self.backing_off(&label) {
+                        let e = e.context(format!("stored prediction of market {} round {}", p.market_id, p.epoch));
+                        self.failed(&label, &e);
+                    }
+                    continue;
+                }
+            };
             let epoch = p.epoch as u64;
             let label = format!("commit:{id}:{epoch}");
             let txs = rt.store.txs_for_action(&chain, &label).await?;
@@ -894,7 +907,20 @@ impl Forecasts {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            let Some((address, id)) = self.market_of(&p, addresses)? else { continue };
+            // AUDIT5-SOL LOW-4: one bad stored row (an unreadable commitment, …) is skipped, named, and the rows
+            // after it are still revealed.
+            let (address, id) = match self.market_of(&p, addresses) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    let label = format!("reveal:{}:{}", p.market_id, p.epoch);
+                    if !self.backing_off(&label) {
+                        let e = e.context(format!("stored prediction of market {} round {}", p.market_id, p.epoch));
+                        self.failed(&label, &e);
+                    }
+                    continue;
+                }
+            };
             let epoch = p.epoch as u64;
             let label = format!("reveal:{id}:{epoch}");
             if self.backing_off(&label) {
