@@ -1557,7 +1557,7 @@ async fn a_repeated_emergency_request_gets_its_own_outcome() {
     let store = r.handles.store.clone();
     for _ in 0..2 {
         let seq = r.handles.control.send(&stop("test"), "test").await.unwrap();
-        let outcome = kronos_copytrade::report::emergency_outcome(&store, seq, Duration::from_secs(60)).await;
+        let outcome = kronos_copytrade::report::emergency_outcome(&store, seq, common::PATIENCE).await;
         assert!(
             matches!(outcome, kronos_copytrade::report::EmergencyOutcome::Incomplete(_)),
             "each request is answered: {outcome:?}"
@@ -2003,7 +2003,7 @@ async fn an_emergency_request_is_answered_by_its_own_commands_report_not_by_the_
     w.expect_follower("BTCUSDT", "0.05").await;
     let store = r.handles.store.clone();
     let first = r.handles.control.send(&stop("first"), "test").await.unwrap();
-    assert_eq!(emergency_outcome(&store, first, Duration::from_secs(60)).await, EmergencyOutcome::Done);
+    assert_eq!(emergency_outcome(&store, first, common::PATIENCE).await, EmergencyOutcome::Done);
     r.stop().await;
     let (_, pool) = kronos_common::db::open(&cfg.store).await.unwrap();
     sqlx::query("INSERT INTO ct_events (at_ms, kind, symbol, detail) VALUES ($1, 'emergency_done', '', 'no position left open')")
@@ -2020,7 +2020,7 @@ async fn an_emergency_request_is_answered_by_its_own_commands_report_not_by_the_
         "nothing carried the second stop out yet"
     );
     let r = w.start(&cfg).await;
-    assert_eq!(emergency_outcome(&store, second, Duration::from_secs(60)).await, EmergencyOutcome::Done);
+    assert_eq!(emergency_outcome(&store, second, common::PATIENCE).await, EmergencyOutcome::Done);
     let carried = kronos_copytrade::control::carried_out(&store).await.unwrap();
     assert_eq!(carried.emergency_report.map(|e| e.seq), Some(second));
     r.stop().await;
