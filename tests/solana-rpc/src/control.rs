@@ -32,6 +32,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/control/hold_next_sends", post(hold_next_sends))
         .route("/control/land_held", post(land_held))
         .route("/control/fail_next", post(fail_next))
+        .route("/control/calls", post(calls))
         .route("/control/short_next_accounts", post(short_next_accounts))
         .route("/control/genesis", post(set_genesis))
 }
@@ -278,6 +279,12 @@ async fn fail_next(State(node): State<Shared>, b: axum::body::Bytes) -> Reply {
     let f: FailNext = body(&b)?;
     node.lock().await.fail_next.insert(f.method, f.n);
     Ok(Json(json!({ "failing": f.n })))
+}
+
+/// POST `/control/calls` `{}`: how many calls of each method the node has received (answered or failed), as
+/// `{"calls": {"getSignatureStatuses": 12, …}}`.
+async fn calls(State(node): State<Shared>) -> Reply {
+    Ok(Json(json!({ "calls": node.lock().await.calls })))
 }
 
 /// POST `/control/short_next_accounts` `{"n": 1}`: the next `n` `getMultipleAccounts` answers leave out their last

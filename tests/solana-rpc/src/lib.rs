@@ -177,6 +177,8 @@ pub(crate) struct Node {
     held: Vec<solana_transaction::versioned::VersionedTransaction>,
     /// Per method: calls still to answer with a JSON-RPC error (`/control/fail_next`).
     fail_next: HashMap<String, u64>,
+    /// Per method: calls received (`/control/calls`), so a test can wait for a client's reads.
+    calls: HashMap<String, u64>,
     /// `getMultipleAccounts` answers still to send one account short (`/control/short_next_accounts`).
     short_accounts: u64,
     /// What `getGenesisHash` answers once `/control/genesis` set it (base58), instead of the bank's genesis.
@@ -196,6 +198,7 @@ impl Node {
             hold_sends: 0,
             held: Vec::new(),
             fail_next: HashMap::new(),
+            calls: HashMap::new(),
             short_accounts: 0,
             genesis: None,
         }

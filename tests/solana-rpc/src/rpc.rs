@@ -139,6 +139,7 @@ async fn one(node: &Shared, req: Value) -> Value {
 }
 
 async fn call(node: &mut Node, method: &str, p: &[Value]) -> Result<Value, RpcError> {
+    *node.calls.entry(method.to_string()).or_default() += 1;
     // Fault injection (`/control/fail_next`): the node answers as an unhealthy one does.
     if let Some(n) = node.fail_next.get_mut(method).filter(|n| **n > 0) {
         *n -= 1;
