@@ -1896,7 +1896,12 @@ async fn a_keeper_stopped_mid_send_follows_its_transaction_until_it_is_decided()
 impl Cluster {
     /// A second SOL market of the authority's, `id`, on the same feed and times as the first.
     async fn add_market(&self, id: u64) -> Pubkey {
-        let a = self.authority.pubkey();
+        self.add_market_by(&self.authority, id).await
+    }
+
+    /// A market of `authority` (funded) with id `id` on the same feed and schedule.
+    async fn add_market_by(&self, authority: &Keypair, id: u64) -> Pubkey {
+        let a = authority.pubkey();
         let market = pda(&[MARKET_SEED, a.as_ref(), &id.to_le_bytes()]);
         let approval = pda(&[FEED_SEED, self.feed.as_ref()]);
         let params = Params {
@@ -1919,7 +1924,7 @@ impl Cluster {
             },
             ix::InitializeMarket { id, genesis: GENESIS, interval: IV as u32, params },
         );
-        self.send(&[market_ix], &[&self.authority]).await;
+        self.send(&[market_ix], &[authority]).await;
         market
     }
 
@@ -2098,6 +2103,48 @@ async fn a_market_removed_from_the_config_still_has_its_forecast_revealed_and_cl
     let commitment = pda(&[COMMITMENT_SEED, c.market.as_ref(), &0u64.to_le_bytes(), publisher.as_ref()]);
     k.until_closed(&c, "close_commitment:1:0", &commitment).await;
     assert_eq!(k.txs_for("reveal:1:0").await.len(), 1);
+    k.stop().await;
+}
+
+/// AUDIT5-SOL M3: a market id reused at another address keeps the forecast committed under it. Round 0 is committed
+/// on market A (id 1); the config then names market B (another authority's id 1) instead, so the store's market of
+/// id 1 is B. A's forecast is still revealed and scored at A — where its commitment is, found by its hash — and A's
+/// commitment closed; B is driven. Before, the configured B was taken for id 1 without checking that the stored
+/// commitment binds it: the reveal waited for a commitment at B that never comes, until it was marked unrevealable
+/// ("no commitment on chain") while A's expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_market_id_reused_at_another_address_still_has_its_forecast_revealed_where_it_was_committed() {
+    use kronos_market::registry::COMMITMENT_SEED;
+    let (c, dir, key) = funded(true).await;
+    with_registry(&c).await;
+    let publisher = key.pubkey();
+    let mut k = run_forecasting_keeper(&forecasting_config(&c, dir.path(), &key)).await;
+    start_round_0(&c, &mut k).await;
+    k.wait_committed(0).await;
+    k.stop().await;
+    round_0_settled_up_by_a_crank(&c, &dir, &key).await;
+    let other_authority = Keypair::new();
+    c.fund(&other_authority.pubkey()).await;
+    let b = c.add_market_by(&other_authority, 1).await;
+    assert_ne!(b, c.market);
+    let text = forecasting_config(&c, dir.path(), &key)
+        .replace(&format!("markets = [\"{}\"]", c.market), &format!("markets = [\"{b}\"]"));
+    assert!(!text.contains(&c.market.to_string()), "{text}");
+    let mut k = run_forecasting_keeper(&text).await;
+    let (outcome, hit, _) = k.wait_revealed(0).await;
+    assert_eq!(outcome, Outcome::Up, "scored on A's round 0");
+    let p = k.keeper_store.prediction("solana", 1, 0, &publisher.to_string()).await.unwrap().unwrap();
+    assert_eq!(hit, Some(p.up));
+    assert!(p.reveal_tx.as_deref().is_some_and(|t| t != "-"), "{p:?}");
+    let commitment = pda(&[COMMITMENT_SEED, c.market.as_ref(), &0u64.to_le_bytes(), publisher.as_ref()]);
+    k.until_closed(&c, "close_commitment:1:0", &commitment).await;
+    assert_eq!(k.txs_for("reveal:1:0").await.len(), 1);
+    // B, now id 1, is driven: its round taking bets is started.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while c.round_of(&b, 2).await.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "market B's round 2 was never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     k.stop().await;
 }
 

@@ -392,6 +392,10 @@ struct Forecasts {
     /// on chain and no confirmed commit (M1), by a finalized read past the window ([`never_committed`], AUDIT4
     /// L-c); not looked at again in this run.
     never_committed: HashSet<(i64, i64)>,
+    /// This publisher's commitments on chain ([`Forecasts::commitments`]), read at most once a pass, when a stored
+    /// prediction's commitment does not bind the store's market of its id (AUDIT5-SOL M3); `None`: not read in this
+    /// pass.
+    found: Option<Vec<Commitment>>,
 }
 
 /// Commits and reveals on `rt`'s cluster until `cancel` fires.
@@ -408,6 +412,7 @@ pub(super) async fn run(rt: Arc<SolanaRuntime>, publisher: Arc<Publisher>, cance
         swept: None,
         sweep_backlog: false,
         never_committed: HashSet::new(),
+        found: None,
     };
     while !cancel.is_cancelled() {
         if let Err(e) = f.pass(&cancel).await {
@@ -450,6 +455,7 @@ impl Forecasts {
                 reg.cluster
             }
         };
+        self.found = None;
         let markets = self.rt.markets.lock().clone();
         let mut errors = Vec::new();
         // A commit still due on a market this keeper leads (AUDIT4 L-a): the sweep waits for a pass without one.
@@ -516,35 +522,71 @@ impl Forecasts {
         Ok(out)
     }
 
-    /// The market (address, id) a stored prediction is revealed on (AUDIT4 L-b, L6): a configured one, or one
-    /// removed from the config since it was committed — the public record of what was committed is kept: it is
-    /// still revealed, scored and its commitment closed there (nothing new is committed) — at the store's address
-    /// for its id, once its commitment is found to bind that address ([`binds`]). `None` (said once, with why):
-    /// the store has no address for the id, or the id now names another market.
-    fn market_of(&mut self, p: &PredictionRow, addresses: &Addresses) -> Result<Option<(Pubkey, u64)>> {
+    /// The market (address, id) a stored prediction is revealed on (AUDIT4 L-b, L6; AUDIT5-SOL M3): the one its
+    /// commitment binds ([`binds`]) — the configured market of its id, or one removed from the config since it was
+    /// committed (the public record of what was committed is kept: it is still revealed, scored and its commitment
+    /// closed there; nothing new is committed) at the store's address for its id. When the id names another market
+    /// now (an id reused at another address) or none, the market is the one this publisher's commitment with the
+    /// stored hash names on chain ([`commitments`](Self::commitments)), checked by [`binds`]. `None`: not found — a
+    /// `tx_failed` alert once (market id, round, why); it is never revealed, nor marked, at an address its
+    /// commitment does not bind.
+    async fn market_of(&mut self, p: &PredictionRow, addresses: &Addresses) -> Result<Option<(Pubkey, u64)>> {
         let (id, epoch) = (p.market_id, p.epoch);
-        let Some(&(address, configured)) = addresses.get(&id) else {
-            self.tell_once(
-                format!("unknown:{id}"),
-                &format!("market {id}: not configured and never recorded by this store: its stored forecasts are not revealed; configure it to reveal them"),
-            );
-            return Ok(None);
-        };
-        if !configured {
-            let cluster = self.cluster.context("the registry's cluster id is not read yet")?;
-            if !binds(&cluster, &self.rt.signer(), &address, p)? {
-                self.tell_once(
-                    format!("unbound:{id}:{epoch}"),
-                    &format!("market {id} round {epoch}: its stored commitment is not on {address}, the store's market of that id: not revealed; configure the market it was committed on to reveal it"),
-                );
-                return Ok(None);
+        let cluster = self.cluster.context("the registry's cluster id is not read yet")?;
+        let publisher = self.rt.signer();
+        let known = addresses.get(&id).copied();
+        if let Some((address, configured)) = known {
+            if binds(&cluster, &publisher, &address, p)? {
+                if !configured {
+                    self.tell_once(
+                        format!("removed:{id}"),
+                        &format!("market {id} ({address}) is no longer configured: the forecasts committed on it are still revealed, scored and their commitments closed; nothing new is committed"),
+                    );
+                }
+                return Ok(Some((address, id as u64)));
             }
+        }
+        // Looked up once a run: an unfindable one is alerted once and not looked up every pass (a restart does again).
+        if self.told.contains(&format!("unbound:{id}:{epoch}")) {
+            return Ok(None);
+        }
+        let stored = parse32("commitment", &p.commitment)?;
+        if self.found.is_none() {
+            self.found = Some(self.commitments().await?);
+        }
+        let on = self
+            .found
+            .iter()
+            .flatten()
+            .find(|c| c.epoch == epoch as u64 && c.hash == stored)
+            .map(|c| c.market)
+            .filter(|m| binds(&cluster, &publisher, m, p).unwrap_or(false));
+        if let Some(market) = on {
             self.tell_once(
-                format!("removed:{id}"),
-                &format!("market {id} ({address}) is no longer configured: the forecasts committed on it are still revealed, scored and their commitments closed; nothing new is committed"),
+                format!("moved:{id}:{epoch}"),
+                &format!("market {id} round {epoch}: committed on {market}, which the store or the config no longer names for id {id}: revealed, scored and closed there"),
+            );
+            return Ok(Some((market, id as u64)));
+        }
+        let why = match known {
+            Some((address, true)) => format!("its stored commitment is not on {address}, the configured market of id {id}, and no commitment of this publisher on chain has its hash"),
+            Some((address, false)) => format!("its stored commitment is not on {address}, the store's market of id {id}, and no commitment of this publisher on chain has its hash"),
+            None => format!("market {id} is not configured and never recorded by this store, and no commitment of this publisher on chain has its hash"),
+        };
+        if self.told.insert(format!("unbound:{id}:{epoch}")) {
+            tracing::warn!(chain = %self.rt.name, market = id, epoch, reason = %why, "solana: a stored forecast's market is not found: not revealed");
+            self.rt.bus.publish(
+                "forecaster",
+                SignalKind::TxFailed {
+                    chain: self.rt.name.clone(),
+                    action: format!("reveal:{id}:{epoch}"),
+                    error: format!(
+                        "market {id} round {epoch}: not revealed: {why}; configure the market it was committed on"
+                    ),
+                },
             );
         }
-        Ok(Some((address, id as u64)))
+        Ok(None)
     }
 
     /// Whether `label` is waiting out its backoff.
@@ -823,7 +865,7 @@ impl Forecasts {
             }
             // AUDIT5-SOL LOW-4: one bad stored row (an unreadable commitment, …) is skipped, named, and the rows
             // after it are still recovered.
-            let (address, id) = match self.market_of(&p, addresses) {
+            let (address, id) = match self.market_of(&p, addresses).await {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(e) => {
@@ -909,7 +951,7 @@ impl Forecasts {
             }
             // AUDIT5-SOL LOW-4: one bad stored row (an unreadable commitment, …) is skipped, named, and the rows
             // after it are still revealed.
-            let (address, id) = match self.market_of(&p, addresses) {
+            let (address, id) = match self.market_of(&p, addresses).await {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(e) => {
@@ -1070,18 +1112,14 @@ impl Forecasts {
         }
     }
 
-    /// Closes this publisher's commitments the program lets go (H1: the backlog of a run stopped before closing,
-    /// of a keeper that did not close them): `getProgramAccounts` for the commitments whose publisher is this
-    /// keeper's signer (memcmp at the offset the program crate's serialisation gives), at most [`SWEEP_PER_PASS`]
-    /// closed per sweep (AUDIT4 L-a); `true`: some are left for the next passes. Commitments in any status can be
-    /// closable (revealed, expired, committed past the deadline), so the status is decided here
-    /// ([`sweep_closes`]), not filtered by the node; the ones left are this keeper's open commitments, a few per
-    /// market.
-    async fn sweep(&mut self, addresses: &Addresses, cancel: &CancellationToken) -> Result<bool> {
+    /// This publisher's commitments on chain: `getProgramAccounts` for the commitments whose publisher is this
+    /// keeper's signer (memcmp at the offset the program crate's serialisation gives), each checked — owned by the
+    /// program, this publisher's, at its own address.
+    async fn commitments(&self) -> Result<Vec<Commitment>> {
         use anchor_lang::{Discriminator, Space};
         use solana_client::rpc_config::{RpcAccountInfoConfig, RpcProgramAccountsConfig, UiAccountEncoding};
         use solana_client::rpc_filter::{Memcmp, RpcFilterType};
-        let rt = self.rt.clone();
+        let rt = &self.rt;
         let program = rt.cfg.program;
         let publisher = rt.signer();
         let config = RpcProgramAccountsConfig {
@@ -1102,18 +1140,7 @@ impl Forecasts {
             .call(|c| c.get_program_ui_accounts_with_config(&program, config.clone()).boxed())
             .await
             .with_context(|| format!("{}: getProgramAccounts (this publisher's commitments)", rt.name))?;
-        let (now, _) = rt.clock().await?;
-        let pending: HashSet<(Pubkey, u64)> = rt
-            .store
-            .unrevealed(&rt.name, &publisher.to_string())
-            .await?
-            .iter()
-            .filter_map(|p| {
-                let (address, _) = addresses.get(&p.market_id)?;
-                Some((*address, p.epoch as u64))
-            })
-            .collect();
-        let mut closable: Vec<Commitment> = Vec::new();
+        let mut out = Vec::new();
         for (k, ui) in found {
             let Some(a) = ui.decode::<solana_account::Account>() else { continue };
             let Ok(c) = Commitment::try_deserialize(&mut a.data.as_slice()) else { continue };
@@ -1121,11 +1148,35 @@ impl Forecasts {
             if a.owner == program
                 && c.publisher == publisher
                 && k == commitment_address(&program, &c.market, c.epoch, &publisher)
-                && sweep_closes(c.status, c.deadline, now, pending.contains(&(c.market, c.epoch)))
             {
-                closable.push(c);
+                out.push(c);
             }
         }
+        Ok(out)
+    }
+
+    /// Closes this publisher's commitments the program lets go (H1: the backlog of a run stopped before closing,
+    /// of a keeper that did not close them): `getProgramAccounts` for the commitments whose publisher is this
+    /// keeper's signer (memcmp at the offset the program crate's serialisation gives), at most [`SWEEP_PER_PASS`]
+    /// closed per sweep (AUDIT4 L-a); `true`: some are left for the next passes. Commitments in any status can be
+    /// closable (revealed, expired, committed past the deadline), so the status is decided here
+    /// ([`sweep_closes`]), not filtered by the node; the ones left are this keeper's open commitments, a few per
+    /// market.
+    async fn sweep(&mut self, addresses: &Addresses, cancel: &CancellationToken) -> Result<bool> {
+        let rt = self.rt.clone();
+        let found = self.commitments().await?;
+        let (now, _) = rt.clock().await?;
+        // The stored, unrevealed predictions by their commitment hash, which binds the market it was committed on
+        // (AUDIT5-SOL M3: not by the market of their id, which may name another market now).
+        let pending: HashSet<[u8; 32]> = rt
+            .store
+            .unrevealed(&rt.name, &rt.signer().to_string())
+            .await?
+            .iter()
+            .filter_map(|p| parse32("commitment", &p.commitment).ok())
+            .collect();
+        let mut closable: Vec<Commitment> =
+            found.into_iter().filter(|c| sweep_closes(c.status, c.deadline, now, pending.contains(&c.hash))).collect();
         closable.sort_by_key(|c| c.deadline);
         let mut errors = Vec::new();
         let batch = sweep_batch(closable.len());
