@@ -113,3 +113,30 @@ async fn a_lagging_flat_read_under_an_open_stop_is_not_a_close_outside() {
     assert!(w.follower_stops().iter().any(|s| s.client_algo_id == first), "the live position's stop was cancelled");
     r.stop().await;
 }
+
+/// AUDIT6-CT M2: as above, but the question about the stop fails at that reconcile (so its fate is undecided): the
+/// read made after it shows the position, so nothing is judged — no `position_closed_undecided`, the stop kept, the
+/// position kept. Before, an undecided verdict stood on the lagging read alone: the follower was taken as flat, its
+/// live stop cancelled, and the position closed once it showed again.
+#[tokio::test]
+async fn a_lagging_flat_read_while_the_stop_cannot_be_asked_is_not_undecided() {
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
+    r.settle().await;
+    let first = w.follower_stops()[0].client_algo_id.clone();
+    let store = r.handles.store.clone();
+    let refused = Fault::Answer { status: 400, code: -1000, msg: "An unknown error occurred".into(), executed: false };
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v1/algoOrder", refused, 1);
+    let lagging = Fault::Malformed { status: 200, body: "[]".into() };
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v2/positionRisk", lagging, 1);
+    wait_for("the lagging read and the failed question answered", || w.ex.faults_left() == 0).await;
+    r.settle().await;
+    r.settle().await;
+    assert!(!has_event(&store, "position_closed_undecided", "").await, "{:?}", store.events(50).await.unwrap());
+    assert!(!has_event(&store, "closed_outside", "").await);
+    assert!(!has_event(&store, "position_drift", "").await);
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    assert!(w.follower_stops().iter().any(|s| s.client_algo_id == first), "the live position's stop was cancelled");
+    w.assert_no_duplicates();
+    r.stop().await;
+}

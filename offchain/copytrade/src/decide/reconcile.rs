@@ -47,13 +47,20 @@ pub(crate) fn flat_waits_for_unknown(ours: Decimal, theirs: Decimal, late: Decim
     may_be_stopped_out(ours, theirs) && unknown_pending && !explained(ours, theirs, late)
 }
 
+/// Whether a `difference` stands only on a second positions read, made after the stop answered (see [`stands`]).
+pub(crate) fn needs_flat_read(difference: Difference) -> bool {
+    matches!(difference, Difference::ClosedOutside | Difference::Undecided)
+}
+
 /// AUDIT-5 L4: whether a `difference` judged from the reconcile's first positions read stands, given a positions
 /// read made after the stop answered (`again`). A close outside is judged only when that second read confirms the
 /// symbol flat (the first can be a lagging view of a live position: judging it closed outside would cancel the stop
 /// that still guards it) — not flat or not read: no verdict this pass (AUDIT-3 F1: a stop is judged against a read
-/// made after its answer). Every other difference stands as judged.
+/// made after its answer). AUDIT6-CT M2: an undecided verdict too — it cancels the held stop (the apply that follows
+/// sees no position) and, once the live position shows again, closes it; a lagging or empty read must do neither.
+/// Every other difference stands as judged (a stop-out rests on a stop that fired, an adoption on our own orders).
 pub(crate) fn stands(difference: Difference, again: Now) -> bool {
-    difference != Difference::ClosedOutside || again == Now::Flat
+    !needs_flat_read(difference) || again == Now::Flat
 }
 
 /// Called only when `ours` ≠ `theirs`. `late`: the signed quantity orders found late executed in the symbol;
@@ -105,13 +112,18 @@ mod tests {
         assert!(!flat_waits_for_unknown(d("0"), d("0.1"), d("0"), true));
     }
 
-    /// AUDIT-5 L4: a close outside stands only when a positions read made after the stop's answer shows flat.
+    /// AUDIT-5 L4, AUDIT6-CT M2: a close outside and an undecided verdict stand only when a positions read made
+    /// after the stop's answer shows flat.
     #[test]
     fn a_close_outside_is_judged_only_on_a_flat_read_after_the_stop_answered() {
-        assert!(stands(Difference::ClosedOutside, Now::Flat));
-        assert!(!stands(Difference::ClosedOutside, Now::Holds(d("0.1"))));
-        assert!(!stands(Difference::ClosedOutside, Now::Unread));
-        for other in [Difference::StoppedOut, Difference::Adopted, Difference::Undecided, Difference::Unexplained] {
+        for needs in [Difference::ClosedOutside, Difference::Undecided] {
+            assert!(needs_flat_read(needs));
+            assert!(stands(needs, Now::Flat), "{needs:?}");
+            assert!(!stands(needs, Now::Holds(d("0.1"))), "{needs:?}: a lagging first read");
+            assert!(!stands(needs, Now::Unread), "{needs:?}");
+        }
+        for other in [Difference::StoppedOut, Difference::Adopted, Difference::Unexplained] {
+            assert!(!needs_flat_read(other));
             for again in [Now::Flat, Now::Holds(d("0.1")), Now::Unread] {
                 assert!(stands(other, again), "{other:?} {again:?}");
             }

@@ -178,9 +178,10 @@ impl Engine {
             let fate = stops::flat_fate(held.as_ref().map(|h| h.0.clone()), &replaced_fates);
             let stop_known = held.is_some() || !replaced.is_empty();
             let difference = reconcile::difference(ours, theirs, late, fate.as_ref(), stop_known);
-            if difference == Difference::ClosedOutside {
-                // AUDIT-5 L4: confirmed by a positions read made after the stop answered, before anything is judged
-                // or cancelled (the first read may lag behind a live position).
+            if reconcile::needs_flat_read(difference) {
+                // AUDIT-5 L4, AUDIT6-CT M2: a close outside or an undecided verdict is confirmed by a positions read
+                // made after the stop answered, before anything is judged or cancelled (the first read may lag
+                // behind a live position).
                 let again = match self.venue.positions().await {
                     Ok(v) => v
                         .into_iter()
