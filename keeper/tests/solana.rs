@@ -2259,6 +2259,41 @@ async fn health_does_not_flap_while_a_transaction_s_status_cannot_be_read() {
     k.stop().await;
 }
 
+/// AUDIT5-SOL M3: a stored forecast whose market cannot be found — the store's market of its id is another, and no
+/// commitment of this signer on chain has its hash — is alerted once (`tx_failed` for its reveal, naming the market
+/// id, the round and why) and left unrevealed, never marked unrevealable at a market its commitment does not bind.
+/// Before, it was only an info line in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stored_forecast_whose_market_is_not_found_is_alerted_and_not_marked() {
+    let (c, dir, key) = funded(true).await;
+    with_registry(&c).await;
+    let text = forecasting_config(&c, dir.path(), &key);
+    let publisher = key.pubkey().to_string();
+    let mut k = run_forecasting_keeper(&text).await;
+    start_round_0(&c, &mut k).await;
+    k.wait_committed(0).await;
+    let store = k.keeper_store.clone();
+    let mut gone = store.markets().await.unwrap().into_iter().find(|m| m.chain == "solana").unwrap();
+    (gone.market_id, gone.contract) = (7, Pubkey::new_unique().to_string());
+    store.upsert_market(&gone).await.unwrap();
+    let hex = || alloy::primitives::FixedBytes::<32>::from(Pubkey::new_unique().to_bytes()).to_string();
+    let mut lost = store.prediction("solana", 1, 0, &publisher).await.unwrap().unwrap();
+    (lost.market_id, lost.salt, lost.commitment) = (7, hex(), hex());
+    store.insert_prediction(&lost).await.unwrap();
+    let error = k
+        .wait("the unfound market alerted", |s| match s {
+            SignalKind::TxFailed { chain, action, error } if chain == "solana" && action == "reveal:7:0" => {
+                Some(error.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(error.contains("market 7 round 0") && error.contains("no commitment"), "{error}");
+    let row = store.prediction("solana", 7, 0, &publisher).await.unwrap().unwrap();
+    assert!(row.reveal_tx.is_none(), "{row:?}");
+    k.stop().await;
+}
+
 /// AUDIT5-SOL LOW-4: one bad stored prediction (here of a market no longer configured whose stored salt is not
 /// hex, so whether its commitment binds the store's market cannot be told) is skipped and named, and the keeper's
 /// other forecasts are still revealed: before, its error left the whole reveal pass, every pass, so no reveal after
