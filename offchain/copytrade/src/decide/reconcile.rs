@@ -39,12 +39,28 @@ fn explained(ours: Decimal, theirs: Decimal, late: Decimal) -> bool {
 }
 
 /// AUDIT-5 L5: whether a recorded position the exchange shows flat waits, unjudged, because an order of ours in
-/// the symbol has an unknown outcome (`unknown_pending`: it may have executed and not be found yet — the close leg
-/// of a lead flip, say): no verdict (no stop-out, no close outside, no drift) and no stop cancelled until it is
-/// found or given up, unless the orders found late already explain the difference. Before, such a flat position
-/// under a stop still open was judged closed outside and the follower sat out the lead's new side.
-pub(crate) fn flat_waits_for_unknown(ours: Decimal, theirs: Decimal, late: Decimal, unknown_pending: bool) -> bool {
-    may_be_stopped_out(ours, theirs) && unknown_pending && !explained(ours, theirs, late)
+/// the symbol has an unknown outcome (it may have executed and not be found yet — the close leg of a lead flip,
+/// say): no verdict (no stop-out, no close outside, no drift) and no stop cancelled until it is found or its hold
+/// passes, unless the orders found late already explain the difference. Before, such a flat position under a stop
+/// still open was judged closed outside and the follower sat out the lead's new side.
+///
+/// AUDIT6-CT M3: `fate` is the stops' verdict, asked first — a stop that fired is a stop-out whatever the unknown
+/// order did, never deferred (deferring it let the lead's next add re-enter a stopped-out position). And it waits only
+/// while an unknown order in the symbol is within its hold (`unknown_blocks`: [`super::unknown::blocks`], the rule
+/// that holds entries in that symbol too — so no entry goes out while the verdict is deferred); one past its hold, still
+/// watched for ten minutes, no longer defers the verdict (before, any watched order did, also one whose question kept
+/// failing: the symbol was never judged).
+pub(crate) fn flat_waits_for_unknown(
+    ours: Decimal,
+    theirs: Decimal,
+    late: Decimal,
+    fate: Option<&StopFate>,
+    unknown_blocks: bool,
+) -> bool {
+    may_be_stopped_out(ours, theirs)
+        && unknown_blocks
+        && !fate.is_some_and(StopFate::fired)
+        && !explained(ours, theirs, late)
 }
 
 /// Whether a `difference` stands only on a second positions read, made after the stop answered (see [`stands`]).
@@ -97,19 +113,33 @@ mod tests {
     const FIRED: Option<&StopFate> = Some(&StopFate::Fired);
     const OPEN: Option<&StopFate> = Some(&StopFate::Open);
 
-    /// AUDIT-5 L5: an order of ours of unknown outcome in the symbol defers the flat verdict, unless the orders
-    /// found late explain the difference.
+    /// AUDIT-5 L5: an order of ours of unknown outcome in the symbol (within its hold) defers the flat verdict,
+    /// unless the orders found late explain the difference.
     #[test]
     fn a_flat_position_waits_while_an_order_of_ours_has_an_unknown_outcome() {
-        assert!(flat_waits_for_unknown(d("0.1"), d("0"), d("0"), true));
-        assert!(flat_waits_for_unknown(d("-0.1"), d("0"), d("0"), true));
-        assert!(!flat_waits_for_unknown(d("0.1"), d("0"), d("0"), false));
+        assert!(flat_waits_for_unknown(d("0.1"), d("0"), d("0"), OPEN, true));
+        assert!(flat_waits_for_unknown(d("-0.1"), d("0"), d("0"), None, true));
+        assert!(!flat_waits_for_unknown(d("0.1"), d("0"), d("0"), OPEN, false));
         // Found late and explaining it all: adopted, not deferred; a part only: still deferred.
-        assert!(!flat_waits_for_unknown(d("0.1"), d("0"), d("-0.1"), true));
-        assert!(flat_waits_for_unknown(d("0.1"), d("0"), d("-0.05"), true));
+        assert!(!flat_waits_for_unknown(d("0.1"), d("0"), d("-0.1"), OPEN, true));
+        assert!(flat_waits_for_unknown(d("0.1"), d("0"), d("-0.05"), OPEN, true));
         // Not flat: not a flat verdict.
-        assert!(!flat_waits_for_unknown(d("0.1"), d("0.05"), d("0"), true));
-        assert!(!flat_waits_for_unknown(d("0"), d("0.1"), d("0"), true));
+        assert!(!flat_waits_for_unknown(d("0.1"), d("0.05"), d("0"), OPEN, true));
+        assert!(!flat_waits_for_unknown(d("0"), d("0.1"), d("0"), OPEN, true));
+    }
+
+    /// AUDIT6-CT M3: a stop that fired is a stop-out whatever an unknown order did — never deferred (the follower
+    /// re-entered after it); and an unknown order past its hold (it no longer blocks entries) defers nothing.
+    #[test]
+    fn a_fired_stop_is_a_stop_out_even_while_an_order_of_ours_has_an_unknown_outcome() {
+        for fired in [StopFate::Fired, StopFate::Firing] {
+            assert!(!flat_waits_for_unknown(d("0.1"), d("0"), d("0"), Some(&fired), true), "{fired:?}");
+            assert_eq!(difference(d("0.1"), d("0"), d("0"), Some(&fired), true), Difference::StoppedOut);
+        }
+        for other in [None, OPEN, Some(&StopFate::NotFound), Some(&StopFate::Unknown("NEWSTATUS".into()))] {
+            assert!(flat_waits_for_unknown(d("0.1"), d("0"), d("0"), other, true), "{other:?}");
+            assert!(!flat_waits_for_unknown(d("0.1"), d("0"), d("0"), other, false), "{other:?} past its hold");
+        }
     }
 
     /// AUDIT-5 L4, AUDIT6-CT M2: a close outside and an undecided verdict stand only when a positions read made

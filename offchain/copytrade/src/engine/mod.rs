@@ -179,6 +179,10 @@ pub struct Engine {
     /// taken for the position's protection, and never cancelled by the clean-up.
     replaced: BTreeMap<String, Vec<StopInfo>>,
     unknown: Vec<UnknownOrder>,
+    /// Symbols whose flat verdict the last reconcile pass deferred for an order of unknown outcome
+    /// ([`crate::decide::reconcile::flat_waits_for_unknown`]): no entry goes out in them until a pass judges them
+    /// (AUDIT6-CT M3: an entry sent against the recorded position on a flat account re-entered a stopped-out one).
+    flat_deferred: std::collections::BTreeSet<String>,
     /// While an emergency stop has not closed everything: when to try again, and the current back-off.
     emergency_retry: Option<(Instant, Duration)>,
     /// Emergency alerts raised, by what they said (repeats are rate-limited).
@@ -298,6 +302,7 @@ impl Engine {
             stops: BTreeMap::new(),
             replaced: BTreeMap::new(),
             unknown: Vec::new(),
+            flat_deferred: Default::default(),
             emergency_retry: None,
             emergency_alerted: RateLimit::new(emergency::ALERT_REPEAT),
             last_order_error: None,

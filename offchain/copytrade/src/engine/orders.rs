@@ -177,7 +177,9 @@ impl Engine {
         // An earlier order may still execute: nothing that grows a position is sent until it is found or its hold
         // has passed. What shrinks or closes goes out at once: it is reduce-only, so whatever that order does, the
         // position cannot end up larger or flipped by it.
-        let blocked = unknown::blocks(&self.unknown, symbol, hold, Instant::now());
+        // AUDIT6-CT M3: also while the symbol's flat verdict is deferred for such an order (held until judged).
+        let blocked =
+            unknown::blocks(&self.unknown, symbol, hold, Instant::now()) || self.flat_deferred.contains(symbol);
         // 1. Shrink or close what must go (always allowed).
         match target::reduction(current, target, mark, &f, self.hedge) {
             Reduction::Nothing => {}

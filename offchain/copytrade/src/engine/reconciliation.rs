@@ -145,6 +145,9 @@ impl Engine {
             .into_iter()
             .collect();
         let explained = std::mem::take(&mut self.explained);
+        // Replaces `flat_deferred` once every symbol was looked at (kept as it was if the pass fails part-way).
+        let mut deferred = std::collections::BTreeSet::new();
+        let hold = unknown_hold(self.cfg.recv_window_ms);
         for s in symbols {
             let ours = self.follower.get(&s).map(|p| p.qty).unwrap_or_default();
             let theirs = actual.get(&s).map(|p| p.qty).unwrap_or_default();
@@ -156,12 +159,6 @@ impl Engine {
                 if let Some(p) = actual.get(&s) {
                     self.follower.insert(s.clone(), p.clone());
                 }
-                continue;
-            }
-            // AUDIT-5 L5: an order of ours of unknown outcome may have made this difference: no flat verdict and
-            // nothing cancelled until it is found or given up.
-            if reconcile::flat_waits_for_unknown(ours, theirs, late, self.unknown.iter().any(|u| u.symbol == s)) {
-                tracing::warn!(symbol = %s, %ours, "copy-trader: flat while an order of ours has an unknown outcome; not judged yet");
                 continue;
             }
             // The stop held and a replaced one kept for this check (B2/B6), each asked (`None`: none).
@@ -177,6 +174,15 @@ impl Engine {
             let replaced_fates: Vec<stops::Asked> = replaced.iter().map(|r| r.0.clone()).collect();
             let fate = stops::flat_fate(held.as_ref().map(|h| h.0.clone()), &replaced_fates);
             let stop_known = held.is_some() || !replaced.is_empty();
+            // AUDIT-5 L5: an order of ours of unknown outcome may have made this difference: no flat verdict and
+            // nothing cancelled while it is within its hold. AUDIT6-CT M3: the stops are asked first — one that fired
+            // is a stop-out whatever that order did — and no entry goes out in the symbol while its verdict waits.
+            let blocks = unknown::blocks(&self.unknown, &s, hold, Instant::now());
+            if reconcile::flat_waits_for_unknown(ours, theirs, late, fate.as_ref(), blocks) {
+                tracing::warn!(symbol = %s, %ours, "copy-trader: flat while an order of ours has an unknown outcome; not judged yet");
+                deferred.insert(s.clone());
+                continue;
+            }
             let difference = reconcile::difference(ours, theirs, late, fate.as_ref(), stop_known);
             if reconcile::needs_flat_read(difference) {
                 // AUDIT-5 L4, AUDIT6-CT M2: a close outside or an undecided verdict is confirmed by a positions read
@@ -330,6 +336,7 @@ impl Engine {
                 },
             );
         }
+        self.flat_deferred = deferred;
         self.metrics.open_positions.set(self.follower.len() as i64);
         Ok(self.verify_stops().await)
     }
