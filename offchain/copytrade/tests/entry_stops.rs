@@ -140,3 +140,42 @@ async fn a_lagging_flat_read_while_the_stop_cannot_be_asked_is_not_undecided() {
     w.assert_no_duplicates();
     r.stop().await;
 }
+
+/// AUDIT6-CT M1: the store lost the position's row (a fill booked whose position write failed: it records none)
+/// while its stop's row is open. On a restart the stop is restored as replaced (it guards nothing recorded), the
+/// reconcile adopts the live position from the exchange, and the stop found open guards it: it is held again, not
+/// cancelled — also while start-up keeps failing on the lead's reads (before, it was cancelled there, and nothing
+/// placed a new one until a start succeeded: the position bare meanwhile).
+#[tokio::test]
+async fn a_restart_that_lost_the_position_row_keeps_its_live_stop_while_start_up_fails() {
+    let (w, cfg, r) = World::live().await;
+    w.first_buy_with_stop().await;
+    r.settle().await;
+    let first = w.follower_stops()[0].client_algo_id.clone();
+    r.stop().await;
+    let store = kronos_copytrade::Store::connect(&cfg.store).await.unwrap();
+    store.set_position("BTCUSDT", d("0"), d("0")).await.unwrap();
+    // The lead cannot be read: every start fails after the follower's reconcile and retries.
+    let lead_down = 1_000;
+    w.ex.inject_for(LEAD, "GET", "/fapi/v2/positionRisk", Fault::Unknown503 { executed: false }, lead_down);
+    let r = w.spawn_tuned(&cfg, fast_tuning()).await;
+    wait_for("a start failed on the lead's read", || w.ex.faults_left() < lead_down).await;
+    assert_has_event(&store, "position_drift", "recorded 0").await;
+    assert!(!r.handles.status.lock().ready);
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    assert!(
+        w.follower_stops().iter().any(|s| s.client_algo_id == first),
+        "the live position's stop was cancelled while start-up retries: {:?}",
+        store.events(50).await.unwrap()
+    );
+    // The lead readable again: the start goes through and keeps that stop (it is the right one).
+    w.ex.clear_faults();
+    r.wait_ready().await;
+    r.settle().await;
+    let stops = w.follower_stops();
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert_eq!(stops[0].client_algo_id, first);
+    assert_eq!(w.follower_qty("BTCUSDT"), d("0.05"));
+    w.assert_no_duplicates();
+    r.stop().await;
+}

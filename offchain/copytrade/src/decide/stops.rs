@@ -263,6 +263,16 @@ pub(crate) fn held_guards_nothing(pos: Decimal, held: &StopInfo) -> bool {
     pos.is_zero() || held.side != opposite(pos)
 }
 
+/// AUDIT6-CT M1: whether a replaced stop found still open is taken back as the symbol's held stop instead of being
+/// cancelled: the symbol holds no stop (`held`) and this one guards the position recorded now (`pos`, after the
+/// reconcile adopted the exchange's) — [`held_guards_nothing`] false. A start restores a stop row as replaced when the
+/// store recorded no position for it (a fill booked whose position row failed to be written); the reconcile then
+/// adopts the live position from the exchange, and cancelling its stop would leave it bare until a start succeeds
+/// (start-up retries while the lead cannot be read). Kept as held, the usual [`plan_stop`] moves it if it is wrong.
+pub(crate) fn take_back_as_held(held: Option<&StopInfo>, pos: Decimal, replaced: &StopInfo) -> bool {
+    held.is_none() && !held_guards_nothing(pos, replaced)
+}
+
 /// AUDIT-5 L2: whether a stop that would close an entry may still fire, from its fate as asked before the entry
 /// (`None`: the question failed) — the one liveness rule of entries (the stop-out check keeps its own list as
 /// before). Blocks: not asked, a status this engine does not know, open (only while its cancel is not confirmed:
@@ -610,6 +620,24 @@ pub(crate) mod tests {
         assert!(held_guards_nothing(d("0.1"), &buy));
         assert!(!held_guards_nothing(d("-0.1"), &buy));
         assert!(held_guards_nothing(d("-0.1"), &sell));
+    }
+
+    /// AUDIT6-CT M1: a replaced stop found open is taken back as held when no stop is held and it guards the
+    /// position recorded now (restored as replaced at a start whose store had no position row, the live position
+    /// adopted by the reconcile); cancelled otherwise (it guards nothing, or another stop is held).
+    #[test]
+    fn an_open_replaced_stop_that_guards_the_position_now_recorded_is_taken_back_as_held() {
+        let sell = stop("ks0", "49000", Side::Sell, None);
+        let buy = stop("ks1", "51000", Side::Buy, Some("0.1"));
+        assert!(take_back_as_held(None, d("0.1"), &sell));
+        assert!(take_back_as_held(None, d("-0.1"), &buy));
+        // Flat, or the other direction: it guards nothing, cancelled.
+        assert!(!take_back_as_held(None, d("0"), &sell));
+        assert!(!take_back_as_held(None, d("-0.1"), &sell));
+        assert!(!take_back_as_held(None, d("0.1"), &buy));
+        // A stop is held already (the usual replaced stop of a moved stop): cancelled.
+        let held = stop("ks2", "49500", Side::Sell, None);
+        assert!(!take_back_as_held(Some(&held), d("0.1"), &sell));
     }
 
     /// AUDIT-5 L2: the entries' liveness rule, status by status: what may still fire holds an entry it would close;

@@ -155,6 +155,15 @@ impl Engine {
                     self.replaced.entry(symbol).or_default().push(st);
                 }
                 stops::ReplacedPlan::Release => {
+                    // AUDIT6-CT M1: no stop held and this one guards the position recorded now (restored as replaced
+                    // at a start whose store had no position row, the live position adopted since): taken back as
+                    // held, not cancelled — cancelling it left the position bare until a start succeeded.
+                    let pos = self.follower.get(&symbol).map(|p| p.qty).unwrap_or_default();
+                    if stops::take_back_as_held(self.stops.get(&symbol), pos, &st) {
+                        tracing::warn!(symbol, client_id = %st.client_id, "copy-trader: an open stop kept as replaced guards the position; held again");
+                        self.stops.insert(symbol, st);
+                        continue;
+                    }
                     // Cancelled here, not left to the clean-up: one whose cancel is not confirmed stays replaced
                     // (it may fire before it is gone) and is asked again at the next reconcile (AUDIT-3 F5).
                     if !self.cancel_replaced(&symbol, &st).await {

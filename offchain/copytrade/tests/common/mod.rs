@@ -105,19 +105,18 @@ balance = "10000"
 
     /// Starts an engine; returns its handles, a shutdown trigger and the task.
     pub(crate) async fn start(&self, cfg: &Config) -> Running {
-        let tuning = Tuning {
-            stream: StreamConfig {
-                reconnect_min: Duration::from_millis(50),
-                reconnect_max: Duration::from_millis(500),
-                ..Default::default()
-            },
-            fast_tick: Duration::from_millis(200),
-        };
-        self.start_tuned(cfg, tuning).await
+        self.start_tuned(cfg, fast_tuning()).await
     }
 
     /// Starts an engine with `tuning`.
     pub(crate) async fn start_tuned(&self, cfg: &Config, tuning: Tuning) -> Running {
+        let r = self.spawn_tuned(cfg, tuning).await;
+        r.wait_ready().await;
+        r
+    }
+
+    /// Starts an engine with `tuning` and returns at once, ready or not (a start-up that keeps failing).
+    pub(crate) async fn spawn_tuned(&self, cfg: &Config, tuning: Tuning) -> Running {
         let live = cfg.mode == kronos_copytrade::Mode::Live;
         let (engine, handles) = kronos_copytrade::run::build(cfg, live, self.bus.clone(), tuning).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -128,9 +127,7 @@ balance = "10000"
                 })
                 .await
         });
-        let r = Running { handles, stop: Some(tx), task };
-        r.wait_ready().await;
-        r
+        Running { handles, stop: Some(tx), task }
     }
 
     /// The lead trades at market.
@@ -206,6 +203,18 @@ cooldown = "1h""#;
 
 pub(crate) const LEAD_STREAM: &str = r#"poll_interval = "1s"
 use_stream = true"#;
+
+/// The tuning of the engines these tests start: a fast stream reconnect and a 200 ms fast tick.
+pub(crate) fn fast_tuning() -> Tuning {
+    Tuning {
+        stream: StreamConfig {
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_millis(500),
+            ..Default::default()
+        },
+        fast_tick: Duration::from_millis(200),
+    }
+}
 
 pub(crate) struct Running {
     pub handles: Handles,
