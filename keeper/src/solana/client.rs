@@ -61,7 +61,7 @@ pub struct SolClient {
 pub const LAG_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// How long the lag check waits for an endpoint's slot; one that has not answered by then counts as not answering.
-const LAG_CHECK_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const LAG_CHECK_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether `e` is a transport failure (try the next URL) rather than the node's answer.
 pub fn is_transport(e: &ClientError) -> bool {
@@ -152,15 +152,19 @@ impl SolClient {
             let Some(h) = h.as_ref().filter(|h| **h != cluster) else { continue };
             if e.other_cluster.is_none() {
                 e.other_cluster = Some(h.clone());
-                let line = format!(
-                    "RPC endpoint {} is on another cluster (genesis {h}, the cluster's {cluster}): not used",
-                    e.host
-                );
+                let line = other_cluster_line(&e.host, h, &cluster);
                 tracing::error!(endpoint = %e.host, genesis = %h, cluster = %cluster, "solana: {line}");
                 found.push(line);
             }
         }
         found
+    }
+
+    /// One line per endpoint found on another cluster so far (as [`SolClient::check_clusters`] reported it).
+    pub fn other_cluster_lines(&self) -> Vec<String> {
+        let Some(cluster) = self.genesis.lock().cluster.clone() else { return Vec::new() };
+        let eps = self.endpoints.lock();
+        eps.iter().filter_map(|e| e.other_cluster.as_ref().map(|h| other_cluster_line(&e.host, h, &cluster))).collect()
     }
 
     /// Whether endpoint `i` may be used: not found on another cluster.
@@ -249,6 +253,11 @@ impl SolClient {
         }
         Err(ClientError::from(ClientErrorKind::Custom(format!("{TRANSPORT_FAILED}{}", failures.join("; ")))))
     }
+}
+
+/// What `/health` and the log say of an endpoint on another cluster (named by host: the URL may carry a key).
+fn other_cluster_line(host: &str, hash: &str, cluster: &str) -> String {
+    format!("RPC endpoint {host} is on another cluster (genesis {hash}, the cluster's {cluster}): not used")
 }
 
 /// How the error of a call that failed in transport on every endpoint begins.
@@ -345,6 +354,27 @@ mod tests {
         assert!(!c.follow_freshest().await.moved);
         assert!(!c.follow_freshest().await.moved);
         assert_eq!(c.active(), 0);
+    }
+
+    /// AUDIT6-SOL M1: with two endpoints, the first one stalled further behind the second than
+    /// [`rules::MAX_PLAUSIBLE_LEAD`] (a node catching up after a restart) is left for the second after two checks,
+    /// and the keeper stays there (the second was taken for a liar by the median-of-the-others rule before).
+    #[tokio::test]
+    async fn with_two_endpoints_the_first_stalled_far_behind_is_left_for_good() {
+        use kronos_testkit::solana_rpc::LocalRpc;
+        let (stalled, fresh) = (LocalRpc::start().await.unwrap(), LocalRpc::start().await.unwrap());
+        one_cluster(&[&stalled, &fresh]).await;
+        control(&fresh, "warp", serde_json::json!({ "slots": rules::MAX_PLAUSIBLE_LEAD + 500 })).await;
+        let urls: Vec<url::Url> = [stalled.url(), fresh.url()].iter().map(|u| u.parse().unwrap()).collect();
+        let c = SolClient::new(&urls);
+        assert!(!c.follow_freshest().await.moved, "one check: kept");
+        assert!(c.follow_freshest().await.moved);
+        assert_eq!(c.active(), 1);
+        assert!(c.endpoints()[0].behind.is_some_and(|b| b > rules::MAX_PLAUSIBLE_LEAD), "{:?}", c.endpoints());
+        for k in 0..3 {
+            assert!(!c.follow_freshest().await.moved, "check {k}");
+        }
+        assert_eq!((c.active(), c.failovers.load(Ordering::Relaxed)), (1, 1));
     }
 
     /// AUDIT5-SOL M1: an endpoint on another cluster (another genesis hash than the majority's), however far ahead,

@@ -90,9 +90,12 @@ pub struct SolanaRuntime {
     /// AUDIT5-SOL M2: per market whose pass is in flight, the last error its transaction's follow met (a status that
     /// cannot be read, …): kept here, not in the health, until the pass completes.
     pass_errors: Mutex<HashMap<Pubkey, String>>,
-    /// Markets whose pass has been in flight longer than [`rules::PASS_STUCK_AFTER`], one line each: unhealthy while
-    /// any is listed (`/health` says which), so health changes once per stuck pass, not per poll.
-    stuck: Mutex<BTreeMap<Pubkey, String>>,
+    /// Markets whose pass has been in flight longer than [`rules::PASS_STUCK_AFTER`] (key: the market, [`PASS`]), or
+    /// one of whose actions keeps expiring ([`rules::expiring_stuck`]; key: the market, the action), one line each:
+    /// unhealthy while any is listed (`/health` says which), so health changes once per stuck pass, not per poll.
+    stuck: Mutex<BTreeMap<(Pubkey, &'static str), String>>,
+    /// AUDIT6-SOL M3: per (market account, action), its transactions' expiries in a row, until one lands.
+    expiring: Mutex<HashMap<(Pubkey, &'static str), rules::Expiring>>,
     /// Discovery (no `markets`): only markets whose authority is one of these are driven (audit SOL H3).
     creators: Vec<Pubkey>,
     /// The slot of the keeper's latest confirmed transaction: reads ask for at least this slot
@@ -127,6 +130,9 @@ struct MarketLease {
     renewals: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// The [`SolanaRuntime::stuck`] key's second part for a market's pass in flight too long.
+const PASS: &str = "pass";
 
 /// One market's pass running as its own task ([`SolanaRuntime::tick`]); aborted if dropped (the runtime's task was).
 struct PassTask(tokio::task::JoinHandle<Result<Option<String>>>, Instant);
@@ -263,6 +269,7 @@ impl SolanaRuntime {
             skipped: Mutex::new(Vec::new()),
             pass_errors: Mutex::new(HashMap::new()),
             stuck: Mutex::new(BTreeMap::new()),
+            expiring: Mutex::new(HashMap::new()),
             creators,
             min_slot: AtomicU64::new(0),
             failing: Mutex::new(HashMap::new()),
@@ -285,6 +292,12 @@ impl SolanaRuntime {
     /// Connects (some endpoint must answer), lists the markets and settles the record of transactions a previous
     /// run left open.
     async fn init(&self, cancel: &CancellationToken) -> Result<()> {
+        // AUDIT6-SOL M2: the endpoints' clusters are checked before anything is read (markets, the record a previous
+        // run left open), so a URL of another cluster configured first is passed over from the start; the lag check
+        // that also does this only runs once `init` succeeded. `load_markets` lists what it found in `/health`.
+        if self.cfg.rpc.len() > 1 {
+            self.client.check_clusters(super::client::LAG_CHECK_WAIT).await;
+        }
         let version = self.client.call(|c| c.get_version().boxed()).await.map_err(|e| {
             anyhow::anyhow!("{}: no RPC endpoint answers ({})", self.name, super::client::transport_kind(&e))
         })?;
@@ -394,6 +407,8 @@ impl SolanaRuntime {
         }
         let none = out.is_empty();
         *self.markets.lock() = out;
+        // Endpoints found on another cluster (at `init`) stay named; the lag check adds the ones it finds later.
+        skipped.extend(self.client.other_cluster_lines());
         *self.skipped.lock() = skipped;
         anyhow::ensure!(
             !none,
@@ -779,7 +794,7 @@ impl SolanaRuntime {
             let Ok(joined) = tokio::time::timeout_at(due, &mut p.0).await else { continue };
             passes.remove(&mi.address);
             self.pass_errors.lock().remove(&mi.address);
-            if self.stuck.lock().remove(&mi.address).is_some() {
+            if self.stuck.lock().remove(&(mi.address, PASS)).is_some() {
                 tracing::info!(chain = %self.name, market = %mi.address, id = mi.id, "solana: the market's pass completed again");
             }
             let refused = match joined {
@@ -830,7 +845,7 @@ impl SolanaRuntime {
                 age.as_secs(),
                 last.map(|e| format!(" (last error: {e})")).unwrap_or_default()
             );
-            if self.stuck.lock().insert(mi.address, line.clone()).is_none() {
+            if self.stuck.lock().insert((mi.address, PASS), line.clone()).is_none() {
                 tracing::error!(chain = %self.name, market = %mi.address, id = mi.id, detail = %line, "solana: a market's pass is stuck");
             }
         }
@@ -1024,6 +1039,46 @@ impl SolanaRuntime {
         }
     }
 
+    /// AUDIT6-SOL M3: keeps `action`'s expiries in a row ([`rules::expiring_after`]) after a send that went out at
+    /// `sent_ms` ended in `tried`, and lists the action in [`SolanaRuntime::stuck`] while it keeps expiring for long
+    /// ([`rules::expiring_stuck`]): each pass then completes, so the stuck-pass rule never sees it.
+    fn track_expiries(&self, mi: &MarketInfo, action: Action, tried: rules::Tried, sent_ms: i64) {
+        let key = (mi.address, action_name(action));
+        let now = i64::try_from(kronos_common::time::now_ms()).unwrap_or(i64::MAX);
+        let e = {
+            let mut expiring = self.expiring.lock();
+            let e = rules::expiring_after(expiring.get(&key).copied(), tried, sent_ms);
+            match e {
+                Some(e) => expiring.insert(key, e),
+                None => expiring.remove(&key),
+            };
+            e
+        };
+        let line = e.filter(|e| rules::expiring_stuck(*e, now)).map(|e| {
+            format!(
+                "market {} ({}): {} due for {} s, its transaction expired {} times in a row",
+                mi.id,
+                mi.address,
+                key.1,
+                now.saturating_sub(e.since_ms) / 1000,
+                e.count
+            )
+        });
+        let mut stuck = self.stuck.lock();
+        match line {
+            Some(line) => {
+                if stuck.insert(key, line.clone()).is_none() {
+                    tracing::error!(chain = %self.name, market = %mi.address, id = mi.id, detail = %line, "solana: a market's action keeps expiring");
+                }
+            }
+            None => {
+                if stuck.remove(&key).is_some() {
+                    tracing::info!(chain = %self.name, market = %mi.address, id = mi.id, action = key.1, "solana: the market's action no longer expires");
+                }
+            }
+        }
+    }
+
     /// Sends `action` (on round `epoch` of `mi`) unless its back-off holds it, under `fence`; keeps the back-off
     /// ([`rules::backoff_after`]), the alerts ([`rules::alert_now`]) and the settle delay.
     #[allow(clippy::too_many_arguments)]
@@ -1045,6 +1100,7 @@ impl SolanaRuntime {
         if self.failing.lock().get(&label).is_some_and(|(_, at)| Instant::now() < *at) {
             return Flow::Next;
         }
+        let sent_at = i64::try_from(kronos_common::time::now_ms()).unwrap_or(i64::MAX);
         let sent = self.send_fenced(fence, action, &label, instruction, &writable, cancel).await;
         // `/health` shows a failover as soon as a step is decided, not only at the end of the pass.
         self.endpoints_into(&mut self.health.lock());
@@ -1066,6 +1122,10 @@ impl SolanaRuntime {
             }
             rules::Backoff::Count => self.count_failure(&label, tried),
             rules::Backoff::Keep => {}
+        }
+        // Stopping, or the market refused: nothing learnt about the step's expiries either.
+        if matches!(sent, Ok(_) | Err(SendError::Other(_))) {
+            self.track_expiries(mi, action, tried, sent_at);
         }
         match sent {
             Ok(outcome) => {

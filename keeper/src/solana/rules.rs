@@ -472,6 +472,37 @@ pub fn pass_stuck(age: Duration) -> bool {
     age > PASS_STUCK_AFTER
 }
 
+/// One action (per market) whose transactions keep expiring (AUDIT6-SOL M3): when the first send of its expiries in
+/// a row went out (unix ms) and how many expired in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiring {
+    pub since_ms: i64,
+    pub count: u32,
+}
+
+/// An action's expiries in a row after a send that went out at `sent_ms` ended in `t`: an expiry adds one (the first
+/// starts the run at `sent_ms`), a confirmed or already done step ends it, a refusal (counted by the back-off and
+/// alerted on its own) leaves it as it was.
+pub fn expiring_after(prev: Option<Expiring>, t: Tried, sent_ms: i64) -> Option<Expiring> {
+    match t {
+        Tried::Expired => Some(match prev {
+            Some(e) => Expiring { count: e.count.saturating_add(1), ..e },
+            None => Expiring { since_ms: sent_ms, count: 1 },
+        }),
+        Tried::Done | Tried::AlreadyDone => None,
+        Tried::NotYet | Tried::Failed => prev,
+    }
+}
+
+/// Whether an action expiring as `e` is reported as stuck at `now_ms`: it expired at least twice in a row and was
+/// first sent more than [`PASS_STUCK_AFTER`] ago. Each of its passes completes (the next one signs again), so
+/// [`pass_stuck`] never sees it, while its round drifts to a refund (a fee too low under congestion, a provider
+/// whose `sendTransaction` drops it, …).
+pub fn expiring_stuck(e: Expiring, now_ms: i64) -> bool {
+    let after = i64::try_from(PASS_STUCK_AFTER.as_millis()).unwrap_or(i64::MAX);
+    e.count >= 2 && now_ms.saturating_sub(e.since_ms) > after
+}
+
 /// What the lag check remembers from one check to the next.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LagMemory {
@@ -481,11 +512,17 @@ pub struct LagMemory {
     pub active_slot: Option<u64>,
     /// Whether the last check already wanted to leave the endpoint in use (a move needs two checks in a row).
     pub wanted: bool,
+    /// The endpoint in use that `active_slot` and `wanted` belong to (AUDIT6-SOL L2): when the transport failover
+    /// moved the keeper between two checks, they are forgotten, never carried over to another endpoint.
+    pub at: Option<usize>,
 }
 
 /// Each endpoint's slot, `None` where it is implausible: more than [`MAX_PLAUSIBLE_LEAD`] above the median (the
 /// upper one) of the others that answered, unless within [`slot_allowance`] of `prev` (the last check's best
-/// plausible slot and its time). With no other slot and no `prev` a slot is believed.
+/// plausible slot and its time). The median is judged only when at least 3 endpoints answered (AUDIT6-SOL M1): with
+/// two, the "others" are one endpoint, which cannot tell which of the two is wrong — and a stale node (one catching
+/// up after a restart) is far likelier than a lying one, so the higher slot is believed (a configuration mistake is
+/// the genesis check's, and a move still needs two checks in a row).
 pub fn plausible_slots(slots: &[Option<u64>], prev: Option<(u64, i64)>, now_ms: i64) -> Vec<Option<u64>> {
     slots
         .iter()
@@ -495,7 +532,7 @@ pub fn plausible_slots(slots: &[Option<u64>], prev: Option<(u64, i64)>, now_ms: 
             let mut others: Vec<u64> =
                 slots.iter().enumerate().filter(|(j, _)| *j != i).filter_map(|(_, o)| *o).collect();
             others.sort_unstable();
-            let median = others.get(others.len() / 2).copied();
+            let median = others.get(others.len() / 2).copied().filter(|_| others.len() >= 2);
             let by_others = median.is_none_or(|m| s <= m.saturating_add(MAX_PLAUSIBLE_LEAD));
             let by_clock = prev.is_some_and(|(p, at)| s <= p.saturating_add(slot_allowance(now_ms - at)));
             (by_others || by_clock).then_some(s)
@@ -521,6 +558,9 @@ pub fn lag_step(
     now_ms: i64,
 ) -> (usize, LagMemory) {
     let ok = |i: usize| usable.get(i).copied().unwrap_or(true);
+    // AUDIT6-SOL L2: what was remembered of another endpoint in use (the transport failover moved) is forgotten.
+    let mem =
+        if mem.at == Some(active) { mem } else { LagMemory { active_slot: None, wanted: false, at: None, ..mem } };
     let masked: Vec<Option<u64>> = slots.iter().enumerate().map(|(i, s)| s.filter(|_| ok(i))).collect();
     let plaus = plausible_slots(&masked, mem.best, now_ms);
     let best = plaus.iter().flatten().max().copied();
@@ -529,6 +569,7 @@ pub fn lag_step(
         best: best.map(|b| (b, now_ms)).or(mem.best),
         active_slot: if to == active { plaus.get(active).copied().flatten().or(mem.active_slot) } else { plaus[to] },
         wanted,
+        at: Some(to),
     };
     let Some(best) = best else { return (active, remember(active, false)) };
     let to = freshest.unwrap_or(active);
@@ -879,9 +920,29 @@ mod tests {
         assert!(PASS_STUCK_AFTER >= Duration::from_secs(150), "above a blockhash's lifetime, with a margin");
     }
 
+    /// AUDIT6-SOL M3: an action whose transactions expire pass after pass is reported once it expired twice in a row
+    /// and was first sent more than [`PASS_STUCK_AFTER`] ago; a confirmed (or already done) step ends the run, a
+    /// refusal neither ends nor extends it.
+    #[test]
+    fn an_action_that_keeps_expiring_is_stuck_past_the_pass_limit() {
+        let limit = i64::try_from(PASS_STUCK_AFTER.as_millis()).unwrap();
+        let one = expiring_after(None, Tried::Expired, 1_000).unwrap();
+        assert_eq!(one, Expiring { since_ms: 1_000, count: 1 });
+        assert!(!expiring_stuck(one, 1_000 + limit + 1), "one expiry: a dropped transaction, not an outage");
+        let two = expiring_after(Some(one), Tried::Expired, 90_000).unwrap();
+        assert_eq!(two, Expiring { since_ms: 1_000, count: 2 }, "the run is dated from its first send");
+        assert!(!expiring_stuck(two, 1_000 + limit));
+        assert!(expiring_stuck(two, 1_000 + limit + 1));
+        assert_eq!(expiring_after(Some(two), Tried::Failed, 200_000), Some(two));
+        assert_eq!(expiring_after(Some(two), Tried::NotYet, 200_000), Some(two));
+        assert_eq!(expiring_after(Some(two), Tried::Done, 200_000), None);
+        assert_eq!(expiring_after(Some(two), Tried::AlreadyDone, 200_000), None);
+        assert_eq!(expiring_after(None, Tried::Failed, 200_000), None);
+    }
+
     /// A check that moves at once from what it is given (the last check already wanted to leave, and saw `best`).
     fn step(slots: &[Option<u64>], active: usize) -> usize {
-        let mem = LagMemory { best: Some((1_000, 0)), active_slot: None, wanted: true };
+        let mem = LagMemory { best: Some((1_000, 0)), active_slot: None, wanted: true, at: Some(active) };
         lag_step(slots, &vec![true; slots.len()], active, mem, 0).0
     }
 
@@ -915,26 +976,67 @@ mod tests {
         assert_eq!((to, m4.wanted, m4.active_slot), (1, false, Some(1_080)), "second in a row: moved");
     }
 
-    /// AUDIT5-SOL M1: a slot implausibly far above the others' is ignored (with two endpoints and with three),
-    /// unless the wall clock since the last check allows it (the others stalled).
+    /// AUDIT5-SOL M1: a slot implausibly far above the median of the others' is ignored when at least 3 endpoints
+    /// answered, unless the wall clock since the last check allows it (the others stalled).
     #[test]
     fn a_slot_implausibly_far_above_the_others_is_ignored() {
         let liar = Some(5_000);
-        assert_eq!(plausible_slots(&[Some(1_000), liar], None, 0), vec![Some(1_000), None]);
         assert_eq!(plausible_slots(&[Some(1_000), liar, Some(1_001)], None, 0), vec![Some(1_000), None, Some(1_001)]);
-        assert_eq!(plausible_slots(&[Some(1_000), Some(1_000 + MAX_PLAUSIBLE_LEAD)], None, 0)[1], Some(2_500));
+        assert_eq!(plausible_slots(&[Some(1_000), Some(2_500), Some(1_001)], None, 0)[1], Some(2_500));
         // The liar never takes the keeper, however often it is seen.
         let mut mem = LagMemory::default();
         for k in 0..4 {
-            let (to, m) = lag_step(&[Some(1_000 + k), liar], &[true, true], 0, mem, 5_000 * k as i64);
+            let (to, m) = lag_step(&[Some(1_000 + k), liar, Some(1_001 + k)], &[true; 3], 0, mem, 5_000 * k as i64);
             assert_eq!(to, 0, "check {k}");
             mem = m;
         }
-        // The one in use stalled while the other kept going: its lead grew a slot per 400 ms, which the clock allows.
+        // The one in use stalled while the others kept going: their lead grew a slot per 400 ms, which the clock
+        // allows.
         let prev = Some((1_000 + MAX_PLAUSIBLE_LEAD - 10, 0));
-        assert_eq!(plausible_slots(&[Some(1_000), Some(1_000 + MAX_PLAUSIBLE_LEAD + 5)], prev, 5_000)[1], Some(2_505));
+        let ahead = Some(1_000 + MAX_PLAUSIBLE_LEAD + 5);
+        assert_eq!(plausible_slots(&[Some(1_000), ahead, Some(1_000)], prev, 5_000)[1], Some(2_505));
         // A jump past what 5 s allow is not.
-        assert_eq!(plausible_slots(&[Some(1_000), Some(1_000 + MAX_PLAUSIBLE_LEAD + 200)], prev, 5_000)[1], None);
+        let jump = Some(1_000 + MAX_PLAUSIBLE_LEAD + 200);
+        assert_eq!(plausible_slots(&[Some(1_000), jump, Some(1_000)], prev, 5_000)[1], None);
+    }
+
+    /// AUDIT6-SOL M1: with two endpoints the other one cannot tell which of the two is wrong, so the higher slot is
+    /// believed: a keeper that starts on a node stalled far behind (catching up after a restart) moves to the other
+    /// one after two checks, and stays there.
+    #[test]
+    fn with_two_endpoints_the_one_stalled_far_behind_is_left() {
+        let far = 1_000 + 4 * MAX_PLAUSIBLE_LEAD;
+        assert_eq!(plausible_slots(&[Some(1_000), Some(far)], None, 0), vec![Some(1_000), Some(far)]);
+        let all = [true, true];
+        let (to, m1) = lag_step(&[Some(1_000), Some(far)], &all, 0, LagMemory::default(), 0);
+        assert_eq!((to, m1.wanted), (0, true), "first sight: kept");
+        let (to, m2) = lag_step(&[Some(1_000), Some(far + 12)], &all, 0, m1, 5_000);
+        assert_eq!(to, 1, "second in a row: moved");
+        let mut mem = m2;
+        for k in 0..4 {
+            let (to, m) =
+                lag_step(&[Some(1_001 + k), Some(far + 24 + 12 * k)], &all, 1, mem, 10_000 + 5_000 * k as i64);
+            assert_eq!(to, 1, "check {k}: stays");
+            mem = m;
+        }
+        // The stalled one missing a check changes nothing either.
+        assert_eq!(lag_step(&[None, Some(far + 100)], &all, 1, mem, 40_000).0, 1);
+    }
+
+    /// AUDIT6-SOL L2: what a check remembered of the endpoint in use is forgotten when the transport failover moved
+    /// the keeper before the next check: one sighting of the new endpoint's lag never moves it, and a silent new
+    /// endpoint is not compared with the old one's slot.
+    #[test]
+    fn the_lag_memory_belongs_to_the_endpoint_in_use() {
+        let all = [true, true];
+        // Checked on 0, which was wanted away from; the failover then moved the keeper to 1, now far behind.
+        let mem = LagMemory { best: Some((1_000, 0)), active_slot: Some(1_000), wanted: true, at: Some(0) };
+        let behind = [Some(1_010), Some(1_010 - MAX_SLOTS_BEHIND - 1)];
+        let (to, m) = lag_step(&behind, &all, 1, mem, 5_000);
+        assert_eq!((to, m.wanted, m.at), (1, true, Some(1)), "first sight of 1's lag: kept");
+        assert_eq!(lag_step(&behind, &all, 1, m, 10_000).0, 0, "second: moved");
+        // Silent right after the failover: 0's last slot says nothing of 1.
+        assert_eq!(lag_step(&[Some(1_010), None], &all, 1, mem, 5_000).0, 1);
     }
 
     /// AUDIT5-SOL LOW-1: the endpoint in use that misses one `getSlot` is not left for a lagging one, only for one at
@@ -942,7 +1044,7 @@ mod tests {
     /// left at once.
     #[test]
     fn a_silent_endpoint_in_use_is_left_only_for_a_fresh_one_and_never_for_another_cluster() {
-        let mem = LagMemory { best: Some((1_000, 0)), active_slot: Some(1_000), wanted: true };
+        let mem = LagMemory { best: Some((1_000, 0)), active_slot: Some(1_000), wanted: true, at: Some(0) };
         let all = [true, true];
         assert_eq!(lag_step(&[None, Some(1_000 - MAX_SLOTS_BEHIND - 1)], &all, 0, mem, 5_000).0, 0, "lagging: kept");
         assert_eq!(lag_step(&[None, Some(1_010)], &all, 0, mem, 5_000).0, 1, "fresh: moved");
