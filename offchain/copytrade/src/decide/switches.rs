@@ -264,6 +264,13 @@ pub(crate) fn may_send(only_reduces: bool, unread: &Unread) -> bool {
     only_reduces || !unread.pending()
 }
 
+/// What the status shows as `trading`: copy-trading on (`paused` false) and nothing held for the control log — the
+/// same [`Unread::pending`] rule that holds every entry ([`may_send`]). AUDIT6-CT L2: it used the engine's own read
+/// alone, so a log only the watcher could not read held every entry while `trading` showed true.
+pub(crate) fn trading_shown(paused: bool, unread: &Unread) -> bool {
+    !paused && !unread.pending()
+}
+
 /// Whether an apply held back for a command not read yet (`pending`) runs now: only once every command sent so far
 /// has been read ([`Unread::pending`] false). The flag is cleared only then — a command sent while the control log
 /// was being read keeps it raised, so the apply follows the read of that command, not the next reconcile.
@@ -464,6 +471,12 @@ pub(crate) mod tests {
         assert!(!may_send(false, &watcher_only) && may_send(true, &watcher_only));
         let both = u(Watched::Unreadable, true);
         assert!(!may_send(false, &both) && may_send(true, &both));
+        // AUDIT6-CT L2: `trading` shows false whichever reader failed (entries are held either way).
+        for held in [engine_only, watcher_only, both] {
+            assert!(!trading_shown(false, &held), "{held:?}");
+        }
+        assert!(trading_shown(false, &u(Watched::Seq(7), false)));
+        assert!(!trading_shown(true, &u(Watched::Seq(7), false)), "paused");
         let mut pending = true;
         assert!(!take_reapply(&mut pending, &engine_only), "held until the engine reads the log again");
         assert!(!take_reapply(&mut pending, &watcher_only));

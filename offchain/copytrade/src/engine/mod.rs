@@ -51,6 +51,7 @@ use crate::control::{self, CarriedOut, Control};
 use crate::decide::ai::AiTarget;
 use crate::decide::emergency::{self, RateLimit};
 use crate::decide::stops::{self, StopInfo};
+use crate::decide::switches;
 use crate::decide::unknown::UnknownOrder;
 use crate::lead::LeadBook;
 use crate::metrics::{KindLabel, Metrics};
@@ -538,7 +539,8 @@ impl Engine {
         st.ai = self.ai.values().map(|t| t.view.clone()).collect();
         st.lead_stream_connected = stream_connected;
         st.started_ms = self.started_ms;
-        st.trading = !self.paused && !self.control_unreadable;
+        // AUDIT6-CT L2: false while either reader of the control log fails (every entry is held then).
+        st.trading = switches::trading_shown(self.paused, &self.unread());
         st.ratio = self.ratio.to_string();
         self.metrics.entries_blocked.set(st.entries_blocked.is_some() as i64);
         self.metrics.stream_connected.set(stream_connected as i64);
