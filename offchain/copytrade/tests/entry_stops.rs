@@ -196,3 +196,35 @@ async fn a_restart_that_lost_the_position_row_keeps_its_live_stop_while_start_up
     w.assert_no_duplicates();
     r.stop().await;
 }
+
+/// AUDIT6-CT M3: the follower's add (the lead adds) times out and its outcome is unknown; then the mark falls through
+/// the position's stop, which fires. The flat position is a stop-out at once — the stop is asked before the verdict
+/// is deferred for the unknown order — and the lead's next add is not followed. Before, the verdict was deferred for
+/// as long as that order was watched (ten minutes past its hold): no stop-out, and once the hold passed the lead's
+/// add was sent against the recorded position on the flat account (a stopped-out position re-entered).
+#[tokio::test]
+async fn a_stop_that_fires_while_an_order_of_ours_has_an_unknown_outcome_is_a_stop_out() {
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
+    r.settle().await;
+    let store = r.handles.store.clone();
+    let lost = Fault::Timeout { executed: false, delay: std::time::Duration::from_millis(1500) };
+    w.ex.inject_for(FOLLOWER, "POST", "/fapi/v1/order", lost, 1);
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    wait_until("the add's outcome unknown", || async {
+        !store.orders_with_status("unresolved").await.unwrap().is_empty()
+    })
+    .await;
+    // The mark falls through the follower's stop (63700): it fires and closes the position.
+    w.ex.set_mark("BTCUSDT", "63000");
+    w.expect_follower("BTCUSDT", "0").await;
+    wait_event("the stop-out judged", &store, "stopped_out", "").await;
+    // The lead adds again: not followed (the follower waits for the lead's next close or flip).
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    r.settle().await;
+    r.settle().await;
+    assert!(w.follower_qty("BTCUSDT").is_zero(), "a stopped-out position re-entered");
+    assert!(!has_event(&store, "position_drift", "").await, "{:?}", store.events(50).await.unwrap());
+    w.assert_no_duplicates();
+    r.stop().await;
+}
