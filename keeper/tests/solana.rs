@@ -2343,3 +2343,29 @@ async fn one_bad_stored_prediction_never_stops_the_other_reveals() {
     assert!(row.reveal_tx.is_none(), "{row:?}");
     k.stop().await;
 }
+
+/// AUDIT6-SOL M2: a URL of another cluster configured first never captures the keeper at start (before, `init`
+/// retried on it forever: the configured market is no account there, and the cluster check only ran after `init`).
+/// The endpoints' clusters are checked before the markets are read, so the keeper starts and drives on the second
+/// endpoint, and /health names the foreign one by host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_foreign_first_rpc_never_captures_the_keeper_at_start() {
+    let (c, dir, key) = funded(true).await;
+    let foreign = LocalRpc::start().await.unwrap();
+    // Devnet's genesis hash.
+    let devnet = json!({ "hash": "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG" });
+    let r = c.http.post(format!("{}control/genesis", foreign.url())).json(&devnet).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // A second URL of the cluster's node: two of the three endpoints agree on the cluster.
+    let again = Cut::to(c.rpc.addr()).await;
+    let second = format!("http://127.0.0.1:{}/", again.port);
+    let mut k = run_keeper(&c.config(dir.path(), &[&foreign.url(), &second], &key, "")).await;
+    start_round_0(&c, &mut k).await;
+    let host = format!("127.0.0.1:{}", foreign.addr().port());
+    let h = until_health(&k, "the foreign endpoint named", |h| {
+        h["last_error"].as_str().is_some_and(|e| e.contains(&host) && e.contains("another cluster"))
+    })
+    .await;
+    assert_eq!(h["rpc_endpoint"], json!(1), "{h}");
+    k.stop().await;
+}
