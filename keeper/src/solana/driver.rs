@@ -134,6 +134,24 @@ struct MarketLease {
 /// The [`SolanaRuntime::stuck`] key's second part for a market's pass in flight too long.
 const PASS: &str = "pass";
 
+/// The [`SolanaRuntime::stuck`] key's second part for a transaction followed too long outside a market's pass
+/// (the forecast task's), its first part the transaction's first writable account.
+const FOLLOW: &str = "follow";
+
+/// Takes a follow's line out of [`SolanaRuntime::stuck`] when the follow ends, however it ends (AUDIT6-SOL L3).
+struct Unstick<'a> {
+    stuck: &'a Mutex<BTreeMap<(Pubkey, &'static str), String>>,
+    key: Option<(Pubkey, &'static str)>,
+}
+
+impl Drop for Unstick<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            self.stuck.lock().remove(&k);
+        }
+    }
+}
+
 /// One market's pass running as its own task ([`SolanaRuntime::tick`]); aborted if dropped (the runtime's task was).
 struct PassTask(tokio::task::JoinHandle<Result<Option<String>>>, Instant);
 
@@ -1718,9 +1736,25 @@ impl SolanaRuntime {
         // [`STOP_FOLLOW_MAX`] (its blockhash long expired, or no status readable) is the row left pending for the
         // next start to settle (`recover`).
         let mut stopping: Option<Instant> = None;
+        // AUDIT6-SOL L3: a follow outside a market's pass (the forecast task's commits and reveals) has no pass the
+        // tick could time, so it times itself: listed in `stuck` past [`rules::PASS_STUCK_AFTER`], until it ends.
+        let (followed, outside_pass) = (Instant::now(), PASS_MARKET.try_with(|_| ()).is_err());
+        let mut unstick = Unstick { stuck: &self.stuck, key: None };
+        let mut last_error: Option<String> = None;
         loop {
             if cancel.is_cancelled() && stopping.get_or_insert_with(Instant::now).elapsed() > STOP_FOLLOW_MAX {
                 return Err(SendError::Stopped);
+            }
+            if outside_pass && unstick.key.is_none() && rules::pass_stuck(followed.elapsed()) {
+                let key = (writable.first().copied().unwrap_or_default(), FOLLOW);
+                let line = format!(
+                    "{label}: followed for {} s without a decision{}",
+                    followed.elapsed().as_secs(),
+                    last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+                );
+                tracing::error!(chain = %self.name, action = %label, detail = %line, "solana: a transaction's follow is stuck");
+                self.stuck.lock().insert(key, line);
+                unstick.key = Some(key);
             }
             tokio::time::sleep(self.poll.min(Duration::from_millis(500))).await;
             let (status, height) = match self.status_of(&sig, false).await {
@@ -1730,6 +1764,7 @@ impl SolanaRuntime {
                     tracing::warn!(chain = %self.name, error = %msg, "solana: reading the transaction's status again");
                     // AUDIT5-SOL M2: kept for the market's pass (the tick reports a pass stuck for long), never
                     // toggling the keeper's health per poll.
+                    last_error = Some(msg.clone());
                     let _ = PASS_MARKET.try_with(|m| self.pass_errors.lock().insert(*m, msg));
                     continue;
                 }
