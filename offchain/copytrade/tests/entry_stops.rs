@@ -228,3 +228,72 @@ async fn a_stop_that_fires_while_an_order_of_ours_has_an_unknown_outcome_is_a_st
     w.assert_no_duplicates();
     r.stop().await;
 }
+
+/// AUDIT7 CT-M1: the follower's stop fires (the position is flat) inside a burst of failed reads: the question about
+/// the stop fails (so the flat verdict is undecided) and so does the positions read that should confirm it, and both
+/// keep failing for a while. Nothing is judged meanwhile — and nothing is entered: the lead's add is not followed on
+/// the flat account while the symbol is unjudged. Once the reads work again the stop is found fired: a stop-out, and
+/// the follower waits for the lead's next close or flip. Before, the unconfirmed verdict was skipped without holding
+/// entries in the symbol: the apply of the lead's add used the recorded 0.05 and sent the difference (not reduce-only)
+/// on the flat account — a stopped-out position partly re-entered, then adopted by the next reconcile.
+///
+/// The order of the follower's requests at the reconcile that meets the fire (reconcile_pass, then verify_stops):
+/// `GET positionRisk` (the first read: `MarkFirst` makes the mark fall through the stop at 63700 just before it is
+/// answered, so it shows the position flat) → `GET algoOrder` for the held stop (fails: undecided) → `GET positionRisk`
+/// again (fails: `Now::Unread`, the verdict is not confirmed) → `GET openAlgoOrders` (answered) → `GET algoOrder` for
+/// the stop no longer listed (fails: kept, no read). Every later reconcile fails at its first read while the burst
+/// lasts, which keeps the entries held (or not held) exactly as that pass left them. The failures are 400/-1000
+/// answers, not 503s: the client retries a GET on a 5xx; one request per call keeps the count waited on exact.
+#[tokio::test]
+async fn an_unconfirmed_flat_verdict_holds_entries_until_the_stop_out_is_judged() {
+    let (w, _, r) = World::live().await;
+    w.first_buy_with_stop().await;
+    r.settle().await;
+    let store = r.handles.store.clone();
+    const BURST: u32 = 100_000;
+    let failed = Fault::Answer { status: 400, code: -1000, msg: "An unknown error occurred".into(), executed: false };
+    // One step, nothing awaited in between: no reconcile can read the positions between these three.
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v1/algoOrder", failed.clone(), BURST);
+    w.ex.inject_for(
+        FOLLOWER,
+        "GET",
+        "/fapi/v2/positionRisk",
+        Fault::MarkFirst { symbol: "BTCUSDT".into(), price: "63000".into() },
+        1,
+    );
+    w.ex.inject_for(FOLLOWER, "GET", "/fapi/v2/positionRisk", failed, BURST);
+    // The first read (the stop fires as it is answered), the question about the stop and the second read: three
+    // faults taken, so that pass has reached its verdict (and set the symbols whose entries it holds) before anything
+    // the lead does next is applied (the engine handles the lead's stream only between turns).
+    wait_for("the flat read, the failed question and the failed second read", || w.ex.faults_left() <= 2 * BURST - 2)
+        .await;
+    assert!(w.follower_qty("BTCUSDT").is_zero(), "the stop fired at the first read");
+    // The lead adds: its apply (and the reconciles' applies after it, all failing at their first read) must not send
+    // an entry while the flat position is unjudged.
+    w.lead_trade(Side::Buy, "0.1", "BTCUSDT").await;
+    wait_event("the lead's add applied", &store, "lead_increase", "").await;
+    r.settle().await;
+    r.settle().await;
+    let buys = || follower_orders(&w).iter().filter(|o| o.side == Side::Buy).count();
+    assert!(
+        w.follower_qty("BTCUSDT").is_zero(),
+        "an entry went out on the flat account while the stop-out was unjudged (re-entered): {:?}",
+        follower_orders(&w)
+    );
+    assert_eq!(buys(), 1, "only the first entry: {:?}", follower_orders(&w));
+    for kind in ["stopped_out", "closed_outside", "position_drift", "position_closed_undecided"] {
+        assert!(!has_event(&store, kind, "").await, "judged during the burst: {:?}", store.events(50).await.unwrap());
+    }
+    // The reads work again: the stop is found fired — a stop-out — and the follower waits for the lead.
+    w.ex.clear_faults();
+    wait_event("the stop-out judged", &store, "stopped_out", "").await;
+    r.settle().await;
+    r.settle().await;
+    assert!(w.follower_qty("BTCUSDT").is_zero(), "re-entered after the stop-out: {:?}", follower_orders(&w));
+    assert_eq!(buys(), 1, "no Buy after the stop-out: {:?}", follower_orders(&w));
+    assert!(!has_event(&store, "position_drift", "").await, "{:?}", store.events(50).await.unwrap());
+    assert!(r.handles.status.lock().lead.iter().any(|(s, _, l)| s == "BTCUSDT" && l.as_deref() == Some("0")));
+    wait_for("no stop left behind", || w.follower_stops().is_empty()).await;
+    w.assert_no_duplicates();
+    r.stop().await;
+}

@@ -199,7 +199,10 @@ impl Engine {
                     }
                 };
                 if !reconcile::stands(difference, again) {
+                    // AUDIT7 CT-M1: unjudged, the symbol holds its entries like a deferred one — the account may be
+                    // flat after a stop-out, and an add by the lead sent now would re-enter it.
                     tracing::warn!(symbol = %s, ?again, "copy-trader: flat not confirmed after the stop answered; judged at the next reconcile");
+                    deferred.insert(s.clone());
                     continue;
                 }
             }
