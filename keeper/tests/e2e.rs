@@ -323,17 +323,27 @@ async fn survives_a_dying_rpc_a_fee_spike_and_a_dropped_transaction() {
     let q = net.chains[1].wallet(0);
     q.raw_request::<_, serde_json::Value>("evm_setIntervalMining".into(), (0,)).await.unwrap();
     q.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (false,)).await.unwrap();
-    // Advance time past the next checkpoint and its execute delay with one mined block so the keeper sends.
+    // With the chain frozen, the checkpoint to drop is the first one not recorded yet: the current epoch's when the
+    // keeper has not executed it (under load it may still be on its way, or pending in the pool), else the next one.
+    // Targeting the next one while the current one is unexecuted would leave the keeper waiting on the current one's
+    // transaction, which no block mines.
     let t = q.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap().header.timestamp;
-    let k_next = (t - net.chains[1].genesis()) / INTERVAL + 1;
+    let k_cur = (t - net.chains[1].genesis()) / INTERVAL;
+    assert!(net.checkpoint(1, k_cur - 1).await.0 > 0, "checkpoint {} not recorded before the drop", k_cur - 1);
+    let k_next = if net.checkpoint(1, k_cur).await.0 > 0 { k_cur + 1 } else { k_cur };
+    // Advance time past that checkpoint and its execute delay with one mined block so the keeper sends. When the
+    // chain is already past it, no block is mined: one would mine the keeper's execute if it is already in the pool.
     let delay = kronos_testkit::deploy::execute_delay(INTERVAL as u32) as u64;
-    let next_t = net.chains[1].genesis() + k_next * INTERVAL + delay + 1;
-    q.raw_request::<_, serde_json::Value>("evm_setNextBlockTimestamp".into(), (next_t,)).await.unwrap();
-    q.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
+    let due = net.chains[1].genesis() + k_next * INTERVAL + delay + 1;
+    if due > t {
+        q.raw_request::<_, serde_json::Value>("evm_setNextBlockTimestamp".into(), (due,)).await.unwrap();
+        q.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
+    }
     let store = kronos_keeper::store::Store::connect(&net.store_url()).await.unwrap();
     let action = format!("execute:1:{k_next}");
     let mut dropped = false;
-    for _ in 0..200 {
+    // A failure bound only: the loop ends as soon as the keeper's transaction is in the pool.
+    for _ in 0..1200 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(row) =
             store.txs_for_action("bnb", &action).await.unwrap().into_iter().find(|r| r.status == TxStatus::Pending)
