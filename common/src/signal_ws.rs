@@ -4,39 +4,52 @@
 //! `[api] publish_forecasts`) leaves out the signals that carry a forecast before its on-chain reveal
 //! ([`reveals_forecast_early`]).
 //!
-//! A [`Hub`] serialises each signal once for every subscriber (one task reads the bus and turns each signal into
-//! shared JSON bytes, [`Frame`]) and puts it only in the queues of the subscribers that want it: subscribers with the
-//! same filter and sealing share one queue (a *class*, at most [`MAX_CLASSES`]; beyond, the rest share the queue of
-//! every frame and filter their own), so a subscriber's task is woken only for what it sends. A woken task sends
-//! its frame and every frame already queued behind it in one write ([`MAX_BATCH`] messages or [`MAX_BATCH_BYTES`] at
-//! most), so a reader that fell behind costs one write per batch, not one per message. The service's [`Guard`] bounds the
-//! subscribers: their number (`503` beyond), the size of what they may send (`1009` and closed beyond), the time one
-//! message may take to go out (a slower reader is dropped, counted `ws_slow_reader`, and never holds up the others,
-//! which each have their own task), and the queue behind a reader (a reader a whole queue behind skips ahead to the
-//! newest signal with a `lagged` note, counted in `ws_skipped_signals`). Clients are pinged every third of the idle
-//! timeout.
+//! A [`Hub`] serialises each signal once for every subscriber: one task reads the bus and turns each signal into one
+//! WebSocket frame, header included ([`Frame`]; a server's frames are not masked, so every subscriber is sent the
+//! same bytes), and writes it itself to the socket of each subscriber that wants it, without waking that
+//! subscriber's task: one non-blocking write per delivery, nothing copied or encoded per client. Subscribers are
+//! grouped by filter and sealing (a *class*), so the filter is checked once per class. A subscriber whose socket does
+//! not take a frame at once gets it queued (shared bytes, never copied) and its own task writes the queue out as the
+//! socket allows, many frames in one write; the hub's task never waits for a socket. The service's [`Guard`] bounds
+//! the subscribers: their number (`503` beyond), the size of what they may send (`1009` and closed beyond), the time
+//! one frame may wait to go out (a slower reader is dropped, counted `ws_slow_reader`, and never holds up the others),
+//! and the queue behind a reader ([`QUEUE`] signals: beyond, its oldest queued signals give way to the newest and a
+//! `lagged` note takes their place, counted in `ws_skipped_signals`). Clients are pinged every third of the idle
+//! timeout. The handshake (RFC 6455 over HTTP/1.1) is the hub's own ([`WsUpgrade`]), so that the hub holds the
+//! upgraded connection itself.
 
+mod wire;
+
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
-use futures_util::SinkExt;
-use tokio::sync::broadcast;
+use axum::body::Bytes;
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{broadcast, watch, Notify};
 
 use crate::http_guard::{Guard, GuardMetrics, Slot};
 use crate::Bus;
 
-/// Signals a subscriber may fall behind before it skips ahead (each is shared by every subscriber).
-pub const QUEUE: usize = 4096;
+/// Signals queued for one subscriber (beyond what its socket's kernel buffer holds) before its oldest give way to the
+/// newest (with a `lagged` note). The frames are shared with every other subscriber: a full queue holds 48 bytes per
+/// signal of its own (24 KiB at most with the queue's spare room), and an emptied queue gives its room back.
+pub const QUEUE: usize = 256;
 
-/// Queues of subscribers at most (one per filter and sealing in use, each [`QUEUE`] places, about 160 KiB): a
-/// subscriber whose class would be one more shares the queue of every frame and filters its own.
-pub const MAX_CLASSES: usize = 64;
+/// An emptied queue keeps room for this many items; beyond, its memory is given back.
+const QUEUE_KEPT: usize = 16;
 
-/// Messages sent in one write at most: the frame that woke a subscriber's task and those queued behind it.
+/// Frames a subscriber's task writes in one call at most, when its queue is long.
 pub const MAX_BATCH: usize = 64;
-/// Bytes of messages gathered for one write: no more frames are added to a batch once it holds this many.
-pub const MAX_BATCH_BYTES: usize = 16 * 1024;
+
+/// The hub's task lets the other tasks of its runtime run after this many deliveries (a signal for 10,000
+/// subscribers is not one uninterrupted 50 ms on a worker thread).
+const YIELD_EVERY: usize = 256;
 
 /// Every signal type a `/ws?types=` filter may name (defined with [`crate::SignalKind::type_index`]).
 pub use crate::signals::SIGNAL_TYPES;
@@ -133,7 +146,7 @@ pub fn reveals_forecast_early(kind: &crate::SignalKind) -> bool {
     matches!(kind, crate::SignalKind::Forecast { .. } | crate::SignalKind::PredictionCommitted { .. })
 }
 
-/// One signal, serialised once for every subscriber.
+/// One signal, serialised once for every subscriber: its WebSocket text frame, header included.
 #[derive(Debug)]
 pub struct Frame {
     /// The signal's type (`round_locked`); `lagged` for the hub's own note.
@@ -142,8 +155,12 @@ pub struct Frame {
     pub index: usize,
     /// Whether a sealed stream leaves it out ([`reveals_forecast_early`]).
     pub early: bool,
-    /// The JSON text.
-    pub text: Utf8Bytes,
+    /// For the hub's `lagged` note, the signals it stands for (0 for a signal).
+    lost: u64,
+    /// The frame as sent: the header, then the JSON text.
+    wire: Bytes,
+    /// Where the JSON text starts in `wire`.
+    text_at: usize,
 }
 
 impl Frame {
@@ -158,23 +175,44 @@ impl Frame {
         let name = serde_json::from_str::<Tag>(&text).map(|t| t.name).unwrap_or_default();
         let index = sig.kind.type_index();
         debug_assert_eq!(name, SIGNAL_TYPES[index]);
-        Frame { name, index, early: reveals_forecast_early(&sig.kind), text: text.into() }
+        Frame::text(name, index, reveals_forecast_early(&sig.kind), 0, &text)
     }
 
     fn lagged(n: u64) -> Frame {
+        // Written out so the type comes first, as documented (a `json!` map sorts its keys: `lost` first).
+        let text = format!(r#"{{"type":"lagged","lost":{n}}}"#);
+        Frame::text("lagged".into(), SIGNAL_TYPES.len() - 1, false, n, &text)
+    }
+
+    fn text(name: String, index: usize, early: bool, lost: u64, text: &str) -> Frame {
         Frame {
-            name: "lagged".into(),
-            index: SIGNAL_TYPES.len() - 1,
-            early: false,
-            // Written out so the type comes first, as documented (a `json!` map sorts its keys: `lost` first).
-            text: format!(r#"{{"type":"lagged","lost":{n}}}"#).into(),
+            name,
+            index,
+            early,
+            lost,
+            wire: wire::encode(wire::OP_TEXT, text.as_bytes()),
+            text_at: wire::header_len(text.len()),
+        }
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        std::str::from_utf8(&self.wire[self.text_at..]).unwrap_or_default()
+    }
+
+    /// What the frame is in a subscriber's queue.
+    fn kind(&self) -> Kind {
+        if self.index == SIGNAL_TYPES.len() - 1 {
+            Kind::Lagged(self.lost)
+        } else {
+            Kind::Signal
         }
     }
 }
 
 /// The WebSocket side of a service: the bus, serialised once per signal, and the guard of its subscribers.
 /// Cheap to clone; the task that reads the bus starts with the first subscriber and stops when the last clone of
-/// the hub is dropped.
+/// the hub is dropped (its subscribers are then sent a close frame).
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<HubInner>,
@@ -185,6 +223,8 @@ struct HubInner {
     guard: Guard,
     classes: Arc<Classes>,
     started: OnceLock<tokio::task::AbortHandle>,
+    /// Dropped with the hub: every subscriber's task sees it and closes its stream.
+    alive: watch::Sender<()>,
 }
 
 impl Drop for HubInner {
@@ -195,7 +235,7 @@ impl Drop for HubInner {
     }
 }
 
-/// Which frames a queue carries: those a subscriber with this filter and sealing sends.
+/// Which frames a subscriber sends: its filter and sealing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Class {
     filter: Option<TypeFilter>,
@@ -203,9 +243,6 @@ struct Class {
 }
 
 impl Class {
-    /// The class of every frame (the queue of subscribers beyond [`MAX_CLASSES`]).
-    const ALL: Class = Class { filter: None, sealed: false };
-
     /// Whether a subscriber of this class sends `f`: not an early forecast on a sealed stream, and of a type it asked
     /// for (the `lagged` note always).
     fn wants(&self, f: &Frame) -> bool {
@@ -215,45 +252,42 @@ impl Class {
     }
 }
 
-/// The queues in use, one per class; a queue whose last subscriber left is dropped at the next frame.
+/// The subscribers, grouped by class (a group whose last subscriber left is removed with it).
 #[derive(Default)]
 struct Classes {
-    queues: Mutex<Vec<(Class, broadcast::Sender<Arc<Frame>>)>>,
+    groups: Mutex<Vec<(Class, Vec<Arc<Conn>>)>>,
 }
 
 impl Classes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Class, broadcast::Sender<Arc<Frame>>)>> {
-        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Class, Vec<Arc<Conn>>)>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A receiver of the frames of `class` from now on: its queue, or a new one, or (with [`MAX_CLASSES`] queues in
-    /// use) the queue of every frame.
-    fn subscribe(&self, class: Class) -> broadcast::Receiver<Arc<Frame>> {
-        let mut q = self.lock();
-        let live = |q: &[(Class, broadcast::Sender<Arc<Frame>>)], c: Class| {
-            q.iter().find(|(k, tx)| *k == c && tx.receiver_count() > 0).map(|(_, tx)| tx.subscribe())
-        };
-        if let Some(rx) = live(&q, class) {
-            return rx;
+    fn add(&self, conn: Arc<Conn>) {
+        let mut g = self.lock();
+        match g.iter_mut().find(|(c, _)| *c == conn.class) {
+            Some((_, conns)) => conns.push(conn),
+            None => g.push((conn.class, vec![conn])),
         }
-        q.retain(|(_, tx)| tx.receiver_count() > 0);
-        let class = if q.len() < MAX_CLASSES { class } else { Class::ALL };
-        if let Some(rx) = live(&q, class) {
-            return rx;
-        }
-        let (tx, rx) = broadcast::channel(QUEUE);
-        q.push((class, tx));
-        rx
     }
 
-    /// Puts `frame` in the queue of every class that wants it.
-    fn publish(&self, frame: Arc<Frame>) {
-        let mut q = self.lock();
-        q.retain(|(_, tx)| tx.receiver_count() > 0);
-        for (c, tx) in q.iter() {
-            if c.wants(&frame) {
-                // A subscriber that left meanwhile is fine: frames are fire-and-forget like the bus.
-                let _ = tx.send(frame.clone());
+    fn remove(&self, conn: &Arc<Conn>) {
+        let mut g = self.lock();
+        let Some(i) = g.iter().position(|(c, _)| *c == conn.class) else { return };
+        let conns = &mut g[i].1;
+        if let Some(j) = conns.iter().position(|c| Arc::ptr_eq(c, conn)) {
+            conns.swap_remove(j);
+        }
+        if conns.is_empty() {
+            g.swap_remove(i);
+        }
+    }
+
+    /// The subscribers that want `frame`, appended to `out`.
+    fn targets(&self, frame: &Frame, out: &mut Vec<Arc<Conn>>) {
+        for (c, conns) in self.lock().iter() {
+            if c.wants(frame) {
+                out.extend(conns.iter().cloned());
             }
         }
     }
@@ -264,30 +298,268 @@ impl Classes {
     }
 }
 
+/// The connection once upgraded (through the guard's connection wrapper, whose idle and write timeouts still apply).
+type WsIo = TokioIo<hyper::upgrade::Upgraded>;
+
+/// What an item of a subscriber's queue is, for the queue's bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A signal: counts towards [`QUEUE`], and gives way to newer ones when the queue is full.
+    Signal,
+    /// The `lagged` note for this many signals.
+    Lagged(u64),
+    /// A ping: never dropped.
+    Control,
+    /// The close frame: never dropped, and nothing is queued after it (RFC 6455, 5.5.1).
+    Close,
+    /// A pong: never dropped, but a newer one takes the place of one not started yet (RFC 6455, 5.5.3: the latest
+    /// ping may be the only one answered), so a client that pings without reading queues one pong at most.
+    Pong,
+}
+
+struct Item {
+    wire: Bytes,
+    kind: Kind,
+}
+
+/// One subscriber: its class and its socket with what is queued for it. The hub's task writes signals through it and
+/// the subscriber's own task control frames and the queue; the lock keeps their frames whole and in order.
+struct Conn {
+    class: Class,
+    out: Mutex<Out>,
+    /// Wakes the subscriber's task: something was queued, or a write failed.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Out {
+    /// `None` until the upgrade completes (frames published meanwhile are queued) and once the stream ended.
+    io: Option<WsIo>,
+    items: VecDeque<Item>,
+    /// Bytes of the first item already written.
+    offset: usize,
+    /// [`Kind::Signal`] items queued.
+    signals: usize,
+    /// Since when the first item has been waiting to go out.
+    head_since: Option<tokio::time::Instant>,
+    /// A write failed: the connection is over.
+    failed: bool,
+    /// The close frame is queued or sent: nothing more is.
+    closing: bool,
+    /// The stream ended: nothing more is queued.
+    ended: bool,
+}
+
+/// Writes what the socket takes of `buf` without waiting (a task's waker is not needed: when the socket is full, the
+/// subscriber's task writes the rest and waits with its own). `Ok(0)`: nothing taken now.
+fn write_now(io: &mut WsIo, buf: &[u8]) -> std::io::Result<usize> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match Pin::new(io).poll_write(&mut cx, buf) {
+        Poll::Ready(Ok(0)) if !buf.is_empty() => Err(std::io::ErrorKind::WriteZero.into()),
+        Poll::Ready(r) => r,
+        Poll::Pending => Ok(0),
+    }
+}
+
+impl Conn {
+    fn new(class: Class) -> Conn {
+        Conn { class, out: Mutex::default(), wake: Notify::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `wire` now when nothing is queued before it and the socket takes it whole; otherwise queues it (what
+    /// was taken of it stays written) for the subscriber's task.
+    fn push(&self, wire: &Bytes, kind: Kind, m: &GuardMetrics) {
+        let mut o = self.lock();
+        if o.ended || o.failed || o.closing {
+            return;
+        }
+        o.closing = kind == Kind::Close;
+        if o.items.is_empty() {
+            if let Some(io) = o.io.as_mut() {
+                match write_now(io, wire) {
+                    Ok(n) if n == wire.len() => return,
+                    Ok(n) => o.offset = n,
+                    Err(_) => {
+                        o.failed = true;
+                        drop(o);
+                        self.wake.notify_one();
+                        return;
+                    }
+                }
+                o.head_since = Some(tokio::time::Instant::now());
+            }
+        } else if kind == Kind::Signal && o.signals >= QUEUE {
+            o.make_room(m);
+        } else if kind == Kind::Pong {
+            let from = usize::from(o.offset > 0);
+            if let Some(old) = o.items.iter_mut().skip(from).find(|i| i.kind == Kind::Pong) {
+                old.wire = wire.clone();
+                return;
+            }
+        }
+        if kind == Kind::Signal {
+            o.signals += 1;
+        }
+        o.items.push_back(Item { wire: wire.clone(), kind });
+        drop(o);
+        self.wake.notify_one();
+    }
+
+    /// The upgrade completed: frames queued meanwhile start waiting for the socket now.
+    fn attach(&self, io: WsIo) {
+        let mut o = self.lock();
+        o.io = Some(io);
+        if !o.items.is_empty() {
+            o.head_since = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// The stream ended: nothing more is queued, and the socket is closed now (not when the hub's task lets go of
+    /// its last reference).
+    fn end(&self) {
+        let mut o = self.lock();
+        o.ended = true;
+        o.io = None;
+        o.items.clear();
+    }
+
+    /// Whether something waits to be written (or a write failed), and until when the first item may wait.
+    fn pending(&self, send_timeout: std::time::Duration) -> (bool, tokio::time::Instant) {
+        let o = self.lock();
+        let since = o.head_since.unwrap_or_else(tokio::time::Instant::now);
+        (o.failed || (!o.items.is_empty() && o.io.is_some()), since + send_timeout)
+    }
+
+    /// Writes what is queued, [`MAX_BATCH`] items at most in one write: ready once a write took something (the
+    /// caller then sees the new first item's deadline) or nothing is queued.
+    fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut guard = self.lock();
+        let o = &mut *guard;
+        if o.failed {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        if o.items.is_empty() {
+            o.empty();
+            return Poll::Ready(Ok(()));
+        }
+        let Some(io) = o.io.as_mut() else { return Poll::Pending };
+        let mut slices = [std::io::IoSlice::new(&[]); MAX_BATCH];
+        let mut n = 0;
+        for it in o.items.iter().take(MAX_BATCH) {
+            slices[n] = std::io::IoSlice::new(if n == 0 { &it.wire[o.offset..] } else { &it.wire[..] });
+            n += 1;
+        }
+        let r = match Pin::new(io).poll_write_vectored(cx, &slices[..n]) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(r) => r,
+        };
+        match r {
+            Ok(w) => {
+                o.advance(w);
+                if o.items.is_empty() {
+                    o.empty();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => {
+                o.failed = true;
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.lock().io.as_mut() {
+            Some(io) => Pin::new(io).poll_read(cx, buf),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl Out {
+    /// Nothing is queued: no deadline, and the room of a queue that grew is given back.
+    fn empty(&mut self) {
+        self.head_since = None;
+        if self.items.capacity() > QUEUE_KEPT {
+            self.items = VecDeque::new();
+        }
+    }
+
+    /// `n` more bytes went out: the items they finish leave the queue, and the next one starts waiting now.
+    fn advance(&mut self, mut n: usize) {
+        while let Some(head) = self.items.front() {
+            let left = head.wire.len() - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.offset = 0;
+            if head.kind == Kind::Signal {
+                self.signals -= 1;
+            }
+            self.items.pop_front();
+            self.head_since = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// The queue holds [`QUEUE`] signals: its oldest one not being written gives way, counted (in
+    /// `ws_skipped_signals`) by the `lagged` note in its place, or by the note already there.
+    fn make_room(&mut self, m: &GuardMetrics) {
+        // A first item partly written stays: the socket has its beginning.
+        let from = usize::from(self.offset > 0);
+        let note = match self.items.get(from) {
+            Some(Item { kind: Kind::Lagged(n), .. }) => Some(*n),
+            _ => None,
+        };
+        let search = from + usize::from(note.is_some());
+        let Some(j) = (search..self.items.len()).find(|&j| self.items[j].kind == Kind::Signal) else { return };
+        self.items.remove(j);
+        self.signals -= 1;
+        m.ws_skipped.inc();
+        let lost = note.unwrap_or(0) + 1;
+        let item = Item { wire: Frame::lagged(lost).wire, kind: Kind::Lagged(lost) };
+        if note.is_some() {
+            self.items[from] = item;
+        } else {
+            self.items.insert(from, item);
+        }
+    }
+}
+
 impl Hub {
     pub fn new(bus: Bus, guard: Guard) -> Hub {
-        Hub { inner: Arc::new(HubInner { bus, guard, classes: Arc::default(), started: OnceLock::new() }) }
+        let inner =
+            HubInner { bus, guard, classes: Arc::default(), started: OnceLock::new(), alive: watch::channel(()).0 };
+        Hub { inner: Arc::new(inner) }
     }
 
     pub fn guard(&self) -> &Guard {
         &self.inner.guard
     }
 
-    /// A receiver of the frames a subscriber with `filter` and `sealed` sends, from now on (starting the hub's task
-    /// if need be).
-    fn subscribe(&self, filter: Option<TypeFilter>, sealed: bool) -> broadcast::Receiver<Arc<Frame>> {
+    /// A subscriber with `filter` and `sealed`, sent the frames published from now on (starting the hub's task if
+    /// need be).
+    fn subscribe(&self, filter: Option<TypeFilter>, sealed: bool) -> Arc<Conn> {
         self.inner.started.get_or_init(|| {
             // Subscribed here, not in the task, so nothing published from now on is missed.
             let rx = self.inner.bus.subscribe();
             let task = tokio::spawn(pump(rx, self.inner.classes.clone(), self.inner.guard.metrics().clone()));
             task.abort_handle()
         });
-        self.inner.classes.subscribe(Class { filter, sealed })
+        let conn = Arc::new(Conn::new(Class { filter, sealed }));
+        self.inner.classes.add(conn.clone());
+        conn
     }
 
     /// Answers a `/ws` request: `503` when the subscribers are at their cap, else the upgrade to a stream of the
     /// signals named in `filter` (all when `None`), without [`reveals_forecast_early`] ones when `sealed`.
-    pub fn upgrade(&self, up: WebSocketUpgrade, filter: Option<TypeFilter>, sealed: bool) -> Response {
+    pub fn upgrade(&self, up: WsUpgrade, filter: Option<TypeFilter>, sealed: bool) -> Response {
         let Some(slot) = self.inner.guard.ws_slot() else {
             return self.inner.guard.ws_full();
         };
@@ -299,7 +571,7 @@ impl Hub {
     /// [`crate::http_guard::Guard::serve`], so with no client address): as [`Hub::upgrade`].
     pub fn upgrade_from(
         &self,
-        up: WebSocketUpgrade,
+        up: WsUpgrade,
         peer: Option<std::net::IpAddr>,
         filter: Option<TypeFilter>,
         sealed: bool,
@@ -311,29 +583,137 @@ impl Hub {
         }
     }
 
-    fn upgrade_in(&self, up: WebSocketUpgrade, filter: Option<TypeFilter>, sealed: bool, slot: Slot) -> Response {
-        let rx = self.subscribe(filter, sealed);
+    fn upgrade_in(&self, up: WsUpgrade, filter: Option<TypeFilter>, sealed: bool, slot: Slot) -> Response {
+        let conn = self.subscribe(filter, sealed);
         let limits = self.inner.guard.limits();
         let opts = StreamOptions {
-            filter,
-            sealed,
             send_timeout: limits.ws_send_timeout,
             ping_every: limits.ws_ping_interval(),
+            max_message: limits.ws_max_message_bytes,
             metrics: self.inner.guard.metrics().clone(),
         };
-        up.max_message_size(limits.ws_max_message_bytes)
-            .max_frame_size(limits.ws_max_message_bytes)
-            // Clients send only control frames: a small read buffer (the default is 128 KiB per connection).
-            .read_buffer_size(4096)
-            // A batch is gathered in the write buffer and written at its flush (the buffer grows only as far as the
-            // batches a connection is sent: an idle one holds none).
-            .write_buffer_size(MAX_BATCH_BYTES)
-            .on_upgrade(move |socket| stream(socket, rx, opts, slot))
+        let WsUpgrade { accept, on_upgrade } = up;
+        let classes = self.inner.classes.clone();
+        let alive = self.inner.alive.subscribe();
+        tokio::spawn(async move {
+            // However the task ends (a panic included), the subscriber leaves the hub, its socket is closed and its
+            // place under the cap is given back.
+            let left = Leave { conn: conn.clone(), classes, _slot: slot };
+            if let Ok(io) = on_upgrade.await {
+                conn.attach(TokioIo::new(io));
+                if let End::Slow = stream(&conn, &opts, alive).await {
+                    opts.metrics.drop_for("ws_slow_reader");
+                    tracing::debug!("a WebSocket reader too slow for the send timeout was dropped");
+                }
+            }
+            drop(left);
+        });
+        switching_protocols(&accept)
     }
 }
 
-/// Reads the bus, serialises each signal once and puts it in the queues of the classes that want it.
+/// Takes a subscriber out of the hub when its task ends.
+struct Leave {
+    conn: Arc<Conn>,
+    classes: Arc<Classes>,
+    _slot: Slot,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.classes.remove(&self.conn);
+        self.conn.end();
+    }
+}
+
+/// A request for a WebSocket (RFC 6455 over HTTP/1.1), checked: what a route serving a [`Hub`] extracts. The hub
+/// answers the handshake itself and keeps the upgraded connection (see the module's documentation).
+pub struct WsUpgrade {
+    /// `Sec-WebSocket-Accept` for the request's key.
+    accept: String,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+}
+
+/// Why a request is not a WebSocket handshake: `405` (not a GET), `400` (a header missing or wrong, named),
+/// `426` (a connection that cannot be upgraded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAnUpgrade {
+    pub status: StatusCode,
+    pub why: &'static str,
+}
+
+impl IntoResponse for NotAnUpgrade {
+    fn into_response(self) -> Response {
+        (self.status, format!("{}\n", self.why)).into_response()
+    }
+}
+
+/// Whether a header of `name` lists `token` (comma-separated, any case).
+fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Checks a handshake's headers (not its connection): the `Sec-WebSocket-Accept` to answer it with.
+fn check_handshake(method: &axum::http::Method, h: &HeaderMap) -> Result<String, NotAnUpgrade> {
+    let bad = |status, why| Err(NotAnUpgrade { status, why });
+    if method != axum::http::Method::GET {
+        return bad(StatusCode::METHOD_NOT_ALLOWED, "a WebSocket handshake is a GET");
+    }
+    if !has_token(h, header::CONNECTION, "upgrade") {
+        return bad(StatusCode::BAD_REQUEST, "a WebSocket handshake needs `Connection: upgrade`");
+    }
+    // Exactly `websocket` (any case), as the guard's origin check reads it: a handshake it would not see as one is
+    // not one here either.
+    let mut upgrade = h.get_all(header::UPGRADE).iter();
+    let websocket = upgrade.next().is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"));
+    if !websocket || upgrade.next().is_some() {
+        return bad(StatusCode::BAD_REQUEST, "a WebSocket handshake needs `Upgrade: websocket`");
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return bad(StatusCode::BAD_REQUEST, "a WebSocket handshake needs `Sec-WebSocket-Version: 13`");
+    }
+    match h.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if !key.is_empty() => {
+            Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
+        }
+        _ => bad(StatusCode::BAD_REQUEST, "a WebSocket handshake needs a `Sec-WebSocket-Key`"),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
+    type Rejection = NotAnUpgrade;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let accept = check_handshake(&parts.method, &parts.headers)?;
+        let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return Err(NotAnUpgrade {
+                status: StatusCode::UPGRADE_REQUIRED,
+                why: "this connection cannot be upgraded to a WebSocket",
+            });
+        };
+        Ok(WsUpgrade { accept, on_upgrade })
+    }
+}
+
+/// The `101` that completes a handshake (no subprotocol, no extension).
+fn switching_protocols(accept: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Reads the bus, serialises each signal once and writes it to every subscriber that wants it (queued for those
+/// whose socket does not take it at once), letting the runtime's other tasks run every [`YIELD_EVERY`] deliveries.
 async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, classes: Arc<Classes>, m: GuardMetrics) {
+    let mut targets = Vec::new();
     loop {
         let frame = match rx.recv().await {
             Ok(sig) => Frame::of(&sig),
@@ -343,147 +723,107 @@ async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, classes: Arc<Clas
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        classes.publish(Arc::new(frame));
-    }
-}
-
-/// How one subscriber is served.
-struct StreamOptions {
-    filter: Option<TypeFilter>,
-    sealed: bool,
-    send_timeout: std::time::Duration,
-    ping_every: std::time::Duration,
-    metrics: GuardMetrics,
-}
-
-impl StreamOptions {
-    /// Whether this subscriber gets `f`: not an early forecast on a sealed stream, and of a type it asked for (the
-    /// `lagged` note always). Checked again for each frame whatever queue it came from.
-    fn wants(&self, f: &Frame) -> bool {
-        Class { filter: self.filter, sealed: self.sealed }.wants(f)
-    }
-
-    /// The next message already queued for this subscriber, without waiting: a frame it wants, or the `lagged` note
-    /// when it fell a whole queue behind (counted in `ws_skipped_signals`); `None` when nothing is queued (or the
-    /// queue closed: the next wait sees it).
-    fn next_queued(&self, rx: &mut broadcast::Receiver<Arc<Frame>>) -> Option<Utf8Bytes> {
-        loop {
-            match rx.try_recv() {
-                Ok(f) if self.wants(&f) => return Some(f.text.clone()),
-                Ok(_) => continue,
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    self.metrics.ws_skipped.inc_by(n);
-                    return Some(Frame::lagged(n).text);
-                }
-                Err(_) => return None,
+        classes.targets(&frame, &mut targets);
+        let kind = frame.kind();
+        for (i, conn) in targets.drain(..).enumerate() {
+            conn.push(&frame.wire, kind, &m);
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
             }
         }
     }
 }
 
-/// Why a send did not go out.
-enum SendFailed {
-    /// The client is gone.
-    Closed,
-    /// It did not go out in time: the reader is too slow.
+/// How one subscriber is served.
+struct StreamOptions {
+    send_timeout: std::time::Duration,
+    ping_every: std::time::Duration,
+    max_message: usize,
+    metrics: GuardMetrics,
+}
+
+/// Why a subscriber's stream ended.
+enum End {
+    /// The client left, or the socket failed (the guard's idle or write timeout included).
+    Gone,
+    /// A frame waited longer than the send timeout.
     Slow,
+    /// A close frame was sent (an answer to the client's, a refusal, or the hub going away).
+    Closed,
 }
 
-async fn send(socket: &mut WebSocket, msg: Message, timeout: std::time::Duration) -> Result<(), SendFailed> {
-    match tokio::time::timeout(timeout, socket.send(msg)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(SendFailed::Closed),
-        Err(_) => Err(SendFailed::Slow),
-    }
+/// A close code a server may send back: 1000–4999 less those reserved for reporting (1004–1006, 1015).
+fn echoable(code: Option<u16>) -> Option<u16> {
+    code.filter(|c| (1000..5000).contains(c) && !matches!(c, 1004..=1006 | 1015))
 }
 
-/// Sends `first` and the messages queued behind it (at most [`MAX_BATCH`], gathered up to [`MAX_BATCH_BYTES`]) in
-/// queue order, with one flush: one write for the batch. The whole batch has `o.send_timeout` to go out.
-async fn send_batch(
-    socket: &mut WebSocket,
-    first: Message,
-    rx: &mut broadcast::Receiver<Arc<Frame>>,
-    o: &StreamOptions,
-) -> Result<(), SendFailed> {
-    let batch = async {
-        let mut bytes = message_len(&first);
-        socket.feed(first).await?;
-        let mut n = 1;
-        while n < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            let Some(text) = o.next_queued(rx) else { break };
-            bytes += text.len();
-            n += 1;
-            socket.feed(Message::Text(text)).await?;
-        }
-        socket.flush().await
-    };
-    match tokio::time::timeout(o.send_timeout, batch).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(SendFailed::Closed),
-        Err(_) => Err(SendFailed::Slow),
-    }
-}
-
-fn message_len(m: &Message) -> usize {
-    match m {
-        Message::Text(t) => t.len(),
-        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
-        Message::Close(_) => 0,
-    }
-}
-
-/// Whether a read failed because the reader refused a message or frame above the limit: tungstenite's capacity error,
-/// which axum's `ws` passes up boxed. The `tungstenite` dependency is the version axum's `ws` is built on (Cargo.lock);
-/// were they to differ, the downcast would never match (the test `an_oversized_message_is_closed_with_1009` fails).
-fn over_capacity(e: axum::Error) -> bool {
-    matches!(e.into_inner().downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
-}
-
-/// Streams frames to one socket until either side closes, the client sends too much, or a send takes longer than
-/// `send_timeout` (the slow reader is dropped; the others have their own tasks and never wait for it). Frames queued
-/// behind the one that woke the task go out with it in one write ([`send_batch`]).
-async fn stream(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<Frame>>, o: StreamOptions, _slot: Slot) {
+/// Serves one upgraded subscriber: reads what the client sends (pongs, pings answered, a close answered, anything
+/// over the size limit closed with 1009, a protocol error with 1002), pings it, writes out whatever the hub queued
+/// for it, and drops it when a frame waits longer than the send timeout. Signals reach the socket without this task
+/// when it takes them at once.
+async fn stream(conn: &Conn, o: &StreamOptions, mut alive: watch::Receiver<()>) -> End {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + o.ping_every, o.ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let result = loop {
-        let msg = tokio::select! {
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Close(_))) | None => return,
-                Some(Err(e)) => {
-                    if over_capacity(e) {
-                        o.metrics.drop_for("ws_oversized");
-                        let close = CloseFrame { code: 1009, reason: "message too big".into() };
-                        let _ = send(&mut socket, Message::Close(Some(close)), o.send_timeout).await;
-                    }
-                    return;
-                }
-                Some(Ok(_)) => continue,
-            },
-            frame = rx.recv() => match frame {
-                Ok(f) => {
-                    if !o.wants(&f) {
-                        continue;
-                    }
-                    Message::Text(f.text.clone())
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    o.metrics.ws_skipped.inc_by(n);
-                    Message::Text(Frame::lagged(n).text)
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    let _ = send(&mut socket, Message::Close(None), o.send_timeout).await;
-                    return;
-                }
-            },
-            _ = ping.tick() => Message::Ping(Default::default()),
-        };
-        if let Err(e) = send_batch(&mut socket, msg, &mut rx, &o).await {
-            break e;
+    let ping_frame = wire::encode(wire::OP_PING, &[]);
+    let mut frames = wire::ClientFrames::new(o.max_message);
+    let mut buf = [0u8; 512];
+    let mut events = Vec::new();
+    let mut closing = false;
+    loop {
+        let (pending, deadline) = conn.pending(o.send_timeout);
+        if closing && !pending {
+            return End::Closed;
         }
-    };
-    if let SendFailed::Slow = result {
-        o.metrics.drop_for("ws_slow_reader");
-        tracing::debug!("a WebSocket reader too slow for the send timeout was dropped");
+        tokio::select! {
+            r = std::future::poll_fn(|cx| conn.poll_drain(cx)), if pending => {
+                if r.is_err() {
+                    return End::Gone;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline), if pending => return End::Slow,
+            _ = conn.wake.notified(), if !pending => {}
+            r = std::future::poll_fn(|cx| {
+                let mut rb = ReadBuf::new(&mut buf);
+                conn.poll_read(cx, &mut rb).map_ok(|()| rb.filled().len())
+            }), if !closing => match r {
+                Ok(0) | Err(_) => return End::Gone,
+                Ok(n) => {
+                    frames.feed(&buf[..n], &mut events);
+                    // Only the latest ping of what was read is answered (RFC 6455, 5.5.3 allows it): a client
+                    // sending pings by the hundred gets one pong per read, not one write each.
+                    let last_ping = events.iter().rposition(|e| matches!(e, wire::Incoming::Ping(_)));
+                    for (i, e) in events.drain(..).enumerate() {
+                        let close = match e {
+                            wire::Incoming::Ping(p) => {
+                                if Some(i) == last_ping {
+                                    conn.push(&wire::encode(wire::OP_PONG, &p), Kind::Pong, &o.metrics);
+                                }
+                                continue;
+                            }
+                            wire::Incoming::Pong | wire::Incoming::Message => continue,
+                            wire::Incoming::Close(code) => wire::close(echoable(code), ""),
+                            wire::Incoming::Oversized => {
+                                o.metrics.drop_for("ws_oversized");
+                                wire::close(Some(1009), "message too big")
+                            }
+                            wire::Incoming::Bad(why) => {
+                                tracing::debug!(why, "a WebSocket client broke the protocol: closed with 1002");
+                                wire::close(Some(1002), why)
+                            }
+                        };
+                        conn.push(&close, Kind::Close, &o.metrics);
+                        closing = true;
+                    }
+                }
+            },
+            _ = ping.tick(), if !closing => conn.push(&ping_frame, Kind::Control, &o.metrics),
+            r = alive.changed(), if !closing => {
+                if r.is_err() {
+                    conn.push(&wire::close(None, ""), Kind::Close, &o.metrics);
+                    closing = true;
+                }
+            }
+        }
     }
 }
 
@@ -642,17 +982,27 @@ mod tests {
     #[test]
     fn a_filtered_subscriber_gets_its_types_and_the_lagged_note() {
         let sig = |kind| crate::Signal { at_ms: 0, source: "t".into(), kind };
-        let o = StreamOptions {
-            filter: parse_types(Some("risk_event")).unwrap(),
-            sealed: false,
-            send_timeout: std::time::Duration::from_secs(1),
-            ping_every: std::time::Duration::from_secs(1),
-            metrics: GuardMetrics::default(),
-        };
+        let c = Class { filter: parse_types(Some("risk_event")).unwrap(), sealed: false };
         let [failed, _, risk] = <[SignalKind; 3]>::try_from(samples()).unwrap();
-        assert!(o.wants(&Frame::of(&sig(risk))));
-        assert!(!o.wants(&Frame::of(&sig(failed))));
-        assert!(o.wants(&Frame::lagged(3)));
+        assert!(c.wants(&Frame::of(&sig(risk))));
+        assert!(!c.wants(&Frame::of(&sig(failed))));
+        assert!(c.wants(&Frame::lagged(3)));
+        let sealed = Class { filter: None, sealed: true };
+        assert!(!sealed.wants(&Frame::of(&sig(forecast()))));
+        assert!(Class { filter: None, sealed: false }.wants(&Frame::of(&sig(forecast()))));
+    }
+
+    #[test]
+    fn a_frame_is_the_websocket_text_frame_of_the_signal_s_json() {
+        let f = frame(SignalKind::RiskEvent { kind: "k".into(), detail: "d".repeat(200) });
+        let json: serde_json::Value = serde_json::from_str(f.json()).unwrap();
+        assert_eq!(json["type"], "risk_event");
+        assert_eq!(f.wire[0], 0x81, "FIN and text");
+        assert_eq!(f.wire[1], 126, "a 16-bit length");
+        assert_eq!(u16::from_be_bytes([f.wire[2], f.wire[3]]) as usize, f.json().len());
+        assert_eq!(Frame::lagged(7).json(), r#"{"type":"lagged","lost":7}"#);
+        assert_eq!(Frame::lagged(7).kind(), Kind::Lagged(7));
+        assert_eq!(f.kind(), Kind::Signal);
     }
 
     fn frame(kind: SignalKind) -> Arc<Frame> {
@@ -663,122 +1013,193 @@ mod tests {
         SignalKind::Forecast { chain: "c".into(), market: 1, epoch: 2, p_up: 0.5, horizon_s: 60, model: "m".into() }
     }
 
-    /// What `rx` holds now, as type names (`lagged:N` for the note), without waiting.
-    fn drain(rx: &mut broadcast::Receiver<Arc<Frame>>) -> Vec<String> {
-        let mut out = Vec::new();
-        loop {
-            match rx.try_recv() {
-                Ok(f) => out.push(f.name.clone()),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => out.push(format!("lagged:{n}")),
-                Err(_) => return out,
-            }
+    /// The payload of a server frame made by [`wire::encode`].
+    fn payload(w: &[u8]) -> &[u8] {
+        &w[wire::header_len(match w[1] & 0x7F {
+            126 => 126,
+            127 => 65_536,
+            n => n as usize,
+        })..]
+    }
+
+    /// What is queued for `conn` (not upgraded: everything is queued), as type names (`lagged:N` for a note).
+    fn queued(conn: &Conn) -> Vec<String> {
+        conn.lock()
+            .items
+            .iter()
+            .map(|it| match it.kind {
+                Kind::Lagged(n) => format!("lagged:{n}"),
+                Kind::Control | Kind::Pong | Kind::Close => "control".into(),
+                Kind::Signal => {
+                    let v: serde_json::Value = serde_json::from_slice(payload(&it.wire)).unwrap();
+                    v["type"].as_str().unwrap().to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// Publishes `f` as the hub's task does.
+    fn publish(classes: &Classes, f: &Frame, m: &GuardMetrics) {
+        let mut t = Vec::new();
+        classes.targets(f, &mut t);
+        for c in t {
+            c.push(&f.wire, f.kind(), m);
         }
     }
 
     #[test]
-    fn each_frame_goes_only_to_the_queues_of_the_classes_that_want_it() {
+    fn each_frame_goes_only_to_the_subscribers_whose_class_wants_it() {
         let classes = Classes::default();
+        let m = GuardMetrics::default();
+        let conn = |c: Class| {
+            let conn = Arc::new(Conn::new(c));
+            classes.add(conn.clone());
+            conn
+        };
         let risk_only = Class { filter: parse_types(Some("risk_event")).unwrap(), sealed: false };
         let sealed = Class { filter: None, sealed: true };
-        let mut a = classes.subscribe(risk_only);
-        let mut a2 = classes.subscribe(risk_only);
-        let mut b = classes.subscribe(sealed);
-        let mut c = classes.subscribe(Class::ALL);
-        assert_eq!(classes.len(), 3, "subscribers of one class share its queue");
+        let all = Class { filter: None, sealed: false };
+        let (a, a2, b, c) = (conn(risk_only), conn(risk_only), conn(sealed), conn(all));
+        assert_eq!(classes.len(), 3, "subscribers of one class are one group");
         let [failed, _, risk] = <[SignalKind; 3]>::try_from(samples()).unwrap();
         for f in [frame(failed), frame(risk), frame(forecast()), Arc::new(Frame::lagged(2))] {
-            classes.publish(f);
+            publish(&classes, &f, &m);
         }
-        assert_eq!(drain(&mut a), ["risk_event", "lagged"]);
-        assert_eq!(drain(&mut a2), ["risk_event", "lagged"]);
-        assert_eq!(drain(&mut b), ["tx_failed", "risk_event", "lagged"], "no early forecast on a sealed stream");
-        assert_eq!(drain(&mut c), ["tx_failed", "risk_event", "forecast", "lagged"]);
-        // A queue whose subscribers all left is dropped at the next frame.
-        drop((a, a2));
-        classes.publish(frame(forecast()));
+        assert_eq!(queued(&a), ["risk_event", "lagged:2"]);
+        assert_eq!(queued(&a2), ["risk_event", "lagged:2"]);
+        assert_eq!(queued(&b), ["tx_failed", "risk_event", "lagged:2"], "no early forecast on a sealed stream");
+        assert_eq!(queued(&c), ["tx_failed", "risk_event", "forecast", "lagged:2"]);
+        // A group whose subscribers all left is removed; one that left gets nothing more.
+        classes.remove(&a);
+        classes.remove(&a2);
         assert_eq!(classes.len(), 2);
-        assert_eq!(drain(&mut c), ["forecast"]);
-        assert!(drain(&mut b).is_empty());
+        publish(&classes, &frame(SignalKind::RiskEvent { kind: "k".into(), detail: String::new() }), &m);
+        assert_eq!(queued(&a).len(), 2);
+        assert_eq!(queued(&c).len(), 5);
+        // A stream that ended takes nothing more.
+        c.end();
+        publish(&classes, &frame(forecast()), &m);
+        assert!(queued(&c).is_empty());
+    }
+
+    /// Beyond [`QUEUE`] signals behind, the oldest queued signals give way: one `lagged` note where they were,
+    /// counting them all (in `ws_skipped_signals` too), then the newest in order. Control frames are never dropped,
+    /// and a first item partly written stays first.
+    #[test]
+    fn a_full_queue_gives_way_to_the_newest_with_the_lagged_note_in_place() {
+        let m = GuardMetrics::default();
+        let conn = Conn::new(Class { filter: None, sealed: false });
+        let risk = |n: usize| frame(SignalKind::RiskEvent { kind: n.to_string(), detail: String::new() });
+        let ping = wire::encode(wire::OP_PING, &[]);
+        conn.push(&risk(0).wire, Kind::Signal, &m);
+        conn.push(&ping, Kind::Control, &m);
+        for n in 1..QUEUE + 3 {
+            conn.push(&risk(n).wire, Kind::Signal, &m);
+        }
+        let kinds = |conn: &Conn| conn.lock().items.iter().map(|i| i.kind).collect::<Vec<_>>();
+        let k = kinds(&conn);
+        assert_eq!(k.len(), QUEUE + 2, "QUEUE signals, the note and the ping");
+        assert_eq!(k[0], Kind::Lagged(3));
+        assert_eq!(k[1], Kind::Control, "the ping stays");
+        assert_eq!(conn.lock().signals, QUEUE);
+        assert_eq!(m.ws_skipped.get(), 3);
+        let first: serde_json::Value = serde_json::from_slice(payload(&conn.lock().items[2].wire)).unwrap();
+        assert_eq!(first["kind"], "3", "the three oldest gave way");
+        assert_eq!(queued(&conn)[0], "lagged:3");
+        // A client that pings without reading has one pong queued at most: the latest ping's.
+        for p in [b"1", b"2", b"3"] {
+            conn.push(&wire::encode(wire::OP_PONG, p), Kind::Pong, &m);
+        }
+        let pongs: Vec<_> = conn.lock().items.iter().filter(|i| i.kind == Kind::Pong).map(|i| i.wire.clone()).collect();
+        assert_eq!(pongs, [wire::encode(wire::OP_PONG, b"3")]);
+        // With the first item partly written, it stays first and the note goes after it.
+        let conn = Conn::new(Class { filter: None, sealed: false });
+        for n in 0..QUEUE {
+            conn.push(&risk(n).wire, Kind::Signal, &m);
+        }
+        conn.lock().offset = 5;
+        conn.push(&risk(QUEUE).wire, Kind::Signal, &m);
+        let k = kinds(&conn);
+        assert_eq!((k[0], k[1], k[2]), (Kind::Signal, Kind::Lagged(1), Kind::Signal));
+        assert_eq!(conn.lock().signals, QUEUE);
+        // The writes that finish items take them off the queue.
+        let first_len = conn.lock().items[0].wire.len();
+        conn.lock().advance(first_len - 5 + 1);
+        assert_eq!(kinds(&conn)[0], Kind::Lagged(1));
+        assert_eq!(conn.lock().offset, 1);
+        assert_eq!(conn.lock().signals, QUEUE - 1);
+    }
+
+    /// A first item's wait starts when it becomes first: a write that finishes the one before restarts the
+    /// deadline (a reader taking frame after frame is never dropped for the length of its queue); a partial write
+    /// does not.
+    #[test]
+    fn the_send_deadline_restarts_when_a_frame_is_finished() {
+        let m = GuardMetrics::default();
+        let conn = Conn::new(Class { filter: None, sealed: false });
+        let f = frame(SignalKind::RiskEvent { kind: "k".into(), detail: String::new() });
+        conn.push(&f.wire, Kind::Signal, &m);
+        conn.push(&f.wire, Kind::Signal, &m);
+        let long_ago = tokio::time::Instant::now() - std::time::Duration::from_secs(60);
+        let mut o = conn.lock();
+        o.head_since = Some(long_ago);
+        o.advance(3);
+        assert_eq!(o.head_since, Some(long_ago), "a partial write");
+        let rest = f.wire.len() - 3;
+        o.advance(rest + 1);
+        assert!(o.head_since.unwrap() > long_ago + std::time::Duration::from_secs(59), "the next frame waits from now");
+        assert_eq!((o.items.len(), o.offset, o.signals), (1, 1, 1));
+        // An emptied queue has no deadline and gives back the room it grew to.
+        o.items.reserve(QUEUE);
+        o.items.clear();
+        o.empty();
+        assert!(o.head_since.is_none());
+        assert!(o.items.capacity() <= QUEUE_KEPT);
+    }
+
+    /// Nothing is queued after the close frame (RFC 6455, 5.5.1), and pongs replace each other only while not
+    /// started.
+    #[test]
+    fn nothing_follows_the_close_and_a_started_pong_is_kept() {
+        let m = GuardMetrics::default();
+        let conn = Conn::new(Class { filter: None, sealed: false });
+        let pong = |p: &[u8]| wire::encode(wire::OP_PONG, p);
+        conn.push(&pong(b"1"), Kind::Pong, &m);
+        // The first pong is being written: a new one goes after it, and the next replaces that one.
+        conn.lock().offset = 1;
+        conn.push(&pong(b"2"), Kind::Pong, &m);
+        conn.push(&pong(b"3"), Kind::Pong, &m);
+        let wires: Vec<_> = conn.lock().items.iter().map(|i| i.wire.clone()).collect();
+        assert_eq!(wires, [pong(b"1"), pong(b"3")]);
+        let f = frame(SignalKind::RiskEvent { kind: "k".into(), detail: String::new() });
+        conn.push(&f.wire, Kind::Signal, &m);
+        conn.push(&wire::close(Some(1000), ""), Kind::Close, &m);
+        conn.push(&f.wire, Kind::Signal, &m);
+        conn.push(&pong(b"4"), Kind::Pong, &m);
+        conn.push(&wire::encode(wire::OP_PING, &[]), Kind::Control, &m);
+        let kinds: Vec<_> = conn.lock().items.iter().map(|i| i.kind).collect();
+        assert_eq!(kinds, [Kind::Pong, Kind::Pong, Kind::Signal, Kind::Close]);
     }
 
     #[test]
-    fn beyond_the_class_cap_subscribers_share_the_queue_of_every_frame() {
-        let classes = Classes::default();
-        let names = &SIGNAL_TYPES[..SIGNAL_TYPES.len() - 1];
-        // Distinct filters (pairs of types), one queue each, up to the cap.
-        let mut held = Vec::new();
-        'fill: for (i, x) in names.iter().enumerate() {
-            for y in &names[i + 1..] {
-                if held.len() == MAX_CLASSES {
-                    break 'fill;
-                }
-                let filter = parse_types(Some(&format!("{x},{y}"))).unwrap();
-                held.push(classes.subscribe(Class { filter, sealed: true }));
-            }
+    fn only_codes_a_server_may_send_are_echoed() {
+        for (c, e) in [
+            (Some(1000), Some(1000)),
+            (Some(1001), Some(1001)),
+            (Some(4999), Some(4999)),
+            (Some(1005), None),
+            (Some(1006), None),
+            (Some(1015), None),
+            (Some(999), None),
+            (Some(5000), None),
+            (None, None),
+        ] {
+            assert_eq!(echoable(c), e, "{c:?}");
         }
-        assert_eq!(classes.len(), MAX_CLASSES);
-        // One more class: it gets the queue of every frame (and its task filters), not a queue of its own.
-        let mut over = classes.subscribe(Class { filter: parse_types(Some("risk_event")).unwrap(), sealed: true });
-        assert_eq!(classes.len(), MAX_CLASSES + 1);
-        let mut all = classes.subscribe(Class::ALL);
-        assert_eq!(classes.len(), MAX_CLASSES + 1, "the same queue");
-        classes.publish(frame(forecast()));
-        assert_eq!(drain(&mut over), ["forecast"]);
-        assert_eq!(drain(&mut all), ["forecast"]);
-        // Its stream filters: with that subscriber's own options, the early forecast is not sent.
-        let o = StreamOptions {
-            filter: parse_types(Some("risk_event")).unwrap(),
-            sealed: true,
-            send_timeout: std::time::Duration::from_secs(1),
-            ping_every: std::time::Duration::from_secs(1),
-            metrics: GuardMetrics::default(),
-        };
-        classes.publish(frame(forecast()));
-        let [failed, _, risk] = <[SignalKind; 3]>::try_from(samples()).unwrap();
-        classes.publish(frame(failed));
-        classes.publish(frame(risk));
-        let text = o.next_queued(&mut over).unwrap();
-        assert!(text.as_str().contains("\"risk_event\""), "{text}");
-        assert_eq!(o.next_queued(&mut over), None);
     }
 
-    /// A batch takes the queued frames in order, skips those the subscriber does not want, and puts the `lagged`
-    /// note where the frames it stands for were lost (counted).
-    #[test]
-    fn queued_frames_come_out_in_order_with_the_lagged_note_in_place() {
-        let (tx, mut rx) = broadcast::channel(4);
-        let o = StreamOptions {
-            filter: parse_types(Some("risk_event,keeper_health")).unwrap(),
-            sealed: false,
-            send_timeout: std::time::Duration::from_secs(1),
-            ping_every: std::time::Duration::from_secs(1),
-            metrics: GuardMetrics::default(),
-        };
-        let risk = |n: u32| frame(SignalKind::RiskEvent { kind: n.to_string(), detail: String::new() });
-        // Six frames in a queue of four: the first two are lost.
-        for n in 0..6 {
-            tx.send(risk(n)).unwrap();
-        }
-        let [failed, health, _] = <[SignalKind; 3]>::try_from(samples()).unwrap();
-        let mut out: Vec<String> = Vec::new();
-        while let Some(t) = o.next_queued(&mut rx) {
-            out.push(t.as_str().to_string());
-        }
-        assert_eq!(out.len(), 5, "{out:?}");
-        assert_eq!(out[0], r#"{"type":"lagged","lost":2}"#);
-        for (i, t) in out[1..].iter().enumerate() {
-            assert!(t.contains(&format!(r#""kind":"{}""#, i + 2)), "{t} at {i}");
-        }
-        assert_eq!(o.metrics.ws_skipped.get(), 2);
-        tx.send(frame(failed)).unwrap();
-        tx.send(frame(health)).unwrap();
-        let t = o.next_queued(&mut rx).unwrap();
-        assert!(t.as_str().contains("keeper_health"), "the unwanted tx_failed is skipped: {t}");
-        assert_eq!(o.next_queued(&mut rx), None);
-    }
-
-    /// Through a real socket: a burst far larger than one batch arrives whole and in publish order (the batches are
-    /// written in queue order), and a subscriber of another type gets none of it.
+    /// Through a real socket: a burst far larger than one write arrives whole and in publish order, and a
+    /// subscriber of another type gets none of it.
     #[tokio::test]
     async fn a_burst_arrives_whole_and_in_order_through_the_socket() {
         use futures_util::StreamExt;
@@ -787,7 +1208,7 @@ mod tests {
         let hub = Hub::new(bus.clone(), Guard::new(crate::http_guard::Limits::default(), GuardMetrics::default()));
         let app = axum::Router::new().route(
             "/ws",
-            axum::routing::get(move |up: WebSocketUpgrade, q: axum::extract::RawQuery| async move {
+            axum::routing::get(move |up: WsUpgrade, q: axum::extract::RawQuery| async move {
                 let filter = parse_types(q.0.as_deref().and_then(|q| q.strip_prefix("types="))).unwrap();
                 hub.upgrade(up, filter, false)
             }),
@@ -798,23 +1219,26 @@ mod tests {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?types=risk_event")).await.unwrap();
         let (mut other, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?types=tx_failed")).await.unwrap();
         // Both are subscribed once a first signal reaches the first.
-        let n = 3000;
-        let mut got = Vec::new();
-        let mut next = 0u32;
+        let mut got = false;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        while got.is_empty() {
+        while !got {
             bus.publish("t", SignalKind::RiskEvent { kind: "probe".into(), detail: String::new() });
             if let Ok(Some(Ok(WsMessage::Text(_)))) =
                 tokio::time::timeout(std::time::Duration::from_millis(50), ws.next()).await
             {
-                got.push(());
+                got = true;
             }
             assert!(tokio::time::Instant::now() < deadline, "the subscriber never got a signal");
         }
+        // Fewer than a queue's worth, so none may be skipped however late the reader reads; each is 4 KiB, so the
+        // socket fills and the rest goes out from the queue.
+        let n = (QUEUE - 50) as u32;
+        let pad = "p".repeat(4096);
         for i in 0..n {
-            bus.publish("t", SignalKind::RiskEvent { kind: "burst".into(), detail: i.to_string() });
+            bus.publish("t", SignalKind::RiskEvent { kind: "burst".into(), detail: format!("{i} {pad}") });
         }
         bus.publish("t", SignalKind::TxFailed { chain: "c".into(), action: "a".into(), error: "end".into() });
+        let mut next = 0u32;
         while next < n {
             let m = tokio::time::timeout_at(deadline, ws.next()).await.expect("the burst arrived in time");
             let Some(Ok(WsMessage::Text(t))) = m else { panic!("the stream ended: {m:?}") };
@@ -823,7 +1247,7 @@ mod tests {
             if v["kind"] == "probe" {
                 continue;
             }
-            assert_eq!(v["detail"], next.to_string(), "in publish order");
+            assert_eq!(v["detail"], format!("{next} {pad}"), "in publish order");
             next += 1;
         }
         // The other subscriber got the one tx_failed and nothing of the burst.
@@ -831,33 +1255,64 @@ mod tests {
         let Some(Ok(WsMessage::Text(t))) = m else { panic!("{m:?}") };
         assert!(t.as_str().contains("\"error\":\"end\""), "{t}");
     }
-    /// An incoming message above `ws_max_message_bytes` closes the socket with 1009 and is counted as `ws_oversized`
-    /// (read from tungstenite's typed capacity error); a small one does not.
-    #[tokio::test]
-    async fn an_oversized_message_is_closed_with_1009() {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message as WsMessage;
-        let bus = crate::Bus::new(16);
+
+    /// A test server of one hub behind the guard (`Guard::serve`, as the services run it), with `limits`.
+    async fn guarded_hub(limits: crate::http_guard::Limits) -> (std::net::SocketAddr, crate::Bus, GuardMetrics) {
+        let bus = crate::Bus::new(1024);
         let metrics = GuardMetrics::default();
-        let hub = Hub::new(bus.clone(), Guard::new(crate::http_guard::Limits::default(), metrics.clone()));
+        let guard = Guard::new(limits, metrics.clone());
+        let hub = Hub::new(bus.clone(), guard.clone());
         let app = axum::Router::new()
-            .route("/ws", axum::routing::get(move |up: WebSocketUpgrade| async move { hub.upgrade(up, None, false) }));
+            .route("/ws", axum::routing::get(move |up: WsUpgrade| async move { hub.upgrade(up, None, false) }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+        tokio::spawn(async move { guard.serve(listener, app, std::future::pending()).await });
+        (addr, bus, metrics)
+    }
+
+    /// Waits until a signal published now reaches `ws` (the subscriber is in the hub).
+    async fn subscribed<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        ws: &mut tokio_tungstenite::WebSocketStream<S>,
+        bus: &crate::Bus,
+    ) {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        ws.send(WsMessage::text("x".repeat(1024))).await.unwrap();
-        // The socket stays open after the small message: a signal published after it still arrives.
         loop {
             bus.publish("t", SignalKind::RiskEvent { kind: "probe".into(), detail: String::new() });
             let m = tokio::time::timeout(std::time::Duration::from_millis(50), ws.next()).await;
             if let Ok(Some(Ok(WsMessage::Text(_)))) = m {
-                break;
+                return;
             }
             assert!(!matches!(m, Ok(None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))))), "closed early: {m:?}");
             assert!(tokio::time::Instant::now() < deadline, "the subscriber never got a signal");
         }
+    }
+
+    /// An incoming message above `ws_max_message_bytes` closes the socket with 1009 and is counted as
+    /// `ws_oversized`; a small one does not. A client's ping is answered with its payload, and its close with its
+    /// code.
+    #[tokio::test]
+    async fn an_oversized_message_is_closed_with_1009_and_pings_and_closes_are_answered() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsClose;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        let (addr, bus, metrics) = guarded_hub(crate::http_guard::Limits::default()).await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        ws.send(WsMessage::text("x".repeat(1024))).await.unwrap();
+        ws.send(WsMessage::Ping(b"are you there".to_vec().into())).await.unwrap();
+        let pong = loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await.expect("a pong") {
+                Some(Ok(WsMessage::Pong(p))) => break p,
+                Some(Ok(_)) => continue,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(&pong[..], b"are you there");
+        // The socket stays open after the small message: a signal published after it still arrives.
+        subscribed(&mut ws, &bus).await;
         assert_eq!(metrics.dropped("ws_oversized"), 0);
         // Four times the default limit of 16 KiB.
         let _ = ws.send(WsMessage::text("x".repeat(64 * 1024))).await;
@@ -870,5 +1325,133 @@ mod tests {
         };
         assert_eq!(code, Some(1009));
         assert_eq!(metrics.dropped("ws_oversized"), 1);
+
+        // A client's close is answered with its code.
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+        subscribed(&mut ws, &bus).await;
+        ws.send(WsMessage::Close(Some(WsClose { code: CloseCode::Away, reason: "bye".into() }))).await.unwrap();
+        let code = loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await.expect("the server answers the close") {
+                Some(Ok(WsMessage::Close(f))) => break f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        };
+        assert_eq!(code, Some(1001));
+    }
+
+    /// A client frame the protocol forbids (here an unmasked one) is answered with close 1002.
+    #[tokio::test]
+    async fn a_frame_the_protocol_forbids_is_closed_with_1002() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (addr, _bus, _) = guarded_hub(crate::http_guard::Limits::default()).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 512];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed during the handshake");
+            got.extend_from_slice(&b[..n]);
+        }
+        let head = String::from_utf8_lossy(&got).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        // RFC 6455's own example key and accept value.
+        assert!(head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+        let after = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut rest = got[after..].to_vec();
+        s.write_all(&[0x81, 0x01, b'x']).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        // The close frame: 0x88, its length, then the code.
+        while rest.len() < 4 || !rest.windows(2).any(|w| w[0] == 0x88) {
+            let n = tokio::time::timeout_at(deadline, s.read(&mut b)).await.unwrap().unwrap();
+            assert!(n > 0, "closed without a close frame: {rest:?}");
+            rest.extend_from_slice(&b[..n]);
+        }
+        let at = rest.windows(2).position(|w| w[0] == 0x88).unwrap();
+        while rest.len() < at + 4 {
+            let n = tokio::time::timeout_at(deadline, s.read(&mut b)).await.unwrap().unwrap();
+            assert!(n > 0);
+            rest.extend_from_slice(&b[..n]);
+        }
+        assert_eq!(u16::from_be_bytes([rest[at + 2], rest[at + 3]]), 1002);
+    }
+
+    /// What is not a WebSocket handshake is refused with a status and the header it lacks.
+    #[test]
+    fn a_request_that_is_not_a_handshake_is_refused_naming_why() {
+        use axum::http::{HeaderValue, Method};
+        let mut h = HeaderMap::new();
+        let refusal = |m: &Method, h: &HeaderMap| check_handshake(m, h).unwrap_err();
+        assert_eq!(refusal(&Method::POST, &h).status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(refusal(&Method::GET, &h).why.contains("Connection"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(refusal(&Method::GET, &h).why.contains("Upgrade: websocket"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("foo, websocket"));
+        assert!(refusal(&Method::GET, &h).why.contains("Upgrade: websocket"), "exactly websocket");
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(refusal(&Method::GET, &h).why.contains("Version"));
+        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert!(refusal(&Method::GET, &h).why.contains("Version"));
+        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        assert!(refusal(&Method::GET, &h).why.contains("Key"));
+        h.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(check_handshake(&Method::GET, &h).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    /// A reader that takes nothing is dropped once a frame has waited for the send timeout, counted
+    /// `ws_slow_reader`, while another subscriber gets every signal all along.
+    #[tokio::test]
+    async fn a_reader_that_takes_nothing_is_dropped_after_the_send_timeout() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        let limits = crate::http_guard::Limits {
+            ws_send_timeout: std::time::Duration::from_millis(500),
+            ..crate::http_guard::Limits::default()
+        };
+        let (addr, bus, metrics) = guarded_hub(limits).await;
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let stream = sock.connect(addr).await.unwrap();
+        let (mut slow, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream).await.unwrap();
+        subscribed(&mut slow, &bus).await;
+        let (mut fast, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+        subscribed(&mut fast, &bus).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let pad = "p".repeat(16 * 1024);
+        let mut i = 0u64;
+        while metrics.dropped("ws_slow_reader") == 0 {
+            bus.publish("t", SignalKind::RiskEvent { kind: "big".into(), detail: format!("{i} {pad}") });
+            i += 1;
+            // The fast one reads each as it comes.
+            loop {
+                let m = tokio::time::timeout_at(deadline, fast.next()).await.expect("the fast reader keeps getting");
+                let Some(Ok(WsMessage::Text(t))) = m else { panic!("{m:?}") };
+                if t.as_str().contains("\"kind\":\"big\"") {
+                    break;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the slow reader was never dropped");
+        }
+        assert_eq!(metrics.dropped("ws_slow_reader"), 1);
+        // The slow one's connection is closed: reading it now ends (after what it had been sent).
+        let end = tokio::time::timeout_at(deadline, async {
+            loop {
+                match slow.next().await {
+                    Some(Ok(_)) => continue,
+                    _ => return,
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the slow reader's socket was not closed");
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::ws::WebSocketUpgrade;
+use kronos_common::signal_ws::WsUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -514,7 +514,7 @@ async fn ws(
     peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     Query(q): Query<wire::WsQuery>,
     headers: HeaderMap,
-    up: WebSocketUpgrade,
+    up: WsUpgrade,
 ) -> Response {
     let filter = match kronos_common::signal_ws::parse_types(q.types.as_deref()) {
         Ok(f) => f,

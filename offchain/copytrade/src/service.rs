@@ -10,7 +10,7 @@
 //! Every endpoint is under the default limits of [`kronos_common::http_guard`]: connections, `/ws` subscribers, a
 //! per-address rate, body size, timeouts; a browser page of any origin is refused the WebSocket and the POSTs.
 
-use axum::extract::ws::WebSocketUpgrade;
+use kronos_common::signal_ws::WsUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -138,7 +138,7 @@ async fn ws(
     Extension(hub): Extension<Hub>,
     peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     Query(q): Query<WsQuery>,
-    up: WebSocketUpgrade,
+    up: WsUpgrade,
 ) -> Response {
     let filter = match kronos_common::signal_ws::parse_types(q.types.as_deref()) {
         Ok(f) => f,

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocketUpgrade;
+use kronos_common::signal_ws::WsUpgrade;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
@@ -28,7 +28,7 @@ async fn serve(app: Router) -> SocketAddr {
     a
 }
 
-async fn ws_hub(State(h): State<Hub>, up: WebSocketUpgrade) -> Response {
+async fn ws_hub(State(h): State<Hub>, up: WsUpgrade) -> Response {
     h.upgrade(up, None, false)
 }
 

@@ -315,7 +315,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unreachable_stream_is_an_error_and_coming_up_is_ok() {
-        use axum::extract::ws::WebSocketUpgrade;
+        use kronos_common::signal_ws::WsUpgrade;
         use kronos_common::http_guard::{Guard, GuardMetrics, Limits};
         // A port nothing listens on (taken, then released).
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -333,7 +333,7 @@ mod tests {
         let hub =
             kronos_common::signal_ws::Hub::new(bus.clone(), Guard::new(Limits::default(), GuardMetrics::default()));
         let app = axum::Router::new()
-            .route("/ws", axum::routing::get(move |up: WebSocketUpgrade| async move { hub.upgrade(up, None, false) }));
+            .route("/ws", axum::routing::get(move |up: WsUpgrade| async move { hub.upgrade(up, None, false) }));
         let l = tokio::net::TcpListener::bind(addr).await.unwrap();
         let server = tokio::spawn(async move { axum::serve(l, app).await });
         let up = next(&mut src, &c).await.expect("connected");
