@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use kronos_common::signal_ws::WsUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +28,7 @@ use axum::{Json, Router};
 use kronos_api_types as wire;
 use kronos_common::http_guard::{Guard, Limits};
 use kronos_common::signal_ws::Hub;
+use kronos_common::signal_ws::WsUpgrade;
 use kronos_common::Bus;
 use parking_lot::Mutex;
 

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use kronos_common::signal_ws::WsUpgrade;
 use axum::routing::get;
 use kronos_common::http_guard::{Guard, GuardMetrics, Limits};
 use kronos_common::signal_ws::Hub;
+use kronos_common::signal_ws::WsUpgrade;
 use kronos_common::signals::{Outcome, SignalKind};
 use kronos_common::{Bus, Decimal};
 use kronos_localnet::demo::social::SocialDemo;
@@ -35,8 +35,7 @@ async fn the_demo_monitor_mirrors_the_keepers_signals_and_reads_the_fixture_feed
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::new(1024);
     let hub = Hub::new(bus.clone(), Guard::new(Limits::default(), GuardMetrics::default()));
-    let app =
-        axum::Router::new().route("/ws", get(move |up: WsUpgrade| async move { hub.upgrade(up, None, false) }));
+    let app = axum::Router::new().route("/ws", get(move |up: WsUpgrade| async move { hub.upgrade(up, None, false) }));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws = format!("ws://{}/ws", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await });

@@ -10,7 +10,6 @@
 //! Every endpoint is under the default limits of [`kronos_common::http_guard`]: connections, `/ws` subscribers, a
 //! per-address rate, body size, timeouts; a browser page of any origin is refused the WebSocket and the POSTs.
 
-use kronos_common::signal_ws::WsUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use kronos_common::http_guard::{Guard, Limits};
 use kronos_common::signal_ws::Hub;
+use kronos_common::signal_ws::WsUpgrade;
 
 use crate::control::{ControlAccepted, ControlCommand};
 use crate::engine::Handles;

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kronos_common::signal_ws::WsUpgrade;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
@@ -13,6 +12,7 @@ use axum::Router;
 use futures::StreamExt;
 use kronos_common::http_guard::{Guard, GuardMetrics, Limits};
 use kronos_common::signal_ws::Hub;
+use kronos_common::signal_ws::WsUpgrade;
 use kronos_common::signals::Outcome;
 use kronos_common::{Bus, Decimal, SignalKind};
 use kronos_social::Config;

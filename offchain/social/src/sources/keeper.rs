@@ -315,8 +315,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unreachable_stream_is_an_error_and_coming_up_is_ok() {
-        use kronos_common::signal_ws::WsUpgrade;
         use kronos_common::http_guard::{Guard, GuardMetrics, Limits};
+        use kronos_common::signal_ws::WsUpgrade;
         // A port nothing listens on (taken, then released).
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
