@@ -366,6 +366,8 @@ pub struct GuardMetrics {
     pub refused: Family<ReasonLabel, Counter>,
     pub dropped: Family<ReasonLabel, Counter>,
     pub ws_skipped: Counter,
+    /// Signals a subscriber's socket did not take at once (queued for its own task to write).
+    pub ws_queued: Counter,
     pub connections: Gauge,
     pub ws_subscribers: Gauge,
 }
@@ -376,6 +378,7 @@ impl Default for GuardMetrics {
             refused: Family::default(),
             dropped: Family::default(),
             ws_skipped: Counter::default(),
+            ws_queued: Counter::default(),
             connections: Gauge::default(),
             ws_subscribers: Gauge::default(),
         };
@@ -391,8 +394,8 @@ impl Default for GuardMetrics {
 }
 
 impl GuardMetrics {
-    /// Registers `http_refused_total`, `http_dropped_total`, `ws_skipped_signals_total`, `http_connections` and
-    /// `ws_subscribers` (under the registry's prefix).
+    /// Registers `http_refused_total`, `http_dropped_total`, `ws_skipped_signals_total`,
+    /// `ws_queued_signals_total`, `http_connections` and `ws_subscribers` (under the registry's prefix).
     pub fn register(&self, r: &mut Registry) {
         r.register(
             "http_refused",
@@ -409,6 +412,12 @@ impl GuardMetrics {
             "ws_skipped_signals",
             "Signals WebSocket subscribers skipped because they fell a whole queue behind",
             self.ws_skipped.clone(),
+        );
+        r.register(
+            "ws_queued_signals",
+            "Signals a WebSocket subscriber's socket did not take at once, queued for its own task to write (a \
+             reader behind, or a full socket buffer)",
+            self.ws_queued.clone(),
         );
         r.register("http_connections", "Open HTTP connections, WebSockets included", self.connections.clone());
         r.register("ws_subscribers", "Open WebSocket subscriptions", self.ws_subscribers.clone());

@@ -403,6 +403,7 @@ impl Conn {
         }
         if kind == Kind::Signal {
             o.signals += 1;
+            m.ws_queued.inc();
         }
         o.items.push_back(Item { wire: wire.clone(), kind });
         drop(o);
@@ -549,7 +550,11 @@ impl Hub {
         self.inner.started.get_or_init(|| {
             // Subscribed here, not in the task, so nothing published from now on is missed.
             let rx = self.inner.bus.subscribe();
-            let task = tokio::spawn(pump(rx, self.inner.classes.clone(), self.inner.guard.metrics().clone()));
+            // Outside tokio's cooperative budget: under it, every write past the 128th of one poll would be refused
+            // (`Pending`, with the no-op waker) and queued for the subscriber's task, so half the deliveries of a
+            // large fan-out took a task wake and a second write. The task yields every `YIELD_EVERY` itself.
+            let pump = pump(rx, self.inner.classes.clone(), self.inner.guard.metrics().clone());
+            let task = tokio::spawn(tokio::task::unconstrained(pump));
             task.abort_handle()
         });
         let conn = Arc::new(Conn::new(Class { filter, sealed }));
@@ -1254,6 +1259,64 @@ mod tests {
         let m = tokio::time::timeout_at(deadline, other.next()).await.unwrap();
         let Some(Ok(WsMessage::Text(t))) = m else { panic!("{m:?}") };
         assert!(t.as_str().contains("\"error\":\"end\""), "{t}");
+    }
+
+    /// A signal for hundreds of idle subscribers goes out to each with one write from the hub's task: none is
+    /// queued for a subscriber's task (tokio's cooperative budget refused every write past the 128th of a poll
+    /// before the hub's task ran outside it).
+    #[tokio::test]
+    async fn a_fan_out_to_idle_subscribers_queues_nothing() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        // All on loopback: no cap per address.
+        let limits = crate::http_guard::Limits {
+            max_connections_per_ip: 0,
+            max_ws_per_ip: 0,
+            ..crate::http_guard::Limits::default()
+        };
+        let (addr, bus, metrics) = guarded_hub(limits).await;
+        let n = 300;
+        let (tx, mut got) = tokio::sync::mpsc::unbounded_channel::<String>();
+        for _ in 0..n {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(m)) = ws.next().await {
+                    if let WsMessage::Text(t) = m {
+                        let _ = tx.send(t.to_string());
+                    }
+                }
+            });
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        // Every subscriber is in the hub once one probe reached them all.
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        let mut round = 0;
+        'probe: loop {
+            round += 1;
+            bus.publish("t", SignalKind::RiskEvent { kind: format!("probe {round}"), detail: String::new() });
+            while let Ok(Some(t)) = tokio::time::timeout(std::time::Duration::from_millis(200), got.recv()).await {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                let c = seen.entry(v["kind"].as_str().unwrap().to_string()).or_default();
+                *c += 1;
+                if *c == n {
+                    break 'probe;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the subscribers never all got a probe");
+        }
+        // Probes still on their way are read before counting.
+        while let Ok(Some(_)) = tokio::time::timeout(std::time::Duration::from_millis(200), got.recv()).await {}
+        let before = metrics.ws_queued.get();
+        bus.publish("t", SignalKind::RiskEvent { kind: "the one".into(), detail: String::new() });
+        let mut reached = 0;
+        while reached < n {
+            let t = tokio::time::timeout_at(deadline, got.recv()).await.expect("every subscriber gets it").unwrap();
+            if t.contains("the one") {
+                reached += 1;
+            }
+        }
+        assert_eq!(metrics.ws_queued.get() - before, 0, "deliveries queued instead of written at once");
     }
 
     /// A test server of one hub behind the guard (`Guard::serve`, as the services run it), with `limits`.
