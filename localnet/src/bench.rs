@@ -669,6 +669,9 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
             cw1 - cw0
         );
     }
+    let m1 = reqwest::get(format!("http://{addr}/metrics")).await?.text().await?;
+    let queued = loadgen::metric(&m1, "kronos_ws_queued_signals_total", "").unwrap_or(0.0);
+    println!("  deliveries a socket did not take at once (queued for the subscriber's own task): {queued}");
 
     // Phase 2: fast readers and readers that never read, flooded with large signals.
     let fast = (n / 100).clamp(4, 20);
