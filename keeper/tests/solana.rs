@@ -1800,6 +1800,8 @@ async fn a_landed_commit_not_recorded_is_recovered_after_its_window_and_revealed
     c.transmit(GENESIS + 2 * IV - 1, PRICE + 500).await;
     c.transmit(GENESIS + 2 * IV + 1, PRICE + 600).await;
     c.warp_to(GENESIS + 2 * IV + DELAY).await;
+    // The commitment found on chain is said like one this run saw land (its signal was missing).
+    assert_eq!(k.wait_committed(0).await, bps);
     let (outcome, hit, _) = k.wait_revealed(0).await;
     assert_eq!((outcome, hit), (Outcome::Up, Some(true)));
     let p = k.keeper_store.prediction("solana", 1, 0, &publisher.to_string()).await.unwrap().unwrap();

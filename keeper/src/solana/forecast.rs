@@ -784,6 +784,7 @@ impl Forecasts {
                 }
                 SendStep::Recovered => {
                     rt.store.set_commit_tx(&chain, id as i64, epoch as i64, &who, "recovered").await?;
+                    self.committed(id, epoch, row.p_up_bps);
                     return Ok(());
                 }
                 SendStep::Send => break,
@@ -806,14 +807,7 @@ impl Forecasts {
             Ok(Sent::Done(_)) => {
                 let tx = self.tx_of(label).await?;
                 rt.store.set_commit_tx(&chain, id as i64, epoch as i64, &who, &tx).await?;
-                rt.metrics
-                    .predictions_committed
-                    .get_or_create(&MarketLabel { chain: chain.clone(), market: id.to_string() })
-                    .inc();
-                rt.bus.publish(
-                    "forecaster",
-                    SignalKind::PredictionCommitted { chain, market: id, epoch, p_up_bps: row.p_up_bps as u16 },
-                );
+                self.committed(id, epoch, row.p_up_bps);
                 Ok(())
             }
             // Expired blockhash (or nothing the program said about time): the next pass reads the chain first.
@@ -830,6 +824,22 @@ impl Forecasts {
     }
 
     /// The signature of the latest confirmed transaction of `label`.
+    /// A commitment of ours is recorded as on chain: counted and said (`prediction_committed`) whether this pass saw
+    /// its transaction land or found it there afterwards — a commit whose first status reads failed under load, then
+    /// answered "already done", is found by the next pass, and its signal was missing.
+    fn committed(&self, id: u64, epoch: u64, p_up_bps: i64) {
+        let chain = self.rt.name.clone();
+        self.rt
+            .metrics
+            .predictions_committed
+            .get_or_create(&MarketLabel { chain: chain.clone(), market: id.to_string() })
+            .inc();
+        self.rt.bus.publish(
+            "forecaster",
+            SignalKind::PredictionCommitted { chain, market: id, epoch, p_up_bps: p_up_bps as u16 },
+        );
+    }
+
     async fn tx_of(&self, label: &str) -> Result<String> {
         let txs = self.rt.store.txs_for_action(&self.rt.name, label).await?;
         let who = self.rt.signer().to_string();
@@ -887,6 +897,7 @@ impl Forecasts {
                 }
                 tracing::info!(chain = %chain, market = id, epoch, tx = %t.tx_hash, "solana: a confirmed commit not recorded; recorded now");
                 rt.store.set_commit_tx(&chain, p.market_id, p.epoch, &who, &t.tx_hash).await?;
+                self.committed(id, epoch, p.p_up_bps);
                 continue;
             }
             let key = commitment_address(&program, &address, epoch, &publisher);
@@ -900,6 +911,7 @@ impl Forecasts {
             if c.is_some_and(|c| c.hash == stored) {
                 tracing::info!(chain = %chain, market = id, epoch, "solana: a commitment on chain not recorded; recorded now");
                 rt.store.set_commit_tx(&chain, p.market_id, p.epoch, &who, "recovered").await?;
+                self.committed(id, epoch, p.p_up_bps);
                 continue;
             }
             let r = got[1]
