@@ -47,8 +47,9 @@ const QUEUE_KEPT: usize = 16;
 /// Frames a subscriber's task writes in one call at most, when its queue is long.
 pub const MAX_BATCH: usize = 64;
 
-/// The hub's task lets the other tasks of its runtime run after this many deliveries (a signal for 10,000
-/// subscribers is not one uninterrupted 50 ms on a worker thread).
+/// The hub's task lets the other tasks of its runtime run after this many units of work (a frame read from the bus or a
+/// delivery each count one), so neither a signal for 10,000 subscribers nor a burst of signals few want holds a worker
+/// thread for long.
 const YIELD_EVERY: usize = 256;
 
 /// Every signal type a `/ws?types=` filter may name (defined with [`crate::SignalKind::type_index`]).
@@ -394,6 +395,17 @@ impl Conn {
             }
         } else if kind == Kind::Signal && o.signals >= QUEUE {
             o.make_room(m);
+        } else if let Kind::Lagged(n) = kind {
+            // The bus's own note joins one not sent yet: however long the overload, one note waits at most.
+            let from = usize::from(o.offset > 0);
+            if let Some(old) = o.items.iter_mut().skip(from).find(|i| matches!(i.kind, Kind::Lagged(_))) {
+                let total = match old.kind {
+                    Kind::Lagged(m) => m + n,
+                    _ => n,
+                };
+                *old = Item { wire: Frame::lagged(total).wire, kind: Kind::Lagged(total) };
+                return;
+            }
         } else if kind == Kind::Pong {
             let from = usize::from(o.offset > 0);
             if let Some(old) = o.items.iter_mut().skip(from).find(|i| i.kind == Kind::Pong) {
@@ -447,7 +459,7 @@ impl Conn {
             o.empty();
             return Poll::Ready(Ok(()));
         }
-        let Some(io) = o.io.as_mut() else { return Poll::Pending };
+        let Some(io) = o.io.as_mut() else { return Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())) };
         let mut slices = [std::io::IoSlice::new(&[]); MAX_BATCH];
         let mut n = 0;
         for it in o.items.iter().take(MAX_BATCH) {
@@ -600,10 +612,10 @@ impl Hub {
         let WsUpgrade { accept, on_upgrade } = up;
         let classes = self.inner.classes.clone();
         let alive = self.inner.alive.subscribe();
+        // However the task ends (a panic included, or dropped before it ever ran), the subscriber leaves the hub, its
+        // socket is closed and its place under the cap is given back.
+        let left = Leave { conn: conn.clone(), classes, _slot: slot };
         tokio::spawn(async move {
-            // However the task ends (a panic included), the subscriber leaves the hub, its socket is closed and its
-            // place under the cap is given back.
-            let left = Leave { conn: conn.clone(), classes, _slot: slot };
             if let Ok(io) = on_upgrade.await {
                 conn.attach(TokioIo::new(io));
                 if let End::Slow = stream(&conn, &opts, alive).await {
@@ -716,10 +728,16 @@ fn switching_protocols(accept: &str) -> Response {
 }
 
 /// Reads the bus, serialises each signal once and writes it to every subscriber that wants it (queued for those
-/// whose socket does not take it at once), letting the runtime's other tasks run every [`YIELD_EVERY`] deliveries.
+/// whose socket does not take it at once), letting the runtime's other tasks run every [`YIELD_EVERY`] frames and deliveries.
 async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, classes: Arc<Classes>, m: GuardMetrics) {
     let mut targets = Vec::new();
+    let mut work = Work::default();
     loop {
+        // Outside the cooperative budget a receive that finds a signal waiting never yields: the yields are counted
+        // across frames, so a burst of frames that few or no subscribers want still lets the other tasks run.
+        if work.spend(1) {
+            tokio::task::yield_now().await;
+        }
         let frame = match rx.recv().await {
             Ok(sig) => Frame::of(&sig),
             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -730,12 +748,28 @@ async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, classes: Arc<Clas
         };
         classes.targets(&frame, &mut targets);
         let kind = frame.kind();
-        for (i, conn) in targets.drain(..).enumerate() {
+        for conn in targets.drain(..) {
             conn.push(&frame.wire, kind, &m);
-            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            if work.spend(1) {
                 tokio::task::yield_now().await;
             }
         }
+    }
+}
+
+/// The hub task's work since it last yielded (a frame or a delivery each count one).
+#[derive(Debug, Default)]
+struct Work(usize);
+
+impl Work {
+    /// Counts `n` more; true when the task should yield now (every [`YIELD_EVERY`]).
+    fn spend(&mut self, n: usize) -> bool {
+        self.0 += n;
+        if self.0 >= YIELD_EVERY {
+            self.0 = 0;
+            return true;
+        }
+        false
     }
 }
 
@@ -780,6 +814,8 @@ async fn stream(conn: &Conn, o: &StreamOptions, mut alive: watch::Receiver<()>) 
             return End::Closed;
         }
         tokio::select! {
+            // A write that is ready goes first: a late wake-up never drops a reader whose socket takes the frame.
+            biased;
             r = std::future::poll_fn(|cx| conn.poll_drain(cx)), if pending => {
                 if r.is_err() {
                     return End::Gone;
@@ -1184,6 +1220,36 @@ mod tests {
         conn.push(&wire::encode(wire::OP_PING, &[]), Kind::Control, &m);
         let kinds: Vec<_> = conn.lock().items.iter().map(|i| i.kind).collect();
         assert_eq!(kinds, [Kind::Pong, Kind::Pong, Kind::Signal, Kind::Close]);
+    }
+
+    /// The hub's task yields every `YIELD_EVERY` units of work counted across frames, so frames with few or no
+    /// subscribers wanting them still let the other tasks run.
+    #[test]
+    fn the_hub_yields_across_frames() {
+        let mut w = Work::default();
+        let yields = (0..10 * YIELD_EVERY).filter(|_| w.spend(1)).count();
+        assert_eq!(yields, 10);
+        let mut w = Work::default();
+        assert!(!w.spend(YIELD_EVERY - 1));
+        assert!(w.spend(1));
+    }
+
+    /// The bus's `lagged` notes join one not sent yet, so a reader kept just under the send timeout during an
+    /// overload holds one note, not one per lag.
+    #[test]
+    fn the_bus_s_lagged_notes_join_one_not_sent_yet() {
+        let m = GuardMetrics::default();
+        let conn = Conn::new(Class { filter: None, sealed: false });
+        let f = frame(SignalKind::RiskEvent { kind: "k".into(), detail: String::new() });
+        conn.push(&f.wire, Kind::Signal, &m);
+        for n in [3, 4, 5] {
+            let note = Frame::lagged(n);
+            conn.push(&note.wire, note.kind(), &m);
+            conn.push(&f.wire, Kind::Signal, &m);
+        }
+        assert_eq!(queued(&conn), ["risk_event", "lagged:12", "risk_event", "risk_event", "risk_event"]);
+        let note = &conn.lock().items[1];
+        assert_eq!(payload(&note.wire), br#"{"type":"lagged","lost":12}"#);
     }
 
     #[test]
