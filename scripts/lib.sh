@@ -11,10 +11,10 @@ for tool in forge anvil cast; do
 done
 export PATH
 
-# One target dir shared by every clone on this machine when it exists (CI reuses it between runs).
-if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "$HOME/.cache/kronos/target" ]; then
-  export CARGO_TARGET_DIR="$HOME/.cache/kronos/target"
-fi
+# Each clone builds in its own target dir unless CARGO_TARGET_DIR says otherwise (.ci/run points CI's clone at one
+# outside it, reused between its runs). Clones at different paths must not share one: cargo reuses a crate built in
+# another clone when the sources look unchanged, with that clone's paths compiled in (`env!("CARGO_MANIFEST_DIR")`),
+# so its tests read the other clone's files — a run here once failed reading data from CI's clone, since deleted.
 KRONOS_TARGET="${CARGO_TARGET_DIR:-$KRONOS_ROOT/target}"
 export KRONOS_TARGET
 
