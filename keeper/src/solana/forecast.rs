@@ -470,7 +470,10 @@ impl Forecasts {
             }
             // Commits only under the market's lease term (M3: a standby sends nothing for it); this keeper's own
             // commitments are revealed below whoever leads (only its signer can reveal them).
-            let Some((fence, _)) = self.rt.term_of(mi) else { continue };
+            let Some((fence, _)) = self.rt.term_of(mi) else {
+                tracing::debug!(chain = %self.rt.name, market = mi.id, "solana: forecast: no lease term on this market, no commit");
+                continue;
+            };
             match self.commit(mi.address, mi.id, &cluster, &fence, cancel).await {
                 Ok(due) => commit_due |= due,
                 Err(e) => errors.push(format!("market {} commit: {e:#}", mi.id)),
@@ -645,7 +648,10 @@ impl Forecasts {
             );
             return Ok(false);
         }
-        let Some(epoch) = betting_epoch(m.genesis, m.interval, now) else { return Ok(false) };
+        let Some(epoch) = betting_epoch(m.genesis, m.interval, now) else {
+            tracing::debug!(chain = %rt.name, market = id, now, "solana: forecast: no round takes bets now");
+            return Ok(false);
+        };
         let margin = forecast_margin(m.interval) as i64;
         let round_key = round_address(&program, &market, epoch);
         let r = rt.get_many(&[round_key]).await?.pop().flatten();
@@ -653,6 +659,7 @@ impl Forecasts {
         let Some(r) =
             r.filter(|a| a.owner == program).and_then(|a| Round::try_deserialize(&mut a.data.as_slice()).ok())
         else {
+            tracing::debug!(chain = %rt.name, market = id, epoch, now, "solana: forecast: the betting round is not started yet");
             return Ok(!commit_closed(None, &m, epoch, now.saturating_add(margin)));
         };
         let c = RoundCommit {
@@ -666,8 +673,10 @@ impl Forecasts {
             label: format!("commit:{id}:{epoch}"),
         };
         if self.backing_off(&c.label) {
+            tracing::debug!(chain = %rt.name, action = %c.label, "solana: forecast: backing off after a failure");
             return Ok(false);
         }
+        tracing::debug!(chain = %rt.name, action = %c.label, now, "solana: forecast: commit step");
         let res = self.commit_round(&c, cluster, fence, cancel).await;
         let label = c.label;
         match res {
