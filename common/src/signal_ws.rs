@@ -1355,24 +1355,24 @@ mod tests {
             });
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        // Every subscriber is in the hub once one probe reached them all.
+        // Every subscriber is in the hub once the latest probe reached them all; the hub delivers frames in order,
+        // so no probe is then still on its way (a new one is published only while the latest has not arrived).
         let mut seen = std::collections::HashMap::<String, usize>::new();
         let mut round = 0;
         'probe: loop {
             round += 1;
-            bus.publish("t", SignalKind::RiskEvent { kind: format!("probe {round}"), detail: String::new() });
+            let latest = format!("probe {round}");
+            bus.publish("t", SignalKind::RiskEvent { kind: latest.clone(), detail: String::new() });
             while let Ok(Some(t)) = tokio::time::timeout(std::time::Duration::from_millis(200), got.recv()).await {
                 let v: serde_json::Value = serde_json::from_str(&t).unwrap();
                 let c = seen.entry(v["kind"].as_str().unwrap().to_string()).or_default();
                 *c += 1;
-                if *c == n {
+                if *c == n && v["kind"] == latest.as_str() {
                     break 'probe;
                 }
             }
             assert!(tokio::time::Instant::now() < deadline, "the subscribers never all got a probe");
         }
-        // Probes still on their way are read before counting.
-        while let Ok(Some(_)) = tokio::time::timeout(std::time::Duration::from_millis(200), got.recv()).await {}
         let before = metrics.ws_queued.get();
         bus.publish("t", SignalKind::RiskEvent { kind: "the one".into(), detail: String::new() });
         let mut reached = 0;
