@@ -38,6 +38,34 @@ pub struct OrderRow {
     pub updated_ms: i64,
 }
 
+impl OrderRow {
+    /// What a row recorded before its order is sent holds beyond the order itself: `sending`, nothing of the
+    /// exchange's answer yet, created now. The order's own fields (`client_id` … `reason`) are left empty for the
+    /// caller's struct literal to set (`OrderRow { client_id, …, ..OrderRow::unsent(paper, now) }`).
+    pub(crate) fn unsent(paper: bool, now_ms: i64) -> OrderRow {
+        OrderRow {
+            client_id: String::new(),
+            kind: String::new(),
+            symbol: String::new(),
+            side: String::new(),
+            qty: String::new(),
+            trigger_price: None,
+            reduce_only: false,
+            reason: String::new(),
+            status: "sending".into(),
+            exchange_id: None,
+            avg_price: None,
+            executed_qty: None,
+            fee: None,
+            realized_pnl: None,
+            error: None,
+            paper,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        }
+    }
+}
+
 /// What an order's update records besides its status (`Store::update_order`): the exchange's id, the fill
 /// (average price, executed quantity, fee, realized PnL, as decimal text) and the error; `None` keeps the stored value.
 #[derive(Debug, Clone, Copy, Default)]
@@ -425,16 +453,7 @@ pub(crate) mod tests {
             trigger_price: None,
             reduce_only: false,
             reason: "mirror".into(),
-            status: "sending".into(),
-            exchange_id: None,
-            avg_price: None,
-            executed_qty: None,
-            fee: None,
-            realized_pnl: None,
-            error: None,
-            paper: true,
-            created_ms: 1,
-            updated_ms: 1,
+            ..OrderRow::unsent(true, 1)
         };
         s.insert_order(&o).await.unwrap();
         assert!(s.insert_order(&o).await.is_err(), "a client id is recorded once");

@@ -362,16 +362,7 @@ impl Engine {
             trigger_price: None,
             reduce_only,
             reason: reason.into(),
-            status: "sending".into(),
-            exchange_id: None,
-            avg_price: None,
-            executed_qty: None,
-            fee: None,
-            realized_pnl: None,
-            error: None,
-            paper: self.paper(),
-            created_ms: now_ms(),
-            updated_ms: now_ms(),
+            ..OrderRow::unsent(self.paper(), now_ms())
         };
         if let Err(e) = self.store.insert_order(&row).await {
             // Nothing is sent that is not recorded first.
@@ -488,6 +479,20 @@ impl Engine {
             .await
     }
 
+    /// The `order_filled` signal of a fill of the order `client_id`.
+    pub(super) fn fill_signal(&self, client_id: &str, t: &Trade) -> SignalKind {
+        SignalKind::OrderFilled {
+            symbol: t.symbol.clone(),
+            side: t.side,
+            qty: t.qty,
+            price: t.price,
+            fee: t.commission,
+            realized_pnl: t.realized_pnl,
+            client_order_id: client_id.into(),
+            paper: self.paper(),
+        }
+    }
+
     pub(super) async fn store_fill(&self, client_id: &str, t: &Trade) {
         let row = FillRow {
             client_id: client_id.into(),
@@ -539,19 +544,7 @@ impl Engine {
         self.save_paper_wallet().await;
         self.equity_stale = true;
         self.metrics.open_positions.set(self.follower.len() as i64);
-        self.bus.publish(
-            SOURCE,
-            SignalKind::OrderFilled {
-                symbol: t.symbol.clone(),
-                side: t.side,
-                qty: t.qty,
-                price: t.price,
-                fee: t.commission,
-                realized_pnl: t.realized_pnl,
-                client_order_id: client_id.into(),
-                paper: self.paper(),
-            },
-        );
+        self.bus.publish(SOURCE, self.fill_signal(client_id, t));
         self.bus.publish(
             SOURCE,
             SignalKind::PositionChanged { symbol: t.symbol.clone(), qty: next.amount, entry_price: next.entry_price },

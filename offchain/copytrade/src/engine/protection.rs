@@ -429,16 +429,7 @@ impl Engine {
             trigger_price: Some(trigger.to_string()),
             reduce_only: true,
             reason: "stop".into(),
-            status: "sending".into(),
-            exchange_id: None,
-            avg_price: None,
-            executed_qty: None,
-            fee: None,
-            realized_pnl: None,
-            error: None,
-            paper: self.paper(),
-            created_ms: now_ms(),
-            updated_ms: now_ms(),
+            ..OrderRow::unsent(self.paper(), now_ms())
         };
         if let Err(e) = self.store.insert_order(&row).await {
             return Err(BinanceError::Transport {

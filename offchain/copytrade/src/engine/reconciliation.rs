@@ -385,19 +385,7 @@ impl Engine {
                     for t in &trades {
                         self.metrics.fills.inc();
                         self.store_fill(&u.client_id, t).await;
-                        self.bus.publish(
-                            SOURCE,
-                            SignalKind::OrderFilled {
-                                symbol: t.symbol.clone(),
-                                side: t.side,
-                                qty: t.qty,
-                                price: t.price,
-                                fee: t.commission,
-                                realized_pnl: t.realized_pnl,
-                                client_order_id: u.client_id.clone(),
-                                paper: self.paper(),
-                            },
-                        );
+                        self.bus.publish(SOURCE, self.fill_signal(&u.client_id, t));
                     }
                     let signed = if u.side == Side::Buy { o.executed_qty } else { o.executed_qty.neg() };
                     let e = self.explained.entry(u.symbol.clone()).or_insert(Decimal::ZERO);
