@@ -525,6 +525,18 @@ impl Forecasts {
         Ok(out)
     }
 
+    /// The address the store records now for this cluster's market `id`, if any (and if it is a Solana address).
+    async fn stored_market(&self, id: i64) -> Result<Option<Pubkey>> {
+        Ok(self
+            .rt
+            .store
+            .markets()
+            .await?
+            .into_iter()
+            .find(|m| m.chain == self.rt.name && m.market_id == id)
+            .and_then(|m| m.contract.parse::<Pubkey>().ok()))
+    }
+
     /// The market (address, id) a stored prediction is revealed on (AUDIT4 L-b, L6; AUDIT5-SOL M3): the one its
     /// commitment binds ([`binds`]) — the configured market of its id, or one removed from the config since it was
     /// committed (the public record of what was committed is kept: it is still revealed, scored and its commitment
@@ -537,7 +549,13 @@ impl Forecasts {
         let (id, epoch) = (p.market_id, p.epoch);
         let cluster = self.cluster.context("the registry's cluster id is not read yet")?;
         let publisher = self.rt.signer();
-        let known = addresses.get(&id).copied();
+        let mut known = addresses.get(&id).copied();
+        if known.is_none() && !self.told.contains(&format!("unbound:{id}:{epoch}")) {
+            // The pass's snapshot of the store's markets is read before its predictions: a market recorded (by
+            // another keeper on a shared store) between the two reads is looked up now, not judged missing for the
+            // rest of the run.
+            known = self.stored_market(id).await?.map(|a| (a, false));
+        }
         if let Some((address, configured)) = known {
             if binds(&cluster, &publisher, &address, p)? {
                 if !configured {
