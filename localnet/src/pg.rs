@@ -50,9 +50,11 @@ impl PgServer {
             s.dir.path().display()
         );
         let log = s.dir.path().join("log");
+        // `-w` returns as soon as the server accepts connections; `-t` only bounds the wait (30 s was passed by a
+        // start on a 2-core machine running Chromium and six keeper tests beside it).
         s.run(
             "pg_ctl",
-            &["-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "-t", "30", "start"],
+            &["-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "-t", "300", "start"],
         )?;
         Ok(s)
     }
@@ -79,7 +81,7 @@ impl PgServer {
         let log = self.dir.path().join("log");
         self.run(
             "pg_ctl",
-            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-m", "fast", "-w", "-t", "30", "restart"],
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-m", "fast", "-w", "-t", "300", "restart"],
         )
     }
 
