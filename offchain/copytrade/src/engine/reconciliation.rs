@@ -398,47 +398,50 @@ impl Engine {
                     )
                     .await;
                 }
-                Ok(None) if unknown::not_found(&u, hold, Instant::now()) == NotFound::GiveUp => {
-                    self.event(
-                        "resolved",
-                        &u.symbol,
-                        &format!(
-                            "order {} still not found after {} s: no longer asked for",
-                            u.client_id,
-                            u.since.elapsed().as_secs()
-                        ),
-                    )
-                    .await;
-                }
-                Ok(None) if unknown::not_found(&u, hold, Instant::now()) == NotFound::NotPlaced => {
-                    let _ = self
-                        .store
-                        .update_order(
-                            &u.client_id,
-                            "not_placed",
-                            &OrderUpdate {
-                                error: Some(&format!(
-                                    "not found {} s after it was sent; still asked for",
-                                    u.since.elapsed().as_secs()
-                                )),
-                                ..OrderUpdate::default()
-                            },
+                // One decision per row, at one instant.
+                Ok(None) => match unknown::not_found(&u, hold, Instant::now()) {
+                    NotFound::GiveUp => {
+                        self.event(
+                            "resolved",
+                            &u.symbol,
+                            &format!(
+                                "order {} still not found after {} s: no longer asked for",
+                                u.client_id,
+                                u.since.elapsed().as_secs()
+                            ),
                         )
                         .await;
-                    self.event(
-                        "resolved",
-                        &u.symbol,
-                        &format!(
-                            "order {} not found after {} s: not placed (still asked for, without holding the symbol)",
-                            u.client_id,
-                            u.since.elapsed().as_secs()
-                        ),
-                    )
-                    .await;
-                    u.past_hold = true;
-                    self.unknown.push(u);
-                }
-                Ok(None) => self.unknown.push(u),
+                    }
+                    NotFound::NotPlaced => {
+                        let _ = self
+                            .store
+                            .update_order(
+                                &u.client_id,
+                                "not_placed",
+                                &OrderUpdate {
+                                    error: Some(&format!(
+                                        "not found {} s after it was sent; still asked for",
+                                        u.since.elapsed().as_secs()
+                                    )),
+                                    ..OrderUpdate::default()
+                                },
+                            )
+                            .await;
+                        self.event(
+                            "resolved",
+                            &u.symbol,
+                            &format!(
+                                "order {} not found after {} s: not placed (still asked for, without holding the symbol)",
+                                u.client_id,
+                                u.since.elapsed().as_secs()
+                            ),
+                        )
+                        .await;
+                        u.past_hold = true;
+                        self.unknown.push(u);
+                    }
+                    NotFound::Watch => self.unknown.push(u),
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, client_id = %u.client_id, "copy-trader: query of an order of unknown outcome failed");
                     self.unknown.push(u);
