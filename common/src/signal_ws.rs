@@ -492,6 +492,35 @@ impl Conn {
             None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
+
+    /// The close frame is written: shuts the socket's sending side (the client reads the close, then the end of the
+    /// stream) and reads and discards what the client still sends, until it closes its side too or for `limit` at
+    /// most. A socket dropped with input unread is reset (an RST, not a FIN), and a reset throws away what is still
+    /// in the kernel's send buffer: the close frame of a client that did not read it yet, after a refused frame
+    /// whose rest of the payload was never read.
+    async fn linger(&self, limit: std::time::Duration) {
+        let shut = std::future::poll_fn(|cx| match self.lock().io.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        });
+        let drain = async {
+            if shut.await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                let r = std::future::poll_fn(|cx| {
+                    let mut rb = ReadBuf::new(&mut buf);
+                    self.poll_read(cx, &mut rb).map_ok(|()| rb.filled().len())
+                })
+                .await;
+                if !matches!(r, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
+    }
 }
 
 impl Out {
@@ -791,13 +820,13 @@ enum End {
     Closed,
 }
 
-/// A close code a server may send back: 1000–4999 less those reserved for reporting (1004–1006, 1015).
-fn echoable(code: Option<u16>) -> Option<u16> {
-    code.filter(|c| (1000..5000).contains(c) && !matches!(c, 1004..=1006 | 1015))
-}
+/// How long a stream that sent its close frame goes on reading (and discarding) what the client sends, its own
+/// side shut down, before the socket is dropped: closed with input unread, the socket would be reset, and the
+/// client could lose the close frame still on its way (see [`Conn::linger`]).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves one upgraded subscriber: reads what the client sends (pongs, pings answered, a close answered, anything
-/// over the size limit closed with 1009, a protocol error with 1002), pings it, writes out whatever the hub queued
+/// over the size limit closed with 1009, a protocol error with 1002, text that is not UTF-8 with 1007), pings it, writes out whatever the hub queued
 /// for it, and drops it when a frame waits longer than the send timeout. Signals reach the socket without this task
 /// when it takes them at once.
 async fn stream(conn: &Conn, o: &StreamOptions, mut alive: watch::Receiver<()>) -> End {
@@ -811,6 +840,7 @@ async fn stream(conn: &Conn, o: &StreamOptions, mut alive: watch::Receiver<()>) 
     loop {
         let (pending, deadline) = conn.pending(o.send_timeout);
         if closing && !pending {
+            conn.linger(LINGER).await;
             return End::Closed;
         }
         tokio::select! {
@@ -842,7 +872,8 @@ async fn stream(conn: &Conn, o: &StreamOptions, mut alive: watch::Receiver<()>) 
                                 continue;
                             }
                             wire::Incoming::Pong | wire::Incoming::Message => continue,
-                            wire::Incoming::Close(code) => wire::close(echoable(code), ""),
+                            // The client's code is echoed (the parser let through only codes a peer may send).
+                            wire::Incoming::Close(code) => wire::close(code, ""),
                             wire::Incoming::Oversized => {
                                 o.metrics.drop_for("ws_oversized");
                                 wire::close(Some(1009), "message too big")
@@ -850,6 +881,10 @@ async fn stream(conn: &Conn, o: &StreamOptions, mut alive: watch::Receiver<()>) 
                             wire::Incoming::Bad(why) => {
                                 tracing::debug!(why, "a WebSocket client broke the protocol: closed with 1002");
                                 wire::close(Some(1002), why)
+                            }
+                            wire::Incoming::NotUtf8(why) => {
+                                tracing::debug!(why, "a WebSocket client sent text that is not UTF-8: closed with 1007");
+                                wire::close(Some(1007), why)
                             }
                         };
                         conn.push(&close, Kind::Close, &o.metrics);
@@ -1252,23 +1287,6 @@ mod tests {
         assert_eq!(payload(&note.wire), br#"{"type":"lagged","lost":12}"#);
     }
 
-    #[test]
-    fn only_codes_a_server_may_send_are_echoed() {
-        for (c, e) in [
-            (Some(1000), Some(1000)),
-            (Some(1001), Some(1001)),
-            (Some(4999), Some(4999)),
-            (Some(1005), None),
-            (Some(1006), None),
-            (Some(1015), None),
-            (Some(999), None),
-            (Some(5000), None),
-            (None, None),
-        ] {
-            assert_eq!(echoable(c), e, "{c:?}");
-        }
-    }
-
     /// Through a real socket: a burst far larger than one write arrives whole and in publish order, and a
     /// subscriber of another type gets none of it.
     #[tokio::test]
@@ -1469,12 +1487,15 @@ mod tests {
         assert_eq!(code, Some(1001));
     }
 
-    /// A client frame the protocol forbids (here an unmasked one) is answered with close 1002.
-    #[tokio::test]
-    async fn a_frame_the_protocol_forbids_is_closed_with_1002() {
+    /// A raw WebSocket client of `addr` (its socket's receive buffer set to `rcvbuf` bytes when given), the handshake
+    /// done: the socket, the `101`'s head, and what came after it.
+    async fn raw_client(addr: std::net::SocketAddr, rcvbuf: Option<u32>) -> (tokio::net::TcpStream, String, Vec<u8>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (addr, _bus, _) = guarded_hub(crate::http_guard::Limits::default()).await;
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(n) = rcvbuf {
+            sock.set_recv_buffer_size(n).unwrap();
+        }
+        let mut s = sock.connect(addr).await.unwrap();
         s.write_all(
             format!(
                 "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -1491,27 +1512,204 @@ mod tests {
             assert!(n > 0, "closed during the handshake");
             got.extend_from_slice(&b[..n]);
         }
-        let head = String::from_utf8_lossy(&got).to_string();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        // RFC 6455's own example key and accept value.
-        assert!(head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
         let after = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let mut rest = got[after..].to_vec();
-        s.write_all(&[0x81, 0x01, b'x']).await.unwrap();
+        let head = String::from_utf8_lossy(&got[..after]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        (s, head, got[after..].to_vec())
+    }
+
+    /// A client frame (FIN set in `first` or not), masked.
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x5A, 0x17, 0xC3, 0x08];
+        let mut v = vec![first];
+        match payload.len() {
+            n if n < 126 => v.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                v.push(0x80 | 126);
+                v.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                v.push(0x80 | 127);
+                v.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        v.extend_from_slice(&mask);
+        v.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        v
+    }
+
+    /// The first whole server frame in `buf`, taken off it: its opcode and payload.
+    fn server_frame(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+        let (len, at) = match *buf.get(1)? {
+            126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
+            127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
+            n => (n as usize, 2),
+        };
+        let payload = buf.get(at..at + len)?.to_vec();
+        let opcode = buf[0] & 0x0F;
+        buf.drain(..at + len);
+        Some((opcode, payload))
+    }
+
+    /// The next server frame on `s` (`buf`: what was read of it already): `Ok(None)` when the stream ended, an error
+    /// when the socket failed (a reset).
+    async fn read_frame(
+        s: &mut tokio::net::TcpStream,
+        buf: &mut Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 4096];
+        loop {
+            if let Some(f) = server_frame(buf) {
+                return Ok(Some(f));
+            }
+            let n = tokio::time::timeout_at(deadline, s.read(&mut b)).await.expect("a frame in time")?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&b[..n]);
+        }
+    }
+
+    /// The close frame's code, reading past the frames before it.
+    async fn close_code(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, deadline: tokio::time::Instant) -> u16 {
+        loop {
+            match read_frame(s, buf, deadline).await {
+                Ok(Some((wire::OP_CLOSE, p))) => return u16::from_be_bytes([p[0], p[1]]),
+                Ok(Some(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    }
+
+    /// Waits until a signal published now reaches the raw client `s` (it is in the hub).
+    async fn raw_subscribed(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, bus: &crate::Bus) {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        // The close frame: 0x88, its length, then the code.
-        while rest.len() < 4 || !rest.windows(2).any(|w| w[0] == 0x88) {
-            let n = tokio::time::timeout_at(deadline, s.read(&mut b)).await.unwrap().unwrap();
-            assert!(n > 0, "closed without a close frame: {rest:?}");
-            rest.extend_from_slice(&b[..n]);
+        loop {
+            bus.publish("t", SignalKind::RiskEvent { kind: "probe".into(), detail: String::new() });
+            let soon = (tokio::time::Instant::now() + std::time::Duration::from_millis(50)).min(deadline);
+            let got = tokio::time::timeout_at(soon, read_frame(s, buf, deadline)).await;
+            match got {
+                Ok(Ok(Some((wire::OP_TEXT, _)))) => return,
+                Ok(Ok(Some(_))) | Err(_) => {}
+                Ok(other) => panic!("closed early: {other:?}"),
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the subscriber never got a signal");
         }
-        let at = rest.windows(2).position(|w| w[0] == 0x88).unwrap();
-        while rest.len() < at + 4 {
-            let n = tokio::time::timeout_at(deadline, s.read(&mut b)).await.unwrap().unwrap();
-            assert!(n > 0);
-            rest.extend_from_slice(&b[..n]);
+    }
+
+    /// A client frame the protocol forbids is answered with close 1002 (an unmasked frame; a close code a peer may
+    /// not send, RFC 6455 7.4; a close payload of one byte), and text that is not UTF-8 (a message, a close's
+    /// reason) with 1007.
+    #[tokio::test]
+    async fn protocol_errors_are_closed_with_1002_and_text_that_is_not_utf8_with_1007() {
+        use tokio::io::AsyncWriteExt;
+        let (addr, _bus, _) = guarded_hub(crate::http_guard::Limits::default()).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let cases: [(&str, Vec<u8>, u16); 6] = [
+            ("unmasked", vec![0x81, 0x01, b'x'], 1002),
+            ("close code 1005", client_frame(0x88, &1005u16.to_be_bytes()), 1002),
+            ("close code 2000", client_frame(0x88, &2000u16.to_be_bytes()), 1002),
+            ("a one-byte close", client_frame(0x88, &[0x03]), 1002),
+            ("text not UTF-8", client_frame(0x81, b"caf\xE9"), 1007),
+            ("a close reason not UTF-8", client_frame(0x88, &[0x03, 0xE8, b'b', 0xFF]), 1007),
+        ];
+        for (what, frame, want) in cases {
+            let (mut s, head, mut rest) = raw_client(addr, None).await;
+            // RFC 6455's own example key and accept value.
+            assert!(head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+            s.write_all(&frame).await.unwrap();
+            assert_eq!(close_code(&mut s, &mut rest, deadline).await, want, "{what}");
         }
-        assert_eq!(u16::from_be_bytes([rest[at + 2], rest[at + 3]]), 1002);
+        // A valid close code and reason are echoed.
+        let (mut s, _, mut rest) = raw_client(addr, None).await;
+        s.write_all(&client_frame(0x88, &[0x0F, 0xA0, 0xC3, 0xA0])).await.unwrap();
+        assert_eq!(close_code(&mut s, &mut rest, deadline).await, 4000);
+    }
+
+    /// The close frame after a refused frame reaches a client that sent more behind it and had not read what it was
+    /// sent: the hub shuts its side and reads the rest before dropping the socket (dropped with input unread, the
+    /// socket is reset, and the reset throws away the close frame still in the kernel's send buffer).
+    #[tokio::test]
+    async fn the_close_after_a_refused_frame_reaches_a_client_that_sent_more() {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        let (addr, bus, _) = guarded_hub(crate::http_guard::Limits::default()).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        // A small receive buffer, full of signals not read yet: the close frame waits in the hub's send buffer.
+        let (mut s, _, mut rest) = raw_client(addr, Some(4096)).await;
+        raw_subscribed(&mut s, &mut rest, &bus).await;
+        let (mut fast, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+        subscribed(&mut fast, &bus).await;
+        let pad = "p".repeat(2048);
+        let n = 12;
+        for i in 0..n {
+            bus.publish("t", SignalKind::RiskEvent { kind: "big".into(), detail: format!("{i} {pad}") });
+        }
+        // Once the other subscriber has the marker, the hub wrote the signals before it to both.
+        bus.publish("t", SignalKind::RiskEvent { kind: "marker".into(), detail: String::new() });
+        loop {
+            let m = tokio::time::timeout_at(deadline, fast.next()).await.expect("the marker arrives");
+            let Some(Ok(WsMessage::Text(t))) = m else { panic!("{m:?}") };
+            if t.as_str().contains("\"kind\":\"marker\"") {
+                break;
+            }
+        }
+        // A 64 KiB message (four times the limit) is refused from its header; 16 KiB of it follow.
+        let mut big = client_frame(0x81, &vec![b'x'; 64 * 1024]);
+        big.truncate(14 + 16 * 1024);
+        s.write_all(&big).await.unwrap();
+        let mut next = 0;
+        let code = loop {
+            match read_frame(&mut s, &mut rest, deadline).await {
+                Ok(Some((wire::OP_TEXT, p))) => {
+                    let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+                    if v["kind"] == "big" {
+                        assert_eq!(v["detail"], format!("{next} {pad}"), "in order");
+                        next += 1;
+                    }
+                }
+                Ok(Some((wire::OP_CLOSE, p))) => break u16::from_be_bytes([p[0], p[1]]),
+                Ok(Some(_)) => {}
+                other => panic!("the socket ended without a close frame, after {next} signals: {other:?}"),
+            }
+        };
+        assert_eq!((code, next), (1009, n), "every signal, then the close");
+        // Then the end of the stream, not a reset.
+        let end = read_frame(&mut s, &mut rest, deadline).await;
+        assert!(matches!(end, Ok(None)), "{end:?}");
+    }
+
+    /// Several pings in one read are answered by one pong, with the last one's payload (RFC 6455, 5.5.3).
+    #[tokio::test]
+    async fn pings_in_one_read_are_answered_by_one_pong() {
+        use tokio::io::AsyncWriteExt;
+        let (addr, bus, _) = guarded_hub(crate::http_guard::Limits::default()).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (mut s, _, mut rest) = raw_client(addr, None).await;
+        raw_subscribed(&mut s, &mut rest, &bus).await;
+        // One write: the hub reads them in one go.
+        let pings: Vec<u8> = (0..10).flat_map(|i: u8| client_frame(0x89, &[b'0' + i])).collect();
+        s.write_all(&pings).await.unwrap();
+        let mut pongs = Vec::new();
+        let mut ended = false;
+        while !ended {
+            match read_frame(&mut s, &mut rest, deadline).await {
+                Ok(Some((wire::OP_PONG, p))) => {
+                    if pongs.is_empty() {
+                        // The answer to the batch came: a last ping, in a read of its own, marks the end.
+                        s.write_all(&client_frame(0x89, b"end")).await.unwrap();
+                    }
+                    ended = p == b"end";
+                    pongs.push(String::from_utf8(p).unwrap());
+                }
+                Ok(Some(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(pongs, ["9", "end"]);
     }
 
     /// What is not a WebSocket handshake is refused with a status and the header it lacks.
@@ -1582,5 +1780,49 @@ mod tests {
         })
         .await;
         assert!(end.is_ok(), "the slow reader's socket was not closed");
+    }
+
+    /// A reader that keeps taking frames, slowly, is not dropped however long its backlog takes to go out: through a
+    /// socket, a reader taking 8 KiB every 20 ms gets a backlog of about 800 KB (some 2 s, four send timeouts) whole
+    /// and in order. The send timeout bounds how long one frame waits, not the queue.
+    #[tokio::test]
+    async fn a_throttled_reader_gets_a_backlog_longer_than_the_send_timeout() {
+        use tokio::io::AsyncReadExt;
+        let limits = crate::http_guard::Limits {
+            ws_send_timeout: std::time::Duration::from_millis(500),
+            ..crate::http_guard::Limits::default()
+        };
+        let (addr, bus, metrics) = guarded_hub(limits).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (mut s, _, mut rest) = raw_client(addr, Some(4096)).await;
+        raw_subscribed(&mut s, &mut rest, &bus).await;
+        // Fewer than a queue's worth: none may be skipped.
+        let n = 200;
+        let pad = "p".repeat(4096);
+        for i in 0..n {
+            bus.publish("t", SignalKind::RiskEvent { kind: "big".into(), detail: format!("{i} {pad}") });
+        }
+        let mut pace = tokio::time::interval(std::time::Duration::from_millis(20));
+        let mut b = vec![0u8; 8 * 1024];
+        let mut next = 0;
+        while next < n {
+            pace.tick().await;
+            let got = tokio::time::timeout_at(deadline, s.read(&mut b)).await.expect("the backlog in time").unwrap();
+            assert!(got > 0, "dropped after {next} signals");
+            rest.extend_from_slice(&b[..got]);
+            while let Some((op, p)) = server_frame(&mut rest) {
+                assert_ne!(op, wire::OP_CLOSE, "closed after {next} signals");
+                if op != wire::OP_TEXT {
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+                assert_ne!(v["type"], "lagged", "nothing was skipped");
+                if v["kind"] == "big" {
+                    assert_eq!(v["detail"], format!("{next} {pad}"), "in publish order");
+                    next += 1;
+                }
+            }
+        }
+        assert_eq!(metrics.dropped("ws_slow_reader"), 0);
     }
 }

@@ -64,12 +64,21 @@ pub(super) enum Incoming {
     Pong,
     /// A whole data message (its content is of no use to a subscriber stream and is dropped).
     Message,
-    /// A close frame, with its status code when it has one.
+    /// A close frame, with its status code when it has one (always one a peer may send: [`peer_may_send`]).
     Close(Option<u16>),
     /// A frame or a message longer than the limit: closed with 1009.
     Oversized,
     /// A frame the protocol forbids: closed with 1002.
     Bad(&'static str),
+    /// A text message or a close reason that is not UTF-8: closed with 1007.
+    NotUtf8(&'static str),
+}
+
+/// Whether `code` is a close code a peer may send (RFC 6455, 7.4): 1000–1003, 1007–1014 (1004–1006 and 1015 are
+/// reserved for reporting, not for the wire), or 3000–4999 (registered and private codes); any other is a protocol
+/// error.
+pub(super) fn peer_may_send(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// The frame whose payload is being read.
@@ -94,13 +103,16 @@ pub(super) struct ClientFrames {
     current: Option<Current>,
     /// Bytes of the fragmented data message in progress (`None`: no message in progress).
     message: Option<u64>,
+    /// The text message in progress (`None`: none, or a binary one): the bytes of its last character not all
+    /// read yet (at most 3), to check it is UTF-8 without keeping it.
+    text: Option<Vec<u8>>,
     done: bool,
 }
 
 impl ClientFrames {
     /// A parser refusing frames and messages over `max` bytes.
     pub(super) fn new(max: usize) -> ClientFrames {
-        ClientFrames { max: max as u64, head: Vec::new(), current: None, message: None, done: false }
+        ClientFrames { max: max as u64, head: Vec::new(), current: None, message: None, text: None, done: false }
     }
 
     /// Parses `data`, appending what it completes to `out`.
@@ -108,9 +120,14 @@ impl ClientFrames {
         while !data.is_empty() && !self.done {
             if let Some(c) = &mut self.current {
                 let take = ((c.len - c.read) as usize).min(data.len());
+                let unmasked = data[..take].iter().enumerate().map(|(i, b)| b ^ c.mask[(c.read as usize + i) % 4]);
                 if c.opcode >= OP_CLOSE {
-                    for (i, b) in data[..take].iter().enumerate() {
-                        c.control.push(b ^ c.mask[(c.read as usize + i) % 4]);
+                    c.control.extend(unmasked);
+                } else if let Some(tail) = &mut self.text {
+                    if !utf8_so_far(tail, unmasked) {
+                        self.done = true;
+                        out.push(Incoming::NotUtf8("a text message that is not UTF-8"));
+                        return;
                     }
                 }
                 c.read += take as u64;
@@ -185,6 +202,11 @@ impl ClientFrames {
                 return;
             }
             self.message = Some(total);
+            match opcode {
+                OP_TEXT => self.text = Some(Vec::new()),
+                OP_BINARY => self.text = None,
+                _ => {}
+            }
         }
         let mask = [h[at], h[at + 1], h[at + 2], h[at + 3]];
         self.current = Some(Current { opcode, fin, len, read: 0, mask, control: Vec::new() });
@@ -201,15 +223,46 @@ impl ClientFrames {
             OP_PONG => out.push(Incoming::Pong),
             OP_CLOSE => {
                 self.done = true;
-                let code = (c.control.len() >= 2).then(|| u16::from_be_bytes([c.control[0], c.control[1]]));
-                out.push(Incoming::Close(code));
+                out.push(match c.control[..] {
+                    [] => Incoming::Close(None),
+                    [_] => Incoming::Bad("a close payload of one byte (a code is two)"),
+                    [a, b, ..] if !peer_may_send(u16::from_be_bytes([a, b])) => {
+                        Incoming::Bad("a close code a peer may not send")
+                    }
+                    [a, b, ref reason @ ..] => match std::str::from_utf8(reason) {
+                        Ok(_) => Incoming::Close(Some(u16::from_be_bytes([a, b]))),
+                        Err(_) => Incoming::NotUtf8("a close reason that is not UTF-8"),
+                    },
+                });
             }
             _ if c.fin => {
                 self.message = None;
+                // A text message must not end inside a character.
+                if self.text.take().is_some_and(|tail| !tail.is_empty()) {
+                    self.done = true;
+                    out.push(Incoming::NotUtf8("a text message that is not UTF-8"));
+                    return;
+                }
                 out.push(Incoming::Message);
             }
             _ => {}
         }
+    }
+}
+
+/// Whether a text message is UTF-8 so far, with `bytes` its next ones: `tail` holds the bytes of a character cut at
+/// the end of what came before (kept for the next call; at most 3). Allocates only while a text message is read.
+fn utf8_so_far(tail: &mut Vec<u8>, bytes: impl Iterator<Item = u8>) -> bool {
+    let mut all = std::mem::take(tail);
+    all.extend(bytes);
+    match std::str::from_utf8(&all) {
+        Ok(_) => true,
+        // Cut inside a character: the rest may complete it.
+        Err(e) if e.error_len().is_none() => {
+            *tail = all[e.valid_up_to()..].to_vec();
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -325,6 +378,54 @@ mod tests {
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         huge.extend_from_slice(&[1, 2, 3, 4]);
         assert!(matches!(parse(&huge, 1, usize::MAX)[..], [Incoming::Bad(_)]));
+    }
+
+    /// RFC 6455, 7.4: a close code a peer may not send, or a payload of one byte, is a protocol error (1002); a reason
+    /// that is not UTF-8 is invalid data (1007).
+    #[test]
+    fn close_codes_and_reasons_are_checked() {
+        let close = |payload: &[u8]| parse(&client(0x88, payload, [3, 1, 4, 1]), 1, 10);
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, u16::MAX] {
+            assert!(matches!(close(&code.to_be_bytes())[..], [Incoming::Bad(_)]), "{code}");
+        }
+        for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4000, 4999] {
+            assert_eq!(close(&code.to_be_bytes()), [Incoming::Close(Some(code))], "{code}");
+        }
+        assert!(matches!(close(&[0x03])[..], [Incoming::Bad(_)]), "one byte");
+        let mut reason = 1000u16.to_be_bytes().to_vec();
+        reason.extend_from_slice("au revoir, à bientôt".as_bytes());
+        assert_eq!(close(&reason), [Incoming::Close(Some(1000))]);
+        reason.push(0xC3);
+        assert!(matches!(close(&reason)[..], [Incoming::NotUtf8(_)]), "a reason cut inside a character");
+        assert!(matches!(close(&[0x03, 0xE8, 0xFF])[..], [Incoming::NotUtf8(_)]));
+    }
+
+    /// A text message must be UTF-8 as a whole: a character may be cut across frames and reads, not left unfinished;
+    /// a binary message is not checked.
+    #[test]
+    fn a_text_message_must_be_utf8() {
+        let text = "prix: 12 € — déjà".as_bytes();
+        // Cut inside the euro sign (3 bytes) across two fragments.
+        let at = text.iter().position(|b| *b == 0xE2).unwrap() + 1;
+        let mut m = client(0x01, &text[..at], [1, 2, 3, 4]);
+        m.extend(client(0x89, b"", [0; 4]));
+        m.extend(client(0x80, &text[at..], [5, 6, 7, 8]));
+        for step in [1, 2, 5, m.len()] {
+            assert_eq!(parse(&m, step, 100), [Incoming::Ping(vec![]), Incoming::Message], "pieces of {step}");
+        }
+        for bad in [&b"ab\xFFcd"[..], &[0xED, 0xA0, 0x80], &[0xC0, 0xAF], &[b'a', 0xE2, 0x82]] {
+            let out = parse(&client(0x81, bad, [9, 9, 9, 9]), 1, 100);
+            assert!(matches!(out[..], [Incoming::NotUtf8(_)]), "{bad:?}: {out:?}");
+        }
+        // A message that ends inside a character, though each frame alone is a valid beginning.
+        let mut cut = client(0x01, b"a", [1; 4]);
+        cut.extend(client(0x80, &[0xE2, 0x82], [1; 4]));
+        assert!(matches!(parse(&cut, 3, 100)[..], [Incoming::NotUtf8(_)]));
+        // The check ends with the message: the next one starts afresh.
+        let mut two = client(0x81, "é".as_bytes(), [1; 4]);
+        two.extend(client(0x82, &[0xFF, 0xE2], [1; 4]));
+        two.extend(client(0x81, b"ok", [1; 4]));
+        assert_eq!(parse(&two, 1, 100), [Incoming::Message, Incoming::Message, Incoming::Message]);
     }
 
     #[test]
