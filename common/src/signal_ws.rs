@@ -1405,13 +1405,21 @@ mod tests {
 
     /// A test server of one hub behind the guard (`Guard::serve`, as the services run it), with `limits`.
     async fn guarded_hub(limits: crate::http_guard::Limits) -> (std::net::SocketAddr, crate::Bus, GuardMetrics) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        guarded_hub_on(limits, listener).await
+    }
+
+    /// [`guarded_hub`] on `listener`.
+    async fn guarded_hub_on(
+        limits: crate::http_guard::Limits,
+        listener: tokio::net::TcpListener,
+    ) -> (std::net::SocketAddr, crate::Bus, GuardMetrics) {
         let bus = crate::Bus::new(1024);
         let metrics = GuardMetrics::default();
         let guard = Guard::new(limits, metrics.clone());
         let hub = Hub::new(bus.clone(), guard.clone());
         let app = axum::Router::new()
             .route("/ws", axum::routing::get(move |up: WsUpgrade| async move { hub.upgrade(up, None, false) }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { guard.serve(listener, app, std::future::pending()).await });
         (addr, bus, metrics)
@@ -1792,10 +1800,16 @@ mod tests {
             ws_send_timeout: std::time::Duration::from_millis(500),
             ..crate::http_guard::Limits::default()
         };
-        let (addr, bus, metrics) = guarded_hub(limits).await;
+        // The server's sockets get a small send buffer (inherited from the listener; the kernel would otherwise grow
+        // it to megabytes on loopback and hold the whole backlog itself): the backlog waits in the hub's queue.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_send_buffer_size(16 * 1024).unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (addr, bus, metrics) = guarded_hub_on(limits, sock.listen(64).unwrap()).await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         let (mut s, _, mut rest) = raw_client(addr, Some(4096)).await;
         raw_subscribed(&mut s, &mut rest, &bus).await;
+        let queued = metrics.ws_queued.get();
         // Fewer than a queue's worth: none may be skipped.
         let n = 200;
         let pad = "p".repeat(4096);
@@ -1824,5 +1838,6 @@ mod tests {
             }
         }
         assert_eq!(metrics.dropped("ws_slow_reader"), 0);
+        assert!(metrics.ws_queued.get() - queued > n / 2, "the backlog waited in the hub's queue");
     }
 }
