@@ -19,6 +19,12 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// What a failed store write was to record (`lead`, `order`, `equity`, `fill`, `position`, `paper_wallet`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhatLabel {
+    pub what: String,
+}
+
 /// Every metric the copy-trader exports.
 pub struct Metrics {
     registry: Registry,
@@ -26,6 +32,8 @@ pub struct Metrics {
     pub fills: Counter,
     pub lead_events: Family<KindLabel, Counter>,
     pub risk_events: Family<KindLabel, Counter>,
+    /// Store writes that failed (the engine went on without them), by what they were to record.
+    pub store_errors: Family<WhatLabel, Counter>,
     pub ai_signals: Counter,
     /// AI entries refused by the social gate (score low, stale, monitor unreadable).
     pub ai_gate_refused: Counter,
@@ -54,6 +62,7 @@ impl Metrics {
             fills: Counter::default(),
             lead_events: Family::default(),
             risk_events: Family::default(),
+            store_errors: Family::default(),
             ai_signals: Counter::default(),
             ai_gate_refused: Counter::default(),
             mirror_delay: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
@@ -69,6 +78,11 @@ impl Metrics {
         registry.register("fills", "Fills recorded", m.fills.clone());
         registry.register("lead_events", "Lead position changes by action", m.lead_events.clone());
         registry.register("risk_events", "Risk events by kind", m.risk_events.clone());
+        registry.register(
+            "store_errors",
+            "Store writes that failed and were not recorded (the engine went on), by what they were to record",
+            m.store_errors.clone(),
+        );
         registry.register("ai_signals", "Forecast signals received for mapped markets", m.ai_signals.clone());
         registry.register(
             "ai_gate_refused",

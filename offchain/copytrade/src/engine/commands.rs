@@ -14,7 +14,7 @@ use crate::decide::orders::Outcome;
 use crate::decide::switches::{self, Trading};
 use crate::decide::unknown::{self, unknown_hold};
 
-use super::{now_ms, Engine};
+use super::{now_ms, Engine, Stored};
 
 impl Engine {
     /// Reads the follower's equity; `false` when it could not be read (the last value, or an estimate booked from
@@ -56,11 +56,10 @@ impl Engine {
         }
         // Any change is saved (a new equity peak too, so a restart measures drawdowns from it).
         if self.risk != before {
-            if let Err(e) = self.risk.save(&self.store).await {
-                tracing::error!(error = %e, "copy-trader: risk state could not be saved");
-            }
+            let r = self.risk.save(&self.store).await;
+            self.persisted(Stored::Risk, r).await;
         }
-        let _ = self.store.record_equity(now_ms(), total).await;
+        self.persisted(Stored::Equity, self.store.record_equity(now_ms(), total).await).await;
         self.metrics.equity.set(total.to_f64_lossy());
     }
 
@@ -81,7 +80,8 @@ impl Engine {
             .await;
         for s in self.cfg.sizing.allow.clone() {
             self.lead.wait(&s);
-            let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+            self.persisted(Stored::Lead(&s), self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await)
+                .await;
         }
         self.ai.clear();
         self.emergency_retry = None;
@@ -370,7 +370,11 @@ impl Engine {
                 for s in self.cfg.sizing.allow.clone() {
                     let held = self.follower.get(&s).map(|p| p.qty.abs()).unwrap_or_default();
                     self.lead.limit_to(&s, held);
-                    let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+                    self.persisted(
+                        Stored::Lead(&s),
+                        self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await,
+                    )
+                    .await;
                 }
                 self.risk_event(
                     "trading_on",

@@ -54,7 +54,7 @@ use crate::decide::stops::{self, StopInfo};
 use crate::decide::switches;
 use crate::decide::unknown::UnknownOrder;
 use crate::lead::LeadBook;
-use crate::metrics::{KindLabel, Metrics};
+use crate::metrics::{KindLabel, Metrics, WhatLabel};
 use crate::risk::RiskState;
 use crate::store::Store;
 use crate::venue::{Equity, Position, Venue};
@@ -121,6 +121,65 @@ pub struct Status {
 
 /// An entry refused by the protections is reported at most this often per symbol.
 const BLOCKED_NOTE_REPEAT: Duration = Duration::from_secs(60);
+
+/// A failed store write of the same kind and symbol is alerted at most this often (each is logged and counted).
+const STORE_ALERT_REPEAT: Duration = Duration::from_secs(60);
+
+/// What a store write the engine goes on without was to record ([`Engine::persisted`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stored<'a> {
+    /// The lead's position and the follower's limit in a symbol (`ct_lead`): after a restart it decides what the
+    /// follower trades.
+    Lead(&'a str),
+    /// An order's or a stop's status and answer (`ct_orders`).
+    Order { symbol: &'a str, client_id: &'a str },
+    /// A fill of an order (`ct_fills`).
+    Fill { symbol: &'a str, client_id: &'a str },
+    /// The follower's position in a symbol (`ct_positions`).
+    Position(&'a str),
+    /// The account's equity (`ct_equity`).
+    Equity,
+    /// The risk state: the day's loss, the equity peak, a cool-down (`ct_state`).
+    Risk,
+    /// The paper account's wallet (`ct_state`).
+    PaperWallet,
+}
+
+impl Stored<'_> {
+    /// The metric label.
+    fn label(&self) -> &'static str {
+        match self {
+            Stored::Lead(_) => "lead",
+            Stored::Order { .. } => "order",
+            Stored::Fill { .. } => "fill",
+            Stored::Position(_) => "position",
+            Stored::Equity => "equity",
+            Stored::Risk => "risk",
+            Stored::PaperWallet => "paper_wallet",
+        }
+    }
+
+    fn symbol(&self) -> &str {
+        match self {
+            Stored::Lead(s) | Stored::Position(s) => s,
+            Stored::Order { symbol, .. } | Stored::Fill { symbol, .. } => symbol,
+            Stored::Equity | Stored::Risk | Stored::PaperWallet => "",
+        }
+    }
+
+    /// What was not recorded, in words.
+    fn describe(&self) -> String {
+        match self {
+            Stored::Lead(_) => "the lead's position (read back at a restart)".into(),
+            Stored::Order { client_id, .. } => format!("the status of order {client_id}"),
+            Stored::Fill { client_id, .. } => format!("a fill of order {client_id}"),
+            Stored::Position(_) => "the follower's position".into(),
+            Stored::Equity => "the equity".into(),
+            Stored::Risk => "the risk state (read back at a restart)".into(),
+            Stored::PaperWallet => "the paper wallet".into(),
+        }
+    }
+}
 
 /// Handles shared with the API and the caller.
 #[derive(Clone)]
@@ -201,6 +260,8 @@ pub struct Engine {
     seq: u64,
     /// Refused entries reported, by symbol (repeats are rate-limited).
     blocked_noted: RateLimit,
+    /// Failed store writes alerted, by what and symbol (repeats are rate-limited; each is logged and counted).
+    store_alerted: Mutex<RateLimit>,
     started_ms: i64,
     /// Copy-trading switched off (`trading` = 0 in the store): no orders at all; positions and stops stay.
     paused: bool,
@@ -315,6 +376,7 @@ impl Engine {
             run_id: base36(kronos_common::time::now_ms()),
             seq: 0,
             blocked_noted: RateLimit::new(BLOCKED_NOTE_REPEAT),
+            store_alerted: Mutex::new(RateLimit::new(STORE_ALERT_REPEAT)),
             started_ms: now_ms(),
             paused: false,
             control_unreadable: false,
@@ -352,6 +414,25 @@ impl Engine {
         self.event(kind, symbol, &detail).await;
         let d = if symbol.is_empty() { detail } else { format!("{symbol}: {detail}") };
         self.bus.publish(SOURCE, SignalKind::RiskEvent { kind: kind.into(), detail: d });
+    }
+
+    /// Reports a store write the engine goes on without when it failed (a full disk, a locked or lost database):
+    /// logged naming what was not recorded and the error, counted in `kronos_copytrade_store_errors_total{what}`,
+    /// and alerted as a `store_failed` risk event (on the bus, so the Telegram bot tells; at most once a minute per
+    /// what and symbol). The engine's state in memory stays as it is: what was not recorded is only lost to a
+    /// restart (or to readers of the store) until the next write of the same row succeeds.
+    async fn persisted(&self, what: Stored<'_>, r: anyhow::Result<()>) {
+        let Err(e) = r else { return };
+        let label = what.label();
+        self.metrics.store_errors.get_or_create(&WhatLabel { what: label.into() }).inc();
+        let symbol = what.symbol();
+        let detail = format!("{} not recorded: {e:#}", what.describe());
+        let due = self.store_alerted.lock().due(&format!("{label} {symbol}"), Instant::now());
+        if due {
+            self.risk_event("store_failed", symbol, detail).await;
+        } else {
+            tracing::warn!(what = label, symbol, %detail, "copy-trader: store write failed again (alerted before)");
+        }
     }
 
     // ---- start-up -------------------------------------------------------------------------------------------------
@@ -765,7 +846,7 @@ impl Engine {
                 // Recorded too, for readers of the store (the bot without the API, `kronos copytrade stats`); only
                 // what was read, never the estimate a failed read leaves.
                 if let Some(e) = self.equity {
-                    let _ = self.store.record_equity(now_ms(), e.total()).await;
+                    self.persisted(Stored::Equity, self.store.record_equity(now_ms(), e.total()).await).await;
                 }
             }
             self.update_status(stream_up);

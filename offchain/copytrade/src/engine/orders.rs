@@ -21,7 +21,7 @@ use crate::sizing::{cap_target, Caps};
 use crate::store::{FillRow, OrderRow, OrderUpdate};
 use crate::venue::Position;
 
-use super::{now_ms, side_str, sum_fees, AiView, Engine, SOURCE};
+use super::{now_ms, side_str, sum_fees, AiView, Engine, Stored, SOURCE};
 
 impl Engine {
     /// Polls the lead's positions and applies what changed.
@@ -105,9 +105,7 @@ impl Engine {
         };
         self.event(&format!("lead_{action}"), symbol, &format!("{} -> {} ({source}){note}", change.from, change.to))
             .await;
-        if let Err(e) = self.store.set_lead(symbol, qty, self.lead.limit(symbol)).await {
-            tracing::error!(error = %e, "copy-trader: could not record the lead position");
-        }
+        self.persisted(Stored::Lead(symbol), self.store.set_lead(symbol, qty, self.lead.limit(symbol)).await).await;
     }
 
     // ---- targets and orders -------------------------------------------------------------------------------------
@@ -203,7 +201,11 @@ impl Engine {
                 // close or flip (an AI-only symbol simply waits for its next forecast).
                 if self.lead_client.is_some() && !self.lead.qty(symbol).is_zero() {
                     self.lead.limit_to(symbol, current.abs());
-                    let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
+                    self.persisted(
+                        Stored::Lead(symbol),
+                        self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await,
+                    )
+                    .await;
                 }
                 if let Some(t) = self.ai.get_mut(symbol) {
                     t.qty = current;
@@ -275,14 +277,17 @@ impl Engine {
             }
             match stops::replaced_plan(&fate, recorded, stops::Now::Unread) {
                 stops::ReplacedPlan::Drop { status, .. } => {
-                    let _ = self
-                        .store
-                        .update_order(
-                            &st.client_id,
-                            &status,
-                            &OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
-                        )
-                        .await;
+                    self.persisted(
+                        Stored::Order { symbol: &symbol, client_id: &st.client_id },
+                        self.store
+                            .update_order(
+                                &st.client_id,
+                                &status,
+                                &OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
+                            )
+                            .await,
+                    )
+                    .await;
                 }
                 stops::ReplacedPlan::Keep | stops::ReplacedPlan::Recheck | stops::ReplacedPlan::Release => {
                     kept.push(st)
@@ -317,7 +322,11 @@ impl Engine {
         let current = self.follower.get(symbol).map(|p| p.qty).unwrap_or_default();
         if self.lead_client.is_some() && !self.lead.qty(symbol).is_zero() {
             self.lead.limit_to(symbol, current.abs());
-            let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
+            self.persisted(
+                Stored::Lead(symbol),
+                self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await,
+            )
+            .await;
         }
         if let Some(t) = self.ai.get_mut(symbol) {
             t.qty = current;
@@ -409,9 +418,8 @@ impl Engine {
                 } else {
                     trades
                 };
-                if let Err(e) = self.record_filled(&client_id, &order, &trades).await {
-                    tracing::error!(error = %e, "copy-trader: filled order could not be recorded");
-                }
+                let r = self.record_filled(&client_id, &order, &trades).await;
+                self.persisted(Stored::Order { symbol, client_id: &client_id }, r).await;
                 for t in &trades {
                     self.book_fill(&client_id, t).await;
                 }
@@ -429,14 +437,17 @@ impl Engine {
                     });
                 }
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "order".into(), result: status.into() }).inc();
-                let _ = self
-                    .store
-                    .update_order(
-                        &client_id,
-                        status,
-                        &OrderUpdate { error: Some(&e.to_string()), ..OrderUpdate::default() },
-                    )
-                    .await;
+                self.persisted(
+                    Stored::Order { symbol: &symbol, client_id: &client_id },
+                    self.store
+                        .update_order(
+                            &client_id,
+                            status,
+                            &OrderUpdate { error: Some(&e.to_string()), ..OrderUpdate::default() },
+                        )
+                        .await,
+                )
+                .await;
                 self.last_order_error = Some(e.to_string());
                 if let BinanceError::Banned { until_ms } = e {
                     self.status.lock().banned_until_ms = until_ms;
@@ -505,9 +516,11 @@ impl Engine {
             paper: self.paper(),
             at_ms: if t.time > 0 { t.time } else { now_ms() },
         };
-        if let Err(e) = self.store.insert_fill(&row).await {
-            tracing::error!(error = %e, "copy-trader: fill could not be recorded");
-        }
+        self.persisted(
+            Stored::Fill { symbol: &row.symbol, client_id: &row.client_id },
+            self.store.insert_fill(&row).await,
+        )
+        .await;
     }
 
     /// Records a fill and moves the follower's position by it.
@@ -534,9 +547,8 @@ impl Engine {
                 },
             );
         }
-        if let Err(e) = self.store.set_position(&t.symbol, next.amount, next.entry_price).await {
-            tracing::error!(error = %e, "copy-trader: position could not be recorded");
-        }
+        let r = self.store.set_position(&t.symbol, next.amount, next.entry_price).await;
+        self.persisted(Stored::Position(&t.symbol), r).await;
         if let Some(e) = self.equity.as_mut() {
             e.wallet =
                 e.wallet.checked_add(&t.realized_pnl).and_then(|w| w.checked_sub(&t.commission)).unwrap_or(e.wallet);
@@ -553,9 +565,8 @@ impl Engine {
 
     pub(super) async fn save_paper_wallet(&self) {
         if let Some(wallet) = self.venue.paper_wallet() {
-            if let Err(e) = self.store.set_state("paper_wallet", &wallet.to_string()).await {
-                tracing::error!(error = %e, "copy-trader: paper wallet could not be recorded");
-            }
+            let r = self.store.set_state("paper_wallet", &wallet.to_string()).await;
+            self.persisted(Stored::PaperWallet, r).await;
         }
     }
 

@@ -15,7 +15,7 @@ use crate::decide::stops::{self, StopInfo, StopPlan};
 use crate::metrics::OrderLabel;
 use crate::store::{OrderRow, OrderUpdate};
 
-use super::{now_ms, side_str, Engine, SOURCE};
+use super::{now_ms, side_str, Engine, Stored, SOURCE};
 
 impl Engine {
     /// Asks the exchange what became of the stop `st` of `symbol`; `None` when the question failed (logged).
@@ -120,14 +120,20 @@ impl Engine {
                 }
                 stops::HeldPlan::Drop { status, hold } => {
                     self.stops.remove(&symbol);
-                    let _ = self
-                        .store
-                        .update_order(
-                            &st.client_id,
-                            &status,
-                            &OrderUpdate { error: Some("no longer open on the exchange"), ..OrderUpdate::default() },
-                        )
-                        .await;
+                    self.persisted(
+                        Stored::Order { symbol: &symbol, client_id: &st.client_id },
+                        self.store
+                            .update_order(
+                                &st.client_id,
+                                &status,
+                                &OrderUpdate {
+                                    error: Some("no longer open on the exchange"),
+                                    ..OrderUpdate::default()
+                                },
+                            )
+                            .await,
+                    )
+                    .await;
                     if let Some(q) = hold {
                         self.hold_at(&symbol, q).await;
                     }
@@ -171,14 +177,17 @@ impl Engine {
                     }
                 }
                 stops::ReplacedPlan::Drop { status, hold } => {
-                    let _ = self
-                        .store
-                        .update_order(
-                            &st.client_id,
-                            &status,
-                            &OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
-                        )
-                        .await;
+                    self.persisted(
+                        Stored::Order { symbol: &symbol, client_id: &st.client_id },
+                        self.store
+                            .update_order(
+                                &st.client_id,
+                                &status,
+                                &OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
+                            )
+                            .await,
+                    )
+                    .await;
                     if let Some(q) = hold {
                         self.hold_at(&symbol, q).await;
                     }
@@ -195,7 +204,11 @@ impl Engine {
     pub(super) async fn cancel_replaced(&mut self, symbol: &str, st: &StopInfo) -> bool {
         match self.venue.cancel_stop_strict(&st.client_id).await {
             Ok(()) => {
-                let _ = self.store.update_order(&st.client_id, "canceled", &OrderUpdate::default()).await;
+                self.persisted(
+                    Stored::Order { symbol: &symbol, client_id: &st.client_id },
+                    self.store.update_order(&st.client_id, "canceled", &OrderUpdate::default()).await,
+                )
+                .await;
                 true
             }
             Err(e) => {
@@ -222,7 +235,11 @@ impl Engine {
     /// and left part of the position, or while its close is on its way), so nothing tops it back up.
     pub(super) async fn hold_at(&mut self, symbol: &str, qty: Decimal) {
         self.lead.limit_to(symbol, qty);
-        let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
+        self.persisted(
+            Stored::Lead(symbol),
+            self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await,
+        )
+        .await;
     }
 
     /// Makes sure the position in `symbol` has exactly one stop at the right price (and none when flat).
@@ -292,7 +309,11 @@ impl Engine {
                         if self.send_order(symbol, &order, "breach", None).await == Outcome::Filled {
                             closed = true;
                             self.lead.wait(symbol);
-                            let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
+                            self.persisted(
+                                Stored::Lead(symbol),
+                                self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await,
+                            )
+                            .await;
                         }
                     }
                 }
@@ -321,7 +342,11 @@ impl Engine {
     pub(super) async fn retire_stop(&mut self, symbol: &str, old: &StopInfo, new: &StopInfo) {
         match self.venue.cancel_stop_strict(&old.client_id).await {
             Ok(()) => {
-                let _ = self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await;
+                self.persisted(
+                    Stored::Order { symbol: &symbol, client_id: &old.client_id },
+                    self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await,
+                )
+                .await;
             }
             Err(e) if stops::already_gone(e.code()) => {
                 let fate = match self.venue.query_stop(&old.client_id).await {
@@ -350,7 +375,11 @@ impl Engine {
                     f if !f.fired() => {
                         // It ended without closing anything: recorded as what it became.
                         let status = f.to_record().unwrap_or_default();
-                        let _ = self.store.update_order(&old.client_id, &status, &OrderUpdate::default()).await;
+                        self.persisted(
+                            Stored::Order { symbol: &symbol, client_id: &old.client_id },
+                            self.store.update_order(&old.client_id, &status, &OrderUpdate::default()).await,
+                        )
+                        .await;
                         return;
                     }
                     _ => {}
@@ -375,7 +404,11 @@ impl Engine {
                         // ([`stops::replaced_plan`]).
                         self.replaced.entry(symbol.into()).or_default().push(old.clone());
                         self.lead.limit_to(symbol, q.abs());
-                        let _ = self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await;
+                        self.persisted(
+                            Stored::Lead(symbol),
+                            self.store.set_lead(symbol, self.lead.qty(symbol), self.lead.limit(symbol)).await,
+                        )
+                        .await;
                         self.risk_event(
                             "stop_fired",
                             symbol,
@@ -448,14 +481,17 @@ impl Engine {
         match self.venue.place_stop(&req).await {
             Ok(a) => {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "placed".into() }).inc();
-                let _ = self
-                    .store
-                    .update_order(
-                        &client_id,
-                        "open",
-                        &OrderUpdate { exchange_id: Some(a.algo_id), ..OrderUpdate::default() },
-                    )
-                    .await;
+                self.persisted(
+                    Stored::Order { symbol: &symbol, client_id: &client_id },
+                    self.store
+                        .update_order(
+                            &client_id,
+                            "open",
+                            &OrderUpdate { exchange_id: Some(a.algo_id), ..OrderUpdate::default() },
+                        )
+                        .await,
+                )
+                .await;
                 self.bus.publish(
                     SOURCE,
                     SignalKind::StopPlaced {
@@ -468,14 +504,17 @@ impl Engine {
             }
             Err(e) => {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "failed".into() }).inc();
-                let _ = self
-                    .store
-                    .update_order(
-                        &client_id,
-                        "rejected",
-                        &OrderUpdate { error: Some(&e.to_string()), ..OrderUpdate::default() },
-                    )
-                    .await;
+                self.persisted(
+                    Stored::Order { symbol: &symbol, client_id: &client_id },
+                    self.store
+                        .update_order(
+                            &client_id,
+                            "rejected",
+                            &OrderUpdate { error: Some(&e.to_string()), ..OrderUpdate::default() },
+                        )
+                        .await,
+                )
+                .await;
                 Err(e)
             }
         }
@@ -485,7 +524,11 @@ impl Engine {
     pub(super) async fn cancel_stop(&mut self, symbol: &str, client_id: &str) -> bool {
         match self.venue.cancel_stop(client_id).await {
             Ok(()) => {
-                let _ = self.store.update_order(client_id, "canceled", &OrderUpdate::default()).await;
+                self.persisted(
+                    Stored::Order { symbol, client_id },
+                    self.store.update_order(client_id, "canceled", &OrderUpdate::default()).await,
+                )
+                .await;
                 true
             }
             Err(e) => {
@@ -525,14 +568,17 @@ impl Engine {
     pub(super) async fn on_triggered(&mut self, t: Triggered) {
         let symbol = t.algo.symbol.clone();
         let status = t.algo.algo_status.as_str().to_lowercase();
-        let _ = self
-            .store
-            .update_order(
-                &t.algo.client_algo_id,
-                &status,
-                &OrderUpdate { exchange_id: Some(t.algo.algo_id), ..OrderUpdate::default() },
-            )
-            .await;
+        self.persisted(
+            Stored::Order { symbol: &symbol, client_id: &t.algo.client_algo_id },
+            self.store
+                .update_order(
+                    &t.algo.client_algo_id,
+                    &status,
+                    &OrderUpdate { exchange_id: Some(t.algo.algo_id), ..OrderUpdate::default() },
+                )
+                .await,
+        )
+        .await;
         if self.stops.get(&symbol).is_some_and(|s| s.client_id == t.algo.client_algo_id) {
             self.stops.remove(&symbol);
         }
@@ -547,7 +593,11 @@ impl Engine {
             );
             self.book_fill(&t.algo.client_algo_id, &fill.trade).await;
             self.lead.wait(&symbol);
-            let _ = self.store.set_lead(&symbol, self.lead.qty(&symbol), self.lead.limit(&symbol)).await;
+            self.persisted(
+                Stored::Lead(&symbol),
+                self.store.set_lead(&symbol, self.lead.qty(&symbol), self.lead.limit(&symbol)).await,
+            )
+            .await;
             self.risk_event(
                 "stopped_out",
                 &symbol,

@@ -13,7 +13,7 @@ use crate::decide::unknown::{self, unknown_hold, NotFound, UnknownOrder};
 use crate::store::OrderUpdate;
 use crate::venue::{Position, Venue};
 
-use super::{Engine, SOURCE};
+use super::{Engine, Stored, SOURCE};
 
 impl Engine {
     /// Orders recorded as `sending` by an earlier run: ask the exchange what became of each.
@@ -232,7 +232,11 @@ impl Engine {
                         },
                         None => continue,
                     };
-                    let _ = self.store.update_order(&st.client_id, &status, &update).await;
+                    self.persisted(
+                        Stored::Order { symbol: &s, client_id: &st.client_id },
+                        self.store.update_order(&st.client_id, &status, &update).await,
+                    )
+                    .await;
                 }
             }
             if difference == Difference::ClosedOutside {
@@ -256,7 +260,8 @@ impl Engine {
                     f => f.and_then(stops::StopFate::to_record).unwrap_or_default(),
                 };
                 self.lead.wait(&s);
-                let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+                self.persisted(Stored::Lead(&s), self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await)
+                    .await;
                 self.risk_event(
                     "closed_outside",
                     &s,
@@ -282,7 +287,8 @@ impl Engine {
                     SignalKind::StopTriggered { symbol: s.clone(), stop_price: st.trigger, qty: ours.abs() },
                 );
                 self.lead.wait(&s);
-                let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+                self.persisted(Stored::Lead(&s), self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await)
+                    .await;
                 self.risk_event(
                     "stopped_out",
                     &s,
@@ -294,7 +300,8 @@ impl Engine {
                 // for the follower (adopted flat, waits for the lead's next close or flip); its stops stay and are
                 // asked again until settled.
                 self.lead.wait(&s);
-                let _ = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+                self.persisted(Stored::Lead(&s), self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await)
+                    .await;
                 self.risk_event(
                     "position_closed_undecided",
                     &s,
@@ -381,7 +388,8 @@ impl Engine {
                     } else {
                         trades
                     };
-                    let _ = self.record_filled(&u.client_id, &o, &trades).await;
+                    let r = self.record_filled(&u.client_id, &o, &trades).await;
+                    self.persisted(Stored::Order { symbol: &u.symbol, client_id: &u.client_id }, r).await;
                     for t in &trades {
                         self.metrics.fills.inc();
                         self.store_fill(&u.client_id, t).await;
@@ -413,20 +421,23 @@ impl Engine {
                         .await;
                     }
                     NotFound::NotPlaced => {
-                        let _ = self
-                            .store
-                            .update_order(
-                                &u.client_id,
-                                "not_placed",
-                                &OrderUpdate {
-                                    error: Some(&format!(
-                                        "not found {} s after it was sent; still asked for",
-                                        u.since.elapsed().as_secs()
-                                    )),
-                                    ..OrderUpdate::default()
-                                },
-                            )
-                            .await;
+                        self.persisted(
+                            Stored::Order { symbol: &u.symbol, client_id: &u.client_id },
+                            self.store
+                                .update_order(
+                                    &u.client_id,
+                                    "not_placed",
+                                    &OrderUpdate {
+                                        error: Some(&format!(
+                                            "not found {} s after it was sent; still asked for",
+                                            u.since.elapsed().as_secs()
+                                        )),
+                                        ..OrderUpdate::default()
+                                    },
+                                )
+                                .await,
+                        )
+                        .await;
                         self.event(
                             "resolved",
                             &u.symbol,
