@@ -123,6 +123,7 @@ impl LocalRpc {
         let app = axum::Router::new()
             .route("/", axum::routing::post(rpc::handle))
             .merge(control::routes())
+            .layer(axum::middleware::from_fn(to_completion))
             .with_state(node.clone());
         let server = tokio::spawn(async move {
             // Serving ends only when the task is aborted (drop) or the listener fails.
@@ -214,5 +215,91 @@ impl Node {
         c.unix_timestamp = ts;
         self.ctx.set_sysvar(&c);
         Ok(())
+    }
+}
+
+/// Runs a request's handler to its end even when its client goes away (a keeper's RPC timeout under load): the
+/// handler holds the node's lock over its bank call, and a dropped handler leaves that call running in the banks
+/// server with the lock released. A warp then (`ProgramTestContext::warp_to_slot` holds `BankForks`' write lock
+/// while `Bank::new_from_parent` takes the program cache's) deadlocks against that transaction's simulation or
+/// processing (which holds the program cache while `ProgramCache::extract` reads `BankForks`): every later call
+/// hangs. Seen as load-only test hangs (a gdb dump of one showed exactly these two threads).
+async fn to_completion(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::spawn(next.run(req)).await {
+        Ok(r) => r,
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("the handler failed: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::Notify;
+
+    /// Sets `gone` when dropped unfinished: the server noticed its client left and dropped the request's future.
+    struct Gone(Option<Arc<Notify>>);
+
+    impl Gone {
+        fn finished(mut self) {
+            self.0 = None;
+        }
+    }
+
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            if let Some(n) = self.0.take() {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// A request whose client closes its connection mid-request still runs its handler to the end
+    /// ([`super::to_completion`]): the test waits until the server has dropped the request (an outer layer says so),
+    /// only then lets the handler go on, and waits for it to finish. Without the layer the handler is dropped with
+    /// the request and never finishes.
+    #[tokio::test]
+    async fn a_handler_runs_to_its_end_after_its_client_went_away() {
+        let (started, go, done, gone) =
+            (Arc::new(Notify::new()), Arc::new(Notify::new()), Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (s, g, d) = (started.clone(), go.clone(), done.clone());
+        let handler = move || {
+            let (s, g, d) = (s.clone(), g.clone(), d.clone());
+            async move {
+                s.notify_one();
+                g.notified().await;
+                d.notify_one();
+                "done"
+            }
+        };
+        let watch = gone.clone();
+        let app = axum::Router::new()
+            .route("/slow", axum::routing::post(handler))
+            .layer(axum::middleware::from_fn(super::to_completion))
+            .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let guard = Gone(Some(watch.clone()));
+                async move {
+                    let r = next.run(req).await;
+                    guard.finished();
+                    r
+                }
+            }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"POST /slow HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+        started.notified().await;
+        drop(client);
+        gone.notified().await;
+        go.notify_one();
+        // A bound on a failure (the handler dropped), not a pace: it finishes as soon as it is let go.
+        tokio::time::timeout(Duration::from_secs(60), done.notified())
+            .await
+            .expect("the handler was dropped with its client's request");
+        server.abort();
     }
 }
