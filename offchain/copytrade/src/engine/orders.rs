@@ -278,7 +278,7 @@ impl Engine {
             match stops::replaced_plan(&fate, recorded, stops::Now::Unread) {
                 stops::ReplacedPlan::Drop { status, .. } => {
                     self.persisted(
-                        Stored::Order { symbol: &symbol, client_id: &st.client_id },
+                        Stored::Order { symbol, client_id: &st.client_id },
                         self.store
                             .update_order(
                                 &st.client_id,
@@ -438,7 +438,7 @@ impl Engine {
                 }
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "order".into(), result: status.into() }).inc();
                 self.persisted(
-                    Stored::Order { symbol: &symbol, client_id: &client_id },
+                    Stored::Order { symbol, client_id: &client_id },
                     self.store
                         .update_order(
                             &client_id,

@@ -205,7 +205,7 @@ impl Engine {
         match self.venue.cancel_stop_strict(&st.client_id).await {
             Ok(()) => {
                 self.persisted(
-                    Stored::Order { symbol: &symbol, client_id: &st.client_id },
+                    Stored::Order { symbol, client_id: &st.client_id },
                     self.store.update_order(&st.client_id, "canceled", &OrderUpdate::default()).await,
                 )
                 .await;
@@ -343,7 +343,7 @@ impl Engine {
         match self.venue.cancel_stop_strict(&old.client_id).await {
             Ok(()) => {
                 self.persisted(
-                    Stored::Order { symbol: &symbol, client_id: &old.client_id },
+                    Stored::Order { symbol, client_id: &old.client_id },
                     self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await,
                 )
                 .await;
@@ -376,7 +376,7 @@ impl Engine {
                         // It ended without closing anything: recorded as what it became.
                         let status = f.to_record().unwrap_or_default();
                         self.persisted(
-                            Stored::Order { symbol: &symbol, client_id: &old.client_id },
+                            Stored::Order { symbol, client_id: &old.client_id },
                             self.store.update_order(&old.client_id, &status, &OrderUpdate::default()).await,
                         )
                         .await;
@@ -482,7 +482,7 @@ impl Engine {
             Ok(a) => {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "placed".into() }).inc();
                 self.persisted(
-                    Stored::Order { symbol: &symbol, client_id: &client_id },
+                    Stored::Order { symbol, client_id: &client_id },
                     self.store
                         .update_order(
                             &client_id,
@@ -505,7 +505,7 @@ impl Engine {
             Err(e) => {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "failed".into() }).inc();
                 self.persisted(
-                    Stored::Order { symbol: &symbol, client_id: &client_id },
+                    Stored::Order { symbol, client_id: &client_id },
                     self.store
                         .update_order(
                             &client_id,
