@@ -32,7 +32,7 @@ mod orders;
 mod protection;
 mod reconciliation;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,29 @@ pub(crate) enum Stored<'a> {
     Risk,
     /// The paper account's wallet (`ct_state`).
     PaperWallet,
+}
+
+/// The rows written again at each reconcile until a write succeeds ([`Engine::save_unsaved`]).
+#[derive(Debug, Default)]
+pub(crate) struct Unsaved {
+    leads: BTreeSet<String>,
+    risk: bool,
+}
+
+impl Unsaved {
+    /// Records how a write of `what` went.
+    fn note(&mut self, what: &Stored<'_>, ok: bool) {
+        match (what, ok) {
+            (Stored::Lead(s), true) => {
+                self.leads.remove(*s);
+            }
+            (Stored::Lead(s), false) => {
+                self.leads.insert((*s).to_string());
+            }
+            (Stored::Risk, ok) => self.risk = !ok,
+            _ => {}
+        }
+    }
 }
 
 impl Stored<'_> {
@@ -262,6 +285,9 @@ pub struct Engine {
     blocked_noted: RateLimit,
     /// Failed store writes alerted, by what and symbol (repeats are rate-limited; each is logged and counted).
     store_alerted: Mutex<RateLimit>,
+    /// Rows whose last write failed and that the next reconcile writes again from memory (the lead's positions
+    /// and limits, the risk state): after a restart they decide what is traded, so a lost write is not left lost.
+    unsaved: Mutex<Unsaved>,
     started_ms: i64,
     /// Copy-trading switched off (`trading` = 0 in the store): no orders at all; positions and stops stay.
     paused: bool,
@@ -377,6 +403,7 @@ impl Engine {
             seq: 0,
             blocked_noted: RateLimit::new(BLOCKED_NOTE_REPEAT),
             store_alerted: Mutex::new(RateLimit::new(STORE_ALERT_REPEAT)),
+            unsaved: Mutex::new(Unsaved::default()),
             started_ms: now_ms(),
             paused: false,
             control_unreadable: false,
@@ -422,6 +449,7 @@ impl Engine {
     /// what and symbol). The engine's state in memory stays as it is: what was not recorded is only lost to a
     /// restart (or to readers of the store) until the next write of the same row succeeds.
     async fn persisted(&self, what: Stored<'_>, r: anyhow::Result<()>) {
+        self.unsaved.lock().note(&what, r.is_ok());
         let Err(e) = r else { return };
         let label = what.label();
         self.metrics.store_errors.get_or_create(&WhatLabel { what: label.into() }).inc();
@@ -432,6 +460,23 @@ impl Engine {
             self.risk_event("store_failed", symbol, detail).await;
         } else {
             tracing::warn!(what = label, symbol, %detail, "copy-trader: store write failed again (alerted before)");
+        }
+    }
+
+    /// Writes again, from memory, the lead rows and the risk state whose last write failed (each reported again if
+    /// it fails again, within the alert's rate limit).
+    async fn save_unsaved(&mut self) {
+        let (leads, risk) = {
+            let u = self.unsaved.lock();
+            (u.leads.iter().cloned().collect::<Vec<_>>(), u.risk)
+        };
+        for s in leads {
+            let r = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
+            self.persisted(Stored::Lead(&s), r).await;
+        }
+        if risk {
+            let r = self.risk.save(&self.store).await;
+            self.persisted(Stored::Risk, r).await;
         }
     }
 
@@ -762,6 +807,7 @@ impl Engine {
                 }
                 _ = reconcile.tick() => {
                     self.marks.clear();
+                    self.save_unsaved().await;
                     self.resolve_unknown(None).await;
                     if let Err(e) = self.reconcile_positions().await {
                         tracing::warn!(error = %e, "copy-trader: position reconcile failed");
@@ -890,6 +936,24 @@ fn startup_failure(rest_url: &str, network: &str, error: &str, retry_in: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_lead_or_risk_write_is_kept_until_one_of_the_same_row_succeeds() {
+        let mut u = Unsaved::default();
+        u.note(&Stored::Lead("BTCUSDT"), false);
+        u.note(&Stored::Lead("ETHUSDT"), false);
+        u.note(&Stored::Risk, false);
+        u.note(&Stored::Equity, false);
+        u.note(&Stored::Position("SOLUSDT"), false);
+        assert_eq!(u.leads.iter().map(String::as_str).collect::<Vec<_>>(), ["BTCUSDT", "ETHUSDT"]);
+        assert!(u.risk);
+        u.note(&Stored::Lead("BTCUSDT"), true);
+        u.note(&Stored::Equity, true);
+        assert_eq!(u.leads.iter().map(String::as_str).collect::<Vec<_>>(), ["ETHUSDT"]);
+        assert!(u.risk, "only a risk write clears the risk state's");
+        u.note(&Stored::Risk, true);
+        assert!(!u.risk);
+    }
 
     #[test]
     fn a_failed_start_names_the_exchange_and_the_way_offline() {
