@@ -148,7 +148,9 @@ impl Engine {
                 None
             }
         };
-        let _ = self.reconcile_positions().await;
+        if let Err(e) = self.reconcile_positions().await {
+            tracing::warn!(error = %e, "copy-trader: position reconcile during the emergency stop failed");
+        }
         if let Some(still) = &still {
             if let Ok(open_stops) = self.venue.open_stops().await {
                 // Only our own stops (`ks…`): the user's conditional orders are theirs to keep.

@@ -145,10 +145,11 @@ pub(crate) enum Stored<'a> {
     PaperWallet,
 }
 
-/// The rows written again at each reconcile until a write succeeds ([`Engine::save_unsaved`]).
+/// The rows written again at each reconcile (and at a clean stop) until a write succeeds ([`Engine::save_unsaved`]).
 #[derive(Debug, Default)]
 pub(crate) struct Unsaved {
     leads: BTreeSet<String>,
+    positions: BTreeSet<String>,
     risk: bool,
 }
 
@@ -161,6 +162,12 @@ impl Unsaved {
             }
             (Stored::Lead(s), false) => {
                 self.leads.insert((*s).to_string());
+            }
+            (Stored::Position(s), true) => {
+                self.positions.remove(*s);
+            }
+            (Stored::Position(s), false) => {
+                self.positions.insert((*s).to_string());
             }
             (Stored::Risk, ok) => self.risk = !ok,
             _ => {}
@@ -285,8 +292,9 @@ pub struct Engine {
     blocked_noted: RateLimit,
     /// Failed store writes alerted, by what and symbol (repeats are rate-limited; each is logged and counted).
     store_alerted: Mutex<RateLimit>,
-    /// Rows whose last write failed and that the next reconcile writes again from memory (the lead's positions
-    /// and limits, the risk state): after a restart they decide what is traded, so a lost write is not left lost.
+    /// Rows whose last write failed and that the next reconcile (and a clean stop) writes again from memory (the
+    /// lead's positions and limits, the follower's positions, the risk state): after a restart they decide what is
+    /// traded, so a lost write is not left lost.
     unsaved: Mutex<Unsaved>,
     started_ms: i64,
     /// Copy-trading switched off (`trading` = 0 in the store): no orders at all; positions and stops stay.
@@ -466,13 +474,19 @@ impl Engine {
     /// Writes again, from memory, the lead rows and the risk state whose last write failed (each reported again if
     /// it fails again, within the alert's rate limit).
     async fn save_unsaved(&mut self) {
-        let (leads, risk) = {
+        let (leads, positions, risk) = {
             let u = self.unsaved.lock();
-            (u.leads.iter().cloned().collect::<Vec<_>>(), u.risk)
+            (u.leads.iter().cloned().collect::<Vec<_>>(), u.positions.iter().cloned().collect::<Vec<_>>(), u.risk)
         };
         for s in leads {
             let r = self.store.set_lead(&s, self.lead.qty(&s), self.lead.limit(&s)).await;
             self.persisted(Stored::Lead(&s), r).await;
+        }
+        // The follower's position as the engine holds it (none: flat, its row removed).
+        for s in positions {
+            let (qty, entry) = self.follower.get(&s).map_or((Decimal::ZERO, Decimal::ZERO), |p| (p.qty, p.entry_price));
+            let r = self.store.set_position(&s, qty, entry).await;
+            self.persisted(Stored::Position(&s), r).await;
         }
         if risk {
             let r = self.risk.save(&self.store).await;
@@ -908,6 +922,8 @@ impl Engine {
                 let _ = c.close_listen_key().await;
             }
         }
+        // A row still unsaved is tried once more before a clean stop (a restart reads it).
+        self.save_unsaved().await;
         self.save_paper_wallet().await;
         result
     }
@@ -946,6 +962,9 @@ mod tests {
         u.note(&Stored::Equity, false);
         u.note(&Stored::Position("SOLUSDT"), false);
         assert_eq!(u.leads.iter().map(String::as_str).collect::<Vec<_>>(), ["BTCUSDT", "ETHUSDT"]);
+        assert_eq!(u.positions.iter().map(String::as_str).collect::<Vec<_>>(), ["SOLUSDT"]);
+        u.note(&Stored::Position("SOLUSDT"), true);
+        assert!(u.positions.is_empty());
         assert!(u.risk);
         u.note(&Stored::Lead("BTCUSDT"), true);
         u.note(&Stored::Equity, true);
