@@ -64,7 +64,7 @@ async fn next_store_alert(signals: &mut Receiver<Arc<Signal>>) -> String {
             }
         }
     };
-    tokio::time::timeout(std::time::Duration::from_secs(60), wait).await.expect("no store_failed alert")
+    tokio::time::timeout(std::time::Duration::from_secs(180), wait).await.expect("no store_failed alert")
 }
 
 /// The follower holds BTCUSDT; every write of the lead's position starts failing; the lead closes → the follower's
