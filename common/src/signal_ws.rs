@@ -826,9 +826,9 @@ enum End {
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves one upgraded subscriber: reads what the client sends (pongs, pings answered, a close answered, anything
-/// over the size limit closed with 1009, a protocol error with 1002, text that is not UTF-8 with 1007), pings it, writes out whatever the hub queued
-/// for it, and drops it when a frame waits longer than the send timeout. Signals reach the socket without this task
-/// when it takes them at once.
+/// over the size limit closed with 1009, a protocol error with 1002, text that is not UTF-8 with 1007), pings it,
+/// writes out whatever the hub queued for it, and drops it when a frame waits longer than the send timeout. Signals
+/// reach the socket without this task when it takes them at once.
 async fn stream(conn: &Conn, o: &StreamOptions, mut alive: watch::Receiver<()>) -> End {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + o.ping_every, o.ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
