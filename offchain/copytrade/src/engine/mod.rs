@@ -56,7 +56,7 @@ use crate::decide::unknown::UnknownOrder;
 use crate::lead::LeadBook;
 use crate::metrics::{KindLabel, Metrics, WhatLabel};
 use crate::risk::RiskState;
-use crate::store::Store;
+use crate::store::{OrderUpdate, Store};
 use crate::venue::{Equity, Position, Venue};
 
 pub use crate::decide::target::proportional_reduction;
@@ -471,8 +471,15 @@ impl Engine {
         }
     }
 
-    /// Writes again, from memory, the lead rows and the risk state whose last write failed (each reported again if
-    /// it fails again, within the alert's rate limit).
+    /// Records an order's or a stop's `status` (and what `update` carries), reported by
+    /// [`persisted`](Self::persisted) if the write fails.
+    async fn order_status(&self, symbol: &str, client_id: &str, status: &str, update: OrderUpdate<'_>) {
+        let r = self.store.update_order(client_id, status, &update).await;
+        self.persisted(Stored::Order { symbol, client_id }, r).await;
+    }
+
+    /// Writes again, from memory, the lead rows, the follower's positions and the risk state whose last write
+    /// failed (each reported again if it fails again, within the alert's rate limit).
     async fn save_unsaved(&mut self) {
         let (leads, positions, risk) = {
             let u = self.unsaved.lock();

@@ -277,15 +277,11 @@ impl Engine {
             }
             match stops::replaced_plan(&fate, recorded, stops::Now::Unread) {
                 stops::ReplacedPlan::Drop { status, .. } => {
-                    self.persisted(
-                        Stored::Order { symbol, client_id: &st.client_id },
-                        self.store
-                            .update_order(
-                                &st.client_id,
-                                &status,
-                                &OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
-                            )
-                            .await,
+                    self.order_status(
+                        symbol,
+                        &st.client_id,
+                        &status,
+                        OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
                     )
                     .await;
                 }
@@ -437,15 +433,11 @@ impl Engine {
                     });
                 }
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "order".into(), result: status.into() }).inc();
-                self.persisted(
-                    Stored::Order { symbol, client_id: &client_id },
-                    self.store
-                        .update_order(
-                            &client_id,
-                            status,
-                            &OrderUpdate { error: Some(&e.to_string()), ..OrderUpdate::default() },
-                        )
-                        .await,
+                self.order_status(
+                    symbol,
+                    &client_id,
+                    status,
+                    OrderUpdate { error: Some(&e.to_string()), ..OrderUpdate::default() },
                 )
                 .await;
                 self.last_order_error = Some(e.to_string());

@@ -120,18 +120,11 @@ impl Engine {
                 }
                 stops::HeldPlan::Drop { status, hold } => {
                     self.stops.remove(&symbol);
-                    self.persisted(
-                        Stored::Order { symbol: &symbol, client_id: &st.client_id },
-                        self.store
-                            .update_order(
-                                &st.client_id,
-                                &status,
-                                &OrderUpdate {
-                                    error: Some("no longer open on the exchange"),
-                                    ..OrderUpdate::default()
-                                },
-                            )
-                            .await,
+                    self.order_status(
+                        &symbol,
+                        &st.client_id,
+                        &status,
+                        OrderUpdate { error: Some("no longer open on the exchange"), ..OrderUpdate::default() },
                     )
                     .await;
                     if let Some(q) = hold {
@@ -177,15 +170,11 @@ impl Engine {
                     }
                 }
                 stops::ReplacedPlan::Drop { status, hold } => {
-                    self.persisted(
-                        Stored::Order { symbol: &symbol, client_id: &st.client_id },
-                        self.store
-                            .update_order(
-                                &st.client_id,
-                                &status,
-                                &OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
-                            )
-                            .await,
+                    self.order_status(
+                        &symbol,
+                        &st.client_id,
+                        &status,
+                        OrderUpdate { error: Some("replaced; no longer open"), ..OrderUpdate::default() },
                     )
                     .await;
                     if let Some(q) = hold {
@@ -204,11 +193,7 @@ impl Engine {
     pub(super) async fn cancel_replaced(&mut self, symbol: &str, st: &StopInfo) -> bool {
         match self.venue.cancel_stop_strict(&st.client_id).await {
             Ok(()) => {
-                self.persisted(
-                    Stored::Order { symbol, client_id: &st.client_id },
-                    self.store.update_order(&st.client_id, "canceled", &OrderUpdate::default()).await,
-                )
-                .await;
+                self.order_status(symbol, &st.client_id, "canceled", OrderUpdate::default()).await;
                 true
             }
             Err(e) => {
@@ -342,11 +327,7 @@ impl Engine {
     pub(super) async fn retire_stop(&mut self, symbol: &str, old: &StopInfo, new: &StopInfo) {
         match self.venue.cancel_stop_strict(&old.client_id).await {
             Ok(()) => {
-                self.persisted(
-                    Stored::Order { symbol, client_id: &old.client_id },
-                    self.store.update_order(&old.client_id, "canceled", &OrderUpdate::default()).await,
-                )
-                .await;
+                self.order_status(symbol, &old.client_id, "canceled", OrderUpdate::default()).await;
             }
             Err(e) if stops::already_gone(e.code()) => {
                 let fate = match self.venue.query_stop(&old.client_id).await {
@@ -375,11 +356,7 @@ impl Engine {
                     f if !f.fired() => {
                         // It ended without closing anything: recorded as what it became.
                         let status = f.to_record().unwrap_or_default();
-                        self.persisted(
-                            Stored::Order { symbol, client_id: &old.client_id },
-                            self.store.update_order(&old.client_id, &status, &OrderUpdate::default()).await,
-                        )
-                        .await;
+                        self.order_status(symbol, &old.client_id, &status, OrderUpdate::default()).await;
                         return;
                     }
                     _ => {}
@@ -481,15 +458,11 @@ impl Engine {
         match self.venue.place_stop(&req).await {
             Ok(a) => {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "placed".into() }).inc();
-                self.persisted(
-                    Stored::Order { symbol, client_id: &client_id },
-                    self.store
-                        .update_order(
-                            &client_id,
-                            "open",
-                            &OrderUpdate { exchange_id: Some(a.algo_id), ..OrderUpdate::default() },
-                        )
-                        .await,
+                self.order_status(
+                    symbol,
+                    &client_id,
+                    "open",
+                    OrderUpdate { exchange_id: Some(a.algo_id), ..OrderUpdate::default() },
                 )
                 .await;
                 self.bus.publish(
@@ -504,15 +477,11 @@ impl Engine {
             }
             Err(e) => {
                 self.metrics.orders.get_or_create(&OrderLabel { kind: "stop".into(), result: "failed".into() }).inc();
-                self.persisted(
-                    Stored::Order { symbol, client_id: &client_id },
-                    self.store
-                        .update_order(
-                            &client_id,
-                            "rejected",
-                            &OrderUpdate { error: Some(&e.to_string()), ..OrderUpdate::default() },
-                        )
-                        .await,
+                self.order_status(
+                    symbol,
+                    &client_id,
+                    "rejected",
+                    OrderUpdate { error: Some(&e.to_string()), ..OrderUpdate::default() },
                 )
                 .await;
                 Err(e)
@@ -524,11 +493,7 @@ impl Engine {
     pub(super) async fn cancel_stop(&mut self, symbol: &str, client_id: &str) -> bool {
         match self.venue.cancel_stop(client_id).await {
             Ok(()) => {
-                self.persisted(
-                    Stored::Order { symbol, client_id },
-                    self.store.update_order(client_id, "canceled", &OrderUpdate::default()).await,
-                )
-                .await;
+                self.order_status(symbol, client_id, "canceled", OrderUpdate::default()).await;
                 true
             }
             Err(e) => {
@@ -568,15 +533,11 @@ impl Engine {
     pub(super) async fn on_triggered(&mut self, t: Triggered) {
         let symbol = t.algo.symbol.clone();
         let status = t.algo.algo_status.as_str().to_lowercase();
-        self.persisted(
-            Stored::Order { symbol: &symbol, client_id: &t.algo.client_algo_id },
-            self.store
-                .update_order(
-                    &t.algo.client_algo_id,
-                    &status,
-                    &OrderUpdate { exchange_id: Some(t.algo.algo_id), ..OrderUpdate::default() },
-                )
-                .await,
+        self.order_status(
+            &symbol,
+            &t.algo.client_algo_id,
+            &status,
+            OrderUpdate { exchange_id: Some(t.algo.algo_id), ..OrderUpdate::default() },
         )
         .await;
         if self.stops.get(&symbol).is_some_and(|s| s.client_id == t.algo.client_algo_id) {

@@ -232,11 +232,7 @@ impl Engine {
                         },
                         None => continue,
                     };
-                    self.persisted(
-                        Stored::Order { symbol: &s, client_id: &st.client_id },
-                        self.store.update_order(&st.client_id, &status, &update).await,
-                    )
-                    .await;
+                    self.order_status(&s, &st.client_id, &status, update).await;
                 }
             }
             if difference == Difference::ClosedOutside {
@@ -421,21 +417,17 @@ impl Engine {
                         .await;
                     }
                     NotFound::NotPlaced => {
-                        self.persisted(
-                            Stored::Order { symbol: &u.symbol, client_id: &u.client_id },
-                            self.store
-                                .update_order(
-                                    &u.client_id,
-                                    "not_placed",
-                                    &OrderUpdate {
-                                        error: Some(&format!(
-                                            "not found {} s after it was sent; still asked for",
-                                            u.since.elapsed().as_secs()
-                                        )),
-                                        ..OrderUpdate::default()
-                                    },
-                                )
-                                .await,
+                        self.order_status(
+                            &u.symbol,
+                            &u.client_id,
+                            "not_placed",
+                            OrderUpdate {
+                                error: Some(&format!(
+                                    "not found {} s after it was sent; still asked for",
+                                    u.since.elapsed().as_secs()
+                                )),
+                                ..OrderUpdate::default()
+                            },
                         )
                         .await;
                         self.event(
