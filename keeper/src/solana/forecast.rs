@@ -525,18 +525,6 @@ impl Forecasts {
         Ok(out)
     }
 
-    /// The address the store records now for this cluster's market `id`, if any (and if it is a Solana address).
-    async fn stored_market(&self, id: i64) -> Result<Option<Pubkey>> {
-        Ok(self
-            .rt
-            .store
-            .markets()
-            .await?
-            .into_iter()
-            .find(|m| m.chain == self.rt.name && m.market_id == id)
-            .and_then(|m| m.contract.parse::<Pubkey>().ok()))
-    }
-
     /// The market (address, id) a stored prediction is revealed on (AUDIT4 L-b, L6; AUDIT5-SOL M3): the one its
     /// commitment binds ([`binds`]) — the configured market of its id, or one removed from the config since it was
     /// committed (the public record of what was committed is kept: it is still revealed, scored and its commitment
@@ -554,7 +542,7 @@ impl Forecasts {
             // The pass's snapshot of the store's markets is read before its predictions: a market recorded (by
             // another keeper on a shared store) between the two reads is looked up now, not judged missing for the
             // rest of the run.
-            known = self.stored_market(id).await?.map(|a| (a, false));
+            known = self.addresses(&[]).await?.get(&id).copied();
         }
         if let Some((address, configured)) = known {
             if binds(&cluster, &publisher, &address, p)? {
