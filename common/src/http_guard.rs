@@ -70,6 +70,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -360,6 +361,12 @@ pub const REFUSALS: [&str; 9] = [
 /// Reasons of connections the server closed (`http_dropped`).
 pub const DROPS: [&str; 4] = ["idle", "write_stall", "ws_slow_reader", "ws_oversized"];
 
+/// Buckets of `ws_fanout_seconds`: 100 µs to about 3.3 s, doubling.
+const FANOUT_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048, 0.4096, 0.8192,
+    1.6384, 3.2768,
+];
+
 /// The guard's metrics; a service registers them in its own registry ([`GuardMetrics::register`]).
 #[derive(Clone)]
 pub struct GuardMetrics {
@@ -368,6 +375,9 @@ pub struct GuardMetrics {
     pub ws_skipped: Counter,
     /// Signals a subscriber's socket did not take at once (queued for its own task to write).
     pub ws_queued: Counter,
+    /// Seconds from the WebSocket hub reading a signal to the last delivery of it to one shard's subscribers
+    /// (written to their sockets or queued), one observation per signal and shard that had a subscriber wanting it.
+    pub ws_fanout: Histogram,
     pub connections: Gauge,
     pub ws_subscribers: Gauge,
 }
@@ -379,6 +389,7 @@ impl Default for GuardMetrics {
             dropped: Family::default(),
             ws_skipped: Counter::default(),
             ws_queued: Counter::default(),
+            ws_fanout: Histogram::new(FANOUT_BUCKETS),
             connections: Gauge::default(),
             ws_subscribers: Gauge::default(),
         };
@@ -395,7 +406,8 @@ impl Default for GuardMetrics {
 
 impl GuardMetrics {
     /// Registers `http_refused_total`, `http_dropped_total`, `ws_skipped_signals_total`,
-    /// `ws_queued_signals_total`, `http_connections` and `ws_subscribers` (under the registry's prefix).
+    /// `ws_queued_signals_total`, `ws_fanout_seconds`, `http_connections` and `ws_subscribers` (under the registry's
+    /// prefix).
     pub fn register(&self, r: &mut Registry) {
         r.register(
             "http_refused",
@@ -418,6 +430,12 @@ impl GuardMetrics {
             "Signals a WebSocket subscriber's socket did not take at once, queued for its own task to write (a \
              reader behind, or a full socket buffer)",
             self.ws_queued.clone(),
+        );
+        r.register(
+            "ws_fanout_seconds",
+            "Time from the WebSocket hub reading a signal to its last delivery to one shard's subscribers (written to \
+             their sockets or queued for them), per signal and shard",
+            self.ws_fanout.clone(),
         );
         r.register("http_connections", "Open HTTP connections, WebSockets included", self.connections.clone());
         r.register("ws_subscribers", "Open WebSocket subscriptions", self.ws_subscribers.clone());

@@ -6,11 +6,14 @@
 //!
 //! A [`Hub`] serialises each signal once for every subscriber: one task reads the bus and turns each signal into one
 //! WebSocket frame, header included ([`Frame`]; a server's frames are not masked, so every subscriber is sent the
-//! same bytes), and writes it itself to the socket of each subscriber that wants it, without waking that
-//! subscriber's task: one non-blocking write per delivery, nothing copied or encoded per client. Subscribers are
-//! grouped by filter and sealing (a *class*), so the filter is checked once per class. A subscriber whose socket does
+//! same bytes). The subscribers are split into *shards*, one per worker thread of the runtime (a new subscriber joins
+//! the shard with the fewest), and each shard's task writes the frame itself to the socket of each of its subscribers
+//! that wants it, without waking that subscriber's task: one non-blocking write per delivery, nothing copied or
+//! encoded per client, and a signal's fan-out spread over the runtime's threads (each subscriber's frames in publish
+//! order). `ws_fanout_seconds` records how long each shard's fan-out took. Subscribers are grouped by filter and
+//! sealing (a *class*), so the filter is checked once per class. A subscriber whose socket does
 //! not take a frame at once gets it queued (shared bytes, never copied) and its own task writes the queue out as the
-//! socket allows, many frames in one write; the hub's task never waits for a socket. The service's [`Guard`] bounds
+//! socket allows, many frames in one write; the hub's tasks never wait for a socket. The service's [`Guard`] bounds
 //! the subscribers: their number (`503` beyond), the size of what they may send (`1009` and closed beyond), the time
 //! one frame may wait to go out (a slower reader is dropped, counted `ws_slow_reader`, and never holds up the others),
 //! and the queue behind a reader ([`QUEUE`] signals: beyond, its oldest queued signals give way to the newest and a
@@ -47,10 +50,17 @@ const QUEUE_KEPT: usize = 16;
 /// Frames a subscriber's task writes in one call at most, when its queue is long.
 pub const MAX_BATCH: usize = 64;
 
-/// The hub's task lets the other tasks of its runtime run after this many units of work (a frame read from the bus or a
-/// delivery each count one), so neither a signal for 10,000 subscribers nor a burst of signals few want holds a worker
-/// thread for long.
+/// Each of the hub's tasks lets the other tasks of its runtime run after this many units of work (a frame read or a
+/// delivery each count one), so neither a signal for 10,000 subscribers nor a burst of signals few want holds a
+/// worker thread for long.
 const YIELD_EVERY: usize = 256;
+
+/// Frames serialised by the hub and not yet written by a shard's task, at most: a shard further behind skips ahead
+/// (its subscribers get the `lagged` note).
+const SHARD_QUEUE: usize = 1024;
+
+/// At most this many shards of subscribers, whatever the runtime's worker threads.
+const MAX_SHARDS: usize = 64;
 
 /// Every signal type a `/ws?types=` filter may name (defined with [`crate::SignalKind::type_index`]).
 pub use crate::signals::SIGNAL_TYPES;
@@ -162,6 +172,8 @@ pub struct Frame {
     wire: Bytes,
     /// Where the JSON text starts in `wire`.
     text_at: usize,
+    /// When the hub read the signal off the bus (made the note).
+    read_at: std::time::Instant,
 }
 
 impl Frame {
@@ -193,6 +205,7 @@ impl Frame {
             lost,
             wire: wire::encode(wire::OP_TEXT, text.as_bytes()),
             text_at: wire::header_len(text.len()),
+            read_at: std::time::Instant::now(),
         }
     }
 
@@ -222,18 +235,48 @@ pub struct Hub {
 struct HubInner {
     bus: Bus,
     guard: Guard,
-    classes: Arc<Classes>,
-    started: OnceLock<tokio::task::AbortHandle>,
+    started: OnceLock<Started>,
     /// Dropped with the hub: every subscriber's task sees it and closes its stream.
     alive: watch::Sender<()>,
 }
 
 impl Drop for HubInner {
     fn drop(&mut self) {
-        if let Some(task) = self.started.get() {
-            task.abort();
+        if let Some(started) = self.started.get() {
+            for task in &started.tasks {
+                task.abort();
+            }
         }
     }
+}
+
+/// The hub's tasks once started: the one that reads the bus and serialises each signal, and one per shard of the
+/// subscribers, each writing the frames to its own shard (so a signal's fan-out runs on as many worker threads as
+/// the runtime has, each shard's deliveries in publish order).
+struct Started {
+    tasks: Vec<tokio::task::AbortHandle>,
+    shards: Vec<Arc<Classes>>,
+}
+
+impl Started {
+    /// The shard with the fewest subscribers (the first of those).
+    fn least_loaded(&self) -> &Arc<Classes> {
+        let mut best = &self.shards[0];
+        for s in &self.shards[1..] {
+            if s.members.load(std::sync::atomic::Ordering::Relaxed)
+                < best.members.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                best = s;
+            }
+        }
+        best
+    }
+}
+
+/// Shards of subscribers a hub on a runtime of `workers` worker threads fans a signal out over: one per worker
+/// (1 on a current-thread runtime), at most [`MAX_SHARDS`].
+fn shard_count(workers: usize) -> usize {
+    workers.clamp(1, MAX_SHARDS)
 }
 
 /// Which frames a subscriber sends: its filter and sealing.
@@ -253,10 +296,12 @@ impl Class {
     }
 }
 
-/// The subscribers, grouped by class (a group whose last subscriber left is removed with it).
+/// The subscribers of one shard, grouped by class (a group whose last subscriber left is removed with it).
 #[derive(Default)]
 struct Classes {
     groups: Mutex<Vec<(Class, Vec<Arc<Conn>>)>>,
+    /// How many subscribers the groups hold (read without the lock to place a new subscriber).
+    members: std::sync::atomic::AtomicUsize,
 }
 
 impl Classes {
@@ -270,6 +315,7 @@ impl Classes {
             Some((_, conns)) => conns.push(conn),
             None => g.push((conn.class, vec![conn])),
         }
+        self.members.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn remove(&self, conn: &Arc<Conn>) {
@@ -278,6 +324,7 @@ impl Classes {
         let conns = &mut g[i].1;
         if let Some(j) = conns.iter().position(|c| Arc::ptr_eq(c, conn)) {
             conns.swap_remove(j);
+            self.members.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         if conns.is_empty() {
             g.swap_remove(i);
@@ -323,7 +370,7 @@ struct Item {
     kind: Kind,
 }
 
-/// One subscriber: its class and its socket with what is queued for it. The hub's task writes signals through it and
+/// One subscriber: its class and its socket with what is queued for it. Its shard's task writes signals through it and
 /// the subscriber's own task control frames and the queue; the lock keeps their frames whole and in order.
 struct Conn {
     class: Class,
@@ -431,7 +478,7 @@ impl Conn {
         }
     }
 
-    /// The stream ended: nothing more is queued, and the socket is closed now (not when the hub's task lets go of
+    /// The stream ended: nothing more is queued, and the socket is closed now (not when its shard's task lets go of
     /// its last reference).
     fn end(&self) {
         let mut o = self.lock();
@@ -576,8 +623,7 @@ impl Out {
 
 impl Hub {
     pub fn new(bus: Bus, guard: Guard) -> Hub {
-        let inner =
-            HubInner { bus, guard, classes: Arc::default(), started: OnceLock::new(), alive: watch::channel(()).0 };
+        let inner = HubInner { bus, guard, started: OnceLock::new(), alive: watch::channel(()).0 };
         Hub { inner: Arc::new(inner) }
     }
 
@@ -585,22 +631,32 @@ impl Hub {
         &self.inner.guard
     }
 
-    /// A subscriber with `filter` and `sealed`, sent the frames published from now on (starting the hub's task if
-    /// need be).
-    fn subscribe(&self, filter: Option<TypeFilter>, sealed: bool) -> Arc<Conn> {
-        self.inner.started.get_or_init(|| {
-            // Subscribed here, not in the task, so nothing published from now on is missed.
+    /// A subscriber with `filter` and `sealed`, sent the frames published from now on (starting the hub's tasks if
+    /// need be), and the shard it was put in.
+    fn subscribe(&self, filter: Option<TypeFilter>, sealed: bool) -> (Arc<Conn>, Arc<Classes>) {
+        let started = self.inner.started.get_or_init(|| {
+            let m = self.inner.guard.metrics().clone();
+            // Subscribed here, not in the tasks, so nothing published from now on is missed.
             let rx = self.inner.bus.subscribe();
+            let (frames, _) = broadcast::channel(SHARD_QUEUE);
+            let shards: Vec<Arc<Classes>> = (0..shard_count(tokio::runtime::Handle::current().metrics().num_workers()))
+                .map(|_| Arc::default())
+                .collect();
             // Outside tokio's cooperative budget: under it, every write past the 128th of one poll would be refused
             // (`Pending`, with the no-op waker) and queued for the subscriber's task, so half the deliveries of a
-            // large fan-out took a task wake and a second write. The task yields every `YIELD_EVERY` itself.
-            let pump = pump(rx, self.inner.classes.clone(), self.inner.guard.metrics().clone());
-            let task = tokio::spawn(tokio::task::unconstrained(pump));
-            task.abort_handle()
+            // large fan-out took a task wake and a second write. The tasks yield every `YIELD_EVERY` themselves.
+            let mut tasks: Vec<_> = shards
+                .iter()
+                .map(|s| tokio::spawn(tokio::task::unconstrained(fan_out(frames.subscribe(), s.clone(), m.clone()))))
+                .map(|t| t.abort_handle())
+                .collect();
+            tasks.push(tokio::spawn(tokio::task::unconstrained(pump(rx, frames, m))).abort_handle());
+            Started { tasks, shards }
         });
         let conn = Arc::new(Conn::new(Class { filter, sealed }));
-        self.inner.classes.add(conn.clone());
-        conn
+        let shard = started.least_loaded().clone();
+        shard.add(conn.clone());
+        (conn, shard)
     }
 
     /// Answers a `/ws` request: `503` when the subscribers are at their cap, else the upgrade to a stream of the
@@ -630,7 +686,7 @@ impl Hub {
     }
 
     fn upgrade_in(&self, up: WsUpgrade, filter: Option<TypeFilter>, sealed: bool, slot: Slot) -> Response {
-        let conn = self.subscribe(filter, sealed);
+        let (conn, classes) = self.subscribe(filter, sealed);
         let limits = self.inner.guard.limits();
         let opts = StreamOptions {
             send_timeout: limits.ws_send_timeout,
@@ -639,7 +695,6 @@ impl Hub {
             metrics: self.inner.guard.metrics().clone(),
         };
         let WsUpgrade { accept, on_upgrade } = up;
-        let classes = self.inner.classes.clone();
         let alive = self.inner.alive.subscribe();
         // However the task ends (a panic included, or dropped before it ever ran), the subscriber leaves the hub, its
         // socket is closed and its place under the cap is given back.
@@ -756,14 +811,12 @@ fn switching_protocols(accept: &str) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Reads the bus, serialises each signal once and writes it to every subscriber that wants it (queued for those
-/// whose socket does not take it at once), letting the runtime's other tasks run every [`YIELD_EVERY`] frames and deliveries.
-async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, classes: Arc<Classes>, m: GuardMetrics) {
-    let mut targets = Vec::new();
+/// Reads the bus and serialises each signal once, for every shard's [`fan_out`] (the `lagged` note when the bus
+/// skipped this reader ahead), letting the runtime's other tasks run every [`YIELD_EVERY`] frames.
+async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, out: broadcast::Sender<Arc<Frame>>, m: GuardMetrics) {
     let mut work = Work::default();
     loop {
-        // Outside the cooperative budget a receive that finds a signal waiting never yields: the yields are counted
-        // across frames, so a burst of frames that few or no subscribers want still lets the other tasks run.
+        // Outside the cooperative budget a receive that finds a signal waiting never yields.
         if work.spend(1) {
             tokio::task::yield_now().await;
         }
@@ -775,7 +828,38 @@ async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, classes: Arc<Clas
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        // No receiver: every shard's task has ended (the hub is going away).
+        if out.send(Arc::new(frame)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes each frame to every subscriber of one shard that wants it (queued for those whose socket does not take it
+/// at once), in the order published, and records how long after the hub read it the shard's last delivery was made
+/// (`ws_fanout_seconds`); a shard that fell a whole [`SHARD_QUEUE`] behind sends its subscribers the `lagged` note
+/// for what it skipped. Lets the runtime's other tasks run every [`YIELD_EVERY`] frames and deliveries.
+async fn fan_out(mut rx: broadcast::Receiver<Arc<Frame>>, classes: Arc<Classes>, m: GuardMetrics) {
+    let mut targets = Vec::new();
+    let mut work = Work::default();
+    loop {
+        // Outside the cooperative budget a receive that finds a frame waiting never yields: the yields are counted
+        // across frames, so a burst of frames that few or no subscribers want still lets the other tasks run.
+        if work.spend(1) {
+            tokio::task::yield_now().await;
+        }
+        let frame = match rx.recv().await {
+            Ok(f) => f,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                m.ws_skipped.inc_by(n);
+                Arc::new(Frame::lagged(n))
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
         classes.targets(&frame, &mut targets);
+        if targets.is_empty() {
+            continue;
+        }
         let kind = frame.kind();
         for conn in targets.drain(..) {
             conn.push(&frame.wire, kind, &m);
@@ -783,6 +867,7 @@ async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, classes: Arc<Clas
                 tokio::task::yield_now().await;
             }
         }
+        m.ws_fanout.observe(frame.read_at.elapsed().as_secs_f64());
     }
 }
 
@@ -1267,6 +1352,152 @@ mod tests {
         let mut w = Work::default();
         assert!(!w.spend(YIELD_EVERY - 1));
         assert!(w.spend(1));
+    }
+
+    /// A new subscriber goes to the shard with the fewest (the first of those), so shards stay even as subscribers
+    /// come and go.
+    #[test]
+    fn a_subscriber_joins_the_least_loaded_shard() {
+        let started = Started { tasks: vec![], shards: (0..3).map(|_| Arc::default()).collect() };
+        let which = |s: &Arc<Classes>| started.shards.iter().position(|x| Arc::ptr_eq(x, s)).unwrap();
+        let class = Class { filter: None, sealed: false };
+        let mut placed = Vec::new();
+        for _ in 0..6 {
+            let conn = Arc::new(Conn::new(class));
+            let shard = started.least_loaded().clone();
+            shard.add(conn.clone());
+            placed.push((which(&shard), conn, shard));
+        }
+        assert_eq!(placed.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
+        // Two leave shard 1: the next two go there.
+        for (_, conn, shard) in placed.iter().filter(|p| p.0 == 1) {
+            shard.remove(conn);
+        }
+        assert_eq!(started.shards[1].members.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(which(started.least_loaded()), 1);
+        started.shards[1].add(Arc::new(Conn::new(class)));
+        assert_eq!(which(started.least_loaded()), 1);
+        started.shards[1].add(Arc::new(Conn::new(class)));
+        assert_eq!(which(started.least_loaded()), 0, "all even again: the first");
+        assert_eq!((shard_count(0), shard_count(1), shard_count(8), shard_count(1000)), (1, 1, 8, MAX_SHARDS));
+    }
+
+    /// A shard whose task fell a whole queue of frames behind sends its subscribers the `lagged` note for what it
+    /// skipped (counted in `ws_skipped_signals`), then the frames it still has, in order.
+    #[tokio::test]
+    async fn a_shard_behind_the_hub_s_queue_skips_ahead_with_the_lagged_note() {
+        let m = GuardMetrics::default();
+        let classes: Arc<Classes> = Arc::default();
+        let conn = Arc::new(Conn::new(Class { filter: None, sealed: false }));
+        classes.add(conn.clone());
+        let (tx, rx) = broadcast::channel(2);
+        for kind in ["a", "b", "c", "d", "e"] {
+            tx.send(frame(SignalKind::RiskEvent { kind: kind.into(), detail: String::new() })).unwrap();
+        }
+        drop(tx);
+        // The channel closed: the task delivers what it holds and ends.
+        fan_out(rx, classes, m.clone()).await;
+        assert_eq!(queued(&conn), ["lagged:3", "risk_event", "risk_event"]);
+        let kinds: Vec<String> = conn
+            .lock()
+            .items
+            .iter()
+            .skip(1)
+            .map(|it| {
+                let v: serde_json::Value = serde_json::from_slice(payload(&it.wire)).unwrap();
+                v["kind"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(kinds, ["d", "e"]);
+        assert_eq!(m.ws_skipped.get(), 3);
+    }
+
+    /// `ws_fanout_seconds_count` as `/metrics` shows it.
+    fn fanouts(m: &GuardMetrics) -> u64 {
+        let mut r = prometheus_client::registry::Registry::default();
+        m.register(&mut r);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        let line = text.lines().find(|l| l.starts_with("ws_fanout_seconds_count ")).expect("the fan-out histogram");
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// On a runtime of four worker threads the hub fans out over four shards, the subscribers spread evenly, and
+    /// every subscriber gets every signal of a burst, in publish order, through its socket; each shard records each
+    /// fan-out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_shard_delivers_a_burst_whole_and_in_order() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        let bus = crate::Bus::new(8192);
+        let metrics = GuardMetrics::default();
+        let hub = Hub::new(bus.clone(), Guard::new(crate::http_guard::Limits::default(), metrics.clone()));
+        let served = hub.clone();
+        let app = axum::Router::new()
+            .route("/ws", axum::routing::get(move |up: WsUpgrade| async move { served.upgrade(up, None, false) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let n = 16;
+        let (tx, mut got) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+        for id in 0..n {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(m)) = ws.next().await {
+                    if let WsMessage::Text(t) = m {
+                        let _ = tx.send((id, t.to_string()));
+                    }
+                }
+            });
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        // Every subscriber is in the hub once the latest probe reached them all.
+        let mut round = 0;
+        'probe: loop {
+            round += 1;
+            let latest = format!("probe {round}");
+            bus.publish("t", SignalKind::RiskEvent { kind: latest.clone(), detail: String::new() });
+            let mut reached = std::collections::HashSet::new();
+            while let Ok(Some((id, t))) = tokio::time::timeout(std::time::Duration::from_millis(200), got.recv()).await
+            {
+                if t.contains(&latest) && reached.insert(id) && reached.len() == n {
+                    break 'probe;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the subscribers never all got a probe");
+        }
+        let started = hub.inner.started.get().expect("the hub's tasks run");
+        assert_eq!(started.shards.len(), 4, "one shard per worker thread");
+        for s in &started.shards {
+            assert_eq!(s.members.load(std::sync::atomic::Ordering::Relaxed), n / 4, "the subscribers spread evenly");
+        }
+        // The probes' fan-outs are all recorded before the burst's are counted.
+        let probes = 4 * round;
+        while fanouts(&metrics) < probes {
+            assert!(tokio::time::Instant::now() < deadline, "the probes' fan-outs were never all recorded");
+            tokio::task::yield_now().await;
+        }
+        let burst = 300u64;
+        for i in 0..burst {
+            bus.publish("t", SignalKind::RiskEvent { kind: "burst".into(), detail: i.to_string() });
+        }
+        let mut next = vec![0u64; n];
+        while next.iter().any(|k| *k < burst) {
+            let (id, t) = tokio::time::timeout_at(deadline, got.recv()).await.expect("the burst arrived").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v["kind"] != "burst" {
+                assert_ne!(v["type"], "lagged", "nothing was skipped");
+                continue;
+            }
+            assert_eq!(v["detail"], next[id].to_string(), "subscriber {id}: in publish order");
+            next[id] += 1;
+        }
+        while fanouts(&metrics) < probes + 4 * burst {
+            assert!(tokio::time::Instant::now() < deadline, "each shard records each fan-out");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(fanouts(&metrics), probes + 4 * burst, "one fan-out per signal and shard");
     }
 
     /// The bus's `lagged` notes join one not sent yet, so a reader kept just under the send timeout during an
