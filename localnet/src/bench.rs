@@ -134,12 +134,13 @@ pub struct WsBenchArgs {
     /// Seconds of the slow-reader flood.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 6.0))]
     pub flood_seconds: f64,
-    /// Core of the server process.
-    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
-    pub server_core: usize,
-    /// Core of the subscribers.
-    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1))]
-    pub client_core: usize,
+    /// Cores of the server process (`0`, `0-3`, `0,2`): its runtime gets one worker thread, and the hub one shard of
+    /// subscribers, per core.
+    #[cfg_attr(feature = "clap", arg(long, default_value = "0"))]
+    pub server_core: loadgen::Cores,
+    /// Cores of the subscribers (one thread each).
+    #[cfg_attr(feature = "clap", arg(long, default_value = "1"))]
+    pub client_core: loadgen::Cores,
     /// A tiny run (a hundred subscribers, a few seconds) that checks the bench works.
     #[cfg_attr(feature = "clap", arg(long))]
     pub quick: bool,
@@ -206,7 +207,7 @@ impl LocalKeeper {
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
         if let Some(core) = core {
-            loadgen::pin_command(&mut cmd, core);
+            loadgen::pin_command(&mut cmd, &[core]);
         }
         let child = cmd.spawn().context("starting the keeper process")?;
         let pid = child.id().unwrap_or_default();
@@ -304,13 +305,26 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
 {
+    on_cores(core.map(|c| vec![c]), f).await
+}
+
+/// [`on_core`] on a set of cores: with more than one, a runtime of one worker thread per core, all pinned to the set.
+async fn on_cores<T, F, Fut>(cores: CoreSet, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("kronos-loadgen".into()).spawn(move || {
         let r = (|| {
-            if let Some(c) = core {
+            if let Some(c) = &cores {
                 loadgen::pin_this_thread(c)?;
             }
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = match cores.as_ref().map_or(1, Vec::len) {
+                1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+                n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+            };
             Ok(rt.block_on(f()))
         })();
         let _ = tx.send(r);
@@ -329,6 +343,30 @@ fn pinning(server: usize, client: usize) -> Result<(Option<usize>, Option<usize>
     anyhow::ensure!(client < n, "--client-core: core {client} does not exist (this machine has {n})");
     anyhow::ensure!(server != client, "--server-core and --client-core must differ");
     Ok((Some(server), Some(client)))
+}
+
+/// Cores a process is pinned to (`None`: not pinned).
+type CoreSet = Option<Vec<usize>>;
+
+/// The core sets of the WebSocket bench's server and subscribers, checked against the machine; `None` for both on a
+/// one-core machine. The sets may overlap (the server and the subscribers then share those cores).
+fn core_sets(server: &loadgen::Cores, client: &loadgen::Cores) -> Result<(CoreSet, CoreSet)> {
+    let n = loadgen::cores();
+    if n < 2 {
+        println!("  one core only: server and subscribers are not pinned");
+        return Ok((None, None));
+    }
+    for (flag, set) in [("--server-core", server), ("--client-core", client)] {
+        anyhow::ensure!(!set.0.is_empty(), "{flag}: no core named");
+        if let Some(c) = set.0.iter().find(|c| **c >= n) {
+            anyhow::bail!("{flag}: core {c} does not exist (this machine has {n})");
+        }
+    }
+    Ok((Some(server.0.clone()), Some(client.0.clone())))
+}
+
+fn cores_name(c: &CoreSet) -> String {
+    c.as_ref().map(|c| loadgen::Cores(c.clone()).to_string()).unwrap_or_else(|| "(none)".into())
 }
 
 fn core_name(c: Option<usize>) -> String {
@@ -528,7 +566,7 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
         a.flood_seconds = 3.0;
     }
     println!("bench ws on {}", loadgen::machine());
-    let (server_core, client_core) = pinning(a.server_core, a.client_core)?;
+    let (server_core, client_core) = core_sets(&a.server_core, &a.client_core)?;
     let limit = loadgen::raise_fd_limit(a.subscribers as u64 + 1024)?;
     anyhow::ensure!(
         limit >= a.subscribers as u64 + 64,
@@ -543,7 +581,7 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
-    if let Some(c) = server_core {
+    if let Some(c) = &server_core {
         loadgen::pin_command(&mut cmd, c);
     }
     let mut child = cmd.spawn().context("starting the WebSocket bench server")?;
@@ -566,9 +604,13 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
     let wanting = (0..n).filter(|i| i % 4 != 3).count() as u64;
     println!(
         "\n{n} subscribers (filters: all, price_read, round_settled+price_read, round_settled only; the last get none of \
-         the signals), server pinned to core {}, subscribers to core {}",
-        core_name(server_core),
-        core_name(client_core)
+         the signals), server pinned to cores {}, subscribers to cores {}{}",
+        cores_name(&server_core),
+        cores_name(&client_core),
+        match (&server_core, &client_core) {
+            (Some(s), Some(c)) if s.iter().any(|x| c.contains(x)) => " (shared: they take turns on those cores)",
+            _ => "",
+        }
     );
 
     // Phase 1: connect and hold; memory; delivery at the fixed rate.
@@ -587,7 +629,7 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
         let f = |p| loadgen::cpu_seconds(p).zip(loadgen::wait_seconds(p));
         f(pid).zip(f(me))
     };
-    let phase1 = on_core(client_core, {
+    let phase1 = on_cores(client_core.clone(), {
         let pace_tx = pace_tx.clone();
         move || async move {
             let counters = Arc::new(ws::Counters::default());
@@ -672,13 +714,14 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
     let m1 = reqwest::get(format!("http://{addr}/metrics")).await?.text().await?;
     let queued = loadgen::metric(&m1, "kronos_ws_queued_signals_total", "").unwrap_or(0.0);
     println!("  deliveries a socket did not take at once (queued for the subscriber's own task): {queued}");
+    println!("  {}", fanout_line(&m1));
 
     // Phase 2: fast readers and readers that never read, flooded with large signals.
     let fast = (n / 100).clamp(4, 20);
     let slow = a.slow;
     let flood = Duration::from_secs_f64(a.flood_seconds);
     let flood_pace = pace_tx.clone();
-    let phase2 = on_core(client_core, move || async move {
+    let phase2 = on_cores(client_core, move || async move {
         let pace_tx = flood_pace;
         let counters = Arc::new(ws::Counters::default());
         let from = Arc::new(AtomicU64::new(0));
@@ -748,6 +791,24 @@ async fn ws_bench(mut a: WsBenchArgs) -> Result<()> {
     let _ = child.wait().await;
     anyhow::ensure!(connected > 0 && lat.count() > 0, "no subscriber received a signal");
     Ok(())
+}
+
+/// The server's own fan-out time (`kronos_ws_fanout_seconds`: from the hub reading a signal to its last delivery to
+/// one shard's subscribers, before any reader has read it): how many, their mean, and how many within 50 ms.
+fn fanout_line(metrics: &str) -> String {
+    let name = "kronos_ws_fanout_seconds";
+    let count = loadgen::metric(metrics, &format!("{name}_count"), "").unwrap_or(0.0);
+    let sum = loadgen::metric(metrics, &format!("{name}_sum"), "").unwrap_or(0.0);
+    let within = loadgen::metric(metrics, &format!("{name}_bucket"), "le=\"0.0512\"").unwrap_or(0.0);
+    if count == 0.0 {
+        return "server fan-out: none recorded".into();
+    }
+    format!(
+        "server fan-out (hub read → last write to a shard's sockets, per signal and shard): {count} fan-outs, mean \
+         {:.3} ms, {:.1}% within 51.2 ms",
+        1000.0 * sum / count,
+        100.0 * within / count
+    )
 }
 
 /// `kronos bench ws-server`: the keeper's API on an in-memory store, publishing timed signals at the pace read from

@@ -61,28 +61,69 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn cpu_set(core: usize) -> libc::cpu_set_t {
+/// A set of cores, as `--server-core`/`--client-core` take it: cores and ranges, comma-separated (`0`, `0-3`, `1,3`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cores(pub Vec<usize>);
+
+impl std::str::FromStr for Cores {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cores, String> {
+        let mut cores = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let num = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("{x:?} is not a core number (in {s:?})"));
+            let (from, to) = match part.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None => (num(part)?, num(part)?),
+            };
+            if from > to {
+                return Err(format!("{part:?}: a range must go up (in {s:?})"));
+            }
+            if to >= libc::CPU_SETSIZE as usize {
+                return Err(format!("core {to} is beyond what a CPU set holds ({})", libc::CPU_SETSIZE));
+            }
+            for c in from..=to {
+                if cores.contains(&c) {
+                    return Err(format!("core {c} is named twice (in {s:?})"));
+                }
+                cores.push(c);
+            }
+        }
+        Ok(Cores(cores))
+    }
+}
+
+impl std::fmt::Display for Cores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.0.iter().map(|c| c.to_string()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+fn cpu_set(cores: &[usize]) -> libc::cpu_set_t {
     // SAFETY: cpu_set_t is a plain bit array: all zeroes is the empty set, and CPU_SET sets one bit of it (a core
     // beyond its size is ignored).
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
+        for &core in cores {
+            libc::CPU_SET(core, &mut set);
+        }
         set
     }
 }
 
-/// Pins the calling thread (and the threads it starts afterwards) to `core`.
-pub fn pin_this_thread(core: usize) -> Result<()> {
-    let set = cpu_set(core);
+/// Pins the calling thread (and the threads it starts afterwards) to `cores`.
+pub fn pin_this_thread(cores: &[usize]) -> Result<()> {
+    let set = cpu_set(cores);
     // SAFETY: a valid cpu_set_t of the size passed; 0 is the calling thread.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    anyhow::ensure!(rc == 0, "pinning to core {core}: {}", std::io::Error::last_os_error());
+    anyhow::ensure!(rc == 0, "pinning to cores {cores:?}: {}", std::io::Error::last_os_error());
     Ok(())
 }
 
-/// Makes `cmd`'s process (every thread it will have) run on `core` only.
-pub fn pin_command(cmd: &mut tokio::process::Command, core: usize) {
-    let set = cpu_set(core);
+/// Makes `cmd`'s process (every thread it will have) run on `cores` only.
+pub fn pin_command(cmd: &mut tokio::process::Command, cores: &[usize]) {
+    let set = cpu_set(cores);
     // SAFETY: between fork and exec only sched_setaffinity runs, which is async-signal-safe and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
@@ -170,6 +211,18 @@ pub fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn core_sets_are_read_from_cores_and_ranges() {
+        assert_eq!("1".parse::<Cores>(), Ok(Cores(vec![1])));
+        assert_eq!("0-3".parse::<Cores>(), Ok(Cores(vec![0, 1, 2, 3])));
+        assert_eq!(" 1, 4-5 ".parse::<Cores>(), Ok(Cores(vec![1, 4, 5])));
+        assert_eq!(Cores(vec![0, 2]).to_string(), "0,2");
+        for bad in ["", "x", "3-1", "1,1", "0-2,2", "-1", "99999"] {
+            assert!(bad.parse::<Cores>().is_err(), "{bad:?}");
+        }
+        assert!("3-1".parse::<Cores>().unwrap_err().contains("must go up"));
+    }
 
     #[test]
     fn rss_and_metrics_are_read_from_their_text() {
