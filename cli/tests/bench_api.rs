@@ -179,7 +179,12 @@ async fn bench_api_quick_loads_the_real_keeper_and_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_ws_quick_holds_subscribers_and_measures_delivery() {
-    let text = run_kronos(&["bench", "ws", "--quick", "--subscribers", "40"], Duration::from_secs(300)).await;
+    // The server on two cores (where there are two): its hub fans out over two shards.
+    let text = run_kronos(
+        &["bench", "ws", "--quick", "--subscribers", "40", "--server-core", "0-1", "--client-core", "1"],
+        Duration::from_secs(300),
+    )
+    .await;
     assert!(text.contains("connections: 40 held, 0 failed"), "{text}");
     let line = text.lines().find(|l| l.starts_with("delivery at")).unwrap_or_else(|| panic!("{text}"));
     let received: u64 = line
@@ -189,6 +194,10 @@ async fn bench_ws_quick_holds_subscribers_and_measures_delivery() {
         .unwrap_or_else(|| panic!("{line}"));
     assert!(received > 0, "{line}");
     assert!(text.contains("KiB per connection"), "{text}");
+    // The server's own fan-out time is read from its /metrics.
+    let fanout =
+        text.lines().map(str::trim).find(|l| l.starts_with("server fan-out")).unwrap_or_else(|| panic!("{text}"));
+    assert!(!fanout.contains("none recorded"), "{fanout}");
     assert!(text.contains("slow readers:"), "{text}");
 }
 

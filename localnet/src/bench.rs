@@ -984,6 +984,8 @@ async fn bench(a: SettleArgs) -> Result<()> {
     let mut delays = Vec::new();
     let mut missed = 0u64;
     let mut split = timeline::Split::default();
+    // The checkpoints settled 2 or more blocks after their time, named.
+    let mut slow = Vec::new();
     for (c, tl) in chains.iter().zip(&timelines) {
         let cps = store.checkpoints(&c.chain.key, 1, 0, 1_000_000).await?;
         let mut expected = 0i64;
@@ -996,6 +998,9 @@ async fn bench(a: SettleArgs) -> Result<()> {
             }
             if let (Some(hash), Some(block), Some(d)) = (&cp.tx_hash, cp.block, cp.delay_blocks) {
                 split.add(&tl, hash, block as u64, d as u64);
+                if d >= 2 {
+                    slow.push(format!("{} #{} ({d} blocks)", c.chain.key, cp.idx));
+                }
             }
         }
         split.add_gaps(&tl);
@@ -1010,6 +1015,9 @@ async fn bench(a: SettleArgs) -> Result<()> {
         delays.len()
     );
     println!("  missed checkpoints: {missed}");
+    if !slow.is_empty() {
+        println!("  at 2+ blocks: {}", slow.join(", "));
+    }
     print!("{}", split.report());
     match cpu {
         Some(c) => {
