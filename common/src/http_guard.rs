@@ -375,8 +375,9 @@ pub struct GuardMetrics {
     pub ws_skipped: Counter,
     /// Signals a subscriber's socket did not take at once (queued for its own task to write).
     pub ws_queued: Counter,
-    /// Seconds from the WebSocket hub reading a signal to the last delivery of it to one shard's subscribers
-    /// (written to their sockets or queued), one observation per signal and shard that had a subscriber wanting it.
+    /// Seconds from the WebSocket hub reading a signal off the bus to the last delivery of it to one shard's
+    /// subscribers (written to their sockets or queued for them; the wait for the shard's task included), one
+    /// observation per signal and shard that had a subscriber wanting it.
     pub ws_fanout: Histogram,
     pub connections: Gauge,
     pub ws_subscribers: Gauge,
@@ -422,7 +423,8 @@ impl GuardMetrics {
         );
         r.register(
             "ws_skipped_signals",
-            "Signals WebSocket subscribers skipped because they fell a whole queue behind",
+            "Signals skipped because a WebSocket reader fell behind: per subscriber whose own queue was full, per \
+             shard of the hub that fell a bus's worth behind, and once when the hub's reader of the bus did",
             self.ws_skipped.clone(),
         );
         r.register(
@@ -433,8 +435,9 @@ impl GuardMetrics {
         );
         r.register(
             "ws_fanout_seconds",
-            "Time from the WebSocket hub reading a signal to its last delivery to one shard's subscribers (written to \
-             their sockets or queued for them), per signal and shard",
+            "Time from the WebSocket hub reading a signal off the bus to its last delivery to one shard's subscribers \
+             (written to their sockets or queued for them; the wait for the shard's task included), per signal and \
+             shard",
             self.ws_fanout.clone(),
         );
         r.register("http_connections", "Open HTTP connections, WebSockets included", self.connections.clone());

@@ -55,10 +55,6 @@ pub const MAX_BATCH: usize = 64;
 /// worker thread for long.
 const YIELD_EVERY: usize = 256;
 
-/// Frames serialised by the hub and not yet written by a shard's task, at most: a shard further behind skips ahead
-/// (its subscribers get the `lagged` note).
-const SHARD_QUEUE: usize = 1024;
-
 /// At most this many shards of subscribers, whatever the runtime's worker threads.
 const MAX_SHARDS: usize = 64;
 
@@ -172,12 +168,16 @@ pub struct Frame {
     wire: Bytes,
     /// Where the JSON text starts in `wire`.
     text_at: usize,
-    /// When the hub read the signal off the bus (made the note).
+    /// When the hub read the signal off the bus (made the note), before serialising it.
     read_at: std::time::Instant,
+    /// Signals the hub had read when it sent this frame to the shards, this one's included (a `lagged` note counts
+    /// the signals it stands for): a shard that skipped frames knows exactly how many signals it skipped.
+    upto: u64,
 }
 
 impl Frame {
     fn of(sig: &crate::Signal) -> Frame {
+        let read_at = std::time::Instant::now();
         let text = serde_json::to_string(sig).unwrap_or_default();
         // The type name is the JSON's `type` field; read it from the text rather than serialising again.
         #[derive(serde::Deserialize)]
@@ -188,7 +188,7 @@ impl Frame {
         let name = serde_json::from_str::<Tag>(&text).map(|t| t.name).unwrap_or_default();
         let index = sig.kind.type_index();
         debug_assert_eq!(name, SIGNAL_TYPES[index]);
-        Frame::text(name, index, reveals_forecast_early(&sig.kind), 0, &text)
+        Frame { read_at, ..Frame::text(name, index, reveals_forecast_early(&sig.kind), 0, &text) }
     }
 
     fn lagged(n: u64) -> Frame {
@@ -206,12 +206,21 @@ impl Frame {
             wire: wire::encode(wire::OP_TEXT, text.as_bytes()),
             text_at: wire::header_len(text.len()),
             read_at: std::time::Instant::now(),
+            upto: 0,
         }
     }
 
     /// The JSON text.
     pub fn json(&self) -> &str {
         std::str::from_utf8(&self.wire[self.text_at..]).unwrap_or_default()
+    }
+
+    /// The signals the frame stands for: one, or those a `lagged` note counts.
+    fn signals(&self) -> u64 {
+        match self.kind() {
+            Kind::Lagged(n) => n,
+            _ => 1,
+        }
     }
 
     /// What the frame is in a subscriber's queue.
@@ -225,8 +234,8 @@ impl Frame {
 }
 
 /// The WebSocket side of a service: the bus, serialised once per signal, and the guard of its subscribers.
-/// Cheap to clone; the task that reads the bus starts with the first subscriber and stops when the last clone of
-/// the hub is dropped (its subscribers are then sent a close frame).
+/// Cheap to clone; its tasks (the one that reads the bus and one per shard of subscribers) start with the first
+/// subscriber and stop when the last clone of the hub is dropped (its subscribers are then sent a close frame).
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<HubInner>,
@@ -259,14 +268,17 @@ struct Started {
 }
 
 impl Started {
-    /// The shard with the fewest subscribers (the first of those).
-    fn least_loaded(&self) -> &Arc<Classes> {
+    /// The shard a new subscriber of `class` joins: the one with the fewest subscribers of that class, then the
+    /// fewest in all (the first of those). Each class spreads evenly, so every signal's deliveries do too, whatever
+    /// the mix of filters.
+    fn least_loaded(&self, class: Class) -> &Arc<Classes> {
+        let load = |s: &Classes| (s.count_of(class), s.members.load(std::sync::atomic::Ordering::Relaxed));
         let mut best = &self.shards[0];
+        let mut best_load = load(best);
         for s in &self.shards[1..] {
-            if s.members.load(std::sync::atomic::Ordering::Relaxed)
-                < best.members.load(std::sync::atomic::Ordering::Relaxed)
-            {
-                best = s;
+            let l = load(s);
+            if l < best_load {
+                (best, best_load) = (s, l);
             }
         }
         best
@@ -307,6 +319,11 @@ struct Classes {
 impl Classes {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Class, Vec<Arc<Conn>>)>> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many subscribers of `class` the shard holds.
+    fn count_of(&self, class: Class) -> usize {
+        self.lock().iter().find(|(c, _)| *c == class).map_or(0, |(_, conns)| conns.len())
     }
 
     fn add(&self, conn: Arc<Conn>) {
@@ -631,14 +648,16 @@ impl Hub {
         &self.inner.guard
     }
 
-    /// A subscriber with `filter` and `sealed`, sent the frames published from now on (starting the hub's tasks if
-    /// need be), and the shard it was put in.
+    /// A subscriber with `filter` and `sealed` (starting the hub's tasks if need be), and the shard it was put in. It
+    /// is sent every frame its shard writes from now on: those published from now on, and any published just before
+    /// that the shard's task had not written yet.
     fn subscribe(&self, filter: Option<TypeFilter>, sealed: bool) -> (Arc<Conn>, Arc<Classes>) {
         let started = self.inner.started.get_or_init(|| {
             let m = self.inner.guard.metrics().clone();
             // Subscribed here, not in the tasks, so nothing published from now on is missed.
             let rx = self.inner.bus.subscribe();
-            let (frames, _) = broadcast::channel(SHARD_QUEUE);
+            // As long as the bus: a shard may fall as far behind as the hub's reader could before.
+            let (frames, _) = broadcast::channel(self.inner.bus.capacity());
             let shards: Vec<Arc<Classes>> = (0..shard_count(tokio::runtime::Handle::current().metrics().num_workers()))
                 .map(|_| Arc::default())
                 .collect();
@@ -654,7 +673,7 @@ impl Hub {
             Started { tasks, shards }
         });
         let conn = Arc::new(Conn::new(Class { filter, sealed }));
-        let shard = started.least_loaded().clone();
+        let shard = started.least_loaded(conn.class).clone();
         shard.add(conn.clone());
         (conn, shard)
     }
@@ -815,12 +834,14 @@ fn switching_protocols(accept: &str) -> Response {
 /// skipped this reader ahead), letting the runtime's other tasks run every [`YIELD_EVERY`] frames.
 async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, out: broadcast::Sender<Arc<Frame>>, m: GuardMetrics) {
     let mut work = Work::default();
+    // Signals read (or skipped, for a `lagged` note) so far.
+    let mut upto = 0u64;
     loop {
         // Outside the cooperative budget a receive that finds a signal waiting never yields.
         if work.spend(1) {
             tokio::task::yield_now().await;
         }
-        let frame = match rx.recv().await {
+        let mut frame = match rx.recv().await {
             Ok(sig) => Frame::of(&sig),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 m.ws_skipped.inc_by(n);
@@ -828,6 +849,8 @@ async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, out: broadcast::S
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        upto += frame.signals();
+        frame.upto = upto;
         // No receiver: every shard's task has ended (the hub is going away).
         if out.send(Arc::new(frame)).is_err() {
             return;
@@ -836,12 +859,16 @@ async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, out: broadcast::S
 }
 
 /// Writes each frame to every subscriber of one shard that wants it (queued for those whose socket does not take it
-/// at once), in the order published, and records how long after the hub read it the shard's last delivery was made
-/// (`ws_fanout_seconds`); a shard that fell a whole [`SHARD_QUEUE`] behind sends its subscribers the `lagged` note
-/// for what it skipped. Lets the runtime's other tasks run every [`YIELD_EVERY`] frames and deliveries.
+/// at once), in the order published, and records the time from the hub reading the signal to the shard's last
+/// delivery of it (written or queued; the wait for this task included) in `ws_fanout_seconds`. A shard that fell a
+/// whole bus's worth of frames behind sends its subscribers the `lagged` note for the signals it skipped (counted
+/// once per shard in `ws_skipped_signals`) before the next frame. Lets the runtime's other tasks run every
+/// [`YIELD_EVERY`] frames and deliveries.
 async fn fan_out(mut rx: broadcast::Receiver<Arc<Frame>>, classes: Arc<Classes>, m: GuardMetrics) {
     let mut targets = Vec::new();
     let mut work = Work::default();
+    // Signals this shard has delivered or noted as skipped (the `upto` of the last frame it took).
+    let mut done = 0u64;
     loop {
         // Outside the cooperative budget a receive that finds a frame waiting never yields: the yields are counted
         // across frames, so a burst of frames that few or no subscribers want still lets the other tasks run.
@@ -850,25 +877,44 @@ async fn fan_out(mut rx: broadcast::Receiver<Arc<Frame>>, classes: Arc<Classes>,
         }
         let frame = match rx.recv().await {
             Ok(f) => f,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                m.ws_skipped.inc_by(n);
-                Arc::new(Frame::lagged(n))
-            }
+            // The next frame says how many signals were skipped.
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        classes.targets(&frame, &mut targets);
-        if targets.is_empty() {
-            continue;
+        let skipped = (frame.upto - frame.signals()).saturating_sub(done);
+        done = frame.upto;
+        if skipped > 0 {
+            m.ws_skipped.inc_by(skipped);
+            let note = Frame::lagged(skipped);
+            deliver(&classes, &note, &mut targets, &mut work, &m).await;
         }
-        let kind = frame.kind();
-        for conn in targets.drain(..) {
-            conn.push(&frame.wire, kind, &m);
-            if work.spend(1) {
-                tokio::task::yield_now().await;
-            }
+        if deliver(&classes, &frame, &mut targets, &mut work, &m).await {
+            m.ws_fanout.observe(frame.read_at.elapsed().as_secs_f64());
         }
-        m.ws_fanout.observe(frame.read_at.elapsed().as_secs_f64());
     }
+}
+
+/// Pushes `frame` to every subscriber of `classes` that wants it (yielding every [`YIELD_EVERY`] units of `work`);
+/// false when none wants it.
+async fn deliver(
+    classes: &Classes,
+    frame: &Frame,
+    targets: &mut Vec<Arc<Conn>>,
+    work: &mut Work,
+    m: &GuardMetrics,
+) -> bool {
+    classes.targets(frame, targets);
+    if targets.is_empty() {
+        return false;
+    }
+    let kind = frame.kind();
+    for conn in targets.drain(..) {
+        conn.push(&frame.wire, kind, m);
+        if work.spend(1) {
+            tokio::task::yield_now().await;
+        }
+    }
+    true
 }
 
 /// The hub task's work since it last yielded (a frame or a delivery each count one).
@@ -1354,36 +1400,70 @@ mod tests {
         assert!(w.spend(1));
     }
 
-    /// A new subscriber goes to the shard with the fewest (the first of those), so shards stay even as subscribers
-    /// come and go.
+    /// A new subscriber goes to the shard with the fewest subscribers of its class (then the fewest in all), so each
+    /// class, and with it every signal's deliveries, spreads evenly over the shards, however the filters come in.
     #[test]
-    fn a_subscriber_joins_the_least_loaded_shard() {
-        let started = Started { tasks: vec![], shards: (0..3).map(|_| Arc::default()).collect() };
+    fn a_subscriber_joins_the_shard_with_the_fewest_of_its_class() {
+        let started = Started { tasks: vec![], shards: (0..2).map(|_| Arc::default()).collect() };
         let which = |s: &Arc<Classes>| started.shards.iter().position(|x| Arc::ptr_eq(x, s)).unwrap();
-        let class = Class { filter: None, sealed: false };
+        let a = Class { filter: None, sealed: false };
+        let b = Class { filter: parse_types(Some("round_settled")).unwrap(), sealed: false };
         let mut placed = Vec::new();
-        for _ in 0..6 {
+        // The classes in turn, as the bench connects them: by count alone shard 0 would get every `a`.
+        for class in [a, b, a, b, a, b, a, b] {
             let conn = Arc::new(Conn::new(class));
-            let shard = started.least_loaded().clone();
+            let shard = started.least_loaded(class).clone();
             shard.add(conn.clone());
             placed.push((which(&shard), conn, shard));
         }
-        assert_eq!(placed.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
-        // Two leave shard 1: the next two go there.
-        for (_, conn, shard) in placed.iter().filter(|p| p.0 == 1) {
+        for s in &started.shards {
+            assert_eq!((s.count_of(a), s.count_of(b)), (2, 2), "each class split evenly");
+            assert_eq!(s.members.load(std::sync::atomic::Ordering::Relaxed), 4);
+        }
+        // Both `a`s leave shard 1: the next two `a`s go there, then shard 0 again.
+        for (_, conn, shard) in placed.iter().filter(|p| p.0 == 1 && p.1.class == a) {
             shard.remove(conn);
         }
-        assert_eq!(started.shards[1].members.load(std::sync::atomic::Ordering::Relaxed), 0);
-        assert_eq!(which(started.least_loaded()), 1);
-        started.shards[1].add(Arc::new(Conn::new(class)));
-        assert_eq!(which(started.least_loaded()), 1);
-        started.shards[1].add(Arc::new(Conn::new(class)));
-        assert_eq!(which(started.least_loaded()), 0, "all even again: the first");
+        assert_eq!(started.shards[1].members.load(std::sync::atomic::Ordering::Relaxed), 2);
+        for want in [1, 1, 0] {
+            let shard = started.least_loaded(a).clone();
+            assert_eq!(which(&shard), want);
+            shard.add(Arc::new(Conn::new(a)));
+        }
         assert_eq!((shard_count(0), shard_count(1), shard_count(8), shard_count(1000)), (1, 1, 8, MAX_SHARDS));
     }
 
-    /// A shard whose task fell a whole queue of frames behind sends its subscribers the `lagged` note for what it
-    /// skipped (counted in `ws_skipped_signals`), then the frames it still has, in order.
+    /// A frame as the hub's reader sends it to the shards: `upto` signals read so far.
+    fn numbered(f: Frame, upto: u64) -> Arc<Frame> {
+        Arc::new(Frame { upto, ..f })
+    }
+
+    fn risk(kind: &str) -> Frame {
+        Frame::of(&crate::Signal {
+            at_ms: 0,
+            source: "t".into(),
+            kind: SignalKind::RiskEvent { kind: kind.into(), detail: String::new() },
+        })
+    }
+
+    /// The `kind`s of the signals queued for `conn` (`lagged:N` for a note).
+    fn kinds(conn: &Conn) -> Vec<String> {
+        conn.lock()
+            .items
+            .iter()
+            .map(|it| match it.kind {
+                Kind::Lagged(n) => format!("lagged:{n}"),
+                _ => {
+                    let v: serde_json::Value = serde_json::from_slice(payload(&it.wire)).unwrap();
+                    v["kind"].as_str().unwrap().to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// A shard whose task fell a whole queue of frames behind sends its subscribers the `lagged` note for the
+    /// signals it skipped (counted in `ws_skipped_signals`), then the frames it still has, in order; a `lagged` note
+    /// of the hub's among the skipped frames counts the signals it stood for.
     #[tokio::test]
     async fn a_shard_behind_the_hub_s_queue_skips_ahead_with_the_lagged_note() {
         let m = GuardMetrics::default();
@@ -1391,25 +1471,28 @@ mod tests {
         let conn = Arc::new(Conn::new(Class { filter: None, sealed: false }));
         classes.add(conn.clone());
         let (tx, rx) = broadcast::channel(2);
-        for kind in ["a", "b", "c", "d", "e"] {
-            tx.send(frame(SignalKind::RiskEvent { kind: kind.into(), detail: String::new() })).unwrap();
+        for (i, kind) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            tx.send(numbered(risk(kind), i as u64 + 1)).unwrap();
         }
         drop(tx);
         // The channel closed: the task delivers what it holds and ends.
-        fan_out(rx, classes, m.clone()).await;
-        assert_eq!(queued(&conn), ["lagged:3", "risk_event", "risk_event"]);
-        let kinds: Vec<String> = conn
-            .lock()
-            .items
-            .iter()
-            .skip(1)
-            .map(|it| {
-                let v: serde_json::Value = serde_json::from_slice(payload(&it.wire)).unwrap();
-                v["kind"].as_str().unwrap().to_string()
-            })
-            .collect();
-        assert_eq!(kinds, ["d", "e"]);
+        fan_out(rx, classes.clone(), m.clone()).await;
+        assert_eq!(kinds(&conn), ["lagged:3", "d", "e"]);
         assert_eq!(m.ws_skipped.get(), 3);
+
+        let conn = Arc::new(Conn::new(Class { filter: None, sealed: false }));
+        let classes: Arc<Classes> = Arc::default();
+        classes.add(conn.clone());
+        let (tx, rx) = broadcast::channel(2);
+        // The hub's reader skipped 10 signals of the bus between `a` and `b`.
+        let sent = [numbered(risk("a"), 1), numbered(Frame::lagged(10), 11), numbered(risk("b"), 12)];
+        for f in sent.into_iter().chain([numbered(risk("c"), 13), numbered(risk("d"), 14)]) {
+            tx.send(f).unwrap();
+        }
+        drop(tx);
+        fan_out(rx, classes, m.clone()).await;
+        assert_eq!(kinds(&conn), ["lagged:12", "c", "d"], "a, the hub's 10 and b");
+        assert_eq!(m.ws_skipped.get(), 3 + 12);
     }
 
     /// `ws_fanout_seconds_count` as `/metrics` shows it.
@@ -1440,10 +1523,11 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let n = 16;
         let (tx, mut got) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+        let mut readers = tokio::task::JoinSet::new();
         for id in 0..n {
             let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
             let tx = tx.clone();
-            tokio::spawn(async move {
+            readers.spawn(async move {
                 while let Some(Ok(m)) = ws.next().await {
                     if let WsMessage::Text(t) = m {
                         let _ = tx.send((id, t.to_string()));
@@ -1476,9 +1560,10 @@ mod tests {
         let probes = 4 * round;
         while fanouts(&metrics) < probes {
             assert!(tokio::time::Instant::now() < deadline, "the probes' fan-outs were never all recorded");
-            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let burst = 300u64;
+        // Fewer than a subscriber's queue, so none is skipped however late its reader reads.
+        let burst = (QUEUE - 56) as u64;
         for i in 0..burst {
             bus.publish("t", SignalKind::RiskEvent { kind: "burst".into(), detail: i.to_string() });
         }
@@ -1495,9 +1580,15 @@ mod tests {
         }
         while fanouts(&metrics) < probes + 4 * burst {
             assert!(tokio::time::Instant::now() < deadline, "each shard records each fan-out");
-            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(fanouts(&metrics), probes + 4 * burst, "one fan-out per signal and shard");
+        // The subscribers hang up: each leaves the shard it joined.
+        readers.shutdown().await;
+        while started.shards.iter().any(|s| s.members.load(std::sync::atomic::Ordering::Relaxed) > 0) {
+            assert!(tokio::time::Instant::now() < deadline, "every subscriber leaves its shard");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// The bus's `lagged` notes join one not sent yet, so a reader kept just under the send timeout during an

@@ -307,13 +307,20 @@ impl SignalKind {
 pub struct Bus {
     tx: broadcast::Sender<Arc<Signal>>,
     published: Arc<AtomicU64>,
+    capacity: usize,
 }
 
 impl Bus {
     /// A bus that keeps up to `capacity` signals for each slow subscriber.
     pub fn new(capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(capacity.max(16));
-        Bus { tx, published: Arc::new(AtomicU64::new(0)) }
+        let capacity = capacity.max(16);
+        let (tx, _) = broadcast::channel(capacity);
+        Bus { tx, published: Arc::new(AtomicU64::new(0)), capacity }
+    }
+
+    /// How many signals a slow subscriber may fall behind before it skips ahead.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Publishes a signal stamped now.
