@@ -272,7 +272,11 @@ impl Started {
     /// fewest in all (the first of those). Each class spreads evenly, so every signal's deliveries do too, whatever
     /// the mix of filters.
     fn least_loaded(&self, class: Class) -> &Arc<Classes> {
-        let load = |s: &Classes| (s.count_of(class), s.members.load(std::sync::atomic::Ordering::Relaxed));
+        // A shard whose task died comes last, whatever its load.
+        let load = |s: &Classes| {
+            let dead = s.dead.load(std::sync::atomic::Ordering::Relaxed);
+            (dead, s.count_of(class), s.members.load(std::sync::atomic::Ordering::Relaxed))
+        };
         let mut best = &self.shards[0];
         let mut best_load = load(best);
         for s in &self.shards[1..] {
@@ -314,6 +318,8 @@ struct Classes {
     groups: Mutex<Vec<(Class, Vec<Arc<Conn>>)>>,
     /// How many subscribers the groups hold (read without the lock to place a new subscriber).
     members: std::sync::atomic::AtomicUsize,
+    /// The shard's task panicked: its subscribers were closed, and no new one joins it.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 impl Classes {
@@ -865,6 +871,7 @@ async fn pump(mut rx: broadcast::Receiver<Arc<crate::Signal>>, out: broadcast::S
 /// once per shard in `ws_skipped_signals`) before the next frame. Lets the runtime's other tasks run every
 /// [`YIELD_EVERY`] frames and deliveries.
 async fn fan_out(mut rx: broadcast::Receiver<Arc<Frame>>, classes: Arc<Classes>, m: GuardMetrics) {
+    let _exit = ShardExit { classes: classes.clone(), m: m.clone() };
     let mut targets = Vec::new();
     let mut work = Work::default();
     // Signals this shard has delivered or noted as skipped (the `upto` of the last frame it took).
@@ -890,6 +897,32 @@ async fn fan_out(mut rx: broadcast::Receiver<Arc<Frame>>, classes: Arc<Classes>,
         }
         if deliver(&classes, &frame, &mut targets, &mut work, &m).await {
             m.ws_fanout.observe(frame.read_at.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Held by a shard's task: if the task panics, its subscribers would get pings but never a signal again, so they are
+/// sent a close frame (1011, to reconnect: they then join a live shard) and the shard takes no new subscriber. A task
+/// that ends otherwise (the hub dropped or its bus closed) leaves that to the hub.
+struct ShardExit {
+    classes: Arc<Classes>,
+    m: GuardMetrics,
+}
+
+impl Drop for ShardExit {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        self.classes.dead.store(true, std::sync::atomic::Ordering::Relaxed);
+        let conns: Vec<Arc<Conn>> = self.classes.lock().iter().flat_map(|(_, c)| c.iter().cloned()).collect();
+        tracing::error!(
+            subscribers = conns.len(),
+            "a WebSocket shard's task panicked: its subscribers are closed (1011)"
+        );
+        let close = wire::close(Some(1011), "internal error");
+        for conn in conns {
+            conn.push(&close, Kind::Close, &self.m);
         }
     }
 }
@@ -1431,6 +1464,33 @@ mod tests {
             shard.add(Arc::new(Conn::new(a)));
         }
         assert_eq!((shard_count(0), shard_count(1), shard_count(8), shard_count(1000)), (1, 1, 8, MAX_SHARDS));
+    }
+
+    /// A shard whose task panics closes its subscribers with 1011 (so they reconnect to a live shard) and takes no
+    /// new one; a task that simply ends leaves its subscribers alone.
+    #[test]
+    fn a_shard_whose_task_panics_closes_its_subscribers_and_takes_no_more() {
+        let m = GuardMetrics::default();
+        let started = Started { tasks: vec![], shards: (0..2).map(|_| Arc::default()).collect() };
+        let class = Class { filter: None, sealed: false };
+        let conn = Arc::new(Conn::new(class));
+        started.shards[0].add(conn.clone());
+        drop(ShardExit { classes: started.shards[0].clone(), m: m.clone() });
+        assert!(queued(&conn).is_empty(), "an ordinary end closes nothing");
+        let (classes, metrics) = (started.shards[0].clone(), m.clone());
+        let died = std::thread::spawn(move || {
+            let _exit = ShardExit { classes, m: metrics };
+            panic!("a shard's task panics");
+        })
+        .join();
+        assert!(died.is_err());
+        assert_eq!(queued(&conn), ["control"], "the close frame");
+        assert_eq!(&conn.lock().items[0].wire[..4], &[0x88, 16, 0x03, 0xF3], "close 1011");
+        // By load the dead shard (one subscriber) would win over shard 1 (three).
+        for _ in 0..3 {
+            started.shards[1].add(Arc::new(Conn::new(class)));
+        }
+        assert!(Arc::ptr_eq(started.least_loaded(class), &started.shards[1]), "the dead shard comes last");
     }
 
     /// A frame as the hub's reader sends it to the shards: `upto` signals read so far.
