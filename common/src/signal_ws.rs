@@ -7,7 +7,7 @@
 //! A [`Hub`] serialises each signal once for every subscriber: one task reads the bus and turns each signal into one
 //! WebSocket frame, header included ([`Frame`]; a server's frames are not masked, so every subscriber is sent the
 //! same bytes). The subscribers are split into *shards*, one per worker thread of the runtime (a new subscriber joins
-//! the shard with the fewest), and each shard's task writes the frame itself to the socket of each of its subscribers
+//! the shard with the fewest of its class, then the fewest in all), and each shard's task writes the frame itself to the socket of each of its subscribers
 //! that wants it, without waking that subscriber's task: one non-blocking write per delivery, nothing copied or
 //! encoded per client, and a signal's fan-out spread over the runtime's threads (each subscriber's frames in publish
 //! order). `ws_fanout_seconds` records how long each shard's fan-out took. Subscribers are grouped by filter and
@@ -272,20 +272,11 @@ impl Started {
     /// fewest in all (the first of those). Each class spreads evenly, so every signal's deliveries do too, whatever
     /// the mix of filters.
     fn least_loaded(&self, class: Class) -> &Arc<Classes> {
-        // A shard whose task died comes last, whatever its load.
-        let load = |s: &Classes| {
-            let dead = s.dead.load(std::sync::atomic::Ordering::Relaxed);
-            (dead, s.count_of(class), s.members.load(std::sync::atomic::Ordering::Relaxed))
-        };
-        let mut best = &self.shards[0];
-        let mut best_load = load(best);
-        for s in &self.shards[1..] {
-            let l = load(s);
-            if l < best_load {
-                (best, best_load) = (s, l);
-            }
-        }
-        best
+        // A shard whose task died comes last, whatever its load; `min_by_key` keeps the first of equals.
+        self.shards
+            .iter()
+            .min_by_key(|s| (s.dead.load(std::sync::atomic::Ordering::Relaxed), s.load(class)))
+            .expect("a hub has at least one shard (shard_count)")
     }
 }
 
@@ -316,8 +307,6 @@ impl Class {
 #[derive(Default)]
 struct Classes {
     groups: Mutex<Vec<(Class, Vec<Arc<Conn>>)>>,
-    /// How many subscribers the groups hold (read without the lock to place a new subscriber).
-    members: std::sync::atomic::AtomicUsize,
     /// The shard's task panicked: its subscribers were closed, and no new one joins it.
     dead: std::sync::atomic::AtomicBool,
 }
@@ -327,9 +316,17 @@ impl Classes {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many subscribers of `class` the shard holds.
-    fn count_of(&self, class: Class) -> usize {
-        self.lock().iter().find(|(c, _)| *c == class).map_or(0, |(_, conns)| conns.len())
+    /// How many subscribers of `class` the shard holds, and how many in all.
+    fn load(&self, class: Class) -> (usize, usize) {
+        let g = self.lock();
+        let of_class = g.iter().find(|(c, _)| *c == class).map_or(0, |(_, conns)| conns.len());
+        (of_class, g.iter().map(|(_, conns)| conns.len()).sum())
+    }
+
+    /// How many subscribers the shard holds.
+    #[cfg(test)]
+    fn members(&self) -> usize {
+        self.load(Class { filter: None, sealed: false }).1
     }
 
     fn add(&self, conn: Arc<Conn>) {
@@ -338,7 +335,6 @@ impl Classes {
             Some((_, conns)) => conns.push(conn),
             None => g.push((conn.class, vec![conn])),
         }
-        self.members.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn remove(&self, conn: &Arc<Conn>) {
@@ -347,7 +343,6 @@ impl Classes {
         let conns = &mut g[i].1;
         if let Some(j) = conns.iter().position(|c| Arc::ptr_eq(c, conn)) {
             conns.swap_remove(j);
-            self.members.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         if conns.is_empty() {
             g.swap_remove(i);
@@ -1264,6 +1259,11 @@ mod tests {
 
     /// What is queued for `conn` (not upgraded: everything is queued), as type names (`lagged:N` for a note).
     fn queued(conn: &Conn) -> Vec<String> {
+        queued_by(conn, "type")
+    }
+
+    /// What is queued for `conn`: each signal's JSON `field`, `lagged:N` for a note, `control` for the rest.
+    fn queued_by(conn: &Conn, field: &str) -> Vec<String> {
         conn.lock()
             .items
             .iter()
@@ -1272,7 +1272,7 @@ mod tests {
                 Kind::Control | Kind::Pong | Kind::Close => "control".into(),
                 Kind::Signal => {
                     let v: serde_json::Value = serde_json::from_slice(payload(&it.wire)).unwrap();
-                    v["type"].as_str().unwrap().to_string()
+                    v[field].as_str().unwrap().to_string()
                 }
             })
             .collect()
@@ -1450,14 +1450,14 @@ mod tests {
             placed.push((which(&shard), conn, shard));
         }
         for s in &started.shards {
-            assert_eq!((s.count_of(a), s.count_of(b)), (2, 2), "each class split evenly");
-            assert_eq!(s.members.load(std::sync::atomic::Ordering::Relaxed), 4);
+            assert_eq!((s.load(a).0, s.load(b).0), (2, 2), "each class split evenly");
+            assert_eq!(s.members(), 4);
         }
         // Both `a`s leave shard 1: the next two `a`s go there, then shard 0 again.
         for (_, conn, shard) in placed.iter().filter(|p| p.0 == 1 && p.1.class == a) {
             shard.remove(conn);
         }
-        assert_eq!(started.shards[1].members.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(started.shards[1].members(), 2);
         for want in [1, 1, 0] {
             let shard = started.least_loaded(a).clone();
             assert_eq!(which(&shard), want);
@@ -1506,21 +1506,6 @@ mod tests {
         })
     }
 
-    /// The `kind`s of the signals queued for `conn` (`lagged:N` for a note).
-    fn kinds(conn: &Conn) -> Vec<String> {
-        conn.lock()
-            .items
-            .iter()
-            .map(|it| match it.kind {
-                Kind::Lagged(n) => format!("lagged:{n}"),
-                _ => {
-                    let v: serde_json::Value = serde_json::from_slice(payload(&it.wire)).unwrap();
-                    v["kind"].as_str().unwrap().to_string()
-                }
-            })
-            .collect()
-    }
-
     /// A shard whose task fell a whole queue of frames behind sends its subscribers the `lagged` note for the
     /// signals it skipped (counted in `ws_skipped_signals`), then the frames it still has, in order; a `lagged` note
     /// of the hub's among the skipped frames counts the signals it stood for.
@@ -1537,7 +1522,7 @@ mod tests {
         drop(tx);
         // The channel closed: the task delivers what it holds and ends.
         fan_out(rx, classes.clone(), m.clone()).await;
-        assert_eq!(kinds(&conn), ["lagged:3", "d", "e"]);
+        assert_eq!(queued_by(&conn, "kind"), ["lagged:3", "d", "e"]);
         assert_eq!(m.ws_skipped.get(), 3);
 
         let conn = Arc::new(Conn::new(Class { filter: None, sealed: false }));
@@ -1551,7 +1536,7 @@ mod tests {
         }
         drop(tx);
         fan_out(rx, classes, m.clone()).await;
-        assert_eq!(kinds(&conn), ["lagged:12", "c", "d"], "a, the hub's 10 and b");
+        assert_eq!(queued_by(&conn, "kind"), ["lagged:12", "c", "d"], "a, the hub's 10 and b");
         assert_eq!(m.ws_skipped.get(), 3 + 12);
     }
 
@@ -1614,7 +1599,7 @@ mod tests {
         let started = hub.inner.started.get().expect("the hub's tasks run");
         assert_eq!(started.shards.len(), 4, "one shard per worker thread");
         for s in &started.shards {
-            assert_eq!(s.members.load(std::sync::atomic::Ordering::Relaxed), n / 4, "the subscribers spread evenly");
+            assert_eq!(s.members(), n / 4, "the subscribers spread evenly");
         }
         // The probes' fan-outs are all recorded before the burst's are counted.
         let probes = 4 * round;
@@ -1645,7 +1630,7 @@ mod tests {
         assert_eq!(fanouts(&metrics), probes + 4 * burst, "one fan-out per signal and shard");
         // The subscribers hang up: each leaves the shard it joined.
         readers.shutdown().await;
-        while started.shards.iter().any(|s| s.members.load(std::sync::atomic::Ordering::Relaxed) > 0) {
+        while started.shards.iter().any(|s| s.members() > 0) {
             assert!(tokio::time::Instant::now() < deadline, "every subscriber leaves its shard");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
