@@ -332,28 +332,23 @@ where
     rx.await.context("the load generator's thread ended without a result")?
 }
 
-/// The cores of a server and a generator, checked against the machine; `None` for both on a one-core machine.
+/// The cores of a server and a generator ([`core_sets`] of one core each, which must differ); `None` for both on a
+/// one-core machine.
 fn pinning(server: usize, client: usize) -> Result<(Option<usize>, Option<usize>)> {
-    let n = loadgen::cores();
-    if n < 2 {
-        println!("  one core only: server and load generator are not pinned");
-        return Ok((None, None));
-    }
-    anyhow::ensure!(server < n, "--server-core: core {server} does not exist (this machine has {n})");
-    anyhow::ensure!(client < n, "--client-core: core {client} does not exist (this machine has {n})");
-    anyhow::ensure!(server != client, "--server-core and --client-core must differ");
-    Ok((Some(server), Some(client)))
+    let (s, c) = core_sets(&loadgen::Cores(vec![server]), &loadgen::Cores(vec![client]))?;
+    anyhow::ensure!(s.is_none() || server != client, "--server-core and --client-core must differ");
+    Ok((s.map(|_| server), c.map(|_| client)))
 }
 
 /// Cores a process is pinned to (`None`: not pinned).
 type CoreSet = Option<Vec<usize>>;
 
-/// The core sets of the WebSocket bench's server and subscribers, checked against the machine; `None` for both on a
-/// one-core machine. The sets may overlap (the server and the subscribers then share those cores).
+/// The core sets of a server and its load generator (the WebSocket bench's subscribers), checked against the machine;
+/// `None` for both on a one-core machine. The sets may overlap (the two then share those cores).
 fn core_sets(server: &loadgen::Cores, client: &loadgen::Cores) -> Result<(CoreSet, CoreSet)> {
     let n = loadgen::cores();
     if n < 2 {
-        println!("  one core only: server and subscribers are not pinned");
+        println!("  one core only: server and load generator are not pinned");
         return Ok((None, None));
     }
     for (flag, set) in [("--server-core", server), ("--client-core", client)] {
